@@ -1,0 +1,30 @@
+//! Blindfold's media plane.
+//!
+//! This crate holds the parts of the relay that do no IO:
+//!
+//! - [`wire`]: zero-copy views over datagrams — the RFC 7983 demultiplexer, STUN for
+//!   ICE, RTP headers and their extensions, RTCP compound packets. Parsing never
+//!   allocates or copies; a view borrows the caller's buffer and rejects malformed input
+//!   with a typed reason.
+//! - [`srtp`]: SRTP and SRTCP (RFC 3711, RFC 7714) applied in place on the caller's
+//!   buffer, with the key derivation function, rollover-counter estimation, replay
+//!   protection and an optional one-byte MKI selecting among master keys.
+//! - [`id`]: typed identifiers (`Ssrc`, `SeqNo`, …) so a raw integer never stands for two
+//!   things.
+//!
+//! # Driving the wire formats
+//!
+//! ```
+//! use blindfold_relay::wire::{demux, Datagram};
+//!
+//! let stun_binding = [0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42,
+//!                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+//! assert!(matches!(demux(&stun_binding), Datagram::Stun(_)));
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod id;
+pub mod srtp;
+pub mod wire;
+

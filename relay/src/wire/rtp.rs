@@ -1,0 +1,1 @@
+//! RTP headers (RFC 3550) and header extensions (RFC 8285).
