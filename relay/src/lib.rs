@@ -27,4 +27,3 @@
 pub mod id;
 pub mod srtp;
 pub mod wire;
-
