@@ -1,0 +1,110 @@
+//! Wire-format views: ns per packet for what the relay does to every datagram.
+//!
+//! `cargo bench -p blindfold-benches --bench wire`
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+
+use blindfold_relay::id::{ExtId, Pt, RtpTime, Ssrc, WireSeq};
+use blindfold_relay::wire::rtp::{self, RtpHeader};
+use blindfold_relay::wire::stun::{
+    Class, IntegrityKey, Method, StunMessage, StunWriter, TransactionId,
+};
+use blindfold_relay::wire::{self, Kind};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+/// A 1200-byte video packet as a browser sends it: audio level is absent, frame
+/// marking, abs-send-time and transport-cc are present in the one-byte form.
+fn video_packet() -> Vec<u8> {
+    let fields = rtp::RtpFields {
+        padding: false,
+        marker: false,
+        payload_type: Pt(96),
+        seq: WireSeq(4242),
+        timestamp: RtpTime(90_000),
+        ssrc: Ssrc(0x1234_5678),
+        csrcs: &[],
+    };
+    let exts = [
+        (ExtId(2), &[0xa0u8][..]),
+        (ExtId(3), &[0x12, 0x34, 0x56][..]),
+        (ExtId(5), &[0x01, 0x02][..]),
+    ];
+    let mut buf = vec![0u8; 1200];
+    rtp::write_header(&mut buf, &fields, &exts).unwrap();
+    buf
+}
+
+fn rtp_header(c: &mut Criterion) {
+    let pkt = video_packet();
+    let mut g = c.benchmark_group("rtp");
+    g.throughput(Throughput::Elements(1));
+    // What the forwarder reads from every media packet: class, SSRC, sequence number.
+    g.bench_function("header_view", |b| {
+        b.iter(|| {
+            let d = black_box(&pkt[..]);
+            let h = RtpHeader::parse(d).unwrap();
+            (
+                wire::classify(d) == Kind::Rtp,
+                h.ssrc(),
+                h.seq(),
+                h.marker(),
+            )
+        })
+    });
+    // Plus the frame-marking lookup the keyframe detection needs.
+    g.bench_function("header_view_and_frame_marking", |b| {
+        b.iter(|| {
+            let h = RtpHeader::parse(black_box(&pkt[..])).unwrap();
+            let fm = h.extension(ExtId(2)).map(rtp::frame_marking);
+            (h.ssrc(), fm)
+        })
+    });
+    g.finish();
+}
+
+fn stun_check(c: &mut Criterion) {
+    let key = IntegrityKey::new(b"relaypassword-relaypassword");
+    let mut req = [0u8; 200];
+    let len = {
+        let mut w = StunWriter::new(
+            &mut req,
+            Class::Request,
+            Method::Binding,
+            TransactionId([7; 12]),
+        )
+        .unwrap();
+        w.add_username("relayufrag:clientufrag").unwrap();
+        w.add_priority(0x6e00_1eff).unwrap();
+        w.add_use_candidate().unwrap();
+        w.add_ice_controlling(42).unwrap();
+        w.add_message_integrity(&key).unwrap();
+        w.finish_with_fingerprint().unwrap()
+    };
+    let from: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+    let mut resp = [0u8; 200];
+    let mut g = c.benchmark_group("stun");
+    g.throughput(Throughput::Elements(1));
+    // One ICE connectivity check: parse, fingerprint, integrity, build the answer.
+    g.bench_function("binding_check_and_answer", |b| {
+        b.iter(|| {
+            let m = StunMessage::parse(black_box(&req[..len])).unwrap();
+            m.verify_fingerprint().unwrap();
+            m.verify_integrity_with(&key).unwrap();
+            let mut w = StunWriter::new(
+                &mut resp,
+                Class::SuccessResponse,
+                Method::Binding,
+                m.transaction_id(),
+            )
+            .unwrap();
+            w.add_xor_mapped_address(from).unwrap();
+            w.add_message_integrity(&key).unwrap();
+            w.finish_with_fingerprint().unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, rtp_header, stun_check);
+criterion_main!(benches);
