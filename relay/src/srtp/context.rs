@@ -559,9 +559,7 @@ impl SrtpContext {
 
     /// The sender SSRC of an RTCP packet, after the length and version checks.
     fn rtcp_ssrc(packet: &[u8]) -> Result<Ssrc, SrtpError> {
-        let header = packet
-            .get(..RTCP_HEADER_LEN)
-            .ok_or(SrtpError::TooShort)?;
+        let header = packet.get(..RTCP_HEADER_LEN).ok_or(SrtpError::TooShort)?;
         if header[0] >> 6 != 2 {
             return Err(SrtpError::BadRtcpVersion);
         }

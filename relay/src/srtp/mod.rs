@@ -220,7 +220,7 @@ pub(crate) mod test_util {
             .filter(|b| !b.is_ascii_whitespace())
             .map(|b| (b as char).to_digit(16).expect("hex digit") as u8)
             .collect();
-        assert!(digits.len() % 2 == 0, "odd hex length");
+        assert!(digits.len().is_multiple_of(2), "odd hex length");
         digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
     }
 }

@@ -498,12 +498,28 @@ fn srtcp_index_exhaustion() {
     let mut buf = rtcp(8);
     let n = buf.len();
     buf.resize(n + 64, 0);
-    assert_eq!(
-        tx.protect_rtcp(&mut buf, n),
-        Err(SrtpError::IndexExhausted)
-    );
+    assert_eq!(tx.protect_rtcp(&mut buf, n), Err(SrtpError::IndexExhausted));
     assert_eq!(
         tx.set_next_rtcp_index(Ssrc(8), 0x8000_0000),
         Err(SrtpError::IndexExhausted)
     );
+}
+
+/// The fuzz hook on the vector packets (plain and protected) and on short garbage.
+#[cfg(feature = "fuzz")]
+#[test]
+fn fuzz_one_smoke() {
+    for line in LIBSRTP.lines().filter(|l| l.starts_with("rt")) {
+        let f: Vec<&str> = line.split(' ').collect();
+        fuzz_one(&hex(f[3]));
+        fuzz_one(&hex(f[4]));
+    }
+    for len in 0..40u8 {
+        fuzz_one(
+            &(0..len)
+                .map(|i| i.wrapping_mul(91) | 0x80)
+                .collect::<Vec<u8>>(),
+        );
+    }
+    fuzz_one(&[0x80; 3000]);
 }
