@@ -1,0 +1,1246 @@
+//! The relay's DTLS 1.2 server (RFC 6347) with DTLS-SRTP key export (RFC 5764), one per
+//! participant session, on the sans-IO [`dimpl`] state machine.
+//!
+//! The keying material it exports keys the hop-by-hop SRTCP between the participant and
+//! the relay (see DESIGN.md, "The keying model"); end-to-end media keys never pass here.
+//!
+//! # Driving it
+//!
+//! Build a [`DtlsConfig`] and load or generate the relay's [`DtlsCert`] once per process
+//! (building a config runs the crypto provider's self-tests), then hold one
+//! [`DtlsServer`] per session, created when signaling hands over the participant's SDP
+//! fingerprint:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsEvent, DtlsServer, Fingerprint};
+//!
+//! let config = DtlsConfig::new(Default::default()).unwrap();
+//! let cert = DtlsCert::generate().unwrap();
+//! // From the caller's `a=fingerprint:sha-256 …` line.
+//! let expected: Fingerprint = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:\
+//!                              AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89".parse().unwrap();
+//! let mut now = Instant::now();
+//! let mut server = DtlsServer::new(&config, &cert, expected, now);
+//!
+//! # let datagram: &[u8] = &[];
+//! // A datagram the RFC 7983 demux classed as DTLS, from the session's ICE-validated address:
+//! if let Err(reason) = server.handle_datagram(now, datagram) {
+//!     // Count `reason`; if `reason.is_fatal()` a `Failed` event follows.
+//! }
+//! // After every handle_* call, drain in this order:
+//! while let Some(packet) = server.poll_transmit() {
+//!     // send `packet` to the participant
+//! }
+//! while let Some(event) = server.poll_event() {
+//!     match event {
+//!         DtlsEvent::Connected(keys) => { /* install keys.client_master for inbound SRTCP,
+//!                                            keys.server_master for outbound */ }
+//!         DtlsEvent::Failed(reason) => { /* end the session */ }
+//!         _ => {}
+//!     }
+//! }
+//! // Wake at poll_timeout() and call handle_timeout.
+//! if let Some(at) = server.poll_timeout() {
+//!     now = at;
+//!     server.handle_timeout(now);
+//! }
+//! ```
+//!
+//! # What the server enforces
+//!
+//! - DTLS 1.2 only ([`dimpl::Dtls::new_12`]), ECDHE-ECDSA AEAD suites only (dimpl has
+//!   no others), extended master secret (RFC 7627) required by dimpl.
+//! - Cookie exchange on: the first answer to a ClientHello is a HelloVerifyRequest.
+//!   The cookie is an HMAC of the client random under a per-session secret; it is not
+//!   bound to the address, because the engine only feeds this server datagrams from the
+//!   session's ICE-validated address.
+//! - The client must send a certificate, and the SHA-256 of its leaf (DER) must equal
+//!   the fingerprint from the SDP. dimpl may build the server's ChangeCipherSpec/
+//!   Finished flight and the exported keys in the same call that receives the client's
+//!   flight, but it reports the certificate before it hands out any of them; the check
+//!   runs then, and on a mismatch the dimpl state is dropped on the spot, so that
+//!   flight and the keys are never released. The relay sends no alert (an
+//!   unauthenticated alert is worth nothing); the client's handshake times out.
+//! - use_srtp must be negotiated: the server picks, in order, SRTP_AEAD_AES_256_GCM,
+//!   SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_SHA1_80 among what the client offers (that
+//!   preference is built into dimpl's server). A handshake that completes without
+//!   use_srtp fails with [`DtlsError::NoSrtpProfile`].
+//!
+//! # Junk and floods
+//!
+//! Datagrams that do not frame as DTLS 1.2 records are dropped with a non-fatal error.
+//! dimpl itself drops records that frame but do not parse or authenticate, yet it keeps
+//! records it cannot use *yet* in a 30-entry receive queue whose overflow is fatal. So
+//! until the server has sent its ServerHello, when only a ClientHello is useful, this
+//! wrapper drops anything but whole ClientHellos ([`DtlsError::NotClientHello`]). During
+//! the rest of the handshake (about one round trip) a flood of junk records from the
+//! session's address can still end it; after it, dimpl discards such records.
+//!
+//! # Application data
+//!
+//! Application data (a future WebRTC data channel) is not surfaced yet: records that
+//! decrypt are dropped and counted ([`DtlsServer::app_data_dropped`]).
+//!
+//! # Time and randomness
+//!
+//! No clock reads: time comes in as `now`, and time that goes backwards is treated as
+//! the latest time seen. Randomness is dimpl's own: ECDHE keys and signatures always
+//! use aws-lc's system RNG; the client-visible random, cookie secret and retransmit
+//! jitter come from a per-session RNG that is seeded from the system unless
+//! [`DtlsSettings::insecure_rng_seed`] is set (tests only).
+//!
+//! # Allocation
+//!
+//! This is the handshake path, not the packet path: dimpl allocates, and so does the
+//! transmit queue here (its buffers are recycled).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+
+/// Largest DTLS record body accepted (RFC 6347 §4.1: 2^14 + 2048 for ciphertext).
+const MAX_RECORD_BODY: usize = (1 << 14) + 2048;
+/// DTLS record header length (RFC 6347 §4.1).
+const RECORD_HEADER_LEN: usize = 13;
+/// Bound on what dimpl may ask our poll buffer to grow to.
+const MAX_POLL_BUF: usize = 1 << 16;
+/// Spare transmit buffers kept for reuse.
+const MAX_FREE_BUFS: usize = 8;
+
+/// Why a datagram was dropped, a certificate or fingerprint was rejected, or a
+/// session failed.
+///
+/// [`DtlsError::is_fatal`] tells the two kinds apart: a non-fatal error means only the
+/// datagram was dropped; a fatal one means the session is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DtlsError {
+    /// The datagram was empty.
+    #[error("empty datagram")]
+    Empty,
+    /// Fewer than 13 bytes left for a record header.
+    #[error("DTLS record header truncated")]
+    TruncatedHeader,
+    /// A record's length field runs past the end of the datagram.
+    #[error("DTLS record body truncated")]
+    TruncatedRecord,
+    /// A record's length exceeds 2^14 + 2048.
+    #[error("DTLS record too long")]
+    RecordTooLong,
+    /// Content type other than change_cipher_spec, alert, handshake, application_data
+    /// (this includes DTLS 1.3 unified headers).
+    #[error("unexpected DTLS content type {0}")]
+    BadContentType(u8),
+    /// Record version other than DTLS 1.0 (0xfeff, used in ClientHello records) or
+    /// DTLS 1.2 (0xfefd).
+    #[error("unexpected DTLS record version {0:#06x}")]
+    BadRecordVersion(u16),
+    /// Before the server has sent its ServerHello, a datagram that is not only whole,
+    /// unfragmented ClientHellos with message_seq 0 or 1 in epoch 0. Nothing else can be used yet, and dimpl
+    /// keeps unusable records (change_cipher_spec, partial fragments) in a 30-entry
+    /// receive queue whose overflow is fatal, so they are dropped here. Real DTLS 1.2
+    /// ClientHellos fit in one datagram.
+    #[error("only a whole ClientHello is acceptable before ServerHello")]
+    NotClientHello,
+    /// The session already failed or closed; the datagram was ignored.
+    #[error("DTLS session is no longer active")]
+    Inactive,
+    /// Fatal: the client's certificate does not hash to the SDP fingerprint.
+    #[error("client certificate fingerprint does not match the SDP")]
+    FingerprintMismatch,
+    /// Fatal: the handshake completed without a client certificate.
+    #[error("no client certificate")]
+    NoClientCertificate,
+    /// Fatal: the handshake completed without a use_srtp profile.
+    #[error("no SRTP profile negotiated")]
+    NoSrtpProfile,
+    /// Fatal: the exported keying material did not have the profile's length.
+    #[error("exported keying material has the wrong length")]
+    KeyingMaterialLength,
+    /// Fatal: the peer sent close_notify.
+    #[error("peer closed the DTLS association")]
+    PeerClosed,
+    /// Fatal: the handshake failed inside dimpl.
+    #[error("DTLS handshake failed: {0}")]
+    Handshake(HandshakeFailure),
+    /// A certificate or private key could not be decoded or used (loading only).
+    #[error("bad certificate or key: {0}")]
+    BadCertificate(CertFailure),
+    /// An SDP fingerprint that is not 32 colon-separated hex pairs.
+    #[error("malformed SHA-256 fingerprint")]
+    FingerprintSyntax,
+    /// An SDP fingerprint attribute whose hash function is not sha-256.
+    #[error("fingerprint hash function is not sha-256")]
+    FingerprintHashFunction,
+    /// The DTLS configuration was rejected (only from [`DtlsConfig::new`]).
+    #[error("invalid DTLS configuration")]
+    Config,
+}
+
+impl DtlsError {
+    /// Whether the session is dead after this error (as opposed to one datagram
+    /// dropped, or a load/parse error outside any session).
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            Self::FingerprintMismatch
+                | Self::NoClientCertificate
+                | Self::NoSrtpProfile
+                | Self::KeyingMaterialLength
+                | Self::PeerClosed
+                | Self::Handshake(_)
+        )
+    }
+}
+
+/// The class of a dimpl handshake error (coarse, so it is `Copy` and countable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeFailure {
+    /// A message arrived that the handshake state does not allow.
+    #[error("unexpected message")]
+    UnexpectedMessage,
+    /// A cryptographic check failed (bad Finished, bad signature, bad key share).
+    #[error("cryptographic failure")]
+    Crypto,
+    /// The peer's certificate was missing or unusable.
+    #[error("certificate error")]
+    Certificate,
+    /// A security policy was violated (e.g. no extended master secret).
+    #[error("security policy violation")]
+    Security,
+    /// The handshake or a flight's retransmissions timed out.
+    #[error("timed out")]
+    Timeout,
+    /// dimpl's bounded receive or transmit queue overflowed.
+    #[error("queue full")]
+    QueueFull,
+    /// The peer tried to renegotiate.
+    #[error("renegotiation attempt")]
+    Renegotiation,
+    /// The connection was already closed.
+    #[error("connection closed")]
+    Closed,
+    /// dimpl wanted an output buffer larger than 64 KiB.
+    #[error("oversized output")]
+    OversizedOutput,
+    /// Any other dimpl error.
+    #[error("other")]
+    Other,
+}
+
+impl From<&dimpl::Error> for HandshakeFailure {
+    fn from(e: &dimpl::Error) -> Self {
+        use dimpl::Error as E;
+        match e {
+            E::UnexpectedMessage(_) | E::IncompleteServerHello | E::InvalidState(_) => {
+                Self::UnexpectedMessage
+            }
+            E::CryptoError(_) => Self::Crypto,
+            E::CertificateError(_) => Self::Certificate,
+            E::SecurityError(_) => Self::Security,
+            E::Timeout(_) => Self::Timeout,
+            E::ReceiveQueueFull | E::TransmitQueueFull | E::TransmitHistoryFull => Self::QueueFull,
+            E::TooManyClientHelloFragments => Self::QueueFull,
+            E::RenegotiationAttempt => Self::Renegotiation,
+            E::ConnectionClosed => Self::Closed,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Why a certificate or key was rejected when loading a [`DtlsCert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertFailure {
+    /// No PEM block with the expected label, or bad base64.
+    #[error("PEM decoding failed")]
+    Pem,
+    /// The private key is not a PKCS#8 or SEC1 ECDSA key.
+    #[error("private key not usable")]
+    Key,
+    /// The key is ECDSA but not P-256.
+    #[error("private key is not ECDSA P-256")]
+    NotP256,
+    /// The certificate does not parse, or its public key is not the private key's.
+    #[error("certificate does not match the private key")]
+    Mismatch,
+    /// Generating a certificate failed.
+    #[error("certificate generation failed")]
+    Generate,
+}
+
+// ---------------------------------------------------------------------------------------
+// Fingerprint
+// ---------------------------------------------------------------------------------------
+
+/// A SHA-256 certificate fingerprint (RFC 8122 `a=fingerprint:sha-256`).
+///
+/// Parses from and displays as the SDP form: 32 two-digit hex pairs separated by `:`
+/// ("AB:CD:…"). Displays in upper case; parsing also takes lower case.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// SHA-256 of a DER certificate.
+    pub fn of_der(cert_der: &[u8]) -> Self {
+        let d = digest::digest(&digest::SHA256, cert_der);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        Fingerprint(out)
+    }
+
+    /// Parses the value of an SDP `a=fingerprint:` attribute, `"sha-256 AB:CD:…"`.
+    ///
+    /// Rejects a hash function other than `sha-256` (case-insensitive) with
+    /// [`DtlsError::FingerprintHashFunction`] and a bad fingerprint as [`FromStr`] does.
+    pub fn from_sdp_attribute(value: &str) -> Result<Self, DtlsError> {
+        let mut parts = value.split_ascii_whitespace();
+        let hash = parts.next().ok_or(DtlsError::FingerprintSyntax)?;
+        let fp = parts.next().ok_or(DtlsError::FingerprintSyntax)?;
+        if parts.next().is_some() {
+            return Err(DtlsError::FingerprintSyntax);
+        }
+        if !hash.eq_ignore_ascii_case("sha-256") {
+            return Err(DtlsError::FingerprintHashFunction);
+        }
+        fp.parse()
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = DtlsError;
+
+    /// Parses exactly 32 hex pairs separated by single colons, nothing else (no spaces,
+    /// no prefix, no trailing colon). Anything else is [`DtlsError::FingerprintSyntax`].
+    fn from_str(s: &str) -> Result<Self, DtlsError> {
+        let b = s.as_bytes();
+        // 32 pairs + 31 colons.
+        if b.len() != 32 * 3 - 1 {
+            return Err(DtlsError::FingerprintSyntax);
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            let at = i * 3;
+            let hi = b.get(at).copied().and_then(hex_val);
+            let lo = b.get(at + 1).copied().and_then(hex_val);
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(DtlsError::FingerprintSyntax);
+            };
+            if i < 31 && b.get(at + 2) != Some(&b':') {
+                return Err(DtlsError::FingerprintSyntax);
+            }
+            *o = (hi << 4) | lo;
+        }
+        Ok(Fingerprint(out))
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Certificate
+// ---------------------------------------------------------------------------------------
+
+/// The relay's DTLS identity: a certificate and its ECDSA P-256 private key.
+///
+/// Load it once (from PEM/DER, or generate a self-signed one) and share it by reference
+/// among sessions. Loading checks the key is P-256 and the certificate carries its
+/// public key, so starting a session cannot fail on it later.
+#[derive(Clone)]
+pub struct DtlsCert {
+    inner: dimpl::DtlsCertificate,
+    fingerprint: Fingerprint,
+}
+
+impl fmt::Debug for DtlsCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtlsCert")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DtlsCert {
+    /// Generates a fresh self-signed ECDSA P-256 certificate (rcgen, through dimpl),
+    /// valid for a year, with a random serial number.
+    ///
+    /// Fails with [`CertFailure::Generate`] if rcgen does.
+    pub fn generate() -> Result<Self, DtlsError> {
+        let c = dimpl::certificate::generate_self_signed_certificate()
+            .map_err(|_| DtlsError::BadCertificate(CertFailure::Generate))?;
+        Self::from_der(c.certificate, c.private_key)
+    }
+
+    /// Loads a DER certificate and a DER private key (PKCS#8, or SEC1 "EC PRIVATE KEY").
+    ///
+    /// Rejects a key that is not ECDSA ([`CertFailure::Key`]), not P-256
+    /// ([`CertFailure::NotP256`]), or a certificate that does not parse or does not
+    /// hold the key's public key ([`CertFailure::Mismatch`]).
+    pub fn from_der(cert_der: Vec<u8>, key_der: Vec<u8>) -> Result<Self, DtlsError> {
+        let bad = DtlsError::BadCertificate;
+        let provider = dimpl::crypto::aws_lc_rs::default_provider();
+        let mut key = provider
+            .key_provider
+            .load_private_key(&key_der)
+            .map_err(|_| bad(CertFailure::Key))?;
+        if key.algorithm() != dimpl::SignatureAlgorithm::ECDSA {
+            return Err(bad(CertFailure::Key));
+        }
+        if key.hash_algorithm() != dimpl::HashAlgorithm::SHA256 {
+            return Err(bad(CertFailure::NotP256));
+        }
+        // Sign with the key and verify against the certificate's public key: this is
+        // exactly what the peer will do with our CertificateVerify/ServerKeyExchange.
+        const PROBE: &[u8] = b"blindfold dtls certificate self-check";
+        let mut sig = dimpl::crypto::Buf::new();
+        key.sign(PROBE, dimpl::HashAlgorithm::SHA256, &mut sig)
+            .map_err(|_| bad(CertFailure::Key))?;
+        provider
+            .signature_verification
+            .verify_signature(
+                &cert_der,
+                PROBE,
+                &sig,
+                dimpl::HashAlgorithm::SHA256,
+                dimpl::SignatureAlgorithm::ECDSA,
+            )
+            .map_err(|_| bad(CertFailure::Mismatch))?;
+        let fingerprint = Fingerprint::of_der(&cert_der);
+        Ok(DtlsCert {
+            inner: dimpl::DtlsCertificate {
+                certificate: cert_der,
+                private_key: key_der,
+            },
+            fingerprint,
+        })
+    }
+
+    /// Loads a PEM certificate (first `CERTIFICATE` block) and PEM private key (first
+    /// `PRIVATE KEY` or `EC PRIVATE KEY` block).
+    ///
+    /// Rejects missing blocks or bad base64 ([`CertFailure::Pem`]), then as
+    /// [`DtlsCert::from_der`].
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, DtlsError> {
+        let pem = DtlsError::BadCertificate(CertFailure::Pem);
+        let cert = pem_decode(cert_pem, &["CERTIFICATE"]).ok_or(pem)?;
+        let key = pem_decode(key_pem, &["PRIVATE KEY", "EC PRIVATE KEY"]).ok_or(pem)?;
+        Self::from_der(cert, key)
+    }
+
+    /// The certificate as PEM, for persisting a generated identity.
+    pub fn certificate_pem(&self) -> String {
+        pem_encode("CERTIFICATE", &self.inner.certificate)
+    }
+
+    /// The private key as PEM (`PRIVATE KEY` or `EC PRIVATE KEY`, as loaded).
+    pub fn private_key_pem(&self) -> String {
+        // PKCS#8 starts SEQUENCE { INTEGER 0, SEQUENCE { OID … } }; SEC1 has INTEGER 1.
+        let label = match self.inner.private_key.get(2..5) {
+            Some([0x02, 0x01, 0x01]) => "EC PRIVATE KEY",
+            _ => match self.inner.private_key.get(3..6) {
+                Some([0x02, 0x01, 0x01]) => "EC PRIVATE KEY",
+                _ => "PRIVATE KEY",
+            },
+        };
+        pem_encode(label, &self.inner.private_key)
+    }
+
+    /// The certificate in DER.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.inner.certificate
+    }
+
+    /// The certificate's SHA-256 fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The fingerprint as SDP wants it after `a=fingerprint:sha-256 `: 32 upper-case hex
+    /// pairs joined by colons.
+    pub fn fingerprint_sha256(&self) -> String {
+        self.fingerprint.to_string()
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn b64_val(c: u8) -> Option<u32> {
+    match c {
+        b'A'..=b'Z' => Some(u32::from(c - b'A')),
+        b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+        b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    }
+}
+
+/// The body of the first PEM block whose label is one of `labels`, base64-decoded.
+/// `None` if there is no such block, it is not closed by a matching END line, or its
+/// base64 is malformed or empty.
+fn pem_decode(pem: &str, labels: &[&str]) -> Option<Vec<u8>> {
+    let mut lines = pem.lines().map(str::trim);
+    let label = loop {
+        let line = lines.next()?;
+        if let Some(l) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|r| r.strip_suffix("-----"))
+            && labels.contains(&l)
+        {
+            break l;
+        }
+    };
+    let mut text = Vec::new();
+    let mut closed = false;
+    for line in lines {
+        if let Some(end) = line
+            .strip_prefix("-----END ")
+            .and_then(|r| r.strip_suffix("-----"))
+        {
+            closed = end == label;
+            break;
+        }
+        text.extend(line.bytes().filter(|c| !c.is_ascii_whitespace()));
+    }
+    if !closed || text.is_empty() || text.len() % 4 != 0 {
+        return None;
+    }
+    let pad = text.iter().rev().take_while(|&&c| c == b'=').count();
+    if pad > 2 {
+        return None;
+    }
+    let data = text.get(..text.len() - pad)?;
+    let mut out = Vec::with_capacity(data.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in data {
+        acc = (acc << 6) | b64_val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        s.push_str(std::str::from_utf8(line).unwrap_or_default());
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// SRTP profiles and keying material
+// ---------------------------------------------------------------------------------------
+
+/// An SRTP protection profile negotiated by use_srtp (RFC 5764 §4.1.2, RFC 7714 §14.2).
+///
+/// This is the DTLS module's own enum: the SRTP module has its own, and the engine maps
+/// between them by [`DtlsSrtpProfile::iana_id`] or variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DtlsSrtpProfile {
+    /// SRTP_AEAD_AES_256_GCM (0x0008): 32-byte key, 12-byte salt.
+    AeadAes256Gcm,
+    /// SRTP_AEAD_AES_128_GCM (0x0007): 16-byte key, 12-byte salt.
+    AeadAes128Gcm,
+    /// SRTP_AES128_CM_HMAC_SHA1_80 (0x0001): 16-byte key, 14-byte salt.
+    AesCm128HmacSha1_80,
+}
+
+impl DtlsSrtpProfile {
+    /// The profiles this server accepts, most preferred first.
+    pub const PREFERENCE: [DtlsSrtpProfile; 3] = [
+        Self::AeadAes256Gcm,
+        Self::AeadAes128Gcm,
+        Self::AesCm128HmacSha1_80,
+    ];
+
+    /// Master key length in bytes.
+    pub const fn key_len(self) -> usize {
+        match self {
+            Self::AeadAes256Gcm => 32,
+            Self::AeadAes128Gcm | Self::AesCm128HmacSha1_80 => 16,
+        }
+    }
+
+    /// Master salt length in bytes.
+    pub const fn salt_len(self) -> usize {
+        match self {
+            Self::AeadAes256Gcm | Self::AeadAes128Gcm => 12,
+            Self::AesCm128HmacSha1_80 => 14,
+        }
+    }
+
+    /// Bytes exported from the DTLS session: 2 × (key + salt).
+    pub const fn keying_material_len(self) -> usize {
+        2 * (self.key_len() + self.salt_len())
+    }
+
+    /// The SRTPProtectionProfile value on the wire.
+    pub const fn iana_id(self) -> u16 {
+        match self {
+            Self::AeadAes256Gcm => 0x0008,
+            Self::AeadAes128Gcm => 0x0007,
+            Self::AesCm128HmacSha1_80 => 0x0001,
+        }
+    }
+
+    /// The IANA name ("SRTP_AEAD_AES_128_GCM", …), as used in the key events.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::AeadAes256Gcm => "SRTP_AEAD_AES_256_GCM",
+            Self::AeadAes128Gcm => "SRTP_AEAD_AES_128_GCM",
+            Self::AesCm128HmacSha1_80 => "SRTP_AES128_CM_SHA1_80",
+        }
+    }
+
+    fn from_dimpl(p: dimpl::SrtpProfile) -> Option<Self> {
+        match p {
+            dimpl::SrtpProfile::AEAD_AES_256_GCM => Some(Self::AeadAes256Gcm),
+            dimpl::SrtpProfile::AEAD_AES_128_GCM => Some(Self::AeadAes128Gcm),
+            dimpl::SrtpProfile::AES128_CM_SHA1_80 => Some(Self::AesCm128HmacSha1_80),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DtlsSrtpProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Longest key + salt among the profiles (AES-256: 32 + 12; AES-CM: 16 + 14).
+const MAX_KEY_SALT: usize = 46;
+
+/// One direction's SRTP master key and master salt, stored contiguously as key ‖ salt
+/// (the form the key events and the SRTP module take).
+///
+/// `Debug` does not print the bytes. The bytes are zeroed on drop (best effort).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpMasterKey {
+    buf: [u8; MAX_KEY_SALT],
+    key_len: u8,
+    salt_len: u8,
+}
+
+impl SrtpMasterKey {
+    /// The master key.
+    pub fn key(&self) -> &[u8] {
+        &self.buf[..usize::from(self.key_len)]
+    }
+
+    /// The master salt.
+    pub fn salt(&self) -> &[u8] {
+        &self.buf[usize::from(self.key_len)..self.key_salt().len()]
+    }
+
+    /// Key ‖ salt.
+    pub fn key_salt(&self) -> &[u8] {
+        &self.buf[..usize::from(self.key_len) + usize::from(self.salt_len)]
+    }
+
+    fn new(key: &[u8], salt: &[u8]) -> Self {
+        let mut buf = [0u8; MAX_KEY_SALT];
+        buf[..key.len()].copy_from_slice(key);
+        buf[key.len()..key.len() + salt.len()].copy_from_slice(salt);
+        SrtpMasterKey {
+            buf,
+            key_len: key.len() as u8,
+            salt_len: salt.len() as u8,
+        }
+    }
+}
+
+impl Drop for SrtpMasterKey {
+    fn drop(&mut self) {
+        self.buf.fill(0);
+    }
+}
+
+impl fmt::Debug for SrtpMasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SrtpMasterKey({} key + {} salt bytes, redacted)",
+            self.key_len, self.salt_len
+        )
+    }
+}
+
+/// The DTLS-SRTP keys of one session (RFC 5764 §4.2): the exporter output with label
+/// "EXTRACTOR-dtls_srtp", no context, 2 × (key + salt) bytes, split as
+/// client_write_key ‖ server_write_key ‖ client_write_salt ‖ server_write_salt.
+///
+/// The relay is the DTLS server, so it **decrypts** what the participant sends with
+/// [`client_master`](Self::client_master) and **encrypts** what it sends to the
+/// participant with [`server_master`](Self::server_master).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpKeyMaterial {
+    /// The negotiated protection profile.
+    pub profile: DtlsSrtpProfile,
+    /// The client's (participant's) write key and salt: the relay's inbound keys.
+    pub client_master: SrtpMasterKey,
+    /// The server's (relay's) write key and salt: the relay's outbound keys.
+    pub server_master: SrtpMasterKey,
+}
+
+impl SrtpKeyMaterial {
+    /// Splits raw exporter output for `profile`.
+    ///
+    /// Rejects material whose length is not [`DtlsSrtpProfile::keying_material_len`]
+    /// with [`DtlsError::KeyingMaterialLength`].
+    pub fn from_exported(profile: DtlsSrtpProfile, material: &[u8]) -> Result<Self, DtlsError> {
+        let (k, s) = (profile.key_len(), profile.salt_len());
+        if material.len() != profile.keying_material_len() {
+            return Err(DtlsError::KeyingMaterialLength);
+        }
+        let (ck, rest) = material.split_at(k);
+        let (sk, rest) = rest.split_at(k);
+        let (cs, ss) = rest.split_at(s);
+        Ok(SrtpKeyMaterial {
+            profile,
+            client_master: SrtpMasterKey::new(ck, cs),
+            server_master: SrtpMasterKey::new(sk, ss),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------
+
+/// Tunables for [`DtlsConfig::new`]. `Default` gives dimpl's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DtlsSettings {
+    /// Largest datagram the server sends (default 1150).
+    pub mtu: usize,
+    /// First retransmission timeout; doubles per retry with ±25 % jitter (default 1 s).
+    pub flight_start_rto: Duration,
+    /// Retransmissions per flight (default 4).
+    pub flight_retries: usize,
+    /// Bound on the whole handshake from the first ClientHello (default 40 s).
+    pub handshake_timeout: Duration,
+    /// Seed for dimpl's non-cryptographic RNG (randoms, cookie secret, jitter), for
+    /// repeatable tests. **Never set this in production**: every session would share
+    /// its server random and cookie secret. ECDHE and signatures use the system RNG
+    /// regardless.
+    pub insecure_rng_seed: Option<u64>,
+}
+
+impl Default for DtlsSettings {
+    fn default() -> Self {
+        DtlsSettings {
+            mtu: 1150,
+            flight_start_rto: Duration::from_secs(1),
+            flight_retries: 4,
+            handshake_timeout: Duration::from_secs(40),
+            insecure_rng_seed: None,
+        }
+    }
+}
+
+/// A built DTLS configuration shared by all sessions (cheap to clone).
+#[derive(Clone)]
+pub struct DtlsConfig {
+    inner: Arc<dimpl::Config>,
+}
+
+impl fmt::Debug for DtlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtlsConfig").finish_non_exhaustive()
+    }
+}
+
+impl DtlsConfig {
+    /// Builds the configuration: server cookie on, client certificate required, the
+    /// aws-lc-rs provider. Runs the provider's self-tests, so build it once.
+    ///
+    /// Rejects an MTU below 64 or zero/absurd timeouts with [`DtlsError::Config`].
+    pub fn new(settings: DtlsSettings) -> Result<Self, DtlsError> {
+        let mut b = dimpl::Config::builder()
+            .with_crypto_provider(dimpl::crypto::aws_lc_rs::default_provider())
+            .use_server_cookie(true)
+            .require_client_certificate(true)
+            .mtu(settings.mtu)
+            .flight_start_rto(settings.flight_start_rto)
+            .flight_retries(settings.flight_retries)
+            .handshake_timeout(settings.handshake_timeout);
+        if let Some(seed) = settings.insecure_rng_seed {
+            b = b.dangerously_set_rng_seed(seed);
+        }
+        let cfg = b.build().map_err(|_| DtlsError::Config)?;
+        Ok(DtlsConfig {
+            inner: Arc::new(cfg),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------------------
+
+/// What a [`DtlsServer`] reports, from [`DtlsServer::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DtlsEvent {
+    /// The handshake completed, the client's certificate matched the SDP fingerprint and
+    /// use_srtp was negotiated. Reported once.
+    Connected(SrtpKeyMaterial),
+    /// The session failed (fingerprint mismatch, handshake error or timeout, no SRTP
+    /// profile) or the peer closed it ([`DtlsError::PeerClosed`]). Reported once; nothing
+    /// follows it. No keys are ever released after or instead of it.
+    Failed(DtlsError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshaking,
+    Connected,
+    Failed,
+}
+
+/// The relay's DTLS 1.2 server for one session. See the [module docs](self) for how to
+/// drive it and what it enforces.
+///
+/// Methods: `handle_datagram` / `handle_timeout` feed it; then drain `poll_transmit`,
+/// `poll_event`, and read `poll_timeout`.
+pub struct DtlsServer {
+    /// `None` once the session failed: dropping dimpl's state is what guarantees that
+    /// nothing more (no Finished, no keys) comes out of it.
+    dtls: Option<dimpl::Dtls>,
+    expected: Fingerprint,
+    state: State,
+    peer_verified: bool,
+    dimpl_connected: bool,
+    /// Whether our ServerHello has been queued: until then only ClientHello is useful.
+    server_hello_sent: bool,
+    keys: Option<SrtpKeyMaterial>,
+    last_now: Instant,
+    timeout: Option<Instant>,
+    poll_buf: Vec<u8>,
+    transmit: VecDeque<Vec<u8>>,
+    current: Option<Vec<u8>>,
+    free: Vec<Vec<u8>>,
+    events: VecDeque<DtlsEvent>,
+    app_data_dropped: u64,
+}
+
+impl fmt::Debug for DtlsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtlsServer")
+            .field("expected", &self.expected)
+            .field("state", &self.state)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DtlsServer {
+    /// A server for one session, waiting for the client's ClientHello. The client's
+    /// certificate must hash to `expected_client_fingerprint` (from the SDP).
+    pub fn new(
+        config: &DtlsConfig,
+        cert: &DtlsCert,
+        expected_client_fingerprint: Fingerprint,
+        now: Instant,
+    ) -> Self {
+        // Cannot panic on the key: DtlsCert loaded it with the same provider.
+        let dtls = dimpl::Dtls::new_12(config.inner.clone(), cert.inner.clone(), now);
+        let mut s = DtlsServer {
+            dtls: Some(dtls),
+            expected: expected_client_fingerprint,
+            state: State::Handshaking,
+            peer_verified: false,
+            dimpl_connected: false,
+            server_hello_sent: false,
+            keys: None,
+            last_now: now,
+            timeout: None,
+            poll_buf: vec![0; 2048],
+            transmit: VecDeque::new(),
+            current: None,
+            free: Vec::new(),
+            events: VecDeque::new(),
+            app_data_dropped: 0,
+        };
+        s.handle_timeout(now);
+        s
+    }
+
+    /// Feeds one datagram that the RFC 7983 demux classed as DTLS.
+    ///
+    /// Checks the record framing first and drops, with a non-fatal error, an empty
+    /// datagram, a truncated record header or body, a record longer than 2^14 + 2048,
+    /// an unknown content type (including DTLS 1.3 headers) or a record version other
+    /// than 0xfeff/0xfefd; returns [`DtlsError::Inactive`] once the session has failed.
+    /// Records that frame correctly but do not authenticate or parse are dropped by
+    /// dimpl silently (`Ok`). A fatal error (see [`DtlsError::is_fatal`]) ends the
+    /// session and also queues [`DtlsEvent::Failed`].
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DtlsError> {
+        if self.state == State::Failed {
+            return Err(DtlsError::Inactive);
+        }
+        check_framing(datagram)?;
+        if !self.server_hello_sent && !only_client_hello(datagram) {
+            return Err(DtlsError::NotClientHello);
+        }
+        let now = self.advance(now);
+        let Some(dtls) = self.dtls.as_mut() else {
+            return Err(DtlsError::Inactive);
+        };
+        // dimpl reads the time of a packet from its last handle_timeout.
+        let r = dtls
+            .handle_timeout(now)
+            .and_then(|()| dtls.handle_packet(datagram));
+        if let Err(e) = r {
+            let reason = DtlsError::Handshake(HandshakeFailure::from(&e));
+            self.fail(reason);
+            return Err(reason);
+        }
+        self.drain();
+        match self.events.back() {
+            Some(DtlsEvent::Failed(reason)) if self.state == State::Failed => Err(*reason),
+            _ => Ok(()),
+        }
+    }
+
+    /// Advances time: retransmits a flight whose timer expired, or fails the session
+    /// (an event) when retransmissions or the handshake deadline run out. Time earlier
+    /// than already seen counts as the latest time seen.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        let Some(dtls) = self.dtls.as_mut() else {
+            return;
+        };
+        if let Err(e) = dtls.handle_timeout(now) {
+            self.fail(DtlsError::Handshake(HandshakeFailure::from(&e)));
+            return;
+        }
+        self.drain();
+    }
+
+    /// The next datagram to send to the participant, if any. The slice is valid until
+    /// the next call on this server.
+    pub fn poll_transmit(&mut self) -> Option<&[u8]> {
+        if let Some(old) = self.current.take()
+            && self.free.len() < MAX_FREE_BUFS
+        {
+            self.free.push(old);
+        }
+        self.current = self.transmit.pop_front();
+        self.current.as_deref()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<DtlsEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` once the
+    /// session has failed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Failed => None,
+            _ => self.timeout,
+        }
+    }
+
+    /// Whether the session is connected (the `Connected` event was queued).
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Whether the session is over: it failed (a `Failed` event was queued) or
+    /// [`close`](Self::close) was called.
+    pub fn is_failed(&self) -> bool {
+        self.state == State::Failed
+    }
+
+    /// The SDP fingerprint the client's certificate must match.
+    pub fn expected_fingerprint(&self) -> Fingerprint {
+        self.expected
+    }
+
+    /// Decrypted application-data records dropped because no data channel exists yet.
+    pub fn app_data_dropped(&self) -> u64 {
+        self.app_data_dropped
+    }
+
+    /// Closes the session from our side: queues a close_notify if connected, then drops
+    /// the DTLS state. Queues no event (the caller chose to close).
+    pub fn close(&mut self) {
+        if let Some(dtls) = self.dtls.as_mut()
+            && self.state == State::Connected
+            && dtls.close().is_ok()
+        {
+            self.drain();
+        }
+        self.dtls = None;
+        self.keys = None;
+        self.state = State::Failed;
+        self.timeout = None;
+    }
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+        self.last_now
+    }
+
+    /// Kills the session: drops dimpl's state and anything queued for the wire, and
+    /// reports `reason` once.
+    fn fail(&mut self, reason: DtlsError) {
+        if self.state == State::Failed {
+            return;
+        }
+        self.state = State::Failed;
+        self.dtls = None;
+        self.keys = None;
+        self.timeout = None;
+        self.transmit.clear();
+        self.events.push_back(DtlsEvent::Failed(reason));
+    }
+
+    /// Pulls everything dimpl has to say until its `Timeout`, checking the peer
+    /// certificate before anything that follows it can leave.
+    fn drain(&mut self) {
+        loop {
+            let Some(dtls) = self.dtls.as_mut() else {
+                return;
+            };
+            match dtls.poll_output(&mut self.poll_buf) {
+                dimpl::Output::Packet(p) => {
+                    if !self.server_hello_sent {
+                        self.server_hello_sent = has_server_hello(p);
+                    }
+                    let mut buf = self.free.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.extend_from_slice(p);
+                    self.transmit.push_back(buf);
+                }
+                dimpl::Output::BufferTooSmall { needed } => {
+                    if needed > MAX_POLL_BUF || needed <= self.poll_buf.len() {
+                        self.fail(DtlsError::Handshake(HandshakeFailure::OversizedOutput));
+                        return;
+                    }
+                    self.poll_buf.resize(needed, 0);
+                }
+                dimpl::Output::Timeout(t) => {
+                    self.timeout = Some(t);
+                    break;
+                }
+                dimpl::Output::PeerCert(der) => {
+                    if Fingerprint::of_der(der) != self.expected {
+                        self.fail(DtlsError::FingerprintMismatch);
+                        return;
+                    }
+                    self.peer_verified = true;
+                }
+                dimpl::Output::Connected => self.dimpl_connected = true,
+                dimpl::Output::KeyingMaterial(km, profile) => {
+                    if !self.peer_verified {
+                        self.fail(DtlsError::NoClientCertificate);
+                        return;
+                    }
+                    let Some(profile) = DtlsSrtpProfile::from_dimpl(profile) else {
+                        self.fail(DtlsError::NoSrtpProfile);
+                        return;
+                    };
+                    match SrtpKeyMaterial::from_exported(profile, &km) {
+                        Ok(keys) => self.keys = Some(keys),
+                        Err(e) => {
+                            self.fail(e);
+                            return;
+                        }
+                    }
+                }
+                dimpl::Output::ApplicationData(_) => {
+                    self.app_data_dropped = self.app_data_dropped.saturating_add(1);
+                }
+                dimpl::Output::CloseNotify => {
+                    self.fail(DtlsError::PeerClosed);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if self.dimpl_connected && self.state == State::Handshaking {
+            if !self.peer_verified {
+                self.fail(DtlsError::NoClientCertificate);
+            } else if let Some(keys) = self.keys.take() {
+                self.state = State::Connected;
+                self.events.push_back(DtlsEvent::Connected(keys));
+            } else {
+                self.fail(DtlsError::NoSrtpProfile);
+            }
+        }
+    }
+}
+
+/// Walks the DTLS records in a datagram (RFC 6347 §4.1) and rejects bad framing.
+fn check_framing(datagram: &[u8]) -> Result<(), DtlsError> {
+    if datagram.is_empty() {
+        return Err(DtlsError::Empty);
+    }
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let Some((hdr, body)) = rest.split_first_chunk::<RECORD_HEADER_LEN>() else {
+            return Err(DtlsError::TruncatedHeader);
+        };
+        let ctype = hdr[0];
+        if !(20..=23).contains(&ctype) {
+            return Err(DtlsError::BadContentType(ctype));
+        }
+        let version = u16::from_be_bytes([hdr[1], hdr[2]]);
+        if version != 0xfeff && version != 0xfefd {
+            return Err(DtlsError::BadRecordVersion(version));
+        }
+        let len = usize::from(u16::from_be_bytes([hdr[11], hdr[12]]));
+        if len > MAX_RECORD_BODY {
+            return Err(DtlsError::RecordTooLong);
+        }
+        rest = body.get(len..).ok_or(DtlsError::TruncatedRecord)?;
+    }
+    Ok(())
+}
+
+/// The epoch-0 handshake records of a well-framed datagram, as (header, body); `None`
+/// for a record of any other kind.
+fn epoch0_handshakes(datagram: &[u8]) -> impl Iterator<Item = Option<&[u8]>> + '_ {
+    let mut rest = datagram;
+    std::iter::from_fn(move || {
+        let (hdr, tail) = rest.split_first_chunk::<RECORD_HEADER_LEN>()?;
+        let len = usize::from(u16::from_be_bytes([hdr[11], hdr[12]]));
+        let body = tail.get(..len).unwrap_or_default();
+        rest = tail.get(len..).unwrap_or_default();
+        let epoch0 = hdr[3] == 0 && hdr[4] == 0;
+        Some((hdr[0] == 22 && epoch0).then_some(body))
+    })
+}
+
+/// Whether a well-framed datagram holds only whole, unfragmented ClientHellos, one per
+/// record (RFC 6347 §4.2.2 handshake header: type, length, message_seq,
+/// fragment_offset, fragment_length).
+fn only_client_hello(datagram: &[u8]) -> bool {
+    epoch0_handshakes(datagram).all(|body| {
+        let Some((h, msg)) = body.and_then(|b| b.split_first_chunk::<12>()) else {
+            return false;
+        };
+        let u24 = |b: &[u8]| b.iter().fold(0usize, |n, &x| (n << 8) | usize::from(x));
+        let (length, offset, frag_len) = (u24(&h[1..4]), u24(&h[6..9]), u24(&h[9..12]));
+        // message_seq is 0, or 1 for the ClientHello that answers a HelloVerifyRequest.
+        let message_seq = u24(&h[4..6]);
+        h[0] == 1 && message_seq <= 1 && offset == 0 && frag_len == length && msg.len() == length
+    })
+}
+
+/// Whether a datagram we send carries our ServerHello.
+fn has_server_hello(datagram: &[u8]) -> bool {
+    epoch0_handshakes(datagram).any(|body| body.and_then(<[u8]>::first) == Some(&2))
+}
+
+/// Feeds arbitrary datagrams into a fresh server: the input is split into chunks, each
+/// prefixed by a length byte; a zero length byte instead advances time by one second
+/// and calls `handle_timeout`. Asserts that garbage never yields `Connected`.
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    use std::sync::OnceLock;
+    static SETUP: OnceLock<(DtlsConfig, DtlsCert, Instant)> = OnceLock::new();
+    let (config, cert, t0) = SETUP.get_or_init(|| {
+        let settings = DtlsSettings {
+            insecure_rng_seed: Some(1),
+            ..DtlsSettings::default()
+        };
+        (
+            DtlsConfig::new(settings).expect("default dtls config"),
+            DtlsCert::generate().expect("generate cert"),
+            Instant::now(),
+        )
+    });
+    let mut now = *t0;
+    let mut server = DtlsServer::new(config, cert, Fingerprint([0x5a; 32]), now);
+    let mut rest = data;
+    while let Some((&n, tail)) = rest.split_first() {
+        if n == 0 {
+            now += Duration::from_secs(1);
+            server.handle_timeout(now);
+            rest = tail;
+        } else {
+            let n = usize::from(n).min(tail.len());
+            let (chunk, tail) = tail.split_at(n);
+            let r = server.handle_datagram(now, chunk);
+            if let Err(e) = r {
+                assert!(!e.is_fatal() || server.is_failed());
+            }
+            rest = tail;
+        }
+        while server.poll_transmit().is_some() {}
+        while let Some(ev) = server.poll_event() {
+            assert!(
+                matches!(ev, DtlsEvent::Failed(_)),
+                "garbage connected: {ev:?}"
+            );
+        }
+        let _ = server.poll_timeout();
+    }
+    // The framing check, on the whole input as one datagram.
+    let _ = check_framing(data);
+}
+
+#[cfg(test)]
+mod tests;
