@@ -6,6 +6,9 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use blindfold_relay::id::{ExtId, Pt, RtpTime, Ssrc, WireSeq};
+use blindfold_relay::wire::rtcp::{
+    CompoundWriter, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
+};
 use blindfold_relay::wire::rtp::{self, RtpHeader};
 use blindfold_relay::wire::stun::{
     Class, IntegrityKey, Method, StunMessage, StunWriter, TransactionId,
@@ -107,4 +110,63 @@ fn stun_check(c: &mut Criterion) {
 }
 
 criterion_group!(benches, rtp_header, stun_check);
-criterion_main!(benches);
+
+/// SR (one report block) + REMB + PLI + NACK, as a receiver's feedback compound.
+fn feedback_compound() -> Vec<u8> {
+    let info = SenderInfo {
+        ssrc: Ssrc(10),
+        ntp: 0xe500_0000_8000_0000,
+        rtp_time: RtpTime(90_000),
+        packet_count: 1000,
+        octet_count: 1_000_000,
+    };
+    let block = ReportBlock {
+        ssrc: Ssrc(20),
+        fraction_lost: 25,
+        cumulative_lost: 2,
+        highest_seq: 0x1_2345,
+        jitter: 16,
+        lsr: 0x1234_5678,
+        dlsr: 256,
+    };
+    let mut buf = vec![0u8; 1500];
+    let mut w = CompoundWriter::new(&mut buf);
+    w.sr(&info, &[block]).unwrap();
+    w.remb(Ssrc(10), 1_500_000, &[Ssrc(20)]).unwrap();
+    w.pli(Ssrc(10), Ssrc(20)).unwrap();
+    w.nack(
+        Ssrc(10),
+        Ssrc(20),
+        &[WireSeq(1000), WireSeq(1003), WireSeq(1020)],
+    )
+    .unwrap();
+    let n = w.finish();
+    buf.truncate(n);
+    buf
+}
+
+fn rtcp_compound(c: &mut Criterion) {
+    let pkt = feedback_compound();
+    let mut g = c.benchmark_group("rtcp");
+    g.throughput(Throughput::Elements(1));
+    // Walk the compound and read what the relay acts on from each packet.
+    g.bench_function("compound_sr_remb_pli_nack", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for p in RtcpCompound::parse(black_box(&pkt[..])).unwrap() {
+                acc += match p.unwrap() {
+                    RtcpPacket::SenderReport(sr) => sr.ntp() ^ u64::from(sr.ssrc().0),
+                    RtcpPacket::Remb(r) => r.bitrate_bps(),
+                    RtcpPacket::Pli(p) => u64::from(p.media_ssrc().0),
+                    RtcpPacket::Nack(n) => n.lost().map(|s| u64::from(s.0)).sum(),
+                    _ => 0,
+                };
+            }
+            acc
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(rtcp_benches, rtcp_compound);
+criterion_main!(benches, rtcp_benches);

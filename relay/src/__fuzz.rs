@@ -15,14 +15,18 @@ pub fn demux(data: &[u8]) {
         }
         Datagram::Rtp(d) => {
             assert_eq!(kind, wire::Kind::Rtp);
-            wire::rtp::fuzz_one(d)
+            wire::rtp::fuzz_one(d);
+            crate::srtp::fuzz_one(d)
         }
         Datagram::Rtcp(d) => {
             assert_eq!(kind, wire::Kind::Rtcp);
             wire::rtcp::fuzz_one(d);
             crate::srtp::fuzz_one(d)
         }
-        Datagram::Dtls(_) => assert_eq!(kind, wire::Kind::Dtls),
+        Datagram::Dtls(d) => {
+            assert_eq!(kind, wire::Kind::Dtls);
+            crate::dtls::fuzz_one(d)
+        }
         Datagram::Unknown(_) => assert_eq!(kind, wire::Kind::Unknown),
     }
 }
@@ -45,4 +49,9 @@ pub fn rtcp(data: &[u8]) {
 /// SRTP and SRTCP unprotect in every profile, with and without MKI, and round trips.
 pub fn srtp_unprotect(data: &[u8]) {
     crate::srtp::fuzz_one(data)
+}
+
+/// A fresh DTLS server fed a sequence of datagrams (split by a length byte).
+pub fn dtls(data: &[u8]) {
+    crate::dtls::fuzz_one(data)
 }

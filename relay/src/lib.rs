@@ -9,6 +9,8 @@
 //! - [`srtp`]: SRTP and SRTCP (RFC 3711, RFC 7714) applied in place on the caller's
 //!   buffer, with the key derivation function, rollover-counter estimation, replay
 //!   protection and an optional one-byte MKI selecting among master keys.
+//! - [`dtls`]: the DTLS 1.2 server (on dimpl) that authenticates each participant by its
+//!   certificate fingerprint and exports the hop-by-hop SRTCP keys.
 //! - [`id`]: typed identifiers (`Ssrc`, `SeqNo`, …) so a raw integer never stands for two
 //!   things.
 //!
@@ -28,3 +30,7 @@ pub mod dtls;
 pub mod id;
 pub mod srtp;
 pub mod wire;
+
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod __fuzz;

@@ -22,6 +22,9 @@ use std::net::SocketAddr;
 
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc, WireSeq};
 use blindfold_relay::srtp::{SrtpContext, SrtpProfile};
+use blindfold_relay::wire::rtcp::{
+    CompoundWriter, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
+};
 use blindfold_relay::wire::stun::{
     Class, IntegrityKey, Method, StunMessage, StunWriter, TransactionId,
 };
@@ -154,6 +157,50 @@ fn stun_check_and_answer_do_not_allocate() {
             w.add_xor_mapped_address(from).unwrap();
             w.add_message_integrity(&key).unwrap();
             std::hint::black_box(w.finish_with_fingerprint().unwrap());
+        }
+    });
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn rtcp_compound_write_and_walk_do_not_allocate() {
+    let info = SenderInfo {
+        ssrc: Ssrc(10),
+        ntp: 1 << 32,
+        rtp_time: RtpTime(90_000),
+        packet_count: 1000,
+        octet_count: 1_000_000,
+    };
+    let block = ReportBlock {
+        ssrc: Ssrc(20),
+        fraction_lost: 25,
+        cumulative_lost: 2,
+        highest_seq: 0x1_2345,
+        jitter: 16,
+        lsr: 0x1234_5678,
+        dlsr: 256,
+    };
+    let lost = [WireSeq(1000), WireSeq(1003), WireSeq(1020)];
+    let mut buf = [0u8; 1500];
+    let n = allocations(|| {
+        for _ in 0..100 {
+            let mut w = CompoundWriter::new(&mut buf);
+            w.sr(&info, &[block]).unwrap();
+            w.remb(Ssrc(10), 1_500_000, &[Ssrc(20)]).unwrap();
+            w.pli(Ssrc(10), Ssrc(20)).unwrap();
+            w.nack(Ssrc(10), Ssrc(20), &lost).unwrap();
+            let len = w.finish();
+            let mut seen = 0;
+            for p in RtcpCompound::parse(std::hint::black_box(&buf[..len])).unwrap() {
+                match p.unwrap() {
+                    RtcpPacket::SenderReport(sr) => seen += sr.reports().count(),
+                    RtcpPacket::Remb(r) => seen += r.ssrcs().count(),
+                    RtcpPacket::Pli(_) => seen += 1,
+                    RtcpPacket::Nack(n) => seen += n.lost().count(),
+                    _ => unreachable!(),
+                }
+            }
+            assert_eq!(seen, 1 + 1 + 1 + 3);
         }
     });
     assert_eq!(n, 0);
