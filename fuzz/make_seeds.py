@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpora in fuzz/corpus/<target>/seed-*.
+
+Seeds are real packets taken from the test vectors already in the repository (RFC 5769
+STUN messages from relay/src/wire/stun.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets from
+relay/tests/vectors/libsrtp.txt), so the fuzzer starts from well-formed input and mutates
+inward. Run from the repository root: python3 fuzz/make_seeds.py
+"""
+import hashlib
+import pathlib
+import re
+
+root = pathlib.Path(__file__).resolve().parent.parent
+corpus = root / "fuzz" / "corpus"
+
+
+def put(target, data):
+    d = corpus / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / ("seed-" + hashlib.sha1(data).hexdigest()[:16])).write_bytes(data)
+
+
+stun_src = (root / "relay/src/wire/stun.rs").read_text()
+stun = [
+    bytes.fromhex(re.sub(r'[\\\s"]', "", m.group(1)))
+    for m in re.finditer(r'const RFC5769_\w+: &str = "(.*?)";', stun_src, re.S)
+]
+assert len(stun) == 4, "expected the four RFC 5769 vectors"
+
+rtp, rtcp, srtp, srtcp = [], [], [], []
+for line in (root / "relay/tests/vectors/libsrtp.txt").read_text().splitlines():
+    f = line.split()
+    if f and f[0] in ("rtp", "rtcp"):
+        plain, protected = bytes.fromhex(f[3]), bytes.fromhex(f[4])
+        (rtp if f[0] == "rtp" else rtcp).append(plain)
+        (srtp if f[0] == "rtp" else srtcp).append(protected)
+
+# A DTLS 1.2 record header (handshake, epoch 0) with a truncated ClientHello body.
+dtls = [bytes.fromhex("16fefd000000000000000000" + "0010" + "01" + "00" * 15)]
+
+for p in stun:
+    put("stun", p)
+for p in rtp[:24]:
+    put("rtp", p)
+for p in rtcp[:12]:
+    put("rtcp", p)
+for p in srtp[:24] + srtcp[:12]:
+    put("srtp_unprotect", p)
+for p in stun + rtp[:6] + srtp[:6] + srtcp[:6] + dtls:
+    put("demux", p)
+for p in dtls:
+    put("dtls", bytes([len(p)]) + p)
+print("seeds written under", corpus)
