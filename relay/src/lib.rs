@@ -24,6 +24,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod control;
 pub mod id;
 pub mod srtp;
 pub mod wire;
