@@ -55,3 +55,9 @@ pub fn srtp_unprotect(data: &[u8]) {
 pub fn dtls(data: &[u8]) {
     crate::dtls::fuzz_one(data)
 }
+
+/// The control-socket decoder on arbitrarily chunked bytes; every decoded message
+/// re-encodes to itself.
+pub fn control(data: &[u8]) {
+    crate::control::fuzz_one(data)
+}

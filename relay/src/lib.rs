@@ -9,6 +9,8 @@
 //! - [`srtp`]: SRTP and SRTCP (RFC 3711, RFC 7714) applied in place on the caller's
 //!   buffer, with the key derivation function, rollover-counter estimation, replay
 //!   protection and an optional one-byte MKI selecting among master keys.
+//! - [`control`]: the codec of the relay's Unix control socket (framing, versioned
+//!   hello, requests, responses, notifications); see `docs/control-protocol.md`.
 //! - [`dtls`]: the DTLS 1.2 server (on dimpl) that authenticates each participant by its
 //!   certificate fingerprint and exports the hop-by-hop SRTCP keys.
 //! - [`id`]: typed identifiers (`Ssrc`, `SeqNo`, …) so a raw integer never stands for two
@@ -26,6 +28,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod control;
 pub mod dtls;
 pub mod id;
 pub mod srtp;
