@@ -3,7 +3,7 @@
 
 Seeds are real packets taken from the test vectors already in the repository (RFC 5769
 STUN messages from relay/src/wire/stun.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets from
-relay/tests/vectors/libsrtp.txt), so the fuzzer starts from well-formed input and mutates
+relay/tests/vectors/libsrtp.txt, the control protocol's documented examples), so the fuzzer starts from well-formed input and mutates
 inward. Run from the repository root: python3 fuzz/make_seeds.py
 """
 import hashlib
@@ -50,4 +50,10 @@ for p in stun + rtp[:6] + srtp[:6] + srtcp[:6] + dtls:
     put("demux", p)
 for p in dtls:
     put("dtls", bytes([len(p)]) + p)
+# Control socket: the JSON examples of docs/control-protocol.md, each framed (4-byte
+# big-endian length) behind the chunk-size byte the target reads first.
+doc = (root / "docs/control-protocol.md").read_text()
+for body in re.findall(r"```json\n(.*?)```", doc, re.S):
+    b = body.strip().encode()
+    put("control", bytes([7]) + len(b).to_bytes(4, "big") + b)
 print("seeds written under", corpus)
