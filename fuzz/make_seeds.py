@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Writes the committed seed corpora in fuzz/corpus/<target>/seed-*.
 
-Seeds are real packets taken from the test vectors already in the repository (RFC 5769
-STUN messages from relay/src/wire/stun.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets from
-relay/tests/vectors/libsrtp.txt, the control protocol's documented examples), so the fuzzer starts from well-formed input and mutates
-inward. Run from the repository root: python3 fuzz/make_seeds.py
+Seeds are real inputs taken from what the repository already has: the RFC 5769 STUN
+messages in relay/src/wire/stun.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets in
+relay/tests/vectors/libsrtp.txt, and the examples in docs/control-protocol.md. The
+fuzzer starts from well-formed input and mutates inward. Run from the repository root: python3 fuzz/make_seeds.py
 """
 import hashlib
 import pathlib

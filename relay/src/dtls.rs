@@ -172,7 +172,9 @@ pub enum DtlsError {
     #[error("bad certificate or key: {0}")]
     BadCertificate(CertFailure),
     /// An SDP fingerprint that is not 32 colon-separated hex pairs.
-    #[error("malformed SHA-256 fingerprint")]
+    #[error(
+        "malformed SHA-256 fingerprint: expected 32 hex pairs separated by colons (\"AB:CD:...\")"
+    )]
     FingerprintSyntax,
     /// An SDP fingerprint attribute whose hash function is not sha-256.
     #[error("fingerprint hash function is not sha-256")]
@@ -283,7 +285,8 @@ pub enum CertFailure {
 ///
 /// Parses from and displays as the SDP form: 32 two-digit hex pairs separated by `:`
 /// ("AB:CD:…"). Displays in upper case; parsing also takes lower case.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Fingerprint(pub [u8; 32]);
 
 impl Fingerprint {
@@ -359,6 +362,19 @@ impl fmt::Display for Fingerprint {
             write!(f, "{b:02X}")?;
         }
         Ok(())
+    }
+}
+
+impl TryFrom<String> for Fingerprint {
+    type Error = DtlsError;
+    fn try_from(s: String) -> Result<Self, DtlsError> {
+        s.parse()
+    }
+}
+
+impl From<Fingerprint> for String {
+    fn from(v: Fingerprint) -> String {
+        v.to_string()
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -258,89 +257,9 @@ impl From<IcePwd> for String {
     }
 }
 
-/// A SHA-256 certificate fingerprint, written as in SDP `a=fingerprint:sha-256`
-/// (RFC 8122 §5): 32 hex pairs joined by colons, `AB:CD:…`.
-///
-/// Parsing accepts either case; output is upper case.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Fingerprint(pub [u8; 32]);
-
-impl Fingerprint {
-    /// The 32 digest bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl FromStr for Fingerprint {
-    type Err = ControlError;
-
-    /// Rejects anything but exactly 32 two-digit hex groups separated by single colons
-    /// (95 bytes), e.g. a `sha-256 ` prefix, spaces, or a SHA-1 (20-byte) fingerprint.
-    fn from_str(s: &str) -> Result<Self, ControlError> {
-        fn hex(b: u8) -> Option<u8> {
-            match b {
-                b'0'..=b'9' => Some(b - b'0'),
-                b'a'..=b'f' => Some(b - b'a' + 10),
-                b'A'..=b'F' => Some(b - b'A' + 10),
-                _ => None,
-            }
-        }
-        let bad = || {
-            invalid(format!(
-                "dtls_fingerprint must be a SHA-256 fingerprint: 32 hex pairs separated by \
-                 colons (\"AB:CD:...\", 95 bytes), got {} bytes",
-                s.len()
-            ))
-        };
-        let mut out = [0u8; 32];
-        let mut groups = s.as_bytes().split(|&b| b == b':');
-        for slot in out.iter_mut() {
-            match groups.next() {
-                Some(&[hi, lo]) => {
-                    *slot = (hex(hi).ok_or_else(bad)? << 4) | hex(lo).ok_or_else(bad)?;
-                }
-                _ => return Err(bad()),
-            }
-        }
-        if groups.next().is_some() {
-            return Err(bad());
-        }
-        Ok(Fingerprint(out))
-    }
-}
-
-impl TryFrom<String> for Fingerprint {
-    type Error = ControlError;
-    fn try_from(s: String) -> Result<Self, ControlError> {
-        s.parse()
-    }
-}
-
-impl From<Fingerprint> for String {
-    fn from(v: Fingerprint) -> String {
-        v.to_string()
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({self})")
-    }
-}
+/// The client's certificate fingerprint travels as its SDP form, `"AB:CD:…"`; the type
+/// (and its parser) is the DTLS module's, so the control socket and the handshake agree.
+pub use crate::dtls::Fingerprint;
 
 // The typed ids of `crate::id` travel as plain JSON numbers. These impls live here, the
 // only place that uses serde; they apply crate-wide (same crate, so no orphan issue).
