@@ -30,6 +30,7 @@
 
 pub mod control;
 pub mod dtls;
+pub mod ice;
 pub mod id;
 pub mod srtp;
 pub mod wire;
