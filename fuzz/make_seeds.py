@@ -40,6 +40,7 @@ dtls = [bytes.fromhex("16fefd000000000000000000" + "0010" + "01" + "00" * 15)]
 
 for p in stun:
     put("stun", p)
+    put("ice", p)
 for p in rtp[:24]:
     put("rtp", p)
 for p in rtcp[:12]:

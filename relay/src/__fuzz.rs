@@ -61,3 +61,8 @@ pub fn dtls(data: &[u8]) {
 pub fn control(data: &[u8]) {
     crate::control::fuzz_one(data)
 }
+
+/// An ICE-lite agent answering arbitrary STUN, as received and re-signed.
+pub fn ice(data: &[u8]) {
+    crate::ice::fuzz_one(data)
+}

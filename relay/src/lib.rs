@@ -13,6 +13,9 @@
 //!   hello, requests, responses, notifications); see `docs/control-protocol.md`.
 //! - [`dtls`]: the DTLS 1.2 server (on dimpl) that authenticates each participant by its
 //!   certificate fingerprint and exports the hop-by-hop SRTCP keys.
+//! - [`ice`]: the ICE-lite responder (one per session).
+//! - [`engine`]: the sans-IO relay engine of one worker: sessions, ICE, DTLS, fan-out,
+//!   RTCP duties. The `blindfold-relay` binary drives one per core.
 //! - [`id`]: typed identifiers (`Ssrc`, `SeqNo`, …) so a raw integer never stands for two
 //!   things.
 //!
@@ -30,6 +33,7 @@
 
 pub mod control;
 pub mod dtls;
+pub mod engine;
 pub mod ice;
 pub mod id;
 pub mod srtp;

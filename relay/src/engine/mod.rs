@@ -1,0 +1,1297 @@
+//! The relay engine: one per worker (shard), sans-IO.
+//!
+//! The engine never touches a socket, a thread or the clock. The shell feeds it and
+//! drains it in this order:
+//!
+//! 1. [`Engine::handle_datagram`] for every received datagram. For media it answers
+//!    [`Handled::Forward`] with the addresses to send the *unchanged* receive buffer to —
+//!    the shell hands buffer and addresses to one `sendmmsg`, nothing is copied.
+//! 2. [`Engine::handle_command`] for control-socket rules and messages from other shards.
+//! 3. [`Engine::handle_timeout`] when [`Engine::poll_timeout`] is reached.
+//! 4. Then drain [`Engine::poll_transmit`] (datagrams the engine wrote: STUN answers,
+//!    DTLS flights, RTCP) and [`Engine::poll_event`] (notifications for the control
+//!    socket, messages for other shards) until both say `None`.
+//!
+//! # Shards
+//!
+//! Every worker's socket is bound with `SO_REUSEPORT` to the one public port, so the
+//! kernel sends all datagrams of one client address to the same worker. Every shard
+//! knows every session (the control thread sends each rule to all of them); the shard
+//! that answers a session's first valid ICE check *claims* it and runs its ICE, DTLS and
+//! SRTCP ("home shard"). It tells the others with [`PeerMsg`]s, so each shard's fan-out
+//! tables list every connected receiver of the conference, wherever it lives: any shard
+//! may send to any address from its own socket. What needs ordered per-destination state
+//! (an SRTCP index) goes to the destination's home shard as a message.
+//!
+//! Limitation: a participant whose address moves to one that the kernel hashes to
+//! another worker is not followed there (its checks are dropped as
+//! [`DropReason::HomedElsewhere`]); it has to rejoin.
+//!
+//! # What is checked per packet
+//!
+//! Media is forwarded only from a session's ICE-nominated address, after its DTLS
+//! handshake completed (so the peer proved the certificate fingerprint signaling
+//! pinned), on an SSRC the session declared — and only to receivers that meet the same
+//! bar. Everything else is dropped with a [`DropReason`] and counted.
+
+mod drop;
+mod txqueue;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use drop::DropReason;
+pub use txqueue::{SLOT_LEN, Transmit};
+
+use crate::control::{
+    ConfId, EndReason, FullSet, Layer, NotificationBody, SessionId, SessionSpec, StreamSpec,
+    SubscriptionSpec,
+};
+use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsServer};
+use crate::ice::{self, IceLite, IceLiteConfig, IceOutcome};
+use crate::id::Ssrc;
+use crate::srtp::{SrtpContext, SrtpProfile};
+use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket};
+use crate::wire::rtp::RtpHeader;
+use crate::wire::stun::StunMessage;
+use crate::wire::{self, Kind};
+use txqueue::TxQueue;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// Which worker an engine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+/// Engine settings.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// This engine's shard.
+    pub shard: ShardId,
+    /// The relay's DTLS certificate (shared by all shards).
+    pub cert: Arc<DtlsCert>,
+    /// DTLS settings, built once per process.
+    pub dtls: Arc<DtlsConfig>,
+    /// At most one keyframe request per stream in this interval, whatever the number of
+    /// requesters (DESIGN.md: 300 ms).
+    pub keyframe_interval: Duration,
+    /// A session with no valid packet for this long is closed (DESIGN.md: 30 s). Also
+    /// the time a session may take to send its first valid ICE check.
+    pub silence_timeout: Duration,
+    /// How often timers are checked.
+    pub tick: Duration,
+    /// The SSRC the relay puts in the RTCP it originates (PLI).
+    pub relay_ssrc: Ssrc,
+    /// Capacity of the queue of engine-written datagrams.
+    pub tx_queue: usize,
+    /// Seed of the hash maps (fixed, so runs are repeatable).
+    pub hash_seed: u64,
+}
+
+impl EngineConfig {
+    /// Defaults from DESIGN.md for one shard.
+    pub fn new(shard: ShardId, cert: Arc<DtlsCert>, dtls: Arc<DtlsConfig>) -> Self {
+        EngineConfig {
+            shard,
+            cert,
+            dtls,
+            keyframe_interval: Duration::from_millis(300),
+            silence_timeout: Duration::from_secs(30),
+            tick: Duration::from_millis(50),
+            relay_ssrc: Ssrc(0x0b11_dfd0),
+            tx_queue: 1024,
+            hash_seed: 0x5eed,
+        }
+    }
+}
+
+/// What the engine made of a datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handled<'a> {
+    /// Media: send the received datagram, unchanged, to each of these addresses (possibly
+    /// none: nobody receives this stream right now).
+    Forward(&'a [SocketAddr]),
+    /// Consumed (STUN, DTLS, RTCP); look at `poll_transmit` and `poll_event`.
+    Consumed,
+    /// Dropped, and counted.
+    Dropped(DropReason),
+}
+
+/// A rule or message for the engine.
+// RTCP crosses shards inline: boxing it would allocate per forwarded RTCP packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Creates a conference (no-op if it exists).
+    UpsertConference(ConfId),
+    /// Removes a conference and all its sessions.
+    RemoveConference(ConfId),
+    /// Creates or updates a session. An identical spec is a no-op; changed streams or
+    /// extension ids update it in place; changed credentials, fingerprint or conference
+    /// replace it (the old one is closed with [`EndReason::Replaced`]).
+    UpsertSession(SessionSpec),
+    /// Removes a session; its participant stops receiving at once.
+    RemoveSession(SessionId),
+    /// Sets which full-resolution layers a session receives.
+    SetSubscription(SubscriptionSpec),
+    /// A message from another shard.
+    Peer(PeerMsg),
+}
+
+/// Messages between shards (see the module docs).
+// RTCP crosses shards inline: boxing it would allocate per forwarded RTCP packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerMsg {
+    /// `shard` answered the session's first valid ICE check and runs it now.
+    Claimed {
+        /// The session.
+        session: SessionId,
+        /// Its home shard.
+        shard: ShardId,
+    },
+    /// The session completed ICE and DTLS and receives media at `addr`.
+    Connected {
+        /// The session.
+        session: SessionId,
+        /// Its home shard.
+        shard: ShardId,
+        /// Its nominated address.
+        addr: SocketAddr,
+    },
+    /// The session no longer receives media.
+    Disconnected {
+        /// The session.
+        session: SessionId,
+    },
+    /// RTCP (plain) to protect with `to`'s SRTCP context and send to it.
+    Rtcp {
+        /// The receiving session (homed on the shard this is sent to).
+        to: SessionId,
+        /// The plain RTCP packet.
+        packet: RtcpBytes,
+    },
+    /// Receivers asked for a keyframe of `ssrc`, which `owner` (homed on the shard this
+    /// is sent to) sends.
+    KeyframeRequest {
+        /// The sending session.
+        owner: SessionId,
+        /// The stream.
+        ssrc: Ssrc,
+    },
+}
+
+/// A plain RTCP packet carried between shards without a heap allocation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RtcpBytes {
+    len: u16,
+    data: [u8; RtcpBytes::MAX],
+}
+
+impl RtcpBytes {
+    /// Largest packet carried (an SR with 31 report blocks is 772 bytes).
+    pub const MAX: usize = 1024;
+
+    /// Copies `packet`, if it fits.
+    pub fn new(packet: &[u8]) -> Option<Self> {
+        let mut data = [0u8; Self::MAX];
+        data.get_mut(..packet.len())?.copy_from_slice(packet);
+        Some(RtcpBytes {
+            len: packet.len() as u16,
+            data,
+        })
+    }
+
+    /// The packet.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for RtcpBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RtcpBytes({} bytes)", self.len)
+    }
+}
+
+/// Where a [`PeerMsg`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerDest {
+    /// Every other shard.
+    All,
+    /// One shard.
+    Shard(ShardId),
+}
+
+/// Output for the shell.
+// RTCP crosses shards inline: boxing it would allocate per forwarded RTCP packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A notification for the control socket.
+    Notify(NotificationBody),
+    /// A message for other shards (deliver as [`Command::Peer`]).
+    Peer(PeerDest, PeerMsg),
+}
+
+/// Counters, kept as plain integers (the engine is single-threaded); the shell
+/// publishes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Drops by [`DropReason::index`].
+    pub drops: [u64; DropReason::COUNT],
+    /// Datagrams in, by class.
+    pub stun_in: u64,
+    /// DTLS datagrams in.
+    pub dtls_in: u64,
+    /// RTP packets accepted for forwarding.
+    pub rtp_in: u64,
+    /// Bytes of those.
+    pub rtp_bytes_in: u64,
+    /// Copies of RTP packets to forward (packets × receivers).
+    pub rtp_out: u64,
+    /// Bytes of those.
+    pub rtp_bytes_out: u64,
+    /// SRTCP compounds accepted.
+    pub rtcp_in: u64,
+    /// SRTCP packets the engine wrote.
+    pub rtcp_out: u64,
+    /// Sender reports forwarded (per receiver).
+    pub sr_forwarded: u64,
+    /// Keyframe requests sent to senders.
+    pub keyframe_requests_sent: u64,
+    /// Keyframe requests absorbed by the per-stream throttle.
+    pub keyframe_requests_throttled: u64,
+    /// RTCP packets of a kind not acted on yet (REMB, NACK, TMMBR, transport-cc, ...).
+    pub rtcp_ignored: u64,
+    /// DTLS handshakes that completed with a matching fingerprint.
+    pub dtls_handshakes_ok: u64,
+    /// DTLS handshakes that failed.
+    pub dtls_handshakes_failed: u64,
+}
+
+impl EngineStats {
+    /// Drops for one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()]
+    }
+}
+
+/// Gauges: sessions by state on this shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    /// Configured sessions (every shard knows every session).
+    pub configured: usize,
+    /// Sessions whose ICE and DTLS run here and have not connected yet.
+    pub connecting: usize,
+    /// Sessions homed here and connected.
+    pub connected: usize,
+}
+
+struct Stream {
+    spec: StreamSpec,
+    /// Fan-out list: nominated addresses of every connected session that receives this
+    /// stream. Rebuilt on every membership, connection or subscription change.
+    receivers: Vec<SocketAddr>,
+    /// When a keyframe was last requested from the sender (home shard only).
+    last_keyframe_request: Option<Instant>,
+}
+
+enum Home {
+    /// No shard has answered a valid check yet.
+    Unclaimed,
+    /// This shard runs the session.
+    Here(Box<Local>),
+    /// Another shard does.
+    Elsewhere(ShardId),
+}
+
+/// State of a session homed on this shard.
+struct Local {
+    dtls: DtlsServer,
+    srtcp_in: Option<SrtpContext>,
+    srtcp_out: Option<SrtpContext>,
+    failed: bool,
+}
+
+struct Session {
+    spec: SessionSpec,
+    conf: usize,
+    full: FullSet,
+    ice: IceLite,
+    home: Home,
+    /// Nominated address once connected (ICE and DTLS), wherever the session lives.
+    addr: Option<SocketAddr>,
+    /// Addresses of this session in `by_addr` (home shard only).
+    indexed: Vec<SocketAddr>,
+    streams: Vec<Stream>,
+    created: Instant,
+    /// A failure was already reported.
+    reported: bool,
+}
+
+impl Session {
+    fn is_connected(&self) -> bool {
+        self.addr.is_some()
+    }
+
+    fn local(&mut self) -> Option<&mut Local> {
+        match &mut self.home {
+            Home::Here(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Whether this session receives `stream` (DESIGN.md: every audio and thumbnail
+    /// stream; full-resolution only when subscribed).
+    fn wants(&self, stream: &StreamSpec) -> bool {
+        match stream.layer {
+            Layer::Full => match &self.full {
+                FullSet::All => true,
+                FullSet::Ssrcs(s) => s.contains(&stream.ssrc),
+            },
+            Layer::Thumbnail | Layer::None => true,
+        }
+    }
+}
+
+struct Conference {
+    id: ConfId,
+    members: Vec<usize>,
+}
+
+/// One shard's relay engine. See the module docs for how to drive it.
+pub struct Engine {
+    cfg: EngineConfig,
+    sessions: Vec<Option<Session>>,
+    free: Vec<usize>,
+    by_id: FastMap<SessionId, usize>,
+    by_ufrag: FastMap<String, usize>,
+    /// ICE-validated addresses of sessions homed here.
+    by_addr: FastMap<SocketAddr, usize>,
+    conferences: Vec<Option<Conference>>,
+    conf_by_id: FastMap<ConfId, usize>,
+    tx: TxQueue,
+    events: VecDeque<Event>,
+    stats: EngineStats,
+    next_tick: Option<Instant>,
+    last_now: Option<Instant>,
+}
+
+impl Engine {
+    /// A new engine with no sessions.
+    pub fn new(cfg: EngineConfig) -> Self {
+        let hasher = foldhash::fast::FixedState::with_seed(cfg.hash_seed);
+        Engine {
+            tx: TxQueue::new(cfg.tx_queue),
+            sessions: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::with_hasher(hasher.clone()),
+            by_ufrag: HashMap::with_hasher(hasher.clone()),
+            by_addr: HashMap::with_hasher(hasher.clone()),
+            conferences: Vec::new(),
+            conf_by_id: HashMap::with_hasher(hasher),
+            events: VecDeque::new(),
+            stats: EngineStats::default(),
+            next_tick: None,
+            last_now: None,
+            cfg,
+        }
+    }
+
+    // ----- getters -------------------------------------------------------------------
+
+    /// Counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Sessions by state.
+    pub fn session_counts(&self) -> SessionCounts {
+        let mut c = SessionCounts::default();
+        for s in self.sessions.iter().flatten() {
+            c.configured += 1;
+            if let Home::Here(l) = &s.home {
+                if s.is_connected() {
+                    c.connected += 1;
+                } else if !l.failed {
+                    c.connecting += 1;
+                }
+            }
+        }
+        c
+    }
+
+    /// The nominated address of a connected session, if it is connected.
+    pub fn session_addr(&self, id: &SessionId) -> Option<SocketAddr> {
+        self.by_id
+            .get(id)
+            .and_then(|&i| self.sessions[i].as_ref())
+            .and_then(|s| s.addr)
+    }
+
+    // ----- input ---------------------------------------------------------------------
+
+    /// Handles one received datagram. `buf` is the receive buffer: SRTCP is decrypted in
+    /// place in it; media is never modified.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Handled<'_> {
+        let now = self.clock(now);
+        let result = match wire::classify(buf) {
+            Kind::Rtp => return self.handle_rtp(now, from, buf),
+            Kind::Stun => self.handle_stun(now, from, buf),
+            Kind::Dtls => self.handle_dtls(now, from, buf),
+            Kind::Rtcp => self.handle_rtcp(now, from, buf),
+            Kind::Unknown => Err(DropReason::NotOurs),
+        };
+        match result {
+            Ok(()) => Handled::Consumed,
+            Err(r) => self.dropped(r),
+        }
+    }
+
+    /// Applies a rule or a message from another shard.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        let now = self.clock(now);
+        match cmd {
+            Command::UpsertConference(id) => {
+                self.conference(&id);
+            }
+            Command::RemoveConference(id) => self.remove_conference(&id),
+            Command::UpsertSession(spec) => self.upsert_session(now, spec),
+            Command::RemoveSession(id) => {
+                if let Some(&i) = self.by_id.get(&id) {
+                    self.remove_session(i, Some(EndReason::Removed));
+                }
+            }
+            Command::SetSubscription(sub) => {
+                if let Some(&i) = self.by_id.get(&sub.session_id) {
+                    let s = self.sessions[i].as_mut().expect("indexed session exists");
+                    if s.full != sub.full {
+                        s.full = sub.full;
+                        let conf = s.conf;
+                        self.rebuild_fanout(conf);
+                    }
+                }
+            }
+            Command::Peer(msg) => self.handle_peer(now, msg),
+        }
+    }
+
+    /// Runs timers: ICE consent, DTLS retransmission, first-check deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock(now);
+        if self.next_tick.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_tick = Some(now + self.cfg.tick);
+        for i in 0..self.sessions.len() {
+            let Some(s) = self.sessions[i].as_mut() else {
+                continue;
+            };
+            match &mut s.home {
+                Home::Here(local) => {
+                    if !local.failed {
+                        local.dtls.handle_timeout(now);
+                    }
+                    self.drain_dtls(now, i);
+                    let s = self.sessions[i].as_mut().expect("still there");
+                    if s.ice.handle_timeout(now).is_some() {
+                        let reason = if s.is_connected() {
+                            EndReason::ConsentExpired
+                        } else {
+                            EndReason::IceTimeout
+                        };
+                        self.end_session(i, reason);
+                    }
+                }
+                Home::Unclaimed => {
+                    // Nobody answered a check in time. One shard reports it.
+                    if !s.reported
+                        && self.cfg.shard == ShardId(0)
+                        && now.saturating_duration_since(s.created) >= self.cfg.silence_timeout
+                    {
+                        s.reported = true;
+                        let id = s.spec.session_id.clone();
+                        self.notify(NotificationBody::SessionFailed {
+                            session_id: id,
+                            reason: EndReason::IceTimeout,
+                            detail: String::from("no valid ICE check"),
+                        });
+                    }
+                }
+                Home::Elsewhere(_) => {}
+            }
+        }
+    }
+
+    // ----- output --------------------------------------------------------------------
+
+    /// The next datagram the engine wrote, valid until the next call.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        self.tx.pop()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Engine::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions.iter().flatten().next()?;
+        Some(
+            self.next_tick
+                .unwrap_or_else(|| self.last_now.unwrap_or_else(Instant::now)),
+        )
+    }
+
+    // ----- datagrams -----------------------------------------------------------------
+
+    fn clock(&mut self, now: Instant) -> Instant {
+        // Time that goes backwards is ignored.
+        let now = match self.last_now {
+            Some(last) if now < last => last,
+            _ => now,
+        };
+        self.last_now = Some(now);
+        now
+    }
+
+    fn dropped(&mut self, reason: DropReason) -> Handled<'static> {
+        self.stats.drops[reason.index()] += 1;
+        Handled::Dropped(reason)
+    }
+
+    /// The forwarding path: no allocation, no lock, one hash lookup.
+    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) -> Handled<'_> {
+        match self.route_rtp(now, from, buf) {
+            Ok((i, k)) => {
+                let s = self.sessions[i].as_ref().expect("indexed session exists");
+                let receivers = &s.streams[k].receivers;
+                let n = receivers.len() as u64;
+                self.stats.rtp_in += 1;
+                self.stats.rtp_bytes_in += buf.len() as u64;
+                self.stats.rtp_out += n;
+                self.stats.rtp_bytes_out += n * buf.len() as u64;
+                Handled::Forward(receivers)
+            }
+            Err(reason) => self.dropped(reason),
+        }
+    }
+
+    /// Finds the session and stream of a media packet: (session index, stream index).
+    fn route_rtp(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &[u8],
+    ) -> Result<(usize, usize), DropReason> {
+        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
+        let s = self.sessions[i].as_mut().expect("indexed session exists");
+        if s.addr != Some(from) {
+            return Err(if s.is_connected() {
+                DropReason::NotNominated
+            } else {
+                DropReason::BeforeDtls
+            });
+        }
+        let ssrc = RtpHeader::parse(buf)
+            .map_err(|_| DropReason::RtpMalformed)?
+            .ssrc();
+        let k = s
+            .streams
+            .iter()
+            .position(|st| st.spec.ssrc == ssrc)
+            .ok_or(DropReason::UndeclaredSsrc)?;
+        s.ice.touch(now);
+        Ok((i, k))
+    }
+
+    fn handle_stun(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &[u8],
+    ) -> Result<(), DropReason> {
+        self.stats.stun_in += 1;
+        let msg = StunMessage::parse(buf).map_err(|_| DropReason::StunMalformed)?;
+        let ufrag = ice::local_ufrag_of(&msg).ok_or(DropReason::StunMalformed)?;
+        let &i = self
+            .by_ufrag
+            .get(ufrag)
+            .ok_or(DropReason::StunUnknownUfrag)?;
+        let s = self.sessions[i].as_mut().expect("indexed session exists");
+        if let Home::Elsewhere(_) = s.home {
+            return Err(DropReason::HomedElsewhere);
+        }
+        if s.local().is_some_and(|l| l.failed) {
+            return Err(DropReason::DtlsRejected);
+        }
+        let mut answer = None;
+        let queued = self.tx.push(from, |out| {
+            let outcome = s.ice.handle_binding(now, from, &msg, out);
+            answer = Some(outcome);
+            outcome.response_len().ok_or(())
+        });
+        match answer.ok_or(DropReason::StunMalformed)? {
+            IceOutcome::Success { .. } => {}
+            IceOutcome::ErrorResponse { .. } => return Err(DropReason::StunRejected),
+            IceOutcome::Dropped(_) => return Err(DropReason::StunMalformed),
+        }
+        if !queued {
+            self.stats.drops[DropReason::TxQueueFull.index()] += 1;
+        }
+        // A valid check: this shard takes the session if nobody has.
+        if let Home::Unclaimed = s.home {
+            let dtls =
+                DtlsServer::new(&self.cfg.dtls, &self.cfg.cert, s.spec.dtls_fingerprint, now);
+            s.home = Home::Here(Box::new(Local {
+                dtls,
+                srtcp_in: None,
+                srtcp_out: None,
+                failed: false,
+            }));
+            let msg = PeerMsg::Claimed {
+                session: s.spec.session_id.clone(),
+                shard: self.cfg.shard,
+            };
+            self.events.push_back(Event::Peer(PeerDest::All, msg));
+        }
+        let s = self.sessions[i].as_mut().expect("indexed session exists");
+        if !s.indexed.contains(&from) {
+            s.indexed.push(from);
+            self.by_addr.insert(from, i);
+        }
+        // A (re-)nomination of a connected session moves its media address.
+        if let (Some(sel), Some(addr)) = (s.ice.selected(), s.addr)
+            && sel != addr
+            && s.local().is_some_and(|l| l.srtcp_out.is_some())
+        {
+            self.set_connected(i, Some(sel));
+        }
+        self.maybe_connected(i);
+        Ok(())
+    }
+
+    fn handle_dtls(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &[u8],
+    ) -> Result<(), DropReason> {
+        self.stats.dtls_in += 1;
+        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
+        let s = self.sessions[i].as_mut().expect("indexed session exists");
+        let Home::Here(local) = &mut s.home else {
+            return Err(DropReason::Unvalidated);
+        };
+        if local.failed {
+            return Err(DropReason::DtlsRejected);
+        }
+        let r = local.dtls.handle_datagram(now, buf);
+        if r.is_ok() {
+            s.ice.touch(now);
+        }
+        self.drain_dtls(now, i);
+        r.map_err(|_| DropReason::DtlsRejected)
+    }
+
+    fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<(), DropReason> {
+        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
+        let s = self.sessions[i].as_mut().expect("indexed session exists");
+        if s.addr != Some(from) {
+            return Err(if s.is_connected() {
+                DropReason::NotNominated
+            } else {
+                DropReason::BeforeDtls
+            });
+        }
+        let srtcp = s
+            .local()
+            .and_then(|l| l.srtcp_in.as_mut())
+            .ok_or(DropReason::BeforeDtls)?;
+        let len = srtcp
+            .unprotect_rtcp(buf)
+            .map_err(|_| DropReason::SrtcpRejected)?;
+        s.ice.touch(now);
+        self.stats.rtcp_in += 1;
+        let plain = &buf[..len];
+        let compound = RtcpCompound::parse(plain).map_err(|_| DropReason::RtcpMalformed)?;
+        let sender = rtcp::first_ssrc(plain).map_err(|_| DropReason::RtcpMalformed)?;
+        if !s.streams.iter().any(|st| st.spec.ssrc == sender) {
+            return Err(DropReason::RtcpUndeclaredSsrc);
+        }
+        for raw in compound.raw_packets() {
+            match raw.typed() {
+                Ok(RtcpPacket::SenderReport(sr)) => self.forward_sr(i, sr.ssrc(), raw.bytes()),
+                Ok(RtcpPacket::Pli(pli)) => self.keyframe_request(now, i, pli.media_ssrc()),
+                Ok(RtcpPacket::Fir(fir)) => {
+                    for e in fir.entries() {
+                        self.keyframe_request(now, i, e.ssrc);
+                    }
+                }
+                Ok(_) => self.stats.rtcp_ignored += 1,
+                Err(_) => self.stats.drops[DropReason::RtcpMalformed.index()] += 1,
+            }
+        }
+        Ok(())
+    }
+
+    // ----- RTCP duties -----------------------------------------------------------------
+
+    /// Forwards a sender's SR to every receiver of the stream it describes, re-protected
+    /// per receiver.
+    fn forward_sr(&mut self, sender: usize, ssrc: Ssrc, packet: &[u8]) {
+        let s = self.sessions[sender].as_ref().expect("sender exists");
+        let Some(stream) = s.streams.iter().find(|st| st.spec.ssrc == ssrc) else {
+            self.stats.drops[DropReason::RtcpUndeclaredSsrc.index()] += 1;
+            return;
+        };
+        let spec = stream.spec;
+        let conf = s.conf;
+        let members = self.conferences[conf]
+            .as_ref()
+            .map(|c| c.members.len())
+            .unwrap_or(0);
+        for m in 0..members {
+            let r = self.conferences[conf]
+                .as_ref()
+                .expect("conference exists")
+                .members[m];
+            if r == sender {
+                continue;
+            }
+            let rs = self.sessions[r].as_ref().expect("member exists");
+            if !rs.is_connected() || !rs.wants(&spec) {
+                continue;
+            }
+            self.stats.sr_forwarded += 1;
+            self.send_rtcp_to(r, packet);
+        }
+    }
+
+    /// A receiver asked for a keyframe of `ssrc`: pass it to the sender, throttled.
+    fn keyframe_request(&mut self, now: Instant, requester: usize, ssrc: Ssrc) {
+        let conf = self.sessions[requester]
+            .as_ref()
+            .expect("requester exists")
+            .conf;
+        let Some(owner) = self.stream_owner(conf, ssrc) else {
+            self.stats.drops[DropReason::RtcpNotReceiver.index()] += 1;
+            return;
+        };
+        let o = self.sessions[owner].as_ref().expect("owner exists");
+        let spec = o
+            .streams
+            .iter()
+            .find(|st| st.spec.ssrc == ssrc)
+            .map(|st| st.spec);
+        let r = self.sessions[requester].as_ref().expect("requester exists");
+        if owner == requester || !spec.is_some_and(|sp| r.wants(&sp)) {
+            self.stats.drops[DropReason::RtcpNotReceiver.index()] += 1;
+            return;
+        }
+        self.request_keyframe_from(now, owner, ssrc);
+    }
+
+    /// Sends (or forwards to the owner's shard) a throttled PLI for `ssrc`.
+    fn request_keyframe_from(&mut self, now: Instant, owner: usize, ssrc: Ssrc) {
+        let interval = self.cfg.keyframe_interval;
+        let o = self.sessions[owner].as_mut().expect("owner exists");
+        match o.home {
+            Home::Elsewhere(shard) => {
+                let msg = PeerMsg::KeyframeRequest {
+                    owner: o.spec.session_id.clone(),
+                    ssrc,
+                };
+                self.events
+                    .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+            }
+            Home::Unclaimed => {}
+            Home::Here(_) => {
+                let Some(st) = o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc) else {
+                    return;
+                };
+                if st
+                    .last_keyframe_request
+                    .is_some_and(|t| now.saturating_duration_since(t) < interval)
+                {
+                    self.stats.keyframe_requests_throttled += 1;
+                    return;
+                }
+                st.last_keyframe_request = Some(now);
+                let mut pli = [0u8; 12];
+                if rtcp::write_pli(&mut pli, self.cfg.relay_ssrc, ssrc).is_ok() {
+                    self.stats.keyframe_requests_sent += 1;
+                    self.send_rtcp_to(owner, &pli);
+                }
+            }
+        }
+    }
+
+    /// Protects `packet` with session `to`'s outbound SRTCP context and queues it, or
+    /// passes it to `to`'s home shard.
+    fn send_rtcp_to(&mut self, to: usize, packet: &[u8]) {
+        let s = self.sessions[to].as_mut().expect("session exists");
+        let Some(addr) = s.addr else { return };
+        match &mut s.home {
+            Home::Here(local) => {
+                let Some(ctx) = local.srtcp_out.as_mut() else {
+                    return;
+                };
+                let queued = self.tx.push(addr, |slot| {
+                    let dst = slot.get_mut(..packet.len()).ok_or(())?;
+                    dst.copy_from_slice(packet);
+                    ctx.protect_rtcp(slot, packet.len()).map_err(|_| ())
+                });
+                if queued {
+                    self.stats.rtcp_out += 1;
+                } else {
+                    self.stats.drops[DropReason::TxQueueFull.index()] += 1;
+                }
+            }
+            Home::Elsewhere(shard) => {
+                if let Some(packet) = RtcpBytes::new(packet) {
+                    let msg = PeerMsg::Rtcp {
+                        to: s.spec.session_id.clone(),
+                        packet,
+                    };
+                    let shard = *shard;
+                    self.events
+                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+                }
+            }
+            Home::Unclaimed => {}
+        }
+    }
+
+    fn stream_owner(&self, conf: usize, ssrc: Ssrc) -> Option<usize> {
+        let c = self.conferences[conf].as_ref()?;
+        c.members.iter().copied().find(|&m| {
+            self.sessions[m]
+                .as_ref()
+                .is_some_and(|s| s.streams.iter().any(|st| st.spec.ssrc == ssrc))
+        })
+    }
+
+    // ----- DTLS and connection state ---------------------------------------------------
+
+    /// Sends the session's pending DTLS datagrams and acts on its DTLS events.
+    fn drain_dtls(&mut self, _now: Instant, i: usize) {
+        let s = self.sessions[i].as_mut().expect("session exists");
+        let dest = s.ice.selected().or_else(|| s.indexed.last().copied());
+        let Home::Here(local) = &mut s.home else {
+            return;
+        };
+        while let Some(d) = local.dtls.poll_transmit() {
+            if let Some(dest) = dest
+                && !self.tx.push_copy(dest, d)
+            {
+                self.stats.drops[DropReason::TxQueueFull.index()] += 1;
+            }
+        }
+        let mut failed = None;
+        while let Some(ev) = local.dtls.poll_event() {
+            match ev {
+                DtlsEvent::Connected(km) => {
+                    let profile = SrtpProfile::from_dtls_id(km.profile.iana_id());
+                    let ctxs = profile.and_then(|p| {
+                        let inbound =
+                            SrtpContext::new(p, km.client_master.key_salt(), None).ok()?;
+                        let outbound =
+                            SrtpContext::new(p, km.server_master.key_salt(), None).ok()?;
+                        Some((inbound, outbound))
+                    });
+                    match ctxs {
+                        Some((inbound, outbound)) => {
+                            local.srtcp_in = Some(inbound);
+                            local.srtcp_out = Some(outbound);
+                            self.stats.dtls_handshakes_ok += 1;
+                        }
+                        None => failed = Some(DtlsError::NoSrtpProfile),
+                    }
+                }
+                DtlsEvent::Failed(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            self.stats.dtls_handshakes_failed += 1;
+            local.failed = true;
+            local.srtcp_in = None;
+            local.srtcp_out = None;
+            let reason = match e {
+                DtlsError::FingerprintMismatch => EndReason::FingerprintMismatch,
+                DtlsError::NoSrtpProfile => EndReason::NoSrtpProfile,
+                _ => EndReason::DtlsFailed,
+            };
+            let was_connected = s.is_connected();
+            self.set_connected(i, None);
+            let s = self.sessions[i].as_mut().expect("session exists");
+            s.reported = true;
+            let session_id = s.spec.session_id.clone();
+            self.notify(if was_connected {
+                NotificationBody::SessionClosed { session_id, reason }
+            } else {
+                NotificationBody::SessionFailed {
+                    session_id,
+                    reason,
+                    detail: e.to_string(),
+                }
+            });
+            return;
+        }
+        self.maybe_connected(i);
+    }
+
+    /// Marks a session homed here connected once ICE nominated an address and DTLS gave
+    /// keys.
+    fn maybe_connected(&mut self, i: usize) {
+        let s = self.sessions[i].as_mut().expect("session exists");
+        if s.is_connected() {
+            return;
+        }
+        let Some(sel) = s.ice.selected() else { return };
+        if !s
+            .local()
+            .is_some_and(|l| l.srtcp_out.is_some() && !l.failed)
+        {
+            return;
+        }
+        self.set_connected(i, Some(sel));
+        let s = self.sessions[i].as_ref().expect("session exists");
+        self.notify(NotificationBody::SessionConnected {
+            session_id: s.spec.session_id.clone(),
+            addr: sel,
+        });
+    }
+
+    /// Sets where a session receives media (None: nowhere), updates the conference's
+    /// fan-out lists and, for a session homed here, tells the other shards.
+    fn set_connected(&mut self, i: usize, addr: Option<SocketAddr>) {
+        let shard = self.cfg.shard;
+        let s = self.sessions[i].as_mut().expect("session exists");
+        if s.addr == addr {
+            return;
+        }
+        s.addr = addr;
+        if let Home::Here(_) = s.home {
+            let session = s.spec.session_id.clone();
+            let msg = match addr {
+                Some(addr) => PeerMsg::Connected {
+                    session,
+                    shard,
+                    addr,
+                },
+                None => PeerMsg::Disconnected { session },
+            };
+            self.events.push_back(Event::Peer(PeerDest::All, msg));
+        }
+        let conf = s.conf;
+        self.rebuild_fanout(conf);
+    }
+
+    /// Ends a session homed here: reports why, stops its media, keeps its config (the
+    /// signaling side removes it) so a late packet cannot re-create it.
+    fn end_session(&mut self, i: usize, reason: EndReason) {
+        let s = self.sessions[i].as_mut().expect("session exists");
+        if s.reported {
+            return;
+        }
+        s.reported = true;
+        let was_connected = s.is_connected();
+        if let Some(local) = s.local() {
+            local.failed = true;
+            local.srtcp_in = None;
+            local.srtcp_out = None;
+        }
+        let session_id = s.spec.session_id.clone();
+        for a in std::mem::take(&mut s.indexed) {
+            self.by_addr.remove(&a);
+        }
+        self.set_connected(i, None);
+        self.notify(if was_connected {
+            NotificationBody::SessionClosed { session_id, reason }
+        } else {
+            NotificationBody::SessionFailed {
+                session_id,
+                reason,
+                detail: String::new(),
+            }
+        });
+    }
+
+    // ----- peers -----------------------------------------------------------------------
+
+    fn handle_peer(&mut self, now: Instant, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Claimed { session, shard } => {
+                let Some(&i) = self.by_id.get(&session) else {
+                    return;
+                };
+                let s = self.sessions[i].as_mut().expect("indexed session exists");
+                match s.home {
+                    Home::Unclaimed | Home::Elsewhere(_) => s.home = Home::Elsewhere(shard),
+                    // Two shards answered first checks at once: the lower id keeps it.
+                    Home::Here(_) if shard < self.cfg.shard => {
+                        s.home = Home::Elsewhere(shard);
+                        for a in std::mem::take(&mut s.indexed) {
+                            self.by_addr.remove(&a);
+                        }
+                        if s.addr.is_some() {
+                            self.set_connected(i, None);
+                        }
+                    }
+                    Home::Here(_) => {}
+                }
+            }
+            PeerMsg::Connected {
+                session,
+                shard,
+                addr,
+            } => {
+                let Some(&i) = self.by_id.get(&session) else {
+                    return;
+                };
+                let s = self.sessions[i].as_mut().expect("indexed session exists");
+                if !matches!(s.home, Home::Here(_)) {
+                    s.home = Home::Elsewhere(shard);
+                    self.set_connected(i, Some(addr));
+                }
+            }
+            PeerMsg::Disconnected { session } => {
+                let Some(&i) = self.by_id.get(&session) else {
+                    return;
+                };
+                let s = self.sessions[i].as_ref().expect("indexed session exists");
+                if !matches!(s.home, Home::Here(_)) {
+                    self.set_connected(i, None);
+                }
+            }
+            PeerMsg::Rtcp { to, packet } => {
+                let Some(&i) = self.by_id.get(&to) else {
+                    return;
+                };
+                if matches!(
+                    self.sessions[i].as_ref().map(|s| &s.home),
+                    Some(Home::Here(_))
+                ) {
+                    self.send_rtcp_to(i, packet.as_bytes());
+                }
+            }
+            PeerMsg::KeyframeRequest { owner, ssrc } => {
+                let Some(&i) = self.by_id.get(&owner) else {
+                    return;
+                };
+                if matches!(
+                    self.sessions[i].as_ref().map(|s| &s.home),
+                    Some(Home::Here(_))
+                ) {
+                    self.request_keyframe_from(now, i, ssrc);
+                }
+            }
+        }
+    }
+
+    // ----- rules -----------------------------------------------------------------------
+
+    fn conference(&mut self, id: &ConfId) -> usize {
+        if let Some(&c) = self.conf_by_id.get(id) {
+            return c;
+        }
+        let conf = Conference {
+            id: id.clone(),
+            members: Vec::new(),
+        };
+        let c = match self.conferences.iter().position(Option::is_none) {
+            Some(c) => {
+                self.conferences[c] = Some(conf);
+                c
+            }
+            None => {
+                self.conferences.push(Some(conf));
+                self.conferences.len() - 1
+            }
+        };
+        self.conf_by_id.insert(id.clone(), c);
+        c
+    }
+
+    fn remove_conference(&mut self, id: &ConfId) {
+        let Some(&c) = self.conf_by_id.get(id) else {
+            return;
+        };
+        let members = self.conferences[c]
+            .as_ref()
+            .map(|c| c.members.clone())
+            .unwrap_or_default();
+        for m in members {
+            self.remove_session(m, Some(EndReason::Removed));
+        }
+        let conf = self.conferences[c]
+            .take()
+            .expect("indexed conference exists");
+        self.conf_by_id.remove(&conf.id);
+    }
+
+    fn upsert_session(&mut self, now: Instant, spec: SessionSpec) {
+        if let Some(&i) = self.by_id.get(&spec.session_id) {
+            let s = self.sessions[i].as_mut().expect("indexed session exists");
+            if s.spec == spec {
+                return;
+            }
+            let same_identity = s.spec.conf_id == spec.conf_id
+                && s.spec.ice_ufrag == spec.ice_ufrag
+                && s.spec.ice_pwd == spec.ice_pwd
+                && s.spec.remote_ufrag == spec.remote_ufrag
+                && s.spec.dtls_fingerprint == spec.dtls_fingerprint;
+            if same_identity {
+                // Streams or extension ids changed: update in place, keep the connection.
+                s.streams = spec
+                    .streams
+                    .iter()
+                    .map(|&st| Stream {
+                        spec: st,
+                        receivers: Vec::new(),
+                        last_keyframe_request: None,
+                    })
+                    .collect();
+                s.spec = spec;
+                let conf = s.conf;
+                self.rebuild_fanout(conf);
+                return;
+            }
+            self.remove_session(i, Some(EndReason::Replaced));
+        }
+        let mut ice_cfg = IceLiteConfig::new(
+            spec.ice_ufrag.as_str(),
+            spec.ice_pwd.as_str(),
+            spec.remote_ufrag.as_str(),
+        );
+        ice_cfg.initial_timeout = self.cfg.silence_timeout;
+        ice_cfg.consent_timeout = self.cfg.silence_timeout;
+        let ice = match IceLite::new(now, ice_cfg) {
+            Ok(ice) => ice,
+            Err(e) => {
+                // The control codec already checks ice-chars; this is the last line.
+                self.notify(NotificationBody::SessionFailed {
+                    session_id: spec.session_id,
+                    reason: EndReason::Other,
+                    detail: e.to_string(),
+                });
+                return;
+            }
+        };
+        let conf = self.conference(&spec.conf_id);
+        let session = Session {
+            ice,
+            conf,
+            full: FullSet::Ssrcs(Vec::new()),
+            home: Home::Unclaimed,
+            addr: None,
+            indexed: Vec::new(),
+            streams: spec
+                .streams
+                .iter()
+                .map(|&st| Stream {
+                    spec: st,
+                    receivers: Vec::new(),
+                    last_keyframe_request: None,
+                })
+                .collect(),
+            created: now,
+            reported: false,
+            spec,
+        };
+        let id = session.spec.session_id.clone();
+        let ufrag = session.spec.ice_ufrag.as_str().to_owned();
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.sessions[i] = Some(session);
+                i
+            }
+            None => {
+                self.sessions.push(Some(session));
+                self.sessions.len() - 1
+            }
+        };
+        self.by_id.insert(id, i);
+        self.by_ufrag.insert(ufrag, i);
+        self.conferences[conf]
+            .as_mut()
+            .expect("conference exists")
+            .members
+            .push(i);
+        self.rebuild_fanout(conf);
+    }
+
+    /// Removes a session at once: it neither sends nor receives from this call on.
+    fn remove_session(&mut self, i: usize, reason: Option<EndReason>) {
+        let Some(s) = self.sessions[i].take() else {
+            return;
+        };
+        self.by_id.remove(&s.spec.session_id);
+        self.by_ufrag.remove(s.spec.ice_ufrag.as_str());
+        for a in &s.indexed {
+            self.by_addr.remove(a);
+        }
+        self.free.push(i);
+        if let Some(c) = self.conferences[s.conf].as_mut() {
+            c.members.retain(|&m| m != i);
+        }
+        self.rebuild_fanout(s.conf);
+        if let (Home::Here(_), Some(reason), true) = (&s.home, reason, s.is_connected()) {
+            self.notify(NotificationBody::SessionClosed {
+                session_id: s.spec.session_id,
+                reason,
+            });
+        }
+    }
+
+    /// Recomputes every fan-out list of a conference. Control path: allocation is fine.
+    fn rebuild_fanout(&mut self, conf: usize) {
+        let Some(c) = self.conferences[conf].as_ref() else {
+            return;
+        };
+        let members = c.members.clone();
+        let mut lists: Vec<(usize, usize, Vec<SocketAddr>)> = Vec::new();
+        for &sender in &members {
+            let s = self.sessions[sender].as_ref().expect("member exists");
+            for (k, st) in s.streams.iter().enumerate() {
+                let receivers = members
+                    .iter()
+                    .filter(|&&r| r != sender)
+                    .filter_map(|&r| self.sessions[r].as_ref())
+                    .filter(|r| r.wants(&st.spec))
+                    .filter_map(|r| r.addr)
+                    .collect();
+                lists.push((sender, k, receivers));
+            }
+        }
+        for (sender, k, receivers) in lists {
+            self.sessions[sender]
+                .as_mut()
+                .expect("member exists")
+                .streams[k]
+                .receivers = receivers;
+        }
+    }
+
+    fn notify(&mut self, body: NotificationBody) {
+        self.events.push_back(Event::Notify(body));
+    }
+}
+
+#[cfg(test)]
+mod tests;

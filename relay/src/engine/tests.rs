@@ -1,0 +1,309 @@
+//! Engine tests that need no DTLS peer: ICE admission, what is dropped before a session
+//! is connected, rule handling and shard hand-over. Whole calls (ICE, DTLS, media, RTCP,
+//! several shards) are driven with the real participant library in the workspace's
+//! `tests/` crate.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::control::{ExtmapIds, IcePwd, IceUfrag, StreamKind};
+use crate::dtls::{DtlsSettings, Fingerprint};
+use crate::wire::stun::{Class, IntegrityKey, Method, StunWriter, TransactionId};
+
+const PWD: &str = "relaypassword0123456789";
+
+fn shared() -> (Arc<DtlsCert>, Arc<DtlsConfig>) {
+    static S: OnceLock<(Arc<DtlsCert>, Arc<DtlsConfig>)> = OnceLock::new();
+    S.get_or_init(|| {
+        let settings = DtlsSettings {
+            insecure_rng_seed: Some(7),
+            ..DtlsSettings::default()
+        };
+        (
+            Arc::new(DtlsCert::generate().unwrap()),
+            Arc::new(DtlsConfig::new(settings).unwrap()),
+        )
+    })
+    .clone()
+}
+
+fn engine(shard: u16) -> Engine {
+    let (cert, dtls) = shared();
+    Engine::new(EngineConfig::new(ShardId(shard), cert, dtls))
+}
+
+fn spec(id: &str, conf: &str, ssrcs: &[u32]) -> SessionSpec {
+    SessionSpec {
+        session_id: SessionId::new(id).unwrap(),
+        conf_id: ConfId::new(conf).unwrap(),
+        ice_ufrag: IceUfrag::new(format!("relay{id}")).unwrap(),
+        ice_pwd: IcePwd::new(PWD).unwrap(),
+        remote_ufrag: IceUfrag::new(format!("peer{id}")).unwrap(),
+        dtls_fingerprint: Fingerprint([0xab; 32]),
+        streams: ssrcs
+            .iter()
+            .map(|&s| StreamSpec {
+                ssrc: Ssrc(s),
+                kind: StreamKind::Audio,
+                layer: Layer::None,
+            })
+            .collect(),
+        extmap: ExtmapIds::default(),
+    }
+}
+
+fn check(id: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
+    let mut buf = vec![0u8; 200];
+    let mut w = StunWriter::new(
+        &mut buf,
+        Class::Request,
+        Method::Binding,
+        TransactionId([9; 12]),
+    )
+    .unwrap();
+    w.add_username(&format!("relay{id}:peer{id}")).unwrap();
+    w.add_priority(1).unwrap();
+    w.add_ice_controlling(5).unwrap();
+    if use_candidate {
+        w.add_use_candidate().unwrap();
+    }
+    w.add_message_integrity(&IntegrityKey::new(pwd.as_bytes()))
+        .unwrap();
+    let n = w.finish_with_fingerprint().unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn rtp(ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 111, 0, 1, 0, 0, 0, 1];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0xee; 40]);
+    p
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn events(e: &mut Engine) -> Vec<Event> {
+    std::iter::from_fn(|| e.poll_event()).collect()
+}
+
+fn transmits(e: &mut Engine) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(t) = e.poll_transmit() {
+        out.push((t.dest, t.data.to_vec()));
+    }
+    out
+}
+
+#[test]
+fn valid_check_is_answered_and_claims_the_session() {
+    let now = Instant::now();
+    let mut e = engine(0);
+    e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    let mut c = check("a", PWD, true);
+    assert_eq!(
+        e.handle_datagram(now, addr(5000), &mut c),
+        Handled::Consumed
+    );
+    let tx = transmits(&mut e);
+    assert_eq!(tx.len(), 1);
+    let answer = StunMessage::parse(&tx[0].1).unwrap();
+    assert_eq!(tx[0].0, addr(5000));
+    assert_eq!(answer.class(), Class::SuccessResponse);
+    answer.verify_integrity(PWD.as_bytes()).unwrap();
+    assert_eq!(answer.xor_mapped_address().unwrap(), Some(addr(5000)));
+    let ev = events(&mut e);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Peer(
+            PeerDest::All,
+            PeerMsg::Claimed {
+                shard: ShardId(0),
+                ..
+            }
+        )
+    )));
+    assert_eq!(e.session_counts().connecting, 1);
+}
+
+#[test]
+fn wrong_password_gets_401_and_creates_no_state() {
+    let now = Instant::now();
+    let mut e = engine(0);
+    e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    let mut c = check("a", "not-the-password-at-all", true);
+    assert_eq!(
+        e.handle_datagram(now, addr(5000), &mut c),
+        Handled::Dropped(DropReason::StunRejected)
+    );
+    let tx = transmits(&mut e);
+    assert_eq!(tx.len(), 1);
+    let answer = StunMessage::parse(&tx[0].1).unwrap();
+    assert_eq!(answer.class(), Class::ErrorResponse);
+    assert_eq!(answer.error_code().unwrap().unwrap().code, 401);
+    assert!(!answer.has_integrity());
+    assert!(events(&mut e).is_empty(), "no claim");
+    assert_eq!(e.session_counts().connecting, 0);
+    // And the address is not validated: its media is dropped as such.
+    let mut m = rtp(1);
+    assert_eq!(
+        e.handle_datagram(now, addr(5000), &mut m),
+        Handled::Dropped(DropReason::Unvalidated)
+    );
+}
+
+#[test]
+fn media_before_dtls_and_from_strangers_is_dropped() {
+    let now = Instant::now();
+    let mut e = engine(0);
+    e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    e.handle_command(now, Command::UpsertSession(spec("b", "c", &[2])));
+    let mut c = check("a", PWD, true);
+    e.handle_datagram(now, addr(5000), &mut c);
+    let mut m = rtp(1);
+    assert_eq!(
+        e.handle_datagram(now, addr(5000), &mut m),
+        Handled::Dropped(DropReason::BeforeDtls)
+    );
+    assert_eq!(
+        e.handle_datagram(now, addr(6000), &mut m),
+        Handled::Dropped(DropReason::Unvalidated)
+    );
+    let mut rtcp = vec![0x81, 201, 0, 1, 0, 0, 0, 1];
+    assert_eq!(
+        e.handle_datagram(now, addr(6000), &mut rtcp),
+        Handled::Dropped(DropReason::Unvalidated)
+    );
+    assert_eq!(e.stats().dropped(DropReason::Unvalidated), 2);
+    assert_eq!(e.stats().dropped(DropReason::BeforeDtls), 1);
+}
+
+#[test]
+fn garbage_and_unknown_ufrags_are_dropped() {
+    let now = Instant::now();
+    let mut e = engine(0);
+    let mut junk = [0xffu8; 30];
+    assert_eq!(
+        e.handle_datagram(now, addr(1), &mut junk),
+        Handled::Dropped(DropReason::NotOurs)
+    );
+    let mut c = check("nobody", PWD, true);
+    assert_eq!(
+        e.handle_datagram(now, addr(1), &mut c),
+        Handled::Dropped(DropReason::StunUnknownUfrag)
+    );
+    assert!(transmits(&mut e).is_empty(), "strangers learn nothing");
+}
+
+#[test]
+fn removed_session_is_forgotten_at_once() {
+    let now = Instant::now();
+    let mut e = engine(0);
+    e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    let mut c = check("a", PWD, true);
+    e.handle_datagram(now, addr(5000), &mut c);
+    e.handle_command(now, Command::RemoveSession(SessionId::new("a").unwrap()));
+    let mut c = check("a", PWD, true);
+    assert_eq!(
+        e.handle_datagram(now, addr(5000), &mut c),
+        Handled::Dropped(DropReason::StunUnknownUfrag)
+    );
+    let mut m = rtp(1);
+    assert_eq!(
+        e.handle_datagram(now, addr(5000), &mut m),
+        Handled::Dropped(DropReason::Unvalidated)
+    );
+    assert_eq!(e.session_counts(), SessionCounts::default());
+}
+
+#[test]
+fn identical_upsert_keeps_the_session() {
+    let now = Instant::now();
+    let mut e = engine(0);
+    e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    let mut c = check("a", PWD, true);
+    e.handle_datagram(now, addr(5000), &mut c);
+    events(&mut e);
+    e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    assert!(events(&mut e).is_empty());
+    assert_eq!(e.session_counts().connecting, 1, "ICE state survived");
+}
+
+#[test]
+fn a_session_claimed_elsewhere_is_not_answered_here() {
+    let now = Instant::now();
+    let mut e = engine(1);
+    e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    e.handle_command(
+        now,
+        Command::Peer(PeerMsg::Claimed {
+            session: SessionId::new("a").unwrap(),
+            shard: ShardId(0),
+        }),
+    );
+    let mut c = check("a", PWD, true);
+    assert_eq!(
+        e.handle_datagram(now, addr(5000), &mut c),
+        Handled::Dropped(DropReason::HomedElsewhere)
+    );
+    assert!(transmits(&mut e).is_empty());
+}
+
+#[test]
+fn silence_before_any_check_is_reported_once_by_shard_zero() {
+    let t0 = Instant::now();
+    let mut e0 = engine(0);
+    let mut e1 = engine(1);
+    for e in [&mut e0, &mut e1] {
+        e.handle_command(t0, Command::UpsertSession(spec("a", "c", &[1])));
+        e.handle_timeout(t0);
+        e.handle_timeout(t0 + Duration::from_secs(31));
+        e.handle_timeout(t0 + Duration::from_secs(40));
+    }
+    let failed = |ev: Vec<Event>| {
+        ev.iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Notify(NotificationBody::SessionFailed {
+                        reason: EndReason::IceTimeout,
+                        ..
+                    })
+                )
+            })
+            .count()
+    };
+    assert_eq!(failed(events(&mut e0)), 1);
+    assert_eq!(failed(events(&mut e1)), 0);
+}
+
+#[test]
+fn consent_expiry_closes_a_claimed_session() {
+    let t0 = Instant::now();
+    let mut e = engine(0);
+    e.handle_command(t0, Command::UpsertSession(spec("a", "c", &[1])));
+    let mut c = check("a", PWD, true);
+    e.handle_datagram(t0, addr(5000), &mut c);
+    events(&mut e);
+    e.handle_timeout(t0 + Duration::from_secs(29));
+    assert!(events(&mut e).is_empty());
+    e.handle_timeout(t0 + Duration::from_secs(31));
+    let ev = events(&mut e);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Notify(NotificationBody::SessionFailed {
+            reason: EndReason::IceTimeout,
+            ..
+        })
+    )));
+    // Its address is no longer validated.
+    let mut m = rtp(1);
+    assert_eq!(
+        e.handle_datagram(t0 + Duration::from_secs(32), addr(5000), &mut m),
+        Handled::Dropped(DropReason::Unvalidated)
+    );
+}
