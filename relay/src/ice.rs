@@ -735,6 +735,7 @@ mod fuzz {
     pub(super) const REMOTE_UFRAG: &str = "clientUfrag";
     pub(super) const USERNAME: &str = "relayUfrag:clientUfrag";
 
+    #[allow(clippy::disallowed_methods)] // a base instant; the run itself is simulated
     fn t0() -> Instant {
         static T0: OnceLock<Instant> = OnceLock::new();
         *T0.get_or_init(Instant::now)

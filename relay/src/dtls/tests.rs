@@ -1,6 +1,9 @@
 //! In-process handshakes against the relay's server: a dimpl client (its own cert) and an
 //! OpenSSL client, datagrams shuttled in memory, time simulated.
 
+// Tests choose an arbitrary base instant; everything after it is simulated.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, OnceLock};

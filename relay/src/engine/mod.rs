@@ -546,10 +546,8 @@ impl Engine {
     /// When to call [`Engine::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sessions.iter().flatten().next()?;
-        Some(
-            self.next_tick
-                .unwrap_or_else(|| self.last_now.unwrap_or_else(Instant::now)),
-        )
+        // Never the wall clock: before any input there is nothing to time.
+        self.next_tick.or(self.last_now)
     }
 
     // ----- datagrams -----------------------------------------------------------------

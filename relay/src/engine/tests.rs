@@ -3,6 +3,9 @@
 //! several shards) are driven with the real participant library in the workspace's
 //! `tests/` crate.
 
+// Tests choose an arbitrary base instant; everything after it is simulated.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

@@ -1,3 +1,6 @@
+// Tests choose an arbitrary base instant; everything after it is simulated.
+#![allow(clippy::disallowed_methods)]
+
 use super::fuzz::{LOCAL_PWD, LOCAL_UFRAG, REMOTE_UFRAG, USERNAME, drive};
 use super::*;
 
