@@ -1,6 +1,72 @@
-//! Blindfold's participant side.
+//! Blindfold's participant side: the transport of one conference participant.
 //!
-//! Not built yet: the participant library (ICE controlling side, DTLS client, SRTCP
-//! hop by hop, end-to-end SRTP with per-sender keys), the participant CLI and the
-//! `blindfold-load` generator. It reuses the relay crate's wire formats and SRTP.
+//! [`Participant`] is a sans-IO engine (no sockets, no clock reads, a seeded RNG) that
+//! speaks to the relay the way DESIGN.md's keying model says:
+//!
+//! - **ICE**, controlling side, against the relay's ICE-lite agent: one candidate pair,
+//!   a Binding request with USE-CANDIDATE retransmitted on RFC 5389's timers, then
+//!   consent checks (RFC 7675). [`IceSettings`] gives the exact schedule.
+//! - **DTLS 1.2 client** (dimpl) with the participant's own ECDSA certificate, checking
+//!   the relay's certificate against the SDP fingerprint. The exported keys key
+//!   **SRTCP only**, hop by hop: we write with `client_write`, read with
+//!   `server_write`, no MKI.
+//! - **End-to-end SRTP**: our media is protected with our own master keys, every packet
+//!   carrying a one-byte MKI; other senders' media is unprotected with the keys their
+//!   key events installed ([`Participant::install_remote_keys`]), current and previous.
+//! - **RTCP**: what a receiver and sender owe — periodic SR/RR, REMB if configured, PLI
+//!   on a new video stream or a long gap, NACK for short gaps — and events for what
+//!   arrives (PLI/FIR, REMB, TMMBR, NACK, SR, report blocks).
+//!
+//! It reuses the relay crate's wire formats (`blindfold_relay::wire`), SRTP
+//! (`blindfold_relay::srtp`) and DTLS types (`blindfold_relay::dtls`).
+//!
+//! # Driving it
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use blindfold_client::{Event, Participant, ParticipantConfig};
+//! # fn config() -> ParticipantConfig { unimplemented!() }
+//! # fn recv() -> Option<(std::net::SocketAddr, Vec<u8>)> { None }
+//! # fn send(_: std::net::SocketAddr, _: &[u8]) {}
+//! let mut p = Participant::new(config(), Instant::now())?;
+//! loop {
+//!     while let Some(t) = p.poll_transmit() {
+//!         send(t.dest, &t.bytes);
+//!     }
+//!     while let Some(ev) = p.poll_event() {
+//!         match ev {
+//!             Event::Connected { .. } => { /* start sending with p.send_rtp(..) */ }
+//!             Event::Media(m) => { /* decode m.payload() */ }
+//!             Event::Failed(reason) => return Err(reason.into()),
+//!             _ => {}
+//!         }
+//!     }
+//!     // Wait for a datagram or until p.poll_timeout(), then:
+//!     let now = Instant::now();
+//!     match recv() {
+//!         Some((from, mut buf)) => { let _ = p.handle_datagram(now, from, &mut buf); }
+//!         None => p.handle_timeout(now),
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![warn(missing_docs, unreachable_pub)]
+
+mod dtls;
+mod error;
+mod ice;
+mod media;
+mod participant;
+mod rng;
+
+pub use dtls::DtlsClientConfig;
+pub use error::{DropReason, FailReason, ParticipantError};
+pub use ice::{IceCredentials, IceSettings};
+pub use media::{MediaKind, RemoteStream, SenderId};
+pub use participant::{
+    Event, MAX_DATAGRAM, MediaPacket, OwnSsrcs, Participant, ParticipantConfig, Stats, Transmit,
+    srtp_profile,
+};
+
+#[cfg(test)]
+mod tests;

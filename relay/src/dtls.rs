@@ -497,6 +497,12 @@ impl DtlsCert {
         &self.inner.certificate
     }
 
+    /// The private key in DER (PKCS#8 or SEC1, as loaded). Shared so the participant
+    /// library can hand the same identity to a dimpl client.
+    pub fn private_key_der(&self) -> &[u8] {
+        &self.inner.private_key
+    }
+
     /// The certificate's SHA-256 fingerprint.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
@@ -661,7 +667,9 @@ impl DtlsSrtpProfile {
         }
     }
 
-    fn from_dimpl(p: dimpl::SrtpProfile) -> Option<Self> {
+    /// The profile dimpl negotiated, if it is one of ours (`None` for any other). Shared
+    /// with the participant library, which drives dimpl as a client.
+    pub fn from_dimpl(p: dimpl::SrtpProfile) -> Option<Self> {
         match p {
             dimpl::SrtpProfile::AEAD_AES_256_GCM => Some(Self::AeadAes256Gcm),
             dimpl::SrtpProfile::AEAD_AES_128_GCM => Some(Self::AeadAes128Gcm),
@@ -1147,8 +1155,12 @@ impl DtlsServer {
     }
 }
 
-/// Walks the DTLS records in a datagram (RFC 6347 §4.1) and rejects bad framing.
-fn check_framing(datagram: &[u8]) -> Result<(), DtlsError> {
+/// Walks the DTLS records in a datagram (RFC 6347 §4.1) and rejects bad framing: an
+/// empty datagram, a truncated record header or body, a record longer than 2^14 + 2048,
+/// an unknown content type or a record version other than 0xfeff/0xfefd (all non-fatal
+/// [`DtlsError`]s). Shared with the participant library, which checks what it feeds its
+/// dimpl client the same way.
+pub fn check_framing(datagram: &[u8]) -> Result<(), DtlsError> {
     if datagram.is_empty() {
         return Err(DtlsError::Empty);
     }

@@ -1,0 +1,1160 @@
+//! [`Participant`]: ICE + DTLS + SRTCP hop by hop to the relay, SRTP end to end.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use blindfold_relay::dtls::{DtlsCert, DtlsSrtpProfile, Fingerprint, SrtpKeyMaterial};
+use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, SeqNo, Ssrc, WireSeq};
+use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpProfile};
+use blindfold_relay::wire::rtcp::{
+    CompoundWriter, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
+};
+use blindfold_relay::wire::rtp::{RtpFields, RtpHeader, write_header};
+use blindfold_relay::wire::{Datagram, demux};
+
+use crate::dtls::{DtlsClient, DtlsClientConfig, DtlsOutcome};
+use crate::ice::{IceAgent, IceCredentials, IceEvent, IceSettings};
+use crate::media::{MediaKind, RemoteStream, Remotes, SenderId};
+use crate::rng::Rng;
+use crate::{DropReason, FailReason, ParticipantError};
+
+/// Largest datagram the participant sends.
+pub const MAX_DATAGRAM: usize = 1500;
+/// Room for an RTCP compound we build before protection.
+const RTCP_BUF: usize = 1200;
+/// Gaps up to this many packets are NACKed; longer ones on video ask for a keyframe.
+const MAX_NACK_GAP: u64 = 32;
+/// SSRCs an inbound SRTCP context tracks (every sender's SRs come through the relay).
+const MAX_SRTCP_STREAMS: usize = 1024;
+/// RTP clock rates used to advance the RTP time in our SRs (Opus, VP8).
+const AUDIO_CLOCK: u64 = 48_000;
+const VIDEO_CLOCK: u64 = 90_000;
+
+/// Our three send streams (DESIGN.md: audio, thumbnail and full-resolution video). The
+/// audio SSRC is also our RTCP sender SSRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnSsrcs {
+    /// Audio.
+    pub audio: Ssrc,
+    /// Low simulcast layer.
+    pub thumbnail: Ssrc,
+    /// Full-resolution simulcast layer.
+    pub full: Ssrc,
+}
+
+impl OwnSsrcs {
+    fn all(&self) -> [Ssrc; 3] {
+        [self.audio, self.thumbnail, self.full]
+    }
+}
+
+/// Everything a [`Participant`] needs, from the SDP offer/answer and the key setup.
+#[derive(Debug, Clone)]
+pub struct ParticipantConfig {
+    /// Our ICE credentials (from our offer).
+    pub local_ice: IceCredentials,
+    /// The relay's ICE credentials (from the answer).
+    pub relay_ice: IceCredentials,
+    /// The relay's host candidate (from the answer).
+    pub relay_addr: SocketAddr,
+    /// ICE timers.
+    pub ice: IceSettings,
+    /// Our DTLS identity (its fingerprint goes in our offer).
+    pub cert: DtlsCert,
+    /// The relay's certificate fingerprint from the answer.
+    pub relay_fingerprint: Fingerprint,
+    /// The shared dimpl client configuration.
+    pub dtls: DtlsClientConfig,
+    /// Our SSRCs.
+    pub ssrcs: OwnSsrcs,
+    /// Our end-to-end SRTP master key, installed as MKI key index 0; its profile is the
+    /// one all our keys use.
+    pub master_key: MasterKey,
+    /// Seed of the participant's RNG (transaction ids, tie-breaker, initial sequence
+    /// numbers, jitter). The shell seeds it from the OS; tests fix it.
+    pub rng_seed: u64,
+    /// NTP time (RFC 3550 §4, 32.32) at the `now` given to [`Participant::new`]; SRs
+    /// count from it, since the engine reads no clock.
+    pub ntp_origin: u64,
+    /// Interval of our SR/RR reports (RFC 4585 AVPF allows well under 5 s).
+    pub report_interval: Duration,
+    /// Send NACKs for gaps and PLIs for new video streams and long gaps by itself.
+    pub auto_feedback: bool,
+    /// If set, a REMB with this estimate for every remote video stream rides on each
+    /// report.
+    pub remb_bps: Option<u64>,
+}
+
+impl ParticipantConfig {
+    /// A configuration with the default timers, a 1 s report interval, automatic
+    /// feedback on and no REMB.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        local_ice: IceCredentials,
+        relay_ice: IceCredentials,
+        relay_addr: SocketAddr,
+        cert: DtlsCert,
+        relay_fingerprint: Fingerprint,
+        dtls: DtlsClientConfig,
+        ssrcs: OwnSsrcs,
+        master_key: MasterKey,
+        rng_seed: u64,
+    ) -> Self {
+        ParticipantConfig {
+            local_ice,
+            relay_ice,
+            relay_addr,
+            ice: IceSettings::default(),
+            cert,
+            relay_fingerprint,
+            dtls,
+            ssrcs,
+            master_key,
+            rng_seed,
+            ntp_origin: 0,
+            report_interval: Duration::from_secs(1),
+            auto_feedback: true,
+            remb_bps: None,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to: the relay's address.
+    pub dest: SocketAddr,
+    /// The datagram.
+    pub bytes: Vec<u8>,
+}
+
+/// A decrypted end-to-end media packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPacket {
+    /// Whose key decrypted it.
+    pub sender: SenderId,
+    /// Its SSRC.
+    pub ssrc: Ssrc,
+    /// Its sequence number, extended past rollover.
+    pub seq: SeqNo,
+    /// Payload type.
+    pub pt: Pt,
+    /// Marker bit.
+    pub marker: bool,
+    /// RTP timestamp.
+    pub timestamp: RtpTime,
+    /// The MKI the sender used.
+    pub key: KeyIndex,
+    /// The decrypted RTP packet (header, extensions, payload).
+    pub packet: Vec<u8>,
+    /// Where the payload is in `packet` (after header and extensions, without padding).
+    pub payload: Range<usize>,
+}
+
+impl MediaPacket {
+    /// The decrypted payload.
+    pub fn payload(&self) -> &[u8] {
+        self.packet.get(self.payload.clone()).unwrap_or_default()
+    }
+
+    /// The RTP header view of the decrypted packet (extensions included).
+    pub fn header(&self) -> Option<RtpHeader<'_>> {
+        RtpHeader::parse(&self.packet).ok()
+    }
+}
+
+/// What a [`Participant`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// ICE selected the pair; the DTLS handshake starts.
+    IceSelected,
+    /// DTLS completed with the relay's expected certificate; SRTCP is keyed with this
+    /// profile. Media may flow.
+    Connected {
+        /// The negotiated SRTCP profile.
+        srtcp_profile: SrtpProfile,
+    },
+    /// The participant failed; nothing follows. Reported once.
+    Failed(FailReason),
+    /// A remote sender's media packet, decrypted.
+    Media(MediaPacket),
+    /// A sender report (forwarded by the relay from another participant, or the
+    /// relay's own).
+    SenderReport(SenderInfo),
+    /// A reception report block about one of our streams.
+    ReceiverReport {
+        /// Who reported.
+        reporter: Ssrc,
+        /// The block.
+        block: ReportBlock,
+    },
+    /// A PLI or FIR for one of our streams: send a keyframe.
+    KeyframeRequested(Ssrc),
+    /// A REMB: the relay's receive-side estimate for our streams.
+    Remb {
+        /// Estimated maximum bitrate.
+        bitrate_bps: u64,
+        /// The streams it applies to.
+        ssrcs: Vec<Ssrc>,
+    },
+    /// A TMMBR entry for one of our streams: cap its bitrate.
+    Tmmbr {
+        /// Our stream.
+        ssrc: Ssrc,
+        /// Maximum bitrate.
+        bitrate_bps: u64,
+    },
+    /// A NACK for one of our streams (the relay normally answers from its cache).
+    Nack {
+        /// Our stream.
+        ssrc: Ssrc,
+        /// The sequence numbers reported lost.
+        lost: Vec<WireSeq>,
+    },
+    /// A remote sender's previous key was removed after its grace period.
+    KeyRetired {
+        /// The sender.
+        sender: SenderId,
+        /// The removed key.
+        index: KeyIndex,
+    },
+}
+
+/// Counters. `drops` holds one entry per [`DropReason`] seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams given to `handle_datagram`.
+    pub datagrams_in: u64,
+    /// Datagrams handed out by `poll_transmit`.
+    pub datagrams_out: u64,
+    /// Media packets decrypted.
+    pub media_in: u64,
+    /// Media packets protected and queued.
+    pub media_out: u64,
+    /// SRTCP compounds unprotected.
+    pub rtcp_in: u64,
+    /// SRTCP compounds protected and queued.
+    pub rtcp_out: u64,
+    /// Dropped datagrams by reason.
+    pub drops: Vec<(DropReason, u64)>,
+}
+
+impl Stats {
+    /// How many datagrams were dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// All drops.
+    pub fn total_dropped(&self) -> u64 {
+        self.drops.iter().map(|(_, n)| n).sum()
+    }
+
+    fn count_drop(&mut self, reason: DropReason) {
+        match self.drops.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.drops.push((reason, 1)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ice,
+    Dtls,
+    Connected,
+    Failed,
+}
+
+/// One of our send streams.
+#[derive(Debug, Clone, Copy)]
+struct SendStream {
+    ssrc: Ssrc,
+    clock: u64,
+    next_seq: u16,
+    packets: u32,
+    octets: u32,
+    last: Option<(RtpTime, Instant)>,
+}
+
+/// Reception state of one remote stream (RFC 3550 Appendix A.3 style).
+#[derive(Debug, Clone, Copy)]
+struct RecvStream {
+    ssrc: Ssrc,
+    base: u64,
+    max: u64,
+    received: u64,
+    expected_prior: u64,
+    received_prior: u64,
+    /// LSR (middle 32 bits of the last SR's NTP) and when it arrived.
+    last_sr: Option<(u32, Instant)>,
+}
+
+/// The SRTCP contexts keyed from DTLS.
+struct Srtcp {
+    outbound: SrtpContext,
+    inbound: SrtpContext,
+}
+
+/// A conference participant's transport: sans-IO, no clock, no sockets.
+///
+/// # Driving it
+///
+/// Create it with [`Participant::new`] (the first Binding request is queued at once).
+/// Feed it with the `handle_*` methods, then drain in this order: [`poll_transmit`]
+/// (send each to its `dest`), [`poll_event`], and finally read [`poll_timeout`] and call
+/// [`handle_timeout`] when it is due. Time that goes backwards counts as the latest
+/// time seen.
+///
+/// - Getters: [`is_connected`](Self::is_connected), [`is_failed`](Self::is_failed),
+///   [`stats`](Self::stats), [`ssrcs`](Self::ssrcs), [`tie_breaker`](Self::tie_breaker).
+/// - Input: [`handle_datagram`](Self::handle_datagram),
+///   [`handle_timeout`](Self::handle_timeout).
+/// - Commands: [`send_rtp`](Self::send_rtp), [`send_rtcp`](Self::send_rtcp),
+///   [`request_keyframe`](Self::request_keyframe), [`send_nack`](Self::send_nack),
+///   [`add_local_key`](Self::add_local_key),
+///   [`activate_local_key`](Self::activate_local_key),
+///   [`remove_local_key`](Self::remove_local_key),
+///   [`install_remote_keys`](Self::install_remote_keys),
+///   [`remove_remote_sender`](Self::remove_remote_sender), [`close`](Self::close).
+/// - Output: [`poll_transmit`], [`poll_event`], [`poll_timeout`].
+///
+/// [`poll_transmit`]: Self::poll_transmit
+/// [`poll_event`]: Self::poll_event
+/// [`poll_timeout`]: Self::poll_timeout
+/// [`handle_timeout`]: Self::handle_timeout
+pub struct Participant {
+    pub(crate) config: ParticipantConfig,
+    start: Instant,
+    last_now: Instant,
+    rng: Rng,
+    phase: Phase,
+    ice: IceAgent,
+    dtls: Option<DtlsClient>,
+    srtcp: Option<Srtcp>,
+    outbound: SrtpContext,
+    send: [SendStream; 3],
+    remotes: Remotes,
+    recv: Vec<RecvStream>,
+    next_report: Option<Instant>,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participant")
+            .field("phase", &self.phase)
+            .field("ssrcs", &self.config.ssrcs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Participant {
+    /// Starts a participant: ICE checking begins (the first Binding request is queued).
+    ///
+    /// Rejects an empty ICE ufrag or password, one over 256 bytes, or a ufrag with a
+    /// colon ([`ParticipantError::BadIceCredentials`]), SSRCs that are not three distinct values
+    /// ([`ParticipantError::SsrcCollision`]) and a master key the SRTP module refuses
+    /// ([`ParticipantError::Srtp`]).
+    pub fn new(config: ParticipantConfig, now: Instant) -> Result<Self, ParticipantError> {
+        for c in [&config.local_ice, &config.relay_ice] {
+            let ok = |v: &str| !v.is_empty() && v.len() <= crate::ice::MAX_CREDENTIAL_LEN;
+            if !ok(&c.ufrag) || !ok(&c.pwd) || c.ufrag.contains(':') {
+                return Err(ParticipantError::BadIceCredentials);
+            }
+        }
+        let s = config.ssrcs;
+        if s.audio == s.thumbnail || s.audio == s.full {
+            return Err(ParticipantError::SsrcCollision(s.audio));
+        }
+        if s.thumbnail == s.full {
+            return Err(ParticipantError::SsrcCollision(s.full));
+        }
+        let key = &config.master_key;
+        let outbound = SrtpContext::new(key.profile(), key.as_bytes(), Some(KeyIndex(0)))
+            .map_err(ParticipantError::Srtp)?
+            .with_max_streams(3);
+        let mut rng = Rng::new(config.rng_seed);
+        let mut stream = |ssrc, clock| SendStream {
+            ssrc,
+            clock,
+            // Random start (RFC 3550 §5.1), in the lower half so SRTP's rollover counter
+            // does not move within the first packets.
+            next_seq: (rng.next_u64() & 0x7fff) as u16,
+            packets: 0,
+            octets: 0,
+            last: None,
+        };
+        let send = [
+            stream(s.audio, AUDIO_CLOCK),
+            stream(s.thumbnail, VIDEO_CLOCK),
+            stream(s.full, VIDEO_CLOCK),
+        ];
+        let ice = IceAgent::new(
+            config.local_ice.clone(),
+            config.relay_ice.clone(),
+            config.relay_addr,
+            config.ice,
+            &mut rng,
+            now,
+        );
+        let mut p = Participant {
+            config,
+            start: now,
+            last_now: now,
+            rng,
+            phase: Phase::Ice,
+            ice,
+            dtls: None,
+            srtcp: None,
+            outbound,
+            send,
+            remotes: Remotes::default(),
+            recv: Vec::new(),
+            next_report: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        p.pump(now);
+        Ok(p)
+    }
+
+    // --- getters ------------------------------------------------------------------------
+
+    /// Whether the `Connected` event was reported and the participant has not failed.
+    pub fn is_connected(&self) -> bool {
+        self.phase == Phase::Connected
+    }
+
+    /// Whether the participant failed or was closed.
+    pub fn is_failed(&self) -> bool {
+        self.phase == Phase::Failed
+    }
+
+    /// Counters and drop reasons.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Our SSRCs.
+    pub fn ssrcs(&self) -> OwnSsrcs {
+        self.config.ssrcs
+    }
+
+    /// Our ICE-CONTROLLING tie-breaker.
+    pub fn tie_breaker(&self) -> u64 {
+        self.ice.tie_breaker()
+    }
+
+    /// Our active end-to-end key index.
+    pub fn active_local_key(&self) -> KeyIndex {
+        self.outbound.active_key()
+    }
+
+    /// The key indexes held for a remote sender, oldest first (`None` if unknown).
+    pub fn remote_keys(&self, sender: SenderId) -> Option<Vec<KeyIndex>> {
+        self.remotes.get(sender).map(|s| s.keys().to_vec())
+    }
+
+    // --- input --------------------------------------------------------------------------
+
+    /// Handles one datagram received from `from`. `buf` is decrypted in place.
+    ///
+    /// Drops, and counts in [`Stats`], with the returned reason: anything not from the
+    /// relay's address, anything RFC 7983 cannot classify, STUN that does not parse or
+    /// verify or answers no transaction of ours, DTLS before ICE or with bad framing,
+    /// media or RTCP before `Connected`, SRTP from an undeclared SSRC or that fails
+    /// to unprotect, SRTCP that fails to unprotect or parse. Never panics.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<(), DropReason> {
+        let now = self.advance(now);
+        self.stats.datagrams_in += 1;
+        let r = self.dispatch(now, from, buf);
+        if let Err(reason) = r {
+            self.stats.count_drop(reason);
+        }
+        self.pump(now);
+        r
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<(), DropReason> {
+        if self.phase == Phase::Failed {
+            return Err(DropReason::Failed);
+        }
+        if from != self.ice.remote_addr() {
+            return Err(DropReason::UnknownSource);
+        }
+        match demux(buf) {
+            Datagram::Stun(d) => self.ice.handle_stun(now, from, d),
+            Datagram::Dtls(d) => {
+                let Some(dtls) = self.dtls.as_mut() else {
+                    return Err(DropReason::DtlsNotStarted);
+                };
+                let mut out = Vec::new();
+                let r = dtls.handle_datagram(now, d, &mut out);
+                self.transmit.extend(out);
+                match r {
+                    // A fatal error surfaces as the Failed event from pump.
+                    Err(e) if !e.is_fatal() => Err(DropReason::Dtls(e)),
+                    _ => Ok(()),
+                }
+            }
+            Datagram::Rtp(_) => self.handle_srtp(now, buf),
+            Datagram::Rtcp(_) => self.handle_srtcp(now, buf),
+            Datagram::Unknown(_) => Err(DropReason::Unclassified),
+        }
+    }
+
+    fn handle_srtp(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {
+        if self.phase != Phase::Connected {
+            return Err(DropReason::NotConnected);
+        }
+        let ssrc = RtpHeader::parse(buf)
+            .map_err(|e| DropReason::Srtp(e.into()))?
+            .ssrc();
+        let sender = self.remotes.by_ssrc(ssrc).ok_or(DropReason::UnknownSsrc)?;
+        let (n, key) = sender.unprotect(now, buf).map_err(DropReason::Srtp)?;
+        let id = sender.id;
+        let kind = sender.kind_of(ssrc);
+        let packet = buf.get(..n).ok_or(DropReason::Unclassified)?;
+        let h = RtpHeader::parse(packet).map_err(|e| DropReason::Srtp(e.into()))?;
+        let payload_len = h.payload_without_padding().map_or(0, <[u8]>::len);
+        let start = h.header_len();
+        let (pt, marker, ts, wire) = (h.payload_type(), h.marker(), h.timestamp(), h.seq());
+        let seq = self.track_reception(now, ssrc, wire, kind);
+        self.stats.media_in += 1;
+        self.events.push_back(Event::Media(MediaPacket {
+            sender: id,
+            ssrc,
+            seq,
+            pt,
+            marker,
+            timestamp: ts,
+            key,
+            packet: packet.to_vec(),
+            payload: start..start + payload_len,
+        }));
+        Ok(())
+    }
+
+    /// Updates reception stats for an authenticated packet; NACKs gaps and asks for
+    /// keyframes when automatic feedback is on. Returns the extended sequence number.
+    fn track_reception(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        wire: WireSeq,
+        kind: Option<MediaKind>,
+    ) -> SeqNo {
+        let video = kind == Some(MediaKind::Video);
+        let auto = self.config.auto_feedback;
+        let Some(at) = self.recv.iter().position(|r| r.ssrc == ssrc) else {
+            let ext = u64::from(wire.0);
+            self.recv.push(RecvStream {
+                ssrc,
+                base: ext,
+                max: ext,
+                received: 1,
+                expected_prior: 0,
+                received_prior: 0,
+                last_sr: None,
+            });
+            if auto && video {
+                let _ = self.request_keyframe(now, ssrc);
+            }
+            return SeqNo(ext);
+        };
+        let r = &mut self.recv[at];
+        let ext = extend_seq(r.max, wire);
+        r.received += 1;
+        let gap = ext.saturating_sub(r.max).saturating_sub(1);
+        if ext > r.max {
+            let from = r.max + 1;
+            r.max = ext;
+            if auto && gap > 0 {
+                if gap <= MAX_NACK_GAP {
+                    let lost: Vec<WireSeq> = (from..ext).map(|s| WireSeq(s as u16)).collect();
+                    let _ = self.send_nack(now, ssrc, &lost);
+                } else if video {
+                    let _ = self.request_keyframe(now, ssrc);
+                }
+            }
+        }
+        SeqNo(ext)
+    }
+
+    fn handle_srtcp(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {
+        let Some(srtcp) = self.srtcp.as_mut() else {
+            return Err(DropReason::NotConnected);
+        };
+        let n = srtcp
+            .inbound
+            .unprotect_rtcp(buf)
+            .map_err(DropReason::Srtcp)?;
+        self.stats.rtcp_in += 1;
+        let plain = buf.get(..n).ok_or(DropReason::Unclassified)?;
+        let compound = RtcpCompound::parse(plain).map_err(DropReason::Rtcp)?;
+        let own = self.config.ssrcs.all();
+        let mut first_err = None;
+        for packet in compound {
+            let packet = match packet {
+                Ok(p) => p,
+                Err(e) => {
+                    // One bad packet does not spoil the rest of the compound.
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            match packet {
+                RtcpPacket::SenderReport(sr) => {
+                    let info = sr.sender_info();
+                    if let Some(r) = self.recv.iter_mut().find(|r| r.ssrc == info.ssrc) {
+                        r.last_sr = Some(((info.ntp >> 16) as u32, now));
+                    }
+                    self.events.push_back(Event::SenderReport(info));
+                    for block in sr.reports().filter(|b| own.contains(&b.ssrc)) {
+                        self.events.push_back(Event::ReceiverReport {
+                            reporter: info.ssrc,
+                            block,
+                        });
+                    }
+                }
+                RtcpPacket::ReceiverReport(rr) => {
+                    for block in rr.reports().filter(|b| own.contains(&b.ssrc)) {
+                        self.events.push_back(Event::ReceiverReport {
+                            reporter: rr.ssrc(),
+                            block,
+                        });
+                    }
+                }
+                RtcpPacket::Pli(pli) if own.contains(&pli.media_ssrc()) => {
+                    self.events
+                        .push_back(Event::KeyframeRequested(pli.media_ssrc()));
+                }
+                RtcpPacket::Fir(fir) => {
+                    for e in fir.entries().filter(|e| own.contains(&e.ssrc)) {
+                        self.events.push_back(Event::KeyframeRequested(e.ssrc));
+                    }
+                }
+                RtcpPacket::Remb(remb) => self.events.push_back(Event::Remb {
+                    bitrate_bps: remb.bitrate_bps(),
+                    ssrcs: remb.ssrcs().collect(),
+                }),
+                RtcpPacket::Tmmbr(t) => {
+                    for e in t.entries().filter(|e| own.contains(&e.ssrc)) {
+                        self.events.push_back(Event::Tmmbr {
+                            ssrc: e.ssrc,
+                            bitrate_bps: e.bitrate_bps,
+                        });
+                    }
+                }
+                RtcpPacket::Nack(nack) if own.contains(&nack.media_ssrc()) => {
+                    self.events.push_back(Event::Nack {
+                        ssrc: nack.media_ssrc(),
+                        lost: nack.lost().collect(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        match first_err {
+            Some(e) => Err(DropReason::Rtcp(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Advances time: ICE retransmissions and consent, DTLS flights, key retirement,
+    /// periodic reports.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        if self.phase == Phase::Failed {
+            return;
+        }
+        self.ice.handle_timeout(now, &mut self.rng);
+        if let Some(dtls) = self.dtls.as_mut() {
+            let mut out = Vec::new();
+            dtls.handle_timeout(now, &mut out);
+            self.transmit.extend(out);
+        }
+        for s in &mut self.remotes.senders {
+            if let Some(index) = s.handle_timeout(now) {
+                self.events.push_back(Event::KeyRetired {
+                    sender: s.id,
+                    index,
+                });
+            }
+        }
+        if self.phase == Phase::Connected
+            && let Some(at) = self.next_report
+            && now >= at
+        {
+            self.next_report = Some(now + self.config.report_interval);
+            self.send_report(now);
+        }
+        self.pump(now);
+    }
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
+    /// Moves state along after any input: ICE → DTLS → Connected, and failures.
+    fn pump(&mut self, now: Instant) {
+        while let Some(dg) = self.ice.poll_transmit() {
+            self.transmit.push_back(dg);
+        }
+        while let Some(ev) = self.ice.poll_event() {
+            match ev {
+                IceEvent::Selected => {
+                    self.events.push_back(Event::IceSelected);
+                    if self.phase == Phase::Ice {
+                        self.phase = Phase::Dtls;
+                        let mut out = Vec::new();
+                        self.dtls = Some(DtlsClient::new(
+                            &self.config.dtls,
+                            &self.config.cert,
+                            self.config.relay_fingerprint,
+                            now,
+                            &mut out,
+                        ));
+                        self.transmit.extend(out);
+                    }
+                }
+                IceEvent::Failed(reason) => self.fail(reason),
+            }
+        }
+        let outcome = self.dtls.as_mut().and_then(DtlsClient::take_outcome);
+        match outcome {
+            Some(DtlsOutcome::Connected(keys)) => self.on_dtls_connected(now, &keys),
+            Some(DtlsOutcome::Failed(e)) => self.fail(FailReason::Dtls(e)),
+            None => {}
+        }
+    }
+
+    fn on_dtls_connected(&mut self, now: Instant, keys: &SrtpKeyMaterial) {
+        let Some(profile) = srtp_profile(keys.profile) else {
+            self.fail(FailReason::Dtls(
+                blindfold_relay::dtls::DtlsError::NoSrtpProfile,
+            ));
+            return;
+        };
+        // We are the DTLS client: we write with client_write, read server_write.
+        let outbound = SrtpContext::new(profile, keys.client_master.key_salt(), None);
+        let inbound = SrtpContext::new(profile, keys.server_master.key_salt(), None);
+        match (outbound, inbound) {
+            (Ok(outbound), Ok(inbound)) => {
+                self.srtcp = Some(Srtcp {
+                    outbound: outbound.with_max_streams(4),
+                    inbound: inbound.with_max_streams(MAX_SRTCP_STREAMS),
+                });
+                self.phase = Phase::Connected;
+                self.next_report = Some(now + self.config.report_interval);
+                self.events.push_back(Event::Connected {
+                    srtcp_profile: profile,
+                });
+            }
+            _ => self.fail(FailReason::Dtls(
+                blindfold_relay::dtls::DtlsError::KeyingMaterialLength,
+            )),
+        }
+    }
+
+    fn fail(&mut self, reason: FailReason) {
+        if self.phase == Phase::Failed {
+            return;
+        }
+        self.phase = Phase::Failed;
+        self.ice.close();
+        self.dtls = None;
+        self.srtcp = None;
+        self.transmit.clear();
+        self.events.push_back(Event::Failed(reason));
+    }
+
+    // --- output -------------------------------------------------------------------------
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let bytes = self.transmit.pop_front()?;
+        self.stats.datagrams_out += 1;
+        Some(Transmit {
+            dest: self.config.relay_addr,
+            bytes,
+        })
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` after failure.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Failed {
+            return None;
+        }
+        [
+            self.ice.poll_timeout(),
+            self.dtls.as_ref().and_then(DtlsClient::poll_timeout),
+            self.next_report,
+        ]
+        .into_iter()
+        .chain(self.remotes.senders.iter().map(|s| s.retire_deadline()))
+        .flatten()
+        .min()
+    }
+
+    // --- commands -----------------------------------------------------------------------
+
+    fn check_connected(&self) -> Result<(), ParticipantError> {
+        match self.phase {
+            Phase::Connected => Ok(()),
+            Phase::Failed => Err(ParticipantError::Failed),
+            _ => Err(ParticipantError::NotConnected),
+        }
+    }
+
+    /// Builds an RTP packet for one of our streams (the next sequence number), protects
+    /// it end to end with the active key (its MKI in the packet) and queues it. Returns
+    /// the sequence number used.
+    ///
+    /// Rejects: before `Connected` or after failure, an SSRC that is not ours, a header
+    /// [`write_header`] refuses (payload type above 127, bad extension ids or lengths), a
+    /// packet over [`MAX_DATAGRAM`] once protected, and SRTP errors (index exhausted).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_rtp(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        pt: Pt,
+        marker: bool,
+        timestamp: RtpTime,
+        extensions: &[(ExtId, &[u8])],
+        payload: &[u8],
+    ) -> Result<WireSeq, ParticipantError> {
+        let now = self.advance(now);
+        self.check_connected()?;
+        let at = self
+            .send
+            .iter()
+            .position(|s| s.ssrc == ssrc)
+            .ok_or(ParticipantError::NotOwnSsrc(ssrc))?;
+        let seq = WireSeq(self.send[at].next_seq);
+        let fields = RtpFields {
+            padding: false,
+            marker,
+            payload_type: pt,
+            seq,
+            timestamp,
+            ssrc,
+            csrcs: &[],
+        };
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let hlen = write_header(&mut buf, &fields, extensions).map_err(|e| match e {
+            blindfold_relay::wire::rtp::RtpError::BufferTooSmall => {
+                ParticipantError::PacketTooLarge
+            }
+            e => ParticipantError::Rtp(e),
+        })?;
+        let len = hlen
+            .checked_add(payload.len())
+            .filter(|&l| l + self.outbound.rtp_overhead() <= MAX_DATAGRAM)
+            .ok_or(ParticipantError::PacketTooLarge)?;
+        buf[hlen..len].copy_from_slice(payload);
+        let n = self
+            .outbound
+            .protect_rtp(&mut buf, len)
+            .map_err(ParticipantError::Srtp)?;
+        buf.truncate(n);
+        let s = &mut self.send[at];
+        s.next_seq = s.next_seq.wrapping_add(1);
+        s.packets = s.packets.wrapping_add(1);
+        s.octets = s.octets.wrapping_add(payload.len() as u32);
+        s.last = Some((timestamp, now));
+        self.stats.media_out += 1;
+        self.transmit.push_back(buf);
+        Ok(seq)
+    }
+
+    /// SRTCP-protects a plaintext RTCP compound (built with
+    /// `blindfold_relay::wire::rtcp`'s writers) and queues it.
+    ///
+    /// Rejects: before `Connected` or after failure, a compound that does not parse
+    /// ([`ParticipantError::Rtcp`]), one over [`MAX_DATAGRAM`] once protected, and SRTCP
+    /// errors.
+    pub fn send_rtcp(&mut self, now: Instant, compound: &[u8]) -> Result<(), ParticipantError> {
+        let _ = self.advance(now);
+        self.check_connected()?;
+        RtcpCompound::parse(compound).map_err(ParticipantError::Rtcp)?;
+        let Some(srtcp) = self.srtcp.as_mut() else {
+            return Err(ParticipantError::NotConnected);
+        };
+        let total = compound.len() + srtcp.outbound.rtcp_overhead();
+        if total > MAX_DATAGRAM {
+            return Err(ParticipantError::PacketTooLarge);
+        }
+        let mut buf = vec![0u8; total];
+        buf[..compound.len()].copy_from_slice(compound);
+        let n = srtcp
+            .outbound
+            .protect_rtcp(&mut buf, compound.len())
+            .map_err(ParticipantError::Srtp)?;
+        buf.truncate(n);
+        self.stats.rtcp_out += 1;
+        self.transmit.push_back(buf);
+        Ok(())
+    }
+
+    /// Sends a PLI for a remote stream (sender SSRC: our audio SSRC).
+    ///
+    /// Rejects as [`send_rtcp`](Self::send_rtcp) does.
+    pub fn request_keyframe(&mut self, now: Instant, media: Ssrc) -> Result<(), ParticipantError> {
+        let mut buf = [0u8; 16];
+        let mut w = CompoundWriter::new(&mut buf);
+        w.pli(self.config.ssrcs.audio, media)
+            .map_err(ParticipantError::Rtcp)?;
+        let n = w.finish();
+        self.send_rtcp(now, &buf[..n])
+    }
+
+    /// Sends a generic NACK for lost packets of a remote stream.
+    ///
+    /// Rejects an empty list or one too long for a datagram, and as
+    /// [`send_rtcp`](Self::send_rtcp) does.
+    pub fn send_nack(
+        &mut self,
+        now: Instant,
+        media: Ssrc,
+        lost: &[WireSeq],
+    ) -> Result<(), ParticipantError> {
+        let mut buf = [0u8; RTCP_BUF];
+        let mut w = CompoundWriter::new(&mut buf);
+        w.nack(self.config.ssrcs.audio, media, lost)
+            .map_err(ParticipantError::Rtcp)?;
+        let n = w.finish();
+        self.send_rtcp(now, &buf[..n])
+    }
+
+    /// Our periodic compound: an SR per stream that has sent (report blocks on the first),
+    /// or an RR from the audio SSRC; then a REMB if configured.
+    fn send_report(&mut self, now: Instant) {
+        let ntp = self.ntp(now);
+        let blocks: Vec<ReportBlock> = self
+            .recv
+            .iter_mut()
+            .take(31)
+            .map(|r| report_block(r, now))
+            .collect();
+        let mut buf = [0u8; RTCP_BUF];
+        let mut w = CompoundWriter::new(&mut buf);
+        let mut blocks_left: &[ReportBlock] = &blocks;
+        for s in &self.send {
+            let Some((ts, at)) = s.last else { continue };
+            let elapsed = now.saturating_duration_since(at);
+            let advance = (elapsed.as_micros() as u64).saturating_mul(s.clock) / 1_000_000;
+            let info = SenderInfo {
+                ssrc: s.ssrc,
+                ntp,
+                rtp_time: RtpTime(ts.0.wrapping_add(advance as u32)),
+                packet_count: s.packets,
+                octet_count: s.octets,
+            };
+            if w.sr(&info, blocks_left).is_ok() {
+                blocks_left = &[];
+            }
+        }
+        if w.is_empty() {
+            let _ = w.rr(self.config.ssrcs.audio, blocks_left);
+        }
+        if let Some(bps) = self.config.remb_bps {
+            let video: Vec<Ssrc> = self
+                .remotes
+                .senders
+                .iter()
+                .flat_map(|s| s.streams.iter())
+                .filter(|st| st.kind == MediaKind::Video)
+                .map(|st| st.ssrc)
+                .take(255)
+                .collect();
+            if !video.is_empty() {
+                let _ = w.remb(self.config.ssrcs.audio, bps, &video);
+            }
+        }
+        let n = w.finish();
+        if n > 0 {
+            let _ = self.send_rtcp(now, &buf[..n]);
+        }
+    }
+
+    fn ntp(&self, now: Instant) -> u64 {
+        let d = now.saturating_duration_since(self.start);
+        let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+        self.config
+            .ntp_origin
+            .wrapping_add((d.as_secs() << 32) | frac)
+    }
+
+    /// Installs another end-to-end master key of ours under `index` (not yet used).
+    /// Publish it, then [`activate_local_key`](Self::activate_local_key) it no sooner
+    /// than 2 s later (DESIGN.md, "Key events").
+    ///
+    /// Rejects a key of another profile than our first key's
+    /// ([`ParticipantError::ProfileMismatch`]).
+    pub fn add_local_key(
+        &mut self,
+        index: KeyIndex,
+        key: &MasterKey,
+    ) -> Result<(), ParticipantError> {
+        if key.profile() != self.outbound.profile() {
+            return Err(ParticipantError::ProfileMismatch);
+        }
+        self.outbound
+            .add_key(index, key.as_bytes())
+            .map_err(ParticipantError::Srtp)
+    }
+
+    /// Protects from now on with the key `index`.
+    ///
+    /// Rejects an index not installed ([`ParticipantError::Srtp`] with `UnknownKey`).
+    pub fn activate_local_key(&mut self, index: KeyIndex) -> Result<(), ParticipantError> {
+        self.outbound
+            .set_active_key(index)
+            .map_err(ParticipantError::Srtp)
+    }
+
+    /// Forgets one of our keys.
+    ///
+    /// Rejects the active key and an index not installed ([`ParticipantError::Srtp`]).
+    pub fn remove_local_key(&mut self, index: KeyIndex) -> Result<(), ParticipantError> {
+        self.outbound
+            .remove_key(index)
+            .map_err(ParticipantError::Srtp)
+    }
+
+    /// Installs a remote sender's key event: its streams, its profile and its whole
+    /// current key set (one or two `(index, master key ‖ salt)` pairs, oldest first),
+    /// which replaces the earlier set. A key no longer listed stays only while packets
+    /// arrive under it; the previous key goes 10 s after the first packet under a new
+    /// index ([`Event::KeyRetired`]). A changed profile starts a fresh context.
+    ///
+    /// Rejects no keys, more than two, a repeated index, no streams, an SSRC that is ours
+    /// or another sender's or repeated ([`ParticipantError::SsrcCollision`]), a known
+    /// sender whose streams changed ([`ParticipantError::StreamsChanged`]) and key
+    /// material of the wrong length ([`ParticipantError::Srtp`]). Nothing changes then.
+    pub fn install_remote_keys(
+        &mut self,
+        sender: SenderId,
+        streams: &[RemoteStream],
+        profile: SrtpProfile,
+        keys: &[(KeyIndex, &[u8])],
+    ) -> Result<(), ParticipantError> {
+        for (_, k) in keys {
+            if k.len() != profile.master_len() {
+                return Err(ParticipantError::Srtp(
+                    blindfold_relay::srtp::SrtpError::BadMasterLength,
+                ));
+            }
+        }
+        self.remotes
+            .install(&self.config.ssrcs.all(), sender, streams, profile, keys)
+    }
+
+    /// Forgets a remote sender (it left): its keys and reception state. Returns whether
+    /// it was known.
+    pub fn remove_remote_sender(&mut self, sender: SenderId) -> bool {
+        if let Some(s) = self.remotes.get(sender) {
+            let ssrcs: Vec<Ssrc> = s.streams.iter().map(|st| st.ssrc).collect();
+            self.recv.retain(|r| !ssrcs.contains(&r.ssrc));
+        }
+        self.remotes.remove(sender)
+    }
+
+    /// Ends the session from our side: a close_notify is queued if DTLS is up, then
+    /// everything stops. No event.
+    pub fn close(&mut self) {
+        if self.phase == Phase::Failed {
+            return;
+        }
+        let mut out = Vec::new();
+        if let Some(dtls) = self.dtls.as_mut() {
+            dtls.close(&mut out);
+        }
+        self.transmit.extend(out);
+        self.phase = Phase::Failed;
+        self.ice.close();
+        self.dtls = None;
+        self.srtcp = None;
+    }
+}
+
+/// The SRTP module's profile for a DTLS-negotiated one.
+pub fn srtp_profile(p: DtlsSrtpProfile) -> Option<SrtpProfile> {
+    SrtpProfile::from_dtls_id(p.iana_id())
+}
+
+/// Extends a 16-bit sequence number to the 48-bit one nearest `highest` (RFC 3711
+/// Appendix A).
+fn extend_seq(highest: u64, seq: WireSeq) -> u64 {
+    let roc = highest >> 16;
+    let h16 = highest & 0xffff;
+    let s = u64::from(seq.0);
+    if s > h16 && s - h16 > 0x8000 && roc > 0 {
+        ((roc - 1) << 16) | s
+    } else if s < h16 && h16 - s > 0x8000 {
+        ((roc + 1) << 16) | s
+    } else {
+        (roc << 16) | s
+    }
+}
+
+/// An RFC 3550 §6.4.1 report block for a remote stream (jitter not measured: 0).
+fn report_block(r: &mut RecvStream, now: Instant) -> ReportBlock {
+    let expected = r.max - r.base + 1;
+    let lost = expected as i64 - r.received as i64;
+    let expected_interval = expected - r.expected_prior;
+    let received_interval = r.received - r.received_prior;
+    r.expected_prior = expected;
+    r.received_prior = r.received;
+    let lost_interval = expected_interval as i64 - received_interval as i64;
+    let fraction_lost = if expected_interval == 0 || lost_interval <= 0 {
+        0
+    } else {
+        ((lost_interval << 8) / expected_interval as i64).min(255) as u8
+    };
+    let (lsr, dlsr) = match r.last_sr {
+        Some((lsr, at)) => {
+            let d = now.saturating_duration_since(at);
+            let dlsr = (d.as_secs() << 16) + ((u64::from(d.subsec_nanos()) << 16) / 1_000_000_000);
+            (lsr, dlsr.min(u64::from(u32::MAX)) as u32)
+        }
+        None => (0, 0),
+    };
+    ReportBlock {
+        ssrc: r.ssrc,
+        fraction_lost,
+        cumulative_lost: lost.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+        highest_seq: r.max as u32,
+        jitter: 0,
+        lsr,
+        dlsr,
+    }
+}

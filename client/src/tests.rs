@@ -1,0 +1,978 @@
+//! Behaviour tests in simulated time: the participant against an in-test relay built
+//! from the relay crate's STUN module and DTLS server, datagrams shuttled in memory.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use blindfold_relay::dtls::{
+    DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsServer, DtlsSettings, Fingerprint,
+    SrtpKeyMaterial,
+};
+use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc, WireSeq};
+use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpError, SrtpProfile};
+use blindfold_relay::wire::rtcp::{CompoundWriter, RtcpCompound, RtcpPacket};
+use blindfold_relay::wire::stun::{
+    AttrType, Class, Method, StunError, StunMessage, StunWriter, TransactionId,
+};
+
+use super::*;
+use crate::ice::PRFLX_PRIORITY;
+
+const RELAY_UFRAG: &str = "relU";
+const RELAY_PWD: &str = "relay-password-0123456789";
+
+fn dtls_settings() -> DtlsSettings {
+    let mut s = DtlsSettings::default();
+    s.insecure_rng_seed = Some(11);
+    s
+}
+
+fn server_config() -> &'static DtlsConfig {
+    static C: OnceLock<DtlsConfig> = OnceLock::new();
+    C.get_or_init(|| DtlsConfig::new(dtls_settings()).unwrap())
+}
+
+fn client_config() -> &'static DtlsClientConfig {
+    static C: OnceLock<DtlsClientConfig> = OnceLock::new();
+    C.get_or_init(|| DtlsClientConfig::new(dtls_settings()).unwrap())
+}
+
+fn relay_cert() -> &'static DtlsCert {
+    static C: OnceLock<DtlsCert> = OnceLock::new();
+    C.get_or_init(|| DtlsCert::generate().unwrap())
+}
+
+fn client_cert(n: usize) -> DtlsCert {
+    static C: OnceLock<Vec<DtlsCert>> = OnceLock::new();
+    C.get_or_init(|| (0..2).map(|_| DtlsCert::generate().unwrap()).collect())[n].clone()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 1], port))
+}
+
+const PROFILE: SrtpProfile = SrtpProfile::AeadAes128Gcm;
+
+fn master(fill: u8) -> Vec<u8> {
+    (0..PROFILE.master_len() as u8).map(|b| b ^ fill).collect()
+}
+
+fn ssrcs(base: u32) -> OwnSsrcs {
+    OwnSsrcs {
+        audio: Ssrc(base),
+        thumbnail: Ssrc(base + 1),
+        full: Ssrc(base + 2),
+    }
+}
+
+fn remote_streams(s: OwnSsrcs) -> Vec<RemoteStream> {
+    vec![
+        RemoteStream {
+            ssrc: s.audio,
+            kind: MediaKind::Audio,
+        },
+        RemoteStream {
+            ssrc: s.thumbnail,
+            kind: MediaKind::Video,
+        },
+        RemoteStream {
+            ssrc: s.full,
+            kind: MediaKind::Video,
+        },
+    ]
+}
+
+fn config(n: usize, relay_addr: SocketAddr, relay_fp: Fingerprint) -> ParticipantConfig {
+    let mut c = ParticipantConfig::new(
+        IceCredentials {
+            ufrag: format!("loc{n}"),
+            pwd: format!("local-password-{n}-abcdefgh"),
+        },
+        IceCredentials {
+            ufrag: RELAY_UFRAG.into(),
+            pwd: RELAY_PWD.into(),
+        },
+        relay_addr,
+        client_cert(n),
+        relay_fp,
+        client_config().clone(),
+        ssrcs(1000 * (n as u32 + 1)),
+        MasterKey::new(PROFILE, &master(n as u8 + 1)).unwrap(),
+        42 + n as u64,
+    );
+    c.auto_feedback = false;
+    c
+}
+
+/// Builds the relay's answer to a Binding request, keyed with `pwd`.
+fn binding_response(tid: TransactionId, mapped: SocketAddr, pwd: &str) -> Vec<u8> {
+    let mut buf = [0u8; 256];
+    let mut w = StunWriter::new(&mut buf, Class::SuccessResponse, Method::Binding, tid).unwrap();
+    w.add_xor_mapped_address(mapped).unwrap();
+    let n = w
+        .finish_with_integrity_and_fingerprint(pwd.as_bytes())
+        .unwrap();
+    buf[..n].to_vec()
+}
+
+/// The relay's side for one participant: an ICE-lite responder on the relay crate's STUN
+/// module, and its DTLS server.
+struct FakeRelay {
+    addr: SocketAddr,
+    participant_addr: SocketAddr,
+    local_ufrag: String,
+    dtls: DtlsServer,
+    keys: Option<SrtpKeyMaterial>,
+    failed: Option<DtlsError>,
+    nominated: bool,
+}
+
+impl FakeRelay {
+    fn new(at: SocketAddr, p: &ParticipantConfig, now: Instant) -> Self {
+        FakeRelay {
+            addr: at,
+            participant_addr: addr(9),
+            local_ufrag: p.local_ice.ufrag.clone(),
+            dtls: DtlsServer::new(server_config(), relay_cert(), p.cert.fingerprint(), now),
+            keys: None,
+            failed: None,
+            nominated: false,
+        }
+    }
+
+    /// Handles a datagram from the participant; returns what to send back.
+    fn handle(&mut self, now: Instant, d: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        match d.first() {
+            Some(0..=3) => {
+                let m = StunMessage::parse(d).unwrap();
+                m.verify_fingerprint().unwrap();
+                m.verify_integrity(RELAY_PWD.as_bytes()).unwrap();
+                assert_eq!(
+                    m.username().unwrap(),
+                    Some(format!("{RELAY_UFRAG}:{}", self.local_ufrag).as_str())
+                );
+                self.nominated |= m.use_candidate().unwrap();
+                out.push(binding_response(
+                    m.transaction_id(),
+                    self.participant_addr,
+                    RELAY_PWD,
+                ));
+            }
+            Some(20..=63) => {
+                let _ = self.dtls.handle_datagram(now, d);
+                self.drain(&mut out);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn drain(&mut self, out: &mut Vec<Vec<u8>>) {
+        while let Some(p) = self.dtls.poll_transmit() {
+            out.push(p.to_vec());
+        }
+        while let Some(e) = self.dtls.poll_event() {
+            match e {
+                DtlsEvent::Connected(k) => self.keys = Some(k),
+                DtlsEvent::Failed(e) => self.failed = Some(e),
+                _ => {}
+            }
+        }
+    }
+
+    fn timeout(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        self.dtls.handle_timeout(now);
+        let mut out = Vec::new();
+        self.drain(&mut out);
+        out
+    }
+}
+
+/// Shuttles datagrams between a participant and its fake relay until both are quiet,
+/// advancing time to the next timer up to `until`. Returns the participant's events.
+fn run(p: &mut Participant, r: &mut FakeRelay, now: &mut Instant, until: Instant) -> Vec<Event> {
+    let mut events = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(t) = p.poll_transmit() {
+            assert_eq!(t.dest, r.addr);
+            moved = true;
+            for mut back in r.handle(*now, &t.bytes) {
+                let _ = p.handle_datagram(*now, r.addr, &mut back);
+            }
+        }
+        for mut back in r.timeout(*now) {
+            moved = true;
+            let _ = p.handle_datagram(*now, r.addr, &mut back);
+        }
+        while let Some(e) = p.poll_event() {
+            events.push(e);
+        }
+        if moved {
+            continue;
+        }
+        let next = [p.poll_timeout(), r.dtls.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) if t <= until => {
+                *now = (*now).max(t);
+                p.handle_timeout(*now);
+            }
+            _ => return events,
+        }
+    }
+}
+
+fn connected(n: usize, relay_port: u16, t0: Instant) -> (Participant, FakeRelay, Instant) {
+    let cfg = config(n, addr(relay_port), relay_cert().fingerprint());
+    let mut relay = FakeRelay::new(addr(relay_port), &cfg, t0);
+    let mut p = Participant::new(cfg, t0).unwrap();
+    let mut now = t0;
+    let events = run(&mut p, &mut relay, &mut now, t0 + Duration::from_secs(2));
+    assert!(events.contains(&Event::IceSelected), "{events:?}");
+    assert!(
+        events.contains(&Event::Connected {
+            srtcp_profile: SrtpProfile::AeadAes256Gcm
+        }),
+        "{events:?}"
+    );
+    assert!(p.is_connected());
+    assert!(relay.nominated);
+    assert!(relay.keys.is_some());
+    (p, relay, now)
+}
+
+fn stun_requests(p: &mut Participant) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    while let Some(t) = p.poll_transmit() {
+        v.push(t.bytes);
+    }
+    v
+}
+
+// --- (1) ICE ----------------------------------------------------------------------------
+
+#[test]
+fn ice_request_verifies_with_relay_pwd_and_nominates() {
+    let t0 = Instant::now();
+    let cfg = config(0, addr(5000), relay_cert().fingerprint());
+    let mut p = Participant::new(cfg, t0).unwrap();
+    let reqs = stun_requests(&mut p);
+    assert_eq!(reqs.len(), 1);
+    let m = StunMessage::parse(&reqs[0]).unwrap();
+    assert_eq!(m.class(), Class::Request);
+    assert_eq!(m.method(), Method::Binding);
+    m.verify_fingerprint().unwrap();
+    m.verify_integrity(RELAY_PWD.as_bytes()).unwrap();
+    assert_eq!(
+        m.verify_integrity(b"local-password-0-abcdefgh"),
+        Err(StunError::IntegrityMismatch)
+    );
+    assert_eq!(m.username().unwrap(), Some("relU:loc0"));
+    assert!(m.use_candidate().unwrap());
+    assert_eq!(m.priority().unwrap(), Some(PRFLX_PRIORITY));
+    assert_eq!(m.ice_controlling().unwrap(), Some(p.tie_breaker()));
+    assert_eq!(m.ice_controlled().unwrap(), None);
+    assert_eq!(m.first_unknown_required(), None);
+}
+
+#[test]
+fn ice_retransmits_on_rfc5389_schedule_then_fails() {
+    let t0 = Instant::now();
+    let cfg = config(0, addr(5000), relay_cert().fingerprint());
+    let mut p = Participant::new(cfg, t0).unwrap();
+    let mut sent = Vec::new();
+    let mut tids = Vec::new();
+    let mut now = t0;
+    let mut failed_at = None;
+    for _ in 0..20 {
+        while let Some(t) = p.poll_transmit() {
+            sent.push((now - t0).as_millis());
+            tids.push(StunMessage::parse(&t.bytes).unwrap().transaction_id());
+        }
+        while let Some(e) = p.poll_event() {
+            assert_eq!(e, Event::Failed(FailReason::IceTimeout));
+            failed_at = Some((now - t0).as_millis());
+        }
+        let Some(next) = p.poll_timeout() else { break };
+        now = next;
+        p.handle_timeout(now);
+    }
+    assert_eq!(sent, [0, 500, 1500, 3500, 7500, 15500, 31500]);
+    assert!(
+        tids.iter().all(|t| *t == tids[0]),
+        "retransmissions reuse the tid"
+    );
+    assert_eq!(failed_at, Some(39500));
+    assert!(p.is_failed());
+    assert_eq!(p.poll_timeout(), None);
+}
+
+#[test]
+fn ice_ignores_bad_responses_and_selects_on_good_one() {
+    let t0 = Instant::now();
+    let relay = addr(5000);
+    let cfg = config(0, relay, relay_cert().fingerprint());
+    let mut p = Participant::new(cfg, t0).unwrap();
+    let req = stun_requests(&mut p).remove(0);
+    let tid = StunMessage::parse(&req).unwrap().transaction_id();
+
+    // Keyed with the wrong password: ignored, counted.
+    let mut bad = binding_response(tid, addr(9), "not-the-relay-password");
+    assert_eq!(
+        p.handle_datagram(t0, relay, &mut bad),
+        Err(DropReason::Stun(StunError::IntegrityMismatch))
+    );
+    // Right key, wrong transaction.
+    let mut other = binding_response(TransactionId([9; 12]), addr(9), RELAY_PWD);
+    assert_eq!(
+        p.handle_datagram(t0, relay, &mut other),
+        Err(DropReason::StunUnknownTransaction)
+    );
+    // Right response from another address.
+    let mut good = binding_response(tid, addr(9), RELAY_PWD);
+    assert_eq!(
+        p.handle_datagram(t0, addr(5001), &mut good.clone()),
+        Err(DropReason::UnknownSource)
+    );
+    // A corrupted FINGERPRINT.
+    let mut fp = good.clone();
+    let last = fp.len() - 1;
+    fp[last] ^= 1;
+    assert_eq!(
+        p.handle_datagram(t0, relay, &mut fp),
+        Err(DropReason::Stun(StunError::FingerprintMismatch))
+    );
+    assert_eq!(p.poll_event(), None);
+    assert_eq!(p.stats().total_dropped(), 4);
+    assert_eq!(
+        p.stats()
+            .dropped(DropReason::Stun(StunError::IntegrityMismatch)),
+        1
+    );
+
+    let mut dup = good.clone();
+    assert_eq!(p.handle_datagram(t0, relay, &mut good), Ok(()));
+    assert_eq!(p.poll_event(), Some(Event::IceSelected));
+    // A second answer (to a retransmission) is still ours, and selects nothing twice.
+    assert_eq!(p.handle_datagram(t0, relay, &mut dup), Ok(()));
+    assert_eq!(p.poll_event(), None);
+    // The DTLS ClientHello follows at once.
+    let t = p.poll_transmit().unwrap();
+    assert_eq!(t.bytes[0], 22);
+}
+
+#[test]
+fn consent_checks_every_4_to_6_s_keep_the_session() {
+    let t0 = Instant::now();
+    let (mut p, mut relay, mut now) = connected(0, 5000, t0);
+    let mut checks = Vec::new();
+    while now < t0 + Duration::from_secs(90) {
+        now = p.poll_timeout().unwrap();
+        p.handle_timeout(now);
+        while let Some(t) = p.poll_transmit() {
+            if t.bytes[0] > 3 {
+                continue; // our RTCP reports
+            }
+            let m = StunMessage::parse(&t.bytes).unwrap();
+            assert!(
+                !m.use_candidate().unwrap(),
+                "consent checks do not nominate"
+            );
+            checks.push(now);
+            for mut back in relay.handle(now, &t.bytes) {
+                p.handle_datagram(now, relay.addr, &mut back).unwrap();
+            }
+        }
+        if let Some(e) = p.poll_event() {
+            panic!("{e:?}");
+        }
+    }
+    assert!(p.is_connected());
+    assert!(checks.len() >= 14, "{}", checks.len());
+    let mut distinct = std::collections::BTreeSet::new();
+    for w in checks.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_secs(4) && gap <= Duration::from_secs(6),
+            "{gap:?}"
+        );
+        distinct.insert(gap);
+    }
+    assert!(distinct.len() > 3, "randomized: {distinct:?}");
+}
+
+#[test]
+fn consent_lost_after_30_s_of_silence() {
+    let t0 = Instant::now();
+    let (mut p, _relay, connected_at) = connected(0, 5000, t0);
+    // From now on the relay answers nothing.
+    let mut now = connected_at;
+    let mut failed = None;
+    while failed.is_none() {
+        let Some(next) = p.poll_timeout() else { break };
+        now = next;
+        p.handle_timeout(now);
+        while p.poll_transmit().is_some() {}
+        while let Some(e) = p.poll_event() {
+            if let Event::Failed(r) = e {
+                failed = Some(r);
+            }
+        }
+    }
+    assert_eq!(failed, Some(FailReason::ConsentLost));
+    // The last verified response was the nomination, at most a few ms into the run.
+    let since = now - t0;
+    assert!(
+        since >= Duration::from_secs(30) && since < Duration::from_secs(31),
+        "{since:?}"
+    );
+}
+
+// --- (2) DTLS and SRTCP -----------------------------------------------------------------
+
+#[test]
+fn dtls_connects_and_srtcp_works_both_ways() {
+    let t0 = Instant::now();
+    let (mut p, relay, now) = connected(0, 5000, t0);
+    let keys = relay.keys.clone().unwrap();
+    let profile = srtp_profile(keys.profile).unwrap();
+    let own = p.ssrcs();
+
+    // Participant → relay: the relay unprotects with client_master.
+    p.request_keyframe(now, Ssrc(77)).unwrap();
+    let mut d = p.poll_transmit().unwrap().bytes;
+    let mut relay_in = SrtpContext::new(profile, keys.client_master.key_salt(), None).unwrap();
+    let n = relay_in.unprotect_rtcp(&mut d).unwrap();
+    let compound = RtcpCompound::parse(&d[..n]).unwrap();
+    match compound.packets().next().unwrap().unwrap() {
+        RtcpPacket::Pli(pli) => {
+            assert_eq!(pli.sender_ssrc(), own.audio);
+            assert_eq!(pli.media_ssrc(), Ssrc(77));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Relay → participant: protected with server_master.
+    let mut relay_out = SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap();
+    let mut buf = vec![0u8; 256];
+    let mut w = CompoundWriter::new(&mut buf);
+    w.pli(Ssrc(1), own.full).unwrap();
+    w.remb(Ssrc(1), 750_000, &[own.full]).unwrap();
+    w.nack(Ssrc(1), own.thumbnail, &[WireSeq(5), WireSeq(7)])
+        .unwrap();
+    let len = w.finish();
+    let n = relay_out.protect_rtcp(&mut buf, len).unwrap();
+    p.handle_datagram(now, relay.addr, &mut buf[..n]).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| p.poll_event()).collect();
+    assert_eq!(
+        events,
+        [
+            Event::KeyframeRequested(own.full),
+            Event::Remb {
+                bitrate_bps: 750_000,
+                ssrcs: vec![own.full]
+            },
+            Event::Nack {
+                ssrc: own.thumbnail,
+                lost: vec![WireSeq(5), WireSeq(7)]
+            },
+        ]
+    );
+
+    // The wrong direction's key does not work: a packet protected with client_master
+    // (i.e. a reflected one of ours) is rejected.
+    let mut wrong = SrtpContext::new(profile, keys.client_master.key_salt(), None).unwrap();
+    let mut buf = vec![0u8; 64];
+    // (Another sender SSRC, so the replay check, which comes first, does not hit.)
+    let len = blindfold_relay::wire::rtcp::write_pli(&mut buf, Ssrc(2), own.full).unwrap();
+    let n = wrong.protect_rtcp(&mut buf, len).unwrap();
+    assert_eq!(
+        p.handle_datagram(now, relay.addr, &mut buf[..n]),
+        Err(DropReason::Srtcp(SrtpError::AuthFailed))
+    );
+}
+
+#[test]
+fn wrong_relay_fingerprint_fails_without_keys() {
+    let t0 = Instant::now();
+    let cfg = config(0, addr(5000), Fingerprint([0xab; 32]));
+    let mut relay = FakeRelay::new(addr(5000), &cfg, t0);
+    let mut p = Participant::new(cfg, t0).unwrap();
+    let mut now = t0;
+    let events = run(&mut p, &mut relay, &mut now, t0 + Duration::from_secs(2));
+    assert_eq!(
+        events,
+        [
+            Event::IceSelected,
+            Event::Failed(FailReason::Dtls(DtlsError::FingerprintMismatch))
+        ]
+    );
+    assert!(p.is_failed());
+    assert!(!p.is_connected());
+    // No keys on our side (no SRTCP, no media) and the relay never finished either.
+    assert_eq!(
+        p.request_keyframe(now, Ssrc(1)),
+        Err(ParticipantError::Failed)
+    );
+    assert!(relay.keys.is_none());
+}
+
+// --- (3) end-to-end SRTP ----------------------------------------------------------------
+
+struct Two {
+    a: Participant,
+    b: Participant,
+    b_relay: SocketAddr,
+    /// The relay side's DTLS keys for B, to read what B sends.
+    b_keys: SrtpKeyMaterial,
+    now: Instant,
+}
+
+fn two() -> Two {
+    let t0 = Instant::now();
+    let (a, _ra, n1) = connected(0, 5000, t0);
+    let (mut b, rb, n2) = connected(1, 5001, t0);
+    let a_ssrcs = a.ssrcs();
+    b.install_remote_keys(
+        SenderId(1),
+        &remote_streams(a_ssrcs),
+        PROFILE,
+        &[(KeyIndex(0), &master(1))],
+    )
+    .unwrap();
+    Two {
+        a,
+        b,
+        b_relay: rb.addr,
+        b_keys: rb.keys.clone().unwrap(),
+        now: n1.max(n2),
+    }
+}
+
+impl Two {
+    fn a_sends(&mut self, payload: &[u8]) -> Vec<u8> {
+        let ssrc = self.a.ssrcs().full;
+        self.a
+            .send_rtp(
+                self.now,
+                ssrc,
+                Pt(96),
+                true,
+                RtpTime(9000),
+                &[(ExtId(3), &[0x80][..])],
+                payload,
+            )
+            .unwrap();
+        let t = self.a.poll_transmit().unwrap();
+        assert!(self.a.poll_transmit().is_none());
+        t.bytes
+    }
+
+    fn b_receives(&mut self, bytes: &[u8]) -> Result<MediaPacket, DropReason> {
+        let mut buf = bytes.to_vec();
+        self.b.handle_datagram(self.now, self.b_relay, &mut buf)?;
+        match self.b.poll_event() {
+            Some(Event::Media(m)) => Ok(m),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn e2e_media_decrypts_at_other_participant_with_mki() {
+    let mut t = two();
+    let payload = b"a VP8 frame, encrypted end to end";
+    let wire = t.a_sends(payload);
+    // The payload is not in clear on the wire; the last byte is the MKI (GCM).
+    assert!(!wire.windows(payload.len()).any(|w| w == payload));
+    assert_eq!(*wire.last().unwrap(), 0);
+    let m = t.b_receives(&wire).unwrap();
+    assert_eq!(m.payload(), payload);
+    assert_eq!(m.key, KeyIndex(0));
+    assert_eq!(m.sender, SenderId(1));
+    assert_eq!(m.ssrc, t.a.ssrcs().full);
+    assert_eq!(m.pt, Pt(96));
+    assert!(m.marker);
+    assert_eq!(m.timestamp, RtpTime(9000));
+    assert_eq!(m.header().unwrap().extension(ExtId(3)), Some(&[0x80][..]));
+    assert_eq!(t.b.stats().media_in, 1);
+}
+
+#[test]
+fn e2e_rekey_with_both_keys_installed() {
+    let mut t = two();
+    let before = t.a_sends(b"under key zero");
+
+    // A publishes key 1; B installs the whole set {0, 1}; A switches.
+    let k1 = MasterKey::new(PROFILE, &master(0x71)).unwrap();
+    t.a.add_local_key(KeyIndex(1), &k1).unwrap();
+    let a_streams = remote_streams(t.a.ssrcs());
+    t.b.install_remote_keys(
+        SenderId(1),
+        &a_streams,
+        PROFILE,
+        &[(KeyIndex(0), &master(1)), (KeyIndex(1), &master(0x71))],
+    )
+    .unwrap();
+    t.a.activate_local_key(KeyIndex(1)).unwrap();
+    let after = t.a_sends(b"under key one");
+    assert_eq!(*after.last().unwrap(), 1);
+
+    let m1 = t.b_receives(&after).unwrap();
+    assert_eq!((m1.key, m1.payload()), (KeyIndex(1), &b"under key one"[..]));
+    // The packet sent before the switch, delivered late, still decrypts.
+    let m0 = t.b_receives(&before).unwrap();
+    assert_eq!(
+        (m0.key, m0.payload()),
+        (KeyIndex(0), &b"under key zero"[..])
+    );
+    assert_eq!(
+        t.b.remote_keys(SenderId(1)).unwrap(),
+        [KeyIndex(0), KeyIndex(1)]
+    );
+}
+
+#[test]
+fn e2e_rejects_corrupted_and_unknown_key_packets() {
+    let mut t = two();
+    let mut wire = t.a_sends(b"payload to corrupt");
+    wire[20] ^= 0x01; // a payload byte (header 12 + extension block 8)
+    assert_eq!(
+        t.b_receives(&wire).unwrap_err(),
+        DropReason::Srtp(SrtpError::AuthFailed)
+    );
+
+    // A moves to key 7, which B never got.
+    let k7 = MasterKey::new(PROFILE, &master(0x07)).unwrap();
+    t.a.add_local_key(KeyIndex(7), &k7).unwrap();
+    t.a.activate_local_key(KeyIndex(7)).unwrap();
+    let wire = t.a_sends(b"under an unpublished key");
+    assert_eq!(
+        t.b_receives(&wire).unwrap_err(),
+        DropReason::Srtp(SrtpError::UnknownMki)
+    );
+    // And the MKI cannot be rewritten to a key B has: the tag fails.
+    let mut forged = wire.clone();
+    *forged.last_mut().unwrap() = 0;
+    assert_eq!(
+        t.b_receives(&forged).unwrap_err(),
+        DropReason::Srtp(SrtpError::AuthFailed)
+    );
+    let s = t.b.stats();
+    assert_eq!(s.dropped(DropReason::Srtp(SrtpError::AuthFailed)), 2);
+    assert_eq!(s.dropped(DropReason::Srtp(SrtpError::UnknownMki)), 1);
+    assert_eq!(s.media_in, 0);
+}
+
+#[test]
+fn previous_key_retired_10_s_after_first_packet_under_new_one() {
+    let mut t = two();
+    let first = t.a_sends(b"k0");
+    t.b_receives(&first).unwrap();
+    let stale = t.a_sends(b"k0 late");
+    // New key set lists only key 1: key 0 stays because packets still use it.
+    let k1 = MasterKey::new(PROFILE, &master(0x71)).unwrap();
+    t.a.add_local_key(KeyIndex(1), &k1).unwrap();
+    let a_streams = remote_streams(t.a.ssrcs());
+    t.b.install_remote_keys(
+        SenderId(1),
+        &a_streams,
+        PROFILE,
+        &[(KeyIndex(1), &master(0x71))],
+    )
+    .unwrap();
+    assert_eq!(
+        t.b.remote_keys(SenderId(1)).unwrap(),
+        [KeyIndex(0), KeyIndex(1)]
+    );
+    t.a.activate_local_key(KeyIndex(1)).unwrap();
+    let new = t.a_sends(b"k1");
+    t.b_receives(&new).unwrap();
+    let switched = t.now;
+
+    // 9.9 s later the old key still works…
+    t.now = switched + Duration::from_millis(9900);
+    t.b.handle_timeout(t.now);
+    while t.b.poll_transmit().is_some() {}
+    while let Some(e) = t.b.poll_event() {
+        assert!(!matches!(e, Event::KeyRetired { .. }), "{e:?}");
+    }
+    // …at 10 s it goes.
+    t.now = switched + Duration::from_secs(10);
+    t.b.handle_timeout(t.now);
+    let events: Vec<Event> = std::iter::from_fn(|| t.b.poll_event()).collect();
+    assert!(events.contains(&Event::KeyRetired {
+        sender: SenderId(1),
+        index: KeyIndex(0)
+    }));
+    assert_eq!(t.b.remote_keys(SenderId(1)).unwrap(), [KeyIndex(1)]);
+    assert_eq!(
+        t.b_receives(&stale).unwrap_err(),
+        DropReason::Srtp(SrtpError::UnknownMki)
+    );
+}
+
+#[test]
+fn key_events_are_checked() {
+    let mut t = two();
+    let a = remote_streams(t.a.ssrcs());
+    let own = remote_streams(t.b.ssrcs());
+    let k = master(3);
+    // Another sender claiming A's SSRCs, or B's own.
+    assert_eq!(
+        t.b.install_remote_keys(SenderId(2), &a, PROFILE, &[(KeyIndex(0), &k)]),
+        Err(ParticipantError::SsrcCollision(a[0].ssrc))
+    );
+    assert_eq!(
+        t.b.install_remote_keys(SenderId(2), &own, PROFILE, &[(KeyIndex(0), &k)]),
+        Err(ParticipantError::SsrcCollision(own[0].ssrc))
+    );
+    // A changing its declared streams.
+    assert_eq!(
+        t.b.install_remote_keys(SenderId(1), &a[..2], PROFILE, &[(KeyIndex(0), &k)]),
+        Err(ParticipantError::StreamsChanged)
+    );
+    // Three keys, none, a wrong length, a repeated index.
+    assert_eq!(
+        t.b.install_remote_keys(
+            SenderId(1),
+            &a,
+            PROFILE,
+            &[(KeyIndex(0), &k), (KeyIndex(1), &k), (KeyIndex(2), &k)]
+        ),
+        Err(ParticipantError::TooManyKeys)
+    );
+    assert_eq!(
+        t.b.install_remote_keys(SenderId(1), &a, PROFILE, &[]),
+        Err(ParticipantError::NoKeys)
+    );
+    assert_eq!(
+        t.b.install_remote_keys(SenderId(1), &a, PROFILE, &[(KeyIndex(0), &k[..5])]),
+        Err(ParticipantError::Srtp(SrtpError::BadMasterLength))
+    );
+    assert_eq!(
+        t.b.install_remote_keys(
+            SenderId(1),
+            &a,
+            PROFILE,
+            &[(KeyIndex(4), &k), (KeyIndex(4), &k)]
+        ),
+        Err(ParticipantError::DuplicateKeyIndex(KeyIndex(4)))
+    );
+    // Nothing changed: A's media still decrypts under key 0.
+    let wire = t.a_sends(b"still fine");
+    assert_eq!(t.b_receives(&wire).unwrap().payload(), b"still fine");
+    // A mismatched own key profile is refused.
+    let cm = MasterKey::new(SrtpProfile::AesCm128HmacSha1_80, &[1; 30]).unwrap();
+    assert_eq!(
+        t.a.add_local_key(KeyIndex(1), &cm),
+        Err(ParticipantError::ProfileMismatch)
+    );
+}
+
+#[test]
+fn aes_cm_profile_end_to_end() {
+    let mut t = two();
+    let cm = SrtpProfile::AesCm128HmacSha1_80;
+    let key: Vec<u8> = (0..cm.master_len() as u8).collect();
+    // A sender on another profile (a fresh participant config would do the same).
+    let mut tx = SrtpContext::new(cm, &key, Some(KeyIndex(3))).unwrap();
+    let c_streams = remote_streams(ssrcs(7000));
+    t.b.install_remote_keys(SenderId(3), &c_streams, cm, &[(KeyIndex(3), &key)])
+        .unwrap();
+    let mut buf = vec![0u8; 100];
+    let rtp = [
+        0x80, 111, 0, 1, 0, 0, 0, 5, 0, 0, 0x1b, 0x58, b'o', b'p', b'u', b's',
+    ];
+    buf[..rtp.len()].copy_from_slice(&rtp);
+    let n = tx.protect_rtp(&mut buf, rtp.len()).unwrap();
+    assert_eq!(buf[n - 11], 3, "AES-CM: MKI before the 10-byte tag");
+    let m = t.b_receives(&buf[..n]).unwrap();
+    assert_eq!(
+        (m.sender, m.key, m.payload()),
+        (SenderId(3), KeyIndex(3), &b"opus"[..])
+    );
+}
+
+// --- RTCP duties ------------------------------------------------------------------------
+
+#[test]
+fn gaps_are_nacked_and_new_video_streams_get_a_pli() {
+    let mut t = two();
+    let b_relay = t.b_relay;
+    // Turn automatic feedback on for B.
+    t.b.config.auto_feedback = true;
+    let first = t.a_sends(b"1");
+    let _lost1 = t.a_sends(b"2");
+    let _lost2 = t.a_sends(b"3");
+    let fourth = t.a_sends(b"4");
+    let rtcp_out = t.b.stats().rtcp_out;
+    t.b_receives(&first).unwrap();
+    let pli = t.b.poll_transmit().expect("PLI for a new video stream");
+    assert_eq!(pli.dest, b_relay);
+    t.b_receives(&fourth).unwrap();
+    let nack = t.b.poll_transmit().expect("NACK for the gap");
+    assert!(t.b.poll_transmit().is_none());
+    assert_eq!(t.b.stats().rtcp_out, rtcp_out + 2);
+    // Both are SRTCP (PT in the RTCP range) of the expected sizes: PLI 12 bytes, NACK
+    // with one FCI entry 16 bytes, plus index word, GCM tag.
+    let keys = &t.b_keys;
+    let mut relay_in = SrtpContext::new(
+        srtp_profile(keys.profile).unwrap(),
+        keys.client_master.key_salt(),
+        None,
+    )
+    .unwrap();
+    let seq = |d: &[u8]| {
+        blindfold_relay::wire::rtp::RtpHeader::parse(d)
+            .unwrap()
+            .seq()
+            .0
+    };
+    let full = t.a.ssrcs().full;
+    let mut pli = pli.bytes;
+    let n = relay_in.unprotect_rtcp(&mut pli).unwrap();
+    match RtcpPacket::from_raw(blindfold_relay::wire::rtcp::RawPacket::parse(&pli[..n]).unwrap())
+        .unwrap()
+    {
+        RtcpPacket::Pli(p) => assert_eq!(p.media_ssrc(), full),
+        other => panic!("{other:?}"),
+    }
+    let mut nack = nack.bytes;
+    let n = relay_in.unprotect_rtcp(&mut nack).unwrap();
+    match RtcpPacket::from_raw(blindfold_relay::wire::rtcp::RawPacket::parse(&nack[..n]).unwrap())
+        .unwrap()
+    {
+        RtcpPacket::Nack(k) => {
+            assert_eq!(k.media_ssrc(), full);
+            assert_eq!(k.sender_ssrc(), t.b.ssrcs().audio);
+            let lost: Vec<u16> = k.lost().map(|s| s.0).collect();
+            assert_eq!(lost, [seq(&_lost1), seq(&_lost2)]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Advances `p` timer by timer until it sends an SRTCP packet whose (clear) packet
+/// type is `pt`; returns its length.
+fn next_report(p: &mut Participant, now: &mut Instant, pt: u8) -> usize {
+    let end = *now + Duration::from_secs(3);
+    while *now < end {
+        *now = p.poll_timeout().unwrap();
+        p.handle_timeout(*now);
+        while let Some(tx) = p.poll_transmit() {
+            if tx.bytes[0] >= 128 && tx.bytes[1] == pt {
+                return tx.bytes.len();
+            }
+        }
+    }
+    panic!("no report with PT {pt}");
+}
+
+#[test]
+fn periodic_reports_carry_sr_and_report_blocks() {
+    let mut t = two();
+    let wire = t.a_sends(b"x");
+    t.b_receives(&wire).unwrap();
+    // B only received: an RR with one report block, 8 + 24 bytes, plus SRTCP's index
+    // word and GCM tag.
+    let mut now = t.now;
+    assert_eq!(next_report(&mut t.b, &mut now, 201), 32 + 20);
+    // A sent on its full stream: an SR with no blocks, 28 bytes.
+    let mut now = t.now;
+    assert_eq!(next_report(&mut t.a, &mut now, 200), 28 + 20);
+}
+
+// --- (4) malformed input ----------------------------------------------------------------
+
+#[test]
+fn truncated_datagrams_of_every_kind_are_dropped_without_panic() {
+    let mut t = two();
+    let relay = t.b_relay;
+    let media = t.a_sends(b"some media payload for truncation");
+    // An SRTCP packet as the relay would send B.
+    t.a.request_keyframe(t.now, Ssrc(1)).unwrap();
+    let rtcp = t.a.poll_transmit().unwrap().bytes;
+    let stun = binding_response(TransactionId([1; 12]), addr(9), RELAY_PWD);
+    let dtls = {
+        let mut d = vec![23u8, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 40];
+        d.extend_from_slice(&[0x5a; 40]);
+        d
+    };
+    let mut garbage: Vec<Vec<u8>> = Vec::new();
+    let mut x: u32 = 1;
+    for len in [1usize, 7, 12, 20, 40, 200, 1400] {
+        let mut g = vec![0u8; len];
+        for b in &mut g {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        garbage.push(g);
+    }
+    let before = t.b.stats().media_in;
+    for d in [&media, &rtcp, &stun, &dtls]
+        .into_iter()
+        .chain(garbage.iter())
+    {
+        for len in 0..d.len() {
+            let mut buf = d[..len].to_vec();
+            assert!(
+                t.b.handle_datagram(t.now, relay, &mut buf).is_err(),
+                "len {len}"
+            );
+            // Every first byte, too.
+            let mut buf = d[..len].to_vec();
+            if let Some(b) = buf.first_mut() {
+                *b = (len * 37) as u8;
+            }
+            let _ = t.b.handle_datagram(t.now, relay, &mut buf);
+        }
+    }
+    while let Some(e) = t.b.poll_event() {
+        assert!(!matches!(e, Event::Media(_) | Event::Failed(_)), "{e:?}");
+    }
+    assert_eq!(t.b.stats().media_in, before);
+    assert!(t.b.is_connected());
+    // The whole media packet still decrypts: truncations did not move the replay window.
+    assert_eq!(
+        t.b_receives(&media).unwrap().payload(),
+        b"some media payload for truncation"
+    );
+    // And an unknown STUN attribute type constant compiles in (sanity on imports).
+    let _ = AttrType::USE_CANDIDATE;
+}
+
+#[test]
+fn datagrams_before_connection_and_after_failure_are_dropped() {
+    let t0 = Instant::now();
+    let relay = addr(5000);
+    let cfg = config(0, relay, relay_cert().fingerprint());
+    let mut p = Participant::new(cfg, t0).unwrap();
+    let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4];
+    assert_eq!(
+        p.handle_datagram(t0, relay, &mut rtp),
+        Err(DropReason::NotConnected)
+    );
+    let mut dtls = vec![22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(
+        p.handle_datagram(t0, relay, &mut dtls),
+        Err(DropReason::DtlsNotStarted)
+    );
+    assert_eq!(
+        p.send_rtp(t0, p.ssrcs().audio, Pt(111), false, RtpTime(0), &[], b"x"),
+        Err(ParticipantError::NotConnected)
+    );
+    p.close();
+    assert!(p.is_failed());
+    assert_eq!(
+        p.handle_datagram(t0, relay, &mut rtp),
+        Err(DropReason::Failed)
+    );
+}
