@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p blindfold-benches --bench srtp`
 
+// A benchmark times real work with the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! Behaviour tests in simulated time: the participant against an in-test relay built
 //! from the relay crate's STUN module and DTLS server, datagrams shuttled in memory.
 
+// Tests choose an arbitrary base instant; everything after it is simulated.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
