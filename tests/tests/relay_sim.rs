@@ -1,0 +1,300 @@
+//! The relay's behaviour over whole calls, in simulated time: real engines, real
+//! participants (ICE, DTLS, SRTCP, end-to-end SRTP), an in-memory network. One behaviour
+//! per test; the outcome asserted is what a participant decrypted or what the relay sent.
+
+use blindfold_relay::control::{EndReason, FullSet, NotificationBody};
+use blindfold_relay::dtls::Fingerprint;
+use blindfold_relay::engine::{DropReason, Handled};
+use blindfold_relay::id::{Pt, Ssrc};
+use blindfold_relay::wire::rtcp;
+use blindfold_tests::Sim;
+
+fn call(workers: u16, names: &[&str]) -> (Sim, Vec<usize>) {
+    let mut sim = Sim::new(workers);
+    let ids = names.iter().map(|n| sim.join(n, "conf")).collect();
+    sim.run_until_connected();
+    sim.share_keys();
+    (sim, ids)
+}
+
+/// Every SRTP packet `receiver` got that `sender` sent, compared byte for byte.
+fn forwarded_identical(sim: &Sim, sender: usize, receiver: usize) -> usize {
+    let sent = &sim.member(sender).sent;
+    sim.member(receiver)
+        .received
+        .iter()
+        .filter(|r| sent.contains(r))
+        .count()
+}
+
+fn three_participants_get_each_others_audio_and_thumbnail(workers: u16) {
+    let (mut sim, p) = call(workers, &["alice", "bob", "carol"]);
+    for &i in &p {
+        sim.send_audio(i, format!("audio from {i}").as_bytes());
+        let thumb = sim.member(i).ssrcs().thumbnail;
+        sim.send(i, thumb, Pt(96), format!("thumbnail from {i}").as_bytes());
+    }
+    sim.run_for_ms(20);
+    for &r in &p {
+        for &s in &p {
+            if r == s {
+                continue;
+            }
+            let got = sim.member(r).media_from(s);
+            let payloads: Vec<_> = got.iter().map(|m| m.payload().to_vec()).collect();
+            assert_eq!(
+                payloads,
+                vec![
+                    format!("audio from {s}").into_bytes(),
+                    format!("thumbnail from {s}").into_bytes()
+                ],
+                "{r} from {s}"
+            );
+            assert_eq!(
+                forwarded_identical(&sim, s, r),
+                2,
+                "bit-identical, {r} from {s}"
+            );
+        }
+        assert!(
+            sim.member(r).media_from(r).is_empty(),
+            "nobody gets their own media"
+        );
+    }
+    assert!(sim.to_strangers.is_empty());
+}
+
+#[test]
+fn three_participants_get_each_others_audio_and_thumbnail_one_worker() {
+    three_participants_get_each_others_audio_and_thumbnail(1);
+}
+
+#[test]
+fn three_participants_get_each_others_audio_and_thumbnail_across_workers() {
+    // Ports 10000, 10001, 10002 hash to workers 0, 1, 0.
+    three_participants_get_each_others_audio_and_thumbnail(2);
+}
+
+#[test]
+fn connections_are_reported_to_signaling() {
+    let (sim, p) = call(2, &["alice", "bob"]);
+    for &i in &p {
+        let m = sim.member(i);
+        let reported: Vec<_> = sim
+            .notifications
+            .iter()
+            .filter(|n| {
+                matches!(n, NotificationBody::SessionConnected { session_id, addr }
+                if *session_id == m.spec.session_id && *addr == m.addr)
+            })
+            .collect();
+        assert_eq!(reported.len(), 1, "{}", m.name);
+    }
+}
+
+#[test]
+fn full_resolution_only_when_subscribed() {
+    let (mut sim, p) = call(1, &["alice", "bob", "carol"]);
+    let (a, b, c) = (p[0], p[1], p[2]);
+    let full = sim.member(a).ssrcs().full;
+    sim.send(a, full, Pt(96), b"full 1");
+    sim.run_for_ms(10);
+    assert!(sim.member(b).media_on(full).is_empty());
+    assert!(sim.member(c).media_on(full).is_empty());
+
+    sim.subscribe(b, FullSet::Ssrcs(vec![full]));
+    sim.subscribe(c, FullSet::All);
+    sim.send(a, full, Pt(96), b"full 2");
+    sim.run_for_ms(10);
+    for r in [b, c] {
+        let got: Vec<_> = sim
+            .member(r)
+            .media_on(full)
+            .iter()
+            .map(|m| m.payload().to_vec())
+            .collect();
+        assert_eq!(got, vec![b"full 2".to_vec()]);
+    }
+
+    sim.subscribe(b, FullSet::Ssrcs(vec![]));
+    sim.send(a, full, Pt(96), b"full 3");
+    sim.run_for_ms(10);
+    assert_eq!(sim.member(b).media_on(full).len(), 1, "unsubscribed");
+    assert_eq!(sim.member(c).media_on(full).len(), 2, "still on 'all'");
+}
+
+#[test]
+fn sender_reports_reach_receivers_across_workers() {
+    let (mut sim, p) = call(2, &["alice", "bob", "carol"]);
+    let a = p[0];
+    let audio = sim.member(a).ssrcs().audio;
+    sim.send_audio(a, b"so alice has an SR to send");
+    // Participants report every second.
+    sim.run_for_ms(2500);
+    for &r in &p[1..] {
+        let srs = sim
+            .member(r)
+            .events
+            .iter()
+            .filter(|e| matches!(e, blindfold_client::Event::SenderReport(sr) if sr.ssrc == audio))
+            .count();
+        assert!(srs >= 1, "member {r} got {srs} SRs from alice");
+    }
+    let stats: u64 = sim.shards.iter().map(|e| e.stats().sr_forwarded).sum();
+    assert!(stats >= 2);
+}
+
+#[test]
+fn keyframe_requests_are_throttled_per_stream() {
+    let (mut sim, p) = call(2, &["alice", "bob", "carol"]);
+    let (a, b, c) = (p[0], p[1], p[2]);
+    let thumb = sim.member(a).ssrcs().thumbnail;
+    // Five requests from two receivers within 100 ms: one reaches the sender.
+    for i in 0..5 {
+        let r = if i % 2 == 0 { b } else { c };
+        let now = sim.now;
+        sim.members[r].p.request_keyframe(now, thumb).unwrap();
+        sim.run_for_ms(20);
+    }
+    assert_eq!(sim.member(a).keyframe_requests(thumb), 1);
+    // After the 300 ms window, the next request goes through.
+    sim.run_for_ms(300);
+    let now = sim.now;
+    sim.members[b].p.request_keyframe(now, thumb).unwrap();
+    sim.run_for_ms(20);
+    assert_eq!(sim.member(a).keyframe_requests(thumb), 2);
+    let throttled: u64 = sim
+        .shards
+        .iter()
+        .map(|e| e.stats().keyframe_requests_throttled)
+        .sum();
+    assert_eq!(throttled, 4);
+}
+
+#[test]
+fn keyframe_request_for_an_unreceived_stream_is_dropped() {
+    let (mut sim, p) = call(1, &["alice", "bob"]);
+    let full = sim.member(p[0]).ssrcs().full;
+    let now = sim.now;
+    sim.members[p[1]].p.request_keyframe(now, full).unwrap();
+    sim.run_for_ms(20);
+    assert_eq!(
+        sim.member(p[0]).keyframe_requests(full),
+        0,
+        "bob does not receive full"
+    );
+    assert_eq!(
+        sim.shards[0].stats().dropped(DropReason::RtcpNotReceiver),
+        1
+    );
+}
+
+#[test]
+fn a_stranger_gets_nothing_forwarded_and_learns_nothing() {
+    let (mut sim, p) = call(1, &["alice", "bob"]);
+    // Replay alice's real SRTP packet from an address that never passed ICE.
+    sim.send_audio(p[0], b"secret");
+    let pkt = sim.member(p[0]).sent.last().unwrap().clone();
+    let before = sim.member(p[1]).received.len();
+    let stranger = "127.0.0.1:9".parse().unwrap();
+    assert_eq!(
+        sim.inject(stranger, &pkt),
+        Handled::Dropped(DropReason::Unvalidated)
+    );
+    sim.run_for_ms(10);
+    assert_eq!(sim.member(p[1]).received.len(), before);
+    assert!(sim.to_strangers.is_empty(), "no answer of any kind");
+}
+
+#[test]
+fn a_participant_cannot_send_on_anothers_ssrc() {
+    let (mut sim, p) = call(1, &["alice", "bob", "carol"]);
+    sim.send_audio(p[0], b"alice speaks");
+    let pkt = sim.member(p[0]).sent.last().unwrap().clone();
+    let carol_before = sim.member(p[2]).received.len();
+    // Bob (validated, connected) replays alice's packet from his own address.
+    let bob = sim.member(p[1]).addr;
+    let k = sim.shard_of(bob);
+    let mut buf = pkt.clone();
+    let now = sim.now;
+    assert_eq!(
+        sim.shards[k].handle_datagram(now, bob, &mut buf),
+        Handled::Dropped(DropReason::UndeclaredSsrc)
+    );
+    sim.run_for_ms(10);
+    assert_eq!(sim.member(p[2]).received.len(), carol_before);
+}
+
+#[test]
+fn wrong_dtls_fingerprint_never_connects_nor_receives() {
+    let mut sim = Sim::new(1);
+    let a = sim.join("alice", "conf");
+    let m = sim.join_with_fingerprint("mallory", "conf", Fingerprint([0x42; 32]));
+    sim.run_for_ms(3000);
+    assert!(sim.member(a).p.is_connected());
+    assert!(!sim.member(m).p.is_connected());
+    assert!(sim.notifications.iter().any(|n| matches!(n,
+        NotificationBody::SessionFailed { session_id, reason: EndReason::FingerprintMismatch, .. }
+            if *session_id == sim.member(m).spec.session_id)));
+    sim.share_keys();
+    let before = sim.member(m).received.len();
+    sim.send_audio(a, b"not for mallory");
+    sim.run_for_ms(10);
+    assert_eq!(sim.member(m).received.len(), before);
+}
+
+#[test]
+fn a_removed_session_stops_receiving_at_once() {
+    let (mut sim, p) = call(2, &["alice", "bob", "carol"]);
+    sim.remove(p[1]);
+    // No time passes: the very next packet is not sent to bob.
+    let before = sim.member(p[1]).received.len();
+    sim.send_audio(p[0], b"after bob left");
+    assert_eq!(sim.member(p[1]).received.len(), before);
+    assert_eq!(
+        sim.member(p[2]).media_from(p[0]).len(),
+        1,
+        "carol still gets it"
+    );
+    // And bob's own media is no longer forwarded.
+    sim.members[p[1]].events.clear();
+    let now = sim.now;
+    let audio = sim.member(p[1]).ssrcs().audio;
+    let _ = sim.members[p[1]].p.send_rtp(
+        now,
+        audio,
+        Pt(111),
+        false,
+        blindfold_relay::id::RtpTime(0),
+        &[],
+        b"x",
+    );
+    sim.pump();
+    assert!(sim.member(p[2]).media_from(p[1]).is_empty());
+}
+
+#[test]
+fn silence_closes_the_session_and_stops_forwarding_to_it() {
+    let (mut sim, p) = call(1, &["alice", "bob"]);
+    // Bob goes away without a word: his participant is no longer pumped.
+    let bob = sim.members.remove(p[1]);
+    sim.run_for_ms(31_000);
+    assert!(sim.notifications.iter().any(|n| matches!(n,
+        NotificationBody::SessionClosed { session_id, reason: EndReason::ConsentExpired }
+            if *session_id == bob.spec.session_id)));
+    assert_eq!(sim.shards[0].session_counts().connected, 1);
+}
+
+#[test]
+fn srtcp_from_a_participant_is_authenticated() {
+    let (mut sim, p) = call(1, &["alice", "bob"]);
+    let alice = sim.member(p[0]).addr;
+    // A PLI in the clear (not SRTCP) from a validated address is rejected.
+    let mut pli = [0u8; 12];
+    rtcp::write_pli(&mut pli, Ssrc(0x1001), sim.member(p[1]).ssrcs().thumbnail).unwrap();
+    let now = sim.now;
+    assert_eq!(
+        sim.shards[0].handle_datagram(now, alice, &mut pli),
+        Handled::Dropped(DropReason::SrtcpRejected)
+    );
+}
