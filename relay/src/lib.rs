@@ -31,6 +31,7 @@
 pub mod control;
 pub mod dtls;
 pub mod id;
+pub mod shell;
 pub mod srtp;
 pub mod wire;
 
