@@ -36,6 +36,7 @@ pub mod dtls;
 pub mod engine;
 pub mod ice;
 pub mod id;
+pub mod shell;
 pub mod srtp;
 pub mod wire;
 

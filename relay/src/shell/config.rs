@@ -1,0 +1,496 @@
+//! The relay's configuration: an optional TOML file (`--config PATH`) whose keys the
+//! command-line flags override, then defaults.
+//!
+//! | TOML key | flag | default |
+//! |---|---|---|
+//! | `listen` | `--listen` | `0.0.0.0:10000` |
+//! | `public` (list) | `--public` (repeat) | `[listen]` if its IP is specified, else an error |
+//! | `workers` | `--workers` | the number of CPUs (`available_parallelism`) |
+//! | `control_socket` | `--control-socket` | `/run/blindfold/relay.sock` |
+//! | `cert`, `key` | `--cert`, `--key` | none: a self-signed certificate is made at start |
+//! | `metrics` | `--metrics` | `127.0.0.1:9464`; `""` disables |
+//! | `recv_buffer`, `send_buffer` | `--recv-buffer`, `--send-buffer` | 4 MiB each (bytes) |
+//! | `log_level` | `--log-level` | `info` |
+//! | `rng_seed` | `--rng-seed` | none: OS randomness (a seed is for tests only) |
+//!
+//! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing
+//! connection on the host never takes it, above the privileged ports, and it is the port
+//! operators already open for single-port SFUs (Jitsi Videobridge uses it). The relay is
+//! not a STUN/TURN server, so 3478 would mislead firewalls and operators.
+//!
+//! The socket buffers are capped by `net.core.rmem_max`/`wmem_max`; raise those sysctls
+//! for the defaults to take effect.
+//!
+//! ```toml
+//! listen = "0.0.0.0:10000"
+//! public = ["203.0.113.7:10000", "[2001:db8::7]:10000"]
+//! workers = 8
+//! metrics = "127.0.0.1:9464"
+//! log_level = "info"
+//! ```
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The default listen address (see the module docs for the port).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 10000);
+/// The default metrics address: loopback only, Prometheus' registered exporter range.
+pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
+/// The default control socket path.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/blindfold/relay.sock";
+/// The default socket buffer size, each way.
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
+
+/// How much to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// And warnings.
+    Warn,
+    /// And lifecycle events (the default).
+    #[default]
+    Info,
+    /// And per-session detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl From<LogLevel> for tracing::Level {
+    fn from(l: LogLevel) -> Self {
+        match l {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// The command-line flags; each overrides the TOML key of the same name (with `_`).
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "blindfold-relay",
+    version,
+    about = "Blindfold's media relay (the SFU's media plane)"
+)]
+pub struct Args {
+    /// A TOML config file; flags override its keys.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// UDP address to bind (every worker binds it with SO_REUSEPORT).
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// An address clients reach the relay at, put in ICE candidates (repeat for several).
+    #[arg(long = "public", value_name = "IP:PORT")]
+    pub public: Vec<SocketAddr>,
+    /// Worker threads (one per core is right).
+    #[arg(long)]
+    pub workers: Option<NonZeroUsize>,
+    /// Path of the control socket the signaling service connects to.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// PEM certificate for DTLS (with --key); without both, one is generated at start.
+    #[arg(long, value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for DTLS (with --cert).
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// TCP address for Prometheus `GET /metrics`; "" disables.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<String>,
+    /// SO_RCVBUF of each worker's socket, bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub recv_buffer: Option<usize>,
+    /// SO_SNDBUF of each worker's socket, bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub send_buffer: Option<usize>,
+    /// Log level.
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+    /// Seed for the engine's RNG — tests only: it makes ICE credentials and DTLS
+    /// cookies predictable.
+    #[arg(long)]
+    pub rng_seed: Option<u64>,
+}
+
+/// The TOML file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    public: Option<Vec<SocketAddr>>,
+    workers: Option<NonZeroUsize>,
+    control_socket: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    metrics: Option<String>,
+    recv_buffer: Option<usize>,
+    send_buffer: Option<usize>,
+    log_level: Option<LogLevel>,
+    rng_seed: Option<u64>,
+}
+
+/// The DTLS certificate and key files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// UDP address every worker binds.
+    pub listen: SocketAddr,
+    /// Addresses for the ICE candidates (at least one, none unspecified or port 0).
+    pub public: Vec<SocketAddr>,
+    /// Worker threads.
+    pub workers: NonZeroUsize,
+    /// Control socket path.
+    pub control_socket: PathBuf,
+    /// Certificate and key, or `None` to generate a self-signed pair at start.
+    pub tls: Option<TlsFiles>,
+    /// Metrics HTTP address, or `None` when disabled.
+    pub metrics: Option<SocketAddr>,
+    /// SO_RCVBUF per socket, bytes (0 keeps the OS default).
+    pub recv_buffer: usize,
+    /// SO_SNDBUF per socket, bytes (0 keeps the OS default).
+    pub send_buffer: usize,
+    /// Log level.
+    pub log_level: LogLevel,
+    /// Deterministic RNG seed (tests only).
+    pub rng_seed: Option<u64>,
+}
+
+/// Why the configuration was rejected. Each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Bad command line, or `--help`/`--version` (call `.exit()` on it to print and exit).
+    #[error(transparent)]
+    Args(#[from] clap::Error),
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, has an unknown key, or a key of the wrong type;
+    /// the message names the key and line.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file (`<string>` when parsed from text).
+        path: PathBuf,
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// No `public` address and `listen` is unspecified (0.0.0.0 or ::).
+    #[error(
+        "`listen` is {listen}, which clients cannot reach: set `public` (TOML) or --public to the \
+         address(es) clients reach this relay at"
+    )]
+    NoPublicAddress {
+        /// The listen address.
+        listen: SocketAddr,
+    },
+    /// A `public` address is unspecified or has port 0.
+    #[error("`public` address {addr} is not usable: it needs a specific IP and a non-zero port")]
+    BadPublicAddress {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// `metrics` is neither an `ip:port` nor empty.
+    #[error("`metrics` value {value:?} is not an ip:port (use \"\" to disable)")]
+    BadMetricsAddress {
+        /// The value given.
+        value: String,
+    },
+    /// Only one of `cert` and `key` was given.
+    #[error(
+        "`{given}` is set but `{missing}` is not: give both, or neither to generate a certificate"
+    )]
+    IncompleteTls {
+        /// The key that was set.
+        given: &'static str,
+        /// The key that is missing.
+        missing: &'static str,
+    },
+}
+
+impl Config {
+    /// Parses the command line (`args`, program name first), reads the `--config` file if
+    /// any, and resolves flags over file over defaults.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`]: bad flags (and `--help`), an unreadable or invalid file (an
+    /// unknown key is an error), or values that cannot work together.
+    pub fn load<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args = <Args as clap::Parser>::try_parse_from(args)?;
+        Self::from_args(args)
+    }
+
+    /// Resolves already parsed flags, reading the `--config` file if named.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), without the command-line errors.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                parse_file(&text, path.clone())?
+            }
+            None => FileConfig::default(),
+        };
+        resolve(args, file)
+    }
+
+    /// Resolves a TOML document with no flags (tests, fuzzing).
+    ///
+    /// # Errors
+    /// As [`from_args`](Self::from_args).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        resolve(
+            Args::default(),
+            parse_file(text, PathBuf::from("<string>"))?,
+        )
+    }
+}
+
+fn parse_file(text: &str, path: PathBuf) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Parse {
+        path,
+        message: e.to_string(),
+    })
+}
+
+fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
+    let listen = args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN);
+    let public = if !args.public.is_empty() {
+        args.public
+    } else if let Some(p) = file.public.filter(|p| !p.is_empty()) {
+        p
+    } else if listen.ip().is_unspecified() {
+        return Err(ConfigError::NoPublicAddress { listen });
+    } else {
+        vec![listen]
+    };
+    if let Some(&addr) = public
+        .iter()
+        .find(|a| a.ip().is_unspecified() || a.port() == 0)
+    {
+        return Err(ConfigError::BadPublicAddress { addr });
+    }
+    let workers = args
+        .workers
+        .or(file.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+    let tls = match (args.cert.or(file.cert), args.key.or(file.key)) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::IncompleteTls {
+                given: "cert",
+                missing: "key",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::IncompleteTls {
+                given: "key",
+                missing: "cert",
+            });
+        }
+    };
+    let metrics = match args.metrics.or(file.metrics) {
+        None => Some(DEFAULT_METRICS),
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(
+            s.trim()
+                .parse()
+                .map_err(|_| ConfigError::BadMetricsAddress { value: s })?,
+        ),
+    };
+    Ok(Config {
+        listen,
+        public,
+        workers,
+        control_socket: args
+            .control_socket
+            .or(file.control_socket)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+        tls,
+        metrics,
+        recv_buffer: args
+            .recv_buffer
+            .or(file.recv_buffer)
+            .unwrap_or(DEFAULT_SOCKET_BUFFER),
+        send_buffer: args
+            .send_buffer
+            .or(file.send_buffer)
+            .unwrap_or(DEFAULT_SOCKET_BUFFER),
+        log_level: args.log_level.or(file.log_level).unwrap_or_default(),
+        rng_seed: args.rng_seed.or(file.rng_seed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        Config::load(std::iter::once("blindfold-relay").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_with_a_public_address() {
+        let c = load(&["--public", "203.0.113.7:10000"]).unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.public, vec!["203.0.113.7:10000".parse().unwrap()]);
+        assert_eq!(c.workers, std::thread::available_parallelism().unwrap());
+        assert_eq!(c.control_socket, PathBuf::from("/run/blindfold/relay.sock"));
+        assert_eq!(c.tls, None);
+        assert_eq!(c.metrics, Some(DEFAULT_METRICS));
+        assert_eq!((c.recv_buffer, c.send_buffer), (4 << 20, 4 << 20));
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.rng_seed, None);
+    }
+
+    #[test]
+    fn specific_listen_address_is_the_default_public_address() {
+        let c = load(&["--listen", "192.0.2.1:5000"]).unwrap();
+        assert_eq!(c.public, vec!["192.0.2.1:5000".parse().unwrap()]);
+    }
+
+    #[test]
+    fn missing_public_address_is_an_error_that_says_what_to_set() {
+        let e = load(&[]).unwrap_err();
+        assert!(matches!(e, ConfigError::NoPublicAddress { .. }), "{e}");
+        assert!(e.to_string().contains("--public"), "{e}");
+        let e = load(&["--listen", "[::]:10000"]).unwrap_err();
+        assert!(matches!(e, ConfigError::NoPublicAddress { .. }), "{e}");
+        let e = load(&["--public", "0.0.0.0:10000"]).unwrap_err();
+        assert!(matches!(e, ConfigError::BadPublicAddress { .. }), "{e}");
+        let e = load(&["--public", "192.0.2.1:0"]).unwrap_err();
+        assert!(matches!(e, ConfigError::BadPublicAddress { .. }), "{e}");
+    }
+
+    #[test]
+    fn toml_file_then_flags_override() {
+        let dir = std::env::temp_dir().join(format!("blindfold-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "0.0.0.0:4000"
+public = ["198.51.100.1:4000", "[2001:db8::1]:4000"]
+workers = 3
+control_socket = "/tmp/relay.sock"
+cert = "/etc/relay/cert.pem"
+key = "/etc/relay/key.pem"
+metrics = ""
+recv_buffer = 1048576
+send_buffer = 2097152
+log_level = "debug"
+rng_seed = 7
+"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = load(&["-c", p]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:4000".parse().unwrap());
+        assert_eq!(c.public.len(), 2);
+        assert_eq!(c.workers.get(), 3);
+        assert_eq!(c.control_socket, PathBuf::from("/tmp/relay.sock"));
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/etc/relay/cert.pem".into(),
+                key: "/etc/relay/key.pem".into()
+            })
+        );
+        assert_eq!(c.metrics, None);
+        assert_eq!((c.recv_buffer, c.send_buffer), (1 << 20, 2 << 20));
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.rng_seed, Some(7));
+
+        let c = load(&[
+            "--config",
+            p,
+            "--workers",
+            "5",
+            "--public",
+            "203.0.113.9:4000",
+            "--metrics",
+            "127.0.0.1:9999",
+            "--log-level",
+            "warn",
+            "--recv-buffer",
+            "65536",
+        ])
+        .unwrap();
+        assert_eq!(c.workers.get(), 5);
+        assert_eq!(c.public, vec!["203.0.113.9:4000".parse().unwrap()]);
+        assert_eq!(c.metrics, Some("127.0.0.1:9999".parse().unwrap()));
+        assert_eq!(c.log_level, LogLevel::Warn);
+        assert_eq!(c.recv_buffer, 65536);
+        assert_eq!(c.send_buffer, 2 << 20, "not overridden");
+        assert_eq!(c.listen, "0.0.0.0:4000".parse().unwrap(), "not overridden");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e =
+            Config::from_toml_str("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }));
+        assert!(e.to_string().contains("listen_adress"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::from_toml_str("listen = \"not an address\"").unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = Config::from_toml_str("listen = \"127.0.0.1:1\"\nworkers = 0").unwrap_err();
+        assert!(e.to_string().contains("workers"), "{e}");
+        let e =
+            Config::from_toml_str("listen = \"127.0.0.1:1\"\nlog_level = \"loud\"").unwrap_err();
+        assert!(e.to_string().contains("log_level"), "{e}");
+        let e = Config::from_toml_str("listen = \"127.0.0.1:1\"\nmetrics = \"nope\"").unwrap_err();
+        assert!(matches!(e, ConfigError::BadMetricsAddress { .. }), "{e}");
+        let e = Config::from_toml_str("listen = \"127.0.0.1:1\"\ncert = \"c.pem\"").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::IncompleteTls {
+                    given: "cert",
+                    missing: "key"
+                }
+            ),
+            "{e}"
+        );
+        let e = load(&["--config", "/nonexistent/relay.toml"]).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        let e = load(&["--bogus"]).unwrap_err();
+        assert!(matches!(e, ConfigError::Args(_)), "{e}");
+    }
+}
