@@ -27,6 +27,9 @@
 //!                    engine.handle_timeout(now) … } }
 //! ```
 
+// The shell is the IO layer: the one place that may read the clock.
+#![allow(clippy::disallowed_methods)]
+
 pub mod config;
 pub mod metrics;
 #[cfg(target_os = "linux")]
