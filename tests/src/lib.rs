@@ -64,7 +64,7 @@ fn shared() -> &'static Shared {
         settings.insecure_rng_seed = Some(1);
         Shared {
             relay_cert: Arc::new(DtlsCert::generate().expect("relay cert")),
-            relay_dtls: Arc::new(DtlsConfig::new(settings.clone()).expect("relay dtls")),
+            relay_dtls: Arc::new(DtlsConfig::new(settings).expect("relay dtls")),
             client_dtls: DtlsClientConfig::new(settings).expect("client dtls"),
             client_cert: DtlsCert::generate().expect("client cert"),
         }
@@ -407,7 +407,7 @@ impl Sim {
                     moved = true;
                     self.members[i].sent.push(t.bytes.clone());
                     let from = self.members[i].addr;
-                    self.to_relay(from, t.bytes);
+                    self.send_to_relay(from, t.bytes);
                 }
                 while let Some(e) = self.members[i].p.poll_event() {
                     self.members[i].events.push(e);
@@ -446,7 +446,7 @@ impl Sim {
         }
     }
 
-    fn to_relay(&mut self, from: SocketAddr, mut buf: Vec<u8>) {
+    fn send_to_relay(&mut self, from: SocketAddr, mut buf: Vec<u8>) {
         let k = self.shard_of(from);
         if let Handled::Forward(d) = self.shards[k].handle_datagram(self.now, from, &mut buf) {
             let dests = d.to_vec();
