@@ -10,7 +10,7 @@
 //! "total heap usage" (it stayed at 747 allocations for N = 100 … 2000):
 //!
 //! ```text
-//! cargo test -p blindfold-relay --test no_alloc --no-run
+//! cargo test -p blindfold-tests --test no_alloc --no-run
 //! SRTP_LOOP_N=1000 valgrind target/debug/deps/no_alloc-* --ignored valgrind_loop --test-threads=1
 //! SRTP_LOOP_N=2000 valgrind target/debug/deps/no_alloc-* --ignored valgrind_loop --test-threads=1
 //! ```
@@ -18,9 +18,16 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+#[cfg(target_os = "linux")]
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
+use blindfold_relay::engine::Handled;
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc, WireSeq};
+use blindfold_relay::shell::metrics::{Labels, Metrics};
+#[cfg(target_os = "linux")]
+use blindfold_relay::shell::udp::{RecvBatch, SendQueue, bind_reuseport};
 use blindfold_relay::srtp::{SrtpContext, SrtpProfile};
 use blindfold_relay::wire::rtcp::{
     CompoundWriter, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
@@ -29,6 +36,7 @@ use blindfold_relay::wire::stun::{
     Class, IntegrityKey, Method, StunMessage, StunWriter, TransactionId,
 };
 use blindfold_relay::wire::{self, rtp, rtp::RtpHeader};
+use blindfold_tests::Sim;
 
 struct Counting;
 
@@ -300,4 +308,93 @@ fn valgrind_loop() {
             f.round(1 + (i * 37) % 1200);
         }
     }
+}
+
+static DROPS: Labels<1> = Labels {
+    metric: "d_total",
+    help: "d",
+    label: "reason",
+    values: ["x"],
+};
+static SESSIONS: Labels<1> = Labels {
+    metric: "s",
+    help: "s",
+    label: "state",
+    values: ["x"],
+};
+
+#[cfg(target_os = "linux")]
+#[test]
+#[allow(clippy::disallowed_methods)] // a real-socket test waits on the real clock
+fn shell_recv_fanout_flush_and_counters_do_not_allocate() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let relay = bind_reuseport(any, 1 << 20, 1 << 20).unwrap();
+    let sender = UdpSocket::bind(any).unwrap();
+    let sinks: Vec<UdpSocket> = (0..8).map(|_| UdpSocket::bind(any).unwrap()).collect();
+    let dests: Vec<SocketAddr> = sinks.iter().map(|s| s.local_addr().unwrap()).collect();
+    let metrics = Metrics::new(1, &DROPS, &SESSIONS);
+    let w = metrics.worker(0).unwrap();
+    let mut rx = RecvBatch::new(32);
+    let mut tx = SendQueue::new(256, 8);
+    for i in 0..64u8 {
+        sender
+            .send_to(&[i; 1000], relay.local_addr().unwrap())
+            .unwrap();
+    }
+
+    let mut forwarded = 0u64;
+    let mut sent = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let n = allocations(|| {
+        while forwarded < 64 && Instant::now() < deadline {
+            if rx.recv(&relay).unwrap() == 0 {
+                std::thread::yield_now();
+                continue;
+            }
+            let mut batch = tx.batch(relay.as_fd());
+            for (from, buf) in rx.iter_mut() {
+                w.packets_in.inc();
+                w.bytes_in.add(buf.len() as u64);
+                let buf: &[u8] = buf;
+                batch.push_fanout(buf, &dests);
+                batch.push_owned(&buf[..20], from).unwrap();
+                forwarded += 1;
+            }
+            let st = batch.flush().unwrap();
+            w.packets_out.add(st.sent);
+            w.drops.add(0, st.dropped_full + st.dropped_error);
+            w.sessions.set(0, 1);
+            sent += st.sent;
+        }
+    });
+    assert_eq!(forwarded, 64);
+    assert_eq!(sent, 64 * 9);
+    assert_eq!(n, 0, "allocations on the packet path");
+}
+
+#[test]
+fn engine_forwarding_path_does_not_allocate() {
+    // A real call: four participants connected through ICE and DTLS.
+    let mut sim = Sim::new(1);
+    let alice = sim.join("alice", "conf");
+    for name in ["bob", "carol", "dave"] {
+        sim.join(name, "conf");
+    }
+    sim.run_until_connected();
+    sim.send_audio(alice, &[0x33; 120]);
+    let packet = sim.member(alice).sent.last().unwrap().clone();
+    let from = sim.member(alice).addr;
+    let now = sim.now;
+    let engine = &mut sim.shards[0];
+    let mut buf = packet.clone();
+    let n = allocations(|| {
+        for _ in 0..1000 {
+            buf.copy_from_slice(&packet);
+            match engine.handle_datagram(now, from, &mut buf) {
+                Handled::Forward(dests) => assert_eq!(dests.len(), 3),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    assert_eq!(n, 0);
 }
