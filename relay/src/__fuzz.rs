@@ -66,3 +66,8 @@ pub fn control(data: &[u8]) {
 pub fn ice(data: &[u8]) {
     crate::ice::fuzz_one(data)
 }
+
+/// One engine fed datagrams (some of them valid ICE checks), commands and time steps.
+pub fn engine(data: &[u8]) {
+    crate::engine::fuzz_one(data)
+}

@@ -1293,3 +1293,13 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(any(test, feature = "fuzz"))]
+mod fuzz;
+
+/// Fuzz entry point: the engine fed arbitrary datagram, command and time sequences.
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    fuzz::run(data)
+}

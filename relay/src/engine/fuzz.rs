@@ -1,0 +1,139 @@
+//! The engine fed arbitrary sequences of datagrams, commands and time steps.
+//!
+//! Each step reads an action byte. Besides raw datagrams from a handful of addresses,
+//! the fuzzer can produce a *valid* ICE check for one of the configured sessions, so it
+//! reaches what lies behind ICE (DTLS, media and RTCP from validated addresses), and
+//! can remove and re-add sessions and move time. Invariants checked after every step:
+//! media is only ever forwarded to addresses of connected sessions, never back to its
+//! sender, and nothing panics.
+#![allow(clippy::disallowed_methods)] // one base instant; the run itself is simulated
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::control::{ExtmapIds, IcePwd, IceUfrag, StreamKind};
+use crate::dtls::{DtlsSettings, Fingerprint};
+use crate::wire::stun::{Class, IntegrityKey, Method, StunWriter, TransactionId};
+
+const PWD: &str = "fuzzpassword0123456789";
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+fn shared() -> &'static (Arc<DtlsCert>, Arc<DtlsConfig>, Instant) {
+    static S: OnceLock<(Arc<DtlsCert>, Arc<DtlsConfig>, Instant)> = OnceLock::new();
+    S.get_or_init(|| {
+        let settings = DtlsSettings {
+            insecure_rng_seed: Some(3),
+            ..DtlsSettings::default()
+        };
+        (
+            Arc::new(DtlsCert::generate().expect("cert")),
+            Arc::new(DtlsConfig::new(settings).expect("dtls config")),
+            Instant::now(),
+        )
+    })
+}
+
+fn spec(i: usize) -> SessionSpec {
+    let name = NAMES[i];
+    SessionSpec {
+        session_id: SessionId::new(name).expect("id"),
+        conf_id: ConfId::new("conf").expect("conf"),
+        ice_ufrag: IceUfrag::new(format!("relay{name}")).expect("ufrag"),
+        ice_pwd: IcePwd::new(PWD).expect("pwd"),
+        remote_ufrag: IceUfrag::new(format!("peer{name}")).expect("ufrag"),
+        dtls_fingerprint: Fingerprint([i as u8; 32]),
+        streams: vec![
+            StreamSpec {
+                ssrc: Ssrc(0x100 * (i as u32 + 1)),
+                kind: StreamKind::Audio,
+                layer: Layer::None,
+            },
+            StreamSpec {
+                ssrc: Ssrc(0x100 * (i as u32 + 1) + 1),
+                kind: StreamKind::Video,
+                layer: Layer::Full,
+            },
+        ],
+        extmap: ExtmapIds::default(),
+    }
+}
+
+fn addr(b: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 20_000 + u16::from(b % 6)))
+}
+
+fn valid_check(i: usize, use_candidate: bool, out: &mut [u8]) -> usize {
+    let name = NAMES[i];
+    let Ok(mut w) = StunWriter::new(out, Class::Request, Method::Binding, TransactionId([1; 12]))
+    else {
+        return 0;
+    };
+    let ok = w.add_username(&format!("relay{name}:peer{name}")).is_ok()
+        && w.add_ice_controlling(1).is_ok()
+        && (!use_candidate || w.add_use_candidate().is_ok())
+        && w.add_message_integrity(&IntegrityKey::new(PWD.as_bytes()))
+            .is_ok();
+    if !ok {
+        return 0;
+    }
+    w.finish_with_fingerprint().unwrap_or(0)
+}
+
+/// Runs one fuzz input.
+pub(crate) fn run(data: &[u8]) {
+    let (cert, dtls, t0) = shared();
+    let mut e = Engine::new(EngineConfig::new(ShardId(0), cert.clone(), dtls.clone()));
+    let mut now = *t0;
+    for i in 0..NAMES.len() {
+        e.handle_command(now, Command::UpsertSession(spec(i)));
+    }
+    let mut rest = data;
+    let mut buf = [0u8; 1500];
+    while let Some((&action, tail)) = rest.split_first() {
+        rest = tail;
+        let who = usize::from(action >> 4) % NAMES.len();
+        match action & 0x0f {
+            0 | 1 => {
+                let n = valid_check(who, action & 1 == 1, &mut buf);
+                let from = addr(action >> 2);
+                let _ = e.handle_datagram(now, from, &mut buf[..n]);
+            }
+            2 => now += Duration::from_millis(u64::from(action >> 4) * 700),
+            3 => e.handle_command(now, Command::RemoveSession(spec(who).session_id)),
+            4 => e.handle_command(now, Command::UpsertSession(spec(who))),
+            5 => e.handle_command(
+                now,
+                Command::SetSubscription(SubscriptionSpec {
+                    session_id: spec(who).session_id,
+                    full: FullSet::All,
+                }),
+            ),
+            _ => {
+                // A raw datagram: a length byte, then that many bytes.
+                let Some((&len, tail)) = rest.split_first() else {
+                    break;
+                };
+                let len = usize::from(len).min(tail.len());
+                let (datagram, tail) = tail.split_at(len);
+                rest = tail;
+                buf[..len].copy_from_slice(datagram);
+                let from = addr(action >> 4);
+                let connected: Vec<SocketAddr> = NAMES
+                    .iter()
+                    .filter_map(|n| e.session_addr(&SessionId::new(*n).expect("id")))
+                    .collect();
+                if let Handled::Forward(dests) = e.handle_datagram(now, from, &mut buf[..len]) {
+                    for d in dests {
+                        assert!(connected.contains(d), "forwarded to a stranger");
+                        assert_ne!(*d, from, "forwarded back to its sender");
+                    }
+                }
+            }
+        }
+        e.handle_timeout(now);
+        while e.poll_transmit().is_some() {}
+        while e.poll_event().is_some() {}
+    }
+}
