@@ -57,4 +57,8 @@ doc = (root / "docs/control-protocol.md").read_text()
 for body in re.findall(r"```json\n(.*?)```", doc, re.S):
     b = body.strip().encode()
     put("control", bytes([7]) + len(b).to_bytes(4, "big") + b)
+# Engine: action bytes (see relay/src/engine/fuzz.rs): valid nominating checks for two
+# sessions, then a raw RTP-looking datagram from one of their addresses.
+put("engine", bytes([0x01, 0x11, 0x06, 12]) + bytes.fromhex("806000010000000100000100"))
+put("engine", bytes([0x01, 0x11, 0x21, 0x05, 0x02]))
 print("seeds written under", corpus)
