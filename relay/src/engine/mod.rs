@@ -591,15 +591,8 @@ impl Engine {
         from: SocketAddr,
         buf: &[u8],
     ) -> Result<(usize, usize), DropReason> {
-        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
+        let i = self.media_session(from)?;
         let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if s.addr != Some(from) {
-            return Err(if s.is_connected() {
-                DropReason::NotNominated
-            } else {
-                DropReason::BeforeDtls
-            });
-        }
         let ssrc = RtpHeader::parse(buf)
             .map_err(|_| DropReason::RtpMalformed)?
             .ssrc();
@@ -610,6 +603,18 @@ impl Engine {
             .ok_or(DropReason::UndeclaredSsrc)?;
         s.ice.touch(now);
         Ok((i, k))
+    }
+
+    /// The session that may send RTP/RTCP from `from`: it passed ICE there, `from` is
+    /// its nominated address, and it is connected (DTLS done).
+    fn media_session(&self, from: SocketAddr) -> Result<usize, DropReason> {
+        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
+        let s = self.sessions[i].as_ref().expect("indexed session exists");
+        match s.addr {
+            Some(addr) if addr == from => Ok(i),
+            Some(_) => Err(DropReason::NotNominated),
+            None => Err(DropReason::BeforeDtls),
+        }
     }
 
     fn handle_stun(
@@ -707,15 +712,8 @@ impl Engine {
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<(), DropReason> {
-        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
+        let i = self.media_session(from)?;
         let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if s.addr != Some(from) {
-            return Err(if s.is_connected() {
-                DropReason::NotNominated
-            } else {
-                DropReason::BeforeDtls
-            });
-        }
         let srtcp = s
             .local()
             .and_then(|l| l.srtcp_in.as_mut())
