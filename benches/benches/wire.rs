@@ -6,9 +6,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use blindfold_relay::id::{ExtId, Pt, RtpTime, Ssrc, WireSeq};
-use blindfold_relay::wire::rtcp::{
-    CompoundWriter, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
-};
+use blindfold_relay::wire::rtcp::{RtcpCompound, RtcpPacket};
 use blindfold_relay::wire::rtp::{self, RtpHeader};
 use blindfold_relay::wire::stun::{
     Class, IntegrityKey, Method, StunMessage, StunWriter, TransactionId,
@@ -113,34 +111,8 @@ criterion_group!(benches, rtp_header, stun_check);
 
 /// SR (one report block) + REMB + PLI + NACK, as a receiver's feedback compound.
 fn feedback_compound() -> Vec<u8> {
-    let info = SenderInfo {
-        ssrc: Ssrc(10),
-        ntp: 0xe500_0000_8000_0000,
-        rtp_time: RtpTime(90_000),
-        packet_count: 1000,
-        octet_count: 1_000_000,
-    };
-    let block = ReportBlock {
-        ssrc: Ssrc(20),
-        fraction_lost: 25,
-        cumulative_lost: 2,
-        highest_seq: 0x1_2345,
-        jitter: 16,
-        lsr: 0x1234_5678,
-        dlsr: 256,
-    };
     let mut buf = vec![0u8; 1500];
-    let mut w = CompoundWriter::new(&mut buf);
-    w.sr(&info, &[block]).unwrap();
-    w.remb(Ssrc(10), 1_500_000, &[Ssrc(20)]).unwrap();
-    w.pli(Ssrc(10), Ssrc(20)).unwrap();
-    w.nack(
-        Ssrc(10),
-        Ssrc(20),
-        &[WireSeq(1000), WireSeq(1003), WireSeq(1020)],
-    )
-    .unwrap();
-    let n = w.finish();
+    let n = blindfold_tests::fixtures::write_feedback_compound(&mut buf).unwrap();
     buf.truncate(n);
     buf
 }

@@ -23,6 +23,8 @@
 //! ```
 #![allow(clippy::disallowed_methods)] // one base instant; everything after is simulated
 
+pub mod fixtures;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

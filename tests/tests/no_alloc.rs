@@ -29,14 +29,13 @@ use blindfold_relay::shell::metrics::{Labels, Metrics};
 #[cfg(target_os = "linux")]
 use blindfold_relay::shell::udp::{RecvBatch, SendQueue, bind_reuseport};
 use blindfold_relay::srtp::{SrtpContext, SrtpProfile};
-use blindfold_relay::wire::rtcp::{
-    CompoundWriter, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
-};
+use blindfold_relay::wire::rtcp::{RtcpCompound, RtcpPacket};
 use blindfold_relay::wire::stun::{
     Class, IntegrityKey, Method, StunMessage, StunWriter, TransactionId,
 };
 use blindfold_relay::wire::{self, rtp, rtp::RtpHeader};
 use blindfold_tests::Sim;
+use blindfold_tests::fixtures::{FEEDBACK_LOST, write_feedback_compound};
 
 struct Counting;
 
@@ -172,32 +171,10 @@ fn stun_check_and_answer_do_not_allocate() {
 
 #[test]
 fn rtcp_compound_write_and_walk_do_not_allocate() {
-    let info = SenderInfo {
-        ssrc: Ssrc(10),
-        ntp: 1 << 32,
-        rtp_time: RtpTime(90_000),
-        packet_count: 1000,
-        octet_count: 1_000_000,
-    };
-    let block = ReportBlock {
-        ssrc: Ssrc(20),
-        fraction_lost: 25,
-        cumulative_lost: 2,
-        highest_seq: 0x1_2345,
-        jitter: 16,
-        lsr: 0x1234_5678,
-        dlsr: 256,
-    };
-    let lost = [WireSeq(1000), WireSeq(1003), WireSeq(1020)];
     let mut buf = [0u8; 1500];
     let n = allocations(|| {
         for _ in 0..100 {
-            let mut w = CompoundWriter::new(&mut buf);
-            w.sr(&info, &[block]).unwrap();
-            w.remb(Ssrc(10), 1_500_000, &[Ssrc(20)]).unwrap();
-            w.pli(Ssrc(10), Ssrc(20)).unwrap();
-            w.nack(Ssrc(10), Ssrc(20), &lost).unwrap();
-            let len = w.finish();
+            let len = write_feedback_compound(&mut buf).unwrap();
             let mut seen = 0;
             for p in RtcpCompound::parse(std::hint::black_box(&buf[..len])).unwrap() {
                 match p.unwrap() {
@@ -208,7 +185,7 @@ fn rtcp_compound_write_and_walk_do_not_allocate() {
                     _ => unreachable!(),
                 }
             }
-            assert_eq!(seen, 1 + 1 + 1 + 3);
+            assert_eq!(seen, 1 + 1 + 1 + FEEDBACK_LOST.len());
         }
     });
     assert_eq!(n, 0);

@@ -1,0 +1,34 @@
+//! Packets shared by the tests and the benches, so both measure the same thing.
+
+use blindfold_relay::id::{RtpTime, Ssrc, WireSeq};
+use blindfold_relay::wire::rtcp::{CompoundWriter, ReportBlock, RtcpError, SenderInfo};
+
+/// Sequence numbers the feedback compound's NACK reports lost.
+pub const FEEDBACK_LOST: [WireSeq; 3] = [WireSeq(1000), WireSeq(1003), WireSeq(1020)];
+
+/// Writes a receiver's typical feedback compound into `buf`: SR (one report block) +
+/// REMB + PLI + NACK of [`FEEDBACK_LOST`]. Returns its length. Allocation-free.
+pub fn write_feedback_compound(buf: &mut [u8]) -> Result<usize, RtcpError> {
+    let info = SenderInfo {
+        ssrc: Ssrc(10),
+        ntp: 0xe500_0000_8000_0000,
+        rtp_time: RtpTime(90_000),
+        packet_count: 1000,
+        octet_count: 1_000_000,
+    };
+    let block = ReportBlock {
+        ssrc: Ssrc(20),
+        fraction_lost: 25,
+        cumulative_lost: 2,
+        highest_seq: 0x1_2345,
+        jitter: 16,
+        lsr: 0x1234_5678,
+        dlsr: 256,
+    };
+    let mut w = CompoundWriter::new(buf);
+    w.sr(&info, &[block])?;
+    w.remb(Ssrc(10), 1_500_000, &[Ssrc(20)])?;
+    w.pli(Ssrc(10), Ssrc(20))?;
+    w.nack(Ssrc(10), Ssrc(20), &FEEDBACK_LOST)?;
+    Ok(w.finish())
+}
