@@ -734,8 +734,6 @@ impl ControlLoop {
             }
             self.forward_notifications();
             if accept {
-                // Notice a client that just left before judging the newcomer.
-                self.service_client();
                 self.accept();
             }
             self.flush_client();
@@ -753,6 +751,9 @@ impl ControlLoop {
                     return;
                 }
             };
+            // A client that left (its EOF may be queued behind this connect) must not
+            // count as the active one.
+            self.service_client();
             if self.conn.is_some() {
                 tracing::warn!("refusing a second signaling connection");
                 let mut out = Vec::new();
