@@ -46,6 +46,7 @@
 
 mod frame;
 mod message;
+pub mod registry;
 mod types;
 
 pub use frame::{FrameDecoder, write_frame};

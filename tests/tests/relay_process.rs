@@ -1,0 +1,839 @@
+//! The `blindfold-relay` binary as a real process: its control socket spoken to as
+//! signaling would, real participants ([`Participant`]) over real UDP sockets on
+//! 127.0.0.1, `/metrics` scraped over HTTP, SIGTERM.
+//!
+//! # Where the binary comes from
+//!
+//! The binary belongs to the `blindfold-relay` package (DESIGN.md: `relay/` holds the
+//! library and the binary), and Cargo only gives `CARGO_BIN_EXE_*` to tests of the
+//! binary's own package. So these tests run `cargo build -p blindfold-relay --bin
+//! blindfold-relay` once per test process, for the profile and target directory the
+//! test itself was built in (both read from the test executable's path,
+//! `target/<profile>/deps/relay_process-…`), and start `target/<profile>/blindfold-relay`.
+//! Cargo releases its build lock before running tests, and the build is a no-op when
+//! the binary is fresh, so this costs a fraction of a second and never runs a stale
+//! binary. (Artifact dependencies, `-Z bindeps`, would say this in Cargo.toml, but they
+//! are unstable.)
+//!
+//! Every wait is bounded, and the [`Relay`] guard kills the process when dropped.
+
+// Real processes, sockets and deadlines: the test reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use blindfold_client::{
+    DtlsClientConfig, Event as PEvent, IceCredentials, MediaKind, OwnSsrcs, Participant,
+    ParticipantConfig, RemoteStream, SenderId,
+};
+use blindfold_relay::control::{
+    self, ConfId, ConferenceSpec, ErrorCode, ExtmapIds, FrameDecoder, Generation, Hello, HelloRole,
+    IcePwd, IceUfrag, Layer, Message, NotificationBody, RelayInfo, Request, RequestBody, RequestId,
+    Response, ResponseBody, SessionId, SessionSpec, Snapshot, StreamKind, StreamSpec,
+};
+use blindfold_relay::dtls::{DtlsCert, DtlsSettings};
+use blindfold_relay::id::{KeyIndex, Pt, RtpTime, Ssrc};
+use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+
+const CONF: &str = "!room:example.org";
+
+// ----- the binary ----------------------------------------------------------------------
+
+/// Builds (if needed) and returns the relay binary of this test's profile.
+fn relay_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/relay_process-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(p) => p,
+            None => panic!("unexpected target layout: {}", exe.display()),
+        };
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "blindfold-relay",
+                "--bin",
+                "blindfold-relay",
+                "--profile",
+                profile,
+                "--target-dir",
+            ])
+            .arg(target_dir)
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build of blindfold-relay failed");
+        let bin = profile_dir.join("blindfold-relay");
+        assert!(bin.exists(), "no binary at {}", bin.display());
+        bin
+    })
+}
+
+/// A port nobody listens on right now (bound and released at once).
+fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    s.local_addr().expect("addr").port()
+}
+
+fn free_tcp_port() -> u16 {
+    let s = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    s.local_addr().expect("addr").port()
+}
+
+/// A running relay; killed (if still running) and its directory removed when dropped.
+struct Relay {
+    child: Child,
+    dir: PathBuf,
+    control: PathBuf,
+    udp: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Relay {
+    fn start(workers: usize) -> Relay {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bf-relay-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let control = dir.join("control.sock");
+        let udp: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
+        let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
+        let log = std::fs::File::create(dir.join("relay.log")).expect("log file");
+        let child = Command::new(relay_binary())
+            .arg("--listen")
+            .arg(udp.to_string())
+            .arg("--workers")
+            .arg(workers.to_string())
+            .arg("--control-socket")
+            .arg(&control)
+            .arg("--metrics")
+            .arg(metrics.to_string())
+            .args([
+                "--log-level",
+                "debug",
+                "--recv-buffer",
+                "0",
+                "--send-buffer",
+                "0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting blindfold-relay");
+        let relay = Relay {
+            child,
+            dir,
+            control,
+            udp,
+            metrics,
+        };
+        // Not a probe connection: the relay serves one client at a time.
+        relay.wait_until(Duration::from_secs(10), "the control socket", || {
+            relay.control.exists()
+        });
+        relay
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default()
+    }
+
+    fn wait_until(&self, limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; relay log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET /metrics`, as text.
+    fn scrape(&self) -> String {
+        let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2))
+            .expect("connect to /metrics");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read /metrics");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        text
+    }
+
+    /// The value of an unlabelled metric.
+    fn metric(&self, name: &str) -> u64 {
+        let text = self.scrape();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    }
+
+    fn sigterm(&self) {
+        // SAFETY: sending a signal to our own child process by its pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("relay log:\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ----- the control socket, as signaling speaks it -------------------------------------
+
+struct Control {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+    next_id: u64,
+    /// Notifications seen while waiting for responses.
+    notes: Vec<NotificationBody>,
+    /// Messages decoded but not yet returned.
+    pending: VecDeque<Message>,
+    relay: RelayInfo,
+}
+
+impl Control {
+    /// Connects, exchanges hellos, returns the relay's announcement too.
+    fn connect(relay: &Relay) -> Control {
+        let stream = UnixStream::connect(&relay.control).expect("connect control socket");
+        let mut c = Control {
+            stream,
+            decoder: FrameDecoder::new(),
+            next_id: 1,
+            notes: Vec::new(),
+            pending: VecDeque::new(),
+            relay: RelayInfo {
+                dtls_fingerprint: blindfold_relay::dtls::Fingerprint([0; 32]),
+                candidates: Vec::new(),
+            },
+        };
+        c.send(&Message::Hello(Hello::signaling("relay-process-test")));
+        match c.recv(Duration::from_secs(5)) {
+            Some(Message::Hello(Hello {
+                role: HelloRole::Relay(info),
+                ..
+            })) => c.relay = info,
+            other => panic!("expected the relay's hello, got {other:?}"),
+        }
+        c
+    }
+
+    fn send(&mut self, msg: &Message) {
+        let mut out = Vec::new();
+        control::encode(msg, &mut out).expect("encode");
+        self.send_raw(&out);
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write control socket");
+    }
+
+    /// The next message, or `None` when the relay closed the connection. Panics after
+    /// `limit`.
+    fn recv(&mut self, limit: Duration) -> Option<Message> {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Some(m);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no message from the relay in {limit:?}");
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => {
+                    let mut rest = &buf[..n];
+                    loop {
+                        let used = self.decoder.push(rest);
+                        rest = &rest[used..];
+                        while let Some(frame) = self.decoder.next_frame().expect("relay framing") {
+                            let msg = control::decode(&frame).expect("relay message");
+                            self.pending.push_back(msg);
+                        }
+                        if rest.is_empty() {
+                            break;
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("reading the control socket: {e}"),
+            }
+        }
+    }
+
+    fn request(&mut self, body: RequestBody) -> Result<ResponseBody, control::ErrorReply> {
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        self.send(&Message::Request(Request { id, body }));
+        loop {
+            match self.recv(Duration::from_secs(5)) {
+                Some(Message::Response(Response { id: got, result })) if got == id => {
+                    return result;
+                }
+                Some(Message::Notification(n)) => self.notes.push(n),
+                other => panic!("expected the response to {id:?}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Waits until `n` `session_connected` notifications were seen in total.
+    fn await_connected(&mut self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.connected_notes() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "notifications so far: {:?}", self.notes);
+            match self.recv(left) {
+                Some(Message::Notification(note)) => self.notes.push(note),
+                other => panic!("expected a notification, got {other:?}"),
+            }
+        }
+    }
+
+    fn connected_notes(&self) -> usize {
+        self.notes
+            .iter()
+            .filter(|n| matches!(n, NotificationBody::SessionConnected { .. }))
+            .count()
+    }
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Generations as signaling stamps them: one counter, always moving forward.
+fn generation() -> Generation {
+    static G: AtomicUsize = AtomicUsize::new(1000);
+    Generation(G.fetch_add(1, Ordering::Relaxed) as u64)
+}
+
+// ----- participants over real UDP ------------------------------------------------------
+
+struct Shared {
+    client_dtls: DtlsClientConfig,
+    client_cert: DtlsCert,
+}
+
+fn shared() -> &'static Shared {
+    static S: OnceLock<Shared> = OnceLock::new();
+    S.get_or_init(|| Shared {
+        client_dtls: DtlsClientConfig::new(DtlsSettings::default()).expect("client dtls"),
+        client_cert: DtlsCert::generate().expect("client cert"),
+    })
+}
+
+/// One participant: the library instance on its own UDP socket.
+struct Peer {
+    p: Participant,
+    sock: UdpSocket,
+    spec: SessionSpec,
+    key: Vec<u8>,
+    events: Vec<PEvent>,
+}
+
+impl Peer {
+    fn new(idx: usize, name: &str, relay: &RelayInfo) -> Peer {
+        let base = 0x1000 * (idx as u32 + 1);
+        let ssrcs = OwnSsrcs {
+            audio: Ssrc(base + 1),
+            thumbnail: Ssrc(base + 2),
+            full: Ssrc(base + 3),
+        };
+        let relay_ice = IceCredentials {
+            ufrag: format!("relay{name}"),
+            pwd: format!("relaypwd{name}0123456789abcdef"),
+        };
+        let local_ice = IceCredentials {
+            ufrag: format!("peer{name}"),
+            pwd: format!("peerpwd{name}0123456789abcdef"),
+        };
+        let s = shared();
+        let stream = |ssrc, kind, layer| StreamSpec { ssrc, kind, layer };
+        let spec = SessionSpec {
+            session_id: SessionId::new(format!("@{name}:example.org|DEV")).unwrap(),
+            conf_id: ConfId::new(CONF).unwrap(),
+            ice_ufrag: IceUfrag::new(relay_ice.ufrag.clone()).unwrap(),
+            ice_pwd: IcePwd::new(relay_ice.pwd.clone()).unwrap(),
+            remote_ufrag: IceUfrag::new(local_ice.ufrag.clone()).unwrap(),
+            dtls_fingerprint: s.client_cert.fingerprint(),
+            streams: vec![
+                stream(ssrcs.audio, StreamKind::Audio, Layer::None),
+                stream(ssrcs.thumbnail, StreamKind::Video, Layer::Thumbnail),
+                stream(ssrcs.full, StreamKind::Video, Layer::Full),
+            ],
+            extmap: ExtmapIds::default(),
+        };
+        let profile = SrtpProfile::AeadAes128Gcm;
+        let key: Vec<u8> = (0..profile.master_len())
+            .map(|i| (i as u8).wrapping_mul(31) ^ idx as u8)
+            .collect();
+        let mut cfg = ParticipantConfig::new(
+            local_ice,
+            relay_ice,
+            relay.candidates[0],
+            s.client_cert.clone(),
+            relay.dtls_fingerprint,
+            s.client_dtls.clone(),
+            ssrcs,
+            MasterKey::new(profile, &key).unwrap(),
+            idx as u64 + 1,
+        );
+        cfg.auto_feedback = false;
+        let p = Participant::new(cfg, Instant::now()).expect("participant");
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("participant socket");
+        sock.set_nonblocking(true).unwrap();
+        Peer {
+            p,
+            sock,
+            spec,
+            key,
+            events: Vec::new(),
+        }
+    }
+
+    /// Payloads decrypted from sender `idx`'s streams.
+    fn media_from(&self, idx: usize) -> Vec<&[u8]> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                PEvent::Media(m) if m.sender == SenderId(idx as u64) => Some(m.payload()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn send_audio(&mut self, payload: &[u8]) {
+        let ssrc = self.p.ssrcs().audio;
+        self.p
+            .send_rtp(
+                Instant::now(),
+                ssrc,
+                Pt(111),
+                false,
+                RtpTime(0),
+                &[],
+                payload,
+            )
+            .expect("send_rtp");
+    }
+}
+
+/// Moves datagrams between the participants and the relay over the real sockets, and
+/// runs their timers, until `done` holds. Panics after `limit`.
+fn drive(
+    peers: &mut [Peer],
+    relay: &Relay,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut(&[Peer]) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 2048];
+    loop {
+        let now = Instant::now();
+        for peer in peers.iter_mut() {
+            loop {
+                match peer.sock.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        let _ = peer.p.handle_datagram(now, from, &mut buf[..n]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // An ICMP error from an earlier send: nothing to receive.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => panic!("participant recv: {e}"),
+                }
+            }
+            if peer.p.poll_timeout().is_some_and(|t| t <= now) {
+                peer.p.handle_timeout(now);
+            }
+            while let Some(t) = peer.p.poll_transmit() {
+                let _ = peer.sock.send_to(&t.bytes, t.dest);
+            }
+            while let Some(e) = peer.p.poll_event() {
+                peer.events.push(e);
+            }
+        }
+        if done(peers) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {what}; relay log:\n{}",
+            relay.log()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Every participant installs every other one's key, as their key events in the
+/// encrypted room would have them do (`Sim::share_keys` in this crate does the same).
+fn share_keys(peers: &mut [Peer]) {
+    let keys: Vec<(OwnSsrcs, Vec<u8>)> =
+        peers.iter().map(|m| (m.p.ssrcs(), m.key.clone())).collect();
+    for (i, m) in peers.iter_mut().enumerate() {
+        for (j, (ssrcs, key)) in keys.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let streams = [
+                RemoteStream {
+                    ssrc: ssrcs.audio,
+                    kind: MediaKind::Audio,
+                },
+                RemoteStream {
+                    ssrc: ssrcs.thumbnail,
+                    kind: MediaKind::Video,
+                },
+                RemoteStream {
+                    ssrc: ssrcs.full,
+                    kind: MediaKind::Video,
+                },
+            ];
+            m.p.install_remote_keys(
+                SenderId(j as u64),
+                &streams,
+                SrtpProfile::AeadAes128Gcm,
+                &[(KeyIndex(0), key.as_slice())],
+            )
+            .expect("install keys");
+        }
+    }
+}
+
+/// Signaling sets up a conference with these participants; they connect over UDP.
+fn call(relay: &Relay, control: &mut Control, names: &[&str]) -> Vec<Peer> {
+    assert_eq!(control.relay.candidates, vec![relay.udp]);
+    let conf = ConferenceSpec {
+        conf_id: ConfId::new(CONF).unwrap(),
+    };
+    assert_eq!(
+        control.request(RequestBody::UpsertConference {
+            generation: generation(),
+            conference: conf,
+        }),
+        Ok(ResponseBody::Ok)
+    );
+    let info = control.relay.clone();
+    let mut peers: Vec<Peer> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Peer::new(i, n, &info))
+        .collect();
+    for p in &peers {
+        assert_eq!(
+            control.request(RequestBody::UpsertSession {
+                generation: generation(),
+                session: p.spec.clone(),
+            }),
+            Ok(ResponseBody::Ok)
+        );
+    }
+    drive(
+        &mut peers,
+        relay,
+        Duration::from_secs(15),
+        "participants connected",
+        |ps| ps.iter().all(|p| p.p.is_connected()),
+    );
+    control.await_connected(names.len());
+    share_keys(&mut peers);
+    peers
+}
+
+/// Every participant sends audio saying `round`; waits until each decrypted every
+/// other one's (re-sending while waiting: a packet that raced a worker's fan-out
+/// update may be dropped by design).
+fn exchange(peers: &mut [Peer], relay: &Relay, round: &str) {
+    let n = peers.len();
+    let payload = |i: usize| format!("{round} from {i}").into_bytes();
+    let all_got = |ps: &[Peer]| {
+        (0..n).all(|r| {
+            (0..n)
+                .filter(|&s| s != r)
+                .all(|s| ps[r].media_from(s).contains(&payload(s).as_slice()))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, p) in peers.iter_mut().enumerate() {
+            p.send_audio(&payload(i));
+        }
+        let mut got = false;
+        let limit = Duration::from_millis(300);
+        let until = Instant::now() + limit;
+        drive(peers, relay, limit + Duration::from_secs(1), round, |ps| {
+            got = all_got(ps);
+            got || Instant::now() >= until
+        });
+        if got {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "round {round}: not every participant decrypted every other's audio; relay log:\n{}",
+            relay.log()
+        );
+    }
+    for (i, p) in peers.iter().enumerate() {
+        assert!(p.media_from(i).is_empty(), "nobody gets their own media");
+    }
+}
+
+// ----- tests ---------------------------------------------------------------------------
+
+#[test]
+fn three_participants_exchange_media_through_the_relay_process() {
+    let relay = Relay::start(2);
+    let mut control = Control::connect(&relay);
+    let mut peers = call(&relay, &mut control, &["alice", "bob", "carol"]);
+    exchange(&mut peers, &relay, "hello");
+
+    // The workers publish their counters every 100 ms.
+    relay.wait_until(Duration::from_secs(5), "metrics to move", || {
+        relay.metric("blindfold_dtls_handshakes_total") == 3
+            && relay.metric("blindfold_packets_received_total") > 0
+            && relay.metric("blindfold_packets_sent_total") > 0
+    });
+    let text = relay.scrape();
+    assert!(
+        text.contains("blindfold_sessions{state=\"connected\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("blindfold_sessions{state=\"configured\"} 3"),
+        "{text}"
+    );
+    match control.request(RequestBody::GetStats) {
+        Ok(ResponseBody::Stats(s)) => {
+            assert_eq!((s.conferences, s.sessions, s.connected_sessions), (1, 3, 3));
+            assert!(s.rx_packets > 0 && s.tx_packets > 0, "{s:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn media_keeps_flowing_across_a_control_reconnect_and_snapshot() {
+    let relay = Relay::start(2);
+    let mut control = Control::connect(&relay);
+    let mut peers = call(&relay, &mut control, &["alice", "bob", "carol"]);
+    exchange(&mut peers, &relay, "before");
+    relay.wait_until(Duration::from_secs(5), "three handshakes counted", || {
+        relay.metric("blindfold_dtls_handshakes_total") == 3
+    });
+
+    // Signaling goes away: the sessions keep running.
+    drop(control);
+    exchange(&mut peers, &relay, "while away");
+
+    // It comes back and, as the protocol says, first sends the whole desired state.
+    let mut control = Control::connect(&relay);
+    let snapshot = Snapshot {
+        generation: generation(),
+        conferences: vec![ConferenceSpec {
+            conf_id: ConfId::new(CONF).unwrap(),
+        }],
+        sessions: peers.iter().map(|p| p.spec.clone()).collect(),
+        subscriptions: Vec::new(),
+    };
+    assert_eq!(
+        control.request(RequestBody::Snapshot(snapshot)),
+        Ok(ResponseBody::Ok)
+    );
+    // The relay re-announces who is connected.
+    control.await_connected(peers.len());
+    exchange(&mut peers, &relay, "after");
+    assert!(
+        !control
+            .notes
+            .iter()
+            .any(|n| matches!(n, NotificationBody::SessionClosed { .. })),
+        "no session was disturbed: {:?}",
+        control.notes
+    );
+    // Counters are published every 100 ms: give a re-handshake time to show.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        relay.metric("blindfold_dtls_handshakes_total"),
+        3,
+        "no session re-handshook"
+    );
+}
+
+#[test]
+fn control_socket_survives_garbage_and_oversized_frames() {
+    let relay = Relay::start(1);
+
+    // Not JSON: goodbye `malformed`, then closed.
+    let mut c = Control::connect(&relay);
+    c.send_raw(&frame(b"this is not json"));
+    match c.recv(Duration::from_secs(5)) {
+        Some(Message::Goodbye(g)) => assert_eq!(g.code, ErrorCode::Malformed),
+        other => panic!("expected goodbye, got {other:?}"),
+    }
+    assert!(c.recv(Duration::from_secs(5)).is_none(), "closed");
+
+    // A request with a readable id but bad params, an unknown method, a rule the
+    // registry refuses: error responses, and the connection stays.
+    let mut c = Control::connect(&relay);
+    c.send_raw(&frame(
+        br#"{"type":"request","id":77,"method":"upsert_session","params":{}}"#,
+    ));
+    match c.recv(Duration::from_secs(5)) {
+        Some(Message::Response(r)) => {
+            assert_eq!(r.id, RequestId(77));
+            assert_eq!(r.result.unwrap_err().code, ErrorCode::BadRequest);
+        }
+        other => panic!("expected an error response, got {other:?}"),
+    }
+    c.send_raw(&frame(
+        br#"{"type":"request","id":78,"method":"reboot","params":{}}"#,
+    ));
+    match c.recv(Duration::from_secs(5)) {
+        Some(Message::Response(r)) => {
+            assert_eq!(r.result.unwrap_err().code, ErrorCode::UnknownMethod)
+        }
+        other => panic!("expected an error response, got {other:?}"),
+    }
+    let orphan = Peer::new(0, "orphan", &c.relay.clone()).spec;
+    let refused = c.request(RequestBody::UpsertSession {
+        generation: generation(),
+        session: orphan,
+    });
+    assert_eq!(refused.unwrap_err().code, ErrorCode::NotFound);
+    assert!(matches!(
+        c.request(RequestBody::GetStats),
+        Ok(ResponseBody::Stats(_))
+    ));
+
+    // While it is connected, a second client is turned away.
+    let mut second = UnixStream::connect(&relay.control).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    second.read_to_end(&mut bytes).expect("read until closed");
+    let mut dec = FrameDecoder::new();
+    assert_eq!(dec.push(&bytes), bytes.len());
+    let bye = control::decode(&dec.next_frame().unwrap().expect("a goodbye")).unwrap();
+    assert!(matches!(bye, Message::Goodbye(_)), "{bye:?}");
+    drop(c);
+
+    // An absurd length prefix: goodbye `bad_frame`, then closed.
+    let mut c = Control::connect(&relay);
+    c.send_raw(&u32::MAX.to_be_bytes());
+    match c.recv(Duration::from_secs(5)) {
+        Some(Message::Goodbye(g)) => assert_eq!(g.code, ErrorCode::BadFrame),
+        other => panic!("expected goodbye, got {other:?}"),
+    }
+    assert!(c.recv(Duration::from_secs(5)).is_none(), "closed");
+
+    // No hello first: a protocol violation.
+    let mut raw = UnixStream::connect(&relay.control).unwrap();
+    let mut out = Vec::new();
+    control::encode(
+        &Message::Request(Request {
+            id: RequestId(1),
+            body: RequestBody::GetStats,
+        }),
+        &mut out,
+    )
+    .unwrap();
+    raw.write_all(&out).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut bytes = Vec::new();
+    raw.read_to_end(&mut bytes).expect("read until closed");
+    let mut dec = FrameDecoder::new();
+    let mut msgs = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let used = dec.push(rest);
+        rest = &rest[used..];
+        while let Some(f) = dec.next_frame().unwrap() {
+            msgs.push(control::decode(&f).unwrap());
+        }
+    }
+    assert!(matches!(msgs.first(), Some(Message::Hello(_))), "{msgs:?}");
+    assert!(
+        matches!(msgs.last(), Some(Message::Goodbye(g)) if g.code == ErrorCode::ProtocolViolation),
+        "{msgs:?}"
+    );
+
+    // After all that, the relay still serves a well-behaved client.
+    let mut c = Control::connect(&relay);
+    assert!(matches!(
+        c.request(RequestBody::GetStats),
+        Ok(ResponseBody::Stats(_))
+    ));
+}
+
+#[test]
+fn sigterm_says_goodbye_and_exits_zero_quickly() {
+    let mut relay = Relay::start(2);
+    let mut control = Control::connect(&relay);
+    let mut peers = call(&relay, &mut control, &["alice", "bob"]);
+    exchange(&mut peers, &relay, "hello");
+    let started = Instant::now();
+    relay.sigterm();
+    match control.recv(Duration::from_secs(2)) {
+        Some(Message::Goodbye(g)) => assert_eq!(g.code, ErrorCode::Shutdown),
+        other => panic!("expected goodbye, got {other:?}"),
+    }
+    let status = relay
+        .wait_exit(Duration::from_secs(2))
+        .expect("exited within 2 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(!relay.control.exists(), "the control socket is removed");
+}
