@@ -206,7 +206,7 @@ fn run(config: &Config) -> Result<(), Fatal> {
     let metrics_server = match config.metrics {
         Some(addr) => {
             let m = Arc::clone(&metrics);
-            let server = MetricsServer::spawn(addr, move |out| m.render(out, false))
+            let server = MetricsServer::spawn(addr, move |out| m.render(out, true))
                 .map_err(fatal(format!("serving metrics on {addr}")))?;
             tracing::info!(addr = %server.local_addr(), "metrics on GET /metrics");
             Some(server)

@@ -183,12 +183,25 @@ impl Relay {
         text
     }
 
-    /// The value of an unlabelled metric.
-    fn metric(&self, name: &str) -> u64 {
+    /// A metric summed over its series (the relay labels them by worker). The selector
+    /// may name one label to match: `blindfold_sessions{state="connected"}`.
+    fn metric(&self, selector: &str) -> u64 {
+        let (name, label) = match selector.split_once('{') {
+            Some((name, label)) => (name, Some(label.trim_end_matches('}'))),
+            None => (selector, None),
+        };
         let text = self.scrape();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        let values: Vec<u64> = text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+                    && label.is_none_or(|label| l.contains(label))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        assert!(!values.is_empty(), "no {selector} in:\n{text}");
+        values.iter().sum()
     }
 
     fn sigterm(&self) {
@@ -645,15 +658,8 @@ fn three_participants_exchange_media_through_the_relay_process() {
             && relay.metric("blindfold_packets_received_total") > 0
             && relay.metric("blindfold_packets_sent_total") > 0
     });
-    let text = relay.scrape();
-    assert!(
-        text.contains("blindfold_sessions{state=\"connected\"} 3"),
-        "{text}"
-    );
-    assert!(
-        text.contains("blindfold_sessions{state=\"configured\"} 3"),
-        "{text}"
-    );
+    assert_eq!(relay.metric("blindfold_sessions{state=\"connected\"}"), 3);
+    assert_eq!(relay.metric("blindfold_sessions{state=\"configured\"}"), 3);
     match control.request(RequestBody::GetStats) {
         Ok(ResponseBody::Stats(s)) => {
             assert_eq!((s.conferences, s.sessions, s.connected_sessions), (1, 3, 3));
