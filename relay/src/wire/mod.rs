@@ -51,6 +51,7 @@ pub enum Kind {
 /// once the marker bit is masked, which RTP must not use when muxed. Datagrams shorter
 /// than the fixed header of their protocol (20 bytes STUN, 13 DTLS, 12 RTP, 8 RTCP)
 /// are [`Kind::Unknown`].
+#[inline]
 pub fn classify(datagram: &[u8]) -> Kind {
     let Some(&first) = datagram.first() else {
         return Kind::Unknown;
@@ -74,6 +75,7 @@ pub fn classify(datagram: &[u8]) -> Kind {
 }
 
 /// Sorts a datagram into a borrowed [`Datagram`] (see [`classify`] for the rules).
+#[inline]
 pub fn demux(datagram: &[u8]) -> Datagram<'_> {
     match classify(datagram) {
         Kind::Stun => Datagram::Stun(datagram),

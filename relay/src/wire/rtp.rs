@@ -167,6 +167,7 @@ impl<'a> RtpHeader<'a> {
     /// extension that does not fit. Padding is not checked here, because in SRTP the
     /// padding is encrypted; see [`RtpHeader::payload`]. Extension elements are not
     /// checked here either; [`RtpHeader::extensions`] reports malformed ones.
+    #[inline]
     pub fn parse(packet: &'a [u8]) -> Result<Self, RtpError> {
         let header_len = header_len(packet)?;
         Ok(RtpHeader {
@@ -176,61 +177,73 @@ impl<'a> RtpHeader<'a> {
     }
 
     /// The whole buffer this header was parsed from.
+    #[inline]
     pub fn packet(&self) -> &'a [u8] {
         self.buf
     }
 
     /// Length of the header: fixed part, CSRCs and extension.
+    #[inline]
     pub fn header_len(&self) -> usize {
         self.header_len
     }
 
     /// The P bit: the payload ends with padding (encrypted, in SRTP).
+    #[inline]
     pub fn padding(&self) -> bool {
         self.buf[0] & 0x20 != 0
     }
 
     /// The X bit: a header extension follows the CSRCs.
+    #[inline]
     pub fn has_extension(&self) -> bool {
         self.buf[0] & 0x10 != 0
     }
 
     /// Number of CSRCs.
+    #[inline]
     pub fn csrc_count(&self) -> usize {
         usize::from(self.buf[0] & 0x0f)
     }
 
     /// The marker bit.
+    #[inline]
     pub fn marker(&self) -> bool {
         self.buf[1] & 0x80 != 0
     }
 
     /// Payload type.
+    #[inline]
     pub fn payload_type(&self) -> Pt {
         Pt(self.buf[1] & 0x7f)
     }
 
     /// Sequence number as on the wire.
+    #[inline]
     pub fn seq(&self) -> WireSeq {
         WireSeq(u16::from_be_bytes([self.buf[2], self.buf[3]]))
     }
 
     /// Media timestamp.
+    #[inline]
     pub fn timestamp(&self) -> RtpTime {
         RtpTime(be32(self.buf, 4))
     }
 
     /// Synchronization source.
+    #[inline]
     pub fn ssrc(&self) -> Ssrc {
         Ssrc(be32(self.buf, 8))
     }
 
     /// The `i`th contributing source, if there is one.
+    #[inline]
     pub fn csrc(&self, i: usize) -> Option<Ssrc> {
         (i < self.csrc_count()).then(|| Ssrc(be32(self.buf, 12 + 4 * i)))
     }
 
     /// Everything after the header (for SRTP: ciphertext, then MKI and tag).
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[self.header_len..]
     }
@@ -242,6 +255,7 @@ impl<'a> RtpHeader<'a> {
     /// [`RtpError::PaddingCountZero`], and a count larger than the payload (or an empty
     /// payload) with [`RtpError::PaddingOverrun`]. Do not call this on SRTP before
     /// decryption: there the padding is encrypted and the payload ends with the tag.
+    #[inline]
     pub fn payload_without_padding(&self) -> Result<&'a [u8], RtpError> {
         let payload = self.payload();
         if !self.padding() {
@@ -391,6 +405,7 @@ impl FusedIterator for Extensions<'_> {}
 /// Length of the RTP header at the start of `packet` (fixed part, CSRCs, extension).
 ///
 /// The same checks as [`RtpHeader::parse`]; useful where only the length is needed.
+#[inline]
 pub fn header_len(packet: &[u8]) -> Result<usize, RtpError> {
     if packet.len() < RtpHeader::FIXED_LEN {
         return Err(RtpError::TooShort);
@@ -409,6 +424,7 @@ pub fn header_len(packet: &[u8]) -> Result<usize, RtpError> {
     Ok(len)
 }
 
+#[inline]
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
