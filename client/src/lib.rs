@@ -17,6 +17,13 @@
 //!   on a new video stream or a long gap, NACK for short gaps — and events for what
 //!   arrives (PLI/FIR, REMB, TMMBR, NACK, SR, report blocks).
 //!
+//! For tests, demos and load runs, [`source`] generates synthetic audio, thumbnail and
+//! full-resolution streams (realistic sizes, timing, audio levels, frame marking and
+//! keyframes) whose payloads carry a [`Probe`] inside the encryption, [`Driver`] sends
+//! them through a [`Participant`], and [`measure`]'s [`Receiver`] counts loss,
+//! duplicates, integrity failures and one-way latency from what another participant
+//! decrypted.
+//!
 //! It reuses the relay crate's wire formats (`blindfold_relay::wire`), SRTP
 //! (`blindfold_relay::srtp`) and DTLS types (`blindfold_relay::dtls`).
 //!
@@ -55,18 +62,24 @@
 mod dtls;
 mod error;
 mod ice;
+pub mod measure;
 mod media;
 mod participant;
 mod rng;
+pub mod source;
 
 pub use dtls::DtlsClientConfig;
 pub use error::{DropReason, FailReason, ParticipantError};
 pub use ice::{IceCredentials, IceSettings};
+pub use measure::{Receiver, Summary};
 pub use media::{MediaKind, RemoteStream, SenderId};
 pub use participant::{
     Event, MAX_DATAGRAM, MediaPacket, OwnSsrcs, Participant, ParticipantConfig, Stats, Transmit,
     srtp_profile,
 };
+pub use source::{Driver, MediaSource, Outgoing, Probe, SourceConfig, SourceKind, VideoLayer};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_media;
