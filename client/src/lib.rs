@@ -59,7 +59,6 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
-mod dtls;
 mod error;
 mod ice;
 pub mod measure;
@@ -68,7 +67,6 @@ mod participant;
 mod rng;
 pub mod source;
 
-pub use dtls::DtlsClientConfig;
 pub use error::{DropReason, FailReason, ParticipantError};
 pub use ice::{IceCredentials, IceSettings};
 pub use measure::{Receiver, Summary};

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use blindfold_relay::dtls::{DtlsCert, DtlsSrtpProfile, Fingerprint, SrtpKeyMaterial};
+use blindfold_relay::dtls::{
+    DtlsCert, DtlsConfig, DtlsEvent, DtlsSession, DtlsSrtpProfile, Fingerprint, SrtpKeyMaterial,
+};
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, SeqNo, Ssrc, WireSeq};
 use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpProfile};
 use blindfold_relay::wire::rtcp::{
@@ -14,7 +16,6 @@ use blindfold_relay::wire::rtcp::{
 use blindfold_relay::wire::rtp::{RtpFields, RtpHeader, write_header};
 use blindfold_relay::wire::{Datagram, demux};
 
-use crate::dtls::{DtlsClient, DtlsClientConfig, DtlsOutcome};
 use crate::ice::{IceAgent, IceCredentials, IceEvent, IceSettings};
 use crate::media::{MediaKind, RemoteStream, Remotes, SenderId};
 use crate::rng::Rng;
@@ -66,7 +67,7 @@ pub struct ParticipantConfig {
     /// The relay's certificate fingerprint from the answer.
     pub relay_fingerprint: Fingerprint,
     /// The shared dimpl client configuration.
-    pub dtls: DtlsClientConfig,
+    pub dtls: DtlsConfig,
     /// Our SSRCs.
     pub ssrcs: OwnSsrcs,
     /// Our end-to-end SRTP master key, installed as MKI key index 0; its profile is the
@@ -97,7 +98,7 @@ impl ParticipantConfig {
         relay_addr: SocketAddr,
         cert: DtlsCert,
         relay_fingerprint: Fingerprint,
-        dtls: DtlsClientConfig,
+        dtls: DtlsConfig,
         ssrcs: OwnSsrcs,
         master_key: MasterKey,
         rng_seed: u64,
@@ -336,7 +337,7 @@ pub struct Participant {
     rng: Rng,
     phase: Phase,
     ice: IceAgent,
-    dtls: Option<DtlsClient>,
+    dtls: Option<DtlsSession>,
     srtcp: Option<Srtcp>,
     outbound: SrtpContext,
     send: [SendStream; 3],
@@ -508,9 +509,8 @@ impl Participant {
                 let Some(dtls) = self.dtls.as_mut() else {
                     return Err(DropReason::DtlsNotStarted);
                 };
-                let mut out = Vec::new();
-                let r = dtls.handle_datagram(now, d, &mut out);
-                self.transmit.extend(out);
+                let r = dtls.handle_datagram(now, d);
+                self.drain_dtls_transmits();
                 match r {
                     // A fatal error surfaces as the Failed event from pump.
                     Err(e) if !e.is_fatal() => Err(DropReason::Dtls(e)),
@@ -690,9 +690,8 @@ impl Participant {
         }
         self.ice.handle_timeout(now, &mut self.rng);
         if let Some(dtls) = self.dtls.as_mut() {
-            let mut out = Vec::new();
-            dtls.handle_timeout(now, &mut out);
-            self.transmit.extend(out);
+            dtls.handle_timeout(now);
+            self.drain_dtls_transmits();
         }
         for s in &mut self.remotes.senders {
             if let Some(index) = s.handle_timeout(now) {
@@ -728,25 +727,33 @@ impl Participant {
                     self.events.push_back(Event::IceSelected);
                     if self.phase == Phase::Ice {
                         self.phase = Phase::Dtls;
-                        let mut out = Vec::new();
-                        self.dtls = Some(DtlsClient::new(
+                        self.dtls = Some(DtlsSession::client(
                             &self.config.dtls,
                             &self.config.cert,
                             self.config.relay_fingerprint,
                             now,
-                            &mut out,
                         ));
-                        self.transmit.extend(out);
+                        self.drain_dtls_transmits();
                     }
                 }
                 IceEvent::Failed(reason) => self.fail(reason),
             }
         }
-        let outcome = self.dtls.as_mut().and_then(DtlsClient::take_outcome);
-        match outcome {
-            Some(DtlsOutcome::Connected(keys)) => self.on_dtls_connected(now, &keys),
-            Some(DtlsOutcome::Failed(e)) => self.fail(FailReason::Dtls(e)),
-            None => {}
+        while let Some(ev) = self.dtls.as_mut().and_then(DtlsSession::poll_event) {
+            match ev {
+                DtlsEvent::Connected(keys) => self.on_dtls_connected(now, &keys),
+                DtlsEvent::Failed(e) => self.fail(FailReason::Dtls(e)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Queues what the DTLS session wrote (its slices are valid until the next call).
+    fn drain_dtls_transmits(&mut self) {
+        if let Some(dtls) = self.dtls.as_mut() {
+            while let Some(d) = dtls.poll_transmit() {
+                self.transmit.push_back(d.to_vec());
+            }
         }
     }
 
@@ -814,7 +821,7 @@ impl Participant {
         }
         [
             self.ice.poll_timeout(),
-            self.dtls.as_ref().and_then(DtlsClient::poll_timeout),
+            self.dtls.as_ref().and_then(DtlsSession::poll_timeout),
             self.next_report,
         ]
         .into_iter()
@@ -1094,11 +1101,10 @@ impl Participant {
         if self.phase == Phase::Failed {
             return;
         }
-        let mut out = Vec::new();
         if let Some(dtls) = self.dtls.as_mut() {
-            dtls.close(&mut out);
+            dtls.close();
         }
-        self.transmit.extend(out);
+        self.drain_dtls_transmits();
         self.phase = Phase::Failed;
         self.ice.close();
         self.dtls = None;

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use blindfold_relay::dtls::{
-    DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsServer, DtlsSettings, Fingerprint,
+    DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession, DtlsSettings, Fingerprint,
     SrtpKeyMaterial,
 };
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc, WireSeq};
@@ -36,9 +36,9 @@ fn server_config() -> &'static DtlsConfig {
     C.get_or_init(|| DtlsConfig::new(dtls_settings()).unwrap())
 }
 
-fn client_config() -> &'static DtlsClientConfig {
-    static C: OnceLock<DtlsClientConfig> = OnceLock::new();
-    C.get_or_init(|| DtlsClientConfig::new(dtls_settings()).unwrap())
+fn client_config() -> &'static DtlsConfig {
+    static C: OnceLock<DtlsConfig> = OnceLock::new();
+    C.get_or_init(|| DtlsConfig::new(dtls_settings()).unwrap())
 }
 
 fn relay_cert() -> &'static DtlsCert {
@@ -125,7 +125,7 @@ struct FakeRelay {
     addr: SocketAddr,
     participant_addr: SocketAddr,
     local_ufrag: String,
-    dtls: DtlsServer,
+    dtls: DtlsSession,
     keys: Option<SrtpKeyMaterial>,
     failed: Option<DtlsError>,
     nominated: bool,
@@ -137,7 +137,7 @@ impl FakeRelay {
             addr: at,
             participant_addr: addr(9),
             local_ufrag: p.local_ice.ufrag.clone(),
-            dtls: DtlsServer::new(server_config(), relay_cert(), p.cert.fingerprint(), now),
+            dtls: DtlsSession::server(server_config(), relay_cert(), p.cert.fingerprint(), now),
             keys: None,
             failed: None,
             nominated: false,

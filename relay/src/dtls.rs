@@ -1,5 +1,7 @@
-//! The relay's DTLS 1.2 server (RFC 6347) with DTLS-SRTP key export (RFC 5764), one per
-//! participant session, on the sans-IO [`dimpl`] state machine.
+//! DTLS 1.2 (RFC 6347) with DTLS-SRTP key export (RFC 5764) on the sans-IO [`dimpl`]
+//! state machine: the relay's server side of each participant session, and the same
+//! [`DtlsSession`] in the client role for the participant library, so both ends pin the
+//! peer's certificate fingerprint the same way.
 //!
 //! The keying material it exports keys the hop-by-hop SRTCP between the participant and
 //! the relay (see DESIGN.md, "The keying model"); end-to-end media keys never pass here.
@@ -8,12 +10,12 @@
 //!
 //! Build a [`DtlsConfig`] and load or generate the relay's [`DtlsCert`] once per process
 //! (building a config runs the crypto provider's self-tests), then hold one
-//! [`DtlsServer`] per session, created when signaling hands over the participant's SDP
+//! [`DtlsSession`] per session, created when signaling hands over the participant's SDP
 //! fingerprint:
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsEvent, DtlsServer, Fingerprint};
+//! use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsEvent, DtlsSession, Fingerprint};
 //!
 //! let config = DtlsConfig::new(Default::default()).unwrap();
 //! let cert = DtlsCert::generate().unwrap();
@@ -21,7 +23,7 @@
 //! let expected: Fingerprint = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:\
 //!                              AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89".parse().unwrap();
 //! let mut now = Instant::now();
-//! let mut server = DtlsServer::new(&config, &cert, expected, now);
+//! let mut server = DtlsSession::server(&config, &cert, expected, now);
 //!
 //! # let datagram: &[u8] = &[];
 //! // A datagram the RFC 7983 demux classed as DTLS, from the session's ICE-validated address:
@@ -80,7 +82,7 @@
 //! # Application data
 //!
 //! Application data (a future WebRTC data channel) is not surfaced yet: records that
-//! decrypt are dropped and counted ([`DtlsServer::app_data_dropped`]).
+//! decrypt are dropped and counted ([`DtlsSession::app_data_dropped`]).
 //!
 //! # Time and randomness
 //!
@@ -667,9 +669,8 @@ impl DtlsSrtpProfile {
         }
     }
 
-    /// The profile dimpl negotiated, if it is one of ours (`None` for any other). Shared
-    /// with the participant library, which drives dimpl as a client.
-    pub fn from_dimpl(p: dimpl::SrtpProfile) -> Option<Self> {
+    /// The profile dimpl negotiated, if it is one of ours (`None` for any other).
+    pub(crate) fn from_dimpl(p: dimpl::SrtpProfile) -> Option<Self> {
         match p {
             dimpl::SrtpProfile::AEAD_AES_256_GCM => Some(Self::AeadAes256Gcm),
             dimpl::SrtpProfile::AEAD_AES_128_GCM => Some(Self::AeadAes128Gcm),
@@ -856,7 +857,7 @@ impl DtlsConfig {
 // Server
 // ---------------------------------------------------------------------------------------
 
-/// What a [`DtlsServer`] reports, from [`DtlsServer::poll_event`].
+/// What a [`DtlsSession`] reports, from [`DtlsSession::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DtlsEvent {
@@ -869,6 +870,15 @@ pub enum DtlsEvent {
     Failed(DtlsError),
 }
 
+/// Which side of the DTLS handshake a [`DtlsSession`] plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtlsRole {
+    /// The relay: answers ClientHellos, with the cookie exchange.
+    Server,
+    /// A participant: sends the ClientHello.
+    Client,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Handshaking,
@@ -876,12 +886,15 @@ enum State {
     Failed,
 }
 
-/// The relay's DTLS 1.2 server for one session. See the [module docs](self) for how to
-/// drive it and what it enforces.
+/// One DTLS 1.2 session: the relay's server side of a participant's call
+/// ([`DtlsSession::server`]), or a participant's client side ([`DtlsSession::client`]).
+/// Either way the peer's certificate must hash to the fingerprint from the SDP before
+/// anything that follows it — our next flight, the keys — comes out. See the
+/// [module docs](self) for how to drive it.
 ///
 /// Methods: `handle_datagram` / `handle_timeout` feed it; then drain `poll_transmit`,
 /// `poll_event`, and read `poll_timeout`.
-pub struct DtlsServer {
+pub struct DtlsSession {
     /// `None` once the session failed: dropping dimpl's state is what guarantees that
     /// nothing more (no Finished, no keys) comes out of it.
     dtls: Option<dimpl::Dtls>,
@@ -889,8 +902,10 @@ pub struct DtlsServer {
     state: State,
     peer_verified: bool,
     dimpl_connected: bool,
-    /// Whether our ServerHello has been queued: until then only ClientHello is useful.
-    server_hello_sent: bool,
+    /// Server role, until our ServerHello is queued: only a ClientHello is useful then,
+    /// and anything else is dropped before it can fill dimpl's receive queue.
+    only_client_hello: bool,
+    role: DtlsRole,
     keys: Option<SrtpKeyMaterial>,
     last_now: Instant,
     timeout: Option<Instant>,
@@ -902,9 +917,9 @@ pub struct DtlsServer {
     app_data_dropped: u64,
 }
 
-impl fmt::Debug for DtlsServer {
+impl fmt::Debug for DtlsSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DtlsServer")
+        f.debug_struct("DtlsSession")
             .field("expected", &self.expected)
             .field("state", &self.state)
             .field("timeout", &self.timeout)
@@ -912,24 +927,62 @@ impl fmt::Debug for DtlsServer {
     }
 }
 
-impl DtlsServer {
-    /// A server for one session, waiting for the client's ClientHello. The client's
-    /// certificate must hash to `expected_client_fingerprint` (from the SDP).
-    pub fn new(
+impl DtlsSession {
+    /// The relay's side of a session, waiting for the client's ClientHello. The
+    /// client's certificate must hash to `expected_client_fingerprint` (from the SDP).
+    pub fn server(
         config: &DtlsConfig,
         cert: &DtlsCert,
         expected_client_fingerprint: Fingerprint,
         now: Instant,
     ) -> Self {
+        Self::start(
+            config,
+            cert,
+            expected_client_fingerprint,
+            DtlsRole::Server,
+            now,
+        )
+    }
+
+    /// A participant's side: sends its ClientHello at once (drain
+    /// [`poll_transmit`](Self::poll_transmit)). The relay's certificate must hash to
+    /// `expected_server_fingerprint` (from the SDP answer).
+    pub fn client(
+        config: &DtlsConfig,
+        cert: &DtlsCert,
+        expected_server_fingerprint: Fingerprint,
+        now: Instant,
+    ) -> Self {
+        Self::start(
+            config,
+            cert,
+            expected_server_fingerprint,
+            DtlsRole::Client,
+            now,
+        )
+    }
+
+    fn start(
+        config: &DtlsConfig,
+        cert: &DtlsCert,
+        expected: Fingerprint,
+        role: DtlsRole,
+        now: Instant,
+    ) -> Self {
         // Cannot panic on the key: DtlsCert loaded it with the same provider.
-        let dtls = dimpl::Dtls::new_12(config.inner.clone(), cert.inner.clone(), now);
-        let mut s = DtlsServer {
+        let mut dtls = dimpl::Dtls::new_12(config.inner.clone(), cert.inner.clone(), now);
+        if role == DtlsRole::Client {
+            dtls.set_active(true);
+        }
+        let mut s = DtlsSession {
             dtls: Some(dtls),
-            expected: expected_client_fingerprint,
+            expected,
             state: State::Handshaking,
             peer_verified: false,
             dimpl_connected: false,
-            server_hello_sent: false,
+            only_client_hello: role == DtlsRole::Server,
+            role,
             keys: None,
             last_now: now,
             timeout: None,
@@ -942,6 +995,11 @@ impl DtlsServer {
         };
         s.handle_timeout(now);
         s
+    }
+
+    /// Which side of the handshake this is.
+    pub fn role(&self) -> DtlsRole {
+        self.role
     }
 
     /// Feeds one datagram that the RFC 7983 demux classed as DTLS.
@@ -958,7 +1016,7 @@ impl DtlsServer {
             return Err(DtlsError::Inactive);
         }
         check_framing(datagram)?;
-        if !self.server_hello_sent && !only_client_hello(datagram) {
+        if self.only_client_hello && !only_client_hello(datagram) {
             return Err(DtlsError::NotClientHello);
         }
         let now = self.advance(now);
@@ -1088,8 +1146,8 @@ impl DtlsServer {
             };
             match dtls.poll_output(&mut self.poll_buf) {
                 dimpl::Output::Packet(p) => {
-                    if !self.server_hello_sent {
-                        self.server_hello_sent = has_server_hello(p);
+                    if self.only_client_hello && has_server_hello(p) {
+                        self.only_client_hello = false;
                     }
                     let mut buf = self.free.pop().unwrap_or_default();
                     buf.clear();
@@ -1117,7 +1175,10 @@ impl DtlsServer {
                 dimpl::Output::Connected => self.dimpl_connected = true,
                 dimpl::Output::KeyingMaterial(km, profile) => {
                     if !self.peer_verified {
-                        self.fail(DtlsError::NoClientCertificate);
+                        self.fail(match self.role {
+                            DtlsRole::Server => DtlsError::NoClientCertificate,
+                            DtlsRole::Client => DtlsError::Handshake(HandshakeFailure::Certificate),
+                        });
                         return;
                     }
                     let Some(profile) = DtlsSrtpProfile::from_dimpl(profile) else {
@@ -1158,9 +1219,8 @@ impl DtlsServer {
 /// Walks the DTLS records in a datagram (RFC 6347 §4.1) and rejects bad framing: an
 /// empty datagram, a truncated record header or body, a record longer than 2^14 + 2048,
 /// an unknown content type or a record version other than 0xfeff/0xfefd (all non-fatal
-/// [`DtlsError`]s). Shared with the participant library, which checks what it feeds its
-/// dimpl client the same way.
-pub fn check_framing(datagram: &[u8]) -> Result<(), DtlsError> {
+/// [`DtlsError`]s).
+pub(crate) fn check_framing(datagram: &[u8]) -> Result<(), DtlsError> {
     if datagram.is_empty() {
         return Err(DtlsError::Empty);
     }
@@ -1242,7 +1302,7 @@ pub fn fuzz_one(data: &[u8]) {
         )
     });
     let mut now = *t0;
-    let mut server = DtlsServer::new(config, cert, Fingerprint([0x5a; 32]), now);
+    let mut server = DtlsSession::server(config, cert, Fingerprint([0x5a; 32]), now);
     let mut rest = data;
     while let Some((&n, tail)) = rest.split_first() {
         if n == 0 {

@@ -31,8 +31,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use blindfold_client::{
-    DtlsClientConfig, Event as PEvent, IceCredentials, MediaKind, MediaPacket, OwnSsrcs,
-    Participant, ParticipantConfig, RemoteStream, SenderId,
+    Event as PEvent, IceCredentials, MediaKind, MediaPacket, OwnSsrcs, Participant,
+    ParticipantConfig, RemoteStream, SenderId,
 };
 use blindfold_relay::control::{
     ConfId, ExtmapIds, FullSet, IcePwd, IceUfrag, Layer, NotificationBody, SessionId, SessionSpec,
@@ -55,7 +55,7 @@ const STEP: Duration = Duration::from_millis(5);
 struct Shared {
     relay_cert: Arc<DtlsCert>,
     relay_dtls: Arc<DtlsConfig>,
-    client_dtls: DtlsClientConfig,
+    client_dtls: DtlsConfig,
     client_cert: DtlsCert,
 }
 
@@ -67,7 +67,7 @@ fn shared() -> &'static Shared {
         Shared {
             relay_cert: Arc::new(DtlsCert::generate().expect("relay cert")),
             relay_dtls: Arc::new(DtlsConfig::new(settings).expect("relay dtls")),
-            client_dtls: DtlsClientConfig::new(settings).expect("client dtls"),
+            client_dtls: DtlsConfig::new(settings).expect("client dtls"),
             client_cert: DtlsCert::generate().expect("client cert"),
         }
     })

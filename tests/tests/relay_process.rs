@@ -31,15 +31,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use blindfold_client::{
-    DtlsClientConfig, Event as PEvent, IceCredentials, MediaKind, OwnSsrcs, Participant,
-    ParticipantConfig, RemoteStream, SenderId,
+    Event as PEvent, IceCredentials, MediaKind, OwnSsrcs, Participant, ParticipantConfig,
+    RemoteStream, SenderId,
 };
 use blindfold_relay::control::{
     self, ConfId, ConferenceSpec, ErrorCode, ExtmapIds, FrameDecoder, Generation, Hello, HelloRole,
     IcePwd, IceUfrag, Layer, Message, NotificationBody, RelayInfo, Request, RequestBody, RequestId,
     Response, ResponseBody, SessionId, SessionSpec, Snapshot, StreamKind, StreamSpec,
 };
-use blindfold_relay::dtls::{DtlsCert, DtlsSettings};
+use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::id::{KeyIndex, Pt, RtpTime, Ssrc};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 
@@ -374,14 +374,14 @@ fn generation() -> Generation {
 // ----- participants over real UDP ------------------------------------------------------
 
 struct Shared {
-    client_dtls: DtlsClientConfig,
+    client_dtls: DtlsConfig,
     client_cert: DtlsCert,
 }
 
 fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| Shared {
-        client_dtls: DtlsClientConfig::new(DtlsSettings::default()).expect("client dtls"),
+        client_dtls: DtlsConfig::new(DtlsSettings::default()).expect("client dtls"),
         client_cert: DtlsCert::generate().expect("client cert"),
     })
 }

@@ -77,7 +77,7 @@ type DropFn = Box<dyn FnMut(Dir, usize, &[u8]) -> bool>;
 /// A dimpl client and our server, wired back to back.
 struct Pair {
     now: Instant,
-    server: DtlsServer,
+    server: DtlsSession,
     client: dimpl::Dtls,
     client_timeout: Option<Instant>,
     client_connected: bool,
@@ -98,7 +98,7 @@ impl Pair {
     fn new(expected: Fingerprint) -> (Self, DtlsCert) {
         let client_cert = DtlsCert::generate().unwrap();
         let now = Instant::now();
-        let server = DtlsServer::new(config(), relay_cert(), expected, now);
+        let server = DtlsSession::server(config(), relay_cert(), expected, now);
         let client_cfg = Arc::new(dimpl::Config::default());
         let mut client = dimpl::Dtls::new_12(client_cfg, client_cert.inner.clone(), now);
         client.set_active(true);
@@ -125,7 +125,7 @@ impl Pair {
         // The client cert is generated in `new`, so build once to learn it, then swap
         // the server for one expecting it.
         let (mut p, cc) = Pair::new(Fingerprint([0; 32]));
-        p.server = DtlsServer::new(config(), relay_cert(), cc.fingerprint(), p.now);
+        p.server = DtlsSession::server(config(), relay_cert(), cc.fingerprint(), p.now);
         p
     }
 
@@ -315,7 +315,7 @@ fn fingerprint_mismatch_fails_and_releases_nothing() {
 #[test]
 fn lost_server_flight_is_retransmitted() {
     let (mut p, cc) = Pair::new(Fingerprint([0; 32]));
-    p.server = DtlsServer::new(config(), relay_cert(), cc.fingerprint(), p.now);
+    p.server = DtlsSession::server(config(), relay_cert(), cc.fingerprint(), p.now);
     let start = p.now;
     // Drop the first datagram of the ServerHello flight.
     let mut dropped = false;
@@ -651,7 +651,7 @@ impl io::Write for MemIo {
 }
 
 struct OsslResult {
-    server: DtlsServer,
+    server: DtlsSession,
     events: Vec<DtlsEvent>,
     client_export: Option<Vec<u8>>,
     client_profile: Option<String>,
@@ -682,7 +682,7 @@ fn ossl_handshake(profiles: &str, expect_match: bool) -> OsslResult {
     } else {
         Fingerprint([1; 32])
     };
-    let mut server = DtlsServer::new(config(), relay_cert(), expected, now);
+    let mut server = DtlsSession::server(config(), relay_cert(), expected, now);
     let mut events = Vec::new();
 
     let mut hs = match ssl.connect(MemIo::default()) {

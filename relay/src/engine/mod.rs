@@ -49,7 +49,7 @@ use crate::control::{
     ConfId, EndReason, FullSet, Layer, NotificationBody, SessionId, SessionSpec, StreamSpec,
     SubscriptionSpec,
 };
-use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsServer};
+use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession};
 use crate::ice::{self, IceLite, IceLiteConfig, IceOutcome};
 use crate::id::Ssrc;
 use crate::srtp::{SrtpContext, SrtpProfile};
@@ -310,7 +310,7 @@ enum Home {
 
 /// State of a session homed on this shard.
 struct Local {
-    dtls: DtlsServer,
+    dtls: DtlsSession,
     srtcp_in: Option<SrtpContext>,
     srtcp_out: Option<SrtpContext>,
     failed: bool,
@@ -654,7 +654,7 @@ impl Engine {
         // A valid check: this shard takes the session if nobody has.
         if let Home::Unclaimed = s.home {
             let dtls =
-                DtlsServer::new(&self.cfg.dtls, &self.cfg.cert, s.spec.dtls_fingerprint, now);
+                DtlsSession::server(&self.cfg.dtls, &self.cfg.cert, s.spec.dtls_fingerprint, now);
             s.home = Home::Here(Box::new(Local {
                 dtls,
                 srtcp_in: None,
