@@ -550,6 +550,7 @@ fn run(args: &Args) -> Result<Report, String> {
     load.next_timers = start;
     let relay_before = args.relay_pid.map(proc_cpu_ticks).transpose()?;
     let own_before = own_cpu_secs();
+    let udp_before = udp_buffer_errors();
     let end = start + Duration::from_secs_f64(args.duration);
     let mut tick = start + Duration::from_secs(1);
     let (mut last_sent, mut last_in, mut last_at) = (0u64, 0u64, start);
@@ -585,6 +586,10 @@ fn run(args: &Args) -> Result<Report, String> {
     let own_cpu = own_cpu_secs() - own_before;
     load.driving = false;
     load.run_until(Instant::now() + DRAIN)?;
+    let udp_errors = match (udp_before, udp_buffer_errors()) {
+        (Some((r0, s0)), Some((r1, s1))) => Some((r1.saturating_sub(r0), s1.saturating_sub(s0))),
+        _ => None,
+    };
 
     // Leave the relay as we found it.
     for conf_id in conf_ids {
@@ -599,6 +604,7 @@ fn run(args: &Args) -> Result<Report, String> {
         connect_secs,
         relay_cpu,
         own_cpu,
+        udp_errors,
     ))
 }
 
@@ -688,6 +694,20 @@ fn proc_cpu_ticks(pid: u32) -> Result<u64, String> {
     Ok(num(11)? + num(12)?)
 }
 
+/// The host's UDP `RcvbufErrors` and `SndbufErrors` from /proc/net/snmp (datagrams the
+/// kernel dropped for full socket buffers, every process's); `None` if unreadable.
+fn udp_buffer_errors() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut rows = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = rows.next()?.split_whitespace().collect();
+    let values: Vec<&str> = rows.next()?.split_whitespace().collect();
+    let get = |name: &str| -> Option<u64> {
+        let i = names.iter().position(|n| *n == name)?;
+        values.get(i)?.parse().ok()
+    };
+    Some((get("RcvbufErrors")?, get("SndbufErrors")?))
+}
+
 /// VmRSS of `pid`, KiB.
 fn proc_rss_kib(pid: u32) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
@@ -732,6 +752,8 @@ struct Report {
     io: IoCounters,
     relay_cpu: Option<(f64, u64)>,
     own_cpu: f64,
+    /// Host-wide UDP RcvbufErrors and SndbufErrors during the run and drain.
+    udp_errors: Option<(u64, u64)>,
 }
 
 impl Report {
@@ -741,6 +763,7 @@ impl Report {
         connect_secs: f64,
         relay_cpu: Option<(f64, u64)>,
         own_cpu: f64,
+        udp_errors: Option<(u64, u64)>,
     ) -> Self {
         let ms = &load.members;
         let mut r = Report {
@@ -767,6 +790,7 @@ impl Report {
             },
             relay_cpu,
             own_cpu,
+            udp_errors,
         };
         for (i, m) in ms.iter().enumerate() {
             if let Some(d) = &m.driver {
@@ -830,7 +854,8 @@ impl Report {
              \"integrity_failures\":{},\"decrypt_failures\":{},\"drops\":{{{}}},\
              \"source_skipped\":{},\"send_rtp_errors\":{},\
              \"udp\":{{\"datagrams_out\":{},\"datagrams_in\":{},\"send_would_block\":{},\
-             \"send_errors\":{},\"recv_errors\":{}}},\
+             \"send_errors\":{},\"recv_errors\":{},\"host_rcvbuf_errors\":{},\
+             \"host_sndbuf_errors\":{}}},\
              \"latency_ns\":{{\"method\":\"merged histogram of every receiver's streams\",\
              \"count\":{},\"min\":{},\"p50\":{},\"p99\":{},\"max\":{},\"mean\":{}}},\
              \"relay_cpu_s\":{},\"relay_cpu_util\":{},\"relay_rss_kib\":{},\
@@ -867,6 +892,8 @@ impl Report {
             self.io.send_would_block,
             self.io.send_errors,
             self.io.recv_errors,
+            opt(self.udp_errors.map(|(r, _)| r.to_string())),
+            opt(self.udp_errors.map(|(_, s)| s.to_string())),
             l.count(),
             l.min().unwrap_or(0),
             l.quantile(0.5).unwrap_or(0),
