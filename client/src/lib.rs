@@ -59,6 +59,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod control;
 mod error;
 mod ice;
 pub mod measure;

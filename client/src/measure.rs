@@ -135,6 +135,18 @@ impl LatencyHistogram {
         self.max = self.max.max(nanos);
     }
 
+    /// Adds every sample of `other` (for percentiles over many streams: the merged
+    /// histogram is the one that would have recorded both streams' samples).
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
     /// Number of samples.
     pub fn count(&self) -> u64 {
         self.count

@@ -670,6 +670,27 @@ fn latency_percentiles_on_a_known_sample_set() {
 }
 
 #[test]
+fn merged_histograms_equal_one_that_recorded_everything() {
+    let mut a = LatencyHistogram::default();
+    let mut b = LatencyHistogram::default();
+    let mut all = LatencyHistogram::default();
+    for i in 1..=500u64 {
+        a.record(i * 7_919);
+        all.record(i * 7_919);
+        b.record(i * 1_000_003);
+        all.record(i * 1_000_003);
+    }
+    let mut merged = LatencyHistogram::default();
+    merged.merge(&a);
+    merged.merge(&LatencyHistogram::default());
+    merged.merge(&b);
+    assert_eq!(merged, all);
+    assert_eq!(merged.count(), 1000);
+    assert_eq!(merged.min(), Some(7_919));
+    assert_eq!(merged.quantile(0.99), all.quantile(0.99));
+}
+
+#[test]
 fn summary_renders_json() {
     let t0 = Instant::now();
     let mut rx = Receiver::new(t0);

@@ -24,6 +24,7 @@
 #![allow(clippy::disallowed_methods)] // one base instant; everything after is simulated
 
 pub mod fixtures;
+pub mod process;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -2,361 +2,70 @@
 //! signaling would, real participants ([`Participant`]) over real UDP sockets on
 //! 127.0.0.1, `/metrics` scraped over HTTP, SIGTERM.
 //!
-//! # Where the binary comes from
-//!
-//! The binary belongs to the `blindfold-relay` package (DESIGN.md: `relay/` holds the
-//! library and the binary), and Cargo only gives `CARGO_BIN_EXE_*` to tests of the
-//! binary's own package. So these tests run `cargo build -p blindfold-relay --bin
-//! blindfold-relay` once per test process, for the profile and target directory the
-//! test itself was built in (both read from the test executable's path,
-//! `target/<profile>/deps/relay_process-…`), and start `target/<profile>/blindfold-relay`.
-//! Cargo releases its build lock before running tests, and the build is a no-op when
-//! the binary is fresh, so this costs a fraction of a second and never runs a stale
-//! binary. (Artifact dependencies, `-Z bindeps`, would say this in Cargo.toml, but they
-//! are unstable.)
-//!
-//! Every wait is bounded, and the [`Relay`] guard kills the process when dropped.
+//! The relay binary is built and started by [`blindfold_tests::process`] (see there
+//! for why it is built from the test); the control socket is spoken through
+//! [`ControlClient`]. Every wait is bounded, and the [`Relay`] guard kills the process
+//! when dropped.
 
 // Real processes, sockets and deadlines: the test reads the clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use blindfold_client::control::ControlClient;
 use blindfold_client::{
     Event as PEvent, IceCredentials, MediaKind, OwnSsrcs, Participant, ParticipantConfig,
     RemoteStream, SenderId,
 };
 use blindfold_relay::control::{
-    self, ConfId, ConferenceSpec, ErrorCode, ExtmapIds, FrameDecoder, Generation, Hello, HelloRole,
-    IcePwd, IceUfrag, Layer, Message, NotificationBody, RelayInfo, Request, RequestBody, RequestId,
-    Response, ResponseBody, SessionId, SessionSpec, Snapshot, StreamKind, StreamSpec,
+    self, ConfId, ConferenceSpec, ErrorCode, ExtmapIds, FrameDecoder, Generation, IcePwd, IceUfrag,
+    Layer, Message, NotificationBody, RelayInfo, Request, RequestBody, RequestId, ResponseBody,
+    SessionId, SessionSpec, Snapshot, StreamKind, StreamSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::id::{KeyIndex, Pt, RtpTime, Ssrc};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+use blindfold_tests::process::Relay;
 
 const CONF: &str = "!room:example.org";
 
-// ----- the binary ----------------------------------------------------------------------
-
-/// Builds (if needed) and returns the relay binary of this test's profile.
-fn relay_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/relay_process-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(p) => p,
-            None => panic!("unexpected target layout: {}", exe.display()),
-        };
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "blindfold-relay",
-                "--bin",
-                "blindfold-relay",
-                "--profile",
-                profile,
-                "--target-dir",
-            ])
-            .arg(target_dir)
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "cargo build of blindfold-relay failed");
-        let bin = profile_dir.join("blindfold-relay");
-        assert!(bin.exists(), "no binary at {}", bin.display());
-        bin
-    })
-}
-
-/// A port nobody listens on right now (bound and released at once).
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-    s.local_addr().expect("addr").port()
-}
-
-fn free_tcp_port() -> u16 {
-    let s = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-    s.local_addr().expect("addr").port()
-}
-
-/// A running relay; killed (if still running) and its directory removed when dropped.
-struct Relay {
-    child: Child,
-    dir: PathBuf,
-    control: PathBuf,
-    udp: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl Relay {
-    fn start(workers: usize) -> Relay {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "bf-relay-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let control = dir.join("control.sock");
-        let udp: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
-        let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
-        let log = std::fs::File::create(dir.join("relay.log")).expect("log file");
-        let child = Command::new(relay_binary())
-            .arg("--listen")
-            .arg(udp.to_string())
-            .arg("--workers")
-            .arg(workers.to_string())
-            .arg("--control-socket")
-            .arg(&control)
-            .arg("--metrics")
-            .arg(metrics.to_string())
-            .args([
-                "--log-level",
-                "debug",
-                "--recv-buffer",
-                "0",
-                "--send-buffer",
-                "0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting blindfold-relay");
-        let relay = Relay {
-            child,
-            dir,
-            control,
-            udp,
-            metrics,
-        };
-        // Not a probe connection: the relay serves one client at a time.
-        relay.wait_until(Duration::from_secs(10), "the control socket", || {
-            relay.control.exists()
-        });
-        relay
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default()
-    }
-
-    fn wait_until(&self, limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !cond() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; relay log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `GET /metrics`, as text.
-    fn scrape(&self) -> String {
-        let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2))
-            .expect("connect to /metrics");
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("read /metrics");
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        text
-    }
-
-    /// A metric summed over its series (the relay labels them by worker). The selector
-    /// may name one label to match: `blindfold_sessions{state="connected"}`.
-    fn metric(&self, selector: &str) -> u64 {
-        let (name, label) = match selector.split_once('{') {
-            Some((name, label)) => (name, Some(label.trim_end_matches('}'))),
-            None => (selector, None),
-        };
-        let text = self.scrape();
-        let values: Vec<u64> = text
-            .lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with([' ', '{']))
-                    && label.is_none_or(|label| l.contains(label))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .collect();
-        assert!(!values.is_empty(), "no {selector} in:\n{text}");
-        values.iter().sum()
-    }
-
-    fn sigterm(&self) {
-        // SAFETY: sending a signal to our own child process by its pid.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0);
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("relay log:\n{}", self.log());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 // ----- the control socket, as signaling speaks it -------------------------------------
 
-struct Control {
-    stream: UnixStream,
-    decoder: FrameDecoder,
-    next_id: u64,
-    /// Notifications seen while waiting for responses.
-    notes: Vec<NotificationBody>,
-    /// Messages decoded but not yet returned.
-    pending: VecDeque<Message>,
-    relay: RelayInfo,
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects as signaling; returns the relay's announcement too.
+fn connect(relay: &Relay) -> (ControlClient, RelayInfo) {
+    ControlClient::connect(&relay.control, TIMEOUT).expect("control connection")
 }
 
-impl Control {
-    /// Connects, exchanges hellos, returns the relay's announcement too.
-    fn connect(relay: &Relay) -> Control {
-        let stream = UnixStream::connect(&relay.control).expect("connect control socket");
-        let mut c = Control {
-            stream,
-            decoder: FrameDecoder::new(),
-            next_id: 1,
-            notes: Vec::new(),
-            pending: VecDeque::new(),
-            relay: RelayInfo {
-                dtls_fingerprint: blindfold_relay::dtls::Fingerprint([0; 32]),
-                candidates: Vec::new(),
-            },
-        };
-        c.send(&Message::Hello(Hello::signaling("relay-process-test")));
-        match c.recv(Duration::from_secs(5)) {
-            Some(Message::Hello(Hello {
-                role: HelloRole::Relay(info),
-                ..
-            })) => c.relay = info,
-            other => panic!("expected the relay's hello, got {other:?}"),
-        }
-        c
-    }
+/// The next message (panics after `limit` or on a connection error); `None` when the
+/// relay closed the connection.
+fn recv(c: &mut ControlClient, limit: Duration) -> Option<Message> {
+    c.recv(limit).expect("a message from the relay")
+}
 
-    fn send(&mut self, msg: &Message) {
-        let mut out = Vec::new();
-        control::encode(msg, &mut out).expect("encode");
-        self.send_raw(&out);
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write control socket");
-    }
-
-    /// The next message, or `None` when the relay closed the connection. Panics after
-    /// `limit`.
-    fn recv(&mut self, limit: Duration) -> Option<Message> {
-        let deadline = Instant::now() + limit;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(m) = self.pending.pop_front() {
-                return Some(m);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no message from the relay in {limit:?}");
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            match self.stream.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => {
-                    let mut rest = &buf[..n];
-                    loop {
-                        let used = self.decoder.push(rest);
-                        rest = &rest[used..];
-                        while let Some(frame) = self.decoder.next_frame().expect("relay framing") {
-                            let msg = control::decode(&frame).expect("relay message");
-                            self.pending.push_back(msg);
-                        }
-                        if rest.is_empty() {
-                            break;
-                        }
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("reading the control socket: {e}"),
-            }
-        }
-    }
-
-    fn request(&mut self, body: RequestBody) -> Result<ResponseBody, control::ErrorReply> {
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
-        self.send(&Message::Request(Request { id, body }));
-        loop {
-            match self.recv(Duration::from_secs(5)) {
-                Some(Message::Response(Response { id: got, result })) if got == id => {
-                    return result;
-                }
-                Some(Message::Notification(n)) => self.notes.push(n),
-                other => panic!("expected the response to {id:?}, got {other:?}"),
-            }
-        }
-    }
-
-    /// Waits until `n` `session_connected` notifications were seen in total.
-    fn await_connected(&mut self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.connected_notes() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "notifications so far: {:?}", self.notes);
-            match self.recv(left) {
-                Some(Message::Notification(note)) => self.notes.push(note),
-                other => panic!("expected a notification, got {other:?}"),
-            }
-        }
-    }
-
-    fn connected_notes(&self) -> usize {
-        self.notes
+/// Waits until `n` `session_connected` notifications were seen; returns every
+/// notification seen (including those collected during earlier requests).
+fn await_connected(c: &mut ControlClient, n: usize) -> Vec<NotificationBody> {
+    let connected = |notes: &[NotificationBody]| {
+        notes
             .iter()
             .filter(|n| matches!(n, NotificationBody::SessionConnected { .. }))
             .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut notes = Vec::new();
+    while connected(&notes) < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "notifications so far: {notes:?}");
+        notes.extend(c.poll_notifications(left));
     }
+    notes
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -565,8 +274,8 @@ fn share_keys(peers: &mut [Peer]) {
 }
 
 /// Signaling sets up a conference with these participants; they connect over UDP.
-fn call(relay: &Relay, control: &mut Control, names: &[&str]) -> Vec<Peer> {
-    assert_eq!(control.relay.candidates, vec![relay.udp]);
+fn call(relay: &Relay, control: &mut ControlClient, info: &RelayInfo, names: &[&str]) -> Vec<Peer> {
+    assert_eq!(info.candidates, vec![relay.udp]);
     let conf = ConferenceSpec {
         conf_id: ConfId::new(CONF).unwrap(),
     };
@@ -577,11 +286,10 @@ fn call(relay: &Relay, control: &mut Control, names: &[&str]) -> Vec<Peer> {
         }),
         Ok(ResponseBody::Ok)
     );
-    let info = control.relay.clone();
     let mut peers: Vec<Peer> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| Peer::new(i, n, &info))
+        .map(|(i, n)| Peer::new(i, n, info))
         .collect();
     for p in &peers {
         assert_eq!(
@@ -599,7 +307,7 @@ fn call(relay: &Relay, control: &mut Control, names: &[&str]) -> Vec<Peer> {
         "participants connected",
         |ps| ps.iter().all(|p| p.p.is_connected()),
     );
-    control.await_connected(names.len());
+    await_connected(control, names.len());
     share_keys(&mut peers);
     peers
 }
@@ -648,8 +356,8 @@ fn exchange(peers: &mut [Peer], relay: &Relay, round: &str) {
 #[test]
 fn three_participants_exchange_media_through_the_relay_process() {
     let relay = Relay::start(2);
-    let mut control = Control::connect(&relay);
-    let mut peers = call(&relay, &mut control, &["alice", "bob", "carol"]);
+    let (mut control, info) = connect(&relay);
+    let mut peers = call(&relay, &mut control, &info, &["alice", "bob", "carol"]);
     exchange(&mut peers, &relay, "hello");
 
     // The workers publish their counters every 100 ms.
@@ -672,8 +380,8 @@ fn three_participants_exchange_media_through_the_relay_process() {
 #[test]
 fn media_keeps_flowing_across_a_control_reconnect_and_snapshot() {
     let relay = Relay::start(2);
-    let mut control = Control::connect(&relay);
-    let mut peers = call(&relay, &mut control, &["alice", "bob", "carol"]);
+    let (mut control, info) = connect(&relay);
+    let mut peers = call(&relay, &mut control, &info, &["alice", "bob", "carol"]);
     exchange(&mut peers, &relay, "before");
     relay.wait_until(Duration::from_secs(5), "three handshakes counted", || {
         relay.metric("blindfold_dtls_handshakes_total") == 3
@@ -684,7 +392,7 @@ fn media_keeps_flowing_across_a_control_reconnect_and_snapshot() {
     exchange(&mut peers, &relay, "while away");
 
     // It comes back and, as the protocol says, first sends the whole desired state.
-    let mut control = Control::connect(&relay);
+    let (mut control, _) = connect(&relay);
     let snapshot = Snapshot {
         generation: generation(),
         conferences: vec![ConferenceSpec {
@@ -698,15 +406,14 @@ fn media_keeps_flowing_across_a_control_reconnect_and_snapshot() {
         Ok(ResponseBody::Ok)
     );
     // The relay re-announces who is connected.
-    control.await_connected(peers.len());
+    let notes = await_connected(&mut control, peers.len());
     exchange(&mut peers, &relay, "after");
     assert!(
-        !control
-            .notes
+        !notes
             .iter()
             .any(|n| matches!(n, NotificationBody::SessionClosed { .. })),
         "no session was disturbed: {:?}",
-        control.notes
+        notes
     );
     // Counters are published every 100 ms: give a re-handshake time to show.
     std::thread::sleep(Duration::from_millis(300));
@@ -722,21 +429,22 @@ fn control_socket_survives_garbage_and_oversized_frames() {
     let relay = Relay::start(1);
 
     // Not JSON: goodbye `malformed`, then closed.
-    let mut c = Control::connect(&relay);
-    c.send_raw(&frame(b"this is not json"));
-    match c.recv(Duration::from_secs(5)) {
+    let (mut c, _) = connect(&relay);
+    c.send_raw(&frame(b"this is not json")).expect("write");
+    match recv(&mut c, Duration::from_secs(5)) {
         Some(Message::Goodbye(g)) => assert_eq!(g.code, ErrorCode::Malformed),
         other => panic!("expected goodbye, got {other:?}"),
     }
-    assert!(c.recv(Duration::from_secs(5)).is_none(), "closed");
+    assert!(recv(&mut c, Duration::from_secs(5)).is_none(), "closed");
 
     // A request with a readable id but bad params, an unknown method, a rule the
     // registry refuses: error responses, and the connection stays.
-    let mut c = Control::connect(&relay);
+    let (mut c, info) = connect(&relay);
     c.send_raw(&frame(
         br#"{"type":"request","id":77,"method":"upsert_session","params":{}}"#,
-    ));
-    match c.recv(Duration::from_secs(5)) {
+    ))
+    .expect("write");
+    match recv(&mut c, Duration::from_secs(5)) {
         Some(Message::Response(r)) => {
             assert_eq!(r.id, RequestId(77));
             assert_eq!(r.result.unwrap_err().code, ErrorCode::BadRequest);
@@ -745,14 +453,15 @@ fn control_socket_survives_garbage_and_oversized_frames() {
     }
     c.send_raw(&frame(
         br#"{"type":"request","id":78,"method":"reboot","params":{}}"#,
-    ));
-    match c.recv(Duration::from_secs(5)) {
+    ))
+    .expect("write");
+    match recv(&mut c, Duration::from_secs(5)) {
         Some(Message::Response(r)) => {
             assert_eq!(r.result.unwrap_err().code, ErrorCode::UnknownMethod)
         }
         other => panic!("expected an error response, got {other:?}"),
     }
-    let orphan = Peer::new(0, "orphan", &c.relay.clone()).spec;
+    let orphan = Peer::new(0, "orphan", &info).spec;
     let refused = c.request(RequestBody::UpsertSession {
         generation: generation(),
         session: orphan,
@@ -777,13 +486,13 @@ fn control_socket_survives_garbage_and_oversized_frames() {
     drop(c);
 
     // An absurd length prefix: goodbye `bad_frame`, then closed.
-    let mut c = Control::connect(&relay);
-    c.send_raw(&u32::MAX.to_be_bytes());
-    match c.recv(Duration::from_secs(5)) {
+    let (mut c, _) = connect(&relay);
+    c.send_raw(&u32::MAX.to_be_bytes()).expect("write");
+    match recv(&mut c, Duration::from_secs(5)) {
         Some(Message::Goodbye(g)) => assert_eq!(g.code, ErrorCode::BadFrame),
         other => panic!("expected goodbye, got {other:?}"),
     }
-    assert!(c.recv(Duration::from_secs(5)).is_none(), "closed");
+    assert!(recv(&mut c, Duration::from_secs(5)).is_none(), "closed");
 
     // No hello first: a protocol violation.
     let mut raw = UnixStream::connect(&relay.control).unwrap();
@@ -817,22 +526,28 @@ fn control_socket_survives_garbage_and_oversized_frames() {
     );
 
     // After all that, the relay still serves a well-behaved client.
-    let mut c = Control::connect(&relay);
+    let (mut c, _) = connect(&relay);
     assert!(matches!(
         c.request(RequestBody::GetStats),
         Ok(ResponseBody::Stats(_))
     ));
 }
 
+fn sigterm(relay: &Relay) {
+    // SAFETY: sending a signal to our own child process by its pid.
+    let rc = unsafe { libc::kill(relay.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+}
+
 #[test]
 fn sigterm_says_goodbye_and_exits_zero_quickly() {
     let mut relay = Relay::start(2);
-    let mut control = Control::connect(&relay);
-    let mut peers = call(&relay, &mut control, &["alice", "bob"]);
+    let (mut control, info) = connect(&relay);
+    let mut peers = call(&relay, &mut control, &info, &["alice", "bob"]);
     exchange(&mut peers, &relay, "hello");
     let started = Instant::now();
-    relay.sigterm();
-    match control.recv(Duration::from_secs(2)) {
+    sigterm(&relay);
+    match recv(&mut control, Duration::from_secs(2)) {
         Some(Message::Goodbye(g)) => assert_eq!(g.code, ErrorCode::Shutdown),
         other => panic!("expected goodbye, got {other:?}"),
     }

@@ -1,0 +1,937 @@
+//! `blindfold-load`: a load generator for a running `blindfold-relay`.
+//!
+//! It plays signaling and every participant at once: over the relay's control socket it
+//! creates `--conferences` conferences of `--participants` sessions each (unique ICE
+//! credentials, the participants' DTLS fingerprint, their SSRCs; the last
+//! `--full-subscribers` of each conference subscribe to `all` full layers), then runs one
+//! [`Participant`] per session on its own UDP socket on 127.0.0.1: ICE and DTLS against
+//! the relay, every other member's end-to-end keys installed, synthetic media from a
+//! [`Driver`] (audio, thumbnail and — for the first `--speakers` of each conference —
+//! full resolution, as `--streams` allows), and [`Receiver`]s measuring what arrives.
+//!
+//! All IO is one thread: a mio `Poll` over every participant's socket, with the
+//! participants' and sources' timers as the poll timeout. A progress line goes to
+//! stderr once a second; the JSON report (see [`Report`]) to `--json` or stdout.
+//!
+//! ```text
+//! blindfold-load --control /run/blindfold/control.sock --conferences 5 --participants 10 \
+//!     --duration 10 --relay-pid $(pidof blindfold-relay) --json report.json
+//! ```
+
+// The load generator is an IO shell, not a sans-IO engine: it reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use blindfold_client::control::ControlClient;
+use blindfold_client::measure::LatencyHistogram;
+use blindfold_client::{
+    Driver, IceCredentials, MediaKind, MediaSource, OwnSsrcs, Participant, ParticipantConfig,
+    Receiver, RemoteStream, SenderId, SourceConfig, VideoLayer,
+};
+use blindfold_relay::control::{
+    ConfId, ConferenceSpec, ExtmapIds, FullSet, Generation, IcePwd, IceUfrag, Layer,
+    NotificationBody, RequestBody, SessionId, SessionSpec, StreamKind, StreamSpec,
+    SubscriptionSpec,
+};
+use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
+use blindfold_relay::id::{KeyIndex, Ssrc};
+use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+use clap::{Parser, ValueEnum};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+/// A stream a participant may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StreamArg {
+    /// Opus-like audio, 50 packets/s.
+    Audio,
+    /// The low simulcast layer, 15 fps.
+    Thumbnail,
+    /// Full resolution, 30 fps (only the first `--speakers` of a conference).
+    Full,
+}
+
+/// Load generator for blindfold-relay: many real participants on loopback UDP.
+#[derive(Debug, Parser)]
+#[command(name = "blindfold-load", version)]
+struct Args {
+    /// The relay's control socket.
+    #[arg(long)]
+    control: PathBuf,
+    /// The relay's media address (default: the first candidate in its hello).
+    #[arg(long)]
+    relay: Option<SocketAddr>,
+    /// Conferences.
+    #[arg(long, default_value_t = 1)]
+    conferences: usize,
+    /// Participants per conference.
+    #[arg(long, default_value_t = 3)]
+    participants: usize,
+    /// What each participant sends (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "audio,thumbnail,full"
+    )]
+    streams: Vec<StreamArg>,
+    /// Participants per conference (the last ones) subscribed to `all` full layers.
+    #[arg(long, default_value_t = 0)]
+    full_subscribers: usize,
+    /// Participants per conference (the first ones) sending full resolution.
+    #[arg(long, default_value_t = 1)]
+    speakers: usize,
+    /// Bitrate multiplier (scales payload sizes, not packet rates).
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// Seconds of media.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds allowed for every participant to connect (ICE and DTLS).
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// The relay's pid, for its CPU time and RSS from /proc.
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// Where to write the JSON report (default: stdout).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// How long after the last send we keep receiving, so packets in flight arrive.
+const DRAIN: Duration = Duration::from_millis(500);
+/// After everyone is connected, before keys and media: lets the relay's workers apply
+/// the fan-out changes the connections made.
+const SETTLE: Duration = Duration::from_millis(200);
+/// A start far enough away that a disabled source never sends during a run.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(report) => {
+            let json = report.to_json(&args);
+            let written = match &args.json {
+                Some(path) => std::fs::write(path, json + "\n")
+                    .map_err(|e| format!("writing {}: {e}", path.display())),
+                None => {
+                    println!("{json}");
+                    Ok(())
+                }
+            };
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("blindfold-load: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("blindfold-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ----- one participant ------------------------------------------------------------------
+
+struct Member {
+    conf: usize,
+    session: SessionId,
+    p: Participant,
+    sock: UdpSocket,
+    key: Vec<u8>,
+    /// Audio, thumbnail, full.
+    sends: [bool; 3],
+    full_subscriber: bool,
+    driver: Option<Driver>,
+    rx: Receiver,
+    media_in: u64,
+}
+
+#[derive(Debug, Default)]
+struct IoCounters {
+    datagrams_out: u64,
+    datagrams_in: u64,
+    /// Sends refused because the socket buffer was full (the datagram is lost).
+    send_would_block: u64,
+    send_errors: u64,
+    recv_errors: u64,
+}
+
+impl Member {
+    fn flush(&mut self, io: &mut IoCounters) {
+        while let Some(t) = self.p.poll_transmit() {
+            match self.sock.send_to(&t.bytes, t.dest) {
+                Ok(_) => io.datagrams_out += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => io.send_would_block += 1,
+                Err(_) => io.send_errors += 1,
+            }
+        }
+    }
+
+    fn events(&mut self, now: Instant) {
+        while let Some(ev) = self.p.poll_event() {
+            if self.rx.handle_event(now, &ev) {
+                self.media_in += 1;
+            } else if let Some(d) = &mut self.driver {
+                d.handle_event(&ev);
+            }
+        }
+    }
+
+    /// Reads the socket until it would block.
+    fn readable(&mut self, buf: &mut [u8], now: Instant, io: &mut IoCounters) {
+        loop {
+            match self.sock.recv_from(buf) {
+                Ok((n, from)) => {
+                    io.datagrams_in += 1;
+                    if let Some(d) = buf.get_mut(..n) {
+                        let _ = self.p.handle_datagram(now, from, d);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // An ICMP error from an earlier send: nothing to receive.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    io.recv_errors += 1;
+                    break;
+                }
+            }
+        }
+        self.events(now);
+        self.flush(io);
+    }
+
+    /// Runs due timers (and the sources if `driving`); returns the next deadline.
+    fn timers(&mut self, now: Instant, driving: bool, io: &mut IoCounters) -> Option<Instant> {
+        if self.p.poll_timeout().is_some_and(|t| t <= now) {
+            self.p.handle_timeout(now);
+        }
+        if driving
+            && let Some(d) = &mut self.driver
+            && d.poll_timeout().is_some_and(|t| t <= now)
+        {
+            let _ = d.drive(&mut self.p, now);
+        }
+        self.events(now);
+        self.flush(io);
+        self.deadline(driving)
+    }
+
+    fn deadline(&self, driving: bool) -> Option<Instant> {
+        let d = self
+            .driver
+            .as_ref()
+            .filter(|_| driving)
+            .and_then(Driver::poll_timeout);
+        match (self.p.poll_timeout(), d) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Every participant and the poll over their sockets.
+struct Load {
+    members: Vec<Member>,
+    poll: Poll,
+    events: Events,
+    buf: Vec<u8>,
+    io: IoCounters,
+    next_timers: Instant,
+    driving: bool,
+}
+
+impl Load {
+    /// One turn: due timers, then wait for readable sockets until the next timer or
+    /// `limit`, then read them.
+    fn turn(&mut self, limit: Instant) -> Result<(), String> {
+        let now = Instant::now();
+        if now >= self.next_timers {
+            let mut next = now + Duration::from_secs(1);
+            for m in &mut self.members {
+                if let Some(t) = m.timers(now, self.driving, &mut self.io) {
+                    next = next.min(t);
+                }
+            }
+            self.next_timers = next;
+        }
+        let wait = self
+            .next_timers
+            .min(limit)
+            .saturating_duration_since(Instant::now());
+        match self.poll.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let now = Instant::now();
+        for ev in self.events.iter() {
+            if let Some(m) = self.members.get_mut(ev.token().0) {
+                m.readable(&mut self.buf, now, &mut self.io);
+                if let Some(t) = m.deadline(self.driving) {
+                    self.next_timers = self.next_timers.min(t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns until `limit`.
+    fn run_until(&mut self, limit: Instant) -> Result<(), String> {
+        while Instant::now() < limit {
+            self.turn(limit)?;
+        }
+        Ok(())
+    }
+
+    fn sent(&self) -> u64 {
+        self.members
+            .iter()
+            .filter_map(|m| m.driver.as_ref())
+            .map(|d| d.stats().sent)
+            .sum()
+    }
+
+    fn media_in(&self) -> u64 {
+        self.members.iter().map(|m| m.media_in).sum()
+    }
+
+    /// Lost / (received + lost) over every stream every receiver has seen.
+    fn loss_so_far(&self) -> f64 {
+        let (mut rx, mut lost) = (0u64, 0u64);
+        for m in &self.members {
+            for s in m.rx.streams() {
+                rx += s.received;
+                lost += s.lost();
+            }
+        }
+        ratio(lost, rx + lost)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+// ----- setup ----------------------------------------------------------------------------
+
+/// Generations: microseconds since the epoch, always moving forward (as signaling does).
+struct Generations(u64);
+
+impl Generations {
+    fn next(&mut self) -> Generation {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.0 = now.max(self.0 + 1);
+        Generation(self.0)
+    }
+}
+
+fn stream(ssrc: Ssrc, kind: StreamKind, layer: Layer) -> StreamSpec {
+    StreamSpec { ssrc, kind, layer }
+}
+
+fn run(args: &Args) -> Result<Report, String> {
+    if args.conferences == 0 || args.participants == 0 {
+        return Err("--conferences and --participants must be at least 1".into());
+    }
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        return Err("--duration must be positive".into());
+    }
+    let epoch = Instant::now();
+    let (mut control, info) = ControlClient::connect(&args.control, Duration::from_secs(10))
+        .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
+    let relay_addr = match args.relay.or_else(|| info.candidates.first().copied()) {
+        Some(a) => a,
+        None => return Err("the relay announced no candidate; give --relay".into()),
+    };
+    let mut generations = Generations(0);
+    let tag = std::process::id();
+    let cert = DtlsCert::generate().map_err(|e| format!("certificate: {e}"))?;
+    let dtls =
+        DtlsConfig::new(DtlsSettings::default()).map_err(|e| format!("dtls config: {e:?}"))?;
+    let profile = SrtpProfile::AeadAes128Gcm;
+    let want = |s: StreamArg| args.streams.contains(&s);
+    let mut request = |body: RequestBody, what: &str| {
+        control
+            .request(body)
+            .map(|_| ())
+            .map_err(|e| format!("{what}: {:?} {}", e.code, e.message))
+    };
+
+    let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+    let mut members = Vec::new();
+    let mut conf_ids = Vec::new();
+    for c in 0..args.conferences {
+        let conf_id = ConfId::new(format!("!load{tag}-{c}:blindfold"))
+            .map_err(|e| format!("conf id: {e}"))?;
+        request(
+            RequestBody::UpsertConference {
+                generation: generations.next(),
+                conference: ConferenceSpec {
+                    conf_id: conf_id.clone(),
+                },
+            },
+            "upsert_conference",
+        )?;
+        conf_ids.push(conf_id.clone());
+        for i in 0..args.participants {
+            let g = members.len();
+            let base = 0x1000u32.wrapping_mul(g as u32 + 1);
+            let ssrcs = OwnSsrcs {
+                audio: Ssrc(base + 1),
+                thumbnail: Ssrc(base + 2),
+                full: Ssrc(base + 3),
+            };
+            let name = format!("{tag}c{c}p{i}");
+            let relay_ice = IceCredentials {
+                ufrag: format!("r{name}"),
+                pwd: format!("relaypwd{name}0123456789abcdef"),
+            };
+            let local_ice = IceCredentials {
+                ufrag: format!("l{name}"),
+                pwd: format!("peerpwd{name}0123456789abcdef"),
+            };
+            let session = SessionId::new(format!("@load{name}:blindfold|DEV"))
+                .map_err(|e| format!("session id: {e}"))?;
+            let bad = |e: blindfold_relay::control::ControlError| format!("session spec: {e}");
+            let spec = SessionSpec {
+                session_id: session.clone(),
+                conf_id: conf_id.clone(),
+                ice_ufrag: IceUfrag::new(relay_ice.ufrag.clone()).map_err(bad)?,
+                ice_pwd: IcePwd::new(relay_ice.pwd.clone()).map_err(bad)?,
+                remote_ufrag: IceUfrag::new(local_ice.ufrag.clone()).map_err(bad)?,
+                dtls_fingerprint: cert.fingerprint(),
+                streams: vec![
+                    stream(ssrcs.audio, StreamKind::Audio, Layer::None),
+                    stream(ssrcs.thumbnail, StreamKind::Video, Layer::Thumbnail),
+                    stream(ssrcs.full, StreamKind::Video, Layer::Full),
+                ],
+                extmap: ExtmapIds::default(),
+            };
+            request(
+                RequestBody::UpsertSession {
+                    generation: generations.next(),
+                    session: spec,
+                },
+                "upsert_session",
+            )?;
+            let full_subscriber = i >= args.participants.saturating_sub(args.full_subscribers);
+            if full_subscriber {
+                request(
+                    RequestBody::SetSubscription {
+                        generation: generations.next(),
+                        subscription: SubscriptionSpec {
+                            session_id: session.clone(),
+                            full: FullSet::All,
+                        },
+                    },
+                    "set_subscription",
+                )?;
+            }
+            let key: Vec<u8> = (0..profile.master_len())
+                .map(|k| (k as u8).wrapping_mul(31) ^ (g as u8) ^ ((g >> 8) as u8).rotate_left(3))
+                .collect();
+            let mut cfg = ParticipantConfig::new(
+                local_ice,
+                relay_ice,
+                relay_addr,
+                cert.clone(),
+                info.dtls_fingerprint,
+                dtls.clone(),
+                ssrcs,
+                MasterKey::new(profile, &key).map_err(|e| format!("master key: {e:?}"))?,
+                g as u64 + 1,
+            );
+            cfg.auto_feedback = false;
+            let p =
+                Participant::new(cfg, Instant::now()).map_err(|e| format!("participant: {e}"))?;
+            let std_sock = std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .map_err(|e| format!("udp socket: {e}"))?;
+            let mut sock = UdpSocket::from_std(std_sock);
+            poll.registry()
+                .register(&mut sock, Token(g), Interest::READABLE)
+                .map_err(|e| format!("register: {e}"))?;
+            members.push(Member {
+                conf: c,
+                session,
+                p,
+                sock,
+                key,
+                sends: [
+                    want(StreamArg::Audio),
+                    want(StreamArg::Thumbnail),
+                    want(StreamArg::Full) && i < args.speakers,
+                ],
+                full_subscriber,
+                driver: None,
+                rx: Receiver::new(epoch),
+                media_in: 0,
+            });
+        }
+    }
+    let mut load = Load {
+        members,
+        poll,
+        events: Events::with_capacity(1024),
+        buf: vec![0; 2048],
+        io: IoCounters::default(),
+        next_timers: Instant::now(),
+        driving: false,
+    };
+
+    // ----- connect -----
+    let total = load.members.len();
+    let connect_started = Instant::now();
+    let deadline = connect_started + Duration::from_secs_f64(args.connect_timeout.max(0.1));
+    let ours: HashSet<SessionId> = load.members.iter().map(|m| m.session.clone()).collect();
+    let mut announced = HashSet::new();
+    loop {
+        let now = Instant::now();
+        if let Some(m) = load.members.iter().find(|m| m.p.is_failed()) {
+            return Err(format!("participant {} failed to connect", m.session));
+        }
+        let connected = load.members.iter().filter(|m| m.p.is_connected()).count();
+        if connected == total {
+            for n in control.poll_notifications(Duration::from_millis(2)) {
+                match n {
+                    NotificationBody::SessionConnected { session_id, .. }
+                        if ours.contains(&session_id) =>
+                    {
+                        announced.insert(session_id);
+                    }
+                    NotificationBody::SessionFailed { session_id, .. }
+                        if ours.contains(&session_id) =>
+                    {
+                        return Err(format!("the relay reports {session_id} failed"));
+                    }
+                    _ => {}
+                }
+            }
+            if announced.len() == total {
+                break;
+            }
+        }
+        if now >= deadline {
+            return Err(format!(
+                "{connected} of {total} participants connected, {} announced by the relay, \
+                 within {} s",
+                announced.len(),
+                args.connect_timeout
+            ));
+        }
+        load.turn(now + Duration::from_millis(10))?;
+    }
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    load.run_until(Instant::now() + SETTLE)?;
+    share_keys(&mut load.members, profile)?;
+
+    // ----- media -----
+    let start = Instant::now();
+    for (g, m) in load.members.iter_mut().enumerate() {
+        m.driver = Some(driver(m, g, epoch, args.rate, start)?);
+    }
+    load.driving = true;
+    load.next_timers = start;
+    let relay_before = args.relay_pid.map(proc_cpu_ticks).transpose()?;
+    let own_before = own_cpu_secs();
+    let udp_before = udp_buffer_errors();
+    let end = start + Duration::from_secs_f64(args.duration);
+    let mut tick = start + Duration::from_secs(1);
+    let (mut last_sent, mut last_in, mut last_at) = (0u64, 0u64, start);
+    while Instant::now() < end {
+        load.turn(tick.min(end))?;
+        let now = Instant::now();
+        if now >= tick {
+            if !args.no_progress {
+                let (sent, got) = (load.sent(), load.media_in());
+                let dt = now.duration_since(last_at).as_secs_f64();
+                eprintln!(
+                    "{:6.1} s  sent {:9.0} pps  received {:9.0} pps  loss {:.3}%",
+                    now.duration_since(start).as_secs_f64(),
+                    (sent - last_sent) as f64 / dt,
+                    (got - last_in) as f64 / dt,
+                    100.0 * load.loss_so_far()
+                );
+                (last_sent, last_in, last_at) = (sent, got, now);
+            }
+            tick += Duration::from_secs(1);
+        }
+    }
+    let run_secs = start.elapsed().as_secs_f64();
+    let relay_cpu = match (args.relay_pid, relay_before) {
+        (Some(pid), Some(before)) => {
+            let after = proc_cpu_ticks(pid)?;
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+            Some((after.saturating_sub(before) as f64 / hz, proc_rss_kib(pid)?))
+        }
+        _ => None,
+    };
+    let own_cpu = own_cpu_secs() - own_before;
+    load.driving = false;
+    load.run_until(Instant::now() + DRAIN)?;
+    let udp_errors = match (udp_before, udp_buffer_errors()) {
+        (Some((r0, s0)), Some((r1, s1))) => Some((r1.saturating_sub(r0), s1.saturating_sub(s0))),
+        _ => None,
+    };
+
+    // Leave the relay as we found it.
+    for conf_id in conf_ids {
+        let _ = control.request(RequestBody::RemoveConference {
+            generation: generations.next(),
+            conf_id,
+        });
+    }
+    Ok(Report::new(
+        &load,
+        run_secs,
+        connect_secs,
+        relay_cpu,
+        own_cpu,
+        udp_errors,
+    ))
+}
+
+/// Every member installs every other conference member's keys, as their key events in
+/// the encrypted room would have them do.
+fn share_keys(members: &mut [Member], profile: SrtpProfile) -> Result<(), String> {
+    let keys: Vec<(usize, OwnSsrcs, Vec<u8>)> = members
+        .iter()
+        .map(|m| (m.conf, m.p.ssrcs(), m.key.clone()))
+        .collect();
+    for (i, m) in members.iter_mut().enumerate() {
+        for (j, (conf, ssrcs, key)) in keys.iter().enumerate() {
+            if i == j || *conf != m.conf {
+                continue;
+            }
+            let streams = [
+                RemoteStream {
+                    ssrc: ssrcs.audio,
+                    kind: MediaKind::Audio,
+                },
+                RemoteStream {
+                    ssrc: ssrcs.thumbnail,
+                    kind: MediaKind::Video,
+                },
+                RemoteStream {
+                    ssrc: ssrcs.full,
+                    kind: MediaKind::Video,
+                },
+            ];
+            m.p.install_remote_keys(
+                SenderId(j as u64),
+                &streams,
+                profile,
+                &[(KeyIndex(0), key.as_slice())],
+            )
+            .map_err(|e| format!("install keys: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The member's driver: the streams it does not send start in a year.
+fn driver(m: &Member, g: usize, epoch: Instant, rate: f64, now: Instant) -> Result<Driver, String> {
+    let s = m.p.ssrcs();
+    let sender = SenderId(g as u64);
+    let ext = ExtmapIds::default();
+    let seed = g as u64 + 1;
+    let mut cfgs = [
+        SourceConfig::audio(sender, s.audio, ext, epoch, seed),
+        SourceConfig::video(VideoLayer::Thumbnail, sender, s.thumbnail, ext, epoch, seed),
+        SourceConfig::video(VideoLayer::Full, sender, s.full, ext, epoch, seed),
+    ];
+    for c in &mut cfgs {
+        c.rate = rate;
+    }
+    let [a, t, f] = cfgs;
+    let start = |on: bool| if on { now } else { now + NEVER };
+    Driver::new(
+        s,
+        MediaSource::new(a, start(m.sends[0])),
+        MediaSource::new(t, start(m.sends[1])),
+        MediaSource::new(f, start(m.sends[2])),
+        None,
+    )
+    .map_err(|e| format!("driver: {e}"))
+}
+
+// ----- CPU and memory -------------------------------------------------------------------
+
+/// utime + stime of `pid`, in clock ticks, from /proc/PID/stat.
+fn proc_cpu_ticks(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("{path}: no ')'"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is fields[0]; utime is field 14, stime field 15.
+    let num = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("{path}: field {}", i + 3))
+    };
+    Ok(num(11)? + num(12)?)
+}
+
+/// The host's UDP `RcvbufErrors` and `SndbufErrors` from /proc/net/snmp (datagrams the
+/// kernel dropped for full socket buffers, every process's); `None` if unreadable.
+fn udp_buffer_errors() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut rows = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = rows.next()?.split_whitespace().collect();
+    let values: Vec<&str> = rows.next()?.split_whitespace().collect();
+    let get = |name: &str| -> Option<u64> {
+        let i = names.iter().position(|n| *n == name)?;
+        values.get(i)?.parse().ok()
+    };
+    Some((get("RcvbufErrors")?, get("SndbufErrors")?))
+}
+
+/// VmRSS of `pid`, KiB.
+fn proc_rss_kib(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("{path}: no VmRSS"))
+}
+
+/// This process's user + system CPU seconds.
+fn own_cpu_secs() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass; all-zero bytes are a valid rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a valid pointer to an rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+// ----- the report -----------------------------------------------------------------------
+
+/// What a run measured. Latency percentiles come from one histogram merging every
+/// (receiver, stream)'s, so they are percentiles over all packets delivered.
+struct Report {
+    run_secs: f64,
+    connect_secs: f64,
+    sessions: usize,
+    sent: u64,
+    send_errors: u64,
+    skipped: u64,
+    expected: u64,
+    delivered: u64,
+    receiver_lost: u64,
+    duplicates: u64,
+    too_old: u64,
+    integrity_failures: u64,
+    drops: BTreeMap<String, u64>,
+    latency: LatencyHistogram,
+    io: IoCounters,
+    relay_cpu: Option<(f64, u64)>,
+    own_cpu: f64,
+    /// Host-wide UDP RcvbufErrors and SndbufErrors during the run and drain.
+    udp_errors: Option<(u64, u64)>,
+}
+
+impl Report {
+    fn new(
+        load: &Load,
+        run_secs: f64,
+        connect_secs: f64,
+        relay_cpu: Option<(f64, u64)>,
+        own_cpu: f64,
+        udp_errors: Option<(u64, u64)>,
+    ) -> Self {
+        let ms = &load.members;
+        let mut r = Report {
+            run_secs,
+            connect_secs,
+            sessions: ms.len(),
+            sent: 0,
+            send_errors: 0,
+            skipped: 0,
+            expected: 0,
+            delivered: 0,
+            receiver_lost: 0,
+            duplicates: 0,
+            too_old: 0,
+            integrity_failures: 0,
+            drops: BTreeMap::new(),
+            latency: LatencyHistogram::default(),
+            io: IoCounters {
+                datagrams_out: load.io.datagrams_out,
+                datagrams_in: load.io.datagrams_in,
+                send_would_block: load.io.send_would_block,
+                send_errors: load.io.send_errors,
+                recv_errors: load.io.recv_errors,
+            },
+            relay_cpu,
+            own_cpu,
+            udp_errors,
+        };
+        for (i, m) in ms.iter().enumerate() {
+            if let Some(d) = &m.driver {
+                r.sent += d.stats().sent;
+                r.send_errors += d.stats().send_errors;
+                for (k, src) in d.sources().iter().enumerate() {
+                    r.skipped += src.stats().skipped;
+                    // Who should get this stream: the rest of the conference; the full
+                    // layer only its full subscribers.
+                    let receivers = ms
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, o)| {
+                            *j != i && o.conf == m.conf && (k != 2 || o.full_subscriber)
+                        })
+                        .count() as u64;
+                    r.expected += src.stats().packets * receivers;
+                }
+            }
+            for s in m.rx.streams() {
+                r.delivered += s.received;
+                r.receiver_lost += s.lost();
+                r.duplicates += s.duplicates;
+                r.too_old += s.too_old;
+                r.integrity_failures += s.integrity_failures;
+                r.latency.merge(&s.latency);
+            }
+            for (reason, n) in &m.p.stats().drops {
+                *r.drops.entry(format!("{reason:?}")).or_default() += n;
+            }
+        }
+        r
+    }
+
+    fn to_json(&self, args: &Args) -> String {
+        let mut o = String::new();
+        let streams: Vec<String> = args
+            .streams
+            .iter()
+            .map(|s| format!("\"{}\"", format!("{s:?}").to_lowercase()))
+            .collect();
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+        let secs = self.run_secs.max(1e-9);
+        let l = &self.latency;
+        let drops: Vec<String> = self
+            .drops
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        let decrypt_failures: u64 = self.drops.values().sum();
+        // Writing to a String cannot fail.
+        let _ = write!(
+            o,
+            "{{\"config\":{{\"control\":{},\"relay\":{},\"conferences\":{},\"participants\":{},\
+             \"streams\":[{}],\"full_subscribers\":{},\"speakers\":{},\"rate\":{},\
+             \"duration_s\":{},\"relay_pid\":{}}},\
+             \"sessions\":{},\"connect_s\":{:.3},\"run_s\":{:.3},\
+             \"sent_packets\":{},\"offered_pps\":{:.1},\"expected_deliveries\":{},\
+             \"delivered_packets\":{},\"delivered_pps\":{:.1},\"loss_ratio\":{:.6},\
+             \"receiver_counted_lost\":{},\"duplicates\":{},\"too_old\":{},\
+             \"integrity_failures\":{},\"decrypt_failures\":{},\"drops\":{{{}}},\
+             \"source_skipped\":{},\"send_rtp_errors\":{},\
+             \"udp\":{{\"datagrams_out\":{},\"datagrams_in\":{},\"send_would_block\":{},\
+             \"send_errors\":{},\"recv_errors\":{},\"host_rcvbuf_errors\":{},\
+             \"host_sndbuf_errors\":{}}},\
+             \"latency_ns\":{{\"method\":\"merged histogram of every receiver's streams\",\
+             \"count\":{},\"min\":{},\"p50\":{},\"p99\":{},\"max\":{},\"mean\":{}}},\
+             \"relay_cpu_s\":{},\"relay_cpu_util\":{},\"relay_rss_kib\":{},\
+             \"load_cpu_s\":{:.3},\"load_cpu_util\":{:.3}}}",
+            json_str(&args.control.display().to_string()),
+            opt(args.relay.map(|a| json_str(&a.to_string()))),
+            args.conferences,
+            args.participants,
+            streams.join(","),
+            args.full_subscribers,
+            args.speakers,
+            num(args.rate),
+            num(args.duration),
+            opt(args.relay_pid.map(|p| p.to_string())),
+            self.sessions,
+            self.connect_secs,
+            self.run_secs,
+            self.sent,
+            self.sent as f64 / secs,
+            self.expected,
+            self.delivered,
+            self.delivered as f64 / secs,
+            1.0 - ratio(self.delivered, self.expected).min(1.0),
+            self.receiver_lost,
+            self.duplicates,
+            self.too_old,
+            self.integrity_failures,
+            decrypt_failures,
+            drops.join(","),
+            self.skipped,
+            self.send_errors,
+            self.io.datagrams_out,
+            self.io.datagrams_in,
+            self.io.send_would_block,
+            self.io.send_errors,
+            self.io.recv_errors,
+            opt(self.udp_errors.map(|(r, _)| r.to_string())),
+            opt(self.udp_errors.map(|(_, s)| s.to_string())),
+            l.count(),
+            l.min().unwrap_or(0),
+            l.quantile(0.5).unwrap_or(0),
+            l.quantile(0.99).unwrap_or(0),
+            l.max().unwrap_or(0),
+            l.mean().unwrap_or(0),
+            opt(self.relay_cpu.map(|(s, _)| format!("{s:.3}"))),
+            opt(self.relay_cpu.map(|(s, _)| format!("{:.3}", s / secs))),
+            opt(self.relay_cpu.map(|(_, rss)| rss.to_string())),
+            self.own_cpu,
+            self.own_cpu / secs,
+        );
+        o
+    }
+}
+
+/// A finite number as JSON (`null` otherwise).
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}

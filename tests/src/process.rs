@@ -1,0 +1,228 @@
+//! Workspace binaries as real processes: building them for the running test's profile,
+//! and the [`Relay`] guard that starts `blindfold-relay` on free loopback ports and kills
+//! it when dropped.
+//!
+//! # Where the binaries come from
+//!
+//! Cargo only gives `CARGO_BIN_EXE_*` to tests of the binary's own package, and the
+//! binaries live in `blindfold-relay` and `blindfold-client`. So [`binary`] runs `cargo
+//! build -p <package> --bin <name>` once per test process, for the profile and target
+//! directory the test itself was built in (both read from the test executable's path,
+//! `target/<profile>/deps/<test>-…`), and returns `target/<profile>/<name>`. Cargo
+//! releases its build lock before running tests, and the build is a no-op when the
+//! binary is fresh, so this costs a fraction of a second and never runs a stale binary.
+//! (Artifact dependencies, `-Z bindeps`, would say this in Cargo.toml, but they are
+//! unstable.)
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Builds (if needed, once per process) and returns binary `bin` of `package` for the
+/// profile this test was built in.
+pub fn binary(package: &str, bin: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = built.get(bin) {
+        return p.clone();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => panic!("unexpected target layout: {}", exe.display()),
+    };
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--profile",
+            profile,
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build of {bin} failed");
+    let path = profile_dir.join(bin);
+    assert!(path.exists(), "no binary at {}", path.display());
+    built.insert(bin.to_owned(), path.clone());
+    path
+}
+
+/// A UDP port nobody listens on right now (bound and released at once).
+pub fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    s.local_addr().expect("addr").port()
+}
+
+/// A TCP port nobody listens on right now (bound and released at once).
+pub fn free_tcp_port() -> u16 {
+    let s = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    s.local_addr().expect("addr").port()
+}
+
+/// A running `blindfold-relay`; killed (if still running) and its directory removed
+/// when dropped (its log is printed first if the thread is panicking).
+pub struct Relay {
+    child: Child,
+    /// Its temporary directory (control socket, log).
+    pub dir: PathBuf,
+    /// Its control socket.
+    pub control: PathBuf,
+    /// Its UDP media address.
+    pub udp: SocketAddr,
+    /// Its `/metrics` address.
+    pub metrics: SocketAddr,
+}
+
+impl Relay {
+    /// Starts the relay with `workers` workers on free loopback ports and waits (up to
+    /// 10 s) for its control socket.
+    pub fn start(workers: usize) -> Relay {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bf-relay-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let control = dir.join("control.sock");
+        let udp: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
+        let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
+        let log = std::fs::File::create(dir.join("relay.log")).expect("log file");
+        let child = Command::new(binary("blindfold-relay", "blindfold-relay"))
+            .arg("--listen")
+            .arg(udp.to_string())
+            .arg("--workers")
+            .arg(workers.to_string())
+            .arg("--control-socket")
+            .arg(&control)
+            .arg("--metrics")
+            .arg(metrics.to_string())
+            .args([
+                "--log-level",
+                "debug",
+                "--recv-buffer",
+                "0",
+                "--send-buffer",
+                "0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting blindfold-relay");
+        let relay = Relay {
+            child,
+            dir,
+            control,
+            udp,
+            metrics,
+        };
+        // Not a probe connection: the relay serves one client at a time.
+        relay.wait_until(Duration::from_secs(10), "the control socket", || {
+            relay.control.exists()
+        });
+        relay
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its log (stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default()
+    }
+
+    /// Polls `cond` every 20 ms; panics with the log after `limit`.
+    pub fn wait_until(&self, limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; relay log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET /metrics`, as text.
+    pub fn scrape(&self) -> String {
+        let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2))
+            .expect("connect to /metrics");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("read timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .expect("write request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read /metrics");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        text
+    }
+
+    /// A metric summed over its series (the relay labels them by worker). The selector
+    /// may name one label to match: `blindfold_sessions{state="connected"}`.
+    pub fn metric(&self, selector: &str) -> u64 {
+        let (name, label) = match selector.split_once('{') {
+            Some((name, label)) => (name, Some(label.trim_end_matches('}'))),
+            None => (selector, None),
+        };
+        let text = self.scrape();
+        let values: Vec<u64> = text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+                    && label.is_none_or(|label| l.contains(label))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        assert!(!values.is_empty(), "no {selector} in:\n{text}");
+        values.iter().sum()
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("relay log:\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

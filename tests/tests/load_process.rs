@@ -1,0 +1,88 @@
+//! `blindfold-load` as a process against the `blindfold-relay` process: a short run must
+//! connect everyone, deliver media with (almost) no loss and no integrity failure, and
+//! write its JSON report. Both binaries are built for this test's profile by
+//! [`blindfold_tests::process::binary`]; every wait is bounded.
+
+// Real processes and deadlines: the test reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blindfold_tests::process::{Relay, binary};
+
+/// The number after `"key":` in the report (its keys are unique).
+fn field(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len();
+    let rest = &json[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|e| panic!("{key}: {e} in {json}"))
+}
+
+#[test]
+fn load_generator_runs_a_conference_through_the_relay_process() {
+    let relay = Relay::start(2);
+    let report = relay.dir.join("load.json");
+    let mut child = Command::new(binary("blindfold-client", "blindfold-load"))
+        .arg("--control")
+        .arg(&relay.control)
+        .args([
+            "--conferences",
+            "1",
+            "--participants",
+            "3",
+            "--duration",
+            "2",
+        ])
+        .args(["--full-subscribers", "1", "--connect-timeout", "10"])
+        .arg("--relay-pid")
+        .arg(relay.pid().to_string())
+        .arg("--json")
+        .arg(&report)
+        .arg("--no-progress")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting blindfold-load");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("blindfold-load did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(status.success(), "blindfold-load: {status:?}\n{stderr}");
+    let json = std::fs::read_to_string(&report).expect("the JSON report");
+
+    assert_eq!(field(&json, "sessions"), 3.0, "{json}");
+    assert!(field(&json, "offered_pps") > 0.0, "{json}");
+    let delivered = field(&json, "delivered_packets");
+    let expected = field(&json, "expected_deliveries");
+    assert!(delivered > 0.0 && expected > 0.0, "{json}");
+    assert!(field(&json, "loss_ratio") < 0.01, "{json}");
+    assert_eq!(field(&json, "integrity_failures"), 0.0, "{json}");
+    assert_eq!(field(&json, "decrypt_failures"), 0.0, "{json}");
+    // The relay's figures are there because --relay-pid was given.
+    assert!(field(&json, "relay_rss_kib") > 0.0, "{json}");
+    assert!(field(&json, "relay_cpu_s") >= 0.0, "{json}");
+    assert!(field(&json, "p99") > 0.0, "{json}");
+}
