@@ -49,6 +49,24 @@ impl OwnSsrcs {
     fn all(&self) -> [Ssrc; 3] {
         [self.audio, self.thumbnail, self.full]
     }
+
+    /// These streams as a receiver installs them from this sender's key event.
+    pub fn as_remote_streams(&self) -> [RemoteStream; 3] {
+        [
+            RemoteStream {
+                ssrc: self.audio,
+                kind: MediaKind::Audio,
+            },
+            RemoteStream {
+                ssrc: self.thumbnail,
+                kind: MediaKind::Video,
+            },
+            RemoteStream {
+                ssrc: self.full,
+                kind: MediaKind::Video,
+            },
+        ]
+    }
 }
 
 /// Everything a [`Participant`] needs, from the SDP offer/answer and the key setup.

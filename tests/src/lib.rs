@@ -32,8 +32,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use blindfold_client::{
-    Event as PEvent, IceCredentials, MediaKind, MediaPacket, OwnSsrcs, Participant,
-    ParticipantConfig, RemoteStream, SenderId,
+    Event as PEvent, IceCredentials, MediaPacket, OwnSsrcs, Participant, ParticipantConfig,
+    SenderId,
 };
 use blindfold_relay::control::{
     ConfId, ExtmapIds, FullSet, IcePwd, IceUfrag, Layer, NotificationBody, SessionId, SessionSpec,
@@ -298,20 +298,7 @@ impl Sim {
                 if i == j {
                     continue;
                 }
-                let streams = [
-                    RemoteStream {
-                        ssrc: ssrcs.audio,
-                        kind: MediaKind::Audio,
-                    },
-                    RemoteStream {
-                        ssrc: ssrcs.thumbnail,
-                        kind: MediaKind::Video,
-                    },
-                    RemoteStream {
-                        ssrc: ssrcs.full,
-                        kind: MediaKind::Video,
-                    },
-                ];
+                let streams = ssrcs.as_remote_streams();
                 m.p.install_remote_keys(
                     SenderId(j as u64),
                     &streams,

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use blindfold_client::control::ControlClient;
 use blindfold_client::{
-    Event as PEvent, IceCredentials, MediaKind, OwnSsrcs, Participant, ParticipantConfig,
-    RemoteStream, SenderId,
+    Event as PEvent, IceCredentials, OwnSsrcs, Participant, ParticipantConfig, SenderId,
 };
 use blindfold_relay::control::{
     self, ConfId, ConferenceSpec, ErrorCode, ExtmapIds, FrameDecoder, Generation, IcePwd, IceUfrag,
@@ -248,20 +247,7 @@ fn share_keys(peers: &mut [Peer]) {
             if i == j {
                 continue;
             }
-            let streams = [
-                RemoteStream {
-                    ssrc: ssrcs.audio,
-                    kind: MediaKind::Audio,
-                },
-                RemoteStream {
-                    ssrc: ssrcs.thumbnail,
-                    kind: MediaKind::Video,
-                },
-                RemoteStream {
-                    ssrc: ssrcs.full,
-                    kind: MediaKind::Video,
-                },
-            ];
+            let streams = ssrcs.as_remote_streams();
             m.p.install_remote_keys(
                 SenderId(j as u64),
                 &streams,

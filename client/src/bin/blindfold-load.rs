@@ -31,8 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 use blindfold_client::control::ControlClient;
 use blindfold_client::measure::LatencyHistogram;
 use blindfold_client::{
-    Driver, IceCredentials, MediaKind, MediaSource, OwnSsrcs, Participant, ParticipantConfig,
-    Receiver, RemoteStream, SenderId, SourceConfig, VideoLayer,
+    Driver, IceCredentials, MediaSource, OwnSsrcs, Participant, ParticipantConfig, Receiver,
+    SenderId, SourceConfig, VideoLayer,
 };
 use blindfold_relay::control::{
     ConfId, ConferenceSpec, ExtmapIds, FullSet, Generation, IcePwd, IceUfrag, Layer,
@@ -620,20 +620,7 @@ fn share_keys(members: &mut [Member], profile: SrtpProfile) -> Result<(), String
             if i == j || *conf != m.conf {
                 continue;
             }
-            let streams = [
-                RemoteStream {
-                    ssrc: ssrcs.audio,
-                    kind: MediaKind::Audio,
-                },
-                RemoteStream {
-                    ssrc: ssrcs.thumbnail,
-                    kind: MediaKind::Video,
-                },
-                RemoteStream {
-                    ssrc: ssrcs.full,
-                    kind: MediaKind::Video,
-                },
-            ];
+            let streams = ssrcs.as_remote_streams();
             m.p.install_remote_keys(
                 SenderId(j as u64),
                 &streams,
