@@ -4,7 +4,7 @@
 //!
 //! Each point is one `udp-blast` run that spawns a fresh `bare-forwarder` (both found
 //! next to this binary): with `--pin`, `taskset -c 0` for the blaster and its sinks and
-//! `taskset -c 1` for the forwarder, as docs in ../shared/BENCHMARKING.md ask. Rates are
+//! `taskset -c 1` for the forwarder, as ../shared/BENCHMARKING.md asks. Rates are
 //! offered *egress* packets/s (ingress × fan-out), the figure the baseline is quoted in.
 //!
 //! The relay side needs connected sessions, which only the `blindfold-load` generator
@@ -17,6 +17,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 use blindfold_benches::blast::BlastReport;
 use blindfold_benches::svg::{Chart, Series, render, si};
@@ -63,6 +64,10 @@ struct Args {
     /// Directory with udp-blast and bare-forwarder (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Before each point, wait up to this many seconds for the machine to be quiet
+    /// (other processes using < 0.3 cores over 1 s); 0: do not wait.
+    #[arg(long, default_value_t = 0.0)]
+    quiet_wait: f64,
     /// Hook for the relay side: a shell command run once per point with `{fanout}`,
     /// `{size}`, `{rate}` (egress pps), `{ingress}` (pps), `{duration}` and `{port}`
     /// substituted; it must print a udp-blast JSON report as its last stdout line.
@@ -101,20 +106,58 @@ struct Point {
     gen_cpu: f64,
     /// Packets/s the generator could not send on time.
     shortfall: f64,
+    /// CPU (in cores) that other processes on the machine used during the point: the
+    /// machine's busy time minus the generator's and the forwarder's. Much above 0 and
+    /// the point measured the neighbours, not the forwarder.
+    other_cores: f64,
+}
+
+/// Busy CPU seconds of the whole machine so far (`/proc/stat`: everything but idle and
+/// iowait), or NaN if unreadable.
+fn machine_busy_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return f64::NAN;
+    };
+    let Some(line) = stat.lines().next() else {
+        return f64::NAN;
+    };
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest* are inside user/nice).
+    let busy: f64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    // SAFETY: `sysconf` takes a constant and returns a value; no memory is involved.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    if hz > 0.0 { busy / hz } else { f64::NAN }
 }
 
 impl Point {
-    fn from_report(r: &BlastReport, fanout: usize) -> Self {
+    /// The point in `r`; `busy_s` and `wall_s` are the machine's busy CPU seconds and
+    /// the wall time around the run (for [`other_cores`](Self::other_cores)).
+    fn from_report(r: &BlastReport, fanout: usize, busy_s: f64, wall_s: f64) -> Self {
         let f = fanout as f64;
+        let fwd_cpu = r
+            .forwarder
+            .as_ref()
+            .and_then(|v| Some(v.get("cpu_user_s")?.as_f64()? + v.get("cpu_sys_s")?.as_f64()?));
         let ns = r
             .forwarder
             .as_ref()
             .and_then(|v| {
                 let sent = v.get("sent")?.as_f64()?;
-                let cpu = v.get("cpu_user_s")?.as_f64()? + v.get("cpu_sys_s")?.as_f64()?;
-                (sent > 0.0).then(|| cpu * 1e9 / sent)
+                (sent > 0.0).then(|| fwd_cpu.unwrap_or(f64::NAN) * 1e9 / sent)
             })
             .unwrap_or(f64::NAN);
+        let ours = r.cpu_user_s + r.cpu_sys_s + fwd_cpu.unwrap_or(0.0);
+        let other_cores = ((busy_s - ours) / wall_s.max(1e-9)).max(0.0);
         Self {
             offered: r.offered_pps * f,
             delivered: r.received_pps_total,
@@ -122,6 +165,7 @@ impl Point {
             ns_per_egress: ns,
             gen_cpu: r.cpu_util,
             shortfall: r.shortfall_pps,
+            other_cores,
         }
     }
 }
@@ -181,10 +225,14 @@ fn run_bare_point(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<Point
         "--workers".into(),
         env.workers.to_string(),
     ]);
+    let busy0 = machine_busy_seconds();
+    let t0 = Instant::now();
     let out = Command::new(&argv[0])
         .args(&argv[1..])
         .output()
         .map_err(|e| format!("running {}: {e}", argv[0]))?;
+    let wall = t0.elapsed().as_secs_f64();
+    let busy = machine_busy_seconds() - busy0;
     if !out.status.success() {
         return Err(format!(
             "udp-blast failed ({}): {}",
@@ -192,7 +240,12 @@ fn run_bare_point(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<Point
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(Point::from_report(&parse_report(&out.stdout)?, sc.fanout))
+    Ok(Point::from_report(
+        &parse_report(&out.stdout)?,
+        sc.fanout,
+        busy,
+        wall,
+    ))
 }
 
 /// The relay side of one point. The relay only forwards for connected sessions, which
@@ -212,11 +265,15 @@ fn run_relay_scenario(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<P
         .replace("{ingress}", &format!("{:.0}", rate / sc.fanout as f64))
         .replace("{duration}", &env.duration.to_string())
         .replace("{port}", &port.to_string());
+    let busy0 = machine_busy_seconds();
+    let t0 = Instant::now();
     let out = Command::new("sh")
         .arg("-c")
         .arg(&cmd)
         .output()
         .map_err(|e| format!("running relay command: {e}"))?;
+    let wall = t0.elapsed().as_secs_f64();
+    let busy = machine_busy_seconds() - busy0;
     if !out.status.success() {
         return Err(format!(
             "relay command failed ({}): {}",
@@ -224,7 +281,28 @@ fn run_relay_scenario(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<P
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(Point::from_report(&parse_report(&out.stdout)?, sc.fanout))
+    Ok(Point::from_report(
+        &parse_report(&out.stdout)?,
+        sc.fanout,
+        busy,
+        wall,
+    ))
+}
+
+/// Waits up to `max_s` seconds for a 1-second window in which the machine is busy for
+/// less than 0.3 cores; returns the busy cores of the last window.
+fn wait_quiet(max_s: f64) -> f64 {
+    let start = Instant::now();
+    let mut last = f64::NAN;
+    while start.elapsed().as_secs_f64() < max_s {
+        let b0 = machine_busy_seconds();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        last = machine_busy_seconds() - b0;
+        if last < 0.3 {
+            break;
+        }
+    }
+    last
 }
 
 /// The highest offered rate with < 1% loss, if any.
@@ -285,9 +363,9 @@ fn main() -> ExitCode {
     for &sc in &scenarios {
         println!("\n## {}", sc.name());
         println!(
-            "| offered egress pps | bare delivered pps | bare loss | fwd ns/egress pkt | gen CPU | gen shortfall pps | relay delivered pps |"
+            "| offered egress pps | bare delivered pps | bare loss | fwd ns/egress pkt | gen CPU | gen shortfall pps | other load (cores) | relay delivered pps |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut bare = Vec::new();
         let mut relay: Result<Vec<Point>, String> = Ok(Vec::new());
         let mut bad_streak = 0;
@@ -306,22 +384,31 @@ fn main() -> ExitCode {
                 Err(_) => "not measured".into(),
             };
             port = port.wrapping_add(1).max(1024);
+            if args.quiet_wait > 0.0 {
+                let busy = wait_quiet(args.quiet_wait);
+                if busy >= 0.3 {
+                    eprintln!(
+                        "relay-vs-bare: machine still busy ({busy:.2} cores), measuring anyway"
+                    );
+                }
+            }
             match run_bare_point(&env, sc, rate, port) {
                 Ok(p) => {
                     println!(
-                        "| {:.0} | {:.0} | {:.2}% | {} | {:.0}% | {:.0} | {relay_cell} |",
+                        "| {:.0} | {:.0} | {:.2}% | {} | {:.0}% | {:.0} | {:.2} | {relay_cell} |",
                         p.offered,
                         p.delivered,
                         p.loss * 100.0,
                         fmt_ns(p.ns_per_egress),
                         p.gen_cpu * 100.0,
-                        p.shortfall
+                        p.shortfall,
+                        p.other_cores
                     );
                     bad_streak = if p.loss > 0.05 { bad_streak + 1 } else { 0 };
                     bare.push(p);
                 }
                 Err(e) => {
-                    println!("| {rate:.0} | error: {e} | | | | | {relay_cell} |");
+                    println!("| {rate:.0} | error: {e} | | | | | | {relay_cell} |");
                     bad_streak += 1;
                 }
             }
@@ -338,8 +425,10 @@ fn main() -> ExitCode {
     }
 
     println!("\n## Highest offered egress rate with < 1% loss");
-    println!("| scenario | bare egress pps | bare ingress pps | fwd ns/egress pkt there | relay |");
-    println!("|---|---:|---:|---:|---|");
+    println!(
+        "| scenario | bare egress pps | bare ingress pps | fwd ns/egress pkt there | other load there (cores) | relay |"
+    );
+    println!("|---|---:|---:|---:|---:|---|");
     for (sc, bare, relay) in &results {
         let relay_cell = match relay {
             Ok(points) => best(points).map_or("none < 1%".into(), |p| format!("{:.0}", p.offered)),
@@ -347,13 +436,14 @@ fn main() -> ExitCode {
         };
         match best(bare) {
             Some(p) => println!(
-                "| {} | {} | {} | {} | {relay_cell} |",
+                "| {} | {} | {} | {} | {:.2} | {relay_cell} |",
                 sc.name(),
                 si(p.offered),
                 si(p.offered / sc.fanout as f64),
-                fmt_ns(p.ns_per_egress)
+                fmt_ns(p.ns_per_egress),
+                p.other_cores
             ),
-            None => println!("| {} | none < 1% | | | {relay_cell} |", sc.name()),
+            None => println!("| {} | none < 1% | | | | {relay_cell} |", sc.name()),
         }
     }
 
