@@ -1,0 +1,303 @@
+//! The raw load side of the baseline: counting sinks and a paced `sendmmsg` blaster.
+//!
+//! [`Sinks`] binds N UDP sockets and counts what arrives on each, on one thread with a
+//! mio loop (so many sinks cost one core's worth of scheduling, not N threads).
+//! [`blast`] offers a fixed packet rate to one target from several source sockets (so
+//! an `SO_REUSEPORT` forwarder spreads them across its workers), in small bursts: each
+//! burst is one `sendmmsg` of the same payload bytes queued once per packet.
+
+// A load generator is IO, not an engine: it reads the clock to pace itself.
+#![allow(clippy::disallowed_methods)]
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use blindfold_relay::shell::udp::{RecvBatch, SendQueue, bind_reuseport};
+use mio::{Events, Interest, Poll, Token};
+
+/// The sinks' receive buffer: large, so a sink that is scheduled late does not drop.
+pub const SINK_BUFFER: usize = 8 << 20;
+
+/// N receiving sockets and the thread that counts datagrams on each.
+#[derive(Debug)]
+pub struct Sinks {
+    addrs: Vec<SocketAddr>,
+    counts: Arc<[AtomicU64]>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl Sinks {
+    /// Binds one sink per entry of `ports` on `ip` (a port of 0 picks a free one) and
+    /// starts counting.
+    ///
+    /// # Errors
+    /// Binding a socket or creating the poll failed.
+    pub fn bind(ip: IpAddr, ports: &[u16]) -> io::Result<Self> {
+        let mut sockets = Vec::with_capacity(ports.len());
+        let mut addrs = Vec::with_capacity(ports.len());
+        for &port in ports {
+            let s = bind_reuseport(SocketAddr::new(ip, port), SINK_BUFFER, 0)?;
+            addrs.push(s.local_addr()?);
+            sockets.push(mio::net::UdpSocket::from_std(s));
+        }
+        let poll = Poll::new()?;
+        for (i, s) in sockets.iter_mut().enumerate() {
+            poll.registry().register(s, Token(i), Interest::READABLE)?;
+        }
+        let counts: Arc<[AtomicU64]> = ports.iter().map(|_| AtomicU64::new(0)).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, st) = (counts.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("udp-sinks".into())
+            .spawn(move || sink_loop(poll, &sockets, &c, &st))?;
+        Ok(Self {
+            addrs,
+            counts,
+            stop,
+            thread,
+        })
+    }
+
+    /// The sinks' bound addresses, in the order of `ports`.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Datagrams received on each sink so far.
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Stops the counting thread and returns the final counts.
+    ///
+    /// # Errors
+    /// The thread's receive error, if it failed.
+    pub fn stop(self) -> io::Result<Vec<u64>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("sink thread panicked")))?;
+        Ok(self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect())
+    }
+}
+
+fn sink_loop(
+    mut poll: Poll,
+    sockets: &[mio::net::UdpSocket],
+    counts: &[AtomicU64],
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut events = Events::with_capacity(sockets.len().max(1));
+    let mut rx = RecvBatch::new(64);
+    while !stop.load(Ordering::Relaxed) {
+        match poll.poll(&mut events, Some(Duration::from_millis(20))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for ev in &events {
+            let i = ev.token().0;
+            let (Some(socket), Some(count)) = (sockets.get(i), counts.get(i)) else {
+                continue;
+            };
+            loop {
+                let n = rx.recv(socket)?;
+                if n == 0 {
+                    break;
+                }
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What to send, where and how fast.
+#[derive(Debug, Clone)]
+pub struct BlastConfig {
+    /// The forwarder (or relay) under test.
+    pub target: SocketAddr,
+    /// Source sockets, used round robin per burst (at least 1).
+    pub senders: usize,
+    /// Datagram size in bytes.
+    pub size: usize,
+    /// Total offered packets per second.
+    pub rate: f64,
+    /// How long to offer it.
+    pub duration: Duration,
+    /// The pacing quantum: each burst carries `rate × burst` packets (1..=512).
+    pub burst: Duration,
+}
+
+/// What [`blast`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct BlastStats {
+    /// Packets the schedule offered (`rate × duration`).
+    pub offered: u64,
+    /// Packets the kernel accepted.
+    pub sent: u64,
+    /// Packets scheduled but skipped because the sender fell more than 20 ms behind
+    /// (the generator was the limit), or refused by the kernel.
+    pub shortfall: u64,
+    /// Wall time of the sending phase.
+    pub elapsed: Duration,
+}
+
+/// Largest lag before the schedule skips ahead instead of catching up at full speed.
+const MAX_LAG: Duration = Duration::from_millis(20);
+
+/// Lowers this thread's timer slack to 1 ns so short sleeps end on time.
+fn tight_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes one unsigned long and affects only this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}
+
+/// Offers `config.rate` packets/s of `config.size` bytes to `config.target` for
+/// `config.duration`, paced in bursts, each one `sendmmsg`. Blocking sockets: a full
+/// send buffer slows the generator rather than dropping in it.
+///
+/// # Errors
+/// Binding the source sockets or a fatal send error.
+pub fn blast(config: &BlastConfig) -> io::Result<BlastStats> {
+    tight_timer_slack();
+    let bind_ip: IpAddr = if config.target.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let sockets = (0..config.senders.max(1))
+        .map(|_| UdpSocket::bind(SocketAddr::new(bind_ip, 0)))
+        .collect::<io::Result<Vec<_>>>()?;
+    let payload: Vec<u8> = (0..config.size).map(|i| (i % 251) as u8).collect();
+    let rate = config.rate.max(1.0);
+    let total = (rate * config.duration.as_secs_f64()).round() as u64;
+    let burst = ((rate * config.burst.as_secs_f64()).round() as usize).clamp(1, 512);
+    let dests = vec![config.target; burst];
+    let mut tx = SendQueue::new(burst, 1);
+    let mut stats = BlastStats {
+        offered: total,
+        ..BlastStats::default()
+    };
+    let start = Instant::now();
+    let mut scheduled = 0u64;
+    let mut turn = 0usize;
+    while scheduled < total {
+        let due = start + Duration::from_secs_f64(scheduled as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        } else if now - due > MAX_LAG {
+            // Behind: skip to where the schedule is now; those packets were not offered
+            // by us in time, so they count against the generator, not the forwarder.
+            let at = ((now - start).as_secs_f64() * rate) as u64;
+            let at = at.min(total);
+            stats.shortfall += at.saturating_sub(scheduled);
+            scheduled = at;
+            continue;
+        }
+        let n = burst.min((total - scheduled) as usize);
+        let socket = &sockets[turn % sockets.len()];
+        turn = turn.wrapping_add(1);
+        let mut batch = tx.batch(socket.as_fd());
+        batch.push_fanout(&payload, &dests[..n]);
+        let st = batch.flush()?;
+        drop(batch);
+        stats.sent += st.sent;
+        stats.shortfall += st.dropped_full + st.dropped_error;
+        scheduled += n as u64;
+    }
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
+
+/// Sends one probe to `target` every 10 ms until every sink has counted at least one
+/// datagram more than at the start (the path through the forwarder works), or `timeout`.
+/// Returns whether the path is ready.
+///
+/// # Errors
+/// Binding the probe socket or sending failed (other than `ECONNREFUSED`, which just
+/// means nothing listens yet).
+pub fn wait_ready(
+    target: SocketAddr,
+    sinks: &Sinks,
+    size: usize,
+    timeout: Duration,
+) -> io::Result<bool> {
+    let bind_ip: IpAddr = if target.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let probe = UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
+    let payload = vec![0u8; size.max(1)];
+    let before = sinks.counts();
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        match probe.send_to(&payload, target) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        if sinks.counts().iter().zip(&before).all(|(now, b)| now > b) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The JSON report of `udp-blast` (one line on stdout), read back by `relay-vs-bare`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BlastReport {
+    /// Where the load went.
+    pub target: String,
+    /// Datagram size, bytes.
+    pub size: usize,
+    /// Source sockets.
+    pub senders: usize,
+    /// Sinks counted (the fan-out expected of the forwarder).
+    pub sinks: Vec<String>,
+    /// Length of the sending phase asked for, seconds.
+    pub duration_s: f64,
+    /// The rate asked for, packets/s.
+    pub rate_pps: f64,
+    /// Packets scheduled per second of the actual sending phase.
+    pub offered_pps: f64,
+    /// Packets the kernel accepted per second.
+    pub sent_pps: f64,
+    /// Packets the generator could not send on time (it was the limit), per second.
+    pub shortfall_pps: f64,
+    /// Datagrams received per second on each sink (over the sending phase).
+    pub received_pps_per_sink: Vec<f64>,
+    /// Their sum: the delivered egress rate.
+    pub received_pps_total: f64,
+    /// `1 - received / (offered × sinks)`: everything lost between the schedule and the
+    /// sinks. 0 without sinks.
+    pub loss: f64,
+    /// `1 - received / (sent × sinks)`: only what the path after the generator lost.
+    pub loss_after_send: f64,
+    /// This process's user CPU during sending and draining, seconds (all threads).
+    pub cpu_user_s: f64,
+    /// Its system CPU, seconds.
+    pub cpu_sys_s: f64,
+    /// `(user + sys) / wall` over the same window: near 1.0 means the generator and the
+    /// sinks saturate their core and the numbers are the generator's limit.
+    pub cpu_util: f64,
+    /// The spawned forwarder's final JSON line, if one was spawned.
+    pub forwarder: Option<serde_json::Value>,
+}
