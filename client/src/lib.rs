@@ -32,10 +32,11 @@
 //! ```no_run
 //! use std::time::Instant;
 //! use blindfold_client::{Event, Participant, ParticipantConfig};
-//! # fn config() -> ParticipantConfig { unimplemented!() }
 //! # fn recv() -> Option<(std::net::SocketAddr, Vec<u8>)> { None }
 //! # fn send(_: std::net::SocketAddr, _: &[u8]) {}
-//! let mut p = Participant::new(config(), Instant::now())?;
+//! # #[allow(clippy::disallowed_methods)]
+//! # fn run(config: ParticipantConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut p = Participant::new(config, Instant::now())?;
 //! loop {
 //!     while let Some(t) = p.poll_transmit() {
 //!         send(t.dest, &t.bytes);
@@ -55,7 +56,7 @@
 //!         None => p.handle_timeout(now),
 //!     }
 //! }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 

@@ -195,20 +195,7 @@ impl Sim {
         fingerprint: Fingerprint,
     ) -> usize {
         let idx = self.members.len();
-        let base = 0x1000 * (idx as u32 + 1);
-        let ssrcs = OwnSsrcs {
-            audio: Ssrc(base + 1),
-            thumbnail: Ssrc(base + 2),
-            full: Ssrc(base + 3),
-        };
-        let relay_ice = IceCredentials {
-            ufrag: format!("relay{name}"),
-            pwd: format!("relaypwd{name}0123456789abcdef"),
-        };
-        let local_ice = IceCredentials {
-            ufrag: format!("peer{name}"),
-            pwd: format!("peerpwd{name}0123456789abcdef"),
-        };
+        let (ssrcs, relay_ice, local_ice) = test_identity(idx, name);
         let spec = SessionSpec {
             session_id: SessionId::new(name).expect("session id"),
             conf_id: ConfId::new(conf).expect("conf id"),
@@ -457,6 +444,26 @@ impl Sim {
             }
         }
     }
+}
+
+/// The SSRCs and ICE credentials of test participant number `idx` called `name`
+/// (relay's, then participant's), unique per participant.
+pub fn test_identity(idx: usize, name: &str) -> (OwnSsrcs, IceCredentials, IceCredentials) {
+    let base = 0x1000 * (idx as u32 + 1);
+    let ssrcs = OwnSsrcs {
+        audio: Ssrc(base + 1),
+        thumbnail: Ssrc(base + 2),
+        full: Ssrc(base + 3),
+    };
+    let relay_ice = IceCredentials {
+        ufrag: format!("relay{name}"),
+        pwd: format!("relaypwd{name}0123456789abcdef"),
+    };
+    let local_ice = IceCredentials {
+        ufrag: format!("peer{name}"),
+        pwd: format!("peerpwd{name}0123456789abcdef"),
+    };
+    (ssrcs, relay_ice, local_ice)
 }
 
 fn stream(ssrc: Ssrc, kind: StreamKind, layer: Layer) -> StreamSpec {

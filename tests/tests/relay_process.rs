@@ -18,16 +18,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use blindfold_client::control::ControlClient;
-use blindfold_client::{
-    Event as PEvent, IceCredentials, OwnSsrcs, Participant, ParticipantConfig, SenderId,
-};
+use blindfold_client::{Event as PEvent, OwnSsrcs, Participant, ParticipantConfig, SenderId};
 use blindfold_relay::control::{
     self, ConfId, ConferenceSpec, ErrorCode, ExtmapIds, FrameDecoder, Generation, IcePwd, IceUfrag,
     Layer, Message, NotificationBody, RelayInfo, Request, RequestBody, RequestId, ResponseBody,
     SessionId, SessionSpec, Snapshot, StreamKind, StreamSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
-use blindfold_relay::id::{KeyIndex, Pt, RtpTime, Ssrc};
+use blindfold_relay::id::{KeyIndex, Pt, RtpTime};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 use blindfold_tests::process::Relay;
 
@@ -105,20 +103,7 @@ struct Peer {
 
 impl Peer {
     fn new(idx: usize, name: &str, relay: &RelayInfo) -> Peer {
-        let base = 0x1000 * (idx as u32 + 1);
-        let ssrcs = OwnSsrcs {
-            audio: Ssrc(base + 1),
-            thumbnail: Ssrc(base + 2),
-            full: Ssrc(base + 3),
-        };
-        let relay_ice = IceCredentials {
-            ufrag: format!("relay{name}"),
-            pwd: format!("relaypwd{name}0123456789abcdef"),
-        };
-        let local_ice = IceCredentials {
-            ufrag: format!("peer{name}"),
-            pwd: format!("peerpwd{name}0123456789abcdef"),
-        };
+        let (ssrcs, relay_ice, local_ice) = blindfold_tests::test_identity(idx, name);
         let s = shared();
         let stream = |ssrc, kind, layer| StreamSpec { ssrc, kind, layer };
         let spec = SessionSpec {
