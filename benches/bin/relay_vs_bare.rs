@@ -8,8 +8,9 @@
 //! offered *egress* packets/s (ingress × fan-out), the figure the baseline is quoted in.
 //!
 //! The relay side needs connected sessions, which only the `blindfold-load` generator
-//! sets up; until it is merged, [`run_relay_scenario`] reports "not measured" unless a
-//! `--relay-cmd` hook is given (see its docs). No relay figure is ever invented.
+//! sets up: [`run_relay_scenario`] reports "not measured" unless a `--relay-cmd` hook is
+//! given (see its docs; `scripts/relay-ladder-cmd` is the one for a 1-worker relay and
+//! `blindfold-load`'s fixed-rate mode). No relay figure is ever invented.
 
 // A benchmark driver, not an engine: it may read the clock.
 #![allow(clippy::disallowed_methods)]
@@ -374,7 +375,12 @@ fn main() -> ExitCode {
                 Ok(points) => match run_relay_scenario(&env, sc, rate, port) {
                     Ok(p) => {
                         points.push(p);
-                        format!("{:.0} ({:.2}% loss)", p.delivered, p.loss * 100.0)
+                        format!(
+                            "{:.0} ({:.2}% loss, gen CPU {:.0}%)",
+                            p.delivered,
+                            p.loss * 100.0,
+                            p.gen_cpu * 100.0
+                        )
                     }
                     Err(e) => {
                         relay = Err(e);
@@ -426,25 +432,41 @@ fn main() -> ExitCode {
 
     println!("\n## Highest offered egress rate with < 1% loss");
     println!(
-        "| scenario | bare egress pps | bare ingress pps | fwd ns/egress pkt there | other load there (cores) | relay |"
+        "| scenario | bare egress pps | bare ingress pps | fwd ns/egress pkt there | other load there (cores) | relay egress pps | relay gen CPU there | relay/bare |"
     );
-    println!("|---|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (sc, bare, relay) in &results {
-        let relay_cell = match relay {
-            Ok(points) => best(points).map_or("none < 1%".into(), |p| format!("{:.0}", p.offered)),
-            Err(_) => "not measured".into(),
+        let relay_best = relay.as_ref().ok().and_then(|ps| best(ps));
+        let relay_cells = match (relay, relay_best) {
+            (Ok(_), Some(p)) => format!("{} | {:.0}%", si(p.offered), p.gen_cpu * 100.0),
+            (Ok(_), None) => "none < 1% | ".into(),
+            (Err(_), _) => "not measured | ".into(),
         };
-        match best(bare) {
+        let bare_best = best(bare);
+        let ratio = match (relay_best, bare_best) {
+            (Some(r), Some(b)) if b.offered > 0.0 => format!("{:.2}", r.offered / b.offered),
+            _ => "-".into(),
+        };
+        match bare_best {
             Some(p) => println!(
-                "| {} | {} | {} | {} | {:.2} | {relay_cell} |",
+                "| {} | {} | {} | {} | {:.2} | {relay_cells} | {ratio} |",
                 sc.name(),
                 si(p.offered),
                 si(p.offered / sc.fanout as f64),
                 fmt_ns(p.ns_per_egress),
                 p.other_cores
             ),
-            None => println!("| {} | none < 1% | | | | {relay_cell} |", sc.name()),
+            None => println!(
+                "| {} | none < 1% | | | | {relay_cells} | {ratio} |",
+                sc.name()
+            ),
         }
+    }
+    if results.iter().any(|(_, _, r)| r.is_ok()) {
+        println!(
+            "(relay/bare: the ratio of the highest offered egress rates with < 1% loss; a rate \
+             ladder's step limits its resolution)"
+        );
     }
 
     let charts: Vec<Chart> = results

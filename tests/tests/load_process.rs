@@ -86,3 +86,71 @@ fn load_generator_runs_a_conference_through_the_relay_process() {
     assert!(field(&json, "relay_cpu_s") >= 0.0, "{json}");
     assert!(field(&json, "p99") > 0.0, "{json}");
 }
+
+#[test]
+fn load_generator_fixed_rate_mode_reports_in_udp_blast_format() {
+    let relay = Relay::start(2);
+    let mut child = Command::new(binary("blindfold-client", "blindfold-load"))
+        .arg("--control")
+        .arg(&relay.control)
+        .args([
+            "--conferences",
+            "1",
+            "--participants",
+            "3",
+            "--duration",
+            "2",
+        ])
+        .args(["--fixed-size", "200", "--fixed-pps", "1000"])
+        .args(["--report-format", "udp-blast", "--connect-timeout", "10"])
+        .arg("--relay-pid")
+        .arg(relay.pid().to_string())
+        .arg("--no-progress")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting blindfold-load");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("blindfold-load did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    {
+        use std::io::Read;
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut stdout);
+        }
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+    }
+    assert!(status.success(), "blindfold-load: {status:?}\n{stderr}");
+    let json = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .expect("a report line");
+
+    // One sender at 1000 pps for 2 s, two receivers: fan-out 2.
+    let offered = field(json, "offered_pps");
+    let sent = field(json, "sent_pps");
+    let received = field(json, "received_pps_total");
+    assert!(offered > 900.0 && offered <= 1001.0, "{json}");
+    assert!(sent > 0.99 * offered, "{json}");
+    assert!((received - 2.0 * sent).abs() < 0.01 * 2.0 * sent, "{json}");
+    assert!(field(json, "loss") < 0.01, "{json}");
+    assert!(field(json, "loss_after_send") < 0.01, "{json}");
+    assert!(field(json, "cpu_util") > 0.0, "{json}");
+    assert_eq!(field(json, "send_rtp_errors"), 0.0, "{json}");
+    // The relay's CPU, from --relay-pid.
+    assert!(field(json, "relay_rss_kib") > 0.0, "{json}");
+}

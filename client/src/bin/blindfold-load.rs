@@ -9,6 +9,14 @@
 //! [`Driver`] (audio, thumbnail and — for the first `--speakers` of each conference —
 //! full resolution, as `--streams` allows), and [`Receiver`]s measuring what arrives.
 //!
+//! With `--fixed-size` and `--fixed-pps` it measures the relay's forwarding capacity
+//! instead (the relay side of `relay-vs-bare`): the synthetic sources stay off, the first
+//! participant of each conference sends packets of a fixed payload size on its audio SSRC,
+//! paced in 1 ms bursts to a total ingress rate, and the others only count the RTP
+//! datagrams that reach them (header read, no decryption, so the generator is not the
+//! bottleneck); STUN, DTLS and SRTCP still go through the participant. With
+//! `--report-format udp-blast` the report is `udp-blast`'s JSON line.
+//!
 //! All IO is one thread: a mio `Poll` over every participant's socket, with the
 //! participants' and sources' timers as the poll timeout. A progress line goes to
 //! stderr once a second; the JSON report (see [`Report`]) to `--json` or stdout.
@@ -40,8 +48,10 @@ use blindfold_relay::control::{
     SubscriptionSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
-use blindfold_relay::id::{KeyIndex, Ssrc};
+use blindfold_relay::id::{KeyIndex, Pt, RtpTime, Ssrc};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+use blindfold_relay::wire::rtp::RtpHeader;
+use blindfold_relay::wire::{Kind, classify};
 use clap::{Parser, ValueEnum};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -105,6 +115,26 @@ struct Args {
     /// No progress line on stderr.
     #[arg(long)]
     no_progress: bool,
+    /// Fixed-rate mode: payload bytes of every packet (with `--fixed-pps`).
+    #[arg(long, requires = "fixed_pps")]
+    fixed_size: Option<usize>,
+    /// Fixed-rate mode: total ingress packets/s over every conference's one sender
+    /// (with `--fixed-size`); fan-out is `--participants` − 1.
+    #[arg(long, requires = "fixed_size")]
+    fixed_pps: Option<f64>,
+    /// The report's format.
+    #[arg(long, value_enum, default_value = "load")]
+    report_format: ReportFormat,
+}
+
+/// How the report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    /// This generator's own report (see [`Report`]); in fixed-rate mode its media
+    /// figures (sources, receivers) stay empty: use `udp-blast` there.
+    Load,
+    /// `udp-blast`'s JSON line (fixed-rate mode only), as `relay-vs-bare` reads it.
+    UdpBlast,
 }
 
 /// How long after the last send we keep receiving, so packets in flight arrive.
@@ -119,7 +149,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(report) => {
-            let json = report.to_json(&args);
+            let json = match args.report_format {
+                ReportFormat::Load => report.to_json(&args),
+                ReportFormat::UdpBlast => report.to_blast_json(&args),
+            };
             let written = match &args.json {
                 Some(path) => std::fs::write(path, json + "\n")
                     .map_err(|e| format!("writing {}: {e}", path.display())),
@@ -157,6 +190,10 @@ struct Member {
     driver: Option<Driver>,
     rx: Receiver,
     media_in: u64,
+    /// Fixed-rate mode: RTP is counted here, not decrypted.
+    count_rtp: bool,
+    /// RTP datagrams counted (fixed-rate mode).
+    rtp_in: u64,
 }
 
 #[derive(Debug, Default)]
@@ -170,14 +207,20 @@ struct IoCounters {
 }
 
 impl Member {
-    fn flush(&mut self, io: &mut IoCounters) {
+    /// Sends everything queued; returns how many datagrams the kernel took.
+    fn flush(&mut self, io: &mut IoCounters) -> u64 {
+        let mut sent = 0;
         while let Some(t) = self.p.poll_transmit() {
             match self.sock.send_to(&t.bytes, t.dest) {
-                Ok(_) => io.datagrams_out += 1,
+                Ok(_) => {
+                    io.datagrams_out += 1;
+                    sent += 1;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => io.send_would_block += 1,
                 Err(_) => io.send_errors += 1,
             }
         }
+        sent
     }
 
     fn events(&mut self, now: Instant) {
@@ -197,7 +240,12 @@ impl Member {
                 Ok((n, from)) => {
                     io.datagrams_in += 1;
                     if let Some(d) = buf.get_mut(..n) {
-                        let _ = self.p.handle_datagram(now, from, d);
+                        if self.count_rtp && classify(d) == Kind::Rtp && RtpHeader::parse(d).is_ok()
+                        {
+                            self.rtp_in += 1;
+                        } else {
+                            let _ = self.p.handle_datagram(now, from, d);
+                        }
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -211,7 +259,7 @@ impl Member {
             }
         }
         self.events(now);
-        self.flush(io);
+        let _ = self.flush(io);
     }
 
     /// Runs due timers (and the sources if `driving`); returns the next deadline.
@@ -226,7 +274,7 @@ impl Member {
             let _ = d.drive(&mut self.p, now);
         }
         self.events(now);
-        self.flush(io);
+        let _ = self.flush(io);
         self.deadline(driving)
     }
 
@@ -252,6 +300,75 @@ struct Load {
     io: IoCounters,
     next_timers: Instant,
     driving: bool,
+    /// Fixed-rate mode's senders, paced while `driving`.
+    fixed: Option<Fixed>,
+}
+
+/// The pacing quantum of fixed-rate mode.
+const FIXED_TICK: Duration = Duration::from_millis(1);
+/// Packets later than this are skipped (the generator was the limit), not sent late.
+const FIXED_LATE: Duration = Duration::from_millis(20);
+
+/// Fixed-rate mode: one sender per conference, fixed payload, paced to a total rate.
+struct Fixed {
+    /// Index in `members` of each conference's sender.
+    senders: Vec<usize>,
+    /// Packets/s of each sender.
+    pps: f64,
+    payload: Vec<u8>,
+    /// Pacing origin and end of sending.
+    start: Instant,
+    end: Instant,
+    /// Per sender: packets whose turn has come (sent, or skipped as too late).
+    scheduled: Vec<u64>,
+    /// Packets skipped because the generator fell more than [`FIXED_LATE`] behind.
+    skipped: u64,
+    /// Per sender: datagrams the kernel took.
+    sent: Vec<u64>,
+    send_errors: u64,
+    /// When the next burst is due.
+    next: Instant,
+}
+
+impl Fixed {
+    /// Sends every packet due by `now` (at most `duration × pps` per sender).
+    fn pace(&mut self, members: &mut [Member], now: Instant, io: &mut IoCounters) {
+        let upto = now.min(self.end).saturating_duration_since(self.start);
+        let due = (upto.as_secs_f64() * self.pps) as u64;
+        let late = (FIXED_LATE.as_secs_f64() * self.pps) as u64;
+        for (k, &g) in self.senders.iter().enumerate() {
+            let Some(m) = members.get_mut(g) else {
+                continue;
+            };
+            let ssrc = m.p.ssrcs().audio;
+            let (Some(scheduled), Some(sent)) = (self.scheduled.get_mut(k), self.sent.get_mut(k))
+            else {
+                continue;
+            };
+            if due.saturating_sub(*scheduled) > late {
+                self.skipped += due - late - *scheduled;
+                *scheduled = due - late;
+            }
+            while *scheduled < due {
+                let ts = RtpTime((*scheduled as u32).wrapping_mul(960));
+                if m.p
+                    .send_rtp(now, ssrc, Pt(111), false, ts, &[], &self.payload)
+                    .is_err()
+                {
+                    self.send_errors += 1;
+                }
+                *scheduled += 1;
+                *sent += m.flush(io);
+            }
+        }
+        self.next = (self.next + FIXED_TICK).max(now);
+    }
+
+    /// Packets the schedule holds, every sender.
+    fn offered(&self) -> f64 {
+        let secs = self.end.saturating_duration_since(self.start).as_secs_f64();
+        (secs * self.pps).floor() * self.senders.len() as f64
+    }
 }
 
 impl Load {
@@ -259,6 +376,15 @@ impl Load {
     /// `limit`, then read them.
     fn turn(&mut self, limit: Instant) -> Result<(), String> {
         let now = Instant::now();
+        let mut wake = limit;
+        if self.driving
+            && let Some(f) = &mut self.fixed
+        {
+            if now >= f.next {
+                f.pace(&mut self.members, now, &mut self.io);
+            }
+            wake = wake.min(f.next);
+        }
         if now >= self.next_timers {
             let mut next = now + Duration::from_secs(1);
             for m in &mut self.members {
@@ -270,7 +396,7 @@ impl Load {
         }
         let wait = self
             .next_timers
-            .min(limit)
+            .min(wake)
             .saturating_duration_since(Instant::now());
         match self.poll.poll(&mut self.events, Some(wait)) {
             Ok(()) => {}
@@ -298,6 +424,9 @@ impl Load {
     }
 
     fn sent(&self) -> u64 {
+        if let Some(f) = &self.fixed {
+            return f.sent.iter().sum();
+        }
         self.members
             .iter()
             .filter_map(|m| m.driver.as_ref())
@@ -306,7 +435,7 @@ impl Load {
     }
 
     fn media_in(&self) -> u64 {
-        self.members.iter().map(|m| m.media_in).sum()
+        self.members.iter().map(|m| m.media_in + m.rtp_in).sum()
     }
 
     /// Lost / (received + lost) over every stream every receiver has seen.
@@ -351,6 +480,18 @@ fn run(args: &Args) -> Result<Report, String> {
     }
     if !(args.duration > 0.0 && args.duration.is_finite()) {
         return Err("--duration must be positive".into());
+    }
+    let fixed = args.fixed_size.zip(args.fixed_pps);
+    if let Some((_, pps)) = fixed
+        && !(pps > 0.0 && pps.is_finite())
+    {
+        return Err("--fixed-pps must be positive".into());
+    }
+    if fixed.is_some() && args.participants < 2 {
+        return Err("fixed-rate mode needs --participants of at least 2".into());
+    }
+    if fixed.is_none() && args.report_format == ReportFormat::UdpBlast {
+        return Err("--report-format udp-blast needs --fixed-size and --fixed-pps".into());
     }
     let epoch = Instant::now();
     let (mut control, info) = ControlClient::connect(&args.control, Duration::from_secs(10))
@@ -463,6 +604,10 @@ fn run(args: &Args) -> Result<Report, String> {
             let std_sock = std::net::UdpSocket::bind("127.0.0.1:0")
                 .and_then(|s| s.set_nonblocking(true).map(|()| s))
                 .map_err(|e| format!("udp socket: {e}"))?;
+            if fixed.is_some() {
+                // One thread reads every receiver between bursts: give their queues room.
+                set_rcvbuf(&std_sock, 4 << 20);
+            }
             let mut sock = UdpSocket::from_std(std_sock);
             poll.registry()
                 .register(&mut sock, Token(g), Interest::READABLE)
@@ -482,6 +627,8 @@ fn run(args: &Args) -> Result<Report, String> {
                 driver: None,
                 rx: Receiver::new(epoch),
                 media_in: 0,
+                count_rtp: fixed.is_some(),
+                rtp_in: 0,
             });
         }
     }
@@ -493,6 +640,7 @@ fn run(args: &Args) -> Result<Report, String> {
         io: IoCounters::default(),
         next_timers: Instant::now(),
         driving: false,
+        fixed: None,
     };
 
     // ----- connect -----
@@ -543,15 +691,36 @@ fn run(args: &Args) -> Result<Report, String> {
 
     // ----- media -----
     let start = Instant::now();
-    for (g, m) in load.members.iter_mut().enumerate() {
-        m.driver = Some(driver(m, g, epoch, args.rate, start)?);
+    let end = start + Duration::from_secs_f64(args.duration);
+    if let Some((size, pps)) = fixed {
+        let senders: Vec<usize> = (0..args.conferences)
+            .map(|c| c * args.participants)
+            .collect();
+        let n = senders.len();
+        load.fixed = Some(Fixed {
+            senders,
+            pps: pps / n as f64,
+            payload: vec![0x5a; size],
+            start,
+            end,
+            scheduled: vec![0; n],
+            skipped: 0,
+            sent: vec![0; n],
+            send_errors: 0,
+            next: start,
+        });
+    } else {
+        for (g, m) in load.members.iter_mut().enumerate() {
+            m.driver = Some(driver(m, g, epoch, args.rate, start)?);
+        }
     }
     load.driving = true;
     load.next_timers = start;
     let relay_before = args.relay_pid.map(proc_cpu_ticks).transpose()?;
+    let relay_before_split = args.relay_pid.map(proc_cpu_split).transpose()?;
     let own_before = own_cpu_secs();
+    let own_before_split = own_cpu_split();
     let udp_before = udp_buffer_errors();
-    let end = start + Duration::from_secs_f64(args.duration);
     let mut tick = start + Duration::from_secs(1);
     let (mut last_sent, mut last_in, mut last_at) = (0u64, 0u64, start);
     while Instant::now() < end {
@@ -573,6 +742,10 @@ fn run(args: &Args) -> Result<Report, String> {
             tick += Duration::from_secs(1);
         }
     }
+    if let Some(f) = &mut load.fixed {
+        // The last burst, so every scheduled packet is sent (late, if need be).
+        f.pace(&mut load.members, Instant::now(), &mut load.io);
+    }
     let run_secs = start.elapsed().as_secs_f64();
     let relay_cpu = match (args.relay_pid, relay_before) {
         (Some(pid), Some(before)) => {
@@ -584,6 +757,22 @@ fn run(args: &Args) -> Result<Report, String> {
         _ => None,
     };
     let own_cpu = own_cpu_secs() - own_before;
+    let own_split = {
+        let (u, s) = own_cpu_split();
+        (u - own_before_split.0, s - own_before_split.1)
+    };
+    let relay_split = match (args.relay_pid, relay_before_split) {
+        (Some(pid), Some((u0, s0))) => {
+            let (u1, s1) = proc_cpu_split(pid)?;
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+            Some((
+                u1.saturating_sub(u0) as f64 / hz,
+                s1.saturating_sub(s0) as f64 / hz,
+            ))
+        }
+        _ => None,
+    };
     load.driving = false;
     load.run_until(Instant::now() + DRAIN)?;
     let udp_errors = match (udp_before, udp_buffer_errors()) {
@@ -598,14 +787,46 @@ fn run(args: &Args) -> Result<Report, String> {
             conf_id,
         });
     }
-    Ok(Report::new(
+    let mut report = Report::new(
         &load,
         run_secs,
         connect_secs,
         relay_cpu,
         own_cpu,
         udp_errors,
-    ))
+    );
+    report.blast = load.fixed.as_ref().map(|f| {
+        let fanout = (args.participants - 1) as f64;
+        let offered = f.offered();
+        let sent: u64 = f.sent.iter().sum();
+        let per_sink: Vec<f64> = load
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| !f.senders.contains(g))
+            .map(|(_, m)| m.rtp_in as f64 / run_secs.max(1e-9))
+            .collect();
+        let received: u64 = load.members.iter().map(|m| m.rtp_in).sum();
+        let loss_vs = |base: f64| {
+            if base > 0.0 {
+                1.0 - received as f64 / (base * fanout)
+            } else {
+                0.0
+            }
+        };
+        BlastFields {
+            offered_pps: offered / run_secs.max(1e-9),
+            sent_pps: sent as f64 / run_secs.max(1e-9),
+            shortfall_pps: (offered - sent as f64).max(0.0) / run_secs.max(1e-9),
+            received_pps_per_sink: per_sink,
+            loss: loss_vs(offered),
+            loss_after_send: loss_vs(sent as f64),
+            own_split,
+            relay_split,
+            send_errors: f.send_errors,
+        }
+    });
+    Ok(report)
 }
 
 /// Every member installs every other conference member's keys, as their key events in
@@ -663,6 +884,11 @@ fn driver(m: &Member, g: usize, epoch: Instant, rate: f64, now: Instant) -> Resu
 
 /// utime + stime of `pid`, in clock ticks, from /proc/PID/stat.
 fn proc_cpu_ticks(pid: u32) -> Result<u64, String> {
+    proc_cpu_split(pid).map(|(u, s)| u + s)
+}
+
+/// (utime, stime) of `pid`, in clock ticks, from /proc/PID/stat.
+fn proc_cpu_split(pid: u32) -> Result<(u64, u64), String> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.
@@ -678,7 +904,22 @@ fn proc_cpu_ticks(pid: u32) -> Result<u64, String> {
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| format!("{path}: field {}", i + 3))
     };
-    Ok(num(11)? + num(12)?)
+    Ok((num(11)?, num(12)?))
+}
+
+/// Asks for a receive buffer of `bytes` (the kernel caps it at `rmem_max`); best effort.
+fn set_rcvbuf(sock: &std::net::UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket fd and a pointer to a c_int with its size.
+    let _ = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// The host's UDP `RcvbufErrors` and `SndbufErrors` from /proc/net/snmp (datagrams the
@@ -707,14 +948,20 @@ fn proc_rss_kib(pid: u32) -> Result<u64, String> {
 
 /// This process's user + system CPU seconds.
 fn own_cpu_secs() -> f64 {
+    let (u, s) = own_cpu_split();
+    u + s
+}
+
+/// This process's (user, system) CPU seconds.
+fn own_cpu_split() -> (f64, f64) {
     // SAFETY: getrusage writes into the struct we pass; all-zero bytes are a valid rusage.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_SELF and a valid pointer to an rusage.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0.0;
+        return (0.0, 0.0);
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 // ----- the report -----------------------------------------------------------------------
@@ -741,6 +988,26 @@ struct Report {
     own_cpu: f64,
     /// Host-wide UDP RcvbufErrors and SndbufErrors during the run and drain.
     udp_errors: Option<(u64, u64)>,
+    /// Fixed-rate mode's figures, for the udp-blast format.
+    blast: Option<BlastFields>,
+}
+
+/// What fixed-rate mode measured, in `udp-blast`'s terms (rates over the sending phase;
+/// receptions include the drain, as udp-blast's sinks do).
+struct BlastFields {
+    offered_pps: f64,
+    sent_pps: f64,
+    shortfall_pps: f64,
+    received_pps_per_sink: Vec<f64>,
+    /// `1 - received / (offered × fan-out)`.
+    loss: f64,
+    /// `1 - received / (sent × fan-out)`.
+    loss_after_send: f64,
+    /// This process's (user, system) CPU seconds over the sending phase.
+    own_split: (f64, f64),
+    /// The relay's, if `--relay-pid` was given.
+    relay_split: Option<(f64, f64)>,
+    send_errors: u64,
 }
 
 impl Report {
@@ -778,6 +1045,7 @@ impl Report {
             relay_cpu,
             own_cpu,
             udp_errors,
+            blast: None,
         };
         for (i, m) in ms.iter().enumerate() {
             if let Some(d) = &m.driver {
@@ -895,6 +1163,65 @@ impl Report {
         );
         o
     }
+}
+
+impl Report {
+    /// The report as `udp-blast`'s JSON line (the fields `relay-vs-bare` reads). The
+    /// relay's CPU, when known, is in `forwarder` (`cpu_user_s`, `cpu_sys_s`); its own
+    /// sent count is unknown (metrics off), so `forwarder` has no `sent`.
+    fn to_blast_json(&self, args: &Args) -> String {
+        let Some(b) = &self.blast else {
+            return "{}".into();
+        };
+        let secs = self.run_secs.max(1e-9);
+        let per_sink: Vec<String> = b.received_pps_per_sink.iter().map(|&v| num(v)).collect();
+        let total: f64 = b.received_pps_per_sink.iter().sum();
+        let (u, s) = b.own_split;
+        let forwarder = b.relay_split.map_or("null".into(), |(ru, rs)| {
+            format!(
+                "{{\"cpu_user_s\":{},\"cpu_sys_s\":{},\"relay_rss_kib\":{}}}",
+                num(ru),
+                num(rs),
+                opt_num(self.relay_cpu.map(|(_, rss)| rss as f64))
+            )
+        });
+        let sinks: Vec<String> = b
+            .received_pps_per_sink
+            .iter()
+            .enumerate()
+            .map(|(i, _)| json_str(&format!("participant {}", i + 1)))
+            .collect();
+        format!(
+            "{{\"target\":{},\"size\":{},\"senders\":{},\"sinks\":[{}],\"duration_s\":{},\
+             \"rate_pps\":{},\"offered_pps\":{},\"sent_pps\":{},\"shortfall_pps\":{},\
+             \"received_pps_per_sink\":[{}],\"received_pps_total\":{},\"loss\":{},\
+             \"loss_after_send\":{},\"cpu_user_s\":{},\"cpu_sys_s\":{},\"cpu_util\":{},\
+             \"forwarder\":{},\"send_rtp_errors\":{},\"generator\":\"blindfold-load\"}}",
+            json_str(&args.control.display().to_string()),
+            args.fixed_size.unwrap_or(0),
+            args.conferences,
+            sinks.join(","),
+            num(args.duration),
+            num(args.fixed_pps.unwrap_or(0.0)),
+            num(b.offered_pps),
+            num(b.sent_pps),
+            num(b.shortfall_pps),
+            per_sink.join(","),
+            num(total),
+            num(b.loss),
+            num(b.loss_after_send),
+            num(u),
+            num(s),
+            num((u + s) / secs),
+            forwarder,
+            b.send_errors,
+        )
+    }
+}
+
+/// An optional finite number as JSON.
+fn opt_num(x: Option<f64>) -> String {
+    x.map_or("null".into(), num)
 }
 
 /// A finite number as JSON (`null` otherwise).
