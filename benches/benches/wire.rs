@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 use blindfold_relay::id::{ExtId, Pt, RtpTime, Ssrc, WireSeq};
 use blindfold_relay::wire::rtcp::{RtcpCompound, RtcpPacket};
 use blindfold_relay::wire::rtp::{self, RtpHeader};
-use blindfold_relay::wire::stun::{
-    Class, IntegrityKey, Method, StunMessage, StunWriter, TransactionId,
-};
+use blindfold_relay::wire::stun::{Class, IntegrityKey, Method, StunMessage, StunWriter};
 use blindfold_relay::wire::{self, Kind};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -67,21 +65,7 @@ fn rtp_header(c: &mut Criterion) {
 fn stun_check(c: &mut Criterion) {
     let key = IntegrityKey::new(b"relaypassword-relaypassword");
     let mut req = [0u8; 200];
-    let len = {
-        let mut w = StunWriter::new(
-            &mut req,
-            Class::Request,
-            Method::Binding,
-            TransactionId([7; 12]),
-        )
-        .unwrap();
-        w.add_username("relayufrag:clientufrag").unwrap();
-        w.add_priority(0x6e00_1eff).unwrap();
-        w.add_use_candidate().unwrap();
-        w.add_ice_controlling(42).unwrap();
-        w.add_message_integrity(&key).unwrap();
-        w.finish_with_fingerprint().unwrap()
-    };
+    let len = blindfold_tests::fixtures::write_binding_check(&mut req, &key).unwrap();
     let from: SocketAddr = "192.0.2.7:40000".parse().unwrap();
     let mut resp = [0u8; 200];
     let mut g = c.benchmark_group("stun");

@@ -226,38 +226,18 @@ fn run_bare_point(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<Point
         "--workers".into(),
         env.workers.to_string(),
     ]);
-    let busy0 = machine_busy_seconds();
-    let t0 = Instant::now();
-    let out = Command::new(&argv[0])
-        .args(&argv[1..])
-        .output()
-        .map_err(|e| format!("running {}: {e}", argv[0]))?;
-    let wall = t0.elapsed().as_secs_f64();
-    let busy = machine_busy_seconds() - busy0;
-    if !out.status.success() {
-        return Err(format!(
-            "udp-blast failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(Point::from_report(
-        &parse_report(&out.stdout)?,
-        sc.fanout,
-        busy,
-        wall,
-    ))
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    measure_point(cmd, "udp-blast", sc)
 }
 
-/// The relay side of one point. The relay only forwards for connected sessions, which
-/// the `blindfold-load` generator (another worker's task) sets up over the control
-/// socket; without it there is nothing honest to measure, so this returns
-/// `Err("relay side needs blindfold-load (not merged yet)")` and the output says "not
-/// measured". With `--relay-cmd`, that command is run (see `Args::relay_cmd`) and its
-/// udp-blast-format report is used as-is.
+/// The relay side of one point: runs `--relay-cmd` (see `Args::relay_cmd`; the
+/// repository's is `scripts/relay-ladder-cmd`) and uses its udp-blast-format report
+/// as-is. Without `--relay-cmd` the relay is reported as "not measured"; no relay
+/// figure is ever invented.
 fn run_relay_scenario(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<Point, String> {
     let Some(template) = &env.relay_cmd else {
-        return Err("relay side needs blindfold-load (not merged yet)".into());
+        return Err("no --relay-cmd given".into());
     };
     let cmd = template
         .replace("{fanout}", &sc.fanout.to_string())
@@ -266,18 +246,22 @@ fn run_relay_scenario(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<P
         .replace("{ingress}", &format!("{:.0}", rate / sc.fanout as f64))
         .replace("{duration}", &env.duration.to_string())
         .replace("{port}", &port.to_string());
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(&cmd);
+    measure_point(sh, "relay command", sc)
+}
+
+/// Runs one point's load command, timing it and the machine's busy time, and turns its
+/// udp-blast-format report (the last stdout line) into a [`Point`].
+fn measure_point(mut cmd: Command, what: &str, sc: Scenario) -> Result<Point, String> {
     let busy0 = machine_busy_seconds();
     let t0 = Instant::now();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&cmd)
-        .output()
-        .map_err(|e| format!("running relay command: {e}"))?;
+    let out = cmd.output().map_err(|e| format!("running {what}: {e}"))?;
     let wall = t0.elapsed().as_secs_f64();
     let busy = machine_busy_seconds() - busy0;
     if !out.status.success() {
         return Err(format!(
-            "relay command failed ({}): {}",
+            "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ));

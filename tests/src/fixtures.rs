@@ -2,6 +2,9 @@
 
 use blindfold_relay::id::{RtpTime, Ssrc, WireSeq};
 use blindfold_relay::wire::rtcp::{CompoundWriter, ReportBlock, RtcpError, SenderInfo};
+use blindfold_relay::wire::stun::{
+    Class, IntegrityKey, Method, StunError, StunWriter, TransactionId,
+};
 
 /// Sequence numbers the feedback compound's NACK reports lost.
 pub const FEEDBACK_LOST: [WireSeq; 3] = [WireSeq(1000), WireSeq(1003), WireSeq(1020)];
@@ -31,4 +34,17 @@ pub fn write_feedback_compound(buf: &mut [u8]) -> Result<usize, RtcpError> {
     w.pli(Ssrc(10), Ssrc(20))?;
     w.nack(Ssrc(10), Ssrc(20), &FEEDBACK_LOST)?;
     Ok(w.finish())
+}
+
+/// Writes the connectivity check a participant sends the relay (USERNAME
+/// `relayufrag:clientufrag`, PRIORITY, USE-CANDIDATE, ICE-CONTROLLING, MESSAGE-INTEGRITY
+/// with `key`, FINGERPRINT) into `buf`; returns its length. Allocation-free.
+pub fn write_binding_check(buf: &mut [u8], key: &IntegrityKey) -> Result<usize, StunError> {
+    let mut w = StunWriter::new(buf, Class::Request, Method::Binding, TransactionId([7; 12]))?;
+    w.add_username("relayufrag:clientufrag")?;
+    w.add_priority(0x6e00_1eff)?;
+    w.add_use_candidate()?;
+    w.add_ice_controlling(42)?;
+    w.add_message_integrity(key)?;
+    w.finish_with_fingerprint()
 }

@@ -275,26 +275,12 @@ impl Sim {
     /// Every member installs every other member's key, as the key events in the
     /// encrypted room would have them do.
     pub fn share_keys(&mut self) {
-        let keys: Vec<(OwnSsrcs, Vec<u8>)> = self
+        let mut all: Vec<(&mut Participant, &[u8])> = self
             .members
-            .iter()
-            .map(|m| (m.ssrcs(), m.key.clone()))
+            .iter_mut()
+            .map(|m| (&mut m.p, m.key.as_slice()))
             .collect();
-        for (i, m) in self.members.iter_mut().enumerate() {
-            for (j, (ssrcs, key)) in keys.iter().enumerate() {
-                if i == j {
-                    continue;
-                }
-                let streams = ssrcs.as_remote_streams();
-                m.p.install_remote_keys(
-                    SenderId(j as u64),
-                    &streams,
-                    SrtpProfile::AeadAes128Gcm,
-                    &[(KeyIndex(0), key.as_slice())],
-                )
-                .expect("install keys");
-            }
-        }
+        share_keys_among(&mut all);
     }
 
     /// Member `idx` sends one audio packet.
@@ -441,6 +427,28 @@ impl Sim {
                     let _ = m.p.handle_datagram(self.now, RELAY, &mut buf);
                 }
                 None => self.to_strangers.push((d, bytes.to_vec())),
+            }
+        }
+    }
+}
+
+/// Every participant installs every other one's key (sender ids are the slice indexes),
+/// as their key events in the encrypted room would have them do.
+pub fn share_keys_among(members: &mut [(&mut Participant, &[u8])]) {
+    let keys: Vec<(OwnSsrcs, Vec<u8>)> = members
+        .iter()
+        .map(|(p, key)| (p.ssrcs(), key.to_vec()))
+        .collect();
+    for (i, (p, _)) in members.iter_mut().enumerate() {
+        for (j, (ssrcs, key)) in keys.iter().enumerate() {
+            if i != j {
+                p.install_remote_keys(
+                    SenderId(j as u64),
+                    &ssrcs.as_remote_streams(),
+                    SrtpProfile::AeadAes128Gcm,
+                    &[(KeyIndex(0), key.as_slice())],
+                )
+                .expect("install keys");
             }
         }
     }

@@ -53,18 +53,7 @@ fn load_generator_runs_a_conference_through_the_relay_process() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting blindfold-load");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("blindfold-load did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for(&mut child, Duration::from_secs(30));
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
@@ -111,18 +100,7 @@ fn load_generator_fixed_rate_mode_reports_in_udp_blast_format() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting blindfold-load");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("blindfold-load did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for(&mut child, Duration::from_secs(30));
     let (mut stdout, mut stderr) = (String::new(), String::new());
     {
         use std::io::Read;
@@ -153,4 +131,20 @@ fn load_generator_fixed_rate_mode_reports_in_udp_blast_format() {
     assert_eq!(field(json, "send_rtp_errors"), 0.0, "{json}");
     // The relay's CPU, from --relay-pid.
     assert!(field(json, "relay_rss_kib") > 0.0, "{json}");
+}
+
+/// Waits for `child` to exit; kills it and fails the test after `limit`.
+fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("blindfold-load did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

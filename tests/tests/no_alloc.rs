@@ -30,9 +30,7 @@ use blindfold_relay::shell::metrics::{Labels, Metrics};
 use blindfold_relay::shell::udp::{RecvBatch, SendQueue, bind_reuseport};
 use blindfold_relay::srtp::{SrtpContext, SrtpProfile};
 use blindfold_relay::wire::rtcp::{RtcpCompound, RtcpPacket};
-use blindfold_relay::wire::stun::{
-    Class, IntegrityKey, Method, StunMessage, StunWriter, TransactionId,
-};
+use blindfold_relay::wire::stun::{Class, IntegrityKey, Method, StunMessage, StunWriter};
 use blindfold_relay::wire::{self, rtp, rtp::RtpHeader};
 use blindfold_tests::Sim;
 use blindfold_tests::fixtures::{FEEDBACK_LOST, write_feedback_compound};
@@ -134,16 +132,7 @@ fn stun_check_and_answer_do_not_allocate() {
     // fingerprint with the session's prepared key, write the success response.
     let key = IntegrityKey::new(b"relaypassword-relaypassword");
     let mut req = [0u8; 200];
-    let tid = TransactionId([7; 12]);
-    let len = {
-        let mut w = StunWriter::new(&mut req, Class::Request, Method::Binding, tid).unwrap();
-        w.add_username("relayufrag:clientufrag").unwrap();
-        w.add_priority(0x6e00_1eff).unwrap();
-        w.add_use_candidate().unwrap();
-        w.add_ice_controlling(42).unwrap();
-        w.add_message_integrity(&key).unwrap();
-        w.finish_with_fingerprint().unwrap()
-    };
+    let len = blindfold_tests::fixtures::write_binding_check(&mut req, &key).unwrap();
     let from: SocketAddr = "192.0.2.7:40000".parse().unwrap();
     let mut resp = [0u8; 200];
     let n = allocations(|| {

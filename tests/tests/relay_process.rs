@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use blindfold_client::control::ControlClient;
-use blindfold_client::{Event as PEvent, OwnSsrcs, Participant, ParticipantConfig, SenderId};
+use blindfold_client::{Event as PEvent, Participant, ParticipantConfig, SenderId};
 use blindfold_relay::control::{
     self, ConfId, ConferenceSpec, ErrorCode, ExtmapIds, FrameDecoder, Generation, IcePwd, IceUfrag,
     Layer, Message, NotificationBody, RelayInfo, Request, RequestBody, RequestId, ResponseBody,
     SessionId, SessionSpec, Snapshot, StreamKind, StreamSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
-use blindfold_relay::id::{KeyIndex, Pt, RtpTime};
+use blindfold_relay::id::{Pt, RtpTime};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 use blindfold_tests::process::Relay;
 
@@ -222,26 +222,13 @@ fn drive(
     }
 }
 
-/// Every participant installs every other one's key, as their key events in the
-/// encrypted room would have them do (`Sim::share_keys` in this crate does the same).
+/// Every participant installs every other one's key.
 fn share_keys(peers: &mut [Peer]) {
-    let keys: Vec<(OwnSsrcs, Vec<u8>)> =
-        peers.iter().map(|m| (m.p.ssrcs(), m.key.clone())).collect();
-    for (i, m) in peers.iter_mut().enumerate() {
-        for (j, (ssrcs, key)) in keys.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            let streams = ssrcs.as_remote_streams();
-            m.p.install_remote_keys(
-                SenderId(j as u64),
-                &streams,
-                SrtpProfile::AeadAes128Gcm,
-                &[(KeyIndex(0), key.as_slice())],
-            )
-            .expect("install keys");
-        }
-    }
+    let mut all: Vec<(&mut Participant, &[u8])> = peers
+        .iter_mut()
+        .map(|m| (&mut m.p, m.key.as_slice()))
+        .collect();
+    blindfold_tests::share_keys_among(&mut all);
 }
 
 /// Signaling sets up a conference with these participants; they connect over UDP.
