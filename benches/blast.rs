@@ -5,6 +5,12 @@
 //! [`blast`] offers a fixed packet rate to one target from several source sockets (so
 //! an `SO_REUSEPORT` forwarder spreads them across its workers), in small bursts: each
 //! burst is one `sendmmsg` of the same payload bytes queued once per packet.
+//!
+//! One-way latency: the blaster writes each burst's send time into the payload's first
+//! 8 bytes (nanoseconds since [`epoch`], plus one, little-endian) just before its
+//! `sendmmsg`, and the sinks subtract it from the time their `recvmmsg` returned. Both
+//! run in one process on one clock. Datagrams shorter than 8 bytes, or stamped 0 (the
+//! readiness probes), are counted but not timed.
 
 // A load generator is IO, not an engine: it reads the clock to pace itself.
 #![allow(clippy::disallowed_methods)]
@@ -12,16 +18,37 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use blindfold_client::measure::LatencyHistogram;
 use blindfold_relay::shell::udp::{RecvBatch, SendQueue, bind_reuseport};
 use mio::{Events, Interest, Poll, Token};
 
 /// The sinks' receive buffer: large, so a sink that is scheduled late does not drop.
 pub const SINK_BUFFER: usize = 8 << 20;
+
+/// The origin of the send-time stamps: the first call's instant, the same for every
+/// thread of the process.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The stamp for `t`: nanoseconds since [`epoch`] plus one (0 means "not stamped").
+fn stamp(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_nanos())
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
+}
+
+/// The one-way latency of a datagram read at `now`, if it carries a stamp.
+fn latency_of(datagram: &[u8], now: u64) -> Option<u64> {
+    let sent = u64::from_le_bytes(datagram.get(..8)?.try_into().ok()?);
+    (sent != 0).then(|| now.saturating_sub(sent))
+}
 
 /// N receiving sockets and the thread that counts datagrams on each.
 #[derive(Debug)]
@@ -29,7 +56,16 @@ pub struct Sinks {
     addrs: Vec<SocketAddr>,
     counts: Arc<[AtomicU64]>,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<io::Result<()>>,
+    thread: JoinHandle<io::Result<LatencyHistogram>>,
+}
+
+/// What the sinks saw, from [`Sinks::stop`].
+#[derive(Debug, Clone)]
+pub struct SinkTotals {
+    /// Datagrams received on each sink, in the order of the ports.
+    pub counts: Vec<u64>,
+    /// One-way latency of every stamped datagram, all sinks.
+    pub latency: LatencyHistogram,
 }
 
 impl Sinks {
@@ -53,6 +89,7 @@ impl Sinks {
         let counts: Arc<[AtomicU64]> = ports.iter().map(|_| AtomicU64::new(0)).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let (c, st) = (counts.clone(), stop.clone());
+        epoch();
         let thread = std::thread::Builder::new()
             .name("udp-sinks".into())
             .spawn(move || sink_loop(poll, &sockets, &c, &st))?;
@@ -77,20 +114,24 @@ impl Sinks {
             .collect()
     }
 
-    /// Stops the counting thread and returns the final counts.
+    /// Stops the counting thread and returns the final counts and latencies.
     ///
     /// # Errors
     /// The thread's receive error, if it failed.
-    pub fn stop(self) -> io::Result<Vec<u64>> {
+    pub fn stop(self) -> io::Result<SinkTotals> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
+        let latency = self
+            .thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("sink thread panicked")))?;
-        Ok(self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect())
+        Ok(SinkTotals {
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            latency,
+        })
     }
 }
 
@@ -99,9 +140,10 @@ fn sink_loop(
     sockets: &[mio::net::UdpSocket],
     counts: &[AtomicU64],
     stop: &AtomicBool,
-) -> io::Result<()> {
+) -> io::Result<LatencyHistogram> {
     let mut events = Events::with_capacity(sockets.len().max(1));
     let mut rx = RecvBatch::new(64);
+    let mut latency = LatencyHistogram::default();
     while !stop.load(Ordering::Relaxed) {
         match poll.poll(&mut events, Some(Duration::from_millis(20))) {
             Ok(()) => {}
@@ -118,11 +160,22 @@ fn sink_loop(
                 if n == 0 {
                     break;
                 }
+                // A short batch emptied the queue; the next arrival re-arms the poll.
+                let drained = n < rx.capacity();
+                let now = stamp(Instant::now());
+                for (_, d) in rx.iter_mut() {
+                    if let Some(l) = latency_of(d, now) {
+                        latency.record(l);
+                    }
+                }
                 count.fetch_add(n as u64, Ordering::Relaxed);
+                if drained {
+                    break;
+                }
             }
         }
     }
-    Ok(())
+    Ok(latency)
 }
 
 /// What to send, where and how fast.
@@ -183,7 +236,7 @@ pub fn blast(config: &BlastConfig) -> io::Result<BlastStats> {
     let sockets = (0..config.senders.max(1))
         .map(|_| UdpSocket::bind(SocketAddr::new(bind_ip, 0)))
         .collect::<io::Result<Vec<_>>>()?;
-    let payload: Vec<u8> = (0..config.size).map(|i| (i % 251) as u8).collect();
+    let mut payload: Vec<u8> = (0..config.size).map(|i| (i % 251) as u8).collect();
     let rate = config.rate.max(1.0);
     let total = (rate * config.duration.as_secs_f64()).round() as u64;
     let burst = ((rate * config.burst.as_secs_f64()).round() as usize).clamp(1, 512);
@@ -211,6 +264,9 @@ pub fn blast(config: &BlastConfig) -> io::Result<BlastStats> {
             continue;
         }
         let n = burst.min((total - scheduled) as usize);
+        if let Some(head) = payload.get_mut(..8) {
+            head.copy_from_slice(&stamp(Instant::now()).to_le_bytes());
+        }
         let socket = &sockets[turn % sockets.len()];
         turn = turn.wrapping_add(1);
         let mut batch = tx.batch(socket.as_fd());
@@ -300,4 +356,23 @@ pub struct BlastReport {
     pub cpu_util: f64,
     /// The spawned forwarder's final JSON line, if one was spawned.
     pub forwarder: Option<serde_json::Value>,
+    /// Datagrams whose one-way latency was measured (stamped ones that reached a sink).
+    #[serde(default)]
+    pub latency_samples: u64,
+    /// Median one-way latency, generator to sink, microseconds (None: nothing timed).
+    #[serde(default)]
+    pub latency_p50_us: Option<f64>,
+    /// Its 99th percentile.
+    #[serde(default)]
+    pub latency_p99_us: Option<f64>,
+    /// Its maximum.
+    #[serde(default)]
+    pub latency_max_us: Option<f64>,
+    /// Datagrams the kernel dropped at the target's socket(s) during the run, full
+    /// receive queue: the forwarder was the limit (`/proc/net/udp`; None: unreadable).
+    #[serde(default)]
+    pub drops_forwarder: Option<u64>,
+    /// Datagrams dropped at the sinks' sockets: the generator's side was the limit.
+    #[serde(default)]
+    pub drops_sinks: Option<u64>,
 }

@@ -11,6 +11,13 @@
 //! sets up: [`run_relay_scenario`] reports "not measured" unless a `--relay-cmd` hook is
 //! given (see its docs; `scripts/relay-ladder-cmd` is the one for a 1-worker relay and
 //! `blindfold-load`'s fixed-rate mode). No relay figure is ever invented.
+//!
+//! Both generators pace in 100 µs bursts, time every datagram from send to receipt (a
+//! stamp in the payload for udp-blast, abs-send-time for blindfold-load) and read the
+//! kernel's per-socket drop counters, so each point says where loss happened: at the
+//! forwarder's socket (it was the limit) or at the generator's receivers (the generator
+//! was). With `--latency-at-half`, each scenario gets one more point for both at half of
+//! the bare forwarder's saturation, and a latency table compares them there.
 
 // A benchmark driver, not an engine: it may read the clock.
 #![allow(clippy::disallowed_methods)]
@@ -74,6 +81,11 @@ struct Args {
     /// substituted; it must print a udp-blast JSON report as its last stdout line.
     #[arg(long)]
     relay_cmd: Option<String>,
+    /// After each scenario's ladder, run one more point for both at half of the bare
+    /// forwarder's saturation (its highest offered rate with < 1% loss) and print the
+    /// one-way latencies there.
+    #[arg(long)]
+    latency_at_half: bool,
 }
 
 /// One fan-out × size combination.
@@ -91,6 +103,9 @@ impl Scenario {
 
 /// A scenario's bare ladder and its relay ladder (or why the relay was not measured).
 type ScenarioResult = (Scenario, Vec<Point>, Result<Vec<Point>, String>);
+
+/// A scenario's extra point at half of the bare saturation: the rate, bare, relay.
+type HalfResult = (Scenario, f64, Result<Point, String>, Result<Point, String>);
 
 /// One measured point of a ladder.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +126,13 @@ struct Point {
     /// machine's busy time minus the generator's and the forwarder's. Much above 0 and
     /// the point measured the neighbours, not the forwarder.
     other_cores: f64,
+    /// One-way latency, generator to receiver, median and 99th percentile, µs (NaN if
+    /// the generator timed nothing).
+    p50_us: f64,
+    p99_us: f64,
+    /// Datagrams the kernel dropped at the forwarder's socket (it was the limit) and at
+    /// the generator's receivers (the generator was), if known.
+    drops: (Option<u64>, Option<u64>),
 }
 
 /// Busy CPU seconds of the whole machine so far (`/proc/stat`: everything but idle and
@@ -167,6 +189,9 @@ impl Point {
             gen_cpu: r.cpu_util,
             shortfall: r.shortfall_pps,
             other_cores,
+            p50_us: r.latency_p50_us.unwrap_or(f64::NAN),
+            p99_us: r.latency_p99_us.unwrap_or(f64::NAN),
+            drops: (r.drops_forwarder, r.drops_sinks),
         }
     }
 }
@@ -307,6 +332,22 @@ fn fmt_ns(v: f64) -> String {
     }
 }
 
+/// "forwarder / receivers" kernel drops of a point.
+fn fmt_drops(p: &Point) -> String {
+    let d = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    format!("{} / {}", d(p.drops.0), d(p.drops.1))
+}
+
+/// "p50 / p99 (loss)" of a point, latencies in µs.
+fn fmt_latency(p: &Point) -> String {
+    format!(
+        "{} / {} ({:.2}% loss)",
+        fmt_ns(p.p50_us),
+        fmt_ns(p.p99_us),
+        p.loss * 100.0
+    )
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let bin_dir = args.bin_dir.clone().unwrap_or_else(|| {
@@ -345,12 +386,13 @@ fn main() -> ExitCode {
     );
     let mut port = args.port;
     let mut results: Vec<ScenarioResult> = Vec::new();
+    let mut halves: Vec<HalfResult> = Vec::new();
     for &sc in &scenarios {
         println!("\n## {}", sc.name());
         println!(
-            "| offered egress pps | bare delivered pps | bare loss | fwd ns/egress pkt | gen CPU | gen shortfall pps | other load (cores) | relay delivered pps |"
+            "| offered egress pps | bare delivered pps | bare loss | fwd ns/egress pkt | gen CPU | gen shortfall pps | other load (cores) | bare p99 µs | bare drops fwd / rx | relay delivered pps |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut bare = Vec::new();
         let mut relay: Result<Vec<Point>, String> = Ok(Vec::new());
         let mut bad_streak = 0;
@@ -360,10 +402,12 @@ fn main() -> ExitCode {
                     Ok(p) => {
                         points.push(p);
                         format!(
-                            "{:.0} ({:.2}% loss, gen CPU {:.0}%)",
+                            "{:.0} ({:.2}% loss, gen CPU {:.0}%, p99 {} µs, drops {})",
                             p.delivered,
                             p.loss * 100.0,
-                            p.gen_cpu * 100.0
+                            p.gen_cpu * 100.0,
+                            fmt_ns(p.p99_us),
+                            fmt_drops(&p)
                         )
                     }
                     Err(e) => {
@@ -385,20 +429,22 @@ fn main() -> ExitCode {
             match run_bare_point(&env, sc, rate, port) {
                 Ok(p) => {
                     println!(
-                        "| {:.0} | {:.0} | {:.2}% | {} | {:.0}% | {:.0} | {:.2} | {relay_cell} |",
+                        "| {:.0} | {:.0} | {:.2}% | {} | {:.0}% | {:.0} | {:.2} | {} | {} | {relay_cell} |",
                         p.offered,
                         p.delivered,
                         p.loss * 100.0,
                         fmt_ns(p.ns_per_egress),
                         p.gen_cpu * 100.0,
                         p.shortfall,
-                        p.other_cores
+                        p.other_cores,
+                        fmt_ns(p.p99_us),
+                        fmt_drops(&p)
                     );
                     bad_streak = if p.loss > 0.05 { bad_streak + 1 } else { 0 };
                     bare.push(p);
                 }
                 Err(e) => {
-                    println!("| {rate:.0} | error: {e} | | | | | | {relay_cell} |");
+                    println!("| {rate:.0} | error: {e} | | | | | | | | {relay_cell} |");
                     bad_streak += 1;
                 }
             }
@@ -410,6 +456,22 @@ fn main() -> ExitCode {
         }
         if let Err(e) = &relay {
             println!("relay: not measured — {e}");
+        }
+        if args.latency_at_half
+            && let Some(sat) = best(&bare)
+        {
+            let rate = (sat.offered / 2.0).round();
+            let mut point = |run: &dyn Fn(u16) -> Result<Point, String>| {
+                if args.quiet_wait > 0.0 {
+                    wait_quiet(args.quiet_wait);
+                }
+                let p = run(port);
+                port = port.wrapping_add(1).max(1024);
+                p
+            };
+            let r = point(&|port| run_relay_scenario(&env, sc, rate, port));
+            let b = point(&|port| run_bare_point(&env, sc, rate, port));
+            halves.push((sc, rate, b, r));
         }
         results.push((sc, bare, relay));
     }
@@ -450,6 +512,35 @@ fn main() -> ExitCode {
         println!(
             "(relay/bare: the ratio of the highest offered egress rates with < 1% loss; a rate \
              ladder's step limits its resolution)"
+        );
+    }
+
+    if args.latency_at_half {
+        println!("\n## One-way latency at half of the bare forwarder's saturation");
+        println!(
+            "| scenario | offered egress pps | bare p50 / p99 µs | relay p50 / p99 µs | relay − bare, p99 µs |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (sc, rate, b, r) in &halves {
+            let cell = |p: &Result<Point, String>| match p {
+                Ok(p) => fmt_latency(p),
+                Err(e) => format!("error: {e}"),
+            };
+            let added = match (b, r) {
+                (Ok(b), Ok(r)) => fmt_ns(r.p99_us - b.p99_us),
+                _ => "-".into(),
+            };
+            println!(
+                "| {} | {} | {} | {} | {added} |",
+                sc.name(),
+                si(*rate),
+                cell(b),
+                cell(r)
+            );
+        }
+        println!(
+            "(generator to receiver, both through loopback and the generator's own queues; \
+             the relay's figure is an upper bound on what it adds)"
         );
     }
 

@@ -4,7 +4,9 @@
 //! under test (everything after `--`, with `--dest SINK` appended once per sink), waits
 //! until probes reach every sink, offers `--rate` packets/s of `--size` bytes to
 //! `--target` for `--duration` seconds, drains, stops the child with SIGTERM and prints
-//! one JSON line (see `BlastReport`). One command line runs a whole measurement:
+//! one JSON line (see `BlastReport`: rates, loss, one-way latency percentiles, and the
+//! kernel's drops at the target's and the sinks' sockets). One command line runs a whole
+//! measurement:
 //!
 //! ```text
 //! taskset -c 0 udp-blast --target 127.0.0.1:47000 --sinks 4 --size 200 --rate 100000 \
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use blindfold_benches::blast::{BlastConfig, BlastReport, Sinks, blast, wait_ready};
 use blindfold_benches::cpu_seconds;
+use blindfold_client::measure::udp_socket_drops;
 use clap::Parser;
 
 /// Paced UDP load with counting sinks; prints a JSON report.
@@ -134,16 +137,35 @@ fn run(args: &Args) -> Result<BlastReport, String> {
         burst: Duration::from_micros(args.burst_us),
     };
     let before = sinks.counts();
+    let sink_ports: Vec<u16> = sinks.addrs().iter().map(SocketAddr::port).collect();
+    let drops = || {
+        (
+            udp_socket_drops(&[args.target.port()]),
+            udp_socket_drops(&sink_ports),
+        )
+    };
+    let drops_before = drops();
     let (u0, s0) = cpu_seconds();
     let t0 = Instant::now();
     let stats = blast(&config).map_err(|e| format!("sending: {e}"));
     std::thread::sleep(Duration::from_millis(args.drain_ms));
     let wall = t0.elapsed().as_secs_f64();
     let (u1, s1) = cpu_seconds();
+    let drops_after = drops();
+    let since = |before: Option<u64>, after: Option<u64>| Some(after?.saturating_sub(before?));
     let after = sinks.stop().map_err(|e| format!("sinks: {e}"));
     let forwarder = child.map(stop_child).unwrap_or_default();
     let stats = stats?;
     let after = after?;
+    let us = |ns: Option<u64>| ns.map(|n| n as f64 / 1000.0);
+    let latency = &after.latency;
+    let (latency_samples, latency_p50_us, latency_p99_us, latency_max_us) = (
+        latency.count(),
+        us(latency.quantile(0.5)),
+        us(latency.quantile(0.99)),
+        us(latency.max()),
+    );
+    let after = after.counts;
     let secs = stats.elapsed.as_secs_f64().max(1e-9);
     let per_sink: Vec<f64> = after
         .iter()
@@ -179,6 +201,12 @@ fn run(args: &Args) -> Result<BlastReport, String> {
         cpu_sys_s: s1 - s0,
         cpu_util: (u1 - u0 + s1 - s0) / wall.max(1e-9),
         forwarder,
+        latency_samples,
+        latency_p50_us,
+        latency_p99_us,
+        latency_max_us,
+        drops_forwarder: since(drops_before.0, drops_after.0),
+        drops_sinks: since(drops_before.1, drops_after.1),
     })
 }
 

@@ -115,7 +115,14 @@ fn blaster_through_forwarder_into_sinks_counts_everything() {
     std::thread::sleep(Duration::from_millis(200));
     let after = sinks.stop().unwrap();
     fwd.stop().unwrap();
-    for (a, b) in after.iter().zip(&before) {
+    for (a, b) in after.counts.iter().zip(&before) {
         assert_eq!(a - b, stats.sent, "each sink counts every datagram sent");
     }
+    // Every blasted datagram carries its send time; the probes carry none.
+    assert_eq!(
+        after.latency.count(),
+        2 * stats.sent,
+        "every datagram timed once"
+    );
+    assert!(after.latency.min().is_some_and(|ns| ns > 0));
 }

@@ -64,6 +64,45 @@ pub enum Arrival {
 }
 
 // ---------------------------------------------------------------------------------------
+// Where the kernel dropped.
+
+/// Datagrams the kernel dropped at the UDP sockets bound to any of `ports` (their
+/// receive queues were full): the `drops` column of `/proc/net/udp` and `/proc/net/udp6`,
+/// summed over every matching socket. `None` if neither file could be read (not Linux).
+///
+/// A load generator reads this for the forwarder's port and for its own receivers'
+/// ports to say where loss happened: at the forwarder (it was the limit) or at the
+/// receivers (the generator was).
+pub fn udp_socket_drops(ports: &[u16]) -> Option<u64> {
+    let mut found = false;
+    let mut drops = 0u64;
+    for path in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        found = true;
+        drops += proc_net_udp_drops(&text, ports);
+    }
+    found.then_some(drops)
+}
+
+/// The sum of the `drops` column over the rows of a `/proc/net/udp` text whose local
+/// port is in `ports`. Rows that do not parse are skipped.
+fn proc_net_udp_drops(text: &str, ports: &[u16]) -> u64 {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, port) = fields.get(1)?.rsplit_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            ports
+                .contains(&port)
+                .then(|| fields.last()?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------
 // Latency histogram.
 
 /// Buckets count whole microseconds: exact below 2^(SUB_BITS+1) µs, then 2^SUB_BITS
@@ -610,5 +649,37 @@ impl Summary {
         }
         out.push_str("]}");
         out
+    }
+}
+
+#[cfg(test)]
+mod drop_tests {
+    use super::{proc_net_udp_drops, udp_socket_drops};
+
+    #[test]
+    fn sums_the_drops_column_of_matching_ports() {
+        // Two rows on port 0x1F90 = 8080 (SO_REUSEPORT workers), one on 0x0035 = 53.
+        let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+ 1: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 7
+ 2: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 2 2 0000000000000000 5
+ 3: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3 2 0000000000000000 100
+ garbage line
+";
+        assert_eq!(proc_net_udp_drops(text, &[8080]), 12);
+        assert_eq!(proc_net_udp_drops(text, &[53, 8080]), 112);
+        assert_eq!(proc_net_udp_drops(text, &[9]), 0);
+    }
+
+    #[test]
+    fn sees_a_real_overflowing_socket() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(udp_socket_drops(&[port]), Some(0));
+        // Nobody reads: far more than any default receive buffer holds.
+        for _ in 0..20_000 {
+            let _ = tx.send_to(&[0u8; 1000], rx.local_addr().unwrap());
+        }
+        assert!(udp_socket_drops(&[port]).unwrap() > 0);
     }
 }

@@ -131,6 +131,18 @@ fn load_generator_fixed_rate_mode_reports_in_udp_blast_format() {
     assert_eq!(field(json, "send_rtp_errors"), 0.0, "{json}");
     // The relay's CPU, from --relay-pid.
     assert!(field(json, "relay_rss_kib") > 0.0, "{json}");
+    // Every counted datagram carried its abs-send-time and was timed; the delays are
+    // real ones (positive, and far below the 64 s at which the stamp wraps).
+    let timed = field(json, "latency_samples");
+    assert!(
+        (timed - received * field(json, "duration_s")).abs() <= 0.02 * timed,
+        "{json}"
+    );
+    assert!(field(json, "latency_p50_us") > 0.0, "{json}");
+    assert!(field(json, "latency_max_us") < 10_000_000.0, "{json}");
+    // Nothing was lost here, so neither side's socket dropped anything.
+    assert_eq!(field(json, "drops_forwarder"), 0.0, "{json}");
+    assert_eq!(field(json, "drops_sinks"), 0.0, "{json}");
 }
 
 /// Waits for `child` to exit; kills it and fails the test after `limit`.

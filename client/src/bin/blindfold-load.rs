@@ -12,7 +12,8 @@
 //! With `--fixed-size` and `--fixed-pps` it measures the relay's forwarding capacity
 //! instead (the relay side of `relay-vs-bare`): the synthetic sources stay off, the first
 //! participant of each conference sends packets of a fixed payload size on its audio SSRC,
-//! paced in 1 ms bursts to a total ingress rate, and the others only count the RTP
+//! paced in bursts every `--fixed-tick-us` (a timerfd wakes the loop) to a total ingress
+//! rate, each packet stamped with abs-send-time, and the others only count the RTP
 //! datagrams that reach them (header read, no decryption, so the generator is not the
 //! bottleneck); STUN, DTLS and SRTCP still go through the participant. With
 //! `--report-format udp-blast` the report is `udp-blast`'s JSON line.
@@ -32,12 +33,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use blindfold_client::control::ControlClient;
-use blindfold_client::measure::LatencyHistogram;
+use blindfold_client::measure::{LatencyHistogram, udp_socket_drops};
 use blindfold_client::{
     Driver, IceCredentials, MediaSource, OwnSsrcs, Participant, ParticipantConfig, Receiver,
     SenderId, SourceConfig, VideoLayer,
@@ -48,12 +50,14 @@ use blindfold_relay::control::{
     SubscriptionSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
-use blindfold_relay::id::{KeyIndex, Pt, RtpTime, Ssrc};
+use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc};
+use blindfold_relay::shell::udp::RecvBatch;
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
-use blindfold_relay::wire::rtp::RtpHeader;
+use blindfold_relay::wire::rtp::{AbsSendTime, RtpHeader, abs_send_time};
 use blindfold_relay::wire::{Kind, classify};
 use clap::{Parser, ValueEnum};
 use mio::net::UdpSocket;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 /// A stream a participant may send.
@@ -122,6 +126,10 @@ struct Args {
     /// (with `--fixed-size`); fan-out is `--participants` − 1.
     #[arg(long, requires = "fixed_size")]
     fixed_pps: Option<f64>,
+    /// Fixed-rate mode's pacing quantum in microseconds: each sender's packets go out in
+    /// bursts this far apart (a timerfd wakes the loop; `udp-blast --burst-us` alike).
+    #[arg(long, default_value_t = 100)]
+    fixed_tick_us: u64,
     /// The report's format.
     #[arg(long, value_enum, default_value = "load")]
     report_format: ReportFormat,
@@ -194,6 +202,9 @@ struct Member {
     count_rtp: bool,
     /// RTP datagrams counted (fixed-rate mode).
     rtp_in: u64,
+    /// Fixed-rate mode: one-way latency of the counted datagrams, from the sender's
+    /// abs-send-time to the return of the `recvmmsg` that read them.
+    rtp_latency: LatencyHistogram,
 }
 
 #[derive(Debug, Default)]
@@ -234,18 +245,24 @@ impl Member {
     }
 
     /// Reads the socket until it would block.
-    fn readable(&mut self, buf: &mut [u8], now: Instant, io: &mut IoCounters) {
+    fn readable(&mut self, io_buf: &mut IoBufs, now: Instant, io: &mut IoCounters) {
+        if self.count_rtp {
+            self.read_batches(&mut io_buf.batch, io_buf.epoch, now, io);
+        } else {
+            self.read_each(&mut io_buf.buf, now, io);
+        }
+        self.events(now);
+        let _ = self.flush(io);
+    }
+
+    /// Hands every datagram to the participant, one `recv_from` each.
+    fn read_each(&mut self, buf: &mut [u8], now: Instant, io: &mut IoCounters) {
         loop {
             match self.sock.recv_from(buf) {
                 Ok((n, from)) => {
                     io.datagrams_in += 1;
                     if let Some(d) = buf.get_mut(..n) {
-                        if self.count_rtp && classify(d) == Kind::Rtp && RtpHeader::parse(d).is_ok()
-                        {
-                            self.rtp_in += 1;
-                        } else {
-                            let _ = self.p.handle_datagram(now, from, d);
-                        }
+                        let _ = self.p.handle_datagram(now, from, d);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -258,8 +275,63 @@ impl Member {
                 }
             }
         }
-        self.events(now);
-        let _ = self.flush(io);
+    }
+
+    /// Fixed-rate mode: `recvmmsg` batches; RTP is counted and its abs-send-time read
+    /// (no decryption), everything else (STUN, DTLS, SRTCP) goes to the participant.
+    fn read_batches(
+        &mut self,
+        batch: &mut RecvBatch,
+        epoch: Instant,
+        now: Instant,
+        io: &mut IoCounters,
+    ) {
+        loop {
+            let n = match batch.recv(&self.sock) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(_) => {
+                    io.recv_errors += 1;
+                    break;
+                }
+            };
+            // A short batch emptied the queue; the next arrival re-arms the poll, so
+            // the extra `recvmmsg` that would only say EAGAIN is skipped.
+            let drained = n < batch.capacity();
+            io.datagrams_in += n as u64;
+            let arrived =
+                AbsSendTime::from_duration(Instant::now().saturating_duration_since(epoch));
+            for (from, d) in batch.iter_mut() {
+                if classify(d) != Kind::Rtp {
+                    let _ = self.p.handle_datagram(now, from, d);
+                    continue;
+                }
+                let Ok(h) = RtpHeader::parse(d) else {
+                    let _ = self.p.handle_datagram(now, from, d);
+                    continue;
+                };
+                self.rtp_in += 1;
+                if let Some(sent) = LOAD_EXTMAP
+                    .abs_send_time
+                    .and_then(|id| h.extension(id))
+                    .and_then(|e| abs_send_time(e).ok())
+                {
+                    // Both ends read one clock; the 24-bit value wraps every 64 s.
+                    let ticks = arrived.0.wrapping_sub(sent.0) & AbsSendTime::MAX;
+                    // Both ends round to 2^-18 s: a "negative" latency is one tick of
+                    // rounding, not 64 s.
+                    let ticks = if ticks > AbsSendTime::MAX / 2 {
+                        0
+                    } else {
+                        ticks
+                    };
+                    self.rtp_latency.record(AbsSendTime(ticks).as_nanos());
+                }
+            }
+            if drained {
+                break;
+            }
+        }
     }
 
     /// Runs due timers (and the sources if `driving`); returns the next deadline.
@@ -296,7 +368,7 @@ struct Load {
     members: Vec<Member>,
     poll: Poll,
     events: Events,
-    buf: Vec<u8>,
+    bufs: IoBufs,
     io: IoCounters,
     next_timers: Instant,
     driving: bool,
@@ -304,8 +376,82 @@ struct Load {
     fixed: Option<Fixed>,
 }
 
-/// The pacing quantum of fixed-rate mode.
-const FIXED_TICK: Duration = Duration::from_millis(1);
+/// Receive buffers, shared by every member (one thread reads them in turn).
+struct IoBufs {
+    /// One datagram, for `recv_from`.
+    buf: Vec<u8>,
+    /// A `recvmmsg` batch, for fixed-rate mode's counting receivers.
+    batch: RecvBatch,
+    /// The origin of abs-send-time stamps (senders and receivers share the clock).
+    epoch: Instant,
+}
+
+/// The header extension ids every participant negotiates (sources write audio level,
+/// frame marking and abs-send-time; fixed-rate mode stamps abs-send-time).
+const LOAD_EXTMAP: ExtmapIds = ExtmapIds {
+    audio_level: Some(ExtId(1)),
+    frame_marking: Some(ExtId(2)),
+    abs_send_time: Some(ExtId(3)),
+    transport_cc: None,
+};
+
+/// The poll token of fixed-rate mode's [`Ticker`] (members use their index).
+const TICK: Token = Token(usize::MAX);
+
+/// A periodic `timerfd` in the poll: wakes it every period with microsecond precision,
+/// where epoll's own timeout rounds up to whole milliseconds.
+struct Ticker {
+    fd: OwnedFd,
+}
+
+impl Ticker {
+    /// Starts ticking every `period` and registers with `poll` under [`TICK`].
+    fn start(poll: &Poll, period: Duration) -> Result<Self, String> {
+        // SAFETY: timerfd_create takes two flags and returns a new descriptor or -1.
+        let raw = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(format!(
+                "timerfd_create: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: `raw` is a descriptor we were just given and nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let period = period.max(Duration::from_micros(1));
+        let ts = libc::timespec {
+            tv_sec: period.as_secs() as libc::time_t,
+            tv_nsec: period.subsec_nanos() as libc::c_long,
+        };
+        let spec = libc::itimerspec {
+            it_interval: ts,
+            it_value: ts,
+        };
+        // SAFETY: `fd` is a timerfd, `spec` a valid itimerspec; the old value may be null.
+        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+            return Err(format!(
+                "timerfd_settime: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        poll.registry()
+            .register(&mut SourceFd(&fd.as_raw_fd()), TICK, Interest::READABLE)
+            .map_err(|e| format!("register timerfd: {e}"))?;
+        Ok(Self { fd })
+    }
+
+    /// Consumes the expirations so far (the poll is edge-triggered).
+    fn clear(&self) {
+        let mut n = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into `n`, which has 8; a non-blocking timerfd
+        // with nothing expired returns EAGAIN, which is fine to ignore.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), n.as_mut_ptr().cast(), n.len()) };
+    }
+}
 /// Packets later than this are skipped (the generator was the limit), not sent late.
 const FIXED_LATE: Duration = Duration::from_millis(20);
 
@@ -328,11 +474,16 @@ struct Fixed {
     send_errors: u64,
     /// When the next burst is due.
     next: Instant,
+    /// The pacing quantum.
+    tick: Duration,
+    /// Wakes the poll every `tick`.
+    ticker: Ticker,
 }
 
 impl Fixed {
-    /// Sends every packet due by `now` (at most `duration × pps` per sender).
-    fn pace(&mut self, members: &mut [Member], now: Instant, io: &mut IoCounters) {
+    /// Sends every packet due by `now` (at most `duration × pps` per sender), each
+    /// stamped with its abs-send-time since `epoch` just before it is protected and sent.
+    fn pace(&mut self, members: &mut [Member], epoch: Instant, now: Instant, io: &mut IoCounters) {
         let upto = now.min(self.end).saturating_duration_since(self.start);
         let due = (upto.as_secs_f64() * self.pps) as u64;
         let late = (FIXED_LATE.as_secs_f64() * self.pps) as u64;
@@ -351,8 +502,12 @@ impl Fixed {
             }
             while *scheduled < due {
                 let ts = RtpTime((*scheduled as u32).wrapping_mul(960));
+                let stamp =
+                    AbsSendTime::from_duration(Instant::now().saturating_duration_since(epoch))
+                        .to_bytes();
+                let ext = LOAD_EXTMAP.abs_send_time.map(|id| (id, &stamp[..]));
                 if m.p
-                    .send_rtp(now, ssrc, Pt(111), false, ts, &[], &self.payload)
+                    .send_rtp(now, ssrc, Pt(111), false, ts, ext.as_slice(), &self.payload)
                     .is_err()
                 {
                     self.send_errors += 1;
@@ -361,7 +516,7 @@ impl Fixed {
                 *sent += m.flush(io);
             }
         }
-        self.next = (self.next + FIXED_TICK).max(now);
+        self.next = (self.next + self.tick).max(now);
     }
 
     /// Packets the schedule holds, every sender.
@@ -381,7 +536,7 @@ impl Load {
             && let Some(f) = &mut self.fixed
         {
             if now >= f.next {
-                f.pace(&mut self.members, now, &mut self.io);
+                f.pace(&mut self.members, self.bufs.epoch, now, &mut self.io);
             }
             wake = wake.min(f.next);
         }
@@ -405,8 +560,12 @@ impl Load {
         }
         let now = Instant::now();
         for ev in self.events.iter() {
-            if let Some(m) = self.members.get_mut(ev.token().0) {
-                m.readable(&mut self.buf, now, &mut self.io);
+            if ev.token() == TICK {
+                if let Some(f) = &self.fixed {
+                    f.ticker.clear();
+                }
+            } else if let Some(m) = self.members.get_mut(ev.token().0) {
+                m.readable(&mut self.bufs, now, &mut self.io);
                 if let Some(t) = m.deadline(self.driving) {
                     self.next_timers = self.next_timers.min(t);
                 }
@@ -562,7 +721,7 @@ fn run(args: &Args) -> Result<Report, String> {
                     stream(ssrcs.thumbnail, StreamKind::Video, Layer::Thumbnail),
                     stream(ssrcs.full, StreamKind::Video, Layer::Full),
                 ],
-                extmap: ExtmapIds::default(),
+                extmap: LOAD_EXTMAP,
             };
             request(
                 RequestBody::UpsertSession {
@@ -629,6 +788,7 @@ fn run(args: &Args) -> Result<Report, String> {
                 media_in: 0,
                 count_rtp: fixed.is_some(),
                 rtp_in: 0,
+                rtp_latency: LatencyHistogram::default(),
             });
         }
     }
@@ -636,7 +796,11 @@ fn run(args: &Args) -> Result<Report, String> {
         members,
         poll,
         events: Events::with_capacity(1024),
-        buf: vec![0; 2048],
+        bufs: IoBufs {
+            buf: vec![0; 2048],
+            batch: RecvBatch::new(64),
+            epoch,
+        },
         io: IoCounters::default(),
         next_timers: Instant::now(),
         driving: false,
@@ -697,6 +861,7 @@ fn run(args: &Args) -> Result<Report, String> {
             .map(|c| c * args.participants)
             .collect();
         let n = senders.len();
+        let tick = Duration::from_micros(args.fixed_tick_us.clamp(10, 1_000_000));
         load.fixed = Some(Fixed {
             senders,
             pps: pps / n as f64,
@@ -708,6 +873,8 @@ fn run(args: &Args) -> Result<Report, String> {
             sent: vec![0; n],
             send_errors: 0,
             next: start,
+            tick,
+            ticker: Ticker::start(&load.poll, tick)?,
         });
     } else {
         for (g, m) in load.members.iter_mut().enumerate() {
@@ -721,6 +888,15 @@ fn run(args: &Args) -> Result<Report, String> {
     let own_before = own_cpu_secs();
     let own_before_split = own_cpu_split();
     let udp_before = udp_buffer_errors();
+    let receiver_ports: Vec<u16> = load
+        .members
+        .iter()
+        .filter_map(|m| m.sock.local_addr().ok().map(|a| a.port()))
+        .collect();
+    let drops_before = (
+        udp_socket_drops(&[relay_addr.port()]),
+        udp_socket_drops(&receiver_ports),
+    );
     let mut tick = start + Duration::from_secs(1);
     let (mut last_sent, mut last_in, mut last_at) = (0u64, 0u64, start);
     while Instant::now() < end {
@@ -744,7 +920,12 @@ fn run(args: &Args) -> Result<Report, String> {
     }
     if let Some(f) = &mut load.fixed {
         // The last burst, so every scheduled packet is sent (late, if need be).
-        f.pace(&mut load.members, Instant::now(), &mut load.io);
+        f.pace(
+            &mut load.members,
+            load.bufs.epoch,
+            Instant::now(),
+            &mut load.io,
+        );
     }
     let run_secs = start.elapsed().as_secs_f64();
     let relay_cpu = match (args.relay_pid, relay_before) {
@@ -775,6 +956,11 @@ fn run(args: &Args) -> Result<Report, String> {
     };
     load.driving = false;
     load.run_until(Instant::now() + DRAIN)?;
+    let since = |before: Option<u64>, after: Option<u64>| Some(after?.saturating_sub(before?));
+    let drops = (
+        since(drops_before.0, udp_socket_drops(&[relay_addr.port()])),
+        since(drops_before.1, udp_socket_drops(&receiver_ports)),
+    );
     let udp_errors = match (udp_before, udp_buffer_errors()) {
         (Some((r0, s0)), Some((r1, s1))) => Some((r1.saturating_sub(r0), s1.saturating_sub(s0))),
         _ => None,
@@ -824,6 +1010,7 @@ fn run(args: &Args) -> Result<Report, String> {
             own_split,
             relay_split,
             send_errors: f.send_errors,
+            drops,
         }
     });
     Ok(report)
@@ -858,7 +1045,7 @@ fn share_keys(members: &mut [Member], profile: SrtpProfile) -> Result<(), String
 fn driver(m: &Member, g: usize, epoch: Instant, rate: f64, now: Instant) -> Result<Driver, String> {
     let s = m.p.ssrcs();
     let sender = SenderId(g as u64);
-    let ext = ExtmapIds::default();
+    let ext = LOAD_EXTMAP;
     let seed = g as u64 + 1;
     let mut cfgs = [
         SourceConfig::audio(sender, s.audio, ext, epoch, seed),
@@ -1008,6 +1195,9 @@ struct BlastFields {
     /// The relay's, if `--relay-pid` was given.
     relay_split: Option<(f64, f64)>,
     send_errors: u64,
+    /// Datagrams the kernel dropped at the relay's socket and at the participants'
+    /// sockets during sending and draining (`/proc/net/udp`), if readable.
+    drops: (Option<u64>, Option<u64>),
 }
 
 impl Report {
@@ -1073,6 +1263,7 @@ impl Report {
                 r.integrity_failures += s.integrity_failures;
                 r.latency.merge(&s.latency);
             }
+            r.latency.merge(&m.rtp_latency);
             for (reason, n) in &m.p.stats().drops {
                 *r.drops.entry(format!("{reason:?}")).or_default() += n;
             }
@@ -1111,7 +1302,7 @@ impl Report {
              \"udp\":{{\"datagrams_out\":{},\"datagrams_in\":{},\"send_would_block\":{},\
              \"send_errors\":{},\"recv_errors\":{},\"host_rcvbuf_errors\":{},\
              \"host_sndbuf_errors\":{}}},\
-             \"latency_ns\":{{\"method\":\"merged histogram of every receiver's streams\",\
+             \"latency_ns\":{{\"method\":{},\
              \"count\":{},\"min\":{},\"p50\":{},\"p99\":{},\"max\":{},\"mean\":{}}},\
              \"relay_cpu_s\":{},\"relay_cpu_util\":{},\"relay_rss_kib\":{},\
              \"load_cpu_s\":{:.3},\"load_cpu_util\":{:.3}}}",
@@ -1149,6 +1340,11 @@ impl Report {
             self.io.recv_errors,
             opt(self.udp_errors.map(|(r, _)| r.to_string())),
             opt(self.udp_errors.map(|(_, s)| s.to_string())),
+            json_str(if self.blast.is_some() {
+                "abs-send-time to recvmmsg return, every counted RTP datagram"
+            } else {
+                "send time inside the encryption to decryption, every receiver's streams"
+            }),
             l.count(),
             l.min().unwrap_or(0),
             l.quantile(0.5).unwrap_or(0),
@@ -1196,7 +1392,9 @@ impl Report {
              \"rate_pps\":{},\"offered_pps\":{},\"sent_pps\":{},\"shortfall_pps\":{},\
              \"received_pps_per_sink\":[{}],\"received_pps_total\":{},\"loss\":{},\
              \"loss_after_send\":{},\"cpu_user_s\":{},\"cpu_sys_s\":{},\"cpu_util\":{},\
-             \"forwarder\":{},\"send_rtp_errors\":{},\"generator\":\"blindfold-load\"}}",
+             \"forwarder\":{},\"send_rtp_errors\":{},\"generator\":\"blindfold-load\",\
+             \"latency_samples\":{},\"latency_p50_us\":{},\"latency_p99_us\":{},\
+             \"latency_max_us\":{},\"drops_forwarder\":{},\"drops_sinks\":{}}}",
             json_str(&args.control.display().to_string()),
             args.fixed_size.unwrap_or(0),
             args.conferences,
@@ -1215,8 +1413,19 @@ impl Report {
             num((u + s) / secs),
             forwarder,
             b.send_errors,
+            self.latency.count(),
+            us(self.latency.quantile(0.5)),
+            us(self.latency.quantile(0.99)),
+            us(self.latency.max()),
+            opt_num(b.drops.0.map(|d| d as f64)),
+            opt_num(b.drops.1.map(|d| d as f64)),
         )
     }
+}
+
+/// Optional nanoseconds as JSON microseconds.
+fn us(ns: Option<u64>) -> String {
+    opt_num(ns.map(|n| n as f64 / 1000.0))
 }
 
 /// An optional finite number as JSON.
