@@ -12,7 +12,10 @@
 //! given (see its docs; `scripts/relay-ladder-cmd` is the one for a 1-worker relay and
 //! `blindfold-load`'s fixed-rate mode). No relay figure is ever invented.
 //!
-//! Both generators pace in 100 µs bursts, time every datagram from send to receipt (a
+//! With `--bare-cmd 'scripts/bare-ladder-cmd …'` the bare side is driven by the relay's
+//! own generator (`blindfold-load --bare-target`): same sockets, pacing, packets and
+//! receive path, only the forwarder differs — the comparison to quote. Both generators
+//! pace in 100 µs bursts, time every datagram from send to receipt (a
 //! stamp in the payload for udp-blast, abs-send-time for blindfold-load) and read the
 //! kernel's per-socket drop counters, so each point says where loss happened: at the
 //! forwarder's socket (it was the limit) or at the generator's receivers (the generator
@@ -81,6 +84,11 @@ struct Args {
     /// substituted; it must print a udp-blast JSON report as its last stdout line.
     #[arg(long)]
     relay_cmd: Option<String>,
+    /// The same hook for the bare forwarder's side (`scripts/bare-ladder-cmd` runs
+    /// `blindfold-load` against it, so both sides share one generator); without it the
+    /// bare side is `udp-blast` spawning `bare-forwarder`.
+    #[arg(long)]
+    bare_cmd: Option<String>,
     /// After each scenario's ladder, run one more point for both at half of the bare
     /// forwarder's saturation (its highest offered rate with < 1% loss) and print the
     /// one-way latencies there.
@@ -171,14 +179,19 @@ impl Point {
             .forwarder
             .as_ref()
             .and_then(|v| Some(v.get("cpu_user_s")?.as_f64()? + v.get("cpu_sys_s")?.as_f64()?));
-        let ns = r
+        // The forwarder's own count of datagrams sent if it reports one (the bare
+        // forwarder does); otherwise what the receivers got over the sending phase (the
+        // relay runs without metrics here; the two agree whenever nothing is dropped at
+        // the receivers, which `drops_sinks` says).
+        let sent = r
             .forwarder
             .as_ref()
-            .and_then(|v| {
-                let sent = v.get("sent")?.as_f64()?;
-                (sent > 0.0).then(|| fwd_cpu.unwrap_or(f64::NAN) * 1e9 / sent)
-            })
-            .unwrap_or(f64::NAN);
+            .and_then(|v| v.get("sent")?.as_f64())
+            .unwrap_or(r.received_pps_total * r.duration_s);
+        let ns = match fwd_cpu {
+            Some(cpu) if sent > 0.0 => cpu * 1e9 / sent,
+            _ => f64::NAN,
+        };
         let ours = r.cpu_user_s + r.cpu_sys_s + fwd_cpu.unwrap_or(0.0);
         let other_cores = ((busy_s - ours) / wall_s.max(1e-9)).max(0.0);
         Self {
@@ -203,6 +216,7 @@ struct Env {
     senders: usize,
     duration: f64,
     relay_cmd: Option<String>,
+    bare_cmd: Option<String>,
 }
 
 fn pinned(env: &Env, cpu: u32, prog: &Path) -> Vec<String> {
@@ -224,8 +238,12 @@ fn parse_report(stdout: &[u8]) -> Result<BlastReport, String> {
     serde_json::from_str(line).map_err(|e| format!("bad report: {e}"))
 }
 
-/// One bare-forwarder point: `udp-blast` (CPU 0) spawning `bare-forwarder` (CPU 1).
+/// One bare-forwarder point: `--bare-cmd` if given, else `udp-blast` (CPU 0) spawning
+/// `bare-forwarder` (CPU 1).
 fn run_bare_point(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<Point, String> {
+    if let Some(template) = &env.bare_cmd {
+        return run_hook(template, env, sc, rate, port, "bare command");
+    }
     let target = format!("127.0.0.1:{port}");
     let ingress = rate / sc.fanout as f64;
     let mut argv = pinned(env, 0, &env.bin_dir.join("udp-blast"));
@@ -264,6 +282,19 @@ fn run_relay_scenario(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<P
     let Some(template) = &env.relay_cmd else {
         return Err("no --relay-cmd given".into());
     };
+    run_hook(template, env, sc, rate, port, "relay command")
+}
+
+/// Runs a point's hook command (`--relay-cmd`, `--bare-cmd`) with the scenario
+/// substituted.
+fn run_hook(
+    template: &str,
+    env: &Env,
+    sc: Scenario,
+    rate: f64,
+    port: u16,
+    what: &str,
+) -> Result<Point, String> {
     let cmd = template
         .replace("{fanout}", &sc.fanout.to_string())
         .replace("{size}", &sc.size.to_string())
@@ -273,7 +304,7 @@ fn run_relay_scenario(env: &Env, sc: Scenario, rate: f64, port: u16) -> Result<P
         .replace("{port}", &port.to_string());
     let mut sh = Command::new("sh");
     sh.arg("-c").arg(&cmd);
-    measure_point(sh, "relay command", sc)
+    measure_point(sh, what, sc)
 }
 
 /// Runs one point's load command, timing it and the machine's busy time, and turns its
@@ -363,6 +394,7 @@ fn main() -> ExitCode {
         senders: args.senders,
         duration: args.duration,
         relay_cmd: args.relay_cmd.clone(),
+        bare_cmd: args.bare_cmd.clone(),
     };
     let scenarios: Vec<Scenario> = args
         .fanouts
@@ -384,6 +416,13 @@ fn main() -> ExitCode {
             "NOT pinned"
         }
     );
+    println!(
+        "# bare side: {}\n# relay side: {}",
+        args.bare_cmd
+            .as_deref()
+            .unwrap_or("udp-blast spawning bare-forwarder"),
+        args.relay_cmd.as_deref().unwrap_or("not measured")
+    );
     let mut port = args.port;
     let mut results: Vec<ScenarioResult> = Vec::new();
     let mut halves: Vec<HalfResult> = Vec::new();
@@ -402,9 +441,10 @@ fn main() -> ExitCode {
                     Ok(p) => {
                         points.push(p);
                         format!(
-                            "{:.0} ({:.2}% loss, gen CPU {:.0}%, p99 {} µs, drops {})",
+                            "{:.0} ({:.2}% loss, {} ns/egress pkt, gen CPU {:.0}%, p99 {} µs, drops {})",
                             p.delivered,
                             p.loss * 100.0,
+                            fmt_ns(p.ns_per_egress),
                             p.gen_cpu * 100.0,
                             fmt_ns(p.p99_us),
                             fmt_drops(&p)
@@ -518,20 +558,23 @@ fn main() -> ExitCode {
     if args.latency_at_half {
         println!("\n## One-way latency at half of the bare forwarder's saturation");
         println!(
-            "| scenario | offered egress pps | bare p50 / p99 µs | relay p50 / p99 µs | relay − bare, p99 µs |"
+            "| scenario | offered egress pps | bare p50 / p99 µs | relay p50 / p99 µs | relay − bare, p99 µs | CPU ns per egress packet, bare / relay |"
         );
-        println!("|---|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|");
         for (sc, rate, b, r) in &halves {
             let cell = |p: &Result<Point, String>| match p {
                 Ok(p) => fmt_latency(p),
                 Err(e) => format!("error: {e}"),
             };
-            let added = match (b, r) {
-                (Ok(b), Ok(r)) => fmt_ns(r.p99_us - b.p99_us),
-                _ => "-".into(),
+            let (added, cpu) = match (b, r) {
+                (Ok(b), Ok(r)) => (
+                    fmt_ns(r.p99_us - b.p99_us),
+                    format!("{} / {}", fmt_ns(b.ns_per_egress), fmt_ns(r.ns_per_egress)),
+                ),
+                _ => ("-".into(), "-".into()),
             };
             println!(
-                "| {} | {} | {} | {} | {added} |",
+                "| {} | {} | {} | {} | {added} | {cpu} |",
                 sc.name(),
                 si(*rate),
                 cell(b),

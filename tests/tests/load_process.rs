@@ -79,22 +79,53 @@ fn load_generator_runs_a_conference_through_the_relay_process() {
 #[test]
 fn load_generator_fixed_rate_mode_reports_in_udp_blast_format() {
     let relay = Relay::start(2);
-    let mut child = Command::new(binary("blindfold-client", "blindfold-load"))
-        .arg("--control")
-        .arg(&relay.control)
-        .args([
-            "--conferences",
-            "1",
-            "--participants",
-            "3",
-            "--duration",
-            "2",
-        ])
-        .args(["--fixed-size", "200", "--fixed-pps", "1000"])
-        .args(["--report-format", "udp-blast", "--connect-timeout", "10"])
-        .arg("--relay-pid")
-        .arg(relay.pid().to_string())
-        .arg("--no-progress")
+    let json = run_load(|cmd| {
+        cmd.arg("--control")
+            .arg(&relay.control)
+            .args(["--conferences", "1", "--participants", "3"])
+            .arg("--relay-pid")
+            .arg(relay.pid().to_string());
+    });
+    check_fixed_rate_report(&json);
+    // The relay's CPU, from --relay-pid.
+    assert!(field(&json, "relay_rss_kib") > 0.0, "{json}");
+}
+
+#[test]
+fn load_generator_drives_the_bare_forwarder_the_same_way() {
+    // A free port for the forwarder (bound and released; the forwarder binds it again).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let forwarder = binary("blindfold-benches", "bare-forwarder");
+    let json = run_load(|cmd| {
+        cmd.args(["--bare-target", &target, "--participants", "3", "--"])
+            .arg(&forwarder)
+            .args(["--listen", &target]);
+    });
+    check_fixed_rate_report(&json);
+    // The spawned forwarder's CPU and memory, read from /proc while it ran.
+    assert!(field(&json, "relay_rss_kib") > 0.0, "{json}");
+}
+
+/// Runs `blindfold-load` in fixed-rate mode (one sender at 1000 pps of 200-byte payloads
+/// for 2 s, udp-blast report) with the target flags `target` adds; returns the report.
+fn run_load(target: impl FnOnce(&mut Command)) -> String {
+    let mut cmd = Command::new(binary("blindfold-client", "blindfold-load"));
+    cmd.args([
+        "--duration",
+        "2",
+        "--fixed-size",
+        "200",
+        "--fixed-pps",
+        "1000",
+    ])
+    .args(["--report-format", "udp-blast", "--connect-timeout", "10"])
+    .arg("--no-progress");
+    target(&mut cmd);
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -112,13 +143,17 @@ fn load_generator_fixed_rate_mode_reports_in_udp_blast_format() {
         }
     }
     assert!(status.success(), "blindfold-load: {status:?}\n{stderr}");
-    let json = stdout
+    stdout
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
-        .expect("a report line");
+        .expect("a report line")
+        .to_owned()
+}
 
-    // One sender at 1000 pps for 2 s, two receivers: fan-out 2.
+/// What every fixed-rate run of [`run_load`] must report: one sender at 1000 pps for 2 s,
+/// two receivers (fan-out 2), nothing lost, every datagram timed.
+fn check_fixed_rate_report(json: &str) {
     let offered = field(json, "offered_pps");
     let sent = field(json, "sent_pps");
     let received = field(json, "received_pps_total");
@@ -129,8 +164,6 @@ fn load_generator_fixed_rate_mode_reports_in_udp_blast_format() {
     assert!(field(json, "loss_after_send") < 0.01, "{json}");
     assert!(field(json, "cpu_util") > 0.0, "{json}");
     assert_eq!(field(json, "send_rtp_errors"), 0.0, "{json}");
-    // The relay's CPU, from --relay-pid.
-    assert!(field(json, "relay_rss_kib") > 0.0, "{json}");
     // Every counted datagram carried its abs-send-time and was timed; the delays are
     // real ones (positive, and far below the 64 s at which the stamp wraps).
     let timed = field(json, "latency_samples");

@@ -35,7 +35,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use blindfold_client::control::ControlClient;
@@ -50,10 +50,10 @@ use blindfold_relay::control::{
     SubscriptionSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
-use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc};
+use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc, WireSeq};
 use blindfold_relay::shell::udp::RecvBatch;
-use blindfold_relay::srtp::{MasterKey, SrtpProfile};
-use blindfold_relay::wire::rtp::{AbsSendTime, RtpHeader, abs_send_time};
+use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpProfile};
+use blindfold_relay::wire::rtp::{AbsSendTime, RtpFields, RtpHeader, abs_send_time, write_header};
 use blindfold_relay::wire::{Kind, classify};
 use clap::{Parser, ValueEnum};
 use mio::net::UdpSocket;
@@ -76,8 +76,8 @@ enum StreamArg {
 #[command(name = "blindfold-load", version)]
 struct Args {
     /// The relay's control socket.
-    #[arg(long)]
-    control: PathBuf,
+    #[arg(long, required_unless_present = "bare_target")]
+    control: Option<PathBuf>,
     /// The relay's media address (default: the first candidate in its hello).
     #[arg(long)]
     relay: Option<SocketAddr>,
@@ -133,6 +133,14 @@ struct Args {
     /// The report's format.
     #[arg(long, value_enum, default_value = "load")]
     report_format: ReportFormat,
+    /// Fixed-rate mode against a bare forwarder at this address instead of a relay (the
+    /// baseline of `relay-vs-bare`, with this same generator): the command after `--` is
+    /// spawned with `--dest RECEIVER` appended per receiver, and stopped with SIGTERM.
+    #[arg(long, requires_all = ["fixed_size", "spawn"], conflicts_with = "control")]
+    bare_target: Option<SocketAddr>,
+    /// The bare forwarder's command line (with `--bare-target`).
+    #[arg(last = true)]
+    spawn: Vec<String>,
 }
 
 /// How the report is written.
@@ -189,7 +197,8 @@ fn main() -> ExitCode {
 struct Member {
     conf: usize,
     session: SessionId,
-    p: Participant,
+    /// None against a bare forwarder (`--bare-target`): no ICE, DTLS or SRTCP there.
+    p: Option<Participant>,
     sock: UdpSocket,
     key: Vec<u8>,
     /// Audio, thumbnail, full.
@@ -205,6 +214,8 @@ struct Member {
     /// Fixed-rate mode: one-way latency of the counted datagrams, from the sender's
     /// abs-send-time to the return of the `recvmmsg` that read them.
     rtp_latency: LatencyHistogram,
+    /// Datagrams that were not RTP and found no participant (a bare forwarder's probes).
+    other_in: u64,
 }
 
 #[derive(Debug, Default)]
@@ -221,7 +232,10 @@ impl Member {
     /// Sends everything queued; returns how many datagrams the kernel took.
     fn flush(&mut self, io: &mut IoCounters) -> u64 {
         let mut sent = 0;
-        while let Some(t) = self.p.poll_transmit() {
+        let Some(p) = self.p.as_mut() else {
+            return 0;
+        };
+        while let Some(t) = p.poll_transmit() {
             match self.sock.send_to(&t.bytes, t.dest) {
                 Ok(_) => {
                     io.datagrams_out += 1;
@@ -235,7 +249,10 @@ impl Member {
     }
 
     fn events(&mut self, now: Instant) {
-        while let Some(ev) = self.p.poll_event() {
+        let Some(p) = self.p.as_mut() else {
+            return;
+        };
+        while let Some(ev) = p.poll_event() {
             if self.rx.handle_event(now, &ev) {
                 self.media_in += 1;
             } else if let Some(d) = &mut self.driver {
@@ -261,8 +278,8 @@ impl Member {
             match self.sock.recv_from(buf) {
                 Ok((n, from)) => {
                     io.datagrams_in += 1;
-                    if let Some(d) = buf.get_mut(..n) {
-                        let _ = self.p.handle_datagram(now, from, d);
+                    if let (Some(d), Some(p)) = (buf.get_mut(..n), self.p.as_mut()) {
+                        let _ = p.handle_datagram(now, from, d);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -302,12 +319,18 @@ impl Member {
             let arrived =
                 AbsSendTime::from_duration(Instant::now().saturating_duration_since(epoch));
             for (from, d) in batch.iter_mut() {
-                if classify(d) != Kind::Rtp {
-                    let _ = self.p.handle_datagram(now, from, d);
-                    continue;
-                }
-                let Ok(h) = RtpHeader::parse(d) else {
-                    let _ = self.p.handle_datagram(now, from, d);
+                let rtp = if classify(d) == Kind::Rtp {
+                    RtpHeader::parse(d).ok()
+                } else {
+                    None
+                };
+                let Some(h) = rtp else {
+                    match self.p.as_mut() {
+                        Some(p) => {
+                            let _ = p.handle_datagram(now, from, d);
+                        }
+                        None => self.other_in += 1,
+                    }
                     continue;
                 };
                 self.rtp_in += 1;
@@ -336,14 +359,15 @@ impl Member {
 
     /// Runs due timers (and the sources if `driving`); returns the next deadline.
     fn timers(&mut self, now: Instant, driving: bool, io: &mut IoCounters) -> Option<Instant> {
-        if self.p.poll_timeout().is_some_and(|t| t <= now) {
-            self.p.handle_timeout(now);
+        let p = self.p.as_mut()?;
+        if p.poll_timeout().is_some_and(|t| t <= now) {
+            p.handle_timeout(now);
         }
         if driving
             && let Some(d) = &mut self.driver
             && d.poll_timeout().is_some_and(|t| t <= now)
         {
-            let _ = d.drive(&mut self.p, now);
+            let _ = d.drive(p, now);
         }
         self.events(now);
         let _ = self.flush(io);
@@ -356,7 +380,7 @@ impl Member {
             .as_ref()
             .filter(|_| driving)
             .and_then(Driver::poll_timeout);
-        match (self.p.poll_timeout(), d) {
+        match (self.p.as_ref().and_then(Participant::poll_timeout), d) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -478,6 +502,84 @@ struct Fixed {
     tick: Duration,
     /// Wakes the poll every `tick`.
     ticker: Ticker,
+    /// Against a bare forwarder, the one sender's packet builder (senders have no
+    /// participant there).
+    bare: Option<BareSender>,
+}
+
+/// Fixed-rate mode's payload type (the audio SSRC's, Opus-like).
+const PT: Pt = Pt(111);
+
+/// Fixed-rate mode's sender against a bare forwarder: the packets a participant sends to
+/// the relay (the same header writer with abs-send-time, end-to-end SRTP with a one-byte
+/// MKI, the same sizes), sent straight from the member's socket to the forwarder.
+struct BareSender {
+    target: SocketAddr,
+    ssrc: Ssrc,
+    seq: u16,
+    srtp: SrtpContext,
+    buf: Vec<u8>,
+}
+
+impl BareSender {
+    fn new(
+        target: SocketAddr,
+        ssrc: Ssrc,
+        profile: SrtpProfile,
+        key: &[u8],
+    ) -> Result<Self, String> {
+        Ok(Self {
+            target,
+            ssrc,
+            seq: 0,
+            srtp: SrtpContext::new(profile, key, Some(KeyIndex(0)))
+                .map_err(|e| format!("srtp: {e}"))?,
+            buf: vec![0; 2048],
+        })
+    }
+
+    /// Builds, protects and sends one packet; whether the kernel took it. `Err` if it
+    /// could not be built.
+    fn send(
+        &mut self,
+        sock: &UdpSocket,
+        ts: RtpTime,
+        ext: &[(ExtId, &[u8])],
+        payload: &[u8],
+        io: &mut IoCounters,
+    ) -> Result<bool, ()> {
+        let fields = RtpFields {
+            padding: false,
+            marker: false,
+            payload_type: PT,
+            seq: WireSeq(self.seq),
+            timestamp: ts,
+            ssrc: self.ssrc,
+            csrcs: &[],
+        };
+        let hlen = write_header(&mut self.buf, &fields, ext).map_err(|_| ())?;
+        let len = hlen + payload.len();
+        self.buf
+            .get_mut(hlen..len)
+            .ok_or(())?
+            .copy_from_slice(payload);
+        let n = self.srtp.protect_rtp(&mut self.buf, len).map_err(|_| ())?;
+        self.seq = self.seq.wrapping_add(1);
+        match sock.send_to(self.buf.get(..n).ok_or(())?, self.target) {
+            Ok(_) => {
+                io.datagrams_out += 1;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                io.send_would_block += 1;
+                Ok(false)
+            }
+            Err(_) => {
+                io.send_errors += 1;
+                Ok(false)
+            }
+        }
+    }
 }
 
 impl Fixed {
@@ -491,7 +593,6 @@ impl Fixed {
             let Some(m) = members.get_mut(g) else {
                 continue;
             };
-            let ssrc = m.p.ssrcs().audio;
             let (Some(scheduled), Some(sent)) = (self.scheduled.get_mut(k), self.sent.get_mut(k))
             else {
                 continue;
@@ -506,14 +607,26 @@ impl Fixed {
                     AbsSendTime::from_duration(Instant::now().saturating_duration_since(epoch))
                         .to_bytes();
                 let ext = LOAD_EXTMAP.abs_send_time.map(|id| (id, &stamp[..]));
-                if m.p
-                    .send_rtp(now, ssrc, Pt(111), false, ts, ext.as_slice(), &self.payload)
-                    .is_err()
-                {
-                    self.send_errors += 1;
+                match (&mut self.bare, m.p.as_mut()) {
+                    (Some(bare), _) => {
+                        match bare.send(&m.sock, ts, ext.as_slice(), &self.payload, io) {
+                            Ok(true) => *sent += 1,
+                            Ok(false) => {}
+                            Err(()) => self.send_errors += 1,
+                        }
+                    }
+                    (None, Some(p)) => {
+                        let ssrc = p.ssrcs().audio;
+                        if p.send_rtp(now, ssrc, PT, false, ts, ext.as_slice(), &self.payload)
+                            .is_err()
+                        {
+                            self.send_errors += 1;
+                        }
+                        *sent += m.flush(io);
+                    }
+                    (None, None) => self.send_errors += 1,
                 }
                 *scheduled += 1;
-                *sent += m.flush(io);
             }
         }
         self.next = (self.next + self.tick).max(now);
@@ -527,6 +640,23 @@ impl Fixed {
 }
 
 impl Load {
+    fn new(members: Vec<Member>, poll: Poll, epoch: Instant) -> Self {
+        Load {
+            members,
+            poll,
+            events: Events::with_capacity(1024),
+            bufs: IoBufs {
+                buf: vec![0; 2048],
+                batch: RecvBatch::new(64),
+                epoch,
+            },
+            io: IoCounters::default(),
+            next_timers: Instant::now(),
+            driving: false,
+            fixed: None,
+        }
+    }
+
     /// One turn: due timers, then wait for readable sockets until the next timer or
     /// `limit`, then read them.
     fn turn(&mut self, limit: Instant) -> Result<(), String> {
@@ -653,8 +783,28 @@ fn run(args: &Args) -> Result<Report, String> {
         return Err("--report-format udp-blast needs --fixed-size and --fixed-pps".into());
     }
     let epoch = Instant::now();
-    let (mut control, info) = ControlClient::connect(&args.control, Duration::from_secs(10))
-        .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
+    let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+    match (args.bare_target, fixed) {
+        (Some(target), Some(_)) => run_bare(args, target, epoch, poll),
+        (Some(_), None) => Err("--bare-target needs --fixed-size and --fixed-pps".into()),
+        (None, _) => run_relay(args, fixed, epoch, poll),
+    }
+}
+
+/// The load against a relay: conferences and sessions over the control socket, real
+/// participants connecting, keys shared, then [`measure`], then the conferences removed.
+fn run_relay(
+    args: &Args,
+    fixed: Option<(usize, f64)>,
+    epoch: Instant,
+    poll: Poll,
+) -> Result<Report, String> {
+    let control_path = args
+        .control
+        .as_ref()
+        .ok_or("--control is required (or --bare-target)")?;
+    let (mut control, info) = ControlClient::connect(control_path, Duration::from_secs(10))
+        .map_err(|e| format!("control socket {}: {e}", control_path.display()))?;
     let relay_addr = match args.relay.or_else(|| info.candidates.first().copied()) {
         Some(a) => a,
         None => return Err("the relay announced no candidate; give --relay".into()),
@@ -673,7 +823,6 @@ fn run(args: &Args) -> Result<Report, String> {
             .map_err(|e| format!("{what}: {:?} {}", e.code, e.message))
     };
 
-    let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
     let mut members = Vec::new();
     let mut conf_ids = Vec::new();
     for c in 0..args.conferences {
@@ -774,7 +923,7 @@ fn run(args: &Args) -> Result<Report, String> {
             members.push(Member {
                 conf: c,
                 session,
-                p,
+                p: Some(p),
                 sock,
                 key,
                 sends: [
@@ -789,23 +938,11 @@ fn run(args: &Args) -> Result<Report, String> {
                 count_rtp: fixed.is_some(),
                 rtp_in: 0,
                 rtp_latency: LatencyHistogram::default(),
+                other_in: 0,
             });
         }
     }
-    let mut load = Load {
-        members,
-        poll,
-        events: Events::with_capacity(1024),
-        bufs: IoBufs {
-            buf: vec![0; 2048],
-            batch: RecvBatch::new(64),
-            epoch,
-        },
-        io: IoCounters::default(),
-        next_timers: Instant::now(),
-        driving: false,
-        fixed: None,
-    };
+    let mut load = Load::new(members, poll, epoch);
 
     // ----- connect -----
     let total = load.members.len();
@@ -815,10 +952,18 @@ fn run(args: &Args) -> Result<Report, String> {
     let mut announced = HashSet::new();
     loop {
         let now = Instant::now();
-        if let Some(m) = load.members.iter().find(|m| m.p.is_failed()) {
+        if let Some(m) = load
+            .members
+            .iter()
+            .find(|m| m.p.as_ref().is_some_and(Participant::is_failed))
+        {
             return Err(format!("participant {} failed to connect", m.session));
         }
-        let connected = load.members.iter().filter(|m| m.p.is_connected()).count();
+        let connected = load
+            .members
+            .iter()
+            .filter(|m| m.p.as_ref().is_some_and(Participant::is_connected))
+            .count();
         if connected == total {
             for n in control.poll_notifications(Duration::from_millis(2)) {
                 match n {
@@ -852,8 +997,144 @@ fn run(args: &Args) -> Result<Report, String> {
     let connect_secs = connect_started.elapsed().as_secs_f64();
     load.run_until(Instant::now() + SETTLE)?;
     share_keys(&mut load.members, profile)?;
+    let mut report = measure(args, &mut load, epoch, relay_addr, args.relay_pid, None);
+    // Leave the relay as we found it, whatever the measurement did.
+    for conf_id in conf_ids {
+        let _ = control.request(RequestBody::RemoveConference {
+            generation: generations.next(),
+            conf_id,
+        });
+    }
+    if let Ok(r) = &mut report {
+        r.connect_secs = connect_secs;
+    }
+    report
+}
 
-    // ----- media -----
+/// The load against a bare forwarder (`--bare-target`, fixed-rate mode, one
+/// conference): the same sockets and receive path as [`run_relay`]'s members but no
+/// participants; the forwarder command is spawned with `--dest` per receiver, probes wait
+/// until each receiver hears through it, then [`measure`] with a [`BareSender`], then
+/// SIGTERM.
+fn run_bare(args: &Args, target: SocketAddr, epoch: Instant, poll: Poll) -> Result<Report, String> {
+    if args.conferences != 1 {
+        return Err("--bare-target runs one conference".into());
+    }
+    let Some((prog, rest)) = args.spawn.split_first() else {
+        return Err("--bare-target needs the forwarder's command after --".into());
+    };
+    let mut members = Vec::new();
+    for g in 0..args.participants {
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|e| format!("udp socket: {e}"))?;
+        set_rcvbuf(&std_sock, 4 << 20);
+        let mut sock = UdpSocket::from_std(std_sock);
+        poll.registry()
+            .register(&mut sock, Token(g), Interest::READABLE)
+            .map_err(|e| format!("register: {e}"))?;
+        members.push(Member {
+            conf: 0,
+            session: SessionId::new(format!("@bare{g}:blindfold|DEV"))
+                .map_err(|e| format!("session id: {e}"))?,
+            p: None,
+            sock,
+            key: Vec::new(),
+            sends: [false; 3],
+            full_subscriber: false,
+            driver: None,
+            rx: Receiver::new(epoch),
+            media_in: 0,
+            count_rtp: true,
+            rtp_in: 0,
+            rtp_latency: LatencyHistogram::default(),
+            other_in: 0,
+        });
+    }
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(rest);
+    for m in members.iter().skip(1) {
+        let addr = m
+            .sock
+            .local_addr()
+            .map_err(|e| format!("local addr: {e}"))?;
+        cmd.arg("--dest").arg(addr.to_string());
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let child = Forwarder(cmd.spawn().map_err(|e| format!("spawning {prog}: {e}"))?);
+    let mut load = Load::new(members, poll, epoch);
+
+    // Probes (not RTP, so not counted as media) until every receiver hears one.
+    let size = args.fixed_size.unwrap_or(0);
+    let probe = vec![0u8; size.max(1)];
+    let deadline = Instant::now() + Duration::from_secs_f64(args.connect_timeout.max(0.1));
+    loop {
+        if load.members.iter().skip(1).all(|m| m.other_in > 0) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no probe reached every receiver through {target} within {} s",
+                args.connect_timeout
+            ));
+        }
+        if let Some(m) = load.members.first() {
+            // Refused while nothing listens yet: the next probe tries again.
+            let _ = m.sock.send_to(&probe, target);
+        }
+        load.run_until(Instant::now() + Duration::from_millis(10))?;
+    }
+    load.run_until(Instant::now() + SETTLE)?;
+
+    let profile = SrtpProfile::AeadAes128Gcm;
+    let key: Vec<u8> = (0..profile.master_len()).map(|k| k as u8).collect();
+    let bare = BareSender::new(target, Ssrc(0x1001), profile, &key)?;
+    let report = measure(
+        args,
+        &mut load,
+        epoch,
+        target,
+        Some(child.0.id()),
+        Some(bare),
+    );
+    drop(child);
+    report
+}
+
+/// A spawned bare forwarder: SIGTERM and reaped when dropped, on every path.
+struct Forwarder(std::process::Child);
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        // SAFETY: `kill` takes a pid and a signal; the pid is our unreaped child (we hold
+        // its `Child`), so it names no other process.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Where the load went, for the report: the control socket or the bare forwarder.
+fn target_name(args: &Args) -> String {
+    match (&args.control, args.bare_target) {
+        (Some(c), _) => c.display().to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => String::new(),
+    }
+}
+
+/// The media phase, the same against a relay and a bare forwarder (at `forwarder`,
+/// process `pid`): sources or fixed-rate senders for `--duration`, then the drain, and
+/// the report. `bare` is the fixed-rate sender's packet builder against a bare
+/// forwarder.
+fn measure(
+    args: &Args,
+    load: &mut Load,
+    epoch: Instant,
+    forwarder: SocketAddr,
+    pid: Option<u32>,
+    bare: Option<BareSender>,
+) -> Result<Report, String> {
+    let fixed = args.fixed_size.zip(args.fixed_pps);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(args.duration);
     if let Some((size, pps)) = fixed {
@@ -875,6 +1156,7 @@ fn run(args: &Args) -> Result<Report, String> {
             next: start,
             tick,
             ticker: Ticker::start(&load.poll, tick)?,
+            bare,
         });
     } else {
         for (g, m) in load.members.iter_mut().enumerate() {
@@ -883,8 +1165,8 @@ fn run(args: &Args) -> Result<Report, String> {
     }
     load.driving = true;
     load.next_timers = start;
-    let relay_before = args.relay_pid.map(proc_cpu_ticks).transpose()?;
-    let relay_before_split = args.relay_pid.map(proc_cpu_split).transpose()?;
+    let relay_before = pid.map(proc_cpu_ticks).transpose()?;
+    let relay_before_split = pid.map(proc_cpu_split).transpose()?;
     let own_before = own_cpu_secs();
     let own_before_split = own_cpu_split();
     let udp_before = udp_buffer_errors();
@@ -894,7 +1176,7 @@ fn run(args: &Args) -> Result<Report, String> {
         .filter_map(|m| m.sock.local_addr().ok().map(|a| a.port()))
         .collect();
     let drops_before = (
-        udp_socket_drops(&[relay_addr.port()]),
+        udp_socket_drops(&[forwarder.port()]),
         udp_socket_drops(&receiver_ports),
     );
     let mut tick = start + Duration::from_secs(1);
@@ -928,7 +1210,7 @@ fn run(args: &Args) -> Result<Report, String> {
         );
     }
     let run_secs = start.elapsed().as_secs_f64();
-    let relay_cpu = match (args.relay_pid, relay_before) {
+    let relay_cpu = match (pid, relay_before) {
         (Some(pid), Some(before)) => {
             let after = proc_cpu_ticks(pid)?;
             // SAFETY: sysconf has no preconditions.
@@ -942,7 +1224,7 @@ fn run(args: &Args) -> Result<Report, String> {
         let (u, s) = own_cpu_split();
         (u - own_before_split.0, s - own_before_split.1)
     };
-    let relay_split = match (args.relay_pid, relay_before_split) {
+    let relay_split = match (pid, relay_before_split) {
         (Some(pid), Some((u0, s0))) => {
             let (u1, s1) = proc_cpu_split(pid)?;
             // SAFETY: sysconf has no preconditions.
@@ -958,7 +1240,7 @@ fn run(args: &Args) -> Result<Report, String> {
     load.run_until(Instant::now() + DRAIN)?;
     let since = |before: Option<u64>, after: Option<u64>| Some(after?.saturating_sub(before?));
     let drops = (
-        since(drops_before.0, udp_socket_drops(&[relay_addr.port()])),
+        since(drops_before.0, udp_socket_drops(&[forwarder.port()])),
         since(drops_before.1, udp_socket_drops(&receiver_ports)),
     );
     let udp_errors = match (udp_before, udp_buffer_errors()) {
@@ -966,21 +1248,7 @@ fn run(args: &Args) -> Result<Report, String> {
         _ => None,
     };
 
-    // Leave the relay as we found it.
-    for conf_id in conf_ids {
-        let _ = control.request(RequestBody::RemoveConference {
-            generation: generations.next(),
-            conf_id,
-        });
-    }
-    let mut report = Report::new(
-        &load,
-        run_secs,
-        connect_secs,
-        relay_cpu,
-        own_cpu,
-        udp_errors,
-    );
+    let mut report = Report::new(load, run_secs, 0.0, relay_cpu, own_cpu, udp_errors);
     report.blast = load.fixed.as_ref().map(|f| {
         let fanout = (args.participants - 1) as f64;
         let offered = f.offered();
@@ -1021,7 +1289,7 @@ fn run(args: &Args) -> Result<Report, String> {
 fn share_keys(members: &mut [Member], profile: SrtpProfile) -> Result<(), String> {
     let keys: Vec<(usize, OwnSsrcs, Vec<u8>)> = members
         .iter()
-        .map(|m| (m.conf, m.p.ssrcs(), m.key.clone()))
+        .filter_map(|m| Some((m.conf, m.p.as_ref()?.ssrcs(), m.key.clone())))
         .collect();
     for (i, m) in members.iter_mut().enumerate() {
         for (j, (conf, ssrcs, key)) in keys.iter().enumerate() {
@@ -1029,7 +1297,10 @@ fn share_keys(members: &mut [Member], profile: SrtpProfile) -> Result<(), String
                 continue;
             }
             let streams = ssrcs.as_remote_streams();
-            m.p.install_remote_keys(
+            let Some(p) = m.p.as_mut() else {
+                continue;
+            };
+            p.install_remote_keys(
                 SenderId(j as u64),
                 &streams,
                 profile,
@@ -1043,7 +1314,7 @@ fn share_keys(members: &mut [Member], profile: SrtpProfile) -> Result<(), String
 
 /// The member's driver: the streams it does not send start in a year.
 fn driver(m: &Member, g: usize, epoch: Instant, rate: f64, now: Instant) -> Result<Driver, String> {
-    let s = m.p.ssrcs();
+    let s = m.p.as_ref().ok_or("a driver needs a participant")?.ssrcs();
     let sender = SenderId(g as u64);
     let ext = LOAD_EXTMAP;
     let seed = g as u64 + 1;
@@ -1264,7 +1535,7 @@ impl Report {
                 r.latency.merge(&s.latency);
             }
             r.latency.merge(&m.rtp_latency);
-            for (reason, n) in &m.p.stats().drops {
+            for (reason, n) in m.p.iter().flat_map(|p| &p.stats().drops) {
                 *r.drops.entry(format!("{reason:?}")).or_default() += n;
             }
         }
@@ -1306,7 +1577,7 @@ impl Report {
              \"count\":{},\"min\":{},\"p50\":{},\"p99\":{},\"max\":{},\"mean\":{}}},\
              \"relay_cpu_s\":{},\"relay_cpu_util\":{},\"relay_rss_kib\":{},\
              \"load_cpu_s\":{:.3},\"load_cpu_util\":{:.3}}}",
-            json_str(&args.control.display().to_string()),
+            json_str(&target_name(args)),
             opt(args.relay.map(|a| json_str(&a.to_string()))),
             args.conferences,
             args.participants,
@@ -1395,7 +1666,7 @@ impl Report {
              \"forwarder\":{},\"send_rtp_errors\":{},\"generator\":\"blindfold-load\",\
              \"latency_samples\":{},\"latency_p50_us\":{},\"latency_p99_us\":{},\
              \"latency_max_us\":{},\"drops_forwarder\":{},\"drops_sinks\":{}}}",
-            json_str(&args.control.display().to_string()),
+            json_str(&target_name(args)),
             args.fixed_size.unwrap_or(0),
             args.conferences,
             sinks.join(","),
