@@ -909,17 +909,7 @@ fn run_relay(
             cfg.auto_feedback = false;
             let p =
                 Participant::new(cfg, Instant::now()).map_err(|e| format!("participant: {e}"))?;
-            let std_sock = std::net::UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                .map_err(|e| format!("udp socket: {e}"))?;
-            if fixed.is_some() {
-                // One thread reads every receiver between bursts: give their queues room.
-                set_rcvbuf(&std_sock, 4 << 20);
-            }
-            let mut sock = UdpSocket::from_std(std_sock);
-            poll.registry()
-                .register(&mut sock, Token(g), Interest::READABLE)
-                .map_err(|e| format!("register: {e}"))?;
+            let sock = member_socket(&poll, g, fixed.is_some())?;
             members.push(Member {
                 conf: c,
                 session,
@@ -1025,14 +1015,7 @@ fn run_bare(args: &Args, target: SocketAddr, epoch: Instant, poll: Poll) -> Resu
     };
     let mut members = Vec::new();
     for g in 0..args.participants {
-        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .map_err(|e| format!("udp socket: {e}"))?;
-        set_rcvbuf(&std_sock, 4 << 20);
-        let mut sock = UdpSocket::from_std(std_sock);
-        poll.registry()
-            .register(&mut sock, Token(g), Interest::READABLE)
-            .map_err(|e| format!("register: {e}"))?;
+        let sock = member_socket(&poll, g, true)?;
         members.push(Member {
             conf: 0,
             session: SessionId::new(format!("@bare{g}:blindfold|DEV"))
@@ -1099,6 +1082,23 @@ fn run_bare(args: &Args, target: SocketAddr, epoch: Instant, poll: Poll) -> Resu
     );
     drop(child);
     report
+}
+
+/// Member `g`'s socket: non-blocking on 127.0.0.1, registered with `poll` as `Token(g)`;
+/// with `fixed_rate`, a 4 MiB receive buffer (one thread reads every receiver between
+/// bursts: their queues need room).
+fn member_socket(poll: &Poll, g: usize, fixed_rate: bool) -> Result<UdpSocket, String> {
+    let std_sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .map_err(|e| format!("udp socket: {e}"))?;
+    if fixed_rate {
+        set_rcvbuf(&std_sock, 4 << 20);
+    }
+    let mut sock = UdpSocket::from_std(std_sock);
+    poll.registry()
+        .register(&mut sock, Token(g), Interest::READABLE)
+        .map_err(|e| format!("register: {e}"))?;
+    Ok(sock)
 }
 
 /// A spawned bare forwarder: SIGTERM and reaped when dropped, on every path.
