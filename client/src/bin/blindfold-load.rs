@@ -987,16 +987,21 @@ fn run_relay(
     let connect_secs = connect_started.elapsed().as_secs_f64();
     load.run_until(Instant::now() + SETTLE)?;
     share_keys(&mut load.members, profile)?;
-    let mut report = measure(args, &mut load, epoch, relay_addr, args.relay_pid, None);
+    let report = measure(
+        args,
+        &mut load,
+        epoch,
+        connect_secs,
+        relay_addr,
+        args.relay_pid,
+        None,
+    );
     // Leave the relay as we found it, whatever the measurement did.
     for conf_id in conf_ids {
         let _ = control.request(RequestBody::RemoveConference {
             generation: generations.next(),
             conf_id,
         });
-    }
-    if let Ok(r) = &mut report {
-        r.connect_secs = connect_secs;
     }
     report
 }
@@ -1048,6 +1053,7 @@ fn run_bare(args: &Args, target: SocketAddr, epoch: Instant, poll: Poll) -> Resu
     let mut load = Load::new(members, poll, epoch);
 
     // Probes (not RTP, so not counted as media) until every receiver hears one.
+    let started = Instant::now();
     let size = args.fixed_size.unwrap_or(0);
     let probe = vec![0u8; size.max(1)];
     let deadline = Instant::now() + Duration::from_secs_f64(args.connect_timeout.max(0.1));
@@ -1072,10 +1078,12 @@ fn run_bare(args: &Args, target: SocketAddr, epoch: Instant, poll: Poll) -> Resu
     let profile = SrtpProfile::AeadAes128Gcm;
     let key: Vec<u8> = (0..profile.master_len()).map(|k| k as u8).collect();
     let bare = BareSender::new(target, Ssrc(0x1001), profile, &key)?;
+    let connect_secs = started.elapsed().as_secs_f64();
     let report = measure(
         args,
         &mut load,
         epoch,
+        connect_secs,
         target,
         Some(child.0.id()),
         Some(bare),
@@ -1130,6 +1138,7 @@ fn measure(
     args: &Args,
     load: &mut Load,
     epoch: Instant,
+    connect_secs: f64,
     forwarder: SocketAddr,
     pid: Option<u32>,
     bare: Option<BareSender>,
@@ -1248,7 +1257,7 @@ fn measure(
         _ => None,
     };
 
-    let mut report = Report::new(load, run_secs, 0.0, relay_cpu, own_cpu, udp_errors);
+    let mut report = Report::new(load, run_secs, connect_secs, relay_cpu, own_cpu, udp_errors);
     report.blast = load.fixed.as_ref().map(|f| {
         let fanout = (args.participants - 1) as f64;
         let offered = f.offered();
