@@ -18,6 +18,12 @@ use crate::ParticipantError;
 /// new index (DESIGN.md, "Key events").
 pub(crate) const PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(10);
 
+/// Rollover counters a receiver tries on a remote stream's first packets: a member who
+/// joins after a sender's sequence numbers wrapped (every 65 536 packets: about 22
+/// minutes of audio, 5–8 of full-resolution video) still decrypts it, for about 64
+/// wraps (hours of video). See `SrtpContext::with_roc_search`.
+pub(crate) const REMOTE_ROC_SEARCH: u32 = 64;
+
 /// Keys a receiver holds per sender: current and previous.
 const MAX_REMOTE_KEYS: usize = 2;
 
@@ -76,7 +82,8 @@ impl RemoteSender {
         let (first, rest) = keys.split_first().ok_or(ParticipantError::NoKeys)?;
         let mut ctx = SrtpContext::new(profile, first.1, Some(first.0))
             .map_err(ParticipantError::Srtp)?
-            .with_max_streams(streams.len().max(1));
+            .with_max_streams(streams.len().max(1))
+            .with_roc_search(REMOTE_ROC_SEARCH);
         for (i, k) in rest {
             ctx.add_key(*i, k).map_err(ParticipantError::Srtp)?;
         }

@@ -802,6 +802,45 @@ fn aes_cm_profile_end_to_end() {
     );
 }
 
+#[test]
+fn a_late_joiner_decrypts_a_sender_whose_sequence_wrapped() {
+    let mut t = two();
+    let gcm = SrtpProfile::AeadAes128Gcm;
+    let key: Vec<u8> = (0..gcm.master_len() as u8).map(|b| b ^ 0x5c).collect();
+    let mut tx = SrtpContext::new(gcm, &key, Some(KeyIndex(0))).unwrap();
+    let packet = |tx: &mut SrtpContext, seq: u16| {
+        let mut buf = vec![0u8; 100];
+        let [s0, s1] = seq.to_be_bytes();
+        let rtp = [
+            0x80, 111, s0, s1, 0, 0, 0, 5, 0, 0, 0x1b, 0x58, b'o', b'p', b'u', b's',
+        ];
+        buf[..rtp.len()].copy_from_slice(&rtp);
+        let n = tx.protect_rtp(&mut buf, rtp.len()).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    // The sender has been talking for a while: its sequence numbers wrapped (ROC 1).
+    for seq in 65_530..=u16::MAX {
+        packet(&mut tx, seq);
+    }
+    // B joins now and gets the key from the room.
+    t.b.install_remote_keys(
+        SenderId(3),
+        &remote_streams(ssrcs(7000)),
+        gcm,
+        &[(KeyIndex(0), &key)],
+    )
+    .unwrap();
+    for seq in 0..5 {
+        let m = t.b_receives(&packet(&mut tx, seq)).unwrap();
+        assert_eq!(
+            (m.sender, m.payload()),
+            (SenderId(3), &b"opus"[..]),
+            "seq {seq}"
+        );
+    }
+}
+
 // --- RTCP duties ------------------------------------------------------------------------
 
 #[test]

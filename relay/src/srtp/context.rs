@@ -68,7 +68,8 @@ struct RtcpStream {
 /// most `max_streams` entries ([`DEFAULT_MAX_STREAMS`], see
 /// [`SrtpContext::with_max_streams`]); a new SSRC beyond that is refused with
 /// [`SrtpError::TooManyStreams`] until [`SrtpContext::remove_stream`] frees a slot. A
-/// new receive stream starts with rollover counter 0.
+/// new receive stream starts with rollover counter 0, unless
+/// [`SrtpContext::with_roc_search`] lets it find a later one.
 ///
 /// # Allocation
 ///
@@ -86,7 +87,13 @@ pub struct SrtpContext {
     rtp: Vec<RtpStream>,
     rtcp: Vec<RtcpStream>,
     max_streams: usize,
+    /// Rollover counters past 0 tried on a new receive stream (0: none).
+    roc_search: u32,
 }
+
+/// The longest packet [`SrtpContext::with_roc_search`] retries (its copy lives on the
+/// stack); longer first packets of a new stream are tried under ROC 0 only.
+pub const ROC_SEARCH_MAX_LEN: usize = 2048;
 
 impl core::fmt::Debug for SrtpContext {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -98,6 +105,19 @@ impl core::fmt::Debug for SrtpContext {
             .field("rtcp_streams", &self.rtcp.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Where an SRTP packet's parts are, for [`SrtpContext::open_rtp`].
+struct RtpBody {
+    /// The key slot named by its MKI.
+    key: usize,
+    /// Header length (where the encrypted payload starts).
+    hlen: usize,
+    /// End of the authenticated portion (header + payload; AES-CM only).
+    body_end: usize,
+    /// 1 with an MKI, else 0.
+    mki_len: usize,
+    ssrc: Ssrc,
 }
 
 fn be32(b: &[u8]) -> u32 {
@@ -128,7 +148,26 @@ impl SrtpContext {
             rtp: Vec::new(),
             rtcp: Vec::new(),
             max_streams: DEFAULT_MAX_STREAMS,
+            roc_search: 0,
         })
+    }
+
+    /// Lets a receive stream that is new to this context start at any rollover counter
+    /// up to `max_roc`, not only 0: while no packet of the stream has authenticated, a
+    /// packet that fails under ROC 0 is tried under ROC 1, 2, … `max_roc` (a copy of it
+    /// on the stack, at most [`ROC_SEARCH_MAX_LEN`] bytes; no allocation). The first ROC
+    /// that authenticates is the stream's from then on.
+    ///
+    /// This is for a receiver that installs a sender's key after the sender's sequence
+    /// numbers wrapped (a late joiner): RFC 3711 §3.3.1 leaves that ROC to signaling,
+    /// and the key events do not carry it. Trying is sound because the ROC is part of
+    /// the authenticated index: a wrong guess fails the tag like a forgery does (with
+    /// GCM's 128-bit tag, 64 guesses cost 6 bits of forgery resistance on a stream's
+    /// first packets only). The price is up to `max_roc + 1` tag checks per packet of a
+    /// stream that never authenticates.
+    pub fn with_roc_search(mut self, max_roc: u32) -> Self {
+        self.roc_search = max_roc;
+        self
     }
 
     /// Sets the per-table SSRC cap (at least 1). Entries already present are kept.
@@ -395,24 +434,22 @@ impl SrtpContext {
             return Err(SrtpError::TooManyStreams);
         }
         let window = existing.map_or_else(ReplayWindow::default, |at| self.rtp[at].rx);
-        let index = window.estimate_rtp_index(seq)?;
+        let mut index = window.estimate_rtp_index(seq)?;
         window.check(index)?;
 
-        let plain_len = match &self.keys[key].rtp {
-            Transform::AesCm { aes, salt, auth } => {
-                let roc = ((index >> 16) as u32).to_be_bytes();
-                let computed = Transform::hmac(auth, &buf[..body_end], &roc);
-                if !Transform::tag_matches(&computed, &buf[len - tag_len..]) {
-                    return Err(SrtpError::AuthFailed);
-                }
-                Transform::cm_xor(aes, salt, ssrc.0, index, &mut buf[hlen..body_end]);
-                body_end
-            }
-            Transform::Gcm { key, salt } => {
-                let nonce = Transform::gcm_nonce(salt, ssrc.0, index);
-                let (head, rest) = buf.split_at_mut(hlen);
-                hlen + Transform::gcm_open(key, nonce, head, &mut rest[..len - mki_len - hlen])?
-            }
+        let body = RtpBody {
+            key,
+            hlen,
+            body_end,
+            mki_len,
+            ssrc,
+        };
+        let plain_len = if existing.is_none() && self.roc_search > 0 && len <= ROC_SEARCH_MAX_LEN {
+            let (n, found) = self.open_rtp_any_roc(buf, &body, seq)?;
+            index = found;
+            n
+        } else {
+            self.open_rtp(buf, &body, index)?
         };
 
         let at = match existing {
@@ -421,6 +458,70 @@ impl SrtpContext {
         };
         self.rtp[at].rx.accept(index);
         Ok(plain_len)
+    }
+
+    /// Verifies and decrypts `buf` (an SRTP packet laid out as `body` says) in place as
+    /// packet `index`; returns the plaintext RTP length.
+    fn open_rtp(&self, buf: &mut [u8], body: &RtpBody, index: u64) -> Result<usize, SrtpError> {
+        let len = buf.len();
+        let tag_len = self.profile.rtp_tag_len();
+        match &self.keys[body.key].rtp {
+            Transform::AesCm { aes, salt, auth } => {
+                let roc = ((index >> 16) as u32).to_be_bytes();
+                let computed = Transform::hmac(auth, &buf[..body.body_end], &roc);
+                if !Transform::tag_matches(&computed, &buf[len - tag_len..]) {
+                    return Err(SrtpError::AuthFailed);
+                }
+                Transform::cm_xor(
+                    aes,
+                    salt,
+                    body.ssrc.0,
+                    index,
+                    &mut buf[body.hlen..body.body_end],
+                );
+                Ok(body.body_end)
+            }
+            Transform::Gcm { key, salt } => {
+                let nonce = Transform::gcm_nonce(salt, body.ssrc.0, index);
+                let (head, rest) = buf.split_at_mut(body.hlen);
+                let n = Transform::gcm_open(
+                    key,
+                    nonce,
+                    head,
+                    &mut rest[..len - body.mki_len - body.hlen],
+                )?;
+                Ok(body.hlen + n)
+            }
+        }
+    }
+
+    /// [`open_rtp`](Self::open_rtp) for the first packets of a new stream: ROC 0, then
+    /// 1 ..= `roc_search` (see [`with_roc_search`](Self::with_roc_search)), each from a
+    /// stack copy of the packet (a failed GCM open leaves the bytes unspecified).
+    /// Returns the plaintext length and the index that authenticated.
+    fn open_rtp_any_roc(
+        &self,
+        buf: &mut [u8],
+        body: &RtpBody,
+        seq: u16,
+    ) -> Result<(usize, u64), SrtpError> {
+        let len = buf.len();
+        let mut saved = [0u8; ROC_SEARCH_MAX_LEN];
+        let copy = saved.get_mut(..len).ok_or(SrtpError::BufferTooSmall)?;
+        copy.copy_from_slice(buf);
+        let mut last = SrtpError::AuthFailed;
+        for roc in 0..=u64::from(self.roc_search) {
+            if roc > 0 {
+                buf.copy_from_slice(copy);
+            }
+            let index = (roc << 16) | u64::from(seq);
+            match self.open_rtp(buf, body, index) {
+                Ok(n) => return Ok((n, index)),
+                Err(SrtpError::AuthFailed) => last = SrtpError::AuthFailed,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
     }
 
     /// Protects the RTCP compound packet in `buf[..len]` in place (always encrypted,

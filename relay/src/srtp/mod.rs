@@ -55,7 +55,7 @@ mod transform;
 #[cfg(test)]
 mod tests;
 
-pub use context::{DEFAULT_MAX_STREAMS, SrtpContext};
+pub use context::{DEFAULT_MAX_STREAMS, ROC_SEARCH_MAX_LEN, SrtpContext};
 pub use profile::{MasterKey, SrtpProfile};
 
 use crate::wire::rtp::RtpError;
@@ -115,7 +115,7 @@ pub enum SrtpError {
 }
 
 /// Drives protect and unprotect on arbitrary input for every profile, with and without
-/// MKI: unprotect of the input as SRTP and SRTCP must not panic, and the input taken as
+/// MKI, receivers searching rollover counters: unprotect of the input as SRTP and SRTCP must not panic, and the input taken as
 /// plaintext RTP/RTCP must survive a protect → unprotect round trip unchanged.
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
@@ -145,7 +145,11 @@ pub fn fuzz_one(data: &[u8]) {
                 if mki.is_some() {
                     tx.set_active_key(KeyIndex(9)).expect("installed");
                 }
-                out.push(Pair { tx, rx: make() });
+                // The receiver searches rollover counters, as the participants' do.
+                out.push(Pair {
+                    tx,
+                    rx: make().with_roc_search(2),
+                });
             }
         }
         out

@@ -204,6 +204,113 @@ fn libsrtp_vectors_both_directions() {
     assert!(wrapped >= 40, "{wrapped}");
 }
 
+/// A late joiner: a receiver whose first packet of a stream comes after the sender's
+/// sequence numbers wrapped (ROC 1, protected by libsrtp) authenticates it only when
+/// allowed to search the rollover counter, and keeps that ROC for the packets after it.
+#[test]
+fn late_joiner_finds_the_rollover_counter() {
+    let mut masters: Vec<(SrtpProfile, Option<u8>, Vec<u8>)> = Vec::new();
+    let mut before_wrap: Vec<(SrtpProfile, bool, Ssrc)> = Vec::new();
+    let mut joined: Vec<(SrtpProfile, bool, Ssrc, SrtpContext)> = Vec::new();
+    let (mut joins, mut after) = (0, 0);
+    for line in LIBSRTP.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split(' ').collect();
+        let profile = profile_named(f[1]);
+        let mki = (f[2] != "-").then(|| u8::from_str_radix(f[2], 16).unwrap());
+        if f[0] == "master" {
+            masters.push((profile, mki, hex(f[3])));
+            continue;
+        }
+        if f[0] != "rtp" {
+            continue;
+        }
+        let (plain, protected) = (hex(f[3]), hex(f[4]));
+        let header = crate::wire::rtp::RtpHeader::parse(&plain).unwrap();
+        let (ssrc, seq) = (header.ssrc(), header.seq().0);
+        let stream = (profile, mki.is_some(), ssrc);
+        if seq >= 0x8000 {
+            before_wrap.push(stream);
+            continue;
+        }
+        if !before_wrap.contains(&stream) {
+            continue;
+        }
+        if let Some(j) = joined.iter_mut().find(|j| (j.0, j.1, j.2) == stream) {
+            let mut theirs = protected.clone();
+            let n = j.3.unprotect_rtp(&mut theirs).unwrap();
+            assert_eq!(theirs[..n], plain[..], "after joining: {line}");
+            after += 1;
+            continue;
+        }
+        let make = || {
+            let keys: Vec<_> = masters
+                .iter()
+                .filter(|m| m.0 == profile && m.1.is_some() == mki.is_some())
+                .collect();
+            let mut c = SrtpContext::new(profile, &keys[0].2, keys[0].1.map(KeyIndex)).unwrap();
+            for k in &keys[1..] {
+                c.add_key(KeyIndex(k.1.unwrap()), &k.2).unwrap();
+            }
+            c
+        };
+        let mut theirs = protected.clone();
+        assert_eq!(
+            make().unprotect_rtp(&mut theirs),
+            Err(SrtpError::AuthFailed),
+            "ROC 0 only: {line}"
+        );
+        let mut ctx = make().with_roc_search(4);
+        let mut theirs = protected.clone();
+        let n = ctx.unprotect_rtp(&mut theirs).unwrap();
+        assert_eq!(theirs[..n], plain[..], "joining: {line}");
+        assert_eq!(ctx.rtp_rx_index(ssrc), Some((1 << 16) | u64::from(seq)));
+        joined.push((profile, mki.is_some(), ssrc, ctx));
+        joins += 1;
+    }
+    assert!(
+        joins >= 16 && after >= 16,
+        "{joins} joins, {after} packets after"
+    );
+}
+
+/// The search gives up after `max_roc`, tries only streams with no authenticated packet
+/// yet, and a packet that fits no ROC leaves no state behind.
+#[test]
+fn roc_search_is_bounded_and_leaves_no_state_on_failure() {
+    let profile = SrtpProfile::AeadAes128Gcm;
+    let (mut tx, _) = pair(profile, Some(KeyIndex(0)));
+    // Walk the sender to ROC 3 (sequence 0 three times over).
+    let mut last = Vec::new();
+    for i in 0..=(3u32 << 16) {
+        last = protect(&mut tx, &rtp(i as u16, 7, 0), false);
+    }
+    let m = master(profile, 1);
+    let mut short = SrtpContext::new(profile, &m, Some(KeyIndex(0)))
+        .unwrap()
+        .with_roc_search(2);
+    let mut copy = last.clone();
+    assert_eq!(short.unprotect_rtp(&mut copy), Err(SrtpError::AuthFailed));
+    assert_eq!(
+        short.rtp_rx_index(Ssrc(7)),
+        None,
+        "no stream from a failed packet"
+    );
+    let mut enough = SrtpContext::new(profile, &m, Some(KeyIndex(0)))
+        .unwrap()
+        .with_roc_search(3);
+    let mut copy = last.clone();
+    assert!(enough.unprotect_rtp(&mut copy).is_ok());
+    assert_eq!(enough.rtp_rx_index(Ssrc(7)), Some(3 << 16));
+    // Once the stream is known, its ROC is estimated, not searched: a packet of ROC 0
+    // with a sequence number far from the highest is a stale one.
+    let mut stale = protect(
+        &mut SrtpContext::new(profile, &m, Some(KeyIndex(0))).unwrap(),
+        &rtp(5, 7, 0),
+        false,
+    );
+    assert!(enough.unprotect_rtp(&mut stale).is_err());
+}
+
 // ---- round trips, MKI, replay ---------------------------------------------------------
 
 fn master(profile: SrtpProfile, seed: u8) -> Vec<u8> {
