@@ -811,6 +811,12 @@ impl ControlLoop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A client that exits without reading what we sent it resets the
+                // connection: a hang-up, not a fault.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    tracing::info!("signaling hung up (connection reset)");
+                    alive = false;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the control socket");
                     alive = false;

@@ -32,6 +32,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -1092,6 +1093,21 @@ fn run_bare(args: &Args, target: SocketAddr, epoch: Instant, poll: Poll) -> Resu
     report
 }
 
+/// A 30-column bar for `done` (0.0..=1.0) of the run: `[=========>                    ]`.
+fn progress_bar(done: f64) -> String {
+    const WIDTH: usize = 30;
+    let filled = ((done.clamp(0.0, 1.0) * WIDTH as f64).round() as usize).min(WIDTH);
+    let mut bar = String::with_capacity(WIDTH + 2);
+    bar.push('[');
+    bar.extend(std::iter::repeat_n('=', filled.saturating_sub(1)));
+    if filled > 0 {
+        bar.push(if filled == WIDTH { '=' } else { '>' });
+    }
+    bar.extend(std::iter::repeat_n(' ', WIDTH - filled));
+    bar.push(']');
+    bar
+}
+
 /// Member `g`'s socket: non-blocking on 127.0.0.1, registered with `poll` as `Token(g)`;
 /// with `fixed_rate`, a 4 MiB receive buffer (one thread reads every receiver between
 /// bursts: their queues need room).
@@ -1189,6 +1205,7 @@ fn measure(
         udp_socket_drops(&receiver_ports),
     );
     let mut tick = start + Duration::from_secs(1);
+    let tty = std::io::stderr().is_terminal();
     let (mut last_sent, mut last_in, mut last_at) = (0u64, 0u64, start);
     while Instant::now() < end {
         load.turn(tick.min(end))?;
@@ -1197,17 +1214,28 @@ fn measure(
             if !args.no_progress {
                 let (sent, got) = (load.sent(), load.media_in());
                 let dt = now.duration_since(last_at).as_secs_f64();
-                eprintln!(
-                    "{:6.1} s  sent {:9.0} pps  received {:9.0} pps  loss {:.3}%",
-                    now.duration_since(start).as_secs_f64(),
+                let elapsed = now.duration_since(start).as_secs_f64();
+                let line = format!(
+                    "{} {elapsed:5.1}/{:.1} s  sent {:9.0} pps  received {:9.0} pps  loss {:.3}%",
+                    progress_bar(elapsed / args.duration),
+                    args.duration,
                     (sent - last_sent) as f64 / dt,
                     (got - last_in) as f64 / dt,
                     100.0 * load.loss_so_far()
                 );
+                // On a terminal the bar redraws in place; in a log it is one line a second.
+                if tty {
+                    eprint!("\r{line}");
+                } else {
+                    eprintln!("{line}");
+                }
                 (last_sent, last_in, last_at) = (sent, got, now);
             }
             tick += Duration::from_secs(1);
         }
+    }
+    if tty && !args.no_progress {
+        eprintln!();
     }
     if let Some(f) = &mut load.fixed {
         // The last burst, so every scheduled packet is sent (late, if need be).
@@ -1737,4 +1765,22 @@ fn json_str(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_bar;
+
+    #[test]
+    fn progress_bar_fills_with_the_run() {
+        assert_eq!(progress_bar(0.0), format!("[{}]", " ".repeat(30)));
+        assert_eq!(
+            progress_bar(0.5),
+            format!("[{}>{}]", "=".repeat(14), " ".repeat(15))
+        );
+        assert_eq!(progress_bar(1.0), format!("[{}]", "=".repeat(30)));
+        // Past the end (the last tick can be late) or nonsense stays a full bar.
+        assert_eq!(progress_bar(1.7), progress_bar(1.0));
+        assert_eq!(progress_bar(-1.0), progress_bar(0.0));
+    }
 }
