@@ -125,6 +125,51 @@ fn rtcp_sender(packet: &[u8]) -> Ssrc {
     Ssrc(u32::from_be_bytes(packet[4..8].try_into().unwrap()))
 }
 
+/// One line of `libsrtp.txt`: a master key, or a packet with its protected form.
+struct Vector<'a> {
+    /// "master", "rtp" or "rtcp".
+    kind: &'a str,
+    profile: SrtpProfile,
+    mki: Option<u8>,
+    /// The master key, or the plaintext packet.
+    plain: Vec<u8>,
+    /// libsrtp's protected packet (empty for a master key).
+    protected: Vec<u8>,
+    line: &'a str,
+}
+
+fn libsrtp_vectors() -> impl Iterator<Item = Vector<'static>> {
+    LIBSRTP.lines().filter(|l| !l.starts_with('#')).map(|line| {
+        let f: Vec<&str> = line.split(' ').collect();
+        Vector {
+            kind: f[0],
+            profile: profile_named(f[1]),
+            mki: (f[2] != "-").then(|| u8::from_str_radix(f[2], 16).unwrap()),
+            plain: hex(f[3]),
+            protected: f.get(4).map(|p| hex(p)).unwrap_or_default(),
+            line,
+        }
+    })
+}
+
+/// A context holding every master key seen so far for `profile` in this MKI mode, the
+/// first one active (libsrtp's session setup).
+fn libsrtp_context(
+    masters: &[(SrtpProfile, Option<u8>, Vec<u8>)],
+    profile: SrtpProfile,
+    mki: bool,
+) -> SrtpContext {
+    let keys: Vec<_> = masters
+        .iter()
+        .filter(|m| m.0 == profile && m.1.is_some() == mki)
+        .collect();
+    let mut c = SrtpContext::new(profile, &keys[0].2, keys[0].1.map(KeyIndex)).unwrap();
+    for k in &keys[1..] {
+        c.add_key(KeyIndex(k.1.unwrap()), &k.2).unwrap();
+    }
+    c
+}
+
 /// Both directions against libsrtp 2.7: our protect equals theirs byte for byte, and we
 /// unprotect theirs to the plaintext — across the sequence-number wrap, for several
 /// SSRCs, in all four profiles, with and without a one-byte MKI.
@@ -136,12 +181,10 @@ fn libsrtp_vectors_both_directions() {
     let mut seen_rtcp: Vec<(SrtpProfile, bool, Ssrc)> = Vec::new();
     let mut counts = [0usize; 2];
     let mut wrapped = 0;
-    for line in LIBSRTP.lines().filter(|l| !l.starts_with('#')) {
-        let f: Vec<&str> = line.split(' ').collect();
-        let profile = profile_named(f[1]);
-        let mki = (f[2] != "-").then(|| u8::from_str_radix(f[2], 16).unwrap());
-        if f[0] == "master" {
-            masters.push((profile, mki, hex(f[3])));
+    for v in libsrtp_vectors() {
+        let (profile, mki, line) = (v.profile, v.mki, v.line);
+        if v.kind == "master" {
+            masters.push((profile, mki, v.plain));
             continue;
         }
         let pos = match ctxs
@@ -150,18 +193,7 @@ fn libsrtp_vectors_both_directions() {
         {
             Some(p) => p,
             None => {
-                let keys: Vec<_> = masters
-                    .iter()
-                    .filter(|m| m.0 == profile && m.1.is_some() == mki.is_some())
-                    .collect();
-                let make = || {
-                    let first = keys[0];
-                    let mut c = SrtpContext::new(profile, &first.2, first.1.map(KeyIndex)).unwrap();
-                    for k in &keys[1..] {
-                        c.add_key(KeyIndex(k.1.unwrap()), &k.2).unwrap();
-                    }
-                    c
-                };
+                let make = || libsrtp_context(&masters, profile, mki.is_some());
                 ctxs.push((profile, mki.is_some(), make(), make()));
                 ctxs.len() - 1
             }
@@ -170,11 +202,10 @@ fn libsrtp_vectors_both_directions() {
         if let Some(m) = mki {
             tx.set_active_key(KeyIndex(m)).unwrap();
         }
-        let plain = hex(f[3]);
-        let protected = hex(f[4]);
+        let (plain, protected) = (v.plain, v.protected);
         let mut buf = vec![0u8; 256];
         buf[..plain.len()].copy_from_slice(&plain);
-        if f[0] == "rtp" {
+        if v.kind == "rtp" {
             counts[0] += 1;
             let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
             assert_eq!(buf[..n], protected[..], "protect {line}");
@@ -213,18 +244,16 @@ fn late_joiner_finds_the_rollover_counter() {
     let mut before_wrap: Vec<(SrtpProfile, bool, Ssrc)> = Vec::new();
     let mut joined: Vec<(SrtpProfile, bool, Ssrc, SrtpContext)> = Vec::new();
     let (mut joins, mut after) = (0, 0);
-    for line in LIBSRTP.lines().filter(|l| !l.starts_with('#')) {
-        let f: Vec<&str> = line.split(' ').collect();
-        let profile = profile_named(f[1]);
-        let mki = (f[2] != "-").then(|| u8::from_str_radix(f[2], 16).unwrap());
-        if f[0] == "master" {
-            masters.push((profile, mki, hex(f[3])));
+    for v in libsrtp_vectors() {
+        let (profile, mki, line) = (v.profile, v.mki, v.line);
+        if v.kind == "master" {
+            masters.push((profile, mki, v.plain));
             continue;
         }
-        if f[0] != "rtp" {
+        if v.kind != "rtp" {
             continue;
         }
-        let (plain, protected) = (hex(f[3]), hex(f[4]));
+        let (plain, protected) = (v.plain, v.protected);
         let header = crate::wire::rtp::RtpHeader::parse(&plain).unwrap();
         let (ssrc, seq) = (header.ssrc(), header.seq().0);
         let stream = (profile, mki.is_some(), ssrc);
@@ -242,17 +271,7 @@ fn late_joiner_finds_the_rollover_counter() {
             after += 1;
             continue;
         }
-        let make = || {
-            let keys: Vec<_> = masters
-                .iter()
-                .filter(|m| m.0 == profile && m.1.is_some() == mki.is_some())
-                .collect();
-            let mut c = SrtpContext::new(profile, &keys[0].2, keys[0].1.map(KeyIndex)).unwrap();
-            for k in &keys[1..] {
-                c.add_key(KeyIndex(k.1.unwrap()), &k.2).unwrap();
-            }
-            c
-        };
+        let make = || libsrtp_context(&masters, profile, mki.is_some());
         let mut theirs = protected.clone();
         assert_eq!(
             make().unprotect_rtp(&mut theirs),
