@@ -1,5 +1,8 @@
 //! Packets shared by the tests and the benches, so both measure the same thing.
 
+use std::time::Instant;
+
+use blindfold_relay::ice::{IceLite, IceLiteConfig};
 use blindfold_relay::id::{RtpTime, Ssrc, WireSeq};
 use blindfold_relay::wire::rtcp::{CompoundWriter, ReportBlock, RtcpError, SenderInfo};
 use blindfold_relay::wire::stun::{
@@ -34,6 +37,18 @@ pub fn write_feedback_compound(buf: &mut [u8]) -> Result<usize, RtcpError> {
     w.pli(Ssrc(10), Ssrc(20))?;
     w.nack(Ssrc(10), Ssrc(20), &FEEDBACK_LOST)?;
     Ok(w.finish())
+}
+
+/// The relay's ICE password in [`write_binding_check`]'s session.
+pub const CHECK_PWD: &str = "relaypasswordrelaypassword";
+
+/// The relay's ICE-lite agent for [`write_binding_check`]'s session (ufrags `relayufrag`
+/// and `clientufrag`, password [`CHECK_PWD`]), created at `now`, and the key its checks
+/// are signed with.
+pub fn binding_check_agent(now: Instant) -> (IceLite, IntegrityKey) {
+    let config = IceLiteConfig::new("relayufrag", CHECK_PWD, "clientufrag");
+    let agent = IceLite::new(now, config).expect("fixed credentials are ice-chars");
+    (agent, IntegrityKey::new(CHECK_PWD.as_bytes()))
 }
 
 /// Writes the connectivity check a participant sends the relay (USERNAME

@@ -24,13 +24,14 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use blindfold_relay::engine::Handled;
+use blindfold_relay::ice::{IceOutcome, MAX_RESPONSE_LEN};
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc, WireSeq};
 use blindfold_relay::shell::metrics::{Labels, Metrics};
 #[cfg(target_os = "linux")]
 use blindfold_relay::shell::udp::{RecvBatch, SendQueue, bind_reuseport};
 use blindfold_relay::srtp::{SrtpContext, SrtpProfile};
 use blindfold_relay::wire::rtcp::{RtcpCompound, RtcpPacket};
-use blindfold_relay::wire::stun::{Class, IntegrityKey, Method, StunMessage, StunWriter};
+use blindfold_relay::wire::stun::StunMessage;
 use blindfold_relay::wire::{self, rtp, rtp::RtpHeader};
 use blindfold_tests::Sim;
 use blindfold_tests::fixtures::{FEEDBACK_LOST, write_feedback_compound};
@@ -127,14 +128,17 @@ fn rtp_extensions_and_writer_do_not_allocate() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // one arbitrary origin for the sans-IO agent's clock
 fn stun_check_and_answer_do_not_allocate() {
-    // What the ICE-lite agent does per connectivity check: parse, verify integrity and
-    // fingerprint with the session's prepared key, write the success response.
-    let key = IntegrityKey::new(b"relaypassword-relaypassword");
+    // What the relay does per connectivity check: parse, then the session's ICE-lite
+    // agent verifies fingerprint and integrity with its prepared key and writes the
+    // success response.
+    let now = Instant::now();
+    let (mut agent, key) = blindfold_tests::fixtures::binding_check_agent(now);
     let mut req = [0u8; 200];
     let len = blindfold_tests::fixtures::write_binding_check(&mut req, &key).unwrap();
     let from: SocketAddr = "192.0.2.7:40000".parse().unwrap();
-    let mut resp = [0u8; 200];
+    let mut resp = [0u8; MAX_RESPONSE_LEN];
     let n = allocations(|| {
         for _ in 0..100 {
             let m = StunMessage::parse(std::hint::black_box(&req[..len])).unwrap();
@@ -143,19 +147,22 @@ fn stun_check_and_answer_do_not_allocate() {
             assert_eq!(m.username().unwrap(), Some("relayufrag:clientufrag"));
             assert!(m.use_candidate().unwrap());
             assert!(m.first_unknown_required().is_none());
-            let mut w = StunWriter::new(
-                &mut resp,
-                Class::SuccessResponse,
-                Method::Binding,
-                m.transaction_id(),
-            )
-            .unwrap();
-            w.add_xor_mapped_address(from).unwrap();
-            w.add_message_integrity(&key).unwrap();
-            std::hint::black_box(w.finish_with_fingerprint().unwrap());
+            let outcome = agent.handle_binding(now, from, &m, &mut resp);
+            assert!(
+                matches!(
+                    outcome,
+                    IceOutcome::Success {
+                        nominated: true,
+                        ..
+                    }
+                ),
+                "{outcome:?}"
+            );
+            std::hint::black_box(&resp);
         }
     });
     assert_eq!(n, 0);
+    assert_eq!(agent.selected(), Some(from));
 }
 
 #[test]
