@@ -46,6 +46,17 @@ pub struct OwnSsrcs {
 }
 
 impl OwnSsrcs {
+    /// A simple SSRC plan for many participants in one process (the load generator, the
+    /// tests): participant `n` gets `0x1000·(n+1)` + 1, 2, 3, unique up to n = 2^20 − 2.
+    pub fn numbered(n: usize) -> OwnSsrcs {
+        let base = 0x1000u32.wrapping_mul(n as u32 + 1);
+        OwnSsrcs {
+            audio: Ssrc(base + 1),
+            thumbnail: Ssrc(base + 2),
+            full: Ssrc(base + 3),
+        }
+    }
+
     fn all(&self) -> [Ssrc; 3] {
         [self.audio, self.thumbnail, self.full]
     }

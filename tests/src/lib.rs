@@ -457,12 +457,7 @@ pub fn share_keys_among(members: &mut [(&mut Participant, &[u8])]) {
 /// The SSRCs and ICE credentials of test participant number `idx` called `name`
 /// (relay's, then participant's), unique per participant.
 pub fn test_identity(idx: usize, name: &str) -> (OwnSsrcs, IceCredentials, IceCredentials) {
-    let base = 0x1000 * (idx as u32 + 1);
-    let ssrcs = OwnSsrcs {
-        audio: Ssrc(base + 1),
-        thumbnail: Ssrc(base + 2),
-        full: Ssrc(base + 3),
-    };
+    let ssrcs = OwnSsrcs::numbered(idx);
     let relay_ice = IceCredentials {
         ufrag: format!("relay{name}"),
         pwd: format!("relaypwd{name}0123456789abcdef"),

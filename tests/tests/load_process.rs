@@ -31,35 +31,23 @@ fn field(json: &str, key: &str) -> f64 {
 fn load_generator_runs_a_conference_through_the_relay_process() {
     let relay = Relay::start(2);
     let report = relay.dir.join("load.json");
-    let mut child = Command::new(binary("blindfold-client", "blindfold-load"))
-        .arg("--control")
-        .arg(&relay.control)
-        .args([
-            "--conferences",
-            "1",
-            "--participants",
-            "3",
-            "--duration",
-            "2",
-        ])
-        .args(["--full-subscribers", "1", "--connect-timeout", "10"])
-        .arg("--relay-pid")
-        .arg(relay.pid().to_string())
-        .arg("--json")
-        .arg(&report)
-        .arg("--no-progress")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting blindfold-load");
-    let status = wait_for(&mut child, Duration::from_secs(30));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
-    assert!(status.success(), "blindfold-load: {status:?}\n{stderr}");
+    run_load(|cmd| {
+        cmd.arg("--control")
+            .arg(&relay.control)
+            .args([
+                "--conferences",
+                "1",
+                "--participants",
+                "3",
+                "--duration",
+                "2",
+            ])
+            .args(["--full-subscribers", "1", "--connect-timeout", "10"])
+            .arg("--relay-pid")
+            .arg(relay.pid().to_string())
+            .arg("--json")
+            .arg(&report);
+    });
     let json = std::fs::read_to_string(&report).expect("the JSON report");
 
     assert_eq!(field(&json, "sessions"), 3.0, "{json}");
@@ -79,7 +67,7 @@ fn load_generator_runs_a_conference_through_the_relay_process() {
 #[test]
 fn load_generator_fixed_rate_mode_reports_in_udp_blast_format() {
     let relay = Relay::start(2);
-    let json = run_load(|cmd| {
+    let json = run_fixed_rate(|cmd| {
         cmd.arg("--control")
             .arg(&relay.control)
             .args(["--conferences", "1", "--participants", "3"])
@@ -100,7 +88,7 @@ fn load_generator_drives_the_bare_forwarder_the_same_way() {
         .port();
     let target = format!("127.0.0.1:{port}");
     let forwarder = binary("blindfold-benches", "bare-forwarder");
-    let json = run_load(|cmd| {
+    let json = run_fixed_rate(|cmd| {
         cmd.args(["--bare-target", &target, "--participants", "3", "--"])
             .arg(&forwarder)
             .args(["--listen", &target]);
@@ -110,21 +98,12 @@ fn load_generator_drives_the_bare_forwarder_the_same_way() {
     assert!(field(&json, "relay_rss_kib") > 0.0, "{json}");
 }
 
-/// Runs `blindfold-load` in fixed-rate mode (one sender at 1000 pps of 200-byte payloads
-/// for 2 s, udp-blast report) with the target flags `target` adds; returns the report.
-fn run_load(target: impl FnOnce(&mut Command)) -> String {
+/// Runs `blindfold-load --no-progress` with the flags `args` adds and returns its
+/// stdout; fails the test if it does not exit successfully within 30 s.
+fn run_load(args: impl FnOnce(&mut Command)) -> String {
     let mut cmd = Command::new(binary("blindfold-client", "blindfold-load"));
-    cmd.args([
-        "--duration",
-        "2",
-        "--fixed-size",
-        "200",
-        "--fixed-pps",
-        "1000",
-    ])
-    .args(["--report-format", "udp-blast", "--connect-timeout", "10"])
-    .arg("--no-progress");
-    target(&mut cmd);
+    cmd.arg("--no-progress");
+    args(&mut cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -144,6 +123,24 @@ fn run_load(target: impl FnOnce(&mut Command)) -> String {
     }
     assert!(status.success(), "blindfold-load: {status:?}\n{stderr}");
     stdout
+}
+
+/// Runs `blindfold-load` in fixed-rate mode (one sender at 1000 pps of 200-byte payloads
+/// for 2 s, udp-blast report) with the target flags `target` adds; returns the report.
+fn run_fixed_rate(target: impl FnOnce(&mut Command)) -> String {
+    let stdout = run_load(|cmd| {
+        cmd.args([
+            "--duration",
+            "2",
+            "--fixed-size",
+            "200",
+            "--fixed-pps",
+            "1000",
+        ])
+        .args(["--report-format", "udp-blast", "--connect-timeout", "10"]);
+        target(cmd);
+    });
+    stdout
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
@@ -151,7 +148,7 @@ fn run_load(target: impl FnOnce(&mut Command)) -> String {
         .to_owned()
 }
 
-/// What every fixed-rate run of [`run_load`] must report: one sender at 1000 pps for 2 s,
+/// What every fixed-rate run of [`run_fixed_rate`] must report: one sender at 1000 pps for 2 s,
 /// two receivers (fan-out 2), nothing lost, every datagram timed.
 fn check_fixed_rate_report(json: &str) {
     let offered = field(json, "offered_pps");

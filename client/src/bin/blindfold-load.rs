@@ -841,12 +841,7 @@ fn run_relay(
         conf_ids.push(conf_id.clone());
         for i in 0..args.participants {
             let g = members.len();
-            let base = 0x1000u32.wrapping_mul(g as u32 + 1);
-            let ssrcs = OwnSsrcs {
-                audio: Ssrc(base + 1),
-                thumbnail: Ssrc(base + 2),
-                full: Ssrc(base + 3),
-            };
+            let ssrcs = OwnSsrcs::numbered(g);
             let name = format!("{tag}c{c}p{i}");
             let relay_ice = IceCredentials {
                 ufrag: format!("r{name}"),

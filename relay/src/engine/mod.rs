@@ -1030,6 +1030,13 @@ impl Engine {
 
     // ----- peers -----------------------------------------------------------------------
 
+    /// The slab index of `session` if this shard is its home.
+    fn homed_here(&self, session: &SessionId) -> Option<usize> {
+        let &i = self.by_id.get(session)?;
+        let s = self.sessions.get(i)?.as_ref()?;
+        matches!(s.home, Home::Here(_)).then_some(i)
+    }
+
     fn handle_peer(&mut self, now: Instant, msg: PeerMsg) {
         match msg {
             PeerMsg::Claimed { session, shard } => {
@@ -1076,24 +1083,12 @@ impl Engine {
                 }
             }
             PeerMsg::Rtcp { to, packet } => {
-                let Some(&i) = self.by_id.get(&to) else {
-                    return;
-                };
-                if matches!(
-                    self.sessions[i].as_ref().map(|s| &s.home),
-                    Some(Home::Here(_))
-                ) {
+                if let Some(i) = self.homed_here(&to) {
                     self.send_rtcp_to(i, packet.as_bytes());
                 }
             }
             PeerMsg::KeyframeRequest { owner, ssrc } => {
-                let Some(&i) = self.by_id.get(&owner) else {
-                    return;
-                };
-                if matches!(
-                    self.sessions[i].as_ref().map(|s| &s.home),
-                    Some(Home::Here(_))
-                ) {
+                if let Some(i) = self.homed_here(&owner) {
                     self.request_keyframe_from(now, i, ssrc);
                 }
             }
