@@ -1,0 +1,966 @@
+//! The SFU's call logic, sans-IO: Matrix sync batches and relay notifications in,
+//! [`Action`]s out.
+//!
+//! [`Core`] never does IO and never reads the clock: the service feeds it
+//! [`handle_sync`](Core::handle_sync) with each `/sync` response and the wall-clock
+//! time (invite lifetimes are wall-clock, against the homeserver's `origin_server_ts`),
+//! [`handle_relay`](Core::handle_relay) with relay notifications, and drains
+//! [`poll_action`](Core::poll_action) after each call. Randomness (ICE credentials,
+//! session ids) comes from a function given to [`Core::new`], so tests are repeatable.
+//!
+//! The desired state is the set of live [`Call`]s; each is one relay session. From
+//! it come the relay [`snapshot`](Core::snapshot) after a (re)connect and the rows the
+//! service persists ([`Action::Persist`]). Whether a call may stay is decided in one
+//! place, [`Core::reconcile`], after every batch: a caller who left the conference room,
+//! a conference that ended or moved to another SFU, a DM the SFU left — each ends the
+//! call with a hangup naming why.
+//!
+//! ```
+//! use blindfold_signaling::core::{Core, CoreConfig, Action};
+//! use blindfold_signaling::sync::SyncResponse;
+//!
+//! let cfg = CoreConfig::new("@sfu:example.org", "SFUDEVICE");
+//! let mut core = Core::new(cfg, Box::new(|buf: &mut [u8]| buf.fill(7)));
+//! let batch: SyncResponse = serde_json::from_str(r#"{"next_batch":"s1","rooms":{"invite":{
+//!   "!dm:example.org":{"invite_state":{"events":[{"type":"m.room.member",
+//!   "sender":"@alice:example.org","state_key":"@sfu:example.org",
+//!   "content":{"membership":"invite","is_direct":true}}]}}}}}"#).unwrap();
+//! core.handle_sync(&batch, 1_700_000_000_000, false);
+//! assert_eq!(core.poll_action(), Some(Action::JoinRoom("!dm:example.org".into())));
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use blindfold_relay::control::{
+    ConfId, ConferenceSpec, EndReason, FullSet, Generation, NotificationBody, RelayInfo,
+    RequestBody, SessionId, SessionSpec, Snapshot, SubscriptionSpec,
+};
+use blindfold_relay::id::Ssrc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::events::{self, CallIds, ConferenceState, HangupReason, Invite, InviteError, Subscribe};
+use crate::sdp::{self, AnswerParams, OfferLimits};
+use crate::sync::{Event, SyncResponse};
+
+/// Who may use the SFU: users listed by id, or every user of a listed server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList {
+    /// Full user ids, `@user:server`.
+    pub users: Vec<String>,
+    /// Server names; a user id ending in `:server` is allowed.
+    pub servers: Vec<String>,
+}
+
+impl AllowList {
+    /// True if `user` may invite the SFU into rooms and call it.
+    pub fn allows(&self, user: &str) -> bool {
+        self.users.iter().any(|u| u == user)
+            || server_of(user).is_some_and(|s| self.servers.iter().any(|a| a == s))
+    }
+}
+
+/// The server name of a user id (everything after the first `:`).
+pub fn server_of(user: &str) -> Option<&str> {
+    user.split_once(':')
+        .map(|(_, s)| s)
+        .filter(|s| !s.is_empty())
+}
+
+/// Capacity and abuse limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Live calls on this SFU.
+    pub max_calls: usize,
+    /// Live calls in one conference.
+    pub max_calls_per_conference: usize,
+    /// Live calls of one user (all devices, all conferences).
+    pub max_calls_per_user: usize,
+    /// Invites one user may send per minute (answered or not).
+    pub invites_per_user_per_minute: usize,
+    /// Largest SDP offer, bytes.
+    pub max_sdp_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_calls: 1000,
+            max_calls_per_conference: 100,
+            max_calls_per_user: 4,
+            invites_per_user_per_minute: 20,
+            max_sdp_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// What [`Core`] needs to know about itself and its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// The SFU's own user id.
+    pub user_id: String,
+    /// Its `party_id` in call events: its device id.
+    pub party_id: String,
+    /// Who may invite it into rooms and call it.
+    pub allow: AllowList,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl CoreConfig {
+    /// Defaults: users of the SFU's own server only, [`Limits::default`].
+    pub fn new(user_id: &str, party_id: &str) -> Self {
+        CoreConfig {
+            user_id: user_id.to_owned(),
+            party_id: party_id.to_owned(),
+            allow: AllowList {
+                users: Vec::new(),
+                servers: server_of(user_id).into_iter().map(str::to_owned).collect(),
+            },
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why a call was refused or ended: the machine code in `org.matrix.msc2359.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Code {
+    /// The caller is not joined to the conference room.
+    NotAMember,
+    /// The room has no such conference (or the SFU is not in the room).
+    NoSuchConference,
+    /// The conference has ended.
+    ConferenceTerminated,
+    /// The conference names another SFU.
+    WrongSfu,
+    /// The invite or its SDP offer is malformed.
+    BadOffer,
+    /// A capacity limit (SFU, conference, or the caller's open calls) is reached.
+    OverCapacity,
+    /// The caller sent too many invites in the last minute.
+    RateLimited,
+    /// The caller is not on the SFU's allow-list.
+    NotAllowed,
+    /// The invite was past its lifetime when the SFU saw it.
+    InviteExpired,
+    /// The relay could not take the session.
+    RelayUnavailable,
+    /// The caller left the conference room.
+    LeftConference,
+    /// A newer call from the same device to the same conference replaced this one.
+    Replaced,
+    /// No ICE check arrived in time.
+    IceTimeout,
+    /// Connected, then silent past consent.
+    ConsentExpired,
+    /// The DTLS handshake failed.
+    DtlsFailed,
+    /// The DTLS certificate did not match the offer's fingerprint.
+    FingerprintMismatch,
+    /// No SRTP profile in common.
+    NoSrtpProfile,
+}
+
+impl Code {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::NotAMember => "not_a_member",
+            Code::NoSuchConference => "no_such_conference",
+            Code::ConferenceTerminated => "conference_terminated",
+            Code::WrongSfu => "wrong_sfu",
+            Code::BadOffer => "bad_offer",
+            Code::OverCapacity => "over_capacity",
+            Code::RateLimited => "rate_limited",
+            Code::NotAllowed => "not_allowed",
+            Code::InviteExpired => "invite_expired",
+            Code::RelayUnavailable => "relay_unavailable",
+            Code::LeftConference => "left_conference",
+            Code::Replaced => "replaced",
+            Code::IceTimeout => "ice_timeout",
+            Code::ConsentExpired => "consent_expired",
+            Code::DtlsFailed => "dtls_failed",
+            Code::FingerprintMismatch => "fingerprint_mismatch",
+            Code::NoSrtpProfile => "no_srtp_profile",
+        }
+    }
+
+    /// The spec's `reason` that goes with it.
+    pub fn hangup_reason(self) -> HangupReason {
+        match self {
+            Code::InviteExpired => HangupReason::InviteTimeout,
+            Code::IceTimeout => HangupReason::IceTimeout,
+            Code::ConsentExpired
+            | Code::DtlsFailed
+            | Code::FingerprintMismatch
+            | Code::NoSrtpProfile => HangupReason::IceFailed,
+            _ => HangupReason::UnknownError,
+        }
+    }
+
+    /// Every code, for metrics and docs.
+    pub const ALL: [Code; 17] = [
+        Code::NotAMember,
+        Code::NoSuchConference,
+        Code::ConferenceTerminated,
+        Code::WrongSfu,
+        Code::BadOffer,
+        Code::OverCapacity,
+        Code::RateLimited,
+        Code::NotAllowed,
+        Code::InviteExpired,
+        Code::RelayUnavailable,
+        Code::LeftConference,
+        Code::Replaced,
+        Code::IceTimeout,
+        Code::ConsentExpired,
+        Code::DtlsFailed,
+        Code::FingerprintMismatch,
+        Code::NoSrtpProfile,
+    ];
+}
+
+/// One admitted call: a relay session, and what signaling must remember of it across
+/// restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// The relay session (its `session_spec.session_id`).
+    pub spec: SessionSpec,
+    /// The DM the call lives in.
+    pub dm_room: String,
+    /// The caller's `call_id`.
+    pub call_id: String,
+    /// The caller's user id.
+    pub caller: String,
+    /// The caller's `party_id`.
+    pub caller_party: String,
+    /// The conference room.
+    pub conf_room: String,
+    /// The conference id within it.
+    pub conf_id: String,
+    /// The full-resolution streams it receives.
+    pub full: FullSet,
+    /// When the answer was sent (ms since the Unix epoch).
+    pub answered_ms: u64,
+    /// Whether the relay reported the session connected (not persisted meaningfully:
+    /// after a restart the relay re-announces connected sessions).
+    #[serde(default)]
+    pub connected: bool,
+}
+
+/// What the service must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Join a room the SFU was invited to.
+    JoinRoom(String),
+    /// Decline an invite (leave the room).
+    DeclineInvite(String),
+    /// Send a timeline event.
+    Send {
+        /// The room.
+        room: String,
+        /// Event type.
+        event_type: String,
+        /// Content.
+        content: Value,
+    },
+    /// Create the session on the relay (its conference first), then send `answer` in
+    /// `room` and persist `call`. If the relay refuses or is unreachable, call
+    /// [`Core::admission_failed`].
+    Admit {
+        /// The call, with its relay session spec.
+        call: Box<Call>,
+        /// `m.call.answer` content to send once the relay said `ok`.
+        answer: Value,
+        /// When the invite arrived (ms), for latency metrics.
+        invite_ms: u64,
+    },
+    /// Send one request to the relay (best effort; a lost one is repaired by the next
+    /// snapshot).
+    Relay(RequestBody),
+    /// Write the call to the store.
+    Persist(Box<Call>),
+    /// Delete the call from the store.
+    Forget(SessionId),
+}
+
+/// A conference room (or DM) as seen from sync.
+#[derive(Debug, Default, Clone)]
+struct Room {
+    /// User → membership (`join`, `invite`, `leave`, `ban`, …).
+    members: HashMap<String, String>,
+    /// conf_id → state.
+    conferences: HashMap<String, ConferenceState>,
+    encrypted: bool,
+}
+
+impl Room {
+    fn joined(&self, user: &str) -> bool {
+        self.members.get(user).is_some_and(|m| m == "join")
+    }
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Invites refused, by code.
+    pub refusals: BTreeMap<&'static str, u64>,
+    /// Calls ended, by code (`hangup` for the caller's own hangup).
+    pub ended: BTreeMap<&'static str, u64>,
+    /// Calls admitted.
+    pub admitted: u64,
+    /// Events dropped as unreadable, by what was wrong.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Room invites accepted and declined.
+    pub rooms_joined: u64,
+    /// See `rooms_joined`.
+    pub rooms_declined: u64,
+    /// Sync batches whose timeline was truncated (events may have been missed).
+    pub limited_timelines: u64,
+}
+
+/// Fills a buffer with secure random bytes.
+pub type Rng = Box<dyn FnMut(&mut [u8]) + Send>;
+
+/// Invites remembered for de-duplication, and for how long.
+const HANDLED_TTL_MS: u64 = 3_600_000;
+
+/// The call logic. See the module docs.
+pub struct Core {
+    cfg: CoreConfig,
+    rng: Rng,
+    relay: Option<RelayInfo>,
+    rooms: HashMap<String, Room>,
+    calls: HashMap<SessionId, Call>,
+    by_call: HashMap<(String, String), SessionId>,
+    /// (DM, call_id) of every invite already answered or refused, with when.
+    handled: HashMap<(String, String), u64>,
+    handled_order: VecDeque<(u64, (String, String))>,
+    /// Per user, when its recent invites arrived.
+    invites: HashMap<String, VecDeque<u64>>,
+    /// Rooms told that the SFU cannot read encrypted calls.
+    told_encrypted: HashSet<String>,
+    last_generation: u64,
+    out: VecDeque<Action>,
+    stats: Stats,
+}
+
+impl Core {
+    /// A core with no rooms and no calls. `rng` fills buffers with secure random bytes.
+    pub fn new(cfg: CoreConfig, rng: Rng) -> Self {
+        Core {
+            cfg,
+            rng,
+            relay: None,
+            rooms: HashMap::new(),
+            calls: HashMap::new(),
+            by_call: HashMap::new(),
+            handled: HashMap::new(),
+            handled_order: VecDeque::new(),
+            invites: HashMap::new(),
+            told_encrypted: HashSet::new(),
+            last_generation: 0,
+            out: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The live calls.
+    pub fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The relay's announcement, if the relay was ever reached.
+    pub fn relay_info(&self) -> Option<&RelayInfo> {
+        self.relay.as_ref()
+    }
+
+    /// The next action, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// A fresh generation for a relay request: microseconds since the epoch, strictly
+    /// increasing even if the clock is not (docs/control-protocol.md, "Generations").
+    pub fn next_generation(&mut self, now_ms: u64) -> Generation {
+        let g = now_ms.saturating_mul(1000).max(self.last_generation + 1);
+        self.last_generation = g;
+        Generation(g)
+    }
+
+    /// The full desired state for the relay, for the request after every (re)connect.
+    pub fn snapshot(&mut self, now_ms: u64) -> Snapshot {
+        let generation = self.next_generation(now_ms);
+        let mut conferences: Vec<ConfId> = self
+            .calls
+            .values()
+            .map(|c| c.spec.conf_id.clone())
+            .collect();
+        conferences.sort();
+        conferences.dedup();
+        let mut sessions: Vec<&Call> = self.calls.values().collect();
+        sessions.sort_by(|a, b| a.spec.session_id.cmp(&b.spec.session_id));
+        Snapshot {
+            generation,
+            conferences: conferences
+                .into_iter()
+                .map(|conf_id| ConferenceSpec { conf_id })
+                .collect(),
+            subscriptions: sessions
+                .iter()
+                .map(|c| SubscriptionSpec {
+                    session_id: c.spec.session_id.clone(),
+                    full: c.full.clone(),
+                })
+                .collect(),
+            sessions: sessions.into_iter().map(|c| c.spec.clone()).collect(),
+        }
+    }
+
+    // ---- inputs ----
+
+    /// The relay (re)connected and announced itself.
+    pub fn set_relay_info(&mut self, info: RelayInfo) {
+        self.relay = Some(info);
+    }
+
+    /// Restores calls persisted by an earlier run, before the first sync.
+    pub fn restore(&mut self, calls: impl IntoIterator<Item = Call>) {
+        for mut call in calls {
+            call.connected = false;
+            let key = (call.dm_room.clone(), call.call_id.clone());
+            self.remember_handled(key.clone(), call.answered_ms);
+            self.by_call.insert(key, call.spec.session_id.clone());
+            self.calls.insert(call.spec.session_id.clone(), call);
+        }
+    }
+
+    /// One `/sync` response. `initial` is true for the very first sync of a new
+    /// account (no stored token): its timeline is history, so only state is read.
+    pub fn handle_sync(&mut self, sync: &SyncResponse, now_ms: u64, initial: bool) {
+        self.expire_handled(now_ms);
+        for (room_id, invited) in &sync.rooms.invite {
+            self.handle_room_invite(room_id, &invited.invite_state.events);
+        }
+        for room_id in sync.rooms.leave.keys() {
+            self.rooms.remove(room_id);
+        }
+        // State first, everywhere, so a call event sees the membership and conference
+        // state of its batch whatever order the rooms come in.
+        for (room_id, joined) in &sync.rooms.join {
+            let room = self.rooms.entry(room_id.clone()).or_default();
+            for v in joined.state.events.iter().chain(&joined.timeline.events) {
+                if let Some(e) = Event::from_value(v) {
+                    apply_state(room, &e);
+                }
+            }
+            if joined.timeline.limited && !initial {
+                self.stats.limited_timelines += 1;
+            }
+        }
+        if !initial {
+            for (room_id, joined) in &sync.rooms.join {
+                for v in &joined.timeline.events {
+                    match Event::from_value(v) {
+                        Some(e) if e.state_key.is_none() => {
+                            self.handle_timeline(room_id, &e, now_ms)
+                        }
+                        Some(_) => {}
+                        None => self.count_drop("unreadable_event"),
+                    }
+                }
+            }
+        }
+        self.reconcile(now_ms);
+    }
+
+    /// A relay notification.
+    pub fn handle_relay(&mut self, note: &NotificationBody, now_ms: u64) {
+        match note {
+            NotificationBody::SessionConnected { session_id, .. } => {
+                if let Some(c) = self.calls.get_mut(session_id) {
+                    c.connected = true;
+                }
+            }
+            NotificationBody::SessionFailed {
+                session_id, reason, ..
+            }
+            | NotificationBody::SessionClosed { session_id, reason } => {
+                let code = match reason {
+                    EndReason::IceTimeout => Code::IceTimeout,
+                    EndReason::ConsentExpired => Code::ConsentExpired,
+                    EndReason::DtlsFailed => Code::DtlsFailed,
+                    EndReason::FingerprintMismatch => Code::FingerprintMismatch,
+                    EndReason::NoSrtpProfile => Code::NoSrtpProfile,
+                    // Our own removals, a restart of the relay (the snapshot after its
+                    // return restores the session), or a reason from a newer relay:
+                    // nothing the caller must hear about.
+                    _ => return,
+                };
+                if self.calls.contains_key(session_id) {
+                    self.end_call(session_id, Some(code), now_ms);
+                }
+            }
+            NotificationBody::ActiveSpeaker { .. } | NotificationBody::Stats(_) => {}
+        }
+    }
+
+    /// The relay did not take an [`Action::Admit`]: refuse the call after all.
+    pub fn admission_failed(&mut self, session_id: &SessionId, now_ms: u64) {
+        if let Some(call) = self.calls.get(session_id) {
+            let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
+            self.remove_call(session_id, now_ms, false);
+            self.count_refusal(Code::RelayUnavailable);
+            self.hangup(&room, &call_id, Code::RelayUnavailable);
+        }
+    }
+
+    /// Ends every call that may no longer stay: its caller left the conference room,
+    /// the conference ended or names another SFU, or the SFU left the room or the DM.
+    pub fn reconcile(&mut self, now_ms: u64) {
+        let mut ending: Vec<(SessionId, Code)> = Vec::new();
+        for (id, c) in &self.calls {
+            let verdict = match self.rooms.get(&c.conf_room) {
+                None => Some(Code::ConferenceTerminated),
+                Some(room) => match room.conferences.get(&c.conf_id) {
+                    None | Some(ConferenceState::Terminated) => Some(Code::ConferenceTerminated),
+                    Some(ConferenceState::Live { sfu }) if *sfu != self.cfg.user_id => {
+                        Some(Code::WrongSfu)
+                    }
+                    Some(ConferenceState::Live { .. }) if !room.joined(&c.caller) => {
+                        Some(Code::LeftConference)
+                    }
+                    Some(ConferenceState::Live { .. }) => None,
+                },
+            };
+            let verdict = verdict.or_else(|| match self.rooms.get(&c.dm_room) {
+                Some(dm) if dm.joined(&c.caller) => None,
+                _ => Some(Code::LeftConference),
+            });
+            if let Some(code) = verdict {
+                ending.push((id.clone(), code));
+            }
+        }
+        ending.sort();
+        for (id, code) in ending {
+            self.end_call(&id, Some(code), now_ms);
+        }
+    }
+
+    // ---- internals ----
+
+    fn handle_room_invite(&mut self, room_id: &str, stripped: &[Value]) {
+        let inviter = stripped.iter().filter_map(Event::from_value).find_map(|e| {
+            (e.kind == "m.room.member"
+                && e.state_key == Some(self.cfg.user_id.as_str())
+                && e.content.get("membership").and_then(Value::as_str) == Some("invite"))
+            .then(|| e.sender.to_owned())
+        });
+        match inviter {
+            Some(who) if self.cfg.allow.allows(&who) => {
+                self.stats.rooms_joined += 1;
+                self.out.push_back(Action::JoinRoom(room_id.to_owned()));
+            }
+            _ => {
+                self.stats.rooms_declined += 1;
+                self.out
+                    .push_back(Action::DeclineInvite(room_id.to_owned()));
+            }
+        }
+    }
+
+    fn handle_timeline(&mut self, room_id: &str, e: &Event<'_>, now_ms: u64) {
+        if e.sender == self.cfg.user_id {
+            return;
+        }
+        match e.kind {
+            events::CALL_INVITE => self.handle_invite(room_id, e, now_ms),
+            events::CALL_HANGUP | events::CALL_REJECT => {
+                if let Some(id) = self.own_call(room_id, e) {
+                    self.stats
+                        .ended
+                        .entry("hangup")
+                        .and_modify(|n| *n += 1)
+                        .or_insert(1);
+                    self.remove_call(&id, now_ms, true);
+                }
+            }
+            events::CALL_SELECT_ANSWER => {
+                if let Some(id) = self.own_call(room_id, e) {
+                    let selected = e.content.get("selected_party_id").and_then(Value::as_str);
+                    if selected != Some(self.cfg.party_id.as_str()) {
+                        // The caller took another party's answer: our session is moot.
+                        self.remove_call(&id, now_ms, true);
+                    }
+                }
+            }
+            // Candidates are ignored: the relay is ICE-lite and learns the caller's
+            // address from its checks. Renegotiation is not supported (yet).
+            events::CALL_CANDIDATES | events::CALL_NEGOTIATE | events::CALL_ANSWER => {}
+            events::SUBSCRIBE => self.handle_subscribe(room_id, e, now_ms),
+            "m.room.encrypted" => {
+                let is_conference = self
+                    .rooms
+                    .get(room_id)
+                    .is_some_and(|r| !r.conferences.is_empty());
+                if !is_conference && self.told_encrypted.insert(room_id.to_owned()) {
+                    self.out.push_back(Action::Send {
+                        room: room_id.to_owned(),
+                        event_type: "m.room.message".into(),
+                        content: json!({
+                            "msgtype": "m.notice",
+                            "body": "This room is encrypted, and the conference SFU deliberately has no \
+                                     encryption keys, so it cannot read calls placed here. Call it from an \
+                                     unencrypted direct chat; your media stays end-to-end encrypted.",
+                        }),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The session of the call an event in `room_id` refers to, if the event's sender
+    /// and party own it.
+    fn own_call(&mut self, room_id: &str, e: &Event<'_>) -> Option<SessionId> {
+        let ids = match CallIds::from_content(e.content) {
+            Ok(ids) => ids,
+            Err(_) => {
+                self.count_drop("unreadable_call_event");
+                return None;
+            }
+        };
+        let id = self.by_call.get(&(room_id.to_owned(), ids.call_id))?;
+        let call = &self.calls[id];
+        (call.caller == e.sender && call.caller_party == ids.party_id).then(|| id.clone())
+    }
+
+    fn handle_subscribe(&mut self, room_id: &str, e: &Event<'_>, now_ms: u64) {
+        let sub = match Subscribe::from_content(e.content) {
+            Ok(s) => s,
+            Err(_) => return self.count_drop("unreadable_subscribe"),
+        };
+        let Some(id) = self.own_call(room_id, e) else {
+            return self.count_drop("subscribe_for_unknown_call");
+        };
+        let full = match sub.full {
+            None => FullSet::All,
+            Some(list) => FullSet::Ssrcs(list.into_iter().map(Ssrc).collect()),
+        };
+        let generation = self.next_generation(now_ms);
+        let call = self.calls.get_mut(&id).expect("own_call found it");
+        call.full = full.clone();
+        let call = Box::new(call.clone());
+        self.out
+            .push_back(Action::Relay(RequestBody::SetSubscription {
+                generation,
+                subscription: SubscriptionSpec {
+                    session_id: id,
+                    full,
+                },
+            }));
+        self.out.push_back(Action::Persist(call));
+    }
+
+    fn handle_invite(&mut self, room_id: &str, e: &Event<'_>, now_ms: u64) {
+        let invite = match Invite::from_content(e.content) {
+            Ok(inv) => inv,
+            Err(InviteError::NoIds(_)) => return self.count_drop("invite_without_ids"),
+            Err(InviteError::Version(ids, _) | InviteError::Malformed(ids, _)) => {
+                if self.first_time(room_id, &ids.call_id, now_ms) {
+                    self.refuse(room_id, &ids.call_id, Code::BadOffer);
+                }
+                return;
+            }
+        };
+        if invite
+            .invitee
+            .as_deref()
+            .is_some_and(|who| who != self.cfg.user_id)
+        {
+            return self.count_drop("invite_for_someone_else");
+        }
+        if !self.first_time(room_id, &invite.ids.call_id, now_ms) {
+            return;
+        }
+        if let Err(code) = self.admit(room_id, e, &invite, now_ms) {
+            self.refuse(room_id, &invite.ids.call_id, code);
+        }
+    }
+
+    /// Checks an invite in the order docs/protocol.md gives, and on success emits
+    /// [`Action::Admit`].
+    fn admit(&mut self, dm: &str, e: &Event<'_>, inv: &Invite, now_ms: u64) -> Result<(), Code> {
+        let caller = e.sender;
+        let sent = e.origin_server_ts.unwrap_or(now_ms);
+        if sent.saturating_add(inv.lifetime_ms) < now_ms {
+            return Err(Code::InviteExpired);
+        }
+        if !self.cfg.allow.allows(caller) {
+            return Err(Code::NotAllowed);
+        }
+        let recent = self.invites.entry(caller.to_owned()).or_default();
+        while recent.front().is_some_and(|&t| t + 60_000 <= now_ms) {
+            recent.pop_front();
+        }
+        if recent.len() >= self.cfg.limits.invites_per_user_per_minute {
+            return Err(Code::RateLimited);
+        }
+        recent.push_back(now_ms);
+
+        let room = self.rooms.get(&inv.room_id).ok_or(Code::NoSuchConference)?;
+        match room.conferences.get(&inv.conf_id) {
+            None => return Err(Code::NoSuchConference),
+            Some(ConferenceState::Terminated) => return Err(Code::ConferenceTerminated),
+            Some(ConferenceState::Live { sfu }) if *sfu != self.cfg.user_id => {
+                return Err(Code::WrongSfu);
+            }
+            Some(ConferenceState::Live { .. }) => {}
+        }
+        if !room.joined(caller) {
+            return Err(Code::NotAMember);
+        }
+        let limits = OfferLimits {
+            max_bytes: self.cfg.limits.max_sdp_bytes,
+        };
+        let offer = sdp::parse_offer(&inv.sdp, &limits).map_err(|_| Code::BadOffer)?;
+        let relay_conf = relay_conf_id(&inv.room_id, &inv.conf_id);
+
+        // A new call from the same device to the same conference replaces its old one
+        // (a client that restarted); anything else counts against the limits.
+        let replaced: Vec<SessionId> = self
+            .calls
+            .values()
+            .filter(|c| {
+                c.caller == caller
+                    && c.caller_party == inv.ids.party_id
+                    && c.spec.conf_id == relay_conf
+            })
+            .map(|c| c.spec.session_id.clone())
+            .collect();
+        let others = || {
+            self.calls
+                .values()
+                .filter(|c| !replaced.contains(&c.spec.session_id))
+        };
+        if others().count() >= self.cfg.limits.max_calls
+            || others().filter(|c| c.spec.conf_id == relay_conf).count()
+                >= self.cfg.limits.max_calls_per_conference
+            || others().filter(|c| c.caller == caller).count() >= self.cfg.limits.max_calls_per_user
+        {
+            return Err(Code::OverCapacity);
+        }
+        let clash = others().filter(|c| c.spec.conf_id == relay_conf).any(|c| {
+            c.spec
+                .streams
+                .iter()
+                .any(|s| offer.streams.iter().any(|o| o.ssrc == s.ssrc))
+        });
+        if clash {
+            return Err(Code::BadOffer);
+        }
+        let Some(relay) = self.relay.clone() else {
+            return Err(Code::RelayUnavailable);
+        };
+
+        for id in replaced {
+            self.end_call(&id, Some(Code::Replaced), now_ms);
+        }
+        let (ice_ufrag, ice_pwd) = sdp::fresh_credentials(&mut |b: &mut [u8]| (self.rng)(b));
+        let session_id = self.fresh_session_id();
+        let generation = self.next_generation(now_ms);
+        let answer_sdp = sdp::build_answer(
+            &offer,
+            &AnswerParams {
+                ice_ufrag: &ice_ufrag,
+                ice_pwd: &ice_pwd,
+                relay: &relay,
+                session_version: generation.0,
+            },
+        );
+        let call = Call {
+            spec: SessionSpec {
+                session_id: session_id.clone(),
+                conf_id: relay_conf,
+                ice_ufrag,
+                ice_pwd,
+                remote_ufrag: offer.ice_ufrag.clone(),
+                dtls_fingerprint: offer.fingerprint,
+                streams: offer.streams.clone(),
+                extmap: offer.extmap,
+            },
+            dm_room: dm.to_owned(),
+            call_id: inv.ids.call_id.clone(),
+            caller: caller.to_owned(),
+            caller_party: inv.ids.party_id.clone(),
+            conf_room: inv.room_id.clone(),
+            conf_id: inv.conf_id.clone(),
+            full: FullSet::Ssrcs(Vec::new()),
+            answered_ms: now_ms,
+            connected: false,
+        };
+        self.by_call
+            .insert((dm.to_owned(), inv.ids.call_id.clone()), session_id.clone());
+        self.calls.insert(session_id, call.clone());
+        self.stats.admitted += 1;
+        self.out.push_back(Action::Admit {
+            answer: events::answer_content(&inv.ids.call_id, &self.cfg.party_id, &answer_sdp),
+            call: Box::new(call),
+            invite_ms: now_ms,
+        });
+        Ok(())
+    }
+
+    fn fresh_session_id(&mut self) -> SessionId {
+        let mut raw = [0u8; 16];
+        (self.rng)(&mut raw);
+        SessionId::new(format!("s-{}", hex(&raw))).expect("s- and hex are printable ASCII")
+    }
+
+    /// True the first time an invite (DM, call_id) is seen; remembers it.
+    fn first_time(&mut self, room: &str, call_id: &str, now_ms: u64) -> bool {
+        let key = (room.to_owned(), call_id.to_owned());
+        if self.handled.contains_key(&key) {
+            self.count_drop("duplicate_invite");
+            return false;
+        }
+        self.remember_handled(key, now_ms);
+        true
+    }
+
+    fn remember_handled(&mut self, key: (String, String), at: u64) {
+        self.handled.insert(key.clone(), at);
+        self.handled_order.push_back((at, key));
+    }
+
+    fn expire_handled(&mut self, now_ms: u64) {
+        while let Some(&(at, _)) = self.handled_order.front() {
+            if at + HANDLED_TTL_MS > now_ms {
+                break;
+            }
+            let (_, key) = self.handled_order.pop_front().expect("front exists");
+            // A live call keeps its key: its events must still find it.
+            if self.handled.get(&key) == Some(&at) && !self.by_call.contains_key(&key) {
+                self.handled.remove(&key);
+            }
+        }
+    }
+
+    fn refuse(&mut self, room: &str, call_id: &str, code: Code) {
+        self.count_refusal(code);
+        self.hangup(room, call_id, code);
+    }
+
+    fn count_refusal(&mut self, code: Code) {
+        *self.stats.refusals.entry(code.as_str()).or_insert(0) += 1;
+    }
+
+    fn count_drop(&mut self, what: &'static str) {
+        *self.stats.dropped.entry(what).or_insert(0) += 1;
+    }
+
+    fn hangup(&mut self, room: &str, call_id: &str, code: Code) {
+        self.out.push_back(Action::Send {
+            room: room.to_owned(),
+            event_type: events::CALL_HANGUP.into(),
+            content: events::hangup_content(
+                call_id,
+                &self.cfg.party_id,
+                code.hangup_reason(),
+                code.as_str(),
+            ),
+        });
+    }
+
+    /// Ends a call for `code` with a hangup to the caller.
+    fn end_call(&mut self, id: &SessionId, code: Option<Code>, now_ms: u64) {
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
+        let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
+        if let Some(code) = code {
+            *self.stats.ended.entry(code.as_str()).or_insert(0) += 1;
+            self.hangup(&room, &call_id, code);
+        }
+        self.remove_call(id, now_ms, true);
+    }
+
+    /// Forgets a call and tells the relay and the store.
+    fn remove_call(&mut self, id: &SessionId, now_ms: u64, tell_relay: bool) {
+        let Some(call) = self.calls.remove(id) else {
+            return;
+        };
+        let key = (call.dm_room.clone(), call.call_id.clone());
+        self.by_call.remove(&key);
+        // Still a duplicate for another hour: a replayed invite must not revive it.
+        self.remember_handled(key, now_ms);
+        if tell_relay {
+            let generation = self.next_generation(now_ms);
+            self.out
+                .push_back(Action::Relay(RequestBody::RemoveSession {
+                    generation,
+                    session_id: id.clone(),
+                }));
+            if !self
+                .calls
+                .values()
+                .any(|c| c.spec.conf_id == call.spec.conf_id)
+            {
+                let generation = self.next_generation(now_ms);
+                self.out
+                    .push_back(Action::Relay(RequestBody::RemoveConference {
+                        generation,
+                        conf_id: call.spec.conf_id.clone(),
+                    }));
+            }
+        }
+        self.out.push_back(Action::Forget(id.clone()));
+    }
+}
+
+/// Applies a state event to the room's view.
+fn apply_state(room: &mut Room, e: &Event<'_>) {
+    let Some(key) = e.state_key else { return };
+    match e.kind {
+        "m.room.member" => {
+            let m = e
+                .content
+                .get("membership")
+                .and_then(Value::as_str)
+                .unwrap_or("leave");
+            room.members.insert(key.to_owned(), m.to_owned());
+        }
+        events::CONFERENCE => {
+            room.conferences
+                .insert(key.to_owned(), ConferenceState::from_content(e.content));
+        }
+        "m.room.encryption" => room.encrypted = true,
+        _ => {}
+    }
+}
+
+/// The relay's id for a conference: `c-` and 32 hex digits of SHA-256 over the room and
+/// conference ids. Matrix ids can be long and non-ASCII; the relay's ids are short
+/// printable ASCII, and a hash keeps them stable across restarts.
+pub fn relay_conf_id(room_id: &str, conf_id: &str) -> ConfId {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(room_id.as_bytes());
+    ctx.update(b"\n");
+    ctx.update(conf_id.as_bytes());
+    let d = ctx.finish();
+    ConfId::new(format!("c-{}", hex(&d.as_ref()[..16]))).expect("c- and hex are printable ASCII")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,692 @@
+//! The call logic, one behaviour per test, driven with hand-made sync batches.
+
+use std::net::SocketAddr;
+
+use blindfold_relay::control::{
+    EndReason, FullSet, NotificationBody, RelayInfo, RequestBody, SessionId,
+};
+use blindfold_relay::id::Ssrc;
+use serde_json::{Value, json};
+
+use super::*;
+
+const SFU: &str = "@sfu:hs";
+const ALICE: &str = "@alice:hs";
+const BOB: &str = "@bob:hs";
+const ROOM: &str = "!conf:hs";
+const DM: &str = "!dm:hs";
+const T0: u64 = 1_800_000_000_000;
+
+/// An offer declaring audio `base`, thumbnail `base + 1`, full `base + 2`.
+fn offer(base: u32) -> String {
+    let (a, t, f) = (base, base + 1, base + 2);
+    [
+        "v=0",
+        "o=- 1 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0 1",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        "a=fingerprint:sha-256 9C:95:0D:C0:08:80:17:C6:92:00:57:92:6F:1A:0F:23:37:75:EA:84:08:3E:92:92:AB:20:B6:EB:77:3A:69:85",
+        "a=setup:actpass",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "c=IN IP4 0.0.0.0",
+        "a=mid:0",
+        "a=rtcp-mux",
+        "a=sendrecv",
+        "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        "a=rtpmap:111 opus/48000/2",
+        &format!("a=ssrc:{a} cname:x"),
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        "a=mid:1",
+        "a=rtcp-mux",
+        "a=sendrecv",
+        "a=extmap:2 urn:ietf:params:rtp-hdrext:framemarking",
+        "a=rtpmap:96 VP8/90000",
+        &format!("a=ssrc-group:SIM {t} {f}"),
+        &format!("a=ssrc:{t} cname:x"),
+        &format!("a=ssrc:{f} cname:x"),
+        "",
+    ]
+    .join("\r\n")
+}
+
+fn relay_info() -> RelayInfo {
+    RelayInfo {
+        dtls_fingerprint: "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
+            .parse()
+            .unwrap(),
+        candidates: vec!["203.0.113.7:10000".parse::<SocketAddr>().unwrap()],
+    }
+}
+
+fn member(user: &str, membership: &str) -> Value {
+    json!({"type": "m.room.member", "sender": user, "state_key": user, "content": {"membership": membership}})
+}
+
+fn conference(conf_id: &str, content: Value) -> Value {
+    json!({"type": CONFERENCE_TYPE, "sender": ALICE, "state_key": conf_id, "content": content})
+}
+
+const CONFERENCE_TYPE: &str = crate::events::CONFERENCE;
+
+fn invite(from: &str, call_id: &str, conf_id: &str, sdp: &str, ts: u64) -> Value {
+    json!({"type": "m.call.invite", "sender": from, "origin_server_ts": ts, "content": {
+        "call_id": call_id, "party_id": format!("{from}-dev"), "version": "1", "lifetime": 60000,
+        "offer": {"type": "offer", "sdp": sdp},
+        "org.matrix.msc2359.conference": {"room_id": ROOM, "conf_id": conf_id}
+    }})
+}
+
+fn batch(rooms: Value) -> SyncResponse {
+    serde_json::from_value(json!({"next_batch": "n", "rooms": {"join": rooms}})).unwrap()
+}
+
+/// A core with the relay connected, a conference room with a live conference `conf`
+/// served by us and `members` joined, and a DM per member.
+fn setup(members: &[&str]) -> Core {
+    let mut core = Core::new(
+        CoreConfig::new(SFU, "SFUDEV"),
+        Box::new(|b: &mut [u8]| b.fill(0x5a)),
+    );
+    let mut n = 0u8;
+    core.rng = Box::new(move |b: &mut [u8]| {
+        n = n.wrapping_add(1);
+        b.fill(n)
+    });
+    core.set_relay_info(relay_info());
+    let mut state: Vec<Value> = members.iter().map(|m| member(m, "join")).collect();
+    state.push(member(SFU, "join"));
+    state.push(conference("conf", json!({"sfu": SFU})));
+    let dm_state: Vec<Value> = members
+        .iter()
+        .chain([&SFU])
+        .map(|m| member(m, "join"))
+        .collect();
+    core.handle_sync(
+        &batch(json!({ROOM: {"state": {"events": state}}, DM: {"state": {"events": dm_state}}})),
+        T0,
+        true,
+    );
+    drain(&mut core);
+    core
+}
+
+fn drain(core: &mut Core) -> Vec<Action> {
+    std::iter::from_fn(|| core.poll_action()).collect()
+}
+
+fn timeline(core: &mut Core, room: &str, events: Vec<Value>, now: u64) -> Vec<Action> {
+    core.handle_sync(
+        &batch(json!({room: {"timeline": {"events": events}}})),
+        now,
+        false,
+    );
+    drain(core)
+}
+
+/// The `org.matrix.msc2359.reason` codes of the hangups among `actions`.
+fn hangups(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                event_type,
+                content,
+                ..
+            } if event_type == "m.call.hangup" => Some(
+                content["org.matrix.msc2359.reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn admitted(actions: &[Action]) -> Vec<&Call> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Admit { call, .. } => Some(&**call),
+            _ => None,
+        })
+        .collect()
+}
+
+fn relay_requests(actions: &[Action]) -> Vec<&RequestBody> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Relay(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn call_in(core: &mut Core, who: &str, call_id: &str, base: u32) -> SessionId {
+    let actions = timeline(
+        core,
+        DM,
+        vec![invite(who, call_id, "conf", &offer(base), T0)],
+        T0 + 10,
+    );
+    let calls = admitted(&actions);
+    assert_eq!(calls.len(), 1, "{actions:?}");
+    calls[0].spec.session_id.clone()
+}
+
+#[test]
+fn a_member_is_answered_with_the_relays_transport() {
+    let mut core = setup(&[ALICE]);
+    let actions = timeline(
+        &mut core,
+        DM,
+        vec![invite(ALICE, "c1", "conf", &offer(100), T0)],
+        T0 + 10,
+    );
+    assert!(hangups(&actions).is_empty(), "{actions:?}");
+    let Some(Action::Admit { call, answer, .. }) = actions.first() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(call.caller, ALICE);
+    assert_eq!(call.dm_room, DM);
+    assert_eq!(call.spec.remote_ufrag.as_str(), "abcd");
+    let ssrcs: Vec<u32> = call.spec.streams.iter().map(|s| s.ssrc.0).collect();
+    assert_eq!(ssrcs, [100, 101, 102]);
+    assert_eq!(call.spec.conf_id, relay_conf_id(ROOM, "conf"));
+    assert_eq!(answer["call_id"], "c1");
+    assert_eq!(answer["party_id"], "SFUDEV");
+    assert_eq!(answer["version"], "1");
+    let sdp = answer["answer"]["sdp"].as_str().unwrap();
+    assert!(sdp.contains("a=ice-lite"), "{sdp}");
+    assert!(
+        sdp.contains(&format!("a=ice-ufrag:{}", call.spec.ice_ufrag.as_str())),
+        "{sdp}"
+    );
+    assert!(sdp.contains("203.0.113.7 10000 typ host"), "{sdp}");
+    assert!(sdp.contains("a=setup:passive"), "{sdp}");
+}
+
+#[test]
+fn refusals_name_their_reason_and_create_nothing() {
+    type Make = Box<dyn Fn(&mut Core) -> Value>;
+    let cases: Vec<(&str, Make, &str)> = vec![
+        (
+            "non-member",
+            Box::new(|_| invite(BOB, "c", "conf", &offer(1), T0)),
+            "not_a_member",
+        ),
+        (
+            "no conference",
+            Box::new(|_| invite(ALICE, "c", "other", &offer(1), T0)),
+            "no_such_conference",
+        ),
+        (
+            "expired",
+            Box::new(|_| invite(ALICE, "c", "conf", &offer(1), T0 - 61_000)),
+            "invite_expired",
+        ),
+        (
+            "outsider",
+            Box::new(|_| invite("@eve:elsewhere", "c", "conf", &offer(1), T0)),
+            "not_allowed",
+        ),
+        (
+            "garbage SDP",
+            Box::new(|_| invite(ALICE, "c", "conf", "hello", T0)),
+            "bad_offer",
+        ),
+        (
+            "a=crypto",
+            Box::new(|_| {
+                let sdp = offer(1).replace(
+                    "a=mid:0\r\n",
+                    "a=mid:0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n",
+                );
+                invite(ALICE, "c", "conf", &sdp, T0)
+            }),
+            "bad_offer",
+        ),
+        (
+            "wrong types",
+            Box::new(|_| {
+                let mut e = invite(ALICE, "c", "conf", &offer(1), T0);
+                e["content"]["lifetime"] = json!("long");
+                e
+            }),
+            "bad_offer",
+        ),
+        (
+            "version 0",
+            Box::new(|_| {
+                let mut e = invite(ALICE, "c", "conf", &offer(1), T0);
+                e["content"]["version"] = json!(0);
+                e
+            }),
+            "bad_offer",
+        ),
+    ];
+    for (what, make, code) in cases {
+        let mut core = setup(&[ALICE]);
+        let ev = make(&mut core);
+        let actions = timeline(&mut core, DM, vec![ev], T0 + 10);
+        assert_eq!(hangups(&actions), [code], "{what}: {actions:?}");
+        assert!(
+            admitted(&actions).is_empty() && relay_requests(&actions).is_empty(),
+            "{what}"
+        );
+        assert_eq!(core.stats().refusals.get(code), Some(&1), "{what}");
+        let hangup = actions.iter().find_map(|a| match a {
+            Action::Send { content, room, .. } => Some((room.clone(), content.clone())),
+            _ => None,
+        });
+        let (room, content) = hangup.unwrap();
+        assert_eq!(room, DM);
+        let reason = if code == "invite_expired" {
+            "invite_timeout"
+        } else {
+            "unknown_error"
+        };
+        assert_eq!(content["reason"], reason, "{what}");
+    }
+}
+
+#[test]
+fn terminated_and_foreign_conferences_are_refused() {
+    for (content, code) in [
+        (
+            json!({"sfu": SFU, "terminated": true}),
+            "conference_terminated",
+        ),
+        (json!({}), "conference_terminated"),
+        (json!({"sfu": "@other-sfu:hs"}), "wrong_sfu"),
+    ] {
+        let mut core = setup(&[ALICE]);
+        timeline(&mut core, ROOM, vec![conference("conf", content)], T0);
+        let actions = timeline(
+            &mut core,
+            DM,
+            vec![invite(ALICE, "c", "conf", &offer(1), T0)],
+            T0 + 10,
+        );
+        assert_eq!(hangups(&actions), [code]);
+        assert!(admitted(&actions).is_empty());
+    }
+}
+
+#[test]
+fn an_invite_without_ids_is_dropped_and_one_for_someone_else_ignored() {
+    let mut core = setup(&[ALICE]);
+    let mut e = invite(ALICE, "c", "conf", &offer(1), T0);
+    e["content"]["call_id"] = json!(17);
+    let mut other = invite(ALICE, "c2", "conf", &offer(1), T0);
+    other["content"]["invitee"] = json!("@someone:hs");
+    let actions = timeline(&mut core, DM, vec![e, json!({"type": 3}), other], T0 + 10);
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(core.stats().dropped.get("invite_without_ids"), Some(&1));
+    assert_eq!(
+        core.stats().dropped.get("invite_for_someone_else"),
+        Some(&1)
+    );
+    assert_eq!(core.stats().dropped.get("unreadable_event"), Some(&1));
+}
+
+#[test]
+fn a_duplicate_invite_is_answered_once() {
+    let mut core = setup(&[ALICE]);
+    call_in(&mut core, ALICE, "c1", 100);
+    let again = timeline(
+        &mut core,
+        DM,
+        vec![invite(ALICE, "c1", "conf", &offer(100), T0)],
+        T0 + 20,
+    );
+    assert!(again.is_empty(), "{again:?}");
+    let refused = timeline(
+        &mut core,
+        DM,
+        vec![invite(BOB, "c9", "conf", &offer(1), T0)],
+        T0 + 20,
+    );
+    let refused_again = timeline(
+        &mut core,
+        DM,
+        vec![invite(BOB, "c9", "conf", &offer(1), T0)],
+        T0 + 30,
+    );
+    assert_eq!(hangups(&refused), ["not_a_member"]);
+    assert!(refused_again.is_empty());
+}
+
+#[test]
+fn capacity_limits_refuse_with_over_capacity() {
+    let mut core = setup(&[ALICE, BOB]);
+    core.cfg.limits.max_calls_per_conference = 1;
+    call_in(&mut core, ALICE, "a", 100);
+    let actions = timeline(
+        &mut core,
+        DM,
+        vec![invite(BOB, "b", "conf", &offer(200), T0)],
+        T0 + 10,
+    );
+    assert_eq!(hangups(&actions), ["over_capacity"]);
+
+    let mut core = setup(&[ALICE]);
+    core.cfg.limits.max_calls_per_user = 1;
+    call_in(&mut core, ALICE, "a", 100);
+    let mut second_device = invite(ALICE, "b", "conf", &offer(200), T0);
+    second_device["content"]["party_id"] = json!("OTHERDEV");
+    let actions = timeline(&mut core, DM, vec![second_device], T0 + 10);
+    assert_eq!(hangups(&actions), ["over_capacity"]);
+}
+
+#[test]
+fn a_flood_of_invites_is_rate_limited_per_user() {
+    let mut core = setup(&[ALICE]);
+    core.cfg.limits.invites_per_user_per_minute = 3;
+    let flood: Vec<Value> = (0..5)
+        .map(|i| invite(ALICE, &format!("c{i}"), "nope", &offer(1), T0))
+        .collect();
+    let actions = timeline(&mut core, DM, flood, T0 + 10);
+    assert_eq!(
+        hangups(&actions),
+        [
+            "no_such_conference",
+            "no_such_conference",
+            "no_such_conference",
+            "rate_limited",
+            "rate_limited"
+        ]
+    );
+    // A minute later the window has moved on.
+    let later = timeline(
+        &mut core,
+        DM,
+        vec![invite(ALICE, "c9", "conf", &offer(1), T0 + 61_000)],
+        T0 + 61_000,
+    );
+    assert_eq!(admitted(&later).len(), 1);
+}
+
+#[test]
+fn colliding_ssrcs_are_refused_but_the_same_device_replaces_its_call() {
+    let mut core = setup(&[ALICE, BOB]);
+    let first = call_in(&mut core, ALICE, "a1", 100);
+    let clash = timeline(
+        &mut core,
+        DM,
+        vec![invite(BOB, "b1", "conf", &offer(101), T0)],
+        T0 + 10,
+    );
+    assert_eq!(hangups(&clash), ["bad_offer"]);
+    // Alice's client restarted: same device, new call, same SSRCs.
+    let actions = timeline(
+        &mut core,
+        DM,
+        vec![invite(ALICE, "a2", "conf", &offer(100), T0)],
+        T0 + 20,
+    );
+    assert_eq!(hangups(&actions), ["replaced"]);
+    assert!(relay_requests(&actions).iter().any(
+        |r| matches!(r, RequestBody::RemoveSession { session_id, .. } if *session_id == first)
+    ));
+    assert_eq!(admitted(&actions).len(), 1);
+    assert_eq!(core.calls().count(), 1);
+}
+
+#[test]
+fn leaving_the_conference_room_ends_the_call() {
+    let mut core = setup(&[ALICE, BOB]);
+    let alice = call_in(&mut core, ALICE, "a", 100);
+    let bob = call_in(&mut core, BOB, "b", 200);
+    let actions = timeline(&mut core, ROOM, vec![member(ALICE, "leave")], T0 + 100);
+    assert_eq!(hangups(&actions), ["left_conference"]);
+    let removed: Vec<_> = relay_requests(&actions).into_iter().cloned().collect();
+    assert!(
+        matches!(&removed[..], [RequestBody::RemoveSession { session_id, .. }] if *session_id == alice),
+        "{removed:?}"
+    );
+    assert!(actions.contains(&Action::Forget(alice)));
+    assert_eq!(
+        core.calls()
+            .map(|c| c.spec.session_id.clone())
+            .collect::<Vec<_>>(),
+        [bob]
+    );
+}
+
+#[test]
+fn a_terminated_conference_ends_every_call_and_the_relay_conference() {
+    let mut core = setup(&[ALICE, BOB]);
+    call_in(&mut core, ALICE, "a", 100);
+    call_in(&mut core, BOB, "b", 200);
+    let actions = timeline(
+        &mut core,
+        ROOM,
+        vec![conference("conf", json!({"sfu": SFU, "terminated": true}))],
+        T0,
+    );
+    assert_eq!(
+        hangups(&actions),
+        ["conference_terminated", "conference_terminated"]
+    );
+    let reqs = relay_requests(&actions);
+    assert!(
+        matches!(reqs.last(), Some(RequestBody::RemoveConference { .. })),
+        "{reqs:?}"
+    );
+    assert_eq!(core.calls().count(), 0);
+}
+
+#[test]
+fn the_callers_hangup_ends_the_session_silently() {
+    let mut core = setup(&[ALICE]);
+    let id = call_in(&mut core, ALICE, "a", 100);
+    let hangup = json!({"type": "m.call.hangup", "sender": ALICE, "content": {"call_id": "a", "party_id": "@alice:hs-dev", "version": "1"}});
+    // Someone else cannot hang up Alice's call.
+    let mut forged = hangup.clone();
+    forged["sender"] = json!(BOB);
+    assert!(timeline(&mut core, DM, vec![forged], T0).is_empty());
+    let actions = timeline(&mut core, DM, vec![hangup], T0);
+    assert!(hangups(&actions).is_empty());
+    assert!(
+        matches!(relay_requests(&actions)[0], RequestBody::RemoveSession { session_id, .. } if *session_id == id)
+    );
+    assert_eq!(core.calls().count(), 0);
+}
+
+#[test]
+fn relay_failures_become_hangups_with_the_specs_reason() {
+    for (reason, spec_reason, code) in [
+        (EndReason::ConsentExpired, "ice_failed", "consent_expired"),
+        (EndReason::IceTimeout, "ice_timeout", "ice_timeout"),
+        (
+            EndReason::FingerprintMismatch,
+            "ice_failed",
+            "fingerprint_mismatch",
+        ),
+    ] {
+        let mut core = setup(&[ALICE]);
+        let id = call_in(&mut core, ALICE, "a", 100);
+        core.handle_relay(
+            &NotificationBody::SessionClosed {
+                session_id: id,
+                reason,
+            },
+            T0,
+        );
+        let actions = drain(&mut core);
+        assert_eq!(hangups(&actions), [code]);
+        let Some(Action::Send { content, .. }) = actions.first() else {
+            panic!()
+        };
+        assert_eq!(content["reason"], spec_reason);
+        assert_eq!(core.calls().count(), 0);
+    }
+    // The relay's own restart is not the caller's problem: the snapshot restores it.
+    let mut core = setup(&[ALICE]);
+    let id = call_in(&mut core, ALICE, "a", 100);
+    core.handle_relay(
+        &NotificationBody::SessionClosed {
+            session_id: id,
+            reason: EndReason::Shutdown,
+        },
+        T0,
+    );
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.calls().count(), 1);
+}
+
+#[test]
+fn a_subscription_goes_to_the_relay_and_the_store() {
+    let mut core = setup(&[ALICE]);
+    let id = call_in(&mut core, ALICE, "a", 100);
+    let sub = |full: Value| {
+        json!({"type": crate::events::SUBSCRIBE, "sender": ALICE,
+        "content": {"call_id": "a", "party_id": "@alice:hs-dev", "version": "1", "full": full}})
+    };
+    let actions = timeline(&mut core, DM, vec![sub(json!([202, 302]))], T0);
+    match &actions[..] {
+        [
+            Action::Relay(RequestBody::SetSubscription { subscription, .. }),
+            Action::Persist(call),
+        ] => {
+            assert_eq!(subscription.session_id, id);
+            assert_eq!(
+                subscription.full,
+                FullSet::Ssrcs(vec![Ssrc(202), Ssrc(302)])
+            );
+            assert_eq!(call.full, subscription.full);
+        }
+        other => panic!("{other:?}"),
+    }
+    let actions = timeline(&mut core, DM, vec![sub(json!("all"))], T0);
+    assert!(
+        matches!(&actions[0], Action::Relay(RequestBody::SetSubscription { subscription, .. }) if subscription.full == FullSet::All)
+    );
+}
+
+#[test]
+fn restored_calls_are_in_the_snapshot_and_reconciled_after_the_first_sync() {
+    let mut core = setup(&[ALICE, BOB]);
+    call_in(&mut core, ALICE, "a", 100);
+    call_in(&mut core, BOB, "b", 200);
+    let stored: Vec<Call> = core.calls().cloned().collect();
+
+    let mut restarted = Core::new(
+        CoreConfig::new(SFU, "SFUDEV"),
+        Box::new(|b: &mut [u8]| b.fill(1)),
+    );
+    restarted.restore(stored);
+    let snap = restarted.snapshot(T0);
+    assert_eq!(snap.sessions.len(), 2);
+    assert_eq!(snap.conferences.len(), 1);
+    assert_eq!(snap.subscriptions.len(), 2);
+    snap.validate().unwrap();
+
+    // The first (full-state) sync after the restart: Bob left while we were down.
+    let state = vec![
+        member(ALICE, "join"),
+        member(BOB, "leave"),
+        member(SFU, "join"),
+        conference("conf", json!({"sfu": SFU})),
+    ];
+    let dm = vec![
+        member(ALICE, "join"),
+        member(BOB, "join"),
+        member(SFU, "join"),
+    ];
+    restarted.handle_sync(
+        &batch(json!({ROOM: {"state": {"events": state}}, DM: {"state": {"events": dm}}})),
+        T0 + 5,
+        false,
+    );
+    let actions = drain(&mut restarted);
+    assert_eq!(hangups(&actions), ["left_conference"]);
+    assert_eq!(
+        restarted
+            .calls()
+            .map(|c| c.caller.as_str())
+            .collect::<Vec<_>>(),
+        [ALICE]
+    );
+    // A replayed invite of a restored call is still a duplicate.
+    assert!(
+        timeline(
+            &mut restarted,
+            DM,
+            vec![invite(ALICE, "a", "conf", &offer(100), T0)],
+            T0 + 10
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn without_the_relay_calls_are_refused_as_relay_unavailable() {
+    let mut core = setup(&[ALICE]);
+    core.relay = None;
+    let actions = timeline(
+        &mut core,
+        DM,
+        vec![invite(ALICE, "a", "conf", &offer(100), T0)],
+        T0,
+    );
+    assert_eq!(hangups(&actions), ["relay_unavailable"]);
+    // And a relay that refuses the session after the fact.
+    let mut core = setup(&[ALICE]);
+    let id = call_in(&mut core, ALICE, "a", 100);
+    core.admission_failed(&id, T0);
+    assert_eq!(hangups(&drain(&mut core)), ["relay_unavailable"]);
+    assert_eq!(core.calls().count(), 0);
+}
+
+#[test]
+fn room_invites_are_joined_only_from_allowed_users() {
+    let mut core = setup(&[]);
+    let invite_from = |who: &str| {
+        json!({"invite_state": {"events": [{"type": "m.room.member", "sender": who, "state_key": SFU,
+            "content": {"membership": "invite", "is_direct": true}}]}})
+    };
+    let sync: SyncResponse = serde_json::from_value(json!({"next_batch": "x", "rooms": {"invite": {
+        "!a:hs": invite_from(ALICE), "!b:hs": invite_from("@eve:evil.example"), "!c:hs": {"invite_state": {"events": [7]}}
+    }}}))
+    .unwrap();
+    core.handle_sync(&sync, T0, false);
+    let actions = drain(&mut core);
+    assert_eq!(
+        actions,
+        [
+            Action::JoinRoom("!a:hs".into()),
+            Action::DeclineInvite("!b:hs".into()),
+            Action::DeclineInvite("!c:hs".into())
+        ]
+    );
+}
+
+#[test]
+fn an_encrypted_dm_gets_one_notice() {
+    let mut core = setup(&[ALICE]);
+    let enc = json!({"type": "m.room.encrypted", "sender": ALICE, "content": {"algorithm": "m.megolm.v1.aes-sha2"}});
+    let actions = timeline(&mut core, DM, vec![enc.clone(), enc.clone()], T0);
+    assert!(
+        matches!(&actions[..], [Action::Send { event_type, content, .. }]
+        if event_type == "m.room.message" && content["msgtype"] == "m.notice"),
+        "{actions:?}"
+    );
+    // The conference room itself is encrypted by design: no notice there.
+    assert!(timeline(&mut core, ROOM, vec![enc], T0).is_empty());
+}
+
+#[test]
+fn generations_only_grow() {
+    let mut core = setup(&[]);
+    let a = core.next_generation(T0);
+    let b = core.next_generation(T0);
+    let c = core.next_generation(T0 - 5_000);
+    assert!(a < b && b < c);
+}

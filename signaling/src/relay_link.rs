@@ -1,0 +1,267 @@
+//! The link to the relay's control socket (docs/control-protocol.md): connect, hello,
+//! request/response matching, notifications, reconnect with backoff.
+//!
+//! [`RelayLink::spawn`] starts a task that owns the socket. Requests go in through a
+//! cloneable [`RelayLink`]; what the relay says comes out as [`LinkEvent`]s. After every
+//! (re)connect and hello the link reports [`LinkEvent::Connected`] and accepts nothing
+//! but a snapshot until one is answered — the protocol requires the snapshot first, and
+//! the service, which owns the desired state, builds it. Requests made while the link is
+//! down fail at once with [`RelayError::NotConnected`]: the desired state lives in the
+//! service, and the snapshot after the next connect carries it, so nothing is queued.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use blindfold_relay::control::{
+    self, ErrorCode, ErrorReply, FrameDecoder, Goodbye, Hello, HelloRole, Message,
+    NotificationBody, RelayInfo, Request, RequestBody, RequestId, ResponseBody, Snapshot,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a relay request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The link is down (or waiting for its snapshot).
+    #[error("the relay is not connected")]
+    NotConnected,
+    /// The link went down before the answer came.
+    #[error("the relay connection dropped before it answered")]
+    Dropped,
+    /// No answer in time.
+    #[error("the relay did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The relay answered with an error.
+    #[error("the relay refused: {0:?}: {1}")]
+    Refused(ErrorCode, String),
+    /// The request did not encode (a bug, or a value outside the protocol's bounds).
+    #[error("request does not encode: {0}")]
+    Encode(String),
+}
+
+/// What the link reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEvent {
+    /// Connected and hello exchanged: send [`RelayLink::snapshot`] now.
+    Connected(RelayInfo),
+    /// The link went down; it is reconnecting.
+    Disconnected(String),
+    /// A notification from the relay.
+    Notification(NotificationBody),
+}
+
+enum Cmd {
+    Request(
+        RequestBody,
+        oneshot::Sender<Result<ResponseBody, RelayError>>,
+    ),
+}
+
+/// A handle for sending requests to the relay.
+#[derive(Debug, Clone)]
+pub struct RelayLink {
+    tx: mpsc::Sender<Cmd>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cmd::Request(body, _) => write!(f, "Request({})", body.method()),
+        }
+    }
+}
+
+/// Delay before reconnect attempt `n`: 50 ms doubling, at most 500 ms, so a restarted
+/// relay has its state back well within two seconds.
+fn reconnect_delay(n: u32) -> Duration {
+    Duration::from_millis((50u64 << n.min(4)).min(500))
+}
+
+impl RelayLink {
+    /// Starts the link task for the socket at `path`. Events go to `events`.
+    pub fn spawn(path: PathBuf, events: mpsc::Sender<LinkEvent>, timeout: Duration) -> RelayLink {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run(path, rx, events));
+        RelayLink { tx, timeout }
+    }
+
+    /// Sends one request and waits for its answer.
+    pub async fn request(&self, body: RequestBody) -> Result<ResponseBody, RelayError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Request(body, tx))
+            .await
+            .map_err(|_| RelayError::NotConnected)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RelayError::Dropped),
+            Err(_) => Err(RelayError::Timeout(self.timeout)),
+        }
+    }
+
+    /// Sends the snapshot that must follow every [`LinkEvent::Connected`].
+    pub async fn snapshot(&self, snapshot: Snapshot) -> Result<ResponseBody, RelayError> {
+        self.request(RequestBody::Snapshot(snapshot)).await
+    }
+}
+
+async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<LinkEvent>) {
+    let mut attempt = 0u32;
+    loop {
+        match UnixStream::connect(&path).await {
+            Ok(stream) => {
+                attempt = 0;
+                let why = match session(stream, &mut cmds, &events).await {
+                    Ok(()) => return, // the service is gone
+                    Err(why) => why,
+                };
+                tracing::warn!(%why, "relay control link down; reconnecting");
+                if events.send(LinkEvent::Disconnected(why)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if attempt == 0 {
+                    tracing::warn!(socket = %path.display(), error = %e, "cannot reach the relay; retrying");
+                }
+                attempt = attempt.saturating_add(1);
+            }
+        }
+        // While down, refuse requests at once instead of letting callers wait.
+        let sleep = tokio::time::sleep(reconnect_delay(attempt));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Request(_, reply)) => { let _ = reply.send(Err(RelayError::NotConnected)); }
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+/// One connection, until it breaks (`Err` with why) or the service drops its handles.
+async fn session(
+    mut stream: UnixStream,
+    cmds: &mut mpsc::Receiver<Cmd>,
+    events: &mpsc::Sender<LinkEvent>,
+) -> Result<(), String> {
+    let mut out = Vec::new();
+    let hello = Hello::signaling(concat!("blindfold-signaling/", env!("CARGO_PKG_VERSION")));
+    control::encode(&Message::Hello(hello), &mut out).map_err(|e| e.to_string())?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+
+    let mut dec = FrameDecoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: HashMap<RequestId, oneshot::Sender<Result<ResponseBody, RelayError>>> =
+        HashMap::new();
+    let mut next_id = 1u64;
+    let mut hello_seen = false;
+    let mut snapshot_done = false;
+    let mut snapshot_id: Option<RequestId> = None;
+
+    let result: Result<(), String> = 'conn: loop {
+        tokio::select! {
+            read = stream.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) => break 'conn Err("the relay closed the connection".into()),
+                    Ok(n) => n,
+                    Err(e) => break 'conn Err(format!("read: {e}")),
+                };
+                let mut input = &buf[..n];
+                while !input.is_empty() {
+                    let used = dec.push(input);
+                    input = &input[used..];
+                    loop {
+                        let frame = match dec.next_frame() {
+                            Ok(Some(f)) => f,
+                            Ok(None) => break,
+                            Err(e) => break 'conn Err(format!("bad frame from the relay: {e}")),
+                        };
+                        let msg = match control::decode(&frame) {
+                            Ok(m) => m,
+                            Err(e) => break 'conn Err(format!("bad message from the relay: {e}")),
+                        };
+                        if let Err(e) = msg.check_order(control::Role::Signaling, hello_seen) {
+                            break 'conn Err(format!("relay broke the protocol: {e}"));
+                        }
+                        match msg {
+                            Message::Hello(Hello { role: HelloRole::Relay(info), .. }) => {
+                                hello_seen = true;
+                                if events.send(LinkEvent::Connected(info)).await.is_err() {
+                                    break 'conn Ok(());
+                                }
+                            }
+                            Message::Hello(_) => break 'conn Err("the peer is not a relay".into()),
+                            Message::Response(r) => {
+                                if Some(r.id) == snapshot_id && r.result.is_ok() {
+                                    snapshot_done = true;
+                                }
+                                if Some(r.id) == snapshot_id {
+                                    snapshot_id = None;
+                                }
+                                if let Some(reply) = pending.remove(&r.id) {
+                                    let _ = reply.send(r.result.map_err(|ErrorReply { code, message }| {
+                                        RelayError::Refused(code, message)
+                                    }));
+                                }
+                            }
+                            Message::Notification(n) => {
+                                if events.send(LinkEvent::Notification(n)).await.is_err() {
+                                    break 'conn Ok(());
+                                }
+                            }
+                            Message::Goodbye(Goodbye { code, message }) => {
+                                break 'conn Err(format!("the relay said goodbye: {code:?}: {message}"));
+                            }
+                            Message::Request(_) => break 'conn Err("the relay sent a request".into()),
+                        }
+                    }
+                }
+            }
+            cmd = cmds.recv() => {
+                let Some(Cmd::Request(body, reply)) = cmd else {
+                    let mut bye = Vec::new();
+                    let g = Goodbye::new(ErrorCode::Shutdown, "signaling is stopping");
+                    if control::encode(&Message::Goodbye(g), &mut bye).is_ok() {
+                        let _ = stream.write_all(&bye).await;
+                    }
+                    break 'conn Ok(());
+                };
+                let is_snapshot = matches!(body, RequestBody::Snapshot(_));
+                if !hello_seen || (!snapshot_done && !is_snapshot) {
+                    let _ = reply.send(Err(RelayError::NotConnected));
+                    continue;
+                }
+                let id = RequestId(next_id);
+                next_id += 1;
+                out.clear();
+                if let Err(e) = control::encode(&Message::Request(Request { id, body }), &mut out) {
+                    let _ = reply.send(Err(RelayError::Encode(e.to_string())));
+                    continue;
+                }
+                if let Err(e) = stream.write_all(&out).await {
+                    let _ = reply.send(Err(RelayError::Dropped));
+                    break 'conn Err(format!("write: {e}"));
+                }
+                if is_snapshot {
+                    snapshot_id = Some(id);
+                }
+                pending.insert(id, reply);
+            }
+        }
+    };
+    for (_, reply) in pending.drain() {
+        let _ = reply.send(Err(RelayError::Dropped));
+    }
+    result
+}

@@ -1,0 +1,550 @@
+//! The IO shell around [`Core`]: login, the `/sync` loop, the relay link, the store, the
+//! outgoing Matrix events and the metrics endpoint.
+//!
+//! One task (the loop in [`run`]) owns the core and the store and handles, one at a
+//! time, a sync batch or a relay event, then carries out the core's actions in order.
+//! Relay requests are awaited in that loop (a local socket: sub-millisecond), so the
+//! relay sees changes in the order the core made them. Matrix sends go to a per-room
+//! queue ([`Outbox`]) so a slow homeserver never holds up the loop, while events of one
+//! room (an answer, then a hangup) keep their order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use blindfold_relay::control::{ConferenceSpec, ErrorCode, RequestBody};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, Credentials};
+use crate::core::{Action, Core, CoreConfig};
+use crate::matrix::{self, Matrix, MatrixError};
+use crate::metrics::{self, Metrics};
+use crate::relay_link::{LinkEvent, RelayError, RelayLink};
+use crate::store::{SavedSession, Store, StoreError};
+use crate::sync::{Event, SyncResponse, filter_json};
+
+/// Why the service stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The homeserver refused or failed in a way retrying cannot fix.
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+    /// The SFU account has end-to-end encryption keys.
+    #[error(
+        "the SFU account {user} has end-to-end encryption keys on device(s) {}: members' clients \
+         would share their room keys, and so their media keys, with it. Use an account that has \
+         never run an encrypting client, or delete those devices (Element: Settings > Sessions; \
+         or DELETE /_matrix/client/v3/devices/<id>), then start again",
+        devices.join(", ")
+    )]
+    HasDeviceKeys {
+        /// The account.
+        user: String,
+        /// Its devices with keys.
+        devices: Vec<String>,
+    },
+    /// The metrics port could not be bound.
+    #[error("metrics: {0}")]
+    Metrics(std::io::Error),
+    /// The access token stopped working.
+    #[error("the homeserver no longer accepts the SFU's access token ({0}); log in again")]
+    LoggedOut(String),
+}
+
+/// The wall clock, ms since the Unix epoch (invite lifetimes are wall-clock).
+#[allow(clippy::disallowed_methods)]
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The monotonic clock, for latencies.
+#[allow(clippy::disallowed_methods)]
+fn instant() -> Instant {
+    Instant::now()
+}
+
+fn os_random(buf: &mut [u8]) {
+    aws_lc_rs::rand::fill(buf).expect("the OS random generator failed");
+}
+
+/// Logs in (reusing the stored session when it still works) and checks the account has
+/// no device keys. Returns `(user_id, device_id)`.
+pub async fn login(
+    cfg: &Config,
+    store: &mut Store,
+    mx: &mut Matrix,
+) -> Result<(String, String), ServiceError> {
+    let same_user = |id: &str| {
+        id == cfg.user
+            || id
+                .strip_prefix('@')
+                .and_then(|r| r.split_once(':'))
+                .is_some_and(|(l, _)| l == cfg.user)
+    };
+    let mut who = None;
+    if let Some(s) = store
+        .session()?
+        .filter(|s| s.homeserver == cfg.homeserver && same_user(&s.user_id))
+    {
+        mx.set_token(&s.access_token);
+        match mx.whoami().await {
+            Ok((user, _)) if user == s.user_id => who = Some((s.user_id, s.device_id)),
+            Ok(_) => {}
+            Err(e) if matrix::is_unknown_token(&e) => {
+                tracing::info!("stored session expired; logging in again")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (user_id, device_id) = match who {
+        Some(w) => w,
+        None => {
+            let (user_id, device_id, access_token) = match &cfg.credentials {
+                Credentials::Password(pw) => {
+                    let l = mx.login_password(&cfg.user, pw, None).await?;
+                    (l.user_id, l.device_id, l.access_token)
+                }
+                Credentials::AccessToken(t) => {
+                    mx.set_token(t);
+                    let (user, device) = mx.whoami().await?;
+                    let device = device.ok_or_else(|| {
+                        MatrixError::Decode(
+                            "the access token has no device (an appservice token?)".into(),
+                        )
+                    })?;
+                    (user, device, t.clone())
+                }
+            };
+            mx.set_token(&access_token);
+            store.save_session(&SavedSession {
+                user_id: user_id.clone(),
+                device_id: device_id.clone(),
+                access_token,
+                homeserver: cfg.homeserver.clone(),
+            })?;
+            tracing::info!(%user_id, %device_id, "logged in");
+            (user_id, device_id)
+        }
+    };
+    check_no_device_keys(mx, &user_id).await?;
+    Ok((user_id, device_id))
+}
+
+/// Refuses to go on if any device of the account has published encryption keys.
+pub async fn check_no_device_keys(mx: &Matrix, user_id: &str) -> Result<(), ServiceError> {
+    let devices = mx.own_device_keys(user_id).await?;
+    if devices.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::HasDeviceKeys {
+            user: user_id.to_owned(),
+            devices,
+        })
+    }
+}
+
+/// One sync response for the main loop, acknowledged once handled (then its token is
+/// saved and the next long poll starts).
+struct Batch {
+    sync: SyncResponse,
+    initial: bool,
+    received: Instant,
+    ack: oneshot::Sender<()>,
+}
+
+enum SyncItem {
+    Batch(Batch),
+    Fatal(String),
+}
+
+async fn sync_loop(
+    mx: Matrix,
+    mut since: Option<String>,
+    tx: mpsc::Sender<SyncItem>,
+    metrics: Arc<Mutex<Metrics>>,
+) {
+    let filter = filter_json();
+    // After a restart, the first request asks for the full current state of every room
+    // (not history) so membership and conferences are known before any call event.
+    let mut first = true;
+    let mut attempt = 0;
+    loop {
+        let full_state = first && since.is_some();
+        let timeout = if first {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(30)
+        };
+        match mx
+            .sync(since.as_deref(), &filter, full_state, timeout)
+            .await
+        {
+            Ok(sync) => {
+                attempt = 0;
+                let next = sync.next_batch.clone();
+                let (ack, done) = oneshot::channel();
+                let batch = Batch {
+                    sync,
+                    initial: since.is_none(),
+                    received: instant(),
+                    ack,
+                };
+                if tx.send(SyncItem::Batch(batch)).await.is_err() || done.await.is_err() {
+                    return;
+                }
+                since = Some(next);
+                first = false;
+            }
+            Err(e) if matrix::is_unknown_token(&e) => {
+                let _ = tx.send(SyncItem::Fatal(e.to_string())).await;
+                return;
+            }
+            Err(e) => {
+                metrics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .sync_errors += 1;
+                let wait = matrix::backoff(&e, attempt);
+                tracing::warn!(error = %e, ?wait, "sync failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// One event to send, in order, in one room.
+struct Outgoing {
+    event_type: String,
+    content: Value,
+    /// For an answer: when its invite arrived, to observe the latency.
+    invite_received: Option<Instant>,
+}
+
+/// Per-room ordered senders of Matrix events, with retries.
+struct Outbox {
+    mx: Matrix,
+    rooms: HashMap<String, mpsc::UnboundedSender<Outgoing>>,
+    metrics: Arc<Mutex<Metrics>>,
+}
+
+impl Outbox {
+    fn send(&mut self, room: String, out: Outgoing) {
+        let out = match self.rooms.get(&room) {
+            Some(tx) => match tx.send(out) {
+                Ok(()) => return,
+                // Its task ended (it never does while the sender lives, but be safe).
+                Err(mpsc::error::SendError(out)) => out,
+            },
+            None => out,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(room_sender(
+            self.mx.clone(),
+            room.clone(),
+            rx,
+            self.metrics.clone(),
+        ));
+        let _ = tx.send(out);
+        self.rooms.insert(room, tx);
+    }
+}
+
+async fn room_sender(
+    mx: Matrix,
+    room: String,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    metrics: Arc<Mutex<Metrics>>,
+) {
+    static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    while let Some(out) = rx.recv().await {
+        let n = TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Unique across restarts: the homeserver de-duplicates retries by this id.
+        let txn = format!("bf{}-{}", now_ms(), n);
+        let mut attempt = 0;
+        loop {
+            match mx.send(&room, &out.event_type, &txn, &out.content).await {
+                Ok(_) => {
+                    if let Some(t) = out.invite_received {
+                        metrics
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .observe_answer(t.elapsed().as_secs_f64());
+                    }
+                    break;
+                }
+                Err(e) if e.is_transient() && attempt < 6 => {
+                    tokio::time::sleep(matrix::backoff(&e, attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%room, event = %out.event_type, error = %e, "could not send");
+                    metrics
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .send_failures += 1;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Joins or leaves a room in the background, with retries.
+fn room_membership(mx: &Matrix, room: String, join: bool) {
+    let mx = mx.clone();
+    tokio::spawn(async move {
+        for attempt in 0..6 {
+            let r = if join {
+                mx.join(&room).await
+            } else {
+                mx.leave(&room).await
+            };
+            match r {
+                Ok(()) => return,
+                Err(e) if e.is_transient() => {
+                    tokio::time::sleep(matrix::backoff(&e, attempt)).await
+                }
+                Err(e) => {
+                    tracing::warn!(%room, join, error = %e, "room membership change failed");
+                    return;
+                }
+            }
+        }
+    });
+}
+
+struct Service {
+    core: Core,
+    store: Store,
+    mx: Matrix,
+    link: RelayLink,
+    outbox: Outbox,
+    metrics: Arc<Mutex<Metrics>>,
+    relay_up: bool,
+}
+
+impl Service {
+    /// Carries out the core's actions in order.
+    async fn drain(&mut self, received: Option<Instant>) -> Result<(), ServiceError> {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::JoinRoom(room) => room_membership(&self.mx, room, true),
+                Action::DeclineInvite(room) => room_membership(&self.mx, room, false),
+                Action::Send {
+                    room,
+                    event_type,
+                    content,
+                } => self.outbox.send(
+                    room,
+                    Outgoing {
+                        event_type,
+                        content,
+                        invite_received: None,
+                    },
+                ),
+                Action::Admit { call, answer, .. } => {
+                    let now = now_ms();
+                    let conference = RequestBody::UpsertConference {
+                        generation: self.core.next_generation(now),
+                        conference: ConferenceSpec {
+                            conf_id: call.spec.conf_id.clone(),
+                        },
+                    };
+                    let session = RequestBody::UpsertSession {
+                        generation: self.core.next_generation(now),
+                        session: call.spec.clone(),
+                    };
+                    let mut result = accept_stale(self.link.request(conference).await);
+                    if result.is_ok() {
+                        result = accept_stale(self.link.request(session).await);
+                    }
+                    match result {
+                        Ok(()) => {
+                            self.store.save_call(&call)?;
+                            tracing::info!(caller = %call.caller, call_id = %call.call_id,
+                                session = %call.spec.session_id, "call answered");
+                            self.outbox.send(
+                                call.dm_room.clone(),
+                                Outgoing {
+                                    event_type: crate::events::CALL_ANSWER.into(),
+                                    content: answer,
+                                    invite_received: received,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(caller = %call.caller, error = %e, "relay did not take the session; refusing");
+                            self.core.admission_failed(&call.spec.session_id, now);
+                        }
+                    }
+                }
+                Action::Relay(body) => {
+                    let method = body.method();
+                    if let Err(e) = accept_stale(self.link.request(body).await) {
+                        // The next snapshot repairs it.
+                        tracing::debug!(method, error = %e, "relay request failed");
+                    }
+                }
+                Action::Persist(call) => self.store.save_call(&call)?,
+                Action::Forget(id) => self.store.delete_call(id.as_str())?,
+            }
+        }
+        self.publish_metrics();
+        Ok(())
+    }
+
+    fn publish_metrics(&self) {
+        let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        m.core = self.core.stats().clone();
+        let connected = self.core.calls().filter(|c| c.connected).count() as u64;
+        m.calls_connected = connected;
+        m.calls_connecting = self.core.calls().count() as u64 - connected;
+        m.relay_up = self.relay_up;
+    }
+
+    async fn handle_batch(&mut self, b: Batch) -> Result<(), ServiceError> {
+        let now = now_ms();
+        self.core.handle_sync(&b.sync, now, b.initial);
+        self.drain(Some(b.received)).await?;
+        self.store.set_sync_token(&b.sync.next_batch)?;
+        let newest = b
+            .sync
+            .rooms
+            .join
+            .values()
+            .flat_map(|r| r.timeline.events.iter())
+            .filter_map(|v| Event::from_value(v).and_then(|e| e.origin_server_ts))
+            .max();
+        if let Some(ts) = newest {
+            self.metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sync_lag_seconds = now.saturating_sub(ts) as f64 / 1000.0;
+        }
+        let _ = b.ack.send(());
+        Ok(())
+    }
+
+    async fn handle_link(&mut self, ev: LinkEvent) -> Result<(), ServiceError> {
+        match ev {
+            LinkEvent::Connected(info) => {
+                tracing::info!(candidates = ?info.candidates, "relay connected; sending the snapshot");
+                self.core.set_relay_info(info);
+                let snapshot = self.core.snapshot(now_ms());
+                let sessions = snapshot.sessions.len();
+                match self.link.snapshot(snapshot).await {
+                    Ok(_) => {
+                        self.relay_up = true;
+                        self.metrics
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .relay_connects += 1;
+                        tracing::info!(sessions, "relay reconciled");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "relay refused the snapshot"),
+                }
+            }
+            LinkEvent::Disconnected(why) => {
+                self.relay_up = false;
+                tracing::warn!(%why, "relay link down");
+            }
+            LinkEvent::Notification(n) => self.core.handle_relay(&n, now_ms()),
+        }
+        self.drain(None).await
+    }
+}
+
+/// `stale_generation` on an upsert means the relay already holds newer state for the
+/// object, and only this service writes that state: the snapshot after a reconnect got
+/// there first. That is success.
+fn accept_stale<T>(r: Result<T, RelayError>) -> Result<(), RelayError> {
+    match r {
+        Ok(_) | Err(RelayError::Refused(ErrorCode::StaleGeneration, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the service until `shutdown` resolves or a fatal error.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    let mut store = Store::open(&cfg.database)?;
+    let mut mx = Matrix::new(&cfg.homeserver)?;
+    let (user_id, device_id) = login(&cfg, &mut store, &mut mx).await?;
+
+    let metrics = Arc::new(Mutex::new(Metrics::default()));
+    if let Some(addr) = cfg.metrics {
+        metrics::serve(addr, metrics.clone())
+            .await
+            .map_err(ServiceError::Metrics)?;
+    }
+
+    let mut core_cfg = CoreConfig::new(&user_id, &device_id);
+    if !cfg.allow.users.is_empty() || !cfg.allow.servers.is_empty() {
+        core_cfg.allow = cfg.allow.clone();
+    }
+    core_cfg.limits = cfg.limits.clone();
+    let mut core = Core::new(core_cfg, Box::new(os_random));
+    let restored = store.calls()?;
+    tracing::info!(calls = restored.len(), "restored live calls");
+    core.restore(restored);
+
+    let (link_tx, mut link_rx) = mpsc::channel(4096);
+    let link = RelayLink::spawn(cfg.relay_socket.clone(), link_tx, Duration::from_secs(5));
+    let (sync_tx, mut sync_rx) = mpsc::channel(1);
+    tokio::spawn(sync_loop(
+        mx.clone(),
+        store.sync_token()?,
+        sync_tx,
+        metrics.clone(),
+    ));
+
+    let mut svc = Service {
+        core,
+        store,
+        outbox: Outbox {
+            mx: mx.clone(),
+            rooms: HashMap::new(),
+            metrics: metrics.clone(),
+        },
+        mx,
+        link,
+        metrics,
+        relay_up: false,
+    };
+    // Keys can be added to the account behind our back (someone logs in to it with an
+    // encrypting client): check again now and then, and stop if so.
+    let mut key_check = tokio::time::interval(Duration::from_secs(300));
+    key_check.tick().await;
+    tokio::pin!(shutdown);
+    tracing::info!(user = %user_id, device = %device_id, "signaling running");
+    loop {
+        tokio::select! {
+            item = sync_rx.recv() => match item {
+                Some(SyncItem::Batch(b)) => svc.handle_batch(b).await?,
+                Some(SyncItem::Fatal(why)) => return Err(ServiceError::LoggedOut(why)),
+                None => return Err(ServiceError::LoggedOut("sync stopped".into())),
+            },
+            Some(ev) = link_rx.recv() => svc.handle_link(ev).await?,
+            _ = key_check.tick() => match check_no_device_keys(&svc.mx, &user_id).await {
+                Err(e @ ServiceError::HasDeviceKeys { .. }) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "device key check failed; will retry"),
+                Ok(()) => {}
+            },
+            _ = &mut shutdown => {
+                tracing::info!("shutting down; calls stay live on the relay and are restored at the next start");
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The parts of a `/sync` response signaling reads, kept as raw JSON events.
+//!
+//! Each event stays a `serde_json::Value` until [`Event::from_value`] reads it, so one
+//! malformed event (wrong types, missing `type`) is counted and skipped instead of
+//! failing the whole batch: the homeserver relays whatever room members send.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One `/sync` response, reduced to what signaling uses.
+#[derive(Debug, Default, Deserialize)]
+pub struct SyncResponse {
+    /// The token for the next request.
+    pub next_batch: String,
+    /// Per-room updates.
+    #[serde(default)]
+    pub rooms: Rooms,
+}
+
+/// Rooms by membership.
+#[derive(Debug, Default, Deserialize)]
+pub struct Rooms {
+    /// Rooms the account is joined to.
+    #[serde(default)]
+    pub join: BTreeMap<String, JoinedRoom>,
+    /// Rooms the account is invited to.
+    #[serde(default)]
+    pub invite: BTreeMap<String, InvitedRoom>,
+    /// Rooms the account left or was removed from.
+    #[serde(default)]
+    pub leave: BTreeMap<String, Value>,
+}
+
+/// A joined room's update.
+#[derive(Debug, Default, Deserialize)]
+pub struct JoinedRoom {
+    /// State before the timeline (the full state on an initial or `full_state` sync).
+    #[serde(default)]
+    pub state: EventList,
+    /// New events, oldest first.
+    #[serde(default)]
+    pub timeline: Timeline,
+}
+
+/// A timeline slice.
+#[derive(Debug, Default, Deserialize)]
+pub struct Timeline {
+    /// Events, oldest first.
+    #[serde(default)]
+    pub events: Vec<Value>,
+    /// True if events were left out between the previous batch and this one.
+    #[serde(default)]
+    pub limited: bool,
+}
+
+/// A list of events.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventList {
+    /// The events.
+    #[serde(default)]
+    pub events: Vec<Value>,
+}
+
+/// An invited room's stripped state.
+#[derive(Debug, Default, Deserialize)]
+pub struct InvitedRoom {
+    /// Stripped state events, including the invite itself.
+    #[serde(default)]
+    pub invite_state: EventList,
+}
+
+/// The envelope of one event, with its content left raw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    /// `type`.
+    pub kind: &'a str,
+    /// `sender`.
+    pub sender: &'a str,
+    /// `state_key`, for state events.
+    pub state_key: Option<&'a str>,
+    /// `origin_server_ts` (ms since the Unix epoch); absent in stripped state.
+    pub origin_server_ts: Option<u64>,
+    /// `content` (`Value::Null` when missing).
+    pub content: &'a Value,
+}
+
+static NULL: Value = Value::Null;
+
+impl<'a> Event<'a> {
+    /// Reads the envelope. `None` if `type` or `sender` is not a string, or
+    /// `state_key` is present but not a string.
+    pub fn from_value(v: &'a Value) -> Option<Self> {
+        let obj = v.as_object()?;
+        let kind = obj.get("type")?.as_str()?;
+        let sender = obj.get("sender")?.as_str()?;
+        let state_key = match obj.get("state_key") {
+            None => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => return None,
+        };
+        Some(Event {
+            kind,
+            sender,
+            state_key,
+            origin_server_ts: obj.get("origin_server_ts").and_then(Value::as_u64),
+            content: obj.get("content").unwrap_or(&NULL),
+        })
+    }
+}
+
+/// The sync filter signaling uses: only the event types it reads, no presence,
+/// ephemeral events or account data, and a long timeline so a busy gap between two
+/// requests rarely truncates it.
+pub fn filter_json() -> String {
+    serde_json::json!({
+        "presence": {"not_types": ["*"]},
+        "account_data": {"not_types": ["*"]},
+        "room": {
+            "ephemeral": {"not_types": ["*"]},
+            "account_data": {"not_types": ["*"]},
+            "state": {
+                "types": ["m.room.member", "m.room.encryption", crate::events::CONFERENCE],
+                "lazy_load_members": false
+            },
+            "timeline": {
+                "limit": 500,
+                "types": ["m.call.*", "m.room.member", "m.room.encryption", "m.room.encrypted",
+                          crate::events::CONFERENCE, crate::events::SUBSCRIBE]
+            }
+        }
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_bad_event_does_not_spoil_the_batch() {
+        let body = json!({
+            "next_batch": "s1",
+            "rooms": {"join": {"!r:hs": {"timeline": {"events": [
+                {"type": 5, "sender": "@a:hs"},
+                {"type": "m.call.invite", "sender": "@a:hs", "content": {}, "origin_server_ts": 7}
+            ]}}}}
+        });
+        let sync: SyncResponse = serde_json::from_value(body).unwrap();
+        let events = &sync.rooms.join["!r:hs"].timeline.events;
+        assert!(Event::from_value(&events[0]).is_none());
+        let e = Event::from_value(&events[1]).unwrap();
+        assert_eq!(
+            (e.kind, e.sender, e.origin_server_ts),
+            ("m.call.invite", "@a:hs", Some(7))
+        );
+    }
+
+    #[test]
+    fn missing_sections_default_to_empty() {
+        let sync: SyncResponse = serde_json::from_value(json!({"next_batch": "x"})).unwrap();
+        assert!(sync.rooms.join.is_empty() && sync.rooms.invite.is_empty());
+    }
+}
