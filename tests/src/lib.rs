@@ -24,7 +24,9 @@
 #![allow(clippy::disallowed_methods)] // one base instant; everything after is simulated
 
 pub mod fixtures;
+pub mod matrix;
 pub mod process;
+pub mod synapse;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
