@@ -144,7 +144,11 @@ impl Synapse {
             server_name,
             shared_secret,
         };
-        synapse.wait_until_up();
+        if let Err(why) = synapse.wait_until_up() {
+            let log = synapse.log_tail(60);
+            synapse.stop();
+            panic!("{why}; its log:\n{log}");
+        }
         synapse
     }
 
@@ -165,9 +169,10 @@ impl Synapse {
         })
     }
 
-    fn wait_until_up(&self) {
-        let started = Instant::now();
-        let deadline = started + START_LIMIT;
+    /// Polls `GET /_matrix/client/versions` until it answers; why not, if the process
+    /// exits or [`START_LIMIT`] passes first.
+    fn wait_until_up(&self) -> Result<(), String> {
+        let deadline = Instant::now() + START_LIMIT;
         loop {
             let up = request(
                 &self.base_url,
@@ -177,9 +182,9 @@ impl Synapse {
                 None,
                 Duration::from_secs(2),
             );
-            if up.is_ok() {
-                return;
-            }
+            let Err(last) = up else {
+                return Ok(());
+            };
             let exited = self
                 .child
                 .lock()
@@ -187,18 +192,15 @@ impl Synapse {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
-                panic!(
-                    "Synapse exited ({status}) before answering; its log:\n{}",
-                    self.log_tail(60)
-                );
+                return Err(format!("Synapse exited ({status}) before answering"));
             }
-            assert!(
-                Instant::now() < deadline,
-                "Synapse did not answer GET /_matrix/client/versions at {} within {START_LIMIT:?} \
-                 (last: {up:?}); its log:\n{}",
-                self.base_url,
-                self.log_tail(60)
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "Synapse did not answer GET /_matrix/client/versions at {} within \
+                     {START_LIMIT:?} (last: {last})",
+                    self.base_url
+                ));
+            }
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -326,7 +328,7 @@ impl Synapse {
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() && self.pid().is_some() {
             eprintln!("Synapse log ({}):\n{}", self.base_url, self.log_tail(60));
         }
         self.stop();

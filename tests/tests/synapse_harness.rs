@@ -102,3 +102,22 @@ fn two_users_meet_in_a_room_on_a_real_synapse() {
     assert_eq!(refused.errcode(), Some("M_FORBIDDEN"), "{refused}");
     eprintln!("whole test {:?}", t0.elapsed());
 }
+
+#[test]
+#[should_panic(expected = "waited 1.5s for an invite in vain")]
+fn waiting_in_vain_panics_saying_for_what() {
+    let mut carol = Synapse::shared().new_user("carol");
+    carol.wait_for_invite(Duration::from_millis(1500));
+}
+
+#[test]
+fn a_dropped_synapse_is_killed_and_its_directory_removed() {
+    let hs = Synapse::start();
+    let pid = hs.pid().expect("running");
+    let dir = hs.dir().to_owned();
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc.exists() && dir.join("homeserver.yaml").exists());
+    drop(hs);
+    assert!(!proc.exists(), "Synapse {pid} outlived its guard");
+    assert!(!dir.exists(), "{} outlived its guard", dir.display());
+}
