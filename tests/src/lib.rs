@@ -21,10 +21,15 @@
 //! sim.run_for_ms(20);
 //! assert_eq!(sim.member(b).media_from(a).len(), 1);
 //! ```
+//!
+//! Beside the emulator, real processes: [`process`] runs the relay binary, [`synapse`]
+//! a real Synapse homeserver, and [`matrix`] calls its client-server API as a test user.
 #![allow(clippy::disallowed_methods)] // one base instant; everything after is simulated
 
 pub mod fixtures;
+pub mod matrix;
 pub mod process;
+pub mod synapse;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
