@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::from(cfg.log_level))
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -29,6 +29,7 @@
 pub mod fixtures;
 pub mod matrix;
 pub mod process;
+pub mod signaling;
 pub mod synapse;
 
 use std::collections::HashMap;

@@ -1,0 +1,527 @@
+//! `blindfold-signaling` end to end: a real Synapse on 127.0.0.1, the real relay and
+//! signaling binaries, and test users calling over the client-server API. Each test
+//! asserts on what a user or the relay sees: the answer's transport and a real ICE +
+//! DTLS connection to the relay, hangups with their `org.matrix.msc2359.reason`, the
+//! relay's session count, media that keeps flowing across a signaling crash.
+
+// Real processes, sockets and deadlines: the test reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::time::{Duration, Instant};
+
+use blindfold_client::Event as PEvent;
+use blindfold_relay::id::{Pt, RtpTime};
+use blindfold_tests::matrix::MatrixUser;
+use blindfold_tests::process::Relay;
+use blindfold_tests::signaling::{Answer, CallPeer, Caller, Signaling, drive};
+use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+const CONF: &str = "weekly";
+
+/// A relay, a signaling process and its SFU account.
+struct Sfu {
+    relay: Relay,
+    signaling: Signaling,
+    user_id: String,
+}
+
+fn sfu_with(extra: &str) -> Sfu {
+    let synapse = Synapse::shared();
+    let local = unique_localpart("sfu");
+    let reg = synapse.register(&local, PASSWORD, false);
+    let relay = Relay::start(1);
+    let mut signaling = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, extra);
+    signaling.wait_ready();
+    Sfu {
+        relay,
+        signaling,
+        user_id: reg.user_id,
+    }
+}
+
+fn sfu() -> Sfu {
+    sfu_with("")
+}
+
+/// Waits until `user` sees `who` joined to `room`.
+fn wait_joined(user: &MatrixUser, room: &str, who: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !user
+        .joined_members(room)
+        .expect("joined_members")
+        .iter()
+        .any(|m| m == who)
+    {
+        assert!(Instant::now() < deadline, "{who} never joined {room}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An encrypted conference room owned by `owner` with `members` joined, the SFU
+/// invited and joined, and a live conference `CONF` naming `sfu_user`.
+fn conference_room(owner: &MatrixUser, members: &[&MatrixUser], sfu_user: &str) -> String {
+    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
+    invite.push(sfu_user);
+    let room = owner
+        .create_room(&json!({
+            "preset": "private_chat",
+            "invite": invite,
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+        }))
+        .expect("create conference room");
+    owner
+        .send_state(
+            &room,
+            "org.matrix.msc2359.conference",
+            CONF,
+            &json!({"sfu": sfu_user, "name": "Weekly"}),
+        )
+        .expect("announce conference");
+    for m in members {
+        m.join(&room).expect("member joins");
+    }
+    wait_joined(owner, &room, sfu_user);
+    room
+}
+
+/// An unencrypted DM between `user` and the SFU, the SFU joined.
+fn dm(user: &MatrixUser, sfu_user: &str) -> String {
+    let room = user
+        .create_room(
+            &json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [sfu_user]}),
+        )
+        .expect("create DM");
+    wait_joined(user, &room, sfu_user);
+    room
+}
+
+fn invite_content(call_id: &str, room: &str, conf_id: &str, sdp: &str) -> Value {
+    json!({
+        "call_id": call_id, "party_id": "TESTDEV", "version": "1", "lifetime": 60000,
+        "offer": {"type": "offer", "sdp": sdp},
+        "org.matrix.msc2359.conference": {"room_id": room, "conf_id": conf_id}
+    })
+}
+
+/// Sends `content` as an `m.call.invite` in `dm` and waits for the SFU's answer or
+/// hangup for that call: `(event type, content)`.
+fn call(user: &mut MatrixUser, dm: &str, content: &Value) -> (String, Value) {
+    let call_id = content["call_id"].as_str().expect("call_id").to_owned();
+    user.send_event(dm, "m.call.invite", content)
+        .expect("send invite");
+    wait_reply(user, dm, &call_id)
+}
+
+fn wait_reply(user: &mut MatrixUser, dm: &str, call_id: &str) -> (String, Value) {
+    let pointer = format!(
+        "/rooms/join/{}/timeline/events",
+        dm.replace('~', "~0").replace('/', "~1")
+    );
+    let me = user.user_id().to_owned();
+    user.wait_for(&format!("the SFU's reply to {call_id}"), WAIT, |sync| {
+        sync.pointer(&pointer)?.as_array()?.iter().find_map(|e| {
+            let kind = e["type"].as_str()?;
+            let ours =
+                e["sender"].as_str() != Some(me.as_str()) && e["content"]["call_id"] == call_id;
+            (ours && (kind == "m.call.answer" || kind == "m.call.hangup"))
+                .then(|| (kind.to_owned(), e["content"].clone()))
+        })
+    })
+}
+
+fn answered(reply: &(String, Value)) -> Answer {
+    assert_eq!(reply.0, "m.call.answer", "{reply:?}");
+    Answer::parse(reply.1["answer"]["sdp"].as_str().expect("answer sdp"))
+}
+
+fn hangup_code(reply: &(String, Value)) -> String {
+    assert_eq!(reply.0, "m.call.hangup", "{reply:?}");
+    reply.1["org.matrix.msc2359.reason"]
+        .as_str()
+        .expect("reason code")
+        .to_owned()
+}
+
+fn relay_sessions(relay: &Relay) -> u64 {
+    relay.metric("blindfold_sessions{state=\"configured\"}")
+}
+
+fn wait_sessions(relay: &Relay, n: u64, limit: Duration) {
+    relay.wait_until(limit, &format!("{n} relay sessions"), || {
+        relay_sessions(relay) == n
+    });
+}
+
+#[test]
+fn a_member_is_answered_and_connects_to_the_relay() {
+    let s = sfu();
+    let synapse = Synapse::shared();
+    let mut alice = synapse.new_user("alice");
+    let room = conference_room(&alice, &[], &s.user_id);
+    let dm = dm(&alice, &s.user_id);
+    let caller = Caller::new(1);
+    let started = Instant::now();
+    let reply = call(
+        &mut alice,
+        &dm,
+        &invite_content("call-1", &room, CONF, &caller.offer()),
+    );
+    let answer = answered(&reply);
+    eprintln!("invite to answer: {:?}", started.elapsed());
+    assert_eq!(reply.1["version"], "1");
+    assert!(answer.ice_lite, "answer is not ice-lite");
+    assert_eq!(answer.setup, "passive");
+    assert!(answer.end_of_candidates);
+    assert_eq!(answer.candidates, [s.relay.udp], "the relay's candidate");
+    wait_sessions(&s.relay, 1, WAIT);
+
+    let mut peer = caller.connect(&answer);
+    drive(
+        &mut [&mut peer],
+        WAIT,
+        "ICE and DTLS with the answered credentials",
+        |p| p[0].connected(),
+    );
+    s.relay.wait_until(WAIT, "the session connected", || {
+        s.relay.metric("blindfold_sessions{state=\"connected\"}") == 1
+    });
+    // The relay's fingerprint in the answer is the one DTLS proved (the participant
+    // refuses any other), and signaling saw the session connect.
+    let deadline = Instant::now() + WAIT;
+    while s
+        .signaling
+        .metric("blindfold_signaling_calls{state=\"connected\"}")
+        != Some(1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "signaling never saw the call connect"
+        );
+        peer.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn refusals_carry_their_reason_and_create_no_relay_session() {
+    let s = sfu_with("allow_users = []\n");
+    let synapse = Synapse::shared();
+    let mut alice = synapse.new_user("alice");
+    let mut bob = synapse.new_user("bob");
+    let room = conference_room(&alice, &[], &s.user_id);
+    // A second room: a terminated conference, and one naming another SFU.
+    alice
+        .send_state(
+            &room,
+            "org.matrix.msc2359.conference",
+            "old",
+            &json!({"sfu": s.user_id, "terminated": true}),
+        )
+        .unwrap();
+    alice
+        .send_state(
+            &room,
+            "org.matrix.msc2359.conference",
+            "theirs",
+            &json!({"sfu": "@other-sfu:localhost"}),
+        )
+        .unwrap();
+    let alice_dm = dm(&alice, &s.user_id);
+    let bob_dm = dm(&bob, &s.user_id);
+    let offer = Caller::new(2).offer();
+
+    let mut expired = invite_content("expired", &room, CONF, &offer);
+    expired["lifetime"] = json!(0);
+    let mut wrong_types = invite_content("types", &room, CONF, &offer);
+    wrong_types["lifetime"] = json!("soon");
+    let mut v0 = invite_content("v0", &room, CONF, &offer);
+    v0["version"] = json!(0);
+    let mut no_sdp = invite_content("nosdp", &room, CONF, &offer);
+    no_sdp["offer"] = json!({"type": "offer"});
+    let crypto = offer.replace("a=mid:0\r\n", "a=mid:0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n");
+    let huge = format!(
+        "{offer}{}",
+        "a=x-padding:0123456789abcdef0123456789abcdef\r\n".repeat(1200)
+    );
+
+    let cases: Vec<(&str, bool, Value, &str)> = vec![
+        (
+            "non-member",
+            true,
+            invite_content("nm", &room, CONF, &offer),
+            "not_a_member",
+        ),
+        (
+            "no such conference",
+            false,
+            invite_content("nc", &room, "nope", &offer),
+            "no_such_conference",
+        ),
+        (
+            "terminated",
+            false,
+            invite_content("t", &room, "old", &offer),
+            "conference_terminated",
+        ),
+        (
+            "another SFU",
+            false,
+            invite_content("w", &room, "theirs", &offer),
+            "wrong_sfu",
+        ),
+        ("expired invite", false, expired, "invite_expired"),
+        ("wrong JSON types", false, wrong_types, "bad_offer"),
+        ("version 0", false, v0, "bad_offer"),
+        ("no SDP", false, no_sdp, "bad_offer"),
+        (
+            "garbage SDP",
+            false,
+            invite_content("g", &room, CONF, "v=0\r\nthis is not sdp"),
+            "bad_offer",
+        ),
+        (
+            "a=crypto",
+            false,
+            invite_content("cr", &room, CONF, &crypto),
+            "bad_offer",
+        ),
+        (
+            "oversized SDP",
+            false,
+            invite_content("big", &room, CONF, &huge),
+            "bad_offer",
+        ),
+    ];
+    for (what, by_bob, content, code) in cases {
+        let reply = if by_bob {
+            call(&mut bob, &bob_dm, &content)
+        } else {
+            call(&mut alice, &alice_dm, &content)
+        };
+        assert_eq!(hangup_code(&reply), code, "{what}");
+    }
+    assert_eq!(relay_sessions(&s.relay), 0, "a refusal created relay state");
+    // And the bot still answers a good call.
+    let reply = call(
+        &mut alice,
+        &alice_dm,
+        &invite_content("good", &room, CONF, &offer),
+    );
+    answered(&reply);
+    wait_sessions(&s.relay, 1, WAIT);
+}
+
+#[test]
+fn over_capacity_and_outsiders_are_refused() {
+    let synapse = Synapse::shared();
+    let mut alice = synapse.new_user("alice");
+    let mut bob = synapse.new_user("bob");
+    let s = sfu_with(&format!(
+        "max_calls_per_conference = 1\nallow_users = [\"{}\", \"{}\"]\n",
+        alice.user_id(),
+        bob.user_id()
+    ));
+    let carol = synapse.new_user("carol");
+    let room = conference_room(&alice, &[&bob, &carol], &s.user_id);
+    let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
+    answered(&call(
+        &mut alice,
+        &alice_dm,
+        &invite_content("a", &room, CONF, &Caller::new(3).offer()),
+    ));
+    let reply = call(
+        &mut bob,
+        &bob_dm,
+        &invite_content("b", &room, CONF, &Caller::new(4).offer()),
+    );
+    assert_eq!(hangup_code(&reply), "over_capacity");
+
+    // Carol is not on the allow-list: the SFU does not join her DM at all.
+    let carol_dm = carol
+        .create_room(
+            &json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [s.user_id]}),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let members = carol.joined_members(&carol_dm).unwrap();
+    assert!(
+        !members.contains(&s.user_id),
+        "the SFU joined an outsider's DM"
+    );
+    assert_eq!(relay_sessions(&s.relay), 1);
+}
+
+#[test]
+fn leaving_the_room_or_ending_the_conference_hangs_up() {
+    let s = sfu();
+    let synapse = Synapse::shared();
+    let mut alice = synapse.new_user("alice");
+    let mut bob = synapse.new_user("bob");
+    let room = conference_room(&alice, &[&bob], &s.user_id);
+    let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
+    answered(&call(
+        &mut alice,
+        &alice_dm,
+        &invite_content("a", &room, CONF, &Caller::new(5).offer()),
+    ));
+    answered(&call(
+        &mut bob,
+        &bob_dm,
+        &invite_content("b", &room, CONF, &Caller::new(6).offer()),
+    ));
+    wait_sessions(&s.relay, 2, WAIT);
+
+    let left = Instant::now();
+    bob.leave(&room).unwrap();
+    let reply = wait_reply_type(&mut bob, &bob_dm, "b", "m.call.hangup");
+    assert_eq!(reply["org.matrix.msc2359.reason"], "left_conference");
+    wait_sessions(&s.relay, 1, Duration::from_secs(2));
+    eprintln!("leave to relay session gone: {:?}", left.elapsed());
+
+    alice
+        .send_state(
+            &room,
+            "org.matrix.msc2359.conference",
+            CONF,
+            &json!({"sfu": s.user_id, "terminated": true}),
+        )
+        .unwrap();
+    let reply = wait_reply_type(&mut alice, &alice_dm, "a", "m.call.hangup");
+    assert_eq!(reply["org.matrix.msc2359.reason"], "conference_terminated");
+    wait_sessions(&s.relay, 0, Duration::from_secs(2));
+}
+
+fn wait_reply_type(user: &mut MatrixUser, dm: &str, call_id: &str, kind: &str) -> Value {
+    let me = user.user_id().to_owned();
+    user.wait_for_room_event(
+        dm,
+        kind,
+        |e| e["content"]["call_id"] == call_id && e["sender"].as_str() != Some(me.as_str()),
+        WAIT,
+    )["content"]
+        .clone()
+}
+
+fn send_audio(p: &mut CallPeer, n: u8) {
+    let ssrc = p.p.ssrcs().audio;
+    p.p.send_rtp(
+        Instant::now(),
+        ssrc,
+        Pt(111),
+        false,
+        RtpTime(u32::from(n) * 960),
+        &[],
+        &[n; 40],
+    )
+    .expect("send_rtp");
+}
+
+fn received_from(p: &CallPeer, n: u8) -> bool {
+    p.events
+        .iter()
+        .any(|e| matches!(e, PEvent::Media(m) if m.payload() == [n; 40]))
+}
+
+#[test]
+fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
+    let mut s = sfu();
+    let synapse = Synapse::shared();
+    let mut alice = synapse.new_user("alice");
+    let mut bob = synapse.new_user("bob");
+    let room = conference_room(&alice, &[&bob], &s.user_id);
+    let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
+    let (ca, cb) = (Caller::new(7), Caller::new(8));
+    let aa = answered(&call(
+        &mut alice,
+        &alice_dm,
+        &invite_content("a", &room, CONF, &ca.offer()),
+    ));
+    let ab = answered(&call(
+        &mut bob,
+        &bob_dm,
+        &invite_content("b", &room, CONF, &cb.offer()),
+    ));
+    let (mut pa, mut pb) = (ca.connect(&aa), cb.connect(&ab));
+    drive(&mut [&mut pa, &mut pb], WAIT, "both connected", |p| {
+        p.iter().all(|p| p.connected())
+    });
+    let (ka, kb) = (pa.key.clone(), pb.key.clone());
+    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
+
+    send_audio(&mut pa, 1);
+    drive(
+        &mut [&mut pa, &mut pb],
+        WAIT,
+        "media before the crash",
+        |p| received_from(p[1], 1),
+    );
+
+    s.signaling.kill9();
+    // While signaling is dead, and while it restarts, media keeps flowing.
+    s.signaling.restart();
+    for n in 2..=4 {
+        send_audio(&mut pa, n);
+        drive(
+            &mut [&mut pa, &mut pb],
+            WAIT,
+            "media across the restart",
+            |p| received_from(p[1], n),
+        );
+    }
+    s.signaling.wait_ready();
+    send_audio(&mut pb, 9);
+    drive(
+        &mut [&mut pa, &mut pb],
+        WAIT,
+        "media after the restart",
+        |p| received_from(p[0], 9),
+    );
+    assert_eq!(
+        relay_sessions(&s.relay),
+        2,
+        "the restart re-created or dropped sessions"
+    );
+    assert!(
+        s.signaling
+            .run_log()
+            .contains("restored live calls calls=2"),
+        "{}",
+        s.signaling.run_log()
+    );
+
+    // The restarted signaling owns Bob's call: his hangup removes his relay session.
+    bob.send_event(
+        &bob_dm,
+        "m.call.hangup",
+        &json!({"call_id": "b", "party_id": "TESTDEV", "version": "1", "reason": "user_hangup"}),
+    )
+    .unwrap();
+    wait_sessions(&s.relay, 1, Duration::from_secs(5));
+}
+
+#[test]
+fn an_sfu_account_with_encryption_keys_refuses_to_start() {
+    let synapse = Synapse::shared();
+    let local = unique_localpart("sfu");
+    let reg = synapse.register(&local, PASSWORD, false);
+    // Someone used the account with an encrypting client.
+    let other = MatrixUser::new(
+        synapse.base_url(),
+        &reg.user_id,
+        &reg.device_id,
+        &reg.access_token,
+    );
+    other.upload_device_keys().expect("upload keys");
+    let relay = Relay::start(1);
+    let mut sig = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, "");
+    let status = sig.wait_exit(WAIT).expect("signaling should exit");
+    assert!(!status.success());
+    let log = sig.run_log();
+    assert!(
+        log.contains("end-to-end encryption keys") && log.contains(&reg.device_id),
+        "{log}"
+    );
+}
