@@ -453,11 +453,9 @@ mod testdata;
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
+    use blindfold_relay::control::Layer;
 
-    use blindfold_relay::control::{Layer, RelayInfo};
-
-    use super::testdata::{offer_of, relay_credentials};
+    use super::testdata::{answer_with, offer_of};
     use super::*;
 
     /// Every ```sdp block of `text`, LF turned into CRLF.
@@ -481,48 +479,38 @@ mod tests {
             "docs/protocol.md has an offer and an answer"
         );
 
+        // The streams and extmap ids the doc's prose states for its example offer.
         let offer = offer_of(&blocks[0]);
-        let ssrc = |n| Ssrc(n);
+        let stream = |ssrc, kind, layer| StreamSpec {
+            ssrc: Ssrc(ssrc),
+            kind,
+            layer,
+        };
         assert_eq!(
             offer.streams,
-            vec![
-                StreamSpec {
-                    ssrc: ssrc(1001),
-                    kind: StreamKind::Audio,
-                    layer: Layer::None
-                },
-                StreamSpec {
-                    ssrc: ssrc(2001),
-                    kind: StreamKind::Video,
-                    layer: Layer::Thumbnail
-                },
-                StreamSpec {
-                    ssrc: ssrc(2002),
-                    kind: StreamKind::Video,
-                    layer: Layer::Full
-                },
+            [
+                stream(1001, StreamKind::Audio, Layer::None),
+                stream(2001, StreamKind::Video, Layer::Thumbnail),
+                stream(2002, StreamKind::Video, Layer::Full),
             ]
+        );
+        let id = |n| Some(ExtId(n));
+        assert_eq!(
+            offer.extmap,
+            ExtmapIds {
+                audio_level: id(1),
+                abs_send_time: id(2),
+                transport_cc: id(3),
+                frame_marking: id(5),
+            }
         );
 
         // The documented answer is exactly what build_answer writes for the documented
         // offer, relay credentials, candidates and session version.
-        let (ufrag, pwd) = relay_credentials();
-        let candidates: Vec<SocketAddr> = vec![
-            "203.0.113.7:10000".parse().unwrap(),
-            "[2001:db8::7]:10000".parse().unwrap(),
-        ];
-        let relay = RelayInfo {
-            dtls_fingerprint: testdata::relay_fingerprint(),
-            candidates,
-        };
-        let answer = build_answer(
+        let answer = answer_with(
             &offer,
-            &AnswerParams {
-                ice_ufrag: &ufrag,
-                ice_pwd: &pwd,
-                relay: &relay,
-                session_version: testdata::DOC_SESSION_VERSION,
-            },
+            &["203.0.113.7:10000", "[2001:db8::7]:10000"],
+            testdata::DOC_SESSION_VERSION,
         );
         assert_eq!(answer, blocks[1]);
     }

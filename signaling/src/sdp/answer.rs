@@ -167,7 +167,7 @@ mod tests {
     use webrtc_sdp::attribute_type::SdpAttribute;
 
     use super::super::testdata::{
-        GOOD_OFFER, edit, offer_of, relay_credentials, relay_fingerprint,
+        GOOD_OFFER, answer_with, edit, offer_of, relay_credentials, relay_fingerprint,
     };
     use super::*;
 
@@ -175,20 +175,7 @@ mod tests {
     const V6: &str = "[2001:db8::7]:10000";
 
     fn answer_for(sdp: &str, candidates: &[&str]) -> String {
-        let (ufrag, pwd) = relay_credentials();
-        let relay = RelayInfo {
-            dtls_fingerprint: relay_fingerprint(),
-            candidates: candidates.iter().map(|c| c.parse().unwrap()).collect(),
-        };
-        build_answer(
-            &offer_of(sdp),
-            &AnswerParams {
-                ice_ufrag: &ufrag,
-                ice_pwd: &pwd,
-                relay: &relay,
-                session_version: 42,
-            },
-        )
+        answer_with(&offer_of(sdp), candidates, 42)
     }
 
     fn parsed(answer: &str) -> SdpSession {
