@@ -3,7 +3,8 @@
 
 Seeds are real inputs taken from what the repository already has: the RFC 5769 STUN
 messages in relay/src/wire/stun.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets in
-relay/tests/vectors/libsrtp.txt, and the examples in docs/control-protocol.md. The
+relay/tests/vectors/libsrtp.txt, the examples in docs/control-protocol.md, and the
+example SDP offer in docs/protocol.md (with a few variants). The
 fuzzer starts from well-formed input and mutates inward. Run from the repository root: python3 fuzz/make_seeds.py
 """
 import hashlib
@@ -61,4 +62,21 @@ for body in re.findall(r"```json\n(.*?)```", doc, re.S):
 # sessions, then a raw RTP-looking datagram from one of their addresses.
 put("engine", bytes([0x01, 0x11, 0x06, 12]) + bytes.fromhex("806000010000000100000100"))
 put("engine", bytes([0x01, 0x11, 0x21, 0x05, 0x02]))
+# SDP offers: the example offer of docs/protocol.md in CRLF (as sent) and LF, and
+# variants that reach the other branches: single-layer video, receive-only, session-level
+# transport attributes with extmap-allow-mixed, and a refused one (a=crypto).
+sdp_blocks = re.findall(r"```sdp\n(.*?)```", (root / "docs/protocol.md").read_text(), re.S)
+offer = sdp_blocks[0]
+single = "".join(
+    l for l in offer.splitlines(True) if not l.startswith(("a=ssrc-group", "a=ssrc:2002"))
+)
+recv_only = "".join(l for l in offer.splitlines(True) if not l.startswith("a=ssrc"))
+fp = next(l for l in offer.splitlines(True) if l.startswith("a=fingerprint"))
+session_level = offer.replace(fp, "").replace(
+    "a=group:BUNDLE", fp + "a=extmap-allow-mixed\na=group:BUNDLE"
+).replace("a=extmap:5 ", "a=extmap:200/sendonly ")
+crypto = offer.replace("a=mid:0\n", "a=mid:0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\n")
+for text in (offer, single, recv_only, session_level, crypto):
+    put("sdp_offer", text.replace("\n", "\r\n").encode())
+put("sdp_offer", offer.encode())
 print("seeds written under", corpus)

@@ -402,16 +402,60 @@ fn m_line(kind: StreamKind) -> &'static str {
     }
 }
 
+/// Fuzz and stress entry: an offer from arbitrary bytes (parsed lossily: non-UTF-8 is
+/// refused by the byte rule anyway); an accepted one must give an answer that
+/// `webrtc-sdp` parses back without warnings, one section per offered one. Returns
+/// whether the offer was accepted. Panics on a finding.
+#[cfg(any(test, feature = "fuzz"))]
+pub(crate) fn fuzz_one(data: &[u8]) -> bool {
+    use std::net::SocketAddr;
+
+    use blindfold_relay::control::RelayInfo;
+
+    let text = String::from_utf8_lossy(data);
+    let Ok(offer) = parse_offer(&text, &OfferLimits::default()) else {
+        return false;
+    };
+    let mut n = 0u8;
+    let (ufrag, pwd) = fresh_credentials(&mut |buf: &mut [u8]| {
+        for b in buf {
+            n = n.wrapping_add(37);
+            *b = n;
+        }
+    });
+    let relay = RelayInfo {
+        dtls_fingerprint: Fingerprint([0x5a; 32]),
+        candidates: vec![
+            SocketAddr::from(([203, 0, 113, 7], 10_000)),
+            SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 7], 10_000)),
+        ],
+    };
+    let answer = build_answer(
+        &offer,
+        &AnswerParams {
+            ice_ufrag: &ufrag,
+            ice_pwd: &pwd,
+            relay: &relay,
+            session_version: 7,
+        },
+    );
+    let parsed = match webrtc_sdp::parse_sdp(&answer, false) {
+        Ok(p) => p,
+        Err(e) => panic!("answer does not parse: {e}\n{answer}"),
+    };
+    assert!(parsed.warnings.is_empty(), "answer has warnings:\n{answer}");
+    assert_eq!(parsed.media.len(), offer.sections.len());
+    true
+}
+
 #[cfg(test)]
 mod testdata;
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
+    use blindfold_relay::control::Layer;
 
-    use blindfold_relay::control::{Layer, RelayInfo};
-
-    use super::testdata::{offer_of, relay_credentials};
+    use super::testdata::{answer_with, offer_of};
     use super::*;
 
     /// Every ```sdp block of `text`, LF turned into CRLF.
@@ -435,48 +479,38 @@ mod tests {
             "docs/protocol.md has an offer and an answer"
         );
 
+        // The streams and extmap ids the doc's prose states for its example offer.
         let offer = offer_of(&blocks[0]);
-        let ssrc = |n| Ssrc(n);
+        let stream = |ssrc, kind, layer| StreamSpec {
+            ssrc: Ssrc(ssrc),
+            kind,
+            layer,
+        };
         assert_eq!(
             offer.streams,
-            vec![
-                StreamSpec {
-                    ssrc: ssrc(1001),
-                    kind: StreamKind::Audio,
-                    layer: Layer::None
-                },
-                StreamSpec {
-                    ssrc: ssrc(2001),
-                    kind: StreamKind::Video,
-                    layer: Layer::Thumbnail
-                },
-                StreamSpec {
-                    ssrc: ssrc(2002),
-                    kind: StreamKind::Video,
-                    layer: Layer::Full
-                },
+            [
+                stream(1001, StreamKind::Audio, Layer::None),
+                stream(2001, StreamKind::Video, Layer::Thumbnail),
+                stream(2002, StreamKind::Video, Layer::Full),
             ]
+        );
+        let id = |n| Some(ExtId(n));
+        assert_eq!(
+            offer.extmap,
+            ExtmapIds {
+                audio_level: id(1),
+                abs_send_time: id(2),
+                transport_cc: id(3),
+                frame_marking: id(5),
+            }
         );
 
         // The documented answer is exactly what build_answer writes for the documented
         // offer, relay credentials, candidates and session version.
-        let (ufrag, pwd) = relay_credentials();
-        let candidates: Vec<SocketAddr> = vec![
-            "203.0.113.7:10000".parse().unwrap(),
-            "[2001:db8::7]:10000".parse().unwrap(),
-        ];
-        let relay = RelayInfo {
-            dtls_fingerprint: testdata::relay_fingerprint(),
-            candidates,
-        };
-        let answer = build_answer(
+        let answer = answer_with(
             &offer,
-            &AnswerParams {
-                ice_ufrag: &ufrag,
-                ice_pwd: &pwd,
-                relay: &relay,
-                session_version: testdata::DOC_SESSION_VERSION,
-            },
+            &["203.0.113.7:10000", "[2001:db8::7]:10000"],
+            testdata::DOC_SESSION_VERSION,
         );
         assert_eq!(answer, blocks[1]);
     }
@@ -485,6 +519,106 @@ mod tests {
     fn doc_example_offer_is_the_test_offer() {
         let blocks = sdp_blocks(include_str!("../../docs/protocol.md"));
         assert_eq!(blocks[0], testdata::crlf(testdata::GOOD_OFFER));
+    }
+
+    /// Lines that stress the parser when spliced into an offer.
+    const TRICKY_LINES: &[&str] = &[
+        "a=",
+        "a=:",
+        "a=candidate:",
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x",
+        "a=fingerprint:md5 00:11",
+        "a=fingerprint:sha-256 ",
+        "a=ssrc-group:SIM",
+        "a=ssrc-group:SIM 1 2 3 4",
+        "a=ssrc-group:ZZZ 1",
+        "a=ssrc:4294967295 cname:x",
+        "a=ssrc:4294967296",
+        "a=extmap:255 urn:x",
+        "a=extmap:65535/sendrecv urn:y attr",
+        "a=extmap-allow-mixed",
+        "a=extmap:1/inactive urn:z",
+        "a=group:BUNDLE",
+        "a=group:BUNDLE 0 1 0",
+        "a=mid:",
+        "a=rtpmap:127 x/1",
+        "a=rtpmap:128 x/1",
+        "a=fmtp:96",
+        "a=fmtp:96 apt=300",
+        "a=rtcp-fb:* nack",
+        "a=rtcp-fb:96 goog-lntf",
+        "a=setup:",
+        "a=ice-ufrag:\u{7f}",
+        "a=ice-lite",
+        "a=bundle-only",
+        "a=inactive",
+        "m=video 0 UDP/TLS/RTP/SAVPF 96",
+        "m=audio 9 UDP/TLS/RTP/SAVPF",
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+        "m=video 9 FOO 96",
+        "m=text 9 RTP/AVP 0",
+        "c=IN IP6 ::",
+        "c=IN IP4 example.invalid",
+        "o=- 1 1 IN IP4 0.0.0.0",
+        "v=1",
+        "t=x y",
+        "b=AS:99999999999",
+        "i=\r",
+        "x=unknown",
+    ];
+
+    /// Structured mutations of the test offer (line deletions, duplications, swaps,
+    /// truncations, tricky lines) through the fuzz entry: a stable-toolchain stand-in
+    /// for the cargo-fuzz target that runs on every `cargo test`.
+    #[test]
+    fn mutated_offers_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rand = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let base: Vec<&str> = testdata::GOOD_OFFER.lines().collect();
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            let mut lines: Vec<String> = base.iter().map(|l| l.to_string()).collect();
+            for _ in 0..1 + rand(3) {
+                let i = rand(lines.len());
+                match rand(6) {
+                    0 => drop(lines.remove(i)),
+                    1 => lines.insert(i, lines[i].clone()),
+                    2 => {
+                        let j = rand(lines.len());
+                        lines.swap(i, j);
+                    }
+                    3 => {
+                        let cut = rand(lines[i].len() + 1);
+                        lines[i].truncate(cut);
+                    }
+                    4 => lines.insert(i, TRICKY_LINES[rand(TRICKY_LINES.len())].to_owned()),
+                    _ => {
+                        let at = rand(lines[i].len() + 1);
+                        lines[i].insert(at, char::from(b" :/=0\t"[rand(6)]));
+                    }
+                }
+                if lines.is_empty() {
+                    break;
+                }
+            }
+            let eol = if rand(2) == 0 { "\n" } else { "\r\n" };
+            let text = lines.join(eol) + eol;
+            if fuzz_one(text.as_bytes()) {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // Both paths were exercised.
+        assert!(
+            accepted > 100 && refused > 100,
+            "{accepted} accepted, {refused} refused"
+        );
     }
 
     #[test]

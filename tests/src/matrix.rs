@@ -141,21 +141,11 @@ pub fn request(
                 .header("Content-Type", "application/json")
                 .body(body.to_string())
                 .map_err(|e| transport(e.to_string()))?;
-            agent.run(
-                agent
-                    .configure_request(req)
-                    .timeout_global(Some(timeout))
-                    .build(),
-            )
+            run(agent, req, timeout)
         }
         None => {
             let req = req.body(()).map_err(|e| transport(e.to_string()))?;
-            agent.run(
-                agent
-                    .configure_request(req)
-                    .timeout_global(Some(timeout))
-                    .build(),
-            )
+            run(agent, req, timeout)
         }
     };
     let mut answer = answer.map_err(|e| transport(e.to_string()))?;
@@ -190,6 +180,29 @@ pub fn request(
 /// `key` escaped as one JSON-pointer token (RFC 6901).
 fn pointer_token(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Runs `req` on `agent` with its own time limit.
+fn run(
+    agent: &ureq::Agent,
+    req: ureq::http::Request<impl ureq::AsSendBody>,
+    timeout: Duration,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    agent.run(
+        agent
+            .configure_request(req)
+            .timeout_global(Some(timeout))
+            .build(),
+    )
+}
+
+/// A missing thing (`M_NOT_FOUND`) as `None`.
+fn absent_as_none(answer: Result<Value, MatrixError>) -> Result<Option<Value>, MatrixError> {
+    match answer {
+        Ok(content) => Ok(Some(content)),
+        Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The `field` of a JSON answer as a string, or a [`MatrixError::Transport`] saying the
@@ -403,11 +416,7 @@ impl MatrixUser {
         event_type: &str,
         state_key: &str,
     ) -> Result<Option<Value>, MatrixError> {
-        match self.call("GET", &Self::state_path(room, event_type, state_key), None) {
-            Ok(content) => Ok(Some(content)),
-            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
-            Err(e) => Err(e),
-        }
+        absent_as_none(self.call("GET", &Self::state_path(room, event_type, state_key), None))
     }
 
     /// The user ids joined to `room`, sorted.
@@ -444,11 +453,7 @@ impl MatrixUser {
 
     /// Global account data of `event_type`, `None` if there is none (`M_NOT_FOUND`).
     pub fn get_account_data(&self, event_type: &str) -> Result<Option<Value>, MatrixError> {
-        match self.call("GET", &self.account_data_path(event_type), None) {
-            Ok(content) => Ok(Some(content)),
-            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
-            Err(e) => Err(e),
-        }
+        absent_as_none(self.call("GET", &self.account_data_path(event_type), None))
     }
 
     /// Gives this device end-to-end encryption identity keys, as a client with an

@@ -157,3 +157,310 @@ pub fn fresh_credentials(rng: &mut impl FnMut(&mut [u8])) -> (IceUfrag, IcePwd) 
     let pwd = IcePwd::new(ice_chars(24)).expect("24 ice-chars are a valid password");
     (ufrag, pwd)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use webrtc_sdp::SdpSession;
+    use webrtc_sdp::address::{Address, ExplicitlyTypedAddress};
+    use webrtc_sdp::attribute_type::SdpAttribute;
+
+    use super::super::testdata::{
+        GOOD_OFFER, answer_with, edit, offer_of, relay_credentials, relay_fingerprint,
+    };
+    use super::*;
+
+    const V4: &str = "203.0.113.7:10000";
+    const V6: &str = "[2001:db8::7]:10000";
+
+    fn answer_for(sdp: &str, candidates: &[&str]) -> String {
+        answer_with(&offer_of(sdp), candidates, 42)
+    }
+
+    fn parsed(answer: &str) -> SdpSession {
+        match webrtc_sdp::parse_sdp(answer, false) {
+            Ok(s) => s,
+            Err(e) => panic!("answer does not parse: {e}\n{answer}"),
+        }
+    }
+
+    fn has_line(answer: &str, line: &str) -> bool {
+        answer.split("\r\n").any(|l| l == line)
+    }
+
+    #[test]
+    fn answer_parses_with_webrtc_sdp_without_warnings() {
+        let s = parsed(&answer_for(GOOD_OFFER, &[V4, V6]));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(s.media.len(), 2);
+    }
+
+    #[test]
+    fn answer_parses_with_webrtc_rs_sdp() {
+        let answer = answer_for(GOOD_OFFER, &[V4, V6]);
+        let s = sdp::SessionDescription::unmarshal(&mut std::io::Cursor::new(answer.as_bytes()))
+            .unwrap();
+        assert_eq!(s.media_descriptions.len(), 2);
+        let audio = &s.media_descriptions[0];
+        assert_eq!(audio.media_name.media, "audio");
+        assert_eq!(audio.media_name.port.value, 10_000);
+        assert_eq!(audio.attribute("setup"), Some(Some("passive")));
+        assert_eq!(s.attribute("group").map(String::as_str), Some("BUNDLE 0 1"));
+    }
+
+    #[test]
+    fn answer_round_trips_candidates() {
+        let s = parsed(&answer_for(GOOD_OFFER, &[V4, V6]));
+        let cands: Vec<_> = s.media[0]
+            .get_attributes()
+            .iter()
+            .filter_map(|a| match a {
+                SdpAttribute::Candidate(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let addrs: Vec<SocketAddr> = cands
+            .iter()
+            .map(|c| match c.address {
+                Address::Ip(ip) => SocketAddr::new(ip, u16::try_from(c.port).unwrap()),
+                Address::Fqdn(_) => panic!("fqdn candidate"),
+            })
+            .collect();
+        assert_eq!(
+            addrs,
+            [V4.parse().unwrap(), V6.parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(cands[0].foundation, "1");
+        assert_eq!(cands[1].foundation, "2");
+        assert!(cands[0].priority > cands[1].priority);
+        assert!(cands.iter().all(|c| c.component == 1));
+        // Under BUNDLE the candidates go in the first section only.
+        assert!(
+            !s.media[1]
+                .get_attributes()
+                .iter()
+                .any(|a| matches!(a, SdpAttribute::Candidate(_)))
+        );
+    }
+
+    #[test]
+    fn answer_round_trips_credentials_and_fingerprint() {
+        let s = parsed(&answer_for(GOOD_OFFER, &[V4]));
+        let (ufrag, pwd) = relay_credentials();
+        for m in &s.media {
+            let mut seen = 0;
+            for a in m.get_attributes() {
+                match a {
+                    SdpAttribute::IceUfrag(u) => assert_eq!(u, ufrag.as_str()),
+                    SdpAttribute::IcePwd(p) => assert_eq!(p, pwd.as_str()),
+                    SdpAttribute::Fingerprint(f) => {
+                        assert_eq!(f.fingerprint, relay_fingerprint().0)
+                    }
+                    _ => continue,
+                }
+                seen += 1;
+            }
+            assert_eq!(seen, 3);
+        }
+    }
+
+    #[test]
+    fn answer_uses_crlf_line_ends_only() {
+        let answer = answer_for(GOOD_OFFER, &[V4]);
+        assert!(answer.ends_with("\r\n"));
+        assert_eq!(answer.matches('\n').count(), answer.matches("\r\n").count());
+        assert_eq!(answer.matches('\r').count(), answer.matches("\r\n").count());
+    }
+
+    #[test]
+    fn answer_is_ice_lite_passive_and_bundled() {
+        let answer = answer_for(GOOD_OFFER, &[V4]);
+        assert!(has_line(&answer, "a=ice-lite"));
+        assert!(has_line(&answer, "a=group:BUNDLE 0 1"));
+        assert_eq!(answer.matches("a=setup:passive\r\n").count(), 2);
+        assert_eq!(answer.matches("a=rtcp-mux\r\n").count(), 2);
+        assert!(answer.starts_with("v=0\r\no=- 42 42 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"));
+    }
+
+    #[test]
+    fn answer_follows_offer_order() {
+        let (head, rest) = GOOD_OFFER.split_once("m=audio").unwrap();
+        let (audio_sec, video_sec) = rest.split_once("m=video").unwrap();
+        let swapped = format!("{head}m=video{video_sec}m=audio{audio_sec}")
+            .replace("BUNDLE 0 1", "BUNDLE 1 0");
+        let answer = answer_for(&swapped, &[V4]);
+        assert!(has_line(&answer, "a=group:BUNDLE 1 0"));
+        let m_lines: Vec<&str> = answer
+            .split("\r\n")
+            .filter(|l| l.starts_with("m="))
+            .collect();
+        assert_eq!(
+            m_lines,
+            [
+                "m=video 10000 UDP/TLS/RTP/SAVPF 96",
+                "m=audio 10000 UDP/TLS/RTP/SAVPF 111"
+            ]
+        );
+        // Candidates follow the first section, which is now video.
+        let video_part = answer.split("m=audio").next().unwrap();
+        assert!(video_part.contains("a=candidate:1 1 udp "));
+    }
+
+    #[test]
+    fn answer_mirrors_direction() {
+        let sdp = GOOD_OFFER.replacen("a=sendrecv", "a=sendonly", 1).replacen(
+            "a=sendrecv",
+            "a=recvonly",
+            1,
+        );
+        let answer = answer_for(&sdp, &[V4]);
+        let dirs: Vec<&str> = answer
+            .split("\r\n")
+            .filter(|l| ["a=sendrecv", "a=sendonly", "a=recvonly"].contains(l))
+            .collect();
+        assert_eq!(dirs, ["a=recvonly", "a=sendonly"]);
+    }
+
+    #[test]
+    fn answer_echoes_codec_lines_as_offered() {
+        let answer = answer_for(GOOD_OFFER, &[V4]);
+        for l in [
+            "a=rtpmap:111 opus/48000/2",
+            "a=fmtp:111 minptime=10;useinbandfec=1",
+            "a=rtcp-fb:111 transport-cc",
+            "a=rtpmap:96 VP8/90000",
+            "a=rtcp-fb:96 goog-remb",
+            "a=rtcp-fb:96 ccm fir",
+            "a=rtcp-fb:96 nack",
+            "a=rtcp-fb:96 nack pli",
+        ] {
+            assert!(has_line(&answer, l), "{l} missing:\n{answer}");
+        }
+    }
+
+    #[test]
+    fn answer_echoes_fmtp_text_webrtc_sdp_would_rewrite() {
+        // webrtc-sdp re-renders fmtp (reorders, joins unknown parameters with ','); the
+        // answer must carry the offered text.
+        let fmtp = "111 useinbandfec=1;minptime=10;x-google-start-bitrate=800;x-foo=1";
+        let answer = answer_for(
+            &edit(
+                "a=fmtp:111 minptime=10;useinbandfec=1",
+                &format!("a=fmtp:{fmtp}"),
+            ),
+            &[V4],
+        );
+        assert!(has_line(&answer, &format!("a=fmtp:{fmtp}")), "{answer}");
+    }
+
+    #[test]
+    fn answer_echoes_extmaps_with_mirrored_direction() {
+        let answer = answer_for(
+            &edit(
+                "a=extmap:5 urn:ietf:params:rtp-hdrext:framemarking",
+                "a=extmap:5/sendonly urn:ietf:params:rtp-hdrext:framemarking x y",
+            ),
+            &[V4],
+        );
+        assert!(has_line(
+            &answer,
+            "a=extmap:5/recvonly urn:ietf:params:rtp-hdrext:framemarking x y"
+        ));
+        assert!(has_line(
+            &answer,
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid"
+        ));
+        assert_eq!(answer.matches("a=extmap:").count(), 8);
+    }
+
+    #[test]
+    fn answer_echoes_extmap_allow_mixed() {
+        let sdp = GOOD_OFFER.replace("a=group:BUNDLE", "a=extmap-allow-mixed\na=group:BUNDLE");
+        let answer = answer_for(&sdp, &[V4]);
+        assert!(has_line(&answer, "a=extmap-allow-mixed"));
+        assert!(!has_line(
+            &answer_for(GOOD_OFFER, &[V4]),
+            "a=extmap-allow-mixed"
+        ));
+    }
+
+    #[test]
+    fn ipv6_first_candidate_gives_ip6_connection_lines() {
+        let answer = answer_for(GOOD_OFFER, &[V6, V4]);
+        assert_eq!(answer.matches("c=IN IP6 2001:db8::7\r\n").count(), 2);
+        assert!(has_line(
+            &answer,
+            "a=candidate:1 1 udp 2130706431 2001:db8::7 10000 typ host"
+        ));
+        let s = parsed(&answer);
+        let c = s.media[0].get_connection().as_ref().unwrap();
+        assert!(
+            matches!(c.address, ExplicitlyTypedAddress::Ip(ip) if ip == "2001:db8::7".parse::<IpAddr>().unwrap())
+        );
+    }
+
+    #[test]
+    fn no_candidates_gives_the_discard_address() {
+        let answer = answer_for(GOOD_OFFER, &[]);
+        assert!(has_line(&answer, "m=audio 9 UDP/TLS/RTP/SAVPF 111"));
+        assert!(has_line(&answer, "c=IN IP4 0.0.0.0"));
+        assert!(!answer.contains("a=candidate"));
+        parsed(&answer);
+    }
+
+    #[test]
+    fn candidate_priorities_descend_from_the_host_maximum() {
+        assert_eq!(candidate_priority(0), 2_130_706_431);
+        assert!((0..100).all(|i| candidate_priority(i) > candidate_priority(i + 1)));
+        assert_eq!(candidate_priority(usize::MAX), (126 << 24) | 255);
+    }
+
+    /// xorshift64*, enough to make distinct buffers.
+    fn test_rng(seed: u64) -> impl FnMut(&mut [u8]) {
+        let mut x = seed;
+        move |buf: &mut [u8]| {
+            for b in buf {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                *b = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+            }
+        }
+    }
+
+    #[test]
+    fn fresh_credentials_are_valid_and_distinct() {
+        let mut rng = test_rng(0x9e37_79b9_7f4a_7c15);
+        let mut ufrags = HashSet::new();
+        let mut pwds = HashSet::new();
+        for _ in 0..1000 {
+            let (u, p) = fresh_credentials(&mut rng);
+            assert_eq!(u.as_str().len(), 8);
+            assert_eq!(p.as_str().len(), 24);
+            assert!(IceUfrag::new(u.as_str()).is_ok() && IcePwd::new(p.as_str()).is_ok());
+            ufrags.insert(u);
+            pwds.insert(p);
+        }
+        assert_eq!((ufrags.len(), pwds.len()), (1000, 1000));
+    }
+
+    #[test]
+    fn fresh_credentials_map_bytes_onto_all_64_ice_chars() {
+        let mut next = 0u8;
+        let mut counting = |buf: &mut [u8]| {
+            for b in buf {
+                *b = next;
+                next = next.wrapping_add(1);
+            }
+        };
+        let mut seen = String::new();
+        for _ in 0..2 {
+            let (u, p) = fresh_credentials(&mut counting);
+            seen.push_str(u.as_str());
+            seen.push_str(p.as_str());
+        }
+        // Bytes 0..64 in order give the ice-chars in order.
+        assert_eq!(seen.as_bytes(), ICE_CHARS);
+    }
+}

@@ -1,9 +1,9 @@
 //! Test fixtures: a realistic offer (Chrome-shaped, simulcast video), fixed relay
 //! credentials, and helpers for one-line edits of the offer.
 
-use blindfold_relay::control::{Fingerprint, IcePwd, IceUfrag};
+use blindfold_relay::control::{Fingerprint, IcePwd, IceUfrag, RelayInfo};
 
-use super::{Offer, OfferError, OfferLimits, parse_offer};
+use super::{AnswerParams, Offer, OfferError, OfferLimits, build_answer, parse_offer};
 
 /// A browser-style offer: Opus 111 and VP8 96 with the usual rtcp-fb, the four extmaps
 /// the relay reads plus sdes:mid, a SIM group, a host candidate, LF line ends (the tests
@@ -86,6 +86,25 @@ pub(crate) fn relay_fingerprint() -> Fingerprint {
     "21:A0:E3:07:01:11:94:6D:04:E3:23:40:AA:7D:46:DC:48:B5:85:A9:8A:67:5E:4D:9C:0D:B1:40:BE:27:CC:6F"
         .parse()
         .unwrap()
+}
+
+/// The answer to `offer` with the doc's relay credentials and fingerprint, the relay
+/// candidates `candidates` (socket address syntax) and `session_version`.
+pub(crate) fn answer_with(offer: &Offer, candidates: &[&str], session_version: u64) -> String {
+    let (ufrag, pwd) = relay_credentials();
+    let relay = RelayInfo {
+        dtls_fingerprint: relay_fingerprint(),
+        candidates: candidates.iter().map(|c| c.parse().unwrap()).collect(),
+    };
+    build_answer(
+        offer,
+        &AnswerParams {
+            ice_ufrag: &ufrag,
+            ice_pwd: &pwd,
+            relay: &relay,
+            session_version,
+        },
+    )
 }
 
 /// `sdp` with CRLF line ends, as clients send it.
