@@ -423,4 +423,74 @@ mod tests {
         assert_eq!(h[REASON_CODE], "not_a_member");
         assert_eq!(h["version"], "1");
     }
+
+    /// Every ```json block of docs/protocol.md, parsed.
+    fn doc_events() -> Vec<Value> {
+        let doc = include_str!("../../docs/protocol.md");
+        let mut out = Vec::new();
+        let mut rest = doc;
+        while let Some(start) = rest.find("```json\n") {
+            let body = &rest[start + 8..];
+            let end = body.find("```").expect("closed block");
+            out.push(
+                serde_json::from_str(&body[..end])
+                    .unwrap_or_else(|e| panic!("{e}: {}", &body[..end])),
+            );
+            rest = &body[end + 3..];
+        }
+        out
+    }
+
+    #[test]
+    fn doc_examples_parse() {
+        let codes: Vec<&str> = crate::core::Code::ALL.iter().map(|c| c.as_str()).collect();
+        let events = doc_events();
+        assert!(events.len() >= 8, "{}", events.len());
+        for e in events {
+            let c = &e["content"];
+            match e["type"].as_str().unwrap() {
+                CONFERENCE => {
+                    let expected = if c.get("terminated").is_some() {
+                        ConferenceState::Terminated
+                    } else {
+                        ConferenceState::Live {
+                            sfu: "@sfu:example.org".into(),
+                        }
+                    };
+                    assert_eq!(ConferenceState::from_content(c), expected);
+                }
+                CALL_INVITE => {
+                    let inv = Invite::from_content(c).unwrap();
+                    assert_eq!(
+                        (inv.room_id.as_str(), inv.conf_id.as_str()),
+                        ("!conf:example.org", "weekly")
+                    );
+                }
+                CALL_ANSWER => {
+                    CallIds::from_content(c).unwrap();
+                    assert_eq!(c["answer"]["type"], "answer");
+                }
+                CALL_HANGUP => {
+                    CallIds::from_content(c).unwrap();
+                    assert!(codes.contains(&c[REASON_CODE].as_str().unwrap()));
+                }
+                SUBSCRIBE => {
+                    Subscribe::from_content(c).unwrap();
+                }
+                "org.matrix.msc2359.call.keys" => {
+                    for k in c["keys"].as_array().unwrap() {
+                        assert!(k["index"].as_u64().unwrap() <= 255);
+                        let key = k["key"].as_str().unwrap();
+                        assert!(!key.ends_with('='), "unpadded");
+                        // 28 bytes of key ‖ salt for AEAD_AES_128_GCM: 38 base64 chars.
+                        assert_eq!(
+                            (k["profile"].as_str().unwrap(), key.len()),
+                            ("SRTP_AEAD_AES_128_GCM", 38)
+                        );
+                    }
+                }
+                other => panic!("undocumented example type {other}"),
+            }
+        }
+    }
 }
