@@ -803,3 +803,37 @@ fn a_session_whose_consent_expired_is_gone_until_signaling_brings_it_back() {
     peers.push(Peer::new(0, "alice", &info));
     await_last_connected(&mut peers, &relay);
 }
+
+#[test]
+fn a_participant_whose_certificate_does_not_match_is_told_at_once() {
+    let relay = Relay::start(2);
+    let (mut control, info) = connect(&relay);
+    let mut peer = Peer::new(0, "mallory", &info);
+    // Signaling pinned another certificate than the one the participant presents.
+    peer.spec.dtls_fingerprint = DtlsCert::generate().unwrap().fingerprint();
+    configure(&mut control, &peer);
+    let started = Instant::now();
+    let mut peers = [peer];
+    // The relay's fatal alert ends the participant's handshake; without it the
+    // participant would wait for its own handshake timeout (tens of seconds).
+    drive(
+        &mut peers,
+        &relay,
+        Duration::from_secs(3),
+        "the participant to fail",
+        |ps| ps[0].p.is_failed(),
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!peers[0].p.is_connected());
+    let notes = control.poll_notifications(Duration::from_secs(2));
+    assert!(
+        notes.iter().any(|n| matches!(
+            n,
+            NotificationBody::SessionFailed {
+                reason: EndReason::FingerprintMismatch,
+                ..
+            }
+        )),
+        "{notes:?}"
+    );
+}
