@@ -62,8 +62,10 @@
 //!   Finished flight and the exported keys in the same call that receives the client's
 //!   flight, but it reports the certificate before it hands out any of them; the check
 //!   runs then, and on a mismatch the dimpl state is dropped on the spot, so that
-//!   flight and the keys are never released. The relay sends no alert (an
-//!   unauthenticated alert is worth nothing); the client's handshake times out.
+//!   flight and the keys are never released. In their place goes one plaintext fatal
+//!   `bad_certificate` alert (epoch 0, as the handshake still is), so the peer learns
+//!   at once instead of waiting for its own handshake timeout. It authenticates
+//!   nothing and reveals only that the certificate was refused.
 //! - use_srtp must be negotiated: the server picks, in order, SRTP_AEAD_AES_256_GCM,
 //!   SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_SHA1_80 among what the client offers (that
 //!   preference is built into dimpl's server). A handshake that completes without
@@ -917,6 +919,17 @@ pub struct DtlsSession {
     app_data_dropped: u64,
 }
 
+/// A fatal `bad_certificate` (42) alert in a plaintext DTLS 1.2 record (RFC 6347 §4.1:
+/// content type 21, version 254.253, epoch 0). Its sequence number is far above any our
+/// handshake used, so a peer's replay window takes it.
+const BAD_CERTIFICATE_ALERT: [u8; 15] = [
+    21, 0xfe, 0xfd, // alert, DTLS 1.2
+    0, 0, // epoch 0
+    0, 0, 0xff, 0xff, 0xff, 0xff, // sequence number
+    0, 2, // length
+    2, 42, // fatal, bad_certificate
+];
+
 impl fmt::Debug for DtlsSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DtlsSession")
@@ -1168,6 +1181,7 @@ impl DtlsSession {
                 dimpl::Output::PeerCert(der) => {
                     if Fingerprint::of_der(der) != self.expected {
                         self.fail(DtlsError::FingerprintMismatch);
+                        self.transmit.push_back(BAD_CERTIFICATE_ALERT.to_vec());
                         return;
                     }
                     self.peer_verified = true;

@@ -527,6 +527,50 @@ impl IceLite {
         }
     }
 
+    /// Answers a check for a session whose state lives on another shard: the same
+    /// authentication and response as [`handle_binding`](Self::handle_binding), but no
+    /// state changes here and no expiry (this copy of the agent is not the one that
+    /// times the session). The caller passes a [`IceOutcome::Success`] on to the home
+    /// shard, which applies it with [`record_check`](Self::record_check).
+    pub fn answer(&self, from: SocketAddr, msg: &StunMessage<'_>, out: &mut [u8]) -> IceOutcome {
+        if out.len() < MAX_RESPONSE_LEN {
+            return IceOutcome::Dropped(IceDrop::OutputTooSmall);
+        }
+        let check = match self.authenticate(msg) {
+            Ok(check) => check,
+            Err(reason) => return self.refuse(msg, reason, out),
+        };
+        match self.write_success(msg, from, out) {
+            Ok(len) => IceOutcome::Success {
+                len,
+                nominated: check.use_candidate,
+                selected_changed: check.use_candidate && self.selected != Some(from),
+            },
+            Err(_) => IceOutcome::Dropped(IceDrop::OutputTooSmall),
+        }
+    }
+
+    /// Applies a check that another shard authenticated and answered
+    /// ([`answer`](Self::answer)): validates `from`, refreshes liveness and, if
+    /// `nominated`, selects `from`. Returns whether the selected address changed, or
+    /// `None` if the session has already expired (nothing changes then).
+    pub fn record_check(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        nominated: bool,
+    ) -> Option<bool> {
+        if self.check_expiry(now).is_some() {
+            return None;
+        }
+        self.mark_valid(now, from);
+        let changed = nominated && self.selected != Some(from);
+        if nominated {
+            self.selected = Some(from);
+        }
+        Some(changed)
+    }
+
     /// Records a valid packet (DTLS, SRTP, SRTCP) from the selected address at `now`,
     /// pushing the consent deadline to `now` + the consent timeout.
     ///

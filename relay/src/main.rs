@@ -251,6 +251,7 @@ fn run(config: &Config) -> Result<(), Fatal> {
     for (i, ((socket, poll), inbox)) in sockets.into_iter().zip(polls).zip(inboxes).enumerate() {
         let mut engine_cfg = EngineConfig::new(ShardId(i as u16), cert.clone(), dtls.clone());
         engine_cfg.hash_seed = hash_seed;
+        engine_cfg.silence_timeout = config.consent_timeout;
         let worker = Worker {
             index: i,
             engine: Engine::new(engine_cfg),
@@ -360,6 +361,14 @@ fn bind_control_socket(path: &Path) -> Result<mio::net::UnixListener, Fatal> {
 
 // ----- workers -------------------------------------------------------------------------
 
+/// What a worker tells the control thread.
+enum Report {
+    /// A notification for signaling.
+    Note(NotificationBody),
+    /// The relay closed this session on its own: forget it everywhere.
+    Ended(blindfold_relay::control::SessionSpec),
+}
+
 /// The way into one worker: its command channel and the waker of its poll.
 #[derive(Clone)]
 struct Link {
@@ -377,7 +386,7 @@ struct Worker {
     peers: Vec<Link>,
     /// Which peers were sent something since the last wake-up round.
     wake: Vec<bool>,
-    notify: Sender<NotificationBody>,
+    notify: Sender<Report>,
     control_waker: Arc<Waker>,
     metrics: Arc<RelayMetrics>,
     shutdown: Shutdown,
@@ -548,7 +557,14 @@ impl Worker {
         let mut wake_control = false;
         while let Some(ev) = self.engine.poll_event() {
             match ev {
-                Event::Notify(note) => match self.notify.try_send(note) {
+                Event::Ended(spec) => match self.notify.try_send(Report::Ended(spec)) {
+                    Ok(()) => wake_control = true,
+                    Err(TrySendError::Full(_)) => {
+                        self.metrics().drops.add(NOTIFY_QUEUE_FULL, 1);
+                    }
+                    Err(TrySendError::Disconnected(_)) => {}
+                },
+                Event::Notify(note) => match self.notify.try_send(Report::Note(note)) {
                     Ok(()) => wake_control = true,
                     Err(TrySendError::Full(_)) => {
                         self.metrics().drops.add(NOTIFY_QUEUE_FULL, 1);
@@ -694,7 +710,7 @@ struct ControlLoop {
     conn: Option<Conn>,
     registry: Registry,
     workers: Vec<Link>,
-    notifications: Receiver<NotificationBody>,
+    notifications: Receiver<Report>,
     hello: Hello,
     metrics: Arc<RelayMetrics>,
     shutdown: Shutdown,
@@ -949,7 +965,15 @@ impl ControlLoop {
     }
 
     fn forward_notifications(&mut self) {
-        while let Ok(note) = self.notifications.try_recv() {
+        while let Ok(report) = self.notifications.try_recv() {
+            let note = match report {
+                Report::Note(note) => note,
+                Report::Ended(spec) => {
+                    let commands = self.registry.observe_ended(&spec);
+                    self.broadcast(commands);
+                    continue;
+                }
+            };
             self.registry.observe(&note);
             tracing::debug!(event = note.event(), "notification");
             if let Some(conn) = self.conn.as_mut().filter(|c| c.hello && !c.closing) {

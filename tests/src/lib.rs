@@ -395,6 +395,10 @@ impl Sim {
                     moved = true;
                     match ev {
                         Event::Notify(n) => self.notifications.push(n),
+                        // As the control thread does: the relay forgot it everywhere.
+                        Event::Ended(spec) => {
+                            self.command_all(Command::RemoveSession(spec.session_id))
+                        }
                         Event::Peer(dest, msg) => {
                             for (j, e) in self.shards.iter_mut().enumerate() {
                                 let to_it = match dest {

@@ -96,6 +96,11 @@ impl Relay {
     /// Starts the relay with `workers` workers on free loopback ports and waits (up to
     /// 10 s) for its control socket.
     pub fn start(workers: usize) -> Relay {
+        Self::start_with(workers, &[])
+    }
+
+    /// [`start`](Self::start) with more command-line flags (e.g. `--consent-timeout`).
+    pub fn start_with(workers: usize, extra: &[&str]) -> Relay {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "bf-relay-{}-{}",
@@ -124,6 +129,7 @@ impl Relay {
                 "--send-buffer",
                 "0",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -199,6 +205,58 @@ impl Relay {
             .collect();
         assert!(!values.is_empty(), "no {selector} in:\n{text}");
         values.iter().sum()
+    }
+
+    /// One sample of a metric per worker, by worker index (the relay labels each
+    /// series `worker="i"`); `label` selects one more label, e.g. `reason="not_ours"`.
+    pub fn per_worker(&self, name: &str, label: Option<&str>) -> Vec<u64> {
+        let text = self.scrape();
+        let mut out = Vec::new();
+        for l in text.lines() {
+            let Some(rest) = l
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix("{worker=\""))
+            else {
+                continue;
+            };
+            if label.is_some_and(|label| !rest.contains(label)) {
+                continue;
+            }
+            let Some((worker, _)) = rest.split_once('"') else {
+                continue;
+            };
+            let (Ok(worker), Some(Ok(value))) = (
+                worker.parse::<usize>(),
+                l.rsplit(' ').next().map(str::parse::<u64>),
+            ) else {
+                continue;
+            };
+            if out.len() <= worker {
+                out.resize(worker + 1, 0);
+            }
+            out[worker] += value;
+        }
+        out
+    }
+
+    /// Which worker the kernel hands datagrams from `sock` to: sends it a datagram the
+    /// relay does not speak and watches which worker counts it (`not_ours`).
+    pub fn worker_of(&self, sock: &UdpSocket) -> usize {
+        let name = "blindfold_drops_total";
+        let label = Some("reason=\"not_ours\"");
+        let before = self.per_worker(name, label);
+        sock.send_to(&[0xff; 8], self.udp).expect("send a probe");
+        let mut found = None;
+        self.wait_until(Duration::from_secs(5), "the probe to be counted", || {
+            let now = self.per_worker(name, label);
+            found = now
+                .iter()
+                .enumerate()
+                .find(|(i, n)| **n > before.get(*i).copied().unwrap_or(0))
+                .map(|(i, _)| i);
+            found.is_some()
+        });
+        found.expect("waited for it")
     }
 
     /// Waits up to `limit` for the process to exit.

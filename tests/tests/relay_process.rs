@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 use blindfold_client::control::ControlClient;
 use blindfold_client::{Event as PEvent, Participant, ParticipantConfig, SenderId};
 use blindfold_relay::control::{
-    self, ConfId, ConferenceSpec, ErrorCode, ExtmapIds, FrameDecoder, Generation, IcePwd, IceUfrag,
-    Layer, Message, NotificationBody, RelayInfo, Request, RequestBody, RequestId, ResponseBody,
-    SessionId, SessionSpec, Snapshot, StreamKind, StreamSpec,
+    self, ConfId, ConferenceSpec, EndReason, ErrorCode, ExtmapIds, FrameDecoder, FullSet,
+    Generation, IcePwd, IceUfrag, Layer, Message, NotificationBody, RelayInfo, Request,
+    RequestBody, RequestId, ResponseBody, SessionId, SessionSpec, Snapshot, StreamKind, StreamSpec,
+    SubscriptionSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::id::{Pt, RtpTime};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+use blindfold_relay::wire::stun::{Class, Method, StunMessage, StunWriter, TransactionId};
 use blindfold_tests::process::Relay;
 
 const CONF: &str = "!room:example.org";
@@ -515,4 +517,323 @@ fn sigterm_says_goodbye_and_exits_zero_quickly() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!relay.control.exists(), "the control socket is removed");
+}
+
+// ----- sessions across workers -----------------------------------------------------------
+
+/// A connectivity check for `spec`'s session as a participant sends it, with
+/// transaction id `[tid; 12]`.
+fn ice_check(spec: &SessionSpec, tid: u8, nominate: bool) -> Vec<u8> {
+    let mut buf = vec![0u8; 256];
+    let mut w = StunWriter::new(
+        &mut buf,
+        Class::Request,
+        Method::Binding,
+        TransactionId([tid; 12]),
+    )
+    .unwrap();
+    w.add_username(&format!(
+        "{}:{}",
+        spec.ice_ufrag.as_str(),
+        spec.remote_ufrag.as_str()
+    ))
+    .unwrap();
+    w.add_priority(0x6e00_01ff).unwrap();
+    w.add_ice_controlling(7).unwrap();
+    if nominate {
+        w.add_use_candidate().unwrap();
+    }
+    let n = w
+        .finish_with_integrity_and_fingerprint(spec.ice_pwd.as_str().as_bytes())
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// Sends `check` from `sock` (blocking) and waits up to `limit` for the relay's success
+/// response to it; false if none came.
+fn answered(sock: &UdpSocket, relay: &Relay, check: &[u8], limit: Duration) -> bool {
+    let tid = StunMessage::parse(check).unwrap().transaction_id();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    sock.send_to(check, relay.udp).unwrap();
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        if let Ok((n, from)) = sock.recv_from(&mut buf)
+            && from == relay.udp
+            && let Ok(m) = StunMessage::parse(&buf[..n])
+            && m.transaction_id() == tid
+        {
+            return m.class() == Class::SuccessResponse;
+        }
+    }
+    false
+}
+
+/// Signaling sets up the conference and one session for `peer`, without connecting it.
+fn configure(control: &mut ControlClient, peer: &Peer) {
+    let conference = ConferenceSpec {
+        conf_id: ConfId::new(CONF).unwrap(),
+    };
+    for body in [
+        RequestBody::UpsertConference {
+            generation: generation(),
+            conference,
+        },
+        RequestBody::UpsertSession {
+            generation: generation(),
+            session: peer.spec.clone(),
+        },
+    ] {
+        assert_eq!(control.request(body), Ok(ResponseBody::Ok));
+    }
+}
+
+#[test]
+fn checks_from_ten_addresses_of_one_session_are_all_answered_by_four_workers() {
+    let relay = Relay::start(4);
+    let (mut control, info) = connect(&relay);
+    let peer = Peer::new(0, "alice", &info);
+    configure(&mut control, &peer);
+    let socks: Vec<UdpSocket> = (0..10)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (k, sock) in socks.iter().enumerate() {
+        // The first check claims the session for its worker; the others land wherever
+        // the kernel hashes their addresses. One try each: loopback loses nothing.
+        let check = ice_check(&peer.spec, k as u8 + 1, k == 0);
+        assert!(
+            answered(sock, &relay, &check, Duration::from_secs(2)),
+            "check {k} from {} was not answered; relay log:\n{}",
+            sock.local_addr().unwrap(),
+            relay.log()
+        );
+    }
+    // Not vacuous: the checks reached more than one worker (all ten on one worker has
+    // a chance of 4^-9).
+    let mut workers = 0;
+    relay.wait_until(Duration::from_secs(5), "the checks to be counted", || {
+        let per = relay.per_worker("blindfold_packets_received_total", None);
+        workers = per.iter().filter(|&&n| n > 0).count();
+        per.iter().sum::<u64>() >= 10
+    });
+    assert!(workers >= 2, "all checks reached one worker");
+}
+
+#[test]
+fn a_participant_whose_address_moves_to_another_worker_keeps_sending_and_receiving() {
+    let relay = Relay::start(4);
+    let (mut control, info) = connect(&relay);
+    let mut peers = call(&relay, &mut control, &info, &["alice", "bob"]);
+    exchange(&mut peers, &relay, "before the move");
+
+    // Alice's network changes: a new address, on another worker than her first.
+    let home = relay.worker_of(&peers[0].sock);
+    let moved = (0..40)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .find(|s| relay.worker_of(s) != home)
+        .expect("an address on another worker");
+    // Her ICE agent nominates the new path (as after a network switch)...
+    let check = ice_check(&peers[0].spec, 0x77, true);
+    assert!(answered(&moved, &relay, &check, Duration::from_secs(2)));
+    // ...and her media goes from it from now on.
+    moved.set_nonblocking(true).unwrap();
+    let new_addr = moved.local_addr().unwrap();
+    peers[0].sock = moved;
+    exchange(&mut peers, &relay, "after the move");
+
+    // SRTCP both ways: alice's keyframe request reaches bob (her SRTCP lands on the new
+    // worker, the home decrypts it), bob's reaches alice at her new address.
+    let (alice_thumb, bob_thumb) = (peers[0].p.ssrcs().thumbnail, peers[1].p.ssrcs().thumbnail);
+    peers[0]
+        .p
+        .request_keyframe(Instant::now(), bob_thumb)
+        .unwrap();
+    peers[1]
+        .p
+        .request_keyframe(Instant::now(), alice_thumb)
+        .unwrap();
+    let asked = |p: &Peer, ssrc| {
+        p.events
+            .iter()
+            .any(|e| matches!(e, PEvent::KeyframeRequested(s) if *s == ssrc))
+    };
+    drive(
+        &mut peers,
+        &relay,
+        Duration::from_secs(5),
+        "keyframe requests across the move",
+        |ps| asked(&ps[1], bob_thumb) && asked(&ps[0], alice_thumb),
+    );
+    // The relay reports the new address.
+    let notes = control.poll_notifications(Duration::from_millis(100));
+    assert!(
+        !notes
+            .iter()
+            .any(|n| matches!(n, NotificationBody::SessionClosed { .. })),
+        "{notes:?}"
+    );
+    let _ = new_addr;
+}
+
+/// Drives `peers` until `done`, every connected one sending audio every 100 ms (a short
+/// consent timeout must not end them meanwhile). Panics after 15 s.
+fn drive_talking(
+    peers: &mut [Peer],
+    relay: &Relay,
+    what: &str,
+    mut done: impl FnMut(&[Peer]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done(peers) {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        for p in peers.iter_mut().filter(|p| p.p.is_connected()) {
+            p.send_audio(b"still here");
+        }
+        let until = Instant::now() + Duration::from_millis(100);
+        drive(peers, relay, Duration::from_secs(2), what, |_| {
+            Instant::now() >= until
+        });
+    }
+}
+
+/// Keeps `peers` talking until signaling hears that `gone` was closed for `reason`.
+fn await_closed(
+    control: &mut ControlClient,
+    peers: &mut [Peer],
+    relay: &Relay,
+    gone: &SessionId,
+    reason: EndReason,
+) {
+    let mut notes = Vec::new();
+    drive_talking(peers, relay, "session_closed", |_| {
+        notes.extend(control.poll_notifications(Duration::from_millis(1)));
+        notes.iter().any(|n| {
+            matches!(n, NotificationBody::SessionClosed { session_id, reason: r }
+                if session_id == gone && *r == reason)
+        })
+    });
+}
+
+/// Keeps `peers` talking until the last one is connected.
+fn await_last_connected(peers: &mut [Peer], relay: &Relay) {
+    drive_talking(peers, relay, "the last participant connected", |ps| {
+        ps.last().is_some_and(|p| p.p.is_connected())
+    });
+}
+
+fn stats(control: &mut ControlClient) -> (u64, u64) {
+    match control.request(RequestBody::GetStats) {
+        Ok(ResponseBody::Stats(s)) => (s.sessions, s.connected_sessions),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_session_whose_consent_expired_is_gone_until_signaling_brings_it_back() {
+    let relay = Relay::start_with(4, &["--consent-timeout", "2"]);
+    let (mut control, info) = connect(&relay);
+    let mut peers = call(&relay, &mut control, &info, &["alice", "bob"]);
+    exchange(&mut peers, &relay, "hello");
+    // Stamp alice's session with a generation this test knows (same spec: no change).
+    let g = generation();
+    let upsert_alice = RequestBody::UpsertSession {
+        generation: g,
+        session: peers[0].spec.clone(),
+    };
+    assert_eq!(control.request(upsert_alice.clone()), Ok(ResponseBody::Ok));
+    let alice = peers.remove(0);
+    let id = alice.spec.session_id.clone();
+    drop(alice);
+
+    // Alice goes silent; bob keeps talking.
+    await_closed(
+        &mut control,
+        &mut peers,
+        &relay,
+        &id,
+        EndReason::ConsentExpired,
+    );
+    assert_eq!(stats(&mut control), (1, 1), "only bob is left");
+    let subscribe = RequestBody::SetSubscription {
+        generation: generation(),
+        subscription: SubscriptionSpec {
+            session_id: id.clone(),
+            full: FullSet::All,
+        },
+    };
+    assert_eq!(
+        control.request(subscribe).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+
+    // The same upsert again (a retransmission) creates it anew; alice reconnects.
+    assert_eq!(control.request(upsert_alice), Ok(ResponseBody::Ok));
+    assert_eq!(stats(&mut control), (2, 1));
+    peers.push(Peer::new(0, "alice", &info));
+    await_last_connected(&mut peers, &relay);
+    await_connected(&mut control, 1);
+    assert_eq!(stats(&mut control), (2, 2));
+
+    // Silent again, gone again; a snapshot that lists her creates her anew.
+    let alice = peers.pop().unwrap();
+    drop(alice);
+    await_closed(
+        &mut control,
+        &mut peers,
+        &relay,
+        &id,
+        EndReason::ConsentExpired,
+    );
+    assert_eq!(stats(&mut control), (1, 1));
+    let snapshot = Snapshot {
+        generation: generation(),
+        conferences: vec![ConferenceSpec {
+            conf_id: ConfId::new(CONF).unwrap(),
+        }],
+        sessions: vec![peers[0].spec.clone(), Peer::new(0, "alice", &info).spec],
+        subscriptions: Vec::new(),
+    };
+    assert_eq!(
+        control.request(RequestBody::Snapshot(snapshot)),
+        Ok(ResponseBody::Ok)
+    );
+    assert_eq!(stats(&mut control).0, 2);
+    peers.push(Peer::new(0, "alice", &info));
+    await_last_connected(&mut peers, &relay);
+}
+
+#[test]
+fn a_participant_whose_certificate_does_not_match_is_told_at_once() {
+    let relay = Relay::start(2);
+    let (mut control, info) = connect(&relay);
+    let mut peer = Peer::new(0, "mallory", &info);
+    // Signaling pinned another certificate than the one the participant presents.
+    peer.spec.dtls_fingerprint = DtlsCert::generate().unwrap().fingerprint();
+    configure(&mut control, &peer);
+    let started = Instant::now();
+    let mut peers = [peer];
+    // The relay's fatal alert ends the participant's handshake; without it the
+    // participant would wait for its own handshake timeout (tens of seconds).
+    drive(
+        &mut peers,
+        &relay,
+        Duration::from_secs(3),
+        "the participant to fail",
+        |ps| ps[0].p.is_failed(),
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!peers[0].p.is_connected());
+    let notes = control.poll_notifications(Duration::from_secs(2));
+    assert!(
+        notes.iter().any(|n| matches!(
+            n,
+            NotificationBody::SessionFailed {
+                reason: EndReason::FingerprintMismatch,
+                ..
+            }
+        )),
+        "{notes:?}"
+    );
 }

@@ -36,6 +36,13 @@
 //! assert!(commands.is_empty());
 //! ```
 //!
+//! - **Sessions the relay closed.** A connected session whose consent expired (or whose
+//!   DTLS failed) is gone, as `session_closed` says: [`Registry::observe_ended`] turns
+//!   it into a tombstone at its generation and returns the removal for the workers.
+//!   `get_stats` no longer counts it and `set_subscription` answers `not_found`; the
+//!   same upsert again (a retransmission, same generation) or a snapshot listing it
+//!   creates it anew, with the subscription it had.
+//!
 //! Tombstones of removed objects are kept until the next snapshot, which replaces them
 //! all with one floor generation (every object not held is taken to be removed at the
 //! snapshot's generation).
@@ -81,6 +88,9 @@ pub struct Registry {
     floor: Option<Generation>,
     /// Sessions reported connected (from the workers' notifications), and where.
     connected: BTreeMap<SessionId, SocketAddr>,
+    /// Sessions the relay closed on its own, with the spec they had (their entry in
+    /// `sessions` is a tombstone at the generation they were created with).
+    ended: BTreeMap<SessionId, SessionSpec>,
 }
 
 /// What a session receives at full resolution when no subscription was set.
@@ -154,6 +164,36 @@ impl Registry {
             }
             NotificationBody::ActiveSpeaker { .. } | NotificationBody::Stats(_) => {}
         }
+    }
+
+    /// The relay closed a connected session on its own (the engine's `Ended` event):
+    /// forget it, if `spec` is still the incarnation held (one that a newer upsert
+    /// replaced meanwhile is not touched). Returns the commands to send to every worker.
+    pub fn observe_ended(&mut self, spec: &SessionSpec) -> Vec<Command> {
+        let id = &spec.session_id;
+        let Some(held) = self.sessions.get(id) else {
+            return Vec::new();
+        };
+        match &held.state {
+            Some(live) if same_identity(live, spec) => {}
+            _ => return Vec::new(),
+        }
+        let generation = held.generation;
+        let live = self.sessions.insert(
+            id.clone(),
+            Held {
+                generation,
+                state: None,
+            },
+        );
+        if let Some(Held {
+            state: Some(live), ..
+        }) = live
+        {
+            self.ended.insert(id.clone(), live);
+        }
+        self.connected.remove(id);
+        vec![Command::RemoveSession(id.clone())]
     }
 
     /// Checks and applies one request. Returns the answer for signaling and the
@@ -343,6 +383,7 @@ impl Registry {
             );
         }
         self.connected.remove(id);
+        self.ended.remove(id);
     }
 
     /// The first SSRC of `spec` that another existing session of its conference
@@ -373,7 +414,11 @@ impl Registry {
             generation,
             Some(&spec),
             format_args!("session {id}"),
-        )?;
+        );
+        // The upsert that created a session the relay since closed, again: create it anew.
+        let recreate = self.ended.get(&id) == Some(&spec)
+            && self.sessions.get(&id).map(|h| h.generation) == Some(generation);
+        let verdict = if recreate { Verdict::Apply } else { verdict? };
         if let Verdict::Repeat = verdict {
             return Ok(Vec::new());
         }
@@ -412,8 +457,19 @@ impl Registry {
                 }
                 self.connected.remove(&id);
             }
-            None => commands.push(Command::UpsertSession(spec.clone())),
+            None => {
+                commands.push(Command::UpsertSession(spec.clone()));
+                // A session the relay closed comes back with the subscription it had.
+                let full = self.effective_full(&id);
+                if full != default_full() {
+                    commands.push(Command::SetSubscription(SubscriptionSpec {
+                        session_id: id.clone(),
+                        full,
+                    }));
+                }
+            }
         }
+        self.ended.remove(&id);
         self.sessions.insert(
             id,
             Held {
@@ -625,6 +681,7 @@ impl Registry {
             })
             .collect();
         self.floor = Some(g);
+        self.ended.clear();
         Ok(commands)
     }
 
@@ -1002,5 +1059,47 @@ mod tests {
             },
         );
         assert_eq!(reg.connected().count(), 0);
+    }
+
+    #[test]
+    fn a_session_the_relay_closed_is_gone_until_upserted_again() {
+        let mut reg = Registry::new();
+        ok(&mut reg, upsert_conf(1, "c"));
+        let a = spec("a", "c", &[1]);
+        ok(&mut reg, upsert(2, a.clone()));
+        ok(&mut reg, subscribe(3, "a", FullSet::All));
+        assert_eq!(names(&reg.observe_ended(&a)), ["remove_session a"]);
+        assert!(reg.observe_ended(&a).is_empty(), "once");
+        assert_eq!(reg.session_count(), 0);
+        assert_eq!(
+            err(&mut reg, subscribe(4, "a", FullSet::All)),
+            ErrorCode::NotFound
+        );
+        // Another spec at the same generation is still stale; the same upsert again
+        // brings the session back with its subscription.
+        let other = spec("a", "c", &[9]);
+        assert_eq!(err(&mut reg, upsert(2, other)), ErrorCode::StaleGeneration);
+        assert_eq!(
+            ok(&mut reg, upsert(2, a.clone())),
+            ["upsert_session a", "set_subscription a"]
+        );
+        assert_eq!(reg.session_count(), 1);
+        assert!(
+            ok(&mut reg, upsert(2, a)).is_empty(),
+            "a retransmission now"
+        );
+    }
+
+    #[test]
+    fn an_ended_incarnation_that_was_replaced_leaves_the_new_one_alone() {
+        let mut reg = Registry::new();
+        ok(&mut reg, upsert_conf(1, "c"));
+        let old = spec("a", "c", &[1]);
+        ok(&mut reg, upsert(2, old.clone()));
+        let mut new = old.clone();
+        new.ice_pwd = IcePwd::new("zyxwvutsrqponmlkjihgfe+/").unwrap();
+        ok(&mut reg, upsert(3, new));
+        assert!(reg.observe_ended(&old).is_empty());
+        assert_eq!(reg.session_count(), 1);
     }
 }

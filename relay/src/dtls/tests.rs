@@ -302,6 +302,20 @@ fn fingerprint_mismatch_fails_and_releases_nothing() {
             assert_eq!(epoch, 0);
         }
     }
+    // Its last word is a fatal bad_certificate alert, which the client takes.
+    let alert = p.server_sent.last().unwrap();
+    assert_eq!(record_types(alert), vec![(21, 0, 2)]);
+    assert_eq!(alert[alert.len() - 2..], [2, 42]);
+    let mut fresh = Pair::matching();
+    fresh.step();
+    fresh.step();
+    assert!(
+        matches!(
+            fresh.client.handle_packet(alert),
+            Err(dimpl::Error::SecurityError(_))
+        ),
+        "a dimpl client mid-handshake fails on the alert at once"
+    );
     // Dead: further datagrams are refused, no timer.
     assert_eq!(p.server.poll_timeout(), None);
     let ch = p.client_sent[0].clone();

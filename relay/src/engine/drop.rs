@@ -13,8 +13,6 @@ pub enum DropReason {
     StunUnknownUfrag,
     /// A Binding request with bad credentials (answered 400/401/420).
     StunRejected,
-    /// A Binding request for a session whose ICE runs on another worker.
-    HomedElsewhere,
     /// DTLS, RTP or RTCP from an address that never passed an ICE check.
     Unvalidated,
     /// A DTLS record the session's DTLS server rejected.
@@ -41,12 +39,11 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::NotOurs,
         DropReason::StunMalformed,
         DropReason::StunUnknownUfrag,
         DropReason::StunRejected,
-        DropReason::HomedElsewhere,
         DropReason::Unvalidated,
         DropReason::DtlsRejected,
         DropReason::BeforeDtls,
@@ -75,7 +72,6 @@ impl DropReason {
             DropReason::StunMalformed => "stun_malformed",
             DropReason::StunUnknownUfrag => "stun_unknown_ufrag",
             DropReason::StunRejected => "stun_rejected",
-            DropReason::HomedElsewhere => "homed_elsewhere",
             DropReason::Unvalidated => "unvalidated",
             DropReason::DtlsRejected => "dtls_rejected",
             DropReason::BeforeDtls => "before_dtls",

@@ -23,9 +23,15 @@
 //! may send to any address from its own socket. What needs ordered per-destination state
 //! (an SRTCP index) goes to the destination's home shard as a message.
 //!
-//! Limitation: a participant whose address moves to one that the kernel hashes to
-//! another worker is not followed there (its checks are dropped as
-//! [`DropReason::HomedElsewhere`]); it has to rejoin.
+//! A session's other addresses (a second interface, IPv6 beside IPv4, the new address
+//! after a NAT rebinding or a network switch) may hash to other workers. Any shard
+//! answers a valid check itself ([`IceLite::answer`]: the credentials are on every
+//! shard) and tells the home ([`PeerMsg::Checked`]), whose agent records it. From then
+//! on, that shard finds the address in its own table: it forwards the session's media
+//! from it exactly as the home would (its fan-out tables are complete, nothing is
+//! locked or copied), hands the rare datagrams that need the home's state — DTLS, and
+//! SRTCP to decrypt — to the home ([`PeerMsg::Datagram`]), and keeps the home's consent
+//! timer fed ([`PeerMsg::Alive`], at most one per [`ALIVE_EVERY`]).
 //!
 //! # What is checked per packet
 //!
@@ -60,6 +66,11 @@ use crate::wire::{self, Kind};
 use txqueue::TxQueue;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// How often a shard that forwards a session's media from an address homed elsewhere
+/// tells the home the session is alive: well inside the 30 s silence timeout, and rare
+/// enough to cost nothing.
+pub const ALIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Which worker an engine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -181,6 +192,33 @@ pub enum PeerMsg {
         /// The stream.
         ssrc: Ssrc,
     },
+    /// Another shard answered a valid check of `session` (homed on the shard this is
+    /// sent to) from `from`.
+    Checked {
+        /// The session.
+        session: SessionId,
+        /// The check's source address.
+        from: SocketAddr,
+        /// It carried USE-CANDIDATE.
+        nominated: bool,
+    },
+    /// A datagram that needs the home's state (DTLS, or SRTCP to decrypt) and reached
+    /// another shard, to be handled as if the home had received it from `from`.
+    /// Boxed: these are rare (a handshake, a few RTCP packets a second), and carrying a
+    /// whole datagram inline would grow every message in every worker's queue.
+    Datagram {
+        /// The session (homed on the shard this is sent to).
+        session: SessionId,
+        /// Where it came from.
+        from: SocketAddr,
+        /// The datagram as received.
+        data: Box<[u8]>,
+    },
+    /// Another shard forwards the session's media: it is alive.
+    Alive {
+        /// The session (homed on the shard this is sent to).
+        session: SessionId,
+    },
 }
 
 /// A plain RTCP packet carried between shards without a heap allocation.
@@ -234,6 +272,12 @@ pub enum Event {
     Notify(NotificationBody),
     /// A message for other shards (deliver as [`Command::Peer`]).
     Peer(PeerDest, PeerMsg),
+    /// The relay closed this session on its own (consent expired, DTLS failed after
+    /// connecting): it is gone, as `session_closed` says. The control side forgets it
+    /// and sends [`Command::RemoveSession`] to every shard, in order with the rules, so
+    /// the same spec upserted again (or listed in a snapshot) makes a new session. The
+    /// spec tells which incarnation ended: one replaced meanwhile is not touched.
+    Ended(SessionSpec),
 }
 
 /// Counters, kept as plain integers (the engine is single-threaded); the shell
@@ -314,6 +358,8 @@ struct Local {
     srtcp_in: Option<SrtpContext>,
     srtcp_out: Option<SrtpContext>,
     failed: bool,
+    /// Where the last DTLS datagram came from (answers go there before nomination).
+    dtls_from: Option<SocketAddr>,
 }
 
 struct Session {
@@ -330,6 +376,8 @@ struct Session {
     created: Instant,
     /// A failure was already reported.
     reported: bool,
+    /// When this shard last sent [`PeerMsg::Alive`] for it (sessions homed elsewhere).
+    alive_sent: Option<Instant>,
 }
 
 impl Session {
@@ -601,7 +649,22 @@ impl Engine {
             .iter()
             .position(|st| st.spec.ssrc == ssrc)
             .ok_or(DropReason::UndeclaredSsrc)?;
-        s.ice.touch(now);
+        match s.home {
+            Home::Elsewhere(home) => {
+                // The home times the session: feed it, rarely (one comparison a packet).
+                if s.alive_sent
+                    .is_none_or(|t| now.saturating_duration_since(t) >= ALIVE_EVERY)
+                {
+                    s.alive_sent = Some(now);
+                    let msg = PeerMsg::Alive {
+                        session: s.spec.session_id.clone(),
+                    };
+                    self.events
+                        .push_back(Event::Peer(PeerDest::Shard(home), msg));
+                }
+            }
+            _ => s.ice.touch(now),
+        }
         Ok((i, k))
     }
 
@@ -630,28 +693,47 @@ impl Engine {
             .by_ufrag
             .get(ufrag)
             .ok_or(DropReason::StunUnknownUfrag)?;
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if let Home::Elsewhere(_) = s.home {
-            return Err(DropReason::HomedElsewhere);
+        if self.tx.is_full() {
+            // Not even looked at: a check we cannot answer must not change state.
+            return Err(DropReason::TxQueueFull);
         }
+        let s = self.sessions[i].as_mut().expect("indexed session exists");
         if s.local().is_some_and(|l| l.failed) {
             return Err(DropReason::DtlsRejected);
         }
+        let home = match s.home {
+            Home::Elsewhere(home) => Some(home),
+            _ => None,
+        };
         let mut answer = None;
-        let queued = self.tx.push(from, |out| {
-            let outcome = s.ice.handle_binding(now, from, &msg, out);
+        self.tx.push(from, |out| {
+            let outcome = match home {
+                // Answered here, recorded by the home (see the module docs).
+                Some(_) => s.ice.answer(from, &msg, out),
+                None => s.ice.handle_binding(now, from, &msg, out),
+            };
             answer = Some(outcome);
             outcome.response_len().ok_or(())
         });
-        match answer.ok_or(DropReason::StunMalformed)? {
-            IceOutcome::Success { .. } => {}
+        let nominated = match answer.ok_or(DropReason::StunMalformed)? {
+            IceOutcome::Success { nominated, .. } => nominated,
             IceOutcome::ErrorResponse { .. } => return Err(DropReason::StunRejected),
             IceOutcome::Dropped(_) => return Err(DropReason::StunMalformed),
-        }
-        if !queued {
-            self.stats.drops[DropReason::TxQueueFull.index()] += 1;
+        };
+        self.index_addr(i, from);
+        if let Some(home) = home {
+            let s = self.sessions[i].as_ref().expect("indexed session exists");
+            let msg = PeerMsg::Checked {
+                session: s.spec.session_id.clone(),
+                from,
+                nominated,
+            };
+            self.events
+                .push_back(Event::Peer(PeerDest::Shard(home), msg));
+            return Ok(());
         }
         // A valid check: this shard takes the session if nobody has.
+        let s = self.sessions[i].as_mut().expect("indexed session exists");
         if let Home::Unclaimed = s.home {
             let dtls =
                 DtlsSession::server(&self.cfg.dtls, &self.cfg.cert, s.spec.dtls_fingerprint, now);
@@ -660,6 +742,7 @@ impl Engine {
                 srtcp_in: None,
                 srtcp_out: None,
                 failed: false,
+                dtls_from: None,
             }));
             let msg = PeerMsg::Claimed {
                 session: s.spec.session_id.clone(),
@@ -667,11 +750,22 @@ impl Engine {
             };
             self.events.push_back(Event::Peer(PeerDest::All, msg));
         }
+        self.after_check(i);
+        Ok(())
+    }
+
+    /// Lets this shard find session `i` by `from` (DTLS, SRTCP and media from it).
+    fn index_addr(&mut self, i: usize, from: SocketAddr) {
         let s = self.sessions[i].as_mut().expect("indexed session exists");
         if !s.indexed.contains(&from) {
             s.indexed.push(from);
             self.by_addr.insert(from, i);
         }
+    }
+
+    /// After a valid check of session `i` homed here (answered here or elsewhere).
+    fn after_check(&mut self, i: usize) {
+        let s = self.sessions[i].as_mut().expect("indexed session exists");
         // A (re-)nomination of a connected session moves its media address.
         if let (Some(sel), Some(addr)) = (s.ice.selected(), s.addr)
             && sel != addr
@@ -680,7 +774,6 @@ impl Engine {
             self.set_connected(i, Some(sel));
         }
         self.maybe_connected(i);
-        Ok(())
     }
 
     fn handle_dtls(
@@ -691,19 +784,50 @@ impl Engine {
     ) -> Result<(), DropReason> {
         self.stats.dtls_in += 1;
         let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
+        self.dtls_for(now, i, from, buf)
+    }
+
+    /// A DTLS datagram of session `i` from one of its validated addresses: handled if
+    /// the session is homed here, else handed to its home.
+    fn dtls_for(
+        &mut self,
+        now: Instant,
+        i: usize,
+        from: SocketAddr,
+        buf: &[u8],
+    ) -> Result<(), DropReason> {
         let s = self.sessions[i].as_mut().expect("indexed session exists");
-        let Home::Here(local) = &mut s.home else {
-            return Err(DropReason::Unvalidated);
+        let local = match &mut s.home {
+            Home::Here(local) => local,
+            Home::Elsewhere(home) => {
+                let home = *home;
+                self.hand_home(i, home, from, buf);
+                return Ok(());
+            }
+            Home::Unclaimed => return Err(DropReason::Unvalidated),
         };
         if local.failed {
             return Err(DropReason::DtlsRejected);
         }
+        local.dtls_from = Some(from);
         let r = local.dtls.handle_datagram(now, buf);
         if r.is_ok() {
             s.ice.touch(now);
         }
         self.drain_dtls(now, i);
         r.map_err(|_| DropReason::DtlsRejected)
+    }
+
+    /// Hands a datagram of session `i` to its home shard.
+    fn hand_home(&mut self, i: usize, home: ShardId, from: SocketAddr, buf: &[u8]) {
+        let s = self.sessions[i].as_ref().expect("indexed session exists");
+        let msg = PeerMsg::Datagram {
+            session: s.spec.session_id.clone(),
+            from,
+            data: buf.into(),
+        };
+        self.events
+            .push_back(Event::Peer(PeerDest::Shard(home), msg));
     }
 
     fn handle_rtcp(
@@ -713,7 +837,23 @@ impl Engine {
         buf: &mut [u8],
     ) -> Result<(), DropReason> {
         let i = self.media_session(from)?;
+        self.rtcp_for(now, i, from, buf)
+    }
+
+    /// SRTCP of session `i` from its nominated address: handled if the session is homed
+    /// here, else handed to its home.
+    fn rtcp_for(
+        &mut self,
+        now: Instant,
+        i: usize,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<(), DropReason> {
         let s = self.sessions[i].as_mut().expect("indexed session exists");
+        if let Home::Elsewhere(home) = s.home {
+            self.hand_home(i, home, from, buf);
+            return Ok(());
+        }
         let srtcp = s
             .local()
             .and_then(|l| l.srtcp_in.as_mut())
@@ -887,10 +1027,14 @@ impl Engine {
     /// Sends the session's pending DTLS datagrams and acts on its DTLS events.
     fn drain_dtls(&mut self, _now: Instant, i: usize) {
         let s = self.sessions[i].as_mut().expect("session exists");
-        let dest = s.ice.selected().or_else(|| s.indexed.last().copied());
         let Home::Here(local) = &mut s.home else {
             return;
         };
+        let dest = s
+            .ice
+            .selected()
+            .or(local.dtls_from)
+            .or_else(|| s.indexed.last().copied());
         while let Some(d) = local.dtls.poll_transmit() {
             if let Some(dest) = dest
                 && !self.tx.push_copy(dest, d)
@@ -936,16 +1080,16 @@ impl Engine {
             self.set_connected(i, None);
             let s = self.sessions[i].as_mut().expect("session exists");
             s.reported = true;
-            let session_id = s.spec.session_id.clone();
-            self.notify(if was_connected {
-                NotificationBody::SessionClosed { session_id, reason }
+            if was_connected {
+                self.closed_by_relay(i, reason);
             } else {
-                NotificationBody::SessionFailed {
+                let session_id = s.spec.session_id.clone();
+                self.notify(NotificationBody::SessionFailed {
                     session_id,
                     reason,
                     detail: e.to_string(),
-                }
-            });
+                });
+            }
             return;
         }
         self.maybe_connected(i);
@@ -998,8 +1142,10 @@ impl Engine {
         self.rebuild_fanout(conf);
     }
 
-    /// Ends a session homed here: reports why, stops its media, keeps its config (the
-    /// signaling side removes it) so a late packet cannot re-create it.
+    /// Ends a session homed here: reports why and stops its media. A session that never
+    /// connected keeps its config (the participant may retry; signaling removes it); a
+    /// connected one is closed, which removes it relay-wide ([`Event::Ended`]). Either
+    /// way its addresses are forgotten, so a late packet cannot revive it.
     fn end_session(&mut self, i: usize, reason: EndReason) {
         let s = self.sessions[i].as_mut().expect("session exists");
         if s.reported {
@@ -1017,15 +1163,27 @@ impl Engine {
             self.by_addr.remove(&a);
         }
         self.set_connected(i, None);
-        self.notify(if was_connected {
-            NotificationBody::SessionClosed { session_id, reason }
+        if was_connected {
+            self.closed_by_relay(i, reason);
         } else {
-            NotificationBody::SessionFailed {
+            self.notify(NotificationBody::SessionFailed {
                 session_id,
                 reason,
                 detail: String::new(),
-            }
+            });
+        }
+    }
+
+    /// Reports that the relay closed connected session `i` on its own: the notification,
+    /// and [`Event::Ended`] so that the control side removes it from every shard.
+    fn closed_by_relay(&mut self, i: usize, reason: EndReason) {
+        let s = self.sessions[i].as_ref().expect("session exists");
+        let spec = s.spec.clone();
+        self.notify(NotificationBody::SessionClosed {
+            session_id: spec.session_id.clone(),
+            reason,
         });
+        self.events.push_back(Event::Ended(spec));
     }
 
     // ----- peers -----------------------------------------------------------------------
@@ -1049,8 +1207,17 @@ impl Engine {
                     // Two shards answered first checks at once: the lower id keeps it.
                     Home::Here(_) if shard < self.cfg.shard => {
                         s.home = Home::Elsewhere(shard);
-                        for a in std::mem::take(&mut s.indexed) {
-                            self.by_addr.remove(&a);
+                        // The addresses checked here stay indexed (their datagrams go
+                        // to the new home), and the new home learns them.
+                        let selected = s.ice.selected();
+                        for &from in &s.indexed {
+                            let msg = PeerMsg::Checked {
+                                session: session.clone(),
+                                from,
+                                nominated: selected == Some(from),
+                            };
+                            self.events
+                                .push_back(Event::Peer(PeerDest::Shard(shard), msg));
                         }
                         if s.addr.is_some() {
                             self.set_connected(i, None);
@@ -1090,6 +1257,48 @@ impl Engine {
             PeerMsg::KeyframeRequest { owner, ssrc } => {
                 if let Some(i) = self.homed_here(&owner) {
                     self.request_keyframe_from(now, i, ssrc);
+                }
+            }
+            PeerMsg::Checked {
+                session,
+                from,
+                nominated,
+            } => {
+                let Some(i) = self.homed_here(&session) else {
+                    return;
+                };
+                let s = self.sessions[i].as_mut().expect("homed session exists");
+                if s.local().is_some_and(|l| l.failed) {
+                    return;
+                }
+                if s.ice.record_check(now, from, nominated).is_some() {
+                    self.after_check(i);
+                }
+            }
+            PeerMsg::Datagram {
+                session,
+                from,
+                mut data,
+            } => {
+                let Some(i) = self.homed_here(&session) else {
+                    return;
+                };
+                let s = self.sessions[i].as_ref().expect("homed session exists");
+                let r = match wire::classify(&data) {
+                    // The sending shard saw a valid check from `from`; the `Checked`
+                    // it sent first reached this agent already (one queue, in order).
+                    Kind::Dtls if s.ice.is_validated(from) => self.dtls_for(now, i, from, &data),
+                    Kind::Rtcp if s.addr == Some(from) => self.rtcp_for(now, i, from, &mut data),
+                    _ => Err(DropReason::Unvalidated),
+                };
+                if let Err(reason) = r {
+                    self.stats.drops[reason.index()] += 1;
+                }
+            }
+            PeerMsg::Alive { session } => {
+                if let Some(i) = self.homed_here(&session) {
+                    let s = self.sessions[i].as_mut().expect("homed session exists");
+                    s.ice.touch(now);
                 }
             }
         }
@@ -1203,6 +1412,7 @@ impl Engine {
                 .collect(),
             created: now,
             reported: false,
+            alive_sent: None,
             spec,
         };
         let id = session.spec.session_id.clone();

@@ -237,23 +237,59 @@ fn identical_upsert_keeps_the_session() {
 }
 
 #[test]
-fn a_session_claimed_elsewhere_is_not_answered_here() {
+fn a_session_claimed_elsewhere_is_answered_here_and_recorded_by_its_home() {
     let now = Instant::now();
-    let mut e = engine(1);
-    e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
-    e.handle_command(
-        now,
-        Command::Peer(PeerMsg::Claimed {
-            session: SessionId::new("a").unwrap(),
-            shard: ShardId(0),
-        }),
+    let mut home = engine(0);
+    let mut other = engine(1);
+    for e in [&mut home, &mut other] {
+        e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    }
+    let mut c = check("a", PWD, false);
+    assert_eq!(
+        home.handle_datagram(now, addr(5000), &mut c),
+        Handled::Consumed
     );
+    transmits(&mut home);
+    for ev in events(&mut home) {
+        if let Event::Peer(_, msg) = ev {
+            other.handle_command(now, Command::Peer(msg));
+        }
+    }
+    // A second address of the session reaches the other shard: answered there.
     let mut c = check("a", PWD, true);
     assert_eq!(
-        e.handle_datagram(now, addr(5000), &mut c),
-        Handled::Dropped(DropReason::HomedElsewhere)
+        other.handle_datagram(now, addr(6000), &mut c),
+        Handled::Consumed
     );
-    assert!(transmits(&mut e).is_empty());
+    let tx = transmits(&mut other);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].0, addr(6000));
+    let answer = StunMessage::parse(&tx[0].1).unwrap();
+    assert_eq!(answer.class(), Class::SuccessResponse);
+    answer.verify_integrity(PWD.as_bytes()).unwrap();
+    // And the home hears of it, and its agent selects the nominated address.
+    let ev = events(&mut other);
+    let checked = ev
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Peer(PeerDest::Shard(ShardId(0)), m @ PeerMsg::Checked { .. }) => Some(m),
+            _ => None,
+        })
+        .expect("a Checked message for the home");
+    home.handle_command(now, Command::Peer(checked));
+    let Some(Session { ice, .. }) = home.sessions[0].as_ref() else {
+        panic!("the session is there");
+    };
+    assert_eq!(ice.selected(), Some(addr(6000)));
+    // DTLS from the other shard's address goes to the home, whole.
+    let mut hello = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+    assert_eq!(
+        other.handle_datagram(now, addr(6000), &mut hello),
+        Handled::Consumed
+    );
+    assert!(events(&mut other).iter().any(|e| matches!(e,
+        Event::Peer(PeerDest::Shard(ShardId(0)), PeerMsg::Datagram { from, data, .. })
+            if *from == addr(6000) && **data == hello[..])));
 }
 
 #[test]

@@ -61,6 +61,12 @@ impl TxQueue {
         }
     }
 
+    /// Whether a [`push`](Self::push) now would find no free slot.
+    pub(crate) fn is_full(&mut self) -> bool {
+        self.reclaim();
+        self.len == self.slots.len()
+    }
+
     /// Queues a copy of `data` (at most [`SLOT_LEN`] bytes).
     pub(crate) fn push_copy(&mut self, dest: SocketAddr, data: &[u8]) -> bool {
         self.push(dest, |buf| match buf.get_mut(..data.len()) {

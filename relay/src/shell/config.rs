@@ -12,6 +12,7 @@
 //! | `recv_buffer`, `send_buffer` | `--recv-buffer`, `--send-buffer` | 4 MiB each (bytes) |
 //! | `log_level` | `--log-level` | `info` |
 //! | `rng_seed` | `--rng-seed` | none: OS randomness (a seed is for tests only) |
+//! | `consent_timeout` | `--consent-timeout` | 30 (seconds of silence that end a session) |
 //!
 //! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing
 //! connection on the host never takes it, above the privileged ports, and it is the port
@@ -31,8 +32,9 @@
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -42,6 +44,8 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSP
 pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
 /// The default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/blindfold/relay.sock";
+/// The default silence, in seconds, that ends a session (RFC 7675's consent timeout).
+pub const DEFAULT_CONSENT_TIMEOUT_SECS: u64 = 30;
 /// The default socket buffer size, each way.
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
 
@@ -119,6 +123,10 @@ pub struct Args {
     /// cookies predictable.
     #[arg(long)]
     pub rng_seed: Option<u64>,
+    /// Seconds without a valid packet after which a session ends (also the time a new
+    /// session has for its first valid ICE check).
+    #[arg(long, value_name = "SECS")]
+    pub consent_timeout: Option<NonZeroU64>,
 }
 
 /// The TOML file: every key optional, unknown keys rejected.
@@ -136,6 +144,7 @@ struct FileConfig {
     send_buffer: Option<usize>,
     log_level: Option<LogLevel>,
     rng_seed: Option<u64>,
+    consent_timeout: Option<NonZeroU64>,
 }
 
 /// The DTLS certificate and key files.
@@ -171,6 +180,8 @@ pub struct Config {
     pub log_level: LogLevel,
     /// Deterministic RNG seed (tests only).
     pub rng_seed: Option<u64>,
+    /// Silence that ends a session.
+    pub consent_timeout: Duration,
 }
 
 /// Why the configuration was rejected. Each names the key at fault.
@@ -349,6 +360,11 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
             .unwrap_or(DEFAULT_SOCKET_BUFFER),
         log_level: args.log_level.or(file.log_level).unwrap_or_default(),
         rng_seed: args.rng_seed.or(file.rng_seed),
+        consent_timeout: Duration::from_secs(
+            args.consent_timeout
+                .or(file.consent_timeout)
+                .map_or(DEFAULT_CONSENT_TIMEOUT_SECS, NonZeroU64::get),
+        ),
     })
 }
 
@@ -372,6 +388,7 @@ mod tests {
         assert_eq!((c.recv_buffer, c.send_buffer), (4 << 20, 4 << 20));
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.rng_seed, None);
+        assert_eq!(c.consent_timeout, Duration::from_secs(30));
     }
 
     #[test]
