@@ -38,34 +38,8 @@ use serde::Deserialize;
 
 use crate::core::{AllowList, Limits};
 
-/// How much to log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Errors only.
-    Error,
-    /// And warnings.
-    Warn,
-    /// And lifecycle events (the default).
-    #[default]
-    Info,
-    /// And per-call detail.
-    Debug,
-    /// Everything.
-    Trace,
-}
-
-impl From<LogLevel> for tracing::Level {
-    fn from(l: LogLevel) -> Self {
-        match l {
-            LogLevel::Error => tracing::Level::ERROR,
-            LogLevel::Warn => tracing::Level::WARN,
-            LogLevel::Info => tracing::Level::INFO,
-            LogLevel::Debug => tracing::Level::DEBUG,
-            LogLevel::Trace => tracing::Level::TRACE,
-        }
-    }
-}
+/// How much to log: the same levels and names as the relay's.
+pub use blindfold_relay::shell::config::LogLevel;
 
 /// The command-line flags; each overrides the TOML key of the same name (with `_`).
 #[derive(Debug, Clone, Default, clap::Parser)]
