@@ -837,3 +837,44 @@ fn a_participant_whose_certificate_does_not_match_is_told_at_once() {
         "{notes:?}"
     );
 }
+
+#[test]
+fn a_check_sent_right_after_ok_is_answered_whatever_worker_gets_it() {
+    let relay = Relay::start(4);
+    let (mut control, info) = connect(&relay);
+    let conference = ConferenceSpec {
+        conf_id: ConfId::new(CONF).unwrap(),
+    };
+    assert_eq!(
+        control.request(RequestBody::UpsertConference {
+            generation: generation(),
+            conference,
+        }),
+        Ok(ResponseBody::Ok)
+    );
+    // `ok` means applied on every worker: the very first check, from an address that
+    // lands on any of them, finds the session. One try each.
+    for i in 0..20 {
+        let peer = Peer::new(i, &format!("p{i}"), &info);
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            control.request(RequestBody::UpsertSession {
+                generation: generation(),
+                session: peer.spec.clone(),
+            }),
+            Ok(ResponseBody::Ok)
+        );
+        let check = ice_check(&peer.spec, i as u8, true);
+        assert!(
+            answered(&sock, &relay, &check, Duration::from_secs(1)),
+            "try {i}: the check right after ok was not answered"
+        );
+    }
+    relay.wait_until(Duration::from_secs(5), "the checks to be counted", || {
+        relay.metric("blindfold_packets_received_total") >= 20
+    });
+    assert_eq!(
+        relay.metric("blindfold_drops_total{reason=\"stun_unknown_ufrag\"}"),
+        0
+    );
+}

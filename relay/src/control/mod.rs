@@ -47,6 +47,7 @@
 mod frame;
 mod message;
 pub mod registry;
+pub mod server;
 mod types;
 
 pub use frame::{FrameDecoder, write_frame};

@@ -10,6 +10,10 @@
 //!   blocking HTTP server for `GET /metrics`.
 //! - [`config`]: the relay's configuration, a TOML file overridden by command-line flags.
 //! - [`signals`] (Linux): SIGTERM/SIGINT set a flag and wake every worker's `mio::Waker`.
+//! - [`worker`] (Linux): one worker thread — its socket, its engine and the mio loop
+//!   between them; the relay's metric names.
+//! - [`control`] (Linux): the control thread's IO around the sans-IO
+//!   [`ControlServer`](crate::control::server::ControlServer).
 //!
 //! # How the binary puts them together
 //!
@@ -31,11 +35,15 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod config;
+#[cfg(target_os = "linux")]
+pub mod control;
 pub mod metrics;
 #[cfg(target_os = "linux")]
 pub mod signals;
 #[cfg(target_os = "linux")]
 pub mod udp;
+#[cfg(target_os = "linux")]
+pub mod worker;
 
 /// Drives the shell's parsers (the TOML config and the metrics server's request reader)
 /// on arbitrary bytes; a panic is a finding.

@@ -1,0 +1,324 @@
+//! The control server driven with bytes, as the shell drives it: one behaviour per test.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::control::{
+    ConfId, ConferenceSpec, EndReason, ExtmapIds, Fingerprint, Generation, IcePwd, IceUfrag,
+    Request, RequestId, SessionId,
+};
+
+const WORKERS: usize = 3;
+
+fn relay_hello() -> Hello {
+    let addr: SocketAddr = "192.0.2.1:10000".parse().unwrap();
+    Hello::relay("relay/test", Fingerprint([7; 32]), vec![addr])
+}
+
+fn server(limits: Limits) -> ControlServer {
+    ControlServer::new(relay_hello(), WORKERS, limits)
+}
+
+fn frame(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    super::super::encode(msg, &mut out).unwrap();
+    out
+}
+
+fn request(id: u64, body: RequestBody) -> Vec<u8> {
+    frame(&Message::Request(Request {
+        id: RequestId(id),
+        body,
+    }))
+}
+
+fn signaling_hello() -> Vec<u8> {
+    frame(&Message::Hello(Hello::signaling("signaling/test")))
+}
+
+/// Everything the server wants written, decoded (and marked written).
+fn take(s: &mut ControlServer) -> Vec<Message> {
+    let bytes = s.transmit().to_vec();
+    s.advance(bytes.len());
+    decode_all(&bytes)
+}
+
+fn decode_all(bytes: &[u8]) -> Vec<Message> {
+    let mut dec = FrameDecoder::new();
+    let mut rest = bytes;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        rest = &rest[dec.push(rest)..];
+        while let Some(f) = dec.next_frame().unwrap() {
+            out.push(super::super::decode(&f).unwrap());
+        }
+    }
+    out
+}
+
+/// A server with a client that said hello; our hello already taken.
+fn connected(limits: Limits) -> ControlServer {
+    let mut s = server(limits);
+    s.accept().unwrap();
+    s.handle_data(&signaling_hello());
+    let msgs = take(&mut s);
+    assert!(matches!(msgs[..], [Message::Hello(_)]), "{msgs:?}");
+    s
+}
+
+fn conf_upsert(g: u64) -> RequestBody {
+    RequestBody::UpsertConference {
+        generation: Generation(g),
+        conference: ConferenceSpec {
+            conf_id: ConfId::new("c").unwrap(),
+        },
+    }
+}
+
+fn spec(id: &str) -> SessionSpec {
+    SessionSpec {
+        session_id: SessionId::new(id).unwrap(),
+        conf_id: ConfId::new("c").unwrap(),
+        ice_ufrag: IceUfrag::new(format!("rly{id}")).unwrap(),
+        ice_pwd: IcePwd::new("abcdefghijklmnopqrstuv+/").unwrap(),
+        remote_ufrag: IceUfrag::new(format!("peer{id}")).unwrap(),
+        dtls_fingerprint: Fingerprint([0xab; 32]),
+        streams: Vec::new(),
+        extmap: ExtmapIds::default(),
+    }
+}
+
+/// Every worker applies everything queued for it.
+fn apply_all(s: &mut ControlServer) {
+    for w in 0..WORKERS {
+        let mut n = 0;
+        while s.poll_command(w).is_some() {
+            n += 1;
+        }
+        let before = s.workers[w].applied;
+        s.handle_applied(w, before + n);
+    }
+}
+
+fn goodbye_code(msgs: &[Message]) -> Option<ErrorCode> {
+    match msgs.last() {
+        Some(Message::Goodbye(g)) => Some(g.code),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_request_before_the_hello_is_a_protocol_violation() {
+    let mut s = server(Limits::default());
+    s.accept().unwrap();
+    s.handle_data(&request(1, RequestBody::GetStats));
+    let msgs = take(&mut s);
+    assert!(matches!(msgs.first(), Some(Message::Hello(_))));
+    assert_eq!(goodbye_code(&msgs), Some(ErrorCode::ProtocolViolation));
+    assert!(s.wants_close());
+    assert_eq!(s.stats().requests, 0, "not handled");
+}
+
+#[test]
+fn another_major_version_is_refused_with_a_goodbye() {
+    let mut s = server(Limits::default());
+    s.accept().unwrap();
+    let hello = String::from_utf8(signaling_hello()[4..].to_vec()).unwrap();
+    let theirs = hello.replace("\"version\":1", "\"version\":2");
+    assert_ne!(hello, theirs, "the hello names its version");
+    let mut bytes = (theirs.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(theirs.as_bytes());
+    s.handle_data(&bytes);
+    let msgs = take(&mut s);
+    assert_eq!(goodbye_code(&msgs), Some(ErrorCode::VersionMismatch));
+    assert!(s.wants_close());
+}
+
+#[test]
+fn a_second_client_is_turned_away_while_one_is_connected() {
+    let mut s = connected(Limits::default());
+    let bye = s.accept().unwrap_err();
+    assert_eq!(
+        goodbye_code(&decode_all(&bye)),
+        Some(ErrorCode::ProtocolViolation)
+    );
+    assert_eq!(s.stats().refused_clients, 1);
+    // The first one is untouched; after it leaves, the next is welcome.
+    assert!(s.is_connected() && !s.wants_close());
+    s.handle_hangup();
+    s.accept().unwrap();
+}
+
+#[test]
+fn ok_is_held_until_every_worker_applied_the_rule() {
+    let mut s = connected(Limits::default());
+    s.handle_data(&request(1, conf_upsert(1)));
+    assert!(take(&mut s).is_empty(), "not applied anywhere yet");
+    for w in 0..WORKERS {
+        assert_eq!(s.queued(w), 1, "every worker gets the rule");
+    }
+    // Two of three workers applied it: still held, and so is what follows it.
+    for w in 0..2 {
+        s.poll_command(w).unwrap();
+        s.handle_applied(w, 1);
+    }
+    s.handle_data(&request(2, RequestBody::GetStats));
+    assert!(take(&mut s).is_empty());
+    s.poll_command(2).unwrap();
+    s.handle_applied(2, 1);
+    let msgs = take(&mut s);
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0], Message::ok_response(RequestId(1)));
+    assert!(matches!(&msgs[1], Message::Response(r) if r.id == RequestId(2)));
+}
+
+#[test]
+fn a_full_worker_queue_answers_overloaded_and_changes_nothing() {
+    let limits = Limits {
+        max_queued: 2,
+        ..Limits::default()
+    };
+    let mut s = connected(limits);
+    s.handle_data(&request(1, conf_upsert(1)));
+    s.handle_data(&request(
+        2,
+        RequestBody::UpsertSession {
+            generation: Generation(2),
+            session: spec("a"),
+        },
+    ));
+    // Nobody drained: two commands wait for each worker.
+    s.handle_data(&request(
+        3,
+        RequestBody::UpsertSession {
+            generation: Generation(3),
+            session: spec("b"),
+        },
+    ));
+    s.handle_data(&request(4, RequestBody::GetStats));
+    assert_eq!(s.stats().overloaded, 1);
+    assert_eq!(s.registry().session_count(), 1, "b was not applied");
+    apply_all(&mut s);
+    let msgs = take(&mut s);
+    let results: Vec<_> = msgs
+        .iter()
+        .map(|m| match m {
+            Message::Response(r) => r.result.as_ref().map_err(|e| e.code).map(|_| ()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [Ok(()), Ok(()), Err(ErrorCode::Overloaded), Ok(())],
+        "in order; get_stats is still served"
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_is_hung_up_on() {
+    let limits = Limits {
+        max_backlog: 4096,
+        ..Limits::default()
+    };
+    let mut s = connected(limits);
+    let note = NotificationBody::SessionFailed {
+        session_id: SessionId::new("a").unwrap(),
+        reason: EndReason::IceTimeout,
+        detail: "x".repeat(200),
+    };
+    for _ in 0..100 {
+        s.handle_report(WorkerReport::Note(note.clone()));
+    }
+    assert!(s.wants_close());
+    assert_eq!(s.stats().backlog_hangups, 1);
+    assert!(s.transmit().is_empty(), "what piled up is dropped");
+    s.handle_hangup();
+    assert!(!s.is_connected());
+}
+
+#[test]
+fn a_snapshot_is_followed_by_the_connected_sessions() {
+    let mut s = connected(Limits::default());
+    s.handle_data(&request(1, conf_upsert(1)));
+    s.handle_data(&request(
+        2,
+        RequestBody::UpsertSession {
+            generation: Generation(2),
+            session: spec("a"),
+        },
+    ));
+    apply_all(&mut s);
+    let addr: SocketAddr = "198.51.100.2:5000".parse().unwrap();
+    let up = NotificationBody::SessionConnected {
+        session_id: SessionId::new("a").unwrap(),
+        addr,
+    };
+    s.handle_report(WorkerReport::Note(up.clone()));
+    take(&mut s);
+    // Signaling reconnects and sends its snapshot (unchanged state).
+    s.handle_hangup();
+    s.accept().unwrap();
+    s.handle_data(&signaling_hello());
+    let snapshot = crate::control::Snapshot {
+        generation: Generation(3),
+        conferences: vec![ConferenceSpec {
+            conf_id: ConfId::new("c").unwrap(),
+        }],
+        sessions: vec![spec("a")],
+        subscriptions: Vec::new(),
+    };
+    s.handle_data(&request(3, RequestBody::Snapshot(snapshot)));
+    let msgs = take(&mut s);
+    assert_eq!(
+        msgs,
+        [
+            Message::Hello(relay_hello()),
+            Message::ok_response(RequestId(3)),
+            Message::Notification(up),
+        ]
+    );
+}
+
+#[test]
+fn goodbye_from_the_client_closes_and_shutdown_says_goodbye() {
+    let mut s = connected(Limits::default());
+    s.handle_data(&frame(&Message::Goodbye(Goodbye::new(
+        ErrorCode::Shutdown,
+        "signaling stops",
+    ))));
+    assert!(s.wants_close());
+    s.handle_data(&request(1, RequestBody::GetStats));
+    assert!(take(&mut s).is_empty(), "nothing is read after a goodbye");
+    s.handle_hangup();
+
+    let mut s = connected(Limits::default());
+    // A response still waiting for the workers is not sent early: only the goodbye.
+    s.handle_data(&request(1, conf_upsert(1)));
+    s.handle_shutdown();
+    let msgs = take(&mut s);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(goodbye_code(&msgs), Some(ErrorCode::Shutdown));
+    assert!(s.wants_close());
+}
+
+#[test]
+fn an_ended_session_is_removed_on_every_worker() {
+    let mut s = connected(Limits::default());
+    s.handle_data(&request(1, conf_upsert(1)));
+    s.handle_data(&request(
+        2,
+        RequestBody::UpsertSession {
+            generation: Generation(2),
+            session: spec("a"),
+        },
+    ));
+    apply_all(&mut s);
+    take(&mut s);
+    s.handle_report(WorkerReport::Ended(spec("a")));
+    for w in 0..WORKERS {
+        assert!(
+            matches!(s.poll_command(w), Some(Command::RemoveSession(id)) if id.as_str() == "a")
+        );
+    }
+    assert_eq!(s.registry().session_count(), 0);
+}

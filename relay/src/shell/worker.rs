@@ -1,0 +1,440 @@
+//! One worker thread: its `SO_REUSEPORT` socket, its [`Engine`], and the mio loop
+//! that feeds one to the other.
+//!
+//! ```text
+//! loop { poll(timeout = engine.poll_timeout(), next metrics publish)
+//!        recvmmsg → engine.handle_datagram → Forward: push_fanout(receive buffer)
+//!                                          → poll_transmit: push_owned → sendmmsg
+//!        commands from the channel (rules, other workers' PeerMsgs) → handle_command;
+//!          rules applied are counted in `applied` for the control thread
+//!        handle_timeout when due; poll_event: Notify/Ended → control, Peer → workers
+//!        every 100 ms: EngineStats → WorkerMetrics }
+//! ```
+//!
+//! A worker never blocks: a full peer or report channel is a counted drop
+//! (`peer_queue_full`, `notify_queue_full`). A panic in a worker stops the whole
+//! process ([`Worker::run`]'s guard triggers the shutdown, and the binary exits
+//! non-zero): every worker knows every session and may be the only one that can reach
+//! some of them, so the relay must not run on with a dead one.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::metrics::{Labels, Metrics, WorkerMetrics};
+use super::signals::Shutdown;
+use super::udp::{FlushStats, RecvBatch, SendQueue};
+use crate::control::server::WorkerReport;
+use crate::engine::{
+    Command, DropReason, Engine, EngineStats, Event, Handled, PeerDest, PeerMsg, ShardId,
+};
+
+// ----- metrics names -------------------------------------------------------------------
+
+/// Drops the shell counts itself, after the engine's [`DropReason`]s.
+const SHELL_DROPS: [&str; 5] = [
+    "recv_truncated",
+    "send_buffer_full",
+    "send_error",
+    "peer_queue_full",
+    "notify_queue_full",
+];
+const RECV_TRUNCATED: usize = DropReason::COUNT;
+const SEND_FULL: usize = DropReason::COUNT + 1;
+const SEND_ERROR: usize = DropReason::COUNT + 2;
+const PEER_QUEUE_FULL: usize = DropReason::COUNT + 3;
+const NOTIFY_QUEUE_FULL: usize = DropReason::COUNT + 4;
+/// Every drop counter: the engine's reasons, then the shell's.
+pub const DROPS: usize = DropReason::COUNT + SHELL_DROPS.len();
+
+/// Session gauges by state.
+pub static SESSIONS: Labels<3> = Labels {
+    metric: "blindfold_sessions",
+    help: "Sessions by state: configured (counted once, not per worker), connecting and connected (on their home worker).",
+    label: "state",
+    values: ["configured", "connecting", "connected"],
+};
+
+/// The relay's metrics.
+pub type RelayMetrics = Metrics<DROPS, 3>;
+type OneWorker = WorkerMetrics<DROPS, 3>;
+
+/// The names of every drop counter (built once, at start).
+pub fn drop_labels() -> &'static Labels<DROPS> {
+    let values = std::array::from_fn(|i| match DropReason::ALL.get(i) {
+        Some(r) => r.name(),
+        None => SHELL_DROPS[i - DropReason::COUNT],
+    });
+    // Built once at start; the metrics need a `'static` name table.
+    Box::leak(Box::new(Labels {
+        metric: "blindfold_drops_total",
+        help: "Datagrams dropped, by reason.",
+        label: "reason",
+        values,
+    }))
+}
+
+// ----- tuning --------------------------------------------------------------------------
+
+/// Datagrams per `recvmmsg`.
+const RECV_BATCH: usize = 64;
+/// Datagrams per `sendmmsg` (a fan-out of one batch to a large conference).
+const SEND_QUEUE: usize = 512;
+/// Owned slots for engine-written datagrams per `sendmmsg`.
+const SEND_OWNED: usize = 128;
+/// `recvmmsg` rounds per wake-up before commands and timers get a turn.
+const RECV_ROUNDS: usize = 16;
+/// Commands handled per loop before datagrams get a turn again.
+const COMMANDS_PER_LOOP: usize = 4096;
+/// Capacity of each worker's command channel (rules and peer messages).
+pub const COMMAND_CHANNEL: usize = 16 * 1024;
+/// How often a worker publishes its engine's counters.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+const SOCKET: Token = Token(0);
+/// The token of every poll's waker.
+pub const WAKER: Token = Token(1);
+
+/// The way into one worker: its command channel, the waker of its poll, and how many
+/// control commands (not peer messages) it has applied.
+#[derive(Clone)]
+pub struct Link {
+    /// Rules and peer messages.
+    pub tx: Sender<Command>,
+    /// Wakes its poll.
+    pub waker: Arc<Waker>,
+    /// Control commands applied so far (the control thread holds `ok` until this
+    /// passes the request's commands).
+    pub applied: Arc<AtomicU64>,
+}
+
+/// One worker; [`Worker::run`] is its thread.
+pub struct Worker {
+    index: usize,
+    engine: Engine,
+    socket: mio::net::UdpSocket,
+    poll: Poll,
+    inbox: Receiver<Command>,
+    /// Every worker's link, this one's included (never used to send to itself).
+    peers: Vec<Link>,
+    /// Which peers were sent something since the last wake-up round.
+    wake: Vec<bool>,
+    notify: Sender<WorkerReport>,
+    control_waker: Arc<Waker>,
+    metrics: Arc<RelayMetrics>,
+    shutdown: Shutdown,
+    /// The engine's counters as last published (metrics take deltas).
+    published: EngineStats,
+}
+
+/// What a worker is made of (see [`Worker::new`]).
+pub struct WorkerParts {
+    /// Its index (also its shard id).
+    pub index: usize,
+    /// Its engine.
+    pub engine: Engine,
+    /// Its socket.
+    pub socket: std::net::UdpSocket,
+    /// Its poll, with [`WAKER`] registered.
+    pub poll: Poll,
+    /// Its command channel's receiving end.
+    pub inbox: Receiver<Command>,
+    /// Every worker's link, its own included.
+    pub peers: Vec<Link>,
+    /// Reports to the control thread.
+    pub notify: Sender<WorkerReport>,
+    /// Wakes the control thread.
+    pub control_waker: Arc<Waker>,
+    /// The shared metrics.
+    pub metrics: Arc<RelayMetrics>,
+    /// The shutdown flag.
+    pub shutdown: Shutdown,
+}
+
+/// Stops the whole process if a worker panics, rather than running on without it.
+struct PanicGuard(Shutdown);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("a worker panicked; shutting down");
+            self.0.trigger();
+        }
+    }
+}
+
+impl Worker {
+    /// A worker from its parts.
+    pub fn new(p: WorkerParts) -> Self {
+        let workers = p.peers.len();
+        Worker {
+            index: p.index,
+            engine: p.engine,
+            socket: mio::net::UdpSocket::from_std(p.socket),
+            poll: p.poll,
+            inbox: p.inbox,
+            peers: p.peers,
+            wake: vec![false; workers],
+            notify: p.notify,
+            control_waker: p.control_waker,
+            metrics: p.metrics,
+            shutdown: p.shutdown,
+            published: EngineStats::default(),
+        }
+    }
+
+    fn metrics(&self) -> &OneWorker {
+        self.metrics
+            .worker(self.index)
+            .expect("one metrics block per worker")
+    }
+
+    /// The worker's loop, until shutdown.
+    pub fn run(mut self) {
+        let _guard = PanicGuard(self.shutdown.clone());
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut self.socket, SOCKET, Interest::READABLE)
+        {
+            tracing::error!(worker = self.index, error = %e, "registering the socket");
+            self.shutdown.trigger();
+            return;
+        }
+        let mut rx = RecvBatch::new(RECV_BATCH);
+        let mut tx = SendQueue::new(SEND_QUEUE, SEND_OWNED);
+        let mut events = Events::with_capacity(16);
+        let mut next_publish = Instant::now();
+        let mut backlog = false;
+        loop {
+            let now = Instant::now();
+            let mut timeout = next_publish.saturating_duration_since(now);
+            if let Some(t) = self.engine.poll_timeout() {
+                timeout = timeout.min(t.saturating_duration_since(now));
+            }
+            if backlog || !self.inbox.is_empty() {
+                timeout = Duration::ZERO;
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(worker = self.index, error = %e, "poll failed");
+                self.shutdown.trigger();
+                break;
+            }
+            if self.shutdown.is_set() {
+                break;
+            }
+            let now = Instant::now();
+            // Receive whatever is waiting, whichever token fired: with edge-triggered
+            // readiness the socket must be drained, and an empty try is one syscall.
+            backlog = self.receive(now, &mut rx, &mut tx);
+            let mut rules = 0;
+            for k in 0..COMMANDS_PER_LOOP {
+                let Ok(cmd) = self.inbox.try_recv() else {
+                    break;
+                };
+                if !matches!(cmd, Command::Peer(_)) {
+                    rules += 1;
+                }
+                self.engine.handle_command(now, cmd);
+                // Peer RTCP makes datagrams: keep the engine's queue from filling.
+                if k % 256 == 255 {
+                    self.send_engine_output(&mut tx);
+                }
+            }
+            if rules > 0 {
+                self.metrics().control_messages.add(rules);
+                // Applied: the control thread may now answer the requests behind them.
+                self.peers[self.index]
+                    .applied
+                    .fetch_add(rules, Ordering::Release);
+                if let Err(e) = self.control_waker.wake() {
+                    tracing::warn!(worker = self.index, error = %e, "waking control failed");
+                }
+            }
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            self.send_engine_output(&mut tx);
+            self.dispatch_events();
+            if now >= next_publish {
+                self.publish();
+                next_publish = now + PUBLISH_EVERY;
+            }
+        }
+        self.publish();
+        tracing::debug!(worker = self.index, "stopped");
+    }
+
+    /// Receives and handles datagrams until the socket would block or `RECV_ROUNDS`
+    /// batches were handled; returns whether more may be waiting.
+    fn receive(&mut self, now: Instant, rx: &mut RecvBatch, tx: &mut SendQueue) -> bool {
+        for _ in 0..RECV_ROUNDS {
+            let n = match rx.recv(&self.socket) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(worker = self.index, error = %e, "recvmmsg failed");
+                    return false;
+                }
+            };
+            if n == 0 {
+                return false;
+            }
+            let Worker {
+                engine,
+                socket,
+                metrics,
+                index,
+                ..
+            } = self;
+            let m = metrics
+                .worker(*index)
+                .expect("one metrics block per worker");
+            m.packets_in.add(n as u64);
+            m.drops.add(RECV_TRUNCATED, rx.dropped() as u64);
+            let mut bytes = 0u64;
+            let mut batch = tx.batch(socket.as_fd());
+            for (from, buf) in rx.iter_mut() {
+                bytes += buf.len() as u64;
+                if let Handled::Forward(dests) = engine.handle_datagram(now, from, &mut *buf) {
+                    // Zero copy: every destination's message points at the receive buffer.
+                    let buf: &[u8] = buf;
+                    batch.push_fanout(buf, dests);
+                }
+                while let Some(t) = engine.poll_transmit() {
+                    let _ = batch.push_owned(t.data, t.dest);
+                }
+            }
+            m.bytes_in.add(bytes);
+            let flushed = batch.flush();
+            drop(batch);
+            record_flush(m, flushed, *index);
+            self.dispatch_events();
+        }
+        true
+    }
+
+    /// Sends what the engine wrote (STUN answers, DTLS flights, RTCP).
+    fn send_engine_output(&mut self, tx: &mut SendQueue) {
+        let Worker {
+            engine,
+            socket,
+            metrics,
+            index,
+            ..
+        } = self;
+        let mut batch = tx.batch(socket.as_fd());
+        while let Some(t) = engine.poll_transmit() {
+            let _ = batch.push_owned(t.data, t.dest);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let flushed = batch.flush();
+        drop(batch);
+        let m = metrics
+            .worker(*index)
+            .expect("one metrics block per worker");
+        record_flush(m, flushed, *index);
+    }
+
+    /// Hands the engine's events on: notifications to the control thread, messages to
+    /// the other workers. Never blocks: a full channel is a counted drop.
+    fn dispatch_events(&mut self) {
+        let mut wake_control = false;
+        while let Some(ev) = self.engine.poll_event() {
+            match ev {
+                Event::Ended(spec) => match self.notify.try_send(WorkerReport::Ended(spec)) {
+                    Ok(()) => wake_control = true,
+                    Err(TrySendError::Full(_)) => {
+                        self.metrics().drops.add(NOTIFY_QUEUE_FULL, 1);
+                    }
+                    Err(TrySendError::Disconnected(_)) => {}
+                },
+                Event::Notify(note) => match self.notify.try_send(WorkerReport::Note(note)) {
+                    Ok(()) => wake_control = true,
+                    Err(TrySendError::Full(_)) => {
+                        self.metrics().drops.add(NOTIFY_QUEUE_FULL, 1);
+                    }
+                    Err(TrySendError::Disconnected(_)) => {}
+                },
+                Event::Peer(PeerDest::Shard(ShardId(s)), msg) => {
+                    let j = usize::from(s);
+                    if j != self.index && j < self.peers.len() {
+                        self.send_peer(j, msg);
+                    }
+                }
+                Event::Peer(PeerDest::All, msg) => {
+                    for j in 0..self.peers.len() {
+                        if j != self.index {
+                            self.send_peer(j, msg.clone());
+                        }
+                    }
+                }
+            }
+        }
+        for (j, wake) in self.wake.iter_mut().enumerate() {
+            if std::mem::take(wake)
+                && let Err(e) = self.peers[j].waker.wake()
+            {
+                tracing::warn!(worker = self.index, peer = j, error = %e, "wake failed");
+            }
+        }
+        if wake_control && let Err(e) = self.control_waker.wake() {
+            tracing::warn!(worker = self.index, error = %e, "waking control failed");
+        }
+    }
+
+    fn send_peer(&mut self, j: usize, msg: PeerMsg) {
+        match self.peers[j].tx.try_send(Command::Peer(msg)) {
+            Ok(()) => self.wake[j] = true,
+            Err(TrySendError::Full(_)) => self.metrics().drops.add(PEER_QUEUE_FULL, 1),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Publishes the engine's counters (deltas since the last time) and session gauges.
+    fn publish(&mut self) {
+        let st = self.engine.stats().clone();
+        let counts = self.engine.session_counts();
+        let m = self.metrics();
+        for (k, (now, before)) in st.drops.iter().zip(&self.published.drops).enumerate() {
+            let d = now.saturating_sub(*before);
+            if d > 0 {
+                m.drops.add(k, d);
+            }
+        }
+        m.dtls_handshakes
+            .add(st.dtls_handshakes_ok - self.published.dtls_handshakes_ok);
+        m.dtls_failures
+            .add(st.dtls_handshakes_failed - self.published.dtls_handshakes_failed);
+        // Every worker knows every session: only worker 0 reports them as configured.
+        let configured = if self.index == 0 {
+            counts.configured
+        } else {
+            0
+        };
+        m.sessions.set(0, configured as i64);
+        m.sessions.set(1, counts.connecting as i64);
+        m.sessions.set(2, counts.connected as i64);
+        self.published = st;
+    }
+}
+
+fn record_flush(m: &OneWorker, flushed: io::Result<FlushStats>, worker: usize) {
+    match flushed {
+        Ok(st) => {
+            m.packets_out.add(st.sent);
+            m.bytes_out.add(st.bytes);
+            m.drops.add(SEND_FULL, st.dropped_full);
+            m.drops.add(SEND_ERROR, st.dropped_error);
+        }
+        Err(e) => tracing::error!(worker, error = %e, "sendmmsg failed"),
+    }
+}
