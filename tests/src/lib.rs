@@ -202,7 +202,7 @@ impl Sim {
             ice_ufrag: IceUfrag::new(relay_ice.ufrag.clone()).expect("ufrag"),
             ice_pwd: IcePwd::new(relay_ice.pwd.clone()).expect("pwd"),
             remote_ufrag: IceUfrag::new(local_ice.ufrag.clone()).expect("ufrag"),
-            dtls_fingerprint: fingerprint,
+            dtls_fingerprint: fingerprint.into(),
             streams: vec![
                 stream(ssrcs.audio, StreamKind::Audio, Layer::None),
                 stream(ssrcs.thumbnail, StreamKind::Video, Layer::Thumbnail),

@@ -735,8 +735,12 @@ impl Engine {
         // A valid check: this shard takes the session if nobody has.
         let s = self.sessions[i].as_mut().expect("indexed session exists");
         if let Home::Unclaimed = s.home {
-            let dtls =
-                DtlsSession::server(&self.cfg.dtls, &self.cfg.cert, s.spec.dtls_fingerprint, now);
+            let dtls = DtlsSession::server(
+                &self.cfg.dtls,
+                &self.cfg.cert,
+                s.spec.dtls_fingerprint.into(),
+                now,
+            );
             s.home = Home::Here(Box::new(Local {
                 dtls,
                 srtcp_in: None,

@@ -11,8 +11,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::control::{ExtmapIds, IcePwd, IceUfrag, StreamKind};
-use crate::dtls::{DtlsSettings, Fingerprint};
+use crate::control::{ExtmapIds, Fingerprint, IcePwd, IceUfrag, StreamKind};
+use crate::dtls::DtlsSettings;
 use crate::wire::stun::{Class, IntegrityKey, Method, StunWriter, TransactionId};
 
 const PWD: &str = "relaypassword0123456789";
