@@ -35,6 +35,7 @@ use blindfold_client::{
     Event as PEvent, IceCredentials, MediaPacket, OwnSsrcs, Participant, ParticipantConfig,
     SenderId,
 };
+use blindfold_relay::control::rules;
 use blindfold_relay::control::{
     ConfId, ExtmapIds, FullSet, IcePwd, IceUfrag, Layer, NotificationBody, SessionId, SessionSpec,
     StreamKind, StreamSpec, SubscriptionSpec,
@@ -210,7 +211,7 @@ impl Sim {
             ],
             extmap: ExtmapIds::default(),
         };
-        self.command_all(Command::UpsertSession(spec.clone()));
+        self.command_all(rules::upsert_session(&spec));
         let profile = SrtpProfile::AeadAes128Gcm;
         let key: Vec<u8> = (0..profile.master_len())
             .map(|i| (i as u8).wrapping_mul(31) ^ idx as u8)
@@ -260,13 +261,13 @@ impl Sim {
     /// Signaling removes a participant's session.
     pub fn remove(&mut self, idx: usize) {
         let id = self.members[idx].spec.session_id.clone();
-        self.command_all(Command::RemoveSession(id));
+        self.command_all(rules::remove_session(&id));
     }
 
     /// A participant's full-resolution subscription.
     pub fn subscribe(&mut self, idx: usize, full: FullSet) {
         let session_id = self.members[idx].spec.session_id.clone();
-        self.command_all(Command::SetSubscription(SubscriptionSpec {
+        self.command_all(rules::set_subscription(&SubscriptionSpec {
             session_id,
             full,
         }));
@@ -388,11 +389,10 @@ impl Sim {
                 while let Some(ev) = self.shards[k].poll_event() {
                     moved = true;
                     match ev {
-                        Event::Notify(n) => self.notifications.push(n),
+                        // As the control server does: the engine's event, in the protocol.
+                        Event::Session(ev) => self.notifications.extend(rules::notification(ev)),
                         // As the control thread does: the relay forgot it everywhere.
-                        Event::Ended(spec) => {
-                            self.command_all(Command::RemoveSession(spec.session_id))
-                        }
+                        Event::Ended(spec) => self.command_all(Command::RemoveSession(spec.id)),
                         Event::Peer(dest, msg) => {
                             for (j, e) in self.shards.iter_mut().enumerate() {
                                 let to_it = match dest {

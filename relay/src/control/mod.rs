@@ -15,4 +15,5 @@
 pub use blindfold_control::*;
 
 pub mod registry;
+pub mod rules;
 pub mod server;
