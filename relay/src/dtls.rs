@@ -289,9 +289,23 @@ pub enum CertFailure {
 ///
 /// Parses from and displays as the SDP form: 32 two-digit hex pairs separated by `:`
 /// ("AB:CD:…"). Displays in upper case; parsing also takes lower case.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
+///
+/// The control protocol carries the same bytes as [`blindfold_control::Fingerprint`]
+/// (its codec has no SHA-256); `From` converts either way.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
+
+impl From<blindfold_control::Fingerprint> for Fingerprint {
+    fn from(f: blindfold_control::Fingerprint) -> Self {
+        Fingerprint(f.0)
+    }
+}
+
+impl From<Fingerprint> for blindfold_control::Fingerprint {
+    fn from(f: Fingerprint) -> Self {
+        blindfold_control::Fingerprint(f.0)
+    }
+}
 
 impl Fingerprint {
     /// SHA-256 of a DER certificate.

@@ -5,9 +5,9 @@
 
 use std::fmt;
 
-/// RTP synchronization source identifier (RFC 3550 §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ssrc(pub u32);
+/// The two the control protocol names too are defined with its codec (which depends
+/// on nothing of the relay's); they are the same types.
+pub use blindfold_control::{ExtId, Ssrc};
 
 /// RTP payload type (RFC 3550 §5.1), 7 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,10 +48,6 @@ pub struct RtpTime(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyIndex(pub u8);
 
-/// The RTP header extension id negotiated with `a=extmap` (RFC 8285), 1..=255.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ExtId(pub u8);
-
 macro_rules! display_inner {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {
@@ -61,7 +57,7 @@ macro_rules! display_inner {
         }
     )*};
 }
-display_inner!(Ssrc, Pt, WireSeq, SeqNo, RtpTime, KeyIndex, ExtId);
+display_inner!(Pt, WireSeq, SeqNo, RtpTime, KeyIndex);
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,9 @@
 //! - [`srtp`]: SRTP and SRTCP (RFC 3711, RFC 7714) applied in place on the caller's
 //!   buffer, with the key derivation function, rollover-counter estimation, replay
 //!   protection and an optional one-byte MKI selecting among master keys.
-//! - [`control`]: the codec of the relay's Unix control socket (framing, versioned
-//!   hello, requests, responses, notifications); see `docs/control-protocol.md`.
+//! - [`control`]: the relay's Unix control socket: the codec (the `blindfold-control`
+//!   crate, re-exported; see `docs/control-protocol.md`), the rule registry and the
+//!   sans-IO control server.
 //! - [`dtls`]: the DTLS 1.2 server (on dimpl) that authenticates each participant by its
 //!   certificate fingerprint and exports the hop-by-hop SRTCP keys.
 //! - [`ice`]: the ICE-lite responder (one per session).

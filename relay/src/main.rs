@@ -209,7 +209,7 @@ fn run(config: &Config) -> Result<(), Fatal> {
     }
     let hello = Hello::relay(
         format!("blindfold-relay/{}", env!("CARGO_PKG_VERSION")),
-        fingerprint,
+        fingerprint.into(),
         candidates,
     );
     let server = ControlServer::new(hello, workers, Limits::default());

@@ -41,6 +41,7 @@ use blindfold_client::{
     Event as PEvent, IceCredentials, MediaPacket, OwnSsrcs, Participant, ParticipantConfig,
     SenderId,
 };
+use blindfold_relay::control::rules;
 use blindfold_relay::control::{
     ConfId, ExtmapIds, FullSet, IcePwd, IceUfrag, Layer, NotificationBody, SessionId, SessionSpec,
     StreamKind, StreamSpec, SubscriptionSpec,
@@ -208,7 +209,7 @@ impl Sim {
             ice_ufrag: IceUfrag::new(relay_ice.ufrag.clone()).expect("ufrag"),
             ice_pwd: IcePwd::new(relay_ice.pwd.clone()).expect("pwd"),
             remote_ufrag: IceUfrag::new(local_ice.ufrag.clone()).expect("ufrag"),
-            dtls_fingerprint: fingerprint,
+            dtls_fingerprint: fingerprint.into(),
             streams: vec![
                 stream(ssrcs.audio, StreamKind::Audio, Layer::None),
                 stream(ssrcs.thumbnail, StreamKind::Video, Layer::Thumbnail),
@@ -216,7 +217,7 @@ impl Sim {
             ],
             extmap: ExtmapIds::default(),
         };
-        self.command_all(Command::UpsertSession(spec.clone()));
+        self.command_all(rules::upsert_session(&spec));
         let profile = SrtpProfile::AeadAes128Gcm;
         let key: Vec<u8> = (0..profile.master_len())
             .map(|i| (i as u8).wrapping_mul(31) ^ idx as u8)
@@ -266,13 +267,13 @@ impl Sim {
     /// Signaling removes a participant's session.
     pub fn remove(&mut self, idx: usize) {
         let id = self.members[idx].spec.session_id.clone();
-        self.command_all(Command::RemoveSession(id));
+        self.command_all(rules::remove_session(&id));
     }
 
     /// A participant's full-resolution subscription.
     pub fn subscribe(&mut self, idx: usize, full: FullSet) {
         let session_id = self.members[idx].spec.session_id.clone();
-        self.command_all(Command::SetSubscription(SubscriptionSpec {
+        self.command_all(rules::set_subscription(&SubscriptionSpec {
             session_id,
             full,
         }));
@@ -394,11 +395,10 @@ impl Sim {
                 while let Some(ev) = self.shards[k].poll_event() {
                     moved = true;
                     match ev {
-                        Event::Notify(n) => self.notifications.push(n),
+                        // As the control server does: the engine's event, in the protocol.
+                        Event::Session(ev) => self.notifications.extend(rules::notification(ev)),
                         // As the control thread does: the relay forgot it everywhere.
-                        Event::Ended(spec) => {
-                            self.command_all(Command::RemoveSession(spec.session_id))
-                        }
+                        Event::Ended(spec) => self.command_all(Command::RemoveSession(spec.id)),
                         Event::Peer(dest, msg) => {
                             for (j, e) in self.shards.iter_mut().enumerate() {
                                 let to_it = match dest {

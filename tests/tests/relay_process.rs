@@ -114,7 +114,7 @@ impl Peer {
             ice_ufrag: IceUfrag::new(relay_ice.ufrag.clone()).unwrap(),
             ice_pwd: IcePwd::new(relay_ice.pwd.clone()).unwrap(),
             remote_ufrag: IceUfrag::new(local_ice.ufrag.clone()).unwrap(),
-            dtls_fingerprint: s.client_cert.fingerprint(),
+            dtls_fingerprint: s.client_cert.fingerprint().into(),
             streams: vec![
                 stream(ssrcs.audio, StreamKind::Audio, Layer::None),
                 stream(ssrcs.thumbnail, StreamKind::Video, Layer::Thumbnail),
@@ -131,7 +131,7 @@ impl Peer {
             relay_ice,
             relay.candidates[0],
             s.client_cert.clone(),
-            relay.dtls_fingerprint,
+            relay.dtls_fingerprint.into(),
             s.client_dtls.clone(),
             ssrcs,
             MasterKey::new(profile, &key).unwrap(),
@@ -810,7 +810,7 @@ fn a_participant_whose_certificate_does_not_match_is_told_at_once() {
     let (mut control, info) = connect(&relay);
     let mut peer = Peer::new(0, "mallory", &info);
     // Signaling pinned another certificate than the one the participant presents.
-    peer.spec.dtls_fingerprint = DtlsCert::generate().unwrap().fingerprint();
+    peer.spec.dtls_fingerprint = DtlsCert::generate().unwrap().fingerprint().into();
     configure(&mut control, &peer);
     let started = Instant::now();
     let mut peers = [peer];

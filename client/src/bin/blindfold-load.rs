@@ -860,7 +860,7 @@ fn run_relay(
                 ice_ufrag: IceUfrag::new(relay_ice.ufrag.clone()).map_err(bad)?,
                 ice_pwd: IcePwd::new(relay_ice.pwd.clone()).map_err(bad)?,
                 remote_ufrag: IceUfrag::new(local_ice.ufrag.clone()).map_err(bad)?,
-                dtls_fingerprint: cert.fingerprint(),
+                dtls_fingerprint: cert.fingerprint().into(),
                 streams: vec![
                     stream(ssrcs.audio, StreamKind::Audio, Layer::None),
                     stream(ssrcs.thumbnail, StreamKind::Video, Layer::Thumbnail),
@@ -896,7 +896,7 @@ fn run_relay(
                 relay_ice,
                 relay_addr,
                 cert.clone(),
-                info.dtls_fingerprint,
+                info.dtls_fingerprint.into(),
                 dtls.clone(),
                 ssrcs,
                 MasterKey::new(profile, &key).map_err(|e| format!("master key: {e:?}"))?,

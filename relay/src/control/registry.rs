@@ -50,11 +50,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use super::rules::{self, same_identity};
 use super::{
     ConfId, ConferenceSpec, ErrorCode, ErrorReply, FullSet, Generation, NotificationBody,
     RequestBody, ResponseBody, SessionId, SessionSpec, Snapshot, StatsReport, SubscriptionSpec,
 };
-use crate::engine::Command;
+use crate::engine::{Command, SessionRule};
 use crate::id::Ssrc;
 
 /// The state held for one object and the generation it carries. `state: None` is a
@@ -96,17 +97,6 @@ pub struct Registry {
 /// What a session receives at full resolution when no subscription was set.
 fn default_full() -> FullSet {
     FullSet::Ssrcs(Vec::new())
-}
-
-/// Whether an upsert from `old` to `new` keeps the engine's session (streams or extmap
-/// changed) or replaces it (conference, credentials or fingerprint changed), as
-/// [`Command::UpsertSession`] documents.
-fn same_identity(old: &SessionSpec, new: &SessionSpec) -> bool {
-    old.conf_id == new.conf_id
-        && old.ice_ufrag == new.ice_ufrag
-        && old.ice_pwd == new.ice_pwd
-        && old.remote_ufrag == new.remote_ufrag
-        && old.dtls_fingerprint == new.dtls_fingerprint
 }
 
 fn stale(what: std::fmt::Arguments<'_>, got: Generation, held: Generation) -> ErrorReply {
@@ -169,13 +159,16 @@ impl Registry {
     /// The relay closed a connected session on its own (the engine's `Ended` event):
     /// forget it, if `spec` is still the incarnation held (one that a newer upsert
     /// replaced meanwhile is not touched). Returns the commands to send to every worker.
-    pub fn observe_ended(&mut self, spec: &SessionSpec) -> Vec<Command> {
-        let id = &spec.session_id;
+    pub fn observe_ended(&mut self, ended: &SessionRule) -> Vec<Command> {
+        let Ok(id) = SessionId::new(ended.id.as_str()) else {
+            return Vec::new();
+        };
+        let id = &id;
         let Some(held) = self.sessions.get(id) else {
             return Vec::new();
         };
         match &held.state {
-            Some(live) if same_identity(live, spec) => {}
+            Some(live) if rules::session_rule(live).same_identity(ended) => {}
             _ => return Vec::new(),
         }
         let generation = held.generation;
@@ -193,7 +186,7 @@ impl Registry {
             self.ended.insert(id.clone(), live);
         }
         self.connected.remove(id);
-        vec![Command::RemoveSession(id.clone())]
+        vec![rules::remove_session(id)]
     }
 
     /// Checks and applies one request. Returns the answer for signaling and the
@@ -308,7 +301,7 @@ impl Registry {
         Ok(if existed {
             Vec::new()
         } else {
-            vec![Command::UpsertConference(id)]
+            vec![rules::upsert_conference(&id)]
         })
     }
 
@@ -360,7 +353,7 @@ impl Registry {
             },
         );
         Ok(if existed {
-            vec![Command::RemoveConference(id)]
+            vec![rules::remove_conference(&id)]
         } else {
             Vec::new()
         })
@@ -442,15 +435,15 @@ impl Registry {
         match &old {
             Some(old) if *old == spec => {}
             Some(old) if same_identity(old, &spec) => {
-                commands.push(Command::UpsertSession(spec.clone()));
+                commands.push(rules::upsert_session(&spec));
             }
             Some(_) => {
                 // The engine replaces the session, which starts with no subscription:
                 // restore the one held.
-                commands.push(Command::UpsertSession(spec.clone()));
+                commands.push(rules::upsert_session(&spec));
                 let full = self.effective_full(&id);
                 if full != default_full() {
-                    commands.push(Command::SetSubscription(SubscriptionSpec {
+                    commands.push(rules::set_subscription(&SubscriptionSpec {
                         session_id: id.clone(),
                         full,
                     }));
@@ -458,11 +451,11 @@ impl Registry {
                 self.connected.remove(&id);
             }
             None => {
-                commands.push(Command::UpsertSession(spec.clone()));
+                commands.push(rules::upsert_session(&spec));
                 // A session the relay closed comes back with the subscription it had.
                 let full = self.effective_full(&id);
                 if full != default_full() {
-                    commands.push(Command::SetSubscription(SubscriptionSpec {
+                    commands.push(rules::set_subscription(&SubscriptionSpec {
                         session_id: id.clone(),
                         full,
                     }));
@@ -507,7 +500,7 @@ impl Registry {
         let existed = self.session(&id).is_some();
         self.tombstone_session(&id, generation);
         Ok(if existed {
-            vec![Command::RemoveSession(id)]
+            vec![rules::remove_session(&id)]
         } else {
             Vec::new()
         })
@@ -544,7 +537,7 @@ impl Registry {
             },
         );
         Ok(if changed {
-            vec![Command::SetSubscription(sub)]
+            vec![rules::set_subscription(&sub)]
         } else {
             Vec::new()
         })
@@ -589,18 +582,18 @@ impl Registry {
         // 1. Sessions that are not listed go, then conferences that are not listed.
         for (id, h) in &self.sessions {
             if h.state.is_some() && !want_sessions.contains_key(id) {
-                commands.push(Command::RemoveSession(id.clone()));
+                commands.push(rules::remove_session(id));
             }
         }
         for (id, h) in &self.conferences {
             if h.state.is_some() && !want_confs.contains_key(id) {
-                commands.push(Command::RemoveConference(id.clone()));
+                commands.push(rules::remove_conference(id));
             }
         }
         // 2. Conferences that are missing are created.
         for c in &snap.conferences {
             if !self.conference_exists(&c.conf_id) {
-                commands.push(Command::UpsertConference(c.conf_id.clone()));
+                commands.push(rules::upsert_conference(&c.conf_id));
             }
         }
         // 3. Sessions that are missing or differ are upserted; identical ones are left
@@ -610,10 +603,10 @@ impl Registry {
             match self.session(&s.session_id) {
                 Some(old) if old == s => {}
                 Some(old) if same_identity(old, s) => {
-                    commands.push(Command::UpsertSession(s.clone()));
+                    commands.push(rules::upsert_session(s));
                 }
                 _ => {
-                    commands.push(Command::UpsertSession(s.clone()));
+                    commands.push(rules::upsert_session(s));
                     fresh.push(&s.session_id);
                 }
             }
@@ -630,7 +623,7 @@ impl Registry {
                 .get(id)
                 .map_or_else(default_full, |f| (*f).clone());
             if now != want {
-                commands.push(Command::SetSubscription(SubscriptionSpec {
+                commands.push(rules::set_subscription(&SubscriptionSpec {
                     session_id: id.clone(),
                     full: want,
                 }));
@@ -795,9 +788,9 @@ mod tests {
             .map(|c| match c {
                 Command::UpsertConference(id) => format!("upsert_conference {id}"),
                 Command::RemoveConference(id) => format!("remove_conference {id}"),
-                Command::UpsertSession(s) => format!("upsert_session {}", s.session_id),
+                Command::UpsertSession(s) => format!("upsert_session {}", s.id),
                 Command::RemoveSession(id) => format!("remove_session {id}"),
-                Command::SetSubscription(s) => format!("set_subscription {}", s.session_id),
+                Command::SetSubscription { session, .. } => format!("set_subscription {session}"),
                 Command::Peer(m) => format!("peer {m:?}"),
             })
             .collect()
@@ -1068,8 +1061,14 @@ mod tests {
         let a = spec("a", "c", &[1]);
         ok(&mut reg, upsert(2, a.clone()));
         ok(&mut reg, subscribe(3, "a", FullSet::All));
-        assert_eq!(names(&reg.observe_ended(&a)), ["remove_session a"]);
-        assert!(reg.observe_ended(&a).is_empty(), "once");
+        assert_eq!(
+            names(&reg.observe_ended(&rules::session_rule(&a))),
+            ["remove_session a"]
+        );
+        assert!(
+            reg.observe_ended(&rules::session_rule(&a)).is_empty(),
+            "once"
+        );
         assert_eq!(reg.session_count(), 0);
         assert_eq!(
             err(&mut reg, subscribe(4, "a", FullSet::All)),
@@ -1099,7 +1098,7 @@ mod tests {
         let mut new = old.clone();
         new.ice_pwd = IcePwd::new("zyxwvutsrqponmlkjihgfe+/").unwrap();
         ok(&mut reg, upsert(3, new));
-        assert!(reg.observe_ended(&old).is_empty());
+        assert!(reg.observe_ended(&rules::session_rule(&old)).is_empty());
         assert_eq!(reg.session_count(), 1);
     }
 }

@@ -60,11 +60,12 @@
 use std::collections::VecDeque;
 
 use super::registry::Registry;
+use super::rules;
 use super::{
     ControlError, Disposition, ErrorCode, ErrorReply, FrameDecoder, Goodbye, Hello, Message,
-    NotificationBody, RequestBody, Response, ResponseBody, Role, SessionSpec, StatsReport,
+    NotificationBody, RequestBody, Response, ResponseBody, Role, StatsReport,
 };
-use crate::engine::Command;
+use crate::engine::{Command, SessionEvent, SessionRule};
 
 /// Bounds of the server's queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,10 +90,10 @@ impl Default for Limits {
 /// What a worker tells the control side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerReport {
-    /// A notification for signaling.
-    Note(NotificationBody),
+    /// Something happened to a session (becomes a notification for signaling).
+    Session(SessionEvent),
     /// The relay closed this session on its own (the engine's `Ended` event).
-    Ended(SessionSpec),
+    Ended(SessionRule),
 }
 
 /// Counters of the server's own decisions.
@@ -274,7 +275,10 @@ impl ControlServer {
     /// A worker's report.
     pub fn handle_report(&mut self, report: WorkerReport) {
         match report {
-            WorkerReport::Note(note) => {
+            WorkerReport::Session(ev) => {
+                let Some(note) = rules::notification(ev) else {
+                    return;
+                };
                 self.registry.observe(&note);
                 tracing::debug!(event = note.event(), "notification");
                 if let Some(conn) = self.conn.as_mut().filter(|c| c.hello && !c.closing) {

@@ -13,7 +13,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::control::{ExtmapIds, IcePwd, IceUfrag, StreamKind};
 use crate::dtls::{DtlsSettings, Fingerprint};
 use crate::wire::stun::{Class, IntegrityKey, Method, StunWriter, TransactionId};
 
@@ -35,28 +34,25 @@ fn shared() -> &'static (Arc<DtlsCert>, Arc<DtlsConfig>, Instant) {
     })
 }
 
-fn spec(i: usize) -> SessionSpec {
+fn spec(i: usize) -> SessionRule {
     let name = NAMES[i];
-    SessionSpec {
-        session_id: SessionId::new(name).expect("id"),
-        conf_id: ConfId::new("conf").expect("conf"),
-        ice_ufrag: IceUfrag::new(format!("relay{name}")).expect("ufrag"),
-        ice_pwd: IcePwd::new(PWD).expect("pwd"),
-        remote_ufrag: IceUfrag::new(format!("peer{name}")).expect("ufrag"),
-        dtls_fingerprint: Fingerprint([i as u8; 32]),
+    SessionRule {
+        id: SessionName::new(name),
+        conf: ConfName::new("conf"),
+        ice_ufrag: format!("relay{name}"),
+        ice_pwd: PWD.to_owned(),
+        remote_ufrag: format!("peer{name}"),
+        fingerprint: Fingerprint([i as u8; 32]),
         streams: vec![
-            StreamSpec {
+            StreamRule {
                 ssrc: Ssrc(0x100 * (i as u32 + 1)),
-                kind: StreamKind::Audio,
-                layer: Layer::None,
+                layer: Layer::Single,
             },
-            StreamSpec {
+            StreamRule {
                 ssrc: Ssrc(0x100 * (i as u32 + 1) + 1),
-                kind: StreamKind::Video,
                 layer: Layer::Full,
             },
         ],
-        extmap: ExtmapIds::default(),
     }
 }
 
@@ -101,14 +97,14 @@ pub(crate) fn run(data: &[u8]) {
                 let _ = e.handle_datagram(now, from, &mut buf[..n]);
             }
             2 => now += Duration::from_millis(u64::from(action >> 4) * 700),
-            3 => e.handle_command(now, Command::RemoveSession(spec(who).session_id)),
+            3 => e.handle_command(now, Command::RemoveSession(spec(who).id)),
             4 => e.handle_command(now, Command::UpsertSession(spec(who))),
             5 => e.handle_command(
                 now,
-                Command::SetSubscription(SubscriptionSpec {
-                    session_id: spec(who).session_id,
+                Command::SetSubscription {
+                    session: spec(who).id,
                     full: FullSet::All,
-                }),
+                },
             ),
             _ => {
                 // A raw datagram: a length byte, then that many bytes.
@@ -122,7 +118,7 @@ pub(crate) fn run(data: &[u8]) {
                 let from = addr(action >> 4);
                 let connected: Vec<SocketAddr> = NAMES
                     .iter()
-                    .filter_map(|n| e.session_addr(&SessionId::new(*n).expect("id")))
+                    .filter_map(|n| e.session_addr(&SessionName::new(n)))
                     .collect();
                 if let Handled::Forward(dests) = e.handle_datagram(now, from, &mut buf[..len]) {
                     for d in dests {

@@ -41,6 +41,7 @@
 //! bar. Everything else is dropped with a [`DropReason`] and counted.
 
 mod drop;
+mod rules;
 mod txqueue;
 
 use std::collections::{HashMap, VecDeque};
@@ -49,12 +50,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use drop::DropReason;
+pub use rules::{
+    ConfName, EndReason, FullSet, Layer, SessionEvent, SessionName, SessionRule, StreamRule,
+};
 pub use txqueue::{SLOT_LEN, Transmit};
 
-use crate::control::{
-    ConfId, EndReason, FullSet, Layer, NotificationBody, SessionId, SessionSpec, StreamSpec,
-    SubscriptionSpec,
-};
 use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession};
 use crate::ice::{self, IceLite, IceLiteConfig, IceOutcome};
 use crate::id::Ssrc;
@@ -136,17 +136,22 @@ pub enum Handled<'a> {
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Creates a conference (no-op if it exists).
-    UpsertConference(ConfId),
+    UpsertConference(ConfName),
     /// Removes a conference and all its sessions.
-    RemoveConference(ConfId),
+    RemoveConference(ConfName),
     /// Creates or updates a session. An identical spec is a no-op; changed streams or
     /// extension ids update it in place; changed credentials, fingerprint or conference
     /// replace it (the old one is closed with [`EndReason::Replaced`]).
-    UpsertSession(SessionSpec),
+    UpsertSession(SessionRule),
     /// Removes a session; its participant stops receiving at once.
-    RemoveSession(SessionId),
+    RemoveSession(SessionName),
     /// Sets which full-resolution layers a session receives.
-    SetSubscription(SubscriptionSpec),
+    SetSubscription {
+        /// The session.
+        session: SessionName,
+        /// What it receives at full resolution.
+        full: FullSet,
+    },
     /// A message from another shard.
     Peer(PeerMsg),
 }
@@ -159,14 +164,14 @@ pub enum PeerMsg {
     /// `shard` answered the session's first valid ICE check and runs it now.
     Claimed {
         /// The session.
-        session: SessionId,
+        session: SessionName,
         /// Its home shard.
         shard: ShardId,
     },
     /// The session completed ICE and DTLS and receives media at `addr`.
     Connected {
         /// The session.
-        session: SessionId,
+        session: SessionName,
         /// Its home shard.
         shard: ShardId,
         /// Its nominated address.
@@ -175,12 +180,12 @@ pub enum PeerMsg {
     /// The session no longer receives media.
     Disconnected {
         /// The session.
-        session: SessionId,
+        session: SessionName,
     },
     /// RTCP (plain) to protect with `to`'s SRTCP context and send to it.
     Rtcp {
         /// The receiving session (homed on the shard this is sent to).
-        to: SessionId,
+        to: SessionName,
         /// The plain RTCP packet.
         packet: RtcpBytes,
     },
@@ -188,7 +193,7 @@ pub enum PeerMsg {
     /// is sent to) sends.
     KeyframeRequest {
         /// The sending session.
-        owner: SessionId,
+        owner: SessionName,
         /// The stream.
         ssrc: Ssrc,
     },
@@ -196,7 +201,7 @@ pub enum PeerMsg {
     /// sent to) from `from`.
     Checked {
         /// The session.
-        session: SessionId,
+        session: SessionName,
         /// The check's source address.
         from: SocketAddr,
         /// It carried USE-CANDIDATE.
@@ -208,7 +213,7 @@ pub enum PeerMsg {
     /// whole datagram inline would grow every message in every worker's queue.
     Datagram {
         /// The session (homed on the shard this is sent to).
-        session: SessionId,
+        session: SessionName,
         /// Where it came from.
         from: SocketAddr,
         /// The datagram as received.
@@ -217,7 +222,7 @@ pub enum PeerMsg {
     /// Another shard forwards the session's media: it is alive.
     Alive {
         /// The session (homed on the shard this is sent to).
-        session: SessionId,
+        session: SessionName,
     },
 }
 
@@ -268,8 +273,8 @@ pub enum PeerDest {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A notification for the control socket.
-    Notify(NotificationBody),
+    /// Something happened to a session (the control side tells signaling).
+    Session(SessionEvent),
     /// A message for other shards (deliver as [`Command::Peer`]).
     Peer(PeerDest, PeerMsg),
     /// The relay closed this session on its own (consent expired, DTLS failed after
@@ -277,7 +282,7 @@ pub enum Event {
     /// and sends [`Command::RemoveSession`] to every shard, in order with the rules, so
     /// the same spec upserted again (or listed in a snapshot) makes a new session. The
     /// spec tells which incarnation ended: one replaced meanwhile is not touched.
-    Ended(SessionSpec),
+    Ended(SessionRule),
 }
 
 /// Counters, kept as plain integers (the engine is single-threaded); the shell
@@ -335,7 +340,7 @@ pub struct SessionCounts {
 }
 
 struct Stream {
-    spec: StreamSpec,
+    spec: StreamRule,
     /// Fan-out list: nominated addresses of every connected session that receives this
     /// stream. Rebuilt on every membership, connection or subscription change.
     receivers: Vec<SocketAddr>,
@@ -363,7 +368,7 @@ struct Local {
 }
 
 struct Session {
-    spec: SessionSpec,
+    spec: SessionRule,
     conf: usize,
     full: FullSet,
     ice: IceLite,
@@ -392,21 +397,14 @@ impl Session {
         }
     }
 
-    /// Whether this session receives `stream` (docs/protocol.md: every audio and thumbnail
-    /// stream; full-resolution only when subscribed).
-    fn wants(&self, stream: &StreamSpec) -> bool {
-        match stream.layer {
-            Layer::Full => match &self.full {
-                FullSet::All => true,
-                FullSet::Ssrcs(s) => s.contains(&stream.ssrc),
-            },
-            Layer::Thumbnail | Layer::None => true,
-        }
+    /// Whether this session receives `stream`.
+    fn wants(&self, stream: &StreamRule) -> bool {
+        self.full.wants(stream)
     }
 }
 
 struct Conference {
-    id: ConfId,
+    id: ConfName,
     members: Vec<usize>,
 }
 
@@ -415,12 +413,12 @@ pub struct Engine {
     cfg: EngineConfig,
     sessions: Vec<Option<Session>>,
     free: Vec<usize>,
-    by_id: FastMap<SessionId, usize>,
+    by_id: FastMap<SessionName, usize>,
     by_ufrag: FastMap<String, usize>,
     /// ICE-validated addresses of sessions homed here.
     by_addr: FastMap<SocketAddr, usize>,
     conferences: Vec<Option<Conference>>,
-    conf_by_id: FastMap<ConfId, usize>,
+    conf_by_id: FastMap<ConfName, usize>,
     tx: TxQueue,
     events: VecDeque<Event>,
     stats: EngineStats,
@@ -473,7 +471,7 @@ impl Engine {
     }
 
     /// The nominated address of a connected session, if it is connected.
-    pub fn session_addr(&self, id: &SessionId) -> Option<SocketAddr> {
+    pub fn session_addr(&self, id: &SessionName) -> Option<SocketAddr> {
         self.by_id
             .get(id)
             .and_then(|&i| self.sessions[i].as_ref())
@@ -518,11 +516,11 @@ impl Engine {
                     self.remove_session(i, Some(EndReason::Removed));
                 }
             }
-            Command::SetSubscription(sub) => {
-                if let Some(&i) = self.by_id.get(&sub.session_id) {
+            Command::SetSubscription { session, full } => {
+                if let Some(&i) = self.by_id.get(&session) {
                     let s = self.sessions[i].as_mut().expect("indexed session exists");
-                    if s.full != sub.full {
-                        s.full = sub.full;
+                    if s.full != full {
+                        s.full = full;
                         let conf = s.conf;
                         self.rebuild_fanout(conf);
                     }
@@ -566,9 +564,9 @@ impl Engine {
                         && now.saturating_duration_since(s.created) >= self.cfg.silence_timeout
                     {
                         s.reported = true;
-                        let id = s.spec.session_id.clone();
-                        self.notify(NotificationBody::SessionFailed {
-                            session_id: id,
+                        let id = s.spec.id.clone();
+                        self.notify(SessionEvent::Failed {
+                            session: id,
                             reason: EndReason::IceTimeout,
                             detail: String::from("no valid ICE check"),
                         });
@@ -657,7 +655,7 @@ impl Engine {
                 {
                     s.alive_sent = Some(now);
                     let msg = PeerMsg::Alive {
-                        session: s.spec.session_id.clone(),
+                        session: s.spec.id.clone(),
                     };
                     self.events
                         .push_back(Event::Peer(PeerDest::Shard(home), msg));
@@ -724,7 +722,7 @@ impl Engine {
         if let Some(home) = home {
             let s = self.sessions[i].as_ref().expect("indexed session exists");
             let msg = PeerMsg::Checked {
-                session: s.spec.session_id.clone(),
+                session: s.spec.id.clone(),
                 from,
                 nominated,
             };
@@ -735,8 +733,7 @@ impl Engine {
         // A valid check: this shard takes the session if nobody has.
         let s = self.sessions[i].as_mut().expect("indexed session exists");
         if let Home::Unclaimed = s.home {
-            let dtls =
-                DtlsSession::server(&self.cfg.dtls, &self.cfg.cert, s.spec.dtls_fingerprint, now);
+            let dtls = DtlsSession::server(&self.cfg.dtls, &self.cfg.cert, s.spec.fingerprint, now);
             s.home = Home::Here(Box::new(Local {
                 dtls,
                 srtcp_in: None,
@@ -745,7 +742,7 @@ impl Engine {
                 dtls_from: None,
             }));
             let msg = PeerMsg::Claimed {
-                session: s.spec.session_id.clone(),
+                session: s.spec.id.clone(),
                 shard: self.cfg.shard,
             };
             self.events.push_back(Event::Peer(PeerDest::All, msg));
@@ -822,7 +819,7 @@ impl Engine {
     fn hand_home(&mut self, i: usize, home: ShardId, from: SocketAddr, buf: &[u8]) {
         let s = self.sessions[i].as_ref().expect("indexed session exists");
         let msg = PeerMsg::Datagram {
-            session: s.spec.session_id.clone(),
+            session: s.spec.id.clone(),
             from,
             data: buf.into(),
         };
@@ -949,7 +946,7 @@ impl Engine {
         match o.home {
             Home::Elsewhere(shard) => {
                 let msg = PeerMsg::KeyframeRequest {
-                    owner: o.spec.session_id.clone(),
+                    owner: o.spec.id.clone(),
                     ssrc,
                 };
                 self.events
@@ -1001,7 +998,7 @@ impl Engine {
             Home::Elsewhere(shard) => {
                 if let Some(packet) = RtcpBytes::new(packet) {
                     let msg = PeerMsg::Rtcp {
-                        to: s.spec.session_id.clone(),
+                        to: s.spec.id.clone(),
                         packet,
                     };
                     let shard = *shard;
@@ -1083,9 +1080,9 @@ impl Engine {
             if was_connected {
                 self.closed_by_relay(i, reason);
             } else {
-                let session_id = s.spec.session_id.clone();
-                self.notify(NotificationBody::SessionFailed {
-                    session_id,
+                let session_id = s.spec.id.clone();
+                self.notify(SessionEvent::Failed {
+                    session: session_id,
                     reason,
                     detail: e.to_string(),
                 });
@@ -1111,8 +1108,8 @@ impl Engine {
         }
         self.set_connected(i, Some(sel));
         let s = self.sessions[i].as_ref().expect("session exists");
-        self.notify(NotificationBody::SessionConnected {
-            session_id: s.spec.session_id.clone(),
+        self.notify(SessionEvent::Connected {
+            session: s.spec.id.clone(),
             addr: sel,
         });
     }
@@ -1127,7 +1124,7 @@ impl Engine {
         }
         s.addr = addr;
         if let Home::Here(_) = s.home {
-            let session = s.spec.session_id.clone();
+            let session = s.spec.id.clone();
             let msg = match addr {
                 Some(addr) => PeerMsg::Connected {
                     session,
@@ -1158,7 +1155,7 @@ impl Engine {
             local.srtcp_in = None;
             local.srtcp_out = None;
         }
-        let session_id = s.spec.session_id.clone();
+        let session_id = s.spec.id.clone();
         for a in std::mem::take(&mut s.indexed) {
             self.by_addr.remove(&a);
         }
@@ -1166,8 +1163,8 @@ impl Engine {
         if was_connected {
             self.closed_by_relay(i, reason);
         } else {
-            self.notify(NotificationBody::SessionFailed {
-                session_id,
+            self.notify(SessionEvent::Failed {
+                session: session_id,
                 reason,
                 detail: String::new(),
             });
@@ -1179,8 +1176,8 @@ impl Engine {
     fn closed_by_relay(&mut self, i: usize, reason: EndReason) {
         let s = self.sessions[i].as_ref().expect("session exists");
         let spec = s.spec.clone();
-        self.notify(NotificationBody::SessionClosed {
-            session_id: spec.session_id.clone(),
+        self.notify(SessionEvent::Closed {
+            session: spec.id.clone(),
             reason,
         });
         self.events.push_back(Event::Ended(spec));
@@ -1189,7 +1186,7 @@ impl Engine {
     // ----- peers -----------------------------------------------------------------------
 
     /// The slab index of `session` if this shard is its home.
-    fn homed_here(&self, session: &SessionId) -> Option<usize> {
+    fn homed_here(&self, session: &SessionName) -> Option<usize> {
         let &i = self.by_id.get(session)?;
         let s = self.sessions.get(i)?.as_ref()?;
         matches!(s.home, Home::Here(_)).then_some(i)
@@ -1306,7 +1303,7 @@ impl Engine {
 
     // ----- rules -----------------------------------------------------------------------
 
-    fn conference(&mut self, id: &ConfId) -> usize {
+    fn conference(&mut self, id: &ConfName) -> usize {
         if let Some(&c) = self.conf_by_id.get(id) {
             return c;
         }
@@ -1328,7 +1325,7 @@ impl Engine {
         c
     }
 
-    fn remove_conference(&mut self, id: &ConfId) {
+    fn remove_conference(&mut self, id: &ConfName) {
         let Some(&c) = self.conf_by_id.get(id) else {
             return;
         };
@@ -1345,19 +1342,14 @@ impl Engine {
         self.conf_by_id.remove(&conf.id);
     }
 
-    fn upsert_session(&mut self, now: Instant, spec: SessionSpec) {
-        if let Some(&i) = self.by_id.get(&spec.session_id) {
+    fn upsert_session(&mut self, now: Instant, spec: SessionRule) {
+        if let Some(&i) = self.by_id.get(&spec.id) {
             let s = self.sessions[i].as_mut().expect("indexed session exists");
             if s.spec == spec {
                 return;
             }
-            let same_identity = s.spec.conf_id == spec.conf_id
-                && s.spec.ice_ufrag == spec.ice_ufrag
-                && s.spec.ice_pwd == spec.ice_pwd
-                && s.spec.remote_ufrag == spec.remote_ufrag
-                && s.spec.dtls_fingerprint == spec.dtls_fingerprint;
-            if same_identity {
-                // Streams or extension ids changed: update in place, keep the connection.
+            if s.spec.same_identity(&spec) {
+                // Streams changed: update in place, keep the connection.
                 s.streams = spec
                     .streams
                     .iter()
@@ -1385,15 +1377,15 @@ impl Engine {
             Ok(ice) => ice,
             Err(e) => {
                 // The control codec already checks ice-chars; this is the last line.
-                self.notify(NotificationBody::SessionFailed {
-                    session_id: spec.session_id,
+                self.notify(SessionEvent::Failed {
+                    session: spec.id,
                     reason: EndReason::Other,
                     detail: e.to_string(),
                 });
                 return;
             }
         };
-        let conf = self.conference(&spec.conf_id);
+        let conf = self.conference(&spec.conf);
         let session = Session {
             ice,
             conf,
@@ -1415,7 +1407,7 @@ impl Engine {
             alive_sent: None,
             spec,
         };
-        let id = session.spec.session_id.clone();
+        let id = session.spec.id.clone();
         let ufrag = session.spec.ice_ufrag.as_str().to_owned();
         let i = match self.free.pop() {
             Some(i) => {
@@ -1442,7 +1434,7 @@ impl Engine {
         let Some(s) = self.sessions[i].take() else {
             return;
         };
-        self.by_id.remove(&s.spec.session_id);
+        self.by_id.remove(&s.spec.id);
         self.by_ufrag.remove(s.spec.ice_ufrag.as_str());
         for a in &s.indexed {
             self.by_addr.remove(a);
@@ -1453,8 +1445,8 @@ impl Engine {
         }
         self.rebuild_fanout(s.conf);
         if let (Home::Here(_), Some(reason), true) = (&s.home, reason, s.is_connected()) {
-            self.notify(NotificationBody::SessionClosed {
-                session_id: s.spec.session_id,
+            self.notify(SessionEvent::Closed {
+                session: s.spec.id,
                 reason,
             });
         }
@@ -1489,8 +1481,8 @@ impl Engine {
         }
     }
 
-    fn notify(&mut self, body: NotificationBody) {
-        self.events.push_back(Event::Notify(body));
+    fn notify(&mut self, ev: SessionEvent) {
+        self.events.push_back(Event::Session(ev));
     }
 }
 

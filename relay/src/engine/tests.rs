@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::control::{ExtmapIds, IcePwd, IceUfrag, StreamKind};
 use crate::dtls::{DtlsSettings, Fingerprint};
 use crate::wire::stun::{Class, IntegrityKey, Method, StunWriter, TransactionId};
 
@@ -37,23 +36,21 @@ fn engine(shard: u16) -> Engine {
     Engine::new(EngineConfig::new(ShardId(shard), cert, dtls))
 }
 
-fn spec(id: &str, conf: &str, ssrcs: &[u32]) -> SessionSpec {
-    SessionSpec {
-        session_id: SessionId::new(id).unwrap(),
-        conf_id: ConfId::new(conf).unwrap(),
-        ice_ufrag: IceUfrag::new(format!("relay{id}")).unwrap(),
-        ice_pwd: IcePwd::new(PWD).unwrap(),
-        remote_ufrag: IceUfrag::new(format!("peer{id}")).unwrap(),
-        dtls_fingerprint: Fingerprint([0xab; 32]),
+fn spec(id: &str, conf: &str, ssrcs: &[u32]) -> SessionRule {
+    SessionRule {
+        id: SessionName::new(id),
+        conf: ConfName::new(conf),
+        ice_ufrag: format!("relay{id}"),
+        ice_pwd: PWD.to_owned(),
+        remote_ufrag: format!("peer{id}"),
+        fingerprint: Fingerprint([0xab; 32]),
         streams: ssrcs
             .iter()
-            .map(|&s| StreamSpec {
+            .map(|&s| StreamRule {
                 ssrc: Ssrc(s),
-                kind: StreamKind::Audio,
-                layer: Layer::None,
+                layer: Layer::Single,
             })
             .collect(),
-        extmap: ExtmapIds::default(),
     }
 }
 
@@ -209,7 +206,7 @@ fn removed_session_is_forgotten_at_once() {
     e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
     let mut c = check("a", PWD, true);
     e.handle_datagram(now, addr(5000), &mut c);
-    e.handle_command(now, Command::RemoveSession(SessionId::new("a").unwrap()));
+    e.handle_command(now, Command::RemoveSession(SessionName::new("a")));
     let mut c = check("a", PWD, true);
     assert_eq!(
         e.handle_datagram(now, addr(5000), &mut c),
@@ -308,7 +305,7 @@ fn silence_before_any_check_is_reported_once_by_shard_zero() {
             .filter(|e| {
                 matches!(
                     e,
-                    Event::Notify(NotificationBody::SessionFailed {
+                    Event::Session(SessionEvent::Failed {
                         reason: EndReason::IceTimeout,
                         ..
                     })
@@ -334,7 +331,7 @@ fn consent_expiry_closes_a_claimed_session() {
     let ev = events(&mut e);
     assert!(ev.iter().any(|e| matches!(
         e,
-        Event::Notify(NotificationBody::SessionFailed {
+        Event::Session(SessionEvent::Failed {
             reason: EndReason::IceTimeout,
             ..
         })

@@ -357,7 +357,7 @@ impl Worker {
                     }
                     Err(TrySendError::Disconnected(_)) => {}
                 },
-                Event::Notify(note) => match self.notify.try_send(WorkerReport::Note(note)) {
+                Event::Session(ev) => match self.notify.try_send(WorkerReport::Session(ev)) {
                     Ok(()) => wake_control = true,
                     Err(TrySendError::Full(_)) => {
                         self.metrics().drops.add(NOTIFY_QUEUE_FULL, 1);

@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::control::{
-    ConfId, ConferenceSpec, EndReason, ExtmapIds, Fingerprint, Generation, IcePwd, IceUfrag,
-    Request, RequestId, SessionId,
+    ConfId, ConferenceSpec, ExtmapIds, Fingerprint, Generation, IcePwd, IceUfrag, Request,
+    RequestId, SessionId, SessionSpec,
 };
+use crate::engine::{EndReason, SessionName};
 
 const WORKERS: usize = 3;
 
@@ -221,13 +222,13 @@ fn a_client_that_stops_reading_is_hung_up_on() {
         ..Limits::default()
     };
     let mut s = connected(limits);
-    let note = NotificationBody::SessionFailed {
-        session_id: SessionId::new("a").unwrap(),
+    let ev = SessionEvent::Failed {
+        session: SessionName::new("a"),
         reason: EndReason::IceTimeout,
         detail: "x".repeat(200),
     };
     for _ in 0..100 {
-        s.handle_report(WorkerReport::Note(note.clone()));
+        s.handle_report(WorkerReport::Session(ev.clone()));
     }
     assert!(s.wants_close());
     assert_eq!(s.stats().backlog_hangups, 1);
@@ -253,7 +254,10 @@ fn a_snapshot_is_followed_by_the_connected_sessions() {
         session_id: SessionId::new("a").unwrap(),
         addr,
     };
-    s.handle_report(WorkerReport::Note(up.clone()));
+    s.handle_report(WorkerReport::Session(SessionEvent::Connected {
+        session: SessionName::new("a"),
+        addr,
+    }));
     take(&mut s);
     // Signaling reconnects and sends its snapshot (unchanged state).
     s.handle_hangup();
@@ -314,7 +318,7 @@ fn an_ended_session_is_removed_on_every_worker() {
     ));
     apply_all(&mut s);
     take(&mut s);
-    s.handle_report(WorkerReport::Ended(spec("a")));
+    s.handle_report(WorkerReport::Ended(rules::session_rule(&spec("a"))));
     for w in 0..WORKERS {
         assert!(
             matches!(s.poll_command(w), Some(Command::RemoveSession(id)) if id.as_str() == "a")

@@ -8,10 +8,10 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
+use super::Fingerprint;
 use super::frame::check_len;
 use super::types::{
-    ConfId, ConferenceSpec, Fingerprint, Generation, RequestId, SessionId, SessionSpec,
-    SubscriptionSpec,
+    ConfId, ConferenceSpec, Generation, RequestId, SessionId, SessionSpec, SubscriptionSpec,
 };
 use super::{
     ControlError, FRAME_HEADER_LEN, MAX_CANDIDATES, MAX_SNAPSHOT_CONFERENCES,

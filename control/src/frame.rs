@@ -36,7 +36,7 @@ impl Poison {
 /// error):
 ///
 /// ```
-/// use blindfold_relay::control::FrameDecoder;
+/// use blindfold_control::FrameDecoder;
 ///
 /// let mut dec = FrameDecoder::new();
 /// let mut read: &[u8] = &[0, 0, 0, 2, b'{', b'}', 0, 0, 0, 1]; // one frame and a bit
@@ -295,10 +295,7 @@ mod tests {
         assert_eq!(dec.push(b"more"), 0);
         assert!(dec.next_frame().is_err());
         assert!(dec.finish().is_err());
-        assert!(matches!(
-            err.disposition(),
-            crate::control::Disposition::Close(_)
-        ));
+        assert!(matches!(err.disposition(), crate::Disposition::Close(_)));
 
         let mut dec = FrameDecoder::new();
         assert_eq!(dec.push(&[0xff; 8]), 4);

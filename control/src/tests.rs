@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::id::{ExtId, Ssrc};
+use crate::{ExtId, Ssrc};
 
 const FP: &str = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
 
@@ -741,7 +741,7 @@ fn fuzz_one_survives_mutations() {
 
 #[test]
 fn doc_examples_decode() {
-    let doc = include_str!("../../../docs/control-protocol.md");
+    let doc = include_str!("../../docs/control-protocol.md");
     let mut n = 0;
     for block in doc.split("```json\n").skip(1) {
         let body = block.split("```").next().unwrap();

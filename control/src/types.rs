@@ -14,7 +14,7 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{ControlError, MAX_ID_LEN, MAX_STREAMS_PER_SESSION, MAX_SUBSCRIPTION_SSRCS, invalid};
-use crate::id::{ExtId, Ssrc};
+use crate::{ExtId, Ssrc};
 
 /// Monotonic version stamp of a piece of state, chosen by the signaling side.
 ///
@@ -257,12 +257,9 @@ impl From<IcePwd> for String {
     }
 }
 
-/// The client's certificate fingerprint travels as its SDP form, `"AB:CD:…"`; the type
-/// (and its parser) is the DTLS module's, so the control socket and the handshake agree.
-pub use crate::dtls::Fingerprint;
+use crate::Fingerprint;
 
-// The typed ids of `crate::id` travel as plain JSON numbers. These impls live here, the
-// only place that uses serde; they apply crate-wide (same crate, so no orphan issue).
+// The typed ids travel as plain JSON numbers.
 
 impl Serialize for Ssrc {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -1,0 +1,25 @@
+//! The RTP identifiers the control protocol names. They are the relay's own typed ids
+//! (`blindfold_relay::id` re-exports them), defined here so the codec needs nothing of
+//! the relay's.
+
+use std::fmt;
+
+/// RTP synchronization source identifier (RFC 3550 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ssrc(pub u32);
+
+/// The RTP header extension id negotiated with `a=extmap` (RFC 8285), 1..=255.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExtId(pub u8);
+
+impl fmt::Display for Ssrc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for ExtId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}

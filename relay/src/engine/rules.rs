@@ -1,0 +1,176 @@
+//! The engine's own vocabulary: the rules it is given and the events it reports.
+//!
+//! They say only what the engine acts on. The control side translates the control
+//! protocol into them (`control::rules`), so the engine depends on nothing of the
+//! control codec and the codec on nothing of the engine.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::dtls::Fingerprint;
+use crate::id::Ssrc;
+
+macro_rules! name {
+    ($(#[$doc:meta])* $t:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $t(Box<str>);
+
+        impl $t {
+            /// The name as signaling gave it (checked by the control codec).
+            pub fn new(name: &str) -> Self {
+                $t(name.into())
+            }
+
+            /// The name.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($t), &*self.0)
+            }
+        }
+    };
+}
+
+name!(
+    /// A session (one participant's device in one conference), by signaling's id.
+    SessionName
+);
+name!(
+    /// A conference, by signaling's id.
+    ConfName
+);
+
+/// How a stream is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layer {
+    /// A simulcast thumbnail: every other participant receives it.
+    Thumbnail,
+    /// A full-resolution simulcast layer: only subscribers receive it.
+    Full,
+    /// Not simulcast (audio, single-layer video): every other participant receives it.
+    Single,
+}
+
+/// One stream a session sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamRule {
+    /// Its SSRC, unique in the conference.
+    pub ssrc: Ssrc,
+    /// How it is forwarded.
+    pub layer: Layer,
+}
+
+/// Which full-resolution layers a session receives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FullSet {
+    /// Every one.
+    All,
+    /// These SSRCs (empty: thumbnails only).
+    Ssrcs(Vec<Ssrc>),
+}
+
+impl FullSet {
+    /// Whether a session with this set receives `stream`: every thumbnail and
+    /// single-layer stream, full-resolution ones only when subscribed.
+    pub fn wants(&self, stream: &StreamRule) -> bool {
+        match stream.layer {
+            Layer::Full => match self {
+                FullSet::All => true,
+                FullSet::Ssrcs(s) => s.contains(&stream.ssrc),
+            },
+            Layer::Thumbnail | Layer::Single => true,
+        }
+    }
+}
+
+/// Everything the engine needs to run one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRule {
+    /// The session.
+    pub id: SessionName,
+    /// Its conference.
+    pub conf: ConfName,
+    /// The relay's ICE ufrag for it (checks carry `ice_ufrag:remote_ufrag`).
+    pub ice_ufrag: String,
+    /// The relay's ICE password (keys MESSAGE-INTEGRITY).
+    pub ice_pwd: String,
+    /// The participant's ICE ufrag.
+    pub remote_ufrag: String,
+    /// The participant's certificate must hash to this.
+    pub fingerprint: Fingerprint,
+    /// What it sends; packets on other SSRCs are dropped.
+    pub streams: Vec<StreamRule>,
+}
+
+impl SessionRule {
+    /// Whether `other` is the same session as far as its connection goes (conference,
+    /// credentials, fingerprint): an upsert from one to the other updates the streams
+    /// in place; otherwise it replaces the session.
+    pub fn same_identity(&self, other: &SessionRule) -> bool {
+        self.conf == other.conf
+            && self.ice_ufrag == other.ice_ufrag
+            && self.ice_pwd == other.ice_pwd
+            && self.remote_ufrag == other.remote_ufrag
+            && self.fingerprint == other.fingerprint
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// No valid ICE check in time.
+    IceTimeout,
+    /// Connected, then silent for the consent timeout.
+    ConsentExpired,
+    /// The DTLS handshake failed.
+    DtlsFailed,
+    /// The client certificate did not match the fingerprint.
+    FingerprintMismatch,
+    /// DTLS completed without an SRTP profile.
+    NoSrtpProfile,
+    /// Signaling removed it.
+    Removed,
+    /// Signaling changed its credentials, fingerprint or conference.
+    Replaced,
+    /// Anything else.
+    Other,
+}
+
+/// What happened to a session, for the control side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// ICE nominated `addr` and the DTLS handshake completed: media flows.
+    Connected {
+        /// The session.
+        session: SessionName,
+        /// Its nominated address.
+        addr: SocketAddr,
+    },
+    /// It never connected (it stays configured: the participant may retry).
+    Failed {
+        /// The session.
+        session: SessionName,
+        /// Why.
+        reason: EndReason,
+        /// For logs.
+        detail: String,
+    },
+    /// It was connected and is closed.
+    Closed {
+        /// The session.
+        session: SessionName,
+        /// Why.
+        reason: EndReason,
+    },
+}
