@@ -79,4 +79,37 @@ crypto = offer.replace("a=mid:0\n", "a=mid:0\na=crypto:1 AES_CM_128_HMAC_SHA1_80
 for text in (offer, single, recv_only, session_level, crypto):
     put("sdp_offer", text.replace("\n", "\r\n").encode())
 put("sdp_offer", offer.encode())
+
+# sync_batch: /sync responses around a conference (the JSON examples of docs/protocol.md
+# placed in rooms), so the fuzzer starts from batches the SFU acts on.
+import json
+
+doc_events = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", (root / "docs/protocol.md").read_text(), re.S)]
+sfu, alice, room, dm = "@sfu:example.org", "@alice:example.org", "!conf:example.org", "!dm:example.org"
+
+
+def member(user, membership="join"):
+    return {"type": "m.room.member", "sender": user, "state_key": user, "content": {"membership": membership}}
+
+
+def event(e, ts=1800000000000):
+    return dict(e, sender=alice, origin_server_ts=ts)
+
+
+conference_state = [dict(e, sender=alice) for e in doc_events if e["type"] == "org.matrix.msc2359.conference"]
+calls = [event(e) for e in doc_events if e["type"].startswith("m.call.") or e["type"].endswith("subscribe")]
+for e in calls:
+    if e["type"] == "m.call.invite":
+        e["content"]["offer"]["sdp"] = offer.replace("\n", "\r\n")
+batches = [
+    {"next_batch": "s1", "rooms": {
+        "join": {room: {"state": {"events": [member(alice), member(sfu), conference_state[0]]}},
+                 dm: {"state": {"events": [member(alice), member(sfu)]}, "timeline": {"events": calls}}},
+        "invite": {"!new:example.org": {"invite_state": {"events": [
+            {"type": "m.room.member", "sender": alice, "state_key": sfu, "content": {"membership": "invite"}}]}}}}},
+    {"next_batch": "s2", "rooms": {"join": {room: {"timeline": {"events": [member(alice, "leave")] + conference_state[1:]}}},
+                                   "leave": {dm: {}}}},
+]
+for b in batches:
+    put("sync_batch", json.dumps(b).encode())
 print("seeds written under", corpus)

@@ -962,5 +962,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(any(test, feature = "fuzz"))]
+pub(crate) mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -2,11 +2,15 @@
 //!
 //! Each event stays a `serde_json::Value` until [`Event::from_value`] reads it, so one
 //! malformed event (wrong types, missing `type`) is counted and skipped instead of
-//! failing the whole batch: the homeserver relays whatever room members send.
+//! failing the whole batch: the homeserver relays whatever room members send. The
+//! envelope is read the same way: a section or room of the wrong shape reads as empty
+//! (only `next_batch` is required), so one odd room never stalls the sync loop on a
+//! batch it can never read.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// One `/sync` response, reduced to what signaling uses.
@@ -15,7 +19,7 @@ pub struct SyncResponse {
     /// The token for the next request.
     pub next_batch: String,
     /// Per-room updates.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub rooms: Rooms,
 }
 
@@ -23,13 +27,13 @@ pub struct SyncResponse {
 #[derive(Debug, Default, Deserialize)]
 pub struct Rooms {
     /// Rooms the account is joined to.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_map")]
     pub join: BTreeMap<String, JoinedRoom>,
     /// Rooms the account is invited to.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_map")]
     pub invite: BTreeMap<String, InvitedRoom>,
     /// Rooms the account left or was removed from.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_map")]
     pub leave: BTreeMap<String, Value>,
 }
 
@@ -37,10 +41,10 @@ pub struct Rooms {
 #[derive(Debug, Default, Deserialize)]
 pub struct JoinedRoom {
     /// State before the timeline (the full state on an initial or `full_state` sync).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub state: EventList,
     /// New events, oldest first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub timeline: Timeline,
 }
 
@@ -48,10 +52,10 @@ pub struct JoinedRoom {
 #[derive(Debug, Default, Deserialize)]
 pub struct Timeline {
     /// Events, oldest first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub events: Vec<Value>,
     /// True if events were left out between the previous batch and this one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub limited: bool,
 }
 
@@ -59,7 +63,7 @@ pub struct Timeline {
 #[derive(Debug, Default, Deserialize)]
 pub struct EventList {
     /// The events.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub events: Vec<Value>,
 }
 
@@ -67,8 +71,28 @@ pub struct EventList {
 #[derive(Debug, Default, Deserialize)]
 pub struct InvitedRoom {
     /// Stripped state events, including the invite itself.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub invite_state: EventList,
+}
+
+/// Reads a `T`, or its default if the value has another shape.
+fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(d: D) -> Result<T, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).unwrap_or_default())
+}
+
+/// Reads a map of `T`, leaving out entries of another shape (and reading a non-map as
+/// empty).
+fn lenient_map<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<BTreeMap<String, T>, D::Error> {
+    let v = Value::deserialize(d)?;
+    let Value::Object(m) = v else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(m.into_iter()
+        .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
+        .collect())
 }
 
 /// The envelope of one event, with its content left raw.
@@ -155,6 +179,21 @@ mod tests {
         assert_eq!(
             (e.kind, e.sender, e.origin_server_ts),
             ("m.call.invite", "@a:hs", Some(7))
+        );
+    }
+
+    #[test]
+    fn sections_of_the_wrong_shape_read_as_empty() {
+        let body = json!({"next_batch": "x", "rooms": {
+            "join": {"!bad:hs": 7, "!ok:hs": {"timeline": {"events": "nope", "limited": "yes"}, "state": []}},
+            "invite": [], "leave": {"!l:hs": null}}});
+        let sync: SyncResponse = serde_json::from_value(body).unwrap();
+        assert_eq!(sync.rooms.join.keys().collect::<Vec<_>>(), ["!ok:hs"]);
+        assert!(sync.rooms.join["!ok:hs"].timeline.events.is_empty());
+        assert!(sync.rooms.invite.is_empty());
+        assert!(
+            serde_json::from_value::<SyncResponse>(json!({"rooms": {}})).is_err(),
+            "next_batch is required"
         );
     }
 
