@@ -134,7 +134,7 @@ fn wait_reply(user: &mut MatrixUser, dm: &str, call_id: &str) -> (String, Value)
 
 fn answered(reply: &(String, Value)) -> Answer {
     assert_eq!(reply.0, "m.call.answer", "{reply:?}");
-    Answer::parse(reply.1["answer"]["sdp"].as_str().expect("answer sdp"))
+    Answer::parse(reply.1["answer"]["sdp"].as_str().expect("answer sdp")).expect("answer")
 }
 
 fn hangup_code(reply: &(String, Value)) -> String {
