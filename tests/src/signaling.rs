@@ -17,8 +17,16 @@ use blindfold_client::{Event, IceCredentials, OwnSsrcs, Participant, Participant
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 
-use crate::process::{binary, free_tcp_port};
-use crate::synapse::Synapse;
+use serde_json::json;
+
+use crate::matrix::MatrixUser;
+use crate::process::{Relay, binary, free_tcp_port};
+use crate::synapse::{PASSWORD, Synapse, unique_localpart};
+
+/// The conference id the end-to-end tests announce.
+pub const CONF: &str = "weekly";
+/// How long the end-to-end tests wait for a Matrix effect.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// A running `blindfold-signaling`, killed when dropped.
 pub struct Signaling {
@@ -313,4 +321,78 @@ pub fn drive(
         assert!(Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// A relay, a signaling process (started with `extra` config lines) and its SFU
+/// account, on the shared Synapse.
+pub struct Sfu {
+    /// The relay.
+    pub relay: Relay,
+    /// Its signaling process.
+    pub signaling: Signaling,
+    /// The SFU account.
+    pub user_id: String,
+}
+
+/// Registers an SFU account and starts a relay and a signaling process (with `extra`
+/// config lines) for it.
+pub fn sfu_with(extra: &str) -> Sfu {
+    let synapse = Synapse::shared();
+    let local = unique_localpart("sfu");
+    let reg = synapse.register(&local, PASSWORD, false);
+    let relay = Relay::start(1);
+    let mut signaling = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, extra);
+    signaling.wait_ready();
+    Sfu {
+        relay,
+        signaling,
+        user_id: reg.user_id,
+    }
+}
+
+/// [`sfu_with`] without extra config.
+pub fn sfu() -> Sfu {
+    sfu_with("")
+}
+
+/// Waits until `user` sees `who` joined to `room`.
+pub fn wait_joined(user: &MatrixUser, room: &str, who: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !user
+        .joined_members(room)
+        .expect("joined_members")
+        .iter()
+        .any(|m| m == who)
+    {
+        assert!(Instant::now() < deadline, "{who} never joined {room}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An encrypted conference room owned by `owner` with `members` joined, the SFU
+/// invited and joined, and a live conference `CONF` naming `sfu_user`.
+pub fn conference_room(owner: &MatrixUser, members: &[&MatrixUser], sfu_user: &str) -> String {
+    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
+    invite.push(sfu_user);
+    let room = owner
+        .create_room(&json!({
+            "preset": "private_chat",
+            "invite": invite,
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+        }))
+        .expect("create conference room");
+    owner
+        .send_state(
+            &room,
+            "org.matrix.msc2359.conference",
+            CONF,
+            &json!({"sfu": sfu_user, "name": "Weekly"}),
+        )
+        .expect("announce conference");
+    for m in members {
+        m.join(&room).expect("member joins");
+    }
+    wait_joined(owner, &room, sfu_user);
+    room
 }

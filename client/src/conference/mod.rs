@@ -361,6 +361,7 @@ struct Inner {
     device_id: String,
     ssrcs: OwnSsrcs,
     relay: SocketAddr,
+    answered_at: Instant,
     report_sent: bool,
     state: Mutex<State>,
     events: mpsc::Sender<ConferenceEvent>,
@@ -808,6 +809,7 @@ impl Conference {
             device_id,
             ssrcs,
             relay,
+            answered_at: now,
             report_sent: config.report_sent,
             state: Mutex::new(State {
                 participant,
@@ -823,15 +825,13 @@ impl Conference {
         });
         let media = tokio::spawn(media::run(inner.clone(), sock));
         inner.publish_keys().await?;
-        let conf = Conference {
+        let mut conf = Conference {
             inner: inner.clone(),
             events: rx,
             tasks: vec![media],
         };
         conf.subscribe(&config.subscription).await?;
-        let sync = tokio::spawn(sync_loop(inner, backlog));
-        let mut conf = conf;
-        conf.tasks.push(sync);
+        conf.tasks.push(tokio::spawn(sync_loop(inner, backlog)));
         Ok(conf)
     }
 
@@ -928,6 +928,11 @@ impl Conference {
     /// The relay's address from the answer.
     pub fn relay(&self) -> SocketAddr {
         self.inner.relay
+    }
+
+    /// When the SFU's answer arrived (join time counts from the invite before it).
+    pub fn answered_at(&self) -> Instant {
+        self.inner.answered_at
     }
 
     /// The key index we send under.
