@@ -422,3 +422,123 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
         assert_eq!(left.len(), 1, "alice saw carol leave once");
     });
 }
+
+/// Waits until `rx` decrypted all three streams of each of `senders`.
+fn has_all_streams(rx: &Peer, senders: &[&Peer]) -> bool {
+    senders.iter().all(|s| {
+        let o = s.conf.ssrcs();
+        [o.audio, o.thumbnail, o.full]
+            .iter()
+            .all(|&ssrc| rx.received_on(ssrc) > 0)
+    })
+}
+
+#[test]
+fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored() {
+    let st = setup(3);
+    let room = st.room.clone();
+    rt().block_on(async {
+        let epoch = Instant::now();
+        let (mut a, mut b) = tokio::join!(
+            join("alice", &st.users[0], &room, epoch),
+            join("bob", &st.users[1], &room, epoch),
+        );
+        run_until(
+            &mut [&mut a, &mut b],
+            Duration::from_secs(20),
+            "alice and bob decrypt each other",
+            |p| has_all_streams(p[0], &[p[1]]) && has_all_streams(p[1], &[p[0]]),
+        )
+        .await;
+
+        // Dave logs in (a new device) and calls while alice and bob are talking: their
+        // earlier key events were never shared with his device, so he depends on their
+        // re-sends when his first key event appears.
+        let mut d = join("dave", &st.users[2], &room, epoch).await;
+        let answered = d.conf.answered_at();
+        run_until(
+            &mut [&mut a, &mut b, &mut d],
+            Duration::from_secs(10),
+            "dave and the others decrypt each other",
+            |p| {
+                has_all_streams(p[2], &[p[0], p[1]])
+                    && has_all_streams(p[0], &[p[2]])
+                    && has_all_streams(p[1], &[p[2]])
+            },
+        )
+        .await;
+        for s in [&a, &b] {
+            let first = d
+                .rx
+                .iter()
+                .filter(|r| r.from == s.user_id)
+                .map(|r| r.at)
+                .min()
+                .expect("dave decrypted");
+            eprintln!("dave decrypts {} {:?} after his answer", s.name, first - answered);
+            assert!(
+                first - answered <= Duration::from_secs(2),
+                "dave needed {:?} to decrypt {}",
+                first - answered,
+                s.name
+            );
+        }
+
+        // Dave (a member, with a real megolm session) forges: a key event claiming
+        // alice's device, and one of his own with alice's audio SSRC.
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw";
+        let forged = |call: &str, device: &str, ssrc: u32| {
+            serde_json::json!({
+                "conf_id": CONF, "call_id": call, "device_id": device,
+                "streams": [{"ssrc": ssrc, "kind": "audio"}],
+                "keys": [{"index": 0, "profile": "SRTP_AEAD_AES_128_GCM", "key": key}]})
+        };
+        let alice_dev = a.conf.device_id().to_owned();
+        let alice_audio = a.conf.ssrcs().audio.0;
+        for content in [
+            forged("forged-1", &alice_dev, 900_001),
+            forged("forged-2", d.conf.device_id(), alice_audio),
+        ] {
+            d.conf
+                .room()
+                .send_raw(KEYS_EVENT, content)
+                .await
+                .expect("send forged key event");
+        }
+        run_until(
+            &mut [&mut a, &mut b, &mut d],
+            Duration::from_secs(10),
+            "both forgeries refused by alice and bob",
+            |p| p[0].rejected().len() >= 2 && p[1].rejected().len() >= 2,
+        )
+        .await;
+        let before = (b.rx.len(), a.rx.len());
+        run_for(&mut [&mut a, &mut b, &mut d], Duration::from_secs(1)).await;
+        for (rx, n) in [(&a, before.1), (&b, before.0)] {
+            let r = rx.rejected();
+            assert!(
+                r.iter().any(|e| matches!(e, KeyEventError::WrongDevice { claimed, .. } if *claimed == alice_dev)),
+                "{}: {r:?}",
+                rx.name
+            );
+            assert!(
+                r.contains(&KeyEventError::SsrcCollision(alice_audio)),
+                "{}: {r:?}",
+                rx.name
+            );
+            // Nothing changed: dave's real streams still decrypt, under his real key.
+            let dave_audio = d.conf.ssrcs().audio;
+            assert!(
+                rx.rx[n..].iter().any(|p| p.ssrc == dave_audio && p.from == d.user_id),
+                "{} stopped decrypting dave",
+                rx.name
+            );
+            assert_eq!(rx.conf.members().len(), 2, "{}: {:?}", rx.name, rx.conf.members());
+        }
+        // Alice's own audio is still hers at bob's.
+        assert!(b.rx.iter().rev().take(200).any(|p| p.ssrc == Ssrc(alice_audio) && p.from == a.user_id));
+        for rx in [&b, &d] {
+            assert!(bit_identical(rx, &a) > 0);
+        }
+    });
+}
