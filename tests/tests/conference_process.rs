@@ -78,6 +78,14 @@ impl Peer {
         }
     }
 
+    /// When each datagram under `key` was sent.
+    fn sent_under(&self, key: KeyIndex) -> impl Iterator<Item = Instant> + '_ {
+        self.sent
+            .values()
+            .filter(move |(k, _, _)| *k == key)
+            .map(|(_, _, t)| *t)
+    }
+
     fn received_on(&self, ssrc: Ssrc) -> usize {
         self.rx.iter().filter(|r| r.ssrc == ssrc).count()
     }
@@ -261,12 +269,8 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
             "everyone decrypts everyone's three streams",
             |p| {
                 p.iter().all(|rx| {
-                    p.iter().filter(|s| s.name != rx.name).all(|s| {
-                        let o = s.conf.ssrcs();
-                        [o.audio, o.thumbnail, o.full]
-                            .iter()
-                            .all(|&ssrc| rx.received_on(ssrc) >= 20)
-                    })
+                    let senders: Vec<&Peer> = p.iter().filter(|s| s.name != rx.name).map(|s| &**s).collect();
+                    has_all_streams(rx, &senders, 20)
                 })
             },
         )
@@ -341,20 +345,8 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
                     _ => None,
                 })
                 .expect("key 1 published");
-            let first_new = s
-                .sent
-                .values()
-                .filter(|(k, _, _)| *k == KeyIndex(1))
-                .map(|(_, _, t)| *t)
-                .min()
-                .expect("sent under key 1");
-            let last_old = s
-                .sent
-                .values()
-                .filter(|(k, _, _)| *k == KeyIndex(0))
-                .map(|(_, _, t)| *t)
-                .max()
-                .expect("sent under key 0");
+            let first_new = s.sent_under(KeyIndex(1)).min().expect("sent under key 1");
+            let last_old = s.sent_under(KeyIndex(0)).max().expect("sent under key 0");
             eprintln!(
                 "{}: key 1 published {:?} after the leave, used {:?} after publishing",
                 s.name,
@@ -423,13 +415,14 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
     });
 }
 
-/// Waits until `rx` decrypted all three streams of each of `senders`.
-fn has_all_streams(rx: &Peer, senders: &[&Peer]) -> bool {
+/// `rx` decrypted at least `n` packets of each of the three streams of each of
+/// `senders`.
+fn has_all_streams(rx: &Peer, senders: &[&Peer], n: usize) -> bool {
     senders.iter().all(|s| {
         let o = s.conf.ssrcs();
         [o.audio, o.thumbnail, o.full]
             .iter()
-            .all(|&ssrc| rx.received_on(ssrc) > 0)
+            .all(|&ssrc| rx.received_on(ssrc) >= n)
     })
 }
 
@@ -447,7 +440,7 @@ fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored()
             &mut [&mut a, &mut b],
             Duration::from_secs(20),
             "alice and bob decrypt each other",
-            |p| has_all_streams(p[0], &[p[1]]) && has_all_streams(p[1], &[p[0]]),
+            |p| has_all_streams(p[0], &[p[1]], 1) && has_all_streams(p[1], &[p[0]], 1),
         )
         .await;
 
@@ -461,9 +454,9 @@ fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored()
             Duration::from_secs(10),
             "dave and the others decrypt each other",
             |p| {
-                has_all_streams(p[2], &[p[0], p[1]])
-                    && has_all_streams(p[0], &[p[2]])
-                    && has_all_streams(p[1], &[p[2]])
+                has_all_streams(p[2], &[p[0], p[1]], 1)
+                    && has_all_streams(p[0], &[p[2]], 1)
+                    && has_all_streams(p[1], &[p[2]], 1)
             },
         )
         .await;
