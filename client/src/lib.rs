@@ -60,6 +60,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod conference;
 pub mod control;
 mod error;
 mod ice;
@@ -67,6 +68,7 @@ pub mod measure;
 mod media;
 mod participant;
 mod rng;
+pub mod sdp;
 pub mod source;
 
 pub use error::{DropReason, FailReason, ParticipantError};

@@ -1,8 +1,8 @@
 //! `blindfold-signaling` as a real process, and Matrix callers that place real calls to
 //! it: the [`Signaling`] guard (config file, log, kill -9, restart on the same database)
 //! and a [`Caller`] that writes its SDP offer per docs/protocol.md, reads the answer with
-//! its own small reader (not signaling's code), and then connects a real
-//! [`Participant`] over UDP to the relay the answer names.
+//! the client library's reader ([`blindfold_client::sdp`], not signaling's code), and
+//! then connects a real [`Participant`] over UDP to the relay the answer names.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -11,12 +11,22 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub use blindfold_client::sdp::Answer;
+use blindfold_client::sdp::Offer;
 use blindfold_client::{Event, IceCredentials, OwnSsrcs, Participant, ParticipantConfig};
-use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings, Fingerprint};
+use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 
-use crate::process::{binary, free_tcp_port};
-use crate::synapse::Synapse;
+use serde_json::json;
+
+use crate::matrix::MatrixUser;
+use crate::process::{Relay, binary, free_tcp_port};
+use crate::synapse::{PASSWORD, Synapse, unique_localpart};
+
+/// The conference id the end-to-end tests announce.
+pub const CONF: &str = "weekly";
+/// How long the end-to-end tests wait for a Matrix effect.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// A running `blindfold-signaling`, killed when dropped.
 pub struct Signaling {
@@ -174,63 +184,6 @@ impl Drop for Signaling {
     }
 }
 
-/// What an SDP answer gave the caller, read line by line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    /// The relay's ICE credentials.
-    pub ice: IceCredentials,
-    /// `a=candidate` addresses, in order.
-    pub candidates: Vec<SocketAddr>,
-    /// `a=fingerprint:sha-256`.
-    pub fingerprint: Fingerprint,
-    /// `a=ice-lite` present at session level.
-    pub ice_lite: bool,
-    /// `a=setup:` value.
-    pub setup: String,
-    /// `a=end-of-candidates` present.
-    pub end_of_candidates: bool,
-}
-
-impl Answer {
-    /// Reads an answer's transport; panics naming what is missing.
-    pub fn parse(sdp: &str) -> Answer {
-        let attr = |name: &str| {
-            sdp.lines().find_map(|l| {
-                l.trim_end()
-                    .strip_prefix(&format!("a={name}:"))
-                    .map(str::to_owned)
-            })
-        };
-        let ice = IceCredentials {
-            ufrag: attr("ice-ufrag").expect("a=ice-ufrag in the answer"),
-            pwd: attr("ice-pwd").expect("a=ice-pwd in the answer"),
-        };
-        let fingerprint = Fingerprint::from_sdp_attribute(
-            &attr("fingerprint").expect("a=fingerprint in the answer"),
-        )
-        .expect("sha-256 fingerprint");
-        let candidates = sdp
-            .lines()
-            .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
-            .map(|c| {
-                let f: Vec<&str> = c.split_whitespace().collect();
-                assert!(f.len() >= 8 && f[6] == "typ", "candidate {c}");
-                let ip: std::net::IpAddr = f[4].parse().expect("candidate ip");
-                SocketAddr::new(ip, f[5].parse().expect("candidate port"))
-            })
-            .collect();
-        let session_part = sdp.split("\nm=").next().unwrap_or("");
-        Answer {
-            ice,
-            candidates,
-            fingerprint,
-            ice_lite: session_part.lines().any(|l| l.trim_end() == "a=ice-lite"),
-            setup: attr("setup").unwrap_or_default(),
-            end_of_candidates: sdp.lines().any(|l| l.trim_end() == "a=end-of-candidates"),
-        }
-    }
-}
-
 fn dtls() -> &'static DtlsConfig {
     static D: OnceLock<DtlsConfig> = OnceLock::new();
     D.get_or_init(|| DtlsConfig::new(DtlsSettings::default()).expect("client dtls"))
@@ -261,44 +214,18 @@ impl Caller {
         }
     }
 
-    /// The SDP offer of docs/protocol.md: BUNDLE, Opus and VP8, audio level, frame
-    /// marking and abs-send-time, audio + simulcast thumbnail/full SSRCs.
+    /// The SDP offer of docs/protocol.md (the client library's [`Offer`]): BUNDLE, Opus
+    /// and VP8, audio level, frame marking and abs-send-time, audio + simulcast
+    /// thumbnail/full SSRCs.
     pub fn offer(&self) -> String {
-        let s = &self.ssrcs;
-        let fp = self.cert.fingerprint();
-        let lines = [
-            "v=0".to_owned(),
-            format!("o=- {} 1 IN IP4 127.0.0.1", 1000 + self.idx),
-            "s=-".into(),
-            "t=0 0".into(),
-            "a=group:BUNDLE 0 1".into(),
-            format!("a=ice-ufrag:{}", self.ice.ufrag),
-            format!("a=ice-pwd:{}", self.ice.pwd),
-            format!("a=fingerprint:sha-256 {fp}"),
-            "a=setup:actpass".into(),
-            "m=audio 9 UDP/TLS/RTP/SAVPF 111".into(),
-            "c=IN IP4 0.0.0.0".into(),
-            "a=mid:0".into(),
-            "a=sendrecv".into(),
-            "a=rtcp-mux".into(),
-            "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level".into(),
-            "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time".into(),
-            "a=rtpmap:111 opus/48000/2".into(),
-            format!("a=ssrc:{} cname:caller{}", s.audio.0, self.idx),
-            "m=video 9 UDP/TLS/RTP/SAVPF 96".into(),
-            "c=IN IP4 0.0.0.0".into(),
-            "a=mid:1".into(),
-            "a=sendrecv".into(),
-            "a=rtcp-mux".into(),
-            "a=extmap:2 urn:ietf:params:rtp-hdrext:framemarking".into(),
-            "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time".into(),
-            "a=rtpmap:96 VP8/90000".into(),
-            "a=rtcp-fb:96 nack pli".into(),
-            format!("a=ssrc-group:SIM {} {}", s.thumbnail.0, s.full.0),
-            format!("a=ssrc:{} cname:caller{}", s.thumbnail.0, self.idx),
-            format!("a=ssrc:{} cname:caller{}", s.full.0, self.idx),
-        ];
-        lines.join("\r\n") + "\r\n"
+        Offer {
+            session_id: 1000 + self.idx as u64,
+            ssrcs: self.ssrcs,
+            ice: self.ice.clone(),
+            fingerprint: self.cert.fingerprint(),
+            cname: format!("caller{}", self.idx),
+        }
+        .to_sdp()
     }
 
     /// The participant that connects with `answer`'s transport, on a fresh UDP socket,
@@ -394,4 +321,78 @@ pub fn drive(
         assert!(Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// A relay, a signaling process (started with `extra` config lines) and its SFU
+/// account, on the shared Synapse.
+pub struct Sfu {
+    /// The relay.
+    pub relay: Relay,
+    /// Its signaling process.
+    pub signaling: Signaling,
+    /// The SFU account.
+    pub user_id: String,
+}
+
+/// Registers an SFU account and starts a relay and a signaling process (with `extra`
+/// config lines) for it.
+pub fn sfu_with(extra: &str) -> Sfu {
+    let synapse = Synapse::shared();
+    let local = unique_localpart("sfu");
+    let reg = synapse.register(&local, PASSWORD, false);
+    let relay = Relay::start(1);
+    let mut signaling = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, extra);
+    signaling.wait_ready();
+    Sfu {
+        relay,
+        signaling,
+        user_id: reg.user_id,
+    }
+}
+
+/// [`sfu_with`] without extra config.
+pub fn sfu() -> Sfu {
+    sfu_with("")
+}
+
+/// Waits until `user` sees `who` joined to `room`.
+pub fn wait_joined(user: &MatrixUser, room: &str, who: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !user
+        .joined_members(room)
+        .expect("joined_members")
+        .iter()
+        .any(|m| m == who)
+    {
+        assert!(Instant::now() < deadline, "{who} never joined {room}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An encrypted conference room owned by `owner` with `members` joined, the SFU
+/// invited and joined, and a live conference `CONF` naming `sfu_user`.
+pub fn conference_room(owner: &MatrixUser, members: &[&MatrixUser], sfu_user: &str) -> String {
+    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
+    invite.push(sfu_user);
+    let room = owner
+        .create_room(&json!({
+            "preset": "private_chat",
+            "invite": invite,
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+        }))
+        .expect("create conference room");
+    owner
+        .send_state(
+            &room,
+            "org.matrix.msc2359.conference",
+            CONF,
+            &json!({"sfu": sfu_user, "name": "Weekly"}),
+        )
+        .expect("announce conference");
+    for m in members {
+        m.join(&room).expect("member joins");
+    }
+    wait_joined(owner, &room, sfu_user);
+    room
 }

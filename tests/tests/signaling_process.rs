@@ -13,79 +13,13 @@ use blindfold_client::Event as PEvent;
 use blindfold_relay::id::{Pt, RtpTime};
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
-use blindfold_tests::signaling::{Answer, CallPeer, Caller, Signaling, drive};
+use blindfold_tests::signaling::{
+    Answer, CONF, CallPeer, Caller, Signaling, conference_room, drive, sfu, sfu_with, wait_joined,
+};
 use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
-const CONF: &str = "weekly";
-
-/// A relay, a signaling process and its SFU account.
-struct Sfu {
-    relay: Relay,
-    signaling: Signaling,
-    user_id: String,
-}
-
-fn sfu_with(extra: &str) -> Sfu {
-    let synapse = Synapse::shared();
-    let local = unique_localpart("sfu");
-    let reg = synapse.register(&local, PASSWORD, false);
-    let relay = Relay::start(1);
-    let mut signaling = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, extra);
-    signaling.wait_ready();
-    Sfu {
-        relay,
-        signaling,
-        user_id: reg.user_id,
-    }
-}
-
-fn sfu() -> Sfu {
-    sfu_with("")
-}
-
-/// Waits until `user` sees `who` joined to `room`.
-fn wait_joined(user: &MatrixUser, room: &str, who: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !user
-        .joined_members(room)
-        .expect("joined_members")
-        .iter()
-        .any(|m| m == who)
-    {
-        assert!(Instant::now() < deadline, "{who} never joined {room}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// An encrypted conference room owned by `owner` with `members` joined, the SFU
-/// invited and joined, and a live conference `CONF` naming `sfu_user`.
-fn conference_room(owner: &MatrixUser, members: &[&MatrixUser], sfu_user: &str) -> String {
-    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
-    invite.push(sfu_user);
-    let room = owner
-        .create_room(&json!({
-            "preset": "private_chat",
-            "invite": invite,
-            "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
-        }))
-        .expect("create conference room");
-    owner
-        .send_state(
-            &room,
-            "org.matrix.msc2359.conference",
-            CONF,
-            &json!({"sfu": sfu_user, "name": "Weekly"}),
-        )
-        .expect("announce conference");
-    for m in members {
-        m.join(&room).expect("member joins");
-    }
-    wait_joined(owner, &room, sfu_user);
-    room
-}
 
 /// An unencrypted DM between `user` and the SFU, the SFU joined.
 fn dm(user: &MatrixUser, sfu_user: &str) -> String {
@@ -134,7 +68,7 @@ fn wait_reply(user: &mut MatrixUser, dm: &str, call_id: &str) -> (String, Value)
 
 fn answered(reply: &(String, Value)) -> Answer {
     assert_eq!(reply.0, "m.call.answer", "{reply:?}");
-    Answer::parse(reply.1["answer"]["sdp"].as_str().expect("answer sdp"))
+    Answer::parse(reply.1["answer"]["sdp"].as_str().expect("answer sdp")).expect("answer")
 }
 
 fn hangup_code(reply: &(String, Value)) -> String {

@@ -1,0 +1,132 @@
+//! The conference's media task: moves the participant's datagrams over its UDP socket,
+//! runs its timers, our key schedule and the synthetic sources, and turns what the
+//! participant decrypts into [`ConferenceEvent`]s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+use blindfold_relay::id::KeyIndex;
+use blindfold_relay::wire::rtp::RtpHeader;
+use blindfold_relay::wire::{Datagram, demux};
+use tokio::net::UdpSocket;
+
+use super::{ConferenceEvent, Inner, MemberId};
+use crate::Event;
+use crate::media::mki_from_end;
+
+/// Longest sleep when nothing is scheduled (the participant always has a timer once
+/// started; this is a backstop).
+const IDLE: Duration = Duration::from_millis(200);
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+pub(super) async fn run(inner: Arc<Inner>, sock: UdpSocket) {
+    let mut buf = vec![0u8; 2048];
+    let mut out = Vec::new();
+    loop {
+        let deadline = {
+            let st = inner.lock();
+            [
+                st.participant.poll_timeout(),
+                st.driver.as_ref().and_then(|d| d.poll_timeout()),
+                st.keys.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + IDLE)
+        };
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    let datagram = &mut buf[..n];
+                    let hash = matches!(demux(datagram), Datagram::Rtp(_)).then(|| sha256(datagram));
+                    let mut st = inner.lock();
+                    // Bad datagrams are the participant's to count (Stats::drops).
+                    let _ = st.participant.handle_datagram(now, from, datagram);
+                    drain(&inner, &mut st, hash);
+                }
+                // ICMP port unreachable and the like: the next datagram may be fine.
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = inner.wake.notified() => {}
+        }
+        {
+            let now = Instant::now();
+            let mut st = inner.lock();
+            if st.participant.poll_timeout().is_some_and(|t| t <= now) {
+                st.participant.handle_timeout(now);
+            }
+            let actions = st.keys.poll(now);
+            if !actions.is_empty() {
+                inner.apply(&mut st, actions);
+            }
+            let st = &mut *st;
+            if let Some(d) = st.driver.as_mut() {
+                // A refused packet is lost (the driver counts it); the rest go next time.
+                let _ = d.drive(&mut st.participant, now);
+            }
+            drain(&inner, st, None);
+            while let Some(t) = st.participant.poll_transmit() {
+                out.push(t);
+            }
+        }
+        for t in out.drain(..) {
+            if inner.report_sent
+                && let Datagram::Rtp(p) = demux(&t.bytes)
+                && let Ok(h) = RtpHeader::parse(p)
+            {
+                let profile = inner.lock().profile;
+                let key = t
+                    .bytes
+                    .len()
+                    .checked_sub(mki_from_end(profile))
+                    .and_then(|i| t.bytes.get(i))
+                    .map_or(KeyIndex(0), |b| KeyIndex(*b));
+                inner.emit(ConferenceEvent::Sent {
+                    ssrc: h.ssrc(),
+                    seq: h.seq().0,
+                    key,
+                    sha256: sha256(&t.bytes),
+                });
+            }
+            // A lost datagram is like a lost packet on the network.
+            let _ = sock.send_to(&t.bytes, t.dest).await;
+        }
+    }
+}
+
+/// Hands the participant's events on; `hash` is the datagram that produced them.
+fn drain(inner: &Inner, st: &mut super::State, hash: Option<[u8; 32]>) {
+    while let Some(ev) = st.participant.poll_event() {
+        if let Some(d) = st.driver.as_mut() {
+            d.handle_event(&ev);
+        }
+        match ev {
+            Event::Media(packet) => {
+                let from = st.roster.member(packet.sender).map(|m| MemberId {
+                    user_id: m.user_id.clone(),
+                    device_id: m.device_id.clone(),
+                });
+                inner.emit(ConferenceEvent::Media {
+                    packet,
+                    from,
+                    wire_sha256: hash.unwrap_or([0; 32]),
+                });
+            }
+            Event::Connected { .. } => inner.emit(ConferenceEvent::Connected),
+            Event::Failed(reason) => inner.emit(ConferenceEvent::Ended {
+                reason: format!("media: {reason}"),
+            }),
+            _ => {}
+        }
+    }
+}

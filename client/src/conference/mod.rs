@@ -1,0 +1,1260 @@
+//! The participant's Matrix side (docs/protocol.md): a [`Conference`] logs in with
+//! matrix-sdk (end-to-end encryption, a SQLite store per participant), joins the
+//! conference room `R`, calls the SFU in an unencrypted DM, connects a [`Participant`]
+//! over UDP to the relay from the answer, and exchanges media keys with the other
+//! members as megolm-encrypted `org.matrix.msc2359.call.keys` events in `R`.
+//!
+//! # Driving it
+//!
+//! Inside a tokio runtime (current-thread or multi-thread; the conference spawns two
+//! tasks on it, one syncing Matrix and one moving the participant's UDP datagrams and
+//! timers):
+//!
+//! ```no_run
+//! use blindfold_client::conference::{Conference, ConferenceConfig, ConferenceEvent, Login};
+//! # async fn run() -> Result<(), blindfold_client::conference::ConferenceError> {
+//! let config = ConferenceConfig::new(
+//!     "https://matrix.example.org",
+//!     Login::Password { user: "@alice:example.org".into(), password: "…".into() },
+//!     "/var/lib/alice-blindfold",     // the SQLite store (and saved session) directory
+//!     "!conf:example.org",
+//!     "weekly",
+//! );
+//! let mut conf = Conference::join(config).await?; // answered, connecting, keys published
+//! while let Some(ev) = conf.next_event().await {
+//!     match ev {
+//!         ConferenceEvent::Media { packet, from, .. } => { /* decode packet.payload() */ }
+//!         ConferenceEvent::Ended { reason } => break,
+//!         _ => {}
+//!     }
+//! }
+//! conf.hangup().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! What [`Conference::join`] checks before publishing anything: `R` is encrypted, it
+//! holds the conference, and the conference's SFU account has no device with
+//! end-to-end-encryption keys (`/keys/query`, again before every key event it sends).
+//! Other members' key events are accepted only under docs/protocol.md's trust rules
+//! ([`keys::Roster`]); refused ones are reported ([`ConferenceEvent::KeysRejected`])
+//! and dropped. When a member leaves `R` or hangs up, the conference rekeys
+//! ([`keys::LocalKeys`]): the next MKI index is published at once, used 2 s later,
+//! dropped 10 s after that. matrix-sdk itself rotates `R`'s megolm session when a member
+//! it shared the session with has left (so the leaver cannot read the new key event).
+
+// The IO shell around the sans-IO participant: it reads the clock (and hands `now` to
+// the participant and the key schedule).
+#![allow(clippy::disallowed_methods)]
+
+pub mod keys;
+mod media;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
+use blindfold_relay::id::{KeyIndex, Ssrc};
+use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::deserialized_responses::{TimelineEvent, VerificationLevel, VerificationState};
+use matrix_sdk::room::Room;
+use matrix_sdk::ruma::api::client::keys::get_keys;
+use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::events::StateEventType;
+use matrix_sdk::ruma::{OwnedUserId, RoomId, UserId};
+use matrix_sdk::sync::SyncResponse;
+use matrix_sdk::{Client, RoomMemberships, RoomState, SessionMeta, SessionTokens};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::sdp::{Answer, AnswerError, Offer};
+use crate::{IceCredentials, MediaPacket, OwnSsrcs, Participant, ParticipantConfig, SenderId};
+use keys::{Accepted, KEYS_EVENT, KeyAction, KeyEvent, KeyEventError, LocalKeys, Roster};
+
+pub use matrix_sdk;
+
+/// The conference announcement's state event type.
+pub const CONFERENCE_EVENT: &str = "org.matrix.msc2359.conference";
+/// The subscription event type.
+pub const SUBSCRIBE_EVENT: &str = "org.matrix.msc2359.call.subscribe";
+/// Events the application has not taken yet; past this, media events are dropped and
+/// counted ([`Conference::dropped_events`]).
+const EVENT_QUEUE: usize = 8192;
+/// The long-poll of the sync loop.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the participant logs in.
+#[derive(Debug, Clone)]
+pub enum Login {
+    /// Password login (a new device the first time; the store directory keeps the
+    /// session, so later runs are the same device).
+    Password {
+        /// User id or localpart.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+    /// An existing session's access token and device.
+    Token {
+        /// `@user:server`.
+        user_id: String,
+        /// The token's device.
+        device_id: String,
+        /// The access token.
+        access_token: String,
+    },
+}
+
+/// Which full-resolution streams to receive (docs/protocol.md, "Subscriptions").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// Every current and future one.
+    All,
+    /// These SSRCs (`[]`: thumbnails only).
+    Ssrcs(Vec<Ssrc>),
+}
+
+impl Subscription {
+    fn to_json(&self) -> Value {
+        match self {
+            Subscription::All => json!("all"),
+            Subscription::Ssrcs(s) => json!(s.iter().map(|x| x.0).collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// What the conference sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaMode {
+    /// Nothing (a listener).
+    None,
+    /// The synthetic audio, thumbnail and full-resolution sources of [`crate::source`],
+    /// probes counting from `epoch`.
+    Synthetic {
+        /// The probes' epoch (receivers measuring latency use the same).
+        epoch: Instant,
+        /// The sources' RNG seed.
+        seed: u64,
+    },
+}
+
+/// Everything [`Conference::join`] needs.
+#[derive(Debug, Clone)]
+pub struct ConferenceConfig {
+    /// Homeserver base URL.
+    pub homeserver: String,
+    /// How to log in.
+    pub login: Login,
+    /// The participant's directory: matrix-sdk's SQLite stores and the saved session.
+    pub store: PathBuf,
+    /// The conference room `R`.
+    pub room_id: String,
+    /// The conference id (the announcement's state key).
+    pub conf_id: String,
+    /// The subscription sent once answered.
+    pub subscription: Subscription,
+    /// Our SSRCs; random if `None`.
+    pub ssrcs: Option<OwnSsrcs>,
+    /// Our SRTP profile (GCM by default).
+    pub profile: SrtpProfile,
+    /// What to send.
+    pub media: MediaMode,
+    /// Also report every RTP datagram we send ([`ConferenceEvent::Sent`]).
+    pub report_sent: bool,
+    /// Limit for each wait while joining (the SFU joining the DM, the answer).
+    pub timeout: Duration,
+}
+
+impl ConferenceConfig {
+    /// A configuration subscribing to every full-resolution stream, random SSRCs, GCM,
+    /// no media, 30 s waits.
+    pub fn new(
+        homeserver: impl Into<String>,
+        login: Login,
+        store: impl Into<PathBuf>,
+        room_id: impl Into<String>,
+        conf_id: impl Into<String>,
+    ) -> Self {
+        ConferenceConfig {
+            homeserver: homeserver.into(),
+            login,
+            store: store.into(),
+            room_id: room_id.into(),
+            conf_id: conf_id.into(),
+            subscription: Subscription::All,
+            ssrcs: None,
+            profile: SrtpProfile::AeadAes128Gcm,
+            media: MediaMode::None,
+            report_sent: false,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why joining or a conference operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConferenceError {
+    /// The Matrix SDK or the homeserver failed.
+    #[error("matrix: {0}")]
+    Matrix(String),
+    /// The store directory or saved session.
+    #[error("store {0}")]
+    Store(String),
+    /// The room id or a user id is not valid.
+    #[error("invalid id: {0}")]
+    InvalidId(String),
+    /// The conference room is not end-to-end encrypted: keys would travel in the clear.
+    #[error("room {0} is not end-to-end encrypted: refusing to publish media keys there")]
+    RoomNotEncrypted(String),
+    /// No live conference with this id in the room.
+    #[error("room {room} holds no conference {conf_id}")]
+    NoSuchConference {
+        /// The room.
+        room: String,
+        /// The conference id.
+        conf_id: String,
+    },
+    /// The conference has ended.
+    #[error("conference {0} has ended")]
+    ConferenceEnded(String),
+    /// The SFU account has end-to-end-encryption devices: it could be given the room's
+    /// megolm sessions, so the media keys.
+    #[error(
+        "the SFU account {sfu} has end-to-end-encryption devices {devices:?}: refusing to \
+         publish media keys in this conference"
+    )]
+    SfuHasDevices {
+        /// The SFU account.
+        sfu: String,
+        /// Its devices with keys.
+        devices: Vec<String>,
+    },
+    /// The SFU refused or ended the call.
+    #[error("the SFU hung up: {code} ({reason})")]
+    Hangup {
+        /// `org.matrix.msc2359.reason`.
+        code: String,
+        /// The spec's `reason`.
+        reason: String,
+    },
+    /// A wait ran out.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// The answer's SDP is not usable.
+    #[error("bad answer: {0}")]
+    BadAnswer(#[from] AnswerError),
+    /// The participant library refused its configuration or a key.
+    #[error("participant: {0}")]
+    Participant(#[from] crate::ParticipantError),
+    /// Local I/O (the UDP socket).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn mx(e: impl std::fmt::Display) -> ConferenceError {
+    ConferenceError::Matrix(e.to_string())
+}
+
+/// A member's device in the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberId {
+    /// Matrix user id.
+    pub user_id: String,
+    /// Device id.
+    pub device_id: String,
+}
+
+/// What a [`Conference`] reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConferenceEvent {
+    /// DTLS with the relay completed: media flows.
+    Connected,
+    /// A decrypted media packet.
+    Media {
+        /// The packet.
+        packet: MediaPacket,
+        /// Its sender (if still known when it arrived).
+        from: Option<MemberId>,
+        /// SHA-256 of the SRTP datagram as it arrived from the relay.
+        wire_sha256: [u8; 32],
+    },
+    /// An RTP datagram we sent (only with [`ConferenceConfig::report_sent`]).
+    Sent {
+        /// Its SSRC.
+        ssrc: Ssrc,
+        /// Its sequence number.
+        seq: u16,
+        /// The MKI it carries.
+        key: KeyIndex,
+        /// SHA-256 of the whole datagram.
+        sha256: [u8; 32],
+    },
+    /// A member's key event was accepted and its keys installed.
+    KeysAccepted {
+        /// Who.
+        member: MemberId,
+        /// Its id in the participant library.
+        sender: SenderId,
+        /// The key indexes it holds now.
+        indexes: Vec<KeyIndex>,
+    },
+    /// A key event was refused (and dropped).
+    KeysRejected {
+        /// The event's sender (user id).
+        user_id: String,
+        /// Why.
+        reason: KeyEventError,
+    },
+    /// A member left the call or `R`; its keys are gone.
+    MemberLeft {
+        /// Who.
+        member: MemberId,
+    },
+    /// We published our key event with these indexes.
+    KeysPublished {
+        /// The key set, oldest first.
+        indexes: Vec<KeyIndex>,
+    },
+    /// We switched to a new key.
+    KeyActivated {
+        /// Its index.
+        index: KeyIndex,
+    },
+    /// The call ended (SFU hangup, conference ended, we left `R`).
+    Ended {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counters of what was dropped.
+#[derive(Debug, Default)]
+struct Counters {
+    events_dropped: AtomicU64,
+    undecryptable: AtomicU64,
+}
+
+/// The state the sync task and the media task share. Held briefly, never across an
+/// await.
+struct State {
+    participant: Participant,
+    driver: Option<crate::Driver>,
+    roster: Roster,
+    keys: LocalKeys,
+    profile: SrtpProfile,
+}
+
+struct Inner {
+    client: Client,
+    room: Room,
+    dm: Room,
+    sfu: OwnedUserId,
+    conf_id: String,
+    call_id: String,
+    device_id: String,
+    ssrcs: OwnSsrcs,
+    relay: SocketAddr,
+    answered_at: Instant,
+    report_sent: bool,
+    state: Mutex<State>,
+    events: mpsc::Sender<ConferenceEvent>,
+    counters: Counters,
+    wake: tokio::sync::Notify,
+    publishing: tokio::sync::Mutex<()>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, ev: ConferenceEvent) {
+        if self.events.try_send(ev).is_err() {
+            self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn apply(&self, st: &mut State, actions: Vec<KeyAction>) {
+        for a in actions {
+            let r = match &a {
+                KeyAction::Add(i, k) => MasterKey::new(st.profile, k)
+                    .map_err(crate::ParticipantError::Srtp)
+                    .and_then(|k| st.participant.add_local_key(*i, &k)),
+                KeyAction::Activate(i) => st.participant.activate_local_key(*i),
+                KeyAction::Remove(i) => st.participant.remove_local_key(*i),
+            };
+            match r {
+                Ok(()) => {
+                    if let KeyAction::Activate(index) = a {
+                        self.emit(ConferenceEvent::KeyActivated { index });
+                    }
+                }
+                // Our own schedule asked for it; a refusal is a bug in LocalKeys, not
+                // input, and the participant is unchanged: report and go on.
+                Err(e) => self.emit(ConferenceEvent::Ended {
+                    reason: format!("key schedule: {a:?}: {e}"),
+                }),
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Refuses when the SFU account has a device with E2EE keys (docs/protocol.md).
+    async fn check_sfu_devices(&self) -> Result<(), ConferenceError> {
+        check_sfu_devices(&self.client, &self.sfu).await
+    }
+
+    /// Publishes our current key set in `R` (megolm-encrypted by matrix-sdk).
+    async fn publish_keys(&self) -> Result<(), ConferenceError> {
+        let _one_at_a_time = self.publishing.lock().await;
+        self.check_sfu_devices().await?;
+        let (content, indexes) = {
+            let st = self.lock();
+            let keys = st.keys.published();
+            let indexes = keys.iter().map(|k| k.0).collect();
+            let ev = KeyEvent {
+                conf_id: self.conf_id.clone(),
+                call_id: self.call_id.clone(),
+                device_id: self.device_id.clone(),
+                streams: KeyEvent::own_streams(self.ssrcs),
+                profile: Some(st.profile),
+                keys,
+            };
+            (ev.to_content(), indexes)
+        };
+        self.room.send_raw(KEYS_EVENT, content).await.map_err(mx)?;
+        // The 2 s before switching count from when the event is out.
+        self.lock().keys.sent(Instant::now());
+        self.wake.notify_one();
+        self.emit(ConferenceEvent::KeysPublished { indexes });
+        Ok(())
+    }
+
+    /// A fresh key under the next index, published now, used 2 s later.
+    async fn rekey(&self) -> Result<(), ConferenceError> {
+        let fresh = random_key(self.lock().profile)?;
+        {
+            let mut st = self.lock();
+            let actions = st.keys.rekey(Instant::now(), fresh);
+            self.apply(&mut st, actions);
+        }
+        self.publish_keys().await
+    }
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>, ConferenceError> {
+    let mut v = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut v).map_err(|_| ConferenceError::Store("no OS randomness".into()))?;
+    Ok(v)
+}
+
+fn random_key(profile: SrtpProfile) -> Result<Vec<u8>, ConferenceError> {
+    random_bytes(profile.master_len())
+}
+
+fn random_u64() -> Result<u64, ConferenceError> {
+    let b = random_bytes(8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b);
+    Ok(u64::from_le_bytes(a))
+}
+
+/// ICE characters (RFC 8839 ice-char).
+fn ice_string(len: usize) -> Result<String, ConferenceError> {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    Ok(random_bytes(len)?
+        .into_iter()
+        .map(|b| CHARS[usize::from(b) % CHARS.len()] as char)
+        .collect())
+}
+
+fn random_ssrcs() -> Result<OwnSsrcs, ConferenceError> {
+    let b = random_bytes(12)?;
+    let ssrc = |i: usize| {
+        let v = u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Ssrc(v.max(1))
+    };
+    let (a, t, f) = (ssrc(0), ssrc(4), ssrc(8));
+    if a == t || t == f || a == f {
+        return random_ssrcs();
+    }
+    Ok(OwnSsrcs {
+        audio: a,
+        thumbnail: t,
+        full: f,
+    })
+}
+
+fn dtls_config() -> Result<DtlsConfig, ConferenceError> {
+    static D: OnceLock<Option<DtlsConfig>> = OnceLock::new();
+    D.get_or_init(|| DtlsConfig::new(DtlsSettings::default()).ok())
+        .clone()
+        .ok_or_else(|| ConferenceError::Store("DTLS configuration".into()))
+}
+
+async fn check_sfu_devices(client: &Client, sfu: &UserId) -> Result<(), ConferenceError> {
+    let mut req = get_keys::v3::Request::new();
+    req.device_keys.insert(sfu.to_owned(), Vec::new());
+    let resp = client.send(req).await.map_err(mx)?;
+    let devices: Vec<String> = resp
+        .device_keys
+        .get(sfu)
+        .map(|d| d.keys().map(|k| k.to_string()).collect())
+        .unwrap_or_default();
+    if devices.is_empty() {
+        Ok(())
+    } else {
+        Err(ConferenceError::SfuHasDevices {
+            sfu: sfu.to_string(),
+            devices,
+        })
+    }
+}
+
+/// Logs in, or restores the session saved in the store directory.
+async fn login(config: &ConferenceConfig) -> Result<Client, ConferenceError> {
+    std::fs::create_dir_all(&config.store).map_err(|e| ConferenceError::Store(e.to_string()))?;
+    let client = Client::builder()
+        .homeserver_url(&config.homeserver)
+        .sqlite_store(&config.store, None)
+        .build()
+        .await
+        .map_err(mx)?;
+    let saved = config.store.join("session.json");
+    let session = match (&config.login, std::fs::read(&saved)) {
+        (Login::Token { .. }, _) | (_, Err(_)) => None,
+        (Login::Password { .. }, Ok(bytes)) => serde_json::from_slice::<MatrixSession>(&bytes).ok(),
+    };
+    match (session, &config.login) {
+        (Some(s), _) => client.restore_session(s).await.map_err(mx)?,
+        (None, Login::Password { user, password }) => {
+            client
+                .matrix_auth()
+                .login_username(user, password)
+                .initial_device_display_name("blindfold participant")
+                .await
+                .map_err(mx)?;
+            let s = client
+                .matrix_auth()
+                .session()
+                .ok_or_else(|| mx("no session after login"))?;
+            let bytes =
+                serde_json::to_vec(&s).map_err(|e| ConferenceError::Store(e.to_string()))?;
+            std::fs::write(&saved, bytes).map_err(|e| ConferenceError::Store(e.to_string()))?;
+        }
+        (
+            None,
+            Login::Token {
+                user_id,
+                device_id,
+                access_token,
+            },
+        ) => {
+            let s = MatrixSession {
+                meta: SessionMeta {
+                    user_id: UserId::parse(user_id.as_str())
+                        .map_err(|e| ConferenceError::InvalidId(e.to_string()))?,
+                    device_id: device_id.as_str().into(),
+                },
+                tokens: SessionTokens {
+                    access_token: access_token.clone(),
+                    refresh_token: None,
+                },
+            };
+            client.restore_session(s).await.map_err(mx)?;
+        }
+    }
+    Ok(client)
+}
+
+/// The announcement's content, if the conference is live: its SFU.
+async fn conference_sfu(
+    room: &Room,
+    conf_id: &str,
+) -> Result<Option<OwnedUserId>, ConferenceError> {
+    let Some(raw) = room
+        .get_state_event(StateEventType::from(CONFERENCE_EVENT), conf_id)
+        .await
+        .map_err(mx)?
+    else {
+        return Ok(None);
+    };
+    let json: Value = match raw {
+        matrix_sdk::deserialized_responses::RawAnySyncOrStrippedState::Sync(r) => {
+            serde_json::from_str(r.json().get()).unwrap_or_default()
+        }
+        matrix_sdk::deserialized_responses::RawAnySyncOrStrippedState::Stripped(r) => {
+            serde_json::from_str(r.json().get()).unwrap_or_default()
+        }
+    };
+    let content = &json["content"];
+    if content["terminated"] == json!(true) {
+        return Ok(None);
+    }
+    Ok(content["sfu"].as_str().and_then(|s| UserId::parse(s).ok()))
+}
+
+/// The SFU has joined `room`.
+async fn joined(room: &Room, user: &UserId) -> bool {
+    matches!(
+        room.get_member_no_sync(user).await,
+        Ok(Some(m)) if *m.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Join
+    )
+}
+
+/// One sync; `R`'s timeline events are kept for the conference loop (nothing sent
+/// while joining is lost).
+async fn sync_step(
+    client: &Client,
+    room_id: &RoomId,
+    backlog: &mut Vec<TimelineEvent>,
+    timeout: Duration,
+) -> Result<SyncResponse, ConferenceError> {
+    let resp = client
+        .sync_once(SyncSettings::default().timeout(timeout))
+        .await
+        .map_err(mx)?;
+    if let Some(update) = resp.rooms.joined.get(room_id) {
+        backlog.extend(update.timeline.events.iter().cloned());
+    }
+    Ok(resp)
+}
+
+/// A call's reply in the DM: `(type, content)` of an answer or hangup for `call_id`
+/// not sent by us.
+fn call_reply(
+    resp: &SyncResponse,
+    dm: &RoomId,
+    me: &UserId,
+    call_id: &str,
+) -> Option<(String, Value)> {
+    let update = resp.rooms.joined.get(dm)?;
+    update.timeline.events.iter().find_map(|e| {
+        let v: Value = serde_json::from_str(e.raw().json().get()).ok()?;
+        let kind = v["type"].as_str()?;
+        let theirs = v["sender"].as_str() != Some(me.as_str());
+        (theirs
+            && v["content"]["call_id"] == call_id
+            && (kind == "m.call.answer" || kind == "m.call.hangup"))
+            .then(|| (kind.to_owned(), v["content"].clone()))
+    })
+}
+
+/// A joined conference: a live call to the SFU, media keys exchanged in `R`.
+pub struct Conference {
+    inner: Arc<Inner>,
+    events: mpsc::Receiver<ConferenceEvent>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Conference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conference")
+            .field("call_id", &self.inner.call_id)
+            .field("relay", &self.inner.relay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conference {
+    /// Logs in, joins `R`, checks it (encrypted, the conference live, its SFU without
+    /// E2EE devices), calls the SFU from the DM, and once answered starts the media and
+    /// sync tasks, publishes our key event and sends the subscription.
+    pub async fn join(config: ConferenceConfig) -> Result<Conference, ConferenceError> {
+        let client = login(&config).await?;
+        let me = client
+            .user_id()
+            .ok_or_else(|| mx("not logged in"))?
+            .to_owned();
+        let device_id = client
+            .device_id()
+            .ok_or_else(|| mx("no device"))?
+            .to_string();
+        let room_id = RoomId::parse(config.room_id.as_str())
+            .map_err(|e| ConferenceError::InvalidId(e.to_string()))?;
+        let mut backlog = Vec::new();
+        sync_step(&client, &room_id, &mut backlog, Duration::ZERO).await?;
+
+        let room = match client.get_room(&room_id) {
+            Some(r) if r.state() == RoomState::Joined => r,
+            _ => client.join_room_by_id(&room_id).await.map_err(mx)?,
+        };
+        let deadline = Instant::now() + config.timeout;
+        while !joined(&room, &me).await {
+            if Instant::now() > deadline {
+                return Err(ConferenceError::Timeout("our join to the room"));
+            }
+            sync_step(&client, &room_id, &mut backlog, Duration::from_millis(500)).await?;
+        }
+        if !room
+            .latest_encryption_state()
+            .await
+            .map_err(mx)?
+            .is_encrypted()
+        {
+            return Err(ConferenceError::RoomNotEncrypted(room_id.to_string()));
+        }
+        let sfu = conference_sfu(&room, &config.conf_id)
+            .await?
+            .ok_or_else(|| ConferenceError::NoSuchConference {
+                room: room_id.to_string(),
+                conf_id: config.conf_id.clone(),
+            })?;
+        check_sfu_devices(&client, &sfu).await?;
+        // The full member list, so matrix-sdk tracks every member's devices and shares
+        // our megolm session with all of them.
+        room.sync_members().await.map_err(mx)?;
+
+        let dm = find_or_create_dm(&client, &room_id, &sfu, &mut backlog, config.timeout).await?;
+
+        // The call.
+        let ssrcs = match config.ssrcs {
+            Some(s) => s,
+            None => random_ssrcs()?,
+        };
+        let ice = IceCredentials {
+            ufrag: ice_string(8)?,
+            pwd: ice_string(24)?,
+        };
+        let cert = DtlsCert::generate().map_err(|e| ConferenceError::Store(e.to_string()))?;
+        let session_id = random_u64()? >> 2;
+        let call_id = format!("{}-{}", now_ms(), ice_string(8)?.replace(['+', '/'], "x"));
+        let offer = Offer {
+            session_id,
+            ssrcs,
+            ice: ice.clone(),
+            fingerprint: cert.fingerprint(),
+            cname: device_id.clone(),
+        };
+        let invite = json!({
+            "call_id": call_id, "party_id": device_id, "version": "1", "lifetime": 60000,
+            "invitee": sfu.as_str(),
+            "offer": {"type": "offer", "sdp": offer.to_sdp()},
+            "org.matrix.msc2359.conference": {"room_id": room_id.as_str(), "conf_id": config.conf_id},
+        });
+        dm.send_raw("m.call.invite", invite).await.map_err(mx)?;
+        let deadline = Instant::now() + config.timeout;
+        let (kind, content) = loop {
+            let resp =
+                sync_step(&client, &room_id, &mut backlog, Duration::from_millis(500)).await?;
+            if let Some(r) = call_reply(&resp, dm.room_id(), &me, &call_id) {
+                break r;
+            }
+            if Instant::now() > deadline {
+                return Err(ConferenceError::Timeout("the SFU's answer"));
+            }
+        };
+        if kind == "m.call.hangup" {
+            return Err(ConferenceError::Hangup {
+                code: content["org.matrix.msc2359.reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                reason: content["reason"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        let answer = Answer::parse(content["answer"]["sdp"].as_str().unwrap_or(""))?;
+        let relay = *answer
+            .candidates
+            .first()
+            .ok_or(AnswerError::Missing("candidate"))?;
+
+        let key = random_key(config.profile)?;
+        let master = MasterKey::new(config.profile, &key)
+            .map_err(|e| ConferenceError::Participant(crate::ParticipantError::Srtp(e)))?;
+        let pcfg = ParticipantConfig::new(
+            ice,
+            answer.ice.clone(),
+            relay,
+            cert,
+            answer.fingerprint,
+            dtls_config()?,
+            ssrcs,
+            master,
+            random_u64()?,
+        );
+        let now = Instant::now();
+        let participant = Participant::new(pcfg, now)?;
+        let driver = match config.media {
+            MediaMode::None => None,
+            MediaMode::Synthetic { epoch, seed } => Some(crate::Driver::for_participant(
+                &participant,
+                SenderId(u64::from(ssrcs.audio.0)),
+                crate::sdp::OFFER_EXTMAP,
+                epoch,
+                seed,
+                now,
+            )),
+        };
+        let bind: SocketAddr = match relay.ip() {
+            IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let sock = tokio::net::UdpSocket::bind(bind).await?;
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let inner = Arc::new(Inner {
+            client,
+            room,
+            dm,
+            sfu,
+            conf_id: config.conf_id.clone(),
+            call_id,
+            device_id,
+            ssrcs,
+            relay,
+            answered_at: now,
+            report_sent: config.report_sent,
+            state: Mutex::new(State {
+                participant,
+                driver,
+                roster: Roster::default(),
+                keys: LocalKeys::new(key),
+                profile: config.profile,
+            }),
+            events: tx,
+            counters: Counters::default(),
+            wake: tokio::sync::Notify::new(),
+            publishing: tokio::sync::Mutex::new(()),
+        });
+        let media = tokio::spawn(media::run(inner.clone(), sock));
+        inner.publish_keys().await?;
+        let mut conf = Conference {
+            inner: inner.clone(),
+            events: rx,
+            tasks: vec![media],
+        };
+        conf.subscribe(&config.subscription).await?;
+        conf.tasks.push(tokio::spawn(sync_loop(inner, backlog)));
+        Ok(conf)
+    }
+
+    /// The next event; `None` once the conference's tasks have stopped.
+    pub async fn next_event(&mut self) -> Option<ConferenceEvent> {
+        self.events.recv().await
+    }
+
+    /// An event if one is waiting.
+    pub fn try_next_event(&mut self) -> Option<ConferenceEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Replaces our full-resolution subscription.
+    pub async fn subscribe(&self, sub: &Subscription) -> Result<(), ConferenceError> {
+        let content = json!({
+            "call_id": self.inner.call_id, "party_id": self.inner.device_id, "version": "1",
+            "full": sub.to_json(),
+        });
+        self.inner
+            .dm
+            .send_raw(SUBSCRIBE_EVENT, content)
+            .await
+            .map_err(mx)?;
+        Ok(())
+    }
+
+    /// Publishes a fresh key now and switches to it 2 s later (what a member leaving
+    /// triggers by itself).
+    pub async fn rekey(&self) -> Result<(), ConferenceError> {
+        self.inner.rekey().await
+    }
+
+    /// Hangs up: tells the members (a key event without streams or keys), then the SFU
+    /// (`m.call.hangup`), and stops.
+    pub async fn hangup(mut self) -> Result<(), ConferenceError> {
+        let content = KeyEvent {
+            conf_id: self.inner.conf_id.clone(),
+            call_id: self.inner.call_id.clone(),
+            device_id: self.inner.device_id.clone(),
+            streams: Vec::new(),
+            profile: None,
+            keys: Vec::new(),
+        }
+        .to_content();
+        let members = self.inner.room.send_raw(KEYS_EVENT, content).await;
+        let sfu = self
+            .inner
+            .dm
+            .send_raw(
+                "m.call.hangup",
+                json!({"call_id": self.inner.call_id, "party_id": self.inner.device_id,
+                       "version": "1", "reason": "user_hangup"}),
+            )
+            .await;
+        self.stop();
+        members.map_err(mx)?;
+        sfu.map_err(mx)?;
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        self.inner.lock().participant.close();
+    }
+
+    /// The Matrix client (for what this type does not wrap).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The conference room.
+    pub fn room(&self) -> &Room {
+        &self.inner.room
+    }
+
+    /// Our call id.
+    pub fn call_id(&self) -> &str {
+        &self.inner.call_id
+    }
+
+    /// Our device id (also our `party_id`).
+    pub fn device_id(&self) -> &str {
+        &self.inner.device_id
+    }
+
+    /// Our streams.
+    pub fn ssrcs(&self) -> OwnSsrcs {
+        self.inner.ssrcs
+    }
+
+    /// The relay's address from the answer.
+    pub fn relay(&self) -> SocketAddr {
+        self.inner.relay
+    }
+
+    /// When the SFU's answer arrived (join time counts from the invite before it).
+    pub fn answered_at(&self) -> Instant {
+        self.inner.answered_at
+    }
+
+    /// The key index we send under.
+    pub fn active_key(&self) -> KeyIndex {
+        self.inner.lock().keys.active()
+    }
+
+    /// Members whose keys are installed, with their sender ids.
+    pub fn members(&self) -> Vec<(MemberId, SenderId)> {
+        self.inner
+            .lock()
+            .roster
+            .members()
+            .map(|m| {
+                (
+                    MemberId {
+                        user_id: m.user_id.clone(),
+                        device_id: m.device_id.clone(),
+                    },
+                    m.sender,
+                )
+            })
+            .collect()
+    }
+
+    /// Runs `f` on the participant engine (stats, keys), under the conference's lock:
+    /// keep it short.
+    pub fn with_participant<R>(&self, f: impl FnOnce(&mut Participant) -> R) -> R {
+        let mut st = self.inner.lock();
+        let r = f(&mut st.participant);
+        drop(st);
+        self.inner.wake.notify_one();
+        r
+    }
+
+    /// Events dropped because the application did not take them in time.
+    pub fn dropped_events(&self) -> u64 {
+        self.inner.counters.events_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Timeline events in `R` we could not decrypt (sent before we joined, or a key
+    /// that never came).
+    pub fn undecryptable(&self) -> u64 {
+        self.inner.counters.undecryptable.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Conference {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Our unencrypted DM with the SFU (`m.direct`), created if there is none, once the SFU
+/// has joined it.
+async fn find_or_create_dm(
+    client: &Client,
+    room_id: &RoomId,
+    sfu: &UserId,
+    backlog: &mut Vec<TimelineEvent>,
+    timeout: Duration,
+) -> Result<Room, ConferenceError> {
+    let mut found = None;
+    for r in client.get_dm_rooms(sfu) {
+        let encrypted = r
+            .latest_encryption_state()
+            .await
+            .map_err(mx)?
+            .is_encrypted();
+        let sfu_in = r
+            .members(RoomMemberships::JOIN | RoomMemberships::INVITE)
+            .await
+            .map_err(mx)?
+            .iter()
+            .any(|m| m.user_id() == sfu);
+        if !encrypted && sfu_in {
+            found = Some(r);
+            break;
+        }
+    }
+    let dm = match found {
+        Some(r) => r,
+        None => {
+            let mut req = create_room::v3::Request::new();
+            req.is_direct = true;
+            req.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
+            req.invite = vec![sfu.to_owned()];
+            // create_room also marks it in m.direct (matrix-sdk).
+            client.create_room(req).await.map_err(mx)?
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    while !joined(&dm, sfu).await {
+        if Instant::now() > deadline {
+            return Err(ConferenceError::Timeout("the SFU to join the DM"));
+        }
+        sync_step(client, room_id, backlog, Duration::from_millis(500)).await?;
+    }
+    Ok(dm)
+}
+
+/// Syncs until the conference ends, handling `R`'s key events and membership and the
+/// SFU's hangup.
+async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
+    let room_id = inner.room.room_id().to_owned();
+    let dm_id = inner.dm.room_id().to_owned();
+    let me = inner.client.user_id().map(ToOwned::to_owned);
+    loop {
+        if !backlog.is_empty() {
+            let events = std::mem::take(&mut backlog);
+            handle_room_events(&inner, &events).await;
+        }
+        if let Some(reason) = ended(&inner).await {
+            inner.emit(ConferenceEvent::Ended { reason });
+            return;
+        }
+        let resp = match inner
+            .client
+            .sync_once(SyncSettings::default().timeout(SYNC_TIMEOUT))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                // A homeserver hiccup: try again shortly rather than end the call.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if resp.rooms.left.contains_key(&room_id) {
+            inner.emit(ConferenceEvent::Ended {
+                reason: "we left the conference room".into(),
+            });
+            return;
+        }
+        if let Some(me) = &me
+            && let Some((kind, content)) = call_reply(&resp, &dm_id, me, &inner.call_id)
+            && kind == "m.call.hangup"
+        {
+            inner.emit(ConferenceEvent::Ended {
+                reason: format!(
+                    "the SFU hung up: {}",
+                    content["org.matrix.msc2359.reason"].as_str().unwrap_or("")
+                ),
+            });
+            return;
+        }
+        if let Some(update) = resp.rooms.joined.get(&room_id) {
+            backlog.extend(update.timeline.events.iter().cloned());
+            if backlog.is_empty() {
+                // State-only changes (a leave in a gappy sync) still count.
+                handle_room_events(&inner, &[]).await;
+            }
+        }
+    }
+}
+
+/// Why the conference is over, if it is.
+async fn ended(inner: &Inner) -> Option<String> {
+    match conference_sfu(&inner.room, &inner.conf_id).await {
+        Ok(Some(sfu)) if sfu == inner.sfu => None,
+        Ok(Some(_)) => Some("the conference moved to another SFU".into()),
+        Ok(None) => Some("the conference has ended".into()),
+        Err(_) => None,
+    }
+}
+
+/// Key events, then members who left: install, re-send, rekey.
+async fn handle_room_events(inner: &Inner, events: &[TimelineEvent]) {
+    let mut resend = false;
+    let mut rekey = false;
+    for e in events {
+        if e.kind.is_utd() {
+            inner.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get()) else {
+            continue;
+        };
+        if v["type"] != KEYS_EVENT {
+            continue;
+        }
+        let Some(sender) = v["sender"].as_str() else {
+            continue;
+        };
+        match accept_key_event(inner, sender, &v["content"], e).await {
+            Ok(None) => {}
+            Ok(Some(Accepted::New(_) | Accepted::Replaced { .. })) => resend = true,
+            Ok(Some(Accepted::Ended(_))) => rekey = true,
+            Ok(Some(_)) => {}
+            Err(reason) => inner.emit(ConferenceEvent::KeysRejected {
+                user_id: sender.to_owned(),
+                reason,
+            }),
+        }
+    }
+    // Members whose user is no longer joined to R.
+    let users: Vec<String> = inner
+        .lock()
+        .roster
+        .members()
+        .map(|m| m.user_id.clone())
+        .collect();
+    for user in users {
+        let Ok(uid) = UserId::parse(user.as_str()) else {
+            continue;
+        };
+        if joined(&inner.room, &uid).await {
+            continue;
+        }
+        let mut st = inner.lock();
+        let gone: Vec<_> = st
+            .roster
+            .members()
+            .filter(|m| m.user_id == user)
+            .map(|m| MemberId {
+                user_id: m.user_id.clone(),
+                device_id: m.device_id.clone(),
+            })
+            .collect();
+        for s in st.roster.remove_user(&user) {
+            st.participant.remove_remote_sender(s);
+        }
+        drop(st);
+        for member in gone {
+            inner.emit(ConferenceEvent::MemberLeft { member });
+        }
+        rekey = true;
+    }
+    // A rekey publishes our key set anyway, which serves the newcomer too.
+    let r = if rekey {
+        inner.rekey().await
+    } else if resend {
+        inner.publish_keys().await
+    } else {
+        Ok(())
+    };
+    if let Err(e) = r {
+        inner.emit(ConferenceEvent::Ended {
+            reason: format!("could not publish our keys: {e}"),
+        });
+    }
+}
+
+/// docs/protocol.md's trust rules, then the roster's, then the participant's.
+/// `Ok(None)`: not for us (another conference, our own echo).
+async fn accept_key_event(
+    inner: &Inner,
+    sender: &str,
+    content: &Value,
+    e: &TimelineEvent,
+) -> Result<Option<Accepted>, KeyEventError> {
+    let ev = KeyEvent::from_content(content)?;
+    if ev.conf_id != inner.conf_id {
+        return Ok(None);
+    }
+    if inner.client.user_id().map(|u| u.as_str()) == Some(sender) && ev.device_id == inner.device_id
+    {
+        return Ok(None);
+    }
+    let info = e.encryption_info().ok_or(KeyEventError::NotEncrypted)?;
+    let actual = info.sender_device.as_ref().map(|d| d.to_string());
+    let linked = !matches!(
+        info.verification_state,
+        VerificationState::Unverified(VerificationLevel::MismatchedSender)
+            | VerificationState::Unverified(VerificationLevel::None(_))
+    );
+    if info.sender.as_str() != sender || actual.as_deref() != Some(ev.device_id.as_str()) || !linked
+    {
+        return Err(KeyEventError::WrongDevice {
+            claimed: ev.device_id.clone(),
+            actual: actual.unwrap_or_else(|| "unknown".into()),
+        });
+    }
+    let uid = UserId::parse(sender).map_err(|e| KeyEventError::Malformed(e.to_string()))?;
+    if !joined(&inner.room, &uid).await {
+        return Err(KeyEventError::NotJoined);
+    }
+    let mut st = inner.lock();
+    let accepted = st.roster.accept(sender, &ev, inner.ssrcs)?;
+    let member = MemberId {
+        user_id: sender.to_owned(),
+        device_id: ev.device_id.clone(),
+    };
+    let sender_id = match accepted {
+        Accepted::Ignored => return Ok(Some(accepted)),
+        Accepted::Ended(s) => {
+            st.participant.remove_remote_sender(s);
+            drop(st);
+            inner.emit(ConferenceEvent::MemberLeft { member });
+            return Ok(Some(accepted));
+        }
+        Accepted::Replaced { old, new } => {
+            st.participant.remove_remote_sender(old);
+            new
+        }
+        Accepted::New(s) | Accepted::Update(s) => s,
+    };
+    let profile = ev.profile.unwrap_or(SrtpProfile::AeadAes128Gcm);
+    let keys: Vec<(KeyIndex, &[u8])> = ev.keys.iter().map(|(i, k)| (*i, k.as_slice())).collect();
+    if let Err(err) =
+        st.participant
+            .install_remote_keys(sender_id, &ev.remote_streams(), profile, &keys)
+    {
+        if !matches!(accepted, Accepted::Update(_)) {
+            st.roster.forget(sender_id);
+        }
+        return Err(KeyEventError::Install(err.to_string()));
+    }
+    let indexes = st.participant.remote_keys(sender_id).unwrap_or_default();
+    drop(st);
+    inner.wake.notify_one();
+    inner.emit(ConferenceEvent::KeysAccepted {
+        member,
+        sender: sender_id,
+        indexes,
+    });
+    Ok(Some(accepted))
+}
