@@ -1,5 +1,5 @@
 //! End-to-end SRTP: our own outbound context (MKI, rekeying) and one inbound context
-//! per remote sender, with the key-retention rule of DESIGN.md ("MKI", "Key events").
+//! per remote sender, with the key-retention rule of docs/design.md ("The keying model") and docs/protocol.md.
 //!
 //! A remote sender's key event carries its whole current key set (at most two keys: the
 //! current and the one it is moving to) and replaces the earlier set. A key that is no
@@ -15,7 +15,7 @@ use blindfold_relay::srtp::{SrtpContext, SrtpError, SrtpProfile};
 use crate::ParticipantError;
 
 /// How long the previous key of a remote sender stays after the first packet under its
-/// new index (DESIGN.md, "Key events").
+/// new index (docs/protocol.md, "Key events").
 pub(crate) const PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(10);
 
 /// Rollover counters a receiver tries on a remote stream's first packets: a member who

@@ -33,7 +33,7 @@ const MAX_SRTCP_STREAMS: usize = 1024;
 const AUDIO_CLOCK: u64 = 48_000;
 const VIDEO_CLOCK: u64 = 90_000;
 
-/// Our three send streams (DESIGN.md: audio, thumbnail and full-resolution video). The
+/// Our three send streams (docs/design.md: audio, thumbnail and full-resolution video). The
 /// audio SSRC is also our RTCP sender SSRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnSsrcs {
@@ -1051,7 +1051,7 @@ impl Participant {
 
     /// Installs another end-to-end master key of ours under `index` (not yet used).
     /// Publish it, then [`activate_local_key`](Self::activate_local_key) it no sooner
-    /// than 2 s later (DESIGN.md, "Key events").
+    /// than 2 s later (docs/protocol.md, "Key events").
     ///
     /// Rejects a key of another profile than our first key's
     /// ([`ParticipantError::ProfileMismatch`]).

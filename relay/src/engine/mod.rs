@@ -86,9 +86,9 @@ pub struct EngineConfig {
     /// DTLS settings, built once per process.
     pub dtls: Arc<DtlsConfig>,
     /// At most one keyframe request per stream in this interval, whatever the number of
-    /// requesters (DESIGN.md: 300 ms).
+    /// requesters (docs/design.md: 300 ms).
     pub keyframe_interval: Duration,
-    /// A session with no valid packet for this long is closed (DESIGN.md: 30 s). Also
+    /// A session with no valid packet for this long is closed (docs/design.md: 30 s). Also
     /// the time a session may take to send its first valid ICE check.
     pub silence_timeout: Duration,
     /// How often timers are checked.
@@ -102,7 +102,7 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults from DESIGN.md for one shard.
+    /// Defaults from docs/design.md for one shard.
     pub fn new(shard: ShardId, cert: Arc<DtlsCert>, dtls: Arc<DtlsConfig>) -> Self {
         EngineConfig {
             shard,
