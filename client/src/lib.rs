@@ -66,6 +66,8 @@ mod ice;
 pub mod measure;
 mod media;
 mod participant;
+pub mod procfs;
+pub mod report;
 mod rng;
 pub mod source;
 
