@@ -19,17 +19,6 @@ pub mod blast;
 pub mod forward;
 pub mod svg;
 
-/// User and system CPU seconds this process has used so far (all threads), from
-/// `getrusage(RUSAGE_SELF)`.
+/// User and system CPU seconds this process has used so far (all threads).
 #[cfg(target_os = "linux")]
-pub fn cpu_seconds() -> (f64, f64) {
-    // SAFETY: all-zero bytes are a valid `rusage` (integers and `timeval`s).
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, exclusively borrowed `rusage` for the kernel to fill.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    if rc != 0 {
-        return (0.0, 0.0);
-    }
-    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
-    (secs(ru.ru_utime), secs(ru.ru_stime))
-}
+pub use blindfold_client::procfs::cpu_seconds;

@@ -4,7 +4,7 @@
 //!
 //! Each point is one `udp-blast` run that spawns a fresh `bare-forwarder` (both found
 //! next to this binary): with `--pin`, `taskset -c 0` for the blaster and its sinks and
-//! `taskset -c 1` for the forwarder, as docs/benchmarks.md explains. Rates are
+//! `taskset -c 1` for the forwarder, as docs/benchmarks.md ("Method") says. Rates are
 //! offered *egress* packets/s (ingress × fan-out), the figure the baseline is quoted in.
 //!
 //! The relay side needs connected sessions, which only the `blindfold-load` generator

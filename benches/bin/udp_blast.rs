@@ -207,6 +207,8 @@ fn run(args: &Args) -> Result<BlastReport, String> {
         latency_max_us,
         drops_forwarder: since(drops_before.0, drops_after.0),
         drops_sinks: since(drops_before.1, drops_after.1),
+        generator: None,
+        send_rtp_errors: None,
     })
 }
 

@@ -1,7 +1,7 @@
 //! Blindfold's participant side: the transport of one conference participant.
 //!
 //! [`Participant`] is a sans-IO engine (no sockets, no clock reads, a seeded RNG) that
-//! speaks to the relay the way the keying model of docs/protocol.md says:
+//! speaks to the relay the way docs/design.md's keying model says:
 //!
 //! - **ICE**, controlling side, against the relay's ICE-lite agent: one candidate pair,
 //!   a Binding request with USE-CANDIDATE retransmitted on RFC 5389's timers, then
@@ -67,6 +67,8 @@ mod ice;
 pub mod measure;
 mod media;
 mod participant;
+pub mod procfs;
+pub mod report;
 mod rng;
 pub mod sdp;
 pub mod source;

@@ -1,5 +1,5 @@
 //! End-to-end SRTP: our own outbound context (MKI, rekeying) and one inbound context
-//! per remote sender, with the key-retention rule of docs/protocol.md ("MKI", "Key events").
+//! per remote sender, with the key-retention rule of docs/design.md ("The keying model") and docs/protocol.md.
 //!
 //! A remote sender's key event carries its whole current key set (at most two keys: the
 //! current and the one it is moving to) and replaces the earlier set. A key that is no

@@ -33,7 +33,7 @@ const MAX_SRTCP_STREAMS: usize = 1024;
 const AUDIO_CLOCK: u64 = 48_000;
 const VIDEO_CLOCK: u64 = 90_000;
 
-/// Our three send streams (docs/protocol.md: audio, thumbnail and full-resolution video). The
+/// Our three send streams (docs/design.md: audio, thumbnail and full-resolution video). The
 /// audio SSRC is also our RTCP sender SSRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnSsrcs {

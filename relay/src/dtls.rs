@@ -4,7 +4,7 @@
 //! peer's certificate fingerprint the same way.
 //!
 //! The keying material it exports keys the hop-by-hop SRTCP between the participant and
-//! the relay (see docs/protocol.md, "The keying model"); end-to-end media keys never pass here.
+//! the relay (see docs/design.md, "The keying model"); end-to-end media keys never pass here.
 //!
 //! # Driving it
 //!

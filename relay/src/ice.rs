@@ -3,7 +3,7 @@
 //! A lite agent has one host candidate per address family, never sends checks of its
 //! own and never nominates: it answers the participant's connectivity checks (RFC 8445
 //! §7.3), takes the controlled role, and uses the pair the participant nominates with
-//! USE-CANDIDATE. Liveness follows docs/protocol.md ("silent" = no valid packet of any kind for
+//! USE-CANDIDATE. Liveness follows docs/design.md ("silent" = no valid packet of any kind for
 //! 30 s), which is the spirit of RFC 7675 consent freshness seen from the side that
 //! does not send consent checks itself.
 //!
@@ -130,7 +130,7 @@ use crate::wire::stun::{
     AttrType, Class, IntegrityKey, Method, StunError, StunMessage, StunWriter,
 };
 
-/// The default for both the initial and the consent timeout (docs/protocol.md: 30 s of silence).
+/// The default for both the initial and the consent timeout (docs/design.md: 30 s of silence).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many checked-but-not-nominated addresses an agent remembers.

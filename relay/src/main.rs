@@ -41,7 +41,8 @@ use blindfold_relay::shell::metrics::MetricsServer;
 use blindfold_relay::shell::signals::Shutdown;
 use blindfold_relay::shell::udp::bind_reuseport;
 use blindfold_relay::shell::worker::{
-    COMMAND_CHANNEL, Link, RelayMetrics, SESSIONS, WAKER, Worker, WorkerParts, drop_labels,
+    COMMAND_CHANNEL, EngineCounters, Link, RelayMetrics, SESSIONS, WAKER, Worker, WorkerParts,
+    drop_labels,
 };
 use mio::{Poll, Waker};
 
@@ -123,11 +124,14 @@ fn run(config: &Config) -> Result<(), Fatal> {
     let workers = config.workers.get();
     let metrics = RelayMetrics::new(workers, drop_labels(), &SESSIONS);
     let counters = Arc::new(ControlCounters::default());
+    let engine_counters = EngineCounters::new(workers);
     let metrics_server = match config.metrics {
         Some(addr) => {
             let (m, c) = (Arc::clone(&metrics), Arc::clone(&counters));
+            let e = Arc::clone(&engine_counters);
             let server = MetricsServer::spawn(addr, move |out| {
                 m.render(out, true);
+                e.render(out);
                 c.render(out);
             })
             .map_err(fatal(format!("serving metrics on {addr}")))?;
@@ -189,6 +193,7 @@ fn run(config: &Config) -> Result<(), Fatal> {
             notify: notify_tx.clone(),
             control_waker: Arc::clone(&control_waker),
             metrics: Arc::clone(&metrics),
+            engine_counters: Arc::clone(&engine_counters),
             shutdown: shutdown.clone(),
         });
         let thread = std::thread::Builder::new()

@@ -878,3 +878,51 @@ fn a_check_sent_right_after_ok_is_answered_whatever_worker_gets_it() {
         0
     );
 }
+
+#[test]
+fn every_metric_is_exported_and_listed_in_the_readme() {
+    let relay = Relay::start(2);
+    // The metrics server starts after the control socket appears.
+    relay.wait_until(Duration::from_secs(5), "the metrics server", || {
+        std::net::TcpStream::connect(relay.metrics).is_ok()
+    });
+    let text = relay.scrape();
+    let readme = include_str!("../../README.md");
+    let mut names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    // Engine counters that were kept but never exported are there now.
+    for wanted in [
+        "blindfold_rtp_forwarded_total",
+        "blindfold_sender_reports_forwarded_total",
+        "blindfold_keyframe_requests_sent_total",
+        "blindfold_keyframe_requests_throttled_total",
+        "blindfold_rtcp_packets_ignored_total",
+        "blindfold_rtcp_packets_dropped_total",
+        "blindfold_control_overloaded_total",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} not exported:\n{text}");
+    }
+    for name in &names {
+        assert!(readme.contains(name), "{name} is not in the README");
+    }
+    // And every drop reason label.
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("blindfold_drops_total{"))
+    {
+        let reason = line
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        let reason = reason.expect("a reason label");
+        assert!(
+            readme.contains(&format!("`{reason}`")),
+            "drop reason {reason} is not in the README"
+        );
+    }
+}

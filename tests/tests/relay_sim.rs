@@ -4,7 +4,7 @@
 
 use blindfold_relay::control::{EndReason, FullSet, NotificationBody};
 use blindfold_relay::dtls::Fingerprint;
-use blindfold_relay::engine::{DropReason, Handled};
+use blindfold_relay::engine::{DropReason, Handled, RtcpDrop};
 use blindfold_relay::id::{Pt, Ssrc};
 use blindfold_relay::wire::rtcp;
 use blindfold_tests::Sim;
@@ -183,10 +183,7 @@ fn keyframe_request_for_an_unreceived_stream_is_dropped() {
         0,
         "bob does not receive full"
     );
-    assert_eq!(
-        sim.shards[0].stats().dropped(DropReason::RtcpNotReceiver),
-        1
-    );
+    assert_eq!(sim.shards[0].stats().rtcp_dropped(RtcpDrop::NotReceiver), 1);
 }
 
 #[test]

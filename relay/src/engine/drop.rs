@@ -31,15 +31,13 @@ pub enum DropReason {
     RtcpMalformed,
     /// RTCP whose sender SSRC the session did not declare.
     RtcpUndeclaredSsrc,
-    /// Feedback about a stream the sender does not receive.
-    RtcpNotReceiver,
     /// The transmit queue was full.
     TxQueueFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::NotOurs,
         DropReason::StunMalformed,
         DropReason::StunUnknownUfrag,
@@ -53,7 +51,6 @@ impl DropReason {
         DropReason::SrtcpRejected,
         DropReason::RtcpMalformed,
         DropReason::RtcpUndeclaredSsrc,
-        DropReason::RtcpNotReceiver,
         DropReason::TxQueueFull,
     ];
 
@@ -81,8 +78,46 @@ impl DropReason {
             DropReason::SrtcpRejected => "srtcp_rejected",
             DropReason::RtcpMalformed => "rtcp_malformed",
             DropReason::RtcpUndeclaredSsrc => "rtcp_undeclared_ssrc",
-            DropReason::RtcpNotReceiver => "rtcp_not_receiver",
             DropReason::TxQueueFull => "tx_queue_full",
+        }
+    }
+}
+
+/// Why one RTCP packet inside an accepted SRTCP compound was not acted on. Counted
+/// apart from [`DropReason`], whose unit is a datagram: one compound may hold several
+/// packets, each dropped or used on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RtcpDrop {
+    /// A packet of a known type whose body does not parse.
+    Malformed,
+    /// A sender report about an SSRC its sender did not declare.
+    UndeclaredSsrc,
+    /// Feedback (PLI, FIR) about a stream the sender does not receive.
+    NotReceiver,
+}
+
+impl RtcpDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [RtcpDrop; 3] = [
+        RtcpDrop::Malformed,
+        RtcpDrop::UndeclaredSsrc,
+        RtcpDrop::NotReceiver,
+    ];
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Index into a counter array.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            RtcpDrop::Malformed => "malformed",
+            RtcpDrop::UndeclaredSsrc => "undeclared_ssrc",
+            RtcpDrop::NotReceiver => "not_receiver",
         }
     }
 }
@@ -100,5 +135,8 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), DropReason::COUNT);
+        for (i, r) in RtcpDrop::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
     }
 }

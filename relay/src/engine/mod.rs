@@ -49,7 +49,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use drop::DropReason;
+pub use drop::{DropReason, RtcpDrop};
 pub use rules::{
     ConfName, EndReason, FullSet, Layer, SessionEvent, SessionName, SessionRule, StreamRule,
 };
@@ -86,9 +86,9 @@ pub struct EngineConfig {
     /// DTLS settings, built once per process.
     pub dtls: Arc<DtlsConfig>,
     /// At most one keyframe request per stream in this interval, whatever the number of
-    /// requesters (docs/protocol.md: 300 ms).
+    /// requesters (docs/design.md: 300 ms).
     pub keyframe_interval: Duration,
-    /// A session with no valid packet for this long is closed (docs/protocol.md: 30 s). Also
+    /// A session with no valid packet for this long is closed (docs/design.md: 30 s). Also
     /// the time a session may take to send its first valid ICE check.
     pub silence_timeout: Duration,
     /// How often timers are checked.
@@ -102,7 +102,7 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults from docs/protocol.md for one shard.
+    /// Defaults from docs/design.md for one shard.
     pub fn new(shard: ShardId, cert: Arc<DtlsCert>, dtls: Arc<DtlsConfig>) -> Self {
         EngineConfig {
             shard,
@@ -315,6 +315,8 @@ pub struct EngineStats {
     pub keyframe_requests_throttled: u64,
     /// RTCP packets of a kind not acted on yet (REMB, NACK, TMMBR, transport-cc, ...).
     pub rtcp_ignored: u64,
+    /// RTCP packets (inside accepted compounds) dropped, by [`RtcpDrop::index`].
+    pub rtcp_drops: [u64; RtcpDrop::COUNT],
     /// DTLS handshakes that completed with a matching fingerprint.
     pub dtls_handshakes_ok: u64,
     /// DTLS handshakes that failed.
@@ -325,6 +327,110 @@ impl EngineStats {
     /// Drops for one reason.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason.index()]
+    }
+
+    /// RTCP packets dropped for one reason.
+    pub fn rtcp_dropped(&self, reason: RtcpDrop) -> u64 {
+        self.rtcp_drops[reason.index()]
+    }
+
+    /// The counters to export besides drops and handshakes, one unit each: (metric
+    /// name, label as `key="value"` or empty, help, value). Entries of one name are
+    /// adjacent.
+    pub fn exported(&self) -> [(&'static str, &'static str, &'static str, u64); 15] {
+        let rtcp_dropped = "RTCP packets inside accepted SRTCP compounds dropped, by reason.";
+        [
+            (
+                "blindfold_stun_received_total",
+                "",
+                "STUN messages received.",
+                self.stun_in,
+            ),
+            (
+                "blindfold_dtls_received_total",
+                "",
+                "DTLS datagrams received.",
+                self.dtls_in,
+            ),
+            (
+                "blindfold_rtp_accepted_total",
+                "",
+                "RTP packets accepted for forwarding.",
+                self.rtp_in,
+            ),
+            (
+                "blindfold_rtp_accepted_bytes_total",
+                "",
+                "Bytes of RTP packets accepted for forwarding.",
+                self.rtp_bytes_in,
+            ),
+            (
+                "blindfold_rtp_forwarded_total",
+                "",
+                "Copies of RTP packets forwarded (packets times receivers).",
+                self.rtp_out,
+            ),
+            (
+                "blindfold_rtp_forwarded_bytes_total",
+                "",
+                "Bytes of RTP copies forwarded.",
+                self.rtp_bytes_out,
+            ),
+            (
+                "blindfold_srtcp_received_total",
+                "",
+                "SRTCP compounds accepted.",
+                self.rtcp_in,
+            ),
+            (
+                "blindfold_srtcp_sent_total",
+                "",
+                "SRTCP packets the relay wrote.",
+                self.rtcp_out,
+            ),
+            (
+                "blindfold_sender_reports_forwarded_total",
+                "",
+                "Sender reports forwarded (one per receiver).",
+                self.sr_forwarded,
+            ),
+            (
+                "blindfold_keyframe_requests_sent_total",
+                "",
+                "Keyframe requests sent to senders.",
+                self.keyframe_requests_sent,
+            ),
+            (
+                "blindfold_keyframe_requests_throttled_total",
+                "",
+                "Keyframe requests absorbed by the per-stream throttle.",
+                self.keyframe_requests_throttled,
+            ),
+            (
+                "blindfold_rtcp_packets_ignored_total",
+                "",
+                "RTCP packets of a kind not acted on yet.",
+                self.rtcp_ignored,
+            ),
+            (
+                "blindfold_rtcp_packets_dropped_total",
+                "reason=\"malformed\"",
+                rtcp_dropped,
+                self.rtcp_drops[RtcpDrop::Malformed.index()],
+            ),
+            (
+                "blindfold_rtcp_packets_dropped_total",
+                "reason=\"undeclared_ssrc\"",
+                rtcp_dropped,
+                self.rtcp_drops[RtcpDrop::UndeclaredSsrc.index()],
+            ),
+            (
+                "blindfold_rtcp_packets_dropped_total",
+                "reason=\"not_receiver\"",
+                rtcp_dropped,
+                self.rtcp_drops[RtcpDrop::NotReceiver.index()],
+            ),
+        ]
     }
 }
 
@@ -876,7 +982,7 @@ impl Engine {
                     }
                 }
                 Ok(_) => self.stats.rtcp_ignored += 1,
-                Err(_) => self.stats.drops[DropReason::RtcpMalformed.index()] += 1,
+                Err(_) => self.stats.rtcp_drops[RtcpDrop::Malformed.index()] += 1,
             }
         }
         Ok(())
@@ -889,7 +995,7 @@ impl Engine {
     fn forward_sr(&mut self, sender: usize, ssrc: Ssrc, packet: &[u8]) {
         let s = self.sessions[sender].as_ref().expect("sender exists");
         let Some(stream) = s.streams.iter().find(|st| st.spec.ssrc == ssrc) else {
-            self.stats.drops[DropReason::RtcpUndeclaredSsrc.index()] += 1;
+            self.stats.rtcp_drops[RtcpDrop::UndeclaredSsrc.index()] += 1;
             return;
         };
         let spec = stream.spec;
@@ -922,7 +1028,7 @@ impl Engine {
             .expect("requester exists")
             .conf;
         let Some(owner) = self.stream_owner(conf, ssrc) else {
-            self.stats.drops[DropReason::RtcpNotReceiver.index()] += 1;
+            self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
             return;
         };
         let o = self.sessions[owner].as_ref().expect("owner exists");
@@ -933,7 +1039,7 @@ impl Engine {
             .map(|st| st.spec);
         let r = self.sessions[requester].as_ref().expect("requester exists");
         if owner == requester || !spec.is_some_and(|sp| r.wants(&sp)) {
-            self.stats.drops[DropReason::RtcpNotReceiver.index()] += 1;
+            self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
             return;
         }
         self.request_keyframe_from(now, owner, ssrc);

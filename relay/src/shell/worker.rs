@@ -36,21 +36,51 @@ use crate::engine::{
 
 // ----- metrics names -------------------------------------------------------------------
 
-/// Drops the shell counts itself, after the engine's [`DropReason`]s.
-const SHELL_DROPS: [&str; 5] = [
-    "recv_truncated",
-    "send_buffer_full",
-    "send_error",
-    "peer_queue_full",
-    "notify_queue_full",
-];
-const RECV_TRUNCATED: usize = DropReason::COUNT;
-const SEND_FULL: usize = DropReason::COUNT + 1;
-const SEND_ERROR: usize = DropReason::COUNT + 2;
-const PEER_QUEUE_FULL: usize = DropReason::COUNT + 3;
-const NOTIFY_QUEUE_FULL: usize = DropReason::COUNT + 4;
+/// Datagrams (or messages) the shell drops itself; counted after the engine's
+/// [`DropReason`]s in `blindfold_drops_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShellDrop {
+    /// A datagram longer than the receive buffer (cut by the kernel).
+    RecvTruncated,
+    /// The socket's send buffer was full.
+    SendBufferFull,
+    /// `sendmmsg` refused a datagram.
+    SendError,
+    /// Another worker's channel was full (a cross-shard message lost).
+    PeerQueueFull,
+    /// The control thread's report channel was full (a notification lost).
+    NotifyQueueFull,
+}
+
+impl ShellDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [ShellDrop; 5] = [
+        ShellDrop::RecvTruncated,
+        ShellDrop::SendBufferFull,
+        ShellDrop::SendError,
+        ShellDrop::PeerQueueFull,
+        ShellDrop::NotifyQueueFull,
+    ];
+
+    /// The metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShellDrop::RecvTruncated => "recv_truncated",
+            ShellDrop::SendBufferFull => "send_buffer_full",
+            ShellDrop::SendError => "send_error",
+            ShellDrop::PeerQueueFull => "peer_queue_full",
+            ShellDrop::NotifyQueueFull => "notify_queue_full",
+        }
+    }
+
+    /// Its slot in the drop counters (after the engine's reasons).
+    pub fn slot(self) -> usize {
+        DropReason::COUNT + self as usize
+    }
+}
+
 /// Every drop counter: the engine's reasons, then the shell's.
-pub const DROPS: usize = DropReason::COUNT + SHELL_DROPS.len();
+pub const DROPS: usize = DropReason::COUNT + ShellDrop::ALL.len();
 
 /// Session gauges by state.
 pub static SESSIONS: Labels<3> = Labels {
@@ -62,13 +92,60 @@ pub static SESSIONS: Labels<3> = Labels {
 
 /// The relay's metrics.
 pub type RelayMetrics = Metrics<DROPS, 3>;
+
+/// Number of engine counters exported besides drops and handshakes.
+const ENGINE_COUNTERS: usize = 15;
+
+/// The engine counters each worker exports besides drops and handshakes
+/// ([`EngineStats::exported`]), as last published; rendered per worker.
+#[derive(Debug)]
+pub struct EngineCounters {
+    workers: Box<[[AtomicU64; ENGINE_COUNTERS]]>,
+}
+
+impl EngineCounters {
+    /// Zeroed counters for `workers` workers.
+    pub fn new(workers: usize) -> Arc<Self> {
+        Arc::new(EngineCounters {
+            workers: (0..workers)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+        })
+    }
+
+    fn publish(&self, worker: usize, st: &EngineStats) {
+        if let Some(w) = self.workers.get(worker) {
+            for (c, (_, _, _, v)) in w.iter().zip(st.exported()) {
+                c.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Appends them in the Prometheus text format, one sample per worker.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let names = EngineStats::default().exported();
+        let mut last = "";
+        for (k, (name, label, help, _)) in names.iter().enumerate() {
+            if *name != last {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                last = name;
+            }
+            for (i, w) in self.workers.iter().enumerate() {
+                let v = w[k].load(Ordering::Relaxed);
+                let sep = if label.is_empty() { "" } else { "," };
+                let _ = writeln!(out, "{name}{{worker=\"{i}\"{sep}{label}}} {v}");
+            }
+        }
+    }
+}
 type OneWorker = WorkerMetrics<DROPS, 3>;
 
 /// The names of every drop counter (built once, at start).
 pub fn drop_labels() -> &'static Labels<DROPS> {
     let values = std::array::from_fn(|i| match DropReason::ALL.get(i) {
         Some(r) => r.name(),
-        None => SHELL_DROPS[i - DropReason::COUNT],
+        None => ShellDrop::ALL[i - DropReason::COUNT].name(),
     });
     // Built once at start; the metrics need a `'static` name table.
     Box::leak(Box::new(Labels {
@@ -127,6 +204,7 @@ pub struct Worker {
     notify: Sender<WorkerReport>,
     control_waker: Arc<Waker>,
     metrics: Arc<RelayMetrics>,
+    engine_counters: Arc<EngineCounters>,
     shutdown: Shutdown,
     /// The engine's counters as last published (metrics take deltas).
     published: EngineStats,
@@ -152,6 +230,8 @@ pub struct WorkerParts {
     pub control_waker: Arc<Waker>,
     /// The shared metrics.
     pub metrics: Arc<RelayMetrics>,
+    /// The engine counters, shared with the metrics server.
+    pub engine_counters: Arc<EngineCounters>,
     /// The shutdown flag.
     pub shutdown: Shutdown,
 }
@@ -183,6 +263,7 @@ impl Worker {
             notify: p.notify,
             control_waker: p.control_waker,
             metrics: p.metrics,
+            engine_counters: p.engine_counters,
             shutdown: p.shutdown,
             published: EngineStats::default(),
         }
@@ -297,7 +378,8 @@ impl Worker {
                 .worker(*index)
                 .expect("one metrics block per worker");
             m.packets_in.add(n as u64);
-            m.drops.add(RECV_TRUNCATED, rx.dropped() as u64);
+            m.drops
+                .add(ShellDrop::RecvTruncated.slot(), rx.dropped() as u64);
             let mut bytes = 0u64;
             let mut batch = tx.batch(socket.as_fd());
             for (from, buf) in rx.iter_mut() {
@@ -353,14 +435,18 @@ impl Worker {
                 Event::Ended(spec) => match self.notify.try_send(WorkerReport::Ended(spec)) {
                     Ok(()) => wake_control = true,
                     Err(TrySendError::Full(_)) => {
-                        self.metrics().drops.add(NOTIFY_QUEUE_FULL, 1);
+                        self.metrics()
+                            .drops
+                            .add(ShellDrop::NotifyQueueFull.slot(), 1);
                     }
                     Err(TrySendError::Disconnected(_)) => {}
                 },
                 Event::Session(ev) => match self.notify.try_send(WorkerReport::Session(ev)) {
                     Ok(()) => wake_control = true,
                     Err(TrySendError::Full(_)) => {
-                        self.metrics().drops.add(NOTIFY_QUEUE_FULL, 1);
+                        self.metrics()
+                            .drops
+                            .add(ShellDrop::NotifyQueueFull.slot(), 1);
                     }
                     Err(TrySendError::Disconnected(_)) => {}
                 },
@@ -394,7 +480,9 @@ impl Worker {
     fn send_peer(&mut self, j: usize, msg: PeerMsg) {
         match self.peers[j].tx.try_send(Command::Peer(msg)) {
             Ok(()) => self.wake[j] = true,
-            Err(TrySendError::Full(_)) => self.metrics().drops.add(PEER_QUEUE_FULL, 1),
+            Err(TrySendError::Full(_)) => {
+                self.metrics().drops.add(ShellDrop::PeerQueueFull.slot(), 1)
+            }
             Err(TrySendError::Disconnected(_)) => {}
         }
     }
@@ -423,6 +511,7 @@ impl Worker {
         m.sessions.set(0, configured as i64);
         m.sessions.set(1, counts.connecting as i64);
         m.sessions.set(2, counts.connected as i64);
+        self.engine_counters.publish(self.index, &st);
         self.published = st;
     }
 }
@@ -432,8 +521,9 @@ fn record_flush(m: &OneWorker, flushed: io::Result<FlushStats>, worker: usize) {
         Ok(st) => {
             m.packets_out.add(st.sent);
             m.bytes_out.add(st.bytes);
-            m.drops.add(SEND_FULL, st.dropped_full);
-            m.drops.add(SEND_ERROR, st.dropped_error);
+            m.drops
+                .add(ShellDrop::SendBufferFull.slot(), st.dropped_full);
+            m.drops.add(ShellDrop::SendError.slot(), st.dropped_error);
         }
         Err(e) => tracing::error!(worker, error = %e, "sendmmsg failed"),
     }
