@@ -2,7 +2,8 @@
 //! signaling binaries, and test users calling over the client-server API. Each test
 //! asserts on what a user or the relay sees: the answer's transport and a real ICE +
 //! DTLS connection to the relay, hangups with their `org.matrix.msc2359.reason`, the
-//! relay's session count, media that keeps flowing across a signaling crash.
+//! relay's session count, media that keeps flowing across a signaling crash, calls that
+//! come back after a relay crash.
 
 // Real processes, sockets and deadlines: the test reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -10,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use blindfold_client::Event as PEvent;
+use blindfold_relay::dtls::DtlsCert;
 use blindfold_relay::id::{Pt, RtpTime};
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
@@ -28,10 +30,15 @@ struct Sfu {
 }
 
 fn sfu_with(extra: &str) -> Sfu {
+    sfu_on(Relay::start(1), extra)
+}
+
+/// A signaling process (with `extra` config lines) for a fresh SFU account, driving
+/// `relay`.
+fn sfu_on(relay: Relay, extra: &str) -> Sfu {
     let synapse = Synapse::shared();
     let local = unique_localpart("sfu");
     let reg = synapse.register(&local, PASSWORD, false);
-    let relay = Relay::start(1);
     let mut signaling = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, extra);
     signaling.wait_ready();
     Sfu {
@@ -493,6 +500,106 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
     );
 
     // The restarted signaling owns Bob's call: his hangup removes his relay session.
+    bob.send_event(
+        &bob_dm,
+        "m.call.hangup",
+        &json!({"call_id": "b", "party_id": "TESTDEV", "version": "1", "reason": "user_hangup"}),
+    )
+    .unwrap();
+    wait_sessions(&s.relay, 1, Duration::from_secs(5));
+}
+
+#[test]
+fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
+    // The relay's certificate comes from files, as in production, so the restarted
+    // relay proves the same fingerprint the answers carry.
+    let relay_cert = DtlsCert::generate().expect("relay certificate");
+    let mut s = sfu_on(Relay::start_with_cert(1, &relay_cert), "");
+    let synapse = Synapse::shared();
+    let mut alice = synapse.new_user("alice");
+    let mut bob = synapse.new_user("bob");
+    let room = conference_room(&alice, &[&bob], &s.user_id);
+    let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
+    let (ca, cb) = (Caller::new(11), Caller::new(12));
+    let aa = answered(&call(
+        &mut alice,
+        &alice_dm,
+        &invite_content("a", &room, CONF, &ca.offer()),
+    ));
+    let ab = answered(&call(
+        &mut bob,
+        &bob_dm,
+        &invite_content("b", &room, CONF, &cb.offer()),
+    ));
+    assert_eq!(aa.fingerprint, relay_cert.fingerprint());
+    let (mut pa, mut pb) = (ca.connect(&aa), cb.connect(&ab));
+    drive(&mut [&mut pa, &mut pb], WAIT, "both connected", |p| {
+        p.iter().all(|p| p.connected())
+    });
+    let (ka, kb) = (pa.key.clone(), pb.key.clone());
+    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
+    send_audio(&mut pa, 1);
+    drive(
+        &mut [&mut pa, &mut pb],
+        WAIT,
+        "media before the crash",
+        |p| received_from(p[1], 1),
+    );
+
+    s.relay.kill9();
+    let restarted = Instant::now();
+    s.relay.restart();
+    // Signaling notices, reconnects and re-pushes both sessions within 2 s of the new
+    // relay's start.
+    s.relay.wait_until(
+        Duration::from_secs(2).saturating_sub(restarted.elapsed()),
+        "signaling to re-push both sessions within 2 s",
+        || relay_sessions(&s.relay) == 2,
+    );
+    eprintln!(
+        "relay start to sessions re-pushed: {:?}",
+        restarted.elapsed()
+    );
+
+    // The participants' DTLS sessions died with the relay. The participant library has
+    // no reconnect of its own, and its consent checks keep succeeding against the new
+    // relay (same ICE credentials), so a client replaces its connection: a new
+    // participant from the SAME answer (credentials, candidate, fingerprint).
+    drop((pa, pb));
+    let (mut pa, mut pb) = (ca.connect(&aa), cb.connect(&ab));
+    drive(
+        &mut [&mut pa, &mut pb],
+        WAIT,
+        "ICE and DTLS again with the same answers",
+        |p| p.iter().all(|p| p.connected()),
+    );
+    s.relay
+        .wait_until(WAIT, "both sessions connected again", || {
+            s.relay.metric("blindfold_sessions{state=\"connected\"}") == 2
+        });
+    let (ka, kb) = (pa.key.clone(), pb.key.clone());
+    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
+    send_audio(&mut pa, 2);
+    drive(
+        &mut [&mut pa, &mut pb],
+        WAIT,
+        "media from Alice to Bob after the restart",
+        |p| received_from(p[1], 2),
+    );
+    send_audio(&mut pb, 3);
+    drive(
+        &mut [&mut pa, &mut pb],
+        WAIT,
+        "media from Bob to Alice after the restart",
+        |p| received_from(p[0], 3),
+    );
+    assert_eq!(
+        s.signaling
+            .metric("blindfold_signaling_relay_connects_total"),
+        Some(2.0),
+        "signaling should have connected to the relay twice"
+    );
+    // The calls are still signaling's: a hangup removes the relay session.
     bob.send_event(
         &bob_dm,
         "m.call.hangup",
