@@ -15,7 +15,9 @@ use blindfold_relay::dtls::DtlsCert;
 use blindfold_relay::id::{Pt, RtpTime};
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
-use blindfold_tests::signaling::{Answer, CallPeer, Caller, Signaling, drive};
+use blindfold_tests::signaling::{
+    Answer, CallPeer, Caller, Signaling, conference_room, dm, drive, invite_content, sfu_reply,
+};
 use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
 use serde_json::{Value, json};
 
@@ -52,90 +54,15 @@ fn sfu() -> Sfu {
     sfu_with("")
 }
 
-/// Waits until `user` sees `who` joined to `room`.
-fn wait_joined(user: &MatrixUser, room: &str, who: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !user
-        .joined_members(room)
-        .expect("joined_members")
-        .iter()
-        .any(|m| m == who)
-    {
-        assert!(Instant::now() < deadline, "{who} never joined {room}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// An encrypted conference room owned by `owner` with `members` joined, the SFU
-/// invited and joined, and a live conference `CONF` naming `sfu_user`.
-fn conference_room(owner: &MatrixUser, members: &[&MatrixUser], sfu_user: &str) -> String {
-    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
-    invite.push(sfu_user);
-    let room = owner
-        .create_room(&json!({
-            "preset": "private_chat",
-            "invite": invite,
-            "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
-        }))
-        .expect("create conference room");
-    owner
-        .send_state(
-            &room,
-            "org.matrix.msc2359.conference",
-            CONF,
-            &json!({"sfu": sfu_user, "name": "Weekly"}),
-        )
-        .expect("announce conference");
-    for m in members {
-        m.join(&room).expect("member joins");
-    }
-    wait_joined(owner, &room, sfu_user);
-    room
-}
-
-/// An unencrypted DM between `user` and the SFU, the SFU joined.
-fn dm(user: &MatrixUser, sfu_user: &str) -> String {
-    let room = user
-        .create_room(
-            &json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [sfu_user]}),
-        )
-        .expect("create DM");
-    wait_joined(user, &room, sfu_user);
-    room
-}
-
-fn invite_content(call_id: &str, room: &str, conf_id: &str, sdp: &str) -> Value {
-    json!({
-        "call_id": call_id, "party_id": "TESTDEV", "version": "1", "lifetime": 60000,
-        "offer": {"type": "offer", "sdp": sdp},
-        "org.matrix.msc2359.conference": {"room_id": room, "conf_id": conf_id}
-    })
-}
-
 /// Sends `content` as an `m.call.invite` in `dm` and waits for the SFU's answer or
 /// hangup for that call: `(event type, content)`.
 fn call(user: &mut MatrixUser, dm: &str, content: &Value) -> (String, Value) {
     let call_id = content["call_id"].as_str().expect("call_id").to_owned();
     user.send_event(dm, "m.call.invite", content)
         .expect("send invite");
-    wait_reply(user, dm, &call_id)
-}
-
-fn wait_reply(user: &mut MatrixUser, dm: &str, call_id: &str) -> (String, Value) {
-    let pointer = format!(
-        "/rooms/join/{}/timeline/events",
-        dm.replace('~', "~0").replace('/', "~1")
-    );
     let me = user.user_id().to_owned();
     user.wait_for(&format!("the SFU's reply to {call_id}"), WAIT, |sync| {
-        sync.pointer(&pointer)?.as_array()?.iter().find_map(|e| {
-            let kind = e["type"].as_str()?;
-            let ours =
-                e["sender"].as_str() != Some(me.as_str()) && e["content"]["call_id"] == call_id;
-            (ours && (kind == "m.call.answer" || kind == "m.call.hangup"))
-                .then(|| (kind.to_owned(), e["content"].clone()))
-        })
+        sfu_reply(sync, dm, &me, &call_id)
     })
 }
 
@@ -167,7 +94,7 @@ fn a_member_is_answered_and_connects_to_the_relay() {
     let s = sfu();
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
-    let room = conference_room(&alice, &[], &s.user_id);
+    let room = conference_room(&alice, &[], &s.user_id, CONF);
     let dm = dm(&alice, &s.user_id);
     let caller = Caller::new(1);
     let started = Instant::now();
@@ -218,7 +145,7 @@ fn refusals_carry_their_reason_and_create_no_relay_session() {
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
-    let room = conference_room(&alice, &[], &s.user_id);
+    let room = conference_room(&alice, &[], &s.user_id, CONF);
     // A second room: a terminated conference, and one naming another SFU.
     alice
         .send_state(
@@ -332,7 +259,7 @@ fn over_capacity_and_outsiders_are_refused() {
         bob.user_id()
     ));
     let carol = synapse.new_user("carol");
-    let room = conference_room(&alice, &[&bob, &carol], &s.user_id);
+    let room = conference_room(&alice, &[&bob, &carol], &s.user_id, CONF);
     let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
     answered(&call(
         &mut alice,
@@ -367,7 +294,7 @@ fn leaving_the_room_or_ending_the_conference_hangs_up() {
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
-    let room = conference_room(&alice, &[&bob], &s.user_id);
+    let room = conference_room(&alice, &[&bob], &s.user_id, CONF);
     let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
     answered(&call(
         &mut alice,
@@ -438,7 +365,7 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
-    let room = conference_room(&alice, &[&bob], &s.user_id);
+    let room = conference_room(&alice, &[&bob], &s.user_id, CONF);
     let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
     let (ca, cb) = (Caller::new(7), Caller::new(8));
     let aa = answered(&call(
@@ -518,7 +445,7 @@ fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
-    let room = conference_room(&alice, &[&bob], &s.user_id);
+    let room = conference_room(&alice, &[&bob], &s.user_id, CONF);
     let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
     let (ca, cb) = (Caller::new(11), Caller::new(12));
     let aa = answered(&call(
