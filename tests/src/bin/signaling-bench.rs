@@ -119,10 +119,19 @@ fn main() {
     callers[0].call("warm-up");
 
     eprintln!("measuring…");
+    let load_before = load_average();
+    let procs = [
+        ("Synapse", synapse.pid().expect("Synapse runs")),
+        ("signaling", signaling.pid().expect("signaling runs")),
+        ("relay", relay.pid()),
+        ("this bench", std::process::id()),
+    ];
+    let cpu_start = Cpu::of(&procs);
     let messages: Vec<Duration> = (0..calls)
         .map(|i| message_round_trip(&a, &mut b_sync, &plain, &format!("ping {i}")))
         .collect();
 
+    let cpu_before = Cpu::of(&procs);
     let before = histogram(&signaling);
     let sequential: Vec<Timed> = callers
         .iter_mut()
@@ -130,6 +139,7 @@ fn main() {
         .map(|(i, c)| c.call(&format!("seq-{i}")))
         .collect();
     let after_sequential = histogram(&signaling);
+    let cpu_sequential = Cpu::of(&procs);
 
     let start = Barrier::new(calls);
     let concurrent: Vec<Timed> = std::thread::scope(|s| {
@@ -150,6 +160,7 @@ fn main() {
             .collect()
     });
     let after_concurrent = histogram(&signaling);
+    let cpu_concurrent = Cpu::of(&procs);
     // Every answer was a call signaling admitted onto the relay (the relay's own session
     // count is no check here: a session nobody connects to fails after 30 s).
     assert_eq!(
@@ -181,6 +192,7 @@ fn main() {
             &concurrent.iter().map(|t| t.put).collect::<Vec<_>>(),
         ),
     ];
+    let load_after = load_average();
     let sig_seq = after_sequential.since(&before);
     let sig_con = after_concurrent.since(&after_sequential);
 
@@ -205,6 +217,19 @@ fn main() {
         sig_con.mean_ms(),
         sig_con.median_bound(),
     );
+    let cpu_msg = cpu_before.since(&cpu_start);
+    let cpu_seq = cpu_sequential.since(&cpu_before);
+    let cpu_con = cpu_concurrent.since(&cpu_sequential);
+    println!(
+        "CPU seconds used by phase (wall time): messages {:.1} s | sequential calls {:.1} s | \
+         concurrent calls {:.1} s",
+        cpu_msg.wall, cpu_seq.wall, cpu_con.wall
+    );
+    for (((name, m), (_, s)), (_, c)) in cpu_msg.used.iter().zip(&cpu_seq.used).zip(&cpu_con.used) {
+        println!("  {name:<12} {m:>6.2} | {s:>6.2} | {c:>6.2}");
+    }
+    // The machine is shared: say how busy it was.
+    println!("1-minute load average: {load_before} before, {load_after} after");
     if json_line {
         let ms = |x: f64| (x * 10.0).round() / 10.0;
         let mut line = json!({"calls": calls});
@@ -213,10 +238,76 @@ fn main() {
                                  "min_ms": ms(r.min), "max_ms": ms(r.max)});
         }
         let sig = |h: &Histogram| json!({"n": h.count, "mean_ms": ms(h.mean_ms()), "median_le_s": h.median_bound()});
+        line["load_before"] = json!(load_before);
+        line["load_after"] = json!(load_after);
+        let cpu = |c: &Cpu| {
+            let mut o = json!({"wall_s": ms(c.wall)});
+            for (name, s) in &c.used {
+                o[*name] = json!((s * 100.0).round() / 100.0);
+            }
+            o
+        };
+        line["cpu_s_messages"] = cpu(&cpu_msg);
+        line["cpu_s_sequential"] = cpu(&cpu_seq);
+        line["cpu_s_concurrent"] = cpu(&cpu_con);
         line["signaling_sequential"] = sig(&sig_seq);
         line["signaling_concurrent"] = sig(&sig_con);
         println!("{line}");
     }
+}
+
+/// CPU seconds (user + system) each process has used, at one moment or between two.
+struct Cpu {
+    wall: f64,
+    at: Instant,
+    used: Vec<(&'static str, f64)>,
+}
+
+impl Cpu {
+    fn of(procs: &[(&'static str, u32)]) -> Cpu {
+        // SAFETY: sysconf reads a constant of the system.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let used = procs
+            .iter()
+            .map(|&(name, pid)| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat ({name}): {e}"));
+                // After the command name in parentheses: state is field 3, utime and
+                // stime are fields 14 and 15.
+                let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ticks: f64 =
+                    f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+                (name, ticks / tick)
+            })
+            .collect();
+        Cpu {
+            wall: 0.0,
+            at: Instant::now(),
+            used,
+        }
+    }
+
+    fn since(&self, earlier: &Cpu) -> Cpu {
+        Cpu {
+            wall: (self.at - earlier.at).as_secs_f64(),
+            at: self.at,
+            used: self
+                .used
+                .iter()
+                .zip(&earlier.used)
+                .map(|((n, a), (_, b))| (*n, a - b))
+                .collect(),
+        }
+    }
+}
+
+/// The 1-minute load average (`/proc/loadavg`), or "?" where there is none.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Long-polls `/sync` for one account, as a client does all the time.
