@@ -359,15 +359,44 @@ fn received_from(p: &CallPeer, n: u8) -> bool {
         .any(|e| matches!(e, PEvent::Media(m) if m.payload() == [n; 40]))
 }
 
-#[test]
-fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
-    let mut s = sfu();
+/// Sends audio packet `n` from `from` and steps both peers until `to` has decrypted it;
+/// panics after [`WAIT`] naming `what`.
+fn media_flows(from: &mut CallPeer, to: &mut CallPeer, n: u8, what: &str) {
+    send_audio(from, n);
+    drive(&mut [from, to], WAIT, what, |p| received_from(p[1], n));
+}
+
+/// Connects each caller's participant with its answer and shares their media keys.
+fn connect_both(calls: [(&Caller, &Answer); 2], what: &str) -> (CallPeer, CallPeer) {
+    let [(ca, aa), (cb, ab)] = calls;
+    let (mut pa, mut pb) = (ca.connect(aa), cb.connect(ab));
+    drive(&mut [&mut pa, &mut pb], WAIT, what, |p| {
+        p.iter().all(|p| p.connected())
+    });
+    let (ka, kb) = (pa.key.clone(), pb.key.clone());
+    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
+    (pa, pb)
+}
+
+/// Alice and Bob, members of a conference on `s`, in answered calls "a" and "b" with
+/// connected participants, Alice's first packet received by Bob.
+struct TwoCalls {
+    bob: MatrixUser,
+    bob_dm: String,
+    /// Alice's and Bob's callers and answers.
+    calls: [(Caller, Answer); 2],
+    pa: CallPeer,
+    pb: CallPeer,
+}
+
+/// [`TwoCalls`] with callers numbered `first` and `first + 1`.
+fn two_calls_with_media(s: &Sfu, first: usize) -> TwoCalls {
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
     let room = conference_room(&alice, &[&bob], &s.user_id, CONF);
     let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
-    let (ca, cb) = (Caller::new(7), Caller::new(8));
+    let (ca, cb) = (Caller::new(first), Caller::new(first + 1));
     let aa = answered(&call(
         &mut alice,
         &alice_dm,
@@ -378,41 +407,36 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
         &bob_dm,
         &invite_content("b", &room, CONF, &cb.offer()),
     ));
-    let (mut pa, mut pb) = (ca.connect(&aa), cb.connect(&ab));
-    drive(&mut [&mut pa, &mut pb], WAIT, "both connected", |p| {
-        p.iter().all(|p| p.connected())
-    });
-    let (ka, kb) = (pa.key.clone(), pb.key.clone());
-    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
+    let (mut pa, mut pb) = connect_both([(&ca, &aa), (&cb, &ab)], "both connected");
+    media_flows(&mut pa, &mut pb, 1, "media before the crash");
+    TwoCalls {
+        bob,
+        bob_dm,
+        calls: [(ca, aa), (cb, ab)],
+        pa,
+        pb,
+    }
+}
 
-    send_audio(&mut pa, 1);
-    drive(
-        &mut [&mut pa, &mut pb],
-        WAIT,
-        "media before the crash",
-        |p| received_from(p[1], 1),
-    );
+#[test]
+fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
+    let mut s = sfu();
+    let TwoCalls {
+        bob,
+        bob_dm,
+        mut pa,
+        mut pb,
+        ..
+    } = two_calls_with_media(&s, 7);
 
     s.signaling.kill9();
     // While signaling is dead, and while it restarts, media keeps flowing.
     s.signaling.restart();
     for n in 2..=4 {
-        send_audio(&mut pa, n);
-        drive(
-            &mut [&mut pa, &mut pb],
-            WAIT,
-            "media across the restart",
-            |p| received_from(p[1], n),
-        );
+        media_flows(&mut pa, &mut pb, n, "media across the restart");
     }
     s.signaling.wait_ready();
-    send_audio(&mut pb, 9);
-    drive(
-        &mut [&mut pa, &mut pb],
-        WAIT,
-        "media after the restart",
-        |p| received_from(p[0], 9),
-    );
+    media_flows(&mut pb, &mut pa, 9, "media after the restart");
     assert_eq!(
         relay_sessions(&s.relay),
         2,
@@ -442,36 +466,14 @@ fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
     // relay proves the same fingerprint the answers carry.
     let relay_cert = DtlsCert::generate().expect("relay certificate");
     let mut s = sfu_on(Relay::start_with_cert(1, &relay_cert), "");
-    let synapse = Synapse::shared();
-    let mut alice = synapse.new_user("alice");
-    let mut bob = synapse.new_user("bob");
-    let room = conference_room(&alice, &[&bob], &s.user_id, CONF);
-    let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
-    let (ca, cb) = (Caller::new(11), Caller::new(12));
-    let aa = answered(&call(
-        &mut alice,
-        &alice_dm,
-        &invite_content("a", &room, CONF, &ca.offer()),
-    ));
-    let ab = answered(&call(
-        &mut bob,
-        &bob_dm,
-        &invite_content("b", &room, CONF, &cb.offer()),
-    ));
+    let TwoCalls {
+        bob,
+        bob_dm,
+        calls: [(ca, aa), (cb, ab)],
+        pa,
+        pb,
+    } = two_calls_with_media(&s, 11);
     assert_eq!(aa.fingerprint, relay_cert.fingerprint());
-    let (mut pa, mut pb) = (ca.connect(&aa), cb.connect(&ab));
-    drive(&mut [&mut pa, &mut pb], WAIT, "both connected", |p| {
-        p.iter().all(|p| p.connected())
-    });
-    let (ka, kb) = (pa.key.clone(), pb.key.clone());
-    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
-    send_audio(&mut pa, 1);
-    drive(
-        &mut [&mut pa, &mut pb],
-        WAIT,
-        "media before the crash",
-        |p| received_from(p[1], 1),
-    );
 
     s.relay.kill9();
     let restarted = Instant::now();
@@ -493,32 +495,25 @@ fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
     // relay (same ICE credentials), so a client replaces its connection: a new
     // participant from the SAME answer (credentials, candidate, fingerprint).
     drop((pa, pb));
-    let (mut pa, mut pb) = (ca.connect(&aa), cb.connect(&ab));
-    drive(
-        &mut [&mut pa, &mut pb],
-        WAIT,
+    let (mut pa, mut pb) = connect_both(
+        [(&ca, &aa), (&cb, &ab)],
         "ICE and DTLS again with the same answers",
-        |p| p.iter().all(|p| p.connected()),
     );
     s.relay
         .wait_until(WAIT, "both sessions connected again", || {
             s.relay.metric("blindfold_sessions{state=\"connected\"}") == 2
         });
-    let (ka, kb) = (pa.key.clone(), pb.key.clone());
-    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
-    send_audio(&mut pa, 2);
-    drive(
-        &mut [&mut pa, &mut pb],
-        WAIT,
+    media_flows(
+        &mut pa,
+        &mut pb,
+        2,
         "media from Alice to Bob after the restart",
-        |p| received_from(p[1], 2),
     );
-    send_audio(&mut pb, 3);
-    drive(
-        &mut [&mut pa, &mut pb],
-        WAIT,
+    media_flows(
+        &mut pb,
+        &mut pa,
+        3,
         "media from Bob to Alice after the restart",
-        |p| received_from(p[0], 3),
     );
     assert_eq!(
         s.signaling
