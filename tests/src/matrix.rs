@@ -178,7 +178,7 @@ pub fn request(
 }
 
 /// `key` escaped as one JSON-pointer token (RFC 6901).
-fn pointer_token(key: &str) -> String {
+pub fn pointer_token(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 

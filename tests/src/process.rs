@@ -8,13 +8,15 @@
 //! binaries live in `blindfold-relay` and `blindfold-client`. So [`binary`] runs `cargo
 //! build -p <package> --bin <name>` once per test process, for the profile and target
 //! directory the test itself was built in (both read from the test executable's path,
-//! `target/<profile>/deps/<test>-…`), and returns `target/<profile>/<name>`. Cargo
+//! `target/<profile>/deps/<test>-…`, or `target/<profile>/<bin>` for this crate's own
+//! binaries), and returns `target/<profile>/<name>`. Cargo
 //! releases its build lock before running tests, and the build is a no-op when the
 //! binary is fresh, so this costs a fraction of a second and never runs a stale binary.
 //! (Artifact dependencies, `-Z bindeps`, would say this in Cargo.toml, but they are
 //! unstable.)
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use blindfold_relay::dtls::DtlsCert;
 
 /// Builds (if needed, once per process) and returns binary `bin` of `package` for the
 /// profile this test was built in.
@@ -33,11 +37,14 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
         return p.clone();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
+    // A test: target/<profile>/deps/<test>-<hash>; a binary of this crate (the
+    // signaling bench): target/<profile>/<bin>.
+    let exe_dir = exe.parent().expect("the executable's directory");
+    let profile_dir = if exe_dir.file_name().is_some_and(|n| n == "deps") {
+        exe_dir.parent().expect("target/<profile>/deps")
+    } else {
+        exe_dir
+    };
     let target_dir = profile_dir.parent().expect("target dir");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev",
@@ -82,6 +89,10 @@ pub fn free_tcp_port() -> u16 {
 /// when dropped (its log is printed first if the thread is panicking).
 pub struct Relay {
     child: Child,
+    /// Its command line, for [`restart`](Self::restart).
+    args: Vec<OsString>,
+    /// Where the current run's log starts in `relay.log` (restarts append to it).
+    log_offset: u64,
     /// Its temporary directory (control socket, log).
     pub dir: PathBuf,
     /// Its control socket.
@@ -101,6 +112,33 @@ impl Relay {
 
     /// [`start`](Self::start) with more command-line flags (e.g. `--consent-timeout`).
     pub fn start_with(workers: usize, extra: &[&str]) -> Relay {
+        Self::start_in(workers, extra, |_| Vec::new())
+    }
+
+    /// [`start`](Self::start) with a DTLS certificate of its own, loaded from PEM files
+    /// (`--cert`, `--key`) rather than generated at start, so that a
+    /// [`restart`](Self::restart) keeps the fingerprint signaling put in its answers.
+    pub fn start_with_cert(workers: usize, cert: &DtlsCert) -> Relay {
+        Self::start_in(workers, &[], |dir| {
+            let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+            std::fs::write(&cert_path, cert.certificate_pem()).expect("writing cert.pem");
+            std::fs::write(&key_path, cert.private_key_pem()).expect("writing key.pem");
+            vec![
+                "--cert".into(),
+                cert_path.into(),
+                "--key".into(),
+                key_path.into(),
+            ]
+        })
+    }
+
+    /// Starts the relay in a fresh directory, with the flags `files` returns after
+    /// writing whatever files they name into that directory.
+    fn start_in(
+        workers: usize,
+        extra: &[&str],
+        files: impl FnOnce(&Path) -> Vec<OsString>,
+    ) -> Relay {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "bf-relay-{}-{}",
@@ -111,32 +149,34 @@ impl Relay {
         let control = dir.join("control.sock");
         let udp: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
         let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
-        let log = std::fs::File::create(dir.join("relay.log")).expect("log file");
-        let child = Command::new(binary("blindfold-relay", "blindfold-relay"))
-            .arg("--listen")
-            .arg(udp.to_string())
-            .arg("--workers")
-            .arg(workers.to_string())
-            .arg("--control-socket")
-            .arg(&control)
-            .arg("--metrics")
-            .arg(metrics.to_string())
-            .args([
+        let mut args: Vec<OsString> = vec![
+            "--listen".into(),
+            udp.to_string().into(),
+            "--workers".into(),
+            workers.to_string().into(),
+            "--control-socket".into(),
+            control.clone().into(),
+            "--metrics".into(),
+            metrics.to_string().into(),
+        ];
+        args.extend(
+            [
                 "--log-level",
                 "debug",
                 "--recv-buffer",
                 "0",
                 "--send-buffer",
                 "0",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting blindfold-relay");
+            ]
+            .map(OsString::from),
+        );
+        args.extend(extra.iter().map(OsString::from));
+        args.extend(files(&dir));
+        let (child, log_offset) = Self::spawn(&dir, &args);
         let relay = Relay {
             child,
+            args,
+            log_offset,
             dir,
             control,
             udp,
@@ -147,6 +187,50 @@ impl Relay {
             relay.control.exists()
         });
         relay
+    }
+
+    /// Runs the relay with `args`, its stderr appended to `dir/relay.log`: the child and
+    /// where its output starts in that log.
+    fn spawn(dir: &Path, args: &[OsString]) -> (Child, u64) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("relay.log"))
+            .expect("log file");
+        let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let child = Command::new(binary("blindfold-relay", "blindfold-relay"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting blindfold-relay");
+        (child, offset)
+    }
+
+    /// SIGKILL, as a crash would: no goodbye, the control socket file left behind.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the relay (if it still runs) and starts it again with the same command
+    /// line: the same UDP port, control socket path, metrics port and (with
+    /// [`start_with_cert`](Self::start_with_cert)) DTLS certificate, none of its
+    /// sessions. Returns once the new run has bound its media socket and control socket
+    /// (up to 10 s).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, offset) = Self::spawn(&self.dir, &self.args);
+        self.child = child;
+        self.log_offset = offset;
+        // The dead run's socket file is still there until the new run replaces it, so
+        // wait for the new run to say it is listening.
+        self.wait_until(Duration::from_secs(10), "the restarted relay", || {
+            let log = self.log();
+            let run = log.get(self.log_offset as usize..).unwrap_or("");
+            run.contains("media socket") && self.control.exists()
+        });
     }
 
     /// The process id.

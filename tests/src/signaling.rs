@@ -1,8 +1,8 @@
 //! `blindfold-signaling` as a real process, and Matrix callers that place real calls to
 //! it: the [`Signaling`] guard (config file, log, kill -9, restart on the same database)
 //! and a [`Caller`] that writes its SDP offer per docs/protocol.md, reads the answer with
-//! the client library's reader ([`blindfold_client::sdp`], not signaling's code), and
-//! then connects a real [`Participant`] over UDP to the relay the answer names.
+//! its own small reader (not signaling's code), and then connects a real
+//! [`Participant`] over UDP to the relay the answer names.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -17,16 +17,14 @@ use blindfold_client::{Event, IceCredentials, OwnSsrcs, Participant, Participant
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::matrix::MatrixUser;
+use crate::matrix::{MatrixUser, pointer_token};
 use crate::process::{Relay, binary, free_tcp_port};
 use crate::synapse::{PASSWORD, Synapse, unique_localpart};
 
 /// The conference id the end-to-end tests announce.
 pub const CONF: &str = "weekly";
-/// How long the end-to-end tests wait for a Matrix effect.
-const WAIT: Duration = Duration::from_secs(20);
 
 /// A running `blindfold-signaling`, killed when dropped.
 pub struct Signaling {
@@ -141,6 +139,11 @@ impl Signaling {
         }
     }
 
+    /// The process id of the current run, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -182,6 +185,94 @@ impl Drop for Signaling {
         self.kill9();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// How long the room helpers wait for the SFU to join a room.
+const JOIN_WAIT: Duration = Duration::from_secs(20);
+
+/// Waits (up to 20 s) until `user` sees `who` joined to `room`.
+pub fn wait_joined(user: &MatrixUser, room: &str, who: &str) {
+    let deadline = Instant::now() + JOIN_WAIT;
+    while !user
+        .joined_members(room)
+        .expect("joined_members")
+        .iter()
+        .any(|m| m == who)
+    {
+        assert!(Instant::now() < deadline, "{who} never joined {room}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An encrypted conference room owned by `owner` with `members` joined, the SFU
+/// invited and joined, and a live conference `conf_id` naming `sfu_user`.
+pub fn conference_room(
+    owner: &MatrixUser,
+    members: &[&MatrixUser],
+    sfu_user: &str,
+    conf_id: &str,
+) -> String {
+    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
+    invite.push(sfu_user);
+    let room = owner
+        .create_room(&json!({
+            "preset": "private_chat",
+            "invite": invite,
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+        }))
+        .expect("create conference room");
+    owner
+        .send_state(
+            &room,
+            "org.matrix.msc2359.conference",
+            conf_id,
+            &json!({"sfu": sfu_user, "name": "Weekly"}),
+        )
+        .expect("announce conference");
+    for m in members {
+        m.join(&room).expect("member joins");
+    }
+    wait_joined(owner, &room, sfu_user);
+    room
+}
+
+/// Creates an unencrypted DM between `user` and the SFU, inviting it; does not wait for
+/// it to join (see [`dm`]).
+pub fn create_dm(user: &MatrixUser, sfu_user: &str) -> String {
+    user.create_room(
+        &json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [sfu_user]}),
+    )
+    .expect("create DM")
+}
+
+/// An unencrypted DM between `user` and the SFU, the SFU joined.
+pub fn dm(user: &MatrixUser, sfu_user: &str) -> String {
+    let room = create_dm(user, sfu_user);
+    wait_joined(user, &room, sfu_user);
+    room
+}
+
+/// The content of an `m.call.invite` for conference `conf_id` of `room`, offering `sdp`
+/// (docs/protocol.md).
+pub fn invite_content(call_id: &str, room: &str, conf_id: &str, sdp: &str) -> Value {
+    json!({
+        "call_id": call_id, "party_id": "TESTDEV", "version": "1", "lifetime": 60000,
+        "offer": {"type": "offer", "sdp": sdp},
+        "org.matrix.msc2359.conference": {"room_id": room, "conf_id": conf_id}
+    })
+}
+
+/// In a sync response of user `me`: the SFU's `m.call.answer` or `m.call.hangup` for
+/// `call_id` in room `dm`, as `(event type, content)`.
+pub fn sfu_reply(sync: &Value, dm: &str, me: &str, call_id: &str) -> Option<(String, Value)> {
+    let pointer = format!("/rooms/join/{}/timeline/events", pointer_token(dm));
+    sync.pointer(&pointer)?.as_array()?.iter().find_map(|e| {
+        let kind = e["type"].as_str()?;
+        let ours = e["sender"].as_str() != Some(me) && e["content"]["call_id"] == call_id;
+        (ours && (kind == "m.call.answer" || kind == "m.call.hangup"))
+            .then(|| (kind.to_owned(), e["content"].clone()))
+    })
 }
 
 fn dtls() -> &'static DtlsConfig {
@@ -353,46 +444,4 @@ pub fn sfu_with(extra: &str) -> Sfu {
 /// [`sfu_with`] without extra config.
 pub fn sfu() -> Sfu {
     sfu_with("")
-}
-
-/// Waits until `user` sees `who` joined to `room`.
-pub fn wait_joined(user: &MatrixUser, room: &str, who: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !user
-        .joined_members(room)
-        .expect("joined_members")
-        .iter()
-        .any(|m| m == who)
-    {
-        assert!(Instant::now() < deadline, "{who} never joined {room}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// An encrypted conference room owned by `owner` with `members` joined, the SFU
-/// invited and joined, and a live conference `CONF` naming `sfu_user`.
-pub fn conference_room(owner: &MatrixUser, members: &[&MatrixUser], sfu_user: &str) -> String {
-    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
-    invite.push(sfu_user);
-    let room = owner
-        .create_room(&json!({
-            "preset": "private_chat",
-            "invite": invite,
-            "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
-        }))
-        .expect("create conference room");
-    owner
-        .send_state(
-            &room,
-            "org.matrix.msc2359.conference",
-            CONF,
-            &json!({"sfu": sfu_user, "name": "Weekly"}),
-        )
-        .expect("announce conference");
-    for m in members {
-        m.join(&room).expect("member joins");
-    }
-    wait_joined(owner, &room, sfu_user);
-    room
 }

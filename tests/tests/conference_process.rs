@@ -223,18 +223,25 @@ fn timeline(user: &MatrixUser, room: &str) -> Vec<Value> {
 }
 
 struct Setup {
+    /// Held for the whole test: these tests assert the protocol's timings (2 s join,
+    /// 2 s switch), and two conferences of four Matrix clients each on two cores would
+    /// measure the machine instead.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
     sfu: Sfu,
     room: String,
     users: Vec<MatrixUser>,
 }
 
 fn setup(n: usize) -> Setup {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let s = sfu();
     let synapse = Synapse::shared();
     let users: Vec<MatrixUser> = (0..n).map(|i| synapse.new_user(&format!("m{i}"))).collect();
     let others: Vec<&MatrixUser> = users[1..].iter().collect();
-    let room = conference_room(&users[0], &others, &s.user_id);
+    let room = conference_room(&users[0], &others, &s.user_id, CONF);
     Setup {
+        _one_at_a_time: guard,
         sfu: s,
         room,
         users,

@@ -2,7 +2,8 @@
 //! signaling binaries, and test users calling over the client-server API. Each test
 //! asserts on what a user or the relay sees: the answer's transport and a real ICE +
 //! DTLS connection to the relay, hangups with their `org.matrix.msc2359.reason`, the
-//! relay's session count, media that keeps flowing across a signaling crash.
+//! relay's session count, media that keeps flowing across a signaling crash, calls that
+//! come back after a relay crash.
 
 // Real processes, sockets and deadlines: the test reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -10,34 +11,47 @@
 use std::time::{Duration, Instant};
 
 use blindfold_client::Event as PEvent;
+use blindfold_relay::dtls::DtlsCert;
 use blindfold_relay::id::{Pt, RtpTime};
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
 use blindfold_tests::signaling::{
-    Answer, CONF, CallPeer, Caller, Signaling, conference_room, drive, sfu, sfu_with, wait_joined,
+    Answer, CallPeer, Caller, Signaling, conference_room, dm, drive, invite_content, sfu_reply,
 };
 use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
+const CONF: &str = "weekly";
 
-/// An unencrypted DM between `user` and the SFU, the SFU joined.
-fn dm(user: &MatrixUser, sfu_user: &str) -> String {
-    let room = user
-        .create_room(
-            &json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [sfu_user]}),
-        )
-        .expect("create DM");
-    wait_joined(user, &room, sfu_user);
-    room
+/// A relay, a signaling process and its SFU account.
+struct Sfu {
+    relay: Relay,
+    signaling: Signaling,
+    user_id: String,
 }
 
-fn invite_content(call_id: &str, room: &str, conf_id: &str, sdp: &str) -> Value {
-    json!({
-        "call_id": call_id, "party_id": "TESTDEV", "version": "1", "lifetime": 60000,
-        "offer": {"type": "offer", "sdp": sdp},
-        "org.matrix.msc2359.conference": {"room_id": room, "conf_id": conf_id}
-    })
+fn sfu_with(extra: &str) -> Sfu {
+    sfu_on(Relay::start(1), extra)
+}
+
+/// A signaling process (with `extra` config lines) for a fresh SFU account, driving
+/// `relay`.
+fn sfu_on(relay: Relay, extra: &str) -> Sfu {
+    let synapse = Synapse::shared();
+    let local = unique_localpart("sfu");
+    let reg = synapse.register(&local, PASSWORD, false);
+    let mut signaling = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, extra);
+    signaling.wait_ready();
+    Sfu {
+        relay,
+        signaling,
+        user_id: reg.user_id,
+    }
+}
+
+fn sfu() -> Sfu {
+    sfu_with("")
 }
 
 /// Sends `content` as an `m.call.invite` in `dm` and waits for the SFU's answer or
@@ -46,29 +60,16 @@ fn call(user: &mut MatrixUser, dm: &str, content: &Value) -> (String, Value) {
     let call_id = content["call_id"].as_str().expect("call_id").to_owned();
     user.send_event(dm, "m.call.invite", content)
         .expect("send invite");
-    wait_reply(user, dm, &call_id)
-}
-
-fn wait_reply(user: &mut MatrixUser, dm: &str, call_id: &str) -> (String, Value) {
-    let pointer = format!(
-        "/rooms/join/{}/timeline/events",
-        dm.replace('~', "~0").replace('/', "~1")
-    );
     let me = user.user_id().to_owned();
     user.wait_for(&format!("the SFU's reply to {call_id}"), WAIT, |sync| {
-        sync.pointer(&pointer)?.as_array()?.iter().find_map(|e| {
-            let kind = e["type"].as_str()?;
-            let ours =
-                e["sender"].as_str() != Some(me.as_str()) && e["content"]["call_id"] == call_id;
-            (ours && (kind == "m.call.answer" || kind == "m.call.hangup"))
-                .then(|| (kind.to_owned(), e["content"].clone()))
-        })
+        sfu_reply(sync, dm, &me, &call_id)
     })
 }
 
 fn answered(reply: &(String, Value)) -> Answer {
     assert_eq!(reply.0, "m.call.answer", "{reply:?}");
-    Answer::parse(reply.1["answer"]["sdp"].as_str().expect("answer sdp")).expect("answer")
+    Answer::parse(reply.1["answer"]["sdp"].as_str().expect("answer sdp"))
+        .expect("the answer parses")
 }
 
 fn hangup_code(reply: &(String, Value)) -> String {
@@ -94,7 +95,7 @@ fn a_member_is_answered_and_connects_to_the_relay() {
     let s = sfu();
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
-    let room = conference_room(&alice, &[], &s.user_id);
+    let room = conference_room(&alice, &[], &s.user_id, CONF);
     let dm = dm(&alice, &s.user_id);
     let caller = Caller::new(1);
     let started = Instant::now();
@@ -145,7 +146,7 @@ fn refusals_carry_their_reason_and_create_no_relay_session() {
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
-    let room = conference_room(&alice, &[], &s.user_id);
+    let room = conference_room(&alice, &[], &s.user_id, CONF);
     // A second room: a terminated conference, and one naming another SFU.
     alice
         .send_state(
@@ -259,7 +260,7 @@ fn over_capacity_and_outsiders_are_refused() {
         bob.user_id()
     ));
     let carol = synapse.new_user("carol");
-    let room = conference_room(&alice, &[&bob, &carol], &s.user_id);
+    let room = conference_room(&alice, &[&bob, &carol], &s.user_id, CONF);
     let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
     answered(&call(
         &mut alice,
@@ -294,7 +295,7 @@ fn leaving_the_room_or_ending_the_conference_hangs_up() {
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
-    let room = conference_room(&alice, &[&bob], &s.user_id);
+    let room = conference_room(&alice, &[&bob], &s.user_id, CONF);
     let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
     answered(&call(
         &mut alice,
@@ -359,15 +360,44 @@ fn received_from(p: &CallPeer, n: u8) -> bool {
         .any(|e| matches!(e, PEvent::Media(m) if m.payload() == [n; 40]))
 }
 
-#[test]
-fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
-    let mut s = sfu();
+/// Sends audio packet `n` from `from` and steps both peers until `to` has decrypted it;
+/// panics after [`WAIT`] naming `what`.
+fn media_flows(from: &mut CallPeer, to: &mut CallPeer, n: u8, what: &str) {
+    send_audio(from, n);
+    drive(&mut [from, to], WAIT, what, |p| received_from(p[1], n));
+}
+
+/// Connects each caller's participant with its answer and shares their media keys.
+fn connect_both(calls: [(&Caller, &Answer); 2], what: &str) -> (CallPeer, CallPeer) {
+    let [(ca, aa), (cb, ab)] = calls;
+    let (mut pa, mut pb) = (ca.connect(aa), cb.connect(ab));
+    drive(&mut [&mut pa, &mut pb], WAIT, what, |p| {
+        p.iter().all(|p| p.connected())
+    });
+    let (ka, kb) = (pa.key.clone(), pb.key.clone());
+    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
+    (pa, pb)
+}
+
+/// Alice and Bob, members of a conference on `s`, in answered calls "a" and "b" with
+/// connected participants, Alice's first packet received by Bob.
+struct TwoCalls {
+    bob: MatrixUser,
+    bob_dm: String,
+    /// Alice's and Bob's callers and answers.
+    calls: [(Caller, Answer); 2],
+    pa: CallPeer,
+    pb: CallPeer,
+}
+
+/// [`TwoCalls`] with callers numbered `first` and `first + 1`.
+fn two_calls_with_media(s: &Sfu, first: usize) -> TwoCalls {
     let synapse = Synapse::shared();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
-    let room = conference_room(&alice, &[&bob], &s.user_id);
+    let room = conference_room(&alice, &[&bob], &s.user_id, CONF);
     let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
-    let (ca, cb) = (Caller::new(7), Caller::new(8));
+    let (ca, cb) = (Caller::new(first), Caller::new(first + 1));
     let aa = answered(&call(
         &mut alice,
         &alice_dm,
@@ -378,41 +408,36 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
         &bob_dm,
         &invite_content("b", &room, CONF, &cb.offer()),
     ));
-    let (mut pa, mut pb) = (ca.connect(&aa), cb.connect(&ab));
-    drive(&mut [&mut pa, &mut pb], WAIT, "both connected", |p| {
-        p.iter().all(|p| p.connected())
-    });
-    let (ka, kb) = (pa.key.clone(), pb.key.clone());
-    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
+    let (mut pa, mut pb) = connect_both([(&ca, &aa), (&cb, &ab)], "both connected");
+    media_flows(&mut pa, &mut pb, 1, "media before the crash");
+    TwoCalls {
+        bob,
+        bob_dm,
+        calls: [(ca, aa), (cb, ab)],
+        pa,
+        pb,
+    }
+}
 
-    send_audio(&mut pa, 1);
-    drive(
-        &mut [&mut pa, &mut pb],
-        WAIT,
-        "media before the crash",
-        |p| received_from(p[1], 1),
-    );
+#[test]
+fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
+    let mut s = sfu();
+    let TwoCalls {
+        bob,
+        bob_dm,
+        mut pa,
+        mut pb,
+        ..
+    } = two_calls_with_media(&s, 7);
 
     s.signaling.kill9();
     // While signaling is dead, and while it restarts, media keeps flowing.
     s.signaling.restart();
     for n in 2..=4 {
-        send_audio(&mut pa, n);
-        drive(
-            &mut [&mut pa, &mut pb],
-            WAIT,
-            "media across the restart",
-            |p| received_from(p[1], n),
-        );
+        media_flows(&mut pa, &mut pb, n, "media across the restart");
     }
     s.signaling.wait_ready();
-    send_audio(&mut pb, 9);
-    drive(
-        &mut [&mut pa, &mut pb],
-        WAIT,
-        "media after the restart",
-        |p| received_from(p[0], 9),
-    );
+    media_flows(&mut pb, &mut pa, 9, "media after the restart");
     assert_eq!(
         relay_sessions(&s.relay),
         2,
@@ -427,6 +452,77 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
     );
 
     // The restarted signaling owns Bob's call: his hangup removes his relay session.
+    bob.send_event(
+        &bob_dm,
+        "m.call.hangup",
+        &json!({"call_id": "b", "party_id": "TESTDEV", "version": "1", "reason": "user_hangup"}),
+    )
+    .unwrap();
+    wait_sessions(&s.relay, 1, Duration::from_secs(5));
+}
+
+#[test]
+fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
+    // The relay's certificate comes from files, as in production, so the restarted
+    // relay proves the same fingerprint the answers carry.
+    let relay_cert = DtlsCert::generate().expect("relay certificate");
+    let mut s = sfu_on(Relay::start_with_cert(1, &relay_cert), "");
+    let TwoCalls {
+        bob,
+        bob_dm,
+        calls: [(ca, aa), (cb, ab)],
+        pa,
+        pb,
+    } = two_calls_with_media(&s, 11);
+    assert_eq!(aa.fingerprint, relay_cert.fingerprint());
+
+    s.relay.kill9();
+    let restarted = Instant::now();
+    s.relay.restart();
+    // Signaling notices, reconnects and re-pushes both sessions within 2 s of the new
+    // relay's start.
+    s.relay.wait_until(
+        Duration::from_secs(2).saturating_sub(restarted.elapsed()),
+        "signaling to re-push both sessions within 2 s",
+        || relay_sessions(&s.relay) == 2,
+    );
+    eprintln!(
+        "relay start to sessions re-pushed: {:?}",
+        restarted.elapsed()
+    );
+
+    // The participants' DTLS sessions died with the relay. The participant library has
+    // no reconnect of its own, and its consent checks keep succeeding against the new
+    // relay (same ICE credentials), so a client replaces its connection: a new
+    // participant from the SAME answer (credentials, candidate, fingerprint).
+    drop((pa, pb));
+    let (mut pa, mut pb) = connect_both(
+        [(&ca, &aa), (&cb, &ab)],
+        "ICE and DTLS again with the same answers",
+    );
+    s.relay
+        .wait_until(WAIT, "both sessions connected again", || {
+            s.relay.metric("blindfold_sessions{state=\"connected\"}") == 2
+        });
+    media_flows(
+        &mut pa,
+        &mut pb,
+        2,
+        "media from Alice to Bob after the restart",
+    );
+    media_flows(
+        &mut pb,
+        &mut pa,
+        3,
+        "media from Bob to Alice after the restart",
+    );
+    assert_eq!(
+        s.signaling
+            .metric("blindfold_signaling_relay_connects_total"),
+        Some(2.0),
+        "signaling should have connected to the relay twice"
+    );
+    // The calls are still signaling's: a hangup removes the relay session.
     bob.send_event(
         &bob_dm,
         "m.call.hangup",
