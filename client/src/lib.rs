@@ -65,6 +65,7 @@ mod error;
 mod ice;
 pub mod measure;
 mod media;
+pub mod ogg;
 mod participant;
 mod rng;
 pub mod source;
@@ -83,3 +84,5 @@ pub use source::{Driver, MediaSource, Outgoing, Probe, SourceConfig, SourceKind,
 mod tests;
 #[cfg(test)]
 mod tests_media;
+#[cfg(test)]
+mod tests_ogg;
