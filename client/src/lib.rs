@@ -24,6 +24,11 @@
 //! duplicates, integrity failures and one-way latency from what another participant
 //! decrypted.
 //!
+//! For the participant CLI: [`ogg`] reads Ogg Opus clips to send (packets with their
+//! durations, for 20 ms pacing) and writes received audio to files opusdec plays;
+//! [`table`] renders the live table of what is decrypted from whom; [`report`] is the
+//! JSON written at exit and the checks that judge a conference from those reports.
+//!
 //! It reuses the relay crate's wire formats (`blindfold_relay::wire`), SRTP
 //! (`blindfold_relay::srtp`) and DTLS types (`blindfold_relay::dtls`).
 //!
@@ -67,8 +72,10 @@ pub mod measure;
 mod media;
 pub mod ogg;
 mod participant;
+pub mod report;
 mod rng;
 pub mod source;
+pub mod table;
 
 pub use error::{DropReason, FailReason, ParticipantError};
 pub use ice::{IceCredentials, IceSettings};

@@ -541,7 +541,7 @@ impl OpusPacket {
 }
 
 /// Reads an Ogg Opus stream: its headers at once, then its audio packets as an
-/// iterator. After an error the iterator ends.
+/// iterator (see its `Iterator` impl for errors).
 #[derive(Debug)]
 pub struct OggOpusReader {
     data: Vec<u8>,
@@ -553,7 +553,9 @@ pub struct OggOpusReader {
     tags: OpusTags,
     /// A packet continued on the next page.
     partial: Option<Vec<u8>>,
-    ready: VecDeque<OpusPacket>,
+    /// Packets of the last page not returned yet; an `Err` for one whose TOC byte
+    /// gives no duration.
+    ready: VecDeque<Result<OpusPacket, OggError>>,
     /// Audio packets returned or queued so far.
     packets: u64,
     last_granule: Option<u64>,
@@ -746,43 +748,40 @@ impl OggOpusReader {
             }));
         }
     }
-
-    fn next_packet(&mut self) -> Result<Option<OpusPacket>, OggError> {
-        while self.ready.is_empty() {
-            let Some(page) = self.read_page()? else {
-                return Ok(None);
-            };
-            let count = page.packets.len();
-            for (i, data) in page.packets.into_iter().enumerate() {
-                let samples = opus_packet_samples(&data).map_err(|source| OggError::Packet {
-                    index: self.packets,
-                    source,
-                })?;
-                self.packets += 1;
-                let last = i + 1 == count && page.granule != NO_GRANULE;
-                self.ready.push_back(OpusPacket {
-                    data,
-                    samples,
-                    granule: last.then_some(page.granule),
-                });
-            }
-        }
-        Ok(self.ready.pop_front())
-    }
 }
 
+/// Audio packets in order. A packet whose TOC byte gives no duration is an
+/// [`OggError::Packet`] item and reading goes on (the pages are sound); any other error
+/// ends the iteration.
 impl Iterator for OggOpusReader {
     type Item = Result<OpusPacket, OggError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.next_packet() {
-            Ok(p) => p.map(Ok),
-            Err(e) => {
-                self.done = true;
-                self.ready.clear();
-                Some(Err(e))
+        while self.ready.is_empty() {
+            let page = match self.read_page() {
+                Ok(Some(page)) => page,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            let count = page.packets.len();
+            for (i, data) in page.packets.into_iter().enumerate() {
+                let index = self.packets;
+                self.packets += 1;
+                let last = i + 1 == count && page.granule != NO_GRANULE;
+                self.ready.push_back(match opus_packet_samples(&data) {
+                    Ok(samples) => Ok(OpusPacket {
+                        data,
+                        samples,
+                        granule: last.then_some(page.granule),
+                    }),
+                    Err(source) => Err(OggError::Packet { index, source }),
+                });
             }
         }
+        self.ready.pop_front()
     }
 }
 

@@ -562,3 +562,32 @@ fn opusdec_and_ffmpeg_play_what_the_writer_writes() {
         );
     }
 }
+
+#[test]
+fn a_packet_without_a_valid_toc_is_an_error_item_and_reading_goes_on() {
+    // What a recorder of synthetic audio writes: sound pages, a packet that is not Opus.
+    let mut w = OggOpusWriter::new(Vec::new(), &OpusHead::new(1, 0, 0), 3).unwrap();
+    w.write_packet(&[0xf8, 1]).unwrap();
+    w.write_packet_with_samples(&[0xfb, 0x00], 960).unwrap();
+    w.write_packet(&[0xf8, 2]).unwrap();
+    let bytes = w.finish().unwrap();
+    let items: Vec<_> = OggOpusReader::from_bytes(bytes).unwrap().collect();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0].as_ref().unwrap().data, [0xf8, 1]);
+    let e = items[1].as_ref().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            OggError::Packet {
+                index: 1,
+                source: TocError::NoFrames
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "Opus packet 1 (counting from 0): frame count code 3 with 0 frames"
+    );
+    assert_eq!(items[2].as_ref().unwrap().granule, Some(2880));
+}
