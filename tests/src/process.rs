@@ -12,15 +12,26 @@
 //! releases its build lock before running tests, and the build is a no-op when the
 //! binary is fresh, so this costs a fraction of a second and never runs a stale binary.
 //! (Artifact dependencies, `-Z bindeps`, would say this in Cargo.toml, but they are
-//! unstable.)
+//! unstable.) A binary of this crate (`blindfold-demo`, in `target/<profile>/`) finds
+//! them the same way.
+//!
+//! # Children that outlive their parent
+//!
+//! A test that dies (panic, abort, kill) drops its guards or not; [`die_with_parent`]
+//! makes a child get SIGKILL when the thread that started it ends. The [`Relay`] and
+//! [`Signaling`](crate::signaling::Signaling) guards use it only after
+//! [`tie_children_to_spawning_thread`], which the demo calls: its main thread lives as
+//! long as the process, whereas a test thread may end while a guard it started lives
+//! on elsewhere.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Builds (if needed, once per process) and returns binary `bin` of `package` for the
@@ -33,11 +44,12 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
         return p.clone();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
+    // target/<profile>/deps/<test>-<hash>, or target/<profile>/<bin> for this crate's
+    // own binaries.
+    let mut profile_dir = exe.parent().expect("the executable's directory");
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir = profile_dir.parent().expect("target/<profile>");
+    }
     let target_dir = profile_dir.parent().expect("target dir");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev",
@@ -57,6 +69,8 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
             "--target-dir",
         ])
         .arg(target_dir)
+        // The workspace, wherever the caller runs (the demo runs from any directory).
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("running cargo build");
     assert!(status.success(), "cargo build of {bin} failed");
@@ -64,6 +78,43 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
     assert!(path.exists(), "no binary at {}", path.display());
     built.insert(bin.to_owned(), path.clone());
     path
+}
+
+/// Whether the guards' children die with the thread that started them.
+static TIED: AtomicBool = AtomicBool::new(false);
+
+/// From now on, the [`Relay`] and [`Signaling`](crate::signaling::Signaling) guards
+/// start their processes with [`die_with_parent`]. Call it from a thread that lives as
+/// long as the process and start them from that thread (the demo's main thread).
+pub fn tie_children_to_spawning_thread() {
+    TIED.store(true, Ordering::Relaxed);
+}
+
+/// [`die_with_parent`] if [`tie_children_to_spawning_thread`] was called.
+pub(crate) fn tie_if_asked(cmd: &mut Command) {
+    if TIED.load(Ordering::Relaxed) {
+        die_with_parent(cmd);
+    }
+}
+
+/// Makes the process `cmd` starts get SIGKILL when the thread that starts it ends
+/// (`PR_SET_PDEATHSIG`), so it cannot outlive a parent killed without cleaning up.
+pub fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls (prctl, getppid), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the signal was armed.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the parent process is gone"));
+            }
+            Ok(())
+        })
+    };
 }
 
 /// A UDP port nobody listens on right now (bound and released at once).
@@ -112,7 +163,9 @@ impl Relay {
         let udp: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
         let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
         let log = std::fs::File::create(dir.join("relay.log")).expect("log file");
-        let child = Command::new(binary("blindfold-relay", "blindfold-relay"))
+        let mut cmd = Command::new(binary("blindfold-relay", "blindfold-relay"));
+        tie_if_asked(&mut cmd);
+        let child = cmd
             .arg("--listen")
             .arg(udp.to_string())
             .arg("--workers")
