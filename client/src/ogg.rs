@@ -750,6 +750,48 @@ impl OggOpusReader {
     }
 }
 
+/// What a whole stream holds, from [`OggOpusReader::summarize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Audio packets, including those counted in `bad_toc`.
+    pub packets: u64,
+    /// Packets whose TOC byte gives no duration (not Opus: synthetic audio).
+    pub bad_toc: u64,
+    /// How long it plays in 48 kHz samples: the last granule position less the
+    /// pre-skip (`None` if no page gives one).
+    pub playback_samples: Option<u64>,
+}
+
+impl StreamSummary {
+    /// [`playback_samples`](Self::playback_samples) as a duration.
+    pub fn playback(&self) -> Option<Duration> {
+        self.playback_samples.map(samples_to_duration)
+    }
+}
+
+impl OggOpusReader {
+    /// Reads the rest of the stream: its packet count and length. Packets without a
+    /// valid TOC are counted, not errors; damaged pages are.
+    pub fn summarize(mut self) -> Result<StreamSummary, OggError> {
+        let mut summary = StreamSummary {
+            packets: 0,
+            bad_toc: 0,
+            playback_samples: None,
+        };
+        for item in self.by_ref() {
+            match item {
+                Ok(_) => {}
+                Err(OggError::Packet { .. }) => summary.bad_toc += 1,
+                Err(e) => return Err(e),
+            }
+            summary.packets += 1;
+        }
+        let pre_skip = u64::from(self.head.pre_skip);
+        summary.playback_samples = self.last_granule.map(|g| g.saturating_sub(pre_skip));
+        Ok(summary)
+    }
+}
+
 /// Audio packets in order. A packet whose TOC byte gives no duration is an
 /// [`OggError::Packet`] item and reading goes on (the pages are sound); any other error
 /// ends the iteration.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::ogg::{
-    OggError, OggOpusReader, OggOpusWriter, OpusHead, OpusPacket, Page, TocError, ogg_crc32,
-    opus_packet_samples,
+    OggError, OggOpusReader, OggOpusWriter, OpusHead, OpusPacket, Page, StreamSummary, TocError,
+    ogg_crc32, opus_packet_samples,
 };
 
 /// `opusenc --framesize 20 --bitrate 12` of one second of a 440 Hz sine, mono 48 kHz
@@ -571,6 +571,7 @@ fn a_packet_without_a_valid_toc_is_an_error_item_and_reading_goes_on() {
     w.write_packet_with_samples(&[0xfb, 0x00], 960).unwrap();
     w.write_packet(&[0xf8, 2]).unwrap();
     let bytes = w.finish().unwrap();
+    let bytes_again = bytes.clone();
     let items: Vec<_> = OggOpusReader::from_bytes(bytes).unwrap().collect();
     assert_eq!(items.len(), 3);
     assert_eq!(items[0].as_ref().unwrap().data, [0xf8, 1]);
@@ -590,4 +591,33 @@ fn a_packet_without_a_valid_toc_is_an_error_item_and_reading_goes_on() {
         "Opus packet 1 (counting from 0): frame count code 3 with 0 frames"
     );
     assert_eq!(items[2].as_ref().unwrap().granule, Some(2880));
+    let summary = OggOpusReader::from_bytes(bytes_again)
+        .unwrap()
+        .summarize()
+        .unwrap();
+    assert_eq!(
+        summary,
+        StreamSummary {
+            packets: 3,
+            bad_toc: 1,
+            playback_samples: Some(2880),
+        }
+    );
+}
+
+#[test]
+fn a_summary_counts_packets_and_length() {
+    let summary = OggOpusReader::from_bytes(SINE.to_vec())
+        .unwrap()
+        .summarize()
+        .unwrap();
+    assert_eq!((summary.packets, summary.bad_toc), (51, 0));
+    assert_eq!(summary.playback(), Some(std::time::Duration::from_secs(1)));
+    let mut cut = SINE.to_vec();
+    cut[2600] ^= 1;
+    let e = OggOpusReader::from_bytes(cut)
+        .unwrap()
+        .summarize()
+        .unwrap_err();
+    assert!(matches!(e, OggError::Crc { sequence: 3, .. }), "{e}");
 }

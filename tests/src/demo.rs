@@ -167,6 +167,16 @@ impl ParticipantSpec {
         }
     }
 
+    /// The whole command line with `client`, as a shell would show it (for people).
+    pub fn command_line(&self, client: &Path) -> String {
+        let mut line = client.display().to_string();
+        for a in self.args() {
+            line.push(' ');
+            line.push_str(&a.to_string_lossy());
+        }
+        line
+    }
+
     /// `blindfold-client`'s arguments: subscribed to every full-resolution stream, no
     /// live table (three processes share the demo's terminal; their logs go to files).
     pub fn args(&self) -> Vec<OsString> {
@@ -386,21 +396,12 @@ pub fn describe(name: &str, report: &Report) -> Vec<String> {
 
 /// How long an Ogg Opus file plays, from its last granule position, or why unknown.
 fn playback(path: &Path) -> String {
-    let mut reader = match OggOpusReader::open(path) {
-        Ok(r) => r,
-        Err(e) => return format!("unreadable: {e}"),
-    };
-    for item in reader.by_ref() {
-        match item {
-            // A packet that is not Opus (synthetic audio) does not stop the count.
-            Ok(_) | Err(blindfold_client::ogg::OggError::Packet { .. }) => {}
-            Err(e) => return format!("damaged: {e}"),
-        }
-    }
-    let pre_skip = u64::from(reader.head().pre_skip);
-    match reader.last_granule() {
-        Some(g) => format!("{:.2} s", g.saturating_sub(pre_skip) as f64 / 48_000.0),
-        None => "no audio".to_owned(),
+    match OggOpusReader::open(path).and_then(OggOpusReader::summarize) {
+        Ok(summary) => summary.playback().map_or_else(
+            || "no audio".to_owned(),
+            |d| format!("{:.2} s", d.as_secs_f64()),
+        ),
+        Err(e) => format!("unreadable: {e}"),
     }
 }
 
@@ -468,14 +469,9 @@ mod tests {
             Duration::from_secs(20),
             Some("/d/clip.opus".into()),
         );
-        let line: Vec<String> = p
-            .args()
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
         assert_eq!(
-            line.join(" "),
-            "--homeserver http://127.0.0.1:8008 --user @alice:localhost --password-file \
+            p.command_line(Path::new("blindfold-client")),
+            "blindfold-client --homeserver http://127.0.0.1:8008 --user @alice:localhost --password-file \
              /d/alice/password --room !r:localhost --conference demo --store /d/alice/store \
              --duration 20 --report /d/alice/report.json --record-dir /d/alice/recordings \
              --audio-file /d/clip.opus --subscribe all --no-table"

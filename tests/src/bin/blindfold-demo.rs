@@ -190,12 +190,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     if args.dry_run {
         println!("dry run: stopping before the participants, who would run as:");
         for s in &specs {
-            let line: Vec<String> = s
-                .args()
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
-            println!("  {} {}", client.display(), line.join(" "));
+            println!("  {}", s.command_line(&client));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -332,22 +327,21 @@ fn make_clip(out: &Path) -> Result<PathBuf, String> {
     Ok(clip)
 }
 
-/// The clip's packet count and playback length, reading it as the sender will.
-fn inspect_clip(clip: &Path) -> Result<(usize, f64), String> {
-    let what = |e: &dyn std::fmt::Display| format!("the clip {}: {e}", clip.display());
-    let mut reader = OggOpusReader::open(clip).map_err(|e| what(&e))?;
-    let packets = reader
-        .by_ref()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| what(&e))?;
-    if packets.is_empty() {
-        return Err(what(&"no audio packets"));
+/// The clip's packet count and playback length; every packet must be real Opus.
+fn inspect_clip(clip: &Path) -> Result<(u64, f64), String> {
+    let summary = OggOpusReader::open(clip)
+        .and_then(OggOpusReader::summarize)
+        .map_err(|e| format!("the clip {}: {e}", clip.display()))?;
+    if summary.packets == 0 || summary.bad_toc > 0 {
+        return Err(format!(
+            "the clip {} holds {} packets, {} of them not Opus",
+            clip.display(),
+            summary.packets,
+            summary.bad_toc
+        ));
     }
-    let samples = reader
-        .last_granule()
-        .unwrap_or(0)
-        .saturating_sub(u64::from(reader.head().pre_skip));
-    Ok((packets.len(), samples as f64 / 48_000.0))
+    let seconds = summary.playback().unwrap_or_default().as_secs_f64();
+    Ok((summary.packets, seconds))
 }
 
 /// The last `n` lines of a file (nothing if unreadable).
