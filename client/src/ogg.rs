@@ -344,7 +344,8 @@ impl OpusHead {
                 self.mapping_family,
                 self.channels
             ))),
-            Err(e) => Err(OggError::Invalid(format!("cannot write this {e}"))),
+            Err(OggError::NotOpus(why)) => Err(OggError::Invalid(format!("cannot write {why}"))),
+            Err(e) => Err(e),
         }
     }
 }
