@@ -15,12 +15,13 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use blindfold_client::ogg::OggOpusReader;
 use blindfold_client::report::{Report, check_recordings, check_reports};
 use blindfold_client::table::render;
+use blindfold_relay::shell::signals::Shutdown;
 use serde_json::json;
 
 use crate::matrix::{MatrixError, MatrixUser};
@@ -261,43 +262,22 @@ pub fn wait_joined(
     }
 }
 
-/// The signal that asked the demo to stop (SIGINT, SIGTERM), 0 if none.
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    if SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
-        // A second Ctrl-C: leave now. Every child dies with us (PR_SET_PDEATHSIG).
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(128 + sig) };
-    }
-}
+/// Set once SIGINT or SIGTERM arrived (the relay's own handler: a self-pipe and a flag,
+/// a second signal exits at once with 128 + signal).
+static SHUTDOWN: OnceLock<Shutdown> = OnceLock::new();
 
 /// Makes SIGINT and SIGTERM ask the demo to stop ([`interrupted`]) instead of killing
-/// it, so that it stops its processes on the way out; a second signal exits at once.
+/// it, so that it stops its processes on the way out; a second signal exits at once
+/// (its children die with it: PR_SET_PDEATHSIG).
 pub fn catch_signals() -> std::io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid (no flags, empty mask) before it is
-        // filled in; the handler only touches an atomic and calls _exit.
-        let ok = unsafe {
-            let mut act: libc::sigaction = std::mem::zeroed();
-            act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            act.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut act.sa_mask);
-            libc::sigaction(sig, &act, std::ptr::null_mut()) == 0
-        };
-        if !ok {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+    let shutdown = Shutdown::install()?;
+    let _ = SHUTDOWN.set(shutdown);
     Ok(())
 }
 
-/// The signal that asked the demo to stop, if one did.
-pub fn interrupted() -> Option<i32> {
-    match SIGNAL.load(Ordering::SeqCst) {
-        0 => None,
-        sig => Some(sig),
-    }
+/// Whether a signal asked the demo to stop.
+pub fn interrupted() -> bool {
+    SHUTDOWN.get().is_some_and(Shutdown::is_set)
 }
 
 /// How one participant ended.

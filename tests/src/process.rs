@@ -36,7 +36,20 @@ use std::time::{Duration, Instant};
 
 /// Builds (if needed, once per process) and returns binary `bin` of `package` for the
 /// profile this test was built in.
+///
+/// With `BLINDFOLD_BIN_DIR` set (scripts/demo sets it after building the release
+/// binaries), the binary is taken from that directory without running cargo, which
+/// would wait for the build lock whenever another build holds it.
 pub fn binary(package: &str, bin: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("BLINDFOLD_BIN_DIR") {
+        let path = PathBuf::from(dir).join(bin);
+        assert!(
+            path.is_file(),
+            "no {bin} in BLINDFOLD_BIN_DIR ({}): build it first",
+            path.display()
+        );
+        return path;
+    }
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let built = built.get_or_insert_with(HashMap::new);

@@ -6,8 +6,8 @@
 //! Every process it starts is stopped when it ends — normally, on an error, on a panic
 //! (the guards are dropped while unwinding) and on SIGINT/SIGTERM (caught, then the
 //! same way out). A second signal exits at once; the children die with it
-//! (PR_SET_PDEATHSIG). Exit status: 0 passed, 1 failed, 2 bad usage, 128 + signal when
-//! interrupted.
+//! (PR_SET_PDEATHSIG). Exit status: 0 passed, 1 failed, 2 bad usage, 130 when
+//! interrupted (128 + the signal when interrupted twice).
 
 // A shell around real processes: it reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -60,9 +60,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("\nblindfold-demo: {e}");
-            match interrupted() {
-                Some(sig) => ExitCode::from(128 + sig as u8),
-                None => ExitCode::FAILURE,
+            if interrupted() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }
@@ -74,9 +75,10 @@ fn step(what: &str) {
 
 /// `Err` once a signal asked us to stop.
 fn not_interrupted() -> Result<(), String> {
-    match interrupted() {
-        Some(sig) => Err(format!("interrupted by signal {sig}; stopped everything")),
-        None => Ok(()),
+    if interrupted() {
+        Err("interrupted (SIGINT or SIGTERM); stopped everything".into())
+    } else {
+        Ok(())
     }
 }
 
@@ -133,9 +135,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     step("creating the encrypted conference room; the SFU and the users join");
     let room = create_conference(&users[0], &[&users[1], &users[2]], &sfu.user_id)
         .map_err(|e| format!("setting up the conference room: {e}"))?;
-    wait_joined(&users[0], &room, &sfu.user_id, JOIN_LIMIT, || {
-        interrupted().is_some()
-    })?;
+    wait_joined(&users[0], &room, &sfu.user_id, JOIN_LIMIT, interrupted)?;
     not_interrupted()?;
     let encryption = users[0]
         .get_state(&room, "m.room.encryption", "")
