@@ -24,6 +24,11 @@
 //! duplicates, integrity failures and one-way latency from what another participant
 //! decrypted.
 //!
+//! For the participant CLI: [`ogg`] reads Ogg Opus clips to send (packets with their
+//! durations, for 20 ms pacing) and writes received audio to files opusdec plays;
+//! [`table`] renders the live table of what is decrypted from whom; [`report`] is the
+//! JSON written at exit and the checks that judge a conference from those reports.
+//!
 //! It reuses the relay crate's wire formats (`blindfold_relay::wire`), SRTP
 //! (`blindfold_relay::srtp`) and DTLS types (`blindfold_relay::dtls`).
 //!
@@ -66,12 +71,14 @@ mod error;
 mod ice;
 pub mod measure;
 mod media;
+pub mod ogg;
 mod participant;
 pub mod procfs;
 pub mod report;
 mod rng;
 pub mod sdp;
 pub mod source;
+pub mod table;
 
 pub use error::{DropReason, FailReason, ParticipantError};
 pub use ice::{IceCredentials, IceSettings};
@@ -87,3 +94,5 @@ pub use source::{Driver, MediaSource, Outgoing, Probe, SourceConfig, SourceKind,
 mod tests;
 #[cfg(test)]
 mod tests_media;
+#[cfg(test)]
+mod tests_ogg;

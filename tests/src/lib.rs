@@ -23,9 +23,11 @@
 //! ```
 //!
 //! Beside the emulator, real processes: [`process`] runs the relay binary, [`synapse`]
-//! a real Synapse homeserver, and [`matrix`] calls its client-server API as a test user.
+//! a real Synapse homeserver, and [`matrix`] calls its client-server API as a test user;
+//! [`demo`] holds the pieces of the `blindfold-demo` binary (`scripts/demo`).
 #![allow(clippy::disallowed_methods)] // one base instant; everything after is simulated
 
+pub mod demo;
 pub mod fixtures;
 pub mod matrix;
 pub mod process;

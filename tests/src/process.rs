@@ -13,23 +13,47 @@
 //! releases its build lock before running tests, and the build is a no-op when the
 //! binary is fresh, so this costs a fraction of a second and never runs a stale binary.
 //! (Artifact dependencies, `-Z bindeps`, would say this in Cargo.toml, but they are
-//! unstable.)
+//! unstable.) A binary of this crate (`blindfold-demo`, in `target/<profile>/`) finds
+//! them the same way.
+//!
+//! # Children that outlive their parent
+//!
+//! A test that dies (panic, abort, kill) drops its guards or not; [`die_with_parent`]
+//! makes a child get SIGKILL when the thread that started it ends. The [`Relay`] and
+//! [`Signaling`](crate::signaling::Signaling) guards use it only after
+//! [`tie_children_to_spawning_thread`], which the demo calls: its main thread lives as
+//! long as the process, whereas a test thread may end while a guard it started lives
+//! on elsewhere.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use blindfold_relay::dtls::DtlsCert;
 
 /// Builds (if needed, once per process) and returns binary `bin` of `package` for the
 /// profile this test was built in.
+///
+/// With `BLINDFOLD_BIN_DIR` set (scripts/demo sets it after building the release
+/// binaries), the binary is taken from that directory without running cargo, which
+/// would wait for the build lock whenever another build holds it.
 pub fn binary(package: &str, bin: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("BLINDFOLD_BIN_DIR") {
+        let path = PathBuf::from(dir).join(bin);
+        assert!(
+            path.is_file(),
+            "no {bin} in BLINDFOLD_BIN_DIR ({}): build it first",
+            path.display()
+        );
+        return path;
+    }
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let built = built.get_or_insert_with(HashMap::new);
@@ -64,6 +88,8 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
             "--target-dir",
         ])
         .arg(target_dir)
+        // The workspace, wherever the caller runs (the demo runs from any directory).
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("running cargo build");
     assert!(status.success(), "cargo build of {bin} failed");
@@ -71,6 +97,43 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
     assert!(path.exists(), "no binary at {}", path.display());
     built.insert(bin.to_owned(), path.clone());
     path
+}
+
+/// Whether the guards' children die with the thread that started them.
+static TIED: AtomicBool = AtomicBool::new(false);
+
+/// From now on, the [`Relay`] and [`Signaling`](crate::signaling::Signaling) guards
+/// start their processes with [`die_with_parent`]. Call it from a thread that lives as
+/// long as the process and start them from that thread (the demo's main thread).
+pub fn tie_children_to_spawning_thread() {
+    TIED.store(true, Ordering::Relaxed);
+}
+
+/// [`die_with_parent`] if [`tie_children_to_spawning_thread`] was called.
+pub(crate) fn tie_if_asked(cmd: &mut Command) {
+    if TIED.load(Ordering::Relaxed) {
+        die_with_parent(cmd);
+    }
+}
+
+/// Makes the process `cmd` starts get SIGKILL when the thread that starts it ends
+/// (`PR_SET_PDEATHSIG`), so it cannot outlive a parent killed without cleaning up.
+pub fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls (prctl, getppid), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the signal was armed.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the parent process is gone"));
+            }
+            Ok(())
+        })
+    };
 }
 
 /// A UDP port nobody listens on right now (bound and released at once).
@@ -198,7 +261,9 @@ impl Relay {
             .open(dir.join("relay.log"))
             .expect("log file");
         let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let child = Command::new(binary("blindfold-relay", "blindfold-relay"))
+        let mut cmd = Command::new(binary("blindfold-relay", "blindfold-relay"));
+        tie_if_asked(&mut cmd);
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

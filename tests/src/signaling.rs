@@ -82,7 +82,9 @@ impl Signaling {
             .open(self.dir.join("signaling.log"))
             .expect("log file");
         self.log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let child = Command::new(binary("blindfold-signaling", "blindfold-signaling"))
+        let mut cmd = Command::new(binary("blindfold-signaling", "blindfold-signaling"));
+        crate::process::tie_if_asked(&mut cmd);
+        let child = cmd
             .arg("--config")
             .arg(self.dir.join("signaling.toml"))
             .stdin(Stdio::null())

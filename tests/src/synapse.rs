@@ -120,21 +120,7 @@ impl Synapse {
             .stdout(output.try_clone().expect("stderr file"))
             .stderr(output)
             .process_group(0);
-        let parent = std::process::id();
-        // SAFETY: the closure runs between fork and exec and only makes async-signal-
-        // safe system calls (prctl, getppid), allocating nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The test process may have died before the signal was armed.
-                if libc::getppid() as u32 != parent {
-                    return Err(io::Error::other("the test process is gone"));
-                }
-                Ok(())
-            })
-        };
+        crate::process::die_with_parent(&mut cmd);
         let child = spawn_from_lasting_thread(cmd)
             .unwrap_or_else(|e| panic!("starting Synapse with {}: {e}", python.display()));
         let synapse = Synapse {

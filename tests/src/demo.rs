@@ -1,0 +1,583 @@
+//! The pieces of `blindfold-demo` (`src/bin/blindfold-demo.rs`, run by `scripts/demo`):
+//! its command line, an encrypted conference room set up over the client-server API,
+//! the participants' command line, Ctrl-C handling, and the verdict from the
+//! participants' reports. Kept here, in the library, so they are unit-tested and the
+//! end-to-end tests can set up the same conference.
+//!
+//! What the demo does, in order: start Synapse, the relay and signaling (the harness
+//! guards: each is killed when dropped, and dies with the demo's main thread if the
+//! demo is killed outright, see [`crate::process::tie_children_to_spawning_thread`]);
+//! register the SFU account and three users; create an encrypted room, announce
+//! conference [`CONF_ID`] in it, invite the SFU and the users (who join); make the
+//! spoken Opus clip; run three `blindfold-client` participants with
+//! [`ParticipantSpec::args`] (the first sends the clip); read their `--report` files and
+//! [`judge`] them.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use blindfold_client::ogg::OggOpusReader;
+use blindfold_client::report::{Report, check_recordings, check_reports};
+use blindfold_client::table::render;
+use blindfold_relay::shell::signals::Shutdown;
+use serde_json::json;
+
+use crate::matrix::{MatrixError, MatrixUser};
+
+/// The conference id (the `org.matrix.msc2359.conference` state key).
+pub const CONF_ID: &str = "demo";
+/// The participants, in order; the first sends the Opus clip.
+pub const NAMES: [&str; 3] = ["alice", "bob", "carol"];
+/// How long participants run unless `--duration` says otherwise.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(20);
+
+/// `blindfold-demo --help`.
+pub const USAGE: &str = "\
+usage: blindfold-demo [--dry-run] [--duration SECS] [--client PATH] [--out DIR] [--clip FILE]
+
+Runs a local Blindfold conference: Synapse, relay, signaling, three participants
+(blindfold-client) in an end-to-end encrypted room, one of them sending a spoken Opus
+clip. Exits 0 only if every participant decrypted every other's audio, thumbnail and
+full-resolution stream with no decrypt failure.
+
+  --dry-run        set everything up, print the participants' command lines, stop
+  --duration SECS  how long each participant runs (default 20)
+  --client PATH    the participant CLI (default: blindfold-client beside this binary)
+  --out DIR        where reports, recordings and logs go (default: a new directory
+                   under the temporary directory); kept after the demo
+  --clip FILE      the Ogg Opus clip to send (default: made with scripts/make-demo-audio)
+";
+
+/// The demo's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// Stop before running the participants.
+    pub dry_run: bool,
+    /// How long each participant runs.
+    pub duration: Duration,
+    /// The participant CLI; `None`: beside the demo's own binary.
+    pub client: Option<PathBuf>,
+    /// The output directory; `None`: a fresh one.
+    pub out: Option<PathBuf>,
+    /// The clip to send; `None`: made by `scripts/make-demo-audio`.
+    pub clip: Option<PathBuf>,
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the demo.
+    Run(Args),
+    /// Print [`USAGE`].
+    Help,
+}
+
+/// Reads the command line (without the program name).
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut out = Args {
+        dry_run: false,
+        duration: DEFAULT_DURATION,
+        client: None,
+        out: None,
+        clip: None,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |flag: &str| {
+            args.next()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--dry-run" => out.dry_run = true,
+            "--duration" => {
+                let v = value("--duration")?;
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=3600).contains(s))
+                    .ok_or_else(|| {
+                        format!("--duration {v}: a whole number of seconds, 1 to 3600")
+                    })?;
+                out.duration = Duration::from_secs(secs);
+            }
+            "--client" => out.client = Some(value("--client")?.into()),
+            "--out" => out.out = Some(value("--out")?.into()),
+            "--clip" => out.clip = Some(value("--clip")?.into()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Command::Run(out))
+}
+
+/// One participant process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantSpec {
+    /// Short name (also its localpart).
+    pub name: String,
+    /// The homeserver's base URL.
+    pub homeserver: String,
+    /// Its Matrix user id.
+    pub user_id: String,
+    /// A file holding its password.
+    pub password_file: PathBuf,
+    /// The conference room id.
+    pub room: String,
+    /// The conference id.
+    pub conference: String,
+    /// Its matrix-sdk store (crypto keys).
+    pub store: PathBuf,
+    /// How long it runs.
+    pub duration: Duration,
+    /// Where it writes its report at exit.
+    pub report: PathBuf,
+    /// Where it records each received audio stream.
+    pub record_dir: PathBuf,
+    /// The Ogg Opus file it sends, instead of synthetic audio.
+    pub audio_file: Option<PathBuf>,
+}
+
+impl ParticipantSpec {
+    /// The participant's directory layout under `dir`: `store/`, `recordings/`,
+    /// `report.json`, `password`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        dir: &Path,
+        homeserver: &str,
+        user_id: &str,
+        room: &str,
+        duration: Duration,
+        audio_file: Option<PathBuf>,
+    ) -> ParticipantSpec {
+        ParticipantSpec {
+            name: name.to_owned(),
+            homeserver: homeserver.to_owned(),
+            user_id: user_id.to_owned(),
+            password_file: dir.join("password"),
+            room: room.to_owned(),
+            conference: CONF_ID.to_owned(),
+            store: dir.join("store"),
+            duration,
+            report: dir.join("report.json"),
+            record_dir: dir.join("recordings"),
+            audio_file,
+        }
+    }
+
+    /// The whole command line with `client`, as a shell would show it (for people).
+    pub fn command_line(&self, client: &Path) -> String {
+        let mut line = client.display().to_string();
+        for a in self.args() {
+            line.push(' ');
+            line.push_str(&a.to_string_lossy());
+        }
+        line
+    }
+
+    /// `blindfold-client`'s arguments: subscribed to every full-resolution stream, no
+    /// live table (three processes share the demo's terminal; their logs go to files).
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut pair = |flag: &str, value: OsString| {
+            a.push(flag.into());
+            a.push(value);
+        };
+        pair("--homeserver", self.homeserver.clone().into());
+        pair("--user", self.user_id.clone().into());
+        pair("--password-file", self.password_file.clone().into());
+        pair("--room", self.room.clone().into());
+        pair("--conference", self.conference.clone().into());
+        pair("--store", self.store.clone().into());
+        pair("--duration", self.duration.as_secs().to_string().into());
+        pair("--report", self.report.clone().into());
+        pair("--record-dir", self.record_dir.clone().into());
+        if let Some(clip) = &self.audio_file {
+            pair("--audio-file", clip.clone().into());
+        }
+        pair("--subscribe", "all".into());
+        a.push("--no-table".into());
+        a
+    }
+}
+
+/// Creates the conference room as `owner`: end-to-end encrypted (megolm), `members`
+/// and the SFU account invited, conference [`CONF_ID`] announced naming `sfu_user`
+/// (docs/protocol.md, "Conference announcement"); then the members join. The room id.
+pub fn create_conference(
+    owner: &MatrixUser,
+    members: &[&MatrixUser],
+    sfu_user: &str,
+) -> Result<String, MatrixError> {
+    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
+    invite.push(sfu_user);
+    let room = owner.create_room(&json!({
+        "preset": "private_chat",
+        "name": "Blindfold demo",
+        "invite": invite,
+        "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                           "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+    }))?;
+    owner.send_state(
+        &room,
+        "org.matrix.msc2359.conference",
+        CONF_ID,
+        &json!({"sfu": sfu_user, "name": "Blindfold demo"}),
+    )?;
+    for m in members {
+        m.join(&room)?;
+    }
+    Ok(room)
+}
+
+/// Waits until `user` sees `who` joined to `room`, up to `limit`; gives up early if
+/// `stop` says so.
+pub fn wait_joined(
+    user: &MatrixUser,
+    room: &str,
+    who: &str,
+    limit: Duration,
+    stop: impl Fn() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let members = user
+            .joined_members(room)
+            .map_err(|e| format!("reading the members of {room}: {e}"))?;
+        if members.iter().any(|m| m == who) {
+            return Ok(());
+        }
+        if stop() {
+            return Err("interrupted".into());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{who} did not join {room} within {limit:?} (members: {members:?})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Set once SIGINT or SIGTERM arrived (the relay's own handler: a self-pipe and a flag,
+/// a second signal exits at once with 128 + signal).
+static SHUTDOWN: OnceLock<Shutdown> = OnceLock::new();
+
+/// Makes SIGINT and SIGTERM ask the demo to stop ([`interrupted`]) instead of killing
+/// it, so that it stops its processes on the way out; a second signal exits at once
+/// (its children die with it: PR_SET_PDEATHSIG).
+pub fn catch_signals() -> std::io::Result<()> {
+    let shutdown = Shutdown::install()?;
+    let _ = SHUTDOWN.set(shutdown);
+    Ok(())
+}
+
+/// Whether a signal asked the demo to stop.
+pub fn interrupted() -> bool {
+    SHUTDOWN.get().is_some_and(Shutdown::is_set)
+}
+
+/// How one participant ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Its short name.
+    pub name: String,
+    /// `Err` with how, if the process did not exit successfully.
+    pub exit: Result<(), String>,
+    /// Its report, or why it could not be read.
+    pub report: Result<Report, String>,
+}
+
+/// Every problem of the run, in words; none means it passed: each participant exited
+/// successfully and wrote a report, the reports pass [`check_reports`] (everyone
+/// decrypted everyone's audio, thumbnail and subscribed full stream, no decrypt
+/// failures, audio recorded), and the recordings pass [`check_recordings`].
+pub fn judge(outcomes: &[Outcome]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut reports = Vec::new();
+    for o in outcomes {
+        if let Err(how) = &o.exit {
+            problems.push(format!("{} {how}", o.name));
+        }
+        match &o.report {
+            Ok(r) => reports.push(r.clone()),
+            Err(why) => problems.push(format!("{} wrote no report: {why}", o.name)),
+        }
+    }
+    if reports.len() < 2 {
+        problems.push(format!(
+            "only {} report(s): nothing to judge a conference by",
+            reports.len()
+        ));
+    }
+    problems.extend(check_reports(&reports));
+    for r in &reports {
+        problems.extend(check_recordings(r));
+    }
+    problems
+}
+
+/// What a participant's report says, for people: who it is, what it sent, its final
+/// table of what it decrypted from whom, and its recordings with their length.
+pub fn describe(name: &str, report: &Report) -> Vec<String> {
+    let sent: Vec<String> = report
+        .sent
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} packets (ssrc {})",
+                s.kind.as_str(),
+                s.packets,
+                s.ssrc
+            )
+        })
+        .collect();
+    let mut lines = vec![
+        format!(
+            "{name}: {} (device {}), {:.1} s in the call",
+            report.user, report.device, report.duration_s
+        ),
+        format!(
+            "  sent: {}",
+            if sent.is_empty() {
+                "nothing".to_owned()
+            } else {
+                sent.join(", ")
+            }
+        ),
+    ];
+    let title = "  decrypted:";
+    lines.extend(
+        render(title, &report.senders)
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| if i == 0 { l } else { format!("    {l}") }),
+    );
+    if report.recordings.is_empty() {
+        lines.push("  recordings: none".to_owned());
+    } else {
+        lines.push("  recordings:".to_owned());
+    }
+    for rec in &report.recordings {
+        lines.push(format!(
+            "    {} audio (ssrc {}): {} ({} packets, {})",
+            rec.user,
+            rec.ssrc,
+            rec.path.display(),
+            rec.packets,
+            playback(&rec.path)
+        ));
+    }
+    lines
+}
+
+/// How long an Ogg Opus file plays, from its last granule position, or why unknown.
+fn playback(path: &Path) -> String {
+    match OggOpusReader::open(path).and_then(OggOpusReader::summarize) {
+        Ok(summary) => summary.playback().map_or_else(
+            || "no audio".to_owned(),
+            |d| format!("{:.2} s", d.as_secs_f64()),
+        ),
+        Err(e) => format!("unreadable: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use blindfold_client::report::{FullSubscription, Recording, SentStream};
+    use blindfold_client::table::{SenderRow, StreamKind, StreamRow};
+
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Command, String> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn the_command_line() {
+        let Ok(Command::Run(a)) = args(&[]) else {
+            panic!("defaults")
+        };
+        assert_eq!((a.dry_run, a.duration), (false, Duration::from_secs(20)));
+        let Ok(Command::Run(a)) = args(&[
+            "--dry-run",
+            "--duration",
+            "5",
+            "--client",
+            "/x/c",
+            "--out",
+            "o",
+            "--clip",
+            "k.opus",
+        ]) else {
+            panic!("all flags")
+        };
+        assert_eq!(
+            a,
+            Args {
+                dry_run: true,
+                duration: Duration::from_secs(5),
+                client: Some("/x/c".into()),
+                out: Some("o".into()),
+                clip: Some("k.opus".into()),
+            }
+        );
+        assert_eq!(args(&["--help"]), Ok(Command::Help));
+        for (bad, why) in [
+            (&["--duration"][..], "--duration needs a value"),
+            (&["--duration", "0"], "1 to 3600"),
+            (&["--duration", "2s"], "1 to 3600"),
+            (&["--client", ""], "--client needs a value"),
+            (&["--frobnicate"], "unknown argument \"--frobnicate\""),
+        ] {
+            let e = args(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_participant_command_line_is_the_agreed_one() {
+        let p = ParticipantSpec::new(
+            "alice",
+            Path::new("/d/alice"),
+            "http://127.0.0.1:8008",
+            "@alice:localhost",
+            "!r:localhost",
+            Duration::from_secs(20),
+            Some("/d/clip.opus".into()),
+        );
+        assert_eq!(
+            p.command_line(Path::new("blindfold-client")),
+            "blindfold-client --homeserver http://127.0.0.1:8008 --user @alice:localhost --password-file \
+             /d/alice/password --room !r:localhost --conference demo --store /d/alice/store \
+             --duration 20 --report /d/alice/report.json --record-dir /d/alice/recordings \
+             --audio-file /d/clip.opus --subscribe all --no-table"
+        );
+        let bob = ParticipantSpec {
+            audio_file: None,
+            ..p
+        };
+        assert!(!bob.args().iter().any(|a| a == "--audio-file"));
+    }
+
+    /// A report of `user` that got every stream of `others` (and sent its own).
+    fn report(n: u32, user: &str, others: &[(u32, &str)]) -> Report {
+        let kinds = [StreamKind::Audio, StreamKind::Thumbnail, StreamKind::Full];
+        let ssrc = |n: u32, k: usize| n * 10 + k as u32;
+        Report {
+            user: user.into(),
+            device: format!("D{n}"),
+            room: "!r:l".into(),
+            conference: CONF_ID.into(),
+            duration_s: 20.0,
+            subscribed_full: FullSubscription::All,
+            sent: kinds
+                .iter()
+                .enumerate()
+                .map(|(k, &kind)| SentStream {
+                    ssrc: ssrc(n, k),
+                    kind,
+                    packets: 100,
+                    bytes: 1000,
+                })
+                .collect(),
+            senders: others
+                .iter()
+                .map(|&(o, u)| SenderRow {
+                    user: u.into(),
+                    device: format!("D{o}"),
+                    streams: kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &kind)| StreamRow {
+                            ssrc: ssrc(o, k),
+                            kind,
+                            packets: 90,
+                            bytes: 900,
+                            lost: 0,
+                            decrypt_failures: 0,
+                            key_index: Some(0),
+                            kbps: 1.0,
+                            latency_ms: None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            recordings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn judging_a_run() {
+        let (a, b) = ((1, "@a:l"), (2, "@b:l"));
+        let ok = |name: &str, r: Report| Outcome {
+            name: name.into(),
+            exit: Ok(()),
+            report: Ok(r),
+        };
+        // Audio decrypted must be recorded; these reports record nothing.
+        let problems = judge(&[
+            ok("a", report(1, "@a:l", &[b])),
+            ok("b", report(2, "@b:l", &[a])),
+        ]);
+        assert_eq!(
+            problems,
+            [
+                "@a:l decrypted @b:l's audio (ssrc 20) but recorded no file of it",
+                "@b:l decrypted @a:l's audio (ssrc 10) but recorded no file of it",
+            ]
+        );
+
+        // With recordings on disk, the run passes.
+        let dir = std::env::temp_dir().join(format!("bf-demo-judge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut outcomes = Vec::new();
+        for (me, other) in [(a, b), (b, a)] {
+            let mut r = report(me.0, me.1, &[other]);
+            let path = dir.join(format!("{}.opus", me.0));
+            let head = blindfold_client::ogg::OpusHead::new(1, 312, 48_000);
+            let mut w = blindfold_client::ogg::OggOpusWriter::create(&path, &head).unwrap();
+            for _ in 0..50 {
+                w.write_packet(&[0xf8, 0]).unwrap();
+            }
+            w.finish().unwrap();
+            r.recordings.push(Recording {
+                user: other.1.into(),
+                device: format!("D{}", other.0),
+                ssrc: other.0 * 10,
+                path: path.clone(),
+                packets: 50,
+            });
+            let text = describe("x", &r).join("\n");
+            assert!(
+                text.contains(&format!("{} (50 packets, 0.99 s)", path.display())),
+                "{text}"
+            );
+            assert!(text.contains("sent: audio 100 packets"), "{text}");
+            outcomes.push(ok("x", r));
+        }
+        assert_eq!(judge(&outcomes), Vec::<String>::new());
+
+        // A participant that failed and wrote nothing fails the run, loudly.
+        outcomes.push(Outcome {
+            name: "carol".into(),
+            exit: Err("exited with exit status: 2".into()),
+            report: Err("reading /x/report.json: No such file or directory".into()),
+        });
+        assert_eq!(
+            judge(&outcomes),
+            [
+                "carol exited with exit status: 2",
+                "carol wrote no report: reading /x/report.json: No such file or directory",
+            ]
+        );
+        assert_eq!(
+            judge(&outcomes[2..]).last().unwrap(),
+            "only 0 report(s): nothing to judge a conference by"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
