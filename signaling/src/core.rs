@@ -426,9 +426,14 @@ impl Core {
 
     // ---- inputs ----
 
-    /// The relay (re)connected and announced itself.
+    /// The relay (re)connected and announced itself. Whether a session is connected is
+    /// the relay's to say again: after the snapshot it reports every connected session
+    /// (a relay that restarted has none).
     pub fn set_relay_info(&mut self, info: RelayInfo) {
         self.relay = Some(info);
+        for call in self.calls.values_mut() {
+            call.connected = false;
+        }
     }
 
     /// Restores calls persisted by an earlier run, before the first sync.

@@ -690,3 +690,28 @@ fn generations_only_grow() {
     let c = core.next_generation(T0 - 5_000);
     assert!(a < b && b < c);
 }
+
+#[test]
+fn a_relay_reconnect_forgets_who_was_connected_until_the_relay_says_again() {
+    let mut core = setup(&[ALICE]);
+    let id = call_in(&mut core, ALICE, "a", 100);
+    let addr: SocketAddr = "198.51.100.2:5000".parse().unwrap();
+    core.handle_relay(
+        &NotificationBody::SessionConnected {
+            session_id: id.clone(),
+            addr,
+        },
+        T0,
+    );
+    assert!(core.calls().all(|c| c.connected));
+    core.set_relay_info(relay_info());
+    assert!(core.calls().all(|c| !c.connected));
+    core.handle_relay(
+        &NotificationBody::SessionConnected {
+            session_id: id,
+            addr,
+        },
+        T0,
+    );
+    assert!(core.calls().all(|c| c.connected));
+}
