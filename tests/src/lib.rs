@@ -157,9 +157,7 @@ impl Sim {
         let now = Instant::now();
         let shards = (0..workers)
             .map(|i| {
-                let mut cfg =
-                    EngineConfig::new(ShardId(i), s.relay_cert.clone(), s.relay_dtls.clone());
-                cfg.tick = Duration::from_millis(10);
+                let cfg = EngineConfig::new(ShardId(i), s.relay_cert.clone(), s.relay_dtls.clone());
                 Engine::new(cfg)
             })
             .collect();

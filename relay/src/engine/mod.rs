@@ -42,6 +42,7 @@
 
 mod drop;
 mod rules;
+mod timers;
 mod txqueue;
 
 use std::collections::{HashMap, VecDeque};
@@ -63,6 +64,7 @@ use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket};
 use crate::wire::rtp::RtpHeader;
 use crate::wire::stun::StunMessage;
 use crate::wire::{self, Kind};
+use timers::Timers;
 use txqueue::TxQueue;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -91,8 +93,6 @@ pub struct EngineConfig {
     /// A session with no valid packet for this long is closed (docs/design.md: 30 s). Also
     /// the time a session may take to send its first valid ICE check.
     pub silence_timeout: Duration,
-    /// How often timers are checked.
-    pub tick: Duration,
     /// The SSRC the relay puts in the RTCP it originates (PLI).
     pub relay_ssrc: Ssrc,
     /// Capacity of the queue of engine-written datagrams.
@@ -110,7 +110,6 @@ impl EngineConfig {
             dtls,
             keyframe_interval: Duration::from_millis(300),
             silence_timeout: Duration::from_secs(30),
-            tick: Duration::from_millis(50),
             relay_ssrc: Ssrc(0x0b11_dfd0),
             tx_queue: 1024,
             hash_seed: 0x5eed,
@@ -321,6 +320,9 @@ pub struct EngineStats {
     pub dtls_handshakes_ok: u64,
     /// DTLS handshakes that failed.
     pub dtls_handshakes_failed: u64,
+    /// Sessions visited by [`Engine::handle_timeout`] because a deadline of theirs was
+    /// due (idle sessions cost nothing per poll).
+    pub timer_visits: u64,
 }
 
 impl EngineStats {
@@ -489,6 +491,8 @@ struct Session {
     reported: bool,
     /// When this shard last sent [`PeerMsg::Alive`] for it (sessions homed elsewhere).
     alive_sent: Option<Instant>,
+    /// The deadline it is scheduled at in `timers`, if any.
+    timer_at: Option<Instant>,
 }
 
 impl Session {
@@ -528,7 +532,7 @@ pub struct Engine {
     tx: TxQueue,
     events: VecDeque<Event>,
     stats: EngineStats,
-    next_tick: Option<Instant>,
+    timers: Timers,
     last_now: Option<Instant>,
 }
 
@@ -547,7 +551,7 @@ impl Engine {
             conf_by_id: HashMap::with_hasher(hasher),
             events: VecDeque::new(),
             stats: EngineStats::default(),
-            next_tick: None,
+            timers: Timers::default(),
             last_now: None,
             cfg,
         }
@@ -636,50 +640,101 @@ impl Engine {
         }
     }
 
-    /// Runs timers: ICE consent, DTLS retransmission, first-check deadlines.
+    /// Runs the timers that are due: ICE consent, DTLS retransmission, first-check
+    /// deadlines. Visits only the sessions whose deadline has come.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
-        if self.next_tick.is_some_and(|t| now < t) {
-            return;
-        }
-        self.next_tick = Some(now + self.cfg.tick);
-        for i in 0..self.sessions.len() {
-            let Some(s) = self.sessions[i].as_mut() else {
+        while let Some((at, i)) = self.timers.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
-            match &mut s.home {
-                Home::Here(local) => {
-                    if !local.failed {
-                        local.dtls.handle_timeout(now);
-                    }
-                    self.drain_dtls(now, i);
-                    let s = self.sessions[i].as_mut().expect("still there");
-                    if s.ice.handle_timeout(now).is_some() {
-                        let reason = if s.is_connected() {
-                            EndReason::ConsentExpired
-                        } else {
-                            EndReason::IceTimeout
-                        };
-                        self.end_session(i, reason);
-                    }
-                }
-                Home::Unclaimed => {
-                    // Nobody answered a check in time. One shard reports it.
-                    if !s.reported
-                        && self.cfg.shard == ShardId(0)
-                        && now.saturating_duration_since(s.created) >= self.cfg.silence_timeout
-                    {
-                        s.reported = true;
-                        let id = s.spec.id.clone();
-                        self.notify(SessionEvent::Failed {
-                            session: id,
-                            reason: EndReason::IceTimeout,
-                            detail: String::from("no valid ICE check"),
-                        });
-                    }
-                }
-                Home::Elsewhere(_) => {}
+            if s.timer_at != Some(at) {
+                continue; // stale: rescheduled or a new session in the slot
             }
+            s.timer_at = None;
+            self.stats.timer_visits += 1;
+            self.session_timeout(now, i);
+            self.schedule(i);
+        }
+        self.drop_stale_timers();
+    }
+
+    fn session_timeout(&mut self, now: Instant, i: usize) {
+        let Some(s) = self.sessions[i].as_mut() else {
+            return;
+        };
+        match &mut s.home {
+            Home::Here(local) => {
+                if !local.failed {
+                    local.dtls.handle_timeout(now);
+                }
+                self.drain_dtls(now, i);
+                let s = self.sessions[i].as_mut().expect("still there");
+                if s.ice.handle_timeout(now).is_some() {
+                    let reason = if s.is_connected() {
+                        EndReason::ConsentExpired
+                    } else {
+                        EndReason::IceTimeout
+                    };
+                    self.end_session(i, reason);
+                }
+            }
+            Home::Unclaimed => {
+                // Nobody answered a check in time. One shard reports it.
+                if !s.reported
+                    && self.cfg.shard == ShardId(0)
+                    && now.saturating_duration_since(s.created) >= self.cfg.silence_timeout
+                {
+                    s.reported = true;
+                    let id = s.spec.id.clone();
+                    self.notify(SessionEvent::Failed {
+                        session: id,
+                        reason: EndReason::IceTimeout,
+                        detail: String::from("no valid ICE check"),
+                    });
+                }
+            }
+            Home::Elsewhere(_) => {}
+        }
+    }
+
+    /// Schedules session `i` at its own next deadline: the soonest of its ICE and DTLS
+    /// deadlines if it is homed here, its first-check deadline on shard 0 while
+    /// unclaimed, none once it has ended or elsewhere.
+    fn schedule(&mut self, i: usize) {
+        let shard = self.cfg.shard;
+        let silence = self.cfg.silence_timeout;
+        let Some(s) = self.sessions.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let due = match &s.home {
+            _ if s.reported => None,
+            Home::Here(local) => {
+                let dtls = (!local.failed).then(|| local.dtls.poll_timeout()).flatten();
+                Some(dtls.map_or(s.ice.poll_timeout(), |d| d.min(s.ice.poll_timeout())))
+            }
+            Home::Unclaimed if shard == ShardId(0) => Some(s.created + silence),
+            Home::Unclaimed | Home::Elsewhere(_) => None,
+        };
+        if due == s.timer_at {
+            return;
+        }
+        s.timer_at = due;
+        if let Some(due) = due {
+            self.timers.push(due, i);
+        }
+        self.drop_stale_timers();
+    }
+
+    /// Pops entries whose session moved its deadline or is gone off the top of the
+    /// heap, so that [`Engine::poll_timeout`] is a live deadline.
+    fn drop_stale_timers(&mut self) {
+        while let Some((at, i)) = self.timers.peek() {
+            let live = self.sessions.get(i).and_then(Option::as_ref);
+            if live.is_some_and(|s| s.timer_at == Some(at)) {
+                break;
+            }
+            self.timers.pop();
         }
     }
 
@@ -695,11 +750,10 @@ impl Engine {
         self.events.pop_front()
     }
 
-    /// When to call [`Engine::handle_timeout`] next.
+    /// When to call [`Engine::handle_timeout`] next: the soonest deadline of the
+    /// sessions this shard times (none: nothing to time).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions.iter().flatten().next()?;
-        // Never the wall clock: before any input there is nothing to time.
-        self.next_tick.or(self.last_now)
+        self.timers.soonest()
     }
 
     // ----- datagrams -----------------------------------------------------------------
@@ -852,6 +906,7 @@ impl Engine {
                 shard: self.cfg.shard,
             };
             self.events.push_back(Event::Peer(PeerDest::All, msg));
+            self.schedule(i);
         }
         self.after_check(i);
         Ok(())
@@ -1127,8 +1182,14 @@ impl Engine {
 
     // ----- DTLS and connection state ---------------------------------------------------
 
-    /// Sends the session's pending DTLS datagrams and acts on its DTLS events.
-    fn drain_dtls(&mut self, _now: Instant, i: usize) {
+    /// Sends the session's pending DTLS datagrams, acts on its DTLS events, and
+    /// schedules its next deadline (a retransmission timer may have been set).
+    fn drain_dtls(&mut self, now: Instant, i: usize) {
+        self.drain_dtls_output(now, i);
+        self.schedule(i);
+    }
+
+    fn drain_dtls_output(&mut self, _now: Instant, i: usize) {
         let s = self.sessions[i].as_mut().expect("session exists");
         let Home::Here(local) = &mut s.home else {
             return;
@@ -1511,6 +1572,7 @@ impl Engine {
             created: now,
             reported: false,
             alive_sent: None,
+            timer_at: None,
             spec,
         };
         let id = session.spec.id.clone();
@@ -1527,6 +1589,7 @@ impl Engine {
         };
         self.by_id.insert(id, i);
         self.by_ufrag.insert(ufrag, i);
+        self.schedule(i);
         self.conferences[conf]
             .as_mut()
             .expect("conference exists")
@@ -1540,6 +1603,7 @@ impl Engine {
         let Some(s) = self.sessions[i].take() else {
             return;
         };
+        self.drop_stale_timers();
         self.by_id.remove(&s.spec.id);
         self.by_ufrag.remove(s.spec.ice_ufrag.as_str());
         for a in &s.indexed {
