@@ -48,3 +48,105 @@ impl Timers {
         }
     }
 }
+
+use super::{EndReason, Engine, Home, SessionEvent, ShardId};
+
+impl Engine {
+    /// Runs the timers that are due: ICE consent, DTLS retransmission, first-check
+    /// deadlines. Visits only the sessions whose deadline has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock(now);
+        while let Some((at, i)) = self.timers.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            if s.timer_at != Some(at) {
+                continue; // stale: rescheduled or a new session in the slot
+            }
+            s.timer_at = None;
+            self.stats.timer_visits += 1;
+            self.session_timeout(now, i);
+            self.schedule(i);
+        }
+        self.drop_stale_timers();
+    }
+
+    pub(super) fn session_timeout(&mut self, now: Instant, i: usize) {
+        let Some(s) = self.sessions[i].as_mut() else {
+            return;
+        };
+        match &mut s.home {
+            Home::Here(local) => {
+                if !local.failed {
+                    local.dtls.handle_timeout(now);
+                }
+                self.drain_dtls(now, i);
+                let s = self.sessions[i].as_mut().expect("still there");
+                if s.ice.handle_timeout(now).is_some() {
+                    let reason = if s.is_connected() {
+                        EndReason::ConsentExpired
+                    } else {
+                        EndReason::IceTimeout
+                    };
+                    self.end_session(i, reason);
+                }
+            }
+            Home::Unclaimed => {
+                // Nobody answered a check in time. One shard reports it.
+                if !s.reported
+                    && self.cfg.shard == ShardId(0)
+                    && now.saturating_duration_since(s.created) >= self.cfg.silence_timeout
+                {
+                    s.reported = true;
+                    let id = s.spec.id.clone();
+                    self.notify(SessionEvent::Failed {
+                        session: id,
+                        reason: EndReason::IceTimeout,
+                        detail: String::from("no valid ICE check"),
+                    });
+                }
+            }
+            Home::Elsewhere(_) => {}
+        }
+    }
+
+    /// Schedules session `i` at its own next deadline: the soonest of its ICE and DTLS
+    /// deadlines if it is homed here, its first-check deadline on shard 0 while
+    /// unclaimed, none once it has ended or elsewhere.
+    pub(super) fn schedule(&mut self, i: usize) {
+        let shard = self.cfg.shard;
+        let silence = self.cfg.silence_timeout;
+        let Some(s) = self.sessions.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let due = match &s.home {
+            _ if s.reported => None,
+            Home::Here(local) => {
+                let dtls = (!local.failed).then(|| local.dtls.poll_timeout()).flatten();
+                Some(dtls.map_or(s.ice.poll_timeout(), |d| d.min(s.ice.poll_timeout())))
+            }
+            Home::Unclaimed if shard == ShardId(0) => Some(s.created + silence),
+            Home::Unclaimed | Home::Elsewhere(_) => None,
+        };
+        if due == s.timer_at {
+            return;
+        }
+        s.timer_at = due;
+        if let Some(due) = due {
+            self.timers.push(due, i);
+        }
+        self.drop_stale_timers();
+    }
+
+    /// Pops entries whose session moved its deadline or is gone off the top of the
+    /// heap, so that [`Engine::poll_timeout`] is a live deadline.
+    pub(super) fn drop_stale_timers(&mut self) {
+        while let Some((at, i)) = self.timers.peek() {
+            let live = self.sessions.get(i).and_then(Option::as_ref);
+            if live.is_some_and(|s| s.timer_at == Some(at)) {
+                break;
+            }
+            self.timers.pop();
+        }
+    }
+}
