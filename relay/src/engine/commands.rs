@@ -58,7 +58,7 @@ impl Engine {
                     .map(|&st| Stream {
                         spec: st,
                         receivers: Vec::new(),
-                        last_keyframe_request: None,
+                        keyframe: media::KeyframeThrottle::default(),
                     })
                     .collect();
                 s.spec = spec;
@@ -101,7 +101,7 @@ impl Engine {
                 .map(|&st| Stream {
                     spec: st,
                     receivers: Vec::new(),
-                    last_keyframe_request: None,
+                    keyframe: media::KeyframeThrottle::default(),
                 })
                 .collect(),
             created: now,

@@ -45,6 +45,7 @@ mod commands;
 mod drop;
 mod fanout;
 mod handshake;
+mod media;
 mod peers;
 mod rtp;
 mod rules;
@@ -460,8 +461,8 @@ struct Stream {
     /// Fan-out list: nominated addresses of every connected session that receives this
     /// stream. Rebuilt on every membership, connection or subscription change.
     receivers: Vec<SocketAddr>,
-    /// When a keyframe was last requested from the sender (home shard only).
-    last_keyframe_request: Option<Instant>,
+    /// Its keyframe-request throttle (used on the sender's home shard).
+    keyframe: media::KeyframeThrottle,
 }
 
 enum Home {

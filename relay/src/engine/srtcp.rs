@@ -135,14 +135,10 @@ impl Engine {
                 let Some(st) = o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc) else {
                     return;
                 };
-                if st
-                    .last_keyframe_request
-                    .is_some_and(|t| now.saturating_duration_since(t) < interval)
-                {
+                if !st.keyframe.handle_request(now, interval) {
                     self.stats.keyframe_requests_throttled += 1;
                     return;
                 }
-                st.last_keyframe_request = Some(now);
                 let mut pli = [0u8; 12];
                 if rtcp::write_pli(&mut pli, self.cfg.relay_ssrc, ssrc).is_ok() {
                     self.stats.keyframe_requests_sent += 1;

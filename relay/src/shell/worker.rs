@@ -528,3 +528,28 @@ fn record_flush(m: &OneWorker, flushed: io::Result<FlushStats>, worker: usize) {
         Err(e) => tracing::error!(worker, error = %e, "sendmmsg failed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_worker_stops_the_whole_relay() {
+        // The policy (module docs): a worker that dies takes the process down, because
+        // the sessions it owns would otherwise hang with nobody to run them.
+        let shutdown = Shutdown::new();
+        let guard = PanicGuard(shutdown.clone());
+        let worker = std::thread::spawn(move || {
+            let _guard = guard;
+            panic!("a bug in a worker");
+        });
+        assert!(worker.join().is_err());
+        assert!(shutdown.is_set(), "the shutdown was triggered");
+
+        // A worker that returns normally triggers nothing.
+        let shutdown = Shutdown::new();
+        let guard = PanicGuard(shutdown.clone());
+        std::thread::spawn(move || drop(guard)).join().unwrap();
+        assert!(!shutdown.is_set());
+    }
+}
