@@ -321,16 +321,19 @@ impl Fingerprint {
     /// Rejects a hash function other than `sha-256` (case-insensitive) with
     /// [`DtlsError::FingerprintHashFunction`] and a bad fingerprint as [`FromStr`] does.
     pub fn from_sdp_attribute(value: &str) -> Result<Self, DtlsError> {
-        let mut parts = value.split_ascii_whitespace();
-        let hash = parts.next().ok_or(DtlsError::FingerprintSyntax)?;
-        let fp = parts.next().ok_or(DtlsError::FingerprintSyntax)?;
-        if parts.next().is_some() {
-            return Err(DtlsError::FingerprintSyntax);
+        // One parser, the control codec's; its errors become ours.
+        blindfold_control::Fingerprint::from_sdp_attribute(value)
+            .map(Self::from)
+            .map_err(DtlsError::from)
+    }
+}
+
+impl From<blindfold_control::FingerprintError> for DtlsError {
+    fn from(e: blindfold_control::FingerprintError) -> Self {
+        match e {
+            blindfold_control::FingerprintError::HashFunction => DtlsError::FingerprintHashFunction,
+            _ => DtlsError::FingerprintSyntax,
         }
-        if !hash.eq_ignore_ascii_case("sha-256") {
-            return Err(DtlsError::FingerprintHashFunction);
-        }
-        fp.parse()
     }
 }
 
@@ -340,46 +343,15 @@ impl FromStr for Fingerprint {
     /// Parses exactly 32 hex pairs separated by single colons, nothing else (no spaces,
     /// no prefix, no trailing colon). Anything else is [`DtlsError::FingerprintSyntax`].
     fn from_str(s: &str) -> Result<Self, DtlsError> {
-        let b = s.as_bytes();
-        // 32 pairs + 31 colons.
-        if b.len() != 32 * 3 - 1 {
-            return Err(DtlsError::FingerprintSyntax);
-        }
-        let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            let at = i * 3;
-            let hi = b.get(at).copied().and_then(hex_val);
-            let lo = b.get(at + 1).copied().and_then(hex_val);
-            let (Some(hi), Some(lo)) = (hi, lo) else {
-                return Err(DtlsError::FingerprintSyntax);
-            };
-            if i < 31 && b.get(at + 2) != Some(&b':') {
-                return Err(DtlsError::FingerprintSyntax);
-            }
-            *o = (hi << 4) | lo;
-        }
-        Ok(Fingerprint(out))
-    }
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+        s.parse::<blindfold_control::Fingerprint>()
+            .map(Self::from)
+            .map_err(DtlsError::from)
     }
 }
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
+        fmt::Display::fmt(&blindfold_control::Fingerprint(self.0), f)
     }
 }
 

@@ -52,15 +52,7 @@ impl Engine {
             }
             if s.spec.same_identity(&spec) {
                 // Streams changed: update in place, keep the connection.
-                s.streams = spec
-                    .streams
-                    .iter()
-                    .map(|&st| Stream {
-                        spec: st,
-                        receivers: Vec::new(),
-                        keyframe: media::KeyframeThrottle::default(),
-                    })
-                    .collect();
+                s.streams = streams_of(&spec);
                 s.spec = spec;
                 let conf = s.conf;
                 self.rebuild_fanout(conf);
@@ -95,15 +87,7 @@ impl Engine {
             home: Home::Unclaimed,
             addr: None,
             indexed: Vec::new(),
-            streams: spec
-                .streams
-                .iter()
-                .map(|&st| Stream {
-                    spec: st,
-                    receivers: Vec::new(),
-                    keyframe: media::KeyframeThrottle::default(),
-                })
-                .collect(),
+            streams: streams_of(&spec),
             created: now,
             reported: false,
             alive_sent: None,
@@ -156,4 +140,17 @@ impl Engine {
             });
         }
     }
+}
+
+/// A session's streams as a rule declares them, with empty fan-out lists (filled by
+/// `rebuild_fanout`) and fresh throttles.
+fn streams_of(rule: &SessionRule) -> Vec<Stream> {
+    rule.streams
+        .iter()
+        .map(|&st| Stream {
+            spec: st,
+            receivers: Vec::new(),
+            keyframe: media::KeyframeThrottle::default(),
+        })
+        .collect()
 }

@@ -432,24 +432,8 @@ impl Worker {
         let mut wake_control = false;
         while let Some(ev) = self.engine.poll_event() {
             match ev {
-                Event::Ended(spec) => match self.notify.try_send(WorkerReport::Ended(spec)) {
-                    Ok(()) => wake_control = true,
-                    Err(TrySendError::Full(_)) => {
-                        self.metrics()
-                            .drops
-                            .add(ShellDrop::NotifyQueueFull.slot(), 1);
-                    }
-                    Err(TrySendError::Disconnected(_)) => {}
-                },
-                Event::Session(ev) => match self.notify.try_send(WorkerReport::Session(ev)) {
-                    Ok(()) => wake_control = true,
-                    Err(TrySendError::Full(_)) => {
-                        self.metrics()
-                            .drops
-                            .add(ShellDrop::NotifyQueueFull.slot(), 1);
-                    }
-                    Err(TrySendError::Disconnected(_)) => {}
-                },
+                Event::Ended(spec) => wake_control |= self.report(WorkerReport::Ended(spec)),
+                Event::Session(ev) => wake_control |= self.report(WorkerReport::Session(ev)),
                 Event::Peer(PeerDest::Shard(ShardId(s)), msg) => {
                     let j = usize::from(s);
                     if j != self.index && j < self.peers.len() {
@@ -474,6 +458,20 @@ impl Worker {
         }
         if wake_control && let Err(e) = self.control_waker.wake() {
             tracing::warn!(worker = self.index, error = %e, "waking control failed");
+        }
+    }
+
+    /// Sends a report to the control thread; a full channel is a counted drop. Returns
+    /// whether it was sent (the control thread then needs waking).
+    fn report(&mut self, report: WorkerReport) -> bool {
+        match self.notify.try_send(report) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                let drop = ShellDrop::NotifyQueueFull.slot();
+                self.metrics().drops.add(drop, 1);
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 
