@@ -227,6 +227,16 @@ pub enum PeerMsg {
         /// The datagram as received.
         data: Box<[u8]>,
     },
+    /// A sender report of `sender` about `ssrc`, for the receivers of that stream homed
+    /// on the shard this is sent to (one message per shard, not per receiver).
+    SenderReport {
+        /// The session that sent it.
+        sender: SessionName,
+        /// The stream it describes.
+        ssrc: Ssrc,
+        /// The plain SR.
+        packet: RtcpBytes,
+    },
     /// Another shard forwards the session's media: it is alive.
     Alive {
         /// The session (homed on the shard this is sent to).
@@ -543,6 +553,8 @@ pub struct Engine {
     stats: EngineStats,
     timers: Timers,
     last_now: Option<Instant>,
+    /// Scratch list of shards an SR goes to (kept to reuse its allocation).
+    sr_shards: Vec<ShardId>,
 }
 
 impl Engine {
@@ -562,6 +574,7 @@ impl Engine {
             stats: EngineStats::default(),
             timers: Timers::default(),
             last_now: None,
+            sr_shards: Vec::new(),
             cfg,
         }
     }

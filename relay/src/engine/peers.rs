@@ -112,6 +112,15 @@ impl Engine {
                     self.stats.drops[reason.index()] += 1;
                 }
             }
+            PeerMsg::SenderReport {
+                sender,
+                ssrc,
+                packet,
+            } => {
+                if let Some(&i) = self.by_id.get(&sender) {
+                    self.forward_sr_here(i, ssrc, packet.as_bytes(), None);
+                }
+            }
             PeerMsg::Alive { session } => {
                 if let Some(i) = self.homed_here(&session) {
                     let s = self.sessions[i].as_mut().expect("homed session exists");

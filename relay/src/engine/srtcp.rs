@@ -64,13 +64,53 @@ impl Engine {
 
     /// Forwards a sender's SR to every receiver of the stream it describes, re-protected
     /// per receiver.
+    ///
+    /// Receivers homed here get it at once; each other shard that homes receivers gets
+    /// one [`PeerMsg::SenderReport`], whatever their number, and serves its own.
     pub(super) fn forward_sr(&mut self, sender: usize, ssrc: Ssrc, packet: &[u8]) {
         let s = self.sessions[sender].as_ref().expect("sender exists");
-        let Some(stream) = s.streams.iter().find(|st| st.spec.ssrc == ssrc) else {
+        if !s.streams.iter().any(|st| st.spec.ssrc == ssrc) {
             self.stats.rtcp_drops[RtcpDrop::UndeclaredSsrc.index()] += 1;
             return;
+        }
+        let mut shards = std::mem::take(&mut self.sr_shards);
+        shards.clear();
+        self.forward_sr_here(sender, ssrc, packet, Some(&mut shards));
+        if !shards.is_empty()
+            && let Some(bytes) = RtcpBytes::new(packet)
+        {
+            let s = self.sessions[sender].as_ref().expect("sender exists");
+            for &shard in &shards {
+                let msg = PeerMsg::SenderReport {
+                    sender: s.spec.id.clone(),
+                    ssrc,
+                    packet: bytes.clone(),
+                };
+                self.events
+                    .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+            }
+        }
+        self.sr_shards = shards;
+    }
+
+    /// Sends a sender's SR about `ssrc` to the connected receivers of that stream homed
+    /// here; with `elsewhere`, collects the shards that home the others.
+    pub(super) fn forward_sr_here(
+        &mut self,
+        sender: usize,
+        ssrc: Ssrc,
+        packet: &[u8],
+        mut elsewhere: Option<&mut Vec<ShardId>>,
+    ) {
+        let s = self.sessions[sender].as_ref().expect("sender exists");
+        let Some(spec) = s
+            .streams
+            .iter()
+            .find(|st| st.spec.ssrc == ssrc)
+            .map(|st| st.spec)
+        else {
+            return;
         };
-        let spec = stream.spec;
         let conf = s.conf;
         let members = self.conferences[conf]
             .as_ref()
@@ -88,8 +128,20 @@ impl Engine {
             if !rs.is_connected() || !rs.wants(&spec) {
                 continue;
             }
-            self.stats.sr_forwarded += 1;
-            self.send_rtcp_to(r, packet);
+            match rs.home {
+                Home::Here(_) => {
+                    self.stats.sr_forwarded += 1;
+                    self.send_rtcp_to(r, packet);
+                }
+                Home::Elsewhere(shard) => {
+                    if let Some(list) = elsewhere.as_deref_mut()
+                        && !list.contains(&shard)
+                    {
+                        list.push(shard);
+                    }
+                }
+                Home::Unclaimed => {}
+            }
         }
     }
 
