@@ -91,9 +91,11 @@ impl Engine {
             created: now,
             reported: false,
             alive_sent: None,
+            incarnation: self.next_incarnation,
             timer_at: None,
             spec,
         };
+        self.next_incarnation = self.next_incarnation.wrapping_add(1);
         let id = session.spec.id.clone();
         let ufrag = session.spec.ice_ufrag.as_str().to_owned();
         let i = match self.free.pop() {

@@ -28,9 +28,9 @@ impl Engine {
         let s = self.sessions[i].as_mut().expect("indexed session exists");
         let local = match &mut s.home {
             Home::Here(local) => local,
-            Home::Elsewhere(home) => {
-                let home = *home;
-                self.hand_home(i, home, from, buf);
+            Home::Elsewhere(home, key) => {
+                let (home, key) = (*home, *key);
+                self.hand_home(home, key, from, buf);
                 return Ok(());
             }
             Home::Unclaimed => return Err(DropReason::Unvalidated),
@@ -47,11 +47,16 @@ impl Engine {
         r.map_err(|_| DropReason::DtlsRejected)
     }
 
-    /// Hands a datagram of session `i` to its home shard.
-    pub(super) fn hand_home(&mut self, i: usize, home: ShardId, from: SocketAddr, buf: &[u8]) {
-        let s = self.sessions[i].as_ref().expect("indexed session exists");
+    /// Hands a datagram of the session `key` names to its home shard.
+    pub(super) fn hand_home(
+        &mut self,
+        home: ShardId,
+        key: SessionKey,
+        from: SocketAddr,
+        buf: &[u8],
+    ) {
         let msg = PeerMsg::Datagram {
-            session: s.spec.id.clone(),
+            session: key,
             from,
             data: buf.into(),
         };
@@ -171,10 +176,15 @@ impl Engine {
         s.addr = addr;
         if let Home::Here(_) = s.home {
             let session = s.spec.id.clone();
+            let key = SessionKey {
+                slot: i as u32,
+                incarnation: s.incarnation,
+            };
             let msg = match addr {
                 Some(addr) => PeerMsg::Connected {
                     session,
                     shard,
+                    key,
                     addr,
                 },
                 None => PeerMsg::Disconnected { session },

@@ -175,6 +175,8 @@ pub enum PeerMsg {
         session: SessionName,
         /// Its home shard.
         shard: ShardId,
+        /// Its key there.
+        key: SessionKey,
     },
     /// The session completed ICE and DTLS and receives media at `addr`.
     Connected {
@@ -182,6 +184,8 @@ pub enum PeerMsg {
         session: SessionName,
         /// Its home shard.
         shard: ShardId,
+        /// Its key there.
+        key: SessionKey,
         /// Its nominated address.
         addr: SocketAddr,
     },
@@ -193,7 +197,7 @@ pub enum PeerMsg {
     /// RTCP (plain) to protect with `to`'s SRTCP context and send to it.
     Rtcp {
         /// The receiving session (homed on the shard this is sent to).
-        to: SessionName,
+        to: SessionKey,
         /// The plain RTCP packet.
         packet: RtcpBytes,
     },
@@ -201,7 +205,7 @@ pub enum PeerMsg {
     /// is sent to) sends.
     KeyframeRequest {
         /// The sending session.
-        owner: SessionName,
+        owner: SessionKey,
         /// The stream.
         ssrc: Ssrc,
     },
@@ -209,7 +213,7 @@ pub enum PeerMsg {
     /// sent to) from `from`.
     Checked {
         /// The session.
-        session: SessionName,
+        session: SessionKey,
         /// The check's source address.
         from: SocketAddr,
         /// It carried USE-CANDIDATE.
@@ -221,7 +225,7 @@ pub enum PeerMsg {
     /// whole datagram inline would grow every message in every worker's queue.
     Datagram {
         /// The session (homed on the shard this is sent to).
-        session: SessionName,
+        session: SessionKey,
         /// Where it came from.
         from: SocketAddr,
         /// The datagram as received.
@@ -240,7 +244,7 @@ pub enum PeerMsg {
     /// Another shard forwards the session's media: it is alive.
     Alive {
         /// The session (homed on the shard this is sent to).
-        session: SessionName,
+        session: SessionKey,
     },
 }
 
@@ -275,6 +279,17 @@ impl std::fmt::Debug for RtcpBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RtcpBytes({} bytes)", self.len)
     }
+}
+
+/// A session as its home shard knows it: its slot there and which incarnation of
+/// that slot (slots are reused). Messages to the home carry this instead of the id, so
+/// they neither hash a string nor allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The slot on the home shard.
+    pub slot: u32,
+    /// The incarnation of that slot.
+    pub incarnation: u32,
 }
 
 /// Where a [`PeerMsg`] goes.
@@ -481,7 +496,7 @@ enum Home {
     /// This shard runs the session.
     Here(Box<Local>),
     /// Another shard does.
-    Elsewhere(ShardId),
+    Elsewhere(ShardId, SessionKey),
 }
 
 /// State of a session homed on this shard.
@@ -510,6 +525,8 @@ struct Session {
     reported: bool,
     /// When this shard last sent [`PeerMsg::Alive`] for it (sessions homed elsewhere).
     alive_sent: Option<Instant>,
+    /// Tells this incarnation of its slot from earlier ones ([`SessionKey`]).
+    incarnation: u32,
     /// The deadline it is scheduled at in `timers`, if any.
     timer_at: Option<Instant>,
 }
@@ -555,6 +572,8 @@ pub struct Engine {
     last_now: Option<Instant>,
     /// Scratch list of shards an SR goes to (kept to reuse its allocation).
     sr_shards: Vec<ShardId>,
+    /// The incarnation the next session gets.
+    next_incarnation: u32,
 }
 
 impl Engine {
@@ -575,6 +594,7 @@ impl Engine {
             timers: Timers::default(),
             last_now: None,
             sr_shards: Vec::new(),
+            next_incarnation: 0,
             cfg,
         }
     }

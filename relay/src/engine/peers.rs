@@ -5,31 +5,35 @@ use super::*;
 impl Engine {
     // ----- peers -----------------------------------------------------------------------
 
-    /// The slab index of `session` if this shard is its home.
-    pub(super) fn homed_here(&self, session: &SessionName) -> Option<usize> {
-        let &i = self.by_id.get(session)?;
+    /// The slot of the session `key` names, if it is still that session and homed here.
+    pub(super) fn homed_here(&self, key: SessionKey) -> Option<usize> {
+        let i = key.slot as usize;
         let s = self.sessions.get(i)?.as_ref()?;
-        matches!(s.home, Home::Here(_)).then_some(i)
+        (s.incarnation == key.incarnation && matches!(s.home, Home::Here(_))).then_some(i)
     }
 
     pub(super) fn handle_peer(&mut self, now: Instant, msg: PeerMsg) {
         match msg {
-            PeerMsg::Claimed { session, shard } => {
+            PeerMsg::Claimed {
+                session,
+                shard,
+                key,
+            } => {
                 let Some(&i) = self.by_id.get(&session) else {
                     return;
                 };
                 let s = self.sessions[i].as_mut().expect("indexed session exists");
                 match s.home {
-                    Home::Unclaimed | Home::Elsewhere(_) => s.home = Home::Elsewhere(shard),
+                    Home::Unclaimed | Home::Elsewhere(..) => s.home = Home::Elsewhere(shard, key),
                     // Two shards answered first checks at once: the lower id keeps it.
                     Home::Here(_) if shard < self.cfg.shard => {
-                        s.home = Home::Elsewhere(shard);
+                        s.home = Home::Elsewhere(shard, key);
                         // The addresses checked here stay indexed (their datagrams go
                         // to the new home), and the new home learns them.
                         let selected = s.ice.selected();
                         for &from in &s.indexed {
                             let msg = PeerMsg::Checked {
-                                session: session.clone(),
+                                session: key,
                                 from,
                                 nominated: selected == Some(from),
                             };
@@ -46,6 +50,7 @@ impl Engine {
             PeerMsg::Connected {
                 session,
                 shard,
+                key,
                 addr,
             } => {
                 let Some(&i) = self.by_id.get(&session) else {
@@ -53,7 +58,7 @@ impl Engine {
                 };
                 let s = self.sessions[i].as_mut().expect("indexed session exists");
                 if !matches!(s.home, Home::Here(_)) {
-                    s.home = Home::Elsewhere(shard);
+                    s.home = Home::Elsewhere(shard, key);
                     self.set_connected(i, Some(addr));
                 }
             }
@@ -67,12 +72,12 @@ impl Engine {
                 }
             }
             PeerMsg::Rtcp { to, packet } => {
-                if let Some(i) = self.homed_here(&to) {
+                if let Some(i) = self.homed_here(to) {
                     self.send_rtcp_to(i, packet.as_bytes());
                 }
             }
             PeerMsg::KeyframeRequest { owner, ssrc } => {
-                if let Some(i) = self.homed_here(&owner) {
+                if let Some(i) = self.homed_here(owner) {
                     self.request_keyframe_from(now, i, ssrc);
                 }
             }
@@ -81,7 +86,7 @@ impl Engine {
                 from,
                 nominated,
             } => {
-                let Some(i) = self.homed_here(&session) else {
+                let Some(i) = self.homed_here(session) else {
                     return;
                 };
                 let s = self.sessions[i].as_mut().expect("homed session exists");
@@ -97,7 +102,7 @@ impl Engine {
                 from,
                 mut data,
             } => {
-                let Some(i) = self.homed_here(&session) else {
+                let Some(i) = self.homed_here(session) else {
                     return;
                 };
                 let s = self.sessions[i].as_ref().expect("homed session exists");
@@ -122,7 +127,7 @@ impl Engine {
                 }
             }
             PeerMsg::Alive { session } => {
-                if let Some(i) = self.homed_here(&session) {
+                if let Some(i) = self.homed_here(session) {
                     let s = self.sessions[i].as_mut().expect("homed session exists");
                     s.ice.touch(now);
                 }

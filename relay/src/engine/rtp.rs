@@ -40,15 +40,13 @@ impl Engine {
             .position(|st| st.spec.ssrc == ssrc)
             .ok_or(DropReason::UndeclaredSsrc)?;
         match s.home {
-            Home::Elsewhere(home) => {
+            Home::Elsewhere(home, key) => {
                 // The home times the session: feed it, rarely (one comparison a packet).
                 if s.alive_sent
                     .is_none_or(|t| now.saturating_duration_since(t) >= ALIVE_EVERY)
                 {
                     s.alive_sent = Some(now);
-                    let msg = PeerMsg::Alive {
-                        session: s.spec.id.clone(),
-                    };
+                    let msg = PeerMsg::Alive { session: key };
                     self.events
                         .push_back(Event::Peer(PeerDest::Shard(home), msg));
                 }

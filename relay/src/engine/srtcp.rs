@@ -25,8 +25,8 @@ impl Engine {
         buf: &mut [u8],
     ) -> Result<(), DropReason> {
         let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if let Home::Elsewhere(home) = s.home {
-            self.hand_home(i, home, from, buf);
+        if let Home::Elsewhere(home, key) = s.home {
+            self.hand_home(home, key, from, buf);
             return Ok(());
         }
         let srtcp = s
@@ -133,7 +133,7 @@ impl Engine {
                     self.stats.sr_forwarded += 1;
                     self.send_rtcp_to(r, packet);
                 }
-                Home::Elsewhere(shard) => {
+                Home::Elsewhere(shard, _) => {
                     if let Some(list) = elsewhere.as_deref_mut()
                         && !list.contains(&shard)
                     {
@@ -174,11 +174,8 @@ impl Engine {
         let interval = self.cfg.keyframe_interval;
         let o = self.sessions[owner].as_mut().expect("owner exists");
         match o.home {
-            Home::Elsewhere(shard) => {
-                let msg = PeerMsg::KeyframeRequest {
-                    owner: o.spec.id.clone(),
-                    ssrc,
-                };
+            Home::Elsewhere(shard, key) => {
+                let msg = PeerMsg::KeyframeRequest { owner: key, ssrc };
                 self.events
                     .push_back(Event::Peer(PeerDest::Shard(shard), msg));
             }
@@ -221,12 +218,9 @@ impl Engine {
                     self.stats.drops[DropReason::TxQueueFull.index()] += 1;
                 }
             }
-            Home::Elsewhere(shard) => {
+            Home::Elsewhere(shard, key) => {
                 if let Some(packet) = RtcpBytes::new(packet) {
-                    let msg = PeerMsg::Rtcp {
-                        to: s.spec.id.clone(),
-                        packet,
-                    };
+                    let msg = PeerMsg::Rtcp { to: *key, packet };
                     let shard = *shard;
                     self.events
                         .push_back(Event::Peer(PeerDest::Shard(shard), msg));

@@ -26,7 +26,7 @@ impl Engine {
             return Err(DropReason::DtlsRejected);
         }
         let home = match s.home {
-            Home::Elsewhere(home) => Some(home),
+            Home::Elsewhere(home, key) => Some((home, key)),
             _ => None,
         };
         let mut answer = None;
@@ -45,10 +45,9 @@ impl Engine {
             IceOutcome::Dropped(_) => return Err(DropReason::StunMalformed),
         };
         self.index_addr(i, from);
-        if let Some(home) = home {
-            let s = self.sessions[i].as_ref().expect("indexed session exists");
+        if let Some((home, key)) = home {
             let msg = PeerMsg::Checked {
-                session: s.spec.id.clone(),
+                session: key,
                 from,
                 nominated,
             };
@@ -70,6 +69,10 @@ impl Engine {
             let msg = PeerMsg::Claimed {
                 session: s.spec.id.clone(),
                 shard: self.cfg.shard,
+                key: SessionKey {
+                    slot: i as u32,
+                    incarnation: s.incarnation,
+                },
             };
             self.events.push_back(Event::Peer(PeerDest::All, msg));
             self.schedule(i);

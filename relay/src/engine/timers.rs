@@ -106,7 +106,7 @@ impl Engine {
                     });
                 }
             }
-            Home::Elsewhere(_) => {}
+            Home::Elsewhere(..) => {}
         }
     }
 
@@ -126,7 +126,7 @@ impl Engine {
                 Some(dtls.map_or(s.ice.poll_timeout(), |d| d.min(s.ice.poll_timeout())))
             }
             Home::Unclaimed if shard == ShardId(0) => Some(s.created + silence),
-            Home::Unclaimed | Home::Elsewhere(_) => None,
+            Home::Unclaimed | Home::Elsewhere(..) => None,
         };
         if due == s.timer_at {
             return;
