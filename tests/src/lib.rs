@@ -49,7 +49,9 @@ use blindfold_relay::control::{
     StreamKind, StreamSpec, SubscriptionSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings, Fingerprint};
-use blindfold_relay::engine::{Command, Engine, EngineConfig, Event, Handled, PeerDest, ShardId};
+use blindfold_relay::engine::{
+    Command, Engine, EngineConfig, Event, Handled, PeerDest, PeerMsg, ShardId,
+};
 use blindfold_relay::id::{KeyIndex, Pt, RtpTime, Ssrc};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 
@@ -150,6 +152,8 @@ pub struct Sim {
     pub members: Vec<Member>,
     /// Notifications the relay sent to signaling.
     pub notifications: Vec<NotificationBody>,
+    /// Sender reports that crossed between shards (one per target shard and SR).
+    pub sender_reports_between_shards: usize,
     /// Datagrams that arrived at the relay from addresses that are not members.
     pub from_strangers: Vec<(SocketAddr, Vec<u8>)>,
     /// What the relay sent to addresses that are not members.
@@ -165,9 +169,7 @@ impl Sim {
         let now = Instant::now();
         let shards = (0..workers)
             .map(|i| {
-                let mut cfg =
-                    EngineConfig::new(ShardId(i), s.relay_cert.clone(), s.relay_dtls.clone());
-                cfg.tick = Duration::from_millis(10);
+                let cfg = EngineConfig::new(ShardId(i), s.relay_cert.clone(), s.relay_dtls.clone());
                 Engine::new(cfg)
             })
             .collect();
@@ -176,6 +178,7 @@ impl Sim {
             shards,
             members: Vec::new(),
             notifications: Vec::new(),
+            sender_reports_between_shards: 0,
             from_strangers: Vec::new(),
             to_strangers: Vec::new(),
             by_addr: HashMap::new(),
@@ -402,6 +405,9 @@ impl Sim {
                         // As the control thread does: the relay forgot it everywhere.
                         Event::Ended(spec) => self.command_all(Command::RemoveSession(spec.id)),
                         Event::Peer(dest, msg) => {
+                            if matches!(msg, PeerMsg::SenderReport { .. }) {
+                                self.sender_reports_between_shards += 1;
+                            }
                             for (j, e) in self.shards.iter_mut().enumerate() {
                                 let to_it = match dest {
                                     PeerDest::All => j != k,

@@ -145,6 +145,41 @@ fn sender_reports_reach_receivers_across_workers() {
 }
 
 #[test]
+fn a_sender_report_crosses_to_another_shard_once_whatever_its_receivers_there() {
+    let names = ["alice", "r1", "r2", "r3", "r4", "r5", "r6", "r7"];
+    let (mut sim, p) = call(2, &names);
+    let a = p[0];
+    let home = sim.shard_of(sim.member(a).addr);
+    let remote: Vec<usize> = p[1..]
+        .iter()
+        .copied()
+        .filter(|&r| sim.shard_of(sim.member(r).addr) != home)
+        .collect();
+    assert!(
+        remote.len() >= 2,
+        "receivers on the other shard: {remote:?}"
+    );
+    let audio = sim.member(a).ssrcs().audio;
+    sim.send_audio(a, b"so alice has an SR to send");
+    sim.run_for_ms(2500);
+    let srs_at = |r: usize| {
+        sim.member(r)
+            .events
+            .iter()
+            .filter(|e| matches!(e, blindfold_client::Event::SenderReport(sr) if sr.ssrc == audio))
+            .count()
+    };
+    let got = srs_at(remote[0]);
+    assert!(got >= 1);
+    assert!(
+        remote.iter().all(|&r| srs_at(r) == got),
+        "every remote receiver got each SR"
+    );
+    // One message per SR to the other shard, not one per receiver there.
+    assert_eq!(sim.sender_reports_between_shards, got);
+}
+
+#[test]
 fn keyframe_requests_are_throttled_per_stream() {
     let (mut sim, p) = call(2, &["alice", "bob", "carol"]);
     let (a, b, c) = (p[0], p[1], p[2]);

@@ -437,9 +437,9 @@ impl Registry {
             Some(old) if same_identity(old, &spec) => {
                 commands.push(rules::upsert_session(&spec));
             }
-            Some(_) => {
-                // The engine replaces the session, which starts with no subscription:
-                // restore the one held.
+            // A new engine session starts with no subscription: restore the one held
+            // (after a replacement, or for a session the relay closed, coming back).
+            Some(_) | None => {
                 commands.push(rules::upsert_session(&spec));
                 let full = self.effective_full(&id);
                 if full != default_full() {
@@ -449,17 +449,6 @@ impl Registry {
                     }));
                 }
                 self.connected.remove(&id);
-            }
-            None => {
-                commands.push(rules::upsert_session(&spec));
-                // A session the relay closed comes back with the subscription it had.
-                let full = self.effective_full(&id);
-                if full != default_full() {
-                    commands.push(rules::set_subscription(&SubscriptionSpec {
-                        session_id: id.clone(),
-                        full,
-                    }));
-                }
             }
         }
         self.ended.remove(&id);

@@ -40,8 +40,18 @@
 //! pinned), on an SSRC the session declared — and only to receivers that meet the same
 //! bar. Everything else is dropped with a [`DropReason`] and counted.
 
+// The engine by packet-path stage: each file adds its part of `impl Engine`.
+mod commands;
 mod drop;
+mod fanout;
+mod handshake;
+mod media;
+mod peers;
+mod rtp;
 mod rules;
+mod srtcp;
+mod stun;
+mod timers;
 mod txqueue;
 
 use std::collections::{HashMap, VecDeque};
@@ -63,6 +73,7 @@ use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket};
 use crate::wire::rtp::RtpHeader;
 use crate::wire::stun::StunMessage;
 use crate::wire::{self, Kind};
+use timers::Timers;
 use txqueue::TxQueue;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -91,8 +102,6 @@ pub struct EngineConfig {
     /// A session with no valid packet for this long is closed (docs/design.md: 30 s). Also
     /// the time a session may take to send its first valid ICE check.
     pub silence_timeout: Duration,
-    /// How often timers are checked.
-    pub tick: Duration,
     /// The SSRC the relay puts in the RTCP it originates (PLI).
     pub relay_ssrc: Ssrc,
     /// Capacity of the queue of engine-written datagrams.
@@ -110,7 +119,6 @@ impl EngineConfig {
             dtls,
             keyframe_interval: Duration::from_millis(300),
             silence_timeout: Duration::from_secs(30),
-            tick: Duration::from_millis(50),
             relay_ssrc: Ssrc(0x0b11_dfd0),
             tx_queue: 1024,
             hash_seed: 0x5eed,
@@ -167,6 +175,8 @@ pub enum PeerMsg {
         session: SessionName,
         /// Its home shard.
         shard: ShardId,
+        /// Its key there.
+        key: SessionKey,
     },
     /// The session completed ICE and DTLS and receives media at `addr`.
     Connected {
@@ -174,6 +184,8 @@ pub enum PeerMsg {
         session: SessionName,
         /// Its home shard.
         shard: ShardId,
+        /// Its key there.
+        key: SessionKey,
         /// Its nominated address.
         addr: SocketAddr,
     },
@@ -185,7 +197,7 @@ pub enum PeerMsg {
     /// RTCP (plain) to protect with `to`'s SRTCP context and send to it.
     Rtcp {
         /// The receiving session (homed on the shard this is sent to).
-        to: SessionName,
+        to: SessionKey,
         /// The plain RTCP packet.
         packet: RtcpBytes,
     },
@@ -193,7 +205,7 @@ pub enum PeerMsg {
     /// is sent to) sends.
     KeyframeRequest {
         /// The sending session.
-        owner: SessionName,
+        owner: SessionKey,
         /// The stream.
         ssrc: Ssrc,
     },
@@ -201,7 +213,7 @@ pub enum PeerMsg {
     /// sent to) from `from`.
     Checked {
         /// The session.
-        session: SessionName,
+        session: SessionKey,
         /// The check's source address.
         from: SocketAddr,
         /// It carried USE-CANDIDATE.
@@ -213,16 +225,26 @@ pub enum PeerMsg {
     /// whole datagram inline would grow every message in every worker's queue.
     Datagram {
         /// The session (homed on the shard this is sent to).
-        session: SessionName,
+        session: SessionKey,
         /// Where it came from.
         from: SocketAddr,
         /// The datagram as received.
         data: Box<[u8]>,
     },
+    /// A sender report of `sender` about `ssrc`, for the receivers of that stream homed
+    /// on the shard this is sent to (one message per shard, not per receiver).
+    SenderReport {
+        /// The session that sent it.
+        sender: SessionName,
+        /// The stream it describes.
+        ssrc: Ssrc,
+        /// The plain SR.
+        packet: RtcpBytes,
+    },
     /// Another shard forwards the session's media: it is alive.
     Alive {
         /// The session (homed on the shard this is sent to).
-        session: SessionName,
+        session: SessionKey,
     },
 }
 
@@ -257,6 +279,17 @@ impl std::fmt::Debug for RtcpBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RtcpBytes({} bytes)", self.len)
     }
+}
+
+/// A session as its home shard knows it: its slot there and which incarnation of
+/// that slot (slots are reused). Messages to the home carry this instead of the id, so
+/// they neither hash a string nor allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The slot on the home shard.
+    pub slot: u32,
+    /// The incarnation of that slot.
+    pub incarnation: u32,
 }
 
 /// Where a [`PeerMsg`] goes.
@@ -321,6 +354,9 @@ pub struct EngineStats {
     pub dtls_handshakes_ok: u64,
     /// DTLS handshakes that failed.
     pub dtls_handshakes_failed: u64,
+    /// Sessions visited by [`Engine::handle_timeout`] because a deadline of theirs was
+    /// due (idle sessions cost nothing per poll).
+    pub timer_visits: u64,
 }
 
 impl EngineStats {
@@ -450,8 +486,8 @@ struct Stream {
     /// Fan-out list: nominated addresses of every connected session that receives this
     /// stream. Rebuilt on every membership, connection or subscription change.
     receivers: Vec<SocketAddr>,
-    /// When a keyframe was last requested from the sender (home shard only).
-    last_keyframe_request: Option<Instant>,
+    /// Its keyframe-request throttle (used on the sender's home shard).
+    keyframe: media::KeyframeThrottle,
 }
 
 enum Home {
@@ -460,7 +496,7 @@ enum Home {
     /// This shard runs the session.
     Here(Box<Local>),
     /// Another shard does.
-    Elsewhere(ShardId),
+    Elsewhere(ShardId, SessionKey),
 }
 
 /// State of a session homed on this shard.
@@ -489,6 +525,10 @@ struct Session {
     reported: bool,
     /// When this shard last sent [`PeerMsg::Alive`] for it (sessions homed elsewhere).
     alive_sent: Option<Instant>,
+    /// Tells this incarnation of its slot from earlier ones ([`SessionKey`]).
+    incarnation: u32,
+    /// The deadline it is scheduled at in `timers`, if any.
+    timer_at: Option<Instant>,
 }
 
 impl Session {
@@ -528,8 +568,12 @@ pub struct Engine {
     tx: TxQueue,
     events: VecDeque<Event>,
     stats: EngineStats,
-    next_tick: Option<Instant>,
+    timers: Timers,
     last_now: Option<Instant>,
+    /// Scratch list of shards an SR goes to (kept to reuse its allocation).
+    sr_shards: Vec<ShardId>,
+    /// The incarnation the next session gets.
+    next_incarnation: u32,
 }
 
 impl Engine {
@@ -547,8 +591,10 @@ impl Engine {
             conf_by_id: HashMap::with_hasher(hasher),
             events: VecDeque::new(),
             stats: EngineStats::default(),
-            next_tick: None,
+            timers: Timers::default(),
             last_now: None,
+            sr_shards: Vec::new(),
+            next_incarnation: 0,
             cfg,
         }
     }
@@ -636,53 +682,6 @@ impl Engine {
         }
     }
 
-    /// Runs timers: ICE consent, DTLS retransmission, first-check deadlines.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock(now);
-        if self.next_tick.is_some_and(|t| now < t) {
-            return;
-        }
-        self.next_tick = Some(now + self.cfg.tick);
-        for i in 0..self.sessions.len() {
-            let Some(s) = self.sessions[i].as_mut() else {
-                continue;
-            };
-            match &mut s.home {
-                Home::Here(local) => {
-                    if !local.failed {
-                        local.dtls.handle_timeout(now);
-                    }
-                    self.drain_dtls(now, i);
-                    let s = self.sessions[i].as_mut().expect("still there");
-                    if s.ice.handle_timeout(now).is_some() {
-                        let reason = if s.is_connected() {
-                            EndReason::ConsentExpired
-                        } else {
-                            EndReason::IceTimeout
-                        };
-                        self.end_session(i, reason);
-                    }
-                }
-                Home::Unclaimed => {
-                    // Nobody answered a check in time. One shard reports it.
-                    if !s.reported
-                        && self.cfg.shard == ShardId(0)
-                        && now.saturating_duration_since(s.created) >= self.cfg.silence_timeout
-                    {
-                        s.reported = true;
-                        let id = s.spec.id.clone();
-                        self.notify(SessionEvent::Failed {
-                            session: id,
-                            reason: EndReason::IceTimeout,
-                            detail: String::from("no valid ICE check"),
-                        });
-                    }
-                }
-                Home::Elsewhere(_) => {}
-            }
-        }
-    }
-
     // ----- output --------------------------------------------------------------------
 
     /// The next datagram the engine wrote, valid until the next call.
@@ -695,16 +694,15 @@ impl Engine {
         self.events.pop_front()
     }
 
-    /// When to call [`Engine::handle_timeout`] next.
+    /// When to call [`Engine::handle_timeout`] next: the soonest deadline of the
+    /// sessions this shard times (none: nothing to time).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions.iter().flatten().next()?;
-        // Never the wall clock: before any input there is nothing to time.
-        self.next_tick.or(self.last_now)
+        self.timers.soonest()
     }
 
     // ----- datagrams -----------------------------------------------------------------
 
-    fn clock(&mut self, now: Instant) -> Instant {
+    pub(super) fn clock(&mut self, now: Instant) -> Instant {
         // Time that goes backwards is ignored.
         let now = match self.last_now {
             Some(last) if now < last => last,
@@ -714,880 +712,12 @@ impl Engine {
         now
     }
 
-    fn dropped(&mut self, reason: DropReason) -> Handled<'static> {
+    pub(super) fn dropped(&mut self, reason: DropReason) -> Handled<'static> {
         self.stats.drops[reason.index()] += 1;
         Handled::Dropped(reason)
     }
 
-    /// The forwarding path: no allocation, no lock, one hash lookup.
-    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) -> Handled<'_> {
-        match self.route_rtp(now, from, buf) {
-            Ok((i, k)) => {
-                let s = self.sessions[i].as_ref().expect("indexed session exists");
-                let receivers = &s.streams[k].receivers;
-                let n = receivers.len() as u64;
-                self.stats.rtp_in += 1;
-                self.stats.rtp_bytes_in += buf.len() as u64;
-                self.stats.rtp_out += n;
-                self.stats.rtp_bytes_out += n * buf.len() as u64;
-                Handled::Forward(receivers)
-            }
-            Err(reason) => self.dropped(reason),
-        }
-    }
-
-    /// Finds the session and stream of a media packet: (session index, stream index).
-    fn route_rtp(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        buf: &[u8],
-    ) -> Result<(usize, usize), DropReason> {
-        let i = self.media_session(from)?;
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        let ssrc = RtpHeader::parse(buf)
-            .map_err(|_| DropReason::RtpMalformed)?
-            .ssrc();
-        let k = s
-            .streams
-            .iter()
-            .position(|st| st.spec.ssrc == ssrc)
-            .ok_or(DropReason::UndeclaredSsrc)?;
-        match s.home {
-            Home::Elsewhere(home) => {
-                // The home times the session: feed it, rarely (one comparison a packet).
-                if s.alive_sent
-                    .is_none_or(|t| now.saturating_duration_since(t) >= ALIVE_EVERY)
-                {
-                    s.alive_sent = Some(now);
-                    let msg = PeerMsg::Alive {
-                        session: s.spec.id.clone(),
-                    };
-                    self.events
-                        .push_back(Event::Peer(PeerDest::Shard(home), msg));
-                }
-            }
-            _ => s.ice.touch(now),
-        }
-        Ok((i, k))
-    }
-
-    /// The session that may send RTP/RTCP from `from`: it passed ICE there, `from` is
-    /// its nominated address, and it is connected (DTLS done).
-    fn media_session(&self, from: SocketAddr) -> Result<usize, DropReason> {
-        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
-        let s = self.sessions[i].as_ref().expect("indexed session exists");
-        match s.addr {
-            Some(addr) if addr == from => Ok(i),
-            Some(_) => Err(DropReason::NotNominated),
-            None => Err(DropReason::BeforeDtls),
-        }
-    }
-
-    fn handle_stun(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        buf: &[u8],
-    ) -> Result<(), DropReason> {
-        self.stats.stun_in += 1;
-        let msg = StunMessage::parse(buf).map_err(|_| DropReason::StunMalformed)?;
-        let ufrag = ice::local_ufrag_of(&msg).ok_or(DropReason::StunMalformed)?;
-        let &i = self
-            .by_ufrag
-            .get(ufrag)
-            .ok_or(DropReason::StunUnknownUfrag)?;
-        if self.tx.is_full() {
-            // Not even looked at: a check we cannot answer must not change state.
-            return Err(DropReason::TxQueueFull);
-        }
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if s.local().is_some_and(|l| l.failed) {
-            return Err(DropReason::DtlsRejected);
-        }
-        let home = match s.home {
-            Home::Elsewhere(home) => Some(home),
-            _ => None,
-        };
-        let mut answer = None;
-        self.tx.push(from, |out| {
-            let outcome = match home {
-                // Answered here, recorded by the home (see the module docs).
-                Some(_) => s.ice.answer(from, &msg, out),
-                None => s.ice.handle_binding(now, from, &msg, out),
-            };
-            answer = Some(outcome);
-            outcome.response_len().ok_or(())
-        });
-        let nominated = match answer.ok_or(DropReason::StunMalformed)? {
-            IceOutcome::Success { nominated, .. } => nominated,
-            IceOutcome::ErrorResponse { .. } => return Err(DropReason::StunRejected),
-            IceOutcome::Dropped(_) => return Err(DropReason::StunMalformed),
-        };
-        self.index_addr(i, from);
-        if let Some(home) = home {
-            let s = self.sessions[i].as_ref().expect("indexed session exists");
-            let msg = PeerMsg::Checked {
-                session: s.spec.id.clone(),
-                from,
-                nominated,
-            };
-            self.events
-                .push_back(Event::Peer(PeerDest::Shard(home), msg));
-            return Ok(());
-        }
-        // A valid check: this shard takes the session if nobody has.
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if let Home::Unclaimed = s.home {
-            let dtls = DtlsSession::server(&self.cfg.dtls, &self.cfg.cert, s.spec.fingerprint, now);
-            s.home = Home::Here(Box::new(Local {
-                dtls,
-                srtcp_in: None,
-                srtcp_out: None,
-                failed: false,
-                dtls_from: None,
-            }));
-            let msg = PeerMsg::Claimed {
-                session: s.spec.id.clone(),
-                shard: self.cfg.shard,
-            };
-            self.events.push_back(Event::Peer(PeerDest::All, msg));
-        }
-        self.after_check(i);
-        Ok(())
-    }
-
-    /// Lets this shard find session `i` by `from` (DTLS, SRTCP and media from it).
-    fn index_addr(&mut self, i: usize, from: SocketAddr) {
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if !s.indexed.contains(&from) {
-            s.indexed.push(from);
-            self.by_addr.insert(from, i);
-        }
-    }
-
-    /// After a valid check of session `i` homed here (answered here or elsewhere).
-    fn after_check(&mut self, i: usize) {
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        // A (re-)nomination of a connected session moves its media address.
-        if let (Some(sel), Some(addr)) = (s.ice.selected(), s.addr)
-            && sel != addr
-            && s.local().is_some_and(|l| l.srtcp_out.is_some())
-        {
-            self.set_connected(i, Some(sel));
-        }
-        self.maybe_connected(i);
-    }
-
-    fn handle_dtls(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        buf: &[u8],
-    ) -> Result<(), DropReason> {
-        self.stats.dtls_in += 1;
-        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
-        self.dtls_for(now, i, from, buf)
-    }
-
-    /// A DTLS datagram of session `i` from one of its validated addresses: handled if
-    /// the session is homed here, else handed to its home.
-    fn dtls_for(
-        &mut self,
-        now: Instant,
-        i: usize,
-        from: SocketAddr,
-        buf: &[u8],
-    ) -> Result<(), DropReason> {
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        let local = match &mut s.home {
-            Home::Here(local) => local,
-            Home::Elsewhere(home) => {
-                let home = *home;
-                self.hand_home(i, home, from, buf);
-                return Ok(());
-            }
-            Home::Unclaimed => return Err(DropReason::Unvalidated),
-        };
-        if local.failed {
-            return Err(DropReason::DtlsRejected);
-        }
-        local.dtls_from = Some(from);
-        let r = local.dtls.handle_datagram(now, buf);
-        if r.is_ok() {
-            s.ice.touch(now);
-        }
-        self.drain_dtls(now, i);
-        r.map_err(|_| DropReason::DtlsRejected)
-    }
-
-    /// Hands a datagram of session `i` to its home shard.
-    fn hand_home(&mut self, i: usize, home: ShardId, from: SocketAddr, buf: &[u8]) {
-        let s = self.sessions[i].as_ref().expect("indexed session exists");
-        let msg = PeerMsg::Datagram {
-            session: s.spec.id.clone(),
-            from,
-            data: buf.into(),
-        };
-        self.events
-            .push_back(Event::Peer(PeerDest::Shard(home), msg));
-    }
-
-    fn handle_rtcp(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        buf: &mut [u8],
-    ) -> Result<(), DropReason> {
-        let i = self.media_session(from)?;
-        self.rtcp_for(now, i, from, buf)
-    }
-
-    /// SRTCP of session `i` from its nominated address: handled if the session is homed
-    /// here, else handed to its home.
-    fn rtcp_for(
-        &mut self,
-        now: Instant,
-        i: usize,
-        from: SocketAddr,
-        buf: &mut [u8],
-    ) -> Result<(), DropReason> {
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if let Home::Elsewhere(home) = s.home {
-            self.hand_home(i, home, from, buf);
-            return Ok(());
-        }
-        let srtcp = s
-            .local()
-            .and_then(|l| l.srtcp_in.as_mut())
-            .ok_or(DropReason::BeforeDtls)?;
-        let len = srtcp
-            .unprotect_rtcp(buf)
-            .map_err(|_| DropReason::SrtcpRejected)?;
-        s.ice.touch(now);
-        self.stats.rtcp_in += 1;
-        let plain = &buf[..len];
-        let compound = RtcpCompound::parse(plain).map_err(|_| DropReason::RtcpMalformed)?;
-        let sender = rtcp::first_ssrc(plain).map_err(|_| DropReason::RtcpMalformed)?;
-        if !s.streams.iter().any(|st| st.spec.ssrc == sender) {
-            return Err(DropReason::RtcpUndeclaredSsrc);
-        }
-        for raw in compound.raw_packets() {
-            match raw.typed() {
-                Ok(RtcpPacket::SenderReport(sr)) => self.forward_sr(i, sr.ssrc(), raw.bytes()),
-                Ok(RtcpPacket::Pli(pli)) => self.keyframe_request(now, i, pli.media_ssrc()),
-                Ok(RtcpPacket::Fir(fir)) => {
-                    for e in fir.entries() {
-                        self.keyframe_request(now, i, e.ssrc);
-                    }
-                }
-                Ok(_) => self.stats.rtcp_ignored += 1,
-                Err(_) => self.stats.rtcp_drops[RtcpDrop::Malformed.index()] += 1,
-            }
-        }
-        Ok(())
-    }
-
-    // ----- RTCP duties -----------------------------------------------------------------
-
-    /// Forwards a sender's SR to every receiver of the stream it describes, re-protected
-    /// per receiver.
-    fn forward_sr(&mut self, sender: usize, ssrc: Ssrc, packet: &[u8]) {
-        let s = self.sessions[sender].as_ref().expect("sender exists");
-        let Some(stream) = s.streams.iter().find(|st| st.spec.ssrc == ssrc) else {
-            self.stats.rtcp_drops[RtcpDrop::UndeclaredSsrc.index()] += 1;
-            return;
-        };
-        let spec = stream.spec;
-        let conf = s.conf;
-        let members = self.conferences[conf]
-            .as_ref()
-            .map(|c| c.members.len())
-            .unwrap_or(0);
-        for m in 0..members {
-            let r = self.conferences[conf]
-                .as_ref()
-                .expect("conference exists")
-                .members[m];
-            if r == sender {
-                continue;
-            }
-            let rs = self.sessions[r].as_ref().expect("member exists");
-            if !rs.is_connected() || !rs.wants(&spec) {
-                continue;
-            }
-            self.stats.sr_forwarded += 1;
-            self.send_rtcp_to(r, packet);
-        }
-    }
-
-    /// A receiver asked for a keyframe of `ssrc`: pass it to the sender, throttled.
-    fn keyframe_request(&mut self, now: Instant, requester: usize, ssrc: Ssrc) {
-        let conf = self.sessions[requester]
-            .as_ref()
-            .expect("requester exists")
-            .conf;
-        let Some(owner) = self.stream_owner(conf, ssrc) else {
-            self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
-            return;
-        };
-        let o = self.sessions[owner].as_ref().expect("owner exists");
-        let spec = o
-            .streams
-            .iter()
-            .find(|st| st.spec.ssrc == ssrc)
-            .map(|st| st.spec);
-        let r = self.sessions[requester].as_ref().expect("requester exists");
-        if owner == requester || !spec.is_some_and(|sp| r.wants(&sp)) {
-            self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
-            return;
-        }
-        self.request_keyframe_from(now, owner, ssrc);
-    }
-
-    /// Sends (or forwards to the owner's shard) a throttled PLI for `ssrc`.
-    fn request_keyframe_from(&mut self, now: Instant, owner: usize, ssrc: Ssrc) {
-        let interval = self.cfg.keyframe_interval;
-        let o = self.sessions[owner].as_mut().expect("owner exists");
-        match o.home {
-            Home::Elsewhere(shard) => {
-                let msg = PeerMsg::KeyframeRequest {
-                    owner: o.spec.id.clone(),
-                    ssrc,
-                };
-                self.events
-                    .push_back(Event::Peer(PeerDest::Shard(shard), msg));
-            }
-            Home::Unclaimed => {}
-            Home::Here(_) => {
-                let Some(st) = o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc) else {
-                    return;
-                };
-                if st
-                    .last_keyframe_request
-                    .is_some_and(|t| now.saturating_duration_since(t) < interval)
-                {
-                    self.stats.keyframe_requests_throttled += 1;
-                    return;
-                }
-                st.last_keyframe_request = Some(now);
-                let mut pli = [0u8; 12];
-                if rtcp::write_pli(&mut pli, self.cfg.relay_ssrc, ssrc).is_ok() {
-                    self.stats.keyframe_requests_sent += 1;
-                    self.send_rtcp_to(owner, &pli);
-                }
-            }
-        }
-    }
-
-    /// Protects `packet` with session `to`'s outbound SRTCP context and queues it, or
-    /// passes it to `to`'s home shard.
-    fn send_rtcp_to(&mut self, to: usize, packet: &[u8]) {
-        let s = self.sessions[to].as_mut().expect("session exists");
-        let Some(addr) = s.addr else { return };
-        match &mut s.home {
-            Home::Here(local) => {
-                let Some(ctx) = local.srtcp_out.as_mut() else {
-                    return;
-                };
-                let queued = self.tx.push(addr, |slot| {
-                    let dst = slot.get_mut(..packet.len()).ok_or(())?;
-                    dst.copy_from_slice(packet);
-                    ctx.protect_rtcp(slot, packet.len()).map_err(|_| ())
-                });
-                if queued {
-                    self.stats.rtcp_out += 1;
-                } else {
-                    self.stats.drops[DropReason::TxQueueFull.index()] += 1;
-                }
-            }
-            Home::Elsewhere(shard) => {
-                if let Some(packet) = RtcpBytes::new(packet) {
-                    let msg = PeerMsg::Rtcp {
-                        to: s.spec.id.clone(),
-                        packet,
-                    };
-                    let shard = *shard;
-                    self.events
-                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
-                }
-            }
-            Home::Unclaimed => {}
-        }
-    }
-
-    fn stream_owner(&self, conf: usize, ssrc: Ssrc) -> Option<usize> {
-        let c = self.conferences[conf].as_ref()?;
-        c.members.iter().copied().find(|&m| {
-            self.sessions[m]
-                .as_ref()
-                .is_some_and(|s| s.streams.iter().any(|st| st.spec.ssrc == ssrc))
-        })
-    }
-
-    // ----- DTLS and connection state ---------------------------------------------------
-
-    /// Sends the session's pending DTLS datagrams and acts on its DTLS events.
-    fn drain_dtls(&mut self, _now: Instant, i: usize) {
-        let s = self.sessions[i].as_mut().expect("session exists");
-        let Home::Here(local) = &mut s.home else {
-            return;
-        };
-        let dest = s
-            .ice
-            .selected()
-            .or(local.dtls_from)
-            .or_else(|| s.indexed.last().copied());
-        while let Some(d) = local.dtls.poll_transmit() {
-            if let Some(dest) = dest
-                && !self.tx.push_copy(dest, d)
-            {
-                self.stats.drops[DropReason::TxQueueFull.index()] += 1;
-            }
-        }
-        let mut failed = None;
-        while let Some(ev) = local.dtls.poll_event() {
-            match ev {
-                DtlsEvent::Connected(km) => {
-                    let profile = SrtpProfile::from_dtls_id(km.profile.iana_id());
-                    let ctxs = profile.and_then(|p| {
-                        let inbound =
-                            SrtpContext::new(p, km.client_master.key_salt(), None).ok()?;
-                        let outbound =
-                            SrtpContext::new(p, km.server_master.key_salt(), None).ok()?;
-                        Some((inbound, outbound))
-                    });
-                    match ctxs {
-                        Some((inbound, outbound)) => {
-                            local.srtcp_in = Some(inbound);
-                            local.srtcp_out = Some(outbound);
-                            self.stats.dtls_handshakes_ok += 1;
-                        }
-                        None => failed = Some(DtlsError::NoSrtpProfile),
-                    }
-                }
-                DtlsEvent::Failed(e) => failed = Some(e),
-            }
-        }
-        if let Some(e) = failed {
-            self.stats.dtls_handshakes_failed += 1;
-            local.failed = true;
-            local.srtcp_in = None;
-            local.srtcp_out = None;
-            let reason = match e {
-                DtlsError::FingerprintMismatch => EndReason::FingerprintMismatch,
-                DtlsError::NoSrtpProfile => EndReason::NoSrtpProfile,
-                _ => EndReason::DtlsFailed,
-            };
-            let was_connected = s.is_connected();
-            self.set_connected(i, None);
-            let s = self.sessions[i].as_mut().expect("session exists");
-            s.reported = true;
-            if was_connected {
-                self.closed_by_relay(i, reason);
-            } else {
-                let session_id = s.spec.id.clone();
-                self.notify(SessionEvent::Failed {
-                    session: session_id,
-                    reason,
-                    detail: e.to_string(),
-                });
-            }
-            return;
-        }
-        self.maybe_connected(i);
-    }
-
-    /// Marks a session homed here connected once ICE nominated an address and DTLS gave
-    /// keys.
-    fn maybe_connected(&mut self, i: usize) {
-        let s = self.sessions[i].as_mut().expect("session exists");
-        if s.is_connected() {
-            return;
-        }
-        let Some(sel) = s.ice.selected() else { return };
-        if !s
-            .local()
-            .is_some_and(|l| l.srtcp_out.is_some() && !l.failed)
-        {
-            return;
-        }
-        self.set_connected(i, Some(sel));
-        let s = self.sessions[i].as_ref().expect("session exists");
-        self.notify(SessionEvent::Connected {
-            session: s.spec.id.clone(),
-            addr: sel,
-        });
-    }
-
-    /// Sets where a session receives media (None: nowhere), updates the conference's
-    /// fan-out lists and, for a session homed here, tells the other shards.
-    fn set_connected(&mut self, i: usize, addr: Option<SocketAddr>) {
-        let shard = self.cfg.shard;
-        let s = self.sessions[i].as_mut().expect("session exists");
-        if s.addr == addr {
-            return;
-        }
-        s.addr = addr;
-        if let Home::Here(_) = s.home {
-            let session = s.spec.id.clone();
-            let msg = match addr {
-                Some(addr) => PeerMsg::Connected {
-                    session,
-                    shard,
-                    addr,
-                },
-                None => PeerMsg::Disconnected { session },
-            };
-            self.events.push_back(Event::Peer(PeerDest::All, msg));
-        }
-        let conf = s.conf;
-        self.rebuild_fanout(conf);
-    }
-
-    /// Ends a session homed here: reports why and stops its media. A session that never
-    /// connected keeps its config (the participant may retry; signaling removes it); a
-    /// connected one is closed, which removes it relay-wide ([`Event::Ended`]). Either
-    /// way its addresses are forgotten, so a late packet cannot revive it.
-    fn end_session(&mut self, i: usize, reason: EndReason) {
-        let s = self.sessions[i].as_mut().expect("session exists");
-        if s.reported {
-            return;
-        }
-        s.reported = true;
-        let was_connected = s.is_connected();
-        if let Some(local) = s.local() {
-            local.failed = true;
-            local.srtcp_in = None;
-            local.srtcp_out = None;
-        }
-        let session_id = s.spec.id.clone();
-        for a in std::mem::take(&mut s.indexed) {
-            self.by_addr.remove(&a);
-        }
-        self.set_connected(i, None);
-        if was_connected {
-            self.closed_by_relay(i, reason);
-        } else {
-            self.notify(SessionEvent::Failed {
-                session: session_id,
-                reason,
-                detail: String::new(),
-            });
-        }
-    }
-
-    /// Reports that the relay closed connected session `i` on its own: the notification,
-    /// and [`Event::Ended`] so that the control side removes it from every shard.
-    fn closed_by_relay(&mut self, i: usize, reason: EndReason) {
-        let s = self.sessions[i].as_ref().expect("session exists");
-        let spec = s.spec.clone();
-        self.notify(SessionEvent::Closed {
-            session: spec.id.clone(),
-            reason,
-        });
-        self.events.push_back(Event::Ended(spec));
-    }
-
-    // ----- peers -----------------------------------------------------------------------
-
-    /// The slab index of `session` if this shard is its home.
-    fn homed_here(&self, session: &SessionName) -> Option<usize> {
-        let &i = self.by_id.get(session)?;
-        let s = self.sessions.get(i)?.as_ref()?;
-        matches!(s.home, Home::Here(_)).then_some(i)
-    }
-
-    fn handle_peer(&mut self, now: Instant, msg: PeerMsg) {
-        match msg {
-            PeerMsg::Claimed { session, shard } => {
-                let Some(&i) = self.by_id.get(&session) else {
-                    return;
-                };
-                let s = self.sessions[i].as_mut().expect("indexed session exists");
-                match s.home {
-                    Home::Unclaimed | Home::Elsewhere(_) => s.home = Home::Elsewhere(shard),
-                    // Two shards answered first checks at once: the lower id keeps it.
-                    Home::Here(_) if shard < self.cfg.shard => {
-                        s.home = Home::Elsewhere(shard);
-                        // The addresses checked here stay indexed (their datagrams go
-                        // to the new home), and the new home learns them.
-                        let selected = s.ice.selected();
-                        for &from in &s.indexed {
-                            let msg = PeerMsg::Checked {
-                                session: session.clone(),
-                                from,
-                                nominated: selected == Some(from),
-                            };
-                            self.events
-                                .push_back(Event::Peer(PeerDest::Shard(shard), msg));
-                        }
-                        if s.addr.is_some() {
-                            self.set_connected(i, None);
-                        }
-                    }
-                    Home::Here(_) => {}
-                }
-            }
-            PeerMsg::Connected {
-                session,
-                shard,
-                addr,
-            } => {
-                let Some(&i) = self.by_id.get(&session) else {
-                    return;
-                };
-                let s = self.sessions[i].as_mut().expect("indexed session exists");
-                if !matches!(s.home, Home::Here(_)) {
-                    s.home = Home::Elsewhere(shard);
-                    self.set_connected(i, Some(addr));
-                }
-            }
-            PeerMsg::Disconnected { session } => {
-                let Some(&i) = self.by_id.get(&session) else {
-                    return;
-                };
-                let s = self.sessions[i].as_ref().expect("indexed session exists");
-                if !matches!(s.home, Home::Here(_)) {
-                    self.set_connected(i, None);
-                }
-            }
-            PeerMsg::Rtcp { to, packet } => {
-                if let Some(i) = self.homed_here(&to) {
-                    self.send_rtcp_to(i, packet.as_bytes());
-                }
-            }
-            PeerMsg::KeyframeRequest { owner, ssrc } => {
-                if let Some(i) = self.homed_here(&owner) {
-                    self.request_keyframe_from(now, i, ssrc);
-                }
-            }
-            PeerMsg::Checked {
-                session,
-                from,
-                nominated,
-            } => {
-                let Some(i) = self.homed_here(&session) else {
-                    return;
-                };
-                let s = self.sessions[i].as_mut().expect("homed session exists");
-                if s.local().is_some_and(|l| l.failed) {
-                    return;
-                }
-                if s.ice.record_check(now, from, nominated).is_some() {
-                    self.after_check(i);
-                }
-            }
-            PeerMsg::Datagram {
-                session,
-                from,
-                mut data,
-            } => {
-                let Some(i) = self.homed_here(&session) else {
-                    return;
-                };
-                let s = self.sessions[i].as_ref().expect("homed session exists");
-                let r = match wire::classify(&data) {
-                    // The sending shard saw a valid check from `from`; the `Checked`
-                    // it sent first reached this agent already (one queue, in order).
-                    Kind::Dtls if s.ice.is_validated(from) => self.dtls_for(now, i, from, &data),
-                    Kind::Rtcp if s.addr == Some(from) => self.rtcp_for(now, i, from, &mut data),
-                    _ => Err(DropReason::Unvalidated),
-                };
-                if let Err(reason) = r {
-                    self.stats.drops[reason.index()] += 1;
-                }
-            }
-            PeerMsg::Alive { session } => {
-                if let Some(i) = self.homed_here(&session) {
-                    let s = self.sessions[i].as_mut().expect("homed session exists");
-                    s.ice.touch(now);
-                }
-            }
-        }
-    }
-
-    // ----- rules -----------------------------------------------------------------------
-
-    fn conference(&mut self, id: &ConfName) -> usize {
-        if let Some(&c) = self.conf_by_id.get(id) {
-            return c;
-        }
-        let conf = Conference {
-            id: id.clone(),
-            members: Vec::new(),
-        };
-        let c = match self.conferences.iter().position(Option::is_none) {
-            Some(c) => {
-                self.conferences[c] = Some(conf);
-                c
-            }
-            None => {
-                self.conferences.push(Some(conf));
-                self.conferences.len() - 1
-            }
-        };
-        self.conf_by_id.insert(id.clone(), c);
-        c
-    }
-
-    fn remove_conference(&mut self, id: &ConfName) {
-        let Some(&c) = self.conf_by_id.get(id) else {
-            return;
-        };
-        let members = self.conferences[c]
-            .as_ref()
-            .map(|c| c.members.clone())
-            .unwrap_or_default();
-        for m in members {
-            self.remove_session(m, Some(EndReason::Removed));
-        }
-        let conf = self.conferences[c]
-            .take()
-            .expect("indexed conference exists");
-        self.conf_by_id.remove(&conf.id);
-    }
-
-    fn upsert_session(&mut self, now: Instant, spec: SessionRule) {
-        if let Some(&i) = self.by_id.get(&spec.id) {
-            let s = self.sessions[i].as_mut().expect("indexed session exists");
-            if s.spec == spec {
-                return;
-            }
-            if s.spec.same_identity(&spec) {
-                // Streams changed: update in place, keep the connection.
-                s.streams = spec
-                    .streams
-                    .iter()
-                    .map(|&st| Stream {
-                        spec: st,
-                        receivers: Vec::new(),
-                        last_keyframe_request: None,
-                    })
-                    .collect();
-                s.spec = spec;
-                let conf = s.conf;
-                self.rebuild_fanout(conf);
-                return;
-            }
-            self.remove_session(i, Some(EndReason::Replaced));
-        }
-        let mut ice_cfg = IceLiteConfig::new(
-            spec.ice_ufrag.as_str(),
-            spec.ice_pwd.as_str(),
-            spec.remote_ufrag.as_str(),
-        );
-        ice_cfg.initial_timeout = self.cfg.silence_timeout;
-        ice_cfg.consent_timeout = self.cfg.silence_timeout;
-        let ice = match IceLite::new(now, ice_cfg) {
-            Ok(ice) => ice,
-            Err(e) => {
-                // The control codec already checks ice-chars; this is the last line.
-                self.notify(SessionEvent::Failed {
-                    session: spec.id,
-                    reason: EndReason::Other,
-                    detail: e.to_string(),
-                });
-                return;
-            }
-        };
-        let conf = self.conference(&spec.conf);
-        let session = Session {
-            ice,
-            conf,
-            full: FullSet::Ssrcs(Vec::new()),
-            home: Home::Unclaimed,
-            addr: None,
-            indexed: Vec::new(),
-            streams: spec
-                .streams
-                .iter()
-                .map(|&st| Stream {
-                    spec: st,
-                    receivers: Vec::new(),
-                    last_keyframe_request: None,
-                })
-                .collect(),
-            created: now,
-            reported: false,
-            alive_sent: None,
-            spec,
-        };
-        let id = session.spec.id.clone();
-        let ufrag = session.spec.ice_ufrag.as_str().to_owned();
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.sessions[i] = Some(session);
-                i
-            }
-            None => {
-                self.sessions.push(Some(session));
-                self.sessions.len() - 1
-            }
-        };
-        self.by_id.insert(id, i);
-        self.by_ufrag.insert(ufrag, i);
-        self.conferences[conf]
-            .as_mut()
-            .expect("conference exists")
-            .members
-            .push(i);
-        self.rebuild_fanout(conf);
-    }
-
-    /// Removes a session at once: it neither sends nor receives from this call on.
-    fn remove_session(&mut self, i: usize, reason: Option<EndReason>) {
-        let Some(s) = self.sessions[i].take() else {
-            return;
-        };
-        self.by_id.remove(&s.spec.id);
-        self.by_ufrag.remove(s.spec.ice_ufrag.as_str());
-        for a in &s.indexed {
-            self.by_addr.remove(a);
-        }
-        self.free.push(i);
-        if let Some(c) = self.conferences[s.conf].as_mut() {
-            c.members.retain(|&m| m != i);
-        }
-        self.rebuild_fanout(s.conf);
-        if let (Home::Here(_), Some(reason), true) = (&s.home, reason, s.is_connected()) {
-            self.notify(SessionEvent::Closed {
-                session: s.spec.id,
-                reason,
-            });
-        }
-    }
-
-    /// Recomputes every fan-out list of a conference. Control path: allocation is fine.
-    fn rebuild_fanout(&mut self, conf: usize) {
-        let Some(c) = self.conferences[conf].as_ref() else {
-            return;
-        };
-        let members = c.members.clone();
-        let mut lists: Vec<(usize, usize, Vec<SocketAddr>)> = Vec::new();
-        for &sender in &members {
-            let s = self.sessions[sender].as_ref().expect("member exists");
-            for (k, st) in s.streams.iter().enumerate() {
-                let receivers = members
-                    .iter()
-                    .filter(|&&r| r != sender)
-                    .filter_map(|&r| self.sessions[r].as_ref())
-                    .filter(|r| r.wants(&st.spec))
-                    .filter_map(|r| r.addr)
-                    .collect();
-                lists.push((sender, k, receivers));
-            }
-        }
-        for (sender, k, receivers) in lists {
-            self.sessions[sender]
-                .as_mut()
-                .expect("member exists")
-                .streams[k]
-                .receivers = receivers;
-        }
-    }
-
-    fn notify(&mut self, ev: SessionEvent) {
+    pub(super) fn notify(&mut self, ev: SessionEvent) {
         self.events.push_back(Event::Session(ev));
     }
 }

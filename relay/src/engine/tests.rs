@@ -360,3 +360,99 @@ fn fuzz_body_survives_generated_sequences() {
         super::fuzz::run(&input);
     }
 }
+
+#[test]
+fn idle_sessions_cost_no_work_per_poll() {
+    let t0 = Instant::now();
+    let mut e = engine(0);
+    // 10 000 configured sessions this shard times (their first-check deadline), a few
+    // of them claimed here (ICE consent and DTLS deadlines too).
+    let (n, claimed) = (10_000, 50);
+    for i in 0..n {
+        let id = format!("s{i}");
+        // A conference each: this test is about timers, not fan-out rebuilds.
+        let conf = format!("c{i}");
+        e.handle_command(t0, Command::UpsertSession(spec(&id, &conf, &[i])));
+        if i < claimed {
+            let mut c = check(&id, PWD, true);
+            let from = addr(10_000 + (i as u16));
+            assert_eq!(e.handle_datagram(t0, from, &mut c), Handled::Consumed);
+        }
+    }
+    transmits(&mut e);
+    events(&mut e);
+    assert_eq!(e.session_counts().configured, n as usize);
+    assert_eq!(e.session_counts().connecting, claimed as usize);
+    let first = e.poll_timeout().expect("sessions to time");
+    assert!(first > t0, "nothing is due at once");
+    // Polls before the soonest deadline visit no session at all (the old engine walked
+    // all 10 000 on every 50 ms tick).
+    let mut polls = 0;
+    let mut t = t0;
+    while t < first {
+        e.handle_timeout(t);
+        polls += 1;
+        t += Duration::from_millis(50);
+    }
+    assert!(polls > 1);
+    assert_eq!(e.stats().timer_visits, 0);
+    assert_eq!(e.poll_timeout(), Some(first));
+    // At the deadline, only the sessions due are visited.
+    e.handle_timeout(first);
+    assert!(e.stats().timer_visits > 0);
+    assert!(e.stats().timer_visits <= n as u64);
+}
+
+#[test]
+fn dtls_retransmits_at_its_own_deadline() {
+    let (relay_cert, _) = shared();
+    let t0 = Instant::now();
+    let client_cert = DtlsCert::generate().unwrap();
+    let client_cfg = DtlsConfig::new(DtlsSettings::default()).unwrap();
+    let mut e = engine(0);
+    let mut rule = spec("a", "c", &[1]);
+    rule.fingerprint = client_cert.fingerprint();
+    e.handle_command(t0, Command::UpsertSession(rule));
+    let mut c = check("a", PWD, true);
+    e.handle_datagram(t0, addr(5000), &mut c);
+    transmits(&mut e);
+    let mut client = DtlsSession::client(&client_cfg, &client_cert, relay_cert.fingerprint(), t0);
+    // ClientHello → HelloVerifyRequest → ClientHello with the cookie → the server's
+    // flight, which the server retransmits if nothing comes back.
+    let mut flight = Vec::new();
+    for _ in 0..2 {
+        while let Some(d) = client.poll_transmit() {
+            let mut d = d.to_vec();
+            e.handle_datagram(t0, addr(5000), &mut d);
+        }
+        flight = transmits(&mut e);
+        for (_, d) in &flight {
+            client.handle_datagram(t0, d).unwrap();
+        }
+    }
+    assert!(!flight.is_empty(), "the server sent its flight");
+    // The engine wakes at the DTLS server's own deadline, not on a tick.
+    let Some(Session {
+        home: Home::Here(local),
+        ..
+    }) = e.sessions[0].as_ref()
+    else {
+        panic!("homed here");
+    };
+    let due = local.dtls.poll_timeout().expect("a retransmission timer");
+    assert!(
+        due > t0 + Duration::from_millis(50),
+        "longer than the old tick"
+    );
+    assert_eq!(e.poll_timeout(), Some(due));
+    e.handle_timeout(due - Duration::from_millis(1));
+    assert!(transmits(&mut e).is_empty(), "not before its deadline");
+    e.handle_timeout(due);
+    let again = transmits(&mut e);
+    assert_eq!(
+        again.len(),
+        flight.len(),
+        "the flight again, at its deadline"
+    );
+    assert!(again.iter().all(|(to, d)| *to == addr(5000) && d[0] == 22));
+}

@@ -432,24 +432,8 @@ impl Worker {
         let mut wake_control = false;
         while let Some(ev) = self.engine.poll_event() {
             match ev {
-                Event::Ended(spec) => match self.notify.try_send(WorkerReport::Ended(spec)) {
-                    Ok(()) => wake_control = true,
-                    Err(TrySendError::Full(_)) => {
-                        self.metrics()
-                            .drops
-                            .add(ShellDrop::NotifyQueueFull.slot(), 1);
-                    }
-                    Err(TrySendError::Disconnected(_)) => {}
-                },
-                Event::Session(ev) => match self.notify.try_send(WorkerReport::Session(ev)) {
-                    Ok(()) => wake_control = true,
-                    Err(TrySendError::Full(_)) => {
-                        self.metrics()
-                            .drops
-                            .add(ShellDrop::NotifyQueueFull.slot(), 1);
-                    }
-                    Err(TrySendError::Disconnected(_)) => {}
-                },
+                Event::Ended(spec) => wake_control |= self.report(WorkerReport::Ended(spec)),
+                Event::Session(ev) => wake_control |= self.report(WorkerReport::Session(ev)),
                 Event::Peer(PeerDest::Shard(ShardId(s)), msg) => {
                     let j = usize::from(s);
                     if j != self.index && j < self.peers.len() {
@@ -474,6 +458,20 @@ impl Worker {
         }
         if wake_control && let Err(e) = self.control_waker.wake() {
             tracing::warn!(worker = self.index, error = %e, "waking control failed");
+        }
+    }
+
+    /// Sends a report to the control thread; a full channel is a counted drop. Returns
+    /// whether it was sent (the control thread then needs waking).
+    fn report(&mut self, report: WorkerReport) -> bool {
+        match self.notify.try_send(report) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                let drop = ShellDrop::NotifyQueueFull.slot();
+                self.metrics().drops.add(drop, 1);
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 
@@ -526,5 +524,30 @@ fn record_flush(m: &OneWorker, flushed: io::Result<FlushStats>, worker: usize) {
             m.drops.add(ShellDrop::SendError.slot(), st.dropped_error);
         }
         Err(e) => tracing::error!(worker, error = %e, "sendmmsg failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_worker_stops_the_whole_relay() {
+        // The policy (module docs): a worker that dies takes the process down, because
+        // the sessions it owns would otherwise hang with nobody to run them.
+        let shutdown = Shutdown::new();
+        let guard = PanicGuard(shutdown.clone());
+        let worker = std::thread::spawn(move || {
+            let _guard = guard;
+            panic!("a bug in a worker");
+        });
+        assert!(worker.join().is_err());
+        assert!(shutdown.is_set(), "the shutdown was triggered");
+
+        // A worker that returns normally triggers nothing.
+        let shutdown = Shutdown::new();
+        let guard = PanicGuard(shutdown.clone());
+        std::thread::spawn(move || drop(guard)).join().unwrap();
+        assert!(!shutdown.is_set());
     }
 }

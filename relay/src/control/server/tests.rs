@@ -89,6 +89,20 @@ fn spec(id: &str) -> SessionSpec {
     }
 }
 
+fn upsert_a() -> RequestBody {
+    RequestBody::UpsertSession {
+        generation: Generation(2),
+        session: spec("a"),
+    }
+}
+
+/// Conference `c` and session `a`, applied by every worker.
+fn with_session_a(s: &mut ControlServer) {
+    s.handle_data(&request(1, conf_upsert(1)));
+    s.handle_data(&request(2, upsert_a()));
+    apply_all(s);
+}
+
 /// Every worker applies everything queued for it.
 fn apply_all(s: &mut ControlServer) {
     for w in 0..WORKERS {
@@ -181,13 +195,7 @@ fn a_full_worker_queue_answers_overloaded_and_changes_nothing() {
     };
     let mut s = connected(limits);
     s.handle_data(&request(1, conf_upsert(1)));
-    s.handle_data(&request(
-        2,
-        RequestBody::UpsertSession {
-            generation: Generation(2),
-            session: spec("a"),
-        },
-    ));
+    s.handle_data(&request(2, upsert_a()));
     // Nobody drained: two commands wait for each worker.
     s.handle_data(&request(
         3,
@@ -240,15 +248,7 @@ fn a_client_that_stops_reading_is_hung_up_on() {
 #[test]
 fn a_snapshot_is_followed_by_the_connected_sessions() {
     let mut s = connected(Limits::default());
-    s.handle_data(&request(1, conf_upsert(1)));
-    s.handle_data(&request(
-        2,
-        RequestBody::UpsertSession {
-            generation: Generation(2),
-            session: spec("a"),
-        },
-    ));
-    apply_all(&mut s);
+    with_session_a(&mut s);
     let addr: SocketAddr = "198.51.100.2:5000".parse().unwrap();
     let up = NotificationBody::SessionConnected {
         session_id: SessionId::new("a").unwrap(),
@@ -308,15 +308,7 @@ fn goodbye_from_the_client_closes_and_shutdown_says_goodbye() {
 #[test]
 fn an_ended_session_is_removed_on_every_worker() {
     let mut s = connected(Limits::default());
-    s.handle_data(&request(1, conf_upsert(1)));
-    s.handle_data(&request(
-        2,
-        RequestBody::UpsertSession {
-            generation: Generation(2),
-            session: spec("a"),
-        },
-    ));
-    apply_all(&mut s);
+    with_session_a(&mut s);
     take(&mut s);
     s.handle_report(WorkerReport::Ended(rules::session_rule(&spec("a"))));
     for w in 0..WORKERS {
