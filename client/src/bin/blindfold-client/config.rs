@@ -246,10 +246,12 @@ fn resolve(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
         }
     };
     let room = required(a.room.or(f.room), "room", "the conference room id")?;
-    if !room.starts_with('!') || !room.contains(':') {
+    // Only the sigil: room versions 12 and later drop the `:server` part, and
+    // matrix-sdk parses the rest when joining.
+    if !room.starts_with('!') || room.len() < 2 {
         return Err(invalid(
             "room",
-            format!("{room:?} is not a room id (!opaque:server)"),
+            format!("{room:?} is not a room id (they start with !)"),
         ));
     }
     let conference = required(
