@@ -57,11 +57,14 @@ pub(super) async fn run(inner: Arc<Inner>, sock: UdpSocket) {
                     // Bad datagrams are the participant's to count (Stats::drops); media
                     // that does not decrypt is also the application's business.
                     let r = st.participant.handle_datagram(now, from, datagram);
-                    if let (Err(reason @ (DropReason::Srtp(_) | DropReason::UnknownSsrc)), Some(ssrc)) = (r, rtp_ssrc) {
-                        let from = st.roster.members().find(|m| m.streams.iter().any(|s| s.ssrc == ssrc)).map(|m| MemberId {
-                            user_id: m.user_id.clone(),
-                            device_id: m.device_id.clone(),
-                        });
+                    if let (Err(reason @ (DropReason::Srtp(_) | DropReason::UnknownSsrc)), Some(ssrc)) =
+                        (r, rtp_ssrc)
+                    {
+                        let from = st
+                            .roster
+                            .members()
+                            .find(|m| m.streams.iter().any(|s| s.ssrc == ssrc))
+                            .map(MemberId::from);
                         inner.emit(ConferenceEvent::Undecryptable { ssrc, from, reason });
                     }
                     drain(&inner, &mut st, hash);
@@ -125,10 +128,7 @@ fn drain(inner: &Inner, st: &mut super::State, hash: Option<[u8; 32]>) {
         }
         match ev {
             Event::Media(packet) => {
-                let from = st.roster.member(packet.sender).map(|m| MemberId {
-                    user_id: m.user_id.clone(),
-                    device_id: m.device_id.clone(),
-                });
+                let from = st.roster.member(packet.sender).map(MemberId::from);
                 inner.emit(ConferenceEvent::Media {
                     packet,
                     from,

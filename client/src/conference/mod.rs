@@ -279,6 +279,15 @@ pub struct MemberId {
     pub device_id: String,
 }
 
+impl From<&keys::Member> for MemberId {
+    fn from(m: &keys::Member) -> MemberId {
+        MemberId {
+            user_id: m.user_id.clone(),
+            device_id: m.device_id.clone(),
+        }
+    }
+}
+
 /// What a [`Conference`] reports.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -977,15 +986,7 @@ impl Conference {
             .lock()
             .roster
             .members()
-            .map(|m| {
-                (
-                    MemberId {
-                        user_id: m.user_id.clone(),
-                        device_id: m.device_id.clone(),
-                    },
-                    m.sender,
-                )
-            })
+            .map(|m| (MemberId::from(m), m.sender))
             .collect()
     }
 
@@ -1025,15 +1026,7 @@ impl Conference {
             .lock()
             .roster
             .members()
-            .map(|m| {
-                (
-                    MemberId {
-                        user_id: m.user_id.clone(),
-                        device_id: m.device_id.clone(),
-                    },
-                    m.streams.clone(),
-                )
-            })
+            .map(|m| (MemberId::from(m), m.streams.clone()))
             .collect()
     }
 
@@ -1233,10 +1226,7 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent]) {
             .roster
             .members()
             .filter(|m| m.user_id == user)
-            .map(|m| MemberId {
-                user_id: m.user_id.clone(),
-                device_id: m.device_id.clone(),
-            })
+            .map(MemberId::from)
             .collect();
         for s in st.roster.remove_user(&user) {
             st.participant.remove_remote_sender(s);

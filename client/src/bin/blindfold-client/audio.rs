@@ -21,8 +21,13 @@ pub struct ClipSender {
     packets: Vec<OpusPacket>,
     next: usize,
     timestamp: u32,
-    /// When the next packet is due; `None` until media is connected.
-    due: Option<Instant>,
+    /// When the next packet is due, or before the first one went out (media not
+    /// connected yet), when to try again. Kept here, not recomputed by the caller: its
+    /// loop wakes for every received packet, and a deadline of "now + 20 ms" taken at
+    /// each wake-up would never come.
+    due: Instant,
+    /// Whether the first packet went out.
+    started: bool,
     /// Packets sent.
     pub sent: u64,
     /// Times the clip started over.
@@ -46,7 +51,8 @@ impl ClipSender {
             packets,
             next: 0,
             timestamp: first_timestamp,
-            due: None,
+            due: Instant::now(),
+            started: false,
             sent: 0,
             loops: 0,
         })
@@ -57,16 +63,20 @@ impl ClipSender {
         &self.packets
     }
 
-    /// When [`ClipSender::send_due`] next has work: `now` before the first packet
-    /// went out (it polls for the connection every 20 ms).
-    pub fn next_due(&self, now: Instant) -> Instant {
-        self.due.unwrap_or(now + Duration::from_millis(20))
+    /// When [`ClipSender::send_due`] next has work (before media is connected, it
+    /// tries every 20 ms).
+    pub fn next_due(&self) -> Instant {
+        self.due
     }
 
     /// Sends every packet due at `now`. Before media is connected nothing is sent and
     /// the clip waits at its start.
     pub fn send_due(&mut self, conf: &Conference, now: Instant) -> Result<(), ConferenceError> {
-        let mut due = self.due.unwrap_or(now);
+        if !self.started {
+            // The clip starts when media can flow, from its first packet.
+            self.due = now;
+        }
+        let mut due = self.due;
         if now.saturating_duration_since(due) > MAX_LAG {
             due = now;
         }
@@ -76,9 +86,10 @@ impl ClipSender {
             // talkspurt); the clip is sent without silence suppression.
             if !conf.send_audio(self.sent == 0, self.timestamp, &p.data)? {
                 // Not connected yet: try again shortly, from the clip's start.
-                self.due = None;
+                self.due = now + Duration::from_millis(20);
                 return Ok(());
             }
+            self.started = true;
             self.sent += 1;
             self.timestamp = self.timestamp.wrapping_add(p.samples);
             due += p.duration();
@@ -88,7 +99,7 @@ impl ClipSender {
                 self.loops += 1;
             }
         }
-        self.due = Some(due);
+        self.due = due;
         Ok(())
     }
 }

@@ -274,7 +274,7 @@ async fn run(config: Config) -> ExitCode {
     let mut stop_reason = "the duration ran out";
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
-        let clip_due = clip.as_ref().map_or(far, |c| c.next_due(Instant::now()));
+        let clip_due = clip.as_ref().map_or(far, ClipSender::next_due);
         tokio::select! {
             ev = conf.next_event() => match ev {
                 Some(ev) => {
@@ -469,19 +469,7 @@ fn summary(
         ),
         &report.senders,
     ));
-    let sent: Vec<String> = report
-        .sent
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {} packets (ssrc {})",
-                s.kind.as_str(),
-                s.packets,
-                s.ssrc
-            )
-        })
-        .collect();
-    lines.push(format!("sent: {}", sent.join(", ")));
+    lines.push(format!("sent: {}", report.sent_line()));
     if let Some(c) = clip {
         lines.push(format!(
             "audio file: {} Opus packets sent ({} of the clip, {} full loops)",
