@@ -335,7 +335,11 @@ mod tests {
     }
 
     fn args(extra: &[&str]) -> Result<Config, ConfigError> {
-        let pw = dir().join("pw");
+        // One file per call: the tests run in parallel, and a file rewritten by
+        // another is empty for a moment.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pw = dir().join(format!("pw{n}"));
         std::fs::write(&pw, "secret\n").unwrap();
         let mut argv = vec![
             "blindfold-client",
