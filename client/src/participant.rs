@@ -308,8 +308,12 @@ struct SendStream {
     ssrc: Ssrc,
     clock: u64,
     next_seq: u16,
+    /// RTCP SR counters (RFC 3550: 32 bits, wrapping).
     packets: u32,
     octets: u32,
+    /// The same without wrapping, for applications' reports ([`Participant::sent_totals`]).
+    total_packets: u64,
+    total_octets: u64,
     last: Option<(RtpTime, Instant)>,
 }
 
@@ -421,6 +425,8 @@ impl Participant {
             next_seq: (rng.next_u64() & 0x7fff) as u16,
             packets: 0,
             octets: 0,
+            total_packets: 0,
+            total_octets: 0,
             last: None,
         };
         let send = [
@@ -869,6 +875,14 @@ impl Participant {
         }
     }
 
+    /// Packets and payload bytes sent so far on our stream `ssrc` (`None`: not ours).
+    pub fn sent_totals(&self, ssrc: Ssrc) -> Option<(u64, u64)> {
+        self.send
+            .iter()
+            .find(|s| s.ssrc == ssrc)
+            .map(|s| (s.total_packets, s.total_octets))
+    }
+
     /// Builds an RTP packet for one of our streams (the next sequence number), protects
     /// it end to end with the active key (its MKI in the packet) and queues it. Returns
     /// the sequence number used.
@@ -925,6 +939,8 @@ impl Participant {
         s.next_seq = s.next_seq.wrapping_add(1);
         s.packets = s.packets.wrapping_add(1);
         s.octets = s.octets.wrapping_add(payload.len() as u32);
+        s.total_packets += 1;
+        s.total_octets += payload.len() as u64;
         s.last = Some((timestamp, now));
         self.stats.media_out += 1;
         self.transmit.push_back(buf);

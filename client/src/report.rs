@@ -192,6 +192,26 @@ impl Report {
         Report::from_json(&text, &what)
     }
 
+    /// What it sent, for people: `audio 1000 packets (ssrc 1), …`, or `nothing`.
+    pub fn sent_line(&self) -> String {
+        if self.sent.is_empty() {
+            return "nothing".to_owned();
+        }
+        let streams: Vec<String> = self
+            .sent
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} packets (ssrc {})",
+                    s.kind.as_str(),
+                    s.packets,
+                    s.ssrc
+                )
+            })
+            .collect();
+        streams.join(", ")
+    }
+
     /// The stream it sent of `kind`, if it declared one.
     pub fn sent_stream(&self, kind: StreamKind) -> Option<&SentStream> {
         self.sent.iter().find(|s| s.kind == kind)

@@ -811,6 +811,9 @@ pub struct DriverStats {
 #[derive(Debug, Clone)]
 pub struct Driver {
     sources: [MediaSource; 3],
+    /// Whether the audio source sends; off when the application sends real audio on
+    /// the audio SSRC itself ([`Driver::without_audio`]).
+    audio: bool,
     transport_cc: Option<ExtId>,
     tcc_seq: u16,
     stats: DriverStats,
@@ -858,6 +861,7 @@ impl Driver {
         }
         Ok(Driver {
             sources: [audio, thumbnail, full],
+            audio: true,
             transport_cc,
             tcc_seq: 0,
             stats: DriverStats::default(),
@@ -892,10 +896,18 @@ impl Driver {
                 MediaSource::new(thumb, now),
                 MediaSource::new(full, now),
             ],
+            audio: true,
             transport_cc: extmap.transport_cc,
             tcc_seq: 0,
             stats: DriverStats::default(),
         }
+    }
+
+    /// The same driver with its audio source silent: only the video layers are sent,
+    /// and the application sends its own audio (a real Opus file) on the audio SSRC.
+    pub fn without_audio(mut self) -> Self {
+        self.audio = false;
+        self
     }
 
     /// The sources: audio, thumbnail, full.
@@ -915,7 +927,11 @@ impl Driver {
 
     /// When [`drive`](Self::drive) has something to send next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sources.iter().map(MediaSource::poll_timeout).min()
+        let from = usize::from(!self.audio);
+        self.sources[from..]
+            .iter()
+            .map(MediaSource::poll_timeout)
+            .min()
     }
 
     /// Sends every packet due at `now` through `p`. Returns how many were sent.
@@ -931,7 +947,8 @@ impl Driver {
             return Ok(0);
         }
         let mut sent = 0;
-        for src in &mut self.sources {
+        let from = usize::from(!self.audio);
+        for src in &mut self.sources[from..] {
             while let Some(mut out) = src.poll(now) {
                 if let Some(id) = self.transport_cc {
                     out.extensions.push(id, &self.tcc_seq.to_be_bytes());

@@ -323,31 +323,12 @@ pub fn judge(outcomes: &[Outcome]) -> Vec<String> {
 /// What a participant's report says, for people: who it is, what it sent, its final
 /// table of what it decrypted from whom, and its recordings with their length.
 pub fn describe(name: &str, report: &Report) -> Vec<String> {
-    let sent: Vec<String> = report
-        .sent
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {} packets (ssrc {})",
-                s.kind.as_str(),
-                s.packets,
-                s.ssrc
-            )
-        })
-        .collect();
     let mut lines = vec![
         format!(
             "{name}: {} (device {}), {:.1} s in the call",
             report.user, report.device, report.duration_s
         ),
-        format!(
-            "  sent: {}",
-            if sent.is_empty() {
-                "nothing".to_owned()
-            } else {
-                sent.join(", ")
-            }
-        ),
+        format!("  sent: {}", report.sent_line()),
     ];
     let title = "  decrypted:";
     lines.extend(

@@ -12,8 +12,8 @@ use blindfold_relay::wire::{Datagram, demux};
 use tokio::net::UdpSocket;
 
 use super::{ConferenceEvent, Inner, MemberId};
-use crate::Event;
 use crate::media::mki_from_end;
+use crate::{DropReason, Event};
 
 /// Longest sleep when nothing is scheduled (the participant always has a timer once
 /// started; this is a backstop).
@@ -47,10 +47,26 @@ pub(super) async fn run(inner: Arc<Inner>, sock: UdpSocket) {
                 Ok((n, from)) => {
                     let now = Instant::now();
                     let datagram = &mut buf[..n];
-                    let hash = matches!(demux(datagram), Datagram::Rtp(_)).then(|| sha256(datagram));
+                    // The SSRC is read before decryption, which works in place.
+                    let rtp_ssrc = match demux(datagram) {
+                        Datagram::Rtp(p) => RtpHeader::parse(p).ok().map(|h| h.ssrc()),
+                        _ => None,
+                    };
+                    let hash = rtp_ssrc.map(|_| sha256(datagram));
                     let mut st = inner.lock();
-                    // Bad datagrams are the participant's to count (Stats::drops).
-                    let _ = st.participant.handle_datagram(now, from, datagram);
+                    // Bad datagrams are the participant's to count (Stats::drops); media
+                    // that does not decrypt is also the application's business.
+                    let r = st.participant.handle_datagram(now, from, datagram);
+                    if let (Err(reason @ (DropReason::Srtp(_) | DropReason::UnknownSsrc)), Some(ssrc)) =
+                        (r, rtp_ssrc)
+                    {
+                        let from = st
+                            .roster
+                            .members()
+                            .find(|m| m.streams.iter().any(|s| s.ssrc == ssrc))
+                            .map(MemberId::from);
+                        inner.emit(ConferenceEvent::Undecryptable { ssrc, from, reason });
+                    }
                     drain(&inner, &mut st, hash);
                 }
                 // ICMP port unreachable and the like: the next datagram may be fine.
@@ -112,10 +128,7 @@ fn drain(inner: &Inner, st: &mut super::State, hash: Option<[u8; 32]>) {
         }
         match ev {
             Event::Media(packet) => {
-                let from = st.roster.member(packet.sender).map(|m| MemberId {
-                    user_id: m.user_id.clone(),
-                    device_id: m.device_id.clone(),
-                });
+                let from = st.roster.member(packet.sender).map(MemberId::from);
                 inner.emit(ConferenceEvent::Media {
                     packet,
                     from,

@@ -141,6 +141,15 @@ pub enum MediaMode {
         /// The sources' RNG seed.
         seed: u64,
     },
+    /// The synthetic thumbnail and full-resolution sources only; the application sends
+    /// its own audio on the audio SSRC with [`Conference::send_audio`] (a real Opus
+    /// file, say).
+    SyntheticVideo {
+        /// The probes' epoch.
+        epoch: Instant,
+        /// The sources' RNG seed.
+        seed: u64,
+    },
 }
 
 /// Everything [`Conference::join`] needs.
@@ -270,6 +279,15 @@ pub struct MemberId {
     pub device_id: String,
 }
 
+impl From<&keys::Member> for MemberId {
+    fn from(m: &keys::Member) -> MemberId {
+        MemberId {
+            user_id: m.user_id.clone(),
+            device_id: m.device_id.clone(),
+        }
+    }
+}
+
 /// What a [`Conference`] reports.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -295,6 +313,22 @@ pub enum ConferenceEvent {
         key: KeyIndex,
         /// SHA-256 of the whole datagram.
         sha256: [u8; 32],
+    },
+    /// An SRTP datagram from the relay that did not decrypt. `reason` is
+    /// [`DropReason::UnknownSsrc`] for a stream no accepted key event declares (usual
+    /// for a moment after someone joins: media can arrive before their key event) and
+    /// [`DropReason::Srtp`] for a declared stream whose packet failed to unprotect
+    /// (wrong or unknown key, tampering, replay).
+    ///
+    /// [`DropReason::UnknownSsrc`]: crate::DropReason::UnknownSsrc
+    /// [`DropReason::Srtp`]: crate::DropReason::Srtp
+    Undecryptable {
+        /// The datagram's SSRC.
+        ssrc: Ssrc,
+        /// The member that declared it, if any.
+        from: Option<MemberId>,
+        /// Why it was dropped.
+        reason: crate::DropReason,
     },
     /// A member's key event was accepted and its keys installed.
     KeysAccepted {
@@ -784,14 +818,20 @@ impl Conference {
         let participant = Participant::new(pcfg, now)?;
         let driver = match config.media {
             MediaMode::None => None,
-            MediaMode::Synthetic { epoch, seed } => Some(crate::Driver::for_participant(
-                &participant,
-                SenderId(u64::from(ssrcs.audio.0)),
-                crate::sdp::OFFER_EXTMAP,
-                epoch,
-                seed,
-                now,
-            )),
+            MediaMode::Synthetic { epoch, seed } | MediaMode::SyntheticVideo { epoch, seed } => {
+                let d = crate::Driver::for_participant(
+                    &participant,
+                    SenderId(u64::from(ssrcs.audio.0)),
+                    crate::sdp::OFFER_EXTMAP,
+                    epoch,
+                    seed,
+                    now,
+                );
+                Some(match config.media {
+                    MediaMode::SyntheticVideo { .. } => d.without_audio(),
+                    _ => d,
+                })
+            }
         };
         let bind: SocketAddr = match relay.ip() {
             IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -946,15 +986,47 @@ impl Conference {
             .lock()
             .roster
             .members()
-            .map(|m| {
-                (
-                    MemberId {
-                        user_id: m.user_id.clone(),
-                        device_id: m.device_id.clone(),
-                    },
-                    m.sender,
-                )
-            })
+            .map(|m| (MemberId::from(m), m.sender))
+            .collect()
+    }
+
+    /// Sends one audio packet on our audio SSRC (payload type 111, Opus per RFC 7587;
+    /// `timestamp` on the 48 kHz clock), protected with the active key. `Ok(false)`
+    /// before media is connected: the packet is not sent, and the caller decides
+    /// whether to hold it back or drop it.
+    pub fn send_audio(
+        &self,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Result<bool, ConferenceError> {
+        let audio = self.inner.ssrcs.audio;
+        let sent = self.with_participant(|p| {
+            if !p.is_connected() {
+                return Ok(false);
+            }
+            p.send_rtp(
+                Instant::now(),
+                audio,
+                blindfold_relay::id::Pt(111),
+                marker,
+                blindfold_relay::id::RtpTime(timestamp),
+                &[],
+                payload,
+            )
+            .map(|_| true)
+        })?;
+        Ok(sent)
+    }
+
+    /// The members whose keys are installed, with the streams their key event
+    /// declared (SSRC, audio or video, simulcast layer).
+    pub fn member_streams(&self) -> Vec<(MemberId, Vec<keys::Stream>)> {
+        self.inner
+            .lock()
+            .roster
+            .members()
+            .map(|m| (MemberId::from(m), m.streams.clone()))
             .collect()
     }
 
@@ -1154,10 +1226,7 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent]) {
             .roster
             .members()
             .filter(|m| m.user_id == user)
-            .map(|m| MemberId {
-                user_id: m.user_id.clone(),
-                device_id: m.device_id.clone(),
-            })
+            .map(MemberId::from)
             .collect();
         for s in st.roster.remove_user(&user) {
             st.participant.remove_remote_sender(s);

@@ -1,0 +1,412 @@
+//! What the client decrypted, from whom: per sender (a member's device) and stream,
+//! packets, bytes, loss from sequence-number gaps, decrypt failures, the last key index,
+//! the receive rate over the last table interval, and one-way latency from the
+//! synthetic sources' probes. Each received audio stream is also recorded to an Ogg
+//! Opus file. [`Tally::rows`] gives the live table's rows ([`SenderRow`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use blindfold_client::MediaPacket;
+use blindfold_client::conference::MemberId;
+use blindfold_client::conference::keys::{Layer, Stream};
+use blindfold_client::ogg::{MAX_PACKET_SAMPLES, OggOpusWriter, OpusHead, opus_packet_samples};
+use blindfold_client::report::Recording;
+use blindfold_client::table::{SenderRow, StreamKind, StreamRow};
+use blindfold_client::{MediaKind, Probe};
+use blindfold_relay::id::Ssrc;
+
+/// The period of the shared latency clock. Participants in separate processes have no
+/// common `Instant`, so each takes as its probes' epoch the start of the current
+/// wall-clock period; send and receive times are compared modulo the period, which
+/// only needs the machines' wall clocks to agree (they are one machine in the demo;
+/// NTP elsewhere). A minute is far above any latency and far below the uptime of any
+/// machine that can run this.
+pub const LATENCY_PERIOD: Duration = Duration::from_secs(60);
+
+/// The epoch for the probes this process sends and the latency it measures: the
+/// `Instant` of the last whole [`LATENCY_PERIOD`] of wall-clock time. `None` if the
+/// monotonic clock does not reach that far back (a machine booted seconds ago): then
+/// latency is not measured.
+pub fn latency_epoch() -> Option<Instant> {
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?;
+    let period = LATENCY_PERIOD.as_nanos();
+    let into = Duration::from_nanos(u64::try_from(wall.as_nanos() % period).ok()?);
+    Instant::now().checked_sub(into)
+}
+
+/// One stream of one sender.
+#[derive(Debug)]
+struct StreamTally {
+    ssrc: Ssrc,
+    kind: StreamKind,
+    packets: u64,
+    bytes: u64,
+    /// Extended sequence numbers: the first and the highest seen.
+    first_seq: Option<u64>,
+    max_seq: u64,
+    failures: u64,
+    key_index: Option<u8>,
+    first_at: Option<Instant>,
+    last_at: Option<Instant>,
+    /// Bytes at the last [`Tally::tick`], for the rate.
+    bytes_at_tick: u64,
+    kbps: f64,
+    latency_sum_ms: f64,
+    latency_n: u64,
+    latency_ms: Option<f64>,
+    recorder: Option<Recorder>,
+}
+
+impl StreamTally {
+    fn new(ssrc: Ssrc, kind: StreamKind) -> StreamTally {
+        StreamTally {
+            ssrc,
+            kind,
+            packets: 0,
+            bytes: 0,
+            first_seq: None,
+            max_seq: 0,
+            failures: 0,
+            key_index: None,
+            first_at: None,
+            last_at: None,
+            bytes_at_tick: 0,
+            kbps: 0.0,
+            latency_sum_ms: 0.0,
+            latency_n: 0,
+            latency_ms: None,
+            recorder: None,
+        }
+    }
+
+    fn lost(&self) -> u64 {
+        let expected = self
+            .first_seq
+            .map_or(0, |first| self.max_seq.saturating_sub(first) + 1);
+        expected.saturating_sub(self.packets)
+    }
+
+    fn row(&self, kbps: f64) -> StreamRow {
+        StreamRow {
+            ssrc: self.ssrc.0,
+            kind: self.kind,
+            packets: self.packets,
+            bytes: self.bytes,
+            lost: self.lost(),
+            decrypt_failures: self.failures,
+            key_index: self.key_index,
+            kbps,
+            latency_ms: self.latency_ms,
+        }
+    }
+}
+
+/// One received audio stream being written to an Ogg Opus file.
+#[derive(Debug)]
+struct Recorder {
+    path: PathBuf,
+    writer: Option<OggOpusWriter<std::io::BufWriter<std::fs::File>>>,
+    last_timestamp: Option<u32>,
+}
+
+#[derive(Debug)]
+struct SenderTally {
+    member: MemberId,
+    streams: Vec<StreamTally>,
+}
+
+/// Everything received, by sender.
+#[derive(Debug)]
+pub struct Tally {
+    senders: Vec<SenderTally>,
+    epoch: Option<Instant>,
+    record_dir: Option<PathBuf>,
+    last_tick: Instant,
+    /// Packets decrypted whose sender was no longer known when they were handled.
+    pub unattributed: u64,
+    /// Datagrams on streams no accepted key event declared (before a member's keys
+    /// arrived, or from a member whose key event was refused).
+    pub unknown_ssrc: u64,
+    /// Recording problems, said once each (a full disk should not flood the terminal).
+    pub warnings: Vec<String>,
+}
+
+fn kind_of(s: &Stream) -> StreamKind {
+    match (s.kind, s.layer) {
+        (MediaKind::Audio, _) => StreamKind::Audio,
+        (MediaKind::Video, Some(Layer::Full)) => StreamKind::Full,
+        (MediaKind::Video, _) => StreamKind::Thumbnail,
+    }
+}
+
+/// A file name from an id: letters, digits, `-` and `_` kept, the rest `_`.
+fn file_part(id: &str) -> String {
+    id.trim_start_matches('@')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Tally {
+    /// An empty tally; `epoch` as [`latency_epoch`]; received audio recorded under
+    /// `record_dir` if given (it must exist).
+    pub fn new(now: Instant, epoch: Option<Instant>, record_dir: Option<PathBuf>) -> Tally {
+        Tally {
+            senders: Vec::new(),
+            epoch,
+            record_dir,
+            last_tick: now,
+            unattributed: 0,
+            unknown_ssrc: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Learns a member's declared streams (from its accepted key event), so that they
+    /// show in the table before their first packet, with their kind.
+    pub fn declare(&mut self, member: &MemberId, streams: &[Stream]) {
+        let sender = self.sender(member);
+        for s in streams {
+            if !sender.streams.iter().any(|t| t.ssrc == s.ssrc) {
+                sender.streams.push(StreamTally::new(s.ssrc, kind_of(s)));
+            }
+        }
+        sender.streams.sort_by_key(|t| t.kind);
+    }
+
+    fn sender(&mut self, member: &MemberId) -> &mut SenderTally {
+        let at = match self.senders.iter().position(|s| s.member == *member) {
+            Some(at) => at,
+            None => {
+                self.senders.push(SenderTally {
+                    member: member.clone(),
+                    streams: Vec::new(),
+                });
+                self.senders.len() - 1
+            }
+        };
+        &mut self.senders[at]
+    }
+
+    fn stream(&mut self, member: &MemberId, ssrc: Ssrc) -> Option<&mut StreamTally> {
+        self.senders
+            .iter_mut()
+            .find(|s| s.member == *member)?
+            .streams
+            .iter_mut()
+            .find(|t| t.ssrc == ssrc)
+    }
+
+    /// A decrypted packet. `from` is `None` if its sender left before it was handled.
+    pub fn media(&mut self, now: Instant, packet: &MediaPacket, from: Option<&MemberId>) {
+        let epoch = self.epoch;
+        let record_dir = self.record_dir.clone();
+        let Some(member) = from else {
+            self.unattributed += 1;
+            return;
+        };
+        let Some(t) = self.stream(member, packet.ssrc) else {
+            // Decrypted with this member's keys, so declared by its key event, which
+            // `declare` has seen unless the event was handled after the packet.
+            self.unattributed += 1;
+            return;
+        };
+        let payload = packet.payload();
+        t.packets += 1;
+        t.bytes += payload.len() as u64;
+        t.key_index = Some(packet.key.0);
+        t.first_at.get_or_insert(now);
+        t.last_at = Some(now);
+        let seq = packet.seq.0;
+        match t.first_seq {
+            None => {
+                t.first_seq = Some(seq);
+                t.max_seq = seq;
+            }
+            Some(first) => {
+                t.max_seq = t.max_seq.max(seq);
+                // A reordered packet from before the first one seen.
+                if seq < first {
+                    t.first_seq = Some(seq);
+                }
+            }
+        }
+        if let (Some(epoch), Ok(probe)) = (epoch, Probe::decode(payload)) {
+            let period = LATENCY_PERIOD.as_nanos() as u64;
+            let recv =
+                u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
+            let ns = (recv % period + period - probe.send_time_ns % period) % period;
+            // More than half a period is a clock disagreement, not a latency.
+            if ns < period / 2 {
+                t.latency_sum_ms += ns as f64 / 1e6;
+                t.latency_n += 1;
+            }
+        }
+        if t.kind == StreamKind::Audio
+            && let Some(dir) = record_dir
+        {
+            let warning = record(t, &dir, member, packet);
+            if let Some(w) = warning
+                && !self.warnings.contains(&w)
+            {
+                self.warnings.push(w);
+            }
+        }
+    }
+
+    /// A datagram on `ssrc` that did not decrypt: counted against the member that
+    /// declared the stream, or as an unknown stream.
+    pub fn failure(&mut self, ssrc: Ssrc, from: Option<&MemberId>) {
+        match from.and_then(|m| self.stream(m, ssrc)) {
+            Some(t) => t.failures += 1,
+            None => self.unknown_ssrc += 1,
+        }
+    }
+
+    /// Closes a rate and latency window: call once per table frame.
+    pub fn tick(&mut self, now: Instant) {
+        let secs = now.saturating_duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        for t in self.senders.iter_mut().flat_map(|s| &mut s.streams) {
+            if secs > 0.0 {
+                t.kbps = (t.bytes - t.bytes_at_tick) as f64 * 8.0 / 1000.0 / secs;
+            }
+            t.bytes_at_tick = t.bytes;
+            if t.latency_n > 0 {
+                t.latency_ms = Some(t.latency_sum_ms / t.latency_n as f64);
+                t.latency_sum_ms = 0.0;
+                t.latency_n = 0;
+            }
+        }
+    }
+
+    /// The live table's rows: the rate over the last window.
+    pub fn rows(&self) -> Vec<SenderRow> {
+        self.rows_with(|t| t.kbps)
+    }
+
+    /// The final rows: the rate is the average from each stream's first packet to its
+    /// last (the last window says little once members have hung up).
+    pub fn final_rows(&self) -> Vec<SenderRow> {
+        self.rows_with(|t| match (t.first_at, t.last_at) {
+            (Some(a), Some(b)) if b > a => {
+                t.bytes as f64 * 8.0 / 1000.0 / b.duration_since(a).as_secs_f64()
+            }
+            _ => 0.0,
+        })
+    }
+
+    fn rows_with(&self, kbps: impl Fn(&StreamTally) -> f64) -> Vec<SenderRow> {
+        self.senders
+            .iter()
+            .map(|s| SenderRow {
+                user: s.member.user_id.clone(),
+                device: s.member.device_id.clone(),
+                streams: s.streams.iter().map(|t| t.row(kbps(t))).collect(),
+            })
+            .collect()
+    }
+
+    /// Ends every recording (the end-of-stream page) and lists them; problems go to
+    /// [`Tally::warnings`].
+    pub fn finish_recordings(&mut self) -> Vec<Recording> {
+        let mut out = Vec::new();
+        for s in &mut self.senders {
+            for t in &mut s.streams {
+                let Some(rec) = t.recorder.as_mut() else {
+                    continue;
+                };
+                let Some(w) = rec.writer.take() else {
+                    continue;
+                };
+                let packets = w.packets();
+                if let Err(e) = w.finish() {
+                    self.warnings
+                        .push(format!("finishing {}: {e}", rec.path.display()));
+                    continue;
+                }
+                out.push(Recording {
+                    user: s.member.user_id.clone(),
+                    device: s.member.device_id.clone(),
+                    ssrc: t.ssrc.0,
+                    path: rec.path.clone(),
+                    packets,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Appends an audio packet to its stream's recording, creating the file at the first
+/// packet. A warning if it cannot (the packet is then not in the file).
+fn record(
+    t: &mut StreamTally,
+    dir: &Path,
+    member: &MemberId,
+    packet: &MediaPacket,
+) -> Option<String> {
+    let payload = packet.payload();
+    if payload.is_empty() {
+        // RFC 7587 senders never send one; Ogg Opus cannot hold one.
+        return Some(format!(
+            "an empty audio packet on ssrc {}: not recorded",
+            t.ssrc
+        ));
+    }
+    if t.recorder.is_none() {
+        let path = dir.join(format!(
+            "{}-{}-{}.opus",
+            file_part(&member.user_id),
+            file_part(&member.device_id),
+            t.ssrc
+        ));
+        // Mono or stereo from the first packet's TOC byte (RFC 6716 §3.1, the s bit);
+        // a decoder set up for either plays both, this only picks the output.
+        let channels = if payload[0] & 0x04 != 0 { 2 } else { 1 };
+        // The sender's encoder delay is not signalled over RTP; opusenc's usual 312
+        // samples (6.5 ms) is what a decoder expects to skip at the start.
+        let head = OpusHead::new(channels, OpusHead::TYPICAL_PRE_SKIP, 48_000);
+        let writer = match OggOpusWriter::create(&path, &head) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                t.recorder = Some(Recorder {
+                    path: path.clone(),
+                    writer: None,
+                    last_timestamp: None,
+                });
+                return Some(format!("cannot record to {}: {e}", path.display()));
+            }
+        };
+        t.recorder = Some(Recorder {
+            path,
+            writer,
+            last_timestamp: None,
+        });
+    }
+    let rec = t.recorder.as_mut()?;
+    let writer = rec.writer.as_mut()?;
+    // The packet's own duration from its TOC byte; if that is not valid Opus
+    // (synthetic audio), the RTP timestamp step (RFC 7587: 48 kHz), else 20 ms.
+    let ts = packet.timestamp.0;
+    let samples = opus_packet_samples(payload).ok().unwrap_or_else(|| {
+        rec.last_timestamp
+            .map(|last| ts.wrapping_sub(last))
+            .filter(|d| (1..=MAX_PACKET_SAMPLES).contains(d))
+            .unwrap_or(960)
+    });
+    rec.last_timestamp = Some(ts);
+    match writer.write_packet_with_samples(payload, samples) {
+        Ok(()) => None,
+        Err(e) => Some(format!("recording to {}: {e}", rec.path.display())),
+    }
+}

@@ -1,0 +1,282 @@
+//! The participant CLI, `blindfold-client`, as real processes against the shared
+//! harness (Synapse, relay, signaling): three participants in an encrypted conference
+//! room for a few seconds, the first sending a real Ogg Opus file
+//! (`client/testdata/sine-1s.opus`, looped). Judged from outside the clients: their
+//! exit status, their JSON reports ([`check_reports`]: everyone decrypted everyone's
+//! audio, thumbnail and full stream, no decrypt failure), and the recordings on disk —
+//! the Opus packets the others recorded are the clip's packets byte for byte, and
+//! `opusdec` decodes each recording to the duration of those packets within 5%. Also:
+//! a room that is not encrypted is refused with a one-line error and a non-zero exit.
+
+// Real processes and deadlines: the test reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use blindfold_client::ogg::{OggOpusReader, OpusPacket};
+use blindfold_client::report::{Report, check_recordings, check_reports};
+use blindfold_client::table::StreamKind;
+use blindfold_tests::matrix::MatrixUser;
+use blindfold_tests::process::binary;
+use blindfold_tests::signaling::{CONF, conference_room, sfu, wait_joined};
+use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
+use serde_json::json;
+
+/// How long each participant stays in the call.
+const DURATION_S: u64 = 8;
+/// Beyond that: login, key upload, the call set-up, the hang-up.
+const ALLOWANCE: Duration = Duration::from_secs(60);
+
+fn clip() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/testdata/sine-1s.opus")
+}
+
+/// One `blindfold-client` process and its files; killed if still running when dropped.
+struct Client {
+    name: &'static str,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Client {
+    fn start(name: &'static str, user: &MatrixUser, room: &str, audio: Option<&Path>) -> Client {
+        let dir = std::env::temp_dir().join(format!(
+            "bf-client-{}-{}",
+            std::process::id(),
+            unique_localpart(name)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("password"), PASSWORD).unwrap();
+        let mut cmd = Command::new(binary("blindfold-client", "blindfold-client"));
+        cmd.arg("--homeserver")
+            .arg(Synapse::shared().base_url())
+            .args([
+                "--user",
+                user.user_id(),
+                "--room",
+                room,
+                "--conference",
+                CONF,
+            ])
+            .arg("--password-file")
+            .arg(dir.join("password"))
+            .arg("--store")
+            .arg(dir.join("store"))
+            .args(["--duration", &DURATION_S.to_string()])
+            .arg("--report")
+            .arg(dir.join("report.json"))
+            .arg("--record-dir")
+            .arg(dir.join("recordings"))
+            .args(["--subscribe", "all", "--no-table"]);
+        if let Some(a) = audio {
+            cmd.arg("--audio-file").arg(a);
+        }
+        let log = std::fs::File::create(dir.join("client.log")).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd.spawn().expect("starting blindfold-client");
+        Client {
+            name,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("client.log")).unwrap_or_default()
+    }
+
+    /// Its exit status, waiting up to `deadline`.
+    fn wait(&mut self, deadline: Instant) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running; its log:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn report(&self) -> Report {
+        Report::read(&self.dir.join("report.json"))
+            .unwrap_or_else(|e| panic!("{}'s report: {e}; its log:\n{}", self.name, self.log()))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn packets(path: &Path) -> Vec<OpusPacket> {
+    OggOpusReader::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Seconds of audio `opusdec` decodes from `path` (48 kHz 16-bit WAV it writes).
+fn decoded_seconds(path: &Path) -> f64 {
+    let wav = path.with_extension("wav");
+    let out = Command::new("opusdec")
+        .arg("--quiet")
+        .args(["--rate", "48000"])
+        .arg(path)
+        .arg(&wav)
+        .output()
+        .expect("running opusdec (opus-tools; scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "opusdec {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&wav).unwrap();
+    let channels = u16::from_le_bytes([bytes[22], bytes[23]]);
+    let data = bytes
+        .windows(4)
+        .position(|w| w == b"data")
+        .expect("a WAV data chunk");
+    (bytes.len() - data - 8) as f64 / (48_000.0 * 2.0 * f64::from(channels))
+}
+
+#[test]
+fn three_clients_decrypt_each_other_and_record_the_opus_file() {
+    let synapse = Synapse::shared();
+    let sfu = sfu();
+    let users: Vec<MatrixUser> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| synapse.new_user(n))
+        .collect();
+    let room = conference_room(&users[0], &[&users[1], &users[2]], &sfu.user_id, CONF);
+    let clip = clip();
+    let mut clients: Vec<Client> = ["alice", "bob", "carol"]
+        .iter()
+        .zip(&users)
+        .enumerate()
+        .map(|(i, (name, u))| Client::start(name, u, &room, (i == 0).then_some(clip.as_path())))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(DURATION_S) + ALLOWANCE;
+    for c in &mut clients {
+        let st = c.wait(deadline);
+        assert!(
+            st.success(),
+            "{} exited with {st}; its log:\n{}",
+            c.name,
+            c.log()
+        );
+    }
+    let reports: Vec<Report> = clients.iter().map(Client::report).collect();
+    let problems = check_reports(&reports);
+    assert!(problems.is_empty(), "{problems:#?}");
+    for r in &reports {
+        let problems = check_recordings(r);
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(
+            (DURATION_S as f64..DURATION_S as f64 + 2.0).contains(&r.duration_s),
+            "{} was in the call {} s",
+            r.user,
+            r.duration_s
+        );
+    }
+
+    // What alice read from the clip is what the others recorded, packet for packet:
+    // a stretch of the looped clip, from wherever they started hearing it.
+    let clip_packets: Vec<Vec<u8>> = packets(&clip).into_iter().map(|p| p.data).collect();
+    let alice = &reports[0];
+    let alice_audio = alice.sent_stream(StreamKind::Audio).expect("alice's audio");
+    // Real time: 50 packets a second for the whole call, give or take the start.
+    assert!(
+        alice_audio.packets as f64 >= 50.0 * (DURATION_S as f64 - 1.0),
+        "alice sent {} Opus packets in {DURATION_S} s",
+        alice_audio.packets
+    );
+    for r in &reports[1..] {
+        let rec = r
+            .recordings
+            .iter()
+            .find(|rec| rec.ssrc == alice_audio.ssrc)
+            .unwrap_or_else(|| panic!("{} recorded no file of alice's audio", r.user));
+        let got = packets(&rec.path);
+        // Several seconds of the clip: the call was not a blip.
+        assert!(
+            got.len() >= 150,
+            "{} recorded {} packets of alice",
+            r.user,
+            got.len()
+        );
+        assert!(got.len() as u64 <= alice_audio.packets);
+        let n = clip_packets.len();
+        let aligned = (0..n).any(|k| {
+            got.iter()
+                .enumerate()
+                .all(|(i, p)| p.data == clip_packets[(k + i) % n])
+        });
+        assert!(
+            aligned,
+            "{}'s recording of alice is not the clip's packets in order",
+            r.user
+        );
+        // The packets last 20 ms each; the decoder drops the 312-sample pre-skip.
+        let sent_s: f64 = got.iter().map(|p| f64::from(p.samples)).sum::<f64>() / 48_000.0;
+        let decoded = decoded_seconds(&rec.path);
+        assert!(
+            (decoded - sent_s).abs() <= 0.05 * sent_s,
+            "{}'s recording decodes to {decoded:.3} s; its packets last {sent_s:.3} s",
+            r.user
+        );
+        eprintln!(
+            "{} recorded {} Opus packets of alice ({sent_s:.2} s), opusdec: {decoded:.3} s",
+            r.user,
+            got.len()
+        );
+    }
+}
+
+#[test]
+fn an_unencrypted_room_is_refused_in_one_line() {
+    let synapse = Synapse::shared();
+    let sfu = sfu();
+    let owner = synapse.new_user("owner");
+    let room = owner
+        .create_room(&json!({"preset": "private_chat", "invite": [sfu.user_id]}))
+        .expect("create room");
+    owner
+        .send_state(
+            &room,
+            "org.matrix.msc2359.conference",
+            CONF,
+            &json!({"sfu": sfu.user_id, "name": "plain"}),
+        )
+        .expect("announce");
+    wait_joined(&owner, &room, &sfu.user_id);
+    // The owner's own account, logged in by the client with the password.
+    let mut c = Client::start("owner", &owner, &room, None);
+    let st = c.wait(Instant::now() + ALLOWANCE);
+    assert_eq!(st.code(), Some(1), "{}", c.log());
+    let log = c.log();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("blindfold-client: joining conference")
+            && last.contains("is not end-to-end encrypted"),
+        "{log}"
+    );
+    assert!(!c.dir.join("report.json").exists(), "no call, so no report");
+}
