@@ -29,21 +29,25 @@
 //!
 //! The service does this for real; a test or another shell does the same:
 //!
-//! ```no_run
+//! ```
 //! use blindfold_signaling::core::{Action, Core, CoreConfig};
-//! # fn next_sync() -> blindfold_signaling::sync::SyncResponse { unimplemented!() }
-//! # fn now_ms() -> u64 { 0 }
-//! let mut core = Core::new(CoreConfig::new("@sfu:example.org", "SFUDEVICE"),
-//!                          Box::new(|b: &mut [u8]| aws_lc_rs::rand::fill(b).unwrap()));
-//! loop {
-//!     core.handle_sync(&next_sync(), now_ms(), false);
-//!     while let Some(action) = core.poll_action() {
-//!         match action {
-//!             Action::Admit { call, answer, .. } => { /* relay upsert, then send answer */ }
-//!             other => { /* join, send, relay request, persist … */ let _ = other; }
+//! use blindfold_signaling::sync::SyncResponse;
+//!
+//! /// Feeds each `(batch, wall-clock ms)` from the homeserver and carries out the actions.
+//! fn drive(batches: impl IntoIterator<Item = (SyncResponse, u64)>) {
+//!     let rng = Box::new(|b: &mut [u8]| aws_lc_rs::rand::fill(b).expect("OS randomness"));
+//!     let mut core = Core::new(CoreConfig::new("@sfu:example.org", "SFUDEVICE"), rng);
+//!     for (batch, now_ms) in batches {
+//!         core.handle_sync(&batch, now_ms, false);
+//!         while let Some(action) = core.poll_action() {
+//!             match action {
+//!                 Action::Admit { call, answer, .. } => { /* relay upsert, then send answer */ }
+//!                 other => { /* join, send, relay request, persist … */ let _ = other; }
+//!             }
 //!         }
 //!     }
 //! }
+//! # drive(Vec::new());
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
