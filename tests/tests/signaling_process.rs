@@ -84,6 +84,18 @@ fn relay_sessions(relay: &Relay) -> u64 {
     relay.metric("blindfold_sessions{state=\"configured\"}")
 }
 
+/// Bob hangs up call `b`; the signaling that owns it removes his relay session, leaving
+/// Alice's.
+fn hang_up_bob(bob: &MatrixUser, bob_dm: &str, relay: &Relay) {
+    bob.send_event(
+        bob_dm,
+        "m.call.hangup",
+        &json!({"call_id": "b", "party_id": "TESTDEV", "version": "1", "reason": "user_hangup"}),
+    )
+    .unwrap();
+    wait_sessions(relay, 1, Duration::from_secs(5));
+}
+
 fn wait_sessions(relay: &Relay, n: u64, limit: Duration) {
     relay.wait_until(limit, &format!("{n} relay sessions"), || {
         relay_sessions(relay) == n
@@ -280,7 +292,19 @@ fn over_capacity_and_outsiders_are_refused() {
             &json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [s.user_id]}),
         )
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // Wait for the SFU to have handled the invite (declined it), not for a fixed time.
+    let deadline = Instant::now() + WAIT;
+    while s
+        .signaling
+        .metric("blindfold_signaling_room_invites_total{outcome=\"declined\"}")
+        != Some(1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the SFU never declined the outsider's invite"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let members = carol.joined_members(&carol_dm).unwrap();
     assert!(
         !members.contains(&s.user_id),
@@ -452,13 +476,7 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
     );
 
     // The restarted signaling owns Bob's call: his hangup removes his relay session.
-    bob.send_event(
-        &bob_dm,
-        "m.call.hangup",
-        &json!({"call_id": "b", "party_id": "TESTDEV", "version": "1", "reason": "user_hangup"}),
-    )
-    .unwrap();
-    wait_sessions(&s.relay, 1, Duration::from_secs(5));
+    hang_up_bob(&bob, &bob_dm, &s.relay);
 }
 
 #[test]
@@ -523,13 +541,7 @@ fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
         "signaling should have connected to the relay twice"
     );
     // The calls are still signaling's: a hangup removes the relay session.
-    bob.send_event(
-        &bob_dm,
-        "m.call.hangup",
-        &json!({"call_id": "b", "party_id": "TESTDEV", "version": "1", "reason": "user_hangup"}),
-    )
-    .unwrap();
-    wait_sessions(&s.relay, 1, Duration::from_secs(5));
+    hang_up_bob(&bob, &bob_dm, &s.relay);
 }
 
 #[test]
