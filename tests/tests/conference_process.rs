@@ -346,7 +346,7 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
                 .events
                 .iter()
                 .find_map(|(t, e)| match e {
-                    ConferenceEvent::KeysPublished { indexes } if indexes.contains(&KeyIndex(1)) => {
+                    ConferenceEvent::KeysPublished { indexes, .. } if indexes.contains(&KeyIndex(1)) => {
                         Some(*t)
                     }
                     _ => None,

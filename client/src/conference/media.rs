@@ -135,7 +135,9 @@ fn drain(inner: &Inner, st: &mut super::State, hash: Option<[u8; 32]>) {
                     wire_sha256: hash.unwrap_or([0; 32]),
                 });
             }
-            Event::Connected { .. } => inner.emit(ConferenceEvent::Connected),
+            Event::Connected { .. } => {
+                inner.emit(ConferenceEvent::Connected { at: Instant::now() })
+            }
             Event::Failed(reason) => inner.emit(ConferenceEvent::Ended {
                 reason: format!("media: {reason}"),
             }),

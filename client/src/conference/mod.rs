@@ -293,7 +293,11 @@ impl From<&keys::Member> for MemberId {
 #[non_exhaustive]
 pub enum ConferenceEvent {
     /// DTLS with the relay completed: media flows.
-    Connected,
+    Connected {
+        /// When the handshake completed (the event may be taken much later: it is often
+        /// reported while [`Conference::join`] is still publishing our keys).
+        at: Instant,
+    },
     /// A decrypted media packet.
     Media {
         /// The packet.
@@ -355,6 +359,9 @@ pub enum ConferenceEvent {
     KeysPublished {
         /// The key set, oldest first.
         indexes: Vec<KeyIndex>,
+        /// When the homeserver accepted the event (the first one is published inside
+        /// [`Conference::join`], before the application can take events).
+        at: Instant,
     },
     /// We switched to a new key.
     KeyActivated {
@@ -395,6 +402,7 @@ struct Inner {
     device_id: String,
     ssrcs: OwnSsrcs,
     relay: SocketAddr,
+    invited_at: Instant,
     answered_at: Instant,
     report_sent: bool,
     state: Mutex<State>,
@@ -465,9 +473,10 @@ impl Inner {
         };
         self.room.send_raw(KEYS_EVENT, content).await.map_err(mx)?;
         // The 2 s before switching count from when the event is out.
-        self.lock().keys.sent(Instant::now());
+        let at = Instant::now();
+        self.lock().keys.sent(at);
         self.wake.notify_one();
-        self.emit(ConferenceEvent::KeysPublished { indexes });
+        self.emit(ConferenceEvent::KeysPublished { indexes, at });
         Ok(())
     }
 
@@ -773,6 +782,7 @@ impl Conference {
             "offer": {"type": "offer", "sdp": offer.to_sdp()},
             "org.matrix.msc2359.conference": {"room_id": room_id.as_str(), "conf_id": config.conf_id},
         });
+        let invited_at = Instant::now();
         dm.send_raw("m.call.invite", invite).await.map_err(mx)?;
         let deadline = Instant::now() + config.timeout;
         let (kind, content) = loop {
@@ -849,6 +859,7 @@ impl Conference {
             device_id,
             ssrcs,
             relay,
+            invited_at,
             answered_at: now,
             report_sent: config.report_sent,
             state: Mutex::new(State {
@@ -970,7 +981,13 @@ impl Conference {
         self.inner.relay
     }
 
-    /// When the SFU's answer arrived (join time counts from the invite before it).
+    /// When we sent the SFU our `m.call.invite` (just before its `PUT`): where join
+    /// time counts from. Logging in, the room and the DM come before it.
+    pub fn invited_at(&self) -> Instant {
+        self.inner.invited_at
+    }
+
+    /// When our sync saw the SFU's answer.
     pub fn answered_at(&self) -> Instant {
         self.inner.answered_at
     }
