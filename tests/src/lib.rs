@@ -27,6 +27,7 @@
 //! [`demo`] holds the pieces of the `blindfold-demo` binary (`scripts/demo`).
 #![allow(clippy::disallowed_methods)] // one base instant; everything after is simulated
 
+pub mod bench;
 pub mod demo;
 pub mod fixtures;
 pub mod matrix;

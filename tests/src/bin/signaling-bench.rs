@@ -27,6 +27,7 @@
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use blindfold_tests::bench::{Cpu, Row, load_average};
 use blindfold_tests::matrix::{MatrixUser, pointer_token};
 use blindfold_tests::process::Relay;
 use blindfold_tests::signaling::{
@@ -234,80 +235,18 @@ fn main() {
         let ms = |x: f64| (x * 10.0).round() / 10.0;
         let mut line = json!({"calls": calls});
         for r in &rows {
-            line[r.key] = json!({"n": r.n, "median_ms": ms(r.median), "p95_ms": ms(r.p95),
-                                 "min_ms": ms(r.min), "max_ms": ms(r.max)});
+            line[r.key] = r.json();
         }
         let sig = |h: &Histogram| json!({"n": h.count, "mean_ms": ms(h.mean_ms()), "median_le_s": h.median_bound()});
         line["load_before"] = json!(load_before);
         line["load_after"] = json!(load_after);
-        let cpu = |c: &Cpu| {
-            let mut o = json!({"wall_s": ms(c.wall)});
-            for (name, s) in &c.used {
-                o[*name] = json!((s * 100.0).round() / 100.0);
-            }
-            o
-        };
-        line["cpu_s_messages"] = cpu(&cpu_msg);
-        line["cpu_s_sequential"] = cpu(&cpu_seq);
-        line["cpu_s_concurrent"] = cpu(&cpu_con);
+        line["cpu_s_messages"] = cpu_msg.json();
+        line["cpu_s_sequential"] = cpu_seq.json();
+        line["cpu_s_concurrent"] = cpu_con.json();
         line["signaling_sequential"] = sig(&sig_seq);
         line["signaling_concurrent"] = sig(&sig_con);
         println!("{line}");
     }
-}
-
-/// CPU seconds (user + system) each process has used, at one moment or between two.
-struct Cpu {
-    wall: f64,
-    at: Instant,
-    used: Vec<(&'static str, f64)>,
-}
-
-impl Cpu {
-    fn of(procs: &[(&'static str, u32)]) -> Cpu {
-        // SAFETY: sysconf reads a constant of the system.
-        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let used = procs
-            .iter()
-            .map(|&(name, pid)| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat ({name}): {e}"));
-                // After the command name in parentheses: state is field 3, utime and
-                // stime are fields 14 and 15.
-                let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let ticks: f64 =
-                    f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
-                (name, ticks / tick)
-            })
-            .collect();
-        Cpu {
-            wall: 0.0,
-            at: Instant::now(),
-            used,
-        }
-    }
-
-    fn since(&self, earlier: &Cpu) -> Cpu {
-        Cpu {
-            wall: (self.at - earlier.at).as_secs_f64(),
-            at: self.at,
-            used: self
-                .used
-                .iter()
-                .zip(&earlier.used)
-                .map(|((n, a), (_, b))| (*n, a - b))
-                .collect(),
-        }
-    }
-}
-
-/// The 1-minute load average (`/proc/loadavg`), or "?" where there is none.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 /// Long-polls `/sync` for one account, as a client does all the time.
@@ -403,36 +342,6 @@ impl<'a> BenchCaller<'a> {
             assert_eq!(kind, "m.call.answer", "{call_id} refused: {content}");
             Timed { answer, put }
         })
-    }
-}
-
-/// Median, p95 (nearest rank), min and max of some durations, in ms.
-struct Row {
-    /// Its name in the JSON line.
-    key: &'static str,
-    /// Its label in the table.
-    what: String,
-    n: usize,
-    median: f64,
-    p95: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Row {
-    fn of(key: &'static str, what: &str, samples: &[Duration]) -> Row {
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        ms.sort_by(f64::total_cmp);
-        let rank = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-        Row {
-            key,
-            what: what.to_owned(),
-            n: ms.len(),
-            median: rank(0.5),
-            p95: rank(0.95),
-            min: ms[0],
-            max: ms[ms.len() - 1],
-        }
     }
 }
 
