@@ -6,7 +6,11 @@
 //! audio, thumbnail and full stream, no decrypt failure), and the recordings on disk —
 //! the Opus packets the others recorded are the clip's packets byte for byte, and
 //! `opusdec` decodes each recording to the duration of those packets within 5%. Also:
-//! a room that is not encrypted is refused with a one-line error and a non-zero exit.
+//! a room that is not encrypted is refused with a one-line error and a non-zero exit;
+//! and Ctrl-C (SIGINT) in the middle of a call ends the process with status 0 within
+//! 5 s, its report says what it decrypted, and the call is hung up as the others see
+//! it: the `m.call.hangup` on the homeserver, the relay session gone, signaling's
+//! hang-up counter, the other member told (it rekeys).
 
 // Real processes and deadlines: the test reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -18,11 +22,11 @@ use std::time::{Duration, Instant};
 use blindfold_client::ogg::{OggOpusReader, OpusPacket};
 use blindfold_client::report::{Report, check_recordings, check_reports};
 use blindfold_client::table::StreamKind;
-use blindfold_tests::matrix::MatrixUser;
+use blindfold_tests::matrix::{MatrixUser, escape};
 use blindfold_tests::process::binary;
 use blindfold_tests::signaling::{CONF, conference_room, sfu, wait_joined};
 use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// How long each participant stays in the call.
 const DURATION_S: u64 = 8;
@@ -42,6 +46,17 @@ struct Client {
 
 impl Client {
     fn start(name: &'static str, user: &MatrixUser, room: &str, audio: Option<&Path>) -> Client {
+        Client::start_for(name, user, room, audio, Some(DURATION_S))
+    }
+
+    /// [`Client::start`] for `duration` seconds, or until a signal with `None`.
+    fn start_for(
+        name: &'static str,
+        user: &MatrixUser,
+        room: &str,
+        audio: Option<&Path>,
+        duration: Option<u64>,
+    ) -> Client {
         let dir = std::env::temp_dir().join(format!(
             "bf-client-{}-{}",
             std::process::id(),
@@ -64,7 +79,6 @@ impl Client {
             .arg(dir.join("password"))
             .arg("--store")
             .arg(dir.join("store"))
-            .args(["--duration", &DURATION_S.to_string()])
             .arg("--report")
             .arg(dir.join("report.json"))
             .arg("--record-dir")
@@ -72,6 +86,9 @@ impl Client {
             .args(["--subscribe", "all", "--no-table"]);
         if let Some(a) = audio {
             cmd.arg("--audio-file").arg(a);
+        }
+        if let Some(d) = duration {
+            cmd.args(["--duration", &d.to_string()]);
         }
         let log = std::fs::File::create(dir.join("client.log")).unwrap();
         cmd.stdin(Stdio::null())
@@ -105,6 +122,41 @@ impl Client {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Sends the running process signal `sig`.
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.as_ref().expect("running").id();
+        let pid = libc::pid_t::try_from(pid).expect("a pid");
+        // SAFETY: kill(2) on our own child, which has not been reaped (we hold it).
+        let r = unsafe { libc::kill(pid, sig) };
+        assert_eq!(r, 0, "kill {pid}: {}", std::io::Error::last_os_error());
+    }
+
+    /// Panics with its log if it has exited.
+    fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("running");
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            panic!(
+                "{} exited early ({st}); its log:\n{}",
+                self.name,
+                self.log()
+            );
+        }
+    }
+
+    /// Bytes recorded so far of `user`'s audio (the CLI names each file
+    /// `<user>-<device>-<ssrc>.opus`, the user id's `@` dropped and `:` made `_`).
+    fn recorded_bytes(&self, user: &str) -> u64 {
+        let prefix = format!("{}-", user.trim_start_matches('@').replace(':', "_"));
+        std::fs::read_dir(self.dir.join("recordings"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     fn report(&self) -> Report {
@@ -279,4 +331,183 @@ fn an_unencrypted_room_is_refused_in_one_line() {
         "{log}"
     );
     assert!(!c.dir.join("report.json").exists(), "no call, so no report");
+}
+
+/// The `m.call.*` events in `user`'s rooms other than `conference_room` (its DM with the
+/// SFU), as the homeserver has them, oldest first.
+fn call_events(user: &MatrixUser, conference_room: &str) -> Vec<Value> {
+    let sync = user.sync_once(None, 0).expect("sync");
+    let rooms: Vec<String> = sync["rooms"]["join"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut events = Vec::new();
+    for room in rooms.iter().filter(|r| *r != conference_room) {
+        let page = user
+            .call(
+                "GET",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1000",
+                    escape(room)
+                ),
+                None,
+            )
+            .expect("messages");
+        events.extend(
+            page["chunk"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with("m.call.")))
+                .cloned(),
+        );
+    }
+    events
+}
+
+#[test]
+fn ctrl_c_writes_the_report_and_hangs_up_within_the_documented_bound() {
+    let synapse = Synapse::shared();
+    let sfu = sfu();
+    let alice = synapse.new_user("alice");
+    let bob = synapse.new_user("bob");
+    let room = conference_room(&alice, &[&bob], &sfu.user_id, CONF);
+    let started = Instant::now();
+    // No --duration: both stay until a signal.
+    let mut a = Client::start_for("alice", &alice, &room, None, None);
+    let mut b = Client::start_for("bob", &bob, &room, None, None);
+    // Both decrypt each other's audio for a while (their recordings of each other
+    // grow): alice is in a live call, media flowing both ways, when the signal comes.
+    let deadline = started + ALLOWANCE;
+    while a.recorded_bytes(bob.user_id()) < 4096 || b.recorded_bytes(alice.user_id()) < 4096 {
+        a.assert_running();
+        b.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "alice and bob never recorded each other; alice's log:\n{}\nbob's log:\n{}",
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sessions = || sfu.relay.metric("blindfold_sessions{state=\"configured\"}");
+    assert_eq!(sessions(), 2);
+    assert_eq!(
+        sfu.relay.metric("blindfold_sessions{state=\"connected\"}"),
+        2
+    );
+    let hangups = || {
+        sfu.signaling
+            .metric("blindfold_signaling_calls_ended_total{reason=\"hangup\"}")
+            .expect("signaling's calls_ended_total")
+    };
+    assert_eq!(hangups(), 0.0);
+
+    let sent = Instant::now();
+    a.signal(libc::SIGINT);
+    // The CLI's bound: the report, then the hang-up within 3 s; the demo allows 5 s.
+    let st = a.wait(sent + Duration::from_secs(5));
+    let took = sent.elapsed();
+    eprintln!("alice exited {took:?} after SIGINT");
+    assert_eq!(st.code(), Some(0), "alice's log:\n{}", a.log());
+    let log = a.log();
+    assert!(log.contains("stopped by SIGINT"), "{log}");
+    assert!(!log.contains("hanging up"), "{log}");
+
+    // Her report: what she decrypted from bob, every stream, no failure, and the
+    // recording of his audio.
+    let ra = a.report();
+    assert!(
+        ra.duration_s > 0.5 && ra.duration_s <= (sent - started).as_secs_f64(),
+        "alice's report says {} s in the call",
+        ra.duration_s
+    );
+    let from_bob: Vec<_> = ra
+        .senders
+        .iter()
+        .filter(|s| s.user == bob.user_id())
+        .flat_map(|s| &s.streams)
+        .collect();
+    for kind in [StreamKind::Audio, StreamKind::Thumbnail, StreamKind::Full] {
+        let s = from_bob
+            .iter()
+            .find(|s| s.kind == kind)
+            .unwrap_or_else(|| panic!("alice's report has no {} from bob: {ra:#?}", kind.as_str()));
+        assert!(s.packets > 0, "{s:?}");
+        assert_eq!(s.decrypt_failures, 0, "{s:?}");
+    }
+    let rec = ra
+        .recordings
+        .iter()
+        .find(|r| r.user == bob.user_id())
+        .expect("alice's recording of bob");
+    assert!(rec.packets >= 25, "{rec:?}");
+    let problems = check_recordings(&ra);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // The hang-up, as the others saw it. The relay dropped her session (signaling
+    // removed it on her m.call.hangup), bob's session stays.
+    sfu.relay.wait_until(
+        Duration::from_secs(5),
+        "alice's relay session to go",
+        || sessions() == 1,
+    );
+    assert_eq!(
+        sfu.relay.metric("blindfold_sessions{state=\"connected\"}"),
+        1
+    );
+    assert_eq!(
+        hangups(),
+        1.0,
+        "signaling counted another number of hang-ups"
+    );
+    // The homeserver has her m.call.hangup for the call the SFU answered.
+    let calls = call_events(&alice, &room);
+    let of = |kind: &str, sender: &str| -> Vec<&Value> {
+        calls
+            .iter()
+            .filter(|e| e["type"] == kind && e["sender"] == sender)
+            .collect()
+    };
+    let invites = of("m.call.invite", alice.user_id());
+    assert_eq!(invites.len(), 1, "{calls:#?}");
+    let call_id = &invites[0]["content"]["call_id"];
+    assert!(
+        of("m.call.answer", &sfu.user_id)
+            .iter()
+            .any(|e| e["content"]["call_id"] == *call_id),
+        "{calls:#?}"
+    );
+    let hangup = of("m.call.hangup", alice.user_id());
+    assert_eq!(hangup.len(), 1, "{calls:#?}");
+    assert_eq!(hangup[0]["content"]["call_id"], *call_id);
+    assert_eq!(hangup[0]["content"]["reason"], "user_hangup");
+    // Bob's client read her key event without keys: she left, he rekeys.
+    let left = format!("{} (", alice.user_id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b
+        .log()
+        .lines()
+        .any(|l| l.contains(&left) && l.ends_with("left; rekeying"))
+    {
+        b.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "bob never saw alice leave; his log:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Bob ends the same way; both reports agree on who decrypted what.
+    b.signal(libc::SIGTERM);
+    let st = b.wait(Instant::now() + Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "bob's log:\n{}", b.log());
+    assert!(b.log().contains("stopped by SIGTERM"), "{}", b.log());
+    let problems = check_reports(&[ra, b.report()]);
+    assert!(problems.is_empty(), "{problems:#?}");
+    sfu.relay
+        .wait_until(Duration::from_secs(5), "bob's relay session to go", || {
+            sessions() == 0
+        });
 }
