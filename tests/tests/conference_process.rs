@@ -4,12 +4,16 @@
 //! is what the members and the SFU account see, outside the relay: SHA-256 of every
 //! datagram a receiver decrypted against the sender's own log, the key events as the
 //! SFU account syncs them, the MKI switch after a member leaves, and what the leaver's
-//! own Matrix client can and cannot decrypt.
+//! own Matrix client can and cannot decrypt. And an outsider who knows the relay's
+//! address, and what the path shows of a call (the ICE ufrags, the SSRCs), sending
+//! checks, spoofed RTP, garbage and a flood: what it gets back (STUN errors only), what
+//! the members keep decrypting, what the relay counted.
 
 // Real processes, sockets and deadlines: the test reads the clock.
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -542,3 +546,495 @@ fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored()
         }
     });
 }
+
+/// A small deterministic generator for the outsider's guesses and garbage.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    fn word(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| char::from(b'a' + (self.next() % 26) as u8))
+            .collect()
+    }
+}
+
+/// A Binding request as a participant sends it, with `username`, signed with
+/// `password` (`None`: no MESSAGE-INTEGRITY, only FINGERPRINT).
+fn stun_check(tid: [u8; 12], username: &str, password: Option<&[u8]>) -> Vec<u8> {
+    use blindfold_relay::wire::stun::{Class, Method, StunWriter, TransactionId};
+    let mut buf = vec![0u8; 256];
+    let mut w = StunWriter::new(
+        &mut buf,
+        Class::Request,
+        Method::Binding,
+        TransactionId(tid),
+    )
+    .expect("writer");
+    w.add_username(username).expect("username");
+    w.add_priority(0x6e00_01ff).expect("priority");
+    w.add_ice_controlling(7).expect("controlling");
+    w.add_use_candidate().expect("use-candidate");
+    let n = match password {
+        Some(p) => w.finish_with_integrity_and_fingerprint(p),
+        None => w.finish_with_fingerprint(),
+    }
+    .expect("finish");
+    buf.truncate(n);
+    buf
+}
+
+/// An RTP datagram on `ssrc` that looks like SRTP (a payload, a one-byte MKI, a
+/// 16-byte tag) but was made up by someone without any key.
+fn spoofed_rtp(rng: &mut XorShift, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 111];
+    p.extend_from_slice(&(rng.next() as u16).to_be_bytes());
+    p.extend_from_slice(&(rng.next() as u32).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    let len = 100 + (rng.next() % 100) as usize;
+    p.extend(rng.bytes(len));
+    p
+}
+
+/// The value of `a=ice-ufrag` in an SDP.
+fn ice_ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .expect("an a=ice-ufrag line")
+        .to_owned()
+}
+
+/// `(relay ufrag, participant ufrag)` of `user`'s call `call_id`: what anyone on the
+/// path reads in the clear in each connectivity check's USERNAME. Read here from the
+/// offer and answer in `user`'s DM with the SFU.
+fn call_ufrags(user: &MatrixUser, call_id: &str) -> (String, String) {
+    let sync = user.sync_once(None, 0).expect("sync");
+    let rooms: Vec<String> = sync["rooms"]["join"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let (mut offer, mut answer) = (None, None);
+    for room in &rooms {
+        let page = user
+            .call(
+                "GET",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000",
+                    blindfold_tests::matrix::escape(room)
+                ),
+                None,
+            )
+            .expect("messages");
+        for e in page["chunk"].as_array().into_iter().flatten() {
+            if e["content"]["call_id"] != call_id {
+                continue;
+            }
+            match e["type"].as_str() {
+                Some("m.call.invite") => {
+                    offer = e["content"]["offer"]["sdp"].as_str().map(ice_ufrag)
+                }
+                Some("m.call.answer") => {
+                    answer = e["content"]["answer"]["sdp"].as_str().map(ice_ufrag)
+                }
+                _ => {}
+            }
+        }
+    }
+    (
+        answer.expect("the SFU's answer in the DM"),
+        offer.expect("the invite in the DM"),
+    )
+}
+
+/// Datagrams the kernel dropped at the socket bound to `port` on 127.0.0.1
+/// (`/proc/net/udp`, last column): a full receive buffer.
+fn kernel_drops(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Every drop counter of the relay, by reason.
+fn relay_drops(relay: &blindfold_tests::process::Relay) -> HashMap<&'static str, u64> {
+    blindfold_relay::engine::DropReason::ALL
+        .iter()
+        .map(|r| r.name())
+        .chain([
+            "recv_truncated",
+            "send_buffer_full",
+            "send_error",
+            "peer_queue_full",
+            "notify_queue_full",
+        ])
+        .map(|name| {
+            (
+                name,
+                relay.metric(&format!("blindfold_drops_total{{reason=\"{name}\"}}")),
+            )
+        })
+        .collect()
+}
+
+/// How many datagrams of each kind the outsider sent, and what it got back.
+#[derive(Debug, Default)]
+struct Attack {
+    guessed: u64,
+    forged: Vec<[u8; 12]>,
+    spoofed: u64,
+    random: u64,
+    flood: u64,
+    flood_start: Option<Instant>,
+    flood_end: Option<Instant>,
+    received: Vec<Vec<u8>>,
+}
+
+impl Attack {
+    fn sent(&self) -> u64 {
+        self.guessed + self.forged.len() as u64 + self.spoofed + self.random + self.flood
+    }
+}
+
+/// Datagrams of the flood.
+const FLOOD: u64 = 30_000;
+/// Its rate: about 20 times what the three members send the relay, and well within
+/// what even a debug build of the relay drops without falling behind. Faster than the
+/// relay can read, the kernel drops datagrams at its socket before anyone can tell
+/// outsider from member, and members lose packets in proportion: a capacity limit of
+/// any UDP service, not a question of what the relay forwards.
+const FLOOD_PPS: u64 = 10_000;
+/// Forged checks: half signed with a wrong password, half unsigned.
+const FORGED: usize = 40;
+
+/// The outsider: from its own socket, to the relay's media port, knowing what an
+/// observer of the path knows (the relay's address, `ufrags` of a live call, the
+/// members' SSRCs) and nothing else.
+fn attack(sock: &UdpSocket, relay: SocketAddr, ufrags: &(String, String), ssrcs: &[u32]) -> Attack {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut a = Attack::default();
+    let mut buf = vec![0u8; 2048];
+    // Every datagram but the forged checks goes out at FLOOD_PPS, in bursts every
+    // millisecond (pacing, not waiting for anything).
+    let mut paced = 0u64;
+    let mut paced_from = Instant::now();
+    let mut pace = |restart: bool| {
+        if restart {
+            (paced, paced_from) = (0, Instant::now());
+        }
+        let per_ms = FLOOD_PPS / 1000;
+        if paced % per_ms == 0 {
+            let due = paced_from + Duration::from_millis(paced / per_ms);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        paced += 1;
+    };
+    let mut send = |a: &mut Attack, d: &[u8]| {
+        loop {
+            match sock.send_to(d, relay) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("outsider send: {e}"),
+            }
+        }
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            a.received.push(buf[..n].to_vec());
+        }
+    };
+    // Guessed ufrags, well-formed checks otherwise.
+    for _ in 0..200 {
+        let user = format!("{}:{}", rng.word(8), rng.word(8));
+        let check = stun_check(
+            rng.bytes(12).try_into().unwrap(),
+            &user,
+            Some(&rng.bytes(22)),
+        );
+        pace(false);
+        send(&mut a, &check);
+        a.guessed += 1;
+    }
+    // The real USERNAME of alice's call, which the path shows, without the password.
+    let user = format!("{}:{}", ufrags.0, ufrags.1);
+    for i in 0..FORGED {
+        let tid: [u8; 12] = rng.bytes(12).try_into().unwrap();
+        let wrong = rng.bytes(22);
+        let check = stun_check(tid, &user, (i % 2 == 0).then_some(wrong.as_slice()));
+        send(&mut a, &check);
+        a.forged.push(tid);
+    }
+    // Their answers (STUN errors) before the rest, so that they are counted apart.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut answer = [0u8; 2048];
+    while a.received.len() < FORGED && Instant::now() < deadline {
+        match sock.recv_from(&mut answer) {
+            Ok((n, _)) => a.received.push(answer[..n].to_vec()),
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+    // RTP on the members' SSRCs, from an address that never passed a check.
+    for i in 0..300 {
+        let d = spoofed_rtp(&mut rng, ssrcs[i % ssrcs.len()]);
+        pace(i == 0);
+        send(&mut a, &d);
+        a.spoofed += 1;
+    }
+    // Random bytes of random lengths.
+    for _ in 0..1000 {
+        let len = 1 + (rng.next() % 1200) as usize;
+        let d = rng.bytes(len);
+        pace(false);
+        send(&mut a, &d);
+        a.random += 1;
+    }
+    // The flood: all of it again, many times over.
+    a.flood_start = Some(Instant::now());
+    for i in 0..FLOOD {
+        pace(false);
+        let d = match i % 4 {
+            0 | 1 => spoofed_rtp(&mut rng, ssrcs[(i as usize / 4) % ssrcs.len()]),
+            2 => {
+                let user = format!("{}:{}", rng.word(8), ufrags.1);
+                stun_check(
+                    rng.bytes(12).try_into().unwrap(),
+                    &user,
+                    Some(&rng.bytes(22)),
+                )
+            }
+            _ => {
+                let len = 1 + (rng.next() % 1200) as usize;
+                rng.bytes(len)
+            }
+        };
+        send(&mut a, &d);
+        a.flood += 1;
+    }
+    a.flood_end = Some(Instant::now());
+    a
+}
+
+#[test]
+fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
+    use blindfold_relay::wire::stun::{Class, StunMessage};
+    use blindfold_relay::wire::{Kind, classify};
+
+    let st = setup(3);
+    let room = st.room.clone();
+    let relay = &st.sfu.relay;
+    rt().block_on(async {
+        let epoch = Instant::now();
+        let (mut a, mut b, mut c) = tokio::join!(
+            join("alice", &st.users[0], &room, epoch),
+            join("bob", &st.users[1], &room, epoch),
+            join("carol", &st.users[2], &room, epoch),
+        );
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            Duration::from_secs(20),
+            "everyone decrypts everyone's three streams",
+            |p| {
+                p.iter().all(|rx| {
+                    let senders: Vec<&Peer> = p
+                        .iter()
+                        .filter(|s| s.name != rx.name)
+                        .map(|s| &**s)
+                        .collect();
+                    has_all_streams(rx, &senders, 20)
+                })
+            },
+        )
+        .await;
+        assert_eq!(a.conf.relay(), relay.udp);
+        let ufrags = call_ufrags(&st.users[0], a.conf.call_id());
+        let ssrcs: Vec<u32> = [&a, &b, &c]
+            .iter()
+            .flat_map(|p| {
+                let o = p.conf.ssrcs();
+                [o.audio.0, o.thumbnail.0, o.full.0]
+            })
+            .collect();
+        let drops_before = relay_drops(relay);
+        let kernel_before = kernel_drops(relay.udp.port());
+        let attack_start = Instant::now();
+
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("outsider socket");
+        sock.set_nonblocking(true).expect("nonblocking");
+        let outsider = {
+            let sock = sock.try_clone().expect("socket clone");
+            let target = relay.udp;
+            let ufrags = ufrags.clone();
+            let ssrcs = ssrcs.clone();
+            std::thread::spawn(move || attack(&sock, target, &ufrags, &ssrcs))
+        };
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            Duration::from_secs(60),
+            "the outsider's flood",
+            |_| outsider.is_finished(),
+        )
+        .await;
+        let mut attack = outsider.join().expect("the outsider thread panicked");
+        let (flood_start, flood_end) = (attack.flood_start.unwrap(), attack.flood_end.unwrap());
+        eprintln!(
+            "outsider: {} datagrams ({} flood in {:?}), got {} back",
+            attack.sent(),
+            attack.flood,
+            flood_end - flood_start,
+            attack.received.len()
+        );
+
+        // Media kept flowing: every member decrypts every other's stream sent after the
+        // flood (so whatever was sent during it has arrived or is lost).
+        let after = flood_end + Duration::from_millis(200);
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            Duration::from_secs(10),
+            "everyone decrypts media sent after the flood",
+            |p| {
+                p.iter().all(|rx| {
+                    p.iter().filter(|s| s.name != rx.name).all(|s| {
+                        let o = s.conf.ssrcs();
+                        [o.audio, o.thumbnail, o.full].iter().all(|&ssrc| {
+                            rx.rx.iter().any(|r| {
+                                r.ssrc == ssrc
+                                    && s.sent.get(&(r.ssrc, r.seq)).is_some_and(|x| x.2 > after)
+                            })
+                        })
+                    })
+                })
+            },
+        )
+        .await;
+        // Whatever the relay may have sent the outsider since.
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            attack.received.push(buf[..n].to_vec());
+        }
+
+        // The outsider got exactly one STUN error per forged check — 401 for a wrong
+        // password, 400 for none (relay::ice; RFC 8489) — and nothing else: no media,
+        // no DTLS, no answer to a guess.
+        let mut answered = HashSet::new();
+        for d in &attack.received {
+            assert_eq!(
+                classify(d),
+                Kind::Stun,
+                "the outsider got a non-STUN datagram: {d:02x?}"
+            );
+            let m = StunMessage::parse(d).expect("a STUN message");
+            assert_eq!(m.class(), Class::ErrorResponse, "{m:?}");
+            let tid = m.transaction_id().0;
+            let i = attack
+                .forged
+                .iter()
+                .position(|t| *t == tid)
+                .unwrap_or_else(|| {
+                    panic!("an answer to a check the outsider did not forge: {m:?}")
+                });
+            let code = m
+                .error_code()
+                .expect("error code")
+                .expect("an ERROR-CODE")
+                .code;
+            assert_eq!(code, if i % 2 == 0 { 401 } else { 400 });
+            assert!(
+                !m.has_integrity(),
+                "an unauthenticated error carries no integrity"
+            );
+            assert!(answered.insert(tid), "two answers to one check");
+        }
+        assert_eq!(
+            answered.len(),
+            FORGED,
+            "not every forged check was answered"
+        );
+
+        // Nobody was disturbed: no decrypt failure, nothing undecryptable, no call
+        // ended, everyone still connected, and every packet decrypted is the sender's.
+        for p in [&a, &b, &c] {
+            let bad: Vec<_> = p
+                .events
+                .iter()
+                .filter(|(t, e)| {
+                    *t >= attack_start
+                        && matches!(
+                            e,
+                            ConferenceEvent::Undecryptable { .. } | ConferenceEvent::Ended { .. }
+                        )
+                })
+                .collect();
+            assert!(bad.is_empty(), "{}: {bad:?}", p.name);
+        }
+        for (rx, senders) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
+            for s in senders {
+                assert!(bit_identical(rx, s) > 0);
+            }
+        }
+        assert_eq!(relay.metric("blindfold_sessions{state=\"configured\"}"), 3);
+        assert_eq!(relay.metric("blindfold_sessions{state=\"connected\"}"), 3);
+        // Loss during the attack: of what the members sent between the outsider's first
+        // datagram and its last, what did the others not decrypt?
+        let (mut sent, mut lost) = (0u64, 0u64);
+        for rx in [&a, &b, &c] {
+            let got: HashSet<(Ssrc, u16)> = rx.rx.iter().map(|r| (r.ssrc, r.seq)).collect();
+            for s in [&a, &b, &c].into_iter().filter(|s| s.name != rx.name) {
+                for (key, (_, _, t)) in &s.sent {
+                    if (attack_start..=flood_end).contains(t) {
+                        sent += 1;
+                        lost += u64::from(!got.contains(key));
+                    }
+                }
+            }
+        }
+        let kernel = kernel_drops(relay.udp.port()) - kernel_before;
+        eprintln!(
+            "during the attack the members sent {sent} packets to each other, {lost} lost; \
+             the kernel dropped {kernel} datagrams at the relay's socket"
+        );
+        assert!(
+            sent >= 10,
+            "the flood was too short to judge: {sent} packets in it"
+        );
+        assert!(
+            lost * 100 <= sent * MAX_LOSS_PERCENT,
+            "{lost} of {sent} packets lost during the flood"
+        );
+
+        // The relay counted what it dropped, by reason.
+        let drops_after = relay_drops(relay);
+        let rose = |r: &str| drops_after[r] - drops_before[r];
+        let all: u64 = drops_after.keys().map(|r| rose(r)).sum();
+        eprintln!(
+            "relay drops: {:?}",
+            drops_after
+                .keys()
+                .filter(|r| rose(r) > 0)
+                .map(|r| (*r, rose(r)))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(rose("stun_rejected"), FORGED as u64);
+        assert!(rose("stun_unknown_ufrag") >= attack.guessed);
+        assert!(rose("unvalidated") >= attack.spoofed);
+        assert!(rose("not_ours") > 0);
+        // Every outsider datagram the kernel handed over was counted as a drop.
+        assert!(
+            all + kernel >= attack.sent(),
+            "{} sent, {all} counted, {kernel} dropped by the kernel",
+            attack.sent()
+        );
+    });
+}
+
+/// Loss the members may see during the attack, in percent of what they sent meanwhile.
+const MAX_LOSS_PERCENT: u64 = 2;
