@@ -735,7 +735,7 @@ fn attack(sock: &UdpSocket, relay: SocketAddr, ufrags: &(String, String), ssrcs:
             (paced, paced_from) = (0, Instant::now());
         }
         let per_ms = FLOOD_PPS / 1000;
-        if paced % per_ms == 0 {
+        if paced.is_multiple_of(per_ms) {
             let due = paced_from + Duration::from_millis(paced / per_ms);
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }

@@ -516,10 +516,10 @@ async fn join_once(
                 (false, Seen::KeysAccepted(m)) if m.device_id == device => {
                     j.member_installed.entry(r.who).or_insert(r.at);
                 }
-                (false, Seen::KeysPublished(at)) => {
-                    if j.member_installed.get(&r.who).is_some_and(|t| at >= *t) {
-                        j.member_resent.entry(r.who).or_insert(at);
-                    }
+                (false, Seen::KeysPublished(at))
+                    if j.member_installed.get(&r.who).is_some_and(|t| at >= *t) =>
+                {
+                    j.member_resent.entry(r.who).or_insert(at);
                 }
                 (false, Seen::FirstMedia(m)) if m.device_id == device => {
                     j.decrypted_by.entry(r.who).or_insert(r.at);
