@@ -11,7 +11,9 @@
 
 use std::hint::black_box;
 
-use blindfold_relay::engine::{Command, FullSet, Handled, PeerMsg, SessionKey, SessionName, ShardId};
+use blindfold_relay::engine::{
+    Command, FullSet, Handled, PeerMsg, SessionHandle, SessionName, ShardId,
+};
 use blindfold_tests::Sim;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -75,7 +77,7 @@ fn membership(c: &mut Criterion) {
                 Command::Peer(PeerMsg::Connected {
                     session: session.clone(),
                     shard: ShardId(1),
-                    key: SessionKey {
+                    key: SessionHandle {
                         slot: 0,
                         incarnation: 0,
                     },

@@ -330,3 +330,26 @@ fn srtcp_from_a_participant_is_authenticated() {
         Handled::Dropped(DropReason::SrtcpRejected)
     );
 }
+
+#[test]
+fn a_receiver_starting_a_stream_gets_its_last_sender_report_at_once() {
+    let (mut sim, p) = call(2, &["alice", "bob"]);
+    let a = p[0];
+    let audio = sim.member(a).ssrcs().audio;
+    sim.send_audio(a, b"so alice has an SR to send");
+    // Alice reports every second: one SR reached the relay.
+    sim.run_for_ms(1100);
+    let carol = sim.join("carol", "conf");
+    sim.run_until_connected();
+    // Carol connected within the last few simulated milliseconds, long before Alice's
+    // next report: the SR she has is the relay's copy of Alice's last.
+    let srs = sim
+        .member(carol)
+        .events
+        .iter()
+        .filter(|e| matches!(e, blindfold_client::Event::SenderReport(sr) if sr.ssrc == audio))
+        .count();
+    assert_eq!(srs, 1, "carol got alice's last SR as she connected");
+    let replayed: u64 = sim.shards.iter().map(|e| e.stats().sr_replayed).sum();
+    assert!(replayed >= 1);
+}

@@ -4,5 +4,7 @@
 //! session or stream where it needs it. See `docs/architecture.md`, "Adding a feature".
 
 mod keyframe;
+mod sender_report;
 
 pub(crate) use keyframe::KeyframeThrottle;
+pub(crate) use sender_report::LastSenderReport;
