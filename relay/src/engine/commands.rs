@@ -107,6 +107,9 @@ impl Engine {
         for a in &s.indexed {
             self.by_addr.remove(a);
         }
+        if let Home::Elsewhere(shard, key) = s.home {
+            self.by_home.remove(&(shard, key));
+        }
         if let Some(addr) = s.addr {
             self.fanout_remove(s.conf, h, addr, &s.full);
         }

@@ -236,8 +236,10 @@ pub enum PeerMsg {
     /// A sender report of `sender` about `ssrc`, for the receivers of that stream homed
     /// on the shard this is sent to (one message per shard, not per receiver).
     SenderReport {
-        /// The session that sent it.
-        sender: SessionName,
+        /// The sender's home shard, which sends this.
+        home: ShardId,
+        /// The session that sent it, by its handle on its home shard.
+        sender: SessionHandle,
         /// The stream it describes.
         ssrc: Ssrc,
         /// The plain SR.
@@ -620,6 +622,8 @@ pub struct Engine {
     by_ufrag: FastMap<String, SessionHandle>,
     /// ICE-validated addresses of sessions, on the shard that validated them.
     by_addr: FastMap<SocketAddr, SessionHandle>,
+    /// Sessions homed elsewhere by their home shard and their handle there.
+    by_home: FastMap<(ShardId, SessionHandle), SessionHandle>,
     conferences: Slab<ConfHandle, Conference>,
     conf_by_id: FastMap<ConfName, ConfHandle>,
     tx: TxQueue,
@@ -641,6 +645,7 @@ impl Engine {
             by_id: HashMap::with_hasher(hasher.clone()),
             by_ufrag: HashMap::with_hasher(hasher.clone()),
             by_addr: HashMap::with_hasher(hasher.clone()),
+            by_home: HashMap::with_hasher(hasher.clone()),
             conferences: Slab::default(),
             conf_by_id: HashMap::with_hasher(hasher),
             events: VecDeque::new(),

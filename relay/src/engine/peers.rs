@@ -32,11 +32,12 @@ impl Engine {
                 let Some(&h) = self.by_id.get(&session) else {
                     return;
                 };
-                let Some(s) = self.sessions.get_mut(h) else {
-                    return;
-                };
-                if !matches!(s.home, Home::Here(_)) {
-                    s.home = Home::Elsewhere(shard, key);
+                if self
+                    .sessions
+                    .get(h)
+                    .is_some_and(|s| !matches!(s.home, Home::Here(_)))
+                {
+                    self.homed_elsewhere(h, shard, key);
                     self.set_connected(h, Some(addr));
                 }
             }
@@ -104,11 +105,12 @@ impl Engine {
                 }
             }
             PeerMsg::SenderReport {
+                home,
                 sender,
                 ssrc,
                 packet,
             } => {
-                if let Some(&h) = self.by_id.get(&sender) {
+                if let Some(&h) = self.by_home.get(&(home, sender)) {
                     self.forward_sr_here(h, ssrc, packet.as_bytes(), None);
                 }
             }
@@ -129,10 +131,9 @@ impl Engine {
             return;
         };
         match s.home {
-            Home::Unclaimed { .. } | Home::Elsewhere(..) => s.home = Home::Elsewhere(shard, key),
+            Home::Unclaimed { .. } | Home::Elsewhere(..) => self.homed_elsewhere(h, shard, key),
             // Two shards answered first checks at once: the lower id keeps it.
             Home::Here(_) if shard < self.cfg.shard => {
-                s.home = Home::Elsewhere(shard, key);
                 // The addresses checked here stay indexed (their datagrams go to the new
                 // home), and the new home learns them.
                 let selected = s.ice.selected();
@@ -145,11 +146,26 @@ impl Engine {
                     self.events
                         .push_back(Event::Peer(PeerDest::Shard(shard), msg));
                 }
-                if s.addr.is_some() {
+                let connected = s.addr.is_some();
+                self.homed_elsewhere(h, shard, key);
+                if connected {
                     self.set_connected(h, None);
                 }
             }
             Home::Here(_) => {}
         }
+    }
+
+    /// Records that session `h` runs on `shard` as `key` there, so that messages from
+    /// that shard about `key` find it.
+    pub(super) fn homed_elsewhere(&mut self, h: SessionHandle, shard: ShardId, key: SessionHandle) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
+        if let Home::Elsewhere(old_shard, old_key) = s.home {
+            self.by_home.remove(&(old_shard, old_key));
+        }
+        s.home = Home::Elsewhere(shard, key);
+        self.by_home.insert((shard, key), h);
     }
 }

@@ -87,10 +87,11 @@ impl Engine {
         let mut shards = std::mem::take(&mut self.sr_shards);
         shards.clear();
         self.forward_sr_here(sender, ssrc, packet, Some(&mut shards));
-        if let (Some(bytes), Some(s)) = (RtcpBytes::new(packet), self.sessions.get(sender)) {
+        if let Some(bytes) = RtcpBytes::new(packet) {
             for &shard in &shards {
                 let msg = PeerMsg::SenderReport {
-                    sender: s.spec.id.clone(),
+                    home: self.cfg.shard,
+                    sender,
                     ssrc,
                     packet: bytes.clone(),
                 };
