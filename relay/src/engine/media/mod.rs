@@ -4,5 +4,9 @@
 //! session or stream where it needs it. See `docs/architecture.md`, "Adding a feature".
 
 mod keyframe;
+#[allow(dead_code)] // wired into the engine by issue 11's integration
+mod retransmit;
 
 pub(crate) use keyframe::KeyframeThrottle;
+#[allow(unused_imports)] // wired into the engine by issue 11's integration
+pub(crate) use retransmit::{Insert, NackDedup, NackReply, RetransmitCache, RetransmitConfig};
