@@ -6,7 +6,11 @@
 mod keyframe;
 #[allow(dead_code)] // wired into the engine by issue 11's integration
 mod retransmit;
+#[allow(dead_code)] // wired into the engine by issue 11's integration
+mod speaker;
 
 pub(crate) use keyframe::KeyframeThrottle;
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use retransmit::{Insert, NackDedup, NackReply, RetransmitCache, RetransmitConfig};
+#[allow(unused_imports)] // wired into the engine by issue 11's integration
+pub(crate) use speaker::{SpeakerChanged, SpeakerConfig, SpeakerDetector};
