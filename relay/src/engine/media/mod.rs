@@ -7,6 +7,8 @@
 mod estimate;
 mod keyframe;
 #[allow(dead_code)] // wired into the engine by issue 11's integration
+mod layers;
+#[allow(dead_code)] // wired into the engine by issue 11's integration
 mod retransmit;
 #[allow(dead_code)] // wired into the engine by issue 11's integration
 mod speaker;
@@ -14,6 +16,8 @@ mod speaker;
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport};
 pub(crate) use keyframe::KeyframeThrottle;
+#[allow(unused_imports)] // wired into the engine by issue 11's integration
+pub(crate) use layers::{Layer, LayerChoice, LayerConfig, LayerEvent};
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use retransmit::{Insert, NackDedup, NackReply, RetransmitCache, RetransmitConfig};
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
