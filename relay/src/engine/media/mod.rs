@@ -4,6 +4,8 @@
 //! session or stream where it needs it. See `docs/architecture.md`, "Adding a feature".
 
 #[allow(dead_code)] // wired into the engine by issue 11's integration
+mod clamp;
+#[allow(dead_code)] // wired into the engine by issue 11's integration
 mod estimate;
 mod keyframe;
 #[allow(dead_code)] // wired into the engine by issue 11's integration
@@ -13,6 +15,8 @@ mod retransmit;
 #[allow(dead_code)] // wired into the engine by issue 11's integration
 mod speaker;
 
+#[allow(unused_imports)] // wired into the engine by issue 11's integration
+pub(crate) use clamp::{ClampConfig, ClampOutcome, RateClamp};
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport};
 pub(crate) use keyframe::KeyframeThrottle;
