@@ -14,6 +14,7 @@ use std::hint::black_box;
 use blindfold_relay::engine::{
     Command, FullSet, Handled, PeerMsg, SessionHandle, SessionName, ShardId,
 };
+use blindfold_relay::id::Pt;
 use blindfold_tests::Sim;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -48,6 +49,34 @@ fn forward(c: &mut Criterion) {
             },
         );
     }
+    g.finish();
+    // Video is also copied into the stream's retransmission cache (a new sequence number
+    // each packet, as a real stream has).
+    let mut g = c.benchmark_group("engine_forward_video");
+    g.throughput(Throughput::Elements(1));
+    let mut sim = Sim::new(1);
+    let sender = sim.join("sender", "conf");
+    for i in 0..10 {
+        sim.join(&format!("r{i}"), "conf");
+    }
+    sim.run_until_connected();
+    let thumb = sim.member(sender).ssrcs().thumbnail;
+    sim.send(sender, thumb, Pt(96), &[0x55; 1000]);
+    let mut packet = sim.member(sender).sent.last().unwrap().clone();
+    let from = sim.member(sender).addr;
+    let now = sim.now;
+    let engine = &mut sim.shards[0];
+    let mut seq = 0u16;
+    g.bench_function("10", |b| {
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            packet[2..4].copy_from_slice(&seq.to_be_bytes());
+            match engine.handle_datagram(now, from, black_box(&mut packet)) {
+                Handled::Forward(dests) => black_box(dests.as_ptr()),
+                other => panic!("{other:?}"),
+            }
+        })
+    });
     g.finish();
 }
 

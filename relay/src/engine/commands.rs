@@ -135,6 +135,7 @@ fn streams_of(rule: &SessionRule) -> Vec<Stream> {
             receivers: Vec::new(),
             keyframe: media::KeyframeThrottle::default(),
             last_sr: media::LastSenderReport::default(),
+            retransmit: None,
         })
         .collect()
 }

@@ -15,7 +15,11 @@
 //! A receiver that starts a stream also gets the stream's last sender report, from the
 //! sender's home shard (`media::LastSenderReport`).
 //!
-//! This is the control path: allocation is fine. The forwarding path only reads.
+//! The same transitions allocate and drop the sender's retransmission caches, which live
+//! where its media arrives.
+//!
+//! This is the control path: allocation is fine. The forwarding path only reads the
+//! lists (and copies each video packet into its stream's preallocated cache).
 
 use super::*;
 
@@ -142,12 +146,31 @@ impl Engine {
                 .collect(),
             _ => Vec::new(),
         };
+        let cfg = &self.cfg;
         let Some(s) = self.sessions.get_mut(h) else {
             return;
         };
+        let routed = s.routed_here();
         let mut lists = lists.into_iter();
         for st in &mut s.streams {
             st.receivers = lists.next().unwrap_or_default();
+            // The retransmission cache lives where the media arrives.
+            let bytes = match (st.spec.kind, st.spec.layer) {
+                (MediaKind::Audio, _) => 0,
+                (MediaKind::Video, Layer::Thumbnail) => cfg.retransmit_thumbnail_bytes,
+                (MediaKind::Video, Layer::Full | Layer::Single) => cfg.retransmit_full_bytes,
+            };
+            match (routed && bytes > 0, &st.retransmit) {
+                (true, None) => {
+                    st.retransmit = Some(media::RetransmitCache::new(media::RetransmitConfig {
+                        max_age: cfg.retransmit_age,
+                        max_bytes: bytes,
+                        ..media::RetransmitConfig::default()
+                    }))
+                }
+                (false, Some(_)) => st.retransmit = None,
+                _ => {}
+            }
         }
     }
 

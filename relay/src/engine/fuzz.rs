@@ -48,10 +48,12 @@ fn spec(i: usize) -> SessionRule {
         streams: vec![
             StreamRule {
                 ssrc: Ssrc(0x100 * (i as u32 + 1)),
+                kind: MediaKind::Audio,
                 layer: Layer::Single,
             },
             StreamRule {
                 ssrc: Ssrc(0x100 * (i as u32 + 1) + 1),
+                kind: MediaKind::Video,
                 layer: Layer::Full,
             },
         ],

@@ -62,13 +62,14 @@ use std::time::{Duration, Instant};
 
 pub use drop::{DropReason, RtcpDrop};
 pub use rules::{
-    ConfName, EndReason, FullSet, Layer, SessionEvent, SessionName, SessionRule, StreamRule,
+    ConfName, EndReason, FullSet, Layer, MediaKind, SessionEvent, SessionName, SessionRule,
+    StreamRule,
 };
 pub use txqueue::{SLOT_LEN, Transmit};
 
 use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession};
 use crate::ice::{self, IceLite, IceLiteConfig, IceOutcome};
-use crate::id::Ssrc;
+use crate::id::{Ssrc, WireSeq};
 use crate::srtp::{SrtpContext, SrtpProfile};
 use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket};
 use crate::wire::rtp::RtpHeader;
@@ -108,6 +109,13 @@ pub struct EngineConfig {
     pub relay_ssrc: Ssrc,
     /// Capacity of the queue of engine-written datagrams.
     pub tx_queue: usize,
+    /// Bytes of recent packets kept per full-resolution or single-layer video stream to
+    /// answer receivers' NACKs (0: none kept, every NACK goes to the sender).
+    pub retransmit_full_bytes: usize,
+    /// The same for each simulcast thumbnail.
+    pub retransmit_thumbnail_bytes: usize,
+    /// How long a kept packet may be resent.
+    pub retransmit_age: Duration,
     /// Seed of the hash maps (fixed, so runs are repeatable).
     pub hash_seed: u64,
 }
@@ -123,6 +131,10 @@ impl EngineConfig {
             silence_timeout: Duration::from_secs(30),
             relay_ssrc: Ssrc(0x0b11_dfd0),
             tx_queue: 1024,
+            // About 1 s of a 3 Mbit/s layer and of a 500 kbit/s thumbnail.
+            retransmit_full_bytes: 384 * 1024,
+            retransmit_thumbnail_bytes: 64 * 1024,
+            retransmit_age: Duration::from_secs(1),
             hash_seed: 0x5eed,
         }
     }
@@ -210,6 +222,18 @@ pub enum PeerMsg {
         owner: SessionHandle,
         /// The stream.
         ssrc: Ssrc,
+    },
+    /// The receiver at `to` NACKed packets of `ssrc`, which `owner` (homed on the shard
+    /// this is sent to, where its media arrives and its retransmission cache is) sends.
+    Nack {
+        /// The sending session.
+        owner: SessionHandle,
+        /// The stream.
+        ssrc: Ssrc,
+        /// The receiver's address (resent packets go there).
+        to: SocketAddr,
+        /// The plain NACK as the receiver sent it.
+        packet: RtcpBytes,
     },
     /// Another shard answered a valid check of `session` (homed on the shard this is
     /// sent to) from `from`.
@@ -354,7 +378,15 @@ pub struct EngineStats {
     pub keyframe_requests_sent: u64,
     /// Keyframe requests absorbed by the per-stream throttle.
     pub keyframe_requests_throttled: u64,
-    /// RTCP packets of a kind not acted on yet (REMB, NACK, TMMBR, transport-cc, ...).
+    /// Packets receivers NACKed that the relay resent from its cache.
+    pub nack_resent: u64,
+    /// Packets receivers NACKed that the relay asked their sender for.
+    pub nack_forwarded: u64,
+    /// Packets receivers NACKed that were asked of the sender within the interval
+    /// already (or that could not be resent: the transmit queue was full).
+    pub nack_suppressed: u64,
+    /// RTCP packets of a kind not acted on yet (REMB, TMMBR, transport-cc, PAUSE-RESUME,
+    /// ...) and NACKs for audio.
     pub rtcp_ignored: u64,
     /// RTCP packets (inside accepted compounds) dropped, by [`RtcpDrop::index`].
     pub rtcp_drops: [u64; RtcpDrop::COUNT],
@@ -379,13 +411,15 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 16;
+    pub const EXPORTED: usize = 19;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
     /// adjacent.
     pub fn exported(&self) -> [(&'static str, &'static str, &'static str, u64); Self::EXPORTED] {
         let rtcp_dropped = "RTCP packets inside accepted SRTCP compounds dropped, by reason.";
+        let nacked = "Video packets receivers NACKed: resent from the relay's cache, asked of \
+                      the sender, or already asked within the interval.";
         [
             (
                 "blindfold_stun_received_total",
@@ -460,6 +494,24 @@ impl EngineStats {
                 self.keyframe_requests_throttled,
             ),
             (
+                "blindfold_nacked_packets_total",
+                "outcome=\"resent\"",
+                nacked,
+                self.nack_resent,
+            ),
+            (
+                "blindfold_nacked_packets_total",
+                "outcome=\"forwarded\"",
+                nacked,
+                self.nack_forwarded,
+            ),
+            (
+                "blindfold_nacked_packets_total",
+                "outcome=\"suppressed\"",
+                nacked,
+                self.nack_suppressed,
+            ),
+            (
                 "blindfold_rtcp_packets_ignored_total",
                 "",
                 "RTCP packets of a kind not acted on yet.",
@@ -509,6 +561,9 @@ struct Stream {
     keyframe: media::KeyframeThrottle,
     /// Its last sender report, for receivers that start it (sender's home shard).
     last_sr: media::LastSenderReport,
+    /// Its recent packets, to answer NACKs: video streams, on the shards that route
+    /// the sender's media (allocated when that starts, dropped when it ends).
+    retransmit: Option<media::RetransmitCache>,
 }
 
 /// Where a session runs.

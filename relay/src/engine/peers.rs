@@ -58,6 +58,22 @@ impl Engine {
                     self.send_rtcp_to(h, packet.as_bytes());
                 }
             }
+            PeerMsg::Nack {
+                owner,
+                ssrc,
+                to,
+                packet,
+            } => {
+                if let Some(h) = self.homed_here(owner)
+                    && let Ok(compound) = RtcpCompound::parse(packet.as_bytes())
+                {
+                    for raw in compound.raw_packets() {
+                        if let Ok(RtcpPacket::Nack(nack)) = raw.typed() {
+                            self.answer_nack(now, h, ssrc, to, nack.lost());
+                        }
+                    }
+                }
+            }
             PeerMsg::KeyframeRequest { owner, ssrc } => {
                 if let Some(h) = self.homed_here(owner) {
                     self.request_keyframe_from(now, h, ssrc);

@@ -65,9 +65,8 @@ fn route<'s>(
     events: &mut VecDeque<Event>,
 ) -> Result<&'s [SocketAddr], DropReason> {
     media_from(s, from)?;
-    let ssrc = RtpHeader::parse(buf)
-        .map_err(|_| DropReason::RtpMalformed)?
-        .ssrc();
+    let header = RtpHeader::parse(buf).map_err(|_| DropReason::RtpMalformed)?;
+    let ssrc = header.ssrc();
     let k = s
         .streams
         .iter()
@@ -86,8 +85,11 @@ fn route<'s>(
         }
         _ => s.ice.touch(now),
     }
-    s.streams
-        .get(k)
-        .map(|st| st.receivers.as_slice())
-        .ok_or(DropReason::UndeclaredSsrc)
+    let st = s.streams.get_mut(k).ok_or(DropReason::UndeclaredSsrc)?;
+    if let Some(cache) = &mut st.retransmit {
+        // A copy into preallocated memory; what it cannot keep (a late or oversized
+        // packet) is simply not resendable.
+        let _ = cache.insert(now, header.seq(), buf);
+    }
+    Ok(st.receivers.as_slice())
 }

@@ -54,6 +54,7 @@ impl Engine {
                     self.sender_report(now, h, sr.ssrc(), raw.bytes())
                 }
                 Ok(RtcpPacket::Pli(pli)) => self.keyframe_request(now, h, pli.media_ssrc()),
+                Ok(RtcpPacket::Nack(nack)) => self.nack(now, h, nack, raw.bytes()),
                 Ok(RtcpPacket::Fir(fir)) => {
                     for e in fir.entries() {
                         self.keyframe_request(now, h, e.ssrc);
@@ -150,17 +151,128 @@ impl Engine {
         }
     }
 
-    /// A receiver asked for a keyframe of `ssrc`: pass it to the sender, throttled.
-    fn keyframe_request(&mut self, now: Instant, requester: SessionHandle, ssrc: Ssrc) {
-        let Some(r) = self.sessions.get(requester) else {
+    /// A receiver NACKed packets of a stream: they are resent from the retransmission
+    /// cache where the sender's media arrives (this shard, or the sender's home), and
+    /// what is not cached is asked of the sender — once per interval for all receivers.
+    /// NACKs for audio (never cached) are counted as ignored.
+    fn nack(
+        &mut self,
+        now: Instant,
+        requester: SessionHandle,
+        nack: rtcp::Nack<'_>,
+        packet: &[u8],
+    ) {
+        let ssrc = nack.media_ssrc();
+        let Some((owner, to)) = self.receiver_of(requester, ssrc) else {
+            self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
             return;
         };
-        let wanted = self
-            .stream_owner(r.conf, ssrc)
-            .filter(|&owner| owner != requester)
-            .and_then(|owner| Some((owner, self.sessions.get(owner)?.stream(ssrc)?.spec)))
-            .filter(|(_, spec)| r.wants(spec));
-        match wanted {
+        let Some(o) = self.sessions.get(owner) else {
+            return;
+        };
+        let Some(st) = o.stream(ssrc) else {
+            return;
+        };
+        if st.spec.kind == MediaKind::Audio {
+            self.stats.rtcp_ignored += 1;
+            return;
+        }
+        match o.home {
+            Home::Elsewhere(shard, key) if st.retransmit.is_none() => {
+                if let Some(packet) = RtcpBytes::new(packet) {
+                    let msg = PeerMsg::Nack {
+                        owner: key,
+                        ssrc,
+                        to,
+                        packet,
+                    };
+                    self.events
+                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+                }
+            }
+            _ => self.answer_nack(now, owner, ssrc, to, nack.lost()),
+        }
+    }
+
+    /// Answers NACKed sequence numbers of `owner`'s stream `ssrc` for the receiver at
+    /// `to`: each cached packet is resent to it as it was received; the others go to the
+    /// sender in one NACK from the relay (those asked within the interval are not asked
+    /// again).
+    pub(super) fn answer_nack(
+        &mut self,
+        now: Instant,
+        owner: SessionHandle,
+        ssrc: Ssrc,
+        to: SocketAddr,
+        lost: impl Iterator<Item = WireSeq>,
+    ) {
+        /// At most this many sequence numbers go upstream per NACK (a receiver's NACK
+        /// covers a few dozen at most; the rest of an absurd one is counted suppressed).
+        const UPSTREAM: usize = 256;
+        let mut upstream = [WireSeq(0); UPSTREAM];
+        let mut n = 0;
+        let Engine {
+            sessions,
+            tx,
+            stats,
+            ..
+        } = self;
+        let Some(st) = sessions
+            .get_mut(owner)
+            .and_then(|s| s.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+        else {
+            return;
+        };
+        for seq in lost {
+            let reply = match &mut st.retransmit {
+                Some(cache) => cache.handle_nack(now, seq),
+                None => media::NackReply::Forward,
+            };
+            match reply {
+                media::NackReply::Resend(bytes) => {
+                    if tx.push_copy(to, bytes) {
+                        stats.nack_resent += 1;
+                    } else {
+                        stats.drops[DropReason::TxQueueFull.index()] += 1;
+                        stats.nack_suppressed += 1;
+                    }
+                }
+                media::NackReply::Forward if n < UPSTREAM => {
+                    upstream[n] = seq;
+                    n += 1;
+                    stats.nack_forwarded += 1;
+                }
+                media::NackReply::Forward | media::NackReply::Suppressed => {
+                    stats.nack_suppressed += 1
+                }
+            }
+        }
+        let mut out = [0u8; RtcpBytes::MAX];
+        if let Some(lost) = upstream.get(..n)
+            && !lost.is_empty()
+            && let Ok(len) = rtcp::write_nack(&mut out, self.cfg.relay_ssrc, ssrc, lost)
+        {
+            self.send_rtcp_to(owner, out.get(..len).unwrap_or_default());
+        }
+    }
+
+    /// The owner of stream `ssrc` in `requester`'s conference and `requester`'s address,
+    /// if `requester` is connected and receives that stream.
+    fn receiver_of(
+        &self,
+        requester: SessionHandle,
+        ssrc: Ssrc,
+    ) -> Option<(SessionHandle, SocketAddr)> {
+        let r = self.sessions.get(requester)?;
+        let to = r.addr?;
+        let owner = self.stream_owner(r.conf, ssrc)?;
+        let spec = self.sessions.get(owner)?.stream(ssrc)?.spec;
+        (owner != requester && r.wants(&spec)).then_some((owner, to))
+    }
+
+    /// A receiver asked for a keyframe of `ssrc`: pass it to the sender, throttled.
+    fn keyframe_request(&mut self, now: Instant, requester: SessionHandle, ssrc: Ssrc) {
+        match self.receiver_of(requester, ssrc) {
             Some((owner, _)) => self.request_keyframe_from(now, owner, ssrc),
             None => self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1,
         }

@@ -48,6 +48,7 @@ fn spec(id: &str, conf: &str, ssrcs: &[u32]) -> SessionRule {
             .iter()
             .map(|&s| StreamRule {
                 ssrc: Ssrc(s),
+                kind: MediaKind::Audio,
                 layer: Layer::Single,
             })
             .collect(),

@@ -10,7 +10,7 @@ mod estimate;
 mod keyframe;
 #[allow(dead_code)] // wired into the engine by issue 11's integration
 mod layers;
-#[allow(dead_code)] // wired into the engine by issue 11's integration
+#[allow(dead_code)] // `get` and the size getters serve its tests only so far
 mod retransmit;
 mod sender_report;
 #[allow(dead_code)] // wired into the engine by issue 11's integration
@@ -23,8 +23,7 @@ pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport};
 pub(crate) use keyframe::KeyframeThrottle;
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use layers::{Layer, LayerChoice, LayerConfig, LayerEvent};
-#[allow(unused_imports)] // wired into the engine by issue 11's integration
-pub(crate) use retransmit::{Insert, NackDedup, NackReply, RetransmitCache, RetransmitConfig};
+pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use sender_report::LastSenderReport;
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use speaker::{SpeakerChanged, SpeakerConfig, SpeakerDetector};
