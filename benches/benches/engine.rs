@@ -2,11 +2,19 @@
 //! demux, address lookup, header view, SSRC check, fan-out list — with no syscalls.
 //! The call is real: participants went through ICE and DTLS in the simulator first.
 //!
+//! Also the control path that membership changes cost: the 100th member of a
+//! conference connecting (homed on another shard, so only the fan-out tables of this
+//! shard change) and disconnecting, and a member switching its full-resolution
+//! subscription on and off.
+//!
 //! `cargo bench -p blindfold-benches --bench engine`
 
 use std::hint::black_box;
 
-use blindfold_relay::engine::Handled;
+use blindfold_relay::engine::{
+    Command, FullSet, Handled, PeerMsg, SessionHandle, SessionName, ShardId,
+};
+use blindfold_relay::id::Pt;
 use blindfold_tests::Sim;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -42,7 +50,97 @@ fn forward(c: &mut Criterion) {
         );
     }
     g.finish();
+    // Video is also copied into the stream's retransmission cache (a new sequence number
+    // each packet, as a real stream has).
+    let mut g = c.benchmark_group("engine_forward_video");
+    g.throughput(Throughput::Elements(1));
+    let mut sim = Sim::new(1);
+    let sender = sim.join("sender", "conf");
+    for i in 0..10 {
+        sim.join(&format!("r{i}"), "conf");
+    }
+    sim.run_until_connected();
+    let thumb = sim.member(sender).ssrcs().thumbnail;
+    sim.send(sender, thumb, Pt(96), &[0x55; 1000]);
+    let mut packet = sim.member(sender).sent.last().unwrap().clone();
+    let from = sim.member(sender).addr;
+    let now = sim.now;
+    let engine = &mut sim.shards[0];
+    let mut seq = 0u16;
+    g.bench_function("10", |b| {
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            packet[2..4].copy_from_slice(&seq.to_be_bytes());
+            match engine.handle_datagram(now, from, black_box(&mut packet)) {
+                Handled::Forward(dests) => black_box(dests.as_ptr()),
+                other => panic!("{other:?}"),
+            }
+        })
+    });
+    g.finish();
 }
 
-criterion_group!(benches, forward);
+/// A conference of 99 connected members on one shard, and a 100th that is configured.
+fn conference_of_99() -> (Sim, usize) {
+    let mut sim = Sim::new(1);
+    for i in 0..99 {
+        sim.join(&format!("m{i}"), "conf");
+    }
+    sim.run_until_connected();
+    let last = sim.join("m99", "conf");
+    (sim, last)
+}
+
+fn membership(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine_membership");
+    let (mut sim, last) = conference_of_99();
+    let session = SessionName::new(sim.member(last).spec.session_id.as_str());
+    let now = sim.now;
+    let engine = &mut sim.shards[0];
+    // The 100th member connects on another shard and leaves again: every sender's
+    // fan-out lists on this shard gain and lose its address.
+    g.bench_function("connect_and_disconnect_100th", |b| {
+        b.iter(|| {
+            engine.handle_command(
+                now,
+                Command::Peer(PeerMsg::Connected {
+                    session: session.clone(),
+                    shard: ShardId(1),
+                    key: SessionHandle {
+                        slot: 0,
+                        incarnation: 0,
+                    },
+                    addr: "127.0.0.1:9".parse().unwrap(),
+                }),
+            );
+            engine.handle_command(
+                now,
+                Command::Peer(PeerMsg::Disconnected {
+                    session: session.clone(),
+                }),
+            );
+        })
+    });
+    let (mut sim, _) = conference_of_99();
+    let member = SessionName::new(sim.member(0).spec.session_id.as_str());
+    let now = sim.now;
+    let engine = &mut sim.shards[0];
+    // A connected member of 100 subscribes to every full-resolution layer and back.
+    g.bench_function("subscribe_and_unsubscribe_in_100", |b| {
+        b.iter(|| {
+            for full in [FullSet::All, FullSet::Ssrcs(Vec::new())] {
+                engine.handle_command(
+                    now,
+                    Command::SetSubscription {
+                        session: member.clone(),
+                        full,
+                    },
+                );
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, forward, membership);
 criterion_main!(benches);

@@ -183,6 +183,9 @@ fn run(config: &Config) -> Result<(), Fatal> {
         let mut engine_cfg = EngineConfig::new(ShardId(i as u16), cert.clone(), dtls.clone());
         engine_cfg.hash_seed = hash_seed;
         engine_cfg.silence_timeout = config.consent_timeout;
+        engine_cfg.retransmit_full_bytes = config.retransmit_full_bytes;
+        engine_cfg.retransmit_thumbnail_bytes = config.retransmit_thumbnail_bytes;
+        engine_cfg.retransmit_age = config.retransmit_age;
         let worker = Worker::new(WorkerParts {
             index: i,
             engine: Engine::new(engine_cfg),

@@ -423,6 +423,15 @@ impl Sim {
                 }
             }
             if !moved {
+                // Every shard's incrementally kept fan-out lists equal lists computed
+                // from scratch (quadratic: debug builds, i.e. the tests, only).
+                if cfg!(debug_assertions) {
+                    for e in &self.shards {
+                        if let Err(wrong) = e.check_fanout() {
+                            panic!("{wrong}");
+                        }
+                    }
+                }
                 return;
             }
         }

@@ -371,3 +371,33 @@ fn engine_forwarding_path_does_not_allocate() {
     });
     assert_eq!(n, 0);
 }
+
+#[test]
+fn forwarding_video_into_the_retransmission_cache_does_not_allocate() {
+    // Video packets are also copied into the stream's cache, which was allocated when
+    // the sender's media started arriving; every sequence number here is new.
+    let mut sim = Sim::new(1);
+    let alice = sim.join("alice", "conf");
+    for name in ["bob", "carol"] {
+        sim.join(name, "conf");
+    }
+    sim.run_until_connected();
+    let thumb = sim.member(alice).ssrcs().thumbnail;
+    sim.send(alice, thumb, Pt(96), &[0x44; 900]);
+    let packet = sim.member(alice).sent.last().unwrap().clone();
+    let from = sim.member(alice).addr;
+    let now = sim.now;
+    let engine = &mut sim.shards[0];
+    let mut buf = packet.clone();
+    let n = allocations(|| {
+        for seq in 1..=3000u16 {
+            buf.copy_from_slice(&packet);
+            buf[2..4].copy_from_slice(&seq.wrapping_add(100).to_be_bytes());
+            match engine.handle_datagram(now, from, &mut buf) {
+                Handled::Forward(dests) => assert_eq!(dests.len(), 2),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    assert_eq!(n, 0);
+}

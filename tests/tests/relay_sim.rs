@@ -2,10 +2,11 @@
 //! participants (ICE, DTLS, SRTCP, end-to-end SRTP), an in-memory network. One behaviour
 //! per test; the outcome asserted is what a participant decrypted or what the relay sent.
 
+use blindfold_client::Event as PEvent;
 use blindfold_relay::control::{EndReason, FullSet, NotificationBody};
 use blindfold_relay::dtls::Fingerprint;
 use blindfold_relay::engine::{DropReason, Handled, RtcpDrop};
-use blindfold_relay::id::{Pt, Ssrc};
+use blindfold_relay::id::{Pt, Ssrc, WireSeq};
 use blindfold_relay::wire::rtcp;
 use blindfold_tests::Sim;
 
@@ -329,4 +330,112 @@ fn srtcp_from_a_participant_is_authenticated() {
         sim.shards[0].handle_datagram(now, alice, &mut pli),
         Handled::Dropped(DropReason::SrtcpRejected)
     );
+}
+
+#[test]
+fn a_receiver_starting_a_stream_gets_its_last_sender_report_at_once() {
+    let (mut sim, p) = call(2, &["alice", "bob"]);
+    let a = p[0];
+    let audio = sim.member(a).ssrcs().audio;
+    sim.send_audio(a, b"so alice has an SR to send");
+    // Alice reports every second: one SR reached the relay.
+    sim.run_for_ms(1100);
+    let carol = sim.join("carol", "conf");
+    sim.run_until_connected();
+    // Carol connected within the last few simulated milliseconds, long before Alice's
+    // next report: the SR she has is the relay's copy of Alice's last.
+    let srs = sim
+        .member(carol)
+        .events
+        .iter()
+        .filter(|e| matches!(e, blindfold_client::Event::SenderReport(sr) if sr.ssrc == audio))
+        .count();
+    assert_eq!(srs, 1, "carol got alice's last SR as she connected");
+    let replayed: u64 = sim.shards.iter().map(|e| e.stats().sr_replayed).sum();
+    assert!(replayed >= 1);
+}
+
+/// The datagrams `receiver` got that are byte for byte `packet`.
+fn copies_of(sim: &Sim, receiver: usize, packet: &[u8]) -> usize {
+    sim.member(receiver)
+        .received
+        .iter()
+        .filter(|d| d.as_slice() == packet)
+        .count()
+}
+
+#[test]
+fn a_nacked_video_packet_is_resent_from_the_relays_cache_byte_for_byte() {
+    for workers in [1, 2] {
+        let (mut sim, p) = call(workers, &["alice", "bob", "carol"]);
+        let (a, b, c) = (p[0], p[1], p[2]);
+        let thumb = sim.member(a).ssrcs().thumbnail;
+        for i in 0..5u8 {
+            sim.send(a, thumb, Pt(96), &[i; 300]);
+        }
+        let third = sim.member(a).sent.len() - 3;
+        let packet = sim.member(a).sent[third].clone();
+        assert_eq!(copies_of(&sim, b, &packet), 1);
+        let seq = sim.member(b).media_on(thumb)[2].seq;
+        let now = sim.now;
+        sim.members[b]
+            .p
+            .send_nack(now, thumb, &[WireSeq(seq.0 as u16)])
+            .unwrap();
+        sim.pump();
+        assert_eq!(
+            copies_of(&sim, b, &packet),
+            2,
+            "{workers} workers: bob got the original bytes again"
+        );
+        assert_eq!(copies_of(&sim, c, &packet), 1, "to the NACKer only");
+        let resent: u64 = sim.shards.iter().map(|e| e.stats().nack_resent).sum();
+        assert_eq!(resent, 1);
+        // Nothing went to alice: the relay had it.
+        assert!(
+            !sim.member(a)
+                .events
+                .iter()
+                .any(|e| matches!(e, PEvent::Nack { .. }))
+        );
+    }
+}
+
+#[test]
+fn nacks_for_packets_the_relay_lacks_reach_the_sender_once_per_interval() {
+    for workers in [1, 2] {
+        let (mut sim, p) = call(workers, &["alice", "bob", "carol"]);
+        let (a, b, c) = (p[0], p[1], p[2]);
+        let thumb = sim.member(a).ssrcs().thumbnail;
+        sim.send(a, thumb, Pt(96), b"one packet, so the stream exists");
+        let gone = WireSeq(0x4000); // never sent, so never cached
+        let now = sim.now;
+        for r in [b, c] {
+            sim.members[r].p.send_nack(now, thumb, &[gone]).unwrap();
+        }
+        sim.pump();
+        let upstream = |sim: &Sim| {
+            sim.member(a)
+                .events
+                .iter()
+                .filter(|e| matches!(e, PEvent::Nack { ssrc, lost } if *ssrc == thumb && lost == &[gone]))
+                .count()
+        };
+        assert_eq!(
+            upstream(&sim),
+            1,
+            "{workers} workers: two receivers, one NACK to alice"
+        );
+        // After the interval, a receiver asking again is passed on again.
+        sim.run_for_ms(150);
+        let now = sim.now;
+        sim.members[b].p.send_nack(now, thumb, &[gone]).unwrap();
+        sim.pump();
+        assert_eq!(upstream(&sim), 2);
+        let stats = |f: fn(&blindfold_relay::engine::EngineStats) -> u64| -> u64 {
+            sim.shards.iter().map(|e| f(e.stats())).sum()
+        };
+        assert_eq!(stats(|s| s.nack_forwarded), 2);
+        assert_eq!(stats(|s| s.nack_suppressed), 1);
+    }
 }

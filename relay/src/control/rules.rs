@@ -2,9 +2,12 @@
 //! that knows both vocabularies (the engine imports nothing of the codec).
 
 use super::{
-    ConfId, EndReason, FullSet, Layer, NotificationBody, SessionId, SessionSpec, SubscriptionSpec,
+    ConfId, EndReason, FullSet, Layer, NotificationBody, SessionId, SessionSpec, StreamKind,
+    SubscriptionSpec,
 };
-use crate::engine::{self, Command, ConfName, SessionEvent, SessionName, SessionRule, StreamRule};
+use crate::engine::{
+    self, Command, ConfName, MediaKind, SessionEvent, SessionName, SessionRule, StreamRule,
+};
 
 /// The engine's rule for a session.
 pub fn session_rule(spec: &SessionSpec) -> SessionRule {
@@ -20,6 +23,10 @@ pub fn session_rule(spec: &SessionSpec) -> SessionRule {
             .iter()
             .map(|st| StreamRule {
                 ssrc: st.ssrc,
+                kind: match st.kind {
+                    StreamKind::Audio => MediaKind::Audio,
+                    StreamKind::Video => MediaKind::Video,
+                },
                 layer: match st.layer {
                     Layer::Thumbnail => engine::Layer::Thumbnail,
                     Layer::Full => engine::Layer::Full,

@@ -5,24 +5,15 @@ use super::*;
 impl Engine {
     // ----- rules -----------------------------------------------------------------------
 
-    pub(super) fn conference(&mut self, id: &ConfName) -> usize {
+    /// The conference called `id`, created if it does not exist.
+    pub(super) fn conference(&mut self, id: &ConfName) -> ConfHandle {
         if let Some(&c) = self.conf_by_id.get(id) {
             return c;
         }
-        let conf = Conference {
+        let c = self.conferences.insert(Conference {
             id: id.clone(),
             members: Vec::new(),
-        };
-        let c = match self.conferences.iter().position(Option::is_none) {
-            Some(c) => {
-                self.conferences[c] = Some(conf);
-                c
-            }
-            None => {
-                self.conferences.push(Some(conf));
-                self.conferences.len() - 1
-            }
-        };
+        });
         self.conf_by_id.insert(id.clone(), c);
         c
     }
@@ -31,22 +22,23 @@ impl Engine {
         let Some(&c) = self.conf_by_id.get(id) else {
             return;
         };
-        let members = self.conferences[c]
-            .as_ref()
+        let members = self
+            .conferences
+            .get(c)
             .map(|c| c.members.clone())
             .unwrap_or_default();
         for m in members {
             self.remove_session(m, Some(EndReason::Removed));
         }
-        let conf = self.conferences[c]
-            .take()
-            .expect("indexed conference exists");
-        self.conf_by_id.remove(&conf.id);
+        if let Some(conf) = self.conferences.remove(c) {
+            self.conf_by_id.remove(&conf.id);
+        }
     }
 
     pub(super) fn upsert_session(&mut self, now: Instant, spec: SessionRule) {
-        if let Some(&i) = self.by_id.get(&spec.id) {
-            let s = self.sessions[i].as_mut().expect("indexed session exists");
+        if let Some(&h) = self.by_id.get(&spec.id)
+            && let Some(s) = self.sessions.get_mut(h)
+        {
             if s.spec == spec {
                 return;
             }
@@ -54,11 +46,10 @@ impl Engine {
                 // Streams changed: update in place, keep the connection.
                 s.streams = streams_of(&spec);
                 s.spec = spec;
-                let conf = s.conf;
-                self.rebuild_fanout(conf);
+                self.fanout_build(h);
                 return;
             }
-            self.remove_session(i, Some(EndReason::Replaced));
+            self.remove_session(h, Some(EndReason::Replaced));
         }
         let mut ice_cfg = IceLiteConfig::new(
             spec.ice_ufrag.as_str(),
@@ -80,48 +71,34 @@ impl Engine {
             }
         };
         let conf = self.conference(&spec.conf);
-        let session = Session {
+        let id = spec.id.clone();
+        let ufrag = spec.ice_ufrag.clone();
+        // A new session is neither connected nor routed anywhere yet: no fan-out list
+        // changes until it is.
+        let h = self.sessions.insert(Session {
             ice,
             conf,
             full: FullSet::Ssrcs(Vec::new()),
-            home: Home::Unclaimed,
+            home: Home::Unclaimed { timed_out: false },
             addr: None,
             indexed: Vec::new(),
             streams: streams_of(&spec),
             created: now,
-            reported: false,
             alive_sent: None,
-            incarnation: self.next_incarnation,
             timer_at: None,
             spec,
-        };
-        self.next_incarnation = self.next_incarnation.wrapping_add(1);
-        let id = session.spec.id.clone();
-        let ufrag = session.spec.ice_ufrag.as_str().to_owned();
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.sessions[i] = Some(session);
-                i
-            }
-            None => {
-                self.sessions.push(Some(session));
-                self.sessions.len() - 1
-            }
-        };
-        self.by_id.insert(id, i);
-        self.by_ufrag.insert(ufrag, i);
-        self.schedule(i);
-        self.conferences[conf]
-            .as_mut()
-            .expect("conference exists")
-            .members
-            .push(i);
-        self.rebuild_fanout(conf);
+        });
+        self.by_id.insert(id, h);
+        self.by_ufrag.insert(ufrag, h);
+        if let Some(c) = self.conferences.get_mut(conf) {
+            c.members.push(h);
+        }
+        self.schedule(h);
     }
 
     /// Removes a session at once: it neither sends nor receives from this call on.
-    pub(super) fn remove_session(&mut self, i: usize, reason: Option<EndReason>) {
-        let Some(s) = self.sessions[i].take() else {
+    pub(super) fn remove_session(&mut self, h: SessionHandle, reason: Option<EndReason>) {
+        let Some(s) = self.sessions.remove(h) else {
             return;
         };
         self.drop_stale_timers();
@@ -130,11 +107,15 @@ impl Engine {
         for a in &s.indexed {
             self.by_addr.remove(a);
         }
-        self.free.push(i);
-        if let Some(c) = self.conferences[s.conf].as_mut() {
-            c.members.retain(|&m| m != i);
+        if let Home::Elsewhere(shard, key) = s.home {
+            self.by_home.remove(&(shard, key));
         }
-        self.rebuild_fanout(s.conf);
+        if let Some(addr) = s.addr {
+            self.fanout_remove(s.conf, h, addr, &s.full);
+        }
+        if let Some(c) = self.conferences.get_mut(s.conf) {
+            c.members.retain(|&m| m != h);
+        }
         if let (Home::Here(_), Some(reason), true) = (&s.home, reason, s.is_connected()) {
             self.notify(SessionEvent::Closed {
                 session: s.spec.id,
@@ -145,7 +126,7 @@ impl Engine {
 }
 
 /// A session's streams as a rule declares them, with empty fan-out lists (filled by
-/// `rebuild_fanout`) and fresh throttles.
+/// `fanout_build` where they are read) and fresh throttles.
 fn streams_of(rule: &SessionRule) -> Vec<Stream> {
     rule.streams
         .iter()
@@ -153,6 +134,8 @@ fn streams_of(rule: &SessionRule) -> Vec<Stream> {
             spec: st,
             receivers: Vec::new(),
             keyframe: media::KeyframeThrottle::default(),
+            last_sr: media::LastSenderReport::default(),
+            retransmit: None,
         })
         .collect()
 }

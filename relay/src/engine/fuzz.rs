@@ -5,7 +5,9 @@
 //! reaches what lies behind ICE (DTLS, media and RTCP from validated addresses), and
 //! can remove and re-add sessions and move time. Invariants checked after every step:
 //! media is only ever forwarded to addresses of connected sessions, never back to its
-//! sender, and nothing panics.
+//! sender, the incrementally kept fan-out lists equal lists computed from scratch
+//! (another shard's connect and disconnect messages make receivers of the sessions this
+//! shard validated), and nothing panics.
 #![allow(clippy::disallowed_methods)] // one base instant; the run itself is simulated
 
 use std::net::SocketAddr;
@@ -46,10 +48,12 @@ fn spec(i: usize) -> SessionRule {
         streams: vec![
             StreamRule {
                 ssrc: Ssrc(0x100 * (i as u32 + 1)),
+                kind: MediaKind::Audio,
                 layer: Layer::Single,
             },
             StreamRule {
                 ssrc: Ssrc(0x100 * (i as u32 + 1) + 1),
+                kind: MediaKind::Video,
                 layer: Layer::Full,
             },
         ],
@@ -106,6 +110,32 @@ pub(crate) fn run(data: &[u8]) {
                     full: FullSet::All,
                 },
             ),
+            6 => e.handle_command(
+                now,
+                Command::Peer(PeerMsg::Connected {
+                    session: spec(who).id,
+                    shard: ShardId(1),
+                    key: SessionHandle {
+                        slot: u32::from(action >> 6),
+                        incarnation: 0,
+                    },
+                    addr: addr(0x40 | (action >> 4)),
+                }),
+            ),
+            7 => e.handle_command(
+                now,
+                Command::Peer(PeerMsg::Disconnected {
+                    session: spec(who).id,
+                }),
+            ),
+            8 => e.handle_command(
+                now,
+                Command::SetSubscription {
+                    session: spec(who).id,
+                    // Another member's full-resolution stream (see `spec`).
+                    full: FullSet::Ssrcs(vec![Ssrc(0x100 * ((who as u32 + 1) % 3 + 1) + 1)]),
+                },
+            ),
             _ => {
                 // A raw datagram: a length byte, then that many bytes.
                 let Some((&len, tail)) = rest.split_first() else {
@@ -131,5 +161,8 @@ pub(crate) fn run(data: &[u8]) {
         e.handle_timeout(now);
         while e.poll_transmit().is_some() {}
         while e.poll_event().is_some() {}
+        if let Err(wrong) = e.check_fanout() {
+            panic!("{wrong}");
+        }
     }
 }

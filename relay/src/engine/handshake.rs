@@ -12,20 +12,20 @@ impl Engine {
         buf: &[u8],
     ) -> Result<(), DropReason> {
         self.stats.dtls_in += 1;
-        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
-        self.dtls_for(now, i, from, buf)
+        let &h = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
+        self.dtls_for(now, h, from, buf)
     }
 
-    /// A DTLS datagram of session `i` from one of its validated addresses: handled if
+    /// A DTLS datagram of session `h` from one of its validated addresses: handled if
     /// the session is homed here, else handed to its home.
     pub(super) fn dtls_for(
         &mut self,
         now: Instant,
-        i: usize,
+        h: SessionHandle,
         from: SocketAddr,
         buf: &[u8],
     ) -> Result<(), DropReason> {
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
+        let s = self.sessions.get_mut(h).ok_or(DropReason::Unvalidated)?;
         let local = match &mut s.home {
             Home::Here(local) => local,
             Home::Elsewhere(home, key) => {
@@ -33,9 +33,9 @@ impl Engine {
                 self.hand_home(home, key, from, buf);
                 return Ok(());
             }
-            Home::Unclaimed => return Err(DropReason::Unvalidated),
+            Home::Unclaimed { .. } => return Err(DropReason::Unvalidated),
         };
-        if local.failed {
+        if local.ended() {
             return Err(DropReason::DtlsRejected);
         }
         local.dtls_from = Some(from);
@@ -43,7 +43,7 @@ impl Engine {
         if r.is_ok() {
             s.ice.touch(now);
         }
-        self.drain_dtls(now, i);
+        self.drain_dtls(h);
         r.map_err(|_| DropReason::DtlsRejected)
     }
 
@@ -51,7 +51,7 @@ impl Engine {
     pub(super) fn hand_home(
         &mut self,
         home: ShardId,
-        key: SessionKey,
+        key: SessionHandle,
         from: SocketAddr,
         buf: &[u8],
     ) {
@@ -68,13 +68,15 @@ impl Engine {
 
     /// Sends the session's pending DTLS datagrams, acts on its DTLS events, and
     /// schedules its next deadline (a retransmission timer may have been set).
-    pub(super) fn drain_dtls(&mut self, now: Instant, i: usize) {
-        self.drain_dtls_output(now, i);
-        self.schedule(i);
+    pub(super) fn drain_dtls(&mut self, h: SessionHandle) {
+        self.drain_dtls_output(h);
+        self.schedule(h);
     }
 
-    pub(super) fn drain_dtls_output(&mut self, _now: Instant, i: usize) {
-        let s = self.sessions[i].as_mut().expect("session exists");
+    fn drain_dtls_output(&mut self, h: SessionHandle) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
         let Home::Here(local) = &mut s.home else {
             return;
         };
@@ -103,9 +105,11 @@ impl Engine {
                         Some((inbound, outbound))
                     });
                     match ctxs {
-                        Some((inbound, outbound)) => {
-                            local.srtcp_in = Some(inbound);
-                            local.srtcp_out = Some(outbound);
+                        Some((srtcp_in, srtcp_out)) => {
+                            local.link = Link::Keyed {
+                                srtcp_in,
+                                srtcp_out,
+                            };
                             self.stats.dtls_handshakes_ok += 1;
                         }
                         None => failed = Some(DtlsError::NoSrtpProfile),
@@ -114,128 +118,120 @@ impl Engine {
                 DtlsEvent::Failed(e) => failed = Some(e),
             }
         }
-        if let Some(e) = failed {
-            self.stats.dtls_handshakes_failed += 1;
-            local.failed = true;
-            local.srtcp_in = None;
-            local.srtcp_out = None;
-            let reason = match e {
-                DtlsError::FingerprintMismatch => EndReason::FingerprintMismatch,
-                DtlsError::NoSrtpProfile => EndReason::NoSrtpProfile,
-                _ => EndReason::DtlsFailed,
-            };
-            let was_connected = s.is_connected();
-            self.set_connected(i, None);
-            let s = self.sessions[i].as_mut().expect("session exists");
-            s.reported = true;
-            if was_connected {
-                self.closed_by_relay(i, reason);
-            } else {
-                let session_id = s.spec.id.clone();
-                self.notify(SessionEvent::Failed {
-                    session: session_id,
-                    reason,
-                    detail: e.to_string(),
-                });
+        match failed {
+            Some(e) => {
+                self.stats.dtls_handshakes_failed += 1;
+                let reason = match e {
+                    DtlsError::FingerprintMismatch => EndReason::FingerprintMismatch,
+                    DtlsError::NoSrtpProfile => EndReason::NoSrtpProfile,
+                    _ => EndReason::DtlsFailed,
+                };
+                self.finish(h, reason, e.to_string(), false);
             }
-            return;
+            None => self.maybe_connected(h),
         }
-        self.maybe_connected(i);
     }
 
     /// Marks a session homed here connected once ICE nominated an address and DTLS gave
     /// keys.
-    pub(super) fn maybe_connected(&mut self, i: usize) {
-        let s = self.sessions[i].as_mut().expect("session exists");
+    pub(super) fn maybe_connected(&mut self, h: SessionHandle) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
         if s.is_connected() {
             return;
         }
         let Some(sel) = s.ice.selected() else { return };
-        if !s
-            .local()
-            .is_some_and(|l| l.srtcp_out.is_some() && !l.failed)
-        {
+        if !s.local().is_some_and(|l| l.keyed()) {
             return;
         }
-        self.set_connected(i, Some(sel));
-        let s = self.sessions[i].as_ref().expect("session exists");
-        self.notify(SessionEvent::Connected {
-            session: s.spec.id.clone(),
-            addr: sel,
-        });
+        let session = s.spec.id.clone();
+        self.set_connected(h, Some(sel));
+        self.notify(SessionEvent::Connected { session, addr: sel });
     }
 
-    /// Sets where a session receives media (None: nowhere), updates the conference's
+    /// Sets where a session receives media (None: nowhere), moves its entries in the
     /// fan-out lists and, for a session homed here, tells the other shards.
-    pub(super) fn set_connected(&mut self, i: usize, addr: Option<SocketAddr>) {
+    pub(super) fn set_connected(&mut self, h: SessionHandle, addr: Option<SocketAddr>) {
         let shard = self.cfg.shard;
-        let s = self.sessions[i].as_mut().expect("session exists");
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
         if s.addr == addr {
             return;
         }
-        s.addr = addr;
+        let old = std::mem::replace(&mut s.addr, addr);
+        let conf = s.conf;
         if let Home::Here(_) = s.home {
             let session = s.spec.id.clone();
-            let key = SessionKey {
-                slot: i as u32,
-                incarnation: s.incarnation,
-            };
             let msg = match addr {
                 Some(addr) => PeerMsg::Connected {
                     session,
                     shard,
-                    key,
+                    key: h,
                     addr,
                 },
                 None => PeerMsg::Disconnected { session },
             };
             self.events.push_back(Event::Peer(PeerDest::All, msg));
         }
-        let conf = s.conf;
-        self.rebuild_fanout(conf);
+        if let Some(old) = old {
+            let full = s.full.clone();
+            self.fanout_remove(conf, h, old, &full);
+        }
+        if let Some(addr) = addr {
+            self.fanout_add(conf, h, addr);
+        }
     }
 
     /// Ends a session homed here: reports why and stops its media. A session that never
     /// connected keeps its config (the participant may retry; signaling removes it); a
     /// connected one is closed, which removes it relay-wide ([`Event::Ended`]). Either
     /// way its addresses are forgotten, so a late packet cannot revive it.
-    pub(super) fn end_session(&mut self, i: usize, reason: EndReason) {
-        let s = self.sessions[i].as_mut().expect("session exists");
-        if s.reported {
-            return;
-        }
-        s.reported = true;
-        let was_connected = s.is_connected();
-        if let Some(local) = s.local() {
-            local.failed = true;
-            local.srtcp_in = None;
-            local.srtcp_out = None;
-        }
-        let session_id = s.spec.id.clone();
-        for a in std::mem::take(&mut s.indexed) {
-            self.by_addr.remove(&a);
-        }
-        self.set_connected(i, None);
-        if was_connected {
-            self.closed_by_relay(i, reason);
-        } else {
-            self.notify(SessionEvent::Failed {
-                session: session_id,
-                reason,
-                detail: String::new(),
-            });
-        }
+    pub(super) fn end_session(&mut self, h: SessionHandle, reason: EndReason) {
+        self.finish(h, reason, String::new(), true);
     }
 
-    /// Reports that the relay closed connected session `i` on its own: the notification,
-    /// and [`Event::Ended`] so that the control side removes it from every shard.
-    pub(super) fn closed_by_relay(&mut self, i: usize, reason: EndReason) {
-        let s = self.sessions[i].as_ref().expect("session exists");
-        let spec = s.spec.clone();
-        self.notify(SessionEvent::Closed {
-            session: spec.id.clone(),
-            reason,
-        });
-        self.events.push_back(Event::Ended(spec));
+    /// Moves a session homed here to [`Link::Ended`] once, and reports it: closed if it
+    /// was connected, failed if not. `forget` drops its validated addresses (and so its
+    /// fan-out lists here).
+    fn finish(&mut self, h: SessionHandle, reason: EndReason, detail: String, forget: bool) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
+        let Some(local) = s.local() else {
+            return;
+        };
+        if local.ended() {
+            return;
+        }
+        local.link = Link::Ended;
+        let was_connected = s.is_connected();
+        if forget {
+            for a in std::mem::take(&mut s.indexed) {
+                self.by_addr.remove(&a);
+            }
+            self.fanout_build(h);
+        }
+        self.set_connected(h, None);
+        let Some(s) = self.sessions.get(h) else {
+            return;
+        };
+        if was_connected {
+            let spec = s.spec.clone();
+            self.notify(SessionEvent::Closed {
+                session: spec.id.clone(),
+                reason,
+            });
+            // The control side removes it from every shard.
+            self.events.push_back(Event::Ended(spec));
+        } else {
+            let session = s.spec.id.clone();
+            self.notify(SessionEvent::Failed {
+                session,
+                reason,
+                detail,
+            });
+        }
     }
 }

@@ -49,6 +49,7 @@ mod media;
 mod peers;
 mod rtp;
 mod rules;
+mod slab;
 mod srtcp;
 mod stun;
 mod timers;
@@ -61,18 +62,20 @@ use std::time::{Duration, Instant};
 
 pub use drop::{DropReason, RtcpDrop};
 pub use rules::{
-    ConfName, EndReason, FullSet, Layer, SessionEvent, SessionName, SessionRule, StreamRule,
+    ConfName, EndReason, FullSet, Layer, MediaKind, SessionEvent, SessionName, SessionRule,
+    StreamRule,
 };
 pub use txqueue::{SLOT_LEN, Transmit};
 
 use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession};
 use crate::ice::{self, IceLite, IceLiteConfig, IceOutcome};
-use crate::id::Ssrc;
+use crate::id::{Ssrc, WireSeq};
 use crate::srtp::{SrtpContext, SrtpProfile};
 use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket};
 use crate::wire::rtp::RtpHeader;
 use crate::wire::stun::StunMessage;
 use crate::wire::{self, Kind};
+use slab::{Slab, handle};
 use timers::Timers;
 use txqueue::TxQueue;
 
@@ -106,6 +109,13 @@ pub struct EngineConfig {
     pub relay_ssrc: Ssrc,
     /// Capacity of the queue of engine-written datagrams.
     pub tx_queue: usize,
+    /// Bytes of recent packets kept per full-resolution or single-layer video stream to
+    /// answer receivers' NACKs (0: none kept, every NACK goes to the sender).
+    pub retransmit_full_bytes: usize,
+    /// The same for each simulcast thumbnail.
+    pub retransmit_thumbnail_bytes: usize,
+    /// How long a kept packet may be resent.
+    pub retransmit_age: Duration,
     /// Seed of the hash maps (fixed, so runs are repeatable).
     pub hash_seed: u64,
 }
@@ -121,6 +131,10 @@ impl EngineConfig {
             silence_timeout: Duration::from_secs(30),
             relay_ssrc: Ssrc(0x0b11_dfd0),
             tx_queue: 1024,
+            // About 1 s of a 3 Mbit/s layer and of a 500 kbit/s thumbnail.
+            retransmit_full_bytes: 384 * 1024,
+            retransmit_thumbnail_bytes: 64 * 1024,
+            retransmit_age: Duration::from_secs(1),
             hash_seed: 0x5eed,
         }
     }
@@ -175,8 +189,8 @@ pub enum PeerMsg {
         session: SessionName,
         /// Its home shard.
         shard: ShardId,
-        /// Its key there.
-        key: SessionKey,
+        /// Its handle there.
+        key: SessionHandle,
     },
     /// The session completed ICE and DTLS and receives media at `addr`.
     Connected {
@@ -184,8 +198,8 @@ pub enum PeerMsg {
         session: SessionName,
         /// Its home shard.
         shard: ShardId,
-        /// Its key there.
-        key: SessionKey,
+        /// Its handle there.
+        key: SessionHandle,
         /// Its nominated address.
         addr: SocketAddr,
     },
@@ -197,7 +211,7 @@ pub enum PeerMsg {
     /// RTCP (plain) to protect with `to`'s SRTCP context and send to it.
     Rtcp {
         /// The receiving session (homed on the shard this is sent to).
-        to: SessionKey,
+        to: SessionHandle,
         /// The plain RTCP packet.
         packet: RtcpBytes,
     },
@@ -205,15 +219,27 @@ pub enum PeerMsg {
     /// is sent to) sends.
     KeyframeRequest {
         /// The sending session.
-        owner: SessionKey,
+        owner: SessionHandle,
         /// The stream.
         ssrc: Ssrc,
+    },
+    /// The receiver at `to` NACKed packets of `ssrc`, which `owner` (homed on the shard
+    /// this is sent to, where its media arrives and its retransmission cache is) sends.
+    Nack {
+        /// The sending session.
+        owner: SessionHandle,
+        /// The stream.
+        ssrc: Ssrc,
+        /// The receiver's address (resent packets go there).
+        to: SocketAddr,
+        /// The plain NACK as the receiver sent it.
+        packet: RtcpBytes,
     },
     /// Another shard answered a valid check of `session` (homed on the shard this is
     /// sent to) from `from`.
     Checked {
         /// The session.
-        session: SessionKey,
+        session: SessionHandle,
         /// The check's source address.
         from: SocketAddr,
         /// It carried USE-CANDIDATE.
@@ -225,7 +251,7 @@ pub enum PeerMsg {
     /// whole datagram inline would grow every message in every worker's queue.
     Datagram {
         /// The session (homed on the shard this is sent to).
-        session: SessionKey,
+        session: SessionHandle,
         /// Where it came from.
         from: SocketAddr,
         /// The datagram as received.
@@ -234,8 +260,10 @@ pub enum PeerMsg {
     /// A sender report of `sender` about `ssrc`, for the receivers of that stream homed
     /// on the shard this is sent to (one message per shard, not per receiver).
     SenderReport {
-        /// The session that sent it.
-        sender: SessionName,
+        /// The sender's home shard, which sends this.
+        home: ShardId,
+        /// The session that sent it, by its handle on its home shard.
+        sender: SessionHandle,
         /// The stream it describes.
         ssrc: Ssrc,
         /// The plain SR.
@@ -244,7 +272,7 @@ pub enum PeerMsg {
     /// Another shard forwards the session's media: it is alive.
     Alive {
         /// The session (homed on the shard this is sent to).
-        session: SessionKey,
+        session: SessionHandle,
     },
 }
 
@@ -281,16 +309,18 @@ impl std::fmt::Debug for RtcpBytes {
     }
 }
 
-/// A session as its home shard knows it: its slot there and which incarnation of
-/// that slot (slots are reused). Messages to the home carry this instead of the id, so
-/// they neither hash a string nor allocate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionKey {
-    /// The slot on the home shard.
-    pub slot: u32,
-    /// The incarnation of that slot.
-    pub incarnation: u32,
-}
+handle!(
+    /// A session on one shard: its slot in that shard's session table and which
+    /// incarnation of the slot (slots are reused, so a stale handle finds nothing; see
+    /// `slab`). Messages to a session's home shard carry its handle there instead of its
+    /// id, so they neither hash a string nor allocate.
+    pub SessionHandle
+);
+
+handle!(
+    /// A conference in this shard's conference table.
+    ConfHandle
+);
 
 /// Where a [`PeerMsg`] goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,11 +372,21 @@ pub struct EngineStats {
     pub rtcp_out: u64,
     /// Sender reports forwarded (per receiver).
     pub sr_forwarded: u64,
+    /// Last sender reports sent to receivers as they started a stream.
+    pub sr_replayed: u64,
     /// Keyframe requests sent to senders.
     pub keyframe_requests_sent: u64,
     /// Keyframe requests absorbed by the per-stream throttle.
     pub keyframe_requests_throttled: u64,
-    /// RTCP packets of a kind not acted on yet (REMB, NACK, TMMBR, transport-cc, ...).
+    /// Packets receivers NACKed that the relay resent from its cache.
+    pub nack_resent: u64,
+    /// Packets receivers NACKed that the relay asked their sender for.
+    pub nack_forwarded: u64,
+    /// Packets receivers NACKed that were asked of the sender within the interval
+    /// already (or that could not be resent: the transmit queue was full).
+    pub nack_suppressed: u64,
+    /// RTCP packets of a kind not acted on yet (REMB, TMMBR, transport-cc, PAUSE-RESUME,
+    /// ...) and NACKs for audio.
     pub rtcp_ignored: u64,
     /// RTCP packets (inside accepted compounds) dropped, by [`RtcpDrop::index`].
     pub rtcp_drops: [u64; RtcpDrop::COUNT],
@@ -370,11 +410,16 @@ impl EngineStats {
         self.rtcp_drops[reason.index()]
     }
 
+    /// How many counters [`EngineStats::exported`] lists.
+    pub const EXPORTED: usize = 19;
+
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
     /// adjacent.
-    pub fn exported(&self) -> [(&'static str, &'static str, &'static str, u64); 15] {
+    pub fn exported(&self) -> [(&'static str, &'static str, &'static str, u64); Self::EXPORTED] {
         let rtcp_dropped = "RTCP packets inside accepted SRTCP compounds dropped, by reason.";
+        let nacked = "Video packets receivers NACKed: resent from the relay's cache, asked of \
+                      the sender, or already asked within the interval.";
         [
             (
                 "blindfold_stun_received_total",
@@ -431,6 +476,12 @@ impl EngineStats {
                 self.sr_forwarded,
             ),
             (
+                "blindfold_sender_reports_replayed_total",
+                "",
+                "Last sender reports sent to receivers as they started a stream.",
+                self.sr_replayed,
+            ),
+            (
                 "blindfold_keyframe_requests_sent_total",
                 "",
                 "Keyframe requests sent to senders.",
@@ -441,6 +492,24 @@ impl EngineStats {
                 "",
                 "Keyframe requests absorbed by the per-stream throttle.",
                 self.keyframe_requests_throttled,
+            ),
+            (
+                "blindfold_nacked_packets_total",
+                "outcome=\"resent\"",
+                nacked,
+                self.nack_resent,
+            ),
+            (
+                "blindfold_nacked_packets_total",
+                "outcome=\"forwarded\"",
+                nacked,
+                self.nack_forwarded,
+            ),
+            (
+                "blindfold_nacked_packets_total",
+                "outcome=\"suppressed\"",
+                nacked,
+                self.nack_suppressed,
             ),
             (
                 "blindfold_rtcp_packets_ignored_total",
@@ -484,49 +553,81 @@ pub struct SessionCounts {
 struct Stream {
     spec: StreamRule,
     /// Fan-out list: nominated addresses of every connected session that receives this
-    /// stream. Rebuilt on every membership, connection or subscription change.
+    /// stream. Kept only where it is read — on the shards that route this session's
+    /// media (those that validated one of its addresses) — and updated in place when a
+    /// receiver connects, moves, leaves or changes its subscription (`fanout`).
     receivers: Vec<SocketAddr>,
     /// Its keyframe-request throttle (used on the sender's home shard).
     keyframe: media::KeyframeThrottle,
+    /// Its last sender report, for receivers that start it (sender's home shard).
+    last_sr: media::LastSenderReport,
+    /// Its recent packets, to answer NACKs: video streams, on the shards that route
+    /// the sender's media (allocated when that starts, dropped when it ends).
+    retransmit: Option<media::RetransmitCache>,
 }
 
+/// Where a session runs.
 enum Home {
-    /// No shard has answered a valid check yet.
-    Unclaimed,
+    /// No shard has answered a valid check yet. `timed_out`: its first check did not
+    /// come in time, which shard 0 reported.
+    Unclaimed { timed_out: bool },
     /// This shard runs the session.
     Here(Box<Local>),
-    /// Another shard does.
-    Elsewhere(ShardId, SessionKey),
+    /// Another shard does; messages for it carry its handle there.
+    Elsewhere(ShardId, SessionHandle),
 }
 
 /// State of a session homed on this shard.
 struct Local {
     dtls: DtlsSession,
-    srtcp_in: Option<SrtpContext>,
-    srtcp_out: Option<SrtpContext>,
-    failed: bool,
+    link: Link,
     /// Where the last DTLS datagram came from (answers go there before nomination).
     dtls_from: Option<SocketAddr>,
 }
 
+/// How far a session homed here got. It is connected — media flows — once it is
+/// [`Link::Keyed`] and ICE has nominated an address.
+enum Link {
+    /// The DTLS handshake is under way.
+    Handshaking,
+    /// The handshake completed: the hop-by-hop SRTCP contexts.
+    Keyed {
+        /// Decrypts the participant's SRTCP.
+        srtcp_in: SrtpContext,
+        /// Protects the RTCP the relay sends it.
+        srtcp_out: SrtpContext,
+    },
+    /// Failed or ended (reported once): nothing more happens until signaling removes
+    /// it, and its datagrams are dropped.
+    Ended,
+}
+
+impl Local {
+    fn ended(&self) -> bool {
+        matches!(self.link, Link::Ended)
+    }
+
+    fn keyed(&self) -> bool {
+        matches!(self.link, Link::Keyed { .. })
+    }
+}
+
 struct Session {
     spec: SessionRule,
-    conf: usize,
+    conf: ConfHandle,
     full: FullSet,
     ice: IceLite,
     home: Home,
     /// Nominated address once connected (ICE and DTLS), wherever the session lives.
     addr: Option<SocketAddr>,
-    /// Addresses of this session in `by_addr` (home shard only).
+    /// Its addresses that passed ICE on this shard, in `by_addr`: media, DTLS and SRTCP
+    /// from them are routed here. Non-empty means this shard keeps the session's
+    /// fan-out lists.
     indexed: Vec<SocketAddr>,
     streams: Vec<Stream>,
     created: Instant,
-    /// A failure was already reported.
-    reported: bool,
     /// When this shard last sent [`PeerMsg::Alive`] for it (sessions homed elsewhere).
     alive_sent: Option<Instant>,
-    /// Tells this incarnation of its slot from earlier ones ([`SessionKey`]).
-    incarnation: u32,
     /// The deadline it is scheduled at in `timers`, if any.
     timer_at: Option<Instant>,
 }
@@ -543,28 +644,43 @@ impl Session {
         }
     }
 
+    /// Homed here and ended: its datagrams are refused.
+    fn ended_here(&self) -> bool {
+        matches!(&self.home, Home::Here(l) if l.ended())
+    }
+
     /// Whether this session receives `stream`.
     fn wants(&self, stream: &StreamRule) -> bool {
         self.full.wants(stream)
+    }
+
+    /// Whether this shard routes its media (and so keeps its fan-out lists).
+    fn routed_here(&self) -> bool {
+        !self.indexed.is_empty()
+    }
+
+    fn stream(&self, ssrc: Ssrc) -> Option<&Stream> {
+        self.streams.iter().find(|st| st.spec.ssrc == ssrc)
     }
 }
 
 struct Conference {
     id: ConfName,
-    members: Vec<usize>,
+    members: Vec<SessionHandle>,
 }
 
 /// One shard's relay engine. See the module docs for how to drive it.
 pub struct Engine {
     cfg: EngineConfig,
-    sessions: Vec<Option<Session>>,
-    free: Vec<usize>,
-    by_id: FastMap<SessionName, usize>,
-    by_ufrag: FastMap<String, usize>,
-    /// ICE-validated addresses of sessions homed here.
-    by_addr: FastMap<SocketAddr, usize>,
-    conferences: Vec<Option<Conference>>,
-    conf_by_id: FastMap<ConfName, usize>,
+    sessions: Slab<SessionHandle, Session>,
+    by_id: FastMap<SessionName, SessionHandle>,
+    by_ufrag: FastMap<String, SessionHandle>,
+    /// ICE-validated addresses of sessions, on the shard that validated them.
+    by_addr: FastMap<SocketAddr, SessionHandle>,
+    /// Sessions homed elsewhere by their home shard and their handle there.
+    by_home: FastMap<(ShardId, SessionHandle), SessionHandle>,
+    conferences: Slab<ConfHandle, Conference>,
+    conf_by_id: FastMap<ConfName, ConfHandle>,
     tx: TxQueue,
     events: VecDeque<Event>,
     stats: EngineStats,
@@ -572,8 +688,6 @@ pub struct Engine {
     last_now: Option<Instant>,
     /// Scratch list of shards an SR goes to (kept to reuse its allocation).
     sr_shards: Vec<ShardId>,
-    /// The incarnation the next session gets.
-    next_incarnation: u32,
 }
 
 impl Engine {
@@ -582,19 +696,18 @@ impl Engine {
         let hasher = foldhash::fast::FixedState::with_seed(cfg.hash_seed);
         Engine {
             tx: TxQueue::new(cfg.tx_queue),
-            sessions: Vec::new(),
-            free: Vec::new(),
+            sessions: Slab::default(),
             by_id: HashMap::with_hasher(hasher.clone()),
             by_ufrag: HashMap::with_hasher(hasher.clone()),
             by_addr: HashMap::with_hasher(hasher.clone()),
-            conferences: Vec::new(),
+            by_home: HashMap::with_hasher(hasher.clone()),
+            conferences: Slab::default(),
             conf_by_id: HashMap::with_hasher(hasher),
             events: VecDeque::new(),
             stats: EngineStats::default(),
             timers: Timers::default(),
             last_now: None,
             sr_shards: Vec::new(),
-            next_incarnation: 0,
             cfg,
         }
     }
@@ -609,12 +722,12 @@ impl Engine {
     /// Sessions by state.
     pub fn session_counts(&self) -> SessionCounts {
         let mut c = SessionCounts::default();
-        for s in self.sessions.iter().flatten() {
+        for (_, s) in self.sessions.iter() {
             c.configured += 1;
             if let Home::Here(l) = &s.home {
                 if s.is_connected() {
                     c.connected += 1;
-                } else if !l.failed {
+                } else if !l.ended() {
                     c.connecting += 1;
                 }
             }
@@ -624,10 +737,8 @@ impl Engine {
 
     /// The nominated address of a connected session, if it is connected.
     pub fn session_addr(&self, id: &SessionName) -> Option<SocketAddr> {
-        self.by_id
-            .get(id)
-            .and_then(|&i| self.sessions[i].as_ref())
-            .and_then(|s| s.addr)
+        let &h = self.by_id.get(id)?;
+        self.sessions.get(h)?.addr
     }
 
     // ----- input ---------------------------------------------------------------------
@@ -664,18 +775,13 @@ impl Engine {
             Command::RemoveConference(id) => self.remove_conference(&id),
             Command::UpsertSession(spec) => self.upsert_session(now, spec),
             Command::RemoveSession(id) => {
-                if let Some(&i) = self.by_id.get(&id) {
-                    self.remove_session(i, Some(EndReason::Removed));
+                if let Some(&h) = self.by_id.get(&id) {
+                    self.remove_session(h, Some(EndReason::Removed));
                 }
             }
             Command::SetSubscription { session, full } => {
-                if let Some(&i) = self.by_id.get(&session) {
-                    let s = self.sessions[i].as_mut().expect("indexed session exists");
-                    if s.full != full {
-                        s.full = full;
-                        let conf = s.conf;
-                        self.rebuild_fanout(conf);
-                    }
+                if let Some(&h) = self.by_id.get(&session) {
+                    self.set_subscription(h, full);
                 }
             }
             Command::Peer(msg) => self.handle_peer(now, msg),

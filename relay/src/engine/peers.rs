@@ -5,11 +5,10 @@ use super::*;
 impl Engine {
     // ----- peers -----------------------------------------------------------------------
 
-    /// The slot of the session `key` names, if it is still that session and homed here.
-    pub(super) fn homed_here(&self, key: SessionKey) -> Option<usize> {
-        let i = key.slot as usize;
-        let s = self.sessions.get(i)?.as_ref()?;
-        (s.incarnation == key.incarnation && matches!(s.home, Home::Here(_))).then_some(i)
+    /// The session `key` names, if it is still that session and homed here.
+    pub(super) fn homed_here(&self, key: SessionHandle) -> Option<SessionHandle> {
+        let s = self.sessions.get(key)?;
+        matches!(s.home, Home::Here(_)).then_some(key)
     }
 
     pub(super) fn handle_peer(&mut self, now: Instant, msg: PeerMsg) {
@@ -19,33 +18,10 @@ impl Engine {
                 shard,
                 key,
             } => {
-                let Some(&i) = self.by_id.get(&session) else {
+                let Some(h) = self.by_id.get(&session).copied() else {
                     return;
                 };
-                let s = self.sessions[i].as_mut().expect("indexed session exists");
-                match s.home {
-                    Home::Unclaimed | Home::Elsewhere(..) => s.home = Home::Elsewhere(shard, key),
-                    // Two shards answered first checks at once: the lower id keeps it.
-                    Home::Here(_) if shard < self.cfg.shard => {
-                        s.home = Home::Elsewhere(shard, key);
-                        // The addresses checked here stay indexed (their datagrams go
-                        // to the new home), and the new home learns them.
-                        let selected = s.ice.selected();
-                        for &from in &s.indexed {
-                            let msg = PeerMsg::Checked {
-                                session: key,
-                                from,
-                                nominated: selected == Some(from),
-                            };
-                            self.events
-                                .push_back(Event::Peer(PeerDest::Shard(shard), msg));
-                        }
-                        if s.addr.is_some() {
-                            self.set_connected(i, None);
-                        }
-                    }
-                    Home::Here(_) => {}
-                }
+                self.claimed_elsewhere(h, shard, key);
             }
             PeerMsg::Connected {
                 session,
@@ -53,32 +29,54 @@ impl Engine {
                 key,
                 addr,
             } => {
-                let Some(&i) = self.by_id.get(&session) else {
+                let Some(&h) = self.by_id.get(&session) else {
                     return;
                 };
-                let s = self.sessions[i].as_mut().expect("indexed session exists");
-                if !matches!(s.home, Home::Here(_)) {
-                    s.home = Home::Elsewhere(shard, key);
-                    self.set_connected(i, Some(addr));
+                if self
+                    .sessions
+                    .get(h)
+                    .is_some_and(|s| !matches!(s.home, Home::Here(_)))
+                {
+                    self.homed_elsewhere(h, shard, key);
+                    self.set_connected(h, Some(addr));
                 }
             }
             PeerMsg::Disconnected { session } => {
-                let Some(&i) = self.by_id.get(&session) else {
+                let Some(&h) = self.by_id.get(&session) else {
                     return;
                 };
-                let s = self.sessions[i].as_ref().expect("indexed session exists");
-                if !matches!(s.home, Home::Here(_)) {
-                    self.set_connected(i, None);
+                if self
+                    .sessions
+                    .get(h)
+                    .is_some_and(|s| !matches!(s.home, Home::Here(_)))
+                {
+                    self.set_connected(h, None);
                 }
             }
             PeerMsg::Rtcp { to, packet } => {
-                if let Some(i) = self.homed_here(to) {
-                    self.send_rtcp_to(i, packet.as_bytes());
+                if let Some(h) = self.homed_here(to) {
+                    self.send_rtcp_to(h, packet.as_bytes());
+                }
+            }
+            PeerMsg::Nack {
+                owner,
+                ssrc,
+                to,
+                packet,
+            } => {
+                if let Some(h) = self.homed_here(owner)
+                    && let Ok(compound) = RtcpCompound::parse(packet.as_bytes())
+                {
+                    for raw in compound.raw_packets() {
+                        if let Ok(RtcpPacket::Nack(nack)) = raw.typed() {
+                            self.answer_nack(now, h, ssrc, to, nack.lost());
+                        }
+                    }
                 }
             }
             PeerMsg::KeyframeRequest { owner, ssrc } => {
-                if let Some(i) = self.homed_here(owner) {
-                    self.request_keyframe_from(now, i, ssrc);
+                if let Some(h) = self.homed_here(owner) {
+                    self.request_keyframe_from(now, h, ssrc);
                 }
             }
             PeerMsg::Checked {
@@ -86,15 +84,17 @@ impl Engine {
                 from,
                 nominated,
             } => {
-                let Some(i) = self.homed_here(session) else {
+                let Some(s) = self
+                    .homed_here(session)
+                    .and_then(|h| self.sessions.get_mut(h))
+                else {
                     return;
                 };
-                let s = self.sessions[i].as_mut().expect("homed session exists");
-                if s.local().is_some_and(|l| l.failed) {
+                if s.ended_here() {
                     return;
                 }
                 if s.ice.record_check(now, from, nominated).is_some() {
-                    self.after_check(i);
+                    self.after_check(session);
                 }
             }
             PeerMsg::Datagram {
@@ -102,15 +102,18 @@ impl Engine {
                 from,
                 mut data,
             } => {
-                let Some(i) = self.homed_here(session) else {
+                let Some(s) = self.homed_here(session).and_then(|h| self.sessions.get(h)) else {
                     return;
                 };
-                let s = self.sessions[i].as_ref().expect("homed session exists");
                 let r = match wire::classify(&data) {
                     // The sending shard saw a valid check from `from`; the `Checked`
                     // it sent first reached this agent already (one queue, in order).
-                    Kind::Dtls if s.ice.is_validated(from) => self.dtls_for(now, i, from, &data),
-                    Kind::Rtcp if s.addr == Some(from) => self.rtcp_for(now, i, from, &mut data),
+                    Kind::Dtls if s.ice.is_validated(from) => {
+                        self.dtls_for(now, session, from, &data)
+                    }
+                    Kind::Rtcp if s.addr == Some(from) => {
+                        self.rtcp_for(now, session, from, &mut data)
+                    }
                     _ => Err(DropReason::Unvalidated),
                 };
                 if let Err(reason) = r {
@@ -118,20 +121,67 @@ impl Engine {
                 }
             }
             PeerMsg::SenderReport {
+                home,
                 sender,
                 ssrc,
                 packet,
             } => {
-                if let Some(&i) = self.by_id.get(&sender) {
-                    self.forward_sr_here(i, ssrc, packet.as_bytes(), None);
+                if let Some(&h) = self.by_home.get(&(home, sender)) {
+                    self.forward_sr_here(h, ssrc, packet.as_bytes(), None);
                 }
             }
             PeerMsg::Alive { session } => {
-                if let Some(i) = self.homed_here(session) {
-                    let s = self.sessions[i].as_mut().expect("homed session exists");
+                if let Some(s) = self
+                    .homed_here(session)
+                    .and_then(|h| self.sessions.get_mut(h))
+                {
                     s.ice.touch(now);
                 }
             }
         }
+    }
+
+    /// Shard `shard` runs session `h` now (its handle there is `key`).
+    fn claimed_elsewhere(&mut self, h: SessionHandle, shard: ShardId, key: SessionHandle) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
+        match s.home {
+            Home::Unclaimed { .. } | Home::Elsewhere(..) => self.homed_elsewhere(h, shard, key),
+            // Two shards answered first checks at once: the lower id keeps it.
+            Home::Here(_) if shard < self.cfg.shard => {
+                // The addresses checked here stay indexed (their datagrams go to the new
+                // home), and the new home learns them.
+                let selected = s.ice.selected();
+                for &from in &s.indexed {
+                    let msg = PeerMsg::Checked {
+                        session: key,
+                        from,
+                        nominated: selected == Some(from),
+                    };
+                    self.events
+                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+                }
+                let connected = s.addr.is_some();
+                self.homed_elsewhere(h, shard, key);
+                if connected {
+                    self.set_connected(h, None);
+                }
+            }
+            Home::Here(_) => {}
+        }
+    }
+
+    /// Records that session `h` runs on `shard` as `key` there, so that messages from
+    /// that shard about `key` find it.
+    pub(super) fn homed_elsewhere(&mut self, h: SessionHandle, shard: ShardId, key: SessionHandle) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
+        if let Home::Elsewhere(old_shard, old_key) = s.home {
+            self.by_home.remove(&(old_shard, old_key));
+        }
+        s.home = Home::Elsewhere(shard, key);
+        self.by_home.insert((shard, key), h);
     }
 }

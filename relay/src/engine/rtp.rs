@@ -5,66 +5,91 @@
 use super::*;
 
 impl Engine {
-    /// The forwarding path: no allocation, no lock, one hash lookup.
+    /// The forwarding path: one hash lookup, no allocation, no lock.
     pub(super) fn handle_rtp(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) -> Handled<'_> {
-        match self.route_rtp(now, from, buf) {
-            Ok((i, k)) => {
-                let s = self.sessions[i].as_ref().expect("indexed session exists");
-                let receivers = &s.streams[k].receivers;
+        // Borrow the tables apart: the answer borrows one stream's list while the
+        // counters and the event queue are written.
+        let Engine {
+            sessions,
+            by_addr,
+            events,
+            stats,
+            ..
+        } = self;
+        let routed = by_addr
+            .get(&from)
+            .and_then(|&h| sessions.get_mut(h))
+            .ok_or(DropReason::Unvalidated)
+            .and_then(|s| route(now, s, from, buf, events));
+        match routed {
+            Ok(receivers) => {
                 let n = receivers.len() as u64;
-                self.stats.rtp_in += 1;
-                self.stats.rtp_bytes_in += buf.len() as u64;
-                self.stats.rtp_out += n;
-                self.stats.rtp_bytes_out += n * buf.len() as u64;
+                stats.rtp_in += 1;
+                stats.rtp_bytes_in += buf.len() as u64;
+                stats.rtp_out += n;
+                stats.rtp_bytes_out += n * buf.len() as u64;
                 Handled::Forward(receivers)
             }
-            Err(reason) => self.dropped(reason),
-        }
-    }
-
-    /// Finds the session and stream of a media packet: (session index, stream index).
-    pub(super) fn route_rtp(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        buf: &[u8],
-    ) -> Result<(usize, usize), DropReason> {
-        let i = self.media_session(from)?;
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        let ssrc = RtpHeader::parse(buf)
-            .map_err(|_| DropReason::RtpMalformed)?
-            .ssrc();
-        let k = s
-            .streams
-            .iter()
-            .position(|st| st.spec.ssrc == ssrc)
-            .ok_or(DropReason::UndeclaredSsrc)?;
-        match s.home {
-            Home::Elsewhere(home, key) => {
-                // The home times the session: feed it, rarely (one comparison a packet).
-                if s.alive_sent
-                    .is_none_or(|t| now.saturating_duration_since(t) >= ALIVE_EVERY)
-                {
-                    s.alive_sent = Some(now);
-                    let msg = PeerMsg::Alive { session: key };
-                    self.events
-                        .push_back(Event::Peer(PeerDest::Shard(home), msg));
-                }
+            Err(reason) => {
+                stats.drops[reason.index()] += 1;
+                Handled::Dropped(reason)
             }
-            _ => s.ice.touch(now),
         }
-        Ok((i, k))
     }
 
     /// The session that may send RTP/RTCP from `from`: it passed ICE there, `from` is
     /// its nominated address, and it is connected (DTLS done).
-    pub(super) fn media_session(&self, from: SocketAddr) -> Result<usize, DropReason> {
-        let &i = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
-        let s = self.sessions[i].as_ref().expect("indexed session exists");
-        match s.addr {
-            Some(addr) if addr == from => Ok(i),
-            Some(_) => Err(DropReason::NotNominated),
-            None => Err(DropReason::BeforeDtls),
-        }
+    pub(super) fn media_session(&self, from: SocketAddr) -> Result<SessionHandle, DropReason> {
+        let &h = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
+        let s = self.sessions.get(h).ok_or(DropReason::Unvalidated)?;
+        media_from(s, from)?;
+        Ok(h)
     }
+}
+
+/// Whether session `s` may send media from `from`.
+fn media_from(s: &Session, from: SocketAddr) -> Result<(), DropReason> {
+    match s.addr {
+        Some(addr) if addr == from => Ok(()),
+        Some(_) => Err(DropReason::NotNominated),
+        None => Err(DropReason::BeforeDtls),
+    }
+}
+
+/// Routes a media packet of session `s` from `from`: the receivers of its stream.
+fn route<'s>(
+    now: Instant,
+    s: &'s mut Session,
+    from: SocketAddr,
+    buf: &[u8],
+    events: &mut VecDeque<Event>,
+) -> Result<&'s [SocketAddr], DropReason> {
+    media_from(s, from)?;
+    let header = RtpHeader::parse(buf).map_err(|_| DropReason::RtpMalformed)?;
+    let ssrc = header.ssrc();
+    let k = s
+        .streams
+        .iter()
+        .position(|st| st.spec.ssrc == ssrc)
+        .ok_or(DropReason::UndeclaredSsrc)?;
+    match s.home {
+        Home::Elsewhere(home, key) => {
+            // The home times the session: feed it, rarely (one comparison a packet).
+            if s.alive_sent
+                .is_none_or(|t| now.saturating_duration_since(t) >= ALIVE_EVERY)
+            {
+                s.alive_sent = Some(now);
+                let msg = PeerMsg::Alive { session: key };
+                events.push_back(Event::Peer(PeerDest::Shard(home), msg));
+            }
+        }
+        _ => s.ice.touch(now),
+    }
+    let st = s.streams.get_mut(k).ok_or(DropReason::UndeclaredSsrc)?;
+    if let Some(cache) = &mut st.retransmit {
+        // A copy into preallocated memory; what it cannot keep (a late or oversized
+        // packet) is simply not resendable.
+        let _ = cache.insert(now, header.seq(), buf);
+    }
+    Ok(st.receivers.as_slice())
 }

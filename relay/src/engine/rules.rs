@@ -62,11 +62,22 @@ pub enum Layer {
     Single,
 }
 
+/// What a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// Audio: not retransmitted (Opus conceals a loss; a resend would come too late).
+    Audio,
+    /// Video: its recent packets are kept to answer NACKs.
+    Video,
+}
+
 /// One stream a session sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StreamRule {
     /// Its SSRC, unique in the conference.
     pub ssrc: Ssrc,
+    /// What it carries.
+    pub kind: MediaKind,
     /// How it is forwarded.
     pub layer: Layer,
 }

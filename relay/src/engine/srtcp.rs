@@ -11,46 +11,53 @@ impl Engine {
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<(), DropReason> {
-        let i = self.media_session(from)?;
-        self.rtcp_for(now, i, from, buf)
+        let h = self.media_session(from)?;
+        self.rtcp_for(now, h, from, buf)
     }
 
-    /// SRTCP of session `i` from its nominated address: handled if the session is homed
+    /// SRTCP of session `h` from its nominated address: handled if the session is homed
     /// here, else handed to its home.
     pub(super) fn rtcp_for(
         &mut self,
         now: Instant,
-        i: usize,
+        h: SessionHandle,
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<(), DropReason> {
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if let Home::Elsewhere(home, key) = s.home {
-            self.hand_home(home, key, from, buf);
-            return Ok(());
-        }
-        let srtcp = s
-            .local()
-            .and_then(|l| l.srtcp_in.as_mut())
-            .ok_or(DropReason::BeforeDtls)?;
+        let s = self.sessions.get_mut(h).ok_or(DropReason::Unvalidated)?;
+        let srtcp = match &mut s.home {
+            Home::Elsewhere(home, key) => {
+                let (home, key) = (*home, *key);
+                self.hand_home(home, key, from, buf);
+                return Ok(());
+            }
+            Home::Here(local) => match &mut local.link {
+                Link::Keyed { srtcp_in, .. } => srtcp_in,
+                Link::Handshaking | Link::Ended => return Err(DropReason::BeforeDtls),
+            },
+            Home::Unclaimed { .. } => return Err(DropReason::BeforeDtls),
+        };
         let len = srtcp
             .unprotect_rtcp(buf)
             .map_err(|_| DropReason::SrtcpRejected)?;
         s.ice.touch(now);
         self.stats.rtcp_in += 1;
-        let plain = &buf[..len];
+        let plain = buf.get(..len).ok_or(DropReason::RtcpMalformed)?;
         let compound = RtcpCompound::parse(plain).map_err(|_| DropReason::RtcpMalformed)?;
         let sender = rtcp::first_ssrc(plain).map_err(|_| DropReason::RtcpMalformed)?;
-        if !s.streams.iter().any(|st| st.spec.ssrc == sender) {
+        if s.stream(sender).is_none() {
             return Err(DropReason::RtcpUndeclaredSsrc);
         }
         for raw in compound.raw_packets() {
             match raw.typed() {
-                Ok(RtcpPacket::SenderReport(sr)) => self.forward_sr(i, sr.ssrc(), raw.bytes()),
-                Ok(RtcpPacket::Pli(pli)) => self.keyframe_request(now, i, pli.media_ssrc()),
+                Ok(RtcpPacket::SenderReport(sr)) => {
+                    self.sender_report(now, h, sr.ssrc(), raw.bytes())
+                }
+                Ok(RtcpPacket::Pli(pli)) => self.keyframe_request(now, h, pli.media_ssrc()),
+                Ok(RtcpPacket::Nack(nack)) => self.nack(now, h, nack, raw.bytes()),
                 Ok(RtcpPacket::Fir(fir)) => {
                     for e in fir.entries() {
-                        self.keyframe_request(now, i, e.ssrc);
+                        self.keyframe_request(now, h, e.ssrc);
                     }
                 }
                 Ok(_) => self.stats.rtcp_ignored += 1,
@@ -62,27 +69,30 @@ impl Engine {
 
     // ----- RTCP duties -----------------------------------------------------------------
 
-    /// Forwards a sender's SR to every receiver of the stream it describes, re-protected
-    /// per receiver.
+    /// A sender's SR about `ssrc`: kept for receivers that start the stream later
+    /// ([`media::LastSenderReport`]) and forwarded to every current receiver,
+    /// re-protected per receiver.
     ///
     /// Receivers homed here get it at once; each other shard that homes receivers gets
     /// one [`PeerMsg::SenderReport`], whatever their number, and serves its own.
-    pub(super) fn forward_sr(&mut self, sender: usize, ssrc: Ssrc, packet: &[u8]) {
-        let s = self.sessions[sender].as_ref().expect("sender exists");
-        if !s.streams.iter().any(|st| st.spec.ssrc == ssrc) {
+    fn sender_report(&mut self, now: Instant, sender: SessionHandle, ssrc: Ssrc, packet: &[u8]) {
+        let Some(st) = self
+            .sessions
+            .get_mut(sender)
+            .and_then(|s| s.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+        else {
             self.stats.rtcp_drops[RtcpDrop::UndeclaredSsrc.index()] += 1;
             return;
-        }
+        };
+        st.last_sr.handle_report(now, packet);
         let mut shards = std::mem::take(&mut self.sr_shards);
         shards.clear();
         self.forward_sr_here(sender, ssrc, packet, Some(&mut shards));
-        if !shards.is_empty()
-            && let Some(bytes) = RtcpBytes::new(packet)
-        {
-            let s = self.sessions[sender].as_ref().expect("sender exists");
+        if let Some(bytes) = RtcpBytes::new(packet) {
             for &shard in &shards {
                 let msg = PeerMsg::SenderReport {
-                    sender: s.spec.id.clone(),
+                    home: self.cfg.shard,
+                    sender,
                     ssrc,
                     packet: bytes.clone(),
                 };
@@ -97,35 +107,31 @@ impl Engine {
     /// here; with `elsewhere`, collects the shards that home the others.
     pub(super) fn forward_sr_here(
         &mut self,
-        sender: usize,
+        sender: SessionHandle,
         ssrc: Ssrc,
         packet: &[u8],
         mut elsewhere: Option<&mut Vec<ShardId>>,
     ) {
-        let s = self.sessions[sender].as_ref().expect("sender exists");
-        let Some(spec) = s
-            .streams
-            .iter()
-            .find(|st| st.spec.ssrc == ssrc)
-            .map(|st| st.spec)
-        else {
+        let Some(s) = self.sessions.get(sender) else {
+            return;
+        };
+        let Some(spec) = s.stream(ssrc).map(|st| st.spec) else {
             return;
         };
         let conf = s.conf;
-        let members = self.conferences[conf]
-            .as_ref()
-            .map(|c| c.members.len())
-            .unwrap_or(0);
-        for m in 0..members {
-            let r = self.conferences[conf]
-                .as_ref()
-                .expect("conference exists")
-                .members[m];
-            if r == sender {
+        // By position: sending needs `self` mutably, so the member list is not held.
+        for m in 0.. {
+            let Some(r) = self
+                .conferences
+                .get(conf)
+                .and_then(|c| c.members.get(m).copied())
+            else {
+                break;
+            };
+            let Some(rs) = self.sessions.get(r) else {
                 continue;
-            }
-            let rs = self.sessions[r].as_ref().expect("member exists");
-            if !rs.is_connected() || !rs.wants(&spec) {
+            };
+            if r == sender || !rs.is_connected() || !rs.wants(&spec) {
                 continue;
             }
             match rs.home {
@@ -140,46 +146,151 @@ impl Engine {
                         list.push(shard);
                     }
                 }
-                Home::Unclaimed => {}
+                Home::Unclaimed { .. } => {}
             }
         }
     }
 
-    /// A receiver asked for a keyframe of `ssrc`: pass it to the sender, throttled.
-    pub(super) fn keyframe_request(&mut self, now: Instant, requester: usize, ssrc: Ssrc) {
-        let conf = self.sessions[requester]
-            .as_ref()
-            .expect("requester exists")
-            .conf;
-        let Some(owner) = self.stream_owner(conf, ssrc) else {
+    /// A receiver NACKed packets of a stream: they are resent from the retransmission
+    /// cache where the sender's media arrives (this shard, or the sender's home), and
+    /// what is not cached is asked of the sender — once per interval for all receivers.
+    /// NACKs for audio (never cached) are counted as ignored.
+    fn nack(
+        &mut self,
+        now: Instant,
+        requester: SessionHandle,
+        nack: rtcp::Nack<'_>,
+        packet: &[u8],
+    ) {
+        let ssrc = nack.media_ssrc();
+        let Some((owner, to)) = self.receiver_of(requester, ssrc) else {
             self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
             return;
         };
-        let o = self.sessions[owner].as_ref().expect("owner exists");
-        let spec = o
-            .streams
-            .iter()
-            .find(|st| st.spec.ssrc == ssrc)
-            .map(|st| st.spec);
-        let r = self.sessions[requester].as_ref().expect("requester exists");
-        if owner == requester || !spec.is_some_and(|sp| r.wants(&sp)) {
-            self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
+        let Some(o) = self.sessions.get(owner) else {
+            return;
+        };
+        let Some(st) = o.stream(ssrc) else {
+            return;
+        };
+        if st.spec.kind == MediaKind::Audio {
+            self.stats.rtcp_ignored += 1;
             return;
         }
-        self.request_keyframe_from(now, owner, ssrc);
+        match o.home {
+            Home::Elsewhere(shard, key) if st.retransmit.is_none() => {
+                if let Some(packet) = RtcpBytes::new(packet) {
+                    let msg = PeerMsg::Nack {
+                        owner: key,
+                        ssrc,
+                        to,
+                        packet,
+                    };
+                    self.events
+                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+                }
+            }
+            _ => self.answer_nack(now, owner, ssrc, to, nack.lost()),
+        }
+    }
+
+    /// Answers NACKed sequence numbers of `owner`'s stream `ssrc` for the receiver at
+    /// `to`: each cached packet is resent to it as it was received; the others go to the
+    /// sender in one NACK from the relay (those asked within the interval are not asked
+    /// again).
+    pub(super) fn answer_nack(
+        &mut self,
+        now: Instant,
+        owner: SessionHandle,
+        ssrc: Ssrc,
+        to: SocketAddr,
+        lost: impl Iterator<Item = WireSeq>,
+    ) {
+        /// At most this many sequence numbers go upstream per NACK (a receiver's NACK
+        /// covers a few dozen at most; the rest of an absurd one is counted suppressed).
+        const UPSTREAM: usize = 256;
+        let mut upstream = [WireSeq(0); UPSTREAM];
+        let mut n = 0;
+        let Engine {
+            sessions,
+            tx,
+            stats,
+            ..
+        } = self;
+        let Some(st) = sessions
+            .get_mut(owner)
+            .and_then(|s| s.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+        else {
+            return;
+        };
+        for seq in lost {
+            let reply = match &mut st.retransmit {
+                Some(cache) => cache.handle_nack(now, seq),
+                None => media::NackReply::Forward,
+            };
+            match reply {
+                media::NackReply::Resend(bytes) => {
+                    if tx.push_copy(to, bytes) {
+                        stats.nack_resent += 1;
+                    } else {
+                        stats.drops[DropReason::TxQueueFull.index()] += 1;
+                        stats.nack_suppressed += 1;
+                    }
+                }
+                media::NackReply::Forward if n < UPSTREAM => {
+                    upstream[n] = seq;
+                    n += 1;
+                    stats.nack_forwarded += 1;
+                }
+                media::NackReply::Forward | media::NackReply::Suppressed => {
+                    stats.nack_suppressed += 1
+                }
+            }
+        }
+        let mut out = [0u8; RtcpBytes::MAX];
+        if let Some(lost) = upstream.get(..n)
+            && !lost.is_empty()
+            && let Ok(len) = rtcp::write_nack(&mut out, self.cfg.relay_ssrc, ssrc, lost)
+        {
+            self.send_rtcp_to(owner, out.get(..len).unwrap_or_default());
+        }
+    }
+
+    /// The owner of stream `ssrc` in `requester`'s conference and `requester`'s address,
+    /// if `requester` is connected and receives that stream.
+    fn receiver_of(
+        &self,
+        requester: SessionHandle,
+        ssrc: Ssrc,
+    ) -> Option<(SessionHandle, SocketAddr)> {
+        let r = self.sessions.get(requester)?;
+        let to = r.addr?;
+        let owner = self.stream_owner(r.conf, ssrc)?;
+        let spec = self.sessions.get(owner)?.stream(ssrc)?.spec;
+        (owner != requester && r.wants(&spec)).then_some((owner, to))
+    }
+
+    /// A receiver asked for a keyframe of `ssrc`: pass it to the sender, throttled.
+    fn keyframe_request(&mut self, now: Instant, requester: SessionHandle, ssrc: Ssrc) {
+        match self.receiver_of(requester, ssrc) {
+            Some((owner, _)) => self.request_keyframe_from(now, owner, ssrc),
+            None => self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1,
+        }
     }
 
     /// Sends (or forwards to the owner's shard) a throttled PLI for `ssrc`.
-    pub(super) fn request_keyframe_from(&mut self, now: Instant, owner: usize, ssrc: Ssrc) {
+    pub(super) fn request_keyframe_from(&mut self, now: Instant, owner: SessionHandle, ssrc: Ssrc) {
         let interval = self.cfg.keyframe_interval;
-        let o = self.sessions[owner].as_mut().expect("owner exists");
+        let Some(o) = self.sessions.get_mut(owner) else {
+            return;
+        };
         match o.home {
             Home::Elsewhere(shard, key) => {
                 let msg = PeerMsg::KeyframeRequest { owner: key, ssrc };
                 self.events
                     .push_back(Event::Peer(PeerDest::Shard(shard), msg));
             }
-            Home::Unclaimed => {}
+            Home::Unclaimed { .. } => {}
             Home::Here(_) => {
                 let Some(st) = o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc) else {
                     return;
@@ -199,18 +310,20 @@ impl Engine {
 
     /// Protects `packet` with session `to`'s outbound SRTCP context and queues it, or
     /// passes it to `to`'s home shard.
-    pub(super) fn send_rtcp_to(&mut self, to: usize, packet: &[u8]) {
-        let s = self.sessions[to].as_mut().expect("session exists");
+    pub(super) fn send_rtcp_to(&mut self, to: SessionHandle, packet: &[u8]) {
+        let Some(s) = self.sessions.get_mut(to) else {
+            return;
+        };
         let Some(addr) = s.addr else { return };
         match &mut s.home {
             Home::Here(local) => {
-                let Some(ctx) = local.srtcp_out.as_mut() else {
+                let Link::Keyed { srtcp_out, .. } = &mut local.link else {
                     return;
                 };
                 let queued = self.tx.push(addr, |slot| {
                     let dst = slot.get_mut(..packet.len()).ok_or(())?;
                     dst.copy_from_slice(packet);
-                    ctx.protect_rtcp(slot, packet.len()).map_err(|_| ())
+                    srtcp_out.protect_rtcp(slot, packet.len()).map_err(|_| ())
                 });
                 if queued {
                     self.stats.rtcp_out += 1;
@@ -226,16 +339,17 @@ impl Engine {
                         .push_back(Event::Peer(PeerDest::Shard(shard), msg));
                 }
             }
-            Home::Unclaimed => {}
+            Home::Unclaimed { .. } => {}
         }
     }
 
-    pub(super) fn stream_owner(&self, conf: usize, ssrc: Ssrc) -> Option<usize> {
-        let c = self.conferences[conf].as_ref()?;
+    /// The member of `conf` that declared `ssrc`.
+    pub(super) fn stream_owner(&self, conf: ConfHandle, ssrc: Ssrc) -> Option<SessionHandle> {
+        let c = self.conferences.get(conf)?;
         c.members.iter().copied().find(|&m| {
-            self.sessions[m]
-                .as_ref()
-                .is_some_and(|s| s.streams.iter().any(|st| st.spec.ssrc == ssrc))
+            self.sessions
+                .get(m)
+                .is_some_and(|s| s.stream(ssrc).is_some())
         })
     }
 }

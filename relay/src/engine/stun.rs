@@ -13,7 +13,7 @@ impl Engine {
         self.stats.stun_in += 1;
         let msg = StunMessage::parse(buf).map_err(|_| DropReason::StunMalformed)?;
         let ufrag = ice::local_ufrag_of(&msg).ok_or(DropReason::StunMalformed)?;
-        let &i = self
+        let &h = self
             .by_ufrag
             .get(ufrag)
             .ok_or(DropReason::StunUnknownUfrag)?;
@@ -21,8 +21,11 @@ impl Engine {
             // Not even looked at: a check we cannot answer must not change state.
             return Err(DropReason::TxQueueFull);
         }
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if s.local().is_some_and(|l| l.failed) {
+        let s = self
+            .sessions
+            .get_mut(h)
+            .ok_or(DropReason::StunUnknownUfrag)?;
+        if s.ended_here() {
             return Err(DropReason::DtlsRejected);
         }
         let home = match s.home {
@@ -44,7 +47,7 @@ impl Engine {
             IceOutcome::ErrorResponse { .. } => return Err(DropReason::StunRejected),
             IceOutcome::Dropped(_) => return Err(DropReason::StunMalformed),
         };
-        self.index_addr(i, from);
+        self.index_addr(h, from);
         if let Some((home, key)) = home {
             let msg = PeerMsg::Checked {
                 session: key,
@@ -55,51 +58,81 @@ impl Engine {
                 .push_back(Event::Peer(PeerDest::Shard(home), msg));
             return Ok(());
         }
-        // A valid check: this shard takes the session if nobody has.
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if let Home::Unclaimed = s.home {
-            let dtls = DtlsSession::server(&self.cfg.dtls, &self.cfg.cert, s.spec.fingerprint, now);
-            s.home = Home::Here(Box::new(Local {
-                dtls,
-                srtcp_in: None,
-                srtcp_out: None,
-                failed: false,
-                dtls_from: None,
-            }));
-            let msg = PeerMsg::Claimed {
-                session: s.spec.id.clone(),
-                shard: self.cfg.shard,
-                key: SessionKey {
-                    slot: i as u32,
-                    incarnation: s.incarnation,
-                },
-            };
-            self.events.push_back(Event::Peer(PeerDest::All, msg));
-            self.schedule(i);
-        }
-        self.after_check(i);
+        self.claim(now, h);
+        self.after_check(h);
         Ok(())
     }
 
-    /// Lets this shard find session `i` by `from` (DTLS, SRTCP and media from it).
-    pub(super) fn index_addr(&mut self, i: usize, from: SocketAddr) {
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
-        if !s.indexed.contains(&from) {
-            s.indexed.push(from);
-            self.by_addr.insert(from, i);
+    /// A valid check of a session nobody runs: this shard takes it and tells the others.
+    fn claim(&mut self, now: Instant, h: SessionHandle) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
+        if !matches!(s.home, Home::Unclaimed { .. }) {
+            return;
+        }
+        let dtls = DtlsSession::server(&self.cfg.dtls, &self.cfg.cert, s.spec.fingerprint, now);
+        s.home = Home::Here(Box::new(Local {
+            dtls,
+            link: Link::Handshaking,
+            dtls_from: None,
+        }));
+        let msg = PeerMsg::Claimed {
+            session: s.spec.id.clone(),
+            shard: self.cfg.shard,
+            key: h,
+        };
+        self.events.push_back(Event::Peer(PeerDest::All, msg));
+        self.schedule(h);
+    }
+
+    /// Lets this shard find session `h` by `from` (DTLS, SRTCP and media from it). The
+    /// first such address makes this shard route the session's media: it builds the
+    /// session's fan-out lists.
+    pub(super) fn index_addr(&mut self, h: SessionHandle, from: SocketAddr) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
+        if s.indexed.contains(&from) {
+            return;
+        }
+        let first = s.indexed.is_empty();
+        s.indexed.push(from);
+        if let Some(other) = self.by_addr.insert(from, h)
+            && other != h
+        {
+            // The address moved to this session (a participant's socket reused for a
+            // new session): the old one no longer routes from it.
+            self.unindex_addr(other, from);
+        }
+        if first {
+            self.fanout_build(h);
         }
     }
 
-    /// After a valid check of session `i` homed here (answered here or elsewhere).
-    pub(super) fn after_check(&mut self, i: usize) {
-        let s = self.sessions[i].as_mut().expect("indexed session exists");
+    /// Session `h` no longer routes from `addr` (another session took it over).
+    fn unindex_addr(&mut self, h: SessionHandle, addr: SocketAddr) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
+        s.indexed.retain(|&a| a != addr);
+        if s.indexed.is_empty() {
+            self.fanout_build(h);
+        }
+    }
+
+    /// After a valid check of session `h` homed here (answered here or elsewhere).
+    pub(super) fn after_check(&mut self, h: SessionHandle) {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
         // A (re-)nomination of a connected session moves its media address.
         if let (Some(sel), Some(addr)) = (s.ice.selected(), s.addr)
             && sel != addr
-            && s.local().is_some_and(|l| l.srtcp_out.is_some())
+            && s.local().is_some_and(|l| l.keyed())
         {
-            self.set_connected(i, Some(sel));
+            self.set_connected(h, Some(sel));
         }
-        self.maybe_connected(i);
+        self.maybe_connected(h);
     }
 }

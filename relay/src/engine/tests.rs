@@ -48,6 +48,7 @@ fn spec(id: &str, conf: &str, ssrcs: &[u32]) -> SessionRule {
             .iter()
             .map(|&s| StreamRule {
                 ssrc: Ssrc(s),
+                kind: MediaKind::Audio,
                 layer: Layer::Single,
             })
             .collect(),
@@ -274,7 +275,7 @@ fn a_session_claimed_elsewhere_is_answered_here_and_recorded_by_its_home() {
         })
         .expect("a Checked message for the home");
     home.handle_command(now, Command::Peer(checked));
-    let Some(Session { ice, .. }) = home.sessions[0].as_ref() else {
+    let Some((_, Session { ice, .. })) = home.sessions.iter().next() else {
         panic!("the session is there");
     };
     assert_eq!(ice.selected(), Some(addr(6000)));
@@ -432,10 +433,13 @@ fn dtls_retransmits_at_its_own_deadline() {
     }
     assert!(!flight.is_empty(), "the server sent its flight");
     // The engine wakes at the DTLS server's own deadline, not on a tick.
-    let Some(Session {
-        home: Home::Here(local),
-        ..
-    }) = e.sessions[0].as_ref()
+    let Some((
+        _,
+        Session {
+            home: Home::Here(local),
+            ..
+        },
+    )) = e.sessions.iter().next()
     else {
         panic!("homed here");
     };

@@ -13,16 +13,16 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-/// Deadlines by session slot.
+/// Deadlines by session.
 #[derive(Debug, Default)]
 pub(super) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    heap: BinaryHeap<Reverse<(Instant, SessionHandle)>>,
 }
 
 impl Timers {
-    /// Schedules slot `i` at `at`.
-    pub(super) fn push(&mut self, at: Instant, i: usize) {
-        self.heap.push(Reverse((at, i)));
+    /// Schedules `h` at `at`.
+    pub(super) fn push(&mut self, at: Instant, h: SessionHandle) {
+        self.heap.push(Reverse((at, h)));
     }
 
     /// The soonest deadline.
@@ -31,7 +31,7 @@ impl Timers {
     }
 
     /// The soonest entry.
-    pub(super) fn peek(&self) -> Option<(Instant, usize)> {
+    pub(super) fn peek(&self) -> Option<(Instant, SessionHandle)> {
         self.heap.peek().map(|Reverse(e)| *e)
     }
 
@@ -41,7 +41,7 @@ impl Timers {
     }
 
     /// The next entry due at `now`, removed.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize)> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, SessionHandle)> {
         match self.heap.peek() {
             Some(Reverse((t, _))) if *t <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -49,58 +49,63 @@ impl Timers {
     }
 }
 
-use super::{EndReason, Engine, Home, SessionEvent, ShardId};
+use super::{EndReason, Engine, Home, SessionEvent, SessionHandle, ShardId};
 
 impl Engine {
     /// Runs the timers that are due: ICE consent, DTLS retransmission, first-check
     /// deadlines. Visits only the sessions whose deadline has come.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
-        while let Some((at, i)) = self.timers.pop_due(now) {
-            let Some(s) = self.sessions.get_mut(i).and_then(Option::as_mut) else {
-                continue;
+        while let Some((at, h)) = self.timers.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(h) else {
+                continue; // gone
             };
             if s.timer_at != Some(at) {
-                continue; // stale: rescheduled or a new session in the slot
+                continue; // stale: rescheduled since
             }
             s.timer_at = None;
             self.stats.timer_visits += 1;
-            self.session_timeout(now, i);
-            self.schedule(i);
+            self.session_timeout(now, h);
+            self.schedule(h);
         }
         self.drop_stale_timers();
     }
 
-    pub(super) fn session_timeout(&mut self, now: Instant, i: usize) {
-        let Some(s) = self.sessions[i].as_mut() else {
+    fn session_timeout(&mut self, now: Instant, h: SessionHandle) {
+        let first_check_due = self.cfg.silence_timeout;
+        let report_unclaimed = self.cfg.shard == ShardId(0);
+        let Some(s) = self.sessions.get_mut(h) else {
             return;
         };
         match &mut s.home {
             Home::Here(local) => {
-                if !local.failed {
-                    local.dtls.handle_timeout(now);
+                if local.ended() {
+                    return;
                 }
-                self.drain_dtls(now, i);
-                let s = self.sessions[i].as_mut().expect("still there");
+                local.dtls.handle_timeout(now);
+                self.drain_dtls(h);
+                let Some(s) = self.sessions.get_mut(h) else {
+                    return;
+                };
                 if s.ice.handle_timeout(now).is_some() {
                     let reason = if s.is_connected() {
                         EndReason::ConsentExpired
                     } else {
                         EndReason::IceTimeout
                     };
-                    self.end_session(i, reason);
+                    self.end_session(h, reason);
                 }
             }
-            Home::Unclaimed => {
+            Home::Unclaimed { timed_out } => {
                 // Nobody answered a check in time. One shard reports it.
-                if !s.reported
-                    && self.cfg.shard == ShardId(0)
-                    && now.saturating_duration_since(s.created) >= self.cfg.silence_timeout
+                if !*timed_out
+                    && report_unclaimed
+                    && now.saturating_duration_since(s.created) >= first_check_due
                 {
-                    s.reported = true;
-                    let id = s.spec.id.clone();
+                    *timed_out = true;
+                    let session = s.spec.id.clone();
                     self.notify(SessionEvent::Failed {
-                        session: id,
+                        session,
                         reason: EndReason::IceTimeout,
                         detail: String::from("no valid ICE check"),
                     });
@@ -110,30 +115,32 @@ impl Engine {
         }
     }
 
-    /// Schedules session `i` at its own next deadline: the soonest of its ICE and DTLS
+    /// Schedules session `h` at its own next deadline: the soonest of its ICE and DTLS
     /// deadlines if it is homed here, its first-check deadline on shard 0 while
     /// unclaimed, none once it has ended or elsewhere.
-    pub(super) fn schedule(&mut self, i: usize) {
+    pub(super) fn schedule(&mut self, h: SessionHandle) {
         let shard = self.cfg.shard;
         let silence = self.cfg.silence_timeout;
-        let Some(s) = self.sessions.get_mut(i).and_then(Option::as_mut) else {
+        let Some(s) = self.sessions.get_mut(h) else {
             return;
         };
         let due = match &s.home {
-            _ if s.reported => None,
+            Home::Here(local) if local.ended() => None,
             Home::Here(local) => {
-                let dtls = (!local.failed).then(|| local.dtls.poll_timeout()).flatten();
+                let dtls = local.dtls.poll_timeout();
                 Some(dtls.map_or(s.ice.poll_timeout(), |d| d.min(s.ice.poll_timeout())))
             }
-            Home::Unclaimed if shard == ShardId(0) => Some(s.created + silence),
-            Home::Unclaimed | Home::Elsewhere(..) => None,
+            Home::Unclaimed { timed_out: false } if shard == ShardId(0) => {
+                Some(s.created + silence)
+            }
+            Home::Unclaimed { .. } | Home::Elsewhere(..) => None,
         };
         if due == s.timer_at {
             return;
         }
         s.timer_at = due;
         if let Some(due) = due {
-            self.timers.push(due, i);
+            self.timers.push(due, h);
         }
         self.drop_stale_timers();
     }
@@ -141,8 +148,8 @@ impl Engine {
     /// Pops entries whose session moved its deadline or is gone off the top of the
     /// heap, so that [`Engine::poll_timeout`] is a live deadline.
     pub(super) fn drop_stale_timers(&mut self) {
-        while let Some((at, i)) = self.timers.peek() {
-            let live = self.sessions.get(i).and_then(Option::as_ref);
+        while let Some((at, h)) = self.timers.peek() {
+            let live = self.sessions.get(h);
             if live.is_some_and(|s| s.timer_at == Some(at)) {
                 break;
             }

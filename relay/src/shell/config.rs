@@ -13,6 +13,9 @@
 //! | `log_level` | `--log-level` | `info` |
 //! | `rng_seed` | `--rng-seed` | none: OS randomness (a seed is for tests only) |
 //! | `consent_timeout` | `--consent-timeout` | 30 (seconds of silence that end a session) |
+//! | `retransmit_full_bytes` | `--retransmit-full-bytes` | 393216 (per full-resolution or single-layer video stream; 0: no cache) |
+//! | `retransmit_thumbnail_bytes` | `--retransmit-thumbnail-bytes` | 65536 (per thumbnail) |
+//! | `retransmit_ms` | `--retransmit-ms` | 1000 (how long a packet can be resent) |
 //!
 //! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing
 //! connection on the host never takes it, above the privileged ports, and it is the port
@@ -42,6 +45,14 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 10000);
 /// The default metrics address: loopback only, Prometheus' registered exporter range.
 pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
+/// The default retransmission cache per full-resolution video stream: about 1 s of a
+/// 3 Mbit/s layer.
+pub const DEFAULT_RETRANSMIT_FULL_BYTES: usize = 384 * 1024;
+/// The default retransmission cache per thumbnail: about 1 s of 500 kbit/s.
+pub const DEFAULT_RETRANSMIT_THUMBNAIL_BYTES: usize = 64 * 1024;
+/// The default time a cached packet may be resent: a NACK comes one round trip after the
+/// loss, and after a second the receiver's jitter buffer has given up on the packet.
+pub const DEFAULT_RETRANSMIT_MS: u64 = 1000;
 /// The default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/blindfold/relay.sock";
 /// The default silence, in seconds, that ends a session (RFC 7675's consent timeout).
@@ -127,6 +138,16 @@ pub struct Args {
     /// session has for its first valid ICE check).
     #[arg(long, value_name = "SECS")]
     pub consent_timeout: Option<NonZeroU64>,
+    /// Bytes of recent packets kept per full-resolution or single-layer video stream to
+    /// answer NACKs (0: none; every NACK goes to the sender).
+    #[arg(long, value_name = "BYTES")]
+    pub retransmit_full_bytes: Option<usize>,
+    /// The same per simulcast thumbnail.
+    #[arg(long, value_name = "BYTES")]
+    pub retransmit_thumbnail_bytes: Option<usize>,
+    /// Milliseconds a kept packet may be resent.
+    #[arg(long, value_name = "MS")]
+    pub retransmit_ms: Option<NonZeroU64>,
 }
 
 /// The TOML file: every key optional, unknown keys rejected.
@@ -145,6 +166,9 @@ struct FileConfig {
     log_level: Option<LogLevel>,
     rng_seed: Option<u64>,
     consent_timeout: Option<NonZeroU64>,
+    retransmit_full_bytes: Option<usize>,
+    retransmit_thumbnail_bytes: Option<usize>,
+    retransmit_ms: Option<NonZeroU64>,
 }
 
 /// The DTLS certificate and key files.
@@ -182,6 +206,12 @@ pub struct Config {
     pub rng_seed: Option<u64>,
     /// Silence that ends a session.
     pub consent_timeout: Duration,
+    /// Retransmission cache per full-resolution or single-layer video stream, bytes.
+    pub retransmit_full_bytes: usize,
+    /// Retransmission cache per thumbnail, bytes.
+    pub retransmit_thumbnail_bytes: usize,
+    /// How long a cached packet may be resent.
+    pub retransmit_age: Duration,
 }
 
 /// Why the configuration was rejected. Each names the key at fault.
@@ -365,6 +395,19 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 .or(file.consent_timeout)
                 .map_or(DEFAULT_CONSENT_TIMEOUT_SECS, NonZeroU64::get),
         ),
+        retransmit_full_bytes: args
+            .retransmit_full_bytes
+            .or(file.retransmit_full_bytes)
+            .unwrap_or(DEFAULT_RETRANSMIT_FULL_BYTES),
+        retransmit_thumbnail_bytes: args
+            .retransmit_thumbnail_bytes
+            .or(file.retransmit_thumbnail_bytes)
+            .unwrap_or(DEFAULT_RETRANSMIT_THUMBNAIL_BYTES),
+        retransmit_age: Duration::from_millis(
+            args.retransmit_ms
+                .or(file.retransmit_ms)
+                .map_or(DEFAULT_RETRANSMIT_MS, NonZeroU64::get),
+        ),
     })
 }
 
@@ -389,6 +432,9 @@ mod tests {
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.rng_seed, None);
         assert_eq!(c.consent_timeout, Duration::from_secs(30));
+        assert_eq!(c.retransmit_full_bytes, 384 * 1024);
+        assert_eq!(c.retransmit_thumbnail_bytes, 64 * 1024);
+        assert_eq!(c.retransmit_age, Duration::from_secs(1));
     }
 
     #[test]

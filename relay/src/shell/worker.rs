@@ -94,7 +94,7 @@ pub static SESSIONS: Labels<3> = Labels {
 pub type RelayMetrics = Metrics<DROPS, 3>;
 
 /// Number of engine counters exported besides drops and handshakes.
-const ENGINE_COUNTERS: usize = 15;
+const ENGINE_COUNTERS: usize = EngineStats::EXPORTED;
 
 /// The engine counters each worker exports besides drops and handshakes
 /// ([`EngineStats::exported`]), as last published; rendered per worker.

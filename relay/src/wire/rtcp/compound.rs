@@ -127,6 +127,15 @@ impl<'b> CompoundWriter<'b> {
         self.push(|b| write_fir(b, sender, entries))
     }
 
+    /// Appends a PAUSE-RESUME message ([`write_pause_resume`]).
+    pub fn pause_resume(
+        &mut self,
+        sender: Ssrc,
+        entries: &[PauseEntry<'_>],
+    ) -> Result<usize, RtcpError> {
+        self.push(|b| write_pause_resume(b, sender, entries))
+    }
+
     /// Appends a REMB ([`write_remb`]).
     pub fn remb(
         &mut self,

@@ -31,6 +31,7 @@ pub(super) fn exercise(data: &[u8]) {
     let _ = Tmmbr::parse(data);
     let _ = Tmmbn::parse(data);
     let _ = TransportCc::parse(data);
+    let _ = PauseResume::parse(data);
     let _ = Pli::parse(data);
     let _ = Fir::parse(data);
     let _ = Remb::parse(data);
@@ -203,6 +204,16 @@ pub(super) fn exercise_packet(
             assert_eq!(n, usize::from(tcc.status_count()));
             assert_eq!(tcc.statuses().len(), n);
             return false;
+        }
+        RtcpPacket::PauseResume(p) => {
+            let entries: Vec<_> = p.entries().collect();
+            assert!(!entries.is_empty());
+            let _ = (p.media_ssrc(), p.fci());
+            let n = write_pause_resume(&mut buf, p.sender_ssrc(), &entries).unwrap();
+            let again = PauseResume::parse(&buf[..n]).unwrap();
+            assert_eq!(again.sender_ssrc(), p.sender_ssrc());
+            assert!(again.entries().eq(entries.iter().copied()));
+            w.pause_resume(p.sender_ssrc(), &entries).unwrap();
         }
         RtcpPacket::Pli(pli) => {
             let _ = pli.fci();

@@ -1,4 +1,4 @@
-//! RTCP compound packets (RFC 3550, RFC 4585, RFC 5104, REMB, transport-cc).
+//! RTCP compound packets (RFC 3550, RFC 4585, RFC 5104, RFC 7728, REMB, transport-cc).
 //!
 //! # Parsing
 //!
@@ -139,6 +139,9 @@ pub enum RtcpError {
     /// FIR FCI empty or not a multiple of 8 bytes.
     #[error("FIR FCI empty or not a multiple of 8 bytes")]
     FirBadLength,
+    /// PAUSE-RESUME FCI empty, or an entry's parameters run past the end.
+    #[error("PAUSE-RESUME FCI empty or an entry runs past the end")]
+    PauseBadLength,
     /// REMB shorter than its fixed part or its SSRC list.
     #[error("REMB shorter than its SSRC count says")]
     RembTooShort,
@@ -383,6 +386,8 @@ pub enum RtcpPacket<'a> {
     Tmmbn(Tmmbn<'a>),
     /// Transport-wide congestion control feedback, RTPFB FMT 15.
     TransportCc(TransportCc<'a>),
+    /// Pause and resume (RFC 7728), RTPFB FMT 9.
+    PauseResume(PauseResume<'a>),
     /// Picture loss indication, PSFB FMT 1.
     Pli(Pli<'a>),
     /// Full intra request, PSFB FMT 4.
@@ -420,6 +425,7 @@ impl<'a> RtcpPacket<'a> {
             (PT_RTPFB, FMT_TMMBR) => RtcpPacket::Tmmbr(Tmmbr::from_raw(raw)?),
             (PT_RTPFB, FMT_TMMBN) => RtcpPacket::Tmmbn(Tmmbn::from_raw(raw)?),
             (PT_RTPFB, FMT_TCC) => RtcpPacket::TransportCc(TransportCc::from_raw(raw)?),
+            (PT_RTPFB, FMT_PAUSE_RESUME) => RtcpPacket::PauseResume(PauseResume::from_raw(raw)?),
             (PT_PSFB, FMT_PLI) => RtcpPacket::Pli(Pli::from_raw(raw)?),
             (PT_PSFB, FMT_FIR) => RtcpPacket::Fir(Fir::from_raw(raw)?),
             (PT_PSFB, FMT_AFB) if raw.body.get(8..12) == Some(&REMB_ID[..]) => {
@@ -593,6 +599,7 @@ mod fir;
 #[cfg(any(test, feature = "fuzz"))]
 mod fuzz;
 mod nack;
+mod pause;
 mod pli;
 mod remb;
 mod report;
@@ -607,6 +614,7 @@ pub use fir::*;
 #[cfg(feature = "fuzz")]
 pub use fuzz::fuzz_one;
 pub use nack::*;
+pub use pause::*;
 pub use pli::*;
 pub use remb::*;
 pub use report::*;

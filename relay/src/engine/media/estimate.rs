@@ -1,0 +1,642 @@
+//! Downlink estimate of one receiver: how many bits per second the relay can send it,
+//! from what the receiver reports (RTCP receiver reports, REMB) and what the relay
+//! actually sent it. Layer choice (`layers.rs`) and rate clamping (`clamp.rs`) run on
+//! this number.
+//!
+//! # The rules
+//!
+//! The loss-based controller of Google congestion control
+//! (draft-ietf-rmcat-gcc-02 §6), run once per receiver report:
+//!
+//! - loss below 2%: increase 5% (the link may carry more);
+//! - loss 2–10%: hold (the link is about full; this much loss is what probing costs);
+//! - loss above 10%: decrease to `A·(1 − 0.5·loss)` (congestion).
+//!
+//! Around it:
+//!
+//! - **REMB caps it.** A receiver that sends REMB (its own delay-based estimate, draft-
+//!   alvestrand-rmcat-remb) knows about queues building up before they lose packets,
+//!   so the estimate is never above its REMB while that is fresh (default: at most 5 s
+//!   old; receivers send one a second). On low loss the loss-based state may also rise
+//!   straight to the REMB rather than 5% a report: the receiver vouches for that rate
+//!   and nothing is being lost, and 5% a second would take half a minute to go from a
+//!   thumbnail's rate to a full layer's.
+//! - **Never above 1.5× what was sent.** Without loss the increase would go on forever
+//!   on a link the relay hardly uses, and the first burst after that would meet a
+//!   number nobody measured. So the estimate is at most 1.5× the rate the relay sent
+//!   this receiver over the last second (GCC's own bound on its delay-based estimate),
+//!   and the loss-based state does not grow past that bound (it is not pulled down by
+//!   it either: a pause in sending does not reset what was learnt). On low loss it
+//!   rises at once to at least what was sent over that second: the receiver got it, so
+//!   the link carries it (after the relay starts forwarding a full layer, the estimate
+//!   catches up in one report instead of many). When that bound is
+//!   what limits the estimate, [`DownlinkEstimate::app_limited`] says so: the link may
+//!   carry more than anyone has tried, which layer choice uses to decide to probe.
+//! - **Jitter holds.** Interarrival jitter above 30 ms (default) in any report block
+//!   means queues are growing somewhere: the estimate holds instead of increasing.
+//! - **Loss is per packet, not per stream.** A receiver report has one block per
+//!   stream the receiver gets; their fraction-lost values are weighted by the packets
+//!   each stream carried since its previous report (from the extended highest sequence
+//!   number), so a lossy 50 packet/s audio stream does not count as much as a clean
+//!   300 packet/s video stream. Reports closer together than 200 ms (default) are
+//!   merged into one update, so a receiver that reports often does not ramp faster.
+//!
+//! Start: 1 Mbit/s (default), within `[min_bps, max_bps]` (50 kbit/s, 100 Mbit/s).
+//! Nothing is allocated after construction, and there is no deadline: the estimate is
+//! computed when asked, from `now`.
+
+use std::time::{Duration, Instant};
+
+use crate::id::Ssrc;
+
+/// Settings of one receiver's estimate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct EstimateConfig {
+    /// The estimate before any report.
+    pub initial_bps: u64,
+    /// The loss-based state never goes below this.
+    pub min_bps: u64,
+    /// Nor above this.
+    pub max_bps: u64,
+    /// The estimate is at most `sent_headroom` × the rate sent over `sent_window`.
+    pub sent_headroom: f64,
+    /// See `sent_headroom`.
+    pub sent_window: Duration,
+    /// A REMB older than this no longer caps the estimate.
+    pub remb_timeout: Duration,
+    /// Jitter above this (in any block) holds instead of increasing.
+    pub jitter_hold: Duration,
+    /// Reports closer together than this are merged into one update.
+    pub min_update_interval: Duration,
+}
+
+impl Default for EstimateConfig {
+    fn default() -> Self {
+        EstimateConfig {
+            initial_bps: 1_000_000,
+            min_bps: 50_000,
+            max_bps: 100_000_000,
+            sent_headroom: 1.5,
+            sent_window: Duration::from_secs(1),
+            remb_timeout: Duration::from_secs(5),
+            jitter_hold: Duration::from_millis(30),
+            min_update_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What one report block (RFC 3550 §6.4.1) says, as the estimate needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LossReport {
+    /// The stream the block is about.
+    pub ssrc: Ssrc,
+    /// Fraction lost since the receiver's previous report, in 1/256.
+    pub fraction_lost: u8,
+    /// Extended highest sequence number received.
+    pub highest_seq: u32,
+    /// Interarrival jitter (the block's timestamp units divided by the clock rate).
+    pub jitter: Duration,
+}
+
+/// Streams whose previous highest sequence number is remembered.
+const STREAMS: usize = 16;
+/// Buckets of the sent-rate meter.
+const SENT_BUCKETS: usize = 10;
+
+/// One receiver's downlink estimate (on the receiver's home shard).
+#[derive(Debug)]
+pub(crate) struct DownlinkEstimate {
+    cfg: EstimateConfig,
+    /// The loss-based state (GCC's `A_s`).
+    loss_based: f64,
+    remb: Option<(u64, Instant)>,
+    /// Per stream: the highest sequence number of its previous block.
+    streams: [Option<(Ssrc, u32)>; STREAMS],
+    next_stream: usize,
+    /// Loss accumulated since the last update: lost and expected packets (weighted),
+    /// and the unweighted fractions of blocks whose weight is not known yet.
+    acc_lost: f64,
+    acc_expected: f64,
+    acc_fraction: f64,
+    acc_blocks: u32,
+    acc_jitter: Duration,
+    last_update: Option<Instant>,
+    last_loss: Option<f64>,
+    sent: SentMeter,
+}
+
+impl DownlinkEstimate {
+    /// An estimate at `cfg.initial_bps`.
+    pub(crate) fn new(cfg: EstimateConfig) -> Self {
+        let min = cfg.min_bps.min(cfg.max_bps);
+        DownlinkEstimate {
+            loss_based: cfg.initial_bps.clamp(min, cfg.max_bps) as f64,
+            cfg,
+            remb: None,
+            streams: [None; STREAMS],
+            next_stream: 0,
+            acc_lost: 0.0,
+            acc_expected: 0.0,
+            acc_fraction: 0.0,
+            acc_blocks: 0,
+            acc_jitter: Duration::ZERO,
+            last_update: None,
+            last_loss: None,
+            sent: SentMeter::new(cfg.sent_window),
+        }
+    }
+
+    /// The relay sent this receiver a datagram of `bytes` at `now`.
+    pub(crate) fn handle_sent(&mut self, now: Instant, bytes: usize) {
+        self.sent.add(now, bytes as u64);
+    }
+
+    /// The receiver's REMB said `bps` at `now`.
+    pub(crate) fn handle_remb(&mut self, now: Instant, bps: u64) {
+        self.remb = Some((bps, now));
+    }
+
+    /// A receiver report from this receiver arrived at `now` with these blocks.
+    pub(crate) fn handle_receiver_report(
+        &mut self,
+        now: Instant,
+        blocks: impl IntoIterator<Item = LossReport>,
+    ) {
+        for b in blocks {
+            self.account(b);
+        }
+        let due = self
+            .last_update
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.min_update_interval);
+        if due {
+            self.update(now);
+        }
+    }
+
+    /// The estimate at `now`, bits per second.
+    pub(crate) fn estimate(&self, now: Instant) -> u64 {
+        let (unbounded, cap) = self.parts(now);
+        unbounded.min(cap)
+    }
+
+    /// Whether what the relay sent is what bounds the estimate at `now`: the link
+    /// reported no trouble, and may carry more than has been tried.
+    pub(crate) fn app_limited(&self, now: Instant) -> bool {
+        let (unbounded, cap) = self.parts(now);
+        cap <= unbounded
+    }
+
+    /// The loss fraction of the last update (0.0 to 1.0), if there was one.
+    pub(crate) fn last_loss(&self) -> Option<f64> {
+        self.last_loss
+    }
+
+    /// The estimate without the sent bound, and the sent bound.
+    fn parts(&self, now: Instant) -> (u64, u64) {
+        let mut est = self.loss_based as u64;
+        if let Some(remb) = self.fresh_remb(now) {
+            est = est.min(remb);
+        }
+        (est, self.sent_cap(now) as u64)
+    }
+
+    fn sent_cap(&self, now: Instant) -> f64 {
+        self.sent.rate_bps(now) * self.cfg.sent_headroom.max(0.0)
+    }
+
+    fn fresh_remb(&self, now: Instant) -> Option<u64> {
+        self.remb
+            .filter(|&(_, at)| now.saturating_duration_since(at) <= self.cfg.remb_timeout)
+            .map(|(bps, _)| bps)
+    }
+
+    fn account(&mut self, b: LossReport) {
+        let fraction = f64::from(b.fraction_lost) / 256.0;
+        self.acc_jitter = self.acc_jitter.max(b.jitter);
+        let slot = self
+            .streams
+            .iter()
+            .position(|s| s.is_some_and(|s| s.0 == b.ssrc));
+        let expected = slot.and_then(|i| {
+            let (_, prev) = self.streams[i]?;
+            let d = b.highest_seq.wrapping_sub(prev);
+            // A jump back or of more than 2^16 is a restart, not a count.
+            (d < 0x1_0000).then_some(d)
+        });
+        let i = slot.unwrap_or_else(|| {
+            let i = self.next_stream;
+            self.next_stream = (i + 1) % STREAMS;
+            i
+        });
+        self.streams[i] = Some((b.ssrc, b.highest_seq));
+        match expected {
+            Some(n) => {
+                self.acc_lost += fraction * f64::from(n);
+                self.acc_expected += f64::from(n);
+            }
+            None => {
+                self.acc_fraction += fraction;
+                self.acc_blocks += 1;
+            }
+        }
+    }
+
+    fn update(&mut self, now: Instant) {
+        let loss = if self.acc_expected > 0.0 {
+            self.acc_lost / self.acc_expected
+        } else if self.acc_blocks > 0 {
+            self.acc_fraction / f64::from(self.acc_blocks)
+        } else {
+            // No blocks: a report about nothing the relay sends.
+            return;
+        };
+        let jitter = self.acc_jitter;
+        (
+            self.acc_lost,
+            self.acc_expected,
+            self.acc_fraction,
+            self.acc_blocks,
+        ) = (0.0, 0.0, 0.0, 0);
+        self.acc_jitter = Duration::ZERO;
+        self.last_update = Some(now);
+        self.last_loss = Some(loss);
+        let a = self.loss_based;
+        let next = if loss > 0.10 {
+            a * (1.0 - 0.5 * loss)
+        } else if loss >= 0.02 || jitter > self.cfg.jitter_hold {
+            a
+        } else {
+            // What was sent over the last second arrived with under 2% loss: the link
+            // carries at least that.
+            let mut up = (a * 1.05).max(self.sent.rate_bps(now));
+            if let Some(remb) = self.fresh_remb(now) {
+                up = up.max(remb as f64);
+            }
+            // Growth stops at 1.5× what was sent; the bound never pulls it down.
+            up.min(a.max(self.sent_cap(now)))
+        };
+        let min = self.cfg.min_bps.min(self.cfg.max_bps) as f64;
+        self.loss_based = next.clamp(min, self.cfg.max_bps as f64);
+    }
+}
+
+/// Bytes sent over the last window, in buckets of a tenth of it.
+#[derive(Debug)]
+struct SentMeter {
+    bucket_ns: u64,
+    bytes: [u64; SENT_BUCKETS],
+    epoch: Option<Instant>,
+    /// The bucket `bytes[newest % SENT_BUCKETS]` counts.
+    newest: u64,
+    /// When the first byte was counted, in ns since `epoch`.
+    first_ns: Option<u64>,
+}
+
+impl SentMeter {
+    fn new(window: Duration) -> Self {
+        let bucket_ns =
+            (window.as_nanos() / SENT_BUCKETS as u128).clamp(1_000, u128::from(u64::MAX / 4));
+        SentMeter {
+            bucket_ns: bucket_ns as u64,
+            bytes: [0; SENT_BUCKETS],
+            epoch: None,
+            newest: 0,
+            first_ns: None,
+        }
+    }
+
+    /// Nanoseconds since the epoch (0 before it: time never goes back past it).
+    fn ns(&self, now: Instant) -> u64 {
+        self.epoch.map_or(0, |e| {
+            now.saturating_duration_since(e)
+                .as_nanos()
+                .min(u128::from(u64::MAX / 4)) as u64
+        })
+    }
+
+    fn add(&mut self, now: Instant, n: u64) {
+        self.epoch.get_or_insert(now);
+        let ns = self.ns(now);
+        self.first_ns.get_or_insert(ns);
+        let b = (ns / self.bucket_ns).max(self.newest);
+        if b > self.newest {
+            let stale = (b - self.newest).min(SENT_BUCKETS as u64);
+            for k in 0..stale {
+                self.bytes[((b - k) % SENT_BUCKETS as u64) as usize] = 0;
+            }
+            self.newest = b;
+        }
+        let i = (b % SENT_BUCKETS as u64) as usize;
+        self.bytes[i] = self.bytes[i].saturating_add(n);
+    }
+
+    /// Bits per second over the window ending at `now`.
+    fn rate_bps(&self, now: Instant) -> f64 {
+        let Some(first) = self.first_ns else {
+            return 0.0;
+        };
+        let ns = self.ns(now).max(self.newest * self.bucket_ns);
+        let b = ns / self.bucket_ns;
+        let oldest = (b + 1).saturating_sub(SENT_BUCKETS as u64);
+        if self.newest < oldest {
+            return 0.0;
+        }
+        let bytes: u64 = (oldest..=self.newest)
+            .map(|k| self.bytes[(k % SENT_BUCKETS as u64) as usize])
+            .fold(0u64, u64::saturating_add);
+        // The window starts at the oldest bucket in it, or at the first byte.
+        let start = (oldest * self.bucket_ns).max(first);
+        let span = ns.saturating_sub(start).max(self.bucket_ns);
+        bytes as f64 * 8.0 * 1e9 / span as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // One arbitrary base instant; everything after it is simulated.
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const VIDEO: Ssrc = Ssrc(0xbeef);
+    const AUDIO: Ssrc = Ssrc(0xa0d1);
+
+    /// A receiver being sent `bps` steadily (1000-byte packets) and reporting every
+    /// second with `fraction_lost` on one stream of 300 packets/s; optional REMB.
+    struct Sim {
+        e: DownlinkEstimate,
+        t0: Instant,
+        now: Instant,
+        seq: u32,
+    }
+
+    impl Sim {
+        fn new() -> Self {
+            let t0 = Instant::now();
+            Sim {
+                e: DownlinkEstimate::new(EstimateConfig::default()),
+                t0,
+                now: t0,
+                seq: 0,
+            }
+        }
+
+        /// One second of sending at `bps`, then a report with `loss` (0..=255).
+        fn second(&mut self, bps: u64, loss: u8, remb: Option<u64>) -> u64 {
+            let packets = bps / 8000;
+            for i in 0..packets {
+                let at = self.now + Duration::from_nanos(1_000_000_000 * i / packets.max(1));
+                self.e.handle_sent(at, 1000);
+            }
+            self.now += Duration::from_secs(1);
+            if let Some(r) = remb {
+                self.e.handle_remb(self.now, r);
+            }
+            self.seq += 300;
+            let block = LossReport {
+                ssrc: VIDEO,
+                fraction_lost: loss,
+                highest_seq: self.seq,
+                jitter: 5 * MS,
+            };
+            self.e.handle_receiver_report(self.now, [block]);
+            self.e.estimate(self.now)
+        }
+    }
+
+    fn near(a: u64, b: u64) -> bool {
+        a.abs_diff(b) <= b / 100
+    }
+
+    #[test]
+    fn defaults() {
+        let d = EstimateConfig::default();
+        assert_eq!(d.initial_bps, 1_000_000);
+        assert_eq!(d.sent_headroom, 1.5);
+        assert_eq!(d.sent_window, Duration::from_secs(1));
+        assert_eq!(d.remb_timeout, Duration::from_secs(5));
+        assert_eq!(d.jitter_hold, 30 * MS);
+        assert_eq!(d.min_update_interval, 200 * MS);
+    }
+
+    #[test]
+    fn low_loss_increases_five_percent_a_report_up_to_one_and_a_half_times_sent() {
+        let mut s = Sim::new();
+        // 800 kbit/s sent: the bound is 1.2 Mbit/s, above the initial 1 Mbit/s.
+        let mut expect = 1_000_000.0;
+        for _ in 0..3 {
+            expect *= 1.05;
+            let e = s.second(800_000, 3, None); // 1.2% loss: still "low"
+            assert!(near(e, expect as u64), "{e} vs {expect}");
+        }
+        for _ in 0..10 {
+            let e = s.second(800_000, 0, None);
+            assert!(near(e, 1_200_000), "never above 1.5× sent: {e}");
+        }
+        assert!(s.e.app_limited(s.now));
+    }
+
+    #[test]
+    fn low_loss_lifts_it_to_what_was_delivered() {
+        let mut s = Sim::new();
+        // The relay starts forwarding 2 Mbit/s and the receiver loses nothing: the
+        // link carries 2 Mbit/s, whatever 5% a report would say.
+        assert!(near(s.second(2_000_000, 0, None), 2_000_000));
+        // With 5% loss it would only have held.
+        let mut s = Sim::new();
+        assert_eq!(s.second(2_000_000, 13, None), 1_000_000);
+    }
+
+    #[test]
+    fn moderate_loss_holds_and_heavy_loss_decreases() {
+        let mut s = Sim::new();
+        s.second(2_000_000, 0, None);
+        let before = s.e.estimate(s.now);
+        // 5% loss: hold.
+        assert_eq!(s.second(2_000_000, 13, None), before);
+        assert_eq!(s.second(2_000_000, 25, None), before, "9.8%");
+        // 20% loss: × (1 − 0.1).
+        let after = s.second(2_000_000, 51, None);
+        let loss = 51.0 / 256.0;
+        assert!(
+            near(after, (before as f64 * (1.0 - 0.5 * loss)) as u64),
+            "{after}"
+        );
+        assert_eq!(s.e.last_loss(), Some(loss));
+        // 100% loss, over and over: down to the floor, never zero.
+        for _ in 0..50 {
+            s.second(2_000_000, 255, None);
+        }
+        assert_eq!(s.e.estimate(s.now), 50_000);
+    }
+
+    #[test]
+    fn remb_caps_the_estimate_and_lets_it_rise_at_once() {
+        let mut s = Sim::new();
+        // A fast receiver: its REMB says 2.5 Mbit/s while the relay sends 2 Mbit/s.
+        assert_eq!(s.second(2_000_000, 0, Some(2_500_000)), 2_500_000);
+        // Its REMB drops: so does the estimate, loss or not.
+        assert_eq!(s.second(2_000_000, 0, Some(800_000)), 800_000);
+        assert!(!s.e.app_limited(s.now));
+        // The REMB goes stale after 5 s: the loss-based state (which kept growing from
+        // 2.5 Mbit/s, bounded by 1.5× sent) rules again.
+        s.now += Duration::from_secs(5);
+        assert!(s.second(2_000_000, 0, None) > 2_500_000);
+    }
+
+    #[test]
+    fn what_was_sent_bounds_the_estimate() {
+        let mut s = Sim::new();
+        // Only thumbnails and audio go to this receiver: 320 kbit/s.
+        for _ in 0..10 {
+            let e = s.second(320_000, 0, Some(5_000_000));
+            assert!(e <= 481_000, "{e}");
+        }
+        assert!(near(s.e.estimate(s.now), 480_000));
+        assert!(
+            s.e.app_limited(s.now),
+            "the link may carry more than was tried"
+        );
+        // A pause in sending caps the estimate (nothing sent, nothing known)…
+        assert_eq!(s.e.estimate(s.now + Duration::from_secs(3)), 0);
+        // …and when sending resumes, the receiver's REMB lets it rise at once.
+        s.now += Duration::from_secs(3);
+        let e = s.second(2_000_000, 0, Some(5_000_000));
+        assert!(e >= 2_900_000, "{e}");
+    }
+
+    #[test]
+    fn jitter_holds_instead_of_increasing() {
+        let mut s = Sim::new();
+        let before = s.second(2_000_000, 0, None);
+        s.now += Duration::from_secs(1);
+        s.e.handle_receiver_report(
+            s.now,
+            [LossReport {
+                ssrc: VIDEO,
+                fraction_lost: 0,
+                highest_seq: s.seq + 300,
+                jitter: 80 * MS,
+            }],
+        );
+        assert_eq!(s.e.last_loss(), Some(0.0));
+        assert_eq!(s.e.loss_based as u64, before, "held, not increased");
+    }
+
+    #[test]
+    fn loss_is_weighted_by_packets() {
+        let t0 = Instant::now();
+        let mut e = DownlinkEstimate::new(EstimateConfig::default());
+        e.handle_sent(t0, 1_000_000);
+        let report = |video_seq, audio_seq, video_loss, audio_loss| {
+            [
+                LossReport {
+                    ssrc: VIDEO,
+                    fraction_lost: video_loss,
+                    highest_seq: video_seq,
+                    jitter: Duration::ZERO,
+                },
+                LossReport {
+                    ssrc: AUDIO,
+                    fraction_lost: audio_loss,
+                    highest_seq: audio_seq,
+                    jitter: Duration::ZERO,
+                },
+            ]
+        };
+        // First report: no counts yet, so the plain mean of the fractions: 25%.
+        e.handle_receiver_report(t0, report(1000, 100, 0, 128));
+        assert_eq!(e.last_loss(), Some(0.25));
+        // Then 950 video packets with no loss and 50 audio packets with half lost:
+        // 25 of 1000 packets, 2.5%, not the 25% a plain mean would say.
+        e.handle_receiver_report(t0 + 1000 * MS, report(1950, 150, 0, 128));
+        assert_eq!(e.last_loss(), Some(0.025));
+    }
+
+    #[test]
+    fn frequent_reports_are_merged() {
+        let t0 = Instant::now();
+        let mut e = DownlinkEstimate::new(EstimateConfig::default());
+        // 900 kbit/s for 2 s: below the estimate, and the bound (1.35 Mbit/s) is above
+        // where five increases take it.
+        for i in 0..1000u32 {
+            e.handle_sent(t0 + 2 * MS * i, 225);
+        }
+        let now = t0 + 1000 * MS;
+        // 100 reports within a second: five updates (every 200 ms), not 100.
+        for i in 0..100u32 {
+            e.handle_receiver_report(
+                now + 10 * MS * i,
+                [LossReport {
+                    ssrc: VIDEO,
+                    fraction_lost: 0,
+                    highest_seq: 10 * i,
+                    jitter: Duration::ZERO,
+                }],
+            );
+        }
+        let five = 1_000_000.0 * 1.05f64.powi(5);
+        assert!(near(e.loss_based as u64, five as u64), "{}", e.loss_based);
+    }
+
+    #[test]
+    fn sent_rate_is_measured_over_the_last_second() {
+        let t0 = Instant::now();
+        let mut m = SentMeter::new(Duration::from_secs(1));
+        assert_eq!(m.rate_bps(t0), 0.0);
+        // 1 Mbit/s for 3 s, in 1000-byte packets every 8 ms.
+        for i in 0..375u32 {
+            m.add(t0 + 8 * MS * i, 1000);
+        }
+        let r = m.rate_bps(t0 + 3000 * MS);
+        assert!((r - 1e6).abs() < 0.05e6, "{r}");
+        // Early on, the window is what has elapsed, not a full second.
+        let mut m = SentMeter::new(Duration::from_secs(1));
+        for i in 0..25u32 {
+            m.add(t0 + 8 * MS * i, 1000);
+        }
+        let r = m.rate_bps(t0 + 200 * MS);
+        assert!((r - 1e6).abs() < 0.05e6, "{r}");
+        // Silence: the rate falls to zero once the window has passed.
+        assert_eq!(m.rate_bps(t0 + 5000 * MS), 0.0);
+        // Time going backwards counts as none passed.
+        assert!(m.rate_bps(t0) > 0.0);
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        let t0 = Instant::now() + Duration::from_secs(1000);
+        let mut e = DownlinkEstimate::new(EstimateConfig {
+            initial_bps: 0,
+            min_bps: u64::MAX,
+            max_bps: 0,
+            sent_headroom: f64::NAN,
+            sent_window: Duration::ZERO,
+            remb_timeout: Duration::ZERO,
+            jitter_hold: Duration::ZERO,
+            min_update_interval: Duration::MAX,
+        });
+        e.handle_sent(t0, usize::MAX);
+        e.handle_sent(t0, usize::MAX);
+        e.handle_sent(t0 - Duration::from_secs(999), 1);
+        e.handle_remb(t0, u64::MAX);
+        e.handle_receiver_report(t0, []);
+        for i in 0..40u32 {
+            let blocks = (0..20u32).map(|k| LossReport {
+                ssrc: Ssrc(k),
+                fraction_lost: (i * 7 + k) as u8,
+                highest_seq: u32::MAX - i * k,
+                jitter: Duration::MAX,
+            });
+            e.handle_receiver_report(t0 + Duration::from_secs(u64::from(i)), blocks);
+        }
+        let _ = (e.estimate(t0), e.app_limited(t0), e.last_loss());
+        let _ = e.estimate(t0 + Duration::from_secs(1_000_000_000));
+        let mut e = DownlinkEstimate::new(EstimateConfig::default());
+        assert_eq!(e.estimate(t0), 0, "nothing sent yet");
+        e.handle_remb(t0, 0);
+        e.handle_sent(t0, 1000);
+        assert_eq!(e.estimate(t0), 0, "a REMB of 0 caps at 0");
+    }
+}

@@ -1,0 +1,695 @@
+//! Layer choice for one receiver and one sender's simulcast video: whether the receiver
+//! gets the sender's full-resolution layer on top of its thumbnail.
+//!
+//! Every receiver gets every sender's audio and thumbnail, always: the thumbnail never
+//! stops, so switching *down* (no more full layer) is immediate and seamless — the
+//! receiver shows the thumbnail it kept decoding. Switching *up* must start the full
+//! layer where it can be decoded: the machine asks the sender for a keyframe and starts
+//! forwarding full at the first packet of the next keyframe (frame marking's S and I
+//! bits, RFC 9626; `FrameMarking::starts_keyframe`), never mid-frame, so the receiver's
+//! timeline has no gap and no undecodable frame. Until then the thumbnail is what it
+//! shows. While an upswitch waits, it re-asks at most once per keyframe interval
+//! (default 300 ms, the keyframe throttle's; the throttle collapses what several
+//! receivers' machines ask).
+//!
+//! # When
+//!
+//! `available` is the part of the receiver's downlink estimate (`estimate.rs`) the
+//! engine gives this sender's video (the estimate less audio and the other senders'
+//! layers). The full layer costs `thumbnail + full` there, since the thumbnail goes on.
+//!
+//! - **Up** when the receiver subscribes to the full layer, is not demoted by rate
+//!   clamping (`clamp.rs`), and `available ≥ 1.2 × (thumbnail + full)` has held for
+//!   2 s: 20% headroom so a layer that fits only just is not tried, 2 s so a momentary
+//!   high estimate does not start a keyframe and a switch that would not last.
+//! - **Down** at once when the subscription ends, clamping demotes it, or
+//!   `available < 0.9 × (thumbnail + full)` with the estimate bounded by a real signal
+//!   (loss or REMB), not by what the relay sent (`app_limited`). The gap between 0.9
+//!   and 1.2 is the hysteresis that keeps layers from flapping: an estimate wandering
+//!   ±10% around the full layer's rate never switches either way.
+//! - **Probing.** An estimate is never above 1.5× what the relay sent the receiver, so
+//!   a receiver that gets only thumbnails cannot show room for a full layer. When its
+//!   estimate has been bounded only by what was sent (no loss, no lower REMB) for 2 s,
+//!   the machine tries the full layer anyway. During the trial's first 5 s
+//!   (`probe_window`) it goes back down only if the estimate falls below where it was
+//!   when the trial began (the link lost packets or the receiver's REMB dropped), not
+//!   because the estimate has not yet caught up with the new rate; after that the
+//!   normal rule applies. A trial that fails within its window doubles the wait before
+//!   the next one (4 s, then 8 s, … up to 32 s); one that holds resets it. Trials cost
+//!   a receiver with a truly slow link a second or two of congestion every half
+//!   minute; a later refinement can probe without risk by padding the receiver's
+//!   SRTCP (the relay owns the hop's keys) before switching. `probe_backoff: None`
+//!   turns trials off.
+//!
+//! When the sender's full layer has no measured rate (paused, not started), the last
+//! rate seen stands in for it, or 1 Mbit/s before any: a new subscriber is judged
+//! against what the layer will cost when it resumes.
+//!
+//! All state is plain values; nothing is allocated after construction.
+
+use std::time::{Duration, Instant};
+
+/// The sender's video layers (the thumbnail flows always).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layer {
+    /// The thumbnail only.
+    Thumbnail,
+    /// The full-resolution layer as well.
+    Full,
+}
+
+/// Settings of layer choice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LayerConfig {
+    /// Up when `available ≥ up_factor × need` …
+    pub up_factor: f64,
+    /// … has held this long.
+    pub up_hold: Duration,
+    /// Down when `available < down_factor × need` (and not app-limited).
+    pub down_factor: f64,
+    /// A pending upswitch re-asks for a keyframe at most this often.
+    pub keyframe_interval: Duration,
+    /// The first wait before a trial after a failed one; `None`: no trials.
+    pub probe_backoff: Option<Duration>,
+    /// The wait doubles up to this.
+    pub probe_backoff_max: Duration,
+    /// A trial is judged over this long after it starts forwarding.
+    pub probe_window: Duration,
+    /// The full layer's rate before any was measured.
+    pub assumed_full_bps: u64,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        LayerConfig {
+            up_factor: 1.2,
+            up_hold: Duration::from_secs(2),
+            down_factor: 0.9,
+            keyframe_interval: Duration::from_millis(300),
+            probe_backoff: Some(Duration::from_secs(4)),
+            probe_backoff_max: Duration::from_secs(32),
+            probe_window: Duration::from_secs(5),
+            assumed_full_bps: 1_000_000,
+        }
+    }
+}
+
+/// What the engine should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerEvent {
+    /// Ask the sender for a keyframe of its full layer (through its throttle).
+    RequestKeyframe,
+    /// The receiver now gets this layer at most (for metrics; forwarding follows
+    /// [`LayerChoice::handle_full_packet`]).
+    Switched(Layer),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Thumbnail,
+    /// Waiting for the full layer's next keyframe.
+    PendingUp {
+        asked_at: Instant,
+        /// A trial: the estimate when it began.
+        probe: Option<u64>,
+    },
+    Full {
+        since: Instant,
+        /// A trial still being judged: the estimate when it began.
+        probe: Option<u64>,
+    },
+}
+
+const EVENTS: usize = 4;
+
+/// One receiver's choice of one sender's layers (on the receiver's home shard).
+#[derive(Debug)]
+pub(crate) struct LayerChoice {
+    cfg: LayerConfig,
+    state: State,
+    subscribed: bool,
+    demoted: bool,
+    available: Option<u64>,
+    app_limited: bool,
+    thumb_bps: u64,
+    full_bps: u64,
+    last_full_bps: u64,
+    /// The up condition has held since.
+    good_since: Option<Instant>,
+    /// The estimate has been bounded only by what was sent since.
+    limited_since: Option<Instant>,
+    backoff: Duration,
+    /// No trial before this long after this instant.
+    probe_wait: Option<(Instant, Duration)>,
+    /// A FIFO: `events[head]` the oldest of `queued`.
+    events: [Option<LayerEvent>; EVENTS],
+    head: usize,
+    queued: usize,
+}
+
+impl LayerChoice {
+    /// Thumbnail only, not subscribed, no estimate yet.
+    pub(crate) fn new(cfg: LayerConfig) -> Self {
+        LayerChoice {
+            state: State::Thumbnail,
+            subscribed: false,
+            demoted: false,
+            available: None,
+            app_limited: false,
+            thumb_bps: 0,
+            full_bps: 0,
+            last_full_bps: 0,
+            good_since: None,
+            limited_since: None,
+            backoff: cfg.probe_backoff.unwrap_or_default(),
+            probe_wait: None,
+            events: [None; EVENTS],
+            head: 0,
+            queued: 0,
+            cfg,
+        }
+    }
+
+    /// The layer the receiver gets at most now.
+    pub(crate) fn layer(&self) -> Layer {
+        match self.state {
+            State::Full { .. } => Layer::Full,
+            _ => Layer::Thumbnail,
+        }
+    }
+
+    /// Whether an upswitch is waiting for a keyframe.
+    pub(crate) fn pending_up(&self) -> bool {
+        matches!(self.state, State::PendingUp { .. })
+    }
+
+    /// The receiver subscribed to the sender's full layer, or stopped.
+    pub(crate) fn set_subscribed(&mut self, now: Instant, subscribed: bool) {
+        self.subscribed = subscribed;
+        self.evaluate(now);
+    }
+
+    /// Rate clamping moved the receiver to the thumbnail (or let it back).
+    pub(crate) fn set_demoted(&mut self, now: Instant, demoted: bool) {
+        self.demoted = demoted;
+        self.evaluate(now);
+    }
+
+    /// The receiver's downlink estimate available to this sender's video, and whether
+    /// what the relay sent is what bounds it (`DownlinkEstimate::app_limited`).
+    pub(crate) fn handle_estimate(&mut self, now: Instant, available_bps: u64, app_limited: bool) {
+        self.available = Some(available_bps);
+        self.app_limited = app_limited;
+        let good = available_bps as f64 >= self.cfg.up_factor * self.need() as f64;
+        self.good_since = if good {
+            Some(self.good_since.unwrap_or(now))
+        } else {
+            None
+        };
+        self.limited_since = if app_limited {
+            Some(self.limited_since.unwrap_or(now))
+        } else {
+            None
+        };
+        self.evaluate(now);
+    }
+
+    /// The sender's layers' current rates (0: not flowing or not measured).
+    pub(crate) fn handle_rates(&mut self, now: Instant, thumbnail_bps: u64, full_bps: u64) {
+        self.thumb_bps = thumbnail_bps;
+        self.full_bps = full_bps;
+        if full_bps > 0 {
+            self.last_full_bps = full_bps;
+        }
+        if let Some(a) = self.available
+            && (a as f64) < self.cfg.up_factor * self.need() as f64
+        {
+            self.good_since = None;
+        }
+        self.evaluate(now);
+    }
+
+    /// A packet of the sender's full layer: whether to forward it to this receiver.
+    /// `starts_keyframe`: its frame marking has S and I set.
+    pub(crate) fn handle_full_packet(&mut self, now: Instant, starts_keyframe: bool) -> bool {
+        match self.state {
+            State::Full { .. } => true,
+            State::PendingUp { probe, .. } if starts_keyframe => {
+                self.state = State::Full { since: now, probe };
+                self.push(LayerEvent::Switched(Layer::Full));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When it next needs [`Self::handle_timeout`]: a keyframe re-ask, the end of an
+    /// up hold or a trial's wait, or the end of a trial's window.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::PendingUp { asked_at, .. } => asked_at.checked_add(self.cfg.keyframe_interval),
+            State::Full {
+                since,
+                probe: Some(_),
+            } => since.checked_add(self.cfg.probe_window),
+            State::Full { probe: None, .. } => None,
+            State::Thumbnail if !self.wanted() => None,
+            State::Thumbnail => {
+                let confident = self
+                    .good_since
+                    .and_then(|t| t.checked_add(self.cfg.up_hold));
+                let probe = self
+                    .cfg
+                    .probe_backoff
+                    .and(self.limited_since)
+                    .and_then(|t| {
+                        let t = t.checked_add(self.cfg.up_hold)?;
+                        match self.probe_wait {
+                            Some((from, wait)) => Some(from.checked_add(wait)?.max(t)),
+                            None => Some(t),
+                        }
+                    });
+                match (confident, probe) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
+    }
+
+    /// Time passed.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.evaluate(now);
+    }
+
+    /// The next thing to do, in order.
+    pub(crate) fn poll_event(&mut self) -> Option<LayerEvent> {
+        if self.queued == 0 {
+            return None;
+        }
+        let e = self.events[self.head].take();
+        self.head = (self.head + 1) % EVENTS;
+        self.queued -= 1;
+        e
+    }
+
+    /// Queues an event; with the queue full, the oldest gives way.
+    fn push(&mut self, e: LayerEvent) {
+        if self.queued == EVENTS {
+            self.head = (self.head + 1) % EVENTS;
+            self.queued -= 1;
+        }
+        self.events[(self.head + self.queued) % EVENTS] = Some(e);
+        self.queued += 1;
+    }
+
+    fn wanted(&self) -> bool {
+        self.subscribed && !self.demoted
+    }
+
+    /// What the receiver gets with the full layer: the thumbnail and the full layer.
+    fn need(&self) -> u64 {
+        let full = match (self.full_bps, self.last_full_bps) {
+            (0, 0) => self.cfg.assumed_full_bps,
+            (0, last) => last,
+            (now, _) => now,
+        };
+        self.thumb_bps.saturating_add(full)
+    }
+
+    fn held(since: Option<Instant>, hold: Duration, now: Instant) -> bool {
+        since.is_some_and(|t| now.saturating_duration_since(t) >= hold)
+    }
+
+    fn evaluate(&mut self, now: Instant) {
+        match self.state {
+            State::Thumbnail => {
+                if !self.wanted() {
+                    return;
+                }
+                if Self::held(self.good_since, self.cfg.up_hold, now) {
+                    self.start_up(now, None);
+                } else if self.cfg.probe_backoff.is_some()
+                    && Self::held(self.limited_since, self.cfg.up_hold, now)
+                    && self
+                        .probe_wait
+                        .is_none_or(|(from, wait)| now.saturating_duration_since(from) >= wait)
+                {
+                    self.start_up(now, Some(self.available.unwrap_or(0)));
+                }
+            }
+            State::PendingUp { asked_at, probe } => {
+                if !self.wanted() {
+                    self.state = State::Thumbnail;
+                } else if self.congested(probe) {
+                    self.fail(now, probe.is_some());
+                } else if now.saturating_duration_since(asked_at) >= self.cfg.keyframe_interval {
+                    self.state = State::PendingUp {
+                        asked_at: now,
+                        probe,
+                    };
+                    self.push(LayerEvent::RequestKeyframe);
+                }
+            }
+            State::Full { since, probe } => {
+                let judging =
+                    probe.is_some() && now.saturating_duration_since(since) < self.cfg.probe_window;
+                if !self.wanted() {
+                    self.down();
+                } else if self.congested(if judging { probe } else { None }) {
+                    self.down();
+                    self.fail(now, probe.is_some());
+                } else if probe.is_some() && !judging {
+                    // The trial held: the link carries the full layer.
+                    self.state = State::Full { since, probe: None };
+                    self.backoff = self.cfg.probe_backoff.unwrap_or_default();
+                }
+            }
+        }
+    }
+
+    fn start_up(&mut self, now: Instant, probe: Option<u64>) {
+        self.state = State::PendingUp {
+            asked_at: now,
+            probe,
+        };
+        self.push(LayerEvent::RequestKeyframe);
+    }
+
+    fn down(&mut self) {
+        if matches!(self.state, State::Full { .. }) {
+            self.push(LayerEvent::Switched(Layer::Thumbnail));
+        }
+        self.state = State::Thumbnail;
+    }
+
+    /// The estimate says the full layer does not fit: during a trial, only if it fell
+    /// below where the trial began; otherwise by the down rule.
+    fn congested(&self, trial_from: Option<u64>) -> bool {
+        let Some(a) = self.available else {
+            return false;
+        };
+        if let Some(start) = trial_from {
+            return a < start;
+        }
+        !self.app_limited && (a as f64) < self.cfg.down_factor * self.need() as f64
+    }
+
+    /// Back to the thumbnail because the link did not carry the layer: the next trial
+    /// waits, twice as long after a failed trial.
+    fn fail(&mut self, now: Instant, was_probe: bool) {
+        self.state = State::Thumbnail;
+        self.good_since = None;
+        self.limited_since = None;
+        let Some(initial) = self.cfg.probe_backoff else {
+            return;
+        };
+        if !was_probe {
+            self.backoff = initial;
+        }
+        self.probe_wait = Some((now, self.backoff));
+        if was_probe {
+            self.backoff = self
+                .backoff
+                .saturating_mul(2)
+                .min(self.cfg.probe_backoff_max.max(initial));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // One arbitrary base instant; everything after it is simulated.
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const S: Duration = Duration::from_secs(1);
+    const THUMB: u64 = 200_000;
+    const FULL: u64 = 1_500_000;
+
+    fn events(l: &mut LayerChoice) -> Vec<LayerEvent> {
+        std::iter::from_fn(|| l.poll_event()).collect()
+    }
+
+    fn subscribed(t0: Instant) -> LayerChoice {
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.handle_rates(t0, THUMB, FULL);
+        l.set_subscribed(t0, true);
+        l
+    }
+
+    #[test]
+    fn defaults() {
+        let d = LayerConfig::default();
+        assert_eq!((d.up_factor, d.down_factor), (1.2, 0.9));
+        assert_eq!(d.up_hold, 2 * S);
+        assert_eq!(d.keyframe_interval, 300 * MS);
+        assert_eq!(d.probe_backoff, Some(4 * S));
+        assert_eq!(d.probe_backoff_max, 32 * S);
+        assert_eq!(d.probe_window, 5 * S);
+    }
+
+    #[test]
+    fn up_waits_two_seconds_then_for_a_keyframe_and_the_thumbnail_flows_meanwhile() {
+        let t0 = Instant::now();
+        let mut l = subscribed(t0);
+        let need = THUMB + FULL;
+        // Just enough: 1.2 × need, for 1.9 s: nothing yet.
+        for i in 0..20u32 {
+            l.handle_estimate(t0 + 100 * MS * i, need * 121 / 100, false);
+        }
+        assert_eq!(l.layer(), Layer::Thumbnail);
+        assert!(events(&mut l).is_empty());
+        assert_eq!(l.poll_timeout(), Some(t0 + 2 * S));
+        l.handle_timeout(t0 + 2 * S);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        assert!(l.pending_up());
+        // Full-layer packets mid-GOP are not forwarded; the thumbnail still is.
+        assert!(!l.handle_full_packet(t0 + 2010 * MS, false));
+        assert_eq!(l.layer(), Layer::Thumbnail);
+        // Re-asks at most every keyframe interval.
+        assert_eq!(l.poll_timeout(), Some(t0 + 2300 * MS));
+        l.handle_timeout(t0 + 2200 * MS);
+        assert!(events(&mut l).is_empty());
+        l.handle_timeout(t0 + 2300 * MS);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        // The keyframe's first packet starts the full layer.
+        assert!(l.handle_full_packet(t0 + 2400 * MS, true));
+        assert_eq!(events(&mut l), [LayerEvent::Switched(Layer::Full)]);
+        assert_eq!(l.layer(), Layer::Full);
+        assert!(l.handle_full_packet(t0 + 2410 * MS, false));
+        assert_eq!(l.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_dip_resets_the_up_hold() {
+        let t0 = Instant::now();
+        let mut l = subscribed(t0);
+        let need = THUMB + FULL;
+        l.handle_estimate(t0, need * 2, false);
+        l.handle_estimate(t0 + 1500 * MS, need, false); // under 1.2 ×
+        l.handle_estimate(t0 + 1600 * MS, need * 2, false);
+        l.handle_timeout(t0 + 2 * S);
+        assert!(!l.pending_up());
+        l.handle_timeout(t0 + 3600 * MS);
+        assert!(l.pending_up());
+    }
+
+    #[test]
+    fn down_is_immediate_and_hysteresis_stops_flapping() {
+        let t0 = Instant::now();
+        let mut l = subscribed(t0);
+        let need = THUMB + FULL;
+        l.handle_estimate(t0, need * 2, false);
+        l.handle_timeout(t0 + 2 * S);
+        l.handle_full_packet(t0 + 2 * S, true);
+        events(&mut l);
+        // An estimate wandering between 0.91 and 1.19 × need never switches.
+        for i in 0..100u32 {
+            let wobble = need * u64::from(91 + (i * 37) % 29) / 100;
+            l.handle_estimate(t0 + 3 * S + 100 * MS * i, wobble, false);
+            assert_eq!(l.layer(), Layer::Full, "{wobble}");
+        }
+        // Under 0.9 ×: down at once, no keyframe needed (the thumbnail kept flowing).
+        l.handle_estimate(t0 + 14 * S, need * 89 / 100, false);
+        assert_eq!(l.layer(), Layer::Thumbnail);
+        assert_eq!(events(&mut l), [LayerEvent::Switched(Layer::Thumbnail)]);
+        assert!(!l.handle_full_packet(t0 + 14 * S, true));
+        // And wandering 0.91–1.19 × does not bring it back up.
+        for i in 0..100u32 {
+            let wobble = need * u64::from(91 + (i * 37) % 29) / 100;
+            l.handle_estimate(t0 + 15 * S + 100 * MS * i, wobble, false);
+            l.handle_timeout(t0 + 15 * S + 100 * MS * i);
+        }
+        assert!(events(&mut l).is_empty());
+    }
+
+    #[test]
+    fn unsubscribing_or_demotion_goes_down_at_once() {
+        let t0 = Instant::now();
+        let mut l = subscribed(t0);
+        l.handle_estimate(t0, 10_000_000, false);
+        l.handle_timeout(t0 + 2 * S);
+        l.handle_full_packet(t0 + 2 * S, true);
+        events(&mut l);
+        l.set_demoted(t0 + 3 * S, true);
+        assert_eq!(l.layer(), Layer::Thumbnail);
+        assert_eq!(events(&mut l), [LayerEvent::Switched(Layer::Thumbnail)]);
+        // Demoted, it stays down however good the estimate.
+        l.handle_estimate(t0 + 4 * S, 10_000_000, false);
+        l.handle_timeout(t0 + 10 * S);
+        assert_eq!(l.layer(), Layer::Thumbnail);
+        assert_eq!(l.poll_timeout(), None);
+        l.set_demoted(t0 + 11 * S, false);
+        assert_eq!(
+            events(&mut l),
+            [LayerEvent::RequestKeyframe],
+            "the link was good all along"
+        );
+        l.set_subscribed(t0 + 11 * S, false);
+        assert!(!l.pending_up(), "a pending upswitch is dropped");
+        assert!(!l.handle_full_packet(t0 + 12 * S, true));
+    }
+
+    #[test]
+    fn a_new_subscriber_on_a_good_link_asks_at_once() {
+        let t0 = Instant::now();
+        let mut l = LayerChoice::new(LayerConfig::default());
+        // The full layer is paused (nobody watched it): last seen at 1.5 Mbit/s.
+        l.handle_rates(t0, THUMB, FULL);
+        l.handle_rates(t0 + S, THUMB, 0);
+        for i in 0..30u32 {
+            l.handle_estimate(t0 + 100 * MS * i, 4_000_000, false);
+        }
+        l.set_subscribed(t0 + 3 * S, true);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        // …but a link too slow for the paused layer's last rate is not tried.
+        let mut l = LayerChoice::new(LayerConfig {
+            probe_backoff: None,
+            ..LayerConfig::default()
+        });
+        l.handle_rates(t0, THUMB, FULL);
+        l.handle_rates(t0 + S, THUMB, 0);
+        l.handle_estimate(t0, 1_000_000, false);
+        l.set_subscribed(t0 + 3 * S, true);
+        l.handle_timeout(t0 + 10 * S);
+        assert!(events(&mut l).is_empty());
+    }
+
+    /// A receiver that only gets thumbnails cannot show room for more: after 2 s of an
+    /// app-limited estimate it is tried on the full layer; a link that then loses
+    /// packets sends it back, and the trials space out.
+    #[test]
+    fn trials_back_off_when_the_link_cannot_carry_the_layer() {
+        let t0 = Instant::now();
+        let mut l = subscribed(t0);
+        let mut now = t0;
+        let mut starts = Vec::new();
+        for _ in 0..1500 {
+            now += 100 * MS;
+            if l.pending_up() {
+                // The keyframe arrives 100 ms after the ask.
+                l.handle_full_packet(now, true);
+            }
+            // A 300 kbit/s link: on thumbnails the estimate is app-limited at 1.5 × sent;
+            // with the full layer on, a second later, loss brings it down.
+            let (est, limited) = match l.state {
+                State::Full { since, .. } if now - since >= S => (250_000, false),
+                _ => (300_000, true),
+            };
+            l.handle_estimate(now, est, limited);
+            l.handle_timeout(now);
+            for e in events(&mut l) {
+                if e == LayerEvent::RequestKeyframe && starts.last() != Some(&now) {
+                    starts.push(now);
+                }
+            }
+        }
+        let gaps: Vec<u64> = starts.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+        // Re-asks within one trial are 300 ms apart; trials 2 s + 1 s + backoff apart.
+        let trials: Vec<u64> = gaps.into_iter().filter(|&g| g >= 1).collect();
+        assert_eq!(trials[..4], [4 + 1, 8 + 1, 16 + 1, 32 + 1], "{starts:?}");
+        assert!(trials[4..].iter().all(|&g| g == 33));
+    }
+
+    #[test]
+    fn a_trial_that_holds_stays_up() {
+        let t0 = Instant::now();
+        let mut l = subscribed(t0);
+        let need = THUMB + FULL;
+        let mut now = t0;
+        for _ in 0..200 {
+            now += 100 * MS;
+            if l.pending_up() {
+                l.handle_full_packet(now, true);
+            }
+            // A fast link: app-limited on thumbnails; once the full layer flows, the
+            // estimate climbs over a few seconds, never falling below its start.
+            let est = match l.state {
+                State::Full { since, .. } => {
+                    300_000 + (now - since).as_millis() as u64 * 400 // 400 kbit/s per s
+                }
+                _ => 300_000,
+            };
+            l.handle_estimate(now, est.min(need * 2), est < need * 2);
+            l.handle_timeout(now);
+        }
+        assert_eq!(l.layer(), Layer::Full);
+        assert_eq!(
+            l.state,
+            State::Full {
+                since: l.state_since(),
+                probe: None
+            },
+            "judged a success"
+        );
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        let t0 = Instant::now() + 100 * S;
+        let mut l = LayerChoice::new(LayerConfig {
+            up_factor: f64::NAN,
+            down_factor: f64::INFINITY,
+            up_hold: Duration::ZERO,
+            keyframe_interval: Duration::MAX,
+            probe_backoff: Some(Duration::MAX),
+            probe_backoff_max: Duration::ZERO,
+            probe_window: Duration::MAX,
+            assumed_full_bps: u64::MAX,
+        });
+        l.handle_rates(t0, u64::MAX, u64::MAX);
+        l.set_subscribed(t0, true);
+        l.handle_estimate(t0, 0, true);
+        l.handle_estimate(t0 - 50 * S, u64::MAX, false);
+        l.handle_timeout(t0 - 99 * S);
+        l.handle_full_packet(t0, true);
+        l.handle_timeout(t0 + 1000 * S);
+        let _ = (l.poll_timeout(), l.poll_event(), l.layer());
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.handle_rates(t0, 0, 0);
+        l.handle_estimate(t0, 0, false);
+        l.set_subscribed(t0, true);
+        l.handle_timeout(t0 + 10 * S);
+        assert_eq!(l.layer(), Layer::Thumbnail);
+        // The event queue keeps the newest when nobody drains it.
+        let mut l = subscribed(t0);
+        l.handle_estimate(t0, 10_000_000, false);
+        for i in 0..40u32 {
+            l.handle_timeout(t0 + 2 * S + 300 * MS * i);
+        }
+        assert_eq!(events(&mut l).len(), EVENTS);
+    }
+
+    impl LayerChoice {
+        fn state_since(&self) -> Instant {
+            match self.state {
+                State::Full { since, .. } => since,
+                State::PendingUp { asked_at, .. } => asked_at,
+                State::Thumbnail => panic!("no since"),
+            }
+        }
+    }
+}
