@@ -139,7 +139,8 @@ pub struct Member {
     pub sent: Vec<Vec<u8>>,
     /// Every datagram it received from the relay, as received.
     pub received: Vec<Vec<u8>>,
-    /// Every media packet it decrypted, with its arrival instant.
+    /// Every media packet it decrypted, with its arrival instant (kept apart from
+    /// `events`, which tests may clear).
     pub media_log: Vec<MediaArrival>,
     /// Its path to the relay.
     pub uplink: Link,
