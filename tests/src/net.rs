@@ -36,6 +36,7 @@ pub struct LinkConfig {
     /// Bottleneck rate in bits per second; `None` is unlimited (and queueless).
     pub rate_bps: Option<u64>,
     /// The bottleneck's buffer in bytes (tail drop when full). Only used with a rate.
+    /// [`DEFAULT_QUEUE_BYTES`] by default; [`LinkConfig::rate`] sets 100 ms' worth.
     pub queue_bytes: usize,
     /// One-way propagation delay.
     pub delay: Duration,
