@@ -9,6 +9,37 @@
 //! Signaling is emulated as the control thread does it: every rule goes to every shard.
 //! Key exchange over Matrix is emulated by [`Sim::share_keys`].
 //!
+//! # The network
+//!
+//! Each member reaches the relay over an uplink (member → relay) and is reached over a
+//! downlink (relay → member), each a [`Link`] configured by a [`LinkConfig`]
+//! ([`Sim::set_uplink`], [`Sim::set_downlink`]). By default both are perfect:
+//! datagrams are delivered synchronously, inside [`Sim::pump`], at the instant they
+//! were sent — the emulator behaves as if links did not exist. A link may instead have
+//! a bottleneck rate with a tail-drop buffer, a propagation delay, uniform jitter (in
+//! order unless told to reorder) and random loss, independent or bursty
+//! (Gilbert–Elliott); see [`net`] for the exact model. Datagrams that arrive later are
+//! held in a time-ordered queue and delivered at their arrival instant by
+//! [`Sim::run_for_ms`], which steps time to each arrival in between its 5 ms timer
+//! steps; [`Sim::pump`] alone never advances time, so it only delivers what is due.
+//!
+//! What travels which link: everything a participant sends (STUN, DTLS, SRTP, SRTCP)
+//! its uplink; everything the relay sends a member — datagrams the engine writes
+//! (STUN answers, DTLS, RTCP) and media it forwards ([`Handled::Forward`]) — that
+//! member's downlink. Datagrams from strangers ([`Sim::inject`]) and to non-members
+//! cross no link.
+//!
+//! Randomness (jitter, loss) comes from a seed ([`Sim::with_seed`]), one stream per
+//! link, so a run repeats exactly and traffic on one link never changes another's
+//! losses. Nothing reads the clock: arrival instants are the simulation's `now`.
+//!
+//! Not modelled: cross traffic (a link carries only this member's datagrams, so its
+//! rate is all theirs), ECN and AQM (the buffer is plain tail drop), IP and UDP header
+//! bytes (rates count UDP payloads), a shared bottleneck between members, corruption
+//! and duplication, and the relay's own socket buffers and CPU (the relay side of
+//! every link is infinitely fast). Timers of the engines and participants still fire
+//! on the 5 ms steps, not at their exact instants.
+//!
 //! ```
 //! use blindfold_tests::Sim;
 //!
@@ -31,11 +62,13 @@ pub mod bench;
 pub mod demo;
 pub mod fixtures;
 pub mod matrix;
+pub mod net;
 pub mod process;
 pub mod signaling;
 pub mod synapse;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -53,8 +86,11 @@ use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings, Fingerprint};
 use blindfold_relay::engine::{
     Command, Engine, EngineConfig, Event, Handled, PeerDest, PeerMsg, ShardId,
 };
-use blindfold_relay::id::{KeyIndex, Pt, RtpTime, Ssrc};
+use blindfold_relay::id::{KeyIndex, Pt, RtpTime, SeqNo, Ssrc};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+
+use net::Fate;
+pub use net::{Burst, Link, LinkConfig, LinkStats};
 
 /// The relay's public address in the simulation.
 pub const RELAY: SocketAddr = SocketAddr::new(
@@ -104,6 +140,28 @@ pub struct Member {
     pub sent: Vec<Vec<u8>>,
     /// Every datagram it received from the relay, as received.
     pub received: Vec<Vec<u8>>,
+    /// Every media packet it decrypted, with its arrival instant (kept apart from
+    /// `events`, which tests may clear).
+    pub media_log: Vec<MediaArrival>,
+    /// Its path to the relay.
+    pub uplink: Link,
+    /// The relay's path to it.
+    pub downlink: Link,
+}
+
+/// A media packet a member decrypted, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaArrival {
+    /// When the datagram carrying it arrived.
+    pub at: Instant,
+    /// Whose key decrypted it.
+    pub sender: SenderId,
+    /// Its SSRC.
+    pub ssrc: Ssrc,
+    /// Its sequence number, extended past rollover.
+    pub seq: SeqNo,
+    /// The decrypted RTP packet's length (header, extensions, payload; no SRTP tag).
+    pub len: usize,
 }
 
 impl Member {
@@ -141,6 +199,55 @@ impl Member {
     pub fn ssrcs(&self) -> OwnSsrcs {
         self.p.ssrcs()
     }
+
+    /// Bits per second of decrypted media (RTP packets without the SRTP tag) that
+    /// arrived in `[from, to)`.
+    pub fn media_bps(&self, from: Instant, to: Instant) -> u64 {
+        self.media_bps_where(from, to, |_| true)
+    }
+
+    /// Like [`Member::media_bps`], for the packets on `ssrc` only.
+    pub fn media_bps_on(&self, ssrc: Ssrc, from: Instant, to: Instant) -> u64 {
+        self.media_bps_where(from, to, |m| m.ssrc == ssrc)
+    }
+
+    fn media_bps_where(
+        &self,
+        from: Instant,
+        to: Instant,
+        keep: impl Fn(&MediaArrival) -> bool,
+    ) -> u64 {
+        let bytes = self
+            .media_log
+            .iter()
+            .filter(|m| m.at >= from && m.at < to && keep(m))
+            .map(|m| m.len)
+            .sum();
+        net::bits_per_second(bytes, from, to)
+    }
+
+    /// Bits per second of every datagram the relay sent it (media, RTCP, STUN, DTLS)
+    /// that arrived in `[from, to)`: its downlink's delivered rate.
+    pub fn received_bps(&self, from: Instant, to: Instant) -> u64 {
+        self.downlink.delivered_bps(from, to)
+    }
+}
+
+/// Which way a datagram in flight goes: from the member at this address to the relay,
+/// or from the relay to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Hop {
+    Up(SocketAddr),
+    Down(SocketAddr),
+}
+
+/// A datagram on its way, ordered by arrival, then by when it was sent.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    hop: Hop,
+    bytes: Vec<u8>,
 }
 
 /// The simulated relay and its participants.
@@ -161,11 +268,20 @@ pub struct Sim {
     pub to_strangers: Vec<(SocketAddr, Vec<u8>)>,
     by_addr: HashMap<SocketAddr, usize>,
     next_port: u16,
+    seed: u64,
+    in_flight: BinaryHeap<Reverse<InFlight>>,
+    next_seq: u64,
 }
 
 impl Sim {
-    /// A relay with `workers` shards and no participants.
+    /// A relay with `workers` shards and no participants; links draw their randomness
+    /// from seed 0.
     pub fn new(workers: u16) -> Self {
+        Sim::with_seed(workers, 0)
+    }
+
+    /// Like [`Sim::new`], with the links' randomness (jitter, loss) drawn from `seed`.
+    pub fn with_seed(workers: u16, seed: u64) -> Self {
         let s = shared();
         let now = Instant::now();
         let shards = (0..workers)
@@ -184,6 +300,9 @@ impl Sim {
             to_strangers: Vec::new(),
             by_addr: HashMap::new(),
             next_port: 10_000,
+            seed,
+            in_flight: BinaryHeap::new(),
+            next_seq: 0,
         }
     }
 
@@ -254,6 +373,9 @@ impl Sim {
             key,
             sent: Vec::new(),
             received: Vec::new(),
+            media_log: Vec::new(),
+            uplink: Link::new(net::link_seed(self.seed, idx, 0)),
+            downlink: Link::new(net::link_seed(self.seed, idx, 1)),
         });
         idx
     }
@@ -261,6 +383,38 @@ impl Sim {
     /// The member at `idx`.
     pub fn member(&self, idx: usize) -> &Member {
         &self.members[idx]
+    }
+
+    /// Member `idx`'s path to the relay behaves as `cfg` says, for datagrams it sends
+    /// from now on.
+    pub fn set_uplink(&mut self, idx: usize, cfg: LinkConfig) {
+        self.members[idx].uplink.set_config(cfg);
+    }
+
+    /// The relay's path to member `idx` behaves as `cfg` says, for datagrams sent from
+    /// now on.
+    pub fn set_downlink(&mut self, idx: usize, cfg: LinkConfig) {
+        self.members[idx].downlink.set_config(cfg);
+    }
+
+    /// Member `idx`'s uplink counters.
+    pub fn uplink_stats(&self, idx: usize) -> LinkStats {
+        self.members[idx].uplink.stats()
+    }
+
+    /// Member `idx`'s downlink counters.
+    pub fn downlink_stats(&self, idx: usize) -> LinkStats {
+        self.members[idx].downlink.stats()
+    }
+
+    /// Datagrams on their way over a link, not yet arrived.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// When the next datagram on its way arrives.
+    pub fn next_arrival(&self) -> Option<Instant> {
+        self.in_flight.peek().map(|Reverse(d)| d.at)
     }
 
     /// Sends a rule to every shard, as the relay's control thread does.
@@ -331,12 +485,19 @@ impl Sim {
         handled
     }
 
-    /// Runs simulated time forward.
+    /// Runs simulated time forward: in steps of 5 ms, at the end of which the engines'
+    /// and participants' due timers fire; datagrams arriving within a step are
+    /// delivered at their own arrival instants.
     pub fn run_for_ms(&mut self, ms: u64) {
         let end = self.now + Duration::from_millis(ms);
         self.pump();
         while self.now < end {
-            self.now += STEP;
+            let step_end = self.now + STEP;
+            while let Some(at) = self.next_arrival().filter(|&at| at < step_end) {
+                self.now = self.now.max(at);
+                self.pump();
+            }
+            self.now = step_end;
             let now = self.now;
             for e in &mut self.shards {
                 if e.poll_timeout().is_some_and(|t| t <= now) {
@@ -374,19 +535,39 @@ impl Sim {
         );
     }
 
-    /// Moves datagrams and messages until nothing moves.
+    /// Moves datagrams and messages until nothing moves, without advancing time:
+    /// datagrams over perfect links (and others' that are due) are delivered, the rest
+    /// wait in flight.
     pub fn pump(&mut self) {
         loop {
             let mut moved = false;
+            while self.next_arrival().is_some_and(|at| at <= self.now) {
+                let Some(Reverse(d)) = self.in_flight.pop() else {
+                    break;
+                };
+                moved = true;
+                self.arrive(d.hop, d.bytes);
+            }
             for i in 0..self.members.len() {
                 while let Some(t) = self.members[i].p.poll_transmit() {
                     moved = true;
                     self.members[i].sent.push(t.bytes.clone());
                     let from = self.members[i].addr;
-                    self.send_to_relay(from, t.bytes);
+                    let fate = self.members[i].uplink.admit(self.now, t.bytes.len());
+                    self.travel(fate, Hop::Up(from), t.bytes);
                 }
                 while let Some(e) = self.members[i].p.poll_event() {
-                    self.members[i].events.push(e);
+                    let m = &mut self.members[i];
+                    if let PEvent::Media(media) = &e {
+                        m.media_log.push(MediaArrival {
+                            at: self.now,
+                            sender: media.sender,
+                            ssrc: media.ssrc,
+                            seq: media.seq,
+                            len: media.packet.len(),
+                        });
+                    }
+                    m.events.push(e);
                 }
             }
             for k in 0..self.shards.len() {
@@ -445,17 +626,65 @@ impl Sim {
         }
     }
 
+    /// The relay sends `bytes` to each of `dests`: members' over their downlinks.
     fn deliver(&mut self, dests: &[SocketAddr], bytes: &[u8]) {
         for &d in dests {
-            match self.by_addr.get(&d) {
-                Some(&i) => {
-                    let m = &mut self.members[i];
-                    m.received.push(bytes.to_vec());
-                    let mut buf = bytes.to_vec();
-                    let _ = m.p.handle_datagram(self.now, RELAY, &mut buf);
+            match self.member_at(d) {
+                Some(i) => {
+                    let fate = self.members[i].downlink.admit(self.now, bytes.len());
+                    self.travel(fate, Hop::Down(d), bytes.to_vec());
                 }
                 None => self.to_strangers.push((d, bytes.to_vec())),
             }
+        }
+    }
+
+    /// A datagram left on `hop`'s link and will meet `fate`.
+    fn travel(&mut self, fate: Fate, hop: Hop, bytes: Vec<u8>) {
+        match fate {
+            Fate::Now => self.arrive(hop, bytes),
+            Fate::At(at) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.in_flight.push(Reverse(InFlight {
+                    at,
+                    seq,
+                    hop,
+                    bytes,
+                }));
+            }
+            Fate::Gone => {}
+        }
+    }
+
+    /// A datagram reaches the far end of `hop`'s link now.
+    fn arrive(&mut self, hop: Hop, mut bytes: Vec<u8>) {
+        match hop {
+            Hop::Up(from) => {
+                if let Some(i) = self.member_at(from) {
+                    self.members[i].uplink.delivered(self.now, bytes.len());
+                }
+                self.send_to_relay(from, bytes);
+            }
+            // A member that left the simulation while this was on its way gets nothing.
+            Hop::Down(to) => {
+                if let Some(i) = self.member_at(to) {
+                    let m = &mut self.members[i];
+                    m.downlink.delivered(self.now, bytes.len());
+                    m.received.push(bytes.clone());
+                    let _ = m.p.handle_datagram(self.now, RELAY, &mut bytes);
+                }
+            }
+        }
+    }
+
+    /// The index of the member at `addr` (tests may have removed members from
+    /// [`Sim::members`], shifting those after them).
+    fn member_at(&self, addr: SocketAddr) -> Option<usize> {
+        match self.by_addr.get(&addr) {
+            Some(&i) if self.members.get(i).is_some_and(|m| m.addr == addr) => Some(i),
+            Some(_) => self.members.iter().position(|m| m.addr == addr),
+            None => None,
         }
     }
 }
