@@ -486,6 +486,12 @@ impl Participant {
         self.config.ssrcs
     }
 
+    /// Turns automatic feedback (NACKs for gaps, PLIs for new video streams and long
+    /// gaps) on or off from now on; see [`ParticipantConfig::auto_feedback`].
+    pub fn set_auto_feedback(&mut self, on: bool) {
+        self.config.auto_feedback = on;
+    }
+
     /// Our ICE-CONTROLLING tie-breaker.
     pub fn tie_breaker(&self) -> u64 {
         self.ice.tie_breaker()

@@ -274,3 +274,64 @@ fn burst_loss_clusters_where_independent_loss_does_not() {
     assert!(mean_gap(&sb) > 3.0, "bursts: {}", mean_gap(&sb));
     assert!(mean_gap(&sc) < 1.3, "independent: {}", mean_gap(&sc));
 }
+
+#[test]
+fn packets_lost_on_a_downlink_are_resent_from_the_relays_cache_within_200_ms() {
+    let (mut sim, p) = call(11, &["alice", "bob", "carol"]);
+    let (a, b, c) = (p[0], p[1], p[2]);
+    // Bob NACKs the gaps he sees; 5% of what the relay sends him is lost, 20 ms away.
+    sim.members[b].p.set_auto_feedback(true);
+    let delay = 20 * MS;
+    sim.set_downlink(b, LinkConfig::PERFECT.loss(0.05).delay(delay));
+    let thumb = sim.member(a).ssrcs().thumbnail;
+    let mut sent = Vec::new();
+    for i in 0..2000u32 {
+        sent.push(sim.now);
+        sim.send(a, thumb, Pt(96), &i.to_be_bytes().repeat(100));
+        sim.run_for_ms(5);
+    }
+    sim.run_for_ms(300);
+    // When bob first decrypted each packet (by order of sending: alice's stream starts
+    // at its first sequence number and never skips).
+    let arrivals: Vec<&MediaArrival> = sim
+        .member(b)
+        .media_log
+        .iter()
+        .filter(|m| m.ssrc == thumb)
+        .collect();
+    let first_seq = arrivals.iter().map(|m| m.seq.0).min().unwrap();
+    let mut first_at = vec![None; sent.len()];
+    for m in &arrivals {
+        let k = (m.seq.0 - first_seq) as usize;
+        if let Some(slot) = first_at.get_mut(k) {
+            slot.get_or_insert(m.at);
+        }
+    }
+    // A packet that arrived later than the link's delay was lost once and resent.
+    let late: Vec<Option<Duration>> = first_at
+        .iter()
+        .zip(&sent)
+        .map(|(at, sent)| at.map(|at| at - *sent))
+        .filter(|d| d.is_none_or(|d| d > delay))
+        .collect();
+    let within = late
+        .iter()
+        .filter(|d| d.is_some_and(|d| d <= 200 * MS))
+        .count();
+    assert!(late.len() >= 50, "about 5% of 2000 lost: {}", late.len());
+    assert!(
+        within * 10 >= late.len() * 9,
+        "recovered within 200 ms: {within} of {} lost",
+        late.len()
+    );
+    let resent: u64 = sim.shards.iter().map(|e| e.stats().nack_resent).sum();
+    assert!(resent as usize >= within, "the relay resent them: {resent}");
+    // Carol, on a perfect link, lost nothing and was sent nothing twice.
+    let carol: Vec<_> = sim
+        .member(c)
+        .media_log
+        .iter()
+        .filter(|m| m.ssrc == thumb)
+        .collect();
+    assert_eq!(carol.len(), sent.len());
+}
