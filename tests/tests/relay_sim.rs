@@ -439,3 +439,52 @@ fn nacks_for_packets_the_relay_lacks_reach_the_sender_once_per_interval() {
         assert_eq!(stats(|s| s.nack_suppressed), 1);
     }
 }
+
+#[test]
+fn fifty_receivers_asking_at_once_make_one_keyframe_request_per_interval() {
+    let names: Vec<String> = (0..51).map(|i| format!("m{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut sim, p) = call(2, &names);
+    let sender = p[0];
+    let thumb = sim.member(sender).ssrcs().thumbnail;
+    // Every receiver asks (PLI), again every 50 ms, for two seconds.
+    let start = sim.now;
+    let mut at = Vec::new();
+    for _ in 0..40 {
+        let before = sim.member(sender).keyframe_requests(thumb);
+        let now = sim.now;
+        for &r in &p[1..] {
+            sim.members[r].p.request_keyframe(now, thumb).unwrap();
+        }
+        sim.run_for_ms(50);
+        let after = sim.member(sender).keyframe_requests(thumb);
+        at.extend(std::iter::repeat_n(now - start, after - before));
+    }
+    assert_eq!(
+        at.first().copied(),
+        Some(std::time::Duration::ZERO),
+        "the first at once"
+    );
+    // One per 300 ms interval, and never more than 2 in any second.
+    for w in at.windows(2) {
+        assert!(
+            w[1] - w[0] >= std::time::Duration::from_millis(300),
+            "{at:?}"
+        );
+    }
+    for (i, &t) in at.iter().enumerate() {
+        let in_second = at[i..]
+            .iter()
+            .filter(|&&u| u - t < std::time::Duration::from_secs(1))
+            .count();
+        assert!(in_second <= 2, "{at:?}");
+    }
+    assert!(at.len() >= 4, "requests keep going through: {at:?}");
+    let asked = 50 * 40;
+    let throttled: u64 = sim
+        .shards
+        .iter()
+        .map(|e| e.stats().keyframe_requests_throttled)
+        .sum();
+    assert_eq!(throttled as usize + at.len(), asked);
+}

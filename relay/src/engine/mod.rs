@@ -102,6 +102,8 @@ pub struct EngineConfig {
     /// At most one keyframe request per stream in this interval, whatever the number of
     /// requesters (docs/design.md: 300 ms).
     pub keyframe_interval: Duration,
+    /// And at most this many per stream in any rolling second (1 to 8).
+    pub keyframe_max_per_second: u32,
     /// A session with no valid packet for this long is closed (docs/design.md: 30 s). Also
     /// the time a session may take to send its first valid ICE check.
     pub silence_timeout: Duration,
@@ -128,6 +130,7 @@ impl EngineConfig {
             cert,
             dtls,
             keyframe_interval: Duration::from_millis(300),
+            keyframe_max_per_second: 2,
             silence_timeout: Duration::from_secs(30),
             relay_ssrc: Ssrc(0x0b11_dfd0),
             tx_queue: 1024,
@@ -222,6 +225,8 @@ pub enum PeerMsg {
         owner: SessionHandle,
         /// The stream.
         ssrc: Ssrc,
+        /// How it was asked for.
+        kind: KeyframeKind,
     },
     /// The receiver at `to` NACKed packets of `ssrc`, which `owner` (homed on the shard
     /// this is sent to, where its media arrives and its retransmission cache is) sends.
@@ -274,6 +279,16 @@ pub enum PeerMsg {
         /// The session (homed on the shard this is sent to).
         session: SessionHandle,
     },
+}
+
+/// How a receiver asked for a keyframe; the relay asks the sender the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyframeKind {
+    /// Picture loss indication (RFC 4585 §6.3.1): the relay sends a PLI.
+    Pli,
+    /// Full intra request (RFC 5104 §4.3.1): the relay sends its own FIR, with the
+    /// stream's next command sequence number.
+    Fir,
 }
 
 /// A plain RTCP packet carried between shards without a heap allocation.

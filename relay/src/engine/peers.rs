@@ -74,9 +74,9 @@ impl Engine {
                     }
                 }
             }
-            PeerMsg::KeyframeRequest { owner, ssrc } => {
+            PeerMsg::KeyframeRequest { owner, ssrc, kind } => {
                 if let Some(h) = self.homed_here(owner) {
-                    self.request_keyframe_from(now, h, ssrc);
+                    self.request_keyframe_from(now, h, ssrc, kind);
                 }
             }
             PeerMsg::Checked {

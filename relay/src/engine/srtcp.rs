@@ -53,11 +53,13 @@ impl Engine {
                 Ok(RtcpPacket::SenderReport(sr)) => {
                     self.sender_report(now, h, sr.ssrc(), raw.bytes())
                 }
-                Ok(RtcpPacket::Pli(pli)) => self.keyframe_request(now, h, pli.media_ssrc()),
+                Ok(RtcpPacket::Pli(pli)) => {
+                    self.keyframe_request(now, h, pli.media_ssrc(), KeyframeKind::Pli)
+                }
                 Ok(RtcpPacket::Nack(nack)) => self.nack(now, h, nack, raw.bytes()),
                 Ok(RtcpPacket::Fir(fir)) => {
                     for e in fir.entries() {
-                        self.keyframe_request(now, h, e.ssrc);
+                        self.keyframe_request(now, h, e.ssrc, KeyframeKind::Fir);
                     }
                 }
                 Ok(_) => self.stats.rtcp_ignored += 1,
@@ -271,22 +273,43 @@ impl Engine {
     }
 
     /// A receiver asked for a keyframe of `ssrc`: pass it to the sender, throttled.
-    fn keyframe_request(&mut self, now: Instant, requester: SessionHandle, ssrc: Ssrc) {
+    fn keyframe_request(
+        &mut self,
+        now: Instant,
+        requester: SessionHandle,
+        ssrc: Ssrc,
+        kind: KeyframeKind,
+    ) {
         match self.receiver_of(requester, ssrc) {
-            Some((owner, _)) => self.request_keyframe_from(now, owner, ssrc),
+            Some((owner, _)) => self.request_keyframe_from(now, owner, ssrc, kind),
             None => self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1,
         }
     }
 
-    /// Sends (or forwards to the owner's shard) a throttled PLI for `ssrc`.
-    pub(super) fn request_keyframe_from(&mut self, now: Instant, owner: SessionHandle, ssrc: Ssrc) {
-        let interval = self.cfg.keyframe_interval;
+    /// Sends (or forwards to the owner's shard) a throttled PLI or FIR for `ssrc`:
+    /// however many receivers ask, one request per stream per interval and a few per
+    /// second reach the sender ([`media::KeyframeThrottle`]).
+    pub(super) fn request_keyframe_from(
+        &mut self,
+        now: Instant,
+        owner: SessionHandle,
+        ssrc: Ssrc,
+        kind: KeyframeKind,
+    ) {
+        let throttle = media::KeyframeConfig {
+            interval: self.cfg.keyframe_interval,
+            max_per_second: self.cfg.keyframe_max_per_second,
+        };
         let Some(o) = self.sessions.get_mut(owner) else {
             return;
         };
         match o.home {
             Home::Elsewhere(shard, key) => {
-                let msg = PeerMsg::KeyframeRequest { owner: key, ssrc };
+                let msg = PeerMsg::KeyframeRequest {
+                    owner: key,
+                    ssrc,
+                    kind,
+                };
                 self.events
                     .push_back(Event::Peer(PeerDest::Shard(shard), msg));
             }
@@ -295,14 +318,24 @@ impl Engine {
                 let Some(st) = o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc) else {
                     return;
                 };
-                if !st.keyframe.handle_request(now, interval) {
+                let Some(request) = st.keyframe.request(now, &throttle) else {
                     self.stats.keyframe_requests_throttled += 1;
                     return;
-                }
-                let mut pli = [0u8; 12];
-                if rtcp::write_pli(&mut pli, self.cfg.relay_ssrc, ssrc).is_ok() {
+                };
+                let mut out = [0u8; 20];
+                let written = match kind {
+                    KeyframeKind::Pli => rtcp::write_pli(&mut out, self.cfg.relay_ssrc, ssrc),
+                    KeyframeKind::Fir => {
+                        let entry = rtcp::FirEntry {
+                            ssrc,
+                            seq_nr: request.fir_seq,
+                        };
+                        rtcp::write_fir(&mut out, self.cfg.relay_ssrc, &[entry])
+                    }
+                };
+                if let Ok(n) = written {
                     self.stats.keyframe_requests_sent += 1;
-                    self.send_rtcp_to(owner, &pli);
+                    self.send_rtcp_to(owner, out.get(..n).unwrap_or_default());
                 }
             }
         }

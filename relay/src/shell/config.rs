@@ -16,6 +16,8 @@
 //! | `retransmit_full_bytes` | `--retransmit-full-bytes` | 393216 (per full-resolution or single-layer video stream; 0: no cache) |
 //! | `retransmit_thumbnail_bytes` | `--retransmit-thumbnail-bytes` | 65536 (per thumbnail) |
 //! | `retransmit_ms` | `--retransmit-ms` | 1000 (how long a packet can be resent) |
+//! | `keyframe_interval_ms` | `--keyframe-interval-ms` | 300 (one keyframe request per stream per interval) |
+//! | `keyframe_max_per_second` | `--keyframe-max-per-second` | 2 (and at most this many in any second; 1 to 8) |
 //!
 //! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing
 //! connection on the host never takes it, above the privileged ports, and it is the port
@@ -53,6 +55,11 @@ pub const DEFAULT_RETRANSMIT_THUMBNAIL_BYTES: usize = 64 * 1024;
 /// The default time a cached packet may be resent: a NACK comes one round trip after the
 /// loss, and after a second the receiver's jitter buffer has given up on the packet.
 pub const DEFAULT_RETRANSMIT_MS: u64 = 1000;
+/// The default interval of keyframe requests per stream: receivers' requests within it
+/// are collapsed into one (a crowd joining must not become a keyframe storm).
+pub const DEFAULT_KEYFRAME_INTERVAL_MS: u64 = 300;
+/// The default cap on keyframe requests per stream in any second.
+pub const DEFAULT_KEYFRAME_MAX_PER_SECOND: u32 = 2;
 /// The default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/blindfold/relay.sock";
 /// The default silence, in seconds, that ends a session (RFC 7675's consent timeout).
@@ -148,6 +155,13 @@ pub struct Args {
     /// Milliseconds a kept packet may be resent.
     #[arg(long, value_name = "MS")]
     pub retransmit_ms: Option<NonZeroU64>,
+    /// However many receivers ask, one keyframe request per stream reaches its sender
+    /// per this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub keyframe_interval_ms: Option<NonZeroU64>,
+    /// And at most this many per stream in any second (1 to 8).
+    #[arg(long, value_name = "N")]
+    pub keyframe_max_per_second: Option<u32>,
 }
 
 /// The TOML file: every key optional, unknown keys rejected.
@@ -169,6 +183,8 @@ struct FileConfig {
     retransmit_full_bytes: Option<usize>,
     retransmit_thumbnail_bytes: Option<usize>,
     retransmit_ms: Option<NonZeroU64>,
+    keyframe_interval_ms: Option<NonZeroU64>,
+    keyframe_max_per_second: Option<u32>,
 }
 
 /// The DTLS certificate and key files.
@@ -212,6 +228,10 @@ pub struct Config {
     pub retransmit_thumbnail_bytes: usize,
     /// How long a cached packet may be resent.
     pub retransmit_age: Duration,
+    /// One keyframe request per stream per this interval.
+    pub keyframe_interval: Duration,
+    /// At most this many keyframe requests per stream in any second.
+    pub keyframe_max_per_second: u32,
 }
 
 /// Why the configuration was rejected. Each names the key at fault.
@@ -258,6 +278,12 @@ pub enum ConfigError {
     BadMetricsAddress {
         /// The value given.
         value: String,
+    },
+    /// `keyframe_max_per_second` is outside 1..=8.
+    #[error("`keyframe_max_per_second` is {value}; it must be 1 to 8")]
+    BadKeyframeCap {
+        /// The value given.
+        value: u32,
     },
     /// Only one of `cert` and `key` was given.
     #[error(
@@ -370,6 +396,15 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 .map_err(|_| ConfigError::BadMetricsAddress { value: s })?,
         ),
     };
+    let keyframe_max_per_second = args
+        .keyframe_max_per_second
+        .or(file.keyframe_max_per_second)
+        .unwrap_or(DEFAULT_KEYFRAME_MAX_PER_SECOND);
+    if !(1..=8).contains(&keyframe_max_per_second) {
+        return Err(ConfigError::BadKeyframeCap {
+            value: keyframe_max_per_second,
+        });
+    }
     Ok(Config {
         listen,
         public,
@@ -408,6 +443,12 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 .or(file.retransmit_ms)
                 .map_or(DEFAULT_RETRANSMIT_MS, NonZeroU64::get),
         ),
+        keyframe_interval: Duration::from_millis(
+            args.keyframe_interval_ms
+                .or(file.keyframe_interval_ms)
+                .map_or(DEFAULT_KEYFRAME_INTERVAL_MS, NonZeroU64::get),
+        ),
+        keyframe_max_per_second,
     })
 }
 
@@ -435,6 +476,8 @@ mod tests {
         assert_eq!(c.retransmit_full_bytes, 384 * 1024);
         assert_eq!(c.retransmit_thumbnail_bytes, 64 * 1024);
         assert_eq!(c.retransmit_age, Duration::from_secs(1));
+        assert_eq!(c.keyframe_interval, Duration::from_millis(300));
+        assert_eq!(c.keyframe_max_per_second, 2);
     }
 
     #[test]
@@ -540,6 +583,9 @@ rng_seed = 7
         assert!(e.to_string().contains("log_level"), "{e}");
         let e = Config::from_toml_str("listen = \"127.0.0.1:1\"\nmetrics = \"nope\"").unwrap_err();
         assert!(matches!(e, ConfigError::BadMetricsAddress { .. }), "{e}");
+        let e = Config::from_toml_str("listen = \"127.0.0.1:1\"\nkeyframe_max_per_second = 9")
+            .unwrap_err();
+        assert!(e.to_string().contains("keyframe_max_per_second"), "{e}");
         let e = Config::from_toml_str("listen = \"127.0.0.1:1\"\ncert = \"c.pem\"").unwrap_err();
         assert!(
             matches!(

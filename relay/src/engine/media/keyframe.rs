@@ -68,6 +68,7 @@ pub(crate) struct KeyframeThrottle {
 impl KeyframeThrottle {
     /// A receiver asked for a keyframe at `now`: whether to pass it on to the sender
     /// (and start a new interval), or absorb it. The default per-second cap applies.
+    #[cfg(test)]
     pub(crate) fn handle_request(&mut self, now: Instant, interval: Duration) -> bool {
         let cfg = KeyframeConfig {
             interval,

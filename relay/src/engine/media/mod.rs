@@ -20,7 +20,7 @@ mod speaker;
 pub(crate) use clamp::{ClampConfig, ClampOutcome, RateClamp};
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport};
-pub(crate) use keyframe::KeyframeThrottle;
+pub(crate) use keyframe::{KeyframeConfig, KeyframeThrottle};
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use layers::{Layer, LayerChoice, LayerConfig, LayerEvent};
 pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
