@@ -229,7 +229,10 @@ struct Outgoing {
     invite_received: Option<Instant>,
 }
 
-/// Per-room ordered senders of Matrix events, with retries.
+/// Per-room ordered senders of Matrix events, with retries. A room's sender task ends
+/// after [`ROOM_SENDER_IDLE`] without an event, and the map forgets rooms whose task
+/// ended, so a long-lived SFU that has answered many DMs keeps tasks only for the rooms
+/// it is talking in.
 struct Outbox {
     mx: Matrix,
     rooms: HashMap<String, mpsc::UnboundedSender<Outgoing>>,
@@ -241,11 +244,12 @@ impl Outbox {
         let out = match self.rooms.get(&room) {
             Some(tx) => match tx.send(out) {
                 Ok(()) => return,
-                // Its task ended (it never does while the sender lives, but be safe).
+                // Its task ended (idle): start another.
                 Err(mpsc::error::SendError(out)) => out,
             },
             None => out,
         };
+        self.rooms.retain(|_, tx| !tx.is_closed());
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(room_sender(
             self.mx.clone(),
@@ -258,6 +262,9 @@ impl Outbox {
     }
 }
 
+/// How long a room's sender task waits for its next event before it ends.
+const ROOM_SENDER_IDLE: Duration = Duration::from_secs(60);
+
 async fn room_sender(
     mx: Matrix,
     room: String,
@@ -265,7 +272,21 @@ async fn room_sender(
     metrics: Arc<Mutex<Metrics>>,
 ) {
     static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    while let Some(out) = rx.recv().await {
+    loop {
+        let out = match tokio::time::timeout(ROOM_SENDER_IDLE, rx.recv()).await {
+            Ok(Some(out)) => out,
+            // The Outbox is gone.
+            Ok(None) => return,
+            // Idle: close, so the Outbox starts a new task for the room's next event,
+            // and send what slipped in before the close (nothing is lost).
+            Err(_) => {
+                rx.close();
+                match rx.recv().await {
+                    Some(out) => out,
+                    None => return,
+                }
+            }
+        };
         let n = TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Unique across restarts: the homeserver de-duplicates retries by this id.
         let txn = format!("bf{}-{}", now_ms(), n);
