@@ -11,7 +11,7 @@ use blindfold_relay::dtls::{
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, SeqNo, Ssrc, WireSeq};
 use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpProfile};
 use blindfold_relay::wire::rtcp::{
-    CompoundWriter, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
+    CompoundWriter, PauseKind, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
 };
 use blindfold_relay::wire::rtp::{RtpFields, RtpHeader, write_header};
 use blindfold_relay::wire::{Datagram, demux};
@@ -223,6 +223,14 @@ pub enum Event {
     },
     /// A PLI or FIR for one of our streams: send a keyframe.
     KeyframeRequested(Ssrc),
+    /// An RFC 7728 PAUSE (`paused`) or RESUME (not `paused`) for one of our streams:
+    /// nobody receives it, so stop sending it; or somebody does again.
+    PauseRequested {
+        /// The stream.
+        ssrc: Ssrc,
+        /// PAUSE rather than RESUME.
+        paused: bool,
+    },
     /// A REMB: the relay's receive-side estimate for our streams.
     Remb {
         /// Estimated maximum bitrate.
@@ -693,6 +701,19 @@ impl Participant {
                 RtcpPacket::Fir(fir) => {
                     for e in fir.entries().filter(|e| own.contains(&e.ssrc)) {
                         self.events.push_back(Event::KeyframeRequested(e.ssrc));
+                    }
+                }
+                RtcpPacket::PauseResume(pr) => {
+                    for e in pr.entries().filter(|e| own.contains(&e.target)) {
+                        let paused = match e.kind {
+                            PauseKind::Pause => true,
+                            PauseKind::Resume => false,
+                            _ => continue,
+                        };
+                        self.events.push_back(Event::PauseRequested {
+                            ssrc: e.target,
+                            paused,
+                        });
                     }
                 }
                 RtcpPacket::Remb(remb) => self.events.push_back(Event::Remb {

@@ -800,6 +800,8 @@ pub struct DriverStats {
     pub send_errors: u64,
     /// Keyframe requests routed to a source.
     pub keyframe_requests: u64,
+    /// PAUSE and RESUME requests applied to a source.
+    pub pause_requests: u64,
 }
 
 /// A participant's three sources — audio, thumbnail, full — sent through its
@@ -814,6 +816,9 @@ pub struct Driver {
     /// Whether the audio source sends; off when the application sends real audio on
     /// the audio SSRC itself ([`Driver::without_audio`]).
     audio: bool,
+    /// Sources the relay asked to pause (RFC 7728), by position: not polled, so they
+    /// skip what falls due meanwhile and restart on a keyframe when resumed.
+    paused: [bool; 3],
     transport_cc: Option<ExtId>,
     tcc_seq: u16,
     stats: DriverStats,
@@ -862,6 +867,7 @@ impl Driver {
         Ok(Driver {
             sources: [audio, thumbnail, full],
             audio: true,
+            paused: [false; 3],
             transport_cc,
             tcc_seq: 0,
             stats: DriverStats::default(),
@@ -897,6 +903,7 @@ impl Driver {
                 MediaSource::new(full, now),
             ],
             audio: true,
+            paused: [false; 3],
             transport_cc: extmap.transport_cc,
             tcc_seq: 0,
             stats: DriverStats::default(),
@@ -928,9 +935,12 @@ impl Driver {
     /// When [`drive`](Self::drive) has something to send next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let from = usize::from(!self.audio);
-        self.sources[from..]
+        self.sources
             .iter()
-            .map(MediaSource::poll_timeout)
+            .zip(self.paused)
+            .skip(from)
+            .filter(|(_, paused)| !paused)
+            .map(|(s, _)| s.poll_timeout())
             .min()
     }
 
@@ -948,7 +958,13 @@ impl Driver {
         }
         let mut sent = 0;
         let from = usize::from(!self.audio);
-        for src in &mut self.sources[from..] {
+        for (src, _) in self
+            .sources
+            .iter_mut()
+            .zip(self.paused)
+            .skip(from)
+            .filter(|(_, paused)| !paused)
+        {
             while let Some(mut out) = src.poll(now) {
                 if let Some(id) = self.transport_cc {
                     out.extensions.push(id, &self.tcc_seq.to_be_bytes());
@@ -969,11 +985,24 @@ impl Driver {
         Ok(sent)
     }
 
-    /// Routes [`Event::KeyframeRequested`] for one of our SSRCs to its source; returns
-    /// whether it did. Other events are ignored.
+    /// Routes [`Event::KeyframeRequested`] and [`Event::PauseRequested`] for one of our
+    /// SSRCs to its source; returns whether it did. Other events are ignored. A resumed
+    /// source starts again with a keyframe.
     pub fn handle_event(&mut self, event: &Event) -> bool {
-        let Event::KeyframeRequested(ssrc) = event else {
-            return false;
+        let ssrc = match event {
+            Event::KeyframeRequested(ssrc) => ssrc,
+            Event::PauseRequested { ssrc, paused } => {
+                let Some(k) = self.sources.iter().position(|s| s.ssrc() == *ssrc) else {
+                    return false;
+                };
+                if self.paused[k] && !paused {
+                    self.sources[k].request_keyframe();
+                }
+                self.paused[k] = *paused;
+                self.stats.pause_requests += 1;
+                return true;
+            }
+            _ => return false,
         };
         match self.sources.iter_mut().find(|s| s.ssrc() == *ssrc) {
             Some(s) => {

@@ -3,9 +3,9 @@
 //! where the subscriptions say.
 #![allow(clippy::disallowed_methods)] // no clock: the simulator's instant is the epoch
 
-use blindfold_client::{Driver, Receiver, SenderId};
+use blindfold_client::{Driver, Event as PEvent, Receiver, SenderId};
 use blindfold_relay::control::{ExtmapIds, FullSet};
-use blindfold_relay::id::ExtId;
+use blindfold_relay::id::{ExtId, Ssrc};
 use blindfold_tests::Sim;
 
 #[test]
@@ -73,4 +73,121 @@ fn three_sources_arrive_whole_at_every_receiver() {
             "full resolution only for the subscriber"
         );
     }
+}
+
+/// Whether an RTP packet (as received, SRTP) starts a keyframe per its frame marking.
+fn starts_keyframe(packet: &[u8], id: ExtId) -> bool {
+    blindfold_relay::wire::rtp::RtpHeader::parse(packet)
+        .ok()
+        .and_then(|h| h.extension(id))
+        .and_then(|d| blindfold_relay::wire::rtp::frame_marking(d).ok())
+        .is_some_and(|fm| fm.starts_keyframe())
+}
+
+#[test]
+fn a_layer_nobody_receives_is_paused_and_resumes_on_a_keyframe_when_wanted() {
+    let mut sim = Sim::new(2);
+    let a = sim.join("alice", "conf");
+    let b = sim.join("bob", "conf");
+    let c = sim.join("carol", "conf");
+    sim.run_until_connected();
+    sim.share_keys();
+    sim.subscribe(b, FullSet::All);
+    let extmap = ExtmapIds {
+        audio_level: Some(ExtId(1)),
+        frame_marking: Some(ExtId(2)),
+        abs_send_time: Some(ExtId(3)),
+        transport_cc: None,
+    };
+    let epoch = sim.now;
+    let mut driver = Driver::for_participant(
+        &sim.members[a].p,
+        SenderId(a as u64),
+        extmap,
+        epoch,
+        7,
+        sim.now,
+    );
+    let full = sim.member(a).ssrcs().full;
+    // Alice's full-resolution packets as she sent them: (when, bytes).
+    let mut sent_full = Vec::new();
+    type Sent = Vec<(std::time::Instant, usize)>;
+    fn run(
+        sim: &mut Sim,
+        driver: &mut Driver,
+        a: usize,
+        full: Ssrc,
+        sent_full: &mut Sent,
+        ms: u64,
+    ) {
+        let end = sim.now + std::time::Duration::from_millis(ms);
+        while sim.now < end {
+            let now = sim.now;
+            let before = sim.member(a).sent.len();
+            driver.drive(&mut sim.members[a].p, now).unwrap();
+            sim.pump();
+            for d in &sim.member(a).sent[before..] {
+                if blindfold_relay::wire::rtp::RtpHeader::parse(d).is_ok_and(|h| h.ssrc() == full) {
+                    sent_full.push((now, d.len()));
+                }
+            }
+            let evs: Vec<_> = sim.members[a].events.drain(..).collect();
+            for e in &evs {
+                driver.handle_event(e);
+            }
+            sim.members[a].events.extend(evs);
+            sim.run_for_ms(5);
+        }
+    }
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
+    let watched = sent_full.len();
+    assert!(watched > 20, "bob watches: alice sends full ({watched})");
+    // Bob stops watching: within a second alice stops sending full resolution.
+    sim.subscribe(b, FullSet::Ssrcs(Vec::new()));
+    let unsubscribed = sim.now;
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 2000);
+    let last = sent_full.last().unwrap().0;
+    assert!(
+        last - unsubscribed <= std::time::Duration::from_secs(1),
+        "alice still sent full {:?} after nobody watched",
+        last - unsubscribed
+    );
+    let pauses = |sim: &Sim, paused: bool| {
+        sim.member(a)
+            .events
+            .iter()
+            .filter(|e| matches!(e, PEvent::PauseRequested { ssrc, paused: p } if *ssrc == full && *p == paused))
+            .count()
+    };
+    assert_eq!(pauses(&sim, true), 1, "one PAUSE");
+    // Bob's and carol's full layers, watched by nobody, were paused too.
+    let paused: u64 = sim.shards.iter().map(|e| e.stats().layers_paused).sum();
+    assert_eq!(paused, 3);
+    // Carol wants it: her first full-resolution packet, a keyframe, within 500 ms.
+    let before = sim.member(c).media_on(full).len();
+    sim.subscribe(c, FullSet::All);
+    let wanted = sim.now;
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
+    let got: Vec<_> = sim
+        .member(c)
+        .media_log
+        .iter()
+        .filter(|m| m.ssrc == full)
+        .collect();
+    assert!(got.len() > before, "carol receives full resolution again");
+    let first = got[before];
+    assert!(
+        first.at - wanted <= std::time::Duration::from_millis(500),
+        "first full packet {:?} after carol subscribed",
+        first.at - wanted
+    );
+    let first_packet = &sim.member(c).media_on(full)[before].packet;
+    assert!(
+        starts_keyframe(first_packet, ExtId(2)),
+        "it starts a keyframe"
+    );
+    assert_eq!(pauses(&sim, false), 1, "one RESUME");
+    // Carol subscribed to every full layer: bob's resumed too.
+    let resumed: u64 = sim.shards.iter().map(|e| e.stats().layers_resumed).sum();
+    assert_eq!(resumed, 2);
 }

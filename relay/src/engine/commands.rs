@@ -136,6 +136,7 @@ fn streams_of(rule: &SessionRule) -> Vec<Stream> {
             keyframe: media::KeyframeThrottle::default(),
             last_sr: media::LastSenderReport::default(),
             retransmit: None,
+            unwatched: media::UnwatchedLayer::default(),
         })
         .collect()
 }

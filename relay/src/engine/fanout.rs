@@ -93,6 +93,8 @@ impl Engine {
         let now = self.last_now;
         // Streams `r` starts whose last SR it should get (see `media::LastSenderReport`).
         let mut replay = Vec::new();
+        // Senders homed here whose full-resolution viewers changed (`media::UnwatchedLayer`).
+        let mut full_changed = Vec::new();
         for &m in &c.members {
             let Some(sender) = self.sessions.get_mut(m) else {
                 continue;
@@ -100,8 +102,13 @@ impl Engine {
             if m == r || !sender.routed_here() {
                 continue;
             }
+            let homed_here = matches!(sender.home, Home::Here(_));
             for st in &mut sender.streams {
-                match edit(&st.spec) {
+                let edited = edit(&st.spec);
+                if edited != Edit::Keep && homed_here && st.spec.layer == Layer::Full {
+                    full_changed.push(m);
+                }
+                match edited {
                     Edit::Add => {
                         st.receivers.push(addr);
                         if let Some(sr) = now.and_then(|now| st.last_sr.for_new_receiver(now)) {
@@ -121,6 +128,9 @@ impl Engine {
         for sr in replay {
             self.stats.sr_replayed += 1;
             self.send_rtcp_to(r, sr.as_bytes());
+        }
+        for m in full_changed {
+            self.check_unwatched(m);
         }
     }
 
@@ -172,6 +182,7 @@ impl Engine {
                 _ => {}
             }
         }
+        self.check_unwatched(h);
     }
 
     /// Checks every fan-out list against one computed from scratch: the lists of

@@ -148,6 +148,8 @@ impl Engine {
         let session = s.spec.id.clone();
         self.set_connected(h, Some(sel));
         self.notify(SessionEvent::Connected { session, addr: sel });
+        // Its full-resolution layer may have no viewer from the start.
+        self.check_unwatched(h);
     }
 
     /// Sets where a session receives media (None: nowhere), moves its entries in the

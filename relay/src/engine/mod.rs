@@ -393,6 +393,11 @@ pub struct EngineStats {
     pub keyframe_requests_sent: u64,
     /// Keyframe requests absorbed by the per-stream throttle.
     pub keyframe_requests_throttled: u64,
+    /// Full-resolution layers the relay asked their sender to pause (nobody received
+    /// them).
+    pub layers_paused: u64,
+    /// Paused layers the relay asked their sender to resume (a receiver wants them).
+    pub layers_resumed: u64,
     /// Packets receivers NACKed that the relay resent from its cache.
     pub nack_resent: u64,
     /// Packets receivers NACKed that the relay asked their sender for.
@@ -426,7 +431,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 19;
+    pub const EXPORTED: usize = 21;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -509,6 +514,19 @@ impl EngineStats {
                 self.keyframe_requests_throttled,
             ),
             (
+                "blindfold_layers_paused_total",
+                "",
+                "Full-resolution layers the relay asked their sender to pause (RFC 7728): \
+                 nobody received them.",
+                self.layers_paused,
+            ),
+            (
+                "blindfold_layers_resumed_total",
+                "",
+                "Paused layers the relay asked their sender to resume: a receiver wants them.",
+                self.layers_resumed,
+            ),
+            (
                 "blindfold_nacked_packets_total",
                 "outcome=\"resent\"",
                 nacked,
@@ -579,6 +597,8 @@ struct Stream {
     /// Its recent packets, to answer NACKs: video streams, on the shards that route
     /// the sender's media (allocated when that starts, dropped when it ends).
     retransmit: Option<media::RetransmitCache>,
+    /// Whether a full-resolution layer nobody receives is paused (sender's home shard).
+    unwatched: media::UnwatchedLayer,
 }
 
 /// Where a session runs.

@@ -341,6 +341,68 @@ impl Engine {
         }
     }
 
+    /// Session `h`'s full-resolution layers' viewers may have changed: a layer with
+    /// viewers again is resumed (and a keyframe asked for), one without starts waiting to
+    /// be paused ([`media::UnwatchedLayer`]). Only on the sender's home shard, once it is
+    /// connected: the requests go over its SRTCP.
+    pub(super) fn check_unwatched(&mut self, h: SessionHandle) {
+        let Some(now) = self.last_now else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
+        if !s.is_connected() || !matches!(&s.home, Home::Here(l) if l.keyed()) {
+            return;
+        }
+        let mut actions = Vec::new();
+        for st in s
+            .streams
+            .iter_mut()
+            .filter(|st| st.spec.layer == Layer::Full)
+        {
+            if let Some(a) = st.unwatched.handle_viewers(now, st.receivers.len()) {
+                actions.push((st.spec.ssrc, a));
+            }
+        }
+        for (ssrc, action) in actions {
+            self.ask_pause(now, h, ssrc, action);
+        }
+        self.schedule(h);
+    }
+
+    /// Sends a PAUSE or RESUME (RFC 7728) for `owner`'s layer `ssrc`; a RESUME is
+    /// followed by a keyframe request, so the layer restarts decodable.
+    pub(super) fn ask_pause(
+        &mut self,
+        now: Instant,
+        owner: SessionHandle,
+        ssrc: Ssrc,
+        action: media::PauseAction,
+    ) {
+        let (kind, pause_id) = match action {
+            media::PauseAction::Pause(id) => (rtcp::PauseKind::Pause, id),
+            media::PauseAction::Resume(id) => (rtcp::PauseKind::Resume, id),
+        };
+        let entry = rtcp::PauseEntry {
+            target: ssrc,
+            kind,
+            pause_id,
+            type_specific: &[],
+        };
+        let mut out = [0u8; 24];
+        if let Ok(n) = rtcp::write_pause_resume(&mut out, self.cfg.relay_ssrc, &[entry]) {
+            match action {
+                media::PauseAction::Pause(_) => self.stats.layers_paused += 1,
+                media::PauseAction::Resume(_) => self.stats.layers_resumed += 1,
+            }
+            self.send_rtcp_to(owner, out.get(..n).unwrap_or_default());
+        }
+        if let media::PauseAction::Resume(_) = action {
+            self.request_keyframe_from(now, owner, ssrc, KeyframeKind::Pli);
+        }
+    }
+
     /// Protects `packet` with session `to`'s outbound SRTCP context and queues it, or
     /// passes it to `to`'s home shard.
     pub(super) fn send_rtcp_to(&mut self, to: SessionHandle, packet: &[u8]) {

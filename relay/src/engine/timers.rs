@@ -94,6 +94,16 @@ impl Engine {
                         EndReason::IceTimeout
                     };
                     self.end_session(h, reason);
+                    return;
+                }
+                // Layers unwatched long enough are paused.
+                let pauses: Vec<_> = s
+                    .streams
+                    .iter_mut()
+                    .filter_map(|st| Some((st.spec.ssrc, st.unwatched.handle_timeout(now)?)))
+                    .collect();
+                for (ssrc, action) in pauses {
+                    self.ask_pause(now, h, ssrc, action);
                 }
             }
             Home::Unclaimed { timed_out } => {
@@ -127,8 +137,13 @@ impl Engine {
         let due = match &s.home {
             Home::Here(local) if local.ended() => None,
             Home::Here(local) => {
-                let dtls = local.dtls.poll_timeout();
-                Some(dtls.map_or(s.ice.poll_timeout(), |d| d.min(s.ice.poll_timeout())))
+                let ice = s.ice.poll_timeout();
+                let dtls = local.dtls.poll_timeout().unwrap_or(ice);
+                let pause = s
+                    .streams
+                    .iter()
+                    .filter_map(|st| st.unwatched.poll_timeout());
+                pause.chain([ice, dtls]).min()
             }
             Home::Unclaimed { timed_out: false } if shard == ShardId(0) => {
                 Some(s.created + silence)

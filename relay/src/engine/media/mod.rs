@@ -15,6 +15,7 @@ mod retransmit;
 mod sender_report;
 #[allow(dead_code)] // wired into the engine by issue 11's integration
 mod speaker;
+mod unwatched;
 
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use clamp::{ClampConfig, ClampOutcome, RateClamp};
@@ -27,3 +28,4 @@ pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use sender_report::LastSenderReport;
 #[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use speaker::{SpeakerChanged, SpeakerConfig, SpeakerDetector};
+pub(crate) use unwatched::{PauseAction, UnwatchedLayer};
