@@ -22,7 +22,8 @@
 //! keyframes) whose payloads carry a [`Probe`] inside the encryption, [`Driver`] sends
 //! them through a [`Participant`], and [`measure`]'s [`Receiver`] counts loss,
 //! duplicates, integrity failures and one-way latency from what another participant
-//! decrypted.
+//! decrypted. [`udp`] runs a [`Participant`] on a real UDP socket (the process tests and
+//! `blindfold-load` drive theirs with it).
 //!
 //! For the participant CLI: [`ogg`] reads Ogg Opus clips to send (packets with their
 //! durations, for 20 ms pacing) and writes received audio to files opusdec plays;
@@ -79,6 +80,7 @@ mod rng;
 pub mod sdp;
 pub mod source;
 pub mod table;
+pub mod udp;
 
 pub use error::{DropReason, FailReason, ParticipantError};
 pub use ice::{IceCredentials, IceSettings};

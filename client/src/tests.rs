@@ -1018,3 +1018,59 @@ fn datagrams_before_connection_and_after_failure_are_dropped() {
         Err(DropReason::Failed)
     );
 }
+
+#[test]
+fn a_participant_on_a_loopback_socket_connects_by_stepping() {
+    use crate::udp::{RECV_BUF, UdpLink, UdpParticipant};
+
+    // The fake relay behind a real socket; the participant on its own.
+    let relay_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay_sock.set_nonblocking(true).unwrap();
+    let relay_addr = relay_sock.local_addr().unwrap();
+    let t0 = Instant::now();
+    let cfg = config(0, relay_addr, relay_cert().fingerprint());
+    let mut relay = FakeRelay::new(relay_addr, &cfg, t0);
+    let p = Participant::new(cfg, t0).unwrap();
+    let mut udp = UdpParticipant::new(p, UdpLink::bind("127.0.0.1:0").unwrap());
+    let me = udp.link().local_addr().unwrap();
+
+    let (mut relay_in, mut relay_out) = (0u64, 0u64);
+    let mut buf = [0u8; RECV_BUF];
+    let mut events = Vec::new();
+    let deadline = t0 + Duration::from_secs(5);
+    while !udp.participant().is_connected() && Instant::now() < deadline {
+        let now = Instant::now();
+        events.extend(udp.step(now));
+        let mut back = Vec::new();
+        while let Ok((n, from)) = relay_sock.recv_from(&mut buf) {
+            assert_eq!(from, me);
+            relay_in += 1;
+            back.extend(relay.handle(now, &buf[..n]));
+        }
+        back.extend(relay.timeout(now));
+        for d in back {
+            relay_out += 1;
+            relay_sock.send_to(&d, me).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(events.contains(&Event::IceSelected), "{events:?}");
+    assert!(
+        events.contains(&Event::Connected {
+            srtcp_profile: SrtpProfile::AeadAes256Gcm
+        }),
+        "{events:?}"
+    );
+    assert!(relay.nominated);
+    assert!(relay.keys.is_some());
+
+    // Whatever is still in flight lands; then both ends agree on every datagram.
+    std::thread::sleep(Duration::from_millis(20));
+    udp.read(Instant::now(), &mut buf);
+    while relay_sock.recv_from(&mut buf).is_ok() {
+        relay_in += 1;
+    }
+    let st = udp.stats();
+    assert_eq!((st.datagrams_out, st.datagrams_in), (relay_in, relay_out));
+    assert_eq!(st.send_errors + st.send_would_block + st.recv_errors, 0);
+}

@@ -83,9 +83,7 @@ use blindfold_relay::control::{
     StreamKind, StreamSpec, SubscriptionSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings, Fingerprint};
-use blindfold_relay::engine::{
-    Command, Engine, EngineConfig, Event, Handled, PeerDest, PeerMsg, ShardId,
-};
+use blindfold_relay::engine::{Command, Engine, EngineConfig, Event, Handled, PeerMsg, ShardId};
 use blindfold_relay::id::{KeyIndex, Pt, RtpTime, SeqNo, Ssrc};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 
@@ -590,15 +588,10 @@ impl Sim {
                             if matches!(msg, PeerMsg::SenderReport { .. }) {
                                 self.sender_reports_between_shards += 1;
                             }
-                            for (j, e) in self.shards.iter_mut().enumerate() {
-                                let to_it = match dest {
-                                    PeerDest::All => j != k,
-                                    PeerDest::Shard(s) => usize::from(s.0) == j,
-                                };
-                                if to_it {
-                                    e.handle_command(self.now, Command::Peer(msg.clone()));
-                                }
-                            }
+                            let (now, shards) = (self.now, &mut self.shards);
+                            dest.route(k, shards.len(), msg, |j, m| {
+                                shards[j].handle_command(now, Command::Peer(m));
+                            });
                         }
                     }
                 }

@@ -4,7 +4,7 @@
 //! its own small reader (not signaling's code), and then connects a real
 //! [`Participant`] over UDP to the relay the answer names.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use blindfold_client::sdp::Answer;
 use blindfold_client::sdp::Offer;
+use blindfold_client::udp::{UdpLink, UdpParticipant};
 use blindfold_client::{Event, IceCredentials, OwnSsrcs, Participant, ParticipantConfig};
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
@@ -340,11 +341,9 @@ impl Caller {
             self.idx as u64 + 1,
         );
         let p = Participant::new(cfg, Instant::now()).expect("participant");
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("participant socket");
-        sock.set_nonblocking(true).expect("nonblocking");
+        let link = UdpLink::bind("127.0.0.1:0").expect("participant socket");
         CallPeer {
-            p,
-            sock,
+            udp: UdpParticipant::new(p, link),
             key,
             events: Vec::new(),
         }
@@ -353,9 +352,7 @@ impl Caller {
 
 /// A connected (or connecting) participant on its own UDP socket.
 pub struct CallPeer {
-    /// The participant library instance.
-    pub p: Participant,
-    sock: UdpSocket,
+    udp: UdpParticipant,
     /// Its end-to-end master key (key ‖ salt).
     pub key: Vec<u8>,
     /// Everything it reported.
@@ -370,29 +367,21 @@ impl CallPeer {
             .any(|e| matches!(e, Event::Connected { .. }))
     }
 
-    /// Moves its datagrams and runs its timers once.
+    /// The participant library instance.
+    pub fn p(&self) -> &Participant {
+        self.udp.participant()
+    }
+
+    /// The participant library instance, to send or install keys.
+    pub fn p_mut(&mut self) -> &mut Participant {
+        self.udp.participant_mut()
+    }
+
+    /// Moves its datagrams and runs its timers once. Panics if the socket failed to
+    /// read.
     pub fn step(&mut self) {
-        let now = Instant::now();
-        let mut buf = [0u8; 2048];
-        loop {
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let _ = self.p.handle_datagram(now, from, &mut buf[..n]);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                Err(e) => panic!("participant recv: {e}"),
-            }
-        }
-        if self.p.poll_timeout().is_some_and(|t| t <= now) {
-            self.p.handle_timeout(now);
-        }
-        while let Some(t) = self.p.poll_transmit() {
-            let _ = self.sock.send_to(&t.bytes, t.dest);
-        }
-        while let Some(e) = self.p.poll_event() {
-            self.events.push(e);
-        }
+        self.events.extend(self.udp.step(Instant::now()));
+        assert_eq!(self.udp.stats().recv_errors, 0, "participant recv failed");
     }
 }
 

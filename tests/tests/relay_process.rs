@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use blindfold_client::control::ControlClient;
+use blindfold_client::udp::{UdpLink, UdpParticipant};
 use blindfold_client::{Event as PEvent, Participant, ParticipantConfig, SenderId};
 use blindfold_relay::control::{
     self, ConfId, ConferenceSpec, EndReason, ErrorCode, ExtmapIds, FrameDecoder, FullSet,
@@ -96,8 +97,7 @@ fn shared() -> &'static Shared {
 
 /// One participant: the library instance on its own UDP socket.
 struct Peer {
-    p: Participant,
-    sock: UdpSocket,
+    udp: UdpParticipant,
     spec: SessionSpec,
     key: Vec<u8>,
     events: Vec<PEvent>,
@@ -139,15 +139,21 @@ impl Peer {
         );
         cfg.auto_feedback = false;
         let p = Participant::new(cfg, Instant::now()).expect("participant");
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("participant socket");
-        sock.set_nonblocking(true).unwrap();
+        let link = UdpLink::bind("127.0.0.1:0").expect("participant socket");
         Peer {
-            p,
-            sock,
+            udp: UdpParticipant::new(p, link),
             spec,
             key,
             events: Vec::new(),
         }
+    }
+
+    fn p(&self) -> &Participant {
+        self.udp.participant()
+    }
+
+    fn p_mut(&mut self) -> &mut Participant {
+        self.udp.participant_mut()
     }
 
     /// Payloads decrypted from sender `idx`'s streams.
@@ -162,8 +168,8 @@ impl Peer {
     }
 
     fn send_audio(&mut self, payload: &[u8]) {
-        let ssrc = self.p.ssrcs().audio;
-        self.p
+        let ssrc = self.p().ssrcs().audio;
+        self.p_mut()
             .send_rtp(
                 Instant::now(),
                 ssrc,
@@ -187,30 +193,11 @@ fn drive(
     mut done: impl FnMut(&[Peer]) -> bool,
 ) {
     let deadline = Instant::now() + limit;
-    let mut buf = [0u8; 2048];
     loop {
         let now = Instant::now();
         for peer in peers.iter_mut() {
-            loop {
-                match peer.sock.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        let _ = peer.p.handle_datagram(now, from, &mut buf[..n]);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    // An ICMP error from an earlier send: nothing to receive.
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                    Err(e) => panic!("participant recv: {e}"),
-                }
-            }
-            if peer.p.poll_timeout().is_some_and(|t| t <= now) {
-                peer.p.handle_timeout(now);
-            }
-            while let Some(t) = peer.p.poll_transmit() {
-                let _ = peer.sock.send_to(&t.bytes, t.dest);
-            }
-            while let Some(e) = peer.p.poll_event() {
-                peer.events.push(e);
-            }
+            peer.events.extend(peer.udp.step(now));
+            assert_eq!(peer.udp.stats().recv_errors, 0, "participant recv failed");
         }
         if done(peers) {
             return;
@@ -228,7 +215,7 @@ fn drive(
 fn share_keys(peers: &mut [Peer]) {
     let mut all: Vec<(&mut Participant, &[u8])> = peers
         .iter_mut()
-        .map(|m| (&mut m.p, m.key.as_slice()))
+        .map(|m| (m.udp.participant_mut(), m.key.as_slice()))
         .collect();
     blindfold_tests::share_keys_among(&mut all);
 }
@@ -265,7 +252,7 @@ fn call(relay: &Relay, control: &mut ControlClient, info: &RelayInfo, names: &[&
         relay,
         Duration::from_secs(15),
         "participants connected",
-        |ps| ps.iter().all(|p| p.p.is_connected()),
+        |ps| ps.iter().all(|p| p.p().is_connected()),
     );
     await_connected(control, names.len());
     share_keys(&mut peers);
@@ -629,7 +616,7 @@ fn a_participant_whose_address_moves_to_another_worker_keeps_sending_and_receivi
     exchange(&mut peers, &relay, "before the move");
 
     // Alice's network changes: a new address, on another worker than her first.
-    let home = relay.worker_of(&peers[0].sock);
+    let home = relay.worker_of(peers[0].udp.link().socket());
     let moved = (0..40)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
         .find(|s| relay.worker_of(s) != home)
@@ -640,18 +627,21 @@ fn a_participant_whose_address_moves_to_another_worker_keeps_sending_and_receivi
     // ...and her media goes from it from now on.
     moved.set_nonblocking(true).unwrap();
     let new_addr = moved.local_addr().unwrap();
-    peers[0].sock = moved;
+    peers[0].udp.link_mut().replace_socket(moved).unwrap();
     exchange(&mut peers, &relay, "after the move");
 
     // SRTCP both ways: alice's keyframe request reaches bob (her SRTCP lands on the new
     // worker, the home decrypts it), bob's reaches alice at her new address.
-    let (alice_thumb, bob_thumb) = (peers[0].p.ssrcs().thumbnail, peers[1].p.ssrcs().thumbnail);
+    let (alice_thumb, bob_thumb) = (
+        peers[0].p().ssrcs().thumbnail,
+        peers[1].p().ssrcs().thumbnail,
+    );
     peers[0]
-        .p
+        .p_mut()
         .request_keyframe(Instant::now(), bob_thumb)
         .unwrap();
     peers[1]
-        .p
+        .p_mut()
         .request_keyframe(Instant::now(), alice_thumb)
         .unwrap();
     let asked = |p: &Peer, ssrc| {
@@ -688,7 +678,7 @@ fn drive_talking(
     let deadline = Instant::now() + Duration::from_secs(15);
     while !done(peers) {
         assert!(Instant::now() < deadline, "timed out: {what}");
-        for p in peers.iter_mut().filter(|p| p.p.is_connected()) {
+        for p in peers.iter_mut().filter(|p| p.p().is_connected()) {
             p.send_audio(b"still here");
         }
         let until = Instant::now() + Duration::from_millis(100);
@@ -719,7 +709,7 @@ fn await_closed(
 /// Keeps `peers` talking until the last one is connected.
 fn await_last_connected(peers: &mut [Peer], relay: &Relay) {
     drive_talking(peers, relay, "the last participant connected", |ps| {
-        ps.last().is_some_and(|p| p.p.is_connected())
+        ps.last().is_some_and(|p| p.p().is_connected())
     });
 }
 
@@ -821,10 +811,10 @@ fn a_participant_whose_certificate_does_not_match_is_told_at_once() {
         &relay,
         Duration::from_secs(3),
         "the participant to fail",
-        |ps| ps[0].p.is_failed(),
+        |ps| ps[0].p().is_failed(),
     );
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert!(!peers[0].p.is_connected());
+    assert!(!peers[0].p().is_connected());
     let notes = control.poll_notifications(Duration::from_secs(2));
     assert!(
         notes.iter().any(|n| matches!(

@@ -365,17 +365,18 @@ fn wait_reply_type(user: &mut MatrixUser, dm: &str, call_id: &str, kind: &str) -
 }
 
 fn send_audio(p: &mut CallPeer, n: u8) {
-    let ssrc = p.p.ssrcs().audio;
-    p.p.send_rtp(
-        Instant::now(),
-        ssrc,
-        Pt(111),
-        false,
-        RtpTime(u32::from(n) * 960),
-        &[],
-        &[n; 40],
-    )
-    .expect("send_rtp");
+    let ssrc = p.p().ssrcs().audio;
+    p.p_mut()
+        .send_rtp(
+            Instant::now(),
+            ssrc,
+            Pt(111),
+            false,
+            RtpTime(u32::from(n) * 960),
+            &[],
+            &[n; 40],
+        )
+        .expect("send_rtp");
 }
 
 fn received_from(p: &CallPeer, n: u8) -> bool {
@@ -399,7 +400,7 @@ fn connect_both(calls: [(&Caller, &Answer); 2], what: &str) -> (CallPeer, CallPe
         p.iter().all(|p| p.connected())
     });
     let (ka, kb) = (pa.key.clone(), pb.key.clone());
-    blindfold_tests::share_keys_among(&mut [(&mut pa.p, &ka), (&mut pb.p, &kb)]);
+    blindfold_tests::share_keys_among(&mut [(pa.p_mut(), &ka), (pb.p_mut(), &kb)]);
     (pa, pb)
 }
 

@@ -353,7 +353,8 @@ pub enum PeerDest {
 pub enum Event {
     /// Something happened to a session (the control side tells signaling).
     Session(SessionEvent),
-    /// A message for other shards (deliver as [`Command::Peer`]).
+    /// A message for other shards: deliver it as [`Command::Peer`] to those
+    /// [`PeerDest::route`] names.
     Peer(PeerDest, PeerMsg),
     /// The relay closed this session on its own (consent expired, DTLS failed after
     /// connecting): it is gone, as `session_closed` says. The control side forgets it

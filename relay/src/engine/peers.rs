@@ -2,6 +2,40 @@
 
 use super::*;
 
+impl PeerDest {
+    /// The shards, as indices in `0..shards`, that a message from shard `from` goes to.
+    ///
+    /// The one rule the relay's workers and the test emulator both follow: a shard
+    /// never sends to itself, and a shard that does not exist gets nothing.
+    pub fn targets(self, from: usize, shards: usize) -> impl Iterator<Item = usize> {
+        let only = match self {
+            PeerDest::All => None,
+            PeerDest::Shard(ShardId(s)) => Some(usize::from(s)),
+        };
+        (0..shards).filter(move |&j| j != from && only.is_none_or(|s| s == j))
+    }
+
+    /// Hands `msg` to `deliver` once per [`target`](Self::targets), cloning it for all
+    /// but the last (a message to one shard is moved, not copied).
+    pub fn route<M: Clone>(
+        self,
+        from: usize,
+        shards: usize,
+        msg: M,
+        mut deliver: impl FnMut(usize, M),
+    ) {
+        let mut targets = self.targets(from, shards);
+        let Some(mut last) = targets.next() else {
+            return;
+        };
+        for next in targets {
+            deliver(last, msg.clone());
+            last = next;
+        }
+        deliver(last, msg);
+    }
+}
+
 impl Engine {
     // ----- peers -----------------------------------------------------------------------
 
@@ -183,5 +217,37 @@ impl Engine {
         }
         s.home = Home::Elsewhere(shard, key);
         self.by_home.insert((shard, key), h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(dest: PeerDest, from: usize, shards: usize) -> Vec<usize> {
+        dest.targets(from, shards).collect()
+    }
+
+    #[test]
+    fn all_is_every_other_shard() {
+        assert_eq!(targets(PeerDest::All, 1, 4), [0, 2, 3]);
+        assert_eq!(targets(PeerDest::All, 0, 1), [0usize; 0]);
+    }
+
+    #[test]
+    fn one_shard_is_that_shard_unless_it_is_the_sender_or_missing() {
+        assert_eq!(targets(PeerDest::Shard(ShardId(2)), 0, 4), [2]);
+        assert_eq!(targets(PeerDest::Shard(ShardId(2)), 2, 4), [0usize; 0]);
+        assert_eq!(targets(PeerDest::Shard(ShardId(4)), 0, 4), [0usize; 0]);
+    }
+
+    #[test]
+    fn route_delivers_one_copy_to_each_target() {
+        let mut got = Vec::new();
+        PeerDest::All.route(2, 4, "claimed", |j, m| got.push((j, m)));
+        assert_eq!(got, [(0, "claimed"), (1, "claimed"), (3, "claimed")]);
+        got.clear();
+        PeerDest::Shard(ShardId(2)).route(2, 4, "to self", |j, m| got.push((j, m)));
+        assert!(got.is_empty());
     }
 }

@@ -30,9 +30,7 @@ use super::metrics::{Labels, Metrics, WorkerMetrics};
 use super::signals::Shutdown;
 use super::udp::{FlushStats, RecvBatch, SendQueue};
 use crate::control::server::WorkerReport;
-use crate::engine::{
-    Command, DropReason, Engine, EngineStats, Event, Handled, PeerDest, PeerMsg, ShardId,
-};
+use crate::engine::{Command, DropReason, Engine, EngineStats, Event, Handled, PeerMsg};
 
 // ----- metrics names -------------------------------------------------------------------
 
@@ -434,18 +432,9 @@ impl Worker {
             match ev {
                 Event::Ended(spec) => wake_control |= self.report(WorkerReport::Ended(spec)),
                 Event::Session(ev) => wake_control |= self.report(WorkerReport::Session(ev)),
-                Event::Peer(PeerDest::Shard(ShardId(s)), msg) => {
-                    let j = usize::from(s);
-                    if j != self.index && j < self.peers.len() {
-                        self.send_peer(j, msg);
-                    }
-                }
-                Event::Peer(PeerDest::All, msg) => {
-                    for j in 0..self.peers.len() {
-                        if j != self.index {
-                            self.send_peer(j, msg.clone());
-                        }
-                    }
+                Event::Peer(dest, msg) => {
+                    let (from, shards) = (self.index, self.peers.len());
+                    dest.route(from, shards, msg, |j, m| self.send_peer(j, m));
                 }
             }
         }

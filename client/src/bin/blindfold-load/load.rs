@@ -8,7 +8,6 @@ pub(crate) struct Load {
     pub(crate) poll: Poll,
     pub(crate) events: Events,
     pub(crate) bufs: IoBufs,
-    pub(crate) io: IoCounters,
     pub(crate) next_timers: Instant,
     pub(crate) driving: bool,
     /// Fixed-rate mode's senders, paced while `driving`.
@@ -153,15 +152,14 @@ impl BareSender {
         })
     }
 
-    /// Builds, protects and sends one packet; whether the kernel took it. `Err` if it
-    /// could not be built.
+    /// Builds, protects and sends one packet from `link`; whether the kernel took it.
+    /// `Err` if it could not be built.
     pub(crate) fn send(
         &mut self,
-        sock: &UdpSocket,
+        link: &mut UdpLink,
         ts: RtpTime,
         ext: &[(ExtId, &[u8])],
         payload: &[u8],
-        io: &mut IoCounters,
     ) -> Result<bool, ()> {
         let fields = RtpFields {
             padding: false,
@@ -180,33 +178,14 @@ impl BareSender {
             .copy_from_slice(payload);
         let n = self.srtp.protect_rtp(&mut self.buf, len).map_err(|_| ())?;
         self.seq = self.seq.wrapping_add(1);
-        match sock.send_to(self.buf.get(..n).ok_or(())?, self.target) {
-            Ok(_) => {
-                io.datagrams_out += 1;
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                io.send_would_block += 1;
-                Ok(false)
-            }
-            Err(_) => {
-                io.send_errors += 1;
-                Ok(false)
-            }
-        }
+        Ok(link.send(self.buf.get(..n).ok_or(())?, self.target))
     }
 }
 
 impl Fixed {
     /// Sends every packet due by `now` (at most `duration × pps` per sender), each
     /// stamped with its abs-send-time since `epoch` just before it is protected and sent.
-    pub(crate) fn pace(
-        &mut self,
-        members: &mut [Member],
-        epoch: Instant,
-        now: Instant,
-        io: &mut IoCounters,
-    ) {
+    pub(crate) fn pace(&mut self, members: &mut [Member], epoch: Instant, now: Instant) {
         let upto = now.min(self.end).saturating_duration_since(self.start);
         let due = (upto.as_secs_f64() * self.pps) as u64;
         let late = (FIXED_LATE.as_secs_f64() * self.pps) as u64;
@@ -228,24 +207,25 @@ impl Fixed {
                     AbsSendTime::from_duration(Instant::now().saturating_duration_since(epoch))
                         .to_bytes();
                 let ext = LOAD_EXTMAP.abs_send_time.map(|id| (id, &stamp[..]));
-                match (&mut self.bare, m.p.as_mut()) {
-                    (Some(bare), _) => {
-                        match bare.send(&m.sock, ts, ext.as_slice(), &self.payload, io) {
+                match (&mut self.bare, &mut m.endpoint) {
+                    (Some(bare), e) => {
+                        match bare.send(e.link_mut(), ts, ext.as_slice(), &self.payload) {
                             Ok(true) => *sent += 1,
                             Ok(false) => {}
                             Err(()) => self.send_errors += 1,
                         }
                     }
-                    (None, Some(p)) => {
+                    (None, Endpoint::Participant(u)) => {
+                        let p = u.participant_mut();
                         let ssrc = p.ssrcs().audio;
                         if p.send_rtp(now, ssrc, PT, false, ts, ext.as_slice(), &self.payload)
                             .is_err()
                         {
                             self.send_errors += 1;
                         }
-                        *sent += m.flush(io);
+                        *sent += u.flush();
                     }
-                    (None, None) => self.send_errors += 1,
+                    (None, Endpoint::Bare(_)) => self.send_errors += 1,
                 }
                 *scheduled += 1;
             }
@@ -271,7 +251,6 @@ impl Load {
                 batch: RecvBatch::new(64),
                 epoch,
             },
-            io: IoCounters::default(),
             next_timers: Instant::now(),
             driving: false,
             fixed: None,
@@ -287,14 +266,14 @@ impl Load {
             && let Some(f) = &mut self.fixed
         {
             if now >= f.next {
-                f.pace(&mut self.members, self.bufs.epoch, now, &mut self.io);
+                f.pace(&mut self.members, self.bufs.epoch, now);
             }
             wake = wake.min(f.next);
         }
         if now >= self.next_timers {
             let mut next = now + Duration::from_secs(1);
             for m in &mut self.members {
-                if let Some(t) = m.timers(now, self.driving, &mut self.io) {
+                if let Some(t) = m.timers(now, self.driving) {
                     next = next.min(t);
                 }
             }
@@ -316,7 +295,7 @@ impl Load {
                     f.ticker.clear();
                 }
             } else if let Some(m) = self.members.get_mut(ev.token().0) {
-                m.readable(&mut self.bufs, now, &mut self.io);
+                m.readable(&mut self.bufs, now);
                 if let Some(t) = m.deadline(self.driving) {
                     self.next_timers = self.next_timers.min(t);
                 }
@@ -342,6 +321,15 @@ impl Load {
             .filter_map(|m| m.driver.as_ref())
             .map(|d| d.stats().sent)
             .sum()
+    }
+
+    /// What every member's socket did.
+    pub(crate) fn io(&self) -> IoStats {
+        let mut io = IoStats::default();
+        for m in &self.members {
+            io += m.link().stats();
+        }
+        io
     }
 
     pub(crate) fn media_in(&self) -> u64 {

@@ -44,6 +44,7 @@ use blindfold_client::procfs::{
     cpu_seconds, proc_cpu_split, proc_cpu_ticks, proc_rss_kib, udp_buffer_errors,
 };
 use blindfold_client::report::BlastReport;
+use blindfold_client::udp::{IoStats, UdpLink, UdpParticipant};
 use blindfold_client::{
     Driver, IceCredentials, MediaSource, OwnSsrcs, Participant, ParticipantConfig, Receiver,
     SenderId, SourceConfig, VideoLayer,
@@ -60,7 +61,6 @@ use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpProfile};
 use blindfold_relay::wire::rtp::{AbsSendTime, RtpFields, RtpHeader, abs_send_time, write_header};
 use blindfold_relay::wire::{Kind, classify};
 use clap::{Parser, ValueEnum};
-use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 

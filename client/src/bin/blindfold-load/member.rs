@@ -5,9 +5,7 @@ use super::*;
 pub(crate) struct Member {
     pub(crate) conf: usize,
     pub(crate) session: SessionId,
-    /// None against a bare forwarder (`--bare-target`): no ICE, DTLS or SRTCP there.
-    pub(crate) p: Option<Participant>,
-    pub(crate) sock: UdpSocket,
+    pub(crate) endpoint: Endpoint,
     pub(crate) key: Vec<u8>,
     /// Audio, thumbnail, full.
     pub(crate) sends: [bool; 3],
@@ -26,41 +24,68 @@ pub(crate) struct Member {
     pub(crate) other_in: u64,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct IoCounters {
-    pub(crate) datagrams_out: u64,
-    pub(crate) datagrams_in: u64,
-    /// Sends refused because the socket buffer was full (the datagram is lost).
-    pub(crate) send_would_block: u64,
-    pub(crate) send_errors: u64,
-    pub(crate) recv_errors: u64,
+/// A member's socket, with its participant unless against a bare forwarder.
+// Every member of a run has the same variant, and the participant stays inline in the
+// member as it always was: boxing it would only add a pointer chase per datagram.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Endpoint {
+    Participant(UdpParticipant),
+    /// `--bare-target`: no ICE, DTLS or SRTCP there.
+    Bare(UdpLink),
+}
+
+impl Endpoint {
+    pub(crate) fn link(&self) -> &UdpLink {
+        match self {
+            Endpoint::Participant(u) => u.link(),
+            Endpoint::Bare(l) => l,
+        }
+    }
+
+    pub(crate) fn link_mut(&mut self) -> &mut UdpLink {
+        match self {
+            Endpoint::Participant(u) => u.link_mut(),
+            Endpoint::Bare(l) => l,
+        }
+    }
 }
 
 impl Member {
-    /// Sends everything queued; returns how many datagrams the kernel took.
-    pub(crate) fn flush(&mut self, io: &mut IoCounters) -> u64 {
-        let mut sent = 0;
-        let Some(p) = self.p.as_mut() else {
-            return 0;
-        };
-        while let Some(t) = p.poll_transmit() {
-            match self.sock.send_to(&t.bytes, t.dest) {
-                Ok(_) => {
-                    io.datagrams_out += 1;
-                    sent += 1;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => io.send_would_block += 1,
-                Err(_) => io.send_errors += 1,
-            }
+    pub(crate) fn p(&self) -> Option<&Participant> {
+        match &self.endpoint {
+            Endpoint::Participant(u) => Some(u.participant()),
+            Endpoint::Bare(_) => None,
         }
-        sent
+    }
+
+    pub(crate) fn p_mut(&mut self) -> Option<&mut Participant> {
+        match &mut self.endpoint {
+            Endpoint::Participant(u) => Some(u.participant_mut()),
+            Endpoint::Bare(_) => None,
+        }
+    }
+
+    pub(crate) fn link(&self) -> &UdpLink {
+        self.endpoint.link()
+    }
+
+    pub(crate) fn link_mut(&mut self) -> &mut UdpLink {
+        self.endpoint.link_mut()
+    }
+
+    /// Sends everything queued; returns how many datagrams the kernel took.
+    pub(crate) fn flush(&mut self) -> u64 {
+        match &mut self.endpoint {
+            Endpoint::Participant(u) => u.flush(),
+            Endpoint::Bare(_) => 0,
+        }
     }
 
     pub(crate) fn events(&mut self, now: Instant) {
-        let Some(p) = self.p.as_mut() else {
+        let Endpoint::Participant(u) = &mut self.endpoint else {
             return;
         };
-        while let Some(ev) = p.poll_event() {
+        for ev in u.poll_events() {
             if self.rx.handle_event(now, &ev) {
                 self.media_in += 1;
             } else if let Some(d) = &mut self.driver {
@@ -70,60 +95,37 @@ impl Member {
     }
 
     /// Reads the socket until it would block.
-    pub(crate) fn readable(&mut self, io_buf: &mut IoBufs, now: Instant, io: &mut IoCounters) {
+    pub(crate) fn readable(&mut self, io_buf: &mut IoBufs, now: Instant) {
         if self.count_rtp {
-            self.read_batches(&mut io_buf.batch, io_buf.epoch, now, io);
+            self.read_batches(&mut io_buf.batch, io_buf.epoch, now);
         } else {
-            self.read_each(&mut io_buf.buf, now, io);
+            self.read_each(&mut io_buf.buf, now);
         }
         self.events(now);
-        let _ = self.flush(io);
+        let _ = self.flush();
     }
 
     /// Hands every datagram to the participant, one `recv_from` each.
-    pub(crate) fn read_each(&mut self, buf: &mut [u8], now: Instant, io: &mut IoCounters) {
-        loop {
-            match self.sock.recv_from(buf) {
-                Ok((n, from)) => {
-                    io.datagrams_in += 1;
-                    if let (Some(d), Some(p)) = (buf.get_mut(..n), self.p.as_mut()) {
-                        let _ = p.handle_datagram(now, from, d);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // An ICMP error from an earlier send: nothing to receive.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    io.recv_errors += 1;
-                    break;
-                }
+    pub(crate) fn read_each(&mut self, buf: &mut [u8], now: Instant) {
+        match &mut self.endpoint {
+            Endpoint::Participant(u) => {
+                u.read(now, buf);
             }
+            Endpoint::Bare(l) => while l.recv(buf).is_some() {},
         }
     }
 
     /// Fixed-rate mode: `recvmmsg` batches; RTP is counted and its abs-send-time read
     /// (no decryption), everything else (STUN, DTLS, SRTCP) goes to the participant.
-    pub(crate) fn read_batches(
-        &mut self,
-        batch: &mut RecvBatch,
-        epoch: Instant,
-        now: Instant,
-        io: &mut IoCounters,
-    ) {
+    pub(crate) fn read_batches(&mut self, batch: &mut RecvBatch, epoch: Instant, now: Instant) {
         loop {
-            let n = match batch.recv(&self.sock) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(_) => {
-                    io.recv_errors += 1;
-                    break;
-                }
-            };
+            let n = self.link_mut().recv_batch(batch);
+            if n == 0 {
+                break;
+            }
             // A short batch emptied the queue; the next arrival re-arms the poll, so
             // the extra `recvmmsg` that would only say EAGAIN is skipped.
             let drained = n < batch.capacity();
-            io.datagrams_in += n as u64;
             let arrived =
                 AbsSendTime::from_duration(Instant::now().saturating_duration_since(epoch));
             for (from, d) in batch.iter_mut() {
@@ -133,7 +135,7 @@ impl Member {
                     None
                 };
                 let Some(h) = rtp else {
-                    match self.p.as_mut() {
+                    match self.p_mut() {
                         Some(p) => {
                             let _ = p.handle_datagram(now, from, d);
                         }
@@ -166,24 +168,19 @@ impl Member {
     }
 
     /// Runs due timers (and the sources if `driving`); returns the next deadline.
-    pub(crate) fn timers(
-        &mut self,
-        now: Instant,
-        driving: bool,
-        io: &mut IoCounters,
-    ) -> Option<Instant> {
-        let p = self.p.as_mut()?;
-        if p.poll_timeout().is_some_and(|t| t <= now) {
-            p.handle_timeout(now);
-        }
+    pub(crate) fn timers(&mut self, now: Instant, driving: bool) -> Option<Instant> {
+        let Endpoint::Participant(u) = &mut self.endpoint else {
+            return None;
+        };
+        u.timeout(now);
         if driving
             && let Some(d) = &mut self.driver
             && d.poll_timeout().is_some_and(|t| t <= now)
         {
-            let _ = d.drive(p, now);
+            let _ = d.drive(u.participant_mut(), now);
         }
         self.events(now);
-        let _ = self.flush(io);
+        let _ = self.flush();
         self.deadline(driving)
     }
 
@@ -193,7 +190,7 @@ impl Member {
             .as_ref()
             .filter(|_| driving)
             .and_then(Driver::poll_timeout);
-        match (self.p.as_ref().and_then(Participant::poll_timeout), d) {
+        match (self.p().and_then(Participant::poll_timeout), d) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

@@ -19,7 +19,7 @@ pub(crate) struct Report {
     pub(crate) integrity_failures: u64,
     pub(crate) drops: BTreeMap<String, u64>,
     pub(crate) latency: LatencyHistogram,
-    pub(crate) io: IoCounters,
+    pub(crate) io: IoStats,
     pub(crate) relay_cpu: Option<(f64, u64)>,
     pub(crate) own_cpu: f64,
     /// Host-wide UDP RcvbufErrors and SndbufErrors during the run and drain.
@@ -74,13 +74,7 @@ impl Report {
             integrity_failures: 0,
             drops: BTreeMap::new(),
             latency: LatencyHistogram::default(),
-            io: IoCounters {
-                datagrams_out: load.io.datagrams_out,
-                datagrams_in: load.io.datagrams_in,
-                send_would_block: load.io.send_would_block,
-                send_errors: load.io.send_errors,
-                recv_errors: load.io.recv_errors,
-            },
+            io: load.io(),
             relay_cpu,
             own_cpu,
             udp_errors,
@@ -113,7 +107,7 @@ impl Report {
                 r.latency.merge(&s.latency);
             }
             r.latency.merge(&m.rtp_latency);
-            for (reason, n) in m.p.iter().flat_map(|p| &p.stats().drops) {
+            for (reason, n) in m.p().iter().flat_map(|p| &p.stats().drops) {
                 *r.drops.entry(format!("{reason:?}")).or_default() += n;
             }
         }

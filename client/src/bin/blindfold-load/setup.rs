@@ -160,12 +160,11 @@ pub(crate) fn run_relay(
             cfg.auto_feedback = false;
             let p =
                 Participant::new(cfg, Instant::now()).map_err(|e| format!("participant: {e}"))?;
-            let sock = member_socket(&poll, g, fixed.is_some())?;
+            let link = member_link(&poll, g, fixed.is_some())?;
             members.push(Member {
                 conf: c,
                 session,
-                p: Some(p),
-                sock,
+                endpoint: Endpoint::Participant(UdpParticipant::new(p, link)),
                 key,
                 sends: [
                     want(StreamArg::Audio),
@@ -196,14 +195,14 @@ pub(crate) fn run_relay(
         if let Some(m) = load
             .members
             .iter()
-            .find(|m| m.p.as_ref().is_some_and(Participant::is_failed))
+            .find(|m| m.p().is_some_and(Participant::is_failed))
         {
             return Err(format!("participant {} failed to connect", m.session));
         }
         let connected = load
             .members
             .iter()
-            .filter(|m| m.p.as_ref().is_some_and(Participant::is_connected))
+            .filter(|m| m.p().is_some_and(Participant::is_connected))
             .count();
         if connected == total {
             for n in control.poll_notifications(Duration::from_millis(2)) {
@@ -276,13 +275,12 @@ pub(crate) fn run_bare(
     };
     let mut members = Vec::new();
     for g in 0..args.participants {
-        let sock = member_socket(&poll, g, true)?;
+        let link = member_link(&poll, g, true)?;
         members.push(Member {
             conf: 0,
             session: SessionId::new(format!("@bare{g}:blindfold|DEV"))
                 .map_err(|e| format!("session id: {e}"))?,
-            p: None,
-            sock,
+            endpoint: Endpoint::Bare(link),
             key: Vec::new(),
             sends: [false; 3],
             full_subscriber: false,
@@ -299,7 +297,7 @@ pub(crate) fn run_bare(
     cmd.args(rest);
     for m in members.iter().skip(1) {
         let addr = m
-            .sock
+            .link()
             .local_addr()
             .map_err(|e| format!("local addr: {e}"))?;
         cmd.arg("--dest").arg(addr.to_string());
@@ -324,8 +322,9 @@ pub(crate) fn run_bare(
             ));
         }
         if let Some(m) = load.members.first() {
-            // Refused while nothing listens yet: the next probe tries again.
-            let _ = m.sock.send_to(&probe, target);
+            // Refused while nothing listens yet: the next probe tries again. Straight
+            // from the socket: probes are not the measured traffic.
+            let _ = m.link().socket().send_to(&probe, target);
         }
         load.run_until(Instant::now() + Duration::from_millis(10))?;
     }
@@ -366,18 +365,16 @@ pub(crate) fn progress_bar(done: f64) -> String {
 /// Member `g`'s socket: non-blocking on 127.0.0.1, registered with `poll` as `Token(g)`;
 /// with `fixed_rate`, a 4 MiB receive buffer (one thread reads every receiver between
 /// bursts: their queues need room).
-pub(crate) fn member_socket(poll: &Poll, g: usize, fixed_rate: bool) -> Result<UdpSocket, String> {
-    let std_sock = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.set_nonblocking(true).map(|()| s))
-        .map_err(|e| format!("udp socket: {e}"))?;
+pub(crate) fn member_link(poll: &Poll, g: usize, fixed_rate: bool) -> Result<UdpLink, String> {
+    let link = UdpLink::bind("127.0.0.1:0").map_err(|e| format!("udp socket: {e}"))?;
     if fixed_rate {
-        set_rcvbuf(&std_sock, 4 << 20);
+        set_rcvbuf(link.socket(), 4 << 20);
     }
-    let mut sock = UdpSocket::from_std(std_sock);
+    let fd = link.socket().as_raw_fd();
     poll.registry()
-        .register(&mut sock, Token(g), Interest::READABLE)
+        .register(&mut SourceFd(&fd), Token(g), Interest::READABLE)
         .map_err(|e| format!("register: {e}"))?;
-    Ok(sock)
+    Ok(link)
 }
 
 /// A spawned bare forwarder: SIGTERM and reaped when dropped, on every path.
@@ -453,7 +450,7 @@ pub(crate) fn measure(
     let receiver_ports: Vec<u16> = load
         .members
         .iter()
-        .filter_map(|m| m.sock.local_addr().ok().map(|a| a.port()))
+        .filter_map(|m| m.link().local_addr().ok().map(|a| a.port()))
         .collect();
     let drops_before = (
         udp_socket_drops(&[forwarder.port()]),
@@ -494,12 +491,7 @@ pub(crate) fn measure(
     }
     if let Some(f) = &mut load.fixed {
         // The last burst, so every scheduled packet is sent (late, if need be).
-        f.pace(
-            &mut load.members,
-            load.bufs.epoch,
-            Instant::now(),
-            &mut load.io,
-        );
+        f.pace(&mut load.members, load.bufs.epoch, Instant::now());
     }
     let run_secs = start.elapsed().as_secs_f64();
     let relay_cpu = match (pid, relay_before) {
@@ -581,7 +573,7 @@ pub(crate) fn measure(
 pub(crate) fn share_keys(members: &mut [Member], profile: SrtpProfile) -> Result<(), String> {
     let keys: Vec<(usize, OwnSsrcs, Vec<u8>)> = members
         .iter()
-        .filter_map(|m| Some((m.conf, m.p.as_ref()?.ssrcs(), m.key.clone())))
+        .filter_map(|m| Some((m.conf, m.p()?.ssrcs(), m.key.clone())))
         .collect();
     for (i, m) in members.iter_mut().enumerate() {
         for (j, (conf, ssrcs, key)) in keys.iter().enumerate() {
@@ -589,7 +581,7 @@ pub(crate) fn share_keys(members: &mut [Member], profile: SrtpProfile) -> Result
                 continue;
             }
             let streams = ssrcs.as_remote_streams();
-            let Some(p) = m.p.as_mut() else {
+            let Some(p) = m.p_mut() else {
                 continue;
             };
             p.install_remote_keys(
@@ -612,7 +604,7 @@ pub(crate) fn driver(
     rate: f64,
     now: Instant,
 ) -> Result<Driver, String> {
-    let s = m.p.as_ref().ok_or("a driver needs a participant")?.ssrcs();
+    let s = m.p().ok_or("a driver needs a participant")?.ssrcs();
     let sender = SenderId(g as u64);
     let ext = LOAD_EXTMAP;
     let seed = g as u64 + 1;
