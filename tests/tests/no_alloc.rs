@@ -401,3 +401,66 @@ fn forwarding_video_into_the_retransmission_cache_does_not_allocate() {
     });
     assert_eq!(n, 0);
 }
+
+#[test]
+fn cross_shard_messages_clone_without_allocating() {
+    use blindfold_relay::engine::{
+        KeyframeKind, PeerMsg, RtcpBytes, SessionHandle, SessionName, ShardId,
+    };
+    // Every message a shard sends another, as the worker's fan-out to several shards
+    // clones it — except `Datagram`, which carries a rare whole datagram boxed.
+    let session = SessionName::new("@alice:example.org|ALICEDEV");
+    let key = SessionHandle {
+        slot: 3,
+        incarnation: 1,
+    };
+    let addr: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    let packet = RtcpBytes::new(&[0x80, 201, 0, 1, 0, 0, 0, 1]).unwrap();
+    let messages = [
+        PeerMsg::Claimed {
+            session: session.clone(),
+            shard: ShardId(1),
+            key,
+        },
+        PeerMsg::Connected {
+            session: session.clone(),
+            shard: ShardId(1),
+            key,
+            addr,
+        },
+        PeerMsg::Disconnected { session },
+        PeerMsg::Rtcp {
+            to: key,
+            packet: packet.clone(),
+        },
+        PeerMsg::KeyframeRequest {
+            owner: key,
+            ssrc: Ssrc(7),
+            kind: KeyframeKind::Fir,
+        },
+        PeerMsg::Nack {
+            owner: key,
+            ssrc: Ssrc(7),
+            to: addr,
+            packet: packet.clone(),
+        },
+        PeerMsg::Checked {
+            session: key,
+            from: addr,
+            nominated: true,
+        },
+        PeerMsg::SenderReport {
+            home: ShardId(0),
+            sender: key,
+            ssrc: Ssrc(7),
+            packet,
+        },
+        PeerMsg::Alive { session: key },
+    ];
+    let n = allocations(|| {
+        for m in &messages {
+            std::hint::black_box(m.clone());
+        }
+    });
+    assert_eq!(n, 0);
+}

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::dtls::Fingerprint;
 use crate::id::Ssrc;
@@ -13,8 +14,10 @@ use crate::id::Ssrc;
 macro_rules! name {
     ($(#[$doc:meta])* $t:ident) => {
         $(#[$doc])*
+        // Shared, not boxed: names ride in cross-shard messages (a session's home and
+        // connection broadcasts), and cloning one must not allocate.
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $t(Box<str>);
+        pub struct $t(Arc<str>);
 
         impl $t {
             /// The name as signaling gave it (checked by the control codec).
