@@ -186,6 +186,8 @@ fn run(config: &Config) -> Result<(), Fatal> {
         engine_cfg.retransmit_full_bytes = config.retransmit_full_bytes;
         engine_cfg.retransmit_thumbnail_bytes = config.retransmit_thumbnail_bytes;
         engine_cfg.retransmit_age = config.retransmit_age;
+        engine_cfg.shards = workers as u16;
+        engine_cfg.speaker_hold = config.speaker_hold;
         let worker = Worker::new(WorkerParts {
             index: i,
             engine: Engine::new(engine_cfg),

@@ -50,6 +50,7 @@ mod peers;
 mod rtp;
 mod rules;
 mod slab;
+mod speaker;
 mod srtcp;
 mod stun;
 mod timers;
@@ -62,8 +63,8 @@ use std::time::{Duration, Instant};
 
 pub use drop::{DropReason, RtcpDrop};
 pub use rules::{
-    ConfName, EndReason, FullSet, Layer, MediaKind, SessionEvent, SessionName, SessionRule,
-    StreamRule,
+    ConfName, EndReason, ExtensionIds, FullSet, Layer, MediaKind, SessionEvent, SessionName,
+    SessionRule, StreamRule,
 };
 pub use txqueue::{SLOT_LEN, Transmit};
 
@@ -76,7 +77,7 @@ use crate::wire::rtp::RtpHeader;
 use crate::wire::stun::StunMessage;
 use crate::wire::{self, Kind};
 use slab::{Slab, handle};
-use timers::Timers;
+use timers::{Due, Timers};
 use txqueue::TxQueue;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -118,6 +119,12 @@ pub struct EngineConfig {
     pub retransmit_age: Duration,
     /// Seed of the hash maps (fixed, so runs are repeatable).
     pub hash_seed: u64,
+    /// How many shards the relay runs (every shard must be given the same number): a
+    /// conference's speaker detector runs on one of them, chosen from its id.
+    pub shards: u16,
+    /// After an active-speaker switch, no other switch for this long (the detector's
+    /// long time scale; see `media::speaker`).
+    pub speaker_hold: Duration,
 }
 
 impl EngineConfig {
@@ -136,6 +143,8 @@ impl EngineConfig {
             retransmit_thumbnail_bytes: 64 * 1024,
             retransmit_age: Duration::from_secs(1),
             hash_seed: 0x5eed,
+            shards: 1,
+            speaker_hold: Duration::from_secs(1),
         }
     }
 }
@@ -274,6 +283,17 @@ pub enum PeerMsg {
         /// The session (homed on the shard this is sent to).
         session: SessionHandle,
     },
+    /// A member's audio was speech (RFC 6464 level and V bit) at least once in the
+    /// last half bucket, for its conference's speaker detector, which runs on the shard
+    /// this is sent to (see `speaker`). At most one per audio stream per half bucket.
+    Speech {
+        /// The member's home shard.
+        home: ShardId,
+        /// The member, by its handle on its home shard.
+        session: SessionHandle,
+        /// The level of the first speech packet (-dBov, 0 loudest).
+        level: u8,
+    },
 }
 
 /// A plain RTCP packet carried between shards without a heap allocation.
@@ -397,6 +417,8 @@ pub struct EngineStats {
     /// Sessions visited by [`Engine::handle_timeout`] because a deadline of theirs was
     /// due (idle sessions cost nothing per poll).
     pub timer_visits: u64,
+    /// Active-speaker changes decided (on each conference's speaker shard).
+    pub speaker_changes: u64,
 }
 
 impl EngineStats {
@@ -411,7 +433,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 19;
+    pub const EXPORTED: usize = 20;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -535,6 +557,12 @@ impl EngineStats {
                 rtcp_dropped,
                 self.rtcp_drops[RtcpDrop::NotReceiver.index()],
             ),
+            (
+                "blindfold_active_speaker_changes_total",
+                "",
+                "Active-speaker changes reported (each conference's speaker shard).",
+                self.speaker_changes,
+            ),
         ]
     }
 }
@@ -564,6 +592,8 @@ struct Stream {
     /// Its recent packets, to answer NACKs: video streams, on the shards that route
     /// the sender's media (allocated when that starts, dropped when it ends).
     retransmit: Option<media::RetransmitCache>,
+    /// When this shard last told the speaker detector this audio stream carried speech.
+    speech_sent: Option<Instant>,
 }
 
 /// Where a session runs.
@@ -630,6 +660,8 @@ struct Session {
     alive_sent: Option<Instant>,
     /// The deadline it is scheduled at in `timers`, if any.
     timer_at: Option<Instant>,
+    /// The shard that runs its conference's speaker detector.
+    speaker_shard: ShardId,
 }
 
 impl Session {
@@ -654,6 +686,15 @@ impl Session {
         self.full.wants(stream)
     }
 
+    /// How other shards name it: its home shard and its handle there (`me` and `h`,
+    /// its own shard and handle, while it is homed here or unclaimed).
+    fn home_key(&self, me: ShardId, h: SessionHandle) -> (ShardId, SessionHandle) {
+        match self.home {
+            Home::Elsewhere(shard, key) => (shard, key),
+            Home::Here(_) | Home::Unclaimed { .. } => (me, h),
+        }
+    }
+
     /// Whether this shard routes its media (and so keeps its fan-out lists).
     fn routed_here(&self) -> bool {
         !self.indexed.is_empty()
@@ -667,6 +708,8 @@ impl Session {
 struct Conference {
     id: ConfName,
     members: Vec<SessionHandle>,
+    /// Its speaker detector: on its speaker shard, from the first speech on.
+    speaker: Option<Box<speaker::ConfSpeaker>>,
 }
 
 /// One shard's relay engine. See the module docs for how to drive it.
@@ -688,6 +731,8 @@ pub struct Engine {
     last_now: Option<Instant>,
     /// Scratch list of shards an SR goes to (kept to reuse its allocation).
     sr_shards: Vec<ShardId>,
+    /// The speaker detectors' settings.
+    speaker_cfg: media::SpeakerConfig,
 }
 
 impl Engine {
@@ -708,6 +753,10 @@ impl Engine {
             timers: Timers::default(),
             last_now: None,
             sr_shards: Vec::new(),
+            speaker_cfg: media::SpeakerConfig {
+                hold: cfg.speaker_hold,
+                ..media::SpeakerConfig::default()
+            },
             cfg,
         }
     }

@@ -8,21 +8,32 @@ impl Engine {
     /// The forwarding path: one hash lookup, no allocation, no lock.
     pub(super) fn handle_rtp(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) -> Handled<'_> {
         // Borrow the tables apart: the answer borrows one stream's list while the
-        // counters and the event queue are written.
+        // counters, the event queue and the speaker detectors are written.
         let Engine {
             sessions,
             by_addr,
             events,
             stats,
+            conferences,
+            timers,
+            speaker_cfg,
+            cfg,
             ..
         } = self;
+        let me = cfg.shard;
         let routed = by_addr
             .get(&from)
-            .and_then(|&h| sessions.get_mut(h))
+            .copied()
             .ok_or(DropReason::Unvalidated)
-            .and_then(|s| route(now, s, from, buf, events));
+            .and_then(|h| {
+                let s = sessions.get_mut(h).ok_or(DropReason::Unvalidated)?;
+                route(now, me, h, s, from, buf, events, speaker_cfg).map(|r| (h, r))
+            });
         match routed {
-            Ok(receivers) => {
+            Ok((h, (receivers, speech))) => {
+                if let Some(n) = speech {
+                    speaker::note(n, now, me, h, speaker_cfg, conferences, timers, events);
+                }
                 let n = receivers.len() as u64;
                 stats.rtp_in += 1;
                 stats.rtp_bytes_in += buf.len() as u64;
@@ -56,14 +67,19 @@ fn media_from(s: &Session, from: SocketAddr) -> Result<(), DropReason> {
     }
 }
 
-/// Routes a media packet of session `s` from `from`: the receivers of its stream.
+/// Routes a media packet of session `s` (`h` on shard `me`) from `from`: the receivers
+/// of its stream, and the speech in it to pass on (audio with an RFC 6464 level).
+#[allow(clippy::too_many_arguments)] // the engine's tables, borrowed apart
 fn route<'s>(
     now: Instant,
+    me: ShardId,
+    h: SessionHandle,
     s: &'s mut Session,
     from: SocketAddr,
     buf: &[u8],
     events: &mut VecDeque<Event>,
-) -> Result<&'s [SocketAddr], DropReason> {
+    speaker_cfg: &media::SpeakerConfig,
+) -> Result<(&'s [SocketAddr], Option<speaker::Note>), DropReason> {
     media_from(s, from)?;
     let header = RtpHeader::parse(buf).map_err(|_| DropReason::RtpMalformed)?;
     let ssrc = header.ssrc();
@@ -85,11 +101,19 @@ fn route<'s>(
         }
         _ => s.ice.touch(now),
     }
+    let ext = s.spec.extensions.audio_level;
+    let (conf, speaker_shard, home) = (s.conf, s.speaker_shard, s.home_key(me, h));
     let st = s.streams.get_mut(k).ok_or(DropReason::UndeclaredSsrc)?;
+    let speech = speaker::speech(speaker_cfg, now, st, ext, &header).map(|level| speaker::Note {
+        conf,
+        speaker_shard,
+        home,
+        level,
+    });
     if let Some(cache) = &mut st.retransmit {
         // A copy into preallocated memory; what it cannot keep (a late or oversized
         // packet) is simply not resendable.
         let _ = cache.insert(now, header.seq(), buf);
     }
-    Ok(st.receivers.as_slice())
+    Ok((st.receivers.as_slice(), speech))
 }

@@ -16,6 +16,7 @@
 //! | `retransmit_full_bytes` | `--retransmit-full-bytes` | 393216 (per full-resolution or single-layer video stream; 0: no cache) |
 //! | `retransmit_thumbnail_bytes` | `--retransmit-thumbnail-bytes` | 65536 (per thumbnail) |
 //! | `retransmit_ms` | `--retransmit-ms` | 1000 (how long a packet can be resent) |
+//! | `speaker_hold_ms` | `--speaker-hold-ms` | 1000 (no active-speaker switch within this long of the last) |
 //!
 //! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing
 //! connection on the host never takes it, above the privileged ports, and it is the port
@@ -53,6 +54,8 @@ pub const DEFAULT_RETRANSMIT_THUMBNAIL_BYTES: usize = 64 * 1024;
 /// The default time a cached packet may be resent: a NACK comes one round trip after the
 /// loss, and after a second the receiver's jitter buffer has given up on the packet.
 pub const DEFAULT_RETRANSMIT_MS: u64 = 1000;
+/// Default milliseconds after an active-speaker switch before the next may happen.
+pub const DEFAULT_SPEAKER_HOLD_MS: u64 = 1000;
 /// The default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/blindfold/relay.sock";
 /// The default silence, in seconds, that ends a session (RFC 7675's consent timeout).
@@ -148,6 +151,10 @@ pub struct Args {
     /// Milliseconds a kept packet may be resent.
     #[arg(long, value_name = "MS")]
     pub retransmit_ms: Option<NonZeroU64>,
+    /// Milliseconds after an active-speaker switch before the next may happen (0: any
+    /// time a challenger qualifies).
+    #[arg(long, value_name = "MS")]
+    pub speaker_hold_ms: Option<u64>,
 }
 
 /// The TOML file: every key optional, unknown keys rejected.
@@ -169,6 +176,7 @@ struct FileConfig {
     retransmit_full_bytes: Option<usize>,
     retransmit_thumbnail_bytes: Option<usize>,
     retransmit_ms: Option<NonZeroU64>,
+    speaker_hold_ms: Option<u64>,
 }
 
 /// The DTLS certificate and key files.
@@ -212,6 +220,8 @@ pub struct Config {
     pub retransmit_thumbnail_bytes: usize,
     /// How long a cached packet may be resent.
     pub retransmit_age: Duration,
+    /// No active-speaker switch within this long of the last one.
+    pub speaker_hold: Duration,
 }
 
 /// Why the configuration was rejected. Each names the key at fault.
@@ -408,6 +418,11 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 .or(file.retransmit_ms)
                 .map_or(DEFAULT_RETRANSMIT_MS, NonZeroU64::get),
         ),
+        speaker_hold: Duration::from_millis(
+            args.speaker_hold_ms
+                .or(file.speaker_hold_ms)
+                .unwrap_or(DEFAULT_SPEAKER_HOLD_MS),
+        ),
     })
 }
 
@@ -435,6 +450,7 @@ mod tests {
         assert_eq!(c.retransmit_full_bytes, 384 * 1024);
         assert_eq!(c.retransmit_thumbnail_bytes, 64 * 1024);
         assert_eq!(c.retransmit_age, Duration::from_secs(1));
+        assert_eq!(c.speaker_hold, Duration::from_secs(1));
     }
 
     #[test]
