@@ -256,14 +256,14 @@ impl Engine {
         if let Some(due) = sp.timer_at {
             self.timers.push(due, Due::Speaker(c));
         }
-        let conf_id = conf.id.clone();
+        // Names are cloned (allocated) for a change only, never per decision.
         if let Some(session) = changed.and_then(|h| self.sessions.get(h)) {
             self.stats.speaker_changes += 1;
-            let session = session.spec.id.clone();
-            self.notify(SessionEvent::ActiveSpeaker {
-                conf: conf_id,
-                session,
-            });
+            let ev = SessionEvent::ActiveSpeaker {
+                conf: conf.id.clone(),
+                session: session.spec.id.clone(),
+            };
+            self.notify(ev);
         }
     }
 
