@@ -33,6 +33,10 @@
 //! SRTCP to decrypt — to the home ([`PeerMsg::Datagram`]), and keeps the home's consent
 //! timer fed ([`PeerMsg::Alive`], at most one per [`ALIVE_EVERY`]).
 //!
+//! A conference's active-speaker detector runs on one shard every shard computes
+//! from the conference id (its *speaker shard*); the shards where its members' audio
+//! lands pass speech on to it as [`PeerMsg::Speech`] (see `speaker.rs`).
+//!
 //! # What is checked per packet
 //!
 //! Media is forwarded only from a session's ICE-nominated address, after its DTLS
