@@ -690,15 +690,6 @@ impl Session {
         self.full.wants(stream)
     }
 
-    /// How other shards name it: its home shard and its handle there (`me` and `h`,
-    /// its own shard and handle, while it is homed here or unclaimed).
-    fn home_key(&self, me: ShardId, h: SessionHandle) -> (ShardId, SessionHandle) {
-        match self.home {
-            Home::Elsewhere(shard, key) => (shard, key),
-            Home::Here(_) | Home::Unclaimed { .. } => (me, h),
-        }
-    }
-
     /// Whether this shard routes its media (and so keeps its fan-out lists).
     fn routed_here(&self) -> bool {
         !self.indexed.is_empty()

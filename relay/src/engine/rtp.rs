@@ -21,18 +21,19 @@ impl Engine {
             ..
         } = self;
         let me = cfg.shard;
+        let mut speech = None;
         let routed = by_addr
             .get(&from)
-            .copied()
+            .and_then(|&h| Some((h, sessions.get_mut(h)?)))
             .ok_or(DropReason::Unvalidated)
-            .and_then(|h| {
-                let s = sessions.get_mut(h).ok_or(DropReason::Unvalidated)?;
-                route(now, me, h, s, from, buf, events, speaker_cfg).map(|r| (h, r))
+            .and_then(|(h, s)| {
+                let speech = &mut speech;
+                route(now, me, h, s, from, buf, events, speaker_cfg, speech)
             });
         match routed {
-            Ok((h, (receivers, speech))) => {
+            Ok(receivers) => {
                 if let Some(n) = speech {
-                    speaker::note(n, now, me, h, speaker_cfg, conferences, timers, events);
+                    speaker::note(n, now, me, speaker_cfg, conferences, timers, events);
                 }
                 let n = receivers.len() as u64;
                 stats.rtp_in += 1;
@@ -68,8 +69,10 @@ fn media_from(s: &Session, from: SocketAddr) -> Result<(), DropReason> {
 }
 
 /// Routes a media packet of session `s` (`h` on shard `me`) from `from`: the receivers
-/// of its stream, and the speech in it to pass on (audio with an RFC 6464 level).
+/// of its stream; the speech in it to pass on (audio with an RFC 6464 level) goes to
+/// `speech`.
 #[allow(clippy::too_many_arguments)] // the engine's tables, borrowed apart
+#[inline]
 fn route<'s>(
     now: Instant,
     me: ShardId,
@@ -79,7 +82,8 @@ fn route<'s>(
     buf: &[u8],
     events: &mut VecDeque<Event>,
     speaker_cfg: &media::SpeakerConfig,
-) -> Result<(&'s [SocketAddr], Option<speaker::Note>), DropReason> {
+    speech: &mut Option<speaker::Note>,
+) -> Result<&'s [SocketAddr], DropReason> {
     media_from(s, from)?;
     let header = RtpHeader::parse(buf).map_err(|_| DropReason::RtpMalformed)?;
     let ssrc = header.ssrc();
@@ -101,19 +105,27 @@ fn route<'s>(
         }
         _ => s.ice.touch(now),
     }
-    let ext = s.spec.extensions.audio_level;
-    let (conf, speaker_shard, home) = (s.conf, s.speaker_shard, s.home_key(me, h));
     let st = s.streams.get_mut(k).ok_or(DropReason::UndeclaredSsrc)?;
-    let speech = speaker::speech(speaker_cfg, now, st, ext, &header).map(|level| speaker::Note {
-        conf,
-        speaker_shard,
-        home,
-        level,
-    });
+    // One comparison for video and for audio without levels.
+    if st.spec.kind == MediaKind::Audio
+        && let Some(ext) = s.spec.extensions.audio_level
+        && let Some(level) = speaker::speech(speaker_cfg, now, st, ext, &header)
+    {
+        *speech = Some(speaker::Note {
+            conf: s.conf,
+            speaker_shard: s.speaker_shard,
+            home: match s.home {
+                Home::Elsewhere(shard, key) => (shard, key),
+                Home::Here(_) | Home::Unclaimed { .. } => (me, h),
+            },
+            member: h,
+            level,
+        });
+    }
     if let Some(cache) = &mut st.retransmit {
         // A copy into preallocated memory; what it cannot keep (a late or oversized
         // packet) is simply not resendable.
         let _ = cache.insert(now, header.seq(), buf);
     }
-    Ok((st.receivers.as_slice(), speech))
+    Ok(st.receivers.as_slice())
 }
