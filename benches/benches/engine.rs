@@ -78,6 +78,31 @@ fn forward(c: &mut Criterion) {
         })
     });
     g.finish();
+    // Audio with an RFC 6464 level that is speech: the level is read and judged on
+    // every packet; at one instant only the first is passed to the conference's
+    // detector (at most one per 25 ms per stream). Compare with engine_forward/10.
+    let mut g = c.benchmark_group("engine_forward_audio_level");
+    g.throughput(Throughput::Elements(1));
+    let mut sim = Sim::new(1);
+    let sender = sim.join("sender", "conf");
+    for i in 0..10 {
+        sim.join(&format!("r{i}"), "conf");
+    }
+    sim.run_until_connected();
+    sim.send_audio_level(sender, 30, true, &[0x55; 160]);
+    let mut packet = sim.member(sender).sent.last().unwrap().clone();
+    let from = sim.member(sender).addr;
+    let now = sim.now;
+    let engine = &mut sim.shards[0];
+    g.bench_function("10", |b| {
+        b.iter(
+            || match engine.handle_datagram(now, from, black_box(&mut packet)) {
+                Handled::Forward(dests) => black_box(dests.as_ptr()),
+                other => panic!("{other:?}"),
+            },
+        )
+    });
+    g.finish();
 }
 
 /// A conference of 99 connected members on one shard, and a 100th that is configured.

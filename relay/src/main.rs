@@ -188,6 +188,8 @@ fn run(config: &Config) -> Result<(), Fatal> {
         engine_cfg.retransmit_age = config.retransmit_age;
         engine_cfg.keyframe_interval = config.keyframe_interval;
         engine_cfg.keyframe_max_per_second = config.keyframe_max_per_second;
+        engine_cfg.shards = workers as u16;
+        engine_cfg.speaker_hold = config.speaker_hold;
         let worker = Worker::new(WorkerParts {
             index: i,
             engine: Engine::new(engine_cfg),

@@ -317,6 +317,8 @@ pub struct Stats {
     pub rooms_declined: u64,
     /// Sync batches whose timeline was truncated (events may have been missed).
     pub limited_timelines: u64,
+    /// Active-speaker events sent (one per call of the conference per change).
+    pub speaker_events: u64,
 }
 
 /// Fills a buffer with secure random bytes.
@@ -513,8 +515,47 @@ impl Core {
                     self.end_call(session_id, Some(code), now_ms);
                 }
             }
-            NotificationBody::ActiveSpeaker { .. } | NotificationBody::Stats(_) => {}
+            NotificationBody::ActiveSpeaker {
+                conf_id,
+                session_id,
+            } => self.active_speaker(conf_id, session_id),
+            NotificationBody::Stats(_) => {}
         }
+    }
+
+    /// The relay's active speaker of `conf_id` is now `speaker`: every call of that
+    /// conference hears it in its DM (docs/protocol.md, "Active speaker").
+    fn active_speaker(&mut self, conf_id: &ConfId, speaker: &SessionId) {
+        let Some(s) = self.calls.get(speaker) else {
+            return; // ended meanwhile, or not ours
+        };
+        if &s.spec.conf_id != conf_id {
+            return;
+        }
+        let (user, party) = (s.caller.clone(), s.caller_party.clone());
+        // In session order, so the actions do not depend on the map's.
+        let mut sends: Vec<(&str, &Call)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| &c.spec.conf_id == conf_id)
+            .map(|(id, c)| (id.as_str(), c))
+            .collect();
+        sends.sort_by(|a, b| a.0.cmp(b.0));
+        let out: Vec<Action> = sends
+            .into_iter()
+            .map(|(_, c)| Action::Send {
+                room: c.dm_room.clone(),
+                event_type: events::ACTIVE_SPEAKER.into(),
+                content: events::active_speaker_content(
+                    &c.call_id,
+                    &self.cfg.party_id,
+                    &user,
+                    &party,
+                ),
+            })
+            .collect();
+        self.stats.speaker_events += out.len() as u64;
+        self.out.extend(out);
     }
 
     /// The relay did not take an [`Action::Admit`]: refuse the call after all.

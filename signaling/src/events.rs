@@ -11,6 +11,8 @@ use serde_json::{Map, Value, json};
 pub const CONFERENCE: &str = "org.matrix.msc2359.conference";
 /// Timeline event in the DM: which full-resolution streams a participant wants.
 pub const SUBSCRIBE: &str = "org.matrix.msc2359.call.subscribe";
+/// Timeline event in the DM: the conference's active speaker changed.
+pub const ACTIVE_SPEAKER: &str = "org.matrix.msc2359.call.active_speaker";
 /// The key under which an invite names its conference, and a hangup its machine code.
 pub const CONFERENCE_REF: &str = "org.matrix.msc2359.conference";
 /// The machine-readable refusal code in `m.call.hangup`.
@@ -287,6 +289,49 @@ pub fn hangup_content(call_id: &str, party_id: &str, reason: HangupReason, code:
     })
 }
 
+/// An `org.matrix.msc2359.call.active_speaker` as a participant reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSpeaker {
+    /// The receiving participant's call, and the SFU's `party_id`.
+    pub ids: CallIds,
+    /// The speaker's user id.
+    pub user_id: String,
+    /// The speaker's `party_id` (its device).
+    pub party_id: String,
+}
+
+impl ActiveSpeaker {
+    /// Reads the content: the call ids and `speaker.user_id`, `speaker.party_id`.
+    pub fn from_content(content: &Value) -> Result<Self, BadEvent> {
+        let ids = CallIds::from_content(content)?;
+        let speaker = content
+            .get("speaker")
+            .and_then(Value::as_object)
+            .ok_or_else(|| bad("`speaker` must be an object"))?;
+        Ok(ActiveSpeaker {
+            ids,
+            user_id: id_field(speaker, "user_id")?.to_owned(),
+            party_id: id_field(speaker, "party_id")?.to_owned(),
+        })
+    }
+}
+
+/// `org.matrix.msc2359.call.active_speaker` content for call `call_id` (the SFU's
+/// `party_id`): the speaker is `user_id`'s call from `speaker_party`.
+pub fn active_speaker_content(
+    call_id: &str,
+    party_id: &str,
+    user_id: &str,
+    speaker_party: &str,
+) -> Value {
+    json!({
+        "call_id": call_id,
+        "party_id": party_id,
+        "version": "1",
+        "speaker": {"user_id": user_id, "party_id": speaker_party},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +462,32 @@ mod tests {
     }
 
     #[test]
+    fn an_active_speaker_event_names_the_speakers_call_and_reads_back() {
+        let c = active_speaker_content("a", "SFUDEV", "@bob:hs", "BOBDEV");
+        assert_eq!(c["version"], "1");
+        assert_eq!(c["party_id"], "SFUDEV");
+        assert_eq!(
+            ActiveSpeaker::from_content(&c).unwrap(),
+            ActiveSpeaker {
+                ids: CallIds {
+                    call_id: "a".into(),
+                    party_id: "SFUDEV".into()
+                },
+                user_id: "@bob:hs".into(),
+                party_id: "BOBDEV".into(),
+            }
+        );
+        for bad in [
+            json!({"call_id": "a", "party_id": "S"}),
+            json!({"call_id": "a", "party_id": "S", "speaker": {"user_id": "@b:hs"}}),
+            json!({"call_id": "a", "party_id": "S", "speaker": {"user_id": 3, "party_id": "D"}}),
+            json!({"call_id": "a", "party_id": "S", "speaker": "@b:hs"}),
+        ] {
+            assert!(ActiveSpeaker::from_content(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn hangup_carries_both_reasons() {
         let h = hangup_content("c", "SFU", HangupReason::UnknownError, "not_a_member");
         assert_eq!(h["reason"], "unknown_error");
@@ -476,6 +547,27 @@ mod tests {
                 }
                 SUBSCRIBE => {
                     Subscribe::from_content(c).unwrap();
+                }
+                ACTIVE_SPEAKER => {
+                    let s = ActiveSpeaker::from_content(c).unwrap();
+                    assert_eq!(
+                        (
+                            s.ids.party_id.as_str(),
+                            s.user_id.as_str(),
+                            s.party_id.as_str()
+                        ),
+                        ("SFUDEVICE", "@bob:example.org", "BOBDEVICE")
+                    );
+                    // Exactly what the SFU writes.
+                    assert_eq!(
+                        c,
+                        &active_speaker_content(
+                            &s.ids.call_id,
+                            &s.ids.party_id,
+                            &s.user_id,
+                            &s.party_id
+                        )
+                    );
                 }
                 "org.matrix.msc2359.call.keys" => {
                     for k in c["keys"].as_array().unwrap() {

@@ -174,6 +174,13 @@ impl Metrics {
         );
         push(
             &mut o,
+            "active_speaker_events_total",
+            "counter",
+            "Active-speaker events sent to calls (one per call of the conference per change).",
+            vec![format!(" {}", self.core.speaker_events)],
+        );
+        push(
+            &mut o,
             "send_failures_total",
             "counter",
             "Matrix events that could not be sent after retries.",

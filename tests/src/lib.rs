@@ -84,7 +84,7 @@ use blindfold_relay::control::{
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings, Fingerprint};
 use blindfold_relay::engine::{Command, Engine, EngineConfig, Event, Handled, PeerMsg, ShardId};
-use blindfold_relay::id::{KeyIndex, Pt, RtpTime, SeqNo, Ssrc};
+use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, SeqNo, Ssrc};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 
 use net::Fate;
@@ -97,6 +97,9 @@ pub const RELAY: SocketAddr = SocketAddr::new(
 );
 
 const STEP: Duration = Duration::from_millis(5);
+
+/// The header-extension id every simulated member negotiated for RFC 6464 audio levels.
+pub const AUDIO_LEVEL_EXT: ExtId = ExtId(1);
 
 /// Process-wide DTLS material (building it runs crypto self-tests; do it once).
 struct Shared {
@@ -260,6 +263,8 @@ pub struct Sim {
     pub notifications: Vec<NotificationBody>,
     /// Sender reports that crossed between shards (one per target shard and SR).
     pub sender_reports_between_shards: usize,
+    /// Speech notes that crossed to a conference's speaker shard.
+    pub speech_between_shards: usize,
     /// Datagrams that arrived at the relay from addresses that are not members.
     pub from_strangers: Vec<(SocketAddr, Vec<u8>)>,
     /// What the relay sent to addresses that are not members.
@@ -284,7 +289,9 @@ impl Sim {
         let now = Instant::now();
         let shards = (0..workers)
             .map(|i| {
-                let cfg = EngineConfig::new(ShardId(i), s.relay_cert.clone(), s.relay_dtls.clone());
+                let mut cfg =
+                    EngineConfig::new(ShardId(i), s.relay_cert.clone(), s.relay_dtls.clone());
+                cfg.shards = workers;
                 Engine::new(cfg)
             })
             .collect();
@@ -294,6 +301,7 @@ impl Sim {
             members: Vec::new(),
             notifications: Vec::new(),
             sender_reports_between_shards: 0,
+            speech_between_shards: 0,
             from_strangers: Vec::new(),
             to_strangers: Vec::new(),
             by_addr: HashMap::new(),
@@ -338,7 +346,11 @@ impl Sim {
                 stream(ssrcs.thumbnail, StreamKind::Video, Layer::Thumbnail),
                 stream(ssrcs.full, StreamKind::Video, Layer::Full),
             ],
-            extmap: ExtmapIds::default(),
+            // As signaling puts a client's `a=extmap` for RFC 6464 (`send_audio_level`).
+            extmap: ExtmapIds {
+                audio_level: Some(AUDIO_LEVEL_EXT),
+                ..ExtmapIds::default()
+            },
         };
         self.command_all(rules::upsert_session(&spec));
         let profile = SrtpProfile::AeadAes128Gcm;
@@ -452,6 +464,42 @@ impl Sim {
     pub fn send_audio(&mut self, idx: usize, payload: &[u8]) {
         let ssrc = self.members[idx].ssrcs().audio;
         self.send(idx, ssrc, Pt(111), payload);
+    }
+
+    /// Member `idx` sends one audio packet carrying an RFC 6464 level (-dBov, 0
+    /// loudest) and voice-activity bit, as a client with a VAD does.
+    pub fn send_audio_level(&mut self, idx: usize, level: u8, voice: bool, payload: &[u8]) {
+        let now = self.now;
+        let ssrc = self.members[idx].ssrcs().audio;
+        let byte = u8::from(voice) << 7 | (level & 0x7f);
+        self.members[idx]
+            .p
+            .send_rtp(
+                now,
+                ssrc,
+                Pt(111),
+                false,
+                RtpTime(0),
+                &[(AUDIO_LEVEL_EXT, &[byte])],
+                payload,
+            )
+            .expect("send_rtp");
+        self.pump();
+    }
+
+    /// The active speakers the relay reported (`active_speaker` notifications), in
+    /// order: (conference, session).
+    pub fn active_speakers(&self) -> Vec<(String, String)> {
+        self.notifications
+            .iter()
+            .filter_map(|n| match n {
+                NotificationBody::ActiveSpeaker {
+                    conf_id,
+                    session_id,
+                } => Some((conf_id.as_str().to_owned(), session_id.as_str().to_owned())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Member `idx` sends one video packet on `ssrc`.
@@ -585,8 +633,12 @@ impl Sim {
                         // As the control thread does: the relay forgot it everywhere.
                         Event::Ended(spec) => self.command_all(Command::RemoveSession(spec.id)),
                         Event::Peer(dest, msg) => {
-                            if matches!(msg, PeerMsg::SenderReport { .. }) {
-                                self.sender_reports_between_shards += 1;
+                            match msg {
+                                PeerMsg::SenderReport { .. } => {
+                                    self.sender_reports_between_shards += 1
+                                }
+                                PeerMsg::Speech { .. } => self.speech_between_shards += 1,
+                                _ => {}
                             }
                             let (now, shards) = (self.now, &mut self.shards);
                             dest.route(k, shards.len(), msg, |j, m| {

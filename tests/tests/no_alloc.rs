@@ -23,7 +23,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use blindfold_relay::engine::Handled;
+use blindfold_relay::engine::{ConfName, Handled};
 use blindfold_relay::ice::{IceOutcome, MAX_RESPONSE_LEN};
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc, WireSeq};
 use blindfold_relay::shell::metrics::{Labels, Metrics};
@@ -456,6 +456,11 @@ fn cross_shard_messages_clone_without_allocating() {
             packet,
         },
         PeerMsg::Alive { session: key },
+        PeerMsg::Speech {
+            home: ShardId(0),
+            session: key,
+            level: 30,
+        },
     ];
     let n = allocations(|| {
         for m in &messages {
@@ -463,4 +468,66 @@ fn cross_shard_messages_clone_without_allocating() {
         }
     });
     assert_eq!(n, 0);
+}
+
+/// Alice talks (audio with RFC 6464 levels, V set) for 20 s in conference `conf` on two
+/// workers, after a warm-up in which she became the active speaker: her worker reads
+/// every level and passes speech on — to its own detector or to the other worker's —
+/// and runs its timers, without allocating. Returns the allocations and whether her
+/// worker runs the conference's detector.
+fn talk_allocations(conf: &str) -> (u64, bool) {
+    let mut sim = Sim::new(2);
+    let alice = sim.join("alice", conf);
+    for name in ["bob", "carol"] {
+        sim.join(name, conf);
+    }
+    sim.run_until_connected();
+    for _ in 0..100 {
+        sim.send_audio_level(alice, 30, true, &[0x33; 60]);
+        sim.run_for_ms(20);
+    }
+    let k = sim.shard_of(sim.member(alice).addr);
+    let local = sim.shards[k].active_speaker(&ConfName::new(conf)).is_some();
+    assert!(
+        sim.active_speakers().len() == 1,
+        "{:?}",
+        sim.active_speakers()
+    );
+    let packet = sim.member(alice).sent.last().unwrap().clone();
+    let from = sim.member(alice).addr;
+    let mut now = sim.now;
+    let engine = &mut sim.shards[k];
+    let mut buf = packet.clone();
+    let n = allocations(|| {
+        for _ in 0..1000 {
+            now += Duration::from_millis(20);
+            buf.copy_from_slice(&packet);
+            match engine.handle_datagram(now, from, &mut buf) {
+                Handled::Forward(dests) => assert_eq!(dests.len(), 2),
+                other => panic!("{other:?}"),
+            }
+            if engine.poll_timeout().is_some_and(|t| t <= now) {
+                engine.handle_timeout(now);
+            }
+            while engine.poll_event().is_some() {}
+            while engine.poll_transmit().is_some() {}
+        }
+    });
+    (n, local)
+}
+
+#[test]
+fn forwarding_audio_with_levels_to_the_speaker_detector_does_not_allocate() {
+    // Conference names until both cases are seen: the detector on alice's worker, and
+    // on the other one (speech crosses as messages).
+    let mut seen = [false; 2];
+    for i in 0..16 {
+        let (n, local) = talk_allocations(&format!("conf{i}"));
+        assert_eq!(n, 0, "conf{i}, detector on alice's worker: {local}");
+        seen[usize::from(local)] = true;
+        if seen == [true, true] {
+            return;
+        }
+    }
+    panic!("one placement never came up: {seen:?}");
 }

@@ -488,3 +488,103 @@ fn fifty_receivers_asking_at_once_make_one_keyframe_request_per_interval() {
         .sum();
     assert_eq!(throttled as usize + at.len(), asked);
 }
+
+/// What one member does over a span of the talk script.
+#[derive(Clone, Copy, PartialEq)]
+enum Act {
+    /// Speech: -20 to -45 dBov, the V bit on 90% of packets.
+    Talk,
+    /// Background: -90 to -127 dBov, V clear.
+    Quiet,
+    /// Discontinuous transmission: no packets.
+    Dtx,
+}
+
+/// Active speaker over a whole call across two workers: members send real SRTP audio
+/// every 20 ms with RFC 6464 levels, following a script of talk turns, coughs,
+/// interjections, silence and cross-talk. The relay reports exactly one switch per
+/// talk turn, 0.5–1.2 s into it, and none for the cough, the interjection, the
+/// silence or the member talking over the speaker.
+#[test]
+fn the_active_speaker_follows_a_scripted_talk_sequence_across_workers() {
+    use Act::*;
+    let (mut sim, p) = call(2, &["alice", "bob", "carol"]);
+    let (a, b, c) = (p[0], p[1], p[2]);
+    // Alice and carol land on one worker, bob on the other.
+    assert_ne!(
+        sim.shard_of(sim.member(a).addr),
+        sim.shard_of(sim.member(b).addr)
+    );
+    let script = [
+        (0, 3000, a, Talk),
+        (3000, 3250, b, Talk), // a cough
+        (4300, 7000, b, Talk),
+        (7000, 9000, a, Dtx),  // both quiet; alice's client stops sending
+        (9000, 9400, c, Talk), // "yes, go on"
+        (10_000, 13_000, a, Talk),
+        (10_500, 12_000, b, Talk), // talks over alice
+        (13_500, 15_500, c, Talk),
+    ];
+    let turns = [
+        (0, "alice"),
+        (4300, "bob"),
+        (10_000, "alice"),
+        (13_500, "carol"),
+    ];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut changes: Vec<(u64, String)> = Vec::new();
+    for ms in (0..17_500u64).step_by(20) {
+        for m in [a, b, c] {
+            let act = script
+                .iter()
+                .find(|&&(from, to, who, _)| who == m && (from..to).contains(&ms))
+                .map_or(Quiet, |s| s.3);
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            match act {
+                Talk => {
+                    let level = 20 + (rng % 26) as u8;
+                    sim.send_audio_level(m, level, !rng.is_multiple_of(10), &[0x55; 60]);
+                }
+                Quiet => sim.send_audio_level(m, 90 + (rng % 38) as u8, false, &[0; 60]),
+                Dtx => {}
+            }
+        }
+        sim.run_for_ms(20);
+        for (_, who) in sim.active_speakers().into_iter().skip(changes.len()) {
+            changes.push((ms, who));
+        }
+    }
+    let who: Vec<&str> = changes.iter().map(|c| c.1.as_str()).collect();
+    assert_eq!(who, turns.map(|t| t.1), "{changes:?}");
+    for ((at, _), (start, _)) in changes.iter().zip(turns) {
+        assert!((start + 500..=start + 1200).contains(at), "{changes:?}");
+    }
+    assert!(
+        sim.active_speakers().iter().all(|(conf, _)| conf == "conf"),
+        "{:?}",
+        sim.active_speakers()
+    );
+    // Bob's speech crossed to the other worker's detector (or the others' to his).
+    assert!(sim.speech_between_shards > 0);
+    let changes_counted: u64 = sim.shards.iter().map(|e| e.stats().speaker_changes).sum();
+    assert_eq!(changes_counted, 4);
+    // Audio with levels is forwarded unchanged and decrypts.
+    assert!(sim.member(b).media_from(a).len() > 500);
+}
+
+/// Background noise (levels far below speech, no V bit) reports no speaker and sends
+/// no speech notes between workers.
+#[test]
+fn background_noise_reports_no_speaker_and_sends_no_notes() {
+    let (mut sim, p) = call(2, &["alice", "bob"]);
+    for _ in 0..100 {
+        for &m in &p {
+            sim.send_audio_level(m, 110, false, &[0; 60]);
+        }
+        sim.run_for_ms(20);
+    }
+    assert!(sim.active_speakers().is_empty());
+    assert_eq!(sim.speech_between_shards, 0);
+}

@@ -82,6 +82,8 @@ pub use matrix_sdk;
 pub const CONFERENCE_EVENT: &str = "org.matrix.msc2359.conference";
 /// The subscription event type.
 pub const SUBSCRIBE_EVENT: &str = "org.matrix.msc2359.call.subscribe";
+/// The SFU's active-speaker event type (in the DM, docs/protocol.md "Active speaker").
+pub const ACTIVE_SPEAKER_EVENT: &str = "org.matrix.msc2359.call.active_speaker";
 /// Events the application has not taken yet; past this, media events are dropped and
 /// counted ([`Conference::dropped_events`]).
 const EVENT_QUEUE: usize = 8192;
@@ -292,6 +294,12 @@ impl From<&keys::Member> for MemberId {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ConferenceEvent {
+    /// The SFU says this member's device is the conference's active speaker now (it
+    /// may be us). Map it to streams through the member's key event.
+    ActiveSpeaker {
+        /// The speaker.
+        member: MemberId,
+    },
     /// DTLS with the relay completed: media flows.
     Connected {
         /// When the handshake completed (the event may be taken much later: it is often
@@ -668,6 +676,22 @@ async fn sync_step(
         backlog.extend(update.timeline.events.iter().cloned());
     }
     Ok(resp)
+}
+
+/// The speaker an `org.matrix.msc2359.call.active_speaker` event `v` from the DM names,
+/// if it is one, the SFU (`sfu`) sent it, and it is about our call `call_id`.
+fn active_speaker(v: &Value, sfu: &str, call_id: &str) -> Option<MemberId> {
+    if v["type"] != ACTIVE_SPEAKER_EVENT
+        || v["sender"].as_str() != Some(sfu)
+        || v["content"]["call_id"] != call_id
+    {
+        return None;
+    }
+    let speaker = &v["content"]["speaker"];
+    Some(MemberId {
+        user_id: speaker["user_id"].as_str()?.to_owned(),
+        device_id: speaker["party_id"].as_str()?.to_owned(),
+    })
 }
 
 /// A call's reply in the DM: `(type, content)` of an answer or hangup for `call_id`
@@ -1175,6 +1199,15 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             });
             return;
         }
+        if let Some(update) = resp.rooms.joined.get(&dm_id) {
+            for e in &update.timeline.events {
+                if let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get())
+                    && let Some(member) = active_speaker(&v, inner.sfu.as_str(), &inner.call_id)
+                {
+                    inner.emit(ConferenceEvent::ActiveSpeaker { member });
+                }
+            }
+        }
         if let Some(update) = resp.rooms.joined.get(&room_id) {
             backlog.extend(update.timeline.events.iter().cloned());
             if backlog.is_empty() {
@@ -1343,4 +1376,38 @@ async fn accept_key_event(
         indexes,
     });
     Ok(Some(accepted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sfus_active_speaker_event_for_our_call_names_a_member() {
+        // docs/protocol.md, "Active speaker".
+        let ev = json!({"type": "org.matrix.msc2359.call.active_speaker",
+            "sender": "@sfu:example.org", "content": {
+            "call_id": "1733094000123-alice", "party_id": "SFUDEVICE", "version": "1",
+            "speaker": {"user_id": "@bob:example.org", "party_id": "BOBDEVICE"}}});
+        let sfu = "@sfu:example.org";
+        assert_eq!(
+            active_speaker(&ev, sfu, "1733094000123-alice"),
+            Some(MemberId {
+                user_id: "@bob:example.org".into(),
+                device_id: "BOBDEVICE".into()
+            })
+        );
+        // Another call's, someone else's, another type, or malformed: nothing.
+        assert_eq!(active_speaker(&ev, sfu, "other-call"), None);
+        assert_eq!(
+            active_speaker(&ev, "@mallory:example.org", "1733094000123-alice"),
+            None
+        );
+        let mut other = ev.clone();
+        other["type"] = json!("m.call.hangup");
+        assert_eq!(active_speaker(&other, sfu, "1733094000123-alice"), None);
+        let mut bad = ev.clone();
+        bad["content"]["speaker"] = json!("@bob:example.org");
+        assert_eq!(active_speaker(&bad, sfu, "1733094000123-alice"), None);
+    }
 }

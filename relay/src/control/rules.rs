@@ -34,6 +34,12 @@ pub fn session_rule(spec: &SessionSpec) -> SessionRule {
                 },
             })
             .collect(),
+        extensions: engine::ExtensionIds {
+            audio_level: spec.extmap.audio_level,
+            frame_marking: spec.extmap.frame_marking,
+            abs_send_time: spec.extmap.abs_send_time,
+            transport_cc: spec.extmap.transport_cc,
+        },
     }
 }
 
@@ -125,6 +131,10 @@ pub fn notification(ev: SessionEvent) -> Option<NotificationBody> {
             session_id: id(&session)?,
             reason: end_reason(reason),
         },
+        SessionEvent::ActiveSpeaker { conf, session } => NotificationBody::ActiveSpeaker {
+            conf_id: ConfId::new(conf.as_str()).ok()?,
+            session_id: id(&session)?,
+        },
     })
 }
 
@@ -155,10 +165,29 @@ mod tests {
         assert_eq!(rule.conf.as_str(), "!c:x");
         assert_eq!(rule.fingerprint.0, [3; 32]);
         assert_eq!(rule.streams[0].layer, engine::Layer::Single);
+        assert_eq!(rule.extensions, engine::ExtensionIds::default());
         let mut other = spec.clone();
         other.extmap.audio_level = Some(crate::id::ExtId(1));
+        other.extmap.frame_marking = Some(crate::id::ExtId(2));
+        let ext = session_rule(&other).extensions;
+        assert_eq!(ext.audio_level, Some(crate::id::ExtId(1)));
+        assert_eq!(ext.frame_marking, Some(crate::id::ExtId(2)));
         assert!(same_identity(&spec, &other), "extmap only");
         other.ice_pwd = IcePwd::new("zyxwvutsrqponmlkjihgfe+/").unwrap();
         assert!(!same_identity(&spec, &other));
+    }
+
+    #[test]
+    fn a_speaker_change_becomes_the_documented_notification() {
+        let note = notification(SessionEvent::ActiveSpeaker {
+            conf: ConfName::new("!room:example.org"),
+            session: SessionName::new("@alice:example.org|ALICEDEV"),
+        })
+        .unwrap();
+        // docs/control-protocol.md, "Notifications".
+        let doc = r#"{"type":"notification","event":"active_speaker",
+ "data":{"conf_id":"!room:example.org","session_id":"@alice:example.org|ALICEDEV"}}"#;
+        let doc = crate::control::decode(doc.as_bytes()).unwrap();
+        assert_eq!(doc, crate::control::Message::Notification(note));
     }
 }

@@ -13,6 +13,7 @@ impl Engine {
         let c = self.conferences.insert(Conference {
             id: id.clone(),
             members: Vec::new(),
+            speaker: None,
         });
         self.conf_by_id.insert(id.clone(), c);
         c
@@ -86,6 +87,7 @@ impl Engine {
             created: now,
             alive_sent: None,
             timer_at: None,
+            speaker_shard: speaker::speaker_shard(&spec.conf, self.cfg.shards),
             spec,
         });
         self.by_id.insert(id, h);
@@ -115,6 +117,9 @@ impl Engine {
         }
         if let Some(c) = self.conferences.get_mut(s.conf) {
             c.members.retain(|&m| m != h);
+            if let Some(sp) = &mut c.speaker {
+                sp.leave(h);
+            }
         }
         if let (Home::Here(_), Some(reason), true) = (&s.home, reason, s.is_connected()) {
             self.notify(SessionEvent::Closed {
@@ -137,6 +142,7 @@ fn streams_of(rule: &SessionRule) -> Vec<Stream> {
             last_sr: media::LastSenderReport::default(),
             retransmit: None,
             unwatched: media::UnwatchedLayer::default(),
+            speech_sent: None,
         })
         .collect()
 }

@@ -57,6 +57,11 @@ fn spec(i: usize) -> SessionRule {
                 layer: Layer::Full,
             },
         ],
+        // Audio levels are read (active speaker): raw datagrams reach that reader.
+        extensions: ExtensionIds {
+            audio_level: Some(crate::id::ExtId(1)),
+            ..ExtensionIds::default()
+        },
     }
 }
 
@@ -126,6 +131,18 @@ pub(crate) fn run(data: &[u8]) {
                 now,
                 Command::Peer(PeerMsg::Disconnected {
                     session: spec(who).id,
+                }),
+            ),
+            9 => e.handle_command(
+                now,
+                // A speech note naming any handle: found or not, it never panics.
+                Command::Peer(PeerMsg::Speech {
+                    home: ShardId(u16::from(action >> 7)),
+                    session: SessionHandle {
+                        slot: u32::from((action >> 4) & 7),
+                        incarnation: 0,
+                    },
+                    level: action,
                 }),
             ),
             8 => e.handle_command(

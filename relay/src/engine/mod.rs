@@ -33,6 +33,10 @@
 //! SRTCP to decrypt — to the home ([`PeerMsg::Datagram`]), and keeps the home's consent
 //! timer fed ([`PeerMsg::Alive`], at most one per [`ALIVE_EVERY`]).
 //!
+//! A conference's active-speaker detector runs on one shard every shard computes
+//! from the conference id (its *speaker shard*); the shards where its members' audio
+//! lands pass speech on to it as [`PeerMsg::Speech`] (see `speaker.rs`).
+//!
 //! # What is checked per packet
 //!
 //! Media is forwarded only from a session's ICE-nominated address, after its DTLS
@@ -50,6 +54,7 @@ mod peers;
 mod rtp;
 mod rules;
 mod slab;
+mod speaker;
 mod srtcp;
 mod stun;
 mod timers;
@@ -62,8 +67,8 @@ use std::time::{Duration, Instant};
 
 pub use drop::{DropReason, RtcpDrop};
 pub use rules::{
-    ConfName, EndReason, FullSet, Layer, MediaKind, SessionEvent, SessionName, SessionRule,
-    StreamRule,
+    ConfName, EndReason, ExtensionIds, FullSet, Layer, MediaKind, SessionEvent, SessionName,
+    SessionRule, StreamRule,
 };
 pub use txqueue::{SLOT_LEN, Transmit};
 
@@ -76,7 +81,7 @@ use crate::wire::rtp::RtpHeader;
 use crate::wire::stun::StunMessage;
 use crate::wire::{self, Kind};
 use slab::{Slab, handle};
-use timers::Timers;
+use timers::{Due, Timers};
 use txqueue::TxQueue;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -120,6 +125,12 @@ pub struct EngineConfig {
     pub retransmit_age: Duration,
     /// Seed of the hash maps (fixed, so runs are repeatable).
     pub hash_seed: u64,
+    /// How many shards the relay runs (every shard must be given the same number): a
+    /// conference's speaker detector runs on one of them, chosen from its id.
+    pub shards: u16,
+    /// After an active-speaker switch, no other switch for this long (the detector's
+    /// long time scale; see `media::speaker`).
+    pub speaker_hold: Duration,
 }
 
 impl EngineConfig {
@@ -139,6 +150,8 @@ impl EngineConfig {
             retransmit_thumbnail_bytes: 64 * 1024,
             retransmit_age: Duration::from_secs(1),
             hash_seed: 0x5eed,
+            shards: 1,
+            speaker_hold: Duration::from_secs(1),
         }
     }
 }
@@ -279,6 +292,17 @@ pub enum PeerMsg {
         /// The session (homed on the shard this is sent to).
         session: SessionHandle,
     },
+    /// A member's audio was speech (RFC 6464 level and V bit) at least once in the
+    /// last half bucket, for its conference's speaker detector, which runs on the shard
+    /// this is sent to (see `speaker`). At most one per audio stream per half bucket.
+    Speech {
+        /// The member's home shard.
+        home: ShardId,
+        /// The member, by its handle on its home shard.
+        session: SessionHandle,
+        /// The level of the first speech packet (-dBov, 0 loudest).
+        level: u8,
+    },
 }
 
 /// How a receiver asked for a keyframe; the relay asks the sender the same way.
@@ -418,6 +442,8 @@ pub struct EngineStats {
     /// Sessions visited by [`Engine::handle_timeout`] because a deadline of theirs was
     /// due (idle sessions cost nothing per poll).
     pub timer_visits: u64,
+    /// Active-speaker changes decided (on each conference's speaker shard).
+    pub speaker_changes: u64,
 }
 
 impl EngineStats {
@@ -432,7 +458,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 21;
+    pub const EXPORTED: usize = 22;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -569,6 +595,12 @@ impl EngineStats {
                 rtcp_dropped,
                 self.rtcp_drops[RtcpDrop::NotReceiver.index()],
             ),
+            (
+                "blindfold_active_speaker_changes_total",
+                "",
+                "Active-speaker changes reported (each conference's speaker shard).",
+                self.speaker_changes,
+            ),
         ]
     }
 }
@@ -600,6 +632,8 @@ struct Stream {
     retransmit: Option<media::RetransmitCache>,
     /// Whether a full-resolution layer nobody receives is paused (sender's home shard).
     unwatched: media::UnwatchedLayer,
+    /// When this shard last told the speaker detector this audio stream carried speech.
+    speech_sent: Option<Instant>,
 }
 
 /// Where a session runs.
@@ -666,6 +700,8 @@ struct Session {
     alive_sent: Option<Instant>,
     /// The deadline it is scheduled at in `timers`, if any.
     timer_at: Option<Instant>,
+    /// The shard that runs its conference's speaker detector.
+    speaker_shard: ShardId,
 }
 
 impl Session {
@@ -703,6 +739,8 @@ impl Session {
 struct Conference {
     id: ConfName,
     members: Vec<SessionHandle>,
+    /// Its speaker detector: on its speaker shard, from the first speech on.
+    speaker: Option<Box<speaker::ConfSpeaker>>,
 }
 
 /// One shard's relay engine. See the module docs for how to drive it.
@@ -724,6 +762,8 @@ pub struct Engine {
     last_now: Option<Instant>,
     /// Scratch list of shards an SR goes to (kept to reuse its allocation).
     sr_shards: Vec<ShardId>,
+    /// The speaker detectors' settings.
+    speaker_cfg: media::SpeakerConfig,
 }
 
 impl Engine {
@@ -744,6 +784,10 @@ impl Engine {
             timers: Timers::default(),
             last_now: None,
             sr_shards: Vec::new(),
+            speaker_cfg: media::SpeakerConfig {
+                hold: cfg.speaker_hold,
+                ..media::SpeakerConfig::default()
+            },
             cfg,
         }
     }

@@ -164,6 +164,11 @@ impl Engine {
                     self.forward_sr_here(h, ssrc, packet.as_bytes(), None);
                 }
             }
+            PeerMsg::Speech {
+                home,
+                session,
+                level,
+            } => self.handle_speech(now, home, session, level),
             PeerMsg::Alive { session } => {
                 if let Some(s) = self
                     .homed_here(session)

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::dtls::Fingerprint;
-use crate::id::Ssrc;
+use crate::id::{ExtId, Ssrc};
 
 macro_rules! name {
     ($(#[$doc:meta])* $t:ident) => {
@@ -125,6 +125,24 @@ pub struct SessionRule {
     pub fingerprint: Fingerprint,
     /// What it sends; packets on other SSRCs are dropped.
     pub streams: Vec<StreamRule>,
+    /// The header-extension ids it negotiated, for the extensions the engine reads.
+    pub extensions: ExtensionIds,
+}
+
+/// The RTP header-extension ids (RFC 8285) one sender negotiated with `a=extmap`, for
+/// the extensions the engine reads. Ids are per sender, so each session carries its
+/// own; `None`: not negotiated, the engine does without. A feature that reads another
+/// extension adds its id here (and its translation in `control::rules`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ExtensionIds {
+    /// Client-to-mixer audio level (RFC 6464), on audio streams: active speaker.
+    pub audio_level: Option<ExtId>,
+    /// Frame marking (RFC 9626), on video streams: where keyframes start.
+    pub frame_marking: Option<ExtId>,
+    /// abs-send-time: uplink estimation.
+    pub abs_send_time: Option<ExtId>,
+    /// Transport-wide sequence numbers: uplink estimation.
+    pub transport_cc: Option<ExtId>,
 }
 
 impl SessionRule {
@@ -186,5 +204,13 @@ pub enum SessionEvent {
         session: SessionName,
         /// Why.
         reason: EndReason,
+    },
+    /// `session` became its conference's dominant speaker (reported by the
+    /// conference's speaker shard only, once per change).
+    ActiveSpeaker {
+        /// The conference.
+        conf: ConfName,
+        /// Its new active speaker.
+        session: SessionName,
     },
 }

@@ -52,6 +52,7 @@ fn spec(id: &str, conf: &str, ssrcs: &[u32]) -> SessionRule {
                 layer: Layer::Single,
             })
             .collect(),
+        extensions: ExtensionIds::default(),
     }
 }
 

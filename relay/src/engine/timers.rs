@@ -1,28 +1,39 @@
-//! When sessions need the engine's attention: a min-heap of deadlines, so a shard's
-//! [`poll_timeout`](super::Engine::poll_timeout) is the soonest of its sessions' own
-//! deadlines (str0m's `soonest()`) and a timeout visits only the sessions that are due.
+//! When sessions and conferences need the engine's attention: a min-heap of deadlines,
+//! so a shard's [`poll_timeout`](super::Engine::poll_timeout) is the soonest of its
+//! sessions' and conferences' own deadlines (str0m's `soonest()`) and a timeout visits
+//! only what is due.
 //!
-//! Each session keeps the one deadline it is scheduled at. An entry whose session has
-//! since moved its deadline (or gone) is stale: the engine pops stale entries off the top
-//! whenever it reschedules or removes a session, so the top is always live and
-//! `poll_timeout` exact. Deadlines that move *later* on the packet path (a consent
-//! refresh on every valid packet) cost nothing there: the scheduled entry fires, finds
-//! the session alive, and schedules the next.
+//! Each session (and each conference whose speaker detector runs here) keeps the one
+//! deadline it is scheduled at. An entry whose owner has since moved its deadline (or
+//! gone) is stale: the engine pops stale entries off the top whenever it reschedules or
+//! removes something, so the top is always live and `poll_timeout` exact. Deadlines that
+//! move *later* on the packet path (a consent refresh on every valid packet, the next
+//! speaker decision) cost nothing there: the scheduled entry fires, finds its owner
+//! alive, and schedules the next. A deadline that moves *earlier* is pushed at once.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-/// Deadlines by session.
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Due {
+    /// A session's ICE, DTLS or first-check deadline.
+    Session(SessionHandle),
+    /// A conference's next active-speaker decision (on its speaker shard).
+    Speaker(ConfHandle),
+}
+
+/// Deadlines by session or conference.
 #[derive(Debug, Default)]
 pub(super) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, SessionHandle)>>,
+    heap: BinaryHeap<Reverse<(Instant, Due)>>,
 }
 
 impl Timers {
-    /// Schedules `h` at `at`.
-    pub(super) fn push(&mut self, at: Instant, h: SessionHandle) {
-        self.heap.push(Reverse((at, h)));
+    /// Schedules `what` at `at`.
+    pub(super) fn push(&mut self, at: Instant, what: Due) {
+        self.heap.push(Reverse((at, what)));
     }
 
     /// The soonest deadline.
@@ -31,7 +42,7 @@ impl Timers {
     }
 
     /// The soonest entry.
-    pub(super) fn peek(&self) -> Option<(Instant, SessionHandle)> {
+    pub(super) fn peek(&self) -> Option<(Instant, Due)> {
         self.heap.peek().map(|Reverse(e)| *e)
     }
 
@@ -41,7 +52,7 @@ impl Timers {
     }
 
     /// The next entry due at `now`, removed.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, SessionHandle)> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Due)> {
         match self.heap.peek() {
             Some(Reverse((t, _))) if *t <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -49,14 +60,21 @@ impl Timers {
     }
 }
 
-use super::{EndReason, Engine, Home, SessionEvent, SessionHandle, ShardId};
+use super::{ConfHandle, EndReason, Engine, Home, SessionEvent, SessionHandle, ShardId};
 
 impl Engine {
     /// Runs the timers that are due: ICE consent, DTLS retransmission, first-check
-    /// deadlines. Visits only the sessions whose deadline has come.
+    /// deadlines, active-speaker decisions. Visits only what has a deadline due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
-        while let Some((at, h)) = self.timers.pop_due(now) {
+        while let Some((at, due)) = self.timers.pop_due(now) {
+            let h = match due {
+                Due::Session(h) => h,
+                Due::Speaker(c) => {
+                    self.speaker_timeout(now, c, at);
+                    continue;
+                }
+            };
             let Some(s) = self.sessions.get_mut(h) else {
                 continue; // gone
             };
@@ -155,7 +173,7 @@ impl Engine {
         }
         s.timer_at = due;
         if let Some(due) = due {
-            self.timers.push(due, h);
+            self.timers.push(due, Due::Session(h));
         }
         self.drop_stale_timers();
     }
@@ -163,9 +181,12 @@ impl Engine {
     /// Pops entries whose session moved its deadline or is gone off the top of the
     /// heap, so that [`Engine::poll_timeout`] is a live deadline.
     pub(super) fn drop_stale_timers(&mut self) {
-        while let Some((at, h)) = self.timers.peek() {
-            let live = self.sessions.get(h);
-            if live.is_some_and(|s| s.timer_at == Some(at)) {
+        while let Some((at, due)) = self.timers.peek() {
+            let live = match due {
+                Due::Session(h) => self.sessions.get(h).is_some_and(|s| s.timer_at == Some(at)),
+                Due::Speaker(c) => self.speaker_due(c) == Some(at),
+            };
+            if live {
                 break;
             }
             self.timers.pop();

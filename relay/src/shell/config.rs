@@ -18,6 +18,7 @@
 //! | `retransmit_ms` | `--retransmit-ms` | 1000 (how long a packet can be resent) |
 //! | `keyframe_interval_ms` | `--keyframe-interval-ms` | 300 (one keyframe request per stream per interval) |
 //! | `keyframe_max_per_second` | `--keyframe-max-per-second` | 2 (and at most this many in any second; 1 to 8) |
+//! | `speaker_hold_ms` | `--speaker-hold-ms` | 1000 (no active-speaker switch within this long of the last) |
 //!
 //! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing
 //! connection on the host never takes it, above the privileged ports, and it is the port
@@ -60,6 +61,8 @@ pub const DEFAULT_RETRANSMIT_MS: u64 = 1000;
 pub const DEFAULT_KEYFRAME_INTERVAL_MS: u64 = 300;
 /// The default cap on keyframe requests per stream in any second.
 pub const DEFAULT_KEYFRAME_MAX_PER_SECOND: u32 = 2;
+/// Default milliseconds after an active-speaker switch before the next may happen.
+pub const DEFAULT_SPEAKER_HOLD_MS: u64 = 1000;
 /// The default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/blindfold/relay.sock";
 /// The default silence, in seconds, that ends a session (RFC 7675's consent timeout).
@@ -162,6 +165,10 @@ pub struct Args {
     /// And at most this many per stream in any second (1 to 8).
     #[arg(long, value_name = "N")]
     pub keyframe_max_per_second: Option<u32>,
+    /// Milliseconds after an active-speaker switch before the next may happen (0: any
+    /// time a challenger qualifies).
+    #[arg(long, value_name = "MS")]
+    pub speaker_hold_ms: Option<u64>,
 }
 
 /// The TOML file: every key optional, unknown keys rejected.
@@ -185,6 +192,7 @@ struct FileConfig {
     retransmit_ms: Option<NonZeroU64>,
     keyframe_interval_ms: Option<NonZeroU64>,
     keyframe_max_per_second: Option<u32>,
+    speaker_hold_ms: Option<u64>,
 }
 
 /// The DTLS certificate and key files.
@@ -232,6 +240,8 @@ pub struct Config {
     pub keyframe_interval: Duration,
     /// At most this many keyframe requests per stream in any second.
     pub keyframe_max_per_second: u32,
+    /// No active-speaker switch within this long of the last one.
+    pub speaker_hold: Duration,
 }
 
 /// Why the configuration was rejected. Each names the key at fault.
@@ -449,6 +459,11 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 .map_or(DEFAULT_KEYFRAME_INTERVAL_MS, NonZeroU64::get),
         ),
         keyframe_max_per_second,
+        speaker_hold: Duration::from_millis(
+            args.speaker_hold_ms
+                .or(file.speaker_hold_ms)
+                .unwrap_or(DEFAULT_SPEAKER_HOLD_MS),
+        ),
     })
 }
 
@@ -478,6 +493,7 @@ mod tests {
         assert_eq!(c.retransmit_age, Duration::from_secs(1));
         assert_eq!(c.keyframe_interval, Duration::from_millis(300));
         assert_eq!(c.keyframe_max_per_second, 2);
+        assert_eq!(c.speaker_hold, Duration::from_secs(1));
     }
 
     #[test]

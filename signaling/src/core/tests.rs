@@ -715,3 +715,69 @@ fn a_relay_reconnect_forgets_who_was_connected_until_the_relay_says_again() {
     );
     assert!(core.calls().all(|c| c.connected));
 }
+
+#[test]
+fn an_active_speaker_change_reaches_every_call_of_the_conference_in_its_dm() {
+    let mut core = setup(&[ALICE, BOB]);
+    let alice = call_in(&mut core, ALICE, "a", 100);
+    let bob = call_in(&mut core, BOB, "b", 200);
+    let conf_id = core
+        .calls()
+        .find(|c| c.spec.session_id == bob)
+        .unwrap()
+        .spec
+        .conf_id
+        .clone();
+    core.handle_relay(
+        &NotificationBody::ActiveSpeaker {
+            conf_id: conf_id.clone(),
+            session_id: bob.clone(),
+        },
+        T0,
+    );
+    let actions = drain(&mut core);
+    let mut got: Vec<(String, Value)> = actions
+        .iter()
+        .map(|a| match a {
+            Action::Send {
+                room,
+                event_type,
+                content,
+            } if event_type == crate::events::ACTIVE_SPEAKER => (room.clone(), content.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    got.sort_by(|x, y| x.1["call_id"].as_str().cmp(&y.1["call_id"].as_str()));
+    let speaker = json!({"user_id": BOB, "party_id": "@bob:hs-dev"});
+    assert_eq!(
+        got,
+        [
+            (
+                DM.to_owned(),
+                json!({"call_id": "a", "party_id": "SFUDEV", "version": "1", "speaker": speaker})
+            ),
+            (
+                DM.to_owned(),
+                json!({"call_id": "b", "party_id": "SFUDEV", "version": "1", "speaker": speaker})
+            ),
+        ]
+    );
+    assert_eq!(core.stats().speaker_events, 2);
+    // A speaker the SFU does not know (ended meanwhile), or named under another
+    // conference, is no news.
+    core.handle_relay(
+        &NotificationBody::ActiveSpeaker {
+            conf_id: conf_id.clone(),
+            session_id: SessionId::new("s-gone").unwrap(),
+        },
+        T0,
+    );
+    core.handle_relay(
+        &NotificationBody::ActiveSpeaker {
+            conf_id: crate::core::relay_conf_id(ROOM, "other"),
+            session_id: alice,
+        },
+        T0,
+    );
+    assert!(drain(&mut core).is_empty());
+}

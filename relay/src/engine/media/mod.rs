@@ -13,7 +13,6 @@ mod layers;
 #[allow(dead_code)] // `get` and the size getters serve its tests only so far
 mod retransmit;
 mod sender_report;
-#[allow(dead_code)] // wired into the engine by issue 11's integration
 mod speaker;
 mod unwatched;
 
@@ -26,6 +25,5 @@ pub(crate) use keyframe::{KeyframeConfig, KeyframeThrottle};
 pub(crate) use layers::{Layer, LayerChoice, LayerConfig, LayerEvent};
 pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use sender_report::LastSenderReport;
-#[allow(unused_imports)] // wired into the engine by issue 11's integration
-pub(crate) use speaker::{SpeakerChanged, SpeakerConfig, SpeakerDetector};
+pub(crate) use speaker::{SpeakerConfig, SpeakerDetector};
 pub(crate) use unwatched::{PauseAction, UnwatchedLayer};

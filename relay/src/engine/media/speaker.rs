@@ -80,6 +80,15 @@ impl Default for SpeakerConfig {
     }
 }
 
+impl SpeakerConfig {
+    /// Whether one packet with this RFC 6464 level (higher bits ignored) and V bit is
+    /// speech (see the module docs).
+    pub(crate) fn is_speech(&self, level: u8, voice_activity: bool) -> bool {
+        let level = level & 0x7f;
+        level <= self.max_speech_level && (voice_activity || level <= self.loud_level)
+    }
+}
+
 /// The dominant speaker changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SpeakerChanged {
@@ -172,8 +181,7 @@ impl SpeakerDetector {
     ) {
         let b = self.advance(now);
         let level = level & 0x7f;
-        let speech =
-            level <= self.cfg.max_speech_level && (voice_activity || level <= self.cfg.loud_level);
+        let speech = self.cfg.is_speech(level, voice_activity);
         let w = u64::from(self.cfg.window_buckets);
         let Some(m) = self.members.get_mut(member as usize) else {
             return;

@@ -1,0 +1,302 @@
+//! Active speaker: which member of a conference is talking, from the RFC 6464 audio
+//! levels its members' audio carries in the clear, reported as
+//! [`SessionEvent::ActiveSpeaker`] (the control socket's `active_speaker`).
+//!
+//! # Where the detector runs
+//!
+//! A conference's audio arrives on many shards: the kernel hashes each member's
+//! address to a worker, so every member's packets may land on a different one. The
+//! dominant-speaker decision needs all of them in one place, so each conference has
+//! one *speaker shard* that runs its [`media::SpeakerDetector`]: the FNV-1a hash of
+//! its id modulo the number of shards ([`speaker_shard`]). Every shard computes the
+//! same answer from what it already has, so nothing is negotiated and nothing moves
+//! when members come and go; conferences spread over the shards like their members.
+//!
+//! The forwarding path ([`note`], from `rtp.rs`) reads the level of each audio packet
+//! of a session that negotiated the extension (one extension lookup, no allocation)
+//! and judges it with the detector's own rule ([`media::SpeakerConfig::is_speech`]).
+//! Silence costs nothing more. Speech is passed on at most once per stream per *half*
+//! bucket (25 ms by default): with packets every 20 ms that is about one note per
+//! 40 ms of talking, so every 50 ms bucket of the detector sees at least one whatever
+//! the phase between the shards' and the detector's buckets, and a talker costs the
+//! speaker shard some 25 small messages a second ([`PeerMsg::Speech`], inline, no
+//! allocation), or a direct call when the packet landed on the speaker shard itself.
+//! The note carries the first speech packet's level: the detector only uses loudness to
+//! break ties between equal scores, and smooths it anyway. The detector marks the bucket
+//! a note arrives in; a missing note is silence, exactly as a missing packet is.
+//!
+//! The alternatives: every audio packet's level to the speaker shard (twice the
+//! messages for no better decision), or a per-shard summary per bucket (the loudest
+//! level per member, sent at the bucket's end) — which needs a timer per shard and
+//! conference and delays every note by up to a bucket, for the same bits.
+//!
+//! The speaker shard schedules its detector's decisions through the engine's timers
+//! ([`Due::Speaker`]): only while someone's window holds speech, at the detector's
+//! bucket boundaries, never a walk over conferences.
+
+use super::*;
+use crate::id::ExtId;
+use crate::wire::rtp::audio_level;
+
+/// The shard that runs `conf`'s speaker detector, out of `shards`: FNV-1a of its id,
+/// so every shard agrees without a message.
+pub(super) fn speaker_shard(conf: &ConfName, shards: u16) -> ShardId {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in conf.as_str().as_bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    ShardId((h % u32::from(shards.max(1))) as u16)
+}
+
+/// A conference's speaker detector on its speaker shard, and which member each of its
+/// slots is.
+pub(super) struct ConfSpeaker {
+    detector: media::SpeakerDetector,
+    /// Slot `i` of the detector is this member (a session on this shard); a slot is
+    /// taken at a member's first speech and freed when it leaves.
+    slots: Vec<Option<SessionHandle>>,
+    capacity: usize,
+    /// The deadline it is scheduled at in `timers`, if any.
+    timer_at: Option<Instant>,
+}
+
+impl ConfSpeaker {
+    fn new(cfg: media::SpeakerConfig) -> Self {
+        ConfSpeaker {
+            detector: media::SpeakerDetector::new(cfg),
+            slots: Vec::new(),
+            capacity: cfg.capacity as usize,
+            timer_at: None,
+        }
+    }
+
+    /// `h`'s slot, taken now if it has none (`None`: every slot is taken).
+    fn slot_of(&mut self, h: SessionHandle) -> Option<u32> {
+        if let Some(i) = self.slots.iter().position(|&m| m == Some(h)) {
+            return Some(i as u32);
+        }
+        if let Some(i) = self.slots.iter().position(Option::is_none) {
+            self.slots[i] = Some(h);
+            return Some(i as u32);
+        }
+        if self.slots.len() < self.capacity {
+            self.slots.push(Some(h));
+            return Some(self.slots.len() as u32 - 1);
+        }
+        None
+    }
+
+    /// Member `h` left: its history goes with it.
+    pub(super) fn leave(&mut self, h: SessionHandle) {
+        if let Some(i) = self.slots.iter().position(|&m| m == Some(h)) {
+            self.detector.remove(i as u32);
+            self.slots[i] = None;
+        }
+    }
+}
+
+/// Speech the forwarding path found in one audio packet, to pass on.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Note {
+    /// The member's conference (on this shard).
+    pub(super) conf: ConfHandle,
+    /// Where its detector runs.
+    pub(super) speaker_shard: ShardId,
+    /// The member's home shard and its handle there (how another shard names it).
+    pub(super) home: (ShardId, SessionHandle),
+    /// The member on this shard.
+    pub(super) member: SessionHandle,
+    /// The first speech packet's level.
+    pub(super) level: u8,
+}
+
+/// Whether audio stream `st`, which sent `header` with its RFC 6464 level under id
+/// `ext`, carries speech to pass on now (its level): a packet the detector's rule calls
+/// speech, and nothing passed on for this stream in the last half bucket. No
+/// allocation: one extension lookup in the header.
+#[inline]
+pub(super) fn speech(
+    cfg: &media::SpeakerConfig,
+    now: Instant,
+    st: &mut Stream,
+    ext: ExtId,
+    header: &RtpHeader<'_>,
+) -> Option<u8> {
+    let level = audio_level(header.extension(ext)?).ok()?;
+    if !cfg.is_speech(level.level, level.voice_activity) {
+        return None;
+    }
+    if st
+        .speech_sent
+        .is_some_and(|t| now.saturating_duration_since(t) < cfg.bucket / 2)
+    {
+        return None;
+    }
+    st.speech_sent = Some(now);
+    Some(level.level)
+}
+
+/// Passes `n` on (found on shard `me`): to the detector here if this is the
+/// conference's speaker shard, else as one [`PeerMsg::Speech`] to it.
+#[cold] // about once per 40 ms per talker, against 50 packets a second per member
+pub(super) fn note(
+    n: Note,
+    now: Instant,
+    me: ShardId,
+    cfg: &media::SpeakerConfig,
+    conferences: &mut Slab<ConfHandle, Conference>,
+    timers: &mut Timers,
+    events: &mut VecDeque<Event>,
+) {
+    if n.speaker_shard == me {
+        feed(cfg, conferences, timers, now, n.conf, n.member, n.level);
+    } else {
+        let (home, session) = n.home;
+        let msg = PeerMsg::Speech {
+            home,
+            session,
+            level: n.level,
+        };
+        events.push_back(Event::Peer(PeerDest::Shard(n.speaker_shard), msg));
+    }
+}
+
+/// Member `h` of conference `c` spoke at `level`: into the detector (created at the
+/// conference's first speech), and its decision scheduled if that is now sooner.
+fn feed(
+    cfg: &media::SpeakerConfig,
+    conferences: &mut Slab<ConfHandle, Conference>,
+    timers: &mut Timers,
+    now: Instant,
+    c: ConfHandle,
+    h: SessionHandle,
+    level: u8,
+) {
+    let Some(conf) = conferences.get_mut(c) else {
+        return;
+    };
+    let sp = conf
+        .speaker
+        .get_or_insert_with(|| Box::new(ConfSpeaker::new(*cfg)));
+    let Some(slot) = sp.slot_of(h) else {
+        return;
+    };
+    // Judged speech where it arrived already.
+    sp.detector.handle_level(now, slot, level, true);
+    if let Some(due) = sp.detector.poll_timeout()
+        && sp.timer_at.is_none_or(|t| due < t)
+    {
+        sp.timer_at = Some(due);
+        timers.push(due, Due::Speaker(c));
+    }
+}
+
+impl Engine {
+    /// A [`PeerMsg::Speech`]: member `session` (its handle on its home shard `home`)
+    /// spoke. Ignored unless this shard runs its conference's detector.
+    pub(super) fn handle_speech(
+        &mut self,
+        now: Instant,
+        home: ShardId,
+        session: SessionHandle,
+        level: u8,
+    ) {
+        let me = self.cfg.shard;
+        let h = if home == me {
+            self.homed_here(session)
+        } else {
+            self.by_home.get(&(home, session)).copied()
+        };
+        let Some(s) = h.and_then(|h| self.sessions.get(h)) else {
+            return; // gone meanwhile, or never known here
+        };
+        if s.speaker_shard != me || !self.speaker_cfg.is_speech(level, true) {
+            return;
+        }
+        let c = s.conf;
+        if let Some(h) = h {
+            feed(
+                &self.speaker_cfg,
+                &mut self.conferences,
+                &mut self.timers,
+                now,
+                c,
+                h,
+                level,
+            );
+        }
+    }
+
+    /// The deadline conference `c`'s detector is scheduled at.
+    pub(super) fn speaker_due(&self, c: ConfHandle) -> Option<Instant> {
+        self.conferences.get(c)?.speaker.as_ref()?.timer_at
+    }
+
+    /// Conference `c`'s detector decides (its deadline `at` came): a change becomes
+    /// an event; the next decision is scheduled while anyone's window holds speech.
+    pub(super) fn speaker_timeout(&mut self, now: Instant, c: ConfHandle, at: Instant) {
+        let Some(conf) = self.conferences.get_mut(c) else {
+            return;
+        };
+        let Some(sp) = conf.speaker.as_mut() else {
+            return;
+        };
+        if sp.timer_at != Some(at) {
+            return; // stale: rescheduled since
+        }
+        sp.detector.handle_timeout(now);
+        let changed = sp.detector.poll_event().and_then(|e| {
+            let slot = usize::try_from(e.member).ok()?;
+            sp.slots.get(slot).copied().flatten()
+        });
+        sp.timer_at = sp.detector.poll_timeout();
+        if let Some(due) = sp.timer_at {
+            self.timers.push(due, Due::Speaker(c));
+        }
+        // Names are cloned (allocated) for a change only, never per decision.
+        if let Some(session) = changed.and_then(|h| self.sessions.get(h)) {
+            self.stats.speaker_changes += 1;
+            let ev = SessionEvent::ActiveSpeaker {
+                conf: conf.id.clone(),
+                session: session.spec.id.clone(),
+            };
+            self.notify(ev);
+        }
+    }
+
+    /// The active speaker of conference `conf`, on its speaker shard (elsewhere and
+    /// before anyone spoke, `None`).
+    pub fn active_speaker(&self, conf: &ConfName) -> Option<&SessionName> {
+        let &c = self.conf_by_id.get(conf)?;
+        let sp = self.conferences.get(c)?.speaker.as_ref()?;
+        let slot = usize::try_from(sp.detector.dominant()?).ok()?;
+        let h = sp.slots.get(slot).copied().flatten()?;
+        Some(&self.sessions.get(h)?.spec.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shard_agrees_on_the_speaker_shard_and_conferences_spread() {
+        let confs: Vec<ConfName> = (0..400)
+            .map(|i| ConfName::new(&format!("!room{i}:example.org")))
+            .collect();
+        let mut per_shard = [0u32; 4];
+        for c in &confs {
+            let s = speaker_shard(c, 4);
+            assert_eq!(s, speaker_shard(&c.clone(), 4));
+            per_shard[usize::from(s.0)] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 60), "{per_shard:?}");
+        assert_eq!(speaker_shard(&confs[0], 1), ShardId(0));
+        assert_eq!(
+            speaker_shard(&confs[0], 0),
+            ShardId(0),
+            "no shard count: one"
+        );
+    }
+}
