@@ -18,16 +18,22 @@ use blindfold_relay::id::Pt;
 use blindfold_tests::Sim;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
+/// A connected call on one shard: a sender (its index is returned) and `receivers`.
+fn call(receivers: usize) -> (Sim, usize) {
+    let mut sim = Sim::new(1);
+    let sender = sim.join("sender", "conf");
+    for i in 0..receivers {
+        sim.join(&format!("r{i}"), "conf");
+    }
+    sim.run_until_connected();
+    (sim, sender)
+}
+
 fn forward(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_forward");
     g.throughput(Throughput::Elements(1));
     for fanout in [1usize, 10, 50] {
-        let mut sim = Sim::new(1);
-        let sender = sim.join("sender", "conf");
-        for i in 0..fanout {
-            sim.join(&format!("r{i}"), "conf");
-        }
-        sim.run_until_connected();
+        let (mut sim, sender) = call(fanout);
         sim.send_audio(sender, &[0x55; 160]);
         let mut packet = sim.member(sender).sent.last().unwrap().clone();
         let from = sim.member(sender).addr;
@@ -54,12 +60,7 @@ fn forward(c: &mut Criterion) {
     // each packet, as a real stream has).
     let mut g = c.benchmark_group("engine_forward_video");
     g.throughput(Throughput::Elements(1));
-    let mut sim = Sim::new(1);
-    let sender = sim.join("sender", "conf");
-    for i in 0..10 {
-        sim.join(&format!("r{i}"), "conf");
-    }
-    sim.run_until_connected();
+    let (mut sim, sender) = call(10);
     let thumb = sim.member(sender).ssrcs().thumbnail;
     sim.send(sender, thumb, Pt(96), &[0x55; 1000]);
     let mut packet = sim.member(sender).sent.last().unwrap().clone();
@@ -83,12 +84,7 @@ fn forward(c: &mut Criterion) {
     // detector (at most one per 25 ms per stream). Compare with engine_forward/10.
     let mut g = c.benchmark_group("engine_forward_audio_level");
     g.throughput(Throughput::Elements(1));
-    let mut sim = Sim::new(1);
-    let sender = sim.join("sender", "conf");
-    for i in 0..10 {
-        sim.join(&format!("r{i}"), "conf");
-    }
-    sim.run_until_connected();
+    let (mut sim, sender) = call(10);
     sim.send_audio_level(sender, 30, true, &[0x55; 160]);
     let mut packet = sim.member(sender).sent.last().unwrap().clone();
     let from = sim.member(sender).addr;

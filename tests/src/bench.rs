@@ -53,6 +53,21 @@ impl Row {
         }
     }
 
+    /// Prints `rows` as a table headed `title` (milliseconds), the first column `width`
+    /// wide.
+    pub fn print_table(title: &str, rows: &[Row], width: usize) {
+        println!(
+            "{title:<width$} {:>4} {:>9} {:>9} {:>9} {:>9}",
+            "n", "median", "p95", "min", "max"
+        );
+        for r in rows {
+            println!(
+                "{:<width$} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                r.what, r.n, r.median, r.p95, r.min, r.max
+            );
+        }
+    }
+
     /// `{"n", "median_ms", "p95_ms", "min_ms", "max_ms"}`, to 0.1 ms.
     pub fn json(&self) -> serde_json::Value {
         let ms = |x: f64| (x * 10.0).round() / 10.0;

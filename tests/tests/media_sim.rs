@@ -8,8 +8,9 @@ use blindfold_relay::control::{ExtmapIds, FullSet};
 use blindfold_relay::id::{ExtId, Ssrc};
 use blindfold_tests::Sim;
 
-#[test]
-fn three_sources_arrive_whole_at_every_receiver() {
+/// Alice, bob and carol connected on two workers, keys shared; bob receives every
+/// full-resolution layer.
+fn alice_bob_carol() -> (Sim, usize, usize, usize) {
     let mut sim = Sim::new(2);
     let a = sim.join("alice", "conf");
     let b = sim.join("bob", "conf");
@@ -17,6 +18,12 @@ fn three_sources_arrive_whole_at_every_receiver() {
     sim.run_until_connected();
     sim.share_keys();
     sim.subscribe(b, FullSet::All);
+    (sim, a, b, c)
+}
+
+#[test]
+fn three_sources_arrive_whole_at_every_receiver() {
+    let (mut sim, a, b, c) = alice_bob_carol();
     for m in &mut sim.members {
         m.events.clear();
     }
@@ -86,13 +93,7 @@ fn starts_keyframe(packet: &[u8], id: ExtId) -> bool {
 
 #[test]
 fn a_layer_nobody_receives_is_paused_and_resumes_on_a_keyframe_when_wanted() {
-    let mut sim = Sim::new(2);
-    let a = sim.join("alice", "conf");
-    let b = sim.join("bob", "conf");
-    let c = sim.join("carol", "conf");
-    sim.run_until_connected();
-    sim.share_keys();
-    sim.subscribe(b, FullSet::All);
+    let (mut sim, a, b, c) = alice_bob_carol();
     let extmap = ExtmapIds {
         audio_level: Some(ExtId(1)),
         frame_marking: Some(ExtId(2)),

@@ -635,26 +635,8 @@ fn print(r: &Results, members: usize, json_line: bool) {
         "{} joins into a conference of {members} members (ms from the joiner's m.call.invite)",
         r.joins.len()
     );
-    println!(
-        "{:<58} {:>4} {:>8} {:>8} {:>8} {:>8}",
-        "milestone", "n", "median", "p95", "min", "max"
-    );
-    for row in &milestones {
-        println!(
-            "{:<58} {:>4} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-            row.what, row.n, row.median, row.p95, row.min, row.max
-        );
-    }
-    println!(
-        "{:<58} {:>4} {:>8} {:>8} {:>8} {:>8}",
-        "phase", "n", "median", "p95", "min", "max"
-    );
-    for row in &phases {
-        println!(
-            "{:<58} {:>4} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-            row.what, row.n, row.median, row.p95, row.min, row.max
-        );
-    }
+    Row::print_table("milestone", &milestones, 58);
+    Row::print_table("phase", &phases, 58);
     println!(
         "last before the first packets: the keys in {keys_last} joins, the connection in {}",
         r.joins.len() - keys_last

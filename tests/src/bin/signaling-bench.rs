@@ -197,16 +197,7 @@ fn main() {
     let sig_seq = after_sequential.since(&before);
     let sig_con = after_concurrent.since(&after_sequential);
 
-    println!(
-        "{:<40} {:>4} {:>9} {:>9} {:>9} {:>9}",
-        "what (ms)", "n", "median", "p95", "min", "max"
-    );
-    for r in &rows {
-        println!(
-            "{:<40} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-            r.what, r.n, r.median, r.p95, r.min, r.max
-        );
-    }
+    Row::print_table("what (ms)", &rows, 40);
     println!(
         "signaling, invite in its sync → answer accepted (its histogram):\n  \
          sequential: n {} mean {:.1} ms, median ≤ {} s\n  \
