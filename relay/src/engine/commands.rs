@@ -47,7 +47,9 @@ impl Engine {
                 // Streams changed: update in place, keep the connection.
                 s.streams = streams_of(&spec);
                 s.spec = spec;
+                let conf = s.conf;
                 self.fanout_build(h);
+                self.sync_conference_choices(now, conf);
                 return;
             }
             self.remove_session(h, Some(EndReason::Replaced));
@@ -88,6 +90,7 @@ impl Engine {
             alive_sent: None,
             timer_at: None,
             speaker_shard: speaker::speaker_shard(&spec.conf, self.cfg.shards),
+            layers: Vec::new(),
             spec,
         });
         self.by_id.insert(id, h);
@@ -96,6 +99,7 @@ impl Engine {
             c.members.push(h);
         }
         self.schedule(h);
+        self.sync_conference_choices(now, conf);
     }
 
     /// Removes a session at once: it neither sends nor receives from this call on.
@@ -113,7 +117,7 @@ impl Engine {
             self.by_home.remove(&(shard, key));
         }
         if let Some(addr) = s.addr {
-            self.fanout_remove(s.conf, h, addr, &s.full);
+            self.fanout_remove(s.conf, h, addr, &s.receives());
         }
         if let Some(c) = self.conferences.get_mut(s.conf) {
             c.members.retain(|&m| m != h);
@@ -126,6 +130,25 @@ impl Engine {
                 session: s.spec.id,
                 reason,
             });
+        }
+        if let Some(now) = self.last_now {
+            self.sync_conference_choices(now, s.conf);
+        }
+    }
+
+    /// Brings the layer choices of `conf`'s members homed here in line with who is in
+    /// the conference now.
+    pub(super) fn sync_conference_choices(&mut self, now: Instant, conf: ConfHandle) {
+        if !self.cfg.layer_choice {
+            return;
+        }
+        let members = self
+            .conferences
+            .get(conf)
+            .map(|c| c.members.clone())
+            .unwrap_or_default();
+        for m in members {
+            self.sync_choices(now, m);
         }
     }
 }
@@ -143,6 +166,11 @@ fn streams_of(rule: &SessionRule) -> Vec<Stream> {
             retransmit: None,
             unwatched: media::UnwatchedLayer::default(),
             speech_sent: None,
+            pending: Vec::new(),
+            meter: media::RateMeter::new(Duration::from_secs(1)),
+            rate: None,
+            clamp: None,
+            demote_below: 0,
         })
         .collect()
 }

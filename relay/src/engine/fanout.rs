@@ -7,10 +7,16 @@
 //! conference's members once:
 //! - a receiver connects, moves or disconnects: its address is added to or removed from
 //!   the lists of the streams it receives, of every sender routed here;
-//! - a receiver changes its subscription: only the full-resolution entries that differ;
+//! - a receiver changes its subscription, or layer choice moves it on a full layer
+//!   (`bandwidth`): only the full-resolution entries that differ;
 //! - a sender becomes routed here, or changes its streams: its own lists are built from
 //!   the conference's connected members;
 //! - a sender is no longer routed here: its lists are dropped.
+//!
+//! A full layer has two lists: `receivers`, and `pending` — receivers switching up,
+//! which join `receivers` at the layer's next keyframe (the forwarding path moves them,
+//! into capacity reserved here). Where a receiver is follows from its subscription and
+//! its layer state (`Session::slot`).
 //!
 //! A receiver that starts a stream also gets the stream's last sender report, from the
 //! sender's home shard (`media::LastSenderReport`).
@@ -23,43 +29,30 @@
 
 use super::*;
 
-/// What to do with one receiver's entry in one stream's list.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Edit {
-    Add,
-    Remove,
-    Keep,
-}
-
 impl Engine {
-    /// Receiver `r` of conference `conf` connected at `addr` (it receives what `full`
-    /// selects): it joins the lists of every sender routed here.
+    /// Receiver `r` of conference `conf` connected at `addr`: it joins the lists of
+    /// every sender routed here, as its subscription and layer states say.
     pub(super) fn fanout_add(&mut self, conf: ConfHandle, r: SessionHandle, addr: SocketAddr) {
-        let Some(full) = self.sessions.get(r).map(|s| s.full.clone()) else {
+        let Some(new) = self.sessions.get(r).map(Session::receives) else {
             return;
         };
-        self.fanout_edit(conf, r, addr, |st| match full.wants(st) {
-            true => Edit::Add,
-            false => Edit::Keep,
-        });
+        self.fanout_edit(conf, r, addr, None, Some(&new));
     }
 
-    /// Receiver `r` (receiving what `full` selects) no longer receives at `addr`.
+    /// Receiver `r` (receiving what `old` says) no longer receives at `addr`.
     pub(super) fn fanout_remove(
         &mut self,
         conf: ConfHandle,
         r: SessionHandle,
         addr: SocketAddr,
-        full: &FullSet,
+        old: &Receives,
     ) {
-        self.fanout_edit(conf, r, addr, |st| match full.wants(st) {
-            true => Edit::Remove,
-            false => Edit::Keep,
-        });
+        self.fanout_edit(conf, r, addr, Some(old), None);
     }
 
     /// Sets which full-resolution layers session `r` receives, editing only the entries
-    /// that change.
+    /// that change. Layer states of layers it no longer subscribes to are forgotten
+    /// (a new subscription starts from the default), and its layer choices follow.
     pub(super) fn set_subscription(&mut self, r: SessionHandle, full: FullSet) {
         let Some(s) = self.sessions.get_mut(r) else {
             return;
@@ -67,25 +60,32 @@ impl Engine {
         if s.full == full {
             return;
         }
-        let old = std::mem::replace(&mut s.full, full.clone());
+        let old = s.receives();
+        s.layers.retain(|&(ssrc, _)| match &full {
+            FullSet::All => true,
+            FullSet::Ssrcs(v) => v.contains(&ssrc),
+        });
+        s.full = full;
+        let new = s.receives();
         let (conf, addr) = (s.conf, s.addr);
         if let Some(addr) = addr {
-            self.fanout_edit(conf, r, addr, |st| match (old.wants(st), full.wants(st)) {
-                (false, true) => Edit::Add,
-                (true, false) => Edit::Remove,
-                _ => Edit::Keep,
-            });
+            self.fanout_edit(conf, r, addr, Some(&old), Some(&new));
+        }
+        if let Some(now) = self.last_now {
+            self.sync_choices(now, r);
         }
     }
 
-    /// Applies `edit` to receiver `r`'s entry (`addr`) in every stream list of the other
-    /// members of `conf` routed here.
-    fn fanout_edit(
+    /// Moves receiver `r`'s entry (`addr`) in every stream list of the other members
+    /// of `conf` routed here from where `old` puts it to where `new` does (`None`: on
+    /// no list).
+    pub(super) fn fanout_edit(
         &mut self,
         conf: ConfHandle,
         r: SessionHandle,
         addr: SocketAddr,
-        edit: impl Fn(&StreamRule) -> Edit,
+        old: Option<&Receives>,
+        new: Option<&Receives>,
     ) {
         let Some(c) = self.conferences.get(conf) else {
             return;
@@ -102,26 +102,44 @@ impl Engine {
             if m == r || !sender.routed_here() {
                 continue;
             }
+            let marked = self.cfg.layer_choice && sender.spec.extensions.frame_marking.is_some();
             let homed_here = matches!(sender.home, Home::Here(_));
             for st in &mut sender.streams {
-                let edited = edit(&st.spec);
-                if edited != Edit::Keep && homed_here && st.spec.layer == Layer::Full {
+                let from = old.and_then(|o| o.slot(&st.spec, marked));
+                let to = new.and_then(|n| n.slot(&st.spec, marked));
+                if from == to {
+                    continue;
+                }
+                if homed_here && st.spec.layer == Layer::Full {
                     full_changed.push(m);
                 }
-                match edited {
-                    Edit::Add => {
-                        st.receivers.push(addr);
-                        if let Some(sr) = now.and_then(|now| st.last_sr.for_new_receiver(now)) {
-                            replay.extend(RtcpBytes::new(sr));
-                        }
-                    }
-                    Edit::Remove => {
-                        // One entry: two sessions at one address would each have one.
+                // One entry: two sessions at one address would each have one.
+                match from {
+                    Some(Slot::Receivers) => {
                         if let Some(k) = st.receivers.iter().position(|&a| a == addr) {
                             st.receivers.swap_remove(k);
                         }
                     }
-                    Edit::Keep => {}
+                    Some(Slot::Pending) => {
+                        if let Some(k) = st.pending.iter().position(|&p| p == (addr, r)) {
+                            st.pending.swap_remove(k);
+                        }
+                    }
+                    None => {}
+                }
+                match to {
+                    Some(Slot::Receivers) => st.receivers.push(addr),
+                    Some(Slot::Pending) => {
+                        st.pending.push((addr, r));
+                        // The keyframe moves them over without allocating.
+                        st.receivers.reserve(st.pending.len());
+                    }
+                    None => {}
+                }
+                if from.is_none()
+                    && let Some(sr) = now.and_then(|now| st.last_sr.for_new_receiver(now))
+                {
+                    replay.extend(RtcpBytes::new(sr));
                 }
             }
         }
@@ -140,18 +158,26 @@ impl Engine {
         let Some(s) = self.sessions.get(h) else {
             return;
         };
-        let lists: Vec<Vec<SocketAddr>> = match self.conferences.get(s.conf) {
+        let marked = self.marked(s);
+        type Lists = (Vec<SocketAddr>, Vec<(SocketAddr, SessionHandle)>);
+        let lists: Vec<Lists> = match self.conferences.get(s.conf) {
             Some(c) if s.routed_here() => s
                 .streams
                 .iter()
                 .map(|st| {
-                    c.members
-                        .iter()
-                        .filter(|&&m| m != h)
-                        .filter_map(|&m| self.sessions.get(m))
-                        .filter(|r| r.wants(&st.spec))
-                        .filter_map(|r| r.addr)
-                        .collect()
+                    let (mut receivers, mut pending) = (Vec::new(), Vec::new());
+                    for &m in c.members.iter().filter(|&&m| m != h) {
+                        let Some(r) = self.sessions.get(m) else {
+                            continue;
+                        };
+                        match (r.addr, r.slot(&st.spec, marked)) {
+                            (Some(a), Some(Slot::Receivers)) => receivers.push(a),
+                            (Some(a), Some(Slot::Pending)) => pending.push((a, m)),
+                            _ => {}
+                        }
+                    }
+                    receivers.reserve(pending.len());
+                    (receivers, pending)
                 })
                 .collect(),
             _ => Vec::new(),
@@ -163,7 +189,7 @@ impl Engine {
         let routed = s.routed_here();
         let mut lists = lists.into_iter();
         for st in &mut s.streams {
-            st.receivers = lists.next().unwrap_or_default();
+            (st.receivers, st.pending) = lists.next().unwrap_or_default();
             // The retransmission cache lives where the media arrives.
             let bytes = match (st.spec.kind, st.spec.layer) {
                 (MediaKind::Audio, _) => 0,
@@ -187,7 +213,7 @@ impl Engine {
 
     /// Checks every fan-out list against one computed from scratch: the lists of
     /// senders routed here hold exactly the addresses of the connected members that
-    /// receive the stream, and no other sender has a list. For tests and fuzzing:
+    /// receive the stream (or wait for its keyframe), and no other sender has a list. For tests and fuzzing:
     /// O(members² × streams).
     #[doc(hidden)]
     pub fn check_fanout(&self) -> Result<(), String> {
@@ -200,23 +226,31 @@ impl Engine {
             if !members.contains(&h) {
                 return Err(format!("{:?} is not a member of its conference", s.spec.id));
             }
+            let marked = self.marked(s);
             for st in &s.streams {
-                let mut want: Vec<SocketAddr> = match s.routed_here() {
-                    true => members
-                        .iter()
-                        .filter(|&&m| m != h)
-                        .filter_map(|&m| self.sessions.get(m))
-                        .filter(|r| r.wants(&st.spec))
-                        .filter_map(|r| r.addr)
-                        .collect(),
-                    false => Vec::new(),
-                };
+                let (mut want, mut want_pending) = (Vec::new(), Vec::new());
+                if s.routed_here() {
+                    for &m in members.iter().filter(|&&m| m != h) {
+                        let Some(r) = self.sessions.get(m) else {
+                            continue;
+                        };
+                        match (r.addr, r.slot(&st.spec, marked)) {
+                            (Some(a), Some(Slot::Receivers)) => want.push(a),
+                            (Some(a), Some(Slot::Pending)) => want_pending.push((a, m)),
+                            _ => {}
+                        }
+                    }
+                }
                 let mut have = st.receivers.clone();
+                let mut have_pending = st.pending.clone();
                 want.sort();
                 have.sort();
-                if want != have {
+                want_pending.sort();
+                have_pending.sort();
+                if want != have || want_pending != have_pending {
                     return Err(format!(
-                        "shard {:?}: {:?} stream {:?}: fan-out {have:?}, should be {want:?}",
+                        "shard {:?}: {:?} stream {:?}: fan-out {have:?} pending \
+                         {have_pending:?}, should be {want:?} pending {want_pending:?}",
                         self.cfg.shard, s.spec.id, st.spec.ssrc
                     ));
                 }

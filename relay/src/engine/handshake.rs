@@ -178,11 +178,16 @@ impl Engine {
             self.events.push_back(Event::Peer(PeerDest::All, msg));
         }
         if let Some(old) = old {
-            let full = s.full.clone();
-            self.fanout_remove(conf, h, old, &full);
+            let receives = s.receives();
+            self.fanout_remove(conf, h, old, &receives);
         }
         if let Some(addr) = addr {
             self.fanout_add(conf, h, addr);
+        }
+        // A receiver homed here that connects starts its layer choices (the others
+        // have theirs for its layers since it joined).
+        if let Some(now) = self.last_now {
+            self.sync_choices(now, h);
         }
     }
 

@@ -33,6 +33,13 @@
 //! SRTCP to decrypt — to the home ([`PeerMsg::Datagram`]), and keeps the home's consent
 //! timer fed ([`PeerMsg::Alive`], at most one per [`ALIVE_EVERY`]).
 //!
+//! Bandwidth (see `bandwidth.rs`): a receiver's downlink estimate and its layer choice
+//! per subscribed full-resolution layer run on the receiver's home; which layer each
+//! receiver gets is announced to every shard ([`PeerMsg::LayerState`]); the shard
+//! where a sender's media arrives switches a receiver up at the layer's next keyframe
+//! and measures each stream's rate ([`PeerMsg::StreamRate`]); a full layer's rate clamp
+//! runs on its sender's home ([`PeerMsg::ViewerRate`], [`PeerMsg::Demote`]).
+//!
 //! A conference's active-speaker detector runs on one shard every shard computes
 //! from the conference id (its *speaker shard*); the shards where its members' audio
 //! lands pass speech on to it as [`PeerMsg::Speech`] (see `speaker.rs`).
@@ -45,6 +52,7 @@
 //! bar. Everything else is dropped with a [`DropReason`] and counted.
 
 // The engine by packet-path stage: each file adds its part of `impl Engine`.
+mod bandwidth;
 mod commands;
 mod drop;
 mod fanout;
@@ -74,7 +82,7 @@ pub use txqueue::{SLOT_LEN, Transmit};
 
 use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession};
 use crate::ice::{self, IceLite, IceLiteConfig, IceOutcome};
-use crate::id::{Ssrc, WireSeq};
+use crate::id::{ExtId, Ssrc, WireSeq};
 use crate::srtp::{SrtpContext, SrtpProfile};
 use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket};
 use crate::wire::rtp::RtpHeader;
@@ -131,6 +139,19 @@ pub struct EngineConfig {
     /// After an active-speaker switch, no other switch for this long (the detector's
     /// long time scale; see `media::speaker`).
     pub speaker_hold: Duration,
+    /// Layer choice and rate clamping on: each receiver gets a full-resolution layer
+    /// it subscribes to only while its downlink estimate allows, switching up at a
+    /// keyframe; senders get REMB. Off: every subscriber gets every subscribed layer
+    /// at once, and senders get no REMB.
+    pub layer_choice: bool,
+    /// After a failed trial of a full layer, the first wait before the next one (it
+    /// doubles after each failure up to `layer_probe_backoff_max`).
+    pub layer_probe_backoff: Duration,
+    /// The longest wait between trials.
+    pub layer_probe_backoff_max: Duration,
+    /// A viewer whose downlink is below this fraction of the median viewer's is moved
+    /// to the thumbnail instead of clamping the sender's full layer to its rate.
+    pub clamp_demote_below: f64,
 }
 
 impl EngineConfig {
@@ -152,6 +173,10 @@ impl EngineConfig {
             hash_seed: 0x5eed,
             shards: 1,
             speaker_hold: Duration::from_secs(1),
+            layer_choice: true,
+            layer_probe_backoff: Duration::from_secs(4),
+            layer_probe_backoff_max: Duration::from_secs(32),
+            clamp_demote_below: 0.5,
         }
     }
 }
@@ -292,6 +317,65 @@ pub enum PeerMsg {
         /// The session (homed on the shard this is sent to).
         session: SessionHandle,
     },
+    /// The rate of `sender`'s stream `ssrc`, measured where its media arrives (sent to
+    /// every shard at most once per [`RATE_EVERY`] while it flows): what layer choice
+    /// and the downlink estimates count it at.
+    StreamRate {
+        /// The sender's home shard.
+        home: ShardId,
+        /// The sender, by its handle there.
+        sender: SessionHandle,
+        /// The stream.
+        ssrc: Ssrc,
+        /// Bits per second over the last second.
+        bps: u64,
+    },
+    /// Layer choice (on `receiver`'s home) moved it on `ssrc`, a full-resolution layer it
+    /// subscribes to (sent to every shard).
+    LayerState {
+        /// The receiver's home shard.
+        home: ShardId,
+        /// The receiver, by its handle there.
+        receiver: SessionHandle,
+        /// The full-resolution layer.
+        ssrc: Ssrc,
+        /// Where it is now.
+        state: LayerState,
+    },
+    /// The shard where `ssrc`'s media arrives forwarded its keyframe to `receiver`
+    /// (homed on the shard this is sent to), which waited for it: the upswitch is done.
+    KeyframeForwarded {
+        /// The receiver.
+        receiver: SessionHandle,
+        /// The full-resolution layer.
+        ssrc: Ssrc,
+    },
+    /// A viewer of `owner`'s full layer `ssrc` (homed on the shard this is sent to) can
+    /// take it at `bps`: its downlink estimate less everything else it receives.
+    ViewerRate {
+        /// The sending session.
+        owner: SessionHandle,
+        /// The full-resolution layer.
+        ssrc: Ssrc,
+        /// The viewer's home shard.
+        home: ShardId,
+        /// The viewer, by its handle there.
+        viewer: SessionHandle,
+        /// What it can take.
+        bps: u64,
+    },
+    /// The rate clamp of `sender`'s full layer `ssrc` (on its home) moves viewers that
+    /// can take less than `below_bps` to the thumbnail (sent to every shard).
+    Demote {
+        /// The sender's home shard.
+        home: ShardId,
+        /// The sender, by its handle there.
+        sender: SessionHandle,
+        /// The full-resolution layer.
+        ssrc: Ssrc,
+        /// Viewers below this are demoted (0: none).
+        below_bps: u64,
+    },
     /// A member's audio was speech (RFC 6464 level and V bit) at least once in the
     /// last half bucket, for its conference's speaker detector, which runs on the shard
     /// this is sent to (see `speaker`). At most one per audio stream per half bucket.
@@ -304,6 +388,20 @@ pub enum PeerMsg {
         level: u8,
     },
 }
+
+/// Where layer choice has one receiver on one full-resolution layer it subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerState {
+    /// It gets the thumbnail only: its downlink cannot take the full layer.
+    Thumbnail,
+    /// It is switching up: it gets the full layer from the layer's next keyframe on.
+    AwaitKeyframe,
+    /// It gets the full layer.
+    Full,
+}
+
+/// How often at most the shard where a stream's media arrives announces its rate.
+pub const RATE_EVERY: Duration = Duration::from_millis(500);
 
 /// How a receiver asked for a keyframe; the relay asks the sender the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,6 +542,16 @@ pub struct EngineStats {
     pub timer_visits: u64,
     /// Active-speaker changes decided (on each conference's speaker shard).
     pub speaker_changes: u64,
+    /// Receivers switched up to a full-resolution layer (at its keyframe).
+    pub layer_switches_up: u64,
+    /// Receivers switched down to the thumbnail.
+    pub layer_switches_down: u64,
+    /// REMB the relay sent senders (rate clamp).
+    pub remb_sent: u64,
+    /// REMB received from receivers.
+    pub remb_received: u64,
+    /// Receiver report blocks about streams a receiver gets, fed to its estimate.
+    pub report_blocks: u64,
 }
 
 impl EngineStats {
@@ -458,13 +566,15 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 22;
+    pub const EXPORTED: usize = 27;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
     /// adjacent.
     pub fn exported(&self) -> [(&'static str, &'static str, &'static str, u64); Self::EXPORTED] {
         let rtcp_dropped = "RTCP packets inside accepted SRTCP compounds dropped, by reason.";
+        let switches = "Receivers switched between a sender's thumbnail and its full layer \
+                        by layer choice.";
         let nacked = "Video packets receivers NACKed: resent from the relay's cache, asked of \
                       the sender, or already asked within the interval.";
         [
@@ -601,6 +711,36 @@ impl EngineStats {
                 "Active-speaker changes reported (each conference's speaker shard).",
                 self.speaker_changes,
             ),
+            (
+                "blindfold_layer_switches_total",
+                "direction=\"up\"",
+                switches,
+                self.layer_switches_up,
+            ),
+            (
+                "blindfold_layer_switches_total",
+                "direction=\"down\"",
+                switches,
+                self.layer_switches_down,
+            ),
+            (
+                "blindfold_remb_sent_total",
+                "",
+                "REMB sent to senders: each full layer clamped to what its viewers can take.",
+                self.remb_sent,
+            ),
+            (
+                "blindfold_remb_received_total",
+                "",
+                "REMB received from receivers (their own downlink estimates).",
+                self.remb_received,
+            ),
+            (
+                "blindfold_report_blocks_total",
+                "",
+                "Receiver report blocks fed to the receivers' downlink estimates.",
+                self.report_blocks,
+            ),
         ]
     }
 }
@@ -634,6 +774,18 @@ struct Stream {
     unwatched: media::UnwatchedLayer,
     /// When this shard last told the speaker detector this audio stream carried speech.
     speech_sent: Option<Instant>,
+    /// Receivers switching up to this full layer: they join `receivers` at its next
+    /// keyframe (kept beside `receivers`, whose capacity is reserved for them).
+    pending: Vec<(SocketAddr, SessionHandle)>,
+    /// What the stream carries, measured where its media arrives.
+    meter: media::RateMeter,
+    /// Its rate (bits/s) and when it was measured or announced, on every shard.
+    rate: Option<(u64, Instant)>,
+    /// Its full layer's rate clamp (sender's home; full layers only, once viewed).
+    clamp: Option<Box<bandwidth::Clamp>>,
+    /// Viewers of this full layer that can take less than this are moved to the
+    /// thumbnail (announced by the sender's home; 0: none).
+    demote_below: u64,
 }
 
 /// Where a session runs.
@@ -653,6 +805,8 @@ struct Local {
     link: Link,
     /// Where the last DTLS datagram came from (answers go there before nomination).
     dtls_from: Option<SocketAddr>,
+    /// Its downlink estimate and layer choices (`bandwidth`).
+    downlink: bandwidth::Downlink,
 }
 
 /// How far a session homed here got. It is connected — media flows — once it is
@@ -702,6 +856,9 @@ struct Session {
     timer_at: Option<Instant>,
     /// The shard that runs its conference's speaker detector.
     speaker_shard: ShardId,
+    /// Where layer choice has it on full layers it subscribes to, as last announced
+    /// by its home; a layer not listed is at its default (`Session::layer_state`).
+    layers: Vec<(Ssrc, LayerState)>,
 }
 
 impl Session {
@@ -721,9 +878,24 @@ impl Session {
         matches!(&self.home, Home::Here(l) if l.ended())
     }
 
-    /// Whether this session receives `stream`.
+    /// Whether this session subscribes to `stream` (every thumbnail and single-layer
+    /// stream; the full layers its subscription names).
     fn wants(&self, stream: &StreamRule) -> bool {
         self.full.wants(stream)
+    }
+
+    /// Which of `stream`'s lists this session is on, if any: its subscription and its
+    /// layer state. `marked`: the stream's sender marks frames (RFC 9626).
+    fn slot(&self, stream: &StreamRule, marked: bool) -> Option<Slot> {
+        slot(&self.full, &self.layers, stream, marked)
+    }
+
+    /// What it receives, as a snapshot (for fan-out edits).
+    fn receives(&self) -> Receives {
+        Receives {
+            full: self.full.clone(),
+            layers: self.layers.clone(),
+        }
     }
 
     /// Whether this shard routes its media (and so keeps its fan-out lists).
@@ -733,6 +905,53 @@ impl Session {
 
     fn stream(&self, ssrc: Ssrc) -> Option<&Stream> {
         self.streams.iter().find(|st| st.spec.ssrc == ssrc)
+    }
+}
+
+/// A receiver's subscription and layer states, as of one moment.
+#[derive(Clone)]
+struct Receives {
+    full: FullSet,
+    layers: Vec<(Ssrc, LayerState)>,
+}
+
+impl Receives {
+    fn slot(&self, stream: &StreamRule, marked: bool) -> Option<Slot> {
+        slot(&self.full, &self.layers, stream, marked)
+    }
+}
+
+/// Which list of a stream a receiver is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// `receivers`: it gets the stream.
+    Receivers,
+    /// `pending`: it gets it from its next keyframe on.
+    Pending,
+}
+
+/// Where a session with subscription `full` and layer states `layers` is in
+/// `stream`'s lists; `marked`: the stream's sender marks frames.
+///
+/// A full layer without a state (a subscription just started) waits for its next
+/// keyframe if the sender marks frames, and flows at once if not: every shard computes
+/// the same, and layer choice on the receiver's home announces any other state.
+fn slot(
+    full: &FullSet,
+    layers: &[(Ssrc, LayerState)],
+    stream: &StreamRule,
+    marked: bool,
+) -> Option<Slot> {
+    if !full.wants(stream) {
+        return None;
+    }
+    if stream.layer != Layer::Full {
+        return Some(Slot::Receivers);
+    }
+    match bandwidth::layer_state(layers, stream.ssrc, marked) {
+        LayerState::Full => Some(Slot::Receivers),
+        LayerState::AwaitKeyframe => Some(Slot::Pending),
+        LayerState::Thumbnail => None,
     }
 }
 
@@ -764,6 +983,9 @@ pub struct Engine {
     sr_shards: Vec<ShardId>,
     /// The speaker detectors' settings.
     speaker_cfg: media::SpeakerConfig,
+    /// Receivers the forwarding path switched up at a keyframe, with the layer:
+    /// handled once the packet is routed (capacity kept).
+    switched: Vec<(SessionHandle, Ssrc)>,
 }
 
 impl Engine {
@@ -788,6 +1010,7 @@ impl Engine {
                 hold: cfg.speaker_hold,
                 ..media::SpeakerConfig::default()
             },
+            switched: Vec::with_capacity(64),
             cfg,
         }
     }

@@ -169,6 +169,40 @@ impl Engine {
                 session,
                 level,
             } => self.handle_speech(now, home, session, level),
+            PeerMsg::StreamRate {
+                home,
+                sender,
+                ssrc,
+                bps,
+            } => self.handle_stream_rate(now, home, sender, ssrc, bps),
+            PeerMsg::LayerState {
+                home,
+                receiver,
+                ssrc,
+                state,
+            } => self.handle_layer_state(home, receiver, ssrc, state),
+            PeerMsg::KeyframeForwarded { receiver, ssrc } => {
+                if let Some(r) = self.homed_here(receiver) {
+                    self.keyframe_forwarded(now, r, ssrc);
+                }
+            }
+            PeerMsg::ViewerRate {
+                owner,
+                ssrc,
+                home,
+                viewer,
+                bps,
+            } => {
+                if let Some(o) = self.homed_here(owner) {
+                    self.viewer_rate(now, o, ssrc, home, viewer, bps);
+                }
+            }
+            PeerMsg::Demote {
+                home,
+                sender,
+                ssrc,
+                below_bps,
+            } => self.handle_demote(home, sender, ssrc, below_bps),
             PeerMsg::Alive { session } => {
                 if let Some(s) = self
                     .homed_here(session)

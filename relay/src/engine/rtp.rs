@@ -17,6 +17,7 @@ impl Engine {
             conferences,
             timers,
             speaker_cfg,
+            switched,
             cfg,
             ..
         } = self;
@@ -28,25 +29,45 @@ impl Engine {
             .ok_or(DropReason::Unvalidated)
             .and_then(|(h, s)| {
                 let speech = &mut speech;
-                route(now, me, h, s, from, buf, events, speaker_cfg, speech)
+                route(
+                    now,
+                    me,
+                    h,
+                    s,
+                    from,
+                    buf,
+                    events,
+                    speaker_cfg,
+                    speech,
+                    switched,
+                )
             });
-        match routed {
-            Ok(receivers) => {
-                if let Some(n) = speech {
-                    speaker::note(n, now, me, speaker_cfg, conferences, timers, events);
-                }
-                let n = receivers.len() as u64;
-                stats.rtp_in += 1;
-                stats.rtp_bytes_in += buf.len() as u64;
-                stats.rtp_out += n;
-                stats.rtp_bytes_out += n * buf.len() as u64;
-                Handled::Forward(receivers)
-            }
+        let (h, k) = match routed {
+            Ok(at) => at,
             Err(reason) => {
                 stats.drops[reason.index()] += 1;
-                Handled::Dropped(reason)
+                return Handled::Dropped(reason);
             }
+        };
+        if let Some(n) = speech {
+            speaker::note(n, now, me, speaker_cfg, conferences, timers, events);
         }
+        if !switched.is_empty() {
+            // Receivers switched up at this keyframe: their state changes before the
+            // list is handed out.
+            self.after_keyframes(now);
+        }
+        let receivers = match self.sessions.get(h).and_then(|s| s.streams.get(k)) {
+            Some(st) => st.receivers.as_slice(),
+            None => &[],
+        };
+        let n = receivers.len() as u64;
+        let stats = &mut self.stats;
+        stats.rtp_in += 1;
+        stats.rtp_bytes_in += buf.len() as u64;
+        stats.rtp_out += n;
+        stats.rtp_bytes_out += n * buf.len() as u64;
+        Handled::Forward(receivers)
     }
 
     /// The session that may send RTP/RTCP from `from`: it passed ICE there, `from` is
@@ -68,22 +89,24 @@ fn media_from(s: &Session, from: SocketAddr) -> Result<(), DropReason> {
     }
 }
 
-/// Routes a media packet of session `s` (`h` on shard `me`) from `from`: the receivers
-/// of its stream; the speech in it to pass on (audio with an RFC 6464 level) goes to
-/// `speech`.
+/// Routes a media packet of session `s` (`h` on shard `me`) from `from`: which of its
+/// streams it is (the caller reads that stream's receivers); the speech in it to pass
+/// on (audio with an RFC 6464 level) goes to `speech`; receivers switched up at a
+/// keyframe go to `switched`.
 #[allow(clippy::too_many_arguments)] // the engine's tables, borrowed apart
 #[inline]
-fn route<'s>(
+fn route(
     now: Instant,
     me: ShardId,
     h: SessionHandle,
-    s: &'s mut Session,
+    s: &mut Session,
     from: SocketAddr,
     buf: &[u8],
     events: &mut VecDeque<Event>,
     speaker_cfg: &media::SpeakerConfig,
     speech: &mut Option<speaker::Note>,
-) -> Result<&'s [SocketAddr], DropReason> {
+    switched: &mut Vec<(SessionHandle, Ssrc)>,
+) -> Result<(SessionHandle, usize), DropReason> {
     media_from(s, from)?;
     let header = RtpHeader::parse(buf).map_err(|_| DropReason::RtpMalformed)?;
     let ssrc = header.ssrc();
@@ -92,6 +115,10 @@ fn route<'s>(
         .iter()
         .position(|st| st.spec.ssrc == ssrc)
         .ok_or(DropReason::UndeclaredSsrc)?;
+    let (home, key) = match s.home {
+        Home::Elsewhere(home, key) => (home, key),
+        Home::Here(_) | Home::Unclaimed { .. } => (me, h),
+    };
     match s.home {
         Home::Elsewhere(home, key) => {
             // The home times the session: feed it, rarely (one comparison a packet).
@@ -127,5 +154,51 @@ fn route<'s>(
         // packet) is simply not resendable.
         let _ = cache.insert(now, header.seq(), buf);
     }
-    Ok(st.receivers.as_slice())
+    st.meter.add(now, buf.len() as u64);
+    if st
+        .rate
+        .is_none_or(|(_, at)| now.saturating_duration_since(at) >= RATE_EVERY)
+    {
+        rate_announce(now, home, key, st, events);
+    }
+    if !st.pending.is_empty()
+        && let Some(id) = s.spec.extensions.frame_marking
+        && starts_keyframe(&header, id)
+    {
+        // Capacity for them was reserved when they were listed.
+        for &(addr, r) in &st.pending {
+            st.receivers.push(addr);
+            switched.push((r, ssrc));
+        }
+        st.pending.clear();
+    }
+    Ok((h, k))
+}
+
+/// Whether `header` starts a keyframe per its frame marking (extension `id`).
+fn starts_keyframe(header: &RtpHeader<'_>, id: ExtId) -> bool {
+    header
+        .extension(id)
+        .and_then(|d| wire::rtp::frame_marking(d).ok())
+        .is_some_and(|fm| fm.starts_keyframe())
+}
+
+/// Measures stream `st` of the session `key` on shard `home` and tells every shard.
+#[cold] // twice a second per stream
+fn rate_announce(
+    now: Instant,
+    home: ShardId,
+    key: SessionHandle,
+    st: &mut Stream,
+    events: &mut VecDeque<Event>,
+) {
+    let bps = st.meter.rate_bps(now) as u64;
+    st.rate = Some((bps, now));
+    let msg = PeerMsg::StreamRate {
+        home,
+        sender: key,
+        ssrc: st.spec.ssrc,
+        bps,
+    };
+    events.push_back(Event::Peer(PeerDest::All, msg));
 }

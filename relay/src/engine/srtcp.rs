@@ -51,7 +51,17 @@ impl Engine {
         for raw in compound.raw_packets() {
             match raw.typed() {
                 Ok(RtcpPacket::SenderReport(sr)) => {
-                    self.sender_report(now, h, sr.ssrc(), raw.bytes())
+                    self.sender_report(now, h, sr.ssrc(), raw.bytes());
+                    let blocks = bandwidth::Feedback::Blocks(sr.reports());
+                    self.downlink_feedback(now, h, blocks);
+                }
+                Ok(RtcpPacket::ReceiverReport(rr)) => {
+                    let blocks = bandwidth::Feedback::Blocks(rr.reports());
+                    self.downlink_feedback(now, h, blocks);
+                }
+                Ok(RtcpPacket::Remb(remb)) => {
+                    let remb = bandwidth::Feedback::Remb(remb.bitrate_bps());
+                    self.downlink_feedback(now, h, remb);
                 }
                 Ok(RtcpPacket::Pli(pli)) => {
                     self.keyframe_request(now, h, pli.media_ssrc(), KeyframeKind::Pli)
@@ -121,6 +131,7 @@ impl Engine {
             return;
         };
         let conf = s.conf;
+        let marked = self.marked(s);
         // By position: sending needs `self` mutably, so the member list is not held.
         for m in 0.. {
             let Some(r) = self
@@ -133,7 +144,7 @@ impl Engine {
             let Some(rs) = self.sessions.get(r) else {
                 continue;
             };
-            if r == sender || !rs.is_connected() || !rs.wants(&spec) {
+            if r == sender || !rs.is_connected() || rs.slot(&spec, marked).is_none() {
                 continue;
             }
             match rs.home {
@@ -361,7 +372,8 @@ impl Engine {
             .iter_mut()
             .filter(|st| st.spec.layer == Layer::Full)
         {
-            if let Some(a) = st.unwatched.handle_viewers(now, st.receivers.len()) {
+            let viewers = st.receivers.len() + st.pending.len();
+            if let Some(a) = st.unwatched.handle_viewers(now, viewers) {
                 actions.push((st.spec.ssrc, a));
             }
         }

@@ -76,6 +76,7 @@ impl Engine {
             dtls,
             link: Link::Handshaking,
             dtls_from: None,
+            downlink: bandwidth::Downlink::new(),
         }));
         let msg = PeerMsg::Claimed {
             session: s.spec.id.clone(),

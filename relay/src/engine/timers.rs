@@ -123,6 +123,17 @@ impl Engine {
                 for (ssrc, action) in pauses {
                     self.ask_pause(now, h, ssrc, action);
                 }
+                // Layer choices that wait for time (a pending upswitch re-asking, the up
+                // hold, a trial's window).
+                let layers_due = self
+                    .sessions
+                    .get_mut(h)
+                    .and_then(|s| s.local())
+                    .and_then(|l| l.downlink.poll_timeout())
+                    .is_some_and(|t| t <= now);
+                if layers_due {
+                    self.drive_choices(now, h, None);
+                }
             }
             Home::Unclaimed { timed_out } => {
                 // Nobody answered a check in time. One shard reports it.
@@ -161,7 +172,8 @@ impl Engine {
                     .streams
                     .iter()
                     .filter_map(|st| st.unwatched.poll_timeout());
-                pause.chain([ice, dtls]).min()
+                let layers = local.downlink.poll_timeout();
+                pause.chain([ice, dtls]).chain(layers).min()
             }
             Home::Unclaimed { timed_out: false } if shard == ShardId(0) => {
                 Some(s.created + silence)

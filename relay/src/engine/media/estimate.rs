@@ -29,9 +29,10 @@
 //!   it either: a pause in sending does not reset what was learnt). On low loss it
 //!   rises at once to at least what was sent over that second: the receiver got it, so
 //!   the link carries it (after the relay starts forwarding a full layer, the estimate
-//!   catches up in one report instead of many). When that bound is
-//!   what limits the estimate, [`DownlinkEstimate::app_limited`] says so: the link may
-//!   carry more than anyone has tried, which layer choice uses to decide to probe.
+//!   catches up in one report instead of many). When the estimate is well above what
+//!   was sent (at least 1.25×: the sent bound, or a REMB near it, is what limits it),
+//!   [`DownlinkEstimate::app_limited`] says so: the link may carry more than anyone
+//!   has tried, which layer choice uses to decide to probe.
 //! - **Jitter holds.** Interarrival jitter above 30 ms (default) in any report block
 //!   means queues are growing somewhere: the estimate holds instead of increasing.
 //! - **Loss is per packet, not per stream.** A receiver report has one block per
@@ -98,6 +99,10 @@ pub(crate) struct LossReport {
     pub jitter: Duration,
 }
 
+/// The estimate counts as app-limited when it is at least this many times what was
+/// sent (see [`DownlinkEstimate::app_limited`]).
+pub(crate) const APP_LIMITED_ROOM: f64 = 1.25;
+
 /// Streams whose previous highest sequence number is remembered.
 const STREAMS: usize = 16;
 /// Buckets of the sent-rate meter.
@@ -122,7 +127,7 @@ pub(crate) struct DownlinkEstimate {
     acc_jitter: Duration,
     last_update: Option<Instant>,
     last_loss: Option<f64>,
-    sent: SentMeter,
+    sent: RateMeter,
 }
 
 impl DownlinkEstimate {
@@ -142,7 +147,7 @@ impl DownlinkEstimate {
             acc_jitter: Duration::ZERO,
             last_update: None,
             last_loss: None,
-            sent: SentMeter::new(cfg.sent_window),
+            sent: RateMeter::new(cfg.sent_window),
         }
     }
 
@@ -180,13 +185,23 @@ impl DownlinkEstimate {
     }
 
     /// Whether what the relay sent is what bounds the estimate at `now`: the link
-    /// reported no trouble, and may carry more than has been tried.
+    /// reported no trouble, and may carry more than has been tried. That is, the
+    /// estimate is at least [`APP_LIMITED_ROOM`] × the rate sent: whichever of the sent
+    /// bound, the loss-based state or a REMB (a receiver's delay-based estimate is
+    /// itself bounded by 1.5× what it receives) sets it, the link vouched for room.
     pub(crate) fn app_limited(&self, now: Instant) -> bool {
-        let (unbounded, cap) = self.parts(now);
-        cap <= unbounded
+        self.estimate(now) as f64 >= APP_LIMITED_ROOM * self.sent.rate_bps(now)
+    }
+
+    /// Whether the receiver has reported anything yet (a receiver report with blocks
+    /// about what the relay sends it, or a REMB): before that the estimate knows nothing
+    /// of its link.
+    pub(crate) fn has_reports(&self) -> bool {
+        self.last_loss.is_some() || self.remb.is_some()
     }
 
     /// The loss fraction of the last update (0.0 to 1.0), if there was one.
+    #[cfg(test)]
     pub(crate) fn last_loss(&self) -> Option<f64> {
         self.last_loss
     }
@@ -280,9 +295,10 @@ impl DownlinkEstimate {
     }
 }
 
-/// Bytes sent over the last window, in buckets of a tenth of it.
+/// Bytes over the last window, in buckets of a tenth of it: what the relay sent a
+/// receiver, or what a stream carries (the engine's per-stream rate). No allocation.
 #[derive(Debug)]
-struct SentMeter {
+pub(crate) struct RateMeter {
     bucket_ns: u64,
     bytes: [u64; SENT_BUCKETS],
     epoch: Option<Instant>,
@@ -292,11 +308,11 @@ struct SentMeter {
     first_ns: Option<u64>,
 }
 
-impl SentMeter {
-    fn new(window: Duration) -> Self {
+impl RateMeter {
+    pub(crate) fn new(window: Duration) -> Self {
         let bucket_ns =
             (window.as_nanos() / SENT_BUCKETS as u128).clamp(1_000, u128::from(u64::MAX / 4));
-        SentMeter {
+        RateMeter {
             bucket_ns: bucket_ns as u64,
             bytes: [0; SENT_BUCKETS],
             epoch: None,
@@ -314,7 +330,8 @@ impl SentMeter {
         })
     }
 
-    fn add(&mut self, now: Instant, n: u64) {
+    /// Counts `n` bytes at `now`.
+    pub(crate) fn add(&mut self, now: Instant, n: u64) {
         self.epoch.get_or_insert(now);
         let ns = self.ns(now);
         self.first_ns.get_or_insert(ns);
@@ -331,7 +348,7 @@ impl SentMeter {
     }
 
     /// Bits per second over the window ending at `now`.
-    fn rate_bps(&self, now: Instant) -> f64 {
+    pub(crate) fn rate_bps(&self, now: Instant) -> f64 {
         let Some(first) = self.first_ns else {
             return 0.0;
         };
@@ -366,7 +383,6 @@ mod tests {
     /// second with `fraction_lost` on one stream of 300 packets/s; optional REMB.
     struct Sim {
         e: DownlinkEstimate,
-        t0: Instant,
         now: Instant,
         seq: u32,
     }
@@ -376,7 +392,6 @@ mod tests {
             let t0 = Instant::now();
             Sim {
                 e: DownlinkEstimate::new(EstimateConfig::default()),
-                t0,
                 now: t0,
                 seq: 0,
             }
@@ -583,7 +598,7 @@ mod tests {
     #[test]
     fn sent_rate_is_measured_over_the_last_second() {
         let t0 = Instant::now();
-        let mut m = SentMeter::new(Duration::from_secs(1));
+        let mut m = RateMeter::new(Duration::from_secs(1));
         assert_eq!(m.rate_bps(t0), 0.0);
         // 1 Mbit/s for 3 s, in 1000-byte packets every 8 ms.
         for i in 0..375u32 {
@@ -592,7 +607,7 @@ mod tests {
         let r = m.rate_bps(t0 + 3000 * MS);
         assert!((r - 1e6).abs() < 0.05e6, "{r}");
         // Early on, the window is what has elapsed, not a full second.
-        let mut m = SentMeter::new(Duration::from_secs(1));
+        let mut m = RateMeter::new(Duration::from_secs(1));
         for i in 0..25u32 {
             m.add(t0 + 8 * MS * i, 1000);
         }

@@ -178,12 +178,50 @@ impl LayerChoice {
         }
     }
 
+    /// The last `available` it was given, if any.
+    pub(crate) fn available(&self) -> Option<u64> {
+        self.available
+    }
+
     /// Whether an upswitch is waiting for a keyframe.
     pub(crate) fn pending_up(&self) -> bool {
         matches!(self.state, State::PendingUp { .. })
     }
 
+    /// The receiver starts a subscription to the sender's full layer (it subscribed,
+    /// connected, or the sender appeared): it is tried on it at once — a viewer who
+    /// asks for a picture should not wait for hysteresis — unless its estimate already
+    /// says the layer does not fit (then the ordinary rules apply from the thumbnail).
+    ///
+    /// The attempt is a trial judged from `trial_from` (the estimate now, or the
+    /// estimate's initial value for a receiver that has reported nothing yet): it goes
+    /// back down within the trial window only if the estimate falls below that. With
+    /// `keyframes` (the sender marks frames) it waits for the next keyframe like any
+    /// upswitch; without, the layer flows at once (nothing to align to).
+    pub(crate) fn start(&mut self, now: Instant, keyframes: bool, trial_from: u64) {
+        self.subscribed = true;
+        if !self.wanted() || !matches!(self.state, State::Thumbnail) {
+            return self.evaluate(now);
+        }
+        let short = self.available.is_some_and(|a| {
+            !self.app_limited && (a as f64) < self.cfg.up_factor * self.need() as f64
+        });
+        if short {
+            return self.evaluate(now);
+        }
+        if keyframes {
+            self.start_up(now, Some(trial_from));
+        } else {
+            self.state = State::Full {
+                since: now,
+                probe: Some(trial_from),
+            };
+        }
+    }
+
     /// The receiver subscribed to the sender's full layer, or stopped.
+    // The engine drops a choice when its subscription ends.
+    #[cfg(test)]
     pub(crate) fn set_subscribed(&mut self, now: Instant, subscribed: bool) {
         self.subscribed = subscribed;
         self.evaluate(now);
@@ -551,6 +589,33 @@ mod tests {
         l.set_subscribed(t0 + 11 * S, false);
         assert!(!l.pending_up(), "a pending upswitch is dropped");
         assert!(!l.handle_full_packet(t0 + 12 * S, true));
+    }
+
+    #[test]
+    fn a_started_subscription_is_a_trial_at_once_unless_the_link_is_known_short() {
+        let t0 = Instant::now();
+        // Nothing known: asked at once, judged from the initial estimate.
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.start(t0, true, 1_000_000);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        assert!(l.handle_full_packet(t0 + 100 * MS, true));
+        // Still catching up (app-limited, below the need): it stays.
+        l.handle_estimate(t0 + S, 1_200_000, true);
+        assert_eq!(l.layer(), Layer::Full);
+        // The receiver's REMB falls below where the trial began: down at once.
+        l.handle_estimate(t0 + 2 * S, 255_000, false);
+        assert_eq!(l.layer(), Layer::Thumbnail);
+        // Without frame marking the layer flows at once.
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.start(t0, false, 1_000_000);
+        assert_eq!(l.layer(), Layer::Full);
+        // A link known to be short is not tried.
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.handle_rates(t0, THUMB, FULL);
+        l.handle_estimate(t0, 300_000, false);
+        l.start(t0, true, 300_000);
+        assert!(events(&mut l).is_empty());
+        assert!(!l.pending_up());
     }
 
     #[test]

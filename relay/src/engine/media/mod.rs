@@ -3,12 +3,9 @@
 //! is unit-tested with plain values and simulated time. The engine holds one per
 //! session or stream where it needs it. See `docs/architecture.md`, "Adding a feature".
 
-#[allow(dead_code)] // wired into the engine by issue 11's integration
 mod clamp;
-#[allow(dead_code)] // wired into the engine by issue 11's integration
 mod estimate;
 mod keyframe;
-#[allow(dead_code)] // wired into the engine by issue 11's integration
 mod layers;
 #[allow(dead_code)] // `get` and the size getters serve its tests only so far
 mod retransmit;
@@ -16,12 +13,9 @@ mod sender_report;
 mod speaker;
 mod unwatched;
 
-#[allow(unused_imports)] // wired into the engine by issue 11's integration
-pub(crate) use clamp::{ClampConfig, ClampOutcome, RateClamp};
-#[allow(unused_imports)] // wired into the engine by issue 11's integration
-pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport};
+pub(crate) use clamp::{ClampConfig, RateClamp};
+pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMeter};
 pub(crate) use keyframe::{KeyframeConfig, KeyframeThrottle};
-#[allow(unused_imports)] // wired into the engine by issue 11's integration
 pub(crate) use layers::{Layer, LayerChoice, LayerConfig, LayerEvent};
 pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use sender_report::LastSenderReport;

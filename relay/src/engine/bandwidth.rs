@@ -1,0 +1,673 @@
+//! Bandwidth: what each receiver's downlink can take, which layers it gets, and how
+//! fast each sender's full layer may be — from the receivers' RTCP and what the relay
+//! forwards, never from a media byte.
+//!
+//! Where each part runs (the shard that owns its data):
+//!
+//! - **Stream rates** are measured where a sender's media arrives (the forwarding path
+//!   adds each packet's size to its stream's [`media::RateMeter`]) and announced to
+//!   every shard at most once per [`RATE_EVERY`] ([`PeerMsg::StreamRate`]). A rate not
+//!   renewed for [`RATE_STALE`] counts as 0: the stream stopped or was paused.
+//! - **A receiver's downlink** ([`Downlink`], on its home shard, where its SRTCP is
+//!   decrypted): its [`media::DownlinkEstimate`] is fed the blocks of its receiver
+//!   reports about streams it gets, its REMB, and what the relay sent it — the sum of
+//!   the rates of the streams it gets. One [`media::LayerChoice`] per full layer it
+//!   subscribes to decides thumbnail or full from the part of the estimate left for
+//!   that sender's video (the estimate less everything else it gets).
+//! - **Layer states** are announced by the receiver's home to every shard
+//!   ([`PeerMsg::LayerState`]); each shard keeps its fan-out lists by them. A receiver
+//!   switching up waits in the layer's `pending` list on the shard where the sender's
+//!   media arrives, and joins `receivers` at the first packet of the layer's next
+//!   keyframe (frame marking's S and I bits); that shard tells the receiver's home
+//!   ([`PeerMsg::KeyframeForwarded`]). Switching down is immediate. The thumbnail
+//!   flows throughout, so the receiver never has a gap.
+//! - **The rate clamp** of a full layer ([`Clamp`], on its sender's home): each viewer's
+//!   home reports what the viewer can take ([`PeerMsg::ViewerRate`], once per receiver
+//!   report); the clamp sends the sender a REMB for that layer at the lowest of them,
+//!   leaving out a viewer far below the median, which every shard learns
+//!   ([`PeerMsg::Demote`]) and whose layer choice moves it to the thumbnail.
+//!
+//! All of this runs on RTCP arrivals, announcements and timers; the forwarding path
+//! only adds to a rate meter (and, for a stream with receivers switching up, reads one
+//! header extension).
+
+use super::*;
+
+/// A rate not renewed for this long counts as 0 (the stream stopped or was paused).
+pub(super) const RATE_STALE: Duration = Duration::from_millis(1500);
+
+/// A viewer's reported rate is dropped from a clamp after this long without renewal.
+const VIEWER_STALE: Duration = Duration::from_millis(2500);
+
+/// A receiver's downlink: its estimate and its layer choices (on its home shard).
+pub(super) struct Downlink {
+    estimate: media::DownlinkEstimate,
+    /// One per full layer of another member it subscribes to.
+    choices: Vec<Choice>,
+    /// When what was sent was last counted into `estimate`.
+    fed: Option<Instant>,
+}
+
+struct Choice {
+    /// The full layer.
+    ssrc: Ssrc,
+    /// Its sender.
+    owner: SessionHandle,
+    layer: media::LayerChoice,
+}
+
+impl Downlink {
+    pub(super) fn new() -> Self {
+        Downlink {
+            estimate: media::DownlinkEstimate::new(media::EstimateConfig::default()),
+            choices: Vec::new(),
+            fed: None,
+        }
+    }
+
+    /// The soonest deadline of its layer choices.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.choices
+            .iter()
+            .filter_map(|c| c.layer.poll_timeout())
+            .min()
+    }
+}
+
+/// A full layer's rate clamp and what its viewers reported (on the sender's home).
+pub(super) struct Clamp {
+    clamp: media::RateClamp,
+    /// Viewers by their home shard and handle there: what each can take, and when it
+    /// said so.
+    viewers: Vec<(ShardId, SessionHandle, u64, Instant)>,
+}
+
+/// What a receiver report or REMB from a receiver says, for its estimate.
+pub(super) enum Feedback<'a> {
+    /// Report blocks (of an RR or SR).
+    Blocks(rtcp::ReportBlocks<'a>),
+    /// A REMB's bitrate.
+    Remb(u64),
+}
+
+/// One subscribed layer's figures for its layer choice.
+struct Inputs {
+    thumbnail_bps: u64,
+    full_bps: u64,
+    /// What the receiver gets of this sender's video now.
+    receiving_bps: u64,
+    demote_below: u64,
+}
+
+impl Engine {
+    /// Whether receivers of `sender`'s full layers wait for a keyframe (it marks frames
+    /// and layer choice is on).
+    pub(super) fn marked(&self, sender: &Session) -> bool {
+        self.cfg.layer_choice && sender.spec.extensions.frame_marking.is_some()
+    }
+
+    /// A stream's rate now: as last measured or announced, 0 if stale.
+    fn rate_of(st: &Stream, now: Instant) -> u64 {
+        match st.rate {
+            Some((bps, at)) if now.saturating_duration_since(at) < RATE_STALE => bps,
+            _ => 0,
+        }
+    }
+
+    /// The session named by its home shard and its handle there.
+    pub(super) fn by_home_key(&self, home: ShardId, key: SessionHandle) -> Option<SessionHandle> {
+        match home == self.cfg.shard {
+            true => self.homed_here(key),
+            false => self.by_home.get(&(home, key)).copied(),
+        }
+    }
+
+    /// A session's home shard and its handle there.
+    pub(super) fn home_key(&self, h: SessionHandle) -> Option<(ShardId, SessionHandle)> {
+        match self.sessions.get(h)?.home {
+            Home::Elsewhere(shard, key) => Some((shard, key)),
+            Home::Here(_) => Some((self.cfg.shard, h)),
+            Home::Unclaimed { .. } => None,
+        }
+    }
+
+    // ----- stream rates --------------------------------------------------------------
+
+    /// Another shard measured a stream's rate.
+    pub(super) fn handle_stream_rate(
+        &mut self,
+        now: Instant,
+        home: ShardId,
+        sender: SessionHandle,
+        ssrc: Ssrc,
+        bps: u64,
+    ) {
+        let Some(h) = self.by_home_key(home, sender) else {
+            return;
+        };
+        if let Some(st) = self
+            .sessions
+            .get_mut(h)
+            .and_then(|s| s.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+        {
+            st.rate = Some((bps, now));
+        }
+    }
+
+    // ----- layer states --------------------------------------------------------------
+
+    /// Records where receiver `r` is on full layer `ssrc` and edits the lists of the
+    /// senders routed here to match.
+    pub(super) fn set_layer_state(&mut self, r: SessionHandle, ssrc: Ssrc, state: LayerState) {
+        let Some(s) = self.sessions.get_mut(r) else {
+            return;
+        };
+        let old = s.receives();
+        match s.layers.iter_mut().find(|(l, _)| *l == ssrc) {
+            Some(entry) => entry.1 = state,
+            None => s.layers.push((ssrc, state)),
+        }
+        let new = s.receives();
+        let (conf, addr) = (s.conf, s.addr);
+        if let Some(addr) = addr {
+            self.fanout_edit(conf, r, addr, Some(&old), Some(&new));
+        }
+        if state != LayerState::Full {
+            self.forget_viewer(conf, r, ssrc);
+        }
+    }
+
+    /// Layer choice on `r`'s home (here) moved it on `ssrc`: recorded here and
+    /// announced to every other shard.
+    fn announce_layer(&mut self, r: SessionHandle, ssrc: Ssrc, state: LayerState) {
+        self.set_layer_state(r, ssrc, state);
+        let msg = PeerMsg::LayerState {
+            home: self.cfg.shard,
+            receiver: r,
+            ssrc,
+            state,
+        };
+        self.events.push_back(Event::Peer(PeerDest::All, msg));
+    }
+
+    /// Another shard announced a receiver's layer state.
+    pub(super) fn handle_layer_state(
+        &mut self,
+        home: ShardId,
+        receiver: SessionHandle,
+        ssrc: Ssrc,
+        state: LayerState,
+    ) {
+        if let Some(r) = self.by_home_key(home, receiver) {
+            self.set_layer_state(r, ssrc, state);
+        }
+    }
+
+    /// The forwarding path moved these receivers from a layer's `pending` list to its
+    /// `receivers` at a keyframe: their state here is `Full` (the lists already say
+    /// so), and their homes learn it.
+    pub(super) fn after_keyframes(&mut self, now: Instant) {
+        let mut switched = std::mem::take(&mut self.switched);
+        for &(r, ssrc) in &switched {
+            let Some(s) = self.sessions.get_mut(r) else {
+                continue;
+            };
+            match s.layers.iter_mut().find(|(l, _)| *l == ssrc) {
+                Some(entry) => entry.1 = LayerState::Full,
+                None => s.layers.push((ssrc, LayerState::Full)),
+            }
+            match s.home {
+                Home::Here(_) => self.keyframe_forwarded(now, r, ssrc),
+                Home::Elsewhere(shard, key) => {
+                    let msg = PeerMsg::KeyframeForwarded {
+                        receiver: key,
+                        ssrc,
+                    };
+                    self.events
+                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+                }
+                Home::Unclaimed { .. } => {}
+            }
+        }
+        switched.clear();
+        self.switched = switched;
+    }
+
+    /// Receiver `r` (homed here) got the first keyframe of full layer `ssrc` it was
+    /// switching up to: its layer choice completes the switch, and every shard learns
+    /// where it is now.
+    pub(super) fn keyframe_forwarded(&mut self, now: Instant, r: SessionHandle, ssrc: Ssrc) {
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        let state = match local.downlink.choices.iter_mut().find(|c| c.ssrc == ssrc) {
+            Some(c) => {
+                c.layer.handle_full_packet(now, true);
+                drain_events(&mut self.stats, &mut c.layer);
+                desired(&c.layer)
+            }
+            // No choice (layer choice off, or the subscription ended meanwhile).
+            None if self.cfg.layer_choice => LayerState::Thumbnail,
+            None => LayerState::Full,
+        };
+        self.announce_layer(r, ssrc, state);
+    }
+
+    // ----- the receiver's home: estimate and layer choice -----------------------------
+
+    /// Brings receiver `r`'s layer choices (if it is homed and connected here) in line
+    /// with the full layers it subscribes to: new ones start (see
+    /// `LayerChoice::start`), ended ones are dropped.
+    pub(super) fn sync_choices(&mut self, now: Instant, r: SessionHandle) {
+        if !self.cfg.layer_choice {
+            return;
+        }
+        let Some(rs) = self.sessions.get(r) else {
+            return;
+        };
+        if !rs.is_connected() || !matches!(rs.home, Home::Here(_)) {
+            return;
+        }
+        let Some(c) = self.conferences.get(rs.conf) else {
+            return;
+        };
+        // The full layers it subscribes to, their senders, whether they mark frames.
+        let mut wanted = Vec::new();
+        for &m in c.members.iter().filter(|&&m| m != r) {
+            let Some(ms) = self.sessions.get(m) else {
+                continue;
+            };
+            let marked = self.marked(ms);
+            for st in ms.streams.iter().filter(|st| st.spec.layer == Layer::Full) {
+                if rs.wants(&st.spec) {
+                    wanted.push((st.spec.ssrc, m, marked));
+                }
+            }
+        }
+        let layer_cfg = media::LayerConfig {
+            keyframe_interval: self.cfg.keyframe_interval,
+            probe_backoff: Some(self.cfg.layer_probe_backoff),
+            probe_backoff_max: self.cfg.layer_probe_backoff_max,
+            ..media::LayerConfig::default()
+        };
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        let d = &mut local.downlink;
+        d.choices
+            .retain(|c| wanted.iter().any(|&(s, m, _)| s == c.ssrc && m == c.owner));
+        let mut started = Vec::new();
+        for (ssrc, owner, marked) in wanted {
+            if d.choices.iter().all(|c| c.ssrc != ssrc) {
+                d.choices.push(Choice {
+                    ssrc,
+                    owner,
+                    layer: media::LayerChoice::new(layer_cfg),
+                });
+                started.push((ssrc, marked));
+            }
+        }
+        if started.is_empty() {
+            return;
+        }
+        // Their figures first, so that a link known to be short is not tried.
+        self.drive_choices(now, r, None);
+        let initial = media::EstimateConfig::default().initial_bps;
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        let d = &mut local.downlink;
+        let known = d.estimate.has_reports();
+        for (ssrc, marked) in started {
+            if let Some(c) = d.choices.iter_mut().find(|c| c.ssrc == ssrc) {
+                let from = match known {
+                    true => c.layer.available().unwrap_or(initial),
+                    false => initial,
+                };
+                c.layer.start(now, marked, from);
+            }
+        }
+        self.drive_choices(now, r, None);
+    }
+
+    /// Receiver `r` (homed here) reported on its downlink.
+    pub(super) fn downlink_feedback(&mut self, now: Instant, r: SessionHandle, fb: Feedback<'_>) {
+        if !self.cfg.layer_choice {
+            return;
+        }
+        match fb {
+            Feedback::Remb(bps) => {
+                self.stats.remb_received += 1;
+                self.feed_sent(now, r);
+                if let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) {
+                    local.downlink.estimate.handle_remb(now, bps);
+                }
+            }
+            Feedback::Blocks(blocks) => {
+                let Some(rs) = self.sessions.get(r) else {
+                    return;
+                };
+                let conf = rs.conf;
+                // Only blocks about streams it gets count (a report about its own
+                // streams, or a stranger's, says nothing of its downlink).
+                let mut reports = Vec::new();
+                for b in blocks {
+                    let Some(owner) = self.stream_owner(conf, b.ssrc) else {
+                        continue;
+                    };
+                    let Some(spec) = self
+                        .sessions
+                        .get(owner)
+                        .and_then(|o| o.stream(b.ssrc))
+                        .map(|st| st.spec)
+                    else {
+                        continue;
+                    };
+                    if owner == r || !rs.wants(&spec) {
+                        continue;
+                    }
+                    let clock = match spec.kind {
+                        MediaKind::Audio => 48_000,
+                        MediaKind::Video => 90_000,
+                    };
+                    reports.push(media::LossReport {
+                        ssrc: b.ssrc,
+                        fraction_lost: b.fraction_lost,
+                        highest_seq: b.highest_seq,
+                        jitter: Duration::from_micros(u64::from(b.jitter) * 1_000_000 / clock),
+                    });
+                }
+                if reports.is_empty() {
+                    return;
+                }
+                self.stats.report_blocks += reports.len() as u64;
+                self.feed_sent(now, r);
+                if let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) {
+                    local.downlink.estimate.handle_receiver_report(now, reports);
+                }
+            }
+        }
+        self.drive_choices(now, r, Some(now));
+    }
+
+    /// What the relay sends receiver `r` now: the sum of the rates of the streams it
+    /// gets, and per layer choice the figures of that sender's video.
+    fn receiving(&self, now: Instant, r: SessionHandle) -> Option<(u64, Vec<Inputs>)> {
+        let rs = self.sessions.get(r)?;
+        let Home::Here(local) = &rs.home else {
+            return None;
+        };
+        let c = self.conferences.get(rs.conf)?;
+        let mut total = 0u64;
+        for &m in c.members.iter().filter(|&&m| m != r) {
+            let Some(ms) = self.sessions.get(m) else {
+                continue;
+            };
+            let marked = self.marked(ms);
+            for st in &ms.streams {
+                if rs.slot(&st.spec, marked) == Some(Slot::Receivers) {
+                    total = total.saturating_add(Self::rate_of(st, now));
+                }
+            }
+        }
+        let inputs = local
+            .downlink
+            .choices
+            .iter()
+            .map(|ch| {
+                let owner = self.sessions.get(ch.owner);
+                let rate = |layer: Layer| {
+                    owner
+                        .and_then(|o| o.streams.iter().find(|st| st.spec.layer == layer))
+                        .map_or(0, |st| Self::rate_of(st, now))
+                };
+                let (thumbnail_bps, full_bps) = (rate(Layer::Thumbnail), rate(Layer::Full));
+                let full_st = owner.and_then(|o| o.stream(ch.ssrc));
+                let gets_full = full_st.is_some_and(|st| {
+                    rs.slot(&st.spec, owner.is_some_and(|o| self.marked(o)))
+                        == Some(Slot::Receivers)
+                });
+                Inputs {
+                    thumbnail_bps,
+                    full_bps,
+                    receiving_bps: thumbnail_bps + if gets_full { full_bps } else { 0 },
+                    demote_below: full_st.map_or(0, |st| st.demote_below),
+                }
+            })
+            .collect();
+        Some((total, inputs))
+    }
+
+    /// Counts what was sent receiver `r` since the last count into its estimate.
+    fn feed_sent(&mut self, now: Instant, r: SessionHandle) {
+        let Some((total, _)) = self.receiving(now, r) else {
+            return;
+        };
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        let d = &mut local.downlink;
+        if let Some(fed) = d.fed {
+            let dt = now.saturating_duration_since(fed);
+            let bytes = (total as f64 / 8.0 * dt.as_secs_f64()) as usize;
+            d.estimate.handle_sent(now, bytes);
+        }
+        d.fed = Some(now);
+    }
+
+    /// Runs receiver `r`'s layer choices on its current figures; announces the states
+    /// that changed, asks for keyframes, and — with `report` (after feedback) — tells
+    /// the clamps of the layers it views what it can take.
+    pub(super) fn drive_choices(
+        &mut self,
+        now: Instant,
+        r: SessionHandle,
+        report: Option<Instant>,
+    ) {
+        let Some((total, inputs)) = self.receiving(now, r) else {
+            return;
+        };
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        let d = &mut local.downlink;
+        let known = d.estimate.has_reports();
+        let estimate = d.estimate.estimate(now);
+        let limited = d.estimate.app_limited(now);
+        let mut asks = Vec::new();
+        let mut states = Vec::new();
+        let mut views = Vec::new();
+        for (c, i) in d.choices.iter_mut().zip(&inputs) {
+            // The estimate less everything else it gets.
+            let others = total.saturating_sub(i.receiving_bps);
+            let available = estimate.saturating_sub(others);
+            c.layer.handle_rates(now, i.thumbnail_bps, i.full_bps);
+            if known {
+                c.layer
+                    .set_demoted(now, i.demote_below > 0 && available < i.demote_below);
+                c.layer.handle_estimate(now, available, limited);
+            }
+            c.layer.handle_timeout(now);
+            // Keyframe requests are sent after the loop: the throttle needs `self`.
+            if drain_events(&mut self.stats, &mut c.layer) {
+                asks.push((c.owner, c.ssrc));
+            }
+            let state = desired(&c.layer);
+            states.push((c.ssrc, state));
+            // The budget left for this sender's video, less its thumbnail.
+            let can_take = available.saturating_sub(i.thumbnail_bps);
+            if known && report.is_some() && state == LayerState::Full {
+                views.push((c.owner, c.ssrc, can_take));
+            }
+        }
+        let me = self.cfg.shard;
+        for (ssrc, state) in states {
+            let now_at = self.sessions.get(r).and_then(|s| {
+                let owner = self.stream_owner(s.conf, ssrc)?;
+                let marked = self.marked(self.sessions.get(owner)?);
+                Some(layer_state(&s.layers, ssrc, marked))
+            });
+            if now_at.is_some_and(|st| st != state) {
+                self.announce_layer(r, ssrc, state);
+            }
+        }
+        for (owner, ssrc) in asks {
+            self.request_keyframe_from(now, owner, ssrc, KeyframeKind::Pli);
+        }
+        for (owner, ssrc, bps) in views {
+            match self.sessions.get(owner).map(|o| &o.home) {
+                Some(Home::Here(_)) => self.viewer_rate(now, owner, ssrc, me, r, bps),
+                Some(&Home::Elsewhere(shard, key)) => {
+                    let msg = PeerMsg::ViewerRate {
+                        owner: key,
+                        ssrc,
+                        home: me,
+                        viewer: r,
+                        bps,
+                    };
+                    self.events
+                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+                }
+                _ => {}
+            }
+        }
+        self.schedule(r);
+    }
+
+    // ----- the sender's home: rate clamp ----------------------------------------------
+
+    /// A viewer of `owner`'s full layer `ssrc` (homed here) can take `bps`: the clamp
+    /// updates, sends the sender a REMB when due, and announces a changed demotion
+    /// bound.
+    pub(super) fn viewer_rate(
+        &mut self,
+        now: Instant,
+        owner: SessionHandle,
+        ssrc: Ssrc,
+        home: ShardId,
+        viewer: SessionHandle,
+        bps: u64,
+    ) {
+        let demote_below = self.cfg.clamp_demote_below;
+        let Some(st) = self
+            .sessions
+            .get_mut(owner)
+            .filter(|o| matches!(o.home, Home::Here(_)))
+            .and_then(|o| o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+            .filter(|st| st.spec.layer == Layer::Full)
+        else {
+            return;
+        };
+        let c = st.clamp.get_or_insert_with(|| {
+            Box::new(Clamp {
+                clamp: media::RateClamp::new(media::ClampConfig {
+                    demote_below,
+                    ..media::ClampConfig::default()
+                }),
+                viewers: Vec::new(),
+            })
+        });
+        c.viewers
+            .retain(|v| now.saturating_duration_since(v.3) < VIEWER_STALE);
+        match c.viewers.iter_mut().find(|v| (v.0, v.1) == (home, viewer)) {
+            Some(v) => (v.2, v.3) = (bps, now),
+            None => c.viewers.push((home, viewer, bps, now)),
+        }
+        let out = c.clamp.update(now, c.viewers.iter().map(|v| v.2));
+        let old = st.demote_below;
+        let changed = (old == 0) != (out.demote_below_bps == 0)
+            || out.demote_below_bps.abs_diff(old) * 10 > old;
+        if changed {
+            st.demote_below = out.demote_below_bps;
+            let msg = PeerMsg::Demote {
+                home: self.cfg.shard,
+                sender: owner,
+                ssrc,
+                below_bps: out.demote_below_bps,
+            };
+            self.events.push_back(Event::Peer(PeerDest::All, msg));
+        }
+        if let Some(bps) = out.send_bps {
+            let mut out = [0u8; 24];
+            if let Ok(n) = rtcp::write_remb(&mut out, self.cfg.relay_ssrc, bps, &[ssrc]) {
+                self.stats.remb_sent += 1;
+                self.send_rtcp_to(owner, out.get(..n).unwrap_or_default());
+            }
+        }
+    }
+
+    /// The sender's home announced a new demotion bound for its full layer `ssrc`.
+    pub(super) fn handle_demote(
+        &mut self,
+        home: ShardId,
+        sender: SessionHandle,
+        ssrc: Ssrc,
+        below_bps: u64,
+    ) {
+        let Some(h) = self.by_home_key(home, sender) else {
+            return;
+        };
+        if let Some(st) = self
+            .sessions
+            .get_mut(h)
+            .and_then(|s| s.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+        {
+            st.demote_below = below_bps;
+        }
+    }
+
+    /// Receiver `r` no longer views full layer `ssrc`: if the layer's sender is homed
+    /// here, its clamp stops counting it.
+    fn forget_viewer(&mut self, conf: ConfHandle, r: SessionHandle, ssrc: Ssrc) {
+        let Some((home, key)) = self.home_key(r) else {
+            return;
+        };
+        let Some(owner) = self.stream_owner(conf, ssrc) else {
+            return;
+        };
+        if let Some(c) = self
+            .sessions
+            .get_mut(owner)
+            .filter(|o| matches!(o.home, Home::Here(_)))
+            .and_then(|o| o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+            .and_then(|st| st.clamp.as_mut())
+        {
+            c.viewers.retain(|v| (v.0, v.1) != (home, key));
+        }
+    }
+}
+
+/// The layer state a layer choice wants.
+fn desired(layer: &media::LayerChoice) -> LayerState {
+    match (layer.layer(), layer.pending_up()) {
+        (media::Layer::Full, _) => LayerState::Full,
+        (_, true) => LayerState::AwaitKeyframe,
+        _ => LayerState::Thumbnail,
+    }
+}
+
+/// Takes a layer choice's events: counts its switches, and says whether it asked for
+/// a keyframe.
+fn drain_events(stats: &mut EngineStats, layer: &mut media::LayerChoice) -> bool {
+    let mut ask = false;
+    while let Some(e) = layer.poll_event() {
+        match e {
+            media::LayerEvent::RequestKeyframe => ask = true,
+            media::LayerEvent::Switched(media::Layer::Full) => stats.layer_switches_up += 1,
+            media::LayerEvent::Switched(media::Layer::Thumbnail) => stats.layer_switches_down += 1,
+        }
+    }
+    ask
+}
+
+/// The state of full layer `ssrc` in `layers`, or its default (see `slot`).
+pub(super) fn layer_state(layers: &[(Ssrc, LayerState)], ssrc: Ssrc, marked: bool) -> LayerState {
+    layers
+        .iter()
+        .find(|(s, _)| *s == ssrc)
+        .map(|&(_, st)| st)
+        .unwrap_or(match marked {
+            true => LayerState::AwaitKeyframe,
+            false => LayerState::Full,
+        })
+}
