@@ -80,6 +80,7 @@ mod rng;
 pub mod sdp;
 pub mod source;
 pub mod table;
+pub mod timeline;
 pub mod udp;
 
 pub use error::{DropReason, FailReason, ParticipantError};

@@ -73,8 +73,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use blindfold_client::timeline::Timeline;
 use blindfold_client::{
-    Event as PEvent, IceCredentials, MediaPacket, OwnSsrcs, Participant, ParticipantConfig,
+    Driver, Event as PEvent, IceCredentials, MediaPacket, OwnSsrcs, Participant, ParticipantConfig,
     SenderId,
 };
 use blindfold_relay::control::rules;
@@ -148,6 +149,8 @@ pub struct Member {
     pub uplink: Link,
     /// The relay's path to it.
     pub downlink: Link,
+    /// What its video decoders would show (`None`: not kept; set it to keep one).
+    pub timeline: Option<Timeline>,
 }
 
 /// A media packet a member decrypted, and when.
@@ -274,7 +277,40 @@ pub struct Sim {
     seed: u64,
     in_flight: BinaryHeap<Reverse<InFlight>>,
     next_seq: u64,
+    /// The header-extension ids members negotiate from their join on (by default only
+    /// the audio level, [`AUDIO_LEVEL_EXT`]).
+    pub extmap: ExtmapIds,
 }
+
+/// A member sending its [`Driver`]'s synthetic media in [`Sim::run_sending`].
+pub struct Sending {
+    /// The member.
+    pub member: usize,
+    /// Its sources.
+    pub driver: Driver,
+    /// How many of the member's events the driver has seen.
+    seen: usize,
+}
+
+impl Sending {
+    /// Member `member` sends with `driver`.
+    pub fn new(member: usize, driver: Driver) -> Self {
+        Sending {
+            member,
+            driver,
+            seen: 0,
+        }
+    }
+}
+
+/// The extension ids a member negotiates for everything the relay reads: audio level
+/// 1, frame marking 2, abs-send-time 3 (no transport-wide cc).
+pub const FULL_EXTMAP: ExtmapIds = ExtmapIds {
+    audio_level: Some(AUDIO_LEVEL_EXT),
+    frame_marking: Some(ExtId(2)),
+    abs_send_time: Some(ExtId(3)),
+    transport_cc: None,
+};
 
 impl Sim {
     /// A relay with `workers` shards and no participants; links draw their randomness
@@ -285,6 +321,11 @@ impl Sim {
 
     /// Like [`Sim::new`], with the links' randomness (jitter, loss) drawn from `seed`.
     pub fn with_seed(workers: u16, seed: u64) -> Self {
+        Sim::with_config(workers, seed, |_| {})
+    }
+
+    /// Like [`Sim::with_seed`], with each shard's engine settings changed by `set`.
+    pub fn with_config(workers: u16, seed: u64, set: impl Fn(&mut EngineConfig)) -> Self {
         let s = shared();
         let now = Instant::now();
         let shards = (0..workers)
@@ -292,6 +333,7 @@ impl Sim {
                 let mut cfg =
                     EngineConfig::new(ShardId(i), s.relay_cert.clone(), s.relay_dtls.clone());
                 cfg.shards = workers;
+                set(&mut cfg);
                 Engine::new(cfg)
             })
             .collect();
@@ -309,6 +351,10 @@ impl Sim {
             seed,
             in_flight: BinaryHeap::new(),
             next_seq: 0,
+            extmap: ExtmapIds {
+                audio_level: Some(AUDIO_LEVEL_EXT),
+                ..ExtmapIds::default()
+            },
         }
     }
 
@@ -346,11 +392,9 @@ impl Sim {
                 stream(ssrcs.thumbnail, StreamKind::Video, Layer::Thumbnail),
                 stream(ssrcs.full, StreamKind::Video, Layer::Full),
             ],
-            // As signaling puts a client's `a=extmap` for RFC 6464 (`send_audio_level`).
-            extmap: ExtmapIds {
-                audio_level: Some(AUDIO_LEVEL_EXT),
-                ..ExtmapIds::default()
-            },
+            // As signaling puts a client's `a=extmap` (by default RFC 6464's only, for
+            // `send_audio_level`).
+            extmap: self.extmap,
         };
         self.command_all(rules::upsert_session(&spec));
         let profile = SrtpProfile::AeadAes128Gcm;
@@ -386,8 +430,29 @@ impl Sim {
             media_log: Vec::new(),
             uplink: Link::new(net::link_seed(self.seed, idx, 0)),
             downlink: Link::new(net::link_seed(self.seed, idx, 1)),
+            timeline: None,
         });
         idx
+    }
+
+    /// Runs for `ms` with `senders` sending: every 5 ms each driver sends what is due,
+    /// and gets the events its participant reported since (keyframe requests, PAUSE and
+    /// RESUME, REMB and TMMBR).
+    pub fn run_sending(&mut self, senders: &mut [Sending], ms: u64) {
+        let end = self.now + Duration::from_millis(ms);
+        while self.now < end {
+            let now = self.now;
+            for s in senders.iter_mut() {
+                let m = &mut self.members[s.member];
+                for e in &m.events[s.seen.min(m.events.len())..] {
+                    s.driver.handle_event(e);
+                }
+                s.seen = m.events.len();
+                // A refused packet is lost, as on a real socket.
+                let _ = s.driver.drive(&mut m.p, now);
+            }
+            self.run_for_ms(5);
+        }
     }
 
     /// The member at `idx`.
@@ -605,6 +670,9 @@ impl Sim {
                 while let Some(e) = self.members[i].p.poll_event() {
                     let m = &mut self.members[i];
                     if let PEvent::Media(media) = &e {
+                        if let Some(t) = &mut m.timeline {
+                            t.handle_media(self.now, media);
+                        }
                         m.media_log.push(MediaArrival {
                             at: self.now,
                             sender: media.sender,
