@@ -190,6 +190,10 @@ fn run(config: &Config) -> Result<(), Fatal> {
         engine_cfg.keyframe_max_per_second = config.keyframe_max_per_second;
         engine_cfg.shards = workers as u16;
         engine_cfg.speaker_hold = config.speaker_hold;
+        engine_cfg.layer_choice = config.layer_choice;
+        engine_cfg.layer_probe_backoff = config.layer_probe;
+        engine_cfg.layer_probe_backoff_max = config.layer_probe_max;
+        engine_cfg.clamp_demote_below = f64::from(config.clamp_demote_below_percent) / 100.0;
         let worker = Worker::new(WorkerParts {
             index: i,
             engine: Engine::new(engine_cfg),

@@ -528,7 +528,7 @@ pub struct EngineStats {
     /// Packets receivers NACKed that were asked of the sender within the interval
     /// already (or that could not be resent: the transmit queue was full).
     pub nack_suppressed: u64,
-    /// RTCP packets of a kind not acted on yet (REMB, TMMBR, transport-cc, PAUSE-RESUME,
+    /// RTCP packets of a kind not acted on (TMMBR, TMMBN, transport-cc, PAUSE-RESUME replies,
     /// ...) and NACKs for audio.
     pub rtcp_ignored: u64,
     /// RTCP packets (inside accepted compounds) dropped, by [`RtcpDrop::index`].
@@ -684,7 +684,7 @@ impl EngineStats {
             (
                 "blindfold_rtcp_packets_ignored_total",
                 "",
-                "RTCP packets of a kind not acted on yet.",
+                "RTCP packets of a kind not acted on.",
                 self.rtcp_ignored,
             ),
             (

@@ -19,6 +19,10 @@
 //! | `keyframe_interval_ms` | `--keyframe-interval-ms` | 300 (one keyframe request per stream per interval) |
 //! | `keyframe_max_per_second` | `--keyframe-max-per-second` | 2 (and at most this many in any second; 1 to 8) |
 //! | `speaker_hold_ms` | `--speaker-hold-ms` | 1000 (no active-speaker switch within this long of the last) |
+//! | `layer_choice` | `--layer-choice` | `true` (full layers only while a receiver's downlink allows; REMB to senders) |
+//! | `layer_probe_ms` | `--layer-probe-ms` | 4000 (wait after a failed trial of a full layer; doubles per failure) |
+//! | `layer_probe_max_ms` | `--layer-probe-max-ms` | 32000 (the longest wait between trials) |
+//! | `clamp_demote_below_percent` | `--clamp-demote-below-percent` | 50 (a viewer below this % of the median viewer gets the thumbnail instead of clamping the layer; 0 to 100) |
 //!
 //! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing
 //! connection on the host never takes it, above the privileged ports, and it is the port
@@ -63,6 +67,12 @@ pub const DEFAULT_KEYFRAME_INTERVAL_MS: u64 = 300;
 pub const DEFAULT_KEYFRAME_MAX_PER_SECOND: u32 = 2;
 /// Default milliseconds after an active-speaker switch before the next may happen.
 pub const DEFAULT_SPEAKER_HOLD_MS: u64 = 1000;
+/// Default first wait after a failed trial of a full layer, milliseconds.
+pub const DEFAULT_LAYER_PROBE_MS: u64 = 4000;
+/// Default longest wait between trials, milliseconds.
+pub const DEFAULT_LAYER_PROBE_MAX_MS: u64 = 32_000;
+/// Default demotion bound of the rate clamp, percent of the median viewer.
+pub const DEFAULT_CLAMP_DEMOTE_BELOW_PERCENT: u8 = 50;
 /// The default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/blindfold/relay.sock";
 /// The default silence, in seconds, that ends a session (RFC 7675's consent timeout).
@@ -169,6 +179,22 @@ pub struct Args {
     /// time a challenger qualifies).
     #[arg(long, value_name = "MS")]
     pub speaker_hold_ms: Option<u64>,
+    /// Layer choice and rate clamping: a receiver gets a full layer it subscribes to
+    /// only while its downlink allows, and senders get REMB (false: every subscriber
+    /// gets every subscribed layer).
+    #[arg(long, value_name = "BOOL")]
+    pub layer_choice: Option<bool>,
+    /// Milliseconds to wait after a failed trial of a full layer before the next (it
+    /// doubles per failure).
+    #[arg(long, value_name = "MS")]
+    pub layer_probe_ms: Option<NonZeroU64>,
+    /// The longest wait between trials, milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub layer_probe_max_ms: Option<NonZeroU64>,
+    /// A viewer whose downlink is below this percentage of the median viewer's gets
+    /// the thumbnail instead of clamping the sender's full layer to it (0 to 100).
+    #[arg(long, value_name = "PERCENT")]
+    pub clamp_demote_below_percent: Option<u8>,
 }
 
 /// The TOML file: every key optional, unknown keys rejected.
@@ -193,6 +219,10 @@ struct FileConfig {
     keyframe_interval_ms: Option<NonZeroU64>,
     keyframe_max_per_second: Option<u32>,
     speaker_hold_ms: Option<u64>,
+    layer_choice: Option<bool>,
+    layer_probe_ms: Option<NonZeroU64>,
+    layer_probe_max_ms: Option<NonZeroU64>,
+    clamp_demote_below_percent: Option<u8>,
 }
 
 /// The DTLS certificate and key files.
@@ -242,6 +272,14 @@ pub struct Config {
     pub keyframe_max_per_second: u32,
     /// No active-speaker switch within this long of the last one.
     pub speaker_hold: Duration,
+    /// Layer choice and rate clamping on.
+    pub layer_choice: bool,
+    /// First wait after a failed trial of a full layer.
+    pub layer_probe: Duration,
+    /// Longest wait between trials.
+    pub layer_probe_max: Duration,
+    /// Demotion bound of the rate clamp, percent of the median viewer (0 to 100).
+    pub clamp_demote_below_percent: u8,
 }
 
 /// Why the configuration was rejected. Each names the key at fault.
@@ -288,6 +326,12 @@ pub enum ConfigError {
     BadMetricsAddress {
         /// The value given.
         value: String,
+    },
+    /// `clamp_demote_below_percent` is above 100.
+    #[error("`clamp_demote_below_percent` is {value}; it must be 0 to 100")]
+    BadDemotePercent {
+        /// The value given.
+        value: u8,
     },
     /// `keyframe_max_per_second` is outside 1..=8.
     #[error("`keyframe_max_per_second` is {value}; it must be 1 to 8")]
@@ -415,6 +459,15 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
             value: keyframe_max_per_second,
         });
     }
+    let clamp_demote_below_percent = args
+        .clamp_demote_below_percent
+        .or(file.clamp_demote_below_percent)
+        .unwrap_or(DEFAULT_CLAMP_DEMOTE_BELOW_PERCENT);
+    if clamp_demote_below_percent > 100 {
+        return Err(ConfigError::BadDemotePercent {
+            value: clamp_demote_below_percent,
+        });
+    }
     Ok(Config {
         listen,
         public,
@@ -464,6 +517,18 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 .or(file.speaker_hold_ms)
                 .unwrap_or(DEFAULT_SPEAKER_HOLD_MS),
         ),
+        layer_choice: args.layer_choice.or(file.layer_choice).unwrap_or(true),
+        layer_probe: Duration::from_millis(
+            args.layer_probe_ms
+                .or(file.layer_probe_ms)
+                .map_or(DEFAULT_LAYER_PROBE_MS, NonZeroU64::get),
+        ),
+        layer_probe_max: Duration::from_millis(
+            args.layer_probe_max_ms
+                .or(file.layer_probe_max_ms)
+                .map_or(DEFAULT_LAYER_PROBE_MAX_MS, NonZeroU64::get),
+        ),
+        clamp_demote_below_percent,
     })
 }
 
@@ -494,6 +559,22 @@ mod tests {
         assert_eq!(c.keyframe_interval, Duration::from_millis(300));
         assert_eq!(c.keyframe_max_per_second, 2);
         assert_eq!(c.speaker_hold, Duration::from_secs(1));
+        assert!(c.layer_choice);
+        assert_eq!(c.layer_probe, Duration::from_secs(4));
+        assert_eq!(c.layer_probe_max, Duration::from_secs(32));
+        assert_eq!(c.clamp_demote_below_percent, 50);
+        let e = load(&[
+            "--public",
+            "203.0.113.7:1",
+            "--clamp-demote-below-percent",
+            "101",
+        ]);
+        assert!(matches!(
+            e,
+            Err(ConfigError::BadDemotePercent { value: 101 })
+        ));
+        let c = load(&["--public", "203.0.113.7:1", "--layer-choice", "false"]).unwrap();
+        assert!(!c.layer_choice);
     }
 
     #[test]
