@@ -2,6 +2,9 @@
 //! demux, address lookup, header view, SSRC check, fan-out list — with no syscalls.
 //! The call is real: participants went through ICE and DTLS in the simulator first.
 //!
+//! The same path with every media feature on against the plain path, in one run
+//! (`engine_forward_features`).
+//!
 //! Also the control path that membership changes cost: the 100th member of a
 //! conference connecting (homed on another shard, so only the fan-out tables of this
 //! shard change) and disconnecting, and a member switching its full-resolution
@@ -11,11 +14,12 @@
 
 use std::hint::black_box;
 
+use blindfold_relay::control::ExtmapIds;
 use blindfold_relay::engine::{
     Command, FullSet, Handled, PeerMsg, SessionHandle, SessionName, ShardId,
 };
 use blindfold_relay::id::Pt;
-use blindfold_tests::Sim;
+use blindfold_tests::{FULL_EXTMAP, Sim};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A connected call on one shard: a sender (its index is returned) and `receivers`.
@@ -101,6 +105,71 @@ fn forward(c: &mut Criterion) {
     g.finish();
 }
 
+/// The forwarding path with every media feature on against the plain path, in one run:
+/// "plain" is the relay with layer choice off, no retransmission caches and no header
+/// extensions negotiated (no audio level read, no frame marking); "all" is the default
+/// relay with every extension negotiated — the audio level read and judged, each video
+/// packet copied into its cache, each packet counted into its stream's rate meter, and
+/// layer choice running for subscribed receivers; "all_but_cache" is "all" without the
+/// retransmission caches (the one feature that copies a packet). Per iteration: one
+/// audio packet (a speech level) and one 1000-byte thumbnail packet, to 10 receivers.
+fn features(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine_forward_features");
+    g.throughput(Throughput::Elements(2));
+    for (name, all, cache) in [
+        ("plain", false, false),
+        ("all_but_cache", true, false),
+        ("all", true, true),
+    ] {
+        let mut sim = Sim::with_config(1, 0, |cfg| {
+            if !all {
+                cfg.layer_choice = false;
+            }
+            if !cache {
+                cfg.retransmit_full_bytes = 0;
+                cfg.retransmit_thumbnail_bytes = 0;
+            }
+        });
+        sim.extmap = match all {
+            true => FULL_EXTMAP,
+            false => ExtmapIds::default(),
+        };
+        let sender = sim.join("sender", "conf");
+        for i in 0..10 {
+            let r = sim.join(&format!("r{i}"), "conf");
+            if all {
+                sim.subscribe(r, blindfold_relay::control::FullSet::All);
+            }
+        }
+        sim.run_until_connected();
+        sim.send_audio_level(sender, 30, true, &[0x55; 160]);
+        let mut audio = sim.member(sender).sent.last().unwrap().clone();
+        let thumb = sim.member(sender).ssrcs().thumbnail;
+        sim.send(sender, thumb, Pt(96), &[0x55; 1000]);
+        let mut video = sim.member(sender).sent.last().unwrap().clone();
+        let from = sim.member(sender).addr;
+        let now = sim.now;
+        let engine = &mut sim.shards[0];
+        let mut seq = 0u16;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                video[2..4].copy_from_slice(&seq.to_be_bytes());
+                for packet in [&mut audio, &mut video] {
+                    match engine.handle_datagram(now, from, black_box(packet)) {
+                        Handled::Forward(dests) => {
+                            assert_eq!(dests.len(), 10);
+                            black_box(dests.as_ptr());
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 /// A conference of 99 connected members on one shard, and a 100th that is configured.
 fn conference_of_99() -> (Sim, usize) {
     let mut sim = Sim::new(1);
@@ -163,5 +232,5 @@ fn membership(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forward, membership);
+criterion_group!(benches, forward, features, membership);
 criterion_main!(benches);

@@ -306,6 +306,9 @@ pub(crate) struct RateMeter {
     newest: u64,
     /// When the first byte was counted, in ns since `epoch`.
     first_ns: Option<u64>,
+    /// When the newest bucket ends: until then a count only adds to it (the forwarding
+    /// path counts every packet; this keeps that to one comparison and one addition).
+    newest_end: Option<Instant>,
 }
 
 impl RateMeter {
@@ -318,6 +321,7 @@ impl RateMeter {
             epoch: None,
             newest: 0,
             first_ns: None,
+            newest_end: None,
         }
     }
 
@@ -332,6 +336,11 @@ impl RateMeter {
 
     /// Counts `n` bytes at `now`.
     pub(crate) fn add(&mut self, now: Instant, n: u64) {
+        if self.newest_end.is_some_and(|end| now < end) {
+            let i = (self.newest % SENT_BUCKETS as u64) as usize;
+            self.bytes[i] = self.bytes[i].saturating_add(n);
+            return;
+        }
         self.epoch.get_or_insert(now);
         let ns = self.ns(now);
         self.first_ns.get_or_insert(ns);
@@ -345,6 +354,10 @@ impl RateMeter {
         }
         let i = (b % SENT_BUCKETS as u64) as usize;
         self.bytes[i] = self.bytes[i].saturating_add(n);
+        self.newest_end = self.epoch.and_then(|e| {
+            let end_ns = (self.newest + 1).checked_mul(self.bucket_ns)?;
+            e.checked_add(Duration::from_nanos(end_ns))
+        });
     }
 
     /// Bits per second over the window ending at `now`.
