@@ -7,7 +7,8 @@
 //! media is only ever forwarded to addresses of connected sessions, never back to its
 //! sender, the incrementally kept fan-out lists equal lists computed from scratch
 //! (another shard's connect and disconnect messages make receivers of the sessions this
-//! shard validated), and nothing panics.
+//! shard validated; its layer states and bandwidth messages move them between a full
+//! layer's lists), and nothing panics.
 #![allow(clippy::disallowed_methods)] // one base instant; the run itself is simulated
 
 use std::net::SocketAddr;
@@ -57,9 +58,11 @@ fn spec(i: usize) -> SessionRule {
                 layer: Layer::Full,
             },
         ],
-        // Audio levels are read (active speaker): raw datagrams reach that reader.
+        // Audio levels are read (active speaker) and frame marking (receivers switching
+        // up wait for a keyframe): raw datagrams reach both readers.
         extensions: ExtensionIds {
             audio_level: Some(crate::id::ExtId(1)),
+            frame_marking: Some(crate::id::ExtId(2)),
             ..ExtensionIds::default()
         },
     }
@@ -145,6 +148,58 @@ pub(crate) fn run(data: &[u8]) {
                     level: action,
                 }),
             ),
+            10 => {
+                // Another shard's layer state for any receiver and full layer.
+                let state = match action >> 6 {
+                    0 => LayerState::Thumbnail,
+                    1 => LayerState::AwaitKeyframe,
+                    _ => LayerState::Full,
+                };
+                let msg = PeerMsg::LayerState {
+                    home: ShardId(u16::from(action >> 7)),
+                    receiver: SessionHandle {
+                        slot: u32::from((action >> 4) & 3),
+                        incarnation: 0,
+                    },
+                    ssrc: spec(who).streams[1].ssrc,
+                    state,
+                };
+                e.handle_command(now, Command::Peer(msg));
+            }
+            11 => {
+                // Bandwidth messages naming any handle, with any figures.
+                let handle = SessionHandle {
+                    slot: u32::from((action >> 4) & 3),
+                    incarnation: 0,
+                };
+                let (ssrc, bps) = (spec(who).streams[1].ssrc, u64::from(action) << 14);
+                let msg = match action >> 6 {
+                    0 => PeerMsg::KeyframeForwarded {
+                        receiver: handle,
+                        ssrc,
+                    },
+                    1 => PeerMsg::ViewerRate {
+                        owner: handle,
+                        ssrc,
+                        home: ShardId(1),
+                        viewer: handle,
+                        bps,
+                    },
+                    2 => PeerMsg::Demote {
+                        home: ShardId(1),
+                        sender: handle,
+                        ssrc,
+                        below_bps: bps,
+                    },
+                    _ => PeerMsg::StreamRate {
+                        home: ShardId(1),
+                        sender: handle,
+                        ssrc,
+                        bps,
+                    },
+                };
+                e.handle_command(now, Command::Peer(msg));
+            }
             8 => e.handle_command(
                 now,
                 Command::SetSubscription {
