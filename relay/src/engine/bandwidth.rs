@@ -558,6 +558,12 @@ impl Engine {
         else {
             return;
         };
+        // Viewers count in the median at no more than the layer's rate (see
+        // `RateClamp::update_capped`).
+        let rate = match Self::rate_of(st, now) {
+            0 => u64::MAX,
+            r => r,
+        };
         let c = st.clamp.get_or_insert_with(|| {
             Box::new(Clamp {
                 clamp: media::RateClamp::new(media::ClampConfig {
@@ -573,7 +579,9 @@ impl Engine {
             Some(v) => (v.2, v.3) = (bps, now),
             None => c.viewers.push((home, viewer, bps, now)),
         }
-        let out = c.clamp.update(now, c.viewers.iter().map(|v| v.2));
+        let out = c
+            .clamp
+            .update_capped(now, c.viewers.iter().map(|v| v.2), rate);
         let old = st.demote_below;
         let changed = (old == 0) != (out.demote_below_bps == 0)
             || out.demote_below_bps.abs_diff(old) * 10 > old;

@@ -104,7 +104,31 @@ impl RateClamp {
     /// The estimates (bits per second) of the receivers currently viewing the stream,
     /// at `now`: what to send the sender, and who to demote. With no viewers (or none
     /// with an estimate) nothing is sent and the filter starts afresh next time.
+    // The engine caps the median (`update_capped`); the machine's own rules are tested
+    // uncapped.
+    #[cfg(test)]
     pub(crate) fn update<I>(&mut self, now: Instant, viewers: I) -> ClampOutcome
+    where
+        I: IntoIterator<Item = u64>,
+        I::IntoIter: Clone,
+    {
+        self.update_capped(now, viewers, u64::MAX)
+    }
+
+    /// [`Self::update`], with each viewer counted at no more than `median_cap` in the
+    /// median (the minimum takes them as they are).
+    ///
+    /// The engine caps at the layer's current rate: a viewer's estimate is bounded by
+    /// 1.5× what it was sent, so viewers with room to spare would otherwise put the
+    /// median at 1.5× the layer's rate, and "half the median" would demote a viewer
+    /// that can take three quarters of it. Capped, a viewer is demoted when it can take
+    /// less than half of what the others are being sent.
+    pub(crate) fn update_capped<I>(
+        &mut self,
+        now: Instant,
+        viewers: I,
+        median_cap: u64,
+    ) -> ClampOutcome
     where
         I: IntoIterator<Item = u64>,
         I::IntoIter: Clone,
@@ -123,14 +147,15 @@ impl RateClamp {
             if n == self.scratch.len() {
                 break;
             }
-            self.scratch[n] = v;
+            self.scratch[n] = v.min(median_cap.max(1));
             n += 1;
         }
         let demote_below_bps = match median(&mut self.scratch[..n]) {
             Some(m) if n > 1 => (m * self.cfg.demote_below.clamp(0.0, 1.0)) as u64,
             _ => 0,
         };
-        // Not empty: the median is at least its lowest, above any demotion bound.
+        // Not empty: the viewer at the median is at least its (capped) value, above any
+        // demotion bound.
         let lowest = viewers
             .filter(|&v| v >= demote_below_bps)
             .min()
@@ -196,6 +221,34 @@ fn median(v: &mut [u64]) -> Option<f64> {
     }
     let below = lower.iter().copied().max().unwrap_or(mid);
     Some((below as f64 + mid as f64) / 2.0)
+}
+
+#[cfg(test)]
+mod capped_tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+
+    #[test]
+    fn a_capped_median_demotes_only_below_half_of_what_is_sent() {
+        let t0 = Instant::now();
+        // Two viewers with room (their estimates 1.5× the layer's 1.5 Mbit/s) and one
+        // that can take 1.0 Mbit/s: uncapped, the bound is 1.125 Mbit/s and it is
+        // demoted; capped at the layer's rate, the bound is 750 kbit/s and it is
+        // followed.
+        let viewers = [2_250_000u64, 2_250_000, 1_000_000];
+        let mut c = RateClamp::new(ClampConfig::default());
+        let out = c.update(t0, viewers);
+        assert_eq!(out.demote_below_bps, 1_125_000);
+        assert_eq!(out.send_bps, Some(2_250_000));
+        let mut c = RateClamp::new(ClampConfig::default());
+        let out = c.update_capped(t0, viewers, 1_500_000);
+        assert_eq!(out.demote_below_bps, 750_000);
+        assert_eq!(out.send_bps, Some(1_000_000));
+        // One that can take 600 kbit/s is still demoted.
+        let mut c = RateClamp::new(ClampConfig::default());
+        let out = c.update_capped(t0, [2_250_000, 2_250_000, 600_000], 1_500_000);
+        assert_eq!(out.send_bps, Some(2_250_000));
+    }
 }
 
 #[cfg(test)]
