@@ -3,13 +3,13 @@
 //! link delivered, and what the sender was asked to send.
 #![allow(clippy::disallowed_methods)] // no clock: the simulator's instant is the epoch
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use blindfold_client::timeline::Timeline;
-use blindfold_client::{Driver, SenderId, VideoLayer};
+use blindfold_client::{Driver, Event as PEvent, SenderId, VideoLayer};
 use blindfold_relay::control::FullSet;
-use blindfold_relay::id::ExtId;
-use blindfold_tests::{FULL_EXTMAP, Sending, Sim};
+use blindfold_relay::id::{ExtId, Ssrc};
+use blindfold_tests::{FULL_EXTMAP, LinkConfig, Sending, Sim};
 
 const FRAME_MARKING: ExtId = ExtId(2);
 
@@ -115,4 +115,221 @@ fn switches_start_at_a_keyframe_and_the_picture_never_stops() {
     );
     let ups: u64 = sim.shards.iter().map(|e| e.stats().layer_switches_up).sum();
     assert_eq!(ups, 1 + 3, "carol's switch up and bob's three");
+}
+
+/// The sequence numbers of `sender`'s audio that `idx` decrypted between `from` and
+/// `to`, and how many are missing between the first and the last.
+fn audio_gaps(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant) -> (usize, u64) {
+    let audio = sim.member(sender).ssrcs().audio;
+    let seqs: Vec<u64> = sim
+        .member(idx)
+        .media_log
+        .iter()
+        .filter(|m| m.ssrc == audio && m.at >= from && m.at < to)
+        .map(|m| m.seq.0)
+        .collect();
+    let (Some(lo), Some(hi)) = (seqs.iter().min(), seqs.iter().max()) else {
+        return (0, 0);
+    };
+    (seqs.len(), hi - lo + 1 - seqs.len() as u64)
+}
+
+/// Bytes of `ssrc` that `idx` received between `from` and `to`.
+fn bytes_on(sim: &Sim, idx: usize, ssrc: Ssrc, from: Instant, to: Instant) -> usize {
+    sim.member(idx)
+        .media_log
+        .iter()
+        .filter(|m| m.ssrc == ssrc && m.at >= from && m.at < to)
+        .map(|m| m.len)
+        .sum()
+}
+
+/// A home link: 300 kbit/s behind an 850 ms buffer.
+fn slow_link() -> LinkConfig {
+    LinkConfig::PERFECT.rate(300_000).queue_bytes(32_000)
+}
+
+/// Carol's downlink is 300 kbit/s, bob's is fast; both subscribe to alice's full
+/// layer. After the first seconds carol gets alice's thumbnail and audio and loses no
+/// audio packet — trials of the full layer included, which her REMB ends before her
+/// buffer overflows — while bob gets the full layer throughout.
+#[test]
+fn a_slow_receiver_gets_thumbnails_and_all_its_audio_while_a_fast_one_gets_full() {
+    let mut sim = sim();
+    let a = sim.join("alice", "conf");
+    let b = sim.join("bob", "conf");
+    let c = sim.join("carol", "conf");
+    sim.set_downlink(c, slow_link());
+    sim.run_until_connected();
+    sim.share_keys();
+    sim.subscribe(b, FullSet::All);
+    sim.subscribe(c, FullSet::All);
+    watch(&mut sim, b, &[a]);
+    watch(&mut sim, c, &[a]);
+    let mut senders = [sending(&sim, a)];
+    sim.run_sending(&mut senders, 5_000);
+    let from = sim.now;
+    let dropped = sim.downlink_stats(c).queue_dropped;
+    sim.run_sending(&mut senders, 25_000);
+    let to = sim.now;
+    let ssrcs = sim.member(a).ssrcs();
+
+    let (got, lost) = audio_gaps(&sim, c, a, from, to);
+    assert!(got > 1000, "carol got {got} audio packets");
+    assert_eq!(lost, 0, "carol lost audio");
+    let dropped = sim.downlink_stats(c).queue_dropped - dropped;
+    assert_eq!(dropped, 0, "carol's buffer overflowed");
+    let thumb = bytes_on(&sim, c, ssrcs.thumbnail, from, to);
+    let full = bytes_on(&sim, c, ssrcs.full, from, to);
+    assert!(thumb > 400_000, "carol's thumbnail: {thumb} bytes");
+    assert!(
+        full * 10 < thumb,
+        "carol got {full} bytes of the full layer (trials) against {thumb} of thumbnail"
+    );
+    // Bob sees alice in full resolution, without a freeze.
+    let t = sim.member(b).timeline.as_ref().unwrap();
+    let shown_full = t
+        .shown()
+        .iter()
+        .filter(|f| f.at >= from && f.layer == VideoLayer::Full)
+        .count();
+    assert!(shown_full > 25 * 25, "bob saw {shown_full} full frames in 25 s");
+    assert!(t.lost().is_empty(), "bob: {:?}", t.lost());
+    assert!(t.longest_gap(SenderId(a as u64), from, to) <= Duration::from_millis(140));
+    // Carol's picture of alice never froze either, trials included.
+    let t = sim.member(c).timeline.as_ref().unwrap();
+    let gap = t.longest_gap(SenderId(a as u64), from, to);
+    assert!(gap <= Duration::from_millis(1500), "carol's picture froze {gap:?}");
+}
+
+/// Carol's link is slow for 15 s, then recovers: within 5 s she gets alice's full
+/// layer, starting on a keyframe, and keeps it. (Trials of the full layer every 4 s
+/// at most: `layer_probe_max_ms` = 4000.)
+#[test]
+fn a_receiver_whose_link_recovers_moves_up_within_5_s_on_a_keyframe() {
+    let mut sim = Sim::with_config(2, 0, |c| {
+        c.layer_probe_backoff = Duration::from_secs(4);
+        c.layer_probe_backoff_max = Duration::from_secs(4);
+    });
+    sim.extmap = FULL_EXTMAP;
+    let a = sim.join("alice", "conf");
+    let c = sim.join("carol", "conf");
+    sim.set_downlink(c, slow_link());
+    sim.run_until_connected();
+    sim.share_keys();
+    sim.subscribe(c, FullSet::All);
+    watch(&mut sim, c, &[a]);
+    let mut senders = [sending(&sim, a)];
+    sim.run_sending(&mut senders, 15_000);
+    let full = sim.member(a).ssrcs().full;
+    let before = sim.member(c).media_on(full).len();
+    sim.set_downlink(c, LinkConfig::PERFECT);
+    let recovered = sim.now;
+    sim.run_sending(&mut senders, 10_000);
+    let first = sim
+        .member(c)
+        .media_log
+        .iter()
+        .filter(|m| m.ssrc == full)
+        .nth(before)
+        .map(|m| m.at)
+        .expect("carol gets the full layer again");
+    assert!(
+        first - recovered <= Duration::from_secs(5),
+        "up {:?} after the link recovered",
+        first - recovered
+    );
+    assert!(starts_keyframe(&sim.member(c).media_on(full)[before].packet));
+    let t = sim.member(c).timeline.as_ref().unwrap();
+    let last_thumb = t
+        .shown()
+        .iter()
+        .filter(|f| f.layer == VideoLayer::Thumbnail)
+        .map(|f| f.at)
+        .max()
+        .unwrap();
+    assert!(
+        last_thumb < first + Duration::from_secs(1),
+        "carol went back to the thumbnail at {:?}",
+        last_thumb - recovered
+    );
+}
+
+/// The REMB values alice received for her full layer after `from`.
+fn rembs(sim: &Sim, sender: usize, from_event: usize) -> Vec<u64> {
+    let full = sim.member(sender).ssrcs().full;
+    sim.member(sender).events[from_event..]
+        .iter()
+        .filter_map(|e| match e {
+            PEvent::Remb { bitrate_bps, ssrcs } if ssrcs.contains(&full) => Some(*bitrate_bps),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Alice's full layer is viewed by bob (fast) and dave (a 1.4 Mbit/s link, less than
+/// the layer's 1.5 Mbit/s plus the rest): the relay clamps it to what dave can take,
+/// and both see it in full resolution; the REMB alice gets swings by no more than 20%
+/// once settled. Then erin, on 600 kbit/s, subscribes too: she gets the thumbnail, and
+/// alice's layer is not dragged down to her link.
+#[test]
+fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one() {
+    let mut sim = sim();
+    let a = sim.join("alice", "conf");
+    let b = sim.join("bob", "conf");
+    let d = sim.join("dave", "conf");
+    let e = sim.join("erin", "conf");
+    sim.set_downlink(d, LinkConfig::PERFECT.rate(1_400_000).queue_bytes(150_000));
+    sim.set_downlink(e, LinkConfig::PERFECT.rate(600_000).queue_bytes(64_000));
+    sim.run_until_connected();
+    sim.share_keys();
+    sim.subscribe(b, FullSet::All);
+    sim.subscribe(d, FullSet::All);
+    watch(&mut sim, d, &[a]);
+    let mut senders = [sending(&sim, a)];
+    let full = sim.member(a).ssrcs().full;
+    sim.run_sending(&mut senders, 10_000);
+    let settled = sim.now;
+    let first_event = sim.member(a).events.len();
+    sim.run_sending(&mut senders, 20_000);
+    let sent_bps = |sim: &Sim, from: Instant, to: Instant| {
+        bytes_on(sim, b, full, from, to) as u64 * 8 / (to - from).as_secs()
+    };
+    let clamped = sent_bps(&sim, settled, sim.now);
+    assert!(
+        (700_000..1_400_000).contains(&clamped),
+        "alice's full layer at {clamped} bit/s for dave's 1.4 Mbit/s"
+    );
+    let values = rembs(&sim, a, first_event);
+    assert!(values.len() >= 15, "REMBs: {values:?}");
+    let (lo, hi) = (
+        *values.iter().min().unwrap(),
+        *values.iter().max().unwrap(),
+    );
+    let mean = values.iter().sum::<u64>() / values.len() as u64;
+    assert!(
+        (hi - lo) * 5 <= mean,
+        "REMB swung {lo}..{hi} around {mean}: {values:?}"
+    );
+    let t = sim.member(d).timeline.as_ref().unwrap();
+    let dave_full = t
+        .shown()
+        .iter()
+        .filter(|f| f.at >= settled && f.layer == VideoLayer::Full)
+        .count();
+    assert!(dave_full > 20 * 25, "dave saw {dave_full} full frames in 20 s");
+    // Erin subscribes: she ends up on the thumbnail, and alice's layer stays where
+    // dave's link puts it.
+    sim.subscribe(e, FullSet::All);
+    sim.run_sending(&mut senders, 5_000);
+    let joined = sim.now;
+    sim.run_sending(&mut senders, 10_000);
+    let after = sent_bps(&sim, joined, sim.now);
+    assert!(
+        after * 10 >= clamped * 8,
+        "alice's layer fell from {clamped} to {after} bit/s for erin"
+    );
+    let erin_full = bytes_on(&sim, e, full, joined, sim.now);
+    let erin_thumb = bytes_on(&sim, e, sim.member(a).ssrcs().thumbnail, joined, sim.now);
+    assert!(erin_full * 10 < erin_thumb, "erin: {erin_full} full, {erin_thumb} thumbnail");
 }
