@@ -66,6 +66,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bwe;
 pub mod conference;
 pub mod control;
 mod error;
@@ -82,6 +83,7 @@ pub mod source;
 pub mod table;
 pub mod udp;
 
+pub use bwe::{Bwe, BweConfig};
 pub use error::{DropReason, FailReason, ParticipantError};
 pub use ice::{IceCredentials, IceSettings};
 pub use measure::{Receiver, Summary};
@@ -94,6 +96,8 @@ pub use source::{Driver, MediaSource, Outgoing, Probe, SourceConfig, SourceKind,
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bwe;
 #[cfg(test)]
 mod tests_media;
 #[cfg(test)]
