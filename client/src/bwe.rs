@@ -250,7 +250,8 @@ pub struct BweStats {
     pub decreases: u64,
     /// Sender histories restarted (gaps, clock jumps, reordering).
     pub resets: u64,
-    /// Values handed out by [`Bwe::poll_remb`].
+    /// Values handed out by [`Bwe::poll_remb`], [`Bwe::poll_remb_drop`] and
+    /// [`Bwe::take_remb`].
     pub rembs: u64,
 }
 
@@ -267,7 +268,7 @@ pub struct Bwe {
     window: RateWindow,
     aimd: Aimd,
     /// The last value handed out for a REMB, and when.
-    last_remb: Option<(f64, u64)>,
+    last_remb: Option<(Instant, u64)>,
     stats: BweStats,
 }
 
@@ -388,22 +389,34 @@ impl Bwe {
     /// [`BweConfig::remb_interval`], and at once when the estimate has fallen more than
     /// 3% below the value last handed out. The value handed out counts as sent.
     pub fn poll_remb(&mut self, now: Instant) -> Option<u64> {
-        if !self.aimd.initialized {
-            return None;
-        }
-        let estimate = self.estimate_bps()?;
-        let t = self.time_ms(now);
-        let interval = self.config.remb_interval.as_secs_f64() * 1000.0;
+        let estimate = self.measured()?;
         let due = match self.last_remb {
             None => true,
-            Some((at, sent)) => t - at >= interval || (estimate as f64) < DROP_NOW * sent as f64,
+            Some((at, sent)) => {
+                now.saturating_duration_since(at) >= self.config.remb_interval
+                    || dropped(estimate, sent)
+            }
         };
-        if !due {
-            return None;
-        }
-        self.last_remb = Some((t, estimate));
-        self.stats.rembs += 1;
-        Some(estimate)
+        due.then(|| self.hand_out(now, estimate))
+    }
+
+    /// Only the drop rule of [`poll_remb`](Self::poll_remb): a value when the estimate
+    /// has fallen more than 3% below the value last handed out, for a caller that sends
+    /// the periodic values on its own schedule ([`take_remb`](Self::take_remb)). Counts
+    /// as sent.
+    pub fn poll_remb_drop(&mut self, now: Instant) -> Option<u64> {
+        let estimate = self.measured()?;
+        let (_, sent) = self.last_remb?;
+        dropped(estimate, sent).then(|| self.hand_out(now, estimate))
+    }
+
+    /// The measured estimate to send now whatever the timing (a periodic report is
+    /// going out anyway); counts as sent, so the next periodic value from
+    /// [`poll_remb`](Self::poll_remb) is due a [`BweConfig::remb_interval`] later.
+    /// `None` while the estimate is not measured.
+    pub fn take_remb(&mut self, now: Instant) -> Option<u64> {
+        let estimate = self.measured()?;
+        Some(self.hand_out(now, estimate))
     }
 
     /// When [`poll_remb`](Self::poll_remb) will next hand out a value without a drop:
@@ -414,12 +427,25 @@ impl Bwe {
         if !self.aimd.initialized {
             return None;
         }
-        let at_ms = match self.last_remb {
-            None => 0.0,
-            Some((at, _)) => at + self.config.remb_interval.as_secs_f64() * 1000.0,
-        };
-        let d = Duration::try_from_secs_f64(at_ms / 1000.0).unwrap_or(Duration::MAX);
-        Some(base.checked_add(d).unwrap_or(base))
+        Some(match self.last_remb {
+            None => base,
+            Some((at, _)) => at.checked_add(self.config.remb_interval).unwrap_or(at),
+        })
+    }
+
+    /// The estimate if it is measured.
+    fn measured(&self) -> Option<u64> {
+        if self.aimd.initialized {
+            self.estimate_bps()
+        } else {
+            None
+        }
+    }
+
+    fn hand_out(&mut self, now: Instant, estimate: u64) -> u64 {
+        self.last_remb = Some((now, estimate));
+        self.stats.rembs += 1;
+        estimate
     }
 
     /// Milliseconds since the first packet, never less than the latest seen.
@@ -1046,6 +1072,11 @@ impl Aimd {
         self.estimate = self.estimate.clamp(min, max);
         decreased
     }
+}
+
+/// Whether `estimate` has fallen more than 3% below `sent`.
+fn dropped(estimate: u64, sent: u64) -> bool {
+    (estimate as f64) < DROP_NOW * sent as f64
 }
 
 /// Bits per second added per second near convergence: about one packet per response
