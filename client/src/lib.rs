@@ -13,9 +13,12 @@
 //! - **End-to-end SRTP**: our media is protected with our own master keys, every packet
 //!   carrying a one-byte MKI; other senders' media is unprotected with the keys their
 //!   key events installed ([`Participant::install_remote_keys`]), current and previous.
-//! - **RTCP**: what a receiver and sender owe — periodic SR/RR, REMB if configured, PLI
-//!   on a new video stream or a long gap, NACK for short gaps — and events for what
-//!   arrives (PLI/FIR, REMB, TMMBR, NACK, SR, report blocks).
+//! - **RTCP**: what a receiver and sender owe — periodic SR/RR; REMB, with a fixed value
+//!   or with the estimate of [`bwe`] (GCC's receive-side delay-based estimator, fed
+//!   with every incoming packet's abs-send-time: once a second, and at once when it
+//!   drops by more than 3%); PLI on a new video stream or a long gap, NACK for short
+//!   gaps — and events for what arrives (PLI/FIR, REMB, TMMBR, NACK, SR, report
+//!   blocks).
 //!
 //! For tests, demos and load runs, [`source`] generates synthetic audio, thumbnail and
 //! full-resolution streams (realistic sizes, timing, audio levels, frame marking and
@@ -66,6 +69,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bwe;
 pub mod conference;
 pub mod control;
 mod error;
@@ -83,6 +87,7 @@ pub mod table;
 pub mod timeline;
 pub mod udp;
 
+pub use bwe::{Bwe, BweConfig};
 pub use error::{DropReason, FailReason, ParticipantError};
 pub use ice::{IceCredentials, IceSettings};
 pub use measure::{Receiver, Summary};
@@ -95,6 +100,8 @@ pub use source::{Driver, MediaSource, Outgoing, Probe, SourceConfig, SourceKind,
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bwe;
 #[cfg(test)]
 mod tests_media;
 #[cfg(test)]

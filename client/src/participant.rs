@@ -13,9 +13,10 @@ use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpProfile};
 use blindfold_relay::wire::rtcp::{
     CompoundWriter, PauseKind, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
 };
-use blindfold_relay::wire::rtp::{RtpFields, RtpHeader, write_header};
+use blindfold_relay::wire::rtp::{RtpFields, RtpHeader, abs_send_time, write_header};
 use blindfold_relay::wire::{Datagram, demux};
 
+use crate::bwe::{Bwe, BweConfig};
 use crate::ice::{IceAgent, IceCredentials, IceEvent, IceSettings};
 use crate::media::{MediaKind, RemoteStream, Remotes, SenderId};
 use crate::rng::Rng;
@@ -112,14 +113,25 @@ pub struct ParticipantConfig {
     pub report_interval: Duration,
     /// Send NACKs for gaps and PLIs for new video streams and long gaps by itself.
     pub auto_feedback: bool,
-    /// If set, a REMB with this estimate for every remote video stream rides on each
-    /// report.
+    /// If set, a REMB with this fixed estimate for every remote video stream rides on
+    /// each report (tests use it); it wins over [`bwe`](Self::bwe)'s estimate.
     pub remb_bps: Option<u64>,
+    /// If set, the abs-send-time extension id of incoming media: every authenticated
+    /// media packet carrying it feeds a receive-side bandwidth estimator ([`Bwe`],
+    /// default settings; its arrival is the `now` given to
+    /// [`Participant::handle_datagram`], its size the datagram's length, its clock the
+    /// sender's), and once it is measured the estimate goes to the relay in REMBs for
+    /// every remote video stream: in each periodic report, and at once in its own
+    /// compound (an RR without report blocks, then the REMB) when it falls more than 3%
+    /// below the value last sent, or when a second has passed without a report (a
+    /// [`report_interval`](Self::report_interval) over 1 s; and the very first one).
+    /// Independent of [`auto_feedback`](Self::auto_feedback). `None`: no estimator.
+    pub bwe: Option<ExtId>,
 }
 
 impl ParticipantConfig {
     /// A configuration with the default timers, a 1 s report interval, automatic
-    /// feedback on and no REMB.
+    /// feedback on, no REMB and no bandwidth estimator.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         local_ice: IceCredentials,
@@ -147,6 +159,7 @@ impl ParticipantConfig {
             report_interval: Duration::from_secs(1),
             auto_feedback: true,
             remb_bps: None,
+            bwe: None,
         }
     }
 }
@@ -276,6 +289,9 @@ pub struct Stats {
     pub rtcp_in: u64,
     /// SRTCP compounds protected and queued.
     pub rtcp_out: u64,
+    /// REMBs sent (in periodic reports or on their own), the fixed
+    /// [`ParticipantConfig::remb_bps`] ones included.
+    pub remb_out: u64,
     /// Dropped datagrams by reason.
     pub drops: Vec<(DropReason, u64)>,
 }
@@ -385,6 +401,8 @@ pub struct Participant {
     remotes: Remotes,
     recv: Vec<RecvStream>,
     next_report: Option<Instant>,
+    /// The receive-side bandwidth estimator, if [`ParticipantConfig::bwe`] is set.
+    bwe: Option<Bwe>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -450,6 +468,7 @@ impl Participant {
             &mut rng,
             now,
         );
+        let bwe = config.bwe.map(|_| Bwe::new(BweConfig::default()));
         let mut p = Participant {
             config,
             start: now,
@@ -464,6 +483,7 @@ impl Participant {
             remotes: Remotes::default(),
             recv: Vec::new(),
             next_report: None,
+            bwe,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -498,6 +518,11 @@ impl Participant {
     /// gaps) on or off from now on; see [`ParticipantConfig::auto_feedback`].
     pub fn set_auto_feedback(&mut self, on: bool) {
         self.config.auto_feedback = on;
+    }
+
+    /// The receive-side bandwidth estimator, if [`ParticipantConfig::bwe`] is set.
+    pub fn bwe(&self) -> Option<&Bwe> {
+        self.bwe.as_ref()
     }
 
     /// Our ICE-CONTROLLING tie-breaker.
@@ -576,6 +601,7 @@ impl Participant {
         if self.phase != Phase::Connected {
             return Err(DropReason::NotConnected);
         }
+        let datagram_len = buf.len();
         let ssrc = RtpHeader::parse(buf)
             .map_err(|e| DropReason::Srtp(e.into()))?
             .ssrc();
@@ -588,6 +614,14 @@ impl Participant {
         let payload_len = h.payload_without_padding().map_or(0, <[u8]>::len);
         let start = h.header_len();
         let (pt, marker, ts, wire) = (h.payload_type(), h.marker(), h.timestamp(), h.seq());
+        let sent_at = self
+            .config
+            .bwe
+            .and_then(|ext| h.extension(ext))
+            .and_then(|data| abs_send_time(data).ok());
+        if let (Some(t), Some(bwe)) = (sent_at, self.bwe.as_mut()) {
+            bwe.on_packet_from(now, id.0, t.0, datagram_len);
+        }
         let seq = self.track_reception(now, ssrc, wire, kind);
         self.stats.media_in += 1;
         self.events.push_back(Event::Media(MediaPacket {
@@ -601,6 +635,9 @@ impl Participant {
             packet: packet.to_vec(),
             payload: start..start + payload_len,
         }));
+        if sent_at.is_some() {
+            self.send_bwe_remb(now, Bwe::poll_remb_drop);
+        }
         Ok(())
     }
 
@@ -770,6 +807,7 @@ impl Participant {
             self.next_report = Some(now + self.config.report_interval);
             self.send_report(now);
         }
+        self.send_bwe_remb(now, Bwe::poll_remb);
         self.pump(now);
     }
 
@@ -885,6 +923,7 @@ impl Participant {
             self.ice.poll_timeout(),
             self.dtls.as_ref().and_then(DtlsSession::poll_timeout),
             self.next_report,
+            self.bwe_remb_timeout(),
         ]
         .into_iter()
         .chain(self.remotes.senders.iter().map(|s| s.retire_deadline()))
@@ -1034,7 +1073,8 @@ impl Participant {
     }
 
     /// Our periodic compound: an SR per stream that has sent (report blocks on the first),
-    /// or an RR from the audio SSRC; then a REMB if configured.
+    /// or an RR from the audio SSRC; then a REMB: the fixed one if configured, else the
+    /// estimator's if one is due.
     fn send_report(&mut self, now: Instant) {
         let ntp = self.ntp(now);
         let blocks: Vec<ReportBlock> = self
@@ -1064,23 +1104,66 @@ impl Participant {
         if w.is_empty() {
             let _ = w.rr(self.config.ssrcs.audio, blocks_left);
         }
-        if let Some(bps) = self.config.remb_bps {
-            let video: Vec<Ssrc> = self
-                .remotes
-                .senders
-                .iter()
-                .flat_map(|s| s.streams.iter())
-                .filter(|st| st.kind == MediaKind::Video)
-                .map(|st| st.ssrc)
-                .take(255)
-                .collect();
-            if !video.is_empty() {
-                let _ = w.remb(self.config.ssrcs.audio, bps, &video);
-            }
+        let remb = match self.config.remb_bps {
+            Some(bps) => Some(bps),
+            None => self.bwe.as_mut().and_then(|b| b.take_remb(now)),
+        };
+        let mut with_remb = false;
+        if let Some(bps) = remb {
+            let video = self.remote_video_ssrcs();
+            with_remb = !video.is_empty() && w.remb(self.config.ssrcs.audio, bps, &video).is_ok();
         }
         let n = w.finish();
-        if n > 0 {
-            let _ = self.send_rtcp(now, &buf[..n]);
+        if n > 0 && self.send_rtcp(now, &buf[..n]).is_ok() && with_remb {
+            self.stats.remb_out += 1;
+        }
+    }
+
+    /// The SSRCs a REMB names: every remote video stream (at most 255).
+    fn remote_video_ssrcs(&self) -> Vec<Ssrc> {
+        self.remotes
+            .senders
+            .iter()
+            .flat_map(|s| s.streams.iter())
+            .filter(|st| st.kind == MediaKind::Video)
+            .map(|st| st.ssrc)
+            .take(255)
+            .collect()
+    }
+
+    /// When the estimator's next periodic REMB is due (if it sends them: connected and
+    /// no fixed [`ParticipantConfig::remb_bps`]).
+    fn bwe_remb_timeout(&self) -> Option<Instant> {
+        if self.phase != Phase::Connected || self.config.remb_bps.is_some() {
+            return None;
+        }
+        self.bwe.as_ref().and_then(Bwe::poll_timeout)
+    }
+
+    /// Sends the estimator's REMB in its own compound (an RR without report blocks, then
+    /// the REMB) if `poll` ([`Bwe::poll_remb`] on timeouts: a periodic one no report
+    /// took; [`Bwe::poll_remb_drop`] on packets: a drop) says one is due. A value due
+    /// while no remote video stream is known is dropped (there is nothing to name).
+    fn send_bwe_remb(&mut self, now: Instant, poll: fn(&mut Bwe, Instant) -> Option<u64>) {
+        if self.phase != Phase::Connected || self.config.remb_bps.is_some() {
+            return;
+        }
+        let Some(bps) = self.bwe.as_mut().and_then(|b| poll(b, now)) else {
+            return;
+        };
+        let video = self.remote_video_ssrcs();
+        if video.is_empty() {
+            return;
+        }
+        let mut buf = [0u8; RTCP_BUF];
+        let mut w = CompoundWriter::new(&mut buf);
+        let own = self.config.ssrcs.audio;
+        if w.rr(own, &[]).is_err() || w.remb(own, bps, &video).is_err() {
+            return;
+        }
+        let n = w.finish();
+        if self.send_rtcp(now, &buf[..n]).is_ok() {
+            self.stats.remb_out += 1;
         }
     }
 

@@ -15,6 +15,7 @@ use blindfold_relay::dtls::{
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc, WireSeq};
 use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpError, SrtpProfile};
 use blindfold_relay::wire::rtcp::{CompoundWriter, RtcpCompound, RtcpPacket};
+use blindfold_relay::wire::rtp::AbsSendTime;
 use blindfold_relay::wire::stun::{
     AttrType, Class, Method, StunError, StunMessage, StunWriter, TransactionId,
 };
@@ -231,7 +232,18 @@ fn run(p: &mut Participant, r: &mut FakeRelay, now: &mut Instant, until: Instant
 }
 
 fn connected(n: usize, relay_port: u16, t0: Instant) -> (Participant, FakeRelay, Instant) {
-    let cfg = config(n, addr(relay_port), relay_cert().fingerprint());
+    connected_with(n, relay_port, t0, |_| {})
+}
+
+/// [`connected`] with a change to the participant's configuration.
+fn connected_with(
+    n: usize,
+    relay_port: u16,
+    t0: Instant,
+    change: impl FnOnce(&mut ParticipantConfig),
+) -> (Participant, FakeRelay, Instant) {
+    let mut cfg = config(n, addr(relay_port), relay_cert().fingerprint());
+    change(&mut cfg);
     let mut relay = FakeRelay::new(addr(relay_port), &cfg, t0);
     let mut p = Participant::new(cfg, t0).unwrap();
     let mut now = t0;
@@ -537,9 +549,14 @@ struct Two {
 }
 
 fn two() -> Two {
+    two_with(|_| {})
+}
+
+/// [`two`] with a change to B's configuration.
+fn two_with(change_b: impl FnOnce(&mut ParticipantConfig)) -> Two {
     let t0 = Instant::now();
     let (a, _ra, n1) = connected(0, 5000, t0);
-    let (mut b, rb, n2) = connected(1, 5001, t0);
+    let (mut b, rb, n2) = connected_with(1, 5001, t0, change_b);
     let a_ssrcs = a.ssrcs();
     b.install_remote_keys(
         SenderId(1),
@@ -928,6 +945,203 @@ fn periodic_reports_carry_sr_and_report_blocks() {
     // A sent on its full stream: an SR with no blocks, 28 bytes.
     let mut now = t.now;
     assert_eq!(next_report(&mut t.a, &mut now, 200), 28 + 20);
+}
+
+/// What B sent the relay that carried a REMB.
+#[derive(Debug)]
+struct SentRemb {
+    at: Instant,
+    bps: u64,
+    ssrcs: Vec<Ssrc>,
+    /// The compound's packet types, in order (201 RR, 200 SR, 206 PSFB).
+    kinds: Vec<u8>,
+    /// The report blocks of the compound's RR.
+    blocks: usize,
+}
+
+/// Sends A's full-resolution stream to B through a modelled link — `bytes`-byte payloads
+/// carrying abs-send-time (id 2) every `spacing`, serialized at the link's rate (which
+/// `rate_at` gives for each send time) behind a FIFO, then 5 ms of propagation — from
+/// `t.now` for `dur`, running B's timers. Returns B's REMBs.
+fn a_streams_to_b(
+    t: &mut Two,
+    dur: Duration,
+    spacing: Duration,
+    bytes: usize,
+    rate_at: impl Fn(Duration) -> f64,
+) -> Vec<SentRemb> {
+    let start = t.now;
+    let end = start + dur;
+    let keys = t.b_keys.clone();
+    let mut relay_in = SrtpContext::new(
+        srtp_profile(keys.profile).unwrap(),
+        keys.client_master.key_salt(),
+        None,
+    )
+    .unwrap();
+    let full = t.a.ssrcs().full;
+    let payload = vec![0x5au8; bytes];
+    let mut link: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
+    let mut link_free = start;
+    let mut next_send = start;
+    let mut seq_ts = 0u32;
+    let mut out = Vec::new();
+    let mut last = start;
+    loop {
+        let arrival = link.front().map(|(at, _)| *at);
+        let timer = t.b.poll_timeout();
+        let now = [Some(next_send), arrival, timer]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap()
+            .max(last);
+        last = now;
+        if now >= end {
+            break;
+        }
+        if now == next_send {
+            let ast = AbsSendTime::from_duration(now - start);
+            seq_ts = seq_ts.wrapping_add(3000);
+            t.a.send_rtp(
+                now,
+                full,
+                Pt(96),
+                true,
+                RtpTime(seq_ts),
+                &[(ExtId(2), &ast.to_bytes()[..])],
+                &payload,
+            )
+            .unwrap();
+            while let Some(d) = t.a.poll_transmit() {
+                let bps = rate_at(now - start);
+                let serialize = Duration::from_secs_f64(d.bytes.len() as f64 * 8.0 / bps);
+                link_free = link_free.max(now) + serialize;
+                link.push_back((link_free + Duration::from_millis(5), d.bytes));
+            }
+            next_send += spacing;
+        } else if Some(now) == arrival {
+            let (_, mut d) = link.pop_front().unwrap();
+            t.b.handle_datagram(now, t.b_relay, &mut d).unwrap();
+        } else {
+            t.b.handle_timeout(now);
+        }
+        while t.b.poll_event().is_some() {}
+        while let Some(tx) = t.b.poll_transmit() {
+            let mut d = tx.bytes;
+            if d[0] < 128 {
+                continue; // a consent check
+            }
+            let n = relay_in.unprotect_rtcp(&mut d).unwrap();
+            let compound = RtcpCompound::parse(&d[..n]).unwrap();
+            let mut kinds = Vec::new();
+            let mut blocks = 0;
+            let mut remb = None;
+            for p in compound.packets() {
+                match p.unwrap() {
+                    RtcpPacket::ReceiverReport(rr) => {
+                        kinds.push(201);
+                        blocks = rr.reports().count();
+                    }
+                    RtcpPacket::SenderReport(_) => kinds.push(200),
+                    RtcpPacket::Remb(r) => {
+                        kinds.push(206);
+                        remb = Some((r.bitrate_bps(), r.ssrcs().collect::<Vec<_>>()));
+                    }
+                    _ => kinds.push(0),
+                }
+            }
+            if let Some((bps, ssrcs)) = remb {
+                out.push(SentRemb {
+                    at: now,
+                    bps,
+                    ssrcs,
+                    kinds,
+                    blocks,
+                });
+            }
+        }
+    }
+    t.now = end;
+    out
+}
+
+#[test]
+fn the_estimate_goes_in_rembs_once_a_second_and_at_once_when_it_drops() {
+    // B estimates from abs-send-time (id 2) on what it receives; automatic feedback is
+    // off (as in the relay's simulations): REMB does not depend on it.
+    let mut t = two_with(|c| c.bwe = Some(ExtId(2)));
+    assert!(!t.b.config.auto_feedback);
+    let a = t.a.ssrcs();
+    let start = t.now;
+    // 800 kbit/s of payload (1000 bytes every 10 ms) through a 2 Mbit/s link for 6 s,
+    // then the link falls to 300 kbit/s.
+    let fall = Duration::from_secs(6);
+    let rembs = a_streams_to_b(
+        &mut t,
+        Duration::from_secs(8),
+        Duration::from_millis(10),
+        1000,
+        |at| if at < fall { 2_000_000.0 } else { 300_000.0 },
+    );
+    let before: Vec<&SentRemb> = rembs.iter().filter(|r| r.at < start + fall).collect();
+    // Nothing before the rate is measured (1 s); the first at once, on its own; then
+    // one in each periodic report, a second apart.
+    let first = before[0].at - start;
+    assert!(first >= Duration::from_secs(1) && first < Duration::from_millis(1300));
+    assert_eq!(before[0].blocks, 0, "{rembs:?}");
+    assert!((4..=6).contains(&before.len()), "{rembs:?}");
+    assert!(before[1..].iter().all(|r| r.blocks == 1), "{rembs:?}");
+    for w in before[1..].windows(2) {
+        assert_eq!(w[1].at - w[0].at, Duration::from_secs(1), "{rembs:?}");
+    }
+    for r in &rembs {
+        // RFC-compliant compounds: the RR first, then the REMB, naming A's video.
+        assert_eq!(r.kinds, [201, 206], "{r:?}");
+        assert_eq!(r.ssrcs, [a.thumbnail, a.full], "{r:?}");
+    }
+    // The estimate grows by 8% a second towards 1.5 × what arrives (800 kbit/s of
+    // payload, headers and SRTP on top).
+    let last = before.last().unwrap();
+    assert!((900_000..=1_400_000).contains(&last.bps), "{rembs:?}");
+    // The fall: a lower value at once, in its own compound (no report blocks), long
+    // before the next periodic one.
+    let dropped = rembs
+        .iter()
+        .find(|r| r.at >= start + fall && (r.bps as f64) < 0.97 * last.bps as f64)
+        .unwrap();
+    assert!(
+        dropped.at - (start + fall) < Duration::from_millis(200),
+        "{rembs:?}"
+    );
+    assert_eq!(dropped.blocks, 0, "{dropped:?}");
+    assert_eq!(t.b.stats().remb_out, rembs.len() as u64);
+    let bwe = t.b.bwe().unwrap();
+    assert!(bwe.stats().overuses > 0);
+    // A sent no REMB: it has no estimator.
+    assert!(t.a.bwe().is_none());
+}
+
+#[test]
+fn a_fixed_remb_wins_over_the_estimate() {
+    let mut t = two_with(|c| {
+        c.bwe = Some(ExtId(2));
+        c.remb_bps = Some(123_000);
+    });
+    let rembs = a_streams_to_b(
+        &mut t,
+        Duration::from_secs(4),
+        Duration::from_millis(10),
+        1000,
+        |_| 2_000_000.0,
+    );
+    assert!((3..=5).contains(&rembs.len()), "{rembs:?}");
+    for r in &rembs {
+        assert_eq!((r.bps, r.blocks), (123_000, 1), "{r:?}");
+    }
+    // The estimator still runs (its value is there to read), it just does not send.
+    assert!(t.b.bwe().unwrap().is_measured());
+    assert_eq!(t.b.stats().remb_out, rembs.len() as u64);
 }
 
 // --- (4) malformed input ----------------------------------------------------------------
