@@ -577,3 +577,56 @@ fn remb_is_withheld_until_measured_then_once_a_second_and_at_once_on_a_drop() {
     assert!((v as f64) < 0.97 * taken as f64, "{v} {taken}");
     assert_eq!(bwe.usage(), Usage::Overusing);
 }
+
+#[test]
+fn a_layer_switch_that_fits_is_followed_within_2_s() {
+    // 200 kbit/s of video (thumbnails) through 10 Mbit/s for 10 s, then the relay
+    // switches us to a 1.7 Mbit/s full layer: the estimate, 1.5 × 200k before, follows
+    // within 2 s instead of ramping up at 8% a second for 20 s, and keeps growing.
+    let mut rx = Rx::new();
+    let mut link = Link::new(10_000_000.0);
+    let mut video = Video::new(200_000.0, 0.1, true, 13);
+    run_video(&mut rx, &mut link, &mut video, 10.0);
+    let before = rx.bwe.estimate_bps().unwrap();
+    assert!((280_000..=360_000).contains(&before), "{before}");
+    video.bps = 1_700_000.0;
+    let mut followed = None;
+    while video.next < 20.0 {
+        let (at, packets) = video.frame();
+        for size in packets {
+            let arrival = link.pass(at, size);
+            rx.receive(at, arrival, size);
+        }
+        if followed.is_none() && rx.bwe.estimate_bps().unwrap() >= 1_600_000 {
+            followed = Some(at - 10.0);
+        }
+    }
+    let followed = followed.unwrap();
+    eprintln!("layer switch 200k → 1.7M: estimate ≥ 1.6M after {followed:.2} s");
+    assert!(followed < 2.0, "{followed}");
+    let s = *rx.bwe.stats();
+    assert_eq!((s.overuses, s.decreases), (0, 0), "{s:?}");
+    assert!(rx.bwe.estimate_bps().unwrap() >= 2_200_000);
+}
+
+#[test]
+fn a_layer_switch_that_does_not_fit_is_not_followed() {
+    // The same switch through a 1 Mbit/s link: over-use, so the estimate does not
+    // follow what the relay sends; it stays where it was (1.5 × 200k, already below
+    // 0.85 × the link, so there is nothing to decrease).
+    let mut rx = Rx::new();
+    let mut link = Link::new(1_000_000.0);
+    let mut video = Video::new(200_000.0, 0.1, true, 13);
+    run_video(&mut rx, &mut link, &mut video, 10.0);
+    let before = rx.bwe.estimate_bps().unwrap();
+    video.bps = 1_700_000.0;
+    run_video(&mut rx, &mut link, &mut video, 14.0);
+    let s = *rx.bwe.stats();
+    assert!(s.overuses > 0, "{s:?}");
+    let after = rx.rembs_between(10.0, 14.0);
+    eprintln!("layer switch 200k → 1.7M through 1M: REMBs {after:?}");
+    // (It may still grow a little before the first over-use is seen.)
+    for v in after {
+        assert!(v as f64 <= 1.1 * before as f64, "{v} {before}");
+    }
+}
