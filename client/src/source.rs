@@ -827,7 +827,7 @@ pub struct Driver {
     /// Sources the relay asked to pause (RFC 7728), by position: not polled, so they
     /// skip what falls due meanwhile and restart on a keyframe when resumed.
     paused: [bool; 3],
-    /// The full-resolution source was stopped by a TMMBR of 0 (RFC 5104 §4.2.1.2),
+    /// The full-resolution source was stopped by a TMMBR of 0 (a limit of 0: stop),
     /// apart from any PAUSE; it sends again once both allow.
     tmmbr_stopped: bool,
     /// The full source's rate multiplier when the driver was built: REMB and TMMBR never
@@ -1019,7 +1019,7 @@ impl Driver {
     ///   ceiling instead of 1.) The whole REMB value goes to the full layer (the relay
     ///   names it alone). A REMB not naming it, or a TMMBR for another stream, is not
     ///   applied.
-    /// - A TMMBR of 0 stops the full source as a PAUSE does (RFC 5104 §4.2.1.2); a later
+    /// - A TMMBR of 0 stops the full source as a PAUSE does (RFC 5104, RFC 7728); a later
     ///   non-zero one sends again (unless a PAUSE holds it).
     ///
     /// A source that sends again starts with a keyframe.
