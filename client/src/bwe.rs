@@ -42,7 +42,8 @@
 //!    `ΔL(i)` is the size difference of the two groups. The size term is what keeps a
 //!    keyframe — a large group that takes longer to cross the link, not a sign of a
 //!    queue — from looking like over-use (the draft's §5.3 writes the filter for `m`
-//!    alone; earlier GCC drafts and libwebrtc carry the size term). Process noise 10⁻¹³ (`1/C`) and 10⁻³ (`m`, the draft's q); the
+//!    alone; earlier GCC drafts and libwebrtc carry the size term). Process noise
+//!    10⁻¹³ (`1/C`) and 10⁻³ (`m`, the draft's q); the
 //!    measurement-noise variance is an exponential average of the squared residual
 //!    (`α = (1 − χ)^(30·T_min/1000)`, `T_min` the shortest send spacing of the last 60
 //!    groups, `χ` = 0.01 for the first 300 groups then 0.002), with residuals clipped at
