@@ -42,7 +42,8 @@
 //!    `ΔL(i)` is the size difference of the two groups. The size term is what keeps a
 //!    keyframe — a large group that takes longer to cross the link, not a sign of a
 //!    queue — from looking like over-use (the draft's §5.3 writes the filter for `m`
-//!    alone; earlier GCC drafts and libwebrtc carry the size term). Process noise 10⁻¹³ (`1/C`) and 10⁻³ (`m`, the draft's q); the
+//!    alone; earlier GCC drafts and libwebrtc carry the size term). Process noise
+//!    10⁻¹³ (`1/C`) and 10⁻³ (`m`, the draft's q); the
 //!    measurement-noise variance is an exponential average of the squared residual
 //!    (`α = (1 − χ)^(30·T_min/1000)`, `T_min` the shortest send spacing of the last 60
 //!    groups, `χ` = 0.01 for the first 300 groups then 0.002), with residuals clipped at
@@ -85,7 +86,17 @@
 //!      not know the RTT) when `R_r` is within three standard deviations of the average
 //!      `R_r` at past over-uses (the link capacity estimate). The estimate never grows
 //!      past `1.5 · R_r`: what has not been tried is not vouched for. (A fall in `R_r`
-//!      does not pull it down: a sender pausing is not congestion.)
+//!      does not pull it down: a sender pausing is not congestion.) One addition, for
+//!      an SFU's receiver: when `R_r` has stayed above 1.5 × the estimate for 1 s, in
+//!      Increase all along (no queue building or draining), the estimate jumps to
+//!      `R_r` — the link carries that. The relay switching a receiver to a full layer
+//!      multiplies its incoming rate at once, and ×1.08 a second would take half a
+//!      minute to follow (libwebrtc's controller has a sender's probes instead). The
+//!      factor, the second and the reset on any over- or under-use keep it from
+//!      following a queue draining at the link's rate after a decrease: that held the
+//!      sender at the link's rate on a standing queue of 0.15 s (and, following `R_r`
+//!      whenever above, of 1 s) in the closed-loop test, which checks the queue, not
+//!      only the values.
 //!    - *Decrease*: to `β · R_r`, β = 0.85, unless that is higher than the estimate;
 //!      then Hold until the detector is normal again. A further decrease in the same
 //!      over-use waits 200 ms (an assumed RTT: time for the previous one to act), unless
@@ -186,6 +197,10 @@ const PACKET_BITS: f64 = 1200.0 * 8.0;
 const REDUCE_INTERVAL_MS: f64 = 200.0;
 /// `R_r` measured this long replaces the initial estimate.
 const INIT_MS: f64 = 1000.0;
+/// `R_r` above this many times the estimate for this long, in Increase throughout,
+/// raises the estimate to it.
+const FOLLOW_FACTOR: f64 = 1.5;
+const FOLLOW_MS: f64 = 1000.0;
 
 /// Incoming-rate window: buckets of 10 ms over 0.5 s.
 const BUCKET_MS: f64 = 10.0;
@@ -973,6 +988,9 @@ struct Aimd {
     /// Since when the incoming rate has been measured without a break.
     measured_since: Option<f64>,
     last_rate: Option<f64>,
+    /// Since when, in Increase, `R_r` has been above [`FOLLOW_FACTOR`] × the estimate
+    /// without a break.
+    above_since: Option<f64>,
     link: LinkCapacity,
 }
 
@@ -986,6 +1004,7 @@ impl Aimd {
             last_decrease: None,
             measured_since: None,
             last_rate: None,
+            above_since: None,
             link: LinkCapacity::new(),
         }
     }
@@ -1029,12 +1048,26 @@ impl Aimd {
             }
             Usage::Underusing => self.state = RateState::Hold,
         }
+        if self.state != RateState::Increase {
+            self.above_since = None;
+        }
         let mut decreased = false;
         match self.state {
             RateState::Hold => {}
             RateState::Increase => {
                 if self.link.upper_bps().is_some_and(|u| throughput > u) {
                     self.link = LinkCapacity::new();
+                }
+                // Far more arriving than the estimate for a whole second, the delay
+                // steady all along: the link carries it (the relay switched us to a
+                // bigger layer). Start from there rather than ramp up for half a minute.
+                if throughput > FOLLOW_FACTOR * self.estimate {
+                    let since = *self.above_since.get_or_insert(t);
+                    if t - since >= FOLLOW_MS {
+                        self.estimate = throughput;
+                    }
+                } else {
+                    self.above_since = None;
                 }
                 let limit = MAX_RATE_FACTOR * throughput;
                 if self.estimate < limit {

@@ -15,7 +15,8 @@
 //!   the next packet is.
 //! - [`Driver`]: a participant's three sources, sent through
 //!   [`Participant::send_rtp`], with PLI/FIR ([`Event::KeyframeRequested`]) routed to the
-//!   right source.
+//!   right source, RFC 7728 PAUSE/RESUME obeyed, and the relay's REMB/TMMBR for the
+//!   full-resolution stream applied to that source's bitrate ([`MIN_FULL_RATE`]).
 //!
 //! Bitrates count RTP payload bytes (the probe header included), not RTP headers,
 //! extensions or SRTP overhead.
@@ -802,7 +803,14 @@ pub struct DriverStats {
     pub keyframe_requests: u64,
     /// PAUSE and RESUME requests applied to a source.
     pub pause_requests: u64,
+    /// REMB and TMMBR requests applied to the full-resolution source.
+    pub rate_requests: u64,
 }
+
+/// The lowest bitrate multiplier a REMB or TMMBR sets on the full-resolution source: 5%
+/// of its nominal ~1.5 Mbit/s, 75 kbit/s. Lower requests get this (below it a "full"
+/// layer would be worse than the thumbnail); only a TMMBR of 0 stops the stream.
+pub const MIN_FULL_RATE: f64 = 0.05;
 
 /// A participant's three sources — audio, thumbnail, full — sent through its
 /// [`Participant`].
@@ -819,6 +827,12 @@ pub struct Driver {
     /// Sources the relay asked to pause (RFC 7728), by position: not polled, so they
     /// skip what falls due meanwhile and restart on a keyframe when resumed.
     paused: [bool; 3],
+    /// The full-resolution source was stopped by a TMMBR of 0 (a limit of 0: stop),
+    /// apart from any PAUSE; it sends again once both allow.
+    tmmbr_stopped: bool,
+    /// The full source's rate multiplier when the driver was built: REMB and TMMBR never
+    /// raise it above this.
+    full_nominal_rate: f64,
     transport_cc: Option<ExtId>,
     tcc_seq: u16,
     stats: DriverStats,
@@ -864,10 +878,13 @@ impl Driver {
                 return Err(DriverError::WrongKind);
             }
         }
+        let full_nominal_rate = full.config().rate;
         Ok(Driver {
             sources: [audio, thumbnail, full],
             audio: true,
             paused: [false; 3],
+            tmmbr_stopped: false,
+            full_nominal_rate,
             transport_cc,
             tcc_seq: 0,
             stats: DriverStats::default(),
@@ -904,6 +921,8 @@ impl Driver {
             ],
             audio: true,
             paused: [false; 3],
+            tmmbr_stopped: false,
+            full_nominal_rate: 1.0,
             transport_cc: extmap.transport_cc,
             tcc_seq: 0,
             stats: DriverStats::default(),
@@ -937,9 +956,9 @@ impl Driver {
         let from = usize::from(!self.audio);
         self.sources
             .iter()
-            .zip(self.paused)
+            .zip(self.active())
             .skip(from)
-            .filter(|(_, paused)| !paused)
+            .filter(|(_, active)| *active)
             .map(|(s, _)| s.poll_timeout())
             .min()
     }
@@ -958,12 +977,13 @@ impl Driver {
         }
         let mut sent = 0;
         let from = usize::from(!self.audio);
+        let active = self.active();
         for (src, _) in self
             .sources
             .iter_mut()
-            .zip(self.paused)
+            .zip(active)
             .skip(from)
-            .filter(|(_, paused)| !paused)
+            .filter(|(_, active)| *active)
         {
             while let Some(mut out) = src.poll(now) {
                 if let Some(id) = self.transport_cc {
@@ -985,21 +1005,51 @@ impl Driver {
         Ok(sent)
     }
 
-    /// Routes [`Event::KeyframeRequested`] and [`Event::PauseRequested`] for one of our
-    /// SSRCs to its source; returns whether it did. Other events are ignored. A resumed
-    /// source starts again with a keyframe.
+    /// Applies the relay's requests about our streams; returns whether the event was
+    /// one and applied. Other events are ignored.
+    ///
+    /// - [`Event::KeyframeRequested`]: the source starts its next frame as a keyframe.
+    /// - [`Event::PauseRequested`] (RFC 7728): the source stops, or sends again.
+    /// - [`Event::Remb`] naming our full-resolution SSRC, or [`Event::Tmmbr`] for it:
+    ///   the full source's bitrate multiplier becomes `bitrate /`
+    ///   [`SourceKind::target_bps`] of the full layer, within [`MIN_FULL_RATE`]..=1, so
+    ///   the layer sends about the bitrate asked for (payload bytes; headers and SRTP add
+    ///   a few percent) and never more than nominal. (A source built with another rate
+    ///   multiplier, as the load generator's `--rate` does, keeps that one as its
+    ///   ceiling instead of 1.) The whole REMB value goes to the full layer (the relay
+    ///   names it alone). A REMB not naming it, or a TMMBR for another stream, is not
+    ///   applied.
+    /// - A TMMBR of 0 stops the full source as a PAUSE does (RFC 5104, RFC 7728); a later
+    ///   non-zero one sends again (unless a PAUSE holds it).
+    ///
+    /// A source that sends again starts with a keyframe.
     pub fn handle_event(&mut self, event: &Event) -> bool {
+        let full = self.sources[2].ssrc();
         let ssrc = match event {
             Event::KeyframeRequested(ssrc) => ssrc,
             Event::PauseRequested { ssrc, paused } => {
                 let Some(k) = self.sources.iter().position(|s| s.ssrc() == *ssrc) else {
                     return false;
                 };
-                if self.paused[k] && !paused {
-                    self.sources[k].request_keyframe();
-                }
+                let before = self.active();
                 self.paused[k] = *paused;
+                self.restart_resumed(before);
                 self.stats.pause_requests += 1;
+                return true;
+            }
+            Event::Remb { bitrate_bps, ssrcs } if ssrcs.contains(&full) => {
+                self.set_full_rate(*bitrate_bps);
+                return true;
+            }
+            Event::Tmmbr { ssrc, bitrate_bps } if *ssrc == full => {
+                let before = self.active();
+                self.tmmbr_stopped = *bitrate_bps == 0;
+                if *bitrate_bps > 0 {
+                    self.set_full_rate(*bitrate_bps);
+                } else {
+                    self.stats.rate_requests += 1;
+                }
+                self.restart_resumed(before);
                 return true;
             }
             _ => return false,
@@ -1012,5 +1062,33 @@ impl Driver {
             }
             None => false,
         }
+    }
+
+    /// Which sources are polled: not paused, and the full one not stopped by TMMBR.
+    fn active(&self) -> [bool; 3] {
+        let mut a = self.paused.map(|p| !p);
+        a[2] &= !self.tmmbr_stopped;
+        a
+    }
+
+    /// Sources that were stopped before and send now start with a keyframe.
+    fn restart_resumed(&mut self, before: [bool; 3]) {
+        for (k, now) in self.active().into_iter().enumerate() {
+            if now && !before[k] {
+                self.sources[k].request_keyframe();
+            }
+        }
+    }
+
+    /// A REMB or TMMBR for the full-resolution stream: its rate multiplier.
+    fn set_full_rate(&mut self, bitrate_bps: u64) {
+        let nominal = SourceKind::Video {
+            layer: VideoLayer::Full,
+        }
+        .target_bps() as f64;
+        let ceiling = self.full_nominal_rate;
+        let rate = (bitrate_bps as f64 / nominal).clamp(MIN_FULL_RATE.min(ceiling), ceiling);
+        self.sources[2].set_rate(rate);
+        self.stats.rate_requests += 1;
     }
 }

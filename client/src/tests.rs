@@ -1144,6 +1144,116 @@ fn a_fixed_remb_wins_over_the_estimate() {
     assert_eq!(t.b.stats().remb_out, rembs.len() as u64);
 }
 
+/// Runs `d` through `p` in simulated time for `dur` (waking at each of the driver's
+/// deadlines); returns the full-resolution stream's payload bitrate over that time and
+/// whether its first packet was a keyframe.
+fn drive_for(
+    d: &mut Driver,
+    p: &mut Participant,
+    now: &mut Instant,
+    dur: Duration,
+) -> (f64, Option<bool>) {
+    let full = p.ssrcs().full;
+    let end = *now + dur;
+    let (_, before) = p.sent_totals(full).unwrap();
+    let keyframes = d.sources()[2].stats().keyframes;
+    let packets = d.sources()[2].stats().packets;
+    let mut first_was_key = None;
+    while *now < end {
+        d.drive(p, *now).unwrap();
+        while p.poll_transmit().is_some() {}
+        if first_was_key.is_none() && d.sources()[2].stats().packets > packets {
+            first_was_key = Some(d.sources()[2].stats().keyframes > keyframes);
+        }
+        *now = d
+            .poll_timeout()
+            .unwrap()
+            .max(*now + Duration::from_micros(1));
+    }
+    let (_, after) = p.sent_totals(full).unwrap();
+    (
+        (after - before) as f64 * 8.0 / dur.as_secs_f64(),
+        first_was_key,
+    )
+}
+
+#[test]
+fn the_driver_sends_its_full_layer_at_the_rate_remb_and_tmmbr_ask_for() {
+    let t0 = Instant::now();
+    let (mut p, _relay, mut now) = connected(0, 5000, t0);
+    let own = p.ssrcs();
+    let ext = blindfold_relay::control::ExtmapIds::default();
+    let mut d = Driver::for_participant(&p, SenderId(1), ext, t0, 9, now);
+    let two_s = Duration::from_secs(2);
+    let near = |bps: f64, want: f64| (bps - want).abs() <= 0.15 * want;
+    let (nominal, _) = drive_for(&mut d, &mut p, &mut now, two_s);
+    assert!(near(nominal, 1_500_000.0), "{nominal}");
+
+    // A REMB naming the full stream: about 500 kbit/s from then on.
+    let remb = |bps| Event::Remb {
+        bitrate_bps: bps,
+        ssrcs: vec![own.full],
+    };
+    assert!(d.handle_event(&remb(500_000)));
+    let (slowed, _) = drive_for(&mut d, &mut p, &mut now, two_s);
+    assert!(near(slowed, 500_000.0), "{slowed}");
+    // One far above the nominal rate: back to the nominal ~1.5 Mbit/s, no more.
+    assert!(d.handle_event(&remb(5_000_000)));
+    let (back, _) = drive_for(&mut d, &mut p, &mut now, two_s);
+    assert!(near(back, 1_500_000.0), "{back}");
+    // Not about the full stream: ignored.
+    let thumb_only = Event::Remb {
+        bitrate_bps: 100_000,
+        ssrcs: vec![own.thumbnail],
+    };
+    assert!(!d.handle_event(&thumb_only));
+    let other = Event::Tmmbr {
+        ssrc: own.thumbnail,
+        bitrate_bps: 0,
+    };
+    assert!(!d.handle_event(&other));
+    assert_eq!(d.stats().rate_requests, 2);
+
+    // A tiny one: the floor, 5% of nominal (75 kbit/s).
+    assert!(d.handle_event(&remb(1_000)));
+    let (floor, _) = drive_for(&mut d, &mut p, &mut now, two_s);
+    assert!(near(floor, 75_000.0), "{floor}");
+
+    // TMMBR 0 stops the full layer; a non-zero one restarts it with a keyframe, at
+    // that rate.
+    let tmmbr = |bps| Event::Tmmbr {
+        ssrc: own.full,
+        bitrate_bps: bps,
+    };
+    assert!(d.handle_event(&tmmbr(0)));
+    let (stopped, _) = drive_for(&mut d, &mut p, &mut now, Duration::from_secs(1));
+    assert_eq!(stopped, 0.0);
+    assert!(d.handle_event(&tmmbr(300_000)));
+    let (resumed, first_key) = drive_for(&mut d, &mut p, &mut now, two_s);
+    assert!(near(resumed, 300_000.0), "{resumed}");
+    assert_eq!(first_key, Some(true));
+
+    // A PAUSE holds whatever TMMBR says; RESUME then sends again.
+    let pause = |paused| Event::PauseRequested {
+        ssrc: own.full,
+        paused,
+    };
+    assert!(d.handle_event(&pause(true)));
+    assert!(d.handle_event(&tmmbr(0)));
+    assert!(d.handle_event(&tmmbr(900_000)));
+    let (held, _) = drive_for(&mut d, &mut p, &mut now, Duration::from_secs(1));
+    assert_eq!(held, 0.0);
+    assert!(d.handle_event(&pause(false)));
+    let (again, first_key) = drive_for(&mut d, &mut p, &mut now, two_s);
+    assert!(near(again, 900_000.0), "{again}");
+    assert_eq!(first_key, Some(true));
+    assert_eq!(d.stats().rate_requests, 7);
+    assert_eq!(d.stats().pause_requests, 2);
+    eprintln!(
+        "full layer: nominal {nominal:.0}, REMB 500k → {slowed:.0}, 5M → {back:.0}, 1k → {floor:.0}, TMMBR 300k → {resumed:.0}, 900k → {again:.0} bit/s"
+    );
+}
+
 // --- (4) malformed input ----------------------------------------------------------------
 
 #[test]

@@ -4,6 +4,12 @@
 //! over UDP to the relay from the answer, and exchanges media keys with the other
 //! members as megolm-encrypted `org.matrix.msc2359.call.keys` events in `R`.
 //!
+//! The participant estimates its downlink from the abs-send-time its offer declares
+//! ([`crate::sdp::OFFER_EXTMAP`], read on other members' media:
+//! [`ParticipantConfig::bwe`]) and reports it to the relay in REMBs; the synthetic
+//! sources' full-resolution layer follows the relay's REMB and TMMBR
+//! ([`crate::Driver::handle_event`]).
+//!
 //! # Driving it
 //!
 //! Inside a tokio runtime (current-thread or multi-thread; the conference spawns two
@@ -837,7 +843,7 @@ impl Conference {
         let key = random_key(config.profile)?;
         let master = MasterKey::new(config.profile, &key)
             .map_err(|e| ConferenceError::Participant(crate::ParticipantError::Srtp(e)))?;
-        let pcfg = ParticipantConfig::new(
+        let mut pcfg = ParticipantConfig::new(
             ice,
             answer.ice.clone(),
             relay,
@@ -848,6 +854,10 @@ impl Conference {
             master,
             random_u64()?,
         );
+        // Estimate our downlink from the abs-send-time our offer declares (every
+        // participant built on this library stamps it with that id) and tell the relay
+        // in REMBs.
+        pcfg.bwe = crate::sdp::OFFER_EXTMAP.abs_send_time;
         let now = Instant::now();
         let participant = Participant::new(pcfg, now)?;
         let driver = match config.media {

@@ -22,6 +22,11 @@
 //!   final table;
 //! - records each received audio stream to `--record-dir/<user>-<device>-<ssrc>.opus`
 //!   (Ogg Opus, playable by opusdec and ffmpeg);
+//! - estimates its downlink from the other members' abs-send-time and sends it to the
+//!   relay in REMBs, and sends the synthetic full-resolution layer at the rate the
+//!   relay's REMB or TMMBR asks for ([`Conference`]'s participant does both; real Opus
+//!   audio from `--audio-file` carries no abs-send-time, so only the synthetic streams
+//!   feed other members' estimates);
 //!
 //! then writes the `--report` JSON ([`blindfold_client::report::Report`]; the final
 //! rates there are averages over each stream's life) and hangs up (a key event without
