@@ -414,6 +414,8 @@ impl Sim {
             idx as u64 + 1,
         );
         cfg.auto_feedback = false;
+        // A member that negotiated abs-send-time estimates its downlink and sends REMB.
+        cfg.bwe = self.extmap.abs_send_time;
         let p = Participant::new(cfg, self.now).expect("participant");
         let addr = SocketAddr::from(([127, 0, 0, 1], self.next_port));
         self.next_port += 1;

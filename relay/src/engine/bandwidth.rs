@@ -10,8 +10,9 @@
 //!   renewed for [`RATE_STALE`] counts as 0: the stream stopped or was paused.
 //! - **A receiver's downlink** ([`Downlink`], on its home shard, where its SRTCP is
 //!   decrypted): its [`media::DownlinkEstimate`] is fed the blocks of its receiver
-//!   reports about streams it gets, its REMB, and what the relay sent it — the sum of
-//!   the rates of the streams it gets. One [`media::LayerChoice`] per full layer it
+//!   reports about streams it gets, its REMB, and what the relay sends it — the sum of
+//!   the rates of the streams it gets (not a count of every copy: the copies leave
+//!   from whichever shard the sender's media arrives at). One [`media::LayerChoice`] per full layer it
 //!   subscribes to decides thumbnail or full from the part of the estimate left for
 //!   that sender's video (the estimate less everything else it gets).
 //! - **Layer states** are announced by the receiver's home to every shard
@@ -36,6 +37,16 @@ use super::*;
 /// A rate not renewed for this long counts as 0 (the stream stopped or was paused).
 pub(super) const RATE_STALE: Duration = Duration::from_millis(1500);
 
+/// Report blocks about a full layer count once the receiver has had it this long (two
+/// report intervals): the first blocks after a switch up count the packets sent while
+/// it was on the thumbnail as lost.
+const SETTLED_FULL: Duration = Duration::from_secs(2);
+
+/// A viewer counts for the rate clamp (and can be demoted by it) once it has had the
+/// full layer this long: before, its estimate is still catching up with the layer it
+/// was just given (the trial window of `LayerChoice`).
+const SETTLED_VIEWER: Duration = Duration::from_secs(5);
+
 /// A viewer's reported rate is dropped from a clamp after this long without renewal.
 const VIEWER_STALE: Duration = Duration::from_millis(2500);
 
@@ -44,8 +55,6 @@ pub(super) struct Downlink {
     estimate: media::DownlinkEstimate,
     /// One per full layer of another member it subscribes to.
     choices: Vec<Choice>,
-    /// When what was sent was last counted into `estimate`.
-    fed: Option<Instant>,
 }
 
 struct Choice {
@@ -61,7 +70,6 @@ impl Downlink {
         Downlink {
             estimate: media::DownlinkEstimate::new(media::EstimateConfig::default()),
             choices: Vec::new(),
-            fed: None,
         }
     }
 
@@ -366,6 +374,12 @@ impl Engine {
                     if owner == r || !rs.wants(&spec) {
                         continue;
                     }
+                    // A full layer the receiver started getting within the last two
+                    // report intervals: its block counts the packets it was never sent
+                    // (while on the thumbnail) as lost.
+                    if spec.layer == Layer::Full && !Self::full_for(rs, b.ssrc, now, SETTLED_FULL) {
+                        continue;
+                    }
                     let clock = match spec.kind {
                         MediaKind::Audio => 48_000,
                         MediaKind::Video => 90_000,
@@ -388,6 +402,20 @@ impl Engine {
             }
         }
         self.drive_choices(now, r, Some(now));
+    }
+
+    /// Whether receiver `rs` (homed here) has had full layer `ssrc` for `at_least`.
+    fn full_for(rs: &Session, ssrc: Ssrc, now: Instant, at_least: Duration) -> bool {
+        let Home::Here(local) = &rs.home else {
+            return false;
+        };
+        local
+            .downlink
+            .choices
+            .iter()
+            .find(|c| c.ssrc == ssrc)
+            .and_then(|c| c.layer.full_since())
+            .is_some_and(|t| now.saturating_duration_since(t) >= at_least)
     }
 
     /// What the relay sends receiver `r` now: the sum of the rates of the streams it
@@ -438,21 +466,14 @@ impl Engine {
         Some((total, inputs))
     }
 
-    /// Counts what was sent receiver `r` since the last count into its estimate.
+    /// Tells receiver `r`'s estimate what it is sent now.
     fn feed_sent(&mut self, now: Instant, r: SessionHandle) {
         let Some((total, _)) = self.receiving(now, r) else {
             return;
         };
-        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
-            return;
-        };
-        let d = &mut local.downlink;
-        if let Some(fed) = d.fed {
-            let dt = now.saturating_duration_since(fed);
-            let bytes = (total as f64 / 8.0 * dt.as_secs_f64()) as usize;
-            d.estimate.handle_sent(now, bytes);
+        if let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) {
+            local.downlink.estimate.set_sent_rate(total);
         }
-        d.fed = Some(now);
     }
 
     /// Runs receiver `r`'s layer choices on its current figures; announces the states
@@ -467,6 +488,9 @@ impl Engine {
         let Some((total, inputs)) = self.receiving(now, r) else {
             return;
         };
+        if let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) {
+            local.downlink.estimate.set_sent_rate(total);
+        }
         let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
             return;
         };
@@ -481,10 +505,31 @@ impl Engine {
             // The estimate less everything else it gets.
             let others = total.saturating_sub(i.receiving_bps);
             let available = estimate.saturating_sub(others);
-            c.layer.handle_rates(now, i.thumbnail_bps, i.full_bps);
+            // A viewer (or one switching up) that the clamp does not demote is one the
+            // clamp follows: the sender's layer comes down to what it can take, so that
+            // is what the layer costs it — down to a floor: the demotion bound, and at
+            // least a thumbnail's rate (a full layer smaller than that is no picture).
+            let settled = c
+                .layer
+                .full_since()
+                .is_some_and(|t| now.saturating_duration_since(t) >= SETTLED_VIEWER);
+            let can_take = available.saturating_sub(i.thumbnail_bps);
+            let viewing = c.layer.full_since().is_some() || c.layer.pending_up();
+            let floor = i.demote_below.max(i.thumbnail_bps);
+            let full_cost = match viewing && known {
+                true => i.full_bps.min(can_take.max(floor)),
+                false => i.full_bps,
+            };
+            c.layer.handle_rates(now, i.thumbnail_bps, full_cost);
             if known {
-                c.layer
-                    .set_demoted(now, i.demote_below > 0 && available < i.demote_below);
+                // Demotion judges what a viewer can take; a receiver on the thumbnail
+                // whose link reports no trouble has an estimate nothing has tested yet
+                // (bounded by what it is sent), which its trials will test instead.
+                // Nor is a viewer in its first seconds, whose estimate is still
+                // catching up with the layer it was just given.
+                let judged = settled || (!limited && c.layer.full_since().is_none());
+                let demoted = judged && i.demote_below > 0 && available < i.demote_below;
+                c.layer.set_demoted(now, demoted);
                 c.layer.handle_estimate(now, available, limited);
             }
             c.layer.handle_timeout(now);
@@ -494,9 +539,9 @@ impl Engine {
             }
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
-            // The budget left for this sender's video, less its thumbnail.
-            let can_take = available.saturating_sub(i.thumbnail_bps);
-            if known && report.is_some() && state == LayerState::Full {
+            // It tells the clamp the budget left for this sender's video, less the
+            // thumbnail.
+            if known && report.is_some() && settled {
                 views.push((c.owner, c.ssrc, can_take));
             }
         }

@@ -29,10 +29,11 @@
 //!   it either: a pause in sending does not reset what was learnt). On low loss it
 //!   rises at once to at least what was sent over that second: the receiver got it, so
 //!   the link carries it (after the relay starts forwarding a full layer, the estimate
-//!   catches up in one report instead of many). When the estimate is well above what
-//!   was sent (at least 1.25×: the sent bound, or a REMB near it, is what limits it),
-//!   [`DownlinkEstimate::app_limited`] says so: the link may carry more than anyone
-//!   has tried, which layer choice uses to decide to probe.
+//!   catches up in one report instead of many). While the receiver signals no
+//!   congestion (no loss of 2% or more, no jitter above the hold, no falling REMB, for
+//!   2 s), [`DownlinkEstimate::app_limited`] says so: the estimate is what was tried,
+//!   not what the link carries, which layer choice uses to decide to probe (and not to
+//!   switch down an estimate that is merely catching up).
 //! - **Jitter holds.** Interarrival jitter above 30 ms (default) in any report block
 //!   means queues are growing somewhere: the estimate holds instead of increasing.
 //! - **Loss is per packet, not per stream.** A receiver report has one block per
@@ -99,9 +100,12 @@ pub(crate) struct LossReport {
     pub jitter: Duration,
 }
 
-/// The estimate counts as app-limited when it is at least this many times what was
-/// sent (see [`DownlinkEstimate::app_limited`]).
-pub(crate) const APP_LIMITED_ROOM: f64 = 1.25;
+/// A REMB this much below the one before it is the receiver's estimator seeing a
+/// queue build (it sends one at once when its estimate falls more than 3%).
+const REMB_FELL: f64 = 0.97;
+/// How long a congestion signal (loss of 2% or more, jitter above the hold, a falling
+/// REMB) keeps the estimate from counting as app-limited.
+const TROUBLE_HOLD: Duration = Duration::from_secs(2);
 
 /// Streams whose previous highest sequence number is remembered.
 const STREAMS: usize = 16;
@@ -115,6 +119,9 @@ pub(crate) struct DownlinkEstimate {
     /// The loss-based state (GCC's `A_s`).
     loss_based: f64,
     remb: Option<(u64, Instant)>,
+    /// When the receiver last signalled congestion: a falling REMB, or an update with
+    /// 2% loss or more, or jitter above the hold.
+    trouble_at: Option<Instant>,
     /// Per stream: the highest sequence number of its previous block.
     streams: [Option<(Ssrc, u32)>; STREAMS],
     next_stream: usize,
@@ -128,6 +135,9 @@ pub(crate) struct DownlinkEstimate {
     last_update: Option<Instant>,
     last_loss: Option<f64>,
     sent: RateMeter,
+    /// What was sent, as given by [`DownlinkEstimate::set_sent_rate`] (it then replaces
+    /// the meter).
+    sent_given: Option<f64>,
 }
 
 impl DownlinkEstimate {
@@ -138,6 +148,7 @@ impl DownlinkEstimate {
             loss_based: cfg.initial_bps.clamp(min, cfg.max_bps) as f64,
             cfg,
             remb: None,
+            trouble_at: None,
             streams: [None; STREAMS],
             next_stream: 0,
             acc_lost: 0.0,
@@ -148,16 +159,36 @@ impl DownlinkEstimate {
             last_update: None,
             last_loss: None,
             sent: RateMeter::new(cfg.sent_window),
+            sent_given: None,
         }
     }
 
     /// The relay sent this receiver a datagram of `bytes` at `now`.
+    #[cfg(test)]
     pub(crate) fn handle_sent(&mut self, now: Instant, bytes: usize) {
         self.sent.add(now, bytes as u64);
     }
 
+    /// What the relay sends this receiver now, bits per second, measured elsewhere:
+    /// from now on this is the sent rate (the engine knows it as the sum of the
+    /// measured rates of the streams the receiver gets, without counting every copy).
+    pub(crate) fn set_sent_rate(&mut self, bps: u64) {
+        self.sent_given = Some(bps as f64);
+    }
+
+    /// The rate sent over the last window, bits per second.
+    fn sent_rate(&self, now: Instant) -> f64 {
+        self.sent_given.unwrap_or_else(|| self.sent.rate_bps(now))
+    }
+
     /// The receiver's REMB said `bps` at `now`.
     pub(crate) fn handle_remb(&mut self, now: Instant, bps: u64) {
+        if self
+            .fresh_remb(now)
+            .is_some_and(|last| (bps as f64) < REMB_FELL * last as f64)
+        {
+            self.trouble_at = Some(now);
+        }
         self.remb = Some((bps, now));
     }
 
@@ -184,13 +215,14 @@ impl DownlinkEstimate {
         unbounded.min(cap)
     }
 
-    /// Whether what the relay sent is what bounds the estimate at `now`: the link
-    /// reported no trouble, and may carry more than has been tried. That is, the
-    /// estimate is at least [`APP_LIMITED_ROOM`] × the rate sent: whichever of the sent
-    /// bound, the loss-based state or a REMB (a receiver's delay-based estimate is
-    /// itself bounded by 1.5× what it receives) sets it, the link vouched for room.
+    /// Whether the estimate is limited by what the relay sent rather than by the link:
+    /// the receiver signalled no congestion for [`TROUBLE_HOLD`] — no update with 2%
+    /// loss or more, no jitter above the hold, no REMB falling by more than 3% — so the
+    /// link may carry more than has been tried, and an estimate below what a layer needs
+    /// is only one nothing has tested yet.
     pub(crate) fn app_limited(&self, now: Instant) -> bool {
-        self.estimate(now) as f64 >= APP_LIMITED_ROOM * self.sent.rate_bps(now)
+        self.trouble_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= TROUBLE_HOLD)
     }
 
     /// Whether the receiver has reported anything yet (a receiver report with blocks
@@ -216,7 +248,7 @@ impl DownlinkEstimate {
     }
 
     fn sent_cap(&self, now: Instant) -> f64 {
-        self.sent.rate_bps(now) * self.cfg.sent_headroom.max(0.0)
+        self.sent_rate(now) * self.cfg.sent_headroom.max(0.0)
     }
 
     fn fresh_remb(&self, now: Instant) -> Option<u64> {
@@ -276,6 +308,9 @@ impl DownlinkEstimate {
         self.last_update = Some(now);
         self.last_loss = Some(loss);
         let a = self.loss_based;
+        if loss >= 0.02 || jitter > self.cfg.jitter_hold {
+            self.trouble_at = Some(now);
+        }
         let next = if loss > 0.10 {
             a * (1.0 - 0.5 * loss)
         } else if loss >= 0.02 || jitter > self.cfg.jitter_hold {
@@ -283,7 +318,7 @@ impl DownlinkEstimate {
         } else {
             // What was sent over the last second arrived with under 2% loss: the link
             // carries at least that.
-            let mut up = (a * 1.05).max(self.sent.rate_bps(now));
+            let mut up = (a * 1.05).max(self.sent_rate(now));
             if let Some(remb) = self.fresh_remb(now) {
                 up = up.max(remb as f64);
             }

@@ -29,12 +29,12 @@
 //!   ±10% around the full layer's rate never switches either way.
 //! - **Probing.** An estimate is never above 1.5× what the relay sent the receiver, so
 //!   a receiver that gets only thumbnails cannot show room for a full layer. When its
-//!   estimate has been bounded only by what was sent (no loss, no lower REMB) for 2 s,
-//!   the machine tries the full layer anyway. During the trial's first 5 s
-//!   (`probe_window`) it goes back down only if the estimate falls below where it was
-//!   when the trial began (the link lost packets or the receiver's REMB dropped), not
-//!   because the estimate has not yet caught up with the new rate; after that the
-//!   normal rule applies. A trial that fails within its window doubles the wait before
+//!   link has signalled no congestion (no loss, no falling REMB) for 1 s
+//!   (`probe_hold`), the machine tries the full layer anyway. During the trial's first
+//!   5 s (`probe_window`) it goes back down only if the estimate falls more than 10%
+//!   below where it was when the trial began, or if the link signals congestion and
+//!   the estimate is short of the need — not because the estimate has not yet caught
+//!   up with the new rate; after that the normal rule applies. A trial that fails within its window doubles the wait before
 //!   the next one (4 s, then 8 s, … up to 32 s); one that holds resets it. Trials cost
 //!   a receiver with a truly slow link a second or two of congestion every half
 //!   minute; a later refinement can probe without risk by padding the receiver's
@@ -69,6 +69,8 @@ pub(crate) struct LayerConfig {
     pub down_factor: f64,
     /// A pending upswitch re-asks for a keyframe at most this often.
     pub keyframe_interval: Duration,
+    /// A trial needs the estimate app-limited (no congestion signalled) this long.
+    pub probe_hold: Duration,
     /// The first wait before a trial after a failed one; `None`: no trials.
     pub probe_backoff: Option<Duration>,
     /// The wait doubles up to this.
@@ -84,6 +86,7 @@ impl Default for LayerConfig {
         LayerConfig {
             up_factor: 1.2,
             up_hold: Duration::from_secs(2),
+            probe_hold: Duration::from_secs(1),
             down_factor: 0.9,
             keyframe_interval: Duration::from_millis(300),
             probe_backoff: Some(Duration::from_secs(4)),
@@ -175,6 +178,14 @@ impl LayerChoice {
         match self.state {
             State::Full { .. } => Layer::Full,
             _ => Layer::Thumbnail,
+        }
+    }
+
+    /// Since when the receiver gets the full layer, if it does.
+    pub(crate) fn full_since(&self) -> Option<Instant> {
+        match self.state {
+            State::Full { since, .. } => Some(since),
+            _ => None,
         }
     }
 
@@ -301,7 +312,7 @@ impl LayerChoice {
                     .probe_backoff
                     .and(self.limited_since)
                     .and_then(|t| {
-                        let t = t.checked_add(self.cfg.up_hold)?;
+                        let t = t.checked_add(self.cfg.probe_hold)?;
                         match self.probe_wait {
                             Some((from, wait)) => Some(from.checked_add(wait)?.max(t)),
                             None => Some(t),
@@ -368,7 +379,7 @@ impl LayerChoice {
                 if Self::held(self.good_since, self.cfg.up_hold, now) {
                     self.start_up(now, None);
                 } else if self.cfg.probe_backoff.is_some()
-                    && Self::held(self.limited_since, self.cfg.up_hold, now)
+                    && Self::held(self.limited_since, self.cfg.probe_hold, now)
                     && self
                         .probe_wait
                         .is_none_or(|(from, wait)| now.saturating_duration_since(from) >= wait)
@@ -427,10 +438,14 @@ impl LayerChoice {
         let Some(a) = self.available else {
             return false;
         };
+        let short = !self.app_limited && (a as f64) < self.cfg.down_factor * self.need() as f64;
         if let Some(start) = trial_from {
-            return a < start;
+            // 10% below: an estimate's report-to-report noise is not a verdict. And a
+            // link that signals congestion with the layer on and cannot take it has
+            // failed the trial, wherever the estimate began.
+            return (a as f64) < self.cfg.down_factor * start as f64 || short;
         }
-        !self.app_limited && (a as f64) < self.cfg.down_factor * self.need() as f64
+        short
     }
 
     /// Back to the thumbnail because the link did not carry the layer: the next trial
@@ -719,6 +734,7 @@ mod tests {
             up_factor: f64::NAN,
             down_factor: f64::INFINITY,
             up_hold: Duration::ZERO,
+            probe_hold: Duration::ZERO,
             keyframe_interval: Duration::MAX,
             probe_backoff: Some(Duration::MAX),
             probe_backoff_max: Duration::ZERO,
