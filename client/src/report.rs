@@ -76,21 +76,26 @@ pub struct Recording {
 }
 
 /// Which full-resolution streams a participant asked for (docs/protocol.md,
-/// "Subscriptions"): in JSON `"all"` or a list of SSRCs, as in the subscribe event.
+/// "Subscriptions"): in JSON `"all"`, `"speaker"` or a list of SSRCs, as in the
+/// subscribe event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "FullRepr", try_from = "FullRepr")]
 pub enum FullSubscription {
     /// Every current and future full-resolution stream.
     All,
+    /// The active speaker's, whoever it is.
+    Speaker,
     /// These streams (empty: thumbnails only).
     Ssrcs(Vec<u32>),
 }
 
 impl FullSubscription {
-    /// Whether the stream `ssrc` is subscribed.
+    /// Whether the stream `ssrc` is subscribed for the whole call (with `Speaker`, no
+    /// stream is: each only while its sender speaks, so none is owed in full).
     pub fn includes(&self, ssrc: u32) -> bool {
         match self {
             FullSubscription::All => true,
+            FullSubscription::Speaker => false,
             FullSubscription::Ssrcs(list) => list.contains(&ssrc),
         }
     }
@@ -108,6 +113,7 @@ impl From<FullSubscription> for FullRepr {
     fn from(s: FullSubscription) -> FullRepr {
         match s {
             FullSubscription::All => FullRepr::Word("all".into()),
+            FullSubscription::Speaker => FullRepr::Word("speaker".into()),
             FullSubscription::Ssrcs(list) => FullRepr::List(list),
         }
     }
@@ -119,8 +125,9 @@ impl TryFrom<FullRepr> for FullSubscription {
     fn try_from(r: FullRepr) -> Result<FullSubscription, String> {
         match r {
             FullRepr::Word(w) if w == "all" => Ok(FullSubscription::All),
+            FullRepr::Word(w) if w == "speaker" => Ok(FullSubscription::Speaker),
             FullRepr::Word(w) => Err(format!(
-                "subscribed_full is \"{w}\"; expected \"all\" or a list of SSRCs"
+                "subscribed_full is \"{w}\"; expected \"all\", \"speaker\" or a list of SSRCs"
             )),
             FullRepr::List(list) => Ok(FullSubscription::Ssrcs(list)),
         }
@@ -592,7 +599,10 @@ mod tests {
         let e = Report::from_json(&v.to_string(), "y.json")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("expected \"all\" or a list of SSRCs"), "{e}");
+        assert!(
+            e.contains("expected \"all\", \"speaker\" or a list of SSRCs"),
+            "{e}"
+        );
         let e = Report::read(Path::new("/nonexistent/r.json"))
             .unwrap_err()
             .to_string();

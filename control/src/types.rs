@@ -438,6 +438,9 @@ impl SessionSpec {
 pub enum FullSet {
     /// Every full layer in the conference (JSON `"all"`).
     All,
+    /// The full layers of the conference's active speaker, whoever it is (JSON
+    /// `"speaker"`): it follows each `active_speaker` change; before the first, none.
+    Speaker,
     /// Only these full-layer SSRCs (JSON array); every other video at thumbnail. Empty:
     /// thumbnails only.
     Ssrcs(Vec<Ssrc>),
@@ -447,25 +450,26 @@ impl Serialize for FullSet {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             FullSet::All => s.serialize_str("all"),
+            FullSet::Speaker => s.serialize_str("speaker"),
             FullSet::Ssrcs(v) => v.serialize(s),
         }
     }
 }
 
 impl<'de> Deserialize<'de> for FullSet {
-    /// `"all"` or an array of u32; rejects any other string or type.
+    /// `"all"`, `"speaker"` or an array of u32; rejects any other string or type.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = FullSet;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"all\" or an array of SSRCs")
+                f.write_str("\"all\", \"speaker\" or an array of SSRCs")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FullSet, E> {
-                if v == "all" {
-                    Ok(FullSet::All)
-                } else {
-                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                match v {
+                    "all" => Ok(FullSet::All),
+                    "speaker" => Ok(FullSet::Speaker),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
                 }
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FullSet, A::Error> {

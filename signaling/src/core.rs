@@ -35,7 +35,6 @@ use blindfold_relay::control::{
     ConfId, ConferenceSpec, EndReason, FullSet, Generation, NotificationBody, RelayInfo,
     RequestBody, SessionId, SessionSpec, Snapshot, SubscriptionSpec,
 };
-use blindfold_relay::id::Ssrc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -696,10 +695,7 @@ impl Core {
         let Some(id) = self.own_call(room_id, e) else {
             return self.count_drop("subscribe_for_unknown_call");
         };
-        let full = match sub.full {
-            None => FullSet::All,
-            Some(list) => FullSet::Ssrcs(list.into_iter().map(Ssrc).collect()),
-        };
+        let full = sub.full;
         let generation = self.next_generation(now_ms);
         let call = self.calls.get_mut(&id).expect("own_call found it");
         call.full = full.clone();

@@ -5,6 +5,8 @@
 //! the refusal instead of failing a whole sync batch. Outgoing events are built as JSON
 //! values of exactly the documented shape.
 
+use blindfold_relay::control::FullSet;
+use blindfold_relay::id::Ssrc;
 use serde_json::{Map, Value, json};
 
 /// State event announcing a conference in its room; `state_key` is the conference id.
@@ -204,8 +206,9 @@ impl Invite {
 pub struct Subscribe {
     /// The call it applies to.
     pub ids: CallIds,
-    /// The SSRCs, or `None` for `"all"`.
-    pub full: Option<Vec<u32>>,
+    /// What it wants: `"all"`, `"speaker"` (whoever is the conference's active speaker)
+    /// or a list of SSRCs.
+    pub full: FullSet,
 }
 
 /// Most SSRCs in one subscription (the relay's bound).
@@ -217,7 +220,8 @@ impl Subscribe {
         let ids = CallIds::from_content(content)?;
         let obj = content.as_object().expect("checked by CallIds");
         let full = match obj.get("full") {
-            Some(Value::String(s)) if s == "all" => None,
+            Some(Value::String(s)) if s == "all" => FullSet::All,
+            Some(Value::String(s)) if s == "speaker" => FullSet::Speaker,
             Some(Value::Array(items)) => {
                 if items.len() > MAX_SUBSCRIBE_SSRCS {
                     return Err(bad(format!(
@@ -235,9 +239,13 @@ impl Subscribe {
                         out.push(ssrc);
                     }
                 }
-                Some(out)
+                FullSet::Ssrcs(out.into_iter().map(Ssrc).collect())
             }
-            _ => return Err(bad("`full` must be \"all\" or a list of SSRCs")),
+            _ => {
+                return Err(bad(
+                    "`full` must be \"all\", \"speaker\" or a list of SSRCs",
+                ));
+            }
         };
         Ok(Subscribe { ids, full })
     }
@@ -443,11 +451,15 @@ mod tests {
             &json!({"call_id": "c", "party_id": "p", "version": "1", "full": "all"}),
         )
         .unwrap();
-        assert_eq!(s.full, None);
+        assert_eq!(s.full, FullSet::All);
+        let s =
+            Subscribe::from_content(&json!({"call_id": "c", "party_id": "p", "full": "speaker"}))
+                .unwrap();
+        assert_eq!(s.full, FullSet::Speaker);
         let s =
             Subscribe::from_content(&json!({"call_id": "c", "party_id": "p", "full": [1, 2, 2]}))
                 .unwrap();
-        assert_eq!(s.full, Some(vec![1, 2]));
+        assert_eq!(s.full, FullSet::Ssrcs(vec![Ssrc(1), Ssrc(2)]));
         for bad in [
             json!("some"),
             json!([-1]),

@@ -382,3 +382,71 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
     let last_second = bytes_on(&sim, e, full, sim.now - Duration::from_secs(1), sim.now);
     assert_eq!(last_second, 0, "erin ends on the thumbnail");
 }
+
+/// Dave follows the speaker (`"full": "speaker"`): while alice talks he gets her full
+/// layer, when bob takes over he gets bob's instead — each starting at a keyframe, the
+/// thumbnails flowing throughout, no frame undecodable.
+#[test]
+fn a_follower_of_the_speaker_gets_the_speakers_full_layer_at_each_change() {
+    let mut sim = sim();
+    let a = sim.join("alice", "conf");
+    let b = sim.join("bob", "conf");
+    let d = sim.join("dave", "conf");
+    sim.run_until_connected();
+    sim.share_keys();
+    sim.subscribe(d, FullSet::Speaker);
+    watch(&mut sim, d, &[a, b]);
+    // Video from the drivers; the talking is scripted (RFC 6464 levels).
+    let mut senders = [sending(&sim, a), sending(&sim, b)];
+    for s in &mut senders {
+        s.driver = s.driver.clone().without_audio();
+    }
+    let (fa, fb) = (sim.member(a).ssrcs().full, sim.member(b).ssrcs().full);
+    let talk = |sim: &mut Sim, senders: &mut [Sending], who: usize, ms: u64| {
+        for _ in 0..ms / 20 {
+            sim.send_audio_level(who, 20, true, &[0x55; 60]);
+            let other = if who == a { b } else { a };
+            sim.send_audio_level(other, 100, false, &[0; 60]);
+            sim.run_sending(senders, 20);
+        }
+    };
+    talk(&mut sim, &mut senders, a, 3000);
+    let alice_turn = sim.now;
+    talk(&mut sim, &mut senders, b, 3000);
+    let bob_turn = sim.now;
+    assert_eq!(
+        sim.active_speakers()
+            .iter()
+            .map(|(_, s)| s.as_str())
+            .collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
+    let got = |ssrc, from, to| bytes_on(&sim, d, ssrc, from, to);
+    let start = alice_turn - Duration::from_secs(3);
+    assert!(
+        got(fa, start, alice_turn) > 100_000,
+        "alice's full layer in her turn"
+    );
+    assert_eq!(got(fb, start, alice_turn), 0, "not bob's");
+    // Bob's turn: after the switch (the detector's second), his layer, not alice's.
+    let settled = alice_turn + Duration::from_millis(1500);
+    assert!(
+        got(fb, settled, bob_turn) > 50_000,
+        "bob's full layer in his turn"
+    );
+    assert_eq!(got(fa, settled, bob_turn), 0, "no more of alice's");
+    assert!(starts_keyframe(&sim.member(d).media_on(fb)[0].packet));
+    let t = sim.member(d).timeline.as_ref().unwrap();
+    assert!(t.lost().is_empty(), "{:?}", t.lost());
+    for who in [a, b] {
+        let gap = t.longest_gap(
+            SenderId(who as u64),
+            start + Duration::from_millis(500),
+            bob_turn,
+        );
+        assert!(
+            gap <= Duration::from_millis(140),
+            "{who}: picture stood still {gap:?}"
+        );
+    }
+}

@@ -123,6 +123,8 @@ pub enum Login {
 pub enum Subscription {
     /// Every current and future one.
     All,
+    /// The conference's active speaker's, following each change.
+    Speaker,
     /// These SSRCs (`[]`: thumbnails only).
     Ssrcs(Vec<Ssrc>),
 }
@@ -131,6 +133,7 @@ impl Subscription {
     fn to_json(&self) -> Value {
         match self {
             Subscription::All => json!("all"),
+            Subscription::Speaker => json!("speaker"),
             Subscription::Ssrcs(s) => json!(s.iter().map(|x| x.0).collect::<Vec<_>>()),
         }
     }

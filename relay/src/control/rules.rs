@@ -57,6 +57,7 @@ pub fn conf_name(id: &ConfId) -> ConfName {
 pub fn full_set(full: &FullSet) -> engine::FullSet {
     match full {
         FullSet::All => engine::FullSet::All,
+        FullSet::Speaker => engine::FullSet::Speaker,
         FullSet::Ssrcs(s) => engine::FullSet::Ssrcs(s.clone()),
     }
 }

@@ -114,6 +114,19 @@ impl Engine {
         self.cfg.layer_choice && sender.spec.extensions.frame_marking.is_some()
     }
 
+    /// What receivers' places in the lists of session `h`'s streams depend on.
+    pub(super) fn sender(&self, h: SessionHandle, s: &Session) -> Sender {
+        Sender {
+            marked: self.marked(s),
+            speaking: self.speaker_of(s.conf) == Some(h),
+        }
+    }
+
+    /// The active speaker of conference `conf`, as announced.
+    pub(super) fn speaker_of(&self, conf: ConfHandle) -> Option<SessionHandle> {
+        self.conferences.get(conf)?.speaking
+    }
+
     /// A stream's rate now: as last measured or announced, 0 if stale.
     fn rate_of(st: &Stream, now: Instant) -> u64 {
         match st.rate {
@@ -170,12 +183,13 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(r) else {
             return;
         };
-        let old = s.receives();
+        let speaker = self.conferences.get(s.conf).and_then(|c| c.speaking);
+        let old = s.receives(speaker);
         match s.layers.iter_mut().find(|(l, _)| *l == ssrc) {
             Some(entry) => entry.1 = state,
             None => s.layers.push((ssrc, state)),
         }
-        let new = s.receives();
+        let new = s.receives(speaker);
         let (conf, addr) = (s.conf, s.addr);
         if let Some(addr) = addr {
             self.fanout_edit(conf, r, addr, Some(&old), Some(&new));
@@ -285,10 +299,10 @@ impl Engine {
             let Some(ms) = self.sessions.get(m) else {
                 continue;
             };
-            let marked = self.marked(ms);
+            let from = self.sender(m, ms);
             for st in ms.streams.iter().filter(|st| st.spec.layer == Layer::Full) {
-                if rs.wants(&st.spec) {
-                    wanted.push((st.spec.ssrc, m, marked));
+                if rs.wants(&st.spec, from) {
+                    wanted.push((st.spec.ssrc, m, from.marked));
                 }
             }
         }
@@ -363,15 +377,14 @@ impl Engine {
                     let Some(owner) = self.stream_owner(conf, b.ssrc) else {
                         continue;
                     };
-                    let Some(spec) = self
+                    let Some((spec, from)) = self
                         .sessions
                         .get(owner)
-                        .and_then(|o| o.stream(b.ssrc))
-                        .map(|st| st.spec)
+                        .and_then(|o| Some((o.stream(b.ssrc)?.spec, self.sender(owner, o))))
                     else {
                         continue;
                     };
-                    if owner == r || !rs.wants(&spec) {
+                    if owner == r || !rs.wants(&spec, from) {
                         continue;
                     }
                     // A full layer the receiver started getting within the last two
@@ -431,9 +444,9 @@ impl Engine {
             let Some(ms) = self.sessions.get(m) else {
                 continue;
             };
-            let marked = self.marked(ms);
+            let from = self.sender(m, ms);
             for st in &ms.streams {
-                if rs.slot(&st.spec, marked) == Some(Slot::Receivers) {
+                if rs.slot(&st.spec, from) == Some(Slot::Receivers) {
                     total = total.saturating_add(Self::rate_of(st, now));
                 }
             }
@@ -451,9 +464,8 @@ impl Engine {
                 };
                 let (thumbnail_bps, full_bps) = (rate(Layer::Thumbnail), rate(Layer::Full));
                 let full_st = owner.and_then(|o| o.stream(ch.ssrc));
-                let gets_full = full_st.is_some_and(|st| {
-                    rs.slot(&st.spec, owner.is_some_and(|o| self.marked(o)))
-                        == Some(Slot::Receivers)
+                let gets_full = full_st.zip(owner).is_some_and(|(st, o)| {
+                    rs.slot(&st.spec, self.sender(ch.owner, o)) == Some(Slot::Receivers)
                 });
                 Inputs {
                     thumbnail_bps,

@@ -13,6 +13,7 @@ impl Engine {
         let c = self.conferences.insert(Conference {
             id: id.clone(),
             members: Vec::new(),
+            speaking: None,
             speaker: None,
         });
         self.conf_by_id.insert(id.clone(), c);
@@ -117,10 +118,14 @@ impl Engine {
             self.by_home.remove(&(shard, key));
         }
         if let Some(addr) = s.addr {
-            self.fanout_remove(s.conf, h, addr, &s.receives());
+            let speaker = self.speaker_of(s.conf);
+            self.fanout_remove(s.conf, h, addr, &s.receives(speaker));
         }
         if let Some(c) = self.conferences.get_mut(s.conf) {
             c.members.retain(|&m| m != h);
+            if c.speaking == Some(h) {
+                c.speaking = None;
+            }
             if let Some(sp) = &mut c.speaker {
                 sp.leave(h);
             }

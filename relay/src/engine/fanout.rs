@@ -33,7 +33,8 @@ impl Engine {
     /// Receiver `r` of conference `conf` connected at `addr`: it joins the lists of
     /// every sender routed here, as its subscription and layer states say.
     pub(super) fn fanout_add(&mut self, conf: ConfHandle, r: SessionHandle, addr: SocketAddr) {
-        let Some(new) = self.sessions.get(r).map(Session::receives) else {
+        let speaker = self.speaker_of(conf);
+        let Some(new) = self.sessions.get(r).map(|s| s.receives(speaker)) else {
             return;
         };
         self.fanout_edit(conf, r, addr, None, Some(&new));
@@ -60,13 +61,14 @@ impl Engine {
         if s.full == full {
             return;
         }
-        let old = s.receives();
+        let speaker = self.conferences.get(s.conf).and_then(|c| c.speaking);
+        let old = s.receives(speaker);
         s.layers.retain(|&(ssrc, _)| match &full {
-            FullSet::All => true,
+            FullSet::All | FullSet::Speaker => true,
             FullSet::Ssrcs(v) => v.contains(&ssrc),
         });
         s.full = full;
-        let new = s.receives();
+        let new = s.receives(speaker);
         let (conf, addr) = (s.conf, s.addr);
         if let Some(addr) = addr {
             self.fanout_edit(conf, r, addr, Some(&old), Some(&new));
@@ -105,8 +107,8 @@ impl Engine {
             let marked = self.cfg.layer_choice && sender.spec.extensions.frame_marking.is_some();
             let homed_here = matches!(sender.home, Home::Here(_));
             for st in &mut sender.streams {
-                let from = old.and_then(|o| o.slot(&st.spec, marked));
-                let to = new.and_then(|n| n.slot(&st.spec, marked));
+                let from = old.and_then(|o| o.slot(&st.spec, m, marked));
+                let to = new.and_then(|n| n.slot(&st.spec, m, marked));
                 if from == to {
                     continue;
                 }
@@ -158,7 +160,7 @@ impl Engine {
         let Some(s) = self.sessions.get(h) else {
             return;
         };
-        let marked = self.marked(s);
+        let from = self.sender(h, s);
         type Lists = (Vec<SocketAddr>, Vec<(SocketAddr, SessionHandle)>);
         let lists: Vec<Lists> = match self.conferences.get(s.conf) {
             Some(c) if s.routed_here() => s
@@ -170,7 +172,7 @@ impl Engine {
                         let Some(r) = self.sessions.get(m) else {
                             continue;
                         };
-                        match (r.addr, r.slot(&st.spec, marked)) {
+                        match (r.addr, r.slot(&st.spec, from)) {
                             (Some(a), Some(Slot::Receivers)) => receivers.push(a),
                             (Some(a), Some(Slot::Pending)) => pending.push((a, m)),
                             _ => {}
@@ -226,7 +228,7 @@ impl Engine {
             if !members.contains(&h) {
                 return Err(format!("{:?} is not a member of its conference", s.spec.id));
             }
-            let marked = self.marked(s);
+            let from = self.sender(h, s);
             for st in &s.streams {
                 let (mut want, mut want_pending) = (Vec::new(), Vec::new());
                 if s.routed_here() {
@@ -234,7 +236,7 @@ impl Engine {
                         let Some(r) = self.sessions.get(m) else {
                             continue;
                         };
-                        match (r.addr, r.slot(&st.spec, marked)) {
+                        match (r.addr, r.slot(&st.spec, from)) {
                             (Some(a), Some(Slot::Receivers)) => want.push(a),
                             (Some(a), Some(Slot::Pending)) => want_pending.push((a, m)),
                             _ => {}

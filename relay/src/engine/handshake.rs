@@ -178,7 +178,7 @@ impl Engine {
             self.events.push_back(Event::Peer(PeerDest::All, msg));
         }
         if let Some(old) = old {
-            let receives = s.receives();
+            let receives = s.receives(self.conferences.get(conf).and_then(|c| c.speaking));
             self.fanout_remove(conf, h, old, &receives);
         }
         if let Some(addr) = addr {

@@ -376,6 +376,14 @@ pub enum PeerMsg {
         /// Viewers below this are demoted (0: none).
         below_bps: u64,
     },
+    /// The conference's speaker shard decided that `session` is its active speaker (sent
+    /// to every shard: members that follow the speaker change layers everywhere).
+    ActiveSpeaker {
+        /// The conference.
+        conf: ConfName,
+        /// Its new active speaker.
+        session: SessionName,
+    },
     /// A member's audio was speech (RFC 6464 level and V bit) at least once in the
     /// last half bucket, for its conference's speaker detector, which runs on the shard
     /// this is sent to (see `speaker`). At most one per audio stream per half bucket.
@@ -879,22 +887,24 @@ impl Session {
     }
 
     /// Whether this session subscribes to `stream` (every thumbnail and single-layer
-    /// stream; the full layers its subscription names).
-    fn wants(&self, stream: &StreamRule) -> bool {
-        self.full.wants(stream)
+    /// stream; the full layers its subscription names), sent by `from`.
+    fn wants(&self, stream: &StreamRule, from: Sender) -> bool {
+        self.full.wants(stream, from.speaking)
     }
 
-    /// Which of `stream`'s lists this session is on, if any: its subscription and its
-    /// layer state. `marked`: the stream's sender marks frames (RFC 9626).
-    fn slot(&self, stream: &StreamRule, marked: bool) -> Option<Slot> {
-        slot(&self.full, &self.layers, stream, marked)
+    /// Which of `stream`'s lists (sent by `from`) this session is on, if any: its
+    /// subscription and its layer state.
+    fn slot(&self, stream: &StreamRule, from: Sender) -> Option<Slot> {
+        slot(&self.full, &self.layers, stream, from)
     }
 
-    /// What it receives, as a snapshot (for fan-out edits).
-    fn receives(&self) -> Receives {
+    /// What it receives, as a snapshot (for fan-out edits), while `speaker` is its
+    /// conference's active speaker.
+    fn receives(&self, speaker: Option<SessionHandle>) -> Receives {
         Receives {
             full: self.full.clone(),
             layers: self.layers.clone(),
+            speaker,
         }
     }
 
@@ -908,17 +918,34 @@ impl Session {
     }
 }
 
-/// A receiver's subscription and layer states, as of one moment.
+/// A receiver's subscription and layer states, and its conference's active speaker,
+/// as of one moment.
 #[derive(Clone)]
 struct Receives {
     full: FullSet,
     layers: Vec<(Ssrc, LayerState)>,
+    speaker: Option<SessionHandle>,
 }
 
 impl Receives {
-    fn slot(&self, stream: &StreamRule, marked: bool) -> Option<Slot> {
-        slot(&self.full, &self.layers, stream, marked)
+    /// Where it is in the lists of stream `stream` of sender `owner` (which marks
+    /// frames if `marked`).
+    fn slot(&self, stream: &StreamRule, owner: SessionHandle, marked: bool) -> Option<Slot> {
+        let from = Sender {
+            marked,
+            speaking: self.speaker == Some(owner),
+        };
+        slot(&self.full, &self.layers, stream, from)
     }
+}
+
+/// What a receiver's place in a stream's lists depends on about the stream's sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sender {
+    /// It marks frames (RFC 9626): a receiver switching up waits for a keyframe.
+    marked: bool,
+    /// It is its conference's active speaker (for `FullSet::Speaker`).
+    speaking: bool,
 }
 
 /// Which list of a stream a receiver is on.
@@ -930,8 +957,8 @@ enum Slot {
     Pending,
 }
 
-/// Where a session with subscription `full` and layer states `layers` is in
-/// `stream`'s lists; `marked`: the stream's sender marks frames.
+/// Where a session with subscription `full` and layer states `layers` is in the lists
+/// of `stream`, sent by `from`.
 ///
 /// A full layer without a state (a subscription just started) waits for its next
 /// keyframe if the sender marks frames, and flows at once if not: every shard computes
@@ -940,15 +967,15 @@ fn slot(
     full: &FullSet,
     layers: &[(Ssrc, LayerState)],
     stream: &StreamRule,
-    marked: bool,
+    from: Sender,
 ) -> Option<Slot> {
-    if !full.wants(stream) {
+    if !full.wants(stream, from.speaking) {
         return None;
     }
     if stream.layer != Layer::Full {
         return Some(Slot::Receivers);
     }
-    match bandwidth::layer_state(layers, stream.ssrc, marked) {
+    match bandwidth::layer_state(layers, stream.ssrc, from.marked) {
         LayerState::Full => Some(Slot::Receivers),
         LayerState::AwaitKeyframe => Some(Slot::Pending),
         LayerState::Thumbnail => None,
@@ -958,6 +985,9 @@ fn slot(
 struct Conference {
     id: ConfName,
     members: Vec<SessionHandle>,
+    /// Its active speaker as its speaker shard last announced it, on every shard (for
+    /// `FullSet::Speaker`).
+    speaking: Option<SessionHandle>,
     /// Its speaker detector: on its speaker shard, from the first speech on.
     speaker: Option<Box<speaker::ConfSpeaker>>,
 }

@@ -169,6 +169,12 @@ impl Engine {
                 session,
                 level,
             } => self.handle_speech(now, home, session, level),
+            PeerMsg::ActiveSpeaker { conf, session } => {
+                if let (Some(&c), Some(&h)) = (self.conf_by_id.get(&conf), self.by_id.get(&session))
+                {
+                    self.speaker_changed(now, c, h);
+                }
+            }
             PeerMsg::StreamRate {
                 home,
                 sender,

@@ -90,17 +90,22 @@ pub struct StreamRule {
 pub enum FullSet {
     /// Every one.
     All,
+    /// Those of the conference's active speaker, as the speaker changes (none before
+    /// the first; the speaker itself gets no full layer from this).
+    Speaker,
     /// These SSRCs (empty: thumbnails only).
     Ssrcs(Vec<Ssrc>),
 }
 
 impl FullSet {
     /// Whether a session with this set receives `stream`: every thumbnail and
-    /// single-layer stream, full-resolution ones only when subscribed.
-    pub fn wants(&self, stream: &StreamRule) -> bool {
+    /// single-layer stream, full-resolution ones only when subscribed. `speaking`: the
+    /// stream's sender is its conference's active speaker.
+    pub fn wants(&self, stream: &StreamRule, speaking: bool) -> bool {
         match stream.layer {
             Layer::Full => match self {
                 FullSet::All => true,
+                FullSet::Speaker => speaking,
                 FullSet::Ssrcs(s) => s.contains(&stream.ssrc),
             },
             Layer::Thumbnail | Layer::Single => true,

@@ -255,13 +255,69 @@ impl Engine {
             self.timers.push(due, Due::Speaker(c));
         }
         // Names are cloned (allocated) for a change only, never per decision.
-        if let Some(session) = changed.and_then(|h| self.sessions.get(h)) {
+        if let Some((h, session)) = changed.and_then(|h| Some((h, self.sessions.get(h)?))) {
             self.stats.speaker_changes += 1;
-            let ev = SessionEvent::ActiveSpeaker {
-                conf: conf.id.clone(),
-                session: session.spec.id.clone(),
+            let (conf_id, id) = (conf.id.clone(), session.spec.id.clone());
+            let msg = PeerMsg::ActiveSpeaker {
+                conf: conf_id.clone(),
+                session: id.clone(),
             };
-            self.notify(ev);
+            self.events.push_back(Event::Peer(PeerDest::All, msg));
+            self.notify(SessionEvent::ActiveSpeaker {
+                conf: conf_id,
+                session: id,
+            });
+            self.speaker_changed(now, c, h);
+        }
+    }
+
+    /// Conference `c`'s active speaker is now `h` (decided here, or announced by its
+    /// speaker shard): the members that follow the speaker (`FullSet::Speaker`) move
+    /// from the old speaker's full layers to the new one's — in the fan-out lists here,
+    /// and in the layer choices of those homed here (the new layer starts at a keyframe,
+    /// as any switch up).
+    pub(super) fn speaker_changed(&mut self, now: Instant, c: ConfHandle, h: SessionHandle) {
+        let Some(conf) = self.conferences.get_mut(c) else {
+            return;
+        };
+        let old = conf.speaking.replace(h);
+        if old == Some(h) {
+            return;
+        }
+        let old_layers: Vec<Ssrc> = old
+            .and_then(|o| self.sessions.get(o))
+            .map(|o| {
+                o.streams
+                    .iter()
+                    .filter(|st| st.spec.layer == Layer::Full)
+                    .map(|st| st.spec.ssrc)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let followers: Vec<SessionHandle> = self
+            .conferences
+            .get(c)
+            .map(|conf| conf.members.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&m| {
+                self.sessions
+                    .get(m)
+                    .is_some_and(|s| s.full == FullSet::Speaker)
+            })
+            .collect();
+        for r in followers {
+            let Some(s) = self.sessions.get_mut(r) else {
+                continue;
+            };
+            let before = s.receives(old);
+            // A later return of the old speaker starts from the default again.
+            s.layers.retain(|(ssrc, _)| !old_layers.contains(ssrc));
+            let after = s.receives(Some(h));
+            if let Some(addr) = s.addr {
+                self.fanout_edit(c, r, addr, Some(&before), Some(&after));
+            }
+            self.sync_choices(now, r);
         }
     }
 

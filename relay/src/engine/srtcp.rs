@@ -131,7 +131,7 @@ impl Engine {
             return;
         };
         let conf = s.conf;
-        let marked = self.marked(s);
+        let from = self.sender(sender, s);
         // By position: sending needs `self` mutably, so the member list is not held.
         for m in 0.. {
             let Some(r) = self
@@ -144,7 +144,7 @@ impl Engine {
             let Some(rs) = self.sessions.get(r) else {
                 continue;
             };
-            if r == sender || !rs.is_connected() || rs.slot(&spec, marked).is_none() {
+            if r == sender || !rs.is_connected() || rs.slot(&spec, from).is_none() {
                 continue;
             }
             match rs.home {
@@ -279,8 +279,9 @@ impl Engine {
         let r = self.sessions.get(requester)?;
         let to = r.addr?;
         let owner = self.stream_owner(r.conf, ssrc)?;
-        let spec = self.sessions.get(owner)?.stream(ssrc)?.spec;
-        (owner != requester && r.wants(&spec)).then_some((owner, to))
+        let o = self.sessions.get(owner)?;
+        let spec = o.stream(ssrc)?.spec;
+        (owner != requester && r.wants(&spec, self.sender(owner, o))).then_some((owner, to))
     }
 
     /// A receiver asked for a keyframe of `ssrc`: pass it to the sender, throttled.

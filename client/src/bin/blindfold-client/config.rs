@@ -16,7 +16,7 @@
 //! | `report` | `--report FILE.json` | none: no report file |
 //! | `record_dir` | `--record-dir DIR` | none: nothing recorded |
 //! | `audio_file` | `--audio-file CLIP.opus` | none: synthetic audio |
-//! | `subscribe` | `--subscribe all\|SSRC,SSRC\|none` | `all` |
+//! | `subscribe` | `--subscribe all\|speaker\|SSRC,SSRC\|none` | `all` |
 //! | `no_table` | `--no-table` | `false` |
 
 use std::path::{Path, PathBuf};
@@ -74,8 +74,9 @@ pub struct Args {
     /// An Ogg Opus file to send as the audio stream (looped), instead of synthetic audio.
     #[arg(long, value_name = "CLIP.opus")]
     pub audio_file: Option<PathBuf>,
-    /// Full-resolution streams to receive: all, none, or SSRCs separated by commas.
-    #[arg(long, value_name = "all|SSRC,SSRC")]
+    /// Full-resolution streams to receive: all, speaker (the active speaker's), none,
+    /// or SSRCs separated by commas.
+    #[arg(long, value_name = "all|speaker|SSRC,SSRC")]
     pub subscribe: Option<String>,
     /// No live table: only a final summary.
     #[arg(long)]
@@ -303,10 +304,12 @@ fn resolve(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
     })
 }
 
-/// `all`, `none` (thumbnails only) or SSRCs separated by commas.
+/// `all`, `speaker` (the active speaker's), `none` (thumbnails only) or SSRCs
+/// separated by commas.
 pub fn parse_subscription(text: &str) -> Result<Subscription, String> {
     match text.trim() {
         "all" => return Ok(Subscription::All),
+        "speaker" => return Ok(Subscription::Speaker),
         "none" | "" => return Ok(Subscription::Ssrcs(Vec::new())),
         _ => {}
     }
@@ -315,7 +318,9 @@ pub fn parse_subscription(text: &str) -> Result<Subscription, String> {
         .map(|s| {
             let s = s.trim();
             s.parse::<u32>().map(Ssrc).map_err(|_| {
-                format!("{s:?} is not an SSRC (0 to 4294967295); expected all, none or SSRC,SSRC")
+                format!(
+                    "{s:?} is not an SSRC (0 to 4294967295); expected all, speaker, none or SSRC,SSRC"
+                )
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

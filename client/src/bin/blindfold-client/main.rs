@@ -4,7 +4,7 @@
 //! blindfold-client --homeserver http://127.0.0.1:8008 --user @alice:localhost \
 //!     --password-file alice.pw --room '!abc:localhost' --conference demo \
 //!     --store alice-store --duration 20 --report alice.json --record-dir alice-rec \
-//!     [--audio-file clip.opus] [--subscribe all|SSRC,SSRC|none] [--no-table] \
+//!     [--audio-file clip.opus] [--subscribe all|speaker|SSRC,SSRC|none] [--no-table] \
 //!     [--access-token-file FILE] [--config alice.toml]
 //! ```
 //!
@@ -345,6 +345,7 @@ async fn run(config: Config) -> ExitCode {
         duration_s: in_call.as_secs_f64(),
         subscribed_full: match &config.subscribe {
             Subscription::All => FullSubscription::All,
+            Subscription::Speaker => FullSubscription::Speaker,
             Subscription::Ssrcs(s) => FullSubscription::Ssrcs(s.iter().map(|x| x.0).collect()),
         },
         sent: sent_streams(&conf),
