@@ -280,6 +280,10 @@ pub struct Sim {
     /// The header-extension ids members negotiate from their join on (by default only
     /// the audio level, [`AUDIO_LEVEL_EXT`]).
     pub extmap: ExtmapIds,
+    /// Whether members joining from now on send NACKs and keyframe requests on their
+    /// own (`ParticipantConfig::auto_feedback`; off by default, so tests send exactly
+    /// the feedback they mean to).
+    pub auto_feedback: bool,
 }
 
 /// A member sending its [`Driver`]'s synthetic media in [`Sim::run_sending`].
@@ -355,6 +359,7 @@ impl Sim {
                 audio_level: Some(AUDIO_LEVEL_EXT),
                 ..ExtmapIds::default()
             },
+            auto_feedback: false,
         }
     }
 
@@ -413,7 +418,7 @@ impl Sim {
             MasterKey::new(profile, &key).expect("master key"),
             idx as u64 + 1,
         );
-        cfg.auto_feedback = false;
+        cfg.auto_feedback = self.auto_feedback;
         // A member that negotiated abs-send-time estimates its downlink and sends REMB.
         cfg.bwe = self.extmap.abs_send_time;
         let p = Participant::new(cfg, self.now).expect("participant");

@@ -13,10 +13,12 @@ use blindfold_tests::{FULL_EXTMAP, LinkConfig, Sending, Sim};
 
 const FRAME_MARKING: ExtId = ExtId(2);
 
-/// A sim on two workers whose members negotiate every extension the relay reads.
+/// A sim on two workers whose members negotiate every extension the relay reads and
+/// send the feedback a real client does (NACKs, keyframe requests).
 fn sim() -> Sim {
     let mut sim = Sim::new(2);
     sim.extmap = FULL_EXTMAP;
+    sim.auto_feedback = true;
     sim
 }
 
@@ -242,6 +244,7 @@ fn a_receiver_whose_link_recovers_moves_up_within_5_s_on_a_keyframe() {
         c.layer_probe_backoff_max = Duration::from_secs(2);
     });
     sim.extmap = FULL_EXTMAP;
+    sim.auto_feedback = true;
     let a = sim.join("alice", "conf");
     let b = sim.join("bob", "conf");
     let c = sim.join("carol", "conf");
@@ -309,6 +312,11 @@ fn rembs(sim: &Sim, sender: usize, from_event: usize) -> Vec<u64> {
 #[test]
 fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one() {
     let mut sim = sim();
+    // Receivers that NACK and ask for keyframes on their own make the viewer at the
+    // bottleneck drop out of the clamp for seconds at a time (its losses set off
+    // keyframes that overflow its link again): an open problem, so this test runs
+    // without that feedback and measures the clamp alone.
+    sim.auto_feedback = false;
     let a = sim.join("alice", "conf");
     let b = sim.join("bob", "conf");
     let d = sim.join("dave", "conf");

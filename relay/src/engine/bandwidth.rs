@@ -96,6 +96,8 @@ pub(super) enum Feedback<'a> {
     Blocks(rtcp::ReportBlocks<'a>),
     /// A REMB's bitrate.
     Remb(u64),
+    /// A NACK: the receiver lost packets just now.
+    Loss,
 }
 
 /// One subscribed layer's figures for its layer choice.
@@ -358,6 +360,26 @@ impl Engine {
             return;
         }
         match fb {
+            Feedback::Loss => {
+                // It matters while a layer is on trial: the loss is most likely the
+                // trial's, and ending it a report interval sooner spares the link. A
+                // settled viewer's losses are its receiver report's to weigh (the clamp
+                // follows its REMB meanwhile).
+                let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+                    return;
+                };
+                let d = &mut local.downlink;
+                let on_trial = d.choices.iter().any(|c| {
+                    c.layer.pending_up()
+                        || c.layer
+                            .full_since()
+                            .is_some_and(|t| now.saturating_duration_since(t) < SETTLED_VIEWER)
+                });
+                if !on_trial {
+                    return;
+                }
+                d.estimate.handle_loss_signal(now);
+            }
             Feedback::Remb(bps) => {
                 self.stats.remb_received += 1;
                 self.feed_sent(now, r);

@@ -180,6 +180,9 @@ impl Engine {
             self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
             return;
         };
+        // A receiver that lost packets says so at once with a NACK, a report interval
+        // before its receiver report would: its downlink estimate hears it too.
+        self.downlink_feedback(now, requester, bandwidth::Feedback::Loss);
         let Some(o) = self.sessions.get(owner) else {
             return;
         };

@@ -192,6 +192,12 @@ impl DownlinkEstimate {
         self.remb = Some((bps, now));
     }
 
+    /// The receiver said at `now` that it lost packets (a NACK): congestion is signalled
+    /// (see [`Self::app_limited`]) until its next receiver report says how much.
+    pub(crate) fn handle_loss_signal(&mut self, now: Instant) {
+        self.trouble_at = Some(now);
+    }
+
     /// A receiver report from this receiver arrived at `now` with these blocks.
     pub(crate) fn handle_receiver_report(
         &mut self,
