@@ -38,6 +38,7 @@ fn session(id: &str, conf: &str, ssrcs: &[u32]) -> SessionSpec {
             abs_send_time: Some(ExtId(3)),
             transport_cc: Some(ExtId(5)),
         },
+        tmmbr: false,
     }
 }
 

@@ -399,6 +399,11 @@ pub struct SessionSpec {
     /// Header extension ids; all absent if omitted.
     #[serde(default)]
     pub extmap: ExtmapIds,
+    /// The participant negotiated TMMBR (`a=rtcp-fb:<pt> ccm tmmbr`, RFC 5104) for its
+    /// video: the relay's rate requests for its full-resolution stream go as TMMBR
+    /// instead of REMB. Absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tmmbr: bool,
 }
 
 impl SessionSpec {

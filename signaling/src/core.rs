@@ -837,6 +837,7 @@ impl Core {
                 dtls_fingerprint: offer.fingerprint,
                 streams: offer.streams.clone(),
                 extmap: offer.extmap,
+                tmmbr: offer.tmmbr(),
             },
             dm_room: dm.to_owned(),
             call_id: inv.ids.call_id.clone(),

@@ -86,6 +86,24 @@ pub struct Offer {
     pub extmap_allow_mixed: bool,
 }
 
+impl Offer {
+    /// Whether the participant offered TMMBR for its video (`a=rtcp-fb:<pt> ccm tmmbr`,
+    /// or `*` for every format; RFC 5104): the relay then asks it for rates by TMMBR.
+    pub fn tmmbr(&self) -> bool {
+        let is_tmmbr = |fb: &String| {
+            let mut words = fb.split_whitespace().skip(1);
+            words.next() == Some("ccm") && words.next() == Some("tmmbr")
+        };
+        self.sections
+            .iter()
+            .filter(|s| s.kind == StreamKind::Video)
+            .any(|s| {
+                s.rtcp_fb_all.iter().any(is_tmmbr)
+                    || s.codecs.iter().any(|c| c.rtcp_fb.iter().any(is_tmmbr))
+            })
+    }
+}
+
 /// One offered media section, as the answer needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

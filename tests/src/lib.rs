@@ -284,6 +284,9 @@ pub struct Sim {
     /// own (`ParticipantConfig::auto_feedback`; off by default, so tests send exactly
     /// the feedback they mean to).
     pub auto_feedback: bool,
+    /// Whether members joining from now on negotiated TMMBR (the relay's rate requests
+    /// go to them as TMMBR, not REMB).
+    pub tmmbr: bool,
 }
 
 /// A member sending its [`Driver`]'s synthetic media in [`Sim::run_sending`].
@@ -360,6 +363,7 @@ impl Sim {
                 ..ExtmapIds::default()
             },
             auto_feedback: false,
+            tmmbr: false,
         }
     }
 
@@ -400,6 +404,7 @@ impl Sim {
             // As signaling puts a client's `a=extmap` (by default RFC 6464's only, for
             // `send_audio_level`).
             extmap: self.extmap,
+            tmmbr: self.tmmbr,
         };
         self.command_all(rules::upsert_session(&spec));
         let profile = SrtpProfile::AeadAes128Gcm;

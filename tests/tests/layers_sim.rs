@@ -458,3 +458,44 @@ fn a_follower_of_the_speaker_gets_the_speakers_full_layer_at_each_change() {
         );
     }
 }
+
+/// A sender that negotiated TMMBR (RFC 5104) gets its rate requests as TMMBR instead of
+/// REMB, and the participant library obeys them the same way: alice's full layer is
+/// clamped to dave's 1.4 Mbit/s link.
+#[test]
+fn a_sender_that_negotiated_tmmbr_is_clamped_by_tmmbr() {
+    let mut sim = sim();
+    sim.auto_feedback = false;
+    sim.tmmbr = true;
+    let a = sim.join("alice", "conf");
+    let b = sim.join("bob", "conf");
+    let d = sim.join("dave", "conf");
+    sim.set_downlink(d, LinkConfig::PERFECT.rate(1_400_000).queue_bytes(150_000));
+    sim.run_until_connected();
+    sim.share_keys();
+    sim.subscribe(b, FullSet::All);
+    sim.subscribe(d, FullSet::All);
+    let mut senders = [sending(&sim, a)];
+    let full = sim.member(a).ssrcs().full;
+    sim.run_sending(&mut senders, 10_000);
+    let settled = sim.now;
+    let first_event = sim.member(a).events.len();
+    sim.run_sending(&mut senders, 10_000);
+    let events = &sim.member(a).events[first_event..];
+    let tmmbr: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            PEvent::Tmmbr { ssrc, bitrate_bps } if *ssrc == full => Some(*bitrate_bps),
+            _ => None,
+        })
+        .collect();
+    assert!(tmmbr.len() >= 5, "TMMBR: {tmmbr:?}");
+    assert!(rembs(&sim, a, first_event).is_empty(), "no REMB");
+    let clamped = bytes_on(&sim, b, full, settled, sim.now) as u64 * 8 / 10;
+    assert!(
+        (700_000..1_400_000).contains(&clamped),
+        "alice's full layer at {clamped} bit/s for dave's 1.4 Mbit/s"
+    );
+    let sent: u64 = sim.shards.iter().map(|e| e.stats().tmmbr_sent).sum();
+    assert!(sent >= tmmbr.len() as u64);
+}

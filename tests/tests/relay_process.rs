@@ -121,6 +121,7 @@ impl Peer {
                 stream(ssrcs.full, StreamKind::Video, Layer::Full),
             ],
             extmap: ExtmapIds::default(),
+            tmmbr: false,
         };
         let profile = SrtpProfile::AeadAes128Gcm;
         let key: Vec<u8> = (0..profile.master_len())

@@ -743,6 +743,7 @@ mod tests {
                 })
                 .collect(),
             extmap: ExtmapIds::default(),
+            tmmbr: false,
         }
     }
 

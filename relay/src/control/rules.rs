@@ -40,6 +40,7 @@ pub fn session_rule(spec: &SessionSpec) -> SessionRule {
             abs_send_time: spec.extmap.abs_send_time,
             transport_cc: spec.extmap.transport_cc,
         },
+        tmmbr: spec.tmmbr,
     }
 }
 
@@ -160,6 +161,7 @@ mod tests {
                 layer: Layer::None,
             }],
             extmap: ExtmapIds::default(),
+            tmmbr: false,
         };
         let rule = session_rule(&spec);
         assert_eq!(rule.id.as_str(), "@a:x|D");

@@ -47,6 +47,10 @@ const SETTLED_FULL: Duration = Duration::from_secs(2);
 /// was just given (the trial window of `LayerChoice`).
 const SETTLED_VIEWER: Duration = Duration::from_secs(5);
 
+/// The per-packet overhead a TMMBR names (RFC 5104 §4.2.1.2): RTP header with a few
+/// extensions and the SRTP tag, about 40 bytes.
+const TMMBR_OVERHEAD: u16 = 40;
+
 /// A viewer's reported rate is dropped from a clamp after this long without renewal.
 const VIEWER_STALE: Duration = Duration::from_millis(2500);
 
@@ -628,11 +632,18 @@ impl Engine {
         bps: u64,
     ) {
         let demote_below = self.cfg.clamp_demote_below;
-        let Some(st) = self
+        let Some(o) = self
             .sessions
             .get_mut(owner)
             .filter(|o| matches!(o.home, Home::Here(_)))
-            .and_then(|o| o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+        else {
+            return;
+        };
+        let tmmbr = o.spec.tmmbr;
+        let Some(st) = o
+            .streams
+            .iter_mut()
+            .find(|st| st.spec.ssrc == ssrc)
             .filter(|st| st.spec.layer == Layer::Full)
         else {
             return;
@@ -676,8 +687,24 @@ impl Engine {
         }
         if let Some(bps) = out.send_bps {
             let mut out = [0u8; 24];
-            if let Ok(n) = rtcp::write_remb(&mut out, self.cfg.relay_ssrc, bps, &[ssrc]) {
-                self.stats.remb_sent += 1;
+            let written = match tmmbr {
+                // RFC 5104 §4.2.1; the overhead is the relay's guess of the stream's
+                // per-packet header bytes (RTP 12 + extensions + SRTP tag).
+                true => {
+                    let entry = rtcp::TmmbEntry {
+                        ssrc,
+                        bitrate_bps: bps,
+                        overhead: TMMBR_OVERHEAD,
+                    };
+                    rtcp::write_tmmbr(&mut out, self.cfg.relay_ssrc, &[entry])
+                }
+                false => rtcp::write_remb(&mut out, self.cfg.relay_ssrc, bps, &[ssrc]),
+            };
+            if let Ok(n) = written {
+                match tmmbr {
+                    true => self.stats.tmmbr_sent += 1,
+                    false => self.stats.remb_sent += 1,
+                }
                 self.send_rtcp_to(owner, out.get(..n).unwrap_or_default());
             }
         }

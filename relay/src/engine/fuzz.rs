@@ -60,6 +60,7 @@ fn spec(i: usize) -> SessionRule {
         ],
         // Audio levels are read (active speaker) and frame marking (receivers switching
         // up wait for a keyframe): raw datagrams reach both readers.
+        tmmbr: i == 1,
         extensions: ExtensionIds {
             audio_level: Some(crate::id::ExtId(1)),
             frame_marking: Some(crate::id::ExtId(2)),

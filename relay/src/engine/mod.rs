@@ -556,6 +556,8 @@ pub struct EngineStats {
     pub layer_switches_down: u64,
     /// REMB the relay sent senders (rate clamp).
     pub remb_sent: u64,
+    /// TMMBR the relay sent senders that negotiated it (rate clamp).
+    pub tmmbr_sent: u64,
     /// REMB received from receivers.
     pub remb_received: u64,
     /// Receiver report blocks about streams a receiver gets, fed to its estimate.
@@ -574,7 +576,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 27;
+    pub const EXPORTED: usize = 28;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -736,6 +738,12 @@ impl EngineStats {
                 "",
                 "REMB sent to senders: each full layer clamped to what its viewers can take.",
                 self.remb_sent,
+            ),
+            (
+                "blindfold_tmmbr_sent_total",
+                "",
+                "TMMBR sent to senders that negotiated it, in place of REMB.",
+                self.tmmbr_sent,
             ),
             (
                 "blindfold_remb_received_total",

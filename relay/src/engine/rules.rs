@@ -132,6 +132,9 @@ pub struct SessionRule {
     pub streams: Vec<StreamRule>,
     /// The header-extension ids it negotiated, for the extensions the engine reads.
     pub extensions: ExtensionIds,
+    /// It negotiated TMMBR (RFC 5104): the rate requests for its full layer go as TMMBR,
+    /// not REMB.
+    pub tmmbr: bool,
 }
 
 /// The RTP header-extension ids (RFC 8285) one sender negotiated with `a=extmap`, for

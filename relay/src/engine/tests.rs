@@ -53,6 +53,7 @@ fn spec(id: &str, conf: &str, ssrcs: &[u32]) -> SessionRule {
             })
             .collect(),
         extensions: ExtensionIds::default(),
+        tmmbr: false,
     }
 }
 

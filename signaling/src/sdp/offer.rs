@@ -722,6 +722,20 @@ mod tests {
     }
 
     #[test]
+    fn tmmbr_is_negotiated_only_when_offered_for_video() {
+        assert!(
+            !offer_of(GOOD_OFFER).tmmbr(),
+            "the example offers REMB only"
+        );
+        let with = edited(
+            "a=rtcp-fb:96 ccm fir\n",
+            "a=rtcp-fb:96 ccm fir\na=rtcp-fb:96 ccm tmmbr\n",
+            1,
+        );
+        assert!(offer_of(&with).tmmbr());
+    }
+
+    #[test]
     fn good_offer_gives_the_four_extmap_ids() {
         let o = offer_of(GOOD_OFFER);
         assert_eq!(

@@ -122,6 +122,7 @@ pub(crate) fn run_relay(
                     stream(ssrcs.full, StreamKind::Video, Layer::Full),
                 ],
                 extmap: LOAD_EXTMAP,
+                tmmbr: false,
             };
             request(
                 RequestBody::UpsertSession {

@@ -86,6 +86,7 @@ fn spec(id: &str) -> SessionSpec {
         dtls_fingerprint: Fingerprint([0xab; 32]),
         streams: Vec::new(),
         extmap: ExtmapIds::default(),
+        tmmbr: false,
     }
 }
 
