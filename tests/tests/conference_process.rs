@@ -171,6 +171,22 @@ async fn run_until(
         if done(peers) {
             return;
         }
+        if Instant::now() >= end {
+            // What each got from each, for the failure's diagnosis.
+            for rx in peers.iter() {
+                for s in peers.iter().filter(|s| s.name != rx.name) {
+                    let o = s.conf.ssrcs();
+                    eprintln!(
+                        "{} got from {}: audio {}, thumbnail {}, full {}",
+                        rx.name,
+                        s.name,
+                        rx.received_on(o.audio),
+                        rx.received_on(o.thumbnail),
+                        rx.received_on(o.full)
+                    );
+                }
+            }
+        }
         assert!(Instant::now() < end, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -100,8 +100,8 @@ pub(super) enum Feedback<'a> {
     Blocks(rtcp::ReportBlocks<'a>),
     /// A REMB's bitrate.
     Remb(u64),
-    /// A NACK: the receiver lost packets just now.
-    Loss,
+    /// A NACK: the receiver lost this many packets just now.
+    Loss(usize),
 }
 
 /// One subscribed layer's figures for its layer choice.
@@ -364,7 +364,7 @@ impl Engine {
             return;
         }
         match fb {
-            Feedback::Loss => {
+            Feedback::Loss(lost) => {
                 // It matters while a layer is on trial: the loss is most likely the
                 // trial's, and ending it a report interval sooner spares the link. A
                 // settled viewer's losses are its receiver report's to weigh (the clamp
@@ -382,7 +382,7 @@ impl Engine {
                 if !on_trial {
                     return;
                 }
-                d.estimate.handle_loss_signal(now);
+                d.estimate.handle_loss_signal(now, lost);
             }
             Feedback::Remb(bps) => {
                 self.stats.remb_received += 1;
@@ -536,6 +536,7 @@ impl Engine {
         let known = d.estimate.has_reports();
         let estimate = d.estimate.estimate(now);
         let limited = d.estimate.app_limited(now);
+        let lossy = d.estimate.lossy(now);
         let mut asks = Vec::new();
         let mut states = Vec::new();
         let mut views = Vec::new();
@@ -568,6 +569,10 @@ impl Engine {
                 let judged = settled || (!limited && c.layer.full_since().is_none());
                 let demoted = judged && i.demote_below > 0 && available < i.demote_below;
                 c.layer.set_demoted(now, demoted);
+                // Losses the clamp can cure (the viewer can take the layer at a rate the
+                // clamp would bring it to) do not end a trial; a link that cannot take
+                // even that floor does.
+                c.layer.set_lossy(now, lossy && can_take < floor);
                 c.layer.handle_estimate(now, available, limited);
             }
             c.layer.handle_timeout(now);
@@ -578,8 +583,12 @@ impl Engine {
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
             // It tells the clamp the budget left for this sender's video, less the
-            // thumbnail.
-            if known && report.is_some() && settled {
+            // thumbnail, once its estimate had time to follow the layer.
+            let reporting = c
+                .layer
+                .full_since()
+                .is_some_and(|t| now.saturating_duration_since(t) >= SETTLED_FULL);
+            if known && report.is_some() && reporting {
                 views.push((c.owner, c.ssrc, can_take));
             }
         }

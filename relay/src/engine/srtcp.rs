@@ -182,7 +182,8 @@ impl Engine {
         };
         // A receiver that lost packets says so at once with a NACK, a report interval
         // before its receiver report would: its downlink estimate hears it too.
-        self.downlink_feedback(now, requester, bandwidth::Feedback::Loss);
+        let lost = nack.lost().count();
+        self.downlink_feedback(now, requester, bandwidth::Feedback::Loss(lost));
         let Some(o) = self.sessions.get(owner) else {
             return;
         };

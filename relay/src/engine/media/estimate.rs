@@ -100,6 +100,11 @@ pub(crate) struct LossReport {
     pub jitter: Duration,
 }
 
+/// NACKed packets that make a burst …
+const LOSS_BURST: usize = 10;
+/// … within this long.
+const LOSS_BURST_WINDOW: Duration = Duration::from_millis(500);
+
 /// A REMB this much below the one before it is the receiver's estimator seeing a
 /// queue build (it sends one at once when its estimate falls more than 3%).
 const REMB_FELL: f64 = 0.97;
@@ -120,8 +125,12 @@ pub(crate) struct DownlinkEstimate {
     loss_based: f64,
     remb: Option<(u64, Instant)>,
     /// When the receiver last signalled congestion: a falling REMB, or an update with
-    /// 2% loss or more, or jitter above the hold.
+    /// 2% loss or more, or jitter above the hold, or a burst of NACKed packets.
     trouble_at: Option<Instant>,
+    /// Packets NACKed since the instant given (the current burst window).
+    nacked: Option<(usize, Instant)>,
+    /// When the receiver last showed heavy loss (see [`Self::lossy`]).
+    lossy_at: Option<Instant>,
     /// Per stream: the highest sequence number of its previous block.
     streams: [Option<(Ssrc, u32)>; STREAMS],
     next_stream: usize,
@@ -149,6 +158,8 @@ impl DownlinkEstimate {
             cfg,
             remb: None,
             trouble_at: None,
+            nacked: None,
+            lossy_at: None,
             streams: [None; STREAMS],
             next_stream: 0,
             acc_lost: 0.0,
@@ -192,10 +203,20 @@ impl DownlinkEstimate {
         self.remb = Some((bps, now));
     }
 
-    /// The receiver said at `now` that it lost packets (a NACK): congestion is signalled
-    /// (see [`Self::app_limited`]) until its next receiver report says how much.
-    pub(crate) fn handle_loss_signal(&mut self, now: Instant) {
-        self.trouble_at = Some(now);
+    /// The receiver said at `now` that it lost `lost` packets (a NACK). A burst of
+    /// [`LOSS_BURST`] or more within [`LOSS_BURST_WINDOW`] is congestion (see
+    /// [`Self::app_limited`]); a packet or two lost or reordered now and then is not.
+    pub(crate) fn handle_loss_signal(&mut self, now: Instant, lost: usize) {
+        let (count, since) = match self.nacked {
+            Some((n, t)) if now.saturating_duration_since(t) < LOSS_BURST_WINDOW => (n, t),
+            _ => (0, now),
+        };
+        let count = count.saturating_add(lost);
+        self.nacked = Some((count, since));
+        if count >= LOSS_BURST {
+            self.trouble_at = Some(now);
+            self.lossy_at = Some(now);
+        }
     }
 
     /// A receiver report from this receiver arrived at `now` with these blocks.
@@ -229,6 +250,13 @@ impl DownlinkEstimate {
     pub(crate) fn app_limited(&self, now: Instant) -> bool {
         self.trouble_at
             .is_none_or(|t| now.saturating_duration_since(t) >= TROUBLE_HOLD)
+    }
+
+    /// Whether the receiver is losing packets now: a burst of NACKed packets, or a
+    /// report with more than 10% loss, within the last second.
+    pub(crate) fn lossy(&self, now: Instant) -> bool {
+        self.lossy_at
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
     }
 
     /// Whether the receiver has reported anything yet (a receiver report with blocks
@@ -316,6 +344,9 @@ impl DownlinkEstimate {
         let a = self.loss_based;
         if loss >= 0.02 || jitter > self.cfg.jitter_hold {
             self.trouble_at = Some(now);
+        }
+        if loss > 0.10 {
+            self.lossy_at = Some(now);
         }
         let next = if loss > 0.10 {
             a * (1.0 - 0.5 * loss)

@@ -31,10 +31,10 @@
 //!   a receiver that gets only thumbnails cannot show room for a full layer. When its
 //!   link has signalled no congestion (no loss, no falling REMB) for 1 s
 //!   (`probe_hold`), the machine tries the full layer anyway. During the trial's first
-//!   5 s (`probe_window`) it goes back down only if the estimate falls more than 10%
-//!   below where it was when the trial began, or if the link signals congestion and
-//!   the estimate is short of the need — not because the estimate has not yet caught
-//!   up with the new rate; after that the normal rule applies. A trial that fails within its window doubles the wait before
+//!   5 s (`probe_window`) it goes back down only if the estimate falls more than 30%
+//!   below where it was when the trial began, or if the receiver is losing packets
+//!   (`set_lossy`) — not because the estimate has not yet caught up with the new
+//!   rate; after that the normal rule applies. A trial that fails within its window doubles the wait before
 //!   the next one (4 s, then 8 s, … up to 32 s); one that holds resets it. Trials cost
 //!   a receiver with a truly slow link a second or two of congestion every half
 //!   minute; a later refinement can probe without risk by padding the receiver's
@@ -125,6 +125,9 @@ enum State {
 
 const EVENTS: usize = 4;
 
+/// A trial fails when the estimate falls below this fraction of where it began.
+const TRIAL_FALL: f64 = 0.7;
+
 /// One receiver's choice of one sender's layers (on the receiver's home shard).
 #[derive(Debug)]
 pub(crate) struct LayerChoice {
@@ -132,6 +135,8 @@ pub(crate) struct LayerChoice {
     state: State,
     subscribed: bool,
     demoted: bool,
+    /// The receiver is losing packets now.
+    lossy: bool,
     available: Option<u64>,
     app_limited: bool,
     thumb_bps: u64,
@@ -157,6 +162,7 @@ impl LayerChoice {
             state: State::Thumbnail,
             subscribed: false,
             demoted: false,
+            lossy: false,
             available: None,
             app_limited: false,
             thumb_bps: 0,
@@ -189,6 +195,13 @@ impl LayerChoice {
         }
     }
 
+    /// Whether the receiver is losing packets now (a burst of NACKs, or a report with
+    /// heavy loss): a trial under way fails.
+    pub(crate) fn set_lossy(&mut self, now: Instant, lossy: bool) {
+        self.lossy = lossy;
+        self.evaluate(now);
+    }
+
     /// The last `available` it was given, if any.
     pub(crate) fn available(&self) -> Option<u64> {
         self.available
@@ -214,9 +227,11 @@ impl LayerChoice {
         if !self.wanted() || !matches!(self.state, State::Thumbnail) {
             return self.evaluate(now);
         }
-        let short = self.available.is_some_and(|a| {
-            !self.app_limited && (a as f64) < self.cfg.up_factor * self.need() as f64
-        });
+        // A subscription is what the viewer asked for: it is tried unless the link is
+        // congested and the estimate under half of what the layer needs.
+        let short = self
+            .available
+            .is_some_and(|a| !self.app_limited && (a as f64) < 0.5 * self.need() as f64);
         if short {
             return self.evaluate(now);
         }
@@ -438,14 +453,15 @@ impl LayerChoice {
         let Some(a) = self.available else {
             return false;
         };
-        let short = !self.app_limited && (a as f64) < self.cfg.down_factor * self.need() as f64;
         if let Some(start) = trial_from {
-            // 10% below: an estimate's report-to-report noise is not a verdict. And a
-            // link that signals congestion with the layer on and cannot take it has
-            // failed the trial, wherever the estimate began.
-            return (a as f64) < self.cfg.down_factor * start as f64 || short;
+            // 30% below: an estimate's noise (a delay-based REMB dips on a busy host
+            // too) is not a verdict. And a
+            // link that is losing packets with the layer on has failed the trial,
+            // wherever the estimate began (the estimate is still catching up, so a
+            // delay signal alone is not enough).
+            return (a as f64) < TRIAL_FALL * start as f64 || self.lossy;
         }
-        short
+        !self.app_limited && (a as f64) < self.cfg.down_factor * self.need() as f64
     }
 
     /// Back to the thumbnail because the link did not carry the layer: the next trial
@@ -674,9 +690,9 @@ mod tests {
                 l.handle_full_packet(now, true);
             }
             // A 300 kbit/s link: on thumbnails the estimate is app-limited at 1.5 × sent;
-            // with the full layer on, a second later, loss brings it down.
+            // with the full layer on, a second later, loss halves it.
             let (est, limited) = match l.state {
-                State::Full { since, .. } if now - since >= S => (250_000, false),
+                State::Full { since, .. } if now - since >= S => (150_000, false),
                 _ => (300_000, true),
             };
             l.handle_estimate(now, est, limited);
