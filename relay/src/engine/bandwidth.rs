@@ -141,23 +141,6 @@ impl Engine {
         }
     }
 
-    /// The session named by its home shard and its handle there.
-    pub(super) fn by_home_key(&self, home: ShardId, key: SessionHandle) -> Option<SessionHandle> {
-        match home == self.cfg.shard {
-            true => self.homed_here(key),
-            false => self.by_home.get(&(home, key)).copied(),
-        }
-    }
-
-    /// A session's home shard and its handle there.
-    pub(super) fn home_key(&self, h: SessionHandle) -> Option<(ShardId, SessionHandle)> {
-        match self.sessions.get(h)?.home {
-            Home::Elsewhere(shard, key) => Some((shard, key)),
-            Home::Here(_) => Some((self.cfg.shard, h)),
-            Home::Unclaimed { .. } => None,
-        }
-    }
-
     // ----- stream rates --------------------------------------------------------------
 
     /// Another shard measured a stream's rate.
@@ -169,14 +152,7 @@ impl Engine {
         ssrc: Ssrc,
         bps: u64,
     ) {
-        let Some(h) = self.by_home_key(home, sender) else {
-            return;
-        };
-        if let Some(st) = self
-            .sessions
-            .get_mut(h)
-            .and_then(|s| s.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
-        {
+        if let Some(st) = self.stream_by_home(home, sender, ssrc) {
             st.rate = Some((bps, now));
         }
     }
@@ -649,12 +625,7 @@ impl Engine {
             return;
         };
         let tmmbr = o.spec.tmmbr;
-        let Some(st) = o
-            .streams
-            .iter_mut()
-            .find(|st| st.spec.ssrc == ssrc)
-            .filter(|st| st.spec.layer == Layer::Full)
-        else {
+        let Some(st) = o.stream_mut(ssrc).filter(|st| st.spec.layer == Layer::Full) else {
             return;
         };
         // Viewers count in the median at no more than the layer's rate (see
@@ -727,14 +698,7 @@ impl Engine {
         ssrc: Ssrc,
         below_bps: u64,
     ) {
-        let Some(h) = self.by_home_key(home, sender) else {
-            return;
-        };
-        if let Some(st) = self
-            .sessions
-            .get_mut(h)
-            .and_then(|s| s.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
-        {
+        if let Some(st) = self.stream_by_home(home, sender, ssrc) {
             st.demote_below = below_bps;
         }
     }

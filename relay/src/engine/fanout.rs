@@ -29,6 +29,9 @@
 
 use super::*;
 
+/// A stream's fan-out lists: receivers, and receivers waiting for its keyframe.
+type Lists = (Vec<SocketAddr>, Vec<(SocketAddr, SessionHandle)>);
+
 impl Engine {
     /// Receiver `r` of conference `conf` connected at `addr`: it joins the lists of
     /// every sender routed here, as its subscription and layer states say.
@@ -160,29 +163,17 @@ impl Engine {
         let Some(s) = self.sessions.get(h) else {
             return;
         };
-        let from = self.sender(h, s);
-        type Lists = (Vec<SocketAddr>, Vec<(SocketAddr, SessionHandle)>);
-        let lists: Vec<Lists> = match self.conferences.get(s.conf) {
-            Some(c) if s.routed_here() => s
+        let lists: Vec<Lists> = match s.routed_here() {
+            true => s
                 .streams
                 .iter()
                 .map(|st| {
-                    let (mut receivers, mut pending) = (Vec::new(), Vec::new());
-                    for &m in c.members.iter().filter(|&&m| m != h) {
-                        let Some(r) = self.sessions.get(m) else {
-                            continue;
-                        };
-                        match (r.addr, r.slot(&st.spec, from)) {
-                            (Some(a), Some(Slot::Receivers)) => receivers.push(a),
-                            (Some(a), Some(Slot::Pending)) => pending.push((a, m)),
-                            _ => {}
-                        }
-                    }
+                    let (mut receivers, pending) = self.lists_of(h, s, &st.spec);
                     receivers.reserve(pending.len());
                     (receivers, pending)
                 })
                 .collect(),
-            _ => Vec::new(),
+            false => Vec::new(),
         };
         let cfg = &self.cfg;
         let Some(s) = self.sessions.get_mut(h) else {
@@ -213,10 +204,30 @@ impl Engine {
         self.check_unwatched(h);
     }
 
+    /// Sender `h`'s (`s`) stream `stream`'s lists computed from scratch: the addresses
+    /// of the connected members of its conference that receive it, and of those that
+    /// wait for its keyframe.
+    fn lists_of(&self, h: SessionHandle, s: &Session, stream: &StreamRule) -> Lists {
+        let from = self.sender(h, s);
+        let (mut receivers, mut pending) = (Vec::new(), Vec::new());
+        let members = self.conferences.get(s.conf).map(|c| c.members.as_slice());
+        for &m in members.unwrap_or_default().iter().filter(|&&m| m != h) {
+            let Some(r) = self.sessions.get(m) else {
+                continue;
+            };
+            match (r.addr, r.slot(stream, from)) {
+                (Some(a), Some(Slot::Receivers)) => receivers.push(a),
+                (Some(a), Some(Slot::Pending)) => pending.push((a, m)),
+                _ => {}
+            }
+        }
+        (receivers, pending)
+    }
+
     /// Checks every fan-out list against one computed from scratch: the lists of
     /// senders routed here hold exactly the addresses of the connected members that
-    /// receive the stream (or wait for its keyframe), and no other sender has a list. For tests and fuzzing:
-    /// O(members² × streams).
+    /// receive the stream (or wait for its keyframe), and no other sender has a list.
+    /// For tests and fuzzing: O(members² × streams).
     #[doc(hidden)]
     pub fn check_fanout(&self) -> Result<(), String> {
         for (h, s) in self.sessions.iter() {
@@ -228,21 +239,11 @@ impl Engine {
             if !members.contains(&h) {
                 return Err(format!("{:?} is not a member of its conference", s.spec.id));
             }
-            let from = self.sender(h, s);
             for st in &s.streams {
-                let (mut want, mut want_pending) = (Vec::new(), Vec::new());
-                if s.routed_here() {
-                    for &m in members.iter().filter(|&&m| m != h) {
-                        let Some(r) = self.sessions.get(m) else {
-                            continue;
-                        };
-                        match (r.addr, r.slot(&st.spec, from)) {
-                            (Some(a), Some(Slot::Receivers)) => want.push(a),
-                            (Some(a), Some(Slot::Pending)) => want_pending.push((a, m)),
-                            _ => {}
-                        }
-                    }
-                }
+                let (mut want, mut want_pending) = match s.routed_here() {
+                    true => self.lists_of(h, s, &st.spec),
+                    false => Default::default(),
+                };
                 let mut have = st.receivers.clone();
                 let mut have_pending = st.pending.clone();
                 want.sort();

@@ -924,6 +924,10 @@ impl Session {
     fn stream(&self, ssrc: Ssrc) -> Option<&Stream> {
         self.streams.iter().find(|st| st.spec.ssrc == ssrc)
     }
+
+    fn stream_mut(&mut self, ssrc: Ssrc) -> Option<&mut Stream> {
+        self.streams.iter_mut().find(|st| st.spec.ssrc == ssrc)
+    }
 }
 
 /// A receiver's subscription and layer states, and its conference's active speaker,

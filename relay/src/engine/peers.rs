@@ -45,6 +45,34 @@ impl Engine {
         matches!(s.home, Home::Here(_)).then_some(key)
     }
 
+    /// The session named by its home shard and its handle there.
+    pub(super) fn by_home_key(&self, home: ShardId, key: SessionHandle) -> Option<SessionHandle> {
+        match home == self.cfg.shard {
+            true => self.homed_here(key),
+            false => self.by_home.get(&(home, key)).copied(),
+        }
+    }
+
+    /// A session's home shard and its handle there.
+    pub(super) fn home_key(&self, h: SessionHandle) -> Option<(ShardId, SessionHandle)> {
+        match self.sessions.get(h)?.home {
+            Home::Elsewhere(shard, key) => Some((shard, key)),
+            Home::Here(_) => Some((self.cfg.shard, h)),
+            Home::Unclaimed { .. } => None,
+        }
+    }
+
+    /// Stream `ssrc` of the session named by its home shard and its handle there.
+    pub(super) fn stream_by_home(
+        &mut self,
+        home: ShardId,
+        key: SessionHandle,
+        ssrc: Ssrc,
+    ) -> Option<&mut Stream> {
+        let h = self.by_home_key(home, key)?;
+        self.sessions.get_mut(h)?.stream_mut(ssrc)
+    }
+
     pub(super) fn handle_peer(&mut self, now: Instant, msg: PeerMsg) {
         match msg {
             PeerMsg::Claimed {
@@ -160,7 +188,7 @@ impl Engine {
                 ssrc,
                 packet,
             } => {
-                if let Some(&h) = self.by_home.get(&(home, sender)) {
+                if let Some(h) = self.by_home_key(home, sender) {
                     self.forward_sr_here(h, ssrc, packet.as_bytes(), None);
                 }
             }

@@ -203,29 +203,25 @@ impl Engine {
         level: u8,
     ) {
         let me = self.cfg.shard;
-        let h = if home == me {
-            self.homed_here(session)
-        } else {
-            self.by_home.get(&(home, session)).copied()
-        };
-        let Some(s) = h.and_then(|h| self.sessions.get(h)) else {
+        let Some((h, s)) = self
+            .by_home_key(home, session)
+            .and_then(|h| Some((h, self.sessions.get(h)?)))
+        else {
             return; // gone meanwhile, or never known here
         };
         if s.speaker_shard != me || !self.speaker_cfg.is_speech(level, true) {
             return;
         }
         let c = s.conf;
-        if let Some(h) = h {
-            feed(
-                &self.speaker_cfg,
-                &mut self.conferences,
-                &mut self.timers,
-                now,
-                c,
-                h,
-                level,
-            );
-        }
+        feed(
+            &self.speaker_cfg,
+            &mut self.conferences,
+            &mut self.timers,
+            now,
+            c,
+            h,
+            level,
+        );
     }
 
     /// The deadline conference `c`'s detector is scheduled at.

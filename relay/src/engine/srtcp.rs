@@ -91,7 +91,7 @@ impl Engine {
         let Some(st) = self
             .sessions
             .get_mut(sender)
-            .and_then(|s| s.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+            .and_then(|s| s.stream_mut(ssrc))
         else {
             self.stats.rtcp_drops[RtcpDrop::UndeclaredSsrc.index()] += 1;
             return;
@@ -234,10 +234,7 @@ impl Engine {
             stats,
             ..
         } = self;
-        let Some(st) = sessions
-            .get_mut(owner)
-            .and_then(|s| s.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
-        else {
+        let Some(st) = sessions.get_mut(owner).and_then(|s| s.stream_mut(ssrc)) else {
             return;
         };
         for seq in lost {
@@ -331,7 +328,7 @@ impl Engine {
             }
             Home::Unclaimed { .. } => {}
             Home::Here(_) => {
-                let Some(st) = o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc) else {
+                let Some(st) = o.stream_mut(ssrc) else {
                     return;
                 };
                 let Some(request) = st.keyframe.request(now, &throttle) else {
