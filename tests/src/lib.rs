@@ -310,6 +310,16 @@ impl Sending {
     }
 }
 
+/// Whether an RTP packet (SRTP as received, or decrypted: the header is in the clear)
+/// starts a keyframe per its frame marking (RFC 9626) at extension `id`.
+pub fn starts_keyframe(packet: &[u8], id: ExtId) -> bool {
+    blindfold_relay::wire::rtp::RtpHeader::parse(packet)
+        .ok()
+        .and_then(|h| h.extension(id))
+        .and_then(|d| blindfold_relay::wire::rtp::frame_marking(d).ok())
+        .is_some_and(|fm| fm.starts_keyframe())
+}
+
 /// The extension ids a member negotiates for everything the relay reads: audio level
 /// 1, frame marking 2, abs-send-time 3 (no transport-wide cc).
 pub const FULL_EXTMAP: ExtmapIds = ExtmapIds {

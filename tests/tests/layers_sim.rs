@@ -9,7 +9,7 @@ use blindfold_client::timeline::Timeline;
 use blindfold_client::{Driver, Event as PEvent, SenderId, VideoLayer};
 use blindfold_relay::control::FullSet;
 use blindfold_relay::id::{ExtId, Ssrc};
-use blindfold_tests::{FULL_EXTMAP, LinkConfig, Sending, Sim};
+use blindfold_tests::{FULL_EXTMAP, LinkConfig, Sending, Sim, starts_keyframe};
 
 const FRAME_MARKING: ExtId = ExtId(2);
 
@@ -37,15 +37,6 @@ fn watch(sim: &mut Sim, idx: usize, senders: &[usize]) {
         t.add_sender(SenderId(s as u64), ssrcs.thumbnail, ssrcs.full);
     }
     sim.members[idx].timeline = Some(t);
-}
-
-/// Whether an RTP packet (as received) starts a keyframe per its frame marking.
-fn starts_keyframe(packet: &[u8]) -> bool {
-    blindfold_relay::wire::rtp::RtpHeader::parse(packet)
-        .ok()
-        .and_then(|h| h.extension(FRAME_MARKING))
-        .and_then(|d| blindfold_relay::wire::rtp::frame_marking(d).ok())
-        .is_some_and(|fm| fm.starts_keyframe())
 }
 
 /// Bob subscribes to alice's full layer and drops it, three times over, while carol
@@ -79,7 +70,7 @@ fn switches_start_at_a_keyframe_and_the_picture_never_stops() {
         let got = sim.member(b).media_on(full);
         assert!(got.len() > before + 50, "bob gets alice's full layer");
         assert!(
-            starts_keyframe(&got[before].packet),
+            starts_keyframe(&got[before].packet, FRAME_MARKING),
             "it starts at a keyframe"
         );
         let first = sim
@@ -117,6 +108,29 @@ fn switches_start_at_a_keyframe_and_the_picture_never_stops() {
     );
     let ups: u64 = sim.shards.iter().map(|e| e.stats().layer_switches_up).sum();
     assert_eq!(ups, 1 + 3, "carol's switch up and bob's three");
+}
+
+/// Alice and `viewers` join and connect, each viewer behind its downlink; those
+/// marked subscribe to every full layer. Returns alice and the viewers, in order.
+fn alice_and(sim: &mut Sim, viewers: &[(&str, LinkConfig, bool)]) -> (usize, Vec<usize>) {
+    let a = sim.join("alice", "conf");
+    let idx: Vec<usize> = viewers.iter().map(|v| sim.join(v.0, "conf")).collect();
+    for (&i, v) in idx.iter().zip(viewers) {
+        sim.set_downlink(i, v.1);
+    }
+    sim.run_until_connected();
+    sim.share_keys();
+    for (&i, v) in idx.iter().zip(viewers) {
+        if v.2 {
+            sim.subscribe(i, FullSet::All);
+        }
+    }
+    (a, idx)
+}
+
+/// Dave's link: 1.4 Mbit/s, less than alice's full layer with the rest.
+fn dave_link() -> LinkConfig {
+    LinkConfig::PERFECT.rate(1_400_000).queue_bytes(150_000)
 }
 
 /// Bytes of `ssrc` that `idx` received between `from` and `to`.
@@ -166,14 +180,12 @@ fn bursts(sim: &Sim, idx: usize, ssrc: Ssrc, from: Instant, to: Instant) -> Vec<
 #[test]
 fn a_slow_receiver_gets_thumbnails_and_its_audio_while_a_fast_one_gets_full() {
     let mut sim = sim();
-    let a = sim.join("alice", "conf");
-    let b = sim.join("bob", "conf");
-    let c = sim.join("carol", "conf");
-    sim.set_downlink(c, slow_link());
-    sim.run_until_connected();
-    sim.share_keys();
-    sim.subscribe(b, FullSet::All);
-    sim.subscribe(c, FullSet::All);
+    let fast = LinkConfig::PERFECT;
+    let (a, v) = alice_and(
+        &mut sim,
+        &[("bob", fast, true), ("carol", slow_link(), true)],
+    );
+    let (b, c) = (v[0], v[1]);
     watch(&mut sim, b, &[a]);
     watch(&mut sim, c, &[a]);
     let mut senders = [sending(&sim, a)];
@@ -245,14 +257,12 @@ fn a_receiver_whose_link_recovers_moves_up_within_5_s_on_a_keyframe() {
     });
     sim.extmap = FULL_EXTMAP;
     sim.auto_feedback = true;
-    let a = sim.join("alice", "conf");
-    let b = sim.join("bob", "conf");
-    let c = sim.join("carol", "conf");
-    sim.set_downlink(c, LinkConfig::PERFECT.rate(300_000).queue_bytes(16_000));
-    sim.run_until_connected();
-    sim.share_keys();
-    sim.subscribe(b, FullSet::All);
-    sim.subscribe(c, FullSet::All);
+    let slow = LinkConfig::PERFECT.rate(300_000).queue_bytes(16_000);
+    let (a, v) = alice_and(
+        &mut sim,
+        &[("bob", LinkConfig::PERFECT, true), ("carol", slow, true)],
+    );
+    let c = v[1];
     watch(&mut sim, c, &[a]);
     let mut senders = [sending(&sim, a)];
     sim.run_sending(&mut senders, 15_000);
@@ -317,16 +327,16 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
     // keyframes that overflow its link again): an open problem, so this test runs
     // without that feedback and measures the clamp alone.
     sim.auto_feedback = false;
-    let a = sim.join("alice", "conf");
-    let b = sim.join("bob", "conf");
-    let d = sim.join("dave", "conf");
-    let e = sim.join("erin", "conf");
-    sim.set_downlink(d, LinkConfig::PERFECT.rate(1_400_000).queue_bytes(150_000));
-    sim.set_downlink(e, LinkConfig::PERFECT.rate(600_000).queue_bytes(64_000));
-    sim.run_until_connected();
-    sim.share_keys();
-    sim.subscribe(b, FullSet::All);
-    sim.subscribe(d, FullSet::All);
+    let erin = LinkConfig::PERFECT.rate(600_000).queue_bytes(64_000);
+    let (a, v) = alice_and(
+        &mut sim,
+        &[
+            ("bob", LinkConfig::PERFECT, true),
+            ("dave", dave_link(), true),
+            ("erin", erin, false),
+        ],
+    );
+    let (b, d, e) = (v[0], v[1], v[2]);
     watch(&mut sim, d, &[a]);
     let mut senders = [sending(&sim, a)];
     let full = sim.member(a).ssrcs().full;
@@ -443,7 +453,10 @@ fn a_follower_of_the_speaker_gets_the_speakers_full_layer_at_each_change() {
         "bob's full layer in his turn"
     );
     assert_eq!(got(fa, settled, bob_turn), 0, "no more of alice's");
-    assert!(starts_keyframe(&sim.member(d).media_on(fb)[0].packet));
+    assert!(starts_keyframe(
+        &sim.member(d).media_on(fb)[0].packet,
+        FRAME_MARKING
+    ));
     let t = sim.member(d).timeline.as_ref().unwrap();
     assert!(t.lost().is_empty(), "{:?}", t.lost());
     for who in [a, b] {
@@ -467,14 +480,14 @@ fn a_sender_that_negotiated_tmmbr_is_clamped_by_tmmbr() {
     let mut sim = sim();
     sim.auto_feedback = false;
     sim.tmmbr = true;
-    let a = sim.join("alice", "conf");
-    let b = sim.join("bob", "conf");
-    let d = sim.join("dave", "conf");
-    sim.set_downlink(d, LinkConfig::PERFECT.rate(1_400_000).queue_bytes(150_000));
-    sim.run_until_connected();
-    sim.share_keys();
-    sim.subscribe(b, FullSet::All);
-    sim.subscribe(d, FullSet::All);
+    let (a, v) = alice_and(
+        &mut sim,
+        &[
+            ("bob", LinkConfig::PERFECT, true),
+            ("dave", dave_link(), true),
+        ],
+    );
+    let b = v[0];
     let mut senders = [sending(&sim, a)];
     let full = sim.member(a).ssrcs().full;
     sim.run_sending(&mut senders, 10_000);

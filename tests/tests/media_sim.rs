@@ -6,7 +6,7 @@
 use blindfold_client::{Driver, Event as PEvent, Receiver, SenderId};
 use blindfold_relay::control::{ExtmapIds, FullSet};
 use blindfold_relay::id::{ExtId, Ssrc};
-use blindfold_tests::Sim;
+use blindfold_tests::{Sim, starts_keyframe};
 
 /// Alice, bob and carol connected on two workers, keys shared; bob receives every
 /// full-resolution layer.
@@ -80,15 +80,6 @@ fn three_sources_arrive_whole_at_every_receiver() {
             "full resolution only for the subscriber"
         );
     }
-}
-
-/// Whether an RTP packet (as received, SRTP) starts a keyframe per its frame marking.
-fn starts_keyframe(packet: &[u8], id: ExtId) -> bool {
-    blindfold_relay::wire::rtp::RtpHeader::parse(packet)
-        .ok()
-        .and_then(|h| h.extension(id))
-        .and_then(|d| blindfold_relay::wire::rtp::frame_marking(d).ok())
-        .is_some_and(|fm| fm.starts_keyframe())
 }
 
 #[test]
