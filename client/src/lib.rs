@@ -69,7 +69,9 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod bwe;
+/// The receive-side bandwidth estimator, shared with the relay (which runs it on each
+/// sender's uplink): [`blindfold_relay::engine::bwe`].
+pub use blindfold_relay::engine::bwe;
 pub mod conference;
 pub mod control;
 mod error;
@@ -100,8 +102,6 @@ pub use source::{Driver, MediaSource, Outgoing, Probe, SourceConfig, SourceKind,
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_bwe;
 #[cfg(test)]
 mod tests_media;
 #[cfg(test)]

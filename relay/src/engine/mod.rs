@@ -74,6 +74,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use drop::{DropReason, RtcpDrop};
+pub use media::bwe;
 pub use rules::{
     ConfName, EndReason, ExtensionIds, FullSet, Layer, MediaKind, SessionEvent, SessionName,
     SessionRule, StreamRule,

@@ -3,6 +3,7 @@
 //! is unit-tested with plain values and simulated time. The engine holds one per
 //! session or stream where it needs it. See `docs/architecture.md`, "Adding a feature".
 
+pub mod bwe;
 mod clamp;
 mod estimate;
 mod keyframe;

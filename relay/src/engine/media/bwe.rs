@@ -1,6 +1,11 @@
-//! Receive-side, delay-based bandwidth estimation: how many bits per second can reach
-//! this participant before a queue builds up on the way, for the REMB it sends the
-//! relay (draft-alvestrand-rmcat-remb).
+//! Receive-side, delay-based bandwidth estimation: how many bits per second can cross a
+//! link before a queue builds up on it, for a REMB (draft-alvestrand-rmcat-remb).
+//!
+//! Two ends run it. A participant (`blindfold-client`) runs it on its downlink, over
+//! every sender's packets, and sends the relay the estimate. The relay runs it on each
+//! sender's uplink, over that sender's packets as they arrive, and asks the sender to
+//! fit its full layer under it (see `Engine`'s bandwidth docs). Neither needs a key:
+//! abs-send-time is a header extension, readable and left as it is.
 //!
 //! [`Bwe`] is Google Congestion Control's delay-based controller as a receiver runs it
 //! (draft-ietf-rmcat-gcc-02 §5; libwebrtc's `remote_bitrate_estimator_abs_send_time`,
@@ -60,7 +65,7 @@
 //!    minus the threshold: **under-use**. Otherwise normal.
 //!
 //!    One addition to the draft and libwebrtc, for senders that do not pace (this
-//!    library's [`Driver`](crate::Driver), and the relay, which forwards as it
+//!    participant library's `Driver`, and the relay, which forwards as it
 //!    receives): a group more than twice its sender's average group size (a keyframe,
 //!    the average following each group by 1/16) cannot end an over-use streak, nor can
 //!    the group after it; over-use needs two more groups. A keyframe sent at once
@@ -1119,3 +1124,7 @@ fn additive_bps_per_s(estimate: f64) -> f64 {
     let packets = (frame_bits / PACKET_BITS).ceil().max(1.0);
     (frame_bits / packets / RESPONSE_S).max(MIN_ADDITIVE_BPS_PER_S)
 }
+
+#[cfg(test)]
+#[path = "bwe_tests.rs"]
+mod tests;

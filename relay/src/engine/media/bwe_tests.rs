@@ -1,4 +1,4 @@
-//! Tests of the receive-side bandwidth estimator ([`crate::bwe`]) in simulated time.
+//! Tests of the receive-side bandwidth estimator ([`super`]) in simulated time.
 //! Packets cross a modelled bottleneck — serialized at the link rate behind a FIFO queue
 //! deep enough never to drop, then 10 ms of propagation — so arrival times, and the
 //! queue, come from the model; abs-send-time comes from the send time.
@@ -8,9 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use blindfold_relay::wire::rtp::AbsSendTime;
+use crate::wire::rtp::AbsSendTime;
 
-use crate::bwe::{Bwe, BweConfig, Usage};
+use super::{Bwe, BweConfig, Usage};
 
 const PACKET: usize = 1200;
 
