@@ -18,7 +18,7 @@ use blindfold_relay::control::ExtmapIds;
 use blindfold_relay::engine::{
     Command, FullSet, Handled, PeerMsg, SessionHandle, SessionName, ShardId,
 };
-use blindfold_relay::id::Pt;
+use blindfold_relay::id::{ExtId, Pt, RtpTime};
 use blindfold_tests::{FULL_EXTMAP, Sim};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -111,8 +111,11 @@ fn forward(c: &mut Criterion) {
 /// relay with every extension negotiated — the audio level read and judged, each video
 /// packet copied into its cache, each packet counted into its stream's rate meter, and
 /// layer choice running for subscribed receivers; "all_but_cache" is "all" without the
-/// retransmission caches (the one feature that copies a packet). Per iteration: one
-/// audio packet (a speech level) and one 1000-byte thumbnail packet, to 10 receivers.
+/// retransmission caches (the one feature that copies a packet). Both "all" variants
+/// also estimate the sender's uplink (sequence numbers counted, abs-send-time fed to the
+/// delay-based estimator, here with an unchanging send and arrival time: the in-group
+/// path most packets take). Per iteration: one audio packet (a speech level) and one
+/// 1000-byte thumbnail packet, to 10 receivers.
 fn features(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_forward_features");
     g.throughput(Throughput::Elements(2));
@@ -124,6 +127,7 @@ fn features(c: &mut Criterion) {
         let mut sim = Sim::with_config(1, 0, |cfg| {
             if !all {
                 cfg.layer_choice = false;
+                cfg.uplink_estimation = false;
             }
             if !cache {
                 cfg.retransmit_full_bytes = 0;
@@ -145,7 +149,19 @@ fn features(c: &mut Criterion) {
         sim.send_audio_level(sender, 30, true, &[0x55; 160]);
         let mut audio = sim.member(sender).sent.last().unwrap().clone();
         let thumb = sim.member(sender).ssrcs().thumbnail;
-        sim.send(sender, thumb, Pt(96), &[0x55; 1000]);
+        // With every extension, the video packet is stamped with abs-send-time (the
+        // uplink's delay-based estimate reads it; the audio packet carries its level).
+        let stamp = [0x12, 0x34, 0x56];
+        let exts: &[(ExtId, &[u8])] = match FULL_EXTMAP.abs_send_time {
+            Some(id) if all => &[(id, &stamp)],
+            _ => &[],
+        };
+        let now = sim.now;
+        sim.members[sender]
+            .p
+            .send_rtp(now, thumb, Pt(96), false, RtpTime(0), exts, &[0x55; 1000])
+            .expect("send_rtp");
+        sim.pump();
         let mut video = sim.member(sender).sent.last().unwrap().clone();
         let from = sim.member(sender).addr;
         let now = sim.now;

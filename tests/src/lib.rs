@@ -287,6 +287,10 @@ pub struct Sim {
     /// Whether members joining from now on negotiated TMMBR (the relay's rate requests
     /// go to them as TMMBR, not REMB).
     pub tmmbr: bool,
+    /// Whether members joining from now on that negotiated abs-send-time estimate their
+    /// downlink and send REMB (on by default; off, they send receiver reports only, as
+    /// receivers that estimate with transport-cc do towards a relay that does not).
+    pub remb: bool,
 }
 
 /// A member sending its [`Driver`]'s synthetic media in [`Sim::run_sending`].
@@ -374,6 +378,7 @@ impl Sim {
             },
             auto_feedback: false,
             tmmbr: false,
+            remb: true,
         }
     }
 
@@ -435,7 +440,7 @@ impl Sim {
         );
         cfg.auto_feedback = self.auto_feedback;
         // A member that negotiated abs-send-time estimates its downlink and sends REMB.
-        cfg.bwe = self.extmap.abs_send_time;
+        cfg.bwe = self.extmap.abs_send_time.filter(|_| self.remb);
         let p = Participant::new(cfg, self.now).expect("participant");
         let addr = SocketAddr::from(([127, 0, 0, 1], self.next_port));
         self.next_port += 1;

@@ -165,6 +165,22 @@ fn bursts(sim: &Sim, idx: usize, ssrc: Ssrc, from: Instant, to: Instant) -> Vec<
     starts
 }
 
+/// How many of `sender`'s audio packets `idx` received between `from` and `to`, and
+/// how many it lost (gaps in their sequence numbers).
+fn audio_from(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant) -> (usize, u64) {
+    let audio = sim.member(sender).ssrcs().audio;
+    let mut seqs: Vec<u64> = sim
+        .member(idx)
+        .media_log
+        .iter()
+        .filter(|m| m.ssrc == audio && m.at >= from && m.at < to)
+        .map(|m| m.seq.0)
+        .collect();
+    seqs.sort();
+    let lost = seqs.windows(2).map(|w| w[1] - w[0] - 1).sum();
+    (seqs.len(), lost)
+}
+
 /// Carol's downlink is 300 kbit/s behind a 64 KB buffer, bob's is fast; both
 /// subscribe to alice's full layer. After the first seconds carol gets alice's
 /// thumbnail and audio, bob the full layer throughout.
@@ -197,20 +213,8 @@ fn a_slow_receiver_gets_thumbnails_and_its_audio_while_a_fast_one_gets_full() {
 
     let trials = bursts(&sim, c, ssrcs.full, from, to);
     assert!(trials.len() <= 3, "trials at {:?}", trials);
-    let mut audio: Vec<(u64, Instant)> = sim
-        .member(c)
-        .media_log
-        .iter()
-        .filter(|m| m.ssrc == ssrcs.audio && m.at >= from && m.at < to)
-        .map(|m| (m.seq.0, m.at))
-        .collect();
-    audio.sort();
-    assert!(
-        audio.len() > 1000,
-        "carol got {} audio packets",
-        audio.len()
-    );
-    let lost: u64 = audio.windows(2).map(|w| w[1].0 - w[0].0 - 1).sum();
+    let (got, lost) = audio_from(&sim, c, a, from, to);
+    assert!(got > 1000, "carol got {got} audio packets");
     // A trial loses carol at most 0.4 s of audio (at 50 packets a second).
     assert!(
         lost <= 20 * trials.len() as u64,
@@ -511,4 +515,103 @@ fn a_sender_that_negotiated_tmmbr_is_clamped_by_tmmbr() {
     );
     let sent: u64 = sim.shards.iter().map(|e| e.stats().tmmbr_sent).sum();
     assert!(sent >= tmmbr.len() as u64);
+}
+
+/// What bob saw of alice over her narrow uplink.
+#[derive(Debug)]
+struct OverNarrowUplink {
+    /// Alice's packets her uplink's buffer dropped after the first `SETTLE`.
+    dropped: u64,
+    /// Alice's audio packets bob got and lost after it.
+    audio: (usize, u64),
+    /// Full frames bob's decoder showed after it.
+    full_frames: usize,
+    /// The longest time alice's picture stood still for bob after it.
+    gap: Duration,
+    /// The REMB values alice got after it.
+    rembs: Vec<u64>,
+    /// What her audio and thumbnail took of her uplink after it (bits/s).
+    others_bps: u64,
+}
+
+/// The first seconds, left out of the figures.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// Alice sends her three layers (about 1.5 Mbit/s of full layer at 30 fps, 150 kbit/s
+/// of thumbnail and 40 kbit/s of audio) over a 1 Mbit/s uplink behind a 64 KB buffer;
+/// bob watches her full layer on a fast link, for 25 s; the relay estimates her uplink
+/// or not.
+fn over_a_narrow_uplink(estimation: bool) -> OverNarrowUplink {
+    let mut sim = Sim::with_config(2, 0, |c| c.uplink_estimation = estimation);
+    sim.extmap = FULL_EXTMAP;
+    sim.auto_feedback = true;
+    // Receivers that estimate their downlink see alice's uplink queue too (the delay
+    // they measure is from her send times), and the clamp follows them down; receivers
+    // that send receiver reports only (a browser estimating with transport-cc, towards
+    // a relay that does not) report her uplink's loss as their own. Bob is one.
+    sim.remb = false;
+    let (a, v) = alice_and(&mut sim, &[("bob", LinkConfig::PERFECT, true)]);
+    let b = v[0];
+    sim.set_uplink(a, LinkConfig::PERFECT.rate(1_000_000).queue_bytes(64_000));
+    watch(&mut sim, b, &[a]);
+    let mut senders = [sending(&sim, a)];
+    sim.run_sending(&mut senders, SETTLE.as_millis() as u64);
+    let (from, before, first_event) = (sim.now, sim.uplink_stats(a), sim.member(a).events.len());
+    sim.run_sending(&mut senders, 20_000);
+    let to = sim.now;
+    let t = sim.member(b).timeline.as_ref().unwrap();
+    let ssrcs = sim.member(a).ssrcs();
+    let others =
+        bytes_on(&sim, b, ssrcs.audio, from, to) + bytes_on(&sim, b, ssrcs.thumbnail, from, to);
+    OverNarrowUplink {
+        others_bps: others as u64 * 8 / (to - from).as_secs(),
+        dropped: sim.uplink_stats(a).since(&before).queue_dropped,
+        audio: audio_from(&sim, b, a, from, to),
+        full_frames: t
+            .shown()
+            .iter()
+            .filter(|f| f.at >= from && f.layer == VideoLayer::Full)
+            .count(),
+        gap: t.longest_gap(SenderId(a as u64), from, to),
+        rembs: rembs(&sim, a, first_event),
+    }
+}
+
+/// A sender whose uplink is narrower than its layers. Without the relay's estimate of
+/// it, her full layer overflows it, the loss is taken for bob's downlink's, and bob
+/// ends on the thumbnail — which stalls too, behind the full layer in her uplink's
+/// queue. With it, within 5 s she is asked to send her full layer at about what her
+/// uplink leaves it, and bob gets her audio and a steady full-resolution picture.
+#[test]
+fn a_sender_whose_uplink_is_narrower_than_its_layers_is_asked_to_fit_it() {
+    let off = over_a_narrow_uplink(false);
+    let on = over_a_narrow_uplink(true);
+    for (name, o) in [("off", &off), ("on", &on)] {
+        eprintln!(
+            "uplink estimation {name}: {} packets dropped at alice's uplink, bob got {} of her audio packets and lost {}, {} full frames, longest still picture {:?}, REMB {:?}",
+            o.dropped, o.audio.0, o.audio.1, o.full_frames, o.gap, o.rembs
+        );
+    }
+    // Without it (what the test relies on): her uplink overflows, bob loses the picture.
+    assert!(off.dropped > 100, "{off:?}");
+    assert!(
+        off.full_frames < 100 && off.gap > Duration::from_secs(1),
+        "{off:?}"
+    );
+    // With it: a few packets lost where the estimate probes upwards, none of it audio
+    // worth a mention; bob sees nearly every one of her 30 frames a second.
+    assert!(on.dropped <= 30, "{on:?}");
+    assert!(on.audio.0 >= 990 && on.audio.1 <= 2, "{on:?}");
+    assert!(on.full_frames >= 20 * 30 * 9 / 10, "{on:?}");
+    assert!(on.gap <= Duration::from_millis(200), "{on:?}");
+    // What she is asked for is, in the median, about what her uplink leaves her full
+    // layer (the link less her other streams), and it settles: within 20% of that.
+    let room = 1_000_000 - on.others_bps;
+    let mut values = on.rembs.clone();
+    values.sort();
+    let median = values[values.len() / 2];
+    assert!(
+        median * 10 >= room * 8 && median * 10 <= room * 12,
+        "median REMB {median} for {room} bit/s of room: {on:?}"
+    );
 }

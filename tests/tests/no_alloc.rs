@@ -403,6 +403,65 @@ fn forwarding_video_into_the_retransmission_cache_does_not_allocate() {
 }
 
 #[test]
+fn estimating_a_lossy_uplink_does_not_allocate() {
+    // Alice's full layer over an uplink that loses every fifth packet, stamped with
+    // abs-send-time, for 10 simulated seconds: every packet feeds her uplink estimate,
+    // which limits her (the relay writes her a REMB each second). The first seconds
+    // allocate what is allocated once (her clamp); the rest must not allocate. (Layer
+    // choice off: bob and carol get the layer at once, with no keyframe to wait for.)
+    let mut sim = Sim::with_config(1, 0, |c| c.layer_choice = false);
+    sim.extmap = blindfold_tests::FULL_EXTMAP;
+    let alice = sim.join("alice", "conf");
+    for name in ["bob", "carol"] {
+        let r = sim.join(name, "conf");
+        sim.subscribe(r, blindfold_relay::control::FullSet::All);
+    }
+    sim.run_until_connected();
+    let full = sim.member(alice).ssrcs().full;
+    let id = blindfold_tests::FULL_EXTMAP.abs_send_time.unwrap();
+    let stamp = [0x12, 0x34, 0x56];
+    let now = sim.now;
+    sim.members[alice]
+        .p
+        .send_rtp(
+            now,
+            full,
+            Pt(96),
+            false,
+            RtpTime(0),
+            &[(id, &stamp)],
+            &[0x44; 1000],
+        )
+        .unwrap();
+    sim.pump();
+    let packet = sim.member(alice).sent.last().unwrap().clone();
+    let at = packet.windows(3).position(|w| w == stamp).unwrap();
+    let first = u16::from_be_bytes([packet[2], packet[3]]);
+    let from = sim.member(alice).addr;
+    let start = sim.now;
+    let engine = &mut sim.shards[0];
+    let mut buf = packet.clone();
+    let mut run = |engine: &mut blindfold_relay::engine::Engine, seqs: std::ops::Range<u16>| {
+        for seq in seqs.filter(|s| s % 5 != 0) {
+            // 1000 bytes every 4 ms: 2 Mbit/s offered.
+            let t = Duration::from_millis(4 * u64::from(seq));
+            buf.copy_from_slice(&packet);
+            buf[2..4].copy_from_slice(&first.wrapping_add(seq).to_be_bytes());
+            buf[at..at + 3].copy_from_slice(&rtp::AbsSendTime::from_duration(t).to_bytes());
+            let _ = engine.handle_datagram(start + t, from, &mut buf);
+            while engine.poll_transmit().is_some() {}
+            while engine.poll_event().is_some() {}
+        }
+    };
+    run(engine, 1..500);
+    let before = engine.stats().remb_sent;
+    let n = allocations(|| run(engine, 500..2500));
+    let limits = engine.stats().remb_sent - before;
+    assert!(limits >= 5, "{limits} REMB in 8 s");
+    assert_eq!(n, 0);
+}
+
+#[test]
 fn cross_shard_messages_clone_without_allocating() {
     use blindfold_relay::engine::{
         KeyframeKind, PeerMsg, RtcpBytes, SessionHandle, SessionName, ShardId,

@@ -27,6 +27,17 @@
 //!   report); the clamp sends the sender a REMB for that layer at the lowest of them,
 //!   leaving out a viewer far below the median, which every shard learns
 //!   ([`PeerMsg::Demote`]) and whose layer choice moves it to the thumbnail.
+//! - **A sender's uplink** is estimated where its media arrives
+//!   ([`media::UplinkEstimate`], fed on the forwarding path): from the loss in its
+//!   sequence numbers and, if it stamps abs-send-time, by the same delay-based
+//!   estimator a participant runs on its downlink ([`bwe::Bwe`]). While the uplink
+//!   shows congestion (and 10 s after), its value less the rates of the sender's other
+//!   streams is what the full layer may take, sent to the sender's home (once a
+//!   second, and at once when it falls: [`PeerMsg::Uplink`]): the REMB (or TMMBR) the
+//!   sender gets is the lower of that and what the clamp's viewers can take. A sender
+//!   whose uplink is full would otherwise lose its audio and thumbnail behind its own
+//!   full layer, for every viewer — and its viewers would take that loss for their
+//!   own downlinks'.
 //!
 //! All of this runs on RTCP arrivals, announcements and timers; the forwarding path
 //! only adds to a rate meter (and, for a stream with receivers switching up, reads one
@@ -53,6 +64,17 @@ const TMMBR_OVERHEAD: u16 = 40;
 
 /// A viewer's reported rate is dropped from a clamp after this long without renewal.
 const VIEWER_STALE: Duration = Duration::from_millis(2500);
+
+/// What a sender is asked for when nothing limits its full layer: more than any layer
+/// takes (the sender keeps to its own rate).
+const UNLIMITED: u64 = 100_000_000;
+
+/// The same value is not asked of a sender twice within this long.
+const ASK_REPEAT: Duration = Duration::from_secs(1);
+
+/// An uplink figure not renewed for this long is dropped (the estimator sends one a
+/// second while the sender sends).
+const UPLINK_STALE: Duration = Duration::from_millis(2500);
 
 /// A receiver's downlink: its estimate and its layer choices (on its home shard).
 pub(super) struct Downlink {
@@ -86,12 +108,51 @@ impl Downlink {
     }
 }
 
-/// A full layer's rate clamp and what its viewers reported (on the sender's home).
+/// A full layer's rate clamp, what its viewers reported and what the sender's uplink
+/// leaves it (on the sender's home).
 pub(super) struct Clamp {
     clamp: media::RateClamp,
     /// Viewers by their home shard and handle there: what each can take, and when it
     /// said so.
     viewers: Vec<(ShardId, SessionHandle, u64, Instant)>,
+    /// What the sender's uplink estimate leaves the layer, and when it came.
+    uplink: Option<(u64, Instant)>,
+    /// The value last asked of the sender, and when.
+    asked: Option<(u64, Instant)>,
+}
+
+impl Clamp {
+    fn new(demote_below: f64) -> Box<Self> {
+        Box::new(Clamp {
+            clamp: media::RateClamp::new(media::ClampConfig {
+                demote_below,
+                ..media::ClampConfig::default()
+            }),
+            viewers: Vec::new(),
+            uplink: None,
+            asked: None,
+        })
+    }
+
+    /// Whether to ask the sender for `bps` now: not if the same value went within the
+    /// last second (the clamp and the uplink each renew it once a second).
+    fn ask(&mut self, now: Instant, bps: u64) -> bool {
+        let repeat = self
+            .asked
+            .is_some_and(|(v, at)| v == bps && now.saturating_duration_since(at) < ASK_REPEAT);
+        if !repeat {
+            self.asked = Some((bps, now));
+        }
+        !repeat
+    }
+
+    /// The uplink's figure unless it is stale (the estimate stopped: the sender
+    /// stopped or lost abs-send-time).
+    fn uplink(&self, now: Instant) -> Option<u64> {
+        self.uplink
+            .filter(|&(_, at)| now.saturating_duration_since(at) < UPLINK_STALE)
+            .map(|(bps, _)| bps)
+    }
 }
 
 /// What a receiver report or REMB from a receiver says, for its estimate.
@@ -634,15 +695,7 @@ impl Engine {
             0 => u64::MAX,
             r => r,
         };
-        let c = st.clamp.get_or_insert_with(|| {
-            Box::new(Clamp {
-                clamp: media::RateClamp::new(media::ClampConfig {
-                    demote_below,
-                    ..media::ClampConfig::default()
-                }),
-                viewers: Vec::new(),
-            })
-        });
+        let c = st.clamp.get_or_insert_with(|| Clamp::new(demote_below));
         c.viewers
             .retain(|v| now.saturating_duration_since(v.3) < VIEWER_STALE);
         match c.viewers.iter_mut().find(|v| (v.0, v.1) == (home, viewer)) {
@@ -652,6 +705,7 @@ impl Engine {
         let out = c
             .clamp
             .update_capped(now, c.viewers.iter().map(|v| v.2), rate);
+        let uplink = c.uplink(now);
         let old = st.demote_below;
         let changed = (old == 0) != (out.demote_below_bps == 0)
             || out.demote_below_bps.abs_diff(old) * 10 > old;
@@ -666,27 +720,122 @@ impl Engine {
             self.events.push_back(Event::Peer(PeerDest::All, msg));
         }
         if let Some(bps) = out.send_bps {
-            let mut out = [0u8; 24];
-            let written = match tmmbr {
-                // RFC 5104 §4.2.1; the overhead is the relay's guess of the stream's
-                // per-packet header bytes (RTP 12 + extensions + SRTP tag).
-                true => {
-                    let entry = rtcp::TmmbEntry {
-                        ssrc,
-                        bitrate_bps: bps,
-                        overhead: TMMBR_OVERHEAD,
-                    };
-                    rtcp::write_tmmbr(&mut out, self.cfg.relay_ssrc, &[entry])
-                }
-                false => rtcp::write_remb(&mut out, self.cfg.relay_ssrc, bps, &[ssrc]),
-            };
-            if let Ok(n) = written {
-                match tmmbr {
-                    true => self.stats.tmmbr_sent += 1,
-                    false => self.stats.remb_sent += 1,
-                }
-                self.send_rtcp_to(owner, out.get(..n).unwrap_or_default());
+            let limited = uplink.is_some_and(|u| u < bps);
+            let bps = bps.min(uplink.unwrap_or(u64::MAX));
+            if c.ask(now, bps) {
+                self.ask_sender(owner, ssrc, bps, limited, tmmbr);
             }
+        }
+    }
+
+    /// Sends `owner` (homed here) a REMB — a TMMBR if it negotiated that (`tmmbr`) —
+    /// asking it to send its full layer `ssrc` at `bps`; `by_uplink`: its uplink set
+    /// the value.
+    fn ask_sender(
+        &mut self,
+        owner: SessionHandle,
+        ssrc: Ssrc,
+        bps: u64,
+        by_uplink: bool,
+        tmmbr: bool,
+    ) {
+        let mut out = [0u8; 24];
+        let written = match tmmbr {
+            // RFC 5104 §4.2.1; the overhead is the relay's guess of the stream's
+            // per-packet header bytes (RTP 12 + extensions + SRTP tag).
+            true => {
+                let entry = rtcp::TmmbEntry {
+                    ssrc,
+                    bitrate_bps: bps,
+                    overhead: TMMBR_OVERHEAD,
+                };
+                rtcp::write_tmmbr(&mut out, self.cfg.relay_ssrc, &[entry])
+            }
+            false => rtcp::write_remb(&mut out, self.cfg.relay_ssrc, bps, &[ssrc]),
+        };
+        if let Ok(n) = written {
+            match tmmbr {
+                true => self.stats.tmmbr_sent += 1,
+                false => self.stats.remb_sent += 1,
+            }
+            self.stats.uplink_limited += u64::from(by_uplink);
+            self.send_rtcp_to(owner, out.get(..n).unwrap_or_default());
+        }
+    }
+
+    // ----- the sender's uplink --------------------------------------------------------
+
+    /// The limit of session `h`'s uplink, where its media arrives (here), is due to go
+    /// out: what it leaves the full layer after the session's other streams, as
+    /// measured here, goes to the session's home — or that it was lifted.
+    #[cold] // once a second per congested sender, and on a fall
+    pub(super) fn uplink_estimated(&mut self, now: Instant, h: SessionHandle, limit: media::Limit) {
+        let Some(s) = self.sessions.get(h) else {
+            return;
+        };
+        let Some(full) = s.streams.iter().find(|st| st.spec.layer == Layer::Full) else {
+            return;
+        };
+        let others: u64 = s
+            .streams
+            .iter()
+            .filter(|st| st.spec.layer != Layer::Full)
+            .map(|st| Self::rate_of(st, now))
+            .sum();
+        let budget = match limit {
+            media::Limit::Bps(bps) => bps.saturating_sub(others),
+            media::Limit::Lifted => NO_LIMIT,
+        };
+        let ssrc = full.spec.ssrc;
+        match s.home {
+            Home::Here(_) => self.uplink_budget(now, h, ssrc, budget),
+            Home::Elsewhere(shard, key) => {
+                let msg = PeerMsg::Uplink {
+                    owner: key,
+                    ssrc,
+                    bps: budget,
+                };
+                self.events
+                    .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+            }
+            Home::Unclaimed { .. } => {}
+        }
+    }
+
+    /// `owner`'s (homed here) uplink leaves its full layer `ssrc` `bps` ([`NO_LIMIT`]:
+    /// no longer congested): the sender is asked for the lower of that and what the
+    /// layer's viewers can take — unless the layer is paused (nobody views it; the
+    /// request would resume it).
+    pub(super) fn uplink_budget(
+        &mut self,
+        now: Instant,
+        owner: SessionHandle,
+        ssrc: Ssrc,
+        bps: u64,
+    ) {
+        let demote_below = self.cfg.clamp_demote_below;
+        let Some(o) = self
+            .sessions
+            .get_mut(owner)
+            .filter(|o| matches!(o.home, Home::Here(_)))
+        else {
+            return;
+        };
+        let tmmbr = o.spec.tmmbr;
+        let Some(st) = o.stream_mut(ssrc).filter(|st| st.spec.layer == Layer::Full) else {
+            return;
+        };
+        let c = st.clamp.get_or_insert_with(|| Clamp::new(demote_below));
+        c.uplink = (bps != NO_LIMIT).then_some((bps, now));
+        if st.unwatched.is_paused() {
+            return;
+        }
+        let viewers = c.clamp.target();
+        let limited = bps != NO_LIMIT && viewers.is_none_or(|v| bps < v);
+        // Lifted with no viewer figure: as much as the layer will ever take.
+        let bps = bps.min(viewers.unwrap_or(UNLIMITED));
+        if c.ask(now, bps) {
+            self.ask_sender(owner, ssrc, bps, limited, tmmbr);
         }
     }
 
@@ -720,6 +869,9 @@ impl Engine {
             .and_then(|st| st.clamp.as_mut())
         {
             c.viewers.retain(|v| (v.0, v.1) != (home, key));
+            if c.viewers.is_empty() {
+                c.clamp.clear();
+            }
         }
     }
 }

@@ -92,6 +92,7 @@ impl Engine {
             timer_at: None,
             speaker_shard: speaker::speaker_shard(&spec.conf, self.cfg.shards),
             layers: Vec::new(),
+            uplink: None,
             spec,
         });
         self.by_id.insert(id, h);

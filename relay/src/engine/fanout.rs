@@ -180,6 +180,15 @@ impl Engine {
             return;
         };
         let routed = s.routed_here();
+        // So does the uplink estimate.
+        let estimated = routed
+            && cfg.uplink_estimation
+            && s.streams.iter().any(|st| st.spec.layer == Layer::Full);
+        match (estimated, &s.uplink) {
+            (true, None) => s.uplink = Some(Box::new(media::UplinkEstimate::new())),
+            (false, Some(_)) => s.uplink = None,
+            _ => {}
+        }
         let mut lists = lists.into_iter();
         for st in &mut s.streams {
             (st.receivers, st.pending) = lists.next().unwrap_or_default();

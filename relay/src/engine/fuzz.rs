@@ -58,12 +58,14 @@ fn spec(i: usize) -> SessionRule {
                 layer: Layer::Full,
             },
         ],
-        // Audio levels are read (active speaker) and frame marking (receivers switching
-        // up wait for a keyframe): raw datagrams reach both readers.
+        // Audio levels are read (active speaker), frame marking (receivers switching up
+        // wait for a keyframe) and abs-send-time (uplink estimation): raw datagrams reach
+        // all three readers.
         tmmbr: i == 1,
         extensions: ExtensionIds {
             audio_level: Some(crate::id::ExtId(1)),
             frame_marking: Some(crate::id::ExtId(2)),
+            abs_send_time: Some(crate::id::ExtId(3)),
             ..ExtensionIds::default()
         },
     }
@@ -191,6 +193,11 @@ pub(crate) fn run(data: &[u8]) {
                         sender: handle,
                         ssrc,
                         below_bps: bps,
+                    },
+                    _ if action & 1 == 1 => PeerMsg::Uplink {
+                        owner: handle,
+                        ssrc,
+                        bps: if action & 2 == 2 { NO_LIMIT } else { bps },
                     },
                     _ => PeerMsg::StreamRate {
                         home: ShardId(1),

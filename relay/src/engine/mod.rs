@@ -38,7 +38,10 @@
 //! receiver gets is announced to every shard ([`PeerMsg::LayerState`]); the shard
 //! where a sender's media arrives switches a receiver up at the layer's next keyframe
 //! and measures each stream's rate ([`PeerMsg::StreamRate`]); a full layer's rate clamp
-//! runs on its sender's home ([`PeerMsg::ViewerRate`], [`PeerMsg::Demote`]).
+//! runs on its sender's home ([`PeerMsg::ViewerRate`], [`PeerMsg::Demote`]). A
+//! sender's uplink is estimated where its media arrives, from the loss in its sequence
+//! numbers and the delay in its abs-send-time ([`bwe`]), and the estimate goes to its home ([`PeerMsg::Uplink`]), which asks
+//! the sender to fit its full layer under it.
 //!
 //! A conference's active-speaker detector runs on one shard every shard computes
 //! from the conference id (its *speaker shard*); the shards where its members' audio
@@ -104,6 +107,9 @@ pub const ALIVE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub u16);
 
+/// [`PeerMsg::Uplink`]'s `bps` when a sender's uplink no longer limits it.
+pub const NO_LIMIT: u64 = u64::MAX;
+
 /// Engine settings.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -153,6 +159,12 @@ pub struct EngineConfig {
     /// A viewer whose downlink is below this fraction of the median viewer's is moved
     /// to the thumbnail instead of clamping the sender's full layer to its rate.
     pub clamp_demote_below: f64,
+    /// Uplink estimation on: each sender of a full layer has its uplink estimated where
+    /// its media arrives (from the loss in its sequence numbers, and with abs-send-time
+    /// from the delay: [`bwe`]), and is asked (REMB, or TMMBR) to send its full layer at
+    /// no more than the estimate leaves it after its other streams. Off: only its
+    /// viewers limit it.
+    pub uplink_estimation: bool,
 }
 
 impl EngineConfig {
@@ -178,6 +190,7 @@ impl EngineConfig {
             layer_probe_backoff: Duration::from_secs(4),
             layer_probe_backoff_max: Duration::from_secs(32),
             clamp_demote_below: 0.5,
+            uplink_estimation: true,
         }
     }
 }
@@ -350,6 +363,17 @@ pub enum PeerMsg {
         receiver: SessionHandle,
         /// The full-resolution layer.
         ssrc: Ssrc,
+    },
+    /// The shard where `owner`'s media arrives (homed on the shard this is sent to)
+    /// found its uplink congested: what the uplink's estimate leaves its full layer
+    /// `ssrc` after its other streams; or [`NO_LIMIT`]: the congestion is over.
+    Uplink {
+        /// The sending session.
+        owner: SessionHandle,
+        /// Its full-resolution layer.
+        ssrc: Ssrc,
+        /// What the full layer may take.
+        bps: u64,
     },
     /// A viewer of `owner`'s full layer `ssrc` (homed on the shard this is sent to) can
     /// take it at `bps`: its downlink estimate less everything else it receives.
@@ -555,7 +579,7 @@ pub struct EngineStats {
     pub layer_switches_up: u64,
     /// Receivers switched down to the thumbnail.
     pub layer_switches_down: u64,
-    /// REMB the relay sent senders (rate clamp).
+    /// REMB the relay sent senders (rate clamp and uplink estimate).
     pub remb_sent: u64,
     /// TMMBR the relay sent senders that negotiated it (rate clamp).
     pub tmmbr_sent: u64,
@@ -563,6 +587,9 @@ pub struct EngineStats {
     pub remb_received: u64,
     /// Receiver report blocks about streams a receiver gets, fed to its estimate.
     pub report_blocks: u64,
+    /// REMB/TMMBR sent senders whose value their uplink estimate set (below what their
+    /// viewers could take).
+    pub uplink_limited: u64,
 }
 
 impl EngineStats {
@@ -577,7 +604,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 28;
+    pub const EXPORTED: usize = 29;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -737,7 +764,7 @@ impl EngineStats {
             (
                 "blindfold_remb_sent_total",
                 "",
-                "REMB sent to senders: each full layer clamped to what its viewers can take.",
+                "REMB sent to senders: each full layer clamped to what its viewers and the sender's uplink can take.",
                 self.remb_sent,
             ),
             (
@@ -757,6 +784,12 @@ impl EngineStats {
                 "",
                 "Receiver report blocks fed to the receivers' downlink estimates.",
                 self.report_blocks,
+            ),
+            (
+                "blindfold_uplink_limited_total",
+                "",
+                "REMB/TMMBR whose value the sender's own uplink estimate set, below what its viewers could take.",
+                self.uplink_limited,
             ),
         ]
     }
@@ -876,6 +909,9 @@ struct Session {
     /// Where layer choice has it on full layers it subscribes to, as last announced
     /// by its home; a layer not listed is at its default (`Session::layer_state`).
     layers: Vec<(Ssrc, LayerState)>,
+    /// Its uplink's estimate, on the shards that route its media (with uplink
+    /// estimation on and a full layer to fit under it; allocated when that starts).
+    uplink: Option<Box<media::UplinkEstimate>>,
 }
 
 impl Session {

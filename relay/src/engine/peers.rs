@@ -220,6 +220,11 @@ impl Engine {
                     self.keyframe_forwarded(now, r, ssrc);
                 }
             }
+            PeerMsg::Uplink { owner, ssrc, bps } => {
+                if let Some(o) = self.homed_here(owner) {
+                    self.uplink_budget(now, o, ssrc, bps);
+                }
+            }
             PeerMsg::ViewerRate {
                 owner,
                 ssrc,

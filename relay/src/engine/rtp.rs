@@ -23,12 +23,14 @@ impl Engine {
         } = self;
         let me = cfg.shard;
         let mut speech = None;
+        let mut uplink = None;
         let routed = by_addr
             .get(&from)
             .and_then(|&h| Some((h, sessions.get_mut(h)?)))
             .ok_or(DropReason::Unvalidated)
             .and_then(|(h, s)| {
                 let speech = &mut speech;
+                let uplink = &mut uplink;
                 route(
                     now,
                     me,
@@ -39,6 +41,7 @@ impl Engine {
                     events,
                     speaker_cfg,
                     speech,
+                    uplink,
                     switched,
                 )
             });
@@ -56,6 +59,9 @@ impl Engine {
             // Receivers switched up at this keyframe: their state changes before the
             // list is handed out.
             self.after_keyframes(now);
+        }
+        if let Some(limit) = uplink {
+            self.uplink_estimated(now, h, limit);
         }
         let receivers = match self.sessions.get(h).and_then(|s| s.streams.get(k)) {
             Some(st) => st.receivers.as_slice(),
@@ -91,8 +97,9 @@ fn media_from(s: &Session, from: SocketAddr) -> Result<(), DropReason> {
 
 /// Routes a media packet of session `s` (`h` on shard `me`) from `from`: which of its
 /// streams it is (the caller reads that stream's receivers); the speech in it to pass
-/// on (audio with an RFC 6464 level) goes to `speech`; receivers switched up at a
-/// keyframe go to `switched`.
+/// on (audio with an RFC 6464 level) goes to `speech`; a limit of its uplink (or its
+/// lifting), due to go to its home, to `uplink`; receivers switched up at a keyframe go to
+/// `switched`.
 #[allow(clippy::too_many_arguments)] // the engine's tables, borrowed apart
 #[inline]
 fn route(
@@ -105,6 +112,7 @@ fn route(
     events: &mut VecDeque<Event>,
     speaker_cfg: &media::SpeakerConfig,
     speech: &mut Option<speaker::Note>,
+    uplink: &mut Option<media::Limit>,
     switched: &mut Vec<(SessionHandle, Ssrc)>,
 ) -> Result<(SessionHandle, usize), DropReason> {
     media_from(s, from)?;
@@ -160,6 +168,17 @@ fn route(
         .is_none_or(|(_, at)| now.saturating_duration_since(at) >= RATE_EVERY)
     {
         rate_announce(now, home, key, st, events);
+    }
+    if let Some(estimate) = s.uplink.as_deref_mut() {
+        let sent = s
+            .spec
+            .extensions
+            .abs_send_time
+            .and_then(|id| header.extension(id))
+            .and_then(|d| wire::rtp::abs_send_time(d).ok());
+        estimate.on_packet(now, k, ssrc, header.seq(), sent.map(|t| t.0), buf.len());
+        // Once a second, and at once when it falls.
+        *uplink = estimate.poll(now);
     }
     if !st.pending.is_empty()
         && let Some(id) = s.spec.extensions.frame_marking

@@ -23,6 +23,7 @@
 //! | `layer_probe_ms` | `--layer-probe-ms` | 4000 (wait after a failed trial of a full layer; doubles per failure) |
 //! | `layer_probe_max_ms` | `--layer-probe-max-ms` | 32000 (the longest wait between trials) |
 //! | `clamp_demote_below_percent` | `--clamp-demote-below-percent` | 50 (a viewer below this % of the median viewer gets the thumbnail instead of clamping the layer; 0 to 100) |
+//! | `uplink_estimation` | `--uplink-estimation` | `true` (estimate each sender's uplink from abs-send-time and keep its full layer under it) |
 //!
 //! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing
 //! connection on the host never takes it, above the privileged ports, and it is the port
@@ -184,6 +185,10 @@ pub struct Args {
     /// gets every subscribed layer).
     #[arg(long, value_name = "BOOL")]
     pub layer_choice: Option<bool>,
+    /// Uplink estimation: each sender's uplink is estimated from abs-send-time and its
+    /// full layer asked to fit under it (false: only its viewers limit it).
+    #[arg(long, value_name = "BOOL")]
+    pub uplink_estimation: Option<bool>,
     /// Milliseconds to wait after a failed trial of a full layer before the next (it
     /// doubles per failure).
     #[arg(long, value_name = "MS")]
@@ -223,6 +228,7 @@ struct FileConfig {
     layer_probe_ms: Option<NonZeroU64>,
     layer_probe_max_ms: Option<NonZeroU64>,
     clamp_demote_below_percent: Option<u8>,
+    uplink_estimation: Option<bool>,
 }
 
 /// The DTLS certificate and key files.
@@ -280,6 +286,8 @@ pub struct Config {
     pub layer_probe_max: Duration,
     /// Demotion bound of the rate clamp, percent of the median viewer (0 to 100).
     pub clamp_demote_below_percent: u8,
+    /// Uplink estimation on.
+    pub uplink_estimation: bool,
 }
 
 /// Why the configuration was rejected. Each names the key at fault.
@@ -529,6 +537,10 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 .map_or(DEFAULT_LAYER_PROBE_MAX_MS, NonZeroU64::get),
         ),
         clamp_demote_below_percent,
+        uplink_estimation: args
+            .uplink_estimation
+            .or(file.uplink_estimation)
+            .unwrap_or(true),
     })
 }
 
@@ -563,6 +575,7 @@ mod tests {
         assert_eq!(c.layer_probe, Duration::from_secs(4));
         assert_eq!(c.layer_probe_max, Duration::from_secs(32));
         assert_eq!(c.clamp_demote_below_percent, 50);
+        assert!(c.uplink_estimation);
         let e = load(&[
             "--public",
             "203.0.113.7:1",
@@ -575,6 +588,8 @@ mod tests {
         ));
         let c = load(&["--public", "203.0.113.7:1", "--layer-choice", "false"]).unwrap();
         assert!(!c.layer_choice);
+        let c = load(&["--public", "203.0.113.7:1", "--uplink-estimation", "false"]).unwrap();
+        assert!(!c.uplink_estimation);
     }
 
     #[test]

@@ -242,6 +242,12 @@ impl DownlinkEstimate {
         unbounded.min(cap)
     }
 
+    /// The estimate without its bound of 1.5× what was sent: what the link was last
+    /// found to carry (by loss and by the REMB), which a pause in sending does not lower.
+    pub(crate) fn estimate_unbounded(&self, now: Instant) -> u64 {
+        self.parts(now).0
+    }
+
     /// Whether the estimate is limited by what the relay sent rather than by the link:
     /// the receiver signalled no congestion for [`TROUBLE_HOLD`] — no update with 2%
     /// loss or more, no jitter above the hold, no REMB falling by more than 3% — so the
@@ -250,6 +256,13 @@ impl DownlinkEstimate {
     pub(crate) fn app_limited(&self, now: Instant) -> bool {
         self.trouble_at
             .is_none_or(|t| now.saturating_duration_since(t) >= TROUBLE_HOLD)
+    }
+
+    /// Whether the receiver signalled congestion within the last `hold` (see
+    /// [`Self::app_limited`], which is the opposite over [`TROUBLE_HOLD`]).
+    pub(crate) fn troubled_within(&self, now: Instant, hold: Duration) -> bool {
+        self.trouble_at
+            .is_some_and(|t| now.saturating_duration_since(t) < hold)
     }
 
     /// Whether the receiver is losing packets now: a burst of NACKed packets, or a

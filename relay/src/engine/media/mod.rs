@@ -13,6 +13,7 @@ mod retransmit;
 mod sender_report;
 mod speaker;
 mod unwatched;
+mod uplink;
 
 pub(crate) use clamp::{ClampConfig, RateClamp};
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMeter};
@@ -22,3 +23,4 @@ pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use sender_report::LastSenderReport;
 pub(crate) use speaker::{SpeakerConfig, SpeakerDetector};
 pub(crate) use unwatched::{PauseAction, UnwatchedLayer};
+pub(crate) use uplink::{Limit, UplinkEstimate};
