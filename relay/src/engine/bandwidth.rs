@@ -31,7 +31,7 @@
 //!   ([`media::UplinkEstimate`], fed on the forwarding path): from the loss in its
 //!   sequence numbers and, if it stamps abs-send-time, by the same delay-based
 //!   estimator a participant runs on its downlink ([`bwe::Bwe`]). While the uplink
-//!   shows congestion (and 10 s after), its value less the rates of the sender's other
+//!   loses packets (and 10 s after), its value less the rates of the sender's other
 //!   streams is what the full layer may take, sent to the sender's home (once a
 //!   second, and at once when it falls: [`PeerMsg::Uplink`]): the REMB (or TMMBR) the
 //!   sender gets is the lower of that and what the clamp's viewers can take. A sender

@@ -258,13 +258,6 @@ impl DownlinkEstimate {
             .is_none_or(|t| now.saturating_duration_since(t) >= TROUBLE_HOLD)
     }
 
-    /// Whether the receiver signalled congestion within the last `hold` (see
-    /// [`Self::app_limited`], which is the opposite over [`TROUBLE_HOLD`]).
-    pub(crate) fn troubled_within(&self, now: Instant, hold: Duration) -> bool {
-        self.trouble_at
-            .is_some_and(|t| now.saturating_duration_since(t) < hold)
-    }
-
     /// Whether the receiver is losing packets now: a burst of NACKed packets, or a
     /// report with more than 10% loss, within the last second.
     pub(crate) fn lossy(&self, now: Instant) -> bool {

@@ -17,14 +17,18 @@
 //!
 //! **It limits only a congested uplink.** Before any congestion nothing has measured
 //! what the uplink carries (only that it carries what the sender sends), so there is
-//! no limit: the sender sends what its viewers take. From the first sign of congestion
-//! (loss of 2% or more, or a fall of the delay-based estimate) the limit is the
+//! no limit: the sender sends what its viewers take. Congestion is loss: an interval
+//! that lost [`CONGESTED_LOSS`] of the sender's packets or more. (Not a fall of the
+//! delay-based estimate: on a busy relay host, the sender's packets wait in the relay's
+//! own socket buffer while its workers are busy, which looks like a queue on the
+//! uplink, and a limit would throttle a sender whose uplink is fine. Once limiting, the
+//! delay-based estimate caps the limit.) From then on the limit is the
 //! estimate *without* its bound of 1.5× what arrived: what the uplink was found to
 //! carry, which the sender pausing its full layer does not lower (its viewers are
 //! back, and the uplink is no wider for the pause). While the sender sends up to the
 //! limit (at least [`BUSY`] of it), the limit grows with the estimate, a few percent a
 //! second on a clean uplink. It is lifted ([`Limit::Lifted`]) once [`LIMIT_HOLD`]
-//! passes with neither congestion nor the sender up against it.
+//! passes with neither loss nor the sender up against it.
 //!
 //! [`UplinkEstimate::poll`] hands out the limit once a second while it holds, at once
 //! when it falls more than 3% below the value last handed out, and the lifting once.
@@ -46,6 +50,10 @@ const FELL: f64 = 0.97;
 /// The limit holds until the uplink has shown no congestion, and the sender has not
 /// been up against it, for this long.
 pub(crate) const LIMIT_HOLD: Duration = Duration::from_secs(10);
+
+/// An interval that lost this fraction of the sender's packets or more shows its
+/// uplink congested.
+pub(crate) const CONGESTED_LOSS: f64 = 0.02;
 
 /// A sender whose arrivals over an interval are at least this fraction of its limit is
 /// up against it.
@@ -76,6 +84,8 @@ pub(crate) struct UplinkEstimate {
     handed: Option<(u64, Instant)>,
     /// When an interval's arrivals last came up to the limit in force ([`BUSY`]).
     busy_at: Option<Instant>,
+    /// When an interval last lost [`CONGESTED_LOSS`] of its packets or more.
+    congested_at: Option<Instant>,
 }
 
 /// What arrived of one stream.
@@ -135,8 +145,16 @@ impl Arrivals {
         self.received = self.received.saturating_add(1);
     }
 
-    /// The interval's loss as a report block would give it, and a new interval.
+    /// The interval's loss as a report block would give it, and a new interval (its
+    /// tests' view of `take_counts`).
+    #[cfg(test)]
     fn take_report(&mut self) -> Option<LossReport> {
+        self.take_counts().map(|(report, _, _)| report)
+    }
+
+    /// The interval's loss as a report block would give it, with the packets expected
+    /// and lost it is computed from, and a new interval.
+    fn take_counts(&mut self) -> Option<(LossReport, u32, u32)> {
         let ssrc = self.ssrc?;
         let expected = self.highest.wrapping_sub(self.base);
         let received = std::mem::take(&mut self.received);
@@ -145,12 +163,13 @@ impl Arrivals {
             return None;
         }
         let lost = expected.saturating_sub(received);
-        Some(LossReport {
+        let report = LossReport {
             ssrc,
             fraction_lost: (u64::from(lost) * 256 / u64::from(expected)).min(255) as u8,
             highest_seq: self.highest,
             jitter: Duration::ZERO,
-        })
+        };
+        Some((report, expected, lost))
     }
 }
 
@@ -164,6 +183,7 @@ impl UplinkEstimate {
             since: None,
             handed: None,
             busy_at: None,
+            congested_at: None,
         }
     }
 
@@ -207,8 +227,16 @@ impl UplinkEstimate {
             {
                 self.busy_at = Some(now);
             }
-            let reports = self.streams.iter_mut().filter_map(Arrivals::take_report);
+            let (mut expected, mut lost) = (0u64, 0u64);
+            let reports = self.streams.iter_mut().filter_map(|s| {
+                let (report, e, l) = s.take_counts()?;
+                (expected, lost) = (expected + u64::from(e), lost + u64::from(l));
+                Some(report)
+            });
             self.loss.handle_receiver_report(now, reports);
+            if lost as f64 >= CONGESTED_LOSS * expected as f64 && lost > 0 {
+                self.congested_at = Some(now);
+            }
             (self.bytes, self.since) = (0, Some(now));
         }
         if !self.loss.has_reports() {
@@ -218,7 +246,10 @@ impl UplinkEstimate {
             && self
                 .busy_at
                 .is_some_and(|t| now.saturating_duration_since(t) < LIMIT_HOLD);
-        if !busy && !self.loss.troubled_within(now, LIMIT_HOLD) {
+        let congested = self
+            .congested_at
+            .is_some_and(|t| now.saturating_duration_since(t) < LIMIT_HOLD);
+        if !busy && !congested {
             return self.handed.take().map(|_| Limit::Lifted);
         }
         let value = self.loss.estimate_unbounded(now);
