@@ -25,6 +25,7 @@ use blindfold_client::conference::{
 };
 use blindfold_relay::id::{KeyIndex, Ssrc};
 use blindfold_tests::matrix::MatrixUser;
+use blindfold_tests::process::Relay;
 use blindfold_tests::signaling::{CONF, Sfu, conference_room, sfu};
 use blindfold_tests::synapse::{PASSWORD, Synapse};
 use serde_json::Value;
@@ -159,6 +160,7 @@ async fn run_for(peers: &mut [&mut Peer], d: Duration) {
 /// Drains until `done` holds; panics after `limit`.
 async fn run_until(
     peers: &mut [&mut Peer],
+    relay: &Relay,
     limit: Duration,
     what: &str,
     mut done: impl FnMut(&[&mut Peer]) -> bool,
@@ -185,6 +187,20 @@ async fn run_until(
                         rx.received_on(o.full)
                     );
                 }
+            }
+            // And what the relay decided about bandwidth.
+            for line in relay.scrape().lines().filter(|l| {
+                [
+                    "blindfold_layer_switches",
+                    "blindfold_remb_",
+                    "blindfold_uplink_",
+                    "blindfold_keyframe",
+                    "blindfold_layers_",
+                ]
+                .iter()
+                .any(|m| l.starts_with(m))
+            }) {
+                eprintln!("relay: {line}");
             }
         }
         assert!(Instant::now() < end, "timed out: {what}");
@@ -292,6 +308,7 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
         // full-resolution stream.
         run_until(
             &mut [&mut a, &mut b, &mut c],
+            &st.sfu.relay,
             Duration::from_secs(20),
             "everyone decrypts everyone's three streams",
             |p| {
@@ -350,6 +367,7 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
         c.conf.room().leave().await.expect("carol leaves");
         run_until(
             &mut [&mut a, &mut b, &mut c],
+            &st.sfu.relay,
             Duration::from_secs(10),
             "alice and bob switch to key 1",
             |p| {
@@ -465,6 +483,7 @@ fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored()
         );
         run_until(
             &mut [&mut a, &mut b],
+            &st.sfu.relay,
             Duration::from_secs(20),
             "alice and bob decrypt each other",
             |p| has_all_streams(p[0], &[p[1]], 1) && has_all_streams(p[1], &[p[0]], 1),
@@ -478,6 +497,7 @@ fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored()
         let answered = d.conf.answered_at();
         run_until(
             &mut [&mut a, &mut b, &mut d],
+            &st.sfu.relay,
             Duration::from_secs(10),
             "dave and the others decrypt each other",
             |p| {
@@ -527,6 +547,7 @@ fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored()
         }
         run_until(
             &mut [&mut a, &mut b, &mut d],
+            &st.sfu.relay,
             Duration::from_secs(10),
             "both forgeries refused by alice and bob",
             |p| p[0].rejected().len() >= 2 && p[1].rejected().len() >= 2,
@@ -857,6 +878,7 @@ fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
         );
         run_until(
             &mut [&mut a, &mut b, &mut c],
+            &st.sfu.relay,
             Duration::from_secs(20),
             "everyone decrypts everyone's three streams",
             |p| {
@@ -895,6 +917,7 @@ fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
         };
         run_until(
             &mut [&mut a, &mut b, &mut c],
+            &st.sfu.relay,
             Duration::from_secs(60),
             "the outsider's flood",
             |_| outsider.is_finished(),
@@ -915,6 +938,7 @@ fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
         let after = flood_end + Duration::from_millis(200);
         run_until(
             &mut [&mut a, &mut b, &mut c],
+            &st.sfu.relay,
             Duration::from_secs(10),
             "everyone decrypts media sent after the flood",
             |p| {
