@@ -149,6 +149,9 @@ pub(crate) struct LayerChoice {
     backoff: Duration,
     /// No trial before this long after this instant.
     probe_wait: Option<(Instant, Duration)>,
+    /// `start` held its trial back (the receiver was losing packets): it comes as soon
+    /// as the loss stops.
+    held_back: bool,
     /// A FIFO: `events[head]` the oldest of `queued`.
     events: [Option<LayerEvent>; EVENTS],
     head: usize,
@@ -172,6 +175,7 @@ impl LayerChoice {
             limited_since: None,
             backoff: cfg.probe_backoff.unwrap_or_default(),
             probe_wait: None,
+            held_back: false,
             events: [None; EVENTS],
             head: 0,
             queued: 0,
@@ -214,8 +218,14 @@ impl LayerChoice {
 
     /// The receiver starts a subscription to the sender's full layer (it subscribed,
     /// connected, or the sender appeared): it is tried on it at once — a viewer who
-    /// asks for a picture should not wait for hysteresis — unless its estimate already
-    /// says the layer does not fit (then the ordinary rules apply from the thumbnail).
+    /// asks for a picture should not wait for hysteresis — unless it is losing packets
+    /// now with an estimate under half of what the layer needs; then its first trial
+    /// comes as soon as it stops losing them (and the ordinary rules apply meanwhile).
+    ///
+    /// Only loss holds it back, not a falling REMB: a receiver already getting one full
+    /// layer has an estimate bounded by 1.5× that, which is about half of what a second
+    /// one needs, and on a busy host its delay-based REMB dips from CPU contention
+    /// alone — together they kept a late joiner's full layer from a viewer for good.
     ///
     /// The attempt is a trial judged from `trial_from` (the estimate now, or the
     /// estimate's initial value for a receiver that has reported nothing yet): it goes
@@ -228,11 +238,12 @@ impl LayerChoice {
             return self.evaluate(now);
         }
         // A subscription is what the viewer asked for: it is tried unless the link is
-        // congested and the estimate under half of what the layer needs.
+        // losing packets and the estimate under half of what the layer needs.
         let short = self
             .available
-            .is_some_and(|a| !self.app_limited && (a as f64) < 0.5 * self.need() as f64);
+            .is_some_and(|a| self.lossy && (a as f64) < 0.5 * self.need() as f64);
         if short {
+            self.held_back = true;
             return self.evaluate(now);
         }
         if keyframes {
@@ -394,7 +405,8 @@ impl LayerChoice {
                 if Self::held(self.good_since, self.cfg.up_hold, now) {
                     self.start_up(now, None);
                 } else if self.cfg.probe_backoff.is_some()
-                    && Self::held(self.limited_since, self.cfg.probe_hold, now)
+                    && ((self.held_back && !self.lossy)
+                        || Self::held(self.limited_since, self.cfg.probe_hold, now))
                     && self
                         .probe_wait
                         .is_none_or(|(from, wait)| now.saturating_duration_since(from) >= wait)
@@ -433,6 +445,7 @@ impl LayerChoice {
     }
 
     fn start_up(&mut self, now: Instant, probe: Option<u64>) {
+        self.held_back = false;
         self.state = State::PendingUp {
             asked_at: now,
             probe,
@@ -640,13 +653,23 @@ mod tests {
         let mut l = LayerChoice::new(LayerConfig::default());
         l.start(t0, false, 1_000_000);
         assert_eq!(l.layer(), Layer::Full);
-        // A link known to be short is not tried.
+        // A link losing packets with an estimate under half the need is not tried…
         let mut l = LayerChoice::new(LayerConfig::default());
         l.handle_rates(t0, THUMB, FULL);
         l.handle_estimate(t0, 300_000, false);
+        l.set_lossy(t0, true);
         l.start(t0, true, 300_000);
         assert!(events(&mut l).is_empty());
         assert!(!l.pending_up());
+        // …until it stops losing them.
+        l.set_lossy(t0 + S, false);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        // A falling REMB alone (not app-limited) does not hold a first trial back.
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.handle_rates(t0, THUMB, FULL);
+        l.handle_estimate(t0, 800_000, false);
+        l.start(t0, true, 800_000);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
     }
 
     #[test]
