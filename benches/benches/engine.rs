@@ -111,24 +111,25 @@ fn forward(c: &mut Criterion) {
 /// relay with every extension negotiated — the audio level read and judged, each video
 /// packet copied into its cache, each packet counted into its stream's rate meter, and
 /// layer choice running for subscribed receivers; "all_but_cache" is "all" without the
-/// retransmission caches (the one feature that copies a packet). Both "all" variants
-/// also estimate the sender's uplink (sequence numbers counted, abs-send-time fed to the
-/// delay-based estimator, here with an unchanging send and arrival time: the in-group
-/// path most packets take). Per iteration: one audio packet (a speech level) and one
+/// retransmission caches (the one feature that copies a packet); "all_but_uplink" is
+/// "all" without the sender's uplink estimate (sequence numbers counted, abs-send-time
+/// fed to the delay-based estimator, here with an unchanging send and arrival time: the
+/// in-group path most packets take). Per iteration: one audio packet (a speech level) and one
 /// 1000-byte thumbnail packet, to 10 receivers.
 fn features(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_forward_features");
     g.throughput(Throughput::Elements(2));
-    for (name, all, cache) in [
-        ("plain", false, false),
-        ("all_but_cache", true, false),
-        ("all", true, true),
+    for (name, all, cache, uplink) in [
+        ("plain", false, false, false),
+        ("all_but_cache", true, false, true),
+        ("all_but_uplink", true, true, false),
+        ("all", true, true, true),
     ] {
         let mut sim = Sim::with_config(1, 0, |cfg| {
             if !all {
                 cfg.layer_choice = false;
-                cfg.uplink_estimation = false;
             }
+            cfg.uplink_estimation = uplink;
             if !cache {
                 cfg.retransmit_full_bytes = 0;
                 cfg.retransmit_thumbnail_bytes = 0;

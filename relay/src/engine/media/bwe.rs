@@ -289,6 +289,8 @@ pub struct Bwe {
     aimd: Aimd,
     /// The last value handed out for a REMB, and when.
     last_remb: Option<(Instant, u64)>,
+    /// The rate bucket the rate controller last ran in.
+    rated_bucket: i64,
     stats: BweStats,
 }
 
@@ -314,6 +316,7 @@ impl Bwe {
             window: RateWindow::new(),
             aimd: Aimd::new(initial as f64),
             last_remb: None,
+            rated_bucket: i64::MIN,
             stats: BweStats::default(),
         }
     }
@@ -353,6 +356,9 @@ impl Bwe {
                 self.stats.resets += 1;
                 return self.update_rate(t);
             }
+            // Within a group the rate controller runs once per rate bucket (10 ms): a
+            // burst of packets arriving together has nothing new to tell it.
+            Step::None if RateWindow::bucket(t) == self.rated_bucket => return,
             Step::None => return self.update_rate(t),
         };
         self.stats.groups += 1;
@@ -367,6 +373,7 @@ impl Bwe {
     }
 
     fn update_rate(&mut self, t: f64) {
+        self.rated_bucket = RateWindow::bucket(t);
         let rate = self.window.rate_bps(t);
         let usage = self.detector.usage;
         if self.aimd.update(t, usage, rate, &self.config) {
@@ -876,12 +883,19 @@ impl Detector {
 // Incoming rate.
 
 /// Bytes received per 10 ms bucket over the last 0.5 s (`(bucket number, bytes)`).
+///
+/// The sum over the window ending at the newest bucket is kept as packets arrive, so
+/// the rate asked for after each packet costs no scan; the buckets are summed afresh
+/// once per bucket (every 10 ms), and when asked about a later bucket.
 #[derive(Debug, Clone, Copy)]
 struct RateWindow {
     buckets: [(i64, u64); BUCKETS],
     /// Start of the current measurement (reset after 0.5 s without packets).
     since: Option<f64>,
     last: f64,
+    /// Bytes of the window whose newest bucket is `sum_bucket`.
+    sum: u64,
+    sum_bucket: i64,
 }
 
 impl RateWindow {
@@ -890,7 +904,22 @@ impl RateWindow {
             buckets: [(i64::MIN, 0); BUCKETS],
             since: None,
             last: 0.0,
+            sum: 0,
+            sum_bucket: i64::MIN,
         }
+    }
+
+    /// Bytes of the window whose newest bucket is `newest`.
+    fn sum_to(&self, newest: i64) -> u64 {
+        if newest == self.sum_bucket {
+            return self.sum;
+        }
+        let oldest = newest - (BUCKETS as i64 - 1);
+        self.buckets
+            .iter()
+            .filter(|(n, _)| (oldest..=newest).contains(n))
+            .map(|(_, b)| *b)
+            .fold(0, u64::saturating_add)
     }
 
     fn bucket(t: f64) -> i64 {
@@ -908,6 +937,13 @@ impl RateWindow {
             *slot = (n, 0);
         }
         slot.1 = slot.1.saturating_add(bytes);
+        if n == self.sum_bucket {
+            self.sum = self.sum.saturating_add(bytes);
+        } else {
+            self.sum_bucket = i64::MIN;
+            self.sum = self.sum_to(n);
+            self.sum_bucket = n;
+        }
     }
 
     fn rate_bps(&self, t: f64) -> Option<f64> {
@@ -917,12 +953,7 @@ impl RateWindow {
         }
         let newest = Self::bucket(t);
         let oldest = newest - (BUCKETS as i64 - 1);
-        let bytes: u64 = self
-            .buckets
-            .iter()
-            .filter(|(n, _)| (oldest..=newest).contains(n))
-            .map(|(_, b)| *b)
-            .fold(0, u64::saturating_add);
+        let bytes = self.sum_to(newest);
         let from = since.max(oldest as f64 * BUCKET_MS);
         let span = (t - from).max(MIN_RATE_SPAN_MS);
         Some(bytes as f64 * 8.0 * 1000.0 / span)

@@ -630,3 +630,30 @@ fn a_layer_switch_that_does_not_fit_is_not_followed() {
         assert!(v as f64 <= 1.1 * before as f64, "{v} {before}");
     }
 }
+
+/// The incoming rate's kept sum is the sum of its buckets, whatever the spacing of the
+/// packets (several per bucket, gaps of many buckets, longer than the window).
+#[test]
+fn the_kept_window_sum_matches_the_buckets() {
+    let mut w = super::RateWindow::new();
+    let mut t = 0.0;
+    let mut x = 12_345u64;
+    for _ in 0..20_000 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        t += match x >> 60 {
+            0 => 700.0,
+            1..=3 => 37.0,
+            _ => (x >> 40 & 0xff) as f64 / 64.0,
+        };
+        w.add(t, x >> 54);
+        let newest = super::RateWindow::bucket(t);
+        let oldest = newest - (super::BUCKETS as i64 - 1);
+        let scanned: u64 = w
+            .buckets
+            .iter()
+            .filter(|(n, _)| (oldest..=newest).contains(n))
+            .map(|(_, b)| *b)
+            .sum();
+        assert_eq!(w.sum_to(newest), scanned, "at {t} ms");
+    }
+}
