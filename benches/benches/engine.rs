@@ -18,7 +18,7 @@ use blindfold_relay::control::ExtmapIds;
 use blindfold_relay::engine::{
     Command, FullSet, Handled, PeerMsg, SessionHandle, SessionName, ShardId,
 };
-use blindfold_relay::id::{ExtId, Pt, RtpTime};
+use blindfold_relay::id::{ExtId, Pt};
 use blindfold_tests::{FULL_EXTMAP, Sim};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -114,8 +114,8 @@ fn forward(c: &mut Criterion) {
 /// retransmission caches (the one feature that copies a packet); "all_but_uplink" is
 /// "all" without the sender's uplink estimate (sequence numbers counted, abs-send-time
 /// fed to the delay-based estimator, here with an unchanging send and arrival time: the
-/// in-group path most packets take). Per iteration: one audio packet (a speech level) and one
-/// 1000-byte thumbnail packet, to 10 receivers.
+/// in-group path most packets take). Per iteration: one audio packet (a speech level)
+/// and one 1000-byte thumbnail packet, to 10 receivers.
 fn features(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_forward_features");
     g.throughput(Throughput::Elements(2));
@@ -157,12 +157,7 @@ fn features(c: &mut Criterion) {
             Some(id) if all => &[(id, &stamp)],
             _ => &[],
         };
-        let now = sim.now;
-        sim.members[sender]
-            .p
-            .send_rtp(now, thumb, Pt(96), false, RtpTime(0), exts, &[0x55; 1000])
-            .expect("send_rtp");
-        sim.pump();
+        sim.send_with(sender, thumb, Pt(96), exts, &[0x55; 1000]);
         let mut video = sim.member(sender).sent.last().unwrap().clone();
         let from = sim.member(sender).addr;
         let now = sim.now;

@@ -561,22 +561,9 @@ impl Sim {
     /// Member `idx` sends one audio packet carrying an RFC 6464 level (-dBov, 0
     /// loudest) and voice-activity bit, as a client with a VAD does.
     pub fn send_audio_level(&mut self, idx: usize, level: u8, voice: bool, payload: &[u8]) {
-        let now = self.now;
         let ssrc = self.members[idx].ssrcs().audio;
         let byte = u8::from(voice) << 7 | (level & 0x7f);
-        self.members[idx]
-            .p
-            .send_rtp(
-                now,
-                ssrc,
-                Pt(111),
-                false,
-                RtpTime(0),
-                &[(AUDIO_LEVEL_EXT, &[byte])],
-                payload,
-            )
-            .expect("send_rtp");
-        self.pump();
+        self.send_with(idx, ssrc, Pt(111), &[(AUDIO_LEVEL_EXT, &[byte])], payload);
     }
 
     /// The active speakers the relay reported (`active_speaker` notifications), in
@@ -596,10 +583,22 @@ impl Sim {
 
     /// Member `idx` sends one video packet on `ssrc`.
     pub fn send(&mut self, idx: usize, ssrc: Ssrc, pt: Pt, payload: &[u8]) {
+        self.send_with(idx, ssrc, pt, &[], payload);
+    }
+
+    /// Member `idx` sends one packet on `ssrc` carrying these header extensions.
+    pub fn send_with(
+        &mut self,
+        idx: usize,
+        ssrc: Ssrc,
+        pt: Pt,
+        extensions: &[(ExtId, &[u8])],
+        payload: &[u8],
+    ) {
         let now = self.now;
         self.members[idx]
             .p
-            .send_rtp(now, ssrc, pt, false, RtpTime(0), &[], payload)
+            .send_rtp(now, ssrc, pt, false, RtpTime(0), extensions, payload)
             .expect("send_rtp");
         self.pump();
     }

@@ -420,20 +420,7 @@ fn estimating_a_lossy_uplink_does_not_allocate() {
     let full = sim.member(alice).ssrcs().full;
     let id = blindfold_tests::FULL_EXTMAP.abs_send_time.unwrap();
     let stamp = [0x12, 0x34, 0x56];
-    let now = sim.now;
-    sim.members[alice]
-        .p
-        .send_rtp(
-            now,
-            full,
-            Pt(96),
-            false,
-            RtpTime(0),
-            &[(id, &stamp)],
-            &[0x44; 1000],
-        )
-        .unwrap();
-    sim.pump();
+    sim.send_with(alice, full, Pt(96), &[(id, &stamp)], &[0x44; 1000]);
     let packet = sim.member(alice).sent.last().unwrap().clone();
     let at = packet.windows(3).position(|w| w == stamp).unwrap();
     let first = u16::from_be_bytes([packet[2], packet[3]]);

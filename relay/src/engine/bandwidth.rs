@@ -678,15 +678,11 @@ impl Engine {
         bps: u64,
     ) {
         let demote_below = self.cfg.clamp_demote_below;
-        let Some(o) = self
-            .sessions
-            .get_mut(owner)
-            .filter(|o| matches!(o.home, Home::Here(_)))
-        else {
+        let Some(o) = self.sessions.get_mut(owner) else {
             return;
         };
         let tmmbr = o.spec.tmmbr;
-        let Some(st) = o.stream_mut(ssrc).filter(|st| st.spec.layer == Layer::Full) else {
+        let Some(st) = o.full_layer_here(ssrc) else {
             return;
         };
         // Viewers count in the median at no more than the layer's rate (see
@@ -783,8 +779,8 @@ impl Engine {
             .map(|st| Self::rate_of(st, now))
             .sum();
         let budget = match limit {
-            media::Limit::Bps(bps) => bps.saturating_sub(others),
-            media::Limit::Lifted => NO_LIMIT,
+            media::Limit::Bps(bps) => Some(bps.saturating_sub(others)),
+            media::Limit::Lifted => None,
         };
         let ssrc = full.spec.ssrc;
         match s.home {
@@ -802,8 +798,8 @@ impl Engine {
         }
     }
 
-    /// `owner`'s (homed here) uplink leaves its full layer `ssrc` `bps` ([`NO_LIMIT`]:
-    /// no longer congested): the sender is asked for the lower of that and what the
+    /// `owner`'s (homed here) uplink leaves its full layer `ssrc` `bps` (`None`: no
+    /// longer congested): the sender is asked for the lower of that and what the
     /// layer's viewers can take — unless the layer is paused (nobody views it; the
     /// request would resume it).
     pub(super) fn uplink_budget(
@@ -811,29 +807,25 @@ impl Engine {
         now: Instant,
         owner: SessionHandle,
         ssrc: Ssrc,
-        bps: u64,
+        bps: Option<u64>,
     ) {
         let demote_below = self.cfg.clamp_demote_below;
-        let Some(o) = self
-            .sessions
-            .get_mut(owner)
-            .filter(|o| matches!(o.home, Home::Here(_)))
-        else {
+        let Some(o) = self.sessions.get_mut(owner) else {
             return;
         };
         let tmmbr = o.spec.tmmbr;
-        let Some(st) = o.stream_mut(ssrc).filter(|st| st.spec.layer == Layer::Full) else {
+        let Some(st) = o.full_layer_here(ssrc) else {
             return;
         };
         let c = st.clamp.get_or_insert_with(|| Clamp::new(demote_below));
-        c.uplink = (bps != NO_LIMIT).then_some((bps, now));
+        c.uplink = bps.map(|b| (b, now));
         if st.unwatched.is_paused() {
             return;
         }
         let viewers = c.clamp.target();
-        let limited = bps != NO_LIMIT && viewers.is_none_or(|v| bps < v);
+        let limited = bps.is_some_and(|b| viewers.is_none_or(|v| b < v));
         // Lifted with no viewer figure: as much as the layer will ever take.
-        let bps = bps.min(viewers.unwrap_or(UNLIMITED));
+        let bps = bps.unwrap_or(u64::MAX).min(viewers.unwrap_or(UNLIMITED));
         if c.ask(now, bps) {
             self.ask_sender(owner, ssrc, bps, limited, tmmbr);
         }
@@ -864,8 +856,7 @@ impl Engine {
         if let Some(c) = self
             .sessions
             .get_mut(owner)
-            .filter(|o| matches!(o.home, Home::Here(_)))
-            .and_then(|o| o.streams.iter_mut().find(|st| st.spec.ssrc == ssrc))
+            .and_then(|o| o.full_layer_here(ssrc))
             .and_then(|st| st.clamp.as_mut())
         {
             c.viewers.retain(|v| (v.0, v.1) != (home, key));

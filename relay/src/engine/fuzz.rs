@@ -197,7 +197,7 @@ pub(crate) fn run(data: &[u8]) {
                     _ if action & 1 == 1 => PeerMsg::Uplink {
                         owner: handle,
                         ssrc,
-                        bps: if action & 2 == 2 { NO_LIMIT } else { bps },
+                        bps: (action & 2 == 0).then_some(bps),
                     },
                     _ => PeerMsg::StreamRate {
                         home: ShardId(1),

@@ -107,9 +107,6 @@ pub const ALIVE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub u16);
 
-/// [`PeerMsg::Uplink`]'s `bps` when a sender's uplink no longer limits it.
-pub const NO_LIMIT: u64 = u64::MAX;
-
 /// Engine settings.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -366,14 +363,14 @@ pub enum PeerMsg {
     },
     /// The shard where `owner`'s media arrives (homed on the shard this is sent to)
     /// found its uplink congested: what the uplink's estimate leaves its full layer
-    /// `ssrc` after its other streams; or [`NO_LIMIT`]: the congestion is over.
+    /// `ssrc` after its other streams; or `None`: the congestion is over.
     Uplink {
         /// The sending session.
         owner: SessionHandle,
         /// Its full-resolution layer.
         ssrc: Ssrc,
-        /// What the full layer may take.
-        bps: u64,
+        /// What the full layer may take (`None`: no limit).
+        bps: Option<u64>,
     },
     /// A viewer of `owner`'s full layer `ssrc` (homed on the shard this is sent to) can
     /// take it at `bps`: its downlink estimate less everything else it receives.
@@ -960,6 +957,16 @@ impl Session {
 
     fn stream(&self, ssrc: Ssrc) -> Option<&Stream> {
         self.streams.iter().find(|st| st.spec.ssrc == ssrc)
+    }
+
+    /// Its full layer `ssrc`, if the session is homed here (where the layer's clamp
+    /// and uplink limit live).
+    fn full_layer_here(&mut self, ssrc: Ssrc) -> Option<&mut Stream> {
+        if !matches!(self.home, Home::Here(_)) {
+            return None;
+        }
+        self.stream_mut(ssrc)
+            .filter(|st| st.spec.layer == Layer::Full)
     }
 
     fn stream_mut(&mut self, ssrc: Ssrc) -> Option<&mut Stream> {
