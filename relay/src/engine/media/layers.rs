@@ -415,9 +415,16 @@ impl LayerChoice {
                 }
             }
             State::PendingUp { asked_at, probe } => {
+                // A trial waiting for its keyframe has sent nothing yet: the estimate
+                // moving says nothing of it (on a busy host a REMB dips on its own), so
+                // only loss already under way ends it.
+                let failed = match probe {
+                    Some(_) => self.lossy,
+                    None => self.congested(None),
+                };
                 if !self.wanted() {
                     self.state = State::Thumbnail;
-                } else if self.congested(probe) {
+                } else if failed {
                     self.fail(now, probe.is_some());
                 } else if now.saturating_duration_since(asked_at) >= self.cfg.keyframe_interval {
                     self.state = State::PendingUp {
