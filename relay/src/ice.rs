@@ -403,6 +403,13 @@ pub struct IceLite {
     consent_timeout: Duration,
     /// Latest time a valid packet arrived; `None` before the first valid check.
     last_valid: Option<Instant>,
+    /// A time before which the session is certainly alive: the consent deadline as last
+    /// computed. `last_valid` only grows, so the deadline only moves later; [`touch`]
+    /// (every media packet) compares against this and computes the deadline anew only
+    /// once it has passed, about once per consent timeout.
+    ///
+    /// [`touch`]: Self::touch
+    alive_until: Instant,
     selected: Option<SocketAddr>,
     /// Addresses that passed a check, with the latest time they did.
     validated: [Option<(SocketAddr, Instant)>; VALIDATED_CAP],
@@ -445,6 +452,7 @@ impl IceLite {
             initial_timeout: config.initial_timeout,
             consent_timeout: config.consent_timeout,
             last_valid: None,
+            alive_until: now,
             selected: None,
             validated: [None; VALIDATED_CAP],
             failure: None,
@@ -578,11 +586,19 @@ impl IceLite {
     /// packet yet), after the session expired, and when `now` is earlier than the latest
     /// time already seen.
     pub fn touch(&mut self, now: Instant) {
-        if self.failure.is_some() || self.last_valid.is_none() {
+        let Some(last) = self.last_valid else { return };
+        if self.failure.is_some() {
             return;
         }
-        if self.check_expiry(now).is_none() {
-            self.refresh(now);
+        if now >= self.alive_until {
+            // Not known alive: the deadline as `last_valid` puts it now.
+            self.alive_until = self.poll_timeout();
+            if self.check_expiry(now).is_some() {
+                return;
+            }
+        }
+        if now > last {
+            self.last_valid = Some(now);
         }
     }
 

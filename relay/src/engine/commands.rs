@@ -171,10 +171,11 @@ fn streams_of(rule: &SessionRule) -> Vec<Stream> {
             last_sr: media::LastSenderReport::default(),
             retransmit: None,
             unwatched: media::UnwatchedLayer::default(),
-            speech_sent: None,
+            speech_quiet_until: None,
             pending: Vec::new(),
             meter: media::RateMeter::new(Duration::from_secs(1)),
             rate: None,
+            rate_due: None,
             clamp: None,
             demote_below: 0,
         })

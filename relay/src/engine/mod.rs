@@ -819,8 +819,9 @@ struct Stream {
     retransmit: Option<media::RetransmitCache>,
     /// Whether a full-resolution layer nobody receives is paused (sender's home shard).
     unwatched: media::UnwatchedLayer,
-    /// When this shard last told the speaker detector this audio stream carried speech.
-    speech_sent: Option<Instant>,
+    /// Until when this shard tells the speaker detector nothing more of this audio
+    /// stream's speech (it last did half a detector bucket before).
+    speech_quiet_until: Option<Instant>,
     /// Receivers switching up to this full layer: they join `receivers` at its next
     /// keyframe (kept beside `receivers`, whose capacity is reserved for them).
     pending: Vec<(SocketAddr, SessionHandle)>,
@@ -828,6 +829,8 @@ struct Stream {
     meter: media::RateMeter,
     /// Its rate (bits/s) and when it was measured or announced, on every shard.
     rate: Option<(u64, Instant)>,
+    /// When the shard its media arrives on next measures and announces its rate.
+    rate_due: Option<Instant>,
     /// Its full layer's rate clamp (sender's home; full layers only, once viewed).
     clamp: Option<Box<bandwidth::Clamp>>,
     /// Viewers of this full layer that can take less than this are moved to the

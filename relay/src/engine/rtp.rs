@@ -163,10 +163,7 @@ fn route(
         let _ = cache.insert(now, header.seq(), buf);
     }
     st.meter.add(now, buf.len() as u64);
-    if st
-        .rate
-        .is_none_or(|(_, at)| now.saturating_duration_since(at) >= RATE_EVERY)
-    {
+    if st.rate_due.is_none_or(|due| now >= due) {
         rate_announce(now, home, key, st, events);
     }
     if let Some(estimate) = s.uplink.as_deref_mut() {
@@ -213,6 +210,7 @@ fn rate_announce(
 ) {
     let bps = st.meter.rate_bps(now) as u64;
     st.rate = Some((bps, now));
+    st.rate_due = now.checked_add(RATE_EVERY);
     let msg = PeerMsg::StreamRate {
         home,
         sender: key,

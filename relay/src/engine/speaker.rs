@@ -127,13 +127,10 @@ pub(super) fn speech(
     if !cfg.is_speech(level.level, level.voice_activity) {
         return None;
     }
-    if st
-        .speech_sent
-        .is_some_and(|t| now.saturating_duration_since(t) < cfg.bucket / 2)
-    {
+    if st.speech_quiet_until.is_some_and(|until| now < until) {
         return None;
     }
-    st.speech_sent = Some(now);
+    st.speech_quiet_until = now.checked_add(cfg.bucket / 2);
     Some(level.level)
 }
 

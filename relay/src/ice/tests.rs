@@ -716,6 +716,27 @@ fn consent_expires_after_30s_of_silence_and_touch_extends_it() {
 }
 
 #[test]
+fn a_stream_of_touches_keeps_consent_and_a_late_one_finds_it_expired() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut a = agent(t0);
+    let from = addr("198.51.100.7:50000");
+    let _ = feed(&mut a, t0 + s(1), from, &check(true));
+    // Every touch within 30 s of the one before keeps the session alive, however far
+    // past the first deadline they go.
+    for k in 1..=10 {
+        a.touch(t0 + s(1 + 25 * k));
+        assert_eq!(a.poll_timeout(), t0 + s(31 + 25 * k));
+    }
+    assert_eq!(a.failure(), None);
+    // A touch 30 s after the last one, with no handle_timeout between: expired, and the
+    // deadline stays where it was.
+    a.touch(t0 + s(281));
+    assert_eq!(a.failure(), Some(IceFailure::ConsentExpired));
+    assert_eq!(a.poll_timeout(), t0 + s(281));
+}
+
+#[test]
 fn a_late_check_finds_the_session_expired_without_handle_timeout() {
     let t0 = Instant::now();
     let mut a = agent(t0);

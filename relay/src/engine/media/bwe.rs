@@ -922,8 +922,10 @@ impl RateWindow {
             .fold(0, u64::saturating_add)
     }
 
+    /// The bucket of time `t` (never negative: times count from the first packet, so
+    /// truncation is the floor, without a call to libm's `floor` on every packet).
     fn bucket(t: f64) -> i64 {
-        (t / BUCKET_MS).floor() as i64
+        (t.max(0.0) / BUCKET_MS) as i64
     }
 
     fn add(&mut self, t: f64, bytes: u64) {

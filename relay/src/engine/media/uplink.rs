@@ -77,9 +77,10 @@ pub(crate) struct UplinkEstimate {
     delay: Bwe,
     loss: DownlinkEstimate,
     streams: [Arrivals; STREAMS],
-    /// Bytes that arrived since the interval began, and when it began.
+    /// Bytes that arrived since the interval began, when it began and when it ends.
     bytes: u64,
     since: Option<Instant>,
+    ends: Option<Instant>,
     /// The last limit handed out, and when (`None`: none in force).
     handed: Option<(u64, Instant)>,
     /// When an interval's arrivals last came up to the limit in force ([`BUSY`]).
@@ -174,6 +175,7 @@ impl UplinkEstimate {
             streams: [Arrivals::default(); STREAMS],
             bytes: 0,
             since: None,
+            ends: None,
             handed: None,
             busy_at: None,
             congested_at: None,
@@ -196,7 +198,9 @@ impl UplinkEstimate {
             s.on_packet(ssrc, seq);
         }
         self.bytes = self.bytes.saturating_add(size as u64);
-        self.since.get_or_insert(now);
+        if self.since.is_none() {
+            self.begin_interval(now);
+        }
         if let Some(sent) = sent {
             self.delay.on_packet(now, sent, size);
         }
@@ -206,11 +210,17 @@ impl UplinkEstimate {
     /// docs. Call it after packets; what it hands out counts as sent.
     pub(crate) fn poll(&mut self, now: Instant) -> Option<Limit> {
         let since = self.since?;
+        if self.handed.is_none() && self.ends.is_some_and(|end| now < end) {
+            // No limit in force: only an interval's loss can start one. Until the
+            // interval ends, one comparison a packet (the delay-based estimate reaches
+            // the loss rules then, at most an interval old, as it would once a second).
+            return None;
+        }
         if let Some(bps) = self.delay.poll_remb(now) {
             self.loss.handle_remb(now, bps);
         }
-        let elapsed = now.saturating_duration_since(since);
-        if elapsed >= INTERVAL {
+        if self.ends.is_none_or(|end| now >= end) {
+            let elapsed = now.saturating_duration_since(since);
             let bits = self.bytes.saturating_mul(8) as f64;
             let arrived = bits / elapsed.as_secs_f64();
             self.loss.set_sent_rate(arrived as u64);
@@ -230,7 +240,7 @@ impl UplinkEstimate {
             if lost as f64 >= CONGESTED_LOSS * expected as f64 && lost > 0 {
                 self.congested_at = Some(now);
             }
-            (self.bytes, self.since) = (0, Some(now));
+            self.begin_interval(now);
         }
         if !self.loss.has_reports() {
             return None;
@@ -253,6 +263,12 @@ impl UplinkEstimate {
             self.handed = Some((value, now));
             Limit::Bps(value)
         })
+    }
+
+    fn begin_interval(&mut self, now: Instant) {
+        self.bytes = 0;
+        self.since = Some(now);
+        self.ends = now.checked_add(INTERVAL);
     }
 
     /// The delay-based estimator's counters (for tests).
