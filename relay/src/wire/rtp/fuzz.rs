@@ -47,9 +47,10 @@ pub(super) fn exercise(data: &[u8]) {
     if h.extension_form().is_none() {
         assert!(elements.is_empty() && !malformed);
     }
-    for (id, _) in &elements {
-        let first = elements.iter().find(|(i, _)| i == id).map(|(_, d)| *d);
-        assert_eq!(h.extension(*id), first);
+    // The direct lookup finds what the walk finds, for every ID (present or not).
+    for id in (0..=u8::MAX).map(ExtId) {
+        let first = elements.iter().find(|(i, _)| *i == id).map(|(_, d)| *d);
+        assert_eq!(h.extension(id), first, "{id:?}");
     }
     if malformed {
         return;

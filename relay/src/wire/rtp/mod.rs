@@ -326,10 +326,46 @@ impl<'a> RtpHeader<'a> {
     ///
     /// `None` if there is no such element before the end of the block, an ID-15 stop, or
     /// the first malformed element (see [`RtpHeader::extensions`]).
+    ///
+    /// The same walk as [`RtpHeader::extensions`] without its iterator's bookkeeping:
+    /// the forwarding path looks up one or two elements in every packet.
+    #[inline]
     pub fn extension(&self, id: ExtId) -> Option<&'a [u8]> {
-        self.extensions()
-            .map_while(Result::ok)
-            .find_map(|(i, data)| (i == id).then_some(data))
+        let off = self.extension_offset()?;
+        let (profile, data) = self.buf.get(off..self.header_len)?.split_at_checked(4)?;
+        let form = ExtForm::of_profile(u16::from_be_bytes([profile[0], profile[1]]))?;
+        find_extension(data, form, id.0)
+    }
+}
+
+/// The data of the first element with ID `want` in the elements `rest` (of `form`);
+/// `None` at an ID-15 stop or the first malformed element.
+fn find_extension(mut rest: &[u8], form: ExtForm, want: u8) -> Option<&[u8]> {
+    loop {
+        let (&first, after) = rest.split_first()?;
+        if first == 0 {
+            rest = after;
+            continue;
+        }
+        let (id, len, after) = match form {
+            ExtForm::OneByte => {
+                let id = first >> 4;
+                if id == 15 || id == 0 {
+                    // A stop, or malformed padding (ID 0 with a length).
+                    return None;
+                }
+                (id, usize::from(first & 0x0f) + 1, after)
+            }
+            ExtForm::TwoByte => {
+                let (&len, after) = after.split_first()?;
+                (first, usize::from(len), after)
+            }
+        };
+        let (data, next) = after.split_at_checked(len)?;
+        if id == want {
+            return Some(data);
+        }
+        rest = next;
     }
 }
 
