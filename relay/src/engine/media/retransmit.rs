@@ -93,19 +93,20 @@ pub(crate) enum NackReply<'a> {
     Suppressed,
 }
 
-/// One cached packet: where its bytes are in the ring, and when it arrived.
+/// One cached packet: where its bytes are in the ring, and when it expires.
 #[derive(Debug, Clone, Copy)]
 struct Rec {
-    /// When it was inserted; `None` once it is dropped (its bytes stay reserved until
-    /// the record leaves the FIFO).
-    at: Option<Instant>,
+    /// When it expires: inserted + `max_age` (a deadline, so that every insert and
+    /// lookup compares instead of subtracting instants); `None` once it is dropped (its
+    /// bytes stay reserved until the record leaves the FIFO).
+    expires: Option<Instant>,
     start: u32,
     len: u16,
     seq: u16,
 }
 
 const EMPTY: Rec = Rec {
-    at: None,
+    expires: None,
     start: 0,
     len: 0,
     seq: 0,
@@ -172,7 +173,7 @@ impl RetransmitCache {
         let idx = usize::from(self.by_seq[slot]);
         let r = self.recs[idx];
         // The slot points at a record that may since have been reused for another slot.
-        if r.at.is_some() && r.seq & self.mask == seq.0 & self.mask {
+        if r.expires.is_some() && r.seq & self.mask == seq.0 & self.mask {
             let fresh = !self.expired(&r, now);
             if r.seq == seq.0 && fresh {
                 return Insert::Duplicate;
@@ -190,7 +191,7 @@ impl RetransmitCache {
         self.write = start + len;
         let idx = (self.head + self.count) & (self.recs.len() - 1);
         self.recs[idx] = Rec {
-            at: Some(now),
+            expires: Some(now.checked_add(self.max_age).unwrap_or(now)),
             start: start as u32,
             len: len as u16,
             seq: seq.0,
@@ -244,20 +245,20 @@ impl RetransmitCache {
 
     fn find(&self, now: Instant, seq: WireSeq) -> Option<(usize, usize)> {
         let r = &self.recs[usize::from(self.by_seq[usize::from(seq.0 & self.mask)])];
-        (r.at.is_some() && r.seq == seq.0 && !self.expired(r, now))
+        (r.expires.is_some() && r.seq == seq.0 && !self.expired(r, now))
             .then(|| (r.start as usize, usize::from(r.len)))
     }
 
     /// Older than `max_age` at `now`; time that went backwards counts as none passed.
     fn expired(&self, r: &Rec, now: Instant) -> bool {
-        r.at.is_some_and(|at| now.saturating_duration_since(at) > self.max_age)
+        r.expires.is_some_and(|expires| now > expires)
     }
 
     /// Drops the oldest records while they are expired or dropped already.
     fn expire(&mut self, now: Instant) {
         while self.count > 0 {
             let r = &self.recs[self.head];
-            if r.at.is_some() && !self.expired(r, now) {
+            if r.expires.is_some() && !self.expired(r, now) {
                 break;
             }
             self.pop_oldest();
@@ -267,7 +268,7 @@ impl RetransmitCache {
     /// Marks record `idx` dropped; its bytes stay reserved until it leaves the FIFO.
     fn kill(&mut self, idx: usize) {
         let r = &mut self.recs[idx];
-        if r.at.take().is_some() {
+        if r.expires.take().is_some() {
             self.live_bytes -= usize::from(r.len);
             self.live_packets -= 1;
         }
@@ -398,7 +399,7 @@ mod tests {
         let mut bytes = 0;
         for i in 0..c.count {
             let r = &c.recs[(c.head + i) & (c.recs.len() - 1)];
-            if r.at.is_some() {
+            if r.expires.is_some() {
                 let (s, e) = (r.start as usize, r.start as usize + usize::from(r.len));
                 assert!(e <= c.data.len(), "record inside the ring");
                 ranges.push((s, e));
