@@ -188,23 +188,28 @@ async fn run_until(
                     );
                 }
             }
-            // And what the relay decided about bandwidth.
-            for line in relay.scrape().lines().filter(|l| {
-                [
-                    "blindfold_layer_switches",
-                    "blindfold_remb_",
-                    "blindfold_uplink_",
-                    "blindfold_keyframe",
-                    "blindfold_layers_",
-                ]
-                .iter()
-                .any(|m| l.starts_with(m))
-            }) {
-                eprintln!("relay: {line}");
-            }
+            print_bandwidth_decisions(relay);
         }
         assert!(Instant::now() < end, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Prints what the relay decided about bandwidth (layer switches, REMB, uplink limits,
+/// keyframe requests), for a failure's diagnosis.
+fn print_bandwidth_decisions(relay: &Relay) {
+    for line in relay.scrape().lines().filter(|l| {
+        [
+            "blindfold_layer_switches",
+            "blindfold_remb_",
+            "blindfold_uplink_",
+            "blindfold_keyframe",
+            "blindfold_layers_",
+        ]
+        .iter()
+        .any(|m| l.starts_with(m))
+    }) {
+        eprintln!("relay: {line}");
     }
 }
 
@@ -1046,6 +1051,31 @@ fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
             sent >= 10,
             "the flood was too short to judge: {sent} packets in it"
         );
+        if lost * 100 > sent * MAX_LOSS_PERCENT {
+            // Which streams lost them, and whether layer choice moved anyone.
+            for rx in [&a, &b, &c] {
+                let got: HashSet<(Ssrc, u16)> = rx.rx.iter().map(|r| (r.ssrc, r.seq)).collect();
+                for s in [&a, &b, &c].into_iter().filter(|s| s.name != rx.name) {
+                    let o = s.conf.ssrcs();
+                    for (what, ssrc) in [
+                        ("audio", o.audio),
+                        ("thumbnail", o.thumbnail),
+                        ("full", o.full),
+                    ] {
+                        let missed = s
+                            .sent
+                            .iter()
+                            .filter(|&(&(k, _), &(_, _, t))| {
+                                k == ssrc && (attack_start..=flood_end).contains(&t)
+                            })
+                            .filter(|(key, _)| !got.contains(*key))
+                            .count();
+                        eprintln!("{} missed {missed} of {}'s {what} packets", rx.name, s.name);
+                    }
+                }
+            }
+            print_bandwidth_decisions(relay);
+        }
         assert!(
             lost * 100 <= sent * MAX_LOSS_PERCENT,
             "{lost} of {sent} packets lost during the flood"
