@@ -585,20 +585,28 @@ impl IceLite {
     /// Ignored before the first successful check (no address can have sent a valid
     /// packet yet), after the session expired, and when `now` is earlier than the latest
     /// time already seen.
+    #[inline] // every media packet: two comparisons while the session is known alive
     pub fn touch(&mut self, now: Instant) {
-        let Some(last) = self.last_valid else { return };
+        match self.last_valid {
+            Some(last) if now < self.alive_until && self.failure.is_none() => {
+                self.last_valid = Some(last.max(now));
+            }
+            Some(_) => self.touch_checking_expiry(now),
+            None => {}
+        }
+    }
+
+    /// [`touch`](Self::touch) once the known-alive bound has passed (about once per
+    /// consent timeout) or after a failure.
+    #[cold]
+    fn touch_checking_expiry(&mut self, now: Instant) {
         if self.failure.is_some() {
             return;
         }
-        if now >= self.alive_until {
-            // Not known alive: the deadline as `last_valid` puts it now.
-            self.alive_until = self.poll_timeout();
-            if self.check_expiry(now).is_some() {
-                return;
-            }
-        }
-        if now > last {
-            self.last_valid = Some(now);
+        // The deadline as `last_valid` puts it now.
+        self.alive_until = self.poll_timeout();
+        if self.check_expiry(now).is_none() {
+            self.refresh(now);
         }
     }
 
