@@ -313,13 +313,22 @@ impl<'a> RtpHeader<'a> {
     /// Yields nothing without the X bit or when the profile is not RFC 8285's (see
     /// [`RtpHeader::extension_profile`]).
     pub fn extensions(&self) -> Extensions<'a> {
-        match (self.extension_form(), self.extension_data()) {
-            (Some(form), Some(data)) => Extensions {
+        match self.extension_elements() {
+            Some((form, data)) => Extensions {
                 rest: data,
                 form: Some(form),
             },
-            _ => Extensions::EMPTY,
+            None => Extensions::EMPTY,
         }
+    }
+
+    /// The RFC 8285 form and the elements of the extension block, if it is RFC 8285's.
+    #[inline]
+    fn extension_elements(&self) -> Option<(ExtForm, &'a [u8])> {
+        let off = self.extension_offset()?;
+        let (profile, data) = self.buf.get(off..self.header_len)?.split_at_checked(4)?;
+        let form = ExtForm::of_profile(u16::from_be_bytes([profile[0], profile[1]]))?;
+        Some((form, data))
     }
 
     /// The data of the first extension element with this `id`.
@@ -327,45 +336,66 @@ impl<'a> RtpHeader<'a> {
     /// `None` if there is no such element before the end of the block, an ID-15 stop, or
     /// the first malformed element (see [`RtpHeader::extensions`]).
     ///
-    /// The same walk as [`RtpHeader::extensions`] without its iterator's bookkeeping:
-    /// the forwarding path looks up one or two elements in every packet.
+    /// The same walk as [`RtpHeader::extensions`] without the iterator's state: the
+    /// forwarding path looks up one or two elements in every packet.
     #[inline]
     pub fn extension(&self, id: ExtId) -> Option<&'a [u8]> {
-        let off = self.extension_offset()?;
-        let (profile, data) = self.buf.get(off..self.header_len)?.split_at_checked(4)?;
-        let form = ExtForm::of_profile(u16::from_be_bytes([profile[0], profile[1]]))?;
-        find_extension(data, form, id.0)
+        let (form, mut rest) = self.extension_elements()?;
+        while let Step::Element(i, data, after) = next_element(rest, form) {
+            if i == id.0 {
+                return Some(data);
+            }
+            rest = after;
+        }
+        None
     }
 }
 
-/// The data of the first element with ID `want` in the elements `rest` (of `form`);
-/// `None` at an ID-15 stop or the first malformed element.
-fn find_extension(mut rest: &[u8], form: ExtForm, want: u8) -> Option<&[u8]> {
+/// One step of the walk over extension elements.
+enum Step<'a> {
+    /// An element's ID and data, and what follows it.
+    Element(u8, &'a [u8], &'a [u8]),
+    /// The end of the block, or an ID-15 stop.
+    End,
+    /// A malformed element.
+    Malformed(RtpError),
+}
+
+/// The next step of the walk over the extension elements `rest` (of `form`), padding
+/// skipped.
+#[inline]
+fn next_element(mut rest: &[u8], form: ExtForm) -> Step<'_> {
     loop {
-        let (&first, after) = rest.split_first()?;
+        let Some((&first, after)) = rest.split_first() else {
+            return Step::End;
+        };
         if first == 0 {
+            // A padding byte: no ID, no length (RFC 8285 §4.1).
             rest = after;
             continue;
         }
         let (id, len, after) = match form {
             ExtForm::OneByte => {
                 let id = first >> 4;
-                if id == 15 || id == 0 {
-                    // A stop, or malformed padding (ID 0 with a length).
-                    return None;
+                if id == 15 {
+                    return Step::End;
+                }
+                if id == 0 {
+                    return Step::Malformed(RtpError::BadExtensionPadding);
                 }
                 (id, usize::from(first & 0x0f) + 1, after)
             }
             ExtForm::TwoByte => {
-                let (&len, after) = after.split_first()?;
+                let Some((&len, after)) = after.split_first() else {
+                    return Step::Malformed(RtpError::ExtensionElementTruncated);
+                };
                 (first, usize::from(len), after)
             }
         };
-        let (data, next) = after.split_at_checked(len)?;
-        if id == want {
-            return Some(data);
-        }
-        rest = next;
+        return match after.split_at_checked(len) {
+            Some((data, next)) => Step::Element(id, data, next),
+            None => Step::Malformed(RtpError::ExtensionElementTruncated),
+        };
     }
 }
 
@@ -397,41 +427,17 @@ impl<'a> Iterator for Extensions<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let form = self.form?;
-        loop {
-            let Some((&first, rest)) = self.rest.split_first() else {
-                self.form = None;
-                return None;
-            };
-            if first == 0 {
-                // A padding byte: no ID, no length (RFC 8285 §4.1).
-                self.rest = rest;
-                continue;
+        match next_element(self.rest, form) {
+            Step::Element(id, data, after) => {
+                self.rest = after;
+                Some(Ok((ExtId(id), data)))
             }
-            let (id, len, rest) = match form {
-                ExtForm::OneByte => {
-                    let id = first >> 4;
-                    if id == 15 {
-                        self.form = None;
-                        self.rest = &[];
-                        return None;
-                    }
-                    if id == 0 {
-                        return self.fail(RtpError::BadExtensionPadding);
-                    }
-                    (id, usize::from(first & 0x0f) + 1, rest)
-                }
-                ExtForm::TwoByte => {
-                    let Some((&len, rest)) = rest.split_first() else {
-                        return self.fail(RtpError::ExtensionElementTruncated);
-                    };
-                    (first, usize::from(len), rest)
-                }
-            };
-            let Some((data, after)) = rest.split_at_checked(len) else {
-                return self.fail(RtpError::ExtensionElementTruncated);
-            };
-            self.rest = after;
-            return Some(Ok((ExtId(id), data)));
+            Step::End => {
+                self.form = None;
+                self.rest = &[];
+                None
+            }
+            Step::Malformed(e) => self.fail(e),
         }
     }
 }
