@@ -1029,19 +1029,31 @@ fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
         assert_eq!(relay.metric("blindfold_sessions{state=\"configured\"}"), 3);
         assert_eq!(relay.metric("blindfold_sessions{state=\"connected\"}"), 3);
         // Loss during the attack: of what the members sent between the outsider's first
-        // datagram and its last, what did the others not decrypt?
-        let (mut sent, mut lost) = (0u64, 0u64);
+        // datagram and its last, what did the others not decrypt? Counted per receiver,
+        // sender and stream, which a failure prints.
+        let mut per_stream: HashMap<(&str, &str, &str), (u64, u64)> = HashMap::new();
         for rx in [&a, &b, &c] {
             let got: HashSet<(Ssrc, u16)> = rx.rx.iter().map(|r| (r.ssrc, r.seq)).collect();
             for s in [&a, &b, &c].into_iter().filter(|s| s.name != rx.name) {
+                let o = s.conf.ssrcs();
                 for (key, (_, _, t)) in &s.sent {
                     if (attack_start..=flood_end).contains(t) {
-                        sent += 1;
-                        lost += u64::from(!got.contains(key));
+                        let stream = match key.0 {
+                            k if k == o.audio => "audio",
+                            k if k == o.thumbnail => "thumbnail",
+                            k if k == o.full => "full",
+                            _ => "other",
+                        };
+                        let n = per_stream.entry((rx.name, s.name, stream)).or_default();
+                        n.0 += 1;
+                        n.1 += u64::from(!got.contains(key));
                     }
                 }
             }
         }
+        let (sent, lost) = per_stream
+            .values()
+            .fold((0, 0), |(s, l), n| (s + n.0, l + n.1));
         let kernel = kernel_drops(relay.udp.port()) - kernel_before;
         eprintln!(
             "during the attack the members sent {sent} packets to each other, {lost} lost; \
@@ -1053,26 +1065,8 @@ fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
         );
         if lost * 100 > sent * MAX_LOSS_PERCENT {
             // Which streams lost them, and whether layer choice moved anyone.
-            for rx in [&a, &b, &c] {
-                let got: HashSet<(Ssrc, u16)> = rx.rx.iter().map(|r| (r.ssrc, r.seq)).collect();
-                for s in [&a, &b, &c].into_iter().filter(|s| s.name != rx.name) {
-                    let o = s.conf.ssrcs();
-                    for (what, ssrc) in [
-                        ("audio", o.audio),
-                        ("thumbnail", o.thumbnail),
-                        ("full", o.full),
-                    ] {
-                        let missed = s
-                            .sent
-                            .iter()
-                            .filter(|&(&(k, _), &(_, _, t))| {
-                                k == ssrc && (attack_start..=flood_end).contains(&t)
-                            })
-                            .filter(|(key, _)| !got.contains(*key))
-                            .count();
-                        eprintln!("{} missed {missed} of {}'s {what} packets", rx.name, s.name);
-                    }
-                }
+            for ((rx, sender, stream), (sent, lost)) in &per_stream {
+                eprintln!("{rx} missed {lost} of {sender}'s {sent} {stream} packets");
             }
             print_bandwidth_decisions(relay);
         }
