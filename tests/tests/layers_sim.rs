@@ -325,12 +325,8 @@ fn rembs(sim: &Sim, sender: usize, from_event: usize) -> Vec<u64> {
 /// alice's layer is not dragged down to her link.
 #[test]
 fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one() {
+    // Its members NACK and ask for keyframes on their own, as real ones do.
     let mut sim = sim();
-    // Receivers that NACK and ask for keyframes on their own make the viewer at the
-    // bottleneck drop out of the clamp for seconds at a time (its losses set off
-    // keyframes that overflow its link again): an open problem, so this test runs
-    // without that feedback and measures the clamp alone.
-    sim.auto_feedback = false;
     let erin = LinkConfig::PERFECT.rate(600_000).queue_bytes(64_000);
     let (a, v) = alice_and(
         &mut sim,

@@ -79,6 +79,8 @@ const UPLINK_STALE: Duration = Duration::from_millis(2500);
 /// A receiver's downlink: its estimate and its layer choices (on its home shard).
 pub(super) struct Downlink {
     estimate: media::DownlinkEstimate,
+    /// The SRs sent to the receiver, which its report blocks answer.
+    round_trip: media::RoundTrip,
     /// One per full layer of another member it subscribes to.
     choices: Vec<Choice>,
 }
@@ -95,8 +97,14 @@ impl Downlink {
     pub(super) fn new() -> Self {
         Downlink {
             estimate: media::DownlinkEstimate::new(media::EstimateConfig::default()),
+            round_trip: media::RoundTrip::new(),
             choices: Vec::new(),
         }
+    }
+
+    /// The relay sent the receiver `sr`, a sender report about `ssrc`, at `now`.
+    pub(super) fn handle_sr_sent(&mut self, now: Instant, ssrc: Ssrc, sr: &[u8]) {
+        self.round_trip.handle_sr_sent(now, ssrc, sr);
     }
 
     /// The soonest deadline of its layer choices.
@@ -436,6 +444,7 @@ impl Engine {
                 // Only blocks about streams it gets count (a report about its own
                 // streams, or a stranger's, says nothing of its downlink).
                 let mut reports = Vec::new();
+                let mut rtt: Option<Duration> = None;
                 for b in blocks {
                     let Some(owner) = self.stream_owner(conf, b.ssrc) else {
                         continue;
@@ -449,6 +458,14 @@ impl Engine {
                     };
                     if owner == r || !rs.wants(&spec, from) {
                         continue;
+                    }
+                    if let Home::Here(local) = &rs.home
+                        && let Some(t) = local
+                            .downlink
+                            .round_trip
+                            .handle_block(now, b.ssrc, b.lsr, b.dlsr)
+                    {
+                        rtt = Some(rtt.map_or(t, |r| r.min(t)));
                     }
                     // A full layer the receiver started getting within the last two
                     // report intervals: its block counts the packets it was never sent
@@ -473,6 +490,10 @@ impl Engine {
                 self.stats.report_blocks += reports.len() as u64;
                 self.feed_sent(now, r);
                 if let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) {
+                    if let Some(rtt) = rtt {
+                        self.stats.round_trips += 1;
+                        local.downlink.estimate.handle_round_trip(now, rtt);
+                    }
                     local.downlink.estimate.handle_receiver_report(now, reports);
                 }
             }
@@ -596,23 +617,25 @@ impl Engine {
                 true => i.full_bps.min(can_take.max(floor)),
                 false => i.full_bps,
             };
-            c.layer.handle_rates(now, i.thumbnail_bps, full_cost);
-            if known {
+            let judged = known.then(|| {
                 // Demotion judges what a viewer can take; a receiver on the thumbnail
                 // whose link reports no trouble has an estimate nothing has tested yet
                 // (bounded by what it is sent), which its trials will test instead.
                 // Nor is a viewer in its first seconds, whose estimate is still
                 // catching up with the layer it was just given.
-                let judged = settled || (!limited && c.layer.full_since().is_none());
-                let demoted = judged && i.demote_below > 0 && available < i.demote_below;
-                c.layer.set_demoted(now, demoted);
-                // Losses the clamp can cure (the viewer can take the layer at a rate the
-                // clamp would bring it to) do not end a trial; a link that cannot take
-                // even that floor does.
-                c.layer.set_lossy(now, lossy && can_take < floor);
-                c.layer.handle_estimate(now, available, limited);
-            }
-            c.layer.handle_timeout(now);
+                let judging = settled || (!limited && c.layer.full_since().is_none());
+                media::Judged {
+                    available_bps: available,
+                    app_limited: limited,
+                    demoted: judging && i.demote_below > 0 && available < i.demote_below,
+                    // Losses the clamp can cure (the viewer can take the layer at a rate
+                    // the clamp would bring it to) do not end a trial; a link that cannot
+                    // take even that floor does.
+                    lossy: lossy && can_take < floor,
+                }
+            });
+            c.layer
+                .handle_figures(now, i.thumbnail_bps, full_cost, judged);
             // Keyframe requests are sent after the loop: the throttle needs `self`.
             if drain_events(&mut self.stats, &mut c.layer) {
                 asks.push((c.owner, c.ssrc));

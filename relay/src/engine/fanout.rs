@@ -144,13 +144,16 @@ impl Engine {
                 if from.is_none()
                     && let Some(sr) = now.and_then(|now| st.last_sr.for_new_receiver(now))
                 {
-                    replay.extend(RtcpBytes::new(sr));
+                    replay.extend(RtcpBytes::new(sr).map(|sr| (st.spec.ssrc, sr)));
                 }
             }
         }
-        for sr in replay {
+        for (ssrc, sr) in replay {
             self.stats.sr_replayed += 1;
-            self.send_rtcp_to(r, sr.as_bytes());
+            match now {
+                Some(now) => self.send_sr_to(now, r, ssrc, sr.as_bytes()),
+                None => self.send_rtcp_to(r, sr.as_bytes()),
+            }
         }
         for m in full_changed {
             self.check_unwatched(m);

@@ -584,6 +584,9 @@ pub struct EngineStats {
     pub remb_received: u64,
     /// Receiver report blocks about streams a receiver gets, fed to its estimate.
     pub report_blocks: u64,
+    /// Receiver reports whose blocks answered SRs the relay sent (a round trip to that
+    /// receiver measured, for its downlink estimate's queue check).
+    pub round_trips: u64,
     /// REMB/TMMBR sent senders whose value their uplink estimate set (below what their
     /// viewers could take).
     pub uplink_limited: u64,
@@ -601,7 +604,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 29;
+    pub const EXPORTED: usize = 30;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -781,6 +784,12 @@ impl EngineStats {
                 "",
                 "Receiver report blocks fed to the receivers' downlink estimates.",
                 self.report_blocks,
+            ),
+            (
+                "blindfold_round_trips_total",
+                "",
+                "Receiver reports that timed a round trip to their receiver (blocks answering SRs the relay sent it).",
+                self.round_trips,
             ),
             (
                 "blindfold_uplink_limited_total",

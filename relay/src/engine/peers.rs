@@ -189,7 +189,7 @@ impl Engine {
                 packet,
             } => {
                 if let Some(h) = self.by_home_key(home, sender) {
-                    self.forward_sr_here(h, ssrc, packet.as_bytes(), None);
+                    self.forward_sr_here(now, h, ssrc, packet.as_bytes(), None);
                 }
             }
             PeerMsg::Speech {

@@ -99,7 +99,7 @@ impl Engine {
         st.last_sr.handle_report(now, packet);
         let mut shards = std::mem::take(&mut self.sr_shards);
         shards.clear();
-        self.forward_sr_here(sender, ssrc, packet, Some(&mut shards));
+        self.forward_sr_here(now, sender, ssrc, packet, Some(&mut shards));
         if let Some(bytes) = RtcpBytes::new(packet) {
             for &shard in &shards {
                 let msg = PeerMsg::SenderReport {
@@ -116,9 +116,11 @@ impl Engine {
     }
 
     /// Sends a sender's SR about `ssrc` to the connected receivers of that stream homed
-    /// here; with `elsewhere`, collects the shards that home the others.
+    /// here, each noting when (their report blocks answering it time the round trip);
+    /// with `elsewhere`, collects the shards that home the others.
     pub(super) fn forward_sr_here(
         &mut self,
+        now: Instant,
         sender: SessionHandle,
         ssrc: Ssrc,
         packet: &[u8],
@@ -150,7 +152,7 @@ impl Engine {
             match rs.home {
                 Home::Here(_) => {
                     self.stats.sr_forwarded += 1;
-                    self.send_rtcp_to(r, packet);
+                    self.send_sr_to(now, r, ssrc, packet);
                 }
                 Home::Elsewhere(shard, _) => {
                     if let Some(list) = elsewhere.as_deref_mut()
@@ -419,6 +421,15 @@ impl Engine {
 
     /// Protects `packet` with session `to`'s outbound SRTCP context and queues it, or
     /// passes it to `to`'s home shard.
+    /// Sends receiver `to` an SR about `ssrc` (see [`Self::send_rtcp_to`]), noting when
+    /// if it is homed here.
+    pub(super) fn send_sr_to(&mut self, now: Instant, to: SessionHandle, ssrc: Ssrc, sr: &[u8]) {
+        if let Some(local) = self.sessions.get_mut(to).and_then(|s| s.local()) {
+            local.downlink.handle_sr_sent(now, ssrc, sr);
+        }
+        self.send_rtcp_to(to, sr);
+    }
+
     pub(super) fn send_rtcp_to(&mut self, to: SessionHandle, packet: &[u8]) {
         let Some(s) = self.sessions.get_mut(to) else {
             return;

@@ -36,6 +36,21 @@
 //!   switch down an estimate that is merely catching up).
 //! - **Jitter holds.** Interarrival jitter above 30 ms (default) in any report block
 //!   means queues are growing somewhere: the estimate holds instead of increasing.
+//! - **A queue in the round trips decreases it.** The engine times the round trip to
+//!   the receiver from the report blocks that answer the SRs it forwarded
+//!   (`round_trip.rs`) and gives the lowest of each report
+//!   ([`DownlinkEstimate::handle_round_trip`]). More than `queue_high` (100 ms) above
+//!   the lowest of the last `base_rtt_window`s (30–60 s) is a queue on the downlink:
+//!   on a link with a deep buffer the first sign of congestion, seconds before the
+//!   buffer overflows, and one a delay-based estimator fed by arrival times alone (the
+//!   receiver's REMB) stops seeing once the queue stands still. A queue that grew
+//!   since the report before, or has stood for 3 s since the last decrease, brings the
+//!   estimate to 0.9 × what the link delivered: a link with a queue is busy, and
+//!   delivers what was sent less what joined the queue (`sent / (1 + growth)`, the
+//!   growth in seconds per second). A queue that drains holds it. Above that delivered
+//!   rate the estimate then grows by 1% a report at most (GCC's additive increase
+//!   near the link's capacity), whatever the REMB says, until 1.1 × that rate went
+//!   through without a queue in three reports in a row.
 //! - **Loss is per packet, not per stream.** A receiver report has one block per
 //!   stream the receiver gets; their fraction-lost values are weighted by the packets
 //!   each stream carried since its previous report (from the extended highest sequence
@@ -70,6 +85,10 @@ pub(crate) struct EstimateConfig {
     pub jitter_hold: Duration,
     /// Reports closer together than this are merged into one update.
     pub min_update_interval: Duration,
+    /// A round trip this much above the lowest one is a queue on the downlink.
+    pub queue_high: Duration,
+    /// The lowest round trip is taken over the last one to two of these.
+    pub base_rtt_window: Duration,
 }
 
 impl Default for EstimateConfig {
@@ -83,6 +102,8 @@ impl Default for EstimateConfig {
             remb_timeout: Duration::from_secs(5),
             jitter_hold: Duration::from_millis(30),
             min_update_interval: Duration::from_millis(200),
+            queue_high: Duration::from_millis(100),
+            base_rtt_window: Duration::from_secs(30),
         }
     }
 }
@@ -111,6 +132,21 @@ const REMB_FELL: f64 = 0.97;
 /// How long a congestion signal (loss of 2% or more, jitter above the hold, a falling
 /// REMB) keeps the estimate from counting as app-limited.
 const TROUBLE_HOLD: Duration = Duration::from_secs(2);
+
+/// A growing queue decreases the estimate to this fraction of what was sent …
+const QUEUE_BETA: f64 = 0.9;
+/// … and so does one that has stood (above `queue_high`, not growing) this long since.
+const QUEUE_STANDING: Duration = Duration::from_secs(3);
+/// Above the rate a queue last showed the link to deliver, the estimate grows by at
+/// most this factor per update (GCC's additive increase near the link's capacity) …
+const NEAR_CAPACITY_GROWTH: f64 = 1.01;
+/// … until more than this multiple of that rate went through without a queue …
+const CAPACITY_PASSED: f64 = 1.1;
+/// … in this many updates in a row (one is a keyframe's burst).
+const CAPACITY_PASSED_UPDATES: u32 = 3;
+/// A queue's growth between two reports is not taken to say the link delivered less
+/// than this fraction of what was sent (one report's round trips can be a burst's).
+const MIN_DELIVERED: f64 = 0.75;
 
 /// Streams whose previous highest sequence number is remembered.
 const STREAMS: usize = 16;
@@ -143,6 +179,17 @@ pub(crate) struct DownlinkEstimate {
     acc_jitter: Duration,
     last_update: Option<Instant>,
     last_loss: Option<f64>,
+    /// The lowest round trip since the update before, the queue it showed then, and
+    /// the lowest round trip of the current and the previous `base_rtt_window`.
+    acc_rtt: Option<Duration>,
+    last_queue: Option<(Duration, Instant)>,
+    /// When a queue last decreased the estimate, and what the link delivered then.
+    queue_cut_at: Option<Instant>,
+    capacity: Option<f64>,
+    /// Updates in a row that sent more than [`CAPACITY_PASSED`] × `capacity` clear.
+    passed: u32,
+    base_rtt: [Option<Duration>; 2],
+    base_rtt_since: Option<Instant>,
     sent: RateMeter,
     /// What was sent, as given by [`DownlinkEstimate::set_sent_rate`] (it then replaces
     /// the meter).
@@ -169,6 +216,13 @@ impl DownlinkEstimate {
             acc_jitter: Duration::ZERO,
             last_update: None,
             last_loss: None,
+            acc_rtt: None,
+            last_queue: None,
+            queue_cut_at: None,
+            capacity: None,
+            passed: 0,
+            base_rtt: [None; 2],
+            base_rtt_since: None,
             sent: RateMeter::new(cfg.sent_window),
             sent_given: None,
         }
@@ -217,6 +271,30 @@ impl DownlinkEstimate {
             self.trouble_at = Some(now);
             self.lossy_at = Some(now);
         }
+    }
+
+    /// A report block from this receiver, arriving at `now`, answered an SR the relay
+    /// sent it `rtt` ago (`RoundTrip`). Give it before the report's blocks: the lowest
+    /// round trip of a report counts (one SR behind a keyframe met a queue the others
+    /// did not), against the lowest of the last `base_rtt_window`s.
+    pub(crate) fn handle_round_trip(&mut self, now: Instant, rtt: Duration) {
+        self.acc_rtt = Some(self.acc_rtt.map_or(rtt, |a| a.min(rtt)));
+        if self
+            .base_rtt_since
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.base_rtt_window)
+        {
+            self.base_rtt = [None, self.base_rtt[0]];
+            self.base_rtt_since = Some(now);
+        }
+        self.base_rtt[0] = Some(self.base_rtt[0].map_or(rtt, |b| b.min(rtt)));
+    }
+
+    /// The queue the round trips since the last update show: how far the lowest of
+    /// them is above the lowest of the window.
+    fn take_queue(&mut self) -> Option<Duration> {
+        let rtt = self.acc_rtt.take()?;
+        let base = self.base_rtt.iter().flatten().min()?;
+        Some(rtt.saturating_sub(*base))
     }
 
     /// A receiver report from this receiver arrived at `now` with these blocks.
@@ -338,6 +416,29 @@ impl DownlinkEstimate {
             return;
         };
         let jitter = self.acc_jitter;
+        let queue = self.take_queue();
+        let queued = queue.filter(|&q| q > self.cfg.queue_high);
+        // Growing since the report before, or standing since the last decrease had
+        // time to act. (Not merely "not draining yet": the sender slows down a report
+        // or two after a decrease, and a second one before then would compound it.)
+        // Seconds the queue grew (negative: drained) per second since the report before.
+        let growth = match (queued, self.last_queue) {
+            (Some(q), Some((last, at))) => {
+                let dt = now.saturating_duration_since(at).as_secs_f64();
+                (dt > 0.0).then(|| (q.as_secs_f64() - last.as_secs_f64()) / dt)
+            }
+            _ => None,
+        };
+        let building = queued.is_some_and(|q| {
+            self.last_queue.is_none_or(|(last, _)| q > last)
+                || self
+                    .queue_cut_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= QUEUE_STANDING)
+        });
+        if let Some(q) = queue {
+            self.last_queue = Some((q, now));
+        }
+        let queued = queued.is_some();
         (
             self.acc_lost,
             self.acc_expected,
@@ -348,7 +449,8 @@ impl DownlinkEstimate {
         self.last_update = Some(now);
         self.last_loss = Some(loss);
         let a = self.loss_based;
-        if loss >= 0.02 || jitter > self.cfg.jitter_hold {
+        let hold = loss >= 0.02 || jitter > self.cfg.jitter_hold || queued;
+        if hold {
             self.trouble_at = Some(now);
         }
         if loss > 0.10 {
@@ -356,7 +458,25 @@ impl DownlinkEstimate {
         }
         let next = if loss > 0.10 {
             a * (1.0 - 0.5 * loss)
-        } else if loss >= 0.02 || jitter > self.cfg.jitter_hold {
+        } else if building {
+            // A queue standing on the link and not draining: what was sent is more
+            // than the link carries, though nothing was lost yet. (Of what was sent,
+            // not of the estimate: reports that come before the sender slows down
+            // must not compound the decrease.)
+            // A link with a queue is busy: it delivers what was sent less what joined
+            // the queue (or more, what left it). A queue growing by `g` seconds a
+            // second delivers `sent / (1 + g)`.
+            self.queue_cut_at = Some(now);
+            let sent = self.sent_rate(now);
+            let delivered =
+                (sent / (1.0 + growth.unwrap_or(0.0)).max(0.2)).max(MIN_DELIVERED * sent);
+            if delivered > 0.0 {
+                self.capacity = Some(delivered);
+                a.min(QUEUE_BETA * delivered)
+            } else {
+                a
+            }
+        } else if hold {
             a
         } else {
             // What was sent over the last second arrived with under 2% loss: the link
@@ -364,6 +484,20 @@ impl DownlinkEstimate {
             let mut up = (a * 1.05).max(self.sent_rate(now));
             if let Some(remb) = self.fresh_remb(now) {
                 up = up.max(remb as f64);
+            }
+            // Near what the link was found to deliver, slowly: the REMB of a receiver
+            // whose estimator does not see a queue that stands still runs ahead of it.
+            let sent = self.sent_rate(now);
+            let clear = queue.is_some() && !queued;
+            match self.capacity {
+                Some(c) if clear && sent > CAPACITY_PASSED * c => self.passed += 1,
+                _ => self.passed = 0,
+            }
+            if self.passed >= CAPACITY_PASSED_UPDATES {
+                self.capacity = None;
+            }
+            if let Some(c) = self.capacity {
+                up = up.min((a * NEAR_CAPACITY_GROWTH).max(c));
             }
             // Growth stops at 1.5× what was sent; the bound never pulls it down.
             up.min(a.max(self.sent_cap(now)))
@@ -515,6 +649,61 @@ mod tests {
         a.abs_diff(b) <= b / 100
     }
 
+    /// A queue on the link shows in the round trips before a packet is lost. Growing,
+    /// it brings the estimate to 0.9 × what the link delivers (`sent / (1 + growth)`);
+    /// draining, it holds it; once gone, a REMB that ran ahead lifts the estimate back
+    /// to that rate at once but only 1% a report above it, until more has gone through
+    /// without a queue three reports in a row.
+    #[test]
+    fn a_queue_in_the_round_trips_brings_the_estimate_under_what_the_link_delivers() {
+        let mut s = Sim::new();
+        let remb = Some(3_000_000);
+        let second = |s: &mut Sim, bps, rtt_ms| {
+            s.e.handle_round_trip(s.now + Duration::from_secs(1), rtt_ms * MS);
+            s.second(bps, 0, remb)
+        };
+        // 20 ms round trips: no queue. (The estimate is 1.5 × what is sent.)
+        for _ in 0..3 {
+            assert_eq!(second(&mut s, 1_600_000, 20), 2_400_000);
+        }
+        assert!(s.e.app_limited(s.now));
+        // The link carries 1.25 Mbit/s: the queue grows by 0.28 s in a second.
+        let e = second(&mut s, 1_600_000, 300);
+        assert!(near(e, 1_125_000), "{e}");
+        assert!(!s.e.app_limited(s.now));
+        // The sender slowed down, the queue drains: held, not cut again.
+        assert_eq!(second(&mut s, 1_100_000, 200), e);
+        // Gone: up to what the link delivered, then 1% a report.
+        assert!(near(second(&mut s, 1_100_000, 20), 1_250_000));
+        assert!(near(second(&mut s, 1_100_000, 20), 1_262_500));
+        // The link turns out to carry more: 1.5 Mbit/s without a queue, three reports.
+        assert!(second(&mut s, 1_500_000, 20) < 1_300_000);
+        assert!(second(&mut s, 1_500_000, 20) < 1_300_000);
+        assert!(near(second(&mut s, 1_500_000, 20), 2_250_000));
+    }
+
+    #[test]
+    fn a_queue_that_stands_is_cut_again_after_three_seconds() {
+        let mut s = Sim::new();
+        let second = |s: &mut Sim, bps, rtt_ms| {
+            s.e.handle_round_trip(s.now + Duration::from_secs(1), rtt_ms * MS);
+            s.second(bps, 0, None)
+        };
+        second(&mut s, 1_000_000, 10);
+        // A queue of 200 ms appears: cut to 0.9 × 1 Mbit/s / 1.19.
+        let first = second(&mut s, 1_000_000, 200);
+        assert!(near(first, 756_302), "{first}");
+        // The sender slows to it, and that is all the link carries: the queue stands.
+        // Held for 3 s, then cut to 0.9 × what a busy link with a steady queue
+        // delivers, what was sent.
+        assert_eq!(second(&mut s, 760_000, 200), first);
+        assert_eq!(second(&mut s, 760_000, 200), first);
+        let e = second(&mut s, 760_000, 200);
+        assert!(near(e, 684_000), "{e}");
+        // The lowest round trip of the window is the base: a higher one never is.
+        assert_eq!(s.e.base_rtt.iter().flatten().min(), Some(&(10 * MS)));
+    }
+
     #[test]
     fn defaults() {
         let d = EstimateConfig::default();
@@ -524,6 +713,8 @@ mod tests {
         assert_eq!(d.remb_timeout, Duration::from_secs(5));
         assert_eq!(d.jitter_hold, 30 * MS);
         assert_eq!(d.min_update_interval, 200 * MS);
+        assert_eq!(d.queue_high, 100 * MS);
+        assert_eq!(d.base_rtt_window, Duration::from_secs(30));
     }
 
     #[test]
@@ -722,6 +913,8 @@ mod tests {
             remb_timeout: Duration::ZERO,
             jitter_hold: Duration::ZERO,
             min_update_interval: Duration::MAX,
+            queue_high: Duration::ZERO,
+            base_rtt_window: Duration::ZERO,
         });
         e.handle_sent(t0, usize::MAX);
         e.handle_sent(t0, usize::MAX);
@@ -729,6 +922,8 @@ mod tests {
         e.handle_remb(t0, u64::MAX);
         e.handle_receiver_report(t0, []);
         for i in 0..40u32 {
+            let rtt = [Duration::ZERO, Duration::MAX, Duration::from_nanos(1)][i as usize % 3];
+            e.handle_round_trip(t0 + Duration::from_secs(u64::from(i)), rtt);
             let blocks = (0..20u32).map(|k| LossReport {
                 ssrc: Ssrc(k),
                 fraction_lost: (i * 7 + k) as u8,

@@ -97,6 +97,22 @@ impl Default for LayerConfig {
     }
 }
 
+/// What a receiver's downlink estimate says of one sender's video
+/// ([`LayerChoice::handle_figures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Judged {
+    /// The part of the estimate this sender's video may use.
+    pub available_bps: u64,
+    /// The estimate is bounded by what the relay sent, not by a signal from the link
+    /// (`DownlinkEstimate::app_limited`).
+    pub app_limited: bool,
+    /// Rate clamping moved the receiver to the thumbnail.
+    pub demoted: bool,
+    /// The receiver is losing packets now (a burst of NACKs, or a report with heavy
+    /// loss), more than the clamp can cure: a trial under way fails.
+    pub lossy: bool,
+}
+
 /// What the engine should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LayerEvent {
@@ -201,6 +217,7 @@ impl LayerChoice {
 
     /// Whether the receiver is losing packets now (a burst of NACKs, or a report with
     /// heavy loss): a trial under way fails.
+    #[cfg(test)]
     pub(crate) fn set_lossy(&mut self, now: Instant, lossy: bool) {
         self.lossy = lossy;
         self.evaluate(now);
@@ -265,6 +282,7 @@ impl LayerChoice {
     }
 
     /// Rate clamping moved the receiver to the thumbnail (or let it back).
+    #[cfg(test)]
     pub(crate) fn set_demoted(&mut self, now: Instant, demoted: bool) {
         self.demoted = demoted;
         self.evaluate(now);
@@ -272,7 +290,42 @@ impl LayerChoice {
 
     /// The receiver's downlink estimate available to this sender's video, and whether
     /// what the relay sent is what bounds it (`DownlinkEstimate::app_limited`).
+    #[cfg(test)]
     pub(crate) fn handle_estimate(&mut self, now: Instant, available_bps: u64, app_limited: bool) {
+        self.record_estimate(now, available_bps, app_limited);
+        self.evaluate(now);
+    }
+
+    /// The sender's layers' current rates (0: not flowing or not measured).
+    #[cfg(test)]
+    pub(crate) fn handle_rates(&mut self, now: Instant, thumbnail_bps: u64, full_bps: u64) {
+        self.record_rates(thumbnail_bps, full_bps);
+        self.evaluate(now);
+    }
+
+    /// One moment's figures, judged together: the sender's layers' rates (as
+    /// [`Self::handle_rates`]) and, once the receiver's link has reported, what its
+    /// estimate says ([`Judged`]). Given one at a time, a rate that follows the
+    /// estimate (the clamp brings the layer to what the viewer can take) would be
+    /// weighed against the estimate before it: a rising estimate would look like
+    /// congestion.
+    pub(crate) fn handle_figures(
+        &mut self,
+        now: Instant,
+        thumbnail_bps: u64,
+        full_bps: u64,
+        judged: Option<Judged>,
+    ) {
+        self.record_rates(thumbnail_bps, full_bps);
+        if let Some(j) = judged {
+            self.demoted = j.demoted;
+            self.lossy = j.lossy;
+            self.record_estimate(now, j.available_bps, j.app_limited);
+        }
+        self.evaluate(now);
+    }
+
+    fn record_estimate(&mut self, now: Instant, available_bps: u64, app_limited: bool) {
         self.available = Some(available_bps);
         self.app_limited = app_limited;
         let good = available_bps as f64 >= self.cfg.up_factor * self.need() as f64;
@@ -286,11 +339,9 @@ impl LayerChoice {
         } else {
             None
         };
-        self.evaluate(now);
     }
 
-    /// The sender's layers' current rates (0: not flowing or not measured).
-    pub(crate) fn handle_rates(&mut self, now: Instant, thumbnail_bps: u64, full_bps: u64) {
+    fn record_rates(&mut self, thumbnail_bps: u64, full_bps: u64) {
         self.thumb_bps = thumbnail_bps;
         self.full_bps = full_bps;
         if full_bps > 0 {
@@ -301,7 +352,6 @@ impl LayerChoice {
         {
             self.good_since = None;
         }
-        self.evaluate(now);
     }
 
     /// A packet of the sender's full layer: whether to forward it to this receiver.
@@ -352,7 +402,9 @@ impl LayerChoice {
         }
     }
 
-    /// Time passed.
+    /// Time passed. (The engine gives its figures at each timeout instead,
+    /// [`Self::handle_figures`], which judges them at `now`.)
+    #[cfg(test)]
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.evaluate(now);
     }
@@ -527,6 +579,42 @@ mod tests {
         l.handle_rates(t0, THUMB, FULL);
         l.set_subscribed(t0, true);
         l
+    }
+
+    /// The full layer's cost follows the estimate (the clamp brings the layer to what
+    /// the viewer can take): a rising estimate, given with the cost it allows, is no
+    /// congestion — weighed against the estimate before it, it would be.
+    #[test]
+    fn a_rising_estimate_judged_with_the_cost_it_allows_is_no_congestion() {
+        let t0 = Instant::now();
+        let mut l = subscribed(t0);
+        let judged = |available_bps| Judged {
+            available_bps,
+            app_limited: false,
+            demoted: false,
+            lossy: false,
+        };
+        // Up and on the full layer at 3 Mbit/s available.
+        l.handle_figures(t0, THUMB, FULL, Some(judged(3_000_000)));
+        l.handle_figures(t0 + 2 * S, THUMB, FULL, Some(judged(3_000_000)));
+        assert!(l.handle_full_packet(t0 + 2 * S, true));
+        // The clamp holds the layer to what the viewer takes: 1 Mbit/s available, the
+        // layer at 800 kbit/s. Then the estimate rises to 1.3 Mbit/s, and the cost
+        // with it.
+        l.handle_figures(t0 + 3 * S, THUMB, 800_000, Some(judged(1_000_000)));
+        l.handle_figures(t0 + 4 * S, THUMB, 1_100_000, Some(judged(1_300_000)));
+        assert!(
+            l.full_since().is_some(),
+            "switched down: {:?}",
+            events(&mut l)
+        );
+        // Given one at a time, the new cost meets the old estimate: 1 Mbit/s is under
+        // 0.9 × 1.3 Mbit/s.
+        l.handle_rates(t0 + 5 * S, THUMB, 1_100_000);
+        l.handle_rates(t0 + 5 * S, THUMB, 800_000);
+        l.handle_estimate(t0 + 5 * S, 1_000_000, false);
+        l.handle_rates(t0 + 6 * S, THUMB, 1_100_000);
+        assert!(l.full_since().is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod keyframe;
 mod layers;
 #[allow(dead_code)] // `get` and the size getters serve its tests only so far
 mod retransmit;
+mod round_trip;
 mod sender_report;
 mod speaker;
 mod unwatched;
@@ -18,8 +19,9 @@ mod uplink;
 pub(crate) use clamp::{ClampConfig, RateClamp};
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMeter};
 pub(crate) use keyframe::{KeyframeConfig, KeyframeThrottle};
-pub(crate) use layers::{Layer, LayerChoice, LayerConfig, LayerEvent};
+pub(crate) use layers::{Judged, Layer, LayerChoice, LayerConfig, LayerEvent};
 pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
+pub(crate) use round_trip::RoundTrip;
 pub(crate) use sender_report::LastSenderReport;
 pub(crate) use speaker::{SpeakerConfig, SpeakerDetector};
 pub(crate) use unwatched::{PauseAction, UnwatchedLayer};
