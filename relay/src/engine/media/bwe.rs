@@ -282,6 +282,9 @@ pub struct Bwe {
     /// The first packet's arrival: time zero of every `*_ms` field.
     base: Option<Instant>,
     latest_ms: f64,
+    /// The instant `latest_ms` was last computed for: packets handled in one batch
+    /// share their arrival instant, and converting it costs more than comparing it.
+    latest_at: Option<Instant>,
     clocks: [Clock; MAX_CLOCKS],
     filter: Filter,
     detector: Detector,
@@ -310,6 +313,7 @@ impl Bwe {
             config,
             base: None,
             latest_ms: 0.0,
+            latest_at: None,
             clocks: [Clock::default(); MAX_CLOCKS],
             filter: Filter::new(),
             detector: Detector::new(),
@@ -477,6 +481,10 @@ impl Bwe {
 
     /// Milliseconds since the first packet, never less than the latest seen.
     fn time_ms(&mut self, now: Instant) -> f64 {
+        if self.latest_at == Some(now) {
+            return self.latest_ms;
+        }
+        self.latest_at = Some(now);
         let base = *self.base.get_or_insert(now);
         let t = now.saturating_duration_since(base).as_secs_f64() * 1000.0;
         self.latest_ms = self.latest_ms.max(t);
