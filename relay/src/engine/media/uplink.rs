@@ -208,14 +208,21 @@ impl UplinkEstimate {
 
     /// The limit, if one is due to go to the sender now, or its lifting: see the module
     /// docs. Call it after packets; what it hands out counts as sent.
+    #[inline]
     pub(crate) fn poll(&mut self, now: Instant) -> Option<Limit> {
-        let since = self.since?;
         if self.handed.is_none() && self.ends.is_some_and(|end| now < end) {
             // No limit in force: only an interval's loss can start one. Until the
             // interval ends, one comparison a packet (the delay-based estimate reaches
             // the loss rules then, at most an interval old, as it would once a second).
             return None;
         }
+        self.poll_interval(now)
+    }
+
+    /// [`Self::poll`] once an interval ended or while a limit is in force.
+    #[inline(never)]
+    fn poll_interval(&mut self, now: Instant) -> Option<Limit> {
+        let since = self.since?;
         if let Some(bps) = self.delay.poll_remb(now) {
             self.loss.handle_remb(now, bps);
         }
