@@ -547,12 +547,19 @@ impl RateMeter {
     }
 
     /// Counts `n` bytes at `now`.
+    #[inline]
     pub(crate) fn add(&mut self, now: Instant, n: u64) {
         if self.newest_end.is_some_and(|end| now < end) {
             let i = (self.newest % SENT_BUCKETS as u64) as usize;
             self.bytes[i] = self.bytes[i].saturating_add(n);
             return;
         }
+        self.add_to_new_bucket(now, n);
+    }
+
+    /// [`Self::add`] past the newest bucket's end: once a bucket.
+    #[inline(never)]
+    fn add_to_new_bucket(&mut self, now: Instant, n: u64) {
         self.epoch.get_or_insert(now);
         let ns = self.ns(now);
         self.first_ns.get_or_insert(ns);
