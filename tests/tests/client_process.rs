@@ -254,9 +254,11 @@ fn three_clients_decrypt_each_other_and_record_the_opus_file() {
     let clip_packets: Vec<Vec<u8>> = packets(&clip).into_iter().map(|p| p.data).collect();
     let alice = &reports[0];
     let alice_audio = alice.sent_stream(StreamKind::Audio).expect("alice's audio");
-    // Real time: 50 packets a second for the whole call, give or take the start.
+    // Real time: 50 packets a second for the whole call, give or take the start (the
+    // clip starts when media flows: ICE and DTLS after the answer, which on a loaded
+    // two-core machine running three tests' clients and Synapse has taken over 1 s).
     assert!(
-        alice_audio.packets as f64 >= 50.0 * (DURATION_S as f64 - 1.0),
+        alice_audio.packets as f64 >= 50.0 * (DURATION_S as f64 - 2.0),
         "alice sent {} Opus packets in {DURATION_S} s",
         alice_audio.packets
     );

@@ -354,6 +354,13 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
     );
     let values = rembs(&sim, a, first_event);
     assert!(values.len() >= 15, "REMBs: {values:?}");
+    // The relay timed its round trips to the viewers from their report blocks (which
+    // answer the SRs it forwarded them): the queue check had figures all along.
+    let round_trips: u64 = sim.shards.iter().map(|e| e.stats().round_trips).sum();
+    assert!(
+        round_trips >= 2 * 25,
+        "{round_trips} round trips timed in 30 s"
+    );
     let (lo, hi) = (*values.iter().min().unwrap(), *values.iter().max().unwrap());
     // Every value within 20% of their mean.
     let mean = values.iter().sum::<u64>() / values.len() as u64;

@@ -11,9 +11,9 @@
 //!   median of all viewers' estimates (`demote_below`, default 0.5) would drag everyone
 //!   else's picture down to its link. It is left out of the minimum and reported back
 //!   ([`ClampOutcome::demote_below_bps`]) for layer choice to move it to the thumbnail
-//!   (`LayerChoice::set_demoted`). With one or two viewers the median is their mean, so
-//!   a lone slow viewer of two is demoted only when the other is more than three times
-//!   faster.
+//!   (`Judged::demoted` in `LayerChoice::handle_figures`). With one or two viewers the
+//!   median is their mean, so a lone slow viewer of two is demoted only when the other
+//!   is more than three times faster.
 //! - **Smoothing**: receivers' estimates are noisy. The target follows the minimum
 //!   through an exponential filter, quickly down (time constant 0.5 s: a real drop
 //!   must reach the sender before its packets are lost) and slowly up (2 s: a sender

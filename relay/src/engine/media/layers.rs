@@ -33,7 +33,7 @@
 //!   (`probe_hold`), the machine tries the full layer anyway. During the trial's first
 //!   5 s (`probe_window`) it goes back down only if the estimate falls more than 30%
 //!   below where it was when the trial began, or if the receiver is losing packets
-//!   (`set_lossy`) — not because the estimate has not yet caught up with the new
+//!   (`Judged::lossy`) — not because the estimate has not yet caught up with the new
 //!   rate; after that the normal rule applies. A trial that fails within its window doubles the wait before
 //!   the next one (4 s, then 8 s, … up to 32 s); one that holds resets it. Trials cost
 //!   a receiver with a truly slow link a second or two of congestion every half

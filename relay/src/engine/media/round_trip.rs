@@ -173,6 +173,7 @@ mod tests {
         assert_eq!(rt.handle_block(t + ms(50), A, 1, 0), Some(ms(50)));
         // A hold longer than the time since the SR went out: no sample.
         assert_eq!(rt.handle_block(t + ms(50), A, 1, dlsr(ms(60))), None);
+        assert_eq!(rt.handle_block(t + ms(50), A, 1, u32::MAX), None);
     }
 
     #[test]

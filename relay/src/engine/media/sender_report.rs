@@ -11,8 +11,9 @@
 //! An SR older than [`LastSenderReport::MAX_AGE`] is not replayed: its sender has
 //! stopped reporting (or sending), and the next live SR will do.
 //!
-//! The relay reads no reception report that refers to a replayed SR (receivers' RTCP
-//! ends at the relay), so the replay skews no round-trip time a sender computes.
+//! Receivers' RTCP ends at the relay, so the replay skews no round-trip time a sender
+//! computes; the relay's own round trip to the receiver (`round_trip.rs`) counts from
+//! when it sent the replay.
 
 use std::time::{Duration, Instant};
 
