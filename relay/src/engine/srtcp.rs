@@ -419,8 +419,6 @@ impl Engine {
         }
     }
 
-    /// Protects `packet` with session `to`'s outbound SRTCP context and queues it, or
-    /// passes it to `to`'s home shard.
     /// Sends receiver `to` an SR about `ssrc` (see [`Self::send_rtcp_to`]), noting when
     /// if it is homed here.
     pub(super) fn send_sr_to(&mut self, now: Instant, to: SessionHandle, ssrc: Ssrc, sr: &[u8]) {
@@ -430,6 +428,8 @@ impl Engine {
         self.send_rtcp_to(to, sr);
     }
 
+    /// Protects `packet` with session `to`'s outbound SRTCP context and queues it, or
+    /// passes it to `to`'s home shard.
     pub(super) fn send_rtcp_to(&mut self, to: SessionHandle, packet: &[u8]) {
         let Some(s) = self.sessions.get_mut(to) else {
             return;

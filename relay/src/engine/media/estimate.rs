@@ -151,6 +151,20 @@ const CAPACITY_PASSED_UPDATES: u32 = 3;
 /// than this fraction of what was sent (one report's round trips can be a burst's).
 const MIN_DELIVERED: f64 = 0.75;
 
+/// What the round trips since the last update say of a queue on the downlink.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Queue {
+    /// No round trip was timed.
+    Unknown,
+    /// None above `queue_high`.
+    Clear,
+    /// One above it, draining since the last decrease: hold.
+    Draining,
+    /// One above it, growing, or standing since the last decrease had time to act:
+    /// decrease, under what the link delivered (bits per second).
+    Building { delivered: f64 },
+}
+
 /// Streams whose previous highest sequence number is remembered.
 const STREAMS: usize = 16;
 /// Buckets of the sent-rate meter.
@@ -292,12 +306,62 @@ impl DownlinkEstimate {
         self.base_rtt[0] = Some(self.base_rtt[0].map_or(rtt, |b| b.min(rtt)));
     }
 
-    /// The queue the round trips since the last update show: how far the lowest of
-    /// them is above the lowest of the window.
-    fn take_queue(&mut self) -> Option<Duration> {
-        let rtt = self.acc_rtt.take()?;
-        let base = self.base_rtt.iter().flatten().min()?;
-        Some(rtt.saturating_sub(*base))
+    /// What the round trips since the last update say of a queue on the downlink: how
+    /// far the lowest of them is above the lowest of the window, against the queue of
+    /// the update before.
+    fn check_queue(&mut self, now: Instant) -> Queue {
+        let Some(rtt) = self.acc_rtt.take() else {
+            return Queue::Unknown;
+        };
+        let Some(&base) = self.base_rtt.iter().flatten().min() else {
+            return Queue::Unknown;
+        };
+        let q = rtt.saturating_sub(base);
+        let last = self.last_queue.replace((q, now));
+        if q <= self.cfg.queue_high {
+            return Queue::Clear;
+        }
+        // Growing since the report before, or standing since the last decrease had
+        // time to act. (Not merely "not draining yet": the sender slows down a report
+        // or two after a decrease, and a second one before then would compound it.)
+        let growing = last.is_none_or(|(l, _)| q > l);
+        let standing = self
+            .queue_cut_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= QUEUE_STANDING);
+        let sent = self.sent_rate(now);
+        if !(growing || standing) || sent <= 0.0 {
+            return Queue::Draining;
+        }
+        // A link with a queue is busy: it delivers what was sent less what joined the
+        // queue (or more, what left it). A queue growing by `g` seconds a second
+        // delivers `sent / (1 + g)`.
+        let growth = last.map_or(0.0, |(l, at)| {
+            let dt = now.saturating_duration_since(at).as_secs_f64();
+            match dt > 0.0 {
+                true => (q.as_secs_f64() - l.as_secs_f64()) / dt,
+                false => 0.0,
+            }
+        });
+        let delivered = (sent / (1.0 + growth).max(0.2)).max(MIN_DELIVERED * sent);
+        Queue::Building { delivered }
+    }
+
+    /// An increase to `up` from `a`, slowed near what a queue last showed the link to
+    /// deliver: the REMB of a receiver whose estimator does not see a queue that stands
+    /// still runs ahead of the link. `clear`: this update's round trips showed no queue.
+    fn near_capacity(&mut self, now: Instant, a: f64, up: f64, clear: bool) -> f64 {
+        let sent = self.sent_rate(now);
+        match self.capacity {
+            Some(c) if clear && sent > CAPACITY_PASSED * c => self.passed += 1,
+            _ => self.passed = 0,
+        }
+        if self.passed >= CAPACITY_PASSED_UPDATES {
+            self.capacity = None;
+        }
+        match self.capacity {
+            Some(c) => up.min((a * NEAR_CAPACITY_GROWTH).max(c)),
+            None => up,
+        }
     }
 
     /// A receiver report from this receiver arrived at `now` with these blocks.
@@ -419,29 +483,7 @@ impl DownlinkEstimate {
             return;
         };
         let jitter = self.acc_jitter;
-        let queue = self.take_queue();
-        let queued = queue.filter(|&q| q > self.cfg.queue_high);
-        // Growing since the report before, or standing since the last decrease had
-        // time to act. (Not merely "not draining yet": the sender slows down a report
-        // or two after a decrease, and a second one before then would compound it.)
-        // Seconds the queue grew (negative: drained) per second since the report before.
-        let growth = match (queued, self.last_queue) {
-            (Some(q), Some((last, at))) => {
-                let dt = now.saturating_duration_since(at).as_secs_f64();
-                (dt > 0.0).then(|| (q.as_secs_f64() - last.as_secs_f64()) / dt)
-            }
-            _ => None,
-        };
-        let building = queued.is_some_and(|q| {
-            self.last_queue.is_none_or(|(last, _)| q > last)
-                || self
-                    .queue_cut_at
-                    .is_none_or(|t| now.saturating_duration_since(t) >= QUEUE_STANDING)
-        });
-        if let Some(q) = queue {
-            self.last_queue = Some((q, now));
-        }
-        let queued = queued.is_some();
+        let queue = self.check_queue(now);
         (
             self.acc_lost,
             self.acc_expected,
@@ -452,6 +494,7 @@ impl DownlinkEstimate {
         self.last_update = Some(now);
         self.last_loss = Some(loss);
         let a = self.loss_based;
+        let queued = matches!(queue, Queue::Draining | Queue::Building { .. });
         let hold = loss >= 0.02 || jitter > self.cfg.jitter_hold || queued;
         if hold {
             self.trouble_at = Some(now);
@@ -461,24 +504,11 @@ impl DownlinkEstimate {
         }
         let next = if loss > 0.10 {
             a * (1.0 - 0.5 * loss)
-        } else if building {
-            // A queue standing on the link and not draining: what was sent is more
-            // than the link carries, though nothing was lost yet. (Of what was sent,
-            // not of the estimate: reports that come before the sender slows down
-            // must not compound the decrease.)
-            // A link with a queue is busy: it delivers what was sent less what joined
-            // the queue (or more, what left it). A queue growing by `g` seconds a
-            // second delivers `sent / (1 + g)`.
+        } else if let Queue::Building { delivered } = queue {
+            // More is sent than the link carries, though nothing was lost yet.
             self.queue_cut_at = Some(now);
-            let sent = self.sent_rate(now);
-            let delivered =
-                (sent / (1.0 + growth.unwrap_or(0.0)).max(0.2)).max(MIN_DELIVERED * sent);
-            if delivered > 0.0 {
-                self.capacity = Some(delivered);
-                a.min(QUEUE_BETA * delivered)
-            } else {
-                a
-            }
+            self.capacity = Some(delivered);
+            a.min(QUEUE_BETA * delivered)
         } else if hold {
             a
         } else {
@@ -488,20 +518,7 @@ impl DownlinkEstimate {
             if let Some(remb) = self.fresh_remb(now) {
                 up = up.max(remb as f64);
             }
-            // Near what the link was found to deliver, slowly: the REMB of a receiver
-            // whose estimator does not see a queue that stands still runs ahead of it.
-            let sent = self.sent_rate(now);
-            let clear = queue.is_some() && !queued;
-            match self.capacity {
-                Some(c) if clear && sent > CAPACITY_PASSED * c => self.passed += 1,
-                _ => self.passed = 0,
-            }
-            if self.passed >= CAPACITY_PASSED_UPDATES {
-                self.capacity = None;
-            }
-            if let Some(c) = self.capacity {
-                up = up.min((a * NEAR_CAPACITY_GROWTH).max(c));
-            }
+            up = self.near_capacity(now, a, up, queue == Queue::Clear);
             // Growth stops at 1.5× what was sent; the bound never pulls it down.
             up.min(a.max(self.sent_cap(now)))
         };
