@@ -195,6 +195,7 @@ fn run(config: &Config) -> Result<(), Fatal> {
         engine_cfg.layer_probe_backoff_max = config.layer_probe_max;
         engine_cfg.clamp_demote_below = f64::from(config.clamp_demote_below_percent) / 100.0;
         engine_cfg.uplink_estimation = config.uplink_estimation;
+        engine_cfg.downlink_queue = config.downlink_queue;
         let worker = Worker::new(WorkerParts {
             index: i,
             engine: Engine::new(engine_cfg),

@@ -408,6 +408,78 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
     assert_eq!(last_second, 0, "erin ends on the thumbnail");
 }
 
+/// How long `sender`'s audio waited on its way to `idx` between `from` and `to`, beyond
+/// the shortest wait: the median and the 95th percentile, in milliseconds (the audio
+/// is sent every 20 ms, so its sequence numbers give the send times).
+fn audio_queueing(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant) -> (f64, f64) {
+    let audio = sim.member(sender).ssrcs().audio;
+    let got: Vec<(Instant, u64)> = sim
+        .member(idx)
+        .media_log
+        .iter()
+        .filter(|m| m.ssrc == audio && m.at >= from && m.at < to)
+        .map(|m| (m.at, m.seq.0))
+        .collect();
+    let (t0, s0) = got[0];
+    let mut waits: Vec<f64> = got
+        .iter()
+        .map(|&(t, s)| (t - t0).as_secs_f64() * 1000.0 - (s as f64 - s0 as f64) * 20.0)
+        .collect();
+    let least = waits.iter().copied().fold(f64::MAX, f64::min);
+    waits.iter_mut().for_each(|w| *w -= least);
+    waits.sort_by(f64::total_cmp);
+    (waits[waits.len() / 2], waits[waits.len() * 95 / 100])
+}
+
+/// Dave's link has a deep buffer (850 ms at 1.4 Mbit/s) and alice's full layer is
+/// clamped to it. His own delay-based estimator sees a queue build, not one that
+/// stands, so his REMB runs ahead of his link; the relay sees the queue stand in the
+/// round trips his report blocks time, and brings his estimate, and alice's layer,
+/// under what his link delivers. Run with and without that check (`downlink_queue`),
+/// the queue his audio waits in is far shorter with it.
+#[test]
+fn the_round_trip_check_keeps_a_deep_buffer_from_filling() {
+    let run = |check: bool| {
+        let mut sim = Sim::with_config(2, 0, |cfg| {
+            if !check {
+                cfg.downlink_queue = None;
+            }
+        });
+        sim.extmap = FULL_EXTMAP;
+        sim.auto_feedback = true;
+        let (a, v) = alice_and(
+            &mut sim,
+            &[
+                ("bob", LinkConfig::PERFECT, true),
+                ("dave", dave_link(), true),
+            ],
+        );
+        let mut senders = [sending(&sim, a)];
+        sim.run_sending(&mut senders, 10_000);
+        let from = sim.now;
+        sim.run_sending(&mut senders, 20_000);
+        let full = bytes_on(&sim, v[1], sim.member(a).ssrcs().full, from, sim.now);
+        (audio_queueing(&sim, v[1], a, from, sim.now), full * 8 / 20)
+    };
+    let ((p50, p95), full_bps) = run(true);
+    let ((p50_off, p95_off), full_bps_off) = run(false);
+    eprintln!(
+        "dave's audio queueing: median {p50:.0} ms, p95 {p95:.0} ms with the check \
+         ({full_bps} bit/s of full layer); {p50_off:.0} and {p95_off:.0} ms without \
+         ({full_bps_off} bit/s)"
+    );
+    assert!(
+        p95 * 2.0 < p95_off,
+        "p95 {p95:.0} ms against {p95_off:.0} ms without"
+    );
+    assert!(p95 < 300.0, "dave's audio waited up to {p95:.0} ms (p95)");
+    // And he still sees alice's full layer nearly at the rate he saw it without.
+    assert!(
+        full_bps * 10 > full_bps_off * 8,
+        "{full_bps} against {full_bps_off} bit/s"
+    );
+}
+
 /// Dave follows the speaker (`"full": "speaker"`): while alice talks he gets her full
 /// layer, when bob takes over he gets bob's instead — each starting at a keyframe, the
 /// thumbnails flowing throughout, no frame undecodable.

@@ -94,9 +94,15 @@ struct Choice {
 }
 
 impl Downlink {
-    pub(super) fn new() -> Self {
+    /// With `queue`: a round trip this far above the lowest is a queue (`None`: no
+    /// queue check).
+    pub(super) fn new(queue: Option<Duration>) -> Self {
+        let cfg = media::EstimateConfig {
+            queue_high: queue.unwrap_or(Duration::MAX),
+            ..media::EstimateConfig::default()
+        };
         Downlink {
-            estimate: media::DownlinkEstimate::new(media::EstimateConfig::default()),
+            estimate: media::DownlinkEstimate::new(cfg),
             round_trip: media::RoundTrip::new(),
             choices: Vec::new(),
         }

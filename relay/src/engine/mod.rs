@@ -162,6 +162,10 @@ pub struct EngineConfig {
     /// no more than the estimate leaves it after its other streams. Off: only its
     /// viewers limit it.
     pub uplink_estimation: bool,
+    /// A receiver's round trip (timed from the report blocks that answer the SRs the
+    /// relay forwarded it) this far above its lowest is a queue on its downlink, which
+    /// brings its estimate down (`media::DownlinkEstimate`). `None`: no queue check.
+    pub downlink_queue: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -188,6 +192,7 @@ impl EngineConfig {
             layer_probe_backoff_max: Duration::from_secs(32),
             clamp_demote_below: 0.5,
             uplink_estimation: true,
+            downlink_queue: Some(Duration::from_millis(100)),
         }
     }
 }

@@ -76,7 +76,7 @@ impl Engine {
             dtls,
             link: Link::Handshaking,
             dtls_from: None,
-            downlink: bandwidth::Downlink::new(),
+            downlink: bandwidth::Downlink::new(self.cfg.downlink_queue),
         }));
         let msg = PeerMsg::Claimed {
             session: s.spec.id.clone(),

@@ -24,6 +24,7 @@
 //! | `layer_probe_max_ms` | `--layer-probe-max-ms` | 32000 (the longest wait between trials) |
 //! | `clamp_demote_below_percent` | `--clamp-demote-below-percent` | 50 (a viewer below this % of the median viewer gets the thumbnail instead of clamping the layer; 0 to 100) |
 //! | `uplink_estimation` | `--uplink-estimation` | `true` (estimate each sender's uplink from abs-send-time and keep its full layer under it) |
+//! | `downlink_queue_ms` | `--downlink-queue-ms` | 100 (a receiver's round trip this far above its lowest is a queue on its downlink: its estimate comes down; 0: off) |
 //!
 //! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing
 //! connection on the host never takes it, above the privileged ports, and it is the port
@@ -74,6 +75,8 @@ pub const DEFAULT_LAYER_PROBE_MS: u64 = 4000;
 pub const DEFAULT_LAYER_PROBE_MAX_MS: u64 = 32_000;
 /// Default demotion bound of the rate clamp, percent of the median viewer.
 pub const DEFAULT_CLAMP_DEMOTE_BELOW_PERCENT: u8 = 50;
+/// The default round trip above a receiver's lowest that is a queue on its downlink.
+pub const DEFAULT_DOWNLINK_QUEUE_MS: u64 = 100;
 /// The default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/blindfold/relay.sock";
 /// The default silence, in seconds, that ends a session (RFC 7675's consent timeout).
@@ -189,6 +192,10 @@ pub struct Args {
     /// full layer asked to fit under it (false: only its viewers limit it).
     #[arg(long, value_name = "BOOL")]
     pub uplink_estimation: Option<bool>,
+    /// A receiver's round trip this many milliseconds above its lowest is a queue on
+    /// its downlink, which brings its estimate down (0: no queue check).
+    #[arg(long, value_name = "MS")]
+    pub downlink_queue_ms: Option<u64>,
     /// Milliseconds to wait after a failed trial of a full layer before the next (it
     /// doubles per failure).
     #[arg(long, value_name = "MS")]
@@ -229,6 +236,7 @@ struct FileConfig {
     layer_probe_max_ms: Option<NonZeroU64>,
     clamp_demote_below_percent: Option<u8>,
     uplink_estimation: Option<bool>,
+    downlink_queue_ms: Option<u64>,
 }
 
 /// The DTLS certificate and key files.
@@ -288,6 +296,8 @@ pub struct Config {
     pub clamp_demote_below_percent: u8,
     /// Uplink estimation on.
     pub uplink_estimation: bool,
+    /// The round trip above a receiver's lowest that is a queue (`None`: no check).
+    pub downlink_queue: Option<Duration>,
 }
 
 /// Why the configuration was rejected. Each names the key at fault.
@@ -541,6 +551,12 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
             .uplink_estimation
             .or(file.uplink_estimation)
             .unwrap_or(true),
+        downlink_queue: match args.downlink_queue_ms.or(file.downlink_queue_ms) {
+            Some(0) => None,
+            ms => Some(Duration::from_millis(
+                ms.unwrap_or(DEFAULT_DOWNLINK_QUEUE_MS),
+            )),
+        },
     })
 }
 
@@ -575,6 +591,7 @@ mod tests {
         assert_eq!(c.layer_probe, Duration::from_secs(4));
         assert_eq!(c.layer_probe_max, Duration::from_secs(32));
         assert_eq!(c.clamp_demote_below_percent, 50);
+        assert_eq!(c.downlink_queue, Some(Duration::from_millis(100)));
         assert!(c.uplink_estimation);
         let e = load(&[
             "--public",
