@@ -690,3 +690,43 @@ fn a_sender_whose_uplink_is_narrower_than_its_layers_is_asked_to_fit_it() {
         "median REMB {median} for {room} bit/s of room: {on:?}"
     );
 }
+
+/// Dave watches alice over a fast downlink while he sends over a 1 Mbit/s uplink with a
+/// deep buffer, where his own packets queue. His reports cross that queue, so the
+/// round trips they time include it; the relay takes out what his media's one-way
+/// delay (abs-send-time against arrival) shows queued there. His downlink is not
+/// taken for congested: he gets alice's full layer as he does without the check.
+#[test]
+fn a_viewer_whose_own_uplink_queues_keeps_the_full_layer_its_downlink_carries() {
+    let run = |check: bool| {
+        let mut sim = Sim::with_config(2, 0, |cfg| {
+            if !check {
+                cfg.downlink_queue = None;
+            }
+        });
+        sim.extmap = FULL_EXTMAP;
+        sim.auto_feedback = true;
+        let (a, v) = alice_and(&mut sim, &[("dave", LinkConfig::PERFECT, true)]);
+        let d = v[0];
+        sim.subscribe(a, FullSet::All);
+        sim.set_uplink(d, LinkConfig::PERFECT.rate(1_000_000).queue_bytes(150_000));
+        let mut senders = [sending(&sim, a), sending(&sim, d)];
+        sim.run_sending(&mut senders, 10_000);
+        let from = sim.now;
+        sim.run_sending(&mut senders, 20_000);
+        let full = bytes_on(&sim, d, sim.member(a).ssrcs().full, from, sim.now) * 8 / 20;
+        let (_, queued) = audio_queueing(&sim, a, d, from, sim.now);
+        (full, queued)
+    };
+    let (full, queued) = run(true);
+    let (full_off, _) = run(false);
+    eprintln!(
+        "dave's uplink queued his audio up to {queued:.0} ms (p95); he got alice's full \
+         layer at {full} bit/s, {full_off} without the check"
+    );
+    assert!(
+        queued > 300.0,
+        "the uplink queued only {queued:.0} ms: no test"
+    );
+    assert!(full * 10 >= full_off * 9, "{full} against {full_off} bit/s");
+}

@@ -471,6 +471,10 @@ impl Engine {
                             .round_trip
                             .handle_block(now, b.ssrc, b.lsr, b.dlsr)
                     {
+                        // The report crossed the receiver's uplink: what its own media
+                        // shows queued there is not its downlink's.
+                        let up = rs.uplink.as_deref().map_or(Duration::ZERO, |u| u.queue());
+                        let t = t.saturating_sub(up);
                         rtt = Some(rtt.map_or(t, |r| r.min(t)));
                     }
                     // A full layer the receiver started getting within the last two

@@ -131,11 +131,11 @@ use std::time::{Duration, Instant};
 pub const MAX_CLOCKS: usize = 16;
 
 /// The abs-send-time field: 24 bits.
-const AST_MASK: u32 = 0x00ff_ffff;
+pub(crate) const AST_MASK: u32 = 0x00ff_ffff;
 /// Half the field: a difference below this is forward in time.
-const AST_HALF: u32 = 0x0080_0000;
+pub(crate) const AST_HALF: u32 = 0x0080_0000;
 /// Milliseconds per abs-send-time tick (2^-18 s).
-const MS_PER_TICK: f64 = 1000.0 / 262_144.0;
+pub(crate) const MS_PER_TICK: f64 = 1000.0 / 262_144.0;
 
 /// Packets sent within this of their group's first packet join the group (§5.2).
 const GROUP_SPAN_MS: f64 = 5.0;
@@ -395,6 +395,11 @@ impl Bwe {
     /// over-use) rather than being the configured initial value.
     pub fn is_measured(&self) -> bool {
         self.aimd.initialized
+    }
+
+    /// The latest packet's arrival, in milliseconds since the first one's.
+    pub(crate) fn latest_ms(&self) -> f64 {
+        self.latest_ms
     }
 
     /// The incoming bitrate `R_r` over the last 0.5 s, as of the latest packet or poll

@@ -51,9 +51,9 @@
 //!   rate the estimate then grows by 1% a report at most (GCC's additive increase
 //!   near the link's capacity), whatever the REMB says, until 1.1 × that rate went
 //!   through without a queue in three reports in a row. A round trip has two legs:
-//!   a queue on the receiver's uplink, which its reports cross, counts as one on its
-//!   downlink (a sender whose uplink is congested is limited by its uplink estimate,
-//!   `uplink.rs`, which drains that queue).
+//!   the engine takes out of it what the receiver's own media shows queued on its
+//!   uplink, which its reports cross (one-way delay over abs-send-time,
+//!   `UplinkEstimate::queue`).
 //! - **Loss is per packet, not per stream.** A receiver report has one block per
 //!   stream the receiver gets; their fraction-lost values are weighted by the packets
 //!   each stream carried since its previous report (from the extended highest sequence

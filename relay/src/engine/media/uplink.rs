@@ -37,7 +37,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::bwe::{Bwe, BweConfig};
+use super::bwe::{AST_HALF, AST_MASK, Bwe, BweConfig, MS_PER_TICK};
 use super::estimate::{DownlinkEstimate, EstimateConfig, LossReport};
 use crate::id::{Ssrc, WireSeq};
 
@@ -68,6 +68,12 @@ pub(crate) enum Limit {
     Lifted,
 }
 
+/// The lowest one-way delay is taken over the last one to two of these (ms).
+const ONE_WAY_WINDOW_MS: f64 = 30_000.0;
+/// A send time this far behind the latest is the sender's clock starting over, not
+/// reordering (ms).
+const CLOCK_RESTART_MS: f64 = 1000.0;
+
 /// Streams whose loss is counted (a session's first ones, by their index).
 const STREAMS: usize = 8;
 
@@ -87,6 +93,59 @@ pub(crate) struct UplinkEstimate {
     busy_at: Option<Instant>,
     /// When an interval last lost [`CONGESTED_LOSS`] of its packets or more.
     congested_at: Option<Instant>,
+    /// The queue on the uplink: see [`OneWay`].
+    one_way: OneWay,
+}
+
+/// How long the sender's packets queue on its uplink: each packet's arrival less its
+/// abs-send-time (the sender's clock, unwrapped) is the one-way delay plus a constant;
+/// above the lowest of the last 30–60 s, it is queueing. The relay reads it to take the
+/// uplink's part out of the round trips the sender's own reports time (they cross the
+/// same queue; see `estimate.rs`).
+#[derive(Debug, Default)]
+struct OneWay {
+    /// The latest abs-send-time and its unwrapped value in ms.
+    send: Option<(u32, f64)>,
+    /// The lowest offset of the current and the previous window, and when the current
+    /// one began (arrival ms).
+    lowest: [Option<f64>; 2],
+    window_from: Option<f64>,
+    /// The latest packet's queueing, ms.
+    queue_ms: f64,
+}
+
+impl OneWay {
+    /// A packet sent at abs-send-time `ast` arrived at `arrival_ms`.
+    fn on_packet(&mut self, arrival_ms: f64, ast: u32) {
+        let ast = ast & AST_MASK;
+        let send_ms = match self.send {
+            None => 0.0,
+            Some((last, ms)) => {
+                let ahead = ast.wrapping_sub(last) & AST_MASK;
+                if ahead >= AST_HALF {
+                    let behind = f64::from(last.wrapping_sub(ast) & AST_MASK) * MS_PER_TICK;
+                    if behind > CLOCK_RESTART_MS {
+                        *self = OneWay::default();
+                    }
+                    // Reordered (or a retransmission): the latest send time stands.
+                    return;
+                }
+                ms + f64::from(ahead) * MS_PER_TICK
+            }
+        };
+        self.send = Some((ast, send_ms));
+        let offset = arrival_ms - send_ms;
+        if self
+            .window_from
+            .is_none_or(|from| arrival_ms - from >= ONE_WAY_WINDOW_MS)
+        {
+            self.lowest = [None, self.lowest[0]];
+            self.window_from = Some(arrival_ms);
+        }
+        self.lowest[0] = Some(self.lowest[0].map_or(offset, |l| l.min(offset)));
+        let lowest = self.lowest.iter().flatten().fold(offset, |m, &l| m.min(l));
+        self.queue_ms = offset - lowest;
+    }
 }
 
 /// What arrived of one stream.
@@ -179,7 +238,14 @@ impl UplinkEstimate {
             handed: None,
             busy_at: None,
             congested_at: None,
+            one_way: OneWay::default(),
         }
+    }
+
+    /// How long the sender's latest packet queued on its uplink (from abs-send-time;
+    /// zero without it).
+    pub(crate) fn queue(&self) -> Duration {
+        Duration::try_from_secs_f64(self.one_way.queue_ms / 1000.0).unwrap_or_default()
     }
 
     /// A packet of the sender's `stream` (its index among the sender's streams),
@@ -203,6 +269,7 @@ impl UplinkEstimate {
         }
         if let Some(sent) = sent {
             self.delay.on_packet(now, sent, size);
+            self.one_way.on_packet(self.delay.latest_ms(), sent);
         }
     }
 
@@ -294,6 +361,40 @@ mod tests {
 
     const AUDIO: Ssrc = Ssrc(1);
     const VIDEO: Ssrc = Ssrc(2);
+
+    /// The queue on the uplink is the one-way delay above its lowest: the sender's
+    /// clock unwrapped past 2^24 ticks, a reordered packet ignored, a clock that starts
+    /// over measured afresh.
+    #[test]
+    fn the_uplink_queue_is_the_one_way_delay_above_its_lowest() {
+        let tick = |ms: f64| (ms / MS_PER_TICK) as u32;
+        let mut w = OneWay::default();
+        // 20 ms apart, 10 ms on the way: no queue.
+        for i in 0..10 {
+            w.on_packet(10.0 + 20.0 * f64::from(i), tick(20.0 * f64::from(i)));
+        }
+        assert!(w.queue_ms.abs() < 0.01, "{}", w.queue_ms);
+        // Then each packet waits 5 ms longer than the one before.
+        for i in 10..20 {
+            let wait = 5.0 * f64::from(i - 9);
+            w.on_packet(10.0 + 20.0 * f64::from(i) + wait, tick(20.0 * f64::from(i)));
+        }
+        assert!((w.queue_ms - 50.0).abs() < 0.01, "{}", w.queue_ms);
+        // A reordered packet (sent before the latest) changes nothing.
+        w.on_packet(500.0, tick(100.0));
+        assert!((w.queue_ms - 50.0).abs() < 0.01);
+        // Across the 24-bit wrap (64 s): still counted forward.
+        let mut w = OneWay::default();
+        w.on_packet(0.0, AST_MASK - tick(10.0));
+        w.on_packet(20.0, tick(10.0));
+        assert!(w.queue_ms.abs() < 0.01, "{}", w.queue_ms);
+        // The sender's clock starts over, 10 s back: measured afresh.
+        w.on_packet(40.0, AST_MASK - tick(10_000.0));
+        w.on_packet(60.0, AST_MASK - tick(9_980.0));
+        assert!(w.queue_ms.abs() < 0.01, "{}", w.queue_ms);
+        // Without abs-send-time there is no queue to tell.
+        assert_eq!(UplinkEstimate::new().queue(), Duration::ZERO);
+    }
 
     /// Sends `bps` of 1000-byte video packets plus 50 audio packets a second for
     /// `secs` over a link that drops every `drop_every`-th video packet (0: none),
