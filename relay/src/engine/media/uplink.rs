@@ -97,7 +97,8 @@ pub(crate) struct UplinkEstimate {
     one_way: OneWay,
 }
 
-/// How long the sender's packets queue on its uplink: each packet's arrival less its
+/// How long the sender's packets queue on its uplink, measured on the first packet of
+/// each group the delay-based estimator completes (a frame, about): each packet's arrival less its
 /// abs-send-time (the sender's clock, unwrapped) is the one-way delay plus a constant;
 /// above the lowest of the last 30–60 s, it is queueing. The relay reads it to take the
 /// uplink's part out of the round trips the sender's own reports time (they cross the
@@ -112,6 +113,8 @@ struct OneWay {
     window_from: Option<f64>,
     /// The latest packet's queueing, ms.
     queue_ms: f64,
+    /// The delay-based estimator's groups when the latest packet was taken.
+    groups: u64,
 }
 
 impl OneWay {
@@ -125,7 +128,10 @@ impl OneWay {
                 if ahead >= AST_HALF {
                     let behind = f64::from(last.wrapping_sub(ast) & AST_MASK) * MS_PER_TICK;
                     if behind > CLOCK_RESTART_MS {
-                        *self = OneWay::default();
+                        *self = OneWay {
+                            groups: self.groups,
+                            ..OneWay::default()
+                        };
                     }
                     // Reordered (or a retransmission): the latest send time stands.
                     return;
@@ -269,7 +275,12 @@ impl UplinkEstimate {
         }
         if let Some(sent) = sent {
             self.delay.on_packet(now, sent, size);
-            self.one_way.on_packet(self.delay.latest_ms(), sent);
+            // Once a group (a frame, about): the first packet of each new one.
+            let groups = self.delay.stats().groups;
+            if groups != self.one_way.groups {
+                self.one_way.groups = groups;
+                self.one_way.on_packet(self.delay.latest_ms(), sent);
+            }
         }
     }
 
