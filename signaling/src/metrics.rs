@@ -207,6 +207,8 @@ impl Metrics {
 /// Serves `GET /metrics` on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Mutex<Metrics>>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
+    // The address bound (port 0 in the config: the one the system chose).
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "metrics listening");
     tokio::spawn(async move {
         loop {

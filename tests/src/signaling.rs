@@ -21,7 +21,7 @@ use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 use serde_json::{Value, json};
 
 use crate::matrix::{MatrixUser, pointer_token};
-use crate::process::{Relay, binary, free_tcp_port};
+use crate::process::{Relay, binary};
 use crate::synapse::{PASSWORD, Synapse, unique_localpart};
 
 /// The conference id the end-to-end tests announce.
@@ -32,7 +32,9 @@ pub struct Signaling {
     child: Option<Child>,
     /// Its directory: config, database, log.
     pub dir: PathBuf,
-    /// Its `/metrics` address.
+    /// Its `/metrics` address: port 0 until [`wait_ready`](Self::wait_ready) reads
+    /// the one it bound from its log (a port picked here and bound there could be
+    /// taken in between by another test).
     pub metrics: SocketAddr,
     log_offset: u64,
 }
@@ -55,7 +57,7 @@ impl Signaling {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
+        let metrics: SocketAddr = ([127, 0, 0, 1], 0).into();
         std::fs::write(dir.join("password"), password).expect("password file");
         let config = format!(
             "homeserver = \"{}\"\nuser = \"{user}\"\npassword_file = \"{}\"\nrelay_socket = \"{}\"\n\
@@ -126,6 +128,19 @@ impl Signaling {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        let log = self.run_log();
+        self.metrics = log
+            .lines()
+            .filter(|l| l.contains("metrics listening"))
+            .find_map(|l| {
+                l.split("addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("blindfold-signaling logged no metrics address:\n{log}"));
     }
 
     /// Waits for the current run to exit, up to `limit`.
