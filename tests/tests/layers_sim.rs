@@ -16,7 +16,17 @@ const FRAME_MARKING: ExtId = ExtId(2);
 /// A sim on two workers whose members negotiate every extension the relay reads and
 /// send the feedback a real client does (NACKs, keyframe requests).
 fn sim() -> Sim {
-    let mut sim = Sim::new(2);
+    sim_with_queue_check(true)
+}
+
+/// [`sim`] with the downlink estimate's round-trip queue check on or off
+/// (`EngineConfig::downlink_queue`).
+fn sim_with_queue_check(check: bool) -> Sim {
+    let mut sim = Sim::with_config(2, 0, |cfg| {
+        if !check {
+            cfg.downlink_queue = None;
+        }
+    });
     sim.extmap = FULL_EXTMAP;
     sim.auto_feedback = true;
     sim
@@ -440,13 +450,7 @@ fn audio_queueing(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Insta
 #[test]
 fn the_round_trip_check_keeps_a_deep_buffer_from_filling() {
     let run = |check: bool| {
-        let mut sim = Sim::with_config(2, 0, |cfg| {
-            if !check {
-                cfg.downlink_queue = None;
-            }
-        });
-        sim.extmap = FULL_EXTMAP;
-        sim.auto_feedback = true;
+        let mut sim = sim_with_queue_check(check);
         let (a, v) = alice_and(
             &mut sim,
             &[
@@ -699,13 +703,7 @@ fn a_sender_whose_uplink_is_narrower_than_its_layers_is_asked_to_fit_it() {
 #[test]
 fn a_viewer_whose_own_uplink_queues_keeps_the_full_layer_its_downlink_carries() {
     let run = |check: bool| {
-        let mut sim = Sim::with_config(2, 0, |cfg| {
-            if !check {
-                cfg.downlink_queue = None;
-            }
-        });
-        sim.extmap = FULL_EXTMAP;
-        sim.auto_feedback = true;
+        let mut sim = sim_with_queue_check(check);
         let (a, v) = alice_and(&mut sim, &[("dave", LinkConfig::PERFECT, true)]);
         let d = v[0];
         sim.subscribe(a, FullSet::All);
