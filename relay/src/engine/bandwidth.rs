@@ -98,7 +98,7 @@ impl Downlink {
     /// queue check).
     pub(super) fn new(queue: Option<Duration>) -> Self {
         let cfg = media::EstimateConfig {
-            queue_high: queue.unwrap_or(Duration::MAX),
+            queue_high: queue,
             ..media::EstimateConfig::default()
         };
         Downlink {
@@ -451,6 +451,9 @@ impl Engine {
                 // streams, or a stranger's, says nothing of its downlink).
                 let mut reports = Vec::new();
                 let mut rtt: Option<Duration> = None;
+                // The report crossed the receiver's uplink: what its own media shows
+                // queued there is not its downlink's.
+                let uplink_queue = rs.uplink.as_deref().map_or(Duration::ZERO, |u| u.queue());
                 for b in blocks {
                     let Some(owner) = self.stream_owner(conf, b.ssrc) else {
                         continue;
@@ -471,10 +474,7 @@ impl Engine {
                             .round_trip
                             .handle_block(now, b.ssrc, b.lsr, b.dlsr)
                     {
-                        // The report crossed the receiver's uplink: what its own media
-                        // shows queued there is not its downlink's.
-                        let up = rs.uplink.as_deref().map_or(Duration::ZERO, |u| u.queue());
-                        let t = t.saturating_sub(up);
+                        let t = t.saturating_sub(uplink_queue);
                         rtt = Some(rtt.map_or(t, |r| r.min(t)));
                     }
                     // A full layer the receiver started getting within the last two

@@ -192,7 +192,7 @@ impl EngineConfig {
             layer_probe_backoff_max: Duration::from_secs(32),
             clamp_demote_below: 0.5,
             uplink_estimation: true,
-            downlink_queue: Some(Duration::from_millis(100)),
+            downlink_queue: media::EstimateConfig::default().queue_high,
         }
     }
 }

@@ -131,11 +131,11 @@ use std::time::{Duration, Instant};
 pub const MAX_CLOCKS: usize = 16;
 
 /// The abs-send-time field: 24 bits.
-pub(crate) const AST_MASK: u32 = 0x00ff_ffff;
+const AST_MASK: u32 = 0x00ff_ffff;
 /// Half the field: a difference below this is forward in time.
-pub(crate) const AST_HALF: u32 = 0x0080_0000;
+const AST_HALF: u32 = 0x0080_0000;
 /// Milliseconds per abs-send-time tick (2^-18 s).
-pub(crate) const MS_PER_TICK: f64 = 1000.0 / 262_144.0;
+const MS_PER_TICK: f64 = 1000.0 / 262_144.0;
 
 /// Packets sent within this of their group's first packet join the group (§5.2).
 const GROUP_SPAN_MS: f64 = 5.0;
@@ -574,7 +574,7 @@ struct Clock {
 }
 
 /// `to − from` in milliseconds if `to` is not before `from` (modulo 2^24 ticks).
-fn forward_ms(from: u32, to: u32) -> Option<f64> {
+pub(crate) fn forward_ms(from: u32, to: u32) -> Option<f64> {
     let d = to.wrapping_sub(from) & AST_MASK;
     (d < AST_HALF).then(|| f64::from(d) * MS_PER_TICK)
 }

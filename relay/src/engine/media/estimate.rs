@@ -88,8 +88,9 @@ pub(crate) struct EstimateConfig {
     pub jitter_hold: Duration,
     /// Reports closer together than this are merged into one update.
     pub min_update_interval: Duration,
-    /// A round trip this much above the lowest one is a queue on the downlink.
-    pub queue_high: Duration,
+    /// A round trip this much above the lowest one is a queue on the downlink (`None`:
+    /// no queue check).
+    pub queue_high: Option<Duration>,
     /// The lowest round trip is taken over the last one to two of these.
     pub base_rtt_window: Duration,
 }
@@ -105,7 +106,7 @@ impl Default for EstimateConfig {
             remb_timeout: Duration::from_secs(5),
             jitter_hold: Duration::from_millis(30),
             min_update_interval: Duration::from_millis(200),
-            queue_high: Duration::from_millis(100),
+            queue_high: Some(Duration::from_millis(100)),
             base_rtt_window: Duration::from_secs(30),
         }
     }
@@ -136,7 +137,7 @@ const REMB_FELL: f64 = 0.97;
 /// REMB) keeps the estimate from counting as app-limited.
 const TROUBLE_HOLD: Duration = Duration::from_secs(2);
 
-/// A growing queue decreases the estimate to this fraction of what was sent …
+/// A growing queue decreases the estimate to this fraction of what the link delivered …
 const QUEUE_BETA: f64 = 0.9;
 /// … and so does one that has stood (above `queue_high`, not growing) this long since.
 const QUEUE_STANDING: Duration = Duration::from_secs(3);
@@ -196,17 +197,16 @@ pub(crate) struct DownlinkEstimate {
     acc_jitter: Duration,
     last_update: Option<Instant>,
     last_loss: Option<f64>,
-    /// The lowest round trip since the update before, the queue it showed then, and
-    /// the lowest round trip of the current and the previous `base_rtt_window`.
+    /// The lowest round trip since the update before, the queue it showed then (and
+    /// when), and the lowest round trip of the last `base_rtt_window`s.
     acc_rtt: Option<Duration>,
     last_queue: Option<(Duration, Instant)>,
+    base_rtt: RecentLowest<Duration>,
     /// When a queue last decreased the estimate, and what the link delivered then.
     queue_cut_at: Option<Instant>,
     capacity: Option<f64>,
     /// Updates in a row that sent more than [`CAPACITY_PASSED`] × `capacity` clear.
     passed: u32,
-    base_rtt: [Option<Duration>; 2],
-    base_rtt_since: Option<Instant>,
     sent: RateMeter,
     /// What was sent, as given by [`DownlinkEstimate::set_sent_rate`] (it then replaces
     /// the meter).
@@ -238,8 +238,7 @@ impl DownlinkEstimate {
             queue_cut_at: None,
             capacity: None,
             passed: 0,
-            base_rtt: [None; 2],
-            base_rtt_since: None,
+            base_rtt: RecentLowest::default(),
             sent: RateMeter::new(cfg.sent_window),
             sent_given: None,
         }
@@ -296,14 +295,7 @@ impl DownlinkEstimate {
     /// did not), against the lowest of the last `base_rtt_window`s.
     pub(crate) fn handle_round_trip(&mut self, now: Instant, rtt: Duration) {
         self.acc_rtt = Some(self.acc_rtt.map_or(rtt, |a| a.min(rtt)));
-        if self
-            .base_rtt_since
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.base_rtt_window)
-        {
-            self.base_rtt = [None, self.base_rtt[0]];
-            self.base_rtt_since = Some(now);
-        }
-        self.base_rtt[0] = Some(self.base_rtt[0].map_or(rtt, |b| b.min(rtt)));
+        self.base_rtt.add(now, self.cfg.base_rtt_window, rtt);
     }
 
     /// What the round trips since the last update say of a queue on the downlink: how
@@ -313,12 +305,12 @@ impl DownlinkEstimate {
         let Some(rtt) = self.acc_rtt.take() else {
             return Queue::Unknown;
         };
-        let Some(&base) = self.base_rtt.iter().flatten().min() else {
+        let (Some(base), Some(high)) = (self.base_rtt.lowest(), self.cfg.queue_high) else {
             return Queue::Unknown;
         };
         let q = rtt.saturating_sub(base);
         let last = self.last_queue.replace((q, now));
-        if q <= self.cfg.queue_high {
+        if q <= high {
             return Queue::Clear;
         }
         // Growing since the report before, or standing since the last decrease had
@@ -527,6 +519,38 @@ impl DownlinkEstimate {
     }
 }
 
+/// The lowest value of the last one to two windows: of the current one and the one
+/// before it (a new window starts when the current one is `window` old). Fixed size.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RecentLowest<T> {
+    lowest: [Option<T>; 2],
+    since: Option<Instant>,
+}
+
+impl<T: Copy + PartialOrd> RecentLowest<T> {
+    /// Counts `v` at `now`; returns the lowest value now.
+    pub(crate) fn add(&mut self, now: Instant, window: Duration, v: T) -> T {
+        if self
+            .since
+            .is_none_or(|t| now.saturating_duration_since(t) >= window)
+        {
+            self.lowest = [None, self.lowest[0]];
+            self.since = Some(now);
+        }
+        self.lowest[0] = Some(self.lowest[0].map_or(v, |l| lower(l, v)));
+        self.lowest.iter().flatten().fold(v, |m, &l| lower(m, l))
+    }
+
+    /// The lowest value of the last one to two windows, if any was counted.
+    pub(crate) fn lowest(&self) -> Option<T> {
+        self.lowest.iter().flatten().copied().reduce(lower)
+    }
+}
+
+fn lower<T: PartialOrd>(a: T, b: T) -> T {
+    if b < a { b } else { a }
+}
+
 /// Bytes over the last window, in buckets of a tenth of it: what the relay sent a
 /// receiver, or what a stream carries (the engine's per-stream rate). No allocation.
 #[derive(Debug)]
@@ -728,7 +752,7 @@ mod tests {
         let e = second(&mut s, 760_000, 200);
         assert!(near(e, 684_000), "{e}");
         // The lowest round trip of the window is the base: a higher one never is.
-        assert_eq!(s.e.base_rtt.iter().flatten().min(), Some(&(10 * MS)));
+        assert_eq!(s.e.base_rtt.lowest(), Some(10 * MS));
     }
 
     #[test]
@@ -740,7 +764,7 @@ mod tests {
         assert_eq!(d.remb_timeout, Duration::from_secs(5));
         assert_eq!(d.jitter_hold, 30 * MS);
         assert_eq!(d.min_update_interval, 200 * MS);
-        assert_eq!(d.queue_high, 100 * MS);
+        assert_eq!(d.queue_high, Some(100 * MS));
         assert_eq!(d.base_rtt_window, Duration::from_secs(30));
     }
 
@@ -940,7 +964,7 @@ mod tests {
             remb_timeout: Duration::ZERO,
             jitter_hold: Duration::ZERO,
             min_update_interval: Duration::MAX,
-            queue_high: Duration::ZERO,
+            queue_high: Some(Duration::ZERO),
             base_rtt_window: Duration::ZERO,
         });
         e.handle_sent(t0, usize::MAX);

@@ -37,8 +37,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::bwe::{AST_HALF, AST_MASK, Bwe, BweConfig, MS_PER_TICK};
-use super::estimate::{DownlinkEstimate, EstimateConfig, LossReport};
+use super::bwe::{Bwe, BweConfig, forward_ms};
+use super::estimate::{DownlinkEstimate, EstimateConfig, LossReport, RecentLowest};
 use crate::id::{Ssrc, WireSeq};
 
 /// Loss is counted over this long, and the estimate handed out at least this often.
@@ -68,8 +68,8 @@ pub(crate) enum Limit {
     Lifted,
 }
 
-/// The lowest one-way delay is taken over the last one to two of these (ms).
-const ONE_WAY_WINDOW_MS: f64 = 30_000.0;
+/// The lowest one-way delay is taken over the last one to two of these.
+const ONE_WAY_WINDOW: Duration = Duration::from_secs(30);
 /// A send time this far behind the latest is the sender's clock starting over, not
 /// reordering (ms).
 const CLOCK_RESTART_MS: f64 = 1000.0;
@@ -107,10 +107,8 @@ pub(crate) struct UplinkEstimate {
 struct OneWay {
     /// The latest abs-send-time and its unwrapped value in ms.
     send: Option<(u32, f64)>,
-    /// The lowest offset of the current and the previous window, and when the current
-    /// one began (arrival ms).
-    lowest: [Option<f64>; 2],
-    window_from: Option<f64>,
+    /// The lowest offset (arrival less send time, ms) of the last windows.
+    lowest: RecentLowest<f64>,
     /// The latest packet's queueing, ms.
     queue_ms: f64,
     /// The delay-based estimator's groups when the latest packet was taken.
@@ -118,16 +116,15 @@ struct OneWay {
 }
 
 impl OneWay {
-    /// A packet sent at abs-send-time `ast` arrived at `arrival_ms`.
-    fn on_packet(&mut self, arrival_ms: f64, ast: u32) {
-        let ast = ast & AST_MASK;
+    /// A packet sent at abs-send-time `ast` arrived at `now`, `arrival_ms` after the
+    /// delay-based estimator's first packet.
+    fn on_packet(&mut self, now: Instant, arrival_ms: f64, ast: u32) {
         let send_ms = match self.send {
             None => 0.0,
-            Some((last, ms)) => {
-                let ahead = ast.wrapping_sub(last) & AST_MASK;
-                if ahead >= AST_HALF {
-                    let behind = f64::from(last.wrapping_sub(ast) & AST_MASK) * MS_PER_TICK;
-                    if behind > CLOCK_RESTART_MS {
+            Some((last, ms)) => match forward_ms(last, ast) {
+                Some(ahead) => ms + ahead,
+                None => {
+                    if forward_ms(ast, last).is_some_and(|behind| behind > CLOCK_RESTART_MS) {
                         *self = OneWay {
                             groups: self.groups,
                             ..OneWay::default()
@@ -136,21 +133,11 @@ impl OneWay {
                     // Reordered (or a retransmission): the latest send time stands.
                     return;
                 }
-                ms + f64::from(ahead) * MS_PER_TICK
-            }
+            },
         };
         self.send = Some((ast, send_ms));
         let offset = arrival_ms - send_ms;
-        if self
-            .window_from
-            .is_none_or(|from| arrival_ms - from >= ONE_WAY_WINDOW_MS)
-        {
-            self.lowest = [None, self.lowest[0]];
-            self.window_from = Some(arrival_ms);
-        }
-        self.lowest[0] = Some(self.lowest[0].map_or(offset, |l| l.min(offset)));
-        let lowest = self.lowest.iter().flatten().fold(offset, |m, &l| m.min(l));
-        self.queue_ms = offset - lowest;
+        self.queue_ms = offset - self.lowest.add(now, ONE_WAY_WINDOW, offset);
     }
 }
 
@@ -279,7 +266,7 @@ impl UplinkEstimate {
             let groups = self.delay.stats().groups;
             if groups != self.one_way.groups {
                 self.one_way.groups = groups;
-                self.one_way.on_packet(self.delay.latest_ms(), sent);
+                self.one_way.on_packet(now, self.delay.latest_ms(), sent);
             }
         }
     }
@@ -378,30 +365,48 @@ mod tests {
     /// over measured afresh.
     #[test]
     fn the_uplink_queue_is_the_one_way_delay_above_its_lowest() {
-        let tick = |ms: f64| (ms / MS_PER_TICK) as u32;
+        // abs-send-time: 24 bits of 2^-18 s.
+        const MASK: u32 = 0x00ff_ffff;
+        let tick = |ms: f64| (ms * 262.144) as u32;
+        let t0 = Instant::now();
+        let at = |w: &mut OneWay, arrival_ms: f64, ast: u32| {
+            w.on_packet(
+                t0 + Duration::from_secs_f64(arrival_ms / 1000.0),
+                arrival_ms,
+                ast,
+            )
+        };
         let mut w = OneWay::default();
         // 20 ms apart, 10 ms on the way: no queue.
         for i in 0..10 {
-            w.on_packet(10.0 + 20.0 * f64::from(i), tick(20.0 * f64::from(i)));
+            at(
+                &mut w,
+                10.0 + 20.0 * f64::from(i),
+                tick(20.0 * f64::from(i)),
+            );
         }
         assert!(w.queue_ms.abs() < 0.01, "{}", w.queue_ms);
         // Then each packet waits 5 ms longer than the one before.
         for i in 10..20 {
             let wait = 5.0 * f64::from(i - 9);
-            w.on_packet(10.0 + 20.0 * f64::from(i) + wait, tick(20.0 * f64::from(i)));
+            at(
+                &mut w,
+                10.0 + 20.0 * f64::from(i) + wait,
+                tick(20.0 * f64::from(i)),
+            );
         }
         assert!((w.queue_ms - 50.0).abs() < 0.01, "{}", w.queue_ms);
         // A reordered packet (sent before the latest) changes nothing.
-        w.on_packet(500.0, tick(100.0));
+        at(&mut w, 500.0, tick(100.0));
         assert!((w.queue_ms - 50.0).abs() < 0.01);
         // Across the 24-bit wrap (64 s): still counted forward.
         let mut w = OneWay::default();
-        w.on_packet(0.0, AST_MASK - tick(10.0));
-        w.on_packet(20.0, tick(10.0));
+        at(&mut w, 0.0, MASK - tick(10.0));
+        at(&mut w, 20.0, tick(10.0));
         assert!(w.queue_ms.abs() < 0.01, "{}", w.queue_ms);
         // The sender's clock starts over, 10 s back: measured afresh.
-        w.on_packet(40.0, AST_MASK - tick(10_000.0));
-        w.on_packet(60.0, AST_MASK - tick(9_980.0));
+        at(&mut w, 40.0, MASK - tick(10_000.0));
+        at(&mut w, 60.0, MASK - tick(9_980.0));
         assert!(w.queue_ms.abs() < 0.01, "{}", w.queue_ms);
         // Without abs-send-time there is no queue to tell.
         assert_eq!(UplinkEstimate::new().queue(), Duration::ZERO);
