@@ -11,7 +11,8 @@ use blindfold_relay::dtls::{
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, SeqNo, Ssrc, WireSeq};
 use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpProfile};
 use blindfold_relay::wire::rtcp::{
-    CompoundWriter, PauseKind, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo,
+    self as rtcp, CompoundWriter, PauseKind, Probe, ProbeMessage, ProbeReport, ReportBlock,
+    RtcpCompound, RtcpPacket, SenderInfo,
 };
 use blindfold_relay::wire::rtp::{RtpFields, RtpHeader, abs_send_time, write_header};
 use blindfold_relay::wire::{Datagram, demux};
@@ -292,6 +293,8 @@ pub struct Stats {
     /// REMBs sent (in periodic reports or on their own), the fixed
     /// [`ParticipantConfig::remb_bps`] ones included.
     pub remb_out: u64,
+    /// The relay's probe clusters reported on.
+    pub probes_answered: u64,
     /// Dropped datagrams by reason.
     pub drops: Vec<(DropReason, u64)>,
 }
@@ -403,6 +406,8 @@ pub struct Participant {
     next_report: Option<Instant>,
     /// The receive-side bandwidth estimator, if [`ParticipantConfig::bwe`] is set.
     bwe: Option<Bwe>,
+    /// What arrives during the relay's probe clusters.
+    probe: ProbeMeter,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -484,6 +489,7 @@ impl Participant {
             recv: Vec::new(),
             next_report: None,
             bwe,
+            probe: ProbeMeter::default(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -577,6 +583,7 @@ impl Participant {
         if from != self.ice.remote_addr() {
             return Err(DropReason::UnknownSource);
         }
+        self.probe.on_datagram(buf.len());
         match demux(buf) {
             Datagram::Stun(d) => self.ice.handle_stun(now, from, d),
             Datagram::Dtls(d) => {
@@ -700,6 +707,7 @@ impl Participant {
         let compound = RtcpCompound::parse(plain).map_err(DropReason::Rtcp)?;
         let own = self.config.ssrcs.all();
         let mut first_err = None;
+        let mut probe_report = None;
         for packet in compound {
             let packet = match packet {
                 Ok(p) => p,
@@ -771,7 +779,25 @@ impl Participant {
                         lost: nack.lost().collect(),
                     });
                 }
+                RtcpPacket::App(app) => match app.probe_message() {
+                    Some(Ok(ProbeMessage::Probe(p))) => {
+                        probe_report = self.probe.on_probe(now, p).or(probe_report);
+                    }
+                    Some(Err(e)) => {
+                        first_err.get_or_insert(e);
+                    }
+                    Some(Ok(ProbeMessage::Report(_))) | None => {}
+                },
                 _ => {}
+            }
+        }
+        if let Some(report) = probe_report {
+            let mut out = [0u8; rtcp::PROBE_REPORT_LEN];
+            let own = self.config.ssrcs.audio;
+            if rtcp::write_probe_report(&mut out, own, &report).is_ok()
+                && self.send_rtcp(now, &out).is_ok()
+            {
+                self.stats.probes_answered += 1;
             }
         }
         match first_err {
@@ -1317,5 +1343,116 @@ fn report_block(r: &mut RecvStream, now: Instant) -> ReportBlock {
         jitter: 0,
         lsr,
         dlsr,
+    }
+}
+
+/// What arrives during one of the relay's probe clusters (`docs/protocol.md`,
+/// "Probes"): from the arrival of its first packet to its last, every datagram from the
+/// relay counts, whatever it carries — the link's delivery rate is what is measured.
+#[derive(Debug, Default)]
+struct ProbeMeter {
+    open: Option<OpenCluster>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenCluster {
+    cluster: u16,
+    first: Instant,
+    received: u8,
+    /// Bytes of the datagrams after the first probe packet.
+    bytes: u64,
+}
+
+impl ProbeMeter {
+    /// A datagram from the relay, before it is handled.
+    fn on_datagram(&mut self, len: usize) {
+        if let Some(c) = &mut self.open {
+            c.bytes += len as u64;
+        }
+    }
+
+    /// A probe packet (its datagram already counted): the report when it is its
+    /// cluster's last. A packet of another cluster starts measuring that one (a
+    /// cluster whose last packet was lost goes unreported; the relay counts that as a
+    /// link that did not carry it).
+    fn on_probe(&mut self, now: Instant, p: Probe) -> Option<ProbeReport> {
+        match &mut self.open {
+            Some(c) if c.cluster == p.cluster => c.received = c.received.saturating_add(1),
+            _ => {
+                self.open = Some(OpenCluster {
+                    cluster: p.cluster,
+                    first: now,
+                    received: 1,
+                    bytes: 0,
+                });
+            }
+        }
+        if p.index.saturating_add(1) < p.count {
+            return None;
+        }
+        let c = self.open.take()?;
+        Some(ProbeReport {
+            cluster: c.cluster,
+            received: c.received,
+            bytes: u32::try_from(c.bytes).unwrap_or(u32::MAX),
+            duration_us: u32::try_from(now.saturating_duration_since(c.first).as_micros())
+                .unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    // One arbitrary base instant; everything after it is simulated.
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn probe(cluster: u16, index: u8) -> Probe {
+        Probe {
+            cluster,
+            index,
+            count: 5,
+        }
+    }
+
+    /// Every datagram after the first probe counts, up to the last; a cluster whose
+    /// last packet was lost goes unreported, and the next is measured afresh.
+    #[test]
+    fn a_cluster_is_measured_from_its_first_packet_to_its_last() {
+        let t0 = Instant::now();
+        let mut m = ProbeMeter::default();
+        m.on_datagram(1200); // before any cluster: not counted
+        m.on_datagram(800);
+        assert_eq!(m.on_probe(t0, probe(3, 0)), None);
+        for i in 1..4u8 {
+            m.on_datagram(800);
+            assert_eq!(m.on_probe(t0 + 4 * MS * u32::from(i), probe(3, i)), None);
+            m.on_datagram(300); // media between the probes
+        }
+        // Its last packet is lost; the next cluster starts.
+        m.on_datagram(800);
+        assert_eq!(m.on_probe(t0 + 100 * MS, probe(4, 0)), None);
+        for i in 1..5u8 {
+            m.on_datagram(800);
+            let r = m.on_probe(t0 + 100 * MS + 4 * MS * u32::from(i), probe(4, i));
+            assert_eq!(r.is_some(), i == 4);
+            if let Some(r) = r {
+                assert_eq!(
+                    r,
+                    ProbeReport {
+                        cluster: 4,
+                        received: 5,
+                        bytes: 4 * 800,
+                        duration_us: 16_000,
+                    }
+                );
+            }
+        }
+        // Nothing open any more: datagrams are not counted.
+        m.on_datagram(1200);
+        assert!(m.open.is_none());
     }
 }

@@ -132,6 +132,20 @@ pub(super) fn exercise_packet(
             w.bye(&ssrcs, reason).unwrap();
         }
         RtcpPacket::App(app) => {
+            match app.probe_message() {
+                Some(Ok(ProbeMessage::Probe(p))) => {
+                    let n = write_probe(&mut buf, app.ssrc(), p, app.data().len() + 12).unwrap();
+                    let again = App::parse(&buf[..n]).unwrap().probe_message();
+                    assert_eq!(again, Some(Ok(ProbeMessage::Probe(p))));
+                }
+                Some(Ok(ProbeMessage::Report(r))) => {
+                    let n = write_probe_report(&mut buf, app.ssrc(), &r).unwrap();
+                    let again = App::parse(&buf[..n]).unwrap().probe_message();
+                    assert_eq!(again, Some(Ok(ProbeMessage::Report(r))));
+                    let _ = r.delivered_bps();
+                }
+                Some(Err(_)) | None => {}
+            }
             if !app.data().len().is_multiple_of(4) {
                 return false;
             }

@@ -154,6 +154,10 @@ pub enum RtcpError {
     /// Transport-cc receive deltas run past the end.
     #[error("transport-cc receive deltas run past the end")]
     TccDeltasTruncated,
+    /// A Blindfold probe or probe report (APP `BFPR`) shorter than its fields, or a
+    /// probe whose index is not below its count.
+    #[error("BFPR probe packet with bad fields")]
+    ProbeMalformed,
     /// Builder: the output buffer is too small for the packet.
     #[error("output buffer too small")]
     BufferTooSmall,

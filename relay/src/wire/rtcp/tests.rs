@@ -1471,3 +1471,96 @@ fn cross_check_transport_cc() {
     assert_eq!(v[2].0, 0);
     assert_eq!(v[23].0, 21);
 }
+
+#[test]
+fn probe_and_probe_report() {
+    let p = Probe {
+        cluster: 7,
+        index: 0,
+        count: 5,
+    };
+    let b = rebuild(|b| write_probe(b, Ssrc(0x0b11_dfd0), p, 22));
+    #[rustfmt::skip]
+    assert_eq!(b, [
+        0x80, 0xcc, 0, 5, 0x0b, 0x11, 0xdf, 0xd0, b'B', b'F', b'P', b'R',
+        0, 7, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    let app = App::parse(&b).unwrap();
+    assert_eq!(app.probe_message(), Some(Ok(ProbeMessage::Probe(p))));
+    // Index past the count, count 0, too short: malformed; another name: not ours.
+    for (at, v) in [(14, 5), (15, 0)] {
+        let mut bad = b.clone();
+        bad[at] = v;
+        let app = App::parse(&bad).unwrap();
+        assert_eq!(app.probe_message(), Some(Err(RtcpError::ProbeMalformed)));
+    }
+    let short = rebuild(|b| write_app(b, PROBE_SUBTYPE, Ssrc(1), PROBE_NAME, &[]));
+    let app = App::parse(&short).unwrap();
+    assert_eq!(app.probe_message(), Some(Err(RtcpError::ProbeMalformed)));
+    let other = rebuild(|b| write_app(b, 0, Ssrc(1), *b"bfld", &[0, 7, 0, 5]));
+    assert_eq!(App::parse(&other).unwrap().probe_message(), None);
+    let bad = Probe { index: 5, ..p };
+    assert_eq!(
+        write_probe(&mut [0; 64], Ssrc(1), bad, 24),
+        Err(RtcpError::ProbeMalformed)
+    );
+
+    let r = ProbeReport {
+        cluster: 7,
+        received: 5,
+        bytes: 4500,
+        duration_us: 24_000,
+    };
+    let b = rebuild(|b| write_probe_report(b, Ssrc(1), &r));
+    #[rustfmt::skip]
+    assert_eq!(b, [
+        0x81, 0xcc, 0, 5, 0, 0, 0, 1, b'B', b'F', b'P', b'R',
+        0, 7, 5, 0, 0, 0, 0x11, 0x94, 0, 0, 0x5d, 0xc0,
+    ]);
+    let app = App::parse(&b).unwrap();
+    assert_eq!(app.probe_message(), Some(Ok(ProbeMessage::Report(r))));
+    assert_eq!(r.delivered_bps(), 1_500_000);
+    // Under a millisecond counts as one.
+    let instant = ProbeReport {
+        duration_us: 0,
+        ..r
+    };
+    assert_eq!(instant.delivered_bps(), 36_000_000);
+}
+
+/// The examples of docs/protocol.md, "Probes", are what the builders write.
+#[test]
+fn probe_examples_in_the_protocol_doc() {
+    let doc = include_str!("../../../../docs/protocol.md");
+    let example = |prefix: &str| -> Vec<u8> {
+        let line = doc
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line"));
+        let hex: String = line.split_whitespace().collect();
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let probe = Probe {
+        cluster: 7,
+        index: 0,
+        count: 5,
+    };
+    let b = example("probe:");
+    assert_eq!(b, rebuild(|o| write_probe(o, Ssrc(0x0b11_dfd0), probe, 24)));
+    let app = App::parse(&b).unwrap();
+    assert_eq!(app.probe_message(), Some(Ok(ProbeMessage::Probe(probe))));
+    let report = ProbeReport {
+        cluster: 7,
+        received: 5,
+        bytes: 4500,
+        duration_us: 24_000,
+    };
+    let b = example("report:");
+    assert_eq!(b, rebuild(|o| write_probe_report(o, Ssrc(1), &report)));
+    let app = App::parse(&b).unwrap();
+    assert_eq!(app.probe_message(), Some(Ok(ProbeMessage::Report(report))));
+    assert_eq!(report.delivered_bps(), 1_500_000);
+}
