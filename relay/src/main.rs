@@ -193,6 +193,7 @@ fn run(config: &Config) -> Result<(), Fatal> {
         engine_cfg.layer_choice = config.layer_choice;
         engine_cfg.layer_probe_backoff = config.layer_probe;
         engine_cfg.layer_probe_backoff_max = config.layer_probe_max;
+        engine_cfg.layer_probe_padding = config.layer_probe_padding;
         engine_cfg.clamp_demote_below = f64::from(config.clamp_demote_below_percent) / 100.0;
         engine_cfg.uplink_estimation = config.uplink_estimation;
         engine_cfg.downlink_queue = config.downlink_queue;

@@ -105,6 +105,9 @@ fn full_resolution_only_when_subscribed() {
 
     sim.subscribe(b, FullSet::Ssrcs(vec![full]));
     sim.subscribe(c, FullSet::All);
+    // The relay probes each new subscriber's link first: a 20 ms cluster and its
+    // report.
+    sim.run_for_ms(100);
     sim.send(a, full, Pt(96), b"full 2");
     sim.run_for_ms(10);
     for r in [b, c] {

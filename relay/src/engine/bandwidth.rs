@@ -14,7 +14,10 @@
 //!   the rates of the streams it gets (not a count of every copy: the copies leave
 //!   from whichever shard the sender's media arrives at). One [`media::LayerChoice`] per full layer it
 //!   subscribes to decides thumbnail or full from the part of the estimate left for
-//!   that sender's video (the estimate less everything else it gets).
+//!   that sender's video (the estimate less everything else it gets). A trial of a
+//!   full layer first probes the link ([`media::Prober`], one cluster at a time per
+//!   receiver): padding in the receiver's SRTCP at what it gets besides that video
+//!   plus 1.2× the video with the full layer; the receiver's report is the verdict.
 //! - **Layer states** are announced by the receiver's home to every shard
 //!   ([`PeerMsg::LayerState`]); each shard keeps its fan-out lists by them. A receiver
 //!   switching up waits in the layer's `pending` list on the shard where the sender's
@@ -83,6 +86,10 @@ pub(super) struct Downlink {
     round_trip: media::RoundTrip,
     /// One per full layer of another member it subscribes to.
     choices: Vec<Choice>,
+    /// Probes of the link before trials of full layers.
+    prober: media::Prober,
+    /// The full layer whose trial the probe out is for.
+    probe_for: Option<Ssrc>,
 }
 
 struct Choice {
@@ -105,6 +112,8 @@ impl Downlink {
             estimate: media::DownlinkEstimate::new(cfg),
             round_trip: media::RoundTrip::new(),
             choices: Vec::new(),
+            prober: media::Prober::new(),
+            probe_for: None,
         }
     }
 
@@ -113,11 +122,12 @@ impl Downlink {
         self.round_trip.handle_sr_sent(now, ssrc, sr);
     }
 
-    /// The soonest deadline of its layer choices.
+    /// The soonest deadline of its layer choices and its probe.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         self.choices
             .iter()
             .filter_map(|c| c.layer.poll_timeout())
+            .chain(self.prober.poll_timeout())
             .min()
     }
 }
@@ -367,6 +377,7 @@ impl Engine {
             keyframe_interval: self.cfg.keyframe_interval,
             probe_backoff: Some(self.cfg.layer_probe_backoff),
             probe_backoff_max: self.cfg.layer_probe_backoff_max,
+            probe_first: self.cfg.layer_probe_padding,
             ..media::LayerConfig::default()
         };
         let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
@@ -608,6 +619,8 @@ impl Engine {
         let mut asks = Vec::new();
         let mut states = Vec::new();
         let mut views = Vec::new();
+        // The first trial waiting for a probe: its layer, and the rate to probe.
+        let mut probe = None;
         for (c, i) in d.choices.iter_mut().zip(&inputs) {
             // The estimate less everything else it gets.
             let others = total.saturating_sub(i.receiving_bps);
@@ -650,6 +663,10 @@ impl Engine {
             if drain_events(&mut self.stats, &mut c.layer) {
                 asks.push((c.owner, c.ssrc));
             }
+            if c.layer.probing() && probe.is_none() {
+                // Everything else it gets, and this sender's video with the full layer.
+                probe = Some((c.ssrc, others.saturating_add(c.layer.probe_bps())));
+            }
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
             // It tells the clamp the budget left for this sender's video, less the
@@ -661,6 +678,11 @@ impl Engine {
             if known && report.is_some() && reporting {
                 views.push((c.owner, c.ssrc, can_take));
             }
+        }
+        if let Some((ssrc, bps)) = probe
+            && d.prober.start(now, bps)
+        {
+            d.probe_for = Some(ssrc);
         }
         let me = self.cfg.shard;
         for (ssrc, state) in states {
@@ -693,7 +715,72 @@ impl Engine {
                 _ => {}
             }
         }
+        self.send_probes(now, r);
         self.schedule(r);
+    }
+
+    // ----- the receiver's home: probes before trials -----------------------------------
+
+    /// Sends receiver `r` the packets of its probe cluster that are due, in its SRTCP.
+    fn send_probes(&mut self, now: Instant, r: SessionHandle) {
+        let mut buf = [0u8; media::MAX_PROBE_PACKET];
+        loop {
+            let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+                return;
+            };
+            let Some(p) = local.downlink.prober.poll_packet(now) else {
+                return;
+            };
+            if let Ok(n) = rtcp::write_probe(&mut buf, self.cfg.relay_ssrc, p.probe, p.len) {
+                self.stats.probe_packets_sent += 1;
+                self.send_rtcp_to(r, &buf[..n]);
+            }
+        }
+    }
+
+    /// Receiver `r`'s probe at `now`: packets due go out, and a report overdue is a
+    /// verdict.
+    pub(super) fn probe_timeout(&mut self, now: Instant, r: SessionHandle) {
+        self.send_probes(now, r);
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        if let Some(outcome) = local.downlink.prober.handle_timeout(now) {
+            self.probe_verdict(now, r, outcome);
+        }
+    }
+
+    /// Receiver `r` (homed here) reported on a probe cluster.
+    pub(super) fn probe_report(&mut self, now: Instant, r: SessionHandle, report: &ProbeReport) {
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        let Some(outcome) = local.downlink.prober.handle_report(report) else {
+            self.stats.rtcp_ignored += 1;
+            return;
+        };
+        self.probe_verdict(now, r, outcome);
+        self.drive_choices(now, r, None);
+    }
+
+    /// Gives the verdict on receiver `r`'s probe to the trial it was for (its events
+    /// are drained by the next [`Self::drive_choices`]).
+    fn probe_verdict(&mut self, now: Instant, r: SessionHandle, outcome: media::ProbeOutcome) {
+        match outcome {
+            media::ProbeOutcome::Carried => self.stats.probes_carried += 1,
+            media::ProbeOutcome::Short => self.stats.probes_short += 1,
+            media::ProbeOutcome::Unanswered => self.stats.probes_unanswered += 1,
+        }
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        let d = &mut local.downlink;
+        let Some(ssrc) = d.probe_for.take() else {
+            return;
+        };
+        if let Some(c) = d.choices.iter_mut().find(|c| c.ssrc == ssrc) {
+            c.layer.handle_probe(now, outcome);
+        }
     }
 
     // ----- the sender's home: rate clamp ----------------------------------------------

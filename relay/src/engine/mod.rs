@@ -88,7 +88,7 @@ use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession};
 use crate::ice::{self, IceLite, IceLiteConfig, IceOutcome};
 use crate::id::{ExtId, Ssrc, WireSeq};
 use crate::srtp::{SrtpContext, SrtpProfile};
-use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket};
+use crate::wire::rtcp::{self, ProbeMessage, ProbeReport, RtcpCompound, RtcpPacket};
 use crate::wire::rtp::RtpHeader;
 use crate::wire::stun::StunMessage;
 use crate::wire::{self, Kind};
@@ -153,6 +153,11 @@ pub struct EngineConfig {
     pub layer_probe_backoff: Duration,
     /// The longest wait between trials.
     pub layer_probe_backoff_max: Duration,
+    /// A trial of a full layer first sends the receiver a probe (a short cluster of
+    /// padding in its SRTCP, `media::probe`) at the rate the layer needs, and is
+    /// dropped without a byte of the layer sent if the link did not carry it. Off:
+    /// trials are blind.
+    pub layer_probe_padding: bool,
     /// A viewer whose downlink is below this fraction of the median viewer's is moved
     /// to the thumbnail instead of clamping the sender's full layer to its rate.
     pub clamp_demote_below: f64,
@@ -190,6 +195,7 @@ impl EngineConfig {
             layer_choice: true,
             layer_probe_backoff: Duration::from_secs(4),
             layer_probe_backoff_max: Duration::from_secs(32),
+            layer_probe_padding: true,
             clamp_demote_below: 0.5,
             uplink_estimation: true,
             downlink_queue: media::EstimateConfig::default().queue_high,
@@ -592,6 +598,14 @@ pub struct EngineStats {
     /// Receiver reports whose blocks answered SRs the relay sent (a round trip to that
     /// receiver measured, for its downlink estimate's queue check).
     pub round_trips: u64,
+    /// Probe packets sent receivers before trials of full layers.
+    pub probe_packets_sent: u64,
+    /// Probe clusters whose receiver's link carried the rate a trial needed.
+    pub probes_carried: u64,
+    /// Probe clusters whose receiver's link did not (or whose report never came).
+    pub probes_short: u64,
+    /// Probe clusters a receiver that never answered one did not answer.
+    pub probes_unanswered: u64,
     /// REMB/TMMBR sent senders whose value their uplink estimate set (below what their
     /// viewers could take).
     pub uplink_limited: u64,
@@ -609,7 +623,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 30;
+    pub const EXPORTED: usize = 34;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -618,6 +632,9 @@ impl EngineStats {
         let rtcp_dropped = "RTCP packets inside accepted SRTCP compounds dropped, by reason.";
         let switches = "Receivers switched between a sender's thumbnail and its full layer \
                         by layer choice.";
+        let probes = "Probe clusters sent before trials of full layers, by verdict: the \
+                      receiver's link carried the rate, did not (or never answered), or the \
+                      receiver does not answer probes.";
         let nacked = "Video packets receivers NACKed: resent from the relay's cache, asked of \
                       the sender, or already asked within the interval.";
         [
@@ -795,6 +812,30 @@ impl EngineStats {
                 "",
                 "Receiver reports that timed a round trip to their receiver (blocks answering SRs the relay sent it).",
                 self.round_trips,
+            ),
+            (
+                "blindfold_probe_packets_sent_total",
+                "",
+                "Probe packets (padding in SRTCP) sent receivers before trials of full layers.",
+                self.probe_packets_sent,
+            ),
+            (
+                "blindfold_probes_total",
+                "outcome=\"carried\"",
+                probes,
+                self.probes_carried,
+            ),
+            (
+                "blindfold_probes_total",
+                "outcome=\"short\"",
+                probes,
+                self.probes_short,
+            ),
+            (
+                "blindfold_probes_total",
+                "outcome=\"unanswered\"",
+                probes,
+                self.probes_unanswered,
             ),
             (
                 "blindfold_uplink_limited_total",

@@ -72,6 +72,11 @@ impl Engine {
                         self.keyframe_request(now, h, e.ssrc, KeyframeKind::Fir);
                     }
                 }
+                Ok(RtcpPacket::App(app)) => match app.probe_message() {
+                    Some(Ok(ProbeMessage::Report(report))) => self.probe_report(now, h, &report),
+                    Some(Err(_)) => self.stats.rtcp_drops[RtcpDrop::Malformed.index()] += 1,
+                    Some(Ok(ProbeMessage::Probe(_))) | None => self.stats.rtcp_ignored += 1,
+                },
                 Ok(_) => self.stats.rtcp_ignored += 1,
                 Err(_) => self.stats.rtcp_drops[RtcpDrop::Malformed.index()] += 1,
             }

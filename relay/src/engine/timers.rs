@@ -132,6 +132,7 @@ impl Engine {
                     .and_then(|l| l.downlink.poll_timeout())
                     .is_some_and(|t| t <= now);
                 if layers_due {
+                    self.probe_timeout(now, h);
                     self.drive_choices(now, h, None);
                 }
             }

@@ -22,6 +22,7 @@
 //! | `layer_choice` | `--layer-choice` | `true` (full layers only while a receiver's downlink allows; REMB to senders) |
 //! | `layer_probe_ms` | `--layer-probe-ms` | 4000 (wait after a failed trial of a full layer; doubles per failure) |
 //! | `layer_probe_max_ms` | `--layer-probe-max-ms` | 32000 (the longest wait between trials) |
+//! | `layer_probe_padding` | `--layer-probe-padding` | `true` (a trial first sends the receiver a 20 ms probe of padding at the layer's rate, and is dropped if its link did not carry it) |
 //! | `clamp_demote_below_percent` | `--clamp-demote-below-percent` | 50 (a viewer below this % of the median viewer gets the thumbnail instead of clamping the layer; 0 to 100) |
 //! | `uplink_estimation` | `--uplink-estimation` | `true` (estimate each sender's uplink from abs-send-time and keep its full layer under it) |
 //! | `downlink_queue_ms` | `--downlink-queue-ms` | 100 (a receiver's round trip this far above its lowest is a queue on its downlink: its estimate comes down; 0: off) |
@@ -203,6 +204,10 @@ pub struct Args {
     /// The longest wait between trials, milliseconds.
     #[arg(long, value_name = "MS")]
     pub layer_probe_max_ms: Option<NonZeroU64>,
+    /// A trial of a full layer first probes the receiver's link with padding at the
+    /// layer's rate, and is dropped if the link did not carry it (false: blind trials).
+    #[arg(long, value_name = "BOOL")]
+    pub layer_probe_padding: Option<bool>,
     /// A viewer whose downlink is below this percentage of the median viewer's gets
     /// the thumbnail instead of clamping the sender's full layer to it (0 to 100).
     #[arg(long, value_name = "PERCENT")]
@@ -234,6 +239,7 @@ struct FileConfig {
     layer_choice: Option<bool>,
     layer_probe_ms: Option<NonZeroU64>,
     layer_probe_max_ms: Option<NonZeroU64>,
+    layer_probe_padding: Option<bool>,
     clamp_demote_below_percent: Option<u8>,
     uplink_estimation: Option<bool>,
     downlink_queue_ms: Option<u64>,
@@ -292,6 +298,8 @@ pub struct Config {
     pub layer_probe: Duration,
     /// Longest wait between trials.
     pub layer_probe_max: Duration,
+    /// Trials probe the link with padding first.
+    pub layer_probe_padding: bool,
     /// Demotion bound of the rate clamp, percent of the median viewer (0 to 100).
     pub clamp_demote_below_percent: u8,
     /// Uplink estimation on.
@@ -546,6 +554,10 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 .or(file.layer_probe_max_ms)
                 .map_or(DEFAULT_LAYER_PROBE_MAX_MS, NonZeroU64::get),
         ),
+        layer_probe_padding: args
+            .layer_probe_padding
+            .or(file.layer_probe_padding)
+            .unwrap_or(true),
         clamp_demote_below_percent,
         uplink_estimation: args
             .uplink_estimation
@@ -590,6 +602,7 @@ mod tests {
         assert!(c.layer_choice);
         assert_eq!(c.layer_probe, Duration::from_secs(4));
         assert_eq!(c.layer_probe_max, Duration::from_secs(32));
+        assert!(c.layer_probe_padding);
         assert_eq!(c.clamp_demote_below_percent, 50);
         assert_eq!(c.downlink_queue, Some(Duration::from_millis(100)));
         assert!(c.uplink_estimation);
@@ -607,6 +620,14 @@ mod tests {
         assert!(!c.layer_choice);
         let c = load(&["--public", "203.0.113.7:1", "--uplink-estimation", "false"]).unwrap();
         assert!(!c.uplink_estimation);
+        let c = load(&[
+            "--public",
+            "203.0.113.7:1",
+            "--layer-probe-padding",
+            "false",
+        ])
+        .unwrap();
+        assert!(!c.layer_probe_padding);
     }
 
     #[test]

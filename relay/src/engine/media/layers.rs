@@ -35,11 +35,16 @@
 //!   below where it was when the trial began, or if the receiver is losing packets
 //!   (`Judged::lossy`) — not because the estimate has not yet caught up with the new
 //!   rate; after that the normal rule applies. A trial that fails within its window doubles the wait before
-//!   the next one (4 s, then 8 s, … up to 32 s); one that holds resets it. Trials cost
-//!   a receiver with a truly slow link a second or two of congestion every half
-//!   minute; a later refinement can probe without risk by padding the receiver's
-//!   SRTCP (the relay owns the hop's keys) before switching. `probe_backoff: None`
-//!   turns trials off.
+//!   the next one (4 s, then 8 s, … up to 32 s); one that holds resets it.
+//!   `probe_backoff: None` turns trials off.
+//! - **Probe first** (`probe_first`). A trial blind would cost a receiver whose link
+//!   cannot carry the layer a keyframe's worth of queue, and with a small buffer its
+//!   audio. So a trial (a started subscription's too) first asks the engine for a
+//!   probe ([`LayerChoice::probing`]): a short cluster of padding at the rate the
+//!   switch needs with headroom ([`LayerChoice::probe_bps`], `probe.rs`). If the link
+//!   carried it, or the receiver does not answer probes, the trial goes on as above;
+//!   if it did not, the trial failed without a byte of the layer sent
+//!   ([`LayerChoice::handle_probe`]).
 //!
 //! When the sender's full layer has no measured rate (paused, not started), the last
 //! rate seen stands in for it, or 1 Mbit/s before any: a new subscriber is judged
@@ -48,6 +53,8 @@
 //! All state is plain values; nothing is allocated after construction.
 
 use std::time::{Duration, Instant};
+
+use super::ProbeOutcome;
 
 /// The sender's video layers (the thumbnail flows always).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +86,8 @@ pub(crate) struct LayerConfig {
     pub probe_window: Duration,
     /// The full layer's rate before any was measured.
     pub assumed_full_bps: u64,
+    /// A trial waits for a probe of the link first.
+    pub probe_first: bool,
 }
 
 impl Default for LayerConfig {
@@ -93,6 +102,7 @@ impl Default for LayerConfig {
             probe_backoff_max: Duration::from_secs(32),
             probe_window: Duration::from_secs(5),
             assumed_full_bps: 1_000_000,
+            probe_first: true,
         }
     }
 }
@@ -126,6 +136,14 @@ pub(crate) enum LayerEvent {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     Thumbnail,
+    /// A trial waiting for the engine's probe of the link.
+    Probing {
+        since: Instant,
+        /// The estimate when the trial began.
+        trial_from: u64,
+        /// Whether the layer will wait for a keyframe (the sender marks frames).
+        keyframes: bool,
+    },
     /// Waiting for the full layer's next keyframe.
     PendingUp {
         asked_at: Instant,
@@ -143,6 +161,10 @@ const EVENTS: usize = 4;
 
 /// A trial fails when the estimate falls below this fraction of where it began.
 const TRIAL_FALL: f64 = 0.7;
+
+/// A probe whose verdict has not come within this long (the engine always gives one
+/// within about a second) fails the trial.
+const PROBE_GIVE_UP: Duration = Duration::from_secs(3);
 
 /// One receiver's choice of one sender's layers (on the receiver's home shard).
 #[derive(Debug)]
@@ -263,13 +285,39 @@ impl LayerChoice {
             self.held_back = true;
             return self.evaluate(now);
         }
-        if keyframes {
-            self.start_up(now, Some(trial_from));
-        } else {
-            self.state = State::Full {
-                since: now,
-                probe: Some(trial_from),
-            };
+        self.try_full(now, keyframes, trial_from);
+    }
+
+    /// Whether a trial waits for a probe of the link: the engine sends one at
+    /// [`Self::probe_bps`] more than the receiver gets besides this sender's video,
+    /// and gives the verdict to [`Self::handle_probe`].
+    pub(crate) fn probing(&self) -> bool {
+        matches!(self.state, State::Probing { .. })
+    }
+
+    /// What this sender's video needs of the link with the full layer, with the up
+    /// rule's headroom.
+    pub(crate) fn probe_bps(&self) -> u64 {
+        (self.cfg.up_factor * self.need() as f64) as u64
+    }
+
+    /// The verdict on the probe a trial waited for: carried (or unanswered: the
+    /// receiver does not answer probes), the trial goes on; short, it failed.
+    pub(crate) fn handle_probe(&mut self, now: Instant, outcome: ProbeOutcome) {
+        let State::Probing {
+            trial_from,
+            keyframes,
+            ..
+        } = self.state
+        else {
+            return;
+        };
+        match outcome {
+            ProbeOutcome::Carried | ProbeOutcome::Unanswered => {
+                self.state = State::Thumbnail;
+                self.enter_trial(now, keyframes, trial_from);
+            }
+            ProbeOutcome::Short => self.fail(now, true),
         }
     }
 
@@ -372,6 +420,7 @@ impl LayerChoice {
     /// up hold or a trial's wait, or the end of a trial's window.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
+            State::Probing { since, .. } => since.checked_add(PROBE_GIVE_UP),
             State::PendingUp { asked_at, .. } => asked_at.checked_add(self.cfg.keyframe_interval),
             State::Full {
                 since,
@@ -463,7 +512,14 @@ impl LayerChoice {
                         .probe_wait
                         .is_none_or(|(from, wait)| now.saturating_duration_since(from) >= wait)
                 {
-                    self.start_up(now, Some(self.available.unwrap_or(0)));
+                    self.try_full(now, true, self.available.unwrap_or(0));
+                }
+            }
+            State::Probing { since, .. } => {
+                if !self.wanted() {
+                    self.state = State::Thumbnail;
+                } else if now.saturating_duration_since(since) >= PROBE_GIVE_UP {
+                    self.fail(now, true);
                 }
             }
             State::PendingUp { asked_at, probe } => {
@@ -500,6 +556,33 @@ impl LayerChoice {
                     self.backoff = self.cfg.probe_backoff.unwrap_or_default();
                 }
             }
+        }
+    }
+
+    /// A trial from `trial_from`: after a probe (`probe_first`), else at once.
+    fn try_full(&mut self, now: Instant, keyframes: bool, trial_from: u64) {
+        self.held_back = false;
+        if self.cfg.probe_first {
+            self.state = State::Probing {
+                since: now,
+                trial_from,
+                keyframes,
+            };
+        } else {
+            self.enter_trial(now, keyframes, trial_from);
+        }
+    }
+
+    /// The trial proper: with `keyframes`, it waits for the next keyframe like any
+    /// upswitch; without, the layer flows at once (nothing to align to).
+    fn enter_trial(&mut self, now: Instant, keyframes: bool, trial_from: u64) {
+        if keyframes {
+            self.start_up(now, Some(trial_from));
+        } else {
+            self.state = State::Full {
+                since: now,
+                probe: Some(trial_from),
+            };
         }
     }
 
@@ -574,8 +657,16 @@ mod tests {
         std::iter::from_fn(|| l.poll_event()).collect()
     }
 
+    /// Trials without a probe first (probing has tests of its own below).
+    fn blind() -> LayerConfig {
+        LayerConfig {
+            probe_first: false,
+            ..LayerConfig::default()
+        }
+    }
+
     fn subscribed(t0: Instant) -> LayerChoice {
-        let mut l = LayerChoice::new(LayerConfig::default());
+        let mut l = LayerChoice::new(blind());
         l.handle_rates(t0, THUMB, FULL);
         l.set_subscribed(t0, true);
         l
@@ -734,7 +825,7 @@ mod tests {
     fn a_started_subscription_is_a_trial_at_once_unless_the_link_is_known_short() {
         let t0 = Instant::now();
         // Nothing known: asked at once, judged from the initial estimate.
-        let mut l = LayerChoice::new(LayerConfig::default());
+        let mut l = LayerChoice::new(blind());
         l.start(t0, true, 1_000_000);
         assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
         assert!(l.handle_full_packet(t0 + 100 * MS, true));
@@ -745,11 +836,11 @@ mod tests {
         l.handle_estimate(t0 + 2 * S, 255_000, false);
         assert_eq!(l.layer(), Layer::Thumbnail);
         // Without frame marking the layer flows at once.
-        let mut l = LayerChoice::new(LayerConfig::default());
+        let mut l = LayerChoice::new(blind());
         l.start(t0, false, 1_000_000);
         assert_eq!(l.layer(), Layer::Full);
         // A link losing packets with an estimate under half the need is not tried…
-        let mut l = LayerChoice::new(LayerConfig::default());
+        let mut l = LayerChoice::new(blind());
         l.handle_rates(t0, THUMB, FULL);
         l.handle_estimate(t0, 300_000, false);
         l.set_lossy(t0, true);
@@ -760,7 +851,7 @@ mod tests {
         l.set_lossy(t0 + S, false);
         assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
         // A falling REMB alone (not app-limited) does not hold a first trial back.
-        let mut l = LayerChoice::new(LayerConfig::default());
+        let mut l = LayerChoice::new(blind());
         l.handle_rates(t0, THUMB, FULL);
         l.handle_estimate(t0, 800_000, false);
         l.start(t0, true, 800_000);
@@ -770,7 +861,7 @@ mod tests {
     #[test]
     fn a_new_subscriber_on_a_good_link_asks_at_once() {
         let t0 = Instant::now();
-        let mut l = LayerChoice::new(LayerConfig::default());
+        let mut l = LayerChoice::new(blind());
         // The full layer is paused (nobody watched it): last seen at 1.5 Mbit/s.
         l.handle_rates(t0, THUMB, FULL);
         l.handle_rates(t0 + S, THUMB, 0);
@@ -782,7 +873,7 @@ mod tests {
         // …but a link too slow for the paused layer's last rate is not tried.
         let mut l = LayerChoice::new(LayerConfig {
             probe_backoff: None,
-            ..LayerConfig::default()
+            ..blind()
         });
         l.handle_rates(t0, THUMB, FULL);
         l.handle_rates(t0 + S, THUMB, 0);
@@ -874,16 +965,19 @@ mod tests {
             probe_backoff_max: Duration::ZERO,
             probe_window: Duration::MAX,
             assumed_full_bps: u64::MAX,
+            probe_first: true,
         });
         l.handle_rates(t0, u64::MAX, u64::MAX);
         l.set_subscribed(t0, true);
         l.handle_estimate(t0, 0, true);
         l.handle_estimate(t0 - 50 * S, u64::MAX, false);
         l.handle_timeout(t0 - 99 * S);
+        let _ = l.probe_bps();
+        l.handle_probe(t0 - 98 * S, ProbeOutcome::Carried);
         l.handle_full_packet(t0, true);
         l.handle_timeout(t0 + 1000 * S);
         let _ = (l.poll_timeout(), l.poll_event(), l.layer());
-        let mut l = LayerChoice::new(LayerConfig::default());
+        let mut l = LayerChoice::new(blind());
         l.handle_rates(t0, 0, 0);
         l.handle_estimate(t0, 0, false);
         l.set_subscribed(t0, true);
@@ -903,8 +997,64 @@ mod tests {
             match self.state {
                 State::Full { since, .. } => since,
                 State::PendingUp { asked_at, .. } => asked_at,
+                State::Probing { since, .. } => since,
                 State::Thumbnail => panic!("no since"),
             }
         }
+    }
+
+    /// With `probe_first`, a trial sends nothing of the layer until a probe says the
+    /// link carries it: a short probe fails the trial (and the wait doubles), a
+    /// carried or unanswered one lets it go on.
+    #[test]
+    fn a_trial_waits_for_its_probe() {
+        let t0 = Instant::now();
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.handle_rates(t0, THUMB, FULL);
+        l.set_subscribed(t0, true);
+        assert_eq!(l.probe_bps(), (1.2 * (THUMB + FULL) as f64) as u64);
+        // On thumbnails, nothing signalled for 1 s: a trial, waiting for its probe.
+        l.handle_estimate(t0, 300_000, true);
+        l.handle_timeout(t0 + S);
+        assert!(l.probing());
+        assert!(events(&mut l).is_empty(), "no keyframe asked yet");
+        assert!(!l.handle_full_packet(t0 + S, true));
+        // The link did not carry it: failed, the next trial 4 s later.
+        l.handle_probe(t0 + 1100 * MS, ProbeOutcome::Short);
+        assert!(!l.probing() && !l.pending_up());
+        assert!(events(&mut l).is_empty());
+        l.handle_estimate(t0 + 1200 * MS, 300_000, true);
+        assert_eq!(l.poll_timeout(), Some(t0 + 5100 * MS));
+        l.handle_timeout(t0 + 5100 * MS);
+        assert!(l.probing());
+        // Carried: the trial proper, from the keyframe on.
+        l.handle_probe(t0 + 5200 * MS, ProbeOutcome::Carried);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        assert!(l.handle_full_packet(t0 + 5300 * MS, true));
+        assert_eq!(l.full_since(), Some(t0 + 5300 * MS));
+        // A verdict out of turn changes nothing.
+        l.handle_probe(t0 + 5400 * MS, ProbeOutcome::Short);
+        assert_eq!(l.layer(), Layer::Full);
+
+        // A started subscription probes too; a receiver that does not answer probes is
+        // tried as without them; an unmarked sender's layer then flows at once.
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.start(t0, false, 1_000_000);
+        assert!(l.probing());
+        l.handle_probe(t0 + S, ProbeOutcome::Unanswered);
+        assert_eq!(l.full_since(), Some(t0 + S));
+
+        // No verdict within 3 s (the engine always gives one sooner): failed.
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.start(t0, true, 1_000_000);
+        assert_eq!(l.poll_timeout(), Some(t0 + 3 * S));
+        l.handle_timeout(t0 + 3 * S);
+        assert!(!l.probing() && !l.pending_up());
+        // Unsubscribing while probing: back to the thumbnail, nothing to judge.
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.start(t0, true, 1_000_000);
+        l.set_subscribed(t0 + S, false);
+        assert!(!l.probing());
+        assert_eq!(l.poll_timeout(), None);
     }
 }

@@ -8,6 +8,7 @@ mod clamp;
 mod estimate;
 mod keyframe;
 mod layers;
+mod probe;
 #[allow(dead_code)] // `get` and the size getters serve its tests only so far
 mod retransmit;
 mod round_trip;
@@ -20,6 +21,7 @@ pub(crate) use clamp::{ClampConfig, RateClamp};
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMeter};
 pub(crate) use keyframe::{KeyframeConfig, KeyframeThrottle};
 pub(crate) use layers::{Judged, Layer, LayerChoice, LayerConfig, LayerEvent};
+pub(crate) use probe::{MAX_PACKET as MAX_PROBE_PACKET, ProbeOutcome, Prober};
 pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use round_trip::RoundTrip;
 pub(crate) use sender_report::LastSenderReport;
