@@ -93,6 +93,7 @@ impl Engine {
             speaker_shard: speaker::speaker_shard(&spec.conf, self.cfg.shards),
             layers: Vec::new(),
             uplink: None,
+            twcc: None,
             spec,
         });
         self.by_id.insert(id, h);

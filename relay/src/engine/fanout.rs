@@ -192,6 +192,13 @@ impl Engine {
             (false, Some(_)) => s.uplink = None,
             _ => {}
         }
+        // And transport-cc feedback, for a sender that stamps the numbers.
+        let recorded = routed && s.spec.extensions.transport_cc.is_some();
+        match (recorded, &s.twcc) {
+            (true, None) => s.twcc = Some(Box::new(media::TwccRecorder::new())),
+            (false, Some(_)) => s.twcc = None,
+            _ => {}
+        }
         let mut lists = lists.into_iter();
         for st in &mut s.streams {
             (st.receivers, st.pending) = lists.next().unwrap_or_default();

@@ -78,6 +78,7 @@ use std::time::{Duration, Instant};
 
 pub use drop::{DropReason, RtcpDrop};
 pub use media::bwe;
+pub use media::uplink;
 pub use rules::{
     ConfName, EndReason, ExtensionIds, FullSet, Layer, MediaKind, SessionEvent, SessionName,
     SessionRule, StreamRule,
@@ -606,6 +607,9 @@ pub struct EngineStats {
     pub probes_short: u64,
     /// Probe clusters a receiver that never answered one did not answer.
     pub probes_unanswered: u64,
+    /// Transport-cc feedback packets sent senders that stamp transport-wide sequence
+    /// numbers.
+    pub transport_cc_sent: u64,
     /// REMB/TMMBR sent senders whose value their uplink estimate set (below what their
     /// viewers could take).
     pub uplink_limited: u64,
@@ -623,7 +627,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 34;
+    pub const EXPORTED: usize = 35;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -838,6 +842,12 @@ impl EngineStats {
                 self.probes_unanswered,
             ),
             (
+                "blindfold_transport_cc_sent_total",
+                "",
+                "Transport-cc feedback packets sent senders that stamp transport-wide sequence numbers.",
+                self.transport_cc_sent,
+            ),
+            (
                 "blindfold_uplink_limited_total",
                 "",
                 "REMB/TMMBR whose value the sender's own uplink estimate set, below what its viewers could take.",
@@ -967,6 +977,9 @@ struct Session {
     /// Its uplink's estimate, on the shards that route its media (with uplink
     /// estimation on and a full layer to fit under it; allocated when that starts).
     uplink: Option<Box<media::UplinkEstimate>>,
+    /// Its packets' arrivals for transport-cc feedback, on the shards that route its
+    /// media (if it stamps transport-wide sequence numbers).
+    twcc: Option<Box<media::TwccRecorder>>,
 }
 
 impl Session {

@@ -24,6 +24,7 @@ impl Engine {
         let me = cfg.shard;
         let mut speech = None;
         let mut uplink = None;
+        let mut feedback = false;
         let routed = by_addr
             .get(&from)
             .and_then(|&h| Some((h, sessions.get_mut(h)?)))
@@ -31,6 +32,7 @@ impl Engine {
             .and_then(|(h, s)| {
                 let speech = &mut speech;
                 let uplink = &mut uplink;
+                let feedback = &mut feedback;
                 route(
                     now,
                     me,
@@ -42,6 +44,7 @@ impl Engine {
                     speaker_cfg,
                     speech,
                     uplink,
+                    feedback,
                     switched,
                 )
             });
@@ -62,6 +65,9 @@ impl Engine {
         }
         if let Some(limit) = uplink {
             self.uplink_estimated(now, h, limit);
+        }
+        if feedback {
+            self.send_transport_cc(now, h);
         }
         let receivers = match self.sessions.get(h).and_then(|s| s.streams.get(k)) {
             Some(st) => st.receivers.as_slice(),
@@ -98,8 +104,8 @@ fn media_from(s: &Session, from: SocketAddr) -> Result<(), DropReason> {
 /// Routes a media packet of session `s` (`h` on shard `me`) from `from`: which of its
 /// streams it is (the caller reads that stream's receivers); the speech in it to pass
 /// on (audio with an RFC 6464 level) goes to `speech`; a limit of its uplink (or its
-/// lifting), due to go to its home, to `uplink`; receivers switched up at a keyframe go to
-/// `switched`.
+/// lifting), due to go to its home, to `uplink`; whether its transport-cc feedback is
+/// due, to `feedback`; receivers switched up at a keyframe go to `switched`.
 #[allow(clippy::too_many_arguments)] // the engine's tables, borrowed apart
 #[inline]
 fn route(
@@ -113,6 +119,7 @@ fn route(
     speaker_cfg: &media::SpeakerConfig,
     speech: &mut Option<speaker::Note>,
     uplink: &mut Option<media::Limit>,
+    feedback: &mut bool,
     switched: &mut Vec<(SessionHandle, Ssrc)>,
 ) -> Result<(SessionHandle, usize), DropReason> {
     media_from(s, from)?;
@@ -177,6 +184,17 @@ fn route(
         // Once a second, and at once when it falls.
         *uplink = estimate.poll(now);
     }
+    if let Some(twcc) = s.twcc.as_deref_mut()
+        && let Some(seq) = s
+            .spec
+            .extensions
+            .transport_cc
+            .and_then(|id| header.extension(id))
+            .and_then(|d| wire::rtp::transport_cc_seq(d).ok())
+    {
+        twcc.on_packet(now, seq);
+        *feedback = twcc.due(now);
+    }
     if !st.pending.is_empty()
         && let Some(id) = s.spec.extensions.frame_marking
         && starts_keyframe(&header, id)
@@ -190,6 +208,45 @@ fn route(
     }
     Ok((h, k))
 }
+
+impl Engine {
+    /// Sends sender `h` the transport-cc feedback that is due (through its home if it
+    /// is homed elsewhere).
+    #[cold] // every 100 ms per sender
+    fn send_transport_cc(&mut self, now: Instant, h: SessionHandle) {
+        let mut buf = [0u8; TCC_FEEDBACK_BUF];
+        loop {
+            let Some(s) = self.sessions.get_mut(h) else {
+                return;
+            };
+            let media = s.spec.streams.first().map_or(Ssrc(0), |st| st.ssrc);
+            let Some(twcc) = s.twcc.as_deref_mut() else {
+                return;
+            };
+            let Some(fb) = twcc.poll_feedback(now) else {
+                return;
+            };
+            let written = rtcp::write_transport_cc(
+                &mut buf,
+                self.cfg.relay_ssrc,
+                media,
+                fb.base_seq,
+                fb.reference_time,
+                fb.fb_pkt_count,
+                twcc.arrivals(&fb),
+            );
+            if let Ok(n) = written {
+                self.stats.transport_cc_sent += 1;
+                self.send_rtcp_to(h, &buf[..n]);
+            }
+        }
+    }
+}
+
+/// Room for one transport-cc feedback: its fixed part, a chunk per seven packets and
+/// two bytes of delta per packet at most.
+const TCC_FEEDBACK_BUF: usize =
+    20 + media::TWCC_MAX_PER_FEEDBACK * 2 + media::TWCC_MAX_PER_FEEDBACK.div_ceil(7) * 2 + 4;
 
 /// Whether `header` starts a keyframe per its frame marking (extension `id`).
 fn starts_keyframe(header: &RtpHeader<'_>, id: ExtId) -> bool {

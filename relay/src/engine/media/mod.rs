@@ -14,8 +14,9 @@ mod retransmit;
 mod round_trip;
 mod sender_report;
 mod speaker;
+mod twcc;
 mod unwatched;
-mod uplink;
+pub mod uplink;
 
 pub(crate) use clamp::{ClampConfig, RateClamp};
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMeter};
@@ -26,5 +27,6 @@ pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use round_trip::RoundTrip;
 pub(crate) use sender_report::LastSenderReport;
 pub(crate) use speaker::{SpeakerConfig, SpeakerDetector};
+pub(crate) use twcc::{MAX_PER_FEEDBACK as TWCC_MAX_PER_FEEDBACK, TwccRecorder};
 pub(crate) use unwatched::{PauseAction, UnwatchedLayer};
 pub(crate) use uplink::{Limit, UplinkEstimate};

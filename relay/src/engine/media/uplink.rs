@@ -32,6 +32,10 @@
 //!
 //! [`UplinkEstimate::poll`] hands out the limit once a second while it holds, at once
 //! when it falls more than 3% below the value last handed out, and the lifting once.
+//!
+//! The participant library runs the same estimate at the other end of the uplink, over
+//! the relay's transport-cc feedback (the arrivals it reports, against the send times
+//! the sender noted): public as `blindfold_relay::engine::uplink`.
 //! Fixed-size state: nothing is allocated after [`UplinkEstimate::new`], and no input
 //! makes it panic.
 
@@ -61,7 +65,7 @@ pub(crate) const BUSY: f64 = 0.8;
 
 /// What [`UplinkEstimate::poll`] says of the sender's uplink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Limit {
+pub enum Limit {
     /// It carries this many bits per second (and no more, for now).
     Bps(u64),
     /// It showed no congestion for [`LIMIT_HOLD`]: no limit.
@@ -79,7 +83,7 @@ const STREAMS: usize = 8;
 
 /// One sender's uplink estimate (on the shards where its media arrives).
 #[derive(Debug)]
-pub(crate) struct UplinkEstimate {
+pub struct UplinkEstimate {
     delay: Bwe,
     loss: DownlinkEstimate,
     streams: [Arrivals; STREAMS],
@@ -219,8 +223,15 @@ impl Arrivals {
     }
 }
 
+impl Default for UplinkEstimate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl UplinkEstimate {
-    pub(crate) fn new() -> Self {
+    /// No packets yet, no limit.
+    pub fn new() -> Self {
         UplinkEstimate {
             delay: Bwe::new(BweConfig::default()),
             loss: DownlinkEstimate::new(EstimateConfig::default()),
@@ -237,14 +248,14 @@ impl UplinkEstimate {
 
     /// How long the sender's latest packet queued on its uplink (from abs-send-time;
     /// zero without it).
-    pub(crate) fn queue(&self) -> Duration {
+    pub fn queue(&self) -> Duration {
         Duration::try_from_secs_f64(self.one_way.queue_ms / 1000.0).unwrap_or_default()
     }
 
     /// A packet of the sender's `stream` (its index among the sender's streams),
     /// `ssrc`, sequence number `seq`, `size` bytes, arrived at `now`, carrying
     /// abs-send-time `sent` if the sender stamps it.
-    pub(crate) fn on_packet(
+    pub fn on_packet(
         &mut self,
         now: Instant,
         stream: usize,
@@ -274,7 +285,7 @@ impl UplinkEstimate {
     /// The limit, if one is due to go to the sender now, or its lifting: see the module
     /// docs. Call it after packets; what it hands out counts as sent.
     #[inline]
-    pub(crate) fn poll(&mut self, now: Instant) -> Option<Limit> {
+    pub fn poll(&mut self, now: Instant) -> Option<Limit> {
         if self.handed.is_none() && self.ends.is_some_and(|end| now < end) {
             // No limit in force: only an interval's loss can start one. Until the
             // interval ends, one comparison a packet (the delay-based estimate reaches

@@ -217,6 +217,40 @@ pub(super) fn exercise_packet(
             }
             assert_eq!(n, usize::from(tcc.status_count()));
             assert_eq!(tcc.statuses().len(), n);
+            // Rebuilt from its arrival times (our writer has no "received without a
+            // delta"), it reports the same deltas.
+            if tcc
+                .statuses()
+                .all(|s| s.status != TccStatus::ReceivedWithoutDelta)
+            {
+                let mut t = 0i64;
+                let arrivals: Vec<Option<i64>> = tcc
+                    .statuses()
+                    .map(|s| {
+                        t += i64::from(s.delta?);
+                        Some(t)
+                    })
+                    .collect();
+                let mut out = std::vec![0u8; 4 * n + 64];
+                let len = write_transport_cc(
+                    &mut out,
+                    tcc.sender_ssrc(),
+                    tcc.media_ssrc(),
+                    tcc.base_seq(),
+                    tcc.reference_time(),
+                    tcc.fb_pkt_count(),
+                    &arrivals,
+                )
+                .unwrap();
+                let again = TransportCc::parse(&out[..len]).unwrap();
+                assert_eq!(again.reference_time(), tcc.reference_time());
+                assert!(
+                    again
+                        .statuses()
+                        .map(|s| s.delta)
+                        .eq(tcc.statuses().map(|s| s.delta))
+                );
+            }
             return false;
         }
         RtcpPacket::PauseResume(p) => {

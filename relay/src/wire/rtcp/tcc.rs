@@ -221,3 +221,87 @@ impl Iterator for TccStatuses<'_> {
 }
 
 impl ExactSizeIterator for TccStatuses<'_> {}
+
+/// The most packets [`write_transport_cc`] reports in one feedback.
+pub const TCC_MAX_STATUSES: usize = 0xffff;
+
+/// The status and receive delta of each of `arrivals` (see [`write_transport_cc`]).
+fn tcc_entries(
+    arrivals: &[Option<i64>],
+) -> impl Iterator<Item = Result<(TccStatus, i64), RtcpError>> + '_ {
+    let mut prev = 0i64;
+    arrivals.iter().map(move |a| {
+        let Some(t) = *a else {
+            return Ok((TccStatus::NotReceived, 0));
+        };
+        let d = t - prev;
+        prev = t;
+        match d {
+            0..=255 => Ok((TccStatus::SmallDelta, d)),
+            _ if i16::try_from(d).is_ok() => Ok((TccStatus::LargeDelta, d)),
+            _ => Err(RtcpError::FieldOutOfRange),
+        }
+    })
+}
+
+/// Writes transport-cc feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01
+/// §3.1) from `sender` about the packets `base_seq`, `base_seq + 1`, …: `arrivals[i]`
+/// is when packet `base_seq + i` arrived, in 250 µs ticks after `reference_time`
+/// (24-bit signed, in multiples of 64 ms), or `None` if it did not. The statuses go in
+/// two-bit status vector chunks of seven; each receive delta is from the previous
+/// received packet (the first from the reference time), one byte when it is 0 to 255
+/// ticks, two (signed) otherwise. Zero padding ends the packet.
+///
+/// Fails with [`RtcpError::FieldOutOfRange`] for a delta outside ±8.19 s (i16 ticks),
+/// [`RtcpError::TooManyItems`] for more than [`TCC_MAX_STATUSES`] packets or past the
+/// length field, and [`RtcpError::BufferTooSmall`].
+pub fn write_transport_cc(
+    out: &mut [u8],
+    sender: Ssrc,
+    media: Ssrc,
+    base_seq: u16,
+    reference_time: i32,
+    fb_pkt_count: u8,
+    arrivals: &[Option<i64>],
+) -> Result<usize, RtcpError> {
+    if arrivals.len() > TCC_MAX_STATUSES {
+        return Err(RtcpError::TooManyItems);
+    }
+    let mut delta_bytes = 0;
+    for e in tcc_entries(arrivals) {
+        delta_bytes += e?.0.delta_len();
+    }
+    let chunks = arrivals.len().div_ceil(7);
+    let body = TCC_FIXED_LEN + 2 * chunks + delta_bytes;
+    let total = (HEADER_LEN + body).next_multiple_of(4);
+    let mut c = begin(out, total, FMT_TCC, PT_RTPFB)?;
+    c.u32(sender.0);
+    c.u32(media.0);
+    c.u16(base_seq);
+    c.u16(arrivals.len() as u16);
+    c.put(&reference_time.to_be_bytes()[1..]);
+    c.u8(fb_pkt_count);
+    let mut entries = tcc_entries(arrivals);
+    for _ in 0..chunks {
+        let mut chunk = 0xc000u16;
+        for (k, e) in entries.by_ref().take(7).enumerate() {
+            let bits = match e?.0 {
+                TccStatus::NotReceived => 0,
+                TccStatus::SmallDelta => 1,
+                TccStatus::LargeDelta => 2,
+                TccStatus::ReceivedWithoutDelta => 3,
+            };
+            chunk |= bits << (12 - 2 * k);
+        }
+        c.u16(chunk);
+    }
+    for e in tcc_entries(arrivals) {
+        match e? {
+            (TccStatus::SmallDelta, d) => c.u8(d as u8),
+            (TccStatus::LargeDelta, d) => c.u16(d as i16 as u16),
+            _ => {}
+        }
+    }
+    c.buf[c.pos..].fill(0);
+    Ok(total)
+}

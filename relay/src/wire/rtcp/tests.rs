@@ -1564,3 +1564,66 @@ fn probe_examples_in_the_protocol_doc() {
     assert_eq!(app.probe_message(), Some(Ok(ProbeMessage::Report(report))));
     assert_eq!(report.delivered_bps(), 1_500_000);
 }
+
+/// Our transport-cc writer, read back by our parser and by webrtc-rs's.
+#[test]
+fn transport_cc_writer_round_trips() {
+    use rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+    // Nine packets: small deltas, a loss, a reordered one (negative), a long wait.
+    let arrivals = [
+        Some(3),
+        Some(3),
+        None,
+        Some(40),
+        Some(30),
+        Some(300),
+        None,
+        None,
+        Some(30_000),
+    ];
+    let b = rebuild(|o| write_transport_cc(o, Ssrc(7), Ssrc(8), 65_534, -2, 5, &arrivals));
+    // 16 fixed, two chunks, deltas 1+1+1+2+2+2, padded to 4.
+    assert_eq!(b.len(), (4 + 16 + 4 + 9usize).next_multiple_of(4));
+    let (t, ours) = statuses(&b);
+    assert_eq!(
+        (
+            t.sender_ssrc(),
+            t.media_ssrc(),
+            t.base_seq(),
+            t.status_count()
+        ),
+        (Ssrc(7), Ssrc(8), 65_534, 9)
+    );
+    assert_eq!((t.reference_time(), t.fb_pkt_count()), (-2, 5));
+    let seqs: Vec<u16> = ours.iter().map(|s| s.0).collect();
+    assert_eq!(seqs, [65_534, 65_535, 0, 1, 2, 3, 4, 5, 6]);
+    let deltas: Vec<Option<i16>> = ours.iter().map(|s| s.2).collect();
+    assert_eq!(
+        deltas,
+        [
+            Some(3),
+            Some(0),
+            None,
+            Some(37),
+            Some(-10),
+            Some(270),
+            None,
+            None,
+            Some(29_700)
+        ]
+    );
+    let theirs: TransportLayerCc = reference::one(&b);
+    assert_eq!(theirs.packet_status_count, 9);
+    let their_deltas: Vec<i64> = theirs.recv_deltas.iter().map(|d| d.delta / 250).collect();
+    assert_eq!(their_deltas, [3, 0, 37, -10, 270, 29_700]);
+    // A wait past ±8.19 s does not fit; nor do more than 65535 packets.
+    assert_eq!(
+        write_transport_cc(&mut [0; 64], Ssrc(1), Ssrc(2), 0, 0, 0, &[Some(40_000)]),
+        Err(RtcpError::FieldOutOfRange)
+    );
+    let many = vec![None; TCC_MAX_STATUSES + 1];
+    assert_eq!(
+        write_transport_cc(&mut [0; 64], Ssrc(1), Ssrc(2), 0, 0, 0, &many),
+        Err(RtcpError::TooManyItems)
+    );
+}
