@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 use blindfold_relay::dtls::{
     DtlsCert, DtlsConfig, DtlsEvent, DtlsSession, DtlsSrtpProfile, Fingerprint, SrtpKeyMaterial,
 };
+use blindfold_relay::engine::uplink::{Limit, UplinkEstimate};
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, SeqNo, Ssrc, WireSeq};
 use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpProfile};
+use blindfold_relay::wire::rtcp::TransportCc;
 use blindfold_relay::wire::rtcp::{
     self as rtcp, CompoundWriter, PauseKind, Probe, ProbeMessage, ProbeReport, ReportBlock,
     RtcpCompound, RtcpPacket, SenderInfo,
 };
-use blindfold_relay::wire::rtp::{RtpFields, RtpHeader, abs_send_time, write_header};
+use blindfold_relay::wire::rtp::{
+    RtpFields, RtpHeader, abs_send_time, transport_cc_seq, write_header,
+};
 use blindfold_relay::wire::{Datagram, demux};
 
 use crate::bwe::{Bwe, BweConfig};
@@ -128,6 +132,18 @@ pub struct ParticipantConfig {
     /// [`report_interval`](Self::report_interval) over 1 s; and the very first one).
     /// Independent of [`auto_feedback`](Self::auto_feedback). `None`: no estimator.
     pub bwe: Option<ExtId>,
+    /// If set, the transport-wide sequence number extension id of what we send
+    /// (draft-holmer-rmcat-transport-wide-cc-extensions-01; the [`Driver`] stamps it):
+    /// each packet sent with it is noted (stream, sequence number, send time, size),
+    /// and the relay's transport-cc feedback about them feeds an estimate of our
+    /// uplink — the relay's own uplink estimate
+    /// ([`UplinkEstimate`](blindfold_relay::engine::uplink::UplinkEstimate): GCC's loss
+    /// and delay controllers; it limits only an uplink that lost 2% of a second's
+    /// packets), over the arrival times the relay reports and our send times. Its
+    /// limits come as [`Event::UplinkLimit`]. `None`: no estimate.
+    ///
+    /// [`Driver`]: crate::Driver
+    pub transport_cc: Option<ExtId>,
 }
 
 impl ParticipantConfig {
@@ -161,6 +177,7 @@ impl ParticipantConfig {
             auto_feedback: true,
             remb_bps: None,
             bwe: None,
+            transport_cc: None,
         }
     }
 }
@@ -245,6 +262,11 @@ pub enum Event {
         /// PAUSE rather than RESUME.
         paused: bool,
     },
+    /// What our uplink carries, by our estimate over the relay's transport-cc feedback
+    /// ([`ParticipantConfig::transport_cc`]): `Some` limit in bits per second (all our
+    /// streams together), once a second while it holds and at once when it falls by
+    /// more than 3%; `None` when it is lifted.
+    UplinkLimit(Option<u64>),
     /// A REMB: the relay's receive-side estimate for our streams.
     Remb {
         /// Estimated maximum bitrate.
@@ -408,6 +430,9 @@ pub struct Participant {
     bwe: Option<Bwe>,
     /// What arrives during the relay's probe clusters.
     probe: ProbeMeter,
+    /// What we sent with a transport-wide sequence number, and the estimate of our
+    /// uplink the relay's feedback about it feeds.
+    sent_log: Option<Box<SentLog>>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -474,6 +499,7 @@ impl Participant {
             now,
         );
         let bwe = config.bwe.map(|_| Bwe::new(BweConfig::default()));
+        let sent_log = config.transport_cc.map(|_| Box::new(SentLog::new()));
         let mut p = Participant {
             config,
             start: now,
@@ -490,6 +516,7 @@ impl Participant {
             next_report: None,
             bwe,
             probe: ProbeMeter::default(),
+            sent_log,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -779,6 +806,13 @@ impl Participant {
                         lost: nack.lost().collect(),
                     });
                 }
+                RtcpPacket::TransportCc(tcc) => {
+                    if let Some(log) = self.sent_log.as_deref_mut()
+                        && let Some(limit) = log.on_feedback(self.start, &tcc)
+                    {
+                        self.events.push_back(Event::UplinkLimit(limit));
+                    }
+                }
                 RtcpPacket::App(app) => match app.probe_message() {
                     Some(Ok(ProbeMessage::Probe(p))) => {
                         probe_report = self.probe.on_probe(now, p).or(probe_report);
@@ -1027,6 +1061,12 @@ impl Participant {
             .protect_rtp(&mut buf, len)
             .map_err(ParticipantError::Srtp)?;
         buf.truncate(n);
+        if let (Some(id), Some(log)) = (self.config.transport_cc, self.sent_log.as_deref_mut())
+            && let Some((_, d)) = extensions.iter().find(|(e, _)| *e == id)
+            && let Ok(tcc) = transport_cc_seq(d)
+        {
+            log.note(tcc, at, ssrc, seq, now, n);
+        }
         let s = &mut self.send[at];
         s.next_seq = s.next_seq.wrapping_add(1);
         s.packets = s.packets.wrapping_add(1);
@@ -1455,4 +1495,97 @@ mod probe_tests {
         m.on_datagram(1200);
         assert!(m.open.is_none());
     }
+}
+
+/// Our packets sent with a transport-wide sequence number, by that number modulo
+/// [`SENT_LOG`], and the uplink estimate the relay's feedback about them feeds.
+struct SentLog {
+    sent: Box<[Option<Sent>]>,
+    estimate: UplinkEstimate,
+    /// The first reported arrival (µs on the relay's clock) and the send time of its
+    /// packet: the relay's clock moved onto ours.
+    base: Option<(i64, Instant)>,
+}
+
+/// Sequence numbers the log holds: about 3 s of our three streams.
+const SENT_LOG: usize = 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    tcc: u16,
+    stream: usize,
+    ssrc: Ssrc,
+    seq: WireSeq,
+    at: Instant,
+    size: usize,
+}
+
+impl std::fmt::Debug for SentLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentLog").finish_non_exhaustive()
+    }
+}
+
+impl SentLog {
+    fn new() -> Self {
+        SentLog {
+            sent: vec![None; SENT_LOG].into_boxed_slice(),
+            estimate: UplinkEstimate::new(),
+            base: None,
+        }
+    }
+
+    fn note(
+        &mut self,
+        tcc: u16,
+        stream: usize,
+        ssrc: Ssrc,
+        seq: WireSeq,
+        at: Instant,
+        size: usize,
+    ) {
+        self.sent[usize::from(tcc) % SENT_LOG] = Some(Sent {
+            tcc,
+            stream,
+            ssrc,
+            seq,
+            at,
+            size,
+        });
+    }
+
+    /// The relay's feedback: every packet it reports arrived goes to the estimate, at
+    /// its arrival time on the relay's clock (moved onto ours) with its send time as
+    /// abs-send-time (`start` is the zero of that clock). What the estimate hands out,
+    /// if anything.
+    fn on_feedback(&mut self, start: Instant, fb: &TransportCc<'_>) -> Option<Option<u64>> {
+        let mut t_us = fb.reference_time_ms() * 1000;
+        let mut latest = None;
+        for st in fb.statuses() {
+            let Some(d) = st.delta else { continue };
+            t_us += i64::from(d) * 250;
+            let Some(p) = self.sent[usize::from(st.seq) % SENT_LOG].filter(|p| p.tcc == st.seq)
+            else {
+                continue;
+            };
+            let (base_us, base_at) = *self.base.get_or_insert((t_us, p.at));
+            let Ok(after) = u64::try_from(t_us - base_us) else {
+                continue; // before the first: reordered feedback
+            };
+            let arrival = base_at + Duration::from_micros(after);
+            let sent = abs_send_ticks(p.at.saturating_duration_since(start));
+            self.estimate
+                .on_packet(arrival, p.stream, p.ssrc, p.seq, Some(sent), p.size);
+            latest = Some(arrival);
+        }
+        match self.estimate.poll(latest?)? {
+            Limit::Bps(bps) => Some(Some(bps)),
+            Limit::Lifted => Some(None),
+        }
+    }
+}
+
+/// A time as abs-send-time: 6.18 fixed-point seconds, modulo 64 s.
+fn abs_send_ticks(t: Duration) -> u32 {
+    ((t.as_nanos() << 18) / 1_000_000_000) as u32 & 0x00ff_ffff
 }

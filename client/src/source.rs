@@ -833,6 +833,10 @@ pub struct Driver {
     /// The full source's rate multiplier when the driver was built: REMB and TMMBR never
     /// raise it above this.
     full_nominal_rate: f64,
+    /// The last REMB or TMMBR value for the full layer.
+    asked_bps: Option<u64>,
+    /// Our own estimate's limit on our uplink ([`Event::UplinkLimit`]).
+    uplink_bps: Option<u64>,
     transport_cc: Option<ExtId>,
     tcc_seq: u16,
     stats: DriverStats,
@@ -885,6 +889,8 @@ impl Driver {
             paused: [false; 3],
             tmmbr_stopped: false,
             full_nominal_rate,
+            asked_bps: None,
+            uplink_bps: None,
             transport_cc,
             tcc_seq: 0,
             stats: DriverStats::default(),
@@ -923,6 +929,8 @@ impl Driver {
             paused: [false; 3],
             tmmbr_stopped: false,
             full_nominal_rate: 1.0,
+            asked_bps: None,
+            uplink_bps: None,
             transport_cc: extmap.transport_cc,
             tcc_seq: 0,
             stats: DriverStats::default(),
@@ -1021,6 +1029,10 @@ impl Driver {
     ///   applied.
     /// - A TMMBR of 0 stops the full source as a PAUSE does (RFC 5104, RFC 7728); a later
     ///   non-zero one sends again (unless a PAUSE holds it).
+    /// - [`Event::UplinkLimit`] (our own estimate of our uplink, from the relay's
+    ///   transport-cc feedback): the full layer also keeps under the limit less the
+    ///   audio's and the thumbnail's nominal rates; the lower of that and the REMB or
+    ///   TMMBR applies. `None` lifts it.
     ///
     /// A source that sends again starts with a keyframe.
     pub fn handle_event(&mut self, event: &Event) -> bool {
@@ -1038,14 +1050,21 @@ impl Driver {
                 return true;
             }
             Event::Remb { bitrate_bps, ssrcs } if ssrcs.contains(&full) => {
-                self.set_full_rate(*bitrate_bps);
+                self.asked_bps = Some(*bitrate_bps);
+                self.set_full_rate();
+                return true;
+            }
+            Event::UplinkLimit(limit) => {
+                self.uplink_bps = *limit;
+                self.set_full_rate();
                 return true;
             }
             Event::Tmmbr { ssrc, bitrate_bps } if *ssrc == full => {
                 let before = self.active();
                 self.tmmbr_stopped = *bitrate_bps == 0;
                 if *bitrate_bps > 0 {
-                    self.set_full_rate(*bitrate_bps);
+                    self.asked_bps = Some(*bitrate_bps);
+                    self.set_full_rate();
                 } else {
                     self.stats.rate_requests += 1;
                 }
@@ -1080,8 +1099,19 @@ impl Driver {
         }
     }
 
-    /// A REMB or TMMBR for the full-resolution stream: its rate multiplier.
-    fn set_full_rate(&mut self, bitrate_bps: u64) {
+    /// The full-resolution stream's rate multiplier from the lower of the REMB or
+    /// TMMBR and what our uplink limit leaves it.
+    fn set_full_rate(&mut self) {
+        let others = SourceKind::Audio.target_bps()
+            + SourceKind::Video {
+                layer: VideoLayer::Thumbnail,
+            }
+            .target_bps();
+        let room = self.uplink_bps.map(|u| u.saturating_sub(others));
+        let bitrate_bps = match (self.asked_bps, room) {
+            (Some(a), Some(r)) => a.min(r),
+            (a, r) => a.or(r).unwrap_or(u64::MAX),
+        };
         let nominal = SourceKind::Video {
             layer: VideoLayer::Full,
         }

@@ -441,6 +441,9 @@ impl Sim {
         cfg.auto_feedback = self.auto_feedback;
         // A member that negotiated abs-send-time estimates its downlink and sends REMB.
         cfg.bwe = self.extmap.abs_send_time.filter(|_| self.remb);
+        // One that stamps transport-wide sequence numbers estimates its uplink from the
+        // relay's feedback.
+        cfg.transport_cc = self.extmap.transport_cc;
         let p = Participant::new(cfg, self.now).expect("participant");
         let addr = SocketAddr::from(([127, 0, 0, 1], self.next_port));
         self.next_port += 1;

@@ -32,10 +32,10 @@ fn sim_with_queue_check(check: bool) -> Sim {
     sim
 }
 
-/// `idx` sends synthetic audio, thumbnail and full video.
+/// `idx` sends synthetic audio, thumbnail and full video, with the sim's extensions.
 fn sending(sim: &Sim, idx: usize) -> Sending {
     let p = &sim.member(idx).p;
-    let driver = Driver::for_participant(p, SenderId(idx as u64), FULL_EXTMAP, sim.now, 7, sim.now);
+    let driver = Driver::for_participant(p, SenderId(idx as u64), sim.extmap, sim.now, 7, sim.now);
     Sending::new(idx, driver)
 }
 
@@ -640,6 +640,10 @@ struct OverNarrowUplink {
     rembs: Vec<u64>,
     /// What her audio and thumbnail took of her uplink after it (bits/s).
     others_bps: u64,
+    /// The limits her own estimate of her uplink set after it (transport-cc).
+    limits: Vec<Option<u64>>,
+    /// Transport-cc feedback packets the relay sent her after it.
+    feedback: u64,
 }
 
 /// The first seconds, left out of the figures.
@@ -648,10 +652,14 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// Alice sends her three layers (about 1.5 Mbit/s of full layer at 30 fps, 150 kbit/s
 /// of thumbnail and 40 kbit/s of audio) over a 1 Mbit/s uplink behind a 64 KB buffer;
 /// bob watches her full layer on a fast link, for 25 s; the relay estimates her uplink
-/// or not.
-fn over_a_narrow_uplink(estimation: bool) -> OverNarrowUplink {
+/// or not; with `transport_cc`, she stamps transport-wide sequence numbers, and
+/// estimates her uplink herself from the relay's feedback.
+fn over_a_narrow_uplink(estimation: bool, transport_cc: bool) -> OverNarrowUplink {
     let mut sim = Sim::with_config(2, 0, |c| c.uplink_estimation = estimation);
     sim.extmap = FULL_EXTMAP;
+    if transport_cc {
+        sim.extmap.transport_cc = Some(ExtId(5));
+    }
     sim.auto_feedback = true;
     // Receivers that estimate their downlink see alice's uplink queue too (the delay
     // they measure is from her send times), and the clamp follows them down; receivers
@@ -665,6 +673,13 @@ fn over_a_narrow_uplink(estimation: bool) -> OverNarrowUplink {
     let mut senders = [sending(&sim, a)];
     sim.run_sending(&mut senders, SETTLE.as_millis() as u64);
     let (from, before, first_event) = (sim.now, sim.uplink_stats(a), sim.member(a).events.len());
+    let feedback = |sim: &Sim| {
+        sim.shards
+            .iter()
+            .map(|e| e.stats().transport_cc_sent)
+            .sum::<u64>()
+    };
+    let feedback_before = feedback(&sim);
     sim.run_sending(&mut senders, 20_000);
     let to = sim.now;
     let t = sim.member(b).timeline.as_ref().unwrap();
@@ -682,6 +697,14 @@ fn over_a_narrow_uplink(estimation: bool) -> OverNarrowUplink {
             .count(),
         gap: t.longest_gap(SenderId(a as u64), from, to),
         rembs: rembs(&sim, a, first_event),
+        limits: sim.member(a).events[first_event..]
+            .iter()
+            .filter_map(|e| match e {
+                PEvent::UplinkLimit(l) => Some(*l),
+                _ => None,
+            })
+            .collect(),
+        feedback: feedback(&sim) - feedback_before,
     }
 }
 
@@ -692,8 +715,8 @@ fn over_a_narrow_uplink(estimation: bool) -> OverNarrowUplink {
 /// uplink leaves it, and bob gets her audio and a steady full-resolution picture.
 #[test]
 fn a_sender_whose_uplink_is_narrower_than_its_layers_is_asked_to_fit_it() {
-    let off = over_a_narrow_uplink(false);
-    let on = over_a_narrow_uplink(true);
+    let off = over_a_narrow_uplink(false, false);
+    let on = over_a_narrow_uplink(true, false);
     for (name, o) in [("off", &off), ("on", &on)] {
         eprintln!(
             "uplink estimation {name}: {} packets dropped at alice's uplink, bob got {} of her audio packets and lost {}, {} full frames, longest still picture {:?}, REMB {:?}",
@@ -721,6 +744,35 @@ fn a_sender_whose_uplink_is_narrower_than_its_layers_is_asked_to_fit_it() {
     assert!(
         median * 10 >= room * 8 && median * 10 <= room * 12,
         "median REMB {median} for {room} bit/s of room: {on:?}"
+    );
+}
+
+/// The same sender, towards a relay that does not estimate her uplink, but stamping
+/// transport-wide sequence numbers: the relay reports every 100 ms which of her packets
+/// arrived and when (transport-cc feedback), she runs the same estimate on it, and
+/// keeps her full layer to what it leaves — bob gets her audio and a steady
+/// full-resolution picture, as with the relay's estimate.
+#[test]
+fn a_sender_with_transport_cc_fits_its_uplink_from_the_relays_feedback() {
+    let o = over_a_narrow_uplink(false, true);
+    eprintln!(
+        "transport-cc: {} packets dropped at alice's uplink, bob got {} of her audio packets and lost {}, {} full frames, longest still picture {:?}, {} feedback packets, limits {:?}",
+        o.dropped, o.audio.0, o.audio.1, o.full_frames, o.gap, o.feedback, o.limits
+    );
+    assert!(o.dropped <= 30, "{o:?}");
+    assert!(o.audio.0 >= 990 && o.audio.1 <= 2, "{o:?}");
+    assert!(o.full_frames >= 20 * 30 * 9 / 10, "{o:?}");
+    assert!(o.gap <= Duration::from_millis(200), "{o:?}");
+    // Feedback every 100 ms; her limit, once a second, about her 1 Mbit/s uplink.
+    assert!(o.feedback >= 180, "{} feedback packets in 20 s", o.feedback);
+    let mut limits: Vec<u64> = o.limits.iter().flatten().copied().collect();
+    assert!(limits.len() >= 15, "{:?}", o.limits);
+    limits.sort();
+    let median = limits[limits.len() / 2];
+    assert!(
+        (800_000..=1_200_000).contains(&median),
+        "median limit {median}: {:?}",
+        o.limits
     );
 }
 
