@@ -56,7 +56,11 @@ pub(crate) struct TwccRecorder {
     max: Option<u64>,
     /// The first not yet reported.
     next: u64,
-    last_feedback: Option<Instant>,
+    /// When the next feedback may go (none yet: at once).
+    next_feedback: Option<Instant>,
+    /// The latest arrival instant and its microseconds since `epoch`: a worker hands a
+    /// whole receive batch one instant, converted once.
+    clock: Option<(Instant, u64)>,
     fb_pkt_count: u8,
     /// The arrivals of the feedback being written (250 µs ticks after its reference).
     arrivals: Box<[Option<i64>]>,
@@ -69,7 +73,8 @@ impl TwccRecorder {
             slots: vec![(EMPTY, 0); SLOTS].into_boxed_slice(),
             max: None,
             next: 0,
-            last_feedback: None,
+            next_feedback: None,
+            clock: None,
             fb_pkt_count: 0,
             arrivals: vec![None; MAX_PER_FEEDBACK].into_boxed_slice(),
         }
@@ -96,18 +101,27 @@ impl TwccRecorder {
             // Numbers the ring no longer holds are reported lost with the rest.
             self.next = self.next.max((ext + 1).saturating_sub(SLOTS as u64));
         }
+        let us = match self.clock {
+            Some((at, us)) if at == now => us,
+            _ => self.micros(now),
+        };
+        self.slots[ext as usize % SLOTS] = (ext, us);
+    }
+
+    /// `now` in microseconds since the first packet, cached for the next packets of
+    /// the same instant.
+    #[cold]
+    fn micros(&mut self, now: Instant) -> u64 {
         let epoch = *self.epoch.get_or_insert(now);
         let us = now.saturating_duration_since(epoch).as_micros() as u64;
-        self.slots[ext as usize % SLOTS] = (ext, us);
+        self.clock = Some((now, us));
+        us
     }
 
     /// Whether feedback is due: something to report, and [`INTERVAL`] since the last.
     #[inline]
     pub(crate) fn due(&self, now: Instant) -> bool {
-        self.max.is_some_and(|m| m >= self.next)
-            && self
-                .last_feedback
-                .is_none_or(|t| now.saturating_duration_since(t) >= INTERVAL)
+        self.max.is_some_and(|m| m >= self.next) && self.next_feedback.is_none_or(|t| now >= t)
     }
 
     /// The next feedback (call until `None`: a long burst takes several), its arrivals
@@ -130,7 +144,7 @@ impl TwccRecorder {
             *a = stored(base + i as u64).map(|us| (us / 250) as i64 - (reference * 256) as i64);
         }
         self.next = base + count as u64;
-        self.last_feedback = Some(now);
+        self.next_feedback = now.checked_add(INTERVAL);
         let fb = TwccFeedback {
             base_seq: base as u16,
             reference_time: (reference & 0x7f_ffff) as i32,
