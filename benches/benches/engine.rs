@@ -19,7 +19,8 @@ use blindfold_relay::engine::{
     Command, FullSet, Handled, PeerMsg, SessionHandle, SessionName, ShardId,
 };
 use blindfold_relay::id::{ExtId, Pt};
-use blindfold_tests::{FULL_EXTMAP, Sim};
+use blindfold_relay::wire::rtp::RtpHeader;
+use blindfold_tests::{AUDIO_LEVEL_EXT, FULL_EXTMAP, Sim};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A connected call on one shard: a sender (its index is returned) and `receivers`.
@@ -105,6 +106,14 @@ fn forward(c: &mut Criterion) {
     g.finish();
 }
 
+/// The transport-wide sequence number's id in the "all" variants of [`features`].
+const TCC_EXT: ExtId = ExtId(5);
+/// abs-send-time's.
+const ABS_SEND_TIME_EXT: ExtId = FULL_EXTMAP.abs_send_time.unwrap();
+
+/// A packet's header extensions.
+type Exts<'a> = &'a [(ExtId, &'a [u8])];
+
 /// The forwarding path with every media feature on against the plain path, in one run:
 /// "plain" is the relay with layer choice off, no retransmission caches and no header
 /// extensions negotiated (no audio level read, no frame marking); "all" is the default
@@ -114,8 +123,11 @@ fn forward(c: &mut Criterion) {
 /// retransmission caches (the one feature that copies a packet); "all_but_uplink" is
 /// "all" without the sender's uplink estimate (sequence numbers counted, abs-send-time
 /// fed to the delay-based estimator, here with an unchanging send and arrival time: the
-/// in-group path most packets take). Per iteration: one audio packet (a speech level)
-/// and one 1000-byte thumbnail packet, to 10 receivers.
+/// in-group path most packets take). In every "all" variant the sender also stamps
+/// transport-wide sequence numbers, each packet's arrival noted for its transport-cc
+/// feedback (the feedback itself, one per 100 ms, is not in the loop: time stands
+/// still). Per iteration: one audio packet (a speech level) and one 1000-byte
+/// thumbnail packet, to 10 receivers.
 fn features(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_forward_features");
     g.throughput(Throughput::Elements(2));
@@ -136,7 +148,10 @@ fn features(c: &mut Criterion) {
             }
         });
         sim.extmap = match all {
-            true => FULL_EXTMAP,
+            true => ExtmapIds {
+                transport_cc: Some(TCC_EXT),
+                ..FULL_EXTMAP
+            },
             false => ExtmapIds::default(),
         };
         let sender = sim.join("sender", "conf");
@@ -147,26 +162,46 @@ fn features(c: &mut Criterion) {
             }
         }
         sim.run_until_connected();
-        sim.send_audio_level(sender, 30, true, &[0x55; 160]);
-        let mut audio = sim.member(sender).sent.last().unwrap().clone();
-        let thumb = sim.member(sender).ssrcs().thumbnail;
-        // With every extension, the video packet is stamped with abs-send-time (the
-        // uplink's delay-based estimate reads it; the audio packet carries its level).
+        let ssrcs = sim.member(sender).ssrcs();
+        // With every extension, both packets carry a transport-wide sequence number,
+        // the audio packet its level, the video packet abs-send-time (the uplink's
+        // delay-based estimate reads it).
+        let level = [0x80 | 30];
+        let tcc = [0, 0];
         let stamp = [0x12, 0x34, 0x56];
-        let exts: &[(ExtId, &[u8])] = match FULL_EXTMAP.abs_send_time {
-            Some(id) if all => &[(id, &stamp)],
-            _ => &[],
+        let (audio_exts, video_exts): (Exts, Exts) = match all {
+            true => (
+                &[(AUDIO_LEVEL_EXT, &level), (TCC_EXT, &tcc)],
+                &[(ABS_SEND_TIME_EXT, &stamp), (TCC_EXT, &tcc)],
+            ),
+            false => (&[(AUDIO_LEVEL_EXT, &level)], &[]),
         };
-        sim.send_with(sender, thumb, Pt(96), exts, &[0x55; 1000]);
+        sim.send_with(sender, ssrcs.audio, Pt(111), audio_exts, &[0x55; 160]);
+        let mut audio = sim.member(sender).sent.last().unwrap().clone();
+        sim.send_with(sender, ssrcs.thumbnail, Pt(96), video_exts, &[0x55; 1000]);
         let mut video = sim.member(sender).sent.last().unwrap().clone();
+        // Where each packet's transport-wide number sits (renumbered per iteration).
+        let tcc_at = |p: &[u8]| {
+            let h = RtpHeader::parse(p).unwrap();
+            h.extension(TCC_EXT)
+                .map(|d| d.as_ptr() as usize - p.as_ptr() as usize)
+        };
+        let (audio_tcc, video_tcc) = (tcc_at(&audio), tcc_at(&video));
         let from = sim.member(sender).addr;
         let now = sim.now;
         let engine = &mut sim.shards[0];
         let mut seq = 0u16;
+        let mut tcc_seq = 0u16;
         g.bench_function(name, |b| {
             b.iter(|| {
                 seq = seq.wrapping_add(1);
                 video[2..4].copy_from_slice(&seq.to_be_bytes());
+                for (packet, at) in [(&mut audio, audio_tcc), (&mut video, video_tcc)] {
+                    if let Some(at) = at {
+                        tcc_seq = tcc_seq.wrapping_add(1);
+                        packet[at..at + 2].copy_from_slice(&tcc_seq.to_be_bytes());
+                    }
+                }
                 for packet in [&mut audio, &mut video] {
                     match engine.handle_datagram(now, from, black_box(packet)) {
                         Handled::Forward(dests) => {

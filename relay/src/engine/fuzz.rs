@@ -59,14 +59,14 @@ fn spec(i: usize) -> SessionRule {
             },
         ],
         // Audio levels are read (active speaker), frame marking (receivers switching up
-        // wait for a keyframe) and abs-send-time (uplink estimation): raw datagrams reach
-        // all three readers.
+        // wait for a keyframe), abs-send-time (uplink estimation) and transport-wide
+        // sequence numbers (transport-cc feedback): raw datagrams reach all four readers.
         tmmbr: i == 1,
         extensions: ExtensionIds {
             audio_level: Some(crate::id::ExtId(1)),
             frame_marking: Some(crate::id::ExtId(2)),
             abs_send_time: Some(crate::id::ExtId(3)),
-            ..ExtensionIds::default()
+            transport_cc: Some(crate::id::ExtId(5)),
         },
     }
 }
