@@ -17,7 +17,7 @@ use blindfold_relay::wire::rtcp::{
     RtcpCompound, RtcpPacket, SenderInfo,
 };
 use blindfold_relay::wire::rtp::{
-    RtpFields, RtpHeader, abs_send_time, transport_cc_seq, write_header,
+    AbsSendTime, RtpFields, RtpHeader, abs_send_time, transport_cc_seq, write_header,
 };
 use blindfold_relay::wire::{Datagram, demux};
 
@@ -1065,7 +1065,14 @@ impl Participant {
             && let Some((_, d)) = extensions.iter().find(|(e, _)| *e == id)
             && let Ok(tcc) = transport_cc_seq(d)
         {
-            log.note(tcc, at, ssrc, seq, now, n);
+            log.note(Sent {
+                tcc,
+                stream: at,
+                ssrc,
+                seq,
+                at: now,
+                size: n,
+            });
         }
         let s = &mut self.send[at];
         s.next_seq = s.next_seq.wrapping_add(1);
@@ -1535,23 +1542,8 @@ impl SentLog {
         }
     }
 
-    fn note(
-        &mut self,
-        tcc: u16,
-        stream: usize,
-        ssrc: Ssrc,
-        seq: WireSeq,
-        at: Instant,
-        size: usize,
-    ) {
-        self.sent[usize::from(tcc) % SENT_LOG] = Some(Sent {
-            tcc,
-            stream,
-            ssrc,
-            seq,
-            at,
-            size,
-        });
+    fn note(&mut self, sent: Sent) {
+        self.sent[usize::from(sent.tcc) % SENT_LOG] = Some(sent);
     }
 
     /// The relay's feedback: every packet it reports arrived goes to the estimate, at
@@ -1573,9 +1565,9 @@ impl SentLog {
                 continue; // before the first: reordered feedback
             };
             let arrival = base_at + Duration::from_micros(after);
-            let sent = abs_send_ticks(p.at.saturating_duration_since(start));
+            let sent = AbsSendTime::from_duration(p.at.saturating_duration_since(start));
             self.estimate
-                .on_packet(arrival, p.stream, p.ssrc, p.seq, Some(sent), p.size);
+                .on_packet(arrival, p.stream, p.ssrc, p.seq, Some(sent.0), p.size);
             latest = Some(arrival);
         }
         match self.estimate.poll(latest?)? {
@@ -1583,9 +1575,4 @@ impl SentLog {
             Limit::Lifted => Some(None),
         }
     }
-}
-
-/// A time as abs-send-time: 6.18 fixed-point seconds, modulo 64 s.
-fn abs_send_ticks(t: Duration) -> u32 {
-    ((t.as_nanos() << 18) / 1_000_000_000) as u32 & 0x00ff_ffff
 }

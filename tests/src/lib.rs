@@ -84,7 +84,9 @@ use blindfold_relay::control::{
     StreamKind, StreamSpec, SubscriptionSpec,
 };
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings, Fingerprint};
-use blindfold_relay::engine::{Command, Engine, EngineConfig, Event, Handled, PeerMsg, ShardId};
+use blindfold_relay::engine::{
+    Command, Engine, EngineConfig, EngineStats, Event, Handled, PeerMsg, ShardId,
+};
 use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, SeqNo, Ssrc};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 
@@ -483,6 +485,11 @@ impl Sim {
             }
             self.run_for_ms(5);
         }
+    }
+
+    /// One of the engines' counters, summed over the shards.
+    pub fn relay_total(&self, counter: impl Fn(&EngineStats) -> u64) -> u64 {
+        self.shards.iter().map(|e| counter(e.stats())).sum()
     }
 
     /// The member at `idx`.

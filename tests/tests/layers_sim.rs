@@ -116,7 +116,7 @@ fn switches_start_at_a_keyframe_and_the_picture_never_stops() {
         gap <= Duration::from_millis(140),
         "alice's picture stood still for {gap:?}"
     );
-    let ups: u64 = sim.shards.iter().map(|e| e.stats().layer_switches_up).sum();
+    let ups: u64 = sim.relay_total(|s| s.layer_switches_up);
     assert_eq!(ups, 1 + 3, "carol's switch up and bob's three");
 }
 
@@ -216,12 +216,7 @@ fn a_slow_receiver_gets_thumbnails_and_its_audio_while_a_fast_one_gets_full() {
     sim.run_sending(&mut senders, 5_000);
     let from = sim.now;
     let answered = sim.member(c).p.stats().probes_answered;
-    let short = |sim: &Sim| {
-        sim.shards
-            .iter()
-            .map(|e| e.stats().probes_short)
-            .sum::<u64>()
-    };
+    let short = |sim: &Sim| sim.relay_total(|s| s.probes_short);
     let short_before = short(&sim);
     sim.run_sending(&mut senders, 25_000);
     let to = sim.now;
@@ -371,7 +366,7 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
     assert!(values.len() >= 15, "REMBs: {values:?}");
     // The relay timed its round trips to the viewers from their report blocks (which
     // answer the SRs it forwarded them): the queue check had figures all along.
-    let round_trips: u64 = sim.shards.iter().map(|e| e.stats().round_trips).sum();
+    let round_trips: u64 = sim.relay_total(|s| s.round_trips);
     assert!(
         round_trips >= 2 * 25,
         "{round_trips} round trips timed in 30 s"
@@ -621,7 +616,7 @@ fn a_sender_that_negotiated_tmmbr_is_clamped_by_tmmbr() {
         (700_000..1_400_000).contains(&clamped),
         "alice's full layer at {clamped} bit/s for dave's 1.4 Mbit/s"
     );
-    let sent: u64 = sim.shards.iter().map(|e| e.stats().tmmbr_sent).sum();
+    let sent: u64 = sim.relay_total(|s| s.tmmbr_sent);
     assert!(sent >= tmmbr.len() as u64);
 }
 
@@ -673,12 +668,7 @@ fn over_a_narrow_uplink(estimation: bool, transport_cc: bool) -> OverNarrowUplin
     let mut senders = [sending(&sim, a)];
     sim.run_sending(&mut senders, SETTLE.as_millis() as u64);
     let (from, before, first_event) = (sim.now, sim.uplink_stats(a), sim.member(a).events.len());
-    let feedback = |sim: &Sim| {
-        sim.shards
-            .iter()
-            .map(|e| e.stats().transport_cc_sent)
-            .sum::<u64>()
-    };
+    let feedback = |sim: &Sim| sim.relay_total(|s| s.transport_cc_sent);
     let feedback_before = feedback(&sim);
     sim.run_sending(&mut senders, 20_000);
     let to = sim.now;

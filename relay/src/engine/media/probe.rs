@@ -240,6 +240,12 @@ mod tests {
         out
     }
 
+    /// A 1.5 Mbit/s cluster, started at `t0` and sent whole.
+    fn sent_cluster(p: &mut Prober, t0: Instant) {
+        assert!(p.start(t0, 1_500_000));
+        send_all(p, t0);
+    }
+
     fn report(cluster: u16, received: u8, bytes: u32, duration_us: u32) -> ProbeReport {
         ProbeReport {
             cluster,
@@ -304,8 +310,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Prober::new();
         // No report from a receiver that never answered: unanswered.
-        p.start(t0, 1_500_000);
-        send_all(&mut p, t0);
+        sent_cluster(&mut p, t0);
         let done = t0 + 16 * MS;
         assert_eq!(p.poll_timeout(), Some(done + REPORT_TIMEOUT));
         assert_eq!(p.handle_timeout(done + 999 * MS), None);
@@ -316,30 +321,26 @@ mod tests {
         assert!(!p.busy());
 
         // Cluster 1: the link delivered 1.5 Mbit/s (4680 bytes in 25 ms): carried.
-        p.start(t0, 1_500_000);
-        send_all(&mut p, t0);
+        sent_cluster(&mut p, t0);
         assert_eq!(p.handle_report(&report(0, 6, 4680, 25_000)), None, "stale");
         assert_eq!(
             p.handle_report(&report(1, 6, 4680, 25_000)),
             Some(ProbeOutcome::Carried)
         );
         // Cluster 2: at 300 kbit/s the same bytes take 125 ms: short.
-        p.start(t0, 1_500_000);
-        send_all(&mut p, t0);
+        sent_cluster(&mut p, t0);
         assert_eq!(
             p.handle_report(&report(2, 6, 4680, 125_000)),
             Some(ProbeOutcome::Short)
         );
         // Cluster 3: fast, but a packet was lost: short.
-        p.start(t0, 1_500_000);
-        send_all(&mut p, t0);
+        sent_cluster(&mut p, t0);
         assert_eq!(
             p.handle_report(&report(3, 4, 4680, 25_000)),
             Some(ProbeOutcome::Short)
         );
         // Cluster 4: no report now that the receiver answers probes: short.
-        p.start(t0, 1_500_000);
-        send_all(&mut p, t0);
+        sent_cluster(&mut p, t0);
         assert_eq!(
             p.handle_timeout(t0 + 2 * REPORT_TIMEOUT),
             Some(ProbeOutcome::Short)
