@@ -2,8 +2,8 @@
 //! `m.call.invite` and the [`Answer`] reader for the SFU's `m.call.answer`.
 //!
 //! The offer is exactly what a participant built on this library sends: BUNDLE, Opus
-//! (PT 111) and VP8 (PT 96), audio level, frame marking and abs-send-time, and the
-//! audio + simulcast thumbnail/full SSRCs. The answer reader takes only what connecting
+//! (PT 111) and VP8 (PT 96), audio level, frame marking, abs-send-time and the
+//! transport-wide sequence number, and the audio + simulcast thumbnail/full SSRCs. The answer reader takes only what connecting
 //! needs (ICE credentials, fingerprint, candidates) and refuses, with an error, an
 //! answer without them: SDP comes from the network.
 
@@ -20,8 +20,12 @@ pub const OFFER_EXTMAP: ExtmapIds = ExtmapIds {
     audio_level: Some(ExtId(1)),
     frame_marking: Some(ExtId(2)),
     abs_send_time: Some(ExtId(3)),
-    transport_cc: None,
+    transport_cc: Some(ExtId(4)),
 };
+
+/// The transport-wide sequence number extension (draft-holmer-rmcat-transport-wide-cc-extensions-01).
+const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// What goes into a participant's SDP offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +72,10 @@ impl Offer {
                 "a=extmap:{} http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
                 ext(OFFER_EXTMAP.abs_send_time)
             ),
+            format!(
+                "a=extmap:{} {TRANSPORT_CC_URI}",
+                ext(OFFER_EXTMAP.transport_cc)
+            ),
             "a=rtpmap:111 opus/48000/2".into(),
             format!("a=ssrc:{} cname:{cname}", s.audio.0),
             "m=video 9 UDP/TLS/RTP/SAVPF 96".into(),
@@ -82,6 +90,10 @@ impl Offer {
             format!(
                 "a=extmap:{} http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
                 ext(OFFER_EXTMAP.abs_send_time)
+            ),
+            format!(
+                "a=extmap:{} {TRANSPORT_CC_URI}",
+                ext(OFFER_EXTMAP.transport_cc)
             ),
             "a=rtpmap:96 VP8/90000".into(),
             "a=rtcp-fb:96 nack pli".into(),
@@ -193,6 +205,9 @@ mod tests {
         assert!(offer.contains("a=ssrc:4097 cname:me\r\n"));
         assert!(offer.contains(&format!("a=fingerprint:sha-256 {}\r\n", cert.fingerprint())));
         assert!(!offer.contains("a=crypto"));
+        // Both media sections declare the transport-wide sequence number.
+        let tcc = format!("a=extmap:4 {TRANSPORT_CC_URI}\r\n");
+        assert_eq!(offer.matches(&tcc).count(), 2, "{offer}");
     }
 
     #[test]

@@ -332,6 +332,11 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
             }
             assert!(rx.rejected().is_empty(), "{}: {:?}", rx.name, rx.rejected());
         }
+        // The members' offers declare the transport-wide sequence number and their
+        // media stamps it: signaling passed the id on, and the relay answers each
+        // member with transport-cc feedback (one per 100 ms of its media).
+        let feedback = st.sfu.relay.metric("blindfold_transport_cc_sent_total");
+        assert!(feedback >= 3 * 5, "{feedback} transport-cc feedback packets");
 
         // The SFU account sees the key events only as m.room.encrypted, and no room
         // key ever reaches it (it has no device to encrypt one to).

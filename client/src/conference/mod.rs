@@ -7,8 +7,10 @@
 //! The participant estimates its downlink from the abs-send-time its offer declares
 //! ([`crate::sdp::OFFER_EXTMAP`], read on other members' media:
 //! [`ParticipantConfig::bwe`]) and reports it to the relay in REMBs; the synthetic
-//! sources' full-resolution layer follows the relay's REMB and TMMBR
-//! ([`crate::Driver::handle_event`]).
+//! sources' full-resolution layer follows the relay's REMB and TMMBR, and stays under
+//! the participant's own estimate of its uplink, made from the relay's transport-cc
+//! feedback about the transport-wide sequence numbers it stamps
+//! ([`ParticipantConfig::transport_cc`], [`crate::Driver::handle_event`]).
 //!
 //! # Driving it
 //!
@@ -861,6 +863,9 @@ impl Conference {
         // participant built on this library stamps it with that id) and tell the relay
         // in REMBs.
         pcfg.bwe = crate::sdp::OFFER_EXTMAP.abs_send_time;
+        // Stamp transport-wide sequence numbers (the Driver does) and estimate our
+        // uplink from the relay's transport-cc feedback about them.
+        pcfg.transport_cc = crate::sdp::OFFER_EXTMAP.transport_cc;
         let now = Instant::now();
         let participant = Participant::new(pcfg, now)?;
         let driver = match config.media {
