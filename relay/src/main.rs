@@ -24,6 +24,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::process::ExitCode;
@@ -151,7 +152,13 @@ fn run(config: &Config) -> Result<(), Fatal> {
         listen = s.local_addr().map_err(fatal("reading the UDP address"))?;
         sockets.push(s);
     }
-    tracing::info!(%listen, workers, public = ?config.public, "media socket");
+    // A public address given as a port-0 listen address is that address as bound.
+    let public: Vec<SocketAddr> = config
+        .public
+        .iter()
+        .map(|&p| if p == config.listen { listen } else { p })
+        .collect();
+    tracing::info!(%listen, workers, ?public, "media socket");
 
     let (notify_tx, notify_rx) = crossbeam_channel::bounded(NOTIFY_CHANNEL);
     let control_poll = Poll::new().map_err(fatal("creating the control poll"))?;
@@ -218,7 +225,7 @@ fn run(config: &Config) -> Result<(), Fatal> {
     }
     drop(notify_tx);
 
-    let mut candidates = config.public.clone();
+    let mut candidates = public;
     if candidates.len() > MAX_CANDIDATES {
         tracing::warn!(
             "{} public addresses; the hello carries the first {MAX_CANDIDATES}",

@@ -136,12 +136,6 @@ pub fn die_with_parent(cmd: &mut Command) {
     };
 }
 
-/// A UDP port nobody listens on right now (bound and released at once).
-pub fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-    s.local_addr().expect("addr").port()
-}
-
 /// A TCP port nobody listens on right now (bound and released at once).
 pub fn free_tcp_port() -> u16 {
     let s = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
@@ -210,17 +204,19 @@ impl Relay {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let control = dir.join("control.sock");
-        let udp: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
-        let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
+        // Port 0 for both: the relay binds what the kernel gives it and logs the
+        // addresses, read below (no window in which another socket takes a port
+        // picked for it).
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let mut args: Vec<OsString> = vec![
             "--listen".into(),
-            udp.to_string().into(),
+            any.to_string().into(),
             "--workers".into(),
             workers.to_string().into(),
             "--control-socket".into(),
             control.clone().into(),
             "--metrics".into(),
-            metrics.to_string().into(),
+            any.to_string().into(),
         ];
         args.extend(
             [
@@ -236,20 +232,48 @@ impl Relay {
         args.extend(extra.iter().map(OsString::from));
         args.extend(files(&dir));
         let (child, log_offset) = Self::spawn(&dir, &args);
-        let relay = Relay {
+        let mut relay = Relay {
             child,
             args,
             log_offset,
             dir,
             control,
-            udp,
-            metrics,
+            udp: any,
+            metrics: any,
         };
-        // Not a probe connection: the relay serves one client at a time.
-        relay.wait_until(Duration::from_secs(10), "the control socket", || {
-            relay.control.exists()
-        });
+        relay.wait_listening("the relay");
+        relay.udp = relay.logged_addr("media socket", "listen=");
+        relay.metrics = relay.logged_addr("metrics on", "addr=");
+        // A restart binds the same ports again, as an operator's fixed config would.
+        for (flag, addr) in [("--listen", relay.udp), ("--metrics", relay.metrics)] {
+            let at = relay.args.iter().position(|a| a == flag).expect("flag") + 1;
+            relay.args[at] = addr.to_string().into();
+        }
         relay
+    }
+
+    /// Waits (up to 10 s) until the current run has bound its media socket and its
+    /// control socket. Not a probe connection to the control socket: the relay serves
+    /// one client at a time.
+    fn wait_listening(&self, what: &str) {
+        self.wait_until(Duration::from_secs(10), what, || {
+            self.run_log().contains("media socket") && self.control.exists()
+        });
+    }
+
+    /// The current run's log.
+    fn run_log(&self) -> String {
+        let log = self.log();
+        log.get(self.log_offset as usize..).unwrap_or("").to_owned()
+    }
+
+    /// The address after `key` on the current run's log line containing `line`.
+    fn logged_addr(&self, line: &str, key: &str) -> SocketAddr {
+        let log = self.run_log();
+        log.lines()
+            .filter(|l| l.contains(line))
+            .find_map(|l| l.split(key).nth(1)?.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("the relay logged no {line} address:\n{log}"))
     }
 
     /// Runs the relay with `args`, its stderr appended to `dir/relay.log`: the child and
@@ -291,11 +315,7 @@ impl Relay {
         self.log_offset = offset;
         // The dead run's socket file is still there until the new run replaces it, so
         // wait for the new run to say it is listening.
-        self.wait_until(Duration::from_secs(10), "the restarted relay", || {
-            let log = self.log();
-            let run = log.get(self.log_offset as usize..).unwrap_or("");
-            run.contains("media socket") && self.control.exists()
-        });
+        self.wait_listening("the restarted relay");
     }
 
     /// The process id.

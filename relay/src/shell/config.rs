@@ -260,7 +260,8 @@ pub struct TlsFiles {
 pub struct Config {
     /// UDP address every worker binds.
     pub listen: SocketAddr,
-    /// Addresses for the ICE candidates (at least one, none unspecified or port 0).
+    /// Addresses for the ICE candidates (at least one, none unspecified; port 0 only as
+    /// `listen` itself, which stands for the port `listen` is bound to).
     pub public: Vec<SocketAddr>,
     /// Worker threads.
     pub workers: NonZeroUsize,
@@ -439,11 +440,13 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
     } else if listen.ip().is_unspecified() {
         return Err(ConfigError::NoPublicAddress { listen });
     } else {
+        // The listen address as bound: with port 0, the relay fills in the port the
+        // kernel gave it.
         vec![listen]
     };
     if let Some(&addr) = public
         .iter()
-        .find(|a| a.ip().is_unspecified() || a.port() == 0)
+        .find(|&&a| a.ip().is_unspecified() || (a.port() == 0 && a != listen))
     {
         return Err(ConfigError::BadPublicAddress { addr });
     }
@@ -634,6 +637,12 @@ mod tests {
     fn specific_listen_address_is_the_default_public_address() {
         let c = load(&["--listen", "192.0.2.1:5000"]).unwrap();
         assert_eq!(c.public, vec!["192.0.2.1:5000".parse().unwrap()]);
+        // Port 0: the port the kernel gives (filled in when the relay binds), but a
+        // port-0 public address of its own is still an error.
+        let c = load(&["--listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(c.public, vec![c.listen]);
+        let e = load(&["--listen", "127.0.0.1:0", "--public", "192.0.2.1:0"]).unwrap_err();
+        assert!(matches!(e, ConfigError::BadPublicAddress { .. }), "{e}");
     }
 
     #[test]
