@@ -118,30 +118,31 @@ type Exts<'a> = &'a [(ExtId, &'a [u8])];
 /// "plain" is the relay with layer choice off, no retransmission caches and no header
 /// extensions negotiated (no audio level read, no frame marking); "all" is the default
 /// relay with every extension negotiated — the audio level read and judged, each video
-/// packet copied into its cache, each packet counted into its stream's rate meter, and
-/// layer choice running for subscribed receivers; "all_but_cache" is "all" without the
-/// retransmission caches (the one feature that copies a packet); "all_but_uplink" is
-/// "all" without the sender's uplink estimate (sequence numbers counted, abs-send-time
-/// fed to the delay-based estimator, here with an unchanging send and arrival time: the
-/// in-group path most packets take). In every "all" variant the sender also stamps
-/// transport-wide sequence numbers, each packet's arrival noted for its transport-cc
-/// feedback (the feedback itself, one per 100 ms, is not in the loop: time stands
-/// still). Per iteration: one audio packet (a speech level) and one 1000-byte
-/// thumbnail packet, to 10 receivers.
+/// packet copied into its cache, each packet counted into its stream's rate meter,
+/// layer choice running for subscribed receivers, the queue on the sender's uplink
+/// measured from abs-send-time, and each packet's transport-wide sequence number and
+/// arrival noted for its transport-cc feedback (the feedback itself, one per 100 ms,
+/// is not in the loop: time stands still); "all_but_cache" is "all" without the
+/// retransmission caches (the one feature that copies a packet); "all_uplink_at_relay"
+/// is "all" for a sender that does not stamp transport-wide sequence numbers, whose
+/// uplink the relay estimates instead (sequence numbers counted, abs-send-time fed to
+/// the delay-based estimator, here with an unchanging send and arrival time: the
+/// in-group path most packets take). Per iteration: one audio packet (a speech level)
+/// and one 1000-byte thumbnail packet, to 10 receivers.
 fn features(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_forward_features");
     g.throughput(Throughput::Elements(2));
-    for (name, all, cache, uplink) in [
+    for (name, all, cache, tcc) in [
         ("plain", false, false, false),
         ("all_but_cache", true, false, true),
-        ("all_but_uplink", true, true, false),
+        ("all_uplink_at_relay", true, true, false),
         ("all", true, true, true),
     ] {
         let mut sim = Sim::with_config(1, 0, |cfg| {
             if !all {
                 cfg.layer_choice = false;
+                cfg.uplink_estimation = false;
             }
-            cfg.uplink_estimation = uplink;
             if !cache {
                 cfg.retransmit_full_bytes = 0;
                 cfg.retransmit_thumbnail_bytes = 0;
@@ -149,7 +150,7 @@ fn features(c: &mut Criterion) {
         });
         sim.extmap = match all {
             true => ExtmapIds {
-                transport_cc: Some(TCC_EXT),
+                transport_cc: tcc.then_some(TCC_EXT),
                 ..FULL_EXTMAP
             },
             false => ExtmapIds::default(),
@@ -163,18 +164,19 @@ fn features(c: &mut Criterion) {
         }
         sim.run_until_connected();
         let ssrcs = sim.member(sender).ssrcs();
-        // With every extension, both packets carry a transport-wide sequence number,
-        // the audio packet its level, the video packet abs-send-time (the uplink's
-        // delay-based estimate reads it).
+        // With every extension, the audio packet carries its level, the video packet
+        // abs-send-time (the uplink's queue and delay-based estimate read it), and
+        // both a transport-wide sequence number if the sender stamps one.
         let level = [0x80 | 30];
-        let tcc = [0, 0];
+        let seq = [0, 0];
         let stamp = [0x12, 0x34, 0x56];
-        let (audio_exts, video_exts): (Exts, Exts) = match all {
-            true => (
-                &[(AUDIO_LEVEL_EXT, &level), (TCC_EXT, &tcc)],
-                &[(ABS_SEND_TIME_EXT, &stamp), (TCC_EXT, &tcc)],
+        let (audio_exts, video_exts): (Exts, Exts) = match (all, tcc) {
+            (true, true) => (
+                &[(AUDIO_LEVEL_EXT, &level), (TCC_EXT, &seq)],
+                &[(ABS_SEND_TIME_EXT, &stamp), (TCC_EXT, &seq)],
             ),
-            false => (&[(AUDIO_LEVEL_EXT, &level)], &[]),
+            (true, false) => (&[(AUDIO_LEVEL_EXT, &level)], &[(ABS_SEND_TIME_EXT, &stamp)]),
+            (false, _) => (&[(AUDIO_LEVEL_EXT, &level)], &[]),
         };
         sim.send_with(sender, ssrcs.audio, Pt(111), audio_exts, &[0x55; 160]);
         let mut audio = sim.member(sender).sent.last().unwrap().clone();

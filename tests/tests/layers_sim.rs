@@ -639,6 +639,8 @@ struct OverNarrowUplink {
     limits: Vec<Option<u64>>,
     /// Transport-cc feedback packets the relay sent her after it.
     feedback: u64,
+    /// Limits the relay's own estimate of her uplink set, over the whole run.
+    relay_limits: u64,
 }
 
 /// The first seconds, left out of the figures.
@@ -695,6 +697,7 @@ fn over_a_narrow_uplink(estimation: bool, transport_cc: bool) -> OverNarrowUplin
             })
             .collect(),
         feedback: feedback(&sim) - feedback_before,
+        relay_limits: sim.relay_total(|s| s.uplink_limited),
     }
 }
 
@@ -737,14 +740,15 @@ fn a_sender_whose_uplink_is_narrower_than_its_layers_is_asked_to_fit_it() {
     );
 }
 
-/// The same sender, towards a relay that does not estimate her uplink, but stamping
-/// transport-wide sequence numbers: the relay reports every 100 ms which of her packets
-/// arrived and when (transport-cc feedback), she runs the same estimate on it, and
-/// keeps her full layer to what it leaves — bob gets her audio and a steady
-/// full-resolution picture, as with the relay's estimate.
+/// The same sender stamping transport-wide sequence numbers, towards the relay as
+/// configured by default: the relay reports every 100 ms which of her packets arrived
+/// and when (transport-cc feedback) and leaves the estimate of her uplink to her (one
+/// controller per link); she runs it on the feedback and keeps her full layer to what
+/// it leaves — bob gets her audio and a steady full-resolution picture, as with the
+/// relay's estimate.
 #[test]
 fn a_sender_with_transport_cc_fits_its_uplink_from_the_relays_feedback() {
-    let o = over_a_narrow_uplink(false, true);
+    let o = over_a_narrow_uplink(true, true);
     eprintln!(
         "transport-cc: {} packets dropped at alice's uplink, bob got {} of her audio packets and lost {}, {} full frames, longest still picture {:?}, {} feedback packets, limits {:?}",
         o.dropped, o.audio.0, o.audio.1, o.full_frames, o.gap, o.feedback, o.limits
@@ -753,6 +757,8 @@ fn a_sender_with_transport_cc_fits_its_uplink_from_the_relays_feedback() {
     assert!(o.audio.0 >= 990 && o.audio.1 <= 2, "{o:?}");
     assert!(o.full_frames >= 20 * 30 * 9 / 10, "{o:?}");
     assert!(o.gap <= Duration::from_millis(200), "{o:?}");
+    // The relay never limited her uplink itself: she did.
+    assert_eq!(o.relay_limits, 0, "{o:?}");
     // Feedback every 100 ms; her limit, once a second, about her 1 Mbit/s uplink.
     assert!(o.feedback >= 180, "{} feedback packets in 20 s", o.feedback);
     let mut limits: Vec<u64> = o.limits.iter().flatten().copied().collect();

@@ -404,17 +404,34 @@ fn forwarding_video_into_the_retransmission_cache_does_not_allocate() {
 
 #[test]
 fn estimating_a_lossy_uplink_does_not_allocate() {
-    // Alice's full layer over an uplink that loses every fifth packet, stamped with
-    // abs-send-time and a transport-wide sequence number, for 10 simulated seconds:
-    // every packet feeds her uplink estimate, which limits her (the relay writes her a
-    // REMB each second), and is noted for her transport-cc feedback (written every
-    // 100 ms). The first seconds
-    // allocate what is allocated once (her clamp); the rest must not allocate. (Layer
-    // choice off: bob and carol get the layer at once, with no keyframe to wait for.)
+    // Without transport-wide sequence numbers, the relay estimates her uplink: it
+    // limits her (a REMB each second).
+    let (n, limits, feedback) = lossy_uplink(false);
+    assert!(limits >= 5, "{limits} REMB in 8 s");
+    assert_eq!(feedback, 0);
+    assert_eq!(n, 0);
+    // With them, it notes each packet for her transport-cc feedback (written every
+    // 100 ms) and leaves the estimate to her.
+    let (n, _, feedback) = lossy_uplink(true);
+    assert!(
+        feedback >= 70,
+        "{feedback} transport-cc feedback packets in 8 s"
+    );
+    assert_eq!(n, 0);
+}
+
+/// Alice's full layer over an uplink that loses every fifth packet, stamped with
+/// abs-send-time (and with `tcc` a transport-wide sequence number), for 10 simulated
+/// seconds: every packet feeds the queue measured on her uplink, and her uplink
+/// estimate or her transport-cc record. The first seconds allocate what is allocated
+/// once (her clamp); the allocations of the last 8 s, the REMB sent and the
+/// transport-cc feedback written in them. (Layer choice off: bob and carol get the
+/// layer at once, with no keyframe to wait for.)
+fn lossy_uplink(tcc: bool) -> (u64, u64, u64) {
     let mut sim = Sim::with_config(1, 0, |c| c.layer_choice = false);
-    let tcc = ExtId(5);
+    let tcc_id = ExtId(5);
     sim.extmap = blindfold_relay::control::ExtmapIds {
-        transport_cc: Some(tcc),
+        transport_cc: tcc.then_some(tcc_id),
         ..blindfold_tests::FULL_EXTMAP
     };
     let alice = sim.join("alice", "conf");
@@ -427,16 +444,14 @@ fn estimating_a_lossy_uplink_does_not_allocate() {
     let id = blindfold_tests::FULL_EXTMAP.abs_send_time.unwrap();
     let stamp = [0x12, 0x34, 0x56];
     let tcc_stamp = [0xfe, 0xdc];
-    sim.send_with(
-        alice,
-        full,
-        Pt(96),
-        &[(id, &stamp), (tcc, &tcc_stamp)],
-        &[0x44; 1000],
-    );
+    let exts: &[(ExtId, &[u8])] = match tcc {
+        true => &[(id, &stamp), (tcc_id, &tcc_stamp)],
+        false => &[(id, &stamp)],
+    };
+    sim.send_with(alice, full, Pt(96), exts, &[0x44; 1000]);
     let packet = sim.member(alice).sent.last().unwrap().clone();
     let at = packet.windows(3).position(|w| w == stamp).unwrap();
-    let tcc_at = packet.windows(2).position(|w| w == tcc_stamp).unwrap();
+    let tcc_at = packet.windows(2).position(|w| w == tcc_stamp);
     let first = u16::from_be_bytes([packet[2], packet[3]]);
     let from = sim.member(alice).addr;
     let start = sim.now;
@@ -449,23 +464,22 @@ fn estimating_a_lossy_uplink_does_not_allocate() {
             buf.copy_from_slice(&packet);
             buf[2..4].copy_from_slice(&first.wrapping_add(seq).to_be_bytes());
             buf[at..at + 3].copy_from_slice(&rtp::AbsSendTime::from_duration(t).to_bytes());
-            buf[tcc_at..tcc_at + 2].copy_from_slice(&seq.to_be_bytes());
+            if let Some(tcc_at) = tcc_at {
+                buf[tcc_at..tcc_at + 2].copy_from_slice(&seq.to_be_bytes());
+            }
             let _ = engine.handle_datagram(start + t, from, &mut buf);
             while engine.poll_transmit().is_some() {}
             while engine.poll_event().is_some() {}
         }
     };
     run(engine, 1..500);
-    let (before, feedback) = (engine.stats().remb_sent, engine.stats().transport_cc_sent);
+    let (remb, feedback) = (engine.stats().remb_sent, engine.stats().transport_cc_sent);
     let n = allocations(|| run(engine, 500..2500));
-    let limits = engine.stats().remb_sent - before;
-    assert!(limits >= 5, "{limits} REMB in 8 s");
-    let feedback = engine.stats().transport_cc_sent - feedback;
-    assert!(
-        feedback >= 70,
-        "{feedback} transport-cc feedback packets in 8 s"
-    );
-    assert_eq!(n, 0);
+    (
+        n,
+        engine.stats().remb_sent - remb,
+        engine.stats().transport_cc_sent - feedback,
+    )
 }
 
 #[test]

@@ -464,7 +464,10 @@ impl Engine {
                 let mut rtt: Option<Duration> = None;
                 // The report crossed the receiver's uplink: what its own media shows
                 // queued there is not its downlink's.
-                let uplink_queue = rs.uplink.as_deref().map_or(Duration::ZERO, |u| u.queue());
+                let uplink_queue = rs
+                    .uplink_queue
+                    .as_deref()
+                    .map_or(Duration::ZERO, |q| q.queue());
                 for b in blocks {
                     let Some(owner) = self.stream_owner(conf, b.ssrc) else {
                         continue;

@@ -93,6 +93,7 @@ impl Engine {
             speaker_shard: speaker::speaker_shard(&spec.conf, self.cfg.shards),
             layers: Vec::new(),
             uplink: None,
+            uplink_queue: None,
             twcc: None,
             spec,
         });

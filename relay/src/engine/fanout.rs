@@ -183,13 +183,21 @@ impl Engine {
             return;
         };
         let routed = s.routed_here();
-        // So does the uplink estimate.
-        let estimated = routed
-            && cfg.uplink_estimation
-            && s.streams.iter().any(|st| st.spec.layer == Layer::Full);
+        let full = s.streams.iter().any(|st| st.spec.layer == Layer::Full);
+        let ext = s.spec.extensions;
+        // So does the uplink estimate: one controller per uplink, and a sender that
+        // stamps transport-wide sequence numbers runs its own over the feedback.
+        let estimated = routed && full && cfg.uplink_estimation && ext.transport_cc.is_none();
         match (estimated, &s.uplink) {
             (true, None) => s.uplink = Some(Box::new(media::UplinkEstimate::new())),
             (false, Some(_)) => s.uplink = None,
+            _ => {}
+        }
+        // And the queue on its uplink, for the round-trip check of its downlink.
+        let queued = routed && full && cfg.downlink_queue.is_some() && ext.abs_send_time.is_some();
+        match (queued, &s.uplink_queue) {
+            (true, None) => s.uplink_queue = Some(Box::default()),
+            (false, Some(_)) => s.uplink_queue = None,
             _ => {}
         }
         // And transport-cc feedback, for a sender that stamps the numbers.

@@ -59,14 +59,16 @@ fn spec(i: usize) -> SessionRule {
             },
         ],
         // Audio levels are read (active speaker), frame marking (receivers switching up
-        // wait for a keyframe), abs-send-time (uplink estimation) and transport-wide
-        // sequence numbers (transport-cc feedback): raw datagrams reach all four readers.
+        // wait for a keyframe), abs-send-time (the uplink's queue and estimate) and, for
+        // all but the first, transport-wide sequence numbers (transport-cc feedback; the
+        // first has the relay estimate its uplink instead): raw datagrams reach every
+        // reader.
         tmmbr: i == 1,
         extensions: ExtensionIds {
             audio_level: Some(crate::id::ExtId(1)),
             frame_marking: Some(crate::id::ExtId(2)),
             abs_send_time: Some(crate::id::ExtId(3)),
-            transport_cc: Some(crate::id::ExtId(5)),
+            transport_cc: (i != 0).then_some(crate::id::ExtId(5)),
         },
     }
 }

@@ -162,11 +162,13 @@ pub struct EngineConfig {
     /// A viewer whose downlink is below this fraction of the median viewer's is moved
     /// to the thumbnail instead of clamping the sender's full layer to its rate.
     pub clamp_demote_below: f64,
-    /// Uplink estimation on: each sender of a full layer has its uplink estimated where
-    /// its media arrives (from the loss in its sequence numbers, and with abs-send-time
-    /// from the delay: [`bwe`]), and is asked (REMB, or TMMBR) to send its full layer at
-    /// no more than the estimate leaves it after its other streams. Off: only its
-    /// viewers limit it.
+    /// Uplink estimation on: each sender of a full layer that does not stamp
+    /// transport-wide sequence numbers has its uplink estimated where its media arrives
+    /// (from the loss in its sequence numbers, and with abs-send-time from the delay:
+    /// [`bwe`]), and is asked (REMB, or TMMBR) to send its full layer at no more than
+    /// the estimate leaves it after its other streams. (One that stamps them gets
+    /// transport-cc feedback and estimates its own: [`uplink`].) Off: only its viewers
+    /// limit it.
     pub uplink_estimation: bool,
     /// A receiver's round trip (timed from the report blocks that answer the SRs the
     /// relay forwarded it) this far above its lowest is a queue on its downlink, which
@@ -975,8 +977,13 @@ struct Session {
     /// by its home; a layer not listed is at its default (`Session::layer_state`).
     layers: Vec<(Ssrc, LayerState)>,
     /// Its uplink's estimate, on the shards that route its media (with uplink
-    /// estimation on and a full layer to fit under it; allocated when that starts).
+    /// estimation on, a full layer to fit under it, and no transport-wide sequence
+    /// numbers: a sender that stamps them estimates its own uplink from the
+    /// transport-cc feedback; allocated when that starts).
     uplink: Option<Box<media::UplinkEstimate>>,
+    /// How long its media queues on its uplink, on the shards that route its media
+    /// (with the downlink's round-trip check on, a full layer, and abs-send-time).
+    uplink_queue: Option<Box<media::UplinkQueue>>,
     /// Its packets' arrivals for transport-cc feedback, on the shards that route its
     /// media (if it stamps transport-wide sequence numbers).
     twcc: Option<Box<media::TwccRecorder>>,

@@ -173,16 +173,22 @@ fn route(
     if st.rate_due.is_none_or(|due| now >= due) {
         rate_announce(now, home, key, st, events);
     }
-    if let Some(estimate) = s.uplink.as_deref_mut() {
+    if s.uplink.is_some() || s.uplink_queue.is_some() {
         let sent = s
             .spec
             .extensions
             .abs_send_time
             .and_then(|id| header.extension(id))
-            .and_then(|d| wire::rtp::abs_send_time(d).ok());
-        estimate.on_packet(now, k, ssrc, header.seq(), sent.map(|t| t.0), buf.len());
-        // Once a second, and at once when it falls.
-        *uplink = estimate.poll(now);
+            .and_then(|d| wire::rtp::abs_send_time(d).ok())
+            .map(|t| t.0);
+        if let (Some(queue), Some(sent)) = (s.uplink_queue.as_deref_mut(), sent) {
+            queue.on_packet(now, sent);
+        }
+        if let Some(estimate) = s.uplink.as_deref_mut() {
+            estimate.on_packet(now, k, ssrc, header.seq(), sent, buf.len());
+            // Once a second, and at once when it falls.
+            *uplink = estimate.poll(now);
+        }
     }
     if let Some(twcc) = s.twcc.as_deref_mut()
         && let Some(seq) = s

@@ -24,7 +24,7 @@
 //! | `layer_probe_max_ms` | `--layer-probe-max-ms` | 32000 (the longest wait between trials) |
 //! | `layer_probe_padding` | `--layer-probe-padding` | `true` (a trial first sends the receiver a 20 ms probe of padding at the layer's rate, and is dropped if its link did not carry it) |
 //! | `clamp_demote_below_percent` | `--clamp-demote-below-percent` | 50 (a viewer below this % of the median viewer gets the thumbnail instead of clamping the layer; 0 to 100) |
-//! | `uplink_estimation` | `--uplink-estimation` | `true` (estimate each sender's uplink from abs-send-time and keep its full layer under it) |
+//! | `uplink_estimation` | `--uplink-estimation` | `true` (estimate the uplink of each sender without transport-cc, from its sequence numbers and abs-send-time, and keep its full layer under it) |
 //! | `downlink_queue_ms` | `--downlink-queue-ms` | 100 (a receiver's round trip this far above its lowest is a queue on its downlink: its estimate comes down; 0: off) |
 //!
 //! Why UDP port 10000: it is below Linux's ephemeral range (32768–60999), so an outgoing

@@ -397,11 +397,6 @@ impl Bwe {
         self.aimd.initialized
     }
 
-    /// The latest packet's arrival, in milliseconds since the first one's.
-    pub(crate) fn latest_ms(&self) -> f64 {
-        self.latest_ms
-    }
-
     /// The incoming bitrate `R_r` over the last 0.5 s, as of the latest packet or poll
     /// (`None` before 100 ms of packets, or after 0.5 s without any).
     pub fn incoming_bps(&self) -> Option<u64> {

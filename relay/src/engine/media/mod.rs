@@ -17,6 +17,7 @@ mod speaker;
 mod twcc;
 mod unwatched;
 pub mod uplink;
+mod uplink_queue;
 
 pub(crate) use clamp::{ClampConfig, RateClamp};
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMeter};
@@ -30,3 +31,4 @@ pub(crate) use speaker::{SpeakerConfig, SpeakerDetector};
 pub(crate) use twcc::{MAX_PER_FEEDBACK as TWCC_MAX_PER_FEEDBACK, TwccRecorder};
 pub(crate) use unwatched::{PauseAction, UnwatchedLayer};
 pub(crate) use uplink::{Limit, UplinkEstimate};
+pub(crate) use uplink_queue::UplinkQueue;

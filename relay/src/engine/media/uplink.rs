@@ -33,16 +33,21 @@
 //! [`UplinkEstimate::poll`] hands out the limit once a second while it holds, at once
 //! when it falls more than 3% below the value last handed out, and the lifting once.
 //!
-//! The participant library runs the same estimate at the other end of the uplink, over
-//! the relay's transport-cc feedback (the arrivals it reports, against the send times
-//! the sender noted): public as `blindfold_relay::engine::uplink`.
+//! **One controller per uplink.** A sender that stamps transport-wide sequence numbers
+//! gets the relay's transport-cc feedback instead and runs this same estimate at its
+//! end of the uplink, over the arrivals the feedback reports against the send times it
+//! noted (the participant library does: public as `blindfold_relay::engine::uplink`).
+//! The relay does not estimate that sender's uplink too: two controllers on one link
+//! would each react to the other's corrections, and the work would be done twice.
+//! (libwebrtc's receiver makes the same choice: REMB from abs-send-time only for
+//! streams without transport-wide sequence numbers.)
 //! Fixed-size state: nothing is allocated after [`UplinkEstimate::new`], and no input
 //! makes it panic.
 
 use std::time::{Duration, Instant};
 
-use super::bwe::{Bwe, BweConfig, forward_ms};
-use super::estimate::{DownlinkEstimate, EstimateConfig, LossReport, RecentLowest};
+use super::bwe::{Bwe, BweConfig};
+use super::estimate::{DownlinkEstimate, EstimateConfig, LossReport};
 use crate::id::{Ssrc, WireSeq};
 
 /// Loss is counted over this long, and the estimate handed out at least this often.
@@ -72,12 +77,6 @@ pub enum Limit {
     Lifted,
 }
 
-/// The lowest one-way delay is taken over the last one to two of these.
-const ONE_WAY_WINDOW: Duration = Duration::from_secs(30);
-/// A send time this far behind the latest is the sender's clock starting over, not
-/// reordering (ms).
-const CLOCK_RESTART_MS: f64 = 1000.0;
-
 /// Streams whose loss is counted (a session's first ones, by their index).
 const STREAMS: usize = 8;
 
@@ -97,52 +96,6 @@ pub struct UplinkEstimate {
     busy_at: Option<Instant>,
     /// When an interval last lost [`CONGESTED_LOSS`] of its packets or more.
     congested_at: Option<Instant>,
-    /// The queue on the uplink: see [`OneWay`].
-    one_way: OneWay,
-}
-
-/// How long the sender's packets queue on its uplink, measured on the first packet of
-/// each group the delay-based estimator completes (a frame, about): each packet's arrival less its
-/// abs-send-time (the sender's clock, unwrapped) is the one-way delay plus a constant;
-/// above the lowest of the last 30–60 s, it is queueing. The relay reads it to take the
-/// uplink's part out of the round trips the sender's own reports time (they cross the
-/// same queue; see `estimate.rs`).
-#[derive(Debug, Default)]
-struct OneWay {
-    /// The latest abs-send-time and its unwrapped value in ms.
-    send: Option<(u32, f64)>,
-    /// The lowest offset (arrival less send time, ms) of the last windows.
-    lowest: RecentLowest<f64>,
-    /// The latest packet's queueing, ms.
-    queue_ms: f64,
-    /// The delay-based estimator's groups when the latest packet was taken.
-    groups: u64,
-}
-
-impl OneWay {
-    /// A packet sent at abs-send-time `ast` arrived at `now`, `arrival_ms` after the
-    /// delay-based estimator's first packet.
-    fn on_packet(&mut self, now: Instant, arrival_ms: f64, ast: u32) {
-        let send_ms = match self.send {
-            None => 0.0,
-            Some((last, ms)) => match forward_ms(last, ast) {
-                Some(ahead) => ms + ahead,
-                None => {
-                    if forward_ms(ast, last).is_some_and(|behind| behind > CLOCK_RESTART_MS) {
-                        *self = OneWay {
-                            groups: self.groups,
-                            ..OneWay::default()
-                        };
-                    }
-                    // Reordered (or a retransmission): the latest send time stands.
-                    return;
-                }
-            },
-        };
-        self.send = Some((ast, send_ms));
-        let offset = arrival_ms - send_ms;
-        self.queue_ms = offset - self.lowest.add(now, ONE_WAY_WINDOW, offset);
-    }
 }
 
 /// What arrived of one stream.
@@ -242,14 +195,7 @@ impl UplinkEstimate {
             handed: None,
             busy_at: None,
             congested_at: None,
-            one_way: OneWay::default(),
         }
-    }
-
-    /// How long the sender's latest packet queued on its uplink (from abs-send-time;
-    /// zero without it).
-    pub fn queue(&self) -> Duration {
-        Duration::try_from_secs_f64(self.one_way.queue_ms / 1000.0).unwrap_or_default()
     }
 
     /// A packet of the sender's `stream` (its index among the sender's streams),
@@ -273,12 +219,6 @@ impl UplinkEstimate {
         }
         if let Some(sent) = sent {
             self.delay.on_packet(now, sent, size);
-            // Once a group (a frame, about): the first packet of each new one.
-            let groups = self.delay.stats().groups;
-            if groups != self.one_way.groups {
-                self.one_way.groups = groups;
-                self.one_way.on_packet(now, self.delay.latest_ms(), sent);
-            }
         }
     }
 
@@ -370,58 +310,6 @@ mod tests {
 
     const AUDIO: Ssrc = Ssrc(1);
     const VIDEO: Ssrc = Ssrc(2);
-
-    /// The queue on the uplink is the one-way delay above its lowest: the sender's
-    /// clock unwrapped past 2^24 ticks, a reordered packet ignored, a clock that starts
-    /// over measured afresh.
-    #[test]
-    fn the_uplink_queue_is_the_one_way_delay_above_its_lowest() {
-        // abs-send-time: 24 bits of 2^-18 s.
-        const MASK: u32 = 0x00ff_ffff;
-        let tick = |ms: f64| (ms * 262.144) as u32;
-        let t0 = Instant::now();
-        let at = |w: &mut OneWay, arrival_ms: f64, ast: u32| {
-            w.on_packet(
-                t0 + Duration::from_secs_f64(arrival_ms / 1000.0),
-                arrival_ms,
-                ast,
-            )
-        };
-        let mut w = OneWay::default();
-        // 20 ms apart, 10 ms on the way: no queue.
-        for i in 0..10 {
-            at(
-                &mut w,
-                10.0 + 20.0 * f64::from(i),
-                tick(20.0 * f64::from(i)),
-            );
-        }
-        assert!(w.queue_ms.abs() < 0.01, "{}", w.queue_ms);
-        // Then each packet waits 5 ms longer than the one before.
-        for i in 10..20 {
-            let wait = 5.0 * f64::from(i - 9);
-            at(
-                &mut w,
-                10.0 + 20.0 * f64::from(i) + wait,
-                tick(20.0 * f64::from(i)),
-            );
-        }
-        assert!((w.queue_ms - 50.0).abs() < 0.01, "{}", w.queue_ms);
-        // A reordered packet (sent before the latest) changes nothing.
-        at(&mut w, 500.0, tick(100.0));
-        assert!((w.queue_ms - 50.0).abs() < 0.01);
-        // Across the 24-bit wrap (64 s): still counted forward.
-        let mut w = OneWay::default();
-        at(&mut w, 0.0, MASK - tick(10.0));
-        at(&mut w, 20.0, tick(10.0));
-        assert!(w.queue_ms.abs() < 0.01, "{}", w.queue_ms);
-        // The sender's clock starts over, 10 s back: measured afresh.
-        at(&mut w, 40.0, MASK - tick(10_000.0));
-        at(&mut w, 60.0, MASK - tick(9_980.0));
-        assert!(w.queue_ms.abs() < 0.01, "{}", w.queue_ms);
-        // Without abs-send-time there is no queue to tell.
-        assert_eq!(UplinkEstimate::new().queue(), Duration::ZERO);
-    }
 
     /// Sends `bps` of 1000-byte video packets plus 50 audio packets a second for
     /// `secs` over a link that drops every `drop_every`-th video packet (0: none),
