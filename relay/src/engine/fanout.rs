@@ -193,8 +193,9 @@ impl Engine {
             (false, Some(_)) => s.uplink = None,
             _ => {}
         }
-        // And the queue on its uplink, for the round-trip check of its downlink.
-        let queued = routed && full && cfg.downlink_queue.is_some() && ext.abs_send_time.is_some();
+        // And the queue on its uplink, for the round-trip check of its downlink
+        // (whatever it sends with abs-send-time shows it).
+        let queued = routed && cfg.downlink_queue.is_some() && ext.abs_send_time.is_some();
         match (queued, &s.uplink_queue) {
             (true, None) => s.uplink_queue = Some(Box::default()),
             (false, Some(_)) => s.uplink_queue = None,

@@ -982,7 +982,7 @@ struct Session {
     /// transport-cc feedback; allocated when that starts).
     uplink: Option<Box<media::UplinkEstimate>>,
     /// How long its media queues on its uplink, on the shards that route its media
-    /// (with the downlink's round-trip check on, a full layer, and abs-send-time).
+    /// (with the downlink's round-trip check on, if it stamps abs-send-time).
     uplink_queue: Option<Box<media::UplinkQueue>>,
     /// Its packets' arrivals for transport-cc feedback, on the shards that route its
     /// media (if it stamps transport-wide sequence numbers).

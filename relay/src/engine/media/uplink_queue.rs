@@ -8,9 +8,9 @@
 //! sender sent within [`GROUP_MS`] (a frame, about): the packet that waited least
 //! behind its own burst. Every other packet costs one comparison.
 //!
-//! It runs for every sender of a full layer that stamps abs-send-time, whether or not
-//! the relay also estimates the sender's uplink (`uplink.rs`): a sender that stamps
-//! transport-wide sequence numbers estimates its own. Fixed-size state, no allocation
+//! It runs for every participant whose media carries abs-send-time, whether or not
+//! the relay also estimates its uplink (`uplink.rs`: a sender that stamps
+//! transport-wide sequence numbers estimates its own). Fixed-size state, no allocation
 //! after [`UplinkQueue::default`], and no input makes it panic.
 
 use std::time::{Duration, Instant};
