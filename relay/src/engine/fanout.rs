@@ -202,7 +202,7 @@ impl Engine {
             _ => {}
         }
         // And transport-cc feedback, for a sender that stamps the numbers.
-        let recorded = routed && s.spec.extensions.transport_cc.is_some();
+        let recorded = routed && ext.transport_cc.is_some();
         match (recorded, &s.twcc) {
             (true, None) => s.twcc = Some(Box::new(media::TwccRecorder::new())),
             (false, Some(_)) => s.twcc = None,
