@@ -168,6 +168,7 @@ fn streams_of(rule: &SessionRule) -> Vec<Stream> {
         .iter()
         .map(|&st| Stream {
             spec: st,
+            layout: super::rtp::ext_layout(&rule.extensions),
             receivers: Vec::new(),
             keyframe: media::KeyframeThrottle::default(),
             last_sr: media::LastSenderReport::default(),

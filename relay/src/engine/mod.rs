@@ -87,7 +87,7 @@ pub use txqueue::{SLOT_LEN, Transmit};
 
 use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession};
 use crate::ice::{self, IceLite, IceLiteConfig, IceOutcome};
-use crate::id::{ExtId, Ssrc, WireSeq};
+use crate::id::{Ssrc, WireSeq};
 use crate::srtp::{SrtpContext, SrtpProfile};
 use crate::wire::rtcp::{self, ProbeMessage, ProbeReport, RtcpCompound, RtcpPacket};
 use crate::wire::rtp::RtpHeader;
@@ -872,6 +872,9 @@ pub struct SessionCounts {
 
 struct Stream {
     spec: StreamRule,
+    /// Where its packets' header extensions that the engine reads sit (the sender's
+    /// ids, in the order `rtp::ext_layout` gives them).
+    layout: Option<Box<wire::rtp::ExtLayout>>,
     /// Fan-out list: nominated addresses of every connected session that receives this
     /// stream. Kept only where it is read — on the shards that route this session's
     /// media (those that validated one of its addresses) — and updated in place when a

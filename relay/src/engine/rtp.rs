@@ -130,10 +130,6 @@ fn route(
         .iter()
         .position(|st| st.spec.ssrc == ssrc)
         .ok_or(DropReason::UndeclaredSsrc)?;
-    let (home, key) = match s.home {
-        Home::Elsewhere(home, key) => (home, key),
-        Home::Here(_) | Home::Unclaimed { .. } => (me, h),
-    };
     match s.home {
         Home::Elsewhere(home, key) => {
             // The home times the session: feed it, rarely (one comparison a packet).
@@ -148,18 +144,22 @@ fn route(
         _ => s.ice.touch(now),
     }
     let st = s.streams.get_mut(k).ok_or(DropReason::UndeclaredSsrc)?;
+    // The header extensions the engine reads, found where the stream's last packet had
+    // them (a check of the block, not a walk: `ExtLayout`).
+    let exts = match st.layout.as_deref_mut() {
+        Some(layout) => layout.find(&header),
+        None => wire::rtp::ExtFound::NONE,
+    };
+    let ext = |i: usize| exts.get(i);
     // One comparison for video and for audio without levels.
     if st.spec.kind == MediaKind::Audio
-        && let Some(ext) = s.spec.extensions.audio_level
-        && let Some(level) = speaker::speech(speaker_cfg, now, st, ext, &header)
+        && let Some(level) = ext(EXT_LEVEL)
+        && let Some(level) = speaker::speech(speaker_cfg, now, st, level)
     {
         *speech = Some(speaker::Note {
             conf: s.conf,
             speaker_shard: s.speaker_shard,
-            home: match s.home {
-                Home::Elsewhere(shard, key) => (shard, key),
-                Home::Here(_) | Home::Unclaimed { .. } => (me, h),
-            },
+            home: home_of(&s.home, me, h),
             member: h,
             level,
         });
@@ -171,14 +171,11 @@ fn route(
     }
     st.meter.add(now, buf.len() as u64);
     if st.rate_due.is_none_or(|due| now >= due) {
+        let (home, key) = home_of(&s.home, me, h);
         rate_announce(now, home, key, st, events);
     }
     if s.uplink.is_some() || s.uplink_queue.is_some() {
-        let sent = s
-            .spec
-            .extensions
-            .abs_send_time
-            .and_then(|id| header.extension(id))
+        let sent = ext(EXT_ABS_SEND_TIME)
             .and_then(|d| wire::rtp::abs_send_time(d).ok())
             .map(|t| t.0);
         if let (Some(queue), Some(sent)) = (s.uplink_queue.as_deref_mut(), sent) {
@@ -191,19 +188,15 @@ fn route(
         }
     }
     if let Some(twcc) = s.twcc.as_deref_mut()
-        && let Some(seq) = s
-            .spec
-            .extensions
-            .transport_cc
-            .and_then(|id| header.extension(id))
-            .and_then(|d| wire::rtp::transport_cc_seq(d).ok())
+        && let Some(seq) = ext(EXT_TRANSPORT_CC).and_then(|d| wire::rtp::transport_cc_seq(d).ok())
     {
         twcc.on_packet(now, seq);
         *feedback = twcc.due(now);
     }
     if !st.pending.is_empty()
-        && let Some(id) = s.spec.extensions.frame_marking
-        && starts_keyframe(&header, id)
+        && ext(EXT_FRAME_MARKING)
+            .and_then(|d| wire::rtp::frame_marking(d).ok())
+            .is_some_and(|fm| fm.starts_keyframe())
     {
         // Capacity for them was reserved when they were listed.
         for &(addr, r) in &st.pending {
@@ -254,12 +247,32 @@ impl Engine {
 const TCC_FEEDBACK_BUF: usize =
     20 + media::TWCC_MAX_PER_FEEDBACK * 2 + media::TWCC_MAX_PER_FEEDBACK.div_ceil(7) * 2 + 4;
 
-/// Whether `header` starts a keyframe per its frame marking (extension `id`).
-fn starts_keyframe(header: &RtpHeader<'_>, id: ExtId) -> bool {
-    header
-        .extension(id)
-        .and_then(|d| wire::rtp::frame_marking(d).ok())
-        .is_some_and(|fm| fm.starts_keyframe())
+/// Where each extension the engine reads is in a stream's [`wire::rtp::ExtLayout`].
+const EXT_LEVEL: usize = 0;
+const EXT_ABS_SEND_TIME: usize = 1;
+const EXT_TRANSPORT_CC: usize = 2;
+const EXT_FRAME_MARKING: usize = 3;
+
+/// The layout a stream of a sender that negotiated `ids` keeps (none if it
+/// negotiated none the engine reads).
+pub(super) fn ext_layout(ids: &ExtensionIds) -> Option<Box<wire::rtp::ExtLayout>> {
+    let mut wanted = [None; wire::rtp::LAYOUT_IDS];
+    wanted[EXT_LEVEL] = ids.audio_level;
+    wanted[EXT_ABS_SEND_TIME] = ids.abs_send_time;
+    wanted[EXT_TRANSPORT_CC] = ids.transport_cc;
+    wanted[EXT_FRAME_MARKING] = ids.frame_marking;
+    wanted
+        .iter()
+        .any(Option::is_some)
+        .then(|| Box::new(wire::rtp::ExtLayout::new(wanted)))
+}
+
+/// Where session `h` of shard `me`, at `home`, is homed, and its handle there.
+fn home_of(home: &Home, me: ShardId, h: SessionHandle) -> (ShardId, SessionHandle) {
+    match *home {
+        Home::Elsewhere(shard, key) => (shard, key),
+        Home::Here(_) | Home::Unclaimed { .. } => (me, h),
+    }
 }
 
 /// Measures stream `st` of the session `key` on shard `home` and tells every shard.

@@ -35,7 +35,6 @@
 //! bucket boundaries, never a walk over conferences.
 
 use super::*;
-use crate::id::ExtId;
 use crate::wire::rtp::audio_level;
 
 /// The shard that runs `conf`'s speaker detector, out of `shards`: FNV-1a of its id,
@@ -111,19 +110,18 @@ pub(super) struct Note {
     pub(super) level: u8,
 }
 
-/// Whether audio stream `st`, which sent `header` with its RFC 6464 level under id
-/// `ext`, carries speech to pass on now (its level): a packet the detector's rule calls
+/// Whether a packet of audio stream `st` whose RFC 6464 level element is `level`
+/// carries speech to pass on now (its level): a packet the detector's rule calls
 /// speech, and nothing passed on for this stream in the last half bucket. No
-/// allocation: one extension lookup in the header.
+/// allocation.
 #[inline]
 pub(super) fn speech(
     cfg: &media::SpeakerConfig,
     now: Instant,
     st: &mut Stream,
-    ext: ExtId,
-    header: &RtpHeader<'_>,
+    level: &[u8],
 ) -> Option<u8> {
-    let level = audio_level(header.extension(ext)?).ok()?;
+    let level = audio_level(level).ok()?;
     if !cfg.is_speech(level.level, level.voice_activity) {
         return None;
     }

@@ -52,6 +52,7 @@ pub(super) fn exercise(data: &[u8]) {
         let first = elements.iter().find(|(i, _)| *i == id).map(|(_, d)| *d);
         assert_eq!(h.extension(id), first, "{id:?}");
     }
+    check_layout(data, &h, &elements);
     if malformed {
         return;
     }
@@ -80,6 +81,38 @@ pub(super) fn exercise(data: &[u8]) {
     let r = RtpHeader::parse(&out).expect("written header parses");
     assert_eq!(r.header_len(), want);
     assert_same_header(&r, &fields, exts);
+}
+
+/// A stream's [`ExtLayout`] finds what the direct lookup finds: learnt from `h`, then
+/// remembered on `h` again, then on copies of it with one byte changed, in turn (an
+/// element's data: still remembered; a header or padding byte: learnt afresh). It
+/// looks for the ids of the first elements and one more taken from the input.
+#[cfg(any(test, feature = "fuzz"))]
+fn check_layout(data: &[u8], h: &RtpHeader<'_>, elements: &[(ExtId, &[u8])]) {
+    let mut ids = [None; LAYOUT_IDS];
+    for (slot, (id, _)) in ids.iter_mut().zip(elements) {
+        *slot = Some(*id);
+    }
+    ids[LAYOUT_IDS - 1] = Some(ExtId(data[1] & 0x0f));
+    let mut layout = ExtLayout::new(ids);
+    let mut check = |h: &RtpHeader<'_>| {
+        let found = layout.find(h);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(found.get(i), id.and_then(|id| h.extension(id)), "{id:?}");
+        }
+    };
+    check(h);
+    check(h);
+    let mut copy = data[..h.header_len()].to_vec();
+    for at in RtpHeader::FIXED_LEN..copy.len().min(80) {
+        let was = copy[at];
+        copy[at] = was.wrapping_add(data[at % data.len()] | 1);
+        if let Ok(m) = RtpHeader::parse(&copy) {
+            check(&m);
+        }
+        copy[at] = was;
+    }
+    check(h);
 }
 
 #[cfg(any(test, feature = "fuzz"))]

@@ -11,7 +11,9 @@
 //! `0x100X`) and yields `(ExtId, &[u8])` elements. The ids are the ones each sender
 //! negotiated with `a=extmap`; the relay maps them to the extensions it reads and
 //! decodes the element bytes with the small pure readers [`audio_level`],
-//! [`frame_marking`], [`abs_send_time`] and [`transport_cc_seq`].
+//! [`frame_marking`], [`abs_send_time`] and [`transport_cc_seq`]. A stream's
+//! [`ExtLayout`] finds the few elements the relay reads in each of its packets by
+//! checking the block against the last one's layout instead of walking it.
 //!
 //! ```
 //! use blindfold_relay::id::ExtId;
@@ -474,11 +476,13 @@ fn be32(b: &[u8], at: usize) -> u32 {
 mod extensions;
 #[cfg(any(test, feature = "fuzz"))]
 mod fuzz;
+mod layout;
 mod writer;
 
 pub use extensions::*;
 #[cfg(feature = "fuzz")]
 pub use fuzz::fuzz_one;
+pub use layout::{ExtFound, ExtLayout, LAYOUT_IDS};
 pub use writer::*;
 
 #[cfg(test)]
