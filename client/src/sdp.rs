@@ -132,8 +132,8 @@ pub enum AnswerError {
     /// The fingerprint is not a sha-256 one.
     #[error("the answer's fingerprint is not sha-256: {0}")]
     Fingerprint(String),
-    /// An `a=candidate` line that is not `<foundation> <component> udp <priority>
-    /// <address> <port> typ <type>`.
+    /// An `a=candidate` line that is not
+    /// `<foundation> <component> udp <priority> <address> <port> typ <type>`.
     #[error("unreadable candidate: {0}")]
     Candidate(String),
 }

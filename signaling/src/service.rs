@@ -5,7 +5,7 @@
 //! time, a sync batch or a relay event, then carries out the core's actions in order.
 //! Relay requests are awaited in that loop (a local socket: sub-millisecond), so the
 //! relay sees changes in the order the core made them. Matrix sends go to a per-room
-//! queue ([`Outbox`]) so a slow homeserver never holds up the loop, while events of one
+//! queue (`Outbox`) so a slow homeserver never holds up the loop, while events of one
 //! room (an answer, then a hangup) keep their order.
 
 use std::collections::HashMap;

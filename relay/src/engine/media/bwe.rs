@@ -138,7 +138,7 @@ const AST_HALF: u32 = 0x0080_0000;
 const MS_PER_TICK: f64 = 1000.0 / 262_144.0;
 
 /// Packets sent within this of their group's first packet join the group (§5.2).
-const GROUP_SPAN_MS: f64 = 5.0;
+pub(crate) const GROUP_SPAN_MS: f64 = 5.0;
 /// A packet arriving within this of the group's last, with a smaller arrival than send
 /// spacing, joins the group (a burst released by a queue) …
 const BURST_ARRIVAL_MS: f64 = 5.0;

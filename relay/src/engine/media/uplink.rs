@@ -7,7 +7,7 @@
 //!
 //! - **Delay**: [`Bwe`], fed every packet that carries abs-send-time. It sees a queue
 //!   building on the uplink before the queue overflows.
-//! - **Loss**: the rules of [`DownlinkEstimate`] (loss over 10%: decrease to
+//! - **Loss**: the rules of the downlink estimate (`DownlinkEstimate`: loss over 10%: decrease to
 //!   `A·(1 − 0.5·loss)`; 2–10%: hold; under 2%: increase; never above 1.5× what
 //!   arrived), fed once per [`INTERVAL`] with the loss the relay counted on each of the
 //!   sender's streams (sequence numbers expected against packets received, RFC 3550
@@ -51,22 +51,22 @@ use super::estimate::{DownlinkEstimate, EstimateConfig, LossReport};
 use crate::id::{Ssrc, WireSeq};
 
 /// Loss is counted over this long, and the estimate handed out at least this often.
-pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
+pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// A value this far below the last one handed out goes at once.
 const FELL: f64 = 0.97;
 
 /// The limit holds until the uplink has shown no congestion, and the sender has not
 /// been up against it, for this long.
-pub(crate) const LIMIT_HOLD: Duration = Duration::from_secs(10);
+pub const LIMIT_HOLD: Duration = Duration::from_secs(10);
 
 /// An interval that lost this fraction of the sender's packets or more shows its
 /// uplink congested.
-pub(crate) const CONGESTED_LOSS: f64 = 0.02;
+pub const CONGESTED_LOSS: f64 = 0.02;
 
 /// A sender whose arrivals over an interval are at least this fraction of its limit is
 /// up against it.
-pub(crate) const BUSY: f64 = 0.8;
+pub const BUSY: f64 = 0.8;
 
 /// What [`UplinkEstimate::poll`] says of the sender's uplink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

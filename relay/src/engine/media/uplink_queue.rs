@@ -5,7 +5,7 @@
 //! The relay reads it to take the uplink's part out of the round trips the sender's
 //! own receiver reports time: they cross the same queue (see `estimate.rs`, the
 //! downlink's round-trip check). It is measured on the first packet of each group the
-//! sender sent within [`GROUP_MS`] (a frame, about): the packet that waited least
+//! sender sent within [`GROUP_SPAN_MS`] (5 ms: a frame, about): the packet that waited least
 //! behind its own burst. Every other packet costs one comparison.
 //!
 //! It runs for every participant whose media carries abs-send-time, whether or not
@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::bwe::forward_ms;
+use super::bwe::{GROUP_SPAN_MS, forward_ms};
 use super::estimate::RecentLowest;
 
 /// The lowest one-way delay is taken over the last one to two of these.
@@ -23,9 +23,6 @@ const WINDOW: Duration = Duration::from_secs(30);
 /// A send time this far behind the latest is the sender's clock starting over, not
 /// reordering (ms).
 const CLOCK_RESTART_MS: f64 = 1000.0;
-/// Packets sent within this long of a group's first belong to its group (ms), as the
-/// delay-based estimator groups them (`bwe.rs`).
-pub(crate) const GROUP_MS: f64 = 5.0;
 
 /// One sender's uplink queue; see the module docs.
 #[derive(Debug, Default)]
@@ -51,7 +48,7 @@ impl UplinkQueue {
     #[inline]
     pub(crate) fn on_packet(&mut self, now: Instant, ast: u32) {
         if let Some((first, _)) = self.send
-            && forward_ms(first, ast).is_some_and(|ahead| ahead < GROUP_MS)
+            && forward_ms(first, ast).is_some_and(|ahead| ahead < GROUP_SPAN_MS)
         {
             return;
         }
