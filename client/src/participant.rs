@@ -137,7 +137,7 @@ pub struct ParticipantConfig {
     /// each packet sent with it is noted (stream, sequence number, send time, size),
     /// and the relay's transport-cc feedback about them feeds an estimate of our
     /// uplink — the relay's own uplink estimate
-    /// ([`UplinkEstimate`](blindfold_relay::engine::uplink::UplinkEstimate): GCC's loss
+    /// ([`blindfold_relay::engine::uplink::UplinkEstimate`]: GCC's loss
     /// and delay controllers; it limits only an uplink that lost 2% of a second's
     /// packets), over the arrival times the relay reports and our send times. Its
     /// limits come as [`Event::UplinkLimit`]. `None`: no estimate.

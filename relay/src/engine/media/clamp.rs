@@ -28,9 +28,9 @@
 //! below `min_bps` (default 50 kbit/s): zero would stop the stream, and stopping it is
 //! pausing's job (RFC 7728 PAUSE), decided by who watches, not by a rate.
 //!
-//! The engine calls [`RateClamp::update`] with the viewers' estimates whenever one of
-//! them reports (each about once a second). The median needs the
-//! estimates side by side: they are copied into a buffer allocated at construction
+//! The engine calls [`RateClamp::update_capped`] with the viewers' estimates whenever
+//! one of them reports (each about once a second). The median needs the estimates
+//! side by side: they are copied into a buffer allocated at construction
 //! (`max_viewers`, default 256; beyond that the median is taken over the first 256,
 //! and the minimum still over all).
 
@@ -115,8 +115,8 @@ impl RateClamp {
         self.update_capped(now, viewers, u64::MAX)
     }
 
-    /// [`Self::update`], with each viewer counted at no more than `median_cap` in the
-    /// median (the minimum takes them as they are).
+    /// `update` (its tests' entry), with each viewer counted at no more than
+    /// `median_cap` in the median (the minimum takes them as they are).
     ///
     /// The engine caps at the layer's current rate: a viewer's estimate is bounded by
     /// 1.5× what it was sent, so viewers with room to spare would otherwise put the

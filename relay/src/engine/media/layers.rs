@@ -352,8 +352,8 @@ impl LayerChoice {
     }
 
     /// One moment's figures, judged together: the sender's layers' rates (as
-    /// [`Self::handle_rates`]) and, once the receiver's link has reported, what its
-    /// estimate says ([`Judged`]). Given one at a time, a rate that follows the
+    /// `handle_rates`, its tests' entry) and, once the receiver's link has reported,
+    /// what its estimate says ([`Judged`]). Given one at a time, a rate that follows the
     /// estimate (the clamp brings the layer to what the viewer can take) would be
     /// weighed against the estimate before it: a rising estimate would look like
     /// congestion.
@@ -416,7 +416,7 @@ impl LayerChoice {
         }
     }
 
-    /// When it next needs [`Self::handle_timeout`]: a keyframe re-ask, the end of an
+    /// When it next needs its figures ([`Self::handle_figures`]): a keyframe re-ask, the end of an
     /// up hold or a trial's wait, or the end of a trial's window.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
