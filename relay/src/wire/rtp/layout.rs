@@ -9,6 +9,10 @@
 //! and on their length takes the same steps (it never reads element data), so if they
 //! agree the elements are where they were; if not, it walks the block once and learns
 //! it. Either way [`ExtLayout::find`] answers exactly as [`RtpHeader::extension`] does.
+//!
+//! It remembers the last two layouts: a sender that adds an element to some packets
+//! (a keyframe's video orientation, the first packets' stream id) alternates between
+//! two, and each is then checked, not walked.
 
 use super::{ExtForm, RtpHeader, Step, next_element};
 use crate::id::ExtId;
@@ -25,14 +29,47 @@ pub struct ExtLayout {
     ids: [Option<ExtId>; LAYOUT_IDS],
     /// Whether any of `ids` is set.
     any: bool,
-    /// The learnt block's length in words; 0: nothing learnt.
+    /// The last two layouts learnt …
+    learnt: [Learnt; 2],
+    /// … and which of them matched or was learnt last.
+    newest: usize,
+}
+
+/// One block's layout.
+#[derive(Debug, Clone)]
+struct Learnt {
+    /// The block's length in words; 0: nothing learnt.
     words: u8,
     /// Per word, ones over the bytes a walk reads (headers, padding) …
     mask: [u32; WORDS],
     /// … and those bytes' values (zero elsewhere).
     pattern: [u32; WORDS],
-    /// Per id, its element's data in the learnt block (see [`ExtFound`]).
+    /// Per id, its element's data in the block (see [`ExtFound`]).
     at: [u32; LAYOUT_IDS],
+}
+
+impl Learnt {
+    const NONE: Learnt = Learnt {
+        words: 0,
+        mask: [0; WORDS],
+        pattern: [0; WORDS],
+        at: [ABSENT; LAYOUT_IDS],
+    };
+
+    /// Whether `block` has this length and these bytes where a walk reads.
+    #[inline]
+    fn matches(&self, block: &[u8]) -> bool {
+        let words = usize::from(self.words);
+        if words == 0 || block.len() != words * 4 {
+            return false;
+        }
+        let mut differ = 0;
+        for (i, w) in block.chunks_exact(4).enumerate().take(WORDS) {
+            let w = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
+            differ |= (w & self.mask[i]) ^ self.pattern[i];
+        }
+        differ == 0
+    }
 }
 
 /// The elements [`ExtLayout::find`] found in one header.
@@ -73,10 +110,8 @@ impl ExtLayout {
         ExtLayout {
             ids,
             any: ids.iter().any(Option::is_some),
-            words: 0,
-            mask: [0; WORDS],
-            pattern: [0; WORDS],
-            at: [ABSENT; LAYOUT_IDS],
+            learnt: [Learnt::NONE, Learnt::NONE],
+            newest: 0,
         }
     }
 
@@ -90,25 +125,32 @@ impl ExtLayout {
         let Some((form, block)) = header.extension_elements() else {
             return ExtFound::NONE;
         };
-        if form == ExtForm::OneByte && self.same_layout(block) {
-            return ExtFound { block, at: self.at };
+        if form == ExtForm::OneByte {
+            let newest = &self.learnt[self.newest];
+            if newest.matches(block) {
+                return ExtFound {
+                    block,
+                    at: newest.at,
+                };
+            }
+            return self.other_or_learn(header, block);
         }
         self.learn(header, form, block)
     }
 
-    /// Whether `block` has the learnt length and the learnt bytes where a walk reads.
-    #[inline]
-    fn same_layout(&self, block: &[u8]) -> bool {
-        let words = usize::from(self.words);
-        if words == 0 || block.len() != words * 4 {
-            return false;
+    /// The layout before the newest, if `block` has it (it becomes the newest), else
+    /// `block` learnt.
+    #[cold]
+    fn other_or_learn<'a>(&mut self, header: &RtpHeader<'a>, block: &'a [u8]) -> ExtFound<'a> {
+        let other = 1 - self.newest;
+        if self.learnt[other].matches(block) {
+            self.newest = other;
+            return ExtFound {
+                block,
+                at: self.learnt[other].at,
+            };
         }
-        let mut differ = 0;
-        for (i, w) in block.chunks_exact(4).enumerate().take(WORDS) {
-            let w = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
-            differ |= (w & self.mask[i]) ^ self.pattern[i];
-        }
-        differ == 0
+        self.learn(header, ExtForm::OneByte, block)
     }
 
     /// Walks `block` (of `header`, in `form`) for the ids, and learns it if it can be
@@ -138,7 +180,6 @@ impl ExtLayout {
                 .and_then(offset)
                 .unwrap_or(ABSENT);
         }
-        self.words = 0;
         let remembered = form == ExtForm::OneByte
             && !block.is_empty()
             && block.len() <= WORDS * 4
@@ -168,6 +209,9 @@ impl ExtLayout {
                 }
             }
         }
+        // Into the older slot: the newest stays, for a sender alternating between two.
+        self.newest = 1 - self.newest;
+        let slot = &mut self.learnt[self.newest];
         for (i, w) in block.chunks_exact(4).enumerate() {
             let mut mask = [0u8; 4];
             for (j, m) in mask.iter_mut().enumerate() {
@@ -176,11 +220,11 @@ impl ExtLayout {
                 }
             }
             let mask = u32::from_ne_bytes(mask);
-            self.mask[i] = mask;
-            self.pattern[i] = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) & mask;
+            slot.mask[i] = mask;
+            slot.pattern[i] = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) & mask;
         }
-        self.at = found.at;
-        self.words = (block.len() / 4) as u8;
+        slot.at = found.at;
+        slot.words = (block.len() / 4) as u8;
         found
     }
 }
@@ -228,7 +272,7 @@ mod tests {
             found(&mut l, &a),
             [Some(vec![0x85]), None, Some(vec![0, 7]), None]
         );
-        assert_eq!(l.words, 2, "learnt");
+        assert_eq!(l.learnt[l.newest].words, 2, "learnt");
         // The next packet: other data, same layout.
         let b = packet(&[0x10, 0x9f, 0x51, 0x00, 0x08, 0, 0, 0]);
         assert_eq!(
@@ -276,18 +320,43 @@ mod tests {
             found(&mut l, &p),
             [Some(vec![0x85]), None, Some(vec![0, 7]), None]
         );
-        assert_eq!(l.words, 0, "not remembered");
+        assert!(l.learnt.iter().all(|x| x.words == 0), "not remembered");
         let mut long = vec![0u8; 36];
         long[32..].copy_from_slice(&[0x50, 0x42, 0, 0]);
         let p = packet(&long);
         assert_eq!(found(&mut l, &p)[2], Some(vec![0x42]));
-        assert_eq!(l.words, 0, "not remembered");
+        assert!(l.learnt.iter().all(|x| x.words == 0), "not remembered");
         // Looking for nothing finds nothing and learns nothing.
         let mut none = ExtLayout::new([None; LAYOUT_IDS]);
         let p = packet(&[0x10, 0x85, 0x51, 0, 7, 0, 0, 0]);
         let f = none.find(&RtpHeader::parse(&p).unwrap());
         assert!((0..LAYOUT_IDS).all(|i| f.get(i).is_none()));
-        assert_eq!(none.words, 0);
+        assert!(none.learnt.iter().all(|x| x.words == 0));
+    }
+
+    /// A sender that adds an element to some packets alternates between two layouts:
+    /// once both are learnt, neither is learnt again.
+    #[test]
+    fn two_layouts_in_turn_are_both_remembered() {
+        let mut l = layout();
+        let a = packet(&[0x10, 0x85, 0x51, 0x00, 0x07, 0, 0, 0]);
+        // The same with abs-send-time added.
+        let b = packet(&[0x10, 0x85, 0x51, 0x00, 0x07, 0x32, 1, 2, 3, 0, 0, 0]);
+        found(&mut l, &a);
+        found(&mut l, &b);
+        let slots = |l: &ExtLayout| l.learnt.clone().map(|x| (x.words, x.mask, x.pattern));
+        let learnt = slots(&l);
+        for p in [&a, &b, &b, &a, &a, &b] {
+            let f = found(&mut l, p);
+            assert_eq!(f[0], Some(vec![0x85]));
+            assert_eq!(slots(&l), learnt, "nothing learnt again");
+        }
+        assert_eq!(found(&mut l, &b)[1], Some(vec![1, 2, 3]));
+        // A third layout replaces the older of the two.
+        let c = packet(&[0x32, 1, 2, 3, 0, 0x51, 0, 9]);
+        found(&mut l, &c);
+        found(&mut l, &b);
+        assert_eq!(slots(&l)[1 - l.newest].0, 2, "c stays, as the older");
     }
 
     /// Every block of two words with every byte 0..=255 in one position and a fixed
