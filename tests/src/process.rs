@@ -136,6 +136,14 @@ pub fn die_with_parent(cmd: &mut Command) {
     };
 }
 
+/// The address a process logged: the value after `key` (e.g. `addr=`) on the first
+/// line of `log` that contains `line` and parses.
+pub(crate) fn logged_addr(log: &str, line: &str, key: &str) -> Option<SocketAddr> {
+    log.lines()
+        .filter(|l| l.contains(line))
+        .find_map(|l| l.split(key).nth(1)?.split_whitespace().next()?.parse().ok())
+}
+
 /// A TCP port nobody listens on right now (bound and released at once).
 pub fn free_tcp_port() -> u16 {
     let s = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
@@ -270,9 +278,7 @@ impl Relay {
     /// The address after `key` on the current run's log line containing `line`.
     fn logged_addr(&self, line: &str, key: &str) -> SocketAddr {
         let log = self.run_log();
-        log.lines()
-            .filter(|l| l.contains(line))
-            .find_map(|l| l.split(key).nth(1)?.split_whitespace().next()?.parse().ok())
+        logged_addr(&log, line, key)
             .unwrap_or_else(|| panic!("the relay logged no {line} address:\n{log}"))
     }
 

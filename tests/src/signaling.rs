@@ -129,17 +129,7 @@ impl Signaling {
             std::thread::sleep(Duration::from_millis(20));
         }
         let log = self.run_log();
-        self.metrics = log
-            .lines()
-            .filter(|l| l.contains("metrics listening"))
-            .find_map(|l| {
-                l.split("addr=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+        self.metrics = crate::process::logged_addr(&log, "metrics listening", "addr=")
             .unwrap_or_else(|| panic!("blindfold-signaling logged no metrics address:\n{log}"));
     }
 
