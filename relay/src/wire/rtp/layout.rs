@@ -133,15 +133,15 @@ impl ExtLayout {
                     at: newest.at,
                 };
             }
-            return self.other_or_learn(header, block);
+            return self.other_or_learn(block);
         }
-        self.learn(header, form, block)
+        self.learn(form, block)
     }
 
     /// The layout before the newest, if `block` has it (it becomes the newest), else
     /// `block` learnt.
     #[cold]
-    fn other_or_learn<'a>(&mut self, header: &RtpHeader<'a>, block: &'a [u8]) -> ExtFound<'a> {
+    fn other_or_learn<'a>(&mut self, block: &'a [u8]) -> ExtFound<'a> {
         let other = 1 - self.newest;
         if self.learnt[other].matches(block) {
             self.newest = other;
@@ -150,64 +150,60 @@ impl ExtLayout {
                 at: self.learnt[other].at,
             };
         }
-        self.learn(header, ExtForm::OneByte, block)
+        self.learn(ExtForm::OneByte, block)
     }
 
-    /// Walks `block` (of `header`, in `form`) for the ids, and learns it if it can be
-    /// remembered.
+    /// Walks `block` (in `form`) for the ids, as [`RtpHeader::extension`] does, and
+    /// learns it if it can be remembered.
     #[cold]
-    fn learn<'a>(
-        &mut self,
-        header: &RtpHeader<'a>,
-        form: ExtForm,
-        block: &'a [u8],
-    ) -> ExtFound<'a> {
-        // (A block longer than 64 KiB, more than a UDP datagram holds, finds nothing.)
-        let offset = |d: &[u8]| {
-            let start = d.as_ptr() as usize - block.as_ptr() as usize;
-            Some(
-                u32::from(u16::try_from(start).ok()?) << 16
-                    | u32::from(u16::try_from(d.len()).ok()?),
-            )
-        };
-        let mut found = ExtFound {
-            block,
-            at: [ABSENT; LAYOUT_IDS],
-        };
-        for (a, id) in found.at.iter_mut().zip(self.ids) {
-            *a = id
-                .and_then(|id| header.extension(id))
-                .and_then(offset)
-                .unwrap_or(ABSENT);
-        }
+    fn learn<'a>(&mut self, form: ExtForm, block: &'a [u8]) -> ExtFound<'a> {
         let remembered = form == ExtForm::OneByte
             && !block.is_empty()
             && block.len() <= WORDS * 4
             && block.len().is_multiple_of(4);
-        if !remembered {
-            return found;
-        }
-        // The bytes the walk reads: each element's header byte and the padding, up to
-        // where it stops.
+        let mut found = ExtFound {
+            block,
+            at: [ABSENT; LAYOUT_IDS],
+        };
+        let mut seen = [false; LAYOUT_IDS];
+        // The bytes the walk reads (to remember the block): each element's header byte
+        // and the padding, up to where it stops.
         let mut read = [false; WORDS * 4];
         let mut rest = block;
         loop {
             let pos = block.len() - rest.len();
             match next_element(rest, form) {
-                Step::Element(_, data, after) => {
-                    // The padding skipped before the element, and its header byte.
-                    let header_at = data.as_ptr() as usize - block.as_ptr() as usize - 1;
-                    read[pos..=header_at].fill(true);
+                Step::Element(id, data, after) => {
+                    let start = data.as_ptr() as usize - block.as_ptr() as usize;
+                    // The first element of each id. (A block longer than 64 KiB, more
+                    // than a UDP datagram holds, finds nothing past 64 KiB.)
+                    for ((at, seen), want) in found.at.iter_mut().zip(&mut seen).zip(self.ids) {
+                        if !*seen && want.is_some_and(|w| w.0 == id) {
+                            *seen = true;
+                            *at = match (u16::try_from(start), u16::try_from(data.len())) {
+                                (Ok(s), Ok(l)) => u32::from(s) << 16 | u32::from(l),
+                                _ => ABSENT,
+                            };
+                        }
+                    }
+                    if remembered {
+                        // The padding skipped before the element, and its header byte.
+                        read[pos..start].fill(true);
+                    }
                     rest = after;
                 }
                 Step::End | Step::Malformed(_) => {
-                    // Padding up to the stop, the byte that stopped it (if any).
-                    let stop =
-                        (pos + rest.iter().take_while(|&&b| b == 0).count()).min(block.len() - 1);
-                    read[pos..=stop].fill(true);
+                    if remembered {
+                        // Padding up to the stop, the byte that stopped it (if any).
+                        let zeros = rest.iter().take_while(|&&b| b == 0).count();
+                        read[pos..=(pos + zeros).min(block.len() - 1)].fill(true);
+                    }
                     break;
                 }
             }
+        }
+        if !remembered {
+            return found;
         }
         // Into the older slot: the newest stays, for a sender alternating between two.
         self.newest = 1 - self.newest;
