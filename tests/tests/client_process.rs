@@ -459,6 +459,13 @@ fn ctrl_c_writes_the_report_and_hangs_up_within_the_documented_bound() {
         sfu.relay.metric("blindfold_sessions{state=\"connected\"}"),
         1
     );
+    // Signaling publishes its counters once it has carried out all it does for the
+    // hang-up (the relay's removal first, then its store): wait for them too.
+    sfu.relay.wait_until(
+        Duration::from_secs(5),
+        "signaling to count the hang-up",
+        || hangups() >= 1.0,
+    );
     assert_eq!(
         hangups(),
         1.0,
