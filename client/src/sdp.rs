@@ -3,9 +3,10 @@
 //!
 //! The offer is exactly what a participant built on this library sends: BUNDLE, Opus
 //! (PT 111) and VP8 (PT 96), audio level, frame marking, abs-send-time and the
-//! transport-wide sequence number, and the audio + simulcast thumbnail/full SSRCs. The answer reader takes only what connecting
-//! needs (ICE credentials, fingerprint, candidates) and refuses, with an error, an
-//! answer without them: SDP comes from the network.
+//! transport-wide sequence number, and the audio + simulcast thumbnail/full SSRCs. The
+//! answer reader takes only what connecting needs (ICE credentials, fingerprint,
+//! candidates) and refuses, with an error, an answer without them: SDP comes from the
+//! network.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -23,7 +24,8 @@ pub const OFFER_EXTMAP: ExtmapIds = ExtmapIds {
     transport_cc: Some(ExtId(4)),
 };
 
-/// The transport-wide sequence number extension (draft-holmer-rmcat-transport-wide-cc-extensions-01).
+/// The transport-wide sequence number extension
+/// (draft-holmer-rmcat-transport-wide-cc-extensions-01).
 const TRANSPORT_CC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
