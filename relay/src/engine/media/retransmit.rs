@@ -93,20 +93,20 @@ pub(crate) enum NackReply<'a> {
     Suppressed,
 }
 
-/// One cached packet: where its bytes are in the ring, and when it expires.
+/// One cached packet: where its bytes are in the ring, and when it arrived.
 #[derive(Debug, Clone, Copy)]
 struct Rec {
-    /// When it expires: inserted + `max_age` (a deadline, so that every insert and
-    /// lookup compares instead of subtracting instants); `None` once it is dropped (its
-    /// bytes stay reserved until the record leaves the FIFO).
-    expires: Option<Instant>,
+    /// When it was inserted (`None` only in a record never used).
+    at: Option<Instant>,
     start: u32,
+    /// Its length; 0 once it is dropped (its bytes stay reserved until the record
+    /// leaves the FIFO).
     len: u16,
     seq: u16,
 }
 
 const EMPTY: Rec = Rec {
-    expires: None,
+    at: None,
     start: 0,
     len: 0,
     seq: 0,
@@ -122,7 +122,8 @@ fn newer(a: u16, b: u16) -> bool {
 #[derive(Debug)]
 pub(crate) struct RetransmitCache {
     max_age: Duration,
-    max_packet_len: usize,
+    /// The longest packet cached: `max_packet_len`, or the ring's size if smaller.
+    max_len: usize,
     /// The byte ring.
     data: Box<[u8]>,
     /// Records in insertion order: a ring of `recs.len()` (a power of two).
@@ -148,7 +149,7 @@ impl RetransmitCache {
         let max_bytes = cfg.max_bytes.min(u32::MAX as usize);
         RetransmitCache {
             max_age: cfg.max_age,
-            max_packet_len: cfg.max_packet_len.min(usize::from(u16::MAX)),
+            max_len: cfg.max_packet_len.min(usize::from(u16::MAX)).min(max_bytes),
             data: vec![0u8; max_bytes].into_boxed_slice(),
             recs: vec![EMPTY; n].into_boxed_slice(),
             head: 0,
@@ -163,23 +164,26 @@ impl RetransmitCache {
     }
 
     /// Caches a copy of `packet`, sequence number `seq`, received at `now`.
+    ///
+    /// Expired packets are not dropped here: one is never returned, and its room is
+    /// taken when the ring or the records run out (the oldest go first).
     pub(crate) fn insert(&mut self, now: Instant, seq: WireSeq, packet: &[u8]) -> Insert {
         let len = packet.len();
-        if len == 0 || len > self.max_packet_len || len > self.data.len() {
+        if len == 0 || len > self.max_len {
             return Insert::TooLarge;
         }
-        self.expire(now);
         let slot = usize::from(seq.0 & self.mask);
         let idx = usize::from(self.by_seq[slot]);
         let r = self.recs[idx];
         // The slot points at a record that may since have been reused for another slot.
-        if r.expires.is_some() && r.seq & self.mask == seq.0 & self.mask {
-            let fresh = !self.expired(&r, now);
-            if r.seq == seq.0 && fresh {
-                return Insert::Duplicate;
-            }
-            if fresh && newer(r.seq, seq.0) {
-                return Insert::Stale;
+        if r.len != 0 && (r.seq ^ seq.0) & self.mask == 0 {
+            if self.fresh(&r, now) {
+                if r.seq == seq.0 {
+                    return Insert::Duplicate;
+                }
+                if newer(r.seq, seq.0) {
+                    return Insert::Stale;
+                }
             }
             self.kill(idx);
         }
@@ -191,7 +195,7 @@ impl RetransmitCache {
         self.write = start + len;
         let idx = (self.head + self.count) & (self.recs.len() - 1);
         self.recs[idx] = Rec {
-            expires: Some(now.checked_add(self.max_age).unwrap_or(now)),
+            at: Some(now),
             start: start as u32,
             len: len as u16,
             seq: seq.0,
@@ -245,32 +249,22 @@ impl RetransmitCache {
 
     fn find(&self, now: Instant, seq: WireSeq) -> Option<(usize, usize)> {
         let r = &self.recs[usize::from(self.by_seq[usize::from(seq.0 & self.mask)])];
-        (r.expires.is_some() && r.seq == seq.0 && !self.expired(r, now))
+        (r.len != 0 && r.seq == seq.0 && self.fresh(r, now))
             .then(|| (r.start as usize, usize::from(r.len)))
     }
 
-    /// Older than `max_age` at `now`; time that went backwards counts as none passed.
-    fn expired(&self, r: &Rec, now: Instant) -> bool {
-        r.expires.is_some_and(|expires| now > expires)
-    }
-
-    /// Drops the oldest records while they are expired or dropped already.
-    fn expire(&mut self, now: Instant) {
-        while self.count > 0 {
-            let r = &self.recs[self.head];
-            if r.expires.is_some() && !self.expired(r, now) {
-                break;
-            }
-            self.pop_oldest();
-        }
+    /// At most `max_age` old at `now`; time that went backwards counts as none passed.
+    fn fresh(&self, r: &Rec, now: Instant) -> bool {
+        r.at.is_some_and(|at| now.saturating_duration_since(at) <= self.max_age)
     }
 
     /// Marks record `idx` dropped; its bytes stay reserved until it leaves the FIFO.
     fn kill(&mut self, idx: usize) {
         let r = &mut self.recs[idx];
-        if r.expires.take().is_some() {
+        if r.len != 0 {
             self.live_bytes -= usize::from(r.len);
             self.live_packets -= 1;
+            r.len = 0;
         }
     }
 
@@ -399,7 +393,7 @@ mod tests {
         let mut bytes = 0;
         for i in 0..c.count {
             let r = &c.recs[(c.head + i) & (c.recs.len() - 1)];
-            if r.expires.is_some() {
+            if r.len != 0 {
                 let (s, e) = (r.start as usize, r.start as usize + usize::from(r.len));
                 assert!(e <= c.data.len(), "record inside the ring");
                 ranges.push((s, e));
@@ -496,10 +490,10 @@ mod tests {
         assert!(c.get(t0 + 1001 * MS, WireSeq(2)).is_some());
         // Time that goes backwards counts as none passed.
         assert!(c.get(t0, WireSeq(2)).is_some());
-        // An insert drops what expired.
+        // An expired packet keeps its room until the room is needed.
         c.insert(t0 + 1200 * MS, WireSeq(3), &packet(3, 0, 100));
-        assert_eq!(c.cached_packets(), 2);
-        assert_eq!(c.cached_bytes(), 200);
+        assert_eq!(c.cached_packets(), 3);
+        assert!(c.get(t0 + 1200 * MS, WireSeq(1)).is_none());
         // An expired packet's sequence number can be cached afresh.
         assert_eq!(
             c.insert(t0 + 2600 * MS, WireSeq(2), &packet(2, 9, 50)),
