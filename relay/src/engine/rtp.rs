@@ -22,40 +22,21 @@ impl Engine {
             ..
         } = self;
         let me = cfg.shard;
-        let mut speech = None;
-        let mut uplink = None;
-        let mut feedback = false;
         let routed = by_addr
             .get(&from)
             .and_then(|&h| Some((h, sessions.get_mut(h)?)))
             .ok_or(DropReason::Unvalidated)
             .and_then(|(h, s)| {
-                let speech = &mut speech;
-                let uplink = &mut uplink;
-                let feedback = &mut feedback;
-                route(
-                    now,
-                    me,
-                    h,
-                    s,
-                    from,
-                    buf,
-                    events,
-                    speaker_cfg,
-                    speech,
-                    uplink,
-                    feedback,
-                    switched,
-                )
+                route(now, me, h, s, from, buf, events, speaker_cfg, switched).map(|r| (h, r))
             });
-        let (h, k) = match routed {
+        let (h, r) = match routed {
             Ok(at) => at,
             Err(reason) => {
                 stats.drops[reason.index()] += 1;
                 return Handled::Dropped(reason);
             }
         };
-        if let Some(n) = speech {
+        if let Some(n) = r.speech {
             speaker::note(n, now, me, speaker_cfg, conferences, timers, events);
         }
         if !switched.is_empty() {
@@ -63,13 +44,13 @@ impl Engine {
             // list is handed out.
             self.after_keyframes(now);
         }
-        if let Some(limit) = uplink {
+        if let Some(limit) = r.uplink {
             self.uplink_estimated(now, h, limit);
         }
-        if feedback {
+        if r.feedback {
             self.send_transport_cc(now, h);
         }
-        let receivers = match self.sessions.get(h).and_then(|s| s.streams.get(k)) {
+        let receivers = match self.sessions.get(h).and_then(|s| s.streams.get(r.stream)) {
             Some(st) => st.receivers.as_slice(),
             None => &[],
         };
@@ -101,11 +82,21 @@ fn media_from(s: &Session, from: SocketAddr) -> Result<(), DropReason> {
     }
 }
 
-/// Routes a media packet of session `s` (`h` on shard `me`) from `from`: which of its
-/// streams it is (the caller reads that stream's receivers); the speech in it to pass
-/// on (audio with an RFC 6464 level) goes to `speech`; a limit of its uplink (or its
-/// lifting), due to go to its home, to `uplink`; whether its transport-cc feedback is
-/// due, to `feedback`; receivers switched up at a keyframe go to `switched`.
+/// What routing one media packet found, for the engine to act on once its tables are
+/// whole again.
+struct Routed {
+    /// Which of the session's streams it is (the caller reads its receivers).
+    stream: usize,
+    /// The speech in it to pass on (audio with an RFC 6464 level).
+    speech: Option<speaker::Note>,
+    /// A limit of the sender's uplink (or its lifting), due to go to its home.
+    uplink: Option<media::Limit>,
+    /// The sender's transport-cc feedback is due.
+    feedback: bool,
+}
+
+/// Routes a media packet of session `s` (`h` on shard `me`) from `from`; receivers
+/// switched up at a keyframe go to `switched`.
 #[allow(clippy::too_many_arguments)] // the engine's tables, borrowed apart
 #[inline]
 fn route(
@@ -117,11 +108,8 @@ fn route(
     buf: &[u8],
     events: &mut VecDeque<Event>,
     speaker_cfg: &media::SpeakerConfig,
-    speech: &mut Option<speaker::Note>,
-    uplink: &mut Option<media::Limit>,
-    feedback: &mut bool,
     switched: &mut Vec<(SessionHandle, Ssrc)>,
-) -> Result<(SessionHandle, usize), DropReason> {
+) -> Result<Routed, DropReason> {
     media_from(s, from)?;
     let header = RtpHeader::parse(buf).map_err(|_| DropReason::RtpMalformed)?;
     let ssrc = header.ssrc();
@@ -143,6 +131,12 @@ fn route(
         }
         _ => s.ice.touch(now),
     }
+    let mut r = Routed {
+        stream: k,
+        speech: None,
+        uplink: None,
+        feedback: false,
+    };
     let st = s.streams.get_mut(k).ok_or(DropReason::UndeclaredSsrc)?;
     // The header extensions the engine reads, found where the stream's last packet had
     // them (a check of the block, not a walk: `ExtLayout`).
@@ -156,7 +150,7 @@ fn route(
         && let Some(level) = ext(EXT_LEVEL)
         && let Some(level) = speaker::speech(speaker_cfg, now, st, level)
     {
-        *speech = Some(speaker::Note {
+        r.speech = Some(speaker::Note {
             conf: s.conf,
             speaker_shard: s.speaker_shard,
             home: home_of(&s.home, me, h),
@@ -184,14 +178,14 @@ fn route(
         if let Some(estimate) = s.uplink.as_deref_mut() {
             estimate.on_packet(now, k, ssrc, header.seq(), sent, buf.len());
             // Once a second, and at once when it falls.
-            *uplink = estimate.poll(now);
+            r.uplink = estimate.poll(now);
         }
     }
     if let Some(twcc) = s.twcc.as_deref_mut()
         && let Some(seq) = ext(EXT_TRANSPORT_CC).and_then(|d| wire::rtp::transport_cc_seq(d).ok())
     {
         twcc.on_packet(now, seq);
-        *feedback = twcc.due(now);
+        r.feedback = twcc.due(now);
     }
     if !st.pending.is_empty()
         && ext(EXT_FRAME_MARKING)
@@ -205,7 +199,7 @@ fn route(
         }
         st.pending.clear();
     }
-    Ok((h, k))
+    Ok(r)
 }
 
 impl Engine {
