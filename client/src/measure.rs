@@ -331,7 +331,7 @@ impl StreamStats {
     /// Packets expected: from the lowest to the highest sequence number counted.
     pub fn expected(&self) -> u64 {
         match (self.first_seq, self.highest_seq) {
-            (Some(f), Some(h)) => h - f + 1,
+            (Some(f), Some(h)) => (h - f).saturating_add(1),
             _ => 0,
         }
     }

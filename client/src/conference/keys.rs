@@ -135,12 +135,25 @@ pub enum KeyEventError {
 impl KeyEvent {
     /// Reads an event's content. Empty `streams` and `keys` together are a hangup; else
     /// both must be present: 1–2 keys of one supported profile, of its length, distinct
-    /// indexes; streams of distinct SSRCs, kinds `audio`/`video`, layers
-    /// `thumbnail`/`full` (video only).
+    /// indexes; streams of distinct SSRCs, kinds `audio`/`video` (at most one audio and
+    /// two video), layers `thumbnail`/`full` (video only).
     pub fn from_content(content: &serde_json::Value) -> Result<KeyEvent, KeyEventError> {
         let bad = |s: &str| KeyEventError::Malformed(s.to_owned());
         let w: WireKeys = serde_json::from_value(content.clone())
             .map_err(|e| KeyEventError::Malformed(e.to_string()))?;
+        // Ids end up in logs and terminals: no control characters.
+        for id in [&w.conf_id, &w.call_id, &w.device_id] {
+            if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+                return Err(bad(
+                    "conf_id, call_id and device_id: 1-255 bytes, printable",
+                ));
+            }
+        }
+        // One audio stream and two video layers at most, as an offer declares them.
+        let count = |kind: &str| w.streams.iter().filter(|s| s.kind == kind).count();
+        if count("audio") > 1 || count("video") > 2 {
+            return Err(bad("more than one audio or two video streams"));
+        }
         let mut streams = Vec::with_capacity(w.streams.len());
         for s in &w.streams {
             let kind = match s.kind.as_str() {
@@ -461,13 +474,12 @@ impl LocalKeys {
             actions.push(KeyAction::Remove(i));
             next = i.0.wrapping_add(1);
         }
-        // The index may come round to the retiring key's after 255 rekeys in 10 s; drop
-        // that one early rather than reuse an index.
-        if let Some((r, _)) = self.retiring
-            && r.0 == next
-        {
-            actions.push(KeyAction::Remove(r));
-            self.retiring = None;
+        // Rekeys that each replace a pending key (one per leave, faster than it can be
+        // switched to) bring the index round to the keys in use after 254 of them:
+        // skip those, so a new key never overwrites one that packets still carry.
+        let retiring = self.retiring.map(|(r, _)| r.0);
+        while next == self.active.0.0 || Some(next) == retiring {
+            next = next.wrapping_add(1);
         }
         let index = KeyIndex(next);
         actions.push(KeyAction::Add(index, fresh.clone()));
@@ -556,6 +568,8 @@ mod tests {
             ("/streams/1/ssrc", json!(1111)),
             ("/keys", json!([])),
             ("/device_id", json!(5)),
+            ("/device_id", json!("\u{1b}]0;pwned\u{7}")),
+            ("/call_id", json!("")),
         ] {
             let mut c = good.clone();
             *c.pointer_mut(ptr).unwrap() = v;
@@ -565,6 +579,16 @@ mod tests {
         let k = three["keys"][0].clone();
         three["keys"] = json!([k.clone(), k.clone(), k]);
         cases.push(three);
+        // Streams beyond one audio and two video layers (thousands would fit in an
+        // event, and every receiver checks each against every member's).
+        for extra in [
+            json!({"ssrc": 4444, "kind": "audio"}),
+            json!({"ssrc": 4444, "kind": "video"}),
+        ] {
+            let mut more = good.clone();
+            more["streams"].as_array_mut().unwrap().push(extra);
+            cases.push(more);
+        }
         for c in cases {
             assert!(
                 matches!(KeyEvent::from_content(&c), Err(KeyEventError::Malformed(_))),
@@ -654,5 +678,29 @@ mod tests {
             [KeyAction::Remove(KeyIndex(1))]
         );
         assert_eq!(k.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_rekey_storm_never_reuses_an_index_in_use() {
+        // Each rekey replaces the pending key before it is switched to: the index
+        // comes round to the active (and the retiring) one, which it must skip.
+        let t0 = Instant::now();
+        let mut k = LocalKeys::new(vec![0; 28]);
+        k.rekey(t0, vec![1; 28]);
+        k.poll(t0 + ACTIVATE_AFTER);
+        let (active, retiring) = (KeyIndex(1), KeyIndex(0));
+        for n in 0..600u32 {
+            for a in k.rekey(t0 + ACTIVATE_AFTER, vec![n as u8; 28]) {
+                match a {
+                    KeyAction::Add(i, _) | KeyAction::Remove(i) => {
+                        assert!(i != active && i != retiring, "rekey {n}: {a:?}")
+                    }
+                    KeyAction::Activate(_) => panic!("rekey activated a key"),
+                }
+            }
+            let published = k.published();
+            assert_eq!(published.len(), 2);
+            assert_ne!(published[0].0, published[1].0);
+        }
     }
 }

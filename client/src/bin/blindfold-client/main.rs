@@ -119,8 +119,17 @@ fn main() -> ExitCode {
 }
 
 /// One line, whatever the error's text holds.
+/// `e` on one line, with control characters (a terminal's escapes among them, in
+/// text that came from other users) shown as escapes.
 fn one_line(e: impl std::fmt::Display) -> String {
-    e.to_string().replace('\n', " ")
+    e.to_string()
+        .chars()
+        .map(|c| match c {
+            '\n' => " ".to_owned(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn fail(what: impl std::fmt::Display) -> ExitCode {
@@ -407,7 +416,11 @@ fn handle(conf: &Conference, tally: &mut Tally, ev: ConferenceEvent) -> Option<S
             _ => tally.failure(ssrc, from.as_ref()),
         },
         ConferenceEvent::KeysRejected { user_id, reason } => {
-            eprintln!("blindfold-client: refused a key event of {user_id}: {reason}");
+            eprintln!(
+                "blindfold-client: refused a key event of {}: {}",
+                one_line(user_id),
+                one_line(reason)
+            );
         }
         ConferenceEvent::MemberLeft { member } => {
             eprintln!(
