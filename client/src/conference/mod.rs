@@ -1258,6 +1258,12 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent]) {
         let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get()) else {
             continue;
         };
+        if left_room(&v, inner.client.user_id().map_or("", |u| u.as_str())) {
+            // Whoever leaves R had R's megolm keys, so it read our key events: a
+            // member who never joined the call is locked out as one who did.
+            rekey = true;
+            continue;
+        }
         if v["type"] != KEYS_EVENT {
             continue;
         }
@@ -1318,6 +1324,21 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent]) {
             reason: format!("could not publish our keys: {e}"),
         });
     }
+}
+
+/// Whether `event` is another user's membership leaving `join` (a leave, kick or ban);
+/// a membership whose previous state the server did not say counts as a leave from
+/// `join`.
+fn left_room(event: &Value, own_user: &str) -> bool {
+    event["type"] == "m.room.member"
+        && event["state_key"].as_str().is_some_and(|u| u != own_user)
+        && matches!(
+            event["content"]["membership"].as_str(),
+            Some("leave" | "ban")
+        )
+        && event["unsigned"]["prev_content"]["membership"]
+            .as_str()
+            .is_none_or(|m| m == "join")
 }
 
 /// docs/protocol.md's trust rules, then the roster's, then the participant's.
@@ -1427,5 +1448,41 @@ mod tests {
         let mut bad = ev.clone();
         bad["content"]["speaker"] = json!("@bob:example.org");
         assert_eq!(active_speaker(&bad, sfu, "1733094000123-alice"), None);
+    }
+
+    #[test]
+    fn any_member_leaving_the_room_is_a_leave_that_rekeys() {
+        let me = "@alice:example.org";
+        let member = |who: &str, now: &str, before: Option<&str>| {
+            let mut ev = json!({"type": "m.room.member", "state_key": who,
+                "sender": who, "content": {"membership": now}});
+            if let Some(b) = before {
+                ev["unsigned"] = json!({"prev_content": {"membership": b}});
+            }
+            ev
+        };
+        // Left, kicked or banned from `join` (or from a state the server did not say).
+        assert!(left_room(
+            &member("@eve:example.org", "leave", Some("join")),
+            me
+        ));
+        assert!(left_room(
+            &member("@eve:example.org", "ban", Some("join")),
+            me
+        ));
+        assert!(left_room(&member("@eve:example.org", "leave", None), me));
+        // Never joined (a declined invite), a join, ourselves, another event: no.
+        assert!(!left_room(
+            &member("@eve:example.org", "leave", Some("invite")),
+            me
+        ));
+        assert!(!left_room(
+            &member("@eve:example.org", "join", Some("leave")),
+            me
+        ));
+        assert!(!left_room(&member(me, "leave", Some("join")), me));
+        let mut other = member("@eve:example.org", "leave", Some("join"));
+        other["type"] = json!("m.room.topic");
+        assert!(!left_room(&other, me));
     }
 }
