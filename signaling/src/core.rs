@@ -323,8 +323,16 @@ pub struct Stats {
 /// Fills a buffer with secure random bytes.
 pub type Rng = Box<dyn FnMut(&mut [u8]) + Send>;
 
-/// Invites remembered for de-duplication, and for how long.
+/// Invites remembered for de-duplication, for how long, and at most how many.
 const HANDLED_TTL_MS: u64 = 3_600_000;
+const MAX_HANDLED: usize = 100_000;
+
+/// An invite against its sender's rate ([`Core::invite_rate`]).
+enum Rate {
+    Within,
+    JustOver,
+    Over,
+}
 
 /// The call logic. See the module docs.
 pub struct Core {
@@ -712,28 +720,67 @@ impl Core {
     }
 
     fn handle_invite(&mut self, room_id: &str, e: &Event<'_>, now_ms: u64) {
-        let invite = match Invite::from_content(e.content) {
-            Ok(inv) => inv,
-            Err(InviteError::NoIds(_)) => return self.count_drop("invite_without_ids"),
-            Err(InviteError::Version(ids, _) | InviteError::Malformed(ids, _)) => {
-                if self.first_time(room_id, &ids.call_id, now_ms) {
-                    self.refuse(room_id, &ids.call_id, Code::BadOffer);
-                }
-                return;
-            }
-        };
-        if invite
-            .invitee
-            .as_deref()
+        // Another user's call (in a room the SFU shares with them) is none of its
+        // business, however it is written.
+        if e.content
+            .get("invitee")
+            .and_then(serde_json::Value::as_str)
             .is_some_and(|who| who != self.cfg.user_id)
         {
             return self.count_drop("invite_for_someone_else");
         }
-        if !self.first_time(room_id, &invite.ids.call_id, now_ms) {
+        let parsed = Invite::from_content(e.content);
+        let call_id = match &parsed {
+            Ok(inv) => &inv.ids.call_id,
+            Err(InviteError::NoIds(_)) => return self.count_drop("invite_without_ids"),
+            Err(InviteError::Version(ids, _) | InviteError::Malformed(ids, _)) => &ids.call_id,
+        };
+        // Before any answer, so that a flood of invites (well-formed or not, allowed
+        // or not) gets at most one refusal past the rate and then silence.
+        match self.invite_rate(e.sender, now_ms) {
+            Rate::Within => {}
+            Rate::JustOver => {
+                if self.first_time(room_id, call_id, now_ms) {
+                    self.refuse(room_id, call_id, Code::RateLimited);
+                }
+                return;
+            }
+            Rate::Over => return self.count_drop("invite_over_rate"),
+        }
+        if !self.first_time(room_id, call_id, now_ms) {
             return;
         }
+        let invite = match parsed {
+            Ok(inv) => inv,
+            Err(_) => {
+                let call_id = call_id.clone();
+                return self.refuse(room_id, &call_id, Code::BadOffer);
+            }
+        };
         if let Err(code) = self.admit(room_id, e, &invite, now_ms) {
             self.refuse(room_id, &invite.ids.call_id, code);
+        }
+    }
+
+    /// Counts an invite from `caller` against its rate (every invite counts, whatever
+    /// its fate): within it, the first past it, or later ones.
+    fn invite_rate(&mut self, caller: &str, now_ms: u64) -> Rate {
+        let limit = self.cfg.limits.invites_per_user_per_minute;
+        let recent = self.invites.entry(caller.to_owned()).or_default();
+        while recent.front().is_some_and(|&t| t + 60_000 <= now_ms) {
+            recent.pop_front();
+        }
+        match recent.len().cmp(&limit) {
+            // Only what is answered is remembered: at most `limit + 1` per user.
+            std::cmp::Ordering::Less => {
+                recent.push_back(now_ms);
+                Rate::Within
+            }
+            std::cmp::Ordering::Equal => {
+                recent.push_back(now_ms);
+                Rate::JustOver
+            }
+            std::cmp::Ordering::Greater => Rate::Over,
         }
     }
 
@@ -748,14 +795,6 @@ impl Core {
         if !self.cfg.allow.allows(caller) {
             return Err(Code::NotAllowed);
         }
-        let recent = self.invites.entry(caller.to_owned()).or_default();
-        while recent.front().is_some_and(|&t| t + 60_000 <= now_ms) {
-            recent.pop_front();
-        }
-        if recent.len() >= self.cfg.limits.invites_per_user_per_minute {
-            return Err(Code::RateLimited);
-        }
-        recent.push_back(now_ms);
 
         let room = self.rooms.get(&inv.room_id).ok_or(Code::NoSuchConference)?;
         match room.conferences.get(&inv.conf_id) {
@@ -881,6 +920,16 @@ impl Core {
     fn remember_handled(&mut self, key: (String, String), at: u64) {
         self.handled.insert(key.clone(), at);
         self.handled_order.push_back((at, key));
+        // A bound whatever the senders do; the oldest go first (a live call's stays).
+        while self.handled_order.len() > MAX_HANDLED {
+            let (at, key) = self
+                .handled_order
+                .pop_front()
+                .expect("longer than the bound");
+            if self.handled.get(&key) == Some(&at) && !self.by_call.contains_key(&key) {
+                self.handled.remove(&key);
+            }
+        }
     }
 
     fn expire_handled(&mut self, now_ms: u64) {
@@ -894,6 +943,8 @@ impl Core {
                 self.handled.remove(&key);
             }
         }
+        self.invites
+            .retain(|_, recent| recent.back().is_some_and(|&t| t + 60_000 > now_ms));
     }
 
     fn refuse(&mut self, room: &str, call_id: &str, code: Code) {

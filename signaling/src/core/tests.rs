@@ -325,12 +325,26 @@ fn an_invite_without_ids_is_dropped_and_one_for_someone_else_ignored() {
     e["content"]["call_id"] = json!(17);
     let mut other = invite(ALICE, "c2", "conf", &offer(1), T0);
     other["content"]["invitee"] = json!("@someone:hs");
-    let actions = timeline(&mut core, DM, vec![e, json!({"type": 3}), other], T0 + 10);
+    // Someone else's call is ignored even when the SFU could not read it (an ordinary
+    // call in a shared room must not be hung up by the SFU).
+    let mut other_unreadable = other.clone();
+    other_unreadable["content"]["call_id"] = json!("c3");
+    other_unreadable["content"]["version"] = json!(0);
+    other_unreadable["content"]
+        .as_object_mut()
+        .unwrap()
+        .remove("org.matrix.msc2359.conference");
+    let actions = timeline(
+        &mut core,
+        DM,
+        vec![e, json!({"type": 3}), other, other_unreadable],
+        T0 + 10,
+    );
     assert!(actions.is_empty(), "{actions:?}");
     assert_eq!(core.stats().dropped.get("invite_without_ids"), Some(&1));
     assert_eq!(
         core.stats().dropped.get("invite_for_someone_else"),
-        Some(&1)
+        Some(&2)
     );
     assert_eq!(core.stats().dropped.get("unreadable_event"), Some(&1));
 }
@@ -385,22 +399,34 @@ fn capacity_limits_refuse_with_over_capacity() {
 }
 
 #[test]
-fn a_flood_of_invites_is_rate_limited_per_user() {
+fn a_flood_of_invites_gets_one_refusal_past_the_rate_then_silence() {
     let mut core = setup(&[ALICE]);
     core.cfg.limits.invites_per_user_per_minute = 3;
-    let flood: Vec<Value> = (0..5)
-        .map(|i| invite(ALICE, &format!("c{i}"), "nope", &offer(1), T0))
-        .collect();
+    // Every invite counts, whatever it would be refused for: a malformed one, one
+    // from a caller who is not allowed, one for a missing conference.
+    let mut malformed = invite(ALICE, "m", "conf", &offer(1), T0);
+    malformed["content"]["version"] = json!(0);
+    let mut flood = vec![malformed];
+    flood.extend((0..1000).map(|i| invite(ALICE, &format!("c{i}"), "nope", &offer(1), T0)));
     let actions = timeline(&mut core, DM, flood, T0 + 10);
     assert_eq!(
         hangups(&actions),
         [
+            "bad_offer",
             "no_such_conference",
             "no_such_conference",
-            "no_such_conference",
-            "rate_limited",
             "rate_limited"
         ]
+    );
+    assert_eq!(core.stats().dropped.get("invite_over_rate"), Some(&997));
+    let outsider = "@mallory:elsewhere.example";
+    let outsiders: Vec<Value> = (0..10)
+        .map(|i| invite(outsider, &format!("o{i}"), "conf", &offer(1), T0))
+        .collect();
+    let actions = timeline(&mut core, DM, outsiders, T0 + 20);
+    assert_eq!(
+        hangups(&actions),
+        ["not_allowed", "not_allowed", "not_allowed", "rate_limited"]
     );
     // A minute later the window has moved on.
     let later = timeline(
