@@ -58,6 +58,8 @@ enum Cmd {
         RequestBody,
         oneshot::Sender<Result<ResponseBody, RelayError>>,
     ),
+    /// Drop the connection and connect again (the snapshot failed), saying why.
+    Reconnect(String),
 }
 
 /// A handle for sending requests to the relay.
@@ -71,6 +73,7 @@ impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Cmd::Request(body, _) => write!(f, "Request({})", body.method()),
+            Cmd::Reconnect(why) => write!(f, "Reconnect({why})"),
         }
     }
 }
@@ -107,6 +110,14 @@ impl RelayLink {
     pub async fn snapshot(&self, snapshot: Snapshot) -> Result<ResponseBody, RelayError> {
         self.request(RequestBody::Snapshot(snapshot)).await
     }
+
+    /// Drops the connection and connects again, after the reconnect delay: for a
+    /// snapshot that was refused or not answered, since the link takes nothing else
+    /// until one is. Each retry is a new connection with a new snapshot (and
+    /// generation); the delay grows while no snapshot is accepted.
+    pub async fn reconnect(&self, why: String) {
+        let _ = self.tx.send(Cmd::Reconnect(why)).await;
+    }
 }
 
 async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<LinkEvent>) {
@@ -114,10 +125,18 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
     loop {
         match UnixStream::connect(&path).await {
             Ok(stream) => {
-                attempt = 0;
                 let why = match session(stream, &mut cmds, &events).await {
                     Ok(()) => return, // the service is gone
-                    Err(why) => why,
+                    Err(Down { why, reconciled }) => {
+                        // A relay that keeps refusing the snapshot is retried ever
+                        // more slowly, one that was reconciled at once.
+                        attempt = if reconciled {
+                            0
+                        } else {
+                            attempt.saturating_add(1)
+                        };
+                        why
+                    }
                 };
                 tracing::warn!(%why, "relay control link down; reconnecting");
                 if events.send(LinkEvent::Disconnected(why)).await.is_err() {
@@ -139,6 +158,7 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
                 _ = &mut sleep => break,
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Request(_, reply)) => { let _ = reply.send(Err(RelayError::NotConnected)); }
+                    Some(Cmd::Reconnect(_)) => {}
                     None => return,
                 },
             }
@@ -146,11 +166,29 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
     }
 }
 
-/// One connection, until it breaks (`Err` with why) or the service drops its handles.
+/// Why a connection ended, and whether a snapshot was accepted on it.
+struct Down {
+    why: String,
+    reconciled: bool,
+}
+
+/// One connection, until it breaks (`Err`) or the service drops its handles.
 async fn session(
+    stream: UnixStream,
+    cmds: &mut mpsc::Receiver<Cmd>,
+    events: &mpsc::Sender<LinkEvent>,
+) -> Result<(), Down> {
+    let mut reconciled = false;
+    connection(stream, cmds, events, &mut reconciled)
+        .await
+        .map_err(|why| Down { why, reconciled })
+}
+
+async fn connection(
     mut stream: UnixStream,
     cmds: &mut mpsc::Receiver<Cmd>,
     events: &mpsc::Sender<LinkEvent>,
+    reconciled: &mut bool,
 ) -> Result<(), String> {
     let mut out = Vec::new();
     let hello = Hello::signaling(concat!("blindfold-signaling/", env!("CARGO_PKG_VERSION")));
@@ -205,6 +243,7 @@ async fn session(
                             Message::Response(r) => {
                                 if Some(r.id) == snapshot_id && r.result.is_ok() {
                                     snapshot_done = true;
+                                    *reconciled = true;
                                 }
                                 if Some(r.id) == snapshot_id {
                                     snapshot_id = None;
@@ -229,6 +268,9 @@ async fn session(
                 }
             }
             cmd = cmds.recv() => {
+                if let Some(Cmd::Reconnect(why)) = cmd {
+                    break 'conn Err(why);
+                }
                 let Some(Cmd::Request(body, reply)) = cmd else {
                     let mut bye = Vec::new();
                     let g = Goodbye::new(ErrorCode::Shutdown, "signaling is stopping");
@@ -256,6 +298,9 @@ async fn session(
                 if is_snapshot {
                     snapshot_id = Some(id);
                 }
+                // Requests whose caller gave up waiting (a relay that stopped answering)
+                // are forgotten, not kept until the connection drops.
+                pending.retain(|_, r| !r.is_closed());
                 pending.insert(id, reply);
             }
         }

@@ -471,7 +471,12 @@ impl Service {
                             .relay_connects += 1;
                         tracing::info!(sessions, "relay reconciled");
                     }
-                    Err(e) => tracing::warn!(error = %e, "relay refused the snapshot"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the relay did not take the snapshot; reconnecting");
+                        self.link
+                            .reconnect(format!("the snapshot failed: {e}"))
+                            .await;
+                    }
                 }
             }
             LinkEvent::Disconnected(why) => {
