@@ -477,7 +477,7 @@ pub enum EndReason {
     /// Signaling removed it (`remove_session`, `remove_conference`, or missing from a
     /// snapshot).
     Removed,
-    /// An upsert changed its credentials or fingerprint, so it restarted.
+    /// An upsert changed its credentials, fingerprint or conference, so it restarted.
     Replaced,
     /// The relay is shutting down.
     Shutdown,
@@ -896,8 +896,10 @@ struct Peek {
     version: Option<Value>,
 }
 
+/// Unlike every other message, a hello ignores fields it does not know: both sides
+/// send theirs before either knows the other's minor version, so a field a later minor
+/// adds to the hello must not make an older peer close the connection.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct HelloIn {
     #[serde(rename = "type")]
     _type: IgnoredAny,

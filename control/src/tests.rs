@@ -522,6 +522,16 @@ fn version_mismatch_is_refused() {
             role: HelloRole::Signaling
         })
     );
+    // A field a later minor adds to the hello is ignored, not refused; a field twice
+    // is still malformed.
+    let later = json!({"type": "hello", "version": 1, "minor": 7, "role": "signaling",
+        "resume_token": "abc"});
+    assert!(matches!(
+        decode_json(later),
+        Ok(Message::Hello(Hello { minor: 7, .. }))
+    ));
+    let twice = br#"{"type":"hello","version":1,"role":"signaling","software":"a","software":"b"}"#;
+    assert!(matches!(decode(twice), Err(ControlError::Malformed { .. })));
 }
 
 #[test]

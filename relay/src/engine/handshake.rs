@@ -192,7 +192,8 @@ impl Engine {
     }
 
     /// Ends a session homed here: reports why and stops its media. A session that never
-    /// connected keeps its config (the participant may retry; signaling removes it); a
+    /// connected keeps its config but never connects (signaling removes it, or upserts
+    /// new credentials for a retry); a
     /// connected one is closed, which removes it relay-wide ([`Event::Ended`]). Either
     /// way its addresses are forgotten, so a late packet cannot revive it.
     pub(super) fn end_session(&mut self, h: SessionHandle, reason: EndReason) {
