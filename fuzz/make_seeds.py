@@ -2,10 +2,12 @@
 """Writes the committed seed corpora in fuzz/corpus/<target>/seed-*.
 
 Seeds are real inputs taken from what the repository already has: the RFC 5769 STUN
-messages in relay/src/wire/stun.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets in
+messages in relay/src/wire/stun/tests.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets in
 relay/tests/vectors/libsrtp.txt, the examples in docs/control-protocol.md, and the
-example SDP offer in docs/protocol.md (with a few variants). The
-fuzzer starts from well-formed input and mutates inward. Run from the repository root: python3 fuzz/make_seeds.py
+example SDP offer and the /sync events in docs/protocol.md (with a few variants). The
+fuzzer starts from well-formed input and mutates inward. Run: python3 fuzz/make_seeds.py
+(paths are taken from the script's own location, so any working directory does). It only
+adds or overwrites seed-* files: a seed whose source changed stays until removed by hand.
 """
 import hashlib
 import pathlib
@@ -21,7 +23,7 @@ def put(target, data):
     (d / ("seed-" + hashlib.sha1(data).hexdigest()[:16])).write_bytes(data)
 
 
-stun_src = (root / "relay/src/wire/stun.rs").read_text()
+stun_src = (root / "relay/src/wire/stun/tests.rs").read_text()
 stun = [
     bytes.fromhex(re.sub(r'[\\\s"]', "", m.group(1)))
     for m in re.finditer(r'const RFC5769_\w+: &str = "(.*?)";', stun_src, re.S)

@@ -1,6 +1,5 @@
-//! `relay-vs-bare`: the delivered-vs-offered ladder for the bare forwarder (and, once
-//! `blindfold-load` exists, the relay) over fan-out × packet-size scenarios, printed as
-//! tables and drawn as SVG.
+//! `relay-vs-bare`: the delivered-vs-offered ladder for the bare forwarder and the relay
+//! over fan-out × packet-size scenarios, printed as tables and drawn as SVG.
 //!
 //! Each point is one `udp-blast` run that spawns a fresh `bare-forwarder` (both found
 //! next to this binary): with `--pin`, `taskset -c 0` for the blaster and its sinks and

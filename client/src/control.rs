@@ -11,7 +11,7 @@
 //! use std::time::Duration;
 //! use blindfold_client::control::ControlClient;
 //! use blindfold_relay::control::RequestBody;
-//! let (mut c, relay) = ControlClient::connect("/run/blindfold/control.sock", Duration::from_secs(5))?;
+//! let (mut c, relay) = ControlClient::connect("/run/blindfold/relay.sock", Duration::from_secs(5))?;
 //! println!("relay at {:?}", relay.candidates);
 //! let stats = c.request(RequestBody::GetStats);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -33,6 +33,14 @@
 //! [`table`] renders the live table of what is decrypted from whom; [`report`] is the
 //! JSON written at exit and the checks that judge a conference from those reports.
 //!
+//! Around the transport: [`conference`] is the participant's Matrix side (log in with
+//! matrix-sdk, join the encrypted conference room, call the SFU and connect to the relay
+//! from its answer, exchange media keys with the other members); [`sdp`] writes the
+//! offer and reads the SFU's answer; [`control`] is a blocking client of the relay's
+//! control socket, speaking as signaling does (for tests, demos and `blindfold-load`);
+//! [`timeline`] models what a receiver's decoder could show from what it received;
+//! [`procfs`] reads the CPU and memory of processes for the load tools and benchmarks.
+//!
 //! It reuses the relay crate's wire formats (`blindfold_relay::wire`), SRTP
 //! (`blindfold_relay::srtp`) and DTLS types (`blindfold_relay::dtls`).
 //!

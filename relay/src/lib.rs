@@ -1,6 +1,7 @@
 //! Blindfold's media plane.
 //!
-//! This crate holds the parts of the relay that do no IO:
+//! This crate holds the relay: everything but [`shell`] does no IO (no sockets, threads,
+//! signals or clock reads), so it is tested with plain values and simulated time.
 //!
 //! - [`wire`]: zero-copy views over datagrams — the RFC 7983 demultiplexer, STUN for
 //!   ICE, RTP headers and their extensions, RTCP compound packets. Parsing never
@@ -12,13 +13,18 @@
 //! - [`control`]: the relay's Unix control socket: the codec (the `blindfold-control`
 //!   crate, re-exported; see `docs/control-protocol.md`), the rule registry and the
 //!   sans-IO control server.
-//! - [`dtls`]: the DTLS 1.2 server (on dimpl) that authenticates each participant by its
-//!   certificate fingerprint and exports the hop-by-hop SRTCP keys.
+//! - [`dtls`]: a DTLS 1.2 session (on dimpl), the server side of each participant session
+//!   in the relay and the client side in the participant library: it authenticates the
+//!   peer by its certificate fingerprint and exports the hop-by-hop SRTCP keys.
 //! - [`ice`]: the ICE-lite responder (one per session).
 //! - [`engine`]: the sans-IO relay engine of one worker: sessions, ICE, DTLS, fan-out,
-//!   RTCP duties. The `blindfold-relay` binary drives one per core.
+//!   RTCP duties. The `blindfold-relay` binary drives one per core; how to drive it (what
+//!   to feed it, in which order, what to drain) is in the module docs of [`engine`].
 //! - [`id`]: typed identifiers (`Ssrc`, `SeqNo`, …) so a raw integer never stands for two
 //!   things.
+//! - [`shell`]: the IO shell the `blindfold-relay` binary runs: the `SO_REUSEPORT` sockets
+//!   and batched syscalls, the worker threads, the control thread's socket, signals, the
+//!   configuration and `GET /metrics`.
 //!
 //! # Driving the wire formats
 //!

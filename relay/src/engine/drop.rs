@@ -1,5 +1,5 @@
 //! Why the engine dropped a datagram. Each reason is a counter (the shell exports them
-//! as `blindfold_relay_drops_total{reason="…"}`); a drop is not an error.
+//! as `blindfold_drops_total{reason="…"}`); a drop is not an error.
 
 /// Why a datagram was dropped. `name()` is the metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -155,8 +155,8 @@ pub struct Args {
     /// Log level.
     #[arg(long, value_enum)]
     pub log_level: Option<LogLevel>,
-    /// Seed for the engine's RNG — tests only: it makes ICE credentials and DTLS
-    /// cookies predictable.
+    /// Seed for DTLS's randoms (cookies included) and the engine's hash tables — tests
+    /// only: it makes them predictable.
     #[arg(long)]
     pub rng_seed: Option<u64>,
     /// Seconds without a valid packet after which a session ends (also the time a new

@@ -11,7 +11,8 @@
 //! - [`config`]: the relay's configuration, a TOML file overridden by command-line flags.
 //! - [`signals`] (Linux): SIGTERM/SIGINT set a flag and wake every worker's `mio::Waker`.
 //! - [`worker`] (Linux): one worker thread — its socket, its engine and the mio loop
-//!   between them; the relay's metric names.
+//!   between them; the session and drop metrics (the engine's counters are named in
+//!   `EngineStats::exported`).
 //! - [`control`] (Linux): the control thread's IO around the sans-IO
 //!   [`ControlServer`](crate::control::server::ControlServer).
 //!

@@ -23,7 +23,7 @@
 //! stderr once a second; the JSON report (see [`Report`]) to `--json` or stdout.
 //!
 //! ```text
-//! blindfold-load --control /run/blindfold/control.sock --conferences 5 --participants 10 \
+//! blindfold-load --control /run/blindfold/relay.sock --conferences 5 --participants 10 \
 //!     --duration 10 --relay-pid $(pidof blindfold-relay) --json report.json
 //! ```
 
