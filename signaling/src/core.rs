@@ -140,6 +140,9 @@ pub enum Code {
     RateLimited,
     /// The caller is not on the SFU's allow-list.
     NotAllowed,
+    /// The invite came in a room where others than the caller and the SFU are joined
+    /// or invited (they would read the answer's ICE credentials).
+    NotADm,
     /// The invite was past its lifetime when the SFU saw it.
     InviteExpired,
     /// The relay could not take the session.
@@ -172,6 +175,7 @@ impl Code {
             Code::OverCapacity => "over_capacity",
             Code::RateLimited => "rate_limited",
             Code::NotAllowed => "not_allowed",
+            Code::NotADm => "not_a_dm",
             Code::InviteExpired => "invite_expired",
             Code::RelayUnavailable => "relay_unavailable",
             Code::LeftConference => "left_conference",
@@ -198,7 +202,7 @@ impl Code {
     }
 
     /// Every code, for metrics and docs.
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 18] = [
         Code::NotAMember,
         Code::NoSuchConference,
         Code::ConferenceTerminated,
@@ -207,6 +211,7 @@ impl Code {
         Code::OverCapacity,
         Code::RateLimited,
         Code::NotAllowed,
+        Code::NotADm,
         Code::InviteExpired,
         Code::RelayUnavailable,
         Code::LeftConference,
@@ -794,6 +799,18 @@ impl Core {
         }
         if !self.cfg.allow.allows(caller) {
             return Err(Code::NotAllowed);
+        }
+        // The answer carries the relay's ICE credentials, which with the offer's let
+        // anyone who reads both move the session to another address.
+        let private = self.rooms.get(dm).is_some_and(|r| {
+            r.members.iter().all(|(user, m)| {
+                user == caller
+                    || *user == self.cfg.user_id
+                    || !matches!(m.as_str(), "join" | "invite")
+            })
+        });
+        if !private {
+            return Err(Code::NotADm);
         }
 
         let room = self.rooms.get(&inv.room_id).ok_or(Code::NoSuchConference)?;

@@ -57,7 +57,7 @@ pub(crate) fn seed_batch() -> Value {
             ROOM: {"state": {"events": [member(ALICE, "join"), member(BOB, "join"), member(SFU, "join"),
                 {"type": crate::events::CONFERENCE, "sender": ALICE, "state_key": "weekly", "content": {"sfu": SFU}}]},
                    "timeline": {"events": [member("@carol:example.org", "join")], "limited": false}},
-            DM: {"state": {"events": [member(ALICE, "join"), member(BOB, "join"), member(SFU, "join")]},
+            DM: {"state": {"events": [member(ALICE, "join"), member(SFU, "join")]},
                  "timeline": {"events": [
                 {"type": "m.call.invite", "sender": ALICE, "origin_server_ts": T0, "content": {
                     "call_id": "c1", "party_id": "DEV", "version": "1", "lifetime": 60000,

@@ -15,6 +15,12 @@ const ALICE: &str = "@alice:hs";
 const BOB: &str = "@bob:hs";
 const ROOM: &str = "!conf:hs";
 const DM: &str = "!dm:hs";
+const BOB_DM: &str = "!dm-bob:hs";
+
+/// The caller's DM with the SFU.
+fn dm_of(user: &str) -> &'static str {
+    if user == BOB { BOB_DM } else { DM }
+}
 const T0: u64 = 1_800_000_000_000;
 
 /// An offer declaring audio `base`, thumbnail `base + 1`, full `base + 2`.
@@ -100,13 +106,13 @@ fn setup(members: &[&str]) -> Core {
     let mut state: Vec<Value> = members.iter().map(|m| member(m, "join")).collect();
     state.push(member(SFU, "join"));
     state.push(conference("conf", json!({"sfu": SFU})));
-    let dm_state: Vec<Value> = members
-        .iter()
-        .chain([&SFU])
-        .map(|m| member(m, "join"))
-        .collect();
+    // Each caller has its own DM with the SFU, whether or not it is in the conference.
+    let dm_state =
+        |user: &str| json!({"state": {"events": [member(user, "join"), member(SFU, "join")]}});
     core.handle_sync(
-        &batch(json!({ROOM: {"state": {"events": state}}, DM: {"state": {"events": dm_state}}})),
+        &batch(
+            json!({ROOM: {"state": {"events": state}}, DM: dm_state(ALICE), BOB_DM: dm_state(BOB)}),
+        ),
         T0,
         true,
     );
@@ -170,7 +176,7 @@ fn relay_requests(actions: &[Action]) -> Vec<&RequestBody> {
 fn call_in(core: &mut Core, who: &str, call_id: &str, base: u32) -> SessionId {
     let actions = timeline(
         core,
-        DM,
+        dm_of(who),
         vec![invite(who, call_id, "conf", &offer(base), T0)],
         T0 + 10,
     );
@@ -226,6 +232,22 @@ fn refusals_name_their_reason_and_create_nothing() {
             "no_such_conference",
         ),
         (
+            "a room shared with someone else",
+            Box::new(|core| {
+                timeline(core, DM, vec![member(BOB, "join")], T0);
+                invite(ALICE, "c", "conf", &offer(1), T0)
+            }),
+            "not_a_dm",
+        ),
+        (
+            "a room someone else is invited into",
+            Box::new(|core| {
+                timeline(core, DM, vec![member(BOB, "invite")], T0);
+                invite(ALICE, "c", "conf", &offer(1), T0)
+            }),
+            "not_a_dm",
+        ),
+        (
             "expired",
             Box::new(|_| invite(ALICE, "c", "conf", &offer(1), T0 - 61_000)),
             "invite_expired",
@@ -273,7 +295,8 @@ fn refusals_name_their_reason_and_create_nothing() {
     for (what, make, code) in cases {
         let mut core = setup(&[ALICE]);
         let ev = make(&mut core);
-        let actions = timeline(&mut core, DM, vec![ev], T0 + 10);
+        let dm = dm_of(ev["sender"].as_str().unwrap());
+        let actions = timeline(&mut core, dm, vec![ev], T0 + 10);
         assert_eq!(hangups(&actions), [code], "{what}: {actions:?}");
         assert!(
             admitted(&actions).is_empty() && relay_requests(&actions).is_empty(),
@@ -285,7 +308,7 @@ fn refusals_name_their_reason_and_create_nothing() {
             _ => None,
         });
         let (room, content) = hangup.unwrap();
-        assert_eq!(room, DM);
+        assert_eq!(room, dm);
         let reason = if code == "invite_expired" {
             "invite_timeout"
         } else {
@@ -362,13 +385,13 @@ fn a_duplicate_invite_is_answered_once() {
     assert!(again.is_empty(), "{again:?}");
     let refused = timeline(
         &mut core,
-        DM,
+        BOB_DM,
         vec![invite(BOB, "c9", "conf", &offer(1), T0)],
         T0 + 20,
     );
     let refused_again = timeline(
         &mut core,
-        DM,
+        BOB_DM,
         vec![invite(BOB, "c9", "conf", &offer(1), T0)],
         T0 + 30,
     );
@@ -383,7 +406,7 @@ fn capacity_limits_refuse_with_over_capacity() {
     call_in(&mut core, ALICE, "a", 100);
     let actions = timeline(
         &mut core,
-        DM,
+        BOB_DM,
         vec![invite(BOB, "b", "conf", &offer(200), T0)],
         T0 + 10,
     );
@@ -444,7 +467,7 @@ fn colliding_ssrcs_are_refused_but_the_same_device_replaces_its_call() {
     let first = call_in(&mut core, ALICE, "a1", 100);
     let clash = timeline(
         &mut core,
-        DM,
+        BOB_DM,
         vec![invite(BOB, "b1", "conf", &offer(101), T0)],
         T0 + 10,
     );
@@ -621,13 +644,9 @@ fn restored_calls_are_in_the_snapshot_and_reconciled_after_the_first_sync() {
         member(SFU, "join"),
         conference("conf", json!({"sfu": SFU})),
     ];
-    let dm = vec![
-        member(ALICE, "join"),
-        member(BOB, "join"),
-        member(SFU, "join"),
-    ];
+    let dm = |user: &str| json!({"state": {"events": [member(user, "join"), member(SFU, "join")]}});
     restarted.handle_sync(
-        &batch(json!({ROOM: {"state": {"events": state}}, DM: {"state": {"events": dm}}})),
+        &batch(json!({ROOM: {"state": {"events": state}}, DM: dm(ALICE), BOB_DM: dm(BOB)})),
         T0 + 5,
         false,
     );
@@ -783,7 +802,7 @@ fn an_active_speaker_change_reaches_every_call_of_the_conference_in_its_dm() {
                 json!({"call_id": "a", "party_id": "SFUDEV", "version": "1", "speaker": speaker})
             ),
             (
-                DM.to_owned(),
+                BOB_DM.to_owned(),
                 json!({"call_id": "b", "party_id": "SFUDEV", "version": "1", "speaker": speaker})
             ),
         ]
