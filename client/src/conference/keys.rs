@@ -530,7 +530,7 @@ impl LocalKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn doc_example() -> serde_json::Value {
         let doc = include_str!("../../../docs/protocol.md");
@@ -678,6 +678,86 @@ mod tests {
             [KeyAction::Remove(KeyIndex(1))]
         );
         assert_eq!(k.next_deadline(), None);
+    }
+
+    /// Other members' key events are Matrix input: random values of the documented
+    /// event replaced by values of other types and shapes must be refused or
+    /// accepted, never panic, and whatever the roster accepts keeps its rules.
+    #[test]
+    fn mutated_key_events_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rand = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        let with = [
+            json!(null),
+            json!(-1),
+            json!(256),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(""),
+            json!("\u{0}"),
+            json!("video"),
+            json!("full"),
+            json!("thumbnail"),
+            json!("SRTP_AES128_CM_SHA1_80"),
+            json!("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw"),
+            json!([]),
+            json!({}),
+            json!({"ssrc": 2222, "kind": "video", "layer": "full"}),
+            json!({"index": 0, "profile": "SRTP_AEAD_AES_128_GCM", "key": "AAAA"}),
+        ];
+        fn mutate(v: &mut Value, rand: &mut impl FnMut(usize) -> usize, with: &[Value]) {
+            match v {
+                Value::Object(m) if !m.is_empty() && rand(4) != 0 => {
+                    let k = m.keys().nth(rand(m.len())).cloned().unwrap();
+                    mutate(m.get_mut(&k).unwrap(), rand, with);
+                }
+                Value::Array(a) if !a.is_empty() && rand(4) != 0 => {
+                    let i = rand(a.len());
+                    if rand(3) == 0 {
+                        let dup = a[i].clone();
+                        a.push(dup);
+                    } else {
+                        mutate(&mut a[i], rand, with);
+                    }
+                }
+                _ => *v = with[rand(with.len())].clone(),
+            }
+        }
+        let own = OwnSsrcs::numbered(9);
+        let mut roster = Roster::default();
+        let (mut read, mut accepted) = (0, 0);
+        for round in 0..3000 {
+            let mut content = doc_example();
+            content["device_id"] = json!(format!("D{}", round % 7));
+            for _ in 0..1 + rand(3) {
+                mutate(&mut content, &mut rand, &with);
+            }
+            let Ok(ev) = KeyEvent::from_content(&content) else {
+                continue;
+            };
+            read += 1;
+            assert!(ev.streams.len() <= 3 && ev.keys.len() <= 2, "{content}");
+            if roster.accept("@m:example.org", &ev, own).is_ok() {
+                accepted += 1;
+            }
+            // No SSRC is declared twice across the roster, nor one of ours.
+            let mut seen = std::collections::HashSet::new();
+            for m in roster.members() {
+                for st in &m.streams {
+                    assert!(seen.insert(st.ssrc), "{:?} twice", st.ssrc);
+                    assert!(![own.audio, own.thumbnail, own.full].contains(&st.ssrc));
+                }
+            }
+        }
+        assert!(
+            read > 100 && accepted > 10,
+            "{read} read, {accepted} accepted"
+        );
     }
 
     #[test]
