@@ -11,12 +11,15 @@
 //!        every 100 ms: EngineStats → WorkerMetrics }
 //! ```
 //!
-//! A worker never blocks: a full peer or report channel is a counted drop
-//! (`peer_queue_full`, `notify_queue_full`). A panic in a worker stops the whole
+//! A worker never blocks: a full peer channel is a counted drop (`peer_queue_full`);
+//! reports the control thread's full channel cannot take wait, in order, in the
+//! worker (up to [`MAX_HELD_REPORTS`], then `notify_queue_full`), and are retried
+//! every loop and at least every [`HELD_RETRY`]. A panic in a worker stops the whole
 //! process ([`Worker::run`]'s guard triggers the shutdown, and the binary exits
 //! non-zero): every worker knows every session and may be the only one that can reach
 //! some of them, so the relay must not run on with a dead one.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -170,6 +173,11 @@ const COMMANDS_PER_LOOP: usize = 4096;
 pub const COMMAND_CHANNEL: usize = 16 * 1024;
 /// How often a worker publishes its engine's counters.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// Reports a worker keeps while the control thread's channel is full: a session's
+/// end must reach signaling, or its session stays configured but dead.
+pub const MAX_HELD_REPORTS: usize = 256 * 1024;
+/// How soon held reports are offered again to a full channel.
+pub const HELD_RETRY: Duration = Duration::from_millis(10);
 
 const SOCKET: Token = Token(0);
 /// The token of every poll's waker.
@@ -200,6 +208,8 @@ pub struct Worker {
     /// Which peers were sent something since the last wake-up round.
     wake: Vec<bool>,
     notify: Sender<WorkerReport>,
+    /// Reports waiting for room in `notify`.
+    held: Held<WorkerReport>,
     control_waker: Arc<Waker>,
     metrics: Arc<RelayMetrics>,
     engine_counters: Arc<EngineCounters>,
@@ -259,6 +269,7 @@ impl Worker {
             peers: p.peers,
             wake: vec![false; workers],
             notify: p.notify,
+            held: Held::new(MAX_HELD_REPORTS),
             control_waker: p.control_waker,
             metrics: p.metrics,
             engine_counters: p.engine_counters,
@@ -295,6 +306,9 @@ impl Worker {
             let mut timeout = next_publish.saturating_duration_since(now);
             if let Some(t) = self.engine.poll_timeout() {
                 timeout = timeout.min(t.saturating_duration_since(now));
+            }
+            if !self.held.is_empty() {
+                timeout = timeout.min(HELD_RETRY);
             }
             if backlog || !self.inbox.is_empty() {
                 timeout = Duration::ZERO;
@@ -427,7 +441,7 @@ impl Worker {
     /// Hands the engine's events on: notifications to the control thread, messages to
     /// the other workers. Never blocks: a full channel is a counted drop.
     fn dispatch_events(&mut self) {
-        let mut wake_control = false;
+        let mut wake_control = self.offer_held();
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 Event::Ended(spec) => wake_control |= self.report(WorkerReport::Ended(spec)),
@@ -450,18 +464,24 @@ impl Worker {
         }
     }
 
-    /// Sends a report to the control thread; a full channel is a counted drop. Returns
-    /// whether it was sent (the control thread then needs waking).
+    /// Sends a report to the control thread (see [`Held::send`]); one beyond
+    /// [`MAX_HELD_REPORTS`] is a counted drop. Returns whether it was sent (the
+    /// control thread then needs waking).
     fn report(&mut self, report: WorkerReport) -> bool {
-        match self.notify.try_send(report) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+        match self.held.send(&self.notify, report) {
+            Sent::Now => true,
+            Sent::Held => false,
+            Sent::Dropped => {
                 let drop = ShellDrop::NotifyQueueFull.slot();
                 self.metrics().drops.add(drop, 1);
                 false
             }
-            Err(TrySendError::Disconnected(_)) => false,
         }
+    }
+
+    /// Offers the held reports again; returns whether any was sent.
+    fn offer_held(&mut self) -> bool {
+        self.held.flush(&self.notify)
     }
 
     fn send_peer(&mut self, j: usize, msg: PeerMsg) {
@@ -503,6 +523,70 @@ impl Worker {
     }
 }
 
+/// Messages for a bounded channel that was full, kept in order until it has room.
+#[derive(Debug)]
+struct Held<T> {
+    queue: VecDeque<T>,
+    cap: usize,
+}
+
+/// What [`Held::send`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    Now,
+    Held,
+    Dropped,
+}
+
+impl<T> Held<T> {
+    fn new(cap: usize) -> Self {
+        Held {
+            queue: VecDeque::new(),
+            cap,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Sends `msg` on `tx` unless earlier ones wait (order is kept) or it is full: then
+    /// holds it, or drops it if `cap` are held (or the receiver is gone).
+    fn send(&mut self, tx: &Sender<T>, msg: T) -> Sent {
+        let msg = if self.queue.is_empty() {
+            match tx.try_send(msg) {
+                Ok(()) => return Sent::Now,
+                Err(TrySendError::Full(m)) => m,
+                Err(TrySendError::Disconnected(_)) => return Sent::Dropped,
+            }
+        } else {
+            msg
+        };
+        if self.queue.len() < self.cap {
+            self.queue.push_back(msg);
+            Sent::Held
+        } else {
+            Sent::Dropped
+        }
+    }
+
+    /// Sends what `tx` has room for, oldest first; returns whether anything went.
+    fn flush(&mut self, tx: &Sender<T>) -> bool {
+        let mut sent = false;
+        while let Some(m) = self.queue.pop_front() {
+            match tx.try_send(m) {
+                Ok(()) => sent = true,
+                Err(TrySendError::Full(m)) => {
+                    self.queue.push_front(m);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => self.queue.clear(),
+            }
+        }
+        sent
+    }
+}
+
 fn record_flush(m: &OneWorker, flushed: io::Result<FlushStats>, worker: usize) {
     match flushed {
         Ok(st) => {
@@ -519,6 +603,29 @@ fn record_flush(m: &OneWorker, flushed: io::Result<FlushStats>, worker: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_a_full_channel_cannot_take_wait_in_order() {
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        let mut held = Held::new(3);
+        let sent: Vec<Sent> = (0..6).map(|i| held.send(&tx, i)).collect();
+        // Two fit, three wait, the sixth is beyond the bound.
+        use Sent::{Dropped, Held as Waits, Now};
+        assert_eq!(sent, [Now, Now, Waits, Waits, Waits, Dropped]);
+        assert_eq!(rx.try_recv(), Ok(0));
+        // Room for one: the oldest held goes, and a new report waits behind the rest.
+        assert!(held.flush(&tx));
+        assert_eq!(held.send(&tx, 6), Waits);
+        let mut got: Vec<i32> = rx.try_iter().collect();
+        assert_eq!(got, [1, 2]);
+        while !held.is_empty() {
+            assert!(held.flush(&tx));
+            got.extend(rx.try_iter());
+        }
+        assert_eq!(got, [1, 2, 3, 4, 6]);
+        drop(rx);
+        assert_eq!(held.send(&tx, 7), Dropped);
+    }
 
     #[test]
     fn a_panicking_worker_stops_the_whole_relay() {
