@@ -310,3 +310,108 @@ async fn connection(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blindfold_relay::control::{Fingerprint, Generation, Response};
+    use tokio::net::UnixListener;
+
+    /// The relay's side of one connection, scripted: hello, then answers each request
+    /// with `answer(request)`; returns when the link closes the connection.
+    async fn relay_side(
+        mut stream: UnixStream,
+        mut answer: impl FnMut(&Request) -> Result<ResponseBody, ErrorReply>,
+    ) -> Vec<Request> {
+        let mut out = Vec::new();
+        let hello = Hello::relay(
+            "scripted",
+            Fingerprint([7; 32]),
+            vec!["127.0.0.1:10000".parse().unwrap()],
+        );
+        control::encode(&Message::Hello(hello), &mut out).unwrap();
+        stream.write_all(&out).await.unwrap();
+        let (mut dec, mut buf, mut seen) = (FrameDecoder::new(), vec![0u8; 4096], Vec::new());
+        loop {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return seen;
+            }
+            let mut input = &buf[..n];
+            while !input.is_empty() {
+                input = &input[dec.push(input)..];
+                while let Some(frame) = dec.next_frame().unwrap() {
+                    if let Message::Request(r) = control::decode(&frame).unwrap() {
+                        let reply = Response {
+                            id: r.id,
+                            result: answer(&r),
+                        };
+                        out.clear();
+                        control::encode(&Message::Response(reply), &mut out).unwrap();
+                        stream.write_all(&out).await.unwrap();
+                        seen.push(r);
+                    }
+                }
+            }
+        }
+    }
+
+    fn snapshot(generation: u64) -> Snapshot {
+        Snapshot {
+            generation: Generation(generation),
+            conferences: Vec::new(),
+            sessions: Vec::new(),
+            subscriptions: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_snapshot_is_retried_on_a_new_connection() {
+        let dir = std::env::temp_dir().join(format!("bf-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let (events_tx, mut events) = mpsc::channel(16);
+        let link = RelayLink::spawn(path.clone(), events_tx, Duration::from_secs(5));
+
+        // First connection: the relay is overloaded and refuses the snapshot; until one
+        // is accepted the link takes nothing else.
+        let (stream, _) = listener.accept().await.unwrap();
+        let first = tokio::spawn(relay_side(stream, |_| {
+            Err(ErrorReply {
+                code: ErrorCode::Overloaded,
+                message: "busy".into(),
+            })
+        }));
+        assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
+        assert!(matches!(
+            link.snapshot(snapshot(1)).await,
+            Err(RelayError::Refused(ErrorCode::Overloaded, _))
+        ));
+        let get_stats = RequestBody::GetStats;
+        assert_eq!(
+            link.request(get_stats.clone()).await,
+            Err(RelayError::NotConnected)
+        );
+
+        // The service asks for a new connection: the old one closes, a new one opens,
+        // and its snapshot is taken; then requests flow.
+        link.reconnect("the snapshot failed".into()).await;
+        assert_eq!(first.await.unwrap().len(), 1);
+        assert!(matches!(
+            events.recv().await,
+            Some(LinkEvent::Disconnected(_))
+        ));
+        let (stream, _) = listener.accept().await.unwrap();
+        let second = tokio::spawn(relay_side(stream, |_| Ok(ResponseBody::Ok)));
+        assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
+        assert_eq!(link.snapshot(snapshot(2)).await, Ok(ResponseBody::Ok));
+        assert_eq!(link.request(get_stats).await, Ok(ResponseBody::Ok));
+        drop(link);
+        let seen = second.await.unwrap();
+        assert!(matches!(&seen[0].body, RequestBody::Snapshot(s) if s.generation == Generation(2)));
+        assert_eq!(seen.len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
