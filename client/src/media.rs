@@ -24,6 +24,13 @@ pub(crate) const PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(10);
 /// wraps (hours of video). See `SrtpContext::with_roc_search`.
 pub(crate) const REMOTE_ROC_SEARCH: u32 = 64;
 
+/// After a sender's packet fails to authenticate under every rollover counter tried,
+/// that sender's new streams are tried under ROC 0 alone for this long: packets that
+/// never authenticate (garbage on a declared SSRC) cost one tag check each, not
+/// `REMOTE_ROC_SEARCH + 1`, while a genuine wrapped stream is found at most this much
+/// later.
+pub(crate) const ROC_SEARCH_BACKOFF: Duration = Duration::from_millis(500);
+
 /// Keys a receiver holds per sender: current and previous.
 const MAX_REMOTE_KEYS: usize = 2;
 
@@ -70,6 +77,8 @@ pub(crate) struct RemoteSender {
     in_use: Option<KeyIndex>,
     /// A previous key and when it goes.
     retire: Option<(KeyIndex, Instant)>,
+    /// Until when new streams are tried under ROC 0 only ([`ROC_SEARCH_BACKOFF`]).
+    search_paused_until: Option<Instant>,
 }
 
 impl RemoteSender {
@@ -94,6 +103,7 @@ impl RemoteSender {
             installed: keys.iter().map(|k| k.0).collect(),
             in_use: None,
             retire: None,
+            search_paused_until: None,
         })
     }
 
@@ -163,7 +173,20 @@ impl RemoteSender {
             .checked_sub(mki_from_end(self.ctx.profile()))
             .ok_or(SrtpError::TooShort)?;
         let index = KeyIndex(*buf.get(at).ok_or(SrtpError::TooShort)?);
-        let n = self.ctx.unprotect_rtp(buf)?;
+        let searching = self.search_paused_until.is_none_or(|t| now >= t);
+        self.ctx
+            .set_roc_search(if searching { REMOTE_ROC_SEARCH } else { 0 });
+        let n = match self.ctx.unprotect_rtp(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                // Any failed tag pauses the search: on a stream the context knows it
+                // cost one check anyway; on a new one it cost the whole search.
+                if searching && e == SrtpError::AuthFailed {
+                    self.search_paused_until = Some(now + ROC_SEARCH_BACKOFF);
+                }
+                return Err(e);
+            }
+        };
         if self.in_use != Some(index) {
             if let Some(prev) = self.in_use {
                 self.retire = Some((prev, now + PREVIOUS_KEY_GRACE));

@@ -170,6 +170,12 @@ impl SrtpContext {
         self
     }
 
+    /// Changes the highest rollover counter tried for a new stream (see
+    /// [`with_roc_search`](Self::with_roc_search)); 0 tries only ROC 0.
+    pub fn set_roc_search(&mut self, max_roc: u32) {
+        self.roc_search = max_roc;
+    }
+
     /// Sets the per-table SSRC cap (at least 1). Entries already present are kept.
     pub fn with_max_streams(mut self, max_streams: usize) -> Self {
         self.max_streams = max_streams.max(1);
