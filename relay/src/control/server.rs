@@ -38,7 +38,7 @@
 //!
 //! let hello = Hello::relay("relay/1", Fingerprint([1; 32]), vec!["192.0.2.1:10000".parse().unwrap()]);
 //! let mut server = ControlServer::new(hello, 2, Limits::default());
-//! server.accept().unwrap();
+//! server.accept(std::time::Instant::now()).unwrap();
 //! let mut input = Vec::new();
 //! control::encode(&Message::Hello(Hello::signaling("signaling/1")), &mut input).unwrap();
 //! let get = Request { id: RequestId(1), body: RequestBody::GetStats };
@@ -58,6 +58,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use super::registry::Registry;
 use super::rules;
@@ -66,6 +67,9 @@ use super::{
     NotificationBody, RequestBody, Response, ResponseBody, Role, StatsReport,
 };
 use crate::engine::{Command, SessionEvent, SessionRule};
+
+/// How long a client has, from connecting, to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bounds of the server's queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +126,8 @@ struct Conn {
     decoder: FrameDecoder,
     /// The client's hello arrived and was accepted.
     hello: bool,
+    /// When the connection is closed if its hello has not arrived.
+    hello_by: Instant,
     /// Say what is queued, then close.
     closing: bool,
     held: VecDeque<Held>,
@@ -205,9 +211,10 @@ impl ControlServer {
 
     // ----- input ---------------------------------------------------------------------
 
-    /// A client connected. `Err` carries the goodbye to write to it (best effort) before
-    /// closing it: another client is connected.
-    pub fn accept(&mut self) -> Result<(), Vec<u8>> {
+    /// A client connected at `now`. `Err` carries the goodbye to write to it (best
+    /// effort) before closing it: another client is connected. Its hello must arrive
+    /// within [`HELLO_TIMEOUT`] ([`handle_timeout`](Self::handle_timeout)).
+    pub fn accept(&mut self, now: Instant) -> Result<(), Vec<u8>> {
         if self.conn.is_some() {
             self.stats.refused_clients += 1;
             tracing::warn!("refusing a second signaling connection");
@@ -223,6 +230,7 @@ impl ControlServer {
         let mut conn = Conn {
             decoder: FrameDecoder::new(),
             hello: false,
+            hello_by: now + HELLO_TIMEOUT,
             closing: false,
             held: VecDeque::new(),
             out: Vec::new(),
@@ -236,6 +244,27 @@ impl ControlServer {
         self.conn = Some(conn);
         self.release();
         Ok(())
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has something to do: a connected
+    /// client's hello deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conn
+            .as_ref()
+            .filter(|c| !c.hello && !c.closing)
+            .map(|c| c.hello_by)
+    }
+
+    /// Time passed: a client whose hello is overdue is closed with goodbye
+    /// `protocol_violation`, so a connection that never speaks (a probe left open)
+    /// cannot hold the one slot signaling needs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|t| t <= now) {
+            self.refuse(ControlError::ProtocolViolation {
+                reason: format!("no hello within {} s", HELLO_TIMEOUT.as_secs()),
+            });
+            self.release();
+        }
     }
 
     /// Bytes the client sent.

@@ -3,9 +3,11 @@
 //! sans-IO [`ControlServer`], which makes every decision.
 //!
 //! ```text
-//! loop { poll(listener, client, waker; 1 s, or 5 ms while commands wait for room)
+//! loop { poll(listener, client, waker; 1 s, or 5 ms while commands wait for room, or
+//!             until the client's hello deadline)
 //!        client readable → read → server.handle_data / handle_hangup
 //!        listener → accept → server.accept (a refusal's goodbye is written, best effort)
+//!        server.handle_timeout (a client without a hello in 5 s is closed)
 //!        reports → server.handle_report; each worker's applied → server.handle_applied
 //!        server.poll_command(w) → try_send to worker w (full: return_command, retry later)
 //!        server.transmit → write without blocking; wants_close → close }
@@ -17,7 +19,7 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TrySendError};
 use mio::net::{UnixListener, UnixStream};
@@ -144,11 +146,14 @@ impl ControlLoop {
         let mut events = Events::with_capacity(16);
         loop {
             let waiting = (0..self.workers.len()).any(|w| self.server.queued(w) > 0);
-            let timeout = if waiting {
+            let mut timeout = if waiting {
                 Duration::from_millis(5)
             } else {
                 Duration::from_secs(1)
             };
+            if let Some(t) = self.server.poll_timeout() {
+                timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -177,6 +182,7 @@ impl ControlLoop {
             if accept {
                 self.accept();
             }
+            self.server.handle_timeout(Instant::now());
             self.deliver();
             self.flush();
             self.counters.publish(self.server.stats());
@@ -197,7 +203,7 @@ impl ControlLoop {
             // A client that left (its EOF may be queued behind this connect) must not
             // count as the active one.
             self.read_client();
-            if let Err(bye) = self.server.accept() {
+            if let Err(bye) = self.server.accept(Instant::now()) {
                 // Best effort, non-blocking: a small frame fits the socket buffer.
                 let _ = stream.write(&bye);
                 continue;

@@ -1,4 +1,6 @@
 //! The control server driven with bytes, as the shell drives it: one behaviour per test.
+// The clock is only a starting point here: time moves by the tests' own sums.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 
@@ -60,7 +62,7 @@ fn decode_all(bytes: &[u8]) -> Vec<Message> {
 /// A server with a client that said hello; our hello already taken.
 fn connected(limits: Limits) -> ControlServer {
     let mut s = server(limits);
-    s.accept().unwrap();
+    s.accept(Instant::now()).unwrap();
     s.handle_data(&signaling_hello());
     let msgs = take(&mut s);
     assert!(matches!(msgs[..], [Message::Hello(_)]), "{msgs:?}");
@@ -126,7 +128,7 @@ fn goodbye_code(msgs: &[Message]) -> Option<ErrorCode> {
 #[test]
 fn a_request_before_the_hello_is_a_protocol_violation() {
     let mut s = server(Limits::default());
-    s.accept().unwrap();
+    s.accept(Instant::now()).unwrap();
     s.handle_data(&request(1, RequestBody::GetStats));
     let msgs = take(&mut s);
     assert!(matches!(msgs.first(), Some(Message::Hello(_))));
@@ -138,7 +140,7 @@ fn a_request_before_the_hello_is_a_protocol_violation() {
 #[test]
 fn another_major_version_is_refused_with_a_goodbye() {
     let mut s = server(Limits::default());
-    s.accept().unwrap();
+    s.accept(Instant::now()).unwrap();
     let hello = String::from_utf8(signaling_hello()[4..].to_vec()).unwrap();
     let theirs = hello.replace("\"version\":1", "\"version\":2");
     assert_ne!(hello, theirs, "the hello names its version");
@@ -153,7 +155,7 @@ fn another_major_version_is_refused_with_a_goodbye() {
 #[test]
 fn a_second_client_is_turned_away_while_one_is_connected() {
     let mut s = connected(Limits::default());
-    let bye = s.accept().unwrap_err();
+    let bye = s.accept(Instant::now()).unwrap_err();
     assert_eq!(
         goodbye_code(&decode_all(&bye)),
         Some(ErrorCode::ProtocolViolation)
@@ -162,7 +164,31 @@ fn a_second_client_is_turned_away_while_one_is_connected() {
     // The first one is untouched; after it leaves, the next is welcome.
     assert!(s.is_connected() && !s.wants_close());
     s.handle_hangup();
-    s.accept().unwrap();
+    s.accept(Instant::now()).unwrap();
+}
+
+#[test]
+fn a_client_that_never_says_hello_is_closed_after_the_hello_timeout() {
+    let mut s = server(Limits::default());
+    let t0 = Instant::now();
+    s.accept(t0).unwrap();
+    assert_eq!(s.poll_timeout(), Some(t0 + HELLO_TIMEOUT));
+    s.handle_timeout(t0 + HELLO_TIMEOUT - Duration::from_millis(1));
+    assert!(!s.wants_close());
+    s.handle_timeout(t0 + HELLO_TIMEOUT);
+    assert!(s.wants_close());
+    let out = decode_all(s.transmit());
+    assert!(matches!(out[0], Message::Hello(_)), "{out:?}");
+    assert_eq!(goodbye_code(&out), Some(ErrorCode::ProtocolViolation));
+    // Its slot is free for signaling.
+    s.handle_hangup();
+    s.accept(t0 + HELLO_TIMEOUT).unwrap();
+
+    // A client that said hello has no deadline.
+    let mut s = connected(Limits::default());
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(Instant::now() + HELLO_TIMEOUT * 100);
+    assert!(!s.wants_close());
 }
 
 #[test]
@@ -262,7 +288,7 @@ fn a_snapshot_is_followed_by_the_connected_sessions() {
     take(&mut s);
     // Signaling reconnects and sends its snapshot (unchanged state).
     s.handle_hangup();
-    s.accept().unwrap();
+    s.accept(Instant::now()).unwrap();
     s.handle_data(&signaling_hello());
     let snapshot = crate::control::Snapshot {
         generation: Generation(3),
