@@ -22,6 +22,12 @@ pub const ACTIVATE_AFTER: Duration = Duration::from_secs(2);
 /// after the first packet under the new index).
 pub const RETIRE_AFTER: Duration = Duration::from_secs(10);
 
+/// For how long rekeys may keep replacing a key that waits out [`ACTIVATE_AFTER`]
+/// before it is switched to anyway: each replacement restarts the wait, so leaves
+/// faster than it (anyone's, in a busy room) would otherwise keep the old key in use
+/// for as long as they go on.
+pub const REPLACE_FOR: Duration = Duration::from_secs(4);
+
 /// The profile's name in a key event.
 pub fn profile_name(p: SrtpProfile) -> Option<&'static str> {
     match p {
@@ -437,6 +443,11 @@ pub enum KeyAction {
 pub struct LocalKeys {
     active: (KeyIndex, Vec<u8>),
     pending: Option<(KeyIndex, Vec<u8>, Instant)>,
+    /// When the first of the pending keys replaced since the last switch was published.
+    pending_since: Option<Instant>,
+    /// A rekey was asked for while the pending key could no longer be replaced: one is
+    /// due as soon as that key is switched to ([`take_owed`](Self::take_owed)).
+    owed: bool,
     retiring: Option<(KeyIndex, Instant)>,
 }
 
@@ -446,6 +457,8 @@ impl LocalKeys {
         LocalKeys {
             active: (KeyIndex(0), key),
             pending: None,
+            pending_since: None,
+            owed: false,
             retiring: None,
         }
     }
@@ -466,8 +479,19 @@ impl LocalKeys {
 
     /// A fresh key `fresh` under the next index, to be published now and activated
     /// [`ACTIVATE_AFTER`] from `now`. A pending key that was never used is replaced (a
-    /// second leaver may have read it).
+    /// second leaver may have read it), for up to [`REPLACE_FOR`] after the first of
+    /// them was published; after that the pending key is kept, switched to on time, and
+    /// the rekey is owed: nothing changes now, and [`take_owed`](Self::take_owed) says
+    /// when to ask again.
     pub fn rekey(&mut self, now: Instant, fresh: Vec<u8>) -> Vec<KeyAction> {
+        if self
+            .pending_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= REPLACE_FOR)
+        {
+            self.owed = true;
+            return Vec::new();
+        }
+        self.pending_since.get_or_insert(now);
         let mut actions = Vec::new();
         let mut next = self.active.0.0.wrapping_add(1);
         if let Some((i, _, _)) = self.pending.take() {
@@ -485,6 +509,16 @@ impl LocalKeys {
         actions.push(KeyAction::Add(index, fresh.clone()));
         self.pending = Some((index, fresh, now + ACTIVATE_AFTER));
         actions
+    }
+
+    /// Whether a rekey is due now: one was owed ([`rekey`](Self::rekey)) and the key it
+    /// waited for is in use. Clears it.
+    pub fn take_owed(&mut self) -> bool {
+        let due = self.owed && self.pending.is_none();
+        if due {
+            self.owed = false;
+        }
+        due
     }
 
     /// Our key event with the pending key went out at `now`: it is used no sooner than
@@ -520,6 +554,7 @@ impl LocalKeys {
                 actions.push(KeyAction::Remove(r));
             }
             actions.push(KeyAction::Activate(i));
+            self.pending_since = None;
             let old = std::mem::replace(&mut self.active, (i, k));
             self.retiring = Some((old.0, now + RETIRE_AFTER));
         }
@@ -757,6 +792,45 @@ mod tests {
         assert!(
             read > 100 && accepted > 10,
             "{read} read, {accepted} accepted"
+        );
+    }
+
+    #[test]
+    fn leaves_faster_than_a_key_can_be_switched_to_still_switch_keys() {
+        // Someone leaves every 1.5 s for a minute: each leave replaces the pending key
+        // (restarting its 2 s wait) for up to REPLACE_FOR, then the pending key is
+        // switched to on time and the owed rekey follows.
+        let t0 = Instant::now();
+        let mut k = LocalKeys::new(vec![0; 28]);
+        let (mut now, mut last_switch, mut longest) = (t0, t0, Duration::ZERO);
+        let mut next_leave = t0;
+        let mut n = 0u8;
+        while now < t0 + Duration::from_secs(60) {
+            if now >= next_leave {
+                n = n.wrapping_add(1);
+                k.rekey(now, vec![n; 28]);
+                next_leave += Duration::from_millis(1500);
+            }
+            if k.poll(now)
+                .iter()
+                .any(|a| matches!(a, KeyAction::Activate(_)))
+            {
+                longest = longest.max(now - last_switch);
+                last_switch = now;
+            }
+            if k.take_owed() {
+                n = n.wrapping_add(1);
+                assert!(!k.rekey(now, vec![n; 28]).is_empty(), "the owed rekey");
+            }
+            assert!(k.published().len() <= 2);
+            now += Duration::from_millis(100);
+        }
+        // A switch at least every REPLACE_FOR + the wait of the key kept then, and of
+        // the owed one after it.
+        assert!(longest <= REPLACE_FOR + ACTIVATE_AFTER * 2, "{longest:?}");
+        assert!(
+            last_switch > t0 + Duration::from_secs(50),
+            "{last_switch:?}"
         );
     }
 

@@ -85,6 +85,18 @@ pub(super) async fn run(inner: Arc<Inner>, sock: UdpSocket) {
             if !actions.is_empty() {
                 inner.apply(&mut st, actions);
             }
+            if st.keys.take_owed() {
+                // Leaves came faster than keys could be switched to: the one that
+                // waited is in use now, and the rekey owed since follows.
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = inner.rekey().await {
+                        inner.emit(ConferenceEvent::Ended {
+                            reason: format!("could not publish our keys: {e}"),
+                        });
+                    }
+                });
+            }
             let st = &mut *st;
             if let Some(d) = st.driver.as_mut() {
                 // A refused packet is lost (the driver counts it); the rest go next time.
