@@ -302,6 +302,23 @@ impl Room {
     fn joined(&self, user: &str) -> bool {
         self.members.get(user).is_some_and(|m| m == "join")
     }
+
+    /// Whether nobody but `caller` and `sfu` is joined or invited: only they can read
+    /// the offer and the answer, and so the call's ICE credentials.
+    fn private_to(&self, caller: &str, sfu: &str) -> bool {
+        self.members
+            .iter()
+            .all(|(u, m)| u == caller || u == sfu || !matches!(m.as_str(), "join" | "invite"))
+    }
+}
+
+/// One user's recent invites to the SFU, for its rate.
+#[derive(Debug, Default)]
+struct InviteRate {
+    /// When the invites within the rate arrived (at most the limit).
+    recent: VecDeque<u64>,
+    /// When the last one over it was refused.
+    refused_at: Option<u64>,
 }
 
 /// Counters for metrics.
@@ -350,8 +367,8 @@ pub struct Core {
     /// (DM, call_id) of every invite already answered or refused, with when.
     handled: HashMap<(String, String), u64>,
     handled_order: VecDeque<(u64, (String, String))>,
-    /// Per user, when its recent invites arrived.
-    invites: HashMap<String, VecDeque<u64>>,
+    /// Per user, its recent invites.
+    invites: HashMap<String, InviteRate>,
     /// Rooms told that the SFU cannot read encrypted calls.
     told_encrypted: HashSet<String>,
     last_generation: u64,
@@ -581,7 +598,8 @@ impl Core {
     }
 
     /// Ends every call that may no longer stay: its caller left the conference room,
-    /// the conference ended or names another SFU, or the SFU left the room or the DM.
+    /// the conference ended or names another SFU, the SFU left the room or the DM, or
+    /// someone else joined or was invited into the DM.
     pub fn reconcile(&mut self, now_ms: u64) {
         let mut ending: Vec<(SessionId, Code)> = Vec::new();
         for (id, c) in &self.calls {
@@ -599,8 +617,11 @@ impl Core {
                 },
             };
             let verdict = verdict.or_else(|| match self.rooms.get(&c.dm_room) {
-                Some(dm) if dm.joined(&c.caller) => None,
-                _ => Some(Code::LeftConference),
+                Some(dm) if !dm.joined(&c.caller) => Some(Code::LeftConference),
+                // Someone else can read the answer now (the DM shares its history).
+                Some(dm) if !dm.private_to(&c.caller, &self.cfg.user_id) => Some(Code::NotADm),
+                Some(_) => None,
+                None => Some(Code::LeftConference),
             });
             if let Some(code) = verdict {
                 ending.push((id.clone(), code));
@@ -740,20 +761,18 @@ impl Core {
             Err(InviteError::NoIds(_)) => return self.count_drop("invite_without_ids"),
             Err(InviteError::Version(ids, _) | InviteError::Malformed(ids, _)) => &ids.call_id,
         };
+        if !self.first_time(room_id, call_id, now_ms) {
+            return;
+        }
         // Before any answer, so that a flood of invites (well-formed or not, allowed
-        // or not) gets at most one refusal past the rate and then silence.
+        // or not) gets one refusal a minute past the rate and otherwise silence.
         match self.invite_rate(e.sender, now_ms) {
             Rate::Within => {}
             Rate::JustOver => {
-                if self.first_time(room_id, call_id, now_ms) {
-                    self.refuse(room_id, call_id, Code::RateLimited);
-                }
-                return;
+                let call_id = call_id.clone();
+                return self.refuse(room_id, &call_id, Code::RateLimited);
             }
             Rate::Over => return self.count_drop("invite_over_rate"),
-        }
-        if !self.first_time(room_id, call_id, now_ms) {
-            return;
         }
         let invite = match parsed {
             Ok(inv) => inv,
@@ -767,25 +786,23 @@ impl Core {
         }
     }
 
-    /// Counts an invite from `caller` against its rate (every invite counts, whatever
-    /// its fate): within it, the first past it, or later ones.
+    /// Counts an invite from `caller` against its rate (every new invite counts,
+    /// whatever its fate): within it; over it, refused (once a minute); or over it
+    /// again within that minute.
     fn invite_rate(&mut self, caller: &str, now_ms: u64) -> Rate {
         let limit = self.cfg.limits.invites_per_user_per_minute;
-        let recent = self.invites.entry(caller.to_owned()).or_default();
-        while recent.front().is_some_and(|&t| t + 60_000 <= now_ms) {
-            recent.pop_front();
+        let rate = self.invites.entry(caller.to_owned()).or_default();
+        while rate.recent.front().is_some_and(|&t| t + 60_000 <= now_ms) {
+            rate.recent.pop_front();
         }
-        match recent.len().cmp(&limit) {
-            // Only what is answered is remembered: at most `limit + 1` per user.
-            std::cmp::Ordering::Less => {
-                recent.push_back(now_ms);
-                Rate::Within
-            }
-            std::cmp::Ordering::Equal => {
-                recent.push_back(now_ms);
-                Rate::JustOver
-            }
-            std::cmp::Ordering::Greater => Rate::Over,
+        if rate.recent.len() < limit {
+            rate.recent.push_back(now_ms);
+            Rate::Within
+        } else if rate.refused_at.is_some_and(|t| t + 60_000 > now_ms) {
+            Rate::Over
+        } else {
+            rate.refused_at = Some(now_ms);
+            Rate::JustOver
         }
     }
 
@@ -802,14 +819,8 @@ impl Core {
         }
         // The answer carries the relay's ICE credentials, which with the offer's let
         // anyone who reads both move the session to another address.
-        let private = self.rooms.get(dm).is_some_and(|r| {
-            r.members.iter().all(|(user, m)| {
-                user == caller
-                    || *user == self.cfg.user_id
-                    || !matches!(m.as_str(), "join" | "invite")
-            })
-        });
-        if !private {
+        let dm_room = self.rooms.get(dm);
+        if !dm_room.is_some_and(|r| r.private_to(caller, &self.cfg.user_id)) {
             return Err(Code::NotADm);
         }
 
@@ -960,8 +971,10 @@ impl Core {
                 self.handled.remove(&key);
             }
         }
-        self.invites
-            .retain(|_, recent| recent.back().is_some_and(|&t| t + 60_000 > now_ms));
+        self.invites.retain(|_, rate| {
+            let last = rate.recent.back().copied().max(rate.refused_at);
+            last.is_some_and(|t| t + 60_000 > now_ms)
+        });
     }
 
     fn refuse(&mut self, room: &str, call_id: &str, code: Code) {

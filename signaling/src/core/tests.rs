@@ -422,7 +422,7 @@ fn capacity_limits_refuse_with_over_capacity() {
 }
 
 #[test]
-fn a_flood_of_invites_gets_one_refusal_past_the_rate_then_silence() {
+fn a_flood_of_invites_gets_one_refusal_a_minute_past_the_rate_then_silence() {
     let mut core = setup(&[ALICE]);
     core.cfg.limits.invites_per_user_per_minute = 3;
     // Every invite counts, whatever it would be refused for: a malformed one, one
@@ -455,10 +455,29 @@ fn a_flood_of_invites_gets_one_refusal_past_the_rate_then_silence() {
     let later = timeline(
         &mut core,
         DM,
-        vec![invite(ALICE, "c9", "conf", &offer(1), T0 + 61_000)],
+        vec![invite(ALICE, "later", "conf", &offer(1), T0 + 61_000)],
         T0 + 61_000,
     );
-    assert_eq!(admitted(&later).len(), 1);
+    assert_eq!(admitted(&later).len(), 1, "{later:?}");
+    // A flood that goes on gets one refusal a minute, the rest silence (each minute
+    // the window has room again for a few).
+    for minute in 1..=3u64 {
+        let at = T0 + 61_000 + minute * 60_000;
+        let more: Vec<Value> = (0..1000)
+            .map(|i| invite(ALICE, &format!("m{minute}-{i}"), "nope", &offer(1), at))
+            .collect();
+        let hung = hangups(&timeline(&mut core, DM, more, at));
+        assert_eq!(
+            hung,
+            [
+                "no_such_conference",
+                "no_such_conference",
+                "no_such_conference",
+                "rate_limited"
+            ],
+            "minute {minute}"
+        );
+    }
 }
 
 #[test]
@@ -500,6 +519,27 @@ fn leaving_the_conference_room_ends_the_call() {
         "{removed:?}"
     );
     assert!(actions.contains(&Action::Forget(alice)));
+    assert_eq!(
+        core.calls()
+            .map(|c| c.spec.session_id.clone())
+            .collect::<Vec<_>>(),
+        [bob]
+    );
+}
+
+#[test]
+fn someone_invited_into_the_dm_ends_the_call_whose_answer_they_could_read() {
+    let mut core = setup(&[ALICE, BOB]);
+    let alice = call_in(&mut core, ALICE, "a", 100);
+    let bob = call_in(&mut core, BOB, "b", 200);
+    // Alice invites Bob into her DM with the SFU: the DM's history (her offer, the
+    // answer) is his to read once he joins, and with it her session's ICE credentials.
+    let actions = timeline(&mut core, DM, vec![member(BOB, "invite")], T0 + 100);
+    assert_eq!(hangups(&actions), ["not_a_dm"]);
+    assert!(matches!(
+        relay_requests(&actions)[..],
+        [RequestBody::RemoveSession { session_id, .. }] if *session_id == alice
+    ));
     assert_eq!(
         core.calls()
             .map(|c| c.spec.session_id.clone())
