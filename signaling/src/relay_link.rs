@@ -84,6 +84,17 @@ fn reconnect_delay(n: u32) -> Duration {
     Duration::from_millis((50u64 << n.min(4)).min(500))
 }
 
+/// Delay before connecting again after `n` connections in a row ended without an
+/// accepted snapshot: none after the first (a relay that died mid-snapshot), then 1 s
+/// doubling to 30 s, so a relay that keeps refusing it is not sent a full snapshot
+/// twice a second.
+fn unreconciled_delay(n: u32) -> Duration {
+    match n {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis((1000u64 << (n - 2).min(5)).min(30_000)),
+    }
+}
+
 impl RelayLink {
     /// Starts the link task for the socket at `path`. Events go to `events`.
     pub fn spawn(path: PathBuf, events: mpsc::Sender<LinkEvent>, timeout: Duration) -> RelayLink {
@@ -121,19 +132,18 @@ impl RelayLink {
 }
 
 async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<LinkEvent>) {
-    let mut attempt = 0u32;
+    let (mut attempt, mut unreconciled) = (0u32, 0u32);
     loop {
         match UnixStream::connect(&path).await {
             Ok(stream) => {
+                attempt = 0;
                 let why = match session(stream, &mut cmds, &events).await {
                     Ok(()) => return, // the service is gone
                     Err(Down { why, reconciled }) => {
-                        // A relay that keeps refusing the snapshot is retried ever
-                        // more slowly, one that was reconciled at once.
-                        attempt = if reconciled {
+                        unreconciled = if reconciled {
                             0
                         } else {
-                            attempt.saturating_add(1)
+                            unreconciled.saturating_add(1)
                         };
                         why
                     }
@@ -151,7 +161,8 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
             }
         }
         // While down, refuse requests at once instead of letting callers wait.
-        let sleep = tokio::time::sleep(reconnect_delay(attempt));
+        let sleep =
+            tokio::time::sleep(reconnect_delay(attempt).max(unreconciled_delay(unreconciled)));
         tokio::pin!(sleep);
         loop {
             tokio::select! {
@@ -363,6 +374,19 @@ mod tests {
             sessions: Vec::new(),
             subscriptions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_relay_that_keeps_refusing_the_snapshot_is_retried_ever_more_slowly() {
+        let delays: Vec<u64> = (0..9)
+            .map(|n| unreconciled_delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [0, 0, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000]
+        );
+        // A relay that is simply down is tried again within half a second.
+        assert_eq!(reconnect_delay(100), Duration::from_millis(500));
     }
 
     #[tokio::test]
