@@ -74,7 +74,7 @@ use matrix_sdk::ruma::api::client::keys::get_keys;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::events::StateEventType;
 use matrix_sdk::ruma::{OwnedUserId, RoomId, UserId};
-use matrix_sdk::sync::SyncResponse;
+use matrix_sdk::sync::{State as SyncState, SyncResponse};
 use matrix_sdk::{Client, RoomMemberships, RoomState, SessionMeta, SessionTokens};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -1140,13 +1140,16 @@ async fn find_or_create_dm(
             .await
             .map_err(mx)?
             .is_encrypted();
-        let sfu_in = r
+        let members = r
             .members(RoomMemberships::JOIN | RoomMemberships::INVITE)
             .await
-            .map_err(mx)?
+            .map_err(mx)?;
+        let sfu_in = members.iter().any(|m| m.user_id() == sfu);
+        // The SFU answers only in a room nobody else shares (its `not_a_dm`).
+        let only_us = members
             .iter()
-            .any(|m| m.user_id() == sfu);
-        if !encrypted && sfu_in {
+            .all(|m| m.user_id() == sfu || Some(m.user_id()) == client.user_id());
+        if !encrypted && sfu_in && only_us {
             found = Some(r);
             break;
         }
@@ -1181,7 +1184,7 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
     loop {
         if !backlog.is_empty() {
             let events = std::mem::take(&mut backlog);
-            handle_room_events(&inner, &events).await;
+            handle_room_events(&inner, &events, false).await;
         }
         if let Some(reason) = ended(&inner).await {
             inner.emit(ConferenceEvent::Ended { reason });
@@ -1228,9 +1231,16 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
         }
         if let Some(update) = resp.rooms.joined.get(&room_id) {
             backlog.extend(update.timeline.events.iter().cloned());
-            if backlog.is_empty() {
-                // State-only changes (a leave in a gappy sync) still count.
-                handle_room_events(&inner, &[]).await;
+            // A gappy sync brings the leaves that fell in its gap as state, not in the
+            // timeline.
+            let (SyncState::Before(state) | SyncState::After(state)) = &update.state;
+            let me = me.as_deref().map_or("", |u| u.as_str());
+            let left = state.iter().any(|raw| {
+                serde_json::from_str::<Value>(raw.json().get()).is_ok_and(|v| left_room(&v, me))
+            });
+            if left || backlog.is_empty() {
+                // State-only changes still count (a call member gone from the room).
+                handle_room_events(&inner, &std::mem::take(&mut backlog), left).await;
             }
         }
     }
@@ -1246,10 +1256,11 @@ async fn ended(inner: &Inner) -> Option<String> {
     }
 }
 
-/// Key events, then members who left: install, re-send, rekey.
-async fn handle_room_events(inner: &Inner, events: &[TimelineEvent]) {
+/// Key events, then members who left: install, re-send, rekey. `left`: someone left
+/// `R` in a part of the sync the timeline does not show.
+async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool) {
     let mut resend = false;
-    let mut rekey = false;
+    let mut rekey = left;
     for e in events {
         if e.kind.is_utd() {
             inner.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
