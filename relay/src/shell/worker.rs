@@ -439,7 +439,8 @@ impl Worker {
     }
 
     /// Hands the engine's events on: notifications to the control thread, messages to
-    /// the other workers. Never blocks: a full channel is a counted drop.
+    /// the other workers. Never blocks: a full peer channel is a counted drop, reports a
+    /// full control channel cannot take are held ([`Held`]).
     fn dispatch_events(&mut self) {
         let mut wake_control = self.offer_held();
         while let Some(ev) = self.engine.poll_event() {
@@ -476,6 +477,8 @@ impl Worker {
                 self.metrics().drops.add(drop, 1);
                 false
             }
+            // The control thread is gone: the relay is stopping.
+            Sent::Closed => false,
         }
     }
 
@@ -535,7 +538,10 @@ struct Held<T> {
 enum Sent {
     Now,
     Held,
+    /// Full, and `cap` held already.
     Dropped,
+    /// The receiver is gone.
+    Closed,
 }
 
 impl<T> Held<T> {
@@ -551,13 +557,13 @@ impl<T> Held<T> {
     }
 
     /// Sends `msg` on `tx` unless earlier ones wait (order is kept) or it is full: then
-    /// holds it, or drops it if `cap` are held (or the receiver is gone).
+    /// holds it, or drops it if `cap` are held.
     fn send(&mut self, tx: &Sender<T>, msg: T) -> Sent {
         let msg = if self.queue.is_empty() {
             match tx.try_send(msg) {
                 Ok(()) => return Sent::Now,
                 Err(TrySendError::Full(m)) => m,
-                Err(TrySendError::Disconnected(_)) => return Sent::Dropped,
+                Err(TrySendError::Disconnected(_)) => return Sent::Closed,
             }
         } else {
             msg
@@ -624,7 +630,7 @@ mod tests {
         }
         assert_eq!(got, [1, 2, 3, 4, 6]);
         drop(rx);
-        assert_eq!(held.send(&tx, 7), Dropped);
+        assert_eq!(held.send(&tx, 7), Sent::Closed);
     }
 
     #[test]

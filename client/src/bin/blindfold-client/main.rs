@@ -118,7 +118,6 @@ fn main() -> ExitCode {
     code
 }
 
-/// One line, whatever the error's text holds.
 /// `e` on one line, with control characters (a terminal's escapes among them, in
 /// text that came from other users) shown as escapes.
 fn one_line(e: impl std::fmt::Display) -> String {
