@@ -481,6 +481,8 @@ pub enum EndReason {
     Replaced,
     /// The relay is shutting down.
     Shutdown,
+    /// The participant closed its DTLS association (close_notify): it left.
+    Closed,
     /// A reason this version does not know (from a newer peer); never sent.
     #[serde(other)]
     Other,

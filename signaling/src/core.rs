@@ -529,6 +529,15 @@ impl Core {
                 session_id, reason, ..
             }
             | NotificationBody::SessionClosed { session_id, reason } => {
+                if *reason == EndReason::Closed {
+                    // The participant said goodbye on the media path (its Matrix
+                    // hangup may still be on its way): a hangup, answered by nothing.
+                    if self.calls.contains_key(session_id) {
+                        self.count_caller_hangup();
+                        self.remove_call(session_id, now_ms, true);
+                    }
+                    return;
+                }
                 let code = match reason {
                     EndReason::IceTimeout => Code::IceTimeout,
                     EndReason::ConsentExpired => Code::ConsentExpired,
@@ -663,11 +672,7 @@ impl Core {
             events::CALL_INVITE => self.handle_invite(room_id, e, now_ms),
             events::CALL_HANGUP | events::CALL_REJECT => {
                 if let Some(id) = self.own_call(room_id, e) {
-                    self.stats
-                        .ended
-                        .entry("hangup")
-                        .and_modify(|n| *n += 1)
-                        .or_insert(1);
+                    self.count_caller_hangup();
                     self.remove_call(&id, now_ms, true);
                 }
             }
@@ -984,6 +989,11 @@ impl Core {
 
     fn count_refusal(&mut self, code: Code) {
         *self.stats.refusals.entry(code.as_str()).or_insert(0) += 1;
+    }
+
+    /// A call the caller ended (`calls_ended_total{reason="hangup"}`).
+    fn count_caller_hangup(&mut self) {
+        *self.stats.ended.entry("hangup").or_insert(0) += 1;
     }
 
     fn count_drop(&mut self, what: &'static str) {

@@ -473,6 +473,33 @@ fn control_socket_survives_garbage_and_oversized_frames() {
         "{msgs:?}"
     );
 
+    // A connection that never says hello (a probe left open) is closed after 5 s, so
+    // it cannot keep signaling out.
+    let mut silent = UnixStream::connect(&relay.control).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let opened = Instant::now();
+    let mut bytes = Vec::new();
+    silent.read_to_end(&mut bytes).expect("read until closed");
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    let mut dec = FrameDecoder::new();
+    let (mut msgs, mut rest) = (Vec::new(), &bytes[..]);
+    while !rest.is_empty() {
+        rest = &rest[dec.push(rest)..];
+        while let Some(f) = dec.next_frame().unwrap() {
+            msgs.push(control::decode(&f).unwrap());
+        }
+    }
+    assert!(
+        matches!(&msgs[..], [Message::Hello(_), Message::Goodbye(g)] if g.code == ErrorCode::ProtocolViolation),
+        "{msgs:?}"
+    );
+
     // After all that, the relay still serves a well-behaved client.
     let (mut c, _) = connect(&relay);
     assert!(matches!(

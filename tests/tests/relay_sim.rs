@@ -322,6 +322,39 @@ fn silence_closes_the_session_and_stops_forwarding_to_it() {
 }
 
 #[test]
+fn a_participant_that_closes_its_dtls_association_has_left() {
+    let (mut sim, p) = call(2, &["alice", "bob", "carol"]);
+    // Bob's client hangs up: close_notify, then nothing.
+    sim.members[p[1]].p.close();
+    sim.pump();
+    let bob = sim.member(p[1]).spec.session_id.clone();
+    assert!(
+        sim.notifications.iter().any(|n| matches!(n,
+            NotificationBody::SessionClosed { session_id, reason: EndReason::Closed }
+                if *session_id == bob)),
+        "{:?}",
+        sim.notifications
+    );
+    assert_eq!(
+        sim.shards
+            .iter()
+            .map(|s| s.session_counts().connected)
+            .sum::<usize>(),
+        2
+    );
+    assert_eq!(
+        sim.shards
+            .iter()
+            .map(|s| s.stats().dtls_handshakes_failed)
+            .sum::<u64>(),
+        0
+    );
+    // The others go on.
+    sim.send_audio(p[0], b"after bob left");
+    assert_eq!(sim.member(p[2]).media_from(p[0]).len(), 1);
+}
+
+#[test]
 fn srtcp_from_a_participant_is_authenticated() {
     let (mut sim, p) = call(1, &["alice", "bob"]);
     let alice = sim.member(p[0]).addr;

@@ -107,6 +107,7 @@ pub fn end_reason(r: engine::EndReason) -> EndReason {
         engine::EndReason::NoSrtpProfile => EndReason::NoSrtpProfile,
         engine::EndReason::Removed => EndReason::Removed,
         engine::EndReason::Replaced => EndReason::Replaced,
+        engine::EndReason::Closed => EndReason::Closed,
         engine::EndReason::Other => EndReason::Other,
     }
 }

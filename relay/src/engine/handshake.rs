@@ -120,12 +120,16 @@ impl Engine {
         }
         match failed {
             Some(e) => {
-                self.stats.dtls_handshakes_failed += 1;
                 let reason = match e {
                     DtlsError::FingerprintMismatch => EndReason::FingerprintMismatch,
                     DtlsError::NoSrtpProfile => EndReason::NoSrtpProfile,
+                    // An orderly goodbye, not a failure: the participant is leaving.
+                    DtlsError::PeerClosed => EndReason::Closed,
                     _ => EndReason::DtlsFailed,
                 };
+                if reason != EndReason::Closed {
+                    self.stats.dtls_handshakes_failed += 1;
+                }
                 self.finish(h, reason, e.to_string(), false);
             }
             None => self.maybe_connected(h),

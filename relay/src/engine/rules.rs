@@ -183,6 +183,8 @@ pub enum EndReason {
     Removed,
     /// Signaling changed its credentials, fingerprint or conference.
     Replaced,
+    /// The participant closed its DTLS association (close_notify).
+    Closed,
     /// Anything else.
     Other,
 }

@@ -631,6 +631,37 @@ fn relay_failures_become_hangups_with_the_specs_reason() {
 }
 
 #[test]
+fn a_participant_closing_its_dtls_association_hung_up_whichever_news_comes_first() {
+    // Its client closes the media after sending m.call.hangup, and the relay's
+    // notification often arrives before the homeserver's event: either way one
+    // hang-up, counted once, and no hangup sent back to the caller.
+    for closed_first in [true, false] {
+        let mut core = setup(&[ALICE]);
+        let id = call_in(&mut core, ALICE, "a", 100);
+        let closed = NotificationBody::SessionClosed {
+            session_id: id.clone(),
+            reason: EndReason::Closed,
+        };
+        let hangup = json!({"type": "m.call.hangup", "sender": ALICE, "content": {
+            "call_id": "a", "party_id": "@alice:hs-dev", "version": "1"}});
+        let mut actions = Vec::new();
+        if closed_first {
+            core.handle_relay(&closed, T0);
+            actions.extend(drain(&mut core));
+            actions.extend(timeline(&mut core, DM, vec![hangup], T0));
+        } else {
+            actions.extend(timeline(&mut core, DM, vec![hangup], T0));
+            core.handle_relay(&closed, T0);
+            actions.extend(drain(&mut core));
+        }
+        assert!(hangups(&actions).is_empty(), "{actions:?}");
+        assert_eq!(core.stats().ended.get("hangup"), Some(&1), "{closed_first}");
+        assert_eq!(core.calls().count(), 0);
+        assert!(actions.contains(&Action::Forget(id)));
+    }
+}
+
+#[test]
 fn a_subscription_goes_to_the_relay_and_the_store() {
     let mut core = setup(&[ALICE]);
     let id = call_in(&mut core, ALICE, "a", 100);
