@@ -299,7 +299,8 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
-    let st = setup(3);
+    // Four members of R; the fourth, dave, never joins the call.
+    let st = setup(4);
     let room = st.room.clone();
     rt().block_on(async {
         let epoch = Instant::now();
@@ -467,6 +468,37 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
             .filter(|(_, e)| matches!(e, ConferenceEvent::MemberLeft { member } if member.user_id == c.user_id))
             .collect();
         assert_eq!(left.len(), 1, "alice saw carol leave once");
+
+        // Dave, in R but never in the call, leaves too: he held R's keys, so he could
+        // read alice's and bob's key events; they rekey again.
+        let dave_left = Instant::now();
+        st.users[3]
+            .call(
+                "POST",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/leave",
+                    blindfold_tests::matrix::escape(&room)
+                ),
+                Some(&serde_json::json!({})),
+            )
+            .expect("dave leaves");
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            &st.sfu.relay,
+            Duration::from_secs(10),
+            "alice and bob switch to key 2",
+            |p| {
+                let (a, b) = (&p[0], &p[1]);
+                a.rx.iter().any(|r| r.from == b.user_id && r.key == KeyIndex(2))
+                    && b.rx.iter().any(|r| r.from == a.user_id && r.key == KeyIndex(2))
+            },
+        )
+        .await;
+        for s in [&a, &b] {
+            let first = s.sent_under(KeyIndex(2)).min().expect("sent under key 2");
+            eprintln!("{}: key 2 in use {:?} after dave left", s.name, first - dave_left);
+            assert!(first - dave_left <= Duration::from_secs(5), "{} took {:?}", s.name, first - dave_left);
+        }
     });
 }
 
