@@ -442,8 +442,10 @@ pub enum KeyAction {
 #[derive(Debug)]
 pub struct LocalKeys {
     active: (KeyIndex, Vec<u8>),
-    pending: Option<(KeyIndex, Vec<u8>, Instant)>,
-    /// When the first of the pending keys replaced since the last switch was published.
+    /// The published key waiting to be used, and when it may be: no time until a key
+    /// event carrying it is out ([`sent`](Self::sent)).
+    pending: Option<(KeyIndex, Vec<u8>, Option<Instant>)>,
+    /// When the first of the pending keys replaced since the last switch was made.
     pending_since: Option<Instant>,
     /// A rekey was asked for while the pending key could no longer be replaced: one is
     /// due as soon as that key is switched to ([`take_owed`](Self::take_owed)).
@@ -478,11 +480,11 @@ impl LocalKeys {
     }
 
     /// A fresh key `fresh` under the next index, to be published now and activated
-    /// [`ACTIVATE_AFTER`] from `now`. A pending key that was never used is replaced (a
-    /// second leaver may have read it), for up to [`REPLACE_FOR`] after the first of
-    /// them was published; after that the pending key is kept, switched to on time, and
-    /// the rekey is owed: nothing changes now, and [`take_owed`](Self::take_owed) says
-    /// when to ask again.
+    /// [`ACTIVATE_AFTER`] after the key event carrying it is out ([`sent`](Self::sent)).
+    /// A pending key that was never used is replaced (a second leaver may have read
+    /// it), for up to [`REPLACE_FOR`] after the first of them was made; after that the
+    /// pending key is kept, switched to on time, and the rekey is owed: nothing changes
+    /// now, and [`take_owed`](Self::take_owed) says when to ask again.
     pub fn rekey(&mut self, now: Instant, fresh: Vec<u8>) -> Vec<KeyAction> {
         if self
             .pending_since
@@ -507,7 +509,7 @@ impl LocalKeys {
         }
         let index = KeyIndex(next);
         actions.push(KeyAction::Add(index, fresh.clone()));
-        self.pending = Some((index, fresh, now + ACTIVATE_AFTER));
+        self.pending = Some((index, fresh, None));
         actions
     }
 
@@ -523,15 +525,21 @@ impl LocalKeys {
 
     /// Our key event with the pending key went out at `now`: it is used no sooner than
     /// [`ACTIVATE_AFTER`] from then.
-    pub fn sent(&mut self, now: Instant) {
-        if let Some(p) = self.pending.as_mut() {
-            p.2 = p.2.max(now + ACTIVATE_AFTER);
+    pub fn sent(&mut self, now: Instant, indexes: &[KeyIndex]) {
+        // Only the first event that carried the pending key starts its wait: a key
+        // replaced while that event was on its way was not in it, and later
+        // re-publications (for newcomers) must not keep pushing the switch back.
+        if let Some(p) = self.pending.as_mut()
+            && p.2.is_none()
+            && indexes.contains(&p.0)
+        {
+            p.2 = Some(now + ACTIVATE_AFTER);
         }
     }
 
     /// The next time [`poll`](Self::poll) has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let a = self.pending.as_ref().map(|p| p.2);
+        let a = self.pending.as_ref().and_then(|p| p.2);
         let b = self.retiring.map(|r| r.1);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -547,7 +555,10 @@ impl LocalKeys {
         {
             actions.push(KeyAction::Remove(r));
         }
-        if self.pending.as_ref().is_some_and(|p| p.2 <= now)
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.2.is_some_and(|t| t <= now))
             && let Some((i, k, _)) = self.pending.take()
         {
             if let Some((r, _)) = self.retiring.take() {
@@ -677,6 +688,12 @@ mod tests {
         assert_eq!(r.members().count(), 0);
     }
 
+    /// What the participant's publish does: the key set as it is now goes out at `at`.
+    fn publish(k: &mut LocalKeys, at: Instant) {
+        let indexes: Vec<KeyIndex> = k.published().iter().map(|p| p.0).collect();
+        k.sent(at, &indexes);
+    }
+
     #[test]
     fn rekeying_publishes_then_switches_after_2s_and_drops_after_10s() {
         let t0 = Instant::now();
@@ -685,6 +702,10 @@ mod tests {
         let a = k.rekey(t0, vec![1; 28]);
         assert_eq!(a, [KeyAction::Add(KeyIndex(1), vec![1; 28])]);
         assert_eq!(k.published().len(), 2);
+        // Not in use before its key event is out, however long that takes.
+        assert!(k.poll(t0 + Duration::from_secs(60)).is_empty());
+        assert_eq!(k.next_deadline(), None);
+        publish(&mut k, t0);
         assert!(k.poll(t0 + Duration::from_millis(1999)).is_empty());
         assert_eq!(k.next_deadline(), Some(t0 + ACTIVATE_AFTER));
         let t1 = t0 + ACTIVATE_AFTER;
@@ -693,6 +714,7 @@ mod tests {
         // A second leave before the first key is in use replaces it.
         let t2 = t1 + Duration::from_secs(1);
         k.rekey(t2, vec![2; 28]);
+        let in_flight: Vec<KeyIndex> = k.published().iter().map(|p| p.0).collect();
         let a = k.rekey(t2, vec![3; 28]);
         assert_eq!(
             a,
@@ -701,6 +723,12 @@ mod tests {
                 KeyAction::Add(KeyIndex(3), vec![3; 28])
             ]
         );
+        // The event carrying key 2 comes back: key 3 was not in it, so it still waits.
+        k.sent(t2, &in_flight);
+        assert!(k.poll(t2 + ACTIVATE_AFTER).is_empty());
+        publish(&mut k, t2);
+        // A re-publication (for a newcomer) does not push the switch back.
+        publish(&mut k, t2 + Duration::from_secs(1));
         assert_eq!(
             k.poll(t2 + ACTIVATE_AFTER),
             [
@@ -800,17 +828,33 @@ mod tests {
         // Someone leaves every 1.5 s for a minute: each leave replaces the pending key
         // (restarting its 2 s wait) for up to REPLACE_FOR, then the pending key is
         // switched to on time and the owed rekey follows.
+        // Each rekey (owed ones included, which change nothing) is followed by a
+        // publication of the key set that takes 300 ms.
         let t0 = Instant::now();
         let mut k = LocalKeys::new(vec![0; 28]);
         let (mut now, mut last_switch, mut longest) = (t0, t0, Duration::ZERO);
         let mut next_leave = t0;
         let mut n = 0u8;
+        let mut in_flight: Vec<(Instant, Vec<KeyIndex>)> = Vec::new();
+        let publish_from = |k: &LocalKeys, now: Instant| {
+            (
+                now + Duration::from_millis(300),
+                k.published().iter().map(|p| p.0).collect(),
+            )
+        };
         while now < t0 + Duration::from_secs(60) {
             if now >= next_leave {
                 n = n.wrapping_add(1);
                 k.rekey(now, vec![n; 28]);
+                in_flight.push(publish_from(&k, now));
                 next_leave += Duration::from_millis(1500);
             }
+            in_flight.retain(|(at, indexes)| {
+                if *at <= now {
+                    k.sent(*at, indexes);
+                }
+                *at > now
+            });
             if k.poll(now)
                 .iter()
                 .any(|a| matches!(a, KeyAction::Activate(_)))
@@ -821,13 +865,18 @@ mod tests {
             if k.take_owed() {
                 n = n.wrapping_add(1);
                 assert!(!k.rekey(now, vec![n; 28]).is_empty(), "the owed rekey");
+                in_flight.push(publish_from(&k, now));
             }
             assert!(k.published().len() <= 2);
             now += Duration::from_millis(100);
         }
         // A switch at least every REPLACE_FOR + the wait of the key kept then, and of
-        // the owed one after it.
-        assert!(longest <= REPLACE_FOR + ACTIVATE_AFTER * 2, "{longest:?}");
+        // the owed one after it (each after its publication).
+        let publication = Duration::from_millis(300);
+        assert!(
+            longest <= REPLACE_FOR + (ACTIVATE_AFTER + publication) * 2,
+            "{longest:?}"
+        );
         assert!(
             last_switch > t0 + Duration::from_secs(50),
             "{last_switch:?}"
@@ -841,6 +890,7 @@ mod tests {
         let t0 = Instant::now();
         let mut k = LocalKeys::new(vec![0; 28]);
         k.rekey(t0, vec![1; 28]);
+        publish(&mut k, t0);
         k.poll(t0 + ACTIVATE_AFTER);
         let (active, retiring) = (KeyIndex(1), KeyIndex(0));
         for n in 0..600u32 {

@@ -26,7 +26,7 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-pub(super) async fn run(inner: Arc<Inner>, sock: UdpSocket) {
+pub(super) async fn run(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
     let mut buf = vec![0u8; 2048];
     let mut out = Vec::new();
     loop {

@@ -59,7 +59,7 @@ mod media;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -429,6 +429,10 @@ struct Inner {
     counters: Counters,
     wake: tokio::sync::Notify,
     publishing: tokio::sync::Mutex<()>,
+    /// We hung up: no key event with our streams may follow the empty one.
+    hung_up: AtomicBool,
+    /// The media socket (the media task's; also for the last datagrams at a stop).
+    sock: Arc<tokio::net::UdpSocket>,
 }
 
 impl Inner {
@@ -475,11 +479,16 @@ impl Inner {
     /// Publishes our current key set in `R` (megolm-encrypted by matrix-sdk).
     async fn publish_keys(&self) -> Result<(), ConferenceError> {
         let _one_at_a_time = self.publishing.lock().await;
+        if self.hung_up.load(Ordering::Acquire) {
+            // A rekey that was under way when we hung up (one spawned by the media
+            // loop outlives the call's tasks): publishing would make us a member again.
+            return Ok(());
+        }
         self.check_sfu_devices().await?;
         let (content, indexes) = {
             let st = self.lock();
             let keys = st.keys.published();
-            let indexes = keys.iter().map(|k| k.0).collect();
+            let indexes: Vec<KeyIndex> = keys.iter().map(|k| k.0).collect();
             let ev = KeyEvent {
                 conf_id: self.conf_id.clone(),
                 call_id: self.call_id.clone(),
@@ -493,7 +502,7 @@ impl Inner {
         self.room.send_raw(KEYS_EVENT, content).await.map_err(mx)?;
         // The 2 s before switching count from when the event is out.
         let at = Instant::now();
-        self.lock().keys.sent(at);
+        self.lock().keys.sent(at, &indexes);
         self.wake.notify_one();
         self.emit(ConferenceEvent::KeysPublished { indexes, at });
         Ok(())
@@ -889,7 +898,7 @@ impl Conference {
             IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
-        let sock = tokio::net::UdpSocket::bind(bind).await?;
+        let sock = Arc::new(tokio::net::UdpSocket::bind(bind).await?);
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let inner = Arc::new(Inner {
             client,
@@ -915,6 +924,8 @@ impl Conference {
             counters: Counters::default(),
             wake: tokio::sync::Notify::new(),
             publishing: tokio::sync::Mutex::new(()),
+            hung_up: AtomicBool::new(false),
+            sock: sock.clone(),
         });
         let media = tokio::spawn(media::run(inner.clone(), sock));
         inner.publish_keys().await?;
@@ -961,6 +972,9 @@ impl Conference {
     /// Hangs up: tells the members (a key event without streams or keys), then the SFU
     /// (`m.call.hangup`), and stops.
     pub async fn hangup(mut self) -> Result<(), ConferenceError> {
+        // After any key event already on its way, and before none.
+        let one_at_a_time = self.inner.publishing.lock().await;
+        self.inner.hung_up.store(true, Ordering::Release);
         let content = KeyEvent {
             conf_id: self.inner.conf_id.clone(),
             call_id: self.inner.call_id.clone(),
@@ -971,6 +985,7 @@ impl Conference {
         }
         .to_content();
         let members = self.inner.room.send_raw(KEYS_EVENT, content).await;
+        drop(one_at_a_time);
         let sfu = self
             .inner
             .dm
@@ -990,7 +1005,13 @@ impl Conference {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        self.inner.lock().participant.close();
+        // The DTLS close_notify tells the relay at once that we left; the media task
+        // that would send it is gone, so it goes from here (best effort, no waiting).
+        let mut st = self.inner.lock();
+        st.participant.close();
+        while let Some(t) = st.participant.poll_transmit() {
+            let _ = self.inner.sock.try_send_to(&t.bytes, t.dest);
+        }
     }
 
     /// The Matrix client (for what this type does not wrap).
