@@ -70,8 +70,9 @@ pub use types::{
 
 /// The major protocol version this crate speaks. Peers with another major are refused.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// The minor protocol version this crate speaks (additions within the major).
-pub const PROTOCOL_MINOR: u32 = 0;
+/// The minor protocol version this crate speaks (additions within the major). 1: the
+/// session end reason `closed` ([`EndReason::Closed`]).
+pub const PROTOCOL_MINOR: u32 = 1;
 
 /// Length of the frame header: a big-endian u32 body length.
 pub const FRAME_HEADER_LEN: usize = 4;

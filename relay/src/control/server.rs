@@ -63,10 +63,35 @@ use std::time::{Duration, Instant};
 use super::registry::Registry;
 use super::rules;
 use super::{
-    ControlError, Disposition, ErrorCode, ErrorReply, FrameDecoder, Goodbye, Hello, Message,
-    NotificationBody, RequestBody, Response, ResponseBody, Role, StatsReport,
+    ControlError, Disposition, EndReason, ErrorCode, ErrorReply, FrameDecoder, Goodbye, Hello,
+    Message, NotificationBody, RequestBody, Response, ResponseBody, Role, StatsReport,
 };
 use crate::engine::{Command, SessionEvent, SessionRule};
+
+/// `note` as a peer speaking `minor` knows it: before minor 1 there is no reason
+/// `closed`, and a participant's close was reported as `dtls_failed`.
+fn for_minor(note: NotificationBody, minor: u32) -> NotificationBody {
+    let old = |reason| match reason {
+        EndReason::Closed if minor < 1 => EndReason::DtlsFailed,
+        r => r,
+    };
+    match note {
+        NotificationBody::SessionClosed { session_id, reason } => NotificationBody::SessionClosed {
+            session_id,
+            reason: old(reason),
+        },
+        NotificationBody::SessionFailed {
+            session_id,
+            reason,
+            detail,
+        } => NotificationBody::SessionFailed {
+            session_id,
+            reason: old(reason),
+            detail,
+        },
+        other => other,
+    }
+}
 
 /// How long a client has, from connecting, to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -126,6 +151,8 @@ struct Conn {
     decoder: FrameDecoder,
     /// The client's hello arrived and was accepted.
     hello: bool,
+    /// The minor version both sides speak (from the hellos).
+    minor: u32,
     /// When the connection is closed if its hello has not arrived.
     hello_by: Instant,
     /// Say what is queued, then close.
@@ -230,6 +257,7 @@ impl ControlServer {
         let mut conn = Conn {
             decoder: FrameDecoder::new(),
             hello: false,
+            minor: 0,
             hello_by: now + HELLO_TIMEOUT,
             closing: false,
             held: VecDeque::new(),
@@ -312,7 +340,7 @@ impl ControlServer {
                 tracing::debug!(event = note.event(), "notification");
                 if let Some(conn) = self.conn.as_mut().filter(|c| c.hello && !c.closing) {
                     conn.held.push_back(Held {
-                        msg: Message::Notification(note),
+                        msg: Message::Notification(for_minor(note, conn.minor)),
                         after: None,
                     });
                 }
@@ -429,6 +457,7 @@ impl ControlServer {
                     tracing::info!(software = %peer.software, minor, "signaling hello");
                     if let Some(c) = self.conn.as_mut() {
                         c.hello = true;
+                        c.minor = minor;
                     }
                 }
                 Err(e) => self.refuse(e),

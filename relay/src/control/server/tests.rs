@@ -273,6 +273,32 @@ fn a_client_that_stops_reading_is_hung_up_on() {
 }
 
 #[test]
+fn a_participants_close_is_reported_as_the_peers_minor_version_knows_it() {
+    // Minor 1 added the reason `closed`; a minor-0 client hears `dtls_failed`, as
+    // before, so its handling of the session does not change.
+    for (minor, want) in [
+        (0, crate::control::EndReason::DtlsFailed),
+        (1, crate::control::EndReason::Closed),
+    ] {
+        let mut s = server(Limits::default());
+        s.accept(Instant::now()).unwrap();
+        let mut hello = Hello::signaling("signaling/test");
+        hello.minor = minor;
+        s.handle_data(&frame(&Message::Hello(hello)));
+        take(&mut s);
+        s.handle_report(WorkerReport::Session(SessionEvent::Closed {
+            session: SessionName::new("a"),
+            reason: EndReason::Closed,
+        }));
+        let got = take(&mut s);
+        assert!(
+            matches!(&got[..], [Message::Notification(NotificationBody::SessionClosed { reason, .. })] if *reason == want),
+            "minor {minor}: {got:?}"
+        );
+    }
+}
+
+#[test]
 fn a_snapshot_is_followed_by_the_connected_sessions() {
     let mut s = connected(Limits::default());
     with_session_a(&mut s);
