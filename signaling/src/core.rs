@@ -766,14 +766,17 @@ impl Core {
             Err(InviteError::NoIds(_)) => return self.count_drop("invite_without_ids"),
             Err(InviteError::Version(ids, _) | InviteError::Malformed(ids, _)) => &ids.call_id,
         };
-        if !self.first_time(room_id, call_id, now_ms) {
-            return;
+        let key = (room_id.to_owned(), call_id.clone());
+        if self.handled.contains_key(&key) {
+            return self.count_drop("duplicate_invite");
         }
         // Before any answer, so that a flood of invites (well-formed or not, allowed
-        // or not) gets one refusal a minute past the rate and otherwise silence.
+        // or not) gets one refusal a minute past the rate and otherwise silence. Only
+        // what is answered is remembered (an ignored one may come again).
         match self.invite_rate(e.sender, now_ms) {
-            Rate::Within => {}
+            Rate::Within => self.remember_handled(key, now_ms),
             Rate::JustOver => {
+                self.remember_handled(key, now_ms);
                 let call_id = call_id.clone();
                 return self.refuse(room_id, &call_id, Code::RateLimited);
             }
@@ -937,17 +940,6 @@ impl Core {
         let mut raw = [0u8; 16];
         (self.rng)(&mut raw);
         SessionId::new(format!("s-{}", hex(&raw))).expect("s- and hex are printable ASCII")
-    }
-
-    /// True the first time an invite (DM, call_id) is seen; remembers it.
-    fn first_time(&mut self, room: &str, call_id: &str, now_ms: u64) -> bool {
-        let key = (room.to_owned(), call_id.to_owned());
-        if self.handled.contains_key(&key) {
-            self.count_drop("duplicate_invite");
-            return false;
-        }
-        self.remember_handled(key, now_ms);
-        true
     }
 
     fn remember_handled(&mut self, key: (String, String), at: u64) {

@@ -158,6 +158,9 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
                     tracing::warn!(socket = %path.display(), error = %e, "cannot reach the relay; retrying");
                 }
                 attempt = attempt.saturating_add(1);
+                // The relay is down: the one that comes back is a new process, owed a
+                // prompt snapshot whatever its predecessor refused.
+                unreconciled = 0;
             }
         }
         // While down, refuse requests at once instead of letting callers wait.

@@ -481,6 +481,33 @@ fn a_flood_of_invites_gets_one_refusal_a_minute_past_the_rate_then_silence() {
 }
 
 #[test]
+fn repeats_do_not_use_up_the_rate_and_an_ignored_invite_may_come_again() {
+    let mut core = setup(&[ALICE]);
+    core.cfg.limits.invites_per_user_per_minute = 2;
+    let first = invite(ALICE, "c1", "nope", &offer(1), T0);
+    // The same invite five times (a replayed sync): answered once, counted once.
+    let actions = timeline(&mut core, DM, vec![first; 5], T0 + 10);
+    assert_eq!(hangups(&actions), ["no_such_conference"]);
+    assert_eq!(core.stats().dropped.get("duplicate_invite"), Some(&4));
+    // One more fits the rate; past it, a refusal, then silence for c4 ...
+    let more: Vec<Value> = ["c2", "c3", "c4"]
+        .iter()
+        .map(|c| invite(ALICE, c, "conf", &offer(1), T0))
+        .collect();
+    let actions = timeline(&mut core, DM, more, T0 + 20);
+    assert_eq!(admitted(&actions).len(), 1);
+    assert_eq!(hangups(&actions), ["rate_limited"]);
+    // ... which was not remembered: sent again a minute later, it is answered.
+    let again = invite(ALICE, "c4", "conf", &offer(200), T0 + 61_000);
+    let actions = timeline(&mut core, DM, vec![again], T0 + 61_000);
+    let admitted = admitted(&actions);
+    assert!(
+        matches!(&admitted[..], [call] if call.call_id == "c4"),
+        "{actions:?}"
+    );
+}
+
+#[test]
 fn colliding_ssrcs_are_refused_but_the_same_device_replaces_its_call() {
     let mut core = setup(&[ALICE, BOB]);
     let first = call_in(&mut core, ALICE, "a1", 100);
@@ -648,6 +675,9 @@ fn a_participant_closing_its_dtls_association_hung_up_whichever_news_comes_first
         if closed_first {
             core.handle_relay(&closed, T0);
             actions.extend(drain(&mut core));
+            // The relay's news alone ends the call.
+            assert_eq!(core.calls().count(), 0);
+            assert_eq!(core.stats().ended.get("hangup"), Some(&1));
             actions.extend(timeline(&mut core, DM, vec![hangup], T0));
         } else {
             actions.extend(timeline(&mut core, DM, vec![hangup], T0));
@@ -659,6 +689,20 @@ fn a_participant_closing_its_dtls_association_hung_up_whichever_news_comes_first
         assert_eq!(core.calls().count(), 0);
         assert!(actions.contains(&Action::Forget(id)));
     }
+    // A participant that closes before it ever connected (session_failed) hung up too.
+    let mut core = setup(&[ALICE]);
+    let id = call_in(&mut core, ALICE, "a", 100);
+    core.handle_relay(
+        &NotificationBody::SessionFailed {
+            session_id: id,
+            reason: EndReason::Closed,
+            detail: String::new(),
+        },
+        T0,
+    );
+    assert!(hangups(&drain(&mut core)).is_empty());
+    assert_eq!(core.calls().count(), 0);
+    assert_eq!(core.stats().ended.get("hangup"), Some(&1));
 }
 
 #[test]
