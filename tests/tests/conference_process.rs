@@ -495,9 +495,24 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
         )
         .await;
         for s in [&a, &b] {
+            // Key 2 is dave's doing: published after he left, first used after that.
+            let published = s
+                .events
+                .iter()
+                .find_map(|(t, e)| match e {
+                    ConferenceEvent::KeysPublished { indexes, .. } if indexes.contains(&KeyIndex(2)) => {
+                        Some(*t)
+                    }
+                    _ => None,
+                })
+                .expect("key 2 published");
+            assert!(published > dave_left, "{} published key 2 before dave left", s.name);
             let first = s.sent_under(KeyIndex(2)).min().expect("sent under key 2");
-            eprintln!("{}: key 2 in use {:?} after dave left", s.name, first - dave_left);
-            assert!(first - dave_left <= Duration::from_secs(5), "{} took {:?}", s.name, first - dave_left);
+            let took = first
+                .checked_duration_since(dave_left)
+                .expect("key 2 used only after dave left");
+            eprintln!("{}: key 2 in use {took:?} after dave left", s.name);
+            assert!(took <= Duration::from_secs(5), "{} took {took:?}", s.name);
         }
     });
 }
