@@ -437,14 +437,22 @@ pub enum KeyAction {
     Remove(KeyIndex),
 }
 
+/// A key published (or about to be) and not yet in use.
+#[derive(Debug)]
+struct Pending {
+    index: KeyIndex,
+    key: Vec<u8>,
+    /// When it may be used: none until a key event carrying it is out
+    /// ([`LocalKeys::sent`]).
+    usable_at: Option<Instant>,
+}
+
 /// Our own key schedule: the active key, a published key waiting out
 /// [`ACTIVATE_AFTER`], and the previous key until [`RETIRE_AFTER`] after the switch.
 #[derive(Debug)]
 pub struct LocalKeys {
     active: (KeyIndex, Vec<u8>),
-    /// The published key waiting to be used, and when it may be: no time until a key
-    /// event carrying it is out ([`sent`](Self::sent)).
-    pending: Option<(KeyIndex, Vec<u8>, Option<Instant>)>,
+    pending: Option<Pending>,
     /// When the first of the pending keys replaced since the last switch was made.
     pending_since: Option<Instant>,
     /// A rekey was asked for while the pending key could no longer be replaced: one is
@@ -473,8 +481,8 @@ impl LocalKeys {
     /// The key set to publish, oldest first: the active key, and the pending one.
     pub fn published(&self) -> Vec<(KeyIndex, Vec<u8>)> {
         let mut v = vec![self.active.clone()];
-        if let Some((i, k, _)) = &self.pending {
-            v.push((*i, k.clone()));
+        if let Some(p) = &self.pending {
+            v.push((p.index, p.key.clone()));
         }
         v
     }
@@ -496,9 +504,9 @@ impl LocalKeys {
         self.pending_since.get_or_insert(now);
         let mut actions = Vec::new();
         let mut next = self.active.0.0.wrapping_add(1);
-        if let Some((i, _, _)) = self.pending.take() {
-            actions.push(KeyAction::Remove(i));
-            next = i.0.wrapping_add(1);
+        if let Some(p) = self.pending.take() {
+            actions.push(KeyAction::Remove(p.index));
+            next = p.index.0.wrapping_add(1);
         }
         // Rekeys that each replace a pending key (one per leave, faster than it can be
         // switched to) bring the index round to the keys in use after 254 of them:
@@ -509,7 +517,11 @@ impl LocalKeys {
         }
         let index = KeyIndex(next);
         actions.push(KeyAction::Add(index, fresh.clone()));
-        self.pending = Some((index, fresh, None));
+        self.pending = Some(Pending {
+            index,
+            key: fresh,
+            usable_at: None,
+        });
         actions
     }
 
@@ -530,16 +542,16 @@ impl LocalKeys {
         // replaced while that event was on its way was not in it, and later
         // re-publications (for newcomers) must not keep pushing the switch back.
         if let Some(p) = self.pending.as_mut()
-            && p.2.is_none()
-            && indexes.contains(&p.0)
+            && p.usable_at.is_none()
+            && indexes.contains(&p.index)
         {
-            p.2 = Some(now + ACTIVATE_AFTER);
+            p.usable_at = Some(now + ACTIVATE_AFTER);
         }
     }
 
     /// The next time [`poll`](Self::poll) has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let a = self.pending.as_ref().and_then(|p| p.2);
+        let a = self.pending.as_ref().and_then(|p| p.usable_at);
         let b = self.retiring.map(|r| r.1);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -558,15 +570,15 @@ impl LocalKeys {
         if self
             .pending
             .as_ref()
-            .is_some_and(|p| p.2.is_some_and(|t| t <= now))
-            && let Some((i, k, _)) = self.pending.take()
+            .is_some_and(|p| p.usable_at.is_some_and(|t| t <= now))
+            && let Some(p) = self.pending.take()
         {
             if let Some((r, _)) = self.retiring.take() {
                 actions.push(KeyAction::Remove(r));
             }
-            actions.push(KeyAction::Activate(i));
+            actions.push(KeyAction::Activate(p.index));
             self.pending_since = None;
-            let old = std::mem::replace(&mut self.active, (i, k));
+            let old = std::mem::replace(&mut self.active, (p.index, p.key));
             self.retiring = Some((old.0, now + RETIRE_AFTER));
         }
         actions
