@@ -192,17 +192,22 @@ async fn session(
     cmds: &mut mpsc::Receiver<Cmd>,
     events: &mpsc::Sender<LinkEvent>,
 ) -> Result<(), Down> {
-    let mut reconciled = false;
-    connection(stream, cmds, events, &mut reconciled)
+    let mut snapshot_done = false;
+    connection(stream, cmds, events, &mut snapshot_done)
         .await
-        .map_err(|why| Down { why, reconciled })
+        .map_err(|why| Down {
+            why,
+            reconciled: snapshot_done,
+        })
 }
 
+/// The connection itself; `snapshot_done` becomes true once the relay accepts a snapshot
+/// (until then nothing else is sent).
 async fn connection(
     mut stream: UnixStream,
     cmds: &mut mpsc::Receiver<Cmd>,
     events: &mpsc::Sender<LinkEvent>,
-    reconciled: &mut bool,
+    snapshot_done: &mut bool,
 ) -> Result<(), String> {
     let mut out = Vec::new();
     let hello = Hello::signaling(concat!("blindfold-signaling/", env!("CARGO_PKG_VERSION")));
@@ -218,7 +223,6 @@ async fn connection(
         HashMap::new();
     let mut next_id = 1u64;
     let mut hello_seen = false;
-    let mut snapshot_done = false;
     let mut snapshot_id: Option<RequestId> = None;
 
     let result: Result<(), String> = 'conn: loop {
@@ -256,8 +260,7 @@ async fn connection(
                             Message::Hello(_) => break 'conn Err("the peer is not a relay".into()),
                             Message::Response(r) => {
                                 if Some(r.id) == snapshot_id && r.result.is_ok() {
-                                    snapshot_done = true;
-                                    *reconciled = true;
+                                    *snapshot_done = true;
                                 }
                                 if Some(r.id) == snapshot_id {
                                     snapshot_id = None;
@@ -294,7 +297,7 @@ async fn connection(
                     break 'conn Ok(());
                 };
                 let is_snapshot = matches!(body, RequestBody::Snapshot(_));
-                if !hello_seen || (!snapshot_done && !is_snapshot) {
+                if !hello_seen || (!*snapshot_done && !is_snapshot) {
                     let _ = reply.send(Err(RelayError::NotConnected));
                     continue;
                 }
