@@ -83,6 +83,21 @@ impl Peer {
         }
     }
 
+    /// When our key set with `key` in it was first published.
+    fn published(&self, key: KeyIndex) -> Option<Instant> {
+        self.events.iter().find_map(|(t, e)| match e {
+            ConferenceEvent::KeysPublished { indexes, .. } if indexes.contains(&key) => Some(*t),
+            _ => None,
+        })
+    }
+
+    /// Whether we decrypted something `from` sent under `key`.
+    fn decrypted_under(&self, from: &Peer, key: KeyIndex) -> bool {
+        self.rx
+            .iter()
+            .any(|r| r.from == from.user_id && r.key == key)
+    }
+
     /// When each datagram under `key` was sent.
     fn sent_under(&self, key: KeyIndex) -> impl Iterator<Item = Instant> + '_ {
         self.sent
@@ -381,26 +396,13 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
             &st.sfu.relay,
             Duration::from_secs(10),
             "alice and bob switch to key 1",
-            |p| {
-                let (a, b) = (&p[0], &p[1]);
-                a.rx.iter().any(|r| r.from == b.user_id && r.key == KeyIndex(1))
-                    && b.rx.iter().any(|r| r.from == a.user_id && r.key == KeyIndex(1))
-            },
+            |p| p[0].decrypted_under(p[1], KeyIndex(1)) && p[1].decrypted_under(p[0], KeyIndex(1)),
         )
         .await;
         run_for(&mut [&mut a, &mut b, &mut c], Duration::from_secs(1)).await;
         for (s, rx) in [(&a, &b), (&b, &a)] {
             // Published at once, switched no sooner than 2 s after.
-            let published = s
-                .events
-                .iter()
-                .find_map(|(t, e)| match e {
-                    ConferenceEvent::KeysPublished { indexes, .. } if indexes.contains(&KeyIndex(1)) => {
-                        Some(*t)
-                    }
-                    _ => None,
-                })
-                .expect("key 1 published");
+            let published = s.published(KeyIndex(1)).expect("key 1 published");
             let first_new = s.sent_under(KeyIndex(1)).min().expect("sent under key 1");
             let last_old = s.sent_under(KeyIndex(0)).max().expect("sent under key 0");
             eprintln!(
@@ -487,25 +489,12 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
             &st.sfu.relay,
             Duration::from_secs(10),
             "alice and bob switch to key 2",
-            |p| {
-                let (a, b) = (&p[0], &p[1]);
-                a.rx.iter().any(|r| r.from == b.user_id && r.key == KeyIndex(2))
-                    && b.rx.iter().any(|r| r.from == a.user_id && r.key == KeyIndex(2))
-            },
+            |p| p[0].decrypted_under(p[1], KeyIndex(2)) && p[1].decrypted_under(p[0], KeyIndex(2)),
         )
         .await;
         for s in [&a, &b] {
             // Key 2 is dave's doing: published after he left, first used after that.
-            let published = s
-                .events
-                .iter()
-                .find_map(|(t, e)| match e {
-                    ConferenceEvent::KeysPublished { indexes, .. } if indexes.contains(&KeyIndex(2)) => {
-                        Some(*t)
-                    }
-                    _ => None,
-                })
-                .expect("key 2 published");
+            let published = s.published(KeyIndex(2)).expect("key 2 published");
             assert!(published > dave_left, "{} published key 2 before dave left", s.name);
             let first = s.sent_under(KeyIndex(2)).min().expect("sent under key 2");
             let took = first

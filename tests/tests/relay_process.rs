@@ -425,12 +425,8 @@ fn control_socket_survives_garbage_and_oversized_frames() {
     second
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut bytes = Vec::new();
-    second.read_to_end(&mut bytes).expect("read until closed");
-    let mut dec = FrameDecoder::new();
-    assert_eq!(dec.push(&bytes), bytes.len());
-    let bye = control::decode(&dec.next_frame().unwrap().expect("a goodbye")).unwrap();
-    assert!(matches!(bye, Message::Goodbye(_)), "{bye:?}");
+    let msgs = read_until_closed(&mut second);
+    assert!(matches!(&msgs[..], [Message::Goodbye(_)]), "{msgs:?}");
     drop(c);
 
     // An absurd length prefix: goodbye `bad_frame`, then closed.
@@ -455,18 +451,7 @@ fn control_socket_survives_garbage_and_oversized_frames() {
     .unwrap();
     raw.write_all(&out).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut bytes = Vec::new();
-    raw.read_to_end(&mut bytes).expect("read until closed");
-    let mut dec = FrameDecoder::new();
-    let mut msgs = Vec::new();
-    let mut rest = &bytes[..];
-    while !rest.is_empty() {
-        let used = dec.push(rest);
-        rest = &rest[used..];
-        while let Some(f) = dec.next_frame().unwrap() {
-            msgs.push(control::decode(&f).unwrap());
-        }
-    }
+    let msgs = read_until_closed(&mut raw);
     assert!(matches!(msgs.first(), Some(Message::Hello(_))), "{msgs:?}");
     assert!(
         matches!(msgs.last(), Some(Message::Goodbye(g)) if g.code == ErrorCode::ProtocolViolation),
@@ -480,21 +465,12 @@ fn control_socket_survives_garbage_and_oversized_frames() {
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
     let opened = Instant::now();
-    let mut bytes = Vec::new();
-    silent.read_to_end(&mut bytes).expect("read until closed");
+    let msgs = read_until_closed(&mut silent);
     let waited = opened.elapsed();
     assert!(
         waited >= Duration::from_secs(4) && waited < Duration::from_secs(10),
         "{waited:?}"
     );
-    let mut dec = FrameDecoder::new();
-    let (mut msgs, mut rest) = (Vec::new(), &bytes[..]);
-    while !rest.is_empty() {
-        rest = &rest[dec.push(rest)..];
-        while let Some(f) = dec.next_frame().unwrap() {
-            msgs.push(control::decode(&f).unwrap());
-        }
-    }
     assert!(
         matches!(&msgs[..], [Message::Hello(_), Message::Goodbye(g)] if g.code == ErrorCode::ProtocolViolation),
         "{msgs:?}"
@@ -506,6 +482,20 @@ fn control_socket_survives_garbage_and_oversized_frames() {
         c.request(RequestBody::GetStats),
         Ok(ResponseBody::Stats(_))
     ));
+}
+
+/// Everything the relay writes on a raw control connection until it closes it.
+fn read_until_closed(stream: &mut UnixStream) -> Vec<Message> {
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("read until closed");
+    let (mut dec, mut msgs, mut rest) = (FrameDecoder::new(), Vec::new(), &bytes[..]);
+    while !rest.is_empty() {
+        rest = &rest[dec.push(rest)..];
+        while let Some(f) = dec.next_frame().unwrap() {
+            msgs.push(control::decode(&f).unwrap());
+        }
+    }
+    msgs
 }
 
 fn sigterm(relay: &Relay) {

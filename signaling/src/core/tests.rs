@@ -534,45 +534,32 @@ fn colliding_ssrcs_are_refused_but_the_same_device_replaces_its_call() {
 }
 
 #[test]
-fn leaving_the_conference_room_ends_the_call() {
-    let mut core = setup(&[ALICE, BOB]);
-    let alice = call_in(&mut core, ALICE, "a", 100);
-    let bob = call_in(&mut core, BOB, "b", 200);
-    let actions = timeline(&mut core, ROOM, vec![member(ALICE, "leave")], T0 + 100);
-    assert_eq!(hangups(&actions), ["left_conference"]);
-    let removed: Vec<_> = relay_requests(&actions).into_iter().cloned().collect();
-    assert!(
-        matches!(&removed[..], [RequestBody::RemoveSession { session_id, .. }] if *session_id == alice),
-        "{removed:?}"
-    );
-    assert!(actions.contains(&Action::Forget(alice)));
-    assert_eq!(
-        core.calls()
-            .map(|c| c.spec.session_id.clone())
-            .collect::<Vec<_>>(),
-        [bob]
-    );
-}
-
-#[test]
-fn someone_invited_into_the_dm_ends_the_call_whose_answer_they_could_read() {
-    let mut core = setup(&[ALICE, BOB]);
-    let alice = call_in(&mut core, ALICE, "a", 100);
-    let bob = call_in(&mut core, BOB, "b", 200);
-    // Alice invites Bob into her DM with the SFU: the DM's history (her offer, the
-    // answer) is his to read once he joins, and with it her session's ICE credentials.
-    let actions = timeline(&mut core, DM, vec![member(BOB, "invite")], T0 + 100);
-    assert_eq!(hangups(&actions), ["not_a_dm"]);
-    assert!(matches!(
-        relay_requests(&actions)[..],
-        [RequestBody::RemoveSession { session_id, .. }] if *session_id == alice
-    ));
-    assert_eq!(
-        core.calls()
-            .map(|c| c.spec.session_id.clone())
-            .collect::<Vec<_>>(),
-        [bob]
-    );
+fn leaving_the_conference_room_or_sharing_the_dm_ends_the_call() {
+    for (room, event, code) in [
+        (ROOM, member(ALICE, "leave"), "left_conference"),
+        // Alice invites Bob into her DM with the SFU: the DM's history (her offer, the
+        // answer) is his to read once he joins, and with it her session's ICE
+        // credentials.
+        (DM, member(BOB, "invite"), "not_a_dm"),
+    ] {
+        let mut core = setup(&[ALICE, BOB]);
+        let alice = call_in(&mut core, ALICE, "a", 100);
+        let bob = call_in(&mut core, BOB, "b", 200);
+        let actions = timeline(&mut core, room, vec![event], T0 + 100);
+        assert_eq!(hangups(&actions), [code]);
+        let removed: Vec<_> = relay_requests(&actions).into_iter().cloned().collect();
+        assert!(
+            matches!(&removed[..], [RequestBody::RemoveSession { session_id, .. }] if *session_id == alice),
+            "{code}: {removed:?}"
+        );
+        assert!(actions.contains(&Action::Forget(alice)));
+        assert_eq!(
+            core.calls()
+                .map(|c| c.spec.session_id.clone())
+                .collect::<Vec<_>>(),
+            [bob]
+        );
+    }
 }
 
 #[test]
