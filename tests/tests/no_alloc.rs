@@ -523,6 +523,7 @@ fn cross_shard_messages_clone_without_allocating() {
             ssrc: Ssrc(7),
             to: addr,
             packet: packet.clone(),
+            allowed: 17,
         },
         PeerMsg::Checked {
             session: key,

@@ -438,6 +438,56 @@ fn a_nacked_video_packet_is_resent_from_the_relays_cache_byte_for_byte() {
 }
 
 #[test]
+fn a_receiver_nacking_again_and_again_gets_its_budget_and_no_more() {
+    for workers in [1, 2] {
+        let (mut sim, p) = call(workers, &["alice", "bob", "carol"]);
+        let (a, b, c) = (p[0], p[1], p[2]);
+        let thumb = sim.member(a).ssrcs().thumbnail;
+        for i in 0..100u8 {
+            sim.send(a, thumb, Pt(96), &[i; 200]);
+        }
+        let seqs: Vec<WireSeq> = sim
+            .member(b)
+            .media_on(thumb)
+            .iter()
+            .map(|m| WireSeq(m.seq.0 as u16))
+            .collect();
+        assert_eq!(seqs.len(), 100);
+        let stats = |sim: &Sim, f: fn(&blindfold_relay::engine::EngineStats) -> u64| -> u64 {
+            sim.shards.iter().map(|e| f(e.stats())).sum()
+        };
+        let got = |sim: &Sim, r: usize| sim.member(r).received.len();
+        // Bob asks for all 100 packets, ten times over: a second's budget (250) is
+        // resent, the other 750 are ignored, and nothing is asked of alice.
+        let before = got(&sim, b);
+        let now = sim.now;
+        for _ in 0..10 {
+            sim.members[b].p.send_nack(now, thumb, &seqs).unwrap();
+        }
+        sim.pump();
+        assert_eq!(got(&sim, b) - before, 250, "{workers} workers");
+        assert_eq!(stats(&sim, |s| s.nack_resent), 250);
+        assert_eq!(stats(&sim, |s| s.nack_over_budget), 750);
+        assert_eq!(stats(&sim, |s| s.nack_forwarded), 0);
+        // Carol's budget is her own.
+        let before_c = got(&sim, c);
+        sim.members[c].p.send_nack(now, thumb, &seqs[..3]).unwrap();
+        sim.pump();
+        assert_eq!(got(&sim, c) - before_c, 3);
+        // Bob's refills at 250 a second: 100 more after 400 ms.
+        sim.run_for_ms(400);
+        let before = got(&sim, b);
+        let now = sim.now;
+        for _ in 0..2 {
+            sim.members[b].p.send_nack(now, thumb, &seqs).unwrap();
+        }
+        sim.pump();
+        let resent = got(&sim, b) - before;
+        assert!((100..=101).contains(&resent), "{workers} workers: {resent}");
+    }
+}
+
+#[test]
 fn nacks_for_packets_the_relay_lacks_reach_the_sender_once_per_interval() {
     for workers in [1, 2] {
         let (mut sim, p) = call(workers, &["alice", "bob", "carol"]);

@@ -136,6 +136,10 @@ pub struct EngineConfig {
     pub retransmit_thumbnail_bytes: usize,
     /// How long a kept packet may be resent.
     pub retransmit_age: Duration,
+    /// How many sequence numbers one receiver may NACK per second, over all the streams
+    /// it gets, and at most a second's worth at once; the rest are dropped and counted
+    /// (0: no cap).
+    pub nack_max_per_second: u32,
     /// Seed of the hash maps (fixed, so runs are repeatable).
     pub hash_seed: u64,
     /// How many shards the relay runs (every shard must be given the same number): a
@@ -192,6 +196,7 @@ impl EngineConfig {
             retransmit_full_bytes: 384 * 1024,
             retransmit_thumbnail_bytes: 64 * 1024,
             retransmit_age: Duration::from_secs(1),
+            nack_max_per_second: 250,
             hash_seed: 0x5eed,
             shards: 1,
             speaker_hold: Duration::from_secs(1),
@@ -302,6 +307,9 @@ pub enum PeerMsg {
         to: SocketAddr,
         /// The plain NACK as the receiver sent it.
         packet: RtcpBytes,
+        /// How many of its sequence numbers (the first ones) the receiver's budget
+        /// allows.
+        allowed: usize,
     },
     /// Another shard answered a valid check of `session` (homed on the shard this is
     /// sent to) from `from`.
@@ -572,6 +580,9 @@ pub struct EngineStats {
     /// Packets receivers NACKed that were asked of the sender within the interval
     /// already (or that could not be resent: the transmit queue was full).
     pub nack_suppressed: u64,
+    /// Packets receivers NACKed beyond their budget (`nack_max_per_second`): neither
+    /// resent nor asked of the sender.
+    pub nack_over_budget: u64,
     /// RTCP packets of a kind not acted on (TMMBR, TMMBN, transport-cc, PAUSE-RESUME replies,
     /// ...) and NACKs for audio.
     pub rtcp_ignored: u64,
@@ -629,7 +640,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 35;
+    pub const EXPORTED: usize = 36;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -642,7 +653,8 @@ impl EngineStats {
                       receiver's link carried the rate, did not (or never answered), or the \
                       receiver does not answer probes.";
         let nacked = "Video packets receivers NACKed: resent from the relay's cache, asked of \
-                      the sender, or already asked within the interval.";
+                      the sender, already asked within the interval, or beyond the \
+                      receiver's budget.";
         [
             (
                 "blindfold_stun_received_total",
@@ -746,6 +758,12 @@ impl EngineStats {
                 "outcome=\"suppressed\"",
                 nacked,
                 self.nack_suppressed,
+            ),
+            (
+                "blindfold_nacked_packets_total",
+                "outcome=\"over_budget\"",
+                nacked,
+                self.nack_over_budget,
             ),
             (
                 "blindfold_rtcp_packets_ignored_total",
@@ -927,6 +945,8 @@ struct Local {
     dtls_from: Option<SocketAddr>,
     /// Its downlink estimate and layer choices (`bandwidth`).
     downlink: bandwidth::Downlink,
+    /// How many more sequence numbers it may NACK.
+    nack_budget: media::NackBudget,
 }
 
 /// How far a session homed here got. It is connected — media flows — once it is

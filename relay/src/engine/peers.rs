@@ -125,13 +125,14 @@ impl Engine {
                 ssrc,
                 to,
                 packet,
+                allowed,
             } => {
                 if let Some(h) = self.homed_here(owner)
                     && let Ok(compound) = RtcpCompound::parse(packet.as_bytes())
                 {
                     for raw in compound.raw_packets() {
                         if let Ok(RtcpPacket::Nack(nack)) = raw.typed() {
-                            self.answer_nack(now, h, ssrc, to, nack.lost());
+                            self.answer_nack(now, h, ssrc, to, nack.lost().take(allowed));
                         }
                     }
                 }

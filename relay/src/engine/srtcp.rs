@@ -174,7 +174,9 @@ impl Engine {
     /// A receiver NACKed packets of a stream: they are resent from the retransmission
     /// cache where the sender's media arrives (this shard, or the sender's home), and
     /// what is not cached is asked of the sender — once per interval for all receivers.
-    /// NACKs for audio (never cached) are counted as ignored.
+    /// Only as many as the receiver's budget allows are answered (the first ones); the
+    /// rest are counted over budget. NACKs for audio (never cached) are counted as
+    /// ignored.
     fn nack(
         &mut self,
         now: Instant,
@@ -201,20 +203,35 @@ impl Engine {
             self.stats.rtcp_ignored += 1;
             return;
         }
-        match o.home {
-            Home::Elsewhere(shard, key) if st.retransmit.is_none() => {
+        // The cache is where the sender's media arrives: here, or at its home.
+        let cache_elsewhere = match o.home {
+            Home::Elsewhere(shard, key) if st.retransmit.is_none() => Some((shard, key)),
+            _ => None,
+        };
+        let allowed = self
+            .sessions
+            .get_mut(requester)
+            .and_then(|s| s.local())
+            .map_or(0, |l| l.nack_budget.take(now, lost));
+        self.stats.nack_over_budget += (lost - allowed) as u64;
+        if allowed == 0 {
+            return;
+        }
+        match cache_elsewhere {
+            Some((shard, key)) => {
                 if let Some(packet) = RtcpBytes::new(packet) {
                     let msg = PeerMsg::Nack {
                         owner: key,
                         ssrc,
                         to,
                         packet,
+                        allowed,
                     };
                     self.events
                         .push_back(Event::Peer(PeerDest::Shard(shard), msg));
                 }
             }
-            _ => self.answer_nack(now, owner, ssrc, to, nack.lost()),
+            None => self.answer_nack(now, owner, ssrc, to, nack.lost().take(allowed)),
         }
     }
 

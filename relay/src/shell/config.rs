@@ -16,6 +16,7 @@
 //! | `retransmit_full_bytes` | `--retransmit-full-bytes` | 393216 (per full-resolution or single-layer video stream; 0: no cache) |
 //! | `retransmit_thumbnail_bytes` | `--retransmit-thumbnail-bytes` | 65536 (per thumbnail) |
 //! | `retransmit_ms` | `--retransmit-ms` | 1000 (how long a packet can be resent) |
+//! | `nack_max_per_second` | `--nack-max-per-second` | 250 (sequence numbers one receiver may NACK per second, a second's worth at once; the rest are ignored; 0: no cap) |
 //! | `keyframe_interval_ms` | `--keyframe-interval-ms` | 300 (one keyframe request per stream per interval) |
 //! | `keyframe_max_per_second` | `--keyframe-max-per-second` | 2 (and at most this many in any second; 1 to 8) |
 //! | `speaker_hold_ms` | `--speaker-hold-ms` | 1000 (no active-speaker switch within this long of the last) |
@@ -63,6 +64,10 @@ pub const DEFAULT_RETRANSMIT_THUMBNAIL_BYTES: usize = 64 * 1024;
 /// The default time a cached packet may be resent: a NACK comes one round trip after the
 /// loss, and after a second the receiver's jitter buffer has given up on the packet.
 pub const DEFAULT_RETRANSMIT_MS: u64 = 1000;
+/// The default cap on the sequence numbers one receiver may NACK per second: 5% loss of
+/// 5000 packets a second, far above what a conference sends one receiver; without a cap
+/// a NACK of a few bytes could have the relay resend its whole cache, again and again.
+pub const DEFAULT_NACK_MAX_PER_SECOND: u32 = 250;
 /// The default interval of keyframe requests per stream: receivers' requests within it
 /// are collapsed into one (a crowd joining must not become a keyframe storm).
 pub const DEFAULT_KEYFRAME_INTERVAL_MS: u64 = 300;
@@ -173,6 +178,11 @@ pub struct Args {
     /// Milliseconds a kept packet may be resent.
     #[arg(long, value_name = "MS")]
     pub retransmit_ms: Option<NonZeroU64>,
+    /// Sequence numbers one receiver may NACK per second over all the streams it gets
+    /// (a second's worth at once); the rest are neither resent nor asked of the sender
+    /// (0: no cap).
+    #[arg(long, value_name = "N")]
+    pub nack_max_per_second: Option<u32>,
     /// However many receivers ask, one keyframe request per stream reaches its sender
     /// per this many milliseconds.
     #[arg(long, value_name = "MS")]
@@ -233,6 +243,7 @@ struct FileConfig {
     retransmit_full_bytes: Option<usize>,
     retransmit_thumbnail_bytes: Option<usize>,
     retransmit_ms: Option<NonZeroU64>,
+    nack_max_per_second: Option<u32>,
     keyframe_interval_ms: Option<NonZeroU64>,
     keyframe_max_per_second: Option<u32>,
     speaker_hold_ms: Option<u64>,
@@ -287,6 +298,8 @@ pub struct Config {
     pub retransmit_thumbnail_bytes: usize,
     /// How long a cached packet may be resent.
     pub retransmit_age: Duration,
+    /// Sequence numbers one receiver may NACK per second (0: no cap).
+    pub nack_max_per_second: u32,
     /// One keyframe request per stream per this interval.
     pub keyframe_interval: Duration,
     /// At most this many keyframe requests per stream in any second.
@@ -535,6 +548,10 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 .or(file.retransmit_ms)
                 .map_or(DEFAULT_RETRANSMIT_MS, NonZeroU64::get),
         ),
+        nack_max_per_second: args
+            .nack_max_per_second
+            .or(file.nack_max_per_second)
+            .unwrap_or(DEFAULT_NACK_MAX_PER_SECOND),
         keyframe_interval: Duration::from_millis(
             args.keyframe_interval_ms
                 .or(file.keyframe_interval_ms)
@@ -599,6 +616,7 @@ mod tests {
         assert_eq!(c.retransmit_full_bytes, 384 * 1024);
         assert_eq!(c.retransmit_thumbnail_bytes, 64 * 1024);
         assert_eq!(c.retransmit_age, Duration::from_secs(1));
+        assert_eq!(c.nack_max_per_second, 250);
         assert_eq!(c.keyframe_interval, Duration::from_millis(300));
         assert_eq!(c.keyframe_max_per_second, 2);
         assert_eq!(c.speaker_hold, Duration::from_secs(1));

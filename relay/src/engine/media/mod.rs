@@ -24,7 +24,7 @@ pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMete
 pub(crate) use keyframe::{KeyframeConfig, KeyframeThrottle};
 pub(crate) use layers::{Judged, Layer, LayerChoice, LayerConfig, LayerEvent};
 pub(crate) use probe::{MAX_PACKET as MAX_PROBE_PACKET, ProbeOutcome, Prober};
-pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
+pub(crate) use retransmit::{NackBudget, NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use round_trip::RoundTrip;
 pub(crate) use sender_report::LastSenderReport;
 pub(crate) use speaker::{SpeakerConfig, SpeakerDetector};
