@@ -87,7 +87,8 @@ fn reconnect_delay(n: u32) -> Duration {
 /// Delay before connecting again after `n` connections in a row ended without an
 /// accepted snapshot: none after the first (a relay that died mid-snapshot), then 1 s
 /// doubling to 30 s, so a relay that keeps refusing it is not sent a full snapshot
-/// twice a second.
+/// twice a second. A relay that cannot be reached, or whose socket file is replaced
+/// (it restarted), ends the back-off: the new process is owed its snapshot at once.
 fn unreconciled_delay(n: u32) -> Duration {
     match n {
         0 | 1 => Duration::ZERO,
@@ -133,10 +134,13 @@ impl RelayLink {
 
 async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<LinkEvent>) {
     let (mut attempt, mut unreconciled) = (0u32, 0u32);
+    // The socket file of the relay last connected to.
+    let mut relay_socket = None;
     loop {
         match UnixStream::connect(&path).await {
             Ok(stream) => {
                 attempt = 0;
+                relay_socket = socket_file(&path);
                 let why = match session(stream, &mut cmds, &events).await {
                     Ok(()) => return, // the service is gone
                     Err(Down { why, reconciled }) => {
@@ -167,9 +171,18 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
         let sleep =
             tokio::time::sleep(reconnect_delay(attempt).max(unreconciled_delay(unreconciled)));
         tokio::pin!(sleep);
+        // A relay restarted during a back-off is a new process too: it binds a new
+        // socket file.
+        let mut restarted = tokio::time::interval(RESTART_CHECK);
         loop {
             tokio::select! {
                 _ = &mut sleep => break,
+                _ = restarted.tick(), if unreconciled > 1 => {
+                    if socket_file(&path) != relay_socket {
+                        unreconciled = 0;
+                        break;
+                    }
+                }
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Request(_, reply)) => { let _ = reply.send(Err(RelayError::NotConnected)); }
                     Some(Cmd::Reconnect(_)) => {}
@@ -178,6 +191,19 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
             }
         }
     }
+}
+
+/// How often a link backing off from a relay that refused its snapshots looks for a
+/// restarted relay.
+const RESTART_CHECK: Duration = Duration::from_millis(250);
+
+/// The identity of the socket file at `path` (device, inode, change time), if there is
+/// one: a relay binds a new file each time it starts.
+fn socket_file(path: &std::path::Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 /// Why a connection ended, and whether a snapshot was accepted on it.
@@ -393,6 +419,84 @@ mod tests {
         );
         // A relay that is simply down is tried again within half a second.
         assert_eq!(reconnect_delay(100), Duration::from_millis(500));
+    }
+
+    /// One connection whose snapshot the relay refuses: the link connects, the
+    /// snapshot is refused, the service asks for a new connection, and the old one
+    /// closes. Returns when it has.
+    async fn refuse_one(
+        listener: &UnixListener,
+        link: &RelayLink,
+        events: &mut mpsc::Receiver<LinkEvent>,
+        generation: u64,
+    ) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let relay = tokio::spawn(relay_side(stream, |_| {
+            Err(ErrorReply {
+                code: ErrorCode::Overloaded,
+                message: "busy".into(),
+            })
+        }));
+        assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
+        assert!(link.snapshot(snapshot(generation)).await.is_err());
+        link.reconnect("the snapshot failed".into()).await;
+        assert_eq!(relay.await.unwrap().len(), 1);
+        assert!(matches!(
+            events.recv().await,
+            Some(LinkEvent::Disconnected(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn refused_snapshots_back_off_until_the_relay_is_gone_and_back() {
+        use tokio::time::Instant;
+        let dir = std::env::temp_dir().join(format!("bf-backoff-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let (events_tx, mut events) = mpsc::channel(16);
+        let link = RelayLink::spawn(path.clone(), events_tx, Duration::from_secs(5));
+
+        // The first refusal is retried at once (a relay that died mid-snapshot), the
+        // second only after a second.
+        refuse_one(&listener, &link, &mut events, 1).await;
+        let refused = Instant::now();
+        refuse_one(&listener, &link, &mut events, 2).await;
+        assert!(
+            refused.elapsed() < Duration::from_secs(1),
+            "retried at once"
+        );
+        let refused = Instant::now();
+        let (stream, _) = listener.accept().await.unwrap();
+        assert!(
+            refused.elapsed() >= Duration::from_secs(1),
+            "then after a second: {:?}",
+            refused.elapsed()
+        );
+        drop(stream);
+        assert!(matches!(
+            events.recv().await,
+            Some(LinkEvent::Disconnected(_))
+        ));
+
+        // The relay restarts while the link waits out the 2 s the third refusal in a
+        // row earned: the new process binds a new socket file and is owed a snapshot at
+        // once, and its first refusal is retried at once too.
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let listener = UnixListener::bind(&path).unwrap();
+        refuse_one(&listener, &link, &mut events, 3).await;
+        let refused = Instant::now();
+        let (stream, _) = listener.accept().await.unwrap();
+        assert!(
+            refused.elapsed() < Duration::from_secs(1),
+            "a new relay's refusal is retried at once: {:?}",
+            refused.elapsed()
+        );
+        drop((stream, link));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
