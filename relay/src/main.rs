@@ -194,6 +194,7 @@ fn run(config: &Config) -> Result<(), Fatal> {
         engine_cfg.retransmit_thumbnail_bytes = config.retransmit_thumbnail_bytes;
         engine_cfg.retransmit_age = config.retransmit_age;
         engine_cfg.nack_max_per_second = config.nack_max_per_second;
+        engine_cfg.rtcp_max_per_second = config.rtcp_max_per_second;
         engine_cfg.keyframe_interval = config.keyframe_interval;
         engine_cfg.keyframe_max_per_second = config.keyframe_max_per_second;
         engine_cfg.shards = workers as u16;

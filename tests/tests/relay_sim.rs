@@ -149,6 +149,61 @@ fn sender_reports_reach_receivers_across_workers() {
 }
 
 #[test]
+fn a_member_flooding_rtcp_gets_a_bounded_rate_of_work() {
+    for workers in [1, 2] {
+        let (mut sim, p) = call(workers, &["alice", "bob", "carol"]);
+        let (a, b, c) = (p[0], p[1], p[2]);
+        let audio = sim.member(a).ssrcs().audio;
+        sim.send_audio(a, b"so alice's stream exists");
+        let srs_at = |sim: &Sim, r: usize| {
+            sim.member(r)
+                .events
+                .iter()
+                .filter(|e| matches!(e, PEvent::SenderReport(sr) if sr.ssrc == audio))
+                .count()
+        };
+        let stats = |sim: &Sim, f: fn(&blindfold_relay::engine::EngineStats) -> u64| -> u64 {
+            sim.shards.iter().map(|e| f(e.stats())).sum()
+        };
+        let before = [srs_at(&sim, b), srs_at(&sim, c)];
+        // 30 compounds of 20 SRs each at once: 600 packets, 500 of them read, and one SR
+        // forwarded to each receiver.
+        let mut compound = Vec::new();
+        for i in 0..20u32 {
+            let info = rtcp::SenderInfo {
+                ssrc: audio,
+                ntp: u64::from(i) << 32,
+                rtp_time: blindfold_relay::id::RtpTime(i),
+                packet_count: i,
+                octet_count: i,
+            };
+            let mut buf = [0u8; 28];
+            let n = rtcp::write_sr(&mut buf, &info, &[]).unwrap();
+            compound.extend_from_slice(&buf[..n]);
+        }
+        let now = sim.now;
+        for _ in 0..30 {
+            sim.members[a].p.send_rtcp(now, &compound).unwrap();
+        }
+        sim.pump();
+        let after = [srs_at(&sim, b), srs_at(&sim, c)];
+        assert_eq!(
+            [after[0] - before[0], after[1] - before[1]],
+            [1, 1],
+            "{workers} workers"
+        );
+        assert_eq!(
+            stats(&sim, |s| s.rtcp_drops[RtcpDrop::OverBudget.index()]),
+            100
+        );
+        assert_eq!(stats(&sim, |s| s.sr_held_back), 499);
+        // Alice's next periodic SRs (one a second) go through as ever.
+        sim.run_for_ms(2500);
+        assert!(srs_at(&sim, b) >= after[0] + 2, "{workers} workers");
+    }
+}
+
+#[test]
 fn a_sender_report_crosses_to_another_shard_once_whatever_its_receivers_there() {
     let names = ["alice", "r1", "r2", "r3", "r4", "r5", "r6", "r7"];
     let (mut sim, p) = call(2, &names);

@@ -48,6 +48,12 @@
 
 use super::*;
 
+/// A receiver's layer choices run on its feedback at most once per this long (later
+/// feedback within it is taken in by the estimate at once and acted on when it ends):
+/// each run costs work that grows with the conference, and a receiver reports about
+/// once a second, plus a REMB at once when its estimate falls.
+const REPORT_GAP: Duration = Duration::from_millis(50);
+
 /// A rate not renewed for this long counts as 0 (the stream stopped or was paused).
 pub(super) const RATE_STALE: Duration = Duration::from_millis(1500);
 
@@ -90,6 +96,10 @@ pub(super) struct Downlink {
     prober: media::Prober,
     /// The full layer whose trial the probe out is for.
     probe_for: Option<Ssrc>,
+    /// When its layer choices last ran on its feedback.
+    reported_at: Option<Instant>,
+    /// Feedback that came within [`REPORT_GAP`] of that run waits until then.
+    report_due: Option<Instant>,
 }
 
 struct Choice {
@@ -114,6 +124,8 @@ impl Downlink {
             choices: Vec::new(),
             prober: media::Prober::new(),
             probe_for: None,
+            reported_at: None,
+            report_due: None,
         }
     }
 
@@ -128,7 +140,35 @@ impl Downlink {
             .iter()
             .filter_map(|c| c.layer.poll_timeout())
             .chain(self.prober.poll_timeout())
+            .chain(self.report_due)
             .min()
+    }
+
+    /// Feedback arrived at `now`: whether the layer choices may run on it now (else it
+    /// waits for [`Self::poll_timeout`]).
+    fn report_now(&mut self, now: Instant) -> bool {
+        match self.reported_at {
+            Some(at) if now.saturating_duration_since(at) < REPORT_GAP => {
+                self.report_due.get_or_insert(at + REPORT_GAP);
+                false
+            }
+            _ => {
+                self.reported_at = Some(now);
+                self.report_due = None;
+                true
+            }
+        }
+    }
+
+    /// At a timeout: whether feedback that waited is due now (the layer choices then
+    /// run on it).
+    pub(super) fn take_report_due(&mut self, now: Instant) -> bool {
+        if self.report_due.is_some_and(|t| t <= now) {
+            self.reported_at = Some(now);
+            self.report_due = None;
+            return true;
+        }
+        false
     }
 }
 
@@ -420,10 +460,17 @@ impl Engine {
         self.drive_choices(now, r, None);
     }
 
-    /// Receiver `r` (homed here) reported on its downlink.
-    pub(super) fn downlink_feedback(&mut self, now: Instant, r: SessionHandle, fb: Feedback<'_>) {
+    /// Receiver `r` (homed here) reported on its downlink: its estimate takes it in.
+    /// Returns whether its layer choices should run on it (once per compound, by the
+    /// caller: [`Engine::feedback_taken`]).
+    pub(super) fn downlink_feedback(
+        &mut self,
+        now: Instant,
+        r: SessionHandle,
+        fb: Feedback<'_>,
+    ) -> bool {
         if !self.cfg.layer_choice {
-            return;
+            return false;
         }
         match fb {
             Feedback::Loss(lost) => {
@@ -432,7 +479,7 @@ impl Engine {
                 // settled viewer's losses are its receiver report's to weigh (the clamp
                 // follows its REMB meanwhile).
                 let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
-                    return;
+                    return false;
                 };
                 let d = &mut local.downlink;
                 let on_trial = d.choices.iter().any(|c| {
@@ -442,7 +489,7 @@ impl Engine {
                             .is_some_and(|t| now.saturating_duration_since(t) < SETTLED_VIEWER)
                 });
                 if !on_trial {
-                    return;
+                    return false;
                 }
                 d.estimate.handle_loss_signal(now, lost);
             }
@@ -455,7 +502,7 @@ impl Engine {
             }
             Feedback::Blocks(blocks) => {
                 let Some(rs) = self.sessions.get(r) else {
-                    return;
+                    return false;
                 };
                 let conf = rs.conf;
                 // Only blocks about streams it gets count (a report about its own
@@ -509,7 +556,7 @@ impl Engine {
                     });
                 }
                 if reports.is_empty() {
-                    return;
+                    return false;
                 }
                 self.stats.report_blocks += reports.len() as u64;
                 self.feed_sent(now, r);
@@ -522,7 +569,20 @@ impl Engine {
                 }
             }
         }
-        self.drive_choices(now, r, Some(now));
+        true
+    }
+
+    /// Receiver `r`'s feedback (one compound's) was taken in: its layer choices run on
+    /// it now, or [`REPORT_GAP`] after they last did.
+    pub(super) fn feedback_taken(&mut self, now: Instant, r: SessionHandle) {
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        if local.downlink.report_now(now) {
+            self.drive_choices(now, r, Some(now));
+        } else {
+            self.schedule(r);
+        }
     }
 
     /// Whether receiver `rs` (homed here) has had full layer `ssrc` for `at_least`.
@@ -1023,4 +1083,31 @@ pub(super) fn layer_state(layers: &[(Ssrc, LayerState)], ssrc: Ssrc, marked: boo
             true => LayerState::AwaitKeyframe,
             false => LayerState::Full,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    // One arbitrary base instant; everything after it is simulated.
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+
+    #[test]
+    fn feedback_runs_the_layer_choices_at_most_once_per_gap() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut d = Downlink::new(None);
+        assert_eq!(d.poll_timeout(), None);
+        assert!(d.report_now(t0), "the first runs at once");
+        // A hundred more within 10 ms: none runs them; one run waits for the gap's end.
+        assert!((1..=100).all(|i| !d.report_now(t0 + Duration::from_micros(100 * i))));
+        assert_eq!(d.poll_timeout(), Some(t0 + REPORT_GAP));
+        assert!(!d.take_report_due(t0 + REPORT_GAP - ms));
+        assert!(d.take_report_due(t0 + REPORT_GAP));
+        assert_eq!(d.poll_timeout(), None, "nothing waits any more");
+        // Feedback a second later runs at once; time that went backwards waits.
+        assert!(d.report_now(t0 + 1000 * ms));
+        assert!(!d.report_now(t0));
+        assert_eq!(d.poll_timeout(), Some(t0 + 1000 * ms + REPORT_GAP));
+    }
 }

@@ -95,14 +95,18 @@ pub enum RtcpDrop {
     UndeclaredSsrc,
     /// Feedback (PLI, FIR) about a stream the sender does not receive.
     NotReceiver,
+    /// Beyond the participant's budget of RTCP packets (`rtcp_max_per_second`): not
+    /// looked at.
+    OverBudget,
 }
 
 impl RtcpDrop {
     /// Every reason, in counter order.
-    pub const ALL: [RtcpDrop; 3] = [
+    pub const ALL: [RtcpDrop; 4] = [
         RtcpDrop::Malformed,
         RtcpDrop::UndeclaredSsrc,
         RtcpDrop::NotReceiver,
+        RtcpDrop::OverBudget,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -118,6 +122,7 @@ impl RtcpDrop {
             RtcpDrop::Malformed => "malformed",
             RtcpDrop::UndeclaredSsrc => "undeclared_ssrc",
             RtcpDrop::NotReceiver => "not_receiver",
+            RtcpDrop::OverBudget => "over_budget",
         }
     }
 }

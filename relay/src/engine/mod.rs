@@ -140,6 +140,9 @@ pub struct EngineConfig {
     /// it gets, and at most a second's worth at once; the rest are dropped and counted
     /// (0: no cap).
     pub nack_max_per_second: u32,
+    /// How many RTCP packets (inside its compounds) one participant may send per
+    /// second, a second's worth at once; the rest are dropped and counted (0: no cap).
+    pub rtcp_max_per_second: u32,
     /// Seed of the hash maps (fixed, so runs are repeatable).
     pub hash_seed: u64,
     /// How many shards the relay runs (every shard must be given the same number): a
@@ -197,6 +200,7 @@ impl EngineConfig {
             retransmit_thumbnail_bytes: 64 * 1024,
             retransmit_age: Duration::from_secs(1),
             nack_max_per_second: 250,
+            rtcp_max_per_second: 500,
             hash_seed: 0x5eed,
             shards: 1,
             speaker_hold: Duration::from_secs(1),
@@ -564,6 +568,9 @@ pub struct EngineStats {
     pub sr_forwarded: u64,
     /// Last sender reports sent to receivers as they started a stream.
     pub sr_replayed: u64,
+    /// Sender reports kept for new receivers but not forwarded: one of the stream's
+    /// went out within 250 ms.
+    pub sr_held_back: u64,
     /// Keyframe requests sent to senders.
     pub keyframe_requests_sent: u64,
     /// Keyframe requests absorbed by the per-stream throttle.
@@ -640,7 +647,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 36;
+    pub const EXPORTED: usize = 38;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -717,6 +724,13 @@ impl EngineStats {
                 self.sr_replayed,
             ),
             (
+                "blindfold_sender_reports_held_back_total",
+                "",
+                "Sender reports not forwarded: another of the stream's went out within \
+                 250 ms (each is still kept for receivers that start the stream).",
+                self.sr_held_back,
+            ),
+            (
                 "blindfold_keyframe_requests_sent_total",
                 "",
                 "Keyframe requests sent to senders.",
@@ -788,6 +802,12 @@ impl EngineStats {
                 "reason=\"not_receiver\"",
                 rtcp_dropped,
                 self.rtcp_drops[RtcpDrop::NotReceiver.index()],
+            ),
+            (
+                "blindfold_rtcp_packets_dropped_total",
+                "reason=\"over_budget\"",
+                rtcp_dropped,
+                self.rtcp_drops[RtcpDrop::OverBudget.index()],
             ),
             (
                 "blindfold_active_speaker_changes_total",
@@ -946,7 +966,9 @@ struct Local {
     /// Its downlink estimate and layer choices (`bandwidth`).
     downlink: bandwidth::Downlink,
     /// How many more sequence numbers it may NACK.
-    nack_budget: media::NackBudget,
+    nack_budget: media::Budget,
+    /// How many more RTCP packets it may send.
+    rtcp_budget: media::Budget,
 }
 
 /// How far a session homed here got. It is connected — media flows — once it is

@@ -48,25 +48,40 @@ impl Engine {
         if s.stream(sender).is_none() {
             return Err(DropReason::RtcpUndeclaredSsrc);
         }
-        for raw in compound.raw_packets() {
+        // However its RTCP is packed, a participant gets a bounded rate of work: so many
+        // packets a second, and its layer choices run on its feedback once per compound
+        // at most, and at most once per `REPORT_GAP`.
+        let packets = compound.raw_packets().count();
+        let allowed = s.local().map_or(0, |l| l.rtcp_budget.take(now, packets));
+        self.stats.rtcp_drops[RtcpDrop::OverBudget.index()] += (packets - allowed) as u64;
+        let mut fed = false;
+        for raw in compound.raw_packets().take(allowed) {
             match raw.typed() {
                 Ok(RtcpPacket::SenderReport(sr)) => {
                     self.sender_report(now, h, sr.ssrc(), raw.bytes());
                     let blocks = bandwidth::Feedback::Blocks(sr.reports());
-                    self.downlink_feedback(now, h, blocks);
+                    fed |= self.downlink_feedback(now, h, blocks);
                 }
                 Ok(RtcpPacket::ReceiverReport(rr)) => {
                     let blocks = bandwidth::Feedback::Blocks(rr.reports());
-                    self.downlink_feedback(now, h, blocks);
+                    fed |= self.downlink_feedback(now, h, blocks);
                 }
                 Ok(RtcpPacket::Remb(remb)) => {
                     let remb = bandwidth::Feedback::Remb(remb.bitrate_bps());
-                    self.downlink_feedback(now, h, remb);
+                    fed |= self.downlink_feedback(now, h, remb);
                 }
                 Ok(RtcpPacket::Pli(pli)) => {
                     self.keyframe_request(now, h, pli.media_ssrc(), KeyframeKind::Pli)
                 }
-                Ok(RtcpPacket::Nack(nack)) => self.nack(now, h, nack, raw.bytes()),
+                Ok(RtcpPacket::Nack(nack)) => {
+                    if let Some(lost) = self.nack(now, h, nack, raw.bytes()) {
+                        // A receiver that lost packets says so at once with a NACK, a
+                        // report interval before its receiver report would: its
+                        // downlink estimate hears it too.
+                        let loss = bandwidth::Feedback::Loss(lost);
+                        fed |= self.downlink_feedback(now, h, loss);
+                    }
+                }
                 Ok(RtcpPacket::Fir(fir)) => {
                     for e in fir.entries() {
                         self.keyframe_request(now, h, e.ssrc, KeyframeKind::Fir);
@@ -80,6 +95,9 @@ impl Engine {
                 Ok(_) => self.stats.rtcp_ignored += 1,
                 Err(_) => self.stats.rtcp_drops[RtcpDrop::Malformed.index()] += 1,
             }
+        }
+        if fed {
+            self.feedback_taken(now, h);
         }
         Ok(())
     }
@@ -101,7 +119,10 @@ impl Engine {
             self.stats.rtcp_drops[RtcpDrop::UndeclaredSsrc.index()] += 1;
             return;
         };
-        st.last_sr.handle_report(now, packet);
+        if !st.last_sr.handle_report(now, packet) {
+            self.stats.sr_held_back += 1;
+            return;
+        }
         let mut shards = std::mem::take(&mut self.sr_shards);
         shards.clear();
         self.forward_sr_here(now, sender, ssrc, packet, Some(&mut shards));
@@ -176,32 +197,26 @@ impl Engine {
     /// what is not cached is asked of the sender — once per interval for all receivers.
     /// Only as many as the receiver's budget allows are answered (the first ones); the
     /// rest are counted over budget. NACKs for audio (never cached) are counted as
-    /// ignored.
+    /// ignored. Returns how many packets the receiver says it lost, if it receives
+    /// that stream.
     fn nack(
         &mut self,
         now: Instant,
         requester: SessionHandle,
         nack: rtcp::Nack<'_>,
         packet: &[u8],
-    ) {
+    ) -> Option<usize> {
         let ssrc = nack.media_ssrc();
         let Some((owner, to)) = self.receiver_of(requester, ssrc) else {
             self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
-            return;
+            return None;
         };
-        // A receiver that lost packets says so at once with a NACK, a report interval
-        // before its receiver report would: its downlink estimate hears it too.
         let lost = nack.lost().count();
-        self.downlink_feedback(now, requester, bandwidth::Feedback::Loss(lost));
-        let Some(o) = self.sessions.get(owner) else {
-            return;
-        };
-        let Some(st) = o.stream(ssrc) else {
-            return;
-        };
+        let o = self.sessions.get(owner)?;
+        let st = o.stream(ssrc)?;
         if st.spec.kind == MediaKind::Audio {
             self.stats.rtcp_ignored += 1;
-            return;
+            return Some(lost);
         }
         // The cache is where the sender's media arrives: here, or at its home.
         let cache_elsewhere = match o.home {
@@ -215,7 +230,7 @@ impl Engine {
             .map_or(0, |l| l.nack_budget.take(now, lost));
         self.stats.nack_over_budget += (lost - allowed) as u64;
         if allowed == 0 {
-            return;
+            return Some(lost);
         }
         match cache_elsewhere {
             Some((shard, key)) => {
@@ -233,6 +248,7 @@ impl Engine {
             }
             None => self.answer_nack(now, owner, ssrc, to, nack.lost().take(allowed)),
         }
+        Some(lost)
     }
 
     /// Answers NACKed sequence numbers of `owner`'s stream `ssrc` for the receiver at

@@ -77,7 +77,8 @@ impl Engine {
             link: Link::Handshaking,
             dtls_from: None,
             downlink: bandwidth::Downlink::new(self.cfg.downlink_queue),
-            nack_budget: media::NackBudget::new(self.cfg.nack_max_per_second),
+            nack_budget: media::Budget::new(self.cfg.nack_max_per_second),
+            rtcp_budget: media::Budget::new(self.cfg.rtcp_max_per_second),
         }));
         let msg = PeerMsg::Claimed {
             session: s.spec.id.clone(),

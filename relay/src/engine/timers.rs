@@ -124,16 +124,18 @@ impl Engine {
                     self.ask_pause(now, h, ssrc, action);
                 }
                 // Layer choices that wait for time (a pending upswitch re-asking, the up
-                // hold, a trial's window).
-                let layers_due = self
+                // hold, a trial's window, feedback that came too soon after the last).
+                let downlink = self
                     .sessions
                     .get_mut(h)
                     .and_then(|s| s.local())
-                    .and_then(|l| l.downlink.poll_timeout())
-                    .is_some_and(|t| t <= now);
-                if layers_due {
+                    .map(|l| &mut l.downlink);
+                if let Some(d) = downlink
+                    && d.poll_timeout().is_some_and(|t| t <= now)
+                {
+                    let report = d.take_report_due(now).then_some(now);
                     self.probe_timeout(now, h);
-                    self.drive_choices(now, h, None);
+                    self.drive_choices(now, h, report);
                 }
             }
             Home::Unclaimed { timed_out } => {

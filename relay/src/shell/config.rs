@@ -17,6 +17,7 @@
 //! | `retransmit_thumbnail_bytes` | `--retransmit-thumbnail-bytes` | 65536 (per thumbnail) |
 //! | `retransmit_ms` | `--retransmit-ms` | 1000 (how long a packet can be resent) |
 //! | `nack_max_per_second` | `--nack-max-per-second` | 250 (sequence numbers one receiver may NACK per second, a second's worth at once; the rest are ignored; 0: no cap) |
+//! | `rtcp_max_per_second` | `--rtcp-max-per-second` | 500 (RTCP packets one participant may send per second, a second's worth at once; the rest are dropped; 0: no cap) |
 //! | `keyframe_interval_ms` | `--keyframe-interval-ms` | 300 (one keyframe request per stream per interval) |
 //! | `keyframe_max_per_second` | `--keyframe-max-per-second` | 2 (and at most this many in any second; 1 to 8) |
 //! | `speaker_hold_ms` | `--speaker-hold-ms` | 1000 (no active-speaker switch within this long of the last) |
@@ -68,6 +69,10 @@ pub const DEFAULT_RETRANSMIT_MS: u64 = 1000;
 /// 5000 packets a second, far above what a conference sends one receiver; without a cap
 /// a NACK of a few bytes could have the relay resend its whole cache, again and again.
 pub const DEFAULT_NACK_MAX_PER_SECOND: u32 = 250;
+/// The default cap on the RTCP packets one participant may send per second: a receiver
+/// of a hundred streams reports on them, NACKs and asks for keyframes in far fewer,
+/// and every packet is work the relay does on its behalf (an SR goes to each receiver).
+pub const DEFAULT_RTCP_MAX_PER_SECOND: u32 = 500;
 /// The default interval of keyframe requests per stream: receivers' requests within it
 /// are collapsed into one (a crowd joining must not become a keyframe storm).
 pub const DEFAULT_KEYFRAME_INTERVAL_MS: u64 = 300;
@@ -183,6 +188,10 @@ pub struct Args {
     /// (0: no cap).
     #[arg(long, value_name = "N")]
     pub nack_max_per_second: Option<u32>,
+    /// RTCP packets (inside its compounds) one participant may send per second, a
+    /// second's worth at once; the rest are dropped (0: no cap).
+    #[arg(long, value_name = "N")]
+    pub rtcp_max_per_second: Option<u32>,
     /// However many receivers ask, one keyframe request per stream reaches its sender
     /// per this many milliseconds.
     #[arg(long, value_name = "MS")]
@@ -244,6 +253,7 @@ struct FileConfig {
     retransmit_thumbnail_bytes: Option<usize>,
     retransmit_ms: Option<NonZeroU64>,
     nack_max_per_second: Option<u32>,
+    rtcp_max_per_second: Option<u32>,
     keyframe_interval_ms: Option<NonZeroU64>,
     keyframe_max_per_second: Option<u32>,
     speaker_hold_ms: Option<u64>,
@@ -300,6 +310,8 @@ pub struct Config {
     pub retransmit_age: Duration,
     /// Sequence numbers one receiver may NACK per second (0: no cap).
     pub nack_max_per_second: u32,
+    /// RTCP packets one participant may send per second (0: no cap).
+    pub rtcp_max_per_second: u32,
     /// One keyframe request per stream per this interval.
     pub keyframe_interval: Duration,
     /// At most this many keyframe requests per stream in any second.
@@ -552,6 +564,10 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
             .nack_max_per_second
             .or(file.nack_max_per_second)
             .unwrap_or(DEFAULT_NACK_MAX_PER_SECOND),
+        rtcp_max_per_second: args
+            .rtcp_max_per_second
+            .or(file.rtcp_max_per_second)
+            .unwrap_or(DEFAULT_RTCP_MAX_PER_SECOND),
         keyframe_interval: Duration::from_millis(
             args.keyframe_interval_ms
                 .or(file.keyframe_interval_ms)
@@ -617,6 +633,7 @@ mod tests {
         assert_eq!(c.retransmit_thumbnail_bytes, 64 * 1024);
         assert_eq!(c.retransmit_age, Duration::from_secs(1));
         assert_eq!(c.nack_max_per_second, 250);
+        assert_eq!(c.rtcp_max_per_second, 500);
         assert_eq!(c.keyframe_interval, Duration::from_millis(300));
         assert_eq!(c.keyframe_max_per_second, 2);
         assert_eq!(c.speaker_hold, Duration::from_secs(1));

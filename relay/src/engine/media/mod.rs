@@ -3,6 +3,7 @@
 //! is unit-tested with plain values and simulated time. The engine holds one per
 //! session or stream where it needs it. See `docs/architecture.md`, "Adding a feature".
 
+mod budget;
 pub mod bwe;
 mod clamp;
 mod estimate;
@@ -19,12 +20,13 @@ mod unwatched;
 pub mod uplink;
 mod uplink_queue;
 
+pub(crate) use budget::Budget;
 pub(crate) use clamp::{ClampConfig, RateClamp};
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMeter};
 pub(crate) use keyframe::{KeyframeConfig, KeyframeThrottle};
 pub(crate) use layers::{Judged, Layer, LayerChoice, LayerConfig, LayerEvent};
 pub(crate) use probe::{MAX_PACKET as MAX_PROBE_PACKET, ProbeOutcome, Prober};
-pub(crate) use retransmit::{NackBudget, NackReply, RetransmitCache, RetransmitConfig};
+pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use round_trip::RoundTrip;
 pub(crate) use sender_report::LastSenderReport;
 pub(crate) use speaker::{SpeakerConfig, SpeakerDetector};

@@ -346,55 +346,6 @@ impl NackDedup {
     }
 }
 
-/// How many sequence numbers one receiver may NACK, over all the streams it gets: a
-/// token bucket of `per_second` a second holding at most one second's worth (GCRA:
-/// the state is the instant the bucket would be full again).
-///
-/// A NACK of a few dozen bytes can name hundreds of cached packets, each resent in
-/// full. Without a cap, one participant asking again and again would have the relay
-/// resend its caches as fast as it asks — to itself, but from the worker everyone on
-/// it shares — and pass every uncached number on to the senders. A receiver that
-/// really lost packets asks for a fraction of what it gets: 250 a second is 5% loss
-/// of 5000 packets a second.
-#[derive(Debug)]
-pub(crate) struct NackBudget {
-    /// What one sequence number costs (`None`: no cap).
-    cost: Option<Duration>,
-    /// When the bucket is full again at what was spent so far.
-    full_at: Option<Instant>,
-}
-
-impl NackBudget {
-    /// The most a full bucket holds: one second's worth.
-    const DEPTH: Duration = Duration::from_secs(1);
-
-    /// A full bucket of `per_second` a second (0: no cap).
-    pub(crate) fn new(per_second: u32) -> Self {
-        let cost =
-            (per_second > 0).then(|| (Self::DEPTH / per_second).max(Duration::from_nanos(1)));
-        NackBudget {
-            cost,
-            full_at: None,
-        }
-    }
-
-    /// How many of `wanted` sequence numbers may be answered at `now` (the first ones
-    /// of the NACK); they are spent. Time that went backwards counts as none passed.
-    pub(crate) fn take(&mut self, now: Instant, wanted: usize) -> usize {
-        let Some(cost) = self.cost else {
-            return wanted;
-        };
-        let full_at = self.full_at.map_or(now, |t| t.max(now));
-        let room = (now + Self::DEPTH).saturating_duration_since(full_at);
-        let n = usize::try_from(room.as_nanos() / cost.as_nanos())
-            .unwrap_or(usize::MAX)
-            .min(wanted);
-        // n ≤ DEPTH / cost, so the product is at most DEPTH.
-        self.full_at = Some(full_at + cost * n as u32);
-        n
-    }
-}
-
 #[cfg(test)]
 mod tests {
     // One arbitrary base instant; everything after it is simulated.
@@ -457,45 +408,6 @@ mod tests {
         assert_eq!(ranges.len(), c.cached_packets());
         assert!(c.cached_bytes() <= c.data.len());
         assert!(c.count <= c.recs.len());
-    }
-
-    #[test]
-    fn a_receivers_nacks_are_capped_at_its_budget_and_refill_with_time() {
-        let t0 = Instant::now();
-        let mut b = NackBudget::new(250);
-        // A full bucket: one second's worth at once, nothing more.
-        assert_eq!(b.take(t0, 200), 200);
-        assert_eq!(b.take(t0, 200), 50);
-        assert_eq!(b.take(t0, 1), 0);
-        // It refills at 250 a second (one per 4 ms) ...
-        assert_eq!(b.take(t0 + 40 * MS, 100), 10);
-        // ... and never beyond one second's worth, however long it rests.
-        assert_eq!(b.take(t0 + 60_000 * MS, 1000), 250);
-        // Time that went backwards gives nothing back.
-        assert_eq!(b.take(t0, 10), 0);
-        // Asking for nothing spends nothing.
-        assert_eq!(b.take(t0 + 61_000 * MS, 0), 0);
-        assert_eq!(b.take(t0 + 61_000 * MS, 1000), 250);
-    }
-
-    #[test]
-    fn a_receiver_asking_steadily_gets_its_rate_and_no_more() {
-        let t0 = Instant::now();
-        let mut b = NackBudget::new(250);
-        // 100 sequence numbers every 10 ms for 10 s: 10 000 a second asked.
-        let got: usize = (0..1000).map(|i| b.take(t0 + 10 * MS * i, 100)).sum();
-        // The first second's depth plus 250 a second for the ten seconds.
-        assert!((250 + 2490..=250 + 2500).contains(&got), "{got}");
-    }
-
-    #[test]
-    fn a_budget_of_zero_is_no_cap() {
-        let t0 = Instant::now();
-        let mut b = NackBudget::new(0);
-        assert_eq!(b.take(t0, 100_000), 100_000);
-        assert_eq!(b.take(t0, usize::MAX), usize::MAX);
-        let mut fast = NackBudget::new(u32::MAX);
-        assert!(fast.take(t0, 10_000_000) > 1_000_000);
     }
 
     #[test]
