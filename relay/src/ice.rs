@@ -107,7 +107,9 @@
 //! to cellular) moves its media without an ICE restart. The latest nomination wins
 //! rather than the highest-priority one (RFC 8445 §8.1.1): with one relay candidate per
 //! family, a participant nominating several paths at once flips between them until it
-//! settles, which costs nothing here, while a priority rule would pin a dead Wi-Fi path.
+//! settles, while a priority rule would pin a dead Wi-Fi path. (The engine moves a
+//! connected session's media at most once a second, to the latest nomination: each
+//! move costs it work on every shard.)
 //! Addresses whose checks succeeded without nominating are remembered as *validated* in
 //! a fixed set of [`VALIDATED_CAP`] (least recently checked evicted first), so DTLS that
 //! arrives before the nomination may be accepted; the engine never forwards media from

@@ -2,6 +2,8 @@
 //! participants (ICE, DTLS, SRTCP, end-to-end SRTP), an in-memory network. One behaviour
 //! per test; the outcome asserted is what a participant decrypted or what the relay sent.
 
+use std::net::SocketAddr;
+
 use blindfold_client::Event as PEvent;
 use blindfold_relay::control::{EndReason, FullSet, NotificationBody};
 use blindfold_relay::dtls::Fingerprint;
@@ -728,4 +730,62 @@ fn background_noise_reports_no_speaker_and_sends_no_notes() {
     }
     assert!(sim.active_speakers().is_empty());
     assert_eq!(sim.speech_between_shards, 0);
+}
+
+/// A connectivity check of member `idx`'s session, nominating the path it comes on.
+fn nominating_check(sim: &Sim, idx: usize, tid: u8) -> Vec<u8> {
+    use blindfold_relay::wire::stun::{Class, Method, StunWriter, TransactionId};
+    let spec = &sim.member(idx).spec;
+    let mut buf = vec![0u8; 256];
+    let mut w = StunWriter::new(
+        &mut buf,
+        Class::Request,
+        Method::Binding,
+        TransactionId([tid; 12]),
+    )
+    .unwrap();
+    w.add_username(&format!(
+        "{}:{}",
+        spec.ice_ufrag.as_str(),
+        spec.remote_ufrag.as_str()
+    ))
+    .unwrap();
+    w.add_priority(0x6e00_01ff).unwrap();
+    w.add_ice_controlling(7).unwrap();
+    w.add_use_candidate().unwrap();
+    let n = w
+        .finish_with_integrity_and_fingerprint(spec.ice_pwd.as_str().as_bytes())
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn a_participant_flipping_between_two_paths_moves_its_media_at_most_once_a_second() {
+    let (mut sim, p) = call(1, &["alice", "bob"]);
+    let (a, b) = (p[0], p[1]);
+    let home = sim.member(a).addr;
+    let paths = [
+        SocketAddr::from(([127, 0, 0, 2], 4000)),
+        SocketAddr::from(([127, 0, 0, 3], 4000)),
+    ];
+    // Alice's agent nominates her two new paths in turn, every 100 ms for 2 s; bob
+    // sends a packet after each nomination. Where does it go?
+    let mut dests = Vec::new();
+    for i in 0..20 {
+        sim.inject(paths[i % 2], &nominating_check(&sim, a, i as u8));
+        let strangers = sim.to_strangers.len();
+        sim.send_audio(b, b"where does this go");
+        let sent = sim.member(b).sent.last().unwrap().clone();
+        let to = sim.to_strangers[strangers..]
+            .iter()
+            .find(|(_, bytes)| *bytes == sent)
+            .map_or(home, |(to, _)| *to);
+        dests.push(to);
+        sim.run_for_ms(100);
+    }
+    // The first nomination moves her media at once, the next move waits a second and
+    // takes the latest nomination then; nothing flips in between.
+    let expected: Vec<SocketAddr> = (0..20).map(|i| paths[usize::from(i >= 10)]).collect();
+    assert_eq!(dests, expected);
 }

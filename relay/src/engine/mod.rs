@@ -969,6 +969,8 @@ struct Local {
     nack_budget: media::Budget,
     /// How many more RTCP packets it may send.
     rtcp_budget: media::Budget,
+    /// When its media address last moved to a new nomination (`stun::MOVE_GAP`).
+    moved_at: Option<Instant>,
 }
 
 /// How far a session homed here got. It is connected — media flows — once it is

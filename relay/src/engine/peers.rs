@@ -157,7 +157,7 @@ impl Engine {
                     return;
                 }
                 if s.ice.record_check(now, from, nominated).is_some() {
-                    self.after_check(session);
+                    self.after_check(now, session);
                 }
             }
             PeerMsg::Datagram {

@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// The most addresses of one session a shard routes from: the checked-but-not-nominated
+/// ones an ICE agent remembers ([`crate::ice::VALIDATED_CAP`]), the nominated one, and
+/// the media address while a move to the nominated one is pending.
+pub(super) const MAX_INDEXED: usize = crate::ice::VALIDATED_CAP + 2;
+
+/// A connected session's media address moves at most once per this long.
+pub(super) const MOVE_GAP: Duration = Duration::from_secs(1);
+
 impl Engine {
     pub(super) fn handle_stun(
         &mut self,
@@ -59,7 +67,7 @@ impl Engine {
             return Ok(());
         }
         self.claim(now, h);
-        self.after_check(h);
+        self.after_check(now, h);
         Ok(())
     }
 
@@ -79,6 +87,7 @@ impl Engine {
             downlink: bandwidth::Downlink::new(self.cfg.downlink_queue),
             nack_budget: media::Budget::new(self.cfg.nack_max_per_second),
             rtcp_budget: media::Budget::new(self.cfg.rtcp_max_per_second),
+            moved_at: None,
         }));
         let msg = PeerMsg::Claimed {
             session: s.spec.id.clone(),
@@ -92,14 +101,34 @@ impl Engine {
     /// Lets this shard find session `h` by `from` (DTLS, SRTCP and media from it). The
     /// first such address makes this shard route the session's media: it builds the
     /// session's fan-out lists.
+    ///
+    /// A session keeps at most [`MAX_INDEXED`] addresses here, most recently checked
+    /// last: a participant checking from one new port after another (its own ICE
+    /// password, any number of source addresses) would otherwise grow the shard's
+    /// address map without end. Past the cap the least recently checked address that
+    /// is neither nominated nor the media address is forgotten; if it checks again, it
+    /// is indexed again.
     pub(super) fn index_addr(&mut self, h: SessionHandle, from: SocketAddr) {
         let Some(s) = self.sessions.get_mut(h) else {
             return;
         };
-        if s.indexed.contains(&from) {
+        if let Some(i) = s.indexed.iter().position(|&a| a == from) {
+            s.indexed[i..].rotate_left(1);
             return;
         }
         let first = s.indexed.is_empty();
+        if s.indexed.len() >= MAX_INDEXED {
+            let keep = [s.ice.selected(), s.addr];
+            if let Some(i) = s.indexed.iter().position(|a| !keep.contains(&Some(*a))) {
+                let old = s.indexed.remove(i);
+                if self.by_addr.get(&old) == Some(&h) {
+                    self.by_addr.remove(&old);
+                }
+            }
+        }
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
         s.indexed.push(from);
         if let Some(other) = self.by_addr.insert(from, h)
             && other != h
@@ -125,17 +154,49 @@ impl Engine {
     }
 
     /// After a valid check of session `h` homed here (answered here or elsewhere).
-    pub(super) fn after_check(&mut self, h: SessionHandle) {
+    pub(super) fn after_check(&mut self, now: Instant, h: SessionHandle) {
+        self.move_media(now, h);
+        self.maybe_connected(h);
+    }
+
+    /// A (re-)nomination of connected session `h` moves its media address — at most
+    /// once per [`MOVE_GAP`]: each move tells every shard, rebuilds the session's
+    /// fan-out entries and replays the recent SRs to it, and a participant nominating
+    /// two of its ports in turn would have the relay do that on every check. A
+    /// nomination sooner after the last move waits for the session's timer, which
+    /// moves it to whatever ICE has nominated by then.
+    pub(super) fn move_media(&mut self, now: Instant, h: SessionHandle) {
         let Some(s) = self.sessions.get_mut(h) else {
             return;
         };
-        // A (re-)nomination of a connected session moves its media address.
-        if let (Some(sel), Some(addr)) = (s.ice.selected(), s.addr)
-            && sel != addr
-            && s.local().is_some_and(|l| l.keyed())
+        let Some(sel) = s
+            .ice
+            .selected()
+            .filter(|&sel| s.addr.is_some_and(|a| a != sel))
+        else {
+            return;
+        };
+        let Some(local) = s.local().filter(|l| l.keyed()) else {
+            return;
+        };
+        if local
+            .moved_at
+            .is_some_and(|t| now.saturating_duration_since(t) < MOVE_GAP)
         {
-            self.set_connected(h, Some(sel));
+            self.schedule(h);
+            return;
         }
-        self.maybe_connected(h);
+        local.moved_at = Some(now);
+        self.set_connected(h, Some(sel));
+    }
+
+    /// When a connected session homed here may next move its media, if a nomination
+    /// is waiting for it.
+    pub(super) fn move_due(s: &Session) -> Option<Instant> {
+        let Home::Here(local) = &s.home else {
+            return None;
+        };
+        let waiting = s.addr.is_some() && s.ice.selected() != s.addr && local.keyed();
+        waiting.then(|| local.moved_at.map(|t| t + MOVE_GAP))?
     }
 }

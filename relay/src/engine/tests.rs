@@ -462,3 +462,41 @@ fn dtls_retransmits_at_its_own_deadline() {
     );
     assert!(again.iter().all(|(to, d)| *to == addr(5000) && d[0] == 22));
 }
+
+#[test]
+fn checks_from_ever_new_addresses_keep_a_bounded_index_and_the_nominated_one() {
+    let now = Instant::now();
+    let mut e = engine(0);
+    e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    // Nominated first, then 200 more addresses check without nominating.
+    let mut c = check("a", PWD, true);
+    assert_eq!(
+        e.handle_datagram(now, addr(5000), &mut c),
+        Handled::Consumed
+    );
+    for port in 6000..6200 {
+        let mut c = check("a", PWD, false);
+        assert_eq!(
+            e.handle_datagram(now, addr(port), &mut c),
+            Handled::Consumed
+        );
+    }
+    transmits(&mut e);
+    assert_eq!(e.by_addr.len(), stun::MAX_INDEXED, "bounded");
+    let h = e.by_addr[&addr(5000)];
+    let indexed = &e.sessions.get(h).unwrap().indexed;
+    assert_eq!(indexed.len(), stun::MAX_INDEXED);
+    assert!(indexed.contains(&addr(5000)), "the nominated address stays");
+    assert_eq!(indexed.last(), Some(&addr(6199)), "the latest is in");
+    assert!(!e.by_addr.contains_key(&addr(6000)), "the oldest went");
+    // An address that checks again is the most recent, and outlives the others.
+    let mut c = check("a", PWD, false);
+    e.handle_datagram(now, addr(6195), &mut c);
+    for port in 7000..7008 {
+        let mut c = check("a", PWD, false);
+        e.handle_datagram(now, addr(port), &mut c);
+    }
+    assert!(e.by_addr.contains_key(&addr(6195)));
+    assert!(!e.by_addr.contains_key(&addr(6196)));
+    assert!(e.by_addr.contains_key(&addr(5000)));
+}

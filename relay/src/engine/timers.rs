@@ -137,6 +137,8 @@ impl Engine {
                     self.probe_timeout(now, h);
                     self.drive_choices(now, h, report);
                 }
+                // A nomination that came too soon after the last move.
+                self.move_media(now, h);
             }
             Home::Unclaimed { timed_out } => {
                 // Nobody answered a check in time. One shard reports it.
@@ -176,7 +178,8 @@ impl Engine {
                     .iter()
                     .filter_map(|st| st.unwatched.poll_timeout());
                 let layers = local.downlink.poll_timeout();
-                pause.chain([ice, dtls]).chain(layers).min()
+                let moving = Engine::move_due(s);
+                pause.chain([ice, dtls]).chain(layers).chain(moving).min()
             }
             Home::Unclaimed { timed_out: false } if shard == ShardId(0) => {
                 Some(s.created + silence)
