@@ -202,6 +202,25 @@ fn a_member_flooding_rtcp_gets_a_bounded_rate_of_work() {
         // Alice's next periodic SRs (one a second) go through as ever.
         sim.run_for_ms(2500);
         assert!(srs_at(&sim, b) >= after[0] + 2, "{workers} workers");
+        // A FIR costs one per stream it names: six of 100 entries each are 600, and the
+        // sixth is dropped.
+        let thumb = sim.member(a).ssrcs().thumbnail;
+        let entries = [rtcp::FirEntry {
+            ssrc: thumb,
+            seq_nr: 1,
+        }; 100];
+        let mut fir = [0u8; 12 + 8 * 100];
+        let n = rtcp::write_fir(&mut fir, sim.member(b).ssrcs().audio, &entries).unwrap();
+        let dropped = stats(&sim, |s| s.rtcp_drops[RtcpDrop::OverBudget.index()]);
+        let now = sim.now;
+        for _ in 0..6 {
+            sim.members[b].p.send_rtcp(now, &fir[..n]).unwrap();
+        }
+        sim.pump();
+        assert_eq!(
+            stats(&sim, |s| s.rtcp_drops[RtcpDrop::OverBudget.index()]),
+            dropped + 1
+        );
     }
 }
 

@@ -140,8 +140,9 @@ pub struct EngineConfig {
     /// it gets, and at most a second's worth at once; the rest are dropped and counted
     /// (0: no cap).
     pub nack_max_per_second: u32,
-    /// How many RTCP packets (inside its compounds) one participant may send per
-    /// second, a second's worth at once; the rest are dropped and counted (0: no cap).
+    /// How many RTCP packets (inside its compounds; a FIR counts once per stream it
+    /// names) one participant may send per second, a second's worth at once; the rest
+    /// are dropped and counted (0: no cap).
     pub rtcp_max_per_second: u32,
     /// Seed of the hash maps (fixed, so runs are repeatable).
     pub hash_seed: u64,

@@ -49,13 +49,20 @@ impl Engine {
             return Err(DropReason::RtcpUndeclaredSsrc);
         }
         // However its RTCP is packed, a participant gets a bounded rate of work: so many
-        // packets a second, and its layer choices run on its feedback once per compound
-        // at most, and at most once per `REPORT_GAP`.
-        let packets = compound.raw_packets().count();
-        let allowed = s.local().map_or(0, |l| l.rtcp_budget.take(now, packets));
-        self.stats.rtcp_drops[RtcpDrop::OverBudget.index()] += (packets - allowed) as u64;
+        // packets a second (a FIR counting once per stream it names), and its layer
+        // choices run on its feedback once per compound at most, and at most once per
+        // `REPORT_GAP`.
+        let wanted = compound.raw_packets().map(rtcp_cost).sum();
+        let mut allowed = s.local().map_or(0, |l| l.rtcp_budget.take(now, wanted));
         let mut fed = false;
-        for raw in compound.raw_packets().take(allowed) {
+        for raw in compound.raw_packets() {
+            let cost = rtcp_cost(raw);
+            if cost > allowed {
+                allowed = 0;
+                self.stats.rtcp_drops[RtcpDrop::OverBudget.index()] += 1;
+                continue;
+            }
+            allowed -= cost;
             match raw.typed() {
                 Ok(RtcpPacket::SenderReport(sr)) => {
                     self.sender_report(now, h, sr.ssrc(), raw.bytes());
@@ -509,5 +516,14 @@ impl Engine {
                 .get(m)
                 .is_some_and(|s| s.stream(ssrc).is_some())
         })
+    }
+}
+
+/// What one RTCP packet costs of its sender's budget: a FIR one per stream it names,
+/// since each is a keyframe request (perhaps to another shard), anything else one.
+fn rtcp_cost(raw: rtcp::RawPacket<'_>) -> usize {
+    match raw.typed() {
+        Ok(RtcpPacket::Fir(fir)) => fir.entries().count().max(1),
+        _ => 1,
     }
 }
