@@ -735,6 +735,10 @@ impl Core {
             return self.count_drop("subscribe_for_unknown_call");
         };
         let full = sub.full;
+        if self.calls[&id].full == full {
+            // A repeat (or a flood of them) costs no relay request and no write.
+            return self.count_drop("subscribe_unchanged");
+        }
         let generation = self.next_generation(now_ms);
         let call = self.calls.get_mut(&id).expect("own_call found it");
         call.full = full.clone();

@@ -719,6 +719,10 @@ fn a_subscription_goes_to_the_relay_and_the_store() {
     assert!(
         matches!(&actions[0], Action::Relay(RequestBody::SetSubscription { subscription, .. }) if subscription.full == FullSet::All)
     );
+    // Repeats of the subscription in force cost no relay request and no write.
+    let repeats = vec![sub(json!("all")); 50];
+    assert!(timeline(&mut core, DM, repeats, T0).is_empty());
+    assert_eq!(core.stats().dropped.get("subscribe_unchanged"), Some(&50));
 }
 
 #[test]
