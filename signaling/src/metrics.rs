@@ -36,6 +36,8 @@ pub struct Metrics {
     pub sync_errors: u64,
     /// Matrix sends that failed for good.
     pub send_failures: u64,
+    /// Active-speaker events not sent: a newer one for the same call was waiting.
+    pub speaker_events_superseded: u64,
     /// Invite-to-answer latency histogram: counts per bucket of [`LATENCY_BUCKETS`], plus +Inf.
     pub answer_latency: [u64; LATENCY_BUCKETS.len() + 1],
     /// Sum of observed latencies, seconds.
@@ -178,6 +180,14 @@ impl Metrics {
             "counter",
             "Active-speaker events sent to calls (one per call of the conference per change).",
             vec![format!(" {}", self.core.speaker_events)],
+        );
+        push(
+            &mut o,
+            "active_speaker_events_superseded_total",
+            "counter",
+            "Active-speaker events not sent: a newer one for the same call was waiting \
+             behind it (the homeserver held the room's sends back).",
+            vec![format!(" {}", self.speaker_events_superseded)],
         );
         push(
             &mut o,

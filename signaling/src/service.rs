@@ -8,7 +8,7 @@
 //! queue (`Outbox`) so a slow homeserver never holds up the loop, while events of one
 //! room (an answer, then a hangup) keep their order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -262,6 +262,17 @@ impl Outbox {
     }
 }
 
+/// Whether `out` is an active-speaker event for a call that a later one in `queued`
+/// (for the same call) makes stale.
+fn superseded(out: &Outgoing, queued: &VecDeque<Outgoing>) -> bool {
+    fn speaker_of(o: &Outgoing) -> Option<&Value> {
+        (o.event_type == crate::events::ACTIVE_SPEAKER)
+            .then(|| o.content.get("call_id"))
+            .flatten()
+    }
+    speaker_of(out).is_some_and(|call| queued.iter().any(|q| speaker_of(q) == Some(call)))
+}
+
 /// How long a room's sender task waits for its next event before it ends.
 const ROOM_SENDER_IDLE: Duration = Duration::from_secs(60);
 
@@ -272,21 +283,38 @@ async fn room_sender(
     metrics: Arc<Mutex<Metrics>>,
 ) {
     static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // What came in while the last send was under way, in order.
+    let mut queued = VecDeque::new();
     loop {
-        let out = match tokio::time::timeout(ROOM_SENDER_IDLE, rx.recv()).await {
-            Ok(Some(out)) => out,
-            // The Outbox is gone.
-            Ok(None) => return,
-            // Idle: close, so the Outbox starts a new task for the room's next event,
-            // and send what slipped in before the close (nothing is lost).
-            Err(_) => {
-                rx.close();
-                match rx.recv().await {
-                    Some(out) => out,
-                    None => return,
+        let out = match queued.pop_front() {
+            Some(out) => out,
+            None => match tokio::time::timeout(ROOM_SENDER_IDLE, rx.recv()).await {
+                Ok(Some(out)) => out,
+                // The Outbox is gone.
+                Ok(None) => return,
+                // Idle: close, so the Outbox starts a new task for the room's next
+                // event, and send what slipped in before the close (nothing is lost).
+                Err(_) => {
+                    rx.close();
+                    match rx.recv().await {
+                        Some(out) => out,
+                        None => return,
+                    }
                 }
-            }
+            },
         };
+        while let Ok(next) = rx.try_recv() {
+            queued.push_back(next);
+        }
+        // While the homeserver holds the room's sends back (its rate limit), the
+        // speaker changes pile up behind them: only the newest for a call is news.
+        if superseded(&out, &queued) {
+            metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .speaker_events_superseded += 1;
+            continue;
+        }
         let n = TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Unique across restarts: the homeserver de-duplicates retries by this id.
         let txn = format!("bf{}-{}", now_ms(), n);
@@ -572,5 +600,32 @@ pub async fn run(
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn out(event_type: &str, call_id: &str) -> Outgoing {
+        Outgoing {
+            event_type: event_type.into(),
+            content: json!({"call_id": call_id}),
+            invite_received: None,
+        }
+    }
+
+    #[test]
+    fn only_a_newer_speaker_event_for_the_same_call_supersedes_one() {
+        let speaker = crate::events::ACTIVE_SPEAKER;
+        let answer = crate::events::CALL_ANSWER;
+        let queued: VecDeque<Outgoing> = [out(answer, "a"), out(speaker, "a")].into();
+        assert!(superseded(&out(speaker, "a"), &queued));
+        assert!(!superseded(&out(speaker, "b"), &queued), "another call's");
+        assert!(!superseded(&out(answer, "a"), &queued), "never an answer");
+        let only_answers: VecDeque<Outgoing> = [out(answer, "a")].into();
+        assert!(!superseded(&out(speaker, "a"), &only_answers));
+        assert!(!superseded(&out(speaker, "a"), &VecDeque::new()));
     }
 }
