@@ -73,8 +73,13 @@ pub(crate) struct RemoteSender {
     ctx: SrtpContext,
     /// Installed key indexes, oldest first.
     installed: Vec<KeyIndex>,
-    /// The index of the latest authenticated packet.
+    /// The newest key a packet authenticated under: the sender's current key. A late
+    /// packet under an older one (reordered, or resent from the relay's cache) does not
+    /// make that one current again.
     in_use: Option<KeyIndex>,
+    /// The installed keys packets have used, in the order of their first use (a sender
+    /// only ever moves on to a new key).
+    used: Vec<KeyIndex>,
     /// A previous key and when it goes.
     retire: Option<(KeyIndex, Instant)>,
     /// Until when new streams are tried under ROC 0 only ([`ROC_SEARCH_BACKOFF`]).
@@ -102,6 +107,7 @@ impl RemoteSender {
             ctx,
             installed: keys.iter().map(|k| k.0).collect(),
             in_use: None,
+            used: Vec::with_capacity(MAX_REMOTE_KEYS + 1),
             retire: None,
             search_paused_until: None,
         })
@@ -159,6 +165,7 @@ impl RemoteSender {
         {
             self.retire = None;
         }
+        self.used.retain(|k| keep.contains(k));
         self.installed = keep;
     }
 
@@ -187,7 +194,9 @@ impl RemoteSender {
                 return Err(e);
             }
         };
-        if self.in_use != Some(index) {
+        if self.in_use != Some(index) && !self.used.contains(&index) {
+            // A key never used before: the sender moved on to it.
+            self.used.push(index);
             if let Some(prev) = self.in_use {
                 self.retire = Some((prev, now + PREVIOUS_KEY_GRACE));
             }

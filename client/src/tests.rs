@@ -738,6 +738,41 @@ fn previous_key_retired_10_s_after_first_packet_under_new_one() {
 }
 
 #[test]
+fn a_late_packet_under_the_previous_key_does_not_retire_the_current_one() {
+    let mut t = two();
+    let first = t.a_sends(b"k0");
+    t.b_receives(&first).unwrap();
+    let late = t.a_sends(b"k0, delivered late");
+    let k1 = MasterKey::new(PROFILE, &master(0x71)).unwrap();
+    t.a.add_local_key(KeyIndex(1), &k1).unwrap();
+    let a_streams = remote_streams(t.a.ssrcs());
+    t.b.install_remote_keys(
+        SenderId(1),
+        &a_streams,
+        PROFILE,
+        &[(KeyIndex(1), &master(0x71))],
+    )
+    .unwrap();
+    t.a.activate_local_key(KeyIndex(1)).unwrap();
+    let new = t.a_sends(b"k1");
+    t.b_receives(&new).unwrap();
+    // The relay delivers a packet of key 0 late (reordered, or resent from its cache),
+    // then nothing of A's for 10 s.
+    t.b_receives(&late).unwrap();
+    t.now += Duration::from_secs(10);
+    t.b.handle_timeout(t.now);
+    let events: Vec<Event> = std::iter::from_fn(|| t.b.poll_event()).collect();
+    assert!(events.contains(&Event::KeyRetired {
+        sender: SenderId(1),
+        index: KeyIndex(0)
+    }));
+    // Key 1, A's current key, is still there.
+    assert_eq!(t.b.remote_keys(SenderId(1)).unwrap(), [KeyIndex(1)]);
+    let next = t.a_sends(b"k1 again");
+    t.b_receives(&next).unwrap();
+}
+
+#[test]
 fn key_events_are_checked() {
     let mut t = two();
     let a = remote_streams(t.a.ssrcs());
