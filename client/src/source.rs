@@ -21,6 +21,7 @@
 //! Bitrates count RTP payload bytes (the probe header included), not RTP headers,
 //! extensions or SRTP overhead.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use blindfold_relay::control::ExtmapIds;
@@ -324,6 +325,13 @@ impl SourceKind {
 /// How a keyframe compares with an average delta frame.
 pub const KEYFRAME_RATIO: u64 = 4;
 
+/// At most this many requested keyframes (PLI, FIR, a restart after PAUSE) start in any
+/// second; a request past that waits. The relay asks at most twice a second per stream
+/// (docs/protocol.md), plus the keyframe that restarts a resumed stream; one that asked
+/// on every frame — each a keyframe, 4× the size — must not multiply the uplink.
+/// Periodic keyframes do not count.
+pub const MAX_REQUESTED_KEYFRAMES_PER_SECOND: usize = 3;
+
 /// A [`MediaSource`]'s settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SourceConfig {
@@ -482,6 +490,8 @@ pub struct MediaSource {
     frame: Option<Frame>,
     keyframe_requested: bool,
     next_periodic_key: u64,
+    /// When the last requested keyframes started, oldest first.
+    requested_at: VecDeque<Instant>,
     buf: Vec<u8>,
     stats: SourceStats,
 }
@@ -509,6 +519,7 @@ impl MediaSource {
             frame: None,
             keyframe_requested: false,
             next_periodic_key: 0,
+            requested_at: VecDeque::with_capacity(MAX_REQUESTED_KEYFRAMES_PER_SECOND),
             buf: vec![0; MAX_PAYLOAD],
             stats: SourceStats::default(),
         }
@@ -539,7 +550,9 @@ impl MediaSource {
     }
 
     /// Makes the next frame started a keyframe (video; audio ignores it). Frames are
-    /// never cut short, so it comes within one frame interval.
+    /// never cut short, so it comes within one frame interval — unless
+    /// [`MAX_REQUESTED_KEYFRAMES_PER_SECOND`] started within the last second: then with
+    /// the first frame after that.
     pub fn request_keyframe(&mut self) {
         if matches!(self.cfg.kind, SourceKind::Video { .. }) {
             self.keyframe_requested = true;
@@ -697,7 +710,19 @@ impl MediaSource {
         let fps = self.cfg.kind.units_per_second();
         let k = (self.cfg.keyframe_interval.as_nanos() * u128::from(fps) / 1_000_000_000)
             .clamp(1, u128::from(u32::MAX)) as u64;
-        let keyframe = self.keyframe_requested || index >= self.next_periodic_key;
+        let requested = self.keyframe_requested
+            && (self.requested_at.len() < MAX_REQUESTED_KEYFRAMES_PER_SECOND
+                || self
+                    .requested_at
+                    .front()
+                    .is_some_and(|&t| now.saturating_duration_since(t) >= Duration::from_secs(1)));
+        if requested {
+            if self.requested_at.len() == MAX_REQUESTED_KEYFRAMES_PER_SECOND {
+                self.requested_at.pop_front();
+            }
+            self.requested_at.push_back(now);
+        }
+        let keyframe = requested || index >= self.next_periodic_key;
         if keyframe {
             self.keyframe_requested = false;
             self.next_periodic_key = index + k;
@@ -1016,7 +1041,8 @@ impl Driver {
     /// Applies the relay's requests about our streams; returns whether the event was
     /// one and applied. Other events are ignored.
     ///
-    /// - [`Event::KeyframeRequested`]: the source starts its next frame as a keyframe.
+    /// - [`Event::KeyframeRequested`]: the source starts its next frame as a keyframe
+    ///   (at most [`MAX_REQUESTED_KEYFRAMES_PER_SECOND`] a second).
     /// - [`Event::PauseRequested`] (RFC 7728): the source stops, or sends again.
     /// - [`Event::Remb`] naming our full-resolution SSRC, or [`Event::Tmmbr`] for it:
     ///   the full source's bitrate multiplier becomes `bitrate /`

@@ -12,7 +12,10 @@ use blindfold_relay::id::{ExtId, Ssrc};
 use blindfold_relay::wire::rtp::{self, abs_send_time, audio_level, frame_marking};
 
 use crate::measure::{Arrival, IntegrityError, LatencyHistogram, REORDER_WINDOW};
-use crate::source::{DriverError, ExtList, MAX_PAYLOAD, PROBE_LEN, PROBE_VERSION, ProbeError};
+use crate::source::{
+    DriverError, ExtList, MAX_PAYLOAD, MAX_REQUESTED_KEYFRAMES_PER_SECOND, PROBE_LEN,
+    PROBE_VERSION, ProbeError,
+};
 use crate::*;
 
 const MS: Duration = Duration::from_millis(1);
@@ -344,6 +347,30 @@ fn rate_multiplier_scales_bitrate() {
 }
 
 #[test]
+fn keyframes_asked_for_on_every_frame_come_at_most_three_a_second() {
+    let t0 = Instant::now();
+    let mut src = video_source(VideoLayer::Full, t0);
+    // A relay asking before every frame for 3 s (30 fps: 90 frames).
+    let mut keyframes = Vec::new();
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(3) {
+        src.request_keyframe();
+        while let Some(o) = src.poll(now) {
+            let fm = frame_marking(o.extensions.get(ExtId(2)).unwrap()).unwrap();
+            if fm.starts_keyframe() {
+                keyframes.push(now);
+            }
+        }
+        now = src.poll_timeout();
+    }
+    // Three at once each second, not 90 (the first is the periodic one as well).
+    assert_eq!(keyframes.len(), 9, "{keyframes:?}");
+    for w in keyframes.windows(MAX_REQUESTED_KEYFRAMES_PER_SECOND + 1) {
+        assert!(w[MAX_REQUESTED_KEYFRAMES_PER_SECOND] - w[0] >= Duration::from_secs(1));
+    }
+}
+
+#[test]
 fn keyframe_on_request_within_one_frame_interval() {
     let t0 = Instant::now();
     let mut src = video_source(VideoLayer::Full, t0);
@@ -394,10 +421,11 @@ fn keyframe_on_request_within_one_frame_interval() {
     assert!(fm.start_of_frame && !fm.independent);
     // A request in the middle of a frame's packets applies to the next frame.
     let mut src = video_source(VideoLayer::Full, t0);
-    let first = src.poll(t0).unwrap();
+    let now = t0;
+    let first = src.poll(now).unwrap();
     assert!(!first.marker);
     src.request_keyframe();
-    while let Some(o) = src.poll(t0) {
+    while let Some(o) = src.poll(now) {
         if o.marker {
             break;
         }
