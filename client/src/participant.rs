@@ -285,7 +285,7 @@ pub enum Event {
     Nack {
         /// Our stream.
         ssrc: Ssrc,
-        /// The sequence numbers reported lost.
+        /// The sequence numbers reported lost: the first [`MAX_NACK_EVENT`].
         lost: Vec<WireSeq>,
     },
     /// A remote sender's previous key was removed after its grace period.
@@ -317,9 +317,23 @@ pub struct Stats {
     pub remb_out: u64,
     /// The relay's probe clusters reported on.
     pub probes_answered: u64,
-    /// Dropped datagrams by reason.
+    /// Transport-cc feedback ignored: it reported on more packets than we remember
+    /// sending.
+    pub feedback_ignored: u64,
+    /// Dropped datagrams by reason: at most [`MAX_DROP_REASONS`] distinct ones (reasons
+    /// carry the bad value, so a peer could otherwise fill the list with every variant
+    /// of a malformed field).
     pub drops: Vec<(DropReason, u64)>,
+    /// Dropped datagrams whose reason found [`drops`](Self::drops) full.
+    pub other_drops: u64,
 }
+
+/// The most distinct reasons [`Stats::drops`] lists.
+pub const MAX_DROP_REASONS: usize = 64;
+
+/// The most sequence numbers an [`Event::Nack`] lists (one NACK of a few hundred bytes
+/// can name thousands).
+pub const MAX_NACK_EVENT: usize = 1024;
 
 impl Stats {
     /// How many datagrams were dropped for `reason`.
@@ -332,13 +346,16 @@ impl Stats {
 
     /// All drops.
     pub fn total_dropped(&self) -> u64 {
-        self.drops.iter().map(|(_, n)| n).sum()
+        self.drops.iter().map(|(_, n)| n).sum::<u64>() + self.other_drops
     }
 
     fn count_drop(&mut self, reason: DropReason) {
-        match self.drops.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, n)) => *n += 1,
-            None => self.drops.push((reason, 1)),
+        if let Some((_, n)) = self.drops.iter_mut().find(|(r, _)| *r == reason) {
+            *n += 1;
+        } else if self.drops.len() < MAX_DROP_REASONS {
+            self.drops.push((reason, 1));
+        } else {
+            self.other_drops += 1;
         }
     }
 }
@@ -803,8 +820,13 @@ impl Participant {
                 RtcpPacket::Nack(nack) if own.contains(&nack.media_ssrc()) => {
                     self.events.push_back(Event::Nack {
                         ssrc: nack.media_ssrc(),
-                        lost: nack.lost().collect(),
+                        lost: nack.lost().take(MAX_NACK_EVENT).collect(),
                     });
+                }
+                // The relay reports at most 256 packets per feedback (docs/protocol.md);
+                // a longer one would only cost a walk over its statuses.
+                RtcpPacket::TransportCc(tcc) if usize::from(tcc.status_count()) > SENT_LOG => {
+                    self.stats.feedback_ignored += 1;
                 }
                 RtcpPacket::TransportCc(tcc) => {
                     if let Some(log) = self.sent_log.as_deref_mut()

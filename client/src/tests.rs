@@ -513,6 +513,58 @@ fn dtls_connects_and_srtcp_works_both_ways() {
 }
 
 #[test]
+fn what_a_relay_packs_into_its_datagrams_costs_the_participant_little() {
+    let t0 = Instant::now();
+    let (mut p, relay, now) = connected(0, 5000, t0);
+    let keys = relay.keys.clone().unwrap();
+    let profile = srtp_profile(keys.profile).unwrap();
+    let own = p.ssrcs();
+    let mut relay_out = SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap();
+    let mut send = |p: &mut Participant, compound: &[u8]| {
+        let mut buf = compound.to_vec();
+        buf.resize(compound.len() + 64, 0);
+        let n = relay_out.protect_rtcp(&mut buf, compound.len()).unwrap();
+        p.handle_datagram(now, relay.addr, &mut buf[..n])
+    };
+    // A NACK of a few hundred bytes naming 5100 packets: the event lists the first 1024.
+    let pairs: Vec<_> = (0..300u16)
+        .map(|i| blindfold_relay::wire::rtcp::NackPair {
+            pid: WireSeq(i * 17),
+            blp: 0xffff,
+        })
+        .collect();
+    let mut buf = vec![0u8; 1400];
+    let n =
+        blindfold_relay::wire::rtcp::write_nack_pairs(&mut buf, Ssrc(1), own.full, &pairs).unwrap();
+    send(&mut p, &buf[..n]).unwrap();
+    match p.poll_event() {
+        Some(Event::Nack { lost, .. }) => assert_eq!(lost.len(), MAX_NACK_EVENT),
+        other => panic!("{other:?}"),
+    }
+    // Transport-cc feedback claiming 65535 packets in 40 bytes is not walked.
+    let mut tcc = vec![0x8f, 205, 0, 9];
+    tcc.extend_from_slice(&1u32.to_be_bytes());
+    tcc.extend_from_slice(&own.audio.0.to_be_bytes());
+    tcc.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+    for _ in 0..8 {
+        tcc.extend_from_slice(&0x1fffu16.to_be_bytes()); // run of 8191 "not received"
+    }
+    tcc.extend_from_slice(&7u16.to_be_bytes());
+    tcc.extend_from_slice(&[0, 0]);
+    send(&mut p, &tcc).unwrap();
+    assert_eq!(p.stats().feedback_ignored, 1);
+    // Garbage that names a different bad value each time is counted, in a bounded list.
+    for v in 0..200u16 {
+        let mut d = vec![22, (v >> 8) as u8, v as u8];
+        d.resize(40, 0);
+        assert!(p.handle_datagram(now, relay.addr, &mut d).is_err());
+    }
+    assert!(p.stats().drops.len() <= MAX_DROP_REASONS);
+    assert!(p.stats().other_drops > 0);
+    assert_eq!(p.stats().total_dropped(), 200);
+}
+
+#[test]
 fn wrong_relay_fingerprint_fails_without_keys() {
     let t0 = Instant::now();
     let cfg = config(0, addr(5000), Fingerprint([0xab; 32]));

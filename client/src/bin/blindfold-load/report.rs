@@ -110,6 +110,9 @@ impl Report {
             for (reason, n) in m.p().iter().flat_map(|p| &p.stats().drops) {
                 *r.drops.entry(format!("{reason:?}")).or_default() += n;
             }
+            if let Some(other) = m.p().map(|p| p.stats().other_drops).filter(|&n| n > 0) {
+                *r.drops.entry("other".into()).or_default() += other;
+            }
         }
         r
     }
