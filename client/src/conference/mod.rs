@@ -95,6 +95,10 @@ pub const ACTIVE_SPEAKER_EVENT: &str = "org.matrix.msc2359.call.active_speaker";
 /// Events the application has not taken yet; past this, media events are dropped and
 /// counted ([`Conference::dropped_events`]).
 const EVENT_QUEUE: usize = 8192;
+/// Room the media events leave in the queue: a relay flooding undecryptable datagrams,
+/// or an application that fell behind, must not crowd out an event that ends or
+/// changes the call.
+const CONTROL_RESERVE: usize = 256;
 /// The long-poll of the sync loop.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -441,7 +445,10 @@ impl Inner {
     }
 
     fn emit(&self, ev: ConferenceEvent) {
-        if self.events.try_send(ev).is_err() {
+        use ConferenceEvent::{Media, Sent, Undecryptable};
+        let media = matches!(ev, Media { .. } | Sent { .. } | Undecryptable { .. });
+        if (media && self.events.capacity() <= CONTROL_RESERVE) || self.events.try_send(ev).is_err()
+        {
             self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -1120,7 +1127,9 @@ impl Conference {
         r
     }
 
-    /// Events dropped because the application did not take them in time.
+    /// Events dropped because the application did not take them in time: media events
+    /// (`Media`, `Sent`, `Undecryptable`) once all but the last 256 places of the
+    /// queue are taken, which are kept for the events that change or end the call.
     pub fn dropped_events(&self) -> u64 {
         self.inner.counters.events_dropped.load(Ordering::Relaxed)
     }
