@@ -446,6 +446,35 @@ pub enum PeerMsg {
     },
 }
 
+impl PeerMsg {
+    /// Whether the receiving shard's state depends on this message arriving: who owns
+    /// a session, where it receives, which layers its receivers are on, who speaks.
+    /// Nothing resends those. The others are RTCP and datagrams their senders repeat,
+    /// or figures renewed every second or so; under a backlog they may be dropped.
+    pub fn must_arrive(&self) -> bool {
+        match self {
+            PeerMsg::Claimed { .. }
+            | PeerMsg::Connected { .. }
+            | PeerMsg::Disconnected { .. }
+            | PeerMsg::Checked { .. }
+            | PeerMsg::LayerState { .. }
+            | PeerMsg::KeyframeForwarded { .. }
+            | PeerMsg::Demote { .. }
+            | PeerMsg::ActiveSpeaker { .. } => true,
+            PeerMsg::Rtcp { .. }
+            | PeerMsg::KeyframeRequest { .. }
+            | PeerMsg::Nack { .. }
+            | PeerMsg::Datagram { .. }
+            | PeerMsg::SenderReport { .. }
+            | PeerMsg::Alive { .. }
+            | PeerMsg::StreamRate { .. }
+            | PeerMsg::Uplink { .. }
+            | PeerMsg::ViewerRate { .. }
+            | PeerMsg::Speech { .. } => false,
+        }
+    }
+}
+
 /// Where layer choice has one receiver on one full-resolution layer it subscribes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerState {

@@ -11,10 +11,14 @@
 //!        every 100 ms: EngineStats → WorkerMetrics }
 //! ```
 //!
-//! A worker never blocks: a full peer channel is a counted drop (`peer_queue_full`);
-//! reports the control thread's full channel cannot take wait, in order, in the
-//! worker (up to [`MAX_HELD_REPORTS`], then `notify_queue_full`), and are retried
-//! every loop and at least every [`HELD_RETRY`]. A panic in a worker stops the whole
+//! A worker never blocks. A message for another worker that its full channel cannot
+//! take is a counted drop (`peer_queue_full`) if its sender repeats it anyway (RTCP,
+//! rates: [`PeerMsg::must_arrive`] is false); the others — who owns a session, where
+//! it receives, layer states — wait, in order, in the worker (up to
+//! [`MAX_HELD_PEER_MESSAGES`] per peer, then dropped and counted the same), and so do
+//! reports the control thread's full channel cannot take (up to [`MAX_HELD_REPORTS`],
+//! then `notify_queue_full`). Both are retried every loop and at least every
+//! [`HELD_RETRY`]. A panic in a worker stops the whole
 //! process ([`Worker::run`]'s guard triggers the shutdown, and the binary exits
 //! non-zero): every worker knows every session and may be the only one that can reach
 //! some of them, so the relay must not run on with a dead one.
@@ -176,6 +180,9 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// Reports a worker keeps while the control thread's channel is full: a session's
 /// end must reach signaling, or its session stays configured but dead.
 pub const MAX_HELD_REPORTS: usize = 256 * 1024;
+/// Messages another worker must get that a worker keeps per peer while that peer's
+/// channel is full (at about a kilobyte each, 16 MiB at most).
+pub const MAX_HELD_PEER_MESSAGES: usize = 16 * 1024;
 /// How soon held reports are offered again to a full channel.
 pub const HELD_RETRY: Duration = Duration::from_millis(10);
 
@@ -210,6 +217,8 @@ pub struct Worker {
     notify: Sender<WorkerReport>,
     /// Reports waiting for room in `notify`.
     held: Held<WorkerReport>,
+    /// Per peer, messages that must arrive waiting for room in its channel.
+    peer_held: Vec<Held<Command>>,
     control_waker: Arc<Waker>,
     metrics: Arc<RelayMetrics>,
     engine_counters: Arc<EngineCounters>,
@@ -270,6 +279,9 @@ impl Worker {
             wake: vec![false; workers],
             notify: p.notify,
             held: Held::new(MAX_HELD_REPORTS),
+            peer_held: (0..workers)
+                .map(|_| Held::new(MAX_HELD_PEER_MESSAGES))
+                .collect(),
             control_waker: p.control_waker,
             metrics: p.metrics,
             engine_counters: p.engine_counters,
@@ -307,7 +319,7 @@ impl Worker {
             if let Some(t) = self.engine.poll_timeout() {
                 timeout = timeout.min(t.saturating_duration_since(now));
             }
-            if !self.held.is_empty() {
+            if !self.held.is_empty() || self.peer_held.iter().any(|h| !h.is_empty()) {
                 timeout = timeout.min(HELD_RETRY);
             }
             if backlog || !self.inbox.is_empty() {
@@ -439,10 +451,15 @@ impl Worker {
     }
 
     /// Hands the engine's events on: notifications to the control thread, messages to
-    /// the other workers. Never blocks: a full peer channel is a counted drop, reports a
-    /// full control channel cannot take are held ([`Held`]).
+    /// the other workers. Never blocks: what a full channel cannot take is held
+    /// ([`Held`]) or, for a peer message its sender repeats anyway, a counted drop.
     fn dispatch_events(&mut self) {
         let mut wake_control = self.offer_held();
+        for (j, held) in self.peer_held.iter_mut().enumerate() {
+            if held.flush(&self.peers[j].tx) {
+                self.wake[j] = true;
+            }
+        }
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 Event::Ended(spec) => wake_control |= self.report(WorkerReport::Ended(spec)),
@@ -488,12 +505,10 @@ impl Worker {
     }
 
     fn send_peer(&mut self, j: usize, msg: PeerMsg) {
-        match self.peers[j].tx.try_send(Command::Peer(msg)) {
-            Ok(()) => self.wake[j] = true,
-            Err(TrySendError::Full(_)) => {
-                self.metrics().drops.add(ShellDrop::PeerQueueFull.slot(), 1)
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        match send_peer(&self.peers[j].tx, &mut self.peer_held[j], msg) {
+            Sent::Now => self.wake[j] = true,
+            Sent::Held | Sent::Closed => {}
+            Sent::Dropped => self.metrics().drops.add(ShellDrop::PeerQueueFull.slot(), 1),
         }
     }
 
@@ -593,6 +608,23 @@ impl<T> Held<T> {
     }
 }
 
+/// Sends `msg` to a peer's channel `tx`. One that must arrive waits in `held` (in order)
+/// while the channel is full; any other is dropped then — and also while messages that
+/// must arrive wait, which go first.
+fn send_peer(tx: &Sender<Command>, held: &mut Held<Command>, msg: PeerMsg) -> Sent {
+    if msg.must_arrive() {
+        return held.send(tx, Command::Peer(msg));
+    }
+    if !held.is_empty() {
+        return Sent::Dropped;
+    }
+    match tx.try_send(Command::Peer(msg)) {
+        Ok(()) => Sent::Now,
+        Err(TrySendError::Full(_)) => Sent::Dropped,
+        Err(TrySendError::Disconnected(_)) => Sent::Closed,
+    }
+}
+
 fn record_flush(m: &OneWorker, flushed: io::Result<FlushStats>, worker: usize) {
     match flushed {
         Ok(st) => {
@@ -631,6 +663,52 @@ mod tests {
         assert_eq!(got, [1, 2, 3, 4, 6]);
         drop(rx);
         assert_eq!(held.send(&tx, 7), Sent::Closed);
+    }
+
+    #[test]
+    fn peer_messages_that_must_arrive_wait_and_the_others_give_way() {
+        use crate::engine::{SessionHandle, SessionName, ShardId};
+        let key = SessionHandle {
+            slot: 1,
+            incarnation: 1,
+        };
+        let claimed = |n: u16| PeerMsg::Claimed {
+            session: SessionName::new("s"),
+            shard: ShardId(n),
+            key,
+        };
+        let alive = || PeerMsg::Alive { session: key };
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        let mut held = Held::new(2);
+        use Sent::{Dropped, Held as Waits, Now};
+        // The channel fills; a repeatable message is dropped, a state message waits.
+        assert_eq!(send_peer(&tx, &mut held, alive()), Now);
+        assert_eq!(send_peer(&tx, &mut held, claimed(1)), Now);
+        assert_eq!(send_peer(&tx, &mut held, alive()), Dropped);
+        assert_eq!(send_peer(&tx, &mut held, claimed(2)), Waits);
+        // With room again, a repeatable message still gives way to the waiting one...
+        rx.try_recv().unwrap();
+        assert_eq!(send_peer(&tx, &mut held, alive()), Dropped);
+        // ...which goes first at the next flush, in order with those after it.
+        assert_eq!(send_peer(&tx, &mut held, claimed(3)), Waits);
+        assert_eq!(
+            send_peer(&tx, &mut held, claimed(4)),
+            Dropped,
+            "beyond the bound"
+        );
+        assert!(held.flush(&tx));
+        rx.try_recv().unwrap();
+        assert!(held.flush(&tx));
+        let shards: Vec<u16> = rx
+            .try_iter()
+            .map(|c| match c {
+                Command::Peer(PeerMsg::Claimed { shard, .. }) => shard.0,
+                _ => panic!("only state messages were kept"),
+            })
+            .collect();
+        assert_eq!(shards, [2, 3]);
+        assert!(held.is_empty());
+        assert_eq!(send_peer(&tx, &mut held, alive()), Now);
     }
 
     #[test]
