@@ -483,7 +483,7 @@ impl Core {
     pub fn handle_sync(&mut self, sync: &SyncResponse, now_ms: u64, initial: bool) {
         self.expire_handled(now_ms);
         for (room_id, invited) in &sync.rooms.invite {
-            self.handle_room_invite(room_id, &invited.invite_state.events);
+            self.handle_room_invite(room_id, &invited.invite_state.events, now_ms);
         }
         for room_id in sync.rooms.leave.keys() {
             self.rooms.remove(room_id);
@@ -644,15 +644,25 @@ impl Core {
 
     // ---- internals ----
 
-    fn handle_room_invite(&mut self, room_id: &str, stripped: &[Value]) {
+    /// An invite of the SFU to a room: joined if its inviter passes the allow-list and
+    /// its rate, which room invites share with call invites (every room joined is state
+    /// the SFU keeps and syncs); declined otherwise.
+    fn handle_room_invite(&mut self, room_id: &str, stripped: &[Value], now_ms: u64) {
         let inviter = stripped.iter().filter_map(Event::from_value).find_map(|e| {
             (e.kind == "m.room.member"
                 && e.state_key == Some(self.cfg.user_id.as_str())
                 && e.content.get("membership").and_then(Value::as_str) == Some("invite"))
             .then(|| e.sender.to_owned())
         });
+        let within = |core: &mut Self, who: &str| match core.invite_rate(who, now_ms) {
+            Rate::Within => true,
+            Rate::JustOver | Rate::Over => {
+                core.count_drop("room_invite_over_rate");
+                false
+            }
+        };
         match inviter {
-            Some(who) if self.cfg.allow.allows(&who) => {
+            Some(who) if self.cfg.allow.allows(&who) && within(self, &who) => {
                 self.stats.rooms_joined += 1;
                 self.out.push_back(Action::JoinRoom(room_id.to_owned()));
             }

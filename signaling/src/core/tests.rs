@@ -817,6 +817,30 @@ fn room_invites_are_joined_only_from_allowed_users() {
             Action::DeclineInvite("!c:hs".into())
         ]
     );
+    // An allowed user's room invites count against its invite rate (20 a minute).
+    let rooms: serde_json::Map<String, Value> = (0..25)
+        .map(|i| (format!("!r{i:02}:hs"), invite_from(BOB)))
+        .collect();
+    let sync: SyncResponse = serde_json::from_value(
+        json!({"next_batch": "y", "rooms": {"invite": Value::Object(rooms)}}),
+    )
+    .unwrap();
+    core.handle_sync(&sync, T0, false);
+    let actions = drain(&mut core);
+    let joined = actions
+        .iter()
+        .filter(|a| matches!(a, Action::JoinRoom(_)))
+        .count();
+    assert_eq!((joined, actions.len()), (20, 25));
+    assert_eq!(core.stats().dropped.get("room_invite_over_rate"), Some(&5));
+    // A minute later there is room again.
+    let sync: SyncResponse =
+        serde_json::from_value(json!({"next_batch": "z", "rooms": {"invite": {
+            "!late:hs": invite_from(BOB)
+        }}}))
+        .unwrap();
+    core.handle_sync(&sync, T0 + 60_000, false);
+    assert_eq!(drain(&mut core), [Action::JoinRoom("!late:hs".into())]);
 }
 
 #[test]
