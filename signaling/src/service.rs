@@ -438,9 +438,21 @@ impl Service {
                 }
                 Action::Relay(body) => {
                     let method = body.method();
-                    if let Err(e) = accept_stale(self.link.request(body).await) {
-                        // The next snapshot repairs it.
-                        tracing::debug!(method, error = %e, "relay request failed");
+                    match accept_stale(self.link.request(body).await) {
+                        Ok(()) => {}
+                        // The link is down: the snapshot after it reconnects carries
+                        // the change.
+                        Err(e @ (RelayError::NotConnected | RelayError::Dropped)) => {
+                            tracing::debug!(method, error = %e, "relay request failed");
+                        }
+                        // Refused or unanswered on a live link: the relay's state and
+                        // ours differ now, and nothing else would mend it (a caller's
+                        // repeat of an unchanged subscription is not sent on). A new
+                        // connection's snapshot does.
+                        Err(e) => {
+                            tracing::warn!(method, error = %e, "relay request failed; resyncing");
+                            self.link.reconnect(format!("{method} failed: {e}")).await;
+                        }
                     }
                 }
                 Action::Persist(call) => self.store.save_call(&call)?,
