@@ -198,7 +198,9 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
 const RESTART_CHECK: Duration = Duration::from_millis(250);
 
 /// The identity of the socket file at `path` (device, inode, change time), if there is
-/// one: a relay binds a new file each time it starts.
+/// one: a relay binds a new file each time it starts. The change time tells a new file
+/// from an old one whose inode number was reused; a chmod of the same file changes it
+/// too, which at worst ends a back-off early.
 fn socket_file(path: &std::path::Path) -> Option<(u64, u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path)

@@ -52,18 +52,24 @@ impl Engine {
         // packets a second (a FIR counting once per stream it names), and its layer
         // choices run on its feedback once per compound at most, and at most once per
         // `REPORT_GAP`.
-        let wanted = compound.raw_packets().map(rtcp_cost).sum();
-        let mut allowed = s.local().map_or(0, |l| l.rtcp_budget.take(now, wanted));
         let mut fed = false;
         for raw in compound.raw_packets() {
-            let cost = rtcp_cost(raw);
-            if cost > allowed {
-                allowed = 0;
+            let typed = raw.typed();
+            // A FIR is a keyframe request (perhaps to another shard) per stream it names.
+            let cost = match &typed {
+                Ok(RtcpPacket::Fir(fir)) => fir.entries().count().max(1),
+                _ => 1,
+            };
+            let within = self
+                .sessions
+                .get_mut(h)
+                .and_then(|s| s.local())
+                .is_some_and(|l| l.rtcp_budget.try_take(now, cost));
+            if !within {
                 self.stats.rtcp_drops[RtcpDrop::OverBudget.index()] += 1;
                 continue;
             }
-            allowed -= cost;
-            match raw.typed() {
+            match typed {
                 Ok(RtcpPacket::SenderReport(sr)) => {
                     self.sender_report(now, h, sr.ssrc(), raw.bytes());
                     let blocks = bandwidth::Feedback::Blocks(sr.reports());
@@ -230,6 +236,8 @@ impl Engine {
             Home::Elsewhere(shard, key) if st.retransmit.is_none() => Some((shard, key)),
             _ => None,
         };
+        // Spent here even if the NACK then goes to another shard and is lost in a
+        // backlog there (`PeerMsg::must_arrive`): the receiver asks again.
         let allowed = self
             .sessions
             .get_mut(requester)
@@ -516,14 +524,5 @@ impl Engine {
                 .get(m)
                 .is_some_and(|s| s.stream(ssrc).is_some())
         })
-    }
-}
-
-/// What one RTCP packet costs of its sender's budget: a FIR one per stream it names,
-/// since each is a keyframe request (perhaps to another shard), anything else one.
-fn rtcp_cost(raw: rtcp::RawPacket<'_>) -> usize {
-    match raw.typed() {
-        Ok(RtcpPacket::Fir(fir)) => fir.entries().count().max(1),
-        _ => 1,
     }
 }

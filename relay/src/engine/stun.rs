@@ -106,8 +106,8 @@ impl Engine {
     /// last: a participant checking from one new port after another (its own ICE
     /// password, any number of source addresses) would otherwise grow the shard's
     /// address map without end. Past the cap the least recently checked address that
-    /// is neither nominated nor the media address is forgotten; if it checks again, it
-    /// is indexed again.
+    /// is neither the media address nor (on the home, which records nominations) the
+    /// nominated one is forgotten; if it checks again, it is indexed again.
     pub(super) fn index_addr(&mut self, h: SessionHandle, from: SocketAddr) {
         let Some(s) = self.sessions.get_mut(h) else {
             return;

@@ -181,7 +181,8 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// end must reach signaling, or its session stays configured but dead.
 pub const MAX_HELD_REPORTS: usize = 256 * 1024;
 /// Messages another worker must get that a worker keeps per peer while that peer's
-/// channel is full (at about a kilobyte each, 16 MiB at most).
+/// channel is full (at about a kilobyte each, 18 MiB per peer at most; the memory is
+/// given back once they are sent).
 pub const MAX_HELD_PEER_MESSAGES: usize = 16 * 1024;
 /// How soon held reports are offered again to a full channel.
 pub const HELD_RETRY: Duration = Duration::from_millis(10);
@@ -591,7 +592,8 @@ impl<T> Held<T> {
         }
     }
 
-    /// Sends what `tx` has room for, oldest first; returns whether anything went.
+    /// Sends what `tx` has room for, oldest first; returns whether anything went. A
+    /// backlog that cleared gives its memory back.
     fn flush(&mut self, tx: &Sender<T>) -> bool {
         let mut sent = false;
         while let Some(m) = self.queue.pop_front() {
@@ -603,6 +605,9 @@ impl<T> Held<T> {
                 }
                 Err(TrySendError::Disconnected(_)) => self.queue.clear(),
             }
+        }
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
         }
         sent
     }

@@ -46,6 +46,20 @@ impl Budget {
         self.full_at = Some(full_at + cost * n as u32);
         n
     }
+
+    /// Spends `n` units at `now` if all of them are there; else spends nothing.
+    pub(crate) fn try_take(&mut self, now: Instant, n: usize) -> bool {
+        let Some(cost) = self.cost else {
+            return true;
+        };
+        let full_at = self.full_at.map_or(now, |t| t.max(now));
+        let room = (now + Self::DEPTH).saturating_duration_since(full_at);
+        if room.as_nanos() / cost.as_nanos() < n as u128 {
+            return false;
+        }
+        self.full_at = Some(full_at + cost * n as u32);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +98,18 @@ mod tests {
         let got: usize = (0..1000).map(|i| b.take(t0 + 10 * MS * i, 100)).sum();
         // The first second's depth plus 250 a second for the ten seconds.
         assert!((250 + 2490..=250 + 2500).contains(&got), "{got}");
+    }
+
+    #[test]
+    fn try_take_spends_all_or_nothing() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(250);
+        assert!(b.try_take(t0, 200));
+        assert!(!b.try_take(t0, 100), "only 50 left");
+        assert!(b.try_take(t0, 50), "and they are still there");
+        assert!(!b.try_take(t0, 1));
+        assert!(b.try_take(t0 + MS * 4, 1), "one more after 4 ms");
+        assert!(Budget::new(0).try_take(t0, usize::MAX));
     }
 
     #[test]
