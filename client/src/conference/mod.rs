@@ -439,16 +439,22 @@ struct Inner {
     sock: Arc<tokio::net::UdpSocket>,
 }
 
+/// Queues `ev` for the application unless the queue has no room for it: a media event
+/// (`Media`, `Sent`, `Undecryptable`) needs more than [`CONTROL_RESERVE`] places free,
+/// any other one place. Returns whether it was queued.
+fn offer(events: &mpsc::Sender<ConferenceEvent>, ev: ConferenceEvent) -> bool {
+    use ConferenceEvent::{Media, Sent, Undecryptable};
+    let media = matches!(ev, Media { .. } | Sent { .. } | Undecryptable { .. });
+    !(media && events.capacity() <= CONTROL_RESERVE) && events.try_send(ev).is_ok()
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn emit(&self, ev: ConferenceEvent) {
-        use ConferenceEvent::{Media, Sent, Undecryptable};
-        let media = matches!(ev, Media { .. } | Sent { .. } | Undecryptable { .. });
-        if (media && self.events.capacity() <= CONTROL_RESERVE) || self.events.try_send(ev).is_err()
-        {
+        if !offer(&self.events, ev) {
             self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -1461,6 +1467,37 @@ async fn accept_key_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_events_leave_room_for_the_ones_that_end_the_call() {
+        let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+        let undecryptable = || ConferenceEvent::Undecryptable {
+            ssrc: Ssrc(7),
+            from: None,
+            reason: crate::DropReason::UnknownSsrc,
+        };
+        // A flood of undecryptable datagrams nobody takes: it stops short of full.
+        let queued = (0..EVENT_QUEUE)
+            .filter(|_| offer(&tx, undecryptable()))
+            .count();
+        assert_eq!(queued, EVENT_QUEUE - CONTROL_RESERVE);
+        // The call's end still goes in, and comes out after the flood.
+        let ended = || ConferenceEvent::Ended {
+            reason: "the SFU hung up".into(),
+        };
+        assert!(offer(&tx, ended()));
+        for _ in 0..queued {
+            assert!(matches!(
+                rx.try_recv(),
+                Ok(ConferenceEvent::Undecryptable { .. })
+            ));
+        }
+        assert!(matches!(rx.try_recv(), Ok(ConferenceEvent::Ended { .. })));
+        // Only a queue full to the last place refuses the others.
+        let queued = (0..EVENT_QUEUE).filter(|_| offer(&tx, ended())).count();
+        assert_eq!(queued, EVENT_QUEUE);
+        assert!(!offer(&tx, ended()));
+    }
 
     #[test]
     fn the_sfus_active_speaker_event_for_our_call_names_a_member() {
