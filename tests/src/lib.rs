@@ -860,6 +860,36 @@ pub fn share_keys_among(members: &mut [(&mut Participant, &[u8])]) {
     }
 }
 
+/// A connectivity check for `spec`'s session as a participant sends it (controlling,
+/// with transaction id `[tid; 12]`), nominating the path it comes on if `nominate`.
+pub fn ice_check(spec: &SessionSpec, tid: u8, nominate: bool) -> Vec<u8> {
+    use blindfold_relay::wire::stun::{Class, Method, StunWriter, TransactionId};
+    let mut buf = vec![0u8; 256];
+    let mut w = StunWriter::new(
+        &mut buf,
+        Class::Request,
+        Method::Binding,
+        TransactionId([tid; 12]),
+    )
+    .expect("buffer");
+    w.add_username(&format!(
+        "{}:{}",
+        spec.ice_ufrag.as_str(),
+        spec.remote_ufrag.as_str()
+    ))
+    .expect("username");
+    w.add_priority(0x6e00_01ff).expect("priority");
+    w.add_ice_controlling(7).expect("controlling");
+    if nominate {
+        w.add_use_candidate().expect("use-candidate");
+    }
+    let n = w
+        .finish_with_integrity_and_fingerprint(spec.ice_pwd.as_str().as_bytes())
+        .expect("integrity");
+    buf.truncate(n);
+    buf
+}
+
 /// The SSRCs and ICE credentials of test participant number `idx` called `name`
 /// (relay's, then participant's), unique per participant.
 pub fn test_identity(idx: usize, name: &str) -> (OwnSsrcs, IceCredentials, IceCredentials) {

@@ -29,7 +29,8 @@ use blindfold_relay::control::{
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::id::{Pt, RtpTime};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
-use blindfold_relay::wire::stun::{Class, Method, StunMessage, StunWriter, TransactionId};
+use blindfold_relay::wire::stun::{Class, StunMessage};
+use blindfold_tests::ice_check;
 use blindfold_tests::process::Relay;
 
 const CONF: &str = "!room:example.org";
@@ -525,35 +526,6 @@ fn sigterm_says_goodbye_and_exits_zero_quickly() {
 }
 
 // ----- sessions across workers -----------------------------------------------------------
-
-/// A connectivity check for `spec`'s session as a participant sends it, with
-/// transaction id `[tid; 12]`.
-fn ice_check(spec: &SessionSpec, tid: u8, nominate: bool) -> Vec<u8> {
-    let mut buf = vec![0u8; 256];
-    let mut w = StunWriter::new(
-        &mut buf,
-        Class::Request,
-        Method::Binding,
-        TransactionId([tid; 12]),
-    )
-    .unwrap();
-    w.add_username(&format!(
-        "{}:{}",
-        spec.ice_ufrag.as_str(),
-        spec.remote_ufrag.as_str()
-    ))
-    .unwrap();
-    w.add_priority(0x6e00_01ff).unwrap();
-    w.add_ice_controlling(7).unwrap();
-    if nominate {
-        w.add_use_candidate().unwrap();
-    }
-    let n = w
-        .finish_with_integrity_and_fingerprint(spec.ice_pwd.as_str().as_bytes())
-        .unwrap();
-    buf.truncate(n);
-    buf
-}
 
 /// Sends `check` from `sock` (blocking) and waits up to `limit` for the relay's success
 /// response to it; false if none came.

@@ -10,7 +10,7 @@ use blindfold_relay::dtls::Fingerprint;
 use blindfold_relay::engine::{DropReason, Handled, RtcpDrop};
 use blindfold_relay::id::{Pt, Ssrc, WireSeq};
 use blindfold_relay::wire::rtcp;
-use blindfold_tests::Sim;
+use blindfold_tests::{Sim, ice_check};
 
 fn call(workers: u16, names: &[&str]) -> (Sim, Vec<usize>) {
     let mut sim = Sim::new(workers);
@@ -164,9 +164,6 @@ fn a_member_flooding_rtcp_gets_a_bounded_rate_of_work() {
                 .filter(|e| matches!(e, PEvent::SenderReport(sr) if sr.ssrc == audio))
                 .count()
         };
-        let stats = |sim: &Sim, f: fn(&blindfold_relay::engine::EngineStats) -> u64| -> u64 {
-            sim.shards.iter().map(|e| f(e.stats())).sum()
-        };
         let before = [srs_at(&sim, b), srs_at(&sim, c)];
         // 30 compounds of 20 SRs each at once: 600 packets, 500 of them read, and one SR
         // forwarded to each receiver.
@@ -195,10 +192,10 @@ fn a_member_flooding_rtcp_gets_a_bounded_rate_of_work() {
             "{workers} workers"
         );
         assert_eq!(
-            stats(&sim, |s| s.rtcp_drops[RtcpDrop::OverBudget.index()]),
+            sim.relay_total(|s| s.rtcp_drops[RtcpDrop::OverBudget.index()]),
             100
         );
-        assert_eq!(stats(&sim, |s| s.sr_held_back), 499);
+        assert_eq!(sim.relay_total(|s| s.sr_held_back), 499);
         // Alice's next periodic SRs (one a second) go through as ever.
         sim.run_for_ms(2500);
         assert!(srs_at(&sim, b) >= after[0] + 2, "{workers} workers");
@@ -211,14 +208,14 @@ fn a_member_flooding_rtcp_gets_a_bounded_rate_of_work() {
         }; 100];
         let mut fir = [0u8; 12 + 8 * 100];
         let n = rtcp::write_fir(&mut fir, sim.member(b).ssrcs().audio, &entries).unwrap();
-        let dropped = stats(&sim, |s| s.rtcp_drops[RtcpDrop::OverBudget.index()]);
+        let dropped = sim.relay_total(|s| s.rtcp_drops[RtcpDrop::OverBudget.index()]);
         let now = sim.now;
         for _ in 0..6 {
             sim.members[b].p.send_rtcp(now, &fir[..n]).unwrap();
         }
         sim.pump();
         assert_eq!(
-            stats(&sim, |s| s.rtcp_drops[RtcpDrop::OverBudget.index()]),
+            sim.relay_total(|s| s.rtcp_drops[RtcpDrop::OverBudget.index()]),
             dropped + 1
         );
     }
@@ -529,9 +526,6 @@ fn a_receiver_nacking_again_and_again_gets_its_budget_and_no_more() {
             .map(|m| WireSeq(m.seq.0 as u16))
             .collect();
         assert_eq!(seqs.len(), 100);
-        let stats = |sim: &Sim, f: fn(&blindfold_relay::engine::EngineStats) -> u64| -> u64 {
-            sim.shards.iter().map(|e| f(e.stats())).sum()
-        };
         let got = |sim: &Sim, r: usize| sim.member(r).received.len();
         // Bob asks for all 100 packets, ten times over: a second's budget (250) is
         // resent, the other 750 are ignored, and nothing is asked of alice.
@@ -542,9 +536,9 @@ fn a_receiver_nacking_again_and_again_gets_its_budget_and_no_more() {
         }
         sim.pump();
         assert_eq!(got(&sim, b) - before, 250, "{workers} workers");
-        assert_eq!(stats(&sim, |s| s.nack_resent), 250);
-        assert_eq!(stats(&sim, |s| s.nack_over_budget), 750);
-        assert_eq!(stats(&sim, |s| s.nack_forwarded), 0);
+        assert_eq!(sim.relay_total(|s| s.nack_resent), 250);
+        assert_eq!(sim.relay_total(|s| s.nack_over_budget), 750);
+        assert_eq!(sim.relay_total(|s| s.nack_forwarded), 0);
         // Carol's budget is her own.
         let before_c = got(&sim, c);
         sim.members[c].p.send_nack(now, thumb, &seqs[..3]).unwrap();
@@ -594,11 +588,8 @@ fn nacks_for_packets_the_relay_lacks_reach_the_sender_once_per_interval() {
         sim.members[b].p.send_nack(now, thumb, &[gone]).unwrap();
         sim.pump();
         assert_eq!(upstream(&sim), 2);
-        let stats = |f: fn(&blindfold_relay::engine::EngineStats) -> u64| -> u64 {
-            sim.shards.iter().map(|e| f(e.stats())).sum()
-        };
-        assert_eq!(stats(|s| s.nack_forwarded), 2);
-        assert_eq!(stats(|s| s.nack_suppressed), 1);
+        assert_eq!(sim.relay_total(|s| s.nack_forwarded), 2);
+        assert_eq!(sim.relay_total(|s| s.nack_suppressed), 1);
     }
 }
 
@@ -751,34 +742,6 @@ fn background_noise_reports_no_speaker_and_sends_no_notes() {
     assert_eq!(sim.speech_between_shards, 0);
 }
 
-/// A connectivity check of member `idx`'s session, nominating the path it comes on.
-fn nominating_check(sim: &Sim, idx: usize, tid: u8) -> Vec<u8> {
-    use blindfold_relay::wire::stun::{Class, Method, StunWriter, TransactionId};
-    let spec = &sim.member(idx).spec;
-    let mut buf = vec![0u8; 256];
-    let mut w = StunWriter::new(
-        &mut buf,
-        Class::Request,
-        Method::Binding,
-        TransactionId([tid; 12]),
-    )
-    .unwrap();
-    w.add_username(&format!(
-        "{}:{}",
-        spec.ice_ufrag.as_str(),
-        spec.remote_ufrag.as_str()
-    ))
-    .unwrap();
-    w.add_priority(0x6e00_01ff).unwrap();
-    w.add_ice_controlling(7).unwrap();
-    w.add_use_candidate().unwrap();
-    let n = w
-        .finish_with_integrity_and_fingerprint(spec.ice_pwd.as_str().as_bytes())
-        .unwrap();
-    buf.truncate(n);
-    buf
-}
-
 #[test]
 fn a_participant_flipping_between_two_paths_moves_its_media_at_most_once_a_second() {
     let (mut sim, p) = call(1, &["alice", "bob"]);
@@ -792,7 +755,7 @@ fn a_participant_flipping_between_two_paths_moves_its_media_at_most_once_a_secon
     // sends a packet after each nomination. Where does it go?
     let mut dests = Vec::new();
     for i in 0..20 {
-        sim.inject(paths[i % 2], &nominating_check(&sim, a, i as u8));
+        sim.inject(paths[i % 2], &ice_check(&sim.member(a).spec, i as u8, true));
         let strangers = sim.to_strangers.len();
         sim.send_audio(b, b"where does this go");
         let sent = sim.member(b).sent.last().unwrap().clone();
