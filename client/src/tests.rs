@@ -645,6 +645,22 @@ impl Two {
         t.bytes
     }
 
+    /// A publishes key 1 (its event lists only key 1), B installs it, and A switches.
+    fn a_moves_to_key_1(&mut self) {
+        let k1 = MasterKey::new(PROFILE, &master(0x71)).unwrap();
+        self.a.add_local_key(KeyIndex(1), &k1).unwrap();
+        let a_streams = remote_streams(self.a.ssrcs());
+        self.b
+            .install_remote_keys(
+                SenderId(1),
+                &a_streams,
+                PROFILE,
+                &[(KeyIndex(1), &master(0x71))],
+            )
+            .unwrap();
+        self.a.activate_local_key(KeyIndex(1)).unwrap();
+    }
+
     fn b_receives(&mut self, bytes: &[u8]) -> Result<MediaPacket, DropReason> {
         let mut buf = bytes.to_vec();
         self.b.handle_datagram(self.now, self.b_relay, &mut buf)?;
@@ -747,22 +763,12 @@ fn previous_key_retired_10_s_after_first_packet_under_new_one() {
     let first = t.a_sends(b"k0");
     t.b_receives(&first).unwrap();
     let stale = t.a_sends(b"k0 late");
-    // New key set lists only key 1: key 0 stays because packets still use it.
-    let k1 = MasterKey::new(PROFILE, &master(0x71)).unwrap();
-    t.a.add_local_key(KeyIndex(1), &k1).unwrap();
-    let a_streams = remote_streams(t.a.ssrcs());
-    t.b.install_remote_keys(
-        SenderId(1),
-        &a_streams,
-        PROFILE,
-        &[(KeyIndex(1), &master(0x71))],
-    )
-    .unwrap();
+    t.a_moves_to_key_1();
+    // The new key set lists only key 1: key 0 stays because packets still use it.
     assert_eq!(
         t.b.remote_keys(SenderId(1)).unwrap(),
         [KeyIndex(0), KeyIndex(1)]
     );
-    t.a.activate_local_key(KeyIndex(1)).unwrap();
     let new = t.a_sends(b"k1");
     t.b_receives(&new).unwrap();
     let switched = t.now;
@@ -795,17 +801,7 @@ fn a_late_packet_under_the_previous_key_does_not_retire_the_current_one() {
     let first = t.a_sends(b"k0");
     t.b_receives(&first).unwrap();
     let late = t.a_sends(b"k0, delivered late");
-    let k1 = MasterKey::new(PROFILE, &master(0x71)).unwrap();
-    t.a.add_local_key(KeyIndex(1), &k1).unwrap();
-    let a_streams = remote_streams(t.a.ssrcs());
-    t.b.install_remote_keys(
-        SenderId(1),
-        &a_streams,
-        PROFILE,
-        &[(KeyIndex(1), &master(0x71))],
-    )
-    .unwrap();
-    t.a.activate_local_key(KeyIndex(1)).unwrap();
+    t.a_moves_to_key_1();
     let new = t.a_sends(b"k1");
     t.b_receives(&new).unwrap();
     // The relay delivers a packet of key 0 late (reordered, or resent from its cache),

@@ -700,9 +700,14 @@ mod tests {
         assert_eq!(r.members().count(), 0);
     }
 
+    /// The indexes of the key set to publish now.
+    fn indexes(k: &LocalKeys) -> Vec<KeyIndex> {
+        k.published().iter().map(|p| p.0).collect()
+    }
+
     /// What the participant's publish does: the key set as it is now goes out at `at`.
     fn publish(k: &mut LocalKeys, at: Instant) {
-        let indexes: Vec<KeyIndex> = k.published().iter().map(|p| p.0).collect();
+        let indexes = indexes(k);
         k.sent(at, &indexes);
     }
 
@@ -726,7 +731,7 @@ mod tests {
         // A second leave before the first key is in use replaces it.
         let t2 = t1 + Duration::from_secs(1);
         k.rekey(t2, vec![2; 28]);
-        let in_flight: Vec<KeyIndex> = k.published().iter().map(|p| p.0).collect();
+        let in_flight = indexes(&k);
         let a = k.rekey(t2, vec![3; 28]);
         assert_eq!(
             a,
@@ -848,12 +853,8 @@ mod tests {
         let mut next_leave = t0;
         let mut n = 0u8;
         let mut in_flight: Vec<(Instant, Vec<KeyIndex>)> = Vec::new();
-        let publish_from = |k: &LocalKeys, now: Instant| {
-            (
-                now + Duration::from_millis(300),
-                k.published().iter().map(|p| p.0).collect(),
-            )
-        };
+        let publish_from =
+            |k: &LocalKeys, now: Instant| (now + Duration::from_millis(300), indexes(k));
         while now < t0 + Duration::from_secs(60) {
             if now >= next_leave {
                 n = n.wrapping_add(1);
