@@ -423,9 +423,29 @@ mod tests {
         assert_eq!(reconnect_delay(100), Duration::from_millis(500));
     }
 
+    /// A socket at a fresh path in the temporary directory (`name` tells tests apart),
+    /// listened on as the relay would, and a link to it with its events.
+    fn scripted_relay(
+        name: &str,
+    ) -> (
+        std::path::PathBuf,
+        UnixListener,
+        RelayLink,
+        mpsc::Receiver<LinkEvent>,
+    ) {
+        let dir = std::env::temp_dir().join(format!("bf-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let (events_tx, events) = mpsc::channel(16);
+        let link = RelayLink::spawn(path.clone(), events_tx, Duration::from_secs(5));
+        (path, listener, link, events)
+    }
+
     /// One connection whose snapshot the relay refuses: the link connects, the
-    /// snapshot is refused, the service asks for a new connection, and the old one
-    /// closes. Returns when it has.
+    /// snapshot is refused, until one is accepted the link takes nothing else, the
+    /// service asks for a new connection, and the old one closes. Returns when it has.
     async fn refuse_one(
         listener: &UnixListener,
         link: &RelayLink,
@@ -440,9 +460,16 @@ mod tests {
             })
         }));
         assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
-        assert!(link.snapshot(snapshot(generation)).await.is_err());
+        assert!(matches!(
+            link.snapshot(snapshot(generation)).await,
+            Err(RelayError::Refused(ErrorCode::Overloaded, _))
+        ));
+        assert_eq!(
+            link.request(RequestBody::GetStats).await,
+            Err(RelayError::NotConnected)
+        );
         link.reconnect("the snapshot failed".into()).await;
-        assert_eq!(relay.await.unwrap().len(), 1);
+        assert_eq!(relay.await.unwrap().len(), 1, "the refused snapshot alone");
         assert!(matches!(
             events.recv().await,
             Some(LinkEvent::Disconnected(_))
@@ -452,13 +479,7 @@ mod tests {
     #[tokio::test]
     async fn refused_snapshots_back_off_until_the_relay_is_gone_and_back() {
         use tokio::time::Instant;
-        let dir = std::env::temp_dir().join(format!("bf-backoff-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("relay.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
-        let (events_tx, mut events) = mpsc::channel(16);
-        let link = RelayLink::spawn(path.clone(), events_tx, Duration::from_secs(5));
+        let (path, listener, link, mut events) = scripted_relay("backoff");
 
         // The first refusal is retried at once (a relay that died mid-snapshot), the
         // second only after a second.
@@ -498,56 +519,28 @@ mod tests {
             refused.elapsed()
         );
         drop((stream, link));
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[tokio::test]
     async fn a_refused_snapshot_is_retried_on_a_new_connection() {
-        let dir = std::env::temp_dir().join(format!("bf-link-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("relay.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
-        let (events_tx, mut events) = mpsc::channel(16);
-        let link = RelayLink::spawn(path.clone(), events_tx, Duration::from_secs(5));
-
-        // First connection: the relay is overloaded and refuses the snapshot; until one
-        // is accepted the link takes nothing else.
-        let (stream, _) = listener.accept().await.unwrap();
-        let first = tokio::spawn(relay_side(stream, |_| {
-            Err(ErrorReply {
-                code: ErrorCode::Overloaded,
-                message: "busy".into(),
-            })
-        }));
-        assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
-        assert!(matches!(
-            link.snapshot(snapshot(1)).await,
-            Err(RelayError::Refused(ErrorCode::Overloaded, _))
-        ));
-        let get_stats = RequestBody::GetStats;
-        assert_eq!(
-            link.request(get_stats.clone()).await,
-            Err(RelayError::NotConnected)
-        );
-
-        // The service asks for a new connection: the old one closes, a new one opens,
-        // and its snapshot is taken; then requests flow.
-        link.reconnect("the snapshot failed".into()).await;
-        assert_eq!(first.await.unwrap().len(), 1);
-        assert!(matches!(
-            events.recv().await,
-            Some(LinkEvent::Disconnected(_))
-        ));
+        let (path, listener, link, mut events) = scripted_relay("link");
+        // First connection: the relay is overloaded and refuses the snapshot; the
+        // service asks for a new connection.
+        refuse_one(&listener, &link, &mut events, 1).await;
+        // The new one's snapshot is taken; then requests flow.
         let (stream, _) = listener.accept().await.unwrap();
         let second = tokio::spawn(relay_side(stream, |_| Ok(ResponseBody::Ok)));
         assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
         assert_eq!(link.snapshot(snapshot(2)).await, Ok(ResponseBody::Ok));
-        assert_eq!(link.request(get_stats).await, Ok(ResponseBody::Ok));
+        assert_eq!(
+            link.request(RequestBody::GetStats).await,
+            Ok(ResponseBody::Ok)
+        );
         drop(link);
         let seen = second.await.unwrap();
         assert!(matches!(&seen[0].body, RequestBody::Snapshot(s) if s.generation == Generation(2)));
         assert_eq!(seen.len(), 2);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
