@@ -117,19 +117,17 @@ impl Engine {
             return;
         }
         let first = s.indexed.is_empty();
-        if s.indexed.len() >= MAX_INDEXED {
-            let keep = [s.ice.selected(), s.addr];
-            if let Some(i) = s.indexed.iter().position(|a| !keep.contains(&Some(*a))) {
-                let old = s.indexed.remove(i);
-                if self.by_addr.get(&old) == Some(&h) {
-                    self.by_addr.remove(&old);
-                }
-            }
-        }
-        let Some(s) = self.sessions.get_mut(h) else {
-            return;
-        };
+        let keep = [s.ice.selected(), s.addr];
+        let evicted = (s.indexed.len() >= MAX_INDEXED)
+            .then(|| s.indexed.iter().position(|a| !keep.contains(&Some(*a))))
+            .flatten()
+            .map(|i| s.indexed.remove(i));
         s.indexed.push(from);
+        if let Some(old) = evicted
+            && self.by_addr.get(&old) == Some(&h)
+        {
+            self.by_addr.remove(&old);
+        }
         if let Some(other) = self.by_addr.insert(from, h)
             && other != h
         {
@@ -196,7 +194,9 @@ impl Engine {
         let Home::Here(local) = &s.home else {
             return None;
         };
-        let waiting = s.addr.is_some() && s.ice.selected() != s.addr && local.keyed();
-        waiting.then(|| local.moved_at.map(|t| t + MOVE_GAP))?
+        if s.addr.is_none() || s.ice.selected() == s.addr || !local.keyed() {
+            return None;
+        }
+        local.moved_at.map(|t| t + MOVE_GAP)
     }
 }
