@@ -654,23 +654,23 @@ impl Core {
                 && e.content.get("membership").and_then(Value::as_str) == Some("invite"))
             .then(|| e.sender.to_owned())
         });
-        let within = |core: &mut Self, who: &str| match core.invite_rate(who, now_ms) {
-            Rate::Within => true,
-            Rate::JustOver | Rate::Over => {
-                core.count_drop("room_invite_over_rate");
-                false
+        let join = match inviter.as_deref() {
+            Some(who) if self.cfg.allow.allows(who) => {
+                let within = matches!(self.invite_rate(who, now_ms), Rate::Within);
+                if !within {
+                    self.count_drop("room_invite_over_rate");
+                }
+                within
             }
+            _ => false,
         };
-        match inviter {
-            Some(who) if self.cfg.allow.allows(&who) && within(self, &who) => {
-                self.stats.rooms_joined += 1;
-                self.out.push_back(Action::JoinRoom(room_id.to_owned()));
-            }
-            _ => {
-                self.stats.rooms_declined += 1;
-                self.out
-                    .push_back(Action::DeclineInvite(room_id.to_owned()));
-            }
+        if join {
+            self.stats.rooms_joined += 1;
+            self.out.push_back(Action::JoinRoom(room_id.to_owned()));
+        } else {
+            self.stats.rooms_declined += 1;
+            self.out
+                .push_back(Action::DeclineInvite(room_id.to_owned()));
         }
     }
 
