@@ -259,6 +259,9 @@ pub enum Action {
     JoinRoom(String),
     /// Decline an invite (leave the room).
     DeclineInvite(String),
+    /// Leave a room nobody else is joined to any more, once what is queued for it has
+    /// been sent.
+    LeaveRoom(String),
     /// Send a timeline event.
     Send {
         /// The room.
@@ -303,6 +306,12 @@ impl Room {
         self.members.get(user).is_some_and(|m| m == "join")
     }
 
+    /// Whether the SFU is joined and nobody else is: every member left, so nothing in
+    /// the room can reach it any more.
+    fn abandoned(&self, sfu: &str) -> bool {
+        self.joined(sfu) && self.members.iter().all(|(u, m)| u == sfu || m != "join")
+    }
+
     /// Whether nobody but `caller` and `sfu` is joined or invited: only they can read
     /// the offer and the answer, and so the call's ICE credentials.
     fn private_to(&self, caller: &str, sfu: &str) -> bool {
@@ -336,6 +345,8 @@ pub struct Stats {
     pub rooms_joined: u64,
     /// See `rooms_joined`.
     pub rooms_declined: u64,
+    /// Rooms left because every other member had left them.
+    pub rooms_left: u64,
     /// Sync batches whose timeline was truncated (events may have been missed).
     pub limited_timelines: u64,
     /// Active-speaker events sent (one per call of the conference per change).
@@ -371,6 +382,8 @@ pub struct Core {
     invites: HashMap<String, InviteRate>,
     /// Rooms told that the SFU cannot read encrypted calls.
     told_encrypted: HashSet<String>,
+    /// Rooms the SFU is leaving (until sync reports them left).
+    leaving: HashSet<String>,
     last_generation: u64,
     out: VecDeque<Action>,
     stats: Stats,
@@ -390,6 +403,7 @@ impl Core {
             handled_order: VecDeque::new(),
             invites: HashMap::new(),
             told_encrypted: HashSet::new(),
+            leaving: HashSet::new(),
             last_generation: 0,
             out: VecDeque::new(),
             stats: Stats::default(),
@@ -487,6 +501,8 @@ impl Core {
         }
         for room_id in sync.rooms.leave.keys() {
             self.rooms.remove(room_id);
+            self.told_encrypted.remove(room_id);
+            self.leaving.remove(room_id);
         }
         // State first, everywhere, so a call event sees the membership and conference
         // state of its batch whatever order the rooms come in.
@@ -515,6 +531,24 @@ impl Core {
             }
         }
         self.reconcile(now_ms);
+        self.leave_abandoned(sync);
+    }
+
+    /// Leaves the rooms of this batch that every other member has left (after
+    /// [`Core::reconcile`] ended their calls): nobody can call or announce anything
+    /// there any more, and a room the SFU stays in is state it keeps and syncs for
+    /// good. Whoever wants it back invites it again.
+    fn leave_abandoned(&mut self, sync: &SyncResponse) {
+        for room_id in sync.rooms.join.keys() {
+            let abandoned = self
+                .rooms
+                .get(room_id)
+                .is_some_and(|r| r.abandoned(&self.cfg.user_id));
+            if abandoned && self.leaving.insert(room_id.clone()) {
+                self.stats.rooms_left += 1;
+                self.out.push_back(Action::LeaveRoom(room_id.clone()));
+            }
+        }
     }
 
     /// A relay notification.

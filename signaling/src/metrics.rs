@@ -136,6 +136,13 @@ impl Metrics {
                 format!("{{outcome=\"declined\"}} {}", self.core.rooms_declined),
             ],
         );
+        push(
+            &mut o,
+            "rooms_left_total",
+            "counter",
+            "Rooms left because every other member had left them.",
+            vec![format!(" {}", self.core.rooms_left)],
+        );
         let mut cumulative = 0;
         let mut lines = Vec::new();
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {

@@ -221,8 +221,16 @@ async fn sync_loop(
     }
 }
 
-/// One event to send, in order, in one room.
-struct Outgoing {
+/// What a room's sender does next, in order.
+enum Outgoing {
+    /// Send one event.
+    Event(OutEvent),
+    /// Leave the room, once everything queued before is sent.
+    Leave,
+}
+
+/// One event to send.
+struct OutEvent {
     event_type: String,
     content: Value,
     /// For an answer: when its invite arrived, to observe the latency.
@@ -266,9 +274,12 @@ impl Outbox {
 /// (for the same call) makes stale.
 fn superseded(out: &Outgoing, queued: &VecDeque<Outgoing>) -> bool {
     fn speaker_of(o: &Outgoing) -> Option<&Value> {
-        (o.event_type == crate::events::ACTIVE_SPEAKER)
-            .then(|| o.content.get("call_id"))
-            .flatten()
+        match o {
+            Outgoing::Event(e) if e.event_type == crate::events::ACTIVE_SPEAKER => {
+                e.content.get("call_id")
+            }
+            _ => None,
+        }
     }
     speaker_of(out).is_some_and(|call| queued.iter().any(|q| speaker_of(q) == Some(call)))
 }
@@ -282,7 +293,6 @@ async fn room_sender(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     metrics: Arc<Mutex<Metrics>>,
 ) {
-    static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     // What came in while the last send was under way, in order.
     let mut queued = VecDeque::new();
     loop {
@@ -315,60 +325,70 @@ async fn room_sender(
                 .speaker_events_superseded += 1;
             continue;
         }
-        let n = TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Unique across restarts: the homeserver de-duplicates retries by this id.
-        let txn = format!("bf{}-{}", now_ms(), n);
-        let mut attempt = 0;
-        loop {
-            match mx.send(&room, &out.event_type, &txn, &out.content).await {
-                Ok(_) => {
-                    if let Some(t) = out.invite_received {
-                        metrics
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .observe_answer(t.elapsed().as_secs_f64());
-                    }
-                    break;
-                }
-                Err(e) if e.is_transient() && attempt < 6 => {
-                    tokio::time::sleep(matrix::backoff(&e, attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(%room, event = %out.event_type, error = %e, "could not send");
+        match out {
+            Outgoing::Event(event) => send_event(&mx, &room, event, &metrics).await,
+            Outgoing::Leave => change_membership(&mx, &room, false).await,
+        }
+    }
+}
+
+/// Sends one event in `room`, retrying transient failures; a lost one is counted.
+async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metrics>) {
+    static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Unique across restarts: the homeserver de-duplicates retries by this id.
+    let txn = format!("bf{}-{}", now_ms(), n);
+    let mut attempt = 0;
+    loop {
+        match mx.send(room, &out.event_type, &txn, &out.content).await {
+            Ok(_) => {
+                if let Some(t) = out.invite_received {
                     metrics
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .send_failures += 1;
-                    break;
+                        .observe_answer(t.elapsed().as_secs_f64());
                 }
+                return;
+            }
+            Err(e) if e.is_transient() && attempt < 6 => {
+                tokio::time::sleep(matrix::backoff(&e, attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::warn!(%room, event = %out.event_type, error = %e, "could not send");
+                metrics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .send_failures += 1;
+                return;
             }
         }
     }
 }
 
-/// Joins or leaves a room in the background, with retries.
-fn room_membership(mx: &Matrix, room: String, join: bool) {
-    let mx = mx.clone();
-    tokio::spawn(async move {
-        for attempt in 0..6 {
-            let r = if join {
-                mx.join(&room).await
-            } else {
-                mx.leave(&room).await
-            };
-            match r {
-                Ok(()) => return,
-                Err(e) if e.is_transient() => {
-                    tokio::time::sleep(matrix::backoff(&e, attempt)).await
-                }
-                Err(e) => {
-                    tracing::warn!(%room, join, error = %e, "room membership change failed");
-                    return;
-                }
+/// Joins or leaves `room`, retrying transient failures.
+async fn change_membership(mx: &Matrix, room: &str, join: bool) {
+    for attempt in 0..6 {
+        let r = if join {
+            mx.join(room).await
+        } else {
+            mx.leave(room).await
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) if e.is_transient() => tokio::time::sleep(matrix::backoff(&e, attempt)).await,
+            Err(e) => {
+                tracing::warn!(%room, join, error = %e, "room membership change failed");
+                return;
             }
         }
-    });
+    }
+}
+
+/// [`change_membership`] in the background.
+fn room_membership(mx: &Matrix, room: String, join: bool) {
+    let mx = mx.clone();
+    tokio::spawn(async move { change_membership(&mx, &room, join).await });
 }
 
 struct Service {
@@ -388,17 +408,18 @@ impl Service {
             match action {
                 Action::JoinRoom(room) => room_membership(&self.mx, room, true),
                 Action::DeclineInvite(room) => room_membership(&self.mx, room, false),
+                Action::LeaveRoom(room) => self.outbox.send(room, Outgoing::Leave),
                 Action::Send {
                     room,
                     event_type,
                     content,
                 } => self.outbox.send(
                     room,
-                    Outgoing {
+                    Outgoing::Event(OutEvent {
                         event_type,
                         content,
                         invite_received: None,
-                    },
+                    }),
                 ),
                 Action::Admit { call, answer, .. } => {
                     let now = now_ms();
@@ -423,11 +444,11 @@ impl Service {
                                 session = %call.spec.session_id, "call answered");
                             self.outbox.send(
                                 call.dm_room.clone(),
-                                Outgoing {
+                                Outgoing::Event(OutEvent {
                                     event_type: crate::events::CALL_ANSWER.into(),
                                     content: answer,
                                     invite_received: received,
-                                },
+                                }),
                             );
                         }
                         Err(e) => {
@@ -621,11 +642,11 @@ mod tests {
     use serde_json::json;
 
     fn out(event_type: &str, call_id: &str) -> Outgoing {
-        Outgoing {
+        Outgoing::Event(OutEvent {
             event_type: event_type.into(),
             content: json!({"call_id": call_id}),
             invite_received: None,
-        }
+        })
     }
 
     #[test]

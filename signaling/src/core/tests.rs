@@ -563,6 +563,42 @@ fn leaving_the_conference_room_or_sharing_the_dm_ends_the_call() {
 }
 
 #[test]
+fn a_room_every_other_member_left_is_left_once_after_its_calls_end() {
+    let mut core = setup(&[ALICE, BOB]);
+    call_in(&mut core, ALICE, "a", 100);
+    // Alice leaves her DM: the call ends, its hangup is queued, then the SFU leaves.
+    let actions = timeline(&mut core, DM, vec![member(ALICE, "leave")], T0 + 100);
+    assert_eq!(hangups(&actions), ["left_conference"]);
+    assert_eq!(actions.last(), Some(&Action::LeaveRoom(DM.into())));
+    // More of the room before the homeserver reports the SFU gone: no second leave.
+    let actions = timeline(&mut core, DM, vec![member(ALICE, "leave")], T0 + 200);
+    assert!(
+        !actions.contains(&Action::LeaveRoom(DM.into())),
+        "{actions:?}"
+    );
+
+    // The conference room stays while anyone is joined to it.
+    let actions = timeline(&mut core, ROOM, vec![member(BOB, "leave")], T0 + 300);
+    assert!(
+        !actions.contains(&Action::LeaveRoom(ROOM.into())),
+        "{actions:?}"
+    );
+    let actions = timeline(&mut core, ROOM, vec![member(ALICE, "leave")], T0 + 400);
+    assert_eq!(actions, [Action::LeaveRoom(ROOM.into())]);
+
+    // Once left, a room the SFU is invited back to and joins is a new room.
+    let left: SyncResponse =
+        serde_json::from_value(json!({"next_batch": "l", "rooms": {"leave": {DM: {}}}})).unwrap();
+    core.handle_sync(&left, T0 + 500, false);
+    let back = json!({DM: {"state": {"events": [member(ALICE, "join"), member(SFU, "join")]}}});
+    core.handle_sync(&batch(back), T0 + 600, false);
+    assert_eq!(drain(&mut core), []);
+    let actions = timeline(&mut core, DM, vec![member(ALICE, "leave")], T0 + 700);
+    assert_eq!(actions, [Action::LeaveRoom(DM.into())]);
+    assert_eq!(core.stats().rooms_left, 3);
+}
+
+#[test]
 fn a_terminated_conference_ends_every_call_and_the_relay_conference() {
     let mut core = setup(&[ALICE, BOB]);
     call_in(&mut core, ALICE, "a", 100);
