@@ -21,7 +21,7 @@ use blindfold_client::conference::keys::{KEYS_EVENT, KeyEventError};
 use blindfold_client::conference::matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use blindfold_client::conference::matrix_sdk::ruma::serde::Raw;
 use blindfold_client::conference::{
-    Conference, ConferenceConfig, ConferenceEvent, Login, MediaMode,
+    Conference, ConferenceConfig, ConferenceEvent, Login, MediaMode, MemberId,
 };
 use blindfold_relay::id::{KeyIndex, Ssrc};
 use blindfold_tests::matrix::MatrixUser;
@@ -108,6 +108,17 @@ impl Peer {
 
     fn received_on(&self, ssrc: Ssrc) -> usize {
         self.rx.iter().filter(|r| r.ssrc == ssrc).count()
+    }
+
+    /// The active speakers the SFU named, in order.
+    fn speakers(&self) -> Vec<&MemberId> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ConferenceEvent::ActiveSpeaker { member } => Some(member),
+                _ => None,
+            })
+            .collect()
     }
 
     fn rejected(&self) -> Vec<KeyEventError> {
@@ -347,6 +358,22 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
                 assert!(n >= 60, "{} compared only {n} packets from {}", rx.name, s.name);
             }
             assert!(rx.rejected().is_empty(), "{}: {:?}", rx.name, rx.rejected());
+        }
+        // The synthetic audio talks and pauses: the relay's active speaker reaches every
+        // member through signaling and its DM, and names a member of the call.
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            &st.sfu.relay,
+            Duration::from_secs(10),
+            "every member hears of an active speaker",
+            |p| p.iter().all(|m| !m.speakers().is_empty()),
+        )
+        .await;
+        let members = [&a.user_id, &b.user_id, &c.user_id];
+        for m in [&a, &b, &c] {
+            for s in m.speakers() {
+                assert!(members.contains(&&s.user_id), "{} heard of {s:?}", m.name);
+            }
         }
         // The members' offers declare the transport-wide sequence number and their
         // media stamps it: signaling passed the id on, and the relay answers each

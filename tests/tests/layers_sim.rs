@@ -9,6 +9,7 @@ use blindfold_client::timeline::Timeline;
 use blindfold_client::{Driver, Event as PEvent, SenderId, VideoLayer};
 use blindfold_relay::control::FullSet;
 use blindfold_relay::id::{ExtId, Ssrc};
+use blindfold_relay::wire::rtcp::write_remb;
 use blindfold_tests::{FULL_EXTMAP, LinkConfig, Sending, Sim, starts_keyframe};
 
 const FRAME_MARKING: ExtId = ExtId(2);
@@ -136,6 +137,43 @@ fn alice_and(sim: &mut Sim, viewers: &[(&str, LinkConfig, bool)]) -> (usize, Vec
         }
     }
     (a, idx)
+}
+
+/// However fast a receiver's feedback comes, its layer choices run on it at most once
+/// per compound and once per 50 ms, and what came sooner is acted on when the 50 ms are
+/// up. Bob, on alice's full layer, sends two compounds at once: a REMB that keeps him
+/// there, then one far below it. He stays on the full layer until the gap ends, then
+/// drops to the thumbnail.
+#[test]
+fn feedback_sooner_than_the_gap_is_acted_on_when_it_ends() {
+    let mut sim = sim();
+    sim.remb = false; // bob's only REMBs are the test's
+    let (a, v) = alice_and(&mut sim, &[("bob", LinkConfig::PERFECT, true)]);
+    let b = v[0];
+    let mut senders = [sending(&sim, a)];
+    sim.run_sending(&mut senders, 5_000);
+    let full = sim.member(a).ssrcs().full;
+    let second = sim.now - Duration::from_secs(1);
+    assert!(
+        bytes_on(&sim, b, full, second, sim.now) > 0,
+        "bob gets the full layer"
+    );
+
+    let downs = |sim: &Sim| sim.relay_total(|s| s.layer_switches_down);
+    let before = downs(&sim);
+    let remb = |sim: &Sim, bps: u64| {
+        let mut buf = [0u8; 24];
+        let n = write_remb(&mut buf, sim.member(b).ssrcs().audio, bps, &[full]).unwrap();
+        buf[..n].to_vec()
+    };
+    let (keep, drop) = (remb(&sim, 20_000_000), remb(&sim, 50_000));
+    let now = sim.now;
+    sim.members[b].p.send_rtcp(now, &keep).unwrap();
+    sim.members[b].p.send_rtcp(now, &drop).unwrap();
+    sim.pump();
+    assert_eq!(downs(&sim), before, "the second compound waits for the gap");
+    sim.run_sending(&mut senders, 60);
+    assert_eq!(downs(&sim), before + 1, "and is acted on when it ends");
 }
 
 /// Dave's link: 1.4 Mbit/s, less than alice's full layer with the rest.
