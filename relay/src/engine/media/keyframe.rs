@@ -17,8 +17,9 @@
 //! Each request that goes out carries the next FIR command sequence number of this
 //! stream (RFC 5104 §4.3.1.2): the number space is per pair of command source (the
 //! relay) and target SSRC, so the throttle, which is per stream, keeps it. It starts
-//! at 0 and grows by one, modulo 256, per new request, never per repetition: a FIR the
-//! relay repeats because the first got lost reuses [`KeyframeThrottle::repeat_fir_seq`].
+//! at 0 and grows by one, modulo 256, with each request that goes out. The relay never
+//! repeats a FIR: asking again for a keyframe that has not come is a new command, which
+//! the sender must act on (a repetition, with the same number, it may ignore).
 
 use std::time::{Duration, Instant};
 
@@ -61,8 +62,6 @@ pub(crate) struct KeyframeThrottle {
     next: usize,
     /// The FIR sequence number of the next new request.
     next_fir_seq: u8,
-    /// The FIR sequence number of the last request that went out.
-    last_fir_seq: Option<u8>,
 }
 
 impl KeyframeThrottle {
@@ -105,21 +104,7 @@ impl KeyframeThrottle {
         self.next = (self.next + 1) % MAX_PER_SECOND;
         let fir_seq = self.next_fir_seq;
         self.next_fir_seq = fir_seq.wrapping_add(1);
-        self.last_fir_seq = Some(fir_seq);
         Some(KeyframeRequest { fir_seq })
-    }
-
-    /// The FIR sequence number to repeat the last request with (RFC 5104 §4.3.1.2: a
-    /// repetition keeps its number), or `None` before the first request.
-    #[allow(dead_code)] // wired into the engine by issue 11's integration
-    pub(crate) fn repeat_fir_seq(&self) -> Option<u8> {
-        self.last_fir_seq
-    }
-
-    /// It decides only when asked: no deadline of its own.
-    #[allow(dead_code)] // the pattern every media machine follows; this one never waits
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        None
     }
 }
 
@@ -146,7 +131,6 @@ mod tests {
         assert!(k.handle_request(t0 + iv, iv), "a new interval");
         // Time that goes backwards counts as no time passed.
         assert!(!k.handle_request(t0, iv));
-        assert_eq!(k.poll_timeout(), None);
     }
 
     #[test]
@@ -219,22 +203,17 @@ mod tests {
             max_per_second: 8,
         };
         let mut k = KeyframeThrottle::default();
-        assert_eq!(k.repeat_fir_seq(), None);
         let mut expected = 0u8;
         for i in 0..600u32 {
             let now = t0 + 100 * MS * i;
-            match k.request(now, &cfg) {
-                Some(r) => {
-                    assert_eq!(r.fir_seq, expected, "request {i}");
-                    expected = expected.wrapping_add(1);
-                }
-                // An absorbed request is no new command: the number stays.
-                None => assert_eq!(k.repeat_fir_seq(), Some(expected.wrapping_sub(1))),
+            // An absorbed request is no new command: the number stays.
+            if let Some(r) = k.request(now, &cfg) {
+                assert_eq!(r.fir_seq, expected, "request {i}");
+                expected = expected.wrapping_add(1);
             }
         }
         // 600 asks every 100 ms, one passes per 300 ms: 200 new requests.
         assert_eq!(expected, 200);
-        assert_eq!(k.repeat_fir_seq(), Some(199));
         // Each stream has its own number space.
         let mut other = KeyframeThrottle::default();
         assert_eq!(

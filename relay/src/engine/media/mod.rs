@@ -1,6 +1,6 @@
 //! SFU features as small sans-IO machines: each owns its state, is fed by the stage
-//! that sees its input (`handle_*`), says when it next needs time (`poll_timeout`), and
-//! is unit-tested with plain values and simulated time. The engine holds one per
+//! that sees its input (`handle_*`), says when it next needs time (`poll_timeout`) if it
+//! has deadlines of its own, and is unit-tested with plain values and simulated time. The engine holds one per
 //! session or stream where it needs it. See `docs/architecture.md`, "Adding a feature".
 
 mod budget;
@@ -10,7 +10,6 @@ mod estimate;
 mod keyframe;
 mod layers;
 mod probe;
-#[allow(dead_code)] // `get` and the size getters serve its tests only so far
 mod retransmit;
 mod round_trip;
 mod sender_report;

@@ -207,6 +207,7 @@ impl RetransmitCache {
         Insert::Cached
     }
 
+    #[cfg(test)]
     /// The original bytes of packet `seq`, if cached and not older than `max_age`.
     pub(crate) fn get(&self, now: Instant, seq: WireSeq) -> Option<&[u8]> {
         let (start, len) = self.find(now, seq)?;
@@ -223,16 +224,19 @@ impl RetransmitCache {
         }
     }
 
+    #[cfg(test)]
     /// Bytes of the packets currently cached (expired ones not yet dropped included).
     pub(crate) fn cached_bytes(&self) -> usize {
         self.live_bytes
     }
 
+    #[cfg(test)]
     /// Packets currently cached (expired ones not yet dropped included).
     pub(crate) fn cached_packets(&self) -> usize {
         self.live_packets
     }
 
+    #[cfg(test)]
     /// Bytes the cache allocated, all at construction: the ring, the records and the
     /// tables. It never changes.
     pub(crate) fn allocated_bytes(&self) -> usize {
@@ -240,11 +244,6 @@ impl RetransmitCache {
             + std::mem::size_of_val(&*self.recs)
             + std::mem::size_of_val(&*self.by_seq)
             + self.nack.allocated_bytes()
-    }
-
-    /// It expires packets lazily, when it is used: no deadline of its own.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        None
     }
 
     fn find(&self, now: Instant, seq: WireSeq) -> Option<(usize, usize)> {
@@ -341,6 +340,7 @@ impl NackDedup {
         true
     }
 
+    #[cfg(test)]
     fn allocated_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.table)
     }
@@ -420,7 +420,6 @@ mod tests {
         assert_eq!(d.nack_interval, Duration::from_millis(100));
         let c = RetransmitCache::new(d);
         assert_eq!(c.recs.len(), 1024);
-        assert_eq!(c.poll_timeout(), None);
     }
 
     #[test]

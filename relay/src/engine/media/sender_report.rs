@@ -65,12 +65,6 @@ impl LastSenderReport {
         let (at, sr) = &**self.last.as_ref()?;
         (now.saturating_duration_since(*at) <= Self::MAX_AGE).then(|| sr.as_bytes())
     }
-
-    /// It acts only when asked: no deadline of its own.
-    #[allow(dead_code)] // the pattern every media machine follows; this one never waits
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
 }
 
 #[cfg(test)]
@@ -102,7 +96,6 @@ mod tests {
         );
         // Time that goes backwards counts as no time passed.
         assert_eq!(sr.for_new_receiver(t0), Some(&b"second"[..]));
-        assert_eq!(sr.poll_timeout(), None);
     }
 
     #[test]

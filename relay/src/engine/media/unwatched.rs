@@ -70,7 +70,6 @@ impl UnwatchedLayer {
     }
 
     /// Whether a PAUSE is in force.
-    #[allow(dead_code)] // for tests and a future gauge
     pub(crate) fn is_paused(&self) -> bool {
         self.paused.is_some()
     }
