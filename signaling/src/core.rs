@@ -496,13 +496,14 @@ impl Core {
     /// account (no stored token): its timeline is history, so only state is read.
     pub fn handle_sync(&mut self, sync: &SyncResponse, now_ms: u64, initial: bool) {
         self.expire_handled(now_ms);
-        for (room_id, invited) in &sync.rooms.invite {
-            self.handle_room_invite(room_id, &invited.invite_state.events, now_ms);
-        }
-        for room_id in sync.rooms.leave.keys() {
+        // A room the SFU left, or is invited to (again): what it knew of it is stale.
+        for room_id in sync.rooms.leave.keys().chain(sync.rooms.invite.keys()) {
             self.rooms.remove(room_id);
             self.told_encrypted.remove(room_id);
             self.leaving.remove(room_id);
+        }
+        for (room_id, invited) in &sync.rooms.invite {
+            self.handle_room_invite(room_id, &invited.invite_state.events, now_ms);
         }
         // State first, everywhere, so a call event sees the membership and conference
         // state of its batch whatever order the rooms come in.
