@@ -382,7 +382,8 @@ pub struct Core {
     invites: HashMap<String, InviteRate>,
     /// Rooms told that the SFU cannot read encrypted calls.
     told_encrypted: HashSet<String>,
-    /// Rooms the SFU is leaving (until sync reports them left).
+    /// Rooms the SFU decided to leave, until sync reports them left (or the SFU
+    /// invited back): no call is admitted in them meanwhile.
     leaving: HashSet<String>,
     last_generation: u64,
     out: VecDeque<Action>,
@@ -881,7 +882,11 @@ impl Core {
             return Err(Code::NotADm);
         }
 
-        let room = self.rooms.get(&inv.room_id).ok_or(Code::NoSuchConference)?;
+        // A room the SFU is leaving is one it will not read any more.
+        let room = (!self.leaving.contains(&inv.room_id))
+            .then(|| self.rooms.get(&inv.room_id))
+            .flatten()
+            .ok_or(Code::NoSuchConference)?;
         match room.conferences.get(&inv.conf_id) {
             None => return Err(Code::NoSuchConference),
             Some(ConferenceState::Terminated) => return Err(Code::ConferenceTerminated),

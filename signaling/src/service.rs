@@ -327,7 +327,7 @@ async fn room_sender(
         }
         match out {
             Outgoing::Event(event) => send_event(&mx, &room, event, &metrics).await,
-            Outgoing::Leave => change_membership(&mx, &room, false).await,
+            Outgoing::Leave => change_membership(&mx, &room, Membership::Leave).await,
         }
     }
 }
@@ -366,29 +366,45 @@ async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metr
     }
 }
 
-/// Joins or leaves `room`, retrying transient failures.
-async fn change_membership(mx: &Matrix, room: &str, join: bool) {
-    for attempt in 0..6 {
-        let r = if join {
-            mx.join(room).await
-        } else {
-            mx.leave(room).await
+/// A change of the SFU's membership of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// Join a room it was invited to.
+    Join,
+    /// Decline an invite: a few retries, as for a join.
+    Decline,
+    /// Leave a room nobody else is in: retried for as long as the homeserver fails
+    /// transiently, since nothing else will ask again until signaling restarts.
+    Leave,
+}
+
+/// Carries out `change` for `room`, retrying transient failures.
+async fn change_membership(mx: &Matrix, room: &str, change: Membership) {
+    let mut attempt = 0;
+    loop {
+        let r = match change {
+            Membership::Join => mx.join(room).await,
+            Membership::Decline | Membership::Leave => mx.leave(room).await,
         };
         match r {
             Ok(()) => return,
-            Err(e) if e.is_transient() => tokio::time::sleep(matrix::backoff(&e, attempt)).await,
+            Err(e) if e.is_transient() && (change == Membership::Leave || attempt < 6) => {
+                tokio::time::sleep(matrix::backoff(&e, attempt)).await;
+                attempt += 1;
+            }
             Err(e) => {
-                tracing::warn!(%room, join, error = %e, "room membership change failed");
+                tracing::warn!(%room, ?change, error = %e, "room membership change failed");
                 return;
             }
         }
     }
 }
 
-/// [`change_membership`] in the background.
-fn room_membership(mx: &Matrix, room: String, join: bool) {
+/// [`change_membership`] in the background: a join or a declined invite need no order
+/// with the room's events (there are none yet).
+fn room_membership(mx: &Matrix, room: String, change: Membership) {
     let mx = mx.clone();
-    tokio::spawn(async move { change_membership(&mx, &room, join).await });
+    tokio::spawn(async move { change_membership(&mx, &room, change).await });
 }
 
 struct Service {
@@ -406,8 +422,8 @@ impl Service {
     async fn drain(&mut self, received: Option<Instant>) -> Result<(), ServiceError> {
         while let Some(action) = self.core.poll_action() {
             match action {
-                Action::JoinRoom(room) => room_membership(&self.mx, room, true),
-                Action::DeclineInvite(room) => room_membership(&self.mx, room, false),
+                Action::JoinRoom(room) => room_membership(&self.mx, room, Membership::Join),
+                Action::DeclineInvite(room) => room_membership(&self.mx, room, Membership::Decline),
                 Action::LeaveRoom(room) => self.outbox.send(room, Outgoing::Leave),
                 Action::Send {
                     room,

@@ -585,6 +585,12 @@ fn a_room_every_other_member_left_is_left_once_after_its_calls_end() {
     );
     let actions = timeline(&mut core, ROOM, vec![member(ALICE, "leave")], T0 + 400);
     assert_eq!(actions, [Action::LeaveRoom(ROOM.into())]);
+    // Someone back before the leave went through: the SFU is on its way out, calls
+    // there are refused until it is invited back.
+    timeline(&mut core, ROOM, vec![member(BOB, "join")], T0 + 410);
+    let invite = invite(BOB, "b", "conf", &offer(200), T0 + 420);
+    let actions = timeline(&mut core, BOB_DM, vec![invite], T0 + 420);
+    assert_eq!(hangups(&actions), ["no_such_conference"]);
 
     // A room the SFU is invited back to and joins is a new room, whether sync reported
     // it left in between (the DM) or went straight to the invite (the conference room).

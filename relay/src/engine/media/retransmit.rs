@@ -207,8 +207,8 @@ impl RetransmitCache {
         Insert::Cached
     }
 
-    #[cfg(test)]
     /// The original bytes of packet `seq`, if cached and not older than `max_age`.
+    #[cfg(test)]
     pub(crate) fn get(&self, now: Instant, seq: WireSeq) -> Option<&[u8]> {
         let (start, len) = self.find(now, seq)?;
         Some(&self.data[start..start + len])
@@ -224,21 +224,21 @@ impl RetransmitCache {
         }
     }
 
-    #[cfg(test)]
     /// Bytes of the packets currently cached (expired ones not yet dropped included).
+    #[cfg(test)]
     pub(crate) fn cached_bytes(&self) -> usize {
         self.live_bytes
     }
 
-    #[cfg(test)]
     /// Packets currently cached (expired ones not yet dropped included).
+    #[cfg(test)]
     pub(crate) fn cached_packets(&self) -> usize {
         self.live_packets
     }
 
-    #[cfg(test)]
     /// Bytes the cache allocated, all at construction: the ring, the records and the
     /// tables. It never changes.
+    #[cfg(test)]
     pub(crate) fn allocated_bytes(&self) -> usize {
         self.data.len()
             + std::mem::size_of_val(&*self.recs)
