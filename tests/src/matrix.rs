@@ -437,6 +437,25 @@ impl MatrixUser {
         Ok(ids)
     }
 
+    /// Who is joined to `room`, from Synapse's admin API (`self` must be an admin;
+    /// it need not be in the room).
+    pub fn joined_members_as_admin(&self, room: &str) -> Result<Vec<String>, MatrixError> {
+        let path = format!("/_synapse/admin/v1/rooms/{}/members", escape(room));
+        let answer = self.call("GET", &path, None)?;
+        let mut ids: Vec<String> = answer
+            .get("members")
+            .and_then(Value::as_array)
+            .ok_or_else(|| MatrixError::Transport {
+                request: format!("GET {path}"),
+                error: format!("no `members` list in the answer {answer}"),
+            })?
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     fn account_data_path(&self, event_type: &str) -> String {
         format!(
             "{CS}/user/{}/account_data/{}",

@@ -297,6 +297,13 @@ impl Synapse {
         MatrixUser::new(&self.base_url, &r.user_id, &r.device_id, &r.access_token)
     }
 
+    /// [`Synapse::new_user`], as a homeserver admin: for the homeserver's own view of
+    /// rooms ([`MatrixUser::joined_members_as_admin`]).
+    pub fn new_admin(&self, name: &str) -> MatrixUser {
+        let r = self.register(&unique_localpart(name), PASSWORD, true);
+        MatrixUser::new(&self.base_url, &r.user_id, &r.device_id, &r.access_token)
+    }
+
     /// Kills the homeserver's process group, reaps it and removes its directory (once).
     fn stop(&self) {
         let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();

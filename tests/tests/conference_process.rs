@@ -299,9 +299,14 @@ struct Setup {
     users: Vec<MatrixUser>,
 }
 
-fn setup(n: usize) -> Setup {
+/// Held by each test for its whole run (see [`Setup`]).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn setup(n: usize) -> Setup {
+    let guard = one_at_a_time();
     let s = sfu();
     let synapse = Synapse::shared();
     let users: Vec<MatrixUser> = (0..n).map(|i| synapse.new_user(&format!("m{i}"))).collect();
@@ -932,6 +937,57 @@ fn attack(sock: &UdpSocket, relay: SocketAddr, ufrags: &(String, String), ssrcs:
     }
     a.flood_end = Some(Instant::now());
     a
+}
+
+/// An announcement that names an SFU not joined to the room (its announcer never
+/// invited it, or it left): a member's client invites the SFU and the call goes
+/// through. When the member leaves, nobody else is in the room, and the SFU leaves too.
+#[test]
+fn a_member_invites_the_sfu_the_announcer_did_not_and_it_leaves_with_the_last_member() {
+    let _one_at_a_time = one_at_a_time();
+    let s = sfu();
+    let synapse = Synapse::shared();
+    let alice = synapse.new_user("m0");
+    let room = alice
+        .create_room(&serde_json::json!({
+            "preset": "private_chat",
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+        }))
+        .expect("create the conference room");
+    alice
+        .send_state(
+            &room,
+            "org.matrix.msc2359.conference",
+            CONF,
+            &serde_json::json!({"sfu": s.user_id}),
+        )
+        .expect("announce the conference");
+    rt().block_on(async {
+        let mut a = join("alice", &alice, &room, Instant::now()).await;
+        run_until(
+            &mut [&mut a],
+            &s.relay,
+            Duration::from_secs(10),
+            "alice connects",
+            |p| {
+                p[0].events
+                    .iter()
+                    .any(|(_, e)| matches!(e, ConferenceEvent::Connected { .. }))
+            },
+        )
+        .await;
+        a.conf.hangup().await.expect("hang up");
+    });
+    let admin = synapse.new_admin("admin");
+    let joined = || admin.joined_members_as_admin(&room).expect("room members");
+    assert!(joined().contains(&s.user_id), "the SFU joined the room");
+    alice.leave(&room).expect("alice leaves");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !joined().is_empty() {
+        assert!(Instant::now() < deadline, "the SFU stayed in the room");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use blindfold_client::Event as PEvent;
 use blindfold_relay::dtls::DtlsCert;
 use blindfold_relay::id::{Pt, RtpTime};
-use blindfold_tests::matrix::{MatrixUser, escape};
+use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
 use blindfold_tests::signaling::{
     Answer, CallPeer, Caller, Signaling, conference_room, dm, drive, invite_content, sfu_reply,
@@ -353,14 +353,15 @@ fn leaving_the_room_or_ending_the_conference_hangs_up() {
     wait_sessions(&s.relay, 0, Duration::from_secs(2));
 
     // Everyone leaves: the SFU leaves each room once nobody else is in it.
-    let admin = admin(synapse);
+    let admin = synapse.new_admin("admin");
+    let joined = |room: &str| admin.joined_members_as_admin(room).expect("room members");
     for (user, room) in [(&alice, &room), (&alice, &alice_dm), (&bob, &bob_dm)] {
-        assert!(joined_per_homeserver(&admin, room).contains(&s.user_id));
+        assert!(joined(room).contains(&s.user_id));
         user.leave(room).unwrap();
     }
     let deadline = Instant::now() + WAIT;
     for room in [&room, &alice_dm, &bob_dm] {
-        while !joined_per_homeserver(&admin, room).is_empty() {
+        while !joined(room).is_empty() {
             assert!(Instant::now() < deadline, "the SFU stayed in {room}");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -369,24 +370,6 @@ fn leaving_the_room_or_ending_the_conference_hangs_up() {
         s.signaling.metric("blindfold_signaling_rooms_left_total"),
         Some(3.0)
     );
-}
-
-/// A homeserver admin, for the homeserver's own view of rooms.
-fn admin(synapse: &Synapse) -> MatrixUser {
-    let r = synapse.register(&unique_localpart("admin"), PASSWORD, true);
-    MatrixUser::new(
-        synapse.base_url(),
-        &r.user_id,
-        &r.device_id,
-        &r.access_token,
-    )
-}
-
-/// Who the homeserver says is joined to `room` (its admin API).
-fn joined_per_homeserver(admin: &MatrixUser, room: &str) -> Vec<String> {
-    let path = format!("/_synapse/admin/v1/rooms/{}/members", escape(room));
-    let members = admin.call("GET", &path, None).expect("room members");
-    serde_json::from_value(members["members"].clone()).expect("a list of user ids")
 }
 
 fn wait_reply_type(user: &mut MatrixUser, dm: &str, call_id: &str, kind: &str) -> Value {

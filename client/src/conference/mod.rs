@@ -73,6 +73,7 @@ use matrix_sdk::room::Room;
 use matrix_sdk::ruma::api::client::keys::get_keys;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::events::StateEventType;
+use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::{OwnedUserId, RoomId, UserId};
 use matrix_sdk::sync::{State as SyncState, SyncResponse};
 use matrix_sdk::{Client, RoomMemberships, RoomState, SessionMeta, SessionTokens};
@@ -687,10 +688,40 @@ async fn conference_sfu(
 
 /// The SFU has joined `room`.
 async fn joined(room: &Room, user: &UserId) -> bool {
-    matches!(
-        room.get_member_no_sync(user).await,
-        Ok(Some(m)) if *m.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Join
-    )
+    membership(room, user).await == Some(MembershipState::Join)
+}
+
+/// `user`'s membership of `room`, as far as our store knows.
+async fn membership(room: &Room, user: &UserId) -> Option<MembershipState> {
+    let member = room.get_member_no_sync(user).await.ok()??;
+    Some(member.membership().clone())
+}
+
+/// The SFU reads `R` only while joined to it, and leaves a room nobody else is in:
+/// an announcement may outlive its membership. Invites it back (unless it is invited
+/// already) and waits for its join.
+async fn bring_sfu_into(
+    client: &Client,
+    room: &Room,
+    sfu: &UserId,
+    backlog: &mut Vec<TimelineEvent>,
+    timeout: Duration,
+) -> Result<(), ConferenceError> {
+    match membership(room, sfu).await {
+        Some(MembershipState::Join) => return Ok(()),
+        Some(MembershipState::Invite) => {}
+        _ => room.invite_user_by_id(sfu).await.map_err(mx)?,
+    }
+    let deadline = Instant::now() + timeout;
+    while !joined(room, sfu).await {
+        if Instant::now() > deadline {
+            return Err(ConferenceError::Timeout(
+                "the SFU to join the conference room",
+            ));
+        }
+        sync_step(client, room.room_id(), backlog, Duration::from_millis(500)).await?;
+    }
+    Ok(())
 }
 
 /// One sync; `R`'s timeline events are kept for the conference loop (nothing sent
@@ -765,7 +796,8 @@ impl std::fmt::Debug for Conference {
 
 impl Conference {
     /// Logs in, joins `R`, checks it (encrypted, the conference live, its SFU without
-    /// E2EE devices), calls the SFU from the DM, and once answered starts the media and
+    /// E2EE devices), invites the SFU back to `R` if it is not there (it leaves rooms
+    /// everyone else left), calls the SFU from the DM, and once answered starts the media and
     /// sync tasks, publishes our key event and sends the subscription.
     pub async fn join(config: ConferenceConfig) -> Result<Conference, ConferenceError> {
         let client = login(&config).await?;
@@ -812,6 +844,7 @@ impl Conference {
         // our megolm session with all of them.
         room.sync_members().await.map_err(mx)?;
 
+        bring_sfu_into(&client, &room, &sfu, &mut backlog, config.timeout).await?;
         let dm = find_or_create_dm(&client, &room_id, &sfu, &mut backlog, config.timeout).await?;
 
         // The call.
