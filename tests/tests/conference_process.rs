@@ -369,7 +369,9 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
         run_until(
             &mut [&mut a, &mut b, &mut c],
             &st.sfu.relay,
-            Duration::from_secs(10),
+            // A change reaches only the calls that exist then: the last member to be
+            // admitted waits for the next one (talkspurts last 1–4 s).
+            Duration::from_secs(15),
             "every member hears of an active speaker",
             |p| p.iter().all(|m| !m.speakers().is_empty()),
         )
