@@ -418,6 +418,12 @@ impl Core {
         self.calls.values()
     }
 
+    /// How many rooms the SFU is joined to, as its sync shows them (one it is leaving
+    /// counts until sync reports it left).
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

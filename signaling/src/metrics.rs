@@ -26,6 +26,8 @@ pub struct Metrics {
     pub calls_connected: u64,
     /// Live calls not (yet, or no longer) connected.
     pub calls_connecting: u64,
+    /// Rooms the SFU is joined to.
+    pub rooms: u64,
     /// 1 while the relay link is up (hello and snapshot done).
     pub relay_up: bool,
     /// Relay link (re)connections.
@@ -135,6 +137,13 @@ impl Metrics {
                 format!("{{outcome=\"joined\"}} {}", self.core.rooms_joined),
                 format!("{{outcome=\"declined\"}} {}", self.core.rooms_declined),
             ],
+        );
+        push(
+            &mut o,
+            "rooms",
+            "gauge",
+            "Rooms the SFU account is joined to, as its sync shows them.",
+            vec![format!(" {}", self.rooms)],
         );
         push(
             &mut o,

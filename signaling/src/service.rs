@@ -507,6 +507,7 @@ impl Service {
         m.calls_connected = connected;
         m.calls_connecting = self.core.calls().count() as u64 - connected;
         m.relay_up = self.relay_up;
+        m.rooms = self.core.room_count() as u64;
     }
 
     async fn handle_batch(&mut self, b: Batch) -> Result<(), ServiceError> {

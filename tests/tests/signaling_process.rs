@@ -352,7 +352,10 @@ fn leaving_the_room_or_ending_the_conference_hangs_up() {
     assert_eq!(reply["org.matrix.msc2359.reason"], "conference_terminated");
     wait_sessions(&s.relay, 0, Duration::from_secs(2));
 
-    // Everyone leaves: the SFU leaves each room once nobody else is in it.
+    // Everyone leaves: the SFU leaves each room once nobody else is in it, and forgets
+    // it once its sync shows it left.
+    let rooms = || s.signaling.metric("blindfold_signaling_rooms");
+    assert_eq!(rooms(), Some(3.0));
     let admin = synapse.new_admin("admin");
     let joined = |room: &str| admin.joined_members_as_admin(room).expect("room members");
     for (user, room) in [(&alice, &room), (&alice, &alice_dm), (&bob, &bob_dm)] {
@@ -370,6 +373,14 @@ fn leaving_the_room_or_ending_the_conference_hangs_up() {
         s.signaling.metric("blindfold_signaling_rooms_left_total"),
         Some(3.0)
     );
+    while rooms() != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "signaling still counts {:?} rooms",
+            rooms()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn wait_reply_type(user: &mut MatrixUser, dm: &str, call_id: &str, kind: &str) -> Value {

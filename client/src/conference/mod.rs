@@ -710,7 +710,11 @@ async fn bring_sfu_into(
     match membership(room, sfu).await {
         Some(MembershipState::Join) => return Ok(()),
         Some(MembershipState::Invite) => {}
-        _ => room.invite_user_by_id(sfu).await.map_err(mx)?,
+        _ => room.invite_user_by_id(sfu).await.map_err(|e| {
+            mx(format!(
+                "inviting the SFU {sfu} into the conference room: {e}"
+            ))
+        })?,
     }
     let deadline = Instant::now() + timeout;
     while !joined(room, sfu).await {
