@@ -345,7 +345,7 @@ pub struct Stats {
     pub rooms_joined: u64,
     /// See `rooms_joined`.
     pub rooms_declined: u64,
-    /// Rooms left because every other member had left them.
+    /// Rooms the SFU set out to leave because every other member had left them.
     pub rooms_left: u64,
     /// Sync batches whose timeline was truncated (events may have been missed).
     pub limited_timelines: u64,
@@ -889,9 +889,10 @@ impl Core {
         }
 
         // A room the SFU is leaving is one it will not read any more.
-        let room = (!self.leaving.contains(&inv.room_id))
-            .then(|| self.rooms.get(&inv.room_id))
-            .flatten()
+        let room = self
+            .rooms
+            .get(&inv.room_id)
+            .filter(|_| !self.leaving.contains(&inv.room_id))
             .ok_or(Code::NoSuchConference)?;
         match room.conferences.get(&inv.conf_id) {
             None => return Err(Code::NoSuchConference),

@@ -800,8 +800,8 @@ impl std::fmt::Debug for Conference {
 
 impl Conference {
     /// Logs in, joins `R`, checks it (encrypted, the conference live, its SFU without
-    /// E2EE devices), invites the SFU back to `R` if it is not there (it leaves rooms
-    /// everyone else left), calls the SFU from the DM, and once answered starts the media and
+    /// E2EE devices), invites the SFU to `R` if it is not there (its announcer did not,
+    /// or it left), calls the SFU from the DM, and once answered starts the media and
     /// sync tasks, publishes our key event and sends the subscription.
     pub async fn join(config: ConferenceConfig) -> Result<Conference, ConferenceError> {
         let client = login(&config).await?;
