@@ -315,17 +315,7 @@ impl Worker {
         let mut next_publish = Instant::now();
         let mut backlog = false;
         loop {
-            let now = Instant::now();
-            let mut timeout = next_publish.saturating_duration_since(now);
-            if let Some(t) = self.engine.poll_timeout() {
-                timeout = timeout.min(t.saturating_duration_since(now));
-            }
-            if !self.held.is_empty() || self.peer_held.iter().any(|h| !h.is_empty()) {
-                timeout = timeout.min(HELD_RETRY);
-            }
-            if backlog || !self.inbox.is_empty() {
-                timeout = Duration::ZERO;
-            }
+            let timeout = self.wait(Instant::now(), next_publish, backlog);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -449,6 +439,23 @@ impl Worker {
             .worker(*index)
             .expect("one metrics block per worker");
         record_flush(m, flushed, *index);
+    }
+
+    /// How long the loop may sleep in `poll` at `now`: until the next metrics publish,
+    /// the engine's next deadline, or [`HELD_RETRY`] while messages are held; not at
+    /// all with datagrams (`backlog`) or commands waiting.
+    fn wait(&self, now: Instant, next_publish: Instant, backlog: bool) -> Duration {
+        if backlog || !self.inbox.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut timeout = next_publish.saturating_duration_since(now);
+        if let Some(t) = self.engine.poll_timeout() {
+            timeout = timeout.min(t.saturating_duration_since(now));
+        }
+        if !self.held.is_empty() || self.peer_held.iter().any(|h| !h.is_empty()) {
+            timeout = timeout.min(HELD_RETRY);
+        }
+        timeout
     }
 
     /// Hands the engine's events on: notifications to the control thread, messages to
@@ -714,6 +721,80 @@ mod tests {
         assert_eq!(shards, [2, 3]);
         assert!(held.is_empty());
         assert_eq!(send_peer(&tx, &mut held, alive()), Now);
+    }
+
+    /// Worker 0 of two, peer 1's channel holding at most `capacity` commands: the
+    /// worker, and peer 1's end of its channel.
+    fn worker_and_peer(capacity: usize) -> (Worker, Receiver<Command>) {
+        use crate::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
+        use crate::engine::{EngineConfig, ShardId};
+        let cert = Arc::new(DtlsCert::generate().unwrap());
+        let dtls = Arc::new(DtlsConfig::new(DtlsSettings::default()).unwrap());
+        let poll = Poll::new().unwrap();
+        let control_waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+        let mut inboxes = Vec::new();
+        let peers = [COMMAND_CHANNEL, capacity].map(|cap| {
+            let (tx, rx) = crossbeam_channel::bounded(cap);
+            inboxes.push(rx);
+            Link {
+                tx,
+                waker: Arc::clone(&control_waker),
+                applied: Arc::new(AtomicU64::new(0)),
+            }
+        });
+        let peer_inbox = inboxes.pop().unwrap();
+        let worker = Worker::new(WorkerParts {
+            index: 0,
+            engine: Engine::new(EngineConfig::new(ShardId(0), cert, dtls)),
+            socket: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            poll: Poll::new().unwrap(),
+            inbox: inboxes.pop().unwrap(),
+            peers: peers.to_vec(),
+            notify: crossbeam_channel::bounded(16).0,
+            control_waker,
+            metrics: RelayMetrics::new(2, drop_labels(), &SESSIONS),
+            engine_counters: EngineCounters::new(2),
+            shutdown: Shutdown::new(),
+        });
+        (worker, peer_inbox)
+    }
+
+    #[test]
+    fn a_worker_retries_held_peer_messages_soon_and_passes_them_on_in_order() {
+        use crate::engine::{SessionHandle, SessionName, ShardId};
+        let key = SessionHandle {
+            slot: 1,
+            incarnation: 1,
+        };
+        let claimed = |n: u16| PeerMsg::Claimed {
+            session: SessionName::new("s"),
+            shard: ShardId(n),
+            key,
+        };
+        let (mut w, peer) = worker_and_peer(1);
+        let now = Instant::now();
+        let publish = now + Duration::from_secs(1);
+        assert_eq!(w.wait(now, publish, false), Duration::from_secs(1));
+        // Peer 1's channel is full: what must arrive waits, and the loop comes back
+        // for it within HELD_RETRY.
+        let alive = Command::Peer(PeerMsg::Alive { session: key });
+        w.peers[1].tx.try_send(alive).unwrap();
+        for n in 1..=3 {
+            w.send_peer(1, claimed(n));
+        }
+        assert_eq!(w.wait(now, publish, false), HELD_RETRY);
+        // Each turn of the loop passes on what the channel has room for, in order.
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            w.dispatch_events();
+            got.extend(peer.try_iter().filter_map(|c| match c {
+                Command::Peer(PeerMsg::Claimed { shard, .. }) => Some(shard.0),
+                _ => None,
+            }));
+        }
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(w.wait(now, publish, false), Duration::from_secs(1));
+        assert_eq!(w.metrics().drops.get(ShellDrop::PeerQueueFull.slot()), 0);
     }
 
     #[test]
