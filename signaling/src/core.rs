@@ -697,8 +697,10 @@ impl Core {
             .then(|| e.sender.to_owned())
         });
         let join = match inviter.as_deref() {
+            // Declined over the rate, without using up the minute's one refusal
+            // of a call invite.
             Some(who) if self.cfg.allow.allows(who) => {
-                let within = matches!(self.invite_rate(who, now_ms), Rate::Within);
+                let within = self.take_invite(who, now_ms);
                 if !within {
                     self.count_drop("room_invite_over_rate");
                 }
@@ -850,19 +852,30 @@ impl Core {
         }
     }
 
-    /// Counts an invite from `caller` against its rate (every new invite counts,
-    /// whatever its fate): within it; over it, refused (once a minute); or over it
-    /// again within that minute.
-    fn invite_rate(&mut self, caller: &str, now_ms: u64) -> Rate {
+    /// Counts an invite from `user` against its rate if the rate has room for it:
+    /// whether it had.
+    fn take_invite(&mut self, user: &str, now_ms: u64) -> bool {
         let limit = self.cfg.limits.invites_per_user_per_minute;
-        let rate = self.invites.entry(caller.to_owned()).or_default();
+        let rate = self.invites.entry(user.to_owned()).or_default();
         while rate.recent.front().is_some_and(|&t| t + 60_000 <= now_ms) {
             rate.recent.pop_front();
         }
-        if rate.recent.len() < limit {
+        let within = rate.recent.len() < limit;
+        if within {
             rate.recent.push_back(now_ms);
-            Rate::Within
-        } else if rate.refused_at.is_some_and(|t| t + 60_000 > now_ms) {
+        }
+        within
+    }
+
+    /// Counts a call invite from `caller` against its rate (every new invite counts,
+    /// whatever its fate): within it; over it, refused (once a minute); or over it
+    /// again within that minute.
+    fn invite_rate(&mut self, caller: &str, now_ms: u64) -> Rate {
+        if self.take_invite(caller, now_ms) {
+            return Rate::Within;
+        }
+        let rate = self.invites.entry(caller.to_owned()).or_default();
+        if rate.refused_at.is_some_and(|t| t + 60_000 > now_ms) {
             Rate::Over
         } else {
             rate.refused_at = Some(now_ms);

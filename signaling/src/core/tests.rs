@@ -885,6 +885,12 @@ fn room_invites_are_joined_only_from_allowed_users() {
         .count();
     assert_eq!((joined, actions.len()), (20, 25));
     assert_eq!(core.stats().dropped.get("room_invite_over_rate"), Some(&5));
+    // Declined room invites do not use up the minute's one refusal of a call invite.
+    let call = invite(BOB, "b", "conf", &offer(200), T0);
+    assert_eq!(
+        hangups(&timeline(&mut core, BOB_DM, vec![call], T0)),
+        ["rate_limited"]
+    );
     // A minute later there is room again.
     let sync: SyncResponse =
         serde_json::from_value(json!({"next_batch": "z", "rooms": {"invite": {
