@@ -45,6 +45,24 @@ pub struct Report {
     pub senders: Vec<SenderRow>,
     /// One Ogg Opus file per received audio stream.
     pub recordings: Vec<Recording>,
+    /// Whom the SFU named the conference's active speaker, and how often, in the
+    /// order first named (absent from reports of older versions: none).
+    #[serde(default)]
+    pub speakers: Vec<SpeakerTurns>,
+    /// The user id of the last active speaker the SFU named, if any.
+    #[serde(default)]
+    pub last_speaker: Option<String>,
+}
+
+/// How often the SFU named one member's device the active speaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeakerTurns {
+    /// Its user id.
+    pub user: String,
+    /// Its device id.
+    pub device: String,
+    /// Times named.
+    pub turns: u64,
 }
 
 /// A stream a participant sent.
@@ -217,6 +235,22 @@ impl Report {
             })
             .collect();
         streams.join(", ")
+    }
+
+    /// Whom the SFU named the active speaker, for people: `7 times (@carol:hs 4,
+    /// @bob:hs 3), last @carol:hs`, or `never`.
+    pub fn speakers_line(&self) -> String {
+        let total: u64 = self.speakers.iter().map(|s| s.turns).sum();
+        if total == 0 {
+            return "never".to_owned();
+        }
+        let each: Vec<String> = self
+            .speakers
+            .iter()
+            .map(|s| format!("{} {}", s.user, s.turns))
+            .collect();
+        let last = self.last_speaker.as_deref().unwrap_or("?");
+        format!("{total} times ({}), last {last}", each.join(", "))
     }
 
     /// The stream it sent of `kind`, if it declared one.
@@ -481,6 +515,8 @@ mod tests {
                     packets: 990,
                 })
                 .collect(),
+            speakers: Vec::new(),
+            last_speaker: None,
         }
     }
 
@@ -559,6 +595,12 @@ mod tests {
         r.senders[0].streams.truncate(1);
         r.senders[0].streams[0].latency_ms = Some(1.5);
         r.sent.truncate(1);
+        r.speakers = vec![SpeakerTurns {
+            user: "@b:l".into(),
+            device: "DEV1".into(),
+            turns: 2,
+        }];
+        r.last_speaker = Some("@b:l".into());
         let value: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(
             value,
@@ -571,8 +613,20 @@ mod tests {
                     "lost": 0, "decrypt_failures": 0, "key_index": 0, "kbps": 40.0,
                     "latency_ms": 1.5}]}],
                 "recordings": [{"user": "@b:l", "device": "DEV1", "ssrc": 11,
-                                "path": "/tmp/1.opus", "packets": 990}]
+                                "path": "/tmp/1.opus", "packets": 990}],
+                "speakers": [{"user": "@b:l", "device": "DEV1", "turns": 2}],
+                "last_speaker": "@b:l"
             })
+        );
+        assert_eq!(r.speakers_line(), "2 times (@b:l 2), last @b:l");
+        // A report from before the speakers were kept reads as one that heard none.
+        let mut old = value.clone();
+        old.as_object_mut().unwrap().remove("speakers");
+        old.as_object_mut().unwrap().remove("last_speaker");
+        let old = Report::from_json(&old.to_string(), "old.json").unwrap();
+        assert_eq!(
+            (old.speakers_line(), old.last_speaker),
+            ("never".into(), None)
         );
         r.subscribed_full = FullSubscription::Ssrcs(vec![5, 6]);
         r.senders[0].streams[0].key_index = None;

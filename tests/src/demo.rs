@@ -329,6 +329,7 @@ pub fn describe(name: &str, report: &Report) -> Vec<String> {
             report.user, report.device, report.duration_s
         ),
         format!("  sent: {}", report.sent_line()),
+        format!("  active speaker: {}", report.speakers_line()),
     ];
     let title = "  decrypted:";
     lines.extend(
@@ -488,6 +489,8 @@ mod tests {
                 })
                 .collect(),
             recordings: Vec::new(),
+            speakers: Vec::new(),
+            last_speaker: None,
         }
     }
 

@@ -249,6 +249,18 @@ fn three_clients_decrypt_each_other_and_record_the_opus_file() {
         );
     }
 
+    // The SFU's active-speaker events reach the CLI's reports, each naming a member.
+    let members: Vec<&str> = users.iter().map(MatrixUser::user_id).collect();
+    assert!(
+        reports.iter().any(|r| r.last_speaker.is_some()),
+        "no client heard of an active speaker"
+    );
+    for r in &reports {
+        for s in &r.speakers {
+            assert!(members.contains(&s.user.as_str()), "{}: {s:?}", r.user);
+        }
+    }
+
     // What alice read from the clip is what the others recorded, packet for packet:
     // a stretch of the looped clip, from wherever they started hearing it.
     let clip_packets: Vec<Vec<u8>> = packets(&clip).into_iter().map(|p| p.data).collect();

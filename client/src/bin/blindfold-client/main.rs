@@ -320,7 +320,9 @@ async fn run(config: Config) -> ExitCode {
                 }
                 warned = tally.warnings.len();
                 if let Some(t) = table.as_mut() {
-                    let title = title(&conf, &me, &config.conference, now.duration_since(answered));
+                    let elapsed = now.duration_since(answered);
+                    let speaker = tally.speaker.as_ref().map(|m| m.user_id.as_str());
+                    let title = title(&conf, &me, &config.conference, elapsed, speaker);
                     // A closed stdout (a pager quit) is no reason to leave the call.
                     let _ = t.draw(&mut std::io::stdout(), &title, &tally.rows());
                 }
@@ -359,6 +361,8 @@ async fn run(config: Config) -> ExitCode {
         sent: sent_streams(&conf),
         senders: tally.final_rows(),
         recordings,
+        speakers: tally.speakers.clone(),
+        last_speaker: tally.speaker.as_ref().map(|m| m.user_id.clone()),
     };
     let mut code = ExitCode::SUCCESS;
     if let Some(path) = &config.report
@@ -427,23 +431,32 @@ fn handle(conf: &Conference, tally: &mut Tally, ev: ConferenceEvent) -> Option<S
                 member.user_id, member.device_id
             );
         }
+        ConferenceEvent::ActiveSpeaker { member } => tally.speaker(member),
         ConferenceEvent::Ended { reason } => return Some(reason),
         _ => {}
     }
     None
 }
 
-/// The table's title: who, where, how long, what we send and under which key.
-fn title(conf: &Conference, me: &str, conf_id: &str, elapsed: Duration) -> String {
+/// The table's title: who, where, how long, what we send and under which key, and who
+/// the SFU last named the active speaker.
+fn title(
+    conf: &Conference,
+    me: &str,
+    conf_id: &str,
+    elapsed: Duration,
+    speaker: Option<&str>,
+) -> String {
     let sent: Vec<String> = sent_streams(conf)
         .iter()
         .map(|s| format!("{} {}", s.kind.as_str(), s.packets))
         .collect();
     format!(
-        "{me} in {conf_id}, {} s; sent packets: {}; our key {}",
+        "{me} in {conf_id}, {} s; sent packets: {}; our key {}; speaker {}",
         elapsed.as_secs(),
         sent.join(", "),
-        conf.active_key().0
+        conf.active_key().0,
+        speaker.unwrap_or("-")
     )
 }
 
@@ -488,6 +501,7 @@ fn summary(
         &report.senders,
     ));
     lines.push(format!("sent: {}", report.sent_line()));
+    lines.push(format!("active speaker: {}", report.speakers_line()));
     if let Some(c) = clip {
         lines.push(format!(
             "audio file: {} Opus packets sent ({} of the clip, {} full loops)",

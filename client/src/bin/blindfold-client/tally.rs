@@ -11,7 +11,7 @@ use blindfold_client::MediaPacket;
 use blindfold_client::conference::MemberId;
 use blindfold_client::conference::keys::{Layer, Stream};
 use blindfold_client::ogg::{MAX_PACKET_SAMPLES, OggOpusWriter, OpusHead, opus_packet_samples};
-use blindfold_client::report::Recording;
+use blindfold_client::report::{Recording, SpeakerTurns};
 use blindfold_client::table::{SenderRow, StreamKind, StreamRow};
 use blindfold_client::{MediaKind, Probe};
 use blindfold_relay::id::Ssrc;
@@ -132,6 +132,10 @@ pub struct Tally {
     pub unknown_ssrc: u64,
     /// Recording problems, said once each (a full disk should not flood the terminal).
     pub warnings: Vec<String>,
+    /// Whom the SFU named the active speaker, and how often.
+    pub speakers: Vec<SpeakerTurns>,
+    /// The last one it named.
+    pub speaker: Option<MemberId>,
 }
 
 fn kind_of(s: &Stream) -> StreamKind {
@@ -168,7 +172,30 @@ impl Tally {
             unattributed: 0,
             unknown_ssrc: 0,
             warnings: Vec::new(),
+            speakers: Vec::new(),
+            speaker: None,
         }
+    }
+
+    /// The SFU named `member` the conference's active speaker.
+    pub fn speaker(&mut self, member: MemberId) {
+        let turns = match self
+            .speakers
+            .iter_mut()
+            .find(|s| s.user == member.user_id && s.device == member.device_id)
+        {
+            Some(t) => t,
+            None => {
+                self.speakers.push(SpeakerTurns {
+                    user: member.user_id.clone(),
+                    device: member.device_id.clone(),
+                    turns: 0,
+                });
+                self.speakers.last_mut().expect("just pushed")
+            }
+        };
+        turns.turns += 1;
+        self.speaker = Some(member);
     }
 
     /// Learns a member's declared streams (from its accepted key event), so that they
