@@ -49,6 +49,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use blindfold_relay::wire::rtp::AudioLevel;
+
 /// Opus always counts time in 48 kHz samples (RFC 7845 §4), whatever the input rate.
 pub const OPUS_RATE: u32 = 48_000;
 
@@ -538,6 +540,53 @@ impl OpusPacket {
     /// How long it plays: the pacing of a sender.
     pub fn duration(&self) -> Duration {
         samples_to_duration(u64::from(self.samples))
+    }
+}
+
+/// Louder than this (in -dBov) is voice to [`audio_levels`]'s energy VAD.
+pub const VOICE_LEVEL: u8 = 50;
+
+/// The RFC 6464 audio level of each of a mono or stereo stream's `packets`, for a
+/// sender that has only the encoded audio (a file): each packet decoded (pure-Rust
+/// decoder) and the level of its samples' RMS, in -dBov, 0 (full scale) to 127; the
+/// voice-activity bit set when louder than -[`VOICE_LEVEL`] dBov, an energy VAD. A
+/// packet that does not decode gets no level (`None`), and so does every packet of a
+/// stream with more than two channels (mapping families other than 0).
+pub fn audio_levels(head: &OpusHead, packets: &[OpusPacket]) -> Vec<Option<AudioLevel>> {
+    let channels = usize::from(head.channels);
+    let decoder = (head.mapping_family == 0 && (1..=2).contains(&channels))
+        .then(|| opus_decoder::OpusDecoder::new(48_000, channels).ok())
+        .flatten();
+    let Some(mut decoder) = decoder else {
+        return vec![None; packets.len()];
+    };
+    let mut pcm = vec![0i16; MAX_PACKET_SAMPLES as usize * channels];
+    packets
+        .iter()
+        .map(|p| {
+            // A young decoder: a packet it cannot take must not take the sender down.
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decoder.decode(&p.data, &mut pcm, false)
+            }));
+            let samples = decoded.ok()?.ok()? * channels;
+            Some(level_of(pcm.get(..samples)?))
+        })
+        .collect()
+}
+
+/// The RFC 6464 level of 16-bit samples: their RMS in -dBov (a full-scale square
+/// wave is 0 dBov), 127 for silence; voice when louder than -[`VOICE_LEVEL`] dBov.
+pub fn level_of(samples: &[i16]) -> AudioLevel {
+    let energy: f64 = samples.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    let rms = (energy / samples.len().max(1) as f64).sqrt() / 32768.0;
+    let level = if rms > 0.0 {
+        (-20.0 * rms.log10()).round().clamp(0.0, 127.0) as u8
+    } else {
+        127
+    };
+    AudioLevel {
+        voice_activity: level < VOICE_LEVEL,
+        level,
     }
 }
 

@@ -618,3 +618,42 @@ fn a_summary_counts_packets_and_length() {
         .unwrap_err();
     assert!(matches!(e, OggError::Crc { sequence: 3, .. }), "{e}");
 }
+
+#[test]
+fn levels_are_the_rms_in_dbov_and_silence_is_127() {
+    use crate::ogg::{VOICE_LEVEL, level_of};
+    assert_eq!(level_of(&[0; 960]).level, 127);
+    assert!(!level_of(&[0; 960]).voice_activity);
+    // A full-scale square wave is 0 dBov; a sine of amplitude 0.1 is -23 dBov.
+    assert_eq!(level_of(&[i16::MIN, i16::MIN, i16::MIN]).level, 0);
+    let sine: Vec<i16> = (0..960)
+        .map(|i| (3276.8 * (i as f64 * 2.0 * std::f64::consts::PI / 48.0).sin()) as i16)
+        .collect();
+    let l = level_of(&sine);
+    assert_eq!((l.level, l.voice_activity), (23, true));
+    assert!(
+        level_of(&[3; 960]).level > VOICE_LEVEL,
+        "quiet hiss is no voice"
+    );
+}
+
+#[test]
+fn the_sine_file_decodes_to_one_steady_level() {
+    use crate::ogg::audio_levels;
+    let (reader, packets) = read_all(SINE).unwrap();
+    let levels = audio_levels(reader.head(), &packets);
+    assert_eq!(levels.len(), packets.len());
+    // Past the decoder's first frames, every packet is the same tone.
+    let steady: Vec<u8> = levels[5..levels.len() - 2]
+        .iter()
+        .map(|l| l.expect("every packet decodes").level)
+        .collect();
+    let (lo, hi) = (steady.iter().min().unwrap(), steady.iter().max().unwrap());
+    assert!(hi - lo <= 2, "levels {steady:?}");
+    assert!(levels[5].unwrap().voice_activity, "{:?}", levels[5]);
+    // A stream this decoder cannot take (more than two channels) has no levels.
+    let mut head = reader.head().clone();
+    head.channels = 6;
+    head.mapping_family = 1;
+    assert!(audio_levels(&head, &packets).iter().all(Option::is_none));
+}

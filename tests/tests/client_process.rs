@@ -249,11 +249,19 @@ fn three_clients_decrypt_each_other_and_record_the_opus_file() {
         );
     }
 
-    // The SFU's active-speaker events reach the CLI's reports, each naming a member.
+    // The SFU's active-speaker events reach the CLI's reports, each naming a member;
+    // alice's file is a steady tone, whose decoded level her packets carry: she speaks
+    // throughout, and is named.
     let members: Vec<&str> = users.iter().map(MatrixUser::user_id).collect();
     assert!(
-        reports.iter().any(|r| r.last_speaker.is_some()),
-        "no client heard of an active speaker"
+        reports
+            .iter()
+            .any(|r| r.speakers.iter().any(|s| s.user == members[0])),
+        "nobody heard alice named the active speaker: {:?}",
+        reports
+            .iter()
+            .map(Report::speakers_line)
+            .collect::<Vec<_>>()
     );
     for r in &reports {
         for s in &r.speakers {

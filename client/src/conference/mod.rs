@@ -66,6 +66,7 @@ use std::time::{Duration, Instant, SystemTime};
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::id::{KeyIndex, Ssrc};
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+use blindfold_relay::wire::rtp::AudioLevel;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::{TimelineEvent, VerificationLevel, VerificationState};
@@ -1121,27 +1122,33 @@ impl Conference {
     }
 
     /// Sends one audio packet on our audio SSRC (payload type 111, Opus per RFC 7587;
-    /// `timestamp` on the 48 kHz clock), protected with the active key. `Ok(false)`
-    /// before media is connected: the packet is not sent, and the caller decides
-    /// whether to hold it back or drop it.
+    /// `timestamp` on the 48 kHz clock), protected with the active key, with its RFC
+    /// 6464 `level` if given: the SFU picks the active speaker from the levels, so a
+    /// sender without them is never the speaker ([`crate::ogg::audio_levels`] gives
+    /// them for encoded audio). `Ok(false)` before media is connected: the packet is
+    /// not sent, and the caller decides whether to hold it back or drop it.
     pub fn send_audio(
         &self,
         marker: bool,
         timestamp: u32,
         payload: &[u8],
+        level: Option<AudioLevel>,
     ) -> Result<bool, ConferenceError> {
         let audio = self.inner.ssrcs.audio;
+        let level = level.and_then(|l| l.to_byte().ok());
+        let ext = crate::sdp::OFFER_EXTMAP.audio_level.zip(level);
         let sent = self.with_participant(|p| {
             if !p.is_connected() {
                 return Ok(false);
             }
+            let level = ext.as_ref().map(|(id, b)| (*id, std::slice::from_ref(b)));
             p.send_rtp(
                 Instant::now(),
                 audio,
                 blindfold_relay::id::Pt(111),
                 marker,
                 blindfold_relay::id::RtpTime(timestamp),
-                &[],
+                level.as_slice(),
                 payload,
             )
             .map(|_| true)

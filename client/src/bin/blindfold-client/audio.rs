@@ -2,13 +2,16 @@
 //! file is one RTP payload (payload type 111), the RTP timestamp advances by each
 //! packet's duration in 48 kHz samples, and packets leave in real time, paced by those
 //! durations (20 ms for typical files). The file loops: the timestamps keep advancing
-//! across the seam, so a receiver hears one continuous stream.
+//! across the seam, so a receiver hears one continuous stream. Each packet carries the
+//! RFC 6464 level of its decoded audio ([`audio_levels`]), so the SFU can name this
+//! participant the active speaker.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blindfold_client::conference::{Conference, ConferenceError};
-use blindfold_client::ogg::{OggOpusReader, OpusPacket};
+use blindfold_client::ogg::{OggOpusReader, OpusPacket, audio_levels};
+use blindfold_relay::wire::rtp::AudioLevel;
 
 /// How far behind schedule the sender may fall before it stops catching up: after a
 /// stall (a busy machine), it resumes at the current time rather than bursting out
@@ -19,6 +22,8 @@ const MAX_LAG: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct ClipSender {
     packets: Vec<OpusPacket>,
+    /// Each packet's audio level (none for one that did not decode).
+    levels: Vec<Option<AudioLevel>>,
     next: usize,
     timestamp: u32,
     /// When the next packet is due, or before the first one went out (media not
@@ -40,6 +45,7 @@ impl ClipSender {
     pub fn open(path: &Path, first_timestamp: u32) -> Result<ClipSender, String> {
         let what = |e: &dyn std::fmt::Display| format!("--audio-file {}: {e}", path.display());
         let reader = OggOpusReader::open(path).map_err(|e| what(&e))?;
+        let head = reader.head().clone();
         let packets: Vec<OpusPacket> = reader.collect::<Result<_, _>>().map_err(|e| what(&e))?;
         if packets.is_empty() {
             return Err(what(&"no audio packets"));
@@ -48,6 +54,7 @@ impl ClipSender {
             return Err(what(&format!("packet {i} has no duration (not Opus)")));
         }
         Ok(ClipSender {
+            levels: audio_levels(&head, &packets),
             packets,
             next: 0,
             timestamp: first_timestamp,
@@ -84,7 +91,8 @@ impl ClipSender {
             let p = &self.packets[self.next];
             // The marker starts the stream (RFC 7587 §4.2: the first packet of a
             // talkspurt); the clip is sent without silence suppression.
-            if !conf.send_audio(self.sent == 0, self.timestamp, &p.data)? {
+            let level = self.levels[self.next];
+            if !conf.send_audio(self.sent == 0, self.timestamp, &p.data, level)? {
                 // Not connected yet: try again shortly, from the clip's start.
                 self.due = now + Duration::from_millis(20);
                 return Ok(());
