@@ -543,15 +543,18 @@ impl OpusPacket {
     }
 }
 
-/// Louder than this (in -dBov) is voice to [`audio_levels`]'s energy VAD.
-pub const VOICE_LEVEL: u8 = 50;
+/// [`audio_levels`]'s energy VAD: a packet is voice when its level is below this
+/// (louder than -40 dBov; speech recorded at a usual level is -20 to -30 dBov, a quiet
+/// room -50 or below).
+pub const VOICE_LEVEL: u8 = 40;
 
 /// The RFC 6464 audio level of each of a mono or stereo stream's `packets`, for a
 /// sender that has only the encoded audio (a file): each packet decoded (pure-Rust
 /// decoder) and the level of its samples' RMS, in -dBov, 0 (full scale) to 127; the
-/// voice-activity bit set when louder than -[`VOICE_LEVEL`] dBov, an energy VAD. A
-/// packet that does not decode gets no level (`None`), and so does every packet of a
-/// stream with more than two channels (mapping families other than 0).
+/// voice-activity bit set below [`VOICE_LEVEL`], an energy VAD. A packet that does
+/// not decode gets no level (`None`), and the decoder starts afresh after it; every
+/// packet of a stream with more than two channels (mapping families other than 0)
+/// gets none.
 pub fn audio_levels(head: &OpusHead, packets: &[OpusPacket]) -> Vec<Option<AudioLevel>> {
     let channels = usize::from(head.channels);
     let decoder = (head.mapping_family == 0 && (1..=2).contains(&channels))
@@ -564,18 +567,24 @@ pub fn audio_levels(head: &OpusHead, packets: &[OpusPacket]) -> Vec<Option<Audio
     packets
         .iter()
         .map(|p| {
-            // A young decoder: a packet it cannot take must not take the sender down.
+            // A young decoder: a packet it cannot take must not take the sender down,
+            // nor leave its state skewed for the packets after it.
             let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 decoder.decode(&p.data, &mut pcm, false)
             }));
-            let samples = decoded.ok()?.ok()? * channels;
-            Some(level_of(pcm.get(..samples)?))
+            match decoded {
+                Ok(Ok(per_channel)) => Some(level_of(pcm.get(..per_channel * channels)?)),
+                Ok(Err(_)) | Err(_) => {
+                    decoder.reset();
+                    None
+                }
+            }
         })
         .collect()
 }
 
 /// The RFC 6464 level of 16-bit samples: their RMS in -dBov (a full-scale square
-/// wave is 0 dBov), 127 for silence; voice when louder than -[`VOICE_LEVEL`] dBov.
+/// wave is 0 dBov), 127 for silence; voice below [`VOICE_LEVEL`].
 pub fn level_of(samples: &[i16]) -> AudioLevel {
     let energy: f64 = samples.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
     let rms = (energy / samples.len().max(1) as f64).sqrt() / 32768.0;

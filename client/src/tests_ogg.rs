@@ -637,23 +637,50 @@ fn levels_are_the_rms_in_dbov_and_silence_is_127() {
     );
 }
 
+/// Past the decoder's first frames, the levels of a file of the 440 Hz sine of
+/// amplitude 8000 that [`opusenc`] writes (and `testdata/sine-1s.opus` holds): RMS
+/// 8000/√2 of 32768, -15.3 dBov.
+fn steady_sine_levels(levels: &[Option<blindfold_relay::wire::rtp::AudioLevel>]) {
+    for (i, l) in levels.iter().enumerate().skip(5).take(levels.len() - 7) {
+        let l = l.unwrap_or_else(|| panic!("packet {i} did not decode"));
+        assert!(
+            (15..=16).contains(&l.level) && l.voice_activity,
+            "packet {i}: {l:?}"
+        );
+    }
+}
+
 #[test]
-fn the_sine_file_decodes_to_one_steady_level() {
+fn the_sine_file_decodes_to_its_level() {
     use crate::ogg::audio_levels;
     let (reader, packets) = read_all(SINE).unwrap();
     let levels = audio_levels(reader.head(), &packets);
     assert_eq!(levels.len(), packets.len());
-    // Past the decoder's first frames, every packet is the same tone.
-    let steady: Vec<u8> = levels[5..levels.len() - 2]
-        .iter()
-        .map(|l| l.expect("every packet decodes").level)
-        .collect();
-    let (lo, hi) = (steady.iter().min().unwrap(), steady.iter().max().unwrap());
-    assert!(hi - lo <= 2, "levels {steady:?}");
-    assert!(levels[5].unwrap().voice_activity, "{:?}", levels[5]);
+    steady_sine_levels(&levels);
+    // A packet that does not decode has no level (the decoder starts afresh after it,
+    // whose first frames are quieter), and the ones after it keep theirs.
+    let mut damaged = packets.clone();
+    damaged[20].data = vec![0xfb, 0x00]; // code 3 with no frames: not Opus
+    let levels = audio_levels(reader.head(), &damaged);
+    assert_eq!(levels[20], None);
+    steady_sine_levels(&levels[..22]);
+    steady_sine_levels(&levels[21..]);
     // A stream this decoder cannot take (more than two channels) has no levels.
     let mut head = reader.head().clone();
     head.channels = 6;
     head.mapping_family = 1;
     assert!(audio_levels(&head, &packets).iter().all(Option::is_none));
+}
+
+#[test]
+fn stereo_and_long_frames_decode_to_the_same_level() {
+    use crate::ogg::audio_levels;
+    let Some(enc) = tool("opusenc") else { return };
+    let dir = Scratch::new("levels");
+    for (channels, framesize) in [(2, "20"), (1, "60"), (2, "60")] {
+        let path = dir.path(&format!("sine-{channels}-{framesize}.opus"));
+        opusenc(&enc, &path, channels, 2.0, framesize);
+        let (reader, packets) = read_all(&std::fs::read(&path).unwrap()).unwrap();
+        steady_sine_levels(&audio_levels(reader.head(), &packets));
+    }
 }

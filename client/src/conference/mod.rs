@@ -1135,20 +1135,24 @@ impl Conference {
         level: Option<AudioLevel>,
     ) -> Result<bool, ConferenceError> {
         let audio = self.inner.ssrcs.audio;
-        let level = level.and_then(|l| l.to_byte().ok());
-        let ext = crate::sdp::OFFER_EXTMAP.audio_level.zip(level);
+        // The extension's one byte under the id our offer negotiated, if any.
+        let level_ext = crate::sdp::OFFER_EXTMAP
+            .audio_level
+            .zip(level.and_then(|l| l.to_byte().ok()));
         let sent = self.with_participant(|p| {
             if !p.is_connected() {
                 return Ok(false);
             }
-            let level = ext.as_ref().map(|(id, b)| (*id, std::slice::from_ref(b)));
+            let extensions = level_ext
+                .as_ref()
+                .map(|(id, byte)| (*id, std::slice::from_ref(byte)));
             p.send_rtp(
                 Instant::now(),
                 audio,
                 blindfold_relay::id::Pt(111),
                 marker,
                 blindfold_relay::id::RtpTime(timestamp),
-                level.as_slice(),
+                extensions.as_slice(),
                 payload,
             )
             .map(|_| true)

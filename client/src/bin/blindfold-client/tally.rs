@@ -437,3 +437,35 @@ fn record(
         Err(e) => Some(format!("recording to {}: {e}", rec.path.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_speakers_are_counted_per_device_in_the_order_first_named() {
+        let mut t = Tally::new(Instant::now(), None, None);
+        let member = |user: &str, device: &str| MemberId {
+            user_id: user.into(),
+            device_id: device.into(),
+        };
+        for m in [
+            ("@b:l", "B1"),
+            ("@a:l", "A1"),
+            ("@b:l", "B1"),
+            ("@b:l", "B2"),
+        ] {
+            t.speaker(member(m.0, m.1));
+        }
+        let turns: Vec<(&str, &str, u64)> = t
+            .speakers
+            .iter()
+            .map(|s| (s.user.as_str(), s.device.as_str(), s.turns))
+            .collect();
+        assert_eq!(
+            turns,
+            [("@b:l", "B1", 2), ("@a:l", "A1", 1), ("@b:l", "B2", 1)]
+        );
+        assert_eq!(t.speaker, Some(member("@b:l", "B2")));
+    }
+}
