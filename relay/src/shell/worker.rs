@@ -18,10 +18,10 @@
 //! [`MAX_HELD_PEER_MESSAGES`] per peer, then dropped and counted the same), and so do
 //! reports the control thread's full channel cannot take (up to [`MAX_HELD_REPORTS`],
 //! then `notify_queue_full`). Both are retried every loop and at least every
-//! [`HELD_RETRY`]. A panic in a worker stops the whole
-//! process ([`Worker::run`]'s guard triggers the shutdown, and the binary exits
-//! non-zero): every worker knows every session and may be the only one that can reach
-//! some of them, so the relay must not run on with a dead one.
+//! [`HELD_RETRY`]. A panic in a worker stops the whole process ([`Worker::run`]'s
+//! guard triggers the shutdown, and the binary exits non-zero): every worker knows
+//! every session and may be the only one that can reach some of them, so the relay
+//! must not run on with a dead one.
 
 use std::collections::VecDeque;
 use std::io;
@@ -184,7 +184,7 @@ pub const MAX_HELD_REPORTS: usize = 256 * 1024;
 /// channel is full (at about a kilobyte each, 18 MiB per peer at most; the memory is
 /// given back once they are sent).
 pub const MAX_HELD_PEER_MESSAGES: usize = 16 * 1024;
-/// How soon held reports are offered again to a full channel.
+/// How soon held reports and peer messages are offered again to a full channel.
 pub const HELD_RETRY: Duration = Duration::from_millis(10);
 
 const SOCKET: Token = Token(0);
@@ -653,6 +653,22 @@ fn record_flush(m: &OneWorker, flushed: io::Result<FlushStats>, worker: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{SessionHandle, SessionName, ShardId};
+
+    /// The session the test messages are about.
+    const KEY: SessionHandle = SessionHandle {
+        slot: 1,
+        incarnation: 1,
+    };
+
+    /// A message another worker must get: session `KEY` is claimed by shard `n`.
+    fn claimed(n: u16) -> PeerMsg {
+        PeerMsg::Claimed {
+            session: SessionName::new("s"),
+            shard: ShardId(n),
+            key: KEY,
+        }
+    }
 
     #[test]
     fn reports_a_full_channel_cannot_take_wait_in_order() {
@@ -679,17 +695,7 @@ mod tests {
 
     #[test]
     fn peer_messages_that_must_arrive_wait_and_the_others_give_way() {
-        use crate::engine::{SessionHandle, SessionName, ShardId};
-        let key = SessionHandle {
-            slot: 1,
-            incarnation: 1,
-        };
-        let claimed = |n: u16| PeerMsg::Claimed {
-            session: SessionName::new("s"),
-            shard: ShardId(n),
-            key,
-        };
-        let alive = || PeerMsg::Alive { session: key };
+        let alive = || PeerMsg::Alive { session: KEY };
         let (tx, rx) = crossbeam_channel::bounded(2);
         let mut held = Held::new(2);
         use Sent::{Dropped, Held as Waits, Now};
@@ -727,7 +733,7 @@ mod tests {
     /// worker, and peer 1's end of its channel.
     fn worker_and_peer(capacity: usize) -> (Worker, Receiver<Command>) {
         use crate::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
-        use crate::engine::{EngineConfig, ShardId};
+        use crate::engine::EngineConfig;
         let cert = Arc::new(DtlsCert::generate().unwrap());
         let dtls = Arc::new(DtlsConfig::new(DtlsSettings::default()).unwrap());
         let poll = Poll::new().unwrap();
@@ -761,23 +767,13 @@ mod tests {
 
     #[test]
     fn a_worker_retries_held_peer_messages_soon_and_passes_them_on_in_order() {
-        use crate::engine::{SessionHandle, SessionName, ShardId};
-        let key = SessionHandle {
-            slot: 1,
-            incarnation: 1,
-        };
-        let claimed = |n: u16| PeerMsg::Claimed {
-            session: SessionName::new("s"),
-            shard: ShardId(n),
-            key,
-        };
         let (mut w, peer) = worker_and_peer(1);
         let now = Instant::now();
         let publish = now + Duration::from_secs(1);
         assert_eq!(w.wait(now, publish, false), Duration::from_secs(1));
         // Peer 1's channel is full: what must arrive waits, and the loop comes back
         // for it within HELD_RETRY.
-        let alive = Command::Peer(PeerMsg::Alive { session: key });
+        let alive = Command::Peer(PeerMsg::Alive { session: KEY });
         w.peers[1].tx.try_send(alive).unwrap();
         for n in 1..=3 {
             w.send_peer(1, claimed(n));
