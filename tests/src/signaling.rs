@@ -212,16 +212,14 @@ pub fn wait_joined(user: &MatrixUser, room: &str, who: &str) {
     }
 }
 
-/// An encrypted conference room owned by `owner` with `members` joined, the SFU
-/// invited and joined, and a live conference `conf_id` naming `sfu_user`.
-pub fn conference_room(
+/// An encrypted room created by `owner` with `invite` invited and a live conference
+/// `conf_id` naming `sfu_user` announced in it; nobody waited for.
+pub fn announced_room(
     owner: &MatrixUser,
-    members: &[&MatrixUser],
+    invite: &[&str],
     sfu_user: &str,
     conf_id: &str,
 ) -> String {
-    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
-    invite.push(sfu_user);
     let room = owner
         .create_room(&json!({
             "preset": "private_chat",
@@ -238,6 +236,20 @@ pub fn conference_room(
             &json!({"sfu": sfu_user, "name": "Weekly"}),
         )
         .expect("announce conference");
+    room
+}
+
+/// An encrypted conference room owned by `owner` with `members` joined, the SFU
+/// invited and joined, and a live conference `conf_id` naming `sfu_user`.
+pub fn conference_room(
+    owner: &MatrixUser,
+    members: &[&MatrixUser],
+    sfu_user: &str,
+    conf_id: &str,
+) -> String {
+    let mut invite: Vec<&str> = members.iter().map(|m| m.user_id()).collect();
+    invite.push(sfu_user);
+    let room = announced_room(owner, &invite, sfu_user, conf_id);
     for m in members {
         m.join(&room).expect("member joins");
     }

@@ -26,7 +26,7 @@ use blindfold_client::conference::{
 use blindfold_relay::id::{KeyIndex, Ssrc};
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
-use blindfold_tests::signaling::{CONF, Sfu, conference_room, sfu};
+use blindfold_tests::signaling::{CONF, Sfu, announced_room, conference_room, sfu};
 use blindfold_tests::synapse::{PASSWORD, Synapse};
 use serde_json::Value;
 
@@ -950,21 +950,8 @@ fn a_member_invites_the_sfu_the_announcer_did_not_and_it_leaves_with_the_last_me
     let s = sfu();
     let synapse = Synapse::shared();
     let alice = synapse.new_user("m0");
-    let room = alice
-        .create_room(&serde_json::json!({
-            "preset": "private_chat",
-            "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
-        }))
-        .expect("create the conference room");
-    alice
-        .send_state(
-            &room,
-            "org.matrix.msc2359.conference",
-            CONF,
-            &serde_json::json!({"sfu": s.user_id}),
-        )
-        .expect("announce the conference");
+    // Announced, but the SFU never invited.
+    let room = announced_room(&alice, &[], &s.user_id, CONF);
     rt().block_on(async {
         let mut a = join("alice", &alice, &room, Instant::now()).await;
         run_until(
