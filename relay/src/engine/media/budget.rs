@@ -37,28 +37,26 @@ impl Budget {
         let Some(cost) = self.cost else {
             return wanted;
         };
-        let full_at = self.full_at.map_or(now, |t| t.max(now));
-        let room = (now + Self::DEPTH).saturating_duration_since(full_at);
-        let n = usize::try_from(room.as_nanos() / cost.as_nanos())
-            .unwrap_or(usize::MAX)
-            .min(wanted);
+        let n = self.available(now, cost).min(wanted);
         // n ≤ DEPTH / cost, so the product is at most DEPTH.
-        self.full_at = Some(full_at + cost * n as u32);
+        self.full_at = Some(self.spent_until(now) + cost * n as u32);
         n
     }
 
     /// Spends `n` units at `now` if all of them are there; else spends nothing.
     pub(crate) fn try_take(&mut self, now: Instant, n: usize) -> bool {
-        let Some(cost) = self.cost else {
-            return true;
-        };
-        let full_at = self.full_at.map_or(now, |t| t.max(now));
-        let room = (now + Self::DEPTH).saturating_duration_since(full_at);
-        if room.as_nanos() / cost.as_nanos() < n as u128 {
-            return false;
-        }
-        self.full_at = Some(full_at + cost * n as u32);
-        true
+        self.cost.is_none_or(|cost| self.available(now, cost) >= n) && self.take(now, n) == n
+    }
+
+    /// The units there at `now`, each costing `cost`.
+    fn available(&self, now: Instant, cost: Duration) -> usize {
+        let room = (now + Self::DEPTH).saturating_duration_since(self.spent_until(now));
+        usize::try_from(room.as_nanos() / cost.as_nanos()).unwrap_or(usize::MAX)
+    }
+
+    /// What was spent so far counts from this instant (never before `now`).
+    fn spent_until(&self, now: Instant) -> Instant {
+        self.full_at.map_or(now, |t| t.max(now))
     }
 }
 
