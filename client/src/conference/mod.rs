@@ -687,7 +687,7 @@ async fn conference_sfu(
     Ok(content["sfu"].as_str().and_then(|s| UserId::parse(s).ok()))
 }
 
-/// The SFU has joined `room`.
+/// `user` has joined `room`, as far as our store knows.
 async fn joined(room: &Room, user: &UserId) -> bool {
     membership(room, user).await == Some(MembershipState::Join)
 }

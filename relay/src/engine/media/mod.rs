@@ -1,7 +1,8 @@
 //! SFU features as small sans-IO machines: each owns its state, is fed by the stage
-//! that sees its input (`handle_*`), says when it next needs time (`poll_timeout`) if it
-//! has deadlines of its own, and is unit-tested with plain values and simulated time. The engine holds one per
-//! session or stream where it needs it. See `docs/architecture.md`, "Adding a feature".
+//! that sees its input (`handle_*`), says when it next needs time (`poll_timeout`) if
+//! it has deadlines of its own, and is unit-tested with plain values and simulated
+//! time. The engine holds one per session or stream where it needs it. See
+//! `docs/architecture.md`, "Adding a feature".
 
 mod budget;
 pub mod bwe;
