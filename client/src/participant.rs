@@ -17,7 +17,7 @@ use blindfold_relay::wire::rtcp::{
     RtcpCompound, RtcpPacket, SenderInfo,
 };
 use blindfold_relay::wire::rtp::{
-    AbsSendTime, RtpFields, RtpHeader, abs_send_time, transport_cc_seq, write_header,
+    AbsSendTime, RtpFields, RtpHeader, abs_send_time, frame_marking, transport_cc_seq, write_header,
 };
 use blindfold_relay::wire::{Datagram, demux};
 
@@ -32,7 +32,7 @@ pub const MAX_DATAGRAM: usize = 1500;
 /// Room for an RTCP compound we build before protection.
 const RTCP_BUF: usize = 1200;
 /// Gaps up to this many packets are NACKed; longer ones on video ask for a keyframe.
-const MAX_NACK_GAP: u64 = 32;
+pub const MAX_NACK_GAP: u64 = 32;
 /// SSRCs an inbound SRTCP context tracks (every sender's SRs come through the relay).
 const MAX_SRTCP_STREAMS: usize = 1024;
 /// RTP clock rates used to advance the RTP time in our SRs (Opus, VP8).
@@ -144,6 +144,12 @@ pub struct ParticipantConfig {
     ///
     /// [`Driver`]: crate::Driver
     pub transport_cc: Option<ExtId>,
+    /// If set, the frame-marking extension id (RFC 9626) of incoming video. A gap too
+    /// long to NACK that ends at a keyframe's first packet (start of frame and
+    /// independent) then asks for no keyframe: one is here. That is where the relay
+    /// resumes a full layer it had stopped sending us, and its own request brought
+    /// the keyframe. `None`: every such gap on video asks for one.
+    pub frame_marking: Option<ExtId>,
 }
 
 impl ParticipantConfig {
@@ -178,6 +184,7 @@ impl ParticipantConfig {
             remb_bps: None,
             bwe: None,
             transport_cc: None,
+            frame_marking: None,
         }
     }
 }
@@ -673,7 +680,12 @@ impl Participant {
         if let (Some(t), Some(bwe)) = (sent_at, self.bwe.as_mut()) {
             bwe.on_packet_from(now, id.0, t.0, datagram_len);
         }
-        let seq = self.track_reception(now, ssrc, wire, kind);
+        let keyframe_start = self
+            .config
+            .frame_marking
+            .and_then(|ext| frame_marking(h.extension(ext)?).ok())
+            .is_some_and(|fm| fm.start_of_frame && fm.independent);
+        let seq = self.track_reception(now, ssrc, wire, kind, keyframe_start);
         self.stats.media_in += 1;
         self.events.push_back(Event::Media(MediaPacket {
             sender: id,
@@ -693,13 +705,15 @@ impl Participant {
     }
 
     /// Updates reception stats for an authenticated packet; NACKs gaps and asks for
-    /// keyframes when automatic feedback is on. Returns the extended sequence number.
+    /// keyframes when automatic feedback is on (not when this packet starts one).
+    /// Returns the extended sequence number.
     fn track_reception(
         &mut self,
         now: Instant,
         ssrc: Ssrc,
         wire: WireSeq,
         kind: Option<MediaKind>,
+        keyframe_start: bool,
     ) -> SeqNo {
         let video = kind == Some(MediaKind::Video);
         let auto = self.config.auto_feedback;
@@ -730,7 +744,7 @@ impl Participant {
                 if gap <= MAX_NACK_GAP {
                     let lost: Vec<WireSeq> = (from..ext).map(|s| WireSeq(s as u16)).collect();
                     let _ = self.send_nack(now, ssrc, &lost);
-                } else if video {
+                } else if video && !keyframe_start {
                     let _ = self.request_keyframe(now, ssrc);
                 }
             }

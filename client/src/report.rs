@@ -498,6 +498,8 @@ mod tests {
                             packets: 990,
                             bytes: 99_000,
                             lost: 0,
+                            resumes: 0,
+                            skipped: 0,
                             decrypt_failures: 0,
                             key_index: Some(0),
                             kbps: 40.0,
@@ -610,8 +612,8 @@ mod tests {
                 "sent": [{"ssrc": 1, "kind": "audio", "packets": 1000, "bytes": 100000}],
                 "senders": [{"user": "@b:l", "device": "DEV1", "streams": [{
                     "ssrc": 11, "kind": "audio", "packets": 990, "bytes": 99000,
-                    "lost": 0, "decrypt_failures": 0, "key_index": 0, "kbps": 40.0,
-                    "latency_ms": 1.5}]}],
+                    "lost": 0, "resumes": 0, "skipped": 0, "decrypt_failures": 0,
+                    "key_index": 0, "kbps": 40.0, "latency_ms": 1.5}]}],
                 "recordings": [{"user": "@b:l", "device": "DEV1", "ssrc": 11,
                                 "path": "/tmp/1.opus", "packets": 990}],
                 "speakers": [{"user": "@b:l", "device": "DEV1", "turns": 2}],
@@ -619,15 +621,20 @@ mod tests {
             })
         );
         assert_eq!(r.speakers_line(), "2 times (@b:l 2), last @b:l");
-        // A report from before the speakers were kept reads as one that heard none.
+        // A report from before the speakers were kept reads as one that heard none...
         let mut old = value.clone();
         old.as_object_mut().unwrap().remove("speakers");
         old.as_object_mut().unwrap().remove("last_speaker");
+        // And one from before layer resumes were told from loss, as one without any.
+        let stream = old["senders"][0]["streams"][0].as_object_mut().unwrap();
+        stream.remove("resumes");
+        stream.remove("skipped");
         let old = Report::from_json(&old.to_string(), "old.json").unwrap();
         assert_eq!(
             (old.speakers_line(), old.last_speaker),
             ("never".into(), None)
         );
+        assert_eq!(old.senders[0].streams[0], r.senders[0].streams[0]);
         r.subscribed_full = FullSubscription::Ssrcs(vec![5, 6]);
         r.senders[0].streams[0].key_index = None;
         let back = Report::from_json(&r.to_json(), "test").unwrap();

@@ -1,6 +1,6 @@
 //! The participant's live table of what it decrypts from whom: one block per sender
 //! (Matrix user and device), one line per stream (audio, thumbnail, full) with its
-//! SSRC, bit rate, packets, loss, latency, key index and decrypt failures.
+//! SSRC, bit rate, packets, loss, layer resumes, latency, key index and decrypt failures.
 //!
 //! The rows are plain data ([`SenderRow`], [`StreamRow`]) that the caller fills from
 //! its receive statistics; the same rows go into the exit report
@@ -21,6 +21,8 @@
 //!         packets: 500,
 //!         bytes: 40_000,
 //!         lost: 0,
+//!         resumes: 0,
+//!         skipped: 0,
 //!         decrypt_failures: 0,
 //!         key_index: Some(0),
 //!         kbps: 32.0,
@@ -76,8 +78,18 @@ pub struct StreamRow {
     pub packets: u64,
     /// Payload bytes decrypted so far.
     pub bytes: u64,
-    /// Packets never received (sequence number gaps) so far.
+    /// Packets never received (sequence number gaps) so far, not counting `skipped`.
     pub lost: u64,
+    /// Times a full-resolution stream came back at a keyframe's first packet after a
+    /// gap longer than [`crate::MAX_NACK_GAP`] packets: the relay had moved this
+    /// receiver to the sender's thumbnail (its downlink looked short), or away from a
+    /// speaker it followed, and moved it back. Always 0 for audio and thumbnails.
+    #[serde(default)]
+    pub resumes: u64,
+    /// The packets of those gaps: the relay never forwarded them to this receiver, so
+    /// they are not in `lost`.
+    #[serde(default)]
+    pub skipped: u64,
     /// Packets that arrived but did not decrypt (no key, wrong key, tampered).
     pub decrypt_failures: u64,
     /// The MKI key index of the last packet decrypted; `None` before the first.
@@ -109,11 +121,12 @@ pub struct SenderRow {
 }
 
 /// Column headings; the numbers are right-aligned under theirs.
-const HEAD: [&str; 10] = [
-    "from", "device", "stream", "ssrc", "kbit/s", "packets", "loss", "latency", "key", "failed",
+const HEAD: [&str; 11] = [
+    "from", "device", "stream", "ssrc", "kbit/s", "packets", "loss", "resumed", "latency", "key",
+    "failed",
 ];
 /// Widths of the columns after the first two (which fit their contents).
-const WIDTHS: [usize; 8] = [9, 10, 8, 9, 6, 9, 3, 6];
+const WIDTHS: [usize; 9] = [9, 10, 8, 9, 6, 7, 9, 3, 6];
 /// The user and device columns grow with their contents up to these many characters;
 /// longer ids are cut with an ellipsis.
 const MAX_USER: usize = 36;
@@ -121,7 +134,8 @@ const MAX_DEVICE: usize = 14;
 
 /// The table as lines (no newlines, no escape sequences): `title`, the column
 /// headings, then one line per stream; the user and device only on a sender's first
-/// line. Unknown values (latency of real Opus, loss before any packet) show as `-`.
+/// line. Unknown values (latency of real Opus, loss before any packet) show as `-`, as
+/// do the resumes of streams other than full-resolution ones.
 pub fn render(title: &str, senders: &[SenderRow]) -> Vec<String> {
     let user_w = column_width(HEAD[0], MAX_USER, senders.iter().map(|s| s.user.as_str()));
     let device_w = column_width(
@@ -129,7 +143,7 @@ pub fn render(title: &str, senders: &[SenderRow]) -> Vec<String> {
         MAX_DEVICE,
         senders.iter().map(|s| s.device.as_str()),
     );
-    let line = |cells: [&str; 10]| {
+    let line = |cells: [&str; 11]| {
         let mut l = format!(
             "{:<user_w$}  {:<device_w$}  {:<w0$}",
             cut(cells[0], user_w),
@@ -159,6 +173,7 @@ pub fn render(title: &str, senders: &[SenderRow]) -> Vec<String> {
                 "",
                 "",
                 "",
+                "",
             ]));
         }
         for (i, s) in sender.streams.iter().enumerate() {
@@ -175,6 +190,10 @@ pub fn render(title: &str, senders: &[SenderRow]) -> Vec<String> {
             let loss = s
                 .loss_percent()
                 .map_or_else(|| "-".to_owned(), |p| format!("{p:.1}%"));
+            let resumed = match s.kind {
+                StreamKind::Full => s.resumes.to_string(),
+                StreamKind::Audio | StreamKind::Thumbnail => "-".to_owned(),
+            };
             let latency = match s.latency_ms {
                 Some(ms) if ms.is_finite() && ms < 100.0 => format!("{ms:.1} ms"),
                 Some(ms) if ms.is_finite() => format!("{ms:.0} ms"),
@@ -191,6 +210,7 @@ pub fn render(title: &str, senders: &[SenderRow]) -> Vec<String> {
                 &kbps,
                 &s.packets.to_string(),
                 &loss,
+                &resumed,
                 &latency,
                 &key,
                 &s.decrypt_failures.to_string(),
@@ -331,6 +351,8 @@ mod tests {
             packets: 0,
             bytes: 0,
             lost: 0,
+            resumes: 0,
+            skipped: 0,
             decrypt_failures: 0,
             key_index: None,
             kbps: 0.0,
@@ -358,6 +380,8 @@ mod tests {
                     latency_ms: Some(123.4),
                     decrypt_failures: 3,
                     key_index: Some(0),
+                    resumes: 2,
+                    skipped: 250,
                     ..stream(StreamKind::Full, 7)
                 },
             ],
@@ -371,11 +395,11 @@ mod tests {
             lines,
             [
                 "@alice:localhost, 10 s",
-                "from            device     stream          ssrc   kbit/s   packets   loss   \
-                 latency key failed",
-                "@bob:localhost  BOBDEVICE  audio     4000000001     39.8       498   0.4%    \
+                "from            device     stream          ssrc   kbit/s   packets   loss \
+                 resumed   latency key failed",
+                "@bob:localhost  BOBDEVICE  audio     4000000001     39.8       498   0.4%       -    \
                  1.3 ms   1      0",
-                "                           full               7   1234.6      1500   0.0%    \
+                "                           full               7   1234.6      1500   0.0%       2    \
                  123 ms   0      3",
             ]
         );
@@ -398,7 +422,19 @@ mod tests {
         let cells: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(
             cells,
-            ["@c:x", "D", "thumbnail", "2", "-", "0", "-", "-", "-", "0"]
+            [
+                "@c:x",
+                "D",
+                "thumbnail",
+                "2",
+                "-",
+                "0",
+                "-",
+                "-",
+                "-",
+                "-",
+                "0"
+            ]
         );
     }
 

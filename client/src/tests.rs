@@ -1008,6 +1008,46 @@ fn gaps_are_nacked_and_new_video_streams_get_a_pli() {
     }
 }
 
+#[test]
+fn a_long_video_gap_asks_for_a_keyframe_unless_it_ends_at_one() {
+    let mut t = two();
+    t.b.config.auto_feedback = true;
+    t.b.config.frame_marking = Some(ExtId(2));
+    let full = t.a.ssrcs().full;
+    // Frame marking: start of frame, and independent for a keyframe.
+    let mut a_sends = |marking: u8| {
+        t.a.send_rtp(
+            t.now,
+            full,
+            Pt(96),
+            false,
+            RtpTime(0),
+            &[(ExtId(2), &[marking])],
+            b"v",
+        )
+        .unwrap();
+        t.a.poll_transmit().unwrap().bytes
+    };
+    let first = a_sends(0xa0);
+    // More than a NACK covers, as when the relay stops sending us the layer.
+    let gap: Vec<Vec<u8>> = (0..=MAX_NACK_GAP).map(|_| a_sends(0x80)).collect();
+    let keyframe = a_sends(0xa0);
+    let gap2: Vec<Vec<u8>> = (0..=MAX_NACK_GAP).map(|_| a_sends(0x80)).collect();
+    let delta = a_sends(0x80);
+    assert!(!gap.is_empty() && !gap2.is_empty());
+    t.b_receives(&first).unwrap();
+    t.b.poll_transmit().expect("PLI for a new video stream");
+    let rtcp_out = t.b.stats().rtcp_out;
+    // Back at a keyframe's first packet: the keyframe is here, nothing to ask for.
+    t.b_receives(&keyframe).unwrap();
+    assert!(t.b.poll_transmit().is_none());
+    assert_eq!(t.b.stats().rtcp_out, rtcp_out);
+    // Back in the middle of a picture: asks for a keyframe.
+    t.b_receives(&delta).unwrap();
+    assert!(t.b.poll_transmit().is_some());
+    assert_eq!(t.b.stats().rtcp_out, rtcp_out + 1);
+}
+
 /// Advances `p` timer by timer until it sends an SRTCP packet whose (clear) packet
 /// type is `pt`; returns its length.
 fn next_report(p: &mut Participant, now: &mut Instant, pt: u8) -> usize {

@@ -480,6 +480,8 @@ mod tests {
                             packets: 90,
                             bytes: 900,
                             lost: 0,
+                            resumes: 0,
+                            skipped: 0,
                             decrypt_failures: 0,
                             key_index: Some(0),
                             kbps: 1.0,

@@ -446,6 +446,8 @@ impl Sim {
         // One that stamps transport-wide sequence numbers estimates its uplink from the
         // relay's feedback.
         cfg.transport_cc = self.extmap.transport_cc;
+        // Every member's video carries frame marking where it was negotiated.
+        cfg.frame_marking = self.extmap.frame_marking;
         let p = Participant::new(cfg, self.now).expect("participant");
         let addr = SocketAddr::from(([127, 0, 0, 1], self.next_port));
         self.next_port += 1;

@@ -926,6 +926,9 @@ impl Conference {
         // Stamp transport-wide sequence numbers (the Driver does) and estimate our
         // uplink from the relay's transport-cc feedback about them.
         pcfg.transport_cc = crate::sdp::OFFER_EXTMAP.transport_cc;
+        // Other members' video carries frame marking with that id: no keyframe request
+        // when the relay resumes a layer at a keyframe.
+        pcfg.frame_marking = crate::sdp::OFFER_EXTMAP.frame_marking;
         let now = Instant::now();
         let participant = Participant::new(pcfg, now)?;
         let driver = match config.media {

@@ -1,5 +1,6 @@
 //! What the client decrypted, from whom: per sender (a member's device) and stream,
-//! packets, bytes, loss from sequence-number gaps, decrypt failures, the last key index,
+//! packets, bytes, loss from sequence-number gaps (apart from the relay's layer
+//! switches, counted as resumes), decrypt failures, the last key index,
 //! the receive rate over the last table interval, and one-way latency from the
 //! synthetic sources' probes. Each received audio stream is also recorded to an Ogg
 //! Opus file. [`Tally::rows`] gives the live table's rows ([`SenderRow`]).
@@ -12,9 +13,11 @@ use blindfold_client::conference::MemberId;
 use blindfold_client::conference::keys::{Layer, Stream};
 use blindfold_client::ogg::{MAX_PACKET_SAMPLES, OggOpusWriter, OpusHead, opus_packet_samples};
 use blindfold_client::report::{Recording, SpeakerTurns};
+use blindfold_client::sdp::OFFER_EXTMAP;
 use blindfold_client::table::{SenderRow, StreamKind, StreamRow};
-use blindfold_client::{MediaKind, Probe};
+use blindfold_client::{MAX_NACK_GAP, MediaKind, Probe};
 use blindfold_relay::id::Ssrc;
+use blindfold_relay::wire::rtp::frame_marking;
 
 /// The period of the shared latency clock. Participants in separate processes have no
 /// common `Instant`, so each takes as its probes' epoch the start of the current
@@ -47,6 +50,9 @@ struct StreamTally {
     /// Extended sequence numbers: the first and the highest seen.
     first_seq: Option<u64>,
     max_seq: u64,
+    /// Layer gaps: see [`StreamRow::resumes`] and [`StreamRow::skipped`].
+    resumes: u64,
+    skipped: u64,
     failures: u64,
     key_index: Option<u8>,
     first_at: Option<Instant>,
@@ -69,6 +75,8 @@ impl StreamTally {
             bytes: 0,
             first_seq: None,
             max_seq: 0,
+            resumes: 0,
+            skipped: 0,
             failures: 0,
             key_index: None,
             first_at: None,
@@ -86,7 +94,31 @@ impl StreamTally {
         let expected = self
             .first_seq
             .map_or(0, |first| self.max_seq.saturating_sub(first) + 1);
-        expected.saturating_sub(self.packets)
+        expected
+            .saturating_sub(self.packets)
+            .saturating_sub(self.skipped)
+    }
+
+    /// Notes extended sequence number `seq` of `packet`. A full-resolution stream that
+    /// jumps ahead by more than a NACK covers and lands on a keyframe's first packet
+    /// is the relay moving this receiver back up to it (it resumes a layer nowhere
+    /// else): the packets in between were never forwarded here, not lost.
+    fn sequence(&mut self, seq: u64, packet: &MediaPacket) {
+        let Some(first) = self.first_seq else {
+            self.first_seq = Some(seq);
+            self.max_seq = seq;
+            return;
+        };
+        let gap = seq.saturating_sub(self.max_seq).saturating_sub(1);
+        if self.kind == StreamKind::Full && gap > MAX_NACK_GAP && starts_keyframe(packet) {
+            self.resumes += 1;
+            self.skipped += gap;
+        }
+        self.max_seq = self.max_seq.max(seq);
+        // A reordered packet from before the first one seen.
+        if seq < first {
+            self.first_seq = Some(seq);
+        }
     }
 
     fn row(&self, kbps: f64) -> StreamRow {
@@ -96,12 +128,26 @@ impl StreamTally {
             packets: self.packets,
             bytes: self.bytes,
             lost: self.lost(),
+            resumes: self.resumes,
+            skipped: self.skipped,
             decrypt_failures: self.failures,
             key_index: self.key_index,
             kbps,
             latency_ms: self.latency_ms,
         }
     }
+}
+
+/// Whether `packet` is the first of a keyframe, by its frame marking (RFC 9626: start
+/// of frame and independent), which the participant library's video carries.
+fn starts_keyframe(packet: &MediaPacket) -> bool {
+    let Some(id) = OFFER_EXTMAP.frame_marking else {
+        return false;
+    };
+    packet
+        .header()
+        .and_then(|h| frame_marking(h.extension(id)?).ok())
+        .is_some_and(|fm| fm.start_of_frame && fm.independent)
 }
 
 /// One received audio stream being written to an Ogg Opus file.
@@ -253,20 +299,7 @@ impl Tally {
         t.key_index = Some(packet.key.0);
         t.first_at.get_or_insert(now);
         t.last_at = Some(now);
-        let seq = packet.seq.0;
-        match t.first_seq {
-            None => {
-                t.first_seq = Some(seq);
-                t.max_seq = seq;
-            }
-            Some(first) => {
-                t.max_seq = t.max_seq.max(seq);
-                // A reordered packet from before the first one seen.
-                if seq < first {
-                    t.first_seq = Some(seq);
-                }
-            }
-        }
+        t.sequence(packet.seq.0, packet);
         if let (Some(epoch), Ok(probe)) = (epoch, Probe::decode(payload)) {
             let period = LATENCY_PERIOD.as_nanos() as u64;
             let recv =
@@ -440,7 +473,98 @@ fn record(
 
 #[cfg(test)]
 mod tests {
+    use blindfold_client::SenderId;
+    use blindfold_relay::id::{KeyIndex, Pt, RtpTime, SeqNo, WireSeq};
+    use blindfold_relay::wire::rtp::{FrameMarking, RtpFields, write_header};
+
     use super::*;
+
+    /// A decrypted video packet on `ssrc`, the first of a keyframe or not.
+    fn video(ssrc: Ssrc, seq: u64, keyframe_start: bool) -> MediaPacket {
+        let fm = FrameMarking {
+            start_of_frame: keyframe_start,
+            end_of_frame: false,
+            independent: keyframe_start,
+            discardable: false,
+            base_layer_sync: false,
+            tid: 0,
+            lid: None,
+            tl0_pic_idx: None,
+        };
+        let mut marking = [0u8; 3];
+        let n = fm.write(&mut marking).unwrap();
+        let id = OFFER_EXTMAP.frame_marking.unwrap();
+        let fields = RtpFields {
+            padding: false,
+            marker: false,
+            payload_type: Pt(96),
+            seq: WireSeq(seq as u16),
+            timestamp: RtpTime(0),
+            ssrc,
+            csrcs: &[],
+        };
+        let mut packet = vec![0u8; 100];
+        let at = write_header(&mut packet, &fields, &[(id, &marking[..n])]).unwrap();
+        MediaPacket {
+            sender: SenderId(1),
+            ssrc,
+            seq: SeqNo(seq),
+            pt: Pt(96),
+            marker: false,
+            timestamp: RtpTime(0),
+            key: KeyIndex(0),
+            packet,
+            payload: at..100,
+        }
+    }
+
+    #[test]
+    fn a_full_stream_back_at_a_keyframe_after_a_long_gap_was_resumed_not_lost() {
+        let now = Instant::now();
+        let mut t = Tally::new(now, None, None);
+        let bob = MemberId {
+            user_id: "@b:l".into(),
+            device_id: "B1".into(),
+        };
+        let (thumb, full) = (Ssrc(1), Ssrc(2));
+        let stream = |ssrc, layer| Stream {
+            ssrc,
+            kind: MediaKind::Video,
+            layer: Some(layer),
+        };
+        t.declare(
+            &bob,
+            &[stream(thumb, Layer::Thumbnail), stream(full, Layer::Full)],
+        );
+        // Each stream: 0..10, a real loss of 10 to 12, 13..20, then 100 packets never
+        // sent and a keyframe from 120, then 201 missing before a packet that is not
+        // one (lost), then a gap of 3 before a keyframe (short enough to NACK: lost).
+        let seqs = (0..10)
+            .chain(13..20)
+            .map(|s| (s, false))
+            .chain((120..130).map(|s| (s, s == 120)))
+            .chain([(331, false), (335, true)]);
+        for (seq, key) in seqs {
+            for ssrc in [thumb, full] {
+                t.media(now, &video(ssrc, seq, key), Some(&bob));
+            }
+        }
+        let rows = t.rows();
+        let [thumb_row, full_row] = &rows[0].streams[..] else {
+            panic!("{rows:?}")
+        };
+        let counts = |r: &StreamRow| (r.kind, r.packets, r.lost, r.resumes, r.skipped);
+        assert_eq!(
+            counts(full_row),
+            (StreamKind::Full, 29, 3 + 201 + 3, 1, 100)
+        );
+        // Only the relay's layer choice moves a receiver off a layer and back: the
+        // thumbnail's gaps are loss, whatever ends them.
+        assert_eq!(
+            counts(thumb_row),
+            (StreamKind::Thumbnail, 29, 3 + 100 + 201 + 3, 0, 0)
+        );
+    }
 
     #[test]
     fn active_speakers_are_counted_per_device_in_the_order_first_named() {
