@@ -422,6 +422,8 @@ fn a_participant_that_closes_its_dtls_association_has_left() {
             .sum::<u64>(),
         0
     );
+    // Its goodbye was taken, not dropped.
+    assert_eq!(sim.relay_total(|s| s.drops.iter().sum()), 0);
     // The others go on.
     sim.send_audio(p[0], b"after bob left");
     assert_eq!(sim.member(p[2]).media_from(p[0]).len(), 1);

@@ -44,7 +44,11 @@ impl Engine {
             s.ice.touch(now);
         }
         self.drain_dtls(h);
-        r.map_err(|_| DropReason::DtlsRejected)
+        match r {
+            // The participant's goodbye, taken: its session ended (`EndReason::Closed`).
+            Ok(()) | Err(DtlsError::PeerClosed) => Ok(()),
+            Err(_) => Err(DropReason::DtlsRejected),
+        }
     }
 
     /// Hands a datagram of the session `key` names to its home shard.
