@@ -10,7 +10,8 @@
 //! register the SFU account and three users; create an encrypted room, announce
 //! conference [`CONF_ID`] in it, invite the SFU and the users (who join); make the
 //! spoken Opus clip; run three `blindfold-client` participants with
-//! [`ParticipantSpec::args`] (the first sends the clip); read their `--report` files and
+//! [`ParticipantSpec::args`] (the first sends the clip); read their `--report` files,
+//! print them ([`describe`]) and what the relay counted ([`relay_summary`]), and
 //! [`judge`] them.
 
 use std::ffi::OsString;
@@ -356,6 +357,74 @@ pub fn describe(name: &str, report: &Report) -> Vec<String> {
     lines
 }
 
+/// What the relay did during the call, for people, from its `/metrics` text: RTP
+/// packets in and copies out, datagrams dropped by reason, and its media features'
+/// work (layer switches, which the participants' tables show as resumes; keyframe
+/// requests; NACKed packets; active-speaker changes). Each figure is summed over the
+/// relay's workers.
+pub fn relay_summary(metrics: &str) -> Vec<String> {
+    let total = |name: &str, label: Option<&str>| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+                    && label.is_none_or(|label| l.contains(label))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let mut drops: Vec<(String, u64)> = Vec::new();
+    for l in metrics.lines() {
+        let Some(reason) = l
+            .strip_prefix("blindfold_drops_total{")
+            .and_then(|rest| rest.split("reason=\"").nth(1)?.split('"').next())
+        else {
+            continue;
+        };
+        let n: u64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        match drops.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, sum)) => *sum += n,
+            None => drops.push((reason.to_owned(), n)),
+        }
+    }
+    drops.retain(|&(_, n)| n > 0);
+    let dropped = match &drops[..] {
+        [] => "none".to_owned(),
+        d => d
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    vec![
+        format!(
+            "relay: {} RTP packets in, {} copies out; datagrams dropped: {dropped}",
+            total("blindfold_rtp_accepted_total", None),
+            total("blindfold_rtp_forwarded_total", None),
+        ),
+        format!(
+            "  layer switches {} down, {} up; keyframe requests {} sent, {} absorbed; \
+             NACKed packets {} resent from its cache, {} asked of the sender; \
+             {} active-speaker changes",
+            total("blindfold_layer_switches_total", Some("direction=\"down\"")),
+            total("blindfold_layer_switches_total", Some("direction=\"up\"")),
+            total("blindfold_keyframe_requests_sent_total", None),
+            total("blindfold_keyframe_requests_throttled_total", None),
+            total("blindfold_nacked_packets_total", Some("outcome=\"resent\"")),
+            total(
+                "blindfold_nacked_packets_total",
+                Some("outcome=\"forwarded\"")
+            ),
+            total("blindfold_active_speaker_changes_total", None),
+        ),
+    ]
+}
+
 /// How long an Ogg Opus file plays, from its last granule position, or why unknown.
 fn playback(path: &Path) -> String {
     match OggOpusReader::open(path).and_then(OggOpusReader::summarize) {
@@ -494,6 +563,41 @@ mod tests {
             speakers: Vec::new(),
             last_speaker: None,
         }
+    }
+
+    #[test]
+    fn the_relay_summary_sums_workers_and_names_drops() {
+        let metrics = "\
+# HELP blindfold_drops_total Datagrams dropped, by reason.
+blindfold_drops_total{worker=\"0\",reason=\"not_ours\"} 2
+blindfold_drops_total{worker=\"0\",reason=\"unvalidated\"} 0
+blindfold_drops_total{worker=\"1\",reason=\"not_ours\"} 1
+blindfold_drops_total{worker=\"1\",reason=\"send_error\"} 4
+blindfold_rtp_accepted_total{worker=\"0\"} 100
+blindfold_rtp_accepted_total{worker=\"1\"} 50
+blindfold_rtp_accepted_bytes_total{worker=\"0\"} 99999
+blindfold_rtp_forwarded_total{worker=\"0\"} 300
+blindfold_layer_switches_total{worker=\"0\",direction=\"up\"} 2
+blindfold_layer_switches_total{worker=\"0\",direction=\"down\"} 1
+blindfold_layer_switches_total{worker=\"1\",direction=\"down\"} 1
+blindfold_keyframe_requests_sent_total{worker=\"0\"} 5
+blindfold_keyframe_requests_throttled_total{worker=\"0\"} 7
+blindfold_nacked_packets_total{worker=\"0\",outcome=\"resent\"} 9
+blindfold_nacked_packets_total{worker=\"0\",outcome=\"forwarded\"} 3
+blindfold_active_speaker_changes_total{worker=\"1\"} 6
+";
+        assert_eq!(
+            relay_summary(metrics),
+            [
+                "relay: 150 RTP packets in, 300 copies out; datagrams dropped: 3 not_ours, \
+                 4 send_error",
+                "  layer switches 2 down, 2 up; keyframe requests 5 sent, 7 absorbed; NACKed \
+                 packets 9 resent from its cache, 3 asked of the sender; 6 active-speaker \
+                 changes",
+            ]
+        );
+        let quiet = relay_summary("blindfold_drops_total{worker=\"0\",reason=\"not_ours\"} 0\n");
+        assert!(quiet[0].ends_with("datagrams dropped: none"), "{quiet:?}");
     }
 
     #[test]

@@ -347,18 +347,25 @@ impl Relay {
         }
     }
 
-    /// `GET /metrics`, as text.
+    /// `GET /metrics`, as text; panics if the relay does not answer it.
     pub fn scrape(&self) -> String {
-        let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2))
-            .expect("connect to /metrics");
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("read timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
-            .expect("write request");
+        self.try_scrape().expect("GET /metrics")
+    }
+
+    /// `GET /metrics`, as text, or why it could not be read.
+    pub fn try_scrape(&self) -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")?;
         let mut text = String::new();
-        s.read_to_string(&mut text).expect("read /metrics");
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        text
+        s.read_to_string(&mut text)?;
+        match text.starts_with("HTTP/1.1 200") {
+            true => Ok(text),
+            false => Err(std::io::Error::other(format!(
+                "not a 200: {}",
+                text.lines().next().unwrap_or_default()
+            ))),
+        }
     }
 
     /// A metric summed over its series (the relay labels them by worker). The selector

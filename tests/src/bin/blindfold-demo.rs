@@ -23,7 +23,7 @@ use blindfold_client::ogg::OggOpusReader;
 use blindfold_client::report::Report;
 use blindfold_tests::demo::{
     Args, CONF_ID, Command, NAMES, Outcome, ParticipantSpec, USAGE, catch_signals,
-    create_conference, describe, interrupted, judge, parse_args, wait_joined,
+    create_conference, describe, interrupted, judge, parse_args, relay_summary, wait_joined,
 };
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::{Relay, die_with_parent, tie_children_to_spawning_thread};
@@ -230,6 +230,11 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         }
         println!();
     }
+    match relay.try_scrape() {
+        Ok(metrics) => relay_summary(&metrics).iter().for_each(|l| println!("{l}")),
+        Err(e) => println!("relay: /metrics not read ({e})"),
+    }
+    println!();
     let problems = judge(&outcomes);
     println!("reports, recordings and logs: {}", out.display());
     if problems.is_empty() {
