@@ -4,7 +4,8 @@
 Seeds are real inputs taken from what the repository already has: the RFC 5769 STUN
 messages in relay/src/wire/stun/tests.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets in
 relay/tests/vectors/libsrtp.txt, the examples in docs/control-protocol.md, and the
-example SDP offer and the /sync events in docs/protocol.md (with a few variants). The
+example SDP offer and answer, the key event and the /sync events in docs/protocol.md
+(with a few variants), and the client's test Ogg Opus file. The
 fuzzer starts from well-formed input and mutates inward. Run: python3 fuzz/make_seeds.py
 (paths are taken from the script's own location, so any working directory does). It only
 adds or overwrites seed-* files: a seed whose source changed stays until removed by hand.
@@ -114,4 +115,28 @@ batches = [
 ]
 for b in batches:
     put("sync_batch", json.dumps(b).encode())
+
+# key_events: the key event of docs/protocol.md, one per line behind the byte that
+# picks its sender: as sent, its hangup, the same SSRCs from another member (refused),
+# and the same device in a new call.
+keys = next(e for e in doc_events if e["type"] == "org.matrix.msc2359.call.keys")["content"]
+hangup = dict(keys, streams=[], keys=[])
+new_call = dict(keys, call_id=keys["call_id"] + "-2")
+
+
+def lines(*events):
+    return b"".join(bytes([who]) + json.dumps(c).encode() + b"\n" for who, c in events)
+
+
+put("key_events", lines((0, keys)))
+put("key_events", lines((0, keys), (1, keys), (0, hangup)))
+put("key_events", lines((0, keys), (0, new_call), (2, hangup)))
+# sdp_answer: the example answer of docs/protocol.md in CRLF (as sent) and LF.
+answer = sdp_blocks[1]
+put("sdp_answer", answer.replace("\n", "\r\n").encode())
+put("sdp_answer", answer.encode())
+# ogg: the test suite's one-second sine (client/testdata), whole and cut short.
+sine = (root / "client/testdata/sine-1s.opus").read_bytes()
+put("ogg", sine)
+put("ogg", sine[: len(sine) // 2])
 print("seeds written under", corpus)

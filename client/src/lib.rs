@@ -80,6 +80,9 @@
 /// The receive-side bandwidth estimator, shared with the relay (which runs it on each
 /// sender's uplink): [`blindfold_relay::engine::bwe`].
 pub use blindfold_relay::engine::bwe;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod __fuzz;
 pub mod conference;
 pub mod control;
 mod error;
