@@ -135,6 +135,16 @@ put("key_events", lines((0, keys), (0, new_call), (2, hangup)))
 answer = sdp_blocks[1]
 put("sdp_answer", answer.replace("\n", "\r\n").encode())
 put("sdp_answer", answer.encode())
+# participant: records of (operation, length, bytes), see client/src/__fuzz.rs. The
+# relay's signed success answer to the participant's check, with its address
+# (XOR-MAPPED-ADDRESS of 127.0.0.1:5000), then time for the DTLS handshake to
+# retransmit; before it, a datagram from elsewhere and the truncated ClientHello.
+xor_port = (5000 ^ 0x2112).to_bytes(2, "big")
+xor_ip = bytes(a ^ b for a, b in zip(bytes([127, 0, 0, 1]), bytes.fromhex("2112a442")))
+mapped = bytes([0x00, 0x20, 8, 0x00, 0x01]) + xor_port + xor_ip
+answer_ok = bytes([2, len(mapped)]) + mapped
+put("participant", answer_ok + bytes([3, 120]))
+put("participant", bytes([1, len(stun[0])]) + stun[0] + bytes([0, len(dtls[0])]) + dtls[0] + answer_ok + bytes([3, 50, 0, 4]) + b"\x16\xfe\xfd\x00")
 # ogg: the test suite's one-second sine (client/testdata), whole and cut short.
 sine = (root / "client/testdata/sine-1s.opus").read_bytes()
 put("ogg", sine)

@@ -1,13 +1,17 @@
-//! Entry points for the cargo-fuzz targets in `fuzz/`: what other people hand the
-//! participant library. A panic or failed assertion inside is a finding. Hidden: not
+//! Entry points for the cargo-fuzz targets in `fuzz/`: what other people and the
+//! network hand the participant library. A panic or failed assertion inside is a finding. Hidden: not
 //! part of the crate's API.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
 use blindfold_relay::id::Ssrc;
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+use blindfold_relay::wire::stun::{
+    AttrType, Class, Method, StunMessage, StunWriter, TransactionId,
+};
 
 use crate::conference::keys::{Accepted, KeyEvent, Roster};
 use crate::ogg::OggOpusReader;
@@ -110,6 +114,111 @@ pub fn sdp_answer(data: &[u8]) -> usize {
     sent
 }
 
+/// Where the participant in [`participant`] calls the relay.
+const RELAY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
+/// The relay's ICE password there, which its STUN answers are signed with.
+const RELAY_PWD: &str = "relay-password-0123456789";
+
+/// Datagrams from the network to a participant calling the relay, as records of an
+/// operation byte and a length byte, then that many bytes (the last record takes what
+/// is left). The operation's low two bits:
+///
+/// - 0: the bytes, as a datagram from the relay's address;
+/// - 1: the bytes, from another address (what anyone can send to its port);
+/// - 2: a Binding answer from the relay to the participant's last request, signed with
+///   the relay's password (so that it passes the integrity check): an error response if
+///   bit 2 is set, else a success; its attributes are the bytes, read as type (2
+///   bytes), length (1) and value;
+/// - 3: time passes, the length byte × 10 ms.
+///
+/// Whatever it is handed, the participant sends only to the relay. Returns how many
+/// datagrams it took (not dropped).
+pub fn participant(data: &[u8]) -> usize {
+    let (cert, dtls, start) = shared();
+    let mut now = *start;
+    let cfg = ParticipantConfig::new(
+        IceCredentials {
+            ufrag: "fuzzufrg".into(),
+            pwd: "fuzz-password-0123456789".into(),
+        },
+        IceCredentials {
+            ufrag: "relayufrg".into(),
+            pwd: RELAY_PWD.into(),
+        },
+        RELAY,
+        cert.clone(),
+        cert.fingerprint(),
+        dtls.clone(),
+        OWN,
+        MasterKey::new(SrtpProfile::AeadAes128Gcm, &[7; 28]).expect("a GCM key"),
+        1,
+    );
+    let mut p = Participant::new(cfg, now).expect("a participant");
+    let mut last_request = None;
+    let drain = |p: &mut Participant, last: &mut Option<TransactionId>| {
+        while let Some(t) = p.poll_transmit() {
+            assert_eq!(t.dest, RELAY, "the participant sent elsewhere");
+            if let Ok(m) = StunMessage::parse(&t.bytes)
+                && m.class() == Class::Request
+            {
+                *last = Some(m.transaction_id());
+            }
+        }
+        while p.poll_event().is_some() {}
+    };
+    drain(&mut p, &mut last_request);
+    let mut taken = 0;
+    let mut rest = data;
+    while let [op, len, tail @ ..] = rest {
+        let (body, next) = tail.split_at(usize::from(*len).min(tail.len()));
+        rest = next;
+        let delivered = match op & 3 {
+            0 => Some((RELAY, body.to_vec())),
+            1 => Some((
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 5000),
+                body.to_vec(),
+            )),
+            2 => last_request.map(|tid| (RELAY, stun_answer(tid, op & 4 != 0, body))),
+            _ => {
+                now += Duration::from_millis(10 * u64::from(*len));
+                p.handle_timeout(now);
+                None
+            }
+        };
+        if let Some((from, mut datagram)) = delivered {
+            taken += usize::from(p.handle_datagram(now, from, &mut datagram).is_ok());
+        }
+        drain(&mut p, &mut last_request);
+    }
+    taken
+}
+
+/// A Binding response to `tid` with `attrs` (type, length, value records; a short last
+/// one is cut), signed with [`RELAY_PWD`] and fingerprinted.
+fn stun_answer(tid: TransactionId, error: bool, mut attrs: &[u8]) -> Vec<u8> {
+    let class = match error {
+        true => Class::ErrorResponse,
+        false => Class::SuccessResponse,
+    };
+    let mut buf = vec![0u8; 1200];
+    let Ok(mut w) = StunWriter::new(&mut buf, class, Method::Binding, tid) else {
+        return Vec::new();
+    };
+    while let [t0, t1, len, tail @ ..] = attrs {
+        let (value, next) = tail.split_at(usize::from(*len).min(tail.len()));
+        attrs = next;
+        if w.add_raw(AttrType(u16::from_be_bytes([*t0, *t1])), value)
+            .is_err()
+        {
+            break;
+        }
+    }
+    match w.finish_with_integrity_and_fingerprint(RELAY_PWD.as_bytes()) {
+        Ok(n) => buf[..n].to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// One certificate and DTLS configuration for every input (generating them is most of
 /// a run otherwise), and one start time, so that every run of an input is the same.
 fn shared() -> &'static (DtlsCert, DtlsConfig, Instant) {
@@ -165,6 +274,9 @@ mod tests {
         assert_eq!(seeds("key_events", key_events), [1, 2, 3]);
         // The answer (CRLF and LF): a participant that sends its ICE checks.
         assert!(seeds("sdp_answer", sdp_answer).iter().all(|&n| n >= 2));
+        // Garbage from anywhere, then the relay's signed answer to the participant's
+        // check, which it takes, and time for its DTLS to retransmit.
+        assert!(seeds("participant", participant).iter().all(|&n| n >= 1));
         // The sine: all of it, and the half that reads.
         let ogg = seeds("ogg", ogg);
         assert!(ogg.len() == 2 && ogg[0] > 0 && ogg[0] < ogg[1], "{ogg:?}");
