@@ -369,16 +369,21 @@ impl Engine {
         let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
             return;
         };
-        let state = match local.downlink.choices.iter_mut().find(|c| c.ssrc == ssrc) {
+        let (state, up) = match local.downlink.choices.iter_mut().find(|c| c.ssrc == ssrc) {
             Some(c) => {
                 c.layer.handle_full_packet(now, true);
-                drain_events(&mut self.stats, &mut c.layer);
-                desired(&c.layer)
+                let up = drain_events(&mut self.stats, &mut c.layer)
+                    .switched
+                    .is_some();
+                (desired(&c.layer), up)
             }
             // No choice (layer choice off, or the subscription ended meanwhile).
-            None if self.cfg.layer_choice => LayerState::Thumbnail,
-            None => LayerState::Full,
+            None if self.cfg.layer_choice => (LayerState::Thumbnail, false),
+            None => (LayerState::Full, false),
         };
+        if up && let Some(s) = self.sessions.get(r) {
+            tracing::debug!(receiver = %s.spec.id, ssrc = ssrc.0, "layer switch up at a keyframe");
+        }
         self.announce_layer(r, ssrc, state);
     }
 
@@ -682,6 +687,7 @@ impl Engine {
         let mut asks = Vec::new();
         let mut states = Vec::new();
         let mut views = Vec::new();
+        let mut switches = Vec::new();
         // The first trial waiting for a probe: its layer, and the rate to probe.
         let mut probe = None;
         for (c, i) in d.choices.iter_mut().zip(&inputs) {
@@ -720,11 +726,23 @@ impl Engine {
                     lossy: lossy && can_take < floor,
                 }
             });
+            let demoted = judged.as_ref().is_some_and(|j| j.demoted);
             c.layer
                 .handle_figures(now, i.thumbnail_bps, full_cost, judged);
             // Keyframe requests are sent after the loop: the throttle needs `self`.
-            if drain_events(&mut self.stats, &mut c.layer) {
+            let drained = drain_events(&mut self.stats, &mut c.layer);
+            if drained.keyframe {
                 asks.push((c.owner, c.ssrc));
+            }
+            if let Some(to) = drained.switched {
+                switches.push(Switch {
+                    ssrc: c.ssrc,
+                    to,
+                    available_bps: available,
+                    full_bps: full_cost,
+                    lossy,
+                    demoted,
+                });
             }
             if c.layer.probing() && probe.is_none() {
                 // Everything else it gets, and this sender's video with the full layer.
@@ -746,6 +764,20 @@ impl Engine {
             && d.prober.start(now, bps)
         {
             d.probe_for = Some(ssrc);
+        }
+        if let Some(s) = self.sessions.get(r) {
+            for w in &switches {
+                tracing::debug!(
+                    receiver = %s.spec.id,
+                    ssrc = w.ssrc.0,
+                    to = ?w.to,
+                    available_bps = w.available_bps,
+                    full_bps = w.full_bps,
+                    lossy = w.lossy,
+                    demoted = w.demoted,
+                    "layer switch",
+                );
+            }
         }
         let me = self.cfg.shard;
         for (ssrc, state) in states {
@@ -1059,18 +1091,42 @@ fn desired(layer: &media::LayerChoice) -> LayerState {
     }
 }
 
-/// Takes a layer choice's events: counts its switches, and says whether it asked for
-/// a keyframe.
-fn drain_events(stats: &mut EngineStats, layer: &mut media::LayerChoice) -> bool {
-    let mut ask = false;
+/// What a layer choice's events came to.
+#[derive(Debug, Default)]
+struct Drained {
+    /// It asked for a keyframe.
+    keyframe: bool,
+    /// It switched, to this layer (the last switch, if several).
+    switched: Option<media::Layer>,
+}
+
+/// Takes a layer choice's events and counts its switches.
+fn drain_events(stats: &mut EngineStats, layer: &mut media::LayerChoice) -> Drained {
+    let mut out = Drained::default();
     while let Some(e) = layer.poll_event() {
         match e {
-            media::LayerEvent::RequestKeyframe => ask = true,
-            media::LayerEvent::Switched(media::Layer::Full) => stats.layer_switches_up += 1,
-            media::LayerEvent::Switched(media::Layer::Thumbnail) => stats.layer_switches_down += 1,
+            media::LayerEvent::RequestKeyframe => out.keyframe = true,
+            media::LayerEvent::Switched(to) => {
+                match to {
+                    media::Layer::Full => stats.layer_switches_up += 1,
+                    media::Layer::Thumbnail => stats.layer_switches_down += 1,
+                }
+                out.switched = Some(to);
+            }
         }
     }
-    ask
+    out
+}
+
+/// A switch of one receiver's layer choice and the figures it was made on, for the log.
+#[derive(Debug)]
+struct Switch {
+    ssrc: Ssrc,
+    to: media::Layer,
+    available_bps: u64,
+    full_bps: u64,
+    lossy: bool,
+    demoted: bool,
 }
 
 /// The state of full layer `ssrc` in `layers`, or its default (see `slot`).
