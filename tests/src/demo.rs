@@ -26,6 +26,7 @@ use blindfold_relay::shell::signals::Shutdown;
 use serde_json::json;
 
 use crate::matrix::{MatrixError, MatrixUser};
+use crate::process::metric_total;
 
 /// The conference id (the `org.matrix.msc2359.conference` state key).
 pub const CONF_ID: &str = "demo";
@@ -363,17 +364,7 @@ pub fn describe(name: &str, report: &Report) -> Vec<String> {
 /// requests; NACKed packets; active-speaker changes). Each figure is summed over the
 /// relay's workers.
 pub fn relay_summary(metrics: &str) -> Vec<String> {
-    let total = |name: &str, label: Option<&str>| -> u64 {
-        metrics
-            .lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with([' ', '{']))
-                    && label.is_none_or(|label| l.contains(label))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
+    let total = |selector: &str| metric_total(metrics, selector).unwrap_or(0);
     let mut drops: Vec<(String, u64)> = Vec::new();
     for l in metrics.lines() {
         let Some(reason) = l
@@ -404,23 +395,20 @@ pub fn relay_summary(metrics: &str) -> Vec<String> {
     vec![
         format!(
             "relay: {} RTP packets in, {} copies out; datagrams dropped: {dropped}",
-            total("blindfold_rtp_accepted_total", None),
-            total("blindfold_rtp_forwarded_total", None),
+            total("blindfold_rtp_accepted_total"),
+            total("blindfold_rtp_forwarded_total"),
         ),
         format!(
             "  layer switches {} down, {} up; keyframe requests {} sent, {} absorbed; \
              NACKed packets {} resent from its cache, {} asked of the sender; \
              {} active-speaker changes",
-            total("blindfold_layer_switches_total", Some("direction=\"down\"")),
-            total("blindfold_layer_switches_total", Some("direction=\"up\"")),
-            total("blindfold_keyframe_requests_sent_total", None),
-            total("blindfold_keyframe_requests_throttled_total", None),
-            total("blindfold_nacked_packets_total", Some("outcome=\"resent\"")),
-            total(
-                "blindfold_nacked_packets_total",
-                Some("outcome=\"forwarded\"")
-            ),
-            total("blindfold_active_speaker_changes_total", None),
+            total("blindfold_layer_switches_total{direction=\"down\"}"),
+            total("blindfold_layer_switches_total{direction=\"up\"}"),
+            total("blindfold_keyframe_requests_sent_total"),
+            total("blindfold_keyframe_requests_throttled_total"),
+            total("blindfold_nacked_packets_total{outcome=\"resent\"}"),
+            total("blindfold_nacked_packets_total{outcome=\"forwarded\"}"),
+            total("blindfold_active_speaker_changes_total"),
         ),
     ]
 }

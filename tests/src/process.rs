@@ -371,22 +371,8 @@ impl Relay {
     /// A metric summed over its series (the relay labels them by worker). The selector
     /// may name one label to match: `blindfold_sessions{state="connected"}`.
     pub fn metric(&self, selector: &str) -> u64 {
-        let (name, label) = match selector.split_once('{') {
-            Some((name, label)) => (name, Some(label.trim_end_matches('}'))),
-            None => (selector, None),
-        };
         let text = self.scrape();
-        let values: Vec<u64> = text
-            .lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with([' ', '{']))
-                    && label.is_none_or(|label| l.contains(label))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .collect();
-        assert!(!values.is_empty(), "no {selector} in:\n{text}");
-        values.iter().sum()
+        metric_total(&text, selector).unwrap_or_else(|| panic!("no {selector} in:\n{text}"))
     }
 
     /// One sample of a metric per worker, by worker index (the relay labels each
@@ -465,4 +451,25 @@ impl Drop for Relay {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// In Prometheus text `metrics`, the sum of a metric's samples over its series; the
+/// selector may name one label to match: `blindfold_sessions{state="connected"}`.
+/// `None` if no series matches.
+pub fn metric_total(metrics: &str, selector: &str) -> Option<u64> {
+    let (name, label) = match selector.split_once('{') {
+        Some((name, label)) => (name, Some(label.trim_end_matches('}'))),
+        None => (selector, None),
+    };
+    let mut values = metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+                && label.is_none_or(|label| l.contains(label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .peekable();
+    values.peek()?;
+    Some(values.sum())
 }
