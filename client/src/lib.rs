@@ -16,7 +16,8 @@
 //! - **RTCP**: what a receiver and sender owe — periodic SR/RR; REMB, with a fixed value
 //!   or with the estimate of [`bwe`] (GCC's receive-side delay-based estimator, fed
 //!   with every incoming packet's abs-send-time: once a second, and at once when it
-//!   drops by more than 3%); PLI on a new video stream or a long gap, NACK for short
+//!   drops by more than 3%); PLI on a new video stream or a long gap (not one that
+//!   ends at a keyframe, with [`ParticipantConfig::frame_marking`]), NACK for short
 //!   gaps — and events for what arrives (PLI/FIR, REMB, TMMBR, NACK, SR, report
 //!   blocks).
 //!

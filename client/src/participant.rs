@@ -116,7 +116,8 @@ pub struct ParticipantConfig {
     pub ntp_origin: u64,
     /// Interval of our SR/RR reports (RFC 4585 AVPF allows well under 5 s).
     pub report_interval: Duration,
-    /// Send NACKs for gaps and PLIs for new video streams and long gaps by itself.
+    /// Send NACKs for gaps and PLIs for new video streams and long gaps by itself (see
+    /// [`frame_marking`](Self::frame_marking) for the gaps that need none).
     pub auto_feedback: bool,
     /// If set, a REMB with this fixed estimate for every remote video stream rides on
     /// each report (tests use it); it wins over [`bwe`](Self::bwe)'s estimate.
