@@ -147,9 +147,11 @@ pub struct ParticipantConfig {
     pub transport_cc: Option<ExtId>,
     /// If set, the frame-marking extension id (RFC 9626) of incoming video. A gap too
     /// long to NACK that ends at a keyframe's first packet (start of frame and
-    /// independent) then asks for no keyframe: one is here. That is where the relay
-    /// resumes a full layer it had stopped sending us, and its own request brought
-    /// the keyframe. `None`: every such gap on video asks for one.
+    /// independent) is then a resume: that is where the relay resumes a full layer it
+    /// had stopped sending us. It asks for no keyframe (the relay's own request
+    /// brought this one), and its packets, never sent us, are not reported lost in our
+    /// receiver reports. `None`: every such gap on video asks for a keyframe and counts
+    /// as loss.
     pub frame_marking: Option<ExtId>,
 }
 
@@ -398,6 +400,10 @@ struct RecvStream {
     base: u64,
     max: u64,
     received: u64,
+    /// Packets of gaps that ended at a keyframe's first packet after more than a NACK
+    /// covers: a layer the relay resumed, which it never sent us. Not expected, so not
+    /// reported lost.
+    skipped: u64,
     expected_prior: u64,
     received_prior: u64,
     /// LSR (middle 32 bits of the last SR's NTP) and when it arrived.
@@ -725,6 +731,7 @@ impl Participant {
                 base: ext,
                 max: ext,
                 received: 1,
+                skipped: 0,
                 expected_prior: 0,
                 received_prior: 0,
                 last_sr: None,
@@ -741,11 +748,15 @@ impl Participant {
         if ext > r.max {
             let from = r.max + 1;
             r.max = ext;
+            let resumed = video && keyframe_start && gap > MAX_NACK_GAP;
+            if resumed {
+                r.skipped += gap;
+            }
             if auto && gap > 0 {
                 if gap <= MAX_NACK_GAP {
                     let lost: Vec<WireSeq> = (from..ext).map(|s| WireSeq(s as u16)).collect();
                     let _ = self.send_nack(now, ssrc, &lost);
-                } else if video && !keyframe_start {
+                } else if video && !resumed {
                     let _ = self.request_keyframe(now, ssrc);
                 }
             }
@@ -1397,11 +1408,12 @@ fn extend_seq(highest: u64, seq: WireSeq) -> u64 {
     }
 }
 
-/// An RFC 3550 §6.4.1 report block for a remote stream (jitter not measured: 0).
+/// An RFC 3550 §6.4.1 report block for a remote stream (jitter not measured: 0); the
+/// packets of a resumed layer's gap are not expected (see [`RecvStream::skipped`]).
 fn report_block(r: &mut RecvStream, now: Instant) -> ReportBlock {
-    let expected = r.max - r.base + 1;
+    let expected = (r.max - r.base + 1).saturating_sub(r.skipped);
     let lost = expected as i64 - r.received as i64;
-    let expected_interval = expected - r.expected_prior;
+    let expected_interval = expected.saturating_sub(r.expected_prior);
     let received_interval = r.received - r.received_prior;
     r.expected_prior = expected;
     r.received_prior = r.received;

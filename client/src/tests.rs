@@ -1048,6 +1048,66 @@ fn a_long_video_gap_asks_for_a_keyframe_unless_it_ends_at_one() {
     assert_eq!(t.b.stats().rtcp_out, rtcp_out + 1);
 }
 
+#[test]
+fn a_resumed_layers_gap_is_not_reported_lost() {
+    let mut t = two();
+    t.b.config.frame_marking = Some(ExtId(2));
+    let full = t.a.ssrcs().full;
+    let mut a_sends = |marking: u8| {
+        t.a.send_rtp(
+            t.now,
+            full,
+            Pt(96),
+            false,
+            RtpTime(0),
+            &[(ExtId(2), &[marking])],
+            b"v",
+        )
+        .unwrap();
+        t.a.poll_transmit().unwrap().bytes
+    };
+    // A keyframe; 100 packets the relay never sent B; a keyframe where it resumes; one
+    // packet lost on the way; one more.
+    let first = a_sends(0xa0);
+    for _ in 0..100 {
+        a_sends(0x80);
+    }
+    let resumed = a_sends(0xa0);
+    let _lost = a_sends(0x80);
+    let last = a_sends(0x80);
+    for p in [&first, &resumed, &last] {
+        t.b_receives(p).unwrap();
+    }
+    let keys = t.b_keys.clone();
+    let mut relay_in = SrtpContext::new(
+        srtp_profile(keys.profile).unwrap(),
+        keys.client_master.key_salt(),
+        None,
+    )
+    .unwrap();
+    let block = loop {
+        let now = t.b.poll_timeout().unwrap();
+        assert!(now < t.now + Duration::from_secs(5), "no receiver report");
+        t.b.handle_timeout(now);
+        let Some(mut tx) = t.b.poll_transmit() else {
+            continue;
+        };
+        let n = relay_in.unprotect_rtcp(&mut tx.bytes).unwrap();
+        let rr = RtcpCompound::parse(&tx.bytes[..n])
+            .unwrap()
+            .into_iter()
+            .find_map(|p| match p {
+                Ok(RtcpPacket::ReceiverReport(rr)) => rr.reports().find(|b| b.ssrc == full),
+                _ => None,
+            });
+        if let Some(b) = rr {
+            break b;
+        }
+    };
+    // Four expected (the first keyframe, the resumed one and the two after it), one lost.
+    assert_eq!((block.cumulative_lost, block.fraction_lost), (1, 64));
+}
+
 /// Advances `p` timer by timer until it sends an SRTCP packet whose (clear) packet
 /// type is `pt`; returns its length.
 fn next_report(p: &mut Participant, now: &mut Instant, pt: u8) -> usize {
