@@ -218,6 +218,12 @@ pub struct MediaPacket {
     pub timestamp: RtpTime,
     /// The MKI the sender used.
     pub key: KeyIndex,
+    /// Packets of this stream before this one that were never sent us: it starts a
+    /// keyframe after a gap longer than [`MAX_NACK_GAP`] on video, which is where the
+    /// relay resumes a full layer it had stopped sending (with
+    /// [`ParticipantConfig::frame_marking`] set). 0 otherwise, the packets of any other
+    /// gap being lost.
+    pub skipped: u64,
     /// The decrypted RTP packet (header, extensions, payload).
     pub packet: Vec<u8>,
     /// Where the payload is in `packet` (after header and extensions, without padding).
@@ -691,8 +697,8 @@ impl Participant {
             .config
             .frame_marking
             .and_then(|ext| frame_marking(h.extension(ext)?).ok())
-            .is_some_and(|fm| fm.start_of_frame && fm.independent);
-        let seq = self.track_reception(now, ssrc, wire, kind, keyframe_start);
+            .is_some_and(|fm| fm.starts_keyframe());
+        let (seq, skipped) = self.track_reception(now, ssrc, wire, kind, keyframe_start);
         self.stats.media_in += 1;
         self.events.push_back(Event::Media(MediaPacket {
             sender: id,
@@ -702,6 +708,7 @@ impl Participant {
             marker,
             timestamp: ts,
             key,
+            skipped,
             packet: packet.to_vec(),
             payload: start..start + payload_len,
         }));
@@ -713,7 +720,8 @@ impl Participant {
 
     /// Updates reception stats for an authenticated packet; NACKs gaps and asks for
     /// keyframes when automatic feedback is on (not when this packet starts one).
-    /// Returns the extended sequence number.
+    /// Returns the extended sequence number and the packets skipped before it (see
+    /// [`MediaPacket::skipped`]).
     fn track_reception(
         &mut self,
         now: Instant,
@@ -721,7 +729,7 @@ impl Participant {
         wire: WireSeq,
         kind: Option<MediaKind>,
         keyframe_start: bool,
-    ) -> SeqNo {
+    ) -> (SeqNo, u64) {
         let video = kind == Some(MediaKind::Video);
         let auto = self.config.auto_feedback;
         let Some(at) = self.recv.iter().position(|r| r.ssrc == ssrc) else {
@@ -739,17 +747,19 @@ impl Participant {
             if auto && video {
                 let _ = self.request_keyframe(now, ssrc);
             }
-            return SeqNo(ext);
+            return (SeqNo(ext), 0);
         };
         let r = &mut self.recv[at];
         let ext = extend_seq(r.max, wire);
         r.received += 1;
         let gap = ext.saturating_sub(r.max).saturating_sub(1);
+        let mut skipped = 0;
         if ext > r.max {
             let from = r.max + 1;
             r.max = ext;
             let resumed = video && keyframe_start && gap > MAX_NACK_GAP;
             if resumed {
+                skipped = gap;
                 r.skipped += gap;
             }
             if auto && gap > 0 {
@@ -761,7 +771,7 @@ impl Participant {
                 }
             }
         }
-        SeqNo(ext)
+        (SeqNo(ext), skipped)
     }
 
     fn handle_srtcp(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {

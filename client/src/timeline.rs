@@ -166,7 +166,7 @@ impl Timeline {
                 } else if seq == f.hi {
                     f.end |= fm.end_of_frame;
                 }
-                f.keyframe |= fm.independent && fm.start_of_frame;
+                f.keyframe |= fm.starts_keyframe();
                 f.packets += 1;
             }
             None => {
@@ -177,7 +177,7 @@ impl Timeline {
                     hi: seq,
                     start: fm.start_of_frame,
                     end: fm.end_of_frame,
-                    keyframe: fm.independent && fm.start_of_frame,
+                    keyframe: fm.starts_keyframe(),
                     packets: 1,
                 });
                 d.frames.sort_by_key(|f| f.lo);
@@ -335,6 +335,7 @@ mod tests {
             marker: e,
             timestamp: RtpTime(ts),
             key: KeyIndex(0),
+            skipped: 0,
             payload: len - 20..len,
             packet: buf,
         }

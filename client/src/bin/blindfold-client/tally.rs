@@ -13,11 +13,9 @@ use blindfold_client::conference::MemberId;
 use blindfold_client::conference::keys::{Layer, Stream};
 use blindfold_client::ogg::{MAX_PACKET_SAMPLES, OggOpusWriter, OpusHead, opus_packet_samples};
 use blindfold_client::report::{Recording, SpeakerTurns};
-use blindfold_client::sdp::OFFER_EXTMAP;
 use blindfold_client::table::{SenderRow, StreamKind, StreamRow};
-use blindfold_client::{MAX_NACK_GAP, MediaKind, Probe};
+use blindfold_client::{MediaKind, Probe};
 use blindfold_relay::id::Ssrc;
-use blindfold_relay::wire::rtp::frame_marking;
 
 /// The period of the shared latency clock. Participants in separate processes have no
 /// common `Instant`, so each takes as its probes' epoch the start of the current
@@ -99,20 +97,19 @@ impl StreamTally {
             .saturating_sub(self.skipped)
     }
 
-    /// Notes extended sequence number `seq` of `packet`. A full-resolution stream that
-    /// jumps ahead by more than a NACK covers and lands on a keyframe's first packet
-    /// is the relay moving this receiver back up to it (it resumes a layer nowhere
-    /// else): the packets in between were never forwarded here, not lost.
-    fn sequence(&mut self, seq: u64, packet: &MediaPacket) {
+    /// Notes a packet's extended sequence number `seq` and the packets the participant
+    /// library says were `skipped` before it ([`MediaPacket::skipped`]). Only a
+    /// full-resolution stream is resumed by the relay: a thumbnail's gap is loss, however
+    /// it ends.
+    fn sequence(&mut self, seq: u64, skipped: u64) {
         let Some(first) = self.first_seq else {
             self.first_seq = Some(seq);
             self.max_seq = seq;
             return;
         };
-        let gap = seq.saturating_sub(self.max_seq).saturating_sub(1);
-        if self.kind == StreamKind::Full && gap > MAX_NACK_GAP && starts_keyframe(packet) {
+        if self.kind == StreamKind::Full && skipped > 0 {
             self.resumes += 1;
-            self.skipped += gap;
+            self.skipped += skipped;
         }
         self.max_seq = self.max_seq.max(seq);
         // A reordered packet from before the first one seen.
@@ -136,18 +133,6 @@ impl StreamTally {
             latency_ms: self.latency_ms,
         }
     }
-}
-
-/// Whether `packet` is the first of a keyframe, by its frame marking (RFC 9626: start
-/// of frame and independent), which the participant library's video carries.
-fn starts_keyframe(packet: &MediaPacket) -> bool {
-    let Some(id) = OFFER_EXTMAP.frame_marking else {
-        return false;
-    };
-    packet
-        .header()
-        .and_then(|h| frame_marking(h.extension(id)?).ok())
-        .is_some_and(|fm| fm.start_of_frame && fm.independent)
 }
 
 /// One received audio stream being written to an Ogg Opus file.
@@ -299,7 +284,7 @@ impl Tally {
         t.key_index = Some(packet.key.0);
         t.first_at.get_or_insert(now);
         t.last_at = Some(now);
-        t.sequence(packet.seq.0, packet);
+        t.sequence(packet.seq.0, packet.skipped);
         if let (Some(epoch), Ok(probe)) = (epoch, Probe::decode(payload)) {
             let period = LATENCY_PERIOD.as_nanos() as u64;
             let recv =
@@ -474,37 +459,13 @@ fn record(
 #[cfg(test)]
 mod tests {
     use blindfold_client::SenderId;
-    use blindfold_relay::id::{KeyIndex, Pt, RtpTime, SeqNo, WireSeq};
-    use blindfold_relay::wire::rtp::{FrameMarking, RtpFields, write_header};
+    use blindfold_relay::id::{KeyIndex, Pt, RtpTime, SeqNo};
 
     use super::*;
 
-    /// A decrypted video packet on `ssrc`, the first of a keyframe or not.
-    fn video(ssrc: Ssrc, seq: u64, keyframe_start: bool) -> MediaPacket {
-        let fm = FrameMarking {
-            start_of_frame: keyframe_start,
-            end_of_frame: false,
-            independent: keyframe_start,
-            discardable: false,
-            base_layer_sync: false,
-            tid: 0,
-            lid: None,
-            tl0_pic_idx: None,
-        };
-        let mut marking = [0u8; 3];
-        let n = fm.write(&mut marking).unwrap();
-        let id = OFFER_EXTMAP.frame_marking.unwrap();
-        let fields = RtpFields {
-            padding: false,
-            marker: false,
-            payload_type: Pt(96),
-            seq: WireSeq(seq as u16),
-            timestamp: RtpTime(0),
-            ssrc,
-            csrcs: &[],
-        };
-        let mut packet = vec![0u8; 100];
-        let at = write_header(&mut packet, &fields, &[(id, &marking[..n])]).unwrap();
+    /// A decrypted video packet on `ssrc` with `skipped` packets before it that were never
+    /// sent (as the participant library says).
+    fn video(ssrc: Ssrc, seq: u64, skipped: u64) -> MediaPacket {
         MediaPacket {
             sender: SenderId(1),
             ssrc,
@@ -513,8 +474,9 @@ mod tests {
             marker: false,
             timestamp: RtpTime(0),
             key: KeyIndex(0),
-            packet,
-            payload: at..100,
+            skipped,
+            packet: vec![0x80; 100],
+            payload: 12..100,
         }
     }
 
@@ -536,17 +498,18 @@ mod tests {
             &bob,
             &[stream(thumb, Layer::Thumbnail), stream(full, Layer::Full)],
         );
-        // Each stream: 0..10, a real loss of 10 to 12, 13..20, then 100 packets never
-        // sent and a keyframe from 120, then 201 missing before a packet that is not
-        // one (lost), then a gap of 3 before a keyframe (short enough to NACK: lost).
+        // Each stream, as the participant library hands it over: 0..10, a real loss of
+        // 10 to 12, 13..20, then 100 packets never sent before a keyframe from 120 (the
+        // library's `skipped`), then 201 missing before a packet that starts no keyframe
+        // (lost), then a gap of 3 before a keyframe (short enough to NACK: lost).
         let seqs = (0..10)
             .chain(13..20)
-            .map(|s| (s, false))
-            .chain((120..130).map(|s| (s, s == 120)))
-            .chain([(331, false), (335, true)]);
-        for (seq, key) in seqs {
+            .chain(120..130)
+            .chain([331, 335])
+            .map(|s| (s, if s == 120 { 100 } else { 0 }));
+        for (seq, skipped) in seqs {
             for ssrc in [thumb, full] {
-                t.media(now, &video(ssrc, seq, key), Some(&bob));
+                t.media(now, &video(ssrc, seq, skipped), Some(&bob));
             }
         }
         let rows = t.rows();
