@@ -1,12 +1,12 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/`: what other people and the
-//! network hand the participant library. A panic or failed assertion inside is a finding. Hidden: not
-//! part of the crate's API.
+//! network hand the participant library. A panic or failed assertion inside is a
+//! finding. Hidden: not part of the crate's API.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings};
+use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings, Fingerprint};
 use blindfold_relay::id::Ssrc;
 use blindfold_relay::srtp::{MasterKey, SrtpProfile};
 use blindfold_relay::wire::stun::{
@@ -82,25 +82,8 @@ pub fn sdp_answer(data: &[u8]) -> usize {
     let Some(&relay) = answer.candidates.first() else {
         return 0;
     };
-    let local = IceCredentials {
-        ufrag: "fuzzufrg".into(),
-        pwd: "fuzz-password-0123456789".into(),
-    };
-    let (cert, dtls, now) = shared();
-    let now = *now;
-    let master = MasterKey::new(SrtpProfile::AeadAes128Gcm, &[7; 28]).expect("a GCM key");
-    let cfg = ParticipantConfig::new(
-        local,
-        answer.ice,
-        relay,
-        cert.clone(),
-        answer.fingerprint,
-        dtls.clone(),
-        OWN,
-        master,
-        1,
-    );
-    let Ok(mut p) = Participant::new(cfg, now) else {
+    let now = shared().2;
+    let Ok(mut p) = Participant::new(calling(answer.ice, relay, answer.fingerprint), now) else {
         return 0;
     };
     let mut sent = 0;
@@ -134,25 +117,12 @@ const RELAY_PWD: &str = "relay-password-0123456789";
 /// Whatever it is handed, the participant sends only to the relay. Returns how many
 /// datagrams it took (not dropped).
 pub fn participant(data: &[u8]) -> usize {
-    let (cert, dtls, start) = shared();
-    let mut now = *start;
-    let cfg = ParticipantConfig::new(
-        IceCredentials {
-            ufrag: "fuzzufrg".into(),
-            pwd: "fuzz-password-0123456789".into(),
-        },
-        IceCredentials {
-            ufrag: "relayufrg".into(),
-            pwd: RELAY_PWD.into(),
-        },
-        RELAY,
-        cert.clone(),
-        cert.fingerprint(),
-        dtls.clone(),
-        OWN,
-        MasterKey::new(SrtpProfile::AeadAes128Gcm, &[7; 28]).expect("a GCM key"),
-        1,
-    );
+    let mut now = shared().2;
+    let relay_ice = IceCredentials {
+        ufrag: "relayufrg".into(),
+        pwd: RELAY_PWD.into(),
+    };
+    let cfg = calling(relay_ice, RELAY, shared().0.fingerprint());
     let mut p = Participant::new(cfg, now).expect("a participant");
     let mut last_request = None;
     let drain = |p: &mut Participant, last: &mut Option<TransactionId>| {
@@ -217,6 +187,32 @@ fn stun_answer(tid: TransactionId, error: bool, mut attrs: &[u8]) -> Vec<u8> {
         Ok(n) => buf[..n].to_vec(),
         Err(_) => Vec::new(),
     }
+}
+
+/// A participant's configuration for calling the relay at `relay` with these ICE
+/// credentials and certificate fingerprint (ours: fixed, and [`OWN`] SSRCs).
+fn calling(
+    relay_ice: IceCredentials,
+    relay: SocketAddr,
+    fingerprint: Fingerprint,
+) -> ParticipantConfig {
+    let (cert, dtls, _) = shared();
+    let local = IceCredentials {
+        ufrag: "fuzzufrg".into(),
+        pwd: "fuzz-password-0123456789".into(),
+    };
+    let master = MasterKey::new(SrtpProfile::AeadAes128Gcm, &[7; 28]).expect("a GCM key");
+    ParticipantConfig::new(
+        local,
+        relay_ice,
+        relay,
+        cert.clone(),
+        fingerprint,
+        dtls.clone(),
+        OWN,
+        master,
+        1,
+    )
 }
 
 /// One certificate and DTLS configuration for every input (generating them is most of
