@@ -323,9 +323,18 @@ impl Matrix {
     }
 }
 
+/// The longest wait between retries of a send, a join or a leave.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The longest wait between retries of the sync: short, so that calls placed when the
+/// homeserver comes back are answered within seconds. A failed sync costs the
+/// homeserver one refused connection or one error answer.
+pub const SYNC_RETRY_MAX: Duration = Duration::from_secs(4);
+
 /// How long to wait before retry `attempt` (0-based) of a transient failure: the
-/// homeserver's `retry_after_ms` if it gave one, else 250 ms doubling to 30 s.
-pub fn backoff(err: &MatrixError, attempt: u32) -> Duration {
+/// homeserver's `retry_after_ms` if it gave one (at most 60 s), else 250 ms doubling
+/// to `max`.
+pub fn backoff(err: &MatrixError, attempt: u32, max: Duration) -> Duration {
     if let MatrixError::Api {
         retry_after_ms: Some(ms),
         ..
@@ -333,11 +342,47 @@ pub fn backoff(err: &MatrixError, attempt: u32) -> Duration {
     {
         return Duration::from_millis((*ms).min(60_000));
     }
-    Duration::from_millis((250u64 << attempt.min(7)).min(30_000))
+    Duration::from_millis(250u64 << attempt.min(16)).min(max)
 }
 
 /// True if `status` means the access token is no longer valid.
 pub fn is_unknown_token(err: &MatrixError) -> bool {
     matches!(err, MatrixError::Api { status, errcode, .. }
         if *status == StatusCode::UNAUTHORIZED.as_u16() || errcode == "M_UNKNOWN_TOKEN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_from_250_ms_to_their_cap_unless_the_homeserver_says_when() {
+        // What a reverse proxy answers while the homeserver behind it is down.
+        let down = MatrixError::Api {
+            status: 502,
+            errcode: String::new(),
+            error: "Bad Gateway".into(),
+            retry_after_ms: None,
+        };
+        let waits: Vec<u64> = (0..8)
+            .map(|n| backoff(&down, n, SYNC_RETRY_MAX).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 4000, 4000, 4000]);
+        assert_eq!(backoff(&down, 7, RETRY_MAX), Duration::from_secs(30));
+        assert_eq!(backoff(&down, 1000, RETRY_MAX), Duration::from_secs(30));
+        let limited = |ms| MatrixError::Api {
+            status: 429,
+            errcode: "M_LIMIT_EXCEEDED".into(),
+            error: String::new(),
+            retry_after_ms: Some(ms),
+        };
+        assert_eq!(
+            backoff(&limited(9_000), 0, SYNC_RETRY_MAX),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            backoff(&limited(600_000), 0, RETRY_MAX),
+            Duration::from_secs(60)
+        );
+    }
 }

@@ -212,7 +212,7 @@ async fn sync_loop(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .sync_errors += 1;
-                let wait = matrix::backoff(&e, attempt);
+                let wait = matrix::backoff(&e, attempt, matrix::SYNC_RETRY_MAX);
                 tracing::warn!(error = %e, ?wait, "sync failed; retrying");
                 attempt += 1;
                 tokio::time::sleep(wait).await;
@@ -351,7 +351,7 @@ async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metr
                 return;
             }
             Err(e) if e.is_transient() && attempt < 6 => {
-                tokio::time::sleep(matrix::backoff(&e, attempt)).await;
+                tokio::time::sleep(matrix::backoff(&e, attempt, matrix::RETRY_MAX)).await;
                 attempt += 1;
             }
             Err(e) => {
@@ -389,7 +389,7 @@ async fn change_membership(mx: &Matrix, room: &str, change: Membership) {
         match r {
             Ok(()) => return,
             Err(e) if e.is_transient() && (change == Membership::Leave || attempt < 6) => {
-                tokio::time::sleep(matrix::backoff(&e, attempt)).await;
+                tokio::time::sleep(matrix::backoff(&e, attempt, matrix::RETRY_MAX)).await;
                 attempt += 1;
             }
             Err(e) => {
