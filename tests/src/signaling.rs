@@ -423,7 +423,7 @@ pub fn drive(
 }
 
 /// A relay, a signaling process (started with `extra` config lines) and its SFU
-/// account, on the shared Synapse.
+/// account.
 pub struct Sfu {
     /// The relay.
     pub relay: Relay,
@@ -436,7 +436,11 @@ pub struct Sfu {
 /// Registers an SFU account and starts a relay and a signaling process (with `extra`
 /// config lines) for it.
 pub fn sfu_with(extra: &str) -> Sfu {
-    let synapse = Synapse::shared();
+    sfu_on_homeserver(Synapse::shared(), extra)
+}
+
+/// [`sfu_with`] on `synapse` instead of the shared homeserver.
+pub fn sfu_on_homeserver(synapse: &Synapse, extra: &str) -> Sfu {
     let local = unique_localpart("sfu");
     let reg = synapse.register(&local, PASSWORD, false);
     let relay = Relay::start(1);

@@ -86,7 +86,6 @@ impl Synapse {
         static N: AtomicUsize = AtomicUsize::new(0);
         static SWEEP: Once = Once::new();
         SWEEP.call_once(remove_dead_dirs);
-        let python = python();
         let dir = std::env::temp_dir().join(format!(
             "{DIR_PREFIX}{}-{}",
             std::process::id(),
@@ -111,31 +110,63 @@ impl Synapse {
         )
         .expect("writing the signing key");
 
-        let output = std::fs::File::create(dir.join("stderr.log")).expect("stderr file");
-        let mut cmd = Command::new(&python);
+        let synapse = Synapse {
+            child: Mutex::new(None),
+            dir,
+            base_url,
+            server_name,
+            shared_secret,
+        };
+        synapse.spawn_and_wait();
+        synapse
+    }
+
+    /// Starts the process on the configuration in [`Synapse::dir`] and waits until it
+    /// answers; panics with its log if it does not.
+    fn spawn_and_wait(&self) {
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("stderr.log"))
+            .expect("stderr file");
+        let mut cmd = Command::new(python());
         cmd.args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(dir.join("homeserver.yaml"))
-            .current_dir(&dir)
+            .arg(self.dir.join("homeserver.yaml"))
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(output.try_clone().expect("stderr file"))
             .stderr(output)
             .process_group(0);
         crate::process::die_with_parent(&mut cmd);
         let child = spawn_from_lasting_thread(cmd)
-            .unwrap_or_else(|e| panic!("starting Synapse with {}: {e}", python.display()));
-        let synapse = Synapse {
-            child: Mutex::new(Some(child)),
-            dir,
-            base_url,
-            server_name,
-            shared_secret,
-        };
-        if let Err(why) = synapse.wait_until_up() {
-            let log = synapse.log_tail(60);
-            synapse.stop();
+            .unwrap_or_else(|e| panic!("starting Synapse with {}: {e}", python().display()));
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        if let Err(why) = self.wait_until_up() {
+            let log = self.log_tail(60);
+            self.stop();
             panic!("{why}; its log:\n{log}");
         }
-        synapse
+    }
+
+    /// Kills the homeserver's process group with SIGKILL, as a crash would, and reaps
+    /// it; its directory (database, configuration) stays for [`Synapse::restart`].
+    pub fn kill9(&self) {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut child) = child {
+            if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) on the process group we created; no memory involved.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the homeserver again after [`Synapse::kill9`], on the same port, database
+    /// and signing key, and waits until it answers.
+    pub fn restart(&self) {
+        assert!(self.pid().is_none(), "restart: Synapse is still running");
+        self.spawn_and_wait();
     }
 
     /// The homeserver of this test binary, started on first use and shared by all its
@@ -304,18 +335,10 @@ impl Synapse {
         MatrixUser::new(&self.base_url, &r.user_id, &r.device_id, &r.access_token)
     }
 
-    /// Kills the homeserver's process group, reaps it and removes its directory (once).
+    /// Kills the homeserver's process group, reaps it and removes its directory.
     fn stop(&self) {
-        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut child) = child {
-            if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) on the process group we created; no memory involved.
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

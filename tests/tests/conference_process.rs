@@ -17,6 +17,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use blindfold_client::DropReason;
 use blindfold_client::conference::keys::{KEYS_EVENT, KeyEventError};
 use blindfold_client::conference::matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use blindfold_client::conference::matrix_sdk::ruma::serde::Raw;
@@ -26,7 +27,9 @@ use blindfold_client::conference::{
 use blindfold_relay::id::{KeyIndex, Ssrc};
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
-use blindfold_tests::signaling::{CONF, Sfu, announced_room, conference_room, sfu};
+use blindfold_tests::signaling::{
+    CONF, Sfu, announced_room, conference_room, sfu, sfu_on_homeserver,
+};
 use blindfold_tests::synapse::{PASSWORD, Synapse};
 use serde_json::Value;
 
@@ -144,7 +147,7 @@ fn store_dir(name: &str) -> PathBuf {
 
 async fn join(name: &'static str, user: &MatrixUser, room: &str, epoch: Instant) -> Peer {
     let mut cfg = ConferenceConfig::new(
-        Synapse::shared().base_url(),
+        user.base_url(),
         Login::Password {
             user: user.user_id().to_owned(),
             password: PASSWORD.to_owned(),
@@ -985,6 +988,99 @@ fn a_member_invites_the_sfu_the_announcer_did_not_and_it_leaves_with_the_last_me
         assert!(Instant::now() < deadline, "the SFU stayed in the room");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The homeserver crashes mid-call and comes back. Media never passes through it, so
+/// the members keep decrypting each other while it is down; once it is back, signaling
+/// and the members' clients resume their syncs, and a member who calls afterwards is
+/// answered and decrypts everyone, and everyone her (the others' key re-sends reach her
+/// new device).
+#[test]
+fn a_homeserver_crash_cuts_no_media_and_a_member_calls_in_after_its_restart() {
+    let _one_at_a_time = one_at_a_time();
+    let hs = Synapse::start();
+    let s = sfu_on_homeserver(&hs, "");
+    let users: Vec<MatrixUser> = ["m0", "m1", "m2"].iter().map(|n| hs.new_user(n)).collect();
+    let room = conference_room(&users[0], &[&users[1], &users[2]], &s.user_id, CONF);
+    rt().block_on(async {
+        let epoch = Instant::now();
+        let (mut a, mut b) = tokio::join!(
+            join("alice", &users[0], &room, epoch),
+            join("bob", &users[1], &room, epoch),
+        );
+        run_until(
+            &mut [&mut a, &mut b],
+            &s.relay,
+            Duration::from_secs(20),
+            "alice and bob decrypt each other",
+            |p| has_all_streams(p[0], &[p[1]], 20) && has_all_streams(p[1], &[p[0]], 20),
+        )
+        .await;
+
+        // Down long enough for signaling's sync retries to reach their longest wait.
+        hs.kill9();
+        let down = Instant::now();
+        run_for(&mut [&mut a, &mut b], Duration::from_secs(16)).await;
+        let up = Instant::now();
+        for (rx, tx) in [(&a, &b), (&b, &a)] {
+            let o = tx.conf.ssrcs();
+            for (what, ssrc, share) in [("audio", o.audio, 0.95), ("thumbnail", o.thumbnail, 0.9)] {
+                let sent = tx
+                    .sent
+                    .iter()
+                    .filter(|((s, _), (_, _, t))| *s == ssrc && *t >= down && *t < up)
+                    .count();
+                let got = rx.rx.iter().filter(|r| r.ssrc == ssrc && r.at >= down).count();
+                eprintln!("homeserver down: {} decrypted {got} of {sent} {what} packets from {}", rx.name, tx.name);
+                assert!(sent >= 300, "{} sent only {sent} {what} packets", tx.name);
+                assert!(
+                    got as f64 >= share * sent as f64,
+                    "{} decrypted {got} of the {sent} {what} packets {} sent while the homeserver was down",
+                    rx.name,
+                    tx.name
+                );
+            }
+        }
+
+        hs.restart();
+        let restarted = Instant::now();
+        let mut c = join("carol", &users[2], &room, epoch).await;
+        // Signaling retries its sync at least every 4 s: the answer does not wait for
+        // a retry scheduled while the homeserver was down.
+        let answered = c.conf.answered_at() - restarted;
+        eprintln!("carol answered {answered:?} after the homeserver's restart");
+        assert!(answered <= Duration::from_secs(10), "carol answered {answered:?} after the restart");
+        assert!(s.signaling.metric("blindfold_signaling_sync_errors_total").unwrap_or(0.0) >= 3.0);
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            &s.relay,
+            Duration::from_secs(20),
+            "carol and the others decrypt each other",
+            |p| {
+                has_all_streams(p[2], &[p[0], p[1]], 20)
+                    && has_all_streams(p[0], &[p[2]], 20)
+                    && has_all_streams(p[1], &[p[2]], 20)
+            },
+        )
+        .await;
+        for (rx, senders) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
+            for tx in senders {
+                assert!(bit_identical(rx, tx) > 0);
+            }
+            let failed: Vec<&ConferenceEvent> = rx
+                .events
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    ConferenceEvent::Undecryptable {
+                        reason: DropReason::Srtp(_),
+                        ..
+                    } => Some(e),
+                    _ => None,
+                })
+                .collect();
+            assert!(failed.is_empty(), "{} failed to decrypt: {failed:?}", rx.name);
+        }
+    });
 }
 
 #[test]
