@@ -351,6 +351,8 @@ pub struct Stats {
     pub limited_timelines: u64,
     /// Active-speaker events sent (one per call of the conference per change).
     pub speaker_events: u64,
+    /// Member-ended events sent (one per other call of the conference per call ended).
+    pub member_ended_events: u64,
 }
 
 /// Fills a buffer with secure random bytes.
@@ -576,7 +578,7 @@ impl Core {
                     // hangup may still be on its way): a hangup, answered by nothing.
                     if self.calls.contains_key(session_id) {
                         self.count_caller_hangup();
-                        self.remove_call(session_id, now_ms, true);
+                        self.remove_call(session_id, now_ms, true, Some("hangup"));
                     }
                     return;
                 }
@@ -592,7 +594,7 @@ impl Core {
                     _ => return,
                 };
                 if self.calls.contains_key(session_id) {
-                    self.end_call(session_id, Some(code), now_ms);
+                    self.end_call(session_id, code, now_ms);
                 }
             }
             NotificationBody::ActiveSpeaker {
@@ -638,11 +640,41 @@ impl Core {
         self.out.extend(out);
     }
 
+    /// `ended`'s call is over: every other call of its conference hears it in its DM
+    /// (docs/protocol.md, "Media keys"), so that the members forget its keys and rekey
+    /// even when it could not tell them itself (it crashed, or its link died).
+    fn member_ended(&mut self, ended: &Call, reason: &str) {
+        // In session order, so the actions do not depend on the map's.
+        let mut others: Vec<(&SessionId, &Call)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.spec.conf_id == ended.spec.conf_id)
+            .collect();
+        others.sort_by(|a, b| a.0.cmp(b.0));
+        let out: Vec<Action> = others
+            .into_iter()
+            .map(|(_, c)| Action::Send {
+                room: c.dm_room.clone(),
+                event_type: events::MEMBER_ENDED.into(),
+                content: events::member_ended_content(
+                    &c.call_id,
+                    &self.cfg.party_id,
+                    &ended.caller,
+                    &ended.caller_party,
+                    &ended.call_id,
+                    reason,
+                ),
+            })
+            .collect();
+        self.stats.member_ended_events += out.len() as u64;
+        self.out.extend(out);
+    }
+
     /// The relay did not take an [`Action::Admit`]: refuse the call after all.
     pub fn admission_failed(&mut self, session_id: &SessionId, now_ms: u64) {
         if let Some(call) = self.calls.get(session_id) {
             let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
-            self.remove_call(session_id, now_ms, false);
+            self.remove_call(session_id, now_ms, false, None);
             self.count_refusal(Code::RelayUnavailable);
             self.hangup(&room, &call_id, Code::RelayUnavailable);
         }
@@ -680,7 +712,7 @@ impl Core {
         }
         ending.sort();
         for (id, code) in ending {
-            self.end_call(&id, Some(code), now_ms);
+            self.end_call(&id, code, now_ms);
         }
     }
 
@@ -727,7 +759,7 @@ impl Core {
             events::CALL_HANGUP | events::CALL_REJECT => {
                 if let Some(id) = self.own_call(room_id, e) {
                     self.count_caller_hangup();
-                    self.remove_call(&id, now_ms, true);
+                    self.remove_call(&id, now_ms, true, Some("hangup"));
                 }
             }
             events::CALL_SELECT_ANSWER => {
@@ -735,7 +767,7 @@ impl Core {
                     let selected = e.content.get("selected_party_id").and_then(Value::as_str);
                     if selected != Some(self.cfg.party_id.as_str()) {
                         // The caller took another party's answer: our session is moot.
-                        self.remove_call(&id, now_ms, true);
+                        self.remove_call(&id, now_ms, true, None);
                     }
                 }
             }
@@ -962,7 +994,7 @@ impl Core {
         };
 
         for id in replaced {
-            self.end_call(&id, Some(Code::Replaced), now_ms);
+            self.end_call(&id, Code::Replaced, now_ms);
         }
         let (ice_ufrag, ice_pwd) = sdp::fresh_credentials(&mut |b: &mut [u8]| (self.rng)(b));
         let session_id = self.fresh_session_id();
@@ -1080,23 +1112,31 @@ impl Core {
     }
 
     /// Ends a call for `code` with a hangup to the caller.
-    fn end_call(&mut self, id: &SessionId, code: Option<Code>, now_ms: u64) {
+    fn end_call(&mut self, id: &SessionId, code: Code, now_ms: u64) {
         let Some(call) = self.calls.get(id) else {
             return;
         };
         let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
-        if let Some(code) = code {
-            *self.stats.ended.entry(code.as_str()).or_insert(0) += 1;
-            self.hangup(&room, &call_id, code);
-        }
-        self.remove_call(id, now_ms, true);
+        *self.stats.ended.entry(code.as_str()).or_insert(0) += 1;
+        self.hangup(&room, &call_id, code);
+        // When the whole conference ends, every call hears it; a replaced call's
+        // member tells the others itself, with its new call's key event.
+        let tell = !matches!(
+            code,
+            Code::ConferenceTerminated | Code::WrongSfu | Code::Replaced
+        );
+        self.remove_call(id, now_ms, true, tell.then_some(code.as_str()));
     }
 
-    /// Forgets a call and tells the relay and the store.
-    fn remove_call(&mut self, id: &SessionId, now_ms: u64, tell_relay: bool) {
+    /// Forgets a call and tells the relay and the store; with `ended` (why, as a hangup
+    /// code), the conference's other calls hear of it too.
+    fn remove_call(&mut self, id: &SessionId, now_ms: u64, tell_relay: bool, ended: Option<&str>) {
         let Some(call) = self.calls.remove(id) else {
             return;
         };
+        if let Some(reason) = ended {
+            self.member_ended(&call, reason);
+        }
         let key = (call.dm_room.clone(), call.call_id.clone());
         self.by_call.remove(&key);
         // Still a duplicate for another hour: a replayed invite must not revive it.

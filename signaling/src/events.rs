@@ -15,6 +15,8 @@ pub const CONFERENCE: &str = "org.matrix.msc2359.conference";
 pub const SUBSCRIBE: &str = "org.matrix.msc2359.call.subscribe";
 /// Timeline event in the DM: the conference's active speaker changed.
 pub const ACTIVE_SPEAKER: &str = "org.matrix.msc2359.call.active_speaker";
+/// Timeline event in the DM: another member's call of the conference ended.
+pub const MEMBER_ENDED: &str = "org.matrix.msc2359.call.member_ended";
 /// The key under which an invite names its conference, and a hangup its machine code.
 pub const CONFERENCE_REF: &str = "org.matrix.msc2359.conference";
 /// The machine-readable refusal code in `m.call.hangup`.
@@ -340,6 +342,62 @@ pub fn active_speaker_content(
     })
 }
 
+/// An `org.matrix.msc2359.call.member_ended` as a participant reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberEnded {
+    /// The receiving participant's call, and the SFU's `party_id`.
+    pub ids: CallIds,
+    /// The member's user id.
+    pub user_id: String,
+    /// The member's `party_id` (its device).
+    pub party_id: String,
+    /// The member's call that ended.
+    pub call_id: String,
+    /// Why, as the code of the SFU's hangup (`"hangup"` when the member hung up).
+    pub reason: String,
+}
+
+impl MemberEnded {
+    /// Reads the content: the call ids, `member.user_id`, `member.party_id`,
+    /// `member.call_id` and `reason`.
+    pub fn from_content(content: &Value) -> Result<Self, BadEvent> {
+        let ids = CallIds::from_content(content)?;
+        let member = content
+            .get("member")
+            .and_then(Value::as_object)
+            .ok_or_else(|| bad("`member` must be an object"))?;
+        let obj = content
+            .as_object()
+            .ok_or_else(|| bad("content is not an object"))?;
+        Ok(MemberEnded {
+            ids,
+            user_id: id_field(member, "user_id")?.to_owned(),
+            party_id: id_field(member, "party_id")?.to_owned(),
+            call_id: id_field(member, "call_id")?.to_owned(),
+            reason: id_field(obj, "reason")?.to_owned(),
+        })
+    }
+}
+
+/// `org.matrix.msc2359.call.member_ended` content for call `call_id` (the SFU's
+/// `party_id`): `user_id`'s call `member_call` from `member_party` ended for `reason`.
+pub fn member_ended_content(
+    call_id: &str,
+    party_id: &str,
+    user_id: &str,
+    member_party: &str,
+    member_call: &str,
+    reason: &str,
+) -> Value {
+    json!({
+        "call_id": call_id,
+        "party_id": party_id,
+        "version": "1",
+        "member": {"user_id": user_id, "party_id": member_party, "call_id": member_call},
+        "reason": reason,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,6 +532,37 @@ mod tests {
     }
 
     #[test]
+    fn a_member_ended_event_names_the_members_call_and_reads_back() {
+        let c = member_ended_content("a", "SFUDEV", "@bob:hs", "BOBDEV", "b1", "consent_expired");
+        assert_eq!(c["version"], "1");
+        assert_eq!(
+            MemberEnded::from_content(&c).unwrap(),
+            MemberEnded {
+                ids: CallIds {
+                    call_id: "a".into(),
+                    party_id: "SFUDEV".into()
+                },
+                user_id: "@bob:hs".into(),
+                party_id: "BOBDEV".into(),
+                call_id: "b1".into(),
+                reason: "consent_expired".into(),
+            }
+        );
+        let member = json!({"user_id": "@b:hs", "party_id": "D", "call_id": "b1"});
+        for bad in [
+            json!({"call_id": "a", "party_id": "S", "reason": "hangup"}),
+            json!({"call_id": "a", "party_id": "S", "member": member}),
+            json!({"call_id": "a", "party_id": "S", "reason": "hangup",
+                   "member": {"user_id": "@b:hs", "party_id": "D"}}),
+            json!({"call_id": "a", "party_id": "S", "reason": "hangup",
+                   "member": {"user_id": "@b:hs", "party_id": "D", "call_id": 7}}),
+            json!({"call_id": "a", "party_id": "S", "reason": 3, "member": member}),
+        ] {
+            assert!(MemberEnded::from_content(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn an_active_speaker_event_names_the_speakers_call_and_reads_back() {
         let c = active_speaker_content("a", "SFUDEV", "@bob:hs", "BOBDEV");
         assert_eq!(c["version"], "1");
@@ -578,6 +667,24 @@ mod tests {
                             &s.ids.party_id,
                             &s.user_id,
                             &s.party_id
+                        )
+                    );
+                }
+                MEMBER_ENDED => {
+                    let m = MemberEnded::from_content(c).unwrap();
+                    assert_eq!(
+                        (m.user_id.as_str(), m.party_id.as_str(), m.reason.as_str()),
+                        ("@bob:example.org", "BOBDEVICE", "consent_expired")
+                    );
+                    assert_eq!(
+                        c,
+                        &member_ended_content(
+                            &m.ids.call_id,
+                            &m.ids.party_id,
+                            &m.user_id,
+                            &m.party_id,
+                            &m.call_id,
+                            &m.reason
                         )
                     );
                 }

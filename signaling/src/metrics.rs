@@ -199,6 +199,13 @@ impl Metrics {
         );
         push(
             &mut o,
+            "member_ended_events_total",
+            "counter",
+            "Member-ended events sent to calls (one per other call of the conference per call ended).",
+            vec![format!(" {}", self.core.member_ended_events)],
+        );
+        push(
+            &mut o,
             "active_speaker_events_superseded_total",
             "counter",
             "Active-speaker events not sent: a newer one for the same call was waiting \

@@ -654,6 +654,95 @@ fn the_callers_hangup_ends_the_session_silently() {
     assert_eq!(core.calls().count(), 0);
 }
 
+/// The member-ended events among `actions`: (room, content).
+fn member_ended(actions: &[Action]) -> Vec<(String, Value)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                room,
+                event_type,
+                content,
+            } if event_type == crate::events::MEMBER_ENDED => Some((room.clone(), content.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_that_ends_is_told_to_the_conferences_other_calls() {
+    let bob_call = |call: &str, reason: &str| {
+        json!({"call_id": "a", "party_id": "SFUDEV", "version": "1",
+               "member": {"user_id": BOB, "party_id": "@bob:hs-dev", "call_id": call},
+               "reason": reason})
+    };
+    // Bob's link dies: alice hears why, in her DM; bob gets his hangup and no notice.
+    let mut core = setup(&[ALICE, BOB]);
+    call_in(&mut core, ALICE, "a", 100);
+    let bob = call_in(&mut core, BOB, "b", 200);
+    core.handle_relay(
+        &NotificationBody::SessionClosed {
+            session_id: bob,
+            reason: EndReason::ConsentExpired,
+        },
+        T0,
+    );
+    let actions = drain(&mut core);
+    assert_eq!(hangups(&actions), ["consent_expired"]);
+    assert_eq!(
+        member_ended(&actions),
+        [(DM.to_owned(), bob_call("b", "consent_expired"))]
+    );
+    assert_eq!(core.stats().member_ended_events, 1);
+
+    // Bob hangs up, or closes his DTLS association (crashed clients do neither).
+    let bob = call_in(&mut core, BOB, "b2", 300);
+    core.handle_relay(
+        &NotificationBody::SessionClosed {
+            session_id: bob,
+            reason: EndReason::Closed,
+        },
+        T0,
+    );
+    let ended = member_ended(&drain(&mut core));
+    assert_eq!(ended.len(), 1);
+    assert_eq!(
+        (
+            ended[0].1["member"]["call_id"].as_str(),
+            ended[0].1["reason"].as_str()
+        ),
+        (Some("b2"), Some("hangup"))
+    );
+    call_in(&mut core, BOB, "b3", 400);
+    let hangup = json!({"type": "m.call.hangup", "sender": BOB, "content": {"call_id": "b3", "party_id": "@bob:hs-dev", "version": "1"}});
+    let actions = timeline(&mut core, BOB_DM, vec![hangup], T0);
+    assert_eq!(
+        member_ended(&actions),
+        [(DM.to_owned(), bob_call("b3", "hangup"))]
+    );
+
+    // A replaced call: bob's new call's key event tells the members. The conference
+    // ending: every call gets its hangup, and nobody a notice.
+    call_in(&mut core, BOB, "b4", 500);
+    let actions = timeline(
+        &mut core,
+        BOB_DM,
+        vec![invite(BOB, "b5", "conf", &offer(500), T0)],
+        T0 + 10,
+    );
+    assert_eq!(hangups(&actions), ["replaced"]);
+    assert!(member_ended(&actions).is_empty(), "{actions:?}");
+    let actions = timeline(
+        &mut core,
+        ROOM,
+        vec![conference("conf", json!({"sfu": SFU, "terminated": true}))],
+        T0,
+    );
+    assert_eq!(hangups(&actions).len(), 2);
+    assert!(member_ended(&actions).is_empty(), "{actions:?}");
+    assert_eq!(core.stats().member_ended_events, 3);
+}
+
 #[test]
 fn relay_failures_become_hangups_with_the_specs_reason() {
     for (reason, spec_reason, code) in [
