@@ -434,16 +434,16 @@ pub struct Sfu {
 }
 
 /// Registers an SFU account and starts a relay and a signaling process (with `extra`
-/// config lines) for it.
+/// config lines) for it, on the shared homeserver.
 pub fn sfu_with(extra: &str) -> Sfu {
-    sfu_on_homeserver(Synapse::shared(), extra)
+    sfu_on(Synapse::shared(), Relay::start(1), extra)
 }
 
-/// [`sfu_with`] on `synapse` instead of the shared homeserver.
-pub fn sfu_on_homeserver(synapse: &Synapse, extra: &str) -> Sfu {
+/// Registers an SFU account on `synapse` and starts a signaling process (with `extra`
+/// config lines) for it, driving `relay`.
+pub fn sfu_on(synapse: &Synapse, relay: Relay, extra: &str) -> Sfu {
     let local = unique_localpart("sfu");
     let reg = synapse.register(&local, PASSWORD, false);
-    let relay = Relay::start(1);
     let mut signaling = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, extra);
     signaling.wait_ready();
     Sfu {

@@ -27,9 +27,7 @@ use blindfold_client::conference::{
 use blindfold_relay::id::{KeyIndex, Ssrc};
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
-use blindfold_tests::signaling::{
-    CONF, Sfu, announced_room, conference_room, sfu, sfu_on_homeserver,
-};
+use blindfold_tests::signaling::{CONF, Sfu, announced_room, conference_room, sfu, sfu_on};
 use blindfold_tests::synapse::{PASSWORD, Synapse};
 use serde_json::Value;
 
@@ -551,6 +549,117 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
     });
 }
 
+/// A member whose client dies without a word (no hangup, no key event, no DTLS
+/// close_notify) and who stays in `R`: the relay ends its session after its consent
+/// timeout (3 s here), the SFU tells the other calls, and the others forget it and
+/// rekey (docs/protocol.md, "A member's call ended").
+#[test]
+fn a_member_whose_client_dies_is_forgotten_and_rekeyed_out_by_the_others() {
+    let _one_at_a_time = one_at_a_time();
+    let hs = Synapse::shared();
+    let s = sfu_on(hs, Relay::start_with(1, &["--consent-timeout", "3"]), "");
+    let users: Vec<MatrixUser> = ["m0", "m1", "m2"].iter().map(|n| hs.new_user(n)).collect();
+    let room = conference_room(&users[0], &[&users[1], &users[2]], &s.user_id, CONF);
+    let main = rt();
+    // Bob's client on a runtime of its own, so that it can die alone.
+    let bob_rt = rt();
+    let epoch = Instant::now();
+    let mut b = bob_rt.block_on(join("bob", &users[1], &room, epoch));
+    // Alice's and carol's clients live (and are dropped) inside the main runtime.
+    main.block_on(async move {
+        let (mut a, mut c) = tokio::join!(
+            join("alice", &users[0], &room, epoch),
+            join("carol", &users[2], &room, epoch),
+        );
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            &s.relay,
+            Duration::from_secs(20),
+            "everyone decrypts everyone",
+            |p| {
+                p.iter().all(|rx| {
+                    let senders: Vec<&Peer> = p
+                        .iter()
+                        .filter(|s| s.name != rx.name)
+                        .map(|s| &**s)
+                        .collect();
+                    has_all_streams(rx, &senders, 20)
+                })
+            },
+        )
+        .await;
+        let bob = MemberId {
+            user_id: b.user_id.clone(),
+            device_id: b.conf.device_id().to_owned(),
+        };
+        // Its tasks stop where they are, and nothing runs the Conference's drop.
+        std::mem::forget(b.conf);
+        bob_rt.shutdown_background();
+        let died = Instant::now();
+
+        run_until(
+            &mut [&mut a, &mut c],
+            &s.relay,
+            Duration::from_secs(20),
+            "alice and carol forget bob and switch to key 1",
+            |p| {
+                p.iter().all(|m| {
+                    m.events.iter().any(
+                    |(_, e)| matches!(e, ConferenceEvent::MemberLeft { member } if *member == bob),
+                )
+                }) && p[0].decrypted_under(p[1], KeyIndex(1))
+                    && p[1].decrypted_under(p[0], KeyIndex(1))
+            },
+        )
+        .await;
+        for (m, other) in [(&a, &c), (&c, &a)] {
+            let forgot = m
+                .events
+                .iter()
+                .find_map(|(t, e)| {
+                    matches!(e, ConferenceEvent::MemberLeft { member } if *member == bob)
+                        .then_some(*t)
+                })
+                .expect("bob left");
+            let published = m.published(KeyIndex(1)).expect("key 1 published");
+            eprintln!(
+                "{}: bob forgotten {:?} after his client died, key 1 published {:?} after that",
+                m.name,
+                forgot - died,
+                published.saturating_duration_since(forgot)
+            );
+            assert!(
+                forgot - died <= Duration::from_secs(15),
+                "{} took {:?}",
+                m.name,
+                forgot - died
+            );
+            assert!(
+                published >= forgot,
+                "{} published key 1 before forgetting bob",
+                m.name
+            );
+            assert_eq!(
+                m.conf.members().len(),
+                1,
+                "{}: {:?}",
+                m.name,
+                m.conf.members()
+            );
+            assert!(bit_identical(m, other) > 0);
+        }
+        // Bob never left R: the SFU's word did it.
+        let joined = users[0].joined_members(&room).expect("room members");
+        assert!(joined.contains(&bob.user_id), "{joined:?}");
+        assert!(
+            s.signaling
+                .metric("blindfold_signaling_member_ended_events_total")
+                .unwrap_or(0.0)
+                >= 2.0
+        );
+    });
+}
+
 /// `rx` decrypted at least `n` packets of each of the three streams of each of
 /// `senders`.
 fn has_all_streams(rx: &Peer, senders: &[&Peer], n: usize) -> bool {
@@ -999,7 +1108,7 @@ fn a_member_invites_the_sfu_the_announcer_did_not_and_it_leaves_with_the_last_me
 fn a_homeserver_crash_cuts_no_media_and_a_member_calls_in_after_its_restart() {
     let _one_at_a_time = one_at_a_time();
     let hs = Synapse::start();
-    let s = sfu_on_homeserver(&hs, "");
+    let s = sfu_on(&hs, Relay::start(1), "");
     let users: Vec<MatrixUser> = ["m0", "m1", "m2"].iter().map(|n| hs.new_user(n)).collect();
     let room = conference_room(&users[0], &[&users[1], &users[2]], &s.user_id, CONF);
     rt().block_on(async {

@@ -16,43 +16,13 @@ use blindfold_relay::id::{Pt, RtpTime};
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
 use blindfold_tests::signaling::{
-    Answer, CallPeer, Caller, Signaling, conference_room, dm, drive, invite_content, sfu_reply,
+    Answer, CONF, CallPeer, Caller, Sfu, Signaling, conference_room, dm, drive, invite_content,
+    sfu, sfu_on, sfu_reply, sfu_with,
 };
 use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
-const CONF: &str = "weekly";
-
-/// A relay, a signaling process and its SFU account.
-struct Sfu {
-    relay: Relay,
-    signaling: Signaling,
-    user_id: String,
-}
-
-fn sfu_with(extra: &str) -> Sfu {
-    sfu_on(Relay::start(1), extra)
-}
-
-/// A signaling process (with `extra` config lines) for a fresh SFU account, driving
-/// `relay`.
-fn sfu_on(relay: Relay, extra: &str) -> Sfu {
-    let synapse = Synapse::shared();
-    let local = unique_localpart("sfu");
-    let reg = synapse.register(&local, PASSWORD, false);
-    let mut signaling = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, extra);
-    signaling.wait_ready();
-    Sfu {
-        relay,
-        signaling,
-        user_id: reg.user_id,
-    }
-}
-
-fn sfu() -> Sfu {
-    sfu_with("")
-}
 
 /// Sends `content` as an `m.call.invite` in `dm` and waits for the SFU's answer or
 /// hangup for that call: `(event type, content)`.
@@ -515,7 +485,11 @@ fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
     // The relay's certificate comes from files, as in production, so the restarted
     // relay proves the same fingerprint the answers carry.
     let relay_cert = DtlsCert::generate().expect("relay certificate");
-    let mut s = sfu_on(Relay::start_with_cert(1, &relay_cert), "");
+    let mut s = sfu_on(
+        Synapse::shared(),
+        Relay::start_with_cert(1, &relay_cert),
+        "",
+    );
     let TwoCalls {
         bob,
         bob_dm,

@@ -393,6 +393,16 @@ impl Roster {
         Ok(result)
     }
 
+    /// Forgets `user_id`'s device `device_id` if its current call is `call_id` (the SFU
+    /// says that call ended); returns its sender.
+    pub fn end_call(&mut self, user_id: &str, device_id: &str, call_id: &str) -> Option<SenderId> {
+        let key = (user_id.to_owned(), device_id.to_owned());
+        let m = self.members.get(&key).filter(|m| m.call_id == call_id)?;
+        let sender = m.sender;
+        self.members.remove(&key);
+        Some(sender)
+    }
+
     /// Forgets a sender (its keys could not be installed).
     pub fn forget(&mut self, sender: SenderId) {
         self.members.retain(|_, m| m.sender != sender);
@@ -698,6 +708,34 @@ mod tests {
         ev.keys.clear();
         assert_eq!(r.accept("@a:x", &ev, own).unwrap(), Accepted::Ended(new));
         assert_eq!(r.members().count(), 0);
+    }
+
+    #[test]
+    fn the_sfus_news_of_an_ended_call_ends_only_that_call() {
+        let own = OwnSsrcs::numbered(9);
+        let mut ev = KeyEvent::from_content(&doc_example()).unwrap();
+        let mut r = Roster::default();
+        let Accepted::New(first) = r.accept("@a:x", &ev, own).unwrap() else {
+            panic!()
+        };
+        // The device called again: news of its first call's end is old news.
+        let first_call = ev.call_id.clone();
+        ev.call_id = "second".into();
+        let Accepted::Replaced { new, .. } = r.accept("@a:x", &ev, own).unwrap() else {
+            panic!()
+        };
+        assert_ne!(first, new);
+        assert_eq!(r.end_call("@a:x", &ev.device_id, &first_call), None);
+        // Another user, another device: not this member.
+        assert_eq!(r.end_call("@b:x", &ev.device_id, "second"), None);
+        assert_eq!(r.end_call("@a:x", "OTHER", "second"), None);
+        assert_eq!(r.members().count(), 1);
+        assert_eq!(r.end_call("@a:x", &ev.device_id, "second"), Some(new));
+        assert_eq!(r.members().count(), 0);
+        // Its hangup key event, arriving after, is then about a call nobody knows.
+        ev.streams.clear();
+        ev.keys.clear();
+        assert_eq!(r.accept("@a:x", &ev, own).unwrap(), Accepted::Ignored);
     }
 
     /// The indexes of the key set to publish now.

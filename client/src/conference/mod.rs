@@ -45,8 +45,9 @@
 //! end-to-end-encryption keys (`/keys/query`, again before every key event it sends).
 //! Other members' key events are accepted only under docs/protocol.md's trust rules
 //! ([`keys::Roster`]); refused ones are reported ([`ConferenceEvent::KeysRejected`])
-//! and dropped. When a member leaves `R` or hangs up, the conference rekeys
-//! ([`keys::LocalKeys`]): the next MKI index is published at once, used 2 s later,
+//! and dropped. When a member leaves `R` or hangs up, or the SFU says in the DM that a
+//! member's call ended ([`MEMBER_ENDED_EVENT`]: its client died or lost its link), the
+//! conference rekeys ([`keys::LocalKeys`]): the next MKI index is published at once, used 2 s later,
 //! dropped 10 s after that. matrix-sdk itself rotates `R`'s megolm session when a member
 //! it shared the session with has left (so the leaver cannot read the new key event).
 
@@ -94,6 +95,9 @@ pub const CONFERENCE_EVENT: &str = "org.matrix.msc2359.conference";
 pub const SUBSCRIBE_EVENT: &str = "org.matrix.msc2359.call.subscribe";
 /// The SFU's active-speaker event type (in the DM, docs/protocol.md "Active speaker").
 pub const ACTIVE_SPEAKER_EVENT: &str = "org.matrix.msc2359.call.active_speaker";
+/// The SFU's event saying another member's call ended (in the DM, docs/protocol.md "A
+/// member's call ended").
+pub const MEMBER_ENDED_EVENT: &str = "org.matrix.msc2359.call.member_ended";
 /// Events the application has not taken yet; past this, media events are dropped and
 /// counted ([`Conference::dropped_events`]).
 const EVENT_QUEUE: usize = 8192;
@@ -763,6 +767,50 @@ fn active_speaker(v: &Value, sfu: &str, call_id: &str) -> Option<MemberId> {
     })
 }
 
+/// The member and its call that an `org.matrix.msc2359.call.member_ended` event `v`
+/// from the DM says ended, if it is one, the SFU (`sfu`) sent it, and it is about our
+/// call `call_id`.
+fn member_ended(v: &Value, sfu: &str, call_id: &str) -> Option<(MemberId, String)> {
+    if v["type"] != MEMBER_ENDED_EVENT
+        || v["sender"].as_str() != Some(sfu)
+        || v["content"]["call_id"] != call_id
+    {
+        return None;
+    }
+    let member = &v["content"]["member"];
+    Some((
+        MemberId {
+            user_id: member["user_id"].as_str()?.to_owned(),
+            device_id: member["party_id"].as_str()?.to_owned(),
+        },
+        member["call_id"].as_str()?.to_owned(),
+    ))
+}
+
+/// The SFU says these members' calls ended: those still in the roster under that call
+/// are forgotten as on their hangup key event, and we rekey.
+async fn end_calls(inner: &Inner, calls: Vec<(MemberId, String)>) {
+    let mut any = false;
+    for (member, call_id) in calls {
+        let mut st = inner.lock();
+        let Some(sender) = st
+            .roster
+            .end_call(&member.user_id, &member.device_id, &call_id)
+        else {
+            continue;
+        };
+        st.participant.remove_remote_sender(sender);
+        drop(st);
+        inner.emit(ConferenceEvent::MemberLeft { member });
+        any = true;
+    }
+    if any && let Err(e) = inner.rekey().await {
+        inner.emit(ConferenceEvent::Ended {
+            reason: format!("could not publish our keys: {e}"),
+        });
+    }
+}
+
 /// A call's reply in the DM: `(type, content)` of an answer or hangup for `call_id`
 /// not sent by us.
 fn call_reply(
@@ -1308,13 +1356,18 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             return;
         }
         if let Some(update) = resp.rooms.joined.get(&dm_id) {
+            let mut ended_calls = Vec::new();
             for e in &update.timeline.events {
-                if let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get())
-                    && let Some(member) = active_speaker(&v, inner.sfu.as_str(), &inner.call_id)
-                {
+                let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get()) else {
+                    continue;
+                };
+                if let Some(member) = active_speaker(&v, inner.sfu.as_str(), &inner.call_id) {
                     inner.emit(ConferenceEvent::ActiveSpeaker { member });
+                } else if let Some(ended) = member_ended(&v, inner.sfu.as_str(), &inner.call_id) {
+                    ended_calls.push(ended);
                 }
             }
+            end_calls(&inner, ended_calls).await;
         }
         if let Some(update) = resp.rooms.joined.get(&room_id) {
             backlog.extend(update.timeline.events.iter().cloned());
@@ -1577,6 +1630,50 @@ mod tests {
         let mut bad = ev.clone();
         bad["content"]["speaker"] = json!("@bob:example.org");
         assert_eq!(active_speaker(&bad, sfu, "1733094000123-alice"), None);
+    }
+
+    #[test]
+    fn the_sfus_member_ended_event_for_our_call_names_a_members_call() {
+        // The example of docs/protocol.md, "A member's call ended".
+        let doc = include_str!("../../../docs/protocol.md");
+        let at = doc
+            .find("\"org.matrix.msc2359.call.member_ended\"")
+            .unwrap();
+        let start = doc[..at].rfind("```json\n").unwrap() + 8;
+        let end = start + doc[start..].find("```").unwrap();
+        let mut ev: Value = serde_json::from_str(&doc[start..end]).unwrap();
+        ev["sender"] = json!("@sfu:example.org");
+        let sfu = "@sfu:example.org";
+        let bob = MemberId {
+            user_id: "@bob:example.org".into(),
+            device_id: "BOBDEVICE".into(),
+        };
+        assert_eq!(
+            member_ended(&ev, sfu, "1733094000123-alice"),
+            Some((bob, "1733094000456-bob".into()))
+        );
+        // Another call's, someone else's, another type, or malformed: nothing.
+        assert_eq!(member_ended(&ev, sfu, "other-call"), None);
+        assert_eq!(
+            member_ended(&ev, "@mallory:example.org", "1733094000123-alice"),
+            None
+        );
+        let mut other = ev.clone();
+        other["type"] = json!(ACTIVE_SPEAKER_EVENT);
+        assert_eq!(member_ended(&other, sfu, "1733094000123-alice"), None);
+        for ptr in [
+            "/content/member/call_id",
+            "/content/member/party_id",
+            "/content/member",
+        ] {
+            let mut bad = ev.clone();
+            *bad.pointer_mut(ptr).unwrap() = json!(7);
+            assert_eq!(
+                member_ended(&bad, sfu, "1733094000123-alice"),
+                None,
+                "{ptr}"
+            );
+        }
     }
 
     #[test]
