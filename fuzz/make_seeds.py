@@ -131,6 +131,15 @@ def lines(*events):
 put("key_events", lines((0, keys)))
 put("key_events", lines((0, keys), (1, keys), (0, hangup)))
 put("key_events", lines((0, keys), (0, new_call), (2, hangup)))
+# The member_ended example of docs/protocol.md, from the SFU, about the call of a
+# member (u1) that sent a key event (the target's DM events have the high bit set).
+ended = next(e for e in doc_events if e["type"] == "org.matrix.msc2359.call.member_ended")
+ended = dict(ended, sender="@sfu:fuzz")
+ended["content"]["member"]["user_id"] = "@u1:fuzz"
+bob_keys = dict(keys, device_id=ended["content"]["member"]["party_id"],
+                call_id=ended["content"]["member"]["call_id"],
+                streams=[dict(s, ssrc=s["ssrc"] + 10) for s in keys["streams"]])
+put("key_events", lines((1, bob_keys), (0x80, ended)))
 # sdp_answer: the example answer of docs/protocol.md in CRLF (as sent) and LF.
 answer = sdp_blocks[1]
 put("sdp_answer", answer.replace("\n", "\r\n").encode())

@@ -14,6 +14,7 @@ use blindfold_relay::wire::stun::{
 };
 
 use crate::conference::keys::{Accepted, KeyEvent, Roster};
+use crate::conference::member_ended;
 use crate::ogg::OggOpusReader;
 use crate::sdp::Answer;
 use crate::{IceCredentials, OwnSsrcs, Participant, ParticipantConfig};
@@ -25,12 +26,20 @@ const OWN: OwnSsrcs = OwnSsrcs {
     full: Ssrc(3),
 };
 
+/// The SFU in [`key_events`], and our call there.
+const SFU: &str = "@sfu:fuzz";
+const OUR_CALL: &str = "1733094000123-alice";
+
 /// Key events from other members (`org.matrix.msc2359.keys` content, written by whoever
 /// is in the room), one per line: the line's first byte picks the sender among four
 /// users, the rest is the content's JSON. Each is read ([`KeyEvent::from_content`]);
 /// one that reads writes back to the same event, and goes to a [`Roster`], whose
-/// members must then never share an SSRC or use one of ours. Returns how many the
-/// roster accepted.
+/// members must then never share an SSRC or use one of ours. A first byte with its
+/// high bit set makes the line a whole event in our DM instead (written by the SFU, or
+/// by whoever else is there): an `org.matrix.msc2359.call.member_ended` from [`SFU`]
+/// for [`OUR_CALL`] ends the named member's call if it is its current one, and the
+/// roster must then no longer hold it. Returns how many key events the roster accepted
+/// plus how many calls the SFU's news ended.
 pub fn key_events(data: &[u8]) -> usize {
     let mut roster = Roster::default();
     let mut accepted = 0;
@@ -41,6 +50,15 @@ pub fn key_events(data: &[u8]) -> usize {
         let Ok(content) = serde_json::from_slice::<serde_json::Value>(json) else {
             continue;
         };
+        if who & 0x80 != 0 {
+            if let Some((member, call)) = member_ended(&content, SFU, OUR_CALL)
+                && let Some(s) = roster.end_call(&member.user_id, &member.device_id, &call)
+            {
+                assert!(roster.member(s).is_none(), "{member:?} is still a member");
+                accepted += 1;
+            }
+            continue;
+        }
         let Ok(ev) = KeyEvent::from_content(&content) else {
             continue;
         };
@@ -265,9 +283,10 @@ mod tests {
 
     #[test]
     fn the_committed_seeds_reach_what_each_target_checks() {
-        // Three key-event seeds: one event; one, refused from another member, then its
-        // hangup; one, its new call, and a hangup of a call nobody knows.
-        assert_eq!(seeds("key_events", key_events), [1, 2, 3]);
+        // Four key-event seeds: one event; one, refused from another member, then its
+        // hangup; one, its new call, and a hangup of a call nobody knows; one, and the
+        // SFU's news that its call ended.
+        assert_eq!(seeds("key_events", key_events), [1, 2, 2, 3]);
         // The answer (CRLF and LF): a participant that sends its ICE checks.
         assert!(seeds("sdp_answer", sdp_answer).iter().all(|&n| n >= 2));
         // Garbage from anywhere, then the relay's signed answer to the participant's

@@ -770,7 +770,7 @@ fn active_speaker(v: &Value, sfu: &str, call_id: &str) -> Option<MemberId> {
 /// The member and its call that an `org.matrix.msc2359.call.member_ended` event `v`
 /// from the DM says ended, if it is one, the SFU (`sfu`) sent it, and it is about our
 /// call `call_id`.
-fn member_ended(v: &Value, sfu: &str, call_id: &str) -> Option<(MemberId, String)> {
+pub(crate) fn member_ended(v: &Value, sfu: &str, call_id: &str) -> Option<(MemberId, String)> {
     if v["type"] != MEMBER_ENDED_EVENT
         || v["sender"].as_str() != Some(sfu)
         || v["content"]["call_id"] != call_id
