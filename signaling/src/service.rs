@@ -674,6 +674,10 @@ mod tests {
         assert!(superseded(&out(speaker, "a"), &queued));
         assert!(!superseded(&out(speaker, "b"), &queued), "another call's");
         assert!(!superseded(&out(answer, "a"), &queued), "never an answer");
+        // Each member_ended names another member's call: none stands for another.
+        let ended = crate::events::MEMBER_ENDED;
+        let queued_ends: VecDeque<Outgoing> = [out(ended, "a"), out(speaker, "a")].into();
+        assert!(!superseded(&out(ended, "a"), &queued_ends));
         let only_answers: VecDeque<Outgoing> = [out(answer, "a")].into();
         assert!(!superseded(&out(speaker, "a"), &only_answers));
         assert!(!superseded(&out(speaker, "a"), &VecDeque::new()));
