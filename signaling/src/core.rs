@@ -615,59 +615,54 @@ impl Core {
             return;
         }
         let (user, party) = (s.caller.clone(), s.caller_party.clone());
+        let sfu_party = self.cfg.party_id.clone();
+        self.stats.speaker_events += self.tell_calls(conf_id, events::ACTIVE_SPEAKER, |c| {
+            events::active_speaker_content(&c.call_id, &sfu_party, &user, &party)
+        });
+    }
+
+    /// Sends every call of `conf_id`, in its DM, an event of `event_type` with the
+    /// content `content` makes for it; returns how many.
+    fn tell_calls(
+        &mut self,
+        conf_id: &ConfId,
+        event_type: &str,
+        content: impl Fn(&Call) -> Value,
+    ) -> u64 {
         // In session order, so the actions do not depend on the map's.
-        let mut sends: Vec<(&str, &Call)> = self
+        let mut calls: Vec<(&SessionId, &Call)> = self
             .calls
             .iter()
             .filter(|(_, c)| &c.spec.conf_id == conf_id)
-            .map(|(id, c)| (id.as_str(), c))
             .collect();
-        sends.sort_by(|a, b| a.0.cmp(b.0));
-        let out: Vec<Action> = sends
-            .into_iter()
-            .map(|(_, c)| Action::Send {
+        calls.sort_by(|a, b| a.0.cmp(b.0));
+        let n = calls.len();
+        for (_, c) in calls {
+            self.out.push_back(Action::Send {
                 room: c.dm_room.clone(),
-                event_type: events::ACTIVE_SPEAKER.into(),
-                content: events::active_speaker_content(
-                    &c.call_id,
-                    &self.cfg.party_id,
-                    &user,
-                    &party,
-                ),
-            })
-            .collect();
-        self.stats.speaker_events += out.len() as u64;
-        self.out.extend(out);
+                event_type: event_type.into(),
+                content: content(c),
+            });
+        }
+        n as u64
     }
 
     /// `ended`'s call is over: every other call of its conference hears it in its DM
-    /// (docs/protocol.md, "Media keys"), so that the members forget its keys and rekey
-    /// even when it could not tell them itself (it crashed, or its link died).
+    /// (docs/protocol.md, "A member's call ended"), so that the members forget its keys
+    /// and rekey even when it could not tell them itself (it crashed, or its link died).
     fn member_ended(&mut self, ended: &Call, reason: &str) {
-        // In session order, so the actions do not depend on the map's.
-        let mut others: Vec<(&SessionId, &Call)> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.spec.conf_id == ended.spec.conf_id)
-            .collect();
-        others.sort_by(|a, b| a.0.cmp(b.0));
-        let out: Vec<Action> = others
-            .into_iter()
-            .map(|(_, c)| Action::Send {
-                room: c.dm_room.clone(),
-                event_type: events::MEMBER_ENDED.into(),
-                content: events::member_ended_content(
+        let sfu_party = self.cfg.party_id.clone();
+        self.stats.member_ended_events +=
+            self.tell_calls(&ended.spec.conf_id, events::MEMBER_ENDED, |c| {
+                events::member_ended_content(
                     &c.call_id,
-                    &self.cfg.party_id,
+                    &sfu_party,
                     &ended.caller,
                     &ended.caller_party,
                     &ended.call_id,
                     reason,
-                ),
-            })
-            .collect();
-        self.stats.member_ended_events += out.len() as u64;
-        self.out.extend(out);
+                )
+            });
     }
 
     /// The relay did not take an [`Action::Admit`]: refuse the call after all.
