@@ -77,6 +77,13 @@ pub enum FailReason {
     /// profile, or the relay closed the association.
     #[error("DTLS: {0}")]
     Dtls(DtlsError),
+    /// With transport-cc: no SRTCP from the relay for
+    /// [`RELAY_SILENCE`](crate::RELAY_SILENCE) while we kept sending media
+    /// it answers with feedback. The relay lost our session: most likely it restarted,
+    /// and since signaling gives the new relay our call's ICE credentials, our consent
+    /// checks still succeed. Call again.
+    #[error("the relay stopped answering our media: it lost our session (restarted?)")]
+    RelaySilent,
 }
 
 /// Why an incoming datagram was dropped. Each is counted in [`crate::Stats`].

@@ -36,6 +36,15 @@ pub const MAX_NACK_GAP: u64 = 32;
 /// SSRCs an inbound SRTCP context tracks (every sender's SRs come through the relay).
 const MAX_SRTCP_STREAMS: usize = 1024;
 /// RTP clock rates used to advance the RTP time in our SRs (Opus, VP8).
+/// With [`ParticipantConfig::transport_cc`]: how long our media may go without any
+/// SRTCP from the relay, while we keep sending, before we take it that the relay lost
+/// our session ([`FailReason::RelaySilent`]). The relay answers such media with
+/// transport-cc feedback about every 100 ms.
+pub const RELAY_SILENCE: Duration = Duration::from_secs(5);
+/// How long we must have gone on sending after the first unanswered packet before its
+/// silence counts: feedback is sent as packets arrive, so a sender that stops may leave
+/// its last packets unanswered.
+const SENDING_ON: Duration = Duration::from_secs(1);
 const AUDIO_CLOCK: u64 = 48_000;
 const VIDEO_CLOCK: u64 = 90_000;
 
@@ -141,7 +150,10 @@ pub struct ParticipantConfig {
     /// ([`blindfold_relay::engine::uplink::UplinkEstimate`]: GCC's loss
     /// and delay controllers; it limits only an uplink that lost 2% of a second's
     /// packets), over the arrival times the relay reports and our send times. Its
-    /// limits come as [`Event::UplinkLimit`]. `None`: no estimate.
+    /// limits come as [`Event::UplinkLimit`]. The feedback also tells that the relay
+    /// still holds our session: [`RELAY_SILENCE`] without any SRTCP while we keep
+    /// sending stamped media fails the participant ([`FailReason::RelaySilent`]).
+    /// `None`: no estimate, and no such check.
     ///
     /// [`Driver`]: crate::Driver
     pub transport_cc: Option<ExtId>,
@@ -470,6 +482,9 @@ pub struct Participant {
     /// What we sent with a transport-wide sequence number, and the estimate of our
     /// uplink the relay's feedback about it feeds.
     sent_log: Option<Box<SentLog>>,
+    /// With transport-cc: when we sent the first stamped packet since the relay's last
+    /// SRTCP, and the latest one since (see [`RELAY_SILENCE`]).
+    unanswered: Option<(Instant, Instant)>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -554,6 +569,7 @@ impl Participant {
             bwe,
             probe: ProbeMeter::default(),
             sent_log,
+            unanswered: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -783,6 +799,7 @@ impl Participant {
             .unprotect_rtcp(buf)
             .map_err(DropReason::Srtcp)?;
         self.stats.rtcp_in += 1;
+        self.unanswered = None;
         let plain = buf.get(..n).ok_or(DropReason::Unclassified)?;
         let compound = RtcpCompound::parse(plain).map_err(DropReason::Rtcp)?;
         let own = self.config.ssrcs.all();
@@ -926,7 +943,22 @@ impl Participant {
             self.send_report(now);
         }
         self.send_bwe_remb(now, Bwe::poll_remb);
+        if self.phase == Phase::Connected
+            && let Some(at) = self.relay_silence_deadline()
+            && now >= at
+        {
+            self.fail(FailReason::RelaySilent);
+            return;
+        }
         self.pump(now);
+    }
+
+    /// When the relay's silence about the media we keep sending will mean it lost our
+    /// session: [`RELAY_SILENCE`] after the first unanswered packet, once we have sent
+    /// for [`SENDING_ON`] after it.
+    fn relay_silence_deadline(&self) -> Option<Instant> {
+        let (first, last) = self.unanswered?;
+        (last - first >= SENDING_ON).then_some(first + RELAY_SILENCE)
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -1042,6 +1074,8 @@ impl Participant {
             self.dtls.as_ref().and_then(DtlsSession::poll_timeout),
             self.next_report,
             self.bwe_remb_timeout(),
+            self.relay_silence_deadline()
+                .filter(|_| self.phase == Phase::Connected),
         ]
         .into_iter()
         .chain(self.remotes.senders.iter().map(|s| s.retire_deadline()))
@@ -1131,6 +1165,8 @@ impl Participant {
                 at: now,
                 size: n,
             });
+            let first = self.unanswered.map_or(now, |(first, _)| first);
+            self.unanswered = Some((first, now));
         }
         let s = &mut self.send[at];
         s.next_seq = s.next_seq.wrapping_add(1);

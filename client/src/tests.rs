@@ -450,6 +450,99 @@ fn consent_lost_after_30_s_of_silence() {
 
 // --- (2) DTLS and SRTCP -----------------------------------------------------------------
 
+/// A connected participant that stamps transport-wide sequence numbers sends audio
+/// every 20 ms for `sending`, and is run for `secs`; the relay answers its
+/// consent checks and, every `feedback` (if any), sends an SRTCP receiver report.
+/// Returns why it failed, if it did, and when.
+fn send_with_feedback(
+    secs: u64,
+    sending: Duration,
+    feedback: Option<Duration>,
+) -> Option<(FailReason, Duration)> {
+    let t0 = Instant::now();
+    let tcc = ExtId(5);
+    let (mut p, mut relay, start) = connected_with(0, 5000, t0, |c| c.transport_cc = Some(tcc));
+    let keys = relay.keys.clone().unwrap();
+    let profile = srtp_profile(keys.profile).unwrap();
+    let mut relay_out = SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap();
+    let audio = p.ssrcs().audio;
+    let mut now = start;
+    let mut next_feedback = feedback.map(|f| start + f);
+    for n in 0u16.. {
+        let t = start + Duration::from_millis(20) * u32::from(n);
+        if t > start + Duration::from_secs(secs) {
+            return None;
+        }
+        // Timers due before this packet.
+        while let Some(due) = p.poll_timeout().filter(|&d| d <= t) {
+            now = now.max(due);
+            p.handle_timeout(now);
+        }
+        now = now.max(t);
+        while let Some(e) = p.poll_event() {
+            if let Event::Failed(r) = e {
+                return Some((r, now - start));
+            }
+        }
+        if t < start + sending {
+            p.send_rtp(
+                now,
+                audio,
+                Pt(111),
+                false,
+                RtpTime(u32::from(n) * 960),
+                &[(tcc, &n.to_be_bytes())],
+                &[7; 80],
+            )
+            .unwrap();
+        }
+        if let Some(at) = next_feedback.filter(|&at| at <= now) {
+            next_feedback = Some(at + feedback.unwrap());
+            let mut buf = vec![0u8; 128];
+            let mut w = CompoundWriter::new(&mut buf);
+            w.rr(Ssrc(1), &[]).unwrap();
+            let len = w.finish();
+            let n = relay_out.protect_rtcp(&mut buf, len).unwrap();
+            p.handle_datagram(now, relay.addr, &mut buf[..n]).unwrap();
+        }
+        while let Some(d) = p.poll_transmit() {
+            if d.bytes.first().is_some_and(|b| *b < 4) {
+                for mut back in relay.handle(now, &d.bytes) {
+                    p.handle_datagram(now, relay.addr, &mut back).unwrap();
+                }
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_relay_that_falls_silent_while_we_send_lost_our_session() {
+    // Its consent answers keep coming (a restarted relay has our ICE credentials); its
+    // transport-cc feedback does not: 5 s after the first unanswered packet.
+    let secs = Duration::from_secs;
+    let (why, at) = send_with_feedback(12, secs(12), None).expect("failed");
+    assert_eq!(why, FailReason::RelaySilent);
+    assert!(
+        at >= RELAY_SILENCE && at <= RELAY_SILENCE + Duration::from_millis(40),
+        "{at:?}"
+    );
+    // Feedback every 100 ms, or even every 4 s: alive.
+    assert_eq!(
+        send_with_feedback(12, secs(12), Some(Duration::from_millis(100))),
+        None
+    );
+    assert_eq!(send_with_feedback(12, secs(12), Some(secs(4))), None);
+    // A sender that stops may leave its last packets unanswered: half a second of
+    // sending is no silence; two seconds of it are.
+    assert_eq!(
+        send_with_feedback(12, Duration::from_millis(500), None),
+        None
+    );
+    let (why, _) = send_with_feedback(12, secs(2), None).expect("sent 2 s unanswered");
+    assert_eq!(why, FailReason::RelaySilent);
+}
+
 #[test]
 fn dtls_connects_and_srtcp_works_both_ways() {
     let t0 = Instant::now();

@@ -24,6 +24,7 @@ use blindfold_client::conference::matrix_sdk::ruma::serde::Raw;
 use blindfold_client::conference::{
     Conference, ConferenceConfig, ConferenceEvent, Login, MediaMode, MemberId,
 };
+use blindfold_relay::dtls::DtlsCert;
 use blindfold_relay::id::{KeyIndex, Ssrc};
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
@@ -657,6 +658,82 @@ fn a_member_whose_client_dies_is_forgotten_and_rekeyed_out_by_the_others() {
                 .unwrap_or(0.0)
                 >= 2.0
         );
+    });
+}
+
+/// The relay crashes and restarts, with its certificate from files as in production.
+/// Signaling gives the new relay every call back, so the members' consent checks keep
+/// succeeding, but their DTLS sessions died with the old relay. Each member's client
+/// notices that the relay no longer answers its media (no transport-cc feedback for
+/// 5 s), ends its call with that reason, and calling again brings everyone's media back.
+#[test]
+fn after_a_relay_restart_the_members_notice_and_calling_again_restores_media() {
+    let _one_at_a_time = one_at_a_time();
+    let hs = Synapse::shared();
+    let cert = DtlsCert::generate().expect("relay certificate");
+    let mut s = sfu_on(hs, Relay::start_with_cert(1, &cert), "");
+    let users: Vec<MatrixUser> = ["m0", "m1"].iter().map(|n| hs.new_user(n)).collect();
+    let room = conference_room(&users[0], &[&users[1]], &s.user_id, CONF);
+    rt().block_on(async {
+        let epoch = Instant::now();
+        let (mut a, mut b) = tokio::join!(
+            join("alice", &users[0], &room, epoch),
+            join("bob", &users[1], &room, epoch),
+        );
+        let both = |p: &[&mut Peer]| {
+            has_all_streams(p[0], &[p[1]], 20) && has_all_streams(p[1], &[p[0]], 20)
+        };
+        run_until(
+            &mut [&mut a, &mut b],
+            &s.relay,
+            Duration::from_secs(20),
+            "alice and bob decrypt each other",
+            both,
+        )
+        .await;
+
+        s.relay.restart();
+        let restarted = Instant::now();
+        let ended = |p: &Peer| {
+            p.events.iter().find_map(|(t, e)| match e {
+                ConferenceEvent::Ended { reason } if reason.contains("relay stopped answering") => {
+                    Some(*t)
+                }
+                _ => None,
+            })
+        };
+        run_until(
+            &mut [&mut a, &mut b],
+            &s.relay,
+            Duration::from_secs(15),
+            "alice and bob notice the relay lost their sessions",
+            |p| p.iter().all(|m| ended(m).is_some()),
+        )
+        .await;
+        for m in [&a, &b] {
+            let took = ended(m).unwrap() - restarted;
+            eprintln!("{} noticed {took:?} after the relay's restart", m.name);
+            assert!(took <= Duration::from_secs(10), "{} took {took:?}", m.name);
+        }
+        for m in [a, b] {
+            let _ = m.conf.hangup().await;
+        }
+
+        let (mut a, mut b) = tokio::join!(
+            join("alice", &users[0], &room, epoch),
+            join("bob", &users[1], &room, epoch),
+        );
+        run_until(
+            &mut [&mut a, &mut b],
+            &s.relay,
+            Duration::from_secs(20),
+            "alice and bob decrypt each other again",
+            both,
+        )
+        .await;
+        for (rx, tx) in [(&a, &b), (&b, &a)] {
+            assert!(bit_identical(rx, tx) > 0);
+        }
     });
 }
 
