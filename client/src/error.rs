@@ -77,12 +77,10 @@ pub enum FailReason {
     /// profile, or the relay closed the association.
     #[error("DTLS: {0}")]
     Dtls(DtlsError),
-    /// With transport-cc: no SRTCP from the relay for
-    /// [`RELAY_SILENCE`](crate::RELAY_SILENCE) while we kept sending media
-    /// it answers with feedback. The relay lost our session: most likely it restarted,
-    /// and since signaling gives the new relay our call's ICE credentials, our consent
-    /// checks still succeed. Call again.
-    #[error("the relay stopped answering our media: it lost our session (restarted?)")]
+    /// With transport-cc: the relay fell silent about our media
+    /// ([`Event::Reconnecting`](crate::Event::Reconnecting)), we connected again, and it
+    /// fell silent again before it said anything.
+    #[error("the relay stopped answering our media, and again after we reconnected")]
     RelaySilent,
 }
 

@@ -192,6 +192,14 @@ impl IceAgent {
         }
     }
 
+    /// When the relay last answered a check of ours (verified), once selected.
+    pub(crate) fn last_consent(&self) -> Option<Instant> {
+        match &self.state {
+            State::Selected { last_consent, .. } => Some(*last_consent),
+            _ => None,
+        }
+    }
+
     /// Stops everything (the participant failed for another reason).
     pub(crate) fn close(&mut self) {
         self.state = State::Failed;

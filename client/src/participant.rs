@@ -37,13 +37,15 @@ pub const MAX_NACK_GAP: u64 = 32;
 const MAX_SRTCP_STREAMS: usize = 1024;
 /// RTP clock rates used to advance the RTP time in our SRs (Opus, VP8).
 /// With [`ParticipantConfig::transport_cc`]: how long our media may go without any
-/// SRTCP from the relay, while we keep sending, before we take it that the relay lost
-/// our session ([`FailReason::RelaySilent`]). The relay answers such media with
+/// SRTCP from the relay, while we keep sending and the relay keeps answering our
+/// consent checks, before we take it that the relay lost our session (it restarted)
+/// and connect again ([`Event::Reconnecting`]). The relay answers such media with
 /// transport-cc feedback about every 100 ms.
 pub const RELAY_SILENCE: Duration = Duration::from_secs(5);
 /// How long we must have gone on sending after the first unanswered packet before its
-/// silence counts: feedback is sent as packets arrive, so a sender that stops may leave
-/// its last packets unanswered.
+/// silence counts (feedback is sent as packets arrive, so a sender that stops may leave
+/// its last packets unanswered), and how long after a consent answer that came after
+/// it: the relay was reachable, and heard our media, yet said nothing.
 const SENDING_ON: Duration = Duration::from_secs(1);
 const AUDIO_CLOCK: u64 = 48_000;
 const VIDEO_CLOCK: u64 = 90_000;
@@ -152,8 +154,8 @@ pub struct ParticipantConfig {
     /// packets), over the arrival times the relay reports and our send times. Its
     /// limits come as [`Event::UplinkLimit`]. The feedback also tells that the relay
     /// still holds our session: [`RELAY_SILENCE`] without any SRTCP while we keep
-    /// sending stamped media fails the participant ([`FailReason::RelaySilent`]).
-    /// `None`: no estimate, and no such check.
+    /// sending stamped media, and the relay answers our consent checks, and we connect
+    /// again ([`Event::Reconnecting`]). `None`: no estimate, and no such check.
     ///
     /// [`Driver`]: crate::Driver
     pub transport_cc: Option<ExtId>,
@@ -268,6 +270,12 @@ pub enum Event {
     },
     /// The participant failed; nothing follows. Reported once.
     Failed(FailReason),
+    /// The relay answers our consent checks but has said nothing about our media for
+    /// [`RELAY_SILENCE`] (with [`ParticipantConfig::transport_cc`]): it lost our
+    /// session, most likely in a restart. ICE and DTLS start again with the same answer;
+    /// [`Event::IceSelected`] and [`Event::Connected`] follow, or [`Event::Failed`]
+    /// (also if the relay then falls silent again before it said anything).
+    Reconnecting,
     /// A remote sender's media packet, decrypted.
     Media(MediaPacket),
     /// A sender report (forwarded by the relay from another participant, or the
@@ -485,6 +493,9 @@ pub struct Participant {
     /// With transport-cc: when we sent the first stamped packet since the relay's last
     /// SRTCP, and the latest one since (see [`RELAY_SILENCE`]).
     unanswered: Option<(Instant, Instant)>,
+    /// We connected again for the relay's silence and have heard no SRTCP since: the
+    /// next silence fails us ([`FailReason::RelaySilent`]).
+    reconnected: bool,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -570,6 +581,7 @@ impl Participant {
             probe: ProbeMeter::default(),
             sent_log,
             unanswered: None,
+            reconnected: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -800,6 +812,7 @@ impl Participant {
             .map_err(DropReason::Srtcp)?;
         self.stats.rtcp_in += 1;
         self.unanswered = None;
+        self.reconnected = false;
         let plain = buf.get(..n).ok_or(DropReason::Unclassified)?;
         let compound = RtcpCompound::parse(plain).map_err(DropReason::Rtcp)?;
         let own = self.config.ssrcs.all();
@@ -943,22 +956,51 @@ impl Participant {
             self.send_report(now);
         }
         self.send_bwe_remb(now, Bwe::poll_remb);
-        if self.phase == Phase::Connected
-            && let Some(at) = self.relay_silence_deadline()
-            && now >= at
-        {
-            self.fail(FailReason::RelaySilent);
-            return;
+        if self.relay_silence_deadline().is_some_and(|at| now >= at) {
+            if self.reconnected {
+                self.fail(FailReason::RelaySilent);
+                return;
+            }
+            self.reconnect(now);
         }
         self.pump(now);
     }
 
-    /// When the relay's silence about the media we keep sending will mean it lost our
+    /// When the relay's silence about the media we keep sending means it lost our
     /// session: [`RELAY_SILENCE`] after the first unanswered packet, once we have sent
-    /// for [`SENDING_ON`] after it.
+    /// for [`SENDING_ON`] after it and the relay answered a consent check more than
+    /// [`SENDING_ON`] after it, [`SENDING_ON`] after that answer. A network that
+    /// carries nothing either way leaves it to consent (RFC 7675).
     fn relay_silence_deadline(&self) -> Option<Instant> {
+        if self.phase != Phase::Connected {
+            return None;
+        }
         let (first, last) = self.unanswered?;
-        (last - first >= SENDING_ON).then_some(first + RELAY_SILENCE)
+        let heard = self.ice.last_consent()?;
+        let after = |t: Instant| t.saturating_duration_since(first);
+        (after(last) >= SENDING_ON && after(heard) >= SENDING_ON)
+            .then(|| (first + RELAY_SILENCE).max(heard + SENDING_ON))
+    }
+
+    /// The relay lost our session: ICE and DTLS again with the same answer (the relay
+    /// has our credentials back from signaling). What is end to end stays: our keys,
+    /// the senders' keys, our sequence numbers.
+    fn reconnect(&mut self, now: Instant) {
+        self.ice = IceAgent::new(
+            self.config.local_ice.clone(),
+            self.config.relay_ice.clone(),
+            self.config.relay_addr,
+            self.config.ice,
+            &mut self.rng,
+            now,
+        );
+        self.phase = Phase::Ice;
+        self.dtls = None;
+        self.srtcp = None;
+        self.next_report = None;
+        self.unanswered = None;
+        self.reconnected = true;
+        self.events.push_back(Event::Reconnecting);
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -1074,8 +1116,7 @@ impl Participant {
             self.dtls.as_ref().and_then(DtlsSession::poll_timeout),
             self.next_report,
             self.bwe_remb_timeout(),
-            self.relay_silence_deadline()
-                .filter(|_| self.phase == Phase::Connected),
+            self.relay_silence_deadline(),
         ]
         .into_iter()
         .chain(self.remotes.senders.iter().map(|s| s.retire_deadline()))

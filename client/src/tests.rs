@@ -450,97 +450,165 @@ fn consent_lost_after_30_s_of_silence() {
 
 // --- (2) DTLS and SRTCP -----------------------------------------------------------------
 
-/// A connected participant that stamps transport-wide sequence numbers sends audio
-/// every 20 ms for `sending`, and is run for `secs`; the relay answers its
-/// consent checks and, every `feedback` (if any), sends an SRTCP receiver report.
-/// Returns why it failed, if it did, and when.
-fn send_with_feedback(
-    secs: u64,
+/// How the relay treats a participant in [`relay_silence`].
+#[derive(Clone, Copy)]
+struct Silence {
+    /// How long the participant sends audio (every 20 ms, transport-wide numbers on).
     sending: Duration,
+    /// The relay sends an SRTCP receiver report this often, if at all.
     feedback: Option<Duration>,
-) -> Option<(FailReason, Duration)> {
+    /// The relay answers consent checks.
+    consent: bool,
+    /// When the participant reconnects, a fresh relay (a restarted one) takes it, and
+    /// sends feedback with this period, if at all.
+    restarted_feedback: Option<Option<Duration>>,
+}
+
+/// Runs a connected participant for 20 s as `how` says; returns its events (media and
+/// reports left out) with when they came, from the start.
+fn relay_silence(how: Silence) -> Vec<(Duration, Event)> {
     let t0 = Instant::now();
     let tcc = ExtId(5);
     let (mut p, mut relay, start) = connected_with(0, 5000, t0, |c| c.transport_cc = Some(tcc));
-    let keys = relay.keys.clone().unwrap();
-    let profile = srtp_profile(keys.profile).unwrap();
-    let mut relay_out = SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap();
+    let srtcp_out = |relay: &FakeRelay| {
+        let keys = relay.keys.clone().unwrap();
+        let profile = srtp_profile(keys.profile).unwrap();
+        SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap()
+    };
+    let mut relay_out = Some(srtcp_out(&relay));
+    let mut feedback = how.feedback;
     let audio = p.ssrcs().audio;
     let mut now = start;
     let mut next_feedback = feedback.map(|f| start + f);
-    for n in 0u16.. {
+    let mut events = Vec::new();
+    for n in 0u16..1000 {
         let t = start + Duration::from_millis(20) * u32::from(n);
-        if t > start + Duration::from_secs(secs) {
-            return None;
-        }
-        // Timers due before this packet.
         while let Some(due) = p.poll_timeout().filter(|&d| d <= t) {
             now = now.max(due);
             p.handle_timeout(now);
         }
         now = now.max(t);
+        // A reconnect's first check goes to the restarted relay.
         while let Some(e) = p.poll_event() {
-            if let Event::Failed(r) = e {
-                return Some((r, now - start));
+            if e == Event::Reconnecting
+                && let Some(restarted) = how.restarted_feedback
+            {
+                relay = FakeRelay::new(relay.addr, &p.config, now);
+                relay_out = None;
+                feedback = restarted;
+            }
+            if !matches!(e, Event::Media(_) | Event::ReceiverReport { .. }) {
+                events.push((now - start, e));
             }
         }
-        if t < start + sending {
-            p.send_rtp(
-                now,
-                audio,
-                Pt(111),
-                false,
-                RtpTime(u32::from(n) * 960),
-                &[(tcc, &n.to_be_bytes())],
-                &[7; 80],
-            )
-            .unwrap();
+        if p.is_connected() && t < start + how.sending {
+            let tcc_seq = n.to_be_bytes();
+            let exts = [(tcc, &tcc_seq[..])];
+            let ts = RtpTime(u32::from(n) * 960);
+            p.send_rtp(now, audio, Pt(111), false, ts, &exts, &[7; 80])
+                .unwrap();
         }
-        if let Some(at) = next_feedback.filter(|&at| at <= now) {
-            next_feedback = Some(at + feedback.unwrap());
+        if let (Some(at), Some(out)) = (next_feedback, relay_out.as_mut())
+            && at <= now
+            && p.is_connected()
+        {
+            next_feedback = feedback.map(|f| at + f);
             let mut buf = vec![0u8; 128];
             let mut w = CompoundWriter::new(&mut buf);
             w.rr(Ssrc(1), &[]).unwrap();
             let len = w.finish();
-            let n = relay_out.protect_rtcp(&mut buf, len).unwrap();
+            let n = out.protect_rtcp(&mut buf, len).unwrap();
             p.handle_datagram(now, relay.addr, &mut buf[..n]).unwrap();
         }
         while let Some(d) = p.poll_transmit() {
-            if d.bytes.first().is_some_and(|b| *b < 4) {
-                for mut back in relay.handle(now, &d.bytes) {
-                    p.handle_datagram(now, relay.addr, &mut back).unwrap();
-                }
+            let stun = d.bytes.first().is_some_and(|b| *b < 4);
+            if stun && !how.consent {
+                continue;
+            }
+            for mut back in relay.handle(now, &d.bytes) {
+                let _ = p.handle_datagram(now, relay.addr, &mut back);
+            }
+        }
+        for mut back in relay.timeout(now) {
+            let _ = p.handle_datagram(now, relay.addr, &mut back);
+        }
+        if relay_out.is_none() && relay.keys.is_some() {
+            relay_out = Some(srtcp_out(&relay));
+            next_feedback = feedback.map(|f| now + f);
+        }
+        while let Some(e) = p.poll_event() {
+            if !matches!(e, Event::Media(_) | Event::ReceiverReport { .. }) {
+                events.push((now - start, e));
             }
         }
     }
-    unreachable!()
+    events
 }
 
 #[test]
-fn a_relay_that_falls_silent_while_we_send_lost_our_session() {
-    // Its consent answers keep coming (a restarted relay has our ICE credentials); its
-    // transport-cc feedback does not: 5 s after the first unanswered packet.
+fn a_relay_that_answers_consent_but_not_our_media_is_connected_to_again() {
     let secs = Duration::from_secs;
-    let (why, at) = send_with_feedback(12, secs(12), None).expect("failed");
-    assert_eq!(why, FailReason::RelaySilent);
+    let silent = Silence {
+        sending: secs(20),
+        feedback: None,
+        consent: true,
+        restarted_feedback: Some(Some(Duration::from_millis(100))),
+    };
+    // The relay restarted: it answers our consent checks (it has our credentials
+    // back), never our media. At the first consent answer (4–6 s) plus 1 s, or 5 s
+    // after the first unanswered packet, we connect again, to the new relay.
+    let events = relay_silence(silent);
+    let kinds: Vec<&Event> = events.iter().map(|(_, e)| e).collect();
     assert!(
-        at >= RELAY_SILENCE && at <= RELAY_SILENCE + Duration::from_millis(40),
+        matches!(
+            kinds[..],
+            [
+                Event::Reconnecting,
+                Event::IceSelected,
+                Event::Connected { .. }
+            ]
+        ),
+        "{events:?}"
+    );
+    let at = events[0].0;
+    assert!(
+        at >= RELAY_SILENCE && at <= secs(7) + Duration::from_millis(40),
         "{at:?}"
     );
+    assert!(events[2].0 - at < secs(1), "{events:?}");
+    // A new relay that says nothing either: we fail.
+    let events = relay_silence(Silence {
+        restarted_feedback: Some(None),
+        ..silent
+    });
+    assert!(
+        matches!(
+            events.last(),
+            Some((_, Event::Failed(FailReason::RelaySilent)))
+        ),
+        "{events:?}"
+    );
     // Feedback every 100 ms, or even every 4 s: alive.
-    assert_eq!(
-        send_with_feedback(12, secs(12), Some(Duration::from_millis(100))),
-        None
-    );
-    assert_eq!(send_with_feedback(12, secs(12), Some(secs(4))), None);
+    for f in [Duration::from_millis(100), secs(4)] {
+        let events = relay_silence(Silence {
+            feedback: Some(f),
+            ..silent
+        });
+        assert!(events.is_empty(), "{events:?}");
+    }
     // A sender that stops may leave its last packets unanswered: half a second of
-    // sending is no silence; two seconds of it are.
-    assert_eq!(
-        send_with_feedback(12, Duration::from_millis(500), None),
-        None
-    );
-    let (why, _) = send_with_feedback(12, secs(2), None).expect("sent 2 s unanswered");
-    assert_eq!(why, FailReason::RelaySilent);
+    // sending is no silence.
+    let events = relay_silence(Silence {
+        sending: Duration::from_millis(500),
+        ..silent
+    });
+    assert!(events.is_empty(), "{events:?}");
+    // A network that carries nothing either way is consent's business (30 s).
+    let events = relay_silence(Silence {
+        consent: false,
+        ..silent
+    });
+    assert!(events.is_empty(), "{events:?}");
 }
 
 #[test]

@@ -773,3 +773,35 @@ fn a_participant_flipping_between_two_paths_moves_its_media_at_most_once_a_secon
     let expected: Vec<SocketAddr> = (0..20).map(|i| paths[usize::from(i >= 10)]).collect();
     assert_eq!(dests, expected);
 }
+
+#[test]
+fn a_new_dtls_handshake_on_a_connected_session_changes_nothing() {
+    use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSession, DtlsSettings, Fingerprint};
+    let (mut sim, p) = call(1, &["alice", "bob"]);
+    // A ClientHello from bob's address (bob's client reconnecting by mistake, or
+    // anyone who can put his address on a datagram): his association stays.
+    let bob = sim.member(p[1]).addr;
+    let cfg = DtlsConfig::new(DtlsSettings::default()).unwrap();
+    let cert = DtlsCert::generate().unwrap();
+    let mut client = DtlsSession::client(&cfg, &cert, Fingerprint([0; 32]), sim.now);
+    let hello = client.poll_transmit().unwrap().to_vec();
+    sim.inject(bob, &hello);
+    sim.pump();
+    sim.run_for_ms(2000);
+    assert_eq!(sim.shards[0].session_counts().connected, 2);
+    assert!(
+        !sim.notifications.iter().any(|n| matches!(
+            n,
+            NotificationBody::SessionClosed { .. } | NotificationBody::SessionFailed { .. }
+        )),
+        "{:?}",
+        sim.notifications
+    );
+    assert_eq!(sim.relay_total(|s| s.dtls_handshakes_failed), 0);
+    // Media and SRTCP go on both ways.
+    sim.send_audio(p[0], b"to bob");
+    sim.send_audio(p[1], b"to alice");
+    assert_eq!(sim.member(p[1]).media_from(p[0]).len(), 1);
+    assert_eq!(sim.member(p[0]).media_from(p[1]).len(), 1);
+    assert!(sim.member(p[1]).p.is_connected());
+}

@@ -514,10 +514,11 @@ fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
         restarted.elapsed()
     );
 
-    // The participants' DTLS sessions died with the relay. The participant library has
-    // no reconnect of its own, and its consent checks keep succeeding against the new
-    // relay (same ICE credentials), so a client replaces its connection: a new
-    // participant from the SAME answer (credentials, candidate, fingerprint).
+    // The participants' DTLS sessions died with the relay, and their consent checks keep
+    // succeeding against the new relay (same ICE credentials). These participants
+    // stamp no transport-wide sequence numbers, so nothing tells them (the conference
+    // test has the library notice and reconnect): a new participant from the SAME
+    // answer (credentials, candidate, fingerprint).
     drop((pa, pb));
     let (mut pa, mut pb) = connect_both(
         [(&ca, &aa), (&cb, &ab)],

@@ -150,6 +150,7 @@ fn drain(inner: &Inner, st: &mut super::State, hash: Option<[u8; 32]>) {
             Event::Connected { .. } => {
                 inner.emit(ConferenceEvent::Connected { at: Instant::now() })
             }
+            Event::Reconnecting => inner.emit(ConferenceEvent::Reconnecting { at: Instant::now() }),
             Event::Failed(reason) => inner.emit(ConferenceEvent::Ended {
                 reason: format!("media: {reason}"),
             }),

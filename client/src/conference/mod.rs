@@ -321,10 +321,22 @@ pub enum ConferenceEvent {
         /// The speaker.
         member: MemberId,
     },
-    /// DTLS with the relay completed: media flows.
+    /// DTLS with the relay completed: media flows. Again after [`Reconnecting`].
+    ///
+    /// [`Reconnecting`]: ConferenceEvent::Reconnecting
     Connected {
         /// When the handshake completed (the event may be taken much later: it is often
         /// reported while [`Conference::join`] is still publishing our keys).
+        at: Instant,
+    },
+    /// The relay lost our session (it restarted: it answers our consent checks, but
+    /// has said nothing about our media for [`crate::RELAY_SILENCE`]); ICE and DTLS
+    /// start again with the same answer. [`Connected`] follows, or [`Ended`].
+    ///
+    /// [`Connected`]: ConferenceEvent::Connected
+    /// [`Ended`]: ConferenceEvent::Ended
+    Reconnecting {
+        /// When the participant library decided it.
         at: Instant,
     },
     /// A decrypted media packet.

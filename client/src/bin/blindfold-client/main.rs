@@ -425,6 +425,11 @@ fn handle(conf: &Conference, tally: &mut Tally, ev: ConferenceEvent) -> Option<S
                 one_line(reason)
             );
         }
+        ConferenceEvent::Reconnecting { .. } => {
+            eprintln!(
+                "blindfold-client: the relay lost our session (restarted?); connecting again"
+            );
+        }
         ConferenceEvent::MemberLeft { member } => {
             eprintln!(
                 "blindfold-client: {} ({}) left; rekeying",
