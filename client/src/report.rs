@@ -52,6 +52,10 @@ pub struct Report {
     /// The user id of the last active speaker the SFU named, if any.
     #[serde(default)]
     pub last_speaker: Option<String>,
+    /// Times the relay lost our session (it restarted) and we connected again
+    /// (absent from reports of older versions: none).
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 /// How often the SFU named one member's device the active speaker.
@@ -519,6 +523,7 @@ mod tests {
                 .collect(),
             speakers: Vec::new(),
             last_speaker: None,
+            reconnects: 0,
         }
     }
 
@@ -617,7 +622,7 @@ mod tests {
                 "recordings": [{"user": "@b:l", "device": "DEV1", "ssrc": 11,
                                 "path": "/tmp/1.opus", "packets": 990}],
                 "speakers": [{"user": "@b:l", "device": "DEV1", "turns": 2}],
-                "last_speaker": "@b:l"
+                "last_speaker": "@b:l", "reconnects": 0
             })
         );
         assert_eq!(r.speakers_line(), "2 times (@b:l 2), last @b:l");
@@ -625,6 +630,8 @@ mod tests {
         let mut old = value.clone();
         old.as_object_mut().unwrap().remove("speakers");
         old.as_object_mut().unwrap().remove("last_speaker");
+        // ... and one from before reconnects were counted, as one with none.
+        old.as_object_mut().unwrap().remove("reconnects");
         // And one from before layer resumes were told from loss, as one without any.
         let stream = old["senders"][0]["streams"][0].as_object_mut().unwrap();
         stream.remove("resumes");

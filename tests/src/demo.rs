@@ -34,10 +34,14 @@ pub const CONF_ID: &str = "demo";
 pub const NAMES: [&str; 3] = ["alice", "bob", "carol"];
 /// How long participants run unless `--duration` says otherwise.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(20);
+/// What `--restart-relay` must leave of `--duration`: the participants notice the
+/// restart about 5 s after it, and then media flows again.
+pub const RECONNECT_ALLOWANCE: Duration = Duration::from_secs(10);
 
 /// `blindfold-demo --help`.
 pub const USAGE: &str = "\
 usage: blindfold-demo [--dry-run] [--duration SECS] [--client PATH] [--out DIR] [--clip FILE]
+                      [--restart-relay SECS]
 
 Runs a local Blindfold conference: Synapse, relay, signaling, three participants
 (blindfold-client) in an end-to-end encrypted room, one of them sending a spoken Opus
@@ -50,6 +54,9 @@ full-resolution stream with no decrypt failure.
   --out DIR        where reports, recordings and logs go (default: a new directory
                    under the temporary directory); kept after the demo
   --clip FILE      the Ogg Opus clip to send (default: made with scripts/make-demo-audio)
+  --restart-relay SECS
+                   SECS after all three are connected, kill the relay (kill -9) and
+                   start it again; then each must also connect to it again by itself
 ";
 
 /// The demo's options.
@@ -65,6 +72,8 @@ pub struct Args {
     pub out: Option<PathBuf>,
     /// The clip to send; `None`: made by `scripts/make-demo-audio`.
     pub clip: Option<PathBuf>,
+    /// Kill the relay and start it again this long after all participants connected.
+    pub restart_relay: Option<Duration>,
 }
 
 /// What the command line asked for.
@@ -84,6 +93,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
         client: None,
         out: None,
         clip: None,
+        restart_relay: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -109,8 +119,28 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--client" => out.client = Some(value("--client")?.into()),
             "--out" => out.out = Some(value("--out")?.into()),
             "--clip" => out.clip = Some(value("--clip")?.into()),
+            "--restart-relay" => {
+                let v = value("--restart-relay")?;
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .ok_or_else(|| format!("--restart-relay {v}: a whole number of seconds"))?;
+                out.restart_relay = Some(Duration::from_secs(secs));
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    // The participants need time after the restart to notice (about 5 s) and to show
+    // media again.
+    if let Some(at) = out.restart_relay
+        && at + RECONNECT_ALLOWANCE > out.duration
+    {
+        return Err(format!(
+            "--restart-relay {}: must leave {} s of the {} s --duration after it",
+            at.as_secs(),
+            RECONNECT_ALLOWANCE.as_secs(),
+            out.duration.as_secs()
+        ));
     }
     Ok(Command::Run(out))
 }
@@ -297,7 +327,7 @@ pub struct Outcome {
 /// successfully and wrote a report, the reports pass [`check_reports`] (everyone
 /// decrypted everyone's audio, thumbnail and subscribed full stream, no decrypt
 /// failures, audio recorded), and the recordings pass [`check_recordings`].
-pub fn judge(outcomes: &[Outcome]) -> Vec<String> {
+pub fn judge(outcomes: &[Outcome], relay_restarted: bool) -> Vec<String> {
     let mut problems = Vec::new();
     let mut reports = Vec::new();
     for o in outcomes {
@@ -317,6 +347,9 @@ pub fn judge(outcomes: &[Outcome]) -> Vec<String> {
     }
     problems.extend(check_reports(&reports));
     for r in &reports {
+        if relay_restarted && r.reconnects == 0 {
+            problems.push(format!("{} never connected to the restarted relay", r.user));
+        }
         problems.extend(check_recordings(r));
     }
     problems
@@ -333,6 +366,12 @@ pub fn describe(name: &str, report: &Report) -> Vec<String> {
         format!("  sent: {}", report.sent_line()),
         format!("  active speaker: {}", report.speakers_line()),
     ];
+    if report.reconnects > 0 {
+        lines.push(format!(
+            "  the relay lost its session {} time(s); it connected again",
+            report.reconnects
+        ));
+    }
     let title = "  decrypted:";
     lines.extend(
         render(title, &report.senders)
@@ -462,8 +501,13 @@ mod tests {
                 client: Some("/x/c".into()),
                 out: Some("o".into()),
                 clip: Some("k.opus".into()),
+                restart_relay: None,
             }
         );
+        let Ok(Command::Run(a)) = args(&["--restart-relay", "6"]) else {
+            panic!("--restart-relay")
+        };
+        assert_eq!(a.restart_relay, Some(Duration::from_secs(6)));
         assert_eq!(args(&["--help"]), Ok(Command::Help));
         for (bad, why) in [
             (&["--duration"][..], "--duration needs a value"),
@@ -471,6 +515,12 @@ mod tests {
             (&["--duration", "2s"], "1 to 3600"),
             (&["--client", ""], "--client needs a value"),
             (&["--frobnicate"], "unknown argument \"--frobnicate\""),
+            (&["--restart-relay", "x"], "a whole number of seconds"),
+            (&["--restart-relay", "11"], "must leave 10 s of the 20 s"),
+            (
+                &["--duration", "30", "--restart-relay", "21"],
+                "of the 30 s",
+            ),
         ] {
             let e = args(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
@@ -550,6 +600,7 @@ mod tests {
             recordings: Vec::new(),
             speakers: Vec::new(),
             last_speaker: None,
+            reconnects: 0,
         }
     }
 
@@ -597,10 +648,13 @@ blindfold_active_speaker_changes_total{worker=\"1\"} 6
             report: Ok(r),
         };
         // Audio decrypted must be recorded; these reports record nothing.
-        let problems = judge(&[
-            ok("a", report(1, "@a:l", &[b])),
-            ok("b", report(2, "@b:l", &[a])),
-        ]);
+        let problems = judge(
+            &[
+                ok("a", report(1, "@a:l", &[b])),
+                ok("b", report(2, "@b:l", &[a])),
+            ],
+            false,
+        );
         assert_eq!(
             problems,
             [
@@ -637,7 +691,31 @@ blindfold_active_speaker_changes_total{worker=\"1\"} 6
             assert!(text.contains("sent: audio 100 packets"), "{text}");
             outcomes.push(ok("x", r));
         }
-        assert_eq!(judge(&outcomes), Vec::<String>::new());
+        assert_eq!(judge(&outcomes, false), Vec::<String>::new());
+        // After a relay restart, each must have connected again.
+        assert_eq!(
+            judge(&outcomes, true),
+            [
+                "@a:l never connected to the restarted relay",
+                "@b:l never connected to the restarted relay",
+            ]
+        );
+        if let Ok(r) = &mut outcomes[0].report {
+            r.reconnects = 1;
+            let text = describe("x", r).join("\n");
+            assert!(
+                text.contains("the relay lost its session 1 time(s)"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            judge(&outcomes, true),
+            ["@b:l never connected to the restarted relay"]
+        );
+        if let Ok(r) = &mut outcomes[1].report {
+            r.reconnects = 1;
+        }
+        assert_eq!(judge(&outcomes, true), Vec::<String>::new());
 
         // A participant that failed and wrote nothing fails the run, loudly.
         outcomes.push(Outcome {
@@ -646,14 +724,14 @@ blindfold_active_speaker_changes_total{worker=\"1\"} 6
             report: Err("reading /x/report.json: No such file or directory".into()),
         });
         assert_eq!(
-            judge(&outcomes),
+            judge(&outcomes, false),
             [
                 "carol exited with exit status: 2",
                 "carol wrote no report: reading /x/report.json: No such file or directory",
             ]
         );
         assert_eq!(
-            judge(&outcomes[2..]).last().unwrap(),
+            judge(&outcomes[2..], false).last().unwrap(),
             "only 0 report(s): nothing to judge a conference by"
         );
         std::fs::remove_dir_all(&dir).unwrap();

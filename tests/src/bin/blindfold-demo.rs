@@ -21,12 +21,15 @@ use std::time::{Duration, Instant};
 
 use blindfold_client::ogg::OggOpusReader;
 use blindfold_client::report::Report;
+use blindfold_relay::dtls::DtlsCert;
 use blindfold_tests::demo::{
     Args, CONF_ID, Command, NAMES, Outcome, ParticipantSpec, USAGE, catch_signals,
     create_conference, describe, interrupted, judge, parse_args, relay_summary, wait_joined,
 };
 use blindfold_tests::matrix::MatrixUser;
-use blindfold_tests::process::{Relay, die_with_parent, tie_children_to_spawning_thread};
+use blindfold_tests::process::{
+    Relay, die_with_parent, metric_total, tie_children_to_spawning_thread,
+};
 use blindfold_tests::signaling::Signaling;
 use blindfold_tests::synapse::Synapse;
 
@@ -95,7 +98,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let synapse = Synapse::start();
     not_interrupted()?;
     step("starting blindfold-relay");
-    let relay = Relay::start(1);
+    // Its certificate from files, as in production: a restarted relay proves the
+    // fingerprint the answers carry.
+    let cert = DtlsCert::generate().map_err(|e| format!("a relay certificate: {e}"))?;
+    let mut relay = Relay::start_with_cert(1, &cert);
     not_interrupted()?;
     step("registering the SFU account and starting blindfold-signaling");
     let sfu_password = random_password();
@@ -110,7 +116,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let _logs = Logs {
         out: &out,
         synapse: &synapse,
-        relay: &relay,
+        relay_log: relay.dir.join("relay.log"),
         signaling: &signaling,
     };
 
@@ -202,7 +208,12 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         specs[0].name
     ));
     let mut participants = Participants::spawn(&client, &specs)?;
-    let exits = participants.wait(args.duration + START_ALLOWANCE);
+    let started = Instant::now();
+    if let Some(after) = args.restart_relay {
+        restart_relay_when_connected(&mut relay, specs.len(), after)?;
+    }
+    let exits =
+        participants.wait((args.duration + START_ALLOWANCE).saturating_sub(started.elapsed()));
     drop(participants);
     let exits = exits?;
 
@@ -230,12 +241,15 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         }
         println!();
     }
+    if args.restart_relay.is_some() {
+        println!("(the relay's counts are its second run's, from the restart on)");
+    }
     match relay.try_scrape() {
         Ok(metrics) => relay_summary(&metrics).iter().for_each(|l| println!("{l}")),
         Err(e) => println!("relay: /metrics not read ({e})"),
     }
     println!();
-    let problems = judge(&outcomes);
+    let problems = judge(&outcomes, args.restart_relay.is_some());
     println!("reports, recordings and logs: {}", out.display());
     if problems.is_empty() {
         println!(
@@ -359,19 +373,58 @@ fn tail(path: &Path, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// `after` once `n` participants are connected to `relay`, kills it (kill -9) and
+/// starts it again: signaling gives it the calls back, and each participant must
+/// notice and connect again by itself.
+fn restart_relay_when_connected(
+    relay: &mut Relay,
+    n: usize,
+    after: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + START_ALLOWANCE;
+    let selector = "blindfold_sessions{state=\"connected\"}";
+    loop {
+        not_interrupted()?;
+        let connected = relay
+            .try_scrape()
+            .ok()
+            .and_then(|m| metric_total(&m, selector))
+            .unwrap_or(0);
+        if connected >= n as u64 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "only {connected} of {n} participants connected to the relay"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at = Instant::now() + after;
+    while Instant::now() < at {
+        not_interrupted()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    step("killing the relay (kill -9) and starting it again");
+    relay.restart();
+    Ok(())
+}
+
 /// Copies the servers' logs into the output directory before their guards remove them.
 struct Logs<'a> {
     out: &'a Path,
     synapse: &'a Synapse,
-    relay: &'a Relay,
+    /// The relay's, which a restart appends to.
+    relay_log: PathBuf,
     signaling: &'a Signaling,
 }
 
 impl Drop for Logs<'_> {
     fn drop(&mut self) {
+        let relay = std::fs::read_to_string(&self.relay_log).unwrap_or_default();
         for (name, text) in [
             ("synapse.log", self.synapse.log_tail(1000)),
-            ("relay.log", self.relay.log()),
+            ("relay.log", relay),
             ("signaling.log", self.signaling.log()),
         ] {
             let _ = std::fs::write(self.out.join(name), text);

@@ -363,6 +363,7 @@ async fn run(config: Config) -> ExitCode {
         recordings,
         speakers: tally.speakers.clone(),
         last_speaker: tally.speaker.as_ref().map(|m| m.user_id.clone()),
+        reconnects: tally.reconnects,
     };
     let mut code = ExitCode::SUCCESS;
     if let Some(path) = &config.report
@@ -426,6 +427,7 @@ fn handle(conf: &Conference, tally: &mut Tally, ev: ConferenceEvent) -> Option<S
             );
         }
         ConferenceEvent::Reconnecting { .. } => {
+            tally.reconnects += 1;
             eprintln!(
                 "blindfold-client: the relay lost our session (restarted?); connecting again"
             );

@@ -167,6 +167,8 @@ pub struct Tally {
     pub speakers: Vec<SpeakerTurns>,
     /// The last one it named.
     pub speaker: Option<MemberId>,
+    /// Times the relay lost our session and we connected again.
+    pub reconnects: u64,
 }
 
 fn kind_of(s: &Stream) -> StreamKind {
@@ -205,6 +207,7 @@ impl Tally {
             warnings: Vec::new(),
             speakers: Vec::new(),
             speaker: None,
+            reconnects: 0,
         }
     }
 
