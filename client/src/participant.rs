@@ -236,7 +236,8 @@ pub struct MediaPacket {
     /// keyframe after a gap longer than [`MAX_NACK_GAP`] on video, which is where the
     /// relay resumes a full layer it had stopped sending (with
     /// [`ParticipantConfig::frame_marking`] set). 0 otherwise, the packets of any other
-    /// gap being lost.
+    /// gap being lost, as are those of a gap across a reconnect
+    /// ([`Event::Reconnecting`]).
     pub skipped: u64,
     /// The decrypted RTP packet (header, extensions, payload).
     pub packet: Vec<u8>,
@@ -430,6 +431,10 @@ struct RecvStream {
     /// covers: a layer the relay resumed, which it never sent us. Not expected, so not
     /// reported lost.
     skipped: u64,
+    /// We connected to the relay again since this stream's last packet: the gap
+    /// before its next one is the time the relay had lost us, loss even if it ends at
+    /// a keyframe.
+    reconnected: bool,
     expected_prior: u64,
     received_prior: u64,
     /// LSR (middle 32 bits of the last SR's NTP) and when it arrived.
@@ -768,6 +773,7 @@ impl Participant {
                 max: ext,
                 received: 1,
                 skipped: 0,
+                reconnected: false,
                 expected_prior: 0,
                 received_prior: 0,
                 last_sr: None,
@@ -780,12 +786,13 @@ impl Participant {
         let r = &mut self.recv[at];
         let ext = extend_seq(r.max, wire);
         r.received += 1;
+        let reconnected = std::mem::take(&mut r.reconnected);
         let gap = ext.saturating_sub(r.max).saturating_sub(1);
         let mut skipped = 0;
         if ext > r.max {
             let from = r.max + 1;
             r.max = ext;
-            let resumed = video && keyframe_start && gap > MAX_NACK_GAP;
+            let resumed = video && keyframe_start && gap > MAX_NACK_GAP && !reconnected;
             if resumed {
                 skipped = gap;
                 r.skipped += gap;
@@ -985,7 +992,7 @@ impl Participant {
     /// The relay lost our session: ICE and DTLS again with the same answer (the relay
     /// has our credentials back from signaling). What is end to end stays: our keys,
     /// the senders' keys, our sequence numbers.
-    fn reconnect(&mut self, now: Instant) {
+    pub(crate) fn reconnect(&mut self, now: Instant) {
         self.ice = IceAgent::new(
             self.config.local_ice.clone(),
             self.config.relay_ice.clone(),
@@ -1000,6 +1007,9 @@ impl Participant {
         self.next_report = None;
         self.unanswered = None;
         self.reconnected = true;
+        for r in &mut self.recv {
+            r.reconnected = true;
+        }
         self.events.push_back(Event::Reconnecting);
     }
 

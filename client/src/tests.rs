@@ -1257,6 +1257,42 @@ fn a_resumed_layers_gap_is_not_reported_lost() {
     assert_eq!((block.cumulative_lost, block.fraction_lost), (1, 64));
 }
 
+#[test]
+fn a_gap_across_a_reconnect_is_loss_even_when_it_ends_at_a_keyframe() {
+    let mut t = two();
+    t.b.config.frame_marking = Some(ExtId(2));
+    let first = t.a_sends_marked(0xa0);
+    assert_eq!(t.b_receives(&first).unwrap().skipped, 0);
+    // The relay lost B's session (it restarted): B connects again, to the new relay,
+    // while A's packets go nowhere.
+    t.b.reconnect(t.now);
+    let mut relay = FakeRelay::new(t.b_relay, &t.b.config, t.now);
+    let mut now = t.now;
+    let events = run(
+        &mut t.b,
+        &mut relay,
+        &mut now,
+        t.now + Duration::from_secs(2),
+    );
+    assert!(
+        events.contains(&Event::Reconnecting) && t.b.is_connected(),
+        "{events:?}"
+    );
+    t.now = now;
+    for _ in 0..100 {
+        t.a_sends_marked(0x80);
+    }
+    // The new relay starts B's full layer at a keyframe: what came before it was lost.
+    let again = t.a_sends_marked(0xa0);
+    assert_eq!(t.b_receives(&again).unwrap().skipped, 0);
+    // Later, a layer the relay resumes is told apart again.
+    for _ in 0..100 {
+        t.a_sends_marked(0x80);
+    }
+    let resumed = t.a_sends_marked(0xa0);
+    assert_eq!(t.b_receives(&resumed).unwrap().skipped, 100);
+}
+
 /// Advances `p` timer by timer until it sends an SRTCP packet whose (clear) packet
 /// type is `pt`; returns its length.
 fn next_report(p: &mut Participant, now: &mut Instant, pt: u8) -> usize {
