@@ -35,7 +35,6 @@ const RTCP_BUF: usize = 1200;
 pub const MAX_NACK_GAP: u64 = 32;
 /// SSRCs an inbound SRTCP context tracks (every sender's SRs come through the relay).
 const MAX_SRTCP_STREAMS: usize = 1024;
-/// RTP clock rates used to advance the RTP time in our SRs (Opus, VP8).
 /// With [`ParticipantConfig::transport_cc`]: how long our media may go without any
 /// SRTCP from the relay, while we keep sending and the relay keeps answering our
 /// consent checks, before we take it that the relay lost our session (it restarted)
@@ -47,6 +46,7 @@ pub const RELAY_SILENCE: Duration = Duration::from_secs(5);
 /// its last packets unanswered), and how long after a consent answer that came after
 /// it: the relay was reachable, and heard our media, yet said nothing.
 const SENDING_ON: Duration = Duration::from_secs(1);
+/// RTP clock rates used to advance the RTP time in our SRs (Opus, VP8).
 const AUDIO_CLOCK: u64 = 48_000;
 const VIDEO_CLOCK: u64 = 90_000;
 
@@ -434,7 +434,7 @@ struct RecvStream {
     /// We connected to the relay again since this stream's last packet: the gap
     /// before its next one is the time the relay had lost us, loss even if it ends at
     /// a keyframe.
-    reconnected: bool,
+    gap_spans_reconnect: bool,
     expected_prior: u64,
     received_prior: u64,
     /// LSR (middle 32 bits of the last SR's NTP) and when it arrived.
@@ -500,7 +500,7 @@ pub struct Participant {
     unanswered: Option<(Instant, Instant)>,
     /// We connected again for the relay's silence and have heard no SRTCP since: the
     /// next silence fails us ([`FailReason::RelaySilent`]).
-    reconnected: bool,
+    silent_since_reconnect: bool,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -586,7 +586,7 @@ impl Participant {
             probe: ProbeMeter::default(),
             sent_log,
             unanswered: None,
-            reconnected: false,
+            silent_since_reconnect: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -773,7 +773,7 @@ impl Participant {
                 max: ext,
                 received: 1,
                 skipped: 0,
-                reconnected: false,
+                gap_spans_reconnect: false,
                 expected_prior: 0,
                 received_prior: 0,
                 last_sr: None,
@@ -786,13 +786,13 @@ impl Participant {
         let r = &mut self.recv[at];
         let ext = extend_seq(r.max, wire);
         r.received += 1;
-        let reconnected = std::mem::take(&mut r.reconnected);
+        let across_reconnect = std::mem::take(&mut r.gap_spans_reconnect);
         let gap = ext.saturating_sub(r.max).saturating_sub(1);
         let mut skipped = 0;
         if ext > r.max {
             let from = r.max + 1;
             r.max = ext;
-            let resumed = video && keyframe_start && gap > MAX_NACK_GAP && !reconnected;
+            let resumed = video && keyframe_start && gap > MAX_NACK_GAP && !across_reconnect;
             if resumed {
                 skipped = gap;
                 r.skipped += gap;
@@ -819,7 +819,7 @@ impl Participant {
             .map_err(DropReason::Srtcp)?;
         self.stats.rtcp_in += 1;
         self.unanswered = None;
-        self.reconnected = false;
+        self.silent_since_reconnect = false;
         let plain = buf.get(..n).ok_or(DropReason::Unclassified)?;
         let compound = RtcpCompound::parse(plain).map_err(DropReason::Rtcp)?;
         let own = self.config.ssrcs.all();
@@ -964,7 +964,7 @@ impl Participant {
         }
         self.send_bwe_remb(now, Bwe::poll_remb);
         if self.relay_silence_deadline().is_some_and(|at| now >= at) {
-            if self.reconnected {
+            if self.silent_since_reconnect {
                 self.fail(FailReason::RelaySilent);
                 return;
             }
@@ -1006,9 +1006,9 @@ impl Participant {
         self.srtcp = None;
         self.next_report = None;
         self.unanswered = None;
-        self.reconnected = true;
+        self.silent_since_reconnect = true;
         for r in &mut self.recv {
-            r.reconnected = true;
+            r.gap_spans_reconnect = true;
         }
         self.events.push_back(Event::Reconnecting);
     }
