@@ -47,9 +47,11 @@
 //! ([`keys::Roster`]); refused ones are reported ([`ConferenceEvent::KeysRejected`])
 //! and dropped. When a member leaves `R` or hangs up, or the SFU says in the DM that a
 //! member's call ended ([`MEMBER_ENDED_EVENT`]: its client died or lost its link), the
-//! conference rekeys ([`keys::LocalKeys`]): the next MKI index is published at once, used 2 s later,
-//! dropped 10 s after that. matrix-sdk itself rotates `R`'s megolm session when a member
-//! it shared the session with has left (so the leaver cannot read the new key event).
+//! conference rekeys ([`keys::LocalKeys`]): the next MKI index is published at once,
+//! used 2 s later, dropped 10 s after that. matrix-sdk itself rotates `R`'s megolm
+//! session when a member it shared the session with has left (so the leaver cannot
+//! read the new key event). When the relay restarts, the participant library connects
+//! to it again by itself ([`ConferenceEvent::Reconnecting`]).
 
 // The IO shell around the sans-IO participant: it reads the clock (and hands `now` to
 // the participant and the key schedule).
