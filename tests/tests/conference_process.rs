@@ -1230,10 +1230,11 @@ fn a_homeserver_crash_cuts_no_media_and_a_member_calls_in_after_its_restart() {
         let restarted = Instant::now();
         let mut c = join("carol", &users[2], &room, epoch).await;
         // Signaling retries its sync at least every 4 s: the answer does not wait for
-        // a retry scheduled while the homeserver was down.
+        // a retry scheduled while the homeserver was down (with a 30 s cap it came
+        // 14.9 s after the restart; her own join takes 1–3 s of the 12 allowed).
         let answered = c.conf.answered_at() - restarted;
         eprintln!("carol answered {answered:?} after the homeserver's restart");
-        assert!(answered <= Duration::from_secs(10), "carol answered {answered:?} after the restart");
+        assert!(answered <= Duration::from_secs(12), "carol answered {answered:?} after the restart");
         assert!(s.signaling.metric("blindfold_signaling_sync_errors_total").unwrap_or(0.0) >= 3.0);
         run_until(
             &mut [&mut a, &mut b, &mut c],
