@@ -10,7 +10,8 @@
 //! and Ctrl-C (SIGINT) in the middle of a call ends the process with status 0 within
 //! 5 s, its report says what it decrypted, and the call is hung up as the others see
 //! it: the `m.call.hangup` on the homeserver, the relay session gone, signaling's
-//! hang-up counter, the other member told (it rekeys).
+//! hang-up counter, the other member told (it rekeys). And a relay killed and started
+//! again mid-call: each client connects to it again by itself.
 
 // Real processes and deadlines: the test reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -22,9 +23,10 @@ use std::time::{Duration, Instant};
 use blindfold_client::ogg::{OggOpusReader, OpusPacket};
 use blindfold_client::report::{Report, check_recordings, check_reports};
 use blindfold_client::table::StreamKind;
+use blindfold_relay::dtls::DtlsCert;
 use blindfold_tests::matrix::{MatrixUser, escape};
-use blindfold_tests::process::binary;
-use blindfold_tests::signaling::{CONF, conference_room, sfu, wait_joined};
+use blindfold_tests::process::{Relay, binary};
+use blindfold_tests::signaling::{CONF, conference_room, sfu, sfu_on, wait_joined};
 use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
 use serde_json::{Value, json};
 
@@ -540,4 +542,79 @@ fn ctrl_c_writes_the_report_and_hangs_up_within_the_documented_bound() {
         .wait_until(Duration::from_secs(5), "bob's relay session to go", || {
             sessions() == 0
         });
+}
+
+/// The relay is killed and started again mid-call (its certificate from files, as in
+/// production): each client notices that the relay no longer answers its media,
+/// connects again by itself, says so, counts it in its report, and goes on decrypting
+/// the other.
+#[test]
+fn each_client_connects_again_to_a_restarted_relay() {
+    let synapse = Synapse::shared();
+    let cert = DtlsCert::generate().expect("relay certificate");
+    let mut sfu = sfu_on(synapse, Relay::start_with_cert(1, &cert), "");
+    let users: Vec<MatrixUser> = ["alice", "bob"]
+        .iter()
+        .map(|n| synapse.new_user(n))
+        .collect();
+    let room = conference_room(&users[0], &[&users[1]], &sfu.user_id, CONF);
+    let duration = 20;
+    let mut clients: Vec<Client> = ["alice", "bob"]
+        .iter()
+        .zip(&users)
+        .map(|(name, u)| Client::start_for(name, u, &room, None, Some(duration)))
+        .collect();
+    sfu.relay
+        .wait_until(ALLOWANCE, "both clients connected", || {
+            sfu.relay.metric("blindfold_sessions{state=\"connected\"}") == 2
+        });
+    std::thread::sleep(Duration::from_secs(2));
+    sfu.relay.restart();
+    let deadline = Instant::now() + Duration::from_secs(duration) + ALLOWANCE;
+    for c in &mut clients {
+        let st = c.wait(deadline);
+        assert!(
+            st.success(),
+            "{} exited with {st}; its log:\n{}",
+            c.name,
+            c.log()
+        );
+        assert!(
+            c.log().contains("connecting again"),
+            "{}'s log:\n{}",
+            c.name,
+            c.log()
+        );
+    }
+    let reports: Vec<Report> = clients.iter().map(Client::report).collect();
+    let problems = check_reports(&reports);
+    assert!(problems.is_empty(), "{problems:#?}");
+    for (rx, tx) in [(&reports[0], &reports[1]), (&reports[1], &reports[0])] {
+        assert_eq!(rx.reconnects, 1, "{}", rx.user);
+        // Its audio before the restart and after the reconnect: without the reconnect,
+        // only the 2 s before the restart's of the 20.
+        let sent = tx
+            .sent
+            .iter()
+            .find(|s| s.kind == StreamKind::Audio)
+            .expect("audio sent");
+        let got: u64 = rx
+            .senders
+            .iter()
+            .filter(|s| s.user == tx.user)
+            .flat_map(|s| &s.streams)
+            .filter(|s| s.kind == StreamKind::Audio)
+            .map(|s| s.packets)
+            .sum();
+        eprintln!(
+            "{} decrypted {got} of {}'s {} audio packets",
+            rx.user, tx.user, sent.packets
+        );
+        assert!(
+            got * 10 >= sent.packets * 4,
+            "{} decrypted {got} of {}",
+            rx.user,
+            sent.packets
+        );
+    }
 }
