@@ -281,3 +281,32 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Mutex<Metrics>>) -> std::io::R
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's list of signaling metrics (its "Metrics (`blindfold_signaling_…`)"
+    /// paragraph) names every one exported, and nothing exported goes unnamed.
+    #[test]
+    fn every_metric_is_listed_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("Metrics (`blindfold_signaling_…`)")
+            .expect("the README's signaling metrics paragraph");
+        let para = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+        let text = Metrics::default().render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE blindfold_signaling_"))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(names.len() >= 15, "{names:?}");
+        for name in names {
+            assert!(
+                para.contains(&format!("`{name}`")) || para.contains(&format!("`{name}{{")),
+                "{name} is not in the README's list:\n{para}"
+            );
+        }
+    }
+}
