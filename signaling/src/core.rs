@@ -483,10 +483,25 @@ impl Core {
     /// The relay (re)connected and announced itself. Whether a session is connected is
     /// the relay's to say again: after the snapshot it reports every connected session
     /// (a relay that restarted has none).
-    pub fn set_relay_info(&mut self, info: RelayInfo) {
+    ///
+    /// A relay that came back with another certificate (it generates one at each start
+    /// unless given `cert`/`key`) or other addresses than the answers carry cannot be
+    /// reached with them: every call ends at once with `relay_unavailable`, so that its
+    /// caller calls again rather than finding out from a failed handshake. Calls
+    /// answered before this run of signaling are checked against nothing (the answers
+    /// are not stored).
+    pub fn set_relay_info(&mut self, info: RelayInfo, now_ms: u64) {
+        let changed = self.relay.as_ref().is_some_and(|old| *old != info);
         self.relay = Some(info);
         for call in self.calls.values_mut() {
             call.connected = false;
+        }
+        if changed {
+            let mut ids: Vec<SessionId> = self.calls.keys().cloned().collect();
+            ids.sort();
+            for id in ids {
+                self.end_call(&id, Code::RelayUnavailable, now_ms);
+            }
         }
     }
 
@@ -1114,11 +1129,12 @@ impl Core {
         let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
         *self.stats.ended.entry(code.as_str()).or_insert(0) += 1;
         self.hangup(&room, &call_id, code);
-        // When the whole conference ends, every call hears it; a replaced call's
-        // member tells the others itself, with its new call's key event.
+        // When the whole conference ends, or the relay it ran on changed, every call
+        // hears it; a replaced call's member tells the others itself, with its new
+        // call's key event.
         let tell = !matches!(
             code,
-            Code::ConferenceTerminated | Code::WrongSfu | Code::Replaced
+            Code::ConferenceTerminated | Code::WrongSfu | Code::Replaced | Code::RelayUnavailable
         );
         self.remove_call(id, now_ms, true, tell.then_some(code.as_str()));
     }

@@ -537,7 +537,7 @@ impl Service {
         match ev {
             LinkEvent::Connected(info) => {
                 tracing::info!(candidates = ?info.candidates, "relay connected; sending the snapshot");
-                self.core.set_relay_info(info);
+                self.core.set_relay_info(info, now_ms());
                 let snapshot = self.core.snapshot(now_ms());
                 let sessions = snapshot.sessions.len();
                 match self.link.snapshot(snapshot).await {

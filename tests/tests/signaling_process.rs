@@ -551,6 +551,36 @@ fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
 }
 
 #[test]
+fn a_relay_back_with_another_certificate_hangs_up_every_call() {
+    // No cert/key: the relay generates a certificate at each start, so the restarted one
+    // proves another fingerprint than the answers carry, and nobody could finish DTLS.
+    let mut s = sfu();
+    let TwoCalls {
+        mut bob, bob_dm, ..
+    } = two_calls_with_media(&s, 13);
+    s.relay.restart();
+    let restarted = Instant::now();
+    let hangup = wait_reply_type(&mut bob, &bob_dm, "b", "m.call.hangup");
+    eprintln!(
+        "bob's hangup {:?} after the relay's restart",
+        restarted.elapsed()
+    );
+    assert_eq!(
+        hangup["org.matrix.msc2359.reason"], "relay_unavailable",
+        "{hangup}"
+    );
+    assert_eq!(hangup["reason"], "unknown_error", "{hangup}");
+    // Neither call is given back to the new relay.
+    s.relay
+        .wait_until(WAIT, "no sessions", || relay_sessions(&s.relay) == 0);
+    assert_eq!(
+        s.signaling
+            .metric("blindfold_signaling_calls_ended_total{reason=\"relay_unavailable\"}"),
+        Some(2.0)
+    );
+}
+
+#[test]
 fn an_sfu_account_with_encryption_keys_refuses_to_start() {
     let synapse = Synapse::shared();
     let local = unique_localpart("sfu");

@@ -39,10 +39,13 @@ fn serving_core() -> Core {
         b.fill(n)
     });
     let mut core = Core::new(CoreConfig::new(SFU, "SFUDEV"), rng);
-    core.set_relay_info(RelayInfo {
-        dtls_fingerprint: blindfold_relay::control::Fingerprint([7; 32]),
-        candidates: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 10_000))],
-    });
+    core.set_relay_info(
+        RelayInfo {
+            dtls_fingerprint: blindfold_relay::control::Fingerprint([7; 32]),
+            candidates: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 10_000))],
+        },
+        T0,
+    );
     let setup: SyncResponse = serde_json::from_value(seed_batch()).expect("seed batch reads");
     core.handle_sync(&setup, T0, false);
     while core.poll_action().is_some() {}
@@ -125,10 +128,13 @@ mod tests {
             CoreConfig::new(SFU, "SFUDEV"),
             Box::new(|b: &mut [u8]| b.fill(3)),
         );
-        core.set_relay_info(RelayInfo {
-            dtls_fingerprint: blindfold_relay::control::Fingerprint([7; 32]),
-            candidates: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 10_000))],
-        });
+        core.set_relay_info(
+            RelayInfo {
+                dtls_fingerprint: blindfold_relay::control::Fingerprint([7; 32]),
+                candidates: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 10_000))],
+            },
+            T0,
+        );
         let batch: SyncResponse = serde_json::from_value(seed_batch()).unwrap();
         core.handle_sync(&batch, T0, false);
         assert_eq!(core.calls().count(), 1);

@@ -102,7 +102,7 @@ fn setup(members: &[&str]) -> Core {
         n = n.wrapping_add(1);
         b.fill(n)
     });
-    core.set_relay_info(relay_info());
+    core.set_relay_info(relay_info(), T0);
     let mut state: Vec<Value> = members.iter().map(|m| member(m, "join")).collect();
     state.push(member(SFU, "join"));
     state.push(conference("conf", json!({"sfu": SFU})));
@@ -1026,7 +1026,7 @@ fn a_relay_reconnect_forgets_who_was_connected_until_the_relay_says_again() {
         T0,
     );
     assert!(core.calls().all(|c| c.connected));
-    core.set_relay_info(relay_info());
+    core.set_relay_info(relay_info(), T0);
     assert!(core.calls().all(|c| !c.connected));
     core.handle_relay(
         &NotificationBody::SessionConnected {
@@ -1036,6 +1036,38 @@ fn a_relay_reconnect_forgets_who_was_connected_until_the_relay_says_again() {
         T0,
     );
     assert!(core.calls().all(|c| c.connected));
+}
+
+#[test]
+fn a_relay_back_with_another_certificate_or_address_ends_every_call() {
+    let mut core = setup(&[ALICE, BOB]);
+    call_in(&mut core, ALICE, "a", 100);
+    call_in(&mut core, BOB, "b", 200);
+    // The same relay again (a restart with its cert and key): the calls stay, for the
+    // snapshot to give back.
+    core.set_relay_info(relay_info(), T0);
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.calls().count(), 2);
+    // Another certificate: nobody can finish DTLS with the answers they hold.
+    let mut other = relay_info();
+    other.dtls_fingerprint = "01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF"
+        .parse()
+        .unwrap();
+    core.set_relay_info(other.clone(), T0);
+    let actions = drain(&mut core);
+    assert_eq!(
+        hangups(&actions),
+        ["relay_unavailable", "relay_unavailable"]
+    );
+    assert!(member_ended(&actions).is_empty(), "{actions:?}");
+    assert_eq!(core.calls().count(), 0);
+    assert!(core.snapshot(T0).sessions.is_empty());
+    // Another address: the same.
+    call_in(&mut core, ALICE, "a2", 300);
+    other.candidates = vec!["203.0.113.8:10000".parse().unwrap()];
+    core.set_relay_info(other, T0);
+    assert_eq!(hangups(&drain(&mut core)), ["relay_unavailable"]);
+    assert_eq!(core.calls().count(), 0);
 }
 
 #[test]
