@@ -30,10 +30,11 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 
 use blindfold_relay::control::{
-    ConfId, ConferenceSpec, EndReason, FullSet, Generation, NotificationBody, RelayInfo,
-    RequestBody, SessionId, SessionSpec, Snapshot, SubscriptionSpec,
+    ConfId, ConferenceSpec, EndReason, Fingerprint, FullSet, Generation, NotificationBody,
+    RelayInfo, RequestBody, SessionId, SessionSpec, Snapshot, SubscriptionSpec,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -246,10 +247,38 @@ pub struct Call {
     pub full: FullSet,
     /// When the answer was sent (ms since the Unix epoch).
     pub answered_ms: u64,
+    /// The relay the answer named; `None` in calls stored by versions that did not
+    /// keep it. A relay back with another certificate or addresses cannot serve the
+    /// call.
+    #[serde(default)]
+    pub answered_relay: Option<AnsweredRelay>,
     /// Whether the relay reported the session connected (not persisted meaningfully:
     /// after a restart the relay re-announces connected sessions).
     #[serde(default)]
     pub connected: bool,
+}
+
+/// The relay as an answer names it: its certificate's fingerprint and its candidates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnsweredRelay {
+    /// `a=fingerprint:sha-256`.
+    pub fingerprint: Fingerprint,
+    /// The host candidates.
+    pub candidates: Vec<SocketAddr>,
+}
+
+impl AnsweredRelay {
+    fn of(info: &RelayInfo) -> Self {
+        AnsweredRelay {
+            fingerprint: info.dtls_fingerprint,
+            candidates: info.candidates.clone(),
+        }
+    }
+
+    /// Whether a participant holding this answer can reach the relay `info` describes.
+    fn reaches(&self, info: &RelayInfo) -> bool {
+        self.fingerprint == info.dtls_fingerprint && self.candidates == info.candidates
+    }
 }
 
 /// What the service must do, in order.
@@ -485,23 +514,25 @@ impl Core {
     /// (a relay that restarted has none).
     ///
     /// A relay that came back with another certificate (it generates one at each start
-    /// unless given `cert`/`key`) or other addresses than the answers carry cannot be
-    /// reached with them: every call ends at once with `relay_unavailable`, so that its
-    /// caller calls again rather than finding out from a failed handshake. Calls
-    /// answered before this run of signaling are checked against nothing (the answers
-    /// are not stored).
+    /// unless given `cert`/`key`) or other addresses than a call's answer carries
+    /// cannot be reached with that answer: such calls end at once with
+    /// `relay_unavailable`, so that their callers call again rather than finding out
+    /// from a failed handshake (calls stored by versions that did not keep the answer's
+    /// relay are not checked).
     pub fn set_relay_info(&mut self, info: RelayInfo, now_ms: u64) {
-        let changed = self.relay.as_ref().is_some_and(|old| *old != info);
+        let mut unreachable: Vec<SessionId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.answered_relay.as_ref().is_some_and(|a| !a.reaches(&info)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        unreachable.sort();
         self.relay = Some(info);
         for call in self.calls.values_mut() {
             call.connected = false;
         }
-        if changed {
-            let mut ids: Vec<SessionId> = self.calls.keys().cloned().collect();
-            ids.sort();
-            for id in ids {
-                self.end_call(&id, Code::RelayUnavailable, now_ms);
-            }
+        for id in unreachable {
+            self.end_call(&id, Code::RelayUnavailable, now_ms);
         }
     }
 
@@ -1038,6 +1069,7 @@ impl Core {
             conf_id: inv.conf_id.clone(),
             full: FullSet::Ssrcs(Vec::new()),
             answered_ms: now_ms,
+            answered_relay: Some(AnsweredRelay::of(&relay)),
             connected: false,
         };
         self.by_call

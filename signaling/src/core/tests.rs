@@ -1064,10 +1064,27 @@ fn a_relay_back_with_another_certificate_or_address_ends_every_call() {
     assert!(core.snapshot(T0).sessions.is_empty());
     // Another address: the same.
     call_in(&mut core, ALICE, "a2", 300);
+    let stored: Vec<Call> = core.calls().cloned().collect();
     other.candidates = vec!["203.0.113.8:10000".parse().unwrap()];
-    core.set_relay_info(other, T0);
+    core.set_relay_info(other.clone(), T0);
     assert_eq!(hangups(&drain(&mut core)), ["relay_unavailable"]);
     assert_eq!(core.calls().count(), 0);
+    // Calls a restarted signaling restores carry the relay their answer named; those
+    // stored by older versions, which did not keep it, are left to the relay's ICE
+    // timeout.
+    let mut older = stored[0].clone();
+    older.answered_relay = None;
+    older.spec.session_id = SessionId::new("s-older").unwrap();
+    older.call_id = "older".into();
+    let mut restarted = Core::new(
+        CoreConfig::new(SFU, "SFUDEV"),
+        Box::new(|b: &mut [u8]| b.fill(9)),
+    );
+    restarted.restore(stored.into_iter().chain([older]));
+    restarted.set_relay_info(other, T0);
+    assert_eq!(hangups(&drain(&mut restarted)), ["relay_unavailable"]);
+    let left: Vec<&str> = restarted.calls().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(left, ["older"]);
 }
 
 #[test]
