@@ -352,12 +352,7 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
             &st.sfu.relay,
             Duration::from_secs(20),
             "everyone decrypts everyone's three streams",
-            |p| {
-                p.iter().all(|rx| {
-                    let senders: Vec<&Peer> = p.iter().filter(|s| s.name != rx.name).map(|s| &**s).collect();
-                    has_all_streams(rx, &senders, 20)
-                })
-            },
+            |p| everyone_has_all_streams(p, 20),
         )
         .await;
         run_for(&mut [&mut a, &mut b, &mut c], Duration::from_millis(500)).await;
@@ -577,16 +572,7 @@ fn a_member_whose_client_dies_is_forgotten_and_rekeyed_out_by_the_others() {
             &s.relay,
             Duration::from_secs(20),
             "everyone decrypts everyone",
-            |p| {
-                p.iter().all(|rx| {
-                    let senders: Vec<&Peer> = p
-                        .iter()
-                        .filter(|s| s.name != rx.name)
-                        .map(|s| &**s)
-                        .collect();
-                    has_all_streams(rx, &senders, 20)
-                })
-            },
+            |p| everyone_has_all_streams(p, 20),
         )
         .await;
         let bob = MemberId {
@@ -686,7 +672,7 @@ fn after_a_relay_restart_the_members_connect_again_by_themselves() {
             &s.relay,
             Duration::from_secs(20),
             "alice and bob decrypt each other",
-            |p| has_all_streams(p[0], &[p[1]], 20) && has_all_streams(p[1], &[p[0]], 20),
+            |p| everyone_has_all_streams(p, 20),
         )
         .await;
 
@@ -746,6 +732,18 @@ fn has_all_streams(rx: &Peer, senders: &[&Peer], n: usize) -> bool {
     })
 }
 
+/// Every one of `peers` decrypted at least `n` packets of each stream of every other.
+fn everyone_has_all_streams(peers: &[&mut Peer], n: usize) -> bool {
+    peers.iter().all(|rx| {
+        let senders: Vec<&Peer> = peers
+            .iter()
+            .filter(|s| s.name != rx.name)
+            .map(|s| &**s)
+            .collect();
+        has_all_streams(rx, &senders, n)
+    })
+}
+
 #[test]
 fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored() {
     let st = setup(3);
@@ -761,7 +759,7 @@ fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored()
             &st.sfu.relay,
             Duration::from_secs(20),
             "alice and bob decrypt each other",
-            |p| has_all_streams(p[0], &[p[1]], 1) && has_all_streams(p[1], &[p[0]], 1),
+            |p| everyone_has_all_streams(p, 1),
         )
         .await;
 
@@ -775,11 +773,7 @@ fn a_late_joiner_decrypts_everyone_within_2s_and_forged_key_events_are_ignored()
             &st.sfu.relay,
             Duration::from_secs(10),
             "dave and the others decrypt each other",
-            |p| {
-                has_all_streams(p[2], &[p[0], p[1]], 1)
-                    && has_all_streams(p[0], &[p[2]], 1)
-                    && has_all_streams(p[1], &[p[2]], 1)
-            },
+            |p| everyone_has_all_streams(p, 1),
         )
         .await;
         for s in [&a, &b] {
@@ -1197,7 +1191,7 @@ fn a_homeserver_crash_cuts_no_media_and_a_member_calls_in_after_its_restart() {
             &s.relay,
             Duration::from_secs(20),
             "alice and bob decrypt each other",
-            |p| has_all_streams(p[0], &[p[1]], 20) && has_all_streams(p[1], &[p[0]], 20),
+            |p| everyone_has_all_streams(p, 20),
         )
         .await;
 
@@ -1241,11 +1235,7 @@ fn a_homeserver_crash_cuts_no_media_and_a_member_calls_in_after_its_restart() {
             &s.relay,
             Duration::from_secs(20),
             "carol and the others decrypt each other",
-            |p| {
-                has_all_streams(p[2], &[p[0], p[1]], 20)
-                    && has_all_streams(p[0], &[p[2]], 20)
-                    && has_all_streams(p[1], &[p[2]], 20)
-            },
+            |p| everyone_has_all_streams(p, 20),
         )
         .await;
         for (rx, senders) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
@@ -1288,16 +1278,7 @@ fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
             &st.sfu.relay,
             Duration::from_secs(20),
             "everyone decrypts everyone's three streams",
-            |p| {
-                p.iter().all(|rx| {
-                    let senders: Vec<&Peer> = p
-                        .iter()
-                        .filter(|s| s.name != rx.name)
-                        .map(|s| &**s)
-                        .collect();
-                    has_all_streams(rx, &senders, 20)
-                })
-            },
+            |p| everyone_has_all_streams(p, 20),
         )
         .await;
         assert_eq!(a.conf.relay(), relay.udp);
