@@ -179,6 +179,25 @@ impl Drop for Client {
     }
 }
 
+/// Waits (up to `duration_s` plus [`ALLOWANCE`]) for every client to exit 0, and
+/// returns their reports, which must pass [`check_reports`].
+fn finish_all(clients: &mut [Client], duration_s: u64) -> Vec<Report> {
+    let deadline = Instant::now() + Duration::from_secs(duration_s) + ALLOWANCE;
+    for c in clients.iter_mut() {
+        let st = c.wait(deadline);
+        assert!(
+            st.success(),
+            "{} exited with {st}; its log:\n{}",
+            c.name,
+            c.log()
+        );
+    }
+    let reports: Vec<Report> = clients.iter().map(Client::report).collect();
+    let problems = check_reports(&reports);
+    assert!(problems.is_empty(), "{problems:#?}");
+    reports
+}
+
 fn packets(path: &Path) -> Vec<OpusPacket> {
     OggOpusReader::open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -227,19 +246,7 @@ fn three_clients_decrypt_each_other_and_record_the_opus_file() {
         .enumerate()
         .map(|(i, (name, u))| Client::start(name, u, &room, (i == 0).then_some(clip.as_path())))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(DURATION_S) + ALLOWANCE;
-    for c in &mut clients {
-        let st = c.wait(deadline);
-        assert!(
-            st.success(),
-            "{} exited with {st}; its log:\n{}",
-            c.name,
-            c.log()
-        );
-    }
-    let reports: Vec<Report> = clients.iter().map(Client::report).collect();
-    let problems = check_reports(&reports);
-    assert!(problems.is_empty(), "{problems:#?}");
+    let reports = finish_all(&mut clients, DURATION_S);
     for r in &reports {
         let problems = check_recordings(r);
         assert!(problems.is_empty(), "{problems:#?}");
@@ -570,15 +577,8 @@ fn each_client_connects_again_to_a_restarted_relay() {
         });
     std::thread::sleep(Duration::from_secs(2));
     sfu.relay.restart();
-    let deadline = Instant::now() + Duration::from_secs(duration) + ALLOWANCE;
-    for c in &mut clients {
-        let st = c.wait(deadline);
-        assert!(
-            st.success(),
-            "{} exited with {st}; its log:\n{}",
-            c.name,
-            c.log()
-        );
+    let reports = finish_all(&mut clients, duration);
+    for c in &clients {
         assert!(
             c.log().contains("connecting again"),
             "{}'s log:\n{}",
@@ -586,9 +586,6 @@ fn each_client_connects_again_to_a_restarted_relay() {
             c.log()
         );
     }
-    let reports: Vec<Report> = clients.iter().map(Client::report).collect();
-    let problems = check_reports(&reports);
-    assert!(problems.is_empty(), "{problems:#?}");
     for (rx, tx) in [(&reports[0], &reports[1]), (&reports[1], &reports[0])] {
         assert_eq!(rx.reconnects, 1, "{}", rx.user);
         // Its audio before the restart and after the reconnect: without the reconnect,
