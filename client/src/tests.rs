@@ -194,6 +194,20 @@ impl FakeRelay {
     }
 }
 
+/// The relay side's SRTCP context of a DTLS association with `keys`, reading what
+/// the participant sends (`client_master`).
+fn relay_srtcp_in(keys: &SrtpKeyMaterial) -> SrtpContext {
+    let profile = srtp_profile(keys.profile).unwrap();
+    SrtpContext::new(profile, keys.client_master.key_salt(), None).unwrap()
+}
+
+/// The relay side's SRTCP context protecting what goes to the participant
+/// (`server_master`).
+fn relay_srtcp_out(keys: &SrtpKeyMaterial) -> SrtpContext {
+    let profile = srtp_profile(keys.profile).unwrap();
+    SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap()
+}
+
 /// Shuttles datagrams between a participant and its fake relay until both are quiet,
 /// advancing time to the next timer up to `until`. Returns the participant's events.
 fn run(p: &mut Participant, r: &mut FakeRelay, now: &mut Instant, until: Instant) -> Vec<Event> {
@@ -470,11 +484,7 @@ fn relay_silence(how: Silence) -> Vec<(Duration, Event)> {
     let t0 = Instant::now();
     let tcc = ExtId(5);
     let (mut p, mut relay, start) = connected_with(0, 5000, t0, |c| c.transport_cc = Some(tcc));
-    let srtcp_out = |relay: &FakeRelay| {
-        let keys = relay.keys.clone().unwrap();
-        let profile = srtp_profile(keys.profile).unwrap();
-        SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap()
-    };
+    let srtcp_out = |relay: &FakeRelay| relay_srtcp_out(relay.keys.as_ref().unwrap());
     let mut relay_out = Some(srtcp_out(&relay));
     let mut feedback = how.feedback;
     let audio = p.ssrcs().audio;
@@ -622,7 +632,7 @@ fn dtls_connects_and_srtcp_works_both_ways() {
     // Participant → relay: the relay unprotects with client_master.
     p.request_keyframe(now, Ssrc(77)).unwrap();
     let mut d = p.poll_transmit().unwrap().bytes;
-    let mut relay_in = SrtpContext::new(profile, keys.client_master.key_salt(), None).unwrap();
+    let mut relay_in = relay_srtcp_in(&keys);
     let n = relay_in.unprotect_rtcp(&mut d).unwrap();
     let compound = RtcpCompound::parse(&d[..n]).unwrap();
     match compound.packets().next().unwrap().unwrap() {
@@ -634,7 +644,7 @@ fn dtls_connects_and_srtcp_works_both_ways() {
     }
 
     // Relay → participant: protected with server_master.
-    let mut relay_out = SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap();
+    let mut relay_out = relay_srtcp_out(&keys);
     let mut buf = vec![0u8; 256];
     let mut w = CompoundWriter::new(&mut buf);
     w.pli(Ssrc(1), own.full).unwrap();
@@ -678,9 +688,8 @@ fn what_a_relay_packs_into_its_datagrams_costs_the_participant_little() {
     let t0 = Instant::now();
     let (mut p, relay, now) = connected(0, 5000, t0);
     let keys = relay.keys.clone().unwrap();
-    let profile = srtp_profile(keys.profile).unwrap();
     let own = p.ssrcs();
-    let mut relay_out = SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap();
+    let mut relay_out = relay_srtcp_out(&keys);
     let mut send = |p: &mut Participant, compound: &[u8]| {
         let mut buf = compound.to_vec();
         buf.resize(compound.len() + 64, 0);
@@ -1143,13 +1152,7 @@ fn gaps_are_nacked_and_new_video_streams_get_a_pli() {
     assert_eq!(t.b.stats().rtcp_out, rtcp_out + 2);
     // Both are SRTCP (PT in the RTCP range) of the expected sizes: PLI 12 bytes, NACK
     // with one FCI entry 16 bytes, plus index word, GCM tag.
-    let keys = &t.b_keys;
-    let mut relay_in = SrtpContext::new(
-        srtp_profile(keys.profile).unwrap(),
-        keys.client_master.key_salt(),
-        None,
-    )
-    .unwrap();
+    let mut relay_in = relay_srtcp_in(&t.b_keys);
     let seq = |d: &[u8]| {
         blindfold_relay::wire::rtp::RtpHeader::parse(d)
             .unwrap()
@@ -1227,13 +1230,7 @@ fn a_resumed_layers_gap_is_not_reported_lost() {
         .map(|p| t.b_receives(p).unwrap().skipped)
         .into();
     assert_eq!(skipped, [0, 100, 0]);
-    let keys = t.b_keys.clone();
-    let mut relay_in = SrtpContext::new(
-        srtp_profile(keys.profile).unwrap(),
-        keys.client_master.key_salt(),
-        None,
-    )
-    .unwrap();
+    let mut relay_in = relay_srtcp_in(&t.b_keys);
     let block = loop {
         let now = t.b.poll_timeout().unwrap();
         assert!(now < t.now + Duration::from_secs(5), "no receiver report");
@@ -1348,13 +1345,7 @@ fn a_streams_to_b(
 ) -> Vec<SentRemb> {
     let start = t.now;
     let end = start + dur;
-    let keys = t.b_keys.clone();
-    let mut relay_in = SrtpContext::new(
-        srtp_profile(keys.profile).unwrap(),
-        keys.client_master.key_salt(),
-        None,
-    )
-    .unwrap();
+    let mut relay_in = relay_srtcp_in(&t.b_keys);
     let full = t.a.ssrcs().full;
     let payload = vec![0x5au8; bytes];
     let mut link: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
