@@ -173,13 +173,19 @@ fn relay_requests(actions: &[Action]) -> Vec<&RequestBody> {
         .collect()
 }
 
-fn call_in(core: &mut Core, who: &str, call_id: &str, base: u32) -> SessionId {
-    let actions = timeline(
+/// `who` invites the SFU to call `call_id` of conference "conf" (sent at `T0`, an
+/// [`offer`] numbered from `base`) in its DM; what the core does by `now`.
+fn invite_in(core: &mut Core, who: &str, call_id: &str, base: u32, now: u64) -> Vec<Action> {
+    timeline(
         core,
         dm_of(who),
         vec![invite(who, call_id, "conf", &offer(base), T0)],
-        T0 + 10,
-    );
+        now,
+    )
+}
+
+fn call_in(core: &mut Core, who: &str, call_id: &str, base: u32) -> SessionId {
+    let actions = invite_in(core, who, call_id, base, T0 + 10);
     let calls = admitted(&actions);
     assert_eq!(calls.len(), 1, "{actions:?}");
     calls[0].spec.session_id.clone()
@@ -188,12 +194,7 @@ fn call_in(core: &mut Core, who: &str, call_id: &str, base: u32) -> SessionId {
 #[test]
 fn a_member_is_answered_with_the_relays_transport() {
     let mut core = setup(&[ALICE]);
-    let actions = timeline(
-        &mut core,
-        DM,
-        vec![invite(ALICE, "c1", "conf", &offer(100), T0)],
-        T0 + 10,
-    );
+    let actions = invite_in(&mut core, ALICE, "c1", 100, T0 + 10);
     assert!(hangups(&actions).is_empty(), "{actions:?}");
     let Some(Action::Admit { call, answer, .. }) = actions.first() else {
         panic!("{actions:?}")
@@ -330,12 +331,7 @@ fn terminated_and_foreign_conferences_are_refused() {
     ] {
         let mut core = setup(&[ALICE]);
         timeline(&mut core, ROOM, vec![conference("conf", content)], T0);
-        let actions = timeline(
-            &mut core,
-            DM,
-            vec![invite(ALICE, "c", "conf", &offer(1), T0)],
-            T0 + 10,
-        );
+        let actions = invite_in(&mut core, ALICE, "c", 1, T0 + 10);
         assert_eq!(hangups(&actions), [code]);
         assert!(admitted(&actions).is_empty());
     }
@@ -376,25 +372,10 @@ fn an_invite_without_ids_is_dropped_and_one_for_someone_else_ignored() {
 fn a_duplicate_invite_is_answered_once() {
     let mut core = setup(&[ALICE]);
     call_in(&mut core, ALICE, "c1", 100);
-    let again = timeline(
-        &mut core,
-        DM,
-        vec![invite(ALICE, "c1", "conf", &offer(100), T0)],
-        T0 + 20,
-    );
+    let again = invite_in(&mut core, ALICE, "c1", 100, T0 + 20);
     assert!(again.is_empty(), "{again:?}");
-    let refused = timeline(
-        &mut core,
-        BOB_DM,
-        vec![invite(BOB, "c9", "conf", &offer(1), T0)],
-        T0 + 20,
-    );
-    let refused_again = timeline(
-        &mut core,
-        BOB_DM,
-        vec![invite(BOB, "c9", "conf", &offer(1), T0)],
-        T0 + 30,
-    );
+    let refused = invite_in(&mut core, BOB, "c9", 1, T0 + 20);
+    let refused_again = invite_in(&mut core, BOB, "c9", 1, T0 + 30);
     assert_eq!(hangups(&refused), ["not_a_member"]);
     assert!(refused_again.is_empty());
 }
@@ -404,12 +385,7 @@ fn capacity_limits_refuse_with_over_capacity() {
     let mut core = setup(&[ALICE, BOB]);
     core.cfg.limits.max_calls_per_conference = 1;
     call_in(&mut core, ALICE, "a", 100);
-    let actions = timeline(
-        &mut core,
-        BOB_DM,
-        vec![invite(BOB, "b", "conf", &offer(200), T0)],
-        T0 + 10,
-    );
+    let actions = invite_in(&mut core, BOB, "b", 200, T0 + 10);
     assert_eq!(hangups(&actions), ["over_capacity"]);
 
     let mut core = setup(&[ALICE]);
@@ -511,20 +487,10 @@ fn repeats_do_not_use_up_the_rate_and_an_ignored_invite_may_come_again() {
 fn colliding_ssrcs_are_refused_but_the_same_device_replaces_its_call() {
     let mut core = setup(&[ALICE, BOB]);
     let first = call_in(&mut core, ALICE, "a1", 100);
-    let clash = timeline(
-        &mut core,
-        BOB_DM,
-        vec![invite(BOB, "b1", "conf", &offer(101), T0)],
-        T0 + 10,
-    );
+    let clash = invite_in(&mut core, BOB, "b1", 101, T0 + 10);
     assert_eq!(hangups(&clash), ["bad_offer"]);
     // Alice's client restarted: same device, new call, same SSRCs.
-    let actions = timeline(
-        &mut core,
-        DM,
-        vec![invite(ALICE, "a2", "conf", &offer(100), T0)],
-        T0 + 20,
-    );
+    let actions = invite_in(&mut core, ALICE, "a2", 100, T0 + 20);
     assert_eq!(hangups(&actions), ["replaced"]);
     assert!(relay_requests(&actions).iter().any(
         |r| matches!(r, RequestBody::RemoveSession { session_id, .. } if *session_id == first)
@@ -724,12 +690,7 @@ fn a_call_that_ends_is_told_to_the_conferences_other_calls() {
     // A replaced call: bob's new call's key event tells the members. The conference
     // ending: every call gets its hangup, and nobody a notice.
     call_in(&mut core, BOB, "b4", 500);
-    let actions = timeline(
-        &mut core,
-        BOB_DM,
-        vec![invite(BOB, "b5", "conf", &offer(500), T0)],
-        T0 + 10,
-    );
+    let actions = invite_in(&mut core, BOB, "b5", 500, T0 + 10);
     assert_eq!(hangups(&actions), ["replaced"]);
     assert!(member_ended(&actions).is_empty(), "{actions:?}");
     let actions = timeline(
@@ -907,27 +868,14 @@ fn restored_calls_are_in_the_snapshot_and_reconciled_after_the_first_sync() {
         [ALICE]
     );
     // A replayed invite of a restored call is still a duplicate.
-    assert!(
-        timeline(
-            &mut restarted,
-            DM,
-            vec![invite(ALICE, "a", "conf", &offer(100), T0)],
-            T0 + 10
-        )
-        .is_empty()
-    );
+    assert!(invite_in(&mut restarted, ALICE, "a", 100, T0 + 10).is_empty());
 }
 
 #[test]
 fn without_the_relay_calls_are_refused_as_relay_unavailable() {
     let mut core = setup(&[ALICE]);
     core.relay = None;
-    let actions = timeline(
-        &mut core,
-        DM,
-        vec![invite(ALICE, "a", "conf", &offer(100), T0)],
-        T0,
-    );
+    let actions = invite_in(&mut core, ALICE, "a", 100, T0);
     assert_eq!(hangups(&actions), ["relay_unavailable"]);
     // And a relay that refuses the session after the fact.
     let mut core = setup(&[ALICE]);
