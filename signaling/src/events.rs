@@ -96,6 +96,21 @@ fn id_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, BadEv
     }
 }
 
+/// The content as an object.
+fn content_object(content: &Value) -> Result<&Map<String, Value>, BadEvent> {
+    content
+        .as_object()
+        .ok_or_else(|| bad("content is not an object"))
+}
+
+/// The object under `key` (e.g. an active speaker's `speaker`).
+fn object_field<'a>(content: &'a Value, key: &str) -> Result<&'a Map<String, Value>, BadEvent> {
+    content
+        .get(key)
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad(format!("`{key}` must be an object")))
+}
+
 /// The ids every VoIP v1 call event carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallIds {
@@ -108,9 +123,7 @@ pub struct CallIds {
 impl CallIds {
     /// Reads `call_id` and `party_id`. A v1 event without `party_id` is malformed.
     pub fn from_content(content: &Value) -> Result<Self, BadEvent> {
-        let obj = content
-            .as_object()
-            .ok_or_else(|| bad("content is not an object"))?;
+        let obj = content_object(content)?;
         Ok(CallIds {
             call_id: id_field(obj, "call_id")?.to_owned(),
             party_id: id_field(obj, "party_id")?.to_owned(),
@@ -314,10 +327,7 @@ impl ActiveSpeaker {
     /// Reads the content: the call ids and `speaker.user_id`, `speaker.party_id`.
     pub fn from_content(content: &Value) -> Result<Self, BadEvent> {
         let ids = CallIds::from_content(content)?;
-        let speaker = content
-            .get("speaker")
-            .and_then(Value::as_object)
-            .ok_or_else(|| bad("`speaker` must be an object"))?;
+        let speaker = object_field(content, "speaker")?;
         Ok(ActiveSpeaker {
             ids,
             user_id: id_field(speaker, "user_id")?.to_owned(),
@@ -362,13 +372,8 @@ impl MemberEnded {
     /// `member.call_id` and `reason`.
     pub fn from_content(content: &Value) -> Result<Self, BadEvent> {
         let ids = CallIds::from_content(content)?;
-        let member = content
-            .get("member")
-            .and_then(Value::as_object)
-            .ok_or_else(|| bad("`member` must be an object"))?;
-        let obj = content
-            .as_object()
-            .ok_or_else(|| bad("content is not an object"))?;
+        let member = object_field(content, "member")?;
+        let obj = content_object(content)?;
         Ok(MemberEnded {
             ids,
             user_id: id_field(member, "user_id")?.to_owned(),
