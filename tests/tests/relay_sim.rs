@@ -805,3 +805,46 @@ fn a_new_dtls_handshake_on_a_connected_session_changes_nothing() {
     assert_eq!(sim.member(p[0]).media_from(p[1]).len(), 1);
     assert!(sim.member(p[1]).p.is_connected());
 }
+
+/// The relay sends every connected participant some SRTCP at least once a second: an
+/// empty receiver report when it has nothing else for it. A participant tells a relay
+/// that lost its session (a restart) by its silence; one that sends nothing hears the
+/// keepalive, one that gets transport-cc feedback needs none.
+#[test]
+fn every_participant_hears_srtcp_from_the_relay_each_second() {
+    let tcc = blindfold_relay::id::ExtId(5);
+    let mut sim = Sim::new(2);
+    sim.extmap.transport_cc = Some(tcc);
+    let p: Vec<usize> = ["alice", "bob"]
+        .iter()
+        .map(|n| sim.join(n, "conf"))
+        .collect();
+    sim.run_until_connected();
+    sim.share_keys();
+    let srtcp = |sim: &Sim| {
+        p.iter()
+            .map(|&m| sim.member(m).p.stats().rtcp_in)
+            .collect::<Vec<_>>()
+    };
+    let keepalives = |sim: &Sim| sim.relay_total(|s| s.rtcp_keepalives);
+    // Nobody sends: a keepalive each second to each.
+    let (before, k0) = (srtcp(&sim), keepalives(&sim));
+    sim.run_for_ms(10_000);
+    for (after, before) in srtcp(&sim).into_iter().zip(before) {
+        assert!((9..=11).contains(&(after - before)), "{}", after - before);
+    }
+    assert!((18..=22).contains(&(keepalives(&sim) - k0)));
+    // Alice sends with transport-wide numbers for 5 s: the relay's feedback is her
+    // SRTCP, and only bob, who sends nothing, gets keepalives.
+    let (before, k0) = (srtcp(&sim), keepalives(&sim));
+    let audio = sim.member(p[0]).ssrcs().audio;
+    for n in 0u16..250 {
+        let seq = n.to_be_bytes();
+        sim.send_with(p[0], audio, Pt(111), &[(tcc, &seq)], &[7; 80]);
+        sim.run_for_ms(20);
+    }
+    let got = srtcp(&sim);
+    assert!(got[0] - before[0] >= 40, "{}", got[0] - before[0]);
+    assert!(got[1] - before[1] >= 4, "{}", got[1] - before[1]);
+    assert!(keepalives(&sim) - k0 <= 6, "{}", keepalives(&sim) - k0);
+}

@@ -114,6 +114,7 @@ impl Engine {
                                 srtcp_in,
                                 srtcp_out,
                             };
+                            local.rtcp_sent = self.last_now;
                             self.stats.dtls_handshakes_ok += 1;
                         }
                         None => failed = Some(DtlsError::NoSrtpProfile),

@@ -104,6 +104,12 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 /// enough to cost nothing.
 pub const ALIVE_EVERY: Duration = Duration::from_secs(1);
 
+/// The longest a connected participant goes without SRTCP from the relay: a session
+/// sent nothing else for this long gets an empty receiver report. A participant that
+/// hears nothing for several of these while its consent checks are answered knows the
+/// relay lost its session (a restart) and connects again (docs/protocol.md).
+pub const RTCP_EVERY: Duration = Duration::from_secs(1);
+
 /// Which worker an engine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub u16);
@@ -594,6 +600,9 @@ pub struct EngineStats {
     pub rtcp_in: u64,
     /// SRTCP packets the engine wrote.
     pub rtcp_out: u64,
+    /// Of those, empty receiver reports to sessions sent nothing else for
+    /// [`RTCP_EVERY`].
+    pub rtcp_keepalives: u64,
     /// Sender reports forwarded (per receiver).
     pub sr_forwarded: u64,
     /// Last sender reports sent to receivers as they started a stream.
@@ -677,7 +686,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 38;
+    pub const EXPORTED: usize = 39;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -740,6 +749,13 @@ impl EngineStats {
                 "",
                 "SRTCP packets the relay wrote.",
                 self.rtcp_out,
+            ),
+            (
+                "blindfold_srtcp_keepalives_sent_total",
+                "",
+                "Empty receiver reports sent to participants the relay sent no other SRTCP \
+                 for a second (so they can tell it still holds their session).",
+                self.rtcp_keepalives,
             ),
             (
                 "blindfold_sender_reports_forwarded_total",
@@ -1001,6 +1017,9 @@ struct Local {
     rtcp_budget: media::Budget,
     /// When its media address last moved to a new nomination (`stun::MOVE_GAP`).
     moved_at: Option<Instant>,
+    /// When the relay last sent it SRTCP (or keyed its link): it sends a receiver
+    /// report after [`RTCP_EVERY`] without any.
+    rtcp_sent: Option<Instant>,
 }
 
 /// How far a session homed here got. It is connected — media flows — once it is

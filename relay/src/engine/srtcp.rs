@@ -481,6 +481,32 @@ impl Engine {
         self.send_rtcp_to(to, sr);
     }
 
+    /// When session `s` is due the empty receiver report that tells it the relay still
+    /// holds its session: [`RTCP_EVERY`] after the last SRTCP it was sent, once it is
+    /// connected and keyed here.
+    pub(super) fn rtcp_due(s: &Session) -> Option<Instant> {
+        let Home::Here(local) = &s.home else {
+            return None;
+        };
+        if !s.is_connected() || !local.keyed() {
+            return None;
+        }
+        local.rtcp_sent.map(|t| t + RTCP_EVERY)
+    }
+
+    /// Sends session `h` an empty receiver report (RFC 3550 §6.4.2) if it is due one.
+    pub(super) fn send_rtcp_if_quiet(&mut self, now: Instant, h: SessionHandle) {
+        let due = self.sessions.get(h).and_then(Engine::rtcp_due);
+        if due.is_none_or(|t| t > now) {
+            return;
+        }
+        let mut out = [0u8; 8];
+        if let Ok(n) = rtcp::write_rr(&mut out, self.cfg.relay_ssrc, &[]) {
+            self.stats.rtcp_keepalives += 1;
+            self.send_rtcp_to(h, out.get(..n).unwrap_or_default());
+        }
+    }
+
     /// Protects `packet` with session `to`'s outbound SRTCP context and queues it, or
     /// passes it to `to`'s home shard.
     pub(super) fn send_rtcp_to(&mut self, to: SessionHandle, packet: &[u8]) {
@@ -499,6 +525,7 @@ impl Engine {
                     srtcp_out.protect_rtcp(slot, packet.len()).map_err(|_| ())
                 });
                 if queued {
+                    local.rtcp_sent = self.last_now;
                     self.stats.rtcp_out += 1;
                 } else {
                     self.stats.drops[DropReason::TxQueueFull.index()] += 1;

@@ -88,6 +88,7 @@ impl Engine {
             nack_budget: media::Budget::new(self.cfg.nack_max_per_second),
             rtcp_budget: media::Budget::new(self.cfg.rtcp_max_per_second),
             moved_at: None,
+            rtcp_sent: None,
         }));
         let msg = PeerMsg::Claimed {
             session: s.spec.id.clone(),

@@ -64,7 +64,7 @@ use super::{ConfHandle, EndReason, Engine, Home, SessionEvent, SessionHandle, Sh
 
 impl Engine {
     /// Runs the timers that are due: ICE consent, DTLS retransmission, first-check
-    /// deadlines, active-speaker decisions. Visits only what has a deadline due.
+    /// deadlines, active-speaker decisions, receiver reports to quiet sessions. Visits only what has a deadline due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
         while let Some((at, due)) = self.timers.pop_due(now) {
@@ -139,6 +139,8 @@ impl Engine {
                 }
                 // A nomination that came too soon after the last move.
                 self.move_media(now, h);
+                // A second without SRTCP to it: a receiver report says we are here.
+                self.send_rtcp_if_quiet(now, h);
             }
             Home::Unclaimed { timed_out } => {
                 // Nobody answered a check in time. One shard reports it.
@@ -179,7 +181,13 @@ impl Engine {
                     .filter_map(|st| st.unwatched.poll_timeout());
                 let layers = local.downlink.poll_timeout();
                 let moving = Engine::move_due(s);
-                pause.chain([ice, dtls]).chain(layers).chain(moving).min()
+                let rtcp = Engine::rtcp_due(s);
+                pause
+                    .chain([ice, dtls])
+                    .chain(layers)
+                    .chain(moving)
+                    .chain(rtcp)
+                    .min()
             }
             Home::Unclaimed { timed_out: false } if shard == ShardId(0) => {
                 Some(s.created + silence)
