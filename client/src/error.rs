@@ -77,10 +77,9 @@ pub enum FailReason {
     /// profile, or the relay closed the association.
     #[error("DTLS: {0}")]
     Dtls(DtlsError),
-    /// With transport-cc: the relay fell silent about our media
-    /// ([`Event::Reconnecting`](crate::Event::Reconnecting)), we connected again, and it
-    /// fell silent again before it said anything.
-    #[error("the relay stopped answering our media, and again after we reconnected")]
+    /// The relay fell silent ([`Event::Reconnecting`](crate::Event::Reconnecting)), we
+    /// connected again, and it fell silent again before it said anything.
+    #[error("the relay sent no SRTCP, and again after we reconnected")]
     RelaySilent,
 }
 

@@ -35,17 +35,17 @@ const RTCP_BUF: usize = 1200;
 pub const MAX_NACK_GAP: u64 = 32;
 /// SSRCs an inbound SRTCP context tracks (every sender's SRs come through the relay).
 const MAX_SRTCP_STREAMS: usize = 1024;
-/// With [`ParticipantConfig::transport_cc`]: how long our media may go without any
-/// SRTCP from the relay, while we keep sending and the relay keeps answering our
+/// How long we may go without any SRTCP from the relay, while it keeps answering our
 /// consent checks, before we take it that the relay lost our session (it restarted)
-/// and connect again ([`Event::Reconnecting`]). The relay answers such media with
-/// transport-cc feedback about every 100 ms.
+/// and connect again ([`Event::Reconnecting`]). The relay sends every connected
+/// session some SRTCP at least once a second (an empty receiver report if nothing
+/// else), so this is five of its beats missed.
 pub const RELAY_SILENCE: Duration = Duration::from_secs(5);
-/// How long we must have gone on sending after the first unanswered packet before its
-/// silence counts (feedback is sent as packets arrive, so a sender that stops may leave
-/// its last packets unanswered), and how long after a consent answer that came after
-/// it: the relay was reachable, and heard our media, yet said nothing.
-const SENDING_ON: Duration = Duration::from_secs(1);
+/// The relay's silence counts only if it answered one of our consent checks at least
+/// this long after its last SRTCP, and this long ago: it was reachable, and had time
+/// to speak, yet said nothing. (Without this, a network that carries nothing either
+/// way would look like a relay that lost us; that is consent's business.)
+const PATH_PROOF: Duration = Duration::from_secs(1);
 /// RTP clock rates used to advance the RTP time in our SRs (Opus, VP8).
 const AUDIO_CLOCK: u64 = 48_000;
 const VIDEO_CLOCK: u64 = 90_000;
@@ -152,10 +152,7 @@ pub struct ParticipantConfig {
     /// ([`blindfold_relay::engine::uplink::UplinkEstimate`]: GCC's loss
     /// and delay controllers; it limits only an uplink that lost 2% of a second's
     /// packets), over the arrival times the relay reports and our send times. Its
-    /// limits come as [`Event::UplinkLimit`]. The feedback also tells that the relay
-    /// still holds our session: [`RELAY_SILENCE`] without any SRTCP while we keep
-    /// sending stamped media, and the relay answers our consent checks, and we connect
-    /// again ([`Event::Reconnecting`]). `None`: no estimate, and no such check.
+    /// limits come as [`Event::UplinkLimit`]. `None`: no estimate.
     ///
     /// [`Driver`]: crate::Driver
     pub transport_cc: Option<ExtId>,
@@ -271,10 +268,9 @@ pub enum Event {
     },
     /// The participant failed; nothing follows. Reported once.
     Failed(FailReason),
-    /// The relay answers our consent checks but has said nothing about our media for
-    /// [`RELAY_SILENCE`] (with [`ParticipantConfig::transport_cc`]): it lost our
-    /// session, most likely in a restart. ICE and DTLS start again with the same answer;
-    /// [`Event::IceSelected`] and [`Event::Connected`] follow, or [`Event::Failed`]
+    /// The relay answers our consent checks but has sent us no SRTCP for
+    /// [`RELAY_SILENCE`]: it lost our session, most likely in a restart. ICE and DTLS
+    /// start again with the same answer; [`Event::IceSelected`] and [`Event::Connected`] follow, or [`Event::Failed`]
     /// (also if the relay then falls silent again before it said anything).
     Reconnecting,
     /// A remote sender's media packet, decrypted.
@@ -495,9 +491,9 @@ pub struct Participant {
     /// What we sent with a transport-wide sequence number, and the estimate of our
     /// uplink the relay's feedback about it feeds.
     sent_log: Option<Box<SentLog>>,
-    /// With transport-cc: when we sent the first stamped packet since the relay's last
-    /// SRTCP, and the latest one since (see [`RELAY_SILENCE`]).
-    unanswered: Option<(Instant, Instant)>,
+    /// While connected: when the relay last sent us SRTCP we could read, or when we
+    /// connected if it has not yet (see [`RELAY_SILENCE`]).
+    srtcp_heard: Option<Instant>,
     /// We connected again for the relay's silence and have heard no SRTCP since: the
     /// next silence fails us ([`FailReason::RelaySilent`]).
     silent_since_reconnect: bool,
@@ -585,7 +581,7 @@ impl Participant {
             bwe,
             probe: ProbeMeter::default(),
             sent_log,
-            unanswered: None,
+            srtcp_heard: None,
             silent_since_reconnect: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -818,7 +814,7 @@ impl Participant {
             .unprotect_rtcp(buf)
             .map_err(DropReason::Srtcp)?;
         self.stats.rtcp_in += 1;
-        self.unanswered = None;
+        self.srtcp_heard = Some(now);
         self.silent_since_reconnect = false;
         let plain = buf.get(..n).ok_or(DropReason::Unclassified)?;
         let compound = RtcpCompound::parse(plain).map_err(DropReason::Rtcp)?;
@@ -973,20 +969,18 @@ impl Participant {
         self.pump(now);
     }
 
-    /// When the relay's silence about the media we keep sending means it lost our
-    /// session: [`RELAY_SILENCE`] after the first unanswered packet, once we have sent
-    /// for [`SENDING_ON`] after it and the relay answered a consent check more than
-    /// [`SENDING_ON`] after it, [`SENDING_ON`] after that answer. A network that
-    /// carries nothing either way leaves it to consent (RFC 7675).
+    /// When the relay's silence means it lost our session: [`RELAY_SILENCE`] after its
+    /// last SRTCP, once it answered a consent check more than [`PATH_PROOF`] after
+    /// that, and [`PATH_PROOF`] after that answer. A network that carries nothing either
+    /// way leaves it to consent (RFC 7675).
     fn relay_silence_deadline(&self) -> Option<Instant> {
         if self.phase != Phase::Connected {
             return None;
         }
-        let (first, last) = self.unanswered?;
-        let heard = self.ice.last_consent()?;
-        let after = |t: Instant| t.saturating_duration_since(first);
-        (after(last) >= SENDING_ON && after(heard) >= SENDING_ON)
-            .then(|| (first + RELAY_SILENCE).max(heard + SENDING_ON))
+        let quiet = self.srtcp_heard?;
+        let answered = self.ice.last_consent()?;
+        (answered.saturating_duration_since(quiet) >= PATH_PROOF)
+            .then(|| (quiet + RELAY_SILENCE).max(answered + PATH_PROOF))
     }
 
     /// The relay lost our session: ICE and DTLS again with the same answer (the relay
@@ -1005,7 +999,7 @@ impl Participant {
         self.dtls = None;
         self.srtcp = None;
         self.next_report = None;
-        self.unanswered = None;
+        self.srtcp_heard = None;
         self.silent_since_reconnect = true;
         for r in &mut self.recv {
             r.gap_spans_reconnect = true;
@@ -1076,6 +1070,7 @@ impl Participant {
                     inbound: inbound.with_max_streams(MAX_SRTCP_STREAMS),
                 });
                 self.phase = Phase::Connected;
+                self.srtcp_heard = Some(now);
                 self.next_report = Some(now + self.config.report_interval);
                 self.events.push_back(Event::Connected {
                     srtcp_profile: profile,
@@ -1216,8 +1211,6 @@ impl Participant {
                 at: now,
                 size: n,
             });
-            let first = self.unanswered.map_or(now, |(first, _)| first);
-            self.unanswered = Some((first, now));
         }
         let s = &mut self.send[at];
         s.next_seq = s.next_seq.wrapping_add(1);

@@ -128,6 +128,8 @@ struct FakeRelay {
     local_ufrag: String,
     dtls: DtlsSession,
     keys: Option<SrtpKeyMaterial>,
+    /// Protects its keepalives ([`FakeRelay::keepalive`]), once keyed.
+    srtcp_out: Option<SrtpContext>,
     failed: Option<DtlsError>,
     nominated: bool,
 }
@@ -140,6 +142,7 @@ impl FakeRelay {
             local_ufrag: p.local_ice.ufrag.clone(),
             dtls: DtlsSession::server(server_config(), relay_cert(), p.cert.fingerprint(), now),
             keys: None,
+            srtcp_out: None,
             failed: None,
             nominated: false,
         }
@@ -179,7 +182,10 @@ impl FakeRelay {
         }
         while let Some(e) = self.dtls.poll_event() {
             match e {
-                DtlsEvent::Connected(k) => self.keys = Some(k),
+                DtlsEvent::Connected(k) => {
+                    self.srtcp_out = Some(relay_srtcp_out(&k));
+                    self.keys = Some(k);
+                }
                 DtlsEvent::Failed(e) => self.failed = Some(e),
                 _ => {}
             }
@@ -191,6 +197,19 @@ impl FakeRelay {
         let mut out = Vec::new();
         self.drain(&mut out);
         out
+    }
+
+    /// An empty receiver report in SRTCP, as the relay sends a session it sent nothing
+    /// else for a second (none before the DTLS handshake completed).
+    fn keepalive(&mut self) -> Option<Vec<u8>> {
+        let out = self.srtcp_out.as_mut()?;
+        let mut buf = vec![0u8; 128];
+        let mut w = CompoundWriter::new(&mut buf);
+        w.rr(Ssrc(0x0b11_dfd0), &[]).unwrap();
+        let len = w.finish();
+        let n = out.protect_rtcp(&mut buf, len).unwrap();
+        buf.truncate(n);
+        Some(buf)
     }
 }
 
@@ -400,8 +419,15 @@ fn consent_checks_every_4_to_6_s_keep_the_session() {
     let t0 = Instant::now();
     let (mut p, mut relay, mut now) = connected(0, 5000, t0);
     let mut checks = Vec::new();
+    let mut next_beat = now;
     while now < t0 + Duration::from_secs(90) {
-        now = p.poll_timeout().unwrap();
+        now = p.poll_timeout().unwrap().min(next_beat);
+        if now == next_beat {
+            // The relay's once-a-second SRTCP keeps it from looking as if it lost us.
+            let mut beat = relay.keepalive().unwrap();
+            p.handle_datagram(now, relay.addr, &mut beat).unwrap();
+            next_beat += Duration::from_secs(1);
+        }
         p.handle_timeout(now);
         while let Some(t) = p.poll_transmit() {
             if t.bytes[0] > 3 {
@@ -469,7 +495,8 @@ fn consent_lost_after_30_s_of_silence() {
 struct Silence {
     /// How long the participant sends audio (every 20 ms, transport-wide numbers on).
     sending: Duration,
-    /// The relay sends an SRTCP receiver report this often, if at all.
+    /// The relay sends an SRTCP receiver report this often, if at all (the real one
+    /// sends some SRTCP at least once a second).
     feedback: Option<Duration>,
     /// The relay answers consent checks.
     consent: bool,
@@ -479,17 +506,17 @@ struct Silence {
 }
 
 /// Runs a connected participant for 20 s as `how` says; returns its events (media and
-/// reports left out) with when they came, from the start.
+/// reports left out) with when they came, from its start (it connects within
+/// milliseconds).
 fn relay_silence(how: Silence) -> Vec<(Duration, Event)> {
     let t0 = Instant::now();
     let tcc = ExtId(5);
     let (mut p, mut relay, start) = connected_with(0, 5000, t0, |c| c.transport_cc = Some(tcc));
-    let srtcp_out = |relay: &FakeRelay| relay_srtcp_out(relay.keys.as_ref().unwrap());
-    let mut relay_out = Some(srtcp_out(&relay));
+    let mut keyed = true;
     let mut feedback = how.feedback;
     let audio = p.ssrcs().audio;
     let mut now = start;
-    let mut next_feedback = feedback.map(|f| start + f);
+    let mut next_feedback = feedback.map(|f| t0 + f);
     let mut events = Vec::new();
     for n in 0u16..1000 {
         let t = start + Duration::from_millis(20) * u32::from(n);
@@ -504,11 +531,11 @@ fn relay_silence(how: Silence) -> Vec<(Duration, Event)> {
                 && let Some(restarted) = how.restarted_feedback
             {
                 relay = FakeRelay::new(relay.addr, &p.config, now);
-                relay_out = None;
+                keyed = false;
                 feedback = restarted;
             }
             if !matches!(e, Event::Media(_) | Event::ReceiverReport { .. }) {
-                events.push((now - start, e));
+                events.push((now - t0, e));
             }
         }
         if p.is_connected() && t < start + how.sending {
@@ -518,17 +545,14 @@ fn relay_silence(how: Silence) -> Vec<(Duration, Event)> {
             p.send_rtp(now, audio, Pt(111), false, ts, &exts, &[7; 80])
                 .unwrap();
         }
-        if let (Some(at), Some(out)) = (next_feedback, relay_out.as_mut())
+        if let Some(at) = next_feedback
             && at <= now
+            && keyed
             && p.is_connected()
         {
             next_feedback = feedback.map(|f| at + f);
-            let mut buf = vec![0u8; 128];
-            let mut w = CompoundWriter::new(&mut buf);
-            w.rr(Ssrc(1), &[]).unwrap();
-            let len = w.finish();
-            let n = out.protect_rtcp(&mut buf, len).unwrap();
-            p.handle_datagram(now, relay.addr, &mut buf[..n]).unwrap();
+            let mut beat = relay.keepalive().unwrap();
+            p.handle_datagram(now, relay.addr, &mut beat).unwrap();
         }
         while let Some(d) = p.poll_transmit() {
             let stun = d.bytes.first().is_some_and(|b| *b < 4);
@@ -542,13 +566,13 @@ fn relay_silence(how: Silence) -> Vec<(Duration, Event)> {
         for mut back in relay.timeout(now) {
             let _ = p.handle_datagram(now, relay.addr, &mut back);
         }
-        if relay_out.is_none() && relay.keys.is_some() {
-            relay_out = Some(srtcp_out(&relay));
+        if !keyed && relay.keys.is_some() {
+            keyed = true;
             next_feedback = feedback.map(|f| now + f);
         }
         while let Some(e) = p.poll_event() {
             if !matches!(e, Event::Media(_) | Event::ReceiverReport { .. }) {
-                events.push((now - start, e));
+                events.push((now - t0, e));
             }
         }
     }
@@ -556,17 +580,17 @@ fn relay_silence(how: Silence) -> Vec<(Duration, Event)> {
 }
 
 #[test]
-fn a_relay_that_answers_consent_but_not_our_media_is_connected_to_again() {
+fn a_relay_that_answers_consent_but_sends_no_srtcp_is_connected_to_again() {
     let secs = Duration::from_secs;
     let silent = Silence {
         sending: secs(20),
         feedback: None,
         consent: true,
-        restarted_feedback: Some(Some(Duration::from_millis(100))),
+        restarted_feedback: Some(Some(secs(1))),
     };
     // The relay restarted: it answers our consent checks (it has our credentials
-    // back), never our media. At the first consent answer (4–6 s) plus 1 s, or 5 s
-    // after the first unanswered packet, we connect again, to the new relay.
+    // back), never sends SRTCP. At the first consent answer (4–6 s after we connected)
+    // plus 1 s, or 5 s after we connected, we connect again, to the new relay.
     let events = relay_silence(silent);
     let kinds: Vec<&Event> = events.iter().map(|(_, e)| e).collect();
     assert!(
@@ -598,21 +622,25 @@ fn a_relay_that_answers_consent_but_not_our_media_is_connected_to_again() {
         ),
         "{events:?}"
     );
-    // Feedback every 100 ms, or even every 4 s: alive.
-    for f in [Duration::from_millis(100), secs(4)] {
+    // SRTCP every 100 ms (transport-cc feedback), every second (the relay's keepalive),
+    // or even every 4 s: alive.
+    for f in [Duration::from_millis(100), secs(1), secs(4)] {
         let events = relay_silence(Silence {
             feedback: Some(f),
             ..silent
         });
         assert!(events.is_empty(), "{events:?}");
     }
-    // A sender that stops may leave its last packets unanswered: half a second of
-    // sending is no silence.
-    let events = relay_silence(Silence {
-        sending: Duration::from_millis(500),
+    // A participant that sends nothing (a listener) tells a lost session the same way.
+    let listening = relay_silence(Silence {
+        sending: Duration::ZERO,
         ..silent
     });
-    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(
+        listening.iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        kinds,
+        "{listening:?}"
+    );
     // A network that carries nothing either way is consent's business (30 s).
     let events = relay_silence(Silence {
         consent: false,

@@ -332,7 +332,7 @@ pub enum ConferenceEvent {
         at: Instant,
     },
     /// The relay lost our session (it restarted: it answers our consent checks, but
-    /// has said nothing about our media for [`crate::RELAY_SILENCE`]); ICE and DTLS
+    /// has sent us no SRTCP for [`crate::RELAY_SILENCE`]); ICE and DTLS
     /// start again with the same answer. [`Connected`] follows, or [`Ended`].
     ///
     /// [`Connected`]: ConferenceEvent::Connected
