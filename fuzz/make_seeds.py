@@ -154,6 +154,21 @@ mapped = bytes([0x00, 0x20, 8, 0x00, 0x01]) + xor_port + xor_ip
 answer_ok = bytes([2, len(mapped)]) + mapped
 put("participant", answer_ok + bytes([3, 120]))
 put("participant", bytes([1, len(stun[0])]) + stun[0] + bytes([0, len(dtls[0])]) + dtls[0] + answer_ok + bytes([3, 50, 0, 4]) + b"\x16\xfe\xfd\x00")
+# participant_connected: records of (operation, length, bytes), see client/src/__fuzz.rs.
+# The other member's audio (libsrtp's RTP packets, on its audio SSRC) and the relay's
+# reports (libsrtp's RTCP) in its SRTCP; then we send two audio packets with
+# transport-wide numbers 1 and 2, and the relay's feedback on them and a REMB arrive,
+# each after an empty RR, a second later.
+def rec(op, body):
+    return bytes([op, len(body)]) + body
+rr = bytes([0x80, 201, 0, 1]) + (0x0B11DFD0).to_bytes(4, "big")
+feedback = (bytes([0x8F, 205, 0, 5]) + (0x0B11DFD0).to_bytes(4, "big") + (1).to_bytes(4, "big")
+            + bytes([0, 1, 0, 2, 0, 0, 0, 0, 0x20, 0x02, 4, 4]))
+remb = (bytes([0x8F, 206, 0, 5]) + (0x0B11DFD0).to_bytes(4, "big") + bytes(4) + b"REMB"
+        + bytes([1, 0x13, 0xFF, 0xFF]) + (3).to_bytes(4, "big"))
+put("participant_connected", b"".join(rec(1, p) for p in rtp) + b"".join(rec(0, p) for p in rtcp))
+put("participant_connected", rec(4, b"\x55" * 80) + rec(4, b"\x55" * 80) + rec(3, bytes(100))
+    + rec(0, rr + feedback) + rec(0, rr + remb) + rec(1, rtp[0]))
 # ogg: the test suite's one-second sine (client/testdata), whole and cut short.
 sine = (root / "client/testdata/sine-1s.opus").read_bytes()
 put("ogg", sine)

@@ -6,9 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSettings, Fingerprint};
-use blindfold_relay::id::Ssrc;
-use blindfold_relay::srtp::{MasterKey, SrtpProfile};
+use blindfold_relay::dtls::{
+    DtlsCert, DtlsConfig, DtlsEvent, DtlsSession, DtlsSettings, Fingerprint,
+};
+use blindfold_relay::id::{ExtId, KeyIndex, Pt, RtpTime, Ssrc};
+use blindfold_relay::srtp::{MasterKey, SrtpContext, SrtpProfile};
 use blindfold_relay::wire::stun::{
     AttrType, Class, Method, StunMessage, StunWriter, TransactionId,
 };
@@ -17,7 +19,10 @@ use crate::conference::keys::{Accepted, KeyEvent, Roster};
 use crate::conference::member_ended;
 use crate::ogg::OggOpusReader;
 use crate::sdp::Answer;
-use crate::{IceCredentials, OwnSsrcs, Participant, ParticipantConfig};
+use crate::{
+    Event, IceCredentials, MediaKind, OwnSsrcs, Participant, ParticipantConfig, RemoteStream,
+    SenderId,
+};
 
 /// Our own SSRCs in [`key_events`]: a declaration naming one collides.
 const OWN: OwnSsrcs = OwnSsrcs {
@@ -181,6 +186,180 @@ pub fn participant(data: &[u8]) -> usize {
     taken
 }
 
+/// The transport-wide sequence number's and frame marking's ids in [`connected`].
+const TCC: ExtId = ExtId(5);
+const FRAME_MARKING: ExtId = ExtId(2);
+/// The other member in [`connected`] (whose keys the participant holds) and its SSRCs.
+const SENDER: SenderId = SenderId(9);
+const SENDER_SSRCS: [Ssrc; 3] = [Ssrc(11), Ssrc(12), Ssrc(13)];
+/// Its master key, and the profile of every end-to-end key here.
+const SENDER_KEY: [u8; 28] = [9; 28];
+const E2E: SrtpProfile = SrtpProfile::AeadAes128Gcm;
+
+/// What reaches a participant once it is connected (ICE and DTLS done with a relay
+/// that shares its certificate), from a relay that may send anything in its SRTCP and
+/// another member who may send anything under the keys it published, as records of an
+/// operation byte and a length byte, then that many bytes (the last record takes what
+/// is left). The operation's low three bits:
+///
+/// - 0: the bytes, as an RTCP compound in the relay's SRTCP (so that it authenticates);
+/// - 1: the bytes, as an RTP packet the other member protected with its key, on the
+///   SSRC that the operation's bits 3–4 pick among its three and one nobody declared
+///   (packets of 12 bytes or more);
+/// - 2: the bytes, as a datagram from the relay's address;
+/// - 3: time passes, the length byte × 10 ms;
+/// - 4: the participant sends the bytes as audio, with a transport-wide number;
+/// - 5: the participant sends the bytes as full-resolution video, frame-marked with
+///   the operation's high bits;
+/// - 6, 7: time passes, the length byte in ms.
+///
+/// Whatever it is handed, the participant sends only to the relay, and hands the
+/// application media only on the SSRCs whose keys it holds. Returns how many datagrams
+/// it took (not dropped).
+pub fn connected(data: &[u8]) -> usize {
+    let mut now = shared().2;
+    let (mut p, mut relay_srtcp) = connect(now);
+    let mut sender =
+        SrtpContext::new(E2E, &SENDER_KEY, Some(KeyIndex(0))).expect("the sender's context");
+    let mut taken = 0;
+    let mut tcc_seq = 0u16;
+    let mut rest = data;
+    while let [op, len, tail @ ..] = rest {
+        let (body, next) = tail.split_at(usize::from(*len).min(tail.len()));
+        rest = next;
+        let delivered = match op & 7 {
+            0 => protected(&mut relay_srtcp, true, body),
+            1 if body.len() >= 12 => {
+                let mut packet = body.to_vec();
+                let ssrc = SENDER_SSRCS
+                    .get(usize::from(op >> 3 & 3))
+                    .map_or(99, |s| s.0);
+                packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                protected(&mut sender, false, &packet)
+            }
+            2 => Some(body.to_vec()),
+            4 => {
+                tcc_seq = tcc_seq.wrapping_add(1);
+                let seq = tcc_seq.to_be_bytes();
+                let exts = [(TCC, &seq[..])];
+                let ts = RtpTime(u32::from(tcc_seq) * 960);
+                let _ = p.send_rtp(now, OWN.audio, Pt(111), false, ts, &exts, body);
+                None
+            }
+            5 => {
+                let marking = [op & 0xe0];
+                let exts = [(FRAME_MARKING, &marking[..])];
+                let _ = p.send_rtp(now, OWN.full, Pt(96), true, RtpTime(0), &exts, body);
+                None
+            }
+            op => {
+                let unit = if op == 3 { 10 } else { 1 };
+                now += Duration::from_millis(unit * u64::from(*len));
+                p.handle_timeout(now);
+                None
+            }
+        };
+        if let Some(mut datagram) = delivered {
+            taken += usize::from(p.handle_datagram(now, RELAY, &mut datagram).is_ok());
+        }
+        drain_connected(&mut p);
+    }
+    taken
+}
+
+/// `body` protected with `ctx`, as SRTCP or SRTP (none if it cannot be).
+fn protected(ctx: &mut SrtpContext, rtcp: bool, body: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; body.len() + 64];
+    buf[..body.len()].copy_from_slice(body);
+    let n = match rtcp {
+        true => ctx.protect_rtcp(&mut buf, body.len()),
+        false => ctx.protect_rtp(&mut buf, body.len()),
+    };
+    buf.truncate(n.ok()?);
+    Some(buf)
+}
+
+/// What the participant in [`connected`] sends and tells, checked.
+fn drain_connected(p: &mut Participant) {
+    while let Some(t) = p.poll_transmit() {
+        assert_eq!(t.dest, RELAY, "the participant sent elsewhere");
+    }
+    while let Some(e) = p.poll_event() {
+        if let Event::Media(m) = e {
+            assert!(
+                m.sender == SENDER && SENDER_SSRCS.contains(&m.ssrc),
+                "media on {:?} from {:?}",
+                m.ssrc,
+                m.sender
+            );
+        }
+    }
+}
+
+/// A participant connected to a relay at [`RELAY`] (its Binding answered, the DTLS
+/// handshake done with the shared certificate on both sides), holding [`SENDER`]'s key;
+/// and the relay's outbound SRTCP context for it.
+fn connect(now: Instant) -> (Participant, SrtpContext) {
+    let (cert, dtls, _) = shared();
+    let relay_ice = IceCredentials {
+        ufrag: "relayufrg".into(),
+        pwd: RELAY_PWD.into(),
+    };
+    let mut cfg = calling(relay_ice, RELAY, cert.fingerprint());
+    cfg.transport_cc = Some(TCC);
+    cfg.frame_marking = Some(FRAME_MARKING);
+    let mut p = Participant::new(cfg, now).expect("a participant");
+    let streams = SENDER_SSRCS.map(|ssrc| RemoteStream {
+        ssrc,
+        kind: match ssrc == SENDER_SSRCS[0] {
+            true => MediaKind::Audio,
+            false => MediaKind::Video,
+        },
+    });
+    p.install_remote_keys(SENDER, &streams, E2E, &[(KeyIndex(0), &SENDER_KEY)])
+        .expect("the sender's keys");
+    let mut server = DtlsSession::server(dtls, cert, cert.fingerprint(), now);
+    let mut keys = None;
+    for _ in 0..20 {
+        while let Some(t) = p.poll_transmit() {
+            let mut back = Vec::new();
+            match StunMessage::parse(&t.bytes) {
+                Ok(m) => back.push(stun_answer(m.transaction_id(), false, &MAPPED)),
+                Err(_) => {
+                    let _ = server.handle_datagram(now, &t.bytes);
+                    while let Some(d) = server.poll_transmit() {
+                        back.push(d.to_vec());
+                    }
+                }
+            }
+            for mut d in back {
+                let _ = p.handle_datagram(now, RELAY, &mut d);
+            }
+        }
+        while let Some(e) = server.poll_event() {
+            if let DtlsEvent::Connected(k) = e {
+                keys = Some(k);
+            }
+        }
+        while p.poll_event().is_some() {}
+        if p.is_connected()
+            && let Some(k) = &keys
+        {
+            let profile = crate::srtp_profile(k.profile).expect("an SRTP profile");
+            let relay_out = SrtpContext::new(profile, k.server_master.key_salt(), None)
+                .expect("the relay's SRTCP context");
+            return (p, relay_out);
+        }
+    }
+    panic!("the participant did not connect");
+}
+
+/// The participant's address as the relay's Binding answer gives it
+/// (XOR-MAPPED-ADDRESS of 127.0.0.1:5000, as [`stun_answer`]'s records).
+const MAPPED: [u8; 11] = [
+    0x00, 0x20, 8, 0x00, 0x01, 0x32, 0x9a, 0x5e, 0x12, 0xa4, 0x43,
+];
+
 /// A Binding response to `tid` with `attrs` (type, length, value records; a short last
 /// one is cut), signed with [`RELAY_PWD`] and fingerprinted.
 fn stun_answer(tid: TransactionId, error: bool, mut attrs: &[u8]) -> Vec<u8> {
@@ -292,6 +471,13 @@ mod tests {
         // Garbage from anywhere, then the relay's signed answer to the participant's
         // check, which it takes, and time for its DTLS to retransmit.
         assert!(seeds("participant", participant).iter().all(|&n| n >= 1));
+        // Connected: the other member's audio, which decrypts, and the relay's reports
+        // (libsrtp's; transport-cc feedback on what we sent and a REMB) in its SRTCP.
+        assert!(
+            seeds("participant_connected", connected)
+                .iter()
+                .all(|&n| n >= 2)
+        );
         // The sine: all of it, and the half that reads.
         let ogg = seeds("ogg", ogg);
         assert!(ogg.len() == 2 && ogg[0] > 0 && ogg[0] < ogg[1], "{ogg:?}");
