@@ -983,10 +983,15 @@ impl Participant {
             .then(|| (quiet + RELAY_SILENCE).max(answered + PATH_PROOF))
     }
 
-    /// The relay lost our session: ICE and DTLS again with the same answer (the relay
-    /// has our credentials back from signaling). What is end to end stays: our keys,
-    /// the senders' keys, our sequence numbers.
-    pub(crate) fn reconnect(&mut self, now: Instant) {
+    /// Connects again: ICE (a nominating check) and DTLS with the same answer, then
+    /// [`Event::Reconnecting`], and [`Event::IceSelected`] and [`Event::Connected`] or
+    /// [`Event::Failed`]. The participant does this by itself when the relay lost its
+    /// session ([`RELAY_SILENCE`]; a restarted relay has our credentials back from
+    /// signaling); an application may when it knows the path changed. A relay that
+    /// still holds the session takes the new handshake too, and swaps the hop's SRTCP
+    /// keys when it completes. What is end to end stays: our keys, the senders' keys,
+    /// our sequence numbers.
+    pub fn reconnect(&mut self, now: Instant) {
         self.ice = IceAgent::new(
             self.config.local_ice.clone(),
             self.config.relay_ice.clone(),

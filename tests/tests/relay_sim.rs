@@ -775,11 +775,11 @@ fn a_participant_flipping_between_two_paths_moves_its_media_at_most_once_a_secon
 }
 
 #[test]
-fn a_new_dtls_handshake_on_a_connected_session_changes_nothing() {
+fn a_handshake_with_another_certificate_on_a_connected_session_changes_nothing() {
     use blindfold_relay::dtls::{DtlsCert, DtlsConfig, DtlsSession, DtlsSettings, Fingerprint};
     let (mut sim, p) = call(1, &["alice", "bob"]);
-    // A ClientHello from bob's address (bob's client reconnecting by mistake, or
-    // anyone who can put his address on a datagram): his association stays.
+    // A ClientHello from bob's address, with a certificate his offer did not name
+    // (anyone who can put his address on a datagram): his association stays.
     let bob = sim.member(p[1]).addr;
     let cfg = DtlsConfig::new(DtlsSettings::default()).unwrap();
     let cert = DtlsCert::generate().unwrap();
@@ -847,4 +847,68 @@ fn every_participant_hears_srtcp_from_the_relay_each_second() {
     assert!(got[0] - before[0] >= 40, "{}", got[0] - before[0]);
     assert!(got[1] - before[1] >= 4, "{}", got[1] - before[1]);
     assert!(keepalives(&sim) - k0 <= 6, "{}", keepalives(&sim) - k0);
+}
+
+/// A participant that connects again (ICE and DTLS with the answer it has) to a relay
+/// that still holds its session, as one that wrongly took the relay for restarted
+/// would: the relay completes the new handshake beside the old association and swaps
+/// the hop's SRTCP keys; nothing ends, media and SRTCP go on both ways. Bob is homed
+/// on the other worker.
+#[test]
+fn a_participant_that_connects_again_to_a_live_relay_keeps_its_session() {
+    let (mut sim, p) = call(2, &["alice", "bob"]);
+    let (a, b) = (p[0], p[1]);
+    assert_ne!(
+        sim.shard_of(sim.member(a).addr),
+        sim.shard_of(sim.member(b).addr)
+    );
+    let now = sim.now;
+    sim.members[b].p.reconnect(now);
+    sim.pump();
+    sim.run_for_ms(2000);
+    let events = &sim.member(b).events;
+    assert!(events.contains(&PEvent::Reconnecting), "{events:?}");
+    assert!(sim.member(b).p.is_connected());
+    assert_eq!(sim.relay_total(|s| s.rehandshakes_ok), 1);
+    assert_eq!(sim.relay_total(|s| s.rehandshakes_failed), 0);
+    assert!(
+        !sim.notifications.iter().any(|n| matches!(
+            n,
+            NotificationBody::SessionClosed { .. } | NotificationBody::SessionFailed { .. }
+        )),
+        "{:?}",
+        sim.notifications
+    );
+    // SRTCP under the new keys both ways: the relay's keepalives reach bob, and his
+    // keyframe request reaches alice.
+    let heard = sim.member(b).p.stats().rtcp_in;
+    let alice_thumb = sim.member(a).ssrcs().thumbnail;
+    let asked = sim.member(a).keyframe_requests(alice_thumb);
+    sim.members[b]
+        .p
+        .request_keyframe(sim.now, alice_thumb)
+        .unwrap();
+    sim.pump();
+    sim.run_for_ms(2000);
+    assert!(sim.member(b).p.stats().rtcp_in > heard);
+    assert_eq!(sim.member(a).keyframe_requests(alice_thumb), asked + 1);
+    sim.send_audio(a, b"to bob");
+    sim.send_audio(b, b"to alice");
+    assert_eq!(sim.member(b).media_from(a).len(), 1);
+    assert_eq!(sim.member(a).media_from(b).len(), 1);
+    // His goodbye, in the new association, ends his session as the first one's would.
+    sim.members[b].p.close();
+    sim.pump();
+    sim.run_for_ms(100);
+    assert!(
+        sim.notifications.iter().any(|n| matches!(
+            n,
+            NotificationBody::SessionClosed {
+                reason: EndReason::Closed,
+                ..
+            }
+        )),
+        "{:?}",
+        sim.notifications
+    );
 }

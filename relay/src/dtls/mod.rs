@@ -777,6 +777,12 @@ fn epoch0_handshakes(datagram: &[u8]) -> impl Iterator<Item = Option<&[u8]>> + '
     })
 }
 
+/// Whether `datagram` is a well-framed ClientHello (every record a whole, unfragmented
+/// ClientHello in epoch 0): the start of a handshake.
+pub fn is_client_hello(datagram: &[u8]) -> bool {
+    check_framing(datagram).is_ok() && only_client_hello(datagram)
+}
+
 /// Whether a well-framed datagram holds only whole, unfragmented ClientHellos, one per
 /// record (RFC 6347 §4.2.2 handshake header: type, length, message_seq,
 /// fragment_offset, fragment_length).

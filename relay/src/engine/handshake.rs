@@ -39,7 +39,23 @@ impl Engine {
             return Err(DropReason::DtlsRejected);
         }
         local.dtls_from = Some(from);
-        let r = local.dtls.handle_datagram(now, buf);
+        // A ClientHello on a keyed link starts a new handshake beside the association
+        // (the participant connected again), which takes what follows but alerts (a
+        // close_notify is the association's).
+        let new_handshake = match &local.rehandshake {
+            Some(_) => buf.first() != Some(&ALERT),
+            None => local.keyed() && dtls::is_client_hello(buf),
+        };
+        let r = match new_handshake {
+            true => local
+                .rehandshake
+                .get_or_insert_with(|| {
+                    let (cfg, cert) = (&self.cfg.dtls, &self.cfg.cert);
+                    Box::new(DtlsSession::server(cfg, cert, s.spec.fingerprint, now))
+                })
+                .handle_datagram(now, buf),
+            false => local.dtls.handle_datagram(now, buf),
+        };
         if r.is_ok() {
             s.ice.touch(now);
         }
@@ -89,37 +105,58 @@ impl Engine {
             .selected()
             .or(local.dtls_from)
             .or_else(|| s.indexed.last().copied());
-        while let Some(d) = local.dtls.poll_transmit() {
-            if let Some(dest) = dest
-                && !self.tx.push_copy(dest, d)
-            {
-                self.stats.drops[DropReason::TxQueueFull.index()] += 1;
+        let sessions = [Some(&mut local.dtls), local.rehandshake.as_deref_mut()];
+        for d in sessions.into_iter().flatten() {
+            while let Some(d) = d.poll_transmit() {
+                if let Some(dest) = dest
+                    && !self.tx.push_copy(dest, d)
+                {
+                    self.stats.drops[DropReason::TxQueueFull.index()] += 1;
+                }
+            }
+        }
+        if let Some(new) = local.rehandshake.as_mut() {
+            let mut done = None;
+            while let Some(ev) = new.poll_event() {
+                done = match ev {
+                    DtlsEvent::Connected(km) => Some(srtcp_contexts(&km)),
+                    DtlsEvent::Failed(_) => Some(None),
+                };
+            }
+            match done {
+                Some(Some((srtcp_in, srtcp_out))) => {
+                    // The participant's new association: its keys from now on.
+                    if let Some(new) = local.rehandshake.take() {
+                        local.dtls = *new;
+                    }
+                    local.link = Link::Keyed {
+                        srtcp_in,
+                        srtcp_out,
+                    };
+                    local.rtcp_sent = self.last_now;
+                    self.stats.rehandshakes_ok += 1;
+                }
+                Some(None) => {
+                    local.rehandshake = None;
+                    self.stats.rehandshakes_failed += 1;
+                }
+                None => {}
             }
         }
         let mut failed = None;
         while let Some(ev) = local.dtls.poll_event() {
             match ev {
-                DtlsEvent::Connected(km) => {
-                    let profile = SrtpProfile::from_dtls_id(km.profile.iana_id());
-                    let ctxs = profile.and_then(|p| {
-                        let inbound =
-                            SrtpContext::new(p, km.client_master.key_salt(), None).ok()?;
-                        let outbound =
-                            SrtpContext::new(p, km.server_master.key_salt(), None).ok()?;
-                        Some((inbound, outbound))
-                    });
-                    match ctxs {
-                        Some((srtcp_in, srtcp_out)) => {
-                            local.link = Link::Keyed {
-                                srtcp_in,
-                                srtcp_out,
-                            };
-                            local.rtcp_sent = self.last_now;
-                            self.stats.dtls_handshakes_ok += 1;
-                        }
-                        None => failed = Some(DtlsError::NoSrtpProfile),
+                DtlsEvent::Connected(km) => match srtcp_contexts(&km) {
+                    Some((srtcp_in, srtcp_out)) => {
+                        local.link = Link::Keyed {
+                            srtcp_in,
+                            srtcp_out,
+                        };
+                        local.rtcp_sent = self.last_now;
+                        self.stats.dtls_handshakes_ok += 1;
                     }
-                }
+                    None => failed = Some(DtlsError::NoSrtpProfile),
+                },
                 DtlsEvent::Failed(e) => failed = Some(e),
             }
         }
@@ -223,6 +260,7 @@ impl Engine {
             return;
         }
         local.link = Link::Ended;
+        local.rehandshake = None;
         let was_connected = s.is_connected();
         if forget {
             for a in std::mem::take(&mut s.indexed) {
@@ -251,4 +289,17 @@ impl Engine {
             });
         }
     }
+}
+
+/// A DTLS record's content type for alerts (RFC 6347 §4.1).
+const ALERT: u8 = 21;
+
+/// The hop's SRTCP contexts from a completed handshake's keys: reading what the
+/// participant sends, and protecting what goes to it (none for a profile we do not
+/// run).
+fn srtcp_contexts(km: &SrtpKeyMaterial) -> Option<(SrtpContext, SrtpContext)> {
+    let p = SrtpProfile::from_dtls_id(km.profile.iana_id())?;
+    let inbound = SrtpContext::new(p, km.client_master.key_salt(), None).ok()?;
+    let outbound = SrtpContext::new(p, km.server_master.key_salt(), None).ok()?;
+    Some((inbound, outbound))
 }

@@ -85,7 +85,7 @@ pub use rules::{
 };
 pub use txqueue::{SLOT_LEN, Transmit};
 
-use crate::dtls::{DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession};
+use crate::dtls::{self, DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsSession, SrtpKeyMaterial};
 use crate::ice::{self, IceLite, IceLiteConfig, IceOutcome};
 use crate::id::{Ssrc, WireSeq};
 use crate::srtp::{SrtpContext, SrtpProfile};
@@ -638,6 +638,11 @@ pub struct EngineStats {
     pub dtls_handshakes_ok: u64,
     /// DTLS handshakes that failed.
     pub dtls_handshakes_failed: u64,
+    /// New handshakes on keyed links that completed (the participant connected again)
+    /// …
+    pub rehandshakes_ok: u64,
+    /// … and that failed (the old association stays).
+    pub rehandshakes_failed: u64,
     /// Sessions visited by [`Engine::handle_timeout`] because a deadline of theirs was
     /// due (idle sessions cost nothing per poll).
     pub timer_visits: u64,
@@ -686,7 +691,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 39;
+    pub const EXPORTED: usize = 41;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -698,6 +703,9 @@ impl EngineStats {
         let probes = "Probe clusters sent before trials of full layers, by verdict: the \
                       receiver's link carried the rate, did not (or never answered), or the \
                       receiver does not answer probes.";
+        let rehandshakes = "New DTLS handshakes on connected sessions (a participant that \
+                            connected again), by outcome: completed (its new keys replace \
+                            the old), or failed (the old association stays).";
         let nacked = "Video packets receivers NACKed: resent from the relay's cache, asked of \
                       the sender, already asked within the interval, or beyond the \
                       receiver's budget.";
@@ -749,6 +757,18 @@ impl EngineStats {
                 "",
                 "SRTCP packets the relay wrote.",
                 self.rtcp_out,
+            ),
+            (
+                "blindfold_dtls_rehandshakes_total",
+                "outcome=\"completed\"",
+                rehandshakes,
+                self.rehandshakes_ok,
+            ),
+            (
+                "blindfold_dtls_rehandshakes_total",
+                "outcome=\"failed\"",
+                rehandshakes,
+                self.rehandshakes_failed,
             ),
             (
                 "blindfold_srtcp_keepalives_sent_total",
@@ -1020,6 +1040,10 @@ struct Local {
     /// When the relay last sent it SRTCP (or keyed its link): it sends a receiver
     /// report after [`RTCP_EVERY`] without any.
     rtcp_sent: Option<Instant>,
+    /// A new handshake the participant started on its keyed link (it connected again,
+    /// believing the relay lost its session). It replaces `dtls` and the link's keys
+    /// when it completes; until then, and if it fails, the old association stays.
+    rehandshake: Option<Box<DtlsSession>>,
 }
 
 /// How far a session homed here got. It is connected — media flows — once it is

@@ -89,6 +89,7 @@ impl Engine {
             rtcp_budget: media::Budget::new(self.cfg.rtcp_max_per_second),
             moved_at: None,
             rtcp_sent: None,
+            rehandshake: None,
         }));
         let msg = PeerMsg::Claimed {
             session: s.spec.id.clone(),

@@ -101,6 +101,9 @@ impl Engine {
                     return;
                 }
                 local.dtls.handle_timeout(now);
+                if let Some(new) = local.rehandshake.as_mut() {
+                    new.handle_timeout(now);
+                }
                 self.drain_dtls(h);
                 let Some(s) = self.sessions.get_mut(h) else {
                     return;
@@ -175,6 +178,7 @@ impl Engine {
             Home::Here(local) => {
                 let ice = s.ice.poll_timeout();
                 let dtls = local.dtls.poll_timeout().unwrap_or(ice);
+                let rehandshake = local.rehandshake.as_ref().and_then(|d| d.poll_timeout());
                 let pause = s
                     .streams
                     .iter()
@@ -184,6 +188,7 @@ impl Engine {
                 let rtcp = Engine::rtcp_due(s);
                 pause
                     .chain([ice, dtls])
+                    .chain(rehandshake)
                     .chain(layers)
                     .chain(moving)
                     .chain(rtcp)
