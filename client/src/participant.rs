@@ -269,9 +269,11 @@ pub enum Event {
     /// The participant failed; nothing follows. Reported once.
     Failed(FailReason),
     /// The relay answers our consent checks but has sent us no SRTCP for
-    /// [`RELAY_SILENCE`]: it lost our session, most likely in a restart. ICE and DTLS
-    /// start again with the same answer; [`Event::IceSelected`] and [`Event::Connected`] follow, or [`Event::Failed`]
-    /// (also if the relay then falls silent again before it said anything).
+    /// [`RELAY_SILENCE`]: it lost our session, most likely in a restart (or the
+    /// application called [`Participant::reconnect`]). ICE and DTLS start again with
+    /// the same answer; [`Event::IceSelected`] and [`Event::Connected`] follow, or
+    /// [`Event::Failed`] (also if the relay then falls silent again before it said
+    /// anything).
     Reconnecting,
     /// A remote sender's media packet, decrypted.
     Media(MediaPacket),
@@ -964,7 +966,7 @@ impl Participant {
                 self.fail(FailReason::RelaySilent);
                 return;
             }
-            self.reconnect(now);
+            self.start_again(now);
         }
         self.pump(now);
     }
@@ -991,7 +993,19 @@ impl Participant {
     /// still holds the session takes the new handshake too, and swaps the hop's SRTCP
     /// keys when it completes. What is end to end stays: our keys, the senders' keys,
     /// our sequence numbers.
-    pub fn reconnect(&mut self, now: Instant) {
+    ///
+    /// Fails with [`ParticipantError::NotConnected`] before the first connection (it is
+    /// under way) and [`ParticipantError::Failed`] after a failure (call again).
+    pub fn reconnect(&mut self, now: Instant) -> Result<(), ParticipantError> {
+        self.check_connected()?;
+        let now = self.advance(now);
+        self.start_again(now);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// [`Participant::reconnect`], connected.
+    fn start_again(&mut self, now: Instant) {
         self.ice = IceAgent::new(
             self.config.local_ice.clone(),
             self.config.relay_ice.clone(),

@@ -768,6 +768,8 @@ fn wrong_relay_fingerprint_fails_without_keys() {
     let cfg = config(0, addr(5000), Fingerprint([0xab; 32]));
     let mut relay = FakeRelay::new(addr(5000), &cfg, t0);
     let mut p = Participant::new(cfg, t0).unwrap();
+    // Nothing to connect to again before the first connection.
+    assert_eq!(p.reconnect(t0), Err(ParticipantError::NotConnected));
     let mut now = t0;
     let events = run(&mut p, &mut relay, &mut now, t0 + Duration::from_secs(2));
     assert_eq!(
@@ -779,11 +781,14 @@ fn wrong_relay_fingerprint_fails_without_keys() {
     );
     assert!(p.is_failed());
     assert!(!p.is_connected());
-    // No keys on our side (no SRTCP, no media) and the relay never finished either.
+    // No keys on our side (no SRTCP, no media) and the relay never finished either;
+    // a failed participant stays failed.
     assert_eq!(
         p.request_keyframe(now, Ssrc(1)),
         Err(ParticipantError::Failed)
     );
+    assert_eq!(p.reconnect(now), Err(ParticipantError::Failed));
+    assert!(p.poll_transmit().is_none());
     assert!(relay.keys.is_none());
 }
 
@@ -1290,7 +1295,7 @@ fn a_gap_across_a_reconnect_is_loss_even_when_it_ends_at_a_keyframe() {
     assert_eq!(t.b_receives(&first).unwrap().skipped, 0);
     // The relay lost B's session (it restarted): B connects again, to the new relay,
     // while A's packets go nowhere.
-    t.b.reconnect(t.now);
+    t.b.reconnect(t.now).unwrap();
     let mut relay = FakeRelay::new(t.b_relay, &t.b.config, t.now);
     let mut now = t.now;
     let events = run(

@@ -863,7 +863,7 @@ fn a_participant_that_connects_again_to_a_live_relay_keeps_its_session() {
         sim.shard_of(sim.member(b).addr)
     );
     let now = sim.now;
-    sim.members[b].p.reconnect(now);
+    sim.members[b].p.reconnect(now).unwrap();
     sim.pump();
     sim.run_for_ms(2000);
     let events = &sim.member(b).events;
