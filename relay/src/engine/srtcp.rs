@@ -1,6 +1,7 @@
 //! RTCP: SRTCP in on the home shard, and the relay's RTCP duties — sender reports
 //! forwarded per receiver, keyframe requests throttled per stream, re-protection per
-//! hop (on the destination's home shard).
+//! hop (on the destination's home shard), and an empty receiver report to a session
+//! sent no other SRTCP for [`RTCP_EVERY`] (its sign that the relay holds it).
 
 use super::*;
 
