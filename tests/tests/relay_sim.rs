@@ -798,6 +798,11 @@ fn a_handshake_with_another_certificate_on_a_connected_session_changes_nothing()
         sim.notifications
     );
     assert_eq!(sim.relay_total(|s| s.dtls_handshakes_failed), 0);
+    // The handshake it started never completes: it times out, and ends nothing.
+    sim.run_for_ms(45_000);
+    assert_eq!(sim.relay_total(|s| s.rehandshakes_failed), 1);
+    assert_eq!(sim.relay_total(|s| s.rehandshakes_ok), 0);
+    assert_eq!(sim.shards[0].session_counts().connected, 2);
     // Media and SRTCP go on both ways.
     sim.send_audio(p[0], b"to bob");
     sim.send_audio(p[1], b"to alice");

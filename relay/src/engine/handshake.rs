@@ -46,15 +46,16 @@ impl Engine {
             Some(_) => buf.first() != Some(&ALERT),
             None => local.keyed() && dtls::is_client_hello(buf),
         };
-        let r = match new_handshake {
-            true => local
+        let r = if new_handshake {
+            let (cfg, cert) = (&self.cfg.dtls, &self.cfg.cert);
+            local
                 .rehandshake
                 .get_or_insert_with(|| {
-                    let (cfg, cert) = (&self.cfg.dtls, &self.cfg.cert);
                     Box::new(DtlsSession::server(cfg, cert, s.spec.fingerprint, now))
                 })
-                .handle_datagram(now, buf),
-            false => local.dtls.handle_datagram(now, buf),
+                .handle_datagram(now, buf)
+        } else {
+            local.dtls.handle_datagram(now, buf)
         };
         if r.is_ok() {
             s.ice.touch(now);
@@ -115,33 +116,10 @@ impl Engine {
                 }
             }
         }
-        if let Some(new) = local.rehandshake.as_mut() {
-            let mut done = None;
-            while let Some(ev) = new.poll_event() {
-                done = match ev {
-                    DtlsEvent::Connected(km) => Some(srtcp_contexts(&km)),
-                    DtlsEvent::Failed(_) => Some(None),
-                };
-            }
-            match done {
-                Some(Some((srtcp_in, srtcp_out))) => {
-                    // The participant's new association: its keys from now on.
-                    if let Some(new) = local.rehandshake.take() {
-                        local.dtls = *new;
-                    }
-                    local.link = Link::Keyed {
-                        srtcp_in,
-                        srtcp_out,
-                    };
-                    local.rtcp_sent = self.last_now;
-                    self.stats.rehandshakes_ok += 1;
-                }
-                Some(None) => {
-                    local.rehandshake = None;
-                    self.stats.rehandshakes_failed += 1;
-                }
-                None => {}
-            }
+        match local.end_rehandshake(self.last_now) {
+            Some(true) => self.stats.rehandshakes_ok += 1,
+            Some(false) => self.stats.rehandshakes_failed += 1,
+            None => {}
         }
         let mut failed = None;
         while let Some(ev) = local.dtls.poll_event() {
@@ -288,6 +266,33 @@ impl Engine {
                 detail,
             });
         }
+    }
+}
+
+impl Local {
+    /// Acts on the new handshake's outcome, if it has one (`Some(true)`: it completed,
+    /// and is the association now; `Some(false)`: it failed, and is dropped).
+    fn end_rehandshake(&mut self, now: Option<Instant>) -> Option<bool> {
+        let new = self.rehandshake.as_mut()?;
+        let mut outcome = None;
+        while let Some(ev) = new.poll_event() {
+            outcome = match ev {
+                DtlsEvent::Connected(km) => Some(srtcp_contexts(&km)),
+                DtlsEvent::Failed(_) => Some(None),
+            };
+        }
+        let new = self.rehandshake.take_if(|_| outcome.is_some())?;
+        let Some((srtcp_in, srtcp_out)) = outcome.flatten() else {
+            return Some(false);
+        };
+        // The participant's new association: its keys from now on.
+        self.dtls = *new;
+        self.link = Link::Keyed {
+            srtcp_in,
+            srtcp_out,
+        };
+        self.rtcp_sent = now;
+        Some(true)
     }
 }
 
