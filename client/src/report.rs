@@ -39,7 +39,8 @@ pub struct Report {
     pub duration_s: f64,
     /// The full-resolution streams it subscribed to.
     pub subscribed_full: FullSubscription,
-    /// The streams it sent (as declared in its key event).
+    /// The streams it sent (as declared in its key event), those of each call it
+    /// placed.
     pub sent: Vec<SentStream>,
     /// What it decrypted, per sender: the final rows of its live table.
     pub senders: Vec<SenderRow>,
@@ -56,6 +57,11 @@ pub struct Report {
     /// (absent from reports of older versions: none).
     #[serde(default)]
     pub reconnects: u64,
+    /// Times the SFU hung up asking us to call again (`relay_unavailable`: the relay
+    /// came back unable to serve our answer) and we did (absent from reports of older
+    /// versions: none).
+    #[serde(default)]
+    pub calls_again: u64,
 }
 
 /// How often the SFU named one member's device the active speaker.
@@ -524,6 +530,7 @@ mod tests {
             speakers: Vec::new(),
             last_speaker: None,
             reconnects: 0,
+            calls_again: 0,
         }
     }
 
@@ -622,7 +629,7 @@ mod tests {
                 "recordings": [{"user": "@b:l", "device": "DEV1", "ssrc": 11,
                                 "path": "/tmp/1.opus", "packets": 990}],
                 "speakers": [{"user": "@b:l", "device": "DEV1", "turns": 2}],
-                "last_speaker": "@b:l", "reconnects": 0
+                "last_speaker": "@b:l", "reconnects": 0, "calls_again": 0
             })
         );
         assert_eq!(r.speakers_line(), "2 times (@b:l 2), last @b:l");
@@ -630,8 +637,10 @@ mod tests {
         let mut old = value.clone();
         old.as_object_mut().unwrap().remove("speakers");
         old.as_object_mut().unwrap().remove("last_speaker");
-        // ... and one from before reconnects were counted, as one with none.
+        // ... and one from before reconnects and calls again were counted, as one with
+        // none.
         old.as_object_mut().unwrap().remove("reconnects");
+        old.as_object_mut().unwrap().remove("calls_again");
         // And one from before layer resumes were told from loss, as one without any.
         let stream = old["senders"][0]["streams"][0].as_object_mut().unwrap();
         stream.remove("resumes");

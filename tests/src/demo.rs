@@ -372,6 +372,13 @@ pub fn describe(name: &str, report: &Report) -> Vec<String> {
             report.reconnects
         ));
     }
+    if report.calls_again > 0 {
+        lines.push(format!(
+            "  the SFU asked it to call again {} time(s) (the relay came back unable to \
+             serve its answer); it did",
+            report.calls_again
+        ));
+    }
     let title = "  decrypted:";
     lines.extend(
         render(title, &report.senders)
@@ -601,6 +608,7 @@ mod tests {
             speakers: Vec::new(),
             last_speaker: None,
             reconnects: 0,
+            calls_again: 0,
         }
     }
 

@@ -615,3 +615,67 @@ fn each_client_connects_again_to_a_restarted_relay() {
         );
     }
 }
+
+/// The relay is killed and started again mid-call without certificate files, so with
+/// another certificate that no answer names: the SFU hangs up every call with
+/// `relay_unavailable`, and each client calls again by itself, says so, counts it in
+/// its report, and decrypts the other's audio of the new call.
+#[test]
+fn each_client_calls_again_when_the_relay_comes_back_with_another_certificate() {
+    let synapse = Synapse::shared();
+    let mut sfu = sfu_on(synapse, Relay::start(1), "");
+    let users: Vec<MatrixUser> = ["alice", "bob"]
+        .iter()
+        .map(|n| synapse.new_user(n))
+        .collect();
+    let room = conference_room(&users[0], &[&users[1]], &sfu.user_id, CONF);
+    let duration = 20;
+    let mut clients: Vec<Client> = ["alice", "bob"]
+        .iter()
+        .zip(&users)
+        .map(|(name, u)| Client::start_for(name, u, &room, None, Some(duration)))
+        .collect();
+    sfu.relay
+        .wait_until(ALLOWANCE, "both clients connected", || {
+            sfu.relay.metric("blindfold_sessions{state=\"connected\"}") == 2
+        });
+    std::thread::sleep(Duration::from_secs(2));
+    sfu.relay.restart();
+    let reports = finish_all(&mut clients, duration);
+    for c in &clients {
+        assert!(
+            c.log().contains("calling again"),
+            "{}'s log:\n{}",
+            c.name,
+            c.log()
+        );
+    }
+    for (rx, tx) in [(&reports[0], &reports[1]), (&reports[1], &reports[0])] {
+        assert_eq!(rx.calls_again, 1, "{}", rx.user);
+        // The audio of its second call (each call's streams are listed, in order).
+        let audio: Vec<_> = tx
+            .sent
+            .iter()
+            .filter(|s| s.kind == StreamKind::Audio)
+            .collect();
+        assert_eq!(audio.len(), 2, "{}: {:?}", tx.user, tx.sent);
+        let sent = audio[1];
+        let got: u64 = rx
+            .senders
+            .iter()
+            .flat_map(|s| &s.streams)
+            .filter(|s| s.ssrc == sent.ssrc)
+            .map(|s| s.packets)
+            .sum();
+        eprintln!(
+            "{} decrypted {got} of the {} audio packets of {}'s second call",
+            rx.user, sent.packets, tx.user
+        );
+        assert!(
+            got * 10 >= sent.packets * 7,
+            "{} decrypted {got} of {}",
+            rx.user,
+            sent.packets
+        );
+    }
+}

@@ -91,9 +91,9 @@ pub(super) async fn run(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
                 let inner = inner.clone();
                 tokio::spawn(async move {
                     if let Err(e) = inner.rekey().await {
-                        inner.emit(ConferenceEvent::Ended {
-                            reason: format!("could not publish our keys: {e}"),
-                        });
+                        inner.emit(ConferenceEvent::ended(format!(
+                            "could not publish our keys: {e}"
+                        )));
                     }
                 });
             }
@@ -151,9 +151,7 @@ fn drain(inner: &Inner, st: &mut super::State, hash: Option<[u8; 32]>) {
                 inner.emit(ConferenceEvent::Connected { at: Instant::now() })
             }
             Event::Reconnecting => inner.emit(ConferenceEvent::Reconnecting { at: Instant::now() }),
-            Event::Failed(reason) => inner.emit(ConferenceEvent::Ended {
-                reason: format!("media: {reason}"),
-            }),
+            Event::Failed(reason) => inner.emit(ConferenceEvent::ended(format!("media: {reason}"))),
             _ => {}
         }
     }

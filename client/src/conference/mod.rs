@@ -32,7 +32,7 @@
 //! while let Some(ev) = conf.next_event().await {
 //!     match ev {
 //!         ConferenceEvent::Media { packet, from, .. } => { /* decode packet.payload() */ }
-//!         ConferenceEvent::Ended { reason } => break,
+//!         ConferenceEvent::Ended { reason, .. } => break,
 //!         _ => {}
 //!     }
 //! }
@@ -415,8 +415,25 @@ pub enum ConferenceEvent {
     Ended {
         /// Why.
         reason: String,
+        /// The SFU hung up with `relay_unavailable`: the relay could not take the call,
+        /// or came back from a restart unable to serve its answer (another certificate
+        /// or address). A new call ([`Conference::join`] again) may well succeed.
+        call_again: bool,
     },
 }
+
+impl ConferenceEvent {
+    /// [`ConferenceEvent::Ended`] for `reason`, not to be called again.
+    pub(crate) fn ended(reason: impl Into<String>) -> Self {
+        ConferenceEvent::Ended {
+            reason: reason.into(),
+            call_again: false,
+        }
+    }
+}
+
+/// The SFU's hangup code that asks the caller to call again (docs/protocol.md).
+pub const CALL_AGAIN: &str = "relay_unavailable";
 
 /// Counters of what was dropped.
 #[derive(Debug, Default)]
@@ -496,9 +513,7 @@ impl Inner {
                 }
                 // Our own schedule asked for it; a refusal is a bug in LocalKeys, not
                 // input, and the participant is unchanged: report and go on.
-                Err(e) => self.emit(ConferenceEvent::Ended {
-                    reason: format!("key schedule: {a:?}: {e}"),
-                }),
+                Err(e) => self.emit(ConferenceEvent::ended(format!("key schedule: {a:?}: {e}"))),
             }
         }
         self.wake.notify_one();
@@ -819,9 +834,9 @@ async fn end_calls(inner: &Inner, calls: Vec<(MemberId, String)>) {
         any = true;
     }
     if any && let Err(e) = inner.rekey().await {
-        inner.emit(ConferenceEvent::Ended {
-            reason: format!("could not publish our keys: {e}"),
-        });
+        inner.emit(ConferenceEvent::ended(format!(
+            "could not publish our keys: {e}"
+        )));
     }
 }
 
@@ -1336,7 +1351,7 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             handle_room_events(&inner, &events, false).await;
         }
         if let Some(reason) = ended(&inner).await {
-            inner.emit(ConferenceEvent::Ended { reason });
+            inner.emit(ConferenceEvent::ended(reason));
             return;
         }
         let resp = match inner
@@ -1352,20 +1367,17 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             }
         };
         if resp.rooms.left.contains_key(&room_id) {
-            inner.emit(ConferenceEvent::Ended {
-                reason: "we left the conference room".into(),
-            });
+            inner.emit(ConferenceEvent::ended("we left the conference room"));
             return;
         }
         if let Some(me) = &me
             && let Some((kind, content)) = call_reply(&resp, &dm_id, me, &inner.call_id)
             && kind == "m.call.hangup"
         {
+            let code = content["org.matrix.msc2359.reason"].as_str().unwrap_or("");
             inner.emit(ConferenceEvent::Ended {
-                reason: format!(
-                    "the SFU hung up: {}",
-                    content["org.matrix.msc2359.reason"].as_str().unwrap_or("")
-                ),
+                reason: format!("the SFU hung up: {code}"),
+                call_again: code == CALL_AGAIN,
             });
             return;
         }
@@ -1485,9 +1497,9 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool)
         Ok(())
     };
     if let Err(e) = r {
-        inner.emit(ConferenceEvent::Ended {
-            reason: format!("could not publish our keys: {e}"),
-        });
+        inner.emit(ConferenceEvent::ended(format!(
+            "could not publish our keys: {e}"
+        )));
     }
 }
 
@@ -1600,9 +1612,7 @@ mod tests {
             .count();
         assert_eq!(queued, EVENT_QUEUE - CONTROL_RESERVE);
         // The call's end still goes in, and comes out after the flood.
-        let ended = || ConferenceEvent::Ended {
-            reason: "the SFU hung up".into(),
-        };
+        let ended = || ConferenceEvent::ended("the SFU hung up");
         assert!(offer(&tx, ended()));
         for _ in 0..queued {
             assert!(matches!(

@@ -251,7 +251,7 @@ async fn watch(
                 reason: DropReason::Srtp(_),
                 ..
             }) => Seen::DecryptFailure,
-            Some(ConferenceEvent::Ended { reason }) => Seen::Ended(reason),
+            Some(ConferenceEvent::Ended { reason, .. }) => Seen::Ended(reason),
             Some(_) => continue,
         };
         let _ = tx.send(Report { who, at, seen });

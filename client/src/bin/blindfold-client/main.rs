@@ -28,7 +28,11 @@
 //!   audio from `--audio-file` carries no abs-send-time, so only the synthetic streams
 //!   feed other members' estimates);
 //!
-//! then writes the `--report` JSON ([`blindfold_client::report::Report`]; the final
+//! When the SFU refuses or ends the call asking for another (`relay_unavailable`: the
+//! relay could not take it, or came back from a restart unable to serve the answer), it
+//! calls again, up to [`MAX_CALLS_AGAIN`] times, and goes on.
+//!
+//! It then writes the `--report` JSON ([`blindfold_client::report::Report`]; the final
 //! rates there are averages over each stream's life) and hangs up (a key event without
 //! keys to the members, `m.call.hangup` to the SFU), both within a few seconds of the
 //! end or the signal. A second SIGINT exits at once.
@@ -55,12 +59,13 @@ use std::time::{Duration, Instant};
 
 use blindfold_client::DropReason;
 use blindfold_client::conference::{
-    Conference, ConferenceConfig, ConferenceEvent, Login, MediaMode, Subscription,
+    CALL_AGAIN, Conference, ConferenceConfig, ConferenceError, ConferenceEvent, Login, MediaMode,
+    Subscription,
 };
 use blindfold_client::report::{FullSubscription, Report, SentStream};
 use blindfold_client::table::{LiveTable, StreamKind, render};
 use clap::Parser as _;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use audio::ClipSender;
 use config::{Args, Config, Credentials};
@@ -71,6 +76,11 @@ const FRAME: Duration = Duration::from_secs(1);
 /// The hang-up's budget: the demo gives a participant 5 s from SIGINT to exit, and the
 /// report is written before it.
 const HANGUP_LIMIT: Duration = Duration::from_secs(3);
+/// How many times in a row a refused join, and how many times in all an ended call,
+/// are called again when the SFU asks for it (`relay_unavailable`) before we give up.
+const MAX_CALLS_AGAIN: u64 = 3;
+/// The pause before calling again (the SFU has just seen the relay come back).
+const CALL_AGAIN_PAUSE: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -252,14 +262,15 @@ async fn run(config: Config) -> ExitCode {
         "blindfold-client: joining conference {} in {} as {}",
         config.conference, config.room, config.user
     );
-    let joining = Conference::join(cc);
-    let mut conf = tokio::select! {
-        r = joining => match r {
-            Ok(c) => c,
-            Err(e) => return fail(format!("joining conference {} in {}: {e}", config.conference, config.room)),
-        },
-        _ = sigint.recv() => return fail("interrupted while joining"),
-        _ = sigterm.recv() => return fail("terminated while joining"),
+    let mut conf = match call(&cc, &mut sigint, &mut sigterm).await {
+        Ok(c) => c,
+        Err(Stop::Failed(e)) => {
+            return fail(format!(
+                "joining conference {} in {}: {e}",
+                config.conference, config.room
+            ));
+        }
+        Err(Stop::Signal(s)) => return fail(format!("{s} while joining")),
     };
     let answered = conf.answered_at();
     let me = conf
@@ -285,17 +296,50 @@ async fn run(config: Config) -> ExitCode {
     let mut warned = 0;
     let mut ended_early: Option<String> = None;
     let mut stop_reason = "the duration ran out";
+    // The streams of the calls before this one, and whether the SFU asked for another.
+    let mut sent_before = Vec::new();
+    let mut call_again = None;
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
+        if let Some(reason) = call_again.take() {
+            // Whatever the ended call had decrypted still counts.
+            while let Some(ev) = conf.try_next_event() {
+                let _ = handle(&conf, &mut tally, ev);
+            }
+            eprintln!("blindfold-client: {}; calling again", one_line(reason));
+            sent_before.extend(sent_streams(&conf));
+            tally.calls_again += 1;
+            tokio::time::sleep(CALL_AGAIN_PAUSE).await;
+            match call(&cc, &mut sigint, &mut sigterm).await {
+                // The ended call's tasks stop as it is dropped.
+                Ok(c) => conf = c,
+                Err(Stop::Failed(e)) => {
+                    ended_early = Some(format!("calling again: {e}"));
+                    break;
+                }
+                Err(Stop::Signal(s)) => {
+                    stop_reason = s;
+                    break;
+                }
+            }
+            eprintln!(
+                "blindfold-client: in the call again, relay {}",
+                conf.relay()
+            );
+        }
         let clip_due = clip.as_ref().map_or(far, ClipSender::next_due);
         tokio::select! {
             ev = conf.next_event() => match ev {
-                Some(ev) => {
-                    if let Some(reason) = handle(&conf, &mut tally, ev) {
+                Some(ev) => match handle(&conf, &mut tally, ev) {
+                    Some(End { reason, call_again: true }) if tally.calls_again < MAX_CALLS_AGAIN => {
+                        call_again = Some(reason);
+                    }
+                    Some(End { reason, .. }) => {
                         ended_early = Some(reason);
                         break;
                     }
-                }
+                    None => {}
+                },
                 None => {
                     ended_early = Some("the conference's tasks stopped".into());
                     break;
@@ -358,12 +402,13 @@ async fn run(config: Config) -> ExitCode {
             Subscription::Speaker => FullSubscription::Speaker,
             Subscription::Ssrcs(s) => FullSubscription::Ssrcs(s.iter().map(|x| x.0).collect()),
         },
-        sent: sent_streams(&conf),
+        sent: sent_before.into_iter().chain(sent_streams(&conf)).collect(),
         senders: tally.final_rows(),
         recordings,
         speakers: tally.speakers.clone(),
         last_speaker: tally.speaker.as_ref().map(|m| m.user_id.clone()),
         reconnects: tally.reconnects,
+        calls_again: tally.calls_again,
     };
     let mut code = ExitCode::SUCCESS;
     if let Some(path) = &config.report
@@ -402,8 +447,14 @@ async fn run(config: Config) -> ExitCode {
     code
 }
 
-/// Takes one conference event into the tally; `Some(reason)` if the call is over.
-fn handle(conf: &Conference, tally: &mut Tally, ev: ConferenceEvent) -> Option<String> {
+/// Why the call ended, and whether the SFU asked us to call again.
+struct End {
+    reason: String,
+    call_again: bool,
+}
+
+/// Takes one conference event into the tally; `Some` if the call is over.
+fn handle(conf: &Conference, tally: &mut Tally, ev: ConferenceEvent) -> Option<End> {
     match ev {
         ConferenceEvent::Media { packet, from, .. } => {
             tally.media(Instant::now(), &packet, from.as_ref());
@@ -439,10 +490,45 @@ fn handle(conf: &Conference, tally: &mut Tally, ev: ConferenceEvent) -> Option<S
             );
         }
         ConferenceEvent::ActiveSpeaker { member } => tally.speaker(member),
-        ConferenceEvent::Ended { reason } => return Some(reason),
+        ConferenceEvent::Ended { reason, call_again } => return Some(End { reason, call_again }),
         _ => {}
     }
     None
+}
+
+/// Why [`call`] did not get a call going.
+enum Stop {
+    /// Joining failed.
+    Failed(String),
+    /// A signal came first ("interrupted", "terminated").
+    Signal(&'static str),
+}
+
+/// Joins the conference: calls the SFU, until it answers. A refusal that asks us to
+/// call again (`relay_unavailable`: the relay could not take the call) is tried again
+/// after [`CALL_AGAIN_PAUSE`], up to [`MAX_CALLS_AGAIN`] times.
+async fn call(
+    cc: &ConferenceConfig,
+    sigint: &mut Signal,
+    sigterm: &mut Signal,
+) -> Result<Conference, Stop> {
+    for attempt in 0.. {
+        let r = tokio::select! {
+            r = Conference::join(cc.clone()) => r,
+            _ = sigint.recv() => return Err(Stop::Signal("interrupted")),
+            _ = sigterm.recv() => return Err(Stop::Signal("terminated")),
+        };
+        match r {
+            Err(ConferenceError::Hangup { code, .. })
+                if code == CALL_AGAIN && attempt < MAX_CALLS_AGAIN =>
+            {
+                eprintln!("blindfold-client: the SFU refused with {code}; calling again");
+                tokio::time::sleep(CALL_AGAIN_PAUSE).await;
+            }
+            r => return r.map_err(|e| Stop::Failed(e.to_string())),
+        }
+    }
+    unreachable!("the attempts end in a return")
 }
 
 /// The table's title: who, where, how long, what we send and under which key, and who

@@ -169,6 +169,8 @@ pub struct Tally {
     pub speaker: Option<MemberId>,
     /// Times the relay lost our session and we connected again.
     pub reconnects: u64,
+    /// Times the SFU ended our call asking us to call again, and we did.
+    pub calls_again: u64,
 }
 
 fn kind_of(s: &Stream) -> StreamKind {
@@ -208,6 +210,7 @@ impl Tally {
             speakers: Vec::new(),
             speaker: None,
             reconnects: 0,
+            calls_again: 0,
         }
     }
 
