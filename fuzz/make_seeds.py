@@ -158,7 +158,7 @@ put("participant", bytes([1, len(stun[0])]) + stun[0] + bytes([0, len(dtls[0])])
 # The other member's audio (libsrtp's RTP packets, on its audio SSRC) and the relay's
 # reports (libsrtp's RTCP) in its SRTCP; then we send two audio packets with
 # transport-wide numbers 1 and 2, and the relay's feedback on them and a REMB arrive,
-# each after an empty RR, a second later.
+# each after an empty RR, a second later; and a REMB and audio after we connected again.
 def rec(op, body):
     return bytes([op, len(body)]) + body
 rr = bytes([0x80, 201, 0, 1]) + (0x0B11DFD0).to_bytes(4, "big")
@@ -169,6 +169,7 @@ remb = (bytes([0x8F, 206, 0, 5]) + (0x0B11DFD0).to_bytes(4, "big") + bytes(4) + 
 put("participant_connected", b"".join(rec(1, p) for p in rtp) + b"".join(rec(0, p) for p in rtcp))
 put("participant_connected", rec(4, b"\x55" * 80) + rec(4, b"\x55" * 80) + rec(3, bytes(100))
     + rec(0, rr + feedback) + rec(0, rr + remb) + rec(1, rtp[0]))
+put("participant_connected", rec(4, b"\x55" * 80) + rec(6, b"") + rec(0, rr + remb) + rec(1, rtp[0]))
 # ogg: the test suite's one-second sine (client/testdata), whole and cut short.
 sine = (root / "client/testdata/sine-1s.opus").read_bytes()
 put("ogg", sine)

@@ -211,7 +211,9 @@ const E2E: SrtpProfile = SrtpProfile::AeadAes128Gcm;
 /// - 4: the participant sends the bytes as audio, with a transport-wide number;
 /// - 5: the participant sends the bytes as full-resolution video, frame-marked with
 ///   the operation's high bits;
-/// - 6, 7: time passes, the length byte in ms.
+/// - 6: the participant connects again ([`Participant::reconnect`]), and the relay
+///   takes its new handshake (the bytes are skipped);
+/// - 7: time passes, the length byte in ms.
 ///
 /// Whatever it is handed, the participant sends only to the relay, and hands the
 /// application media only on the SSRCs whose keys it holds. Returns how many datagrams
@@ -244,6 +246,14 @@ pub fn connected(data: &[u8]) -> usize {
                 let exts = [(TCC, &seq[..])];
                 let ts = RtpTime(u32::from(tcc_seq) * 960);
                 let _ = p.send_rtp(now, OWN.audio, Pt(111), false, ts, &exts, body);
+                None
+            }
+            6 => {
+                if p.reconnect(now).is_ok()
+                    && let Some(out) = handshake(&mut p, now)
+                {
+                    relay_srtcp = out;
+                }
                 None
             }
             5 => {
@@ -300,7 +310,7 @@ fn drain_connected(p: &mut Participant) {
 /// handshake done with the shared certificate on both sides), holding [`SENDER`]'s key;
 /// and the relay's outbound SRTCP context for it.
 fn connect(now: Instant) -> (Participant, SrtpContext) {
-    let (cert, dtls, _) = shared();
+    let cert = &shared().0;
     let relay_ice = IceCredentials {
         ufrag: "relayufrg".into(),
         pwd: RELAY_PWD.into(),
@@ -318,6 +328,15 @@ fn connect(now: Instant) -> (Participant, SrtpContext) {
     });
     p.install_remote_keys(SENDER, &streams, E2E, &[(KeyIndex(0), &SENDER_KEY)])
         .expect("the sender's keys");
+    let relay_out = handshake(&mut p, now).expect("the participant connects");
+    (p, relay_out)
+}
+
+/// Answers `p`'s ICE checks and runs the relay's side of its DTLS handshake (a new
+/// server, with the shared certificate) until it is connected; the relay's outbound
+/// SRTCP context for it, or none if it did not connect.
+fn handshake(p: &mut Participant, now: Instant) -> Option<SrtpContext> {
+    let (cert, dtls, _) = shared();
     let mut server = DtlsSession::server(dtls, cert, cert.fingerprint(), now);
     let mut keys = None;
     for _ in 0..20 {
@@ -348,10 +367,10 @@ fn connect(now: Instant) -> (Participant, SrtpContext) {
             let profile = crate::srtp_profile(k.profile).expect("an SRTP profile");
             let relay_out = SrtpContext::new(profile, k.server_master.key_salt(), None)
                 .expect("the relay's SRTCP context");
-            return (p, relay_out);
+            return Some(relay_out);
         }
     }
-    panic!("the participant did not connect");
+    None
 }
 
 /// The participant's address as the relay's Binding answer gives it
@@ -472,7 +491,8 @@ mod tests {
         // check, which it takes, and time for its DTLS to retransmit.
         assert!(seeds("participant", participant).iter().all(|&n| n >= 1));
         // Connected: the other member's audio, which decrypts, and the relay's reports
-        // (libsrtp's; transport-cc feedback on what we sent and a REMB) in its SRTCP.
+        // (libsrtp's; transport-cc feedback on what we sent and a REMB) in its SRTCP,
+        // also after connecting again.
         assert!(
             seeds("participant_connected", connected)
                 .iter()
