@@ -500,7 +500,7 @@ fn handle(conf: &Conference, tally: &mut Tally, ev: ConferenceEvent) -> Option<E
 enum Stop {
     /// Joining failed.
     Failed(String),
-    /// A signal came first ("interrupted", "terminated").
+    /// A signal came first ("SIGINT", "SIGTERM").
     Signal(&'static str),
 }
 
@@ -512,23 +512,24 @@ async fn call(
     sigint: &mut Signal,
     sigterm: &mut Signal,
 ) -> Result<Conference, Stop> {
-    for attempt in 0.. {
+    let mut refused = 0;
+    loop {
         let r = tokio::select! {
             r = Conference::join(cc.clone()) => r,
-            _ = sigint.recv() => return Err(Stop::Signal("interrupted")),
-            _ = sigterm.recv() => return Err(Stop::Signal("terminated")),
+            _ = sigint.recv() => return Err(Stop::Signal("SIGINT")),
+            _ = sigterm.recv() => return Err(Stop::Signal("SIGTERM")),
         };
         match r {
             Err(ConferenceError::Hangup { code, .. })
-                if code == CALL_AGAIN && attempt < MAX_CALLS_AGAIN =>
+                if code == CALL_AGAIN && refused < MAX_CALLS_AGAIN =>
             {
+                refused += 1;
                 eprintln!("blindfold-client: the SFU refused with {code}; calling again");
                 tokio::time::sleep(CALL_AGAIN_PAUSE).await;
             }
             r => return r.map_err(|e| Stop::Failed(e.to_string())),
         }
     }
-    unreachable!("the attempts end in a return")
 }
 
 /// The table's title: who, where, how long, what we send and under which key, and who
