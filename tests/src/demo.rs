@@ -41,7 +41,7 @@ pub const RECONNECT_ALLOWANCE: Duration = Duration::from_secs(10);
 /// `blindfold-demo --help`.
 pub const USAGE: &str = "\
 usage: blindfold-demo [--dry-run] [--duration SECS] [--client PATH] [--out DIR] [--clip FILE]
-                      [--restart-relay SECS]
+                      [--restart-relay SECS [--new-cert]]
 
 Runs a local Blindfold conference: Synapse, relay, signaling, three participants
 (blindfold-client) in an end-to-end encrypted room, one of them sending a spoken Opus
@@ -57,6 +57,9 @@ full-resolution stream with no decrypt failure.
   --restart-relay SECS
                    SECS after all three are connected, kill the relay (kill -9) and
                    start it again; then each must also connect to it again by itself
+  --new-cert       with --restart-relay: start it again without its certificate
+                   files, so with a new certificate no answer names; then the SFU hangs
+                   up every call (relay_unavailable), and each must call again
 ";
 
 /// The demo's options.
@@ -74,6 +77,27 @@ pub struct Args {
     pub clip: Option<PathBuf>,
     /// Kill the relay and start it again this long after all participants connected.
     pub restart_relay: Option<Duration>,
+    /// Start it again with a new certificate (`--new-cert`).
+    pub new_cert: bool,
+}
+
+/// How the relay came back, for [`judge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayRestart {
+    /// With its certificate: each participant must have connected to it again.
+    SameCert,
+    /// With a new certificate: each must have called again.
+    NewCert,
+}
+
+impl Args {
+    /// How the relay is restarted, if it is.
+    pub fn relay_restart(&self) -> Option<RelayRestart> {
+        self.restart_relay.map(|_| match self.new_cert {
+            true => RelayRestart::NewCert,
+            false => RelayRestart::SameCert,
+        })
+    }
 }
 
 /// What the command line asked for.
@@ -94,6 +118,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
         out: None,
         clip: None,
         restart_relay: None,
+        new_cert: false,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -127,8 +152,12 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                     .ok_or_else(|| format!("--restart-relay {v}: a whole number of seconds"))?;
                 out.restart_relay = Some(Duration::from_secs(secs));
             }
+            "--new-cert" => out.new_cert = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if out.new_cert && out.restart_relay.is_none() {
+        return Err("--new-cert: only with --restart-relay".into());
     }
     // The participants need time after the restart to notice (about 5 s) and to show
     // media again.
@@ -327,7 +356,8 @@ pub struct Outcome {
 /// successfully and wrote a report, the reports pass [`check_reports`] (everyone
 /// decrypted everyone's audio, thumbnail and subscribed full stream, no decrypt
 /// failures, audio recorded), and the recordings pass [`check_recordings`].
-pub fn judge(outcomes: &[Outcome], relay_restarted: bool) -> Vec<String> {
+/// After a relay restart, each must also have connected to it again, or called again.
+pub fn judge(outcomes: &[Outcome], restart: Option<RelayRestart>) -> Vec<String> {
     let mut problems = Vec::new();
     let mut reports = Vec::new();
     for o in outcomes {
@@ -347,8 +377,14 @@ pub fn judge(outcomes: &[Outcome], relay_restarted: bool) -> Vec<String> {
     }
     problems.extend(check_reports(&reports));
     for r in &reports {
-        if relay_restarted && r.reconnects == 0 {
-            problems.push(format!("{} never connected to the restarted relay", r.user));
+        match restart {
+            Some(RelayRestart::SameCert) if r.reconnects == 0 => {
+                problems.push(format!("{} never connected to the restarted relay", r.user));
+            }
+            Some(RelayRestart::NewCert) if r.calls_again == 0 => {
+                problems.push(format!("{} never called the restarted relay again", r.user));
+            }
+            _ => {}
         }
         problems.extend(check_recordings(r));
     }
@@ -509,12 +545,18 @@ mod tests {
                 out: Some("o".into()),
                 clip: Some("k.opus".into()),
                 restart_relay: None,
+                new_cert: false,
             }
         );
         let Ok(Command::Run(a)) = args(&["--restart-relay", "6"]) else {
             panic!("--restart-relay")
         };
         assert_eq!(a.restart_relay, Some(Duration::from_secs(6)));
+        assert_eq!(a.relay_restart(), Some(RelayRestart::SameCert));
+        let Ok(Command::Run(a)) = args(&["--restart-relay", "6", "--new-cert"]) else {
+            panic!("--new-cert")
+        };
+        assert_eq!(a.relay_restart(), Some(RelayRestart::NewCert));
         assert_eq!(args(&["--help"]), Ok(Command::Help));
         for (bad, why) in [
             (&["--duration"][..], "--duration needs a value"),
@@ -524,6 +566,7 @@ mod tests {
             (&["--frobnicate"], "unknown argument \"--frobnicate\""),
             (&["--restart-relay", "x"], "a whole number of seconds"),
             (&["--restart-relay", "11"], "must leave 10 s of the 20 s"),
+            (&["--new-cert"], "only with --restart-relay"),
             (
                 &["--duration", "30", "--restart-relay", "21"],
                 "of the 30 s",
@@ -661,7 +704,7 @@ blindfold_active_speaker_changes_total{worker=\"1\"} 6
                 ok("a", report(1, "@a:l", &[b])),
                 ok("b", report(2, "@b:l", &[a])),
             ],
-            false,
+            None,
         );
         assert_eq!(
             problems,
@@ -699,10 +742,11 @@ blindfold_active_speaker_changes_total{worker=\"1\"} 6
             assert!(text.contains("sent: audio 100 packets"), "{text}");
             outcomes.push(ok("x", r));
         }
-        assert_eq!(judge(&outcomes, false), Vec::<String>::new());
+        let same = Some(RelayRestart::SameCert);
+        assert_eq!(judge(&outcomes, None), Vec::<String>::new());
         // After a relay restart, each must have connected again.
         assert_eq!(
-            judge(&outcomes, true),
+            judge(&outcomes, same),
             [
                 "@a:l never connected to the restarted relay",
                 "@b:l never connected to the restarted relay",
@@ -717,13 +761,24 @@ blindfold_active_speaker_changes_total{worker=\"1\"} 6
             );
         }
         assert_eq!(
-            judge(&outcomes, true),
+            judge(&outcomes, same),
             ["@b:l never connected to the restarted relay"]
         );
         if let Ok(r) = &mut outcomes[1].report {
             r.reconnects = 1;
         }
-        assert_eq!(judge(&outcomes, true), Vec::<String>::new());
+        assert_eq!(judge(&outcomes, same), Vec::<String>::new());
+        // With a new certificate, each must have called again.
+        let new = Some(RelayRestart::NewCert);
+        if let Ok(r) = &mut outcomes[1].report {
+            r.calls_again = 1;
+            let text = describe("x", r).join("\n");
+            assert!(text.contains("asked it to call again 1 time(s)"), "{text}");
+        }
+        assert_eq!(
+            judge(&outcomes, new),
+            ["@a:l never called the restarted relay again"]
+        );
 
         // A participant that failed and wrote nothing fails the run, loudly.
         outcomes.push(Outcome {
@@ -732,14 +787,14 @@ blindfold_active_speaker_changes_total{worker=\"1\"} 6
             report: Err("reading /x/report.json: No such file or directory".into()),
         });
         assert_eq!(
-            judge(&outcomes, false),
+            judge(&outcomes, None),
             [
                 "carol exited with exit status: 2",
                 "carol wrote no report: reading /x/report.json: No such file or directory",
             ]
         );
         assert_eq!(
-            judge(&outcomes[2..], false).last().unwrap(),
+            judge(&outcomes[2..], None).last().unwrap(),
             "only 0 report(s): nothing to judge a conference by"
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -324,6 +324,24 @@ impl Relay {
         self.wait_listening("the restarted relay");
     }
 
+    /// [`restart`](Self::restart) without the certificate files it was given, so with
+    /// a certificate generated at start (another one): no answer given out before
+    /// names it.
+    pub fn restart_with_new_cert(&mut self) {
+        let mut args = Vec::new();
+        let mut given = std::mem::take(&mut self.args).into_iter();
+        while let Some(a) = given.next() {
+            match a.to_str() {
+                Some("--cert" | "--key") => {
+                    given.next();
+                }
+                _ => args.push(a),
+            }
+        }
+        self.args = args;
+        self.restart();
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

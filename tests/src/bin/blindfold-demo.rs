@@ -210,7 +210,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let mut participants = Participants::spawn(&client, &specs)?;
     let started = Instant::now();
     if let Some(after) = args.restart_relay {
-        restart_relay_when_connected(&mut relay, specs.len(), after)?;
+        restart_relay_when_connected(&mut relay, specs.len(), after, args.new_cert)?;
     }
     let exits =
         participants.wait((args.duration + START_ALLOWANCE).saturating_sub(started.elapsed()));
@@ -249,7 +249,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         Err(e) => println!("relay: /metrics not read ({e})"),
     }
     println!();
-    let problems = judge(&outcomes, args.restart_relay.is_some());
+    let problems = judge(&outcomes, args.relay_restart());
     println!("reports, recordings and logs: {}", out.display());
     if problems.is_empty() {
         println!(
@@ -380,6 +380,7 @@ fn restart_relay_when_connected(
     relay: &mut Relay,
     n: usize,
     after: Duration,
+    new_cert: bool,
 ) -> Result<(), String> {
     let deadline = Instant::now() + START_ALLOWANCE;
     let selector = "blindfold_sessions{state=\"connected\"}";
@@ -405,8 +406,13 @@ fn restart_relay_when_connected(
         not_interrupted()?;
         std::thread::sleep(Duration::from_millis(100));
     }
-    step("killing the relay (kill -9) and starting it again");
-    relay.restart();
+    if new_cert {
+        step("killing the relay (kill -9) and starting it again, with a new certificate");
+        relay.restart_with_new_cert();
+    } else {
+        step("killing the relay (kill -9) and starting it again");
+        relay.restart();
+    }
     Ok(())
 }
 
