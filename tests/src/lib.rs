@@ -615,6 +615,14 @@ impl Sim {
         self.pump();
     }
 
+    /// Member `idx`'s NAT rebinds: its datagrams come from `addr` from now on, and what
+    /// is sent to its old address is lost.
+    pub fn rebind(&mut self, idx: usize, addr: SocketAddr) {
+        let old = std::mem::replace(&mut self.members[idx].addr, addr);
+        self.by_addr.remove(&old);
+        self.by_addr.insert(addr, idx);
+    }
+
     /// A datagram from an address that is no member (an attacker, a scanner).
     pub fn inject(&mut self, from: SocketAddr, bytes: &[u8]) -> Handled<'static> {
         let k = self.shard_of(from);
