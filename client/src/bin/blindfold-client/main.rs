@@ -307,12 +307,22 @@ async fn run(config: Config) -> ExitCode {
                 let _ = handle(&conf, &mut tally, ev);
             }
             eprintln!("blindfold-client: {}; calling again", one_line(reason));
-            sent_before.extend(sent_streams(&conf));
-            tally.calls_again += 1;
-            tokio::time::sleep(CALL_AGAIN_PAUSE).await;
-            match call(&cc, &mut sigint, &mut sigterm).await {
-                // The ended call's tasks stop as it is dropped.
-                Ok(c) => conf = c,
+            let again = async {
+                tokio::time::sleep(CALL_AGAIN_PAUSE).await;
+                call(&cc, &mut sigint, &mut sigterm).await
+            };
+            let r = tokio::select! {
+                r = again => r,
+                // The run's time is up before the new call is: as at any end.
+                _ = tokio::time::sleep_until(end.unwrap_or(far).into()), if end.is_some() => break,
+            };
+            match r {
+                Ok(c) => {
+                    sent_before.extend(sent_streams(&conf));
+                    tally.calls_again += 1;
+                    // The ended call's tasks stop as it is dropped.
+                    conf = c;
+                }
                 Err(Stop::Failed(e)) => {
                     ended_early = Some(format!("calling again: {e}"));
                     break;
