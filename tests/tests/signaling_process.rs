@@ -50,8 +50,17 @@ fn hangup_code(reply: &(String, Value)) -> String {
         .to_owned()
 }
 
+/// The relay's configured sessions, as its gauge last showed them. Its workers publish
+/// the gauge every 100 ms: a session added or removed just now may not show yet.
 fn relay_sessions(relay: &Relay) -> u64 {
     relay.metric("blindfold_sessions{state=\"configured\"}")
+}
+
+/// [`relay_sessions`] once the gauge has caught up with whatever happened before the
+/// call (more than one publishing interval later): for checks that nothing changed.
+fn settled_sessions(relay: &Relay) -> u64 {
+    std::thread::sleep(Duration::from_millis(250));
+    relay_sessions(relay)
 }
 
 /// Bob hangs up call `b`; the signaling that owns it removes his relay session, leaving
@@ -220,7 +229,11 @@ fn refusals_carry_their_reason_and_create_no_relay_session() {
         };
         assert_eq!(hangup_code(&reply), code, "{what}");
     }
-    assert_eq!(relay_sessions(&s.relay), 0, "a refusal created relay state");
+    assert_eq!(
+        settled_sessions(&s.relay),
+        0,
+        "a refusal created relay state"
+    );
     // And the bot still answers a good call.
     let reply = call(
         &mut alice,
@@ -280,7 +293,7 @@ fn over_capacity_and_outsiders_are_refused() {
         !members.contains(&s.user_id),
         "the SFU joined an outsider's DM"
     );
-    assert_eq!(relay_sessions(&s.relay), 1);
+    assert_eq!(settled_sessions(&s.relay), 1);
 }
 
 #[test]
@@ -464,7 +477,7 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
     s.signaling.wait_ready();
     media_flows(&mut pb, &mut pa, 9, "media after the restart");
     assert_eq!(
-        relay_sessions(&s.relay),
+        settled_sessions(&s.relay),
         2,
         "the restart re-created or dropped sessions"
     );
