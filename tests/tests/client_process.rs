@@ -551,15 +551,12 @@ fn ctrl_c_writes_the_report_and_hangs_up_within_the_documented_bound() {
         });
 }
 
-/// The relay is killed and started again mid-call (its certificate from files, as in
-/// production): each client notices that the relay no longer answers its media,
-/// connects again by itself, says so, counts it in its report, and goes on decrypting
-/// the other.
-#[test]
-fn each_client_connects_again_to_a_restarted_relay() {
+/// Alice and bob, in a 20 s call through `relay`, each a client process; 2 s after
+/// both connected, the relay is killed and started again. Each client's log must say
+/// `says` (what it did about the restart); returns their reports.
+fn two_clients_through_a_relay_restart(relay: Relay, says: &str) -> Vec<Report> {
     let synapse = Synapse::shared();
-    let cert = DtlsCert::generate().expect("relay certificate");
-    let mut sfu = sfu_on(synapse, Relay::start_with_cert(1, &cert), "");
+    let mut sfu = sfu_on(synapse, relay, "");
     let users: Vec<MatrixUser> = ["alice", "bob"]
         .iter()
         .map(|n| synapse.new_user(n))
@@ -579,13 +576,20 @@ fn each_client_connects_again_to_a_restarted_relay() {
     sfu.relay.restart();
     let reports = finish_all(&mut clients, duration);
     for c in &clients {
-        assert!(
-            c.log().contains("connecting again"),
-            "{}'s log:\n{}",
-            c.name,
-            c.log()
-        );
+        assert!(c.log().contains(says), "{}'s log:\n{}", c.name, c.log());
     }
+    reports
+}
+
+/// The relay is killed and started again mid-call (its certificate from files, as in
+/// production): each client notices that the relay sends it no SRTCP any more,
+/// connects again by itself, says so, counts it in its report, and goes on decrypting
+/// the other.
+#[test]
+fn each_client_connects_again_to_a_restarted_relay() {
+    let cert = DtlsCert::generate().expect("relay certificate");
+    let reports =
+        two_clients_through_a_relay_restart(Relay::start_with_cert(1, &cert), "connecting again");
     for (rx, tx) in [(&reports[0], &reports[1]), (&reports[1], &reports[0])] {
         assert_eq!(rx.reconnects, 1, "{}", rx.user);
         // Its audio before the restart and after the reconnect: without the reconnect,
@@ -622,34 +626,7 @@ fn each_client_connects_again_to_a_restarted_relay() {
 /// its report, and decrypts the other's audio of the new call.
 #[test]
 fn each_client_calls_again_when_the_relay_comes_back_with_another_certificate() {
-    let synapse = Synapse::shared();
-    let mut sfu = sfu_on(synapse, Relay::start(1), "");
-    let users: Vec<MatrixUser> = ["alice", "bob"]
-        .iter()
-        .map(|n| synapse.new_user(n))
-        .collect();
-    let room = conference_room(&users[0], &[&users[1]], &sfu.user_id, CONF);
-    let duration = 20;
-    let mut clients: Vec<Client> = ["alice", "bob"]
-        .iter()
-        .zip(&users)
-        .map(|(name, u)| Client::start_for(name, u, &room, None, Some(duration)))
-        .collect();
-    sfu.relay
-        .wait_until(ALLOWANCE, "both clients connected", || {
-            sfu.relay.metric("blindfold_sessions{state=\"connected\"}") == 2
-        });
-    std::thread::sleep(Duration::from_secs(2));
-    sfu.relay.restart();
-    let reports = finish_all(&mut clients, duration);
-    for c in &clients {
-        assert!(
-            c.log().contains("calling again"),
-            "{}'s log:\n{}",
-            c.name,
-            c.log()
-        );
-    }
+    let reports = two_clients_through_a_relay_restart(Relay::start(1), "calling again");
     for (rx, tx) in [(&reports[0], &reports[1]), (&reports[1], &reports[0])] {
         assert_eq!(rx.calls_again, 1, "{}", rx.user);
         // The audio of its second call (each call's streams are listed, in order).
