@@ -302,10 +302,7 @@ async fn run(config: Config) -> ExitCode {
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
         if let Some(reason) = call_again.take() {
-            // Whatever the ended call had decrypted still counts.
-            while let Some(ev) = conf.try_next_event() {
-                let _ = handle(&conf, &mut tally, ev);
-            }
+            take_waiting(&mut conf, &mut tally);
             eprintln!("blindfold-client: {}; calling again", one_line(reason));
             let again = async {
                 tokio::time::sleep(CALL_AGAIN_PAUSE).await;
@@ -395,10 +392,7 @@ async fn run(config: Config) -> ExitCode {
         eprintln!("blindfold-client: second signal: exiting without finishing");
         std::process::exit(130);
     });
-    // Events already decrypted still count.
-    while let Some(ev) = conf.try_next_event() {
-        let _ = handle(&conf, &mut tally, ev);
-    }
+    take_waiting(&mut conf, &mut tally);
     let in_call = answered.elapsed();
     let recordings = tally.finish_recordings();
     let report = Report {
@@ -455,6 +449,14 @@ async fn run(config: Config) -> ExitCode {
         code = ExitCode::FAILURE;
     }
     code
+}
+
+/// Takes the events waiting when a call ends into the tally: what it had decrypted
+/// still counts.
+fn take_waiting(conf: &mut Conference, tally: &mut Tally) {
+    while let Some(ev) = conf.try_next_event() {
+        let _ = handle(conf, tally, ev);
+    }
 }
 
 /// Why the call ended, and whether the SFU asked us to call again.
