@@ -248,18 +248,18 @@ pub fn connected(data: &[u8]) -> usize {
                 let _ = p.send_rtp(now, OWN.audio, Pt(111), false, ts, &exts, body);
                 None
             }
+            5 => {
+                let marking = [op & 0xe0];
+                let exts = [(FRAME_MARKING, &marking[..])];
+                let _ = p.send_rtp(now, OWN.full, Pt(96), true, RtpTime(0), &exts, body);
+                None
+            }
             6 => {
                 if p.reconnect(now).is_ok()
                     && let Some(out) = handshake(&mut p, now)
                 {
                     relay_srtcp = out;
                 }
-                None
-            }
-            5 => {
-                let marking = [op & 0xe0];
-                let exts = [(FRAME_MARKING, &marking[..])];
-                let _ = p.send_rtp(now, OWN.full, Pt(96), true, RtpTime(0), &exts, body);
                 None
             }
             op => {

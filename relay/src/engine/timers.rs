@@ -64,7 +64,8 @@ use super::{ConfHandle, EndReason, Engine, Home, SessionEvent, SessionHandle, Sh
 
 impl Engine {
     /// Runs the timers that are due: ICE consent, DTLS retransmission, first-check
-    /// deadlines, active-speaker decisions, receiver reports to quiet sessions. Visits only what has a deadline due.
+    /// deadlines, active-speaker decisions, receiver reports to quiet sessions. Visits
+    /// only what has a deadline due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
         while let Some((at, due)) = self.timers.pop_due(now) {
