@@ -24,7 +24,19 @@
 //! Once selected, a fresh Binding request (new transaction id, no USE-CANDIDATE, not
 //! retransmitted: the next one follows soon) goes out every 4–6 s, uniformly random
 //! (RFC 7675 §5.1: 5 s ± 20 %). Consent is lost, and ICE fails, when no verified
-//! response has arrived for 30 s.
+//! response has arrived for 30 s. The participant may ask for a check sooner
+//! ([`IceAgent::check_now`]).
+//!
+//! # A new address
+//!
+//! Each verified answer's XOR-MAPPED-ADDRESS says where the relay sees us. When it
+//! differs from the previous answer's, our NAT gave us a new address (a rebinding; RFC
+//! 8445 §7.2.5.3.1 calls it a peer-reflexive candidate): we nominate it at once. The
+//! next check carries USE-CANDIDATE and goes out now; until one such check is answered
+//! without another change, checks nominate and follow every RTO (500 ms), and the next
+//! one after that answer goes out 4 s later. The relay moves a connected session's
+//! media to the address it last nominated, so media follows without a new DTLS
+//! handshake.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -113,7 +125,12 @@ enum State {
     Selected {
         last_consent: Instant,
         next_check: Instant,
-        tids: VecDeque<TransactionId>,
+        /// Our open checks, oldest first, and whether each nominated.
+        tids: VecDeque<(TransactionId, bool)>,
+        /// Where the relay sees us: the XOR-MAPPED-ADDRESS of its latest answer.
+        mapped: Option<SocketAddr>,
+        /// We saw a new address and no nominating check was answered since.
+        nominating: bool,
     },
     Failed,
 }
@@ -122,6 +139,8 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IceEvent {
     Selected,
+    /// The relay sees us at a new address; we nominate it.
+    AddressChanged(SocketAddr),
     Failed(FailReason),
 }
 
@@ -133,6 +152,8 @@ pub(crate) struct IceAgent {
     tie_breaker: u64,
     settings: IceSettings,
     state: State,
+    /// When the last check went out.
+    last_check: Option<Instant>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<IceEvent>,
 }
@@ -161,6 +182,7 @@ impl IceAgent {
                 sent: 0,
                 next: now,
             },
+            last_check: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -197,6 +219,19 @@ impl IceAgent {
         match &self.state {
             State::Selected { last_consent, .. } => Some(*last_consent),
             _ => None,
+        }
+    }
+
+    /// When we last sent a check (selected or not): `None` before the first.
+    pub(crate) fn last_check(&self) -> Option<Instant> {
+        self.last_check
+    }
+
+    /// Sends a consent check now instead of at its time (once selected): its answer
+    /// says where the relay sees us.
+    pub(crate) fn check_now(&mut self, now: Instant) {
+        if let State::Selected { next_check, .. } = &mut self.state {
+            *next_check = (*next_check).min(now);
         }
     }
 
@@ -238,6 +273,8 @@ impl IceAgent {
                 last_consent,
                 next_check,
                 tids,
+                nominating,
+                ..
             } => {
                 if now >= *last_consent + self.settings.consent_timeout {
                     self.fail(FailReason::ConsentLost);
@@ -246,18 +283,24 @@ impl IceAgent {
                 if now < *next_check {
                     return;
                 }
-                *next_check =
-                    now + rng.between(self.settings.consent_min, self.settings.consent_max);
+                let nominate = *nominating;
+                *next_check = now
+                    + if nominate {
+                        self.settings.rto
+                    } else {
+                        rng.between(self.settings.consent_min, self.settings.consent_max)
+                    };
                 let mut tid = TransactionId([0; 12]);
                 rng.fill(&mut tid.0);
                 if tids.len() >= CONSENT_TIDS {
                     tids.pop_front();
                 }
-                tids.push_back(tid);
-                self.queue_request(tid, false);
+                tids.push_back((tid, nominate));
+                self.queue_request(tid, nominate);
             }
-            State::Failed => {}
+            State::Failed => return,
         }
+        self.last_check = Some(now);
     }
 
     fn queue_request(&mut self, tid: TransactionId, nominate: bool) {
@@ -310,7 +353,7 @@ impl IceAgent {
         let tid = msg.transaction_id();
         let ours = match &self.state {
             State::Checking { tid: t, .. } => *t == tid,
-            State::Selected { tids, .. } => tids.contains(&tid),
+            State::Selected { tids, .. } => tids.iter().any(|(t, _)| *t == tid),
             State::Failed => return Err(DropReason::Failed),
         };
         if !ours {
@@ -326,21 +369,46 @@ impl IceAgent {
             self.fail(FailReason::IceErrorResponse(code));
             return Ok(());
         }
+        // An answer without the attribute (or with one we cannot read) says nothing
+        // about where the relay sees us.
+        let seen = msg.xor_mapped_address().ok().flatten();
         match &mut self.state {
             State::Checking { .. } => {
                 // Late answers to the check's retransmissions are still ours.
                 self.state = State::Selected {
                     last_consent: now,
                     next_check: now + self.settings.consent_min,
-                    tids: VecDeque::from([tid]),
+                    tids: VecDeque::from([(tid, true)]),
+                    mapped: seen,
+                    nominating: false,
                 };
                 self.events.push_back(IceEvent::Selected);
             }
             State::Selected {
-                last_consent, tids, ..
+                last_consent,
+                next_check,
+                tids,
+                mapped,
+                nominating,
             } => {
                 *last_consent = (*last_consent).max(now);
-                tids.retain(|t| *t != tid);
+                let nominated = tids.iter().any(|&(t, n)| t == tid && n);
+                tids.retain(|(t, _)| *t != tid);
+                match seen {
+                    Some(addr) if mapped.is_some_and(|m| m != addr) => {
+                        *mapped = Some(addr);
+                        *nominating = true;
+                        *next_check = now;
+                        self.events.push_back(IceEvent::AddressChanged(addr));
+                    }
+                    Some(addr) if mapped.is_none() => *mapped = Some(addr),
+                    // The relay has the new address: back to consent's pace.
+                    _ if nominated && *nominating => {
+                        *nominating = false;
+                        *next_check = now + self.settings.consent_min;
+                    }
+                    _ => {}
+                }
             }
             State::Failed => {}
         }

@@ -41,6 +41,11 @@ const MAX_SRTCP_STREAMS: usize = 1024;
 /// session some SRTCP at least once a second (an empty receiver report if nothing
 /// else), so this is five of its beats missed.
 pub const RELAY_SILENCE: Duration = Duration::from_secs(5);
+/// After this long without SRTCP from the relay (two of its beats missed), we send a
+/// consent check at once instead of at its time: if our NAT gave us a new address, the
+/// answer says so, and we nominate the new one ([`Event::AddressChanged`]), which moves
+/// our media there, long before [`RELAY_SILENCE`] would have us connect again.
+pub const RELAY_PROBE: Duration = Duration::from_secs(2);
 /// The relay's silence counts only if it answered one of our consent checks at least
 /// this long after its last SRTCP, and this long ago: it was reachable, and had time
 /// to speak, yet said nothing. (Without this, a network that carries nothing either
@@ -275,6 +280,10 @@ pub enum Event {
     /// [`Event::Failed`] (also if the relay then falls silent again before it said
     /// anything).
     Reconnecting,
+    /// The relay sees us at a new address (our NAT rebound; we learn it from the answer
+    /// to a consent check). We nominate it, and the relay moves our media there: no new
+    /// handshake, nothing else changes.
+    AddressChanged(SocketAddr),
     /// A remote sender's media packet, decrypted.
     Media(MediaPacket),
     /// A sender report (forwarded by the relay from another participant, or the
@@ -961,6 +970,10 @@ impl Participant {
             self.send_report(now);
         }
         self.send_bwe_remb(now, Bwe::poll_remb);
+        if self.relay_probe_due().is_some_and(|at| now >= at) {
+            self.ice.check_now(now);
+            self.ice.handle_timeout(now, &mut self.rng);
+        }
         if self.relay_silence_deadline().is_some_and(|at| now >= at) {
             if self.silent_since_reconnect {
                 self.fail(FailReason::RelaySilent);
@@ -969,6 +982,19 @@ impl Participant {
             self.start_again(now);
         }
         self.pump(now);
+    }
+
+    /// When to ask the relay where it sees us: [`RELAY_PROBE`] after its last SRTCP,
+    /// unless a check went out since then.
+    fn relay_probe_due(&self) -> Option<Instant> {
+        if self.phase != Phase::Connected {
+            return None;
+        }
+        let at = self.srtcp_heard? + RELAY_PROBE;
+        self.ice
+            .last_check()
+            .is_none_or(|sent| sent < at)
+            .then_some(at)
     }
 
     /// When the relay's silence means it lost our session: [`RELAY_SILENCE`] after its
@@ -1050,6 +1076,9 @@ impl Participant {
                         ));
                         self.drain_dtls_transmits();
                     }
+                }
+                IceEvent::AddressChanged(addr) => {
+                    self.events.push_back(Event::AddressChanged(addr))
                 }
                 IceEvent::Failed(reason) => self.fail(reason),
             }
@@ -1140,6 +1169,7 @@ impl Participant {
             self.dtls.as_ref().and_then(DtlsSession::poll_timeout),
             self.next_report,
             self.bwe_remb_timeout(),
+            self.relay_probe_due(),
             self.relay_silence_deadline(),
         ]
         .into_iter()

@@ -280,7 +280,9 @@ fn connected_with(
     let mut relay = FakeRelay::new(addr(relay_port), &cfg, t0);
     let mut p = Participant::new(cfg, t0).unwrap();
     let mut now = t0;
-    let events = run(&mut p, &mut relay, &mut now, t0 + Duration::from_secs(2));
+    // It connects within milliseconds; the fake relay sends no SRTCP, so stop before
+    // the participant asks where the relay sees it (RELAY_PROBE).
+    let events = run(&mut p, &mut relay, &mut now, t0 + Duration::from_secs(1));
     assert!(events.contains(&Event::IceSelected), "{events:?}");
     assert!(
         events.contains(&Event::Connected {
@@ -589,8 +591,9 @@ fn a_relay_that_answers_consent_but_sends_no_srtcp_is_connected_to_again() {
         restarted_feedback: Some(Some(secs(1))),
     };
     // The relay restarted: it answers our consent checks (it has our credentials
-    // back), never sends SRTCP. At the first consent answer (4–6 s after we connected)
-    // plus 1 s, or 5 s after we connected, we connect again, to the new relay.
+    // back), never sends SRTCP. Our check at RELAY_PROBE (2 s) is answered from the
+    // address we had, so we wait out RELAY_SILENCE (5 s after we connected), then
+    // connect again, to the new relay.
     let events = relay_silence(silent);
     let kinds: Vec<&Event> = events.iter().map(|(_, e)| e).collect();
     assert!(
@@ -606,7 +609,7 @@ fn a_relay_that_answers_consent_but_sends_no_srtcp_is_connected_to_again() {
     );
     let at = events[0].0;
     assert!(
-        at >= RELAY_SILENCE && at <= secs(7) + Duration::from_millis(40),
+        at >= RELAY_SILENCE && at <= RELAY_SILENCE + Duration::from_millis(40),
         "{at:?}"
     );
     assert!(events[2].0 - at < secs(1), "{events:?}");
@@ -647,6 +650,84 @@ fn a_relay_that_answers_consent_but_sends_no_srtcp_is_connected_to_again() {
         ..silent
     });
     assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
+fn a_participant_whose_nat_rebinds_nominates_its_new_address() {
+    let t0 = Instant::now();
+    let (mut p, mut relay, start) = connected(0, 5000, t0);
+    let (old, new) = (relay.participant_addr, addr(10));
+    let rebinding = start + Duration::from_millis(3300);
+    // The relay's keepalive every second reaches us until our NAT rebinds, and again
+    // once we nominated the new address (its media follows the nomination).
+    let mut nominated_at = None;
+    let mut heard = Vec::new();
+    // Each check we send: when, and whether it nominates.
+    let mut checks = Vec::new();
+    let mut events = Vec::new();
+    let mut dropped_first_nomination = false;
+    for ms in (0..15_000).step_by(10) {
+        let now = start + Duration::from_millis(ms);
+        if now >= rebinding {
+            relay.participant_addr = new;
+        }
+        let reaches_us = relay.participant_addr == old || nominated_at.is_some();
+        if ms % 1000 == 0 && ms > 0 && reaches_us {
+            let mut beat = relay.keepalive().unwrap();
+            p.handle_datagram(now, relay.addr, &mut beat).unwrap();
+            heard.push(now - start);
+        }
+        // Twice: an answer can make a check due at once.
+        for _ in 0..2 {
+            p.handle_timeout(now);
+            while let Some(d) = p.poll_transmit() {
+                let Ok(m) = StunMessage::parse(&d.bytes) else {
+                    continue; // our receiver reports
+                };
+                let nominates = m.use_candidate().unwrap();
+                checks.push((now - start, nominates));
+                // The first nominating check is lost: the next follows an RTO later.
+                if nominates && !dropped_first_nomination {
+                    dropped_first_nomination = true;
+                    continue;
+                }
+                if nominates && relay.participant_addr == new {
+                    nominated_at.get_or_insert(now - start);
+                }
+                for mut back in relay.handle(now, &d.bytes) {
+                    p.handle_datagram(now, relay.addr, &mut back).unwrap();
+                }
+            }
+        }
+        events.extend(std::iter::from_fn(|| p.poll_event()).map(|e| (now - start, e)));
+    }
+    let ms = Duration::from_millis;
+    // The last beat before the rebinding was at 3 s: at 5 s (RELAY_PROBE) we ask the
+    // relay where it sees us, and nominate the new address, once lost and again 500 ms
+    // later (the RTO).
+    assert_eq!(events, [(ms(5000), Event::AddressChanged(new))]);
+    assert_eq!(
+        checks
+            .iter()
+            .filter(|c| c.0 >= ms(3300))
+            .take(3)
+            .collect::<Vec<_>>(),
+        [&(ms(5000), false), &(ms(5000), true), &(ms(5500), true)]
+    );
+    assert_eq!(nominated_at, Some(ms(5500)));
+    // Then back to consent, 4 s after the answer and every 4–6 s, not nominating; the
+    // beats reach us again, and nothing connected again.
+    let after: Vec<_> = checks.iter().filter(|c| c.0 > ms(5500)).collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|c| !c.1),
+        "{checks:?}"
+    );
+    assert_eq!(after[0].0, ms(9500), "{checks:?}");
+    assert!(
+        heard.contains(&ms(6000)) && heard.contains(&ms(14_000)),
+        "{heard:?}"
+    );
+    assert!(p.is_connected());
 }
 
 #[test]
