@@ -170,6 +170,11 @@ put("participant_connected", b"".join(rec(1, p) for p in rtp) + b"".join(rec(0, 
 put("participant_connected", rec(4, b"\x55" * 80) + rec(4, b"\x55" * 80) + rec(3, bytes(100))
     + rec(0, rr + feedback) + rec(0, rr + remb) + rec(1, rtp[0]))
 put("participant_connected", rec(4, b"\x55" * 80) + rec(6, b"") + rec(0, rr + remb) + rec(1, rtp[0]))
+# A NAT rebinding: 2.5 s of the relay's silence, so we ask where it sees us; it
+# answers with a new address (port 6000), we nominate it, and it answers that too.
+moved = bytes([0x00, 0x20, 8, 0x00, 0x01]) + (6000 ^ 0x2112).to_bytes(2, "big") + xor_ip
+put("participant_connected", rec(3, bytes(250)) + rec(14, moved) + rec(7, bytes(10)) + rec(14, moved)
+    + rec(4, b"\x55" * 80))
 # ogg: the test suite's one-second sine (client/testdata), whole and cut short.
 sine = (root / "client/testdata/sine-1s.opus").read_bytes()
 put("ogg", sine)

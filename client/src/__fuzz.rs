@@ -211,8 +211,11 @@ const E2E: SrtpProfile = SrtpProfile::AeadAes128Gcm;
 /// - 4: the participant sends the bytes as audio, with a transport-wide number;
 /// - 5: the participant sends the bytes as full-resolution video, frame-marked with
 ///   the operation's high bits;
-/// - 6: the participant connects again ([`Participant::reconnect`]), and the relay
-///   takes its new handshake (the bytes are skipped);
+/// - 6: with bit 3 clear, the participant connects again ([`Participant::reconnect`]),
+///   and the relay takes its new handshake (the bytes are skipped); with bit 3 set,
+///   the relay answers the last check the participant sent (a success, or with bit 4
+///   an error), with the bytes as its attributes (type, length, value records, as
+///   [`stun_answer`] takes them: a new XOR-MAPPED-ADDRESS, say), signed;
 /// - 7: time passes, the length byte in ms.
 ///
 /// Whatever it is handed, the participant sends only to the relay, and hands the
@@ -225,6 +228,7 @@ pub fn connected(data: &[u8]) -> usize {
         SrtpContext::new(E2E, &SENDER_KEY, Some(KeyIndex(0))).expect("the sender's context");
     let mut taken = 0;
     let mut tcc_seq = 0u16;
+    let mut last_check = None;
     let mut rest = data;
     while let [op, len, tail @ ..] = rest {
         let (body, next) = tail.split_at(usize::from(*len).min(tail.len()));
@@ -254,6 +258,7 @@ pub fn connected(data: &[u8]) -> usize {
                 let _ = p.send_rtp(now, OWN.full, Pt(96), true, RtpTime(0), &exts, body);
                 None
             }
+            6 if op & 8 != 0 => last_check.map(|tid| stun_answer(tid, op & 0x10 != 0, body)),
             6 => {
                 if p.reconnect(now).is_ok()
                     && let Some(out) = handshake(&mut p, now)
@@ -272,7 +277,7 @@ pub fn connected(data: &[u8]) -> usize {
         if let Some(mut datagram) = delivered {
             taken += usize::from(p.handle_datagram(now, RELAY, &mut datagram).is_ok());
         }
-        drain_connected(&mut p);
+        drain_connected(&mut p, &mut last_check);
     }
     taken
 }
@@ -289,10 +294,16 @@ fn protected(ctx: &mut SrtpContext, rtcp: bool, body: &[u8]) -> Option<Vec<u8>> 
     Some(buf)
 }
 
-/// What the participant in [`connected`] sends and tells, checked.
-fn drain_connected(p: &mut Participant) {
+/// What the participant in [`connected`] sends and tells, checked; `last_check` is
+/// the transaction of the last Binding request it sent.
+fn drain_connected(p: &mut Participant, last_check: &mut Option<TransactionId>) {
     while let Some(t) = p.poll_transmit() {
         assert_eq!(t.dest, RELAY, "the participant sent elsewhere");
+        if let Ok(m) = StunMessage::parse(&t.bytes)
+            && m.class() == Class::Request
+        {
+            *last_check = Some(m.transaction_id());
+        }
     }
     while let Some(e) = p.poll_event() {
         if let Event::Media(m) = e {
@@ -492,7 +503,9 @@ mod tests {
         assert!(seeds("participant", participant).iter().all(|&n| n >= 1));
         // Connected: the other member's audio, which decrypts, and the relay's reports
         // (libsrtp's; transport-cc feedback on what we sent and a REMB) in its SRTCP,
-        // also after connecting again.
+        // also after connecting again; and a NAT rebinding: the relay's answers, naming
+        // a new address, to the check we send after 2 s of its silence and to our
+        // nomination that follows at once.
         assert!(
             seeds("participant_connected", connected)
                 .iter()
