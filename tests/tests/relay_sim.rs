@@ -784,6 +784,7 @@ fn a_participant_flipping_between_two_paths_moves_its_media_at_most_once_a_secon
     // takes the latest nomination then; nothing flips in between.
     let expected: Vec<SocketAddr> = (0..20).map(|i| paths[usize::from(i >= 10)]).collect();
     assert_eq!(dests, expected);
+    assert_eq!(sim.relay_total(|s| s.media_moves), 2);
 }
 
 #[test]
@@ -945,6 +946,7 @@ fn a_participant_whose_nat_rebinds_nominates_its_new_address_and_media_follows()
     assert!(!events.contains(&PEvent::Reconnecting), "{events:?}");
     assert!(sim.member(a).p.is_connected());
     assert_eq!(sim.relay_total(|s| s.rehandshakes_ok), 0);
+    assert_eq!(sim.relay_total(|s| s.media_moves), 1);
     assert_no_session_ended(&sim);
     // Each gets the other's audio from about 2 s after the rebinding on (the first
     // arrival of each is when media came back).

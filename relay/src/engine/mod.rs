@@ -643,6 +643,9 @@ pub struct EngineStats {
     pub rehandshakes_ok: u64,
     /// … and that failed (the old association stays).
     pub rehandshakes_failed: u64,
+    /// Connected sessions whose media moved to a newly nominated address (a NAT
+    /// rebinding, a change of network).
+    pub media_moves: u64,
     /// Sessions visited by [`Engine::handle_timeout`] because a deadline of theirs was
     /// due (idle sessions cost nothing per poll).
     pub timer_visits: u64,
@@ -691,7 +694,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 41;
+    pub const EXPORTED: usize = 42;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -769,6 +772,13 @@ impl EngineStats {
                 "outcome=\"failed\"",
                 rehandshakes,
                 self.rehandshakes_failed,
+            ),
+            (
+                "blindfold_media_moves_total",
+                "",
+                "Connected sessions whose media moved to an address the participant \
+                 nominated later (a NAT rebinding, a change of network).",
+                self.media_moves,
             ),
             (
                 "blindfold_srtcp_keepalives_sent_total",

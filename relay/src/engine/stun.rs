@@ -187,6 +187,7 @@ impl Engine {
             return;
         }
         local.moved_at = Some(now);
+        self.stats.media_moves += 1;
         self.set_connected(h, Some(sel));
     }
 
