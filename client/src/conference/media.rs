@@ -151,6 +151,9 @@ fn drain(inner: &Inner, st: &mut super::State, hash: Option<[u8; 32]>) {
                 inner.emit(ConferenceEvent::Connected { at: Instant::now() })
             }
             Event::Reconnecting => inner.emit(ConferenceEvent::Reconnecting { at: Instant::now() }),
+            Event::AddressChanged(address) => {
+                inner.emit(ConferenceEvent::AddressChanged { address })
+            }
             Event::Failed(reason) => inner.emit(ConferenceEvent::ended(format!("media: {reason}"))),
             _ => {}
         }

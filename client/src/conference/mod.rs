@@ -341,6 +341,12 @@ pub enum ConferenceEvent {
         /// When the participant library decided it.
         at: Instant,
     },
+    /// The relay sees us at a new address (our NAT rebound): the participant library
+    /// nominated it, and the relay moves our media there. Nothing else changes.
+    AddressChanged {
+        /// Where the relay sees us now.
+        address: SocketAddr,
+    },
     /// A decrypted media packet.
     Media {
         /// The packet.

@@ -495,6 +495,12 @@ fn handle(conf: &Conference, tally: &mut Tally, ev: ConferenceEvent) -> Option<E
                 "blindfold-client: the relay lost our session (restarted?); connecting again"
             );
         }
+        ConferenceEvent::AddressChanged { address } => {
+            eprintln!(
+                "blindfold-client: the relay sees us at {address} now (a NAT rebinding?); \
+                 our media moves there"
+            );
+        }
         ConferenceEvent::MemberLeft { member } => {
             eprintln!(
                 "blindfold-client: {} ({}) left; rekeying",
