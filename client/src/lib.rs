@@ -5,7 +5,11 @@
 //!
 //! - **ICE**, controlling side, against the relay's ICE-lite agent: one candidate pair,
 //!   a Binding request with USE-CANDIDATE retransmitted on RFC 5389's timers, then
-//!   consent checks (RFC 7675). [`IceSettings`] gives the exact schedule.
+//!   consent checks (RFC 7675), and a nomination of our new address when the relay's
+//!   answer names one (a NAT rebinding, [`Event::AddressChanged`]). [`IceSettings`]
+//!   gives the exact schedule. A relay that lost our session (it restarted) is
+//!   connected to again ([`RELAY_SILENCE`]); one that holds it sends SRTCP at least
+//!   once a second.
 //! - **DTLS 1.2 client** (dimpl) with the participant's own ECDSA certificate, checking
 //!   the relay's certificate against the SDP fingerprint. The exported keys key
 //!   **SRTCP only**, hop by hop: we write with `client_write`, read with
