@@ -922,15 +922,28 @@ fn a_participant_that_connects_again_to_a_live_relay_keeps_its_session() {
 
 /// Alice's NAT rebinds mid-call: her datagrams come from a new address, and what the
 /// relay sends to the old one is lost. Her consent checks from there are answered
-/// (they validate the address) but move nothing, so she hears no SRTCP; 5 s later she
-/// connects again from the new address (a nomination moves her media there, and the
-/// relay takes her new handshake beside the old association), and media flows both
-/// ways again, on the same call and keys. Bob is homed on the other worker.
+/// (they validate the address) but move nothing, so she hears no SRTCP; after 2 s of
+/// that she asks the relay where it sees her, learns the new address from its answer
+/// and nominates it, which moves her media there (no new handshake), and media flows
+/// both ways again, on the same call and keys. Once with her new address on her
+/// session's worker, once on the other (where her check, her SRTCP and her media are
+/// handed over or forwarded from).
 #[test]
 fn a_participant_whose_nat_rebinds_nominates_its_new_address_and_media_follows() {
+    for other_worker in [false, true] {
+        nat_rebinding(other_worker);
+    }
+}
+
+fn nat_rebinding(other_worker: bool) {
     let (mut sim, p) = call(2, &["alice", "bob"]);
     let (a, b) = (p[0], p[1]);
-    let new = SocketAddr::from(([127, 0, 0, 9], 40_000));
+    let home = sim.shard_of(sim.member(a).addr);
+    let port = (40_000..).find(|&port| {
+        let at = SocketAddr::from(([127, 0, 0, 9], port));
+        (sim.shard_of(at) != home) == other_worker
+    });
+    let new = SocketAddr::from(([127, 0, 0, 9], port.unwrap()));
     sim.rebind(a, new);
     let rebound = sim.now;
     // Both talk, every 20 ms, for 10 s.
@@ -939,8 +952,6 @@ fn a_participant_whose_nat_rebinds_nominates_its_new_address_and_media_follows()
         sim.send_audio(b, b"to alice");
         sim.run_for_ms(20);
     }
-    // Two seconds without SRTCP from the relay, alice asks it where it sees her, and
-    // nominates the new address: no new handshake.
     let events = &sim.member(a).events;
     assert!(events.contains(&PEvent::AddressChanged(new)), "{events:?}");
     assert!(!events.contains(&PEvent::Reconnecting), "{events:?}");
@@ -960,9 +971,11 @@ fn a_participant_whose_nat_rebinds_nominates_its_new_address_and_media_follows()
             .collect();
         let back = got.first().expect("media after the rebinding").at - rebound;
         eprintln!(
-            "{} got {} packets, from {back:?} after the rebinding",
+            "{} got {} packets, from {back:?} after the rebinding (new address on the \
+             {} worker)",
             sim.member(rx).name,
-            got.len()
+            got.len(),
+            if other_worker { "other" } else { "same" }
         );
         assert!(back <= std::time::Duration::from_secs(3), "{back:?}");
         assert!(got.len() >= 350, "{}", got.len());
