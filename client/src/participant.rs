@@ -942,12 +942,16 @@ impl Participant {
         }
     }
 
-    /// Advances time: ICE retransmissions and consent, DTLS flights, key retirement,
-    /// periodic reports.
+    /// Advances time: ICE retransmissions and consent (a check at once when the relay
+    /// has been silent for [`RELAY_PROBE`]), DTLS flights, key retirement, periodic
+    /// reports, and connecting again to a relay that lost our session.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance(now);
         if self.phase == Phase::Failed {
             return;
+        }
+        if self.relay_probe_due().is_some_and(|at| now >= at) {
+            self.ice.check_now(now);
         }
         self.ice.handle_timeout(now, &mut self.rng);
         if let Some(dtls) = self.dtls.as_mut() {
@@ -970,10 +974,6 @@ impl Participant {
             self.send_report(now);
         }
         self.send_bwe_remb(now, Bwe::poll_remb);
-        if self.relay_probe_due().is_some_and(|at| now >= at) {
-            self.ice.check_now(now);
-            self.ice.handle_timeout(now, &mut self.rng);
-        }
         if self.relay_silence_deadline().is_some_and(|at| now >= at) {
             if self.silent_since_reconnect {
                 self.fail(FailReason::RelaySilent);
