@@ -657,6 +657,55 @@ fn a_participant_whose_address_moves_to_another_worker_keeps_sending_and_receivi
     let _ = new_addr;
 }
 
+/// Alice's NAT rebinds mid-call: her datagrams leave from a new port, and what the
+/// relay sends to the old one is lost. Nobody tells her: she notices that the relay
+/// fell silent, learns her new address from its answer to a consent check, and
+/// nominates it; the relay moves her media there, and media flows both ways again,
+/// without a new handshake.
+#[test]
+fn a_participant_whose_nat_rebinds_gets_its_media_back_by_itself() {
+    let relay = Relay::start(2);
+    let (mut control, info) = connect(&relay);
+    let mut peers = call(&relay, &mut control, &info, &["alice", "bob"]);
+    exchange(&mut peers, &relay, "before the rebinding");
+
+    let rebound_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rebound_socket.set_nonblocking(true).unwrap();
+    let new_addr = rebound_socket.local_addr().unwrap();
+    peers[0]
+        .udp
+        .link_mut()
+        .replace_socket(rebound_socket)
+        .unwrap();
+    let rebound = Instant::now();
+    drive_talking(&mut peers, &relay, "alice's new address", |ps| {
+        ps[0].events.contains(&PEvent::AddressChanged(new_addr))
+    });
+    let noticed = rebound.elapsed();
+    exchange(&mut peers, &relay, "after the rebinding");
+    let back = rebound.elapsed();
+    eprintln!(
+        "alice noticed her new address {noticed:?} after the rebinding; media back both \
+         ways {back:?} after it"
+    );
+    // Her last SRTCP came at most a second before the rebinding (the relay's keepalive),
+    // her check goes 2 s after it; a reconnect would have taken 5 s of silence.
+    assert!(noticed < Duration::from_secs(4), "{noticed:?}");
+    assert!(back < Duration::from_secs(5), "{back:?}");
+    assert!(!peers[0].events.contains(&PEvent::Reconnecting));
+    relay.wait_until(Duration::from_secs(2), "the media move counted", || {
+        relay.metric("blindfold_media_moves_total") == 1
+    });
+    assert_eq!(relay.metric("blindfold_dtls_rehandshakes_total"), 0);
+    let notes = control.poll_notifications(Duration::from_millis(100));
+    assert!(
+        !notes
+            .iter()
+            .any(|n| matches!(n, NotificationBody::SessionClosed { .. })),
+        "{notes:?}"
+    );
+}
+
 /// Drives `peers` until `done`, every connected one sending audio every 100 ms (a short
 /// consent timeout must not end them meanwhile). Panics after 15 s.
 fn drive_talking(
