@@ -493,7 +493,10 @@ fn audio_queueing(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Insta
 /// round trips his report blocks time, and brings his estimate, and alice's layer,
 /// under what his link delivers. Run with and without that check (`downlink_queue`),
 /// over six of alice's media (the synthetic source's seed), the queue his audio waits
-/// in is shorter with it: a lower median in every run, and a lower p95 overall.
+/// in is shorter with it: its median, averaged over the runs, is under half of what it
+/// is without the check, and its averaged p95 under 0.8 of it. Not in every run: the
+/// two runs of one seed drift apart, and over 18 seeds about one in nine has the lower
+/// median without the check.
 #[test]
 fn the_round_trip_check_keeps_a_deep_buffer_from_filling() {
     let run = |check: bool, seed: u64| {
@@ -515,7 +518,7 @@ fn the_round_trip_check_keeps_a_deep_buffer_from_filling() {
         let full = bytes_on(&sim, v[1], sim.member(a).ssrcs().full, from, sim.now);
         (audio_queueing(&sim, v[1], a, from, sim.now), full * 8 / 20)
     };
-    let (mut p95_sum, mut p95_off_sum) = (0.0, 0.0);
+    let (mut p50_sum, mut p50_off_sum, mut p95_sum, mut p95_off_sum) = (0.0, 0.0, 0.0, 0.0);
     for seed in 1..=6 {
         let ((p50, p95), full_bps) = run(true, seed);
         let ((p50_off, p95_off), full_bps_off) = run(false, seed);
@@ -524,20 +527,26 @@ fn the_round_trip_check_keeps_a_deep_buffer_from_filling() {
              check ({full_bps} bit/s of full layer); {p50_off:.0} and {p95_off:.0} ms without \
              ({full_bps_off} bit/s)"
         );
-        assert!(
-            p50 < p50_off,
-            "seed {seed}: median {p50:.0} ms against {p50_off:.0} ms without"
-        );
         // And he still sees alice's full layer nearly at the rate he saw it without.
         assert!(
             full_bps * 10 > full_bps_off * 8,
             "seed {seed}: {full_bps} against {full_bps_off} bit/s"
         );
+        p50_sum += p50;
+        p50_off_sum += p50_off;
         p95_sum += p95;
         p95_off_sum += p95_off;
     }
+    let (p50, p50_off) = (p50_sum / 6.0, p50_off_sum / 6.0);
     let (p95, p95_off) = (p95_sum / 6.0, p95_off_sum / 6.0);
-    eprintln!("mean p95: {p95:.0} ms with the check, {p95_off:.0} ms without");
+    eprintln!(
+        "mean median: {p50:.0} ms with the check, {p50_off:.0} ms without; mean p95: \
+         {p95:.0} ms with the check, {p95_off:.0} ms without"
+    );
+    assert!(
+        p50 < 0.5 * p50_off,
+        "mean median {p50:.0} ms against {p50_off:.0} ms without"
+    );
     assert!(
         p95 < 0.8 * p95_off,
         "mean p95 {p95:.0} ms against {p95_off:.0} ms without"
