@@ -112,7 +112,8 @@ pub use measure::{Receiver, Summary};
 pub use media::{MediaKind, RemoteStream, SenderId};
 pub use participant::{
     Event, MAX_DATAGRAM, MAX_DROP_REASONS, MAX_NACK_EVENT, MAX_NACK_GAP, MediaPacket, OwnSsrcs,
-    Participant, ParticipantConfig, RELAY_PROBE, RELAY_SILENCE, Stats, Transmit, srtp_profile,
+    PROBE_MIN, Participant, ParticipantConfig, RELAY_PROBE, RELAY_SILENCE, Stats, Transmit,
+    srtp_profile,
 };
 pub use source::{Driver, MediaSource, Outgoing, Probe, SourceConfig, SourceKind, VideoLayer};
 

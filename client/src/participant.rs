@@ -41,11 +41,19 @@ const MAX_SRTCP_STREAMS: usize = 1024;
 /// session some SRTCP at least once a second (an empty receiver report if nothing
 /// else), so this is five of its beats missed.
 pub const RELAY_SILENCE: Duration = Duration::from_secs(5);
-/// After this long without SRTCP from the relay (two of its beats missed), we send a
-/// consent check at once instead of at its time: if our NAT gave us a new address, the
-/// answer says so, and we nominate the new one ([`Event::AddressChanged`]), which moves
-/// our media there, long before [`RELAY_SILENCE`] would have us connect again.
+/// When the relay has been silent for four of its usual gaps between SRTCP packets (a
+/// moving average, starting at its once-a-second beat), but at least [`PROBE_MIN`] and
+/// at most this long, we send a consent check at once instead of at its time: if our
+/// NAT gave us a new address, the answer says so, and we nominate the new one
+/// ([`Event::AddressChanged`]), which moves our media there, long before
+/// [`RELAY_SILENCE`] would have us connect again. A sender that gets transport-cc
+/// feedback every 100 ms asks after 500 ms; a listener that gets only the relay's beat,
+/// after 2 s (two beats missed).
 pub const RELAY_PROBE: Duration = Duration::from_secs(2);
+/// The shortest silence after which we ask ([`RELAY_PROBE`]).
+pub const PROBE_MIN: Duration = Duration::from_millis(500);
+/// The relay's beat: it sends a connected session SRTCP at least this often.
+const RELAY_BEAT: Duration = Duration::from_secs(1);
 /// The relay's silence counts only if it answered one of our consent checks at least
 /// this long after its last SRTCP, and this long ago: it was reachable, and had time
 /// to speak, yet said nothing. (Without this, a network that carries nothing either
@@ -505,6 +513,8 @@ pub struct Participant {
     /// While connected: when the relay last sent us SRTCP we could read, or when we
     /// connected if it has not yet (see [`RELAY_SILENCE`]).
     srtcp_heard: Option<Instant>,
+    /// The usual gap between the relay's SRTCP packets: a moving average (weight 1/8).
+    srtcp_gap: Duration,
     /// We connected again for the relay's silence and have heard no SRTCP since: the
     /// next silence fails us ([`FailReason::RelaySilent`]).
     silent_since_reconnect: bool,
@@ -593,6 +603,7 @@ impl Participant {
             probe: ProbeMeter::default(),
             sent_log,
             srtcp_heard: None,
+            srtcp_gap: RELAY_BEAT,
             silent_since_reconnect: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -825,6 +836,10 @@ impl Participant {
             .unprotect_rtcp(buf)
             .map_err(DropReason::Srtcp)?;
         self.stats.rtcp_in += 1;
+        if let Some(before) = self.srtcp_heard {
+            let gap = now.saturating_duration_since(before);
+            self.srtcp_gap = (self.srtcp_gap * 7 + gap) / 8;
+        }
         self.srtcp_heard = Some(now);
         self.silent_since_reconnect = false;
         let plain = buf.get(..n).ok_or(DropReason::Unclassified)?;
@@ -943,7 +958,7 @@ impl Participant {
     }
 
     /// Advances time: ICE retransmissions and consent (a check at once when the relay
-    /// has been silent for [`RELAY_PROBE`]), DTLS flights, key retirement, periodic
+    /// has been silent for longer than usual, [`RELAY_PROBE`]), DTLS flights, key retirement, periodic
     /// reports, and connecting again to a relay that lost our session.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance(now);
@@ -984,13 +999,13 @@ impl Participant {
         self.pump(now);
     }
 
-    /// When to ask the relay where it sees us: [`RELAY_PROBE`] after its last SRTCP,
-    /// unless a check went out since then.
+    /// When to ask the relay where it sees us: four of its usual gaps after its last
+    /// SRTCP, within [`PROBE_MIN`] and [`RELAY_PROBE`], unless a check went out since.
     fn relay_probe_due(&self) -> Option<Instant> {
         if self.phase != Phase::Connected {
             return None;
         }
-        let at = self.srtcp_heard? + RELAY_PROBE;
+        let at = self.srtcp_heard? + (self.srtcp_gap * 4).clamp(PROBE_MIN, RELAY_PROBE);
         self.ice
             .last_check()
             .is_none_or(|sent| sent < at)
@@ -1119,6 +1134,7 @@ impl Participant {
                 });
                 self.phase = Phase::Connected;
                 self.srtcp_heard = Some(now);
+                self.srtcp_gap = RELAY_BEAT;
                 self.next_report = Some(now + self.config.report_interval);
                 self.events.push_back(Event::Connected {
                     srtcp_profile: profile,

@@ -654,28 +654,43 @@ fn a_relay_that_answers_consent_but_sends_no_srtcp_is_connected_to_again() {
 
 #[test]
 fn a_participant_whose_nat_rebinds_nominates_its_new_address() {
+    let ms = Duration::from_millis;
+    // The relay sends SRTCP every second (its beat: a listener), or every 100 ms
+    // (transport-cc feedback: a sender). The NAT rebinds at 3.3 s, so the last SRTCP
+    // that reaches us came at 3 s, or 3.2 s; we ask where the relay sees us after four
+    // usual gaps (2 s at most, 500 ms at least): at 5 s, or 3.7 s.
+    for (beat, asked) in [(ms(1000), ms(5000)), (ms(100), ms(3700))] {
+        nat_rebinding(beat, asked);
+    }
+}
+
+/// [`a_participant_whose_nat_rebinds_nominates_its_new_address`] with the relay's
+/// SRTCP every `beat`; we should ask at `asked`.
+fn nat_rebinding(beat: Duration, asked: Duration) {
+    let ms = Duration::from_millis;
     let t0 = Instant::now();
     let (mut p, mut relay, start) = connected(0, 5000, t0);
     let (old, new) = (relay.participant_addr, addr(10));
-    let rebinding = start + Duration::from_millis(3300);
-    // The relay's keepalive every second reaches us until our NAT rebinds, and again
-    // once we nominated the new address (its media follows the nomination).
+    let rebinding = start + ms(3300);
+    // The relay's SRTCP reaches us until our NAT rebinds, and again once we nominated
+    // the new address (its media follows the nomination).
     let mut nominated_at = None;
     let mut heard = Vec::new();
     // Each check we send: when, and whether it nominates.
     let mut checks = Vec::new();
     let mut events = Vec::new();
     let mut dropped_first_nomination = false;
-    for ms in (0..15_000).step_by(10) {
-        let now = start + Duration::from_millis(ms);
+    for n in 0..1500u32 {
+        let since = ms(10) * n;
+        let now = start + since;
         if now >= rebinding {
             relay.participant_addr = new;
         }
         let reaches_us = relay.participant_addr == old || nominated_at.is_some();
-        if ms % 1000 == 0 && ms > 0 && reaches_us {
-            let mut beat = relay.keepalive().unwrap();
-            p.handle_datagram(now, relay.addr, &mut beat).unwrap();
-            heard.push(now - start);
+        if n > 0 && since.as_millis().is_multiple_of(beat.as_millis()) && reaches_us {
+            let mut srtcp = relay.keepalive().unwrap();
+            p.handle_datagram(now, relay.addr, &mut srtcp).unwrap();
+            heard.push(since);
         }
         // Twice: an answer can make a check due at once.
         for _ in 0..2 {
@@ -685,14 +700,14 @@ fn a_participant_whose_nat_rebinds_nominates_its_new_address() {
                     continue; // our receiver reports
                 };
                 let nominates = m.use_candidate().unwrap();
-                checks.push((now - start, nominates));
+                checks.push((since, nominates));
                 // The first nominating check is lost: the next follows an RTO later.
                 if nominates && !dropped_first_nomination {
                     dropped_first_nomination = true;
                     continue;
                 }
                 if nominates && relay.participant_addr == new {
-                    nominated_at.get_or_insert(now - start);
+                    nominated_at.get_or_insert(since);
                 }
                 for mut back in relay.handle(now, &d.bytes) {
                     p.handle_datagram(now, relay.addr, &mut back).unwrap();
@@ -701,30 +716,32 @@ fn a_participant_whose_nat_rebinds_nominates_its_new_address() {
         }
         events.extend(std::iter::from_fn(|| p.poll_event()).map(|e| (now - start, e)));
     }
-    let ms = Duration::from_millis;
-    // The last beat before the rebinding was at 3 s: at 5 s (RELAY_PROBE) we ask the
-    // relay where it sees us, and nominate the new address, once lost and again 500 ms
-    // later (the RTO).
-    assert_eq!(events, [(ms(5000), Event::AddressChanged(new))]);
+    // We ask, learn the new address from the answer and nominate it at once: that
+    // check is lost, the next goes 500 ms later (the RTO).
+    assert_eq!(events, [(asked, Event::AddressChanged(new))], "{beat:?}");
     assert_eq!(
         checks
             .iter()
             .filter(|c| c.0 >= ms(3300))
             .take(3)
             .collect::<Vec<_>>(),
-        [&(ms(5000), false), &(ms(5000), true), &(ms(5500), true)]
+        [&(asked, false), &(asked, true), &(asked + ms(500), true)],
+        "{beat:?}"
     );
-    assert_eq!(nominated_at, Some(ms(5500)));
+    let answered = asked + ms(500);
+    assert_eq!(nominated_at, Some(answered));
     // Then back to consent, 4 s after the answer and every 4–6 s, not nominating; the
-    // beats reach us again, and nothing connected again.
-    let after: Vec<_> = checks.iter().filter(|c| c.0 > ms(5500)).collect();
+    // relay's SRTCP reaches us again, and nothing connected again.
+    let after: Vec<_> = checks.iter().filter(|c| c.0 > answered).collect();
     assert!(
         !after.is_empty() && after.iter().all(|c| !c.1),
         "{checks:?}"
     );
-    assert_eq!(after[0].0, ms(9500), "{checks:?}");
+    assert_eq!(after[0].0, answered + ms(4000), "{checks:?}");
+    let back = heard.iter().find(|&&t| t > answered).copied();
+    assert!(back.is_some_and(|t| t <= answered + beat), "{heard:?}");
     assert!(
-        heard.contains(&ms(6000)) && heard.contains(&ms(14_000)),
+        heard.last().is_some_and(|&t| t + beat >= ms(15_000)),
         "{heard:?}"
     );
     assert!(p.is_connected());
