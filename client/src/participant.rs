@@ -958,8 +958,9 @@ impl Participant {
     }
 
     /// Advances time: ICE retransmissions and consent (a check at once when the relay
-    /// has been silent for longer than usual, [`RELAY_PROBE`]), DTLS flights, key retirement, periodic
-    /// reports, and connecting again to a relay that lost our session.
+    /// has been silent for longer than usual, [`RELAY_PROBE`]), DTLS flights, key
+    /// retirement, periodic reports, and connecting again to a relay that lost our
+    /// session.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance(now);
         if self.phase == Phase::Failed {
