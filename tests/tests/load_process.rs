@@ -64,6 +64,29 @@ fn load_generator_runs_a_conference_through_the_relay_process() {
     assert!(field(&json, "p99") > 0.0, "{json}");
 }
 
+/// `--streams none`: members that send nothing stay connected on the relay's
+/// keepalives (the idle-session cost in docs/benchmarks.md is measured this way).
+#[test]
+fn load_generator_idle_members_send_nothing_and_hear_the_relays_keepalives() {
+    let relay = Relay::start(2);
+    let report = relay.dir.join("idle.json");
+    run_load(|cmd| {
+        cmd.arg("--control")
+            .arg(&relay.control)
+            .args(["--conferences", "2", "--participants", "3"])
+            .args(["--streams", "none", "--duration", "3"])
+            .arg("--json")
+            .arg(&report);
+    });
+    let json = std::fs::read_to_string(&report).expect("the JSON report");
+    assert_eq!(field(&json, "sessions"), 6.0, "{json}");
+    assert_eq!(field(&json, "sent_packets"), 0.0, "{json}");
+    // A keepalive a second to each of the six: three each in the 3 s (18 measured),
+    // at least two whatever the timing.
+    let keepalives = relay.metric("blindfold_srtcp_keepalives_sent_total");
+    assert!(keepalives >= 6 * 2, "{keepalives}");
+}
+
 #[test]
 fn load_generator_fixed_rate_mode_reports_in_udp_blast_format() {
     let relay = Relay::start(2);

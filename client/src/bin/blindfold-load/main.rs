@@ -73,6 +73,9 @@ enum StreamArg {
     Thumbnail,
     /// Full resolution, 30 fps (only the first `--speakers` of a conference).
     Full,
+    /// Nothing: with `--streams none` the members are idle (consent checks out, the
+    /// relay's once-a-second SRTCP in), for the cost of sessions that carry no media.
+    None,
 }
 
 /// Load generator for blindfold-relay: many real participants on loopback UDP.
