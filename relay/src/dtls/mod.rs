@@ -607,6 +607,14 @@ impl DtlsSession {
         self.state == State::Failed
     }
 
+    /// Whether a server still waits for a ClientHello that passes the cookie exchange
+    /// (it has not sent its ServerHello, and has not failed). One that only ever got
+    /// ClientHellos without the cookie may have been sent them by someone who cannot
+    /// receive at the address they came from.
+    pub fn awaiting_client_hello(&self) -> bool {
+        self.only_client_hello && self.state != State::Failed
+    }
+
     /// The SDP fingerprint the client's certificate must match.
     pub fn expected_fingerprint(&self) -> Fingerprint {
         self.expected

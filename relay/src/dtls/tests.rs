@@ -264,8 +264,10 @@ fn handshake_with_dimpl_client_exports_same_keys_aes256gcm() {
 #[test]
 fn first_server_flight_is_hello_verify_request() {
     let mut p = Pair::matching();
+    assert!(p.server.awaiting_client_hello());
     p.run();
     assert!(p.server.is_connected());
+    assert!(!p.server.awaiting_client_hello());
     let first = &p.server_sent[0];
     assert_eq!(first[0], HANDSHAKE);
     assert_eq!(handshake_types(first), vec![HELLO_VERIFY_REQUEST]);
@@ -281,6 +283,26 @@ fn first_server_flight_is_hello_verify_request() {
         handshake_types(&p.server_sent[1]).first(),
         Some(&SERVER_HELLO)
     );
+}
+
+/// A ClientHello whose HelloVerifyRequest nobody answers (someone else's address was
+/// on it) leaves the server waiting for one that carries the cookie.
+#[test]
+fn a_client_hello_without_the_cookie_leaves_the_server_waiting() {
+    let now = Instant::now();
+    let mut server = DtlsSession::server(config(), relay_cert(), Fingerprint([0; 32]), now);
+    let cert = DtlsCert::generate().unwrap();
+    let mut client = DtlsSession::client(config(), &cert, relay_cert().fingerprint(), now);
+    let hello = client.poll_transmit().unwrap().to_vec();
+    server.handle_datagram(now, &hello).unwrap();
+    let answer = server.poll_transmit().unwrap().to_vec();
+    assert_eq!(handshake_types(&answer), vec![HELLO_VERIFY_REQUEST]);
+    assert!(server.awaiting_client_hello());
+    // The same ClientHello again (a retransmission, or a replay) changes nothing.
+    server.handle_datagram(now, &hello).unwrap();
+    assert!(server.awaiting_client_hello());
+    // A client never waits for one.
+    assert!(!client.awaiting_client_hello());
 }
 
 #[test]

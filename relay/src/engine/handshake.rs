@@ -48,12 +48,13 @@ impl Engine {
         };
         let r = if new_handshake {
             let (cfg, cert) = (&self.cfg.dtls, &self.cfg.cert);
-            local
-                .rehandshake
-                .get_or_insert_with(|| {
-                    Box::new(DtlsSession::server(cfg, cert, s.spec.fingerprint, now))
+            let new = local.rehandshake.get_or_insert_with(|| {
+                Box::new(Rehandshake {
+                    dtls: DtlsSession::server(cfg, cert, s.spec.fingerprint, now),
+                    cookie_by: now + REHANDSHAKE_COOKIE_WAIT,
                 })
-                .handle_datagram(now, buf)
+            });
+            new.dtls.handle_datagram(now, buf)
         } else {
             local.dtls.handle_datagram(now, buf)
         };
@@ -106,7 +107,8 @@ impl Engine {
             .selected()
             .or(local.dtls_from)
             .or_else(|| s.indexed.last().copied());
-        let sessions = [Some(&mut local.dtls), local.rehandshake.as_deref_mut()];
+        let new = local.rehandshake.as_deref_mut().map(|r| &mut r.dtls);
+        let sessions = [Some(&mut local.dtls), new];
         for d in sessions.into_iter().flatten() {
             while let Some(d) = d.poll_transmit() {
                 if let Some(dest) = dest
@@ -275,7 +277,7 @@ impl Local {
     fn end_rehandshake(&mut self, now: Option<Instant>) -> Option<bool> {
         let new = self.rehandshake.as_mut()?;
         let mut outcome = None;
-        while let Some(ev) = new.poll_event() {
+        while let Some(ev) = new.dtls.poll_event() {
             outcome = match ev {
                 DtlsEvent::Connected(km) => Some(srtcp_contexts(&km)),
                 DtlsEvent::Failed(_) => Some(None),
@@ -286,7 +288,7 @@ impl Local {
             return Some(false);
         };
         // The participant's new association: its keys from now on.
-        self.dtls = *new;
+        self.dtls = new.dtls;
         self.link = Link::Keyed {
             srtcp_in,
             srtcp_out,

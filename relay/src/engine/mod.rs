@@ -1053,8 +1053,37 @@ struct Local {
     /// A new handshake the participant started on its keyed link (it connected again,
     /// believing the relay lost its session). It replaces `dtls` and the link's keys
     /// when it completes; until then, and if it fails, the old association stays.
-    rehandshake: Option<Box<DtlsSession>>,
+    rehandshake: Option<Box<Rehandshake>>,
 }
+
+/// A new handshake on a keyed link ([`Local::rehandshake`]).
+struct Rehandshake {
+    dtls: DtlsSession,
+    /// It is dropped (failed) if no ClientHello has passed its cookie exchange by then
+    /// ([`REHANDSHAKE_COOKIE_WAIT`]): one whose HelloVerifyRequest went to somebody who
+    /// never answers came from somebody who only put the participant's address on it.
+    cookie_by: Instant,
+}
+
+impl Rehandshake {
+    /// When its timer or its cookie deadline is due.
+    fn poll_timeout(&self) -> Option<Instant> {
+        let cookie = self.dtls.awaiting_client_hello().then_some(self.cookie_by);
+        self.dtls.poll_timeout().into_iter().chain(cookie).min()
+    }
+
+    /// Whether it still waits for a cookie at `now`, past its deadline.
+    fn cookie_overdue(&self, now: Instant) -> bool {
+        now >= self.cookie_by && self.dtls.awaiting_client_hello()
+    }
+}
+
+/// How long a new handshake on a keyed link may wait for a ClientHello that passes
+/// the cookie exchange. A participant that connects again answers the
+/// HelloVerifyRequest within a round trip (or its ClientHello's retransmission, 1 s
+/// then 2 s later, starts the exchange again); and if it is dropped, its next
+/// ClientHello starts a new one.
+pub(crate) const REHANDSHAKE_COOKIE_WAIT: Duration = Duration::from_secs(5);
 
 /// How far a session homed here got. It is connected — media flows — once it is
 /// [`Link::Keyed`] and ICE has nominated an address.

@@ -103,7 +103,14 @@ impl Engine {
                 }
                 local.dtls.handle_timeout(now);
                 if let Some(new) = local.rehandshake.as_mut() {
-                    new.handle_timeout(now);
+                    new.dtls.handle_timeout(now);
+                }
+                if local
+                    .rehandshake
+                    .take_if(|r| r.cookie_overdue(now))
+                    .is_some()
+                {
+                    self.stats.rehandshakes_failed += 1;
                 }
                 self.drain_dtls(h);
                 let Some(s) = self.sessions.get_mut(h) else {
@@ -179,7 +186,7 @@ impl Engine {
             Home::Here(local) => {
                 let ice = s.ice.poll_timeout();
                 let dtls = local.dtls.poll_timeout().unwrap_or(ice);
-                let rehandshake = local.rehandshake.as_ref().and_then(|d| d.poll_timeout());
+                let rehandshake = local.rehandshake.as_ref().and_then(|r| r.poll_timeout());
                 let pause = s
                     .streams
                     .iter()
