@@ -641,7 +641,8 @@ pub struct EngineStats {
     /// New handshakes on keyed links that completed (the participant connected again)
     /// …
     pub rehandshakes_ok: u64,
-    /// … and that failed (the old association stays).
+    /// … and that failed (the old association stays), timeouts and those whose
+    /// ClientHello never came back with the cookie included.
     pub rehandshakes_failed: u64,
     /// Connected sessions whose media moved to a newly nominated address (a NAT
     /// rebinding, a change of network).
@@ -708,7 +709,8 @@ impl EngineStats {
                       receiver does not answer probes.";
         let rehandshakes = "New DTLS handshakes on connected sessions (a participant that \
                             connected again), by outcome: completed (its new keys replace \
-                            the old), or failed (the old association stays).";
+                            the old), or failed (the old association stays; also one \
+                            whose ClientHello never came back with the cookie in 5 s).";
         let nacked = "Video packets receivers NACKed: resent from the relay's cache, asked of \
                       the sender, already asked within the interval, or beyond the \
                       receiver's budget.";
