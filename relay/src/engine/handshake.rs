@@ -273,7 +273,8 @@ impl Engine {
 
 impl Local {
     /// Acts on the new handshake's outcome, if it has one (`Some(true)`: it completed,
-    /// and is the association now; `Some(false)`: it failed, and is dropped).
+    /// and is the association now; `Some(false)`: it failed, or no ClientHello passed
+    /// its cookie exchange in time, and is dropped).
     fn end_rehandshake(&mut self, now: Option<Instant>) -> Option<bool> {
         let new = self.rehandshake.as_mut()?;
         let mut outcome = None;
@@ -282,6 +283,9 @@ impl Local {
                 DtlsEvent::Connected(km) => Some(srtcp_contexts(&km)),
                 DtlsEvent::Failed(_) => Some(None),
             };
+        }
+        if outcome.is_none() && now.is_some_and(|now| new.cookie_overdue(now)) {
+            outcome = Some(None);
         }
         let new = self.rehandshake.take_if(|_| outcome.is_some())?;
         let Some((srtcp_in, srtcp_out)) = outcome.flatten() else {

@@ -1085,7 +1085,7 @@ impl Rehandshake {
 /// HelloVerifyRequest within a round trip (or its ClientHello's retransmission, 1 s
 /// then 2 s later, starts the exchange again); and if it is dropped, its next
 /// ClientHello starts a new one.
-pub(crate) const REHANDSHAKE_COOKIE_WAIT: Duration = Duration::from_secs(5);
+const REHANDSHAKE_COOKIE_WAIT: Duration = Duration::from_secs(5);
 
 /// How far a session homed here got. It is connected — media flows — once it is
 /// [`Link::Keyed`] and ICE has nominated an address.

@@ -105,13 +105,6 @@ impl Engine {
                 if let Some(new) = local.rehandshake.as_mut() {
                     new.dtls.handle_timeout(now);
                 }
-                if local
-                    .rehandshake
-                    .take_if(|r| r.cookie_overdue(now))
-                    .is_some()
-                {
-                    self.stats.rehandshakes_failed += 1;
-                }
                 self.drain_dtls(h);
                 let Some(s) = self.sessions.get_mut(h) else {
                     return;
