@@ -30,25 +30,19 @@ fn field(json: &str, key: &str) -> f64 {
 #[test]
 fn load_generator_runs_a_conference_through_the_relay_process() {
     let relay = Relay::start(2);
-    let report = relay.dir.join("load.json");
-    run_load(|cmd| {
-        cmd.arg("--control")
-            .arg(&relay.control)
-            .args([
-                "--conferences",
-                "1",
-                "--participants",
-                "3",
-                "--duration",
-                "2",
-            ])
-            .args(["--full-subscribers", "1", "--connect-timeout", "10"])
-            .arg("--relay-pid")
-            .arg(relay.pid().to_string())
-            .arg("--json")
-            .arg(&report);
+    let json = load_report(&relay, |cmd| {
+        cmd.args([
+            "--conferences",
+            "1",
+            "--participants",
+            "3",
+            "--duration",
+            "2",
+        ])
+        .args(["--full-subscribers", "1", "--connect-timeout", "10"])
+        .arg("--relay-pid")
+        .arg(relay.pid().to_string());
     });
-    let json = std::fs::read_to_string(&report).expect("the JSON report");
 
     assert_eq!(field(&json, "sessions"), 3.0, "{json}");
     assert!(field(&json, "offered_pps") > 0.0, "{json}");
@@ -69,16 +63,10 @@ fn load_generator_runs_a_conference_through_the_relay_process() {
 #[test]
 fn load_generator_idle_members_send_nothing_and_hear_the_relays_keepalives() {
     let relay = Relay::start(2);
-    let report = relay.dir.join("idle.json");
-    run_load(|cmd| {
-        cmd.arg("--control")
-            .arg(&relay.control)
-            .args(["--conferences", "2", "--participants", "3"])
-            .args(["--streams", "none", "--duration", "3"])
-            .arg("--json")
-            .arg(&report);
+    let json = load_report(&relay, |cmd| {
+        cmd.args(["--conferences", "2", "--participants", "3"])
+            .args(["--streams", "none", "--duration", "3"]);
     });
-    let json = std::fs::read_to_string(&report).expect("the JSON report");
     assert_eq!(field(&json, "sessions"), 6.0, "{json}");
     assert_eq!(field(&json, "sent_packets"), 0.0, "{json}");
     // A keepalive a second to each of the six: three each in the 3 s (18 measured),
@@ -119,6 +107,20 @@ fn load_generator_drives_the_bare_forwarder_the_same_way() {
     check_fixed_rate_report(&json);
     // The spawned forwarder's CPU and memory, read from /proc while it ran.
     assert!(field(&json, "relay_rss_kib") > 0.0, "{json}");
+}
+
+/// Runs `blindfold-load` against `relay` with the flags `args` adds (besides
+/// `--control` and `--json`); returns its JSON report.
+fn load_report(relay: &Relay, args: impl FnOnce(&mut Command)) -> String {
+    let report = relay.dir.join("load.json");
+    run_load(|cmd| {
+        cmd.arg("--control")
+            .arg(&relay.control)
+            .arg("--json")
+            .arg(&report);
+        args(cmd);
+    });
+    std::fs::read_to_string(&report).expect("the JSON report")
 }
 
 /// Runs `blindfold-load --no-progress` with the flags `args` adds and returns its

@@ -11,7 +11,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::io::{Read, Write};
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -357,13 +357,7 @@ fn media_keeps_flowing_across_a_control_reconnect_and_snapshot() {
     // The relay re-announces who is connected.
     let notes = await_connected(&mut control, peers.len());
     exchange(&mut peers, &relay, "after");
-    assert!(
-        !notes
-            .iter()
-            .any(|n| matches!(n, NotificationBody::SessionClosed { .. })),
-        "no session was disturbed: {:?}",
-        notes
-    );
+    assert_none_closed(&notes);
     // Counters are published every 100 ms: give a re-handshake time to show.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -615,9 +609,7 @@ fn a_participant_whose_address_moves_to_another_worker_keeps_sending_and_receivi
     let check = ice_check(&peers[0].spec, 0x77, true);
     assert!(answered(&moved, &relay, &check, Duration::from_secs(2)));
     // ...and her media goes from it from now on.
-    moved.set_nonblocking(true).unwrap();
-    let new_addr = moved.local_addr().unwrap();
-    peers[0].udp.link_mut().replace_socket(moved).unwrap();
+    move_to(&mut peers[0], moved);
     exchange(&mut peers, &relay, "after the move");
 
     // SRTCP both ways: alice's keyframe request reaches bob (her SRTCP lands on the new
@@ -646,15 +638,7 @@ fn a_participant_whose_address_moves_to_another_worker_keeps_sending_and_receivi
         "keyframe requests across the move",
         |ps| asked(&ps[1], bob_thumb) && asked(&ps[0], alice_thumb),
     );
-    // The relay reports the new address.
-    let notes = control.poll_notifications(Duration::from_millis(100));
-    assert!(
-        !notes
-            .iter()
-            .any(|n| matches!(n, NotificationBody::SessionClosed { .. })),
-        "{notes:?}"
-    );
-    let _ = new_addr;
+    assert_none_closed(&control.poll_notifications(Duration::from_millis(100)));
 }
 
 /// Alice's NAT rebinds mid-call: her datagrams leave from a new port, and what the
@@ -669,14 +653,7 @@ fn a_participant_whose_nat_rebinds_gets_its_media_back_by_itself() {
     let mut peers = call(&relay, &mut control, &info, &["alice", "bob"]);
     exchange(&mut peers, &relay, "before the rebinding");
 
-    let rebound_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    rebound_socket.set_nonblocking(true).unwrap();
-    let new_addr = rebound_socket.local_addr().unwrap();
-    peers[0]
-        .udp
-        .link_mut()
-        .replace_socket(rebound_socket)
-        .unwrap();
+    let new_addr = move_to(&mut peers[0], UdpSocket::bind("127.0.0.1:0").unwrap());
     let rebound = Instant::now();
     drive_talking(&mut peers, &relay, "alice's new address", |ps| {
         ps[0].events.contains(&PEvent::AddressChanged(new_addr))
@@ -697,7 +674,20 @@ fn a_participant_whose_nat_rebinds_gets_its_media_back_by_itself() {
         relay.metric("blindfold_media_moves_total") == 1
     });
     assert_eq!(relay.metric("blindfold_dtls_rehandshakes_total"), 0);
-    let notes = control.poll_notifications(Duration::from_millis(100));
+    assert_none_closed(&control.poll_notifications(Duration::from_millis(100)));
+}
+
+/// `peer`'s datagrams leave from `socket` from now on, its old one closed (a new
+/// network, or a NAT that rebound); returns its new address.
+fn move_to(peer: &mut Peer, socket: UdpSocket) -> SocketAddr {
+    socket.set_nonblocking(true).unwrap();
+    let addr = socket.local_addr().unwrap();
+    peer.udp.link_mut().replace_socket(socket).unwrap();
+    addr
+}
+
+/// No session was closed, by what signaling heard.
+fn assert_none_closed(notes: &[NotificationBody]) {
     assert!(
         !notes
             .iter()
