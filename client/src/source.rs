@@ -1060,10 +1060,21 @@ impl Driver {
     ///   audio's and the thumbnail's nominal rates; the lower of that and the REMB or
     ///   TMMBR applies. `None` lifts it.
     ///
+    /// - [`Event::Reconnecting`]: the PAUSE and TMMBR 0 in force went with the relay's
+    ///   session (a relay that restarted holds none; one that kept the session pauses
+    ///   the layer again if nobody receives it), so every source sends again.
+    ///
     /// A source that sends again starts with a keyframe.
     pub fn handle_event(&mut self, event: &Event) -> bool {
         let full = self.sources[2].ssrc();
         let ssrc = match event {
+            Event::Reconnecting => {
+                let before = self.active();
+                self.paused = [false; 3];
+                self.tmmbr_stopped = false;
+                self.restart_resumed(before);
+                return true;
+            }
             Event::KeyframeRequested(ssrc) => ssrc,
             Event::PauseRequested { ssrc, paused } => {
                 let Some(k) = self.sources.iter().position(|s| s.ssrc() == *ssrc) else {

@@ -1747,6 +1747,21 @@ fn the_driver_sends_its_full_layer_at_the_rate_remb_and_tmmbr_ask_for() {
     assert_eq!(first_key, Some(true));
     assert_eq!(d.stats().rate_requests, 7);
     assert_eq!(d.stats().pause_requests, 2);
+
+    // Reconnecting (a relay that restarted holds no PAUSE to RESUME, none that TMMBR 0
+    // stopped to restart): whatever the old session stopped sends again, from a keyframe.
+    assert!(d.handle_event(&pause(true)));
+    let (held, _) = drive_for(&mut d, &mut p, &mut now, Duration::from_secs(1));
+    assert_eq!(held, 0.0);
+    assert!(d.handle_event(&Event::Reconnecting));
+    let (after_reconnect, first_key) = drive_for(&mut d, &mut p, &mut now, two_s);
+    assert!(near(after_reconnect, 900_000.0), "{after_reconnect}");
+    assert_eq!(first_key, Some(true));
+    assert!(d.handle_event(&tmmbr(0)));
+    assert!(d.handle_event(&Event::Reconnecting));
+    let (after_tmmbr, first_key) = drive_for(&mut d, &mut p, &mut now, two_s);
+    assert!(near(after_tmmbr, 900_000.0), "{after_tmmbr}");
+    assert_eq!(first_key, Some(true));
     eprintln!(
         "full layer: nominal {nominal:.0}, REMB 500k → {slowed:.0}, 5M → {back:.0}, 1k → {floor:.0}, TMMBR 300k → {resumed:.0}, 900k → {again:.0} bit/s"
     );
