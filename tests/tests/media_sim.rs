@@ -6,7 +6,9 @@
 use blindfold_client::{Driver, Event as PEvent, Receiver, SenderId};
 use blindfold_relay::control::{ExtmapIds, FullSet};
 use blindfold_relay::id::{ExtId, Ssrc};
+use blindfold_tests::LinkConfig;
 use blindfold_tests::{Sim, starts_keyframe};
+use std::time::Duration;
 
 /// Alice, bob and carol connected on two workers, keys shared; bob receives every
 /// full-resolution layer.
@@ -82,6 +84,32 @@ fn three_sources_arrive_whole_at_every_receiver() {
     }
 }
 
+/// Alice's full-resolution packets as she sent them: (when, bytes).
+type Sent = Vec<(std::time::Instant, usize)>;
+
+/// Runs the simulation for `ms`, sender `a` sending from `driver`, which obeys the
+/// relay's requests; notes the packets she sends on `full` in `sent_full`.
+fn run(sim: &mut Sim, driver: &mut Driver, a: usize, full: Ssrc, sent_full: &mut Sent, ms: u64) {
+    let end = sim.now + std::time::Duration::from_millis(ms);
+    while sim.now < end {
+        let now = sim.now;
+        let before = sim.member(a).sent.len();
+        driver.drive(&mut sim.members[a].p, now).unwrap();
+        sim.pump();
+        for d in &sim.member(a).sent[before..] {
+            if blindfold_relay::wire::rtp::RtpHeader::parse(d).is_ok_and(|h| h.ssrc() == full) {
+                sent_full.push((now, d.len()));
+            }
+        }
+        let evs: Vec<_> = sim.members[a].events.drain(..).collect();
+        for e in &evs {
+            driver.handle_event(e);
+        }
+        sim.members[a].events.extend(evs);
+        sim.run_for_ms(5);
+    }
+}
+
 #[test]
 fn a_layer_nobody_receives_is_paused_and_resumes_on_a_keyframe_when_wanted() {
     let (mut sim, a, b, c) = alice_bob_carol();
@@ -103,34 +131,6 @@ fn a_layer_nobody_receives_is_paused_and_resumes_on_a_keyframe_when_wanted() {
     let full = sim.member(a).ssrcs().full;
     // Alice's full-resolution packets as she sent them: (when, bytes).
     let mut sent_full = Vec::new();
-    type Sent = Vec<(std::time::Instant, usize)>;
-    fn run(
-        sim: &mut Sim,
-        driver: &mut Driver,
-        a: usize,
-        full: Ssrc,
-        sent_full: &mut Sent,
-        ms: u64,
-    ) {
-        let end = sim.now + std::time::Duration::from_millis(ms);
-        while sim.now < end {
-            let now = sim.now;
-            let before = sim.member(a).sent.len();
-            driver.drive(&mut sim.members[a].p, now).unwrap();
-            sim.pump();
-            for d in &sim.member(a).sent[before..] {
-                if blindfold_relay::wire::rtp::RtpHeader::parse(d).is_ok_and(|h| h.ssrc() == full) {
-                    sent_full.push((now, d.len()));
-                }
-            }
-            let evs: Vec<_> = sim.members[a].events.drain(..).collect();
-            for e in &evs {
-                driver.handle_event(e);
-            }
-            sim.members[a].events.extend(evs);
-            sim.run_for_ms(5);
-        }
-    }
     run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
     let watched = sent_full.len();
     assert!(watched > 20, "bob watches: alice sends full ({watched})");
@@ -182,4 +182,96 @@ fn a_layer_nobody_receives_is_paused_and_resumes_on_a_keyframe_when_wanted() {
     // Carol subscribed to every full layer: bob's resumed too.
     let resumed: u64 = sim.shards.iter().map(|e| e.stats().layers_resumed).sum();
     assert_eq!(resumed, 2);
+}
+
+#[test]
+fn a_lost_pause_and_a_lost_resume_are_sent_again() {
+    let (mut sim, a, b, c) = alice_bob_carol();
+    let extmap = ExtmapIds {
+        audio_level: Some(ExtId(1)),
+        frame_marking: Some(ExtId(2)),
+        abs_send_time: Some(ExtId(3)),
+        transport_cc: None,
+    };
+    let mut driver = Driver::for_participant(
+        &sim.members[a].p,
+        SenderId(a as u64),
+        extmap,
+        sim.now,
+        7,
+        sim.now,
+    );
+    let full = sim.member(a).ssrcs().full;
+    let mut sent_full = Vec::new();
+    let repeated = |sim: &Sim| sim.relay_total(|s| s.pause_requests_repeated);
+    let requests = |sim: &Sim, paused: bool| {
+        sim.member(a)
+            .events
+            .iter()
+            .filter(|e| matches!(e, PEvent::PauseRequested { ssrc, paused: p } if *ssrc == full && *p == paused))
+            .count()
+    };
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
+    assert!(sent_full.len() > 20, "bob watches: alice sends full");
+
+    // Bob stops watching while everything the relay sends alice is lost: the PAUSE
+    // (500 ms later) does not reach her, and she goes on sending.
+    let down = LinkConfig::PERFECT;
+    sim.set_downlink(a, LinkConfig { loss: 1.0, ..down });
+    sim.subscribe(b, FullSet::Ssrcs(Vec::new()));
+    let unsubscribed = sim.now;
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
+    sim.set_downlink(a, down);
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
+    assert!(
+        sent_full.last().unwrap().0 > unsubscribed + Duration::from_millis(1900),
+        "the PAUSE was lost: she still sends"
+    );
+    assert_eq!(requests(&sim, true), 0);
+    assert_eq!(repeated(&sim), 0);
+    // Checked 2 s after it went: the layer still arrives, so the PAUSE goes again.
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 2000);
+    assert_eq!(requests(&sim, true), 1, "the PAUSE again");
+    assert_eq!(repeated(&sim), 1);
+    let stopped = sent_full.last().unwrap().0;
+    let pause_at = unsubscribed + Duration::from_millis(500);
+    assert!(
+        stopped <= pause_at + Duration::from_millis(2100),
+        "she stopped {:?} after the first PAUSE",
+        stopped - pause_at
+    );
+
+    // Carol wants it while the relay's RESUME (and its keyframe request) are lost.
+    sim.set_downlink(a, LinkConfig { loss: 1.0, ..down });
+    let before = sim.member(c).media_on(full).len();
+    sim.subscribe(c, FullSet::Ssrcs(vec![full]));
+    let wanted = sim.now;
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 500);
+    sim.set_downlink(a, down);
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
+    assert_eq!(sim.member(c).media_on(full).len(), before, "nothing yet");
+    assert_eq!(requests(&sim, false), 0);
+    // 2 s after the RESUME, nothing of the layer has come: the RESUME goes again, and
+    // carol's first full packet is a keyframe.
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 1500);
+    assert_eq!(requests(&sim, false), 1, "the RESUME again");
+    assert_eq!(repeated(&sim), 2);
+    let got = sim.member(c).media_on(full);
+    assert!(got.len() > before, "carol receives full resolution");
+    assert!(
+        starts_keyframe(&got[before].packet, ExtId(2)),
+        "from a keyframe"
+    );
+    let first = sim
+        .member(c)
+        .media_log
+        .iter()
+        .find(|m| m.ssrc == full)
+        .map(|m| m.at)
+        .unwrap();
+    assert!(
+        first - wanted <= Duration::from_millis(2500),
+        "carol's first full packet {:?} after she subscribed",
+        first - wanted
+    );
 }

@@ -8,7 +8,7 @@ use blindfold_client::Event as PEvent;
 use blindfold_relay::control::{EndReason, FullSet, NotificationBody};
 use blindfold_relay::dtls::Fingerprint;
 use blindfold_relay::engine::{DropReason, Handled, RtcpDrop};
-use blindfold_relay::id::{Pt, Ssrc, WireSeq};
+use blindfold_relay::id::{ExtId, Pt, Ssrc, WireSeq};
 use blindfold_relay::wire::rtcp;
 use blindfold_tests::{Sim, ice_check};
 
@@ -310,6 +310,61 @@ fn keyframe_request_for_an_unreceived_stream_is_dropped() {
     assert_eq!(sim.shards[0].stats().rtcp_dropped(RtcpDrop::NotReceiver), 1);
 }
 
+/// Bob subscribes to alice's full layer, which marks frames: he gets it from its next
+/// keyframe. Until then he may ask for that keyframe, but a NACK of the layer is not
+/// his to send (nothing of it was sent him); from the keyframe on it is.
+#[test]
+fn a_viewer_waiting_for_a_keyframe_may_ask_for_it_but_not_nack_the_layer() {
+    let mut sim = Sim::new(1);
+    sim.extmap = blindfold_tests::FULL_EXTMAP;
+    let (a, b) = (sim.join("alice", "conf"), sim.join("bob", "conf"));
+    sim.run_until_connected();
+    sim.share_keys();
+    sim.subscribe(b, blindfold_relay::control::FullSet::All);
+    let full = sim.member(a).ssrcs().full;
+    let seq_of = |d: &[u8]| {
+        blindfold_relay::wire::rtp::RtpHeader::parse(d)
+            .unwrap()
+            .seq()
+    };
+    sim.send(a, full, Pt(96), &[1; 300]);
+    let delta = sim.member(a).sent.last().unwrap().clone();
+    sim.run_for_ms(400); // past the keyframe throttle's interval
+    let now = sim.now;
+    sim.members[b]
+        .p
+        .send_nack(now, full, &[seq_of(&delta)])
+        .unwrap();
+    sim.pump();
+    assert_eq!(copies_of(&sim, b, &delta), 0, "not resent");
+    assert_eq!(sim.shards[0].stats().rtcp_dropped(RtcpDrop::NotReceiver), 1);
+    // His PLI counts: sent on, or absorbed by the throttle (the relay asked for the
+    // keyframe itself as he subscribed).
+    let taken = |sim: &Sim| {
+        let st = sim.shards[0].stats();
+        st.keyframe_requests_sent + st.keyframe_requests_throttled
+    };
+    let before = taken(&sim);
+    let now = sim.now;
+    sim.members[b].p.request_keyframe(now, full).unwrap();
+    sim.run_for_ms(20);
+    assert_eq!(taken(&sim), before + 1, "his PLI counts");
+    assert_eq!(sim.shards[0].stats().rtcp_dropped(RtcpDrop::NotReceiver), 1);
+
+    let keyframe = [0xa0]; // frame marking: start of frame, independent
+    sim.send_with(a, full, Pt(96), &[(ExtId(2), &keyframe)], &[2; 300]);
+    let key = sim.member(a).sent.last().unwrap().clone();
+    assert_eq!(copies_of(&sim, b, &key), 1, "from the keyframe on");
+    let now = sim.now;
+    sim.members[b]
+        .p
+        .send_nack(now, full, &[seq_of(&key)])
+        .unwrap();
+    sim.pump();
+    assert_eq!(copies_of(&sim, b, &key), 2, "resent");
+    assert_eq!(sim.shards[0].stats().rtcp_dropped(RtcpDrop::NotReceiver), 1);
+}
+
 #[test]
 fn a_stranger_gets_nothing_forwarded_and_learns_nothing() {
     let (mut sim, p) = call(1, &["alice", "bob"]);
@@ -453,6 +508,67 @@ fn srtcp_from_a_participant_is_authenticated() {
         sim.shards[0].handle_datagram(now, alice, &mut pli),
         Handled::Dropped(DropReason::SrtcpRejected)
     );
+}
+
+/// A member of a conference of 17 that receives every layer hears sender reports of
+/// 48 streams: each is sent under its own SSRC in the member's SRTCP from the relay,
+/// beside the relay's own. All of them reach it, and so do the relay's own keepalives
+/// and keyframe requests, on both workers.
+#[test]
+fn a_member_of_a_large_conference_hears_every_streams_sender_report_and_the_relay() {
+    let names: Vec<String> = (0..16).map(|i| format!("m{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut sim, p) = call(2, &names);
+    let send_all = |sim: &mut Sim| {
+        for &i in &p {
+            let o = sim.member(i).ssrcs();
+            sim.send(i, o.audio, Pt(111), b"audio");
+            sim.send(i, o.thumbnail, Pt(96), b"thumbnail");
+            sim.send(i, o.full, Pt(96), b"full");
+        }
+    };
+    send_all(&mut sim);
+    sim.run_for_ms(1100);
+    // The late joiner starts every stream at once: the relay's copies of their last
+    // SRs go first, before anything under its own SSRC.
+    let late = sim.join("late", "conf");
+    sim.subscribe(late, blindfold_relay::control::FullSet::All);
+    sim.run_until_connected();
+    sim.share_keys();
+    for _ in 0..4 {
+        send_all(&mut sim);
+        sim.run_for_ms(1000);
+    }
+    let heard: std::collections::HashSet<Ssrc> = sim
+        .member(late)
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            blindfold_client::Event::SenderReport(sr) => Some(sr.ssrc),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heard.len(), 48, "SRs of every stream");
+    assert_eq!(sim.relay_total(|s| s.rtcp_out_refused), 0);
+    // The relay's own RTCP under its SSRC: a keyframe request for its thumbnail.
+    let thumbnail = sim.member(late).ssrcs().thumbnail;
+    let asked = sim.member(late).keyframe_requests(thumbnail);
+    let viewer = p[0];
+    sim.members[viewer]
+        .p
+        .request_keyframe(sim.now, thumbnail)
+        .expect("pli");
+    sim.pump();
+    sim.run_for_ms(50);
+    assert_eq!(sim.member(late).keyframe_requests(thumbnail), asked + 1);
+    assert!(
+        !sim.member(late)
+            .events
+            .iter()
+            .any(|e| matches!(e, blindfold_client::Event::Reconnecting)),
+        "it hears the relay"
+    );
+    assert_no_session_ended(&sim);
 }
 
 #[test]

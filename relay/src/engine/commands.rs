@@ -132,6 +132,22 @@ impl Engine {
             if let Some(sp) = &mut c.speaker {
                 sp.leave(h);
             }
+            // The others forget its streams: the layer each was on, and (homed here)
+            // the SRTCP state of its sender reports, so a member's outbound context
+            // holds the SSRCs of the conference as it is, not of everyone who was ever in
+            // it.
+            for &m in &c.members {
+                let Some(member) = self.sessions.get_mut(m) else {
+                    continue;
+                };
+                let gone = |ssrc: &Ssrc| s.spec.streams.iter().any(|st| st.ssrc == *ssrc);
+                member.layers.retain(|(ssrc, _)| !gone(ssrc));
+                if let Some(Link::Keyed { srtcp_out, .. }) = member.local().map(|l| &mut l.link) {
+                    for st in &s.spec.streams {
+                        srtcp_out.remove_stream(st.ssrc);
+                    }
+                }
+            }
         }
         if let (Home::Here(_), Some(reason), true) = (&s.home, reason, s.is_connected()) {
             self.notify(SessionEvent::Closed {

@@ -305,12 +305,20 @@ impl Local {
 /// A DTLS record's content type for alerts (RFC 6347 §4.1).
 const ALERT: u8 = 21;
 
+/// How many SSRCs the relay's SRTCP to one participant may be sent under: its own and
+/// those of the sender reports it forwards, one per stream of every other member of
+/// the conference (a member's streams are forgotten when it leaves). Past it, RTCP
+/// under a new SSRC is not sent (`rtcp_out_refused`).
+pub(crate) const OUTBOUND_RTCP_SSRCS: usize = 1024;
+
 /// The hop's SRTCP contexts from a completed handshake's keys: reading what the
-/// participant sends, and protecting what goes to it (none for a profile we do not
-/// run).
+/// participant sends (under the SSRCs it declared, at most the default 32), and
+/// protecting what goes to it (none for a profile we do not run).
 fn srtcp_contexts(km: &SrtpKeyMaterial) -> Option<(SrtpContext, SrtpContext)> {
     let p = SrtpProfile::from_dtls_id(km.profile.iana_id())?;
     let inbound = SrtpContext::new(p, km.client_master.key_salt(), None).ok()?;
-    let outbound = SrtpContext::new(p, km.server_master.key_salt(), None).ok()?;
+    let outbound = SrtpContext::new(p, km.server_master.key_salt(), None)
+        .ok()?
+        .with_max_streams(OUTBOUND_RTCP_SSRCS);
     Some((inbound, outbound))
 }

@@ -600,6 +600,9 @@ pub struct EngineStats {
     pub rtcp_in: u64,
     /// SRTCP packets the engine wrote.
     pub rtcp_out: u64,
+    /// RTCP not sent because the participant's outbound SRTCP context holds no more
+    /// SSRCs (`OUTBOUND_RTCP_SSRCS`).
+    pub rtcp_out_refused: u64,
     /// Of those, empty receiver reports to sessions sent nothing else for
     /// [`RTCP_EVERY`].
     pub rtcp_keepalives: u64,
@@ -619,6 +622,9 @@ pub struct EngineStats {
     pub layers_paused: u64,
     /// Paused layers the relay asked their sender to resume (a receiver wants them).
     pub layers_resumed: u64,
+    /// PAUSEs sent again because the layer still arrived, and RESUMEs sent again
+    /// because nothing of it did (`media::UnwatchedLayer`).
+    pub pause_requests_repeated: u64,
     /// Packets receivers NACKed that the relay resent from its cache.
     pub nack_resent: u64,
     /// Packets receivers NACKed that the relay asked their sender for.
@@ -695,7 +701,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 42;
+    pub const EXPORTED: usize = 44;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -762,6 +768,13 @@ impl EngineStats {
                 "",
                 "SRTCP packets the relay wrote.",
                 self.rtcp_out,
+            ),
+            (
+                "blindfold_srtcp_out_of_ssrcs_total",
+                "",
+                "RTCP not sent: the participant's outbound SRTCP context holds no more SSRCs \
+                 (1024: its own conference's streams and the relay's).",
+                self.rtcp_out_refused,
             ),
             (
                 "blindfold_dtls_rehandshakes_total",
@@ -832,6 +845,13 @@ impl EngineStats {
                 "",
                 "Paused layers the relay asked their sender to resume: a receiver wants them.",
                 self.layers_resumed,
+            ),
+            (
+                "blindfold_pause_requests_repeated_total",
+                "",
+                "PAUSEs sent again because the paused layer still arrived 2 s later, and \
+                 RESUMEs sent again because nothing of the layer did.",
+                self.pause_requests_repeated,
             ),
             (
                 "blindfold_nacked_packets_total",

@@ -221,7 +221,7 @@ impl Engine {
         packet: &[u8],
     ) -> Option<usize> {
         let ssrc = nack.media_ssrc();
-        let Some((owner, to)) = self.receiver_of(requester, ssrc) else {
+        let Some((owner, to)) = self.receiver_of(requester, ssrc, false) else {
             self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1;
             return None;
         };
@@ -327,18 +327,26 @@ impl Engine {
     }
 
     /// The owner of stream `ssrc` in `requester`'s conference and `requester`'s address,
-    /// if `requester` is connected and receives that stream.
+    /// if `requester` is connected and is sent that stream — by its layer state, not
+    /// only its subscription: a viewer held on the thumbnail asks nothing of the full
+    /// layer. With `pending`, a viewer waiting for the layer's next keyframe counts too.
     fn receiver_of(
         &self,
         requester: SessionHandle,
         ssrc: Ssrc,
+        pending: bool,
     ) -> Option<(SessionHandle, SocketAddr)> {
         let r = self.sessions.get(requester)?;
         let to = r.addr?;
         let owner = self.stream_owner(r.conf, ssrc)?;
         let o = self.sessions.get(owner)?;
         let spec = o.stream(ssrc)?.spec;
-        (owner != requester && r.wants(&spec, self.sender(owner, o))).then_some((owner, to))
+        let sent = match r.slot(&spec, self.sender(owner, o)) {
+            Some(Slot::Receivers) => true,
+            Some(Slot::Pending) => pending,
+            None => false,
+        };
+        (owner != requester && sent).then_some((owner, to))
     }
 
     /// A receiver asked for a keyframe of `ssrc`: pass it to the sender, throttled.
@@ -349,7 +357,7 @@ impl Engine {
         ssrc: Ssrc,
         kind: KeyframeKind,
     ) {
-        match self.receiver_of(requester, ssrc) {
+        match self.receiver_of(requester, ssrc, true) {
             Some((owner, _)) => self.request_keyframe_from(now, owner, ssrc, kind),
             None => self.stats.rtcp_drops[RtcpDrop::NotReceiver.index()] += 1,
         }
@@ -431,12 +439,13 @@ impl Engine {
             .filter(|st| st.spec.layer == Layer::Full)
         {
             let viewers = st.receivers.len() + st.pending.len();
-            if let Some(a) = st.unwatched.handle_viewers(now, viewers) {
-                actions.push((st.spec.ssrc, a));
+            if let Some(action) = st.unwatched.handle_viewers(now, viewers) {
+                let again = false;
+                actions.push((st.spec.ssrc, media::PauseAsk { action, again }));
             }
         }
-        for (ssrc, action) in actions {
-            self.ask_pause(now, h, ssrc, action);
+        for (ssrc, ask) in actions {
+            self.ask_pause(now, h, ssrc, ask);
         }
         self.schedule(h);
     }
@@ -448,8 +457,9 @@ impl Engine {
         now: Instant,
         owner: SessionHandle,
         ssrc: Ssrc,
-        action: media::PauseAction,
+        ask: media::PauseAsk,
     ) {
+        let action = ask.action;
         let (kind, pause_id) = match action {
             media::PauseAction::Pause(id) => (rtcp::PauseKind::Pause, id),
             media::PauseAction::Resume(id) => (rtcp::PauseKind::Resume, id),
@@ -463,6 +473,7 @@ impl Engine {
         let mut out = [0u8; 24];
         if let Ok(n) = rtcp::write_pause_resume(&mut out, self.cfg.relay_ssrc, &[entry]) {
             match action {
+                _ if ask.again => self.stats.pause_requests_repeated += 1,
                 media::PauseAction::Pause(_) => self.stats.layers_paused += 1,
                 media::PauseAction::Resume(_) => self.stats.layers_resumed += 1,
             }
@@ -520,14 +531,19 @@ impl Engine {
                 let Link::Keyed { srtcp_out, .. } = &mut local.link else {
                     return;
                 };
+                let mut refused = false;
                 let queued = self.tx.push(addr, |slot| {
                     let dst = slot.get_mut(..packet.len()).ok_or(())?;
                     dst.copy_from_slice(packet);
-                    srtcp_out.protect_rtcp(slot, packet.len()).map_err(|_| ())
+                    srtcp_out
+                        .protect_rtcp(slot, packet.len())
+                        .map_err(|_| refused = true)
                 });
                 if queued {
                     local.rtcp_sent = self.last_now;
                     self.stats.rtcp_out += 1;
+                } else if refused {
+                    self.stats.rtcp_out_refused += 1;
                 } else {
                     self.stats.drops[DropReason::TxQueueFull.index()] += 1;
                 }

@@ -118,14 +118,18 @@ impl Engine {
                     self.end_session(h, reason);
                     return;
                 }
-                // Layers unwatched long enough are paused.
+                // Layers unwatched long enough are paused; a PAUSE or RESUME the
+                // sender did not heed is sent again.
                 let pauses: Vec<_> = s
                     .streams
                     .iter_mut()
-                    .filter_map(|st| Some((st.spec.ssrc, st.unwatched.handle_timeout(now)?)))
+                    .filter_map(|st| {
+                        let arrived = st.rate.map(|(_, at)| at);
+                        Some((st.spec.ssrc, st.unwatched.handle_timeout(now, arrived)?))
+                    })
                     .collect();
-                for (ssrc, action) in pauses {
-                    self.ask_pause(now, h, ssrc, action);
+                for (ssrc, ask) in pauses {
+                    self.ask_pause(now, h, ssrc, ask);
                 }
                 // Layer choices that wait for time (a pending upswitch re-asking, the up
                 // hold, a trial's window, feedback that came too soon after the last).

@@ -31,6 +31,6 @@ pub(crate) use round_trip::RoundTrip;
 pub(crate) use sender_report::LastSenderReport;
 pub(crate) use speaker::{SpeakerConfig, SpeakerDetector};
 pub(crate) use twcc::{MAX_PER_FEEDBACK as TWCC_MAX_PER_FEEDBACK, TwccRecorder};
-pub(crate) use unwatched::{PauseAction, UnwatchedLayer};
+pub(crate) use unwatched::{PauseAction, PauseAsk, UnwatchedLayer};
 pub(crate) use uplink::{Limit, UplinkEstimate};
 pub(crate) use uplink_queue::UplinkQueue;
