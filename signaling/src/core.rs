@@ -416,6 +416,10 @@ pub struct Core {
     /// Rooms the SFU decided to leave, until sync reports them left (or the SFU
     /// invited back): no call is admitted in them meanwhile.
     leaving: HashSet<String>,
+    /// The calls a new call replaced, until the relay takes the new one
+    /// ([`Core::admitted`]); if it does not ([`Core::admission_failed`]), the members
+    /// are told that they ended after all.
+    replaced_by: HashMap<SessionId, Vec<Call>>,
     last_generation: u64,
     out: VecDeque<Action>,
     stats: Stats,
@@ -436,6 +440,7 @@ impl Core {
             invites: HashMap::new(),
             told_encrypted: HashSet::new(),
             leaving: HashSet::new(),
+            replaced_by: HashMap::new(),
             last_generation: 0,
             out: VecDeque::new(),
             stats: Stats::default(),
@@ -711,13 +716,24 @@ impl Core {
             });
     }
 
-    /// The relay did not take an [`Action::Admit`]: refuse the call after all.
+    /// The relay took an [`Action::Admit`]: the calls it replaced stay ended without a
+    /// word to the members (its key event tells them).
+    pub fn admitted(&mut self, session_id: &SessionId) {
+        self.replaced_by.remove(session_id);
+    }
+
+    /// The relay did not take an [`Action::Admit`]: refuse the call after all. The
+    /// calls it replaced have ended, and no new call's key event will tell the members
+    /// so: they hear it as `member_ended` with reason `replaced`.
     pub fn admission_failed(&mut self, session_id: &SessionId, now_ms: u64) {
         if let Some(call) = self.calls.get(session_id) {
             let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
             self.remove_call(session_id, now_ms, false, None);
             self.count_refusal(Code::RelayUnavailable);
             self.hangup(&room, &call_id, Code::RelayUnavailable);
+        }
+        for old in self.replaced_by.remove(session_id).unwrap_or_default() {
+            self.member_ended(&old, Code::Replaced.as_str());
         }
     }
 
@@ -762,13 +778,22 @@ impl Core {
     /// An invite of the SFU to a room: joined if its inviter passes the allow-list and
     /// its rate, which room invites share with call invites (every room joined is state
     /// the SFU keeps and syncs); declined otherwise.
+    ///
+    /// The inviter is the sender of the *last* invite membership of the SFU in the
+    /// invite's stripped state: the homeserver appends the invite event it checked to
+    /// the state the inviting server sent, which that server could fill with member
+    /// events naming anyone.
     fn handle_room_invite(&mut self, room_id: &str, stripped: &[Value], now_ms: u64) {
-        let inviter = stripped.iter().filter_map(Event::from_value).find_map(|e| {
-            (e.kind == "m.room.member"
-                && e.state_key == Some(self.cfg.user_id.as_str())
-                && e.content.get("membership").and_then(Value::as_str) == Some("invite"))
-            .then(|| e.sender.to_owned())
-        });
+        let inviter = stripped
+            .iter()
+            .rev()
+            .filter_map(Event::from_value)
+            .find(|e| {
+                e.kind == "m.room.member"
+                    && e.state_key == Some(self.cfg.user_id.as_str())
+                    && e.content.get("membership").and_then(Value::as_str) == Some("invite")
+            })
+            .map(|e| e.sender.to_owned());
         let join = match inviter.as_deref() {
             // Declined over the rate, without using up the minute's one refusal
             // of a call invite.
@@ -807,8 +832,10 @@ impl Core {
                 if let Some(id) = self.own_call(room_id, e) {
                     let selected = e.content.get("selected_party_id").and_then(Value::as_str);
                     if selected != Some(self.cfg.party_id.as_str()) {
-                        // The caller took another party's answer: our session is moot.
-                        self.remove_call(&id, now_ms, true, None);
+                        // The caller took another party's answer: our session is moot,
+                        // and the members are told as for a hangup.
+                        self.count_caller_hangup();
+                        self.remove_call(&id, now_ms, true, Some("hangup"));
                     }
                 }
             }
@@ -1034,11 +1061,18 @@ impl Core {
             return Err(Code::RelayUnavailable);
         };
 
+        let old: Vec<Call> = replaced
+            .iter()
+            .filter_map(|id| self.calls.get(id).cloned())
+            .collect();
         for id in replaced {
             self.end_call(&id, Code::Replaced, now_ms);
         }
         let (ice_ufrag, ice_pwd) = sdp::fresh_credentials(&mut |b: &mut [u8]| (self.rng)(b));
         let session_id = self.fresh_session_id();
+        if !old.is_empty() {
+            self.replaced_by.insert(session_id.clone(), old);
+        }
         let generation = self.next_generation(now_ms);
         let answer_sdp = sdp::build_answer(
             &offer,

@@ -455,6 +455,7 @@ impl Service {
                     }
                     match result {
                         Ok(()) => {
+                            self.core.admitted(&call.spec.session_id);
                             self.store.save_call(&call)?;
                             tracing::info!(caller = %call.caller, call_id = %call.call_id,
                                 session = %call.spec.session_id, "call answered");
@@ -472,6 +473,17 @@ impl Service {
                             self.core.admission_failed(&call.spec.session_id, now);
                         }
                     }
+                }
+                // A subscription queued for a call that has ended since (its
+                // admission failed in this same batch): the relay no longer has the
+                // session, and its `not_found` is no reason to resync.
+                Action::Relay(RequestBody::SetSubscription { subscription, .. })
+                    if !self
+                        .core
+                        .calls()
+                        .any(|c| c.spec.session_id == subscription.session_id) =>
+                {
+                    tracing::debug!(session = %subscription.session_id.as_str(), "subscription of an ended call not sent");
                 }
                 Action::Relay(body) => {
                     let method = body.method();

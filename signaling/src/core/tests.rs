@@ -687,6 +687,33 @@ fn a_call_that_ends_is_told_to_the_conferences_other_calls() {
         [(DM.to_owned(), bob_call("b3", "hangup"))]
     );
 
+    // Bob calls again, but the relay does not take the new call: the members hear
+    // that his old one ended, replaced.
+    call_in(&mut core, BOB, "b3r", 420);
+    let actions = invite_in(&mut core, BOB, "b3r2", 430, T0 + 10);
+    assert_eq!(hangups(&actions), ["replaced"]);
+    assert!(member_ended(&actions).is_empty(), "{actions:?}");
+    let new = admitted(&actions)[0].spec.session_id.clone();
+    core.admission_failed(&new, T0 + 20);
+    let actions = drain(&mut core);
+    assert_eq!(hangups(&actions), ["relay_unavailable"]);
+    assert_eq!(
+        member_ended(&actions),
+        [(DM.to_owned(), bob_call("b3r", "replaced"))]
+    );
+
+    // Bob takes another party's answer to his call: as a hangup.
+    call_in(&mut core, BOB, "b3s", 450);
+    let ours = json!({"type": "m.call.select_answer", "sender": BOB, "content": {"call_id": "b3s", "party_id": "@bob:hs-dev", "version": "1", "selected_party_id": "SFUDEV"}});
+    assert!(member_ended(&timeline(&mut core, BOB_DM, vec![ours], T0)).is_empty());
+    let other = json!({"type": "m.call.select_answer", "sender": BOB, "content": {"call_id": "b3s", "party_id": "@bob:hs-dev", "version": "1", "selected_party_id": "ELSEWHERE"}});
+    let actions = timeline(&mut core, BOB_DM, vec![other], T0);
+    assert_eq!(
+        member_ended(&actions),
+        [(DM.to_owned(), bob_call("b3s", "hangup"))]
+    );
+    assert_eq!(core.calls().count(), 1, "alice's call only");
+
     // A replaced call: bob's new call's key event tells the members. The conference
     // ending: every call gets its hangup, and nobody a notice.
     call_in(&mut core, BOB, "b4", 500);
@@ -701,7 +728,7 @@ fn a_call_that_ends_is_told_to_the_conferences_other_calls() {
     );
     assert_eq!(hangups(&actions).len(), 2);
     assert!(member_ended(&actions).is_empty(), "{actions:?}");
-    assert_eq!(core.stats().member_ended_events, 3);
+    assert_eq!(core.stats().member_ended_events, 5);
 }
 
 #[test]
@@ -892,8 +919,16 @@ fn room_invites_are_joined_only_from_allowed_users() {
         json!({"invite_state": {"events": [{"type": "m.room.member", "sender": who, "state_key": SFU,
             "content": {"membership": "invite", "is_direct": true}}]}})
     };
+    // A remote server's invite whose stripped state (which it writes) names alice as
+    // the inviter first; the homeserver appends the real invite event last.
+    let mut forged = invite_from(ALICE);
+    forged["invite_state"]["events"]
+        .as_array_mut()
+        .unwrap()
+        .push(invite_from("@eve:evil.example")["invite_state"]["events"][0].clone());
     let sync: SyncResponse = serde_json::from_value(json!({"next_batch": "x", "rooms": {"invite": {
-        "!a:hs": invite_from(ALICE), "!b:hs": invite_from("@eve:evil.example"), "!c:hs": {"invite_state": {"events": [7]}}
+        "!a:hs": invite_from(ALICE), "!b:hs": invite_from("@eve:evil.example"), "!c:hs": {"invite_state": {"events": [7]}},
+        "!d:hs": forged
     }}}))
     .unwrap();
     core.handle_sync(&sync, T0, false);
@@ -903,7 +938,8 @@ fn room_invites_are_joined_only_from_allowed_users() {
         [
             Action::JoinRoom("!a:hs".into()),
             Action::DeclineInvite("!b:hs".into()),
-            Action::DeclineInvite("!c:hs".into())
+            Action::DeclineInvite("!c:hs".into()),
+            Action::DeclineInvite("!d:hs".into())
         ]
     );
     // An allowed user's room invites count against its invite rate (20 a minute).
