@@ -22,7 +22,7 @@ use blindfold_client::conference::keys::{KEYS_EVENT, KeyEventError};
 use blindfold_client::conference::matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use blindfold_client::conference::matrix_sdk::ruma::serde::Raw;
 use blindfold_client::conference::{
-    Conference, ConferenceConfig, ConferenceEvent, Login, MediaMode, MemberId,
+    Conference, ConferenceConfig, ConferenceError, ConferenceEvent, Login, MediaMode, MemberId,
 };
 use blindfold_relay::dtls::DtlsCert;
 use blindfold_relay::id::{KeyIndex, Ssrc};
@@ -552,6 +552,74 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
 /// close_notify) and who stays in `R`: the relay ends its session after its consent
 /// timeout (3 s here), the SFU tells the other calls, and the others forget it and
 /// rekey (docs/protocol.md, "A member's call ended").
+/// Carol leaves R, so alice and bob must rekey her out; but someone has since used the
+/// SFU account with an encrypting client, so neither may publish a key there (that
+/// device could read it). Each tries again for 3.5 s, then stops its media rather than
+/// go on under the key carol holds, and says so.
+#[test]
+fn a_member_that_cannot_publish_its_rekey_stops_its_media() {
+    let st = setup(3);
+    let room = st.room.clone();
+    rt().block_on(async {
+        let epoch = Instant::now();
+        let (a, b, c) = tokio::join!(
+            join("alice", &st.users[0], &room, epoch),
+            join("bob", &st.users[1], &room, epoch),
+            join("carol", &st.users[2], &room, epoch),
+        );
+        let (mut a, mut b, mut c) = (a, b, c);
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            &st.sfu.relay,
+            Duration::from_secs(20),
+            "everyone decrypts everyone",
+            |p| everyone_has_all_streams(p, 20),
+        )
+        .await;
+        let sfu_user = MatrixUser::login(Synapse::shared().base_url(), &st.sfu.user_id, PASSWORD)
+            .expect("log in as the SFU");
+        sfu_user.upload_device_keys().expect("upload keys");
+        c.conf.room().leave().await.expect("carol leaves");
+        let left = Instant::now();
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            &st.sfu.relay,
+            Duration::from_secs(20),
+            "alice and bob stop their media",
+            |p| {
+                p[..2].iter().all(|m| {
+                    m.events.iter().any(|(_, e)| {
+                        matches!(e, ConferenceEvent::Ended { reason, .. } if reason.contains("media has stopped"))
+                    })
+                })
+            },
+        )
+        .await;
+        let stopped = Instant::now();
+        run_for(&mut [&mut a, &mut b], Duration::from_secs(2)).await;
+        for m in [&a, &b] {
+            assert_eq!(m.published(KeyIndex(1)), None, "{}: no key 1 went out", m.name);
+            let last = m.sent_under(KeyIndex(0)).max().expect("sent");
+            eprintln!(
+                "{}: media stopped {:?} after carol left",
+                m.name,
+                last.saturating_duration_since(left)
+            );
+            assert!(last <= stopped, "{} sent after it stopped", m.name);
+            assert!(
+                last.saturating_duration_since(left) >= Duration::from_millis(3500),
+                "{}: it tried for 3.5 s first",
+                m.name
+            );
+            assert_eq!(m.sent_under(KeyIndex(1)).count(), 0);
+            assert!(matches!(
+                m.conf.send_audio(false, 0, b"more", None),
+                Err(ConferenceError::MediaWithheld)
+            ));
+        }
+    });
+}
+
 #[test]
 fn a_member_whose_client_dies_is_forgotten_and_rekeyed_out_by_the_others() {
     let _one_at_a_time = one_at_a_time();

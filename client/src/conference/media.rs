@@ -89,16 +89,10 @@ pub(super) async fn run(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
                 // Leaves came faster than keys could be switched to: the one that
                 // waited is in use now, and the rekey owed since follows.
                 let inner = inner.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = inner.rekey().await {
-                        inner.emit(ConferenceEvent::ended(format!(
-                            "could not publish our keys: {e}"
-                        )));
-                    }
-                });
+                tokio::spawn(async move { inner.publish_or_withhold(true).await });
             }
             let st = &mut *st;
-            if let Some(d) = st.driver.as_mut() {
+            if let Some(d) = st.driver.as_mut().filter(|_| !inner.is_withheld()) {
                 // A refused packet is lost (the driver counts it); the rest go next time.
                 let _ = d.drive(&mut st.participant, now);
             }

@@ -280,6 +280,10 @@ pub enum ConferenceError {
     /// A wait ran out.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// Our media stopped for good: a rekey could not be published (see
+    /// [`ConferenceEvent::Ended`]), and the key in use is one a member who left may hold.
+    #[error("our media is withheld: our new key could not be published")]
+    MediaWithheld,
     /// The answer's SDP is not usable.
     #[error("bad answer: {0}")]
     BadAnswer(#[from] AnswerError),
@@ -441,6 +445,14 @@ impl ConferenceEvent {
 /// The SFU's hangup code that asks the caller to call again (docs/protocol.md).
 pub const CALL_AGAIN: &str = "relay_unavailable";
 
+/// How long to wait before each new try of a key set's publication that failed: then
+/// our media stops ([`ConferenceError::MediaWithheld`]).
+pub const PUBLISH_RETRIES: [Duration; 3] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
+
 /// Counters of what was dropped.
 #[derive(Debug, Default)]
 struct Counters {
@@ -478,6 +490,9 @@ struct Inner {
     publishing: tokio::sync::Mutex<()>,
     /// We hung up: no key event with our streams may follow the empty one.
     hung_up: AtomicBool,
+    /// A key set could not be published even after [`PUBLISH_RETRIES`]: we send no
+    /// more media.
+    withheld: AtomicBool,
     /// The media socket (the media task's; also for the last datagrams at a stop).
     sock: Arc<tokio::net::UdpSocket>,
 }
@@ -560,6 +575,38 @@ impl Inner {
         self.wake.notify_one();
         self.emit(ConferenceEvent::KeysPublished { indexes, at });
         Ok(())
+    }
+
+    /// Publishes our key set, after a fresh key under the next index if `rekey`,
+    /// trying the publication again after each of [`PUBLISH_RETRIES`] if it fails (the
+    /// homeserver unreachable, the SFU showing E2EE devices). If it still fails, our
+    /// media stops for good (`withheld`) and the conference reports
+    /// [`ConferenceEvent::Ended`]: the key in use may be one a member who left holds,
+    /// and the members cannot learn the next one.
+    async fn publish_or_withhold(&self, rekey: bool) {
+        let mut r = if rekey {
+            self.rekey().await
+        } else {
+            self.publish_keys().await
+        };
+        for delay in PUBLISH_RETRIES {
+            if r.is_ok() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            r = self.publish_keys().await;
+        }
+        if let Err(e) = r {
+            self.withheld.store(true, Ordering::Release);
+            self.emit(ConferenceEvent::ended(format!(
+                "could not publish our keys: {e}; our media has stopped"
+            )));
+        }
+    }
+
+    /// Whether our media stopped because a key set could not be published.
+    fn is_withheld(&self) -> bool {
+        self.withheld.load(Ordering::Acquire)
     }
 
     /// A fresh key under the next index, published now, used 2 s later.
@@ -1062,6 +1109,7 @@ impl Conference {
             wake: tokio::sync::Notify::new(),
             publishing: tokio::sync::Mutex::new(()),
             hung_up: AtomicBool::new(false),
+            withheld: AtomicBool::new(false),
             sock: sock.clone(),
         });
         let media = tokio::spawn(media::run(inner.clone(), sock));
@@ -1225,6 +1273,9 @@ impl Conference {
         let level_ext = crate::sdp::OFFER_EXTMAP
             .audio_level
             .zip(level.and_then(|l| l.to_byte().ok()));
+        if self.inner.is_withheld() {
+            return Err(ConferenceError::MediaWithheld);
+        }
         let sent = self.with_participant(|p| {
             if !p.is_connected() {
                 return Ok(false);
@@ -1495,17 +1546,8 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool)
         rekey = true;
     }
     // A rekey publishes our key set anyway, which serves the newcomer too.
-    let r = if rekey {
-        inner.rekey().await
-    } else if resend {
-        inner.publish_keys().await
-    } else {
-        Ok(())
-    };
-    if let Err(e) = r {
-        inner.emit(ConferenceEvent::ended(format!(
-            "could not publish our keys: {e}"
-        )));
+    if rekey || resend {
+        inner.publish_or_withhold(rekey).await;
     }
 }
 
