@@ -395,6 +395,20 @@ impl Registry {
             })
     }
 
+    /// Another session that holds `spec`'s relay ufrag: the relay finds the session a
+    /// check is for by it, so it is unique.
+    fn ufrag_owner(&self, spec: &SessionSpec) -> Option<&SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(id, _)| **id != spec.session_id)
+            .find(|(_, h)| {
+                h.state
+                    .as_ref()
+                    .is_some_and(|o| o.ice_ufrag == spec.ice_ufrag)
+            })
+            .map(|(id, _)| id)
+    }
+
     fn upsert_session(
         &mut self,
         generation: Generation,
@@ -427,6 +441,15 @@ impl Registry {
                 format!(
                     "session {id}: ssrc {ssrc} is already declared by session {other} in conference {}",
                     spec.conf_id
+                ),
+            ));
+        }
+        if let Some(other) = self.ufrag_owner(&spec) {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "session {id}: ice_ufrag {} is already used by session {other}",
+                    spec.ice_ufrag.as_str()
                 ),
             ));
         }
@@ -560,6 +583,21 @@ impl Registry {
                         ),
                     ));
                 }
+            }
+        }
+
+        // Relay ufrags unique across the snapshot's sessions.
+        let mut ufrags: BTreeMap<&str, &SessionId> = BTreeMap::new();
+        for s in &snap.sessions {
+            if let Some(other) = ufrags.insert(s.ice_ufrag.as_str(), &s.session_id) {
+                return Err(ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "snapshot: ice_ufrag {} is used by sessions {other} and {}",
+                        s.ice_ufrag.as_str(),
+                        s.session_id
+                    ),
+                ));
             }
         }
 
@@ -903,6 +941,43 @@ mod tests {
             generation: Generation(6),
             conferences: vec![ConferenceSpec { conf_id: conf("c") }],
             sessions: vec![spec("a", "c", &[7]), spec("b", "c", &[7])],
+            subscriptions: Vec::new(),
+        };
+        assert_eq!(
+            err(&mut reg, RequestBody::Snapshot(snap)),
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn a_relay_ufrag_another_session_holds_is_refused() {
+        let mut reg = Registry::new();
+        ok(&mut reg, upsert_conf(1, "c"));
+        ok(&mut reg, upsert_conf(1, "d"));
+        ok(&mut reg, upsert(2, spec("a", "c", &[1])));
+        let mut b = spec("b", "d", &[2]);
+        b.ice_ufrag = spec("a", "c", &[]).ice_ufrag;
+        assert_eq!(err(&mut reg, upsert(3, b.clone())), ErrorCode::BadRequest);
+        // Once a is gone, b may have it; a session may keep its own.
+        ok(
+            &mut reg,
+            RequestBody::RemoveSession {
+                generation: Generation(4),
+                session_id: sid("a"),
+            },
+        );
+        assert_eq!(ok(&mut reg, upsert(5, b.clone())), ["upsert_session b"]);
+        assert_eq!(ok(&mut reg, upsert(6, b.clone())), Vec::<String>::new());
+        // And in a snapshot.
+        let mut a = spec("a", "c", &[1]);
+        a.ice_ufrag = b.ice_ufrag.clone();
+        let snap = Snapshot {
+            generation: Generation(7),
+            conferences: vec![
+                ConferenceSpec { conf_id: conf("c") },
+                ConferenceSpec { conf_id: conf("d") },
+            ],
+            sessions: vec![a, b],
             subscriptions: Vec::new(),
         };
         assert_eq!(

@@ -486,10 +486,14 @@ impl ControlServer {
                         tracing::info!(method, code = ?e.code, message = %e.message, "refused")
                     }
                 }
-                let after = (!commands.is_empty()).then(|| {
+                // Answered once the workers have applied everything queued so far, not
+                // only this request's commands: an earlier connection's may still be
+                // on their way (a snapshot that outlasted its sender's patience), and a
+                // request that changes nothing must not be `ok` before them.
+                if !commands.is_empty() {
                     self.queue_commands(commands);
-                    self.workers.iter().map(|q| q.queued).collect()
-                });
+                }
+                let after = changes.then(|| self.workers.iter().map(|q| q.queued).collect());
                 let ok = result.is_ok();
                 let connected: Vec<_> = if snapshot && ok {
                     self.registry

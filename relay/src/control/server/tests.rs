@@ -214,6 +214,30 @@ fn ok_is_held_until_every_worker_applied_the_rule() {
     assert!(matches!(&msgs[1], Message::Response(r) if r.id == RequestId(2)));
 }
 
+/// A client that gave up on a slow request and connected again: the same change,
+/// which now changes nothing, is not `ok` before the workers applied the first.
+#[test]
+fn ok_after_a_reconnect_waits_for_the_last_connections_rules() {
+    let mut s = connected(Limits::default());
+    s.handle_data(&request(1, conf_upsert(1)));
+    assert!(take(&mut s).is_empty());
+    s.handle_hangup();
+    s.accept(Instant::now()).unwrap();
+    s.handle_data(&signaling_hello());
+    assert!(matches!(take(&mut s)[..], [Message::Hello(_)]));
+    s.handle_data(&request(1, conf_upsert(1)));
+    assert_eq!(s.queued(0), 1, "nothing new to apply");
+    assert!(
+        take(&mut s).is_empty(),
+        "held: the workers have not applied it"
+    );
+    apply_all(&mut s);
+    assert_eq!(take(&mut s), [Message::ok_response(RequestId(1))]);
+    // Stats change nothing and wait for nothing.
+    s.handle_data(&request(2, RequestBody::GetStats));
+    assert_eq!(take(&mut s).len(), 1);
+}
+
 #[test]
 fn a_full_worker_queue_answers_overloaded_and_changes_nothing() {
     let limits = Limits {
