@@ -97,6 +97,15 @@ impl Engine {
             twcc: None,
             spec,
         });
+        // Another shard may have claimed it already (its participant holds the
+        // credentials and checks on): ask.
+        if self.cfg.shards > 1 {
+            let msg = PeerMsg::WhereIs {
+                session: id.clone(),
+                from: self.cfg.shard,
+            };
+            self.events.push_back(Event::Peer(PeerDest::All, msg));
+        }
         self.by_id.insert(id, h);
         self.by_ufrag.insert(ufrag, h);
         if let Some(c) = self.conferences.get_mut(conf) {

@@ -135,6 +135,13 @@ pub(crate) fn run(data: &[u8]) {
                     addr: addr(0x40 | (action >> 4)),
                 }),
             ),
+            7 if action & 0x80 != 0 => e.handle_command(
+                now,
+                Command::Peer(PeerMsg::WhereIs {
+                    session: spec(who).id,
+                    from: ShardId(1),
+                }),
+            ),
             7 => e.handle_command(
                 now,
                 Command::Peer(PeerMsg::Disconnected {

@@ -290,6 +290,18 @@ pub enum PeerMsg {
         /// The session.
         session: SessionName,
     },
+    /// Shard `from` just created the session: if it is homed on the shard this reaches,
+    /// that shard answers with [`PeerMsg::Claimed`] (and [`PeerMsg::Connected`] if it
+    /// is). A session whose participant already holds its credentials (one signaling
+    /// gave back after a relay restart, or the same upsert again after it ended) may be
+    /// claimed by a quick shard before a slow one has created it, and the slow one drops
+    /// messages about sessions it does not know.
+    WhereIs {
+        /// The session.
+        session: SessionName,
+        /// The shard asking.
+        from: ShardId,
+    },
     /// RTCP (plain) to protect with `to`'s SRTCP context and send to it.
     Rtcp {
         /// The receiving session (homed on the shard this is sent to).
@@ -462,6 +474,7 @@ impl PeerMsg {
             PeerMsg::Claimed { .. }
             | PeerMsg::Connected { .. }
             | PeerMsg::Disconnected { .. }
+            | PeerMsg::WhereIs { .. }
             | PeerMsg::Checked { .. }
             | PeerMsg::LayerState { .. }
             | PeerMsg::KeyframeForwarded { .. }

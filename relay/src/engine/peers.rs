@@ -103,6 +103,37 @@ impl Engine {
                     self.set_connected(h, Some(addr));
                 }
             }
+            PeerMsg::WhereIs { session, from } => {
+                let me = self.cfg.shard;
+                let Some(&h) = self.by_id.get(&session) else {
+                    return;
+                };
+                let Some(s) = self.sessions.get(h) else {
+                    return;
+                };
+                let Home::Here(local) = &s.home else {
+                    return;
+                };
+                if local.ended() {
+                    return;
+                }
+                let to = PeerDest::Shard(from);
+                let claimed = PeerMsg::Claimed {
+                    session: session.clone(),
+                    shard: me,
+                    key: h,
+                };
+                self.events.push_back(Event::Peer(to, claimed));
+                if let (true, Some(addr)) = (s.is_connected(), s.addr) {
+                    let connected = PeerMsg::Connected {
+                        session,
+                        shard: me,
+                        key: h,
+                        addr,
+                    };
+                    self.events.push_back(Event::Peer(to, connected));
+                }
+            }
             PeerMsg::Disconnected { session } => {
                 let Some(&h) = self.by_id.get(&session) else {
                     return;

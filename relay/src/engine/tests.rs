@@ -500,3 +500,66 @@ fn checks_from_ever_new_addresses_keep_a_bounded_index_and_the_nominated_one() {
     assert!(!e.by_addr.contains_key(&addr(6196)));
     assert!(e.by_addr.contains_key(&addr(5000)));
 }
+
+/// Shard 0 claims a session before shard 1 has created it (a session signaling gave
+/// back after a restart, whose participant checks on), so shard 1 drops the claim. On
+/// creating it, shard 1 asks where it is homed, and shard 0 answers; shard 1 learns it.
+#[test]
+fn a_shard_that_creates_a_session_late_asks_where_it_is_homed() {
+    let now = Instant::now();
+    let two = |shard| {
+        let (cert, dtls) = shared();
+        let mut cfg = EngineConfig::new(ShardId(shard), cert, dtls);
+        cfg.shards = 2;
+        Engine::new(cfg)
+    };
+    let (mut quick, mut slow) = (two(0), two(1));
+    quick.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    events(&mut quick);
+    let mut c = check("a", PWD, true);
+    assert_eq!(
+        quick.handle_datagram(now, addr(5000), &mut c),
+        Handled::Consumed
+    );
+    for ev in events(&mut quick) {
+        if let Event::Peer(_, msg) = ev {
+            slow.handle_command(now, Command::Peer(msg)); // not known there yet: dropped
+        }
+    }
+    slow.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    let asked: Vec<PeerMsg> = events(&mut slow)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Peer(PeerDest::All, msg @ PeerMsg::WhereIs { .. }) => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "it asks");
+    // Only the home answers, to the shard that asked.
+    let mut other = two(1);
+    other.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+    events(&mut other);
+    other.handle_command(now, Command::Peer(asked[0].clone()));
+    assert!(events(&mut other).is_empty(), "not homed there: no answer");
+    quick.handle_command(now, Command::Peer(asked[0].clone()));
+    let answers: Vec<Event> = events(&mut quick);
+    let [Event::Peer(PeerDest::Shard(ShardId(1)), claim @ PeerMsg::Claimed { shard, key, .. })] =
+        &answers[..]
+    else {
+        panic!("{answers:?}");
+    };
+    assert_eq!(*shard, ShardId(0));
+    let key = *key;
+    slow.handle_command(now, Command::Peer(claim.clone()));
+    // The slow shard now sends what it learns for the session to its home: a check from
+    // a new address it validates is handed over under the home's handle.
+    let mut c = check("a", PWD, false);
+    assert_eq!(
+        slow.handle_datagram(now, addr(5001), &mut c),
+        Handled::Consumed
+    );
+    let handed = events(&mut slow).into_iter().any(|e| {
+        matches!(e, Event::Peer(PeerDest::Shard(ShardId(0)), PeerMsg::Checked { session, .. }) if session == key)
+    });
+    assert!(handed, "the check goes to its home");
+}
