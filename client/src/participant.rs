@@ -31,6 +31,8 @@ use crate::{DropReason, FailReason, ParticipantError};
 pub const MAX_DATAGRAM: usize = 1500;
 /// Room for an RTCP compound we build before protection.
 const RTCP_BUF: usize = 1200;
+/// Report blocks an SR or RR holds (its 5-bit count).
+const MAX_REPORT_BLOCKS: usize = 31;
 /// Gaps up to this many packets are NACKed; longer ones on video ask for a keyframe.
 pub const MAX_NACK_GAP: u64 = 32;
 /// SSRCs an inbound SRTCP context tracks (every sender's SRs come through the relay).
@@ -1351,18 +1353,23 @@ impl Participant {
 
     /// Our periodic compound: an SR per stream that has sent (report blocks on the first),
     /// or an RR from the audio SSRC; then a REMB: the fixed one if configured, else the
-    /// estimator's if one is due.
+    /// estimator's if one is due. A packet holds 31 report blocks: the blocks of the
+    /// streams beyond the first 31 follow in compounds of their own, an RR of 31 each.
     fn send_report(&mut self, now: Instant) {
         let ntp = self.ntp(now);
-        let blocks: Vec<ReportBlock> = self
-            .recv
-            .iter_mut()
-            .take(31)
-            .map(|r| report_block(r, now))
-            .collect();
+        let all: Vec<ReportBlock> = self.recv.iter_mut().map(|r| report_block(r, now)).collect();
+        let (blocks, more) = all.split_at(all.len().min(MAX_REPORT_BLOCKS));
+        for chunk in more.chunks(MAX_REPORT_BLOCKS) {
+            let mut buf = [0u8; RTCP_BUF];
+            let mut w = CompoundWriter::new(&mut buf);
+            if w.rr(self.config.ssrcs.audio, chunk).is_ok() {
+                let n = w.finish();
+                let _ = self.send_rtcp(now, &buf[..n]);
+            }
+        }
         let mut buf = [0u8; RTCP_BUF];
         let mut w = CompoundWriter::new(&mut buf);
-        let mut blocks_left: &[ReportBlock] = &blocks;
+        let mut blocks_left: &[ReportBlock] = blocks;
         for s in &self.send {
             let Some((ts, at)) = s.last else { continue };
             let elapsed = now.saturating_duration_since(at);

@@ -49,7 +49,7 @@ fn relay_cert() -> &'static DtlsCert {
 
 fn client_cert(n: usize) -> DtlsCert {
     static C: OnceLock<Vec<DtlsCert>> = OnceLock::new();
-    C.get_or_init(|| (0..2).map(|_| DtlsCert::generate().unwrap()).collect())[n].clone()
+    C.get_or_init(|| (0..2).map(|_| DtlsCert::generate().unwrap()).collect())[n % 2].clone()
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -1449,6 +1449,63 @@ fn periodic_reports_carry_sr_and_report_blocks() {
     // A sent on its full stream: an SR with no blocks, 28 bytes.
     let mut now = t.now;
     assert_eq!(next_report(&mut t.a, &mut now, 200), 28 + 20);
+}
+
+/// B receives 42 streams from 14 senders: an SR or RR holds 31 report blocks, so the
+/// rest go in a compound of their own, and every stream is reported each second.
+#[test]
+fn a_receiver_of_more_than_31_streams_reports_every_one() {
+    let mut t = two();
+    let mut senders = vec![];
+    for n in 2..15 {
+        let (p, _relay, _) = connected(n, 5000 + n as u16, t.now);
+        t.b.install_remote_keys(
+            SenderId(n as u64),
+            &remote_streams(p.ssrcs()),
+            PROFILE,
+            &[(KeyIndex(0), &master(n as u8 + 1))],
+        )
+        .unwrap();
+        senders.push(p);
+    }
+    let mut all = std::collections::BTreeSet::new();
+    let mut wires = vec![];
+    for p in senders.iter_mut().chain([&mut t.a]) {
+        let o = p.ssrcs();
+        for (ssrc, pt) in [(o.audio, 111), (o.thumbnail, 96), (o.full, 96)] {
+            p.send_rtp(t.now, ssrc, Pt(pt), false, RtpTime(0), &[], b"m")
+                .unwrap();
+            wires.push(p.poll_transmit().unwrap().bytes);
+            all.insert(ssrc);
+        }
+    }
+    for wire in wires {
+        t.b_receives(&wire).unwrap();
+    }
+    assert_eq!(all.len(), 42);
+    let mut relay_in = relay_srtcp_in(&t.b_keys);
+    let end = t.now + Duration::from_millis(1600);
+    let mut reported = std::collections::BTreeSet::new();
+    while let Some(now) = t.b.poll_timeout().filter(|&n| n < end) {
+        t.b.handle_timeout(now);
+        while let Some(mut tx) = t.b.poll_transmit() {
+            let Ok(n) = relay_in.unprotect_rtcp(&mut tx.bytes) else {
+                continue;
+            };
+            for p in RtcpCompound::parse(&tx.bytes[..n])
+                .unwrap()
+                .into_iter()
+                .flatten()
+            {
+                match p {
+                    RtcpPacket::ReceiverReport(rr) => reported.extend(rr.reports().map(|b| b.ssrc)),
+                    RtcpPacket::SenderReport(sr) => reported.extend(sr.reports().map(|b| b.ssrc)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert_eq!(reported, all, "a block for every stream");
 }
 
 /// What B sent the relay that carried a REMB.

@@ -368,7 +368,10 @@ impl Roster {
         let sender = SenderId(self.next_sender);
         let result = match known {
             Some(m) if m.call_id == ev.call_id => {
-                if m.streams != ev.streams {
+                // The same streams, in whatever order.
+                let same = m.streams.len() == ev.streams.len()
+                    && m.streams.iter().all(|x| ev.streams.contains(x));
+                if !same {
                     return Err(KeyEventError::StreamsChanged);
                 }
                 return Ok(Accepted::Update(m.sender));
@@ -679,6 +682,14 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(r.accept("@a:x", &ev, own).unwrap(), Accepted::Update(a));
+        // The same streams in another order: the same declaration.
+        let mut reordered = ev.clone();
+        reordered.streams.reverse();
+        assert_ne!(reordered.streams, ev.streams);
+        assert_eq!(
+            r.accept("@a:x", &reordered, own).unwrap(),
+            Accepted::Update(a)
+        );
         // Another device with one of a's SSRCs.
         let mut other = ev.clone();
         other.device_id = "BOB".into();
