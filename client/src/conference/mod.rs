@@ -109,6 +109,21 @@ const EVENT_QUEUE: usize = 8192;
 const CONTROL_RESERVE: usize = 256;
 /// The long-poll of the sync loop.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeline events per room a sync of the call's loop may carry (a homeserver's default
+/// is 10): when a member leaves, every other member's key event comes at once, and a
+/// truncated timeline would lose all but the last few.
+const SYNC_TIMELINE_LIMIT: u32 = 500;
+
+/// The sync loop's settings: its long-poll and [`SYNC_TIMELINE_LIMIT`].
+fn loop_sync_settings() -> SyncSettings {
+    use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+    use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+    let mut filter = FilterDefinition::empty();
+    filter.room.timeline.limit = Some(SYNC_TIMELINE_LIMIT.into());
+    SyncSettings::default()
+        .timeout(SYNC_TIMEOUT)
+        .filter(Filter::FilterDefinition(filter))
+}
 
 /// How the participant logs in.
 #[derive(Debug, Clone)]
@@ -1411,11 +1426,7 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             inner.emit(ConferenceEvent::ended(reason));
             return;
         }
-        let resp = match inner
-            .client
-            .sync_once(SyncSettings::default().timeout(SYNC_TIMEOUT))
-            .await
-        {
+        let resp = match inner.client.sync_once(loop_sync_settings()).await {
             Ok(r) => r,
             Err(_) => {
                 // A homeserver hiccup: try again shortly rather than end the call.
