@@ -1449,6 +1449,20 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             });
             return;
         }
+        // R's events first: a member's key event and the SFU's word that its call ended
+        // can come in one sync, and the end must find the member installed.
+        if let Some(update) = resp.rooms.joined.get(&room_id) {
+            backlog.extend(update.timeline.events.iter().cloned());
+            // A gappy sync brings the leaves that fell in its gap as state, not in the
+            // timeline.
+            let (SyncState::Before(state) | SyncState::After(state)) = &update.state;
+            let me = me.as_deref().map_or("", |u| u.as_str());
+            let left = state.iter().any(|raw| {
+                serde_json::from_str::<Value>(raw.json().get()).is_ok_and(|v| left_room(&v, me))
+            });
+            // State-only changes count too (a call member gone from the room).
+            handle_room_events(&inner, &std::mem::take(&mut backlog), left).await;
+        }
         if let Some(update) = resp.rooms.joined.get(&dm_id) {
             let mut ended_calls = Vec::new();
             for e in &update.timeline.events {
@@ -1462,20 +1476,6 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
                 }
             }
             end_calls(&inner, ended_calls).await;
-        }
-        if let Some(update) = resp.rooms.joined.get(&room_id) {
-            backlog.extend(update.timeline.events.iter().cloned());
-            // A gappy sync brings the leaves that fell in its gap as state, not in the
-            // timeline.
-            let (SyncState::Before(state) | SyncState::After(state)) = &update.state;
-            let me = me.as_deref().map_or("", |u| u.as_str());
-            let left = state.iter().any(|raw| {
-                serde_json::from_str::<Value>(raw.json().get()).is_ok_and(|v| left_room(&v, me))
-            });
-            if left || backlog.is_empty() {
-                // State-only changes still count (a call member gone from the room).
-                handle_room_events(&inner, &std::mem::take(&mut backlog), left).await;
-            }
         }
     }
 }
