@@ -341,6 +341,15 @@ impl Config {
                 .or(f.max_sdp_bytes)
                 .unwrap_or(d.max_sdp_bytes),
         };
+        if limits.max_calls > blindfold_relay::control::MAX_SNAPSHOT_SESSIONS {
+            return Err(invalid(
+                "max_calls",
+                format!(
+                    "above {}: a reconnect's snapshot of every call could not be sent",
+                    blindfold_relay::control::MAX_SNAPSHOT_SESSIONS
+                ),
+            ));
+        }
         if limits.max_sdp_bytes < 512 {
             return Err(invalid(
                 "max_sdp_bytes",
@@ -429,6 +438,7 @@ mod tests {
             ("metrics = \"nope\"", "metrics"),
             ("allow_users = [\"bob\"]", "allow_users"),
             ("max_sdp_bytes = 10", "max_sdp_bytes"),
+            ("max_calls = 10001", "max_calls"),
         ] {
             let text = MIN
                 .lines()

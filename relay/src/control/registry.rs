@@ -45,7 +45,9 @@
 //!
 //! Tombstones of removed objects are kept until the next snapshot, which replaces them
 //! all with one floor generation (every object not held is taken to be removed at the
-//! snapshot's generation).
+//! snapshot's generation), or until more than [`MAX_TOMBSTONES`] of one kind are held:
+//! the older half then goes, and the floor rises to the newest of them, so a relay that
+//! never sees a snapshot does not grow with every call it ever had.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -92,6 +94,39 @@ pub struct Registry {
     /// Sessions the relay closed on its own, with the spec they had (their entry in
     /// `sessions` is a tombstone at the generation they were created with).
     ended: BTreeMap<SessionId, SessionSpec>,
+}
+
+/// Tombstones of one kind (conferences, sessions, subscriptions) held before the older
+/// half are folded into the floor.
+pub const MAX_TOMBSTONES: usize = 4096;
+
+/// Past [`MAX_TOMBSTONES`] tombstones in `map`, removes the older half and raises
+/// `floor` to the newest of them (objects not held count as removed at the floor, so
+/// every request they answered stale is still stale); returns their keys.
+fn fold_tombstones<K: Ord + Clone, T>(
+    map: &mut BTreeMap<K, Held<T>>,
+    floor: &mut Option<Generation>,
+    keep: impl Fn(&K) -> bool,
+) -> Vec<K> {
+    let mut dead: Vec<(Generation, K)> = map
+        .iter()
+        .filter(|(k, h)| h.state.is_none() && !keep(k))
+        .map(|(k, h)| (h.generation, k.clone()))
+        .collect();
+    if dead.len() <= MAX_TOMBSTONES {
+        return Vec::new();
+    }
+    dead.sort();
+    dead.truncate(dead.len() / 2);
+    if let Some(&(g, _)) = dead.last() {
+        *floor = Some(floor.map_or(g, |f| f.max(g)));
+    }
+    dead.into_iter()
+        .map(|(_, k)| {
+            map.remove(&k);
+            k
+        })
+        .collect()
 }
 
 /// What a session receives at full resolution when no subscription was set.
@@ -209,7 +244,9 @@ impl Registry {
             RequestBody::RemoveConference {
                 generation,
                 conf_id,
-            } => self.remove_conference(generation, conf_id),
+            } => self
+                .remove_conference(generation, conf_id)
+                .inspect(|_| self.fold()),
             RequestBody::UpsertSession {
                 generation,
                 session,
@@ -217,7 +254,9 @@ impl Registry {
             RequestBody::RemoveSession {
                 generation,
                 session_id,
-            } => self.remove_session(generation, session_id),
+            } => self
+                .remove_session(generation, session_id)
+                .inspect(|_| self.fold()),
             RequestBody::SetSubscription {
                 generation,
                 subscription,
@@ -357,6 +396,19 @@ impl Registry {
         } else {
             Vec::new()
         })
+    }
+
+    /// Folds the oldest tombstones into the floor when there are too many
+    /// ([`fold_tombstones`]).
+    /// A session the relay closed keeps its tombstone (at the generation it was created
+    /// with), so that the same upsert again creates it anew.
+    fn fold(&mut self) {
+        fold_tombstones(&mut self.conferences, &mut self.floor, |_| false);
+        let ended = &self.ended;
+        fold_tombstones(&mut self.sessions, &mut self.floor, |id| {
+            ended.contains_key(id)
+        });
+        fold_tombstones(&mut self.subscriptions, &mut self.floor, |_| false);
     }
 
     /// Marks a session and its subscription removed at `generation`.
@@ -946,6 +998,45 @@ mod tests {
         assert_eq!(
             err(&mut reg, RequestBody::Snapshot(snap)),
             ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn the_oldest_tombstones_fold_into_the_floor() {
+        let mut reg = Registry::new();
+        ok(&mut reg, upsert_conf(1, "c"));
+        let n = MAX_TOMBSTONES as u64 + 1;
+        for i in 0..n {
+            let id = format!("s{i}");
+            ok(&mut reg, upsert(2 + 2 * i, spec(&id, "c", &[])));
+            ok(
+                &mut reg,
+                RequestBody::RemoveSession {
+                    generation: Generation(3 + 2 * i),
+                    session_id: sid(&id),
+                },
+            );
+        }
+        // One past the bound: the older half went, the floor is the newest of them.
+        let half = n / 2;
+        assert_eq!(reg.sessions.len() as u64, n - half);
+        assert_eq!(reg.floor, Some(Generation(3 + 2 * (half - 1))));
+        // A delayed upsert of a folded session is still stale, a kept one's too, and
+        // a new session is taken.
+        assert_eq!(
+            err(&mut reg, upsert(2, spec("s0", "c", &[]))),
+            ErrorCode::StaleGeneration
+        );
+        assert_eq!(
+            err(
+                &mut reg,
+                upsert(2 * n, spec(&format!("s{}", n - 1), "c", &[]))
+            ),
+            ErrorCode::StaleGeneration
+        );
+        assert_eq!(
+            ok(&mut reg, upsert(3 * n, spec("new", "c", &[]))),
+            ["upsert_session new"]
         );
     }
 
