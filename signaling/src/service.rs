@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use blindfold_relay::control::{ConferenceSpec, ErrorCode, RequestBody};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::config::{Config, Credentials};
 use crate::core::{Action, Core, CoreConfig};
@@ -243,32 +244,51 @@ struct OutEvent {
 /// it is talking in.
 struct Outbox {
     mx: Matrix,
-    rooms: HashMap<String, mpsc::UnboundedSender<Outgoing>>,
+    rooms: HashMap<String, (mpsc::UnboundedSender<Outgoing>, JoinHandle<()>)>,
     metrics: Arc<Mutex<Metrics>>,
 }
 
 impl Outbox {
     fn send(&mut self, room: String, out: Outgoing) {
         let out = match self.rooms.get(&room) {
-            Some(tx) => match tx.send(out) {
+            Some((tx, _)) => match tx.send(out) {
                 Ok(()) => return,
                 // Its task ended (idle): start another.
                 Err(mpsc::error::SendError(out)) => out,
             },
             None => out,
         };
-        self.rooms.retain(|_, tx| !tx.is_closed());
+        self.rooms.retain(|_, (tx, _)| !tx.is_closed());
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(room_sender(
+        let task = tokio::spawn(room_sender(
             self.mx.clone(),
             room.clone(),
             rx,
             self.metrics.clone(),
         ));
         let _ = tx.send(out);
-        self.rooms.insert(room, tx);
+        self.rooms.insert(room, (tx, task));
+    }
+
+    /// Lets every room's sender send what it holds (answers, hangups, `member_ended`:
+    /// the calls they are about are stored, and would come back at the next start
+    /// without them), for at most `within`; returns how many rooms still had events.
+    async fn close(self, within: Duration) -> usize {
+        let tasks: Vec<JoinHandle<()>> = self.rooms.into_values().map(|(_, t)| t).collect();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut unfinished = 0;
+        for t in tasks {
+            match tokio::time::timeout_at(deadline, t).await {
+                Ok(_) => {}
+                Err(_) => unfinished += 1,
+            }
+        }
+        unfinished
     }
 }
+
+/// How long a shutdown waits for the events waiting to be sent.
+const SHUTDOWN_SEND_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether `out` is an active-speaker event for a call that a later one in `queued`
 /// (for the same call) makes stale.
@@ -659,6 +679,10 @@ pub async fn run(
             },
             _ = &mut shutdown => {
                 tracing::info!("shutting down; calls stay live on the relay and are restored at the next start");
+                let unsent = svc.outbox.close(SHUTDOWN_SEND_WAIT).await;
+                if unsent > 0 {
+                    tracing::warn!(rooms = unsent, "shut down with events still to send");
+                }
                 return Ok(());
             }
         }
