@@ -844,11 +844,16 @@ impl Core {
             events::CALL_CANDIDATES | events::CALL_NEGOTIATE | events::CALL_ANSWER => {}
             events::SUBSCRIBE => self.handle_subscribe(room_id, e, now_ms),
             "m.room.encrypted" => {
-                let is_conference = self
+                // A caller's encrypted DM: the sender and the SFU alone in it, and no
+                // conference. A room of more members (a conference room whose
+                // announcement has not arrived yet, a group that invited the SFU) gets
+                // no plaintext notice, which everyone in it would see and keep.
+                let sfu = self.cfg.user_id.as_str();
+                let dm = self
                     .rooms
                     .get(room_id)
-                    .is_some_and(|r| !r.conferences.is_empty());
-                if !is_conference && self.told_encrypted.insert(room_id.to_owned()) {
+                    .is_some_and(|r| r.conferences.is_empty() && r.private_to(e.sender, sfu));
+                if dm && self.told_encrypted.insert(room_id.to_owned()) {
                     self.out.push_back(Action::Send {
                         room: room_id.to_owned(),
                         event_type: "m.room.message".into(),

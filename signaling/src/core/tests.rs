@@ -985,7 +985,15 @@ fn an_encrypted_dm_gets_one_notice() {
         "{actions:?}"
     );
     // The conference room itself is encrypted by design: no notice there.
-    assert!(timeline(&mut core, ROOM, vec![enc], T0).is_empty());
+    assert!(timeline(&mut core, ROOM, vec![enc.clone()], T0).is_empty());
+    // Nor in a room of more members without a conference (yet): everyone would see it.
+    let group = vec![
+        member(ALICE, "join"),
+        member(BOB, "join"),
+        member(SFU, "join"),
+        enc,
+    ];
+    assert!(timeline(&mut core, "!group:hs", group, T0).is_empty());
 }
 
 #[test]
