@@ -327,6 +327,9 @@ struct Room {
     members: HashMap<String, String>,
     /// conf_id → state.
     conferences: HashMap<String, ConferenceState>,
+    /// conf_id → the event id of its current announcement (when the sync gave one): a
+    /// redaction of it empties its content, which ends the conference.
+    announcements: HashMap<String, String>,
     encrypted: bool,
 }
 
@@ -1249,6 +1252,22 @@ impl Core {
 
 /// Applies a state event to the room's view.
 fn apply_state(room: &mut Room, e: &Event<'_>) {
+    if e.kind == "m.room.redaction" {
+        // A redacted announcement keeps only its type and state key: the conference
+        // has ended (its state changes with no new state event in the sync).
+        let redacted = e.redacts.and_then(|target| {
+            room.announcements
+                .iter()
+                .find(|(_, id)| id.as_str() == target)
+                .map(|(conf, _)| conf.clone())
+        });
+        if let Some(conf) = redacted {
+            room.announcements.remove(&conf);
+            room.conferences
+                .insert(conf, ConferenceState::from_content(&Value::Null));
+        }
+        return;
+    }
     let Some(key) = e.state_key else { return };
     match e.kind {
         "m.room.member" => {
@@ -1262,6 +1281,10 @@ fn apply_state(room: &mut Room, e: &Event<'_>) {
         events::CONFERENCE => {
             room.conferences
                 .insert(key.to_owned(), ConferenceState::from_content(e.content));
+            match e.event_id {
+                Some(id) => room.announcements.insert(key.to_owned(), id.to_owned()),
+                None => room.announcements.remove(key),
+            };
         }
         "m.room.encryption" => room.encrypted = true,
         _ => {}

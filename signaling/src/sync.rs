@@ -108,6 +108,11 @@ pub struct Event<'a> {
     pub origin_server_ts: Option<u64>,
     /// `content` (`Value::Null` when missing).
     pub content: &'a Value,
+    /// `event_id`; absent in stripped state.
+    pub event_id: Option<&'a str>,
+    /// For a redaction, the event it redacts: `redacts` at the top level (room versions
+    /// up to 10) or in `content` (from 11).
+    pub redacts: Option<&'a str>,
 }
 
 static NULL: Value = Value::Null;
@@ -124,12 +129,19 @@ impl<'a> Event<'a> {
             Some(Value::String(s)) => Some(s.as_str()),
             Some(_) => return None,
         };
+        let content = obj.get("content").unwrap_or(&NULL);
+        let redacts = obj
+            .get("redacts")
+            .or_else(|| content.get("redacts"))
+            .and_then(Value::as_str);
         Some(Event {
             kind,
             sender,
             state_key,
             origin_server_ts: obj.get("origin_server_ts").and_then(Value::as_u64),
-            content: obj.get("content").unwrap_or(&NULL),
+            content,
+            event_id: obj.get("event_id").and_then(Value::as_str),
+            redacts,
         })
     }
 }
@@ -151,7 +163,7 @@ pub fn filter_json() -> String {
             "timeline": {
                 "limit": 500,
                 "types": ["m.call.*", "m.room.member", "m.room.encryption", "m.room.encrypted",
-                          crate::events::CONFERENCE, crate::events::SUBSCRIBE]
+                          "m.room.redaction", crate::events::CONFERENCE, crate::events::SUBSCRIBE]
             }
         }
     })

@@ -337,6 +337,38 @@ fn terminated_and_foreign_conferences_are_refused() {
     }
 }
 
+/// Redacting the announcement empties its content: the conference has ended. A
+/// redaction of an older announcement, or of another event, changes nothing.
+#[test]
+fn a_redacted_announcement_ends_the_conference() {
+    // Room versions up to 10 put `redacts` at the top level, 11 in the content.
+    for v11 in [false, true] {
+        for (redacts, ended) in [("$new", true), ("$old", false), ("$other", false)] {
+            let mut core = setup(&[ALICE]);
+            let mut old = conference("conf", json!({"sfu": SFU}));
+            old["event_id"] = json!("$old");
+            let mut new = conference("conf", json!({"sfu": SFU, "name": "renamed"}));
+            new["event_id"] = json!("$new");
+            timeline(&mut core, ROOM, vec![old, new], T0);
+            call_in(&mut core, ALICE, "a", 100);
+            let mut redaction = json!({"type": "m.room.redaction", "sender": ALICE, "content": {}});
+            if v11 {
+                redaction["content"]["redacts"] = json!(redacts);
+            } else {
+                redaction["redacts"] = json!(redacts);
+            }
+            let actions = timeline(&mut core, ROOM, vec![redaction], T0 + 20);
+            let expect: &[&str] = if ended {
+                &["conference_terminated"]
+            } else {
+                &[]
+            };
+            assert_eq!(hangups(&actions), expect, "{redacts} v11 {v11}");
+            assert_eq!(core.calls().count(), usize::from(!ended), "{redacts}");
+        }
+    }
+}
+
 #[test]
 fn an_invite_without_ids_is_dropped_and_one_for_someone_else_ignored() {
     let mut core = setup(&[ALICE]);
