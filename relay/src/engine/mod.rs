@@ -1163,6 +1163,10 @@ struct Session {
     created: Instant,
     /// When this shard last sent [`PeerMsg::Alive`] for it (sessions homed elsewhere).
     alive_sent: Option<Instant>,
+    /// The address and time of the last check this shard handed to the session's home
+    /// ([`PeerMsg::Checked`]): another from the same address, not nominating, within
+    /// [`ALIVE_EVERY`] is not handed over (it would only refresh consent again).
+    checked_sent: Option<(SocketAddr, Instant)>,
     /// The deadline it is scheduled at in `timers`, if any.
     timer_at: Option<Instant>,
     /// The shard that runs its conference's speaker detector.

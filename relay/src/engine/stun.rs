@@ -57,13 +57,26 @@ impl Engine {
         };
         self.index_addr(h, from);
         if let Some((home, key)) = home {
-            let msg = PeerMsg::Checked {
-                session: key,
-                from,
-                nominated,
-            };
-            self.events
-                .push_back(Event::Peer(PeerDest::Shard(home), msg));
+            // A participant's checks from one address, flooded or not, reach its home
+            // at most once per ALIVE_EVERY: each is a message that must arrive, and the
+            // channel to the home carries other sessions' too.
+            let s = self
+                .sessions
+                .get_mut(h)
+                .ok_or(DropReason::StunUnknownUfrag)?;
+            let repeat = s.checked_sent.is_some_and(|(addr, at)| {
+                addr == from && now.saturating_duration_since(at) < ALIVE_EVERY
+            });
+            if nominated || !repeat {
+                s.checked_sent = Some((from, now));
+                let msg = PeerMsg::Checked {
+                    session: key,
+                    from,
+                    nominated,
+                };
+                self.events
+                    .push_back(Event::Peer(PeerDest::Shard(home), msg));
+            }
             return Ok(());
         }
         self.claim(now, h);

@@ -563,3 +563,62 @@ fn a_shard_that_creates_a_session_late_asks_where_it_is_homed() {
     });
     assert!(handed, "the check goes to its home");
 }
+
+/// A participant flooding valid checks at a shard that is not its home: one reaches
+/// the home per address and second (each is a message that must arrive, on a channel
+/// other sessions' share), and every nominating one.
+#[test]
+fn checks_handed_to_the_home_are_one_a_second_per_address() {
+    let now = Instant::now();
+    let two = |shard| {
+        let (cert, dtls) = shared();
+        let mut cfg = EngineConfig::new(ShardId(shard), cert, dtls);
+        cfg.shards = 2;
+        Engine::new(cfg)
+    };
+    let (mut home, mut other) = (two(0), two(1));
+    for e in [&mut home, &mut other] {
+        e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+        events(e);
+    }
+    let mut c = check("a", PWD, false);
+    assert_eq!(
+        home.handle_datagram(now, addr(5000), &mut c),
+        Handled::Consumed
+    );
+    for ev in events(&mut home) {
+        if let Event::Peer(_, msg) = ev {
+            other.handle_command(now, Command::Peer(msg));
+        }
+    }
+    events(&mut other);
+    let handed = |e: &mut Engine| {
+        events(e)
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Peer(PeerDest::Shard(ShardId(0)), PeerMsg::Checked { .. })
+                )
+            })
+            .count()
+    };
+    for _ in 0..100 {
+        let mut c = check("a", PWD, false);
+        assert_eq!(
+            other.handle_datagram(now, addr(6000), &mut c),
+            Handled::Consumed
+        );
+    }
+    transmits(&mut other);
+    assert_eq!(handed(&mut other), 1, "100 checks, one handed over");
+    let mut c = check("a", PWD, true);
+    other.handle_datagram(now, addr(6000), &mut c);
+    let mut c = check("a", PWD, false);
+    other.handle_datagram(now, addr(6002), &mut c);
+    assert_eq!(handed(&mut other), 2, "a nomination, and another address");
+    let later = now + ALIVE_EVERY;
+    let mut c = check("a", PWD, false);
+    other.handle_datagram(later, addr(6002), &mut c);
+    assert_eq!(handed(&mut other), 1, "a second later");
+}
