@@ -29,6 +29,8 @@ pub(crate) const INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) const SLOTS: usize = 1024;
 /// The most packets one feedback reports.
 pub(crate) const MAX_PER_FEEDBACK: usize = 256;
+/// A sender silent this long starts its numbering over (see `TwccRecorder::micros`).
+pub(crate) const RESTART_GAP: Duration = Duration::from_secs(2);
 
 /// A sequence number with no arrival stored.
 const EMPTY: u64 = u64::MAX;
@@ -83,6 +85,10 @@ impl TwccRecorder {
     /// A packet with transport-wide sequence number `seq` arrived at `now`.
     #[inline]
     pub(crate) fn on_packet(&mut self, now: Instant, seq: u16) {
+        let us = match self.clock {
+            Some((at, us)) if at == now => us,
+            _ => self.micros(now),
+        };
         let ext = match self.max {
             None => {
                 self.next = u64::from(seq) + (1 << 16);
@@ -101,17 +107,24 @@ impl TwccRecorder {
             // Numbers the ring no longer holds are reported lost with the rest.
             self.next = self.next.max((ext + 1).saturating_sub(SLOTS as u64));
         }
-        let us = match self.clock {
-            Some((at, us)) if at == now => us,
-            _ => self.micros(now),
-        };
         self.slots[ext as usize % SLOTS] = (ext, us);
     }
 
     /// `now` in microseconds since the first packet, cached for the next packets of
-    /// the same instant.
+    /// the same instant. After [`RESTART_GAP`] without a packet the numbering starts
+    /// over from the next one: the sender's media may have been arriving at another
+    /// worker meanwhile (its numbers have moved on by any amount, which read as a step
+    /// back past half the range), and a gap past the feedback's ±8 s of deltas could
+    /// not be reported anyway.
     #[cold]
     fn micros(&mut self, now: Instant) -> u64 {
+        if self
+            .clock
+            .is_some_and(|(at, _)| now.saturating_duration_since(at) >= RESTART_GAP)
+        {
+            self.max = None;
+            self.next_feedback = None;
+        }
         let epoch = *self.epoch.get_or_insert(now);
         let us = now.saturating_duration_since(epoch).as_micros() as u64;
         self.clock = Some((now, us));
@@ -259,4 +272,31 @@ mod tests {
     }
 
     const S_FAR: Duration = Duration::from_secs(100);
+
+    #[test]
+    fn after_a_silence_the_numbering_starts_over() {
+        let t0 = Instant::now();
+        let mut r = TwccRecorder::new();
+        for i in 0..5u16 {
+            r.on_packet(t0 + MS * u32::from(i), 100 + i);
+        }
+        assert_eq!(drain(&mut r, t0 + 5 * MS).len(), 1);
+        // The sender's media arrived at another worker for a while, and comes back
+        // 40 000 numbers on: read against the old numbers, a step back.
+        let back = t0 + RESTART_GAP + 10 * MS;
+        r.on_packet(back, 100 + 40_000);
+        r.on_packet(back, 100 + 40_001);
+        assert!(r.due(back));
+        let fbs = drain(&mut r, back);
+        assert_eq!(fbs.len(), 1);
+        let (fb, arrivals) = &fbs[0];
+        assert_eq!(fb.base_seq, 100 + 40_000);
+        assert_eq!(arrivals.len(), 2);
+        // Within the gap, a step of that size still reads as a step back.
+        let mut r = TwccRecorder::new();
+        r.on_packet(t0, 100);
+        drain(&mut r, t0);
+        r.on_packet(t0 + 100 * MS, 100 + 40_000);
+        assert!(!r.due(t0 + 200 * MS));
+    }
 }
