@@ -508,6 +508,10 @@ fn cross_shard_messages_clone_without_allocating() {
             key,
             addr,
         },
+        PeerMsg::WhereIs {
+            session: session.clone(),
+            from: ShardId(1),
+        },
         PeerMsg::Disconnected { session },
         PeerMsg::Rtcp {
             to: key,
@@ -519,6 +523,7 @@ fn cross_shard_messages_clone_without_allocating() {
             kind: KeyframeKind::Fir,
         },
         PeerMsg::Nack {
+            home: ShardId(0),
             owner: key,
             ssrc: Ssrc(7),
             to: addr,
@@ -527,6 +532,7 @@ fn cross_shard_messages_clone_without_allocating() {
         },
         PeerMsg::Checked {
             session: key,
+            shard: ShardId(1),
             from: addr,
             nominated: true,
         },

@@ -640,6 +640,61 @@ fn a_nacked_video_packet_is_resent_from_the_relays_cache_byte_for_byte() {
     }
 }
 
+/// Alice's NAT rebinds to an address the other worker reads, so her media arrives
+/// there while she stays homed where she was. Bob, homed on her home worker, which
+/// still holds a cache of her streams from before, NACKs a packet sent after the move:
+/// the NACK goes to the worker her media arrives at, whose cache answers it.
+#[test]
+fn a_nack_is_answered_where_the_senders_media_arrives() {
+    let mut sim = Sim::new(2);
+    let a = sim.join("alice", "conf");
+    let home = sim.shard_of(sim.member(a).addr);
+    let b = loop {
+        let m = sim.join(&format!("m{}", sim.members.len()), "conf");
+        if sim.shard_of(sim.member(m).addr) == home {
+            break m;
+        }
+    };
+    sim.run_until_connected();
+    sim.share_keys();
+    let port = (40_000..)
+        .find(|&port| sim.shard_of(SocketAddr::from(([127, 0, 0, 9], port))) != home)
+        .unwrap();
+    let new = SocketAddr::from(([127, 0, 0, 9], port));
+    sim.rebind(a, new);
+    for _ in 0..200 {
+        sim.send_audio(a, b"moving");
+        sim.run_for_ms(20);
+        if sim.member(a).events.contains(&PEvent::AddressChanged(new)) {
+            break;
+        }
+    }
+    sim.run_for_ms(1000);
+    assert_eq!(sim.relay_total(|s| s.media_moves), 1, "her media moved");
+    let thumb = sim.member(a).ssrcs().thumbnail;
+    for i in 0..5u8 {
+        sim.send(a, thumb, Pt(96), &[i; 300]);
+    }
+    let third = sim.member(a).sent.len() - 3;
+    let packet = sim.member(a).sent[third].clone();
+    assert_eq!(copies_of(&sim, b, &packet), 1);
+    let seq = blindfold_relay::wire::rtp::RtpHeader::parse(&packet)
+        .unwrap()
+        .seq();
+    let now = sim.now;
+    sim.members[b].p.send_nack(now, thumb, &[seq]).unwrap();
+    sim.pump();
+    assert_eq!(copies_of(&sim, b, &packet), 2, "resent from the cache");
+    assert_eq!(sim.relay_total(|s| s.nack_resent), 1);
+    assert!(
+        !sim.member(a)
+            .events
+            .iter()
+            .any(|e| matches!(e, PEvent::Nack { .. })),
+        "nothing asked of alice"
+    );
+}
+
 #[test]
 fn a_receiver_nacking_again_and_again_gets_its_budget_and_no_more() {
     for workers in [1, 2] {

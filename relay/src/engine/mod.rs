@@ -322,7 +322,9 @@ pub enum PeerMsg {
     /// The receiver at `to` NACKed packets of `ssrc`, which `owner` (homed on the shard
     /// this is sent to, where its media arrives and its retransmission cache is) sends.
     Nack {
-        /// The sending session.
+        /// The sending session's home shard.
+        home: ShardId,
+        /// The sending session (its handle on `home`).
         owner: SessionHandle,
         /// The stream.
         ssrc: Ssrc,
@@ -339,6 +341,8 @@ pub enum PeerMsg {
     Checked {
         /// The session.
         session: SessionHandle,
+        /// The shard that answered it (where datagrams from `from` arrive).
+        shard: ShardId,
         /// The check's source address.
         from: SocketAddr,
         /// It carried USE-CANDIDATE.
@@ -1085,6 +1089,10 @@ struct Local {
     /// When the relay last sent it SRTCP (or keyed its link): it sends a receiver
     /// report after [`RTCP_EVERY`] without any.
     rtcp_sent: Option<Instant>,
+    /// The addresses other shards answered its checks from, and which shard each
+    /// (most recently checked last, at most `stun::MAX_INDEXED`): where its media
+    /// arrives when its nominated address is one of them, for NACKs of its streams.
+    checked_on: Vec<(SocketAddr, ShardId)>,
     /// A new handshake the participant started on its keyed link (it connected again,
     /// believing the relay lost its session). It replaces `dtls` and the link's keys
     /// when it completes; until then, and if it fails, the old association stays.
@@ -1140,6 +1148,16 @@ enum Link {
 impl Local {
     fn ended(&self) -> bool {
         matches!(self.link, Link::Ended)
+    }
+
+    /// Shard `shard` answered a check from `from` (see `checked_on`).
+    fn note_checked(&mut self, from: SocketAddr, shard: ShardId) {
+        if let Some(at) = self.checked_on.iter().position(|&(a, _)| a == from) {
+            self.checked_on.remove(at);
+        } else if self.checked_on.len() >= stun::MAX_INDEXED {
+            self.checked_on.remove(0);
+        }
+        self.checked_on.push((from, shard));
     }
 
     fn keyed(&self) -> bool {

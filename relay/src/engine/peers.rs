@@ -152,15 +152,34 @@ impl Engine {
                 }
             }
             PeerMsg::Nack {
+                home,
                 owner,
                 ssrc,
                 to,
                 packet,
                 allowed,
             } => {
-                if let Some(h) = self.homed_here(owner)
-                    && let Ok(compound) = RtcpCompound::parse(packet.as_bytes())
+                let Some(h) = self.by_home_key(home, owner) else {
+                    return;
+                };
+                // The home passes it on once, to where the sender's media arrives;
+                // any other shard answers it (from its cache, or upstream).
+                if home == self.cfg.shard
+                    && let Some(shard) = self.nack_shard(h)
                 {
+                    let msg = PeerMsg::Nack {
+                        home,
+                        owner,
+                        ssrc,
+                        to,
+                        packet,
+                        allowed,
+                    };
+                    self.events
+                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+                    return;
+                }
+                if let Ok(compound) = RtcpCompound::parse(packet.as_bytes()) {
                     for raw in compound.raw_packets() {
                         if let Ok(RtcpPacket::Nack(nack)) = raw.typed() {
                             self.answer_nack(now, h, ssrc, to, nack.lost().take(allowed));
@@ -175,6 +194,7 @@ impl Engine {
             }
             PeerMsg::Checked {
                 session,
+                shard,
                 from,
                 nominated,
             } => {
@@ -186,6 +206,9 @@ impl Engine {
                 };
                 if s.ended_here() {
                     return;
+                }
+                if let Some(local) = s.local() {
+                    local.note_checked(from, shard);
                 }
                 if s.ice.record_check(now, from, nominated).is_some() {
                     self.after_check(now, session);
@@ -300,6 +323,7 @@ impl Engine {
                 for &from in &s.indexed {
                     let msg = PeerMsg::Checked {
                         session: key,
+                        shard: self.cfg.shard,
                         from,
                         nominated: selected == Some(from),
                     };

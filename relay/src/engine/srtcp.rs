@@ -232,11 +232,11 @@ impl Engine {
             self.stats.rtcp_ignored += 1;
             return Some(lost);
         }
-        // The cache is where the sender's media arrives: here, or at its home.
-        let cache_elsewhere = match o.home {
-            Home::Elsewhere(shard, key) if st.retransmit.is_none() => Some((shard, key)),
-            _ => None,
-        };
+        // The cache that holds the packets is where the sender's media arrives.
+        let cache_elsewhere = self
+            .nack_shard(owner)
+            .zip(self.home_key(owner))
+            .map(|(shard, (home, key))| (shard, home, key));
         // Spent here even if the NACK then goes to another shard and is lost in a
         // backlog there (`PeerMsg::must_arrive`): the receiver asks again.
         let allowed = self
@@ -249,9 +249,10 @@ impl Engine {
             return Some(lost);
         }
         match cache_elsewhere {
-            Some((shard, key)) => {
+            Some((shard, home, key)) => {
                 if let Some(packet) = RtcpBytes::new(packet) {
                     let msg = PeerMsg::Nack {
+                        home,
                         owner: key,
                         ssrc,
                         to,
@@ -265,6 +266,28 @@ impl Engine {
             None => self.answer_nack(now, owner, ssrc, to, nack.lost().take(allowed)),
         }
         Some(lost)
+    }
+
+    /// Where a NACK of `owner`'s media is answered: `None` here (its media arrives
+    /// here: its nominated address was validated on this shard, or this shard knows
+    /// no better), or the shard to pass it to: the sender's home if that is another,
+    /// and the home knows which shard validated the nominated address.
+    pub(super) fn nack_shard(&self, owner: SessionHandle) -> Option<ShardId> {
+        let o = self.sessions.get(owner)?;
+        let addr = o.addr?;
+        if o.indexed.contains(&addr) {
+            return None;
+        }
+        match &o.home {
+            Home::Elsewhere(shard, _) => Some(*shard),
+            Home::Here(local) => local
+                .checked_on
+                .iter()
+                .find(|&&(a, _)| a == addr)
+                .map(|&(_, shard)| shard)
+                .filter(|&shard| shard != self.cfg.shard),
+            Home::Unclaimed { .. } => None,
+        }
     }
 
     /// Answers NACKed sequence numbers of `owner`'s stream `ssrc` for the receiver at

@@ -71,6 +71,7 @@ impl Engine {
                 s.checked_sent = Some((from, now));
                 let msg = PeerMsg::Checked {
                     session: key,
+                    shard: self.cfg.shard,
                     from,
                     nominated,
                 };
@@ -102,6 +103,7 @@ impl Engine {
             rtcp_budget: media::Budget::new(self.cfg.rtcp_max_per_second),
             moved_at: None,
             rtcp_sent: None,
+            checked_on: Vec::new(),
             rehandshake: None,
         }));
         let msg = PeerMsg::Claimed {
