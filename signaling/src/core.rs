@@ -478,6 +478,12 @@ impl Core {
         self.out.pop_front()
     }
 
+    /// Every generation from now on is above `g` (one a previous run may have used:
+    /// the service keeps a reservation in its store).
+    pub fn generations_above(&mut self, g: u64) {
+        self.last_generation = self.last_generation.max(g);
+    }
+
     /// A fresh generation for a relay request: microseconds since the epoch, strictly
     /// increasing even if the clock is not (docs/control-protocol.md, "Generations").
     pub fn next_generation(&mut self, now_ms: u64) -> Generation {

@@ -287,6 +287,10 @@ impl Outbox {
     }
 }
 
+/// How far past a request's generation the store's reservation goes (see
+/// `Service::reserve_up_to`).
+const GENERATION_RESERVE: u64 = 1_000_000_000;
+
 /// How long a shutdown waits for the events waiting to be sent.
 const SHUTDOWN_SEND_WAIT: Duration = Duration::from_secs(5);
 
@@ -430,6 +434,8 @@ fn room_membership(mx: &Matrix, room: String, change: Membership) {
 struct Service {
     core: Core,
     store: Store,
+    /// The generation reservation recorded in the store (`reserve_up_to`).
+    reserved: u64,
     mx: Matrix,
     link: RelayLink,
     outbox: Outbox,
@@ -469,6 +475,7 @@ impl Service {
                         generation: self.core.next_generation(now),
                         session: call.spec.clone(),
                     };
+                    self.reserve(&session)?;
                     let mut result = accept_stale(self.link.request(conference).await);
                     if result.is_ok() {
                         result = accept_stale(self.link.request(session).await);
@@ -507,6 +514,7 @@ impl Service {
                 }
                 Action::Relay(body) => {
                     let method = body.method();
+                    self.reserve(&body)?;
                     match accept_stale(self.link.request(body).await) {
                         Ok(()) => {}
                         // The link is down: the snapshot after it reconnects carries
@@ -529,6 +537,27 @@ impl Service {
             }
         }
         self.publish_metrics();
+        Ok(())
+    }
+
+    /// Records, before `body` goes out, a generation reservation above its generation
+    /// (see [`Self::reserve_up_to`]).
+    fn reserve(&mut self, body: &RequestBody) -> Result<(), ServiceError> {
+        match body.generation() {
+            Some(g) => self.reserve_up_to(g.0),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes sure the store's reservation covers generation `g` before a request
+    /// carrying it goes out: a restart continues above the reservation, so the
+    /// relay never sees a generation go back, even after the clock did. One write
+    /// per [`GENERATION_RESERVE`] of generations (microseconds: about 17 minutes).
+    fn reserve_up_to(&mut self, g: u64) -> Result<(), ServiceError> {
+        if g > self.reserved {
+            self.reserved = g.saturating_add(GENERATION_RESERVE);
+            self.store.set_generation_reserved(self.reserved)?;
+        }
         Ok(())
     }
 
@@ -571,6 +600,7 @@ impl Service {
                 tracing::info!(candidates = ?info.candidates, "relay connected; sending the snapshot");
                 self.core.set_relay_info(info, now_ms());
                 let snapshot = self.core.snapshot(now_ms());
+                self.reserve_up_to(snapshot.generation.0)?;
                 let sessions = snapshot.sessions.len();
                 match self.link.snapshot(snapshot).await {
                     Ok(_) => {
@@ -631,6 +661,9 @@ pub async fn run(
     }
     core_cfg.limits = cfg.limits.clone();
     let mut core = Core::new(core_cfg, Box::new(os_random));
+    // Generations grow across restarts, even if the clock went back meanwhile.
+    let reserved = store.generation_reserved()?;
+    core.generations_above(reserved);
     let restored = store.calls()?;
     tracing::info!(calls = restored.len(), "restored live calls");
     core.restore(restored);
@@ -648,6 +681,7 @@ pub async fn run(
     let mut svc = Service {
         core,
         store,
+        reserved,
         outbox: Outbox {
             mx: mx.clone(),
             rooms: HashMap::new(),

@@ -122,6 +122,20 @@ impl Store {
         self.set("sync_token", token)
     }
 
+    /// The generation every request sent so far is at or below (0 if none was stored).
+    pub fn generation_reserved(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .get("generation_reserved")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Records that no request will carry a generation above `g` until a higher one is
+    /// recorded.
+    pub fn set_generation_reserved(&self, g: u64) -> Result<(), StoreError> {
+        self.set("generation_reserved", &g.to_string())
+    }
+
     /// Every stored call.
     pub fn calls(&self) -> Result<Vec<Call>, StoreError> {
         let mut stmt = self
@@ -152,5 +166,26 @@ impl Store {
         self.db
             .execute("DELETE FROM calls WHERE session_id = ?1", [session_id])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generation_reservation_survives_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("bf-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.db");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.generation_reserved().unwrap(), 0, "none yet");
+        store
+            .set_generation_reserved(1_733_000_000_000_000)
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.generation_reserved().unwrap(), 1_733_000_000_000_000);
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -1035,6 +1035,11 @@ fn generations_only_grow() {
     let b = core.next_generation(T0);
     let c = core.next_generation(T0 - 5_000);
     assert!(a < b && b < c);
+    // After a restart whose clock went back an hour, above what the last run used.
+    let mut restarted = setup(&[]);
+    restarted.generations_above(c.0 + 1_000);
+    let d = restarted.next_generation(T0 - 3_600_000);
+    assert!(d.0 > c.0 + 1_000);
 }
 
 #[test]
