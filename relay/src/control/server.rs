@@ -23,8 +23,8 @@
 //!   state is answered `overloaded` and changes nothing (counted in
 //!   [`ServerStats::overloaded`]); `get_stats` is still answered.
 //! - **Backlog.** A client that stops reading is hung up on once
-//!   [`Limits::max_backlog`] bytes (or as many held messages) wait for it; sessions
-//!   keep running.
+//!   [`Limits::max_backlog`] bytes, or [`Limits::max_held`] messages held behind a
+//!   response the workers have not applied yet, wait for it; sessions keep running.
 //! - **Snapshot catch-up.** After answering a snapshot, every connected session is
 //!   announced again (`session_connected`): the client may have missed notifications
 //!   while away.
@@ -102,8 +102,10 @@ pub struct Limits {
     /// Commands that may wait for one worker before state-changing requests are
     /// refused as `overloaded`.
     pub max_queued: usize,
-    /// Unsent bytes (or held messages) for the client before it is hung up on.
+    /// Unsent bytes for the client before it is hung up on.
     pub max_backlog: usize,
+    /// Messages held (behind a response that waits for the workers) before it is.
+    pub max_held: usize,
 }
 
 impl Default for Limits {
@@ -112,6 +114,8 @@ impl Default for Limits {
             // A snapshot of 10 000 sessions is about 10 000 commands per worker.
             max_queued: 64 * 1024,
             max_backlog: 64 << 20,
+            // Notifications behind a snapshot of 10 000 sessions: a few per session.
+            max_held: 256 * 1024,
         }
     }
 }
@@ -581,7 +585,7 @@ impl ControlServer {
             }
         }
         let backlog = conn.out.len() - conn.sent;
-        if (backlog > self.limits.max_backlog || conn.held.len() > self.limits.max_backlog)
+        if (backlog > self.limits.max_backlog || conn.held.len() > self.limits.max_held)
             && !conn.closing
         {
             tracing::warn!("signaling is not reading its control socket; hanging up");

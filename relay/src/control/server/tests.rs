@@ -294,6 +294,27 @@ fn a_client_that_stops_reading_is_hung_up_on() {
     assert!(s.transmit().is_empty(), "what piled up is dropped");
     s.handle_hangup();
     assert!(!s.is_connected());
+
+    // Messages held behind a response the workers have not applied count on their
+    // own, however small.
+    let limits = Limits {
+        max_held: 50,
+        ..Limits::default()
+    };
+    let mut s = connected(limits);
+    s.handle_data(&request(1, conf_upsert(1)));
+    let small = SessionEvent::Failed {
+        session: SessionName::new("a"),
+        reason: EndReason::IceTimeout,
+        detail: String::new(),
+    };
+    // The response and 49 notifications behind it.
+    for _ in 0..49 {
+        s.handle_report(WorkerReport::Session(small.clone()));
+    }
+    assert!(!s.wants_close(), "50 held");
+    s.handle_report(WorkerReport::Session(small));
+    assert!(s.wants_close(), "51 held");
 }
 
 #[test]
