@@ -331,6 +331,16 @@ struct Room {
     /// redaction of it empties its content, which ends the conference.
     announcements: HashMap<String, String>,
     encrypted: bool,
+    /// Anyone can read it without joining (`m.room.history_visibility`
+    /// `world_readable`) or join it without an invite (`m.room.join_rules` `public`).
+    open: Open,
+}
+
+/// What of a room is open to people who are not in it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Open {
+    history: bool,
+    join: bool,
 }
 
 impl Room {
@@ -344,12 +354,16 @@ impl Room {
         self.joined(sfu) && self.members.iter().all(|(u, m)| u == sfu || m != "join")
     }
 
-    /// Whether nobody but `caller` and `sfu` is joined or invited: only they can read
-    /// the offer and the answer, and so the call's ICE credentials.
+    /// Whether nobody but `caller` and `sfu` is joined or invited, and nobody else can
+    /// read its history without joining or join it uninvited: only they can read the
+    /// offer and the answer, and so the call's ICE credentials.
     fn private_to(&self, caller: &str, sfu: &str) -> bool {
-        self.members
-            .iter()
-            .all(|(u, m)| u == caller || u == sfu || !matches!(m.as_str(), "join" | "invite"))
+        !self.open.history
+            && !self.open.join
+            && self
+                .members
+                .iter()
+                .all(|(u, m)| u == caller || u == sfu || !matches!(m.as_str(), "join" | "invite"))
     }
 }
 
@@ -1293,6 +1307,13 @@ fn apply_state(room: &mut Room, e: &Event<'_>) {
             };
         }
         "m.room.encryption" => room.encrypted = true,
+        "m.room.history_visibility" => {
+            room.open.history = e.content.get("history_visibility").and_then(Value::as_str)
+                == Some("world_readable");
+        }
+        "m.room.join_rules" => {
+            room.open.join = e.content.get("join_rule").and_then(Value::as_str) == Some("public");
+        }
         _ => {}
     }
 }

@@ -157,13 +157,15 @@ pub fn filter_json() -> String {
             "ephemeral": {"not_types": ["*"]},
             "account_data": {"not_types": ["*"]},
             "state": {
-                "types": ["m.room.member", "m.room.encryption", crate::events::CONFERENCE],
+                "types": ["m.room.member", "m.room.encryption", "m.room.history_visibility",
+                          "m.room.join_rules", crate::events::CONFERENCE],
                 "lazy_load_members": false
             },
             "timeline": {
                 "limit": 500,
                 "types": ["m.call.*", "m.room.member", "m.room.encryption", "m.room.encrypted",
-                          "m.room.redaction", crate::events::CONFERENCE, crate::events::SUBSCRIBE]
+                          "m.room.history_visibility", "m.room.join_rules", "m.room.redaction",
+                          crate::events::CONFERENCE, crate::events::SUBSCRIBE]
             }
         }
     })

@@ -539,6 +539,19 @@ fn leaving_the_conference_room_or_sharing_the_dm_ends_the_call() {
         // answer) is his to read once he joins, and with it her session's ICE
         // credentials.
         (DM, member(BOB, "invite"), "not_a_dm"),
+        // Or makes its history readable to anyone, or lets anyone join.
+        (
+            DM,
+            json!({"type": "m.room.history_visibility", "sender": ALICE, "state_key": "",
+                   "content": {"history_visibility": "world_readable"}}),
+            "not_a_dm",
+        ),
+        (
+            DM,
+            json!({"type": "m.room.join_rules", "sender": ALICE, "state_key": "",
+                   "content": {"join_rule": "public"}}),
+            "not_a_dm",
+        ),
     ] {
         let mut core = setup(&[ALICE, BOB]);
         let alice = call_in(&mut core, ALICE, "a", 100);
