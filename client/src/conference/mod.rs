@@ -77,6 +77,8 @@ use matrix_sdk::room::Room;
 use matrix_sdk::ruma::api::client::keys::get_keys;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::events::StateEventType;
+use matrix_sdk::ruma::events::room::history_visibility::HistoryVisibility;
+use matrix_sdk::ruma::events::room::join_rules::JoinRule;
 use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::{OwnedUserId, RoomId, UserId};
 use matrix_sdk::sync::{State as SyncState, SyncResponse};
@@ -1385,7 +1387,10 @@ async fn find_or_create_dm(
         let only_us = members
             .iter()
             .all(|m| m.user_id() == sfu || Some(m.user_id()) == client.user_id());
-        if !encrypted && sfu_in && only_us {
+        // Nor one anyone may read or join.
+        let open = r.history_visibility() == Some(HistoryVisibility::WorldReadable)
+            || r.join_rule() == Some(JoinRule::Public);
+        if !encrypted && sfu_in && only_us && !open {
             found = Some(r);
             break;
         }
