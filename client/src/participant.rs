@@ -1530,6 +1530,14 @@ impl Participant {
         if let Some(s) = self.remotes.get(sender) {
             let ssrcs: Vec<Ssrc> = s.streams.iter().map(|st| st.ssrc).collect();
             self.recv.retain(|r| !ssrcs.contains(&r.ssrc));
+            // The relay forgets the SRTCP state of a member's SSRCs when it leaves (its
+            // sender reports came under them): so do we, so that a later member with one
+            // of them is not taken for a replay, and the context does not fill up.
+            if let Some(srtcp) = self.srtcp.as_mut() {
+                for ssrc in &ssrcs {
+                    srtcp.inbound.remove_stream(*ssrc);
+                }
+            }
         }
         self.remotes.remove(sender)
     }

@@ -1508,6 +1508,56 @@ fn a_receiver_of_more_than_31_streams_reports_every_one() {
     assert_eq!(reported, all, "a block for every stream");
 }
 
+/// The relay forgets the SRTCP state of a member's SSRCs when it leaves, so a later
+/// member with one of them starts again at SRTCP index 0: B, which forgets them when it
+/// drops the member, takes that member's sender reports instead of calling them replays.
+#[test]
+fn a_departed_members_ssrcs_start_over_in_the_relays_srtcp() {
+    let mut t = two();
+    let audio = t.a.ssrcs().audio;
+    let sr = |out: &mut SrtpContext| {
+        let mut buf = vec![0u8; 256];
+        let mut w = CompoundWriter::new(&mut buf);
+        let info = blindfold_relay::wire::rtcp::SenderInfo {
+            ssrc: audio,
+            ntp: 1 << 32,
+            rtp_time: RtpTime(0),
+            packet_count: 1,
+            octet_count: 100,
+        };
+        w.sr(&info, &[]).unwrap();
+        let len = w.finish();
+        let n = out.protect_rtcp(&mut buf, len).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let got_sr = |t: &mut Two, mut d: Vec<u8>| {
+        let relay = t.b_relay;
+        let now = t.now;
+        t.b.handle_datagram(now, relay, &mut d).map(|_| {
+            std::iter::from_fn(|| t.b.poll_event())
+                .any(|e| matches!(e, Event::SenderReport(sr) if sr.ssrc == audio))
+        })
+    };
+    let mut before = relay_srtcp_out(&t.b_keys);
+    for _ in 0..5 {
+        let d = sr(&mut before);
+        assert_eq!(got_sr(&mut t, d), Ok(true));
+    }
+    // A leaves; a new member declares the same SSRCs.
+    assert!(t.b.remove_remote_sender(SenderId(1)));
+    t.b.install_remote_keys(
+        SenderId(2),
+        &remote_streams(t.a.ssrcs()),
+        PROFILE,
+        &[(KeyIndex(0), &master(1))],
+    )
+    .unwrap();
+    let mut after = relay_srtcp_out(&t.b_keys);
+    let d = sr(&mut after);
+    assert_eq!(got_sr(&mut t, d), Ok(true), "index 0 again is not a replay");
+}
+
 /// What B sent the relay that carried a REMB.
 #[derive(Debug)]
 struct SentRemb {
