@@ -88,9 +88,9 @@ pub const DATAGRAM_CAP: usize = 2048;
 /// The kernel clamps `recvmmsg`/`sendmmsg` vectors to `UIO_MAXIOV` messages.
 const MAX_BATCH: usize = 1024;
 
-/// Opens a UDP socket for one relay worker: `SO_REUSEADDR` and `SO_REUSEPORT` (so every
-/// worker binds the same public port and the kernel spreads flows across them by
-/// 4-tuple hash), non-blocking, `IPV6_V6ONLY` for an IPv6 address (a v4 listener is a
+/// Opens a UDP socket for one relay worker: `SO_REUSEPORT` (so every worker binds the
+/// same public port and the kernel spreads flows across them by 4-tuple hash; only
+/// sockets of the same user that set it too may share it), non-blocking, `IPV6_V6ONLY` for an IPv6 address (a v4 listener is a
 /// separate socket), and the given buffer sizes.
 ///
 /// The kernel silently caps the buffer sizes at `net.core.rmem_max` / `wmem_max` (and
@@ -111,7 +111,9 @@ pub fn bind_reuseport(addr: SocketAddr, recv_buf: usize, send_buf: usize) -> io:
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.set_reuse_address(true)?;
+    // SO_REUSEPORT alone: the kernel shares the port only among sockets of the same
+    // user that all set it. (SO_REUSEADDR on both sides would let any user's socket
+    // bind the port too, and take its unicast traffic.)
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     if recv_buf > 0 {

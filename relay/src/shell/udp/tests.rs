@@ -53,8 +53,20 @@ fn two_sockets_share_a_port_with_reuseport() {
         let port = a.local_addr().unwrap().port();
         let b = bind_reuseport(SocketAddr::new(any.ip(), port), BUF, BUF).unwrap();
         assert_eq!(b.local_addr().unwrap().port(), port);
-        // A socket without SO_REUSEPORT cannot join them.
+        // A socket without SO_REUSEPORT cannot join them, not even with SO_REUSEADDR
+        // (which, set on both sides, would let any user's socket take the port's
+        // unicast traffic).
         assert!(UdpSocket::bind(SocketAddr::new(any.ip(), port)).is_err());
+        let other = Socket::new(Domain::for_address(any), Type::DGRAM, None).unwrap();
+        if any.is_ipv6() {
+            other.set_only_v6(true).unwrap();
+        }
+        other.set_reuse_address(true).unwrap();
+        let taken = other.bind(&SocketAddr::new(any.ip(), port).into());
+        assert!(
+            taken.is_err(),
+            "a SO_REUSEADDR socket bound the relay's port"
+        );
     }
 }
 
