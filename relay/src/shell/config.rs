@@ -39,7 +39,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:10000"
-//! public = ["203.0.113.7:10000", "[2001:db8::7]:10000"]
+//! public = ["203.0.113.7:10000"]
 //! workers = 8
 //! metrics = "127.0.0.1:9464"
 //! log_level = "info"
@@ -391,6 +391,28 @@ pub enum ConfigError {
         /// The value given.
         value: u32,
     },
+    /// A value past what the relay can use (an `Instant` sum that would overflow, a
+    /// cache no host has memory for, a socket buffer the kernel takes as a C int).
+    #[error("`{key}` is {value}; it must be at most {max}")]
+    TooLarge {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: u64,
+        /// The largest accepted.
+        max: u64,
+    },
+    /// A `public` address of the other IP family than `listen`: the relay binds only
+    /// `listen`'s family (IPv6 sockets are IPv6-only), so nothing would answer there.
+    #[error(
+        "`public` address {addr} is not of the family of `listen` ({listen}), which is the only one the relay binds"
+    )]
+    PublicFamily {
+        /// The address.
+        addr: SocketAddr,
+        /// The listen address.
+        listen: SocketAddr,
+    },
     /// Only one of `cert` and `key` was given.
     #[error(
         "`{given}` is set but `{missing}` is not: give both, or neither to generate a certificate"
@@ -475,6 +497,9 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
     {
         return Err(ConfigError::BadPublicAddress { addr });
     }
+    if let Some(&addr) = public.iter().find(|a| a.is_ipv4() != listen.is_ipv4()) {
+        return Err(ConfigError::PublicFamily { addr, listen });
+    }
     let workers = args
         .workers
         .or(file.workers)
@@ -522,7 +547,7 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
             value: clamp_demote_below_percent,
         });
     }
-    Ok(Config {
+    let cfg = Config {
         listen,
         public,
         workers,
@@ -605,7 +630,60 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
                 ms.unwrap_or(DEFAULT_DOWNLINK_QUEUE_MS),
             )),
         },
-    })
+    };
+    check_sizes(&cfg)?;
+    Ok(cfg)
+}
+
+/// The largest values the relay takes for settings with no natural bound.
+const MAX_WORKERS: u64 = 1024;
+const MAX_SOCKET_BUFFER: u64 = i32::MAX as u64;
+const MAX_RETRANSMIT_BYTES: u64 = 64 << 20;
+/// An hour, for every duration setting: far past any useful value, far from overflowing
+/// an `Instant`.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// Refuses values past what the relay can use ([`ConfigError::TooLarge`]).
+fn check_sizes(c: &Config) -> Result<(), ConfigError> {
+    let durations = [
+        ("consent_timeout", c.consent_timeout),
+        ("retransmit_ms", c.retransmit_age),
+        ("keyframe_interval_ms", c.keyframe_interval),
+        ("speaker_hold_ms", c.speaker_hold),
+        ("layer_probe_ms", c.layer_probe),
+        ("layer_probe_max_ms", c.layer_probe_max),
+        ("downlink_queue_ms", c.downlink_queue.unwrap_or_default()),
+    ];
+    for (key, d) in durations {
+        if d > MAX_DURATION {
+            let (value, max) = match key {
+                "consent_timeout" => (d.as_secs(), MAX_DURATION.as_secs()),
+                _ => (d.as_millis() as u64, MAX_DURATION.as_millis() as u64),
+            };
+            return Err(ConfigError::TooLarge { key, value, max });
+        }
+    }
+    let sizes = [
+        ("workers", c.workers.get() as u64, MAX_WORKERS),
+        ("recv_buffer", c.recv_buffer as u64, MAX_SOCKET_BUFFER),
+        ("send_buffer", c.send_buffer as u64, MAX_SOCKET_BUFFER),
+        (
+            "retransmit_full_bytes",
+            c.retransmit_full_bytes as u64,
+            MAX_RETRANSMIT_BYTES,
+        ),
+        (
+            "retransmit_thumbnail_bytes",
+            c.retransmit_thumbnail_bytes as u64,
+            MAX_RETRANSMIT_BYTES,
+        ),
+    ];
+    for (key, value, max) in sizes {
+        if value > max {
+            return Err(ConfigError::TooLarge { key, value, max });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -702,7 +780,7 @@ mod tests {
             &path,
             r#"
 listen = "0.0.0.0:4000"
-public = ["198.51.100.1:4000", "[2001:db8::1]:4000"]
+public = ["198.51.100.1:4000", "198.51.100.2:4000"]
 workers = 3
 control_socket = "/tmp/relay.sock"
 cert = "/etc/relay/cert.pem"
@@ -791,6 +869,29 @@ rng_seed = 7
             ),
             "{e}"
         );
+        // Values past what the relay can use, each named.
+        for (line, key) in [
+            ("consent_timeout = 9223372036854775807", "consent_timeout"),
+            (
+                "retransmit_full_bytes = 4294967295",
+                "retransmit_full_bytes",
+            ),
+            ("recv_buffer = 4294967296", "recv_buffer"),
+            ("workers = 65537", "workers"),
+            ("speaker_hold_ms = 18446744073709551615", "speaker_hold_ms"),
+        ] {
+            let e =
+                Config::from_toml_str(&format!("listen = \"127.0.0.1:1\"\n{line}")).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::TooLarge { key: k, .. } if k == key),
+                "{line}: {e}"
+            );
+        }
+        let e = Config::from_toml_str(
+            "listen = \"0.0.0.0:10000\"\npublic = [\"203.0.113.7:10000\", \"[2001:db8::7]:10000\"]",
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::PublicFamily { .. }), "{e}");
         let e = load(&["--config", "/nonexistent/relay.toml"]).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e}");
         let e = load(&["--bogus"]).unwrap_err();
