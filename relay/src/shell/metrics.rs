@@ -432,13 +432,14 @@ pub fn parse_request(data: &[u8]) -> Request {
 const MAX_REQUEST: usize = 8192;
 /// Time a client gets to send its request head, in total.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-/// Time a client gets to take each write of the response.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client gets to take the whole response, in total.
+const RESPONSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A blocking HTTP/1.1 server for `GET /metrics` on its own std thread, one connection
 /// at a time (a scraper every few seconds needs no more). A client gets
-/// 5 s in total to send at most 8 KiB of request head, so a
-/// slow or silent client cannot wedge it; every response closes the connection.
+/// 5 s in total to send at most 8 KiB of request head, and 5 s in total to take the
+/// response, so a slow, silent or slowly reading client cannot wedge it; every
+/// response closes the connection.
 ///
 /// Dropping the server (or [`shutdown`](Self::shutdown)) stops the thread.
 #[derive(Debug)]
@@ -511,6 +512,25 @@ impl Drop for MetricsServer {
     }
 }
 
+/// Writes all of `bytes` by `deadline`, or fails (`TimedOut`): a timeout per write alone
+/// would let a client that takes a few bytes at a time hold the server for ever.
+fn write_within(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn serve(listener: &TcpListener, stop: &AtomicBool, render: &dyn Fn(&mut String)) {
     let mut body = String::new();
     for conn in listener.incoming() {
@@ -537,7 +557,6 @@ fn handle(
     render: &dyn Fn(&mut String),
     body: &mut String,
 ) -> io::Result<()> {
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut buf = [0u8; MAX_REQUEST];
     let mut len = 0;
@@ -586,9 +605,9 @@ fn handle(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    stream.flush()?;
+    let deadline = Instant::now() + RESPONSE_DEADLINE;
+    write_within(&mut stream, head.as_bytes(), deadline)?;
+    write_within(&mut stream, body.as_bytes(), deadline)?;
     let _ = stream.shutdown(std::net::Shutdown::Write);
     // Lingering close: read (and discard) what the client still sends for a moment, so
     // closing with unread input does not send a RST that destroys our response.

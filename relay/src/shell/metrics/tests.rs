@@ -313,6 +313,47 @@ fn http_endpoint_serves_metrics_404s_and_survives_garbage_and_slow_clients() {
     assert!(TcpStream::connect(addr).is_err() || exchange_fails(addr));
 }
 
+/// A client that takes the response a few bytes at a time holds the server for the
+/// response deadline in total, not for a write timeout per write: a scrape behind it is
+/// answered.
+#[test]
+fn a_slowly_reading_client_holds_the_server_at_most_the_response_deadline() {
+    // A body far larger than the socket buffers, so that writes wait for the client.
+    let server = MetricsServer::spawn("127.0.0.1:0".parse().unwrap(), |out| {
+        out.push_str(&"# filler line for a large response\n".repeat(1 << 19));
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    let done = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let done = Arc::clone(&done);
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            while !done.load(Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) => return,
+                    _ => std::thread::sleep(Duration::from_millis(300)),
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(ok.starts_with("HTTP/1.1 200 "));
+    assert!(
+        t.elapsed() < RESPONSE_DEADLINE + Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+    done.store(true, Ordering::Relaxed);
+    slow.join().unwrap();
+}
+
 /// After shutdown the listener is closed, or (if the port was reused) nobody answers.
 fn exchange_fails(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect(addr) else {
