@@ -89,7 +89,7 @@ impl Engine {
             streams: streams_of(&spec),
             created: now,
             alive_sent: None,
-            checked_sent: None,
+            checked_sent: Vec::new(),
             timer_at: None,
             speaker_shard: speaker::speaker_shard(&spec.conf, self.cfg.shards),
             layers: Vec::new(),

@@ -295,7 +295,8 @@ pub enum PeerMsg {
     /// is). A session whose participant already holds its credentials (one signaling
     /// gave back after a relay restart, or the same upsert again after it ended) may be
     /// claimed by a quick shard before a slow one has created it, and the slow one drops
-    /// messages about sessions it does not know.
+    /// messages about sessions it does not know. Not one that must arrive: a snapshot
+    /// sends one per session to every shard.
     WhereIs {
         /// The session.
         session: SessionName,
@@ -478,13 +479,16 @@ impl PeerMsg {
             PeerMsg::Claimed { .. }
             | PeerMsg::Connected { .. }
             | PeerMsg::Disconnected { .. }
-            | PeerMsg::WhereIs { .. }
             | PeerMsg::Checked { .. }
             | PeerMsg::LayerState { .. }
             | PeerMsg::KeyframeForwarded { .. }
             | PeerMsg::Demote { .. }
             | PeerMsg::ActiveSpeaker { .. } => true,
-            PeerMsg::Rtcp { .. }
+            // One per session a shard creates, to every other: a snapshot of thousands
+            // must not push out what must arrive. A lost one leaves the rare late shard
+            // as it was before it asked.
+            PeerMsg::WhereIs { .. }
+            | PeerMsg::Rtcp { .. }
             | PeerMsg::KeyframeRequest { .. }
             | PeerMsg::Nack { .. }
             | PeerMsg::Datagram { .. }
@@ -617,12 +621,12 @@ pub struct EngineStats {
     pub rtcp_in: u64,
     /// SRTCP packets the engine wrote.
     pub rtcp_out: u64,
-    /// RTCP not sent because the participant's outbound SRTCP context holds no more
-    /// SSRCs (`OUTBOUND_RTCP_SSRCS`).
-    pub rtcp_out_refused: u64,
     /// Of those, empty receiver reports to sessions sent nothing else for
     /// [`RTCP_EVERY`].
     pub rtcp_keepalives: u64,
+    /// RTCP not sent because the participant's outbound SRTCP context holds no more
+    /// SSRCs (`OUTBOUND_RTCP_SSRCS`).
+    pub rtcp_out_refused: u64,
     /// Sender reports forwarded (per receiver).
     pub sr_forwarded: u64,
     /// Last sender reports sent to receivers as they started a stream.
@@ -1181,10 +1185,11 @@ struct Session {
     created: Instant,
     /// When this shard last sent [`PeerMsg::Alive`] for it (sessions homed elsewhere).
     alive_sent: Option<Instant>,
-    /// The address and time of the last check this shard handed to the session's home
-    /// ([`PeerMsg::Checked`]): another from the same address, not nominating, within
-    /// [`ALIVE_EVERY`] is not handed over (it would only refresh consent again).
-    checked_sent: Option<(SocketAddr, Instant)>,
+    /// Per address (at most `stun::MAX_INDEXED`, like `indexed`), when this shard last
+    /// handed a check from it to the session's home ([`PeerMsg::Checked`]): another
+    /// from that address, not nominating, within [`ALIVE_EVERY`] is not handed over (it
+    /// would only refresh consent again).
+    checked_sent: Vec<(SocketAddr, Instant)>,
     /// The deadline it is scheduled at in `timers`, if any.
     timer_at: Option<Instant>,
     /// The shard that runs its conference's speaker detector.

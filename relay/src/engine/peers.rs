@@ -151,42 +151,7 @@ impl Engine {
                     self.send_rtcp_to(h, packet.as_bytes());
                 }
             }
-            PeerMsg::Nack {
-                home,
-                owner,
-                ssrc,
-                to,
-                packet,
-                allowed,
-            } => {
-                let Some(h) = self.by_home_key(home, owner) else {
-                    return;
-                };
-                // The home passes it on once, to where the sender's media arrives;
-                // any other shard answers it (from its cache, or upstream).
-                if home == self.cfg.shard
-                    && let Some(shard) = self.nack_shard(h)
-                {
-                    let msg = PeerMsg::Nack {
-                        home,
-                        owner,
-                        ssrc,
-                        to,
-                        packet,
-                        allowed,
-                    };
-                    self.events
-                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
-                    return;
-                }
-                if let Ok(compound) = RtcpCompound::parse(packet.as_bytes()) {
-                    for raw in compound.raw_packets() {
-                        if let Ok(RtcpPacket::Nack(nack)) = raw.typed() {
-                            self.answer_nack(now, h, ssrc, to, nack.lost().take(allowed));
-                        }
-                    }
-                }
-            }
+            msg @ PeerMsg::Nack { .. } => self.handle_passed_nack(now, msg),
             PeerMsg::KeyframeRequest { owner, ssrc, kind } => {
                 if let Some(h) = self.homed_here(owner) {
                     self.request_keyframe_from(now, h, ssrc, kind);

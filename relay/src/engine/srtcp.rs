@@ -268,6 +268,43 @@ impl Engine {
         Some(lost)
     }
 
+    /// A NACK another shard passed on ([`PeerMsg::Nack`]). The sender's home passes it
+    /// on once more, unchanged, to where the sender's media arrives; any other shard
+    /// answers it (from its cache, or upstream).
+    pub(super) fn handle_passed_nack(&mut self, now: Instant, msg: PeerMsg) {
+        let PeerMsg::Nack {
+            home,
+            owner,
+            ssrc,
+            to,
+            allowed,
+            ..
+        } = msg
+        else {
+            return;
+        };
+        let Some(h) = self.by_home_key(home, owner) else {
+            return;
+        };
+        if home == self.cfg.shard
+            && let Some(shard) = self.nack_shard(h)
+        {
+            self.events
+                .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+            return;
+        }
+        let PeerMsg::Nack { packet, .. } = msg else {
+            return;
+        };
+        if let Ok(compound) = RtcpCompound::parse(packet.as_bytes()) {
+            for raw in compound.raw_packets() {
+                if let Ok(RtcpPacket::Nack(nack)) = raw.typed() {
+                    self.answer_nack(now, h, ssrc, to, nack.lost().take(allowed));
+                }
+            }
+        }
+    }
+
     /// Where a NACK of `owner`'s media is answered: `None` here (its media arrives
     /// here: its nominated address was validated on this shard, or this shard knows
     /// no better), or the shard to pass it to: the sender's home if that is another,
@@ -560,7 +597,7 @@ impl Engine {
                     dst.copy_from_slice(packet);
                     srtcp_out
                         .protect_rtcp(slot, packet.len())
-                        .map_err(|_| refused = true)
+                        .map_err(|e| refused = e == crate::srtp::SrtpError::TooManyStreams)
                 });
                 if queued {
                     local.rtcp_sent = self.last_now;

@@ -57,18 +57,26 @@ impl Engine {
         };
         self.index_addr(h, from);
         if let Some((home, key)) = home {
-            // A participant's checks from one address, flooded or not, reach its home
+            // A participant's checks from each address, flooded or not, reach its home
             // at most once per ALIVE_EVERY: each is a message that must arrive, and the
             // channel to the home carries other sessions' too.
             let s = self
                 .sessions
                 .get_mut(h)
                 .ok_or(DropReason::StunUnknownUfrag)?;
-            let repeat = s.checked_sent.is_some_and(|(addr, at)| {
-                addr == from && now.saturating_duration_since(at) < ALIVE_EVERY
-            });
+            let last = s.checked_sent.iter().position(|&(addr, _)| addr == from);
+            let repeat = last
+                .is_some_and(|i| now.saturating_duration_since(s.checked_sent[i].1) < ALIVE_EVERY);
             if nominated || !repeat {
-                s.checked_sent = Some((from, now));
+                match last {
+                    Some(i) => s.checked_sent[i].1 = now,
+                    None => {
+                        if s.checked_sent.len() >= MAX_INDEXED {
+                            s.checked_sent.remove(0);
+                        }
+                        s.checked_sent.push((from, now));
+                    }
+                }
                 let msg = PeerMsg::Checked {
                     session: key,
                     shard: self.cfg.shard,
