@@ -749,6 +749,15 @@ impl Core {
     /// calls it replaced have ended, and no new call's key event will tell the members
     /// so: they hear it as `member_ended` with reason `replaced`.
     pub fn admission_failed(&mut self, session_id: &SessionId, now_ms: u64) {
+        // What the same batch queued for the call after its admission (its subscription
+        // for the relay and the store) is about a session the relay does not have.
+        self.out.retain(|a| match a {
+            Action::Relay(RequestBody::SetSubscription { subscription, .. }) => {
+                subscription.session_id != *session_id
+            }
+            Action::Persist(call) => call.spec.session_id != *session_id,
+            _ => true,
+        });
         if let Some(call) = self.calls.get(session_id) {
             let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
             self.remove_call(session_id, now_ms, false, None);

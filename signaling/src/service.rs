@@ -501,17 +501,6 @@ impl Service {
                         }
                     }
                 }
-                // A subscription queued for a call that has ended since (its
-                // admission failed in this same batch): the relay no longer has the
-                // session, and its `not_found` is no reason to resync.
-                Action::Relay(RequestBody::SetSubscription { subscription, .. })
-                    if !self
-                        .core
-                        .calls()
-                        .any(|c| c.spec.session_id == subscription.session_id) =>
-                {
-                    tracing::debug!(session = %subscription.session_id.as_str(), "subscription of an ended call not sent");
-                }
                 Action::Relay(body) => {
                     let method = body.method();
                     self.reserve(&body)?;

@@ -866,6 +866,36 @@ fn a_participant_closing_its_dtls_association_hung_up_whichever_news_comes_first
     assert_eq!(core.stats().ended.get("hangup"), Some(&1));
 }
 
+/// An invite and its subscription in one batch, and the relay does not take the
+/// session: the subscription queued behind the admission is withdrawn (the relay would
+/// answer `not_found`, which signaling takes for state it must resync).
+#[test]
+fn a_refused_admission_withdraws_what_the_batch_queued_for_the_call() {
+    let mut core = setup(&[ALICE]);
+    let sub = json!({"type": crate::events::SUBSCRIBE, "sender": ALICE,
+        "content": {"call_id": "a", "party_id": "@alice:hs-dev", "version": "1", "full": "all"}});
+    let events = vec![invite(ALICE, "a", "conf", &offer(100), T0), sub];
+    core.handle_sync(
+        &batch(json!({DM: {"timeline": {"events": events}}})),
+        T0 + 10,
+        false,
+    );
+    let Some(Action::Admit { call, .. }) = core.poll_action() else {
+        panic!("the admission first");
+    };
+    core.admission_failed(&call.spec.session_id, T0 + 10);
+    let rest = drain(&mut core);
+    assert_eq!(hangups(&rest), ["relay_unavailable"]);
+    assert!(
+        !rest.iter().any(|a| matches!(
+            a,
+            Action::Relay(RequestBody::SetSubscription { .. }) | Action::Persist(_)
+        )),
+        "{rest:?}"
+    );
+    assert!(rest.contains(&Action::Forget(call.spec.session_id.clone())));
+}
+
 #[test]
 fn a_subscription_goes_to_the_relay_and_the_store() {
     let mut core = setup(&[ALICE]);
