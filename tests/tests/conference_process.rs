@@ -327,6 +327,29 @@ fn setup(n: usize) -> Setup {
     }
 }
 
+impl Setup {
+    /// Alice, bob and carol (its first three users) join the call, and run until each
+    /// decrypts 20 packets of each of the others' three streams (audio, thumbnail, and
+    /// full resolution: they subscribe to `"all"`).
+    async fn three_in_the_call(&self) -> (Peer, Peer, Peer) {
+        let epoch = Instant::now();
+        let (mut a, mut b, mut c) = tokio::join!(
+            join("alice", &self.users[0], &self.room, epoch),
+            join("bob", &self.users[1], &self.room, epoch),
+            join("carol", &self.users[2], &self.room, epoch),
+        );
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            &self.sfu.relay,
+            Duration::from_secs(20),
+            "everyone decrypts everyone's three streams",
+            |p| everyone_has_all_streams(p, 20),
+        )
+        .await;
+        (a, b, c)
+    }
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -341,23 +364,9 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
     let st = setup(4);
     let room = st.room.clone();
     rt().block_on(async {
-        let epoch = Instant::now();
-        let (a, b, c) = tokio::join!(
-            join("alice", &st.users[0], &room, epoch),
-            join("bob", &st.users[1], &room, epoch),
-            join("carol", &st.users[2], &room, epoch),
-        );
-        let (mut a, mut b, mut c) = (a, b, c);
         // Every member decrypts every other's audio, thumbnail and (subscribed "all")
         // full-resolution stream.
-        run_until(
-            &mut [&mut a, &mut b, &mut c],
-            &st.sfu.relay,
-            Duration::from_secs(20),
-            "everyone decrypts everyone's three streams",
-            |p| everyone_has_all_streams(p, 20),
-        )
-        .await;
+        let (mut a, mut b, mut c) = st.three_in_the_call().await;
         run_for(&mut [&mut a, &mut b, &mut c], Duration::from_millis(500)).await;
         for (rx, senders) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
             for s in senders {
@@ -559,23 +568,8 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
 #[test]
 fn a_member_that_cannot_publish_its_rekey_stops_its_media() {
     let st = setup(3);
-    let room = st.room.clone();
     rt().block_on(async {
-        let epoch = Instant::now();
-        let (a, b, c) = tokio::join!(
-            join("alice", &st.users[0], &room, epoch),
-            join("bob", &st.users[1], &room, epoch),
-            join("carol", &st.users[2], &room, epoch),
-        );
-        let (mut a, mut b, mut c) = (a, b, c);
-        run_until(
-            &mut [&mut a, &mut b, &mut c],
-            &st.sfu.relay,
-            Duration::from_secs(20),
-            "everyone decrypts everyone",
-            |p| everyone_has_all_streams(p, 20),
-        )
-        .await;
+        let (mut a, mut b, mut c) = st.three_in_the_call().await;
         let sfu_user = MatrixUser::login(Synapse::shared().base_url(), &st.sfu.user_id, PASSWORD)
             .expect("log in as the SFU");
         sfu_user.upload_device_keys().expect("upload keys");
@@ -1343,23 +1337,9 @@ fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
     use blindfold_relay::wire::{Kind, classify};
 
     let st = setup(3);
-    let room = st.room.clone();
     let relay = &st.sfu.relay;
     rt().block_on(async {
-        let epoch = Instant::now();
-        let (mut a, mut b, mut c) = tokio::join!(
-            join("alice", &st.users[0], &room, epoch),
-            join("bob", &st.users[1], &room, epoch),
-            join("carol", &st.users[2], &room, epoch),
-        );
-        run_until(
-            &mut [&mut a, &mut b, &mut c],
-            &st.sfu.relay,
-            Duration::from_secs(20),
-            "everyone decrypts everyone's three streams",
-            |p| everyone_has_all_streams(p, 20),
-        )
-        .await;
+        let (mut a, mut b, mut c) = st.three_in_the_call().await;
         assert_eq!(a.conf.relay(), relay.udp);
         let ufrags = call_ufrags(&st.users[0], a.conf.call_id());
         let ssrcs: Vec<u32> = [&a, &b, &c]

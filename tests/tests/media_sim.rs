@@ -7,7 +7,7 @@ use blindfold_client::{Driver, Event as PEvent, Receiver, SenderId};
 use blindfold_relay::control::{ExtmapIds, FullSet};
 use blindfold_relay::id::{ExtId, Ssrc};
 use blindfold_tests::LinkConfig;
-use blindfold_tests::{Sim, starts_keyframe};
+use blindfold_tests::{FULL_EXTMAP, Sim, starts_keyframe};
 use std::time::Duration;
 
 /// Alice, bob and carol connected on two workers, keys shared; bob receives every
@@ -110,24 +110,26 @@ fn run(sim: &mut Sim, driver: &mut Driver, a: usize, full: Ssrc, sent_full: &mut
     }
 }
 
+/// Member `m`'s synthetic sources, stamping the extensions every member negotiates
+/// here ([`FULL_EXTMAP`]: frame marking, for the relay's switches and resumes).
+fn sources_of(sim: &Sim, m: usize) -> Driver {
+    let p = &sim.members[m].p;
+    Driver::for_participant(p, SenderId(m as u64), FULL_EXTMAP, sim.now, 7, sim.now)
+}
+
+/// How many PAUSEs (`paused`) or RESUMEs member `m` was sent for its stream `ssrc`.
+fn pause_requests(sim: &Sim, m: usize, ssrc: Ssrc, paused: bool) -> usize {
+    sim.member(m)
+        .events
+        .iter()
+        .filter(|e| matches!(e, PEvent::PauseRequested { ssrc: s, paused: p } if *s == ssrc && *p == paused))
+        .count()
+}
+
 #[test]
 fn a_layer_nobody_receives_is_paused_and_resumes_on_a_keyframe_when_wanted() {
     let (mut sim, a, b, c) = alice_bob_carol();
-    let extmap = ExtmapIds {
-        audio_level: Some(ExtId(1)),
-        frame_marking: Some(ExtId(2)),
-        abs_send_time: Some(ExtId(3)),
-        transport_cc: None,
-    };
-    let epoch = sim.now;
-    let mut driver = Driver::for_participant(
-        &sim.members[a].p,
-        SenderId(a as u64),
-        extmap,
-        epoch,
-        7,
-        sim.now,
-    );
+    let mut driver = sources_of(&sim, a);
     let full = sim.member(a).ssrcs().full;
     // Alice's full-resolution packets as she sent them: (when, bytes).
     let mut sent_full = Vec::new();
@@ -144,13 +146,7 @@ fn a_layer_nobody_receives_is_paused_and_resumes_on_a_keyframe_when_wanted() {
         "alice still sent full {:?} after nobody watched",
         last - unsubscribed
     );
-    let pauses = |sim: &Sim, paused: bool| {
-        sim.member(a)
-            .events
-            .iter()
-            .filter(|e| matches!(e, PEvent::PauseRequested { ssrc, paused: p } if *ssrc == full && *p == paused))
-            .count()
-    };
+    let pauses = |sim: &Sim, paused: bool| pause_requests(sim, a, full, paused);
     assert_eq!(pauses(&sim, true), 1, "one PAUSE");
     // Bob's and carol's full layers, watched by nobody, were paused too.
     let paused: u64 = sim.shards.iter().map(|e| e.stats().layers_paused).sum();
@@ -187,30 +183,11 @@ fn a_layer_nobody_receives_is_paused_and_resumes_on_a_keyframe_when_wanted() {
 #[test]
 fn a_lost_pause_and_a_lost_resume_are_sent_again() {
     let (mut sim, a, b, c) = alice_bob_carol();
-    let extmap = ExtmapIds {
-        audio_level: Some(ExtId(1)),
-        frame_marking: Some(ExtId(2)),
-        abs_send_time: Some(ExtId(3)),
-        transport_cc: None,
-    };
-    let mut driver = Driver::for_participant(
-        &sim.members[a].p,
-        SenderId(a as u64),
-        extmap,
-        sim.now,
-        7,
-        sim.now,
-    );
+    let mut driver = sources_of(&sim, a);
     let full = sim.member(a).ssrcs().full;
     let mut sent_full = Vec::new();
     let repeated = |sim: &Sim| sim.relay_total(|s| s.pause_requests_repeated);
-    let requests = |sim: &Sim, paused: bool| {
-        sim.member(a)
-            .events
-            .iter()
-            .filter(|e| matches!(e, PEvent::PauseRequested { ssrc, paused: p } if *ssrc == full && *p == paused))
-            .count()
-    };
+    let requests = |sim: &Sim, paused: bool| pause_requests(sim, a, full, paused);
     run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
     assert!(sent_full.len() > 20, "bob watches: alice sends full");
 

@@ -322,20 +322,10 @@ fn a_viewer_waiting_for_a_keyframe_may_ask_for_it_but_not_nack_the_layer() {
     sim.share_keys();
     sim.subscribe(b, blindfold_relay::control::FullSet::All);
     let full = sim.member(a).ssrcs().full;
-    let seq_of = |d: &[u8]| {
-        blindfold_relay::wire::rtp::RtpHeader::parse(d)
-            .unwrap()
-            .seq()
-    };
     sim.send(a, full, Pt(96), &[1; 300]);
     let delta = sim.member(a).sent.last().unwrap().clone();
     sim.run_for_ms(400); // past the keyframe throttle's interval
-    let now = sim.now;
-    sim.members[b]
-        .p
-        .send_nack(now, full, &[seq_of(&delta)])
-        .unwrap();
-    sim.pump();
+    nack(&mut sim, b, full, &delta);
     assert_eq!(copies_of(&sim, b, &delta), 0, "not resent");
     assert_eq!(sim.shards[0].stats().rtcp_dropped(RtcpDrop::NotReceiver), 1);
     // His PLI counts: sent on, or absorbed by the throttle (the relay asked for the
@@ -355,12 +345,7 @@ fn a_viewer_waiting_for_a_keyframe_may_ask_for_it_but_not_nack_the_layer() {
     sim.send_with(a, full, Pt(96), &[(ExtId(2), &keyframe)], &[2; 300]);
     let key = sim.member(a).sent.last().unwrap().clone();
     assert_eq!(copies_of(&sim, b, &key), 1, "from the keyframe on");
-    let now = sim.now;
-    sim.members[b]
-        .p
-        .send_nack(now, full, &[seq_of(&key)])
-        .unwrap();
-    sim.pump();
+    nack(&mut sim, b, full, &key);
     assert_eq!(copies_of(&sim, b, &key), 2, "resent");
     assert_eq!(sim.shards[0].stats().rtcp_dropped(RtcpDrop::NotReceiver), 1);
 }
@@ -594,6 +579,36 @@ fn a_receiver_starting_a_stream_gets_its_last_sender_report_at_once() {
     assert!(replayed >= 1);
 }
 
+/// Member `a` sends five 300-byte thumbnail packets; returns the third, as sent.
+fn third_of_five_thumbnails(sim: &mut Sim, a: usize) -> Vec<u8> {
+    let thumb = sim.member(a).ssrcs().thumbnail;
+    for i in 0..5u8 {
+        sim.send(a, thumb, Pt(96), &[i; 300]);
+    }
+    let third = sim.member(a).sent.len() - 3;
+    sim.member(a).sent[third].clone()
+}
+
+/// Member `rx` NACKs `packet` (an RTP packet as its sender sent it) on `ssrc`, and the
+/// relay answers.
+fn nack(sim: &mut Sim, rx: usize, ssrc: Ssrc, packet: &[u8]) {
+    let seq = blindfold_relay::wire::rtp::RtpHeader::parse(packet)
+        .unwrap()
+        .seq();
+    let now = sim.now;
+    sim.members[rx].p.send_nack(now, ssrc, &[seq]).unwrap();
+    sim.pump();
+}
+
+/// The first address on 127.0.0.9 whose shard `wanted` takes (a NAT rebinding's new
+/// address, on a chosen worker).
+fn address_on(sim: &Sim, wanted: impl Fn(usize) -> bool) -> SocketAddr {
+    (40_000..)
+        .map(|port| SocketAddr::from(([127, 0, 0, 9], port)))
+        .find(|&at| wanted(sim.shard_of(at)))
+        .unwrap()
+}
+
 /// The datagrams `receiver` got that are byte for byte `packet`.
 fn copies_of(sim: &Sim, receiver: usize, packet: &[u8]) -> usize {
     sim.member(receiver)
@@ -609,19 +624,9 @@ fn a_nacked_video_packet_is_resent_from_the_relays_cache_byte_for_byte() {
         let (mut sim, p) = call(workers, &["alice", "bob", "carol"]);
         let (a, b, c) = (p[0], p[1], p[2]);
         let thumb = sim.member(a).ssrcs().thumbnail;
-        for i in 0..5u8 {
-            sim.send(a, thumb, Pt(96), &[i; 300]);
-        }
-        let third = sim.member(a).sent.len() - 3;
-        let packet = sim.member(a).sent[third].clone();
+        let packet = third_of_five_thumbnails(&mut sim, a);
         assert_eq!(copies_of(&sim, b, &packet), 1);
-        let seq = sim.member(b).media_on(thumb)[2].seq;
-        let now = sim.now;
-        sim.members[b]
-            .p
-            .send_nack(now, thumb, &[WireSeq(seq.0 as u16)])
-            .unwrap();
-        sim.pump();
+        nack(&mut sim, b, thumb, &packet);
         assert_eq!(
             copies_of(&sim, b, &packet),
             2,
@@ -657,10 +662,7 @@ fn a_nack_is_answered_where_the_senders_media_arrives() {
     };
     sim.run_until_connected();
     sim.share_keys();
-    let port = (40_000..)
-        .find(|&port| sim.shard_of(SocketAddr::from(([127, 0, 0, 9], port))) != home)
-        .unwrap();
-    let new = SocketAddr::from(([127, 0, 0, 9], port));
+    let new = address_on(&sim, |shard| shard != home);
     sim.rebind(a, new);
     for _ in 0..200 {
         sim.send_audio(a, b"moving");
@@ -672,18 +674,9 @@ fn a_nack_is_answered_where_the_senders_media_arrives() {
     sim.run_for_ms(1000);
     assert_eq!(sim.relay_total(|s| s.media_moves), 1, "her media moved");
     let thumb = sim.member(a).ssrcs().thumbnail;
-    for i in 0..5u8 {
-        sim.send(a, thumb, Pt(96), &[i; 300]);
-    }
-    let third = sim.member(a).sent.len() - 3;
-    let packet = sim.member(a).sent[third].clone();
+    let packet = third_of_five_thumbnails(&mut sim, a);
     assert_eq!(copies_of(&sim, b, &packet), 1);
-    let seq = blindfold_relay::wire::rtp::RtpHeader::parse(&packet)
-        .unwrap()
-        .seq();
-    let now = sim.now;
-    sim.members[b].p.send_nack(now, thumb, &[seq]).unwrap();
-    sim.pump();
+    nack(&mut sim, b, thumb, &packet);
     assert_eq!(copies_of(&sim, b, &packet), 2, "resent from the cache");
     assert_eq!(sim.relay_total(|s| s.nack_resent), 1);
     assert!(
@@ -1146,11 +1139,7 @@ fn nat_rebinding(other_worker: bool, transport_cc: bool, outage: std::time::Dura
     };
     talk(&mut sim, 3000);
     let home = sim.shard_of(sim.member(a).addr);
-    let port = (40_000..).find(|&port| {
-        let at = SocketAddr::from(([127, 0, 0, 9], port));
-        (sim.shard_of(at) != home) == other_worker
-    });
-    let new = SocketAddr::from(([127, 0, 0, 9], port.unwrap()));
+    let new = address_on(&sim, |shard| (shard != home) == other_worker);
     sim.rebind(a, new);
     let rebound = sim.now;
     talk(&mut sim, 10_000);
