@@ -40,7 +40,7 @@ use blindfold_relay::shell::config::{Config, ConfigError};
 use blindfold_relay::shell::control::{ControlCounters, ControlLoop};
 use blindfold_relay::shell::metrics::MetricsServer;
 use blindfold_relay::shell::signals::Shutdown;
-use blindfold_relay::shell::udp::bind_reuseport;
+use blindfold_relay::shell::udp::{bind_reuseport, claim_port};
 use blindfold_relay::shell::worker::{
     COMMAND_CHANNEL, EngineCounters, Link, RelayMetrics, SESSIONS, WAKER, Worker, WorkerParts,
     drop_labels,
@@ -142,14 +142,24 @@ fn run(config: &Config) -> Result<(), Fatal> {
         None => None,
     };
 
-    // Bind every worker's socket before starting any, so a bad address fails start-up.
-    // With port 0, the first socket picks the port and the others share it.
-    let mut listen = config.listen;
+    // Bind every worker's socket before starting any, so a bad address fails start-up,
+    // and first check that nothing holds the port (another relay's SO_REUSEPORT sockets
+    // would share it); with port 0, that check picks the port.
+    let listen = claim_port(config.listen).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "UDP {} is in use (another relay on this port?)",
+                config.listen
+            )
+        } else {
+            format!("binding UDP {}", config.listen)
+        };
+        fatal(why)(e)
+    })?;
     let mut sockets = Vec::with_capacity(workers);
     for _ in 0..workers {
         let s = bind_reuseport(listen, config.recv_buffer, config.send_buffer)
             .map_err(fatal(format!("binding UDP {listen}")))?;
-        listen = s.local_addr().map_err(fatal("reading the UDP address"))?;
         sockets.push(s);
     }
     // A public address given as a port-0 listen address is that address as bound.

@@ -519,6 +519,50 @@ fn sigterm_says_goodbye_and_exits_zero_quickly() {
     assert!(!relay.control.exists(), "the control socket is removed");
 }
 
+#[test]
+fn a_second_relay_on_a_port_in_use_refuses_to_start() {
+    let relay = Relay::start(2);
+    let dir = relay.dir.join("second");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut second = std::process::Command::new(blindfold_tests::process::binary(
+        "blindfold-relay",
+        "blindfold-relay",
+    ))
+    .args(["--listen", &relay.udp.to_string(), "--workers", "2"])
+    .arg("--control-socket")
+    .arg(dir.join("control.sock"))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("running a second blindfold-relay");
+    // It would otherwise share the port through SO_REUSEPORT and take some of the
+    // first relay's flows.
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second relay on {} started", relay.udp);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("is in use"), "{stderr}");
+    // The first relay is untouched: a call through it still carries media.
+    let (mut control, info) = connect(&relay);
+    let mut peers = call(&relay, &mut control, &info, &["alice", "bob"]);
+    exchange(&mut peers, &relay, "after the second relay");
+}
+
 // ----- sessions across workers -----------------------------------------------------------
 
 /// Sends `check` from `sock` (blocking) and waits up to `limit` for the relay's success

@@ -1,5 +1,6 @@
 //! The relay's UDP socket and its batched syscalls (Linux only).
 //!
+//! - [`claim_port`] checks, before the workers bind, that nothing else holds the port.
 //! - [`bind_reuseport`] opens one of the per-worker sockets that share the public port.
 //! - [`RecvBatch`] receives up to N datagrams with one `recvmmsg(2)` into storage it
 //!   allocated once.
@@ -124,6 +125,34 @@ pub fn bind_reuseport(addr: SocketAddr, recv_buf: usize, send_buf: usize) -> io:
     }
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Checks that no socket holds `addr`'s port, and picks a free one for port 0: binds a
+/// probe socket there *without* `SO_REUSEPORT`, reads its address and closes it. Returns
+/// the address the workers' [`bind_reuseport`] sockets then bind.
+///
+/// `SO_REUSEPORT` lets every socket of the same user that sets it share a port: a second
+/// relay started on the port by mistake would bind it too and silently take a share of
+/// the flows (and a port 0 bind may be given a port such sockets already share). The
+/// probe fails on any holder. A socket that binds the port between the probe and the
+/// workers' binds is not seen.
+///
+/// # Errors
+/// `EADDRINUSE` if any socket holds the port; as [`bind_reuseport`] otherwise.
+pub fn claim_port(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("the probe socket has no IP address"))
 }
 
 /// Writes `addr` into `out` as a `sockaddr_in`/`sockaddr_in6` and returns its length.

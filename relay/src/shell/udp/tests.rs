@@ -44,6 +44,31 @@ fn drain(sock: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
 }
 
 #[test]
+fn claim_port_refuses_a_port_any_socket_holds_and_picks_a_free_one() {
+    for any in [lo4(), lo6()] {
+        if any.is_ipv6() && !has_v6() {
+            continue;
+        }
+        // Port 0: a port nothing holds, which the workers' sockets then share.
+        let picked = claim_port(any).unwrap();
+        assert_ne!(picked.port(), 0);
+        let a = bind_reuseport(picked, BUF, BUF).unwrap();
+        let b = bind_reuseport(picked, BUF, BUF).unwrap();
+        assert_eq!(b.local_addr().unwrap(), picked);
+        // Held by those (as by another relay's workers): refused, though another
+        // SO_REUSEPORT socket of this user could still join them.
+        let err = claim_port(picked).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(bind_reuseport(picked, BUF, BUF).is_ok());
+        drop((a, b));
+        // Held by a plain socket: refused too.
+        let plain = UdpSocket::bind(any).unwrap();
+        let err = claim_port(plain.local_addr().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    }
+}
+
+#[test]
 fn two_sockets_share_a_port_with_reuseport() {
     for any in [lo4(), lo6()] {
         if any.is_ipv6() && !has_v6() {
