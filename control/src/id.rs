@@ -8,6 +8,13 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ssrc(pub u32);
 
+impl Ssrc {
+    /// The SSRC the relay's own RTCP comes from (receiver reports, feedback, PAUSE and
+    /// RESUME, probes). No session may declare it: a relay refuses a session spec that
+    /// does (`bad_request`).
+    pub const RELAY: Ssrc = Ssrc(0x0b11_dfd0);
+}
+
 /// The RTP header extension id negotiated with `a=extmap` (RFC 8285), 1..=255.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExtId(pub u8);

@@ -378,6 +378,9 @@ pub enum OfferError {
     /// The same SSRC in both sections.
     #[error("ssrc {0} is declared in both m-lines")]
     SsrcInBothSections(Ssrc),
+    /// The SSRC the relay's own RTCP comes from.
+    #[error("ssrc {0} is the relay's own")]
+    RelaySsrc(Ssrc),
     /// An extmap id out of range.
     #[error("a=extmap id {id} is outside 1..={max}{}", if *.max == 14 { " (ids above 14 need a=extmap-allow-mixed)" } else { "" })]
     ExtmapIdRange {

@@ -10,7 +10,8 @@
 //!   `stale_generation` otherwise.
 //! - **References.** A session's conference must exist, and a subscription's session
 //!   (`not_found`). An SSRC is unique across the sessions of one conference
-//!   (`bad_request`): the engine routes by SSRC within a conference.
+//!   (`bad_request`): the engine routes by SSRC within a conference. No session may
+//!   declare the relay's own SSRC ([`Ssrc::RELAY`], `bad_request`).
 //! - **Snapshots.** After a reconnect, signaling sends the whole desired state; the
 //!   registry reconciles to it and emits commands only for what changed, so a session
 //!   whose spec is unchanged is not disturbed (its ICE, DTLS and SRTCP state live on).
@@ -132,6 +133,13 @@ fn fold_tombstones<K: Ord + Clone, T>(
 /// What a session receives at full resolution when no subscription was set.
 fn default_full() -> FullSet {
     FullSet::Ssrcs(Vec::new())
+}
+
+fn relay_ssrc_declared(session: &SessionId) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::BadRequest,
+        format!("session {session}: ssrc {} is the relay's own", Ssrc::RELAY),
+    )
 }
 
 fn stale(what: std::fmt::Arguments<'_>, got: Generation, held: Generation) -> ErrorReply {
@@ -487,6 +495,9 @@ impl Registry {
                 format!("session {id}: conference {} does not exist", spec.conf_id),
             ));
         }
+        if spec.streams.iter().any(|s| s.ssrc == Ssrc::RELAY) {
+            return Err(relay_ssrc_declared(&id));
+        }
         if let Some((ssrc, other)) = self.ssrc_collision(&spec) {
             return Err(ErrorReply::new(
                 ErrorCode::BadRequest,
@@ -626,6 +637,9 @@ impl Registry {
         let mut owners: BTreeMap<(&ConfId, Ssrc), &SessionId> = BTreeMap::new();
         for s in &snap.sessions {
             for st in &s.streams {
+                if st.ssrc == Ssrc::RELAY {
+                    return Err(relay_ssrc_declared(&s.session_id));
+                }
                 if let Some(other) = owners.insert((&s.conf_id, st.ssrc), &s.session_id) {
                     return Err(ErrorReply::new(
                         ErrorCode::BadRequest,
@@ -998,6 +1012,32 @@ mod tests {
         assert_eq!(
             err(&mut reg, RequestBody::Snapshot(snap)),
             ErrorCode::BadRequest
+        );
+    }
+
+    /// The relay's own RTCP comes from `Ssrc::RELAY`: a member declaring it would share
+    /// its SRTCP streams with the relay's at every receiver.
+    #[test]
+    fn a_session_may_not_declare_the_relays_ssrc() {
+        let mut reg = Registry::new();
+        ok(&mut reg, upsert_conf(1, "c"));
+        assert_eq!(
+            err(&mut reg, upsert(2, spec("a", "c", &[1, Ssrc::RELAY.0]))),
+            ErrorCode::BadRequest
+        );
+        let snap = Snapshot {
+            generation: Generation(3),
+            conferences: vec![ConferenceSpec { conf_id: conf("c") }],
+            sessions: vec![spec("a", "c", &[Ssrc::RELAY.0])],
+            subscriptions: Vec::new(),
+        };
+        assert_eq!(
+            err(&mut reg, RequestBody::Snapshot(snap)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            ok(&mut reg, upsert(4, spec("a", "c", &[1]))),
+            ["upsert_session a"]
         );
     }
 

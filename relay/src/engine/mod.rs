@@ -200,7 +200,7 @@ impl EngineConfig {
             keyframe_interval: Duration::from_millis(300),
             keyframe_max_per_second: 2,
             silence_timeout: Duration::from_secs(30),
-            relay_ssrc: Ssrc(0x0b11_dfd0),
+            relay_ssrc: Ssrc::RELAY,
             tx_queue: 1024,
             // About 1 s of a 3 Mbit/s layer and of a 500 kbit/s thumbnail.
             retransmit_full_bytes: 384 * 1024,

@@ -71,6 +71,10 @@ struct RtcpStream {
 /// new receive stream starts with rollover counter 0, unless
 /// [`SrtpContext::with_roc_search`] lets it find a later one.
 ///
+/// SRTCP indexes we send are never reused under a key, across removals too: a removed
+/// SSRC's next index raises a floor that every new send stream starts at, so an SSRC
+/// that comes back (or any new one) continues above every index it was sent with.
+///
 /// # Allocation
 ///
 /// [`SrtpContext::new`], [`SrtpContext::add_key`] and the first packet of a new SSRC may
@@ -86,7 +90,12 @@ pub struct SrtpContext {
     active: usize,
     rtp: Vec<RtpStream>,
     rtcp: Vec<RtcpStream>,
-    max_streams: usize,
+    /// Streams per table (a `u32`, with the two below, keeps the context small: the
+    /// engine holds two per connected participant).
+    max_streams: u32,
+    /// The SRTCP index a new send stream starts at: at least the next index of every
+    /// stream removed so far, so no (key, SSRC, index) is protected twice.
+    rtcp_floor: u32,
     /// Rollover counters past 0 tried on a new receive stream (0: none).
     roc_search: u32,
 }
@@ -147,7 +156,8 @@ impl SrtpContext {
             active: 0,
             rtp: Vec::new(),
             rtcp: Vec::new(),
-            max_streams: DEFAULT_MAX_STREAMS,
+            rtcp_floor: 0,
+            max_streams: DEFAULT_MAX_STREAMS as u32,
             roc_search: 0,
         })
     }
@@ -178,7 +188,7 @@ impl SrtpContext {
 
     /// Sets the per-table SSRC cap (at least 1). Entries already present are kept.
     pub fn with_max_streams(mut self, max_streams: usize) -> Self {
-        self.max_streams = max_streams.max(1);
+        self.max_streams = u32::try_from(max_streams.max(1)).unwrap_or(u32::MAX);
         self
     }
 
@@ -277,15 +287,26 @@ impl SrtpContext {
     }
 
     /// Forgets all state of `ssrc` (rollover counter, replay windows, SRTCP index), in
-    /// both tables, freeing its slots.
+    /// both tables, freeing its slots. Its next SRTCP send index stays as a floor: a
+    /// later send stream, this SSRC again included, starts at or above it.
     pub fn remove_stream(&mut self, ssrc: Ssrc) {
         self.rtp.retain(|s| s.ssrc != ssrc);
-        self.rtcp.retain(|s| s.ssrc != ssrc);
+        let floor = &mut self.rtcp_floor;
+        self.rtcp.retain(|s| {
+            if s.ssrc == ssrc {
+                *floor = (*floor).max(s.next_tx);
+            }
+            s.ssrc != ssrc
+        });
     }
 
-    /// Forgets the state of every SSRC.
+    /// Forgets the state of every SSRC (keeping the SRTCP send-index floor, as
+    /// [`remove_stream`](Self::remove_stream) does).
     pub fn clear_streams(&mut self) {
         self.rtp.clear();
+        for s in &self.rtcp {
+            self.rtcp_floor = self.rtcp_floor.max(s.next_tx);
+        }
         self.rtcp.clear();
     }
 
@@ -299,7 +320,8 @@ impl SrtpContext {
     }
 
     /// Sets the SRTCP index the next [`SrtpContext::protect_rtcp`] for `ssrc` uses
-    /// (normally it starts at 0 and counts up), e.g. to resume a stream.
+    /// (normally it starts at 0, or the floor [`remove_stream`](Self::remove_stream)
+    /// leaves, and counts up), e.g. to resume a stream.
     ///
     /// Rejects an index above 2^31 − 1 ([`SrtpError::IndexExhausted`]) and a new SSRC
     /// beyond the cap ([`SrtpError::TooManyStreams`]).
@@ -316,7 +338,7 @@ impl SrtpContext {
         if let Some(at) = self.rtp.iter().position(|s| s.ssrc == ssrc) {
             return Ok(at);
         }
-        if self.rtp.len() >= self.max_streams {
+        if self.rtp.len() >= self.max_streams as usize {
             return Err(SrtpError::TooManyStreams);
         }
         self.rtp.push(RtpStream {
@@ -331,12 +353,12 @@ impl SrtpContext {
         if let Some(at) = self.rtcp.iter().position(|s| s.ssrc == ssrc) {
             return Ok(at);
         }
-        if self.rtcp.len() >= self.max_streams {
+        if self.rtcp.len() >= self.max_streams as usize {
             return Err(SrtpError::TooManyStreams);
         }
         self.rtcp.push(RtcpStream {
             ssrc,
-            next_tx: 0,
+            next_tx: self.rtcp_floor,
             rx: ReplayWindow::default(),
         });
         Ok(self.rtcp.len() - 1)
@@ -436,7 +458,7 @@ impl SrtpContext {
         };
 
         let existing = self.rtp.iter().position(|s| s.ssrc == ssrc);
-        if existing.is_none() && self.rtp.len() >= self.max_streams {
+        if existing.is_none() && self.rtp.len() >= self.max_streams as usize {
             return Err(SrtpError::TooManyStreams);
         }
         let window = existing.map_or_else(ReplayWindow::default, |at| self.rtp[at].rx);
@@ -624,7 +646,7 @@ impl SrtpContext {
         let key = self.key_for(buf, mki_at)?;
 
         let existing = self.rtcp.iter().position(|s| s.ssrc == ssrc);
-        if existing.is_none() && self.rtcp.len() >= self.max_streams {
+        if existing.is_none() && self.rtcp.len() >= self.max_streams as usize {
             return Err(SrtpError::TooManyStreams);
         }
         let window = existing.map_or_else(ReplayWindow::default, |at| self.rtcp[at].rx);

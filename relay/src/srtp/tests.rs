@@ -614,6 +614,34 @@ fn stream_cap() {
     assert_eq!(rx.rtp_rx_index(Ssrc(1)), None);
 }
 
+/// The SRTCP index word (E flag and index) of a protected AES-CM packet without MKI.
+fn srtcp_index(protected: &[u8]) -> u32 {
+    let at = protected.len() - 10 - 4;
+    u32::from_be_bytes(protected[at..at + 4].try_into().unwrap()) & 0x7fff_ffff
+}
+
+/// A removed SSRC that comes back continues above every SRTCP index it was sent with
+/// (and so does any new one): no (key, SSRC, index) is protected twice, which under
+/// AES-CM would repeat a keystream and under GCM a nonce. A receiver that kept its
+/// replay window accepts the returning stream.
+#[test]
+fn srtcp_indexes_are_not_reused_after_a_stream_is_removed() {
+    let (mut tx, mut rx) = pair(SrtpProfile::AesCm128HmacSha1_80, None);
+    for want in 0..3 {
+        let c = protect(&mut tx, &rtcp(8), true);
+        assert_eq!(srtcp_index(&c), want);
+        assert!(rx.unprotect_rtcp(&mut c.clone()).is_ok());
+    }
+    tx.remove_stream(Ssrc(8));
+    let again = protect(&mut tx, &rtcp(8), true);
+    assert_eq!(srtcp_index(&again), 3);
+    assert!(rx.unprotect_rtcp(&mut again.clone()).is_ok());
+    // Every stream removed at once, and one never seen before.
+    tx.clear_streams();
+    assert_eq!(srtcp_index(&protect(&mut tx, &rtcp(8), true)), 4);
+    assert_eq!(srtcp_index(&protect(&mut tx, &rtcp(9), true)), 4);
+}
+
 /// SRTCP index exhaustion: after 2^31 − 1 the context refuses to send.
 #[test]
 fn srtcp_index_exhaustion() {

@@ -604,6 +604,9 @@ fn streams(doc: &Doc, kinds: &[StreamKind]) -> Result<Vec<StreamSpec>, OfferErro
             (None, _) => return Err(OfferError::SimMissing),
         };
         for s in mine {
+            if s.ssrc == Ssrc::RELAY {
+                return Err(OfferError::RelaySsrc(s.ssrc));
+            }
             if streams.iter().any(|t| t.ssrc == s.ssrc) {
                 return Err(OfferError::SsrcInBothSections(s.ssrc));
             }
@@ -1665,6 +1668,12 @@ mod tests {
     fn ssrc_in_both_sections_is_refused() {
         let e = refusal(&edited("1001", "2001", 2));
         assert_eq!(e, OfferError::SsrcInBothSections(Ssrc(2001)));
+    }
+
+    #[test]
+    fn the_relays_own_ssrc_is_refused() {
+        let e = refusal(&edited("2001", "185720784", 3));
+        assert_eq!(e, OfferError::RelaySsrc(Ssrc::RELAY));
     }
 
     // ---- refusals: extmaps -------------------------------------------------------------
