@@ -575,43 +575,60 @@ fn a_member_that_cannot_publish_its_rekey_stops_its_media() {
         sfu_user.upload_device_keys().expect("upload keys");
         c.conf.room().leave().await.expect("carol leaves");
         let left = Instant::now();
-        run_until(
-            &mut [&mut a, &mut b, &mut c],
-            &st.sfu.relay,
-            Duration::from_secs(20),
-            "alice and bob stop their media",
-            |p| {
-                p[..2].iter().all(|m| {
-                    m.events.iter().any(|(_, e)| {
-                        matches!(e, ConferenceEvent::Ended { reason, .. } if reason.contains("media has stopped"))
-                    })
-                })
-            },
-        )
-        .await;
-        let stopped = Instant::now();
+        let stopped = until_media_stopped(&mut [&mut a, &mut b, &mut c], 2, &st.sfu.relay).await;
         run_for(&mut [&mut a, &mut b], Duration::from_secs(2)).await;
         for m in [&a, &b] {
-            assert_eq!(m.published(KeyIndex(1)), None, "{}: no key 1 went out", m.name);
-            let last = m.sent_under(KeyIndex(0)).max().expect("sent");
-            eprintln!(
-                "{}: media stopped {:?} after carol left",
-                m.name,
-                last.saturating_duration_since(left)
-            );
-            assert!(last <= stopped, "{} sent after it stopped", m.name);
-            assert!(
-                last.saturating_duration_since(left) >= Duration::from_millis(3500),
-                "{}: it tried for 3.5 s first",
-                m.name
-            );
-            assert_eq!(m.sent_under(KeyIndex(1)).count(), 0);
-            assert!(matches!(
-                m.conf.send_audio(false, 0, b"more", None),
-                Err(ConferenceError::MediaWithheld)
-            ));
+            assert_media_withheld(m, "carol left", left, stopped);
         }
     });
+}
+
+/// Runs `members` until the first `n` of them report their media stopped for a key they
+/// could not publish; returns when.
+async fn until_media_stopped(members: &mut [&mut Peer], n: usize, relay: &Relay) -> Instant {
+    run_until(
+        members,
+        relay,
+        Duration::from_secs(30),
+        "the members stop their media",
+        |p| {
+            p[..n].iter().all(|m| {
+                m.events.iter().any(|(_, e)| {
+                    matches!(e, ConferenceEvent::Ended { reason, .. } if reason.contains("media has stopped"))
+                })
+            })
+        },
+    )
+    .await;
+    Instant::now()
+}
+
+/// `m`, told at `since` to rekey (by `what`), published no key 1, tried for 3.5 s, sent
+/// nothing after `stopped` (when it said it stopped) and refuses to send more.
+fn assert_media_withheld(m: &Peer, what: &str, since: Instant, stopped: Instant) {
+    assert_eq!(
+        m.published(KeyIndex(1)),
+        None,
+        "{}: no key 1 went out",
+        m.name
+    );
+    let last = m.sent_under(KeyIndex(0)).max().expect("sent");
+    eprintln!(
+        "{}: media stopped {:?} after {what}",
+        m.name,
+        last.saturating_duration_since(since)
+    );
+    assert!(last <= stopped, "{} sent after it stopped", m.name);
+    assert!(
+        last.saturating_duration_since(since) >= Duration::from_millis(3500),
+        "{}: it tried for 3.5 s first",
+        m.name
+    );
+    assert_eq!(m.sent_under(KeyIndex(1)).count(), 0);
+    assert!(matches!(
+        m.conf.send_audio(false, 0, b"more", None),
+        Err(ConferenceError::MediaWithheld)
+    ));
 }
 
 #[test]
@@ -703,6 +720,54 @@ fn a_member_whose_client_dies_is_forgotten_and_rekeyed_out_by_the_others() {
         // Bob never left R: the SFU's word did it.
         let joined = users[0].joined_members(&room).expect("room members");
         assert!(joined.contains(&bob.user_id), "{joined:?}");
+        assert!(
+            s.signaling
+                .metric("blindfold_signaling_member_ended_events_total")
+                .unwrap_or(0.0)
+                >= 2.0
+        );
+    });
+}
+
+/// As above, bob's client dies, but someone has since used the SFU account with an
+/// encrypting client: the SFU's `member_ended` asks alice and carol to rekey bob out
+/// and neither may publish a key there, so each stops its media rather than go on
+/// under the key bob holds.
+#[test]
+fn a_member_that_cannot_publish_the_rekey_a_call_end_asks_for_stops_its_media() {
+    let _one_at_a_time = one_at_a_time();
+    let hs = Synapse::shared();
+    let s = sfu_on(hs, Relay::start_with(1, &["--consent-timeout", "3"]), "");
+    let users: Vec<MatrixUser> = ["m0", "m1", "m2"].iter().map(|n| hs.new_user(n)).collect();
+    let room = conference_room(&users[0], &[&users[1], &users[2]], &s.user_id, CONF);
+    let main = rt();
+    let bob_rt = rt();
+    let epoch = Instant::now();
+    let mut b = bob_rt.block_on(join("bob", &users[1], &room, epoch));
+    main.block_on(async move {
+        let (mut a, mut c) = tokio::join!(
+            join("alice", &users[0], &room, epoch),
+            join("carol", &users[2], &room, epoch),
+        );
+        run_until(
+            &mut [&mut a, &mut b, &mut c],
+            &s.relay,
+            Duration::from_secs(20),
+            "everyone decrypts everyone",
+            |p| everyone_has_all_streams(p, 20),
+        )
+        .await;
+        let sfu_user =
+            MatrixUser::login(hs.base_url(), &s.user_id, PASSWORD).expect("log in as the SFU");
+        sfu_user.upload_device_keys().expect("upload keys");
+        std::mem::forget(b.conf);
+        bob_rt.shutdown_background();
+        let died = Instant::now();
+        let stopped = until_media_stopped(&mut [&mut a, &mut c], 2, &s.relay).await;
+        run_for(&mut [&mut a, &mut c], Duration::from_secs(2)).await;
+        for m in [&a, &c] {
+            assert_media_withheld(m, "bob's client died", died, stopped);
+        }
         assert!(
             s.signaling
                 .metric("blindfold_signaling_member_ended_events_total")

@@ -903,10 +903,9 @@ async fn end_calls(inner: &Inner, calls: Vec<(MemberId, String)>) {
         inner.emit(ConferenceEvent::MemberLeft { member });
         any = true;
     }
-    if any && let Err(e) = inner.rekey().await {
-        inner.emit(ConferenceEvent::ended(format!(
-            "could not publish our keys: {e}"
-        )));
+    if any {
+        // As for any other rekey: a key set that cannot be published stops our media.
+        inner.publish_or_withhold(true).await;
     }
 }
 
