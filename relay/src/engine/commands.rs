@@ -123,7 +123,10 @@ impl Engine {
         };
         self.drop_stale_timers();
         self.by_id.remove(&s.spec.id);
-        self.by_ufrag.remove(s.spec.ice_ufrag.as_str());
+        // A snapshot may have handed its ufrag to a session upserted before this one.
+        if self.by_ufrag.get(s.spec.ice_ufrag.as_str()) == Some(&h) {
+            self.by_ufrag.remove(s.spec.ice_ufrag.as_str());
+        }
         for a in &s.indexed {
             self.by_addr.remove(a);
         }

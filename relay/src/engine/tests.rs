@@ -75,6 +75,11 @@ fn spec(id: &str, conf: &str, ssrcs: &[u32]) -> SessionRule {
 }
 
 fn check(id: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
+    check_as(&format!("relay{id}:peer{id}"), pwd, use_candidate)
+}
+
+/// A check with STUN USERNAME `username`.
+fn check_as(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
     let mut buf = vec![0u8; 200];
     let mut w = StunWriter::new(
         &mut buf,
@@ -83,7 +88,7 @@ fn check(id: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
         TransactionId([9; 12]),
     )
     .unwrap();
-    w.add_username(&format!("relay{id}:peer{id}")).unwrap();
+    w.add_username(username).unwrap();
     w.add_priority(1).unwrap();
     w.add_ice_controlling(5).unwrap();
     if use_candidate {
@@ -238,6 +243,33 @@ fn removed_session_is_forgotten_at_once() {
         Handled::Dropped(DropReason::Unvalidated)
     );
     assert_eq!(e.session_counts(), SessionCounts::default());
+}
+
+/// A snapshot may hand one session's relay ufrag to another, listed first: replacing the
+/// second session afterwards must not take the ufrag from the first.
+#[test]
+fn a_ufrag_handed_to_another_session_stays_with_it() {
+    let now = Instant::now();
+    let mut e = engine(0);
+    e.handle_command(now, Command::UpsertSession(spec("x", "c", &[1])));
+    e.handle_command(now, Command::UpsertSession(spec("y", "c", &[2])));
+    let mut x = spec("x", "c", &[1]);
+    x.ice_ufrag = "relayy".to_owned();
+    let mut y = spec("y", "c", &[2]);
+    y.ice_ufrag = "relayb".to_owned();
+    e.handle_command(now, Command::UpsertSession(x));
+    e.handle_command(now, Command::UpsertSession(y));
+    let mut c = check_as("relayy:peerx", PWD, true);
+    assert_eq!(
+        e.handle_datagram(now, addr(5000), &mut c),
+        Handled::Consumed
+    );
+    let tx = transmits(&mut e);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(
+        StunMessage::parse(&tx[0].1).unwrap().class(),
+        Class::SuccessResponse
+    );
 }
 
 #[test]
