@@ -691,7 +691,8 @@ impl Registry {
         }
         // 3. Sessions that are missing or differ are upserted; identical ones are left
         //    alone, so their ICE, DTLS and SRTCP state survive.
-        let mut fresh = Vec::new();
+        // A set: after a relay restart every listed session is fresh.
+        let mut fresh = std::collections::BTreeSet::new();
         for s in &snap.sessions {
             match self.session(&s.session_id) {
                 Some(old) if old == s => {}
@@ -700,14 +701,14 @@ impl Registry {
                 }
                 _ => {
                     commands.push(rules::upsert_session(s));
-                    fresh.push(&s.session_id);
+                    fresh.insert(&s.session_id);
                 }
             }
         }
         // 4. Subscriptions: a (re)created session starts with none.
         for s in &snap.sessions {
             let id = &s.session_id;
-            let now = if fresh.contains(&id) {
+            let now = if fresh.contains(id) {
                 default_full()
             } else {
                 self.effective_full(id)
@@ -726,7 +727,7 @@ impl Registry {
         // Everything now carries the snapshot's generation; tombstones fold into the
         // floor.
         self.connected
-            .retain(|id, _| want_sessions.contains_key(id) && !fresh.contains(&id));
+            .retain(|id, _| want_sessions.contains_key(id) && !fresh.contains(id));
         self.conferences = snap
             .conferences
             .iter()
