@@ -229,7 +229,34 @@ impl Registry {
             self.ended.insert(id.clone(), live);
         }
         self.connected.remove(id);
+        self.forget_oldest_ended();
         vec![rules::remove_session(id)]
+    }
+
+    /// Past [`MAX_TOMBSTONES`] sessions the relay closed on its own (a client that never
+    /// removes them), the older half become plain tombstones, folded like the others:
+    /// the same upsert again is then answered `stale_generation`, not a new session.
+    fn forget_oldest_ended(&mut self) {
+        if self.ended.len() <= MAX_TOMBSTONES {
+            return;
+        }
+        let mut by_age: Vec<(Generation, SessionId)> = self
+            .ended
+            .keys()
+            .map(|id| {
+                let g = self
+                    .sessions
+                    .get(id)
+                    .map_or(Generation(0), |h| h.generation);
+                (g, id.clone())
+            })
+            .collect();
+        by_age.sort();
+        by_age.truncate(by_age.len() / 2);
+        for (_, id) in by_age {
+            self.ended.remove(&id);
+        }
+        self.fold();
     }
 
     /// Checks and applies one request. Returns the answer for signaling and the
@@ -369,11 +396,19 @@ impl Registry {
         }
         // Removing the conference removes its sessions: it must not undo a newer upsert
         // of one of them either.
+        // Sessions the relay closed on its own count too: their specs and subscriptions
+        // go with the conference.
         let members: Vec<SessionId> = self
             .sessions
             .iter()
             .filter(|(_, h)| h.state.as_ref().is_some_and(|s| s.conf_id == id))
             .map(|(sid, _)| sid.clone())
+            .chain(
+                self.ended
+                    .iter()
+                    .filter(|(_, s)| s.conf_id == id)
+                    .map(|(sid, _)| sid.clone()),
+            )
             .collect();
         for sid in &members {
             let newest = [
@@ -1283,6 +1318,57 @@ mod tests {
         assert!(
             ok(&mut reg, upsert(2, a)).is_empty(),
             "a retransmission now"
+        );
+    }
+
+    #[test]
+    fn removing_a_conference_takes_the_sessions_the_relay_closed_with_it() {
+        let mut reg = Registry::new();
+        ok(&mut reg, upsert_conf(1, "c"));
+        let a = spec("a", "c", &[1]);
+        ok(&mut reg, upsert(2, a.clone()));
+        ok(&mut reg, subscribe(3, "a", FullSet::All));
+        reg.observe_ended(&rules::session_rule(&a));
+        ok(
+            &mut reg,
+            RequestBody::RemoveConference {
+                generation: Generation(4),
+                conf_id: conf("c"),
+            },
+        );
+        assert!(reg.ended.is_empty());
+        assert!(
+            reg.subscriptions
+                .get(&sid("a"))
+                .is_some_and(|h| h.state.is_none())
+        );
+        // Its upsert no longer brings it back.
+        assert_eq!(err(&mut reg, upsert(2, a)), ErrorCode::StaleGeneration);
+    }
+
+    #[test]
+    fn sessions_the_relay_closed_that_nobody_removes_stay_bounded() {
+        let mut reg = Registry::new();
+        ok(&mut reg, upsert_conf(1, "c"));
+        let n = MAX_TOMBSTONES as u64 * 2 + 10;
+        for i in 0..n {
+            let a = spec(&format!("s{i}"), "c", &[]);
+            ok(&mut reg, upsert(2 + i, a.clone()));
+            reg.observe_ended(&rules::session_rule(&a));
+        }
+        assert!(reg.ended.len() <= MAX_TOMBSTONES, "{}", reg.ended.len());
+        assert!(
+            reg.sessions.len() <= 2 * MAX_TOMBSTONES + 1,
+            "{}",
+            reg.sessions.len()
+        );
+        // The newest still comes back with its upsert; the oldest is stale.
+        let newest = spec(&format!("s{}", n - 1), "c", &[]);
+        let want = format!("upsert_session s{}", n - 1);
+        assert_eq!(ok(&mut reg, upsert(2 + n - 1, newest)), [want.as_str()]);
+        assert_eq!(
+            err(&mut reg, upsert(2, spec("s0", "c", &[]))),
+            ErrorCode::StaleGeneration
         );
     }
 
