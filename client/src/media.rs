@@ -127,7 +127,8 @@ impl RemoteSender {
     }
 
     /// Replaces the key set (same profile): adds the listed keys, keeps the one in use
-    /// if it is not listed, removes the rest.
+    /// if it is not listed — or else the previous one while its grace period runs — when
+    /// the set lists fewer than two, removes the rest.
     fn replace_keys(&mut self, keys: &[(KeyIndex, &[u8])]) -> Result<(), ParticipantError> {
         // Validate every key before changing anything.
         for (_, k) in keys {
@@ -139,11 +140,17 @@ impl RemoteSender {
             self.ctx.add_key(*i, k).map_err(ParticipantError::Srtp)?;
         }
         let mut keep: Vec<KeyIndex> = Vec::with_capacity(MAX_REMOTE_KEYS + 1);
-        if let Some(u) = self.in_use
-            && !keys.iter().any(|k| k.0 == u)
+        let unlisted = |k: &KeyIndex| !keys.iter().any(|l| l.0 == *k);
+        // A re-sent key event (a newcomer arrived) lists only the current key: the
+        // previous one still serves late packets until its grace period ends.
+        let held = [self.in_use, self.retire.map(|r| r.0)]
+            .into_iter()
+            .flatten()
+            .find(unlisted);
+        if let Some(k) = held
             && keys.len() < MAX_REMOTE_KEYS
         {
-            keep.push(u);
+            keep.push(k);
         }
         keep.extend(keys.iter().map(|k| k.0));
         self.set_installed(keep);

@@ -1107,6 +1107,36 @@ fn previous_key_retired_10_s_after_first_packet_under_new_one() {
     );
 }
 
+/// Every member re-sends its key event, listing only its current key, when a newcomer
+/// arrives: the previous key still has its grace period.
+#[test]
+fn a_resent_key_event_does_not_cut_the_previous_keys_grace_short() {
+    let mut t = two();
+    let first = t.a_sends(b"k0");
+    t.b_receives(&first).unwrap();
+    let stale = t.a_sends(b"k0 late");
+    t.a_moves_to_key_1();
+    let new = t.a_sends(b"k1");
+    t.b_receives(&new).unwrap();
+    t.now += Duration::from_secs(1);
+    t.b.install_remote_keys(
+        SenderId(1),
+        &remote_streams(t.a.ssrcs()),
+        PROFILE,
+        &[(KeyIndex(1), &master(0x71))],
+    )
+    .unwrap();
+    assert_eq!(
+        t.b.remote_keys(SenderId(1)).unwrap(),
+        [KeyIndex(0), KeyIndex(1)]
+    );
+    t.b_receives(&stale).unwrap();
+    // Its timer still runs from the first packet under key 1.
+    t.now += Duration::from_secs(9);
+    t.b.handle_timeout(t.now);
+    assert_eq!(t.b.remote_keys(SenderId(1)).unwrap(), [KeyIndex(1)]);
+}
+
 #[test]
 fn a_late_packet_under_the_previous_key_does_not_retire_the_current_one() {
     let mut t = two();
