@@ -211,7 +211,9 @@ pub struct ConferenceConfig {
     pub subscription: Subscription,
     /// Our SSRCs; random if `None`.
     pub ssrcs: Option<OwnSsrcs>,
-    /// Our SRTP profile (GCM by default).
+    /// Our SRTP profile (GCM by default): one a key event can name
+    /// (`SRTP_AEAD_AES_128_GCM` or `SRTP_AES128_CM_SHA1_80`), or
+    /// [`Conference::join`] refuses it.
     pub profile: SrtpProfile,
     /// What to send.
     pub media: MediaMode,
@@ -304,6 +306,10 @@ pub enum ConferenceError {
     /// The answer's SDP is not usable.
     #[error("bad answer: {0}")]
     BadAnswer(#[from] AnswerError),
+    /// The configured SRTP profile has no name in key events (docs/protocol.md "Media
+    /// keys"), so no member could read our keys.
+    #[error("SRTP profile {0:?} cannot be named in a key event")]
+    UnnamedProfile(SrtpProfile),
     /// The participant library refused its configuration or a key.
     #[error("participant: {0}")]
     Participant(#[from] crate::ParticipantError),
@@ -951,6 +957,9 @@ impl Conference {
     /// or it left), calls the SFU from the DM, and once answered starts the media and
     /// sync tasks, publishes our key event and sends the subscription.
     pub async fn join(config: ConferenceConfig) -> Result<Conference, ConferenceError> {
+        if keys::profile_name(config.profile).is_none() {
+            return Err(ConferenceError::UnnamedProfile(config.profile));
+        }
         let client = login(&config).await?;
         let me = client
             .user_id()
@@ -1660,6 +1669,32 @@ async fn accept_key_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key event names only two profiles: another would publish keys nobody can read.
+    #[test]
+    fn a_profile_key_events_cannot_name_is_refused_before_anything_else() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for profile in [SrtpProfile::AeadAes256Gcm, SrtpProfile::AesCm128HmacSha1_32] {
+            let mut config = ConferenceConfig::new(
+                "http://127.0.0.1:9",
+                Login::Password {
+                    user: "@a:example.org".into(),
+                    password: "p".into(),
+                },
+                std::env::temp_dir().join("bf-unnamed-profile"),
+                "!r:example.org",
+                "c",
+            );
+            config.profile = profile;
+            match rt.block_on(Conference::join(config)) {
+                Err(ConferenceError::UnnamedProfile(p)) => assert_eq!(p, profile),
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("joined"),
+            }
+        }
+    }
 
     #[test]
     fn media_events_leave_room_for_the_ones_that_end_the_call() {
