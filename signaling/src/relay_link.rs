@@ -273,9 +273,13 @@ async fn connection(
                         };
                         let msg = match control::decode(&frame) {
                             Ok(m) => m,
-                            Err(e) => break 'conn Err(format!("bad message from the relay: {e}")),
+                            Err(e) => {
+                                say_goodbye(&mut stream, &e).await;
+                                break 'conn Err(format!("bad message from the relay: {e}"));
+                            }
                         };
                         if let Err(e) = msg.check_order(control::Role::Signaling, hello_seen) {
+                            say_goodbye(&mut stream, &e).await;
                             break 'conn Err(format!("relay broke the protocol: {e}"));
                         }
                         match msg {
@@ -354,6 +358,16 @@ async fn connection(
         let _ = reply.send(Err(RelayError::Dropped));
     }
     result
+}
+
+/// Tells a relay that broke the protocol why we close (best effort): a hello of another
+/// major version gets `version_mismatch`, a malformed message `malformed`, and so on.
+async fn say_goodbye(stream: &mut UnixStream, e: &control::ControlError) {
+    let mut bye = Vec::new();
+    let g = Goodbye::new(e.code(), e.to_string());
+    if control::encode(&Message::Goodbye(g), &mut bye).is_ok() {
+        let _ = stream.write_all(&bye).await;
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +533,38 @@ mod tests {
             refused.elapsed()
         );
         drop((stream, link));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A relay of another major version is told so before the link closes.
+    #[tokio::test]
+    async fn a_relay_of_another_major_version_gets_version_mismatch() {
+        let (path, listener, link, mut events) = scripted_relay("major");
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let hello = br#"{"type":"hello","version":99,"role":"relay"}"#;
+        let mut out = (hello.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(hello);
+        stream.write_all(&out).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+        let (mut dec, mut input, mut frames) = (FrameDecoder::new(), &got[..], Vec::new());
+        while !input.is_empty() {
+            input = &input[dec.push(input)..];
+            while let Some(f) = dec.next_frame().unwrap() {
+                frames.push(control::decode(&f).unwrap());
+            }
+        }
+        assert!(
+            frames
+                .iter()
+                .any(|m| matches!(m, Message::Goodbye(g) if g.code == ErrorCode::VersionMismatch)),
+            "{frames:?}"
+        );
+        assert!(matches!(
+            events.recv().await,
+            Some(LinkEvent::Disconnected(_))
+        ));
+        drop(link);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
