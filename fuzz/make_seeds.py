@@ -61,6 +61,17 @@ doc = (root / "docs/control-protocol.md").read_text()
 for body in re.findall(r"```json\n(.*?)```", doc, re.S):
     b = body.strip().encode()
     put("control", bytes([7]) + len(b).to_bytes(4, "big") + b)
+# The relay's shell: a config file with keys of every type, and /metrics requests.
+put("shell", b'''listen = "0.0.0.0:10000"
+public = ["203.0.113.7:10000"]
+workers = 2
+control_socket = "/run/blindfold/relay.sock"
+consent_timeout = 30
+layer_choice = true
+clamp_demote_below_percent = 50
+''')
+put("shell", b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9464\r\n\r\n")
+put("shell", b"HEAD /metrics HTTP/1.0\r\n\r\n")
 # Engine: action bytes (see relay/src/engine/fuzz.rs): valid nominating checks for two
 # sessions, then a raw RTP-looking datagram from one of their addresses.
 put("engine", bytes([0x01, 0x11, 0x06, 12]) + bytes.fromhex("806000010000000100000100"))

@@ -15,7 +15,7 @@ use blindfold_relay::srtp::{SrtpContext, SrtpError, SrtpProfile};
 use crate::ParticipantError;
 
 /// How long the previous key of a remote sender stays after the first packet under its
-/// new index (docs/protocol.md, "Key events").
+/// new index (docs/protocol.md, "Media keys").
 pub(crate) const PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(10);
 
 /// Rollover counters a receiver tries on a remote stream's first packets: a member who

@@ -1461,7 +1461,7 @@ impl Participant {
 
     /// Installs another end-to-end master key of ours under `index` (not yet used).
     /// Publish it, then [`activate_local_key`](Self::activate_local_key) it no sooner
-    /// than 2 s later (docs/protocol.md, "Key events").
+    /// than 2 s later (docs/protocol.md, "Media keys").
     ///
     /// Rejects a key of another profile than our first key's
     /// ([`ParticipantError::ProfileMismatch`]).

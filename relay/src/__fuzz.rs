@@ -62,6 +62,11 @@ pub fn control(data: &[u8]) {
     crate::control::fuzz_one(data)
 }
 
+/// The shell's parsers: the TOML config and the metrics server's request reader.
+pub fn shell(data: &[u8]) {
+    crate::shell::fuzz_one(data)
+}
+
 /// An ICE-lite agent answering arbitrary STUN, as received and re-signed.
 pub fn ice(data: &[u8]) {
     crate::ice::fuzz_one(data)

@@ -3,9 +3,10 @@
 //! A lite agent has one host candidate per address family, never sends checks of its
 //! own and never nominates: it answers the participant's connectivity checks (RFC 8445
 //! §7.3), takes the controlled role, and uses the pair the participant nominates with
-//! USE-CANDIDATE. Liveness follows docs/design.md ("silent" = no valid packet of any kind for
-//! 30 s), which is the spirit of RFC 7675 consent freshness seen from the side that
-//! does not send consent checks itself.
+//! USE-CANDIDATE. Liveness follows docs/design.md ("Timers and limits, with reasons"):
+//! a session is silent after 30 s without a valid packet of any kind, which is the
+//! spirit of RFC 7675 consent freshness seen from the side that does not send consent
+//! checks itself.
 //!
 //! The agent is sans-IO and reads no clock: time comes in as `now`, responses are
 //! written into the caller's buffer, and nothing on the per-packet path allocates (the
