@@ -90,6 +90,31 @@ fn fatal<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     }
 }
 
+/// The kernel silently caps socket buffers at `net.core.rmem_max`/`wmem_max` (212992
+/// bytes on a stock kernel) and reports double what it grants: say so when it gave less
+/// than the configuration asks for, since bursts then overflow the receive buffer.
+fn warn_if_buffers_capped(socket: &std::net::UdpSocket, recv: usize, send: usize) {
+    let s = socket2::SockRef::from(socket);
+    let granted = [s.recv_buffer_size(), s.send_buffer_size()];
+    for ((what, sysctl, want), got) in [
+        ("recv_buffer", "net.core.rmem_max", recv),
+        ("send_buffer", "net.core.wmem_max", send),
+    ]
+    .into_iter()
+    .zip(granted)
+    {
+        if let Ok(got) = got
+            && got / 2 < want
+        {
+            tracing::warn!(
+                wanted = want,
+                granted = got / 2,
+                "{what}: the kernel capped the socket buffer; raise {sysctl} to at least {want}"
+            );
+        }
+    }
+}
+
 fn run(config: &Config) -> Result<(), Fatal> {
     // The control socket first: before any other thread exists (the umask is per
     // process) and so a second relay on the same path fails before binding UDP.
@@ -162,6 +187,7 @@ fn run(config: &Config) -> Result<(), Fatal> {
             .map_err(fatal(format!("binding UDP {listen}")))?;
         sockets.push(s);
     }
+    warn_if_buffers_capped(&sockets[0], config.recv_buffer, config.send_buffer);
     // A public address given as a port-0 listen address is that address as bound.
     let public: Vec<SocketAddr> = config
         .public
