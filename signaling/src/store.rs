@@ -19,6 +19,9 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database file could not be created.
+    #[error("creating the database: {0}")]
+    Io(std::io::Error),
     /// A stored call did not decode (written by an incompatible version?).
     #[error("stored call {0} is unreadable: {1}")]
     BadCall(String, serde_json::Error),
@@ -49,8 +52,24 @@ CREATE TABLE IF NOT EXISTS calls (session_id TEXT PRIMARY KEY, call TEXT NOT NUL
 ";
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. A new database is created
+    /// readable by this user only (mode 0600; SQLite gives its WAL files the same): it
+    /// holds the SFU account's access token and every call's ICE password.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // create_new: an existing database keeps the mode its operator gave it.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::Io(e)),
+            }
+        }
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
@@ -186,6 +205,23 @@ mod tests {
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.generation_reserved().unwrap(), 1_733_000_000_000_000);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// It holds the SFU's access token: a new database, and its WAL, are the service
+    /// user's alone.
+    #[test]
+    fn a_new_database_is_readable_by_its_user_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bf-store-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.db");
+        let store = Store::open(&path).unwrap();
+        store.set_generation_reserved(1).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.join("s.db-wal")), 0o600);
+        drop(store);
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -61,7 +61,7 @@ pub mod keys;
 mod media;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -713,9 +713,32 @@ async fn check_sfu_devices(client: &Client, sfu: &UserId) -> Result<(), Conferen
     }
 }
 
+/// Creates the store directory (and missing parents) readable by this user only: it holds
+/// the account's access token and its E2EE keys, unencrypted.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Writes `bytes` to a file only this user can read (created with mode 0600).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
+}
+
 /// Logs in, or restores the session saved in the store directory.
 async fn login(config: &ConferenceConfig) -> Result<Client, ConferenceError> {
-    std::fs::create_dir_all(&config.store).map_err(|e| ConferenceError::Store(e.to_string()))?;
+    create_private_dir(&config.store).map_err(|e| ConferenceError::Store(e.to_string()))?;
     let client = Client::builder()
         .homeserver_url(&config.homeserver)
         .sqlite_store(&config.store, None)
@@ -742,7 +765,7 @@ async fn login(config: &ConferenceConfig) -> Result<Client, ConferenceError> {
                 .ok_or_else(|| mx("no session after login"))?;
             let bytes =
                 serde_json::to_vec(&s).map_err(|e| ConferenceError::Store(e.to_string()))?;
-            std::fs::write(&saved, bytes).map_err(|e| ConferenceError::Store(e.to_string()))?;
+            write_private(&saved, &bytes).map_err(|e| ConferenceError::Store(e.to_string()))?;
         }
         (
             None,
@@ -1669,6 +1692,22 @@ async fn accept_key_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store holds the access token and the E2EE keys: nobody else may read it.
+    #[test]
+    fn the_store_is_private_to_its_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("bf-private-{}", std::process::id()));
+        let dir = root.join("a/store");
+        create_private_dir(&dir).unwrap();
+        let file = dir.join("session.json");
+        write_private(&file, b"{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.join("a")), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     /// A key event names only two profiles: another would publish keys nobody can read.
     #[test]
