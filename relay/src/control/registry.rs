@@ -92,6 +92,10 @@ pub struct Registry {
     floor: Option<Generation>,
     /// Sessions reported connected (from the workers' notifications), and where.
     connected: BTreeMap<SessionId, SocketAddr>,
+    /// Sessions reported failed (`session_failed`, kept whole), until removed or
+    /// restarted: a snapshot does not revive them, so the catch-up after one tells a
+    /// signaling that was away.
+    failed: BTreeMap<SessionId, NotificationBody>,
     /// Sessions the relay closed on its own, with the spec they had (their entry in
     /// `sessions` is a tombstone at the generation they were created with).
     ended: BTreeMap<SessionId, SessionSpec>,
@@ -180,6 +184,12 @@ impl Registry {
         self.connected.iter().map(|(id, addr)| (id, *addr))
     }
 
+    /// The `session_failed` of every configured session that failed and was neither
+    /// removed nor restarted since.
+    pub fn failed(&self) -> impl Iterator<Item = &NotificationBody> + '_ {
+        self.failed.values()
+    }
+
     // ----- input ---------------------------------------------------------------------
 
     /// Follows what the workers report, to know which sessions are connected (after a
@@ -191,9 +201,15 @@ impl Registry {
                     self.connected.insert(session_id.clone(), *addr);
                 }
             }
-            NotificationBody::SessionFailed { session_id, .. }
-            | NotificationBody::SessionClosed { session_id, .. } => {
+            NotificationBody::SessionFailed { session_id, .. } => {
                 self.connected.remove(session_id);
+                if self.session(session_id).is_some() {
+                    self.failed.insert(session_id.clone(), note.clone());
+                }
+            }
+            NotificationBody::SessionClosed { session_id, .. } => {
+                self.connected.remove(session_id);
+                self.failed.remove(session_id);
             }
             NotificationBody::ActiveSpeaker { .. } | NotificationBody::Stats(_) => {}
         }
@@ -229,6 +245,7 @@ impl Registry {
             self.ended.insert(id.clone(), live);
         }
         self.connected.remove(id);
+        self.failed.remove(id);
         self.forget_oldest_ended();
         vec![rules::remove_session(id)]
     }
@@ -471,6 +488,7 @@ impl Registry {
             );
         }
         self.connected.remove(id);
+        self.failed.remove(id);
         self.ended.remove(id);
     }
 
@@ -570,6 +588,7 @@ impl Registry {
                     }));
                 }
                 self.connected.remove(&id);
+                self.failed.remove(&id);
             }
         }
         self.ended.remove(&id);
@@ -762,6 +781,8 @@ impl Registry {
         // Everything now carries the snapshot's generation; tombstones fold into the
         // floor.
         self.connected
+            .retain(|id, _| want_sessions.contains_key(id) && !fresh.contains(id));
+        self.failed
             .retain(|id, _| want_sessions.contains_key(id) && !fresh.contains(id));
         self.conferences = snap
             .conferences

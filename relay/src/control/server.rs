@@ -499,13 +499,16 @@ impl ControlServer {
                 }
                 let after = changes.then(|| self.workers.iter().map(|q| q.queued).collect());
                 let ok = result.is_ok();
-                let connected: Vec<_> = if snapshot && ok {
-                    self.registry
-                        .connected()
-                        .map(|(id, addr)| (id.clone(), addr))
-                        .collect()
+                let (connected, failed): (Vec<_>, Vec<_>) = if snapshot && ok {
+                    (
+                        self.registry
+                            .connected()
+                            .map(|(id, addr)| (id.clone(), addr))
+                            .collect(),
+                        self.registry.failed().cloned().collect(),
+                    )
                 } else {
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 };
                 let Some(conn) = self.conn.as_mut() else {
                     return;
@@ -522,6 +525,12 @@ impl ControlServer {
                             session_id,
                             addr,
                         }),
+                        after: None,
+                    });
+                }
+                for note in failed {
+                    conn.held.push_back(Held {
+                        msg: Message::Notification(for_minor(note, conn.minor)),
                         after: None,
                     });
                 }

@@ -381,6 +381,66 @@ fn a_snapshot_is_followed_by_the_connected_sessions() {
     );
 }
 
+/// A session that failed while signaling was away stays failed through the snapshot
+/// that lists it: the catch-up says so, or the call would wait forever.
+#[test]
+fn a_snapshot_is_followed_by_the_sessions_that_failed_meanwhile() {
+    let mut s = connected(Limits::default());
+    with_session_a(&mut s);
+    take(&mut s);
+    s.handle_hangup();
+    s.handle_report(WorkerReport::Session(SessionEvent::Failed {
+        session: SessionName::new("a"),
+        reason: crate::engine::EndReason::IceTimeout,
+        detail: String::new(),
+    }));
+    s.accept(Instant::now()).unwrap();
+    s.handle_data(&signaling_hello());
+    let snapshot = |g| crate::control::Snapshot {
+        generation: Generation(g),
+        conferences: vec![ConferenceSpec {
+            conf_id: ConfId::new("c").unwrap(),
+        }],
+        sessions: vec![spec("a")],
+        subscriptions: Vec::new(),
+    };
+    s.handle_data(&request(3, RequestBody::Snapshot(snapshot(3))));
+    let msgs = take(&mut s);
+    assert!(
+        matches!(
+            &msgs[..],
+            [
+                Message::Hello(_),
+                Message::Response(_),
+                Message::Notification(NotificationBody::SessionFailed { session_id, .. }),
+            ] if session_id.as_str() == "a"
+        ),
+        "{msgs:?}"
+    );
+    // Removed, it is no longer reported.
+    s.handle_data(&request(
+        4,
+        RequestBody::RemoveSession {
+            generation: Generation(4),
+            session_id: SessionId::new("a").unwrap(),
+        },
+    ));
+    apply_all(&mut s);
+    take(&mut s);
+    let mut snap = snapshot(5);
+    snap.sessions.clear();
+    s.handle_data(&request(5, RequestBody::Snapshot(snap)));
+    apply_all(&mut s);
+    let msgs = take(&mut s);
+    assert!(
+        !msgs.iter().any(|m| matches!(
+            m,
+            Message::Notification(NotificationBody::SessionFailed { .. })
+        )),
+        "{msgs:?}"
+    );
+}
+
 #[test]
 fn goodbye_from_the_client_closes_and_shutdown_says_goodbye() {
     let mut s = connected(Limits::default());
