@@ -180,6 +180,30 @@ fn a_layer_nobody_receives_is_paused_and_resumes_on_a_keyframe_when_wanted() {
     assert_eq!(resumed, 2);
 }
 
+/// Signaling updates a paused sender's session in place (only `tmmbr` changes): the
+/// relay still knows its full layer is paused, so a new viewer gets it resumed.
+#[test]
+fn a_session_updated_in_place_keeps_its_paused_layer_known() {
+    let (mut sim, a, b, c) = alice_bob_carol();
+    let mut driver = sources_of(&sim, a);
+    let full = sim.member(a).ssrcs().full;
+    let mut sent_full = Vec::new();
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
+    sim.subscribe(b, FullSet::Ssrcs(Vec::new()));
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 2000);
+    assert_eq!(pause_requests(&sim, a, full, true), 1, "one PAUSE");
+    let mut spec = sim.member(a).spec.clone();
+    spec.tmmbr = !spec.tmmbr;
+    sim.command_all(blindfold_relay::control::rules::upsert_session(&spec));
+    let before = sim.member(c).media_on(full).len();
+    sim.subscribe(c, FullSet::All);
+    run(&mut sim, &mut driver, a, full, &mut sent_full, 1000);
+    assert_eq!(pause_requests(&sim, a, full, false), 1, "one RESUME");
+    let got = sim.member(c).media_on(full);
+    assert!(got.len() > before, "carol receives alice's full layer");
+    assert!(starts_keyframe(&got[before].packet, ExtId(2)));
+}
+
 #[test]
 fn a_lost_pause_and_a_lost_resume_are_sent_again() {
     let (mut sim, a, b, c) = alice_bob_carol();

@@ -45,10 +45,37 @@ impl Engine {
                 return;
             }
             if s.spec.same_identity(&spec) {
-                // Streams changed: update in place, keep the connection.
-                s.streams = streams_of(&spec);
+                // Streams changed: update in place, keep the connection and what each
+                // unchanged stream learned (a pause, its cache, its last report, its
+                // clamp); the others forget the streams it no longer declares.
+                let mut old: Vec<Option<Stream>> = std::mem::take(&mut s.streams)
+                    .into_iter()
+                    .map(Some)
+                    .collect();
+                let layout_changed = s.spec.extensions != spec.extensions;
+                s.streams = spec
+                    .streams
+                    .iter()
+                    .map(|st| {
+                        let kept = old
+                            .iter_mut()
+                            .find(|o| o.as_ref().is_some_and(|o| o.spec == *st))
+                            .and_then(Option::take);
+                        match kept {
+                            Some(mut kept) => {
+                                if layout_changed {
+                                    kept.layout = super::rtp::ext_layout(&spec.extensions);
+                                }
+                                kept
+                            }
+                            None => new_stream(*st, &spec),
+                        }
+                    })
+                    .collect();
                 s.spec = spec;
                 let conf = s.conf;
+                let dropped: Vec<Ssrc> = old.into_iter().flatten().map(|o| o.spec.ssrc).collect();
+                self.forget_streams(conf, &dropped);
                 self.fanout_build(h);
                 self.sync_conference_choices(now, conf);
                 return;
@@ -145,23 +172,9 @@ impl Engine {
             if let Some(sp) = &mut c.speaker {
                 sp.leave(h);
             }
-            // The others forget its streams: the layer each was on, and (homed here)
-            // the SRTCP state of its sender reports, so a member's outbound context
-            // holds the SSRCs of the conference as it is, not of everyone who was ever in
-            // it.
-            for &m in &c.members {
-                let Some(member) = self.sessions.get_mut(m) else {
-                    continue;
-                };
-                let gone = |ssrc: &Ssrc| s.spec.streams.iter().any(|st| st.ssrc == *ssrc);
-                member.layers.retain(|(ssrc, _)| !gone(ssrc));
-                if let Some(Link::Keyed { srtcp_out, .. }) = member.local().map(|l| &mut l.link) {
-                    for st in &s.spec.streams {
-                        srtcp_out.remove_stream(st.ssrc);
-                    }
-                }
-            }
         }
+        let gone: Vec<Ssrc> = s.spec.streams.iter().map(|st| st.ssrc).collect();
+        self.forget_streams(s.conf, &gone);
         if let (Home::Here(_), Some(reason), true) = (&s.home, reason, s.is_connected()) {
             self.notify(SessionEvent::Closed {
                 session: s.spec.id,
@@ -170,6 +183,30 @@ impl Engine {
         }
         if let Some(now) = self.last_now {
             self.sync_conference_choices(now, s.conf);
+        }
+    }
+
+    /// The members of `conf` forget streams `gone` (of a member who left, or that a
+    /// member no longer declares): the layer each was on, and (homed here) the SRTCP
+    /// state of their sender reports, so a member's outbound context holds the SSRCs of
+    /// the conference as it is, not of everyone who was ever in it.
+    fn forget_streams(&mut self, conf: ConfHandle, gone: &[Ssrc]) {
+        if gone.is_empty() {
+            return;
+        }
+        let Some(c) = self.conferences.get(conf) else {
+            return;
+        };
+        for &m in &c.members {
+            let Some(member) = self.sessions.get_mut(m) else {
+                continue;
+            };
+            member.layers.retain(|(ssrc, _)| !gone.contains(ssrc));
+            if let Some(Link::Keyed { srtcp_out, .. }) = member.local().map(|l| &mut l.link) {
+                for &ssrc in gone {
+                    srtcp_out.remove_stream(ssrc);
+                }
+            }
         }
     }
 
@@ -195,21 +232,26 @@ impl Engine {
 fn streams_of(rule: &SessionRule) -> Vec<Stream> {
     rule.streams
         .iter()
-        .map(|&st| Stream {
-            spec: st,
-            layout: super::rtp::ext_layout(&rule.extensions),
-            receivers: Vec::new(),
-            keyframe: media::KeyframeThrottle::default(),
-            last_sr: media::LastSenderReport::default(),
-            retransmit: None,
-            unwatched: media::UnwatchedLayer::default(),
-            speech_quiet_until: None,
-            pending: Vec::new(),
-            meter: media::RateMeter::new(Duration::from_secs(1)),
-            rate: None,
-            rate_due: None,
-            clamp: None,
-            demote_below: 0,
-        })
+        .map(|&st| new_stream(st, rule))
         .collect()
+}
+
+/// Stream `st` of `rule`'s session, knowing nothing yet.
+fn new_stream(st: StreamRule, rule: &SessionRule) -> Stream {
+    Stream {
+        spec: st,
+        layout: super::rtp::ext_layout(&rule.extensions),
+        receivers: Vec::new(),
+        keyframe: media::KeyframeThrottle::default(),
+        last_sr: media::LastSenderReport::default(),
+        retransmit: None,
+        unwatched: media::UnwatchedLayer::default(),
+        speech_quiet_until: None,
+        pending: Vec::new(),
+        meter: media::RateMeter::new(Duration::from_secs(1)),
+        rate: None,
+        rate_due: None,
+        clamp: None,
+        demote_below: 0,
+    }
 }
