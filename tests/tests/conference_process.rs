@@ -631,6 +631,49 @@ fn assert_media_withheld(m: &Peer, what: &str, since: Instant, stopped: Instant)
     ));
 }
 
+/// A join that fails after the SFU answered (here: `R` lets only its admins send
+/// encrypted events, so no key event can go out) leaves no call behind: the participant tells the relay it left, and the
+/// relay and the SFU drop the session at once rather than keep it while the abandoned
+/// media task answers consent.
+#[test]
+fn a_join_that_cannot_publish_its_keys_leaves_no_call_behind() {
+    let st = setup(2);
+    let admin = &st.users[0];
+    let mut levels = admin
+        .get_state(&st.room, "m.room.power_levels", "")
+        .expect("power levels")
+        .expect("the room has power levels");
+    // Key events go out megolm-encrypted: their type on the wire is m.room.encrypted.
+    levels["events"]["m.room.encrypted"] = serde_json::json!(100);
+    admin
+        .send_state(&st.room, "m.room.power_levels", "", &levels)
+        .expect("raise the key event's level");
+    rt().block_on(async {
+        let mut cfg = ConferenceConfig::new(
+            st.users[1].base_url(),
+            Login::Password {
+                user: st.users[1].user_id().to_owned(),
+                password: PASSWORD.to_owned(),
+            },
+            store_dir("bob"),
+            &st.room,
+            CONF,
+        );
+        cfg.timeout = Duration::from_secs(20);
+        let err = Conference::join(cfg).await.err().expect("the join fails");
+        eprintln!("bob's join: {err}");
+    });
+    let relay = &st.sfu.relay;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.metric("blindfold_sessions") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay still holds bob's session 5 s after his join failed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_member_whose_client_dies_is_forgotten_and_rekeyed_out_by_the_others() {
     let _one_at_a_time = one_at_a_time();

@@ -1161,12 +1161,14 @@ impl Conference {
             sock: sock.clone(),
         });
         let media = tokio::spawn(media::run(inner.clone(), sock));
-        inner.publish_keys().await?;
+        // From here a failed (or abandoned) join drops `conf`, which stops the media
+        // task and tells the relay we left, so the SFU ends the call.
         let mut conf = Conference {
             inner: inner.clone(),
             events: rx,
             tasks: vec![media],
         };
+        inner.publish_keys().await?;
         conf.subscribe(&config.subscription).await?;
         conf.tasks.push(tokio::spawn(sync_loop(inner, backlog)));
         Ok(conf)
