@@ -769,6 +769,31 @@ impl Core {
         }
     }
 
+    /// Whether `id`'s [`Action::Admit`] is still queued.
+    fn admission_queued(&self, id: &SessionId) -> bool {
+        self.out
+            .iter()
+            .any(|a| matches!(a, Action::Admit { call, .. } if call.spec.session_id == *id))
+    }
+
+    /// Takes `id`'s queued [`Action::Admit`] back, with what its batch queued after it
+    /// (its subscription for the relay, its record for the store); whether there was
+    /// one.
+    fn withdraw_admission(&mut self, id: &SessionId) -> bool {
+        if !self.admission_queued(id) {
+            return false;
+        }
+        self.out.retain(|a| match a {
+            Action::Admit { call, .. } => call.spec.session_id != *id,
+            Action::Relay(RequestBody::SetSubscription { subscription, .. }) => {
+                subscription.session_id != *id
+            }
+            Action::Persist(call) => call.spec.session_id != *id,
+            _ => true,
+        });
+        true
+    }
+
     /// Ends every call that may no longer stay: its caller left the conference room,
     /// the conference ended or names another SFU, the SFU left the room or the DM, or
     /// someone else joined or was invited into the DM.
@@ -1098,8 +1123,10 @@ impl Core {
             return Err(Code::RelayUnavailable);
         };
 
+        // (A replaced call still unanswered is withdrawn: nobody heard of it.)
         let old: Vec<Call> = replaced
             .iter()
+            .filter(|id| !self.admission_queued(id))
             .filter_map(|id| self.calls.get(id).cloned())
             .collect();
         for id in replaced {
@@ -1244,12 +1271,24 @@ impl Core {
 
     /// Forgets a call and tells the relay and the store; with `ended` (why, as a hangup
     /// code), the conference's other calls hear of it too.
+    ///
+    /// A call whose admission is still queued (it ends in the batch that brought its
+    /// invite) is withdrawn instead: no answer, nothing to the relay, nothing to the
+    /// members, who never heard of it.
     fn remove_call(&mut self, id: &SessionId, now_ms: u64, tell_relay: bool, ended: Option<&str>) {
         let Some(call) = self.calls.remove(id) else {
             return;
         };
-        if let Some(reason) = ended {
+        let unanswered = self.withdraw_admission(id);
+        let tell_relay = tell_relay && !unanswered;
+        if let Some(reason) = ended.filter(|_| !unanswered) {
             self.member_ended(&call, reason);
+        }
+        if unanswered {
+            // The calls it replaced end as if its admission had failed.
+            for old in self.replaced_by.remove(id).unwrap_or_default() {
+                self.member_ended(&old, Code::Replaced.as_str());
+            }
         }
         let key = (call.dm_room.clone(), call.call_id.clone());
         self.by_call.remove(&key);

@@ -665,6 +665,33 @@ fn the_callers_hangup_ends_the_session_silently() {
     assert_eq!(core.calls().count(), 0);
 }
 
+/// A call that ends in the very batch that brought its invite (the caller hung up, or
+/// left the DM) is withdrawn: no answer after the caller's own hangup, no session on the
+/// relay, and no word to the other members, who never heard of it.
+#[test]
+fn a_call_that_ends_in_its_invites_batch_is_never_answered() {
+    let bob_hangup = json!({"type": "m.call.hangup", "sender": BOB, "content": {"call_id": "b", "party_id": "@bob:hs-dev", "version": "1"}});
+    let bob_leaves = member(BOB, "leave");
+    for end in [bob_hangup, bob_leaves] {
+        let mut core = setup(&[ALICE, BOB]);
+        call_in(&mut core, ALICE, "a", 100);
+        let actions = timeline(
+            &mut core,
+            dm_of(BOB),
+            vec![invite(BOB, "b", "conf", &offer(200), T0), end.clone()],
+            T0 + 10,
+        );
+        assert!(admitted(&actions).is_empty(), "{end}: {actions:?}");
+        assert!(member_ended(&actions).is_empty(), "{end}: {actions:?}");
+        assert!(relay_requests(&actions).is_empty(), "{end}: {actions:?}");
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Persist(_))),
+            "{end}: {actions:?}"
+        );
+        assert_eq!(core.calls().count(), 1, "{end}: alice's alone");
+    }
+}
+
 /// The member-ended events among `actions`: (room, content).
 fn member_ended(actions: &[Action]) -> Vec<(String, Value)> {
     actions
