@@ -71,8 +71,9 @@ pub use types::{
 /// The major protocol version this crate speaks. Peers with another major are refused.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The minor protocol version this crate speaks (additions within the major). 1: the
-/// session end reason `closed` ([`EndReason::Closed`]).
-pub const PROTOCOL_MINOR: u32 = 1;
+/// session end reason `closed` ([`EndReason::Closed`]). 2: the session's `remote_pwd`
+/// ([`SessionSpec::remote_pwd`]).
+pub const PROTOCOL_MINOR: u32 = 2;
 
 /// Length of the frame header: a big-endian u32 body length.
 pub const FRAME_HEADER_LEN: usize = 4;

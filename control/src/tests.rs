@@ -14,6 +14,7 @@ fn session(id: &str, conf: &str, ssrcs: &[u32]) -> SessionSpec {
         ice_ufrag: IceUfrag::new("rly1").unwrap(),
         ice_pwd: IcePwd::new("abcdefghijklmnopqrstuv+/").unwrap(),
         remote_ufrag: IceUfrag::new("Cl/+").unwrap(),
+        remote_pwd: None,
         dtls_fingerprint: FP.parse().unwrap(),
         streams: ssrcs
             .iter()

@@ -390,6 +390,12 @@ pub struct SessionSpec {
     /// The participant's ufrag (from its SDP offer); STUN USERNAME is
     /// `ice_ufrag:remote_ufrag`.
     pub remote_ufrag: IceUfrag,
+    /// The participant's ICE password (from its SDP offer), since minor version 2: the
+    /// relay's own checks to a new address the participant nominates are keyed with it,
+    /// and its media moves there only once one is answered from there. Absent: media
+    /// moves on the nomination alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_pwd: Option<IcePwd>,
     /// The participant's DTLS certificate fingerprint (from its SDP offer); the
     /// handshake fails unless the client certificate matches.
     pub dtls_fingerprint: Fingerprint,

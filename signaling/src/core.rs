@@ -1154,6 +1154,7 @@ impl Core {
                 ice_ufrag,
                 ice_pwd,
                 remote_ufrag: offer.ice_ufrag.clone(),
+                remote_pwd: Some(offer.ice_pwd.clone()),
                 dtls_fingerprint: offer.fingerprint,
                 streams: offer.streams.clone(),
                 extmap: offer.extmap,

@@ -54,8 +54,9 @@ pub enum LinkEvent {
 }
 
 enum Cmd {
+    /// Boxed: a request (a session spec) is far larger than the other commands.
     Request(
-        RequestBody,
+        Box<RequestBody>,
         oneshot::Sender<Result<ResponseBody, RelayError>>,
     ),
     /// Drop the connection and connect again (the snapshot failed), saying why.
@@ -108,7 +109,7 @@ impl RelayLink {
     pub async fn request(&self, body: RequestBody) -> Result<ResponseBody, RelayError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Request(body, tx))
+            .send(Cmd::Request(Box::new(body), tx))
             .await
             .map_err(|_| RelayError::NotConnected)?;
         match tokio::time::timeout(self.timeout, rx).await {
@@ -251,6 +252,8 @@ async fn connection(
         HashMap::new();
     let mut next_id = 1u64;
     let mut hello_seen = false;
+    // The relay's minor version: what our requests may carry (its hello says).
+    let mut relay_minor = 0;
     let mut snapshot_id: Option<RequestId> = None;
 
     let result: Result<(), String> = 'conn: loop {
@@ -283,8 +286,9 @@ async fn connection(
                             break 'conn Err(format!("relay broke the protocol: {e}"));
                         }
                         match msg {
-                            Message::Hello(Hello { role: HelloRole::Relay(info), .. }) => {
+                            Message::Hello(Hello { role: HelloRole::Relay(info), minor, .. }) => {
                                 hello_seen = true;
+                                relay_minor = minor;
                                 if events.send(LinkEvent::Connected(info)).await.is_err() {
                                     break 'conn Ok(());
                                 }
@@ -328,11 +332,12 @@ async fn connection(
                     }
                     break 'conn Ok(());
                 };
-                let is_snapshot = matches!(body, RequestBody::Snapshot(_));
+                let is_snapshot = matches!(*body, RequestBody::Snapshot(_));
                 if !hello_seen || (!*snapshot_done && !is_snapshot) {
                     let _ = reply.send(Err(RelayError::NotConnected));
                     continue;
                 }
+                let body = for_relay_minor(*body, relay_minor);
                 let id = RequestId(next_id);
                 next_id += 1;
                 out.clear();
@@ -358,6 +363,23 @@ async fn connection(
         let _ = reply.send(Err(RelayError::Dropped));
     }
     result
+}
+
+/// `body` as a relay of minor version `minor` reads it: without the fields later minors
+/// added (a minor-1 relay refuses a session's `remote_pwd` as an unknown field).
+fn for_relay_minor(mut body: RequestBody, minor: u32) -> RequestBody {
+    if minor < 2 {
+        match &mut body {
+            RequestBody::UpsertSession { session, .. } => session.remote_pwd = None,
+            RequestBody::Snapshot(snap) => {
+                for s in &mut snap.sessions {
+                    s.remote_pwd = None;
+                }
+            }
+            _ => {}
+        }
+    }
+    body
 }
 
 /// Tells a relay that broke the protocol why we close (best effort): a hello of another
@@ -534,6 +556,43 @@ mod tests {
         );
         drop((stream, link));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A minor-1 relay refuses fields it does not know: the participant's ICE password
+    /// (minor 2) is left out for it, kept for a newer one.
+    #[test]
+    fn a_sessions_remote_pwd_goes_only_to_a_relay_that_reads_it() {
+        use blindfold_relay::control::{ConfId, IcePwd, IceUfrag, SessionId, SessionSpec};
+        let spec = SessionSpec {
+            session_id: SessionId::new("s").unwrap(),
+            conf_id: ConfId::new("c").unwrap(),
+            ice_ufrag: IceUfrag::new("rlay").unwrap(),
+            ice_pwd: IcePwd::new("abcdefghijklmnopqrstuv+/").unwrap(),
+            remote_ufrag: IceUfrag::new("peer").unwrap(),
+            remote_pwd: Some(IcePwd::new("ABCDEFGHIJKLMNOPQRSTUV+/").unwrap()),
+            dtls_fingerprint: Fingerprint([7; 32]),
+            streams: Vec::new(),
+            extmap: Default::default(),
+            tmmbr: false,
+        };
+        let upsert = |minor| {
+            let body = RequestBody::UpsertSession {
+                generation: Generation(1),
+                session: spec.clone(),
+            };
+            match for_relay_minor(body, minor) {
+                RequestBody::UpsertSession { session, .. } => session.remote_pwd,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(upsert(1), None);
+        assert_eq!(upsert(2), spec.remote_pwd);
+        let mut snap = snapshot(3);
+        snap.sessions.push(spec.clone());
+        match for_relay_minor(RequestBody::Snapshot(snap), 1) {
+            RequestBody::Snapshot(s) => assert_eq!(s.sessions[0].remote_pwd, None),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A relay of another major version is told so before the link closes.

@@ -412,6 +412,7 @@ impl Sim {
             ice_ufrag: IceUfrag::new(relay_ice.ufrag.clone()).expect("ufrag"),
             ice_pwd: IcePwd::new(relay_ice.pwd.clone()).expect("pwd"),
             remote_ufrag: IceUfrag::new(local_ice.ufrag.clone()).expect("ufrag"),
+            remote_pwd: Some(IcePwd::new(local_ice.pwd.clone()).expect("pwd")),
             dtls_fingerprint: fingerprint.into(),
             streams: vec![
                 stream(ssrcs.audio, StreamKind::Audio, Layer::None),
@@ -898,6 +899,34 @@ pub fn ice_check(spec: &SessionSpec, tid: u8, nominate: bool) -> Vec<u8> {
         .expect("integrity");
     buf.truncate(n);
     buf
+}
+
+/// The answer of the participant `spec` describes to the relay's connectivity check
+/// `check` (its path check of a new address, received at `at`): a Binding success
+/// response with the check's transaction id, keyed with the participant's password.
+/// `None` if `check` is not such a check.
+pub fn answer_relay_check(spec: &SessionSpec, check: &[u8], at: SocketAddr) -> Option<Vec<u8>> {
+    use blindfold_relay::wire::stun::{Class, Method, StunMessage, StunWriter};
+    let msg = StunMessage::parse(check).ok()?;
+    if msg.class() != Class::Request {
+        return None;
+    }
+    let pwd = spec.remote_pwd.as_ref()?;
+    msg.verify_integrity(pwd.as_str().as_bytes()).ok()?;
+    let mut buf = vec![0u8; 256];
+    let mut w = StunWriter::new(
+        &mut buf,
+        Class::SuccessResponse,
+        Method::Binding,
+        msg.transaction_id(),
+    )
+    .ok()?;
+    w.add_xor_mapped_address(at).ok()?;
+    let n = w
+        .finish_with_integrity_and_fingerprint(pwd.as_str().as_bytes())
+        .ok()?;
+    buf.truncate(n);
+    Some(buf)
 }
 
 /// The SSRCs and ICE credentials of test participant number `idx` called `name`

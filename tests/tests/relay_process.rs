@@ -115,6 +115,7 @@ impl Peer {
             ice_ufrag: IceUfrag::new(relay_ice.ufrag.clone()).unwrap(),
             ice_pwd: IcePwd::new(relay_ice.pwd.clone()).unwrap(),
             remote_ufrag: IceUfrag::new(local_ice.ufrag.clone()).unwrap(),
+            remote_pwd: Some(IcePwd::new(local_ice.pwd.clone()).unwrap()),
             dtls_fingerprint: s.client_cert.fingerprint().into(),
             streams: vec![
                 stream(ssrcs.audio, StreamKind::Audio, Layer::None),

@@ -5,12 +5,13 @@
 use std::net::SocketAddr;
 
 use blindfold_client::Event as PEvent;
+use blindfold_relay::control::SessionSpec;
 use blindfold_relay::control::{EndReason, FullSet, NotificationBody};
 use blindfold_relay::dtls::Fingerprint;
 use blindfold_relay::engine::{DropReason, Handled, RtcpDrop};
 use blindfold_relay::id::{ExtId, Pt, Ssrc, WireSeq};
 use blindfold_relay::wire::rtcp;
-use blindfold_tests::{Sim, ice_check};
+use blindfold_tests::{Sim, answer_relay_check, ice_check};
 
 fn call(workers: u16, names: &[&str]) -> (Sim, Vec<usize>) {
     let mut sim = Sim::new(workers);
@@ -920,6 +921,93 @@ fn background_noise_reports_no_speaker_and_sends_no_notes() {
     assert_eq!(sim.speech_between_shards, 0);
 }
 
+/// Alice answers every check the relay sent to one of `paths` since the last call, from
+/// there, as her agent would.
+fn answer_path_checks(sim: &mut Sim, a: usize, paths: &[SocketAddr]) {
+    let spec = sim.member(a).spec.clone();
+    let answers: Vec<(SocketAddr, Vec<u8>)> = std::mem::take(&mut sim.to_strangers)
+        .into_iter()
+        .filter(|(to, _)| paths.contains(to))
+        .filter_map(|(to, bytes)| Some((to, answer_relay_check(&spec, &bytes, to)?)))
+        .collect();
+    for (from, answer) in answers {
+        sim.inject(from, &answer);
+    }
+    sim.pump();
+}
+
+/// A member who nominates an address of someone else (a check with a forged source:
+/// she knows her own credentials) does not get the conference's media sent there: the
+/// relay checks the new address itself and moves only once the answer comes back from
+/// it, carrying the check's random transaction id, which only that address saw.
+#[test]
+fn media_moves_only_to_an_address_that_answers_the_relays_check() {
+    let (mut sim, p) = call(1, &["alice", "bob"]);
+    let (a, b) = (p[0], p[1]);
+    let home = sim.member(a).addr;
+    let victim = SocketAddr::from(([127, 0, 0, 2], 4000));
+    let spec = sim.member(a).spec.clone();
+    let mut to_victim = Vec::new();
+    for i in 0..20 {
+        sim.inject(victim, &ice_check(&spec, i as u8, true));
+        sim.send_audio(b, b"not for the victim");
+        sim.run_for_ms(100);
+        to_victim.extend(
+            std::mem::take(&mut sim.to_strangers)
+                .into_iter()
+                .filter(|(to, _)| *to == victim)
+                .map(|(_, bytes)| bytes),
+        );
+    }
+    // Two seconds of nominations: the victim got the relay's checks (and answers to
+    // the forged ones), none of bob's media; alice kept hers.
+    let checks = to_victim
+        .iter()
+        .filter(|d| answer_relay_check(&spec, d, victim).is_some())
+        .count();
+    assert!((6..=12).contains(&checks), "{checks} checks in 2 s");
+    assert!(
+        to_victim.iter().all(|d| d[0] < 2),
+        "only STUN went to the victim"
+    );
+    assert_eq!(sim.relay_total(|s| s.media_moves), 0);
+    let heard = sim.member(a).received.len();
+    sim.send_audio(b, b"still for alice");
+    sim.run_for_ms(50);
+    assert!(
+        sim.member(a).received.len() > heard,
+        "alice still hears bob at {home}"
+    );
+    // A forged answer (another transaction id) from there moves nothing either.
+    let guess = relay_check_as(&spec, &ice_check(&spec, 0x42, false));
+    let forged = answer_relay_check(&spec, &guess, victim).expect("an answer");
+    sim.inject(victim, &forged);
+    sim.pump();
+    assert_eq!(sim.relay_total(|s| s.media_moves), 0);
+}
+
+/// `check` re-keyed as the relay's check of the participant `spec` describes (its
+/// password), so that [`answer_relay_check`] answers it.
+fn relay_check_as(spec: &SessionSpec, check: &[u8]) -> Vec<u8> {
+    use blindfold_relay::wire::stun::{Class, Method, StunMessage, StunWriter};
+    let msg = StunMessage::parse(check).unwrap();
+    let mut buf = vec![0u8; 256];
+    let w = StunWriter::new(
+        &mut buf,
+        Class::Request,
+        Method::Binding,
+        msg.transaction_id(),
+    )
+    .unwrap();
+    let n = w
+        .finish_with_integrity_and_fingerprint(
+            spec.remote_pwd.as_ref().unwrap().as_str().as_bytes(),
+        )
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
 #[test]
 fn a_participant_flipping_between_two_paths_moves_its_media_at_most_once_a_second() {
     let (mut sim, p) = call(1, &["alice", "bob"]);
@@ -929,11 +1017,13 @@ fn a_participant_flipping_between_two_paths_moves_its_media_at_most_once_a_secon
         SocketAddr::from(([127, 0, 0, 2], 4000)),
         SocketAddr::from(([127, 0, 0, 3], 4000)),
     ];
-    // Alice's agent nominates her two new paths in turn, every 100 ms for 2 s; bob
-    // sends a packet after each nomination. Where does it go?
+    // Alice's agent nominates her two new paths in turn, every 100 ms for 2 s, and
+    // answers the relay's checks of them; bob sends a packet after each nomination.
+    // Where does it go?
     let mut dests = Vec::new();
     for i in 0..20 {
         sim.inject(paths[i % 2], &ice_check(&sim.member(a).spec, i as u8, true));
+        answer_path_checks(&mut sim, a, &paths);
         let strangers = sim.to_strangers.len();
         sim.send_audio(b, b"where does this go");
         let sent = sim.member(b).sent.last().unwrap().clone();
@@ -944,9 +1034,10 @@ fn a_participant_flipping_between_two_paths_moves_its_media_at_most_once_a_secon
         dests.push(to);
         sim.run_for_ms(100);
     }
-    // The first nomination moves her media at once, the next move waits a second and
-    // takes the latest nomination then; nothing flips in between.
-    let expected: Vec<SocketAddr> = (0..20).map(|i| paths[usize::from(i >= 10)]).collect();
+    // The first nomination moves her media as soon as its check is answered; the next
+    // move waits a second, checks the latest nomination then and moves on its answer
+    // (which alice sends at her next step, 100 ms later); nothing flips in between.
+    let expected: Vec<SocketAddr> = (0..20).map(|i| paths[usize::from(i >= 11)]).collect();
     assert_eq!(dests, expected);
     assert_eq!(sim.relay_total(|s| s.media_moves), 2);
 }

@@ -894,6 +894,7 @@ mod tests {
             ice_ufrag: IceUfrag::new(format!("rly{}", id.replace('-', ""))).unwrap(),
             ice_pwd: IcePwd::new("abcdefghijklmnopqrstuv+/").unwrap(),
             remote_ufrag: IceUfrag::new(format!("peer{}", id.replace('-', ""))).unwrap(),
+            remote_pwd: None,
             dtls_fingerprint: Fingerprint([0xab; 32]),
             streams: ssrcs
                 .iter()

@@ -17,6 +17,7 @@ pub fn session_rule(spec: &SessionSpec) -> SessionRule {
         ice_ufrag: spec.ice_ufrag.as_str().to_owned(),
         ice_pwd: spec.ice_pwd.as_str().to_owned(),
         remote_ufrag: spec.remote_ufrag.as_str().to_owned(),
+        remote_pwd: spec.remote_pwd.as_ref().map(|p| p.as_str().to_owned()),
         fingerprint: spec.dtls_fingerprint.into(),
         streams: spec
             .streams
@@ -155,6 +156,7 @@ mod tests {
             ice_ufrag: IceUfrag::new("rly1").unwrap(),
             ice_pwd: IcePwd::new("abcdefghijklmnopqrstuv+/").unwrap(),
             remote_ufrag: IceUfrag::new("peer").unwrap(),
+            remote_pwd: None,
             dtls_fingerprint: Fingerprint([3; 32]),
             streams: vec![StreamSpec {
                 ssrc: Ssrc(7),

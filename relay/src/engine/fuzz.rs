@@ -20,6 +20,8 @@ use crate::dtls::{DtlsSettings, Fingerprint};
 use crate::wire::stun::{Class, IntegrityKey, Method, StunWriter, TransactionId};
 
 const PWD: &str = "fuzzpassword0123456789";
+/// The participants' ICE password (keys the relay's own checks).
+const PEER_PWD: &str = "fuzzpeerpassword01234567";
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
 fn shared() -> &'static (Arc<DtlsCert>, Arc<DtlsConfig>, Instant) {
@@ -45,6 +47,7 @@ fn spec(i: usize) -> SessionRule {
         ice_ufrag: format!("relay{name}"),
         ice_pwd: PWD.to_owned(),
         remote_ufrag: format!("peer{name}"),
+        remote_pwd: Some(PEER_PWD.to_owned()),
         fingerprint: Fingerprint([i as u8; 32]),
         streams: vec![
             StreamRule {

@@ -674,6 +674,9 @@ pub struct EngineStats {
     /// Connected sessions whose media moved to a newly nominated address (a NAT
     /// rebinding, a change of network).
     pub media_moves: u64,
+    /// The relay's own checks of newly nominated addresses, media moving there only
+    /// once one is answered from there (retries included).
+    pub path_checks: u64,
     /// Sessions visited by [`Engine::handle_timeout`] because a deadline of theirs was
     /// due (idle sessions cost nothing per poll).
     pub timer_visits: u64,
@@ -722,7 +725,7 @@ impl EngineStats {
     }
 
     /// How many counters [`EngineStats::exported`] lists.
-    pub const EXPORTED: usize = 44;
+    pub const EXPORTED: usize = 45;
 
     /// The counters to export besides drops and handshakes, one unit each: (metric
     /// name, label as `key="value"` or empty, help, value). Entries of one name are
@@ -815,6 +818,14 @@ impl EngineStats {
                 "Connected sessions whose media moved to an address the participant \
                  nominated later (a NAT rebinding, a change of network).",
                 self.media_moves,
+            ),
+            (
+                "blindfold_path_checks_total",
+                "",
+                "Connectivity checks the relay sent to addresses participants nominated \
+                 later (media moves there once one is answered from there), retries \
+                 included.",
+                self.path_checks,
             ),
             (
                 "blindfold_srtcp_keepalives_sent_total",
@@ -1090,6 +1101,9 @@ struct Local {
     rtcp_budget: media::Budget,
     /// When its media address last moved to a new nomination (`stun::MOVE_GAP`).
     moved_at: Option<Instant>,
+    /// The relay's own check of the address it nominated, which media moves to only
+    /// once answered from there (`stun::PathCheck`).
+    path_check: Option<stun::PathCheck>,
     /// When the relay last sent it SRTCP (or keyed its link): it sends a receiver
     /// report after [`RTCP_EVERY`] without any.
     rtcp_sent: Option<Instant>,

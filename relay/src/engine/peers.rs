@@ -196,6 +196,11 @@ impl Engine {
                     Kind::Rtcp if s.addr == Some(from) => {
                         self.rtcp_for(now, session, from, &mut data)
                     }
+                    // The answer to its path check, received by the sending shard.
+                    Kind::Stun => match StunMessage::parse(&data) {
+                        Ok(msg) => self.confirm_path(now, session, from, &msg),
+                        Err(_) => Err(DropReason::StunMalformed),
+                    },
                     _ => Err(DropReason::Unvalidated),
                 };
                 if let Err(reason) = r {

@@ -126,6 +126,10 @@ pub struct SessionRule {
     pub ice_pwd: String,
     /// The participant's ICE ufrag.
     pub remote_ufrag: String,
+    /// The participant's ICE password, if signaling gave it: a new address the
+    /// participant nominates gets the relay's own check, keyed with it, and media moves
+    /// there once it is answered from there ([`crate::engine`], "Moves").
+    pub remote_pwd: Option<String>,
     /// The participant's certificate must hash to this.
     pub fingerprint: Fingerprint,
     /// What it sends; packets on other SSRCs are dropped.
@@ -162,6 +166,7 @@ impl SessionRule {
             && self.ice_ufrag == other.ice_ufrag
             && self.ice_pwd == other.ice_pwd
             && self.remote_ufrag == other.remote_ufrag
+            && self.remote_pwd == other.remote_pwd
             && self.fingerprint == other.fingerprint
     }
 }

@@ -2,6 +2,7 @@
 //! module docs of the engine), and the claim of a session by its home shard.
 
 use super::*;
+use crate::wire::stun::{Class, IntegrityKey, Method, StunError, StunWriter, TransactionId};
 
 /// The most addresses of one session a shard routes from: the checked-but-not-nominated
 /// ones an ICE agent remembers ([`crate::ice::VALIDATED_CAP`]), the nominated one, and
@@ -10,6 +11,59 @@ pub(super) const MAX_INDEXED: usize = crate::ice::VALIDATED_CAP + 2;
 
 /// A connected session's media address moves at most once per this long.
 pub(super) const MOVE_GAP: Duration = Duration::from_secs(1);
+
+/// How long the relay waits for the answer to its check of a newly nominated address
+/// before it checks again (for as long as the participant keeps that nomination).
+pub(super) const PATH_CHECK_RETRY: Duration = Duration::from_millis(250);
+
+/// The relay's own connectivity check of an address a connected participant nominated
+/// (RFC 7675's consent, asked of the new path): the participant's checks prove only
+/// that it knows its credentials, and a check with a forged source address would
+/// otherwise point the conference's media at anyone. The check goes to the new address
+/// keyed with the participant's password, and media moves there once the answer comes
+/// back from there, carrying the check's random transaction id — which only a
+/// receiver at that address has seen.
+pub(super) struct PathCheck {
+    addr: SocketAddr,
+    tid: TransactionId,
+    sent: Instant,
+    answered: bool,
+}
+
+/// A fresh random transaction id: it is the proof a path check's answer carries, so
+/// it must not be guessable.
+fn random_tid() -> TransactionId {
+    let mut tid = [0u8; 12];
+    // aws-lc's RNG does not fail once initialised; if it did, a fixed id only makes
+    // the move wait for an answer nobody could forge better than before.
+    let _ = aws_lc_rs::rand::fill(&mut tid);
+    TransactionId(tid)
+}
+
+/// Writes the relay's check of a participant's address into `out`: Binding request,
+/// USERNAME `remote_ufrag:ice_ufrag` (the participant's ufrag first: it is the one
+/// asked), PRIORITY, ICE-CONTROLLED (the lite side), MESSAGE-INTEGRITY keyed with the
+/// participant's password, FINGERPRINT.
+fn write_path_check(
+    out: &mut [u8],
+    tid: TransactionId,
+    spec: &SessionRule,
+    pwd: &str,
+) -> Result<usize, StunError> {
+    let mut w = StunWriter::new(out, Class::Request, Method::Binding, tid)?;
+    let mut user = String::with_capacity(spec.remote_ufrag.len() + 1 + spec.ice_ufrag.len());
+    user.push_str(&spec.remote_ufrag);
+    user.push(':');
+    user.push_str(&spec.ice_ufrag);
+    w.add_username(&user)?;
+    // A host candidate's priority (RFC 8445 §5.1.2.1, type preference 126).
+    w.add_priority((126 << 24) | (65535 << 8) | 255)?;
+    w.add_ice_controlled(u64::from_be_bytes([
+        tid.0[0], tid.0[1], tid.0[2], tid.0[3], 0, 0, 0, 1,
+    ]))?;
+    w.add_message_integrity(&IntegrityKey::new(pwd.as_bytes()))?;
+    w.finish_with_fingerprint()
+}
 
 impl Engine {
     pub(super) fn handle_stun(
@@ -20,6 +74,9 @@ impl Engine {
     ) -> Result<(), DropReason> {
         self.stats.stun_in += 1;
         let msg = StunMessage::parse(buf).map_err(|_| DropReason::StunMalformed)?;
+        if msg.class() != Class::Request {
+            return self.handle_stun_response(now, from, &msg, buf);
+        }
         let ufrag = ice::local_ufrag_of(&msg).ok_or(DropReason::StunMalformed)?;
         let &h = self
             .by_ufrag
@@ -110,6 +167,7 @@ impl Engine {
             nack_budget: media::Budget::new(self.cfg.nack_max_per_second),
             rtcp_budget: media::Budget::new(self.cfg.rtcp_max_per_second),
             moved_at: None,
+            path_check: None,
             rtcp_sent: None,
             checked_on: Vec::new(),
             rehandshake: None,
@@ -199,6 +257,7 @@ impl Engine {
         else {
             return;
         };
+        let pwd = s.spec.remote_pwd.clone();
         let Some(local) = s.local().filter(|l| l.keyed()) else {
             return;
         };
@@ -209,13 +268,112 @@ impl Engine {
             self.schedule(h);
             return;
         }
+        if let Some(pwd) = pwd {
+            let check = local.path_check.as_ref().filter(|c| c.addr == sel);
+            match check {
+                Some(c) if c.answered => {}
+                Some(c) if now < c.sent + PATH_CHECK_RETRY => {
+                    self.schedule(h);
+                    return;
+                }
+                _ => {
+                    // The same id again while it checks the same address: an answer
+                    // to an earlier try still counts.
+                    let tid = check.map_or_else(random_tid, |c| c.tid);
+                    local.path_check = Some(PathCheck {
+                        addr: sel,
+                        tid,
+                        sent: now,
+                        answered: false,
+                    });
+                    let spec = &s.spec;
+                    if self
+                        .tx
+                        .push(sel, |out| write_path_check(out, tid, spec, &pwd))
+                    {
+                        self.stats.path_checks += 1;
+                    }
+                    self.schedule(h);
+                    return;
+                }
+            }
+        }
+        local.path_check = None;
         local.moved_at = Some(now);
         self.stats.media_moves += 1;
         self.set_connected(h, Some(sel));
     }
 
-    /// When a connected session homed here may next move its media, if a nomination
-    /// is waiting for it.
+    /// A Binding success response from `from`: the answer to a path check of the
+    /// session whose address `from` is, if its transaction id is the check's. Another
+    /// shard hands it to the session's home (every shard may receive it: the kernel
+    /// spreads addresses over the workers).
+    pub(super) fn handle_stun_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &StunMessage<'_>,
+        buf: &[u8],
+    ) -> Result<(), DropReason> {
+        if msg.class() != Class::SuccessResponse || msg.method() != Method::Binding {
+            return Err(DropReason::StunMalformed);
+        }
+        let &h = self
+            .by_addr
+            .get(&from)
+            .ok_or(DropReason::StunUnknownUfrag)?;
+        let s = self.sessions.get(h).ok_or(DropReason::StunUnknownUfrag)?;
+        match s.home {
+            Home::Here(_) => self.confirm_path(now, h, from, msg),
+            Home::Elsewhere(home, key) => {
+                let msg = PeerMsg::Datagram {
+                    session: key,
+                    from,
+                    data: buf.into(),
+                };
+                self.events
+                    .push_back(Event::Peer(PeerDest::Shard(home), msg));
+                Ok(())
+            }
+            Home::Unclaimed { .. } => Err(DropReason::StunRejected),
+        }
+    }
+
+    /// The answer `msg`, from `from`, to session `h`'s (homed here) path check: if it
+    /// is keyed with the participant's password and carries the check's transaction
+    /// id, from the address checked, media moves there.
+    pub(super) fn confirm_path(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        from: SocketAddr,
+        msg: &StunMessage<'_>,
+    ) -> Result<(), DropReason> {
+        let s = self
+            .sessions
+            .get_mut(h)
+            .ok_or(DropReason::StunUnknownUfrag)?;
+        let pwd = s
+            .spec
+            .remote_pwd
+            .as_deref()
+            .ok_or(DropReason::StunRejected)?;
+        msg.verify_fingerprint()
+            .map_err(|_| DropReason::StunRejected)?;
+        msg.verify_integrity(pwd.as_bytes())
+            .map_err(|_| DropReason::StunRejected)?;
+        let check = s
+            .local()
+            .and_then(|l| l.path_check.as_mut())
+            .filter(|c| c.addr == from && c.tid == msg.transaction_id() && !c.answered)
+            .ok_or(DropReason::StunRejected)?;
+        check.answered = true;
+        self.move_media(now, h);
+        Ok(())
+    }
+
+    /// When a connected session homed here may next move its media (or check the
+    /// address it would move to again), if a nomination is waiting for it.
     pub(super) fn move_due(s: &Session) -> Option<Instant> {
         let Home::Here(local) = &s.home else {
             return None;
@@ -223,6 +381,12 @@ impl Engine {
         if s.addr.is_none() || s.ice.selected() == s.addr || !local.keyed() {
             return None;
         }
-        local.moved_at.map(|t| t + MOVE_GAP)
+        let gap = local.moved_at.map(|t| t + MOVE_GAP);
+        let retry = local
+            .path_check
+            .as_ref()
+            .filter(|c| !c.answered && Some(c.addr) == s.ice.selected())
+            .map(|c| c.sent + PATH_CHECK_RETRY);
+        gap.into_iter().chain(retry).max()
     }
 }

@@ -15,6 +15,8 @@ use crate::dtls::{DtlsSettings, Fingerprint};
 use crate::wire::stun::{Class, IntegrityKey, Method, StunWriter, TransactionId};
 
 const PWD: &str = "relaypassword0123456789";
+/// The participant's ICE password: the relay keys its own checks with it.
+const PEER_PWD: &str = "peerpassword0123456789ab";
 
 fn shared() -> (Arc<DtlsCert>, Arc<DtlsConfig>) {
     static S: OnceLock<(Arc<DtlsCert>, Arc<DtlsConfig>)> = OnceLock::new();
@@ -60,6 +62,7 @@ fn spec(id: &str, conf: &str, ssrcs: &[u32]) -> SessionRule {
         ice_ufrag: format!("relay{id}"),
         ice_pwd: PWD.to_owned(),
         remote_ufrag: format!("peer{id}"),
+        remote_pwd: Some(PEER_PWD.to_owned()),
         fingerprint: Fingerprint([0xab; 32]),
         streams: ssrcs
             .iter()

@@ -115,6 +115,7 @@ pub(crate) fn run_relay(
                 ice_ufrag: IceUfrag::new(relay_ice.ufrag.clone()).map_err(bad)?,
                 ice_pwd: IcePwd::new(relay_ice.pwd.clone()).map_err(bad)?,
                 remote_ufrag: IceUfrag::new(local_ice.ufrag.clone()).map_err(bad)?,
+                remote_pwd: Some(IcePwd::new(local_ice.pwd.clone()).map_err(bad)?),
                 dtls_fingerprint: cert.fingerprint().into(),
                 streams: vec![
                     stream(ssrcs.audio, StreamKind::Audio, Layer::None),

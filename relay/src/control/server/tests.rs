@@ -85,6 +85,7 @@ fn spec(id: &str) -> SessionSpec {
         ice_ufrag: IceUfrag::new(format!("rly{id}")).unwrap(),
         ice_pwd: IcePwd::new("abcdefghijklmnopqrstuv+/").unwrap(),
         remote_ufrag: IceUfrag::new(format!("peer{id}")).unwrap(),
+        remote_pwd: None,
         dtls_fingerprint: Fingerprint([0xab; 32]),
         streams: Vec::new(),
         extmap: ExtmapIds::default(),
