@@ -1162,14 +1162,22 @@ impl Conference {
         });
         let media = tokio::spawn(media::run(inner.clone(), sock));
         // From here a failed (or abandoned) join drops `conf`, which stops the media
-        // task and tells the relay we left, so the SFU ends the call.
+        // task and tells the relay we left (if DTLS was up); a failed one also hangs up
+        // the call it placed, so the SFU ends it at once whatever the relay saw.
         let mut conf = Conference {
             inner: inner.clone(),
             events: rx,
             tasks: vec![media],
         };
-        inner.publish_keys().await?;
-        conf.subscribe(&config.subscription).await?;
+        let ready = match inner.publish_keys().await {
+            Ok(()) => conf.subscribe(&config.subscription).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            // Best effort: the error that stopped the join is the one to report.
+            let _ = conf.hang_up_sfu("unknown_error").await;
+            return Err(e);
+        }
         conf.tasks.push(tokio::spawn(sync_loop(inner, backlog)));
         Ok(conf)
     }
@@ -1221,19 +1229,25 @@ impl Conference {
         .to_content();
         let members = self.inner.room.send_raw(KEYS_EVENT, content).await;
         drop(one_at_a_time);
-        let sfu = self
-            .inner
-            .dm
-            .send_raw(
-                "m.call.hangup",
-                json!({"call_id": self.inner.call_id, "party_id": self.inner.device_id,
-                       "version": "1", "reason": "user_hangup"}),
-            )
-            .await;
+        let sfu = self.hang_up_sfu("user_hangup").await;
         self.stop();
         members.map_err(mx)?;
         sfu.map_err(mx)?;
         Ok(())
+    }
+
+    /// Sends the SFU our `m.call.hangup` in the DM.
+    async fn hang_up_sfu(&self, reason: &str) -> Result<(), ConferenceError> {
+        self.inner
+            .dm
+            .send_raw(
+                "m.call.hangup",
+                json!({"call_id": self.inner.call_id, "party_id": self.inner.device_id,
+                       "version": "1", "reason": reason}),
+            )
+            .await
+            .map(|_| ())
+            .map_err(mx)
     }
 
     fn stop(&mut self) {
