@@ -35,8 +35,8 @@
 //! next check carries USE-CANDIDATE and goes out now; until one such check is answered
 //! without another change, checks nominate and follow every RTO (500 ms), and the next
 //! one after that answer goes out 4 s later. The relay moves a connected session's
-//! media to the address it last nominated, so media follows without a new DTLS
-//! handshake.
+//! media to the address it last nominated once we answer its check of that address
+//! (below), so media follows without a new DTLS handshake.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -415,8 +415,9 @@ impl IceAgent {
         Ok(())
     }
 
-    /// A full agent answers checks too (the relay is ICE-lite and sends none, but a
-    /// peer that does gets an answer): USERNAME `local:remote`, integrity with our pwd.
+    /// A full agent answers checks too: the relay, ICE-lite, sends one to an address we
+    /// nominate before its media goes there (docs/protocol.md, "ICE"), and media goes
+    /// there on our answer. USERNAME `local:remote`, integrity with our pwd.
     fn answer_request(
         &mut self,
         msg: &StunMessage<'_>,

@@ -47,7 +47,8 @@ pub const RELAY_SILENCE: Duration = Duration::from_secs(5);
 /// moving average, starting at its once-a-second beat), but at least [`PROBE_MIN`] and
 /// at most this long, we send a consent check at once instead of at its time: if our
 /// NAT gave us a new address, the answer says so, and we nominate the new one
-/// ([`Event::AddressChanged`]), which moves our media there, long before
+/// ([`Event::AddressChanged`]), which moves our media there (once we answered the
+/// relay's check of it), long before
 /// [`RELAY_SILENCE`] would have us connect again. A sender that gets transport-cc
 /// feedback every 100 ms asks after 500 ms; a listener that gets only the relay's beat,
 /// after 2 s (two beats missed).
@@ -291,8 +292,8 @@ pub enum Event {
     /// anything).
     Reconnecting,
     /// The relay sees us at a new address (our NAT rebound; we learn it from the answer
-    /// to a consent check). We nominate it, and the relay moves our media there: no new
-    /// handshake, nothing else changes.
+    /// to a consent check). We nominate it, answer the relay's check of it, and the
+    /// relay moves our media there: no new handshake, nothing else changes.
     AddressChanged(SocketAddr),
     /// A remote sender's media packet, decrypted.
     Media(MediaPacket),

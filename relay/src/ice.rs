@@ -1,9 +1,12 @@
 //! The relay's ICE-lite agent (RFC 8445 §2.5), one per participant session.
 //!
-//! A lite agent has one host candidate per address family, never sends checks of its
-//! own and never nominates: it answers the participant's connectivity checks (RFC 8445
+//! A lite agent has one host candidate per address family, runs no checks of its own
+//! and never nominates: it answers the participant's connectivity checks (RFC 8445
 //! §7.3), takes the controlled role, and uses the pair the participant nominates with
-//! USE-CANDIDATE. Liveness follows docs/design.md ("Timers and limits, with reasons"):
+//! USE-CANDIDATE. (Before media goes to a nominated address the engine sends that
+//! address one Binding request of its own, a consent check in the sense of RFC 7675,
+//! which any full agent answers: see `engine/stun.rs`, `PathCheck`. This agent does not
+//! take part in it.) Liveness follows docs/design.md ("Timers and limits, with reasons"):
 //! a session is silent after 30 s without a valid packet of any kind, which is the
 //! spirit of RFC 7675 consent freshness seen from the side that does not send consent
 //! checks itself.

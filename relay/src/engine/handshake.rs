@@ -102,10 +102,12 @@ impl Engine {
         let Home::Here(local) = &mut s.home else {
             return;
         };
+        // Where its media goes (an address that answered), else where its DTLS comes
+        // from: not merely where it nominated, which a forged check can name.
         let dest = s
-            .ice
-            .selected()
+            .addr
             .or(local.dtls_from)
+            .or_else(|| s.ice.selected())
             .or_else(|| s.indexed.last().copied());
         let new = local.rehandshake.as_deref_mut().map(|r| &mut r.dtls);
         let sessions = [Some(&mut local.dtls), new];
@@ -154,13 +156,19 @@ impl Engine {
                 }
                 self.finish(h, reason, e.to_string(), false);
             }
-            None => self.maybe_connected(h),
+            None => {
+                if let Some(now) = self.last_now {
+                    self.maybe_connected(now, h);
+                }
+            }
         }
     }
 
     /// Marks a session homed here connected once ICE nominated an address and DTLS gave
     /// keys.
-    pub(super) fn maybe_connected(&mut self, h: SessionHandle) {
+    /// Its media goes to that address only once the participant answered the relay's
+    /// check of it from there ([`stun::PathCheck`]), as on a move.
+    pub(super) fn maybe_connected(&mut self, now: Instant, h: SessionHandle) {
         let Some(s) = self.sessions.get_mut(h) else {
             return;
         };
@@ -170,6 +178,16 @@ impl Engine {
         let Some(sel) = s.ice.selected() else { return };
         if !s.local().is_some_and(|l| l.keyed()) {
             return;
+        }
+        if !self.path_proven(now, h, sel) {
+            self.schedule(h);
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(h) else {
+            return;
+        };
+        if let Some(local) = s.local() {
+            local.path_check = None;
         }
         let session = s.spec.id.clone();
         self.set_connected(h, Some(sel));

@@ -176,6 +176,9 @@ impl Engine {
                     local.note_checked(from, shard);
                 }
                 if s.ice.record_check(now, from, nominated).is_some() {
+                    if nominated {
+                        self.renominated(session, from);
+                    }
                     self.after_check(now, session);
                 }
             }

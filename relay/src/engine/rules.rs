@@ -126,9 +126,10 @@ pub struct SessionRule {
     pub ice_pwd: String,
     /// The participant's ICE ufrag.
     pub remote_ufrag: String,
-    /// The participant's ICE password, if signaling gave it: a new address the
-    /// participant nominates gets the relay's own check, keyed with it, and media moves
-    /// there once it is answered from there ([`crate::engine`], "Moves").
+    /// The participant's ICE password, if signaling gave it: an address the
+    /// participant nominates gets the relay's own check, keyed with it, and media goes
+    /// there only once it is answered from there (`engine/stun.rs`, `PathCheck`).
+    /// Without it, media goes where the participant nominates.
     pub remote_pwd: Option<String>,
     /// The participant's certificate must hash to this.
     pub fingerprint: Fingerprint,

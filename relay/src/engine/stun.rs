@@ -12,22 +12,36 @@ pub(super) const MAX_INDEXED: usize = crate::ice::VALIDATED_CAP + 2;
 /// A connected session's media address moves at most once per this long.
 pub(super) const MOVE_GAP: Duration = Duration::from_secs(1);
 
-/// How long the relay waits for the answer to its check of a newly nominated address
-/// before it checks again (for as long as the participant keeps that nomination).
+/// How long the relay waits for the answer to its first check of a nominated address
+/// before it sends it again; each later wait is twice the one before.
 pub(super) const PATH_CHECK_RETRY: Duration = Duration::from_millis(250);
 
-/// The relay's own connectivity check of an address a connected participant nominated
-/// (RFC 7675's consent, asked of the new path): the participant's checks prove only
-/// that it knows its credentials, and a check with a forged source address would
-/// otherwise point the conference's media at anyone. The check goes to the new address
-/// keyed with the participant's password, and media moves there once the answer comes
-/// back from there, carrying the check's random transaction id — which only a
-/// receiver at that address has seen.
+/// How many times the relay sends its check of one nomination (at 0, 0.25, 0.75, 1.75
+/// and 3.75 s) before it gives up until the participant nominates that address again:
+/// a forged nomination gets its victim this many small datagrams, no more.
+pub(super) const PATH_CHECK_SENDS: u8 = 5;
+
+/// The relay's own connectivity check of the address a participant nominated (RFC
+/// 7675's consent, asked of that path), before any media goes there: the
+/// participant's checks prove only that it knows its credentials, and a check with a
+/// forged source address would otherwise point the conference's media at anyone. The
+/// check goes to the nominated address keyed with the participant's password, and
+/// media goes there once the answer comes back from there, carrying the check's random
+/// transaction id — which only a receiver at that address has seen.
 pub(super) struct PathCheck {
     addr: SocketAddr,
     tid: TransactionId,
+    /// When it was last sent, and how many times.
     sent: Instant,
+    sends: u8,
     answered: bool,
+}
+
+impl PathCheck {
+    /// When it may next be sent (to `addr` again, or a new one to another address).
+    fn next(&self) -> Instant {
+        self.sent + PATH_CHECK_RETRY * (1u32 << self.sends.saturating_sub(1).min(4))
+    }
 }
 
 /// A fresh random transaction id: it is the proof a path check's answer carries, so
@@ -146,6 +160,9 @@ impl Engine {
             return Ok(());
         }
         self.claim(now, h);
+        if nominated {
+            self.renominated(h, from);
+        }
         self.after_check(now, h);
         Ok(())
     }
@@ -234,10 +251,11 @@ impl Engine {
         }
     }
 
-    /// After a valid check of session `h` homed here (answered here or elsewhere).
+    /// After a valid check of session `h` homed here (answered here or elsewhere), or
+    /// the answer to the relay's own.
     pub(super) fn after_check(&mut self, now: Instant, h: SessionHandle) {
         self.move_media(now, h);
-        self.maybe_connected(h);
+        self.maybe_connected(now, h);
     }
 
     /// A (re-)nomination of connected session `h` moves its media address — at most
@@ -250,15 +268,15 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(h) else {
             return;
         };
-        let Some(sel) = s
-            .ice
-            .selected()
-            .filter(|&sel| s.addr.is_some_and(|a| a != sel))
-        else {
+        let (addr, selected) = (s.addr, s.ice.selected());
+        let Some(local) = s.local().filter(|l| l.keyed()) else {
             return;
         };
-        let pwd = s.spec.remote_pwd.clone();
-        let Some(local) = s.local().filter(|l| l.keyed()) else {
+        let Some(sel) = selected.filter(|&sel| addr.is_some_and(|a| a != sel)) else {
+            // Nominated back where its media goes: a check of elsewhere is moot.
+            if selected.is_some() && selected == addr {
+                local.path_check = None;
+            }
             return;
         };
         if local
@@ -268,40 +286,76 @@ impl Engine {
             self.schedule(h);
             return;
         }
-        if let Some(pwd) = pwd {
-            let check = local.path_check.as_ref().filter(|c| c.addr == sel);
-            match check {
-                Some(c) if c.answered => {}
-                Some(c) if now < c.sent + PATH_CHECK_RETRY => {
-                    self.schedule(h);
-                    return;
-                }
-                _ => {
-                    // The same id again while it checks the same address: an answer
-                    // to an earlier try still counts.
-                    let tid = check.map_or_else(random_tid, |c| c.tid);
-                    local.path_check = Some(PathCheck {
-                        addr: sel,
-                        tid,
-                        sent: now,
-                        answered: false,
-                    });
-                    let spec = &s.spec;
-                    if self
-                        .tx
-                        .push(sel, |out| write_path_check(out, tid, spec, &pwd))
-                    {
-                        self.stats.path_checks += 1;
-                    }
-                    self.schedule(h);
-                    return;
-                }
-            }
+        if !self.path_proven(now, h, sel) {
+            self.schedule(h);
+            return;
         }
-        local.path_check = None;
-        local.moved_at = Some(now);
+        if let Some(local) = self.sessions.get_mut(h).and_then(|s| s.local()) {
+            local.path_check = None;
+            local.moved_at = Some(now);
+        }
         self.stats.media_moves += 1;
         self.set_connected(h, Some(sel));
+    }
+
+    /// Whether media of session `h` (homed here) may go to `sel`, the address it
+    /// nominated: always if signaling gave no participant password; else once the
+    /// participant answered the relay's [`PathCheck`] from there. Sends the check
+    /// (again) when it is due.
+    pub(super) fn path_proven(&mut self, now: Instant, h: SessionHandle, sel: SocketAddr) -> bool {
+        let Some(s) = self.sessions.get_mut(h) else {
+            return false;
+        };
+        let Some(pwd) = s.spec.remote_pwd.clone() else {
+            return true;
+        };
+        let Some(local) = s.local() else {
+            return false;
+        };
+        let tid = match &local.path_check {
+            Some(c) if c.addr == sel && c.answered => return true,
+            // Given up until the address is nominated again, or not due yet (a check
+            // of another address included: one new check per wait, however often the
+            // nomination flips).
+            Some(c) if c.addr == sel && c.sends >= PATH_CHECK_SENDS => return false,
+            Some(c) if now < c.next() => return false,
+            // The same id again: an answer to an earlier send still counts.
+            Some(c) if c.addr == sel => c.tid,
+            _ => random_tid(),
+        };
+        let sends = match &local.path_check {
+            Some(c) if c.addr == sel => c.sends,
+            _ => 0,
+        };
+        local.path_check = Some(PathCheck {
+            addr: sel,
+            tid,
+            sent: now,
+            sends: sends + 1,
+            answered: false,
+        });
+        let spec = &s.spec;
+        if self
+            .tx
+            .push(sel, |out| write_path_check(out, tid, spec, &pwd))
+        {
+            self.stats.path_checks += 1;
+        }
+        false
+    }
+
+    /// A nominating check of session `h` (homed here) from `from`: a path check of that
+    /// address that gave up is sent again.
+    pub(super) fn renominated(&mut self, h: SessionHandle, from: SocketAddr) {
+        let check = self
+            .sessions
+            .get_mut(h)
+            .and_then(|s| s.local())
+            .and_then(|l| l.path_check.as_mut())
+            .filter(|c| c.addr == from && !c.answered && c.sends >= PATH_CHECK_SENDS);
+        if let Some(c) = check {
+            c.sends = 0;
+        }
     }
 
     /// A Binding success response from `from`: the answer to a path check of the
@@ -362,31 +416,34 @@ impl Engine {
             .map_err(|_| DropReason::StunRejected)?;
         msg.verify_integrity(pwd.as_bytes())
             .map_err(|_| DropReason::StunRejected)?;
+        let selected = s.ice.selected();
         let check = s
             .local()
             .and_then(|l| l.path_check.as_mut())
             .filter(|c| c.addr == from && c.tid == msg.transaction_id() && !c.answered)
+            .filter(|c| Some(c.addr) == selected)
             .ok_or(DropReason::StunRejected)?;
         check.answered = true;
-        self.move_media(now, h);
+        self.after_check(now, h);
         Ok(())
     }
 
-    /// When a connected session homed here may next move its media (or check the
-    /// address it would move to again), if a nomination is waiting for it.
+    /// When a session homed here may next move its media, or connect, or check the
+    /// address it would go to again, if a nomination is waiting for it.
     pub(super) fn move_due(s: &Session) -> Option<Instant> {
         let Home::Here(local) = &s.home else {
             return None;
         };
-        if s.addr.is_none() || s.ice.selected() == s.addr || !local.keyed() {
+        let sel = s.ice.selected()?;
+        if Some(sel) == s.addr || !local.keyed() {
             return None;
         }
-        let gap = local.moved_at.map(|t| t + MOVE_GAP);
-        let retry = local
-            .path_check
-            .as_ref()
-            .filter(|c| !c.answered && Some(c.addr) == s.ice.selected())
-            .map(|c| c.sent + PATH_CHECK_RETRY);
-        gap.into_iter().chain(retry).max()
+        let gap = s.addr.and(local.moved_at).map(|t| t + MOVE_GAP);
+        let check = match &local.path_check {
+            Some(c) if c.addr == sel && (c.answered || c.sends >= PATH_CHECK_SENDS) => None,
+            Some(c) => Some(c.next()),
+            None => None,
+        };
+        gap.into_iter().chain(check).max()
     }
 }

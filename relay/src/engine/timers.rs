@@ -145,8 +145,10 @@ impl Engine {
                     self.probe_timeout(now, h);
                     self.drive_choices(now, h, report);
                 }
-                // A nomination that came too soon after the last move.
+                // A nomination that came too soon after the last move, or whose path
+                // check is due again.
                 self.move_media(now, h);
+                self.maybe_connected(now, h);
                 // A second without SRTCP to it: a receiver report says we are here.
                 self.send_rtcp_if_quiet(now, h);
             }
