@@ -565,10 +565,26 @@ impl Core {
     }
 
     /// Restores calls persisted by an earlier run, before the first sync.
+    ///
+    /// A call stored by an older version that declares the relay's own SSRC, which the
+    /// relay now refuses (and with it the whole snapshot), is hung up (`bad_offer`) and
+    /// forgotten instead.
     pub fn restore(&mut self, calls: impl IntoIterator<Item = Call>) {
         for mut call in calls {
             call.connected = false;
             let key = (call.dm_room.clone(), call.call_id.clone());
+            if call
+                .spec
+                .streams
+                .iter()
+                .any(|s| s.ssrc == blindfold_relay::id::Ssrc::RELAY)
+            {
+                self.remember_handled(key, call.answered_ms);
+                self.hangup(&call.dm_room, &call.call_id, Code::BadOffer);
+                self.out
+                    .push_back(Action::Forget(call.spec.session_id.clone()));
+                continue;
+            }
             self.remember_handled(key.clone(), call.answered_ms);
             self.by_call.insert(key, call.spec.session_id.clone());
             self.calls.insert(call.spec.session_id.clone(), call);
@@ -1123,12 +1139,16 @@ impl Core {
             return Err(Code::RelayUnavailable);
         };
 
-        // (A replaced call still unanswered is withdrawn: nobody heard of it.)
-        let old: Vec<Call> = replaced
-            .iter()
-            .filter(|id| !self.admission_queued(id))
-            .filter_map(|id| self.calls.get(id).cloned())
-            .collect();
+        // A replaced call still unanswered is withdrawn (nobody heard of it), and the
+        // calls it was replacing become this one's.
+        let mut old: Vec<Call> = Vec::new();
+        for id in &replaced {
+            if self.admission_queued(id) {
+                old.extend(self.replaced_by.remove(id).unwrap_or_default());
+            } else if let Some(c) = self.calls.get(id) {
+                old.push(c.clone());
+            }
+        }
         for id in replaced {
             self.end_call(&id, Code::Replaced, now_ms);
         }

@@ -199,6 +199,7 @@ impl Registry {
             NotificationBody::SessionConnected { session_id, addr } => {
                 if self.session(session_id).is_some() {
                     self.connected.insert(session_id.clone(), *addr);
+                    self.failed.remove(session_id);
                 }
             }
             NotificationBody::SessionFailed { session_id, .. } => {

@@ -531,6 +531,35 @@ fn colliding_ssrcs_are_refused_but_the_same_device_replaces_its_call() {
     assert_eq!(core.calls().count(), 1);
 }
 
+/// Alice's client restarts twice in one sync: the middle call, never answered, is
+/// withdrawn, and her first call ends as replaced by the last one, told by its key
+/// event, or as `member_ended` if the relay does not take the last one after all.
+#[test]
+fn a_call_replaced_in_its_invites_batch_hands_on_what_it_replaced() {
+    let mut core = setup(&[ALICE, BOB]);
+    call_in(&mut core, BOB, "b", 200);
+    call_in(&mut core, ALICE, "a1", 100);
+    let actions = timeline(
+        &mut core,
+        DM,
+        vec![
+            invite(ALICE, "a2", "conf", &offer(100), T0),
+            invite(ALICE, "a3", "conf", &offer(100), T0),
+        ],
+        T0 + 10,
+    );
+    let calls = admitted(&actions);
+    assert_eq!(calls.len(), 1, "{actions:?}");
+    assert_eq!(calls[0].call_id, "a3");
+    assert!(member_ended(&actions).is_empty(), "{actions:?}");
+    let last = calls[0].spec.session_id.clone();
+    core.admission_failed(&last, T0 + 20);
+    let told = member_ended(&drain(&mut core));
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].1["member"]["call_id"], "a1");
+    assert_eq!(told[0].1["reason"], "replaced");
+}
+
 #[test]
 fn leaving_the_conference_room_or_sharing_the_dm_ends_the_call() {
     for (room, event, code) in [
@@ -954,6 +983,34 @@ fn a_subscription_goes_to_the_relay_and_the_store() {
     let repeats = vec![sub(json!("all")); 50];
     assert!(timeline(&mut core, DM, repeats, T0).is_empty());
     assert_eq!(core.stats().dropped.get("subscribe_unchanged"), Some(&50));
+}
+
+/// A call stored before the relay refused its own SSRC in a session would have the
+/// relay refuse every snapshot: it is hung up and forgotten instead of restored.
+#[test]
+fn a_stored_call_on_the_relays_ssrc_is_hung_up_not_restored() {
+    let mut core = setup(&[ALICE, BOB]);
+    call_in(&mut core, ALICE, "a", 100);
+    call_in(&mut core, BOB, "b", 200);
+    let mut stored: Vec<Call> = core.calls().cloned().collect();
+    let bob = stored.iter_mut().find(|c| c.caller == BOB).unwrap();
+    bob.spec.streams[0].ssrc = Ssrc::RELAY;
+    let mut restarted = Core::new(
+        CoreConfig::new(SFU, "SFUDEV"),
+        Box::new(|b: &mut [u8]| b.fill(1)),
+    );
+    restarted.restore(stored);
+    let actions = drain(&mut restarted);
+    assert_eq!(hangups(&actions), ["bad_offer"], "{actions:?}");
+    assert!(actions.iter().any(|a| matches!(a, Action::Forget(_))));
+    let snap = restarted.snapshot(T0);
+    assert_eq!(snap.sessions.len(), 1);
+    assert!(
+        snap.sessions[0]
+            .streams
+            .iter()
+            .all(|s| s.ssrc != Ssrc::RELAY)
+    );
 }
 
 #[test]
