@@ -380,13 +380,7 @@ impl Engine {
         match s.home {
             Home::Here(_) => self.confirm_path(now, h, from, msg),
             Home::Elsewhere(home, key) => {
-                let msg = PeerMsg::Datagram {
-                    session: key,
-                    from,
-                    data: buf.into(),
-                };
-                self.events
-                    .push_back(Event::Peer(PeerDest::Shard(home), msg));
+                self.hand_home(home, key, from, buf);
                 Ok(())
             }
             Home::Unclaimed { .. } => Err(DropReason::StunRejected),

@@ -104,14 +104,7 @@ const MAX_BATCH: usize = 1024;
 /// Any failing socket call: e.g. `EADDRINUSE` if the port is held by a socket without
 /// `SO_REUSEPORT` or by another user, `EADDRNOTAVAIL` for an address not on this host.
 pub fn bind_reuseport(addr: SocketAddr, recv_buf: usize, send_buf: usize) -> io::Result<UdpSocket> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::DGRAM.cloexec(),
-        Some(Protocol::UDP),
-    )?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
+    let socket = udp_socket(addr)?;
     // SO_REUSEPORT alone: the kernel shares the port only among sockets of the same
     // user that all set it. (SO_REUSEADDR on both sides would let any user's socket
     // bind the port too, and take its unicast traffic.)
@@ -140,6 +133,17 @@ pub fn bind_reuseport(addr: SocketAddr, recv_buf: usize, send_buf: usize) -> io:
 /// # Errors
 /// `EADDRINUSE` if any socket holds the port; as [`bind_reuseport`] otherwise.
 pub fn claim_port(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let socket = udp_socket(addr)?;
+    socket.bind(&addr.into())?;
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("the probe socket has no IP address"))
+}
+
+/// A close-on-exec UDP socket of `addr`'s family; `IPV6_V6ONLY` for IPv6 (a v4 listener
+/// is a separate socket).
+fn udp_socket(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::DGRAM.cloexec(),
@@ -148,11 +152,7 @@ pub fn claim_port(addr: SocketAddr) -> io::Result<SocketAddr> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.bind(&addr.into())?;
-    socket
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::other("the probe socket has no IP address"))
+    Ok(socket)
 }
 
 /// Writes `addr` into `out` as a `sockaddr_in`/`sockaddr_in6` and returns its length.
