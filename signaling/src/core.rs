@@ -765,15 +765,9 @@ impl Core {
     /// calls it replaced have ended, and no new call's key event will tell the members
     /// so: they hear it as `member_ended` with reason `replaced`.
     pub fn admission_failed(&mut self, session_id: &SessionId, now_ms: u64) {
-        // What the same batch queued for the call after its admission (its subscription
-        // for the relay and the store) is about a session the relay does not have.
-        self.out.retain(|a| match a {
-            Action::Relay(RequestBody::SetSubscription { subscription, .. }) => {
-                subscription.session_id != *session_id
-            }
-            Action::Persist(call) => call.spec.session_id != *session_id,
-            _ => true,
-        });
+        // What the same batch queued for the call after its admission is about a
+        // session the relay does not have.
+        self.withdraw_follow_ups(session_id);
         if let Some(call) = self.calls.get(session_id) {
             let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
             self.remove_call(session_id, now_ms, false, None);
@@ -799,15 +793,22 @@ impl Core {
         if !self.admission_queued(id) {
             return false;
         }
+        self.out
+            .retain(|a| !matches!(a, Action::Admit { call, .. } if call.spec.session_id == *id));
+        self.withdraw_follow_ups(id);
+        true
+    }
+
+    /// Takes back what a batch queued for `id`'s call after its admission: its
+    /// subscription for the relay and its record for the store.
+    fn withdraw_follow_ups(&mut self, id: &SessionId) {
         self.out.retain(|a| match a {
-            Action::Admit { call, .. } => call.spec.session_id != *id,
             Action::Relay(RequestBody::SetSubscription { subscription, .. }) => {
                 subscription.session_id != *id
             }
             Action::Persist(call) => call.spec.session_id != *id,
             _ => true,
         });
-        true
     }
 
     /// Ends every call that may no longer stay: its caller left the conference room,
