@@ -676,32 +676,83 @@ fn a_join_that_cannot_publish_its_keys_leaves_no_call_behind() {
     }
 }
 
+/// A call whose member bob can die alone: the relay's consent timeout is 3 s, and bob's
+/// client runs on a runtime of its own (`bob_rt`); alice's and carol's join (and are
+/// dropped) inside `main`, in [`alice_and_carol_join`].
+struct BobApart {
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    hs: &'static Synapse,
+    sfu: Sfu,
+    users: Vec<MatrixUser>,
+    room: String,
+    main: tokio::runtime::Runtime,
+    bob_rt: tokio::runtime::Runtime,
+    bob: Peer,
+    epoch: Instant,
+}
+
+impl BobApart {
+    fn new() -> BobApart {
+        let guard = one_at_a_time();
+        let hs = Synapse::shared();
+        let sfu = sfu_on(hs, Relay::start_with(1, &["--consent-timeout", "3"]), "");
+        let users: Vec<MatrixUser> = ["m0", "m1", "m2"].iter().map(|n| hs.new_user(n)).collect();
+        let room = conference_room(&users[0], &[&users[1], &users[2]], &sfu.user_id, CONF);
+        let (main, bob_rt) = (rt(), rt());
+        let epoch = Instant::now();
+        let bob = bob_rt.block_on(join("bob", &users[1], &room, epoch));
+        BobApart {
+            _one_at_a_time: guard,
+            hs,
+            sfu,
+            users,
+            room,
+            main,
+            bob_rt,
+            bob,
+            epoch,
+        }
+    }
+}
+
+/// Alice and carol join `room` and run with `bob` until everyone decrypts everyone.
+async fn alice_and_carol_join(
+    users: &[MatrixUser],
+    room: &str,
+    epoch: Instant,
+    bob: &mut Peer,
+    relay: &Relay,
+) -> (Peer, Peer) {
+    let (mut a, mut c) = tokio::join!(
+        join("alice", &users[0], room, epoch),
+        join("carol", &users[2], room, epoch),
+    );
+    run_until(
+        &mut [&mut a, bob, &mut c],
+        relay,
+        Duration::from_secs(20),
+        "everyone decrypts everyone",
+        |p| everyone_has_all_streams(p, 20),
+    )
+    .await;
+    (a, c)
+}
+
 #[test]
 fn a_member_whose_client_dies_is_forgotten_and_rekeyed_out_by_the_others() {
-    let _one_at_a_time = one_at_a_time();
-    let hs = Synapse::shared();
-    let s = sfu_on(hs, Relay::start_with(1, &["--consent-timeout", "3"]), "");
-    let users: Vec<MatrixUser> = ["m0", "m1", "m2"].iter().map(|n| hs.new_user(n)).collect();
-    let room = conference_room(&users[0], &[&users[1], &users[2]], &s.user_id, CONF);
-    let main = rt();
-    // Bob's client on a runtime of its own, so that it can die alone.
-    let bob_rt = rt();
-    let epoch = Instant::now();
-    let mut b = bob_rt.block_on(join("bob", &users[1], &room, epoch));
-    // Alice's and carol's clients live (and are dropped) inside the main runtime.
+    let BobApart {
+        _one_at_a_time,
+        sfu: s,
+        users,
+        room,
+        main,
+        bob_rt,
+        bob: mut b,
+        epoch,
+        ..
+    } = BobApart::new();
     main.block_on(async move {
-        let (mut a, mut c) = tokio::join!(
-            join("alice", &users[0], &room, epoch),
-            join("carol", &users[2], &room, epoch),
-        );
-        run_until(
-            &mut [&mut a, &mut b, &mut c],
-            &s.relay,
-            Duration::from_secs(20),
-            "everyone decrypts everyone",
-            |p| everyone_has_all_streams(p, 20),
-        )
-        .await;
+        let (mut a, mut c) = alice_and_carol_join(&users, &room, epoch, &mut b, &s.relay).await;
         let bob = MemberId {
             user_id: b.user_id.clone(),
             device_id: b.conf.device_id().to_owned(),
@@ -780,28 +831,19 @@ fn a_member_whose_client_dies_is_forgotten_and_rekeyed_out_by_the_others() {
 /// under the key bob holds.
 #[test]
 fn a_member_that_cannot_publish_the_rekey_a_call_end_asks_for_stops_its_media() {
-    let _one_at_a_time = one_at_a_time();
-    let hs = Synapse::shared();
-    let s = sfu_on(hs, Relay::start_with(1, &["--consent-timeout", "3"]), "");
-    let users: Vec<MatrixUser> = ["m0", "m1", "m2"].iter().map(|n| hs.new_user(n)).collect();
-    let room = conference_room(&users[0], &[&users[1], &users[2]], &s.user_id, CONF);
-    let main = rt();
-    let bob_rt = rt();
-    let epoch = Instant::now();
-    let mut b = bob_rt.block_on(join("bob", &users[1], &room, epoch));
+    let BobApart {
+        _one_at_a_time,
+        hs,
+        sfu: s,
+        users,
+        room,
+        main,
+        bob_rt,
+        bob: mut b,
+        epoch,
+    } = BobApart::new();
     main.block_on(async move {
-        let (mut a, mut c) = tokio::join!(
-            join("alice", &users[0], &room, epoch),
-            join("carol", &users[2], &room, epoch),
-        );
-        run_until(
-            &mut [&mut a, &mut b, &mut c],
-            &s.relay,
-            Duration::from_secs(20),
-            "everyone decrypts everyone",
-            |p| everyone_has_all_streams(p, 20),
-        )
-        .await;
+        let (mut a, mut c) = alice_and_carol_join(&users, &room, epoch, &mut b, &s.relay).await;
         let sfu_user =
             MatrixUser::login(hs.base_url(), &s.user_id, PASSWORD).expect("log in as the SFU");
         sfu_user.upload_device_keys().expect("upload keys");
