@@ -1,0 +1,287 @@
+//! An HTTP proxy in front of the test homeserver that holds back the to-device messages
+//! of the `/sync` answers it passes on until told to deliver them: what a client sees
+//! when a megolm key travels slower than the room event it decrypts (over federation
+//! the to-device message and the room event take different paths).
+//!
+//! Everything else passes unchanged, but each `/sync` long-poll is cut to 1 s, so that
+//! released messages reach the client soon, and a login answer loses its
+//! `well_known` (which would send the client to the homeserver itself). Plain HTTP/1.1 on loopback, requests with
+//! a `Content-Length` body (what matrix-sdk sends), one thread per connection.
+//!
+//! ```no_run
+//! use blindfold_tests::synapse::Synapse;
+//! use blindfold_tests::sync_proxy::SyncProxy;
+//!
+//! let proxy = SyncProxy::start(Synapse::shared().base_url());
+//! // … a client logs in at proxy.base_url(): it gets its room events, no to-device …
+//! proxy.release(); // the held to-device messages come in its next sync that brings news
+//! ```
+#![warn(missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The longest `/sync` long-poll the proxy lets through, in milliseconds.
+const SYNC_POLL_MS: u64 = 1_000;
+
+/// The proxy; it stops accepting connections when dropped.
+pub struct SyncProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    upstream: String,
+    agent: ureq::Agent,
+    holding: AtomicBool,
+    stopped: AtomicBool,
+    /// To-device messages held back, in the order they came.
+    held: Mutex<Vec<Value>>,
+    /// How many were held in all.
+    held_total: Mutex<usize>,
+}
+
+impl SyncProxy {
+    /// Listens on a loopback port and forwards to `upstream` (`http://host:port`),
+    /// holding back to-device messages until [`release`](Self::release).
+    pub fn start(upstream: &str) -> SyncProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("sync proxy: bind");
+        let addr = listener.local_addr().expect("sync proxy: address");
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            agent: ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(60)))
+                    .build(),
+            ),
+            holding: AtomicBool::new(true),
+            stopped: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
+            held_total: Mutex::new(0),
+        });
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let s = s.clone();
+                std::thread::spawn(move || serve(&s, conn));
+            }
+        });
+        SyncProxy { addr, shared }
+    }
+
+    /// The URL clients use instead of the homeserver's.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Delivers the held to-device messages in the next `/sync` answer that brings
+    /// anything new (anything at all: account data will do), and holds no more.
+    pub fn release(&self) {
+        self.shared.holding.store(false, Ordering::SeqCst);
+    }
+
+    /// How many to-device messages were held back in all.
+    pub fn held(&self) -> usize {
+        *lock(&self.shared.held_total)
+    }
+}
+
+impl Drop for SyncProxy {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One request as read from the client.
+struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Serves the requests of one keep-alive connection until the client closes it.
+fn serve(s: &Shared, conn: TcpStream) {
+    let Ok(write) = conn.try_clone() else { return };
+    let mut write = write;
+    let mut read = BufReader::new(conn);
+    while let Some(req) = read_request(&mut read) {
+        let (status, content_type, body) = match forward(s, req) {
+            Ok(answer) => answer,
+            Err(e) => (502, "text/plain".to_owned(), e.into_bytes()),
+        };
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            if status < 400 { "OK" } else { "Error" },
+            body.len()
+        );
+        if write.write_all(head.as_bytes()).is_err() || write.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one request; `None` at the end of the connection or on what the proxy does
+/// not handle (a chunked body).
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    r.read_line(&mut line).ok().filter(|n| *n > 0)?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok().filter(|n| *n > 0)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':')?;
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        match name.as_str() {
+            "content-length" => length = value.parse().ok()?,
+            "transfer-encoding" => return None,
+            "authorization" | "content-type" => headers.push((name, value)),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+/// Passes `req` on; returns the status, content type and body for the client.
+fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), String> {
+    let sync = req.target.starts_with("/_matrix/client/v3/sync");
+    if sync {
+        req.target = cut_timeout(&req.target);
+    }
+    let mut b = ureq::http::Request::builder()
+        .method(req.method.as_str())
+        .uri(format!("{}{}", s.upstream, req.target));
+    for (name, value) in &req.headers {
+        b = b.header(name, value);
+    }
+    let answer = match req.body.is_empty() {
+        true => s.agent.run(b.body(()).map_err(|e| e.to_string())?),
+        false => s.agent.run(b.body(req.body).map_err(|e| e.to_string())?),
+    };
+    let mut answer = answer.map_err(|e| e.to_string())?;
+    let status = answer.status().as_u16();
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let body = answer
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .map_err(|e| e.to_string())?;
+    let login = req.target.starts_with("/_matrix/client/v3/login");
+    if !(sync || login) || status != 200 {
+        return Ok((status, content_type, body));
+    }
+    let mut v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    match sync {
+        true => hold_or_release(s, &mut v, since(&req.target)),
+        // matrix-sdk moves to the homeserver a login answer's `well_known` names.
+        false => _ = v.as_object_mut().and_then(|o| o.remove("well_known")),
+    }
+    Ok((status, content_type, v.to_string().into_bytes()))
+}
+
+/// `target` with its `timeout` query parameter at most [`SYNC_POLL_MS`].
+fn cut_timeout(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some(("timeout", ms)) => {
+                let ms = ms.parse::<u64>().unwrap_or(SYNC_POLL_MS);
+                format!("timeout={}", ms.min(SYNC_POLL_MS))
+            }
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+/// The `since` token of a `/sync` request target.
+fn since(target: &str) -> Option<&str> {
+    let (_, query) = target.split_once('?')?;
+    query.split('&').find_map(|kv| kv.strip_prefix("since="))
+}
+
+/// Takes the to-device messages out of a `/sync` answer while holding; after the
+/// release, puts the held ones in front of the answer's own, in an answer whose token
+/// moved on from `since` (matrix-sdk skips an answer that repeats its token).
+fn hold_or_release(s: &Shared, sync: &mut Value, since: Option<&str>) {
+    let mut held = lock(&s.held);
+    let moved = sync["next_batch"].as_str() != since;
+    let events = sync
+        .pointer_mut("/to_device/events")
+        .and_then(Value::as_array_mut);
+    if s.holding.load(Ordering::SeqCst) {
+        if let Some(events) = events {
+            *lock(&s.held_total) += events.len();
+            held.append(events);
+        }
+        return;
+    }
+    if held.is_empty() || !moved {
+        return;
+    }
+    let mut out = std::mem::take(&mut *held);
+    if let Some(events) = events {
+        out.append(events);
+    }
+    sync["to_device"] = serde_json::json!({ "events": out });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sync_long_poll_is_cut() {
+        assert_eq!(
+            cut_timeout("/_matrix/client/v3/sync?since=s1&timeout=30000&filter=1"),
+            "/_matrix/client/v3/sync?since=s1&timeout=1000&filter=1"
+        );
+        assert_eq!(
+            cut_timeout("/_matrix/client/v3/sync?timeout=0"),
+            "/_matrix/client/v3/sync?timeout=0"
+        );
+        assert_eq!(
+            cut_timeout("/_matrix/client/v3/sync"),
+            "/_matrix/client/v3/sync"
+        );
+    }
+}
