@@ -4,7 +4,8 @@
 //! is what the members and the SFU account see, outside the relay: SHA-256 of every
 //! datagram a receiver decrypted against the sender's own log, the key events as the
 //! SFU account syncs them, the MKI switch after a member leaves, and what the leaver's
-//! own Matrix client can and cannot decrypt. And an outsider who knows the relay's
+//! own Matrix client can and cannot decrypt, and a key event read once its megolm key
+//! came late. And an outsider who knows the relay's
 //! address, and what the path shows of a call (the ICE ufrags, the SSRCs), sending
 //! checks, spoofed RTP, garbage and a flood: what it gets back (STUN errors only), what
 //! the members keep decrypting, what the relay counted.
@@ -30,6 +31,7 @@ use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
 use blindfold_tests::signaling::{CONF, Sfu, announced_room, conference_room, sfu, sfu_on};
 use blindfold_tests::synapse::{PASSWORD, Synapse};
+use blindfold_tests::sync_proxy::SyncProxy;
 use serde_json::Value;
 
 /// One received packet.
@@ -153,8 +155,19 @@ async fn join(name: &'static str, user: &MatrixUser, room: &str, epoch: Instant)
 
 /// [`join`], sending `media` (`MediaMode::None`: a listener).
 async fn join_with(name: &'static str, user: &MatrixUser, room: &str, media: MediaMode) -> Peer {
+    join_at(name, user, user.base_url(), room, media).await
+}
+
+/// [`join_with`], through `homeserver` (a URL in front of the user's homeserver).
+async fn join_at(
+    name: &'static str,
+    user: &MatrixUser,
+    homeserver: &str,
+    room: &str,
+    media: MediaMode,
+) -> Peer {
     let mut cfg = ConferenceConfig::new(
-        user.base_url(),
+        homeserver,
         Login::Password {
             user: user.user_id().to_owned(),
             password: PASSWORD.to_owned(),
@@ -967,6 +980,75 @@ fn everyone_has_all_streams(peers: &[&mut Peer], n: usize) -> bool {
             .collect();
         has_all_streams(rx, &senders, n)
     })
+}
+
+/// Over federation a key event can come before the megolm key it is encrypted with
+/// (the key's to-device message and the room event travel apart): the member holds
+/// the event, reads it when the key comes, and decrypts its sender from then on.
+#[test]
+fn a_key_event_that_comes_before_its_megolm_key_is_read_when_the_key_comes() {
+    let st = setup(2);
+    let room = st.room.clone();
+    // Bob's homeserver, as he sees it, holds back his to-device messages.
+    let proxy = SyncProxy::start(Synapse::shared().base_url());
+    rt().block_on(async {
+        let epoch = Instant::now();
+        let mut a = join("alice", &st.users[0], &room, epoch).await;
+        let media = MediaMode::Synthetic { epoch, seed: 7 };
+        let mut b = join_at("bob", &st.users[1], &proxy.base_url(), &room, media).await;
+        // Bob's first key event makes alice re-send hers, with her megolm session now
+        // shared with his new device: the event reaches him, the key does not.
+        run_until(
+            &mut [&mut a, &mut b],
+            &st.sfu.relay,
+            Duration::from_secs(20),
+            "alice decrypts bob, and bob holds an event he cannot decrypt",
+            |p| has_all_streams(p[0], &[&*p[1]], 20) && p[1].conf.undecryptable() > 0,
+        )
+        .await;
+        // Time for alice's re-send to reach bob.
+        run_for(&mut [&mut a, &mut b], Duration::from_secs(3)).await;
+        assert!(proxy.held() > 0, "no to-device message was held back");
+        assert_eq!(b.conf.read_late(), 0);
+        assert!(
+            !b.rx.iter().any(|r| r.from == a.user_id),
+            "bob decrypted alice without her key"
+        );
+
+        let released = Instant::now();
+        proxy.release();
+        // Something new for bob's next sync to carry them in.
+        let poke = format!(
+            "/_matrix/client/v3/user/{}/account_data/org.example.poke",
+            blindfold_tests::matrix::escape(&b.user_id)
+        );
+        st.users[1]
+            .call("PUT", &poke, Some(&serde_json::json!({})))
+            .expect("account data");
+        run_until(
+            &mut [&mut a, &mut b],
+            &st.sfu.relay,
+            Duration::from_secs(10),
+            "bob decrypts alice once her megolm key came",
+            |p| has_all_streams(p[1], &[&*p[0]], 20),
+        )
+        .await;
+        let first =
+            b.rx.iter()
+                .filter(|r| r.from == a.user_id)
+                .map(|r| r.at)
+                .min();
+        eprintln!(
+            "bob: {} events undecryptable when they came, {} read late; alice's first \
+             packet decrypted {:?} after the release",
+            b.conf.undecryptable(),
+            b.conf.read_late(),
+            first.map(|t| t - released)
+        );
+        assert!(b.conf.read_late() > 0);
+        assert!(bit_identical(&b, &a) > 0);
+        assert!(b.rejected().is_empty(), "{:?}", b.rejected());
+    });
 }
 
 #[test]

@@ -45,7 +45,9 @@
 //! end-to-end-encryption keys (`/keys/query`, again before every key event it sends).
 //! Other members' key events are accepted only under docs/protocol.md's trust rules
 //! ([`keys::Roster`]); refused ones are reported ([`ConferenceEvent::KeysRejected`])
-//! and dropped. When a member leaves `R` or hangs up, or the SFU says in the DM that a
+//! and dropped. One that comes before its megolm key (over federation the key's
+//! to-device message can be slower) is held and read when the key comes
+//! ([`Conference::read_late`]). When a member leaves `R` or hangs up, or the SFU says in the DM that a
 //! member's call ended ([`MEMBER_ENDED_EVENT`]: its client died or lost its link), the
 //! conference rekeys ([`keys::LocalKeys`]): the next MKI index is published at once,
 //! used 2 s later, dropped 10 s after that. matrix-sdk itself rotates `R`'s megolm
@@ -58,6 +60,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod keys;
+mod late;
 mod media;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -90,6 +93,8 @@ use tokio::task::JoinHandle;
 use crate::sdp::{Answer, AnswerError, Offer};
 use crate::{IceCredentials, MediaPacket, OwnSsrcs, Participant, ParticipantConfig, SenderId};
 use keys::{Accepted, KEYS_EVENT, KeyAction, KeyEvent, KeyEventError, LocalKeys, Roster};
+use late::Late;
+pub use late::{LATE_EVENT_WAIT, LATE_EVENTS_HELD};
 
 pub use matrix_sdk;
 
@@ -481,6 +486,7 @@ pub const PUBLISH_RETRIES: [Duration; 3] = [
 struct Counters {
     events_dropped: AtomicU64,
     undecryptable: AtomicU64,
+    read_late: AtomicU64,
 }
 
 /// The state the sync task and the media task share. Held briefly, never across an
@@ -491,6 +497,8 @@ struct State {
     roster: Roster,
     keys: LocalKeys,
     profile: SrtpProfile,
+    /// `R`'s events waiting for their megolm key.
+    late: Late,
 }
 
 struct Inner {
@@ -1151,6 +1159,7 @@ impl Conference {
                 roster: Roster::default(),
                 keys: LocalKeys::new(key),
                 profile: config.profile,
+                late: Late::default(),
             }),
             events: tx,
             counters: Counters::default(),
@@ -1389,10 +1398,17 @@ impl Conference {
         self.inner.counters.events_dropped.load(Ordering::Relaxed)
     }
 
-    /// Timeline events in `R` we could not decrypt (sent before we joined, or a key
-    /// that never came).
+    /// Timeline events in `R` we could not decrypt when they came (sent before we
+    /// joined, or their megolm key had not come yet). Each is held, up to
+    /// [`LATE_EVENTS_HELD`] for up to [`LATE_EVENT_WAIT`], and read when its key comes.
     pub fn undecryptable(&self) -> u64 {
         self.inner.counters.undecryptable.load(Ordering::Relaxed)
+    }
+
+    /// Of the [`undecryptable`](Self::undecryptable) events, those read once their
+    /// megolm key came.
+    pub fn read_late(&self) -> u64 {
+        self.inner.counters.read_late.load(Ordering::Relaxed)
     }
 }
 
@@ -1469,10 +1485,12 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
     let room_id = inner.room.room_id().to_owned();
     let dm_id = inner.dm.room_id().to_owned();
     let me = inner.client.user_id().map(ToOwned::to_owned);
+    // The join's syncs may have brought a key after the event it decrypts.
+    let mut keys_came = true;
     loop {
-        if !backlog.is_empty() {
+        if !backlog.is_empty() || keys_came {
             let events = std::mem::take(&mut backlog);
-            handle_room_events(&inner, &events, false).await;
+            handle_room_events(&inner, &events, false, keys_came).await;
         }
         if let Some(reason) = ended(&inner).await {
             inner.emit(ConferenceEvent::ended(reason));
@@ -1481,7 +1499,9 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
         let resp = match inner.client.sync_once(loop_sync_settings()).await {
             Ok(r) => r,
             Err(_) => {
-                // A homeserver hiccup: try again shortly rather than end the call.
+                // A homeserver hiccup: try again shortly rather than end the call. What
+                // the failed sync processed is not known: keys may have come.
+                keys_came = true;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -1501,6 +1521,8 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             });
             return;
         }
+        // Room keys come in to-device messages: held events may decrypt now.
+        keys_came = !resp.to_device.is_empty();
         // R's events first: a member's key event and the SFU's word that its call ended
         // can come in one sync, and the end must find the member installed.
         if let Some(update) = resp.rooms.joined.get(&room_id) {
@@ -1513,7 +1535,8 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
                 serde_json::from_str::<Value>(raw.json().get()).is_ok_and(|v| left_room(&v, me))
             });
             // State-only changes count too (a call member gone from the room).
-            handle_room_events(&inner, &std::mem::take(&mut backlog), left).await;
+            handle_room_events(&inner, &std::mem::take(&mut backlog), left, keys_came).await;
+            keys_came = false;
         }
         if let Some(update) = resp.rooms.joined.get(&dm_id) {
             let mut ended_calls = Vec::new();
@@ -1542,16 +1565,63 @@ async fn ended(inner: &Inner) -> Option<String> {
     }
 }
 
-/// Key events, then members who left: install, re-send, rekey. `left`: someone left
-/// `R` in a part of the sync the timeline does not show.
-async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool) {
-    let mut resend = false;
-    let mut rekey = left;
-    for e in events {
-        if e.kind.is_utd() {
-            inner.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
+/// Tries the events of `R` held undecryptable again; returns those that now decrypt,
+/// with their positions, oldest first, and holds the others again. Newest first: a
+/// megolm key shared with us late decrypts a session's messages from some index on,
+/// so once one of a session fails, the session's older ones are not tried.
+async fn decrypt_held(inner: &Inner) -> Vec<(u64, TimelineEvent)> {
+    let held = inner.lock().late.take(Instant::now());
+    let mut read = Vec::new();
+    let mut still = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for h in held.into_iter().rev() {
+        if h.session.as_ref().is_some_and(|s| missing.contains(s)) {
+            still.push(h);
             continue;
         }
+        match inner.room.decrypt_event(&h.raw, None).await {
+            Ok(e) if !e.kind.is_utd() => read.push((h.position, e)),
+            _ => {
+                missing.extend(h.session.clone());
+                still.push(h);
+            }
+        }
+    }
+    still.reverse();
+    read.reverse();
+    inner.lock().late.put_back(still);
+    inner
+        .counters
+        .read_late
+        .fetch_add(read.len() as u64, Ordering::Relaxed);
+    read
+}
+
+/// Key events, then members who left: install, re-send, rekey. `left`: someone left
+/// `R` in a part of the sync the timeline does not show. `keys_came`: room keys came
+/// since the last call, so the events held undecryptable are tried again (first: they
+/// are older than `events`).
+async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool, keys_came: bool) {
+    let mut resend = false;
+    let mut rekey = left;
+    let mut read = match keys_came {
+        true => decrypt_held(inner).await,
+        false => Vec::new(),
+    };
+    {
+        let mut st = inner.lock();
+        for e in events {
+            let position = st.late.position();
+            if e.kind.is_utd() {
+                inner.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
+                st.late
+                    .hold(Instant::now(), e.raw().clone().cast_unchecked(), position);
+            } else {
+                read.push((position, e.clone()));
+            }
+        }
+    }
+    for (position, e) in &read {
         let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get()) else {
             continue;
         };
@@ -1567,7 +1637,7 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool)
         let Some(sender) = v["sender"].as_str() else {
             continue;
         };
-        match accept_key_event(inner, sender, &v["content"], e).await {
+        match accept_key_event(inner, sender, &v["content"], e, *position).await {
             Ok(None) => {}
             Ok(Some(Accepted::New(_) | Accepted::Replaced { .. })) => resend = true,
             Ok(Some(Accepted::Ended(_))) => rekey = true,
@@ -1636,6 +1706,7 @@ async fn accept_key_event(
     sender: &str,
     content: &Value,
     e: &TimelineEvent,
+    position: u64,
 ) -> Result<Option<Accepted>, KeyEventError> {
     let ev = KeyEvent::from_content(content)?;
     if ev.conf_id != inner.conf_id {
@@ -1664,6 +1735,10 @@ async fn accept_key_event(
         return Err(KeyEventError::NotJoined);
     }
     let mut st = inner.lock();
+    // Read late, behind a newer key event of that device: it was replaced already.
+    if !st.late.is_newest(sender, &ev.device_id, position) {
+        return Ok(None);
+    }
     let accepted = st.roster.accept(sender, &ev, inner.ssrcs)?;
     let member = MemberId {
         user_id: sender.to_owned(),
