@@ -55,20 +55,20 @@
 //!
 //! Beside the emulator, real processes: [`process`] runs the relay binary, [`synapse`]
 //! a real Synapse homeserver, [`matrix`] calls its client-server API as a test user,
-//! [`sync_proxy`] holds back a client's to-device messages (a megolm key slower than
-//! its room event, as over federation); [`demo`] holds the pieces of the
-//! `blindfold-demo` binary (`scripts/demo`).
+//! [`hs_proxy`] stands in front of it to hold back a client's to-device messages (a
+//! megolm key slower than its room event, as over federation) or refuse its sends;
+//! [`demo`] holds the pieces of the `blindfold-demo` binary (`scripts/demo`).
 #![allow(clippy::disallowed_methods)] // one base instant; everything after is simulated
 
 pub mod bench;
 pub mod demo;
 pub mod fixtures;
+pub mod hs_proxy;
 pub mod matrix;
 pub mod net;
 pub mod process;
 pub mod signaling;
 pub mod synapse;
-pub mod sync_proxy;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -50,6 +50,18 @@ impl Signaling {
         password: &str,
         extra: &str,
     ) -> Signaling {
+        Self::start_at(synapse.base_url(), relay_control, user, password, extra)
+    }
+
+    /// [`start`](Self::start), with the homeserver at `homeserver` (a URL in front of
+    /// the test homeserver, such as [`crate::hs_proxy`]'s).
+    pub fn start_at(
+        homeserver: &str,
+        relay_control: &Path,
+        user: &str,
+        password: &str,
+        extra: &str,
+    ) -> Signaling {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "bf-signaling-{}-{}",
@@ -62,7 +74,7 @@ impl Signaling {
         let config = format!(
             "homeserver = \"{}\"\nuser = \"{user}\"\npassword_file = \"{}\"\nrelay_socket = \"{}\"\n\
              database = \"{}\"\nmetrics = \"{metrics}\"\nlog_level = \"info\"\n{extra}\n",
-            synapse.base_url(),
+            homeserver,
             dir.join("password").display(),
             relay_control.display(),
             dir.join("signaling.sqlite3").display(),

@@ -27,11 +27,11 @@ use blindfold_client::conference::{
 };
 use blindfold_relay::dtls::DtlsCert;
 use blindfold_relay::id::{KeyIndex, Ssrc};
+use blindfold_tests::hs_proxy::HomeserverProxy;
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
 use blindfold_tests::signaling::{CONF, Sfu, announced_room, conference_room, sfu, sfu_on};
 use blindfold_tests::synapse::{PASSWORD, Synapse};
-use blindfold_tests::sync_proxy::SyncProxy;
 use serde_json::Value;
 
 /// One received packet.
@@ -990,7 +990,8 @@ fn a_key_event_that_comes_before_its_megolm_key_is_read_when_the_key_comes() {
     let st = setup(2);
     let room = st.room.clone();
     // Bob's homeserver, as he sees it, holds back his to-device messages.
-    let proxy = SyncProxy::start(Synapse::shared().base_url());
+    let proxy = HomeserverProxy::start(Synapse::shared().base_url());
+    proxy.hold_to_device();
     rt().block_on(async {
         let epoch = Instant::now();
         let mut a = join("alice", &st.users[0], &room, epoch).await;
@@ -1008,7 +1009,10 @@ fn a_key_event_that_comes_before_its_megolm_key_is_read_when_the_key_comes() {
         .await;
         // Time for alice's re-send to reach bob.
         run_for(&mut [&mut a, &mut b], Duration::from_secs(3)).await;
-        assert!(proxy.held() > 0, "no to-device message was held back");
+        assert!(
+            proxy.held_to_device() > 0,
+            "no to-device message was held back"
+        );
         assert_eq!(b.conf.read_late(), 0);
         assert!(
             !b.rx.iter().any(|r| r.from == a.user_id),
@@ -1016,7 +1020,7 @@ fn a_key_event_that_comes_before_its_megolm_key_is_read_when_the_key_comes() {
         );
 
         let released = Instant::now();
-        proxy.release();
+        proxy.release_to_device();
         // Something new for bob's next sync to carry them in.
         let poke = format!(
             "/_matrix/client/v3/user/{}/account_data/org.example.poke",

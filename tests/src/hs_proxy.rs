@@ -1,36 +1,43 @@
-//! An HTTP proxy in front of the test homeserver that holds back the to-device messages
-//! of the `/sync` answers it passes on until told to deliver them: what a client sees
-//! when a megolm key travels slower than the room event it decrypts (over federation
-//! the to-device message and the room event take different paths).
+//! An HTTP proxy in front of the test homeserver that passes a client's requests on,
+//! and on demand makes two faults no local homeserver makes by itself:
 //!
-//! Everything else passes unchanged, but each `/sync` long-poll is cut to 1 s, so that
-//! released messages reach the client soon, and a login answer loses its
-//! `well_known` (which would send the client to the homeserver itself). Plain HTTP/1.1 on loopback, requests with
-//! a `Content-Length` body (what matrix-sdk sends), one thread per connection.
+//! - it holds back the to-device messages of the `/sync` answers until told to deliver
+//!   them: what a client sees when a megolm key travels slower than the room event it
+//!   decrypts (over federation the two take different paths);
+//! - it refuses event sends (`PUT …/send/…`) with a 502, as a homeserver that is
+//!   failing, while syncs and everything else still work.
+//!
+//! While to-device messages are held or waiting, each `/sync` long-poll is cut to 1 s
+//! so that released messages reach the client soon. A login answer loses its
+//! `well_known` (which would send the client to the homeserver itself). Plain HTTP/1.1
+//! on loopback, requests with a `Content-Length` body (what matrix-sdk and signaling
+//! send), one thread per connection.
 //!
 //! ```no_run
+//! use blindfold_tests::hs_proxy::HomeserverProxy;
 //! use blindfold_tests::synapse::Synapse;
-//! use blindfold_tests::sync_proxy::SyncProxy;
 //!
-//! let proxy = SyncProxy::start(Synapse::shared().base_url());
+//! let proxy = HomeserverProxy::start(Synapse::shared().base_url());
+//! proxy.hold_to_device();
 //! // … a client logs in at proxy.base_url(): it gets its room events, no to-device …
-//! proxy.release(); // the held to-device messages come in its next sync that brings news
+//! proxy.release_to_device(); // they come in its next sync that brings news
 //! ```
 #![warn(missing_docs)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
-/// The longest `/sync` long-poll the proxy lets through, in milliseconds.
+/// The longest `/sync` long-poll the proxy lets through while it holds to-device
+/// messages, in milliseconds.
 const SYNC_POLL_MS: u64 = 1_000;
 
 /// The proxy; it stops accepting connections when dropped.
-pub struct SyncProxy {
+pub struct HomeserverProxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
 }
@@ -39,17 +46,20 @@ struct Shared {
     upstream: String,
     agent: ureq::Agent,
     holding: AtomicBool,
+    refusing: AtomicBool,
     stopped: AtomicBool,
+    /// Sends refused so far.
+    refused: AtomicUsize,
     /// To-device messages held back, in the order they came.
     held: Mutex<Vec<Value>>,
     /// How many were held in all.
     held_total: Mutex<usize>,
 }
 
-impl SyncProxy {
-    /// Listens on a loopback port and forwards to `upstream` (`http://host:port`),
-    /// holding back to-device messages until [`release`](Self::release).
-    pub fn start(upstream: &str) -> SyncProxy {
+impl HomeserverProxy {
+    /// Listens on a loopback port and forwards everything to `upstream`
+    /// (`http://host:port`).
+    pub fn start(upstream: &str) -> HomeserverProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("sync proxy: bind");
         let addr = listener.local_addr().expect("sync proxy: address");
         let shared = Arc::new(Shared {
@@ -60,8 +70,10 @@ impl SyncProxy {
                     .timeout_global(Some(Duration::from_secs(60)))
                     .build(),
             ),
-            holding: AtomicBool::new(true),
+            holding: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            refused: AtomicUsize::new(0),
             held: Mutex::new(Vec::new()),
             held_total: Mutex::new(0),
         });
@@ -76,7 +88,7 @@ impl SyncProxy {
                 std::thread::spawn(move || serve(&s, conn));
             }
         });
-        SyncProxy { addr, shared }
+        HomeserverProxy { addr, shared }
     }
 
     /// The URL clients use instead of the homeserver's.
@@ -84,19 +96,34 @@ impl SyncProxy {
         format!("http://{}", self.addr)
     }
 
+    /// Holds back the to-device messages of the `/sync` answers from now on.
+    pub fn hold_to_device(&self) {
+        self.shared.holding.store(true, Ordering::SeqCst);
+    }
+
     /// Delivers the held to-device messages in the next `/sync` answer that brings
     /// anything new (anything at all: account data will do), and holds no more.
-    pub fn release(&self) {
+    pub fn release_to_device(&self) {
         self.shared.holding.store(false, Ordering::SeqCst);
     }
 
     /// How many to-device messages were held back in all.
-    pub fn held(&self) -> usize {
+    pub fn held_to_device(&self) -> usize {
         *lock(&self.shared.held_total)
+    }
+
+    /// Refuses event sends with a 502 (`on`), or passes them again.
+    pub fn refuse_sends(&self, on: bool) {
+        self.shared.refusing.store(on, Ordering::SeqCst);
+    }
+
+    /// How many event sends were refused in all.
+    pub fn refused_sends(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
     }
 }
 
-impl Drop for SyncProxy {
+impl Drop for HomeserverProxy {
     fn drop(&mut self) {
         self.shared.stopped.store(true, Ordering::Relaxed);
         // Wakes the accept loop so that it sees the flag.
@@ -174,8 +201,17 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
 
 /// Passes `req` on; returns the status, content type and body for the client.
 fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), String> {
+    if req.method == "PUT"
+        && req.target.starts_with("/_matrix/client/v3/rooms/")
+        && req.target.contains("/send/")
+        && s.refusing.load(Ordering::SeqCst)
+    {
+        s.refused.fetch_add(1, Ordering::SeqCst);
+        let body = br#"{"errcode":"M_UNKNOWN","error":"refused by the test proxy"}"#;
+        return Ok((502, "application/json".into(), body.to_vec()));
+    }
     let sync = req.target.starts_with("/_matrix/client/v3/sync");
-    if sync {
+    if sync && (s.holding.load(Ordering::SeqCst) || !lock(&s.held).is_empty()) {
         req.target = cut_timeout(&req.target);
     }
     let mut b = ureq::http::Request::builder()
