@@ -6,7 +6,10 @@
 //! Relay requests are awaited in that loop (a local socket: sub-millisecond), so the
 //! relay sees changes in the order the core made them. Matrix sends go to a per-room
 //! queue (`Outbox`) so a slow homeserver never holds up the loop, while events of one
-//! room (an answer, then a hangup) keep their order.
+//! room (an answer, then a hangup) keep their order. Each event is written to the store
+//! before the sync batch that caused it is marked handled, and deleted once sent: a
+//! crash loses none, the next start sends them (with the same transaction ids, so the
+//! homeserver drops any it already had).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -236,6 +239,18 @@ struct OutEvent {
     content: Value,
     /// For an answer: when its invite arrived, to observe the latency.
     invite_received: Option<Instant>,
+    /// Its place in the store's queue, reported on the Outbox's `sent` channel once the
+    /// event is sent or given up (`None`: not stored, an active-speaker event).
+    stored: Option<i64>,
+    /// Its transaction id, the same on every try and after a restart.
+    txn: String,
+}
+
+/// A transaction id unique across restarts.
+fn new_txn() -> String {
+    static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("bf{}-{}", now_ms(), n)
 }
 
 /// Per-room ordered senders of Matrix events, with retries. A room's sender task ends
@@ -246,6 +261,8 @@ struct Outbox {
     mx: Matrix,
     rooms: HashMap<String, (mpsc::UnboundedSender<Outgoing>, JoinHandle<()>)>,
     metrics: Arc<Mutex<Metrics>>,
+    /// Where the senders report each stored event done with (sent or given up).
+    sent: mpsc::UnboundedSender<i64>,
 }
 
 impl Outbox {
@@ -265,14 +282,15 @@ impl Outbox {
             room.clone(),
             rx,
             self.metrics.clone(),
+            self.sent.clone(),
         ));
         let _ = tx.send(out);
         self.rooms.insert(room, (tx, task));
     }
 
     /// Lets every room's sender send what it holds (answers, hangups, `member_ended`:
-    /// the calls they are about are stored, and would come back at the next start
-    /// without them), for at most `within`; returns how many rooms still had events.
+    /// what is still unsent after `within` goes at the next start), for at most
+    /// `within`; returns how many rooms still had events.
     async fn close(self, within: Duration) -> usize {
         let tasks: Vec<JoinHandle<()>> = self.rooms.into_values().map(|(_, t)| t).collect();
         let deadline = tokio::time::Instant::now() + within;
@@ -316,6 +334,7 @@ async fn room_sender(
     room: String,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     metrics: Arc<Mutex<Metrics>>,
+    sent: mpsc::UnboundedSender<i64>,
 ) {
     // What came in while the last send was under way, in order.
     let mut queued = VecDeque::new();
@@ -350,7 +369,13 @@ async fn room_sender(
             continue;
         }
         match out {
-            Outgoing::Event(event) => send_event(&mx, &room, event, &metrics).await,
+            Outgoing::Event(event) => {
+                let stored = event.stored;
+                send_event(&mx, &room, event, &metrics).await;
+                if let Some(seq) = stored {
+                    let _ = sent.send(seq);
+                }
+            }
             Outgoing::Leave => change_membership(&mx, &room, Membership::Leave).await,
         }
     }
@@ -358,13 +383,10 @@ async fn room_sender(
 
 /// Sends one event in `room`, retrying transient failures; a lost one is counted.
 async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metrics>) {
-    static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // Unique across restarts: the homeserver de-duplicates retries by this id.
-    let txn = format!("bf{}-{}", now_ms(), n);
     let mut attempt = 0;
     loop {
-        match mx.send(room, &out.event_type, &txn, &out.content).await {
+        // The homeserver de-duplicates tries by the transaction id.
+        match mx.send(room, &out.event_type, &out.txn, &out.content).await {
             Ok(_) => {
                 if let Some(t) = out.invite_received {
                     metrics
@@ -455,14 +477,7 @@ impl Service {
                     room,
                     event_type,
                     content,
-                } => self.outbox.send(
-                    room,
-                    Outgoing::Event(OutEvent {
-                        event_type,
-                        content,
-                        invite_received: None,
-                    }),
-                ),
+                } => self.send(room, event_type, content, None)?,
                 Action::Admit { call, answer, .. } => {
                     let now = now_ms();
                     let conference = RequestBody::UpsertConference {
@@ -486,14 +501,12 @@ impl Service {
                             self.store.save_call(&call)?;
                             tracing::info!(caller = %call.caller, call_id = %call.call_id,
                                 session = %call.spec.session_id, "call answered");
-                            self.outbox.send(
+                            self.send(
                                 call.dm_room.clone(),
-                                Outgoing::Event(OutEvent {
-                                    event_type: crate::events::CALL_ANSWER.into(),
-                                    content: answer,
-                                    invite_received: received,
-                                }),
-                            );
+                                crate::events::CALL_ANSWER.into(),
+                                answer,
+                                received,
+                            )?;
                         }
                         Err(e) => {
                             tracing::warn!(caller = %call.caller, error = %e, "relay did not take the session; refusing");
@@ -526,6 +539,35 @@ impl Service {
             }
         }
         self.publish_metrics();
+        Ok(())
+    }
+
+    /// Queues an event for `room`: in the store first (so a crash after this batch is
+    /// marked handled loses none), then to the room's sender.
+    fn send(
+        &mut self,
+        room: String,
+        event_type: String,
+        content: Value,
+        invite_received: Option<Instant>,
+    ) -> Result<(), ServiceError> {
+        let txn = new_txn();
+        // A speaker change is news only while fresh: not worth a write, nor a send
+        // after a restart.
+        let stored = match event_type == crate::events::ACTIVE_SPEAKER {
+            true => None,
+            false => Some(self.store.queue_event(&room, &event_type, &content, &txn)?),
+        };
+        self.outbox.send(
+            room,
+            Outgoing::Event(OutEvent {
+                event_type,
+                content,
+                invite_received,
+                stored,
+                txn,
+            }),
+        );
         Ok(())
     }
 
@@ -667,15 +709,40 @@ pub async fn run(
         metrics.clone(),
     ));
 
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel();
+    let mut outbox = Outbox {
+        mx: mx.clone(),
+        rooms: HashMap::new(),
+        metrics: metrics.clone(),
+        sent: sent_tx,
+    };
+    // What the last run queued and did not send (it crashed, or stopped before the
+    // homeserver took it), first and in order.
+    let queued = store.queued_events()?;
+    if !queued.is_empty() {
+        tracing::info!(
+            events = queued.len(),
+            "sending the events the last run left unsent"
+        );
+    }
+    for q in queued {
+        outbox.send(
+            q.room,
+            Outgoing::Event(OutEvent {
+                event_type: q.event_type,
+                content: q.content,
+                invite_received: None,
+                stored: Some(q.seq),
+                txn: q.txn,
+            }),
+        );
+    }
+
     let mut svc = Service {
         core,
         store,
         reserved,
-        outbox: Outbox {
-            mx: mx.clone(),
-            rooms: HashMap::new(),
-            metrics: metrics.clone(),
-        },
+        outbox,
         mx,
         link,
         metrics,
@@ -695,6 +762,7 @@ pub async fn run(
                 None => return Err(ServiceError::LoggedOut("sync stopped".into())),
             },
             Some(ev) = link_rx.recv() => svc.handle_link(ev).await?,
+            Some(seq) = sent_rx.recv() => svc.store.forget_event(seq)?,
             _ = key_check.tick() => match check_no_device_keys(&svc.mx, &user_id).await {
                 Err(e @ ServiceError::HasDeviceKeys { .. }) => return Err(e),
                 Err(e) => tracing::warn!(error = %e, "device key check failed; will retry"),
@@ -703,8 +771,11 @@ pub async fn run(
             _ = &mut shutdown => {
                 tracing::info!("shutting down; calls stay live on the relay and are restored at the next start");
                 let unsent = svc.outbox.close(SHUTDOWN_SEND_WAIT).await;
+                while let Ok(seq) = sent_rx.try_recv() {
+                    svc.store.forget_event(seq)?;
+                }
                 if unsent > 0 {
-                    tracing::warn!(rooms = unsent, "shut down with events still to send");
+                    tracing::warn!(rooms = unsent, "shut down with events still to send; they go at the next start");
                 }
                 return Ok(());
             }
@@ -722,6 +793,8 @@ mod tests {
             event_type: event_type.into(),
             content: json!({"call_id": call_id}),
             invite_received: None,
+            stored: None,
+            txn: new_txn(),
         })
     }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use blindfold_client::Event as PEvent;
 use blindfold_relay::dtls::DtlsCert;
 use blindfold_relay::id::{Pt, RtpTime};
+use blindfold_tests::hs_proxy::HomeserverProxy;
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
 use blindfold_tests::signaling::{
@@ -491,6 +492,64 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
 
     // The restarted signaling owns Bob's call: his hangup removes his relay session.
     hang_up_bob(&bob, &bob_dm, &s.relay);
+}
+
+/// An answer signaling could not send yet when it was killed (its homeserver failing
+/// the sends, the invite's sync batch already marked handled) is sent by the next
+/// start, and the call it answers connects.
+#[test]
+fn an_answer_unsent_when_signaling_is_killed_goes_out_at_the_next_start() {
+    let synapse = Synapse::shared();
+    let proxy = HomeserverProxy::start(synapse.base_url());
+    let relay = Relay::start(1);
+    let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
+    let mut signaling = Signaling::start_at(
+        &proxy.base_url(),
+        &relay.control,
+        &sfu.user_id,
+        PASSWORD,
+        "",
+    );
+    signaling.wait_ready();
+    let mut alice = synapse.new_user("alice");
+    let room = conference_room(&alice, &[], &sfu.user_id, CONF);
+    let dm = dm(&alice, &sfu.user_id);
+
+    proxy.refuse_sends(true);
+    let caller = Caller::new(1);
+    let invite = invite_content("call-1", &room, CONF, &caller.offer());
+    alice
+        .send_event(&dm, "m.call.invite", &invite)
+        .expect("send invite");
+    // Admitted (the relay has the session), the answer refused at the homeserver.
+    wait_sessions(&relay, 1, WAIT);
+    relay.wait_until(WAIT, "signaling to try sending the answer", || {
+        proxy.refused_sends() > 0
+    });
+    signaling.kill9();
+
+    proxy.refuse_sends(false);
+    signaling.restart();
+    signaling.wait_ready();
+    let me = alice.user_id().to_owned();
+    let reply = alice.wait_for("the SFU's answer after its restart", WAIT, |sync| {
+        sfu_reply(sync, &dm, &me, "call-1")
+    });
+    let answer = answered(&reply);
+    assert!(
+        signaling
+            .run_log()
+            .contains("sending the events the last run left unsent events=1"),
+        "{}",
+        signaling.run_log()
+    );
+    let mut peer = caller.connect(&answer);
+    drive(
+        &mut [&mut peer],
+        WAIT,
+        "ICE and DTLS with the answer",
+        |p| p[0].connected(),
+    );
 }
 
 #[test]
