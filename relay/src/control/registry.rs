@@ -58,7 +58,7 @@ use super::{
     ConfId, ConferenceSpec, ErrorCode, ErrorReply, FullSet, Generation, NotificationBody,
     RequestBody, ResponseBody, SessionId, SessionSpec, Snapshot, StatsReport, SubscriptionSpec,
 };
-use crate::engine::{Command, SessionRule};
+use crate::engine::{Command, EndReason, SessionEvent, SessionRule};
 use crate::id::Ssrc;
 
 /// The state held for one object and the generation it carries. `state: None` is a
@@ -213,6 +213,37 @@ impl Registry {
                 self.failed.remove(session_id);
             }
             NotificationBody::ActiveSpeaker { .. } | NotificationBody::Stats(_) => {}
+        }
+    }
+
+    /// Whether `ev` is about an incarnation of its session that an upsert has replaced
+    /// since (its checks, handshake or consent ran out just before the worker applied
+    /// the upsert): a report signaling would take for the new incarnation's. The close
+    /// that the replacement or a removal itself causes is not stale: it is the one
+    /// report about the old incarnation the protocol sends.
+    pub fn is_stale(&self, ev: &SessionEvent) -> bool {
+        let (session, identity) = match ev {
+            SessionEvent::Connected {
+                session, identity, ..
+            }
+            | SessionEvent::Failed {
+                session, identity, ..
+            } => (session, *identity),
+            SessionEvent::Closed {
+                session,
+                identity,
+                reason,
+            } if !matches!(reason, EndReason::Replaced | EndReason::Removed) => {
+                (session, *identity)
+            }
+            SessionEvent::Closed { .. } | SessionEvent::ActiveSpeaker { .. } => return false,
+        };
+        let Ok(id) = SessionId::new(session.as_str()) else {
+            return false;
+        };
+        match self.sessions.get(&id).and_then(|h| h.state.as_ref()) {
+            Some(live) => rules::session_rule(live).identity() != identity,
+            None => false,
         }
     }
 

@@ -118,7 +118,7 @@ pub fn end_reason(r: engine::EndReason) -> EndReason {
 pub fn notification(ev: SessionEvent) -> Option<NotificationBody> {
     let id = |s: &SessionName| SessionId::new(s.as_str()).ok();
     Some(match ev {
-        SessionEvent::Connected { session, addr } => NotificationBody::SessionConnected {
+        SessionEvent::Connected { session, addr, .. } => NotificationBody::SessionConnected {
             session_id: id(&session)?,
             addr,
         },
@@ -126,12 +126,15 @@ pub fn notification(ev: SessionEvent) -> Option<NotificationBody> {
             session,
             reason,
             detail,
+            ..
         } => NotificationBody::SessionFailed {
             session_id: id(&session)?,
             reason: end_reason(reason),
             detail,
         },
-        SessionEvent::Closed { session, reason } => NotificationBody::SessionClosed {
+        SessionEvent::Closed {
+            session, reason, ..
+        } => NotificationBody::SessionClosed {
             session_id: id(&session)?,
             reason: end_reason(reason),
         },

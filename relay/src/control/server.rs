@@ -337,6 +337,10 @@ impl ControlServer {
     pub fn handle_report(&mut self, report: WorkerReport) {
         match report {
             WorkerReport::Session(ev) => {
+                if self.registry.is_stale(&ev) {
+                    tracing::debug!(?ev, "report about a replaced incarnation; dropped");
+                    return;
+                }
                 let Some(note) = rules::notification(ev) else {
                     return;
                 };

@@ -94,6 +94,7 @@ impl Engine {
             Err(e) => {
                 // The control codec already checks ice-chars; this is the last line.
                 self.notify(SessionEvent::Failed {
+                    identity: spec.identity(),
                     session: spec.id,
                     reason: EndReason::Other,
                     detail: e.to_string(),
@@ -177,6 +178,7 @@ impl Engine {
         self.forget_streams(s.conf, &gone);
         if let (Home::Here(_), Some(reason), true) = (&s.home, reason, s.is_connected()) {
             self.notify(SessionEvent::Closed {
+                identity: s.spec.identity(),
                 session: s.spec.id,
                 reason,
             });

@@ -189,9 +189,13 @@ impl Engine {
         if let Some(local) = s.local() {
             local.path_check = None;
         }
-        let session = s.spec.id.clone();
+        let (session, identity) = (s.spec.id.clone(), s.spec.identity());
         self.set_connected(h, Some(sel));
-        self.notify(SessionEvent::Connected { session, addr: sel });
+        self.notify(SessionEvent::Connected {
+            session,
+            identity,
+            addr: sel,
+        });
         // Its full-resolution layer may have no viewer from the start.
         self.check_unwatched(h);
     }
@@ -274,14 +278,16 @@ impl Engine {
             let spec = s.spec.clone();
             self.notify(SessionEvent::Closed {
                 session: spec.id.clone(),
+                identity: spec.identity(),
                 reason,
             });
             // The control side removes it from every shard.
             self.events.push_back(Event::Ended(spec));
         } else {
-            let session = s.spec.id.clone();
+            let (session, identity) = (s.spec.id.clone(), s.spec.identity());
             self.notify(SessionEvent::Failed {
                 session,
+                identity,
                 reason,
                 detail,
             });

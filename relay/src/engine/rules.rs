@@ -170,6 +170,17 @@ impl SessionRule {
             && self.remote_pwd == other.remote_pwd
             && self.fingerprint == other.fingerprint
     }
+
+    /// A digest of what [`same_identity`](Self::same_identity) compares: which
+    /// incarnation of the session this is. Session events carry it, so that the control
+    /// side can tell a report about an incarnation an upsert has since replaced.
+    pub fn identity(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        (&self.conf, &self.ice_ufrag, &self.ice_pwd).hash(&mut h);
+        (&self.remote_ufrag, &self.remote_pwd, &self.fingerprint).hash(&mut h);
+        h.finish()
+    }
 }
 
 /// Why a session ended.
@@ -202,6 +213,8 @@ pub enum SessionEvent {
     Connected {
         /// The session.
         session: SessionName,
+        /// Its incarnation ([`SessionRule::identity`]).
+        identity: u64,
         /// Its nominated address.
         addr: SocketAddr,
     },
@@ -209,6 +222,8 @@ pub enum SessionEvent {
     Failed {
         /// The session.
         session: SessionName,
+        /// Its incarnation ([`SessionRule::identity`]).
+        identity: u64,
         /// Why.
         reason: EndReason,
         /// For logs.
@@ -218,6 +233,8 @@ pub enum SessionEvent {
     Closed {
         /// The session.
         session: SessionName,
+        /// Its incarnation ([`SessionRule::identity`]).
+        identity: u64,
         /// Why.
         reason: EndReason,
     },

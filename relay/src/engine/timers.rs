@@ -159,9 +159,10 @@ impl Engine {
                     && now.saturating_duration_since(s.created) >= first_check_due
                 {
                     *timed_out = true;
-                    let session = s.spec.id.clone();
+                    let (session, identity) = (s.spec.id.clone(), s.spec.identity());
                     self.notify(SessionEvent::Failed {
                         session,
+                        identity,
                         reason: EndReason::IceTimeout,
                         detail: String::from("no valid ICE check"),
                     });

@@ -93,6 +93,11 @@ fn spec(id: &str) -> SessionSpec {
     }
 }
 
+/// The incarnation of `spec(id)`, as the workers' reports carry it.
+fn identity(id: &str) -> u64 {
+    rules::session_rule(&spec(id)).identity()
+}
+
 fn upsert_a() -> RequestBody {
     RequestBody::UpsertSession {
         generation: Generation(2),
@@ -284,6 +289,7 @@ fn a_client_that_stops_reading_is_hung_up_on() {
     let mut s = connected(limits);
     let ev = SessionEvent::Failed {
         session: SessionName::new("a"),
+        identity: identity("a"),
         reason: EndReason::IceTimeout,
         detail: "x".repeat(200),
     };
@@ -306,6 +312,7 @@ fn a_client_that_stops_reading_is_hung_up_on() {
     s.handle_data(&request(1, conf_upsert(1)));
     let small = SessionEvent::Failed {
         session: SessionName::new("a"),
+        identity: identity("a"),
         reason: EndReason::IceTimeout,
         detail: String::new(),
     };
@@ -334,6 +341,7 @@ fn a_participants_close_is_reported_as_the_peers_minor_version_knows_it() {
         take(&mut s);
         s.handle_report(WorkerReport::Session(SessionEvent::Closed {
             session: SessionName::new("a"),
+            identity: identity("a"),
             reason: EndReason::Closed,
         }));
         let got = take(&mut s);
@@ -355,6 +363,7 @@ fn a_snapshot_is_followed_by_the_connected_sessions() {
     };
     s.handle_report(WorkerReport::Session(SessionEvent::Connected {
         session: SessionName::new("a"),
+        identity: identity("a"),
         addr,
     }));
     take(&mut s);
@@ -382,6 +391,90 @@ fn a_snapshot_is_followed_by_the_connected_sessions() {
     );
 }
 
+/// A report about an incarnation that an upsert has replaced since (its consent or
+/// checks ran out just before the workers applied the upsert) is not taken for the new
+/// incarnation's: signaling would end the new call. The close the replacement itself
+/// causes is reported, and so is anything about the new incarnation.
+#[test]
+fn a_report_about_a_replaced_incarnation_is_dropped() {
+    let mut s = connected(Limits::default());
+    with_session_a(&mut s);
+    take(&mut s);
+    let mut renewed = spec("a");
+    renewed.ice_pwd = IcePwd::new("zyxwvutsrqponmlkjihgfedc").unwrap();
+    let (old, new) = (identity("a"), rules::session_rule(&renewed).identity());
+    assert_ne!(old, new);
+    s.handle_data(&request(
+        3,
+        RequestBody::UpsertSession {
+            generation: Generation(3),
+            session: renewed.clone(),
+        },
+    ));
+    apply_all(&mut s);
+    assert_eq!(take(&mut s), [Message::ok_response(RequestId(3))]);
+
+    let session = || SessionName::new("a");
+    let closed = |identity, reason| {
+        WorkerReport::Session(SessionEvent::Closed {
+            session: session(),
+            identity,
+            reason,
+        })
+    };
+    s.handle_report(closed(old, EndReason::ConsentExpired));
+    s.handle_report(WorkerReport::Session(SessionEvent::Failed {
+        session: session(),
+        identity: old,
+        reason: EndReason::IceTimeout,
+        detail: String::new(),
+    }));
+    s.handle_report(WorkerReport::Session(SessionEvent::Connected {
+        session: session(),
+        identity: old,
+        addr: "198.51.100.2:5000".parse().unwrap(),
+    }));
+    assert_eq!(take(&mut s), [], "reports about the old incarnation");
+    // Nor is the old incarnation's failure replayed after a snapshot.
+    s.handle_hangup();
+    s.accept(Instant::now()).unwrap();
+    s.handle_data(&signaling_hello());
+    let snapshot = crate::control::Snapshot {
+        generation: Generation(4),
+        conferences: vec![ConferenceSpec {
+            conf_id: ConfId::new("c").unwrap(),
+        }],
+        sessions: vec![renewed],
+        subscriptions: Vec::new(),
+    };
+    s.handle_data(&request(4, RequestBody::Snapshot(snapshot)));
+    apply_all(&mut s);
+    assert_eq!(
+        take(&mut s),
+        [
+            Message::Hello(relay_hello()),
+            Message::ok_response(RequestId(4))
+        ]
+    );
+
+    s.handle_report(closed(old, EndReason::Replaced));
+    s.handle_report(closed(new, EndReason::ConsentExpired));
+    let reasons: Vec<_> = take(&mut s)
+        .into_iter()
+        .map(|m| match m {
+            Message::Notification(NotificationBody::SessionClosed { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            crate::control::EndReason::Replaced,
+            crate::control::EndReason::ConsentExpired
+        ]
+    );
+}
+
 /// A session that failed while signaling was away stays failed through the snapshot
 /// that lists it: the catch-up says so, or the call would wait forever.
 #[test]
@@ -392,6 +485,7 @@ fn a_snapshot_is_followed_by_the_sessions_that_failed_meanwhile() {
     s.handle_hangup();
     s.handle_report(WorkerReport::Session(SessionEvent::Failed {
         session: SessionName::new("a"),
+        identity: identity("a"),
         reason: crate::engine::EndReason::IceTimeout,
         detail: String::new(),
     }));
