@@ -137,8 +137,6 @@ pub(crate) struct RetransmitCache {
     /// `seq & mask` → index in `recs` of the last packet with that slot.
     by_seq: Box<[u16]>,
     mask: u16,
-    live_bytes: usize,
-    live_packets: usize,
     nack: NackDedup,
 }
 
@@ -157,8 +155,6 @@ impl RetransmitCache {
             write: 0,
             by_seq: vec![0u16; n].into_boxed_slice(),
             mask: (n - 1) as u16,
-            live_bytes: 0,
-            live_packets: 0,
             nack: NackDedup::new(cfg.nack_interval),
         }
     }
@@ -167,6 +163,7 @@ impl RetransmitCache {
     ///
     /// Expired packets are not dropped here: one is never returned, and its room is
     /// taken when the ring or the records run out (the oldest go first).
+    #[inline]
     pub(crate) fn insert(&mut self, now: Instant, seq: WireSeq, packet: &[u8]) -> Insert {
         let len = packet.len();
         if len == 0 || len > self.max_len {
@@ -202,8 +199,6 @@ impl RetransmitCache {
         };
         self.count += 1;
         self.by_seq[slot] = idx as u16;
-        self.live_bytes += len;
-        self.live_packets += 1;
         Insert::Cached
     }
 
@@ -227,13 +222,21 @@ impl RetransmitCache {
     /// Bytes of the packets currently cached (expired ones not yet dropped included).
     #[cfg(test)]
     pub(crate) fn cached_bytes(&self) -> usize {
-        self.live_bytes
+        self.live().map(|r| usize::from(r.len)).sum()
     }
 
     /// Packets currently cached (expired ones not yet dropped included).
     #[cfg(test)]
     pub(crate) fn cached_packets(&self) -> usize {
-        self.live_packets
+        self.live().count()
+    }
+
+    /// The records in the FIFO that hold a packet, oldest first.
+    #[cfg(test)]
+    fn live(&self) -> impl Iterator<Item = &Rec> + '_ {
+        (0..self.count)
+            .map(|i| &self.recs[(self.head + i) & (self.recs.len() - 1)])
+            .filter(|r| r.len != 0)
     }
 
     /// Bytes the cache allocated, all at construction: the ring, the records and the
@@ -259,12 +262,7 @@ impl RetransmitCache {
 
     /// Marks record `idx` dropped; its bytes stay reserved until it leaves the FIFO.
     fn kill(&mut self, idx: usize) {
-        let r = &mut self.recs[idx];
-        if r.len != 0 {
-            self.live_bytes -= usize::from(r.len);
-            self.live_packets -= 1;
-            r.len = 0;
-        }
+        self.recs[idx].len = 0;
     }
 
     fn pop_oldest(&mut self) {
@@ -386,26 +384,17 @@ mod tests {
         }
     }
 
-    /// The live records never overlap, stay inside the ring, and add up to what the
-    /// cache reports.
+    /// The live records never overlap and stay inside the ring.
     fn check_invariants(c: &RetransmitCache) {
-        let mut ranges: Vec<(usize, usize)> = Vec::new();
-        let mut bytes = 0;
-        for i in 0..c.count {
-            let r = &c.recs[(c.head + i) & (c.recs.len() - 1)];
-            if r.len != 0 {
-                let (s, e) = (r.start as usize, r.start as usize + usize::from(r.len));
-                assert!(e <= c.data.len(), "record inside the ring");
-                ranges.push((s, e));
-                bytes += usize::from(r.len);
-            }
-        }
+        let mut ranges: Vec<(usize, usize)> = c
+            .live()
+            .map(|r| (r.start as usize, r.start as usize + usize::from(r.len)))
+            .collect();
+        assert!(ranges.iter().all(|&(_, e)| e <= c.data.len()), "records inside the ring");
         ranges.sort();
         for w in ranges.windows(2) {
             assert!(w[0].1 <= w[1].0, "records overlap: {w:?}");
         }
-        assert_eq!(bytes, c.cached_bytes());
-        assert_eq!(ranges.len(), c.cached_packets());
         assert!(c.cached_bytes() <= c.data.len());
         assert!(c.count <= c.recs.len());
     }
