@@ -390,7 +390,10 @@ mod tests {
             .live()
             .map(|r| (r.start as usize, r.start as usize + usize::from(r.len)))
             .collect();
-        assert!(ranges.iter().all(|&(_, e)| e <= c.data.len()), "records inside the ring");
+        assert!(
+            ranges.iter().all(|&(_, e)| e <= c.data.len()),
+            "records inside the ring"
+        );
         ranges.sort();
         for w in ranges.windows(2) {
             assert!(w[0].1 <= w[1].0, "records overlap: {w:?}");
