@@ -94,10 +94,14 @@ pub async fn login(
                 .is_some_and(|(l, _)| l == cfg.user)
     };
     let mut who = None;
+    // A new login keeps the stored device: the homeserver de-duplicates sends by
+    // transaction id per device, and the events the last run left queued go again.
+    let mut device = None;
     if let Some(s) = store
         .session()?
         .filter(|s| s.homeserver == cfg.homeserver && same_user(&s.user_id))
     {
+        device = Some(s.device_id.clone());
         mx.set_token(&s.access_token);
         match mx.whoami().await {
             Ok((user, _)) if user == s.user_id => who = Some((s.user_id, s.device_id)),
@@ -113,7 +117,7 @@ pub async fn login(
         None => {
             let (user_id, device_id, access_token) = match &cfg.credentials {
                 Credentials::Password(pw) => {
-                    let l = mx.login_password(&cfg.user, pw, None).await?;
+                    let l = mx.login_password(&cfg.user, pw, device.as_deref()).await?;
                     (l.user_id, l.device_id, l.access_token)
                 }
                 Credentials::AccessToken(t) => {
@@ -371,8 +375,9 @@ async fn room_sender(
         match out {
             Outgoing::Event(event) => {
                 let stored = event.stored;
-                send_event(&mx, &room, event, &metrics).await;
-                if let Some(seq) = stored {
+                if send_event(&mx, &room, event, &metrics).await
+                    && let Some(seq) = stored
+                {
                     let _ = sent.send(seq);
                 }
             }
@@ -382,7 +387,10 @@ async fn room_sender(
 }
 
 /// Sends one event in `room`, retrying transient failures; a lost one is counted.
-async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metrics>) {
+/// Returns whether the event is done with (sent or given up); one the homeserver
+/// refused because it no longer accepts our access token is not: signaling stops for
+/// a new login (its sync fails the same way), and the next start sends it.
+async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metrics>) -> bool {
     let mut attempt = 0;
     loop {
         // The homeserver de-duplicates tries by the transaction id.
@@ -394,11 +402,16 @@ async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metr
                         .unwrap_or_else(|p| p.into_inner())
                         .observe_answer(t.elapsed().as_secs_f64());
                 }
-                return;
+                return true;
             }
             Err(e) if e.is_transient() && attempt < 6 => {
                 tokio::time::sleep(matrix::backoff(&e, attempt, matrix::RETRY_MAX)).await;
                 attempt += 1;
+            }
+            Err(e) if matrix::is_unknown_token(&e) => {
+                tracing::warn!(%room, event = %out.event_type, error = %e,
+                    "the homeserver no longer accepts our access token; the event waits for the next start");
+                return false;
             }
             Err(e) => {
                 tracing::warn!(%room, event = %out.event_type, error = %e, "could not send");
@@ -406,7 +419,7 @@ async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metr
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .send_failures += 1;
-                return;
+                return true;
             }
         }
     }
@@ -477,7 +490,7 @@ impl Service {
                     room,
                     event_type,
                     content,
-                } => self.send(room, event_type, content, None)?,
+                } => self.send(room, event_type, content, None, None)?,
                 Action::Admit { call, answer, .. } => {
                     let now = now_ms();
                     let conference = RequestBody::UpsertConference {
@@ -498,7 +511,6 @@ impl Service {
                     match result {
                         Ok(()) => {
                             self.core.admitted(&call.spec.session_id);
-                            self.store.save_call(&call)?;
                             tracing::info!(caller = %call.caller, call_id = %call.call_id,
                                 session = %call.spec.session_id, "call answered");
                             self.send(
@@ -506,6 +518,7 @@ impl Service {
                                 crate::events::CALL_ANSWER.into(),
                                 answer,
                                 received,
+                                Some(&call),
                             )?;
                         }
                         Err(e) => {
@@ -543,20 +556,29 @@ impl Service {
     }
 
     /// Queues an event for `room`: in the store first (so a crash after this batch is
-    /// marked handled loses none), then to the room's sender.
+    /// marked handled loses none; with `call`, the answered call it answers, saved in
+    /// the same write), then to the room's sender.
     fn send(
         &mut self,
         room: String,
         event_type: String,
         content: Value,
         invite_received: Option<Instant>,
+        call: Option<&crate::core::Call>,
     ) -> Result<(), ServiceError> {
         let txn = new_txn();
         // A speaker change is news only while fresh: not worth a write, nor a send
         // after a restart.
-        let stored = match event_type == crate::events::ACTIVE_SPEAKER {
-            true => None,
-            false => Some(self.store.queue_event(&room, &event_type, &content, &txn)?),
+        let stored = match (event_type == crate::events::ACTIVE_SPEAKER, call) {
+            (true, Some(call)) => {
+                self.store.save_call(call)?;
+                None
+            }
+            (true, None) => None,
+            (false, _) => Some(
+                self.store
+                    .queue_event(&room, &event_type, &content, &txn, call)?,
+            ),
         };
         self.outbox.send(
             room,

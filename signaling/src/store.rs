@@ -193,13 +193,7 @@ impl Store {
 
     /// Inserts or replaces a call.
     pub fn save_call(&self, call: &Call) -> Result<(), StoreError> {
-        let json = serde_json::to_string(call).expect("a Call always serializes");
-        self.db.execute(
-            "INSERT INTO calls (session_id, call) VALUES (?1, ?2)
-             ON CONFLICT(session_id) DO UPDATE SET call = excluded.call",
-            params![call.spec.session_id.as_str(), json],
-        )?;
-        Ok(())
+        save_call(&self.db, call)
     }
 
     /// Deletes a call (absent is fine).
@@ -209,19 +203,28 @@ impl Store {
         Ok(())
     }
 
-    /// Queues an event to send; returns its place in the queue.
+    /// Queues an event to send, and saves `call` (the call it answers) in the same
+    /// write: a crash between the two would restore a call whose caller never gets its
+    /// answer. Returns the event's place in the queue.
     pub fn queue_event(
         &self,
         room: &str,
         event_type: &str,
         content: &serde_json::Value,
         txn: &str,
+        call: Option<&Call>,
     ) -> Result<i64, StoreError> {
-        self.db.execute(
+        let tx = self.db.unchecked_transaction()?;
+        if let Some(call) = call {
+            save_call(&tx, call)?;
+        }
+        tx.execute(
             "INSERT INTO outbox (room, event_type, content, txn) VALUES (?1, ?2, ?3, ?4)",
             params![room, event_type, content.to_string(), txn],
         )?;
-        Ok(self.db.last_insert_rowid())
+        let seq = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(seq)
     }
 
     /// Takes a sent (or given up) event out of the queue (absent is fine).
@@ -271,6 +274,16 @@ impl Store {
     }
 }
 
+fn save_call(db: &Connection, call: &Call) -> Result<(), StoreError> {
+    let json = serde_json::to_string(call).expect("a Call always serializes");
+    db.execute(
+        "INSERT INTO calls (session_id, call) VALUES (?1, ?2)
+         ON CONFLICT(session_id) DO UPDATE SET call = excluded.call",
+        params![call.spec.session_id.as_str(), json],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,13 +313,13 @@ mod tests {
         let answer = serde_json::json!({"call_id": "c1", "answer": {"sdp": "v=0"}});
         let hangup = serde_json::json!({"call_id": "c1"});
         let a = store
-            .queue_event("!dm:x", "m.call.answer", &answer, "t1")
+            .queue_event("!dm:x", "m.call.answer", &answer, "t1", None)
             .unwrap();
         let b = store
-            .queue_event("!dm:x", "m.call.hangup", &hangup, "t2")
+            .queue_event("!dm:x", "m.call.hangup", &hangup, "t2", None)
             .unwrap();
         let c = store
-            .queue_event("!dm2:x", "m.call.hangup", &hangup, "t3")
+            .queue_event("!dm2:x", "m.call.hangup", &hangup, "t3", None)
             .unwrap();
         store.forget_event(b).unwrap();
         store.forget_event(b).unwrap();

@@ -4,8 +4,9 @@
 //! - it holds back the to-device messages of the `/sync` answers until told to deliver
 //!   them: what a client sees when a megolm key travels slower than the room event it
 //!   decrypts (over federation the two take different paths);
-//! - it refuses event sends (`PUT …/send/…`) with a 502, as a homeserver that is
-//!   failing, while syncs and everything else still work.
+//! - it refuses event sends (`PUT …/send/…`), with a 502 as a homeserver that is
+//!   failing or with a 401 `M_UNKNOWN_TOKEN` as one that no longer takes the client's
+//!   token, while syncs and everything else still work.
 //!
 //! While to-device messages are held or waiting, each `/sync` long-poll is cut to 1 s
 //! so that released messages reach the client soon. A login answer loses its
@@ -26,7 +27,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,7 +47,8 @@ struct Shared {
     upstream: String,
     agent: ureq::Agent,
     holding: AtomicBool,
-    refusing: AtomicBool,
+    /// The status sends are refused with; 0: they pass.
+    refusing: AtomicU16,
     stopped: AtomicBool,
     /// Sends refused so far.
     refused: AtomicUsize,
@@ -71,7 +73,7 @@ impl HomeserverProxy {
                     .build(),
             ),
             holding: AtomicBool::new(false),
-            refusing: AtomicBool::new(false),
+            refusing: AtomicU16::new(0),
             stopped: AtomicBool::new(false),
             refused: AtomicUsize::new(0),
             held: Mutex::new(Vec::new()),
@@ -114,7 +116,15 @@ impl HomeserverProxy {
 
     /// Refuses event sends with a 502 (`on`), or passes them again.
     pub fn refuse_sends(&self, on: bool) {
-        self.shared.refusing.store(on, Ordering::SeqCst);
+        self.shared
+            .refusing
+            .store(if on { 502 } else { 0 }, Ordering::SeqCst);
+    }
+
+    /// Refuses event sends with a 401 `M_UNKNOWN_TOKEN`, as if the client's token had
+    /// lapsed for them alone (a lapsed token fails its syncs too, sooner or later).
+    pub fn refuse_sends_unauthorized(&self) {
+        self.shared.refusing.store(401, Ordering::SeqCst);
     }
 
     /// How many event sends were refused in all.
@@ -204,11 +214,17 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
     if req.method == "PUT"
         && req.target.starts_with("/_matrix/client/v3/rooms/")
         && req.target.contains("/send/")
-        && s.refusing.load(Ordering::SeqCst)
+        && s.refusing.load(Ordering::SeqCst) != 0
     {
         s.refused.fetch_add(1, Ordering::SeqCst);
-        let body = br#"{"errcode":"M_UNKNOWN","error":"refused by the test proxy"}"#;
-        return Ok((502, "application/json".into(), body.to_vec()));
+        let status = s.refusing.load(Ordering::SeqCst);
+        let errcode = if status == 401 {
+            "M_UNKNOWN_TOKEN"
+        } else {
+            "M_UNKNOWN"
+        };
+        let body = format!(r#"{{"errcode":"{errcode}","error":"refused by the test proxy"}}"#);
+        return Ok((status, "application/json".into(), body.into_bytes()));
     }
     let sync = req.target.starts_with("/_matrix/client/v3/sync");
     if sync && (s.holding.load(Ordering::SeqCst) || !lock(&s.held).is_empty()) {

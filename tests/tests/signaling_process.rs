@@ -552,6 +552,70 @@ fn an_answer_unsent_when_signaling_is_killed_goes_out_at_the_next_start() {
     );
 }
 
+/// An answer the homeserver refuses because it no longer takes signaling's access
+/// token stays queued for the next start, rather than count as sent. (A lapsed token
+/// fails the sync too, and signaling stops; here the send meets it first, the order
+/// that used to lose the answer.)
+#[test]
+fn an_answer_refused_for_a_lapsed_token_goes_out_at_the_next_start() {
+    let synapse = Synapse::shared();
+    let proxy = HomeserverProxy::start(synapse.base_url());
+    let relay = Relay::start(1);
+    let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
+    let mut signaling = Signaling::start_at(
+        &proxy.base_url(),
+        &relay.control,
+        &sfu.user_id,
+        PASSWORD,
+        "",
+    );
+    signaling.wait_ready();
+    let mut alice = synapse.new_user("alice");
+    let room = conference_room(&alice, &[], &sfu.user_id, CONF);
+    let dm = dm(&alice, &sfu.user_id);
+
+    proxy.refuse_sends_unauthorized();
+    let caller = Caller::new(1);
+    let invite = invite_content("call-1", &room, CONF, &caller.offer());
+    alice
+        .send_event(&dm, "m.call.invite", &invite)
+        .expect("send invite");
+    wait_sessions(&relay, 1, WAIT);
+    let deadline = Instant::now() + WAIT;
+    while !signaling
+        .run_log()
+        .contains("the event waits for the next start")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the answer was not refused for the token:\n{}",
+            signaling.run_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    proxy.refuse_sends(false);
+    signaling.restart();
+    signaling.wait_ready();
+    let me = alice.user_id().to_owned();
+    let reply = alice.wait_for("the SFU's answer after its restart", WAIT, |sync| {
+        sfu_reply(sync, &dm, &me, "call-1")
+    });
+    let answer = answered(&reply);
+    let log = signaling.run_log();
+    assert!(
+        log.contains("sending the events the last run left unsent events=1"),
+        "{log}"
+    );
+    let mut peer = caller.connect(&answer);
+    drive(
+        &mut [&mut peer],
+        WAIT,
+        "ICE and DTLS with the answer",
+        |p| p[0].connected(),
+    );
+}
+
 #[test]
 fn a_relay_crash_is_repaired_by_signaling_and_participants_reconnect() {
     // The relay's certificate comes from files, as in production, so the restarted
