@@ -12,7 +12,8 @@
 //! so that released messages reach the client soon. A login answer loses its
 //! `well_known` (which would send the client to the homeserver itself). Plain HTTP/1.1
 //! on loopback, requests with a `Content-Length` body (what matrix-sdk and signaling
-//! send), one thread per connection.
+//! send), one thread per connection. One proxy per client that holds to-device
+//! messages: held messages are not told apart by whose they are.
 //!
 //! ```no_run
 //! use blindfold_tests::hs_proxy::HomeserverProxy;
@@ -56,6 +57,8 @@ struct Shared {
     held: Mutex<Vec<Value>>,
     /// How many were held in all.
     held_total: Mutex<usize>,
+    /// The types of the room timeline events the `/sync` answers passed on carried.
+    passed: Mutex<std::collections::HashSet<String>>,
 }
 
 impl HomeserverProxy {
@@ -78,6 +81,7 @@ impl HomeserverProxy {
             refused: AtomicUsize::new(0),
             held: Mutex::new(Vec::new()),
             held_total: Mutex::new(0),
+            passed: Mutex::new(std::collections::HashSet::new()),
         });
         let s = shared.clone();
         std::thread::spawn(move || {
@@ -112,6 +116,12 @@ impl HomeserverProxy {
     /// How many to-device messages were held back in all.
     pub fn held_to_device(&self) -> usize {
         *lock(&self.shared.held_total)
+    }
+
+    /// Whether a `/sync` answer passed on to the client carried a room timeline event
+    /// of type `event_type` (the client has it, or is reading it now).
+    pub fn passed_event(&self, event_type: &str) -> bool {
+        lock(&self.shared.passed).contains(event_type)
     }
 
     /// Refuses event sends with a 502 (`on`), or passes them again.
@@ -259,6 +269,17 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
         return Ok((status, content_type, body));
     }
     let mut v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    if sync && let Some(rooms) = v.pointer("/rooms/join").and_then(Value::as_object) {
+        let mut passed = lock(&s.passed);
+        for room in rooms.values() {
+            let events = room.pointer("/timeline/events").and_then(Value::as_array);
+            for e in events.into_iter().flatten() {
+                if let Some(t) = e["type"].as_str() {
+                    passed.insert(t.to_owned());
+                }
+            }
+        }
+    }
     match sync {
         true => hold_or_release(s, &mut v, since(&req.target)),
         // matrix-sdk moves to the homeserver a login answer's `well_known` names.

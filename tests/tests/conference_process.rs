@@ -23,7 +23,8 @@ use blindfold_client::conference::keys::{KEYS_EVENT, KeyEventError};
 use blindfold_client::conference::matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use blindfold_client::conference::matrix_sdk::ruma::serde::Raw;
 use blindfold_client::conference::{
-    Conference, ConferenceConfig, ConferenceError, ConferenceEvent, Login, MediaMode, MemberId,
+    Conference, ConferenceConfig, ConferenceError, ConferenceEvent, Login, MEMBER_ENDED_EVENT,
+    MediaMode, MemberId,
 };
 use blindfold_relay::dtls::DtlsCert;
 use blindfold_relay::id::{KeyIndex, Ssrc};
@@ -998,17 +999,17 @@ fn a_key_event_that_comes_before_its_megolm_key_is_read_when_the_key_comes() {
         let media = MediaMode::Synthetic { epoch, seed: 7 };
         let mut b = join_at("bob", &st.users[1], &proxy.base_url(), &room, media).await;
         // Bob's first key event makes alice re-send hers, with her megolm session now
-        // shared with his new device: the event reaches him, the key does not.
+        // shared with his new device: the event reaches him, the key does not. He
+        // holds two: her first key event, from before his device existed (he never
+        // gets its key), and the re-send.
         run_until(
             &mut [&mut a, &mut b],
             &st.sfu.relay,
             Duration::from_secs(20),
-            "alice decrypts bob, and bob holds an event he cannot decrypt",
-            |p| has_all_streams(p[0], &[&*p[1]], 20) && p[1].conf.undecryptable() > 0,
+            "alice decrypts bob, and bob holds her two key events",
+            |p| has_all_streams(p[0], &[&*p[1]], 20) && p[1].conf.undecryptable() >= 2,
         )
         .await;
-        // Time for alice's re-send to reach bob.
-        run_for(&mut [&mut a, &mut b], Duration::from_secs(3)).await;
         assert!(
             proxy.held_to_device() > 0,
             "no to-device message was held back"
@@ -1052,6 +1053,75 @@ fn a_key_event_that_comes_before_its_megolm_key_is_read_when_the_key_comes() {
         assert!(b.conf.read_late() > 0);
         assert!(bit_identical(&b, &a) > 0);
         assert!(b.rejected().is_empty(), "{:?}", b.rejected());
+    });
+}
+
+/// A key event read late for a call that ended meanwhile is not applied: a member whose
+/// client died is not brought back when its megolm key finally comes.
+#[test]
+fn a_late_key_event_of_a_call_that_ended_meanwhile_is_not_applied() {
+    let _one_at_a_time = one_at_a_time();
+    let hs = Synapse::shared();
+    let s = sfu_on(hs, Relay::start_with(1, &["--consent-timeout", "3"]), "");
+    let users = [hs.new_user("m0"), hs.new_user("m1")];
+    let room = conference_room(&users[0], &[&users[1]], &s.user_id, CONF);
+    let proxy = HomeserverProxy::start(hs.base_url());
+    proxy.hold_to_device();
+    let (main, alice_rt) = (rt(), rt());
+    let epoch = Instant::now();
+    let mut a = alice_rt.block_on(join("alice", &users[0], &room, epoch));
+    main.block_on(async move {
+        let media = MediaMode::Synthetic { epoch, seed: 7 };
+        let mut b = join_at("bob", &users[1], &proxy.base_url(), &room, media).await;
+        run_until(
+            &mut [&mut a, &mut b],
+            &s.relay,
+            Duration::from_secs(20),
+            "alice decrypts bob, and bob holds her two key events",
+            |p| has_all_streams(p[0], &[&*p[1]], 20) && p[1].conf.undecryptable() >= 2,
+        )
+        .await;
+        // Alice's client dies (no hangup event, no m.call.hangup): the relay's consent
+        // timeout ends her call, and the SFU tells bob before her key comes.
+        let alice = MemberId {
+            user_id: a.user_id.clone(),
+            device_id: a.conf.device_id().to_owned(),
+        };
+        std::mem::forget(a.conf);
+        alice_rt.shutdown_background();
+        run_until(
+            &mut [&mut b],
+            &s.relay,
+            Duration::from_secs(20),
+            "the SFU's member_ended reaches bob",
+            |_| proxy.passed_event(MEMBER_ENDED_EVENT),
+        )
+        .await;
+
+        proxy.release_to_device();
+        let poke = format!(
+            "/_matrix/client/v3/user/{}/account_data/org.example.poke",
+            blindfold_tests::matrix::escape(&b.user_id)
+        );
+        users[1]
+            .call("PUT", &poke, Some(&serde_json::json!({})))
+            .expect("account data");
+        run_until(
+            &mut [&mut b],
+            &s.relay,
+            Duration::from_secs(10),
+            "bob reads alice's re-sent key event late",
+            |p| p[0].conf.read_late() > 0,
+        )
+        .await;
+        run_for(&mut [&mut b], Duration::from_millis(500)).await;
+        assert!(b.conf.members().is_empty(), "{:?}", b.conf.members());
+        assert!(
+            !b.events.iter().any(
+                |(_, e)| matches!(e, ConferenceEvent::KeysAccepted { member, .. } if *member == alice)
+            ),
+            "bob took the keys of alice's ended call"
+        );
     });
 }
 

@@ -4,11 +4,13 @@
 //! arrive ([`Late::take`], [`Late::put_back`]).
 //!
 //! Each event of `R` gets a position in the order the syncs brought it. A late key
-//! event is applied only if no later key event from the same device was read first
-//! ([`Late::is_newest`]): each key event replaces the sender's earlier one, so an old
-//! one decrypted late must not undo a newer one.
+//! event is applied only if no later key event from the same device was applied first
+//! ([`Late::is_older`]): each key event replaces the sender's earlier one, so an old
+//! one decrypted late must not undo a newer one. Nor is one applied for a call that
+//! has ended meanwhile ([`Late::call_ended`]): the SFU's word that it ended, or the
+//! member's hangup event, came first, and the member is gone.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
@@ -35,9 +37,16 @@ pub(super) struct Held {
 pub(super) struct Late {
     held: VecDeque<Held>,
     next_position: u64,
-    /// (user, device) → position of the newest key event read from it.
+    /// (user, device) → position of the newest key event applied from it.
     newest: HashMap<(String, String), u64>,
+    /// The calls (user, device, call id) that ended, oldest first, at most
+    /// [`ENDED_CALLS_KEPT`].
+    ended: VecDeque<(String, String, String)>,
+    ended_set: HashSet<(String, String, String)>,
 }
+
+/// How many ended calls are remembered for the held events (more than can be held).
+const ENDED_CALLS_KEPT: usize = 4 * LATE_EVENTS_HELD;
 
 impl Late {
     /// The position of the next event of `R`.
@@ -96,18 +105,40 @@ impl Late {
         self.held.len()
     }
 
-    /// Whether the key event at `position` from `user`'s `device` is newer than every
-    /// key event read from that device so far; if so, it is now the newest.
-    pub(super) fn is_newest(&mut self, user: &str, device: &str, position: u64) -> bool {
-        let newest = self
+    /// Whether a key event from `user`'s `device` newer than the one at `position`
+    /// was applied already.
+    pub(super) fn is_older(&self, user: &str, device: &str, position: u64) -> bool {
+        self.newest
+            .get(&(user.to_owned(), device.to_owned()))
+            .is_some_and(|&p| p > position)
+    }
+
+    /// The key event at `position` from `user`'s `device` was applied.
+    pub(super) fn applied(&mut self, user: &str, device: &str, position: u64) {
+        let p = self
             .newest
             .entry((user.to_owned(), device.to_owned()))
             .or_insert(position);
-        if *newest > position {
-            return false;
+        *p = (*p).max(position);
+    }
+
+    /// `user`'s `device`'s call `call_id` ended.
+    pub(super) fn ended(&mut self, user: &str, device: &str, call_id: &str) {
+        let key = (user.to_owned(), device.to_owned(), call_id.to_owned());
+        if self.ended_set.insert(key.clone()) {
+            self.ended.push_back(key);
         }
-        *newest = position;
-        true
+        while self.ended.len() > ENDED_CALLS_KEPT {
+            if let Some(old) = self.ended.pop_front() {
+                self.ended_set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `user`'s `device`'s call `call_id` ended.
+    pub(super) fn call_ended(&self, user: &str, device: &str, call_id: &str) -> bool {
+        self.ended_set
+            .contains(&(user.to_owned(), device.to_owned(), call_id.to_owned()))
     }
 }
 
@@ -132,18 +163,43 @@ mod tests {
     fn an_older_key_event_read_late_does_not_replace_a_newer_one() {
         let mut late = Late::default();
         let (old, new) = (late.position(), late.position());
-        assert!(late.is_newest("@a:x", "A", new));
+        assert!(!late.is_older("@a:x", "A", old), "nothing applied yet");
+        late.applied("@a:x", "A", new);
         assert!(
-            !late.is_newest("@a:x", "A", old),
-            "older than what was read"
+            late.is_older("@a:x", "A", old),
+            "older than what was applied"
         );
         assert!(
-            late.is_newest("@a:x", "B", old),
+            !late.is_older("@a:x", "B", old),
             "another device has its own order"
         );
-        assert!(late.is_newest("@a:x", "A", new), "the same event again");
+        assert!(!late.is_older("@a:x", "A", new), "the same event again");
+        late.applied("@a:x", "A", old);
         let newer = late.position();
-        assert!(late.is_newest("@a:x", "A", newer));
+        assert!(!late.is_older("@a:x", "A", newer));
+        assert!(
+            late.is_older("@a:x", "A", old),
+            "applying an older one moves nothing"
+        );
+    }
+
+    #[test]
+    fn ended_calls_are_remembered_within_a_bound() {
+        let mut late = Late::default();
+        late.ended("@a:x", "A", "c1");
+        assert!(late.call_ended("@a:x", "A", "c1"));
+        assert!(
+            !late.call_ended("@a:x", "A", "c2"),
+            "the device's next call"
+        );
+        assert!(!late.call_ended("@a:x", "B", "c1"));
+        for i in 0..ENDED_CALLS_KEPT {
+            late.ended("@b:x", "B", &i.to_string());
+        }
+        assert!(!late.call_ended("@a:x", "A", "c1"), "the oldest went");
+        assert!(late.call_ended("@b:x", "B", "0"));
+        assert_eq!(late.ended.len(), ENDED_CALLS_KEPT);
+        assert_eq!(late.ended_set.len(), ENDED_CALLS_KEPT);
     }
 
     #[test]

@@ -929,6 +929,8 @@ async fn end_calls(inner: &Inner, calls: Vec<(MemberId, String)>) {
     let mut any = false;
     for (member, call_id) in calls {
         let mut st = inner.lock();
+        // Its key event may be held, waiting for its megolm key.
+        st.late.ended(&member.user_id, &member.device_id, &call_id);
         let Some(sender) = st
             .roster
             .end_call(&member.user_id, &member.device_id, &call_id)
@@ -1523,17 +1525,22 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
         }
         // Room keys come in to-device messages: held events may decrypt now.
         keys_came = !resp.to_device.is_empty();
-        // R's events first: a member's key event and the SFU's word that its call ended
-        // can come in one sync, and the end must find the member installed.
-        if let Some(update) = resp.rooms.joined.get(&room_id) {
-            backlog.extend(update.timeline.events.iter().cloned());
-            // A gappy sync brings the leaves that fell in its gap as state, not in the
-            // timeline.
-            let (SyncState::Before(state) | SyncState::After(state)) = &update.state;
-            let me = me.as_deref().map_or("", |u| u.as_str());
-            let left = state.iter().any(|raw| {
-                serde_json::from_str::<Value>(raw.json().get()).is_ok_and(|v| left_room(&v, me))
-            });
+        // R's events first, those a key of this sync decrypts included: a member's key
+        // event and the SFU's word that its call ended can come in one sync, and the
+        // end must find the member installed.
+        let update = resp.rooms.joined.get(&room_id);
+        if update.is_some() || keys_came {
+            let mut left = false;
+            if let Some(update) = update {
+                backlog.extend(update.timeline.events.iter().cloned());
+                // A gappy sync brings the leaves that fell in its gap as state, not in
+                // the timeline.
+                let (SyncState::Before(state) | SyncState::After(state)) = &update.state;
+                let me = me.as_deref().map_or("", |u| u.as_str());
+                left = state.iter().any(|raw| {
+                    serde_json::from_str::<Value>(raw.json().get()).is_ok_and(|v| left_room(&v, me))
+                });
+            }
             // State-only changes count too (a call member gone from the room).
             handle_room_events(&inner, &std::mem::take(&mut backlog), left, keys_came).await;
             keys_came = false;
@@ -1599,15 +1606,13 @@ async fn decrypt_held(inner: &Inner) -> Vec<(u64, TimelineEvent)> {
 
 /// Key events, then members who left: install, re-send, rekey. `left`: someone left
 /// `R` in a part of the sync the timeline does not show. `keys_came`: room keys came
-/// since the last call, so the events held undecryptable are tried again (first: they
-/// are older than `events`).
+/// since the last call, so the events held undecryptable (`events`' own included) are
+/// tried again, and those that decrypt now are read with `events` in timeline order.
 async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool, keys_came: bool) {
     let mut resend = false;
     let mut rekey = left;
-    let mut read = match keys_came {
-        true => decrypt_held(inner).await,
-        false => Vec::new(),
-    };
+    // (position, event, read late)
+    let mut read: Vec<(u64, TimelineEvent, bool)> = Vec::new();
     {
         let mut st = inner.lock();
         for e in events {
@@ -1617,11 +1622,16 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool,
                 st.late
                     .hold(Instant::now(), e.raw().clone().cast_unchecked(), position);
             } else {
-                read.push((position, e.clone()));
+                read.push((position, e.clone(), false));
             }
         }
     }
-    for (position, e) in &read {
+    if keys_came {
+        let late = decrypt_held(inner).await;
+        read.extend(late.into_iter().map(|(p, e)| (p, e, true)));
+        read.sort_by_key(|(p, _, _)| *p);
+    }
+    for (position, e, late) in &read {
         let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get()) else {
             continue;
         };
@@ -1642,6 +1652,8 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool,
             Ok(Some(Accepted::New(_) | Accepted::Replaced { .. })) => resend = true,
             Ok(Some(Accepted::Ended(_))) => rekey = true,
             Ok(Some(_)) => {}
+            // Read late from someone who has left R since: nothing to report.
+            Err(KeyEventError::NotJoined) if *late => {}
             Err(reason) => inner.emit(ConferenceEvent::KeysRejected {
                 user_id: sender.to_owned(),
                 reason,
@@ -1735,11 +1747,23 @@ async fn accept_key_event(
         return Err(KeyEventError::NotJoined);
     }
     let mut st = inner.lock();
-    // Read late, behind a newer key event of that device: it was replaced already.
-    if !st.late.is_newest(sender, &ev.device_id, position) {
+    // Read late, behind a newer key event of that device (it was replaced already), or
+    // for a call that ended meanwhile: the member is gone.
+    if st.late.is_older(sender, &ev.device_id, position)
+        || st.late.call_ended(sender, &ev.device_id, &ev.call_id)
+    {
         return Ok(None);
     }
     let accepted = st.roster.accept(sender, &ev, inner.ssrcs)?;
+    if !matches!(
+        accepted,
+        Accepted::New(_) | Accepted::Replaced { .. } | Accepted::Update(_)
+    ) {
+        st.late.applied(sender, &ev.device_id, position);
+    }
+    if ev.streams.is_empty() {
+        st.late.ended(sender, &ev.device_id, &ev.call_id);
+    }
     let member = MemberId {
         user_id: sender.to_owned(),
         device_id: ev.device_id.clone(),
@@ -1769,6 +1793,7 @@ async fn accept_key_event(
         }
         return Err(KeyEventError::Install(err.to_string()));
     }
+    st.late.applied(sender, &ev.device_id, position);
     let indexes = st.participant.remote_keys(sender_id).unwrap_or_default();
     drop(st);
     inner.wake.notify_one();
