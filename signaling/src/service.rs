@@ -117,7 +117,18 @@ pub async fn login(
         None => {
             let (user_id, device_id, access_token) = match &cfg.credentials {
                 Credentials::Password(pw) => {
-                    let l = mx.login_password(&cfg.user, pw, device.as_deref()).await?;
+                    let l = match mx.login_password(&cfg.user, pw, device.as_deref()).await {
+                        // A server that will not take our device back: a new one.
+                        Err(MatrixError::Api {
+                            status: 400 | 403, ..
+                        }) if device.is_some() => {
+                            tracing::info!(
+                                "the homeserver refused the stored device; logging in on a new one"
+                            );
+                            mx.login_password(&cfg.user, pw, None).await?
+                        }
+                        r => r?,
+                    };
                     (l.user_id, l.device_id, l.access_token)
                 }
                 Credentials::AccessToken(t) => {
@@ -265,8 +276,8 @@ struct Outbox {
     mx: Matrix,
     rooms: HashMap<String, (mpsc::UnboundedSender<Outgoing>, JoinHandle<()>)>,
     metrics: Arc<Mutex<Metrics>>,
-    /// Where the senders report each stored event done with (sent or given up).
-    sent: mpsc::UnboundedSender<i64>,
+    /// Where the senders report each stored event done with, and a lapsed token.
+    sent: mpsc::UnboundedSender<SenderReport>,
 }
 
 impl Outbox {
@@ -338,7 +349,7 @@ async fn room_sender(
     room: String,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     metrics: Arc<Mutex<Metrics>>,
-    sent: mpsc::UnboundedSender<i64>,
+    sent: mpsc::UnboundedSender<SenderReport>,
 ) {
     // What came in while the last send was under way, in order.
     let mut queued = VecDeque::new();
@@ -375,10 +386,18 @@ async fn room_sender(
         match out {
             Outgoing::Event(event) => {
                 let stored = event.stored;
-                if send_event(&mx, &room, event, &metrics).await
-                    && let Some(seq) = stored
-                {
-                    let _ = sent.send(seq);
+                match send_event(&mx, &room, event, &metrics).await {
+                    Ok(()) => {
+                        if let Some(seq) = stored {
+                            let _ = sent.send(SenderReport::Done(seq));
+                        }
+                    }
+                    // Nothing more goes out of this room in this run: what is queued
+                    // behind it is stored, and keeps its order at the next start.
+                    Err(why) => {
+                        let _ = sent.send(SenderReport::LoggedOut(why));
+                        return;
+                    }
                 }
             }
             Outgoing::Leave => change_membership(&mx, &room, Membership::Leave).await,
@@ -386,11 +405,24 @@ async fn room_sender(
     }
 }
 
-/// Sends one event in `room`, retrying transient failures; a lost one is counted.
-/// Returns whether the event is done with (sent or given up); one the homeserver
-/// refused because it no longer accepts our access token is not: signaling stops for
-/// a new login (its sync fails the same way), and the next start sends it.
-async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metrics>) -> bool {
+/// What a room's sender tells the service.
+enum SenderReport {
+    /// The stored event with this place in the queue is done with (sent or given up).
+    Done(i64),
+    /// The homeserver no longer accepts our access token: the service stops for a new
+    /// login, and the refused event (still stored) goes at the next start.
+    LoggedOut(String),
+}
+
+/// Sends one event in `room`, retrying transient failures; a lost one is counted. An
+/// event the homeserver refuses because it no longer accepts our access token is not
+/// done with: `Err` says why.
+async fn send_event(
+    mx: &Matrix,
+    room: &str,
+    out: OutEvent,
+    metrics: &Mutex<Metrics>,
+) -> Result<(), String> {
     let mut attempt = 0;
     loop {
         // The homeserver de-duplicates tries by the transaction id.
@@ -402,7 +434,7 @@ async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metr
                         .unwrap_or_else(|p| p.into_inner())
                         .observe_answer(t.elapsed().as_secs_f64());
                 }
-                return true;
+                return Ok(());
             }
             Err(e) if e.is_transient() && attempt < 6 => {
                 tokio::time::sleep(matrix::backoff(&e, attempt, matrix::RETRY_MAX)).await;
@@ -411,7 +443,7 @@ async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metr
             Err(e) if matrix::is_unknown_token(&e) => {
                 tracing::warn!(%room, event = %out.event_type, error = %e,
                     "the homeserver no longer accepts our access token; the event waits for the next start");
-                return false;
+                return Err(e.to_string());
             }
             Err(e) => {
                 tracing::warn!(%room, event = %out.event_type, error = %e, "could not send");
@@ -419,7 +451,7 @@ async fn send_event(mx: &Matrix, room: &str, out: OutEvent, metrics: &Mutex<Metr
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .send_failures += 1;
-                return true;
+                return Ok(());
             }
         }
     }
@@ -784,7 +816,10 @@ pub async fn run(
                 None => return Err(ServiceError::LoggedOut("sync stopped".into())),
             },
             Some(ev) = link_rx.recv() => svc.handle_link(ev).await?,
-            Some(seq) = sent_rx.recv() => svc.store.forget_event(seq)?,
+            Some(report) = sent_rx.recv() => match report {
+                SenderReport::Done(seq) => svc.store.forget_event(seq)?,
+                SenderReport::LoggedOut(why) => return Err(ServiceError::LoggedOut(why)),
+            },
             _ = key_check.tick() => match check_no_device_keys(&svc.mx, &user_id).await {
                 Err(e @ ServiceError::HasDeviceKeys { .. }) => return Err(e),
                 Err(e) => tracing::warn!(error = %e, "device key check failed; will retry"),
@@ -793,8 +828,10 @@ pub async fn run(
             _ = &mut shutdown => {
                 tracing::info!("shutting down; calls stay live on the relay and are restored at the next start");
                 let unsent = svc.outbox.close(SHUTDOWN_SEND_WAIT).await;
-                while let Ok(seq) = sent_rx.try_recv() {
-                    svc.store.forget_event(seq)?;
+                while let Ok(report) = sent_rx.try_recv() {
+                    if let SenderReport::Done(seq) = report {
+                        svc.store.forget_event(seq)?;
+                    }
                 }
                 if unsent > 0 {
                     tracing::warn!(rooms = unsent, "shut down with events still to send; they go at the next start");

@@ -553,9 +553,9 @@ fn an_answer_unsent_when_signaling_is_killed_goes_out_at_the_next_start() {
 }
 
 /// An answer the homeserver refuses because it no longer takes signaling's access
-/// token stays queued for the next start, rather than count as sent. (A lapsed token
-/// fails the sync too, and signaling stops; here the send meets it first, the order
-/// that used to lose the answer.)
+/// token stays queued for the next start, rather than count as sent, and signaling
+/// stops for a new login. (A lapsed token fails the sync too; here the send meets it
+/// first, the order that used to lose the answer.)
 #[test]
 fn an_answer_refused_for_a_lapsed_token_goes_out_at_the_next_start() {
     let synapse = Synapse::shared();
@@ -593,6 +593,11 @@ fn an_answer_refused_for_a_lapsed_token_goes_out_at_the_next_start() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // It stops for a new login, as when its sync meets the lapsed token.
+    let status = signaling
+        .wait_exit(Duration::from_secs(10))
+        .expect("signaling stops");
+    assert!(!status.success(), "{status}");
 
     proxy.refuse_sends(false);
     signaling.restart();
