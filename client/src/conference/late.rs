@@ -39,6 +39,9 @@ pub(super) struct Late {
     next_position: u64,
     /// (user, device) → position of the newest key event applied from it.
     newest: HashMap<(String, String), u64>,
+    /// (user, device) → position and call id of the newest key event from it that
+    /// passed the megolm checks, applied or refused.
+    latest_call: HashMap<(String, String), (u64, String)>,
     /// The calls (user, device, call id) that ended, oldest first, at most
     /// [`ENDED_CALLS_KEPT`].
     ended: VecDeque<(String, String, String)>,
@@ -113,6 +116,27 @@ impl Late {
             .is_some_and(|&p| p > position)
     }
 
+    /// Whether a key event from `user`'s `device` for another call than `call_id` and
+    /// newer than the one at `position` came (applied or refused: the device moved on
+    /// to that call either way).
+    pub(super) fn moved_on(&self, user: &str, device: &str, call_id: &str, position: u64) -> bool {
+        self.latest_call
+            .get(&(user.to_owned(), device.to_owned()))
+            .is_some_and(|(p, c)| *p > position && c != call_id)
+    }
+
+    /// A key event at `position` for `call_id` from `user`'s `device` passed the megolm
+    /// checks.
+    pub(super) fn saw(&mut self, user: &str, device: &str, call_id: &str, position: u64) {
+        let latest = self
+            .latest_call
+            .entry((user.to_owned(), device.to_owned()))
+            .or_insert_with(|| (position, call_id.to_owned()));
+        if position >= latest.0 {
+            *latest = (position, call_id.to_owned());
+        }
+    }
+
     /// The key event at `position` from `user`'s `device` was applied.
     pub(super) fn applied(&mut self, user: &str, device: &str, position: u64) {
         let p = self
@@ -180,6 +204,26 @@ mod tests {
         assert!(
             late.is_older("@a:x", "A", old),
             "applying an older one moves nothing"
+        );
+    }
+
+    #[test]
+    fn a_device_that_moved_on_to_another_call_leaves_its_older_calls_behind() {
+        let mut late = Late::default();
+        let (c1, c2) = (late.position(), late.position());
+        late.saw("@a:x", "A", "call2", c2);
+        assert!(late.moved_on("@a:x", "A", "call1", c1), "an older call");
+        assert!(!late.moved_on("@a:x", "A", "call2", c1), "the same call");
+        assert!(!late.moved_on("@a:x", "B", "call1", c1), "another device");
+        late.saw("@a:x", "A", "call1", c1);
+        assert!(
+            late.moved_on("@a:x", "A", "call1", c1),
+            "an older one does not rewind"
+        );
+        let c3 = late.position();
+        assert!(
+            !late.moved_on("@a:x", "A", "call1", c3),
+            "a newer one is news"
         );
     }
 

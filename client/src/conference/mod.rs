@@ -1747,13 +1747,18 @@ async fn accept_key_event(
         return Err(KeyEventError::NotJoined);
     }
     let mut st = inner.lock();
-    // Read late, behind a newer key event of that device (it was replaced already), or
-    // for a call that ended meanwhile: the member is gone.
+    // Read late, behind a newer key event of that device (it was replaced already, or
+    // the device moved on to another call), or for a call that ended: the member is
+    // gone.
     if st.late.is_older(sender, &ev.device_id, position)
+        || st
+            .late
+            .moved_on(sender, &ev.device_id, &ev.call_id, position)
         || st.late.call_ended(sender, &ev.device_id, &ev.call_id)
     {
         return Ok(None);
     }
+    st.late.saw(sender, &ev.device_id, &ev.call_id, position);
     let accepted = st.roster.accept(sender, &ev, inner.ssrcs)?;
     if !matches!(
         accepted,
