@@ -285,11 +285,14 @@ impl Outbox {
         let out = match self.rooms.get(&room) {
             Some((tx, _)) => match tx.send(out) {
                 Ok(()) => return,
-                // Its task ended (idle): start another.
+                // Its task is ending (idle): start another.
                 Err(mpsc::error::SendError(out)) => out,
             },
             None => out,
         };
+        // The ending task may still be sending what slipped in before it closed: the
+        // new one waits for it, so the room's events keep their order.
+        let before = self.rooms.remove(&room).map(|(_, task)| task);
         self.rooms.retain(|_, (tx, _)| !tx.is_closed());
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(room_sender(
@@ -298,6 +301,7 @@ impl Outbox {
             rx,
             self.metrics.clone(),
             self.sent.clone(),
+            before,
         ));
         let _ = tx.send(out);
         self.rooms.insert(room, (tx, task));
@@ -350,7 +354,11 @@ async fn room_sender(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     metrics: Arc<Mutex<Metrics>>,
     sent: mpsc::UnboundedSender<SenderReport>,
+    before: Option<JoinHandle<()>>,
 ) {
+    if let Some(task) = before {
+        let _ = task.await;
+    }
     // What came in while the last send was under way, in order.
     let mut queued = VecDeque::new();
     loop {
