@@ -494,62 +494,96 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
     hang_up_bob(&bob, &bob_dm, &s.relay);
 }
 
+/// A signaling process behind a [`HomeserverProxy`] that refuses its sends, and alice,
+/// whose call it admitted (the relay has the session) but could not answer yet.
+struct UnsentAnswer {
+    proxy: HomeserverProxy,
+    _relay: Relay,
+    signaling: Signaling,
+    alice: MatrixUser,
+    dm: String,
+    caller: Caller,
+}
+
+impl UnsentAnswer {
+    /// The proxy refuses signaling's sends with a 401 `M_UNKNOWN_TOKEN` if
+    /// `lapsed_token`, else with a 502.
+    fn new(lapsed_token: bool) -> UnsentAnswer {
+        let synapse = Synapse::shared();
+        let proxy = HomeserverProxy::start(synapse.base_url());
+        let relay = Relay::start(1);
+        let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
+        let mut signaling = Signaling::start_at(
+            &proxy.base_url(),
+            &relay.control,
+            &sfu.user_id,
+            PASSWORD,
+            "",
+        );
+        signaling.wait_ready();
+        let alice = synapse.new_user("alice");
+        let room = conference_room(&alice, &[], &sfu.user_id, CONF);
+        let dm = dm(&alice, &sfu.user_id);
+        match lapsed_token {
+            true => proxy.refuse_sends_unauthorized(),
+            false => proxy.refuse_sends(true),
+        }
+        let caller = Caller::new(1);
+        let invite = invite_content("call-1", &room, CONF, &caller.offer());
+        alice
+            .send_event(&dm, "m.call.invite", &invite)
+            .expect("send invite");
+        wait_sessions(&relay, 1, WAIT);
+        relay.wait_until(WAIT, "signaling to try sending the answer", || {
+            proxy.refused_sends() > 0
+        });
+        UnsentAnswer {
+            proxy,
+            _relay: relay,
+            signaling,
+            alice,
+            dm,
+            caller,
+        }
+    }
+
+    /// Lets the sends through and starts signaling again: alice gets the answer the
+    /// last run left unsent, and connects with it.
+    fn restart_and_connect(mut self) {
+        self.proxy.refuse_sends(false);
+        self.signaling.restart();
+        self.signaling.wait_ready();
+        let me = self.alice.user_id().to_owned();
+        let dm = self.dm.clone();
+        let reply = self
+            .alice
+            .wait_for("the SFU's answer after its restart", WAIT, |sync| {
+                sfu_reply(sync, &dm, &me, "call-1")
+            });
+        let answer = answered(&reply);
+        let log = self.signaling.run_log();
+        assert!(
+            log.contains("sending the events the last run left unsent events=1"),
+            "{log}"
+        );
+        let mut peer = self.caller.connect(&answer);
+        drive(
+            &mut [&mut peer],
+            WAIT,
+            "ICE and DTLS with the answer",
+            |p| p[0].connected(),
+        );
+    }
+}
+
 /// An answer signaling could not send yet when it was killed (its homeserver failing
 /// the sends, the invite's sync batch already marked handled) is sent by the next
 /// start, and the call it answers connects.
 #[test]
 fn an_answer_unsent_when_signaling_is_killed_goes_out_at_the_next_start() {
-    let synapse = Synapse::shared();
-    let proxy = HomeserverProxy::start(synapse.base_url());
-    let relay = Relay::start(1);
-    let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
-    let mut signaling = Signaling::start_at(
-        &proxy.base_url(),
-        &relay.control,
-        &sfu.user_id,
-        PASSWORD,
-        "",
-    );
-    signaling.wait_ready();
-    let mut alice = synapse.new_user("alice");
-    let room = conference_room(&alice, &[], &sfu.user_id, CONF);
-    let dm = dm(&alice, &sfu.user_id);
-
-    proxy.refuse_sends(true);
-    let caller = Caller::new(1);
-    let invite = invite_content("call-1", &room, CONF, &caller.offer());
-    alice
-        .send_event(&dm, "m.call.invite", &invite)
-        .expect("send invite");
-    // Admitted (the relay has the session), the answer refused at the homeserver.
-    wait_sessions(&relay, 1, WAIT);
-    relay.wait_until(WAIT, "signaling to try sending the answer", || {
-        proxy.refused_sends() > 0
-    });
-    signaling.kill9();
-
-    proxy.refuse_sends(false);
-    signaling.restart();
-    signaling.wait_ready();
-    let me = alice.user_id().to_owned();
-    let reply = alice.wait_for("the SFU's answer after its restart", WAIT, |sync| {
-        sfu_reply(sync, &dm, &me, "call-1")
-    });
-    let answer = answered(&reply);
-    assert!(
-        signaling
-            .run_log()
-            .contains("sending the events the last run left unsent events=1"),
-        "{}",
-        signaling.run_log()
-    );
-    let mut peer = caller.connect(&answer);
-    drive(
-        &mut [&mut peer],
-        WAIT,
-        "ICE and DTLS with the answer",
-        |p| p[0].connected(),
-    );
+    let mut t = UnsentAnswer::new(false);
+    t.signaling.kill9();
+    t.restart_and_connect();
 }
 
 /// An answer the homeserver refuses because it no longer takes signaling's access
@@ -558,67 +592,21 @@ fn an_answer_unsent_when_signaling_is_killed_goes_out_at_the_next_start() {
 /// first, the order that used to lose the answer.)
 #[test]
 fn an_answer_refused_for_a_lapsed_token_goes_out_at_the_next_start() {
-    let synapse = Synapse::shared();
-    let proxy = HomeserverProxy::start(synapse.base_url());
-    let relay = Relay::start(1);
-    let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
-    let mut signaling = Signaling::start_at(
-        &proxy.base_url(),
-        &relay.control,
-        &sfu.user_id,
-        PASSWORD,
-        "",
-    );
-    signaling.wait_ready();
-    let mut alice = synapse.new_user("alice");
-    let room = conference_room(&alice, &[], &sfu.user_id, CONF);
-    let dm = dm(&alice, &sfu.user_id);
-
-    proxy.refuse_sends_unauthorized();
-    let caller = Caller::new(1);
-    let invite = invite_content("call-1", &room, CONF, &caller.offer());
-    alice
-        .send_event(&dm, "m.call.invite", &invite)
-        .expect("send invite");
-    wait_sessions(&relay, 1, WAIT);
-    let deadline = Instant::now() + WAIT;
-    while !signaling
-        .run_log()
-        .contains("the event waits for the next start")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the answer was not refused for the token:\n{}",
-            signaling.run_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut t = UnsentAnswer::new(true);
     // It stops for a new login, as when its sync meets the lapsed token.
-    let status = signaling
-        .wait_exit(Duration::from_secs(10))
-        .expect("signaling stops");
+    let status = t
+        .signaling
+        .wait_exit(WAIT)
+        .unwrap_or_else(|| panic!("signaling runs on:\n{}", t.signaling.run_log()));
     assert!(!status.success(), "{status}");
-
-    proxy.refuse_sends(false);
-    signaling.restart();
-    signaling.wait_ready();
-    let me = alice.user_id().to_owned();
-    let reply = alice.wait_for("the SFU's answer after its restart", WAIT, |sync| {
-        sfu_reply(sync, &dm, &me, "call-1")
-    });
-    let answer = answered(&reply);
-    let log = signaling.run_log();
     assert!(
-        log.contains("sending the events the last run left unsent events=1"),
-        "{log}"
+        t.signaling
+            .run_log()
+            .contains("the event waits for the next start"),
+        "{}",
+        t.signaling.run_log()
     );
-    let mut peer = caller.connect(&answer);
-    drive(
-        &mut [&mut peer],
-        WAIT,
-        "ICE and DTLS with the answer",
-        |p| p[0].connected(),
-    );
+    t.restart_and_connect();
 }
 
 #[test]
