@@ -261,6 +261,24 @@ struct OutEvent {
     txn: String,
 }
 
+/// The transaction id of a stored event: the same for the same event (room, type and
+/// content), so that one made again, after a crash between handling a sync batch and
+/// saving its token made the batch be read again, is taken by the homeserver as the
+/// first one's retry, not sent twice. The events stored are each news once (an answer
+/// carries fresh credentials, a hangup or `member_ended` names its call).
+fn stored_txn(room: &str, event_type: &str, content: &Value) -> String {
+    let mut d = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in [room, event_type, &content.to_string()] {
+        d.update(&(part.len() as u64).to_be_bytes());
+        d.update(part.as_bytes());
+    }
+    let hex: String = d.finish().as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("bf-{hex}")
+}
+
 /// A transaction id unique across restarts.
 fn new_txn() -> String {
     static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -606,10 +624,14 @@ impl Service {
         invite_received: Option<Instant>,
         call: Option<&crate::core::Call>,
     ) -> Result<(), ServiceError> {
-        let txn = new_txn();
         // A speaker change is news only while fresh: not worth a write, nor a send
-        // after a restart.
-        let stored = match (event_type == crate::events::ACTIVE_SPEAKER, call) {
+        // after a restart (and the same speaker again is news again).
+        let speaker = event_type == crate::events::ACTIVE_SPEAKER;
+        let txn = match speaker {
+            true => new_txn(),
+            false => stored_txn(&room, &event_type, &content),
+        };
+        let stored = match (speaker, call) {
             (true, Some(call)) => {
                 self.store.save_call(call)?;
                 None
@@ -863,6 +885,23 @@ mod tests {
             stored: None,
             txn: new_txn(),
         })
+    }
+
+    #[test]
+    fn a_stored_event_made_again_has_the_same_transaction_id() {
+        let hangup = json!({"call_id": "c1", "reason": "user_hangup"});
+        let txn = stored_txn("!dm:x", "m.call.hangup", &hangup);
+        assert_eq!(txn, stored_txn("!dm:x", "m.call.hangup", &hangup.clone()));
+        assert!(txn.starts_with("bf-") && txn.len() == 35, "{txn}");
+        let other = json!({"call_id": "c2", "reason": "user_hangup"});
+        assert_ne!(txn, stored_txn("!dm:x", "m.call.hangup", &other));
+        assert_ne!(txn, stored_txn("!dm2:x", "m.call.hangup", &hangup));
+        assert_ne!(txn, stored_txn("!dm:x", "m.call.answer", &hangup));
+        // Parts are length-prefixed: moving bytes between them changes the id.
+        assert_ne!(
+            stored_txn("ab", "c", &hangup),
+            stored_txn("a", "bc", &hangup)
+        );
     }
 
     #[test]
