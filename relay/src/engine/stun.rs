@@ -306,10 +306,10 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(h) else {
             return false;
         };
-        let Some(pwd) = s.spec.remote_pwd.clone() else {
+        let Some(pwd) = s.spec.remote_pwd.as_deref() else {
             return true;
         };
-        let Some(local) = s.local() else {
+        let Home::Here(local) = &mut s.home else {
             return false;
         };
         let tid = match &local.path_check {
@@ -337,7 +337,7 @@ impl Engine {
         let spec = &s.spec;
         if self
             .tx
-            .push(sel, |out| write_path_check(out, tid, spec, &pwd))
+            .push(sel, |out| write_path_check(out, tid, spec, pwd))
         {
             self.stats.path_checks += 1;
         }
