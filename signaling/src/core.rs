@@ -1400,7 +1400,8 @@ pub fn relay_conf_id(room_id: &str, conf_id: &str) -> ConfId {
     ConfId::new(format!("c-{}", hex(&d.as_ref()[..16]))).expect("c- and hex are printable ASCII")
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex digits.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -272,11 +272,7 @@ fn stored_txn(room: &str, event_type: &str, content: &Value) -> String {
         d.update(&(part.len() as u64).to_be_bytes());
         d.update(part.as_bytes());
     }
-    let hex: String = d.finish().as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("bf-{hex}")
+    format!("bf-{}", crate::core::hex(&d.finish().as_ref()[..16]))
 }
 
 /// A transaction id unique across restarts.
@@ -626,21 +622,14 @@ impl Service {
     ) -> Result<(), ServiceError> {
         // A speaker change is news only while fresh: not worth a write, nor a send
         // after a restart (and the same speaker again is news again).
-        let speaker = event_type == crate::events::ACTIVE_SPEAKER;
-        let txn = match speaker {
-            true => new_txn(),
-            false => stored_txn(&room, &event_type, &content),
-        };
-        let stored = match (speaker, call) {
-            (true, Some(call)) => {
-                self.store.save_call(call)?;
-                None
-            }
-            (true, None) => None,
-            (false, _) => Some(
-                self.store
-                    .queue_event(&room, &event_type, &content, &txn, call)?,
-            ),
+        let (txn, stored) = if event_type == crate::events::ACTIVE_SPEAKER && call.is_none() {
+            (new_txn(), None)
+        } else {
+            let txn = stored_txn(&room, &event_type, &content);
+            let seq = self
+                .store
+                .queue_event(&room, &event_type, &content, &txn, call)?;
+            (txn, Some(seq))
         };
         self.outbox.send(
             room,
