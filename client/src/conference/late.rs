@@ -32,20 +32,28 @@ pub(super) struct Held {
     since: Instant,
 }
 
-/// The held events, oldest first, and the newest key event read from each device.
+/// The held events, oldest first, the order of each device's key events, and the calls
+/// that ended.
 #[derive(Default)]
 pub(super) struct Late {
     held: VecDeque<Held>,
     next_position: u64,
-    /// (user, device) → position of the newest key event applied from it.
-    newest: HashMap<(String, String), u64>,
-    /// (user, device) → position and call id of the newest key event from it that
-    /// passed the megolm checks, applied or refused.
-    latest_call: HashMap<(String, String), (u64, String)>,
+    /// What each (user, device) sent last.
+    devices: HashMap<(String, String), Device>,
     /// The calls (user, device, call id) that ended, oldest first, at most
     /// [`ENDED_CALLS_KEPT`].
     ended: VecDeque<(String, String, String)>,
     ended_set: HashSet<(String, String, String)>,
+}
+
+/// The order of one device's key events.
+#[derive(Default)]
+struct Device {
+    /// The position of the newest key event applied.
+    applied: Option<u64>,
+    /// The position and call id of the newest key event that passed the megolm checks,
+    /// applied or refused.
+    latest_call: Option<(u64, String)>,
 }
 
 /// How many ended calls are remembered for the held events (more than can be held).
@@ -111,39 +119,43 @@ impl Late {
     /// Whether a key event from `user`'s `device` newer than the one at `position`
     /// was applied already.
     pub(super) fn is_older(&self, user: &str, device: &str, position: u64) -> bool {
-        self.newest
-            .get(&(user.to_owned(), device.to_owned()))
-            .is_some_and(|&p| p > position)
+        self.device(user, device)
+            .and_then(|d| d.applied)
+            .is_some_and(|p| p > position)
     }
 
     /// Whether a key event from `user`'s `device` for another call than `call_id` and
     /// newer than the one at `position` came (applied or refused: the device moved on
     /// to that call either way).
     pub(super) fn moved_on(&self, user: &str, device: &str, call_id: &str, position: u64) -> bool {
-        self.latest_call
-            .get(&(user.to_owned(), device.to_owned()))
+        self.device(user, device)
+            .and_then(|d| d.latest_call.as_ref())
             .is_some_and(|(p, c)| *p > position && c != call_id)
     }
 
     /// A key event at `position` for `call_id` from `user`'s `device` passed the megolm
     /// checks.
     pub(super) fn saw(&mut self, user: &str, device: &str, call_id: &str, position: u64) {
-        let latest = self
-            .latest_call
-            .entry((user.to_owned(), device.to_owned()))
-            .or_insert_with(|| (position, call_id.to_owned()));
-        if position >= latest.0 {
-            *latest = (position, call_id.to_owned());
+        let latest = &mut self.device_mut(user, device).latest_call;
+        if latest.as_ref().is_none_or(|(p, _)| position >= *p) {
+            *latest = Some((position, call_id.to_owned()));
         }
     }
 
     /// The key event at `position` from `user`'s `device` was applied.
     pub(super) fn applied(&mut self, user: &str, device: &str, position: u64) {
-        let p = self
-            .newest
+        let applied = &mut self.device_mut(user, device).applied;
+        *applied = Some(applied.map_or(position, |p| p.max(position)));
+    }
+
+    fn device(&self, user: &str, device: &str) -> Option<&Device> {
+        self.devices.get(&(user.to_owned(), device.to_owned()))
+    }
+
+    fn device_mut(&mut self, user: &str, device: &str) -> &mut Device {
+        self.devices
             .entry((user.to_owned(), device.to_owned()))
-            .or_insert(position);
-        *p = (*p).max(position);
+            .or_default()
     }
 
     /// `user`'s `device`'s call `call_id` ended.

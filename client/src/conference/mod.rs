@@ -47,13 +47,14 @@
 //! ([`keys::Roster`]); refused ones are reported ([`ConferenceEvent::KeysRejected`])
 //! and dropped. One that comes before its megolm key (over federation the key's
 //! to-device message can be slower) is held and read when the key comes
-//! ([`Conference::read_late`]). When a member leaves `R` or hangs up, or the SFU says in the DM that a
-//! member's call ended ([`MEMBER_ENDED_EVENT`]: its client died or lost its link), the
-//! conference rekeys ([`keys::LocalKeys`]): the next MKI index is published at once,
-//! used 2 s later, dropped 10 s after that. matrix-sdk itself rotates `R`'s megolm
-//! session when a member it shared the session with has left (so the leaver cannot
-//! read the new key event). When the relay restarts, the participant library connects
-//! to it again by itself ([`ConferenceEvent::Reconnecting`]).
+//! ([`Conference::read_late`]). When a member leaves `R` or hangs up, or the SFU says
+//! in the DM that a member's call ended ([`MEMBER_ENDED_EVENT`]: its client died or
+//! lost its link), the conference rekeys ([`keys::LocalKeys`]): the next MKI index is
+//! published at once, used 2 s later, dropped 10 s after that. matrix-sdk itself
+//! rotates `R`'s megolm session when a member it shared the session with has left (so
+//! the leaver cannot read the new key event). When the relay restarts, the
+//! participant library connects to it again by itself
+//! ([`ConferenceEvent::Reconnecting`]).
 
 // The IO shell around the sans-IO participant: it reads the clock (and hands `now` to
 // the participant and the key schedule).
@@ -1492,7 +1493,7 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
     loop {
         if !backlog.is_empty() || keys_came {
             let events = std::mem::take(&mut backlog);
-            handle_room_events(&inner, &events, false, keys_came).await;
+            handle_room_events(&inner, events, false, keys_came).await;
         }
         if let Some(reason) = ended(&inner).await {
             inner.emit(ConferenceEvent::ended(reason));
@@ -1542,7 +1543,7 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
                 });
             }
             // State-only changes count too (a call member gone from the room).
-            handle_room_events(&inner, &std::mem::take(&mut backlog), left, keys_came).await;
+            handle_room_events(&inner, std::mem::take(&mut backlog), left, keys_came).await;
             keys_came = false;
         }
         if let Some(update) = resp.rooms.joined.get(&dm_id) {
@@ -1608,7 +1609,12 @@ async fn decrypt_held(inner: &Inner) -> Vec<(u64, TimelineEvent)> {
 /// `R` in a part of the sync the timeline does not show. `keys_came`: room keys came
 /// since the last call, so the events held undecryptable (`events`' own included) are
 /// tried again, and those that decrypt now are read with `events` in timeline order.
-async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool, keys_came: bool) {
+async fn handle_room_events(
+    inner: &Inner,
+    events: Vec<TimelineEvent>,
+    left: bool,
+    keys_came: bool,
+) {
     let mut resend = false;
     let mut rekey = left;
     // (position, event, read late)
@@ -1620,9 +1626,9 @@ async fn handle_room_events(inner: &Inner, events: &[TimelineEvent], left: bool,
             if e.kind.is_utd() {
                 inner.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
                 st.late
-                    .hold(Instant::now(), e.raw().clone().cast_unchecked(), position);
+                    .hold(Instant::now(), e.into_raw().cast_unchecked(), position);
             } else {
-                read.push((position, e.clone(), false));
+                read.push((position, e, false));
             }
         }
     }
