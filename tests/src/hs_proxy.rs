@@ -22,7 +22,8 @@
 //! let proxy = HomeserverProxy::start(Synapse::shared().base_url());
 //! proxy.hold_to_device();
 //! // … a client logs in at proxy.base_url(): it gets its room events, no to-device …
-//! proxy.release_to_device(); // they come in its next sync that brings news
+//! # let bob = Synapse::shared().new_user("bob");
+//! proxy.release_to_device(&bob); // `bob`: the client's account; they come in its next sync
 //! ```
 #![warn(missing_docs)]
 
@@ -33,6 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::matrix::MatrixUser;
 
 /// The longest `/sync` long-poll the proxy lets through while it holds to-device
 /// messages, in milliseconds.
@@ -56,7 +59,7 @@ struct Shared {
     /// To-device messages held back, in the order they came.
     held: Mutex<Vec<Value>>,
     /// How many were held in all.
-    held_total: Mutex<usize>,
+    held_total: AtomicUsize,
     /// The types of the room timeline events the `/sync` answers passed on carried.
     passed: Mutex<std::collections::HashSet<String>>,
 }
@@ -80,7 +83,7 @@ impl HomeserverProxy {
             stopped: AtomicBool::new(false),
             refused: AtomicUsize::new(0),
             held: Mutex::new(Vec::new()),
-            held_total: Mutex::new(0),
+            held_total: AtomicUsize::new(0),
             passed: Mutex::new(std::collections::HashSet::new()),
         });
         let s = shared.clone();
@@ -107,15 +110,24 @@ impl HomeserverProxy {
         self.shared.holding.store(true, Ordering::SeqCst);
     }
 
-    /// Delivers the held to-device messages in the next `/sync` answer that brings
-    /// anything new (anything at all: account data will do), and holds no more.
-    pub fn release_to_device(&self) {
+    /// Holds no more, and delivers the held to-device messages in the client's next
+    /// `/sync` answer that brings anything new: matrix-sdk skips an answer that repeats
+    /// its token, so `account` (the client's account, any device of it) gets account
+    /// data of its own to make one.
+    pub fn release_to_device(&self, account: &MatrixUser) {
         self.shared.holding.store(false, Ordering::SeqCst);
+        let path = format!(
+            "/_matrix/client/v3/user/{}/account_data/org.blindfold.test.release",
+            crate::matrix::escape(account.user_id())
+        );
+        account
+            .call("PUT", &path, Some(&serde_json::json!({})))
+            .expect("sync proxy: account data for the release");
     }
 
     /// How many to-device messages were held back in all.
     pub fn held_to_device(&self) -> usize {
-        *lock(&self.shared.held_total)
+        self.shared.held_total.load(Ordering::SeqCst)
     }
 
     /// Whether a `/sync` answer passed on to the client carried a room timeline event
@@ -323,7 +335,7 @@ fn hold_or_release(s: &Shared, sync: &mut Value, since: Option<&str>) {
         .and_then(Value::as_array_mut);
     if s.holding.load(Ordering::SeqCst) {
         if let Some(events) = events {
-            *lock(&s.held_total) += events.len();
+            s.held_total.fetch_add(events.len(), Ordering::SeqCst);
             held.append(events);
         }
         return;

@@ -983,6 +983,32 @@ fn everyone_has_all_streams(peers: &[&mut Peer], n: usize) -> bool {
     })
 }
 
+/// Bob, on `bob`'s account, joins the call alice is in through `proxy`, which holds
+/// back his to-device messages, and both run until alice decrypts him and he holds her
+/// two key events. His first key event makes her re-send hers, with her megolm session
+/// now shared with his new device: the event reaches him, its key does not. Her first
+/// key event, from before his device existed, he never gets the key of.
+async fn bob_holds_alices_key_events(
+    a: &mut Peer,
+    bob: &MatrixUser,
+    proxy: &HomeserverProxy,
+    room: &str,
+    relay: &Relay,
+    epoch: Instant,
+) -> Peer {
+    let media = MediaMode::Synthetic { epoch, seed: 7 };
+    let mut b = join_at("bob", bob, &proxy.base_url(), room, media).await;
+    run_until(
+        &mut [a, &mut b],
+        relay,
+        Duration::from_secs(20),
+        "alice decrypts bob, and bob holds her two key events",
+        |p| has_all_streams(p[0], &[&*p[1]], 20) && p[1].conf.undecryptable() >= 2,
+    )
+    .await;
+    b
+}
+
 /// Over federation a key event can come before the megolm key it is encrypted with
 /// (the key's to-device message and the room event travel apart): the member holds
 /// the event, reads it when the key comes, and decrypts its sender from then on.
@@ -996,20 +1022,9 @@ fn a_key_event_that_comes_before_its_megolm_key_is_read_when_the_key_comes() {
     rt().block_on(async {
         let epoch = Instant::now();
         let mut a = join("alice", &st.users[0], &room, epoch).await;
-        let media = MediaMode::Synthetic { epoch, seed: 7 };
-        let mut b = join_at("bob", &st.users[1], &proxy.base_url(), &room, media).await;
-        // Bob's first key event makes alice re-send hers, with her megolm session now
-        // shared with his new device: the event reaches him, the key does not. He
-        // holds two: her first key event, from before his device existed (he never
-        // gets its key), and the re-send.
-        run_until(
-            &mut [&mut a, &mut b],
-            &st.sfu.relay,
-            Duration::from_secs(20),
-            "alice decrypts bob, and bob holds her two key events",
-            |p| has_all_streams(p[0], &[&*p[1]], 20) && p[1].conf.undecryptable() >= 2,
-        )
-        .await;
+        let mut b =
+            bob_holds_alices_key_events(&mut a, &st.users[1], &proxy, &room, &st.sfu.relay, epoch)
+                .await;
         assert!(
             proxy.held_to_device() > 0,
             "no to-device message was held back"
@@ -1021,15 +1036,7 @@ fn a_key_event_that_comes_before_its_megolm_key_is_read_when_the_key_comes() {
         );
 
         let released = Instant::now();
-        proxy.release_to_device();
-        // Something new for bob's next sync to carry them in.
-        let poke = format!(
-            "/_matrix/client/v3/user/{}/account_data/org.example.poke",
-            blindfold_tests::matrix::escape(&b.user_id)
-        );
-        st.users[1]
-            .call("PUT", &poke, Some(&serde_json::json!({})))
-            .expect("account data");
+        proxy.release_to_device(&st.users[1]);
         run_until(
             &mut [&mut a, &mut b],
             &st.sfu.relay,
@@ -1071,16 +1078,8 @@ fn a_late_key_event_of_a_call_that_ended_meanwhile_is_not_applied() {
     let epoch = Instant::now();
     let mut a = alice_rt.block_on(join("alice", &users[0], &room, epoch));
     main.block_on(async move {
-        let media = MediaMode::Synthetic { epoch, seed: 7 };
-        let mut b = join_at("bob", &users[1], &proxy.base_url(), &room, media).await;
-        run_until(
-            &mut [&mut a, &mut b],
-            &s.relay,
-            Duration::from_secs(20),
-            "alice decrypts bob, and bob holds her two key events",
-            |p| has_all_streams(p[0], &[&*p[1]], 20) && p[1].conf.undecryptable() >= 2,
-        )
-        .await;
+        let mut b =
+            bob_holds_alices_key_events(&mut a, &users[1], &proxy, &room, &s.relay, epoch).await;
         // Alice's client dies (no hangup event, no m.call.hangup): the relay's consent
         // timeout ends her call, and the SFU tells bob before her key comes.
         let alice = MemberId {
@@ -1098,14 +1097,7 @@ fn a_late_key_event_of_a_call_that_ended_meanwhile_is_not_applied() {
         )
         .await;
 
-        proxy.release_to_device();
-        let poke = format!(
-            "/_matrix/client/v3/user/{}/account_data/org.example.poke",
-            blindfold_tests::matrix::escape(&b.user_id)
-        );
-        users[1]
-            .call("PUT", &poke, Some(&serde_json::json!({})))
-            .expect("account data");
+        proxy.release_to_device(&users[1]);
         run_until(
             &mut [&mut b],
             &s.relay,
