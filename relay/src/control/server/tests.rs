@@ -98,6 +98,18 @@ fn identity(id: &str) -> u64 {
     rules::session_rule(&spec(id)).identity()
 }
 
+/// A snapshot at generation `g`: conference `c` with `sessions`.
+fn snapshot(g: u64, sessions: Vec<SessionSpec>) -> RequestBody {
+    RequestBody::Snapshot(crate::control::Snapshot {
+        generation: Generation(g),
+        conferences: vec![ConferenceSpec {
+            conf_id: ConfId::new("c").unwrap(),
+        }],
+        sessions,
+        subscriptions: Vec::new(),
+    })
+}
+
 fn upsert_a() -> RequestBody {
     RequestBody::UpsertSession {
         generation: Generation(2),
@@ -371,15 +383,7 @@ fn a_snapshot_is_followed_by_the_connected_sessions() {
     s.handle_hangup();
     s.accept(Instant::now()).unwrap();
     s.handle_data(&signaling_hello());
-    let snapshot = crate::control::Snapshot {
-        generation: Generation(3),
-        conferences: vec![ConferenceSpec {
-            conf_id: ConfId::new("c").unwrap(),
-        }],
-        sessions: vec![spec("a")],
-        subscriptions: Vec::new(),
-    };
-    s.handle_data(&request(3, RequestBody::Snapshot(snapshot)));
+    s.handle_data(&request(3, snapshot(3, vec![spec("a")])));
     let msgs = take(&mut s);
     assert_eq!(
         msgs,
@@ -439,15 +443,7 @@ fn a_report_about_a_replaced_incarnation_is_dropped() {
     s.handle_hangup();
     s.accept(Instant::now()).unwrap();
     s.handle_data(&signaling_hello());
-    let snapshot = crate::control::Snapshot {
-        generation: Generation(4),
-        conferences: vec![ConferenceSpec {
-            conf_id: ConfId::new("c").unwrap(),
-        }],
-        sessions: vec![renewed],
-        subscriptions: Vec::new(),
-    };
-    s.handle_data(&request(4, RequestBody::Snapshot(snapshot)));
+    s.handle_data(&request(4, snapshot(4, vec![renewed])));
     apply_all(&mut s);
     assert_eq!(
         take(&mut s),
@@ -491,15 +487,7 @@ fn a_snapshot_is_followed_by_the_sessions_that_failed_meanwhile() {
     }));
     s.accept(Instant::now()).unwrap();
     s.handle_data(&signaling_hello());
-    let snapshot = |g| crate::control::Snapshot {
-        generation: Generation(g),
-        conferences: vec![ConferenceSpec {
-            conf_id: ConfId::new("c").unwrap(),
-        }],
-        sessions: vec![spec("a")],
-        subscriptions: Vec::new(),
-    };
-    s.handle_data(&request(3, RequestBody::Snapshot(snapshot(3))));
+    s.handle_data(&request(3, snapshot(3, vec![spec("a")])));
     let msgs = take(&mut s);
     assert!(
         matches!(
@@ -522,9 +510,7 @@ fn a_snapshot_is_followed_by_the_sessions_that_failed_meanwhile() {
     ));
     apply_all(&mut s);
     take(&mut s);
-    let mut snap = snapshot(5);
-    snap.sessions.clear();
-    s.handle_data(&request(5, RequestBody::Snapshot(snap)));
+    s.handle_data(&request(5, snapshot(5, Vec::new())));
     apply_all(&mut s);
     let msgs = take(&mut s);
     assert!(
