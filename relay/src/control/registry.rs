@@ -216,11 +216,13 @@ impl Registry {
         }
     }
 
-    /// Whether `ev` is about an incarnation of its session that an upsert has replaced
-    /// since (its checks, handshake or consent ran out just before the worker applied
-    /// the upsert): a report signaling would take for the new incarnation's. The close
-    /// that the replacement or a removal itself causes is not stale: it is the one
-    /// report about the old incarnation the protocol sends.
+    /// Whether `ev` is about an incarnation of its session that is no longer held: one
+    /// that an upsert has replaced since (its checks, handshake or consent ran out just
+    /// before the worker applied the upsert), a report signaling would take for the new
+    /// incarnation's; or one that signaling removed, or that the relay closed, since. The
+    /// close that the replacement or a removal itself causes is not stale: it is the one
+    /// report about the old incarnation the protocol sends. An active-speaker change is
+    /// stale when its session is no longer held.
     pub fn is_stale(&self, ev: &SessionEvent) -> bool {
         let (session, identity) = match ev {
             SessionEvent::Connected {
@@ -228,22 +230,23 @@ impl Registry {
             }
             | SessionEvent::Failed {
                 session, identity, ..
-            } => (session, *identity),
+            } => (session, Some(*identity)),
             SessionEvent::Closed {
                 session,
                 identity,
                 reason,
             } if !matches!(reason, EndReason::Replaced | EndReason::Removed) => {
-                (session, *identity)
+                (session, Some(*identity))
             }
-            SessionEvent::Closed { .. } | SessionEvent::ActiveSpeaker { .. } => return false,
+            SessionEvent::ActiveSpeaker { session, .. } => (session, None),
+            SessionEvent::Closed { .. } => return false,
         };
         let Ok(id) = SessionId::new(session.as_str()) else {
-            return false;
+            return true;
         };
         match self.sessions.get(&id).and_then(|h| h.state.as_ref()) {
-            Some(live) => rules::session_rule(live).identity() != identity,
-            None => false,
+            Some(live) => identity.is_some_and(|i| rules::session_rule(live).identity() != i),
+            None => true,
         }
     }
 

@@ -338,7 +338,7 @@ impl ControlServer {
         match report {
             WorkerReport::Session(ev) => {
                 if self.registry.is_stale(&ev) {
-                    tracing::debug!(?ev, "report about a replaced incarnation; dropped");
+                    tracing::debug!(?ev, "report about an incarnation no longer held; dropped");
                     return;
                 }
                 let Some(note) = rules::notification(ev) else {

@@ -299,6 +299,8 @@ fn a_client_that_stops_reading_is_hung_up_on() {
         ..Limits::default()
     };
     let mut s = connected(limits);
+    with_session_a(&mut s);
+    take(&mut s);
     let ev = SessionEvent::Failed {
         session: SessionName::new("a"),
         identity: identity("a"),
@@ -321,7 +323,16 @@ fn a_client_that_stops_reading_is_hung_up_on() {
         ..Limits::default()
     };
     let mut s = connected(limits);
-    s.handle_data(&request(1, conf_upsert(1)));
+    with_session_a(&mut s);
+    take(&mut s);
+    // A new session: its response waits for the workers.
+    s.handle_data(&request(
+        3,
+        RequestBody::UpsertSession {
+            generation: Generation(3),
+            session: spec("b"),
+        },
+    ));
     let small = SessionEvent::Failed {
         session: SessionName::new("a"),
         identity: identity("a"),
@@ -350,6 +361,7 @@ fn a_participants_close_is_reported_as_the_peers_minor_version_knows_it() {
         let mut hello = Hello::signaling("signaling/test");
         hello.minor = minor;
         s.handle_data(&frame(&Message::Hello(hello)));
+        with_session_a(&mut s);
         take(&mut s);
         s.handle_report(WorkerReport::Session(SessionEvent::Closed {
             session: SessionName::new("a"),
@@ -468,6 +480,61 @@ fn a_report_about_a_replaced_incarnation_is_dropped() {
             crate::control::EndReason::Replaced,
             crate::control::EndReason::ConsentExpired
         ]
+    );
+}
+
+/// Once signaling has removed a session, the only report about it is the close the
+/// removal causes: a check, handshake or consent that ran out just before the workers
+/// applied the removal, or a speaker change of the session, would be news about a call
+/// signaling has let go of (and, were the session upserted again, taken for the new
+/// one's).
+#[test]
+fn a_report_about_a_removed_session_is_dropped() {
+    let mut s = connected(Limits::default());
+    with_session_a(&mut s);
+    s.handle_data(&request(
+        3,
+        RequestBody::RemoveSession {
+            generation: Generation(3),
+            session_id: SessionId::new("a").unwrap(),
+        },
+    ));
+    apply_all(&mut s);
+    take(&mut s);
+    let session = || SessionName::new("a");
+    let closed = |reason| {
+        WorkerReport::Session(SessionEvent::Closed {
+            session: session(),
+            identity: identity("a"),
+            reason,
+        })
+    };
+    s.handle_report(closed(EndReason::ConsentExpired));
+    s.handle_report(WorkerReport::Session(SessionEvent::Failed {
+        session: session(),
+        identity: identity("a"),
+        reason: EndReason::IceTimeout,
+        detail: String::new(),
+    }));
+    s.handle_report(WorkerReport::Session(SessionEvent::Connected {
+        session: session(),
+        identity: identity("a"),
+        addr: "198.51.100.2:5000".parse().unwrap(),
+    }));
+    s.handle_report(WorkerReport::Session(SessionEvent::ActiveSpeaker {
+        conf: crate::engine::ConfName::new("c"),
+        session: session(),
+    }));
+    assert_eq!(take(&mut s), [], "reports about the removed session");
+    s.handle_report(closed(EndReason::Removed));
+    let got = take(&mut s);
+    assert!(
+        matches!(
+            &got[..],
+            [Message::Notification(NotificationBody::SessionClosed { reason, .. })]
+                if *reason == crate::control::EndReason::Removed
+        ),
+        "the close the removal caused: {got:?}"
     );
 }
 
