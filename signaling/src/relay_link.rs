@@ -272,7 +272,10 @@ async fn connection(
                         let frame = match dec.next_frame() {
                             Ok(Some(f)) => f,
                             Ok(None) => break,
-                            Err(e) => break 'conn Err(format!("bad frame from the relay: {e}")),
+                            Err(e) => {
+                                say_goodbye(&mut stream, &e).await;
+                                break 'conn Err(format!("bad frame from the relay: {e}"));
+                            }
                         };
                         let msg = match control::decode(&frame) {
                             Ok(m) => m,
@@ -293,7 +296,13 @@ async fn connection(
                                     break 'conn Ok(());
                                 }
                             }
-                            Message::Hello(_) => break 'conn Err("the peer is not a relay".into()),
+                            Message::Hello(_) => {
+                                let e = control::ControlError::ProtocolViolation {
+                                    reason: "the peer's hello claims our role, signaling".into(),
+                                };
+                                say_goodbye(&mut stream, &e).await;
+                                break 'conn Err("the peer is not a relay".into());
+                            }
                             Message::Response(r) => {
                                 if Some(r.id) == snapshot_id && r.result.is_ok() {
                                     *snapshot_done = true;
@@ -595,36 +604,54 @@ mod tests {
         }
     }
 
-    /// A relay of another major version is told so before the link closes.
+    /// A relay that breaks the protocol is told why before the link closes: another
+    /// major version, a bad length prefix, a hello claiming signaling's role.
     #[tokio::test]
-    async fn a_relay_of_another_major_version_gets_version_mismatch() {
-        let (path, listener, link, mut events) = scripted_relay("major");
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let hello = br#"{"type":"hello","version":99,"role":"relay"}"#;
-        let mut out = (hello.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(hello);
-        stream.write_all(&out).await.unwrap();
-        let mut got = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
-        let (mut dec, mut input, mut frames) = (FrameDecoder::new(), &got[..], Vec::new());
-        while !input.is_empty() {
-            input = &input[dec.push(input)..];
-            while let Some(f) = dec.next_frame().unwrap() {
-                frames.push(control::decode(&f).unwrap());
+    async fn a_relay_that_breaks_the_protocol_gets_a_goodbye_saying_why() {
+        let frame = |body: &[u8]| {
+            let mut out = (body.len() as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(body);
+            out
+        };
+        for (name, sent, code) in [
+            (
+                "major",
+                frame(br#"{"type":"hello","version":99,"role":"relay"}"#),
+                ErrorCode::VersionMismatch,
+            ),
+            ("frame", vec![0, 0, 0, 0], ErrorCode::BadFrame),
+            (
+                "role",
+                frame(br#"{"type":"hello","version":1,"role":"signaling"}"#),
+                ErrorCode::ProtocolViolation,
+            ),
+        ] {
+            let (path, listener, link, mut events) = scripted_relay(name);
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(&sent).await.unwrap();
+            let mut got = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+            let (mut dec, mut input, mut frames) = (FrameDecoder::new(), &got[..], Vec::new());
+            while !input.is_empty() {
+                input = &input[dec.push(input)..];
+                while let Some(f) = dec.next_frame().unwrap() {
+                    frames.push(control::decode(&f).unwrap());
+                }
             }
+            assert!(
+                frames
+                    .iter()
+                    .any(|m| matches!(m, Message::Goodbye(g) if g.code == code)),
+                "{name}: {frames:?}"
+            );
+            assert!(matches!(
+                events.recv().await,
+                Some(LinkEvent::Disconnected(_))
+            ));
+            drop(link);
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
         }
-        assert!(
-            frames
-                .iter()
-                .any(|m| matches!(m, Message::Goodbye(g) if g.code == ErrorCode::VersionMismatch)),
-            "{frames:?}"
-        );
-        assert!(matches!(
-            events.recv().await,
-            Some(LinkEvent::Disconnected(_))
-        ));
-        drop(link);
-        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[tokio::test]
