@@ -66,6 +66,7 @@ impl Offer {
             "a=mid:0".into(),
             "a=sendrecv".into(),
             "a=rtcp-mux".into(),
+            "a=rtcp-rsize".into(),
             format!(
                 "a=extmap:{} urn:ietf:params:rtp-hdrext:ssrc-audio-level",
                 ext(OFFER_EXTMAP.audio_level)
@@ -85,6 +86,7 @@ impl Offer {
             "a=mid:1".into(),
             "a=sendrecv".into(),
             "a=rtcp-mux".into(),
+            "a=rtcp-rsize".into(),
             format!(
                 "a=extmap:{} urn:ietf:params:rtp-hdrext:framemarking",
                 ext(OFFER_EXTMAP.frame_marking)

@@ -120,6 +120,9 @@ pub struct Section {
     pub rtcp_fb_all: Vec<String>,
     /// `a=extmap` lines of this section (and session-level ones, copied in).
     pub extmaps: Vec<Extmap>,
+    /// `a=rtcp-rsize` (RFC 5506): the participant takes reduced-size RTCP. The relay
+    /// sends it either way; the answer echoes the attribute where it was offered.
+    pub rtcp_rsize: bool,
 }
 
 /// One payload type of a section with its attribute values exactly as offered (the text

@@ -94,6 +94,9 @@ pub fn build_answer(offer: &Offer, params: &AnswerParams<'_>) -> String {
         ));
         line(format_args!("a=setup:passive"));
         line(format_args!("a=rtcp-mux"));
+        if s.rtcp_rsize {
+            line(format_args!("a=rtcp-rsize"));
+        }
         line(format_args!("a={}", s.direction.mirrored().as_str()));
         for e in &s.extmaps {
             // RFC 8285 §6: the answer's direction for an extension mirrors the offer's.
@@ -281,6 +284,17 @@ mod tests {
         assert_eq!(answer.matches("a=setup:passive\r\n").count(), 2);
         assert_eq!(answer.matches("a=rtcp-mux\r\n").count(), 2);
         assert!(answer.starts_with("v=0\r\no=- 42 42 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"));
+    }
+
+    /// RFC 5506: the answer says reduced-size RTCP in the sections whose offer did.
+    #[test]
+    fn rtcp_rsize_is_echoed_where_offered() {
+        let answer = answer_for(GOOD_OFFER, &[V4]);
+        let video = answer.split("m=video").nth(1).unwrap();
+        assert_eq!(answer.matches("a=rtcp-rsize\r\n").count(), 1);
+        assert!(video.contains("a=rtcp-mux\r\na=rtcp-rsize\r\n"));
+        let without = GOOD_OFFER.replace("a=rtcp-rsize\n", "");
+        assert!(!answer_for(&without, &[V4]).contains("rtcp-rsize"));
     }
 
     #[test]

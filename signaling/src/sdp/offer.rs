@@ -359,6 +359,7 @@ fn check_section(
         codecs,
         rtcp_fb_all,
         extmaps: Vec::new(),
+        rtcp_rsize: has(|a| matches!(a, SdpAttribute::RtcpRsize)),
     })
 }
 
