@@ -799,7 +799,8 @@ impl Participant {
                 received_prior: 0,
                 last_sr: None,
             });
-            if auto && video {
+            // A stream that starts at a keyframe (frame marking says so) needs none.
+            if auto && video && !keyframe_start {
                 let _ = self.request_keyframe(now, ssrc);
             }
             return (SeqNo(ext), 0);

@@ -1359,8 +1359,9 @@ fn a_long_video_gap_asks_for_a_keyframe_unless_it_ends_at_one() {
         t.a_sends_marked(0x80);
     }
     let delta = t.a_sends_marked(0x80);
+    // A stream that starts at a keyframe's first packet has its keyframe.
     t.b_receives(&first).unwrap();
-    t.b.poll_transmit().expect("PLI for a new video stream");
+    assert!(t.b.poll_transmit().is_none(), "no PLI for a keyframe start");
     let rtcp_out = t.b.stats().rtcp_out;
     // Back at a keyframe's first packet: the keyframe is here, nothing to ask for.
     t.b_receives(&keyframe).unwrap();
@@ -1370,6 +1371,19 @@ fn a_long_video_gap_asks_for_a_keyframe_unless_it_ends_at_one() {
     t.b_receives(&delta).unwrap();
     assert!(t.b.poll_transmit().is_some());
     assert_eq!(t.b.stats().rtcp_out, rtcp_out + 1);
+}
+
+/// A video stream that starts in the middle of a picture (a thumbnail joined mid
+/// GOP) is asked for a keyframe at once.
+#[test]
+fn a_new_video_stream_that_starts_mid_picture_asks_for_a_keyframe() {
+    let mut t = two();
+    t.b.config.auto_feedback = true;
+    t.b.config.frame_marking = Some(ExtId(2));
+    let delta = t.a_sends_marked(0x80);
+    t.b_receives(&delta).unwrap();
+    t.b.poll_transmit()
+        .expect("PLI for a stream that starts mid picture");
 }
 
 #[test]

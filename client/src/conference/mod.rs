@@ -949,24 +949,41 @@ async fn end_calls(inner: &Inner, calls: Vec<(MemberId, String)>) {
     }
 }
 
-/// A call's reply in the DM: `(type, content)` of an answer or hangup for `call_id`
-/// not sent by us.
-fn call_reply(
-    resp: &SyncResponse,
-    dm: &RoomId,
-    me: &UserId,
-    call_id: &str,
-) -> Option<(String, Value)> {
-    let update = resp.rooms.joined.get(dm)?;
-    update.timeline.events.iter().find_map(|e| {
-        let v: Value = serde_json::from_str(e.raw().json().get()).ok()?;
+/// The DM's timeline events in one sync, oldest first.
+fn dm_events(resp: &SyncResponse, dm: &RoomId) -> Vec<Value> {
+    resp.rooms.joined.get(dm).map_or_else(Vec::new, |update| {
+        update
+            .timeline
+            .events
+            .iter()
+            .filter_map(|e| serde_json::from_str(e.raw().json().get()).ok())
+            .collect()
+    })
+}
+
+/// A call's reply among the DM's `events`: where it is, and the `(type, content)` of
+/// the first answer or hangup for `call_id` not sent by us.
+fn call_reply(events: &[Value], me: &UserId, call_id: &str) -> Option<(usize, String, Value)> {
+    events.iter().enumerate().find_map(|(at, v)| {
         let kind = v["type"].as_str()?;
         let theirs = v["sender"].as_str() != Some(me.as_str());
         (theirs
             && v["content"]["call_id"] == call_id
             && (kind == "m.call.answer" || kind == "m.call.hangup"))
-            .then(|| (kind.to_owned(), v["content"].clone()))
+            .then(|| (at, kind.to_owned(), v["content"].clone()))
     })
+}
+
+/// Splits the DM's `events` of the sync that brought our call's reply: the reply, and
+/// what came after it in that sync (the SFU's speaker changes and other calls' ends,
+/// which are ours to act on from the answer on).
+fn split_at_reply(
+    mut events: Vec<Value>,
+    me: &UserId,
+    call_id: &str,
+) -> Option<((String, Value), Vec<Value>)> {
+    let (at, kind, content) = call_reply(&events, me, call_id)?;
+    Some(((kind, content), events.split_off(at + 1)))
 }
 
 /// A joined conference: a live call to the SFU, media keys exchanged in `R`.
@@ -1069,10 +1086,10 @@ impl Conference {
         let invited_at = Instant::now();
         dm.send_raw("m.call.invite", invite).await.map_err(mx)?;
         let deadline = Instant::now() + config.timeout;
-        let (kind, content) = loop {
+        let ((kind, content), dm_after) = loop {
             let resp =
                 sync_step(&client, &room_id, &mut backlog, Duration::from_millis(500)).await?;
-            if let Some(r) = call_reply(&resp, dm.room_id(), &me, &call_id) {
+            if let Some(r) = split_at_reply(dm_events(&resp, dm.room_id()), &me, &call_id) {
                 break r;
             }
             if Instant::now() > deadline {
@@ -1190,7 +1207,8 @@ impl Conference {
             let _ = conf.hang_up_sfu("unknown_error").await;
             return Err(e);
         }
-        conf.tasks.push(tokio::spawn(sync_loop(inner, backlog)));
+        conf.tasks
+            .push(tokio::spawn(sync_loop(inner, backlog, dm_after)));
         Ok(conf)
     }
 
@@ -1482,9 +1500,11 @@ async fn find_or_create_dm(
     Ok(dm)
 }
 
-/// Syncs until the conference ends, handling `R`'s key events and membership and the
-/// SFU's hangup.
-async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
+/// Syncs until the conference ends, handling `R`'s key events and membership and, in
+/// the DM, the SFU's hangup, speaker changes and other calls' ends. `backlog`: `R`'s
+/// events the join's syncs brought; `dm`: the DM's events that came after the answer
+/// in the join's last sync.
+async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>, mut dm: Vec<Value>) {
     let room_id = inner.room.room_id().to_owned();
     let dm_id = inner.dm.room_id().to_owned();
     let me = inner.client.user_id().map(ToOwned::to_owned);
@@ -1495,6 +1515,13 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             let events = std::mem::take(&mut backlog);
             handle_room_events(&inner, events, false, keys_came).await;
         }
+        // The DM after R, as within one sync: a member's key event and the SFU's word
+        // that its call ended can come together, and the end must find the member.
+        if let Some(end) = hung_up(&dm, me.as_deref(), &inner.call_id) {
+            inner.emit(end);
+            return;
+        }
+        handle_dm_events(&inner, std::mem::take(&mut dm)).await;
         if let Some(reason) = ended(&inner).await {
             inner.emit(ConferenceEvent::ended(reason));
             return;
@@ -1513,15 +1540,9 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             inner.emit(ConferenceEvent::ended("we left the conference room"));
             return;
         }
-        if let Some(me) = &me
-            && let Some((kind, content)) = call_reply(&resp, &dm_id, me, &inner.call_id)
-            && kind == "m.call.hangup"
-        {
-            let code = content["org.matrix.msc2359.reason"].as_str().unwrap_or("");
-            inner.emit(ConferenceEvent::Ended {
-                reason: format!("the SFU hung up: {code}"),
-                call_again: code == CALL_AGAIN,
-            });
+        dm = dm_events(&resp, &dm_id);
+        if let Some(end) = hung_up(&dm, me.as_deref(), &inner.call_id) {
+            inner.emit(end);
             return;
         }
         // Room keys come in to-device messages: held events may decrypt now.
@@ -1546,20 +1567,39 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>) {
             handle_room_events(&inner, std::mem::take(&mut backlog), left, keys_came).await;
             keys_came = false;
         }
-        if let Some(update) = resp.rooms.joined.get(&dm_id) {
-            let mut ended_calls = Vec::new();
-            for e in &update.timeline.events {
-                let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get()) else {
-                    continue;
-                };
-                if let Some(member) = active_speaker(&v, inner.sfu.as_str(), &inner.call_id) {
-                    inner.emit(ConferenceEvent::ActiveSpeaker { member });
-                } else if let Some(ended) = member_ended(&v, inner.sfu.as_str(), &inner.call_id) {
-                    ended_calls.push(ended);
-                }
-            }
-            end_calls(&inner, ended_calls).await;
+        // The DM's speaker changes and other calls' ends: at the top of the loop.
+    }
+}
+
+/// The conference's end, if the DM's `events` hold the SFU's hangup of our call.
+fn hung_up(events: &[Value], me: Option<&UserId>, call_id: &str) -> Option<ConferenceEvent> {
+    let me = me?.as_str();
+    let v = events.iter().find(|v| {
+        v["type"] == "m.call.hangup"
+            && v["sender"].as_str() != Some(me)
+            && v["content"]["call_id"] == call_id
+    })?;
+    let code = v["content"]["org.matrix.msc2359.reason"]
+        .as_str()
+        .unwrap_or("");
+    Some(ConferenceEvent::Ended {
+        reason: format!("the SFU hung up: {code}"),
+        call_again: code == CALL_AGAIN,
+    })
+}
+
+/// Acts on the SFU's speaker changes and other calls' ends among the DM's `events`.
+async fn handle_dm_events(inner: &Inner, events: Vec<Value>) {
+    let mut ended_calls = Vec::new();
+    for v in &events {
+        if let Some(member) = active_speaker(v, inner.sfu.as_str(), &inner.call_id) {
+            inner.emit(ConferenceEvent::ActiveSpeaker { member });
+        } else if let Some(ended) = member_ended(v, inner.sfu.as_str(), &inner.call_id) {
+            ended_calls.push(ended);
         }
+    }
+    if !ended_calls.is_empty() {
+        end_calls(inner, ended_calls).await;
     }
 }
 
@@ -1726,10 +1766,11 @@ async fn accept_key_event(
     e: &TimelineEvent,
     position: u64,
 ) -> Result<Option<Accepted>, KeyEventError> {
-    let ev = KeyEvent::from_content(content)?;
-    if ev.conf_id != inner.conf_id {
+    // Another conference's key events are ignored, not refused, whatever their shape.
+    if content["conf_id"].as_str() != Some(inner.conf_id.as_str()) {
         return Ok(None);
     }
+    let ev = KeyEvent::from_content(content)?;
     if inner.client.user_id().map(|u| u.as_str()) == Some(sender) && ev.device_id == inner.device_id
     {
         return Ok(None);
@@ -1889,6 +1930,56 @@ mod tests {
         let queued = (0..EVENT_QUEUE).filter(|_| offer(&tx, ended())).count();
         assert_eq!(queued, EVENT_QUEUE);
         assert!(!offer(&tx, ended()));
+    }
+
+    /// The SFU's word that another call ended, or a speaker change, can come in the
+    /// same sync as our answer: the join hands it on, it is not dropped with the sync.
+    #[test]
+    fn what_follows_the_answer_in_its_sync_is_kept() {
+        let me = UserId::parse("@me:example.org").unwrap();
+        let sfu = "@sfu:example.org";
+        let ev = |sender: &str, kind: &str, content: Value| json!({"type": kind, "sender": sender, "content": content});
+        let ended = ev(
+            sfu,
+            MEMBER_ENDED_EVENT,
+            json!({"call_id": "ours", "member": {"user_id": "@bob:example.org",
+                   "party_id": "BOB", "call_id": "bobs"}}),
+        );
+        let events = vec![
+            ev(me.as_str(), "m.call.invite", json!({"call_id": "ours"})),
+            ev(sfu, "m.call.answer", json!({"call_id": "older"})),
+            ev(
+                sfu,
+                "m.call.answer",
+                json!({"call_id": "ours", "answer": {"sdp": "v=0"}}),
+            ),
+            ended.clone(),
+        ];
+        let ((kind, content), after) = split_at_reply(events, &me, "ours").unwrap();
+        assert_eq!(
+            (kind.as_str(), &content["answer"]["sdp"]),
+            ("m.call.answer", &json!("v=0"))
+        );
+        assert_eq!(after, std::slice::from_ref(&ended));
+        let bob = member_ended(&after[0], sfu, "ours").unwrap();
+        assert_eq!((bob.0.device_id.as_str(), bob.1.as_str()), ("BOB", "bobs"));
+        // Our own hangup is not the SFU's, nor is a repeated answer; the SFU's hangup after them is.
+        let hangup = ev(
+            sfu,
+            "m.call.hangup",
+            json!({"call_id": "ours",
+            "org.matrix.msc2359.reason": "relay_failed"}),
+        );
+        let events = vec![
+            ev(me.as_str(), "m.call.hangup", json!({"call_id": "ours"})),
+            ev(sfu, "m.call.answer", json!({"call_id": "ours"})),
+            hangup,
+        ];
+        assert!(matches!(
+            hung_up(&events, Some(&me), "ours"),
+            Some(ConferenceEvent::Ended { reason, call_again: false }) if reason.ends_with("relay_failed")
+        ));
+        assert!(split_at_reply(vec![ended], &me, "ours").is_none());
     }
 
     #[test]
