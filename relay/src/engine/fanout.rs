@@ -219,11 +219,9 @@ impl Engine {
             };
             match (routed && bytes > 0, &st.retransmit) {
                 (true, None) => {
-                    st.retransmit = Some(media::RetransmitCache::new(media::RetransmitConfig {
-                        max_age: cfg.retransmit_age,
-                        max_bytes: bytes,
-                        ..media::RetransmitConfig::default()
-                    }))
+                    st.retransmit = Some(media::RetransmitCache::new(
+                        media::RetransmitConfig::for_bytes(bytes, cfg.retransmit_age),
+                    ))
                 }
                 (false, Some(_)) => st.retransmit = None,
                 _ => {}

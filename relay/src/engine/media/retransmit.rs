@@ -23,7 +23,9 @@
 //!   only cost its downlink.
 //! - **count**: at most `max_packets` records (default 1024, rounded up to a power of
 //!   two, at most 32768 so sequence numbers in the table are never ambiguous), 1 s of
-//!   audio and video at the rates a conference sends.
+//!   audio and video at the rates a conference sends. The relay sizes it from the ring
+//!   ([`RetransmitConfig::for_bytes`]: one per 384 bytes, at least 1024), so an
+//!   operator who gives a stream more bytes gets more packets kept.
 //! - **size**: a packet longer than `max_packet_len` (default 1500 bytes, an Ethernet
 //!   MTU) is not cached.
 //!
@@ -55,6 +57,26 @@ pub(crate) struct RetransmitConfig {
     pub max_packet_len: usize,
     /// A lost packet is asked of the sender at most once per this interval.
     pub nack_interval: Duration,
+}
+
+/// Bytes of the ring per record, when the record count follows the ring's size
+/// ([`RetransmitConfig::for_bytes`]): a video stream's packets average above this (most
+/// are near the MTU, each frame's last one shorter), so the records run out after the
+/// bytes do.
+const BYTES_PER_RECORD: usize = 384;
+
+impl RetransmitConfig {
+    /// The settings for a ring of `max_bytes` kept `max_age`: one record per
+    /// [`BYTES_PER_RECORD`] bytes, at least the default 1024 and at most 32768, so a
+    /// larger ring holds more packets, not only the same 1024 in more room.
+    pub(crate) fn for_bytes(max_bytes: usize, max_age: Duration) -> Self {
+        RetransmitConfig {
+            max_age,
+            max_bytes,
+            max_packets: (max_bytes / BYTES_PER_RECORD).clamp(1024, 0x8000),
+            ..RetransmitConfig::default()
+        }
+    }
 }
 
 impl Default for RetransmitConfig {
@@ -509,6 +531,30 @@ mod tests {
         assert_eq!(c.get(t0 + MS, WireSeq(7)), Some(&packet(7, 0, 100)[..]));
         assert_eq!(c.cached_bytes(), 100);
         check_invariants(&c);
+    }
+
+    /// A ring sized for more than a second of a fast stream holds more than the default
+    /// 1024 packets: the records grow with the bytes (up to 32768), and the relay's
+    /// defaults keep 1024.
+    #[test]
+    fn a_larger_ring_holds_more_packets() {
+        let t0 = Instant::now();
+        let age = Duration::from_secs(1);
+        let mut c = RetransmitCache::new(RetransmitConfig::for_bytes(4 << 20, age));
+        for seq in 0..4000u16 {
+            c.insert(t0, WireSeq(seq), &packet(seq, 0, 1000));
+        }
+        assert_eq!(c.cached_packets(), 4000);
+        assert!(c.get(t0, WireSeq(0)).is_some(), "the first is still held");
+        check_invariants(&c);
+        for (bytes, records) in [
+            (0, 1024),
+            (64 << 10, 1024),
+            (384 << 10, 1024),
+            (64 << 20, 0x8000),
+        ] {
+            assert_eq!(RetransmitConfig::for_bytes(bytes, age).max_packets, records);
+        }
     }
 
     #[test]
