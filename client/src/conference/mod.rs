@@ -961,16 +961,18 @@ fn dm_events(resp: &SyncResponse, dm: &RoomId) -> Vec<Value> {
     })
 }
 
-/// A call's reply among the DM's `events`: where it is, and the `(type, content)` of
-/// the first answer or hangup for `call_id` not sent by us.
-fn call_reply(events: &[Value], me: &UserId, call_id: &str) -> Option<(usize, String, Value)> {
-    events.iter().enumerate().find_map(|(at, v)| {
-        let kind = v["type"].as_str()?;
-        let theirs = v["sender"].as_str() != Some(me.as_str());
-        (theirs
+/// The first of the DM's `events` for our call `call_id` whose type is one of `kinds`
+/// and that we did not send, and where it is.
+fn our_call_event<'a>(
+    events: &'a [Value],
+    me: &UserId,
+    call_id: &str,
+    kinds: &[&str],
+) -> Option<(usize, &'a Value)> {
+    events.iter().enumerate().find(|(_, v)| {
+        v["type"].as_str().is_some_and(|k| kinds.contains(&k))
+            && v["sender"].as_str() != Some(me.as_str())
             && v["content"]["call_id"] == call_id
-            && (kind == "m.call.answer" || kind == "m.call.hangup"))
-            .then(|| (at, kind.to_owned(), v["content"].clone()))
     })
 }
 
@@ -982,8 +984,12 @@ fn split_at_reply(
     me: &UserId,
     call_id: &str,
 ) -> Option<((String, Value), Vec<Value>)> {
-    let (at, kind, content) = call_reply(&events, me, call_id)?;
-    Some(((kind, content), events.split_off(at + 1)))
+    let (at, v) = our_call_event(&events, me, call_id, &["m.call.answer", "m.call.hangup"])?;
+    let reply = (
+        v["type"].as_str().unwrap_or_default().to_owned(),
+        v["content"].clone(),
+    );
+    Some((reply, events.split_off(at + 1)))
 }
 
 /// A joined conference: a live call to the SFU, media keys exchanged in `R`.
@@ -1510,6 +1516,11 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>, mut dm: V
     let me = inner.client.user_id().map(ToOwned::to_owned);
     // The join's syncs may have brought a key after the event it decrypts.
     let mut keys_came = true;
+    // What followed the answer may be the SFU's hangup already.
+    if let Some(end) = hung_up(&dm, me.as_deref(), &inner.call_id) {
+        inner.emit(end);
+        return;
+    }
     loop {
         if !backlog.is_empty() || keys_came {
             let events = std::mem::take(&mut backlog);
@@ -1517,10 +1528,6 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>, mut dm: V
         }
         // The DM after R, as within one sync: a member's key event and the SFU's word
         // that its call ended can come together, and the end must find the member.
-        if let Some(end) = hung_up(&dm, me.as_deref(), &inner.call_id) {
-            inner.emit(end);
-            return;
-        }
         handle_dm_events(&inner, std::mem::take(&mut dm)).await;
         if let Some(reason) = ended(&inner).await {
             inner.emit(ConferenceEvent::ended(reason));
@@ -1573,12 +1580,7 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>, mut dm: V
 
 /// The conference's end, if the DM's `events` hold the SFU's hangup of our call.
 fn hung_up(events: &[Value], me: Option<&UserId>, call_id: &str) -> Option<ConferenceEvent> {
-    let me = me?.as_str();
-    let v = events.iter().find(|v| {
-        v["type"] == "m.call.hangup"
-            && v["sender"].as_str() != Some(me)
-            && v["content"]["call_id"] == call_id
-    })?;
+    let (_, v) = our_call_event(events, me?, call_id, &["m.call.hangup"])?;
     let code = v["content"]["org.matrix.msc2359.reason"]
         .as_str()
         .unwrap_or("");
