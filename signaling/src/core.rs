@@ -316,8 +316,15 @@ pub enum Action {
     Relay(RequestBody),
     /// Write the call to the store.
     Persist(Box<Call>),
-    /// Delete the call from the store.
-    Forget(SessionId),
+    /// Delete the call from the store: it ended, for `why` (its hangup code, `hangup`
+    /// when the caller hung up or said goodbye on the media path,
+    /// `answered_elsewhere` when the caller took another party's answer).
+    Forget {
+        /// The call's relay session.
+        session_id: SessionId,
+        /// Why it ended.
+        why: &'static str,
+    },
 }
 
 /// A conference room (or DM) as seen from sync.
@@ -581,8 +588,10 @@ impl Core {
             {
                 self.remember_handled(key, call.answered_ms);
                 self.hangup(&call.dm_room, &call.call_id, Code::BadOffer);
-                self.out
-                    .push_back(Action::Forget(call.spec.session_id.clone()));
+                self.out.push_back(Action::Forget {
+                    session_id: call.spec.session_id.clone(),
+                    why: Code::BadOffer.as_str(),
+                });
                 continue;
             }
             self.remember_handled(key.clone(), call.answered_ms);
@@ -668,7 +677,7 @@ impl Core {
                     // hangup may still be on its way): a hangup, answered by nothing.
                     if self.calls.contains_key(session_id) {
                         self.count_caller_hangup();
-                        self.remove_call(session_id, now_ms, true, Some("hangup"));
+                        self.remove_call(session_id, "hangup", now_ms, true, Some("hangup"));
                     }
                     return;
                 }
@@ -770,7 +779,8 @@ impl Core {
         self.withdraw_follow_ups(session_id);
         if let Some(call) = self.calls.get(session_id) {
             let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
-            self.remove_call(session_id, now_ms, false, None);
+            let why = Code::RelayUnavailable.as_str();
+            self.remove_call(session_id, why, now_ms, false, None);
             self.count_refusal(Code::RelayUnavailable);
             self.hangup(&room, &call_id, Code::RelayUnavailable);
         }
@@ -899,7 +909,7 @@ impl Core {
             events::CALL_HANGUP | events::CALL_REJECT => {
                 if let Some(id) = self.own_call(room_id, e) {
                     self.count_caller_hangup();
-                    self.remove_call(&id, now_ms, true, Some("hangup"));
+                    self.remove_call(&id, "hangup", now_ms, true, Some("hangup"));
                 }
             }
             events::CALL_SELECT_ANSWER => {
@@ -909,7 +919,8 @@ impl Core {
                         // The caller took another party's answer: our session is moot,
                         // and the members are told as for a hangup.
                         self.count_caller_hangup();
-                        self.remove_call(&id, now_ms, true, Some("hangup"));
+                        let why = "answered_elsewhere";
+                        self.remove_call(&id, why, now_ms, true, Some("hangup"));
                     }
                 }
             }
@@ -1288,16 +1299,25 @@ impl Core {
             code,
             Code::ConferenceTerminated | Code::WrongSfu | Code::Replaced | Code::RelayUnavailable
         );
-        self.remove_call(id, now_ms, true, tell.then_some(code.as_str()));
+        let why = code.as_str();
+        self.remove_call(id, why, now_ms, true, tell.then_some(why));
     }
 
-    /// Forgets a call and tells the relay and the store; with `ended` (why, as a hangup
-    /// code), the conference's other calls hear of it too.
+    /// Forgets a call, which ended for `why`, and tells the relay and the store; with
+    /// `ended` (why, as the members hear it), the conference's other calls hear of it
+    /// too.
     ///
     /// A call whose admission is still queued (it ends in the batch that brought its
     /// invite) is withdrawn instead: no answer, nothing to the relay, nothing to the
     /// members, who never heard of it.
-    fn remove_call(&mut self, id: &SessionId, now_ms: u64, tell_relay: bool, ended: Option<&str>) {
+    fn remove_call(
+        &mut self,
+        id: &SessionId,
+        why: &'static str,
+        now_ms: u64,
+        tell_relay: bool,
+        ended: Option<&str>,
+    ) {
         let Some(call) = self.calls.remove(id) else {
             return;
         };
@@ -1336,7 +1356,10 @@ impl Core {
                     }));
             }
         }
-        self.out.push_back(Action::Forget(id.clone()));
+        self.out.push_back(Action::Forget {
+            session_id: id.clone(),
+            why,
+        });
     }
 }
 

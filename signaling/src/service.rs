@@ -602,7 +602,10 @@ impl Service {
                     }
                 }
                 Action::Persist(call) => self.store.save_call(&call)?,
-                Action::Forget(id) => self.store.delete_call(id.as_str())?,
+                Action::Forget { session_id, why } => {
+                    tracing::info!(session = %session_id, why, "call ended");
+                    self.store.delete_call(session_id.as_str())?
+                }
             }
         }
         self.publish_metrics();

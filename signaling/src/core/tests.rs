@@ -592,7 +592,10 @@ fn leaving_the_conference_room_or_sharing_the_dm_ends_the_call() {
             matches!(&removed[..], [RequestBody::RemoveSession { session_id, .. }] if *session_id == alice),
             "{code}: {removed:?}"
         );
-        assert!(actions.contains(&Action::Forget(alice)));
+        assert!(actions.contains(&Action::Forget {
+            session_id: alice,
+            why: code
+        }));
         assert_eq!(
             core.calls()
                 .map(|c| c.spec.session_id.clone())
@@ -904,7 +907,10 @@ fn a_participant_closing_its_dtls_association_hung_up_whichever_news_comes_first
         assert!(hangups(&actions).is_empty(), "{actions:?}");
         assert_eq!(core.stats().ended.get("hangup"), Some(&1), "{closed_first}");
         assert_eq!(core.calls().count(), 0);
-        assert!(actions.contains(&Action::Forget(id)));
+        assert!(actions.contains(&Action::Forget {
+            session_id: id,
+            why: "hangup"
+        }));
     }
     // A participant that closes before it ever connected (session_failed) hung up too.
     let mut core = setup(&[ALICE]);
@@ -949,7 +955,10 @@ fn a_refused_admission_withdraws_what_the_batch_queued_for_the_call() {
         )),
         "{rest:?}"
     );
-    assert!(rest.contains(&Action::Forget(call.spec.session_id.clone())));
+    assert!(rest.contains(&Action::Forget {
+        session_id: call.spec.session_id.clone(),
+        why: "relay_unavailable"
+    }));
 }
 
 #[test]
@@ -1002,7 +1011,13 @@ fn a_stored_call_on_the_relays_ssrc_is_hung_up_not_restored() {
     restarted.restore(stored);
     let actions = drain(&mut restarted);
     assert_eq!(hangups(&actions), ["bad_offer"], "{actions:?}");
-    assert!(actions.iter().any(|a| matches!(a, Action::Forget(_))));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Forget {
+            why: "bad_offer",
+            ..
+        }
+    )));
     let snap = restarted.snapshot(T0);
     assert_eq!(snap.sessions.len(), 1);
     assert!(
