@@ -272,6 +272,26 @@ impl Matrix {
         serde_json::from_value(v).map_err(|e| MatrixError::Decode(format!("sync: {e}")))
     }
 
+    /// A joined room's current state (`GET /rooms/{roomId}/state`): every state event,
+    /// as the homeserver resolves the room's state now.
+    pub async fn room_state(&self, room_id: &str) -> Result<Vec<Value>, MatrixError> {
+        let v = self
+            .call(
+                Method::GET,
+                &["rooms", room_id, "state"],
+                &[],
+                None,
+                Self::TIMEOUT,
+            )
+            .await?;
+        match v {
+            Value::Array(events) => Ok(events),
+            _ => Err(MatrixError::Decode(format!(
+                "state of {room_id}: not a list of events"
+            ))),
+        }
+    }
+
     /// Joins a room the account was invited to.
     pub async fn join(&self, room_id: &str) -> Result<(), MatrixError> {
         self.call(

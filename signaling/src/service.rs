@@ -202,10 +202,15 @@ async fn sync_loop(
         } else {
             Duration::from_secs(30)
         };
-        match mx
+        let result = match mx
             .sync(since.as_deref(), &filter, full_state, timeout)
             .await
         {
+            // Its rooms' state, read again where the sync may have it wrong.
+            Ok(mut sync) if first => current_state(&mx, &mut sync).await.map(|()| sync),
+            other => other,
+        };
+        match result {
             Ok(sync) => {
                 attempt = 0;
                 let next = sync.next_batch.clone();
@@ -235,6 +240,55 @@ async fn sync_loop(
                 tracing::warn!(error = %e, ?wait, "sync failed; retrying");
                 attempt += 1;
                 tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// How many `GET /rooms/{roomId}/state` requests [`current_state`] keeps in flight.
+const STATE_READS_IN_FLIGHT: usize = 8;
+
+/// Puts each joined room's current state, read from the homeserver, in place of the
+/// state an initial or `full_state` sync gave (see [`JoinedRoom::use_current_state`]
+/// for why the two can differ). One request per joined room, at start-up only.
+///
+/// A room whose state cannot be read for good (the SFU has just left it, an answer
+/// that is not a list) keeps the sync's state; a transient failure or a lapsed token
+/// fails the whole batch, which the sync loop then retries or gives up as for a
+/// failed sync.
+///
+/// [`JoinedRoom::use_current_state`]: crate::sync::JoinedRoom::use_current_state
+async fn current_state(mx: &Matrix, sync: &mut SyncResponse) -> Result<(), MatrixError> {
+    let mut rooms = sync
+        .rooms
+        .join
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut reads = tokio::task::JoinSet::new();
+    loop {
+        while reads.len() < STATE_READS_IN_FLIGHT {
+            let Some(room) = rooms.next() else { break };
+            let mx = mx.clone();
+            reads.spawn(async move {
+                let state = mx.room_state(&room).await;
+                (room, state)
+            });
+        }
+        let Some(read) = reads.join_next().await else {
+            return Ok(());
+        };
+        let (room, state) = read.map_err(|e| MatrixError::Decode(format!("room state: {e}")))?;
+        match state {
+            Ok(events) => {
+                if let Some(joined) = sync.rooms.join.get_mut(&room) {
+                    joined.use_current_state(events);
+                }
+            }
+            Err(e) if e.is_transient() || matrix::is_unknown_token(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "could not read the room's current state; using the sync's")
             }
         }
     }

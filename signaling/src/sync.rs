@@ -48,6 +48,30 @@ pub struct JoinedRoom {
     pub timeline: Timeline,
 }
 
+impl JoinedRoom {
+    /// Puts `current`, the room's current state as `GET /rooms/{roomId}/state` gives
+    /// it, in place of the sync's `state`, keeping the types signaling reads
+    /// ([`STATE_TYPES`]); what is not an event object is dropped.
+    ///
+    /// Why: the `state` of an initial or `full_state` sync is not always the room's
+    /// state. Synapse gives the state after the room's latest event, which lacks
+    /// whatever a concurrent branch of the room's event graph set, until a later event
+    /// merges the branches. The SFU joining a conference room while its creator
+    /// announces the conference is such a pair, and signaling writes nothing in
+    /// conference rooms that would merge them: a restart would read the conference as
+    /// ended and hang up its calls.
+    pub fn use_current_state(&mut self, current: Vec<Value>) {
+        self.state.events = current
+            .into_iter()
+            .filter(|e| {
+                e.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| STATE_TYPES.contains(&t))
+            })
+            .collect();
+    }
+}
+
 /// A timeline slice.
 #[derive(Debug, Default, Deserialize)]
 pub struct Timeline {
@@ -146,6 +170,16 @@ impl<'a> Event<'a> {
     }
 }
 
+/// The state event types signaling reads: membership, what makes a room open to
+/// outsiders or encrypted, and conference announcements.
+pub const STATE_TYPES: [&str; 5] = [
+    "m.room.member",
+    "m.room.encryption",
+    "m.room.history_visibility",
+    "m.room.join_rules",
+    crate::events::CONFERENCE,
+];
+
 /// The sync filter signaling uses: only the event types it reads, no presence,
 /// ephemeral events or account data, and a long timeline so a busy gap between two
 /// requests rarely truncates it.
@@ -157,8 +191,7 @@ pub fn filter_json() -> String {
             "ephemeral": {"not_types": ["*"]},
             "account_data": {"not_types": ["*"]},
             "state": {
-                "types": ["m.room.member", "m.room.encryption", "m.room.history_visibility",
-                          "m.room.join_rules", crate::events::CONFERENCE],
+                "types": STATE_TYPES,
                 "lazy_load_members": false
             },
             "timeline": {
@@ -208,6 +241,33 @@ mod tests {
         assert!(
             serde_json::from_value::<SyncResponse>(json!({"rooms": {}})).is_err(),
             "next_batch is required"
+        );
+    }
+
+    #[test]
+    fn a_rooms_current_state_replaces_the_syncs_keeping_what_signaling_reads() {
+        let member = |who: &str| {
+            json!({"type": "m.room.member", "state_key": who,
+            "sender": who, "content": {"membership": "join"}})
+        };
+        let conference = json!({"type": crate::events::CONFERENCE, "state_key": "c",
+            "sender": "@a:hs", "content": {"sfu": "@sfu:hs"}});
+        let mut room = JoinedRoom {
+            state: EventList {
+                events: vec![member("@a:hs")],
+            },
+            ..JoinedRoom::default()
+        };
+        room.use_current_state(vec![
+            member("@a:hs"),
+            json!({"type": "m.room.name", "state_key": "", "content": {"name": "x"}}),
+            conference.clone(),
+            json!("not an event"),
+            member("@sfu:hs"),
+        ]);
+        assert_eq!(
+            room.state.events,
+            [member("@a:hs"), conference, member("@sfu:hs")]
         );
     }
 

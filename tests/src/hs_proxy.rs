@@ -6,7 +6,11 @@
 //!   decrypts (over federation the two take different paths);
 //! - it refuses event sends (`PUT …/send/…`), with a 502 as a homeserver that is
 //!   failing or with a 401 `M_UNKNOWN_TOKEN` as one that no longer takes the client's
-//!   token, while syncs and everything else still work.
+//!   token, while syncs and everything else still work;
+//! - it takes the events of one state type out of the `state` of initial and
+//!   `full_state` `/sync` answers: what Synapse answers for a room whose event graph has
+//!   two branches (it gives the state after the room's latest event, which lacks what
+//!   the other branch set), while `GET /rooms/{roomId}/state` still has them.
 //!
 //! While to-device messages are held or waiting, each `/sync` long-poll is cut to 1 s
 //! so that released messages reach the client soon. A login answer loses its
@@ -62,6 +66,10 @@ struct Shared {
     held_total: AtomicUsize,
     /// The types of the room timeline events the `/sync` answers passed on carried.
     passed: Mutex<std::collections::HashSet<String>>,
+    /// The state event type full-state `/sync` answers lose, if any.
+    hiding: Mutex<Option<String>>,
+    /// How many state events they lost so far.
+    hidden: AtomicUsize,
 }
 
 impl HomeserverProxy {
@@ -85,6 +93,8 @@ impl HomeserverProxy {
             held: Mutex::new(Vec::new()),
             held_total: AtomicUsize::new(0),
             passed: Mutex::new(std::collections::HashSet::new()),
+            hiding: Mutex::new(None),
+            hidden: AtomicUsize::new(0),
         });
         let s = shared.clone();
         std::thread::spawn(move || {
@@ -147,6 +157,18 @@ impl HomeserverProxy {
     /// lapsed for them alone (a lapsed token fails its syncs too, sooner or later).
     pub fn refuse_sends_unauthorized(&self) {
         self.shared.refusing.store(401, Ordering::SeqCst);
+    }
+
+    /// From now on, takes the state events of type `event_type` out of the `state` of
+    /// initial and `full_state` `/sync` answers.
+    pub fn hide_from_full_state(&self, event_type: &str) {
+        *lock(&self.shared.hiding) = Some(event_type.to_owned());
+    }
+
+    /// How many state events [`hide_from_full_state`](Self::hide_from_full_state) took
+    /// out in all.
+    pub fn hidden_from_full_state(&self) -> usize {
+        self.shared.hidden.load(Ordering::SeqCst)
     }
 
     /// How many event sends were refused in all.
@@ -292,6 +314,14 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
             }
         }
     }
+    let full_state = since(&req.target).is_none() || req.target.contains("full_state=true");
+    if sync
+        && full_state
+        && let Some(hidden) = lock(&s.hiding).as_deref()
+    {
+        s.hidden
+            .fetch_add(hide_state(&mut v, hidden), Ordering::SeqCst);
+    }
     match sync {
         true => hold_or_release(s, &mut v, since(&req.target)),
         // matrix-sdk moves to the homeserver a login answer's `well_known` names.
@@ -322,6 +352,29 @@ fn cut_timeout(target: &str) -> String {
 fn since(target: &str) -> Option<&str> {
     let (_, query) = target.split_once('?')?;
     query.split('&').find_map(|kv| kv.strip_prefix("since="))
+}
+
+/// Takes the `event_type` events out of the `state` of each joined room of a `/sync`
+/// answer; how many.
+fn hide_state(sync: &mut Value, event_type: &str) -> usize {
+    let Some(rooms) = sync
+        .pointer_mut("/rooms/join")
+        .and_then(Value::as_object_mut)
+    else {
+        return 0;
+    };
+    let mut hidden = 0;
+    for room in rooms.values_mut() {
+        if let Some(events) = room
+            .pointer_mut("/state/events")
+            .and_then(Value::as_array_mut)
+        {
+            let before = events.len();
+            events.retain(|e| e["type"] != event_type);
+            hidden += before - events.len();
+        }
+    }
+    hidden
 }
 
 /// Takes the to-device messages out of a `/sync` answer while holding; after the

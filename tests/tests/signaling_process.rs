@@ -586,6 +586,57 @@ fn an_answer_unsent_when_signaling_is_killed_goes_out_at_the_next_start() {
     t.restart_and_connect();
 }
 
+/// The state of a full-state sync is not always the room's state: Synapse gives the
+/// state after the room's latest event, which lacks what a concurrent branch of the
+/// room's event graph set (the SFU joining while the owner announces the conference is
+/// enough). Here the proxy takes the conference out of the restart's full-state sync,
+/// as Synapse does then: the restart reads each room's state itself, so the call it
+/// restored lives on and a new one is answered.
+#[test]
+fn a_restart_whose_full_state_sync_lacks_the_conference_keeps_its_calls() {
+    let synapse = Synapse::shared();
+    let proxy = HomeserverProxy::start(synapse.base_url());
+    let relay = Relay::start(1);
+    let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
+    let mut signaling = Signaling::start_at(
+        &proxy.base_url(),
+        &relay.control,
+        &sfu.user_id,
+        PASSWORD,
+        "",
+    );
+    signaling.wait_ready();
+    let mut alice = synapse.new_user("alice");
+    let mut bob = synapse.new_user("bob");
+    let room = conference_room(&alice, &[&bob], &sfu.user_id, CONF);
+    let (alice_dm, bob_dm) = (dm(&alice, &sfu.user_id), dm(&bob, &sfu.user_id));
+    let (ca, cb) = (Caller::new(1), Caller::new(2));
+    answered(&call(
+        &mut alice,
+        &alice_dm,
+        &invite_content("a", &room, CONF, &ca.offer()),
+    ));
+    wait_sessions(&relay, 1, WAIT);
+
+    proxy.hide_from_full_state("org.matrix.msc2359.conference");
+    signaling.restart();
+    signaling.wait_ready();
+    // Bob is answered: the restart knows the conference is live.
+    answered(&call(
+        &mut bob,
+        &bob_dm,
+        &invite_content("b", &room, CONF, &cb.offer()),
+    ));
+    assert!(
+        proxy.hidden_from_full_state() > 0,
+        "the restart's sync had no conference to lose"
+    );
+    // And Alice's call was not hung up.
+    assert_eq!(settled_sessions(&relay), 2);
+    let log = signaling.run_log();
+    assert!(!log.contains("call ended"), "{log}");
+}
+
 /// An answer the homeserver refuses because it no longer takes signaling's access
 /// token stays queued for the next start, rather than count as sent, and signaling
 /// stops for a new login. (A lapsed token fails the sync too; here the send meets it
