@@ -400,7 +400,8 @@ pub struct Stats {
     pub rooms_declined: u64,
     /// Rooms the SFU set out to leave because every other member had left them.
     pub rooms_left: u64,
-    /// Sync batches whose timeline was truncated (events may have been missed).
+    /// Sync timelines cut short (`limited`) whose gap the service could not fill: the
+    /// events in it were missed.
     pub limited_timelines: u64,
     /// Active-speaker events sent (one per call of the conference per change).
     pub speaker_events: u64,

@@ -292,6 +292,48 @@ impl Matrix {
         }
     }
 
+    /// One page of a room's events before `from`, newest first, stopping at `to`
+    /// (`GET /rooms/{roomId}/messages?dir=b`), and the token to page on from; `None`
+    /// when there is nothing more.
+    pub async fn messages_before(
+        &self,
+        room_id: &str,
+        from: &str,
+        to: &str,
+        limit: u32,
+        filter: &str,
+    ) -> Result<(Vec<Value>, Option<String>), MatrixError> {
+        let limit = limit.to_string();
+        let query = [
+            ("dir", "b"),
+            ("from", from),
+            ("to", to),
+            ("limit", limit.as_str()),
+            ("filter", filter),
+        ];
+        let v = self
+            .call(
+                Method::GET,
+                &["rooms", room_id, "messages"],
+                &query,
+                None,
+                Self::TIMEOUT,
+            )
+            .await?;
+        let end = v.get("end").and_then(Value::as_str).map(str::to_owned);
+        match v {
+            Value::Object(mut o) => match o.remove("chunk") {
+                Some(Value::Array(chunk)) => Ok((chunk, end)),
+                _ => Err(MatrixError::Decode(format!(
+                    "messages of {room_id}: no chunk"
+                ))),
+            },
+            _ => Err(MatrixError::Decode(format!(
+                "messages of {room_id}: not an object"
+            ))),
+        }
+    }
+
     /// Joins a room the account was invited to.
     pub async fn join(&self, room_id: &str) -> Result<(), MatrixError> {
         self.call(

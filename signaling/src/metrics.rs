@@ -36,6 +36,8 @@ pub struct Metrics {
     pub sync_lag_seconds: f64,
     /// Sync requests that failed.
     pub sync_errors: u64,
+    /// Events read with `/messages` to fill the gaps of timelines the homeserver cut short.
+    pub gap_events_read: u64,
     /// Matrix sends that failed for good.
     pub send_failures: u64,
     /// Active-speaker events not sent: a newer one for the same call was waiting.
@@ -185,9 +187,16 @@ impl Metrics {
         );
         push(
             &mut o,
+            "gap_events_total",
+            "counter",
+            "Events read with /messages to fill the gaps of sync timelines the homeserver cut short.",
+            vec![format!(" {}", self.gap_events_read)],
+        );
+        push(
+            &mut o,
             "limited_timelines_total",
             "counter",
-            "Sync batches whose timeline was truncated.",
+            "Sync timelines cut short whose gap could not be filled (its older events were missed).",
             vec![format!(" {}", self.core.limited_timelines)],
         );
         push(

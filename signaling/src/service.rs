@@ -26,7 +26,7 @@ use crate::matrix::{self, Matrix, MatrixError};
 use crate::metrics::{self, Metrics};
 use crate::relay_link::{LinkEvent, RelayError, RelayLink};
 use crate::store::{SavedSession, Store, StoreError};
-use crate::sync::{Event, SyncResponse, filter_json};
+use crate::sync::{Event, SyncResponse, filter_json, gap_filter_json};
 
 /// Why the service stopped.
 #[derive(Debug, thiserror::Error)]
@@ -206,9 +206,10 @@ async fn sync_loop(
             .sync(since.as_deref(), &filter, full_state, timeout)
             .await
         {
-            // Its rooms' state, read again where the sync may have it wrong.
-            Ok(mut sync) if first => current_state(&mx, &mut sync).await.map(|()| sync),
-            other => other,
+            Ok(mut sync) => complete(&mx, &mut sync, first, since.as_deref(), &metrics)
+                .await
+                .map(|()| sync),
+            Err(e) => Err(e),
         };
         match result {
             Ok(sync) => {
@@ -243,6 +244,87 @@ async fn sync_loop(
             }
         }
     }
+}
+
+/// Completes a sync answer before the core reads it: the first of a run gets its
+/// rooms' current state ([`current_state`]), and every timeline the homeserver cut
+/// short after `since` gets the events it left out ([`fill_gaps`]).
+async fn complete(
+    mx: &Matrix,
+    sync: &mut SyncResponse,
+    first: bool,
+    since: Option<&str>,
+    metrics: &Mutex<Metrics>,
+) -> Result<(), MatrixError> {
+    if first {
+        current_state(mx, sync).await?;
+    }
+    if let Some(since) = since {
+        let read = fill_gaps(mx, sync, since).await?;
+        metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .gap_events_read += read;
+    }
+    Ok(())
+}
+
+/// The most events [`fill_gaps`] reads for one room's gap, in pages of [`GAP_PAGE`].
+const GAP_EVENTS_MAX: usize = 5_000;
+
+/// The events a `GET /rooms/{roomId}/messages` page asks for.
+const GAP_PAGE: u32 = 500;
+
+/// Fills the gap of each timeline the homeserver cut short (`limited`, more events
+/// since `since` than the filter's limit) with the events it left out, paged back to
+/// `since` with `GET /rooms/{roomId}/messages`: an invite or a hangup in the gap would
+/// be missed otherwise. At most [`GAP_EVENTS_MAX`] events a room, the newest: past
+/// that, the older events are missed and the timeline stays `limited` (counted in
+/// `limited_timelines_total`). How many events it read.
+///
+/// A transient failure or a lapsed token fails the whole batch, as for a failed sync;
+/// a room whose events cannot be read (the SFU has just left it) keeps its gap.
+async fn fill_gaps(mx: &Matrix, sync: &mut SyncResponse, since: &str) -> Result<u64, MatrixError> {
+    let filter = gap_filter_json();
+    let mut read = 0;
+    for (room, joined) in &mut sync.rooms.join {
+        let timeline = &mut joined.timeline;
+        let Some(mut from) = timeline.prev_batch.clone().filter(|_| timeline.limited) else {
+            continue;
+        };
+        let mut gap = Vec::new();
+        // A page can be empty and still have more behind it (events the homeserver
+        // does not show us); the page count bounds that too.
+        let pages = GAP_EVENTS_MAX.div_ceil(GAP_PAGE as usize) * 2;
+        let mut whole = false;
+        for _ in 0..pages {
+            let (chunk, end) = match mx
+                .messages_before(room, &from, since, GAP_PAGE, &filter)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if e.is_transient() || matrix::is_unknown_token(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%room, error = %e, "could not read a timeline's gap; events in it are missed");
+                    break;
+                }
+            };
+            gap.extend(chunk);
+            match end {
+                Some(end) if end != from && gap.len() < GAP_EVENTS_MAX => from = end,
+                Some(end) if end != from => break,
+                _ => {
+                    whole = true;
+                    break;
+                }
+            }
+        }
+        read += gap.len() as u64;
+        // Paged newest first.
+        gap.reverse();
+        timeline.fill_gap(gap, whole);
+    }
+    Ok(read)
 }
 
 /// How many `GET /rooms/{roomId}/state` requests [`current_state`] keeps in flight.

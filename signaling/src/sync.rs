@@ -81,6 +81,19 @@ pub struct Timeline {
     /// True if events were left out between the previous batch and this one.
     #[serde(default, deserialize_with = "lenient")]
     pub limited: bool,
+    /// Where to page back from (`GET /rooms/{roomId}/messages`) for the events left out.
+    #[serde(default, deserialize_with = "lenient")]
+    pub prev_batch: Option<String>,
+}
+
+impl Timeline {
+    /// Puts `gap`, the events left out (oldest first), in front of the timeline's;
+    /// with `whole`, the gap is filled and the timeline no longer `limited`.
+    pub fn fill_gap(&mut self, mut gap: Vec<Value>, whole: bool) {
+        gap.append(&mut self.events);
+        self.events = gap;
+        self.limited &= !whole;
+    }
 }
 
 /// A list of events.
@@ -196,13 +209,32 @@ pub fn filter_json() -> String {
             },
             "timeline": {
                 "limit": 500,
-                "types": ["m.call.*", "m.room.member", "m.room.encryption", "m.room.encrypted",
-                          "m.room.history_visibility", "m.room.join_rules", "m.room.redaction",
-                          crate::events::CONFERENCE, crate::events::SUBSCRIBE]
+                "types": TIMELINE_TYPES
             }
         }
     })
     .to_string()
+}
+
+/// The timeline event types signaling reads: calls, the state it follows, encrypted
+/// events (to tell a caller that an encrypted DM cannot carry calls), redactions (of
+/// conference announcements) and subscriptions.
+pub const TIMELINE_TYPES: [&str; 9] = [
+    "m.call.*",
+    "m.room.member",
+    "m.room.encryption",
+    "m.room.encrypted",
+    "m.room.history_visibility",
+    "m.room.join_rules",
+    "m.room.redaction",
+    crate::events::CONFERENCE,
+    crate::events::SUBSCRIBE,
+];
+
+/// The filter of the `GET /rooms/{roomId}/messages` requests that fill a timeline's
+/// gap: the sync's timeline filter.
+pub fn gap_filter_json() -> String {
+    serde_json::json!({"types": TIMELINE_TYPES, "lazy_load_members": false}).to_string()
 }
 
 #[cfg(test)]
@@ -269,6 +301,24 @@ mod tests {
             room.state.events,
             [member("@a:hs"), conference, member("@sfu:hs")]
         );
+    }
+
+    #[test]
+    fn a_gap_read_back_goes_before_the_timeline() {
+        let body = json!({"next_batch": "s9", "rooms": {"join": {"!r:hs": {"timeline": {
+            "events": [{"type": "m.call.candidates"}], "limited": true, "prev_batch": "t3"}}}}});
+        let mut sync: SyncResponse = serde_json::from_value(body).unwrap();
+        let timeline = &mut sync.rooms.join.get_mut("!r:hs").unwrap().timeline;
+        assert_eq!(timeline.prev_batch.as_deref(), Some("t3"));
+        timeline.fill_gap(vec![json!({"type": "m.call.invite"})], false);
+        assert!(timeline.limited, "a gap read in part is still a gap");
+        timeline.fill_gap(vec![json!({"type": "m.room.member"})], true);
+        let kinds: Vec<_> = timeline.events.iter().map(|e| &e["type"]).collect();
+        assert_eq!(
+            kinds,
+            ["m.room.member", "m.call.invite", "m.call.candidates"]
+        );
+        assert!(!timeline.limited);
     }
 
     #[test]

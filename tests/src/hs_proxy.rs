@@ -7,6 +7,10 @@
 //! - it refuses event sends (`PUT …/send/…`), with a 502 as a homeserver that is
 //!   failing or with a 401 `M_UNKNOWN_TOKEN` as one that no longer takes the client's
 //!   token, while syncs and everything else still work;
+//! - it cuts the timeline of each room in a `/sync` answer to a few events (by asking
+//!   with a smaller timeline limit than the client's filter): what a client sees when
+//!   more happened between two syncs than its limit, with a real `prev_batch` to page
+//!   back from;
 //! - it takes the events of one state type out of the `state` of initial and
 //!   `full_state` `/sync` answers: what Synapse answers for a room whose event graph has
 //!   two branches (it gives the state after the room's latest event, which lacks what
@@ -66,6 +70,8 @@ struct Shared {
     held_total: AtomicUsize,
     /// The types of the room timeline events the `/sync` answers passed on carried.
     passed: Mutex<std::collections::HashSet<String>>,
+    /// The timeline limit `/sync` requests are given, if any (0: the client's).
+    timeline_limit: AtomicUsize,
     /// The state event type full-state `/sync` answers lose, if any.
     hiding: Mutex<Option<String>>,
     /// How many state events they lost so far.
@@ -93,6 +99,7 @@ impl HomeserverProxy {
             held: Mutex::new(Vec::new()),
             held_total: AtomicUsize::new(0),
             passed: Mutex::new(std::collections::HashSet::new()),
+            timeline_limit: AtomicUsize::new(0),
             hiding: Mutex::new(None),
             hidden: AtomicUsize::new(0),
         });
@@ -157,6 +164,12 @@ impl HomeserverProxy {
     /// lapsed for them alone (a lapsed token fails its syncs too, sooner or later).
     pub fn refuse_sends_unauthorized(&self) {
         self.shared.refusing.store(401, Ordering::SeqCst);
+    }
+
+    /// From now on, asks `/sync` for at most `events` timeline events a room, whatever
+    /// the client's filter says (the filter must be inline JSON).
+    pub fn cut_timelines(&self, events: usize) {
+        self.shared.timeline_limit.store(events, Ordering::SeqCst);
     }
 
     /// From now on, takes the state events of type `event_type` out of the `state` of
@@ -274,6 +287,10 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
     if sync && (s.holding.load(Ordering::SeqCst) || !lock(&s.held).is_empty()) {
         req.target = cut_timeout(&req.target);
     }
+    let limit = s.timeline_limit.load(Ordering::SeqCst);
+    if sync && limit > 0 {
+        req.target = limit_timeline(&req.target, limit);
+    }
     let mut b = ureq::http::Request::builder()
         .method(req.method.as_str())
         .uri(format!("{}{}", s.upstream, req.target));
@@ -348,6 +365,34 @@ fn cut_timeout(target: &str) -> String {
     format!("{path}?{}", query.join("&"))
 }
 
+/// `target` with the room timeline limit of its inline `filter` set to `limit`.
+fn limit_timeline(target: &str, limit: usize) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| {
+            let Some(("filter", value)) = kv.split_once('=') else {
+                return kv.to_owned();
+            };
+            let plus = value.replace('+', " ");
+            let json = percent_encoding::percent_decode_str(&plus).decode_utf8_lossy();
+            let Ok(mut filter) = serde_json::from_str::<Value>(&json) else {
+                return kv.to_owned();
+            };
+            filter["room"]["timeline"]["limit"] = limit.into();
+            let encoded = percent_encoding::utf8_percent_encode(
+                &filter.to_string(),
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string();
+            format!("filter={encoded}")
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
 /// The `since` token of a `/sync` request target.
 fn since(target: &str) -> Option<&str> {
     let (_, query) = target.split_once('?')?;
@@ -406,6 +451,29 @@ fn hold_or_release(s: &Shared, sync: &mut Value, since: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_timeline_limit_of_an_inline_filter_is_replaced() {
+        let target = limit_timeline(
+            "/_matrix/client/v3/sync?filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A500%7D%7D%7D&timeout=0",
+            2,
+        );
+        let (_, query) = target.split_once('?').unwrap();
+        let filter = query
+            .split('&')
+            .next()
+            .unwrap()
+            .strip_prefix("filter=")
+            .unwrap();
+        let json = percent_encoding::percent_decode_str(filter)
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).unwrap(),
+            serde_json::json!({"room": {"timeline": {"limit": 2}}})
+        );
+        assert!(target.ends_with("&timeout=0"), "{target}");
+    }
 
     #[test]
     fn the_sync_long_poll_is_cut() {

@@ -637,6 +637,64 @@ fn a_restart_whose_full_state_sync_lacks_the_conference_keeps_its_calls() {
     assert!(!log.contains("call ended"), "{log}");
 }
 
+/// More call events than the sync's timeline limit came while signaling was away: the
+/// homeserver cuts the timeline short, and the invite is in the gap. Signaling reads
+/// the gap back with `/messages` and answers it. (The proxy lowers the limit from 500
+/// to 2, so that four events make the gap.)
+#[test]
+fn an_invite_in_a_timeline_gap_is_read_back_and_answered() {
+    let synapse = Synapse::shared();
+    let proxy = HomeserverProxy::start(synapse.base_url());
+    let relay = Relay::start(1);
+    let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
+    let mut signaling = Signaling::start_at(
+        &proxy.base_url(),
+        &relay.control,
+        &sfu.user_id,
+        PASSWORD,
+        "",
+    );
+    signaling.wait_ready();
+    let mut alice = synapse.new_user("alice");
+    let room = conference_room(&alice, &[], &sfu.user_id, CONF);
+    let dm = dm(&alice, &sfu.user_id);
+
+    signaling.kill9();
+    let caller = Caller::new(1);
+    alice
+        .send_event(
+            &dm,
+            "m.call.invite",
+            &invite_content("call-1", &room, CONF, &caller.offer()),
+        )
+        .expect("send invite");
+    for _ in 0..3 {
+        let candidates = json!({"call_id": "call-1", "party_id": "TESTDEV", "version": "1",
+            "candidates": [{"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0}]});
+        alice
+            .send_event(&dm, "m.call.candidates", &candidates)
+            .expect("send candidates");
+    }
+    proxy.cut_timelines(2);
+    signaling.restart();
+    signaling.wait_ready();
+
+    let me = alice.user_id().to_owned();
+    let reply = alice.wait_for("the SFU's answer to the invite in the gap", WAIT, |sync| {
+        sfu_reply(sync, &dm, &me, "call-1")
+    });
+    answered(&reply);
+    let read = signaling
+        .metric("blindfold_signaling_gap_events_total")
+        .unwrap_or(0.0);
+    assert!(read >= 2.0, "events read back: {read}");
+    assert_eq!(
+        signaling.metric("blindfold_signaling_limited_timelines_total"),
+        Some(0.0),
+        "a gap was left unfilled"
+    );
+}
+
 /// An answer the homeserver refuses because it no longer takes signaling's access
 /// token stays queued for the next start, rather than count as sent, and signaling
 /// stops for a new login. (A lapsed token fails the sync too; here the send meets it
