@@ -11,6 +11,10 @@
 //!   with a smaller timeline limit than the client's filter): what a client sees when
 //!   more happened between two syncs than its limit, with a real `prev_batch` to page
 //!   back from;
+//! - from the client's next call invite on, it holds its `/sync` answers until told
+//!   to let them go: whatever happened meanwhile (the SFU's answer and what the SFU
+//!   sent right after it) reaches the client in one answer, as from a homeserver that
+//!   answers late;
 //! - it takes the events of one state type out of the `state` of initial and
 //!   `full_state` `/sync` answers: what Synapse answers for a room whose event graph has
 //!   two branches (it gives the state after the room's latest event, which lacks what
@@ -37,7 +41,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +52,13 @@ use crate::matrix::MatrixUser;
 /// The longest `/sync` long-poll the proxy lets through while it holds to-device
 /// messages, in milliseconds.
 const SYNC_POLL_MS: u64 = 1_000;
+
+/// `/sync` answers pass.
+const GATE_OPEN: u8 = 0;
+/// `/sync` answers pass until the client sends a call invite.
+const GATE_ARMED: u8 = 1;
+/// `/sync` answers wait for [`HomeserverProxy::release_syncs`].
+const GATE_HOLDING: u8 = 2;
 
 /// The proxy; it stops accepting connections when dropped.
 pub struct HomeserverProxy {
@@ -70,6 +81,13 @@ struct Shared {
     held_total: AtomicUsize,
     /// The types of the room timeline events the `/sync` answers passed on carried.
     passed: Mutex<std::collections::HashSet<String>>,
+    /// Where the `/sync` hold after an invite is: [`GATE_OPEN`], [`GATE_ARMED`] or
+    /// [`GATE_HOLDING`].
+    gate: AtomicU8,
+    /// The room of the invite that closed the gate.
+    invite_room: Mutex<Option<String>>,
+    /// The event types of each room timeline of each `/sync` answer passed on.
+    timelines: Mutex<Vec<std::collections::HashSet<String>>>,
     /// The timeline limit `/sync` requests are given, if any (0: the client's).
     timeline_limit: AtomicUsize,
     /// The state event type full-state `/sync` answers lose, if any.
@@ -99,6 +117,9 @@ impl HomeserverProxy {
             held: Mutex::new(Vec::new()),
             held_total: AtomicUsize::new(0),
             passed: Mutex::new(std::collections::HashSet::new()),
+            gate: AtomicU8::new(GATE_OPEN),
+            invite_room: Mutex::new(None),
+            timelines: Mutex::new(Vec::new()),
             timeline_limit: AtomicUsize::new(0),
             hiding: Mutex::new(None),
             hidden: AtomicUsize::new(0),
@@ -164,6 +185,31 @@ impl HomeserverProxy {
     /// lapsed for them alone (a lapsed token fails its syncs too, sooner or later).
     pub fn refuse_sends_unauthorized(&self) {
         self.shared.refusing.store(401, Ordering::SeqCst);
+    }
+
+    /// From the client's next `m.call.invite` send on, holds its `/sync` requests until
+    /// [`release_syncs`](Self::release_syncs); one already on its way is asked again
+    /// at the release, so that its answer has everything that happened meanwhile.
+    pub fn hold_syncs_after_invite(&self) {
+        self.shared.gate.store(GATE_ARMED, Ordering::SeqCst);
+    }
+
+    /// The room of the invite that started the hold, once it went.
+    pub fn invite_room(&self) -> Option<String> {
+        lock(&self.shared.invite_room).clone()
+    }
+
+    /// Lets the held `/sync` requests go, and holds no more.
+    pub fn release_syncs(&self) {
+        self.shared.gate.store(GATE_OPEN, Ordering::SeqCst);
+    }
+
+    /// Whether one `/sync` answer passed on carried events of every type of `types` in
+    /// the timeline of one room.
+    pub fn passed_together(&self, types: &[&str]) -> bool {
+        lock(&self.shared.timelines)
+            .iter()
+            .any(|t| types.iter().all(|k| t.contains(*k)))
     }
 
     /// From now on, asks `/sync` for at most `events` timeline events a room, whatever
@@ -283,7 +329,24 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
         let body = format!(r#"{{"errcode":"{errcode}","error":"refused by the test proxy"}}"#);
         return Ok((status, "application/json".into(), body.into_bytes()));
     }
+    if req.method == "PUT" && req.target.contains("/send/m.call.invite/") {
+        let room = req.target.strip_prefix("/_matrix/client/v3/rooms/");
+        let room = room.and_then(|r| r.split('/').next()).map(|r| {
+            percent_encoding::percent_decode_str(r)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+        if s.gate
+            .compare_exchange(GATE_ARMED, GATE_HOLDING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            *lock(&s.invite_room) = room;
+        }
+    }
     let sync = req.target.starts_with("/_matrix/client/v3/sync");
+    if sync {
+        wait_for_gate(s);
+    }
     if sync && (s.holding.load(Ordering::SeqCst) || !lock(&s.held).is_empty()) {
         req.target = cut_timeout(&req.target);
     }
@@ -291,17 +354,27 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
     if sync && limit > 0 {
         req.target = limit_timeline(&req.target, limit);
     }
-    let mut b = ureq::http::Request::builder()
-        .method(req.method.as_str())
-        .uri(format!("{}{}", s.upstream, req.target));
-    for (name, value) in &req.headers {
-        b = b.header(name, value);
-    }
-    let answer = match req.body.is_empty() {
-        true => s.agent.run(b.body(()).map_err(|e| e.to_string())?),
-        false => s.agent.run(b.body(req.body).map_err(|e| e.to_string())?),
+    let upstream = || {
+        let mut b = ureq::http::Request::builder()
+            .method(req.method.as_str())
+            .uri(format!("{}{}", s.upstream, req.target));
+        for (name, value) in &req.headers {
+            b = b.header(name, value);
+        }
+        let answer = match req.body.is_empty() {
+            true => s.agent.run(b.body(()).map_err(|e| e.to_string())?),
+            false => s
+                .agent
+                .run(b.body(req.body.clone()).map_err(|e| e.to_string())?),
+        };
+        answer.map_err(|e| e.to_string())
     };
-    let mut answer = answer.map_err(|e| e.to_string())?;
+    let mut answer = upstream()?;
+    // A sync on its way when the hold began: asked again once it ends.
+    if sync && s.gate.load(Ordering::SeqCst) == GATE_HOLDING {
+        wait_for_gate(s);
+        answer = upstream()?;
+    }
     let status = answer.status().as_u16();
     let content_type = answer
         .headers()
@@ -322,13 +395,16 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
     let mut v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     if sync && let Some(rooms) = v.pointer("/rooms/join").and_then(Value::as_object) {
         let mut passed = lock(&s.passed);
+        let mut timelines = lock(&s.timelines);
         for room in rooms.values() {
             let events = room.pointer("/timeline/events").and_then(Value::as_array);
-            for e in events.into_iter().flatten() {
-                if let Some(t) = e["type"].as_str() {
-                    passed.insert(t.to_owned());
-                }
-            }
+            let types: std::collections::HashSet<String> = events
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["type"].as_str().map(str::to_owned))
+                .collect();
+            passed.extend(types.iter().cloned());
+            timelines.push(types);
         }
     }
     let full_state = since(&req.target).is_none() || req.target.contains("full_state=true");
@@ -345,6 +421,14 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
         false => _ = v.as_object_mut().and_then(|o| o.remove("well_known")),
     }
     Ok((status, content_type, v.to_string().into_bytes()))
+}
+
+/// Returns once `/sync` requests are not held (see
+/// [`HomeserverProxy::hold_syncs_after_invite`]).
+fn wait_for_gate(s: &Shared) {
+    while s.gate.load(Ordering::SeqCst) == GATE_HOLDING && !s.stopped.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// `target` with its `timeout` query parameter at most [`SYNC_POLL_MS`].

@@ -1853,3 +1853,59 @@ fn an_outsider_who_knows_the_relay_gets_nothing_and_disturbs_nobody() {
 
 /// Loss the members may see during the attack, in percent of what they sent meanwhile.
 const MAX_LOSS_PERCENT: u64 = 2;
+
+/// The SFU's answer and what it sends right after it come in one sync: the join reads
+/// both. Here what comes after is the SFU's hangup (someone else was invited into the
+/// DM, which makes its answer readable to them): the call ends with the SFU's reason
+/// rather than live on against a relay session that is gone. A proxy holds the
+/// member's syncs from its invite until the homeserver has both.
+#[test]
+fn what_the_sfu_sends_right_after_its_answer_is_not_lost() {
+    let s = setup(2);
+    let proxy = HomeserverProxy::start(Synapse::shared().base_url());
+    proxy.hold_syncs_after_invite();
+    let (alice, carol) = (&s.users[0], &s.users[1]);
+    let relay = &s.sfu.relay;
+    let sessions = || relay.metric("blindfold_sessions{state=\"configured\"}");
+    let main = rt();
+    let media = MediaMode::Synthetic {
+        epoch: Instant::now(),
+        seed: 1,
+    };
+    let mut a = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            relay.wait_until(Duration::from_secs(20), "alice's relay session", || {
+                sessions() == 1
+            });
+            let dm = proxy.invite_room().expect("the invite's room");
+            alice.invite(&dm, carol.user_id()).expect("carol invited");
+            relay.wait_until(Duration::from_secs(10), "alice's session ended", || {
+                sessions() == 0
+            });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !timeline(alice, &dm).iter().any(|e| {
+                e["type"] == "m.call.hangup" && e["sender"].as_str() == Some(&s.sfu.user_id)
+            }) {
+                assert!(Instant::now() < deadline, "the SFU's hangup never came");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            proxy.release_syncs();
+        });
+        main.block_on(join_at("alice", alice, &proxy.base_url(), &s.room, media))
+    });
+    assert!(
+        proxy.passed_together(&["m.call.answer", "m.call.hangup"]),
+        "the answer and the hangup did not come in one sync"
+    );
+    main.block_on(run_until(
+        &mut [&mut a],
+        relay,
+        Duration::from_secs(10),
+        "alice's call ends with the SFU's reason",
+        |p| {
+            p[0].events.iter().any(|(_, e)| {
+                matches!(e, ConferenceEvent::Ended { reason, .. } if reason.contains("not_a_dm"))
+            })
+        },
+    ));
+}
