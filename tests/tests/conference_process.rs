@@ -1874,6 +1874,7 @@ fn what_the_sfu_sends_right_after_its_answer_is_not_lost() {
     };
     let mut a = std::thread::scope(|scope| {
         scope.spawn(|| {
+            let _release = ReleaseSyncs(&proxy);
             relay.wait_until(Duration::from_secs(20), "alice's relay session", || {
                 sessions() == 1
             });
@@ -1889,7 +1890,6 @@ fn what_the_sfu_sends_right_after_its_answer_is_not_lost() {
                 assert!(Instant::now() < deadline, "the SFU's hangup never came");
                 std::thread::sleep(Duration::from_millis(50));
             }
-            proxy.release_syncs();
         });
         main.block_on(join_at("alice", alice, &proxy.base_url(), &s.room, media))
     });
@@ -1897,15 +1897,29 @@ fn what_the_sfu_sends_right_after_its_answer_is_not_lost() {
         proxy.passed_together(&["m.call.answer", "m.call.hangup"]),
         "the answer and the hangup did not come in one sync"
     );
-    main.block_on(run_until(
-        &mut [&mut a],
-        relay,
-        Duration::from_secs(10),
-        "alice's call ends with the SFU's reason",
-        |p| {
-            p[0].events.iter().any(|(_, e)| {
-                matches!(e, ConferenceEvent::Ended { reason, .. } if reason.contains("not_a_dm"))
-            })
-        },
-    ));
+    // Alice's client is dropped in the runtime: its store closes there.
+    main.block_on(async move {
+        run_until(
+            &mut [&mut a],
+            relay,
+            Duration::from_secs(10),
+            "alice's call ends with the SFU's reason",
+            |p| {
+                p[0].events.iter().any(|(_, e)| {
+                    matches!(e, ConferenceEvent::Ended { reason, .. } if reason.contains("not_a_dm"))
+                })
+            },
+        )
+        .await;
+    });
+}
+
+/// Lets a [`HomeserverProxy`]'s held syncs go when dropped, a panic included, so that
+/// a client waiting on them is not left waiting out its own timeout.
+struct ReleaseSyncs<'a>(&'a HomeserverProxy);
+
+impl Drop for ReleaseSyncs<'_> {
+    fn drop(&mut self) {
+        self.0.release_syncs();
+    }
 }
