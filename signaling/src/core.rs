@@ -618,7 +618,7 @@ impl Core {
         // state of its batch whatever order the rooms come in.
         for (room_id, joined) in &sync.rooms.join {
             let room = self.rooms.entry(room_id.clone()).or_default();
-            for v in joined.state.events.iter().chain(&joined.timeline.events) {
+            for v in joined.state_in_order() {
                 if let Some(e) = Event::from_value(v) {
                     apply_state(room, &e);
                 }

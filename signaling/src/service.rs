@@ -282,8 +282,9 @@ const GAP_PAGE: u32 = 500;
 /// that, the older events are missed and the timeline stays `limited` (counted in
 /// `limited_timelines_total`). How many events it read.
 ///
-/// A transient failure or a lapsed token fails the whole batch, as for a failed sync;
-/// a room whose events cannot be read (the SFU has just left it) keeps its gap.
+/// A lapsed access token fails the whole batch, as for a failed sync. Any other
+/// failure (after [`ROOM_READ_TRIES`] tries for a transient one) leaves that room its
+/// gap: one room the homeserver cannot page must not hold up every other.
 async fn fill_gaps(mx: &Matrix, sync: &mut SyncResponse, since: &str) -> Result<u64, MatrixError> {
     let filter = gap_filter_json();
     let mut read = 0;
@@ -298,12 +299,10 @@ async fn fill_gaps(mx: &Matrix, sync: &mut SyncResponse, since: &str) -> Result<
         let pages = GAP_EVENTS_MAX.div_ceil(GAP_PAGE as usize) * 2;
         let mut whole = false;
         for _ in 0..pages {
-            let (chunk, end) = match mx
-                .messages_before(room, &from, since, GAP_PAGE, &filter)
-                .await
-            {
+            let page = with_retries(|| mx.messages_before(room, &from, since, GAP_PAGE, &filter));
+            let (chunk, end) = match page.await {
                 Ok(page) => page,
-                Err(e) if e.is_transient() || matrix::is_unknown_token(&e) => return Err(e),
+                Err(e) if matrix::is_unknown_token(&e) => return Err(e),
                 Err(e) => {
                     tracing::warn!(%room, error = %e, "could not read a timeline's gap; events in it are missed");
                     break;
@@ -327,6 +326,28 @@ async fn fill_gaps(mx: &Matrix, sync: &mut SyncResponse, since: &str) -> Result<
     Ok(read)
 }
 
+/// How many times [`current_state`] and [`fill_gaps`] try one room's read that fails
+/// transiently (a 5xx, a 429, no answer), waiting as a failed sync does in between.
+const ROOM_READ_TRIES: u32 = 3;
+
+/// Runs `read` until it succeeds, fails other than transiently, or has been tried
+/// [`ROOM_READ_TRIES`] times.
+async fn with_retries<T, F>(mut read: impl FnMut() -> F) -> Result<T, MatrixError>
+where
+    F: std::future::Future<Output = Result<T, MatrixError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match read().await {
+            Err(e) if e.is_transient() && attempt + 1 < ROOM_READ_TRIES => {
+                tokio::time::sleep(matrix::backoff(&e, attempt, matrix::SYNC_RETRY_MAX)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// How many `GET /rooms/{roomId}/state` requests [`current_state`] keeps in flight.
 const STATE_READS_IN_FLIGHT: usize = 8;
 
@@ -334,10 +355,9 @@ const STATE_READS_IN_FLIGHT: usize = 8;
 /// state an initial or `full_state` sync gave (see [`JoinedRoom::use_current_state`]
 /// for why the two can differ). One request per joined room, at start-up only.
 ///
-/// A room whose state cannot be read for good (the SFU has just left it, an answer
-/// that is not a list) keeps the sync's state; a transient failure or a lapsed token
-/// fails the whole batch, which the sync loop then retries or gives up as for a
-/// failed sync.
+/// A lapsed access token fails the whole batch, as for a failed sync. A room whose
+/// state cannot be read (after [`ROOM_READ_TRIES`] tries for a transient failure; the
+/// SFU has just left it; an answer that is not a list) keeps the sync's state.
 ///
 /// [`JoinedRoom::use_current_state`]: crate::sync::JoinedRoom::use_current_state
 async fn current_state(mx: &Matrix, sync: &mut SyncResponse) -> Result<(), MatrixError> {
@@ -354,21 +374,22 @@ async fn current_state(mx: &Matrix, sync: &mut SyncResponse) -> Result<(), Matri
             let Some(room) = rooms.next() else { break };
             let mx = mx.clone();
             reads.spawn(async move {
-                let state = mx.room_state(&room).await;
+                let state = with_retries(|| mx.room_state(&room)).await;
                 (room, state)
             });
         }
         let Some(read) = reads.join_next().await else {
             return Ok(());
         };
-        let (room, state) = read.map_err(|e| MatrixError::Decode(format!("room state: {e}")))?;
+        // A read that did not finish (it cannot panic) leaves its room the sync's state.
+        let Ok((room, state)) = read else { continue };
         match state {
             Ok(events) => {
                 if let Some(joined) = sync.rooms.join.get_mut(&room) {
                     joined.use_current_state(events);
                 }
             }
-            Err(e) if e.is_transient() || matrix::is_unknown_token(&e) => return Err(e),
+            Err(e) if matrix::is_unknown_token(&e) => return Err(e),
             Err(e) => {
                 tracing::warn!(%room, error = %e, "could not read the room's current state; using the sync's")
             }

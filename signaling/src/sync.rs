@@ -46,11 +46,16 @@ pub struct JoinedRoom {
     /// New events, oldest first.
     #[serde(default, deserialize_with = "lenient")]
     pub timeline: Timeline,
+    /// The room's state as the homeserver resolves it now, when read
+    /// ([`JoinedRoom::use_current_state`]): it goes after the timeline's state events,
+    /// being the state at the batch's end or later. Not part of the sync answer.
+    #[serde(skip)]
+    pub current_state: Option<Vec<Value>>,
 }
 
 impl JoinedRoom {
-    /// Puts `current`, the room's current state as `GET /rooms/{roomId}/state` gives
-    /// it, in place of the sync's `state`, keeping the types signaling reads
+    /// Keeps `current`, the room's current state as `GET /rooms/{roomId}/state` gives
+    /// it, as [`current_state`](Self::current_state), with the types signaling reads
     /// ([`STATE_TYPES`]); what is not an event object is dropped.
     ///
     /// Why: the `state` of an initial or `full_state` sync is not always the room's
@@ -59,16 +64,29 @@ impl JoinedRoom {
     /// merges the branches. The SFU joining a conference room while its creator
     /// announces the conference is such a pair, and signaling writes nothing in
     /// conference rooms that would merge them: a restart would read the conference as
-    /// ended and hang up its calls.
+    /// ended and hang up its calls. And where two branches set the same key, the
+    /// timeline's order of them is not always the homeserver's resolution of them.
     pub fn use_current_state(&mut self, current: Vec<Value>) {
-        self.state.events = current
-            .into_iter()
-            .filter(|e| {
-                e.get("type")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| STATE_TYPES.contains(&t))
-            })
-            .collect();
+        self.current_state = Some(
+            current
+                .into_iter()
+                .filter(|e| {
+                    e.get("type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| STATE_TYPES.contains(&t))
+                })
+                .collect(),
+        );
+    }
+
+    /// Every state event of the update in the order it applies: `state`, the
+    /// timeline's, then the current state if read.
+    pub fn state_in_order(&self) -> impl Iterator<Item = &Value> {
+        self.state
+            .events
+            .iter()
+            .chain(&self.timeline.events)
+            .chain(self.current_state.iter().flatten())
     }
 }
 
@@ -87,9 +105,17 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Puts `gap`, the events left out (oldest first), in front of the timeline's;
-    /// with `whole`, the gap is filled and the timeline no longer `limited`.
-    pub fn fill_gap(&mut self, mut gap: Vec<Value>, whole: bool) {
+    /// Puts `gap`, the events left out (oldest first), in front of the timeline's,
+    /// leaving out those the timeline has already (by `event_id`: a homeserver can page
+    /// back over some of them); with `whole`, the gap is filled and the timeline no
+    /// longer `limited`.
+    pub fn fill_gap(&mut self, gap: Vec<Value>, whole: bool) {
+        let id = |e: &Value| e.get("event_id").and_then(Value::as_str).map(str::to_owned);
+        let known: std::collections::HashSet<String> = self.events.iter().filter_map(id).collect();
+        let mut gap: Vec<Value> = gap
+            .into_iter()
+            .filter(|e| id(e).is_none_or(|i| !known.contains(&i)))
+            .collect();
         gap.append(&mut self.events);
         self.events = gap;
         self.limited &= !whole;
@@ -277,42 +303,61 @@ mod tests {
     }
 
     #[test]
-    fn a_rooms_current_state_replaces_the_syncs_keeping_what_signaling_reads() {
-        let member = |who: &str| {
+    fn a_rooms_current_state_applies_last_keeping_what_signaling_reads() {
+        let member = |who: &str, membership: &str| {
             json!({"type": "m.room.member", "state_key": who,
-            "sender": who, "content": {"membership": "join"}})
+            "sender": who, "content": {"membership": membership}})
         };
         let conference = json!({"type": crate::events::CONFERENCE, "state_key": "c",
             "sender": "@a:hs", "content": {"sfu": "@sfu:hs"}});
         let mut room = JoinedRoom {
             state: EventList {
-                events: vec![member("@a:hs")],
+                events: vec![member("@a:hs", "join")],
             },
             ..JoinedRoom::default()
         };
+        room.timeline.events.push(member("@a:hs", "leave"));
         room.use_current_state(vec![
-            member("@a:hs"),
+            member("@a:hs", "join"),
             json!({"type": "m.room.name", "state_key": "", "content": {"name": "x"}}),
             conference.clone(),
             json!("not an event"),
-            member("@sfu:hs"),
+            member("@sfu:hs", "join"),
         ]);
+        // The homeserver's resolution has the last word, after the timeline.
+        let order: Vec<&Value> = room.state_in_order().collect();
         assert_eq!(
-            room.state.events,
-            [member("@a:hs"), conference, member("@sfu:hs")]
+            order,
+            [
+                &member("@a:hs", "join"),
+                &member("@a:hs", "leave"),
+                &member("@a:hs", "join"),
+                &conference,
+                &member("@sfu:hs", "join"),
+            ]
         );
     }
 
     #[test]
-    fn a_gap_read_back_goes_before_the_timeline() {
+    fn a_gap_read_back_goes_before_the_timeline_once() {
         let body = json!({"next_batch": "s9", "rooms": {"join": {"!r:hs": {"timeline": {
-            "events": [{"type": "m.call.candidates"}], "limited": true, "prev_batch": "t3"}}}}});
+            "events": [{"type": "m.call.candidates", "event_id": "$c"}],
+            "limited": true, "prev_batch": "t3"}}}}});
         let mut sync: SyncResponse = serde_json::from_value(body).unwrap();
         let timeline = &mut sync.rooms.join.get_mut("!r:hs").unwrap().timeline;
         assert_eq!(timeline.prev_batch.as_deref(), Some("t3"));
-        timeline.fill_gap(vec![json!({"type": "m.call.invite"})], false);
+        timeline.fill_gap(
+            vec![json!({"type": "m.call.invite", "event_id": "$i"})],
+            false,
+        );
         assert!(timeline.limited, "a gap read in part is still a gap");
-        timeline.fill_gap(vec![json!({"type": "m.room.member"})], true);
+        // Paged over a second time: the invite, and the timeline's own event.
+        let again = vec![
+            json!({"type": "m.room.member", "event_id": "$m"}),
+            json!({"type": "m.call.invite", "event_id": "$i"}),
+            json!({"type": "m.call.candidates", "event_id": "$c"}),
+        ];
+        timeline.fill_gap(again, true);
         let kinds: Vec<_> = timeline.events.iter().map(|e| &e["type"]).collect();
         assert_eq!(
             kinds,
