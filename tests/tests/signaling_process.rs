@@ -20,7 +20,7 @@ use blindfold_tests::signaling::{
     Answer, CONF, CallPeer, Caller, Sfu, Signaling, conference_room, dm, drive, invite_content,
     sfu, sfu_on, sfu_reply, sfu_with,
 };
-use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
+use blindfold_tests::synapse::{PASSWORD, Registered, Synapse, unique_localpart};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -494,6 +494,39 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
     hang_up_bob(&bob, &bob_dm, &s.relay);
 }
 
+/// A relay, and a signaling process for a new SFU account whose homeserver is the
+/// shared one behind a [`HomeserverProxy`], ready.
+struct Proxied {
+    proxy: HomeserverProxy,
+    relay: Relay,
+    signaling: Signaling,
+    /// The SFU account.
+    sfu: Registered,
+}
+
+impl Proxied {
+    fn start() -> Proxied {
+        let synapse = Synapse::shared();
+        let proxy = HomeserverProxy::start(synapse.base_url());
+        let relay = Relay::start(1);
+        let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
+        let mut signaling = Signaling::start_at(
+            &proxy.base_url(),
+            &relay.control,
+            &sfu.user_id,
+            PASSWORD,
+            "",
+        );
+        signaling.wait_ready();
+        Proxied {
+            proxy,
+            relay,
+            signaling,
+            sfu,
+        }
+    }
+}
+
 /// A signaling process behind a [`HomeserverProxy`] that refuses its sends, and alice,
 /// whose call it admitted (the relay has the session) but could not answer yet.
 struct UnsentAnswer {
@@ -510,17 +543,12 @@ impl UnsentAnswer {
     /// `lapsed_token`, else with a 502.
     fn new(lapsed_token: bool) -> UnsentAnswer {
         let synapse = Synapse::shared();
-        let proxy = HomeserverProxy::start(synapse.base_url());
-        let relay = Relay::start(1);
-        let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
-        let mut signaling = Signaling::start_at(
-            &proxy.base_url(),
-            &relay.control,
-            &sfu.user_id,
-            PASSWORD,
-            "",
-        );
-        signaling.wait_ready();
+        let Proxied {
+            proxy,
+            relay,
+            signaling,
+            sfu,
+        } = Proxied::start();
         let alice = synapse.new_user("alice");
         let room = conference_room(&alice, &[], &sfu.user_id, CONF);
         let dm = dm(&alice, &sfu.user_id);
@@ -595,17 +623,12 @@ fn an_answer_unsent_when_signaling_is_killed_goes_out_at_the_next_start() {
 #[test]
 fn a_restart_whose_full_state_sync_lacks_the_conference_keeps_its_calls() {
     let synapse = Synapse::shared();
-    let proxy = HomeserverProxy::start(synapse.base_url());
-    let relay = Relay::start(1);
-    let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
-    let mut signaling = Signaling::start_at(
-        &proxy.base_url(),
-        &relay.control,
-        &sfu.user_id,
-        PASSWORD,
-        "",
-    );
-    signaling.wait_ready();
+    let Proxied {
+        proxy,
+        relay,
+        mut signaling,
+        sfu,
+    } = Proxied::start();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
     let room = conference_room(&alice, &[&bob], &sfu.user_id, CONF);
@@ -644,17 +667,12 @@ fn a_restart_whose_full_state_sync_lacks_the_conference_keeps_its_calls() {
 #[test]
 fn an_invite_in_a_timeline_gap_is_read_back_and_answered() {
     let synapse = Synapse::shared();
-    let proxy = HomeserverProxy::start(synapse.base_url());
-    let relay = Relay::start(1);
-    let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
-    let mut signaling = Signaling::start_at(
-        &proxy.base_url(),
-        &relay.control,
-        &sfu.user_id,
-        PASSWORD,
-        "",
-    );
-    signaling.wait_ready();
+    let Proxied {
+        proxy,
+        relay: _relay,
+        mut signaling,
+        sfu,
+    } = Proxied::start();
     let mut alice = synapse.new_user("alice");
     let room = conference_room(&alice, &[], &sfu.user_id, CONF);
     let dm = dm(&alice, &sfu.user_id);
