@@ -11,7 +11,7 @@
 //! crash loses none, the next start sends them (with the same transaction ids, so the
 //! homeserver drops any it already had).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -195,6 +195,8 @@ async fn sync_loop(
     // (not history) so membership and conferences are known before any call event.
     let mut first = true;
     let mut attempt = 0;
+    // The joined rooms whose state this run has read from the homeserver.
+    let mut known = HashSet::new();
     loop {
         let full_state = first && since.is_some();
         let timeout = if first {
@@ -206,7 +208,7 @@ async fn sync_loop(
             .sync(since.as_deref(), &filter, full_state, timeout)
             .await
         {
-            Ok(mut sync) => complete(&mx, &mut sync, first, since.as_deref(), &metrics)
+            Ok(mut sync) => complete(&mx, &mut sync, &mut known, since.as_deref(), &metrics)
                 .await
                 .map(|()| sync),
             Err(e) => Err(e),
@@ -246,26 +248,40 @@ async fn sync_loop(
     }
 }
 
-/// Completes a sync answer before the core reads it: the first of a run gets its
-/// rooms' current state ([`current_state`]), and every timeline the homeserver cut
-/// short after `since` gets the events it left out ([`fill_gaps`]).
+/// Completes a sync answer before the core reads it: each joined room whose state
+/// this run has not read yet (`known` holds those it has: none at the first sync,
+/// then a room is new when the SFU has just joined it) gets its current state
+/// ([`current_state`]), and every timeline the homeserver cut short after `since`
+/// gets the events it left out ([`fill_gaps`]). `known` changes only if the whole
+/// answer is complete, so that a retried answer reads its rooms again.
 async fn complete(
     mx: &Matrix,
     sync: &mut SyncResponse,
-    first: bool,
+    known: &mut HashSet<String>,
     since: Option<&str>,
     metrics: &Mutex<Metrics>,
 ) -> Result<(), MatrixError> {
-    if first {
-        current_state(mx, sync).await?;
-    }
+    let new = sync
+        .rooms
+        .join
+        .keys()
+        .filter(|r| !known.contains(*r))
+        .cloned()
+        .collect();
+    let read = current_state(mx, sync, new).await?;
     if let Some(since) = since {
-        let read = fill_gaps(mx, sync, since).await?;
+        let events = fill_gaps(mx, sync, since).await?;
         metrics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .gap_events_read += read;
+            .gap_events_read += events;
     }
+    // A room left, or invited to again, is new again when next joined (the core
+    // forgets what it knew of it too).
+    for room in sync.rooms.leave.keys().chain(sync.rooms.invite.keys()) {
+        known.remove(room);
+    }
+    known.extend(read);
     Ok(())
 }
 
@@ -351,23 +367,24 @@ where
 /// How many `GET /rooms/{roomId}/state` requests [`current_state`] keeps in flight.
 const STATE_READS_IN_FLIGHT: usize = 8;
 
-/// Puts each joined room's current state, read from the homeserver, in place of the
-/// state an initial or `full_state` sync gave (see [`JoinedRoom::use_current_state`]
-/// for why the two can differ). One request per joined room, at start-up only.
+/// Reads the current state of each of `rooms` (joined rooms of `sync`) from the
+/// homeserver, to be applied after the sync's state and timeline (see
+/// [`JoinedRoom::use_current_state`] for why the two can differ); the rooms it read.
+/// One request a room: every joined room at a run's first sync, then each room the
+/// SFU joins.
 ///
 /// A lapsed access token fails the whole batch, as for a failed sync. A room whose
 /// state cannot be read (after [`ROOM_READ_TRIES`] tries for a transient failure; the
 /// SFU has just left it; an answer that is not a list) keeps the sync's state.
 ///
 /// [`JoinedRoom::use_current_state`]: crate::sync::JoinedRoom::use_current_state
-async fn current_state(mx: &Matrix, sync: &mut SyncResponse) -> Result<(), MatrixError> {
-    let mut rooms = sync
-        .rooms
-        .join
-        .keys()
-        .cloned()
-        .collect::<Vec<_>>()
-        .into_iter();
+async fn current_state(
+    mx: &Matrix,
+    sync: &mut SyncResponse,
+    rooms: Vec<String>,
+) -> Result<Vec<String>, MatrixError> {
+    let mut rooms = rooms.into_iter();
+    let mut done = Vec::new();
     let mut reads = tokio::task::JoinSet::new();
     loop {
         while reads.len() < STATE_READS_IN_FLIGHT {
@@ -379,7 +396,7 @@ async fn current_state(mx: &Matrix, sync: &mut SyncResponse) -> Result<(), Matri
             });
         }
         let Some(read) = reads.join_next().await else {
-            return Ok(());
+            return Ok(done);
         };
         // A read that did not finish (it cannot panic) leaves its room the sync's state.
         let Ok((room, state)) = read else { continue };
@@ -387,6 +404,7 @@ async fn current_state(mx: &Matrix, sync: &mut SyncResponse) -> Result<(), Matri
             Ok(events) => {
                 if let Some(joined) = sync.rooms.join.get_mut(&room) {
                     joined.use_current_state(events);
+                    done.push(room);
                 }
             }
             Err(e) if matrix::is_unknown_token(&e) => return Err(e),

@@ -15,10 +15,10 @@
 //!   to let them go: whatever happened meanwhile (the SFU's answer and what the SFU
 //!   sent right after it) reaches the client in one answer, as from a homeserver that
 //!   answers late;
-//! - it takes the events of one state type out of the `state` of initial and
-//!   `full_state` `/sync` answers: what Synapse answers for a room whose event graph has
-//!   two branches (it gives the state after the room's latest event, which lacks what
-//!   the other branch set), while `GET /rooms/{roomId}/state` still has them.
+//! - it takes the events of one state type out of every `/sync` answer (its rooms'
+//!   `state` and timelines): what Synapse's full state of a room whose event graph has
+//!   two branches lacks (it gives the state after the room's latest event, without
+//!   what the other branch set), while `GET /rooms/{roomId}/state` still has them.
 //!
 //! While to-device messages are held or waiting, each `/sync` long-poll is cut to 1 s
 //! so that released messages reach the client soon. A login answer loses its
@@ -90,7 +90,7 @@ struct Shared {
     timelines: Mutex<Vec<std::collections::HashSet<String>>>,
     /// The timeline limit `/sync` requests are given, if any (0: the client's).
     timeline_limit: AtomicUsize,
-    /// The state event type full-state `/sync` answers lose, if any.
+    /// The state event type `/sync` answers lose, if any.
     hiding: Mutex<Option<String>>,
     /// How many state events they lost so far.
     hidden: AtomicUsize,
@@ -218,15 +218,14 @@ impl HomeserverProxy {
         self.shared.timeline_limit.store(events, Ordering::SeqCst);
     }
 
-    /// From now on, takes the state events of type `event_type` out of the `state` of
-    /// initial and `full_state` `/sync` answers.
-    pub fn hide_from_full_state(&self, event_type: &str) {
+    /// From now on, takes the events of type `event_type` out of every `/sync`
+    /// answer: its rooms' `state` and timelines.
+    pub fn hide_from_syncs(&self, event_type: &str) {
         *lock(&self.shared.hiding) = Some(event_type.to_owned());
     }
 
-    /// How many state events [`hide_from_full_state`](Self::hide_from_full_state) took
-    /// out in all.
-    pub fn hidden_from_full_state(&self) -> usize {
+    /// How many events [`hide_from_syncs`](Self::hide_from_syncs) took out in all.
+    pub fn hidden_from_syncs(&self) -> usize {
         self.shared.hidden.load(Ordering::SeqCst)
     }
 
@@ -407,11 +406,7 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
             timelines.push(types);
         }
     }
-    let full_state = since(&req.target).is_none() || req.target.contains("full_state=true");
-    if sync
-        && full_state
-        && let Some(hidden) = lock(&s.hiding).as_deref()
-    {
+    if sync && let Some(hidden) = lock(&s.hiding).as_deref() {
         s.hidden
             .fetch_add(hide_state(&mut v, hidden), Ordering::SeqCst);
     }
@@ -483,8 +478,8 @@ fn since(target: &str) -> Option<&str> {
     query.split('&').find_map(|kv| kv.strip_prefix("since="))
 }
 
-/// Takes the `event_type` events out of the `state` of each joined room of a `/sync`
-/// answer; how many.
+/// Takes the `event_type` events out of the `state` and timeline of each joined room
+/// of a `/sync` answer; how many.
 fn hide_state(sync: &mut Value, event_type: &str) -> usize {
     let Some(rooms) = sync
         .pointer_mut("/rooms/join")
@@ -494,13 +489,12 @@ fn hide_state(sync: &mut Value, event_type: &str) -> usize {
     };
     let mut hidden = 0;
     for room in rooms.values_mut() {
-        if let Some(events) = room
-            .pointer_mut("/state/events")
-            .and_then(Value::as_array_mut)
-        {
-            let before = events.len();
-            events.retain(|e| e["type"] != event_type);
-            hidden += before - events.len();
+        for list in ["/state/events", "/timeline/events"] {
+            if let Some(events) = room.pointer_mut(list).and_then(Value::as_array_mut) {
+                let before = events.len();
+                events.retain(|e| e["type"] != event_type);
+                hidden += before - events.len();
+            }
         }
     }
     hidden

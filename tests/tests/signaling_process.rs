@@ -617,9 +617,9 @@ fn an_answer_unsent_when_signaling_is_killed_goes_out_at_the_next_start() {
 /// The state of a full-state sync is not always the room's state: Synapse gives the
 /// state after the room's latest event, which lacks what a concurrent branch of the
 /// room's event graph set (the SFU joining while the owner announces the conference is
-/// enough). Here the proxy takes the conference out of the restart's full-state sync,
-/// as Synapse does then: the restart reads each room's state itself, so the call it
-/// restored lives on and a new one is answered.
+/// enough). Here the proxy takes the conference out of the restart's syncs, as
+/// Synapse's full state does then: the restart reads each room's state itself, so the
+/// call it restored lives on and a new one is answered.
 #[test]
 fn a_restart_whose_full_state_sync_lacks_the_conference_keeps_its_calls() {
     let synapse = Synapse::shared();
@@ -641,7 +641,7 @@ fn a_restart_whose_full_state_sync_lacks_the_conference_keeps_its_calls() {
     ));
     wait_sessions(&relay, 1, WAIT);
 
-    proxy.hide_from_full_state("org.matrix.msc2359.conference");
+    proxy.hide_from_syncs("org.matrix.msc2359.conference");
     signaling.restart();
     signaling.wait_ready();
     // Bob is answered: the restart knows the conference is live.
@@ -651,13 +651,43 @@ fn a_restart_whose_full_state_sync_lacks_the_conference_keeps_its_calls() {
         &invite_content("b", &room, CONF, &cb.offer()),
     ));
     assert!(
-        proxy.hidden_from_full_state() > 0,
+        proxy.hidden_from_syncs() > 0,
         "the restart's sync had no conference to lose"
     );
     // And Alice's call was not hung up.
     assert_eq!(settled_sessions(&relay), 2);
     let log = signaling.run_log();
     assert!(!log.contains("call ended"), "{log}");
+}
+
+/// A room the SFU joins while signaling runs has its state read too. Here the proxy
+/// keeps the conference's announcement out of every sync (as out of a full state
+/// Synapse computes over two branches of the room's graph): only the room's state
+/// read from the homeserver tells signaling of the conference, and a member's call is
+/// answered.
+#[test]
+fn a_conference_room_joined_later_has_its_state_read() {
+    let synapse = Synapse::shared();
+    let Proxied {
+        proxy,
+        relay: _relay,
+        signaling: _signaling,
+        sfu,
+    } = Proxied::start();
+    proxy.hide_from_syncs("org.matrix.msc2359.conference");
+    let mut alice = synapse.new_user("alice");
+    let room = conference_room(&alice, &[], &sfu.user_id, CONF);
+    let dm = dm(&alice, &sfu.user_id);
+    let caller = Caller::new(1);
+    answered(&call(
+        &mut alice,
+        &dm,
+        &invite_content("call-1", &room, CONF, &caller.offer()),
+    ));
+    assert!(
+        proxy.hidden_from_syncs() > 0,
+        "no sync had the conference to lose"
+    );
 }
 
 /// More call events than the sync's timeline limit came while signaling was away: the
