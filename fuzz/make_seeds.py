@@ -123,6 +123,15 @@ batches = [
             {"type": "m.room.member", "sender": alice, "state_key": sfu, "content": {"membership": "invite"}}]}}}}},
     {"next_batch": "s2", "rooms": {"join": {room: {"timeline": {"events": [member(alice, "leave")] + conference_state[1:]}}},
                                    "leave": {dm: {}}}},
+    # A restart's first batch as signaling completes it: the room's state read from the
+    # homeserver ("current_state", which the sync's lacks the conference of) and the
+    # DM's timeline gap read back ("gap", oldest first; see signaling/src/core/fuzz.rs).
+    {"next_batch": "s3", "rooms": {"join": {
+        room: {"state": {"events": [member(alice), member(sfu)]},
+               "current_state": [member(alice), member(sfu), conference_state[0]]},
+        dm: {"state": {"events": [member(alice), member(sfu)]},
+             "timeline": {"events": calls[1:], "limited": True, "prev_batch": "t2"},
+             "gap": calls[:1], "gap_whole": True}}}},
 ]
 for b in batches:
     put("sync_batch", json.dumps(b).encode())

@@ -59,7 +59,12 @@ pub(crate) fn seed_batch() -> Value {
         "join": {
             ROOM: {"state": {"events": [member(ALICE, "join"), member(BOB, "join"), member(SFU, "join"),
                 {"type": crate::events::CONFERENCE, "sender": ALICE, "state_key": "weekly", "content": {"sfu": SFU}}]},
-                   "timeline": {"events": [member("@carol:example.org", "join")], "limited": false}},
+                   "timeline": {"events": [member("@carol:example.org", "join")], "limited": false},
+                   // What the service reads besides the sync (see `complete_from`).
+                   "current_state": [member(ALICE, "join"), member(BOB, "join"), member(SFU, "join"),
+                       member("@carol:example.org", "join"),
+                       {"type": crate::events::CONFERENCE, "sender": ALICE, "state_key": "weekly", "content": {"sfu": SFU}}],
+                   "gap": [member("@dave:example.org", "leave")], "gap_whole": true},
             DM: {"state": {"events": [member(ALICE, "join"), member(SFU, "join")]},
                  "timeline": {"events": [
                 {"type": "m.call.invite", "sender": ALICE, "origin_server_ts": T0, "content": {
@@ -79,13 +84,35 @@ pub(crate) fn seed_batch() -> Value {
     }})
 }
 
+/// Completes `batch` as the service does with what the homeserver answers besides the
+/// sync, taken here from each joined room's `"current_state"` (the
+/// `GET /rooms/{roomId}/state` answer) and `"gap"` (the events `/messages` read back,
+/// oldest first; `"gap_whole"`: all of them) in the input.
+fn complete_from(raw: &Value, batch: &mut SyncResponse) {
+    for (room_id, joined) in &mut batch.rooms.join {
+        let extra = &raw["rooms"]["join"][room_id.as_str()];
+        if let Some(state) = extra.get("current_state").and_then(Value::as_array) {
+            joined.use_current_state(state.clone());
+        }
+        if let Some(gap) = extra.get("gap").and_then(Value::as_array) {
+            joined
+                .timeline
+                .fill_gap(gap.clone(), extra["gap_whole"] == true);
+        }
+    }
+}
+
 /// Feeds one batch to a serving core (as a live batch, then to a fresh core as the
 /// first batch of a restart), and checks what must always hold. Returns the number of
 /// calls admitted by the batch.
 pub(crate) fn fuzz_one(data: &[u8]) -> usize {
-    let Ok(batch) = serde_json::from_slice::<SyncResponse>(data) else {
+    let Ok(raw) = serde_json::from_slice::<Value>(data) else {
         return 0;
     };
+    let Ok(mut batch) = serde_json::from_value::<SyncResponse>(raw.clone()) else {
+        return 0;
+    };
+    complete_from(&raw, &mut batch);
     let mut admitted = 0;
     for initial in [false, true] {
         let mut core = serving_core();
