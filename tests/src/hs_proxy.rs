@@ -79,20 +79,19 @@ struct Shared {
     held: Mutex<Vec<Value>>,
     /// How many were held in all.
     held_total: AtomicUsize,
-    /// The types of the room timeline events the `/sync` answers passed on carried.
-    passed: Mutex<std::collections::HashSet<String>>,
     /// Where the `/sync` hold after an invite is: [`GATE_OPEN`], [`GATE_ARMED`] or
     /// [`GATE_HOLDING`].
     gate: AtomicU8,
     /// The room of the invite that closed the gate.
     invite_room: Mutex<Option<String>>,
-    /// The event types of each room timeline of each `/sync` answer passed on.
+    /// The event types of each room timeline (that had events) of each `/sync` answer
+    /// passed on, as the client got them.
     timelines: Mutex<Vec<std::collections::HashSet<String>>>,
     /// The timeline limit `/sync` requests are given, if any (0: the client's).
     timeline_limit: AtomicUsize,
     /// The state event type `/sync` answers lose, if any.
     hiding: Mutex<Option<String>>,
-    /// How many state events they lost so far.
+    /// How many events they lost so far.
     hidden: AtomicUsize,
 }
 
@@ -116,7 +115,6 @@ impl HomeserverProxy {
             refused: AtomicUsize::new(0),
             held: Mutex::new(Vec::new()),
             held_total: AtomicUsize::new(0),
-            passed: Mutex::new(std::collections::HashSet::new()),
             gate: AtomicU8::new(GATE_OPEN),
             invite_room: Mutex::new(None),
             timelines: Mutex::new(Vec::new()),
@@ -171,7 +169,7 @@ impl HomeserverProxy {
     /// Whether a `/sync` answer passed on to the client carried a room timeline event
     /// of type `event_type` (the client has it, or is reading it now).
     pub fn passed_event(&self, event_type: &str) -> bool {
-        lock(&self.shared.passed).contains(event_type)
+        self.passed_together(&[event_type])
     }
 
     /// Refuses event sends with a 502 (`on`), or passes them again.
@@ -392,8 +390,11 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
         return Ok((status, content_type, body));
     }
     let mut v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    if sync && let Some(hidden) = lock(&s.hiding).as_deref() {
+        s.hidden
+            .fetch_add(hide_events(&mut v, hidden), Ordering::SeqCst);
+    }
     if sync && let Some(rooms) = v.pointer("/rooms/join").and_then(Value::as_object) {
-        let mut passed = lock(&s.passed);
         let mut timelines = lock(&s.timelines);
         for room in rooms.values() {
             let events = room.pointer("/timeline/events").and_then(Value::as_array);
@@ -402,13 +403,10 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
                 .flatten()
                 .filter_map(|e| e["type"].as_str().map(str::to_owned))
                 .collect();
-            passed.extend(types.iter().cloned());
-            timelines.push(types);
+            if !types.is_empty() {
+                timelines.push(types);
+            }
         }
-    }
-    if sync && let Some(hidden) = lock(&s.hiding).as_deref() {
-        s.hidden
-            .fetch_add(hide_state(&mut v, hidden), Ordering::SeqCst);
     }
     match sync {
         true => hold_or_release(s, &mut v, since(&req.target)),
@@ -426,50 +424,45 @@ fn wait_for_gate(s: &Shared) {
     }
 }
 
-/// `target` with its `timeout` query parameter at most [`SYNC_POLL_MS`].
-fn cut_timeout(target: &str) -> String {
+/// `target` with the value of its query parameter `name` (as sent, still encoded)
+/// replaced by `rewrite`'s, where `rewrite` gives one.
+fn rewrite_query(target: &str, name: &str, rewrite: impl Fn(&str) -> Option<String>) -> String {
     let Some((path, query)) = target.split_once('?') else {
         return target.to_owned();
     };
     let query: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some(("timeout", ms)) => {
-                let ms = ms.parse::<u64>().unwrap_or(SYNC_POLL_MS);
-                format!("timeout={}", ms.min(SYNC_POLL_MS))
-            }
+            Some((key, value)) if key == name => match rewrite(value) {
+                Some(new) => format!("{key}={new}"),
+                None => kv.to_owned(),
+            },
             _ => kv.to_owned(),
         })
         .collect();
     format!("{path}?{}", query.join("&"))
 }
 
+/// `target` with its `timeout` query parameter at most [`SYNC_POLL_MS`].
+fn cut_timeout(target: &str) -> String {
+    rewrite_query(target, "timeout", |ms| {
+        let ms = ms.parse::<u64>().unwrap_or(SYNC_POLL_MS);
+        Some(ms.min(SYNC_POLL_MS).to_string())
+    })
+}
+
 /// `target` with the room timeline limit of its inline `filter` set to `limit`.
 fn limit_timeline(target: &str, limit: usize) -> String {
-    let Some((path, query)) = target.split_once('?') else {
-        return target.to_owned();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|kv| {
-            let Some(("filter", value)) = kv.split_once('=') else {
-                return kv.to_owned();
-            };
-            let plus = value.replace('+', " ");
-            let json = percent_encoding::percent_decode_str(&plus).decode_utf8_lossy();
-            let Ok(mut filter) = serde_json::from_str::<Value>(&json) else {
-                return kv.to_owned();
-            };
-            filter["room"]["timeline"]["limit"] = limit.into();
-            let encoded = percent_encoding::utf8_percent_encode(
-                &filter.to_string(),
-                percent_encoding::NON_ALPHANUMERIC,
-            )
-            .to_string();
-            format!("filter={encoded}")
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
+    rewrite_query(target, "filter", |value| {
+        let plus = value.replace('+', " ");
+        let json = percent_encoding::percent_decode_str(&plus).decode_utf8_lossy();
+        let mut filter = serde_json::from_str::<Value>(&json).ok()?;
+        filter["room"]["timeline"]["limit"] = limit.into();
+        let json = filter.to_string();
+        let encoded =
+            percent_encoding::utf8_percent_encode(&json, percent_encoding::NON_ALPHANUMERIC);
+        Some(encoded.to_string())
+    })
 }
 
 /// The `since` token of a `/sync` request target.
@@ -480,7 +473,7 @@ fn since(target: &str) -> Option<&str> {
 
 /// Takes the `event_type` events out of the `state` and timeline of each joined room
 /// of a `/sync` answer; how many.
-fn hide_state(sync: &mut Value, event_type: &str) -> usize {
+fn hide_events(sync: &mut Value, event_type: &str) -> usize {
     let Some(rooms) = sync
         .pointer_mut("/rooms/join")
         .and_then(Value::as_object_mut)
