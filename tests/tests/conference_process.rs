@@ -281,7 +281,7 @@ fn bit_identical(rx: &Peer, sender: &Peer) -> usize {
     n
 }
 
-/// `R`'s timeline as `user` (the SFU account) syncs it from the start.
+/// `room`'s timeline as `user` syncs it from the start.
 fn timeline(user: &MatrixUser, room: &str) -> Vec<Value> {
     let sync = user.sync_once(None, 0).expect("sfu sync");
     let ptr = format!(

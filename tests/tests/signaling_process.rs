@@ -28,12 +28,18 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Sends `content` as an `m.call.invite` in `dm` and waits for the SFU's answer or
 /// hangup for that call: `(event type, content)`.
 fn call(user: &mut MatrixUser, dm: &str, content: &Value) -> (String, Value) {
-    let call_id = content["call_id"].as_str().expect("call_id").to_owned();
+    let call_id = content["call_id"].as_str().expect("call_id");
     user.send_event(dm, "m.call.invite", content)
         .expect("send invite");
+    reply_to(user, dm, call_id)
+}
+
+/// Waits for the SFU's answer or hangup for `user`'s call `call_id` in `dm`:
+/// `(event type, content)`.
+fn reply_to(user: &mut MatrixUser, dm: &str, call_id: &str) -> (String, Value) {
     let me = user.user_id().to_owned();
     user.wait_for(&format!("the SFU's reply to {call_id}"), WAIT, |sync| {
-        sfu_reply(sync, dm, &me, &call_id)
+        sfu_reply(sync, dm, &me, call_id)
     })
 }
 
@@ -581,14 +587,7 @@ impl UnsentAnswer {
         self.proxy.refuse_sends(false);
         self.signaling.restart();
         self.signaling.wait_ready();
-        let me = self.alice.user_id().to_owned();
-        let dm = self.dm.clone();
-        let reply = self
-            .alice
-            .wait_for("the SFU's answer after its restart", WAIT, |sync| {
-                sfu_reply(sync, &dm, &me, "call-1")
-            });
-        let answer = answered(&reply);
+        let answer = answered(&reply_to(&mut self.alice, &self.dm, "call-1"));
         let log = self.signaling.run_log();
         assert!(
             log.contains("sending the events the last run left unsent events=1"),
@@ -727,11 +726,7 @@ fn an_invite_in_a_timeline_gap_is_read_back_and_answered() {
     signaling.restart();
     signaling.wait_ready();
 
-    let me = alice.user_id().to_owned();
-    let reply = alice.wait_for("the SFU's answer to the invite in the gap", WAIT, |sync| {
-        sfu_reply(sync, &dm, &me, "call-1")
-    });
-    answered(&reply);
+    answered(&reply_to(&mut alice, &dm, "call-1"));
     let read = signaling
         .metric("blindfold_signaling_gap_events_total")
         .unwrap_or(0.0);
