@@ -110,11 +110,13 @@ impl Timeline {
     /// back over some of them); with `whole`, the gap is filled and the timeline no
     /// longer `limited`.
     pub fn fill_gap(&mut self, gap: Vec<Value>, whole: bool) {
-        let id = |e: &Value| e.get("event_id").and_then(Value::as_str).map(str::to_owned);
-        let known: std::collections::HashSet<String> = self.events.iter().filter_map(id).collect();
+        fn id(e: &Value) -> Option<&str> {
+            e.get("event_id")?.as_str()
+        }
+        let known: std::collections::HashSet<&str> = self.events.iter().filter_map(id).collect();
         let mut gap: Vec<Value> = gap
             .into_iter()
-            .filter(|e| id(e).is_none_or(|i| !known.contains(&i)))
+            .filter(|e| !id(e).is_some_and(|i| known.contains(i)))
             .collect();
         gap.append(&mut self.events);
         self.events = gap;
