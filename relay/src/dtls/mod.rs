@@ -77,7 +77,10 @@
 //! dimpl itself drops records that frame but do not parse or authenticate, yet it keeps
 //! records it cannot use *yet* in a 30-entry receive queue whose overflow is fatal. So
 //! until the server has sent its ServerHello, when only a ClientHello is useful, this
-//! wrapper drops anything but whole ClientHellos ([`DtlsError::NotClientHello`]). During
+//! wrapper drops anything but ClientHellos ([`DtlsError::NotClientHello`]). A
+//! ClientHello too large for one datagram (a browser's, with a post-quantum key share)
+//! comes in fragments, which the wrapper puts together itself and hands dimpl whole
+//! (see `hello.rs`). During
 //! the rest of the handshake (about one round trip) a flood of junk records from the
 //! session's address can still end it; after it, dimpl discards such records.
 //!
@@ -108,7 +111,10 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::digest;
 
 mod cert;
+mod hello;
 mod keys;
+
+use hello::{HelloAssembly, hello_record};
 
 pub use cert::*;
 pub use keys::*;
@@ -150,12 +156,13 @@ pub enum DtlsError {
     /// DTLS 1.2 (0xfefd).
     #[error("unexpected DTLS record version {0:#06x}")]
     BadRecordVersion(u16),
-    /// Before the server has sent its ServerHello, a datagram that is not only whole,
-    /// unfragmented ClientHellos with message_seq 0 or 1 in epoch 0. Nothing else can be used yet, and dimpl
-    /// keeps unusable records (change_cipher_spec, partial fragments) in a 30-entry
-    /// receive queue whose overflow is fatal, so they are dropped here. Real DTLS 1.2
-    /// ClientHellos fit in one datagram.
-    #[error("only a whole ClientHello is acceptable before ServerHello")]
+    /// Before the server has sent its ServerHello, a datagram that is not only
+    /// ClientHellos, or fragments of one, with message_seq 0 or 1 in epoch 0 (at most
+    /// 16 KiB). Nothing else can be used yet, and dimpl keeps unusable records
+    /// (change_cipher_spec, handshake messages out of turn) in a 30-entry receive queue
+    /// whose overflow is fatal, so they are dropped here. Fragments of a ClientHello
+    /// are put together here, not in that queue.
+    #[error("only a ClientHello is acceptable before ServerHello")]
     NotClientHello,
     /// The session already failed or closed; the datagram was ignored.
     #[error("DTLS session is no longer active")]
@@ -410,6 +417,8 @@ pub struct DtlsSession {
     /// Server role, until our ServerHello is queued: only a ClientHello is useful then,
     /// and anything else is dropped before it can fill dimpl's receive queue.
     only_client_hello: bool,
+    /// A ClientHello coming in fragments, while `only_client_hello` (see [`hello`]).
+    hello: Option<Box<HelloAssembly>>,
     role: DtlsRole,
     keys: Option<SrtpKeyMaterial>,
     last_now: Instant,
@@ -498,6 +507,7 @@ impl DtlsSession {
             peer_verified: false,
             dimpl_connected: false,
             only_client_hello: role == DtlsRole::Server,
+            hello: None,
             role,
             keys: None,
             last_now: now,
@@ -532,9 +542,34 @@ impl DtlsSession {
             return Err(DtlsError::Inactive);
         }
         check_framing(datagram)?;
-        if self.only_client_hello && !only_client_hello(datagram) {
-            return Err(DtlsError::NotClientHello);
+        if self.only_client_hello {
+            let hellos = || hello::records(datagram).map(hello_record);
+            if !hellos().all(|r| r.is_some()) {
+                return Err(DtlsError::NotClientHello);
+            }
+            if !hellos().flatten().all(|r| r.is_whole()) {
+                return self.handle_fragments(now, datagram);
+            }
         }
+        self.feed(now, datagram)
+    }
+
+    /// A datagram of ClientHello records, some of them fragments: whole ones go to dimpl
+    /// as they are, fragments into the reassembly, and a ClientHello they complete to
+    /// dimpl in one record.
+    fn handle_fragments(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DtlsError> {
+        for hello in hello::records(datagram).filter_map(hello_record) {
+            if hello.is_whole() {
+                self.feed(now, hello.record)?;
+            } else if let Some(whole) = self.hello.get_or_insert_default().add(&hello) {
+                self.feed(now, &whole)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands dimpl a datagram (or a record) that got past the checks.
+    fn feed(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DtlsError> {
         let now = self.advance(now);
         let Some(dtls) = self.dtls.as_mut() else {
             return Err(DtlsError::Inactive);
@@ -672,6 +707,7 @@ impl DtlsSession {
                 dimpl::Output::Packet(p) => {
                     if self.only_client_hello && has_server_hello(p) {
                         self.only_client_hello = false;
+                        self.hello = None;
                     }
                     let mut buf = self.free.pop().unwrap_or_default();
                     buf.clear();
@@ -785,26 +821,11 @@ fn epoch0_handshakes(datagram: &[u8]) -> impl Iterator<Item = Option<&[u8]>> + '
     })
 }
 
-/// Whether `datagram` is a well-framed ClientHello (every record a whole, unfragmented
-/// ClientHello in epoch 0): the start of a handshake.
+/// Whether `datagram` is a well-framed ClientHello, or fragments of one: every record an
+/// epoch-0 handshake record holding one ClientHello or one fragment of it (RFC 6347
+/// §4.2.2), message_seq 0 or 1.
 pub fn is_client_hello(datagram: &[u8]) -> bool {
-    check_framing(datagram).is_ok() && only_client_hello(datagram)
-}
-
-/// Whether a well-framed datagram holds only whole, unfragmented ClientHellos, one per
-/// record (RFC 6347 §4.2.2 handshake header: type, length, message_seq,
-/// fragment_offset, fragment_length).
-fn only_client_hello(datagram: &[u8]) -> bool {
-    epoch0_handshakes(datagram).all(|body| {
-        let Some((h, msg)) = body.and_then(|b| b.split_first_chunk::<12>()) else {
-            return false;
-        };
-        let u24 = |b: &[u8]| b.iter().fold(0usize, |n, &x| (n << 8) | usize::from(x));
-        let (length, offset, frag_len) = (u24(&h[1..4]), u24(&h[6..9]), u24(&h[9..12]));
-        // message_seq is 0, or 1 for the ClientHello that answers a HelloVerifyRequest.
-        let message_seq = u24(&h[4..6]);
-        h[0] == 1 && message_seq <= 1 && offset == 0 && frag_len == length && msg.len() == length
-    })
+    check_framing(datagram).is_ok() && hello::records(datagram).all(|r| hello_record(r).is_some())
 }
 
 /// Whether a datagram we send carries our ServerHello.

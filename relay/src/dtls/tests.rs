@@ -66,6 +66,52 @@ fn record_ends(d: &[u8]) -> Vec<usize> {
     out
 }
 
+/// A datagram holding one whole ClientHello record, sent instead as fragments of at
+/// most `size` bytes, one record and datagram each (RFC 6347 §4.2.3), in a shuffled
+/// order: the last fragment first, then the others, then the first one again.
+fn fragmented(hello: &[u8], size: usize) -> Vec<Vec<u8>> {
+    let (record, rest) = hello.split_at(13);
+    let (handshake, message) = rest.split_at(12);
+    assert_eq!(record_ends(hello), [hello.len()], "one record");
+    let u24 = |n: usize| [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+    let mut out: Vec<Vec<u8>> = message
+        .chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut d = record[..11].to_vec();
+            d.extend_from_slice(&((12 + chunk.len()) as u16).to_be_bytes());
+            d.extend_from_slice(&handshake[..6]);
+            d.extend_from_slice(&u24(i * size));
+            d.extend_from_slice(&u24(chunk.len()));
+            d.extend_from_slice(chunk);
+            d
+        })
+        .collect();
+    assert!(
+        out.len() > 1,
+        "a ClientHello of {} bytes in one piece",
+        message.len()
+    );
+    out.rotate_right(1);
+    out.push(out[1].clone());
+    out
+}
+
+/// The two datagrams of Chromium's first ClientHello (testdata: 1413 bytes, in
+/// fragments of 1175 and 238).
+fn chromium_client_hello() -> Vec<Vec<u8>> {
+    include_str!("../../testdata/chromium-client-hello.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Dir {
     ToServer,
@@ -90,6 +136,9 @@ struct Pair {
     client_sent: Vec<Vec<u8>>,
     /// Return true to drop the n-th datagram in that direction.
     drop: DropFn,
+    /// Send each ClientHello in fragments of at most this many bytes, as a browser
+    /// sends one too large for a datagram ([`fragmented`]).
+    split_hellos: Option<usize>,
     to_server: VecDeque<Vec<u8>>,
     to_client: VecDeque<Vec<u8>>,
 }
@@ -114,6 +163,7 @@ impl Pair {
             server_sent: Vec::new(),
             client_sent: Vec::new(),
             drop: Box::new(|_, _, _| false),
+            split_hellos: None,
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
         };
@@ -136,8 +186,14 @@ impl Pair {
                 dimpl::Output::Packet(p) => {
                     let n = self.client_sent.len();
                     self.client_sent.push(p.to_vec());
-                    if !(self.drop)(Dir::ToServer, n, p) {
-                        self.to_server.push_back(p.to_vec());
+                    if (self.drop)(Dir::ToServer, n, p) {
+                        continue;
+                    }
+                    match self.split_hellos {
+                        Some(size) if is_client_hello(p) => {
+                            self.to_server.extend(fragmented(p, size));
+                        }
+                        _ => self.to_server.push_back(p.to_vec()),
                     }
                 }
                 dimpl::Output::Timeout(t) => {
@@ -538,9 +594,13 @@ fn junk_before_server_hello_does_not_fill_dimpl_queue() {
             p.server.handle_datagram(p.now, &r),
             Err(DtlsError::NotClientHello)
         );
-        // So are ClientHello fragments, which dimpl would also hold on to.
+        // ClientHello fragments, which dimpl would also hold on to, are put together
+        // by the wrapper (this one never completes).
         let mut ch = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 1, seq, 0, 14];
-        ch.extend_from_slice(&[1, 0, 0, 200, 0, seq, 0, 0, 0, 0, 0, 2, 0xaa, 0xbb]);
+        ch.extend_from_slice(&[1, 0, 0, 200, 0, seq % 2, 0, 0, seq, 0, 0, 2, 0xaa, 0xbb]);
+        assert_eq!(p.server.handle_datagram(p.now, &ch), Ok(()));
+        // A fragment that runs past its message's end is not one.
+        ch[21..24].copy_from_slice(&[0, 0, 199]);
         assert_eq!(
             p.server.handle_datagram(p.now, &ch),
             Err(DtlsError::NotClientHello)
@@ -558,6 +618,42 @@ fn junk_before_server_hello_does_not_fill_dimpl_queue() {
     }
     p.run();
     assert!(p.server.is_connected() && p.client_connected);
+}
+
+/// A ClientHello too large for one datagram comes in fragments, in any order and
+/// repeated; the wrapper puts it together and the handshake completes.
+#[test]
+fn a_fragmented_client_hello_completes_the_handshake() {
+    let mut p = Pair::matching();
+    p.split_hellos = Some(50);
+    p.run();
+    assert!(p.server.is_connected() && p.client_connected);
+    // Both ClientHellos (before and after the HelloVerifyRequest) went in fragments.
+    let hellos = p.client_sent.iter().filter(|d| is_client_hello(d)).count();
+    assert_eq!(hellos, 2);
+    assert_eq!(p.server_keys().map(join), p.client_keys.map(|(k, _)| k));
+}
+
+/// Chromium's real ClientHello (two fragments, an X25519MLKEM768 key share offered)
+/// gets the HelloVerifyRequest, whichever fragment comes first; either fragment alone
+/// gets nothing.
+#[test]
+fn chromium_fragmented_client_hello_is_answered() {
+    let hello = chromium_client_hello();
+    assert_eq!(hello.len(), 2);
+    for order in [[0, 1], [1, 0]] {
+        let now = Instant::now();
+        let mut server = DtlsSession::server(config(), relay_cert(), Fingerprint([0; 32]), now);
+        assert!(hello.iter().all(|d| is_client_hello(d)));
+        assert_eq!(server.handle_datagram(now, &hello[order[0]]), Ok(()));
+        assert!(
+            server.poll_transmit().is_none(),
+            "answered half a ClientHello"
+        );
+        assert_eq!(server.handle_datagram(now, &hello[order[1]]), Ok(()));
+        let answer = server.poll_transmit().expect("an answer").to_vec();
+        assert_eq!(handshake_types(&answer), [HELLO_VERIFY_REQUEST]);
+    }
 }
 
 #[test]
