@@ -63,8 +63,9 @@ impl Engine {
         Handled::Forward(receivers)
     }
 
-    /// The session that may send RTP/RTCP from `from`: it passed ICE there, `from` is
-    /// its nominated address, and it is connected (DTLS done).
+    /// The session that may send RTP/RTCP from `from`: it passed ICE there, and `from`
+    /// is where its media goes, or it has none yet and its DTLS is done (see
+    /// [`media_from`]).
     pub(super) fn media_session(&self, from: SocketAddr) -> Result<SessionHandle, DropReason> {
         let &h = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
         let s = self.sessions.get(h).ok_or(DropReason::Unvalidated)?;
@@ -73,11 +74,19 @@ impl Engine {
     }
 }
 
-/// Whether session `s` may send media from `from`.
+/// Whether session `s` may send media from `from`, an address that passed its ICE
+/// checks. Once it is connected, only from where its media goes. Before that, from any
+/// such address once its DTLS is done: an agent that nominates after DTLS (regular
+/// nomination, as browsers do) sends media as soon as DTLS is done, while the relay
+/// still waits for its nomination and its answer to the relay's check; Chromium sends
+/// its first bandwidth probes then. Receiving them is safe: what may come from an
+/// address needs only the ICE credentials, like a nomination; where media *goes* waits
+/// for the check.
 fn media_from(s: &Session, from: SocketAddr) -> Result<(), DropReason> {
     match s.addr {
         Some(addr) if addr == from => Ok(()),
         Some(_) => Err(DropReason::NotNominated),
+        None if matches!(&s.home, Home::Here(local) if local.keyed()) => Ok(()),
         None => Err(DropReason::BeforeDtls),
     }
 }
@@ -209,7 +218,10 @@ impl Engine {
     fn send_transport_cc(&mut self, now: Instant, h: SessionHandle) {
         let mut buf = [0u8; TCC_FEEDBACK_BUF];
         loop {
-            let Some(s) = self.sessions.get_mut(h) else {
+            // Not before the session has an address to send it to: what arrived
+            // meanwhile is kept for the first feedback (a browser's first bandwidth
+            // probes come before it nominates).
+            let Some(s) = self.sessions.get_mut(h).filter(|s| s.addr.is_some()) else {
                 return;
             };
             let media = s.spec.streams.first().map_or(Ssrc(0), |st| st.ssrc);

@@ -511,6 +511,54 @@ fn dtls_retransmits_at_its_own_deadline() {
     assert!(again.iter().all(|(to, d)| *to == addr(5000) && d[0] == 22));
 }
 
+/// An agent that nominates after DTLS (regular nomination, as browsers do) sends media
+/// as soon as DTLS is done: it is taken from the address its checks came from, while
+/// nothing goes there until it nominates and answers the relay's check.
+#[test]
+fn media_after_dtls_is_taken_before_the_nomination() {
+    let (relay_cert, _) = shared();
+    let t0 = Instant::now();
+    let client_cert = DtlsCert::generate().unwrap();
+    let client_cfg = DtlsConfig::new(DtlsSettings::default()).unwrap();
+    let mut e = engine(0);
+    let mut rule = spec("a", "c", &[1]);
+    rule.fingerprint = client_cert.fingerprint();
+    e.handle_command(t0, Command::UpsertSession(rule));
+    let mut c = check("a", PWD, false);
+    e.handle_datagram(t0, addr(5000), &mut c);
+    transmits(&mut e);
+    let mut m = rtp(1);
+    assert_eq!(
+        e.handle_datagram(t0, addr(5000), &mut m),
+        Handled::Dropped(DropReason::BeforeDtls)
+    );
+    let mut client = DtlsSession::client(&client_cfg, &client_cert, relay_cert.fingerprint(), t0);
+    for _ in 0..4 {
+        while let Some(d) = client.poll_transmit() {
+            let mut d = d.to_vec();
+            e.handle_datagram(t0, addr(5000), &mut d);
+        }
+        for (to, d) in transmits(&mut e) {
+            assert_eq!(to, addr(5000));
+            client.handle_datagram(t0, &d).unwrap();
+        }
+    }
+    assert!(client.is_connected());
+    let mut m = rtp(1);
+    assert!(matches!(
+        e.handle_datagram(t0, addr(5000), &mut m),
+        Handled::Forward(_)
+    ));
+    // Not connected: no address nominated, and no check of it sent.
+    assert!(e.sessions.iter().all(|(_, s)| s.addr.is_none()));
+    assert!(transmits(&mut e).is_empty());
+    // From an address that passed no check, still nothing.
+    assert_eq!(
+        e.handle_datagram(t0, addr(6000), &mut m),
+        Handled::Dropped(DropReason::Unvalidated)
+    );
+}
+
 #[test]
 fn checks_from_ever_new_addresses_keep_a_bounded_index_and_the_nominated_one() {
     let now = Instant::now();
