@@ -61,6 +61,7 @@
 #![allow(clippy::disallowed_methods)] // one base instant; everything after is simulated
 
 pub mod bench;
+pub mod browser;
 pub mod demo;
 pub mod fixtures;
 pub mod hs_proxy;

@@ -10,9 +10,11 @@
 
 use std::time::{Duration, Instant};
 
+use blindfold_client::DropReason;
 use blindfold_client::Event as PEvent;
 use blindfold_relay::dtls::DtlsCert;
-use blindfold_relay::id::{Pt, RtpTime};
+use blindfold_relay::id::{Pt, RtpTime, Ssrc};
+use blindfold_tests::browser::Browser;
 use blindfold_tests::hs_proxy::HomeserverProxy;
 use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
@@ -136,6 +138,157 @@ fn a_member_is_answered_and_connects_to_the_relay() {
         peer.step();
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The SSRC the `m=video` section of `sdp` declares first.
+fn video_ssrc(sdp: &str) -> Ssrc {
+    let video = sdp.split("m=video").nth(1).expect("a video section");
+    let line = video.lines().find_map(|l| l.strip_prefix("a=ssrc:"));
+    Ssrc(
+        line.and_then(|l| l.split(' ').next()?.parse().ok())
+            .expect("a video SSRC"),
+    )
+}
+
+/// A browser's WebRTC stack places the call (Chromium, headless: `browser.rs`). A
+/// browser is no Blindfold participant (it keys SRTP from DTLS, so the relay would hold
+/// its media keys), but its transport must work with the relay's: the SFU accepts
+/// Chromium's offer (VP8 without RTX), Chromium accepts the answer, does ICE with the
+/// ICE-lite relay (answering the relay's own check of the address it nominated) and
+/// DTLS, and the relay reads its RTP and SRTCP, forwards its media to another member,
+/// sends it transport-cc feedback and a keyframe request that member asked for.
+#[test]
+fn a_browser_connects_to_the_relay_through_the_sfu() {
+    // Chromium starts its send-side estimate at 300 kbit/s and probes 900 kbit/s and
+    // 1.8 Mbit/s as it connects; above this, its probes were reported on, so it read
+    // the relay's transport-cc feedback (its own media, a tone and a plain drawing,
+    // needs far less: without probes the estimate stays near its start).
+    const PROBED: u32 = 500_000;
+    let Some(chromium) = blindfold_tests::browser::chromium() else {
+        return;
+    };
+    let s = sfu();
+    let synapse = Synapse::shared();
+    let mut alice = synapse.new_user("alice");
+    let mut bob = synapse.new_user("bob");
+    let room = conference_room(&alice, &[&bob], &s.user_id, CONF);
+    let (alice_dm, bob_dm) = (dm(&alice, &s.user_id), dm(&bob, &s.user_id));
+
+    let browser = Browser::start(&chromium);
+    let offer = browser.offer(WAIT);
+    let reply = call(
+        &mut alice,
+        &alice_dm,
+        &invite_content("chromium", &room, CONF, &offer),
+    );
+    assert_eq!(
+        reply.0, "m.call.answer",
+        "Chromium's offer:\n{offer}\nreply: {reply:?}"
+    );
+    browser.answer(reply.1["answer"]["sdp"].as_str().expect("answer sdp"));
+
+    // Bob, a participant-library caller, gets what Chromium sends.
+    let cb = Caller::new(40);
+    let ab = answered(&call(
+        &mut bob,
+        &bob_dm,
+        &invite_content("b", &room, CONF, &cb.offer()),
+    ));
+    let mut pb = cb.connect(&ab);
+    let chromium_video = video_ssrc(&offer);
+    let mut asked = false;
+    let deadline = Instant::now() + WAIT;
+    let report = loop {
+        pb.step();
+        let report = browser.report();
+        // Bob asks for a keyframe of Chromium's video once he is connected.
+        if pb.connected() && !asked {
+            pb.p_mut()
+                .request_keyframe(Instant::now(), chromium_video)
+                .expect("request_keyframe");
+            asked = true;
+        }
+        if let Some(r) = report.filter(|r| {
+            let video = r.stat("outbound-rtp", |s| s["kind"] == "video");
+            r.connection_state() == "connected"
+                && r.packets_sent("audio") >= 100
+                && r.packets_sent("video") >= 100
+                && video.is_some_and(|v| v["pliCount"].as_u64() >= Some(1))
+                && r.selected_pair().is_some_and(|p| {
+                    p["availableOutgoingBitrate"].as_f64() > Some(f64::from(PROBED))
+                })
+        }) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Chromium never connected, sent 100 audio and video packets, got a PLI and \
+             estimated more than {PROBED} bit/s (Bob connected: {}); its last report: {:#?}",
+            pb.connected(),
+            browser.report()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+
+    let transport = report.stat("transport", |_| true).expect("transport stats");
+    let pair = report.selected_pair().expect("a selected candidate pair");
+    eprintln!(
+        "Chromium: DTLS {} {}, SRTP {}; selected pair: {} checks answered, {} sent, \
+         available outgoing bitrate {}",
+        transport["tlsVersion"],
+        transport["dtlsCipher"],
+        transport["srtpCipher"],
+        pair["responsesSent"],
+        pair["requestsSent"],
+        pair["availableOutgoingBitrate"]
+    );
+    assert_eq!(transport["dtlsState"], "connected");
+    assert_eq!(
+        transport["dtlsRole"], "client",
+        "the relay is the DTLS server"
+    );
+    assert!(
+        transport["srtpCipher"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
+    // The relay checks the address Chromium nominated before media goes there, and
+    // Chromium answered (docs/protocol.md, "ICE").
+    assert_eq!(pair["nominated"], true);
+    assert!(pair["requestsReceived"].as_u64() >= Some(1), "{pair:#}");
+    assert!(pair["responsesSent"].as_u64() >= Some(1), "{pair:#}");
+
+    // The relay: both sessions connected; Chromium's RTP and SRTCP accepted and nothing
+    // of it dropped. Bob sends no media, and his SRTCP is read off his own counter
+    // after the relay's (he does not step in between), so what remains is Chromium's.
+    assert_eq!(s.relay.metric("blindfold_sessions{state=\"connected\"}"), 2);
+    let accepted = s.relay.metric("blindfold_rtp_accepted_total");
+    let srtcp = s.relay.metric("blindfold_srtcp_received_total");
+    let bob_stats = pb.p().stats();
+    assert_eq!(bob_stats.media_out, 0);
+    assert!(
+        accepted >= 150,
+        "Chromium's RTP the relay accepted: {accepted}"
+    );
+    assert!(
+        srtcp > bob_stats.rtcp_out,
+        "Chromium's SRTCP the relay accepted: {srtcp} in all, Bob sent {}",
+        bob_stats.rtcp_out
+    );
+    for reason in [
+        "before_dtls",
+        "rtp_malformed",
+        "undeclared_ssrc",
+        "srtcp_rejected",
+        "rtcp_undeclared_ssrc",
+    ] {
+        let selector = format!("blindfold_drops_total{{reason=\"{reason}\"}}");
+        assert_eq!(s.relay.metric(&selector), 0, "{reason}");
+    }
+    assert!(s.relay.metric("blindfold_transport_cc_sent_total") >= 1);
+    // Forwarded unchanged to Bob, who has no key for it.
+    assert!(s.relay.metric("blindfold_rtp_forwarded_total") >= 150);
+    assert!(pb.p().stats().dropped(DropReason::UnknownSsrc) >= 150);
 }
 
 #[test]

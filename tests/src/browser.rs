@@ -1,0 +1,280 @@
+//! Chromium's WebRTC stack as a caller's media side, driven headless: a [`Browser`]
+//! guard serves a page (`browser_caller.html`) from a small HTTP server on loopback,
+//! takes the SDP offer the page's `RTCPeerConnection` made, gives it the answer, and
+//! keeps the page's latest report (its connection state and `getStats()`).
+//!
+//! A browser cannot be a Blindfold participant: WebRTC keys SRTP from DTLS, so the hop's
+//! keys would be the media keys (docs/design.md). What it can show is that the relay's
+//! transport and the SFU's SDP work with the most widely deployed WebRTC stack: the
+//! answer parses, ICE (the relay's own check of the nominated address included), DTLS
+//! and SRTCP complete, and the relay reads its RTP and RTCP.
+//!
+//! Chromium is found as `$BLINDFOLD_CHROMIUM` or `chromium` on the `PATH`. A test that
+//! needs it skips with a notice when it is missing, unless `BLINDFOLD_REQUIRE_CHROMIUM`
+//! is set (scripts/test sets it after installing the package, so CI never skips).
+
+// Real processes and deadlines: the harness reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::process::die_with_parent;
+
+/// The page the browser runs.
+const PAGE: &str = include_str!("browser_caller.html");
+
+/// Chromium's path, or `None` with a notice (a panic if `BLINDFOLD_REQUIRE_CHROMIUM` is
+/// set).
+pub fn chromium() -> Option<PathBuf> {
+    let found = match std::env::var_os("BLINDFOLD_CHROMIUM") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("chromium"))
+                .find(|p| p.is_file())
+        }),
+    };
+    if found.is_none() {
+        assert!(
+            std::env::var_os("BLINDFOLD_REQUIRE_CHROMIUM").is_none(),
+            "chromium is not installed (apt-get install chromium)"
+        );
+        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+    }
+    found
+}
+
+/// What the page and the test exchange through the HTTP server.
+#[derive(Default)]
+struct Exchange {
+    offer: Option<String>,
+    answer: Option<String>,
+    report: Option<Value>,
+    error: Option<String>,
+}
+
+/// A headless Chromium running the caller page; killed and its profile directory
+/// removed when dropped (its log is printed first if the thread is panicking).
+pub struct Browser {
+    child: Child,
+    dir: PathBuf,
+    exchange: Arc<Mutex<Exchange>>,
+}
+
+impl Browser {
+    /// Starts `chromium` on the caller page, in a fresh profile.
+    pub fn start(chromium: &Path) -> Browser {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bf-chromium-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let exchange = Arc::new(Mutex::new(Exchange::default()));
+        let addr = serve(exchange.clone());
+        let log = std::fs::File::create(dir.join("chromium.log")).expect("chromium.log");
+        let mut cmd = Command::new(chromium);
+        cmd.args([
+            "--headless",
+            // Tests run as root, where Chromium's sandbox cannot start.
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            // The relay listens on 127.0.0.1: ICE may use loopback.
+            "--allow-loopback-in-peer-connection",
+            // The tone plays without a user gesture.
+            "--autoplay-policy=no-user-gesture-required",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(format!("http://{addr}/"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("starting chromium");
+        Browser {
+            child,
+            dir,
+            exchange,
+        }
+    }
+
+    /// The page's SDP offer, once it made one (panics after `limit`).
+    pub fn offer(&self, limit: Duration) -> String {
+        self.wait(limit, "the browser's offer", |x| x.offer.clone())
+    }
+
+    /// Gives the page the answer to its offer.
+    pub fn answer(&self, sdp: &str) {
+        self.exchange.lock().unwrap().answer = Some(sdp.to_owned());
+    }
+
+    /// The page's latest report, if it sent one yet (panics if the page reported an
+    /// error).
+    pub fn report(&self) -> Option<Report> {
+        self.try_wait(Duration::ZERO, |x| x.report.clone().map(Report))
+    }
+
+    fn wait<T>(&self, limit: Duration, what: &str, get: impl FnMut(&Exchange) -> Option<T>) -> T {
+        self.try_wait(limit, get)
+            .unwrap_or_else(|| panic!("timed out: {what}"))
+    }
+
+    /// Polls the exchange until `get` returns something or `limit` passes; panics at
+    /// once if the page reported an error or Chromium exited.
+    fn try_wait<T>(
+        &self,
+        limit: Duration,
+        mut get: impl FnMut(&Exchange) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + limit;
+        loop {
+            {
+                let x = self.exchange.lock().unwrap();
+                if let Some(e) = &x.error {
+                    panic!("the browser's page failed: {e}");
+                }
+                if let Some(t) = get(&x) {
+                    return Some(t);
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("chromium.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- chromium.log (last lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A report of the page's: its `RTCPeerConnection`'s states and `getStats()`.
+#[derive(Clone, Debug)]
+pub struct Report(pub Value);
+
+impl Report {
+    /// `connectionState` (`"connected"` once ICE and DTLS both are).
+    pub fn connection_state(&self) -> &str {
+        self.0["connectionState"].as_str().unwrap_or("")
+    }
+
+    /// The first stats object of `kind` (`"transport"`, `"outbound-rtp"`, …) whose
+    /// fields `matches` accepts.
+    pub fn stat(&self, kind: &str, matches: impl Fn(&Value) -> bool) -> Option<&Value> {
+        self.0["stats"]
+            .as_array()?
+            .iter()
+            .find(|s| s["type"] == kind && matches(s))
+    }
+
+    /// The stats object with `id`.
+    pub fn by_id(&self, id: &Value) -> Option<&Value> {
+        self.0["stats"].as_array()?.iter().find(|s| &s["id"] == id)
+    }
+
+    /// The transport's selected candidate pair.
+    pub fn selected_pair(&self) -> Option<&Value> {
+        let transport = self.stat("transport", |_| true)?;
+        self.by_id(&transport["selectedCandidatePairId"])
+    }
+
+    /// `packetsSent` of the outbound RTP stream of `kind` (`"audio"`, `"video"`).
+    pub fn packets_sent(&self, kind: &str) -> u64 {
+        self.stat("outbound-rtp", |s| s["kind"] == kind)
+            .and_then(|s| s["packetsSent"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+/// Serves the page and the exchange on a free loopback port, one thread per
+/// connection; returns the address.
+fn serve(exchange: Arc<Mutex<Exchange>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("http listener");
+    let addr = listener.local_addr().expect("http addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let exchange = exchange.clone();
+            std::thread::spawn(move || {
+                let _ = handle(conn, &exchange);
+            });
+        }
+    });
+    addr
+}
+
+/// Answers one HTTP/1.1 request and closes the connection.
+fn handle(conn: TcpStream, exchange: &Mutex<Exchange>) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let mut words = request_line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (status, content_type, reply) = {
+        let mut x = exchange.lock().unwrap();
+        match (method, path) {
+            ("GET", "/") => ("200 OK", "text/html; charset=utf-8", PAGE.to_owned()),
+            ("GET", "/answer") => ("200 OK", "text/plain", x.answer.clone().unwrap_or_default()),
+            ("POST", "/offer") => {
+                x.offer = Some(body);
+                ("200 OK", "text/plain", String::new())
+            }
+            ("POST", "/report") => {
+                x.report = serde_json::from_str(&body).ok();
+                ("200 OK", "text/plain", String::new())
+            }
+            ("POST", "/error") => {
+                x.error = Some(body);
+                ("200 OK", "text/plain", String::new())
+            }
+            _ => ("404 Not Found", "text/plain", String::new()),
+        }
+    };
+    let mut conn = conn;
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    )?;
+    conn.flush()
+}
