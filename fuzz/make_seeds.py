@@ -5,7 +5,8 @@ Seeds are real inputs taken from what the repository already has: the RFC 5769 S
 messages in relay/src/wire/stun/tests.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets in
 relay/tests/vectors/libsrtp.txt, the examples in docs/control-protocol.md, and the
 example SDP offer and answer, the key event and the /sync events in docs/protocol.md
-(with a few variants), and the client's test Ogg Opus file. The
+(with a few variants), the client's test Ogg Opus file, and Chromium's ClientHello in
+relay/testdata. The
 fuzzer starts from well-formed input and mutates inward. Run: python3 fuzz/make_seeds.py
 (paths are taken from the script's own location, so any working directory does). It only
 adds or overwrites seed-* files: a seed whose source changed stays until removed by hand.
@@ -55,6 +56,21 @@ for p in stun + rtp[:6] + srtp[:6] + srtcp[:6] + dtls:
     put("demux", p)
 for p in dtls:
     put("dtls", bytes([len(p)]) + p)
+# Chromium's real ClientHello (relay/testdata), in fragments of at most 200 bytes, one
+# record and datagram each (the target's chunks are at most 255 bytes), last first:
+# the relay puts them together before dimpl sees them.
+hello_lines = (root / "relay/testdata/chromium-client-hello.txt").read_text().splitlines()
+hello_parts = [bytes.fromhex(l) for l in hello_lines if l and not l.startswith("#")]
+record, handshake = hello_parts[0][:13], hello_parts[0][13:25]
+message = b"".join(p[25:] for p in hello_parts)
+assert len(message) == int.from_bytes(handshake[1:4], "big")
+frags = []
+for off in range(0, len(message), 200):
+    chunk = message[off:off + 200]
+    frags.append(record[:11] + (12 + len(chunk)).to_bytes(2, "big") + handshake[:6]
+                 + off.to_bytes(3, "big") + len(chunk).to_bytes(3, "big") + chunk)
+frags = frags[-1:] + frags[:-1]
+put("dtls", b"".join(bytes([len(f)]) + f for f in frags))
 # Control socket: the JSON examples of docs/control-protocol.md, each framed (4-byte
 # big-endian length) behind the chunk-size byte the target reads first.
 doc = (root / "docs/control-protocol.md").read_text()
