@@ -1,23 +1,26 @@
-//! Chromium's WebRTC stack as a caller's media side, driven headless: a [`Browser`]
+//! A browser's WebRTC stack as a caller's media side, driven headless: a [`Browser`]
 //! guard serves a page (`browser_caller.html`) from a small HTTP server on loopback,
 //! takes the SDP offer the page's `RTCPeerConnection` made, gives it the answer, and
-//! keeps the page's latest report (its connection state and `getStats()`).
+//! keeps the page's latest report (its connection state and `getStats()`). Chromium
+//! and Firefox ([`BrowserKind`]).
 //!
 //! A browser cannot be a Blindfold participant: WebRTC keys SRTP from DTLS, so the hop's
 //! keys would be the media keys (docs/design.md). What it can show is that the relay's
-//! transport and the SFU's SDP work with the most widely deployed WebRTC stack: the
+//! transport and the SFU's SDP work with the most widely deployed WebRTC stacks: the
 //! answer parses, ICE (the relay's own check of the nominated address included), DTLS
 //! and SRTCP complete, and the relay reads its RTP and RTCP.
 //!
-//! Chromium is found as `$BLINDFOLD_CHROMIUM` or `chromium` on the `PATH`. A test that
-//! needs it skips with a notice when it is missing, unless `BLINDFOLD_REQUIRE_CHROMIUM`
-//! is set (scripts/test sets it after installing the package, so CI never skips).
+//! A browser is found as `$BLINDFOLD_CHROMIUM` / `$BLINDFOLD_FIREFOX` or by its Debian
+//! program name on the `PATH`. A test that needs one skips with a notice when it is
+//! missing, unless `BLINDFOLD_REQUIRE_BROWSERS` is set (scripts/test sets it after
+//! installing them, so CI never skips).
 
 // Real processes and deadlines: the harness reads the clock.
 #![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,25 +34,100 @@ use crate::process::die_with_parent;
 /// The page the browser runs.
 const PAGE: &str = include_str!("browser_caller.html");
 
-/// Chromium's path, or `None` with a notice (a panic if `BLINDFOLD_REQUIRE_CHROMIUM` is
-/// set).
-pub fn chromium() -> Option<PathBuf> {
-    let found = match std::env::var_os("BLINDFOLD_CHROMIUM") {
+/// Firefox's preferences for the test profile: WebAudio plays without a gesture, no
+/// first-run chores.
+const FIREFOX_PREFS: &str = r#"user_pref("media.autoplay.default", 0);
+user_pref("media.autoplay.block-webaudio", false);
+user_pref("browser.shell.checkDefaultBrowser", false);
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);
+"#;
+
+/// Which browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrowserKind {
+    /// Debian's `chromium`.
+    Chromium,
+    /// Debian's `firefox-esr`.
+    Firefox,
+}
+
+impl BrowserKind {
+    /// The Debian package and program name.
+    pub fn program(self) -> &'static str {
+        match self {
+            BrowserKind::Chromium => "chromium",
+            BrowserKind::Firefox => "firefox-esr",
+        }
+    }
+
+    fn env(self) -> &'static str {
+        match self {
+            BrowserKind::Chromium => "BLINDFOLD_CHROMIUM",
+            BrowserKind::Firefox => "BLINDFOLD_FIREFOX",
+        }
+    }
+
+    /// The command line that opens `url` headless, with its profile in `profile`.
+    fn args(self, profile: &Path, url: &str) -> Vec<String> {
+        match self {
+            BrowserKind::Chromium => vec![
+                "--headless".into(),
+                // Tests run as root, where Chromium's sandbox cannot start.
+                "--no-sandbox".into(),
+                "--disable-gpu".into(),
+                "--no-first-run".into(),
+                "--no-default-browser-check".into(),
+                // The relay listens on 127.0.0.1: ICE may use loopback.
+                "--allow-loopback-in-peer-connection".into(),
+                // The tone plays without a user gesture.
+                "--autoplay-policy=no-user-gesture-required".into(),
+                format!("--user-data-dir={}", profile.display()),
+                url.into(),
+            ],
+            BrowserKind::Firefox => vec![
+                "--headless".into(),
+                "--no-remote".into(),
+                "--profile".into(),
+                profile.display().to_string(),
+                url.into(),
+            ],
+        }
+    }
+}
+
+/// The browser's path, or `None` with a notice (a panic if
+/// `BLINDFOLD_REQUIRE_BROWSERS` is set).
+pub fn find(kind: BrowserKind) -> Option<PathBuf> {
+    let found = match std::env::var_os(kind.env()) {
         Some(path) => Some(PathBuf::from(path)),
         None => std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
-                .map(|dir| dir.join("chromium"))
+                .map(|dir| dir.join(kind.program()))
                 .find(|p| p.is_file())
         }),
     };
+    let name = kind.program();
     if found.is_none() {
         assert!(
-            std::env::var_os("BLINDFOLD_REQUIRE_CHROMIUM").is_none(),
-            "chromium is not installed (apt-get install chromium)"
+            std::env::var_os("BLINDFOLD_REQUIRE_BROWSERS").is_none(),
+            "{name} is not installed (apt-get install {name})"
         );
-        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+        eprintln!("SKIPPED: {name} is not installed (apt-get install {name})");
     }
     found
+}
+
+/// A non-loopback IPv4 address of this machine (the first `hostname -I` lists), where
+/// a relay Firefox can reach may listen: Firefox does not pair its candidates with a
+/// loopback one, whatever its `media.peerconnection.ice.loopback` says.
+pub fn lan_address() -> Option<IpAddr> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+        .find(|a| !a.is_loopback())
+        .map(IpAddr::V4)
 }
 
 /// What the page and the test exchange through the HTTP server.
@@ -61,8 +139,9 @@ struct Exchange {
     error: Option<String>,
 }
 
-/// A headless Chromium running the caller page; killed and its profile directory
-/// removed when dropped (its log is printed first if the thread is panicking).
+/// A headless browser running the caller page; killed (its whole process group) and
+/// its profile directory removed when dropped (its log is printed first if the thread
+/// is panicking).
 pub struct Browser {
     child: Child,
     dir: PathBuf,
@@ -70,38 +149,32 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts `chromium` on the caller page, in a fresh profile.
-    pub fn start(chromium: &Path) -> Browser {
+    /// Starts the browser `kind` (at `program`) on the caller page, in a fresh profile.
+    pub fn start(kind: BrowserKind, program: &Path) -> Browser {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "bf-chromium-{}-{}",
+            "bf-browser-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let profile = dir.join("profile");
+        std::fs::create_dir_all(&profile).expect("profile dir");
+        if kind == BrowserKind::Firefox {
+            std::fs::write(profile.join("user.js"), FIREFOX_PREFS).expect("user.js");
+        }
         let exchange = Arc::new(Mutex::new(Exchange::default()));
-        let addr = serve(exchange.clone());
-        let log = std::fs::File::create(dir.join("chromium.log")).expect("chromium.log");
-        let mut cmd = Command::new(chromium);
-        cmd.args([
-            "--headless",
-            // Tests run as root, where Chromium's sandbox cannot start.
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--no-default-browser-check",
-            // The relay listens on 127.0.0.1: ICE may use loopback.
-            "--allow-loopback-in-peer-connection",
-            // The tone plays without a user gesture.
-            "--autoplay-policy=no-user-gesture-required",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("http://{addr}/"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log);
+        let url = format!("http://{}/", serve(exchange.clone()));
+        let log = std::fs::File::create(dir.join("browser.log")).expect("browser.log");
+        let mut cmd = Command::new(program);
+        cmd.args(kind.args(&profile, &url))
+            .env("MOZ_HEADLESS", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            // Its own group, so that its helper processes go with it.
+            .process_group(0);
         die_with_parent(&mut cmd);
-        let child = cmd.spawn().expect("starting chromium");
+        let child = cmd.spawn().expect("starting the browser");
         Browser {
             child,
             dir,
@@ -131,7 +204,7 @@ impl Browser {
     }
 
     /// Polls the exchange until `get` returns something or `limit` passes; panics at
-    /// once if the page reported an error or Chromium exited.
+    /// once if the page reported an error.
     fn try_wait<T>(
         &self,
         limit: Duration,
@@ -158,12 +231,13 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) on the group this guard's child leads; no memory involved.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.join("chromium.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(self.dir.join("browser.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- chromium.log (last lines) ---");
+            eprintln!("--- browser.log (last lines) ---");
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -150,6 +150,9 @@ pub fn free_tcp_port() -> u16 {
     s.local_addr().expect("addr").port()
 }
 
+/// Where test relays listen unless told otherwise.
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 /// A running `blindfold-relay`; killed (if still running) and its directory removed
 /// when dropped (its log is printed first if the thread is panicking).
 pub struct Relay {
@@ -177,14 +180,20 @@ impl Relay {
 
     /// [`start`](Self::start) with more command-line flags (e.g. `--consent-timeout`).
     pub fn start_with(workers: usize, extra: &[&str]) -> Relay {
-        Self::start_in(workers, extra, |_| Vec::new())
+        Self::start_in(workers, LOOPBACK, extra, |_| Vec::new())
+    }
+
+    /// [`start`](Self::start) with its media socket on `ip` rather than 127.0.0.1 (its
+    /// control socket and metrics stay local).
+    pub fn start_on(workers: usize, ip: IpAddr) -> Relay {
+        Self::start_in(workers, ip, &[], |_| Vec::new())
     }
 
     /// [`start`](Self::start) with a DTLS certificate of its own, loaded from PEM files
     /// (`--cert`, `--key`) rather than generated at start, so that a
     /// [`restart`](Self::restart) keeps the fingerprint signaling put in its answers.
     pub fn start_with_cert(workers: usize, cert: &DtlsCert) -> Relay {
-        Self::start_in(workers, &[], |dir| {
+        Self::start_in(workers, LOOPBACK, &[], |dir| {
             let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
             std::fs::write(&cert_path, cert.certificate_pem()).expect("writing cert.pem");
             std::fs::write(&key_path, cert.private_key_pem()).expect("writing key.pem");
@@ -201,6 +210,7 @@ impl Relay {
     /// writing whatever files they name into that directory.
     fn start_in(
         workers: usize,
+        media_ip: IpAddr,
         extra: &[&str],
         files: impl FnOnce(&Path) -> Vec<OsString>,
     ) -> Relay {
@@ -218,7 +228,7 @@ impl Relay {
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let mut args: Vec<OsString> = vec![
             "--listen".into(),
-            any.to_string().into(),
+            SocketAddr::new(media_ip, 0).to_string().into(),
             "--workers".into(),
             workers.to_string().into(),
             "--control-socket".into(),
