@@ -6,7 +6,7 @@
 //! (RFC 6347 §4.2.3). dimpl would reassemble them, but in the receive queue whose
 //! overflow is fatal, which is why nothing but ClientHellos reaches it before the
 //! ServerHello (see the module docs). So the wrapper reassembles the ClientHello itself,
-//! in one buffer per session, and hands dimpl the whole message in a single record. The
+//! in one buffer per message_seq, and hands dimpl the whole message in a single record. The
 //! handshake hash covers every message as if it had not been fragmented (RFC 6347
 //! §4.2.6), so the handshake is the same either way.
 
@@ -83,12 +83,19 @@ pub(super) fn hello_record(record: &[u8]) -> Option<HelloRecord<'_>> {
     })
 }
 
-/// A ClientHello being put together from its fragments.
+/// ClientHellos being put together from their fragments: one per message_seq (0, and 1
+/// for the one that answers the HelloVerifyRequest), so that a stray fragment of one
+/// cannot hold up the other.
 #[derive(Debug, Default)]
 pub(super) struct HelloAssembly {
-    message_seq: u16,
-    /// The message, as long as its header says; `pieces` tell which bytes came.
-    message: Vec<u8>,
+    messages: [Message; 2],
+}
+
+/// One ClientHello being put together.
+#[derive(Debug, Default)]
+struct Message {
+    /// As long as its header says; `pieces` tell which bytes came.
+    bytes: Vec<u8>,
     /// The byte ranges received, sorted, disjoint and not touching.
     pieces: Vec<(usize, usize)>,
 }
@@ -96,45 +103,42 @@ pub(super) struct HelloAssembly {
 impl HelloAssembly {
     /// Adds a fragment. Once every byte of its message came, returns the message in one
     /// record (the header of `fragment`'s record, its length set; the handshake header
-    /// of an unfragmented message) and starts over. A fragment of a message with a
-    /// later message_seq, or another length, replaces the message being put together;
-    /// one of an earlier message_seq (a stale retransmission) is ignored.
+    /// of an unfragmented message) and starts that message over. A fragment whose
+    /// length differs from the message being put together under its message_seq
+    /// replaces that message. Bytes that came before are overwritten by a fragment that
+    /// covers them again.
     pub(super) fn add(&mut self, fragment: &HelloRecord<'_>) -> Option<Vec<u8>> {
-        let same = fragment.message_seq == self.message_seq
-            && fragment.length == self.message.len()
-            && !self.pieces.is_empty();
-        if !same {
-            if !self.pieces.is_empty() && fragment.message_seq < self.message_seq {
-                return None;
-            }
-            self.message_seq = fragment.message_seq;
-            self.message.clear();
-            self.message.resize(fragment.length, 0);
-            self.pieces.clear();
+        let m = self.messages.get_mut(usize::from(fragment.message_seq))?;
+        if m.pieces.is_empty() || m.bytes.len() != fragment.length {
+            m.bytes.clear();
+            m.bytes.resize(fragment.length, 0);
+            m.pieces.clear();
         }
         let (start, end) = (fragment.offset, fragment.offset + fragment.fragment.len());
-        if !self.insert(start, end) {
+        if !m.insert(start, end) {
             return None;
         }
-        self.message[start..end].copy_from_slice(fragment.fragment);
-        if self.pieces != [(0, self.message.len())] {
+        m.bytes[start..end].copy_from_slice(fragment.fragment);
+        if m.pieces != [(0, m.bytes.len())] {
             return None;
         }
-        let length = self.message.len();
+        let length = m.bytes.len();
         let mut out = Vec::with_capacity(RECORD_HEADER_LEN + HANDSHAKE_HEADER_LEN + length);
         out.extend_from_slice(&fragment.header[..11]);
         out.extend_from_slice(&((HANDSHAKE_HEADER_LEN + length) as u16).to_be_bytes());
         let u24 = |n: usize| [(n >> 16) as u8, (n >> 8) as u8, n as u8];
         out.push(CLIENT_HELLO);
         out.extend_from_slice(&u24(length));
-        out.extend_from_slice(&self.message_seq.to_be_bytes());
+        out.extend_from_slice(&fragment.message_seq.to_be_bytes());
         out.extend_from_slice(&u24(0));
         out.extend_from_slice(&u24(length));
-        out.extend_from_slice(&self.message);
-        self.pieces.clear();
+        out.extend_from_slice(&m.bytes);
+        m.pieces.clear();
         Some(out)
     }
+}
 
+impl Message {
     /// Records bytes `start..end` as received, merging the ranges they touch; false
     /// (nothing recorded) if that would hold more than [`MAX_PIECES`] ranges.
     fn insert(&mut self, start: usize, end: usize) -> bool {

@@ -535,8 +535,11 @@ impl DtlsSession {
     /// an unknown content type (including DTLS 1.3 headers) or a record version other
     /// than 0xfeff/0xfefd; returns [`DtlsError::Inactive`] once the session has failed.
     /// Records that frame correctly but do not authenticate or parse are dropped by
-    /// dimpl silently (`Ok`). A fatal error (see [`DtlsError::is_fatal`]) ends the
-    /// session and also queues [`DtlsEvent::Failed`].
+    /// dimpl silently (`Ok`). Before the ServerHello, anything but ClientHellos and their
+    /// fragments is dropped ([`DtlsError::NotClientHello`]); fragments are kept until
+    /// their ClientHello is whole (`Ok`), and one beyond what is kept (16 disjoint
+    /// pieces of a message) is dropped silently. A fatal error (see
+    /// [`DtlsError::is_fatal`]) ends the session and also queues [`DtlsEvent::Failed`].
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DtlsError> {
         if self.state == State::Failed {
             return Err(DtlsError::Inactive);
@@ -556,9 +559,13 @@ impl DtlsSession {
 
     /// A datagram of ClientHello records, some of them fragments: whole ones go to dimpl
     /// as they are, fragments into the reassembly, and a ClientHello they complete to
-    /// dimpl in one record.
+    /// dimpl in one record. Once one of them got the ServerHello, the rest are dropped:
+    /// only the handshake's next flight is of use.
     fn handle_fragments(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DtlsError> {
         for hello in hello::records(datagram).filter_map(hello_record) {
+            if !self.only_client_hello {
+                break;
+            }
             if hello.is_whole() {
                 self.feed(now, hello.record)?;
             } else if let Some(whole) = self.hello.get_or_insert_default().add(&hello) {

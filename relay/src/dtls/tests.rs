@@ -621,11 +621,17 @@ fn junk_before_server_hello_does_not_fill_dimpl_queue() {
 }
 
 /// A ClientHello too large for one datagram comes in fragments, in any order and
-/// repeated; the wrapper puts it together and the handshake completes.
+/// repeated; the wrapper puts it together and the handshake completes. Stray fragments
+/// that never complete, of either message_seq, hold up neither ClientHello.
 #[test]
 fn a_fragmented_client_hello_completes_the_handshake() {
     let mut p = Pair::matching();
     p.split_hellos = Some(50);
+    for seq in [1, 0] {
+        let mut stray = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 9, 0, 14];
+        stray.extend_from_slice(&[1, 0, 1, 44, 0, seq, 0, 0, 0, 0, 0, 2, 0xaa, 0xbb]);
+        assert_eq!(p.server.handle_datagram(p.now, &stray), Ok(()));
+    }
     p.run();
     assert!(p.server.is_connected() && p.client_connected);
     // Both ClientHellos (before and after the HelloVerifyRequest) went in fragments.
