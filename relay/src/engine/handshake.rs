@@ -135,6 +135,7 @@ impl Engine {
                             srtcp_out,
                         };
                         local.rtcp_sent = self.last_now;
+                        local.keyed_at = self.last_now;
                         self.stats.dtls_handshakes_ok += 1;
                     }
                     None => failed = Some(DtlsError::NoSrtpProfile),
@@ -322,6 +323,7 @@ impl Local {
             srtcp_out,
         };
         self.rtcp_sent = now;
+        self.keyed_at = now;
         Some(true)
     }
 }

@@ -1107,6 +1107,9 @@ struct Local {
     /// When the relay last sent it SRTCP (or keyed its link): it sends a receiver
     /// report after [`RTCP_EVERY`] without any.
     rtcp_sent: Option<Instant>,
+    /// When its link was last keyed (the engine's latest time then): until it
+    /// connects, its media is taken for [`rtp::UNCONNECTED_MEDIA`] from this.
+    keyed_at: Option<Instant>,
     /// The addresses other shards answered its checks from, and which shard each
     /// (most recently checked last, at most `stun::MAX_INDEXED`): where its media
     /// arrives when its nominated address is one of them, for NACKs of its streams.
@@ -1180,6 +1183,14 @@ impl Local {
 
     fn keyed(&self) -> bool {
         matches!(self.link, Link::Keyed { .. })
+    }
+
+    /// Keyed, at most `within` before `now`.
+    fn keyed_within(&self, now: Instant, within: Duration) -> bool {
+        self.keyed()
+            && self
+                .keyed_at
+                .is_none_or(|t| now.saturating_duration_since(t) <= within)
     }
 }
 

@@ -63,31 +63,45 @@ impl Engine {
         Handled::Forward(receivers)
     }
 
-    /// The session that may send RTP/RTCP from `from`: it passed ICE there, and `from`
-    /// is where its media goes, or it has none yet and its DTLS is done (see
-    /// [`media_from`]).
-    pub(super) fn media_session(&self, from: SocketAddr) -> Result<SessionHandle, DropReason> {
+    /// The session that may send RTP/RTCP from `from` at `now`: it passed ICE there,
+    /// and `from` is where its media goes, or it has none yet and its DTLS is just done
+    /// (see [`media_from`]).
+    pub(super) fn media_session(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+    ) -> Result<SessionHandle, DropReason> {
         let &h = self.by_addr.get(&from).ok_or(DropReason::Unvalidated)?;
         let s = self.sessions.get(h).ok_or(DropReason::Unvalidated)?;
-        media_from(s, from)?;
+        media_from(now, s, from)?;
         Ok(h)
     }
 }
 
-/// Whether session `s` may send media from `from`, an address that passed its ICE
-/// checks. Once it is connected, only from where its media goes. Before that, from any
-/// such address once its DTLS is done: an agent that nominates after DTLS (regular
-/// nomination, as browsers do) sends media as soon as DTLS is done, while the relay
-/// still waits for its nomination and its answer to the relay's check; Chromium sends
-/// its first bandwidth probes then. Receiving them is safe: what may come from an
-/// address needs only the ICE credentials, like a nomination; where media *goes* waits
-/// for the check.
-fn media_from(s: &Session, from: SocketAddr) -> Result<(), DropReason> {
+/// How long after its DTLS handshake a session that has not connected yet may send
+/// media (see [`media_from`]): the relay's check of the address it nominates is sent
+/// again up to 3.75 s after the first, and a participant that has not connected by
+/// then is not just slow to nominate.
+pub(super) const UNCONNECTED_MEDIA: Duration = Duration::from_secs(5);
+
+/// Whether session `s` may send media from `from` at `now`, an address that passed its
+/// ICE checks. Once it is connected, only from where its media goes. Before that, from
+/// any such address for [`UNCONNECTED_MEDIA`] after its DTLS handshake (on the shard
+/// that runs it): an agent that nominates after DTLS (regular nomination, as browsers
+/// do) sends media as soon as DTLS is done, while the relay still waits for its
+/// nomination and its answer to the relay's check; Chromium sends its first bandwidth
+/// probes then. Receiving them is safe: what may come from an address needs only the
+/// ICE credentials, like a nomination; where media *goes* waits for the check. Later,
+/// a session that still has not connected sends nothing (`not_nominated`).
+fn media_from(now: Instant, s: &Session, from: SocketAddr) -> Result<(), DropReason> {
     match s.addr {
         Some(addr) if addr == from => Ok(()),
         Some(_) => Err(DropReason::NotNominated),
-        None if matches!(&s.home, Home::Here(local) if local.keyed()) => Ok(()),
-        None => Err(DropReason::BeforeDtls),
+        None => match &s.home {
+            Home::Here(local) if local.keyed_within(now, UNCONNECTED_MEDIA) => Ok(()),
+            Home::Here(local) if local.keyed() => Err(DropReason::NotNominated),
+            _ => Err(DropReason::BeforeDtls),
+        },
     }
 }
 
@@ -119,7 +133,7 @@ fn route(
     speaker_cfg: &media::SpeakerConfig,
     switched: &mut Vec<(SessionHandle, Ssrc)>,
 ) -> Result<Routed, DropReason> {
-    media_from(s, from)?;
+    media_from(now, s, from)?;
     let header = RtpHeader::parse(buf).map_err(|_| DropReason::RtpMalformed)?;
     let ssrc = header.ssrc();
     let k = s

@@ -12,7 +12,7 @@ impl Engine {
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<(), DropReason> {
-        let h = self.media_session(from)?;
+        let h = self.media_session(now, from)?;
         self.rtcp_for(now, h, from, buf)
     }
 

@@ -186,6 +186,7 @@ impl Engine {
             moved_at: None,
             path_check: None,
             rtcp_sent: None,
+            keyed_at: None,
             checked_on: Vec::new(),
             rehandshake: None,
         }));

@@ -512,8 +512,9 @@ fn dtls_retransmits_at_its_own_deadline() {
 }
 
 /// An agent that nominates after DTLS (regular nomination, as browsers do) sends media
-/// as soon as DTLS is done: it is taken from the address its checks came from, while
-/// nothing goes there until it nominates and answers the relay's check.
+/// as soon as DTLS is done: it is taken from the address its checks came from, for a
+/// few seconds, while nothing goes there until it nominates and answers the relay's
+/// check.
 #[test]
 fn media_after_dtls_is_taken_before_the_nomination() {
     let (relay_cert, _) = shared();
@@ -556,6 +557,16 @@ fn media_after_dtls_is_taken_before_the_nomination() {
     assert_eq!(
         e.handle_datagram(t0, addr(6000), &mut m),
         Handled::Dropped(DropReason::Unvalidated)
+    );
+    // A session that has not connected within `UNCONNECTED_MEDIA` sends nothing more.
+    let later = t0 + rtp::UNCONNECTED_MEDIA;
+    assert!(matches!(
+        e.handle_datagram(later, addr(5000), &mut m),
+        Handled::Forward(_)
+    ));
+    assert_eq!(
+        e.handle_datagram(later + Duration::from_millis(1), addr(5000), &mut m),
+        Handled::Dropped(DropReason::NotNominated)
     );
 }
 
