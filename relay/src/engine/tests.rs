@@ -454,20 +454,28 @@ fn idle_sessions_cost_no_work_per_poll() {
     assert!(e.stats().timer_visits <= n as u64);
 }
 
-#[test]
-fn dtls_retransmits_at_its_own_deadline() {
+/// An engine with session "a" (conference "c", SSRC 1) checked from `addr(5000)` at
+/// `t0`, nominating or not, and a DTLS client with the certificate signaling pinned
+/// for it (its ClientHello not sent yet).
+fn checked_session(t0: Instant, nominate: bool) -> (Engine, DtlsSession) {
     let (relay_cert, _) = shared();
-    let t0 = Instant::now();
     let client_cert = DtlsCert::generate().unwrap();
     let client_cfg = DtlsConfig::new(DtlsSettings::default()).unwrap();
     let mut e = engine(0);
     let mut rule = spec("a", "c", &[1]);
     rule.fingerprint = client_cert.fingerprint();
     e.handle_command(t0, Command::UpsertSession(rule));
-    let mut c = check("a", PWD, true);
+    let mut c = check("a", PWD, nominate);
     e.handle_datagram(t0, addr(5000), &mut c);
     transmits(&mut e);
-    let mut client = DtlsSession::client(&client_cfg, &client_cert, relay_cert.fingerprint(), t0);
+    let client = DtlsSession::client(&client_cfg, &client_cert, relay_cert.fingerprint(), t0);
+    (e, client)
+}
+
+#[test]
+fn dtls_retransmits_at_its_own_deadline() {
+    let t0 = Instant::now();
+    let (mut e, mut client) = checked_session(t0, true);
     // ClientHello → HelloVerifyRequest → ClientHello with the cookie → the server's
     // flight, which the server retransmits if nothing comes back.
     let mut flight = Vec::new();
@@ -517,23 +525,13 @@ fn dtls_retransmits_at_its_own_deadline() {
 /// check.
 #[test]
 fn media_after_dtls_is_taken_before_the_nomination() {
-    let (relay_cert, _) = shared();
     let t0 = Instant::now();
-    let client_cert = DtlsCert::generate().unwrap();
-    let client_cfg = DtlsConfig::new(DtlsSettings::default()).unwrap();
-    let mut e = engine(0);
-    let mut rule = spec("a", "c", &[1]);
-    rule.fingerprint = client_cert.fingerprint();
-    e.handle_command(t0, Command::UpsertSession(rule));
-    let mut c = check("a", PWD, false);
-    e.handle_datagram(t0, addr(5000), &mut c);
-    transmits(&mut e);
+    let (mut e, mut client) = checked_session(t0, false);
     let mut m = rtp(1);
     assert_eq!(
         e.handle_datagram(t0, addr(5000), &mut m),
         Handled::Dropped(DropReason::BeforeDtls)
     );
-    let mut client = DtlsSession::client(&client_cfg, &client_cert, relay_cert.fingerprint(), t0);
     for _ in 0..4 {
         while let Some(d) = client.poll_transmit() {
             let mut d = d.to_vec();
