@@ -5,10 +5,10 @@
 //! X25519MLKEM768 share alone is 1216 bytes), so browsers send it in fragments
 //! (RFC 6347 §4.2.3). dimpl would reassemble them, but in the receive queue whose
 //! overflow is fatal, which is why nothing but ClientHellos reaches it before the
-//! ServerHello (see the module docs). So the wrapper reassembles the ClientHello itself,
-//! in one buffer per message_seq, and hands dimpl the whole message in a single record. The
-//! handshake hash covers every message as if it had not been fragmented (RFC 6347
-//! §4.2.6), so the handshake is the same either way.
+//! ServerHello (see the module docs). So the wrapper reassembles the ClientHello
+//! itself, in one buffer per message_seq, and hands dimpl the whole message in a single
+//! record. The handshake hash covers every message as if it had not been fragmented
+//! (RFC 6347 §4.2.6), so the handshake is the same either way.
 
 use super::RECORD_HEADER_LEN;
 
