@@ -5,8 +5,8 @@ Seeds are real inputs taken from what the repository already has: the RFC 5769 S
 messages in relay/src/wire/stun/tests.rs, libsrtp's RTP/RTCP/SRTP/SRTCP packets in
 relay/tests/vectors/libsrtp.txt, the examples in docs/control-protocol.md, and the
 example SDP offer and answer, the key event and the /sync events in docs/protocol.md
-(with a few variants), the client's test Ogg Opus file, and Chromium's ClientHello in
-relay/testdata. The
+(with a few variants), the client's test Ogg Opus file, Chromium's ClientHello in
+relay/testdata, and Chromium's and Firefox's SDP offers in signaling/testdata. The
 fuzzer starts from well-formed input and mutates inward. Run: python3 fuzz/make_seeds.py
 (paths are taken from the script's own location, so any working directory does). It only
 adds or overwrites seed-* files: a seed whose source changed stays until removed by hand.
@@ -109,6 +109,9 @@ crypto = offer.replace("a=mid:0\n", "a=mid:0\na=crypto:1 AES_CM_128_HMAC_SHA1_80
 for text in (offer, single, recv_only, session_level, crypto):
     put("sdp_offer", text.replace("\n", "\r\n").encode())
 put("sdp_offer", offer.encode())
+# What Chromium and Firefox offered (signaling/testdata), as they made them.
+for name in ("chromium-offer.sdp", "firefox-offer.sdp"):
+    put("sdp_offer", (root / "signaling/testdata" / name).read_bytes())
 
 # sync_batch: /sync responses around a conference (the JSON examples of docs/protocol.md
 # placed in rooms), so the fuzzer starts from batches the SFU acts on.

@@ -725,6 +725,44 @@ mod tests {
         );
     }
 
+    /// What Chromium 156 and Firefox 153 ESR offered for tests/src/browser_caller.html
+    /// (a tone and a canvas, VP8 alone): Chromium's offer is taken as it is. Firefox's
+    /// declares an RTX SSRC in an FID group though it offers no RTX codec, and is refused
+    /// until the group and that SSRC are left out.
+    #[test]
+    fn browsers_offers() {
+        let chromium = include_str!("../../testdata/chromium-offer.sdp");
+        let o = parse_offer(chromium, &OfferLimits::default()).expect("Chromium's offer");
+        assert_eq!(
+            o.streams,
+            vec![audio(1_610_473_586), video(4_179_175_758, Layer::None)]
+        );
+        assert_eq!(o.extmap.audio_level, Some(ExtId(1)));
+        assert_eq!(o.extmap.abs_send_time, Some(ExtId(2)));
+        assert_eq!(o.extmap.transport_cc, Some(ExtId(3)));
+        assert!(o.extmap_allow_mixed);
+
+        let firefox = include_str!("../../testdata/firefox-offer.sdp");
+        assert_eq!(
+            parse_offer(firefox, &OfferLimits::default()).unwrap_err(),
+            OfferError::SsrcGroup {
+                kind: StreamKind::Video,
+                semantics: "FID".into()
+            }
+        );
+        let rtx = "a=ssrc:2053440242 ";
+        let without_rtx: String = firefox
+            .split_inclusive("\r\n")
+            .filter(|l| !l.starts_with("a=ssrc-group:FID") && !l.starts_with(rtx))
+            .collect();
+        let o = parse_offer(&without_rtx, &OfferLimits::default()).expect("Firefox's offer");
+        assert_eq!(
+            o.streams,
+            vec![audio(1_970_258_687), video(232_734_373, Layer::None)]
+        );
+        assert_eq!(o.extmap.transport_cc, Some(ExtId(7)));
+    }
+
     #[test]
     fn tmmbr_is_negotiated_only_when_offered_for_video() {
         assert!(
