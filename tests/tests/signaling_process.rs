@@ -278,9 +278,10 @@ fn browser_calls(
     (report, s)
 }
 
-/// Chromium (Debian's): see [`browser_calls`]. Its stats also show the DTLS and SRTP
-/// it negotiated, that it answered the relay's check of the pair it nominated, and
-/// that its send-side estimate runs on the relay's transport-cc feedback.
+/// Chromium (Debian's): see [`browser_calls`], on a relay with two workers. Its stats
+/// also show the DTLS and SRTP it negotiated, that it answered the relay's check of the
+/// pair it nominated, and that its send-side estimate runs on the relay's transport-cc
+/// feedback.
 #[test]
 fn chromium_calls_the_sfu_and_connects_to_the_relay() {
     // Chromium starts its send-side estimate at 300 kbit/s and probes 900 kbit/s and
@@ -291,7 +292,7 @@ fn chromium_calls_the_sfu_and_connects_to_the_relay() {
     let Some(program) = browser::find(BrowserKind::Chromium) else {
         return;
     };
-    let (report, s) = browser_calls(BrowserKind::Chromium, &program, Relay::start(1), |r| {
+    let (report, s) = browser_calls(BrowserKind::Chromium, &program, Relay::start(2), |r| {
         r.selected_pair()
             .is_some_and(|p| p["availableOutgoingBitrate"].as_f64() > Some(PROBED))
     });
