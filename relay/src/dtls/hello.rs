@@ -20,6 +20,8 @@ const MAX_PIECES: usize = 16;
 const HANDSHAKE_HEADER_LEN: usize = 12;
 /// Handshake message type client_hello.
 const CLIENT_HELLO: u8 = 1;
+/// Handshake message type server_hello.
+const SERVER_HELLO: u8 = 2;
 
 /// One record that holds a ClientHello, or a fragment of one.
 #[derive(Debug, Clone, Copy)]
@@ -55,15 +57,25 @@ pub(super) fn records(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// The header and body of `record` if it is an epoch-0 handshake record (plaintext).
+fn epoch0_handshake(record: &[u8]) -> Option<(&[u8; RECORD_HEADER_LEN], &[u8])> {
+    let (header, body) = record.split_first_chunk::<RECORD_HEADER_LEN>()?;
+    let epoch0 = header[3] == 0 && header[4] == 0;
+    (header[0] == 22 && epoch0).then_some((header, body))
+}
+
+/// Whether a datagram we send carries our ServerHello.
+pub(super) fn has_server_hello(datagram: &[u8]) -> bool {
+    records(datagram)
+        .filter_map(epoch0_handshake)
+        .any(|(_, body)| body.first() == Some(&SERVER_HELLO))
+}
+
 /// `record` as an epoch-0 handshake record holding exactly one ClientHello or one
 /// fragment of it, with message_seq 0 (or 1, answering a HelloVerifyRequest) and a
 /// length of at most [`MAX_CLIENT_HELLO`]; `None` for any other record.
 pub(super) fn hello_record(record: &[u8]) -> Option<HelloRecord<'_>> {
-    let (header, body) = record.split_first_chunk::<RECORD_HEADER_LEN>()?;
-    let epoch0 = header[3] == 0 && header[4] == 0;
-    if header[0] != 22 || !epoch0 {
-        return None;
-    }
+    let (header, body) = epoch0_handshake(record)?;
     let (h, fragment) = body.split_first_chunk::<HANDSHAKE_HEADER_LEN>()?;
     let u24 = |b: &[u8]| b.iter().fold(0usize, |n, &x| (n << 8) | usize::from(x));
     let (length, offset) = (u24(&h[1..4]), u24(&h[6..9]));

@@ -114,7 +114,7 @@ mod cert;
 mod hello;
 mod keys;
 
-use hello::{HelloAssembly, hello_record};
+use hello::{HelloAssembly, has_server_hello, hello_record};
 
 pub use cert::*;
 pub use keys::*;
@@ -814,30 +814,11 @@ pub(crate) fn check_framing(datagram: &[u8]) -> Result<(), DtlsError> {
     Ok(())
 }
 
-/// The epoch-0 handshake records of a well-framed datagram, as (header, body); `None`
-/// for a record of any other kind.
-fn epoch0_handshakes(datagram: &[u8]) -> impl Iterator<Item = Option<&[u8]>> + '_ {
-    let mut rest = datagram;
-    std::iter::from_fn(move || {
-        let (hdr, tail) = rest.split_first_chunk::<RECORD_HEADER_LEN>()?;
-        let len = usize::from(u16::from_be_bytes([hdr[11], hdr[12]]));
-        let body = tail.get(..len).unwrap_or_default();
-        rest = tail.get(len..).unwrap_or_default();
-        let epoch0 = hdr[3] == 0 && hdr[4] == 0;
-        Some((hdr[0] == 22 && epoch0).then_some(body))
-    })
-}
-
 /// Whether `datagram` is a well-framed ClientHello, or fragments of one: every record an
 /// epoch-0 handshake record holding one ClientHello or one fragment of it (RFC 6347
 /// §4.2.2), message_seq 0 or 1.
 pub fn is_client_hello(datagram: &[u8]) -> bool {
     check_framing(datagram).is_ok() && hello::records(datagram).all(|r| hello_record(r).is_some())
-}
-
-/// Whether a datagram we send carries our ServerHello.
-fn has_server_hello(datagram: &[u8]) -> bool {
-    epoch0_handshakes(datagram).any(|body| body.and_then(<[u8]>::first) == Some(&2))
 }
 
 /// Feeds arbitrary datagrams into a fresh server: the input is split into chunks, each

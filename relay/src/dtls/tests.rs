@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::srtp::test_util::hex;
 
 const HANDSHAKE: u8 = 22;
 const CHANGE_CIPHER_SPEC: u8 = 20;
@@ -103,12 +104,7 @@ fn chromium_client_hello() -> Vec<Vec<u8>> {
     include_str!("../../testdata/chromium-client-hello.txt")
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            (0..l.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
-                .collect()
-        })
+        .map(hex)
         .collect()
 }
 
