@@ -19,8 +19,7 @@
 // Real processes and deadlines: the harness reads the clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::http::{self, Request, Response};
 use crate::process::die_with_parent;
 
 /// The page the browser runs.
@@ -298,66 +298,35 @@ fn serve(exchange: Arc<Mutex<Exchange>>) -> SocketAddr {
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let exchange = exchange.clone();
-            std::thread::spawn(move || {
-                let _ = handle(conn, &exchange);
-            });
+            std::thread::spawn(move || http::serve(conn, |req| answer(&exchange, req)));
         }
     });
     addr
 }
 
-/// Answers one HTTP/1.1 request and closes the connection.
-fn handle(conn: TcpStream, exchange: &Mutex<Exchange>) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
+/// The page's request `req`, answered from and recorded in `exchange`.
+fn answer(exchange: &Mutex<Exchange>, req: Request) -> Response {
+    let ok = |content_type: &str, body: String| (200, content_type.to_owned(), body.into_bytes());
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    let mut x = exchange.lock().unwrap();
+    match (req.method.as_str(), req.target.as_str()) {
+        ("GET", "/") => ok("text/html; charset=utf-8", PAGE.to_owned()),
+        ("GET", "/answer") => ok("text/plain", x.answer.clone().unwrap_or_default()),
+        ("POST", "/offer") => {
+            x.offer = Some(body);
+            ok("text/plain", String::new())
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
+        ("POST", "/report") => {
+            // A report that does not parse leaves the last good one.
+            if let Ok(report) = serde_json::from_str(&body) {
+                x.report = Some(report);
+            }
+            ok("text/plain", String::new())
         }
+        ("POST", "/error") => {
+            x.error = Some(body);
+            ok("text/plain", String::new())
+        }
+        _ => (404, "text/plain".to_owned(), Vec::new()),
     }
-    // The page's reports are a few tens of KiB.
-    let mut body = vec![0; length.min(1 << 20)];
-    reader.read_exact(&mut body)?;
-    let body = String::from_utf8_lossy(&body).into_owned();
-    let mut words = request_line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let (status, content_type, reply) = {
-        let mut x = exchange.lock().unwrap();
-        match (method, path) {
-            ("GET", "/") => ("200 OK", "text/html; charset=utf-8", PAGE.to_owned()),
-            ("GET", "/answer") => ("200 OK", "text/plain", x.answer.clone().unwrap_or_default()),
-            ("POST", "/offer") => {
-                x.offer = Some(body);
-                ("200 OK", "text/plain", String::new())
-            }
-            ("POST", "/report") => {
-                if let Ok(report) = serde_json::from_str(&body) {
-                    x.report = Some(report);
-                }
-                ("200 OK", "text/plain", String::new())
-            }
-            ("POST", "/error") => {
-                x.error = Some(body);
-                ("200 OK", "text/plain", String::new())
-            }
-            _ => ("404 Not Found", "text/plain", String::new()),
-        }
-    };
-    let mut conn = conn;
-    write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n{reply}",
-        reply.len()
-    )?;
-    conn.flush()
 }

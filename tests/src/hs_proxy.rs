@@ -39,7 +39,6 @@
 //! ```
 #![warn(missing_docs)]
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +46,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::http::{self, Request, Response};
 use crate::matrix::MatrixUser;
 
 /// The longest `/sync` long-poll the proxy lets through while it holds to-device
@@ -245,72 +245,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One request as read from the client.
-struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
 /// Serves the requests of one keep-alive connection until the client closes it.
 fn serve(s: &Shared, conn: TcpStream) {
-    let Ok(write) = conn.try_clone() else { return };
-    let mut write = write;
-    let mut read = BufReader::new(conn);
-    while let Some(req) = read_request(&mut read) {
-        let (status, content_type, body) = match forward(s, req) {
-            Ok(answer) => answer,
-            Err(e) => (502, "text/plain".to_owned(), e.into_bytes()),
-        };
-        let head = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            if status < 400 { "OK" } else { "Error" },
-            body.len()
-        );
-        if write.write_all(head.as_bytes()).is_err() || write.write_all(&body).is_err() {
-            return;
-        }
-    }
-}
-
-/// Reads one request; `None` at the end of the connection or on what the proxy does
-/// not handle (a chunked body).
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    r.read_line(&mut line).ok().filter(|n| *n > 0)?;
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-    let mut headers = Vec::new();
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).ok().filter(|n| *n > 0)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (name, value) = h.split_once(':')?;
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
-        match name.as_str() {
-            "content-length" => length = value.parse().ok()?,
-            "transfer-encoding" => return None,
-            "authorization" | "content-type" => headers.push((name, value)),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; length];
-    r.read_exact(&mut body).ok()?;
-    Some(Request {
-        method,
-        target,
-        headers,
-        body,
-    })
+    http::serve(conn, |req| {
+        forward(s, req).unwrap_or_else(|e| (502, "text/plain".to_owned(), e.into_bytes()))
+    });
 }
 
 /// Passes `req` on; returns the status, content type and body for the client.
-fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), String> {
+fn forward(s: &Shared, mut req: Request) -> Result<Response, String> {
     if req.method == "PUT"
         && req.target.starts_with("/_matrix/client/v3/rooms/")
         && req.target.contains("/send/")
@@ -355,8 +298,11 @@ fn forward(s: &Shared, mut req: Request) -> Result<(u16, String, Vec<u8>), Strin
         let mut b = ureq::http::Request::builder()
             .method(req.method.as_str())
             .uri(format!("{}{}", s.upstream, req.target));
+        // What the homeserver needs of the client's headers.
         for (name, value) in &req.headers {
-            b = b.header(name, value);
+            if name == "authorization" || name == "content-type" {
+                b = b.header(name, value);
+            }
         }
         let answer = match req.body.is_empty() {
             true => s.agent.run(b.body(()).map_err(|e| e.to_string())?),

@@ -65,6 +65,7 @@ pub mod browser;
 pub mod demo;
 pub mod fixtures;
 pub mod hs_proxy;
+mod http;
 pub mod matrix;
 pub mod net;
 pub mod process;
