@@ -315,7 +315,9 @@ async fn fill_gaps(mx: &Matrix, sync: &mut SyncResponse, since: &str) -> Result<
         let pages = GAP_EVENTS_MAX.div_ceil(GAP_PAGE as usize) * 2;
         let mut whole = false;
         for _ in 0..pages {
-            let page = with_retries(|| mx.messages_before(room, &from, since, GAP_PAGE, &filter));
+            let page = with_retries(Some(ROOM_READ_TRIES), matrix::SYNC_RETRY_MAX, || {
+                mx.messages_before(room, &from, since, GAP_PAGE, &filter)
+            });
             let (chunk, end) = match page.await {
                 Ok(page) => page,
                 Err(e) if matrix::is_unknown_token(&e) => return Err(e),
@@ -346,17 +348,27 @@ async fn fill_gaps(mx: &Matrix, sync: &mut SyncResponse, since: &str) -> Result<
 /// transiently (a 5xx, a 429, no answer), waiting as a failed sync does in between.
 const ROOM_READ_TRIES: u32 = 3;
 
-/// Runs `read` until it succeeds, fails other than transiently, or has been tried
-/// [`ROOM_READ_TRIES`] times.
-async fn with_retries<T, F>(mut read: impl FnMut() -> F) -> Result<T, MatrixError>
+/// How many times an event send, a join or a decline is tried while it fails
+/// transiently.
+const CHANGE_TRIES: u32 = 7;
+
+/// Runs `request` until it succeeds, fails other than transiently (a 5xx, a 429, no
+/// answer), or has been tried `tries` times (`None`: for as long as it fails
+/// transiently), waiting as [`matrix::backoff`] says, at most `max_wait`, in between.
+/// The last result.
+async fn with_retries<T, F>(
+    tries: Option<u32>,
+    max_wait: Duration,
+    mut request: impl FnMut() -> F,
+) -> Result<T, MatrixError>
 where
     F: std::future::Future<Output = Result<T, MatrixError>>,
 {
     let mut attempt = 0;
     loop {
-        match read().await {
-            Err(e) if e.is_transient() && attempt + 1 < ROOM_READ_TRIES => {
-                tokio::time::sleep(matrix::backoff(&e, attempt, matrix::SYNC_RETRY_MAX)).await;
+        match request().await {
+            Err(e) if e.is_transient() && tries.is_none_or(|n| attempt + 1 < n) => {
+                tokio::time::sleep(matrix::backoff(&e, attempt, max_wait)).await;
                 attempt += 1;
             }
             result => return result,
@@ -391,7 +403,10 @@ async fn current_state(
             let Some(room) = rooms.next() else { break };
             let mx = mx.clone();
             reads.spawn(async move {
-                let state = with_retries(|| mx.room_state(&room)).await;
+                let state = with_retries(Some(ROOM_READ_TRIES), matrix::SYNC_RETRY_MAX, || {
+                    mx.room_state(&room)
+                })
+                .await;
                 (room, state)
             });
         }
@@ -620,36 +635,32 @@ async fn send_event(
     out: OutEvent,
     metrics: &Mutex<Metrics>,
 ) -> Result<(), String> {
-    let mut attempt = 0;
-    loop {
-        // The homeserver de-duplicates tries by the transaction id.
-        match mx.send(room, &out.event_type, &out.txn, &out.content).await {
-            Ok(_) => {
-                if let Some(t) = out.invite_received {
-                    metrics
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .observe_answer(t.elapsed().as_secs_f64());
-                }
-                return Ok(());
-            }
-            Err(e) if e.is_transient() && attempt < 6 => {
-                tokio::time::sleep(matrix::backoff(&e, attempt, matrix::RETRY_MAX)).await;
-                attempt += 1;
-            }
-            Err(e) if matrix::is_unknown_token(&e) => {
-                tracing::warn!(%room, event = %out.event_type, error = %e,
-                    "the homeserver no longer accepts our access token; the event waits for the next start");
-                return Err(e.to_string());
-            }
-            Err(e) => {
-                tracing::warn!(%room, event = %out.event_type, error = %e, "could not send");
+    // The homeserver de-duplicates tries by the transaction id.
+    let sent = with_retries(Some(CHANGE_TRIES), matrix::RETRY_MAX, || {
+        mx.send(room, &out.event_type, &out.txn, &out.content)
+    });
+    match sent.await {
+        Ok(_) => {
+            if let Some(t) = out.invite_received {
                 metrics
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .send_failures += 1;
-                return Ok(());
+                    .observe_answer(t.elapsed().as_secs_f64());
             }
+            Ok(())
+        }
+        Err(e) if matrix::is_unknown_token(&e) => {
+            tracing::warn!(%room, event = %out.event_type, error = %e,
+                "the homeserver no longer accepts our access token; the event waits for the next start");
+            Err(e.to_string())
+        }
+        Err(e) => {
+            tracing::warn!(%room, event = %out.event_type, error = %e, "could not send");
+            metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send_failures += 1;
+            Ok(())
         }
     }
 }
@@ -668,23 +679,15 @@ enum Membership {
 
 /// Carries out `change` for `room`, retrying transient failures.
 async fn change_membership(mx: &Matrix, room: &str, change: Membership) {
-    let mut attempt = 0;
-    loop {
-        let r = match change {
+    let tries = (change != Membership::Leave).then_some(CHANGE_TRIES);
+    let changed = with_retries(tries, matrix::RETRY_MAX, || async {
+        match change {
             Membership::Join => mx.join(room).await,
             Membership::Decline | Membership::Leave => mx.leave(room).await,
-        };
-        match r {
-            Ok(()) => return,
-            Err(e) if e.is_transient() && (change == Membership::Leave || attempt < 6) => {
-                tokio::time::sleep(matrix::backoff(&e, attempt, matrix::RETRY_MAX)).await;
-                attempt += 1;
-            }
-            Err(e) => {
-                tracing::warn!(%room, ?change, error = %e, "room membership change failed");
-                return;
-            }
         }
+    });
+    if let Err(e) = changed.await {
+        tracing::warn!(%room, ?change, error = %e, "room membership change failed");
     }
 }
 
