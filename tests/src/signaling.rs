@@ -454,9 +454,16 @@ pub fn sfu_with(extra: &str) -> Sfu {
 /// Registers an SFU account on `synapse` and starts a signaling process (with `extra`
 /// config lines) for it, driving `relay`.
 pub fn sfu_on(synapse: &Synapse, relay: Relay, extra: &str) -> Sfu {
+    sfu_behind(synapse, synapse.base_url(), relay, extra)
+}
+
+/// [`sfu_on`], signaling reaching the homeserver at `homeserver` (a URL in front of
+/// `synapse`, such as [`crate::hs_proxy`]'s).
+pub fn sfu_behind(synapse: &Synapse, homeserver: &str, relay: Relay, extra: &str) -> Sfu {
     let local = unique_localpart("sfu");
     let reg = synapse.register(&local, PASSWORD, false);
-    let mut signaling = Signaling::start(synapse, &relay.control, &reg.user_id, PASSWORD, extra);
+    let mut signaling =
+        Signaling::start_at(homeserver, &relay.control, &reg.user_id, PASSWORD, extra);
     signaling.wait_ready();
     Sfu {
         relay,

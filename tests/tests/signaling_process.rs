@@ -21,9 +21,9 @@ use blindfold_tests::matrix::MatrixUser;
 use blindfold_tests::process::Relay;
 use blindfold_tests::signaling::{
     Answer, CONF, CallPeer, Caller, Sfu, Signaling, conference_room, dm, drive, invite_content,
-    sfu, sfu_on, sfu_reply, sfu_with,
+    sfu, sfu_behind, sfu_on, sfu_reply, sfu_with,
 };
-use blindfold_tests::synapse::{PASSWORD, Registered, Synapse, unique_localpart};
+use blindfold_tests::synapse::{PASSWORD, Synapse, unique_localpart};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -717,32 +717,17 @@ fn a_signaling_crash_does_not_cut_media_and_the_restart_owns_the_calls() {
 /// shared one behind a [`HomeserverProxy`], ready.
 struct Proxied {
     proxy: HomeserverProxy,
-    relay: Relay,
-    signaling: Signaling,
-    /// The SFU account.
-    sfu: Registered,
+    /// The relay, signaling and SFU account, signaling reaching the homeserver through
+    /// `proxy`.
+    sfu: Sfu,
 }
 
 impl Proxied {
     fn start() -> Proxied {
         let synapse = Synapse::shared();
         let proxy = HomeserverProxy::start(synapse.base_url());
-        let relay = Relay::start(1);
-        let sfu = synapse.register(&unique_localpart("sfu"), PASSWORD, false);
-        let mut signaling = Signaling::start_at(
-            &proxy.base_url(),
-            &relay.control,
-            &sfu.user_id,
-            PASSWORD,
-            "",
-        );
-        signaling.wait_ready();
-        Proxied {
-            proxy,
-            relay,
-            signaling,
-            sfu,
-        }
+        let sfu = sfu_behind(synapse, &proxy.base_url(), Relay::start(1), "");
+        Proxied { proxy, sfu }
     }
 }
 
@@ -764,13 +749,16 @@ impl UnsentAnswer {
         let synapse = Synapse::shared();
         let Proxied {
             proxy,
-            relay,
-            signaling,
-            sfu,
+            sfu:
+                Sfu {
+                    relay,
+                    signaling,
+                    user_id,
+                },
         } = Proxied::start();
         let alice = synapse.new_user("alice");
-        let room = conference_room(&alice, &[], &sfu.user_id, CONF);
-        let dm = dm(&alice, &sfu.user_id);
+        let room = conference_room(&alice, &[], &user_id, CONF);
+        let dm = dm(&alice, &user_id);
         match lapsed_token {
             true => proxy.refuse_sends_unauthorized(),
             false => proxy.refuse_sends(true),
@@ -837,14 +825,16 @@ fn a_restart_whose_full_state_sync_lacks_the_conference_keeps_its_calls() {
     let synapse = Synapse::shared();
     let Proxied {
         proxy,
-        relay,
-        mut signaling,
-        sfu,
+        sfu: Sfu {
+            relay,
+            mut signaling,
+            user_id,
+        },
     } = Proxied::start();
     let mut alice = synapse.new_user("alice");
     let mut bob = synapse.new_user("bob");
-    let room = conference_room(&alice, &[&bob], &sfu.user_id, CONF);
-    let (alice_dm, bob_dm) = (dm(&alice, &sfu.user_id), dm(&bob, &sfu.user_id));
+    let room = conference_room(&alice, &[&bob], &user_id, CONF);
+    let (alice_dm, bob_dm) = (dm(&alice, &user_id), dm(&bob, &user_id));
     let (ca, cb) = (Caller::new(1), Caller::new(2));
     answered(&call(
         &mut alice,
@@ -882,14 +872,17 @@ fn a_conference_room_joined_later_has_its_state_read() {
     let synapse = Synapse::shared();
     let Proxied {
         proxy,
-        relay: _relay,
-        signaling: _signaling,
-        sfu,
+        sfu:
+            Sfu {
+                relay: _relay,
+                signaling: _signaling,
+                user_id,
+            },
     } = Proxied::start();
     proxy.hide_from_syncs("org.matrix.msc2359.conference");
     let mut alice = synapse.new_user("alice");
-    let room = conference_room(&alice, &[], &sfu.user_id, CONF);
-    let dm = dm(&alice, &sfu.user_id);
+    let room = conference_room(&alice, &[], &user_id, CONF);
+    let dm = dm(&alice, &user_id);
     let caller = Caller::new(1);
     answered(&call(
         &mut alice,
@@ -911,13 +904,16 @@ fn an_invite_in_a_timeline_gap_is_read_back_and_answered() {
     let synapse = Synapse::shared();
     let Proxied {
         proxy,
-        relay: _relay,
-        mut signaling,
-        sfu,
+        sfu:
+            Sfu {
+                relay: _relay,
+                mut signaling,
+                user_id,
+            },
     } = Proxied::start();
     let mut alice = synapse.new_user("alice");
-    let room = conference_room(&alice, &[], &sfu.user_id, CONF);
-    let dm = dm(&alice, &sfu.user_id);
+    let room = conference_room(&alice, &[], &user_id, CONF);
+    let dm = dm(&alice, &user_id);
 
     signaling.kill9();
     let caller = Caller::new(1);
