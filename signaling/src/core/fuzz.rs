@@ -4,6 +4,7 @@
 //! test`, by a stable mutation loop over a realistic batch.
 
 use blindfold_relay::control::{EndReason, NotificationBody, RelayInfo};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Action, Core, CoreConfig};
@@ -59,7 +60,8 @@ pub(crate) fn seed_batch() -> Value {
         "join": {
             ROOM: {"state": {"events": [member(ALICE, "join"), member(BOB, "join"), member(SFU, "join"),
                 {"type": crate::events::CONFERENCE, "sender": ALICE, "state_key": "weekly", "content": {"sfu": SFU}}]},
-                   "timeline": {"events": [member("@carol:example.org", "join")], "limited": false},
+                   "timeline": {"events": [member("@carol:example.org", "join")], "limited": true,
+                                "prev_batch": "t1"},
                    // What the service reads besides the sync (see `complete_from`).
                    "current_state": [member(ALICE, "join"), member(BOB, "join"), member(SFU, "join"),
                        member("@carol:example.org", "join"),
@@ -86,18 +88,20 @@ pub(crate) fn seed_batch() -> Value {
 
 /// Completes `batch` as the service does with what the homeserver answers besides the
 /// sync, taken here from each joined room's `"current_state"` (the
-/// `GET /rooms/{roomId}/state` answer) and `"gap"` (the events `/messages` read back,
-/// oldest first; `"gap_whole"`: all of them) in the input.
-fn complete_from(raw: &Value, batch: &mut SyncResponse) {
+/// `GET /rooms/{roomId}/state` answer) and, for a `limited` timeline as the service
+/// reads back only those, `"gap"` (the events `/messages` read back, oldest first;
+/// `"gap_whole"`: all of them) in the input.
+fn complete_from(raw: &mut Value, batch: &mut SyncResponse) {
     for (room_id, joined) in &mut batch.rooms.join {
-        let extra = &raw["rooms"]["join"][room_id.as_str()];
-        if let Some(state) = extra.get("current_state").and_then(Value::as_array) {
-            joined.use_current_state(state.clone());
+        let extra = &mut raw["rooms"]["join"][room_id.as_str()];
+        if let Some(Value::Array(state)) = extra.get_mut("current_state").map(Value::take) {
+            joined.use_current_state(state);
         }
-        if let Some(gap) = extra.get("gap").and_then(Value::as_array) {
-            joined
-                .timeline
-                .fill_gap(gap.clone(), extra["gap_whole"] == true);
+        let whole = extra["gap_whole"] == true;
+        if joined.timeline.limited
+            && let Some(Value::Array(gap)) = extra.get_mut("gap").map(Value::take)
+        {
+            joined.timeline.fill_gap(gap, whole);
         }
     }
 }
@@ -106,13 +110,13 @@ fn complete_from(raw: &Value, batch: &mut SyncResponse) {
 /// first batch of a restart), and checks what must always hold. Returns the number of
 /// calls admitted by the batch.
 pub(crate) fn fuzz_one(data: &[u8]) -> usize {
-    let Ok(raw) = serde_json::from_slice::<Value>(data) else {
+    let Ok(mut raw) = serde_json::from_slice::<Value>(data) else {
         return 0;
     };
-    let Ok(mut batch) = serde_json::from_value::<SyncResponse>(raw.clone()) else {
+    let Ok(mut batch) = SyncResponse::deserialize(&raw) else {
         return 0;
     };
-    complete_from(&raw, &mut batch);
+    complete_from(&mut raw, &mut batch);
     let mut admitted = 0;
     for initial in [false, true] {
         let mut core = serving_core();
