@@ -458,11 +458,15 @@ fn idle_sessions_cost_no_work_per_poll() {
 /// `t0`, nominating or not, and a DTLS client with the certificate signaling pinned
 /// for it (its ClientHello not sent yet).
 fn checked_session(t0: Instant, nominate: bool) -> (Engine, DtlsSession) {
+    checked_session_of(t0, nominate, spec("a", "c", &[1]))
+}
+
+/// [`checked_session`] for session `rule` (whose id must be "a").
+fn checked_session_of(t0: Instant, nominate: bool, mut rule: SessionRule) -> (Engine, DtlsSession) {
     let (relay_cert, _) = shared();
     let client_cert = DtlsCert::generate().unwrap();
     let client_cfg = DtlsConfig::new(DtlsSettings::default()).unwrap();
     let mut e = engine(0);
-    let mut rule = spec("a", "c", &[1]);
     rule.fingerprint = client_cert.fingerprint();
     e.handle_command(t0, Command::UpsertSession(rule));
     let mut c = check("a", PWD, nominate);
@@ -470,6 +474,26 @@ fn checked_session(t0: Instant, nominate: bool) -> (Engine, DtlsSession) {
     transmits(&mut e);
     let client = DtlsSession::client(&client_cfg, &client_cert, relay_cert.fingerprint(), t0);
     (e, client)
+}
+
+/// Runs the handshake of [`checked_session`]'s client from port 5000 to its end, and
+/// returns the hop's SRTP keys as the client has them.
+fn complete_dtls(now: Instant, e: &mut Engine, client: &mut DtlsSession) -> SrtpKeyMaterial {
+    for _ in 0..4 {
+        while let Some(d) = client.poll_transmit() {
+            let mut d = d.to_vec();
+            e.handle_datagram(now, addr(5000), &mut d);
+        }
+        for (to, d) in transmits(e) {
+            assert_eq!(to, addr(5000));
+            client.handle_datagram(now, &d).unwrap();
+        }
+    }
+    assert!(client.is_connected());
+    match client.poll_event() {
+        Some(DtlsEvent::Connected(keys)) => keys,
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -532,17 +556,7 @@ fn media_after_dtls_is_taken_before_the_nomination() {
         e.handle_datagram(t0, addr(5000), &mut m),
         Handled::Dropped(DropReason::BeforeDtls)
     );
-    for _ in 0..4 {
-        while let Some(d) = client.poll_transmit() {
-            let mut d = d.to_vec();
-            e.handle_datagram(t0, addr(5000), &mut d);
-        }
-        for (to, d) in transmits(&mut e) {
-            assert_eq!(to, addr(5000));
-            client.handle_datagram(t0, &d).unwrap();
-        }
-    }
-    assert!(client.is_connected());
+    complete_dtls(t0, &mut e, &mut client);
     let mut m = rtp(1);
     assert!(matches!(
         e.handle_datagram(t0, addr(5000), &mut m),
@@ -566,6 +580,69 @@ fn media_after_dtls_is_taken_before_the_nomination() {
         e.handle_datagram(later + Duration::from_millis(1), addr(5000), &mut m),
         Handled::Dropped(DropReason::NotNominated)
     );
+}
+
+/// Transport-cc feedback waits for the session's address: the transport-wide numbers
+/// of media taken before the nomination (a browser's first bandwidth probes) are
+/// reported in the first feedback after it, not written to nowhere.
+#[test]
+fn transport_cc_feedback_waits_for_the_nomination_and_reports_what_came_before() {
+    const TCC: crate::id::ExtId = crate::id::ExtId(5);
+    let t0 = Instant::now();
+    let mut rule = spec("a", "c", &[1]);
+    rule.extensions.transport_cc = Some(TCC);
+    // No participant password: the nomination alone connects it (no relay check).
+    rule.remote_pwd = None;
+    let (mut e, mut client) = checked_session_of(t0, false, rule);
+    let keys = complete_dtls(t0, &mut e, &mut client);
+    // RTP with one one-byte header extension element: the transport-wide number.
+    let media = |seq: u16| {
+        let mut p = vec![0x90, 111, 0, seq as u8, 0, 0, 0, 1, 0, 0, 0, 1];
+        p.extend_from_slice(&[0xbe, 0xde, 0, 1, (TCC.0 << 4) | 1]);
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0xee, 0xee, 0xee, 0xee]);
+        p
+    };
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    for seq in 1..=15u16 {
+        let at = ms(20 * u64::from(seq));
+        assert!(matches!(
+            e.handle_datagram(at, addr(5000), &mut media(seq)),
+            Handled::Forward(_)
+        ));
+        assert!(
+            transmits(&mut e).is_empty(),
+            "no feedback before an address"
+        );
+    }
+    assert_eq!(e.stats.transport_cc_sent, 0);
+    // It nominates: the answer to its check, and then the next packet brings feedback
+    // on all sixteen.
+    let mut c = check("a", PWD, true);
+    e.handle_datagram(ms(320), addr(5000), &mut c);
+    transmits(&mut e);
+    assert!(e.sessions.iter().all(|(_, s)| s.addr == Some(addr(5000))));
+    e.handle_datagram(ms(340), addr(5000), &mut media(16));
+    let sent = transmits(&mut e);
+    assert_eq!(e.stats.transport_cc_sent, 1);
+    let profile = SrtpProfile::from_dtls_id(keys.profile.iana_id()).unwrap();
+    let mut srtcp = SrtpContext::new(profile, keys.server_master.key_salt(), None).unwrap();
+    let fb = sent
+        .into_iter()
+        .map(|(to, mut d)| {
+            assert_eq!(to, addr(5000));
+            let n = srtcp.unprotect_rtcp(&mut d).unwrap();
+            d.truncate(n);
+            d
+        })
+        .find_map(|d| {
+            let compound = RtcpCompound::parse(&d).unwrap();
+            compound.packets().find_map(|p| match p {
+                Ok(RtcpPacket::TransportCc(t)) => Some((t.base_seq(), t.status_count())),
+                _ => None,
+            })
+        });
+    assert_eq!(fb, Some((1, 16)));
 }
 
 #[test]
