@@ -21,14 +21,18 @@ pub(crate) const PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(10);
 /// Rollover counters a receiver tries on a remote stream's first packets: a member who
 /// joins after a sender's sequence numbers wrapped (every 65 536 packets: about 22
 /// minutes of audio, 5–8 of full-resolution video) still decrypts it, for about 64
-/// wraps (hours of video). See `SrtpContext::with_roc_search`.
+/// wraps (hours of video); and on a stream it knows but stopped getting for more than
+/// 32 768 packets (a layer it was switched away from while others kept getting it),
+/// rollover counters past the last it saw, up to this many. See
+/// `SrtpContext::with_roc_search`.
 pub(crate) const REMOTE_ROC_SEARCH: u32 = 64;
 
 /// After a sender's packet fails to authenticate under every rollover counter tried,
-/// that sender's new streams are tried under ROC 0 alone for this long: packets that
-/// never authenticate (garbage on a declared SSRC) cost one tag check each, not
-/// `REMOTE_ROC_SEARCH + 1`, while a genuine wrapped stream is found at most this much
-/// later.
+/// that sender's streams are searched no more for this long (new ones are tried under
+/// ROC 0 alone, known ones under the estimated index): packets that never authenticate
+/// (garbage on a declared SSRC) cost one tag check each, not `REMOTE_ROC_SEARCH + 1`,
+/// while a genuine wrapped stream, or one the receiver gets again after minutes
+/// without it, is found at most this much later.
 pub(crate) const ROC_SEARCH_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Keys a receiver holds per sender: current and previous.
@@ -82,7 +86,7 @@ pub(crate) struct RemoteSender {
     used: Vec<KeyIndex>,
     /// A previous key and when it goes.
     retire: Option<(KeyIndex, Instant)>,
-    /// Until when new streams are tried under ROC 0 only ([`ROC_SEARCH_BACKOFF`]).
+    /// Until when no rollover counters are searched ([`ROC_SEARCH_BACKOFF`]).
     search_paused_until: Option<Instant>,
 }
 
@@ -193,9 +197,9 @@ impl RemoteSender {
         let n = match self.ctx.unprotect_rtp(buf) {
             Ok(n) => n,
             Err(e) => {
-                // Any failed tag pauses the search: on a stream the context knows it
-                // cost one check anyway; on a new one it cost the whole search.
-                if searching && e == SrtpError::AuthFailed {
+                // A failed search pauses the search; a stream the context knows costs
+                // one check a packet until it takes it for lost.
+                if self.ctx.searched() && e == SrtpError::AuthFailed {
                     self.search_paused_until = Some(now + ROC_SEARCH_BACKOFF);
                 }
                 return Err(e);

@@ -34,7 +34,18 @@ struct RtpStream {
     ssrc: Ssrc,
     tx: ReplayWindow,
     rx: ReplayWindow,
+    /// Packets received in a row that failed their index, replay or tag check (up to
+    /// [`LOST_AFTER`]); 0 after one that authenticated.
+    rx_failures: u8,
 }
+
+/// Packets of a known receive stream failing in a row after which the next ones are
+/// also tried under later rollover counters (when [`SrtpContext::with_roc_search`]
+/// allows a search): the stream went on without us for more than half the
+/// sequence-number space, so the estimate from the last index is wrong. A receiver
+/// that gets a sender's layer again after minutes without it is one; the relay
+/// forwards sequence numbers as the sender wrote them.
+const LOST_AFTER: u8 = 4;
 
 /// Per-SSRC SRTCP state.
 #[derive(Clone, Copy)]
@@ -69,7 +80,8 @@ struct RtcpStream {
 /// [`SrtpContext::with_max_streams`]); a new SSRC beyond that is refused with
 /// [`SrtpError::TooManyStreams`] until [`SrtpContext::remove_stream`] frees a slot. A
 /// new receive stream starts with rollover counter 0, unless
-/// [`SrtpContext::with_roc_search`] lets it find a later one.
+/// [`SrtpContext::with_roc_search`] lets it find a later one (and a known one that went
+/// on without us for more than 32 768 packets find its own again).
 ///
 /// SRTCP indexes we send are never reused under a key, across removals too: a removed
 /// SSRC's next index raises a floor that every new send stream starts at, so an SSRC
@@ -96,8 +108,11 @@ pub struct SrtpContext {
     /// The SRTCP index a new send stream starts at: at least the next index of every
     /// stream removed so far, so no (key, SSRC, index) is protected twice.
     rtcp_floor: u32,
-    /// Rollover counters past 0 tried on a new receive stream (0: none).
+    /// Rollover counters past 0 tried on a new receive stream, and past its own on a
+    /// lost one (0: none).
     roc_search: u32,
+    /// Whether the last [`SrtpContext::unprotect_rtp`] searched rollover counters.
+    searched: bool,
 }
 
 /// The longest packet [`SrtpContext::with_roc_search`] retries (its copy lives on the
@@ -159,6 +174,7 @@ impl SrtpContext {
             rtcp_floor: 0,
             max_streams: DEFAULT_MAX_STREAMS as u32,
             roc_search: 0,
+            searched: false,
         })
     }
 
@@ -175,15 +191,29 @@ impl SrtpContext {
     /// GCM's 128-bit tag, 64 guesses cost 6 bits of forgery resistance on a stream's
     /// first packets only). The price is up to `max_roc + 1` tag checks per packet of a
     /// stream that never authenticates.
+    ///
+    /// It also finds a known stream again after a gap of more than half the
+    /// sequence-number space, where the estimate from the last index is wrong: after
+    /// [`LOST_AFTER`] of its packets failed in a row, the next are tried at the indexes
+    /// past its highest, under its ROC and the `max_roc` after it (never below the
+    /// highest, so a replayed older packet stays refused).
     pub fn with_roc_search(mut self, max_roc: u32) -> Self {
         self.roc_search = max_roc;
         self
     }
 
-    /// Changes the highest rollover counter tried for a new stream (see
+    /// Changes how many rollover counters are searched (see
     /// [`with_roc_search`](Self::with_roc_search)); 0 tries only ROC 0.
     pub fn set_roc_search(&mut self, max_roc: u32) {
         self.roc_search = max_roc;
+    }
+
+    /// Whether the last [`unprotect_rtp`](Self::unprotect_rtp) tried the packet under
+    /// searched rollover counters (a new stream's first packets, or a lost stream's;
+    /// see [`with_roc_search`](Self::with_roc_search)) rather than one index: what a
+    /// packet that authenticates under none of them costs.
+    pub fn searched(&self) -> bool {
+        self.searched
     }
 
     /// Sets the per-table SSRC cap (at least 1). Entries already present are kept.
@@ -345,6 +375,7 @@ impl SrtpContext {
             ssrc,
             tx: ReplayWindow::default(),
             rx: ReplayWindow::default(),
+            rx_failures: 0,
         });
         Ok(self.rtp.len() - 1)
     }
@@ -461,10 +492,6 @@ impl SrtpContext {
         if existing.is_none() && self.rtp.len() >= self.max_streams as usize {
             return Err(SrtpError::TooManyStreams);
         }
-        let window = existing.map_or_else(ReplayWindow::default, |at| self.rtp[at].rx);
-        let mut index = window.estimate_rtp_index(seq)?;
-        window.check(index)?;
-
         let body = RtpBody {
             key,
             hlen,
@@ -472,20 +499,43 @@ impl SrtpContext {
             mki_len,
             ssrc,
         };
-        let plain_len = if existing.is_none() && self.roc_search > 0 && len <= ROC_SEARCH_MAX_LEN {
-            let (n, found) = self.open_rtp_any_roc(buf, &body, seq)?;
-            index = found;
-            n
+        let searching = self.roc_search > 0 && len <= ROC_SEARCH_MAX_LEN;
+        self.searched = false;
+        let Some(at) = existing else {
+            self.searched = searching;
+            // A new stream: ROC 0, or the first of 0 ..= `roc_search` that authenticates.
+            let (n, index) = match searching {
+                true => self.open_rtp_any_roc(buf, &body, seq, None)?,
+                false => (self.open_rtp(buf, &body, u64::from(seq))?, u64::from(seq)),
+            };
+            let at = self.rtp_stream_or_insert(ssrc)?;
+            self.rtp[at].rx.accept(index);
+            return Ok(n);
+        };
+        let window = self.rtp[at].rx;
+        let opened = if searching && self.rtp[at].rx_failures >= LOST_AFTER {
+            // Lost: only an index past the highest, under its rollover counter or a
+            // later one (a replay of an older packet authenticates under none of them).
+            self.searched = true;
+            self.open_rtp_any_roc(buf, &body, seq, window.highest())
         } else {
-            self.open_rtp(buf, &body, index)?
+            window
+                .estimate_rtp_index(seq)
+                .and_then(|index| window.check(index).map(|()| index))
+                .and_then(|index| Ok((self.open_rtp(buf, &body, index)?, index)))
         };
-
-        let at = match existing {
-            Some(at) => at,
-            None => self.rtp_stream_or_insert(ssrc)?,
-        };
-        self.rtp[at].rx.accept(index);
-        Ok(plain_len)
+        let stream = &mut self.rtp[at];
+        match opened {
+            Ok((n, index)) => {
+                stream.rx.accept(index);
+                stream.rx_failures = 0;
+                Ok(n)
+            }
+            Err(e) => {
+                stream.rx_failures = stream.rx_failures.saturating_add(1).min(LOST_AFTER);
+                Err(e)
+            }
+        }
     }
 
     /// Verifies and decrypts `buf` (an SRTP packet laid out as `body` says) in place as
@@ -523,26 +573,33 @@ impl SrtpContext {
         }
     }
 
-    /// [`open_rtp`](Self::open_rtp) for the first packets of a new stream: ROC 0, then
-    /// 1 ..= `roc_search` (see [`with_roc_search`](Self::with_roc_search)), each from a
-    /// stack copy of the packet (a failed GCM open leaves the bytes unspecified).
-    /// Returns the plaintext length and the index that authenticated.
+    /// [`open_rtp`](Self::open_rtp) under a searched rollover counter: for the first
+    /// packets of a new stream (`after` is `None`), ROC 0, then 1 ..= `roc_search` (see
+    /// [`with_roc_search`](Self::with_roc_search)); for a lost one, the indexes past
+    /// `after` under its ROC and the `roc_search` after it. Each try is from a stack
+    /// copy of the packet (a failed GCM open leaves the bytes unspecified). Returns the
+    /// plaintext length and the index that authenticated.
     fn open_rtp_any_roc(
         &self,
         buf: &mut [u8],
         body: &RtpBody,
         seq: u16,
+        after: Option<u64>,
     ) -> Result<(usize, u64), SrtpError> {
         let len = buf.len();
         let mut saved = [0u8; ROC_SEARCH_MAX_LEN];
         let copy = saved.get_mut(..len).ok_or(SrtpError::BufferTooSmall)?;
         copy.copy_from_slice(buf);
+        let first = after.map_or(0, |a| a >> 16);
+        let last_roc = (first + u64::from(self.roc_search)).min(u64::from(u32::MAX));
+        let candidates = (first..=last_roc)
+            .map(|roc| (roc << 16) | u64::from(seq))
+            .filter(|&index| after.is_none_or(|a| index > a));
         let mut last = SrtpError::AuthFailed;
-        for roc in 0..=u64::from(self.roc_search) {
-            if roc > 0 {
+        for (i, index) in candidates.enumerate() {
+            if i > 0 {
                 buf.copy_from_slice(copy);
             }
-            let index = (roc << 16) | u64::from(seq);
             match self.open_rtp(buf, body, index) {
                 Ok(n) => return Ok((n, index)),
                 Err(SrtpError::AuthFailed) => last = SrtpError::AuthFailed,

@@ -330,6 +330,66 @@ fn roc_search_is_bounded_and_leaves_no_state_on_failure() {
     assert!(enough.unprotect_rtp(&mut stale).is_err());
 }
 
+/// A receiver that stops getting a stream it knows (a layer it was switched away from)
+/// and gets it again after more than half the sequence-number space finds it again
+/// within a few packets, under the later rollover counter, when a search is allowed;
+/// and once the stream is lost, an older packet is still refused (the search looks
+/// only past the highest index).
+#[test]
+fn a_known_stream_is_found_again_after_a_long_gap_and_old_packets_stay_refused() {
+    for profile in SrtpProfile::ALL {
+        for gap in [40_000u64, 70_000, (3 << 16) + 5] {
+            let (mut tx, rx) = pair(profile, Some(KeyIndex(0)));
+            let mut rx = rx.with_roc_search(4);
+            let mut sent = Vec::new();
+            for i in 0..=(100 + gap + 20) {
+                sent.push(protect(&mut tx, &rtp(i as u16, 7, 20), false));
+            }
+            for p in &sent[..=100] {
+                rx.unprotect_rtp(&mut p.clone()).unwrap();
+            }
+            // After the gap: the first packets fail (the estimate is off), then the
+            // search finds the stream and every packet after it decrypts.
+            let after = 100 + gap as usize;
+            let found = (after..after + 10)
+                .find(|&i| rx.unprotect_rtp(&mut sent[i].clone()).is_ok())
+                .unwrap_or_else(|| panic!("{profile:?} gap {gap}: not found"));
+            assert!(found <= after + 4, "{profile:?} gap {gap}: at {found}");
+            assert_eq!(rx.rtp_rx_index(Ssrc(7)), Some(found as u64));
+            for p in &sent[found + 1..] {
+                rx.unprotect_rtp(&mut p.clone()).unwrap();
+            }
+            // Lost again (four forgeries on its SSRC), an authentic packet from
+            // before the gap is refused as it was before.
+            for _ in 0..4 {
+                let mut forged = sent[after].clone();
+                let last = forged.len() - 2;
+                forged[last] ^= 1;
+                assert!(rx.unprotect_rtp(&mut forged).is_err());
+            }
+            for old in [50, 100] {
+                assert!(
+                    rx.unprotect_rtp(&mut sent[old].clone()).is_err(),
+                    "{profile:?} gap {gap}: {old} replayed"
+                );
+            }
+            // Without a search the stream is not found.
+            let (mut tx, mut rx) = pair(profile, Some(KeyIndex(0)));
+            let mut last = Vec::new();
+            for i in 0..=(100 + gap) {
+                let p = protect(&mut tx, &rtp(i as u16, 7, 20), false);
+                if i <= 100 {
+                    rx.unprotect_rtp(&mut p.clone()).unwrap();
+                }
+                last = p;
+            }
+            for _ in 0..8 {
+                assert!(rx.unprotect_rtp(&mut last.clone()).is_err());
+            }
+        }
+    }
+}
+
 // ---- round trips, MKI, replay ---------------------------------------------------------
 
 fn master(profile: SrtpProfile, seed: u8) -> Vec<u8> {
