@@ -520,7 +520,8 @@ struct Inner {
     counters: Counters,
     wake: tokio::sync::Notify,
     publishing: tokio::sync::Mutex<()>,
-    /// We hung up: no key event with our streams may follow the empty one.
+    /// We hung up (no key event with our streams may follow the empty one), or the
+    /// conference was stopped (dropped): no key event at all.
     hung_up: AtomicBool,
     /// A key set could not be published even after [`PUBLISH_RETRIES`]: we send no
     /// more media.
@@ -962,16 +963,17 @@ fn dm_events(resp: &SyncResponse, dm: &RoomId) -> Vec<Value> {
 }
 
 /// The first of the DM's `events` for our call `call_id` whose type is one of `kinds`
-/// and that we did not send, and where it is.
+/// and that the SFU sent, and where it is. Only the SFU answers or ends our call: the
+/// DM held only it and us when we chose it, but someone invited since is not it.
 fn our_call_event<'a>(
     events: &'a [Value],
-    me: &UserId,
+    sfu: &str,
     call_id: &str,
     kinds: &[&str],
 ) -> Option<(usize, &'a Value)> {
     events.iter().enumerate().find(|(_, v)| {
         v["type"].as_str().is_some_and(|k| kinds.contains(&k))
-            && v["sender"].as_str() != Some(me.as_str())
+            && v["sender"].as_str() == Some(sfu)
             && v["content"]["call_id"] == call_id
     })
 }
@@ -981,10 +983,10 @@ fn our_call_event<'a>(
 /// which are ours to act on from the answer on).
 fn split_at_reply(
     mut events: Vec<Value>,
-    me: &UserId,
+    sfu: &str,
     call_id: &str,
 ) -> Option<((String, Value), Vec<Value>)> {
-    let (at, v) = our_call_event(&events, me, call_id, &["m.call.answer", "m.call.hangup"])?;
+    let (at, v) = our_call_event(&events, sfu, call_id, &["m.call.answer", "m.call.hangup"])?;
     let reply = (
         v["type"].as_str().unwrap_or_default().to_owned(),
         v["content"].clone(),
@@ -1095,7 +1097,8 @@ impl Conference {
         let ((kind, content), dm_after) = loop {
             let resp =
                 sync_step(&client, &room_id, &mut backlog, Duration::from_millis(500)).await?;
-            if let Some(r) = split_at_reply(dm_events(&resp, dm.room_id()), &me, &call_id) {
+            if let Some(r) = split_at_reply(dm_events(&resp, dm.room_id()), sfu.as_str(), &call_id)
+            {
                 break r;
             }
             if Instant::now() > deadline {
@@ -1287,6 +1290,9 @@ impl Conference {
     }
 
     fn stop(&mut self) {
+        // A rekey the media loop spawned outlives the tasks aborted here: it must not
+        // publish our streams for a call that is gone.
+        self.inner.hung_up.store(true, Ordering::Release);
         for t in self.tasks.drain(..) {
             t.abort();
         }
@@ -1517,7 +1523,7 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>, mut dm: V
     // The join's syncs may have brought a key after the event it decrypts.
     let mut keys_came = true;
     // What followed the answer may be the SFU's hangup already.
-    if let Some(end) = hung_up(&dm, me.as_deref(), &inner.call_id) {
+    if let Some(end) = hung_up(&dm, inner.sfu.as_str(), &inner.call_id) {
         inner.emit(end);
         return;
     }
@@ -1548,7 +1554,7 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>, mut dm: V
             return;
         }
         dm = dm_events(&resp, &dm_id);
-        if let Some(end) = hung_up(&dm, me.as_deref(), &inner.call_id) {
+        if let Some(end) = hung_up(&dm, inner.sfu.as_str(), &inner.call_id) {
             inner.emit(end);
             return;
         }
@@ -1579,8 +1585,8 @@ async fn sync_loop(inner: Arc<Inner>, mut backlog: Vec<TimelineEvent>, mut dm: V
 }
 
 /// The conference's end, if the DM's `events` hold the SFU's hangup of our call.
-fn hung_up(events: &[Value], me: Option<&UserId>, call_id: &str) -> Option<ConferenceEvent> {
-    let (_, v) = our_call_event(events, me?, call_id, &["m.call.hangup"])?;
+fn hung_up(events: &[Value], sfu: &str, call_id: &str) -> Option<ConferenceEvent> {
+    let (_, v) = our_call_event(events, sfu, call_id, &["m.call.hangup"])?;
     let code = v["content"]["org.matrix.msc2359.reason"]
         .as_str()
         .unwrap_or("");
@@ -1744,9 +1750,11 @@ async fn handle_room_events(
     }
 }
 
-/// Whether `event` is another user's membership leaving `join` (a leave, kick or ban);
-/// a membership whose previous state the server did not say counts as a leave from
-/// `join`.
+/// Whether `event` is another user's membership leaving `join` or `invite` (a leave,
+/// kick or ban; a declined or withdrawn invite); a membership whose previous state the
+/// server did not say counts as one. An invited user's devices get the room's megolm
+/// keys (matrix-sdk shares them with invited members unless the history visibility is
+/// `joined`), so they may have read our media key.
 fn left_room(event: &Value, own_user: &str) -> bool {
     event["type"] == "m.room.member"
         && event["state_key"].as_str().is_some_and(|u| u != own_user)
@@ -1756,7 +1764,7 @@ fn left_room(event: &Value, own_user: &str) -> bool {
         )
         && event["unsigned"]["prev_content"]["membership"]
             .as_str()
-            .is_none_or(|m| m == "join")
+            .is_none_or(|m| m == "join" || m == "invite")
 }
 
 /// docs/protocol.md's trust rules, then the roster's, then the participant's.
@@ -1950,6 +1958,12 @@ mod tests {
         let events = vec![
             ev(me.as_str(), "m.call.invite", json!({"call_id": "ours"})),
             ev(sfu, "m.call.answer", json!({"call_id": "older"})),
+            // Someone else in the DM answering our call is not the SFU.
+            ev(
+                "@mallory:example.org",
+                "m.call.answer",
+                json!({"call_id": "ours", "answer": {"sdp": "v=1"}}),
+            ),
             ev(
                 sfu,
                 "m.call.answer",
@@ -1957,7 +1971,7 @@ mod tests {
             ),
             ended.clone(),
         ];
-        let ((kind, content), after) = split_at_reply(events, &me, "ours").unwrap();
+        let ((kind, content), after) = split_at_reply(events, sfu, "ours").unwrap();
         assert_eq!(
             (kind.as_str(), &content["answer"]["sdp"]),
             ("m.call.answer", &json!("v=0"))
@@ -1965,7 +1979,8 @@ mod tests {
         assert_eq!(after, std::slice::from_ref(&ended));
         let bob = member_ended(&after[0], sfu, "ours").unwrap();
         assert_eq!((bob.0.device_id.as_str(), bob.1.as_str()), ("BOB", "bobs"));
-        // Our own hangup is not the SFU's, nor is a repeated answer; the SFU's hangup after them is.
+        // Our own hangup is not the SFU's, nor is another's or a repeated answer; the
+        // SFU's hangup after them is.
         let hangup = ev(
             sfu,
             "m.call.hangup",
@@ -1974,14 +1989,19 @@ mod tests {
         );
         let events = vec![
             ev(me.as_str(), "m.call.hangup", json!({"call_id": "ours"})),
+            ev(
+                "@mallory:example.org",
+                "m.call.hangup",
+                json!({"call_id": "ours"}),
+            ),
             ev(sfu, "m.call.answer", json!({"call_id": "ours"})),
             hangup,
         ];
         assert!(matches!(
-            hung_up(&events, Some(&me), "ours"),
+            hung_up(&events, sfu, "ours"),
             Some(ConferenceEvent::Ended { reason, call_again: false }) if reason.ends_with("relay_failed")
         ));
-        assert!(split_at_reply(vec![ended], &me, "ours").is_none());
+        assert!(split_at_reply(vec![ended], sfu, "ours").is_none());
     }
 
     #[test]
@@ -2078,9 +2098,20 @@ mod tests {
             me
         ));
         assert!(left_room(&member("@eve:example.org", "leave", None), me));
-        // Never joined (a declined invite), a join, ourselves, another event: no.
-        assert!(!left_room(
+        // Invited, who may hold the room's megolm keys: a declined or withdrawn
+        // invite, or a ban.
+        assert!(left_room(
             &member("@eve:example.org", "leave", Some("invite")),
+            me
+        ));
+        assert!(left_room(
+            &member("@eve:example.org", "ban", Some("invite")),
+            me
+        ));
+        // Never invited or joined (a knock turned down), a join, ourselves, another
+        // event: no.
+        assert!(!left_room(
+            &member("@eve:example.org", "leave", Some("knock")),
             me
         ));
         assert!(!left_room(
