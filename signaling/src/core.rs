@@ -774,6 +774,11 @@ impl Core {
     /// The relay did not take an [`Action::Admit`]: refuse the call after all. The
     /// calls it replaced have ended, and no new call's key event will tell the members
     /// so: they hear it as `member_ended` with reason `replaced`.
+    ///
+    /// The relay is told to remove the session, and the conference if no other call
+    /// is in it: a request that timed out may have been applied after all, and the
+    /// conference's upsert may have been taken before the session's failed. Neither
+    /// may stay behind (the session would hold the caller's SSRCs and credentials).
     pub fn admission_failed(&mut self, session_id: &SessionId, now_ms: u64) {
         // What the same batch queued for the call after its admission is about a
         // session the relay does not have.
@@ -781,7 +786,7 @@ impl Core {
         if let Some(call) = self.calls.get(session_id) {
             let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
             let why = Code::RelayUnavailable.as_str();
-            self.remove_call(session_id, why, now_ms, false, None);
+            self.remove_call(session_id, why, now_ms, true, None);
             self.count_refusal(Code::RelayUnavailable);
             self.hangup(&room, &call_id, Code::RelayUnavailable);
         }

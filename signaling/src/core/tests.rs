@@ -1078,12 +1078,39 @@ fn without_the_relay_calls_are_refused_as_relay_unavailable() {
     core.relay = None;
     let actions = invite_in(&mut core, ALICE, "a", 100, T0);
     assert_eq!(hangups(&actions), ["relay_unavailable"]);
-    // And a relay that refuses the session after the fact.
+    // And a relay that refuses the session after the fact, or did not answer in time
+    // (it may have taken the session after all): the relay is told to remove the
+    // session and the conference, which has no other call.
     let mut core = setup(&[ALICE]);
     let id = call_in(&mut core, ALICE, "a", 100);
     core.admission_failed(&id, T0);
-    assert_eq!(hangups(&drain(&mut core)), ["relay_unavailable"]);
+    let actions = drain(&mut core);
+    assert_eq!(hangups(&actions), ["relay_unavailable"]);
     assert_eq!(core.calls().count(), 0);
+    let removed: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Relay(RequestBody::RemoveSession { session_id, .. }) => {
+                Some(format!("session {session_id}"))
+            }
+            Action::Relay(RequestBody::RemoveConference { .. }) => Some("its conference".into()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, [format!("session {id}"), "its conference".into()]);
+    // With another call in the conference, only the session goes.
+    let mut core = setup(&[ALICE, BOB]);
+    call_in(&mut core, BOB, "b", 200);
+    let id = call_in(&mut core, ALICE, "a", 100);
+    core.admission_failed(&id, T0);
+    let actions = drain(&mut core);
+    assert!(actions.iter().any(|a| matches!(a,
+        Action::Relay(RequestBody::RemoveSession { session_id, .. }) if *session_id == id)));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Relay(RequestBody::RemoveConference { .. })))
+    );
 }
 
 #[test]
