@@ -225,7 +225,7 @@ impl Metrics {
             &mut o,
             "send_failures_total",
             "counter",
-            "Matrix events that could not be sent after retries.",
+            "Matrix events the homeserver refused, or speaker changes that failed after retries.",
             vec![format!(" {}", self.send_failures)],
         );
         push(

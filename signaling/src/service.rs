@@ -348,7 +348,7 @@ async fn fill_gaps(mx: &Matrix, sync: &mut SyncResponse, since: &str) -> Result<
 /// transiently (a 5xx, a 429, no answer), waiting as a failed sync does in between.
 const ROOM_READ_TRIES: u32 = 3;
 
-/// How many times an event send, a join or a decline is tried while it fails
+/// How many times a speaker change's send, a join or a decline is tried while it fails
 /// transiently.
 const CHANGE_TRIES: u32 = 7;
 
@@ -626,17 +626,25 @@ enum SenderReport {
     LoggedOut(String),
 }
 
-/// Sends one event in `room`, retrying transient failures; a lost one is counted. An
-/// event the homeserver refuses because it no longer accepts our access token is not
-/// done with: `Err` says why.
+/// Sends one event in `room`, retrying transient failures; a lost one (refused, or a
+/// speaker change that kept failing) is counted. An event the homeserver refuses
+/// because it no longer accepts our access token is not done with: `Err` says why.
 async fn send_event(
     mx: &Matrix,
     room: &str,
     out: OutEvent,
     metrics: &Mutex<Metrics>,
 ) -> Result<(), String> {
-    // The homeserver de-duplicates tries by the transaction id.
-    let sent = with_retries(Some(CHANGE_TRIES), matrix::RETRY_MAX, || {
+    // A stored event (an answer, a hangup, `member_ended`) is tried for as long as the
+    // homeserver fails transiently, at least every few seconds, so it goes soon after
+    // the homeserver is back and keeps its place in the room's order; given up, it
+    // would be deleted from the store. A speaker change gives up after a few tries (a
+    // later one replaces it). The homeserver de-duplicates tries by the transaction id.
+    let (tries, max_wait) = match out.stored {
+        Some(_) => (None, matrix::SYNC_RETRY_MAX),
+        None => (Some(CHANGE_TRIES), matrix::RETRY_MAX),
+    };
+    let sent = with_retries(tries, max_wait, || {
         mx.send(room, &out.event_type, &out.txn, &out.content)
     });
     match sent.await {

@@ -735,7 +735,7 @@ impl Proxied {
 /// whose call it admitted (the relay has the session) but could not answer yet.
 struct UnsentAnswer {
     proxy: HomeserverProxy,
-    _relay: Relay,
+    relay: Relay,
     signaling: Signaling,
     alice: MatrixUser,
     dm: String,
@@ -774,7 +774,7 @@ impl UnsentAnswer {
         });
         UnsentAnswer {
             proxy,
-            _relay: relay,
+            relay,
             signaling,
             alice,
             dm,
@@ -802,6 +802,29 @@ impl UnsentAnswer {
             |p| p[0].connected(),
         );
     }
+}
+
+/// An answer the homeserver fails (502) for longer than the retries of a speaker
+/// change last (7 tries, about 16 s) is tried until it takes it, not dropped: once the
+/// sends go through, alice gets it without a restart and connects.
+#[test]
+fn an_answer_the_homeserver_fails_for_long_goes_out_when_it_is_back() {
+    let mut t = UnsentAnswer::new(false);
+    t.relay.wait_until(
+        Duration::from_secs(60),
+        "signaling to try the answer more than 7 times",
+        || t.proxy.refused_sends() > 7,
+    );
+    t.proxy.refuse_sends(false);
+    let answer = answered(&reply_to(&mut t.alice, &t.dm, "call-1"));
+    let mut peer = t.caller.connect(&answer);
+    drive(
+        &mut [&mut peer],
+        WAIT,
+        "ICE and DTLS with the answer",
+        |p| p[0].connected(),
+    );
+    assert!(!t.signaling.run_log().contains("could not send"));
 }
 
 /// An answer signaling could not send yet when it was killed (its homeserver failing
