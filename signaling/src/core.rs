@@ -339,7 +339,8 @@ struct Room {
     announcements: HashMap<String, String>,
     encrypted: bool,
     /// Anyone can read it without joining (`m.room.history_visibility`
-    /// `world_readable`) or join it without an invite (`m.room.join_rules` `public`).
+    /// `world_readable`) or join it without an invite (`m.room.join_rules` `public`,
+    /// `restricted` or `knock_restricted`).
     open: Open,
 }
 
@@ -1411,7 +1412,12 @@ fn apply_state(room: &mut Room, e: &Event<'_>) {
                 == Some("world_readable");
         }
         "m.room.join_rules" => {
-            room.open.join = e.content.get("join_rule").and_then(Value::as_str) == Some("public");
+            // `restricted` and `knock_restricted` let members of other rooms (a space)
+            // join without an invite.
+            room.open.join = matches!(
+                e.content.get("join_rule").and_then(Value::as_str),
+                Some("public" | "restricted" | "knock_restricted")
+            );
         }
         _ => {}
     }

@@ -1483,9 +1483,13 @@ async fn find_or_create_dm(
         let only_us = members
             .iter()
             .all(|m| m.user_id() == sfu || Some(m.user_id()) == client.user_id());
-        // Nor one anyone may read or join.
+        // Nor one anyone may read, or join without an invite (members of a space
+        // included).
         let open = r.history_visibility() == Some(HistoryVisibility::WorldReadable)
-            || r.join_rule() == Some(JoinRule::Public);
+            || matches!(
+                r.join_rule(),
+                Some(JoinRule::Public | JoinRule::Restricted(_) | JoinRule::KnockRestricted(_))
+            );
         if !encrypted && sfu_in && only_us && !open {
             found = Some(r);
             break;

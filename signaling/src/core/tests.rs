@@ -581,6 +581,20 @@ fn leaving_the_conference_room_or_sharing_the_dm_ends_the_call() {
                    "content": {"join_rule": "public"}}),
             "not_a_dm",
         ),
+        // Or lets the members of a space join.
+        (
+            DM,
+            json!({"type": "m.room.join_rules", "sender": ALICE, "state_key": "",
+                   "content": {"join_rule": "restricted", "allow": [
+                       {"type": "m.room_membership", "room_id": "!space:hs-dev"}]}}),
+            "not_a_dm",
+        ),
+        (
+            DM,
+            json!({"type": "m.room.join_rules", "sender": ALICE, "state_key": "",
+                   "content": {"join_rule": "knock_restricted"}}),
+            "not_a_dm",
+        ),
     ] {
         let mut core = setup(&[ALICE, BOB]);
         let alice = call_in(&mut core, ALICE, "a", 100);
