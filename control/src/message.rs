@@ -483,7 +483,9 @@ pub enum EndReason {
     Shutdown,
     /// The participant closed its DTLS association (close_notify): it left.
     Closed,
-    /// A reason this version does not know (from a newer peer); never sent.
+    /// `session_failed` only: the relay could not start the session's ICE agent from
+    /// its credentials. Also what a reason this version does not know (from a newer
+    /// peer) decodes as.
     #[serde(other)]
     Other,
 }

@@ -689,10 +689,13 @@ impl Core {
                     EndReason::DtlsFailed => Code::DtlsFailed,
                     EndReason::FingerprintMismatch => Code::FingerprintMismatch,
                     EndReason::NoSrtpProfile => Code::NoSrtpProfile,
-                    // Our own removals, a restart of the relay (the snapshot after its
-                    // return restores the session), or a reason from a newer relay:
-                    // nothing the caller must hear about.
-                    _ => return,
+                    // Our own removals, and a relay's shutdown (the snapshot after its
+                    // return restores the session): nothing the caller must hear about.
+                    EndReason::Removed | EndReason::Replaced | EndReason::Shutdown => return,
+                    // The relay could not run the session (`other`), or a reason from a
+                    // newer relay: the call is dead either way, and its caller may try
+                    // again.
+                    _ => Code::RelayUnavailable,
                 };
                 if self.calls.contains_key(session_id) {
                     self.end_call(session_id, code, now_ms);

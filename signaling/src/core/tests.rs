@@ -859,6 +859,9 @@ fn relay_failures_become_hangups_with_the_specs_reason() {
             "ice_failed",
             "fingerprint_mismatch",
         ),
+        // The relay could not run it, or a reason a newer relay gives: the call is
+        // dead, and its caller hears so.
+        (EndReason::Other, "unknown_error", "relay_unavailable"),
     ] {
         let mut core = setup(&[ALICE]);
         let id = call_in(&mut core, ALICE, "a", 100);
