@@ -413,6 +413,16 @@ pub enum ConfigError {
         /// The listen address.
         listen: SocketAddr,
     },
+    /// `listen` or a `public` address is an IPv4-mapped IPv6 address.
+    #[error(
+        "`{key}` address {addr} is IPv4-mapped IPv6: write it as IPv4 (the relay's IPv6 sockets take no IPv4 traffic)"
+    )]
+    MappedAddress {
+        /// `listen` or `public`.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+    },
     /// Only one of `cert` and `key` was given.
     #[error(
         "`{given}` is set but `{missing}` is not: give both, or neither to generate a certificate"
@@ -496,6 +506,18 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
         .find(|&&a| a.ip().is_unspecified() || (a.port() == 0 && a != listen))
     {
         return Err(ConfigError::BadPublicAddress { addr });
+    }
+    let mapped = |a: &SocketAddr| match a.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+        IpAddr::V4(_) => false,
+    };
+    if mapped(&listen) {
+        let (key, addr) = ("listen", listen);
+        return Err(ConfigError::MappedAddress { key, addr });
+    }
+    if let Some(&addr) = public.iter().find(|a| mapped(a)) {
+        let key = "public";
+        return Err(ConfigError::MappedAddress { key, addr });
     }
     if let Some(&addr) = public.iter().find(|a| a.is_ipv4() != listen.is_ipv4()) {
         return Err(ConfigError::PublicFamily { addr, listen });
@@ -756,6 +778,30 @@ mod tests {
         assert_eq!(c.public, vec![c.listen]);
         let e = load(&["--listen", "127.0.0.1:0", "--public", "192.0.2.1:0"]).unwrap_err();
         assert!(matches!(e, ConfigError::BadPublicAddress { .. }), "{e}");
+    }
+
+    /// An IPv4-mapped address would bind an IPv6-only socket no IPv4 datagram reaches,
+    /// or announce a candidate nothing answers at.
+    #[test]
+    fn ipv4_mapped_addresses_are_refused() {
+        let e = load(&[
+            "--listen",
+            "[::]:5000",
+            "--public",
+            "[::ffff:203.0.113.7]:5000",
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(e, ConfigError::MappedAddress { key: "public", .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("write it as IPv4"), "{e}");
+        let e = load(&["--listen", "[::ffff:127.0.0.1]:5000"]).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::MappedAddress { key: "listen", .. }),
+            "{e}"
+        );
+        assert!(load(&["--listen", "[::]:5000", "--public", "[2001:db8::7]:5000"]).is_ok());
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! loop { poll(listener, client, waker; 1 s, or 5 ms while commands wait for room, or
-//!             until the client's hello deadline)
-//!        client readable → read → server.handle_data / handle_hangup
-//!        listener → accept → server.accept (a refusal's goodbye is written, best effort)
+//!             until the client's hello deadline; not at all while the client has
+//!             more to read)
+//!        client readable → read up to 1 MiB → server.handle_data / handle_hangup
+//!        listener → accept (a closing client is closed first) → server.accept (a
+//!             refusal's goodbye is written, best effort)
 //!        server.handle_timeout (a client without a hello in 5 s is closed)
 //!        reports → server.handle_report; each worker's applied → server.handle_applied
 //!        server.poll_command(w) → try_send to worker w (full: return_command, retry later)
@@ -95,7 +97,14 @@ pub struct ControlLoop {
     shutdown: Shutdown,
     counters: Arc<ControlCounters>,
     read_buf: Vec<u8>,
+    /// The client may have sent more than the last turn read ([`READ_PER_TURN`]): read
+    /// on without waiting for readiness (mio's is edge-triggered).
+    unread: bool,
 }
+
+/// Bytes read from the client per loop turn: a client that writes without pause still
+/// lets the loop hand commands to the workers, write answers and take reports.
+const READ_PER_TURN: usize = 1024 * 1024;
 
 impl ControlLoop {
     /// The loop around `server`; `poll` has the waker the workers and the shutdown use.
@@ -135,6 +144,7 @@ impl ControlLoop {
             shutdown,
             counters,
             read_buf: vec![0u8; 64 * 1024],
+            unread: false,
         }
     }
 
@@ -146,7 +156,9 @@ impl ControlLoop {
         let mut events = Events::with_capacity(16);
         loop {
             let waiting = (0..self.workers.len()).any(|w| self.server.queued(w) > 0);
-            let mut timeout = if waiting {
+            let mut timeout = if self.unread {
+                Duration::ZERO
+            } else if waiting {
                 Duration::from_millis(5)
             } else {
                 Duration::from_secs(1)
@@ -165,12 +177,16 @@ impl ControlLoop {
                 return Ok(());
             }
             let mut accept = false;
+            let mut readable = std::mem::take(&mut self.unread);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => accept = true,
-                    CLIENT => self.read_client(),
+                    CLIENT => readable = true,
                     _ => {}
                 }
+            }
+            if readable {
+                self.read_client();
             }
             while let Ok(report) = self.reports.try_recv() {
                 self.server.handle_report(report);
@@ -200,9 +216,13 @@ impl ControlLoop {
                     return;
                 }
             };
-            // A client that left (its EOF may be queued behind this connect) must not
-            // count as the active one.
+            // A client that left (its EOF may be queued behind this connect), or that
+            // the server is closing (its goodbye written), must not count as the
+            // active one.
             self.read_client();
+            if self.server.wants_close() {
+                self.flush();
+            }
             if let Err(bye) = self.server.accept(Instant::now()) {
                 // Best effort, non-blocking: a small frame fits the socket buffer.
                 let _ = stream.write(&bye);
@@ -221,18 +241,26 @@ impl ControlLoop {
         }
     }
 
-    /// Reads everything the client sent; notices it leaving.
+    /// Reads what the client sent, up to [`READ_PER_TURN`] bytes; notices it leaving.
     fn read_client(&mut self) {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
+        let mut read = 0;
         loop {
             if self.server.wants_close() {
                 return;
             }
+            if read >= READ_PER_TURN {
+                self.unread = true;
+                return;
+            }
             match stream.read(&mut self.read_buf) {
                 Ok(0) => break,
-                Ok(n) => self.server.handle_data(&self.read_buf[..n]),
+                Ok(n) => {
+                    read += n;
+                    self.server.handle_data(&self.read_buf[..n]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // A client that exits without reading what we sent it resets the
