@@ -234,6 +234,7 @@ fn membership(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_membership");
     let (mut sim, last) = conference_of_99();
     let session = SessionName::new(sim.member(last).spec.session_id.as_str());
+    let identity = blindfold_relay::control::rules::session_rule(&sim.member(last).spec).identity();
     let now = sim.now;
     let engine = &mut sim.shards[0];
     // The 100th member connects on another shard and leaves again: every sender's
@@ -244,6 +245,7 @@ fn membership(c: &mut Criterion) {
                 now,
                 Command::Peer(PeerMsg::Connected {
                     session: session.clone(),
+                    identity,
                     shard: ShardId(1),
                     key: SessionHandle {
                         slot: 0,
@@ -256,6 +258,7 @@ fn membership(c: &mut Criterion) {
                 now,
                 Command::Peer(PeerMsg::Disconnected {
                     session: session.clone(),
+                    identity,
                 }),
             );
         })

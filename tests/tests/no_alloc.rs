@@ -499,20 +499,26 @@ fn cross_shard_messages_clone_without_allocating() {
     let messages = [
         PeerMsg::Claimed {
             session: session.clone(),
+            identity: 7,
             shard: ShardId(1),
             key,
         },
         PeerMsg::Connected {
             session: session.clone(),
+            identity: 7,
             shard: ShardId(1),
             key,
             addr,
         },
         PeerMsg::WhereIs {
             session: session.clone(),
+            identity: 7,
             from: ShardId(1),
         },
-        PeerMsg::Disconnected { session },
+        PeerMsg::Disconnected {
+            session,
+            identity: 7,
+        },
         PeerMsg::Rtcp {
             to: key,
             packet: packet.clone(),

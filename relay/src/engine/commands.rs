@@ -104,6 +104,7 @@ impl Engine {
         };
         let conf = self.conference(&spec.conf);
         let id = spec.id.clone();
+        let identity = spec.identity();
         let ufrag = spec.ice_ufrag.clone();
         // A new session is neither connected nor routed anywhere yet: no fan-out list
         // changes until it is.
@@ -131,6 +132,7 @@ impl Engine {
         if self.cfg.shards > 1 {
             let msg = PeerMsg::WhereIs {
                 session: id.clone(),
+                identity,
                 from: self.cfg.shard,
             };
             self.events.push_back(Event::Peer(PeerDest::All, msg));

@@ -130,6 +130,7 @@ pub(crate) fn run(data: &[u8]) {
                 now,
                 Command::Peer(PeerMsg::Connected {
                     session: spec(who).id,
+                    identity: spec(who).identity(),
                     shard: ShardId(1),
                     key: SessionHandle {
                         slot: u32::from(action >> 6),
@@ -142,6 +143,7 @@ pub(crate) fn run(data: &[u8]) {
                 now,
                 Command::Peer(PeerMsg::WhereIs {
                     session: spec(who).id,
+                    identity: spec(who).identity(),
                     from: ShardId(1),
                 }),
             ),
@@ -149,6 +151,7 @@ pub(crate) fn run(data: &[u8]) {
                 now,
                 Command::Peer(PeerMsg::Disconnected {
                     session: spec(who).id,
+                    identity: spec(who).identity(),
                 }),
             ),
             9 => e.handle_command(

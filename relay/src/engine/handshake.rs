@@ -214,15 +214,16 @@ impl Engine {
         let old = std::mem::replace(&mut s.addr, addr);
         let conf = s.conf;
         if let Home::Here(_) = s.home {
-            let session = s.spec.id.clone();
+            let (session, identity) = (s.spec.id.clone(), s.spec.identity());
             let msg = match addr {
                 Some(addr) => PeerMsg::Connected {
                     session,
+                    identity,
                     shard,
                     key: h,
                     addr,
                 },
-                None => PeerMsg::Disconnected { session },
+                None => PeerMsg::Disconnected { session, identity },
             };
             self.events.push_back(Event::Peer(PeerDest::All, msg));
         }

@@ -260,6 +260,13 @@ pub enum Command {
     Peer(PeerMsg),
 }
 
+/// Which incarnation of a session a [`PeerMsg`] is about: its rule's
+/// [`SessionRule::identity`]. An upsert that replaces a session (new credentials,
+/// fingerprint or conference, same id) reaches the shards one at a time, so a shard
+/// may still run the old incarnation when another asks about, or announces, the new
+/// one; each ignores what is about an incarnation it does not hold.
+pub type Incarnation = u64;
+
 /// Messages between shards (see the module docs).
 // RTCP crosses shards inline: boxing it would allocate per forwarded RTCP packet.
 #[allow(clippy::large_enum_variant)]
@@ -269,6 +276,8 @@ pub enum PeerMsg {
     Claimed {
         /// The session.
         session: SessionName,
+        /// Which incarnation of it ([`Incarnation`]).
+        identity: Incarnation,
         /// Its home shard.
         shard: ShardId,
         /// Its handle there.
@@ -278,6 +287,8 @@ pub enum PeerMsg {
     Connected {
         /// The session.
         session: SessionName,
+        /// Which incarnation of it ([`Incarnation`]).
+        identity: Incarnation,
         /// Its home shard.
         shard: ShardId,
         /// Its handle there.
@@ -289,6 +300,8 @@ pub enum PeerMsg {
     Disconnected {
         /// The session.
         session: SessionName,
+        /// Which incarnation of it ([`Incarnation`]).
+        identity: Incarnation,
     },
     /// Shard `from` just created the session: if it is homed on the shard this reaches,
     /// that shard answers with [`PeerMsg::Claimed`] (and [`PeerMsg::Connected`] if it
@@ -300,6 +313,9 @@ pub enum PeerMsg {
     WhereIs {
         /// The session.
         session: SessionName,
+        /// Which incarnation of it ([`Incarnation`]): only a shard that runs that one
+        /// answers.
+        identity: Incarnation,
         /// The shard asking.
         from: ShardId,
     },

@@ -73,25 +73,34 @@ impl Engine {
         self.sessions.get_mut(h)?.stream_mut(ssrc)
     }
 
+    /// Session `session` if what this shard holds of it is incarnation `identity`.
+    fn incarnation(&self, session: &SessionName, identity: Incarnation) -> Option<SessionHandle> {
+        let h = *self.by_id.get(session)?;
+        let s = self.sessions.get(h)?;
+        (s.spec.identity() == identity).then_some(h)
+    }
+
     pub(super) fn handle_peer(&mut self, now: Instant, msg: PeerMsg) {
         match msg {
             PeerMsg::Claimed {
                 session,
+                identity,
                 shard,
                 key,
             } => {
-                let Some(h) = self.by_id.get(&session).copied() else {
+                let Some(h) = self.incarnation(&session, identity) else {
                     return;
                 };
                 self.claimed_elsewhere(h, shard, key);
             }
             PeerMsg::Connected {
                 session,
+                identity,
                 shard,
                 key,
                 addr,
             } => {
-                let Some(&h) = self.by_id.get(&session) else {
+                let Some(h) = self.incarnation(&session, identity) else {
                     return;
                 };
                 if self
@@ -103,9 +112,13 @@ impl Engine {
                     self.set_connected(h, Some(addr));
                 }
             }
-            PeerMsg::WhereIs { session, from } => {
+            PeerMsg::WhereIs {
+                session,
+                identity,
+                from,
+            } => {
                 let me = self.cfg.shard;
-                let Some(&h) = self.by_id.get(&session) else {
+                let Some(h) = self.incarnation(&session, identity) else {
                     return;
                 };
                 let Some(s) = self.sessions.get(h) else {
@@ -120,6 +133,7 @@ impl Engine {
                 let to = PeerDest::Shard(from);
                 let claimed = PeerMsg::Claimed {
                     session: session.clone(),
+                    identity,
                     shard: me,
                     key: h,
                 };
@@ -127,6 +141,7 @@ impl Engine {
                 if let (true, Some(addr)) = (s.is_connected(), s.addr) {
                     let connected = PeerMsg::Connected {
                         session,
+                        identity,
                         shard: me,
                         key: h,
                         addr,
@@ -134,8 +149,8 @@ impl Engine {
                     self.events.push_back(Event::Peer(to, connected));
                 }
             }
-            PeerMsg::Disconnected { session } => {
-                let Some(&h) = self.by_id.get(&session) else {
+            PeerMsg::Disconnected { session, identity } => {
+                let Some(h) = self.incarnation(&session, identity) else {
                     return;
                 };
                 if self

@@ -192,6 +192,7 @@ impl Engine {
         }));
         let msg = PeerMsg::Claimed {
             session: s.spec.id.clone(),
+            identity: s.spec.identity(),
             shard: self.cfg.shard,
             key: h,
         };

@@ -737,6 +737,84 @@ fn a_shard_that_creates_a_session_late_asks_where_it_is_homed() {
     assert!(handed, "the check goes to its home");
 }
 
+/// A session replaced (same id, new credentials: its member called again) by an upsert
+/// that reaches one shard before the other: the shard still running the old
+/// incarnation does not answer for the new one, and what it says about the old one
+/// does not make the new one homed there or connected.
+#[test]
+fn peer_messages_about_a_replaced_incarnation_are_ignored() {
+    let now = Instant::now();
+    let (mut e0, mut e1) = (engine_of_two(0), engine_of_two(1));
+    for e in [&mut e0, &mut e1] {
+        e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+        events(e);
+    }
+    // Homed on shard 1, connected there (no participant password: the nomination
+    // connects it once keyed; here the claim is enough).
+    let mut c = check("a", PWD, true);
+    e1.handle_datagram(now, addr(5000), &mut c);
+    transmits(&mut e1);
+    let old_news: Vec<PeerMsg> = events(&mut e1)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Peer(_, msg @ PeerMsg::Claimed { .. }) => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(old_news.len(), 1);
+    // The member calls again. Shard 0 takes the new upsert first, and asks.
+    let mut again = spec("a", "c", &[1]);
+    again.ice_pwd = "otherpassword0123456789".to_owned();
+    e0.handle_command(now, Command::UpsertSession(again.clone()));
+    let asked: Vec<PeerMsg> = events(&mut e0)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Peer(_, msg @ PeerMsg::WhereIs { .. }) => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "it asks");
+    // Shard 1 still runs the old incarnation: no answer.
+    e1.handle_command(now, Command::Peer(asked[0].clone()));
+    assert!(events(&mut e1).is_empty());
+    // The old incarnation's claim, late, and its connection leave the new one alone.
+    for msg in old_news {
+        e0.handle_command(now, Command::Peer(msg));
+    }
+    let identity = spec("a", "c", &[1]).identity();
+    e0.handle_command(
+        now,
+        Command::Peer(PeerMsg::Connected {
+            session: SessionName::new("a"),
+            identity,
+            shard: ShardId(1),
+            key: SessionHandle {
+                slot: 0,
+                incarnation: 0,
+            },
+            addr: addr(5000),
+        }),
+    );
+    let (_, s) = e0.sessions.iter().next().unwrap();
+    assert!(
+        matches!(s.home, Home::Unclaimed { .. }),
+        "not homed on shard 1"
+    );
+    assert_eq!(s.addr, None);
+    assert_eq!(s.spec, again);
+    // Once shard 1 has the new one too, it is claimed as before.
+    e1.handle_command(now, Command::UpsertSession(again));
+    events(&mut e1);
+    let mut c = check("a", "otherpassword0123456789", true);
+    assert_eq!(
+        e1.handle_datagram(now, addr(5000), &mut c),
+        Handled::Consumed
+    );
+    pass_peer_messages(now, &mut e1, &mut e0);
+    let (_, s) = e0.sessions.iter().next().unwrap();
+    assert!(matches!(s.home, Home::Elsewhere(ShardId(1), _)));
+}
+
 /// A participant flooding valid checks at a shard that is not its home: one reaches
 /// the home per address and second (each is a message that must arrive, on a channel
 /// other sessions' share), and every nominating one.

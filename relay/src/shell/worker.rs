@@ -665,6 +665,7 @@ mod tests {
     fn claimed(n: u16) -> PeerMsg {
         PeerMsg::Claimed {
             session: SessionName::new("s"),
+            identity: 0,
             shard: ShardId(n),
             key: KEY,
         }
