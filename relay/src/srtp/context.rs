@@ -194,7 +194,7 @@ impl SrtpContext {
     ///
     /// It also finds a known stream again after a gap of more than half the
     /// sequence-number space, where the estimate from the last index is wrong: after
-    /// [`LOST_AFTER`] of its packets failed in a row, the next are tried at the indexes
+    /// 4 of its packets failed in a row, the next are tried at the indexes
     /// past its highest, under its ROC and the `max_roc` after it (never below the
     /// highest, so a replayed older packet stays refused).
     pub fn with_roc_search(mut self, max_roc: u32) -> Self {
