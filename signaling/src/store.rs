@@ -133,8 +133,15 @@ impl Store {
         }))
     }
 
-    /// Saves the Matrix session and forgets the sync token of any earlier one.
+    /// Saves the Matrix session. The sync token stays if the earlier session was the
+    /// same account on the same homeserver (a new login after the access token lapsed,
+    /// on the same device or a new one: the token is the account's place in its rooms'
+    /// timelines, and without it the first sync would skip what came meanwhile); for
+    /// another account it is forgotten.
     pub fn save_session(&mut self, s: &SavedSession) -> Result<(), StoreError> {
+        let same_account = self
+            .session()?
+            .is_some_and(|old| old.user_id == s.user_id && old.homeserver == s.homeserver);
         let tx = self.db.transaction()?;
         for (k, v) in [
             ("user_id", &s.user_id),
@@ -148,7 +155,9 @@ impl Store {
                 params![k, v],
             )?;
         }
-        tx.execute("DELETE FROM kv WHERE key = 'sync_token'", [])?;
+        if !same_account {
+            tx.execute("DELETE FROM kv WHERE key = 'sync_token'", [])?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -351,6 +360,30 @@ mod tests {
 
     /// It holds the SFU's access token: a new database, and its WAL, are the service
     /// user's alone.
+    /// A new login of the same account keeps its place in the timelines; another
+    /// account's starts afresh.
+    #[test]
+    fn a_new_login_keeps_the_sync_token_only_for_the_same_account() {
+        let dir = std::env::temp_dir().join(format!("bf-store-login-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store = Store::open(&dir.join("s.db")).unwrap();
+        let session = |user: &str, device: &str| SavedSession {
+            user_id: user.into(),
+            device_id: device.into(),
+            access_token: format!("token-{device}"),
+            homeserver: "http://hs".into(),
+        };
+        store.save_session(&session("@sfu:hs", "D1")).unwrap();
+        store.set_sync_token("s42").unwrap();
+        // The token lapsed: a new login, on a new device too.
+        store.save_session(&session("@sfu:hs", "D2")).unwrap();
+        assert_eq!(store.sync_token().unwrap().as_deref(), Some("s42"));
+        assert_eq!(store.session().unwrap().unwrap().device_id, "D2");
+        store.save_session(&session("@other:hs", "D3")).unwrap();
+        assert_eq!(store.sync_token().unwrap(), None);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[test]
     fn a_new_database_is_readable_by_its_user_only() {
         use std::os::unix::fs::PermissionsExt;
