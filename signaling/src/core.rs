@@ -1018,6 +1018,16 @@ impl Core {
         {
             return self.count_drop("invite_for_someone_else");
         }
+        // A plaintext invite in an encrypted room (a conference room included) is not
+        // answered, not even refused: the refusal would be a plaintext event everyone
+        // in the room sees and keeps.
+        if self
+            .rooms
+            .get(room_id)
+            .is_some_and(|r| r.encrypted || !r.conferences.is_empty())
+        {
+            return self.count_drop("invite_in_encrypted_room");
+        }
         let parsed = Invite::from_content(e.content);
         let call_id = match &parsed {
             Ok(inv) => &inv.ids.call_id,

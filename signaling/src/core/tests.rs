@@ -369,6 +369,32 @@ fn a_redacted_announcement_ends_the_conference() {
     }
 }
 
+/// A plaintext invite in the conference room (or any encrypted room) gets no answer,
+/// not even a refusal, which would be a plaintext event every member sees and keeps.
+#[test]
+fn an_invite_in_the_conference_room_is_not_answered() {
+    let mut core = setup(&[ALICE]);
+    let actions = timeline(
+        &mut core,
+        ROOM,
+        vec![invite(ALICE, "c", "conf", &offer(1), T0)],
+        T0 + 10,
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(
+        core.stats().dropped.get("invite_in_encrypted_room"),
+        Some(&1)
+    );
+    // The same in a DM is answered.
+    let actions = timeline(
+        &mut core,
+        DM,
+        vec![invite(ALICE, "c", "conf", &offer(1), T0)],
+        T0 + 10,
+    );
+    assert_eq!(admitted(&actions).len(), 1, "{actions:?}");
+}
+
 #[test]
 fn an_invite_without_ids_is_dropped_and_one_for_someone_else_ignored() {
     let mut core = setup(&[ALICE]);
