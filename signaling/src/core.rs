@@ -334,15 +334,75 @@ struct Room {
     members: HashMap<String, String>,
     /// conf_id → state.
     conferences: HashMap<String, ConferenceState>,
-    /// conf_id → the event id of its current announcement (when the sync gave one): a
-    /// redaction of it empties its content, which ends the conference.
-    announcements: HashMap<String, String>,
+    /// conf_id → the event id and sender of its current announcement (when the sync
+    /// gave one): a redaction of it by its sender or a moderator empties its content,
+    /// which ends the conference.
+    announcements: HashMap<String, (String, String)>,
+    /// Who may redact others' events (`m.room.power_levels`).
+    power: PowerLevels,
     encrypted: bool,
     /// Anyone can read it without joining (`m.room.history_visibility`
     /// `world_readable`) or join it without an invite (`m.room.join_rules` `public`,
     /// `restricted` or `knock_restricted`).
     open: Open,
 }
+
+/// The part of a room's `m.room.power_levels` that says who may redact another's
+/// event: the user's level against `redact`. Without the event (a room that never had
+/// one), nobody may.
+#[derive(Debug, Clone)]
+struct PowerLevels {
+    users: HashMap<String, i64>,
+    users_default: i64,
+    redact: i64,
+}
+
+impl Default for PowerLevels {
+    fn default() -> Self {
+        PowerLevels {
+            users: HashMap::new(),
+            users_default: 0,
+            redact: i64::MAX,
+        }
+    }
+}
+
+impl PowerLevels {
+    /// From the event's content; a level may be a number or (in old rooms) a string of
+    /// one; what is neither takes the specification's default.
+    fn from_content(content: &Value) -> Self {
+        fn level(v: Option<&Value>, default: i64) -> i64 {
+            match v {
+                Some(Value::Number(n)) => n.as_i64().unwrap_or(default),
+                Some(Value::String(s)) => s.trim().parse().unwrap_or(default),
+                _ => default,
+            }
+        }
+        let users = content
+            .get("users")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .take(MAX_POWER_USERS)
+                    .map(|(u, v)| (u.clone(), level(Some(v), 0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        PowerLevels {
+            users,
+            users_default: level(content.get("users_default"), 0),
+            redact: level(content.get("redact"), 50),
+        }
+    }
+
+    fn may_redact(&self, user: &str) -> bool {
+        self.users.get(user).copied().unwrap_or(self.users_default) >= self.redact
+    }
+}
+
+/// Users with a level kept per room: a power-levels event is at most 64 KiB, so a few
+/// thousand at most in practice.
+const MAX_POWER_USERS: usize = 10_000;
 
 /// What of a room is open to people who are not in it.
 #[derive(Debug, Default, Clone, Copy)]
@@ -1387,11 +1447,16 @@ impl Core {
 fn apply_state(room: &mut Room, e: &Event<'_>) {
     if e.kind == "m.room.redaction" {
         // A redacted announcement keeps only its type and state key: the conference
-        // has ended (its state changes with no new state event in the sync).
+        // has ended (its state changes with no new state event in the sync). Only its
+        // sender or a moderator can redact it: a homeserver may pass on a redaction it
+        // did not apply (one that came over federation), which clients must check.
         let redacted = e.redacts.and_then(|target| {
             room.announcements
                 .iter()
-                .find(|(_, id)| id.as_str() == target)
+                .find(|(_, (id, by))| {
+                    id.as_str() == target
+                        && (by.as_str() == e.sender || room.power.may_redact(e.sender))
+                })
                 .map(|(conf, _)| conf.clone())
         });
         if let Some(conf) = redacted {
@@ -1415,11 +1480,14 @@ fn apply_state(room: &mut Room, e: &Event<'_>) {
             room.conferences
                 .insert(key.to_owned(), ConferenceState::from_content(e.content));
             match e.event_id {
-                Some(id) => room.announcements.insert(key.to_owned(), id.to_owned()),
+                Some(id) => room
+                    .announcements
+                    .insert(key.to_owned(), (id.to_owned(), e.sender.to_owned())),
                 None => room.announcements.remove(key),
             };
         }
         "m.room.encryption" => room.encrypted = true,
+        "m.room.power_levels" => room.power = PowerLevels::from_content(e.content),
         "m.room.history_visibility" => {
             room.open.history = e.content.get("history_visibility").and_then(Value::as_str)
                 == Some("world_readable");

@@ -212,12 +212,14 @@ impl<'a> Event<'a> {
 }
 
 /// The state event types signaling reads: membership, what makes a room open to
-/// outsiders or encrypted, and conference announcements.
-pub const STATE_TYPES: [&str; 5] = [
+/// outsiders or encrypted, who may redact an announcement, and conference
+/// announcements.
+pub const STATE_TYPES: [&str; 6] = [
     "m.room.member",
     "m.room.encryption",
     "m.room.history_visibility",
     "m.room.join_rules",
+    "m.room.power_levels",
     crate::events::CONFERENCE,
 ];
 
@@ -247,13 +249,14 @@ pub fn filter_json() -> String {
 /// The timeline event types signaling reads: calls, the state it follows, encrypted
 /// events (to tell a caller that an encrypted DM cannot carry calls), redactions (of
 /// conference announcements) and subscriptions.
-pub const TIMELINE_TYPES: [&str; 9] = [
+pub const TIMELINE_TYPES: [&str; 10] = [
     "m.call.*",
     "m.room.member",
     "m.room.encryption",
     "m.room.encrypted",
     "m.room.history_visibility",
     "m.room.join_rules",
+    "m.room.power_levels",
     "m.room.redaction",
     crate::events::CONFERENCE,
     crate::events::SUBSCRIBE,

@@ -369,6 +369,46 @@ fn a_redacted_announcement_ends_the_conference() {
     }
 }
 
+/// Only the announcement's sender or a member whose power level reaches `redact` ends
+/// the conference by redacting it: a homeserver may pass on a redaction it did not
+/// apply.
+#[test]
+fn a_redaction_ends_the_conference_only_from_its_sender_or_a_moderator() {
+    let power = |bob: i64| {
+        json!({"type": "m.room.power_levels", "sender": ALICE, "state_key": "",
+               "content": {"users": {ALICE: 100, BOB: bob}, "users_default": 0, "redact": 50}})
+    };
+    for (bob_level, ended) in [(None, false), (Some(0), false), (Some(50), true)] {
+        let mut core = setup(&[ALICE, BOB]);
+        let mut announce = conference("conf", json!({"sfu": SFU}));
+        announce["event_id"] = json!("$a");
+        let mut events = vec![announce];
+        events.extend(bob_level.map(power));
+        timeline(&mut core, ROOM, events, T0);
+        call_in(&mut core, ALICE, "a", 100);
+        let redaction =
+            json!({"type": "m.room.redaction", "sender": BOB, "redacts": "$a", "content": {}});
+        let actions = timeline(&mut core, ROOM, vec![redaction], T0 + 20);
+        assert_eq!(
+            core.calls().count(),
+            usize::from(!ended),
+            "bob at {bob_level:?}: {actions:?}"
+        );
+    }
+    // Levels written as strings, as in old rooms, count too.
+    let mut core = setup(&[ALICE, BOB]);
+    let mut announce = conference("conf", json!({"sfu": SFU}));
+    announce["event_id"] = json!("$a");
+    let levels = json!({"type": "m.room.power_levels", "sender": ALICE, "state_key": "",
+        "content": {"users": {BOB: "75"}, "redact": "50"}});
+    timeline(&mut core, ROOM, vec![announce, levels], T0);
+    call_in(&mut core, ALICE, "a", 100);
+    let redaction =
+        json!({"type": "m.room.redaction", "sender": BOB, "redacts": "$a", "content": {}});
+    timeline(&mut core, ROOM, vec![redaction], T0 + 20);
+    assert_eq!(core.calls().count(), 0);
+}
+
 /// A plaintext invite in the conference room (or any encrypted room) gets no answer,
 /// not even a refusal, which would be a plaintext event every member sees and keeps.
 #[test]
