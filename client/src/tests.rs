@@ -1244,26 +1244,34 @@ fn aes_cm_profile_end_to_end() {
     );
 }
 
+/// Sender 3's GCM key and an SRTP context protecting with it (its audio is SSRC 7000).
+fn sender_of_7000() -> (SrtpProfile, Vec<u8>, SrtpContext) {
+    let gcm = SrtpProfile::AeadAes128Gcm;
+    let key: Vec<u8> = (0..gcm.master_len() as u8).map(|b| b ^ 0x5c).collect();
+    let tx = SrtpContext::new(gcm, &key, Some(KeyIndex(0))).unwrap();
+    (gcm, key, tx)
+}
+
+/// An "opus" audio packet of SSRC 7000, sequence number `seq`, protected by `tx`.
+fn opus_packet(tx: &mut SrtpContext, seq: u16) -> Vec<u8> {
+    let mut buf = vec![0u8; 100];
+    let [s0, s1] = seq.to_be_bytes();
+    let rtp = [
+        0x80, 111, s0, s1, 0, 0, 0, 5, 0, 0, 0x1b, 0x58, b'o', b'p', b'u', b's',
+    ];
+    buf[..rtp.len()].copy_from_slice(&rtp);
+    let n = tx.protect_rtp(&mut buf, rtp.len()).unwrap();
+    buf.truncate(n);
+    buf
+}
+
 #[test]
 fn a_late_joiner_decrypts_a_sender_whose_sequence_wrapped() {
     let mut t = two();
-    let gcm = SrtpProfile::AeadAes128Gcm;
-    let key: Vec<u8> = (0..gcm.master_len() as u8).map(|b| b ^ 0x5c).collect();
-    let mut tx = SrtpContext::new(gcm, &key, Some(KeyIndex(0))).unwrap();
-    let packet = |tx: &mut SrtpContext, seq: u16| {
-        let mut buf = vec![0u8; 100];
-        let [s0, s1] = seq.to_be_bytes();
-        let rtp = [
-            0x80, 111, s0, s1, 0, 0, 0, 5, 0, 0, 0x1b, 0x58, b'o', b'p', b'u', b's',
-        ];
-        buf[..rtp.len()].copy_from_slice(&rtp);
-        let n = tx.protect_rtp(&mut buf, rtp.len()).unwrap();
-        buf.truncate(n);
-        buf
-    };
+    let (gcm, key, mut tx) = sender_of_7000();
     // The sender has been talking for a while: its sequence numbers wrapped (ROC 1).
     for seq in 65_530..=u16::MAX {
-        packet(&mut tx, seq);
+        opus_packet(&mut tx, seq);
     }
     // B joins now and gets the key from the room.
     t.b.install_remote_keys(
@@ -1276,13 +1284,13 @@ fn a_late_joiner_decrypts_a_sender_whose_sequence_wrapped() {
     // Garbage on the stream first (it fails under every ROC tried): for a while the
     // sender's new streams are tried under ROC 0 alone, so a flood of it costs one tag
     // check a packet; the genuine stream is found once the pause is over.
-    let mut garbage = packet(&mut tx, 0);
+    let mut garbage = opus_packet(&mut tx, 0);
     garbage[20] ^= 0xff;
     assert!(t.b_receives(&garbage).is_err());
-    assert!(t.b_receives(&packet(&mut tx, 1)).is_err());
+    assert!(t.b_receives(&opus_packet(&mut tx, 1)).is_err());
     t.now += crate::media::ROC_SEARCH_BACKOFF;
     for seq in 2..7 {
-        let m = t.b_receives(&packet(&mut tx, seq)).unwrap();
+        let m = t.b_receives(&opus_packet(&mut tx, seq)).unwrap();
         assert_eq!(
             (m.sender, m.payload()),
             (SenderId(3), &b"opus"[..]),
@@ -1299,20 +1307,7 @@ fn a_late_joiner_decrypts_a_sender_whose_sequence_wrapped() {
 #[test]
 fn a_stream_received_again_after_a_long_gap_decrypts_within_a_few_packets() {
     let mut t = two();
-    let gcm = SrtpProfile::AeadAes128Gcm;
-    let key: Vec<u8> = (0..gcm.master_len() as u8).map(|b| b ^ 0x5c).collect();
-    let mut tx = SrtpContext::new(gcm, &key, Some(KeyIndex(0))).unwrap();
-    let packet = |tx: &mut SrtpContext, seq: u16| {
-        let mut buf = vec![0u8; 100];
-        let [s0, s1] = seq.to_be_bytes();
-        let rtp = [
-            0x80, 111, s0, s1, 0, 0, 0, 5, 0, 0, 0x1b, 0x58, b'o', b'p', b'u', b's',
-        ];
-        buf[..rtp.len()].copy_from_slice(&rtp);
-        let n = tx.protect_rtp(&mut buf, rtp.len()).unwrap();
-        buf.truncate(n);
-        buf
-    };
+    let (gcm, key, mut tx) = sender_of_7000();
     t.b.install_remote_keys(
         SenderId(3),
         &remote_streams(ssrcs(7000)),
@@ -1321,18 +1316,18 @@ fn a_stream_received_again_after_a_long_gap_decrypts_within_a_few_packets() {
     )
     .unwrap();
     for seq in 0..100 {
-        t.b_receives(&packet(&mut tx, seq)).unwrap();
+        t.b_receives(&opus_packet(&mut tx, seq)).unwrap();
     }
     // 70 000 packets B never gets (past a wrap, so the estimate fails its tag); then
     // the stream reaches B again.
     let mut seq = 100u16;
     for _ in 0..70_000 {
-        packet(&mut tx, seq);
+        opus_packet(&mut tx, seq);
         seq = seq.wrapping_add(1);
     }
     let results: Vec<bool> = (0..10)
         .map(|_| {
-            let p = packet(&mut tx, seq);
+            let p = opus_packet(&mut tx, seq);
             seq = seq.wrapping_add(1);
             t.b_receives(&p).is_ok()
         })
