@@ -247,6 +247,11 @@ pub struct Call {
     pub full: FullSet,
     /// When the answer was sent (ms since the Unix epoch).
     pub answered_ms: u64,
+    /// When its invite was sent (`origin_server_ts`, ms since the Unix epoch; 0 in
+    /// calls stored by versions that did not keep it): of two calls from one device to
+    /// one conference, the newer invite's stays.
+    #[serde(default)]
+    pub invited_ms: u64,
     /// The relay the answer named; `None` in calls stored by versions that did not
     /// keep it. A relay back with another certificate or addresses cannot serve the
     /// call.
@@ -1206,6 +1211,14 @@ impl Core {
             })
             .map(|c| c.spec.session_id.clone())
             .collect();
+        // One sync can bring both (in two DMs, read in room order): an invite older
+        // than the call it would replace is the one replaced.
+        if replaced
+            .iter()
+            .any(|id| self.calls.get(id).is_some_and(|c| c.invited_ms > sent))
+        {
+            return Err(Code::Replaced);
+        }
         let others = || {
             self.calls
                 .values()
@@ -1280,6 +1293,7 @@ impl Core {
             conf_id: inv.conf_id.clone(),
             full: FullSet::Ssrcs(Vec::new()),
             answered_ms: now_ms,
+            invited_ms: sent,
             answered_relay: Some(AnsweredRelay::of(&relay)),
             connected: false,
         };

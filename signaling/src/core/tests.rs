@@ -597,6 +597,37 @@ fn colliding_ssrcs_are_refused_but_the_same_device_replaces_its_call() {
     assert_eq!(core.calls().count(), 1);
 }
 
+/// Alice's client restarted and made a new DM: one sync brings her old invite (in the
+/// DM whose id sorts later, read second) and her new one. The newer invite's call
+/// stays, whatever order the rooms are read in; the older is refused as replaced.
+#[test]
+fn of_two_invites_from_one_device_in_one_sync_the_newer_stays() {
+    const DM2: &str = "!dmz:hs";
+    let mut core = setup(&[ALICE]);
+    let dm_state = json!({"state": {"events": [member(ALICE, "join"), member(SFU, "join")]}});
+    core.handle_sync(&batch(json!({DM2: dm_state})), T0, false);
+    drain(&mut core);
+    let old = invite(ALICE, "old", "conf", &offer(100), T0 + 10);
+    let new = invite(ALICE, "new", "conf", &offer(100), T0 + 20);
+    core.handle_sync(
+        &batch(json!({
+            DM: {"timeline": {"events": [new]}},
+            DM2: {"timeline": {"events": [old]}},
+        })),
+        T0 + 30,
+        false,
+    );
+    let actions = drain(&mut core);
+    let admitted = admitted(&actions);
+    assert!(
+        matches!(&admitted[..], [call] if call.call_id == "new"),
+        "{actions:?}"
+    );
+    assert_eq!(hangups(&actions), ["replaced"]);
+    let calls: Vec<_> = core.calls().map(|c| c.call_id.clone()).collect();
+    assert_eq!(calls, ["new"]);
+}
+
 /// Alice's client restarts twice in one sync: the middle call, never answered, is
 /// withdrawn, and her first call ends as replaced by the last one, told by its key
 /// event, or as `member_ended` if the relay does not take the last one after all.
