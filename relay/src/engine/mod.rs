@@ -1231,7 +1231,8 @@ struct Session {
     /// from that address, not nominating, within [`ALIVE_EVERY`] is not handed over (it
     /// would only refresh consent again).
     checked_sent: Vec<(SocketAddr, Instant)>,
-    /// The deadline it is scheduled at in `timers`, if any.
+    /// When its entry in `timers` fires, if it has one: at or before its next deadline
+    /// (see `schedule`).
     timer_at: Option<Instant>,
     /// The shard that runs its conference's speaker detector.
     speaker_shard: ShardId,

@@ -457,6 +457,48 @@ fn idle_sessions_cost_no_work_per_poll() {
 /// An engine with session "a" (conference "c", SSRC 1) checked from `addr(5000)` at
 /// `t0`, nominating or not, and a DTLS client with the certificate signaling pinned
 /// for it (its ClientHello not sent yet).
+/// A session whose deadline moves later with every packet (here its consent, by
+/// checks that never lead to a connection) keeps one timer entry, however many packets
+/// come, while another session's earlier deadline holds the top of the heap.
+#[test]
+fn a_deadline_that_moves_on_per_packet_keeps_one_timer_entry() {
+    let t0 = Instant::now();
+    let mut e = engine(0);
+    for id in ["a", "b"] {
+        e.handle_command(t0, Command::UpsertSession(spec(id, id, &[1])));
+    }
+    let mut c = check("b", PWD, true);
+    e.handle_datagram(t0, addr(6000), &mut c);
+    for i in 1..=2000u64 {
+        let mut c = check("a", PWD, false);
+        let at = t0 + Duration::from_millis(i);
+        assert_eq!(e.handle_datagram(at, addr(5000), &mut c), Handled::Consumed);
+        transmits(&mut e);
+    }
+    assert!(e.timers.len() <= 4, "{} timer entries", e.timers.len());
+    // And the moved deadline still holds: "a" ends 30 s after its last check, not
+    // after its first.
+    let last = t0 + Duration::from_millis(2000);
+    events(&mut e);
+    let mut ended_at = None;
+    while let Some(t) = e.poll_timeout().filter(|_| ended_at.is_none()) {
+        assert!(t <= last + Duration::from_secs(31), "{:?}", t - t0);
+        e.handle_timeout(t);
+        let ended = events(&mut e).into_iter().any(|ev| {
+            matches!(ev, Event::Session(
+                SessionEvent::Failed { ref session, .. } | SessionEvent::Closed { ref session, .. }
+            ) if session.as_str() == "a")
+        });
+        ended_at = ended.then_some(t);
+    }
+    let ended_at = ended_at.expect("a's consent ran out");
+    assert!(
+        ended_at >= last + Duration::from_secs(30),
+        "{:?}",
+        ended_at - t0
+    );
+}
+
 fn checked_session(t0: Instant, nominate: bool) -> (Engine, DtlsSession) {
     checked_session_of(t0, nominate, spec("a", "c", &[1]))
 }
@@ -530,6 +572,15 @@ fn dtls_retransmits_at_its_own_deadline() {
         due > t0 + Duration::from_millis(50),
         "longer than the old tick"
     );
+    // An entry armed for an earlier deadline (one since moved on) fires first, finds
+    // nothing due and arms the session at this one.
+    let mut early = 0;
+    while let Some(t) = e.poll_timeout().filter(|&t| t < due) {
+        e.handle_timeout(t);
+        assert!(transmits(&mut e).is_empty(), "nothing due at {t:?}");
+        early += 1;
+        assert!(early < 3, "one early wake per moved deadline");
+    }
     assert_eq!(e.poll_timeout(), Some(due));
     e.handle_timeout(due - Duration::from_millis(1));
     assert!(transmits(&mut e).is_empty(), "not before its deadline");

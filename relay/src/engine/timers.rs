@@ -51,6 +51,12 @@ impl Timers {
         self.heap.pop();
     }
 
+    /// Entries, live or stale.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     /// The next entry due at `now`, removed.
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Due)> {
         match self.heap.peek() {
@@ -207,12 +213,19 @@ impl Engine {
             }
             Home::Unclaimed { .. } | Home::Elsewhere(..) => None,
         };
-        if due == s.timer_at {
-            return;
-        }
-        s.timer_at = due;
-        if let Some(due) = due {
-            self.timers.push(due, Due::Session(h));
+        // One live heap entry per session, at or before its deadline: a deadline that
+        // moved later keeps its entry, which fires early, finds nothing due and
+        // schedules the session at its deadline then. So a deadline that moves on with
+        // every packet (consent, a quiet second of SRTCP) pushes no entry per packet,
+        // and the heap stays as large as the sessions with a deadline.
+        match (due, s.timer_at) {
+            (Some(due), Some(armed)) if armed <= due => return,
+            (Some(due), _) => {
+                s.timer_at = Some(due);
+                self.timers.push(due, Due::Session(h));
+            }
+            (None, None) => return,
+            (None, Some(_)) => s.timer_at = None,
         }
         self.drop_stale_timers();
     }
