@@ -984,8 +984,13 @@ impl Driver {
         &self.stats
     }
 
-    /// When [`drive`](Self::drive) has something to send next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When [`drive`](Self::drive) has something to send next through `p`: never
+    /// while `p` is not connected (drive sends nothing then, and the sources' due
+    /// times, left in the past, would make a loop that waits for this spin).
+    pub fn poll_timeout(&self, p: &Participant) -> Option<Instant> {
+        if !p.is_connected() || p.is_failed() {
+            return None;
+        }
         let from = usize::from(!self.audio);
         self.sources
             .iter()

@@ -1862,7 +1862,7 @@ fn drive_for(
             first_was_key = Some(d.sources()[2].stats().keyframes > keyframes);
         }
         *now = d
-            .poll_timeout()
+            .poll_timeout(p)
             .unwrap()
             .max(*now + Duration::from_micros(1));
     }
@@ -1871,6 +1871,24 @@ fn drive_for(
         (after - before) as f64 * 8.0 / dur.as_secs_f64(),
         first_was_key,
     )
+}
+
+/// Before its participant connects (and after it failed) the driver has nothing due:
+/// it sends nothing then, and its sources' due times would be in the past, so a loop
+/// waiting for its deadline would spin.
+#[test]
+fn the_driver_has_no_deadline_while_its_participant_is_not_connected() {
+    let t0 = Instant::now();
+    let cfg = config(0, addr(5000), relay_cert().fingerprint());
+    let mut relay = FakeRelay::new(addr(5000), &cfg, t0);
+    let mut p = Participant::new(cfg, t0).unwrap();
+    let ext = blindfold_relay::control::ExtmapIds::default();
+    let d = Driver::for_participant(&p, SenderId(1), ext, t0, 9, t0);
+    assert_eq!(d.poll_timeout(&p), None);
+    let mut now = t0;
+    run(&mut p, &mut relay, &mut now, t0 + Duration::from_secs(1));
+    assert!(p.is_connected());
+    assert!(d.poll_timeout(&p).is_some_and(|t| t <= now));
 }
 
 #[test]

@@ -34,7 +34,10 @@ pub(super) async fn run(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
             let st = inner.lock();
             [
                 st.participant.poll_timeout(),
-                st.driver.as_ref().and_then(|d| d.poll_timeout()),
+                st.driver
+                    .as_ref()
+                    .filter(|_| !inner.is_withheld())
+                    .and_then(|d| d.poll_timeout(&st.participant)),
                 st.keys.next_deadline(),
             ]
             .into_iter()

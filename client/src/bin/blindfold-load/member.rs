@@ -175,7 +175,7 @@ impl Member {
         u.timeout(now);
         if driving
             && let Some(d) = &mut self.driver
-            && d.poll_timeout().is_some_and(|t| t <= now)
+            && d.poll_timeout(u.participant()).is_some_and(|t| t <= now)
         {
             let _ = d.drive(u.participant_mut(), now);
         }
@@ -189,7 +189,8 @@ impl Member {
             .driver
             .as_ref()
             .filter(|_| driving)
-            .and_then(Driver::poll_timeout);
+            .zip(self.p())
+            .and_then(|(d, p)| d.poll_timeout(p));
         match (self.p().and_then(Participant::poll_timeout), d) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
