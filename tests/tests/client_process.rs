@@ -362,6 +362,13 @@ fn an_unencrypted_room_is_refused_in_one_line() {
         "{log}"
     );
     assert!(!c.dir.join("report.json").exists(), "no call, so no report");
+    // Its store (the account's token and E2EE keys) is this user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(c.dir.join("store"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
 
 /// The `m.call.*` events in `user`'s rooms other than `conference_room` (its DM with the

@@ -197,12 +197,19 @@ async fn token_login(config: &Config, token: &str) -> Result<Login, String> {
 }
 
 async fn run(config: Config) -> ExitCode {
-    for (dir, what) in [
-        (Some(&config.store), "--store"),
-        (config.record_dir.as_ref(), "--record-dir"),
+    // The store holds the account's access token and its E2EE keys, unencrypted:
+    // readable by this user only (the library would make it so, but only if it is
+    // missing when it logs in).
+    for (dir, what, mode) in [
+        (Some(&config.store), "--store", 0o700),
+        (config.record_dir.as_ref(), "--record-dir", 0o777),
     ] {
+        use std::os::unix::fs::DirBuilderExt;
         if let Some(dir) = dir
-            && let Err(e) = std::fs::create_dir_all(dir)
+            && let Err(e) = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
         {
             return fail(format!("{what} {}: {e}", dir.display()));
         }
