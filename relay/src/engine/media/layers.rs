@@ -190,6 +190,9 @@ pub(crate) struct LayerChoice {
     /// `start` held its trial back (the receiver was losing packets): it comes as soon
     /// as the loss stops.
     held_back: bool,
+    /// The sender marks frames, so a switch up waits for a keyframe; without, the full
+    /// layer flows at once (nothing to align to, and no keyframe would ever be seen).
+    keyframes: bool,
     /// A FIFO: `events[head]` the oldest of `queued`.
     events: [Option<LayerEvent>; EVENTS],
     head: usize,
@@ -201,6 +204,7 @@ impl LayerChoice {
     pub(crate) fn new(cfg: LayerConfig) -> Self {
         LayerChoice {
             state: State::Thumbnail,
+            keyframes: true,
             subscribed: false,
             demoted: false,
             lossy: false,
@@ -273,6 +277,7 @@ impl LayerChoice {
     /// upswitch; without, the layer flows at once (nothing to align to).
     pub(crate) fn start(&mut self, now: Instant, keyframes: bool, trial_from: u64) {
         self.subscribed = true;
+        self.keyframes = keyframes;
         if !self.wanted() || !matches!(self.state, State::Thumbnail) {
             return self.evaluate(now);
         }
@@ -504,7 +509,7 @@ impl LayerChoice {
                     return;
                 }
                 if Self::held(self.good_since, self.cfg.up_hold, now) {
-                    self.start_up(now, None);
+                    self.go_up(now);
                 } else if self.cfg.probe_backoff.is_some()
                     && ((self.held_back && !self.lossy)
                         || Self::held(self.limited_since, self.cfg.probe_hold, now))
@@ -512,7 +517,7 @@ impl LayerChoice {
                         .probe_wait
                         .is_none_or(|(from, wait)| now.saturating_duration_since(from) >= wait)
                 {
-                    self.try_full(now, true, self.available.unwrap_or(0));
+                    self.try_full(now, self.keyframes, self.available.unwrap_or(0));
                 }
             }
             State::Probing { since, .. } => {
@@ -584,6 +589,20 @@ impl LayerChoice {
                 probe: Some(trial_from),
             };
         }
+    }
+
+    /// Up by the up rule (the estimate held room for the layer long enough): at the
+    /// next keyframe, or at once for a sender that marks none.
+    fn go_up(&mut self, now: Instant) {
+        if self.keyframes {
+            return self.start_up(now, None);
+        }
+        self.held_back = false;
+        self.state = State::Full {
+            since: now,
+            probe: None,
+        };
+        self.push(LayerEvent::Switched(Layer::Full));
     }
 
     fn start_up(&mut self, now: Instant, probe: Option<u64>) {
@@ -749,6 +768,34 @@ mod tests {
         assert_eq!(l.layer(), Layer::Full);
         assert!(l.handle_full_packet(t0 + 2410 * MS, false));
         assert_eq!(l.poll_timeout(), None);
+    }
+
+    /// A sender that marks no frames: no keyframe would ever be seen, so after a
+    /// switch down the up rule brings the full layer back at once, with no keyframe
+    /// request (each would go on every 300 ms, forever, with the receiver stuck).
+    #[test]
+    fn an_unmarked_senders_layer_comes_back_at_once_without_keyframe_requests() {
+        let t0 = Instant::now();
+        let mut l = LayerChoice::new(blind());
+        l.handle_rates(t0, THUMB, FULL);
+        let need = THUMB + FULL;
+        l.start(t0, false, need * 2);
+        assert_eq!(l.layer(), Layer::Full, "a trial flows at once");
+        events(&mut l);
+        // The link falls short: down at once.
+        l.handle_estimate(t0 + 100 * MS, need / 3, false);
+        l.handle_estimate(t0 + 3 * S, need / 3, false);
+        assert_eq!(l.layer(), Layer::Thumbnail);
+        events(&mut l);
+        // It recovers, and holds for the up hold: the full layer again, at once.
+        for i in 0..=20u32 {
+            l.handle_estimate(t0 + 10 * S + 100 * MS * i, need * 2, false);
+            l.handle_timeout(t0 + 10 * S + 100 * MS * i);
+        }
+        assert_eq!(l.layer(), Layer::Full);
+        assert!(!l.pending_up());
+        assert_eq!(events(&mut l), [LayerEvent::Switched(Layer::Full)]);
+        assert!(l.handle_full_packet(t0 + 13 * S, false));
     }
 
     #[test]
