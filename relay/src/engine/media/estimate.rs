@@ -495,7 +495,12 @@ impl DownlinkEstimate {
             self.lossy_at = Some(now);
         }
         let next = if loss > 0.10 {
-            a * (1.0 - 0.5 * loss)
+            // Cut from what was sent when the estimate rests above it (growth stops at
+            // 1.5× what was sent): cut from there, heavy loss would take seconds of
+            // reports to bring the estimate under the rate that is losing packets.
+            let sent = self.sent_rate(now);
+            let from = if sent > 0.0 { a.min(sent) } else { a };
+            from * (1.0 - 0.5 * loss)
         } else if let Queue::Building { delivered } = queue {
             // More is sent than the link carries, though nothing was lost yet.
             self.queue_cut_at = Some(now);
@@ -817,6 +822,21 @@ mod tests {
             s.second(2_000_000, 255, None);
         }
         assert_eq!(s.e.estimate(s.now), 50_000);
+    }
+
+    /// An estimate resting at 1.5× what is sent (a clean link) is cut from what is
+    /// sent when heavy loss comes, so the first lossy report already puts it under
+    /// the rate that is losing packets (cut from where it rested, it took four).
+    #[test]
+    fn heavy_loss_cuts_from_what_is_sent_not_from_an_estimate_above_it() {
+        let mut s = Sim::new();
+        for _ in 0..20 {
+            s.second(1_000_000, 0, None);
+        }
+        assert!(near(s.e.estimate(s.now), 1_500_000));
+        let loss = 51.0 / 256.0;
+        let e = s.second(1_000_000, 51, None);
+        assert!(near(e, (1_000_000.0 * (1.0 - 0.5 * loss)) as u64), "{e}");
     }
 
     #[test]
