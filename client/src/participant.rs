@@ -1356,7 +1356,9 @@ impl Participant {
     /// Our periodic compound: an SR per stream that has sent (report blocks on the first),
     /// or an RR from the audio SSRC; then a REMB: the fixed one if configured, else the
     /// estimator's if one is due. A packet holds 31 report blocks: the blocks of the
-    /// streams beyond the first 31 follow in compounds of their own, an RR of 31 each.
+    /// streams beyond the first 31 follow in compounds of their own, an RR of 31 each;
+    /// and a REMB that does not fit beside the reports (it names every remote video
+    /// stream) follows in one of its own, after an empty RR.
     fn send_report(&mut self, now: Instant) {
         let ntp = self.ntp(now);
         let all: Vec<ReportBlock> = self.recv.iter_mut().map(|r| report_block(r, now)).collect();
@@ -1390,18 +1392,37 @@ impl Participant {
         if w.is_empty() {
             let _ = w.rr(self.config.ssrcs.audio, blocks_left);
         }
+        // Taken (it counts as sent) only when there is video for it to name.
+        let video = self.remote_video_ssrcs();
         let remb = match self.config.remb_bps {
+            _ if video.is_empty() => None,
             Some(bps) => Some(bps),
             None => self.bwe.as_mut().and_then(|b| b.take_remb(now)),
         };
+        let audio = self.config.ssrcs.audio;
         let mut with_remb = false;
+        let mut alone = None;
         if let Some(bps) = remb {
-            let video = self.remote_video_ssrcs();
-            with_remb = !video.is_empty() && w.remb(self.config.ssrcs.audio, bps, &video).is_ok();
+            with_remb = w.remb(audio, bps, &video).is_ok();
+            if !with_remb {
+                alone = Some(bps);
+            }
         }
         let n = w.finish();
         if n > 0 && self.send_rtcp(now, &buf[..n]).is_ok() && with_remb {
             self.stats.remb_out += 1;
+        }
+        // Beside many senders' SRs and blocks it does not fit: an RR and the REMB in a
+        // compound of their own.
+        if let Some(bps) = alone {
+            let mut buf = [0u8; RTCP_BUF];
+            let mut w = CompoundWriter::new(&mut buf);
+            if w.rr(audio, &[]).is_ok() && w.remb(audio, bps, &video).is_ok() {
+                let n = w.finish();
+                if self.send_rtcp(now, &buf[..n]).is_ok() {
+                    self.stats.remb_out += 1;
+                }
+            }
         }
     }
 

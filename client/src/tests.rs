@@ -1598,6 +1598,76 @@ fn a_receiver_of_more_than_31_streams_reports_every_one() {
     assert_eq!(reported, all, "a block for every stream");
 }
 
+/// In a large conference the REMB, which names every remote video stream, does not
+/// fit beside our SRs and 31 report blocks: it goes in a compound of its own, each
+/// report, not lost.
+#[test]
+fn a_remb_naming_many_video_streams_goes_on_its_own_when_the_reports_fill_the_packet() {
+    let mut t = two_with(|c| c.remb_bps = Some(800_000));
+    // 14 senders whose 42 streams B receives (31 blocks in the periodic compound)...
+    let mut wires = vec![];
+    for n in 2..15 {
+        let (mut p, _relay, _) = connected(n, 5000 + n as u16, t.now);
+        t.b.install_remote_keys(
+            SenderId(n as u64),
+            &remote_streams(p.ssrcs()),
+            PROFILE,
+            &[(KeyIndex(0), &master(n as u8 + 1))],
+        )
+        .unwrap();
+        let o = p.ssrcs();
+        for (ssrc, pt) in [(o.audio, 111), (o.thumbnail, 96), (o.full, 96)] {
+            p.send_rtp(t.now, ssrc, Pt(pt), false, RtpTime(0), &[], b"m")
+                .unwrap();
+            wires.push(p.poll_transmit().unwrap().bytes);
+        }
+    }
+    for wire in wires {
+        t.b_receives(&wire).unwrap();
+    }
+    // ... and 40 more that have sent nothing yet: 108 video streams to name.
+    for n in 0..40u32 {
+        t.b.install_remote_keys(
+            SenderId(100 + u64::from(n)),
+            &remote_streams(ssrcs(100_000 + 3 * n)),
+            PROFILE,
+            &[(KeyIndex(0), &master(7))],
+        )
+        .unwrap();
+    }
+    // B sends on its three streams: three SRs in its compound.
+    let own = t.b.ssrcs();
+    for (ssrc, pt) in [(own.audio, 111), (own.thumbnail, 96), (own.full, 96)] {
+        t.b.send_rtp(t.now, ssrc, Pt(pt), false, RtpTime(0), &[], b"m")
+            .unwrap();
+    }
+    while t.b.poll_transmit().is_some() {}
+    let before = t.b.stats().remb_out;
+    let mut relay_in = relay_srtcp_in(&t.b_keys);
+    let end = t.now + Duration::from_millis(2500);
+    let mut rembs = vec![];
+    while let Some(now) = t.b.poll_timeout().filter(|&n| n < end) {
+        t.b.handle_timeout(now);
+        while let Some(mut tx) = t.b.poll_transmit() {
+            let Ok(n) = relay_in.unprotect_rtcp(&mut tx.bytes) else {
+                continue;
+            };
+            for p in RtcpCompound::parse(&tx.bytes[..n])
+                .unwrap()
+                .into_iter()
+                .flatten()
+            {
+                if let RtcpPacket::Remb(r) = p {
+                    rembs.push((r.bitrate_bps(), r.ssrcs().count()));
+                }
+            }
+        }
+    }
+    assert!(rembs.len() >= 2, "{rembs:?}");
+    assert!(rembs.iter().all(|&r| r == (800_000, 108)), "{rembs:?}");
+    assert_eq!(t.b.stats().remb_out - before, rembs.len() as u64);
+}
+
 /// The relay forgets the SRTCP state of a member's SSRCs when it leaves; a later member
 /// with one of them continues above the indexes the relay used for it (never the same
 /// index twice under one key): B, which forgets them when it drops the member, takes
