@@ -1760,6 +1760,16 @@ struct SentLog {
 /// Sequence numbers the log holds: about 3 s of our three streams.
 const SENT_LOG: usize = 1024;
 
+/// A reported arrival more than this before its packet was sent is on a clock the log
+/// has not mapped onto ours ([`SentLog::on_feedback`]; the mapping counts the first
+/// reported packet's delay as none, so later ones may come a little before their send
+/// times, never a second) ...
+const REBASE_EARLY: Duration = Duration::from_secs(1);
+
+/// ... and so is one more than this after: no queue holds a packet so long, and the
+/// log holds only the last 3 s of them.
+const REBASE_LATE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     tcc: u16,
@@ -1804,10 +1814,28 @@ impl SentLog {
                 continue;
             };
             let (base_us, base_at) = *self.base.get_or_insert((t_us, p.at));
-            let Ok(after) = u64::try_from(t_us - base_us) else {
-                continue; // before the first: reordered feedback
+            let offset = t_us - base_us;
+            let mapped = match u64::try_from(offset) {
+                Ok(after) => base_at.checked_add(Duration::from_micros(after)),
+                Err(_) => base_at.checked_sub(Duration::from_micros(offset.unsigned_abs())),
             };
-            let arrival = base_at + Duration::from_micros(after);
+            // An arrival far from its packet's send time is on another clock: the relay
+            // restarted, or another of its workers reports now (each counts from its
+            // own first packet). The relay's clock is taken afresh from this packet.
+            let off_clock = mapped.is_none_or(|m| {
+                p.at.saturating_duration_since(m) > REBASE_EARLY
+                    || m.saturating_duration_since(p.at) > REBASE_LATE
+            });
+            let arrival = match mapped {
+                _ if off_clock => {
+                    self.base = Some((t_us, p.at));
+                    p.at
+                }
+                // Before the first on this clock: reordered feedback.
+                _ if offset < 0 => continue,
+                Some(m) => m,
+                None => continue,
+            };
             let sent = AbsSendTime::from_duration(p.at.saturating_duration_since(start));
             self.estimate
                 .on_packet(arrival, p.stream, p.ssrc, p.seq, Some(sent.0), p.size);
@@ -1817,5 +1845,79 @@ impl SentLog {
             Limit::Bps(bps) => Some(Some(bps)),
             Limit::Lifted => Some(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod sent_log_tests {
+    // One arbitrary base instant; everything after it is simulated.
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+    use blindfold_relay::wire::rtcp::{RtcpCompound, write_transport_cc};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// 100 packets a second of 1000 bytes from `t0`; the relay reports each 100 ms
+    /// on its own clock, which starts at `clock_zero` (ours) and, in the second phase,
+    /// again at 0 (a restarted relay), with `lost` of every ten packets missing. Feeds
+    /// `log`; returns the limits it handed out in each phase.
+    fn run(log: &mut SentLog, t0: Instant, lost: usize) -> [Vec<Option<u64>>; 2] {
+        let mut out = [Vec::new(), Vec::new()];
+        let mut tcc = 0u16;
+        for (phase, restart_at) in [(0, t0), (1, t0 + 3000 * MS)] {
+            for batch in 0..30u64 {
+                let first = tcc;
+                let sent_at = |i: u64| restart_at + 100 * MS * batch as u32 + 10 * MS * i as u32;
+                for i in 0..10u64 {
+                    log.note(Sent {
+                        tcc,
+                        stream: 0,
+                        ssrc: Ssrc(7),
+                        seq: WireSeq(tcc),
+                        at: sent_at(i),
+                        size: 1000,
+                    });
+                    tcc = tcc.wrapping_add(1);
+                }
+                // Arrivals 20 ms after sending, on the relay's clock: 250 µs ticks after
+                // its reference time (64 ms units), which counts from `restart_at`.
+                let reference = (batch * 100 / 64) as i32;
+                let reference_ticks = i64::from(reference) * 64 * 4;
+                let arrivals: Vec<Option<i64>> = (0..10u64)
+                    .map(|i| {
+                        let at = ((batch * 100 + i * 10 + 20) * 4) as i64;
+                        (phase == 0 || i as usize >= lost).then_some(at - reference_ticks)
+                    })
+                    .collect();
+                let mut buf = [0u8; 256];
+                let n =
+                    write_transport_cc(&mut buf, Ssrc(1), Ssrc(7), first, reference, 0, &arrivals)
+                        .unwrap();
+                let compound = RtcpCompound::parse(&buf[..n]).unwrap();
+                for p in compound.packets() {
+                    if let Ok(RtcpPacket::TransportCc(fb)) = p
+                        && let Some(limit) = log.on_feedback(t0, &fb)
+                    {
+                        out[phase].push(limit);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Feedback from a relay that restarted counts its arrivals from a new zero: the
+    /// log takes that clock afresh, and the estimate still sees the loss that follows.
+    #[test]
+    fn feedback_on_a_restarted_relays_clock_still_feeds_the_estimate() {
+        let t0 = Instant::now();
+        let mut log = SentLog::new();
+        let [before, after] = run(&mut log, t0, 3);
+        assert!(before.iter().all(Option::is_none), "{before:?}");
+        assert!(
+            after.iter().any(|l| l.is_some()),
+            "30% loss after the restart limited nothing: {after:?}"
+        );
     }
 }
