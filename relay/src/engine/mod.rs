@@ -1227,10 +1227,11 @@ struct Session {
     /// When this shard last sent [`PeerMsg::Alive`] for it (sessions homed elsewhere).
     alive_sent: Option<Instant>,
     /// Per address (at most `stun::MAX_INDEXED`, like `indexed`), when this shard last
-    /// handed a check from it to the session's home ([`PeerMsg::Checked`]): another
-    /// from that address, not nominating, within [`ALIVE_EVERY`] is not handed over (it
-    /// would only refresh consent again).
-    checked_sent: Vec<(SocketAddr, Instant)>,
+    /// handed a check from it to the session's home ([`PeerMsg::Checked`]) and whether
+    /// it nominated: another from that address within [`ALIVE_EVERY`] is not handed
+    /// over (it would only refresh consent again), unless it nominates and that one
+    /// did not.
+    checked_sent: Vec<(SocketAddr, Instant, bool)>,
     /// When its entry in `timers` fires, if it has one: at or before its next deadline
     /// (see `schedule`).
     timer_at: Option<Instant>,

@@ -129,23 +129,26 @@ impl Engine {
         self.index_addr(h, from);
         if let Some((home, key)) = home {
             // A participant's checks from each address, flooded or not, reach its home
-            // at most once per ALIVE_EVERY: each is a message that must arrive, and the
-            // channel to the home carries other sessions' too.
+            // at most once per ALIVE_EVERY, and a nomination from it once more if the
+            // last one handed over was not one: each is a message that must arrive, and
+            // the channel to the home carries other sessions' too.
             let s = self
                 .sessions
                 .get_mut(h)
                 .ok_or(DropReason::StunUnknownUfrag)?;
-            let last = s.checked_sent.iter().position(|&(addr, _)| addr == from);
-            let repeat = last
-                .is_some_and(|i| now.saturating_duration_since(s.checked_sent[i].1) < ALIVE_EVERY);
-            if nominated || !repeat {
+            let last = s.checked_sent.iter().position(|&(addr, ..)| addr == from);
+            let repeat = last.is_some_and(|i| {
+                let (_, at, was_nominated) = s.checked_sent[i];
+                now.saturating_duration_since(at) < ALIVE_EVERY && (was_nominated || !nominated)
+            });
+            if !repeat {
                 match last {
-                    Some(i) => s.checked_sent[i].1 = now,
+                    Some(i) => s.checked_sent[i] = (from, now, nominated),
                     None => {
                         if s.checked_sent.len() >= MAX_INDEXED {
                             s.checked_sent.remove(0);
                         }
-                        s.checked_sent.push((from, now));
+                        s.checked_sent.push((from, now, nominated));
                     }
                 }
                 let msg = PeerMsg::Checked {

@@ -909,6 +909,13 @@ fn checks_handed_to_the_home_are_one_a_second_per_address() {
     let mut c = check("a", PWD, false);
     other.handle_datagram(now, addr(6002), &mut c);
     assert_eq!(handed(&mut other), 2, "a nomination, and another address");
+    // A flood of nominations from the address is no more.
+    for _ in 0..50 {
+        let mut c = check("a", PWD, true);
+        other.handle_datagram(now, addr(6000), &mut c);
+    }
+    transmits(&mut other);
+    assert_eq!(handed(&mut other), 0, "nominations once a second too");
     // Alternating between the two addresses checked within the second: nothing more.
     for port in [6000, 6002, 6000, 6002] {
         let mut c = check("a", PWD, false);
