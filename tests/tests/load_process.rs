@@ -215,3 +215,24 @@ fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::E
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Out-of-range durations are refused with a message, before anything starts, not a
+/// panic (`Duration::from_secs_f64` would panic on them).
+#[test]
+fn load_generator_refuses_durations_it_cannot_count() {
+    for args in [
+        ["--duration", "1e300", "--connect-timeout", "5"],
+        ["--duration", "5", "--connect-timeout", "inf"],
+    ] {
+        let out = Command::new(binary("blindfold-client", "blindfold-load"))
+            .args(["--control", "/nonexistent/relay.sock"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run blindfold-load");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.contains("at most 86400"), "{args:?}: {stderr}");
+    }
+}

@@ -23,8 +23,13 @@ pub(crate) fn run(args: &Args) -> Result<Report, String> {
     if args.conferences == 0 || args.participants == 0 {
         return Err("--conferences and --participants must be at least 1".into());
     }
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
-        return Err("--duration must be positive".into());
+    // A day at most: longer would overflow the clock's arithmetic.
+    const MAX_SECONDS: f64 = 86_400.0;
+    if !(args.duration > 0.0 && args.duration <= MAX_SECONDS) {
+        return Err("--duration must be positive and at most 86400 (a day)".into());
+    }
+    if !(args.connect_timeout >= 0.0 && args.connect_timeout <= MAX_SECONDS) {
+        return Err("--connect-timeout must be at least 0 and at most 86400 (a day)".into());
     }
     let fixed = args.fixed_size.zip(args.fixed_pps);
     if let Some((_, pps)) = fixed
