@@ -13,10 +13,12 @@
 //! Everything is allocated once, in [`RetransmitCache::new`]; inserting copies into it
 //! and never allocates:
 //!
-//! - **bytes**: one ring of `max_bytes` (default 512 KiB). Packets are packed one after
-//!   another, so a 100-byte audio packet costs 100 bytes, not a 1500-byte slot; when
-//!   the ring is full the oldest packets are dropped to make room. 512 KiB holds about
-//!   1 s of a 4 Mbit/s stream, more than any full-resolution layer here sends.
+//! - **bytes**: one ring of `max_bytes` (512 KiB in [`RetransmitConfig::default`]; the
+//!   relay's configuration gives 384 KiB to a full-resolution or single-layer stream
+//!   and 64 KiB to a thumbnail, `retransmit_full_bytes` and
+//!   `retransmit_thumbnail_bytes`). Packets are packed one after another, so a 100-byte
+//!   packet costs 100 bytes, not a 1500-byte slot; when the ring is full the oldest
+//!   packets are dropped to make room. 384 KiB holds about 1 s of a 3 Mbit/s stream.
 //! - **age**: a packet older than `max_age` (default 1 s) is never returned. A NACK
 //!   arrives one receiver round trip after the loss (typically 50–300 ms); after a
 //!   second the receiver's jitter buffer has given up on the packet, and a resend would
