@@ -33,11 +33,14 @@ pub enum DropReason {
     RtcpUndeclaredSsrc,
     /// The transmit queue was full.
     TxQueueFull,
+    /// A connectivity check from an address another live session receives its media at
+    /// (not answered): a forged source, or a socket reused while its old session lives.
+    AddressInUse,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::NotOurs,
         DropReason::StunMalformed,
         DropReason::StunUnknownUfrag,
@@ -52,6 +55,7 @@ impl DropReason {
         DropReason::RtcpMalformed,
         DropReason::RtcpUndeclaredSsrc,
         DropReason::TxQueueFull,
+        DropReason::AddressInUse,
     ];
 
     /// Number of reasons.
@@ -79,6 +83,7 @@ impl DropReason {
             DropReason::RtcpMalformed => "rtcp_malformed",
             DropReason::RtcpUndeclaredSsrc => "rtcp_undeclared_ssrc",
             DropReason::TxQueueFull => "tx_queue_full",
+            DropReason::AddressInUse => "address_in_use",
         }
     }
 }

@@ -100,6 +100,20 @@ impl Engine {
             // Not even looked at: a check we cannot answer must not change state.
             return Err(DropReason::TxQueueFull);
         }
+        // An address another live session receives its media at stays that session's:
+        // a check from it for this one is a forgery (a spoofed source, which would take
+        // the address and the victim's uplink over), or a socket reused while its old
+        // session lives on (that one ends within the consent timeout, or when
+        // signaling removes it). Not answered.
+        if let Some(&o) = self.by_addr.get(&from)
+            && o != h
+            && self
+                .sessions
+                .get(o)
+                .is_some_and(|o| o.addr == Some(from) && !o.ended_here())
+        {
+            return Err(DropReason::AddressInUse);
+        }
         let s = self
             .sessions
             .get_mut(h)

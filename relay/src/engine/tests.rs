@@ -696,6 +696,39 @@ fn transport_cc_feedback_waits_for_the_nomination_and_reports_what_came_before()
     assert_eq!(fb, Some((1, 16)));
 }
 
+/// Another session's valid check with a forged source (the address a connected
+/// session receives its media at) is not answered and takes nothing over: the
+/// connected session keeps its address and its media goes on.
+#[test]
+fn a_check_from_another_sessions_media_address_is_not_answered() {
+    let t0 = Instant::now();
+    let mut rule = spec("a", "c", &[1]);
+    rule.remote_pwd = None;
+    let (mut e, mut client) = checked_session_of(t0, true, rule);
+    complete_dtls(t0, &mut e, &mut client);
+    let mut c = check("a", PWD, true);
+    e.handle_datagram(t0, addr(5000), &mut c);
+    transmits(&mut e);
+    assert!(e.sessions.iter().any(|(_, s)| s.addr == Some(addr(5000))));
+    // Mallory holds session b's credentials and writes alice's address on her check.
+    e.handle_command(t0, Command::UpsertSession(spec("b", "c", &[2])));
+    let mut forged = check("b", PWD, true);
+    assert_eq!(
+        e.handle_datagram(t0, addr(5000), &mut forged),
+        Handled::Dropped(DropReason::AddressInUse)
+    );
+    assert!(transmits(&mut e).is_empty(), "not answered");
+    // Alice's media still arrives as hers.
+    let mut m = rtp(1);
+    assert!(matches!(
+        e.handle_datagram(t0, addr(5000), &mut m),
+        Handled::Forward(_)
+    ));
+    // From an address nobody receives at, b's check is answered as ever.
+    let mut c = check("b", PWD, true);
+    assert_eq!(e.handle_datagram(t0, addr(6000), &mut c), Handled::Consumed);
+}
+
 #[test]
 fn checks_from_ever_new_addresses_keep_a_bounded_index_and_the_nominated_one() {
     let now = Instant::now();
