@@ -1541,11 +1541,9 @@ fn periodic_reports_carry_sr_and_report_blocks() {
     assert_eq!(next_report(&mut t.a, &mut now, 200), 28 + 20);
 }
 
-/// B receives 42 streams from 14 senders: an SR or RR holds 31 report blocks, so the
-/// rest go in a compound of their own, and every stream is reported each second.
-#[test]
-fn a_receiver_of_more_than_31_streams_reports_every_one() {
-    let mut t = two();
+/// 13 more senders join A, and B gets a packet on each of the 14 senders' three
+/// streams; returns those 42 SSRCs.
+fn receive_from_14_senders(t: &mut Two) -> std::collections::BTreeSet<Ssrc> {
     let mut senders = vec![];
     for n in 2..15 {
         let (p, _relay, _) = connected(n, 5000 + n as u16, t.now);
@@ -1572,10 +1570,14 @@ fn a_receiver_of_more_than_31_streams_reports_every_one() {
     for wire in wires {
         t.b_receives(&wire).unwrap();
     }
-    assert_eq!(all.len(), 42);
+    all
+}
+
+/// Runs B's timers for `ms` milliseconds; hands each RTCP packet it sends the relay to
+/// `each`.
+fn b_sends_rtcp_for(t: &mut Two, ms: u64, mut each: impl FnMut(RtcpPacket<'_>)) {
     let mut relay_in = relay_srtcp_in(&t.b_keys);
-    let end = t.now + Duration::from_millis(1600);
-    let mut reported = std::collections::BTreeSet::new();
+    let end = t.now + Duration::from_millis(ms);
     while let Some(now) = t.b.poll_timeout().filter(|&n| n < end) {
         t.b.handle_timeout(now);
         while let Some(mut tx) = t.b.poll_transmit() {
@@ -1587,14 +1589,25 @@ fn a_receiver_of_more_than_31_streams_reports_every_one() {
                 .into_iter()
                 .flatten()
             {
-                match p {
-                    RtcpPacket::ReceiverReport(rr) => reported.extend(rr.reports().map(|b| b.ssrc)),
-                    RtcpPacket::SenderReport(sr) => reported.extend(sr.reports().map(|b| b.ssrc)),
-                    _ => {}
-                }
+                each(p);
             }
         }
     }
+}
+
+/// B receives 42 streams from 14 senders: an SR or RR holds 31 report blocks, so the
+/// rest go in a compound of their own, and every stream is reported each second.
+#[test]
+fn a_receiver_of_more_than_31_streams_reports_every_one() {
+    let mut t = two();
+    let all = receive_from_14_senders(&mut t);
+    assert_eq!(all.len(), 42);
+    let mut reported = std::collections::BTreeSet::new();
+    b_sends_rtcp_for(&mut t, 1600, |p| match p {
+        RtcpPacket::ReceiverReport(rr) => reported.extend(rr.reports().map(|b| b.ssrc)),
+        RtcpPacket::SenderReport(sr) => reported.extend(sr.reports().map(|b| b.ssrc)),
+        _ => {}
+    });
     assert_eq!(reported, all, "a block for every stream");
 }
 
@@ -1605,26 +1618,7 @@ fn a_receiver_of_more_than_31_streams_reports_every_one() {
 fn a_remb_naming_many_video_streams_goes_on_its_own_when_the_reports_fill_the_packet() {
     let mut t = two_with(|c| c.remb_bps = Some(800_000));
     // 14 senders whose 42 streams B receives (31 blocks in the periodic compound)...
-    let mut wires = vec![];
-    for n in 2..15 {
-        let (mut p, _relay, _) = connected(n, 5000 + n as u16, t.now);
-        t.b.install_remote_keys(
-            SenderId(n as u64),
-            &remote_streams(p.ssrcs()),
-            PROFILE,
-            &[(KeyIndex(0), &master(n as u8 + 1))],
-        )
-        .unwrap();
-        let o = p.ssrcs();
-        for (ssrc, pt) in [(o.audio, 111), (o.thumbnail, 96), (o.full, 96)] {
-            p.send_rtp(t.now, ssrc, Pt(pt), false, RtpTime(0), &[], b"m")
-                .unwrap();
-            wires.push(p.poll_transmit().unwrap().bytes);
-        }
-    }
-    for wire in wires {
-        t.b_receives(&wire).unwrap();
-    }
+    receive_from_14_senders(&mut t);
     // ... and 40 more that have sent nothing yet: 108 video streams to name.
     for n in 0..40u32 {
         t.b.install_remote_keys(
@@ -1643,26 +1637,12 @@ fn a_remb_naming_many_video_streams_goes_on_its_own_when_the_reports_fill_the_pa
     }
     while t.b.poll_transmit().is_some() {}
     let before = t.b.stats().remb_out;
-    let mut relay_in = relay_srtcp_in(&t.b_keys);
-    let end = t.now + Duration::from_millis(2500);
     let mut rembs = vec![];
-    while let Some(now) = t.b.poll_timeout().filter(|&n| n < end) {
-        t.b.handle_timeout(now);
-        while let Some(mut tx) = t.b.poll_transmit() {
-            let Ok(n) = relay_in.unprotect_rtcp(&mut tx.bytes) else {
-                continue;
-            };
-            for p in RtcpCompound::parse(&tx.bytes[..n])
-                .unwrap()
-                .into_iter()
-                .flatten()
-            {
-                if let RtcpPacket::Remb(r) = p {
-                    rembs.push((r.bitrate_bps(), r.ssrcs().count()));
-                }
-            }
+    b_sends_rtcp_for(&mut t, 2500, |p| {
+        if let RtcpPacket::Remb(r) = p {
+            rembs.push((r.bitrate_bps(), r.ssrcs().count()));
         }
-    }
+    });
     assert!(rembs.len() >= 2, "{rembs:?}");
     assert!(rembs.iter().all(|&r| r == (800_000, 108)), "{rembs:?}");
     assert_eq!(t.b.stats().remb_out - before, rembs.len() as u64);
