@@ -1252,6 +1252,17 @@ fn sender_of_7000() -> (SrtpProfile, Vec<u8>, SrtpContext) {
     (gcm, key, tx)
 }
 
+/// B gets sender 3's key (from [`sender_of_7000`]) from the room.
+fn b_installs_sender_of_7000(t: &mut Two, profile: SrtpProfile, key: &[u8]) {
+    t.b.install_remote_keys(
+        SenderId(3),
+        &remote_streams(ssrcs(7000)),
+        profile,
+        &[(KeyIndex(0), key)],
+    )
+    .unwrap();
+}
+
 /// An "opus" audio packet of SSRC 7000, sequence number `seq`, protected by `tx`.
 fn opus_packet(tx: &mut SrtpContext, seq: u16) -> Vec<u8> {
     let mut buf = vec![0u8; 100];
@@ -1274,13 +1285,7 @@ fn a_late_joiner_decrypts_a_sender_whose_sequence_wrapped() {
         opus_packet(&mut tx, seq);
     }
     // B joins now and gets the key from the room.
-    t.b.install_remote_keys(
-        SenderId(3),
-        &remote_streams(ssrcs(7000)),
-        gcm,
-        &[(KeyIndex(0), &key)],
-    )
-    .unwrap();
+    b_installs_sender_of_7000(&mut t, gcm, &key);
     // Garbage on the stream first (it fails under every ROC tried): for a while the
     // sender's new streams are tried under ROC 0 alone, so a flood of it costs one tag
     // check a packet; the genuine stream is found once the pause is over.
@@ -1308,13 +1313,7 @@ fn a_late_joiner_decrypts_a_sender_whose_sequence_wrapped() {
 fn a_stream_received_again_after_a_long_gap_decrypts_within_a_few_packets() {
     let mut t = two();
     let (gcm, key, mut tx) = sender_of_7000();
-    t.b.install_remote_keys(
-        SenderId(3),
-        &remote_streams(ssrcs(7000)),
-        gcm,
-        &[(KeyIndex(0), &key)],
-    )
-    .unwrap();
+    b_installs_sender_of_7000(&mut t, gcm, &key);
     for seq in 0..100 {
         t.b_receives(&opus_packet(&mut tx, seq)).unwrap();
     }
