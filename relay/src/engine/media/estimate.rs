@@ -497,9 +497,16 @@ impl DownlinkEstimate {
         let next = if loss > 0.10 {
             // Cut from what was sent when the estimate rests above it (growth stops at
             // 1.5× what was sent): cut from there, heavy loss would take seconds of
-            // reports to bring the estimate under the rate that is losing packets.
+            // reports to bring the estimate under the rate that is losing packets. But
+            // never from below half the estimate: a receiver sent far less than its
+            // estimate (audio only, for a while) learns little of its link from one
+            // lossy report, and would otherwise lose what it knew of it.
             let sent = self.sent_rate(now);
-            let from = if sent > 0.0 { a.min(sent) } else { a };
+            let from = if sent > 0.0 {
+                a.min(sent.max(0.5 * a))
+            } else {
+                a
+            };
             from * (1.0 - 0.5 * loss)
         } else if let Queue::Building { delivered } = queue {
             // More is sent than the link carries, though nothing was lost yet.
@@ -837,6 +844,24 @@ mod tests {
         let loss = 51.0 / 256.0;
         let e = s.second(1_000_000, 51, None);
         assert!(near(e, (1_000_000.0 * (1.0 - 0.5 * loss)) as u64), "{e}");
+        // Sent far less than its estimate (audio only), one lossy report takes what it
+        // knows of the link (the estimate without its bound of 1.5× what is sent) to
+        // half at most, not to the little it is sent.
+        let mut s = Sim::new();
+        for _ in 0..20 {
+            s.second(2_000_000, 0, None);
+        }
+        let before = s.e.estimate(s.now);
+        for _ in 0..3 {
+            s.second(48_000, 0, None);
+        }
+        assert_eq!(s.e.estimate_unbounded(s.now), before);
+        s.second(48_000, 51, None);
+        let e = s.e.estimate_unbounded(s.now);
+        assert!(
+            near(e, (before as f64 * 0.5 * (1.0 - 0.5 * loss)) as u64),
+            "{e} from {before}"
+        );
     }
 
     #[test]
