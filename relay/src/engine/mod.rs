@@ -1230,7 +1230,7 @@ struct Session {
     /// handed a check from it to the session's home ([`PeerMsg::Checked`]) and whether
     /// it nominated: another from that address within [`ALIVE_EVERY`] is not handed
     /// over (it would only refresh consent again), unless it nominates and that one
-    /// did not.
+    /// did not or was 100 ms ago or more.
     checked_sent: Vec<(SocketAddr, Instant, bool)>,
     /// When its entry in `timers` fires, if it has one: at or before its next deadline
     /// (see `schedule`).

@@ -4,6 +4,10 @@
 use super::*;
 use crate::wire::stun::{Class, IntegrityKey, Method, StunError, StunWriter, TransactionId};
 
+/// How often a shard hands a session's home a nomination from one address: a flood of
+/// them costs the home's channel ten messages a second per address at most.
+const NOMINATION_EVERY: Duration = Duration::from_millis(100);
+
 /// The most addresses of one session a shard routes from: the checked-but-not-nominated
 /// ones an ICE agent remembers ([`crate::ice::VALIDATED_CAP`]), the nominated one, and
 /// the media address while a move to the nominated one is pending.
@@ -143,9 +147,10 @@ impl Engine {
         self.index_addr(h, from);
         if let Some((home, key)) = home {
             // A participant's checks from each address, flooded or not, reach its home
-            // at most once per ALIVE_EVERY, and a nomination from it once more if the
-            // last one handed over was not one: each is a message that must arrive, and
-            // the channel to the home carries other sessions' too.
+            // at most once per ALIVE_EVERY, and its nominations from it at most once per
+            // NOMINATION_EVERY (often enough for one that nominates this address again
+            // after another, a NAT flapping, to be heard): each is a message that must
+            // arrive, and the channel to the home carries other sessions' too.
             let s = self
                 .sessions
                 .get_mut(h)
@@ -153,7 +158,11 @@ impl Engine {
             let last = s.checked_sent.iter().position(|&(addr, ..)| addr == from);
             let repeat = last.is_some_and(|i| {
                 let (_, at, was_nominated) = s.checked_sent[i];
-                now.saturating_duration_since(at) < ALIVE_EVERY && (was_nominated || !nominated)
+                let since = now.saturating_duration_since(at);
+                match nominated {
+                    true => was_nominated && since < NOMINATION_EVERY,
+                    false => since < ALIVE_EVERY,
+                }
             });
             if !repeat {
                 match last {
