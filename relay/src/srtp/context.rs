@@ -34,8 +34,8 @@ struct RtpStream {
     ssrc: Ssrc,
     tx: ReplayWindow,
     rx: ReplayWindow,
-    /// Packets received in a row that failed their index, replay or tag check (up to
-    /// [`LOST_AFTER`]); 0 after one that authenticated.
+    /// Packets received in a row that failed their index or tag check (up to
+    /// [`LOST_AFTER`]; a replay does not count); 0 after one that authenticated.
     rx_failures: u8,
 }
 
@@ -531,6 +531,9 @@ impl SrtpContext {
                 stream.rx_failures = 0;
                 Ok(n)
             }
+            // A duplicate (a resend and a late original both arriving) is no sign of a
+            // lost stream.
+            Err(e @ SrtpError::Replayed) => Err(e),
             Err(e) => {
                 stream.rx_failures = stream.rx_failures.saturating_add(1).min(LOST_AFTER);
                 Err(e)
