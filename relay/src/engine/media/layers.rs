@@ -588,6 +588,7 @@ impl LayerChoice {
                 since: now,
                 probe: Some(trial_from),
             };
+            self.push(LayerEvent::Switched(Layer::Full));
         }
     }
 
@@ -781,7 +782,11 @@ mod tests {
         let need = THUMB + FULL;
         l.start(t0, false, need * 2);
         assert_eq!(l.layer(), Layer::Full, "a trial flows at once");
-        events(&mut l);
+        assert_eq!(
+            events(&mut l),
+            [LayerEvent::Switched(Layer::Full)],
+            "and counts"
+        );
         // The link falls short: down at once.
         l.handle_estimate(t0 + 100 * MS, need / 3, false);
         l.handle_estimate(t0 + 3 * S, need / 3, false);
