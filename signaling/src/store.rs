@@ -358,8 +358,6 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
-    /// It holds the SFU's access token: a new database, and its WAL, are the service
-    /// user's alone.
     /// A new login of the same account keeps its place in the timelines; another
     /// account's starts afresh.
     #[test]
@@ -384,6 +382,8 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// It holds the SFU's access token: a new database, and its WAL, are the service
+    /// user's alone.
     #[test]
     fn a_new_database_is_readable_by_its_user_only() {
         use std::os::unix::fs::PermissionsExt;
