@@ -345,6 +345,10 @@ struct Room {
     announcements: HashMap<String, (String, String)>,
     /// Who may redact others' events (`m.room.power_levels`).
     power: PowerLevels,
+    /// Its creators (`m.room.create`: its sender, and from room version 12 its
+    /// `additional_creators`): from version 12 their power has no bound, and before,
+    /// a room without a power-levels event gives its creator 100.
+    creators: Vec<String>,
     encrypted: bool,
     /// Anyone can read it without joining (`m.room.history_visibility`
     /// `world_readable`) or join it without an invite (`m.room.join_rules` `public`,
@@ -404,6 +408,9 @@ impl PowerLevels {
         self.users.get(user).copied().unwrap_or(self.users_default) >= self.redact
     }
 }
+
+/// Creators kept per room.
+const MAX_CREATORS: usize = 64;
 
 /// Users with a level kept per room: a power-levels event is at most 64 KiB, so a few
 /// thousand at most in practice.
@@ -1469,7 +1476,9 @@ fn apply_state(room: &mut Room, e: &Event<'_>) {
                 .iter()
                 .find(|(_, (id, by))| {
                     id.as_str() == target
-                        && (by.as_str() == e.sender || room.power.may_redact(e.sender))
+                        && (by.as_str() == e.sender
+                            || room.creators.iter().any(|c| c == e.sender)
+                            || room.power.may_redact(e.sender))
                 })
                 .map(|(conf, _)| conf.clone())
         });
@@ -1502,6 +1511,20 @@ fn apply_state(room: &mut Room, e: &Event<'_>) {
         }
         "m.room.encryption" => room.encrypted = true,
         "m.room.power_levels" => room.power = PowerLevels::from_content(e.content),
+        "m.room.create" => {
+            let more = e
+                .content
+                .get("additional_creators")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .take(MAX_CREATORS);
+            room.creators = std::iter::once(e.sender)
+                .chain(more)
+                .map(str::to_owned)
+                .collect();
+        }
         "m.room.history_visibility" => {
             room.open.history = e.content.get("history_visibility").and_then(Value::as_str)
                 == Some("world_readable");

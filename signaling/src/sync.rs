@@ -212,9 +212,10 @@ impl<'a> Event<'a> {
 }
 
 /// The state event types signaling reads: membership, what makes a room open to
-/// outsiders or encrypted, who may redact an announcement, and conference
-/// announcements.
-pub const STATE_TYPES: [&str; 6] = [
+/// outsiders or encrypted, who may redact an announcement (its creators and power
+/// levels), and conference announcements.
+pub const STATE_TYPES: [&str; 7] = [
+    "m.room.create",
     "m.room.member",
     "m.room.encryption",
     "m.room.history_visibility",

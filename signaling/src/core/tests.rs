@@ -395,6 +395,29 @@ fn a_redaction_ends_the_conference_only_from_its_sender_or_a_moderator() {
             "bob at {bob_level:?}: {actions:?}"
         );
     }
+    // The room's creator may redact it whatever the levels say (from room version 12
+    // its power has no bound), and so may an additional creator.
+    for creator in [ALICE, BOB] {
+        let mut core = setup(&[ALICE, BOB]);
+        let mut announce = conference("conf", json!({"sfu": SFU}));
+        announce["event_id"] = json!("$a");
+        announce["sender"] = json!("@carol:hs");
+        let create = json!({"type": "m.room.create", "sender": ALICE, "state_key": "",
+            "content": {"room_version": "12", "additional_creators": [BOB]}});
+        let levels = json!({"type": "m.room.power_levels", "sender": ALICE, "state_key": "",
+            "content": {"users": {"@carol:hs": 50}, "redact": 50}});
+        core.handle_sync(
+            &batch(json!({ROOM: {"state": {"events": [create, levels]}}})),
+            T0,
+            false,
+        );
+        timeline(&mut core, ROOM, vec![announce], T0);
+        call_in(&mut core, ALICE, "a", 100);
+        let redaction =
+            json!({"type": "m.room.redaction", "sender": creator, "redacts": "$a", "content": {}});
+        timeline(&mut core, ROOM, vec![redaction], T0 + 20);
+        assert_eq!(core.calls().count(), 0, "{creator}");
+    }
     // Levels written as strings, as in old rooms, count too.
     let mut core = setup(&[ALICE, BOB]);
     let mut announce = conference("conf", json!({"sfu": SFU}));
