@@ -109,6 +109,7 @@ impl Engine {
         // A new session is neither connected nor routed anywhere yet: no fan-out list
         // changes until it is.
         let h = self.sessions.insert(Session {
+            identity,
             ice,
             conf,
             full: FullSet::Ssrcs(Vec::new()),
@@ -180,7 +181,7 @@ impl Engine {
         self.forget_streams(s.conf, &gone);
         if let (Home::Here(_), Some(reason), true) = (&s.home, reason, s.is_connected()) {
             self.notify(SessionEvent::Closed {
-                identity: s.spec.identity(),
+                identity: s.identity,
                 session: s.spec.id,
                 reason,
             });

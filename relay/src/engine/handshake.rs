@@ -190,7 +190,7 @@ impl Engine {
         if let Some(local) = s.local() {
             local.path_check = None;
         }
-        let (session, identity) = (s.spec.id.clone(), s.spec.identity());
+        let (session, identity) = (s.spec.id.clone(), s.identity);
         self.set_connected(h, Some(sel));
         self.notify(SessionEvent::Connected {
             session,
@@ -214,7 +214,7 @@ impl Engine {
         let old = std::mem::replace(&mut s.addr, addr);
         let conf = s.conf;
         if let Home::Here(_) = s.home {
-            let (session, identity) = (s.spec.id.clone(), s.spec.identity());
+            let (session, identity) = (s.spec.id.clone(), s.identity);
             let msg = match addr {
                 Some(addr) => PeerMsg::Connected {
                     session,
@@ -277,16 +277,16 @@ impl Engine {
             return;
         };
         if was_connected {
-            let spec = s.spec.clone();
+            let (spec, identity) = (s.spec.clone(), s.identity);
             self.notify(SessionEvent::Closed {
                 session: spec.id.clone(),
-                identity: spec.identity(),
+                identity,
                 reason,
             });
             // The control side removes it from every shard.
             self.events.push_back(Event::Ended(spec));
         } else {
-            let (session, identity) = (s.spec.id.clone(), s.spec.identity());
+            let (session, identity) = (s.spec.id.clone(), s.identity);
             self.notify(SessionEvent::Failed {
                 session,
                 identity,

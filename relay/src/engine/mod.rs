@@ -1212,6 +1212,10 @@ impl Local {
 
 struct Session {
     spec: SessionRule,
+    /// `spec.identity()`, kept: an upsert changes `spec` in place only when the
+    /// identity stays (otherwise it replaces the session), and session events and
+    /// messages between shards name the incarnation by it.
+    identity: Incarnation,
     conf: ConfHandle,
     full: FullSet,
     ice: IceLite,

@@ -77,7 +77,7 @@ impl Engine {
     fn incarnation(&self, session: &SessionName, identity: Incarnation) -> Option<SessionHandle> {
         let h = *self.by_id.get(session)?;
         let s = self.sessions.get(h)?;
-        (s.spec.identity() == identity).then_some(h)
+        (s.identity == identity).then_some(h)
     }
 
     pub(super) fn handle_peer(&mut self, now: Instant, msg: PeerMsg) {

@@ -165,7 +165,7 @@ impl Engine {
                     && now.saturating_duration_since(s.created) >= first_check_due
                 {
                     *timed_out = true;
-                    let (session, identity) = (s.spec.id.clone(), s.spec.identity());
+                    let (session, identity) = (s.spec.id.clone(), s.identity);
                     self.notify(SessionEvent::Failed {
                         session,
                         identity,
