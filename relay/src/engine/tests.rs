@@ -46,6 +46,28 @@ fn engine_of_two(shard: u16) -> Engine {
     Engine::new(cfg)
 }
 
+/// Shards 0 and 1 of a relay of two, each with session "a" (conference "c", SSRC 1),
+/// their events taken.
+fn two_shards_with_a(now: Instant) -> (Engine, Engine) {
+    let (mut e0, mut e1) = (engine_of_two(0), engine_of_two(1));
+    for e in [&mut e0, &mut e1] {
+        e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
+        events(e);
+    }
+    (e0, e1)
+}
+
+/// The messages `e` has for other shards that `keep` picks; its other events go.
+fn peer_messages(e: &mut Engine, keep: impl Fn(&PeerMsg) -> bool) -> Vec<PeerMsg> {
+    events(e)
+        .into_iter()
+        .filter_map(|ev| match ev {
+            Event::Peer(_, msg) if keep(&msg) => Some(msg),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Hands `to` every message `from` has for other shards; `from`'s other events go.
 fn pass_peer_messages(now: Instant, from: &mut Engine, to: &mut Engine) {
     for ev in events(from) {
@@ -828,35 +850,19 @@ fn a_shard_that_creates_a_session_late_asks_where_it_is_homed() {
 #[test]
 fn peer_messages_about_a_replaced_incarnation_are_ignored() {
     let now = Instant::now();
-    let (mut e0, mut e1) = (engine_of_two(0), engine_of_two(1));
-    for e in [&mut e0, &mut e1] {
-        e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
-        events(e);
-    }
+    let (mut e0, mut e1) = two_shards_with_a(now);
     // Homed on shard 1, connected there (no participant password: the nomination
     // connects it once keyed; here the claim is enough).
     let mut c = check("a", PWD, true);
     e1.handle_datagram(now, addr(5000), &mut c);
     transmits(&mut e1);
-    let old_news: Vec<PeerMsg> = events(&mut e1)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Peer(_, msg @ PeerMsg::Claimed { .. }) => Some(msg),
-            _ => None,
-        })
-        .collect();
+    let old_news: Vec<PeerMsg> = peer_messages(&mut e1, |m| matches!(m, PeerMsg::Claimed { .. }));
     assert_eq!(old_news.len(), 1);
     // The member calls again. Shard 0 takes the new upsert first, and asks.
     let mut again = spec("a", "c", &[1]);
     again.ice_pwd = "otherpassword0123456789".to_owned();
     e0.handle_command(now, Command::UpsertSession(again.clone()));
-    let asked: Vec<PeerMsg> = events(&mut e0)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Peer(_, msg @ PeerMsg::WhereIs { .. }) => Some(msg),
-            _ => None,
-        })
-        .collect();
+    let asked: Vec<PeerMsg> = peer_messages(&mut e0, |m| matches!(m, PeerMsg::WhereIs { .. }));
     assert_eq!(asked.len(), 1, "it asks");
     // Shard 1 still runs the old incarnation: no answer.
     e1.handle_command(now, Command::Peer(asked[0].clone()));
@@ -905,11 +911,7 @@ fn peer_messages_about_a_replaced_incarnation_are_ignored() {
 #[test]
 fn checks_handed_to_the_home_are_one_a_second_per_address() {
     let now = Instant::now();
-    let (mut home, mut other) = (engine_of_two(0), engine_of_two(1));
-    for e in [&mut home, &mut other] {
-        e.handle_command(now, Command::UpsertSession(spec("a", "c", &[1])));
-        events(e);
-    }
+    let (mut home, mut other) = two_shards_with_a(now);
     let mut c = check("a", PWD, false);
     assert_eq!(
         home.handle_datagram(now, addr(5000), &mut c),
