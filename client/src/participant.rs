@@ -1822,19 +1822,18 @@ impl SentLog {
             // An arrival far from its packet's send time is on another clock: the relay
             // restarted, or another of its workers reports now (each counts from its
             // own first packet). The relay's clock is taken afresh from this packet.
-            let off_clock = mapped.is_none_or(|m| {
-                p.at.saturating_duration_since(m) > REBASE_EARLY
-                    || m.saturating_duration_since(p.at) > REBASE_LATE
+            let on_clock = mapped.filter(|&m| {
+                p.at.saturating_duration_since(m) <= REBASE_EARLY
+                    && m.saturating_duration_since(p.at) <= REBASE_LATE
             });
-            let arrival = match mapped {
-                _ if off_clock => {
+            let arrival = match on_clock {
+                None => {
                     self.base = Some((t_us, p.at));
                     p.at
                 }
                 // Before the first on this clock: reordered feedback.
-                _ if offset < 0 => continue,
+                Some(_) if offset < 0 => continue,
                 Some(m) => m,
-                None => continue,
             };
             let sent = AbsSendTime::from_duration(p.at.saturating_duration_since(start));
             self.estimate

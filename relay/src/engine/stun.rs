@@ -218,7 +218,7 @@ impl Engine {
         }));
         let msg = PeerMsg::Claimed {
             session: s.spec.id.clone(),
-            identity: s.spec.identity(),
+            identity: s.identity,
             shard: self.cfg.shard,
             key: h,
         };
@@ -260,7 +260,9 @@ impl Engine {
             && other != h
         {
             // The address moved to this session (a participant's socket reused for a
-            // new session): the old one no longer routes from it.
+            // new session): the old one no longer routes from it. Never one another
+            // live session receives its media at: `handle_stun` refuses those checks
+            // (`address_in_use`) before they get here.
             self.unindex_addr(other, from);
         }
         if first {
