@@ -794,7 +794,12 @@ impl UnsentAnswer {
             log.contains("sending the events the last run left unsent events=1"),
             "{log}"
         );
-        let mut peer = self.caller.connect(&answer);
+        self.connect(&answer);
+    }
+
+    /// Alice's caller does ICE and DTLS with `answer` and connects.
+    fn connect(&self, answer: &Answer) {
+        let mut peer = self.caller.connect(answer);
         drive(
             &mut [&mut peer],
             WAIT,
@@ -817,13 +822,7 @@ fn an_answer_the_homeserver_fails_for_long_goes_out_when_it_is_back() {
     );
     t.proxy.refuse_sends(false);
     let answer = answered(&reply_to(&mut t.alice, &t.dm, "call-1"));
-    let mut peer = t.caller.connect(&answer);
-    drive(
-        &mut [&mut peer],
-        WAIT,
-        "ICE and DTLS with the answer",
-        |p| p[0].connected(),
-    );
+    t.connect(&answer);
     assert!(!t.signaling.run_log().contains("could not send"));
 }
 
