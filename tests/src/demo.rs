@@ -57,6 +57,7 @@ full-resolution stream with no decrypt failure.
   --restart-relay SECS
                    SECS after all three are connected, kill the relay (kill -9) and
                    start it again; then each must also connect to it again by itself
+                   (SECS must leave 10 s of --duration after it)
   --new-cert       with --restart-relay: start it again without its certificate
                    files, so with a new certificate no answer names; then the SFU hangs
                    up every call (relay_unavailable), and each must call again

@@ -17,7 +17,7 @@
 //! | `record_dir` | `--record-dir DIR` | none: nothing recorded |
 //! | `audio_file` | `--audio-file CLIP.opus` | none: synthetic audio |
 //! | `subscribe` | `--subscribe all\|speaker\|SSRC,SSRC\|none` | `all` |
-//! | `no_table` | `--no-table` | `false` |
+//! | `no_table` | `--no-table [BOOL]` | `false` |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,9 +78,10 @@ pub struct Args {
     /// or SSRCs separated by commas.
     #[arg(long, value_name = "all|speaker|SSRC,SSRC")]
     pub subscribe: Option<String>,
-    /// No live table: only a final summary.
-    #[arg(long)]
-    pub no_table: bool,
+    /// No live table: only a final summary (`--no-table false` brings back the table a
+    /// config file turned off).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_table: Option<bool>,
 }
 
 /// The TOML file: every key optional, unknown keys rejected.
@@ -300,7 +301,7 @@ fn resolve(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
         record_dir: a.record_dir.or(f.record_dir),
         audio_file: a.audio_file.or(f.audio_file),
         subscribe,
-        table: !(a.no_table || f.no_table.unwrap_or(false)),
+        table: !a.no_table.or(f.no_table).unwrap_or(false),
     })
 }
 
@@ -388,6 +389,8 @@ mod tests {
         assert_eq!(c.duration, Some(Duration::from_secs(7)));
         assert_eq!(c.subscribe, Subscription::Ssrcs(vec![]));
         assert!(!c.table);
+        let c = args(&["--config", cfg.to_str().unwrap(), "--no-table", "false"]).unwrap();
+        assert!(c.table, "the flag's false overrides the file's true");
         std::fs::write(&cfg, "durration = 5\n").unwrap();
         let e = args(&["--config", cfg.to_str().unwrap()]).unwrap_err();
         assert!(e.0.contains("unknown field `durration`"), "{e}");

@@ -40,8 +40,9 @@
 //! Exit status: 0 after a normal end (the duration ran out, or a signal asked it to
 //! stop); 1 when joining failed (the SFU's refusal with its `org.matrix.msc2359.reason`,
 //! an unencrypted room, an SFU account with E2EE devices, …), the call ended early
-//! (the SFU hung up, the conference ended), or the report could not be written; 2 for
-//! bad flags or configuration. Errors are one line on stderr. Logs and warnings go to
+//! (the SFU hung up, the conference ended), the report could not be written, or the
+//! hang-up failed or took over 3 s; 2 for bad flags or configuration; 130 on a second
+//! signal (the report may not have been written). Errors are one line on stderr. Logs and warnings go to
 //! stderr, the table and the summary to stdout.
 //!
 //! Configuration keys and the TOML file: `config.rs`.
