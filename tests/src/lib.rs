@@ -751,7 +751,7 @@ impl Sim {
                         // As the control server does: the engine's event, in the protocol.
                         Event::Session(ev) => self.notifications.extend(rules::notification(ev)),
                         // As the control thread does: the relay forgot it everywhere.
-                        Event::Ended(spec) => self.command_all(Command::RemoveSession(spec.id)),
+                        Event::Ended(spec, _) => self.command_all(Command::RemoveSession(spec.id)),
                         Event::Peer(dest, msg) => {
                             match msg {
                                 PeerMsg::SenderReport { .. } => {

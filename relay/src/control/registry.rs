@@ -41,8 +41,10 @@
 //!   DTLS failed) is gone, as `session_closed` says: [`Registry::observe_ended`] turns
 //!   it into a tombstone at its generation and returns the removal for the workers.
 //!   `get_stats` no longer counts it and `set_subscription` answers `not_found`; the
-//!   same upsert again (a retransmission, same generation) or a snapshot listing it
-//!   creates it anew, with the subscription it had.
+//!   same upsert again (a retransmission, same generation) creates it anew, with the
+//!   subscription it had. A snapshot that lists it (a signaling that was away when the
+//!   close was reported, and so still holds the call) leaves it closed, and the
+//!   catch-up after the snapshot reports the close again ([`Registry::closed`]).
 //!
 //! Tombstones of removed objects are kept until the next snapshot, which replaces them
 //! all with one floor generation (every object not held is taken to be removed at the
@@ -96,9 +98,19 @@ pub struct Registry {
     /// restarted: a snapshot does not revive them, so the catch-up after one tells a
     /// signaling that was away.
     failed: BTreeMap<SessionId, NotificationBody>,
-    /// Sessions the relay closed on its own, with the spec they had (their entry in
-    /// `sessions` is a tombstone at the generation they were created with).
-    ended: BTreeMap<SessionId, SessionSpec>,
+    /// Sessions the relay closed on its own, with the spec they had and the close
+    /// (their entry in `sessions` is a tombstone at the generation they were created
+    /// with, or at the snapshot's that listed them since).
+    ended: BTreeMap<SessionId, Ended>,
+}
+
+/// A session the relay closed on its own.
+#[derive(Debug, Clone)]
+struct Ended {
+    /// The spec it had: the same upsert again creates it anew.
+    spec: SessionSpec,
+    /// The `session_closed` that reported it, for a snapshot's catch-up.
+    note: NotificationBody,
 }
 
 /// Tombstones of one kind (conferences, sessions, subscriptions) held before the older
@@ -190,6 +202,13 @@ impl Registry {
         self.failed.values()
     }
 
+    /// The `session_closed` of every session the relay closed on its own that is still
+    /// held as closed: right after a snapshot, those it listed (a signaling that was
+    /// away when the close was reported still holds their calls).
+    pub fn closed(&self) -> impl Iterator<Item = &NotificationBody> + '_ {
+        self.ended.values().map(|e| &e.note)
+    }
+
     // ----- input ---------------------------------------------------------------------
 
     /// Follows what the workers report, to know which sessions are connected (after a
@@ -250,10 +269,11 @@ impl Registry {
         }
     }
 
-    /// The relay closed a connected session on its own (the engine's `Ended` event):
-    /// forget it, if `spec` is still the incarnation held (one that a newer upsert
-    /// replaced meanwhile is not touched). Returns the commands to send to every worker.
-    pub fn observe_ended(&mut self, ended: &SessionRule) -> Vec<Command> {
+    /// The relay closed a connected session on its own, for `reason` (the engine's
+    /// `Ended` event): forget it, if `spec` is still the incarnation held (one that a
+    /// newer upsert replaced meanwhile is not touched). Returns the commands to send to
+    /// every worker.
+    pub fn observe_ended(&mut self, ended: &SessionRule, reason: EndReason) -> Vec<Command> {
         let Ok(id) = SessionId::new(ended.id.as_str()) else {
             return Vec::new();
         };
@@ -277,7 +297,11 @@ impl Registry {
             state: Some(live), ..
         }) = live
         {
-            self.ended.insert(id.clone(), live);
+            let note = NotificationBody::SessionClosed {
+                session_id: id.clone(),
+                reason: rules::end_reason(reason),
+            };
+            self.ended.insert(id.clone(), Ended { spec: live, note });
         }
         self.connected.remove(id);
         self.failed.remove(id);
@@ -458,7 +482,7 @@ impl Registry {
             .chain(
                 self.ended
                     .iter()
-                    .filter(|(_, s)| s.conf_id == id)
+                    .filter(|(_, e)| e.spec.conf_id == id)
                     .map(|(sid, _)| sid.clone()),
             )
             .collect();
@@ -571,7 +595,7 @@ impl Registry {
             format_args!("session {id}"),
         );
         // The upsert that created a session the relay since closed, again: create it anew.
-        let recreate = self.ended.get(&id) == Some(&spec)
+        let recreate = self.ended.get(&id).map(|e| &e.spec) == Some(&spec)
             && self.sessions.get(&id).map(|h| h.generation) == Some(generation);
         let verdict = if recreate { Verdict::Apply } else { verdict? };
         if let Verdict::Repeat = verdict {
@@ -779,10 +803,24 @@ impl Registry {
             }
         }
         // 3. Sessions that are missing or differ are upserted; identical ones are left
-        //    alone, so their ICE, DTLS and SRTCP state survive.
+        //    alone, so their ICE, DTLS and SRTCP state survive. One the relay closed on
+        //    its own stays closed (its participant is gone; signaling, which lists it,
+        //    missed the close and hears it in the catch-up).
         // A set: after a relay restart every listed session is fresh.
         let mut fresh = std::collections::BTreeSet::new();
-        for s in &snap.sessions {
+        let closed: BTreeMap<&SessionId, &Ended> = snap
+            .sessions
+            .iter()
+            .filter_map(|s| {
+                let e = self.ended.get(&s.session_id)?;
+                same_identity(&e.spec, s).then_some((&s.session_id, e))
+            })
+            .collect();
+        for s in snap
+            .sessions
+            .iter()
+            .filter(|s| !closed.contains_key(&s.session_id))
+        {
             match self.session(&s.session_id) {
                 Some(old) if old == s => {}
                 Some(old) if same_identity(old, s) => {
@@ -795,7 +833,11 @@ impl Registry {
             }
         }
         // 4. Subscriptions: a (re)created session starts with none.
-        for s in &snap.sessions {
+        for s in snap
+            .sessions
+            .iter()
+            .filter(|s| !closed.contains_key(&s.session_id))
+        {
             let id = &s.session_id;
             let now = if fresh.contains(id) {
                 default_full()
@@ -836,11 +878,27 @@ impl Registry {
             .sessions
             .iter()
             .map(|s| {
+                let state = (!closed.contains_key(&s.session_id)).then(|| s.clone());
                 (
                     s.session_id.clone(),
                     Held {
                         generation: g,
-                        state: Some(s.clone()),
+                        state,
+                    },
+                )
+            })
+            .collect();
+        // The closed ones keep the spec listed (its upsert at the snapshot's generation
+        // creates it anew) and their close.
+        self.ended = closed
+            .into_iter()
+            .map(|(id, e)| {
+                let spec = want_sessions[id].clone();
+                (
+                    id.clone(),
+                    Ended {
+                        spec,
+                        note: e.note.clone(),
                     },
                 )
             })
@@ -859,7 +917,6 @@ impl Registry {
             })
             .collect();
         self.floor = Some(g);
-        self.ended.clear();
         Ok(commands)
     }
 
@@ -913,6 +970,9 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::control::{ExtmapIds, Fingerprint, IcePwd, IceUfrag, Layer, StreamKind, StreamSpec};
+
+    /// Why the relay closed a session, in the tests that need one.
+    const CONSENT: EndReason = EndReason::ConsentExpired;
 
     fn conf(id: &str) -> ConfId {
         ConfId::new(id).unwrap()
@@ -1351,11 +1411,12 @@ mod tests {
         ok(&mut reg, upsert(2, a.clone()));
         ok(&mut reg, subscribe(3, "a", FullSet::All));
         assert_eq!(
-            names(&reg.observe_ended(&rules::session_rule(&a))),
+            names(&reg.observe_ended(&rules::session_rule(&a), CONSENT)),
             ["remove_session a"]
         );
         assert!(
-            reg.observe_ended(&rules::session_rule(&a)).is_empty(),
+            reg.observe_ended(&rules::session_rule(&a), CONSENT)
+                .is_empty(),
             "once"
         );
         assert_eq!(reg.session_count(), 0);
@@ -1385,7 +1446,7 @@ mod tests {
         let a = spec("a", "c", &[1]);
         ok(&mut reg, upsert(2, a.clone()));
         ok(&mut reg, subscribe(3, "a", FullSet::All));
-        reg.observe_ended(&rules::session_rule(&a));
+        reg.observe_ended(&rules::session_rule(&a), CONSENT);
         ok(
             &mut reg,
             RequestBody::RemoveConference {
@@ -1411,7 +1472,7 @@ mod tests {
         for i in 0..n {
             let a = spec(&format!("s{i}"), "c", &[]);
             ok(&mut reg, upsert(2 + i, a.clone()));
-            reg.observe_ended(&rules::session_rule(&a));
+            reg.observe_ended(&rules::session_rule(&a), CONSENT);
         }
         assert!(reg.ended.len() <= MAX_TOMBSTONES, "{}", reg.ended.len());
         assert!(
@@ -1429,6 +1490,50 @@ mod tests {
         );
     }
 
+    /// Signaling was away when the relay closed `a`, so its snapshot still lists it:
+    /// `a` stays closed (its participant is gone; recreating it would only time out
+    /// 30 s later as `ice_timeout`), and [`Registry::closed`] has the close for the
+    /// catch-up. Its upsert at the snapshot's generation still brings it back.
+    #[test]
+    fn a_snapshot_that_lists_a_session_the_relay_closed_leaves_it_closed() {
+        let mut reg = Registry::new();
+        ok(&mut reg, upsert_conf(1, "c"));
+        let (a, b) = (spec("a", "c", &[1]), spec("b", "c", &[2]));
+        ok(&mut reg, upsert(2, a.clone()));
+        ok(&mut reg, upsert(3, b.clone()));
+        ok(&mut reg, subscribe(4, "a", FullSet::All));
+        reg.observe_ended(&rules::session_rule(&a), CONSENT);
+        let snap = RequestBody::Snapshot(Snapshot {
+            generation: Generation(10),
+            conferences: vec![ConferenceSpec { conf_id: conf("c") }],
+            sessions: vec![a.clone(), b.clone()],
+            subscriptions: vec![SubscriptionSpec {
+                session_id: sid("a"),
+                full: FullSet::All,
+            }],
+        });
+        assert!(
+            ok(&mut reg, snap).is_empty(),
+            "nothing created, nothing removed"
+        );
+        assert_eq!(reg.session_count(), 1);
+        assert_eq!(
+            reg.closed().collect::<Vec<_>>(),
+            [&NotificationBody::SessionClosed {
+                session_id: sid("a"),
+                reason: crate::control::EndReason::ConsentExpired,
+            }]
+        );
+        // The next snapshot, which signaling sends without it, forgets it.
+        assert_eq!(
+            ok(&mut reg, upsert(10, a.clone())),
+            ["upsert_session a", "set_subscription a"],
+            "its upsert at the snapshot's generation creates it anew"
+        );
+        assert_eq!(reg.closed().count(), 0);
+        assert_eq!(reg.session_count(), 2);
+    }
+
     #[test]
     fn an_ended_incarnation_that_was_replaced_leaves_the_new_one_alone() {
         let mut reg = Registry::new();
@@ -1438,7 +1543,10 @@ mod tests {
         let mut new = old.clone();
         new.ice_pwd = IcePwd::new("zyxwvutsrqponmlkjihgfe+/").unwrap();
         ok(&mut reg, upsert(3, new));
-        assert!(reg.observe_ended(&rules::session_rule(&old)).is_empty());
+        assert!(
+            reg.observe_ended(&rules::session_rule(&old), CONSENT)
+                .is_empty()
+        );
         assert_eq!(reg.session_count(), 1);
     }
 }

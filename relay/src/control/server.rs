@@ -125,8 +125,9 @@ impl Default for Limits {
 pub enum WorkerReport {
     /// Something happened to a session (becomes a notification for signaling).
     Session(SessionEvent),
-    /// The relay closed this session on its own (the engine's `Ended` event).
-    Ended(SessionRule),
+    /// The relay closed this session on its own, for this reason (the engine's `Ended`
+    /// event).
+    Ended(SessionRule, crate::engine::EndReason),
 }
 
 /// Counters of the server's own decisions.
@@ -353,8 +354,8 @@ impl ControlServer {
                     });
                 }
             }
-            WorkerReport::Ended(spec) => {
-                let commands = self.registry.observe_ended(&spec);
+            WorkerReport::Ended(spec, reason) => {
+                let commands = self.registry.observe_ended(&spec, reason);
                 self.queue_commands(commands);
             }
         }
@@ -509,7 +510,13 @@ impl ControlServer {
                             .connected()
                             .map(|(id, addr)| (id.clone(), addr))
                             .collect(),
-                        self.registry.failed().cloned().collect(),
+                        // Those that ended either way: failed, or closed while
+                        // signaling was away (the snapshot, listing them, left them so).
+                        self.registry
+                            .failed()
+                            .chain(self.registry.closed())
+                            .cloned()
+                            .collect(),
                     )
                 } else {
                     (Vec::new(), Vec::new())

@@ -284,7 +284,7 @@ impl Engine {
                 reason,
             });
             // The control side removes it from every shard.
-            self.events.push_back(Event::Ended(spec));
+            self.events.push_back(Event::Ended(spec, reason));
         } else {
             let (session, identity) = (s.spec.id.clone(), s.identity);
             self.notify(SessionEvent::Failed {

@@ -608,11 +608,12 @@ pub enum Event {
     /// [`PeerDest::route`] names.
     Peer(PeerDest, PeerMsg),
     /// The relay closed this session on its own (consent expired, DTLS failed after
-    /// connecting): it is gone, as `session_closed` says. The control side forgets it
-    /// and sends [`Command::RemoveSession`] to every shard, in order with the rules, so
-    /// the same spec upserted again (or listed in a snapshot) makes a new session. The
-    /// spec tells which incarnation ended: one replaced meanwhile is not touched.
-    Ended(SessionRule),
+    /// connecting), for this reason: it is gone, as `session_closed` says. The control
+    /// side forgets it and sends [`Command::RemoveSession`] to every shard, in order
+    /// with the rules, so the same spec upserted again makes a new session (a snapshot
+    /// that lists it hears of the close again instead). The spec tells which
+    /// incarnation ended: one replaced meanwhile is not touched.
+    Ended(SessionRule, EndReason),
 }
 
 /// Counters, kept as plain integers (the engine is single-threaded); the shell

@@ -470,7 +470,9 @@ impl Worker {
         }
         while let Some(ev) = self.engine.poll_event() {
             match ev {
-                Event::Ended(spec) => wake_control |= self.report(WorkerReport::Ended(spec)),
+                Event::Ended(spec, reason) => {
+                    wake_control |= self.report(WorkerReport::Ended(spec, reason))
+                }
                 Event::Session(ev) => wake_control |= self.report(WorkerReport::Session(ev)),
                 Event::Peer(dest, msg) => {
                     let (from, shards) = (self.index, self.peers.len());

@@ -589,6 +589,43 @@ fn a_snapshot_is_followed_by_the_sessions_that_failed_meanwhile() {
     );
 }
 
+/// A session the relay closed while signaling was away (its `session_closed` went to
+/// nobody) is reported closed after the snapshot that still lists it, and not created
+/// anew.
+#[test]
+fn a_snapshot_is_followed_by_the_sessions_closed_meanwhile() {
+    let mut s = connected(Limits::default());
+    with_session_a(&mut s);
+    take(&mut s);
+    s.handle_hangup();
+    let closed = EndReason::ConsentExpired;
+    s.handle_report(WorkerReport::Session(SessionEvent::Closed {
+        session: SessionName::new("a"),
+        identity: identity("a"),
+        reason: closed,
+    }));
+    s.handle_report(WorkerReport::Ended(rules::session_rule(&spec("a")), closed));
+    apply_all(&mut s);
+    s.accept(Instant::now()).unwrap();
+    s.handle_data(&signaling_hello());
+    s.handle_data(&request(3, snapshot(3, vec![spec("a")])));
+    apply_all(&mut s);
+    let msgs = take(&mut s);
+    assert!(
+        matches!(
+            &msgs[..],
+            [
+                Message::Hello(_),
+                Message::Response(_),
+                Message::Notification(NotificationBody::SessionClosed { session_id, reason }),
+            ] if session_id.as_str() == "a"
+                && *reason == crate::control::EndReason::ConsentExpired
+        ),
+        "{msgs:?}"
+    );
+    assert_eq!(s.registry().session_count(), 0, "not created anew");
+}
+
 #[test]
 fn goodbye_from_the_client_closes_and_shutdown_says_goodbye() {
     let mut s = connected(Limits::default());
@@ -616,7 +653,10 @@ fn an_ended_session_is_removed_on_every_worker() {
     let mut s = connected(Limits::default());
     with_session_a(&mut s);
     take(&mut s);
-    s.handle_report(WorkerReport::Ended(rules::session_rule(&spec("a"))));
+    s.handle_report(WorkerReport::Ended(
+        rules::session_rule(&spec("a")),
+        crate::engine::EndReason::ConsentExpired,
+    ));
     for w in 0..WORKERS {
         assert!(
             matches!(s.poll_command(w), Some(Command::RemoveSession(id)) if id.as_str() == "a")
