@@ -20,12 +20,12 @@ use blindfold_relay::engine::{
 };
 use blindfold_relay::id::{ExtId, Pt};
 use blindfold_relay::wire::rtp::RtpHeader;
-use blindfold_tests::{AUDIO_LEVEL_EXT, FULL_EXTMAP, Sim};
+use blindfold_tests::{AUDIO_LEVEL_EXT, FULL_EXTMAP, Sim, uncapped};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A connected call on one shard: a sender (its index is returned) and `receivers`.
 fn call(receivers: usize) -> (Sim, usize) {
-    let mut sim = Sim::new(1);
+    let mut sim = Sim::with_config(1, 0, uncapped);
     let sender = sim.join("sender", "conf");
     for i in 0..receivers {
         sim.join(&format!("r{i}"), "conf");
@@ -139,6 +139,7 @@ fn features(c: &mut Criterion) {
         ("all", true, true, true),
     ] {
         let mut sim = Sim::with_config(1, 0, |cfg| {
+            uncapped(cfg);
             if !all {
                 cfg.layer_choice = false;
                 cfg.uplink_estimation = false;

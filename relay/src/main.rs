@@ -231,6 +231,8 @@ fn run(config: &Config) -> Result<(), Fatal> {
         engine_cfg.retransmit_age = config.retransmit_age;
         engine_cfg.nack_max_per_second = config.nack_max_per_second;
         engine_cfg.rtcp_max_per_second = config.rtcp_max_per_second;
+        engine_cfg.max_audio_pps = config.max_audio_pps;
+        engine_cfg.max_video_pps = config.max_video_pps;
         engine_cfg.keyframe_interval = config.keyframe_interval;
         engine_cfg.keyframe_max_per_second = config.keyframe_max_per_second;
         engine_cfg.shards = workers as u16;

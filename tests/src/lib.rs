@@ -244,6 +244,14 @@ impl Member {
     }
 }
 
+/// For loops where time stands still (benchmarks, allocation counts): a stream's
+/// packet cap (`max_audio_pps`, `max_video_pps`, per half second) would stop them after
+/// its allowance, so it is off; its check still runs on every packet.
+pub fn uncapped(cfg: &mut EngineConfig) {
+    cfg.max_audio_pps = 0;
+    cfg.max_video_pps = 0;
+}
+
 /// Which way a datagram in flight goes: from the member at this address to the relay,
 /// or from the relay to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

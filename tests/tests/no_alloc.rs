@@ -347,8 +347,9 @@ fn shell_recv_fanout_flush_and_counters_do_not_allocate() {
 
 #[test]
 fn engine_forwarding_path_does_not_allocate() {
-    // A real call: four participants connected through ICE and DTLS.
-    let mut sim = Sim::new(1);
+    // A real call: four participants connected through ICE and DTLS (every packet at
+    // one instant: no packet cap).
+    let mut sim = Sim::with_config(1, 0, blindfold_tests::uncapped);
     let alice = sim.join("alice", "conf");
     for name in ["bob", "carol", "dave"] {
         sim.join(name, "conf");
@@ -375,8 +376,9 @@ fn engine_forwarding_path_does_not_allocate() {
 #[test]
 fn forwarding_video_into_the_retransmission_cache_does_not_allocate() {
     // Video packets are also copied into the stream's cache, which was allocated when
-    // the sender's media started arriving; every sequence number here is new.
-    let mut sim = Sim::new(1);
+    // the sender's media started arriving; every sequence number here is new (and
+    // arrives at one instant: no packet cap).
+    let mut sim = Sim::with_config(1, 0, blindfold_tests::uncapped);
     let alice = sim.join("alice", "conf");
     for name in ["bob", "carol"] {
         sim.join(name, "conf");

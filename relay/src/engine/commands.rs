@@ -120,6 +120,8 @@ impl Engine {
             created: now,
             alive_sent: None,
             checked_sent: Vec::new(),
+            checks_handed: media::Budget::new(super::stun::CHECKS_HANDED_PER_SECOND),
+            handoffs: media::Budget::new(self.cfg.rtcp_max_per_second),
             timer_at: None,
             speaker_shard: speaker::speaker_shard(&spec.conf, self.cfg.shards),
             layers: Vec::new(),
@@ -256,6 +258,7 @@ fn new_stream(st: StreamRule, rule: &SessionRule) -> Stream {
         meter: media::RateMeter::new(Duration::from_secs(1)),
         rate: None,
         rate_due: None,
+        allowance: 0,
         clamp: None,
         demote_below: 0,
     }

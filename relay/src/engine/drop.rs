@@ -36,11 +36,15 @@ pub enum DropReason {
     /// A connectivity check from an address another live session receives its media at
     /// (not answered): a forged source, or a socket reused while its old session lives.
     AddressInUse,
+    /// Past a rate the relay allows one participant: media past its stream's packet
+    /// cap (`max_audio_pps`, `max_video_pps`), or datagrams another shard would hand
+    /// its home past its budget (`rtcp_max_per_second`).
+    OverRate,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::NotOurs,
         DropReason::StunMalformed,
         DropReason::StunUnknownUfrag,
@@ -56,6 +60,7 @@ impl DropReason {
         DropReason::RtcpUndeclaredSsrc,
         DropReason::TxQueueFull,
         DropReason::AddressInUse,
+        DropReason::OverRate,
     ];
 
     /// Number of reasons.
@@ -84,6 +89,7 @@ impl DropReason {
             DropReason::RtcpUndeclaredSsrc => "rtcp_undeclared_ssrc",
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::AddressInUse => "address_in_use",
+            DropReason::OverRate => "over_rate",
         }
     }
 }

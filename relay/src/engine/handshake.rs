@@ -30,8 +30,7 @@ impl Engine {
             Home::Here(local) => local,
             Home::Elsewhere(home, key) => {
                 let (home, key) = (*home, *key);
-                self.hand_home(home, key, from, buf);
-                return Ok(());
+                return self.hand_home(now, h, (home, key), from, buf);
             }
             Home::Unclaimed { .. } => return Err(DropReason::Unvalidated),
         };
@@ -69,14 +68,22 @@ impl Engine {
         }
     }
 
-    /// Hands a datagram of the session `key` names to its home shard.
+    /// Hands a datagram of session `h` (`key` on its home shard `home`) to its home,
+    /// within the session's budget of handoffs (else `over_rate`).
     pub(super) fn hand_home(
         &mut self,
-        home: ShardId,
-        key: SessionHandle,
+        now: Instant,
+        h: SessionHandle,
+        (home, key): (ShardId, SessionHandle),
         from: SocketAddr,
         buf: &[u8],
-    ) {
+    ) -> Result<(), DropReason> {
+        // Each is a copy and a message the home's channel carries beside every other
+        // session's: at most the session's RTCP budget of them a second.
+        let s = self.sessions.get_mut(h).ok_or(DropReason::Unvalidated)?;
+        if !s.handoffs.try_take(now, 1) {
+            return Err(DropReason::OverRate);
+        }
         let msg = PeerMsg::Datagram {
             session: key,
             from,
@@ -84,6 +91,7 @@ impl Engine {
         };
         self.events
             .push_back(Event::Peer(PeerDest::Shard(home), msg));
+        Ok(())
     }
 
     // ----- DTLS and connection state ---------------------------------------------------

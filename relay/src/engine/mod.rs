@@ -150,6 +150,13 @@ pub struct EngineConfig {
     /// names) one participant may send per second, a second's worth at once; the rest
     /// are dropped and counted (0: no cap).
     pub rtcp_max_per_second: u32,
+    /// Packets per second one audio stream may carry, counted over each half second;
+    /// the rest are dropped (`over_rate`) before anything reads them (0: no cap). The
+    /// relay cannot tell a sender's packets from a spoofer's on the sender's address,
+    /// and each goes to every receiver: this bounds what one stream costs.
+    pub max_audio_pps: u32,
+    /// The same for each video stream (thumbnail, full or single layer).
+    pub max_video_pps: u32,
     /// Seed of the hash maps (fixed, so runs are repeatable).
     pub hash_seed: u64,
     /// How many shards the relay runs (every shard must be given the same number): a
@@ -207,6 +214,8 @@ impl EngineConfig {
             retransmit_thumbnail_bytes: 64 * 1024,
             retransmit_age: Duration::from_secs(1),
             nack_max_per_second: 250,
+            max_audio_pps: 500,
+            max_video_pps: 5000,
             rtcp_max_per_second: 500,
             hash_seed: 0x5eed,
             shards: 1,
@@ -1084,8 +1093,11 @@ struct Stream {
     meter: media::RateMeter,
     /// Its rate (bits/s) and when it was measured or announced, on every shard.
     rate: Option<(u64, Instant)>,
-    /// When the shard its media arrives on next measures and announces its rate.
+    /// When the shard its media arrives on next measures and announces its rate, and
+    /// refills `allowance`.
     rate_due: Option<Instant>,
+    /// Packets it may still carry until `rate_due` (`max_audio_pps`, `max_video_pps`).
+    allowance: u32,
     /// Its full layer's rate clamp (sender's home; full layers only, once viewed).
     clamp: Option<Box<bandwidth::Clamp>>,
     /// Viewers of this full layer that can take less than this are moved to the
@@ -1237,6 +1249,14 @@ struct Session {
     /// over (it would only refresh consent again), unless it nominates and that one
     /// did not or was 100 ms ago or more.
     checked_sent: Vec<(SocketAddr, Instant, bool)>,
+    /// Checks this shard may still hand to the session's home (sessions homed
+    /// elsewhere; [`stun::CHECKS_HANDED_PER_SECOND`]): a participant cycling through
+    /// many source ports gets its checks answered, not every one passed on.
+    checks_handed: media::Budget,
+    /// Datagrams (DTLS, SRTCP, answers to the relay's checks) this shard may still hand
+    /// to the session's home (sessions homed elsewhere; `rtcp_max_per_second`); the
+    /// rest are dropped (`over_rate`).
+    handoffs: media::Budget,
     /// When its entry in `timers` fires, if it has one: at or before its next deadline
     /// (see `schedule`).
     timer_at: Option<Instant>,

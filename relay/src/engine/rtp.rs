@@ -27,7 +27,7 @@ impl Engine {
             .and_then(|&h| Some((h, sessions.get_mut(h)?)))
             .ok_or(DropReason::Unvalidated)
             .and_then(|(h, s)| {
-                route(now, me, h, s, from, buf, events, speaker_cfg, switched).map(|r| (h, r))
+                route(now, cfg, h, s, from, buf, events, speaker_cfg, switched).map(|r| (h, r))
             });
         let (h, r) = match routed {
             Ok(at) => at,
@@ -118,13 +118,13 @@ struct Routed {
     feedback: bool,
 }
 
-/// Routes a media packet of session `s` (`h` on shard `me`) from `from`; receivers
+/// Routes a media packet of session `s` (`h` on this shard) from `from`; receivers
 /// switched up at a keyframe go to `switched`.
 #[allow(clippy::too_many_arguments)] // the engine's tables, borrowed apart
 #[inline]
 fn route(
     now: Instant,
-    me: ShardId,
+    cfg: &EngineConfig,
     h: SessionHandle,
     s: &mut Session,
     from: SocketAddr,
@@ -133,6 +133,7 @@ fn route(
     speaker_cfg: &media::SpeakerConfig,
     switched: &mut Vec<(SessionHandle, Ssrc)>,
 ) -> Result<Routed, DropReason> {
+    let me = cfg.shard;
     media_from(now, s, from)?;
     let header = RtpHeader::parse(buf).map_err(|_| DropReason::RtpMalformed)?;
     let ssrc = header.ssrc();
@@ -161,6 +162,14 @@ fn route(
         feedback: false,
     };
     let st = s.streams.get_mut(k).ok_or(DropReason::UndeclaredSsrc)?;
+    // Twice a second: the stream's rate goes to every shard, and its allowance is
+    // refilled. Past the allowance a packet is dropped before anything reads it.
+    if st.rate_due.is_none_or(|due| now >= due) {
+        st.allowance = allowance(cfg, st.spec.kind);
+        let (home, key) = home_of(&s.home, me, h);
+        rate_announce(now, home, key, st, events);
+    }
+    st.allowance = st.allowance.checked_sub(1).ok_or(DropReason::OverRate)?;
     // The header extensions the engine reads, found where the stream's last packet had
     // them (a check of the block, not a walk: `ExtLayout`).
     let exts = match st.layout.as_deref_mut() {
@@ -187,10 +196,6 @@ fn route(
         let _ = cache.insert(now, header.seq(), buf);
     }
     st.meter.add(now, buf.len() as u64);
-    if st.rate_due.is_none_or(|due| now >= due) {
-        let (home, key) = home_of(&s.home, me, h);
-        rate_announce(now, home, key, st, events);
-    }
     if s.uplink.is_some() || s.uplink_queue.is_some() {
         let sent = ext(EXT_ABS_SEND_TIME)
             .and_then(|d| wire::rtp::abs_send_time(d).ok())
@@ -297,6 +302,18 @@ fn home_of(home: &Home, me: ShardId, h: SessionHandle) -> (ShardId, SessionHandl
 
 /// Measures stream `st` of the session `key` on shard `home` and tells every shard.
 #[cold] // twice a second per stream
+/// The packets a stream of `kind` may carry in one [`RATE_EVERY`].
+fn allowance(cfg: &EngineConfig, kind: MediaKind) -> u32 {
+    let per_second = match kind {
+        MediaKind::Audio => cfg.max_audio_pps,
+        MediaKind::Video => cfg.max_video_pps,
+    };
+    match per_second {
+        0 => u32::MAX,
+        n => (u64::from(n) * RATE_EVERY.as_millis() as u64 / 1000).max(1) as u32,
+    }
+}
+
 fn rate_announce(
     now: Instant,
     home: ShardId,

@@ -29,8 +29,7 @@ impl Engine {
         let srtcp = match &mut s.home {
             Home::Elsewhere(home, key) => {
                 let (home, key) = (*home, *key);
-                self.hand_home(home, key, from, buf);
-                return Ok(());
+                return self.hand_home(now, h, (home, key), from, buf);
             }
             Home::Here(local) => match &mut local.link {
                 Link::Keyed { srtcp_in, .. } => srtcp_in,

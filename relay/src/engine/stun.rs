@@ -8,6 +8,13 @@ use crate::wire::stun::{Class, IntegrityKey, Method, StunError, StunWriter, Tran
 /// them costs the home's channel ten messages a second per address at most.
 const NOMINATION_EVERY: Duration = Duration::from_millis(100);
 
+/// How many checks a shard hands one session's home per second, a second's worth at
+/// once, whatever the addresses: ICE agents check each pair every few hundred
+/// milliseconds at most, and the per-address limits above keep a steady agent far
+/// below this; a participant cycling through source ports gets its checks answered,
+/// not all of them passed on (nor counted as drops: they were answered).
+pub(super) const CHECKS_HANDED_PER_SECOND: u32 = 50;
+
 /// The most addresses of one session a shard routes from: the checked-but-not-nominated
 /// ones an ICE agent remembers ([`crate::ice::VALIDATED_CAP`]), the nominated one, and
 /// the media address while a move to the nominated one is pending.
@@ -81,6 +88,20 @@ fn write_path_check(
     ]))?;
     w.add_message_integrity(&IntegrityKey::new(pwd.as_bytes()))?;
     w.finish_with_fingerprint()
+}
+
+/// Whether `msg` is an answer keyed with session `s`'s participant's password (with a
+/// valid FINGERPRINT): one to a check of the relay's.
+fn verify_answer(s: &Session, msg: &StunMessage<'_>) -> Result<(), DropReason> {
+    let pwd = s
+        .spec
+        .remote_pwd
+        .as_deref()
+        .ok_or(DropReason::StunRejected)?;
+    msg.verify_fingerprint()
+        .map_err(|_| DropReason::StunRejected)?;
+    msg.verify_integrity(pwd.as_bytes())
+        .map_err(|_| DropReason::StunRejected)
 }
 
 impl Engine {
@@ -164,7 +185,7 @@ impl Engine {
                     false => since < ALIVE_EVERY,
                 }
             });
-            if !repeat {
+            if !repeat && s.checks_handed.try_take(now, 1) {
                 match last {
                     Some(i) => s.checked_sent[i] = (from, now, nominated),
                     None => {
@@ -410,8 +431,10 @@ impl Engine {
         match s.home {
             Home::Here(_) => self.confirm_path(now, h, from, msg),
             Home::Elsewhere(home, key) => {
-                self.hand_home(home, key, from, buf);
-                Ok(())
+                // Checked here (every shard holds the password): a forged answer, which
+                // needs only the address, costs the home nothing.
+                verify_answer(s, msg)?;
+                self.hand_home(now, h, (home, key), from, buf)
             }
             Home::Unclaimed { .. } => Err(DropReason::StunRejected),
         }
@@ -431,15 +454,7 @@ impl Engine {
             .sessions
             .get_mut(h)
             .ok_or(DropReason::StunUnknownUfrag)?;
-        let pwd = s
-            .spec
-            .remote_pwd
-            .as_deref()
-            .ok_or(DropReason::StunRejected)?;
-        msg.verify_fingerprint()
-            .map_err(|_| DropReason::StunRejected)?;
-        msg.verify_integrity(pwd.as_bytes())
-            .map_err(|_| DropReason::StunRejected)?;
+        verify_answer(s, msg)?;
         let selected = s.ice.selected();
         let check = s
             .local()

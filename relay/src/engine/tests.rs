@@ -655,6 +655,83 @@ fn media_after_dtls_is_taken_before_the_nomination() {
     );
 }
 
+/// Consent counts from whatever valid packet arrives last: a connected participant
+/// that sends media but never checks again stays; silence for the consent timeout
+/// ends it (`consent_expired`).
+#[test]
+fn media_alone_keeps_consent_and_silence_ends_it() {
+    let t0 = Instant::now();
+    let mut rule = spec("a", "c", &[1]);
+    // No participant password: the nomination alone connects it (no relay check).
+    rule.remote_pwd = None;
+    let (mut e, mut client) = checked_session_of(t0, true, rule);
+    complete_dtls(t0, &mut e, &mut client);
+    let run_until = |e: &mut Engine, until: Instant| {
+        while let Some(t) = e.poll_timeout().filter(|&t| t <= until) {
+            e.handle_timeout(t);
+        }
+    };
+    let ended = |e: &mut Engine| {
+        events(e).into_iter().find_map(|ev| match ev {
+            Event::Session(SessionEvent::Closed { reason, .. }) => Some(reason),
+            Event::Session(SessionEvent::Failed { reason, .. }) => Some(reason),
+            _ => None,
+        })
+    };
+    let timeout = e.cfg.silence_timeout;
+    let mut now = t0;
+    while now < t0 + 2 * timeout {
+        now += Duration::from_secs(1);
+        run_until(&mut e, now);
+        assert!(
+            matches!(
+                e.handle_datagram(now, addr(5000), &mut rtp(1)),
+                Handled::Forward(_)
+            ),
+            "still forwarded at {:?}",
+            now - t0
+        );
+    }
+    assert_eq!(ended(&mut e), None, "media alone kept it");
+    run_until(&mut e, now + timeout - Duration::from_millis(100));
+    assert_eq!(ended(&mut e), None);
+    run_until(&mut e, now + timeout + Duration::from_secs(1));
+    assert_eq!(ended(&mut e), Some(EndReason::ConsentExpired));
+}
+
+/// A stream's packets past its cap (`max_audio_pps`, counted per half second) are
+/// dropped before anything reads them: a sender ignoring every rate, or a spoofer on
+/// its address, costs each receiver at most that. The next half second brings a new
+/// allowance; a cap of 0 is none.
+#[test]
+fn a_streams_packets_past_its_cap_are_dropped_as_over_rate() {
+    for cap in [500, 0] {
+        let t0 = Instant::now();
+        let (mut e, mut client) = checked_session(t0, false);
+        e.cfg.max_audio_pps = cap;
+        complete_dtls(t0, &mut e, &mut client);
+        let flood = |e: &mut Engine, at: Instant| {
+            (0..5000)
+                .filter(|_| {
+                    matches!(
+                        e.handle_datagram(at, addr(5000), &mut rtp(1)),
+                        Handled::Forward(_)
+                    )
+                })
+                .count()
+        };
+        let (first, next) = (flood(&mut e, t0), flood(&mut e, t0 + RATE_EVERY));
+        match cap {
+            0 => assert_eq!((first, next), (5000, 5000)),
+            _ => assert_eq!((first, next), (250, 250), "half a second's worth each"),
+        }
+        assert_eq!(
+            e.stats.drops[DropReason::OverRate.index()],
+            2 * (5000 - first as u64)
+        );
+    }
+}
+
 /// Transport-cc feedback waits for the session's address: the transport-wide numbers
 /// of media taken before the nomination (a browser's first bandwidth probes) are
 /// reported in the first feedback after it, not written to nowhere.
@@ -908,6 +985,98 @@ fn peer_messages_about_a_replaced_incarnation_are_ignored() {
 /// A participant flooding valid checks at a shard that is not its home: one reaches
 /// the home per address and second (each is a message that must arrive, on a channel
 /// other sessions' share), and every nominating one.
+/// A participant cycling through source ports gets each check answered, but its home
+/// hears of at most `CHECKS_HANDED_PER_SECOND` of them a second: each is a message
+/// that must arrive, on a channel other sessions share.
+#[test]
+fn checks_from_many_ports_reach_the_home_at_a_bounded_rate() {
+    let now = Instant::now();
+    let (mut home, mut other) = two_shards_with_a(now);
+    let mut c = check("a", PWD, false);
+    home.handle_datagram(now, addr(5000), &mut c);
+    pass_peer_messages(now, &mut home, &mut other);
+    events(&mut other);
+    let handed = |e: &mut Engine| peer_messages(e, |m| matches!(m, PeerMsg::Checked { .. })).len();
+    for port in 6000..6200 {
+        let mut c = check("a", PWD, port % 2 == 0);
+        other.handle_datagram(now, addr(port), &mut c);
+    }
+    assert_eq!(transmits(&mut other).len(), 200, "every check answered");
+    let budget = stun::CHECKS_HANDED_PER_SECOND as usize;
+    assert_eq!(handed(&mut other), budget);
+    // It refills with time.
+    let later = now + Duration::from_millis(100);
+    for port in 7000..7100 {
+        let mut c = check("a", PWD, false);
+        other.handle_datagram(later, addr(port), &mut c);
+    }
+    assert_eq!(handed(&mut other), budget / 10);
+}
+
+/// An answer to the relay's check that arrives at a shard other than the session's
+/// home is checked there (every shard holds the participant's password): a forged one,
+/// which needs only a validated address, is not handed over. Datagrams handed to the
+/// home (DTLS, SRTCP, answers) are bounded per session by `rtcp_max_per_second`.
+#[test]
+fn what_another_shard_hands_the_home_is_checked_and_bounded() {
+    let now = Instant::now();
+    let (mut home, mut other) = two_shards_with_a(now);
+    let mut c = check("a", PWD, false);
+    home.handle_datagram(now, addr(5000), &mut c);
+    pass_peer_messages(now, &mut home, &mut other);
+    let mut c = check("a", PWD, false);
+    other.handle_datagram(now, addr(6000), &mut c);
+    transmits(&mut other);
+    events(&mut other);
+    let answer = |pwd: &str| {
+        let mut buf = vec![0u8; 100];
+        let mut w = StunWriter::new(
+            &mut buf,
+            Class::SuccessResponse,
+            Method::Binding,
+            TransactionId([7; 12]),
+        )
+        .unwrap();
+        w.add_message_integrity(&IntegrityKey::new(pwd.as_bytes()))
+            .unwrap();
+        let n = w.finish_with_fingerprint().unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let handed = |e: &mut Engine| peer_messages(e, |m| matches!(m, PeerMsg::Datagram { .. })).len();
+    for _ in 0..1000 {
+        assert_eq!(
+            other.handle_datagram(now, addr(6000), &mut answer("forged")),
+            Handled::Dropped(DropReason::StunRejected)
+        );
+    }
+    assert_eq!(
+        handed(&mut other),
+        0,
+        "a forged answer costs the home nothing"
+    );
+    assert_eq!(
+        other.handle_datagram(now, addr(6000), &mut answer(PEER_PWD)),
+        Handled::Consumed
+    );
+    assert_eq!(handed(&mut other), 1);
+    // DTLS-looking junk from that address: the session's budget of handoffs, then
+    // dropped here.
+    let budget = other.cfg.rtcp_max_per_second as usize;
+    let passed = (0..2 * budget)
+        .filter(|_| {
+            let mut junk = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            other.handle_datagram(now, addr(6000), &mut junk) == Handled::Consumed
+        })
+        .count();
+    assert_eq!(passed, budget - 1, "the answer took one");
+    assert_eq!(handed(&mut other), budget - 1);
+    assert_eq!(
+        other.stats.drops[DropReason::OverRate.index()],
+        (budget + 1) as u64
+    );
+}
+
 #[test]
 fn checks_handed_to_the_home_are_one_a_second_per_address() {
     let now = Instant::now();

@@ -18,6 +18,8 @@
 //! | `retransmit_ms` | `--retransmit-ms` | 1000 (how long a packet can be resent) |
 //! | `nack_max_per_second` | `--nack-max-per-second` | 250 (sequence numbers one receiver may NACK per second, a second's worth at once; the rest are ignored; 0: no cap) |
 //! | `rtcp_max_per_second` | `--rtcp-max-per-second` | 500 (RTCP packets one participant may send per second, a second's worth at once; the rest are dropped; 0: no cap) |
+//! | `max_audio_pps` | `--max-audio-pps` | 500 (packets per second one audio stream may carry, counted per half second; the rest are dropped; 0: no cap) |
+//! | `max_video_pps` | `--max-video-pps` | 5000 (the same for each video stream) |
 //! | `keyframe_interval_ms` | `--keyframe-interval-ms` | 300 (one keyframe request per stream per interval) |
 //! | `keyframe_max_per_second` | `--keyframe-max-per-second` | 2 (and at most this many in any second; 1 to 8) |
 //! | `speaker_hold_ms` | `--speaker-hold-ms` | 1000 (no active-speaker switch within this long of the last) |
@@ -73,6 +75,12 @@ pub const DEFAULT_NACK_MAX_PER_SECOND: u32 = 250;
 /// of a hundred streams reports on them, NACKs and asks for keyframes in far fewer,
 /// and every packet is work the relay does on its behalf (an SR goes to each receiver).
 pub const DEFAULT_RTCP_MAX_PER_SECOND: u32 = 500;
+/// The default cap of one audio stream's packets per second: Opus at its shortest
+/// frame (2.5 ms) sends 400; at the usual 20 ms, 50.
+pub const DEFAULT_MAX_AUDIO_PPS: u32 = 500;
+/// The default cap of one video stream's packets per second: about 40 Mbit/s of
+/// 1000-byte packets, above any camera or screen share at its keyframes and probes.
+pub const DEFAULT_MAX_VIDEO_PPS: u32 = 5000;
 /// The default interval of keyframe requests per stream: receivers' requests within it
 /// are collapsed into one (a crowd joining must not become a keyframe storm).
 pub const DEFAULT_KEYFRAME_INTERVAL_MS: u64 = 300;
@@ -192,6 +200,13 @@ pub struct Args {
     /// second's worth at once; the rest are dropped (0: no cap).
     #[arg(long, value_name = "N")]
     pub rtcp_max_per_second: Option<u32>,
+    /// Packets per second one audio stream may carry, counted per half second; the rest
+    /// are dropped before anything reads them (0: no cap).
+    #[arg(long, value_name = "N")]
+    pub max_audio_pps: Option<u32>,
+    /// The same for each video stream.
+    #[arg(long, value_name = "N")]
+    pub max_video_pps: Option<u32>,
     /// However many receivers ask, one keyframe request per stream reaches its sender
     /// per this many milliseconds.
     #[arg(long, value_name = "MS")]
@@ -254,6 +269,8 @@ struct FileConfig {
     retransmit_ms: Option<NonZeroU64>,
     nack_max_per_second: Option<u32>,
     rtcp_max_per_second: Option<u32>,
+    max_audio_pps: Option<u32>,
+    max_video_pps: Option<u32>,
     keyframe_interval_ms: Option<NonZeroU64>,
     keyframe_max_per_second: Option<u32>,
     speaker_hold_ms: Option<u64>,
@@ -312,6 +329,10 @@ pub struct Config {
     pub nack_max_per_second: u32,
     /// RTCP packets one participant may send per second (0: no cap).
     pub rtcp_max_per_second: u32,
+    /// Packets per second one audio stream may carry (0: no cap).
+    pub max_audio_pps: u32,
+    /// Packets per second one video stream may carry (0: no cap).
+    pub max_video_pps: u32,
     /// One keyframe request per stream per this interval.
     pub keyframe_interval: Duration,
     /// At most this many keyframe requests per stream in any second.
@@ -615,6 +636,14 @@ fn resolve(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
             .rtcp_max_per_second
             .or(file.rtcp_max_per_second)
             .unwrap_or(DEFAULT_RTCP_MAX_PER_SECOND),
+        max_audio_pps: args
+            .max_audio_pps
+            .or(file.max_audio_pps)
+            .unwrap_or(DEFAULT_MAX_AUDIO_PPS),
+        max_video_pps: args
+            .max_video_pps
+            .or(file.max_video_pps)
+            .unwrap_or(DEFAULT_MAX_VIDEO_PPS),
         keyframe_interval: Duration::from_millis(
             args.keyframe_interval_ms
                 .or(file.keyframe_interval_ms)
@@ -734,6 +763,7 @@ mod tests {
         assert_eq!(c.retransmit_age, Duration::from_secs(1));
         assert_eq!(c.nack_max_per_second, 250);
         assert_eq!(c.rtcp_max_per_second, 500);
+        assert_eq!((c.max_audio_pps, c.max_video_pps), (500, 5000));
         assert_eq!(c.keyframe_interval, Duration::from_millis(300));
         assert_eq!(c.keyframe_max_per_second, 2);
         assert_eq!(c.speaker_hold, Duration::from_secs(1));

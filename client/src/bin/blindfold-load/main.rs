@@ -16,7 +16,9 @@
 //! rate, each packet stamped with abs-send-time, and the others only count the RTP
 //! datagrams that reach them (header read, no decryption, so the generator is not the
 //! bottleneck); STUN, DTLS and SRTCP still go through the participant. With
-//! `--report-format udp-blast` the report is `udp-blast`'s JSON line.
+//! `--report-format udp-blast` the report is `udp-blast`'s JSON line. The relay caps
+//! an audio stream at `max_audio_pps` (500 by default): run it with
+//! `--max-audio-pps 0` for rates above that.
 //!
 //! All IO is one thread: a mio `Poll` over every participant's socket, with the
 //! participants' and sources' timers as the poll timeout. A progress line goes to
