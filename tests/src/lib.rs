@@ -237,6 +237,16 @@ impl Member {
         net::bits_per_second(bytes, from, to)
     }
 
+    /// How many RTP datagrams on `ssrc` the relay sent it, as received (before SRTP,
+    /// which would drop a second copy as a replay).
+    pub fn rtp_copies_on(&self, ssrc: Ssrc) -> usize {
+        self.received
+            .iter()
+            .filter(|d| blindfold_relay::wire::classify(d) == blindfold_relay::wire::Kind::Rtp)
+            .filter(|d| d[8..12] == ssrc.0.to_be_bytes())
+            .count()
+    }
+
     /// Bits per second of every datagram the relay sent it (media, RTCP, STUN, DTLS)
     /// that arrived in `[from, to)`: its downlink's delivered rate.
     pub fn received_bps(&self, from: Instant, to: Instant) -> u64 {

@@ -88,10 +88,12 @@ impl Peer {
         }
     }
 
-    /// When our key set with `key` in it was first published.
+    /// When our key set with `key` in it was first published: the client's own stamp
+    /// (the homeserver took the event), not when we drained the event, which may be
+    /// later while the `Sent` events it is compared with are stamped late too.
     fn published(&self, key: KeyIndex) -> Option<Instant> {
-        self.events.iter().find_map(|(t, e)| match e {
-            ConferenceEvent::KeysPublished { indexes, .. } if indexes.contains(&key) => Some(*t),
+        self.events.iter().find_map(|(_, e)| match e {
+            ConferenceEvent::KeysPublished { indexes, at } if indexes.contains(&key) => Some(*at),
             _ => None,
         })
     }

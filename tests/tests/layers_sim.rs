@@ -399,7 +399,7 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
     };
     let clamped = sent_bps(&sim, settled, sim.now);
     assert!(
-        (700_000..1_400_000).contains(&clamped),
+        (900_000..1_400_000).contains(&clamped),
         "alice's full layer at {clamped} bit/s for dave's 1.4 Mbit/s"
     );
     let values = rembs(&sim, a, first_event);
@@ -429,9 +429,27 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
         .iter()
         .filter(|f| f.at >= settled && f.layer == VideoLayer::Full)
         .count();
+    // Once the clamp settled (his link was overrun before it), dave's picture is whole:
+    // no undecodable frame and no freeze.
+    let gap = t.longest_gap(SenderId(a as u64), settled, sim.now);
+    let lost = t
+        .lost()
+        .iter()
+        .filter(|f| f.first_packet >= settled)
+        .count();
+    eprintln!(
+        "dave: {dave_full} full frames in 20 s, longest gap {gap:?}, {lost} undecodable \
+         (of {} in the whole run)",
+        t.lost().len()
+    );
     assert!(
         dave_full > 20 * 25,
         "dave saw {dave_full} full frames in 20 s"
+    );
+    assert_eq!(lost, 0, "dave's undecodable frames once settled");
+    assert!(
+        gap <= Duration::from_millis(140),
+        "dave's picture froze for {gap:?}"
     );
     // Erin subscribes: she ends up on the thumbnail, and alice's layer stays where
     // dave's link puts it.

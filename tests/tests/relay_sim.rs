@@ -147,6 +147,9 @@ fn sender_reports_reach_receivers_across_workers() {
     let (mut sim, p) = call(2, &["alice", "bob", "carol"]);
     let a = p[0];
     let audio = sim.member(a).ssrcs().audio;
+    // Bob or carol is on the other worker than alice (the test is about that).
+    let shard = |m: usize| sim.shard_of(sim.member(m).addr);
+    assert!(p[1..].iter().any(|&r| shard(r) != shard(a)));
     sim.send_audio(a, b"so alice has an SR to send");
     // Participants report every second.
     sim.run_for_ms(2500);
@@ -161,6 +164,7 @@ fn sender_reports_reach_receivers_across_workers() {
     }
     let stats: u64 = sim.shards.iter().map(|e| e.stats().sr_forwarded).sum();
     assert!(stats >= 2);
+    assert!(sim.sender_reports_between_shards >= 1);
 }
 
 #[test]
@@ -273,7 +277,11 @@ fn a_sender_report_crosses_to_another_shard_once_whatever_its_receivers_there() 
 fn keyframe_requests_are_throttled_per_stream() {
     let (mut sim, p) = call(2, &["alice", "bob", "carol"]);
     let (a, b, c) = (p[0], p[1], p[2]);
-    let thumb = sim.member(a).ssrcs().thumbnail;
+    let (thumb, full) = (sim.member(a).ssrcs().thumbnail, sim.member(a).ssrcs().full);
+    let bobs_thumb = sim.member(b).ssrcs().thumbnail;
+    sim.subscribe(c, blindfold_relay::control::FullSet::All);
+    sim.run_for_ms(400); // past the request the subscription made of alice's full layer
+    let full_before = sim.member(a).keyframe_requests(full);
     // Five requests from two receivers within 100 ms: one reaches the sender.
     for i in 0..5 {
         let r = if i % 2 == 0 { b } else { c };
@@ -282,6 +290,14 @@ fn keyframe_requests_are_throttled_per_stream() {
         sim.run_for_ms(20);
     }
     assert_eq!(sim.member(a).keyframe_requests(thumb), 1);
+    // Inside that window, requests for her other stream and for another sender's pass:
+    // the throttle is the stream's own.
+    let now = sim.now;
+    sim.members[c].p.request_keyframe(now, full).unwrap();
+    sim.members[c].p.request_keyframe(now, bobs_thumb).unwrap();
+    sim.run_for_ms(20);
+    assert_eq!(sim.member(a).keyframe_requests(full), full_before + 1);
+    assert_eq!(sim.member(b).keyframe_requests(bobs_thumb), 1);
     // After the 300 ms window, the next request goes through.
     sim.run_for_ms(300);
     let now = sim.now;
@@ -643,6 +659,44 @@ fn a_nacked_video_packet_is_resent_from_the_relays_cache_byte_for_byte() {
                 .iter()
                 .any(|e| matches!(e, PEvent::Nack { .. }))
         );
+    }
+}
+
+/// Each kind of layer has its own cache budget (`retransmit_thumbnail_bytes`, 64 KiB;
+/// `retransmit_full_bytes`, 384 KiB): 120 KB of thumbnail sent within a quarter second
+/// no longer holds its first packet, which a NACK then asks of the sender; the same
+/// 120 KB of full layer is all kept, and its first packet resent.
+#[test]
+fn a_thumbnails_cache_is_smaller_than_a_full_layers() {
+    let mut sim = Sim::with_config(1, 0, |c| c.layer_choice = false);
+    let (a, b) = (sim.join("alice", "conf"), sim.join("bob", "conf"));
+    sim.run_until_connected();
+    sim.share_keys();
+    sim.subscribe(b, FullSet::All);
+    sim.run_for_ms(50);
+    let ssrcs = sim.member(a).ssrcs();
+    for (ssrc, kept) in [(ssrcs.thumbnail, false), (ssrcs.full, true)] {
+        let mut first = None;
+        for i in 0..120u32 {
+            sim.send(a, ssrc, Pt(96), &i.to_be_bytes().repeat(250));
+            first.get_or_insert_with(|| sim.member(a).sent.last().unwrap().clone());
+            sim.run_for_ms(2);
+        }
+        let first = first.unwrap();
+        assert_eq!(copies_of(&sim, b, &first), 1);
+        let (resent, asked) = (
+            sim.relay_total(|s| s.nack_resent),
+            sim.member(a).events.len(),
+        );
+        nack(&mut sim, b, ssrc, &first);
+        let asked = sim.member(a).events[asked..]
+            .iter()
+            .any(|e| matches!(e, PEvent::Nack { ssrc: s, .. } if *s == ssrc));
+        let resent = sim.relay_total(|s| s.nack_resent) - resent;
+        match kept {
+            true => assert_eq!((copies_of(&sim, b, &first), resent, asked), (2, 1, false)),
+            false => assert_eq!((copies_of(&sim, b, &first), resent, asked), (1, 0, true)),
+        }
     }
 }
 

@@ -377,7 +377,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = RateClamp::new(ClampConfig::default());
         let mut rng = XorShift(0x5eed);
-        let (mut lo, mut hi) = (u64::MAX, 0);
+        let (mut lo, mut hi, mut sends) = (u64::MAX, 0, 0);
         let (mut raw_lo, mut raw_hi) = (u64::MAX, 0);
         for i in 0..1200u32 {
             let now = t0 + 100 * MS * i;
@@ -392,9 +392,13 @@ mod tests {
                 if let Some(v) = o.send_bps {
                     lo = lo.min(v);
                     hi = hi.max(v);
+                    sends += 1;
                 }
             }
         }
+        // 110 s of updates after the first 10: about one request a second (the interval;
+        // more only when the target falls 20% under the last, which must not happen here).
+        assert!((100..=120).contains(&sends), "{sends} requests");
         assert!((hi as f64) < lo as f64 * 1.2, "requests {lo}..{hi}");
         assert!(
             (raw_hi as f64) > raw_lo as f64 * 1.2,
