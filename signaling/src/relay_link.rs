@@ -8,8 +8,14 @@
 //! the service, which owns the desired state, builds it. Requests made while the link is
 //! down fail at once with [`RelayError::NotConnected`]: the desired state lives in the
 //! service, and the snapshot after the next connect carries it, so nothing is queued.
+//!
+//! The link never waits for the service to take an event: what the service has not
+//! taken yet waits in the link (`Backlog`) while the link goes on reading the relay,
+//! so the answer to a request the service is waiting for is always read at once, however
+//! many notifications came before it (the service takes events in the same task that
+//! waits for answers).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -80,13 +86,16 @@ impl std::fmt::Debug for Cmd {
 }
 
 /// Delay before reconnect attempt `n`: 50 ms doubling, at most 500 ms, so a restarted
-/// relay has its state back well within two seconds.
+/// relay has its state back well within two seconds. For a relay that cannot be
+/// reached, and for one that turns connections away before a snapshot is sent (it
+/// serves another signaling instance until that one stops): it says nothing of
+/// whether the relay takes our snapshot, and the slot may free at any moment.
 fn reconnect_delay(n: u32) -> Duration {
     Duration::from_millis((50u64 << n.min(4)).min(500))
 }
 
-/// Delay before connecting again after `n` connections in a row ended without an
-/// accepted snapshot: none after the first (a relay that died mid-snapshot), then 1 s
+/// Delay before connecting again after `n` connections in a row on which a snapshot was
+/// sent and not accepted: none after the first (a relay that died mid-snapshot), then 1 s
 /// doubling to 30 s, so a relay that keeps refusing it is not sent a full snapshot
 /// twice a second. A relay that cannot be reached, or whose socket file is replaced
 /// (it restarted), ends the back-off: the new process is owed its snapshot at once.
@@ -98,7 +107,8 @@ fn unreconciled_delay(n: u32) -> Duration {
 }
 
 impl RelayLink {
-    /// Starts the link task for the socket at `path`. Events go to `events`.
+    /// Starts the link task for the socket at `path`. Events go to `events` as the
+    /// receiver makes room (the link keeps the rest meanwhile, see `Backlog`).
     pub fn spawn(path: PathBuf, events: mpsc::Sender<LinkEvent>, timeout: Duration) -> RelayLink {
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(run(path, rx, events));
@@ -137,26 +147,35 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
     let (mut attempt, mut unreconciled) = (0u32, 0u32);
     // The socket file of the relay last connected to.
     let mut relay_socket = None;
+    // What the service has not taken yet, across connections: it hears of the old
+    // connection's end after the notifications that came on it.
+    let mut backlog = Backlog::default();
     loop {
         match UnixStream::connect(&path).await {
             Ok(stream) => {
-                attempt = 0;
                 relay_socket = socket_file(&path);
-                let why = match session(stream, &mut cmds, &events).await {
-                    Ok(()) => return, // the service is gone
-                    Err(Down { why, reconciled }) => {
-                        unreconciled = if reconciled {
-                            0
-                        } else {
-                            unreconciled.saturating_add(1)
-                        };
-                        why
+                let Down { why, snapshot } =
+                    match session(stream, &mut cmds, &events, &mut backlog).await {
+                        Ok(()) => return, // the service is gone
+                        Err(down) => down,
+                    };
+                match snapshot {
+                    SnapshotFate::Accepted => (attempt, unreconciled) = (0, 0),
+                    SnapshotFate::NotAccepted => {
+                        attempt = 0;
+                        unreconciled = unreconciled.saturating_add(1);
                     }
-                };
-                tracing::warn!(%why, "relay control link down; reconnecting");
-                if events.send(LinkEvent::Disconnected(why)).await.is_err() {
-                    return;
+                    // Turned away before a snapshot could go (another signaling is
+                    // connected, or the relay is stopping): as for a relay that cannot
+                    // be reached, try again soon, and say so once in a row.
+                    SnapshotFate::NotSent => attempt = attempt.saturating_add(1),
                 }
+                if attempt <= 1 {
+                    tracing::warn!(%why, "relay control link down; reconnecting");
+                } else {
+                    tracing::debug!(%why, "relay control link down; reconnecting");
+                }
+                backlog.push(LinkEvent::Disconnected(why));
             }
             Err(e) => {
                 if attempt == 0 {
@@ -184,6 +203,10 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
                         break;
                     }
                 }
+                permit = events.reserve(), if !backlog.is_empty() => match permit {
+                    Ok(permit) => backlog.hand_over(permit),
+                    Err(_) => return,
+                },
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Request(_, reply)) => { let _ = reply.send(Err(RelayError::NotConnected)); }
                     Some(Cmd::Reconnect(_)) => {}
@@ -191,6 +214,69 @@ async fn run(path: PathBuf, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<
                 },
             }
         }
+    }
+}
+
+/// The most events [`Backlog`] holds before the link stops reading the relay until the
+/// service takes some: a bound on memory if the service ever stops taking events
+/// altogether, far above what it holds otherwise (see [`Backlog`]). Stopped, the link
+/// leaves the relay's notifications in the relay's own bounded backlog.
+const MAX_BACKLOG: usize = 1 << 16;
+
+/// The events the service has not taken yet, oldest first.
+///
+/// What bounds them: the relay reports a session's connection and its end once each
+/// (and each connected session again after a snapshot), and only the service creates
+/// sessions, at most `max_calls` of them at a time, so those notifications grow only
+/// with the service's own requests; an active-speaker change replaces the one still
+/// waiting for the same conference, and a stats report the one still waiting (only
+/// the newest of each is news). [`MAX_BACKLOG`] bounds them all the same.
+#[derive(Debug, Default)]
+struct Backlog {
+    events: VecDeque<LinkEvent>,
+}
+
+impl Backlog {
+    /// Adds `ev` behind the others; an older one it makes stale goes (looked for only
+    /// for the kinds that make others stale: a catch-up of thousands of session
+    /// notifications is not scanned once per notification).
+    fn push(&mut self, ev: LinkEvent) {
+        use NotificationBody::{ActiveSpeaker, Stats};
+        if matches!(ev, LinkEvent::Notification(ActiveSpeaker { .. } | Stats(_)))
+            && let Some(stale) = self.events.iter().position(|old| supersedes(&ev, old))
+        {
+            self.events.remove(stale);
+        }
+        self.events.push_back(ev);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Gives the oldest event to the service through `permit` (room in its channel).
+    fn hand_over(&mut self, permit: mpsc::Permit<'_, LinkEvent>) {
+        if let Some(ev) = self.events.pop_front() {
+            permit.send(ev);
+        }
+    }
+}
+
+/// Whether `new` makes `old`, waiting for the service, stale: a newer active speaker of
+/// the same conference, or newer stats.
+fn supersedes(new: &LinkEvent, old: &LinkEvent) -> bool {
+    use NotificationBody::{ActiveSpeaker, Stats};
+    match (new, old) {
+        (
+            LinkEvent::Notification(ActiveSpeaker { conf_id: new, .. }),
+            LinkEvent::Notification(ActiveSpeaker { conf_id: old, .. }),
+        ) => new == old,
+        (LinkEvent::Notification(Stats(_)), LinkEvent::Notification(Stats(_))) => true,
+        _ => false,
     }
 }
 
@@ -209,10 +295,23 @@ fn socket_file(path: &std::path::Path) -> Option<(u64, u64, i64, i64)> {
         .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
-/// Why a connection ended, and whether a snapshot was accepted on it.
+/// What became of the snapshot on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotFate {
+    /// None was sent: the relay turned the connection away first (another signaling
+    /// is connected, it is stopping, it broke the protocol), or it went down first.
+    NotSent,
+    /// One was sent and not accepted: refused, unanswered, or the connection ended
+    /// before the answer.
+    NotAccepted,
+    /// The relay accepted one.
+    Accepted,
+}
+
+/// Why a connection ended, and what became of its snapshot.
 struct Down {
     why: String,
-    reconciled: bool,
+    snapshot: SnapshotFate,
 }
 
 /// One connection, until it breaks (`Err`) or the service drops its handles.
@@ -220,23 +319,23 @@ async fn session(
     stream: UnixStream,
     cmds: &mut mpsc::Receiver<Cmd>,
     events: &mpsc::Sender<LinkEvent>,
+    backlog: &mut Backlog,
 ) -> Result<(), Down> {
-    let mut snapshot_done = false;
-    connection(stream, cmds, events, &mut snapshot_done)
+    let mut snapshot = SnapshotFate::NotSent;
+    connection(stream, cmds, events, backlog, &mut snapshot)
         .await
-        .map_err(|why| Down {
-            why,
-            reconciled: snapshot_done,
-        })
+        .map_err(|why| Down { why, snapshot })
 }
 
-/// The connection itself; `snapshot_done` becomes true once the relay accepts a snapshot
-/// (until then nothing else is sent).
+/// The connection itself; `snapshot` says whether a snapshot was sent and accepted
+/// (until one is, nothing else is sent). Events for the service go to `backlog`, and
+/// from there to `events` as the service takes them.
 async fn connection(
     mut stream: UnixStream,
     cmds: &mut mpsc::Receiver<Cmd>,
     events: &mpsc::Sender<LinkEvent>,
-    snapshot_done: &mut bool,
+    backlog: &mut Backlog,
+    snapshot: &mut SnapshotFate,
 ) -> Result<(), String> {
     let mut out = Vec::new();
     let hello = Hello::signaling(concat!("blindfold-signaling/", env!("CARGO_PKG_VERSION")));
@@ -258,7 +357,7 @@ async fn connection(
 
     let result: Result<(), String> = 'conn: loop {
         tokio::select! {
-            read = stream.read(&mut buf) => {
+            read = stream.read(&mut buf), if backlog.len() < MAX_BACKLOG => {
                 let n = match read {
                     Ok(0) => break 'conn Err("the relay closed the connection".into()),
                     Ok(n) => n,
@@ -292,9 +391,7 @@ async fn connection(
                             Message::Hello(Hello { role: HelloRole::Relay(info), minor, .. }) => {
                                 hello_seen = true;
                                 relay_minor = minor;
-                                if events.send(LinkEvent::Connected(info)).await.is_err() {
-                                    break 'conn Ok(());
-                                }
+                                backlog.push(LinkEvent::Connected(info));
                             }
                             Message::Hello(_) => {
                                 let e = control::ControlError::ProtocolViolation {
@@ -305,7 +402,7 @@ async fn connection(
                             }
                             Message::Response(r) => {
                                 if Some(r.id) == snapshot_id && r.result.is_ok() {
-                                    *snapshot_done = true;
+                                    *snapshot = SnapshotFate::Accepted;
                                 }
                                 if Some(r.id) == snapshot_id {
                                     snapshot_id = None;
@@ -316,11 +413,7 @@ async fn connection(
                                     }));
                                 }
                             }
-                            Message::Notification(n) => {
-                                if events.send(LinkEvent::Notification(n)).await.is_err() {
-                                    break 'conn Ok(());
-                                }
-                            }
+                            Message::Notification(n) => backlog.push(LinkEvent::Notification(n)),
                             Message::Goodbye(Goodbye { code, message }) => {
                                 break 'conn Err(format!("the relay said goodbye: {code:?}: {message}"));
                             }
@@ -329,6 +422,10 @@ async fn connection(
                     }
                 }
             }
+            permit = events.reserve(), if !backlog.is_empty() => match permit {
+                Ok(permit) => backlog.hand_over(permit),
+                Err(_) => break 'conn Ok(()), // the service is gone
+            },
             cmd = cmds.recv() => {
                 if let Some(Cmd::Reconnect(why)) = cmd {
                     break 'conn Err(why);
@@ -342,7 +439,8 @@ async fn connection(
                     break 'conn Ok(());
                 };
                 let is_snapshot = matches!(*body, RequestBody::Snapshot(_));
-                if !hello_seen || (!*snapshot_done && !is_snapshot) {
+                let accepted = *snapshot == SnapshotFate::Accepted;
+                if !hello_seen || (!accepted && !is_snapshot) {
                     let _ = reply.send(Err(RelayError::NotConnected));
                     continue;
                 }
@@ -360,6 +458,9 @@ async fn connection(
                 }
                 if is_snapshot {
                     snapshot_id = Some(id);
+                    if !accepted {
+                        *snapshot = SnapshotFate::NotAccepted;
+                    }
                 }
                 // Requests whose caller gave up waiting (a relay that stopped answering)
                 // are forgotten, not kept until the connection drops.
@@ -410,8 +511,18 @@ mod tests {
     /// The relay's side of one connection, scripted: hello, then answers each request
     /// with `answer(request)`; returns when the link closes the connection.
     async fn relay_side(
+        stream: UnixStream,
+        answer: impl FnMut(&Request) -> Result<ResponseBody, ErrorReply>,
+    ) -> Vec<Request> {
+        relay_side_notifying(stream, answer, |_| Vec::new()).await
+    }
+
+    /// [`relay_side`], and each answer is followed, in the same write, by the
+    /// notifications `notify(request)`.
+    async fn relay_side_notifying(
         mut stream: UnixStream,
         mut answer: impl FnMut(&Request) -> Result<ResponseBody, ErrorReply>,
+        mut notify: impl FnMut(&Request) -> Vec<NotificationBody>,
     ) -> Vec<Request> {
         let mut out = Vec::new();
         let hello = Hello::relay(
@@ -438,6 +549,9 @@ mod tests {
                         };
                         out.clear();
                         control::encode(&Message::Response(reply), &mut out).unwrap();
+                        for n in notify(&r) {
+                            control::encode(&Message::Notification(n), &mut out).unwrap();
+                        }
                         stream.write_all(&out).await.unwrap();
                         seen.push(r);
                     }
@@ -673,6 +787,119 @@ mod tests {
         let seen = second.await.unwrap();
         assert!(matches!(&seen[0].body, RequestBody::Snapshot(s) if s.generation == Generation(2)));
         assert_eq!(seen.len(), 2);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    fn connected(n: usize) -> NotificationBody {
+        NotificationBody::SessionConnected {
+            session_id: blindfold_relay::control::SessionId::new(format!("s{n}")).unwrap(),
+            addr: "192.0.2.1:5000".parse().unwrap(),
+        }
+    }
+
+    /// The relay's catch-up after a snapshot (every connected session again) outnumbers
+    /// what the service's channel holds, and the service, busy, takes none of it: its
+    /// requests are answered all the same, and then it gets every notification, in
+    /// order.
+    #[tokio::test]
+    async fn requests_are_answered_while_the_service_is_behind_with_notifications() {
+        const SESSIONS: usize = 200;
+        let (path, listener, link, mut events) = scripted_relay("behind");
+        let (stream, _) = listener.accept().await.unwrap();
+        let relay = tokio::spawn(relay_side_notifying(
+            stream,
+            |_| Ok(ResponseBody::Ok),
+            |r| match r.body {
+                RequestBody::Snapshot(_) => (0..SESSIONS).map(connected).collect(),
+                _ => Vec::new(),
+            },
+        ));
+        assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
+        assert_eq!(link.snapshot(snapshot(1)).await, Ok(ResponseBody::Ok));
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(1), link.request(RequestBody::GetStats)).await,
+            Ok(Ok(ResponseBody::Ok)),
+            "the answer waited behind the notifications"
+        );
+        for n in 0..SESSIONS {
+            assert_eq!(
+                events.recv().await,
+                Some(LinkEvent::Notification(connected(n)))
+            );
+        }
+        drop(link);
+        assert_eq!(relay.await.unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// While the service is behind, only the newest active speaker of a conference
+    /// and the newest stats wait for it; every session notification does, in order.
+    #[test]
+    fn a_waiting_speaker_change_or_stats_report_gives_way_to_a_newer_one() {
+        use blindfold_relay::control::{ConfId, SessionId, StatsReport};
+        let speaker = |conf: &str, session: &str| {
+            LinkEvent::Notification(NotificationBody::ActiveSpeaker {
+                conf_id: ConfId::new(conf).unwrap(),
+                session_id: SessionId::new(session).unwrap(),
+            })
+        };
+        let stats = |sessions| {
+            LinkEvent::Notification(NotificationBody::Stats(StatsReport {
+                sessions,
+                ..StatsReport::default()
+            }))
+        };
+        let mut backlog = Backlog::default();
+        for ev in [
+            speaker("c1", "a"),
+            LinkEvent::Notification(connected(1)),
+            speaker("c2", "x"),
+            stats(1),
+            speaker("c1", "b"),
+            LinkEvent::Notification(connected(2)),
+            stats(2),
+        ] {
+            backlog.push(ev);
+        }
+        assert_eq!(
+            Vec::from(backlog.events),
+            [
+                LinkEvent::Notification(connected(1)),
+                speaker("c2", "x"),
+                speaker("c1", "b"),
+                LinkEvent::Notification(connected(2)),
+                stats(2),
+            ]
+        );
+    }
+
+    /// A relay that turns connections away before any snapshot (it serves another
+    /// signaling instance) is tried again every half second at most, not ever more
+    /// slowly: the link is connected soon after the slot frees.
+    #[tokio::test]
+    async fn a_relay_serving_another_signaling_is_tried_again_promptly() {
+        use tokio::time::Instant;
+        let (path, listener, link, _events) = scripted_relay("busy");
+        let mut bye = Vec::new();
+        let g = Goodbye::new(
+            ErrorCode::ProtocolViolation,
+            "another signaling connection is active; one at a time",
+        );
+        control::encode(&Message::Goodbye(g), &mut bye).unwrap();
+        let mut turned_away = Instant::now();
+        for _ in 0..4 {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = stream.write_all(&bye).await;
+            drop(stream);
+            turned_away = Instant::now();
+        }
+        let next = tokio::time::timeout(Duration::from_secs(2), listener.accept()).await;
+        assert!(
+            next.is_ok() && turned_away.elapsed() < Duration::from_millis(1500),
+            "connected again {:?} after the slot freed",
+            turned_away.elapsed()
+        );
+        drop(link);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
