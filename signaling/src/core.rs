@@ -558,6 +558,14 @@ impl Core {
         self.rooms.len()
     }
 
+    /// The SFU's own identity changed before the first sync (a login on a new device:
+    /// the calls restored were answered as the stored session's). Its server stays the
+    /// same (the same account on the same homeserver), and so does the allow-list.
+    pub fn set_identity(&mut self, user_id: &str, party_id: &str) {
+        self.cfg.user_id = user_id.to_owned();
+        self.cfg.party_id = party_id.to_owned();
+    }
+
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

@@ -58,6 +58,17 @@ pub enum ServiceError {
     /// The access token stopped working.
     #[error("the homeserver no longer accepts the SFU's access token ({0}); log in again")]
     LoggedOut(String),
+    /// The homeserver refused to log the SFU account in: a wrong password or access
+    /// token, which no retry mends.
+    #[error(
+        "the homeserver refused to log in {user} ({source}): check its password or access token"
+    )]
+    LoginRefused {
+        /// The account, as configured.
+        user: String,
+        /// The homeserver's answer.
+        source: MatrixError,
+    },
 }
 
 /// The wall clock, ms since the Unix epoch (invite lifetimes are wall-clock).
@@ -79,32 +90,47 @@ fn os_random(buf: &mut [u8]) {
     aws_lc_rs::rand::fill(buf).expect("the OS random generator failed");
 }
 
-/// Logs in (reusing the stored session when it still works) and checks the account has
-/// no device keys. Returns `(user_id, device_id)`.
-pub async fn login(
+/// Whether `id` (a full user id) is the account `user` names (a full id or a localpart).
+fn same_user(user: &str, id: &str) -> bool {
+    id == user
+        || id
+            .strip_prefix('@')
+            .and_then(|r| r.split_once(':'))
+            .is_some_and(|(l, _)| l == user)
+}
+
+/// The SFU account, logged in.
+struct LoggedIn {
+    /// The Matrix client, with the session's access token.
+    mx: Matrix,
+    session: SavedSession,
+    /// Whether the session is a new one, to be saved (else it is the stored one).
+    new: bool,
+    /// The account's devices that have published encryption keys: there must be none.
+    keyed_devices: Vec<String>,
+}
+
+/// Logs in, reusing `stored` (the store's session of the configured account on the
+/// configured homeserver) while its token still works, and lists the account's devices
+/// that have encryption keys.
+///
+/// A homeserver that does not answer or fails transiently (a 5xx, a 429) is asked
+/// again for as long as it takes, each failure logged: signaling may start before its
+/// homeserver, as after a host's reboot. A refusal (a wrong password or access token)
+/// is final.
+async fn login(
     cfg: &Config,
-    store: &mut Store,
-    mx: &mut Matrix,
-) -> Result<(String, String), ServiceError> {
-    let same_user = |id: &str| {
-        id == cfg.user
-            || id
-                .strip_prefix('@')
-                .and_then(|r| r.split_once(':'))
-                .is_some_and(|(l, _)| l == cfg.user)
-    };
-    let mut who = None;
+    stored: Option<SavedSession>,
+    mut mx: Matrix,
+) -> Result<LoggedIn, ServiceError> {
     // A new login keeps the stored device: the homeserver de-duplicates sends by
     // transaction id per device, and the events the last run left queued go again.
-    let mut device = None;
-    if let Some(s) = store
-        .session()?
-        .filter(|s| s.homeserver == cfg.homeserver && same_user(&s.user_id))
-    {
-        device = Some(s.device_id.clone());
+    let device = stored.as_ref().map(|s| s.device_id.clone());
+    let mut reused = None;
+    if let Some(s) = stored {
         mx.set_token(&s.access_token);
-        match mx.whoami().await {
-            Ok((user, _)) if user == s.user_id => who = Some((s.user_id, s.device_id)),
+        match until_answered("checking the stored session", || mx.whoami()).await {
+            Ok((user, _)) if user == s.user_id => reused = Some(s),
             Ok(_) => {}
             Err(e) if matrix::is_unknown_token(&e) => {
                 tracing::info!("stored session expired; logging in again")
@@ -112,12 +138,24 @@ pub async fn login(
             Err(e) => return Err(e.into()),
         }
     }
-    let (user_id, device_id) = match who {
-        Some(w) => w,
+    let refused = |e: MatrixError| match e {
+        MatrixError::Api {
+            status: 401 | 403, ..
+        } => ServiceError::LoginRefused {
+            user: cfg.user.clone(),
+            source: e,
+        },
+        e => e.into(),
+    };
+    let (session, new) = match reused {
+        Some(s) => (s, false),
         None => {
             let (user_id, device_id, access_token) = match &cfg.credentials {
                 Credentials::Password(pw) => {
-                    let l = match mx.login_password(&cfg.user, pw, device.as_deref()).await {
+                    let on_device = until_answered("logging in", || {
+                        mx.login_password(&cfg.user, pw, device.as_deref())
+                    });
+                    let l = match on_device.await {
                         // A server that will not take our device back: a new one.
                         Err(MatrixError::Api {
                             status: 400 | 403, ..
@@ -125,15 +163,20 @@ pub async fn login(
                             tracing::info!(
                                 "the homeserver refused the stored device; logging in on a new one"
                             );
-                            mx.login_password(&cfg.user, pw, None).await?
+                            until_answered("logging in", || mx.login_password(&cfg.user, pw, None))
+                                .await
                         }
-                        r => r?,
-                    };
+                        r => r,
+                    }
+                    .map_err(refused)?;
                     (l.user_id, l.device_id, l.access_token)
                 }
                 Credentials::AccessToken(t) => {
                     mx.set_token(t);
-                    let (user, device) = mx.whoami().await?;
+                    let (user, device) =
+                        until_answered("checking the access token", || mx.whoami())
+                            .await
+                            .map_err(refused)?;
                     let device = device.ok_or_else(|| {
                         MatrixError::Decode(
                             "the access token has no device (an appservice token?)".into(),
@@ -143,18 +186,47 @@ pub async fn login(
                 }
             };
             mx.set_token(&access_token);
-            store.save_session(&SavedSession {
-                user_id: user_id.clone(),
-                device_id: device_id.clone(),
+            tracing::info!(%user_id, %device_id, "logged in");
+            let session = SavedSession {
+                user_id,
+                device_id,
                 access_token,
                 homeserver: cfg.homeserver.clone(),
-            })?;
-            tracing::info!(%user_id, %device_id, "logged in");
-            (user_id, device_id)
+            };
+            (session, true)
         }
     };
-    check_no_device_keys(mx, &user_id).await?;
-    Ok((user_id, device_id))
+    let keyed_devices = until_answered("checking the account's devices", || {
+        mx.own_device_keys(&session.user_id)
+    })
+    .await?;
+    Ok(LoggedIn {
+        mx,
+        session,
+        new,
+        keyed_devices,
+    })
+}
+
+/// Runs a request of the start-up (see [`login`]) until the homeserver answers it other
+/// than with a transient failure, logging each of those with `what` was being done.
+async fn until_answered<T, F>(what: &str, mut request: impl FnMut() -> F) -> Result<T, MatrixError>
+where
+    F: std::future::Future<Output = Result<T, MatrixError>>,
+{
+    with_retries(None, matrix::SYNC_RETRY_MAX, || {
+        let answer = request();
+        async move {
+            let answer = answer.await;
+            if let Err(e) = &answer
+                && e.is_transient()
+            {
+                tracing::warn!(error = %e, "{what}: the homeserver failed; trying again");
+            }
+            answer
+        }
+    })
+    .await
 }
 
 /// Refuses to go on if any device of the account has published encryption keys.
@@ -477,7 +549,11 @@ fn new_txn() -> String {
 /// ended, so a long-lived SFU that has answered many DMs keeps tasks only for the rooms
 /// it is talking in.
 struct Outbox {
-    mx: Matrix,
+    /// The logged-in client; `None` until the login, and what is sent before waits in
+    /// `held` (it is in the store already, and goes at the next start if this run ends
+    /// first).
+    mx: Option<Matrix>,
+    held: Vec<(String, Outgoing)>,
     rooms: HashMap<String, (mpsc::UnboundedSender<Outgoing>, JoinHandle<()>)>,
     metrics: Arc<Mutex<Metrics>>,
     /// Where the senders report each stored event done with, and a lapsed token.
@@ -485,7 +561,19 @@ struct Outbox {
 }
 
 impl Outbox {
+    /// Starts sending, as `mx`, what was held back until the login, then the rest.
+    fn start(&mut self, mx: Matrix) {
+        self.mx = Some(mx);
+        for (room, out) in std::mem::take(&mut self.held) {
+            self.send(room, out);
+        }
+    }
+
     fn send(&mut self, room: String, out: Outgoing) {
+        let Some(mx) = &self.mx else {
+            self.held.push((room, out));
+            return;
+        };
         let out = match self.rooms.get(&room) {
             Some((tx, _)) => match tx.send(out) {
                 Ok(()) => return,
@@ -500,7 +588,7 @@ impl Outbox {
         self.rooms.retain(|_, (tx, _)| !tx.is_closed());
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(room_sender(
-            self.mx.clone(),
+            mx.clone(),
             room.clone(),
             rx,
             self.metrics.clone(),
@@ -864,6 +952,25 @@ impl Service {
         m.rooms = self.core.room_count() as u64;
     }
 
+    /// The login completed: keeps a new session, refuses an account with device keys,
+    /// and starts talking to the homeserver as the session's device.
+    fn logged_in(&mut self, l: LoggedIn) -> Result<(), ServiceError> {
+        if l.new {
+            self.store.save_session(&l.session)?;
+        }
+        if !l.keyed_devices.is_empty() {
+            return Err(ServiceError::HasDeviceKeys {
+                user: l.session.user_id,
+                devices: l.keyed_devices,
+            });
+        }
+        self.core
+            .set_identity(&l.session.user_id, &l.session.device_id);
+        self.outbox.start(l.mx.clone());
+        self.mx = l.mx;
+        Ok(())
+    }
+
     async fn handle_batch(&mut self, b: Batch) -> Result<(), ServiceError> {
         let now = now_ms();
         self.core.handle_sync(&b.sync, now, b.initial);
@@ -913,8 +1020,13 @@ impl Service {
                 }
             }
             LinkEvent::Disconnected(why) => {
+                // A link that never got up (the relay turned it away) has said so.
+                if self.relay_up {
+                    tracing::warn!(%why, "relay link down");
+                } else {
+                    tracing::debug!(%why, "relay link down");
+                }
                 self.relay_up = false;
-                tracing::warn!(%why, "relay link down");
             }
             LinkEvent::Notification(n) => self.core.handle_relay(&n, now_ms()),
         }
@@ -932,14 +1044,50 @@ fn accept_stale<T>(r: Result<T, RelayError>) -> Result<(), RelayError> {
     }
 }
 
+/// How often the account's devices are checked for encryption keys after the start.
+const KEY_CHECK_EVERY: Duration = Duration::from_secs(300);
+
+/// Checks every `every` that no device of the account has gained encryption keys
+/// (someone logged in to it with an encrypting client); if one has, says so on `found`
+/// and ends. A task of its own: a homeserver that hangs (a check waits up to 30 s)
+/// holds up neither relay events nor sync batches. A failed check is logged, and the
+/// next one comes at its time.
+async fn watch_device_keys(
+    mx: Matrix,
+    user_id: String,
+    every: Duration,
+    found: mpsc::Sender<ServiceError>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = found.closed() => return,
+        }
+        match check_no_device_keys(&mx, &user_id).await {
+            Err(e @ ServiceError::HasDeviceKeys { .. }) => {
+                let _ = found.send(e).await;
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "device key check failed; will retry"),
+            Ok(()) => {}
+        }
+    }
+}
+
 /// Runs the service until `shutdown` resolves or a fatal error.
+///
+/// The relay does not wait for the homeserver: with a stored session, the calls it
+/// holds are restored and the relay link started (and the relay given their snapshot)
+/// while the login is still under way, so a relay that restarted together with a
+/// homeserver that is slow to come back (a host's reboot) gets its calls back at once.
+/// Events meanwhile wait for the login (`Outbox`), and nothing is read from the
+/// homeserver before it.
 pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServiceError> {
-    let mut store = Store::open(&cfg.database)?;
-    let mut mx = Matrix::new(&cfg.homeserver)?;
-    let (user_id, device_id) = login(&cfg, &mut store, &mut mx).await?;
+    let store = Store::open(&cfg.database)?;
+    let mx = Matrix::new(&cfg.homeserver)?;
 
     let metrics = Arc::new(Mutex::new(Metrics::default()));
     if let Some(addr) = cfg.metrics {
@@ -947,6 +1095,29 @@ pub async fn run(
             .await
             .map_err(ServiceError::Metrics)?;
     }
+    tokio::pin!(shutdown);
+
+    let stored = store
+        .session()?
+        .filter(|s| s.homeserver == cfg.homeserver && same_user(&cfg.user, &s.user_id));
+    let login = login(&cfg, stored.clone(), mx.clone());
+    tokio::pin!(login);
+    // The calls were answered as the stored session's device, and the service is that
+    // device until the login says otherwise. Without a stored session (a first start,
+    // or another account), the login comes first.
+    let mut logged_in = None;
+    let (user_id, device_id) = match stored {
+        Some(s) => (s.user_id, s.device_id),
+        None => {
+            let l = tokio::select! {
+                l = &mut login => l?,
+                _ = &mut shutdown => return Ok(()),
+            };
+            let ids = (l.session.user_id.clone(), l.session.device_id.clone());
+            logged_in = Some(l);
+            ids
+        }
+    };
 
     let mut core_cfg = CoreConfig::new(&user_id, &device_id);
     if !cfg.allow.users.is_empty() || !cfg.allow.servers.is_empty() {
@@ -963,17 +1134,11 @@ pub async fn run(
 
     let (link_tx, mut link_rx) = mpsc::channel(4096);
     let link = RelayLink::spawn(cfg.relay_socket.clone(), link_tx, Duration::from_secs(5));
-    let (sync_tx, mut sync_rx) = mpsc::channel(1);
-    tokio::spawn(sync_loop(
-        mx.clone(),
-        store.sync_token()?,
-        sync_tx,
-        metrics.clone(),
-    ));
 
     let (sent_tx, mut sent_rx) = mpsc::unbounded_channel();
     let mut outbox = Outbox {
-        mx: mx.clone(),
+        mx: None,
+        held: Vec::new(),
         rooms: HashMap::new(),
         metrics: metrics.clone(),
         sent: sent_tx,
@@ -1010,11 +1175,41 @@ pub async fn run(
         metrics,
         relay_up: false,
     };
+    let logged_in = match logged_in {
+        Some(l) => l,
+        None => loop {
+            tokio::select! {
+                l = &mut login => break l?,
+                Some(ev) = link_rx.recv() => svc.handle_link(ev).await?,
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down before the login completed; calls stay live on the relay");
+                    return Ok(());
+                }
+            }
+        },
+    };
+    let (user_id, device_id) = (
+        logged_in.session.user_id.clone(),
+        logged_in.session.device_id.clone(),
+    );
+    svc.logged_in(logged_in)?;
+
+    let (sync_tx, mut sync_rx) = mpsc::channel(1);
+    tokio::spawn(sync_loop(
+        svc.mx.clone(),
+        svc.store.sync_token()?,
+        sync_tx,
+        svc.metrics.clone(),
+    ));
     // Keys can be added to the account behind our back (someone logs in to it with an
     // encrypting client): check again now and then, and stop if so.
-    let mut key_check = tokio::time::interval(Duration::from_secs(300));
-    key_check.tick().await;
-    tokio::pin!(shutdown);
+    let (keys_tx, mut keys_rx) = mpsc::channel(1);
+    tokio::spawn(watch_device_keys(
+        svc.mx.clone(),
+        user_id.clone(),
+        KEY_CHECK_EVERY,
+        keys_tx,
+    ));
     tracing::info!(user = %user_id, device = %device_id, "signaling running");
     loop {
         tokio::select! {
@@ -1028,11 +1223,7 @@ pub async fn run(
                 SenderReport::Done(seq) => svc.store.forget_event(seq)?,
                 SenderReport::LoggedOut(why) => return Err(ServiceError::LoggedOut(why)),
             },
-            _ = key_check.tick() => match check_no_device_keys(&svc.mx, &user_id).await {
-                Err(e @ ServiceError::HasDeviceKeys { .. }) => return Err(e),
-                Err(e) => tracing::warn!(error = %e, "device key check failed; will retry"),
-                Ok(()) => {}
-            },
+            Some(e) = keys_rx.recv() => return Err(e),
             _ = &mut shutdown => {
                 tracing::info!("shutting down; calls stay live on the relay and are restored at the next start");
                 let unsent = svc.outbox.close(SHUTDOWN_SEND_WAIT).await;
@@ -1054,6 +1245,133 @@ pub async fn run(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A homeserver stand-in on a local port: answers requests, one connection each,
+    /// with `replies` in turn (status, JSON body), then stops listening. Its URL, and
+    /// how many requests it has answered.
+    async fn homeserver(replies: Vec<(u16, &'static str)>) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
+        tokio::spawn(async move {
+            for (status, body) in replies {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                // The request: its head, then as many bytes as it says its body has.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = sock.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                    let body_len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if n == 0 || got.len() >= end + 4 + body_len {
+                        break;
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                sock.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        (url, answered)
+    }
+
+    fn token_config(homeserver: &str) -> Config {
+        Config::from_toml(&format!(
+            "homeserver = \"{homeserver}\"\nuser = \"@sfu:hs\"\naccess_token = \"t\"\n"
+        ))
+        .unwrap()
+    }
+
+    const WHOAMI: &str = r#"{"user_id": "@sfu:hs", "device_id": "SFUDEV"}"#;
+
+    /// Signaling may start before its homeserver: a homeserver that fails (here, the
+    /// 502 of a reverse proxy whose homeserver is not up yet) is asked again.
+    #[tokio::test]
+    async fn the_login_waits_out_a_homeserver_that_is_not_up_yet() {
+        let (url, answered) = homeserver(vec![
+            (502, "Bad Gateway"),
+            (200, WHOAMI),
+            (503, "{}"),
+            (200, r#"{"device_keys": {}}"#),
+        ])
+        .await;
+        let cfg = token_config(&url);
+        let l = tokio::time::timeout(
+            Duration::from_secs(10),
+            login(&cfg, None, Matrix::new(&url).unwrap()),
+        )
+        .await
+        .expect("logged in in time")
+        .unwrap();
+        assert_eq!(
+            (l.session.user_id.as_str(), l.session.device_id.as_str()),
+            ("@sfu:hs", "SFUDEV")
+        );
+        assert!(l.new && l.keyed_devices.is_empty());
+        assert_eq!(answered.load(Ordering::SeqCst), 4);
+    }
+
+    /// A wrong access token is refused for good: no retry, and an error that says so.
+    #[tokio::test]
+    async fn a_refused_access_token_is_not_asked_again() {
+        let (url, answered) = homeserver(vec![(
+            401,
+            r#"{"errcode": "M_UNKNOWN_TOKEN", "error": "Invalid access token"}"#,
+        )])
+        .await;
+        let cfg = token_config(&url);
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            login(&cfg, None, Matrix::new(&url).unwrap()),
+        )
+        .await
+        .expect("given up at once")
+        .err()
+        .expect("refused");
+        assert!(
+            matches!(&err, ServiceError::LoginRefused { user, .. } if user == "@sfu:hs"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("M_UNKNOWN_TOKEN"), "{err}");
+        assert_eq!(answered.load(Ordering::SeqCst), 1);
+    }
+
+    /// The periodic check finds a device that gained keys, after one that failed.
+    #[tokio::test]
+    async fn the_periodic_key_check_reports_a_device_with_keys() {
+        let (url, _) = homeserver(vec![
+            (502, "Bad Gateway"),
+            (200, r#"{"device_keys": {"@sfu:hs": {"PHONE": {}}}}"#),
+        ])
+        .await;
+        let (tx, mut rx) = mpsc::channel(1);
+        let mx = Matrix::new(&url).unwrap();
+        tokio::spawn(watch_device_keys(
+            mx,
+            "@sfu:hs".into(),
+            Duration::from_millis(10),
+            tx,
+        ));
+        let found = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert!(
+            matches!(&found, Ok(Some(ServiceError::HasDeviceKeys { devices, .. })) if devices == &["PHONE"]),
+            "{found:?}"
+        );
+    }
 
     fn out(event_type: &str, call_id: &str) -> Outgoing {
         Outgoing::Event(OutEvent {
