@@ -16,6 +16,7 @@
 //! | `max_calls_per_user` | `--max-calls-per-user` | 4 |
 //! | `invites_per_user_per_minute` | `--invites-per-user-per-minute` | 20 |
 //! | `max_sdp_bytes` | `--max-sdp-bytes` | 16384 |
+//! | `max_rooms` | `--max-rooms` | 10000 |
 //! | `log_level` | `--log-level` | `info` |
 //!
 //! Secrets are read from files (or the TOML file, which should be mode 0600), never
@@ -94,6 +95,9 @@ pub struct Args {
     /// Largest SDP offer accepted, bytes.
     #[arg(long)]
     pub max_sdp_bytes: Option<usize>,
+    /// Rooms (conference rooms and DMs) the SFU may be in; further invites are declined.
+    #[arg(long)]
+    pub max_rooms: Option<usize>,
     /// Log level.
     #[arg(long, value_enum)]
     pub log_level: Option<LogLevel>,
@@ -119,6 +123,7 @@ struct FileConfig {
     max_calls_per_user: Option<usize>,
     invites_per_user_per_minute: Option<usize>,
     max_sdp_bytes: Option<usize>,
+    max_rooms: Option<usize>,
     log_level: Option<LogLevel>,
 }
 
@@ -340,6 +345,7 @@ impl Config {
                 .max_sdp_bytes
                 .or(f.max_sdp_bytes)
                 .unwrap_or(d.max_sdp_bytes),
+            max_rooms: a.max_rooms.or(f.max_rooms).unwrap_or(d.max_rooms),
         };
         if limits.max_calls > blindfold_relay::control::MAX_SNAPSHOT_SESSIONS {
             return Err(invalid(
@@ -429,6 +435,13 @@ mod tests {
         assert_eq!(c.limits.max_calls, 9);
         assert_eq!(c.metrics, None);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn max_rooms_is_read_from_the_file_and_defaults_to_10000() {
+        assert_eq!(Config::from_toml(MIN).unwrap().limits.max_rooms, 10_000);
+        let c = Config::from_toml(&format!("{MIN}max_rooms = 50\n")).unwrap();
+        assert_eq!(c.limits.max_rooms, 50);
     }
 
     #[test]

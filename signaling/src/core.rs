@@ -80,6 +80,11 @@ pub struct Limits {
     pub invites_per_user_per_minute: usize,
     /// Largest SDP offer, bytes.
     pub max_sdp_bytes: usize,
+    /// Rooms the SFU may be in (conference rooms and DMs, joined or being joined): every
+    /// room joined is state it keeps and syncs for good, so past this an invite is
+    /// declined. A DM stays joined while its caller is in it, so this also bounds the
+    /// distinct callers a long-lived SFU serves: well above `max_calls`' range.
+    pub max_rooms: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +95,7 @@ impl Default for Limits {
             max_calls_per_user: 4,
             invites_per_user_per_minute: 20,
             max_sdp_bytes: 16 * 1024,
+            max_rooms: 10_000,
         }
     }
 }
@@ -489,6 +495,10 @@ pub type Rng = Box<dyn FnMut(&mut [u8]) + Send>;
 const HANDLED_TTL_MS: u64 = 3_600_000;
 const MAX_HANDLED: usize = 100_000;
 
+/// How long a room the SFU set out to join counts against [`Limits::max_rooms`] before
+/// sync shows it joined: longer than a join's retries take.
+const JOIN_PENDING_MS: u64 = 10 * 60_000;
+
 /// An invite against its sender's rate ([`Core::invite_rate`]).
 enum Rate {
     Within,
@@ -514,6 +524,10 @@ pub struct Core {
     /// Rooms the SFU decided to leave, until sync reports them left (or the SFU
     /// invited back): no call is admitted in them meanwhile.
     leaving: HashSet<String>,
+    /// Rooms the SFU set out to join, with when, until sync shows them (or
+    /// [`JOIN_PENDING_MS`] passed: the join failed): they count against
+    /// [`Limits::max_rooms`] already.
+    joining: HashMap<String, u64>,
     /// The calls a new call replaced, until the relay takes the new one
     /// ([`Core::admitted`]); if it does not ([`Core::admission_failed`]), the members
     /// are told that they ended after all.
@@ -538,6 +552,7 @@ impl Core {
             invites: HashMap::new(),
             told_encrypted: HashSet::new(),
             leaving: HashSet::new(),
+            joining: HashMap::new(),
             replaced_by: HashMap::new(),
             last_generation: 0,
             out: VecDeque::new(),
@@ -686,6 +701,16 @@ impl Core {
     /// account (no stored token): its timeline is history, so only state is read.
     pub fn handle_sync(&mut self, sync: &SyncResponse, now_ms: u64, initial: bool) {
         self.expire_handled(now_ms);
+        // A join set out on is done (or undone) once sync shows the room.
+        for room_id in sync
+            .rooms
+            .join
+            .keys()
+            .chain(sync.rooms.leave.keys())
+            .chain(sync.rooms.invite.keys())
+        {
+            self.joining.remove(room_id);
+        }
         // A room the SFU left, or is invited to (again): what it knew of it is stale.
         for room_id in sync.rooms.leave.keys().chain(sync.rooms.invite.keys()) {
             self.rooms.remove(room_id);
@@ -951,7 +976,8 @@ impl Core {
 
     /// An invite of the SFU to a room: joined if its inviter passes the allow-list and
     /// its rate, which room invites share with call invites (every room joined is state
-    /// the SFU keeps and syncs); declined otherwise.
+    /// the SFU keeps and syncs), and the SFU is in fewer than [`Limits::max_rooms`]
+    /// rooms; declined otherwise.
     ///
     /// The inviter is the sender of the *last* invite membership of the SFU in the
     /// invite's stripped state: the homeserver appends the invite event it checked to
@@ -972,15 +998,20 @@ impl Core {
             // Declined over the rate, without using up the minute's one refusal
             // of a call invite.
             Some(who) if self.cfg.allow.allows(who) => {
-                let within = self.take_invite(who, now_ms);
-                if !within {
+                if !self.take_invite(who, now_ms) {
                     self.count_drop("room_invite_over_rate");
+                    false
+                } else if self.rooms.len() + self.joining.len() >= self.cfg.limits.max_rooms {
+                    self.count_drop("room_invite_over_max_rooms");
+                    false
+                } else {
+                    true
                 }
-                within
             }
             _ => false,
         };
         if join {
+            self.joining.insert(room_id.to_owned(), now_ms);
             self.stats.rooms_joined += 1;
             self.out.push_back(Action::JoinRoom(room_id.to_owned()));
         } else {
@@ -1360,6 +1391,7 @@ impl Core {
             let last = rate.recent.back().copied().max(rate.refused_at);
             last.is_some_and(|t| t + 60_000 > now_ms)
         });
+        self.joining.retain(|_, at| *at + JOIN_PENDING_MS > now_ms);
     }
 
     fn refuse(&mut self, room: &str, call_id: &str, code: Code) {

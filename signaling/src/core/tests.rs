@@ -1312,6 +1312,60 @@ fn room_invites_are_joined_only_from_allowed_users() {
     assert_eq!(drain(&mut core), [Action::JoinRoom("!late:hs".into())]);
 }
 
+/// Past `max_rooms` rooms (those joined and those being joined), an allowed user's
+/// invite is declined and counted; a room left makes room again.
+#[test]
+fn room_invites_past_max_rooms_are_declined() {
+    // In ROOM, DM and BOB_DM already.
+    let mut core = setup(&[ALICE]);
+    core.cfg.limits.max_rooms = 5;
+    let invite_from = |who: &str| {
+        json!({"invite_state": {"events": [{"type": "m.room.member", "sender": who, "state_key": SFU,
+            "content": {"membership": "invite"}}]}})
+    };
+    let invites = |rooms: &[&str]| -> SyncResponse {
+        let rooms: serde_json::Map<String, Value> = rooms
+            .iter()
+            .map(|r| (r.to_string(), invite_from(ALICE)))
+            .collect();
+        serde_json::from_value(
+            json!({"next_batch": "x", "rooms": {"invite": Value::Object(rooms)}}),
+        )
+        .unwrap()
+    };
+    core.handle_sync(&invites(&["!a:hs", "!b:hs", "!c:hs"]), T0, false);
+    assert_eq!(
+        drain(&mut core),
+        [
+            Action::JoinRoom("!a:hs".into()),
+            Action::JoinRoom("!b:hs".into()),
+            Action::DeclineInvite("!c:hs".into())
+        ]
+    );
+    assert_eq!(
+        core.stats().dropped.get("room_invite_over_max_rooms"),
+        Some(&1)
+    );
+    assert_eq!(core.stats().rooms_declined, 1);
+    // Joined now; a later invite is declined too.
+    core.handle_sync(
+        &batch(json!({"!a:hs": {"state": {"events": [member(ALICE, "join"), member(SFU, "join")]}},
+                      "!b:hs": {"state": {"events": [member(ALICE, "join"), member(SFU, "join")]}}})),
+        T0,
+        false,
+    );
+    drain(&mut core);
+    core.handle_sync(&invites(&["!d:hs"]), T0, false);
+    assert_eq!(drain(&mut core), [Action::DeclineInvite("!d:hs".into())]);
+    // Once sync shows a room left, there is room for one more.
+    let left: SyncResponse =
+        serde_json::from_value(json!({"next_batch": "y", "rooms": {"leave": {"!a:hs": {}}}}))
+            .unwrap();
+    core.handle_sync(&left, T0, false);
+    core.handle_sync(&invites(&["!e:hs"]), T0, false);
+    assert_eq!(drain(&mut core), [Action::JoinRoom("!e:hs".into())]);
+}
+
 #[test]
 fn an_encrypted_dm_gets_one_notice() {
     let mut core = setup(&[ALICE]);
