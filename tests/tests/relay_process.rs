@@ -840,7 +840,9 @@ fn a_session_whose_consent_expired_is_gone_until_signaling_brings_it_back() {
     await_connected(&mut control, 1);
     assert_eq!(stats(&mut control), (2, 2));
 
-    // Silent again, gone again; a snapshot that lists her creates her anew.
+    // Silent again, gone again. A snapshot that still lists her (a signaling that
+    // missed the close) leaves her closed and says so again; her upsert at the
+    // snapshot's generation then creates her anew.
     let alice = peers.pop().unwrap();
     drop(alice);
     await_closed(
@@ -851,18 +853,33 @@ fn a_session_whose_consent_expired_is_gone_until_signaling_brings_it_back() {
         EndReason::ConsentExpired,
     );
     assert_eq!(stats(&mut control), (1, 1));
+    let g = generation();
+    let alice_spec = Peer::new(0, "alice", &info).spec;
     let snapshot = Snapshot {
-        generation: generation(),
+        generation: g,
         conferences: vec![ConferenceSpec {
             conf_id: ConfId::new(CONF).unwrap(),
         }],
-        sessions: vec![peers[0].spec.clone(), Peer::new(0, "alice", &info).spec],
+        sessions: vec![peers[0].spec.clone(), alice_spec.clone()],
         subscriptions: Vec::new(),
     };
     assert_eq!(
         control.request(RequestBody::Snapshot(snapshot)),
         Ok(ResponseBody::Ok)
     );
+    await_closed(
+        &mut control,
+        &mut peers,
+        &relay,
+        &id,
+        EndReason::ConsentExpired,
+    );
+    assert_eq!(stats(&mut control).0, 1, "not created anew");
+    let upsert = RequestBody::UpsertSession {
+        generation: g,
+        session: alice_spec,
+    };
+    assert_eq!(control.request(upsert), Ok(ResponseBody::Ok));
     assert_eq!(stats(&mut control).0, 2);
     peers.push(Peer::new(0, "alice", &info));
     await_last_connected(&mut peers, &relay);
