@@ -11,9 +11,10 @@
 //!
 //! The link never waits for the service to take an event: what the service has not
 //! taken yet waits in the link (`Backlog`) while the link goes on reading the relay,
-//! so the answer to a request the service is waiting for is always read at once, however
-//! many notifications came before it (the service takes events in the same task that
-//! waits for answers).
+//! so the answer to a request the service is waiting for is read at once, however many
+//! notifications came before it (the service takes events in the same task that waits
+//! for answers) — up to `MAX_BACKLOG` waiting events, where the link stops reading
+//! until the service takes some.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

@@ -571,6 +571,17 @@ impl Outbox {
 
     fn send(&mut self, room: String, out: Outgoing) {
         let Some(mx) = &self.mx else {
+            // Until the login, a speaker change replaces the one held for the same call
+            // (only the newest is news), so a homeserver that stays down for hours
+            // holds one per call, not one per change.
+            if let Some(call) = speaker_call(&out)
+                && let Some(i) = self
+                    .held
+                    .iter()
+                    .position(|(r, o)| *r == room && speaker_call(o) == Some(call))
+            {
+                self.held.remove(i);
+            }
             self.held.push((room, out));
             return;
         };
@@ -626,15 +637,17 @@ const SHUTDOWN_SEND_WAIT: Duration = Duration::from_secs(5);
 /// Whether `out` is an active-speaker event for a call that a later one in `queued`
 /// (for the same call) makes stale.
 fn superseded(out: &Outgoing, queued: &VecDeque<Outgoing>) -> bool {
-    fn speaker_of(o: &Outgoing) -> Option<&Value> {
-        match o {
-            Outgoing::Event(e) if e.event_type == crate::events::ACTIVE_SPEAKER => {
-                e.content.get("call_id")
-            }
-            _ => None,
+    speaker_call(out).is_some_and(|call| queued.iter().any(|q| speaker_call(q) == Some(call)))
+}
+
+/// The call an active-speaker event is for (`None` for any other event).
+fn speaker_call(o: &Outgoing) -> Option<&Value> {
+    match o {
+        Outgoing::Event(e) if e.event_type == crate::events::ACTIVE_SPEAKER => {
+            e.content.get("call_id")
         }
+        _ => None,
     }
-    speaker_of(out).is_some_and(|call| queued.iter().any(|q| speaker_of(q) == Some(call)))
 }
 
 /// How long a room's sender task waits for its next event before it ends.
@@ -1397,6 +1410,43 @@ mod tests {
         assert_ne!(
             stored_txn("ab", "c", &hangup),
             stored_txn("a", "bc", &hangup)
+        );
+    }
+
+    /// Before the login (a homeserver that is down at start), what signaling sends
+    /// waits; speaker changes replace the one held for the same call, so hours of them
+    /// hold one per call. The rest waits in order.
+    #[test]
+    fn before_the_login_only_the_newest_speaker_change_per_call_waits() {
+        let (sent, _) = mpsc::unbounded_channel();
+        let mut outbox = Outbox {
+            mx: None,
+            held: Vec::new(),
+            rooms: HashMap::new(),
+            metrics: Arc::new(Mutex::new(Metrics::default())),
+            sent,
+        };
+        let speaker = crate::events::ACTIVE_SPEAKER;
+        outbox.send("!dm1".into(), out(crate::events::CALL_HANGUP, "a"));
+        for _ in 0..1000 {
+            outbox.send("!dm1".into(), out(speaker, "a"));
+            outbox.send("!dm2".into(), out(speaker, "b"));
+        }
+        let held: Vec<(&str, &str)> = outbox
+            .held
+            .iter()
+            .map(|(room, o)| match o {
+                Outgoing::Event(e) => (room.as_str(), e.event_type.as_str()),
+                Outgoing::Leave => (room.as_str(), "leave"),
+            })
+            .collect();
+        assert_eq!(
+            held,
+            [
+                ("!dm1", crate::events::CALL_HANGUP),
+                ("!dm1", speaker),
+                ("!dm2", speaker)
+            ]
         );
     }
 
