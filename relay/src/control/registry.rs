@@ -927,15 +927,23 @@ impl Registry {
         want_sessions: &BTreeMap<&SessionId, &SessionSpec>,
         want_subs: &BTreeMap<&SessionId, &FullSet>,
     ) -> Result<(), ErrorReply> {
+        /// `closed_as`: whether an object held removed counts as listed with this
+        /// content (a session a snapshot listed and left closed, listed again the same).
         fn check<K: Ord + std::fmt::Display, T: PartialEq>(
             kind: &str,
             held: &BTreeMap<K, Held<T>>,
             want: &BTreeMap<&K, &T>,
             floor: Option<Generation>,
             g: Generation,
+            closed_as: impl Fn(&K, &T) -> bool,
         ) -> Result<(), ErrorReply> {
             for (id, h) in held {
-                if h.generation >= g && h.state.as_ref() != want.get(id).copied() {
+                let wanted = want.get(id).copied();
+                let same = match (&h.state, wanted) {
+                    (None, Some(w)) => closed_as(id, w),
+                    (held, wanted) => held.as_ref() == wanted,
+                };
+                if h.generation >= g && !same {
                     return Err(stale(
                         format_args!("snapshot: {kind} {id}"),
                         g,
@@ -953,14 +961,37 @@ impl Registry {
         }
         let unit = ();
         let confs: BTreeMap<&ConfId, &()> = want_confs.keys().map(|k| (*k, &unit)).collect();
-        check("conference", &self.conferences, &confs, self.floor, g)?;
-        check("session", &self.sessions, want_sessions, self.floor, g)?;
+        fn never<K, T>(_: &K, _: &T) -> bool {
+            false
+        }
+        check(
+            "conference",
+            &self.conferences,
+            &confs,
+            self.floor,
+            g,
+            never,
+        )?;
+        // A snapshot sent again that lists a session the first one left closed, the
+        // same: a retransmission.
+        let closed_as = |id: &SessionId, spec: &SessionSpec| {
+            self.ended.get(id).is_some_and(|e| e.spec == *spec)
+        };
+        check(
+            "session",
+            &self.sessions,
+            want_sessions,
+            self.floor,
+            g,
+            closed_as,
+        )?;
         check(
             "subscription of",
             &self.subscriptions,
             want_subs,
             self.floor,
             g,
+            never,
         )?;
         Ok(())
     }
@@ -1513,8 +1544,13 @@ mod tests {
             }],
         });
         assert!(
-            ok(&mut reg, snap).is_empty(),
+            ok(&mut reg, snap.clone()).is_empty(),
             "nothing created, nothing removed"
+        );
+        assert_eq!(reg.session_count(), 1);
+        assert!(
+            ok(&mut reg, snap).is_empty(),
+            "the same snapshot again: a retransmission"
         );
         assert_eq!(reg.session_count(), 1);
         assert_eq!(
@@ -1524,7 +1560,7 @@ mod tests {
                 reason: crate::control::EndReason::ConsentExpired,
             }]
         );
-        // The next snapshot, which signaling sends without it, forgets it.
+        // Its upsert at the snapshot's generation brings it back.
         assert_eq!(
             ok(&mut reg, upsert(10, a.clone())),
             ["upsert_session a", "set_subscription a"],

@@ -189,7 +189,14 @@ pub struct ControlServer {
     limits: Limits,
     stats: ServerStats,
     traffic: TrafficFn,
+    /// When a refused second connection was last logged as a warning: another
+    /// signaling instance tries again every half second, so at most one a minute is.
+    refusal_warned: Option<Instant>,
 }
+
+/// How often a refused second signaling connection is logged as a warning (the others
+/// at debug, all counted in `refused_clients`).
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for ControlServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,6 +218,7 @@ impl ControlServer {
             limits,
             stats: ServerStats::default(),
             traffic: Box::new(|_| {}),
+            refusal_warned: None,
         }
     }
 
@@ -249,7 +257,18 @@ impl ControlServer {
     pub fn accept(&mut self, now: Instant) -> Result<(), Vec<u8>> {
         if self.conn.is_some() {
             self.stats.refused_clients += 1;
-            tracing::warn!("refusing a second signaling connection");
+            if self
+                .refusal_warned
+                .is_none_or(|t| now.saturating_duration_since(t) >= REFUSAL_WARN_EVERY)
+            {
+                self.refusal_warned = Some(now);
+                tracing::warn!(
+                    refused = self.stats.refused_clients,
+                    "refusing a second signaling connection (another instance? logged once a minute)"
+                );
+            } else {
+                tracing::debug!("refusing a second signaling connection");
+            }
             let bye = Message::Goodbye(Goodbye::new(
                 ErrorCode::ProtocolViolation,
                 "another signaling connection is active; one at a time",
