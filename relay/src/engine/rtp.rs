@@ -300,8 +300,6 @@ fn home_of(home: &Home, me: ShardId, h: SessionHandle) -> (ShardId, SessionHandl
     }
 }
 
-/// Measures stream `st` of the session `key` on shard `home` and tells every shard.
-#[cold] // twice a second per stream
 /// The packets a stream of `kind` may carry in one [`RATE_EVERY`].
 fn allowance(cfg: &EngineConfig, kind: MediaKind) -> u32 {
     let per_second = match kind {
@@ -314,6 +312,8 @@ fn allowance(cfg: &EngineConfig, kind: MediaKind) -> u32 {
     }
 }
 
+/// Measures stream `st` of the session `key` on shard `home` and tells every shard.
+#[cold] // twice a second per stream
 fn rate_announce(
     now: Instant,
     home: ShardId,

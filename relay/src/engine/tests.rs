@@ -982,9 +982,6 @@ fn peer_messages_about_a_replaced_incarnation_are_ignored() {
     assert!(matches!(s.home, Home::Elsewhere(ShardId(1), _)));
 }
 
-/// A participant flooding valid checks at a shard that is not its home: one reaches
-/// the home per address and second (each is a message that must arrive, on a channel
-/// other sessions' share), and every nominating one.
 /// A participant cycling through source ports gets each check answered, but its home
 /// hears of at most `CHECKS_HANDED_PER_SECOND` of them a second: each is a message
 /// that must arrive, on a channel other sessions share.
@@ -1077,6 +1074,9 @@ fn what_another_shard_hands_the_home_is_checked_and_bounded() {
     );
 }
 
+/// A participant flooding valid checks at a shard that is not its home: one reaches
+/// the home per address and second (each is a message that must arrive, on a channel
+/// other sessions share), and a nomination from an address once per 100 ms.
 #[test]
 fn checks_handed_to_the_home_are_one_a_second_per_address() {
     let now = Instant::now();
