@@ -218,4 +218,14 @@ put("participant_connected", rec(3, bytes(250)) + rec(14, moved) + rec(7, bytes(
 sine = (root / "client/testdata/sine-1s.opus").read_bytes()
 put("ogg", sine)
 put("ogg", sine[: len(sine) // 2])
+# control_server: one op byte each (see relay/src/control/server/fuzz.rs): 0 a client
+# connects and says hello; 1 a request (generation, session, conference, variant,
+# kind: 0 upsert conference, 2 upsert session, 5 snapshot); 3 a worker's report
+# (session, variant, conference, reason, kind: 0 connected, 3 the relay ended it);
+# 4 a worker applies (worker, how many); 7 then 0 hangs up.
+call = bytes([0, 1, 1, 0, 0, 0, 0, 1, 2, 0, 0, 0, 2, 1, 3, 1, 0, 0, 2, 4, 0, 7, 4, 1, 7])
+put("control_server", call + bytes([3, 0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 0]))
+# The relay ends s0 while signaling is away; a snapshot listing it comes back.
+put("control_server", call + bytes([3, 0, 0, 0, 0, 0, 7, 0, 3, 0, 0, 0, 0, 3,
+                                    0, 1, 10, 0, 0, 3, 5, 4, 0, 7, 4, 1, 7]))
 print("seeds written under", corpus)

@@ -62,6 +62,12 @@ pub fn control(data: &[u8]) {
     crate::control::fuzz_one(data)
 }
 
+/// The control server and its registry, fed requests, raw bytes, workers' reports,
+/// connects, hang-ups and time.
+pub fn control_server(data: &[u8]) {
+    crate::control::server::fuzz::fuzz_one(data)
+}
+
 /// The shell's parsers: the TOML config and the metrics server's request reader.
 pub fn shell(data: &[u8]) {
     crate::shell::fuzz_one(data)

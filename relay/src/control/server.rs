@@ -639,3 +639,7 @@ impl ControlServer {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod fuzz;
