@@ -762,20 +762,20 @@ fn drive_talking(
     }
 }
 
-/// Keeps `peers` talking until signaling hears that `gone` was closed for `reason`.
-fn await_closed(
+/// Keeps `peers` talking until signaling hears that `gone` was closed because its
+/// consent expired (it went silent).
+fn await_consent_expired(
     control: &mut ControlClient,
     peers: &mut [Peer],
     relay: &Relay,
     gone: &SessionId,
-    reason: EndReason,
 ) {
     let mut notes = Vec::new();
     drive_talking(peers, relay, "session_closed", |_| {
         notes.extend(control.poll_notifications(Duration::from_millis(1)));
         notes.iter().any(|n| {
-            matches!(n, NotificationBody::SessionClosed { session_id, reason: r }
-                if session_id == gone && *r == reason)
+            matches!(n, NotificationBody::SessionClosed { session_id, reason }
+                if session_id == gone && *reason == EndReason::ConsentExpired)
         })
     });
 }
@@ -812,13 +812,7 @@ fn a_session_whose_consent_expired_is_gone_until_signaling_brings_it_back() {
     drop(alice);
 
     // Alice goes silent; bob keeps talking.
-    await_closed(
-        &mut control,
-        &mut peers,
-        &relay,
-        &id,
-        EndReason::ConsentExpired,
-    );
+    await_consent_expired(&mut control, &mut peers, &relay, &id);
     assert_eq!(stats(&mut control), (1, 1), "only bob is left");
     let subscribe = RequestBody::SetSubscription {
         generation: generation(),
@@ -845,13 +839,7 @@ fn a_session_whose_consent_expired_is_gone_until_signaling_brings_it_back() {
     // snapshot's generation then creates her anew.
     let alice = peers.pop().unwrap();
     drop(alice);
-    await_closed(
-        &mut control,
-        &mut peers,
-        &relay,
-        &id,
-        EndReason::ConsentExpired,
-    );
+    await_consent_expired(&mut control, &mut peers, &relay, &id);
     assert_eq!(stats(&mut control), (1, 1));
     let g = generation();
     let alice_spec = Peer::new(0, "alice", &info).spec;
@@ -867,13 +855,7 @@ fn a_session_whose_consent_expired_is_gone_until_signaling_brings_it_back() {
         control.request(RequestBody::Snapshot(snapshot)),
         Ok(ResponseBody::Ok)
     );
-    await_closed(
-        &mut control,
-        &mut peers,
-        &relay,
-        &id,
-        EndReason::ConsentExpired,
-    );
+    await_consent_expired(&mut control, &mut peers, &relay, &id);
     assert_eq!(stats(&mut control).0, 1, "not created anew");
     let upsert = RequestBody::UpsertSession {
         generation: g,

@@ -538,6 +538,16 @@ fn a_report_about_a_removed_session_is_dropped() {
     );
 }
 
+/// Signaling connects again and sends a snapshot of session `a` (generation 3), which
+/// every worker applies: what the server then writes.
+fn back_with_a_snapshot_of_a(s: &mut ControlServer) -> Vec<Message> {
+    s.accept(Instant::now()).unwrap();
+    s.handle_data(&signaling_hello());
+    s.handle_data(&request(3, snapshot(3, vec![spec("a")])));
+    apply_all(s);
+    take(s)
+}
+
 /// A session that failed while signaling was away stays failed through the snapshot
 /// that lists it: the catch-up says so, or the call would wait forever.
 #[test]
@@ -552,10 +562,7 @@ fn a_snapshot_is_followed_by_the_sessions_that_failed_meanwhile() {
         reason: crate::engine::EndReason::IceTimeout,
         detail: String::new(),
     }));
-    s.accept(Instant::now()).unwrap();
-    s.handle_data(&signaling_hello());
-    s.handle_data(&request(3, snapshot(3, vec![spec("a")])));
-    let msgs = take(&mut s);
+    let msgs = back_with_a_snapshot_of_a(&mut s);
     assert!(
         matches!(
             &msgs[..],
@@ -606,11 +613,7 @@ fn a_snapshot_is_followed_by_the_sessions_closed_meanwhile() {
     }));
     s.handle_report(WorkerReport::Ended(rules::session_rule(&spec("a")), closed));
     apply_all(&mut s);
-    s.accept(Instant::now()).unwrap();
-    s.handle_data(&signaling_hello());
-    s.handle_data(&request(3, snapshot(3, vec![spec("a")])));
-    apply_all(&mut s);
-    let msgs = take(&mut s);
+    let msgs = back_with_a_snapshot_of_a(&mut s);
     assert!(
         matches!(
             &msgs[..],
