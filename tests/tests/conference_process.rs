@@ -444,10 +444,13 @@ fn three_members_decrypt_each_other_and_a_leaver_is_rekeyed_out() {
             sfu_sync["to_device"]
         );
         // An encrypted event carol could read before she leaves (the control for the
-        // check after: her client does decrypt R's events while she is a member).
+        // check after: her client does decrypt R's events while she is a member):
+        // alice's newest, which went to carol's device (her first ones may predate
+        // it, the three having joined at once).
         let old_from_alice = encrypted
             .iter()
-            .find(|e| e["sender"] == a.user_id.as_str())
+            .filter(|e| e["sender"] == a.user_id.as_str())
+            .max_by_key(|e| e["origin_server_ts"].as_u64())
             .map(|e| (*e).clone())
             .expect("an encrypted event from alice");
         let raw: Raw<OriginalSyncRoomEncryptedEvent> =
