@@ -1415,14 +1415,22 @@ impl Participant {
         // Beside many senders' SRs and blocks it does not fit: an RR and the REMB in a
         // compound of their own.
         if let Some(bps) = alone {
-            let mut buf = [0u8; RTCP_BUF];
-            let mut w = CompoundWriter::new(&mut buf);
-            if w.rr(audio, &[]).is_ok() && w.remb(audio, bps, &video).is_ok() {
-                let n = w.finish();
-                if self.send_rtcp(now, &buf[..n]).is_ok() {
-                    self.stats.remb_out += 1;
-                }
-            }
+            self.send_remb_alone(now, bps, &video);
+        }
+    }
+
+    /// A REMB of `bps` for `video` in a compound of its own: an RR without report
+    /// blocks, then the REMB.
+    fn send_remb_alone(&mut self, now: Instant, bps: u64, video: &[Ssrc]) {
+        let mut buf = [0u8; RTCP_BUF];
+        let mut w = CompoundWriter::new(&mut buf);
+        let own = self.config.ssrcs.audio;
+        if w.rr(own, &[]).is_err() || w.remb(own, bps, video).is_err() {
+            return;
+        }
+        let n = w.finish();
+        if self.send_rtcp(now, &buf[..n]).is_ok() {
+            self.stats.remb_out += 1;
         }
     }
 
@@ -1459,18 +1467,8 @@ impl Participant {
             return;
         };
         let video = self.remote_video_ssrcs();
-        if video.is_empty() {
-            return;
-        }
-        let mut buf = [0u8; RTCP_BUF];
-        let mut w = CompoundWriter::new(&mut buf);
-        let own = self.config.ssrcs.audio;
-        if w.rr(own, &[]).is_err() || w.remb(own, bps, &video).is_err() {
-            return;
-        }
-        let n = w.finish();
-        if self.send_rtcp(now, &buf[..n]).is_ok() {
-            self.stats.remb_out += 1;
+        if !video.is_empty() {
+            self.send_remb_alone(now, bps, &video);
         }
     }
 
