@@ -243,7 +243,9 @@ impl Member {
         self.received
             .iter()
             .filter(|d| blindfold_relay::wire::classify(d) == blindfold_relay::wire::Kind::Rtp)
-            .filter(|d| d[8..12] == ssrc.0.to_be_bytes())
+            .filter(|d| {
+                blindfold_relay::wire::rtp::RtpHeader::parse(d).is_ok_and(|h| h.ssrc() == ssrc)
+            })
             .count()
     }
 
