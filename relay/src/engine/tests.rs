@@ -540,6 +540,16 @@ fn checked_session_of(t0: Instant, nominate: bool, mut rule: SessionRule) -> (En
     (e, client)
 }
 
+/// Session "a" nominated from `addr(5000)` at `t0` and connected: no participant
+/// password, so the nomination alone connects it (no relay check), and DTLS done.
+fn connected_by_its_nomination(t0: Instant) -> Engine {
+    let mut rule = spec("a", "c", &[1]);
+    rule.remote_pwd = None;
+    let (mut e, mut client) = checked_session_of(t0, true, rule);
+    complete_dtls(t0, &mut e, &mut client);
+    e
+}
+
 /// Runs the handshake of [`checked_session`]'s client from port 5000 to its end, and
 /// returns the hop's SRTP keys as the client has them.
 fn complete_dtls(now: Instant, e: &mut Engine, client: &mut DtlsSession) -> SrtpKeyMaterial {
@@ -661,11 +671,7 @@ fn media_after_dtls_is_taken_before_the_nomination() {
 #[test]
 fn media_alone_keeps_consent_and_silence_ends_it() {
     let t0 = Instant::now();
-    let mut rule = spec("a", "c", &[1]);
-    // No participant password: the nomination alone connects it (no relay check).
-    rule.remote_pwd = None;
-    let (mut e, mut client) = checked_session_of(t0, true, rule);
-    complete_dtls(t0, &mut e, &mut client);
+    let mut e = connected_by_its_nomination(t0);
     let run_until = |e: &mut Engine, until: Instant| {
         while let Some(t) = e.poll_timeout().filter(|&t| t <= until) {
             e.handle_timeout(t);
@@ -801,10 +807,7 @@ fn transport_cc_feedback_waits_for_the_nomination_and_reports_what_came_before()
 #[test]
 fn a_check_from_another_sessions_media_address_is_not_answered() {
     let t0 = Instant::now();
-    let mut rule = spec("a", "c", &[1]);
-    rule.remote_pwd = None;
-    let (mut e, mut client) = checked_session_of(t0, true, rule);
-    complete_dtls(t0, &mut e, &mut client);
+    let mut e = connected_by_its_nomination(t0);
     let mut c = check("a", PWD, true);
     e.handle_datagram(t0, addr(5000), &mut c);
     transmits(&mut e);
