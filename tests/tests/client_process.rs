@@ -416,9 +416,19 @@ fn ctrl_c_writes_the_report_and_hangs_up_within_the_documented_bound() {
     let mut b = Client::start_for("bob", &bob, &room, None, None);
     let started = Instant::now();
     // Both decrypt each other's audio for a while (their recordings of each other
-    // grow): alice is in a live call, media flowing both ways, when the signal comes.
+    // grow), and the relay has moved each up to the other's full layer (the report
+    // must show all three streams): alice is in a live call, media flowing both ways,
+    // when the signal comes.
     let deadline = started + ALLOWANCE;
-    while a.recorded_bytes(bob.user_id()) < 4096 || b.recorded_bytes(alice.user_id()) < 4096 {
+    let both_up = || {
+        sfu.relay
+            .metric("blindfold_layer_switches_total{direction=\"up\"}")
+            >= 2
+    };
+    while a.recorded_bytes(bob.user_id()) < 4096
+        || b.recorded_bytes(alice.user_id()) < 4096
+        || !both_up()
+    {
         a.assert_running();
         b.assert_running();
         assert!(
