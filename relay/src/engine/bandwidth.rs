@@ -94,8 +94,8 @@ pub(super) struct Downlink {
     choices: Vec<Choice>,
     /// Probes of the link before trials of full layers.
     prober: media::Prober,
-    /// The full layer whose trial the probe out is for.
-    probe_for: Option<Ssrc>,
+    /// The full layer whose trial the probe out is for, and the rate it probes.
+    probe_for: Option<(Ssrc, u64)>,
     /// When its layer choices last ran on its feedback.
     reported_at: Option<Instant>,
     /// Feedback that came within [`REPORT_GAP`] of that run waits until then.
@@ -688,7 +688,8 @@ impl Engine {
         let mut states = Vec::new();
         let mut views = Vec::new();
         let mut switches = Vec::new();
-        // The first trial waiting for a probe: its layer, and the rate to probe.
+        // The trial waiting for a probe at the lowest rate (a link short of it is short
+        // of the others' too, `probe_verdict`): its layer, and the rate to probe.
         let mut probe = None;
         for (c, i) in d.choices.iter_mut().zip(&inputs) {
             // The estimate less everything else it gets.
@@ -744,9 +745,12 @@ impl Engine {
                     demoted,
                 });
             }
-            if c.layer.probing() && probe.is_none() {
+            if c.layer.probing() {
                 // Everything else it gets, and this sender's video with the full layer.
-                probe = Some((c.ssrc, others.saturating_add(c.layer.probe_bps())));
+                let bps = others.saturating_add(c.layer.probe_bps());
+                if probe.is_none_or(|(_, least)| bps < least) {
+                    probe = Some((c.ssrc, bps));
+                }
             }
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
@@ -763,7 +767,7 @@ impl Engine {
         if let Some((ssrc, bps)) = probe
             && d.prober.start(now, bps)
         {
-            d.probe_for = Some(ssrc);
+            d.probe_for = Some((ssrc, bps));
         }
         if let Some(s) = self.sessions.get(r) {
             for w in &switches {
@@ -859,22 +863,39 @@ impl Engine {
     }
 
     /// Gives the verdict on receiver `r`'s probe to the trial it was for (its events
-    /// are drained by the next [`Self::drive_choices`]).
+    /// are drained by the next [`Self::drive_choices`]). A link that did not carry the
+    /// probe's rate carries no more: the other trials waiting for a probe at that rate
+    /// or above fail with it, so a receiver subscribed to many senders on a link that
+    /// takes none of their full layers gets one probe per wait, not one per sender.
     fn probe_verdict(&mut self, now: Instant, r: SessionHandle, outcome: media::ProbeOutcome) {
         match outcome {
             media::ProbeOutcome::Carried => self.stats.probes_carried += 1,
             media::ProbeOutcome::Short => self.stats.probes_short += 1,
             media::ProbeOutcome::Unanswered => self.stats.probes_unanswered += 1,
         }
+        let receiving = match outcome {
+            media::ProbeOutcome::Short => self.receiving(now, r),
+            _ => None,
+        };
         let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
             return;
         };
         let d = &mut local.downlink;
-        let Some(ssrc) = d.probe_for.take() else {
+        let Some((ssrc, probed_bps)) = d.probe_for.take() else {
             return;
         };
         if let Some(c) = d.choices.iter_mut().find(|c| c.ssrc == ssrc) {
             c.layer.handle_probe(now, outcome);
+        }
+        let Some((total, inputs)) = receiving else {
+            return;
+        };
+        for (c, i) in d.choices.iter_mut().zip(&inputs) {
+            // The rate its own probe would have (as `drive_choices` sets it).
+            let others = total.saturating_sub(i.receiving_bps);
+            if c.layer.probing() && others.saturating_add(c.layer.probe_bps()) >= probed_bps {
+                c.layer.handle_probe(now, outcome);
+            }
         }
     }
 

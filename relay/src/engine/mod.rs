@@ -170,10 +170,11 @@ pub struct EngineConfig {
     /// keyframe; senders get REMB. Off: every subscriber gets every subscribed layer
     /// at once, and senders get no REMB.
     pub layer_choice: bool,
-    /// After a failed trial of a full layer, the first wait before the next one (it
-    /// doubles after each failure up to `layer_probe_backoff_max`).
+    /// The wait before the next trial of a full layer after a probe found the link
+    /// short of it, and the first after a failed trial (that one doubles after each
+    /// failed trial up to `layer_probe_backoff_max`).
     pub layer_probe_backoff: Duration,
-    /// The longest wait between trials.
+    /// The longest wait after failed trials.
     pub layer_probe_backoff_max: Duration,
     /// A trial of a full layer first sends the receiver a probe (a short cluster of
     /// padding in its SRTCP, `media::probe`) at the rate the layer needs, and is

@@ -24,8 +24,8 @@
 //! | `keyframe_max_per_second` | `--keyframe-max-per-second` | 2 (and at most this many in any second; 1 to 8) |
 //! | `speaker_hold_ms` | `--speaker-hold-ms` | 1000 (no active-speaker switch within this long of the last) |
 //! | `layer_choice` | `--layer-choice` | `true` (full layers only while a receiver's downlink allows; REMB to senders) |
-//! | `layer_probe_ms` | `--layer-probe-ms` | 4000 (wait after a failed trial of a full layer; doubles per failure) |
-//! | `layer_probe_max_ms` | `--layer-probe-max-ms` | 32000 (the longest wait between trials) |
+//! | `layer_probe_ms` | `--layer-probe-ms` | 4000 (wait after a probe found the link short of a full layer, and after a failed trial of it; doubles per failed trial) |
+//! | `layer_probe_max_ms` | `--layer-probe-max-ms` | 32000 (the longest wait after failed trials) |
 //! | `layer_probe_padding` | `--layer-probe-padding` | `true` (a trial first sends the receiver a 20 ms probe of padding at the layer's rate, and is dropped if its link did not carry it) |
 //! | `clamp_demote_below_percent` | `--clamp-demote-below-percent` | 50 (a viewer below this % of the median viewer gets the thumbnail instead of clamping the layer; 0 to 100) |
 //! | `uplink_estimation` | `--uplink-estimation` | `true` (estimate the uplink of each sender without transport-cc, from its sequence numbers and abs-send-time, and keep its full layer under it) |
@@ -231,11 +231,12 @@ pub struct Args {
     /// its downlink, which brings its estimate down (0: no queue check).
     #[arg(long, value_name = "MS")]
     pub downlink_queue_ms: Option<u64>,
-    /// Milliseconds to wait after a failed trial of a full layer before the next (it
-    /// doubles per failure).
+    /// Milliseconds to wait before the next trial of a full layer after a probe found
+    /// the link short of it, and after a failed trial (that wait doubles per failed
+    /// trial).
     #[arg(long, value_name = "MS")]
     pub layer_probe_ms: Option<NonZeroU64>,
-    /// The longest wait between trials, milliseconds.
+    /// The longest wait after failed trials, milliseconds.
     #[arg(long, value_name = "MS")]
     pub layer_probe_max_ms: Option<NonZeroU64>,
     /// A trial of a full layer first probes the receiver's link with padding at the

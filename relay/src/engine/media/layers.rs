@@ -34,9 +34,9 @@
 //!   5 s (`probe_window`) it goes back down only if the estimate falls more than 30%
 //!   below where it was when the trial began, or if the receiver is losing packets
 //!   (`Judged::lossy`) — not because the estimate has not yet caught up with the new
-//!   rate; after that the normal rule applies. A trial that fails within its window doubles the wait before
-//!   the next one (4 s, then 8 s, … up to 32 s); one that holds resets it.
-//!   `probe_backoff: None` turns trials off.
+//!   rate; after that the normal rule applies. A trial that fails within its window
+//!   doubles the wait before the next one (4 s, then 8 s, … up to 32 s); one that
+//!   holds resets it. `probe_backoff: None` turns trials off.
 //! - **Probe first** (`probe_first`). A trial blind would cost a receiver whose link
 //!   cannot carry the layer a keyframe's worth of queue, and with a small buffer its
 //!   audio. So a trial (a started subscription's too) first asks the engine for a
@@ -44,7 +44,9 @@
 //!   switch needs with headroom ([`LayerChoice::probe_bps`], `probe.rs`). If the link
 //!   carried it, or the receiver does not answer probes, the trial goes on as above;
 //!   if it did not, the trial failed without a byte of the layer sent
-//!   ([`LayerChoice::handle_probe`]).
+//!   ([`LayerChoice::handle_probe`]), and the next waits the first wait (4 s) again,
+//!   not doubled: a probe costs the link little, and a link that recovers is found
+//!   within that wait, not the longest.
 //!
 //! When the sender's full layer has no measured rate (paused, not started), the last
 //! rate seen stands in for it, or 1 Mbit/s before any: a new subscriber is judged
@@ -322,7 +324,7 @@ impl LayerChoice {
                 self.state = State::Thumbnail;
                 self.enter_trial(now, keyframes, trial_from);
             }
-            ProbeOutcome::Short => self.fail(now, true),
+            ProbeOutcome::Short => self.fail(now, Failure::Probe),
         }
     }
 
@@ -524,7 +526,7 @@ impl LayerChoice {
                 if !self.wanted() {
                     self.state = State::Thumbnail;
                 } else if now.saturating_duration_since(since) >= PROBE_GIVE_UP {
-                    self.fail(now, true);
+                    self.fail(now, Failure::Trial);
                 }
             }
             State::PendingUp { asked_at, probe } => {
@@ -538,7 +540,7 @@ impl LayerChoice {
                 if !self.wanted() {
                     self.state = State::Thumbnail;
                 } else if failed {
-                    self.fail(now, probe.is_some());
+                    self.fail(now, Failure::of(probe));
                 } else if now.saturating_duration_since(asked_at) >= self.cfg.keyframe_interval {
                     self.state = State::PendingUp {
                         asked_at: now,
@@ -554,7 +556,7 @@ impl LayerChoice {
                     self.down();
                 } else if self.congested(if judging { probe } else { None }) {
                     self.down();
-                    self.fail(now, probe.is_some());
+                    self.fail(now, Failure::of(probe));
                 } else if probe.is_some() && !judging {
                     // The trial held: the link carries the full layer.
                     self.state = State::Full { since, probe: None };
@@ -639,24 +641,55 @@ impl LayerChoice {
         !self.app_limited && (a as f64) < self.cfg.down_factor * self.need() as f64
     }
 
-    /// Back to the thumbnail because the link did not carry the layer: the next trial
-    /// waits, twice as long after a failed trial.
-    fn fail(&mut self, now: Instant, was_probe: bool) {
+    /// Back to the thumbnail because the link did not carry the layer. The next trial
+    /// waits: after a failed trial twice as long as after the one before, since each
+    /// cost the link a keyframe of the layer; after a short probe the first wait
+    /// again, since a probe costs it only 20 ms of padding, and a link that recovers
+    /// is then found within that wait rather than the longest.
+    fn fail(&mut self, now: Instant, failure: Failure) {
         self.state = State::Thumbnail;
         self.good_since = None;
         self.limited_since = None;
         let Some(initial) = self.cfg.probe_backoff else {
             return;
         };
-        if !was_probe {
-            self.backoff = initial;
-        }
-        self.probe_wait = Some((now, self.backoff));
-        if was_probe {
-            self.backoff = self
-                .backoff
-                .saturating_mul(2)
-                .min(self.cfg.probe_backoff_max.max(initial));
+        let wait = match failure {
+            Failure::Probe => initial,
+            Failure::Trial => {
+                let wait = self.backoff;
+                self.backoff = self
+                    .backoff
+                    .saturating_mul(2)
+                    .min(self.cfg.probe_backoff_max.max(initial));
+                wait
+            }
+            Failure::Up => {
+                self.backoff = initial;
+                initial
+            }
+        };
+        self.probe_wait = Some((now, wait));
+    }
+}
+
+/// What failed ([`LayerChoice::fail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// A probe of the link came back short: nothing of the layer was sent.
+    Probe,
+    /// A trial of the layer (or its probe went unjudged).
+    Trial,
+    /// A switch up by the up rule, not a trial.
+    Up,
+}
+
+impl Failure {
+    /// A trial's (`Some(estimate when it began)`) or an ordinary switch's.
+    fn of(trial: Option<u64>) -> Self {
+        if trial.is_some() {
+            Failure::Trial
+        } else {
+            Failure::Up
         }
     }
 }
@@ -1056,8 +1089,8 @@ mod tests {
     }
 
     /// With `probe_first`, a trial sends nothing of the layer until a probe says the
-    /// link carries it: a short probe fails the trial (and the wait doubles), a
-    /// carried or unanswered one lets it go on.
+    /// link carries it: a short probe fails the trial (and the next waits 4 s, however
+    /// many came short before), a carried or unanswered one lets it go on.
     #[test]
     fn a_trial_waits_for_its_probe() {
         let t0 = Instant::now();
@@ -1079,13 +1112,19 @@ mod tests {
         assert_eq!(l.poll_timeout(), Some(t0 + 5100 * MS));
         l.handle_timeout(t0 + 5100 * MS);
         assert!(l.probing());
+        // Short again: 4 s again, not 8 (nothing of the layer was sent).
+        l.handle_probe(t0 + 5200 * MS, ProbeOutcome::Short);
+        l.handle_estimate(t0 + 5300 * MS, 300_000, true);
+        assert_eq!(l.poll_timeout(), Some(t0 + 9200 * MS));
+        l.handle_timeout(t0 + 9200 * MS);
+        assert!(l.probing());
         // Carried: the trial proper, from the keyframe on.
-        l.handle_probe(t0 + 5200 * MS, ProbeOutcome::Carried);
+        l.handle_probe(t0 + 9300 * MS, ProbeOutcome::Carried);
         assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
-        assert!(l.handle_full_packet(t0 + 5300 * MS, true));
-        assert_eq!(l.full_since(), Some(t0 + 5300 * MS));
+        assert!(l.handle_full_packet(t0 + 9400 * MS, true));
+        assert_eq!(l.full_since(), Some(t0 + 9400 * MS));
         // A verdict out of turn changes nothing.
-        l.handle_probe(t0 + 5400 * MS, ProbeOutcome::Short);
+        l.handle_probe(t0 + 9500 * MS, ProbeOutcome::Short);
         assert_eq!(l.layer(), Layer::Full);
 
         // A started subscription probes too; a receiver that does not answer probes is
