@@ -246,8 +246,8 @@ pub enum OfferError {
         /// The section.
         kind: StreamKind,
     },
-    /// An m-line without formats.
-    #[error("{} m-line: no payload types", m_line(*.kind))]
+    /// An m-line without formats, or with RTX alone (which is not answered).
+    #[error("{} m-line: no payload types other than RTX", m_line(*.kind))]
     NoFormats {
         /// The section.
         kind: StreamKind,
@@ -352,9 +352,9 @@ pub enum OfferError {
         /// The section's limit.
         max: usize,
     },
-    /// An `a=ssrc-group` other than video's one `SIM`.
+    /// An `a=ssrc-group` other than video's one `SIM` and its `FID` pairs.
     #[error(
-        "{} m-line: a=ssrc-group:{semantics} is not allowed; only video may group its two simulcast SSRCs with SIM (the relay never sends RTX or FEC)",
+        "{} m-line: a=ssrc-group:{semantics} is not allowed; only video may group its two simulcast SSRCs with SIM and name their RTX SSRCs with FID (the relay never sends FEC)",
         m_line(*.kind)
     )]
     SsrcGroup {
@@ -375,6 +375,12 @@ pub enum OfferError {
     /// The SIM group names an SSRC no `a=ssrc` line declares.
     #[error("video m-line: a=ssrc-group:SIM names ssrc {0}, which no a=ssrc line declares")]
     SimUndeclared(Ssrc),
+    /// An `a=ssrc-group:FID` that does not pair one declared media SSRC with one other
+    /// declared SSRC, or pairs an SSRC twice.
+    #[error(
+        "video m-line: a=ssrc-group:FID {0} must name two distinct SSRCs that a=ssrc lines declare, a media SSRC first, each in one FID group at most"
+    )]
+    FidGroup(String),
     /// Two video SSRCs without a SIM group saying which layer is which.
     #[error("video m-line: two SSRCs need a=ssrc-group:SIM <thumbnail> <full>")]
     SimMissing,

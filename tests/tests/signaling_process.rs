@@ -141,10 +141,14 @@ fn a_member_is_answered_and_connects_to_the_relay() {
     }
 }
 
-/// The SSRC the `m=video` section of `sdp` declares first.
+/// The media SSRC of the `m=video` section of `sdp`: its FID group's first, or else the
+/// first it declares.
 fn video_ssrc(sdp: &str) -> Ssrc {
     let video = sdp.split("m=video").nth(1).expect("a video section");
-    let line = video.lines().find_map(|l| l.strip_prefix("a=ssrc:"));
+    let fid = video
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ssrc-group:FID "));
+    let line = fid.or_else(|| video.lines().find_map(|l| l.strip_prefix("a=ssrc:")));
     Ssrc(
         line.and_then(|l| l.split(' ').next()?.parse().ok())
             .expect("a video SSRC"),
@@ -154,8 +158,9 @@ fn video_ssrc(sdp: &str) -> Ssrc {
 /// A browser's WebRTC stack places the call (headless: `browser.rs`), and another
 /// member, Bob, connects with the participant library. A browser is no Blindfold
 /// participant (it keys SRTP from DTLS, so the relay would hold its media keys), but
-/// its transport must work with the relay's: the SFU accepts its offer (VP8 without
-/// RTX), the browser accepts the answer, does ICE with the ICE-lite relay (answering
+/// its transport must work with the relay's: the SFU accepts its offer as it comes
+/// (VP8 with RTX, so an FID group; RTX left out of the answer), the browser accepts
+/// the answer, does ICE with the ICE-lite relay (answering
 /// the relay's own check of the address it nominated) and DTLS, and the relay reads its
 /// RTP and SRTCP, dropping none, forwards its media to Bob and sends it a keyframe
 /// request Bob asked for. Returns the browser's report once `ready` (and the common
@@ -184,7 +189,13 @@ fn browser_calls(
         reply.0, "m.call.answer",
         "{kind:?}'s offer:\n{offer}\nreply: {reply:?}"
     );
-    browser.answer(reply.1["answer"]["sdp"].as_str().expect("answer sdp"));
+    assert!(
+        offer.contains("a=ssrc-group:FID "),
+        "{kind:?}'s offer:\n{offer}"
+    );
+    let answer = reply.1["answer"]["sdp"].as_str().expect("answer sdp");
+    assert!(!answer.to_ascii_lowercase().contains(" rtx/"), "{answer}");
+    browser.answer(answer);
 
     let cb = Caller::new(40);
     let ab = answered(&call(
@@ -326,9 +337,8 @@ fn chromium_calls_the_sfu_and_connects_to_the_relay() {
     assert!(s.relay.metric("blindfold_transport_cc_sent_total") >= 1);
 }
 
-/// Firefox (Debian's ESR): see [`browser_calls`]. Its offer declares an RTX SSRC in an
-/// FID group even without an RTX codec, which the SFU refuses; the page leaves both out
-/// of what it sends the SFU (`browser_caller.html`).
+/// Firefox (Debian's ESR): see [`browser_calls`]. (Its offer declares an RTX SSRC in an
+/// FID group even without an RTX codec.)
 #[test]
 fn firefox_calls_the_sfu_and_connects_to_the_relay() {
     let Some(program) = browser::find(BrowserKind::Firefox) else {

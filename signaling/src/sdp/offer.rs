@@ -404,7 +404,8 @@ fn direction(attrs: &[Attr], kind: Option<StreamKind>) -> Result<Option<Directio
 }
 
 /// The section's formats with their rtpmap/fmtp/rtcp-fb text, in m-line order, and the
-/// wildcard rtcp-fb values. Attribute lines for unlisted payload types are dropped.
+/// wildcard rtcp-fb values. Attribute lines for unlisted payload types are dropped, and
+/// so are RTX payload types.
 fn codecs(raw: &RawSection, kind: StreamKind) -> Result<(Vec<Codec>, Vec<String>), OfferError> {
     let formats = match &raw.line.formats {
         SdpFormatList::Integers(v) => v.as_slice(),
@@ -464,7 +465,23 @@ fn codecs(raw: &RawSection, kind: StreamKind) -> Result<(Vec<Codec>, Vec<String>
             _ => c.rtcp_fb.push(value.clone()),
         }
     }
+    // RTX is left out of the answer: the relay answers NACKs with the original
+    // packets, and a participant that sent RTX would send it on an SSRC that is not
+    // one of its streams. (Browsers offer it by default.)
+    codecs.retain(|c| !c.rtpmap.as_deref().is_some_and(is_rtx));
+    if codecs.is_empty() {
+        return Err(OfferError::NoFormats { kind });
+    }
     Ok((codecs, all))
+}
+
+/// Whether an `a=rtpmap` value (`<pt> <encoding>/<clock>[/<channels>]`) maps RTX.
+fn is_rtx(rtpmap: &str) -> bool {
+    rtpmap
+        .split_whitespace()
+        .nth(1)
+        .and_then(|e| e.split('/').next())
+        .is_some_and(|name| name.eq_ignore_ascii_case("rtx"))
 }
 
 /// One session-level `a=group:BUNDLE` naming exactly the two mids.
@@ -557,6 +574,7 @@ fn streams(doc: &Doc, kinds: &[StreamKind]) -> Result<Vec<StreamSpec>, OfferErro
     for (raw, &kind) in doc.sections.iter().zip(kinds) {
         let mut declared: Vec<Ssrc> = Vec::new();
         let mut sim: Option<Vec<Ssrc>> = None;
+        let mut fid: Vec<Vec<Ssrc>> = Vec::new();
         for a in &raw.attrs {
             match &a.attr {
                 SdpAttribute::Ssrc(s) if !declared.contains(&Ssrc(s.id)) => {
@@ -564,16 +582,23 @@ fn streams(doc: &Doc, kinds: &[StreamKind]) -> Result<Vec<StreamSpec>, OfferErro
                 }
                 SdpAttribute::SsrcGroup(semantics, members) => {
                     let semantics = semantics.to_string();
-                    if kind != StreamKind::Video || semantics != "SIM" {
-                        return Err(OfferError::SsrcGroup { kind, semantics });
+                    let group = members.iter().map(|m| Ssrc(m.id)).collect();
+                    match (kind, semantics.as_str()) {
+                        (StreamKind::Video, "SIM") if sim.is_some() => {
+                            return Err(OfferError::SimRepeated);
+                        }
+                        (StreamKind::Video, "SIM") => sim = Some(group),
+                        (StreamKind::Video, "FID") => fid.push(group),
+                        _ => return Err(OfferError::SsrcGroup { kind, semantics }),
                     }
-                    if sim.is_some() {
-                        return Err(OfferError::SimRepeated);
-                    }
-                    sim = Some(members.iter().map(|m| Ssrc(m.id)).collect());
                 }
                 _ => {}
             }
+        }
+        // RTX is never negotiated (`codecs` leaves it out of the answer), so an RTX
+        // SSRC is never sent on: it is not a stream, and does not count.
+        for rtx in rtx_ssrcs(&fid, &declared)? {
+            declared.retain(|&s| s != rtx);
         }
         let max = if kind == StreamKind::Video { 2 } else { 1 };
         if declared.len() > max {
@@ -615,6 +640,30 @@ fn streams(doc: &Doc, kinds: &[StreamKind]) -> Result<Vec<StreamSpec>, OfferErro
         }
     }
     Ok(streams)
+}
+
+/// The RTX SSRCs of a video section's `a=ssrc-group:FID <media> <rtx>` groups (RFC 5576
+/// §4.1, as browsers write them): each group two distinct declared SSRCs, no SSRC in
+/// two groups.
+fn rtx_ssrcs(fid: &[Vec<Ssrc>], declared: &[Ssrc]) -> Result<Vec<Ssrc>, OfferError> {
+    let mut paired: Vec<Ssrc> = Vec::with_capacity(2 * fid.len());
+    let mut rtx = Vec::with_capacity(fid.len());
+    for group in fid {
+        let names = || {
+            let n: Vec<String> = group.iter().map(|s| s.0.to_string()).collect();
+            clip(&n.join(" "))
+        };
+        let &[media, repair] = &group[..] else {
+            return Err(OfferError::FidGroup(names()));
+        };
+        let known = declared.contains(&media) && declared.contains(&repair);
+        if media == repair || !known || paired.contains(&media) || paired.contains(&repair) {
+            return Err(OfferError::FidGroup(names()));
+        }
+        paired.extend([media, repair]);
+        rtx.push(repair);
+    }
+    Ok(rtx)
 }
 
 /// Checks every section's extmaps (session-level ones count as each section's), fills
@@ -687,7 +736,7 @@ mod tests {
     use blindfold_relay::id::{ExtId, Ssrc};
 
     use super::super::testdata::{
-        GOOD_OFFER, OFFER_FINGERPRINT, crlf, edit, edited, offer_of, refusal,
+        GOOD_OFFER, OFFER_FINGERPRINT, answer_with, crlf, edit, edited, offer_of, refusal,
     };
     use super::*;
 
@@ -726,9 +775,8 @@ mod tests {
     }
 
     /// What Chromium 156 and Firefox 153 ESR offered for tests/src/browser_caller.html
-    /// (a tone and a canvas, VP8 alone): Chromium's offer is taken as it is. Firefox's
-    /// declares an RTX SSRC in an FID group though it offers no RTX codec, and is refused
-    /// until the group and that SSRC are left out.
+    /// (a tone and a canvas, VP8 alone), taken as they are. Firefox's declares an RTX
+    /// SSRC in an FID group though it offers no RTX codec: that SSRC is no stream.
     #[test]
     fn browsers_offers() {
         let chromium = include_str!("../../testdata/chromium-offer.sdp");
@@ -743,19 +791,8 @@ mod tests {
         assert!(o.extmap_allow_mixed);
 
         let firefox = include_str!("../../testdata/firefox-offer.sdp");
-        assert_eq!(
-            parse_offer(firefox, &OfferLimits::default()).unwrap_err(),
-            OfferError::SsrcGroup {
-                kind: StreamKind::Video,
-                semantics: "FID".into()
-            }
-        );
-        let rtx = "a=ssrc:2053440242 ";
-        let without_rtx: String = firefox
-            .split_inclusive("\r\n")
-            .filter(|l| !l.starts_with("a=ssrc-group:FID") && !l.starts_with(rtx))
-            .collect();
-        let o = parse_offer(&without_rtx, &OfferLimits::default()).expect("Firefox's offer");
+        assert!(firefox.contains("a=ssrc-group:FID 232734373 2053440242"));
+        let o = parse_offer(firefox, &OfferLimits::default()).expect("Firefox's offer");
         assert_eq!(
             o.streams,
             vec![audio(1_970_258_687), video(232_734_373, Layer::None)]
@@ -1591,17 +1628,96 @@ mod tests {
 
     // ---- refusals: SSRCs --------------------------------------------------------------
 
+    /// Simulcast with RTX as browsers declare it: each layer's RTX SSRC in an FID group.
+    /// The RTX SSRCs are no streams (RTX is not answered), and do not count.
     #[test]
-    fn fid_group_is_refused() {
+    fn fid_groups_name_rtx_ssrcs_that_are_no_streams() {
+        let rtx = "a=ssrc-group:SIM 2001 2002\n\
+                   a=ssrc-group:FID 2001 2011\na=ssrc:2011 cname:f2Lq8dWm\n\
+                   a=ssrc-group:FID 2002 2012\na=ssrc:2012 cname:f2Lq8dWm";
+        let o = offer_of(&edit("a=ssrc-group:SIM 2001 2002", rtx));
+        assert_eq!(
+            o.streams,
+            vec![
+                audio(1001),
+                video(2001, Layer::Thumbnail),
+                video(2002, Layer::Full)
+            ]
+        );
+    }
+
+    #[test]
+    fn fid_groups_that_pair_no_media_ssrc_are_refused() {
+        let with = |groups: &str| {
+            refusal(&edit(
+                "a=ssrc-group:SIM 2001 2002",
+                &format!("a=ssrc-group:SIM 2001 2002\na=ssrc:2011 cname:x\n{groups}"),
+            ))
+        };
+        let fid = |s: &str| OfferError::FidGroup(s.into());
+        // Not two SSRCs; one SSRC twice; an SSRC no a=ssrc line declares.
+        assert_eq!(with("a=ssrc-group:FID 2001"), fid("2001"));
+        assert_eq!(
+            with("a=ssrc-group:FID 2001 2011 2002"),
+            fid("2001 2011 2002")
+        );
+        assert_eq!(with("a=ssrc-group:FID 2001 2001"), fid("2001 2001"));
+        assert_eq!(with("a=ssrc-group:FID 2001 2099"), fid("2001 2099"));
+        // An SSRC in two groups: two RTX SSRCs for one, or a chain.
+        let twice = "a=ssrc-group:FID 2001 2011\na=ssrc-group:FID 2001 2002";
+        assert_eq!(with(twice), fid("2001 2002"));
+        let chain = "a=ssrc-group:FID 2001 2011\na=ssrc-group:FID 2011 2002";
+        assert_eq!(with(chain), fid("2011 2002"));
+        // A simulcast layer named as another's RTX is then no layer.
+        assert_eq!(
+            with("a=ssrc-group:FID 2011 2002"),
+            OfferError::SimUndeclared(Ssrc(2002))
+        );
+        // Audio has no RTX.
         let e = refusal(&edit(
-            "a=ssrc-group:SIM 2001 2002",
-            "a=ssrc-group:FID 2001 2002",
+            "a=ssrc:1001 cname:f2Lq8dWm\n",
+            "a=ssrc:1001 cname:f2Lq8dWm\na=ssrc:1002 cname:x\na=ssrc-group:FID 1001 1002\n",
         ));
         assert_eq!(
             e,
             OfferError::SsrcGroup {
-                kind: StreamKind::Video,
+                kind: StreamKind::Audio,
                 semantics: "FID".into()
+            }
+        );
+    }
+
+    /// RTX is left out of the answer, its rtpmap, fmtp and rtcp-fb with it; an m-line
+    /// of RTX alone has nothing left to answer.
+    #[test]
+    fn rtx_is_not_answered() {
+        let o = offer_of(&edit(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\n",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 97\n",
+        ).replace(
+            "a=rtpmap:96 VP8/90000\n",
+            "a=rtpmap:96 VP8/90000\na=rtpmap:97 RTX/90000\na=fmtp:97 apt=96\na=rtcp-fb:97 nack\n",
+        ));
+        let pts: Vec<u8> = o.sections[1].codecs.iter().map(|c| c.pt).collect();
+        assert_eq!(pts, [96]);
+        let answer = answer_with(&o, &["192.0.2.1:3478"], 1);
+        assert!(
+            answer.contains("m=video 3478 UDP/TLS/RTP/SAVPF 96\r\n"),
+            "{answer}"
+        );
+        assert!(!answer.contains(":97 "), "{answer}");
+
+        let e = refusal(
+            &edit(
+                "m=video 9 UDP/TLS/RTP/SAVPF 96\n",
+                "m=video 9 UDP/TLS/RTP/SAVPF 97\n",
+            )
+            .replace("a=rtpmap:96 VP8/90000\n", "a=rtpmap:97 rtx/90000\n"),
+        );
+        assert_eq!(
+            e,
+            OfferError::NoFormats {
+                kind: StreamKind::Video
             }
         );
     }
