@@ -492,6 +492,9 @@ pub struct MediaSource {
     next_periodic_key: u64,
     /// When the last requested keyframes started, oldest first.
     requested_at: VecDeque<Instant>,
+    /// Bytes (before `rate`) requested keyframes took beyond a delta frame, which the
+    /// next delta frames pay back.
+    debt: f64,
     buf: Vec<u8>,
     stats: SourceStats,
 }
@@ -520,6 +523,7 @@ impl MediaSource {
             keyframe_requested: false,
             next_periodic_key: 0,
             requested_at: VecDeque::with_capacity(MAX_REQUESTED_KEYFRAMES_PER_SECOND),
+            debt: 0.0,
             buf: vec![0; MAX_PAYLOAD],
             stats: SourceStats::default(),
         }
@@ -701,7 +705,10 @@ impl MediaSource {
 
     /// Frames in keyframe intervals of `K` frames: a delta frame averages
     /// `avg·K/(K+R−1)` (±25%), a keyframe `R` times that (±10%), `R` =
-    /// [`KEYFRAME_RATIO`], so the mean over an interval is the target.
+    /// [`KEYFRAME_RATIO`], so the mean over an interval is the target. A requested
+    /// keyframe's extra bytes are paid back by the delta frames after it (each gives up
+    /// to half its size), as an encoder's rate control does: requests do not raise the
+    /// stream's rate, where the link is congested least of all.
     fn start_frame(&mut self, now: Instant) -> Option<Frame> {
         if !self.catch_up(now) {
             return None;
@@ -732,9 +739,16 @@ impl MediaSource {
         let avg = self.cfg.kind.target_bps() as f64 / 8.0 / fps as f64;
         let delta = avg * k as f64 / (k + KEYFRAME_RATIO - 1) as f64;
         let bytes = if keyframe {
-            delta * KEYFRAME_RATIO as f64 * (0.9 + 0.2 * self.unit())
+            let bytes = delta * KEYFRAME_RATIO as f64 * (0.9 + 0.2 * self.unit());
+            if requested {
+                self.debt += bytes - delta;
+            }
+            bytes
         } else {
-            delta * (0.75 + 0.5 * self.unit())
+            let planned = delta * (0.75 + 0.5 * self.unit());
+            let paid = self.debt.min(planned / 2.0);
+            self.debt -= paid;
+            planned - paid
         };
         // Frame size scales; packets then split it (each at least a probe header).
         let v = (bytes * self.cfg.rate).round();

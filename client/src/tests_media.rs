@@ -370,6 +370,32 @@ fn keyframes_asked_for_on_every_frame_come_at_most_three_a_second() {
     }
 }
 
+/// Requested keyframes (three a second here, the most it makes) are paid back by the
+/// delta frames after them, as an encoder's rate control does: the stream keeps its
+/// 1.5 Mbit/s. (Each is four delta frames' worth: without the payback it runs at
+/// 1.9 Mbit/s.)
+#[test]
+fn requested_keyframes_do_not_raise_the_rate() {
+    let t0 = Instant::now();
+    let mut src = video_source(VideoLayer::Full, t0);
+    let mut now = t0;
+    let mut bytes = 0;
+    let mut asked = t0;
+    while now < t0 + Duration::from_secs(10) {
+        if now >= asked {
+            src.request_keyframe();
+            asked += Duration::from_millis(334);
+        }
+        while let Some(o) = src.poll(now) {
+            bytes += o.payload.len();
+        }
+        now = src.poll_timeout();
+    }
+    assert!(src.stats().keyframes >= 28, "{:?}", src.stats());
+    let bps = bytes as f64 * 8.0 / 10.0;
+    assert!((1_350_000.0..=1_600_000.0).contains(&bps), "{bps}");
+}
+
 #[test]
 fn keyframe_on_request_within_one_frame_interval() {
     let t0 = Instant::now();
