@@ -35,6 +35,27 @@ const RTCP_BUF: usize = 1200;
 const MAX_REPORT_BLOCKS: usize = 31;
 /// Gaps up to this many packets are NACKed; longer ones on video ask for a keyframe.
 pub const MAX_NACK_GAP: u64 = 32;
+/// A video packet NACKed and still missing this long after (or 1.5 times the time
+/// resent packets take to come, if longer) is NACKed once more (unless our link is
+/// congested, [`CONGESTION_QUIET`]) …
+pub const NACK_AGAIN_AFTER: Duration = Duration::from_millis(120);
+/// … and one still missing this long after that (or again 1.5 times the time resent
+/// packets take) is given up on, and a keyframe asked for instead: the frames that
+/// need it cannot be decoded until one comes, and a sender may send none of its own
+/// for seconds (browsers only on request). Paced by what resending takes, a resend
+/// still on its way is not asked for twice. Both are short enough that a packet
+/// resent the second time, or the keyframe, comes while a jitter buffer of a few
+/// hundred milliseconds still waits for it.
+pub const NACK_GIVE_UP_AFTER: Duration = Duration::from_millis(120);
+/// The most NACKed video packets one stream waits for; past that it asks for a keyframe.
+const MAX_MISSING: usize = 64;
+/// A second NACK, and a keyframe asked for because repair gave up, wait until our
+/// delay-based estimator has signalled no congestion (over-use, or a decrease) for
+/// this long (the second NACK is then left out): on a link whose queue overflows, the
+/// loss is congestion, which resends and a keyframe (several times a frame's size)
+/// would only deepen; the rate the estimate brings down is the cure. Without an
+/// estimator ([`ParticipantConfig::bwe`]), the link is never taken for congested.
+pub const CONGESTION_QUIET: Duration = Duration::from_secs(1);
 /// SSRCs an inbound SRTCP context tracks (every sender's SRs come through the relay).
 const MAX_SRTCP_STREAMS: usize = 1024;
 /// How long we may go without any SRTCP from the relay, while it keeps answering our
@@ -144,7 +165,10 @@ pub struct ParticipantConfig {
     /// Interval of our SR/RR reports (RFC 4585 AVPF allows well under 5 s).
     pub report_interval: Duration,
     /// Send NACKs for gaps and PLIs for new video streams and long gaps by itself (see
-    /// [`frame_marking`](Self::frame_marking) for the gaps that need none).
+    /// [`frame_marking`](Self::frame_marking) for the gaps that need none); on video,
+    /// NACK again what the first NACK did not bring, and ask for a keyframe for what
+    /// the second did not bring either ([`NACK_AGAIN_AFTER`], [`NACK_GIVE_UP_AFTER`],
+    /// [`CONGESTION_QUIET`]).
     pub auto_feedback: bool,
     /// If set, a REMB with this fixed estimate for every remote video stream rides on
     /// each report (tests use it); it wins over [`bwe`](Self::bwe)'s estimate.
@@ -439,7 +463,7 @@ struct SendStream {
 }
 
 /// Reception state of one remote stream (RFC 3550 Appendix A.3 style).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct RecvStream {
     ssrc: Ssrc,
     base: u64,
@@ -457,6 +481,50 @@ struct RecvStream {
     received_prior: u64,
     /// LSR (middle 32 bits of the last SR's NTP) and when it arrived.
     last_sr: Option<(u32, Instant)>,
+    /// Video packets we NACKed that have not come yet (automatic feedback), oldest
+    /// first: each extended sequence number, when it was first NACKed, and whether it
+    /// was NACKed again ([`RepairPace`]).
+    missing: VecDeque<(u64, Instant, bool)>,
+    /// Packets we gave up on: a keyframe is asked for once our link shows no
+    /// congestion ([`CONGESTION_QUIET`]), unless one comes first.
+    keyframe_wanted: bool,
+}
+
+impl RecvStream {
+    /// When a NACKed packet is next due: NACKed again, or given up.
+    fn repair_due(&self, pace: &RepairPace) -> Option<Instant> {
+        self.missing
+            .iter()
+            .map(|&(_, at, again)| at + if again { pace.give_up() } else { pace.again() })
+            .min()
+    }
+}
+
+/// How long the packets we NACK take to come (a smoothed mean of those that came after
+/// one NACK), which paces NACKing them again and giving up on them.
+#[derive(Debug, Clone, Copy, Default)]
+struct RepairPace {
+    resend: Option<Duration>,
+}
+
+impl RepairPace {
+    /// A packet NACKed once came `took` after the NACK.
+    fn sample(&mut self, took: Duration) {
+        self.resend = Some(match self.resend {
+            Some(mean) => (mean * 7 + took) / 8,
+            None => took,
+        });
+    }
+
+    /// After the first NACK, when to NACK again.
+    fn again(&self) -> Duration {
+        NACK_AGAIN_AFTER.max(self.resend.unwrap_or_default() * 3 / 2)
+    }
+
+    /// After the first NACK, when to give up and ask for a keyframe.
+    fn give_up(&self) -> Duration {
+        self.again() + NACK_GIVE_UP_AFTER.max(self.resend.unwrap_or_default() * 3 / 2)
+    }
 }
 
 /// The SRTCP contexts keyed from DTLS.
@@ -505,6 +573,12 @@ pub struct Participant {
     send: [SendStream; 3],
     remotes: Remotes,
     recv: Vec<RecvStream>,
+    /// What resending takes on our downlink, pacing the repair of lost video.
+    repair_pace: RepairPace,
+    /// When our delay-based estimator last signalled congestion (over-use or a
+    /// decrease; [`CONGESTION_QUIET`]), and its count of those signals then.
+    congested_at: Option<Instant>,
+    congestion_signals: u64,
     next_report: Option<Instant>,
     /// The receive-side bandwidth estimator, if [`ParticipantConfig::bwe`] is set.
     bwe: Option<Bwe>,
@@ -601,6 +675,9 @@ impl Participant {
             send,
             remotes: Remotes::default(),
             recv: Vec::new(),
+            repair_pace: RepairPace::default(),
+            congested_at: None,
+            congestion_signals: 0,
             next_report: None,
             bwe,
             probe: ProbeMeter::default(),
@@ -746,6 +823,11 @@ impl Participant {
             .and_then(|data| abs_send_time(data).ok());
         if let (Some(t), Some(bwe)) = (sent_at, self.bwe.as_mut()) {
             bwe.on_packet_from(now, id.0, t.0, datagram_len);
+            let signals = bwe.stats().overuses + bwe.stats().decreases;
+            if signals != self.congestion_signals {
+                self.congestion_signals = signals;
+                self.congested_at = Some(now);
+            }
         }
         let keyframe_start = self
             .config
@@ -798,6 +880,8 @@ impl Participant {
                 expected_prior: 0,
                 received_prior: 0,
                 last_sr: None,
+                missing: VecDeque::new(),
+                keyframe_wanted: false,
             });
             // A stream that starts at a keyframe (frame marking says so) needs none.
             if auto && video && !keyframe_start {
@@ -819,13 +903,34 @@ impl Participant {
                 skipped = gap;
                 r.skipped += gap;
             }
+            // A keyframe starts over: what its frames' predecessors missed no longer
+            // matters.
+            if video && keyframe_start {
+                r.missing.retain(|&(seq, ..)| seq > ext);
+                r.keyframe_wanted = false;
+            }
             if auto && gap > 0 {
                 if gap <= MAX_NACK_GAP {
+                    if video {
+                        r.missing.extend((from..ext).map(|seq| (seq, now, false)));
+                        if r.missing.len() > MAX_MISSING {
+                            r.missing.clear();
+                            self.want_keyframe(now, at);
+                        }
+                    }
                     let lost: Vec<WireSeq> = (from..ext).map(|s| WireSeq(s as u16)).collect();
                     let _ = self.send_nack(now, ssrc, &lost);
                 } else if video && !resumed {
+                    self.recv[at].missing.clear();
                     let _ = self.request_keyframe(now, ssrc);
                 }
+            }
+        } else if let Some(k) = r.missing.iter().position(|&(seq, ..)| seq == ext) {
+            // A resent (or late) packet we were waiting for.
+            if let Some((_, at, again)) = r.missing.remove(k)
+                && !again
+            {
+                self.repair_pace.sample(now.saturating_duration_since(at));
             }
         }
         (SeqNo(ext), skipped)
@@ -994,6 +1099,9 @@ impl Participant {
             self.send_report(now);
         }
         self.send_bwe_remb(now, Bwe::poll_remb);
+        if self.phase == Phase::Connected {
+            self.repair(now);
+        }
         if self.relay_silence_deadline().is_some_and(|at| now >= at) {
             if self.silent_since_reconnect {
                 self.fail(FailReason::RelaySilent);
@@ -1002,6 +1110,69 @@ impl Participant {
             self.start_again(now);
         }
         self.pump(now);
+    }
+
+    /// Video packets NACKed and still missing: NACKed once more, and later given up on
+    /// ([`RepairPace`]): nothing more waits, and a keyframe is asked for once our link
+    /// shows no congestion ([`CONGESTION_QUIET`]).
+    fn repair(&mut self, now: Instant) {
+        let pace = self.repair_pace;
+        let quiet = self.congestion_quiet_at().is_none_or(|t| now >= t);
+        for k in 0..self.recv.len() {
+            let r = &mut self.recv[k];
+            let ssrc = r.ssrc;
+            if r.repair_due(&pace).is_some_and(|due| now >= due) {
+                let give_up = r
+                    .missing
+                    .iter()
+                    .any(|&(_, at, again)| again && now >= at + pace.give_up());
+                if give_up {
+                    r.missing.clear();
+                    self.want_keyframe(now, k);
+                } else {
+                    let mut again = Vec::new();
+                    for m in r.missing.iter_mut() {
+                        if !m.2 && now >= m.1 + pace.again() {
+                            m.2 = true;
+                            again.push(WireSeq(m.0 as u16));
+                        }
+                    }
+                    // On a congested link the first resend may still be queued: a
+                    // second would only deepen the queue.
+                    if !again.is_empty() && quiet {
+                        let _ = self.send_nack(now, ssrc, &again);
+                    }
+                }
+            }
+            if self.recv[k].keyframe_wanted && quiet {
+                self.recv[k].keyframe_wanted = false;
+                let _ = self.request_keyframe(now, ssrc);
+            }
+        }
+    }
+
+    /// Stream `at` needs a keyframe because repair gave up: asked for now, or once our
+    /// link shows no congestion.
+    fn want_keyframe(&mut self, now: Instant, at: usize) {
+        if self.congestion_quiet_at().is_none_or(|t| now >= t) {
+            let _ = self.request_keyframe(now, self.recv[at].ssrc);
+        } else {
+            self.recv[at].keyframe_wanted = true;
+        }
+    }
+
+    /// When our link will have shown no congestion for [`CONGESTION_QUIET`]: `None` if
+    /// it never showed any.
+    fn congestion_quiet_at(&self) -> Option<Instant> {
+        self.congested_at.map(|t| t + CONGESTION_QUIET)
+    }
+
+    /// When a keyframe repair gave up on is asked for, if one waits.
+    fn keyframe_wanted_due(&self) -> Option<Instant> {
+        self.recv
+            .iter()
+            .any(|r| r.keyframe_wanted)
+            .then(|| self.congestion_quiet_at())?
     }
 
     /// When to ask the relay where it sees us: four of its usual gaps after its last
@@ -1068,6 +1239,10 @@ impl Participant {
         self.silent_since_reconnect = true;
         for r in &mut self.recv {
             r.gap_spans_reconnect = true;
+            // What the old path lost is not coming: the relay resumes each layer at a
+            // keyframe, or we ask for one at the gap.
+            r.missing.clear();
+            r.keyframe_wanted = false;
         }
         self.events.push_back(Event::Reconnecting);
     }
@@ -1195,6 +1370,15 @@ impl Participant {
         ]
         .into_iter()
         .chain(self.remotes.senders.iter().map(|s| s.retire_deadline()))
+        .chain(
+            self.recv
+                .iter()
+                .filter(|_| self.phase == Phase::Connected)
+                .map(|r| r.repair_due(&self.repair_pace)),
+        )
+        .chain([self
+            .keyframe_wanted_due()
+            .filter(|_| self.phase == Phase::Connected)])
         .flatten()
         .min()
     }

@@ -1389,6 +1389,105 @@ fn gaps_are_nacked_and_new_video_streams_get_a_pli() {
     }
 }
 
+/// The NACKs (sequence numbers) and PLIs (media SSRCs) in what B sent the relay.
+fn b_feedback(t: &mut Two, relay_in: &mut SrtpContext) -> (Vec<u16>, Vec<Ssrc>) {
+    let (mut nacked, mut plis) = (Vec::new(), Vec::new());
+    while let Some(out) = t.b.poll_transmit() {
+        let mut bytes = out.bytes;
+        let Ok(n) = relay_in.unprotect_rtcp(&mut bytes) else {
+            continue; // not SRTCP
+        };
+        for packet in RtcpCompound::parse(&bytes[..n]).unwrap() {
+            match packet {
+                Ok(RtcpPacket::Nack(k)) => nacked.extend(k.lost().map(|s| s.0)),
+                Ok(RtcpPacket::Pli(p)) => plis.push(p.media_ssrc()),
+                _ => {}
+            }
+        }
+    }
+    (nacked, plis)
+}
+
+/// A video packet NACKed in vain is NACKed once more after [`NACK_AGAIN_AFTER`]; still
+/// missing [`NACK_GIVE_UP_AFTER`] after that, a keyframe is asked for and nothing more
+/// waits. One that comes meanwhile (resent) is waited for no more.
+#[test]
+fn a_video_packet_nacked_in_vain_is_nacked_again_then_a_keyframe_is_asked_for() {
+    let mut t = two();
+    t.b.config.auto_feedback = true;
+    let mut relay_in = relay_srtcp_in(&t.b_keys);
+    let full = t.a.ssrcs().full;
+    let seq = |d: &[u8]| {
+        blindfold_relay::wire::rtp::RtpHeader::parse(d)
+            .unwrap()
+            .seq()
+            .0
+    };
+    let first = t.a_sends(b"1");
+    let lost = t.a_sends(b"2");
+    let resent = t.a_sends(b"3");
+    let fourth = t.a_sends(b"4");
+    let t0 = t.now;
+    t.b_receives(&first).unwrap();
+    t.b_receives(&fourth).unwrap();
+    assert_eq!(
+        b_feedback(&mut t, &mut relay_in),
+        (vec![seq(&lost), seq(&resent)], vec![full]),
+        "the new stream's PLI, the gap's NACK"
+    );
+    t.b_receives(&resent).unwrap();
+    let due = |t: &Two| t.b.poll_timeout().unwrap();
+    assert!(due(&t) <= t0 + NACK_AGAIN_AFTER);
+    t.b.handle_timeout(t0 + NACK_AGAIN_AFTER);
+    assert_eq!(
+        b_feedback(&mut t, &mut relay_in),
+        (vec![seq(&lost)], vec![]),
+        "only the one still missing, again"
+    );
+    // The resent packet came at once: the minimums pace the rest.
+    let give_up = t0 + NACK_AGAIN_AFTER + NACK_GIVE_UP_AFTER;
+    assert!(due(&t) <= give_up);
+    t.b.handle_timeout(give_up - Duration::from_millis(1));
+    assert_eq!(b_feedback(&mut t, &mut relay_in), (vec![], vec![]));
+    t.b.handle_timeout(give_up);
+    assert_eq!(
+        b_feedback(&mut t, &mut relay_in),
+        (vec![], vec![full]),
+        "a keyframe instead"
+    );
+    t.b.handle_timeout(t0 + 10 * NACK_GIVE_UP_AFTER);
+    assert_eq!(
+        b_feedback(&mut t, &mut relay_in),
+        (vec![], vec![]),
+        "nothing waits"
+    );
+}
+
+/// A keyframe's first packet ends the wait for what came before it: those frames are
+/// not needed any more.
+#[test]
+fn a_keyframe_ends_the_wait_for_packets_nacked_before_it() {
+    let mut t = two();
+    t.b.config.auto_feedback = true;
+    t.b.config.frame_marking = Some(ExtId(2));
+    let mut relay_in = relay_srtcp_in(&t.b_keys);
+    let first = t.a_sends_marked(0xa0);
+    let _lost = t.a_sends_marked(0x80);
+    let delta = t.a_sends_marked(0x80);
+    let keyframe = t.a_sends_marked(0xa0);
+    let t0 = t.now;
+    t.b_receives(&first).unwrap();
+    t.b_receives(&delta).unwrap();
+    assert_eq!(
+        b_feedback(&mut t, &mut relay_in).0.len(),
+        1,
+        "the gap's NACK"
+    );
+    t.b_receives(&keyframe).unwrap();
+    t.b.handle_timeout(t0 + 10 * NACK_GIVE_UP_AFTER);
+    assert_eq!(b_feedback(&mut t, &mut relay_in), (vec![], vec![]));
+}
+
 #[test]
 fn a_long_video_gap_asks_for_a_keyframe_unless_it_ends_at_one() {
     let mut t = two();
@@ -1865,6 +1964,63 @@ fn the_estimate_goes_in_rembs_once_a_second_and_at_once_when_it_drops() {
     assert!(bwe.stats().overuses > 0);
     // A sent no REMB: it has no estimator.
     assert!(t.a.bwe().is_none());
+}
+
+/// On a congested link (our estimator signalled over-use or brought its estimate down
+/// within [`CONGESTION_QUIET`]), a lost video packet is NACKed once, as ever, but not
+/// again, and the keyframe repair then wants waits until the link has been quiet that
+/// long: resends and keyframes piled on a full queue would only deepen it.
+#[test]
+fn repair_waits_out_congestion() {
+    let mut t = two_with(|c| c.bwe = Some(ExtId(2)));
+    let mut relay_in = relay_srtcp_in(&t.b_keys);
+    let full = t.a.ssrcs().full;
+    // 800 kbit/s through a 2 Mbit/s link that falls to 300 kbit/s after 1.5 s: by the
+    // end, half a second later, a queue is building.
+    let _ = a_streams_to_b(
+        &mut t,
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        1000,
+        |at| {
+            if at < Duration::from_millis(1500) {
+                2_000_000.0
+            } else {
+                300_000.0
+            }
+        },
+    );
+    let signals = |t: &Two| t.b.bwe().map(|b| b.stats().overuses + b.stats().decreases);
+    assert!(signals(&t) > Some(0), "congestion signalled");
+    let _ = b_feedback(&mut t, &mut relay_in);
+    let before = t.a_sends(b"1");
+    let _lost = t.a_sends(b"2");
+    let after = t.a_sends(b"3");
+    let t0 = t.now;
+    // (What the link still held when the stream stopped is a gap of its own.)
+    t.b_receives(&before).unwrap();
+    t.b.config.auto_feedback = true;
+    t.b_receives(&after).unwrap();
+    let (nacked, plis) = b_feedback(&mut t, &mut relay_in);
+    assert_eq!((nacked.len(), plis), (1, vec![]), "the gap's NACK");
+    // Past the times to NACK again and to give up: nothing yet.
+    let mut now = t0;
+    while now < t0 + NACK_AGAIN_AFTER + NACK_GIVE_UP_AFTER + Duration::from_millis(50) {
+        now += Duration::from_millis(10);
+        t.b.handle_timeout(now);
+        assert_eq!(b_feedback(&mut t, &mut relay_in), (vec![], vec![]));
+    }
+    // Once the link has been quiet for CONGESTION_QUIET: the keyframe, and nothing else.
+    let mut plis = Vec::new();
+    while plis.is_empty() && now < t0 + CONGESTION_QUIET {
+        now = t.b.poll_timeout().unwrap().max(now);
+        t.b.handle_timeout(now);
+        let (nacked, p) = b_feedback(&mut t, &mut relay_in);
+        assert!(nacked.is_empty(), "{nacked:?}");
+        plis = p;
+    }
+    assert_eq!(plis, [full]);
+    assert!(now > t0 + NACK_AGAIN_AFTER + NACK_GIVE_UP_AFTER);
 }
 
 #[test]

@@ -178,6 +178,64 @@ fn feedback_sooner_than_the_gap_waits_but_is_not_lost() {
     assert_eq!(downs(&sim), before + 1, "and is acted on within the gap");
 }
 
+/// Bob's downlink loses 5% of its packets at random, 40 ms away, with no queue: the
+/// loss is not congestion, and bob keeps alice's full layer. The relay resends what he
+/// NACKs from its cache, but a resent packet is lost as often as any other. The
+/// participant library NACKs once more what its first NACK did not bring, and asks
+/// for a keyframe for what the second did not bring either: his full-resolution
+/// picture of alice never stands still for half a second, and no more than 30 of its
+/// 900 frames are lost. (With one NACK and nothing after it, a frame whose resent
+/// packet was lost left the layer undecodable until alice's next periodic keyframe, up
+/// to 3 s later: 434 frames lost, the picture still for 2.9 s.)
+#[test]
+fn video_lost_at_random_on_a_downlink_is_repaired_without_long_freezes() {
+    let mut sim = sim();
+    let lossy = LinkConfig::PERFECT
+        .loss(0.05)
+        .delay(Duration::from_millis(40));
+    let (a, v) = alice_and(&mut sim, &[("bob", lossy, true)]);
+    let b = v[0];
+    watch(&mut sim, b, &[a]);
+    let mut senders = [sending(&sim, a)];
+    sim.run_sending(&mut senders, 5_000);
+    let from = sim.now;
+    sim.run_sending(&mut senders, 30_000);
+    let to = sim.now;
+    let t = sim.member(b).timeline.as_ref().unwrap();
+    let full: Vec<Instant> = t
+        .shown()
+        .iter()
+        .filter(|f| f.layer == VideoLayer::Full && f.at >= from && f.at < to)
+        .map(|f| f.at)
+        .collect();
+    // The longest the full-resolution picture stood still (a thumbnail frame shown
+    // meanwhile does not count).
+    let still = std::iter::once(from)
+        .chain(full.iter().copied())
+        .chain(std::iter::once(to))
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap();
+    let undecodable = t
+        .lost()
+        .iter()
+        .filter(|f| f.layer == VideoLayer::Full && f.first_packet >= from)
+        .count();
+    eprintln!(
+        "bob at 5% random loss: {} full frames in 30 s, {undecodable} undecodable, the \
+         full picture still for at most {still:?}",
+        full.len()
+    );
+    assert!(full.len() > 30 * 28, "bob saw {} full frames", full.len());
+    assert!(undecodable <= 30, "{undecodable} undecodable full frames");
+    assert!(
+        still <= Duration::from_millis(500),
+        "bob's full picture stood still for {still:?}"
+    );
+}
+
 /// Dave's link: 1.4 Mbit/s, less than alice's full layer with the rest.
 fn dave_link() -> LinkConfig {
     LinkConfig::PERFECT.rate(1_400_000).queue_bytes(150_000)
@@ -791,10 +849,12 @@ fn a_sender_whose_uplink_is_narrower_than_its_layers_is_asked_to_fit_it() {
     }
     // Without it (what the test relies on): her uplink overflows, and bob's picture
     // stops for seconds (his downlink estimate takes the loss for his own and brings
-    // the layer down, too late and too far) and shows fewer than half the full frames.
+    // the layer down, too late and too far) and shows under three quarters of the full
+    // frames (bob's own repair of what was lost, NACKs and keyframe requests, saves
+    // some of them).
     assert!(off.dropped > 100, "{off:?}");
     assert!(
-        off.full_frames * 2 < on.full_frames && off.gap > Duration::from_secs(1),
+        off.full_frames * 4 < on.full_frames * 3 && off.gap > Duration::from_secs(1),
         "{off:?}"
     );
     // With it: a few packets lost where the estimate probes upwards, none of it audio
