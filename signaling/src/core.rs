@@ -263,10 +263,24 @@ pub struct Call {
     /// call.
     #[serde(default)]
     pub answered_relay: Option<AnsweredRelay>,
+    /// The SFU's `party_id` in the answer: every later event of the call carries it,
+    /// even after a login on another device (a caller ignores events from a party it
+    /// did not select). `None` in calls stored by versions that did not keep it: the
+    /// SFU's device now.
+    #[serde(default)]
+    pub answered_party: Option<String>,
     /// Whether the relay reported the session connected (not persisted meaningfully:
     /// after a restart the relay re-announces connected sessions).
     #[serde(default)]
     pub connected: bool,
+}
+
+impl Call {
+    /// The SFU's `party_id` in this call's events (`now`: the SFU's device now, for a
+    /// call stored without it).
+    pub fn sfu_party<'a>(&'a self, now: &'a str) -> &'a str {
+        self.answered_party.as_deref().unwrap_or(now)
+    }
 }
 
 /// The relay as an answer names it: its certificate's fingerprint and its candidates.
@@ -574,8 +588,9 @@ impl Core {
     }
 
     /// The SFU's own identity changed before the first sync (a login on a new device:
-    /// the calls restored were answered as the stored session's). Its server stays the
-    /// same (the same account on the same homeserver), and so does the allow-list.
+    /// the calls restored were answered as the stored session's, and keep that
+    /// `party_id`, [`Call::answered_party`]). Its server stays the same (the same
+    /// account on the same homeserver), and so does the allow-list.
     pub fn set_identity(&mut self, user_id: &str, party_id: &str) {
         self.cfg.user_id = user_id.to_owned();
         self.cfg.party_id = party_id.to_owned();
@@ -684,7 +699,8 @@ impl Core {
                 .any(|s| s.ssrc == blindfold_relay::id::Ssrc::RELAY)
             {
                 self.remember_handled(key, call.answered_ms);
-                self.hangup(&call.dm_room, &call.call_id, Code::BadOffer);
+                let party = call.sfu_party(&self.cfg.party_id).to_owned();
+                self.hangup(&call.dm_room, &call.call_id, &party, Code::BadOffer);
                 self.out.push_back(Action::Forget {
                     session_id: call.spec.session_id.clone(),
                     why: Code::BadOffer.as_str(),
@@ -824,9 +840,9 @@ impl Core {
             return;
         }
         let (user, party) = (s.caller.clone(), s.caller_party.clone());
-        let sfu_party = self.cfg.party_id.clone();
+        let now = self.cfg.party_id.clone();
         self.stats.speaker_events += self.tell_calls(conf_id, events::ACTIVE_SPEAKER, |c| {
-            events::active_speaker_content(&c.call_id, &sfu_party, &user, &party)
+            events::active_speaker_content(&c.call_id, c.sfu_party(&now), &user, &party)
         });
     }
 
@@ -860,12 +876,12 @@ impl Core {
     /// (docs/protocol.md, "A member's call ended"), so that the members forget its keys
     /// and rekey even when it could not tell them itself (it crashed, or its link died).
     fn member_ended(&mut self, ended: &Call, reason: &str) {
-        let sfu_party = self.cfg.party_id.clone();
+        let now = self.cfg.party_id.clone();
         self.stats.member_ended_events +=
             self.tell_calls(&ended.spec.conf_id, events::MEMBER_ENDED, |c| {
                 events::member_ended_content(
                     &c.call_id,
-                    &sfu_party,
+                    c.sfu_party(&now),
                     &ended.caller,
                     &ended.caller_party,
                     &ended.call_id,
@@ -894,10 +910,11 @@ impl Core {
         self.withdraw_follow_ups(session_id);
         if let Some(call) = self.calls.get(session_id) {
             let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
+            let party = call.sfu_party(&self.cfg.party_id).to_owned();
             let why = Code::RelayUnavailable.as_str();
             self.remove_call(session_id, why, now_ms, true, None);
             self.count_refusal(Code::RelayUnavailable);
-            self.hangup(&room, &call_id, Code::RelayUnavailable);
+            self.hangup(&room, &call_id, &party, Code::RelayUnavailable);
         }
         for old in self.replaced_by.remove(session_id).unwrap_or_default() {
             self.member_ended(&old, Code::Replaced.as_str());
@@ -1036,7 +1053,8 @@ impl Core {
             events::CALL_SELECT_ANSWER => {
                 if let Some(id) = self.own_call(room_id, e) {
                     let selected = e.content.get("selected_party_id").and_then(Value::as_str);
-                    if selected != Some(self.cfg.party_id.as_str()) {
+                    let ours = self.calls.get(&id).map(|c| c.sfu_party(&self.cfg.party_id));
+                    if selected != ours {
                         // The caller took another party's answer: our session is moot,
                         // and the members are told as for a hangup.
                         self.count_caller_hangup();
@@ -1341,6 +1359,7 @@ impl Core {
             answered_ms: now_ms,
             invited_ms: sent,
             answered_relay: Some(AnsweredRelay::of(&relay)),
+            answered_party: Some(self.cfg.party_id.clone()),
             connected: false,
         };
         self.by_call
@@ -1396,7 +1415,8 @@ impl Core {
 
     fn refuse(&mut self, room: &str, call_id: &str, code: Code) {
         self.count_refusal(code);
-        self.hangup(room, call_id, code);
+        let party = self.cfg.party_id.clone();
+        self.hangup(room, call_id, &party, code);
     }
 
     fn count_refusal(&mut self, code: Code) {
@@ -1412,16 +1432,12 @@ impl Core {
         *self.stats.dropped.entry(what).or_insert(0) += 1;
     }
 
-    fn hangup(&mut self, room: &str, call_id: &str, code: Code) {
+    /// Hangs up `call_id` in `room` as the SFU's `party`.
+    fn hangup(&mut self, room: &str, call_id: &str, party: &str, code: Code) {
         self.out.push_back(Action::Send {
             room: room.to_owned(),
             event_type: events::CALL_HANGUP.into(),
-            content: events::hangup_content(
-                call_id,
-                &self.cfg.party_id,
-                code.hangup_reason(),
-                code.as_str(),
-            ),
+            content: events::hangup_content(call_id, party, code.hangup_reason(), code.as_str()),
         });
     }
 
@@ -1431,8 +1447,9 @@ impl Core {
             return;
         };
         let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
+        let party = call.sfu_party(&self.cfg.party_id).to_owned();
         *self.stats.ended.entry(code.as_str()).or_insert(0) += 1;
-        self.hangup(&room, &call_id, code);
+        self.hangup(&room, &call_id, &party, code);
         // When the whole conference ends, or the relay it ran on changed, every call
         // hears it; a replaced call's member tells the others itself, with its new
         // call's key event.

@@ -1165,6 +1165,76 @@ fn a_stored_call_on_the_relays_ssrc_is_hung_up_not_restored() {
     );
 }
 
+/// The party ids of the calls' hangups and SFU notices among `actions`.
+fn sfu_parties(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { content, .. } => Some(content["party_id"].as_str()?.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// After a login on another device, the restored calls (as stored: through JSON) keep
+/// the `party_id` their answer carried, since a caller ignores events from a party it
+/// did not select: their notices and hangups carry it, and a select_answer naming it
+/// keeps the call. A new call is answered as the new device.
+#[test]
+fn restored_calls_keep_the_party_id_of_their_answer() {
+    let mut core = setup(&[ALICE, BOB]);
+    call_in(&mut core, ALICE, "a", 100);
+    call_in(&mut core, BOB, "b", 200);
+    let stored: Vec<Call> = core
+        .calls()
+        .map(|c| serde_json::from_str(&serde_json::to_string(c).unwrap()).unwrap())
+        .collect();
+    let mut restarted = Core::new(
+        CoreConfig::new(SFU, "SFUDEV"),
+        Box::new(|b: &mut [u8]| b.fill(1)),
+    );
+    restarted.set_relay_info(relay_info(), T0);
+    restarted.restore(stored);
+    restarted.set_identity(SFU, "NEWDEV");
+    // The first sync after the restart: everyone still there.
+    let state = vec![
+        member(ALICE, "join"),
+        member(BOB, "join"),
+        member(SFU, "join"),
+        conference("conf", json!({"sfu": SFU})),
+    ];
+    let dm = |user: &str| json!({"state": {"events": [member(user, "join"), member(SFU, "join")]}});
+    restarted.handle_sync(
+        &batch(json!({ROOM: {"state": {"events": state}}, DM: dm(ALICE), BOB_DM: dm(BOB)})),
+        T0,
+        false,
+    );
+    assert!(hangups(&drain(&mut restarted)).is_empty());
+    let selected = json!({"type": "m.call.select_answer", "sender": ALICE, "content": {"call_id": "a", "party_id": "@alice:hs-dev", "version": "1", "selected_party_id": "SFUDEV"}});
+    let actions = timeline(&mut restarted, DM, vec![selected], T0);
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(restarted.calls().count(), 2);
+    // Bob hangs up: alice hears it from the party she selected.
+    let hangup = json!({"type": "m.call.hangup", "sender": BOB, "content": {"call_id": "b", "party_id": "@bob:hs-dev", "version": "1"}});
+    let actions = timeline(&mut restarted, BOB_DM, vec![hangup], T0 + 1);
+    assert_eq!(member_ended(&actions).len(), 1, "{actions:?}");
+    assert_eq!(sfu_parties(&actions), ["SFUDEV"]);
+    // Bob calls again: answered as the new device; the conference ends, and each call
+    // is hung up as the party that answered it.
+    let actions = invite_in(&mut restarted, BOB, "b2", 300, T0 + 2);
+    let answered = actions.iter().find_map(|a| match a {
+        Action::Admit { answer, .. } => answer["party_id"].as_str(),
+        _ => None,
+    });
+    assert_eq!(answered, Some("NEWDEV"));
+    let ended = conference("conf", json!({"sfu": SFU, "terminated": true}));
+    let actions = timeline(&mut restarted, ROOM, vec![ended], T0 + 3);
+    assert_eq!(hangups(&actions).len(), 2, "{actions:?}");
+    let mut parties = sfu_parties(&actions);
+    parties.sort();
+    assert_eq!(parties, ["NEWDEV", "SFUDEV"]);
+}
+
 #[test]
 fn restored_calls_are_in_the_snapshot_and_reconciled_after_the_first_sync() {
     let mut core = setup(&[ALICE, BOB]);
