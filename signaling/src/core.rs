@@ -265,8 +265,8 @@ pub struct Call {
     pub answered_relay: Option<AnsweredRelay>,
     /// The SFU's `party_id` in the answer: every later event of the call carries it,
     /// even after a login on another device (a caller ignores events from a party it
-    /// did not select). `None` in calls stored by versions that did not keep it: the
-    /// SFU's device now.
+    /// did not select). `None` in calls stored by versions that did not keep it, until
+    /// [`Core::restore`] sets the stored session's device.
     #[serde(default)]
     pub answered_party: Option<String>,
     /// Whether the relay reported the session connected (not persisted meaningfully:
@@ -706,6 +706,12 @@ impl Core {
                     why: Code::BadOffer.as_str(),
                 });
                 continue;
+            }
+            if call.answered_party.is_none() {
+                // Stored by a version that did not keep it: answered as the device of
+                // the stored session, which is ours until a login on another device.
+                call.answered_party = Some(self.cfg.party_id.clone());
+                self.out.push_back(Action::Persist(Box::new(call.clone())));
             }
             self.remember_handled(key.clone(), call.answered_ms);
             self.by_call.insert(key, call.spec.session_id.clone());

@@ -1179,15 +1179,23 @@ fn sfu_parties(actions: &[Action]) -> Vec<String> {
 /// After a login on another device, the restored calls (as stored: through JSON) keep
 /// the `party_id` their answer carried, since a caller ignores events from a party it
 /// did not select: their notices and hangups carry it, and a select_answer naming it
-/// keeps the call. A new call is answered as the new device.
+/// keeps the call. So does one stored without it, by the device of the stored
+/// session it was restored with. A new call is answered as the new device.
 #[test]
 fn restored_calls_keep_the_party_id_of_their_answer() {
     let mut core = setup(&[ALICE, BOB]);
     call_in(&mut core, ALICE, "a", 100);
     call_in(&mut core, BOB, "b", 200);
+    // Alice's call as a version that did not keep the party stored it.
     let stored: Vec<Call> = core
         .calls()
-        .map(|c| serde_json::from_str(&serde_json::to_string(c).unwrap()).unwrap())
+        .map(|c| {
+            let mut json = serde_json::to_value(c).unwrap();
+            if c.caller == ALICE {
+                json.as_object_mut().unwrap().remove("answered_party");
+            }
+            serde_json::from_value(json).unwrap()
+        })
         .collect();
     let mut restarted = Core::new(
         CoreConfig::new(SFU, "SFUDEV"),
@@ -1195,6 +1203,15 @@ fn restored_calls_keep_the_party_id_of_their_answer() {
     );
     restarted.set_relay_info(relay_info(), T0);
     restarted.restore(stored);
+    // Restored as the stored session's device, and stored so again.
+    let persisted: Vec<_> = drain(&mut restarted)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Persist(c) => Some((c.caller.clone(), c.answered_party.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(persisted, [(ALICE.to_owned(), Some("SFUDEV".to_owned()))]);
     restarted.set_identity(SFU, "NEWDEV");
     // The first sync after the restart: everyone still there.
     let state = vec![
