@@ -571,6 +571,7 @@ fn check_setup<'a>(attrs: impl Iterator<Item = &'a SdpAttribute>) -> Result<(), 
 /// The streams the participant sends: audio 0 or 1 SSRC; video 0, 1, or a SIM pair.
 fn streams(doc: &Doc, kinds: &[StreamKind]) -> Result<Vec<StreamSpec>, OfferError> {
     let mut streams: Vec<StreamSpec> = Vec::with_capacity(3);
+    let mut rtx: Vec<Ssrc> = Vec::new();
     for (raw, &kind) in doc.sections.iter().zip(kinds) {
         let mut declared: Vec<Ssrc> = Vec::new();
         let mut sim: Option<Vec<Ssrc>> = None;
@@ -597,8 +598,12 @@ fn streams(doc: &Doc, kinds: &[StreamKind]) -> Result<Vec<StreamSpec>, OfferErro
         }
         // RTX is never negotiated (`codecs` leaves it out of the answer), so an RTX
         // SSRC is never sent on: it is not a stream, and does not count.
-        for rtx in rtx_ssrcs(&fid, &declared)? {
-            declared.retain(|&s| s != rtx);
+        for repair in rtx_ssrcs(&fid, &declared)? {
+            if repair == Ssrc::RELAY {
+                return Err(OfferError::RelaySsrc(repair));
+            }
+            declared.retain(|&s| s != repair);
+            rtx.push(repair);
         }
         let max = if kind == StreamKind::Video { 2 } else { 1 };
         if declared.len() > max {
@@ -638,6 +643,10 @@ fn streams(doc: &Doc, kinds: &[StreamKind]) -> Result<Vec<StreamSpec>, OfferErro
             }
             streams.push(s);
         }
+    }
+    // An RTX SSRC is one SSRC of the participant's too: not another section's stream.
+    if let Some(s) = streams.iter().find(|s| rtx.contains(&s.ssrc)) {
+        return Err(OfferError::SsrcInBothSections(s.ssrc));
     }
     Ok(streams)
 }
@@ -1673,6 +1682,14 @@ mod tests {
             with("a=ssrc-group:FID 2011 2002"),
             OfferError::SimUndeclared(Ssrc(2002))
         );
+        // An RTX SSRC is checked as any: not the relay's, not the audio stream's.
+        let relay = format!(
+            "a=ssrc:{0} cname:x\na=ssrc-group:FID 2001 {0}",
+            Ssrc::RELAY.0
+        );
+        assert_eq!(with(&relay), OfferError::RelaySsrc(Ssrc::RELAY));
+        let audio = "a=ssrc:1001 cname:x\na=ssrc-group:FID 2001 1001\na=ssrc-group:FID 2002 2011";
+        assert_eq!(with(audio), OfferError::SsrcInBothSections(Ssrc(1001)));
         // Audio has no RTX.
         let e = refusal(&edit(
             "a=ssrc:1001 cname:f2Lq8dWm\n",
