@@ -56,6 +56,9 @@ const MAX_MISSING: usize = 64;
 /// would only deepen; the rate the estimate brings down is the cure. Without an
 /// estimator ([`ParticipantConfig::bwe`]), the link is never taken for congested.
 pub const CONGESTION_QUIET: Duration = Duration::from_secs(1);
+/// … but a keyframe waits for that at most this long: a sender that sends none unasked
+/// (a browser) would leave the picture frozen for as long as the congestion lasts.
+pub const MAX_KEYFRAME_WAIT: Duration = Duration::from_secs(2);
 /// SSRCs an inbound SRTCP context tracks (every sender's SRs come through the relay).
 const MAX_SRTCP_STREAMS: usize = 1024;
 /// How long we may go without any SRTCP from the relay, while it keeps answering our
@@ -485,9 +488,12 @@ struct RecvStream {
     /// first: each extended sequence number, when it was first NACKed, and whether it
     /// was NACKed again ([`RepairPace`]).
     missing: VecDeque<(u64, Instant, bool)>,
-    /// Packets we gave up on: a keyframe is asked for once our link shows no
-    /// congestion ([`CONGESTION_QUIET`]), unless one comes first.
-    keyframe_wanted: bool,
+    /// Since when a keyframe is wanted for packets we gave up on: it is asked for once
+    /// the stream flows (a packet came since) and our link shows no congestion
+    /// ([`CONGESTION_QUIET`], at most [`MAX_KEYFRAME_WAIT`]), unless one comes first.
+    keyframe_wanted: Option<Instant>,
+    /// When the stream's newest packet came.
+    last_at: Instant,
 }
 
 impl RecvStream {
@@ -881,7 +887,8 @@ impl Participant {
                 received_prior: 0,
                 last_sr: None,
                 missing: VecDeque::new(),
-                keyframe_wanted: false,
+                keyframe_wanted: None,
+                last_at: now,
             });
             // A stream that starts at a keyframe (frame marking says so) needs none.
             if auto && video && !keyframe_start {
@@ -898,6 +905,7 @@ impl Participant {
         if ext > r.max {
             let from = r.max + 1;
             r.max = ext;
+            r.last_at = now;
             let resumed = video && keyframe_start && gap > MAX_NACK_GAP && !across_reconnect;
             if resumed {
                 skipped = gap;
@@ -906,16 +914,18 @@ impl Participant {
             // A keyframe starts over: what its frames' predecessors missed no longer
             // matters.
             if video && keyframe_start {
-                r.missing.retain(|&(seq, ..)| seq > ext);
-                r.keyframe_wanted = false;
+                r.missing.clear();
+                r.keyframe_wanted = None;
             }
             if auto && gap > 0 {
                 if gap <= MAX_NACK_GAP {
-                    if video {
+                    // What a keyframe follows is not needed (it is NACKed all the same,
+                    // but not repaired further).
+                    if video && !keyframe_start {
                         r.missing.extend((from..ext).map(|seq| (seq, now, false)));
                         if r.missing.len() > MAX_MISSING {
                             r.missing.clear();
-                            self.want_keyframe(now, at);
+                            r.keyframe_wanted.get_or_insert(now);
                         }
                     }
                     let lost: Vec<WireSeq> = (from..ext).map(|s| WireSeq(s as u16)).collect();
@@ -1113,8 +1123,11 @@ impl Participant {
     }
 
     /// Video packets NACKed and still missing: NACKed once more, and later given up on
-    /// ([`RepairPace`]): nothing more waits, and a keyframe is asked for once our link
-    /// shows no congestion ([`CONGESTION_QUIET`]).
+    /// ([`RepairPace`]): nothing more waits, and a keyframe is wanted instead. Only for
+    /// a stream that still flows (a packet came since): one the relay stopped sending
+    /// us (a switch down, a pause) needs no repair, and the relay drops feedback about
+    /// it. Under congestion the second NACK is left out and the keyframe waits
+    /// ([`CONGESTION_QUIET`], at most [`MAX_KEYFRAME_WAIT`]).
     fn repair(&mut self, now: Instant) {
         let pace = self.repair_pace;
         let quiet = self.congestion_quiet_at().is_none_or(|t| now >= t);
@@ -1128,13 +1141,15 @@ impl Participant {
                     .any(|&(_, at, again)| again && now >= at + pace.give_up());
                 if give_up {
                     r.missing.clear();
-                    self.want_keyframe(now, k);
+                    r.keyframe_wanted.get_or_insert(now);
                 } else {
                     let mut again = Vec::new();
                     for m in r.missing.iter_mut() {
                         if !m.2 && now >= m.1 + pace.again() {
                             m.2 = true;
-                            again.push(WireSeq(m.0 as u16));
+                            if r.last_at > m.1 {
+                                again.push(WireSeq(m.0 as u16));
+                            }
                         }
                     }
                     // On a congested link the first resend may still be queued: a
@@ -1144,35 +1159,30 @@ impl Participant {
                     }
                 }
             }
-            if self.recv[k].keyframe_wanted && quiet {
-                self.recv[k].keyframe_wanted = false;
+            if self.keyframe_due(k).is_some_and(|due| now >= due) {
+                self.recv[k].keyframe_wanted = None;
                 let _ = self.request_keyframe(now, ssrc);
             }
         }
     }
 
-    /// Stream `at` needs a keyframe because repair gave up: asked for now, or once our
-    /// link shows no congestion.
-    fn want_keyframe(&mut self, now: Instant, at: usize) {
-        if self.congestion_quiet_at().is_none_or(|t| now >= t) {
-            let _ = self.request_keyframe(now, self.recv[at].ssrc);
-        } else {
-            self.recv[at].keyframe_wanted = true;
+    /// When stream `k`'s wanted keyframe is asked for: once a packet came since it was
+    /// wanted, and our link has been quiet for [`CONGESTION_QUIET`] or it has waited
+    /// [`MAX_KEYFRAME_WAIT`]. `None`: none wanted, or the stream does not flow.
+    fn keyframe_due(&self, k: usize) -> Option<Instant> {
+        let r = &self.recv[k];
+        let since = r.keyframe_wanted?;
+        if r.last_at < since {
+            return None;
         }
+        let quiet = self.congestion_quiet_at().unwrap_or(since);
+        Some(quiet.min(since + MAX_KEYFRAME_WAIT))
     }
 
     /// When our link will have shown no congestion for [`CONGESTION_QUIET`]: `None` if
     /// it never showed any.
     fn congestion_quiet_at(&self) -> Option<Instant> {
         self.congested_at.map(|t| t + CONGESTION_QUIET)
-    }
-
-    /// When a keyframe repair gave up on is asked for, if one waits.
-    fn keyframe_wanted_due(&self) -> Option<Instant> {
-        self.recv
-            .iter()
-            .any(|r| r.keyframe_wanted)
-            .then(|| self.congestion_quiet_at())?
     }
 
     /// When to ask the relay where it sees us: four of its usual gaps after its last
@@ -1242,7 +1252,7 @@ impl Participant {
             // What the old path lost is not coming: the relay resumes each layer at a
             // keyframe, or we ask for one at the gap.
             r.missing.clear();
-            r.keyframe_wanted = false;
+            r.keyframe_wanted = None;
         }
         self.events.push_back(Event::Reconnecting);
     }
@@ -1376,9 +1386,11 @@ impl Participant {
                 .filter(|_| self.phase == Phase::Connected)
                 .map(|r| r.repair_due(&self.repair_pace)),
         )
-        .chain([self
-            .keyframe_wanted_due()
-            .filter(|_| self.phase == Phase::Connected)])
+        .chain(
+            (0..self.recv.len())
+                .filter(|_| self.phase == Phase::Connected)
+                .map(|k| self.keyframe_due(k)),
+        )
         .flatten()
         .min()
     }

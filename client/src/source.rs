@@ -741,7 +741,12 @@ impl MediaSource {
         let bytes = if keyframe {
             let bytes = delta * KEYFRAME_RATIO as f64 * (0.9 + 0.2 * self.unit());
             if requested {
-                self.debt += bytes - delta;
+                // At most a second's requests are owed: asked for faster than delta
+                // frames can pay back (a thumbnail's few frames a second), the rest is
+                // forgiven rather than owed for ever.
+                let most =
+                    (KEYFRAME_RATIO - 1) as f64 * delta * MAX_REQUESTED_KEYFRAMES_PER_SECOND as f64;
+                self.debt = (self.debt + bytes - delta).min(most);
             }
             bytes
         } else {

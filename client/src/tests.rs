@@ -1408,6 +1408,33 @@ fn b_feedback(t: &mut Two, relay_in: &mut SrtpContext) -> (Vec<u16>, Vec<Ssrc>) 
     (nacked, plis)
 }
 
+/// Runs B's timers in 10 ms steps from `t.now` to `until` while A's full layer flows
+/// (a packet every 30 ms, when `flowing`); returns B's NACKs and PLIs, each with when
+/// it went.
+fn repair_feedback(
+    t: &mut Two,
+    relay_in: &mut SrtpContext,
+    until: Instant,
+    flowing: bool,
+) -> Vec<(Instant, Vec<u16>, Vec<Ssrc>)> {
+    let mut out = Vec::new();
+    let mut step = 0;
+    while t.now < until {
+        t.now += Duration::from_millis(10);
+        step += 1;
+        if flowing && step % 3 == 0 {
+            let p = t.a_sends(b"more");
+            t.b_receives(&p).unwrap();
+        }
+        t.b.handle_timeout(t.now);
+        let (nacked, plis) = b_feedback(t, relay_in);
+        if !nacked.is_empty() || !plis.is_empty() {
+            out.push((t.now, nacked, plis));
+        }
+    }
+    out
+}
+
 /// A video packet NACKed in vain is NACKed once more after [`NACK_AGAIN_AFTER`]; still
 /// missing [`NACK_GIVE_UP_AFTER`] after that, a keyframe is asked for and nothing more
 /// waits. One that comes meanwhile (resent) is waited for no more.
@@ -1436,56 +1463,95 @@ fn a_video_packet_nacked_in_vain_is_nacked_again_then_a_keyframe_is_asked_for() 
         "the new stream's PLI, the gap's NACK"
     );
     t.b_receives(&resent).unwrap();
-    let due = |t: &Two| t.b.poll_timeout().unwrap();
-    assert!(due(&t) <= t0 + NACK_AGAIN_AFTER);
-    t.b.handle_timeout(t0 + NACK_AGAIN_AFTER);
+    // The resent packet came at once: the minimums pace the rest.
+    let until = t0 + 10 * NACK_GIVE_UP_AFTER;
+    let sent = repair_feedback(&mut t, &mut relay_in, until, true);
+    let (again, give_up) = (
+        t0 + NACK_AGAIN_AFTER,
+        t0 + NACK_AGAIN_AFTER + NACK_GIVE_UP_AFTER,
+    );
+    assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(
-        b_feedback(&mut t, &mut relay_in),
+        (sent[0].1.clone(), sent[0].2.clone()),
         (vec![seq(&lost)], vec![]),
         "only the one still missing, again"
     );
-    // The resent packet came at once: the minimums pace the rest.
-    let give_up = t0 + NACK_AGAIN_AFTER + NACK_GIVE_UP_AFTER;
-    assert!(due(&t) <= give_up);
-    t.b.handle_timeout(give_up - Duration::from_millis(1));
-    assert_eq!(b_feedback(&mut t, &mut relay_in), (vec![], vec![]));
-    t.b.handle_timeout(give_up);
+    assert!(sent[0].0 >= again && sent[0].0 < again + Duration::from_millis(10));
     assert_eq!(
-        b_feedback(&mut t, &mut relay_in),
+        (sent[1].1.clone(), sent[1].2.clone()),
         (vec![], vec![full]),
-        "a keyframe instead"
+        "a keyframe instead, and nothing more waits"
     );
-    t.b.handle_timeout(t0 + 10 * NACK_GIVE_UP_AFTER);
-    assert_eq!(
-        b_feedback(&mut t, &mut relay_in),
-        (vec![], vec![]),
-        "nothing waits"
-    );
+    // Asked for with the stream's next packet after the give-up (every 30 ms).
+    assert!(sent[1].0 >= give_up && sent[1].0 < give_up + Duration::from_millis(40));
+}
+
+/// A stream that stopped (the relay switched us down, or paused the layer) is not
+/// repaired while it is stopped: the relay would drop the NACK and the PLI. Resumed at
+/// a keyframe, as the relay resumes a layer, it needs nothing; resumed without one,
+/// the keyframe its loss wants is asked for with its first packet.
+#[test]
+fn a_stream_that_stopped_is_not_repaired() {
+    for at_a_keyframe in [true, false] {
+        let mut t = two();
+        t.b.config.auto_feedback = true;
+        t.b.config.frame_marking = Some(ExtId(2));
+        let mut relay_in = relay_srtcp_in(&t.b_keys);
+        let full = t.a.ssrcs().full;
+        let first = t.a_sends_marked(0xa0);
+        let _lost = t.a_sends_marked(0x80);
+        let last = t.a_sends_marked(0x80);
+        let t0 = t.now;
+        t.b_receives(&first).unwrap();
+        t.b_receives(&last).unwrap();
+        assert_eq!(
+            b_feedback(&mut t, &mut relay_in).0.len(),
+            1,
+            "the gap's NACK"
+        );
+        let until = t0 + 10 * NACK_GIVE_UP_AFTER;
+        let sent = repair_feedback(&mut t, &mut relay_in, until, false);
+        assert!(sent.is_empty(), "{sent:?}");
+        let resumed = t.a_sends_marked(if at_a_keyframe { 0xa0 } else { 0x80 });
+        t.b_receives(&resumed).unwrap();
+        let until = t0 + 20 * NACK_GIVE_UP_AFTER;
+        let sent = repair_feedback(&mut t, &mut relay_in, until, true);
+        let plis: Vec<Ssrc> = sent.iter().flat_map(|s| s.2.clone()).collect();
+        assert!(sent.iter().all(|s| s.1.is_empty()), "{sent:?}");
+        match at_a_keyframe {
+            true => assert!(plis.is_empty(), "{sent:?}"),
+            false => assert_eq!(plis, [full], "{sent:?}"),
+        }
+    }
 }
 
 /// A keyframe's first packet ends the wait for what came before it: those frames are
-/// not needed any more.
+/// not needed any more, whether the gap ended before the keyframe or at it.
 #[test]
 fn a_keyframe_ends_the_wait_for_packets_nacked_before_it() {
-    let mut t = two();
-    t.b.config.auto_feedback = true;
-    t.b.config.frame_marking = Some(ExtId(2));
-    let mut relay_in = relay_srtcp_in(&t.b_keys);
-    let first = t.a_sends_marked(0xa0);
-    let _lost = t.a_sends_marked(0x80);
-    let delta = t.a_sends_marked(0x80);
-    let keyframe = t.a_sends_marked(0xa0);
-    let t0 = t.now;
-    t.b_receives(&first).unwrap();
-    t.b_receives(&delta).unwrap();
-    assert_eq!(
-        b_feedback(&mut t, &mut relay_in).0.len(),
-        1,
-        "the gap's NACK"
-    );
-    t.b_receives(&keyframe).unwrap();
-    t.b.handle_timeout(t0 + 10 * NACK_GIVE_UP_AFTER);
-    assert_eq!(b_feedback(&mut t, &mut relay_in), (vec![], vec![]));
+    for at_the_keyframe in [false, true] {
+        let mut t = two();
+        t.b.config.auto_feedback = true;
+        t.b.config.frame_marking = Some(ExtId(2));
+        let mut relay_in = relay_srtcp_in(&t.b_keys);
+        let first = t.a_sends_marked(0xa0);
+        let _lost = t.a_sends_marked(0x80);
+        let delta = (!at_the_keyframe).then(|| t.a_sends_marked(0x80));
+        let keyframe = t.a_sends_marked(0xa0);
+        let t0 = t.now;
+        t.b_receives(&first).unwrap();
+        if let Some(delta) = delta {
+            t.b_receives(&delta).unwrap();
+        }
+        t.b_receives(&keyframe).unwrap();
+        assert_eq!(
+            b_feedback(&mut t, &mut relay_in).0.len(),
+            1,
+            "the gap's NACK"
+        );
+        let sent = repair_feedback(&mut t, &mut relay_in, t0 + 10 * NACK_GIVE_UP_AFTER, true);
+        assert!(sent.is_empty(), "{at_the_keyframe}: {sent:?}");
+    }
 }
 
 #[test]
@@ -2003,24 +2069,13 @@ fn repair_waits_out_congestion() {
     t.b_receives(&after).unwrap();
     let (nacked, plis) = b_feedback(&mut t, &mut relay_in);
     assert_eq!((nacked.len(), plis), (1, vec![]), "the gap's NACK");
-    // Past the times to NACK again and to give up: nothing yet.
-    let mut now = t0;
-    while now < t0 + NACK_AGAIN_AFTER + NACK_GIVE_UP_AFTER + Duration::from_millis(50) {
-        now += Duration::from_millis(10);
-        t.b.handle_timeout(now);
-        assert_eq!(b_feedback(&mut t, &mut relay_in), (vec![], vec![]));
-    }
-    // Once the link has been quiet for CONGESTION_QUIET: the keyframe, and nothing else.
-    let mut plis = Vec::new();
-    while plis.is_empty() && now < t0 + CONGESTION_QUIET {
-        now = t.b.poll_timeout().unwrap().max(now);
-        t.b.handle_timeout(now);
-        let (nacked, p) = b_feedback(&mut t, &mut relay_in);
-        assert!(nacked.is_empty(), "{nacked:?}");
-        plis = p;
-    }
-    assert_eq!(plis, [full]);
-    assert!(now > t0 + NACK_AGAIN_AFTER + NACK_GIVE_UP_AFTER);
+    // Past the times to NACK again and to give up, the stream flowing: no second NACK;
+    // once the link has been quiet for CONGESTION_QUIET, the keyframe.
+    let sent = repair_feedback(&mut t, &mut relay_in, t0 + CONGESTION_QUIET, true);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].1.clone(), sent[0].2.clone()), (vec![], vec![full]));
+    let give_up = t0 + NACK_AGAIN_AFTER + NACK_GIVE_UP_AFTER;
+    assert!(sent[0].0 > give_up + Duration::from_millis(100), "{sent:?}");
 }
 
 #[test]

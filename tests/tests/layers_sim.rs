@@ -380,9 +380,16 @@ fn a_receiver_whose_link_recovers_moves_up_within_5_s_on_a_keyframe() {
     // The worst moment to recover: just after a probe found the link short.
     let short = |sim: &Sim| sim.relay_total(|s| s.probes_short);
     let before = short(&sim);
-    while short(&sim) == before {
+    for _ in 0..500 {
+        if short(&sim) > before {
+            break;
+        }
         sim.run_sending(&mut senders, 20);
     }
+    assert!(
+        short(&sim) > before,
+        "no probe found carol's link short in 10 s"
+    );
     let full = sim.member(a).ssrcs().full;
     sim.set_downlink(c, LinkConfig::PERFECT);
     let recovered = sim.now;
@@ -834,9 +841,9 @@ fn over_a_narrow_uplink(estimation: bool, transport_cc: bool) -> OverNarrowUplin
 
 /// A sender whose uplink is narrower than its layers. Without the relay's estimate of
 /// it, her full layer overflows it, the loss is taken for bob's downlink's, and bob
-/// ends on the thumbnail — which stalls too, behind the full layer in her uplink's
-/// queue. With it, within 5 s she is asked to send her full layer at about what her
-/// uplink leaves it, and bob gets her audio and a steady full-resolution picture.
+/// spends much of the time on the thumbnail. With it, within 5 s she is asked to send
+/// her full layer at about what her uplink leaves it, and bob gets her audio and a
+/// steady full-resolution picture.
 #[test]
 fn a_sender_whose_uplink_is_narrower_than_its_layers_is_asked_to_fit_it() {
     let off = over_a_narrow_uplink(false, false);
@@ -848,15 +855,13 @@ fn a_sender_whose_uplink_is_narrower_than_its_layers_is_asked_to_fit_it() {
         );
     }
     // Without it (what the test relies on): her uplink overflows, and bob's picture
-    // stops for seconds (his downlink estimate takes the loss for his own and brings
-    // the layer down, too late and too far) and shows under three quarters of the full
-    // frames (bob's own repair of what was lost, NACKs and keyframe requests, saves
-    // some of them).
+    // shows under three quarters of the full frames (his downlink estimate takes the
+    // loss for his own and brings the layer down, too late and too far). (Before the
+    // participant library repaired lost video further and kept its keyframe requests
+    // off a stream that stopped, his picture also stood still for seconds: the
+    // requests' keyframes deepened her uplink's queue.)
     assert!(off.dropped > 100, "{off:?}");
-    assert!(
-        off.full_frames * 4 < on.full_frames * 3 && off.gap > Duration::from_secs(1),
-        "{off:?}"
-    );
+    assert!(off.full_frames * 4 < on.full_frames * 3, "{off:?}");
     // With it: a few packets lost where the estimate probes upwards, none of it audio
     // worth a mention; bob sees nearly every one of her 30 frames a second.
     assert!(on.dropped <= 30, "{on:?}");
