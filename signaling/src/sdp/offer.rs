@@ -784,15 +784,16 @@ mod tests {
     }
 
     /// What Chromium 156 and Firefox 153 ESR offered for tests/src/browser_caller.html
-    /// (a tone and a canvas, VP8 alone), taken as they are. Firefox's declares an RTX
-    /// SSRC in an FID group though it offers no RTX codec: that SSRC is no stream.
+    /// (a tone and a canvas, VP8 and its RTX), taken as they are: each declares its RTX
+    /// SSRC in an FID group, which is no stream, and RTX is left out of the answer.
     #[test]
     fn browsers_offers() {
         let chromium = include_str!("../../testdata/chromium-offer.sdp");
+        assert!(chromium.contains("a=ssrc-group:FID 1787458263 2011417500"));
         let o = parse_offer(chromium, &OfferLimits::default()).expect("Chromium's offer");
         assert_eq!(
             o.streams,
-            vec![audio(1_610_473_586), video(4_179_175_758, Layer::None)]
+            vec![audio(1_371_128_173), video(1_787_458_263, Layer::None)]
         );
         assert_eq!(o.extmap.audio_level, Some(ExtId(1)));
         assert_eq!(o.extmap.abs_send_time, Some(ExtId(2)));
@@ -800,13 +801,19 @@ mod tests {
         assert!(o.extmap_allow_mixed);
 
         let firefox = include_str!("../../testdata/firefox-offer.sdp");
-        assert!(firefox.contains("a=ssrc-group:FID 232734373 2053440242"));
-        let o = parse_offer(firefox, &OfferLimits::default()).expect("Firefox's offer");
+        assert!(firefox.contains("a=ssrc-group:FID 3790960804 4163021442"));
+        let f = parse_offer(firefox, &OfferLimits::default()).expect("Firefox's offer");
         assert_eq!(
-            o.streams,
-            vec![audio(1_970_258_687), video(232_734_373, Layer::None)]
+            f.streams,
+            vec![audio(1_654_240_827), video(3_790_960_804, Layer::None)]
         );
-        assert_eq!(o.extmap.transport_cc, Some(ExtId(7)));
+        assert_eq!(f.extmap.transport_cc, Some(ExtId(7)));
+        for (offer, o) in [(chromium, &o), (firefox, &f)] {
+            assert!(offer.contains(" rtx/90000"));
+            let answer = answer_with(o, &["192.0.2.1:3478"], 1);
+            assert!(!answer.contains("rtx"), "{answer}");
+            assert!(!answer.contains("apt="), "{answer}");
+        }
     }
 
     #[test]
