@@ -97,6 +97,7 @@ mod media;
 pub mod ogg;
 mod participant;
 pub mod procfs;
+mod repair;
 pub mod report;
 mod rng;
 pub mod sdp;
@@ -111,10 +112,11 @@ pub use ice::{IceCredentials, IceSettings};
 pub use measure::{Receiver, Summary};
 pub use media::{MediaKind, RemoteStream, SenderId};
 pub use participant::{
-    CONGESTION_QUIET, Event, MAX_DATAGRAM, MAX_DROP_REASONS, MAX_KEYFRAME_WAIT, MAX_NACK_EVENT,
-    MAX_NACK_GAP, MediaPacket, NACK_AGAIN_AFTER, NACK_GIVE_UP_AFTER, OwnSsrcs, PROBE_MIN,
-    Participant, ParticipantConfig, RELAY_PROBE, RELAY_SILENCE, Stats, Transmit, srtp_profile,
+    Event, MAX_DATAGRAM, MAX_DROP_REASONS, MAX_NACK_EVENT, MAX_NACK_GAP, MediaPacket, OwnSsrcs,
+    PROBE_MIN, Participant, ParticipantConfig, RELAY_PROBE, RELAY_SILENCE, Stats, Transmit,
+    srtp_profile,
 };
+pub use repair::{CONGESTION_QUIET, MAX_KEYFRAME_WAIT, NACK_AGAIN_AFTER, NACK_GIVE_UP_AFTER};
 pub use source::{Driver, MediaSource, Outgoing, Probe, SourceConfig, SourceKind, VideoLayer};
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use blindfold_relay::wire::{Datagram, demux};
 use crate::bwe::{Bwe, BweConfig};
 use crate::ice::{IceAgent, IceCredentials, IceEvent, IceSettings};
 use crate::media::{MediaKind, RemoteStream, Remotes, SenderId};
+use crate::repair::{Congestion, RepairPace, StreamRepair};
 use crate::rng::Rng;
 use crate::{DropReason, FailReason, ParticipantError};
 
@@ -35,30 +36,6 @@ const RTCP_BUF: usize = 1200;
 const MAX_REPORT_BLOCKS: usize = 31;
 /// Gaps up to this many packets are NACKed; longer ones on video ask for a keyframe.
 pub const MAX_NACK_GAP: u64 = 32;
-/// A video packet NACKed and still missing this long after (or 1.5 times the time
-/// resent packets take to come, if longer) is NACKed once more (unless our link is
-/// congested, [`CONGESTION_QUIET`]) …
-pub const NACK_AGAIN_AFTER: Duration = Duration::from_millis(120);
-/// … and one still missing this long after that (or again 1.5 times the time resent
-/// packets take) is given up on, and a keyframe asked for instead: the frames that
-/// need it cannot be decoded until one comes, and a sender may send none of its own
-/// for seconds (browsers only on request). Paced by what resending takes, a resend
-/// still on its way is not asked for twice. Both are short enough that a packet
-/// resent the second time, or the keyframe, comes while a jitter buffer of a few
-/// hundred milliseconds still waits for it.
-pub const NACK_GIVE_UP_AFTER: Duration = Duration::from_millis(120);
-/// The most NACKed video packets one stream waits for; past that it asks for a keyframe.
-const MAX_MISSING: usize = 64;
-/// A second NACK, and a keyframe asked for because repair gave up, wait until our
-/// delay-based estimator has signalled no congestion (over-use, or a decrease) for
-/// this long (the second NACK is then left out): on a link whose queue overflows, the
-/// loss is congestion, which resends and a keyframe (several times a frame's size)
-/// would only deepen; the rate the estimate brings down is the cure. Without an
-/// estimator ([`ParticipantConfig::bwe`]), the link is never taken for congested.
-pub const CONGESTION_QUIET: Duration = Duration::from_secs(1);
-/// … but a keyframe waits for that at most this long: a sender that sends none unasked
-/// (a browser) would leave the picture frozen for as long as the congestion lasts.
-pub const MAX_KEYFRAME_WAIT: Duration = Duration::from_secs(2);
 /// SSRCs an inbound SRTCP context tracks (every sender's SRs come through the relay).
 const MAX_SRTCP_STREAMS: usize = 1024;
 /// How long we may go without any SRTCP from the relay, while it keeps answering our
@@ -170,8 +147,8 @@ pub struct ParticipantConfig {
     /// Send NACKs for gaps and PLIs for new video streams and long gaps by itself (see
     /// [`frame_marking`](Self::frame_marking) for the gaps that need none); on video,
     /// NACK again what the first NACK did not bring, and ask for a keyframe for what
-    /// the second did not bring either ([`NACK_AGAIN_AFTER`], [`NACK_GIVE_UP_AFTER`],
-    /// [`CONGESTION_QUIET`]).
+    /// the second did not bring either (`repair.rs`: [`crate::NACK_AGAIN_AFTER`],
+    /// [`crate::NACK_GIVE_UP_AFTER`], [`crate::CONGESTION_QUIET`]).
     pub auto_feedback: bool,
     /// If set, a REMB with this fixed estimate for every remote video stream rides on
     /// each report (tests use it); it wins over [`bwe`](Self::bwe)'s estimate.
@@ -484,53 +461,8 @@ struct RecvStream {
     received_prior: u64,
     /// LSR (middle 32 bits of the last SR's NTP) and when it arrived.
     last_sr: Option<(u32, Instant)>,
-    /// Video packets we NACKed that have not come yet (automatic feedback), oldest
-    /// first: each extended sequence number, when it was first NACKed, and whether it
-    /// was NACKed again ([`RepairPace`]).
-    missing: VecDeque<(u64, Instant, bool)>,
-    /// Since when a keyframe is wanted for packets we gave up on: it is asked for once
-    /// the stream flows (a packet came since) and our link shows no congestion
-    /// ([`CONGESTION_QUIET`], at most [`MAX_KEYFRAME_WAIT`]), unless one comes first.
-    keyframe_wanted: Option<Instant>,
-    /// When the stream's newest packet came.
-    last_at: Instant,
-}
-
-impl RecvStream {
-    /// When a NACKed packet is next due: NACKed again, or given up.
-    fn repair_due(&self, pace: &RepairPace) -> Option<Instant> {
-        self.missing
-            .iter()
-            .map(|&(_, at, again)| at + if again { pace.give_up() } else { pace.again() })
-            .min()
-    }
-}
-
-/// How long the packets we NACK take to come (a smoothed mean of those that came after
-/// one NACK), which paces NACKing them again and giving up on them.
-#[derive(Debug, Clone, Copy, Default)]
-struct RepairPace {
-    resend: Option<Duration>,
-}
-
-impl RepairPace {
-    /// A packet NACKed once came `took` after the NACK.
-    fn sample(&mut self, took: Duration) {
-        self.resend = Some(match self.resend {
-            Some(mean) => (mean * 7 + took) / 8,
-            None => took,
-        });
-    }
-
-    /// After the first NACK, when to NACK again.
-    fn again(&self) -> Duration {
-        NACK_AGAIN_AFTER.max(self.resend.unwrap_or_default() * 3 / 2)
-    }
-
-    /// After the first NACK, when to give up and ask for a keyframe.
-    fn give_up(&self) -> Duration {
-        self.again() + NACK_GIVE_UP_AFTER.max(self.resend.unwrap_or_default() * 3 / 2)
-    }
+    /// The repair of what we NACKed (video, automatic feedback).
+    repair: StreamRepair,
 }
 
 /// The SRTCP contexts keyed from DTLS.
@@ -581,10 +513,8 @@ pub struct Participant {
     recv: Vec<RecvStream>,
     /// What resending takes on our downlink, pacing the repair of lost video.
     repair_pace: RepairPace,
-    /// When our delay-based estimator last signalled congestion (over-use or a
-    /// decrease; [`CONGESTION_QUIET`]), and its count of those signals then.
-    congested_at: Option<Instant>,
-    congestion_signals: u64,
+    /// Whether our downlink is congested, by our delay-based estimator.
+    congestion: Congestion,
     next_report: Option<Instant>,
     /// The receive-side bandwidth estimator, if [`ParticipantConfig::bwe`] is set.
     bwe: Option<Bwe>,
@@ -682,8 +612,7 @@ impl Participant {
             remotes: Remotes::default(),
             recv: Vec::new(),
             repair_pace: RepairPace::default(),
-            congested_at: None,
-            congestion_signals: 0,
+            congestion: Congestion::default(),
             next_report: None,
             bwe,
             probe: ProbeMeter::default(),
@@ -830,10 +759,7 @@ impl Participant {
         if let (Some(t), Some(bwe)) = (sent_at, self.bwe.as_mut()) {
             bwe.on_packet_from(now, id.0, t.0, datagram_len);
             let signals = bwe.stats().overuses + bwe.stats().decreases;
-            if signals != self.congestion_signals {
-                self.congestion_signals = signals;
-                self.congested_at = Some(now);
-            }
+            self.congestion.observe(now, signals);
         }
         let keyframe_start = self
             .config
@@ -886,9 +812,7 @@ impl Participant {
                 expected_prior: 0,
                 received_prior: 0,
                 last_sr: None,
-                missing: VecDeque::new(),
-                keyframe_wanted: None,
-                last_at: now,
+                repair: StreamRepair::new(now),
             });
             // A stream that starts at a keyframe (frame marking says so) needs none.
             if auto && video && !keyframe_start {
@@ -905,43 +829,28 @@ impl Participant {
         if ext > r.max {
             let from = r.max + 1;
             r.max = ext;
-            r.last_at = now;
             let resumed = video && keyframe_start && gap > MAX_NACK_GAP && !across_reconnect;
             if resumed {
                 skipped = gap;
                 r.skipped += gap;
             }
-            // A keyframe starts over: what its frames' predecessors missed no longer
-            // matters.
-            if video && keyframe_start {
-                r.missing.clear();
-                r.keyframe_wanted = None;
+            let nacked = auto && gap > 0 && gap <= MAX_NACK_GAP;
+            if video {
+                r.repair.newest(
+                    now,
+                    keyframe_start,
+                    if nacked { from..ext } else { ext..ext },
+                );
             }
-            if auto && gap > 0 {
-                if gap <= MAX_NACK_GAP {
-                    // What a keyframe follows is not needed (it is NACKed all the same,
-                    // but not repaired further).
-                    if video && !keyframe_start {
-                        r.missing.extend((from..ext).map(|seq| (seq, now, false)));
-                        if r.missing.len() > MAX_MISSING {
-                            r.missing.clear();
-                            r.keyframe_wanted.get_or_insert(now);
-                        }
-                    }
-                    let lost: Vec<WireSeq> = (from..ext).map(|s| WireSeq(s as u16)).collect();
-                    let _ = self.send_nack(now, ssrc, &lost);
-                } else if video && !resumed {
-                    self.recv[at].missing.clear();
-                    let _ = self.request_keyframe(now, ssrc);
-                }
+            if nacked {
+                let lost: Vec<WireSeq> = (from..ext).map(|s| WireSeq(s as u16)).collect();
+                let _ = self.send_nack(now, ssrc, &lost);
+            } else if auto && gap > MAX_NACK_GAP && video && !resumed {
+                r.repair.forget();
+                let _ = self.request_keyframe(now, ssrc);
             }
-        } else if let Some(k) = r.missing.iter().position(|&(seq, ..)| seq == ext) {
-            // A resent (or late) packet we were waiting for.
-            if let Some((_, at, again)) = r.missing.remove(k)
-                && !again
-            {
-                self.repair_pace.sample(now.saturating_duration_since(at));
-            }
+        } else if video && let Some(took) = r.repair.older(now, ext) {
+            self.repair_pace.sample(took);
         }
         (SeqNo(ext), skipped)
     }
@@ -1122,67 +1031,20 @@ impl Participant {
         self.pump(now);
     }
 
-    /// Video packets NACKed and still missing: NACKed once more, and later given up on
-    /// ([`RepairPace`]): nothing more waits, and a keyframe is wanted instead. Only for
-    /// a stream that still flows (a packet came since): one the relay stopped sending
-    /// us (a switch down, a pause) needs no repair, and the relay drops feedback about
-    /// it. Under congestion the second NACK is left out and the keyframe waits
-    /// ([`CONGESTION_QUIET`], at most [`MAX_KEYFRAME_WAIT`]).
+    /// What repair of lost video asks for now ([`StreamRepair`]).
     fn repair(&mut self, now: Instant) {
-        let pace = self.repair_pace;
-        let quiet = self.congestion_quiet_at().is_none_or(|t| now >= t);
         for k in 0..self.recv.len() {
-            let r = &mut self.recv[k];
-            let ssrc = r.ssrc;
-            if r.repair_due(&pace).is_some_and(|due| now >= due) {
-                let give_up = r
-                    .missing
-                    .iter()
-                    .any(|&(_, at, again)| again && now >= at + pace.give_up());
-                if give_up {
-                    r.missing.clear();
-                    r.keyframe_wanted.get_or_insert(now);
-                } else {
-                    let mut again = Vec::new();
-                    for m in r.missing.iter_mut() {
-                        if !m.2 && now >= m.1 + pace.again() {
-                            m.2 = true;
-                            if r.last_at > m.1 {
-                                again.push(WireSeq(m.0 as u16));
-                            }
-                        }
-                    }
-                    // On a congested link the first resend may still be queued: a
-                    // second would only deepen the queue.
-                    if !again.is_empty() && quiet {
-                        let _ = self.send_nack(now, ssrc, &again);
-                    }
-                }
+            let ssrc = self.recv[k].ssrc;
+            let r = self.recv[k]
+                .repair
+                .poll(now, &self.repair_pace, &self.congestion);
+            if !r.nack.is_empty() {
+                let _ = self.send_nack(now, ssrc, &r.nack);
             }
-            if self.keyframe_due(k).is_some_and(|due| now >= due) {
-                self.recv[k].keyframe_wanted = None;
+            if r.keyframe {
                 let _ = self.request_keyframe(now, ssrc);
             }
         }
-    }
-
-    /// When stream `k`'s wanted keyframe is asked for: once a packet came since it was
-    /// wanted, and our link has been quiet for [`CONGESTION_QUIET`] or it has waited
-    /// [`MAX_KEYFRAME_WAIT`]. `None`: none wanted, or the stream does not flow.
-    fn keyframe_due(&self, k: usize) -> Option<Instant> {
-        let r = &self.recv[k];
-        let since = r.keyframe_wanted?;
-        if r.last_at < since {
-            return None;
-        }
-        let quiet = self.congestion_quiet_at().unwrap_or(since);
-        Some(quiet.min(since + MAX_KEYFRAME_WAIT))
-    }
-
-    /// When our link will have shown no congestion for [`CONGESTION_QUIET`]: `None` if
-    /// it never showed any.
-    fn congestion_quiet_at(&self) -> Option<Instant> {
-        self.congested_at.map(|t| t + CONGESTION_QUIET)
     }
 
     /// When to ask the relay where it sees us: four of its usual gaps after its last
@@ -1251,8 +1113,7 @@ impl Participant {
             r.gap_spans_reconnect = true;
             // What the old path lost is not coming: the relay resumes each layer at a
             // keyframe, or we ask for one at the gap.
-            r.missing.clear();
-            r.keyframe_wanted = None;
+            r.repair.forget();
         }
         self.events.push_back(Event::Reconnecting);
     }
@@ -1384,12 +1245,7 @@ impl Participant {
             self.recv
                 .iter()
                 .filter(|_| self.phase == Phase::Connected)
-                .map(|r| r.repair_due(&self.repair_pace)),
-        )
-        .chain(
-            (0..self.recv.len())
-                .filter(|_| self.phase == Phase::Connected)
-                .map(|k| self.keyframe_due(k)),
+                .map(|r| r.repair.poll_timeout(&self.repair_pace, &self.congestion)),
         )
         .flatten()
         .min()
