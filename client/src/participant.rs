@@ -146,9 +146,12 @@ pub struct ParticipantConfig {
     pub report_interval: Duration,
     /// Send NACKs for gaps and PLIs for new video streams and long gaps by itself (see
     /// [`frame_marking`](Self::frame_marking) for the gaps that need none); on video,
-    /// NACK again what the first NACK did not bring, and ask for a keyframe for what
-    /// the second did not bring either (`repair.rs`: [`crate::NACK_AGAIN_AFTER`],
-    /// [`crate::NACK_GIVE_UP_AFTER`], [`crate::CONGESTION_QUIET`]).
+    /// repair what the first NACK did not bring: NACK it again, then give it up and
+    /// ask for a keyframe, as for more than 64 packets awaited at once — with neither
+    /// the second NACK nor the keyframe request while our link is congested or the
+    /// stream has stopped (`repair.rs`: [`crate::NACK_AGAIN_AFTER`],
+    /// [`crate::NACK_GIVE_UP_AFTER`], [`crate::CONGESTION_QUIET`],
+    /// [`crate::MAX_KEYFRAME_WAIT`]).
     pub auto_feedback: bool,
     /// If set, a REMB with this fixed estimate for every remote video stream rides on
     /// each report (tests use it); it wins over [`bwe`](Self::bwe)'s estimate.
@@ -651,9 +654,15 @@ impl Participant {
     }
 
     /// Turns automatic feedback (NACKs for gaps, PLIs for new video streams and long
-    /// gaps) on or off from now on; see [`ParticipantConfig::auto_feedback`].
+    /// gaps) on or off from now on; see [`ParticipantConfig::auto_feedback`]. Off, the
+    /// repair under way stops too.
     pub fn set_auto_feedback(&mut self, on: bool) {
         self.config.auto_feedback = on;
+        if !on {
+            for r in &mut self.recv {
+                r.repair.forget();
+            }
+        }
     }
 
     /// The receive-side bandwidth estimator, if [`ParticipantConfig::bwe`] is set.

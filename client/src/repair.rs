@@ -244,32 +244,61 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// The stream flows (a packet every 30 ms) from `from` to `to`, polled every 10 ms:
-    /// what it asked for, and when.
+    /// The stream flows (a packet every 30 ms, when `flowing`) from `from` to `to`,
+    /// polled at each packet and whenever `poll_timeout` says: what it asked for, and
+    /// when. Asserts that each poll leaves nothing due (no busy loop on a deadline
+    /// `poll` does not clear).
     fn run(
         r: &mut StreamRepair,
+        pace: &RepairPace,
         congestion: &Congestion,
         from: Instant,
         to: Instant,
         flowing: bool,
     ) -> Vec<(Duration, Repair)> {
-        let pace = RepairPace::default();
         let mut out = Vec::new();
-        let mut now = from;
         let mut seq = 1000;
-        while now < to {
-            now += 10 * MS;
-            if flowing && (now - from).as_millis().is_multiple_of(30) {
+        let mut next_packet = from + 30 * MS;
+        loop {
+            let due = r.poll_timeout(pace, congestion);
+            let now = match due {
+                Some(d) if !flowing || d <= next_packet => d,
+                _ if flowing => next_packet,
+                _ => break,
+            };
+            if now >= to {
+                break;
+            }
+            if flowing && now == next_packet {
                 seq += 1;
                 r.newest(now, false, seq..seq);
+                next_packet += 30 * MS;
             }
-            let got = r.poll(now, &pace, congestion);
+            let got = r.poll(now, pace, congestion);
+            let next = r.poll_timeout(pace, congestion);
+            assert!(
+                next.is_none_or(|d| d > now),
+                "still due at {:?}",
+                now - from
+            );
             if got != Repair::default() {
                 out.push((now - from, got));
             }
         }
         out
     }
+
+    fn nack(seqs: &[u16]) -> Repair {
+        Repair {
+            nack: seqs.iter().map(|&s| WireSeq(s)).collect(),
+            keyframe: false,
+        }
+    }
+
+    const KEYFRAME: Repair = Repair {
+        nack: Vec::new(),
+        keyframe: true,
+    };
 
     #[test]
     fn the_pace_follows_what_resends_take() {
@@ -285,119 +314,114 @@ mod tests {
     #[test]
     fn a_missing_packet_is_nacked_again_then_given_up_for_a_keyframe() {
         let t0 = Instant::now();
+        let quiet = Congestion::default();
         let mut r = StreamRepair::new(t0);
         r.newest(t0, false, 10..12);
         // 11 comes after its first NACK: it is waited for no more.
         assert_eq!(r.older(t0 + 20 * MS, 11), Some(20 * MS));
-        let got = run(&mut r, &Congestion::default(), t0, t0 + 1000 * MS, true);
-        assert_eq!(
-            got,
-            [
-                (
-                    120 * MS,
-                    Repair {
-                        nack: vec![WireSeq(10)],
-                        keyframe: false
-                    }
-                ),
-                (
-                    240 * MS,
-                    Repair {
-                        nack: vec![],
-                        keyframe: true
-                    }
-                ),
-            ]
-        );
-        // Late, after its second NACK: no sample (which NACK brought it?).
+        let pace = RepairPace::default();
+        let got = run(&mut r, &pace, &quiet, t0, t0 + 1000 * MS, true);
+        assert_eq!(got, [(120 * MS, nack(&[10])), (240 * MS, KEYFRAME)]);
+        // Paced by a measured resend time of 200 ms: again at 300 ms, given up at 600.
+        let mut pace = RepairPace::default();
+        pace.sample(200 * MS);
         let mut r = StreamRepair::new(t0);
         r.newest(t0, false, 10..11);
-        run(&mut r, &Congestion::default(), t0, t0 + 150 * MS, true);
+        let got = run(&mut r, &pace, &quiet, t0, t0 + 1000 * MS, true);
+        assert_eq!(got, [(300 * MS, nack(&[10])), (600 * MS, KEYFRAME)]);
+        // Late, after its second NACK: no sample (which NACK brought it?), and no
+        // keyframe.
+        let mut r = StreamRepair::new(t0);
+        r.newest(t0, false, 10..11);
+        let pace = RepairPace::default();
+        assert_eq!(run(&mut r, &pace, &quiet, t0, t0 + 150 * MS, true).len(), 1);
         assert_eq!(r.older(t0 + 160 * MS, 10), None);
+        assert!(run(&mut r, &pace, &quiet, t0 + 160 * MS, t0 + 1000 * MS, true).is_empty());
     }
 
     #[test]
     fn a_keyframe_ends_the_repair_and_what_it_follows_needs_none() {
         let t0 = Instant::now();
+        let (pace, quiet) = (RepairPace::default(), Congestion::default());
         let mut r = StreamRepair::new(t0);
         r.newest(t0, false, 10..12);
         r.newest(t0 + 30 * MS, true, 13..14);
-        assert!(run(&mut r, &Congestion::default(), t0, t0 + 1000 * MS, true).is_empty());
-        assert_eq!(
-            r.poll_timeout(&RepairPace::default(), &Congestion::default()),
-            None
-        );
+        assert_eq!(r.poll_timeout(&pace, &quiet), None);
+        assert!(run(&mut r, &pace, &quiet, t0, t0 + 1000 * MS, true).is_empty());
     }
 
     #[test]
-    fn too_many_missing_want_a_keyframe_at_once() {
+    fn more_than_64_awaited_want_a_keyframe_at_once() {
         let t0 = Instant::now();
+        let (pace, quiet) = (RepairPace::default(), Congestion::default());
         let mut r = StreamRepair::new(t0);
         r.newest(t0, false, 0..40);
-        r.newest(t0 + 10 * MS, false, 40..(MAX_MISSING as u64 + 1));
-        let got = r.poll(t0 + 10 * MS, &RepairPace::default(), &Congestion::default());
-        assert_eq!(
-            got,
-            Repair {
-                nack: vec![],
-                keyframe: true
-            }
-        );
+        r.newest(t0 + 10 * MS, false, 40..MAX_MISSING as u64);
+        assert_eq!(r.poll(t0 + 10 * MS, &pace, &quiet), Repair::default(), "64");
+        r.newest(t0 + 20 * MS, false, 100..101);
+        assert_eq!(r.poll(t0 + 20 * MS, &pace, &quiet), KEYFRAME, "65");
+        // Nothing awaited after it.
+        assert_eq!(r.poll_timeout(&pace, &quiet), None);
+    }
+
+    /// A gap too long to NACK, or a new path to the relay: nothing awaited, and no
+    /// keyframe wanted any more (a long gap's keyframe is asked for at once instead).
+    #[test]
+    fn forget_drops_what_was_awaited_and_wanted() {
+        let t0 = Instant::now();
+        let (pace, quiet) = (RepairPace::default(), Congestion::default());
+        let mut r = StreamRepair::new(t0);
+        r.newest(t0, false, 0..MAX_MISSING as u64 + 1);
+        r.newest(t0 + 10 * MS, false, 200..201);
+        r.forget();
+        assert_eq!(r.poll_timeout(&pace, &quiet), None);
+        assert!(run(&mut r, &pace, &quiet, t0, t0 + 1000 * MS, true).is_empty());
     }
 
     #[test]
     fn a_stream_that_stopped_is_not_repaired_until_it_flows() {
         let t0 = Instant::now();
+        let (pace, quiet) = (RepairPace::default(), Congestion::default());
         let mut r = StreamRepair::new(t0);
         r.newest(t0, false, 10..11);
-        let quiet = Congestion::default();
-        assert!(run(&mut r, &quiet, t0, t0 + 1000 * MS, false).is_empty());
-        // Nothing is due while it does not flow (no busy loop on a past deadline).
-        assert_eq!(r.poll_timeout(&RepairPace::default(), &quiet), None);
+        // Neither the second NACK nor the keyframe, and nothing left due.
+        assert!(run(&mut r, &pace, &quiet, t0, t0 + 1000 * MS, false).is_empty());
+        assert_eq!(r.poll_timeout(&pace, &quiet), None);
         // Its next packet: the keyframe its loss wants, at once.
         r.newest(t0 + 1000 * MS, false, 0..0);
-        let due = r.poll_timeout(&RepairPace::default(), &quiet).unwrap();
-        assert!(due <= t0 + 1000 * MS);
-        let got = r.poll(t0 + 1000 * MS, &RepairPace::default(), &quiet);
-        assert_eq!(
-            got,
-            Repair {
-                nack: vec![],
-                keyframe: true
-            }
-        );
+        assert_eq!(r.poll_timeout(&pace, &quiet), Some(t0 + 240 * MS));
+        assert_eq!(r.poll(t0 + 1000 * MS, &pace, &quiet), KEYFRAME);
+        // Resumed at a keyframe instead: nothing.
+        let mut r = StreamRepair::new(t0);
+        r.newest(t0, false, 10..11);
+        assert!(run(&mut r, &pace, &quiet, t0, t0 + 1000 * MS, false).is_empty());
+        r.newest(t0 + 1000 * MS, true, 0..0);
+        assert_eq!(r.poll_timeout(&pace, &quiet), None);
     }
 
     #[test]
     fn congestion_holds_the_second_nack_and_the_keyframe_for_at_most_two_seconds() {
         let t0 = Instant::now();
-        // Signalled just now: quiet from 1 s on.
+        let pace = RepairPace::default();
+        // Signalled just now: quiet from 1 s on. No second NACK; the keyframe then.
         let mut c = Congestion::default();
         c.observe(t0, 1);
         let mut r = StreamRepair::new(t0);
         r.newest(t0, false, 10..11);
-        let got = run(&mut r, &c, t0, t0 + 2000 * MS, true);
-        assert_eq!(
-            got,
-            [(
-                1000 * MS,
-                Repair {
-                    nack: vec![],
-                    keyframe: true
-                }
-            )]
-        );
+        let got = run(&mut r, &pace, &c, t0, t0 + 2000 * MS, true);
+        assert_eq!(got, [(1000 * MS, KEYFRAME)]);
         // Signalling on and on: the keyframe goes after MAX_KEYFRAME_WAIT all the same.
         let mut r = StreamRepair::new(t0);
         r.newest(t0, false, 10..11);
-        let pace = RepairPace::default();
         let mut asked = None;
         let mut now = t0;
         while asked.is_none() && now < t0 + 5000 * MS {
             now += 10 * MS;
             c.observe(now, 2 + (now - t0).as_millis() as u64);
             r.newest(now, false, 0..0);
-            if r.poll(now, &pace, &c).keyframe {
+            let got = r.poll(now, &pace, &c);
+            assert!(got.nack.is_empty());
+            if got.keyframe {
                 asked = Some(now - t0);
             }
         }

@@ -1486,6 +1486,28 @@ fn a_video_packet_nacked_in_vain_is_nacked_again_then_a_keyframe_is_asked_for() 
     assert!(sent[1].0 >= give_up && sent[1].0 < give_up + Duration::from_millis(40));
 }
 
+/// Automatic feedback turned off stops the repair under way too.
+#[test]
+fn turning_automatic_feedback_off_stops_the_repair() {
+    let mut t = two();
+    t.b.config.auto_feedback = true;
+    let mut relay_in = relay_srtcp_in(&t.b_keys);
+    let first = t.a_sends(b"1");
+    let _lost = t.a_sends(b"2");
+    let after = t.a_sends(b"3");
+    let t0 = t.now;
+    t.b_receives(&first).unwrap();
+    t.b_receives(&after).unwrap();
+    assert_eq!(
+        b_feedback(&mut t, &mut relay_in).0.len(),
+        1,
+        "the gap's NACK"
+    );
+    t.b.set_auto_feedback(false);
+    let sent = repair_feedback(&mut t, &mut relay_in, t0 + 10 * NACK_GIVE_UP_AFTER, true);
+    assert!(sent.is_empty(), "{sent:?}");
+}
+
 /// A stream that stopped (the relay switched us down, or paused the layer) is not
 /// repaired while it is stopped: the relay would drop the NACK and the PLI. Resumed at
 /// a keyframe, as the relay resumes a layer, it needs nothing; resumed without one,
