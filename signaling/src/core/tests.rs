@@ -1165,6 +1165,23 @@ fn a_stored_call_on_the_relays_ssrc_is_hung_up_not_restored() {
     );
 }
 
+/// The first (full-state) sync after a restart: the conference with alice, the SFU and
+/// bob (`bob`: his membership), and both callers' DMs.
+fn first_sync_after_restart(core: &mut Core, bob: &str, now: u64) {
+    let state = vec![
+        member(ALICE, "join"),
+        member(BOB, bob),
+        member(SFU, "join"),
+        conference("conf", json!({"sfu": SFU})),
+    ];
+    let dm = |user: &str| json!({"state": {"events": [member(user, "join"), member(SFU, "join")]}});
+    core.handle_sync(
+        &batch(json!({ROOM: {"state": {"events": state}}, DM: dm(ALICE), BOB_DM: dm(BOB)})),
+        now,
+        false,
+    );
+}
+
 /// The party ids of the calls' hangups and SFU notices among `actions`.
 fn sfu_parties(actions: &[Action]) -> Vec<String> {
     actions
@@ -1214,18 +1231,7 @@ fn restored_calls_keep_the_party_id_of_their_answer() {
     assert_eq!(persisted, [(ALICE.to_owned(), Some("SFUDEV".to_owned()))]);
     restarted.set_identity(SFU, "NEWDEV");
     // The first sync after the restart: everyone still there.
-    let state = vec![
-        member(ALICE, "join"),
-        member(BOB, "join"),
-        member(SFU, "join"),
-        conference("conf", json!({"sfu": SFU})),
-    ];
-    let dm = |user: &str| json!({"state": {"events": [member(user, "join"), member(SFU, "join")]}});
-    restarted.handle_sync(
-        &batch(json!({ROOM: {"state": {"events": state}}, DM: dm(ALICE), BOB_DM: dm(BOB)})),
-        T0,
-        false,
-    );
+    first_sync_after_restart(&mut restarted, "join", T0);
     assert!(hangups(&drain(&mut restarted)).is_empty());
     let selected = json!({"type": "m.call.select_answer", "sender": ALICE, "content": {"call_id": "a", "party_id": "@alice:hs-dev", "version": "1", "selected_party_id": "SFUDEV"}});
     let actions = timeline(&mut restarted, DM, vec![selected], T0);
@@ -1271,18 +1277,7 @@ fn restored_calls_are_in_the_snapshot_and_reconciled_after_the_first_sync() {
     snap.validate().unwrap();
 
     // The first (full-state) sync after the restart: Bob left while we were down.
-    let state = vec![
-        member(ALICE, "join"),
-        member(BOB, "leave"),
-        member(SFU, "join"),
-        conference("conf", json!({"sfu": SFU})),
-    ];
-    let dm = |user: &str| json!({"state": {"events": [member(user, "join"), member(SFU, "join")]}});
-    restarted.handle_sync(
-        &batch(json!({ROOM: {"state": {"events": state}}, DM: dm(ALICE), BOB_DM: dm(BOB)})),
-        T0 + 5,
-        false,
-    );
+    first_sync_after_restart(&mut restarted, "leave", T0 + 5);
     let actions = drain(&mut restarted);
     assert_eq!(hangups(&actions), ["left_conference"]);
     assert_eq!(

@@ -770,17 +770,18 @@ mod tests {
 
     // ---- accepted offers -------------------------------------------------------------
 
+    /// The streams [`GOOD_OFFER`] declares: audio, and a simulcast pair.
+    fn good_streams() -> Vec<StreamSpec> {
+        vec![
+            audio(1001),
+            video(2001, Layer::Thumbnail),
+            video(2002, Layer::Full),
+        ]
+    }
+
     #[test]
     fn good_offer_gives_streams() {
-        let o = offer_of(GOOD_OFFER);
-        assert_eq!(
-            o.streams,
-            vec![
-                audio(1001),
-                video(2001, Layer::Thumbnail),
-                video(2002, Layer::Full)
-            ]
-        );
+        assert_eq!(offer_of(GOOD_OFFER).streams, good_streams());
     }
 
     /// What Chromium 156 and Firefox 153 ESR offered for tests/src/browser_caller.html
@@ -1652,14 +1653,7 @@ mod tests {
                    a=ssrc-group:FID 2001 2011\na=ssrc:2011 cname:f2Lq8dWm\n\
                    a=ssrc-group:FID 2002 2012\na=ssrc:2012 cname:f2Lq8dWm";
         let o = offer_of(&edit("a=ssrc-group:SIM 2001 2002", rtx));
-        assert_eq!(
-            o.streams,
-            vec![
-                audio(1001),
-                video(2001, Layer::Thumbnail),
-                video(2002, Layer::Full)
-            ]
-        );
+        assert_eq!(o.streams, good_streams());
     }
 
     #[test]
