@@ -108,6 +108,10 @@ struct Choice {
     /// Its sender.
     owner: SessionHandle,
     layer: media::LayerChoice,
+    /// While its trial waits for a probe: the rate its probe would be sent at (all the
+    /// receiver gets besides, and this sender's video with the full layer), as
+    /// [`Engine::drive_choices`] last worked it out.
+    probe_bps: u64,
 }
 
 impl Downlink {
@@ -438,6 +442,7 @@ impl Engine {
                     ssrc,
                     owner,
                     layer: media::LayerChoice::new(layer_cfg),
+                    probe_bps: 0,
                 });
                 started.push((ssrc, marked));
             }
@@ -745,12 +750,14 @@ impl Engine {
                     demoted,
                 });
             }
-            if c.layer.probing() {
-                // Everything else it gets, and this sender's video with the full layer.
-                let bps = others.saturating_add(c.layer.probe_bps());
-                if probe.is_none_or(|(_, least)| bps < least) {
-                    probe = Some((c.ssrc, bps));
-                }
+            // Everything else it gets, and this sender's video with the full layer (0
+            // while it waits for no probe: no verdict on another's probe applies).
+            c.probe_bps = match c.layer.probing() {
+                true => others.saturating_add(c.layer.probe_bps()),
+                false => 0,
+            };
+            if c.probe_bps > 0 && probe.is_none_or(|(_, least)| c.probe_bps < least) {
+                probe = Some((c.ssrc, c.probe_bps));
             }
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
@@ -873,10 +880,6 @@ impl Engine {
             media::ProbeOutcome::Short => self.stats.probes_short += 1,
             media::ProbeOutcome::Unanswered => self.stats.probes_unanswered += 1,
         }
-        let receiving = match outcome {
-            media::ProbeOutcome::Short => self.receiving(now, r),
-            _ => None,
-        };
         let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
             return;
         };
@@ -884,16 +887,12 @@ impl Engine {
         let Some((ssrc, probed_bps)) = d.probe_for.take() else {
             return;
         };
-        if let Some(c) = d.choices.iter_mut().find(|c| c.ssrc == ssrc) {
-            c.layer.handle_probe(now, outcome);
-        }
-        let Some((total, inputs)) = receiving else {
-            return;
-        };
-        for (c, i) in d.choices.iter_mut().zip(&inputs) {
-            // The rate its own probe would have (as `drive_choices` sets it).
-            let others = total.saturating_sub(i.receiving_bps);
-            if c.layer.probing() && others.saturating_add(c.layer.probe_bps()) >= probed_bps {
+        for c in &mut d.choices {
+            let short_too = outcome == media::ProbeOutcome::Short
+                && c.layer.probing()
+                && c.probe_bps > 0
+                && c.probe_bps >= probed_bps;
+            if c.ssrc == ssrc || short_too {
                 c.layer.handle_probe(now, outcome);
             }
         }
