@@ -265,22 +265,14 @@ pub struct Call {
     pub answered_relay: Option<AnsweredRelay>,
     /// The SFU's `party_id` in the answer: every later event of the call carries it,
     /// even after a login on another device (a caller ignores events from a party it
-    /// did not select). `None` in calls stored by versions that did not keep it, until
+    /// did not select). Empty in calls stored by versions that did not keep it, until
     /// [`Core::restore`] sets the stored session's device.
     #[serde(default)]
-    pub answered_party: Option<String>,
+    pub answered_party: String,
     /// Whether the relay reported the session connected (not persisted meaningfully:
     /// after a restart the relay re-announces connected sessions).
     #[serde(default)]
     pub connected: bool,
-}
-
-impl Call {
-    /// The SFU's `party_id` in this call's events (`now`: the SFU's device now, for a
-    /// call stored without it).
-    pub fn sfu_party<'a>(&'a self, now: &'a str) -> &'a str {
-        self.answered_party.as_deref().unwrap_or(now)
-    }
 }
 
 /// The relay as an answer names it: its certificate's fingerprint and its candidates.
@@ -691,6 +683,12 @@ impl Core {
     pub fn restore(&mut self, calls: impl IntoIterator<Item = Call>) {
         for mut call in calls {
             call.connected = false;
+            // Stored by a version that did not keep its party: answered as the device
+            // of the stored session, which is ours until a login on another device.
+            let unkept = call.answered_party.is_empty();
+            if unkept {
+                call.answered_party = self.cfg.party_id.clone();
+            }
             let key = (call.dm_room.clone(), call.call_id.clone());
             if call
                 .spec
@@ -699,18 +697,19 @@ impl Core {
                 .any(|s| s.ssrc == blindfold_relay::id::Ssrc::RELAY)
             {
                 self.remember_handled(key, call.answered_ms);
-                let party = call.sfu_party(&self.cfg.party_id).to_owned();
-                self.hangup(&call.dm_room, &call.call_id, &party, Code::BadOffer);
+                self.hangup(
+                    &call.dm_room,
+                    &call.call_id,
+                    &call.answered_party,
+                    Code::BadOffer,
+                );
                 self.out.push_back(Action::Forget {
                     session_id: call.spec.session_id.clone(),
                     why: Code::BadOffer.as_str(),
                 });
                 continue;
             }
-            if call.answered_party.is_none() {
-                // Stored by a version that did not keep it: answered as the device of
-                // the stored session, which is ours until a login on another device.
-                call.answered_party = Some(self.cfg.party_id.clone());
+            if unkept {
                 self.out.push_back(Action::Persist(Box::new(call.clone())));
             }
             self.remember_handled(key.clone(), call.answered_ms);
@@ -846,9 +845,8 @@ impl Core {
             return;
         }
         let (user, party) = (s.caller.clone(), s.caller_party.clone());
-        let now = self.cfg.party_id.clone();
         self.stats.speaker_events += self.tell_calls(conf_id, events::ACTIVE_SPEAKER, |c| {
-            events::active_speaker_content(&c.call_id, c.sfu_party(&now), &user, &party)
+            events::active_speaker_content(&c.call_id, &c.answered_party, &user, &party)
         });
     }
 
@@ -882,12 +880,11 @@ impl Core {
     /// (docs/protocol.md, "A member's call ended"), so that the members forget its keys
     /// and rekey even when it could not tell them itself (it crashed, or its link died).
     fn member_ended(&mut self, ended: &Call, reason: &str) {
-        let now = self.cfg.party_id.clone();
         self.stats.member_ended_events +=
             self.tell_calls(&ended.spec.conf_id, events::MEMBER_ENDED, |c| {
                 events::member_ended_content(
                     &c.call_id,
-                    c.sfu_party(&now),
+                    &c.answered_party,
                     &ended.caller,
                     &ended.caller_party,
                     &ended.call_id,
@@ -916,7 +913,7 @@ impl Core {
         self.withdraw_follow_ups(session_id);
         if let Some(call) = self.calls.get(session_id) {
             let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
-            let party = call.sfu_party(&self.cfg.party_id).to_owned();
+            let party = call.answered_party.clone();
             let why = Code::RelayUnavailable.as_str();
             self.remove_call(session_id, why, now_ms, true, None);
             self.count_refusal(Code::RelayUnavailable);
@@ -1059,7 +1056,7 @@ impl Core {
             events::CALL_SELECT_ANSWER => {
                 if let Some(id) = self.own_call(room_id, e) {
                     let selected = e.content.get("selected_party_id").and_then(Value::as_str);
-                    let ours = self.calls.get(&id).map(|c| c.sfu_party(&self.cfg.party_id));
+                    let ours = self.calls.get(&id).map(|c| c.answered_party.as_str());
                     if selected != ours {
                         // The caller took another party's answer: our session is moot,
                         // and the members are told as for a hangup.
@@ -1365,7 +1362,7 @@ impl Core {
             answered_ms: now_ms,
             invited_ms: sent,
             answered_relay: Some(AnsweredRelay::of(&relay)),
-            answered_party: Some(self.cfg.party_id.clone()),
+            answered_party: self.cfg.party_id.clone(),
             connected: false,
         };
         self.by_call
@@ -1453,7 +1450,7 @@ impl Core {
             return;
         };
         let (room, call_id) = (call.dm_room.clone(), call.call_id.clone());
-        let party = call.sfu_party(&self.cfg.party_id).to_owned();
+        let party = call.answered_party.clone();
         *self.stats.ended.entry(code.as_str()).or_insert(0) += 1;
         self.hangup(&room, &call_id, &party, code);
         // When the whole conference ends, or the relay it ran on changed, every call

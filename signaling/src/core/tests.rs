@@ -1228,7 +1228,7 @@ fn restored_calls_keep_the_party_id_of_their_answer() {
             _ => None,
         })
         .collect();
-    assert_eq!(persisted, [(ALICE.to_owned(), Some("SFUDEV".to_owned()))]);
+    assert_eq!(persisted, [(ALICE.to_owned(), "SFUDEV".to_owned())]);
     restarted.set_identity(SFU, "NEWDEV");
     // The first sync after the restart: everyone still there.
     first_sync_after_restart(&mut restarted, "join", T0);
