@@ -436,6 +436,7 @@ fn codecs(raw: &RawSection, kind: StreamKind) -> Result<(Vec<Codec>, Vec<String>
         });
     }
     let mut all = Vec::new();
+    let mut rtx: Vec<u8> = Vec::new();
     for a in &raw.attrs {
         let (pt, value) = match &a.attr {
             SdpAttribute::Rtpmap(r) => (r.payload_type, &a.value),
@@ -460,7 +461,12 @@ fn codecs(raw: &RawSection, kind: StreamKind) -> Result<(Vec<Codec>, Vec<String>
                     what: "mapped",
                 });
             }
-            SdpAttribute::Rtpmap(_) => c.rtpmap = Some(value.clone()),
+            SdpAttribute::Rtpmap(ref r) => {
+                if r.codec_name.eq_ignore_ascii_case("rtx") {
+                    rtx.push(pt);
+                }
+                c.rtpmap = Some(value.clone());
+            }
             SdpAttribute::Fmtp(_) => c.fmtp.push(value.clone()),
             _ => c.rtcp_fb.push(value.clone()),
         }
@@ -468,20 +474,11 @@ fn codecs(raw: &RawSection, kind: StreamKind) -> Result<(Vec<Codec>, Vec<String>
     // RTX is left out of the answer: the relay answers NACKs with the original
     // packets, and a participant that sent RTX would send it on an SSRC that is not
     // one of its streams. (Browsers offer it by default.)
-    codecs.retain(|c| !c.rtpmap.as_deref().is_some_and(is_rtx));
+    codecs.retain(|c| !rtx.contains(&c.pt));
     if codecs.is_empty() {
         return Err(OfferError::NoFormats { kind });
     }
     Ok((codecs, all))
-}
-
-/// Whether an `a=rtpmap` value (`<pt> <encoding>/<clock>[/<channels>]`) maps RTX.
-fn is_rtx(rtpmap: &str) -> bool {
-    rtpmap
-        .split_whitespace()
-        .nth(1)
-        .and_then(|e| e.split('/').next())
-        .is_some_and(|name| name.eq_ignore_ascii_case("rtx"))
 }
 
 /// One session-level `a=group:BUNDLE` naming exactly the two mids.
