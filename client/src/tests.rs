@@ -1486,23 +1486,28 @@ fn a_video_packet_nacked_in_vain_is_nacked_again_then_a_keyframe_is_asked_for() 
     assert!(sent[1].0 >= give_up && sent[1].0 < give_up + Duration::from_millis(40));
 }
 
+/// A sends three packets of its full layer and B gets the first and the last, with
+/// automatic feedback on from the first (whatever came before it, as a gap of its
+/// own, asks for nothing): B NACKs the one between, and nothing else. Returns when.
+fn b_misses_one(t: &mut Two, relay_in: &mut SrtpContext) -> Instant {
+    let first = t.a_sends(b"1");
+    let _lost = t.a_sends(b"2");
+    let last = t.a_sends(b"3");
+    let t0 = t.now;
+    t.b_receives(&first).unwrap();
+    t.b.config.auto_feedback = true;
+    t.b_receives(&last).unwrap();
+    let (nacked, plis) = b_feedback(t, relay_in);
+    assert_eq!((nacked.len(), plis), (1, vec![]), "the gap's NACK");
+    t0
+}
+
 /// Automatic feedback turned off stops the repair under way too.
 #[test]
 fn turning_automatic_feedback_off_stops_the_repair() {
     let mut t = two();
-    t.b.config.auto_feedback = true;
     let mut relay_in = relay_srtcp_in(&t.b_keys);
-    let first = t.a_sends(b"1");
-    let _lost = t.a_sends(b"2");
-    let after = t.a_sends(b"3");
-    let t0 = t.now;
-    t.b_receives(&first).unwrap();
-    t.b_receives(&after).unwrap();
-    assert_eq!(
-        b_feedback(&mut t, &mut relay_in).0.len(),
-        1,
-        "the gap's NACK"
-    );
+    let t0 = b_misses_one(&mut t, &mut relay_in);
     t.b.set_auto_feedback(false);
     let sent = repair_feedback(&mut t, &mut relay_in, t0 + 10 * NACK_GIVE_UP_AFTER, true);
     assert!(sent.is_empty(), "{sent:?}");
@@ -2081,16 +2086,8 @@ fn repair_waits_out_congestion() {
     let signals = |t: &Two| t.b.bwe().map(|b| b.stats().overuses + b.stats().decreases);
     assert!(signals(&t) > Some(0), "congestion signalled");
     let _ = b_feedback(&mut t, &mut relay_in);
-    let before = t.a_sends(b"1");
-    let _lost = t.a_sends(b"2");
-    let after = t.a_sends(b"3");
-    let t0 = t.now;
     // (What the link still held when the stream stopped is a gap of its own.)
-    t.b_receives(&before).unwrap();
-    t.b.config.auto_feedback = true;
-    t.b_receives(&after).unwrap();
-    let (nacked, plis) = b_feedback(&mut t, &mut relay_in);
-    assert_eq!((nacked.len(), plis), (1, vec![]), "the gap's NACK");
+    let t0 = b_misses_one(&mut t, &mut relay_in);
     // Past the times to NACK again and to give up, the stream flowing: no second NACK;
     // once the link has been quiet for CONGESTION_QUIET, the keyframe.
     let sent = repair_feedback(&mut t, &mut relay_in, t0 + CONGESTION_QUIET, true);
