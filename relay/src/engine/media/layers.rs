@@ -10,7 +10,9 @@
 //! timeline has no gap and no undecodable frame. Until then the thumbnail is what it
 //! shows. While an upswitch waits, it re-asks at most once per keyframe interval
 //! (default 300 ms, the keyframe throttle's; the throttle collapses what several
-//! receivers' machines ask).
+//! receivers' machines ask) — but only while the layer arrives: a layer whose rate reads
+//! 0 (a camera turned off, a sender not resumed yet) is asked once, when the upswitch
+//! starts, and again once it flows.
 //!
 //! # When
 //!
@@ -546,7 +548,11 @@ impl LayerChoice {
                         asked_at: now,
                         probe,
                     };
-                    self.push(LayerEvent::RequestKeyframe);
+                    // A layer that sends nothing cannot answer, and its sender would
+                    // get the request every interval for as long as its camera is off.
+                    if self.full_bps > 0 {
+                        self.push(LayerEvent::RequestKeyframe);
+                    }
                 }
             }
             State::Full { since, probe } => {
@@ -966,6 +972,37 @@ mod tests {
         l.set_subscribed(t0 + 3 * S, true);
         l.handle_timeout(t0 + 10 * S);
         assert!(events(&mut l).is_empty());
+    }
+
+    /// A layer that sends nothing (its camera is off) is asked for a keyframe once, when
+    /// the upswitch starts, and not again every keyframe interval while it stays
+    /// silent; once it flows, it is asked again.
+    #[test]
+    fn an_upswitch_to_a_silent_layer_asks_once_until_the_layer_flows() {
+        let t0 = Instant::now();
+        let mut l = LayerChoice::new(blind());
+        l.handle_rates(t0, THUMB, 0);
+        for i in 0..30u32 {
+            l.handle_estimate(t0 + 100 * MS * i, 4_000_000, false);
+        }
+        l.set_subscribed(t0 + 3 * S, true);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        for i in 1..=100u32 {
+            let now = t0 + 3 * S + 100 * MS * i;
+            l.handle_rates(now, THUMB, 0);
+            l.handle_timeout(now);
+        }
+        assert!(events(&mut l).is_empty(), "asked again while silent");
+        assert!(l.pending_up(), "still waiting, on the thumbnail");
+        // The camera comes on, its first packets not a keyframe's: asked at once (the
+        // interval since the last evaluation is over), then every interval again.
+        l.handle_rates(t0 + 14 * S, THUMB, FULL);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        assert_eq!(l.poll_timeout(), Some(t0 + 14 * S + 300 * MS));
+        l.handle_timeout(t0 + 14 * S + 300 * MS);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        assert!(l.handle_full_packet(t0 + 14 * S + 400 * MS, true));
+        assert_eq!(events(&mut l), [LayerEvent::Switched(Layer::Full)]);
     }
 
     /// A receiver that only gets thumbnails cannot show room for more: after 2 s of an
