@@ -711,8 +711,9 @@ impl Engine {
             let can_take = available.saturating_sub(i.thumbnail_bps);
             let viewing = c.layer.full_since().is_some() || c.layer.pending_up();
             let floor = i.demote_below.max(i.thumbnail_bps);
+            // A layer that flows never costs 0: that reads as one that sends nothing.
             let full_cost = match viewing && known {
-                true => i.full_bps.min(can_take.max(floor)),
+                true => i.full_bps.min(can_take.max(floor).max(1)),
                 false => i.full_bps,
             };
             let judged = known.then(|| {

@@ -12,7 +12,9 @@
 //! (default 300 ms, the keyframe throttle's; the throttle collapses what several
 //! receivers' machines ask) — but only while the layer arrives: a layer whose rate reads
 //! 0 (a camera turned off, a sender not resumed yet) is asked once, when the upswitch
-//! starts, and again once it flows.
+//! starts, and again at the first interval after its rate reads above 0 (rates are
+//! announced about twice a second, so up to about 0.8 s after it starts to flow; a
+//! sender that resumes starts with a keyframe anyway).
 //!
 //! # When
 //!
