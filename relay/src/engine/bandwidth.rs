@@ -711,7 +711,7 @@ impl Engine {
             let can_take = available.saturating_sub(i.thumbnail_bps);
             let viewing = c.layer.full_since().is_some() || c.layer.pending_up();
             let floor = i.demote_below.max(i.thumbnail_bps);
-            // A layer that flows never costs 0: that reads as one that sends nothing.
+            // Never 0 for a layer that flows: `handle_figures` reads 0 as not flowing.
             let full_cost = match viewing && known {
                 true => i.full_bps.min(can_take.max(floor).max(1)),
                 false => i.full_bps,

@@ -363,7 +363,8 @@ impl LayerChoice {
     }
 
     /// One moment's figures, judged together: the sender's layers' rates (as
-    /// `handle_rates`, its tests' entry) and, once the receiver's link has reported,
+    /// `handle_rates`, its tests' entry: 0 only for a layer that is not flowing or not
+    /// measured, which is not asked for keyframes) and, once the receiver's link has reported,
     /// what its estimate says ([`Judged`]). Given one at a time, a rate that follows the
     /// estimate (the clamp brings the layer to what the viewer can take) would be
     /// weighed against the estimate before it: a rising estimate would look like
