@@ -547,6 +547,131 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
     assert_eq!(last_second, 0, "erin ends on the thumbnail");
 }
 
+/// Full frames of `sender` that `idx` was shown between `from` and `to`, and the
+/// frames it could not decode that began then.
+fn full_frames(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant) -> (usize, usize) {
+    let t = sim.member(idx).timeline.as_ref().unwrap();
+    let shown = t
+        .shown()
+        .iter()
+        .filter(|f| f.sender == SenderId(sender as u64) && f.layer == VideoLayer::Full)
+        .filter(|f| f.at >= from && f.at < to)
+        .count();
+    let lost = t
+        .lost()
+        .iter()
+        .filter(|f| f.first_packet >= from && f.first_packet < to)
+        .count();
+    (shown, lost)
+}
+
+/// Bob (fast) views alice's full layer from the start; dave, on a 1.4 Mbit/s link —
+/// less than the layer's 1.5 Mbit/s with the rest — subscribes only once it has long
+/// flowed at the sender's own rate. No clamp has come down for him, so the layer as
+/// it is does not fit his link: a probe finds his link short of it and measures what
+/// it delivers. That is enough to take the layer at a rate the clamp can bring it to
+/// (he is not far below bob), so he tells the clamp, the layer comes down, and his
+/// next trial takes it: he sees alice in full resolution within 15 s, without an
+/// undecodable frame once there, and his audio comes through.
+#[test]
+fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
+    let mut sim = sim();
+    let (a, v) = alice_and(
+        &mut sim,
+        &[
+            ("bob", LinkConfig::PERFECT, true),
+            ("dave", dave_link(), false),
+        ],
+    );
+    let (b, d) = (v[0], v[1]);
+    watch(&mut sim, d, &[a]);
+    let mut senders = [sending(&sim, a)];
+    let full = sim.member(a).ssrcs().full;
+    sim.run_sending(&mut senders, 10_000);
+    let unclamped = bytes_on(&sim, b, full, sim.now - Duration::from_secs(5), sim.now) * 8 / 5;
+    assert!(
+        unclamped > 1_400_000,
+        "alice's layer at {unclamped} bit/s for bob alone"
+    );
+    sim.subscribe(d, FullSet::All);
+    let asked = sim.now;
+    sim.run_sending(&mut senders, 25_000);
+    let t = sim.member(d).timeline.as_ref().unwrap();
+    let first = t
+        .shown()
+        .iter()
+        .find(|f| f.at >= asked && f.layer == VideoLayer::Full)
+        .map(|f| f.at - asked);
+    assert!(
+        first.is_some_and(|f| f <= Duration::from_secs(15)),
+        "dave's first full frame {first:?} after he subscribed"
+    );
+    let last = sim.now - Duration::from_secs(10);
+    let (shown, lost) = full_frames(&sim, d, a, last, sim.now);
+    let clamped = bytes_on(&sim, b, full, last, sim.now) as u64 * 8 / 10;
+    let (got, audio_lost) = audio_from(&sim, d, a, asked, sim.now);
+    eprintln!(
+        "late dave: first full frame {first:?} after subscribing; in the last 10 s {shown} \
+         full frames, {lost} undecodable, alice's layer at {clamped} bit/s (was \
+         {unclamped}); {audio_lost} of his audio packets lost since he subscribed"
+    );
+    assert!(
+        shown > 10 * 25 * 9 / 10,
+        "dave saw {shown} full frames in 10 s"
+    );
+    assert_eq!(lost, 0, "dave's undecodable frames in the last 10 s");
+    assert!(
+        (900_000..1_400_000).contains(&clamped),
+        "alice's full layer at {clamped} bit/s for dave's 1.4 Mbit/s"
+    );
+    assert!(got > 1000, "dave got {got} audio packets");
+    assert!(
+        audio_lost <= got as u64 / 100,
+        "dave lost {audio_lost} audio packets"
+    );
+}
+
+/// A call of two: bob's link is 1 Mbit/s, less than alice's full layer (1.5 Mbit/s)
+/// alone, and he subscribes to it once he has reported on his link for a while (the
+/// layer, watched by nobody, is paused by then). No other viewer's figure clamps the
+/// layer, so the only way bob sees alice in full resolution is that his measured link
+/// brings it down: within 20 s he does, at a rate his link carries with his audio.
+#[test]
+fn a_lone_viewer_on_a_slow_link_gets_the_full_layer_at_what_his_link_takes() {
+    let mut sim = sim();
+    let link = LinkConfig::PERFECT.rate(1_000_000).queue_bytes(100_000);
+    let (a, v) = alice_and(&mut sim, &[("bob", link, false)]);
+    let b = v[0];
+    watch(&mut sim, b, &[a]);
+    let mut senders = [sending(&sim, a)];
+    let full = sim.member(a).ssrcs().full;
+    sim.run_sending(&mut senders, 10_000);
+    sim.subscribe(b, FullSet::All);
+    let start = sim.now;
+    sim.run_sending(&mut senders, 30_000);
+    let last = sim.now - Duration::from_secs(10);
+    let (shown, lost) = full_frames(&sim, b, a, last, sim.now);
+    let rate = bytes_on(&sim, b, full, last, sim.now) as u64 * 8 / 10;
+    let (got, audio_lost) = audio_from(&sim, b, a, last, sim.now);
+    let (total_got, total_lost) = audio_from(&sim, b, a, start, sim.now);
+    eprintln!(
+        "lone bob: in the last 10 s {shown} full frames, {lost} undecodable, alice's layer \
+         at {rate} bit/s, {audio_lost} audio packets lost ({total_lost} of {total_got} in \
+         the whole run)"
+    );
+    assert!(
+        shown > 10 * 25 * 9 / 10,
+        "bob saw {shown} full frames in 10 s"
+    );
+    assert_eq!(lost, 0, "bob's undecodable frames in the last 10 s");
+    assert!(
+        (300_000..900_000).contains(&rate),
+        "alice's full layer at {rate} bit/s for bob's 1 Mbit/s"
+    );
+    assert!(got > 400, "bob got {got} audio packets");
+    assert_eq!(audio_lost, 0, "bob lost audio in the last 10 s");
+}
+
 /// How long `sender`'s audio waited on its way to `idx` between `from` and `to`, beyond
 /// the shortest wait, in milliseconds, sorted (the audio is sent every 20 ms, so its
 /// sequence numbers give the send times).

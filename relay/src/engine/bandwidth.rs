@@ -29,7 +29,10 @@
 //!   home reports what the viewer can take ([`PeerMsg::ViewerRate`], once per receiver
 //!   report); the clamp sends the sender a REMB for that layer at the lowest of them,
 //!   leaving out a viewer far below the median, which every shard learns
-//!   ([`PeerMsg::Demote`]) and whose layer choice moves it to the thumbnail.
+//!   ([`PeerMsg::Demote`]) and whose layer choice moves it to the thumbnail. A
+//!   subscriber whose trial's probe came back short but measured its link reports too,
+//!   what that measure leaves the layer ([`media::LayerChoice::prospect_bps`]), unless
+//!   the clamp would demote it: the layer comes down before its next trial.
 //! - **A sender's uplink** is estimated where its media arrives
 //!   ([`media::UplinkEstimate`], fed on the forwarding path): from the loss in its
 //!   sequence numbers and, if it stamps abs-send-time, by the same delay-based
@@ -305,7 +308,8 @@ impl Engine {
         if let Some(addr) = addr {
             self.fanout_edit(conf, r, addr, Some(&old), Some(&new));
         }
-        if state != LayerState::Full {
+        // A receiver waiting for its keyframe may be a prospect the clamp follows.
+        if state == LayerState::Thumbnail {
             self.forget_viewer(conf, r, ssrc);
         }
     }
@@ -711,10 +715,13 @@ impl Engine {
             let can_take = available.saturating_sub(i.thumbnail_bps);
             let viewing = c.layer.full_since().is_some() || c.layer.pending_up();
             let floor = i.demote_below.max(i.thumbnail_bps);
-            // Never 0 for a layer that flows: `handle_figures` reads 0 as not flowing.
-            let full_cost = match viewing && known {
-                true => i.full_bps.min(can_take.max(floor).max(1)),
-                false => i.full_bps,
+            // So is a subscriber whose link a short probe measured (a prospect), at what
+            // that measure takes, if that is not under the floor. It tells the clamp
+            // below, so the layer comes down before its next trial.
+            let prospect = c.layer.prospect_bps(now).filter(|&p| p >= floor);
+            let clamped = match viewing {
+                true => Some(can_take.max(floor)),
+                false => prospect,
             };
             let judged = known.then(|| {
                 // Demotion judges what a viewer can take; a receiver on the thumbnail
@@ -731,11 +738,12 @@ impl Engine {
                     // the clamp would bring it to) do not end a trial; a link that cannot
                     // take even that floor does.
                     lossy: lossy && can_take < floor,
+                    clamped_bps: clamped,
                 }
             });
             let demoted = judged.as_ref().is_some_and(|j| j.demoted);
             c.layer
-                .handle_figures(now, i.thumbnail_bps, full_cost, judged);
+                .handle_figures(now, i.thumbnail_bps, i.full_bps, judged);
             // Keyframe requests are sent after the loop: the throttle needs `self`.
             let drained = drain_events(&mut self.stats, &mut c.layer);
             if drained.keyframe {
@@ -746,7 +754,9 @@ impl Engine {
                     ssrc: c.ssrc,
                     to,
                     available_bps: available,
-                    full_bps: full_cost,
+                    full_bps: i
+                        .full_bps
+                        .min(clamped.filter(|_| known).unwrap_or(u64::MAX)),
                     lossy,
                     demoted,
                 });
@@ -763,13 +773,18 @@ impl Engine {
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
             // It tells the clamp the budget left for this sender's video, less the
-            // thumbnail, once its estimate had time to follow the layer.
+            // thumbnail, once its estimate had time to follow the layer; a prospect
+            // until then, what its measured link takes.
             let reporting = c
                 .layer
                 .full_since()
                 .is_some_and(|t| now.saturating_duration_since(t) >= SETTLED_FULL);
-            if known && report.is_some() && reporting {
-                views.push((c.owner, c.ssrc, can_take));
+            let told = match reporting {
+                true => Some(can_take),
+                false => prospect,
+            };
+            if let Some(bps) = told.filter(|_| known && report.is_some()) {
+                views.push((c.owner, c.ssrc, bps));
             }
         }
         if let Some((ssrc, bps)) = probe
@@ -878,7 +893,7 @@ impl Engine {
     fn probe_verdict(&mut self, now: Instant, r: SessionHandle, outcome: media::ProbeOutcome) {
         match outcome {
             media::ProbeOutcome::Carried => self.stats.probes_carried += 1,
-            media::ProbeOutcome::Short => self.stats.probes_short += 1,
+            media::ProbeOutcome::Short(_) => self.stats.probes_short += 1,
             media::ProbeOutcome::Unanswered => self.stats.probes_unanswered += 1,
         }
         let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
@@ -888,13 +903,19 @@ impl Engine {
         let Some((ssrc, probed_bps)) = d.probe_for.take() else {
             return;
         };
+        let (short, measured) = match outcome {
+            media::ProbeOutcome::Short(measured) => (true, measured),
+            _ => (false, None),
+        };
         for c in &mut d.choices {
-            let short_too = outcome == media::ProbeOutcome::Short
-                && c.layer.probing()
-                && c.probe_bps > 0
-                && c.probe_bps >= probed_bps;
+            let short_too =
+                short && c.layer.probing() && c.probe_bps > 0 && c.probe_bps >= probed_bps;
             if c.ssrc == ssrc || short_too {
-                c.layer.handle_probe(now, outcome);
+                // What the link leaves this sender's video: its measured rate less
+                // everything else the receiver got while it was probed.
+                let others = c.probe_bps.saturating_sub(c.layer.probe_bps());
+                let room = measured.map(|m| m.saturating_sub(others));
+                c.layer.handle_probe(now, outcome, room);
             }
         }
     }

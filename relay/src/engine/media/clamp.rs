@@ -28,6 +28,10 @@
 //! below `min_bps` (default 50 kbit/s): zero would stop the stream, and stopping it is
 //! pausing's job (RFC 7728 PAUSE), decided by who watches, not by a rate.
 //!
+//! "Viewers" are the receivers that get the stream and, for a while, a subscriber that
+//! does not get it yet but whose link a probe measured (a prospect, `layers.rs`): the
+//! clamp brings the stream down to it before it is tried on it.
+//!
 //! The engine calls [`RateClamp::update_capped`] with the viewers' estimates whenever
 //! one of them reports (each about once a second). The median needs the estimates
 //! side by side: they are copied into a buffer allocated at construction

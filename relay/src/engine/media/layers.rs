@@ -52,6 +52,19 @@
 //!   not doubled: a probe costs the link little, and a link that recovers is found
 //!   within that wait, not the longest.
 //!
+//! - **Clamped.** The rate clamp (`clamp.rs`) brings the sender's full layer down to
+//!   what its slowest viewer can take, so for a viewer the clamp follows the layer
+//!   costs no more than that ([`Judged::clamped_bps`], worked out by the engine). A
+//!   subscriber that does not view the layer yet is not followed, so the layer as it is
+//!   may not fit its link at all — a viewer that came late, or the only one of a call
+//!   of two. Its trial's probe then comes back short, but one that arrived whole, only
+//!   slower than sent, measured the link ([`LayerChoice::handle_probe`]'s `room_bps`:
+//!   what the link leaves this sender's video). For 10 s after that the receiver is a
+//!   prospect ([`LayerChoice::prospect_bps`]: the room less the up rule's headroom and
+//!   the thumbnail): if the clamp would follow it, the engine tells the clamp, the
+//!   layer comes down before the next trial, and that trial is weighed and probed at
+//!   what the layer will cost it. A trial that ends, failed or held, ends the prospect.
+//!
 //! When the sender's full layer has no measured rate (paused, not started), the last
 //! rate seen stands in for it, or 1 Mbit/s before any: a new subscriber is judged
 //! against what the layer will cost when it resumes.
@@ -127,6 +140,9 @@ pub(crate) struct Judged {
     /// The receiver is losing packets now (a burst of NACKs, or a report with heavy
     /// loss), more than the clamp can cure: a trial under way fails.
     pub lossy: bool,
+    /// The rate clamp follows the receiver (a viewer, or a prospect it would follow):
+    /// the sender's full layer comes down to this for it, so it costs no more.
+    pub clamped_bps: Option<u64>,
 }
 
 /// What the engine should do.
@@ -172,6 +188,11 @@ const TRIAL_FALL: f64 = 0.7;
 /// within about a second) fails the trial.
 const PROBE_GIVE_UP: Duration = Duration::from_secs(3);
 
+/// A short probe's measure of the link makes the receiver a prospect for this long:
+/// past the wait before the next trial (4 s) and into that trial, until its own
+/// estimate has followed the layer (the engine's two seconds on it).
+const MEASURED_FOR: Duration = Duration::from_secs(10);
+
 /// One receiver's choice of one sender's layers (on the receiver's home shard).
 #[derive(Debug)]
 pub(crate) struct LayerChoice {
@@ -186,6 +207,11 @@ pub(crate) struct LayerChoice {
     thumb_bps: u64,
     full_bps: u64,
     last_full_bps: u64,
+    /// What the clamp brings the full layer to for this receiver, if it follows it.
+    clamped: Option<u64>,
+    /// What the last short probe measured the link leaves this sender's video, and
+    /// when: the receiver is a prospect for [`MEASURED_FOR`] after.
+    measured: Option<(u64, Instant)>,
     /// The up condition has held since.
     good_since: Option<Instant>,
     /// The estimate has been bounded only by what was sent since.
@@ -219,6 +245,8 @@ impl LayerChoice {
             thumb_bps: 0,
             full_bps: 0,
             last_full_bps: 0,
+            clamped: None,
+            measured: None,
             good_since: None,
             limited_since: None,
             backoff: cfg.probe_backoff.unwrap_or_default(),
@@ -313,8 +341,16 @@ impl LayerChoice {
     }
 
     /// The verdict on the probe a trial waited for: carried (or unanswered: the
-    /// receiver does not answer probes), the trial goes on; short, it failed.
-    pub(crate) fn handle_probe(&mut self, now: Instant, outcome: ProbeOutcome) {
+    /// receiver does not answer probes), the trial goes on; short, it failed. With
+    /// `room_bps`, the short probe measured what the link leaves this sender's video
+    /// (its rate less everything else the receiver gets): the receiver is a prospect
+    /// on it ([`Self::prospect_bps`]).
+    pub(crate) fn handle_probe(
+        &mut self,
+        now: Instant,
+        outcome: ProbeOutcome,
+        room_bps: Option<u64>,
+    ) {
         let State::Probing {
             trial_from,
             keyframes,
@@ -328,8 +364,25 @@ impl LayerChoice {
                 self.state = State::Thumbnail;
                 self.enter_trial(now, keyframes, trial_from);
             }
-            ProbeOutcome::Short => self.fail(now, Failure::Probe),
+            ProbeOutcome::Short(_) => {
+                self.fail(now, Failure::Probe);
+                self.measured = room_bps.map(|r| (r, now));
+            }
         }
+    }
+
+    /// What the receiver could take of the full layer as its link was last measured
+    /// (a short probe, [`Self::handle_probe`]), within [`MEASURED_FOR`] of that and
+    /// while it wants the layer: the room less the up rule's headroom — the layer at
+    /// this rate passes its trial's probe — and less the thumbnail. The engine tells
+    /// the clamp if the clamp would follow it (see the module docs).
+    pub(crate) fn prospect_bps(&self, now: Instant) -> Option<u64> {
+        let (room, at) = self.measured?;
+        if !self.wanted() || now.saturating_duration_since(at) >= MEASURED_FOR {
+            return None;
+        }
+        let video = (room as f64 / self.cfg.up_factor) as u64;
+        Some(video.saturating_sub(self.thumb_bps))
     }
 
     /// The receiver subscribed to the sender's full layer, or stopped.
@@ -376,6 +429,7 @@ impl LayerChoice {
         full_bps: u64,
         judged: Option<Judged>,
     ) {
+        self.clamped = judged.and_then(|j| j.clamped_bps);
         self.record_rates(thumbnail_bps, full_bps);
         if let Some(j) = judged {
             self.demoted = j.demoted;
@@ -495,13 +549,15 @@ impl LayerChoice {
         self.subscribed && !self.demoted
     }
 
-    /// What the receiver gets with the full layer: the thumbnail and the full layer.
+    /// What the receiver gets with the full layer: the thumbnail and the full layer,
+    /// at no more than the clamp brings it to.
     fn need(&self) -> u64 {
         let full = match (self.full_bps, self.last_full_bps) {
             (0, 0) => self.cfg.assumed_full_bps,
             (0, last) => last,
             (now, _) => now,
         };
+        let full = full.min(self.clamped.unwrap_or(u64::MAX));
         self.thumb_bps.saturating_add(full)
     }
 
@@ -567,9 +623,11 @@ impl LayerChoice {
                     self.down();
                     self.fail(now, Failure::of(probe));
                 } else if probe.is_some() && !judging {
-                    // The trial held: the link carries the full layer.
+                    // The trial held: the link carries the full layer (and its own
+                    // estimate, not a probe's measure, is what the clamp hears).
                     self.state = State::Full { since, probe: None };
                     self.backoff = self.cfg.probe_backoff.unwrap_or_default();
+                    self.measured = None;
                 }
             }
         }
@@ -659,6 +717,9 @@ impl LayerChoice {
         self.state = State::Thumbnail;
         self.good_since = None;
         self.limited_since = None;
+        // A probe's measure of the link is no longer a prospect once the layer did not
+        // fit it (a short probe measures again, `handle_probe`).
+        self.measured = None;
         let Some(initial) = self.cfg.probe_backoff else {
             return;
         };
@@ -746,6 +807,7 @@ mod tests {
             app_limited: false,
             demoted: false,
             lossy: false,
+            clamped_bps: None,
         };
         // Up and on the full layer at 3 Mbit/s available.
         l.handle_figures(t0, THUMB, FULL, Some(judged(3_000_000)));
@@ -1098,7 +1160,7 @@ mod tests {
         l.handle_estimate(t0 - 50 * S, u64::MAX, false);
         l.handle_timeout(t0 - 99 * S);
         let _ = l.probe_bps();
-        l.handle_probe(t0 - 98 * S, ProbeOutcome::Carried);
+        l.handle_probe(t0 - 98 * S, ProbeOutcome::Carried, None);
         l.handle_full_packet(t0, true);
         l.handle_timeout(t0 + 1000 * S);
         let _ = (l.poll_timeout(), l.poll_event(), l.layer());
@@ -1145,7 +1207,7 @@ mod tests {
         assert!(events(&mut l).is_empty(), "no keyframe asked yet");
         assert!(!l.handle_full_packet(t0 + S, true));
         // The link did not carry it: failed, the next trial 4 s later.
-        l.handle_probe(t0 + 1100 * MS, ProbeOutcome::Short);
+        l.handle_probe(t0 + 1100 * MS, ProbeOutcome::Short(None), None);
         assert!(!l.probing() && !l.pending_up());
         assert!(events(&mut l).is_empty());
         l.handle_estimate(t0 + 1200 * MS, 300_000, true);
@@ -1153,18 +1215,18 @@ mod tests {
         l.handle_timeout(t0 + 5100 * MS);
         assert!(l.probing());
         // Short again: 4 s again, not 8 (nothing of the layer was sent).
-        l.handle_probe(t0 + 5200 * MS, ProbeOutcome::Short);
+        l.handle_probe(t0 + 5200 * MS, ProbeOutcome::Short(None), None);
         l.handle_estimate(t0 + 5300 * MS, 300_000, true);
         assert_eq!(l.poll_timeout(), Some(t0 + 9200 * MS));
         l.handle_timeout(t0 + 9200 * MS);
         assert!(l.probing());
         // Carried: the trial proper, from the keyframe on.
-        l.handle_probe(t0 + 9300 * MS, ProbeOutcome::Carried);
+        l.handle_probe(t0 + 9300 * MS, ProbeOutcome::Carried, None);
         assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
         assert!(l.handle_full_packet(t0 + 9400 * MS, true));
         assert_eq!(l.full_since(), Some(t0 + 9400 * MS));
         // A verdict out of turn changes nothing.
-        l.handle_probe(t0 + 9500 * MS, ProbeOutcome::Short);
+        l.handle_probe(t0 + 9500 * MS, ProbeOutcome::Short(None), None);
         assert_eq!(l.layer(), Layer::Full);
 
         // A started subscription probes too; a receiver that does not answer probes is
@@ -1172,7 +1234,7 @@ mod tests {
         let mut l = LayerChoice::new(LayerConfig::default());
         l.start(t0, false, 1_000_000);
         assert!(l.probing());
-        l.handle_probe(t0 + S, ProbeOutcome::Unanswered);
+        l.handle_probe(t0 + S, ProbeOutcome::Unanswered, None);
         assert_eq!(l.full_since(), Some(t0 + S));
 
         // No verdict within 3 s (the engine always gives one sooner): failed.
@@ -1187,5 +1249,74 @@ mod tests {
         l.set_subscribed(t0 + S, false);
         assert!(!l.probing());
         assert_eq!(l.poll_timeout(), None);
+    }
+
+    /// A short probe that measured the link makes the receiver a prospect: for 10 s,
+    /// while it wants the layer, what it could take of it is the measured room less the
+    /// up rule's headroom and the thumbnail. Judged at what the clamp then brings the
+    /// layer to, its next trial probes at the room it measured, not at the layer as it
+    /// was; the trial's end, failed or held, ends the prospect.
+    #[test]
+    fn a_short_probe_that_measured_the_link_makes_a_prospect_until_its_trial_ends() {
+        let t0 = Instant::now();
+        let judged = |clamped_bps| Judged {
+            available_bps: 300_000,
+            app_limited: true,
+            demoted: false,
+            lossy: false,
+            clamped_bps,
+        };
+        let mut l = LayerChoice::new(LayerConfig::default());
+        l.handle_figures(t0, THUMB, FULL, Some(judged(None)));
+        l.set_subscribed(t0, true);
+        l.handle_timeout(t0 + S);
+        assert!(l.probing());
+        // Short, with nothing measured: no prospect.
+        l.handle_probe(t0 + 1100 * MS, ProbeOutcome::Short(None), None);
+        assert_eq!(l.prospect_bps(t0 + 1100 * MS), None);
+        l.handle_figures(t0 + 1200 * MS, THUMB, FULL, Some(judged(None)));
+        // Short, the link measured: 1.32 Mbit/s left for this sender's video.
+        l.handle_figures(t0 + 5200 * MS, THUMB, FULL, Some(judged(None)));
+        assert!(l.probing());
+        let room = 1_320_000;
+        l.handle_probe(t0 + 5300 * MS, ProbeOutcome::Short(Some(0)), Some(room));
+        let take = 1_100_000 - THUMB;
+        assert_eq!(l.prospect_bps(t0 + 5300 * MS), Some(take));
+        assert_eq!(l.prospect_bps(t0 + 15_299 * MS), Some(take));
+        assert_eq!(l.prospect_bps(t0 + 15_300 * MS), None, "10 s on");
+        l.handle_figures(t0 + 5400 * MS, THUMB, FULL, Some(judged(None)));
+        l.set_subscribed(t0 + 6 * S, false);
+        assert_eq!(l.prospect_bps(t0 + 6 * S), None, "not wanted");
+        l.set_subscribed(t0 + 6 * S, true);
+        // The clamp follows it: the next trial probes at what the layer will cost.
+        l.handle_figures(t0 + 9400 * MS, THUMB, FULL, Some(judged(Some(take))));
+        assert!(l.probing());
+        assert!(
+            l.probe_bps().abs_diff(room) <= 1,
+            "1.2 × (thumbnail + {take})"
+        );
+        // Carried: the trial goes on, the prospect with it, until the trial fails.
+        l.handle_probe(t0 + 9500 * MS, ProbeOutcome::Carried, None);
+        assert!(l.handle_full_packet(t0 + 9600 * MS, true));
+        assert_eq!(l.prospect_bps(t0 + 9600 * MS), Some(take));
+        l.set_lossy(t0 + 10 * S, true);
+        assert_eq!(l.layer(), Layer::Thumbnail);
+        assert_eq!(l.prospect_bps(t0 + 10 * S), None);
+        l.set_lossy(t0 + 10 * S, false);
+        l.handle_probe(t0 + 10 * S, ProbeOutcome::Short(Some(0)), Some(room));
+        assert_eq!(l.prospect_bps(t0 + 10 * S), None, "no trial waited for it");
+        // A trial that holds ends it too.
+        l.handle_figures(t0 + 10_100 * MS, THUMB, FULL, Some(judged(None)));
+        l.handle_figures(t0 + 14_100 * MS, THUMB, FULL, Some(judged(None)));
+        assert!(l.probing());
+        l.handle_probe(t0 + 14_200 * MS, ProbeOutcome::Short(Some(0)), Some(room));
+        l.handle_figures(t0 + 14_300 * MS, THUMB, FULL, Some(judged(Some(take))));
+        l.handle_figures(t0 + 18_300 * MS, THUMB, FULL, Some(judged(Some(take))));
+        l.handle_probe(t0 + 18_300 * MS, ProbeOutcome::Carried, None);
+        assert!(l.handle_full_packet(t0 + 18_400 * MS, true));
+        assert_eq!(l.prospect_bps(t0 + 23 * S), Some(take), "still judged");
+        l.handle_figures(t0 + 23_500 * MS, THUMB, FULL, Some(judged(Some(take))));
+        assert_eq!(l.layer(), Layer::Full);
+        assert_eq!(l.prospect_bps(t0 + 23_500 * MS), None, "held");
     }
 }

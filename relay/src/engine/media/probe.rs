@@ -25,6 +25,10 @@
 //! - **Short** when it delivered less, some probe packets were lost, or — for a
 //!   receiver that has answered a probe before — no report came within
 //!   [`REPORT_TIMEOUT`] of the last packet (the link is too congested to answer).
+//!   When every packet arrived, only slower than sent, the link queued the cluster
+//!   and delivered it at its own rate: the verdict carries that rate, a measure of
+//!   what the link carries (layer choice uses it to bring a layer down to the link,
+//!   `layers.rs`).
 //! - **Unanswered** when no report came and the receiver never answered one: it does
 //!   not implement probes, and the caller decides without (the layer choice tries the
 //!   layer, as it would without probes).
@@ -58,8 +62,10 @@ pub(crate) const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) enum ProbeOutcome {
     /// The link carried the target rate.
     Carried,
-    /// It did not (or the receiver's answer never came).
-    Short,
+    /// It did not (or the receiver's answer never came). When every packet arrived,
+    /// only slower than sent, the link queued the cluster and delivered it at its own
+    /// capacity: that rate (what the receiver's report measured), else `None`.
+    Short(Option<u64>),
     /// No answer from a receiver that never answered one.
     Unanswered,
 }
@@ -196,12 +202,15 @@ impl Prober {
         }
         self.cluster = None;
         self.answered = true;
-        let carried = report.received >= c.count
-            && report.delivered_bps() as f64 >= PASS * c.offered_bps() as f64;
-        Some(match carried {
-            true => ProbeOutcome::Carried,
-            false => ProbeOutcome::Short,
-        })
+        let whole = report.received >= c.count;
+        let delivered = report.delivered_bps();
+        Some(
+            match (whole, delivered as f64 >= PASS * c.offered_bps() as f64) {
+                (true, true) => ProbeOutcome::Carried,
+                (true, false) => ProbeOutcome::Short(Some(delivered)),
+                (false, _) => ProbeOutcome::Short(None),
+            },
+        )
     }
 
     /// Time passed: the verdict on a cluster whose report is overdue.
@@ -212,7 +221,7 @@ impl Prober {
         }
         self.cluster = None;
         Some(match self.answered {
-            true => ProbeOutcome::Short,
+            true => ProbeOutcome::Short(None),
             false => ProbeOutcome::Unanswered,
         })
     }
@@ -327,23 +336,25 @@ mod tests {
             p.handle_report(&report(1, 6, 4680, 25_000)),
             Some(ProbeOutcome::Carried)
         );
-        // Cluster 2: at 300 kbit/s the same bytes take 125 ms: short.
+        // Cluster 2: at 300 kbit/s the same bytes take 125 ms: short, and the link's
+        // rate measured.
         sent_cluster(&mut p, t0);
         assert_eq!(
-            p.handle_report(&report(2, 6, 4680, 125_000)),
-            Some(ProbeOutcome::Short)
+            p.handle_report(&report(2, 6, 4680, 124_800)),
+            Some(ProbeOutcome::Short(Some(300_000)))
         );
-        // Cluster 3: fast, but a packet was lost: short.
+        // Cluster 3: fast, but a packet was lost: short, and nothing measured (the
+        // link dropped what it could not queue).
         sent_cluster(&mut p, t0);
         assert_eq!(
             p.handle_report(&report(3, 4, 4680, 25_000)),
-            Some(ProbeOutcome::Short)
+            Some(ProbeOutcome::Short(None))
         );
         // Cluster 4: no report now that the receiver answers probes: short.
         sent_cluster(&mut p, t0);
         assert_eq!(
             p.handle_timeout(t0 + 2 * REPORT_TIMEOUT),
-            Some(ProbeOutcome::Short)
+            Some(ProbeOutcome::Short(None))
         );
         // Cluster 5: a timer every 10 ms sent the 5 packets (748 bytes each) over 20
         // ms, at 1.2 Mbit/s: a link that kept up with that carried it.
