@@ -571,8 +571,9 @@ fn full_frames(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant)
 /// it is does not fit his link: a probe finds his link short of it and measures what
 /// it delivers. That is enough to take the layer at a rate the clamp can bring it to
 /// (he is not far below bob), so he tells the clamp, the layer comes down, and his
-/// next trial takes it: he sees alice in full resolution within 15 s, without an
-/// undecodable frame once there, and his audio comes through.
+/// next trial takes it: one trial, with nothing of the layer sent before it; he sees
+/// alice in full resolution within 6 s (the 4 s wait after a short probe, and a
+/// keyframe), without an undecodable frame from then on, and loses no audio.
 #[test]
 fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
     let mut sim = sim();
@@ -601,34 +602,92 @@ fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
         .shown()
         .iter()
         .find(|f| f.at >= asked && f.layer == VideoLayer::Full)
-        .map(|f| f.at - asked);
+        .map(|f| f.at);
+    let after = first.map(|f| f - asked);
     assert!(
-        first.is_some_and(|f| f <= Duration::from_secs(15)),
-        "dave's first full frame {first:?} after he subscribed"
+        after.is_some_and(|f| f <= Duration::from_secs(6)),
+        "dave's first full frame {after:?} after he subscribed"
     );
+    let trials = bursts(&sim, d, full, asked, sim.now);
+    let (_, lost) = full_frames(&sim, d, a, first.unwrap(), sim.now);
     let last = sim.now - Duration::from_secs(10);
-    let (shown, lost) = full_frames(&sim, d, a, last, sim.now);
+    let (shown, _) = full_frames(&sim, d, a, last, sim.now);
     let clamped = bytes_on(&sim, b, full, last, sim.now) as u64 * 8 / 10;
     let (got, audio_lost) = audio_from(&sim, d, a, asked, sim.now);
     eprintln!(
-        "late dave: first full frame {first:?} after subscribing; in the last 10 s {shown} \
-         full frames, {lost} undecodable, alice's layer at {clamped} bit/s (was \
-         {unclamped}); {audio_lost} of his audio packets lost since he subscribed"
+        "late dave: first full frame {after:?} after subscribing, {} trial(s), {lost} \
+         undecodable frames since; in the last 10 s {shown} full frames, alice's layer \
+         at {clamped} bit/s (was {unclamped}); {audio_lost} of his audio packets lost \
+         since he subscribed",
+        trials.len()
+    );
+    assert_eq!(trials.len(), 1, "dave's trials: {trials:?}");
+    assert_eq!(
+        lost, 0,
+        "dave's undecodable frames since his first full one"
     );
     assert!(
         shown > 10 * 25 * 9 / 10,
         "dave saw {shown} full frames in 10 s"
     );
-    assert_eq!(lost, 0, "dave's undecodable frames in the last 10 s");
     assert!(
         (900_000..1_400_000).contains(&clamped),
         "alice's full layer at {clamped} bit/s for dave's 1.4 Mbit/s"
     );
     assert!(got > 1000, "dave got {got} audio packets");
-    assert!(
-        audio_lost <= got as u64 / 100,
-        "dave lost {audio_lost} audio packets"
+    assert_eq!(audio_lost, 0, "dave lost audio");
+}
+
+/// As above, but two senders, alice and carol, each send a 1.5 Mbit/s full layer that
+/// bob (fast) views, and dave subscribes late to both: his 1.4 Mbit/s link cannot carry
+/// both at any rate the clamp would bring them to. He is tried on them and loses no
+/// audio and no frame to it. (Which one he ends with, and whether he settles on one
+/// within 30 s, differs from run to run: the README's known limit.)
+#[test]
+fn a_slow_viewer_of_two_late_subscriptions_loses_nothing_to_their_trials() {
+    let mut sim = sim();
+    let (a, v) = alice_and(
+        &mut sim,
+        &[
+            ("carol", LinkConfig::PERFECT, false),
+            ("bob", LinkConfig::PERFECT, true),
+            ("dave", dave_link(), false),
+        ],
     );
+    let (c, d) = (v[0], v[2]);
+    watch(&mut sim, d, &[a, c]);
+    let mut senders = [sending(&sim, a), sending(&sim, c)];
+    sim.run_sending(&mut senders, 10_000);
+    sim.subscribe(d, FullSet::All);
+    let asked = sim.now;
+    sim.run_sending(&mut senders, 30_000);
+    let last = sim.now - Duration::from_secs(10);
+    let full_of = |s: usize, from| bytes_on(&sim, d, sim.member(s).ssrcs().full, from, sim.now);
+    let at_bob =
+        |s: usize| bytes_on(&sim, v[1], sim.member(s).ssrcs().full, last, sim.now) * 8 / 10;
+    let (_, lost) = full_frames(&sim, d, a, asked, sim.now);
+    let audio: Vec<(usize, u64)> = [a, c]
+        .iter()
+        .map(|&s| audio_from(&sim, d, s, asked, sim.now))
+        .collect();
+    eprintln!(
+        "two for dave: in the last 10 s {} bytes of alice's full layer, {} of carol's \
+         (their rates at bob: {} and {} bit/s); {lost} undecodable frames since he \
+         subscribed; audio (got, lost) from each {audio:?}",
+        full_of(a, last),
+        full_of(c, last),
+        at_bob(a),
+        at_bob(c)
+    );
+    assert!(
+        full_of(a, asked) + full_of(c, asked) > 0,
+        "dave was never tried"
+    );
+    assert_eq!(lost, 0, "dave's undecodable frames");
+    for (got, lost) in audio {
+        assert!(got > 1400, "dave got {got} audio packets");
+        assert_eq!(lost, 0, "dave lost audio");
+    }
 }
 
 /// A call of two: bob's link is 1 Mbit/s, less than alice's full layer (1.5 Mbit/s)
@@ -646,18 +705,27 @@ fn a_lone_viewer_on_a_slow_link_gets_the_full_layer_at_what_his_link_takes() {
     let mut senders = [sending(&sim, a)];
     let full = sim.member(a).ssrcs().full;
     sim.run_sending(&mut senders, 10_000);
+    // Nobody views the layer: paused (the last request alice got about it is a
+    // PAUSE), and nothing of it reached bob.
+    let paused = sim.member(a).events.iter().rev().find_map(|e| match e {
+        PEvent::PauseRequested { ssrc, paused } if *ssrc == full => Some(*paused),
+        _ => None,
+    });
+    assert_eq!(paused, Some(true), "alice's full layer paused");
+    assert_eq!(
+        bytes_on(&sim, b, full, sim.now - Duration::from_secs(10), sim.now),
+        0
+    );
     sim.subscribe(b, FullSet::All);
     let start = sim.now;
     sim.run_sending(&mut senders, 30_000);
     let last = sim.now - Duration::from_secs(10);
     let (shown, lost) = full_frames(&sim, b, a, last, sim.now);
     let rate = bytes_on(&sim, b, full, last, sim.now) as u64 * 8 / 10;
-    let (got, audio_lost) = audio_from(&sim, b, a, last, sim.now);
-    let (total_got, total_lost) = audio_from(&sim, b, a, start, sim.now);
+    let (got, audio_lost) = audio_from(&sim, b, a, start, sim.now);
     eprintln!(
         "lone bob: in the last 10 s {shown} full frames, {lost} undecodable, alice's layer \
-         at {rate} bit/s, {audio_lost} audio packets lost ({total_lost} of {total_got} in \
-         the whole run)"
+         at {rate} bit/s; {audio_lost} of {got} audio packets lost since he subscribed"
     );
     assert!(
         shown > 10 * 25 * 9 / 10,
@@ -668,8 +736,8 @@ fn a_lone_viewer_on_a_slow_link_gets_the_full_layer_at_what_his_link_takes() {
         (300_000..900_000).contains(&rate),
         "alice's full layer at {rate} bit/s for bob's 1 Mbit/s"
     );
-    assert!(got > 400, "bob got {got} audio packets");
-    assert_eq!(audio_lost, 0, "bob lost audio in the last 10 s");
+    assert!(got > 1400, "bob got {got} audio packets");
+    assert_eq!(audio_lost, 0, "bob lost audio");
 }
 
 /// How long `sender`'s audio waited on its way to `idx` between `from` and `to`, beyond

@@ -17,7 +17,8 @@
 //!   that sender's video (the estimate less everything else it gets). A trial of a
 //!   full layer first probes the link ([`media::Prober`], one cluster at a time per
 //!   receiver): padding in the receiver's SRTCP at what it gets besides that video
-//!   plus 1.2× the video with the full layer; the receiver's report is the verdict.
+//!   (and the full layers it awaits at their keyframes) plus 1.2× the video with the
+//!   full layer; the receiver's report is the verdict.
 //! - **Layer states** are announced by the receiver's home to every shard
 //!   ([`PeerMsg::LayerState`]); each shard keeps its fan-out lists by them. A receiver
 //!   switching up waits in the layer's `pending` list on the shard where the sender's
@@ -31,8 +32,9 @@
 //!   leaving out a viewer far below the median, which every shard learns
 //!   ([`PeerMsg::Demote`]) and whose layer choice moves it to the thumbnail. A
 //!   subscriber whose trial's probe came back short but measured its link reports too,
-//!   what that measure leaves the layer ([`media::LayerChoice::prospect_bps`]), unless
-//!   the clamp would demote it: the layer comes down before its next trial.
+//!   what that measure leaves the layer ([`media::LayerChoice::prospect_bps`]), if the
+//!   sender's thumbnail flows and that is not under the floor (the demotion bound, the
+//!   thumbnail's rate): the layer comes down before its next trial.
 //! - **A sender's uplink** is estimated where its media arrives
 //!   ([`media::UplinkEstimate`], fed on the forwarding path): from the loss in its
 //!   sequence numbers and, if it stamps abs-send-time, by the same delay-based
@@ -65,9 +67,9 @@ pub(super) const RATE_STALE: Duration = Duration::from_millis(1500);
 /// it was on the thumbnail as lost.
 const SETTLED_FULL: Duration = Duration::from_secs(2);
 
-/// A viewer counts for the rate clamp (and can be demoted by it) once it has had the
-/// full layer this long: before, its estimate is still catching up with the layer it
-/// was just given (the trial window of `LayerChoice`).
+/// A viewer can be demoted by the rate clamp once it has had the full layer this long
+/// (it reports to the clamp from [`SETTLED_FULL`] on): before, its estimate is still
+/// catching up with the layer it was just given (the trial window of `LayerChoice`).
 const SETTLED_VIEWER: Duration = Duration::from_secs(5);
 
 /// The per-packet overhead a TMMBR names (RFC 5104 §4.2.1.2): RTP header with a few
@@ -97,8 +99,10 @@ pub(super) struct Downlink {
     choices: Vec<Choice>,
     /// Probes of the link before trials of full layers.
     prober: media::Prober,
-    /// The full layer whose trial the probe out is for, and the rate it probes.
-    probe_for: Option<(Ssrc, u64)>,
+    /// The full layer whose trial the probe out is for, the rate it probes, and the
+    /// part of that rate that is everything else the receiver gets (a short probe's
+    /// measure less that is what the link leaves the layer's sender's video).
+    probe_for: Option<(Ssrc, u64, u64)>,
     /// When its layer choices last ran on its feedback.
     reported_at: Option<Instant>,
     /// Feedback that came within [`REPORT_GAP`] of that run waits until then.
@@ -672,7 +676,8 @@ impl Engine {
 
     /// Runs receiver `r`'s layer choices on its current figures; announces the states
     /// that changed, asks for keyframes, and — with `report` (after feedback) — tells
-    /// the clamps of the layers it views what it can take.
+    /// the clamps of the layers it views, or is a prospect for (its link measured by a
+    /// short probe), what it can take.
     pub(super) fn drive_choices(
         &mut self,
         now: Instant,
@@ -700,6 +705,23 @@ impl Engine {
         // The trial waiting for a probe at the lowest rate (a link short of it is short
         // of the others' too, `probe_verdict`): its layer, and the rate to probe.
         let mut probe = None;
+        // Full layers it will get at their next keyframe: a probe counts them as sent.
+        let awaiting = |c: &Choice, i: &Inputs| match c.layer.pending_up() {
+            true => i.full_bps,
+            false => 0,
+        };
+        let awaited: u64 = d
+            .choices
+            .iter()
+            .zip(&inputs)
+            .map(|(c, i)| awaiting(c, i))
+            .sum();
+        // A prospect the clamp would follow (see below).
+        let prospect = |c: &Choice, i: &Inputs, floor: u64| {
+            c.layer
+                .prospect_bps(now)
+                .filter(|&p| i.thumbnail_bps > 0 && p >= floor)
+        };
         for (c, i) in d.choices.iter_mut().zip(&inputs) {
             // The estimate less everything else it gets.
             let others = total.saturating_sub(i.receiving_bps);
@@ -716,12 +738,15 @@ impl Engine {
             let viewing = c.layer.full_since().is_some() || c.layer.pending_up();
             let floor = i.demote_below.max(i.thumbnail_bps);
             // So is a subscriber whose link a short probe measured (a prospect), at what
-            // that measure takes, if that is not under the floor. It tells the clamp
-            // below, so the layer comes down before its next trial.
-            let prospect = c.layer.prospect_bps(now).filter(|&p| p >= floor);
+            // that measure takes, if that is not under the floor — of a sender whose
+            // video flows (its thumbnail does): without, there is no layer to bring
+            // down. It tells the clamp below, so the layer comes down; its trial weighs
+            // the layer at that once the layer has come down to it (or while it is
+            // paused, to resume at it): a sender that does not obey would overrun the
+            // link the trial was sized to.
             let clamped = match viewing {
                 true => Some(can_take.max(floor)),
-                false => prospect,
+                false => prospect(c, i, floor).filter(|&p| i.full_bps <= p.saturating_add(p / 10)),
             };
             let judged = known.then(|| {
                 // Demotion judges what a viewer can take; a receiver on the thumbnail
@@ -761,36 +786,41 @@ impl Engine {
                     demoted,
                 });
             }
-            // Everything else it gets, and this sender's video with the full layer (0
-            // while it waits for no probe: no verdict on another's probe applies).
+            // Everything else it gets (and will at the next keyframes), and this
+            // sender's video with the full layer (0 while it waits for no probe: no
+            // verdict on another's probe applies).
             c.probe_bps = match c.layer.probing() {
-                true => others.saturating_add(c.layer.probe_bps()),
+                true => others
+                    .saturating_add(awaited.saturating_sub(awaiting(c, i)))
+                    .saturating_add(c.layer.probe_bps()),
                 false => 0,
             };
-            if c.probe_bps > 0 && probe.is_none_or(|(_, least)| c.probe_bps < least) {
-                probe = Some((c.ssrc, c.probe_bps));
+            if c.probe_bps > 0 && probe.is_none_or(|(_, least, _)| c.probe_bps < least) {
+                let besides = c.probe_bps.saturating_sub(c.layer.probe_bps());
+                probe = Some((c.ssrc, c.probe_bps, besides));
             }
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
             // It tells the clamp the budget left for this sender's video, less the
             // thumbnail, once its estimate had time to follow the layer; a prospect
-            // until then, what its measured link takes.
+            // until then, what its measured link takes (asked again: a trial that
+            // failed just now ended it).
             let reporting = c
                 .layer
                 .full_since()
                 .is_some_and(|t| now.saturating_duration_since(t) >= SETTLED_FULL);
             let told = match reporting {
                 true => Some(can_take),
-                false => prospect,
+                false => prospect(c, i, floor),
             };
             if let Some(bps) = told.filter(|_| known && report.is_some()) {
                 views.push((c.owner, c.ssrc, bps));
             }
         }
-        if let Some((ssrc, bps)) = probe
+        if let Some((ssrc, bps, besides)) = probe
             && d.prober.start(now, bps)
         {
-            d.probe_for = Some((ssrc, bps));
+            d.probe_for = Some((ssrc, bps, besides));
         }
         if let Some(s) = self.sessions.get(r) {
             for w in &switches {
@@ -900,29 +930,29 @@ impl Engine {
             return;
         };
         let d = &mut local.downlink;
-        let Some((ssrc, probed_bps)) = d.probe_for.take() else {
+        let Some((ssrc, probed_bps, besides)) = d.probe_for.take() else {
             return;
         };
-        let (short, measured) = match outcome {
-            media::ProbeOutcome::Short(measured) => (true, measured),
-            _ => (false, None),
-        };
+        let short = matches!(outcome, media::ProbeOutcome::Short(_));
         for c in &mut d.choices {
             let short_too =
                 short && c.layer.probing() && c.probe_bps > 0 && c.probe_bps >= probed_bps;
-            if c.ssrc == ssrc || short_too {
-                // What the link leaves this sender's video: its measured rate less
-                // everything else the receiver got while it was probed.
-                let others = c.probe_bps.saturating_sub(c.layer.probe_bps());
-                let room = measured.map(|m| m.saturating_sub(others));
-                c.layer.handle_probe(now, outcome, room);
+            if c.ssrc == ssrc {
+                c.layer.handle_probe(now, outcome, besides);
+            } else if short_too {
+                // Its trial fails with it, but the measure is the probed one's: were
+                // both sized to the whole link, both layers would come down and both
+                // trials then pass their probes, one sized without the other.
+                c.layer
+                    .handle_probe(now, media::ProbeOutcome::Short(None), 0);
             }
         }
     }
 
     // ----- the sender's home: rate clamp ----------------------------------------------
 
-    /// A viewer of `owner`'s full layer `ssrc` (homed here) can take `bps`: the clamp
+    /// A viewer of `owner`'s full layer `ssrc` (homed here), or a prospect for it (see
+    /// [`Self::drive_choices`]), can take `bps`: the clamp
     /// updates, sends the sender a REMB when due, and announces a changed demotion
     /// bound.
     pub(super) fn viewer_rate(
@@ -1057,8 +1087,9 @@ impl Engine {
 
     /// `owner`'s (homed here) uplink leaves its full layer `ssrc` `bps` (`None`: no
     /// longer congested): the sender is asked for the lower of that and what the
-    /// layer's viewers can take — unless the layer is paused (nobody views it; the
-    /// request would resume it).
+    /// layer's viewers can take — unless the layer is paused (nobody views it: the
+    /// uplink carries none of it, and a subscriber's figure sets the rate it resumes
+    /// at, `viewer_rate`).
     pub(super) fn uplink_budget(
         &mut self,
         now: Instant,

@@ -449,7 +449,9 @@ pub enum PeerMsg {
         bps: Option<u64>,
     },
     /// A viewer of `owner`'s full layer `ssrc` (homed on the shard this is sent to) can
-    /// take it at `bps`: its downlink estimate less everything else it receives.
+    /// take it at `bps`: its downlink estimate less everything else it receives — or,
+    /// for a subscriber not viewing it yet whose link a probe measured (a prospect),
+    /// what that measure leaves it.
     ViewerRate {
         /// The sending session.
         owner: SessionHandle,

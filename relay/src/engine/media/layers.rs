@@ -58,12 +58,16 @@
 //!   subscriber that does not view the layer yet is not followed, so the layer as it is
 //!   may not fit its link at all — a viewer that came late, or the only one of a call
 //!   of two. Its trial's probe then comes back short, but one that arrived whole, only
-//!   slower than sent, measured the link ([`LayerChoice::handle_probe`]'s `room_bps`:
-//!   what the link leaves this sender's video). For 10 s after that the receiver is a
-//!   prospect ([`LayerChoice::prospect_bps`]: the room less the up rule's headroom and
-//!   the thumbnail): if the clamp would follow it, the engine tells the clamp, the
-//!   layer comes down before the next trial, and that trial is weighed and probed at
-//!   what the layer will cost it. A trial that ends, failed or held, ends the prospect.
+//!   slower than sent, measured the link: what it leaves this sender's video
+//!   ([`LayerChoice::handle_probe`]). For the wait before the next trial and 6 s into
+//!   it (10 s with the defaults), the receiver is a prospect
+//!   ([`LayerChoice::prospect_bps`]: that room less the up rule's headroom and the
+//!   thumbnail). If the clamp would follow it, the engine tells the clamp, and once
+//!   the layer has come down to that (or while it is paused) gives it as the layer's
+//!   cost ([`Judged::clamped_bps`]): the next trial is weighed at what the layer costs
+//!   it then, and goes without another probe — the last one measured the link, and
+//!   one at what the link was measured to carry, on top of its media, would only queue
+//!   it. A trial that ends, failed or held, ends the prospect.
 //!
 //! When the sender's full layer has no measured rate (paused, not started), the last
 //! rate seen stands in for it, or 1 Mbit/s before any: a new subscriber is judged
@@ -140,8 +144,9 @@ pub(crate) struct Judged {
     /// The receiver is losing packets now (a burst of NACKs, or a report with heavy
     /// loss), more than the clamp can cure: a trial under way fails.
     pub lossy: bool,
-    /// The rate clamp follows the receiver (a viewer, or a prospect it would follow):
-    /// the sender's full layer comes down to this for it, so it costs no more.
+    /// The rate clamp follows the receiver (a viewer, or a prospect it would follow,
+    /// once the layer is at most 10% above this): the sender's full layer comes down to
+    /// this for it, so this is what it costs.
     pub clamped_bps: Option<u64>,
 }
 
@@ -188,10 +193,11 @@ const TRIAL_FALL: f64 = 0.7;
 /// within about a second) fails the trial.
 const PROBE_GIVE_UP: Duration = Duration::from_secs(3);
 
-/// A short probe's measure of the link makes the receiver a prospect for this long:
-/// past the wait before the next trial (4 s) and into that trial, until its own
-/// estimate has followed the layer (the engine's two seconds on it).
-const MEASURED_FOR: Duration = Duration::from_secs(10);
+/// A short probe's measure of the link makes the receiver a prospect for the wait
+/// before the next trial (`probe_backoff`, 4 s by default) and this long into that
+/// trial: its probe, its keyframe, and the two seconds on the layer before the engine
+/// reports the receiver's own estimate.
+const MEASURED_INTO_TRIAL: Duration = Duration::from_secs(6);
 
 /// One receiver's choice of one sender's layers (on the receiver's home shard).
 #[derive(Debug)]
@@ -210,7 +216,7 @@ pub(crate) struct LayerChoice {
     /// What the clamp brings the full layer to for this receiver, if it follows it.
     clamped: Option<u64>,
     /// What the last short probe measured the link leaves this sender's video, and
-    /// when: the receiver is a prospect for [`MEASURED_FOR`] after.
+    /// when: the receiver is a prospect for a while after ([`Self::prospect_bps`]).
     measured: Option<(u64, Instant)>,
     /// The up condition has held since.
     good_since: Option<Instant>,
@@ -328,8 +334,9 @@ impl LayerChoice {
     }
 
     /// Whether a trial waits for a probe of the link: the engine sends one at
-    /// [`Self::probe_bps`] more than the receiver gets besides this sender's video,
-    /// and gives the verdict to [`Self::handle_probe`].
+    /// [`Self::probe_bps`] more than the receiver gets besides this sender's video
+    /// (and the full layers it awaits at their keyframes), and gives the verdict to
+    /// [`Self::handle_probe`].
     pub(crate) fn probing(&self) -> bool {
         matches!(self.state, State::Probing { .. })
     }
@@ -341,16 +348,11 @@ impl LayerChoice {
     }
 
     /// The verdict on the probe a trial waited for: carried (or unanswered: the
-    /// receiver does not answer probes), the trial goes on; short, it failed. With
-    /// `room_bps`, the short probe measured what the link leaves this sender's video
-    /// (its rate less everything else the receiver gets): the receiver is a prospect
-    /// on it ([`Self::prospect_bps`]).
-    pub(crate) fn handle_probe(
-        &mut self,
-        now: Instant,
-        outcome: ProbeOutcome,
-        room_bps: Option<u64>,
-    ) {
+    /// receiver does not answer probes), the trial goes on; short, it failed. A short
+    /// one that measured the link's rate makes the receiver a prospect
+    /// ([`Self::prospect_bps`]) on what that rate leaves this sender's video: the rate
+    /// less `others_bps`, everything else the receiver got while it was probed.
+    pub(crate) fn handle_probe(&mut self, now: Instant, outcome: ProbeOutcome, others_bps: u64) {
         let State::Probing {
             trial_from,
             keyframes,
@@ -364,21 +366,24 @@ impl LayerChoice {
                 self.state = State::Thumbnail;
                 self.enter_trial(now, keyframes, trial_from);
             }
-            ProbeOutcome::Short(_) => {
+            ProbeOutcome::Short(measured) => {
                 self.fail(now, Failure::Probe);
-                self.measured = room_bps.map(|r| (r, now));
+                self.measured = measured.map(|m| (m.saturating_sub(others_bps), now));
             }
         }
     }
 
     /// What the receiver could take of the full layer as its link was last measured
-    /// (a short probe, [`Self::handle_probe`]), within [`MEASURED_FOR`] of that and
-    /// while it wants the layer: the room less the up rule's headroom — the layer at
-    /// this rate passes its trial's probe — and less the thumbnail. The engine tells
-    /// the clamp if the clamp would follow it (see the module docs).
+    /// (a short probe, [`Self::handle_probe`]), while it wants the layer, for the wait
+    /// before the next trial and [`MEASURED_INTO_TRIAL`] more (10 s with the
+    /// defaults): the room less the up rule's headroom — the layer at this rate passes
+    /// its trial's probe — and less the thumbnail. The engine tells the clamp if the
+    /// clamp would follow it (see the module docs).
     pub(crate) fn prospect_bps(&self, now: Instant) -> Option<u64> {
         let (room, at) = self.measured?;
-        if !self.wanted() || now.saturating_duration_since(at) >= MEASURED_FOR {
+        let wait = self.cfg.probe_backoff.unwrap_or_default();
+        let lasts = wait.saturating_add(MEASURED_INTO_TRIAL);
+        if !self.wanted() || now.saturating_duration_since(at) >= lasts {
             return None;
         }
         let video = (room as f64 / self.cfg.up_factor) as u64;
@@ -636,7 +641,12 @@ impl LayerChoice {
     /// A trial from `trial_from`: after a probe (`probe_first`), else at once.
     fn try_full(&mut self, now: Instant, keyframes: bool, trial_from: u64) {
         self.held_back = false;
-        if self.cfg.probe_first {
+        // A prospect's link was measured by the probe that made it one, and the clamp
+        // has brought the layer down to fit that measure: a probe again would test the
+        // link at what it was measured to carry, on top of its media, and its queue
+        // would dip the receiver's delay-based estimate under the trial.
+        let measured = self.clamped.is_some() && self.prospect_bps(now).is_some();
+        if self.cfg.probe_first && !measured {
             self.state = State::Probing {
                 since: now,
                 trial_from,
@@ -802,22 +812,32 @@ mod tests {
     fn a_rising_estimate_judged_with_the_cost_it_allows_is_no_congestion() {
         let t0 = Instant::now();
         let mut l = subscribed(t0);
-        let judged = |available_bps| Judged {
+        let judged = |available_bps, clamped_bps| Judged {
             available_bps,
             app_limited: false,
             demoted: false,
             lossy: false,
-            clamped_bps: None,
+            clamped_bps,
         };
         // Up and on the full layer at 3 Mbit/s available.
-        l.handle_figures(t0, THUMB, FULL, Some(judged(3_000_000)));
-        l.handle_figures(t0 + 2 * S, THUMB, FULL, Some(judged(3_000_000)));
+        l.handle_figures(t0, THUMB, FULL, Some(judged(3_000_000, None)));
+        l.handle_figures(t0 + 2 * S, THUMB, FULL, Some(judged(3_000_000, None)));
         assert!(l.handle_full_packet(t0 + 2 * S, true));
         // The clamp holds the layer to what the viewer takes: 1 Mbit/s available, the
-        // layer at 800 kbit/s. Then the estimate rises to 1.3 Mbit/s, and the cost
-        // with it.
-        l.handle_figures(t0 + 3 * S, THUMB, 800_000, Some(judged(1_000_000)));
-        l.handle_figures(t0 + 4 * S, THUMB, 1_100_000, Some(judged(1_300_000)));
+        // layer's cost 800 kbit/s (the sender still at its 1.5 Mbit/s). Then the
+        // estimate rises to 1.3 Mbit/s, and the cost with it.
+        l.handle_figures(
+            t0 + 3 * S,
+            THUMB,
+            FULL,
+            Some(judged(1_000_000, Some(800_000))),
+        );
+        l.handle_figures(
+            t0 + 4 * S,
+            THUMB,
+            FULL,
+            Some(judged(1_300_000, Some(1_100_000))),
+        );
         assert!(
             l.full_since().is_some(),
             "switched down: {:?}",
@@ -1160,7 +1180,7 @@ mod tests {
         l.handle_estimate(t0 - 50 * S, u64::MAX, false);
         l.handle_timeout(t0 - 99 * S);
         let _ = l.probe_bps();
-        l.handle_probe(t0 - 98 * S, ProbeOutcome::Carried, None);
+        l.handle_probe(t0 - 98 * S, ProbeOutcome::Carried, 0);
         l.handle_full_packet(t0, true);
         l.handle_timeout(t0 + 1000 * S);
         let _ = (l.poll_timeout(), l.poll_event(), l.layer());
@@ -1207,7 +1227,7 @@ mod tests {
         assert!(events(&mut l).is_empty(), "no keyframe asked yet");
         assert!(!l.handle_full_packet(t0 + S, true));
         // The link did not carry it: failed, the next trial 4 s later.
-        l.handle_probe(t0 + 1100 * MS, ProbeOutcome::Short(None), None);
+        l.handle_probe(t0 + 1100 * MS, ProbeOutcome::Short(None), 0);
         assert!(!l.probing() && !l.pending_up());
         assert!(events(&mut l).is_empty());
         l.handle_estimate(t0 + 1200 * MS, 300_000, true);
@@ -1215,18 +1235,18 @@ mod tests {
         l.handle_timeout(t0 + 5100 * MS);
         assert!(l.probing());
         // Short again: 4 s again, not 8 (nothing of the layer was sent).
-        l.handle_probe(t0 + 5200 * MS, ProbeOutcome::Short(None), None);
+        l.handle_probe(t0 + 5200 * MS, ProbeOutcome::Short(None), 0);
         l.handle_estimate(t0 + 5300 * MS, 300_000, true);
         assert_eq!(l.poll_timeout(), Some(t0 + 9200 * MS));
         l.handle_timeout(t0 + 9200 * MS);
         assert!(l.probing());
         // Carried: the trial proper, from the keyframe on.
-        l.handle_probe(t0 + 9300 * MS, ProbeOutcome::Carried, None);
+        l.handle_probe(t0 + 9300 * MS, ProbeOutcome::Carried, 0);
         assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
         assert!(l.handle_full_packet(t0 + 9400 * MS, true));
         assert_eq!(l.full_since(), Some(t0 + 9400 * MS));
         // A verdict out of turn changes nothing.
-        l.handle_probe(t0 + 9500 * MS, ProbeOutcome::Short(None), None);
+        l.handle_probe(t0 + 9500 * MS, ProbeOutcome::Short(None), 0);
         assert_eq!(l.layer(), Layer::Full);
 
         // A started subscription probes too; a receiver that does not answer probes is
@@ -1234,7 +1254,7 @@ mod tests {
         let mut l = LayerChoice::new(LayerConfig::default());
         l.start(t0, false, 1_000_000);
         assert!(l.probing());
-        l.handle_probe(t0 + S, ProbeOutcome::Unanswered, None);
+        l.handle_probe(t0 + S, ProbeOutcome::Unanswered, 0);
         assert_eq!(l.full_since(), Some(t0 + S));
 
         // No verdict within 3 s (the engine always gives one sooner): failed.
@@ -1251,13 +1271,15 @@ mod tests {
         assert_eq!(l.poll_timeout(), None);
     }
 
-    /// A short probe that measured the link makes the receiver a prospect: for 10 s,
-    /// while it wants the layer, what it could take of it is the measured room less the
-    /// up rule's headroom and the thumbnail. Judged at what the clamp then brings the
-    /// layer to, its next trial probes at the room it measured, not at the layer as it
-    /// was; the trial's end, failed or held, ends the prospect.
+    /// A short probe that measured the link makes the receiver a prospect: for 10 s
+    /// (the defaults' 4 s wait and 6 s), while it wants the layer, what it could take of
+    /// it is the measured rate less what else it got, the up rule's headroom and the
+    /// thumbnail. Judged at what the clamp then brings the layer to, its next trial
+    /// needs what it measured, not the layer as it was, and goes without another
+    /// probe; the trial's end, failed or held, ends the prospect.
     #[test]
     fn a_short_probe_that_measured_the_link_makes_a_prospect_until_its_trial_ends() {
+        const OTHERS: u64 = 80_000;
         let t0 = Instant::now();
         let judged = |clamped_bps| Judged {
             available_bps: 300_000,
@@ -1272,14 +1294,19 @@ mod tests {
         l.handle_timeout(t0 + S);
         assert!(l.probing());
         // Short, with nothing measured: no prospect.
-        l.handle_probe(t0 + 1100 * MS, ProbeOutcome::Short(None), None);
+        l.handle_probe(t0 + 1100 * MS, ProbeOutcome::Short(None), 0);
         assert_eq!(l.prospect_bps(t0 + 1100 * MS), None);
         l.handle_figures(t0 + 1200 * MS, THUMB, FULL, Some(judged(None)));
-        // Short, the link measured: 1.32 Mbit/s left for this sender's video.
+        // Short, the link measured at 1.4 Mbit/s: 1.32 Mbit/s left for this sender's
+        // video.
         l.handle_figures(t0 + 5200 * MS, THUMB, FULL, Some(judged(None)));
         assert!(l.probing());
         let room = 1_320_000;
-        l.handle_probe(t0 + 5300 * MS, ProbeOutcome::Short(Some(0)), Some(room));
+        l.handle_probe(
+            t0 + 5300 * MS,
+            ProbeOutcome::Short(Some(room + OTHERS)),
+            OTHERS,
+        );
         let take = 1_100_000 - THUMB;
         assert_eq!(l.prospect_bps(t0 + 5300 * MS), Some(take));
         assert_eq!(l.prospect_bps(t0 + 15_299 * MS), Some(take));
@@ -1288,31 +1315,40 @@ mod tests {
         l.set_subscribed(t0 + 6 * S, false);
         assert_eq!(l.prospect_bps(t0 + 6 * S), None, "not wanted");
         l.set_subscribed(t0 + 6 * S, true);
-        // The clamp follows it: the next trial probes at what the layer will cost.
+        // The clamp follows it and the layer has come down to it: the next trial weighs
+        // the layer at that, and goes without another probe (the last one measured
+        // the link).
         l.handle_figures(t0 + 9400 * MS, THUMB, FULL, Some(judged(Some(take))));
-        assert!(l.probing());
+        assert!(l.pending_up(), "no second probe");
         assert!(
             l.probe_bps().abs_diff(room) <= 1,
             "1.2 × (thumbnail + {take})"
         );
-        // Carried: the trial goes on, the prospect with it, until the trial fails.
-        l.handle_probe(t0 + 9500 * MS, ProbeOutcome::Carried, None);
+        assert_eq!(events(&mut l), [LayerEvent::RequestKeyframe]);
+        // The trial goes on, the prospect with it, until the trial fails.
         assert!(l.handle_full_packet(t0 + 9600 * MS, true));
         assert_eq!(l.prospect_bps(t0 + 9600 * MS), Some(take));
         l.set_lossy(t0 + 10 * S, true);
         assert_eq!(l.layer(), Layer::Thumbnail);
         assert_eq!(l.prospect_bps(t0 + 10 * S), None);
         l.set_lossy(t0 + 10 * S, false);
-        l.handle_probe(t0 + 10 * S, ProbeOutcome::Short(Some(0)), Some(room));
+        l.handle_probe(
+            t0 + 10 * S,
+            ProbeOutcome::Short(Some(room + OTHERS)),
+            OTHERS,
+        );
         assert_eq!(l.prospect_bps(t0 + 10 * S), None, "no trial waited for it");
         // A trial that holds ends it too.
         l.handle_figures(t0 + 10_100 * MS, THUMB, FULL, Some(judged(None)));
         l.handle_figures(t0 + 14_100 * MS, THUMB, FULL, Some(judged(None)));
         assert!(l.probing());
-        l.handle_probe(t0 + 14_200 * MS, ProbeOutcome::Short(Some(0)), Some(room));
+        l.handle_probe(
+            t0 + 14_200 * MS,
+            ProbeOutcome::Short(Some(room + OTHERS)),
+            OTHERS,
+        );
         l.handle_figures(t0 + 14_300 * MS, THUMB, FULL, Some(judged(Some(take))));
         l.handle_figures(t0 + 18_300 * MS, THUMB, FULL, Some(judged(Some(take))));
-        l.handle_probe(t0 + 18_300 * MS, ProbeOutcome::Carried, None);
         assert!(l.handle_full_packet(t0 + 18_400 * MS, true));
         assert_eq!(l.prospect_bps(t0 + 23 * S), Some(take), "still judged");
         l.handle_figures(t0 + 23_500 * MS, THUMB, FULL, Some(judged(Some(take))));
