@@ -934,6 +934,18 @@ impl Engine {
             return;
         };
         let short = matches!(outcome, media::ProbeOutcome::Short(_));
+        // One prospect at a time: a measure taken while another of its layers is on
+        // its way (a prospect, or switching up, or on trial) left that layer's coming
+        // rate out of what else the receiver gets, and both would be sized to the
+        // same room.
+        let other_coming = d
+            .choices
+            .iter()
+            .any(|c| c.ssrc != ssrc && c.layer.coming(now));
+        let outcome = match outcome {
+            media::ProbeOutcome::Short(Some(_)) if other_coming => media::ProbeOutcome::Short(None),
+            outcome => outcome,
+        };
         for c in &mut d.choices {
             let short_too =
                 short && c.layer.probing() && c.probe_bps > 0 && c.probe_bps >= probed_bps;

@@ -67,7 +67,10 @@
 //!   cost ([`Judged::clamped_bps`]): the next trial is weighed at what the layer costs
 //!   it then, and goes without another probe — the last one measured the link, and
 //!   one at what the link was measured to carry, on top of its media, would only queue
-//!   it. A trial that ends, failed or held, ends the prospect.
+//!   it. A trial that ends, failed or held, ends the prospect. The engine makes a
+//!   receiver a prospect for one layer at a time: a measure taken while another of
+//!   its layers is on its way ([`LayerChoice::coming`]) left that layer out of what
+//!   else the receiver gets.
 //!
 //! When the sender's full layer has no measured rate (paused, not started), the last
 //! rate seen stands in for it, or 1 Mbit/s before any: a new subscriber is judged
@@ -297,6 +300,17 @@ impl LayerChoice {
     /// Whether an upswitch is waiting for a keyframe.
     pub(crate) fn pending_up(&self) -> bool {
         matches!(self.state, State::PendingUp { .. })
+    }
+
+    /// Whether the layer is about to cost the receiver more than its figures show: a
+    /// prospect, or a layer that flows and that it is switching up to or on trial of
+    /// (one that sends nothing costs nothing, however long it is waited for).
+    pub(crate) fn coming(&self, now: Instant) -> bool {
+        let switching = matches!(
+            self.state,
+            State::PendingUp { .. } | State::Full { probe: Some(_), .. }
+        );
+        (switching && self.full_bps > 0) || self.prospect_bps(now).is_some()
     }
 
     /// The receiver starts a subscription to the sender's full layer (it subscribed,
