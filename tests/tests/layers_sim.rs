@@ -548,7 +548,7 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
 }
 
 /// Full frames of `sender` that `idx` was shown between `from` and `to`, and the
-/// frames it could not decode that began then.
+/// frames of `sender` it could not decode that began then.
 fn full_frames(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant) -> (usize, usize) {
     let t = sim.member(idx).timeline.as_ref().unwrap();
     let shown = t
@@ -560,6 +560,7 @@ fn full_frames(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant)
     let lost = t
         .lost()
         .iter()
+        .filter(|f| f.sender == SenderId(sender as u64))
         .filter(|f| f.first_packet >= from && f.first_packet < to)
         .count();
     (shown, lost)
@@ -640,7 +641,7 @@ fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
 
 /// As above, but two senders, alice and carol, each send a 1.5 Mbit/s full layer that
 /// bob (fast) views, and dave subscribes late to both: his 1.4 Mbit/s link cannot carry
-/// both at any rate the clamp would bring them to. A probe's measure goes to the layer
+/// both at their senders' rates. A probe's measure goes to the layer
 /// it was for, and only while no other of his layers is on its way (a prospect, or
 /// switching up, or on trial), so he is a prospect for one at a time: he takes one of
 /// them in one trial and keeps it, the other stays on its thumbnail, and he loses no
@@ -684,7 +685,8 @@ fn a_slow_viewer_of_two_late_subscriptions_takes_one_and_keeps_it() {
             })
             .collect();
         let rate = |idx: usize, s: usize| bytes_on(&sim, idx, full(s), last, sim.now) * 8 / 10;
-        let (_, lost) = full_frames(&sim, d, a, asked, sim.now);
+        let lost =
+            full_frames(&sim, d, a, asked, sim.now).1 + full_frames(&sim, d, c, asked, sim.now).1;
         let audio: Vec<(usize, u64)> = [a, c]
             .iter()
             .map(|&s| audio_from(&sim, d, s, asked, sim.now))
@@ -701,6 +703,11 @@ fn a_slow_viewer_of_two_late_subscriptions_takes_one_and_keeps_it() {
             rate(v[1], c)
         );
         assert_eq!(kept.len(), 1, "seed {seed}: dave ends with {kept:?}");
+        let kept_bps = rate(d, kept[0]);
+        assert!(
+            (300_000..1_200_000).contains(&kept_bps),
+            "seed {seed}: dave's full layer at {kept_bps} bit/s"
+        );
         assert_eq!(
             trials.iter().map(Vec::len).sum::<usize>(),
             1,

@@ -99,14 +99,24 @@ pub(super) struct Downlink {
     choices: Vec<Choice>,
     /// Probes of the link before trials of full layers.
     prober: media::Prober,
-    /// The full layer whose trial the probe out is for, the rate it probes, and the
-    /// part of that rate that is everything else the receiver gets (a short probe's
-    /// measure less that is what the link leaves the layer's sender's video).
-    probe_for: Option<(Ssrc, u64, u64)>,
+    /// The probe out, and the trial it is for.
+    probe_for: Option<ProbeFor>,
     /// When its layer choices last ran on its feedback.
     reported_at: Option<Instant>,
     /// Feedback that came within [`REPORT_GAP`] of that run waits until then.
     report_due: Option<Instant>,
+}
+
+/// A probe of a receiver's link, sent for a trial of full layer `ssrc`.
+#[derive(Clone, Copy)]
+struct ProbeFor {
+    ssrc: Ssrc,
+    /// The rate it probes besides the full layers the receiver awaits: what the other
+    /// trials' `Choice::probe_bps` compare with.
+    least: u64,
+    /// Everything else the receiver gets and awaits: a short probe's measure less
+    /// that is what the link leaves the layer's sender's video.
+    besides: u64,
 }
 
 struct Choice {
@@ -703,19 +713,9 @@ impl Engine {
         let mut views = Vec::new();
         let mut switches = Vec::new();
         // The trial waiting for a probe at the lowest rate (a link short of it is short
-        // of the others' too, `probe_verdict`): its layer, and the rate to probe.
+        // of the others' too, `probe_verdict`): its layer, and the rate to probe besides
+        // the full layers the receiver awaits (added once every choice has run).
         let mut probe = None;
-        // Full layers it will get at their next keyframe: a probe counts them as sent.
-        let awaiting = |c: &Choice, i: &Inputs| match c.layer.pending_up() {
-            true => i.full_bps,
-            false => 0,
-        };
-        let awaited: u64 = d
-            .choices
-            .iter()
-            .zip(&inputs)
-            .map(|(c, i)| awaiting(c, i))
-            .sum();
         // A prospect the clamp would follow (see below).
         let prospect = |c: &Choice, i: &Inputs, floor: u64| {
             c.layer
@@ -737,17 +737,22 @@ impl Engine {
             let can_take = available.saturating_sub(i.thumbnail_bps);
             let viewing = c.layer.full_since().is_some() || c.layer.pending_up();
             let floor = i.demote_below.max(i.thumbnail_bps);
-            // So is a subscriber whose link a short probe measured (a prospect), at what
-            // that measure takes, if that is not under the floor — of a sender whose
-            // video flows (its thumbnail does): without, there is no layer to bring
-            // down. It tells the clamp below, so the layer comes down; its trial weighs
-            // the layer at that once the layer has come down to it (or while it is
-            // paused, to resume at it): a sender that does not obey would overrun the
-            // link the trial was sized to.
-            let clamped = match viewing {
-                true => Some(can_take.max(floor)),
-                false => prospect(c, i, floor).filter(|&p| i.full_bps <= p.saturating_add(p / 10)),
-            };
+            // A subscriber whose link a short probe measured (a prospect) is one too, at
+            // what that measure takes, if that is not under the floor; only of a sender
+            // whose video flows (its thumbnail does), since otherwise there is no layer
+            // to bring down. It tells the clamp below, so the layer comes down.
+            //
+            // Its trial weighs the layer at that only once the layer has come down to
+            // it (or while the layer is paused, to resume at it): a sender that does not
+            // obey would overrun the link the trial was sized to.
+            let clamped = known
+                .then(|| match viewing {
+                    true => Some(can_take.max(floor)),
+                    false => prospect(c, i, floor).filter(|&p| {
+                        i.full_bps as f64 <= p as f64 * (1.0 + media::PROSPECT_LAYER_SLACK)
+                    }),
+                })
+                .flatten();
             let judged = known.then(|| {
                 // Demotion judges what a viewer can take; a receiver on the thumbnail
                 // whose link reports no trouble has an estimate nothing has tested yet
@@ -779,25 +784,19 @@ impl Engine {
                     ssrc: c.ssrc,
                     to,
                     available_bps: available,
-                    full_bps: i
-                        .full_bps
-                        .min(clamped.filter(|_| known).unwrap_or(u64::MAX)),
+                    full_bps: i.full_bps.min(clamped.unwrap_or(u64::MAX)),
                     lossy,
                     demoted,
                 });
             }
-            // Everything else it gets (and will at the next keyframes), and this
-            // sender's video with the full layer (0 while it waits for no probe: no
-            // verdict on another's probe applies).
+            // Everything else it gets, and this sender's video with the full layer (0
+            // while it waits for no probe: no verdict on another's probe applies).
             c.probe_bps = match c.layer.probing() {
-                true => others
-                    .saturating_add(awaited.saturating_sub(awaiting(c, i)))
-                    .saturating_add(c.layer.probe_bps()),
+                true => others.saturating_add(c.layer.probe_bps()),
                 false => 0,
             };
             if c.probe_bps > 0 && probe.is_none_or(|(_, least, _)| c.probe_bps < least) {
-                let besides = c.probe_bps.saturating_sub(c.layer.probe_bps());
-                probe = Some((c.ssrc, c.probe_bps, besides));
+                probe = Some((c.ssrc, c.probe_bps, others));
             }
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
@@ -817,10 +816,18 @@ impl Engine {
                 views.push((c.owner, c.ssrc, bps));
             }
         }
-        if let Some((ssrc, bps, besides)) = probe
-            && d.prober.start(now, bps)
+        // The full layers it will get at their next keyframes (as this run left them)
+        // count as sent: a probe that left them out would pass for a trial the link
+        // cannot carry with them.
+        let awaited: u64 = d.choices.iter().map(|c| c.layer.awaited_bps()).sum();
+        if let Some((ssrc, least, others)) = probe
+            && d.prober.start(now, least.saturating_add(awaited))
         {
-            d.probe_for = Some((ssrc, bps, besides));
+            d.probe_for = Some(ProbeFor {
+                ssrc,
+                least,
+                besides: others.saturating_add(awaited),
+            });
         }
         if let Some(s) = self.sessions.get(r) {
             for w in &switches {
@@ -930,7 +937,12 @@ impl Engine {
             return;
         };
         let d = &mut local.downlink;
-        let Some((ssrc, probed_bps, besides)) = d.probe_for.take() else {
+        let Some(ProbeFor {
+            ssrc,
+            least,
+            besides,
+        }) = d.probe_for.take()
+        else {
             return;
         };
         let short = matches!(outcome, media::ProbeOutcome::Short(_));
@@ -947,8 +959,7 @@ impl Engine {
             outcome => outcome,
         };
         for c in &mut d.choices {
-            let short_too =
-                short && c.layer.probing() && c.probe_bps > 0 && c.probe_bps >= probed_bps;
+            let short_too = short && c.layer.probing() && c.probe_bps > 0 && c.probe_bps >= least;
             if c.ssrc == ssrc {
                 c.layer.handle_probe(now, outcome, besides);
             } else if short_too {

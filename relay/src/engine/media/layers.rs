@@ -198,9 +198,14 @@ const PROBE_GIVE_UP: Duration = Duration::from_secs(3);
 
 /// A short probe's measure of the link makes the receiver a prospect for the wait
 /// before the next trial (`probe_backoff`, 4 s by default) and this long into that
-/// trial: its probe, its keyframe, and the two seconds on the layer before the engine
-/// reports the receiver's own estimate.
+/// trial: the layer coming down, its keyframe, and the two seconds on the layer before
+/// the engine reports the receiver's own estimate.
 const MEASURED_INTO_TRIAL: Duration = Duration::from_secs(6);
+
+/// A prospect's trial weighs the layer at the prospect's rate once the layer's own
+/// rate is at most this fraction above it (the clamp's filter and the sender's encoder
+/// settle near, not at, what was asked).
+pub(crate) const PROSPECT_LAYER_SLACK: f64 = 0.1;
 
 /// One receiver's choice of one sender's layers (on the receiver's home shard).
 #[derive(Debug)]
@@ -302,15 +307,32 @@ impl LayerChoice {
         matches!(self.state, State::PendingUp { .. })
     }
 
-    /// Whether the layer is about to cost the receiver more than its figures show: a
-    /// prospect, or a layer that flows and that it is switching up to or on trial of
-    /// (one that sends nothing costs nothing, however long it is waited for).
+    /// Whether the layer is on its way to the receiver, so that a measure of its link
+    /// now cannot be sized for another layer: a prospect (its layer comes down and
+    /// then up to it), an upswitch waiting for its keyframe, or a trial still being
+    /// judged (it may yet fail and leave the link). A layer that never flowed (a camera
+    /// off, a thumbnail-only sender) is not on its way however long it is waited for.
     pub(crate) fn coming(&self, now: Instant) -> bool {
         let switching = matches!(
             self.state,
             State::PendingUp { .. } | State::Full { probe: Some(_), .. }
         );
-        (switching && self.full_bps > 0) || self.prospect_bps(now).is_some()
+        (switching && self.flowed()) || self.prospect_bps(now).is_some()
+    }
+
+    /// What the receiver will get of the full layer at its next keyframe, if it waits
+    /// for one: the layer at what it costs it (a paused one, resumed by the wait, at
+    /// its last rate or the clamp's); 0 otherwise, or for a layer that never flowed.
+    pub(crate) fn awaited_bps(&self) -> u64 {
+        match self.pending_up() && self.flowed() {
+            true => self.need().saturating_sub(self.thumb_bps),
+            false => 0,
+        }
+    }
+
+    /// Whether the full layer flows or has flowed.
+    fn flowed(&self) -> bool {
+        self.full_bps > 0 || self.last_full_bps > 0
     }
 
     /// The receiver starts a subscription to the sender's full layer (it subscribed,
@@ -709,6 +731,8 @@ impl LayerChoice {
     }
 
     fn down(&mut self) {
+        // The clamp follows it no longer (its next figures say if it does).
+        self.clamped = None;
         if matches!(self.state, State::Full { .. }) {
             self.push(LayerEvent::Switched(Layer::Thumbnail));
         }
@@ -739,6 +763,7 @@ impl LayerChoice {
     /// is then found within that wait rather than the longest.
     fn fail(&mut self, now: Instant, failure: Failure) {
         self.state = State::Thumbnail;
+        self.clamped = None;
         self.good_since = None;
         self.limited_since = None;
         // A probe's measure of the link is no longer a prospect once the layer did not
@@ -1332,7 +1357,7 @@ mod tests {
         // The clamp follows it and the layer has come down to it: the next trial weighs
         // the layer at that, and goes without another probe (the last one measured
         // the link).
-        l.handle_figures(t0 + 9400 * MS, THUMB, FULL, Some(judged(Some(take))));
+        l.handle_figures(t0 + 9400 * MS, THUMB, take, Some(judged(Some(take))));
         assert!(l.pending_up(), "no second probe");
         assert!(
             l.probe_bps().abs_diff(room) <= 1,

@@ -24,7 +24,9 @@ pub(crate) use budget::Budget;
 pub(crate) use clamp::{ClampConfig, RateClamp};
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMeter};
 pub(crate) use keyframe::{KeyframeConfig, KeyframeThrottle};
-pub(crate) use layers::{Judged, Layer, LayerChoice, LayerConfig, LayerEvent};
+pub(crate) use layers::{
+    Judged, Layer, LayerChoice, LayerConfig, LayerEvent, PROSPECT_LAYER_SLACK,
+};
 pub(crate) use probe::{MAX_PACKET as MAX_PROBE_PACKET, ProbeOutcome, Prober};
 pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
 pub(crate) use round_trip::RoundTrip;
