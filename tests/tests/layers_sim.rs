@@ -574,7 +574,8 @@ fn full_frames(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant)
 /// (he is not far below bob), so he tells the clamp, the layer comes down, and his
 /// next trial takes it: one trial, with nothing of the layer sent before it; he sees
 /// alice in full resolution within 6 s (the 4 s wait after a short probe, and a
-/// keyframe), without an undecodable frame from then on, and loses no audio.
+/// keyframe), without an undecodable frame from then on, and loses no audio. When he
+/// unsubscribes, alice's layer is back at her own rate for bob within 3 s.
 #[test]
 fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
     let mut sim = sim();
@@ -637,6 +638,24 @@ fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
     );
     assert!(got > 1000, "dave got {got} audio packets");
     assert_eq!(audio_lost, 0, "dave lost audio");
+    // Dave unsubscribes: the clamp lets go of his figure at once, and alice's layer
+    // is back at her own rate for bob within a few seconds.
+    sim.subscribe(d, FullSet::Ssrcs(Vec::new()));
+    let left = sim.now;
+    let mut back = None;
+    for _ in 0..20 {
+        sim.run_sending(&mut senders, 500);
+        let rate = bytes_on(&sim, b, full, sim.now - Duration::from_millis(500), sim.now) * 16;
+        if rate as u64 * 10 >= unclamped as u64 * 9 {
+            back = Some(sim.now - left);
+            break;
+        }
+    }
+    eprintln!("late dave left: alice's layer back at 90% of its rate for bob after {back:?}");
+    assert!(
+        back.is_some_and(|b| b <= Duration::from_secs(3)),
+        "alice's layer back for bob after {back:?}"
+    );
 }
 
 /// As above, but two senders, alice and carol, each send a 1.5 Mbit/s full layer that

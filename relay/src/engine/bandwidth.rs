@@ -129,6 +129,8 @@ struct Choice {
     /// receiver gets besides, and this sender's video with the full layer), as
     /// [`Engine::drive_choices`] last worked it out.
     probe_bps: u64,
+    /// Its last run had a figure for the layer's clamp (so its end is told too).
+    told: bool,
 }
 
 impl Downlink {
@@ -451,8 +453,15 @@ impl Engine {
             return;
         };
         let d = &mut local.downlink;
-        d.choices
-            .retain(|c| wanted.iter().any(|&(s, m, _)| s == c.ssrc && m == c.owner));
+        let wants = |c: &Choice| wanted.iter().any(|&(s, m, _)| s == c.ssrc && m == c.owner);
+        // Those that told a clamp what they can take tell it they no longer count.
+        let ended: Vec<(SessionHandle, Ssrc)> = d
+            .choices
+            .iter()
+            .filter(|c| c.told && !wants(c))
+            .map(|c| (c.owner, c.ssrc))
+            .collect();
+        d.choices.retain(wants);
         let mut started = Vec::new();
         for (ssrc, owner, marked) in wanted {
             if d.choices.iter().all(|c| c.ssrc != ssrc) {
@@ -461,9 +470,13 @@ impl Engine {
                     owner,
                     layer: media::LayerChoice::new(layer_cfg),
                     probe_bps: 0,
+                    told: false,
                 });
                 started.push((ssrc, marked));
             }
+        }
+        for (owner, ssrc) in ended {
+            self.tell_clamp(now, r, owner, ssrc, 0);
         }
         if started.is_empty() {
             return;
@@ -758,8 +771,12 @@ impl Engine {
                 // whose link reports no trouble has an estimate nothing has tested yet
                 // (bounded by what it is sent), which its trials will test instead.
                 // Nor is a viewer in its first seconds, whose estimate is still
-                // catching up with the layer it was just given.
-                let judging = settled || (!limited && c.layer.full_since().is_none());
+                // catching up with the layer it was just given, nor a prospect, which
+                // is judged by its measure (it is one only above the floor): a probe's
+                // queue dips its REMB, and its thumbnail-bounded estimate would then
+                // demote it and end it at every probe.
+                let measured = prospect(c, i, floor).is_some();
+                let judging = settled || (!limited && !measured && c.layer.full_since().is_none());
                 media::Judged {
                     available_bps: available,
                     app_limited: limited,
@@ -814,7 +831,12 @@ impl Engine {
             };
             if let Some(bps) = told.filter(|_| known && report.is_some()) {
                 views.push((c.owner, c.ssrc, bps));
+            } else if told.is_none() && c.told {
+                // It no longer tells the clamp (a prospect that ended, a viewer that
+                // went down): 0 takes it out at once, on whichever shard the clamp runs.
+                views.push((c.owner, c.ssrc, 0));
             }
+            c.told = told.is_some();
         }
         // The full layers it will get at their next keyframes (as this run left them)
         // count as sent: a probe that left them out would pass for a trial the link
@@ -843,7 +865,6 @@ impl Engine {
                 );
             }
         }
-        let me = self.cfg.shard;
         for (ssrc, state) in states {
             let now_at = self.sessions.get(r).and_then(|s| {
                 let owner = self.stream_owner(s.conf, ssrc)?;
@@ -858,24 +879,38 @@ impl Engine {
             self.request_keyframe_from(now, owner, ssrc, KeyframeKind::Pli);
         }
         for (owner, ssrc, bps) in views {
-            match self.sessions.get(owner).map(|o| &o.home) {
-                Some(Home::Here(_)) => self.viewer_rate(now, owner, ssrc, me, r, bps),
-                Some(&Home::Elsewhere(shard, key)) => {
-                    let msg = PeerMsg::ViewerRate {
-                        owner: key,
-                        ssrc,
-                        home: me,
-                        viewer: r,
-                        bps,
-                    };
-                    self.events
-                        .push_back(Event::Peer(PeerDest::Shard(shard), msg));
-                }
-                _ => {}
-            }
+            self.tell_clamp(now, r, owner, ssrc, bps);
         }
         self.send_probes(now, r);
         self.schedule(r);
+    }
+
+    /// Tells the clamp of `owner`'s full layer `ssrc`, on the sender's home, that
+    /// receiver `r` (homed here) can take `bps` of it (0: it no longer counts).
+    fn tell_clamp(
+        &mut self,
+        now: Instant,
+        r: SessionHandle,
+        owner: SessionHandle,
+        ssrc: Ssrc,
+        bps: u64,
+    ) {
+        let me = self.cfg.shard;
+        match self.sessions.get(owner).map(|o| &o.home) {
+            Some(Home::Here(_)) => self.viewer_rate(now, owner, ssrc, me, r, bps),
+            Some(&Home::Elsewhere(shard, key)) => {
+                let msg = PeerMsg::ViewerRate {
+                    owner: key,
+                    ssrc,
+                    home: me,
+                    viewer: r,
+                    bps,
+                };
+                self.events
+                    .push_back(Event::Peer(PeerDest::Shard(shard), msg));
+            }
+            _ => {}
+        }
     }
 
     // ----- the receiver's home: probes before trials -----------------------------------
@@ -1004,7 +1039,9 @@ impl Engine {
         let c = st.clamp.get_or_insert_with(|| Clamp::new(demote_below));
         c.viewers
             .retain(|v| now.saturating_duration_since(v.3) < VIEWER_STALE);
+        // 0: it no longer counts (see `drive_choices`).
         match c.viewers.iter_mut().find(|v| (v.0, v.1) == (home, viewer)) {
+            _ if bps == 0 => c.viewers.retain(|v| (v.0, v.1) != (home, viewer)),
             Some(v) => (v.2, v.3) = (bps, now),
             None => c.viewers.push((home, viewer, bps, now)),
         }
