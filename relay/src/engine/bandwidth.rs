@@ -324,10 +324,6 @@ impl Engine {
         if let Some(addr) = addr {
             self.fanout_edit(conf, r, addr, Some(&old), Some(&new));
         }
-        // A receiver waiting for its keyframe may be a prospect the clamp follows.
-        if state == LayerState::Thumbnail {
-            self.forget_viewer(conf, r, ssrc);
-        }
     }
 
     /// Layer choice on `r`'s home (here) moved it on `ssrc`: recorded here and
@@ -758,10 +754,11 @@ impl Engine {
             // Its trial weighs the layer at that only once the layer has come down to
             // it (or while the layer is paused, to resume at it): a sender that does not
             // obey would overrun the link the trial was sized to.
+            let measured = prospect(c, i, floor);
             let clamped = known
                 .then(|| match viewing {
                     true => Some(can_take.max(floor)),
-                    false => prospect(c, i, floor).filter(|&p| {
+                    false => measured.filter(|&p| {
                         i.full_bps as f64 <= p as f64 * (1.0 + media::PROSPECT_LAYER_SLACK)
                     }),
                 })
@@ -775,8 +772,8 @@ impl Engine {
                 // is judged by its measure (it is one only above the floor): a probe's
                 // queue dips its REMB, and its thumbnail-bounded estimate would then
                 // demote it and end it at every probe.
-                let measured = prospect(c, i, floor).is_some();
-                let judging = settled || (!limited && !measured && c.layer.full_since().is_none());
+                let judging =
+                    settled || (!limited && measured.is_none() && c.layer.full_since().is_none());
                 media::Judged {
                     available_bps: available,
                     app_limited: limited,
@@ -1189,28 +1186,6 @@ impl Engine {
     ) {
         if let Some(st) = self.stream_by_home(home, sender, ssrc) {
             st.demote_below = below_bps;
-        }
-    }
-
-    /// Receiver `r` no longer views full layer `ssrc`: if the layer's sender is homed
-    /// here, its clamp stops counting it.
-    fn forget_viewer(&mut self, conf: ConfHandle, r: SessionHandle, ssrc: Ssrc) {
-        let Some((home, key)) = self.home_key(r) else {
-            return;
-        };
-        let Some(owner) = self.stream_owner(conf, ssrc) else {
-            return;
-        };
-        if let Some(c) = self
-            .sessions
-            .get_mut(owner)
-            .and_then(|o| o.full_layer_here(ssrc))
-            .and_then(|st| st.clamp.as_mut())
-        {
-            c.viewers.retain(|v| (v.0, v.1) != (home, key));
-            if c.viewers.is_empty() {
-                c.clamp.clear();
-            }
         }
     }
 }

@@ -208,12 +208,6 @@ impl RateClamp {
         Some((t as u64).max(self.cfg.min_bps))
     }
 
-    /// The last viewer left: no target until the next one reports.
-    pub(crate) fn clear(&mut self) {
-        self.target = None;
-        self.sent = None;
-    }
-
     /// When the next periodic value is due (then call [`Self::update`] with the
     /// viewers), or `None` with no viewers.
     // The engine updates the clamp on every viewer's report (about one a second per
