@@ -35,8 +35,14 @@ fn sim_with_queue_check(check: bool) -> Sim {
 
 /// `idx` sends synthetic audio, thumbnail and full video, with the sim's extensions.
 fn sending(sim: &Sim, idx: usize) -> Sending {
+    sending_seeded(sim, idx, 7)
+}
+
+/// [`sending`], its media drawn from `seed` (the synthetic source's).
+fn sending_seeded(sim: &Sim, idx: usize, seed: u64) -> Sending {
     let p = &sim.member(idx).p;
-    let driver = Driver::for_participant(p, SenderId(idx as u64), sim.extmap, sim.now, 7, sim.now);
+    let driver =
+        Driver::for_participant(p, SenderId(idx as u64), sim.extmap, sim.now, seed, sim.now);
     Sending::new(idx, driver)
 }
 
@@ -239,6 +245,12 @@ fn video_lost_at_random_on_a_downlink_is_repaired_without_long_freezes() {
 /// Dave's link: 1.4 Mbit/s, less than alice's full layer with the rest.
 fn dave_link() -> LinkConfig {
     LinkConfig::PERFECT.rate(1_400_000).queue_bytes(150_000)
+}
+
+/// The rate in bits per second at which `idx` received `ssrc` between `from` and `to`.
+fn bps_on(sim: &Sim, idx: usize, ssrc: Ssrc, from: Instant, to: Instant) -> u64 {
+    let bits = bytes_on(sim, idx, ssrc, from, to) as f64 * 8.0;
+    (bits / (to - from).as_secs_f64()) as u64
 }
 
 /// Bytes of `ssrc` that `idx` received between `from` and `to`.
@@ -465,10 +477,7 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
     let settled = sim.now;
     let first_event = sim.member(a).events.len();
     sim.run_sending(&mut senders, 20_000);
-    let sent_bps = |sim: &Sim, from: Instant, to: Instant| {
-        bytes_on(sim, b, full, from, to) as u64 * 8 / (to - from).as_secs()
-    };
-    let clamped = sent_bps(&sim, settled, sim.now);
+    let clamped = bps_on(&sim, b, full, settled, sim.now);
     assert!(
         (900_000..1_400_000).contains(&clamped),
         "alice's full layer at {clamped} bit/s for dave's 1.4 Mbit/s"
@@ -528,7 +537,7 @@ fn the_full_layer_is_clamped_to_the_slowest_viewer_but_not_to_a_far_slower_one()
     sim.run_sending(&mut senders, 5_000);
     let joined = sim.now;
     sim.run_sending(&mut senders, 10_000);
-    let after = sent_bps(&sim, joined, sim.now);
+    let after = bps_on(&sim, b, full, joined, sim.now);
     assert!(
         after * 10 >= clamped * 8,
         "alice's layer fell from {clamped} to {after} bit/s for erin"
@@ -575,7 +584,8 @@ fn full_frames(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant)
 /// next trial takes it: one trial, with nothing of the layer sent before it; he sees
 /// alice in full resolution within 6 s (the 4 s wait after a short probe, and a
 /// keyframe), without an undecodable frame from then on, and loses no audio. When he
-/// unsubscribes, alice's layer is back at her own rate for bob within 3 s.
+/// unsubscribes, his figure leaves alice's clamp at once: her layer is back at her own
+/// rate for bob within 3 s.
 #[test]
 fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
     let mut sim = sim();
@@ -591,7 +601,7 @@ fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
     let mut senders = [sending(&sim, a)];
     let full = sim.member(a).ssrcs().full;
     sim.run_sending(&mut senders, 10_000);
-    let unclamped = bytes_on(&sim, b, full, sim.now - Duration::from_secs(5), sim.now) * 8 / 5;
+    let unclamped = bps_on(&sim, b, full, sim.now - Duration::from_secs(5), sim.now);
     assert!(
         unclamped > 1_400_000,
         "alice's layer at {unclamped} bit/s for bob alone"
@@ -614,7 +624,7 @@ fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
     let (_, lost) = full_frames(&sim, d, a, first.unwrap(), sim.now);
     let last = sim.now - Duration::from_secs(10);
     let (shown, _) = full_frames(&sim, d, a, last, sim.now);
-    let clamped = bytes_on(&sim, b, full, last, sim.now) as u64 * 8 / 10;
+    let clamped = bps_on(&sim, b, full, last, sim.now);
     let (got, audio_lost) = audio_from(&sim, d, a, asked, sim.now);
     eprintln!(
         "late dave: first full frame {after:?} after subscribing, {} trial(s), {lost} \
@@ -638,15 +648,16 @@ fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
     );
     assert!(got > 1000, "dave got {got} audio packets");
     assert_eq!(audio_lost, 0, "dave lost audio");
-    // Dave unsubscribes: the clamp lets go of his figure at once, and alice's layer
-    // is back at her own rate for bob within a few seconds.
+    // Dave unsubscribes: his home withdraws his figure from alice's clamp at once
+    // (without, it would age out 2.5 s after his last report), and her layer is back
+    // at her own rate for bob within 3 s.
     sim.subscribe(d, FullSet::Ssrcs(Vec::new()));
     let left = sim.now;
     let mut back = None;
     for _ in 0..20 {
         sim.run_sending(&mut senders, 500);
-        let rate = bytes_on(&sim, b, full, sim.now - Duration::from_millis(500), sim.now) * 16;
-        if rate as u64 * 10 >= unclamped as u64 * 9 {
+        let rate = bps_on(&sim, b, full, sim.now - Duration::from_millis(500), sim.now);
+        if rate * 10 >= unclamped * 9 {
             back = Some(sim.now - left);
             break;
         }
@@ -680,12 +691,7 @@ fn a_slow_viewer_of_two_late_subscriptions_takes_one_and_keeps_it() {
         );
         let (c, d) = (v[0], v[2]);
         watch(&mut sim, d, &[a, c]);
-        let mut senders = [a, c].map(|s| {
-            let p = &sim.member(s).p;
-            let driver =
-                Driver::for_participant(p, SenderId(s as u64), sim.extmap, sim.now, seed, sim.now);
-            Sending::new(s, driver)
-        });
+        let mut senders = [a, c].map(|s| sending_seeded(&sim, s, seed));
         sim.run_sending(&mut senders, 10_000);
         sim.subscribe(d, FullSet::All);
         let asked = sim.now;
@@ -703,7 +709,7 @@ fn a_slow_viewer_of_two_late_subscriptions_takes_one_and_keeps_it() {
                 b.iter().map(|t| *t - asked).collect()
             })
             .collect();
-        let rate = |idx: usize, s: usize| bytes_on(&sim, idx, full(s), last, sim.now) * 8 / 10;
+        let rate = |idx: usize, s: usize| bps_on(&sim, idx, full(s), last, sim.now);
         let lost =
             full_frames(&sim, d, a, asked, sim.now).1 + full_frames(&sim, d, c, asked, sim.now).1;
         let audio: Vec<(usize, u64)> = [a, c]
@@ -771,7 +777,7 @@ fn a_lone_viewer_on_a_slow_link_gets_the_full_layer_at_what_his_link_takes() {
     sim.run_sending(&mut senders, 30_000);
     let last = sim.now - Duration::from_secs(10);
     let (shown, lost) = full_frames(&sim, b, a, last, sim.now);
-    let rate = bytes_on(&sim, b, full, last, sim.now) as u64 * 8 / 10;
+    let rate = bps_on(&sim, b, full, last, sim.now);
     let (got, audio_lost) = audio_from(&sim, b, a, start, sim.now);
     eprintln!(
         "lone bob: in the last 10 s {shown} full frames, {lost} undecodable, alice's layer \
@@ -840,10 +846,7 @@ fn the_round_trip_check_keeps_a_deep_buffer_from_filling() {
                 ("dave", dave_link(), true),
             ],
         );
-        let p = &sim.member(a).p;
-        let driver =
-            Driver::for_participant(p, SenderId(a as u64), FULL_EXTMAP, sim.now, seed, sim.now);
-        let mut senders = [Sending::new(a, driver)];
+        let mut senders = [sending_seeded(&sim, a, seed)];
         sim.run_sending(&mut senders, 10_000);
         let from = sim.now;
         sim.run_sending(&mut senders, 20_000);
