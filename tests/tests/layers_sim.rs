@@ -588,6 +588,26 @@ fn full_frames(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant)
 /// rate for bob within 3 s.
 #[test]
 fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
+    late_dave(Leaves::Unsubscribes);
+}
+
+/// As above, but dave hangs up (signaling removes his session) instead of
+/// unsubscribing: his home withdraws his figure as it removes him, and alice's layer is
+/// back at her own rate for bob within 3 s, not once the figure has aged out.
+#[test]
+fn a_slow_viewer_who_hangs_up_holds_nobodys_layer_down() {
+    late_dave(Leaves::HangsUp);
+}
+
+/// How a viewer stops viewing.
+#[derive(Debug, Clone, Copy)]
+enum Leaves {
+    Unsubscribes,
+    HangsUp,
+}
+
+/// The late-subscriber scenario above, ending with dave leaving as `leaves` says.
+fn late_dave(leaves: Leaves) {
     let mut sim = sim();
     let (a, v) = alice_and(
         &mut sim,
@@ -648,10 +668,13 @@ fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
     );
     assert!(got > 1000, "dave got {got} audio packets");
     assert_eq!(audio_lost, 0, "dave lost audio");
-    // Dave unsubscribes: his home withdraws his figure from alice's clamp at once
-    // (without, it would age out 2.5 s after his last report), and her layer is back
-    // at her own rate for bob within 3 s.
-    sim.subscribe(d, FullSet::Ssrcs(Vec::new()));
+    // Dave leaves: his home withdraws his figure from alice's clamp at once (without,
+    // it would age out 2.5 s after his last report), and her layer is back at her own
+    // rate for bob within 3 s.
+    match leaves {
+        Leaves::Unsubscribes => sim.subscribe(d, FullSet::Ssrcs(Vec::new())),
+        Leaves::HangsUp => sim.remove(d),
+    }
     let left = sim.now;
     let mut back = None;
     for _ in 0..20 {
@@ -662,7 +685,7 @@ fn a_slow_viewer_who_subscribes_late_brings_the_layer_down_to_his_link() {
             break;
         }
     }
-    eprintln!("late dave left: alice's layer back at 90% of its rate for bob after {back:?}");
+    eprintln!("late dave {leaves:?}: alice's layer back at 90% of its rate for bob after {back:?}");
     assert!(
         back.is_some_and(|b| b <= Duration::from_secs(3)),
         "alice's layer back for bob after {back:?}"

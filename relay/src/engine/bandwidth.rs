@@ -882,6 +882,18 @@ impl Engine {
         self.schedule(r);
     }
 
+    /// Receiver `r`, just removed (`s`), counts in no clamp it told a figure: they forget
+    /// it now rather than once its figures age out, so a slow viewer who hangs up holds
+    /// nobody's layer down.
+    pub(super) fn withdraw_figures(&mut self, now: Instant, r: SessionHandle, s: &mut Session) {
+        let Some(local) = s.local() else {
+            return;
+        };
+        for c in local.downlink.choices.iter().filter(|c| c.told) {
+            self.tell_clamp(now, r, c.owner, c.ssrc, 0);
+        }
+    }
+
     /// Tells the clamp of `owner`'s full layer `ssrc`, on the sender's home, that
     /// receiver `r` (homed here) can take `bps` of it (0: it no longer counts).
     fn tell_clamp(

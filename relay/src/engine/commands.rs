@@ -151,9 +151,12 @@ impl Engine {
 
     /// Removes a session at once: it neither sends nor receives from this call on.
     pub(super) fn remove_session(&mut self, h: SessionHandle, reason: Option<EndReason>) {
-        let Some(s) = self.sessions.remove(h) else {
+        let Some(mut s) = self.sessions.remove(h) else {
             return;
         };
+        if let Some(now) = self.last_now {
+            self.withdraw_figures(now, h, &mut s);
+        }
         self.drop_stale_timers();
         self.by_id.remove(&s.spec.id);
         // A snapshot may have handed its ufrag to a session upserted before this one.
