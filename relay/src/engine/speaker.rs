@@ -114,7 +114,7 @@ pub(super) struct Note {
 /// carries speech to pass on now (its level): a packet the detector's rule calls
 /// speech, and nothing passed on for this stream in the last half bucket. No
 /// allocation.
-#[inline]
+#[inline(always)]
 pub(super) fn speech(
     cfg: &media::SpeakerConfig,
     now: Instant,

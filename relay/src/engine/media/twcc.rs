@@ -53,7 +53,7 @@ pub(crate) struct TwccRecorder {
     epoch: Option<Instant>,
     /// By extended sequence number modulo [`SLOTS`]: the number stored, and its
     /// arrival in microseconds since `epoch`.
-    slots: Box<[(u64, u64)]>,
+    slots: Box<[(u64, u64); SLOTS]>,
     /// The highest extended sequence number arrived.
     max: Option<u64>,
     /// The first not yet reported.
@@ -72,7 +72,7 @@ impl TwccRecorder {
     pub(crate) fn new() -> Self {
         TwccRecorder {
             epoch: None,
-            slots: vec![(EMPTY, 0); SLOTS].into_boxed_slice(),
+            slots: Box::new([(EMPTY, 0); SLOTS]),
             max: None,
             next: 0,
             next_feedback: None,
@@ -83,7 +83,7 @@ impl TwccRecorder {
     }
 
     /// A packet with transport-wide sequence number `seq` arrived at `now`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn on_packet(&mut self, now: Instant, seq: u16) {
         let us = match self.clock {
             Some((at, us)) if at == now => us,

@@ -45,7 +45,7 @@ impl UplinkQueue {
     }
 
     /// A packet sent at abs-send-time `ast` arrived at `now`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn on_packet(&mut self, now: Instant, ast: u32) {
         if let Some((first, _)) = self.send
             && forward_ms(first, ast).is_some_and(|ahead| ahead < GROUP_SPAN_MS)
