@@ -1214,3 +1214,87 @@ fn a_viewer_whose_own_uplink_queues_keeps_the_full_layer_its_downlink_carries() 
     );
     assert!(full * 10 >= full_off * 9, "{full} against {full_off} bit/s");
 }
+
+/// Alice and carol send; bob, who sends nothing (his camera is off), views alice's full
+/// layer; dave, on 1 Mbit/s, subscribes late to everyone's. The trial of bob's layer,
+/// which never flows, waits for a probe at an assumed rate, which is dave's lowest: its
+/// measure goes to the trial of a sender whose thumbnail flows (carol's: her full layer
+/// is paused, nobody views it, so its floor is her thumbnail's rate), and while her
+/// layer comes down to it and is tried, no probe, above his link's rate, dips his
+/// estimate. He gets carol's layer at what his link takes in one trial and keeps it,
+/// with no undecodable frame and no audio lost, while alice's layer stays at her own
+/// rate for bob. Over three of the senders' media (the synthetic source's seed).
+/// Without the measure going to carol's trial he gets no trial at all; without the
+/// pause in probing, three trials of carol's layer, none kept (seed 3).
+#[test]
+fn a_slow_viewer_gets_a_full_layer_though_a_member_sends_no_video() {
+    for seed in [3, 7, 11] {
+        let mut sim = sim();
+        let link = LinkConfig::PERFECT.rate(1_000_000).queue_bytes(150_000);
+        let (a, v) = alice_and(
+            &mut sim,
+            &[
+                ("carol", LinkConfig::PERFECT, false),
+                ("bob", LinkConfig::PERFECT, false),
+                ("dave", link, false),
+            ],
+        );
+        let (c, b, d) = (v[0], v[1], v[2]);
+        let alice_full = sim.member(a).ssrcs().full;
+        sim.subscribe(b, FullSet::Ssrcs(vec![alice_full]));
+        watch(&mut sim, d, &[a, c]);
+        let mut senders = [a, c].map(|s| sending_seeded(&sim, s, seed));
+        sim.run_sending(&mut senders, 10_000);
+        sim.subscribe(d, FullSet::All);
+        let asked = sim.now;
+        sim.run_sending(&mut senders, 30_000);
+        let last = sim.now - Duration::from_secs(10);
+        let full = |s: usize| sim.member(s).ssrcs().full;
+        let trials: Vec<Vec<Duration>> = [a, c]
+            .iter()
+            .map(|&s| {
+                let b = bursts(&sim, d, full(s), asked, sim.now);
+                b.iter().map(|t| *t - asked).collect()
+            })
+            .collect();
+        let rate = |idx: usize, s: usize| bps_on(&sim, idx, full(s), last, sim.now);
+        let lost =
+            full_frames(&sim, d, a, asked, sim.now).1 + full_frames(&sim, d, c, asked, sim.now).1;
+        let audio: Vec<(usize, u64)> = [a, c]
+            .iter()
+            .map(|&s| audio_from(&sim, d, s, asked, sim.now))
+            .collect();
+        eprintln!(
+            "seed {seed}: dave's trials of alice's layer at {:?}, of carol's at {:?}; in the \
+             last 10 s he got them at {} and {} bit/s (bob alice's at {}); {lost} \
+             undecodable frames; audio (got, lost) {audio:?}",
+            trials[0],
+            trials[1],
+            rate(d, a),
+            rate(d, c),
+            rate(b, a)
+        );
+        assert_eq!(
+            trials.iter().map(Vec::len).sum::<usize>(),
+            1,
+            "seed {seed}: dave's trials {trials:?}"
+        );
+        let kept: Vec<usize> = [a, c].into_iter().filter(|&s| rate(d, s) > 0).collect();
+        assert_eq!(kept, [c], "seed {seed}: dave ends with {kept:?}");
+        let kept_bps = rate(d, c);
+        assert!(
+            (300_000..900_000).contains(&kept_bps),
+            "seed {seed}: dave's full layer at {kept_bps} bit/s"
+        );
+        assert!(
+            rate(b, a) > 1_400_000,
+            "seed {seed}: alice's layer for bob at {} bit/s",
+            rate(b, a)
+        );
+        assert_eq!(lost, 0, "seed {seed}: dave's undecodable frames");
+        for (got, lost) in audio {
+            assert!(got > 1400, "seed {seed}: dave got {got} audio packets");
+            assert_eq!(lost, 0, "seed {seed}: dave lost audio");
+        }
+    }
+}

@@ -16,9 +16,10 @@
 //!   subscribes to decides thumbnail or full from the part of the estimate left for
 //!   that sender's video (the estimate less everything else it gets). A trial of a
 //!   full layer first probes the link ([`media::Prober`], one cluster at a time per
-//!   receiver): padding in the receiver's SRTCP at what it gets besides that video
-//!   (and the full layers it awaits at their keyframes) plus 1.2× the video with the
-//!   full layer; the receiver's report is the verdict.
+//!   receiver, and none while a layer comes down to a measure of its link): padding in
+//!   the receiver's SRTCP at what it gets besides that video (and the full layers it
+//!   awaits at their keyframes) plus 1.2× the video with the full layer; the
+//!   receiver's report is the verdict.
 //! - **Layer states** are announced by the receiver's home to every shard
 //!   ([`PeerMsg::LayerState`]); each shard keeps its fan-out lists by them. A receiver
 //!   switching up waits in the layer's `pending` list on the shard where the sender's
@@ -117,6 +118,8 @@ struct ProbeFor {
     /// Everything else the receiver gets and awaits: a short probe's measure less
     /// that is what the link leaves the layer's sender's video.
     besides: u64,
+    /// Of that, the full layers it awaits.
+    awaited: u64,
 }
 
 struct Choice {
@@ -723,8 +726,11 @@ impl Engine {
         let mut switches = Vec::new();
         // The trial waiting for a probe at the lowest rate (a link short of it is short
         // of the others' too, `probe_verdict`): its layer, and the rate to probe besides
-        // the full layers the receiver awaits (added once every choice has run).
+        // the full layers the receiver awaits (added once every choice has run); sent
+        // unless a layer is tried on a measure of the link meanwhile (`measured_trial`).
         let mut probe = None;
+        // Whether a layer is tried on a link known to be short (see below).
+        let mut measured_trial = false;
         // A prospect the clamp would follow (see below).
         let prospect = |c: &Choice, i: &Inputs, floor: u64| {
             c.layer
@@ -812,6 +818,11 @@ impl Engine {
             if c.probe_bps > 0 && probe.is_none_or(|(_, least, _)| c.probe_bps < least) {
                 probe = Some((c.ssrc, c.probe_bps, others));
             }
+            // A layer the clamp brings down to a measure of the link is tried on a link
+            // known to be short, from then until its trial ends (held, failed, or the
+            // measure aged out): no probe, above the link's rate, dips the estimate that
+            // trial is judged by.
+            measured_trial |= prospect(c, i, floor).is_some();
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
             // It tells the clamp the budget left for this sender's video, less the
@@ -835,6 +846,13 @@ impl Engine {
             }
             c.told = told.is_some();
         }
+        // Trials waiting for a probe meanwhile fail when it has not come within 3 s, as
+        // after a failed trial (their next waits twice as long): on a link known to be
+        // short, another full layer is not likely to fit besides. So does the measured
+        // layer's own, if its layer had not come down to the measure when it began.
+        if measured_trial {
+            probe = None;
+        }
         // The full layers it will get at their next keyframes (as this run left them)
         // count as sent: a probe that left them out would pass for a trial the link
         // cannot carry with them.
@@ -846,6 +864,7 @@ impl Engine {
                 ssrc,
                 least,
                 besides: others.saturating_add(awaited),
+                awaited,
             });
         }
         if let Some(s) = self.sessions.get(r) {
@@ -970,7 +989,10 @@ impl Engine {
     /// are drained by the next [`Self::drive_choices`]). A link that did not carry the
     /// probe's rate carries no more: the other trials waiting for a probe at that rate
     /// or above fail with it, so a receiver subscribed to many senders on a link that
-    /// takes none of their full layers gets one probe per wait, not one per sender.
+    /// takes none of their full layers gets one probe per wait, not one per sender. A
+    /// measure of the link goes to one trial: the one the probe was for, or if that
+    /// sender's thumbnail does not flow, the lowest of those failing with it whose
+    /// sender's does.
     fn probe_verdict(&mut self, now: Instant, r: SessionHandle, outcome: media::ProbeOutcome) {
         match outcome {
             media::ProbeOutcome::Carried => self.stats.probes_carried += 1,
@@ -982,14 +1004,34 @@ impl Engine {
         };
         let d = &mut local.downlink;
         let Some(ProbeFor {
-            ssrc,
+            ssrc: probed,
             least,
             besides,
+            awaited,
         }) = d.probe_for.take()
         else {
             return;
         };
         let short = matches!(outcome, media::ProbeOutcome::Short(_));
+        let short_too =
+            |c: &Choice| short && c.layer.probing() && c.probe_bps > 0 && c.probe_bps >= least;
+        // The measure is the link's, whichever trial the probe was sized for. One of a
+        // sender whose thumbnail does not flow (its camera off) can make no prospect
+        // (see `drive_choices`): it goes instead to the lowest of the trials that fail
+        // along whose sender's thumbnail flows, with what else the receiver got
+        // besides that sender's video; with none, to no trial.
+        let (ssrc, besides) = match d.choices.iter().find(|c| c.ssrc == probed) {
+            Some(c) if short && !c.layer.thumbnail_flows() => d
+                .choices
+                .iter()
+                .filter(|c| short_too(c) && c.layer.thumbnail_flows())
+                .min_by_key(|c| c.probe_bps)
+                .map_or((None, 0), |c| {
+                    let others = c.probe_bps.saturating_sub(c.layer.probe_bps());
+                    (Some(c.ssrc), others.saturating_add(awaited))
+                }),
+            _ => (Some(probed), besides),
+        };
         // One prospect at a time: a measure taken while another of its layers is on
         // its way (a prospect, or switching up, or on trial) left that layer's coming
         // rate out of what else the receiver gets, and both would be sized to the
@@ -997,19 +1039,18 @@ impl Engine {
         let other_coming = d
             .choices
             .iter()
-            .any(|c| c.ssrc != ssrc && c.layer.coming(now));
+            .any(|c| Some(c.ssrc) != ssrc && c.layer.coming(now));
         let outcome = match outcome {
             media::ProbeOutcome::Short(Some(_)) if other_coming => media::ProbeOutcome::Short(None),
             outcome => outcome,
         };
         for c in &mut d.choices {
-            let short_too = short && c.layer.probing() && c.probe_bps > 0 && c.probe_bps >= least;
-            if c.ssrc == ssrc {
+            if Some(c.ssrc) == ssrc {
                 c.layer.handle_probe(now, outcome, besides);
-            } else if short_too {
-                // Its trial fails with it, but the measure is the probed one's: were
-                // both sized to the whole link, both layers would come down and both
-                // trials then pass their probes, one sized without the other.
+            } else if short_too(c) || c.ssrc == probed {
+                // Its trial fails with it, but the measure is one trial's: were both
+                // sized to the whole link, both layers would come down and both trials
+                // then pass their probes, one sized without the other.
                 c.layer
                     .handle_probe(now, media::ProbeOutcome::Short(None), 0);
             }

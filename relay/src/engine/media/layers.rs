@@ -330,6 +330,12 @@ impl LayerChoice {
         }
     }
 
+    /// Whether the sender's thumbnail flows: only then can a measure of the link make
+    /// the receiver a prospect the clamp follows (see the engine's `drive_choices`).
+    pub(crate) fn thumbnail_flows(&self) -> bool {
+        self.thumb_bps > 0
+    }
+
     /// Whether the full layer flows or has flowed.
     fn flowed(&self) -> bool {
         self.full_bps > 0 || self.last_full_bps > 0
