@@ -575,6 +575,45 @@ fn full_frames(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant)
     (shown, lost)
 }
 
+/// What dave got once he subscribed late to alice's and carol's full layers.
+struct LateToBoth {
+    /// His trials of alice's and of carol's layer, from when he subscribed.
+    trials: [Vec<Duration>; 2],
+    /// His undecodable full frames since.
+    lost: usize,
+    /// Alice's and carol's audio packets he got since, and how many of them he lost.
+    audio: [(usize, u64); 2],
+}
+
+/// The rate at which `idx` got `sender`'s full layer in the last 10 s.
+fn full_rate_lately(sim: &Sim, idx: usize, sender: usize) -> u64 {
+    let full = sim.member(sender).ssrcs().full;
+    bps_on(sim, idx, full, sim.now - Duration::from_secs(10), sim.now)
+}
+
+/// Alice (`a`) and carol (`c`) send media drawn from `seed` for 10 s; then dave (`d`)
+/// subscribes to everyone's full layers, and the call runs 30 s more.
+fn late_to_both(sim: &mut Sim, (a, c, d): (usize, usize, usize), seed: u64) -> LateToBoth {
+    watch(sim, d, &[a, c]);
+    let mut senders = [a, c].map(|s| sending_seeded(sim, s, seed));
+    sim.run_sending(&mut senders, 10_000);
+    sim.subscribe(d, FullSet::All);
+    let asked = sim.now;
+    sim.run_sending(&mut senders, 30_000);
+    let trials = [a, c].map(|s| {
+        let full = sim.member(s).ssrcs().full;
+        let b = bursts(sim, d, full, asked, sim.now);
+        b.iter().map(|t| *t - asked).collect()
+    });
+    let lost = full_frames(sim, d, a, asked, sim.now).1 + full_frames(sim, d, c, asked, sim.now).1;
+    let audio = [a, c].map(|s| audio_from(sim, d, s, asked, sim.now));
+    LateToBoth {
+        trials,
+        lost,
+        audio,
+    }
+}
+
 /// Bob (fast) views alice's full layer from the start; dave, on a 1.4 Mbit/s link —
 /// less than the layer's 1.5 Mbit/s with the rest — subscribes only once it has long
 /// flowed at the sender's own rate. No clamp has come down for him, so the layer as
@@ -713,32 +752,10 @@ fn a_slow_viewer_of_two_late_subscriptions_takes_one_and_keeps_it() {
             ],
         );
         let (c, d) = (v[0], v[2]);
-        watch(&mut sim, d, &[a, c]);
-        let mut senders = [a, c].map(|s| sending_seeded(&sim, s, seed));
-        sim.run_sending(&mut senders, 10_000);
-        sim.subscribe(d, FullSet::All);
-        let asked = sim.now;
-        sim.run_sending(&mut senders, 30_000);
-        let last = sim.now - Duration::from_secs(10);
-        let full = |s: usize| sim.member(s).ssrcs().full;
-        let kept: Vec<usize> = [a, c]
-            .into_iter()
-            .filter(|&s| bytes_on(&sim, d, full(s), last, sim.now) > 0)
-            .collect();
-        let trials: Vec<Vec<Duration>> = [a, c]
-            .iter()
-            .map(|&s| {
-                let b = bursts(&sim, d, full(s), asked, sim.now);
-                b.iter().map(|t| *t - asked).collect()
-            })
-            .collect();
-        let rate = |idx: usize, s: usize| bps_on(&sim, idx, full(s), last, sim.now);
-        let lost =
-            full_frames(&sim, d, a, asked, sim.now).1 + full_frames(&sim, d, c, asked, sim.now).1;
-        let audio: Vec<(usize, u64)> = [a, c]
-            .iter()
-            .map(|&s| audio_from(&sim, d, s, asked, sim.now))
-            .collect();
+        let got = late_to_both(&mut sim, (a, c, d), seed);
+        let rate = |idx: usize, s: usize| full_rate_lately(&sim, idx, s);
+        let kept: Vec<usize> = [a, c].into_iter().filter(|&s| rate(d, s) > 0).collect();
+        let (trials, lost, audio) = (&got.trials, got.lost, got.audio);
         eprintln!(
             "seed {seed}: dave's trials of alice's layer at {:?}, of carol's at {:?}; in the \
              last 10 s he got them at {} and {} bit/s (bob at {} and {}); {lost} undecodable \
@@ -1242,28 +1259,9 @@ fn a_slow_viewer_gets_a_full_layer_though_a_member_sends_no_video() {
         let (c, b, d) = (v[0], v[1], v[2]);
         let alice_full = sim.member(a).ssrcs().full;
         sim.subscribe(b, FullSet::Ssrcs(vec![alice_full]));
-        watch(&mut sim, d, &[a, c]);
-        let mut senders = [a, c].map(|s| sending_seeded(&sim, s, seed));
-        sim.run_sending(&mut senders, 10_000);
-        sim.subscribe(d, FullSet::All);
-        let asked = sim.now;
-        sim.run_sending(&mut senders, 30_000);
-        let last = sim.now - Duration::from_secs(10);
-        let full = |s: usize| sim.member(s).ssrcs().full;
-        let trials: Vec<Vec<Duration>> = [a, c]
-            .iter()
-            .map(|&s| {
-                let b = bursts(&sim, d, full(s), asked, sim.now);
-                b.iter().map(|t| *t - asked).collect()
-            })
-            .collect();
-        let rate = |idx: usize, s: usize| bps_on(&sim, idx, full(s), last, sim.now);
-        let lost =
-            full_frames(&sim, d, a, asked, sim.now).1 + full_frames(&sim, d, c, asked, sim.now).1;
-        let audio: Vec<(usize, u64)> = [a, c]
-            .iter()
-            .map(|&s| audio_from(&sim, d, s, asked, sim.now))
-            .collect();
+        let got = late_to_both(&mut sim, (a, c, d), seed);
+        let rate = |idx: usize, s: usize| full_rate_lately(&sim, idx, s);
+        let (trials, lost, audio) = (&got.trials, got.lost, got.audio);
         eprintln!(
             "seed {seed}: dave's trials of alice's layer at {:?}, of carol's at {:?}; in the \
              last 10 s he got them at {} and {} bit/s (bob alice's at {}); {lost} \
