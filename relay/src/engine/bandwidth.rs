@@ -16,7 +16,8 @@
 //!   subscribes to decides thumbnail or full from the part of the estimate left for
 //!   that sender's video (the estimate less everything else it gets). A trial of a
 //!   full layer first probes the link ([`media::Prober`], one cluster at a time per
-//!   receiver, and none while a layer comes down to a measure of its link): padding in
+//!   receiver, and none from when a layer is brought down to a measure of the link
+//!   until that layer's trial ends or the measure expires): padding in
 //!   the receiver's SRTCP at what it gets besides that video (and the full layers it
 //!   awaits at their keyframes) plus 1.2× the video with the full layer; the
 //!   receiver's report is the verdict.
@@ -35,7 +36,9 @@
 //!   subscriber whose trial's probe came back short but measured its link reports too,
 //!   what that measure leaves the layer ([`media::LayerChoice::prospect_bps`]), if the
 //!   sender's thumbnail flows and that is not under the floor (the demotion bound, the
-//!   thumbnail's rate): the layer comes down before its next trial.
+//!   thumbnail's rate): the layer comes down before its next trial. (A probe sized for
+//!   the trial of a sender whose thumbnail does not flow gives its measure to another
+//!   trial that failed with it: `probe_verdict`.)
 //! - **A sender's uplink** is estimated where its media arrives
 //!   ([`media::UplinkEstimate`], fed on the forwarding path): from the loss in its
 //!   sequence numbers and, if it stamps abs-send-time, by the same delay-based

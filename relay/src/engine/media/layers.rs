@@ -50,7 +50,10 @@
 //!   if it did not, the trial failed without a byte of the layer sent
 //!   ([`LayerChoice::handle_probe`]), and the next waits the first wait (4 s) again,
 //!   not doubled: a probe costs the link little, and a link that recovers is found
-//!   within that wait, not the longest.
+//!   within that wait, not the longest. A probe that does not come within 3 s (the
+//!   engine holds probes back while another of the receiver's layers is tried on a
+//!   measure of its link, below) fails the trial as a failed trial does, doubling
+//!   the wait: on a link known to be short, another layer is unlikely to fit.
 //!
 //! - **Clamped.** The rate clamp (`clamp.rs`) brings the sender's full layer down to
 //!   what its slowest viewer can take, so for a viewer the clamp follows the layer
@@ -59,7 +62,9 @@
 //!   may not fit its link at all — a viewer that came late, or the only one of a call
 //!   of two. Its trial's probe then comes back short, but one that arrived whole, only
 //!   slower than sent, measured the link: what it leaves this sender's video
-//!   ([`LayerChoice::handle_probe`]). For the wait before the next trial and 6 s into
+//!   ([`LayerChoice::handle_probe`]; the engine gives it the measure of a probe sized
+//!   for another sender's trial when that sender's thumbnail does not flow, its camera
+//!   off). For the wait before the next trial and 6 s into
 //!   it (10 s with the defaults), the receiver is a prospect
 //!   ([`LayerChoice::prospect_bps`]: that room less the up rule's headroom and the
 //!   thumbnail). If the clamp would follow it, the engine tells the clamp, and once
@@ -192,8 +197,9 @@ const EVENTS: usize = 4;
 /// A trial fails when the estimate falls below this fraction of where it began.
 const TRIAL_FALL: f64 = 0.7;
 
-/// A probe whose verdict has not come within this long (the engine always gives one
-/// within about a second) fails the trial.
+/// A probe whose verdict has not come within this long fails the trial: the engine
+/// gives one within about a second of sending it, but holds probes back while another
+/// of the receiver's layers is tried on a measure of its link (up to 10 s).
 const PROBE_GIVE_UP: Duration = Duration::from_secs(3);
 
 /// A short probe's measure of the link makes the receiver a prospect for the wait
@@ -683,7 +689,8 @@ impl LayerChoice {
     /// A trial from `trial_from`: after a probe (`probe_first`), else at once.
     fn try_full(&mut self, now: Instant, keyframes: bool, trial_from: u64) {
         self.held_back = false;
-        // A prospect's link was measured by the probe that made it one, and the clamp
+        // A prospect's link was measured by the probe that made it one (its own trial's,
+        // or one of another sender whose thumbnail does not flow), and the clamp
         // has brought the layer down to fit that measure: a probe again would test the
         // link at what it was measured to carry, on top of its media, and its queue
         // would dip the receiver's delay-based estimate under the trial.
@@ -1302,7 +1309,8 @@ mod tests {
         l.handle_probe(t0 + S, ProbeOutcome::Unanswered, 0);
         assert_eq!(l.full_since(), Some(t0 + S));
 
-        // No verdict within 3 s (the engine always gives one sooner): failed.
+        // No verdict within 3 s (the engine gives one sooner, unless it holds the
+        // probe back): failed.
         let mut l = LayerChoice::new(LayerConfig::default());
         l.start(t0, true, 1_000_000);
         assert_eq!(l.poll_timeout(), Some(t0 + 3 * S));
