@@ -579,7 +579,7 @@ fn full_frames(sim: &Sim, idx: usize, sender: usize, from: Instant, to: Instant)
 struct LateToBoth {
     /// His trials of alice's and of carol's layer, from when he subscribed.
     trials: [Vec<Duration>; 2],
-    /// His undecodable full frames since.
+    /// His undecodable frames of either sender since (either layer).
     lost: usize,
     /// Alice's and carol's audio packets he got since, and how many of them he lost.
     audio: [(usize, u64); 2],

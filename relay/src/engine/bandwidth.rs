@@ -456,14 +456,7 @@ impl Engine {
         };
         let d = &mut local.downlink;
         let wants = |c: &Choice| wanted.iter().any(|&(s, m, _)| s == c.ssrc && m == c.owner);
-        // Those that told a clamp what they can take tell it they no longer count.
-        let ended: Vec<(SessionHandle, Ssrc)> = d
-            .choices
-            .iter()
-            .filter(|c| c.told && !wants(c))
-            .map(|c| (c.owner, c.ssrc))
-            .collect();
-        d.choices.retain(wants);
+        let ended: Vec<Choice> = d.choices.extract_if(.., |c| !wants(c)).collect();
         let mut started = Vec::new();
         for (ssrc, owner, marked) in wanted {
             if d.choices.iter().all(|c| c.ssrc != ssrc) {
@@ -477,9 +470,7 @@ impl Engine {
                 started.push((ssrc, marked));
             }
         }
-        for (owner, ssrc) in ended {
-            self.tell_clamp(now, r, owner, ssrc, 0);
-        }
+        self.withdraw_figures(now, r, &ended);
         if started.is_empty() {
             return;
         }
@@ -821,24 +812,26 @@ impl Engine {
             if c.probe_bps > 0 && probe.is_none_or(|(_, least, _)| c.probe_bps < least) {
                 probe = Some((c.ssrc, c.probe_bps, others));
             }
+            // What the clamp would follow of its measure now that the choice has run (a
+            // trial that failed just now ended it).
+            let measured_now = prospect(c, i, floor);
             // A layer the clamp brings down to a measure of the link is tried on a link
             // known to be short, from then until its trial ends (held, failed, or the
             // measure aged out): no probe, above the link's rate, dips the estimate that
             // trial is judged by.
-            measured_trial |= prospect(c, i, floor).is_some();
+            measured_trial |= measured_now.is_some();
             let state = desired(&c.layer);
             states.push((c.ssrc, state));
             // It tells the clamp the budget left for this sender's video, less the
             // thumbnail, once its estimate had time to follow the layer; a prospect
-            // until then, what its measured link takes (asked again: a trial that
-            // failed just now ended it).
+            // until then, what its measured link takes.
             let reporting = c
                 .layer
                 .full_since()
                 .is_some_and(|t| now.saturating_duration_since(t) >= SETTLED_FULL);
             let told = match reporting {
                 true => Some(can_take),
-                false => prospect(c, i, floor),
+                false => measured_now,
             };
             if let Some(bps) = told.filter(|_| known && report.is_some()) {
                 views.push((c.owner, c.ssrc, bps));
@@ -907,11 +900,16 @@ impl Engine {
     /// Receiver `r`, just removed (`s`), counts in no clamp it told a figure: they forget
     /// it now rather than once its figures age out, so a slow viewer who hangs up holds
     /// nobody's layer down.
-    pub(super) fn withdraw_figures(&mut self, now: Instant, r: SessionHandle, s: &mut Session) {
-        let Some(local) = s.local() else {
-            return;
-        };
-        for c in local.downlink.choices.iter().filter(|c| c.told) {
+    pub(super) fn withdraw_removed(&mut self, now: Instant, r: SessionHandle, s: &mut Session) {
+        if let Some(local) = s.local() {
+            self.withdraw_figures(now, r, &local.downlink.choices);
+        }
+    }
+
+    /// Receiver `r`'s `choices` end (a subscription dropped, the session removed): those
+    /// that told a clamp what they can take tell it they no longer count.
+    fn withdraw_figures(&mut self, now: Instant, r: SessionHandle, choices: &[Choice]) {
+        for c in choices.iter().filter(|c| c.told) {
             self.tell_clamp(now, r, c.owner, c.ssrc, 0);
         }
     }

@@ -155,7 +155,7 @@ impl Engine {
             return;
         };
         if let Some(now) = self.last_now {
-            self.withdraw_figures(now, h, &mut s);
+            self.withdraw_removed(now, h, &mut s);
         }
         self.drop_stale_timers();
         self.by_id.remove(&s.spec.id);
