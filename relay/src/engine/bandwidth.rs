@@ -137,6 +137,8 @@ struct Choice {
     probe_bps: u64,
     /// Its last run had a figure for the layer's clamp (so its end is told too).
     told: bool,
+    /// Where its last run left it (the log shows each change).
+    phase: media::Phase,
 }
 
 impl Downlink {
@@ -466,6 +468,7 @@ impl Engine {
                     layer: media::LayerChoice::new(layer_cfg),
                     probe_bps: 0,
                     told: false,
+                    phase: media::Phase::Unwanted,
                 });
                 started.push((ssrc, marked));
             }
@@ -712,12 +715,14 @@ impl Engine {
         let d = &mut local.downlink;
         let known = d.estimate.has_reports();
         let estimate = d.estimate.estimate(now);
+        let breakdown = d.estimate.breakdown(now);
         let limited = d.estimate.app_limited(now);
         let lossy = d.estimate.lossy(now);
         let mut asks = Vec::new();
         let mut states = Vec::new();
         let mut views = Vec::new();
         let mut switches = Vec::new();
+        let mut phases = Vec::new();
         // The trial waiting for a probe at the lowest rate (a link short of it is short
         // of the others' too, `probe_verdict`): its layer, and the rate to probe besides
         // the full layers the receiver awaits (added once every choice has run); sent
@@ -793,11 +798,17 @@ impl Engine {
             if drained.keyframe {
                 asks.push((c.owner, c.ssrc));
             }
+            let phase = c.layer.phase(now);
+            if phase != c.phase {
+                phases.push((c.ssrc, c.phase, phase, available));
+                c.phase = phase;
+            }
             if let Some(to) = drained.switched {
                 switches.push(Switch {
                     ssrc: c.ssrc,
                     to,
                     available_bps: available,
+                    others_bps: others,
                     full_bps: i.full_bps.min(clamped.unwrap_or(u64::MAX)),
                     lossy,
                     demoted,
@@ -864,12 +875,25 @@ impl Engine {
             });
         }
         if let Some(s) = self.sessions.get(r) {
+            for &(ssrc, from, to, available_bps) in &phases {
+                tracing::debug!(
+                    receiver = %s.spec.id,
+                    ssrc = ssrc.0,
+                    ?from,
+                    ?to,
+                    available_bps,
+                    "layer choice",
+                );
+            }
             for w in &switches {
                 tracing::debug!(
                     receiver = %s.spec.id,
                     ssrc = w.ssrc.0,
                     to = ?w.to,
                     available_bps = w.available_bps,
+                    others_bps = w.others_bps,
+                    estimate = ?breakdown,
+                    limited,
                     full_bps = w.full_bps,
                     lossy = w.lossy,
                     demoted = w.demoted,
@@ -1000,19 +1024,32 @@ impl Engine {
             media::ProbeOutcome::Short(_) => self.stats.probes_short += 1,
             media::ProbeOutcome::Unanswered => self.stats.probes_unanswered += 1,
         }
-        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
-            return;
-        };
-        let d = &mut local.downlink;
         let Some(ProbeFor {
             ssrc: probed,
             least,
             besides,
             awaited,
-        }) = d.probe_for.take()
+        }) = self
+            .sessions
+            .get_mut(r)
+            .and_then(|s| s.local())
+            .and_then(|l| l.downlink.probe_for.take())
         else {
             return;
         };
+        if let Some(s) = self.sessions.get(r) {
+            tracing::debug!(
+                receiver = %s.spec.id,
+                ssrc = probed.0,
+                bps = least.saturating_add(awaited),
+                ?outcome,
+                "probe verdict",
+            );
+        }
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        let d = &mut local.downlink;
         let short = matches!(outcome, media::ProbeOutcome::Short(_));
         let short_too =
             |c: &Choice| short && c.layer.probing() && c.probe_bps > 0 && c.probe_bps >= least;
@@ -1285,7 +1322,10 @@ fn drain_events(stats: &mut EngineStats, layer: &mut media::LayerChoice) -> Drai
 struct Switch {
     ssrc: Ssrc,
     to: media::Layer,
+    /// What the estimate leaves this sender's video …
     available_bps: u64,
+    /// … besides everything else the receiver gets.
+    others_bps: u64,
     full_bps: u64,
     lossy: bool,
     demoted: bool,

@@ -125,6 +125,17 @@ pub(crate) struct LossReport {
     pub jitter: Duration,
 }
 
+/// What an estimate is the least of ([`DownlinkEstimate::breakdown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Breakdown {
+    /// The loss-based state (loss, jitter and the round trips' queue act on it).
+    pub loss_based_bps: u64,
+    /// The receiver's REMB, while it is fresh.
+    pub remb_bps: Option<u64>,
+    /// 1.5× what the relay sent it over the last second.
+    pub sent_cap_bps: u64,
+}
+
 /// NACKed packets that make a burst …
 const LOSS_BURST: usize = 10;
 /// … within this long.
@@ -413,6 +424,15 @@ impl DownlinkEstimate {
     #[cfg(test)]
     pub(crate) fn last_loss(&self) -> Option<f64> {
         self.last_loss
+    }
+
+    /// What the estimate at `now` is the least of, for the relay's log.
+    pub(crate) fn breakdown(&self, now: Instant) -> Breakdown {
+        Breakdown {
+            loss_based_bps: self.loss_based as u64,
+            remb_bps: self.fresh_remb(now),
+            sent_cap_bps: self.sent_cap(now) as u64,
+        }
     }
 
     /// The estimate without the sent bound, and the sent bound.

@@ -192,6 +192,25 @@ enum State {
     },
 }
 
+/// Where a layer choice stands, for the relay's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// The thumbnail, not subscribed (or demoted).
+    Unwanted,
+    /// The thumbnail, free to try the full layer when its rules allow.
+    Thumbnail,
+    /// The thumbnail, after a failed trial or probe: no trial before the wait ends.
+    Waiting,
+    /// A trial waiting for its probe.
+    Probing,
+    /// An upswitch waiting for the full layer's keyframe.
+    PendingUp,
+    /// The full layer, on trial.
+    Trial,
+    /// The full layer.
+    Full,
+}
+
 const EVENTS: usize = 4;
 
 /// A trial fails when the estimate falls below this fraction of where it began.
@@ -306,6 +325,21 @@ impl LayerChoice {
     /// The last `available` it was given, if any.
     pub(crate) fn available(&self) -> Option<u64> {
         self.available
+    }
+
+    /// Where it stands at `now`.
+    pub(crate) fn phase(&self, now: Instant) -> Phase {
+        match self.state {
+            State::Thumbnail if !self.wanted() => Phase::Unwanted,
+            State::Thumbnail => match self.probe_wait {
+                Some((from, wait)) if now.saturating_duration_since(from) < wait => Phase::Waiting,
+                _ => Phase::Thumbnail,
+            },
+            State::Probing { .. } => Phase::Probing,
+            State::PendingUp { .. } => Phase::PendingUp,
+            State::Full { probe: Some(_), .. } => Phase::Trial,
+            State::Full { probe: None, .. } => Phase::Full,
+        }
     }
 
     /// Whether an upswitch is waiting for a keyframe.

@@ -25,7 +25,7 @@ pub(crate) use clamp::{ClampConfig, RateClamp};
 pub(crate) use estimate::{DownlinkEstimate, EstimateConfig, LossReport, RateMeter};
 pub(crate) use keyframe::{KeyframeConfig, KeyframeThrottle};
 pub(crate) use layers::{
-    Judged, Layer, LayerChoice, LayerConfig, LayerEvent, PROSPECT_LAYER_SLACK,
+    Judged, Layer, LayerChoice, LayerConfig, LayerEvent, PROSPECT_LAYER_SLACK, Phase,
 };
 pub(crate) use probe::{MAX_PACKET as MAX_PROBE_PACKET, ProbeOutcome, Prober};
 pub(crate) use retransmit::{NackReply, RetransmitCache, RetransmitConfig};
