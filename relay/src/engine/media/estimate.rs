@@ -60,6 +60,12 @@
 //!   number), so a lossy 50 packet/s audio stream does not count as much as a clean
 //!   300 packet/s video stream. Reports closer together than 200 ms (default) are
 //!   merged into one update, so a receiver that reports often does not ramp faster.
+//! - **The first report's loss is not taken.** Its fraction lost covers the interval
+//!   since the receiver's previous report, which another relay may have served: a
+//!   member that reconnects after a relay restart reports the seconds of the outage
+//!   as loss, and taken as congestion they would cut its estimate and fail every
+//!   layer it is tried on for a second after. It counts as a report without loss,
+//!   and sets the packet counts the next one is weighed from.
 //!
 //! Start: 1 Mbit/s (default), within `[min_bps, max_bps]` (50 kbit/s, 100 Mbit/s).
 //! Nothing is allocated after construction, and there is no deadline: the estimate is
@@ -208,6 +214,8 @@ pub(crate) struct DownlinkEstimate {
     acc_jitter: Duration,
     last_update: Option<Instant>,
     last_loss: Option<f64>,
+    /// A receiver report with blocks came (the first one's loss is not taken).
+    reported: bool,
     /// The lowest round trip since the update before, the queue it showed then (and
     /// when), and the lowest round trip of the last `base_rtt_window`s.
     acc_rtt: Option<Duration>,
@@ -244,6 +252,7 @@ impl DownlinkEstimate {
             acc_jitter: Duration::ZERO,
             last_update: None,
             last_loss: None,
+            reported: false,
             acc_rtt: None,
             last_queue: None,
             queue_cut_at: None,
@@ -373,8 +382,17 @@ impl DownlinkEstimate {
         now: Instant,
         blocks: impl IntoIterator<Item = LossReport>,
     ) {
+        let first = !self.reported;
         for b in blocks {
-            self.account(b);
+            if first {
+                // Counts to go from, and no loss (see the module docs).
+                self.reported = true;
+                self.baseline(b);
+                self.acc_jitter = self.acc_jitter.max(b.jitter);
+                self.acc_blocks += 1;
+            } else {
+                self.account(b);
+            }
         }
         let due = self
             .last_update
@@ -454,9 +472,10 @@ impl DownlinkEstimate {
             .map(|(bps, _)| bps)
     }
 
-    fn account(&mut self, b: LossReport) {
-        let fraction = f64::from(b.fraction_lost) / 256.0;
-        self.acc_jitter = self.acc_jitter.max(b.jitter);
+    /// Takes block `b` as the count its stream's next block is weighed from, and
+    /// returns the packets its stream carried since its previous block (`None`: no
+    /// previous block, or the sequence restarted).
+    fn baseline(&mut self, b: LossReport) -> Option<u32> {
         let slot = self
             .streams
             .iter()
@@ -473,7 +492,13 @@ impl DownlinkEstimate {
             i
         });
         self.streams[i] = Some((b.ssrc, b.highest_seq));
-        match expected {
+        expected
+    }
+
+    fn account(&mut self, b: LossReport) {
+        let fraction = f64::from(b.fraction_lost) / 256.0;
+        self.acc_jitter = self.acc_jitter.max(b.jitter);
+        match self.baseline(b) {
             Some(n) => {
                 self.acc_lost += fraction * f64::from(n);
                 self.acc_expected += f64::from(n);
@@ -696,13 +721,12 @@ mod tests {
     }
 
     impl Sim {
+        /// After the receiver's first report (which only sets the counts).
         fn new() -> Self {
             let t0 = Instant::now();
-            Sim {
-                e: DownlinkEstimate::new(EstimateConfig::default()),
-                now: t0,
-                seq: 0,
-            }
+            let mut e = DownlinkEstimate::new(EstimateConfig::default());
+            e.handle_receiver_report(t0, [block(VIDEO, 0, 0)]);
+            Sim { e, now: t0, seq: 0 }
         }
 
         /// One second of sending at `bps`, then a report with `loss` (0..=255).
@@ -725,6 +749,16 @@ mod tests {
             };
             self.e.handle_receiver_report(self.now, [block]);
             self.e.estimate(self.now)
+        }
+    }
+
+    /// A block about `ssrc` with highest sequence number `seq` and `loss` (in 1/256).
+    fn block(ssrc: Ssrc, seq: u32, loss: u8) -> LossReport {
+        LossReport {
+            ssrc,
+            fraction_lost: loss,
+            highest_seq: seq,
+            jitter: Duration::ZERO,
         }
     }
 
@@ -944,27 +978,43 @@ mod tests {
         e.handle_sent(t0, 1_000_000);
         let report = |video_seq, audio_seq, video_loss, audio_loss| {
             [
-                LossReport {
-                    ssrc: VIDEO,
-                    fraction_lost: video_loss,
-                    highest_seq: video_seq,
-                    jitter: Duration::ZERO,
-                },
-                LossReport {
-                    ssrc: AUDIO,
-                    fraction_lost: audio_loss,
-                    highest_seq: audio_seq,
-                    jitter: Duration::ZERO,
-                },
+                block(VIDEO, video_seq, video_loss),
+                block(AUDIO, audio_seq, audio_loss),
             ]
         };
-        // First report: no counts yet, so the plain mean of the fractions: 25%.
-        e.handle_receiver_report(t0, report(1000, 100, 0, 128));
-        assert_eq!(e.last_loss(), Some(0.25));
+        e.handle_receiver_report(t0, [block(VIDEO, 0, 0)]);
+        // A block without a count yet (audio's first): its plain fraction, 50%.
+        e.handle_receiver_report(t0 + 1000 * MS, [block(AUDIO, 100, 128)]);
+        assert_eq!(e.last_loss(), Some(0.5));
         // Then 950 video packets with no loss and 50 audio packets with half lost:
         // 25 of 1000 packets, 2.5%, not the 25% a plain mean would say.
-        e.handle_receiver_report(t0 + 1000 * MS, report(1950, 150, 0, 128));
+        e.handle_receiver_report(t0 + 2000 * MS, report(950, 150, 0, 128));
         assert_eq!(e.last_loss(), Some(0.025));
+    }
+
+    /// A member that reconnects after a relay restart reports the outage as loss (its
+    /// previous report went to the relay before): the new relay's estimate takes the
+    /// first report as one without loss, for its counts, and the loss of the next.
+    #[test]
+    fn the_first_report_sets_the_counts_and_its_loss_is_not_taken() {
+        let t0 = Instant::now();
+        let mut e = DownlinkEstimate::new(EstimateConfig::default());
+        for i in 0..250u32 {
+            e.handle_sent(t0 + 4 * MS * i, 1000);
+        }
+        assert!(!e.has_reports());
+        let now = t0 + 1000 * MS;
+        e.handle_receiver_report(now, [block(VIDEO, 9000, 255), block(AUDIO, 900, 255)]);
+        assert!(e.has_reports());
+        assert_eq!(e.last_loss(), Some(0.0));
+        assert!(!e.lossy(now), "the outage is not this link's loss");
+        assert!(e.app_limited(now));
+        assert!(e.estimate_unbounded(now) >= 1_000_000, "not cut");
+        // The next report's loss, over what the relay sent, counts.
+        let later = now + 1000 * MS;
+        e.handle_receiver_report(later, [block(VIDEO, 9300, 64), block(AUDIO, 950, 64)]);
+        assert_eq!(e.last_loss(), Some(0.25));
+        assert!(e.lossy(later));
     }
 
     #[test]
