@@ -40,7 +40,9 @@
 //!   (`Judged::lossy`) — not because the estimate has not yet caught up with the new
 //!   rate; after that the normal rule applies. A trial that fails within its window
 //!   doubles the wait before the next one (4 s, then 8 s, … up to 32 s); one that
-//!   holds resets it. `probe_backoff: None` turns trials off.
+//!   holds resets it. One that loss ends while it waits for its keyframe sent nothing
+//!   of its layer: the next waits the first wait (4 s), and the doubling goes on from
+//!   where it was. `probe_backoff: None` turns trials off.
 //! - **Probe first** (`probe_first`). A trial blind would cost a receiver whose link
 //!   cannot carry the layer a keyframe's worth of queue, and with a small buffer its
 //!   audio. So a trial (a started subscription's too) first asks the engine for a
@@ -680,15 +682,17 @@ impl LayerChoice {
             State::PendingUp { asked_at, probe } => {
                 // A trial waiting for its keyframe has sent nothing yet: the estimate
                 // moving says nothing of it (on a busy host a REMB dips on its own), so
-                // only loss already under way ends it.
+                // only loss already under way ends it. Nor did the loss come from its
+                // layer, so the next trial waits the first wait, not twice the last (a
+                // member reconnecting after an outage may report loss for seconds).
                 let failed = match probe {
-                    Some(_) => self.lossy,
-                    None => self.congested(None),
+                    Some(_) => self.lossy.then_some(Failure::Probe),
+                    None => self.congested(None).then_some(Failure::Up),
                 };
                 if !self.wanted() {
                     self.state = State::Thumbnail;
-                } else if failed {
-                    self.fail(now, Failure::of(probe));
+                } else if let Some(failure) = failed {
+                    self.fail(now, failure);
                 } else if now.saturating_duration_since(asked_at) >= self.cfg.keyframe_interval {
                     self.state = State::PendingUp {
                         asked_at: now,
@@ -841,7 +845,8 @@ impl LayerChoice {
 /// What failed ([`LayerChoice::fail`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
-    /// A probe of the link came back short: nothing of the layer was sent.
+    /// A probe of the link came back short, or the receiver lost packets while a trial
+    /// waited for its keyframe: nothing of the layer was sent.
     Probe,
     /// A trial of the layer (or its probe went unjudged).
     Trial,
@@ -1210,6 +1215,48 @@ mod tests {
         let trials: Vec<u64> = gaps.into_iter().filter(|&g| g >= 1).collect();
         assert_eq!(trials[..4], [4 + 1, 8 + 1, 16 + 1, 32 + 1], "{starts:?}");
         assert!(trials[4..].iter().all(|&g| g == 33));
+    }
+
+    /// A trial whose receiver starts losing packets while it waits for its keyframe
+    /// fails, but nothing of its layer was sent: the next trial waits the first wait
+    /// (4 s), not twice the last, and the doubling goes on from where it was.
+    #[test]
+    fn a_trial_that_meets_loss_before_its_keyframe_waits_the_first_wait() {
+        let t0 = Instant::now();
+        let mut l = subscribed(t0);
+        let mut now = t0;
+        let mut starts: Vec<Instant> = Vec::new();
+        for _ in 0..200 {
+            now += 100 * MS;
+            l.lossy = false;
+            // Trials so far (re-asks within one are 300 ms apart).
+            let trials = starts.windows(2).filter(|w| w[1] - w[0] >= S).count() + 1;
+            if l.pending_up() {
+                if trials == 2 {
+                    // The second trial's receiver loses packets (a reconnection's gap)
+                    // before the keyframe comes.
+                    l.set_lossy(now, true);
+                } else {
+                    l.handle_full_packet(now, true);
+                }
+            }
+            // As above: a 300 kbit/s link, which a full layer overruns within a second.
+            let (est, limited) = match l.state {
+                State::Full { since, .. } if now - since >= S => (150_000, false),
+                _ => (300_000, true),
+            };
+            l.handle_estimate(now, est, limited);
+            l.handle_timeout(now);
+            for e in events(&mut l) {
+                if e == LayerEvent::RequestKeyframe && starts.last() != Some(&now) {
+                    starts.push(now);
+                }
+            }
+        }
+        let gaps: Vec<u64> = starts.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+        let trials: Vec<u64> = gaps.into_iter().filter(|&g| g >= 1).collect();
+        // 4 s + the first trial's second; 4 s after the loss; 8 s + a second.
+        assert_eq!(trials[..3], [4 + 1, 4, 8 + 1], "{starts:?}");
     }
 
     #[test]
