@@ -1,7 +1,15 @@
-//! The conference's media task: moves the participant's datagrams over its UDP socket,
+//! The conference's media loop: moves the participant's datagrams over its UDP socket,
 //! runs its timers, our key schedule and the synthetic sources, and turns what the
 //! participant decrypts into [`ConferenceEvent`]s.
+//!
+//! It runs on a thread of its own ([`start`]), on a current-thread runtime, not
+//! on the application's: a datagram read late carries a late arrival time, and the
+//! delay-based estimate (REMB) and the relay's probes are measured by arrival times.
+//! On a shared runtime, the Matrix crypto of a member joining (Olm sessions, room keys)
+//! kept the loop waiting long enough for the relay to see congestion and take
+//! everyone's full layers away.
 
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +34,41 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-pub(super) async fn run(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
+/// Starts the media loop on `sock` (non-blocking) on a thread of its own. Must be
+/// called within a tokio runtime, the application's: what the loop spawns (a rekey's
+/// publishing) runs on it, and the loop runs as long as the task returned does — until
+/// it is aborted, or the runtime shuts down (a conference without its runtime is one
+/// whose application is gone).
+pub(super) fn start(
+    inner: Arc<Inner>,
+    sock: std::net::UdpSocket,
+) -> io::Result<tokio::task::JoinHandle<()>> {
+    let app = tokio::runtime::Handle::current();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sock = {
+        let _in = rt.enter();
+        UdpSocket::from_std(sock)?
+    };
+    let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("blindfold-media".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                tokio::select! {
+                    () = run(inner, sock, app) => {}
+                    _ = gone => {}
+                }
+            });
+        })?;
+    Ok(tokio::spawn(async move {
+        let _alive = alive;
+        std::future::pending::<()>().await;
+    }))
+}
+
+async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
     let mut buf = vec![0u8; 2048];
     let mut out = Vec::new();
     loop {
@@ -92,7 +134,7 @@ pub(super) async fn run(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
                 // Leaves came faster than keys could be switched to: the one that
                 // waited is in use now, and the rekey owed since follows.
                 let inner = inner.clone();
-                tokio::spawn(async move { inner.publish_or_withhold(true).await });
+                app.spawn(async move { inner.publish_or_withhold(true).await });
             }
             let st = &mut *st;
             if let Some(d) = st.driver.as_mut().filter(|_| !inner.is_withheld()) {

@@ -14,9 +14,12 @@
 //!
 //! # Driving it
 //!
-//! Inside a tokio runtime (current-thread or multi-thread; the conference spawns two
-//! tasks on it, one syncing Matrix and one moving the participant's UDP datagrams and
-//! timers):
+//! Inside a tokio runtime (current-thread or multi-thread; the conference spawns a task
+//! on it that syncs Matrix). The participant's UDP datagrams and timers move on a
+//! thread of their own, so that what else runs on the runtime (Matrix crypto is heavy
+//! when a member joins) never delays them: a packet's arrival time is what the
+//! delay-based estimate and the relay's probes are measured by, and a media loop kept
+//! waiting would show the relay a congested link that is not there.
 //!
 //! ```no_run
 //! use blindfold_client::conference::{Conference, ConferenceConfig, ConferenceEvent, Login};
@@ -490,8 +493,8 @@ struct Counters {
     read_late: AtomicU64,
 }
 
-/// The state the sync task and the media task share. Held briefly, never across an
-/// await.
+/// The state the sync task and the media loop (on its own thread) share. Held briefly,
+/// never across an await.
 struct State {
     participant: Participant,
     driver: Option<crate::Driver>,
@@ -526,8 +529,9 @@ struct Inner {
     /// A key set could not be published even after [`PUBLISH_RETRIES`]: we send no
     /// more media.
     withheld: AtomicBool,
-    /// The media socket (the media task's; also for the last datagrams at a stop).
-    sock: Arc<tokio::net::UdpSocket>,
+    /// The media socket (a handle on the media loop's; for the last datagrams at a
+    /// stop). Non-blocking.
+    sock: std::net::UdpSocket,
 }
 
 /// Queues `ev` for the application unless the queue has no room for it: a media event
@@ -1167,7 +1171,8 @@ impl Conference {
             IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
-        let sock = Arc::new(tokio::net::UdpSocket::bind(bind).await?);
+        let sock = std::net::UdpSocket::bind(bind)?;
+        sock.set_nonblocking(true)?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let inner = Arc::new(Inner {
             client,
@@ -1196,11 +1201,11 @@ impl Conference {
             publishing: tokio::sync::Mutex::new(()),
             hung_up: AtomicBool::new(false),
             withheld: AtomicBool::new(false),
-            sock: sock.clone(),
+            sock: sock.try_clone()?,
         });
-        let media = tokio::spawn(media::run(inner.clone(), sock));
+        let media = media::start(inner.clone(), sock)?;
         // From here a failed (or abandoned) join drops `conf`, which stops the media
-        // task and tells the relay we left (if DTLS was up); a failed one also hangs up
+        // loop and tells the relay we left (if DTLS was up); a failed one also hangs up
         // the call it placed, so the SFU ends it at once whatever the relay saw.
         let mut conf = Conference {
             inner: inner.clone(),
@@ -1296,12 +1301,13 @@ impl Conference {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        // The DTLS close_notify tells the relay at once that we left; the media task
-        // that would send it is gone, so it goes from here (best effort, no waiting).
+        // The DTLS close_notify tells the relay at once that we left; the media loop
+        // that would send it is stopping, so it goes from here (best effort, no
+        // waiting).
         let mut st = self.inner.lock();
         st.participant.close();
         while let Some(t) = st.participant.poll_transmit() {
-            let _ = self.inner.sock.try_send_to(&t.bytes, t.dest);
+            let _ = self.inner.sock.send_to(&t.bytes, t.dest);
         }
     }
 
