@@ -1181,23 +1181,28 @@ mod tests {
         assert_eq!(events(&mut l), [LayerEvent::Switched(Layer::Full)]);
     }
 
-    /// A receiver that only gets thumbnails cannot show room for more: after 2 s of an
-    /// app-limited estimate it is tried on the full layer; a link that then loses
-    /// packets sends it back, and the trials space out.
-    #[test]
-    fn trials_back_off_when_the_link_cannot_carry_the_layer() {
+    /// How far apart the trials of a subscribed receiver on a 300 kbit/s link start
+    /// (whole seconds), over `steps` of 100 ms: on thumbnails its estimate is
+    /// app-limited at 1.5 × sent; with the full layer on, a second later, loss halves
+    /// it. The keyframe comes 100 ms after the ask, unless `lossy_before_keyframe(n)`
+    /// for the `n`th trial (from 1): then the receiver is losing packets meanwhile.
+    fn trial_gaps(steps: usize, lossy_before_keyframe: impl Fn(usize) -> bool) -> Vec<u64> {
         let t0 = Instant::now();
         let mut l = subscribed(t0);
         let mut now = t0;
-        let mut starts = Vec::new();
-        for _ in 0..1500 {
+        let mut starts: Vec<Instant> = Vec::new();
+        for _ in 0..steps {
             now += 100 * MS;
+            l.lossy = false;
             if l.pending_up() {
-                // The keyframe arrives 100 ms after the ask.
-                l.handle_full_packet(now, true);
+                // Re-asks within one trial are 300 ms apart.
+                let trial = starts.windows(2).filter(|w| w[1] - w[0] >= S).count() + 1;
+                if lossy_before_keyframe(trial) {
+                    l.set_lossy(now, true);
+                } else {
+                    l.handle_full_packet(now, true);
+                }
             }
-            // A 300 kbit/s link: on thumbnails the estimate is app-limited at 1.5 × sent;
-            // with the full layer on, a second later, loss halves it.
             let (est, limited) = match l.state {
                 State::Full { since, .. } if now - since >= S => (150_000, false),
                 _ => (300_000, true),
@@ -1210,10 +1215,18 @@ mod tests {
                 }
             }
         }
-        let gaps: Vec<u64> = starts.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
-        // Re-asks within one trial are 300 ms apart; trials 2 s + 1 s + backoff apart.
-        let trials: Vec<u64> = gaps.into_iter().filter(|&g| g >= 1).collect();
-        assert_eq!(trials[..4], [4 + 1, 8 + 1, 16 + 1, 32 + 1], "{starts:?}");
+        let gaps = starts.windows(2).map(|w| (w[1] - w[0]).as_secs());
+        gaps.filter(|&g| g >= 1).collect()
+    }
+
+    /// A receiver that only gets thumbnails cannot show room for more: after 2 s of an
+    /// app-limited estimate it is tried on the full layer; a link that then loses
+    /// packets sends it back, and the trials space out.
+    #[test]
+    fn trials_back_off_when_the_link_cannot_carry_the_layer() {
+        let trials = trial_gaps(1500, |_| false);
+        // Trials 2 s + 1 s + backoff apart.
+        assert_eq!(trials[..4], [4 + 1, 8 + 1, 16 + 1, 32 + 1], "{trials:?}");
         assert!(trials[4..].iter().all(|&g| g == 33));
     }
 
@@ -1222,41 +1235,11 @@ mod tests {
     /// (4 s), not twice the last, and the doubling goes on from where it was.
     #[test]
     fn a_trial_that_meets_loss_before_its_keyframe_waits_the_first_wait() {
-        let t0 = Instant::now();
-        let mut l = subscribed(t0);
-        let mut now = t0;
-        let mut starts: Vec<Instant> = Vec::new();
-        for _ in 0..200 {
-            now += 100 * MS;
-            l.lossy = false;
-            // Trials so far (re-asks within one are 300 ms apart).
-            let trials = starts.windows(2).filter(|w| w[1] - w[0] >= S).count() + 1;
-            if l.pending_up() {
-                if trials == 2 {
-                    // The second trial's receiver loses packets (a reconnection's gap)
-                    // before the keyframe comes.
-                    l.set_lossy(now, true);
-                } else {
-                    l.handle_full_packet(now, true);
-                }
-            }
-            // As above: a 300 kbit/s link, which a full layer overruns within a second.
-            let (est, limited) = match l.state {
-                State::Full { since, .. } if now - since >= S => (150_000, false),
-                _ => (300_000, true),
-            };
-            l.handle_estimate(now, est, limited);
-            l.handle_timeout(now);
-            for e in events(&mut l) {
-                if e == LayerEvent::RequestKeyframe && starts.last() != Some(&now) {
-                    starts.push(now);
-                }
-            }
-        }
-        let gaps: Vec<u64> = starts.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
-        let trials: Vec<u64> = gaps.into_iter().filter(|&g| g >= 1).collect();
+        // The second trial's receiver loses packets (a reconnection's gap) before the
+        // keyframe comes.
+        let trials = trial_gaps(200, |n| n == 2);
         // 4 s + the first trial's second; 4 s after the loss; 8 s + a second.
-        assert_eq!(trials[..3], [4 + 1, 4, 8 + 1], "{starts:?}");
+        assert_eq!(trials[..3], [4 + 1, 4, 8 + 1], "{trials:?}");
     }
 
     #[test]
