@@ -36,9 +36,10 @@
 //!   link has signalled no congestion (no loss, no falling REMB) for 1 s
 //!   (`probe_hold`), the machine tries the full layer anyway. During the trial's first
 //!   5 s (`probe_window`) it goes back down only if the estimate falls more than 30%
-//!   below where it was when the trial began, or if the receiver is losing packets
-//!   (`Judged::lossy`) — not because the estimate has not yet caught up with the new
-//!   rate; after that the normal rule applies. A trial that fails within its window
+//!   below where it was when the trial began while the receiver signals congestion
+//!   (not app-limited: a bound of what was sent that falls is no verdict), or if the
+//!   receiver is losing packets (`Judged::lossy`) — not because the estimate has not
+//!   yet caught up with the new rate; after that the normal rule applies. A trial that fails within its window
 //!   doubles the wait before the next one (4 s, then 8 s, … up to 32 s); one that
 //!   holds resets it. One that loss ends while it waits for its keyframe sent nothing
 //!   of its layer: the next waits the first wait (4 s), and the doubling goes on from
@@ -798,11 +799,13 @@ impl LayerChoice {
         };
         if let Some(start) = trial_from {
             // 30% below: an estimate's noise (a delay-based REMB dips on a busy host
-            // too) is not a verdict. And a
-            // link that is losing packets with the layer on has failed the trial,
-            // wherever the estimate began (the estimate is still catching up, so a
-            // delay signal alone is not enough).
-            return (a as f64) < TRIAL_FALL * start as f64 || self.lossy;
+            // too) is not a verdict; nor is a fall while the receiver signals no
+            // congestion, which is the bound of what was sent falling (a member that
+            // just connected, a sender that slowed down). And a link that is losing
+            // packets with the layer on has failed the trial, wherever the estimate
+            // began (the estimate is still catching up, so a delay signal alone is not
+            // enough).
+            return (!self.app_limited && (a as f64) < TRIAL_FALL * start as f64) || self.lossy;
         }
         !self.app_limited && (a as f64) < self.cfg.down_factor * self.need() as f64
     }
@@ -1240,6 +1243,33 @@ mod tests {
         let trials = trial_gaps(200, |n| n == 2);
         // 4 s + the first trial's second; 4 s after the loss; 8 s + a second.
         assert_eq!(trials[..3], [4 + 1, 4, 8 + 1], "{trials:?}");
+    }
+
+    /// An estimate bounded only by what was sent (app-limited: no loss, jitter, queue
+    /// or falling REMB) falls when less is sent — a member that just connected, a
+    /// sender that slowed down — and that is no verdict on a trial; the same fall with
+    /// the receiver signalling congestion fails it.
+    #[test]
+    fn a_trial_is_failed_by_congestion_not_by_less_sent() {
+        let t0 = Instant::now();
+        let mut l = subscribed(t0);
+        let mut now = t0;
+        while !matches!(l.state, State::Full { .. }) {
+            now += 100 * MS;
+            if l.pending_up() {
+                l.handle_full_packet(now, true);
+            }
+            l.handle_estimate(now, 300_000, true);
+            l.handle_timeout(now);
+            assert!(now - t0 < 10 * S, "no trial");
+        }
+        // Less sent: the bound falls far below where the trial began.
+        now += 500 * MS;
+        l.handle_estimate(now, 50_000, true);
+        assert_eq!(l.layer(), Layer::Full, "failed on what was sent");
+        now += 500 * MS;
+        l.handle_estimate(now, 50_000, false);
+        assert_eq!(l.layer(), Layer::Thumbnail, "congestion fails it");
     }
 
     #[test]
