@@ -137,7 +137,7 @@ struct Choice {
     probe_bps: u64,
     /// Its last run had a figure for the layer's clamp (so its end is told too).
     told: bool,
-    /// Where its last run left it (the log shows each change).
+    /// Where its last run left it (the log shows where each run moved it).
     phase: media::Phase,
 }
 
@@ -145,8 +145,10 @@ impl Downlink {
     /// With `queue`: a round trip this far above the lowest is a queue (`None`: no
     /// queue check).
     pub(super) fn new(queue: Option<Duration>) -> Self {
+        // A member's first report after a relay restart covers the outage.
         let cfg = media::EstimateConfig {
             queue_high: queue,
+            first_report_loss: false,
             ..media::EstimateConfig::default()
         };
         Downlink {

@@ -60,7 +60,8 @@
 //!   number), so a lossy 50 packet/s audio stream does not count as much as a clean
 //!   300 packet/s video stream. Reports closer together than 200 ms (default) are
 //!   merged into one update, so a receiver that reports often does not ramp faster.
-//! - **The first report's loss is not taken.** Its fraction lost covers the interval
+//! - **The first report's loss is not taken** (`first_report_loss: false`, as the
+//!   engine sets for a receiver's downlink). Its fraction lost covers the interval
 //!   since the receiver's previous report, which another relay may have served: a
 //!   member that reconnects after a relay restart reports the seconds of the outage
 //!   as loss, and taken as congestion they would cut its estimate and fail every
@@ -99,6 +100,10 @@ pub(crate) struct EstimateConfig {
     pub queue_high: Option<Duration>,
     /// The lowest round trip is taken over the last one to two of these.
     pub base_rtt_window: Duration,
+    /// Whether the loss in the first receiver report is taken. A receiver's report to
+    /// the relay may cover an interval another relay served (see the module docs):
+    /// `false` for the downlink. An uplink's counts are the relay's own: `true`.
+    pub first_report_loss: bool,
 }
 
 impl Default for EstimateConfig {
@@ -114,6 +119,7 @@ impl Default for EstimateConfig {
             min_update_interval: Duration::from_millis(200),
             queue_high: Some(Duration::from_millis(100)),
             base_rtt_window: Duration::from_secs(30),
+            first_report_loss: true,
         }
     }
 }
@@ -382,11 +388,11 @@ impl DownlinkEstimate {
         now: Instant,
         blocks: impl IntoIterator<Item = LossReport>,
     ) {
-        let first = !self.reported;
+        let first = !self.reported && !self.cfg.first_report_loss;
         for b in blocks {
+            self.reported = true;
             if first {
                 // Counts to go from, and no loss (see the module docs).
-                self.reported = true;
                 self.baseline(b);
                 self.acc_jitter = self.acc_jitter.max(b.jitter);
                 self.acc_blocks += 1;
@@ -998,7 +1004,10 @@ mod tests {
     #[test]
     fn the_first_report_sets_the_counts_and_its_loss_is_not_taken() {
         let t0 = Instant::now();
-        let mut e = DownlinkEstimate::new(EstimateConfig::default());
+        let mut e = DownlinkEstimate::new(EstimateConfig {
+            first_report_loss: false,
+            ..EstimateConfig::default()
+        });
         for i in 0..250u32 {
             e.handle_sent(t0 + 4 * MS * i, 1000);
         }
@@ -1015,6 +1024,11 @@ mod tests {
         e.handle_receiver_report(later, [block(VIDEO, 9300, 64), block(AUDIO, 950, 64)]);
         assert_eq!(e.last_loss(), Some(0.25));
         assert!(e.lossy(later));
+        // By default (an uplink's counts, the relay's own) the first report's loss is
+        // taken.
+        let mut e = DownlinkEstimate::new(EstimateConfig::default());
+        e.handle_receiver_report(now, [block(VIDEO, 9000, 255)]);
+        assert!(e.lossy(now));
     }
 
     #[test]
@@ -1081,6 +1095,7 @@ mod tests {
             min_update_interval: Duration::MAX,
             queue_high: Some(Duration::ZERO),
             base_rtt_window: Duration::ZERO,
+            first_report_loss: false,
         });
         e.handle_sent(t0, usize::MAX);
         e.handle_sent(t0, usize::MAX);

@@ -202,7 +202,8 @@ pub(crate) enum Phase {
     Unwanted,
     /// The thumbnail, free to try the full layer when its rules allow.
     Thumbnail,
-    /// The thumbnail, after a failed trial or probe: no trial before the wait ends.
+    /// The thumbnail, after a failed trial, probe or switch up: no trial before the
+    /// wait ends.
     Waiting,
     /// A trial waiting for its probe.
     Probing,
@@ -1240,7 +1241,7 @@ mod tests {
     fn a_trial_that_meets_loss_before_its_keyframe_waits_the_first_wait() {
         // The second trial's receiver loses packets (a reconnection's gap) before the
         // keyframe comes.
-        let trials = trial_gaps(200, |n| n == 2);
+        let trials = trial_gaps(300, |n| n == 2);
         // 4 s + the first trial's second; 4 s after the loss; 8 s + a second.
         assert_eq!(trials[..3], [4 + 1, 4, 8 + 1], "{trials:?}");
     }
