@@ -11,6 +11,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
@@ -38,23 +39,35 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// called within a tokio runtime, the application's: what the loop spawns (a rekey's
 /// publishing) runs on it, and the loop runs as long as the task returned does — until
 /// it is aborted, or the runtime shuts down (a conference without its runtime is one
-/// whose application is gone).
-pub(super) fn start(
+/// whose application is gone) — and until the conference stops (`Inner::stopped`).
+pub(super) async fn start(
     inner: Arc<Inner>,
     sock: std::net::UdpSocket,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
     let app = tokio::runtime::Handle::current();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let sock = {
-        let _in = rt.enter();
-        UdpSocket::from_std(sock)?
-    };
     let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+    let (ready, started) = tokio::sync::oneshot::channel::<io::Result<()>>();
+    // The runtime is built, and dropped, on the thread: a runtime dropped in an async
+    // context (ours, on an error) panics.
     std::thread::Builder::new()
         .name("blindfold-media".into())
         .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let rt = match rt {
+                Ok(rt) => rt,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            let sock = {
+                let _in = rt.enter();
+                UdpSocket::from_std(sock)
+            };
+            let sock = match sock {
+                Ok(sock) => sock,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            let _ = ready.send(Ok(()));
             rt.block_on(async move {
                 tokio::select! {
                     () = run(inner, sock, app) => {}
@@ -62,6 +75,9 @@ pub(super) fn start(
                 }
             });
         })?;
+    started
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("the media thread ended")))?;
     Ok(tokio::spawn(async move {
         let _alive = alive;
         std::future::pending::<()>().await;
@@ -72,6 +88,9 @@ async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
     let mut buf = vec![0u8; 2048];
     let mut out = Vec::new();
     loop {
+        if inner.stopped.load(Ordering::Acquire) {
+            return;
+        }
         let deadline = {
             let st = inner.lock();
             [
@@ -164,6 +183,10 @@ async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
                     key,
                     sha256: sha256(&t.bytes),
                 });
+            }
+            if inner.stopped.load(Ordering::Acquire) {
+                // Nothing after the close_notify `Conference::stop` sent.
+                return;
             }
             // A lost datagram is like a lost packet on the network.
             let _ = sock.send_to(&t.bytes, t.dest).await;

@@ -14,12 +14,12 @@
 //!
 //! # Driving it
 //!
-//! Inside a tokio runtime (current-thread or multi-thread; the conference spawns a task
-//! on it that syncs Matrix). The participant's UDP datagrams and timers move on a
-//! thread of their own, so that what else runs on the runtime (Matrix crypto is heavy
-//! when a member joins) never delays them: a packet's arrival time is what the
-//! delay-based estimate and the relay's probes are measured by, and a media loop kept
-//! waiting would show the relay a congested link that is not there.
+//! Inside a tokio runtime (current-thread or multi-thread; the conference spawns its
+//! Matrix sync, and a rekey's publishing, on it). The participant's UDP datagrams and
+//! timers move on a thread of their own, so that what else runs on the runtime (Matrix
+//! crypto is heavy when a member joins) does not hold them up: a packet's arrival time
+//! is what the delay-based estimate and the relay's probes are measured by, and a media
+//! loop kept waiting would show the relay a congested link that is not there.
 //!
 //! ```no_run
 //! use blindfold_client::conference::{Conference, ConferenceConfig, ConferenceEvent, Login};
@@ -529,6 +529,9 @@ struct Inner {
     /// A key set could not be published even after [`PUBLISH_RETRIES`]: we send no
     /// more media.
     withheld: AtomicBool,
+    /// The conference stopped (`Conference::stop`): the media loop sends nothing more
+    /// and ends.
+    stopped: AtomicBool,
     /// The media socket (a handle on the media loop's; for the last datagrams at a
     /// stop). Non-blocking.
     sock: std::net::UdpSocket,
@@ -1201,9 +1204,10 @@ impl Conference {
             publishing: tokio::sync::Mutex::new(()),
             hung_up: AtomicBool::new(false),
             withheld: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             sock: sock.try_clone()?,
         });
-        let media = media::start(inner.clone(), sock)?;
+        let media = media::start(inner.clone(), sock).await?;
         // From here a failed (or abandoned) join drops `conf`, which stops the media
         // loop and tells the relay we left (if DTLS was up); a failed one also hangs up
         // the call it placed, so the SFU ends it at once whatever the relay saw.
@@ -1298,6 +1302,8 @@ impl Conference {
         // A rekey the media loop spawned outlives the tasks aborted here: it must not
         // publish our streams for a call that is gone.
         self.inner.hung_up.store(true, Ordering::Release);
+        self.inner.stopped.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
         for t in self.tasks.drain(..) {
             t.abort();
         }
