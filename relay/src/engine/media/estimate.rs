@@ -727,12 +727,13 @@ mod tests {
     }
 
     impl Sim {
-        /// After the receiver's first report (which only sets the counts).
         fn new() -> Self {
             let t0 = Instant::now();
-            let mut e = DownlinkEstimate::new(EstimateConfig::default());
-            e.handle_receiver_report(t0, [block(VIDEO, 0, 0)]);
-            Sim { e, now: t0, seq: 0 }
+            Sim {
+                e: DownlinkEstimate::new(EstimateConfig::default()),
+                now: t0,
+                seq: 0,
+            }
         }
 
         /// One second of sending at `bps`, then a report with `loss` (0..=255).
@@ -988,13 +989,12 @@ mod tests {
                 block(AUDIO, audio_seq, audio_loss),
             ]
         };
-        e.handle_receiver_report(t0, [block(VIDEO, 0, 0)]);
-        // A block without a count yet (audio's first): its plain fraction, 50%.
-        e.handle_receiver_report(t0 + 1000 * MS, [block(AUDIO, 100, 128)]);
-        assert_eq!(e.last_loss(), Some(0.5));
+        // First report: no counts yet, so the plain mean of the fractions: 25%.
+        e.handle_receiver_report(t0, report(1000, 100, 0, 128));
+        assert_eq!(e.last_loss(), Some(0.25));
         // Then 950 video packets with no loss and 50 audio packets with half lost:
         // 25 of 1000 packets, 2.5%, not the 25% a plain mean would say.
-        e.handle_receiver_report(t0 + 2000 * MS, report(950, 150, 0, 128));
+        e.handle_receiver_report(t0 + 1000 * MS, report(1950, 150, 0, 128));
         assert_eq!(e.last_loss(), Some(0.025));
     }
 
