@@ -145,7 +145,7 @@ impl Downlink {
     /// With `queue`: a round trip this far above the lowest is a queue (`None`: no
     /// queue check).
     pub(super) fn new(queue: Option<Duration>) -> Self {
-        // A member's first report after a relay restart covers the outage.
+        // A stream's first block after a relay restart covers the outage.
         let cfg = media::EstimateConfig {
             queue_high: queue,
             first_report_loss: false,

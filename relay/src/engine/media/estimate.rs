@@ -60,13 +60,21 @@
 //!   number), so a lossy 50 packet/s audio stream does not count as much as a clean
 //!   300 packet/s video stream. Reports closer together than 200 ms (default) are
 //!   merged into one update, so a receiver that reports often does not ramp faster.
-//! - **The first report's loss is not taken** (`first_report_loss: false`, as the
-//!   engine sets for a receiver's downlink). Its fraction lost covers the interval
-//!   since the receiver's previous report, which another relay may have served: a
-//!   member that reconnects after a relay restart reports the seconds of the outage
-//!   as loss, and taken as congestion they would cut its estimate and fail every
-//!   layer it is tried on for a second after. It counts as a report without loss,
-//!   and sets the packet counts the next one is weighed from.
+//! - **A stream's first block's loss is not taken** (`first_report_loss: false`, as
+//!   the engine sets for a receiver's downlink). Its fraction lost covers the interval
+//!   since the receiver's previous block about that stream, which another relay may
+//!   have served: a member that reconnects after a relay restart reports the seconds
+//!   of the outage as loss, on every stream it got before, and so does a member still
+//!   connected on the streams of one that reconnects after it. Taken as congestion,
+//!   they would cut its estimate and fail every layer it is tried on for a second
+//!   after. Such a block counts as one without loss, and sets the packet count the
+//!   stream's next block is weighed from.
+//! - **Room for every stream**: the packet counts are kept for up to 128 streams
+//!   (each other member's audio and thumbnail and the full layers the receiver views:
+//!   a conference of about 60). A stream not reported on for 64 reports gives up its
+//!   place. A stream that finds no place has no count: while other streams' blocks
+//!   are weighed it is left out, and with none to weigh the fractions' plain mean is
+//!   taken.
 //!
 //! Start: 1 Mbit/s (default), within `[min_bps, max_bps]` (50 kbit/s, 100 Mbit/s).
 //! Nothing is allocated after construction, and there is no deadline: the estimate is
@@ -100,9 +108,9 @@ pub(crate) struct EstimateConfig {
     pub queue_high: Option<Duration>,
     /// The lowest round trip is taken over the last one to two of these.
     pub base_rtt_window: Duration,
-    /// Whether the loss in the first receiver report is taken. A receiver's report to
-    /// the relay may cover an interval another relay served (see the module docs):
-    /// `false` for the downlink. An uplink's counts are the relay's own: `true`.
+    /// Whether the loss in a stream's first report block is taken. A receiver's block
+    /// may cover an interval another relay served (see the module docs): `false` for
+    /// the downlink. An uplink's counts are the relay's own: `true`.
     pub first_report_loss: bool,
 }
 
@@ -189,8 +197,31 @@ enum Queue {
     Building { delivered: f64 },
 }
 
-/// Streams whose previous highest sequence number is remembered.
-const STREAMS: usize = 16;
+/// Streams whose previous highest sequence number is remembered (an open-addressed
+/// table, probed linearly from a place chosen by the SSRC).
+const STREAMS: usize = 128;
+/// A stream not reported on for this many reports gives up its place.
+const STALE_REPORTS: u32 = 64;
+
+/// What the previous block about one stream said.
+#[derive(Debug, Clone, Copy)]
+struct StreamCount {
+    ssrc: Ssrc,
+    highest_seq: u32,
+    /// The report (`DownlinkEstimate::reports`) it came in.
+    report: u32,
+}
+
+/// Where a block's stream stands in the table.
+enum Count {
+    /// Packets its stream carried since its previous block.
+    Since(u32),
+    /// Its first block (or the first after its sequence restarted): a count to go from.
+    First,
+    /// No place in the table: its weight is not known.
+    Unknown,
+}
+
 /// Buckets of the sent-rate meter.
 const SENT_BUCKETS: usize = 10;
 
@@ -209,8 +240,9 @@ pub(crate) struct DownlinkEstimate {
     /// When the receiver last showed heavy loss (see [`Self::lossy`]).
     lossy_at: Option<Instant>,
     /// Per stream: the highest sequence number of its previous block.
-    streams: [Option<(Ssrc, u32)>; STREAMS],
-    next_stream: usize,
+    streams: Box<[Option<StreamCount>]>,
+    /// Receiver reports so far (wrapping): the age of a stream's count.
+    reports: u32,
     /// Loss accumulated since the last update: lost and expected packets (weighted),
     /// and the unweighted fractions of blocks whose weight is not known yet.
     acc_lost: f64,
@@ -220,8 +252,6 @@ pub(crate) struct DownlinkEstimate {
     acc_jitter: Duration,
     last_update: Option<Instant>,
     last_loss: Option<f64>,
-    /// A receiver report with blocks came (the first one's loss is not taken).
-    reported: bool,
     /// The lowest round trip since the update before, the queue it showed then (and
     /// when), and the lowest round trip of the last `base_rtt_window`s.
     acc_rtt: Option<Duration>,
@@ -249,8 +279,8 @@ impl DownlinkEstimate {
             trouble_at: None,
             nacked: None,
             lossy_at: None,
-            streams: [None; STREAMS],
-            next_stream: 0,
+            streams: vec![None; STREAMS].into_boxed_slice(),
+            reports: 0,
             acc_lost: 0.0,
             acc_expected: 0.0,
             acc_fraction: 0.0,
@@ -258,7 +288,6 @@ impl DownlinkEstimate {
             acc_jitter: Duration::ZERO,
             last_update: None,
             last_loss: None,
-            reported: false,
             acc_rtt: None,
             last_queue: None,
             queue_cut_at: None,
@@ -388,17 +417,9 @@ impl DownlinkEstimate {
         now: Instant,
         blocks: impl IntoIterator<Item = LossReport>,
     ) {
-        let first = !self.reported && !self.cfg.first_report_loss;
+        self.reports = self.reports.wrapping_add(1);
         for b in blocks {
-            self.reported = true;
-            if first {
-                // Counts to go from, and no loss (see the module docs).
-                self.baseline(b);
-                self.acc_jitter = self.acc_jitter.max(b.jitter);
-                self.acc_blocks += 1;
-            } else {
-                self.account(b);
-            }
+            self.account(b);
         }
         let due = self
             .last_update
@@ -478,38 +499,64 @@ impl DownlinkEstimate {
             .map(|(bps, _)| bps)
     }
 
-    /// Takes block `b` as the count its stream's next block is weighed from, and
-    /// returns the packets its stream carried since its previous block (`None`: no
-    /// previous block, or the sequence restarted).
-    fn baseline(&mut self, b: LossReport) -> Option<u32> {
-        let slot = self
-            .streams
-            .iter()
-            .position(|s| s.is_some_and(|s| s.0 == b.ssrc));
-        let expected = slot.and_then(|i| {
-            let (_, prev) = self.streams[i]?;
-            let d = b.highest_seq.wrapping_sub(prev);
-            // A jump back or of more than 2^16 is a restart, not a count.
-            (d < 0x1_0000).then_some(d)
+    /// Takes block `b` as the count its stream's next block is weighed from, and says
+    /// how many packets its stream carried since its previous block.
+    fn baseline(&mut self, b: LossReport) -> Count {
+        let n = self.streams.len();
+        let home = (b.ssrc.0.wrapping_mul(0x9e37_79b9) >> 16) as usize % n;
+        let report = self.reports;
+        // A place is never emptied, so a stream is found before the first empty one.
+        let mut free = None;
+        for k in 0..n {
+            let i = (home + k) % n;
+            match self.streams[i] {
+                Some(c) if c.ssrc == b.ssrc => {
+                    let d = b.highest_seq.wrapping_sub(c.highest_seq);
+                    self.streams[i] = Some(StreamCount {
+                        highest_seq: b.highest_seq,
+                        report,
+                        ..c
+                    });
+                    // A jump back or of more than 2^16 is a restart, not a count.
+                    return if d < 0x1_0000 {
+                        Count::Since(d)
+                    } else {
+                        Count::First
+                    };
+                }
+                Some(c) => {
+                    if free.is_none() && report.wrapping_sub(c.report) > STALE_REPORTS {
+                        free = Some(i);
+                    }
+                }
+                None => {
+                    free.get_or_insert(i);
+                    break;
+                }
+            }
+        }
+        let Some(i) = free else {
+            return Count::Unknown;
+        };
+        self.streams[i] = Some(StreamCount {
+            ssrc: b.ssrc,
+            highest_seq: b.highest_seq,
+            report,
         });
-        let i = slot.unwrap_or_else(|| {
-            let i = self.next_stream;
-            self.next_stream = (i + 1) % STREAMS;
-            i
-        });
-        self.streams[i] = Some((b.ssrc, b.highest_seq));
-        expected
+        Count::First
     }
 
     fn account(&mut self, b: LossReport) {
         let fraction = f64::from(b.fraction_lost) / 256.0;
         self.acc_jitter = self.acc_jitter.max(b.jitter);
         match self.baseline(b) {
-            Some(n) => {
+            Count::Since(n) => {
                 self.acc_lost += fraction * f64::from(n);
                 self.acc_expected += f64::from(n);
             }
-            None => {
+            // Counts to go from, and no loss (see the module docs).
+            Count::First if !self.cfg.first_report_loss => self.acc_blocks += 1,
+            Count::First | Count::Unknown => {
                 self.acc_fraction += fraction;
                 self.acc_blocks += 1;
             }
@@ -1029,6 +1076,71 @@ mod tests {
         let mut e = DownlinkEstimate::new(EstimateConfig::default());
         e.handle_receiver_report(now, [block(VIDEO, 9000, 255)]);
         assert!(e.lossy(now));
+    }
+
+    /// A member that reconnects after another: the receiver, reporting all along, names
+    /// the newcomer's streams again with the outage as their loss. Their first blocks
+    /// set counts; from the next ones their loss is taken.
+    #[test]
+    fn a_streams_first_block_sets_its_count_and_its_loss_is_not_taken() {
+        let t0 = Instant::now();
+        let mut e = DownlinkEstimate::new(EstimateConfig {
+            first_report_loss: false,
+            ..EstimateConfig::default()
+        });
+        let back = Ssrc(0x5eed);
+        e.handle_receiver_report(t0, [block(VIDEO, 9000, 0)]);
+        // The reconnected member's stream, alone in a compound of its own (a receiver
+        // of more than 31 streams sends the blocks beyond them so).
+        let now = t0 + 1000 * MS;
+        e.handle_receiver_report(now, [block(back, 4000, 255)]);
+        assert_eq!(e.last_loss(), Some(0.0));
+        assert!(!e.lossy(now), "the outage is not this link's loss");
+        let later = now + 1000 * MS;
+        e.handle_receiver_report(later, [block(back, 4300, 64)]);
+        assert_eq!(e.last_loss(), Some(0.25));
+    }
+
+    /// Blocks are weighted by their streams' packets however many streams a receiver
+    /// gets: here 80, a conference of 40 members.
+    #[test]
+    fn loss_is_weighted_across_many_streams() {
+        let t0 = Instant::now();
+        let mut e = DownlinkEstimate::new(EstimateConfig::default());
+        let ssrcs: Vec<Ssrc> = (0..80u32).map(|k| Ssrc(0x1000_0000 + 7919 * k)).collect();
+        // Every stream but the last is clean video, 300 packets a second; the last is
+        // audio, 50 packets a second, half of them lost.
+        let blocks = |i: u32| {
+            ssrcs.iter().enumerate().map(move |(k, &ssrc)| match k {
+                79 => block(ssrc, 50 * i, 128),
+                _ => block(ssrc, 300 * i, 0),
+            })
+        };
+        for i in 1..=3 {
+            e.handle_receiver_report(t0 + 1000 * MS * i, blocks(i));
+        }
+        // 25 of 79 × 300 + 50 packets: 0.1%, not the plain mean's 0.6%.
+        let loss = e.last_loss().unwrap();
+        assert!((loss - 25.0 / 23_750.0).abs() < 1e-9, "{loss}");
+    }
+
+    /// Streams that stopped being reported give up their places to new ones.
+    #[test]
+    fn streams_no_longer_reported_give_up_their_places() {
+        let t0 = Instant::now();
+        let mut e = DownlinkEstimate::new(EstimateConfig::default());
+        let gone = (0..200u32).map(|k| block(Ssrc(0x2000_0000 + k), 100, 0));
+        e.handle_receiver_report(t0, gone);
+        let (video, audio) = (Ssrc(0x3000_0000), Ssrc(0x3000_0001));
+        for i in 1..=70u32 {
+            e.handle_receiver_report(
+                t0 + 1000 * MS * i,
+                [block(video, 300 * i, 0), block(audio, 50 * i, 128)],
+            );
+        }
+        // The two new streams found places once the old ones were stale: weighted.
+        let loss = e.last_loss().unwrap();
+        assert!((loss - 25.0 / 350.0).abs() < 1e-9, "{loss}");
     }
 
     #[test]
