@@ -43,7 +43,9 @@
 //!   doubles the wait before the next one (4 s, then 8 s, … up to 32 s); one that
 //!   holds resets it. One that loss ends while it waits for its keyframe sent nothing
 //!   of its layer: the next waits the first wait (4 s), and the doubling goes on from
-//!   where it was. `probe_backoff: None` turns trials off.
+//!   where it was — unless the trial before ended so too, and then the wait doubles as
+//!   after a failed trial (each trial asks the sender for a keyframe, and loss that
+//!   keeps coming back is the link's). `probe_backoff: None` turns trials off.
 //! - **Probe first** (`probe_first`). A trial blind would cost a receiver whose link
 //!   cannot carry the layer a keyframe's worth of queue, and with a small buffer its
 //!   audio. So a trial (a started subscription's too) first asks the engine for a
@@ -260,6 +262,8 @@ pub(crate) struct LayerChoice {
     /// The estimate has been bounded only by what was sent since.
     limited_since: Option<Instant>,
     backoff: Duration,
+    /// The last trial to fail was ended by loss before its keyframe.
+    early_before: bool,
     /// No trial before this long after this instant.
     probe_wait: Option<(Instant, Duration)>,
     /// `start` held its trial back (the receiver was losing packets): it comes as soon
@@ -293,6 +297,7 @@ impl LayerChoice {
             good_since: None,
             limited_since: None,
             backoff: cfg.probe_backoff.unwrap_or_default(),
+            early_before: false,
             probe_wait: None,
             held_back: false,
             events: [None; EVENTS],
@@ -684,11 +689,9 @@ impl LayerChoice {
             State::PendingUp { asked_at, probe } => {
                 // A trial waiting for its keyframe has sent nothing yet: the estimate
                 // moving says nothing of it (on a busy host a REMB dips on its own), so
-                // only loss already under way ends it. Nor did the loss come from its
-                // layer, so the next trial waits the first wait, not twice the last (a
-                // member reconnecting after an outage may report loss for seconds).
+                // only loss already under way ends it.
                 let failed = match probe {
-                    Some(_) => self.lossy.then_some(Failure::Probe),
+                    Some(_) => self.lossy.then_some(Failure::Early),
                     None => self.congested(None).then_some(Failure::Up),
                 };
                 if !self.wanted() {
@@ -720,6 +723,7 @@ impl LayerChoice {
                     // estimate, not a probe's measure, is what the clamp hears).
                     self.state = State::Full { since, probe: None };
                     self.backoff = self.cfg.probe_backoff.unwrap_or_default();
+                    self.early_before = false;
                     self.measured = None;
                 }
             }
@@ -815,7 +819,11 @@ impl LayerChoice {
     /// waits: after a failed trial twice as long as after the one before, since each
     /// cost the link a keyframe of the layer; after a short probe the first wait
     /// again, since a probe costs it only 20 ms of padding, and a link that recovers
-    /// is then found within that wait rather than the longest.
+    /// is then found within that wait rather than the longest. Loss that ends a trial
+    /// before its keyframe did not come from its layer (a member reconnecting after an
+    /// outage may report loss for seconds): the first wait, unless the trial before
+    /// ended so too; then the wait doubles as after a failed trial, since each trial
+    /// asks the sender for a keyframe.
     fn fail(&mut self, now: Instant, failure: Failure) {
         self.state = State::Thumbnail;
         self.clamped = None;
@@ -827,9 +835,11 @@ impl LayerChoice {
         let Some(initial) = self.cfg.probe_backoff else {
             return;
         };
+        let early = failure == Failure::Early;
         let wait = match failure {
             Failure::Probe => initial,
-            Failure::Trial => {
+            Failure::Early if !self.early_before => initial,
+            Failure::Trial | Failure::Early => {
                 let wait = self.backoff;
                 self.backoff = self
                     .backoff
@@ -842,6 +852,9 @@ impl LayerChoice {
                 initial
             }
         };
+        if failure != Failure::Probe {
+            self.early_before = early;
+        }
         self.probe_wait = Some((now, wait));
     }
 }
@@ -849,9 +862,11 @@ impl LayerChoice {
 /// What failed ([`LayerChoice::fail`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
-    /// A probe of the link came back short, or the receiver lost packets while a trial
-    /// waited for its keyframe: nothing of the layer was sent.
+    /// A probe of the link came back short: nothing of the layer was sent.
     Probe,
+    /// The receiver lost packets while a trial waited for its keyframe: nothing of the
+    /// layer was sent, but the sender was asked for a keyframe.
+    Early,
     /// A trial of the layer (or its probe went unjudged).
     Trial,
     /// A switch up by the up rule, not a trial.
@@ -1244,6 +1259,17 @@ mod tests {
         let trials = trial_gaps(300, |n| n == 2);
         // 4 s + the first trial's second; 4 s after the loss; 8 s + a second.
         assert_eq!(trials[..3], [4 + 1, 4, 8 + 1], "{trials:?}");
+    }
+
+    /// Loss that ends trial after trial before its keyframe is the link's: from the
+    /// second such trial in a row the waits double, as after failed trials, since each
+    /// trial asked the sender for a keyframe.
+    #[test]
+    fn trials_that_meet_loss_before_their_keyframes_in_a_row_back_off() {
+        let trials = trial_gaps(1500, |_| true);
+        // The first wait after the first; then 4 s doubling up to 32 s.
+        assert_eq!(trials[..5], [4, 4, 8, 16, 32], "{trials:?}");
+        assert!(trials[5..].iter().all(|&g| g == 32), "{trials:?}");
     }
 
     /// An estimate bounded only by what was sent (app-limited: no loss, jitter, queue
