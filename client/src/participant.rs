@@ -687,7 +687,9 @@ impl Participant {
 
     // --- input --------------------------------------------------------------------------
 
-    /// Handles one datagram received from `from`. `buf` is decrypted in place.
+    /// Handles one datagram received from `from` at `now`, when it arrived (the
+    /// delay-based estimate and the probe reports measure arrival times; a `now` older
+    /// than an earlier input's is taken as that one's). `buf` is decrypted in place.
     ///
     /// Drops, and counts in [`Stats`], with the returned reason: anything not from the
     /// relay's address, anything RFC 7983 cannot classify, STUN that does not parse or

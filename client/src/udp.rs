@@ -2,10 +2,17 @@
 //! the signaling tests and `blindfold-load` share.
 //!
 //! [`Participant`] does no IO. [`UdpParticipant`] moves its datagrams over its own
-//! non-blocking [`std::net::UdpSocket`] and counts what the socket did ([`IoStats`]). It
-//! still reads no clock: `now` comes in, and the caller chooses how to wait — a short
-//! sleep in a test, epoll (mio) on [`UdpLink::socket`] in a load generator — until
-//! the socket is readable or [`UdpParticipant::poll_timeout`] passes.
+//! non-blocking [`std::net::UdpSocket`] and counts what the socket did ([`IoStats`]).
+//! `now` comes in, and the caller chooses how to wait — a short sleep in a test, epoll
+//! (mio) on [`UdpLink::socket`] in a load generator — until the socket is readable or
+//! [`UdpParticipant::poll_timeout`] passes.
+//!
+//! A datagram's arrival time is `now` less how long it waited in the socket: the
+//! kernel stamps each datagram as it receives it (`SO_TIMESTAMPNS`, on the wall
+//! clock), and [`UdpLink::recv_waited`] reads the stamp against the wall clock. The
+//! participant's delay-based estimate (its REMB) and its reports of the relay's probes
+//! are measured by arrival times: a caller that reads late (a busy loop, a loaded host)
+//! does not make the link look slower than it is.
 //!
 //! [`UdpLink`] is the socket half alone, for callers with no participant on a socket
 //! (`blindfold-load` against a bare forwarder) or with their own receive path (its
@@ -48,15 +55,20 @@
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::ops::AddAssign;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
-use blindfold_relay::shell::udp::RecvBatch;
+use blindfold_relay::shell::udp::{RecvBatch, recv_stamped, stamp_arrivals};
 
 use crate::{Event, Participant};
 
 /// The largest datagram [`UdpParticipant::step`] reads whole (longer ones are cut by
 /// the kernel); the participant's own datagrams are at most [`crate::MAX_DATAGRAM`].
 pub const RECV_BUF: usize = 2048;
+
+/// The longest wait in the socket [`UdpLink::recv_waited`] reports: a datagram that
+/// waited longer is late however it is measured, and a step of the wall clock between
+/// its stamp and its read must not move its arrival far.
+pub const MAX_WAITED: Duration = Duration::from_secs(1);
 
 /// What a socket did. Add them up over many sockets with `+=`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -95,12 +107,14 @@ pub struct UdpLink {
 }
 
 impl UdpLink {
-    /// Makes `socket` non-blocking and counts what it does from now on.
+    /// Makes `socket` non-blocking, asks the kernel to stamp arrivals on it (where it
+    /// cannot, a datagram's wait reads as none), and counts what it does from now on.
     ///
     /// # Errors
     /// If the socket cannot be made non-blocking.
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
+        let _ = stamp_arrivals(&socket);
         Ok(UdpLink {
             socket,
             stats: IoStats::default(),
@@ -160,6 +174,34 @@ impl UdpLink {
             Err(_) => {
                 self.stats.send_errors += 1;
                 false
+            }
+        }
+    }
+
+    /// Reads one datagram into `buf`: its length, its source, and how long it waited in
+    /// the socket since the kernel received it (zero without a stamp, and at most
+    /// [`MAX_WAITED`], since a step of the wall clock in between would read as a wait).
+    /// `None` once the socket would block, or after an error (counted).
+    #[allow(clippy::disallowed_methods)] // the kernel's stamps are on the wall clock
+    pub fn recv_waited(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr, Duration)> {
+        loop {
+            match recv_stamped(&self.socket, buf) {
+                Ok(got) => {
+                    self.stats.datagrams_in += 1;
+                    let waited = got
+                        .arrived
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .unwrap_or_default()
+                        .min(MAX_WAITED);
+                    return Some((got.len, got.from, waited));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => self.stats.refused += 1,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.stats.recv_errors += 1;
+                    return None;
+                }
             }
         }
     }
@@ -259,9 +301,12 @@ impl UdpParticipant {
     /// drops is counted in its own [`Stats`](crate::Stats).
     pub fn read(&mut self, now: Instant, buf: &mut [u8]) -> usize {
         let mut n = 0;
-        while let Some((len, from)) = self.link.recv(buf) {
+        while let Some((len, from, waited)) = self.link.recv_waited(buf) {
             if let Some(d) = buf.get_mut(..len) {
-                let _ = self.p.handle_datagram(now, from, d);
+                // When it arrived (the participant takes no time back from before its
+                // last input: `Participant::handle_datagram`).
+                let arrived = now.checked_sub(waited).unwrap_or(now);
+                let _ = self.p.handle_datagram(arrived, from, d);
                 n += 1;
             }
         }
@@ -333,6 +378,24 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// A datagram read late reports how long it waited in the socket, which
+    /// `UdpParticipant::read` takes off `now` for its arrival time.
+    #[test]
+    fn a_datagram_read_late_reports_its_wait() {
+        let (mut a, mut b) = (loopback(), loopback());
+        // The kernel turns receive stamping on a moment after the first socket asks.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(a.send(b"late", b.local_addr().unwrap()));
+        std::thread::sleep(Duration::from_millis(100));
+        let mut buf = [0u8; RECV_BUF];
+        let (n, from, waited) = b.recv_waited(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"late"[..], a.local_addr().unwrap()));
+        assert!(waited >= Duration::from_millis(95), "{waited:?}");
+        assert!(waited < MAX_WAITED, "{waited:?}");
+        assert_eq!(b.recv_waited(&mut buf), None, "would block");
+        assert_eq!(b.stats().datagrams_in, 1);
     }
 
     #[test]

@@ -7,21 +7,27 @@
 //! delay-based estimate (REMB) and the relay's probes are measured by arrival times.
 //! On a shared runtime, the Matrix crypto of a member joining (Olm sessions, room keys)
 //! kept the loop waiting long enough for the relay to see congestion and take
-//! everyone's full layers away.
+//! everyone's full layers away. Each datagram's arrival time is also the kernel's
+//! (`SO_TIMESTAMPNS`), not the loop's: what the loop still waits on (the lock, a
+//! decryption before it) does not count either.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lc_rs::digest;
 use blindfold_relay::id::KeyIndex;
+use blindfold_relay::shell::udp::{recv_stamped, stamp_arrivals};
 use blindfold_relay::wire::rtp::RtpHeader;
 use blindfold_relay::wire::{Datagram, demux};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::{ConferenceEvent, Inner, MemberId};
 use crate::media::mki_from_end;
+use crate::udp::MAX_WAITED;
 use crate::{DropReason, Event};
 
 /// Longest sleep when nothing is scheduled (the participant always has a timer once
@@ -59,6 +65,8 @@ pub(super) async fn start(
                 Ok(rt) => rt,
                 Err(e) => return drop(ready.send(Err(e))),
             };
+            // Where the kernel cannot stamp arrivals, they are the loop's reads.
+            let _ = stamp_arrivals(&sock);
             let sock = {
                 let _in = rt.enter();
                 UdpSocket::from_std(sock)
@@ -107,9 +115,10 @@ async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
             .unwrap_or_else(|| Instant::now() + IDLE)
         };
         tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
+            r = recv_waited(&sock, &mut buf) => match r {
+                Ok((n, from, waited)) => {
                     let now = Instant::now();
+                    let arrived = now.checked_sub(waited).unwrap_or(now);
                     let datagram = &mut buf[..n];
                     // The SSRC is read before decryption, which works in place.
                     let rtp_ssrc = match demux(datagram) {
@@ -120,7 +129,7 @@ async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
                     let mut st = inner.lock();
                     // Bad datagrams are the participant's to count (Stats::drops); media
                     // that does not decrypt is also the application's business.
-                    let r = st.participant.handle_datagram(now, from, datagram);
+                    let r = st.participant.handle_datagram(arrived, from, datagram);
                     if let (Err(reason @ (DropReason::Srtp(_) | DropReason::UnknownSsrc)), Some(ssrc)) =
                         (r, rtp_ssrc)
                     {
@@ -190,6 +199,29 @@ async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
             }
             // A lost datagram is like a lost packet on the network.
             let _ = sock.send_to(&t.bytes, t.dest).await;
+        }
+    }
+}
+
+/// Reads one datagram: its length, its source, and how long it waited in the socket
+/// (the kernel's stamp against the wall clock, as `UdpLink::recv_waited` reads it).
+async fn recv_waited(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Duration)> {
+    loop {
+        sock.readable().await?;
+        match sock.try_io(Interest::READABLE, || recv_stamped(sock, buf)) {
+            Ok(got) => {
+                let waited = got
+                    .arrived
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or_default()
+                    .min(MAX_WAITED);
+                return Ok((got.len, got.from, waited));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -4,6 +4,9 @@
 //! - [`bind_reuseport`] opens one of the per-worker sockets that share the public port.
 //! - [`RecvBatch`] receives up to N datagrams with one `recvmmsg(2)` into storage it
 //!   allocated once.
+//! - [`stamp_arrivals`] and [`recv_stamped`] read one datagram with the time the
+//!   kernel received it, for a caller that measures arrival times (a participant's
+//!   delay-based estimate) and may read late.
 //! - [`SendQueue`] / [`SendBatch`] send queued datagrams with `sendmmsg(2)`. A fan-out
 //!   queues one message per destination, each pointing at the *same* bytes — usually
 //!   the receive buffer the packet arrived in — so forwarding copies nothing.
@@ -79,6 +82,7 @@ use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr;
+use std::time::{Duration, SystemTime};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -139,6 +143,110 @@ pub fn claim_port(addr: SocketAddr) -> io::Result<SocketAddr> {
         .local_addr()?
         .as_socket()
         .ok_or_else(|| io::Error::other("the probe socket has no IP address"))
+}
+
+/// Asks the kernel to stamp every datagram `socket` receives with the time it arrived
+/// (`SO_TIMESTAMPNS`, on the wall clock), which [`recv_stamped`] reads.
+///
+/// # Errors
+/// If `setsockopt` fails (not a socket).
+pub fn stamp_arrivals(socket: &impl AsFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a live `c_int` and the length given is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            ptr::from_ref(&on).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One datagram read by [`recv_stamped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamped {
+    /// Its length (cut at the buffer's, as `recv_from` cuts it).
+    pub len: usize,
+    /// Its source.
+    pub from: SocketAddr,
+    /// When the kernel received it, on the wall clock; `None` if the socket does not
+    /// stamp arrivals ([`stamp_arrivals`]).
+    pub arrived: Option<SystemTime>,
+}
+
+/// Reads one datagram into `buf` without blocking (`MSG_DONTWAIT`), with the time the
+/// kernel received it if the socket stamps arrivals ([`stamp_arrivals`]).
+///
+/// # Errors
+/// As `recv_from`: `WouldBlock` when nothing is waiting, `ConnectionRefused` for an
+/// ICMP error left by an earlier send, `Interrupted`; an error of kind `Other` for a
+/// source of another family than IPv4 or IPv6 (the datagram is consumed).
+pub fn recv_stamped(socket: &impl AsFd, buf: &mut [u8]) -> io::Result<Stamped> {
+    let mut addr = zeroed_storage();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one `SCM_TIMESTAMPNS` message (a header and a `timespec`), aligned as
+    // a `cmsghdr` must be.
+    let mut control = [0u64; 8];
+    // SAFETY: all-zero bytes are a valid `msghdr`: null pointers and zero lengths.
+    let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+    hdr.msg_name = ptr::from_mut(&mut addr).cast();
+    hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    hdr.msg_iov = ptr::from_mut(&mut iov);
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = mem::size_of_val(&control) as _;
+    // SAFETY: `hdr` points at `addr`, `iov` (over `buf`) and `control`, all alive and
+    // exclusively borrowed for the call, with their lengths; the kernel writes at most
+    // those lengths.
+    let rc = unsafe { libc::recvmsg(socket.as_fd().as_raw_fd(), &mut hdr, libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let from = decode_addr(&addr, hdr.msg_namelen)
+        .ok_or_else(|| io::Error::other("a datagram from an address that is not IP"))?;
+    let mut arrived = None;
+    // SAFETY: `hdr` is as `recvmsg` left it: its control pointer and length describe
+    // the messages the kernel wrote into `control`, which the CMSG macros walk within
+    // bounds; a `timespec` is read unaligned from a message of its type and length.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&hdr);
+        while !c.is_null() {
+            let m = &*c;
+            let want = libc::CMSG_LEN(mem::size_of::<libc::timespec>() as u32) as usize;
+            if m.cmsg_level == libc::SOL_SOCKET
+                && m.cmsg_type == libc::SCM_TIMESTAMPNS
+                && m.cmsg_len as usize >= want
+            {
+                let ts = ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                arrived = wall_time(ts);
+            }
+            c = libc::CMSG_NXTHDR(&hdr, c);
+        }
+    }
+    Ok(Stamped {
+        len: (rc as usize).min(buf.len()),
+        from,
+        arrived,
+    })
+}
+
+/// A kernel time stamp as a wall-clock time (`None` before the epoch or malformed).
+fn wall_time(ts: libc::timespec) -> Option<SystemTime> {
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u32::try_from(ts.tv_nsec)
+        .ok()
+        .filter(|&n| n < 1_000_000_000)?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 /// A close-on-exec UDP socket of `addr`'s family; `IPV6_V6ONLY` for IPv6 (a v4 listener

@@ -478,3 +478,57 @@ fn sockaddr_round_trip() {
     st.ss_family = libc::AF_UNIX as libc::sa_family_t;
     assert_eq!(decode_addr(&st, 110), None);
 }
+
+/// A datagram read late carries the time it arrived, not the time it was read; a
+/// socket that does not stamp arrivals gives none.
+#[test]
+#[allow(clippy::disallowed_methods)] // the kernel's stamps are on the wall clock
+fn a_datagram_read_late_carries_the_time_it_arrived() {
+    let rx = UdpSocket::bind(lo4()).unwrap();
+    stamp_arrivals(&rx).unwrap();
+    let tx = UdpSocket::bind(lo4()).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        recv_stamped(&rx, &mut buf).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock
+    );
+    // The kernel turns receive stamping on a moment after the first socket asks.
+    std::thread::sleep(Duration::from_millis(50));
+    let sent = SystemTime::now();
+    tx.send_to(b"late", rx.local_addr().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let got = recv_stamped(&rx, &mut buf).unwrap();
+    let read = SystemTime::now();
+    assert_eq!((got.len, got.from), (4, tx.local_addr().unwrap()));
+    assert_eq!(&buf[..4], b"late");
+    let arrived = got.arrived.expect("stamped");
+    assert!(
+        arrived >= sent - Duration::from_millis(5),
+        "{arrived:?} {sent:?}"
+    );
+    let waited = read.duration_since(arrived).unwrap();
+    assert!(waited >= Duration::from_millis(95), "{waited:?}");
+    // Cut at the buffer, as `recv_from` cuts it.
+    tx.send_to(&[7u8; 100], rx.local_addr().unwrap()).unwrap();
+    let got = recv_soon(|| recv_stamped(&rx, &mut buf));
+    assert_eq!(got.len, 64);
+    // Without `stamp_arrivals`, no stamp.
+    let plain = UdpSocket::bind(lo4()).unwrap();
+    tx.send_to(b"now", plain.local_addr().unwrap()).unwrap();
+    let got = recv_soon(|| recv_stamped(&plain, &mut buf));
+    assert_eq!((got.len, got.arrived), (3, None));
+}
+
+/// Retries `recv` until it gives a datagram, for up to 5 s.
+fn recv_soon(mut recv: impl FnMut() -> io::Result<Stamped>) -> Stamped {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match recv() {
+            Ok(got) => return got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
