@@ -1039,19 +1039,11 @@ impl Engine {
         else {
             return;
         };
-        if let Some(s) = self.sessions.get(r) {
-            tracing::debug!(
-                receiver = %s.spec.id,
-                ssrc = probed.0,
-                bps = least.saturating_add(awaited),
-                ?outcome,
-                "probe verdict",
-            );
-        }
         let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
             return;
         };
         let d = &mut local.downlink;
+        let measured = outcome;
         let short = matches!(outcome, media::ProbeOutcome::Short(_));
         let short_too =
             |c: &Choice| short && c.layer.probing() && c.probe_bps > 0 && c.probe_bps >= least;
@@ -1094,6 +1086,17 @@ impl Engine {
                 c.layer
                     .handle_probe(now, media::ProbeOutcome::Short(None), 0);
             }
+        }
+        if let Some(s) = self.sessions.get(r) {
+            tracing::debug!(
+                receiver = %s.spec.id,
+                ssrc = probed.0,
+                bps = least.saturating_add(awaited),
+                ?measured,
+                taken = ?outcome,
+                for_ssrc = ssrc.map(|s| s.0),
+                "probe verdict",
+            );
         }
     }
 
