@@ -61,20 +61,22 @@
 //!   300 packet/s video stream. Reports closer together than 200 ms (default) are
 //!   merged into one update, so a receiver that reports often does not ramp faster.
 //! - **A stream's first block's loss is not taken** (`first_report_loss: false`, as
-//!   the engine sets for a receiver's downlink). Its fraction lost covers the interval
-//!   since the receiver's previous block about that stream, which another relay may
-//!   have served: a member that reconnects after a relay restart reports the seconds
-//!   of the outage as loss, on every stream it got before, and so does a member still
-//!   connected on the streams of one that reconnects after it. Taken as congestion,
-//!   they would cut its estimate and fail every layer it is tried on for a second
-//!   after. Such a block counts as one without loss, and sets the packet count the
-//!   stream's next block is weighed from.
-//! - **Room for every stream**: the packet counts are kept for up to 128 streams
-//!   (each other member's audio and thumbnail and the full layers the receiver views:
-//!   a conference of about 60). A stream not reported on for 64 reports gives up its
-//!   place. A stream that finds no place has no count: while other streams' blocks
-//!   are weighed it is left out, and with none to weigh the fractions' plain mean is
-//!   taken.
+//!   the engine sets for a receiver's downlink), nor that of its first block after it
+//!   carried nothing (its previous block counted no packets) or went unreported for
+//!   [`RESUMED_AFTER`]. Such a block's fraction lost covers packets that never reached
+//!   this relay: a member that reconnects after a relay restart reports the seconds of
+//!   the outage as loss on every stream it got before, and a member still connected
+//!   reports them on the streams of one that reconnects after it (the outage is a jump
+//!   in that sender's sequence numbers). Taken as congestion, they would cut its
+//!   estimate and fail every layer it is tried on for a second after. Such a block
+//!   counts as one without loss, and sets the packet count the stream's next block is
+//!   weighed from.
+//! - **Room for every stream**: a receiver's counts are kept for up to 128 streams
+//!   (`max_streams`; each other member's audio and thumbnail and the full layers the
+//!   receiver views: a conference of about 60). A stream not reported on for 64
+//!   reports gives up its place. A stream that finds no place has no count: while
+//!   other streams' blocks are weighed it is left out, and with none to weigh the
+//!   fractions' plain mean is taken.
 //!
 //! Start: 1 Mbit/s (default), within `[min_bps, max_bps]` (50 kbit/s, 100 Mbit/s).
 //! Nothing is allocated after construction, and there is no deadline: the estimate is
@@ -108,10 +110,13 @@ pub(crate) struct EstimateConfig {
     pub queue_high: Option<Duration>,
     /// The lowest round trip is taken over the last one to two of these.
     pub base_rtt_window: Duration,
-    /// Whether the loss in a stream's first report block is taken. A receiver's block
-    /// may cover an interval another relay served (see the module docs): `false` for
-    /// the downlink. An uplink's counts are the relay's own: `true`.
+    /// Whether the loss in a stream's first report block (or its first after it
+    /// carried nothing) is taken. A receiver's block may cover packets that never
+    /// reached this relay (see the module docs): `false` for the downlink. An uplink's
+    /// counts are the relay's own: `true`.
     pub first_report_loss: bool,
+    /// Streams whose packet counts are kept (at least 1).
+    pub max_streams: usize,
 }
 
 impl Default for EstimateConfig {
@@ -128,6 +133,7 @@ impl Default for EstimateConfig {
             queue_high: Some(Duration::from_millis(100)),
             base_rtt_window: Duration::from_secs(30),
             first_report_loss: true,
+            max_streams: 128,
         }
     }
 }
@@ -197,26 +203,29 @@ enum Queue {
     Building { delivered: f64 },
 }
 
-/// Streams whose previous highest sequence number is remembered (an open-addressed
-/// table, probed linearly from a place chosen by the SSRC).
-const STREAMS: usize = 128;
 /// A stream not reported on for this many reports gives up its place.
 const STALE_REPORTS: u32 = 64;
+/// A stream reported on again after this long has resumed (see the module docs).
+pub(crate) const RESUMED_AFTER: Duration = Duration::from_secs(2);
 
 /// What the previous block about one stream said.
 #[derive(Debug, Clone, Copy)]
 struct StreamCount {
     ssrc: Ssrc,
     highest_seq: u32,
-    /// The report (`DownlinkEstimate::reports`) it came in.
+    /// The report (`DownlinkEstimate::reports`) it came in, and when.
     report: u32,
+    at: Instant,
+    /// Whether it counted packets since the block before.
+    flowing: bool,
 }
 
 /// Where a block's stream stands in the table.
 enum Count {
     /// Packets its stream carried since its previous block.
     Since(u32),
-    /// Its first block (or the first after its sequence restarted): a count to go from.
+    /// Its first block, or the first after it carried nothing, went unreported or
+    /// restarted its sequence numbers: a count to go from.
     First,
     /// No place in the table: its weight is not known.
     Unknown,
@@ -239,7 +248,8 @@ pub(crate) struct DownlinkEstimate {
     nacked: Option<(usize, Instant)>,
     /// When the receiver last showed heavy loss (see [`Self::lossy`]).
     lossy_at: Option<Instant>,
-    /// Per stream: the highest sequence number of its previous block.
+    /// Per stream: what its previous block said (an open-addressed table, probed
+    /// linearly from a place chosen by the SSRC).
     streams: Box<[Option<StreamCount>]>,
     /// Receiver reports so far (wrapping): the age of a stream's count.
     reports: u32,
@@ -279,7 +289,7 @@ impl DownlinkEstimate {
             trouble_at: None,
             nacked: None,
             lossy_at: None,
-            streams: vec![None; STREAMS].into_boxed_slice(),
+            streams: vec![None; cfg.max_streams.max(1)].into_boxed_slice(),
             reports: 0,
             acc_lost: 0.0,
             acc_expected: 0.0,
@@ -419,7 +429,7 @@ impl DownlinkEstimate {
     ) {
         self.reports = self.reports.wrapping_add(1);
         for b in blocks {
-            self.account(b);
+            self.account(now, b);
         }
         let due = self
             .last_update
@@ -499,9 +509,10 @@ impl DownlinkEstimate {
             .map(|(bps, _)| bps)
     }
 
-    /// Takes block `b` as the count its stream's next block is weighed from, and says
-    /// how many packets its stream carried since its previous block.
-    fn baseline(&mut self, b: LossReport) -> Count {
+    /// Takes block `b`, which came at `now`, as the count its stream's next block is
+    /// weighed from, and says how many packets its stream carried since its previous
+    /// block.
+    fn baseline(&mut self, now: Instant, b: LossReport) -> Count {
         let n = self.streams.len();
         let home = (b.ssrc.0.wrapping_mul(0x9e37_79b9) >> 16) as usize % n;
         let report = self.reports;
@@ -512,16 +523,20 @@ impl DownlinkEstimate {
             match self.streams[i] {
                 Some(c) if c.ssrc == b.ssrc => {
                     let d = b.highest_seq.wrapping_sub(c.highest_seq);
+                    // A jump back or of more than 2^16 is a restart, not a count.
+                    let counted = d < 0x1_0000;
+                    let resumed =
+                        !c.flowing || now.saturating_duration_since(c.at) >= RESUMED_AFTER;
                     self.streams[i] = Some(StreamCount {
                         highest_seq: b.highest_seq,
                         report,
+                        at: now,
+                        flowing: counted && d > 0,
                         ..c
                     });
-                    // A jump back or of more than 2^16 is a restart, not a count.
-                    return if d < 0x1_0000 {
-                        Count::Since(d)
-                    } else {
-                        Count::First
+                    return match (counted, resumed && !self.cfg.first_report_loss) {
+                        (true, false) => Count::Since(d),
+                        _ => Count::First,
                     };
                 }
                 Some(c) => {
@@ -542,14 +557,16 @@ impl DownlinkEstimate {
             ssrc: b.ssrc,
             highest_seq: b.highest_seq,
             report,
+            at: now,
+            flowing: true,
         });
         Count::First
     }
 
-    fn account(&mut self, b: LossReport) {
+    fn account(&mut self, now: Instant, b: LossReport) {
         let fraction = f64::from(b.fraction_lost) / 256.0;
         self.acc_jitter = self.acc_jitter.max(b.jitter);
-        match self.baseline(b) {
+        match self.baseline(now, b) {
             Count::Since(n) => {
                 self.acc_lost += fraction * f64::from(n);
                 self.acc_expected += f64::from(n);
@@ -1101,6 +1118,56 @@ mod tests {
         assert_eq!(e.last_loss(), Some(0.25));
     }
 
+    /// A member still connected when another reconnects after a relay restart: it
+    /// went on reporting the other's stream, with nothing counted while the other was
+    /// away (or left it out of its reports), and the block after the other is back
+    /// counts the outage as loss. It is the stream's first block after it carried
+    /// nothing, whose loss is not taken; the next one's is.
+    #[test]
+    fn a_streams_first_block_after_it_carried_nothing_is_not_taken() {
+        let t0 = Instant::now();
+        let back = Ssrc(0x5eed);
+        for reported_while_away in [true, false] {
+            let mut e = DownlinkEstimate::new(EstimateConfig {
+                first_report_loss: false,
+                ..EstimateConfig::default()
+            });
+            let mut now = t0;
+            // The receiver's first report after it connected again; the other is away.
+            e.handle_receiver_report(now, [block(VIDEO, 3000, 0), block(back, 4000, 0)]);
+            for i in 1..=5u32 {
+                now += 1000 * MS;
+                let video = block(VIDEO, 3000 + 300 * i, 0);
+                match reported_while_away {
+                    true => e.handle_receiver_report(now, [video, block(back, 4000, 0)]),
+                    false => e.handle_receiver_report(now, [video]),
+                }
+            }
+            // Back: 1500 packets sent into the outage, 300 since.
+            now += 1000 * MS;
+            e.handle_receiver_report(now, [block(VIDEO, 5100, 0), block(back, 5800, 213)]);
+            assert_eq!(
+                e.last_loss(),
+                Some(0.0),
+                "reported while away: {reported_while_away}"
+            );
+            assert!(!e.lossy(now));
+            now += 1000 * MS;
+            e.handle_receiver_report(now, [block(VIDEO, 5400, 0), block(back, 6100, 64)]);
+            assert_eq!(
+                e.last_loss(),
+                Some(0.125),
+                "reported while away: {reported_while_away}"
+            );
+        }
+        // The relay's own counts (an uplink's) are taken as they come.
+        let mut e = DownlinkEstimate::new(EstimateConfig::default());
+        e.handle_receiver_report(t0, [block(back, 4000, 0)]);
+        e.handle_receiver_report(t0 + 1000 * MS, [block(back, 4000, 0)]);
+        e.handle_receiver_report(t0 + 2000 * MS, [block(back, 4300, 64)]);
+        assert_eq!(e.last_loss(), Some(0.25));
+    }
+
     /// Blocks are weighted by their streams' packets however many streams a receiver
     /// gets: here 80, a conference of 40 members.
     #[test]
@@ -1208,6 +1275,7 @@ mod tests {
             queue_high: Some(Duration::ZERO),
             base_rtt_window: Duration::ZERO,
             first_report_loss: false,
+            max_streams: 0,
         });
         e.handle_sent(t0, usize::MAX);
         e.handle_sent(t0, usize::MAX);

@@ -187,7 +187,11 @@ impl UplinkEstimate {
     pub fn new() -> Self {
         UplinkEstimate {
             delay: Bwe::new(BweConfig::default()),
-            loss: DownlinkEstimate::new(EstimateConfig::default()),
+            // One sender's streams.
+            loss: DownlinkEstimate::new(EstimateConfig {
+                max_streams: 8,
+                ..EstimateConfig::default()
+            }),
             streams: [Arrivals::default(); STREAMS],
             bytes: 0,
             since: None,
