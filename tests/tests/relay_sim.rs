@@ -367,6 +367,39 @@ fn a_viewer_waiting_for_a_keyframe_may_ask_for_it_but_not_nack_the_layer() {
     assert_eq!(sim.shards[0].stats().rtcp_dropped(RtcpDrop::NotReceiver), 1);
 }
 
+/// A keyframe's start that arrives after newer packets of its layer (the sender's
+/// resend of it, for a NACK the relay passed on; or reordered on the way) does not
+/// start a receiver switching up to the layer: the rest of that keyframe has gone by,
+/// and what followed it would not decode. The next keyframe does.
+#[test]
+fn a_stale_keyframe_start_does_not_complete_a_switch_up() {
+    let mut sim = Sim::new(1);
+    sim.extmap = blindfold_tests::FULL_EXTMAP;
+    let (a, b) = (sim.join("alice", "conf"), sim.join("bob", "conf"));
+    sim.run_until_connected();
+    sim.share_keys();
+    let full = sim.member(a).ssrcs().full;
+    let keyframe = [0xa0]; // frame marking: start of frame, independent
+    sim.send_with(a, full, Pt(96), &[(ExtId(2), &keyframe)], &[1; 300]);
+    let old = sim.member(a).sent.last().unwrap().clone();
+    assert_eq!(copies_of(&sim, b, &old), 0, "not subscribed yet");
+    sim.subscribe(b, blindfold_relay::control::FullSet::All);
+    // His trial's probe, then the wait for the keyframe.
+    sim.run_for_ms(1000);
+    sim.send(a, full, Pt(96), &[2; 300]);
+    let delta = sim.member(a).sent.last().unwrap().clone();
+    let from = sim.member(a).addr;
+    assert!(matches!(sim.inject(from, &old), Handled::Forward(_)));
+    assert_eq!(copies_of(&sim, b, &old), 0, "a stale start");
+    assert_eq!(copies_of(&sim, b, &delta), 0);
+    sim.send_with(a, full, Pt(96), &[(ExtId(2), &keyframe)], &[3; 300]);
+    let key = sim.member(a).sent.last().unwrap().clone();
+    assert_eq!(copies_of(&sim, b, &key), 1, "from the next keyframe on");
+    sim.send(a, full, Pt(96), &[4; 300]);
+    let after = sim.member(a).sent.last().unwrap().clone();
+    assert_eq!(copies_of(&sim, b, &after), 1);
+}
+
 #[test]
 fn a_stranger_gets_nothing_forwarded_and_learns_nothing() {
     let (mut sim, p) = call(1, &["alice", "bob"]);

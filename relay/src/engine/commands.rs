@@ -258,6 +258,7 @@ fn new_stream(st: StreamRule, rule: &SessionRule) -> Stream {
         unwatched: media::UnwatchedLayer::default(),
         speech_quiet_until: None,
         pending: Vec::new(),
+        pending_newest: None,
         meter: media::RateMeter::new(Duration::from_secs(1)),
         rate: None,
         rate_due: None,

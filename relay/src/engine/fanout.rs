@@ -135,6 +135,9 @@ impl Engine {
                 match to {
                     Some(Slot::Receivers) => st.receivers.push(addr),
                     Some(Slot::Pending) => {
+                        if st.pending.is_empty() {
+                            st.pending_newest = None;
+                        }
                         st.pending.push((addr, r));
                         // The keyframe moves them over without allocating.
                         st.receivers.reserve(st.pending.len());
@@ -211,6 +214,7 @@ impl Engine {
         let mut lists = lists.into_iter();
         for st in &mut s.streams {
             (st.receivers, st.pending) = lists.next().unwrap_or_default();
+            st.pending_newest = None;
             // The retransmission cache lives where the media arrives.
             let bytes = match (st.spec.kind, st.spec.layer) {
                 (MediaKind::Audio, _) => 0,

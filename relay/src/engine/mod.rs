@@ -1092,6 +1092,9 @@ struct Stream {
     /// Receivers switching up to this full layer: they join `receivers` at its next
     /// keyframe (kept beside `receivers`, whose capacity is reserved for them).
     pending: Vec<(SocketAddr, SessionHandle)>,
+    /// The newest sequence number that arrived while `pending` was not empty: a
+    /// keyframe's start older than it is no start for them.
+    pending_newest: Option<WireSeq>,
     /// What the stream carries, measured where its media arrives.
     meter: media::RateMeter,
     /// Its rate (bits/s) and when it was measured or announced, on every shard.

@@ -216,6 +216,7 @@ fn route(
         r.feedback = twcc.due(now);
     }
     if !st.pending.is_empty()
+        && newest(&mut st.pending_newest, header.seq())
         && ext(EXT_FRAME_MARKING)
             .and_then(|d| wire::rtp::frame_marking(d).ok())
             .is_some_and(|fm| fm.starts_keyframe())
@@ -271,6 +272,19 @@ impl Engine {
 /// two bytes of delta per packet at most.
 const TCC_FEEDBACK_BUF: usize =
     20 + media::TWCC_MAX_PER_FEEDBACK * 2 + media::TWCC_MAX_PER_FEEDBACK.div_ceil(7) * 2 + 4;
+
+/// Whether `seq` is newer (RFC 1982 order) than `newest`, the newest before it, which
+/// it then becomes. A keyframe's start that is not (the sender's resend of one for a
+/// NACK the relay passed on, or one reordered on the way) would start the switching
+/// receivers on a frame whose rest has gone by.
+fn newest(newest: &mut Option<WireSeq>, seq: WireSeq) -> bool {
+    let d = newest.map_or(1, |n| seq.0.wrapping_sub(n.0));
+    let newer = d != 0 && d < 0x8000;
+    if newer {
+        *newest = Some(seq);
+    }
+    newer
+}
 
 /// Where each extension the engine reads is in a stream's [`wire::rtp::ExtLayout`].
 const EXT_LEVEL: usize = 0;
