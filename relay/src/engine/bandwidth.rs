@@ -66,6 +66,14 @@ const REPORT_GAP: Duration = Duration::from_millis(50);
 /// A rate not renewed for this long counts as 0 (the stream stopped or was paused).
 pub(super) const RATE_STALE: Duration = Duration::from_millis(1500);
 
+/// A rate as last measured or announced (`Stream::rate`), at `now`: 0 if stale.
+pub(super) fn rate_at(rate: Option<(u64, Instant)>, now: Instant) -> u64 {
+    match rate {
+        Some((bps, at)) if now.saturating_duration_since(at) < RATE_STALE => bps,
+        _ => 0,
+    }
+}
+
 /// Report blocks about a full layer count once the receiver has had it this long (two
 /// report intervals): the first blocks after a switch up count the packets sent while
 /// it was on the thumbnail as lost.
@@ -293,10 +301,7 @@ impl Engine {
 
     /// A stream's rate now: as last measured or announced, 0 if stale.
     fn rate_of(st: &Stream, now: Instant) -> u64 {
-        match st.rate {
-            Some((bps, at)) if now.saturating_duration_since(at) < RATE_STALE => bps,
-            _ => 0,
-        }
+        rate_at(st.rate, now)
     }
 
     // ----- stream rates --------------------------------------------------------------
@@ -311,7 +316,7 @@ impl Engine {
         bps: u64,
     ) {
         if let Some(st) = self.stream_by_home(home, sender, ssrc) {
-            st.rate = Some((bps, now));
+            st.set_rate(now, bps);
         }
     }
 
@@ -558,11 +563,10 @@ impl Engine {
                     let Some(owner) = self.stream_owner(conf, b.ssrc) else {
                         continue;
                     };
-                    let Some((spec, from)) = self
-                        .sessions
-                        .get(owner)
-                        .and_then(|o| Some((o.stream(b.ssrc)?.spec, self.sender(owner, o))))
-                    else {
+                    let Some((spec, resumed_at, from)) = self.sessions.get(owner).and_then(|o| {
+                        let st = o.stream(b.ssrc)?;
+                        Some((st.spec, st.resumed_at, self.sender(owner, o)))
+                    }) else {
                         continue;
                     };
                     if owner == r || !rs.wants(&spec, from) {
@@ -577,12 +581,12 @@ impl Engine {
                         let t = t.saturating_sub(uplink_queue);
                         rtt = Some(rtt.map_or(t, |r| r.min(t)));
                     }
-                    // A full layer the receiver started getting within the last two
-                    // report intervals: its block counts the packets it was never sent
-                    // (while on the thumbnail) as lost.
-                    if spec.layer == Layer::Full && !Self::full_for(rs, b.ssrc, now, SETTLED_FULL) {
-                        continue;
-                    }
+                    // A full layer the receiver does not get, or started getting
+                    // within the last two report intervals: its block counts the
+                    // packets it was never sent (while on the thumbnail) as lost. It
+                    // only sets the count the next one is weighed from.
+                    let full = spec.layer == Layer::Full;
+                    let judged = !full || Self::full_for(rs, b.ssrc, now, SETTLED_FULL);
                     let clock = match spec.kind {
                         MediaKind::Audio => 48_000,
                         MediaKind::Video => 90_000,
@@ -592,6 +596,8 @@ impl Engine {
                         fraction_lost: b.fraction_lost,
                         highest_seq: b.highest_seq,
                         jitter: Duration::from_micros(u64::from(b.jitter) * 1_000_000 / clock),
+                        resumed_at,
+                        judged,
                     });
                 }
                 if reports.is_empty() {

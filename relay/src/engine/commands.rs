@@ -261,6 +261,7 @@ fn new_stream(st: StreamRule, rule: &SessionRule) -> Stream {
         pending_newest: None,
         meter: media::RateMeter::new(Duration::from_secs(1)),
         rate: None,
+        resumed_at: None,
         rate_due: None,
         allowance: 0,
         clamp: None,

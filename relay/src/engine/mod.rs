@@ -1099,6 +1099,9 @@ struct Stream {
     meter: media::RateMeter,
     /// Its rate (bits/s) and when it was measured or announced, on every shard.
     rate: Option<(u64, Instant)>,
+    /// When it last began to carry packets after carrying none for
+    /// `bandwidth::RATE_STALE` (or at all), on every shard (`Stream::set_rate`).
+    resumed_at: Option<Instant>,
     /// When the shard its media arrives on next measures and announces its rate, and
     /// refills `allowance`.
     rate_due: Option<Instant>,
@@ -1120,6 +1123,16 @@ enum Home {
     Here(Box<Local>),
     /// Another shard does; messages for it carry its handle there.
     Elsewhere(ShardId, SessionHandle),
+}
+
+impl Stream {
+    /// Its rate is `bps`, measured or announced at `now`.
+    fn set_rate(&mut self, now: Instant, bps: u64) {
+        if bps > 0 && bandwidth::rate_at(self.rate, now) == 0 {
+            self.resumed_at = Some(now);
+        }
+        self.rate = Some((bps, now));
+    }
 }
 
 /// State of a session homed on this shard.

@@ -336,7 +336,7 @@ fn rate_announce(
     events: &mut VecDeque<Event>,
 ) {
     let bps = st.meter.rate_bps(now) as u64;
-    st.rate = Some((bps, now));
+    st.set_rate(now, bps);
     st.rate_due = now.checked_add(RATE_EVERY);
     let msg = PeerMsg::StreamRate {
         home,

@@ -61,16 +61,18 @@
 //!   300 packet/s video stream. Reports closer together than 200 ms (default) are
 //!   merged into one update, so a receiver that reports often does not ramp faster.
 //! - **A stream's first block's loss is not taken** (`first_report_loss: false`, as
-//!   the engine sets for a receiver's downlink), nor that of its first block after it
-//!   carried nothing (its previous block counted no packets) or went unreported for
-//!   [`RESUMED_AFTER`]. Such a block's fraction lost covers packets that never reached
-//!   this relay: a member that reconnects after a relay restart reports the seconds of
-//!   the outage as loss on every stream it got before, and a member still connected
-//!   reports them on the streams of one that reconnects after it (the outage is a jump
-//!   in that sender's sequence numbers). Taken as congestion, they would cut its
-//!   estimate and fail every layer it is tried on for a second after. Such a block
-//!   counts as one without loss, and sets the packet count the stream's next block is
-//!   weighed from.
+//!   the engine sets for a receiver's downlink), nor that of its first block after the
+//!   stream began to arrive again after carrying nothing for a while
+//!   ([`LossReport::resumed_at`]). Such a block's fraction lost covers packets that never
+//!   reached this relay: a member that reconnects after a relay restart reports the
+//!   seconds of the outage as loss on every stream it got before, and a member still
+//!   connected reports them on the streams of one that reconnects after it (the outage
+//!   is a jump in that sender's sequence numbers), or of one whose uplink went dead
+//!   for a while. Taken as congestion, they would cut its estimate and fail every
+//!   layer it is tried on for a second after. Such a block counts as one without loss,
+//!   and sets the packet count the stream's next block is weighed from. Loss while the
+//!   stream arrives (a blackout of the receiver's link, a report lost on the way) is
+//!   taken: the relay's own view tells the two apart, not the receiver's counts.
 //! - **Room for every stream**: a receiver's counts are kept for up to 128 streams
 //!   (`max_streams`; each other member's audio and thumbnail and the full layers the
 //!   receiver views: a conference of about 60). A stream not reported on for 64
@@ -149,6 +151,14 @@ pub(crate) struct LossReport {
     pub highest_seq: u32,
     /// Interarrival jitter (the block's timestamp units divided by the clock rate).
     pub jitter: Duration,
+    /// When the stream last began to arrive at the relay after carrying nothing for a
+    /// while (or at all): a block about it is the first after that if the one before
+    /// came earlier, and covers what never reached the relay (see the module docs).
+    pub resumed_at: Option<Instant>,
+    /// Whether the block's loss and jitter are taken; `false`: it only sets the count
+    /// the stream's next block is weighed from (a full layer the receiver started
+    /// getting just now, whose block counts the packets it was never sent as lost).
+    pub judged: bool,
 }
 
 /// What an estimate is the least of ([`DownlinkEstimate::breakdown`]).
@@ -205,8 +215,6 @@ enum Queue {
 
 /// A stream not reported on for this many reports gives up its place.
 const STALE_REPORTS: u32 = 64;
-/// A stream reported on again after this long has resumed (see the module docs).
-pub(crate) const RESUMED_AFTER: Duration = Duration::from_secs(2);
 
 /// What the previous block about one stream said.
 #[derive(Debug, Clone, Copy)]
@@ -216,16 +224,14 @@ struct StreamCount {
     /// The report (`DownlinkEstimate::reports`) it came in, and when.
     report: u32,
     at: Instant,
-    /// Whether it counted packets since the block before.
-    flowing: bool,
 }
 
 /// Where a block's stream stands in the table.
 enum Count {
     /// Packets its stream carried since its previous block.
     Since(u32),
-    /// Its first block, or the first after it carried nothing, went unreported or
-    /// restarted its sequence numbers: a count to go from.
+    /// Its first block, or the first since it began to arrive again, or after its
+    /// sequence numbers restarted: a count to go from.
     First,
     /// No place in the table: its weight is not known.
     Unknown,
@@ -523,20 +529,18 @@ impl DownlinkEstimate {
             match self.streams[i] {
                 Some(c) if c.ssrc == b.ssrc => {
                     let d = b.highest_seq.wrapping_sub(c.highest_seq);
-                    // A jump back or of more than 2^16 is a restart, not a count.
-                    let counted = d < 0x1_0000;
-                    let resumed =
-                        !c.flowing || now.saturating_duration_since(c.at) >= RESUMED_AFTER;
                     self.streams[i] = Some(StreamCount {
                         highest_seq: b.highest_seq,
                         report,
                         at: now,
-                        flowing: counted && d > 0,
                         ..c
                     });
-                    return match (counted, resumed && !self.cfg.first_report_loss) {
-                        (true, false) => Count::Since(d),
-                        _ => Count::First,
+                    // A jump back or of more than 2^16 is a restart, not a count.
+                    let resumed =
+                        !self.cfg.first_report_loss && b.resumed_at.is_some_and(|t| t > c.at);
+                    return match d < 0x1_0000 && !resumed {
+                        true => Count::Since(d),
+                        false => Count::First,
                     };
                 }
                 Some(c) => {
@@ -558,15 +562,18 @@ impl DownlinkEstimate {
             highest_seq: b.highest_seq,
             report,
             at: now,
-            flowing: true,
         });
         Count::First
     }
 
     fn account(&mut self, now: Instant, b: LossReport) {
+        let count = self.baseline(now, b);
+        if !b.judged {
+            return;
+        }
         let fraction = f64::from(b.fraction_lost) / 256.0;
         self.acc_jitter = self.acc_jitter.max(b.jitter);
-        match self.baseline(now, b) {
+        match count {
             Count::Since(n) => {
                 self.acc_lost += fraction * f64::from(n);
                 self.acc_expected += f64::from(n);
@@ -817,6 +824,8 @@ mod tests {
                 fraction_lost: loss,
                 highest_seq: self.seq,
                 jitter: 5 * MS,
+                resumed_at: None,
+                judged: true,
             };
             self.e.handle_receiver_report(self.now, [block]);
             self.e.estimate(self.now)
@@ -830,6 +839,8 @@ mod tests {
             fraction_lost: loss,
             highest_seq: seq,
             jitter: Duration::ZERO,
+            resumed_at: None,
+            judged: true,
         }
     }
 
@@ -1036,6 +1047,8 @@ mod tests {
                 fraction_lost: 0,
                 highest_seq: s.seq + 300,
                 jitter: 80 * MS,
+                resumed_at: None,
+                judged: true,
             }],
         );
         assert_eq!(s.e.last_loss(), Some(0.0));
@@ -1118,13 +1131,14 @@ mod tests {
         assert_eq!(e.last_loss(), Some(0.25));
     }
 
-    /// A member still connected when another reconnects after a relay restart: it
-    /// went on reporting the other's stream, with nothing counted while the other was
-    /// away (or left it out of its reports), and the block after the other is back
-    /// counts the outage as loss. It is the stream's first block after it carried
-    /// nothing, whose loss is not taken; the next one's is.
+    /// A member still connected when another comes back (it reconnects after a relay
+    /// restart, or its uplink was dead for a while): it went on reporting the other's
+    /// stream with nothing counted (or left it out of its reports), and its first
+    /// block after the other is back counts the outage as loss. The relay saw the
+    /// stream begin to arrive again, so that block only sets the count; the next one's
+    /// loss is taken.
     #[test]
-    fn a_streams_first_block_after_it_carried_nothing_is_not_taken() {
+    fn a_streams_first_block_after_it_began_to_arrive_again_is_not_taken() {
         let t0 = Instant::now();
         let back = Ssrc(0x5eed);
         for reported_while_away in [true, false] {
@@ -1133,7 +1147,6 @@ mod tests {
                 ..EstimateConfig::default()
             });
             let mut now = t0;
-            // The receiver's first report after it connected again; the other is away.
             e.handle_receiver_report(now, [block(VIDEO, 3000, 0), block(back, 4000, 0)]);
             for i in 1..=5u32 {
                 now += 1000 * MS;
@@ -1143,29 +1156,85 @@ mod tests {
                     false => e.handle_receiver_report(now, [video]),
                 }
             }
-            // Back: 1500 packets sent into the outage, 300 since.
+            // Back half a second ago: 1500 packets sent into the outage, 300 since.
             now += 1000 * MS;
-            e.handle_receiver_report(now, [block(VIDEO, 5100, 0), block(back, 5800, 213)]);
-            assert_eq!(
-                e.last_loss(),
-                Some(0.0),
-                "reported while away: {reported_while_away}"
-            );
+            let resumed = LossReport {
+                resumed_at: Some(now - 500 * MS),
+                ..block(back, 5800, 213)
+            };
+            e.handle_receiver_report(now, [block(VIDEO, 5100, 0), resumed]);
+            let while_away = format!("reported while away: {reported_while_away}");
+            assert_eq!(e.last_loss(), Some(0.0), "{while_away}");
             assert!(!e.lossy(now));
             now += 1000 * MS;
-            e.handle_receiver_report(now, [block(VIDEO, 5400, 0), block(back, 6100, 64)]);
-            assert_eq!(
-                e.last_loss(),
-                Some(0.125),
-                "reported while away: {reported_while_away}"
-            );
+            let next = LossReport {
+                resumed_at: Some(now - 1500 * MS),
+                ..block(back, 6100, 64)
+            };
+            e.handle_receiver_report(now, [block(VIDEO, 5400, 0), next]);
+            assert_eq!(e.last_loss(), Some(0.125), "{while_away}");
         }
         // The relay's own counts (an uplink's) are taken as they come.
         let mut e = DownlinkEstimate::new(EstimateConfig::default());
         e.handle_receiver_report(t0, [block(back, 4000, 0)]);
-        e.handle_receiver_report(t0 + 1000 * MS, [block(back, 4000, 0)]);
-        e.handle_receiver_report(t0 + 2000 * MS, [block(back, 4300, 64)]);
+        let resumed = LossReport {
+            resumed_at: Some(t0 + 500 * MS),
+            ..block(back, 4300, 64)
+        };
+        e.handle_receiver_report(t0 + 1000 * MS, [resumed]);
         assert_eq!(e.last_loss(), Some(0.25));
+    }
+
+    /// A receiver whose link carried nothing for a second while the relay sent (its
+    /// block then counts no packets), or whose report was lost on the way: the next
+    /// block's loss is the link's, and is taken.
+    #[test]
+    fn loss_after_a_blackout_or_a_lost_report_is_taken() {
+        let t0 = Instant::now();
+        let mut e = DownlinkEstimate::new(EstimateConfig {
+            first_report_loss: false,
+            ..EstimateConfig::default()
+        });
+        e.handle_receiver_report(t0, [block(VIDEO, 3000, 0)]);
+        e.handle_receiver_report(t0 + 1000 * MS, [block(VIDEO, 3300, 0)]);
+        // The blackout: nothing arrived, and the block says nothing.
+        e.handle_receiver_report(t0 + 2000 * MS, [block(VIDEO, 3300, 0)]);
+        // Then 600 packets, half of them lost (the blackout's).
+        let now = t0 + 3000 * MS;
+        e.handle_receiver_report(now, [block(VIDEO, 3900, 128)]);
+        assert_eq!(e.last_loss(), Some(0.5));
+        assert!(e.lossy(now));
+        // A report lost on the way: the next one, 2 s after the one before, counts.
+        let later = now + 2000 * MS;
+        e.handle_receiver_report(later, [block(VIDEO, 4500, 26)]);
+        assert!((e.last_loss().unwrap() - 26.0 / 256.0).abs() < 1e-9);
+    }
+
+    /// A full layer the receiver just started getting: its blocks count the packets it
+    /// was never sent as lost, so they only set the count, and the first block taken
+    /// weighs only the packets since.
+    #[test]
+    fn blocks_not_judged_only_set_the_count() {
+        let t0 = Instant::now();
+        let mut e = DownlinkEstimate::new(EstimateConfig {
+            first_report_loss: false,
+            ..EstimateConfig::default()
+        });
+        let settling = |seq, loss| LossReport {
+            judged: false,
+            ..block(VIDEO, seq, loss)
+        };
+        e.handle_receiver_report(t0, [block(AUDIO, 1000, 0), settling(9000, 255)]);
+        e.handle_receiver_report(
+            t0 + 1000 * MS,
+            [block(AUDIO, 1050, 0), settling(12000, 200)],
+        );
+        assert!(!e.lossy(t0 + 1000 * MS));
+        // Judged from here: 300 video packets with 10% lost, 50 audio without.
+        let now = t0 + 2000 * MS;
+        e.handle_receiver_report(now, [block(AUDIO, 1100, 0), block(VIDEO, 12300, 26)]);
+        let loss = e.last_loss().unwrap();
+        assert!((loss - 300.0 * 26.0 / 256.0 / 350.0).abs() < 1e-9, "{loss}");
     }
 
     /// Blocks are weighted by their streams' packets however many streams a receiver
@@ -1229,6 +1298,8 @@ mod tests {
                     fraction_lost: 0,
                     highest_seq: 10 * i,
                     jitter: Duration::ZERO,
+                    resumed_at: None,
+                    judged: true,
                 }],
             );
         }
@@ -1290,6 +1361,8 @@ mod tests {
                 fraction_lost: (i * 7 + k) as u8,
                 highest_seq: u32::MAX - i * k,
                 jitter: Duration::MAX,
+                resumed_at: None,
+                judged: true,
             });
             e.handle_receiver_report(t0 + Duration::from_secs(u64::from(i)), blocks);
         }

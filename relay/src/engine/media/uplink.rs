@@ -171,6 +171,8 @@ impl Arrivals {
             fraction_lost: (u64::from(lost) * 256 / u64::from(expected)).min(255) as u8,
             highest_seq: self.highest,
             jitter: Duration::ZERO,
+            resumed_at: None,
+            judged: true,
         };
         Some((report, expected, lost))
     }
