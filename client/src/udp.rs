@@ -7,12 +7,13 @@
 //! (mio) on [`UdpLink::socket`] in a load generator — until the socket is readable or
 //! [`UdpParticipant::poll_timeout`] passes.
 //!
-//! A datagram's arrival time is `now` less how long it waited in the socket: the
-//! kernel stamps each datagram as it receives it (`SO_TIMESTAMPNS`, on the wall
-//! clock), and [`UdpLink::recv_waited`] reads the stamp against the wall clock. The
-//! participant's delay-based estimate (its REMB) and its reports of the relay's probes
-//! are measured by arrival times: a caller that reads late (a busy loop, a loaded host)
-//! does not make the link look slower than it is.
+//! A datagram's arrival time is the kernel's: it stamps each datagram as it receives it
+//! (`SO_TIMESTAMPNS`, on the wall clock), [`UdpLink::recv_stamped`] reads the stamp,
+//! and [`arrival`] puts it on the caller's clock, against the wall clock read once per
+//! [`UdpParticipant::read`] beside the caller's `now`. The participant's delay-based
+//! estimate (its REMB) and its reports of the relay's probes are measured by arrival
+//! times: datagrams that waited in the socket while the caller was busy (a loaded
+//! host) keep their spacing, and do not make the link look slower than it is.
 //!
 //! [`UdpLink`] is the socket half alone, for callers with no participant on a socket
 //! (`blindfold-load` against a bare forwarder) or with their own receive path (its
@@ -65,10 +66,24 @@ use crate::{Event, Participant};
 /// the kernel); the participant's own datagrams are at most [`crate::MAX_DATAGRAM`].
 pub const RECV_BUF: usize = 2048;
 
-/// The longest wait in the socket [`UdpLink::recv_waited`] reports: a datagram that
-/// waited longer is late however it is measured, and a step of the wall clock between
-/// its stamp and its read must not move its arrival far.
+/// The farthest [`arrival`] moves a datagram from `now`: a stamp farther away is taken
+/// for a step of the wall clock between it and the read, and not believed.
 pub const MAX_WAITED: Duration = Duration::from_secs(1);
+
+/// When a datagram the kernel stamped `stamp` arrived, on the caller's clock: `now`
+/// and `wall` are one moment on that clock and on the wall clock. Without a stamp, or
+/// with one more than [`MAX_WAITED`] away from `wall`, `now`.
+pub fn arrival(now: Instant, wall: SystemTime, stamp: Option<SystemTime>) -> Instant {
+    let Some(stamp) = stamp else {
+        return now;
+    };
+    match wall.duration_since(stamp) {
+        Ok(waited) if waited <= MAX_WAITED => now.checked_sub(waited).unwrap_or(now),
+        // Stamped after `wall` was read (it came during the read).
+        Err(e) if e.duration() <= MAX_WAITED => now.checked_add(e.duration()).unwrap_or(now),
+        _ => now,
+    }
+}
 
 /// What a socket did. Add them up over many sockets with `+=`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -178,22 +193,19 @@ impl UdpLink {
         }
     }
 
-    /// Reads one datagram into `buf`: its length, its source, and how long it waited in
-    /// the socket since the kernel received it (zero without a stamp, and at most
-    /// [`MAX_WAITED`], since a step of the wall clock in between would read as a wait).
-    /// `None` once the socket would block, or after an error (counted).
-    #[allow(clippy::disallowed_methods)] // the kernel's stamps are on the wall clock
-    pub fn recv_waited(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr, Duration)> {
+    /// Reads one datagram into `buf`: its length, its source, and when the kernel
+    /// received it, on the wall clock (`None` where the socket does not stamp arrivals;
+    /// [`arrival`] puts it on the caller's clock). `None` once the socket would block,
+    /// or after an error (counted).
+    pub fn recv_stamped(
+        &mut self,
+        buf: &mut [u8],
+    ) -> Option<(usize, SocketAddr, Option<SystemTime>)> {
         loop {
             match recv_stamped(&self.socket, buf) {
                 Ok(got) => {
                     self.stats.datagrams_in += 1;
-                    let waited = got
-                        .arrived
-                        .and_then(|t| SystemTime::now().duration_since(t).ok())
-                        .unwrap_or_default()
-                        .min(MAX_WAITED);
-                    return Some((got.len, got.from, waited));
+                    return Some((got.len, got.from, got.arrived));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => self.stats.refused += 1,
@@ -297,16 +309,18 @@ impl UdpParticipant {
     }
 
     /// Hands every waiting datagram to the participant, reading each into `buf`, until
-    /// the socket would block; returns how many were handed. A datagram the participant
+    /// the socket would block; returns how many were handed. Each is handed at its
+    /// [`arrival`], `now` being the moment this is called. A datagram the participant
     /// drops is counted in its own [`Stats`](crate::Stats).
+    #[allow(clippy::disallowed_methods)] // the kernel's stamps are on the wall clock
     pub fn read(&mut self, now: Instant, buf: &mut [u8]) -> usize {
+        let wall = SystemTime::now();
         let mut n = 0;
-        while let Some((len, from, waited)) = self.link.recv_waited(buf) {
+        while let Some((len, from, stamp)) = self.link.recv_stamped(buf) {
             if let Some(d) = buf.get_mut(..len) {
                 // When it arrived (the participant takes no time back from before its
                 // last input: `Participant::handle_datagram`).
-                let arrived = now.checked_sub(waited).unwrap_or(now);
-                let _ = self.p.handle_datagram(arrived, from, d);
+                let _ = self.p.handle_datagram(arrival(now, wall, stamp), from, d);
                 n += 1;
             }
         }
@@ -357,8 +371,6 @@ mod tests {
     // Real sockets: a wait for the kernel is bounded by the clock.
     #![allow(clippy::disallowed_methods)]
 
-    use std::time::Duration;
-
     use super::*;
 
     fn loopback() -> UdpLink {
@@ -380,22 +392,39 @@ mod tests {
         }
     }
 
-    /// A datagram read late reports how long it waited in the socket, which
-    /// `UdpParticipant::read` takes off `now` for its arrival time.
+    /// Two datagrams read late, 100 ms after the first arrived, keep their arrival
+    /// times and the 30 ms between them.
     #[test]
-    fn a_datagram_read_late_reports_its_wait() {
+    fn datagrams_read_late_keep_their_arrival_times() {
         let (mut a, mut b) = (loopback(), loopback());
         // The kernel turns receive stamping on a moment after the first socket asks.
         std::thread::sleep(Duration::from_millis(50));
-        assert!(a.send(b"late", b.local_addr().unwrap()));
-        std::thread::sleep(Duration::from_millis(100));
+        let to_b = b.local_addr().unwrap();
+        let sent = Instant::now();
+        assert!(a.send(b"one", to_b));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(a.send(b"two", to_b));
+        std::thread::sleep(Duration::from_millis(70));
+        let (now, wall) = (Instant::now(), SystemTime::now());
         let mut buf = [0u8; RECV_BUF];
-        let (n, from, waited) = b.recv_waited(&mut buf).unwrap();
-        assert_eq!((&buf[..n], from), (&b"late"[..], a.local_addr().unwrap()));
-        assert!(waited >= Duration::from_millis(95), "{waited:?}");
-        assert!(waited < MAX_WAITED, "{waited:?}");
-        assert_eq!(b.recv_waited(&mut buf), None, "would block");
-        assert_eq!(b.stats().datagrams_in, 1);
+        let mut at = Vec::new();
+        while let Some((n, from, stamp)) = b.recv_stamped(&mut buf) {
+            assert_eq!(from, a.local_addr().unwrap());
+            at.push((buf[..n].to_vec(), arrival(now, wall, stamp)));
+        }
+        assert_eq!(at.len(), 2);
+        assert_eq!((&at[0].0[..], &at[1].0[..]), (&b"one"[..], &b"two"[..]));
+        let (first, second) = (at[0].1 - sent, at[1].1 - sent);
+        assert!(first < Duration::from_millis(10), "{first:?}");
+        let apart = second - first;
+        let ms = Duration::from_millis;
+        assert!(apart >= ms(29) && apart < ms(45), "{apart:?}");
+        assert_eq!(b.stats().datagrams_in, 2);
+        // A stamp far off the wall clock (a step of it) is not believed.
+        let far = wall - Duration::from_secs(5);
+        assert_eq!(arrival(now, wall, Some(far)), now);
+        assert_eq!(arrival(now, wall, None), now);
+        assert_eq!(arrival(now, wall, Some(wall + ms(3))), now + ms(3));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! On a shared runtime, the Matrix crypto of a member joining (Olm sessions, room keys)
 //! kept the loop waiting long enough for the relay to see congestion and take
 //! everyone's full layers away. Each datagram's arrival time is also the kernel's
-//! (`SO_TIMESTAMPNS`), not the loop's: what the loop still waits on (the lock, a
-//! decryption before it) does not count either.
+//! (`SO_TIMESTAMPNS`), not the loop's: each turn reads everything waiting, each
+//! datagram at its stamp, before the timers run.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,12 +27,15 @@ use tokio::net::UdpSocket;
 
 use super::{ConferenceEvent, Inner, MemberId};
 use crate::media::mki_from_end;
-use crate::udp::MAX_WAITED;
+use crate::udp::arrival;
 use crate::{DropReason, Event};
 
 /// Longest sleep when nothing is scheduled (the participant always has a timer once
 /// started; this is a backstop).
 const IDLE: Duration = Duration::from_millis(200);
+
+/// Datagrams read in one turn at most, before the timers and the sources run again.
+const READ_PER_TURN: usize = 256;
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, bytes);
@@ -115,34 +118,28 @@ async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
             .unwrap_or_else(|| Instant::now() + IDLE)
         };
         tokio::select! {
-            r = recv_waited(&sock, &mut buf) => match r {
-                Ok((n, from, waited)) => {
-                    let now = Instant::now();
-                    let arrived = now.checked_sub(waited).unwrap_or(now);
-                    let datagram = &mut buf[..n];
-                    // The SSRC is read before decryption, which works in place.
-                    let rtp_ssrc = match demux(datagram) {
-                        Datagram::Rtp(p) => RtpHeader::parse(p).ok().map(|h| h.ssrc()),
-                        _ => None,
-                    };
-                    let hash = rtp_ssrc.map(|_| sha256(datagram));
-                    let mut st = inner.lock();
-                    // Bad datagrams are the participant's to count (Stats::drops); media
-                    // that does not decrypt is also the application's business.
-                    let r = st.participant.handle_datagram(arrived, from, datagram);
-                    if let (Err(reason @ (DropReason::Srtp(_) | DropReason::UnknownSsrc)), Some(ssrc)) =
-                        (r, rtp_ssrc)
-                    {
-                        let from = st
-                            .roster
-                            .members()
-                            .find(|m| m.streams.iter().any(|s| s.ssrc == ssrc))
-                            .map(MemberId::from);
-                        inner.emit(ConferenceEvent::Undecryptable { ssrc, from, reason });
+            r = sock.readable() => match r {
+                // Everything waiting, each at its arrival: before the turn below runs
+                // the timers at a later `now`, which the participant would then take
+                // for the arrivals' too (it takes no time back).
+                Ok(()) => {
+                    let (now, wall) = (Instant::now(), SystemTime::now());
+                    for _ in 0..READ_PER_TURN {
+                        match sock.try_io(Interest::READABLE, || recv_stamped(&sock, &mut buf)) {
+                            Ok(got) => {
+                                let arrived = arrival(now, wall, got.arrived);
+                                take(&inner, arrived, got.from, &mut buf[..got.len]);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            // ICMP port unreachable and the like: the next datagram may be
+                            // fine.
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                break;
+                            }
+                        }
                     }
-                    drain(&inner, &mut st, hash);
                 }
-                // ICMP port unreachable and the like: the next datagram may be fine.
                 Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}
@@ -203,27 +200,29 @@ async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
     }
 }
 
-/// Reads one datagram: its length, its source, and how long it waited in the socket
-/// (the kernel's stamp against the wall clock, as `UdpLink::recv_waited` reads it).
-async fn recv_waited(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Duration)> {
-    loop {
-        sock.readable().await?;
-        match sock.try_io(Interest::READABLE, || recv_stamped(sock, buf)) {
-            Ok(got) => {
-                let waited = got
-                    .arrived
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .unwrap_or_default()
-                    .min(MAX_WAITED);
-                return Ok((got.len, got.from, waited));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+/// Hands the participant one datagram that arrived at `arrived`.
+fn take(inner: &Inner, arrived: Instant, from: SocketAddr, datagram: &mut [u8]) {
+    // The SSRC is read before decryption, which works in place.
+    let rtp_ssrc = match demux(datagram) {
+        Datagram::Rtp(p) => RtpHeader::parse(p).ok().map(|h| h.ssrc()),
+        _ => None,
+    };
+    let hash = rtp_ssrc.map(|_| sha256(datagram));
+    let mut st = inner.lock();
+    // Bad datagrams are the participant's to count (Stats::drops); media that does not
+    // decrypt is also the application's business.
+    let r = st.participant.handle_datagram(arrived, from, datagram);
+    if let (Err(reason @ (DropReason::Srtp(_) | DropReason::UnknownSsrc)), Some(ssrc)) =
+        (r, rtp_ssrc)
+    {
+        let from = st
+            .roster
+            .members()
+            .find(|m| m.streams.iter().any(|s| s.ssrc == ssrc))
+            .map(MemberId::from);
+        inner.emit(ConferenceEvent::Undecryptable { ssrc, from, reason });
     }
+    drain(inner, &mut st, hash);
 }
 
 /// Hands the participant's events on; `hash` is the datagram that produced them.
