@@ -273,17 +273,21 @@ impl Engine {
 const TCC_FEEDBACK_BUF: usize =
     20 + media::TWCC_MAX_PER_FEEDBACK * 2 + media::TWCC_MAX_PER_FEEDBACK.div_ceil(7) * 2 + 4;
 
-/// Whether `seq` is newer (RFC 1982 order) than `newest`, the newest before it, which
-/// it then becomes. A keyframe's start that is not (the sender's resend of one for a
-/// NACK the relay passed on, or one reordered on the way) would start the switching
-/// receivers on a frame whose rest has gone by.
+/// How far behind the newest a sequence number is a resend or a reordering of the
+/// stream's; farther, a restart of its numbering (or the newest was a spoofed one).
+const STALE_BEHIND: u16 = 2048;
+
+/// Whether `seq` is not a stale one: not up to [`STALE_BEHIND`] behind `newest`, the
+/// newest before it (which it then becomes). A keyframe's start that is stale (the
+/// sender's resend of one for a NACK the relay passed on, or one reordered on the way)
+/// would start the switching receivers on a frame whose rest has gone by.
 fn newest(newest: &mut Option<WireSeq>, seq: WireSeq) -> bool {
-    let d = newest.map_or(1, |n| seq.0.wrapping_sub(n.0));
-    let newer = d != 0 && d < 0x8000;
-    if newer {
+    let behind = newest.map_or(STALE_BEHIND + 1, |n| n.0.wrapping_sub(seq.0));
+    let fresh = behind > STALE_BEHIND;
+    if fresh {
         *newest = Some(seq);
     }
-    newer
+    fresh
 }
 
 /// Where each extension the engine reads is in a stream's [`wire::rtp::ExtLayout`].
@@ -345,4 +349,28 @@ fn rate_announce(
         bps,
     };
     events.push_back(Event::Peer(PeerDest::All, msg));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Newer numbers (across the wrap) are fresh; a repeat, a resend or a reordering
+    /// up to 2048 behind is stale; farther behind is a restart (or the newest was
+    /// spoofed), fresh again, so one forged number holds no switch up for long.
+    #[test]
+    fn a_number_is_stale_only_a_little_behind_the_newest() {
+        let mut n = None;
+        assert!(newest(&mut n, WireSeq(65_534)));
+        assert!(newest(&mut n, WireSeq(3)), "across the wrap");
+        assert!(!newest(&mut n, WireSeq(3)), "a repeat");
+        assert!(
+            !newest(&mut n, WireSeq(65_000)),
+            "a resend from before the wrap"
+        );
+        assert_eq!(n, Some(WireSeq(3)));
+        assert!(newest(&mut n, WireSeq(30_000)), "a jump ahead");
+        assert!(newest(&mut n, WireSeq(4)), "far behind it: a restart");
+        assert!(newest(&mut n, WireSeq(5)));
+    }
 }

@@ -43,9 +43,9 @@
 //!   doubles the wait before the next one (4 s, then 8 s, … up to 32 s); one that
 //!   holds resets it. One that loss ends while it waits for its keyframe sent nothing
 //!   of its layer: the next waits the first wait (4 s), and the doubling goes on from
-//!   where it was — unless the trial before ended so too, and then the wait doubles as
-//!   after a failed trial (each trial asks the sender for a keyframe, and loss that
-//!   keeps coming back is the link's). `probe_backoff: None` turns trials off.
+//!   where it was — unless the trial before ended so too: then it waits as after a
+//!   failed trial, and the waits double from there (each trial asks the sender for a
+//!   keyframe, and loss that keeps coming back is the link's). `probe_backoff: None` turns trials off.
 //! - **Probe first** (`probe_first`). A trial blind would cost a receiver whose link
 //!   cannot carry the layer a keyframe's worth of queue, and with a small buffer its
 //!   audio. So a trial (a started subscription's too) first asks the engine for a
