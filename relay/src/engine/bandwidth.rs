@@ -314,9 +314,10 @@ impl Engine {
         sender: SessionHandle,
         ssrc: Ssrc,
         bps: u64,
+        resumed: bool,
     ) {
         if let Some(st) = self.stream_by_home(home, sender, ssrc) {
-            st.set_rate(now, bps);
+            st.set_rate(now, bps, resumed);
         }
     }
 

@@ -219,6 +219,7 @@ pub(crate) fn run(data: &[u8]) {
                         sender: handle,
                         ssrc,
                         bps,
+                        resumed: action & 2 == 0,
                     },
                 };
                 e.handle_command(now, Command::Peer(msg));

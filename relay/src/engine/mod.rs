@@ -416,6 +416,9 @@ pub enum PeerMsg {
         ssrc: Ssrc,
         /// Bits per second over the last second.
         bps: u64,
+        /// The packet that made this measure begins the stream again (see
+        /// `rtp::rate_announce`).
+        resumed: bool,
     },
     /// Layer choice (on `receiver`'s home) moved it on `ssrc`, a full-resolution layer it
     /// subscribes to (sent to every shard).
@@ -1099,8 +1102,9 @@ struct Stream {
     meter: media::RateMeter,
     /// Its rate (bits/s) and when it was measured or announced, on every shard.
     rate: Option<(u64, Instant)>,
-    /// When it last began to carry packets after carrying none for
-    /// `bandwidth::RATE_STALE` (or at all), on every shard (`Stream::set_rate`).
+    /// When it last began to carry packets again after a second without any (or at
+    /// all), on every shard, as the shard its media arrives on judged it
+    /// (`rtp::rate_announce`).
     resumed_at: Option<Instant>,
     /// When the shard its media arrives on next measures and announces its rate, and
     /// refills `allowance`.
@@ -1126,9 +1130,10 @@ enum Home {
 }
 
 impl Stream {
-    /// Its rate is `bps`, measured or announced at `now`.
-    fn set_rate(&mut self, now: Instant, bps: u64) {
-        if bps > 0 && bandwidth::rate_at(self.rate, now) == 0 {
+    /// Its rate is `bps`, measured or announced at `now`, by a packet that began the
+    /// stream again if `resumed`.
+    fn set_rate(&mut self, now: Instant, bps: u64, resumed: bool) {
+        if resumed {
             self.resumed_at = Some(now);
         }
         self.rate = Some((bps, now));

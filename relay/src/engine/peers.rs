@@ -251,7 +251,8 @@ impl Engine {
                 sender,
                 ssrc,
                 bps,
-            } => self.handle_stream_rate(now, home, sender, ssrc, bps),
+                resumed,
+            } => self.handle_stream_rate(now, home, sender, ssrc, bps, resumed),
             PeerMsg::LayerState {
                 home,
                 receiver,

@@ -273,6 +273,10 @@ impl Engine {
 const TCC_FEEDBACK_BUF: usize =
     20 + media::TWCC_MAX_PER_FEEDBACK * 2 + media::TWCC_MAX_PER_FEEDBACK.div_ceil(7) * 2 + 4;
 
+/// A stream that carried nothing for this long begins again with its next packet (the
+/// stream meter's window: its rate then reads 0).
+const RESUMED_AFTER: Duration = Duration::from_secs(1);
+
 /// How far behind the newest a sequence number is a resend or a reordering of the
 /// stream's; farther, a restart of its numbering (or the newest was a spoofed one).
 const STALE_BEHIND: u16 = 2048;
@@ -339,14 +343,22 @@ fn rate_announce(
     st: &mut Stream,
     events: &mut VecDeque<Event>,
 ) {
+    // Measured before this packet is counted: nothing here for a second, and nothing
+    // measured for a second anywhere (a sender whose media moved here from another
+    // shard had it measured there), so this packet begins the stream again.
     let bps = st.meter.rate_bps(now) as u64;
-    st.set_rate(now, bps);
+    let resumed = bps == 0
+        && st
+            .rate
+            .is_none_or(|(_, at)| now.saturating_duration_since(at) >= RESUMED_AFTER);
+    st.set_rate(now, bps, resumed);
     st.rate_due = now.checked_add(RATE_EVERY);
     let msg = PeerMsg::StreamRate {
         home,
         sender: key,
         ssrc: st.spec.ssrc,
         bps,
+        resumed,
     };
     events.push_back(Event::Peer(PeerDest::All, msg));
 }

@@ -112,8 +112,8 @@ pub(crate) struct EstimateConfig {
     pub queue_high: Option<Duration>,
     /// The lowest round trip is taken over the last one to two of these.
     pub base_rtt_window: Duration,
-    /// Whether the loss in a stream's first report block (or its first after it
-    /// carried nothing) is taken. A receiver's block may cover packets that never
+    /// Whether the loss in a stream's first report block (or its first since it began
+    /// to arrive again) is taken. A receiver's block may cover packets that never
     /// reached this relay (see the module docs): `false` for the downlink. An uplink's
     /// counts are the relay's own: `true`.
     pub first_report_loss: bool,
