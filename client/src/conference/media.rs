@@ -34,8 +34,9 @@ use crate::{DropReason, Event};
 /// started; this is a backstop).
 const IDLE: Duration = Duration::from_millis(200);
 
-/// Datagrams read in one turn at most, before the timers and the sources run again.
-const READ_PER_TURN: usize = 256;
+/// Datagrams read in one turn at most, before the timers and the sources run again
+/// (a stall of seconds at a conference's packet rates).
+const READ_PER_TURN: usize = 1024;
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, bytes);
@@ -118,6 +119,9 @@ async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
             .unwrap_or_else(|| Instant::now() + IDLE)
         };
         tokio::select! {
+            // Datagrams first: the timers below would otherwise run at a later `now`
+            // than their arrivals.
+            biased;
             r = sock.readable() => match r {
                 // Everything waiting, each at its arrival: before the turn below runs
                 // the timers at a later `now`, which the participant would then take
@@ -133,6 +137,11 @@ async fn run(inner: Arc<Inner>, sock: UdpSocket, app: tokio::runtime::Handle) {
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             // ICMP port unreachable and the like: the next datagram may be
                             // fine.
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::ConnectionRefused | io::ErrorKind::Interrupted
+                                ) => {}
                             Err(_) => {
                                 tokio::time::sleep(Duration::from_millis(1)).await;
                                 break;

@@ -109,7 +109,10 @@ impl Member {
     pub(crate) fn read_each(&mut self, buf: &mut [u8], now: Instant) {
         match &mut self.endpoint {
             Endpoint::Participant(u) => {
-                u.read(now, buf);
+                // The moment of the read, which the kernel's arrival stamps are put
+                // against (`now` was read before the other members'). Not before `now`,
+                // which the participant may have seen already.
+                u.read(Instant::now().max(now), buf);
             }
             Endpoint::Bare(l) => while l.recv(buf).is_some() {},
         }
