@@ -226,21 +226,7 @@ impl UdpLink {
     /// Reads one datagram into `buf`: its length and source. `None` once the socket
     /// would block, or after an error (counted).
     pub fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        loop {
-            match self.socket.recv_from(buf) {
-                Ok(got) => {
-                    self.stats.datagrams_in += 1;
-                    return Some(got);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => self.stats.refused += 1,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.stats.recv_errors += 1;
-                    return None;
-                }
-            }
-        }
+        self.recv_stamped(buf).map(|(n, from, _)| (n, from))
     }
 
     /// Reads one `recvmmsg` batch; how many datagrams it holds. 0 once the socket would

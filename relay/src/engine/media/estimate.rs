@@ -833,6 +833,14 @@ mod tests {
     }
 
     /// A block about `ssrc` with highest sequence number `seq` and `loss` (in 1/256).
+    /// An estimate set as the engine sets a receiver's downlink's.
+    fn downlink() -> DownlinkEstimate {
+        DownlinkEstimate::new(EstimateConfig {
+            first_report_loss: false,
+            ..EstimateConfig::default()
+        })
+    }
+
     fn block(ssrc: Ssrc, seq: u32, loss: u8) -> LossReport {
         LossReport {
             ssrc,
@@ -1081,10 +1089,7 @@ mod tests {
     #[test]
     fn the_first_report_sets_the_counts_and_its_loss_is_not_taken() {
         let t0 = Instant::now();
-        let mut e = DownlinkEstimate::new(EstimateConfig {
-            first_report_loss: false,
-            ..EstimateConfig::default()
-        });
+        let mut e = downlink();
         for i in 0..250u32 {
             e.handle_sent(t0 + 4 * MS * i, 1000);
         }
@@ -1114,10 +1119,7 @@ mod tests {
     #[test]
     fn a_streams_first_block_sets_its_count_and_its_loss_is_not_taken() {
         let t0 = Instant::now();
-        let mut e = DownlinkEstimate::new(EstimateConfig {
-            first_report_loss: false,
-            ..EstimateConfig::default()
-        });
+        let mut e = downlink();
         let back = Ssrc(0x5eed);
         e.handle_receiver_report(t0, [block(VIDEO, 9000, 0)]);
         // The reconnected member's stream, alone in a compound of its own (a receiver
@@ -1142,10 +1144,7 @@ mod tests {
         let t0 = Instant::now();
         let back = Ssrc(0x5eed);
         for reported_while_away in [true, false] {
-            let mut e = DownlinkEstimate::new(EstimateConfig {
-                first_report_loss: false,
-                ..EstimateConfig::default()
-            });
+            let mut e = downlink();
             let mut now = t0;
             e.handle_receiver_report(now, [block(VIDEO, 3000, 0), block(back, 4000, 0)]);
             for i in 1..=5u32 {
@@ -1191,10 +1190,7 @@ mod tests {
     #[test]
     fn loss_after_a_blackout_or_a_lost_report_is_taken() {
         let t0 = Instant::now();
-        let mut e = DownlinkEstimate::new(EstimateConfig {
-            first_report_loss: false,
-            ..EstimateConfig::default()
-        });
+        let mut e = downlink();
         e.handle_receiver_report(t0, [block(VIDEO, 3000, 0)]);
         e.handle_receiver_report(t0 + 1000 * MS, [block(VIDEO, 3300, 0)]);
         // The blackout: nothing arrived, and the block says nothing.
@@ -1216,10 +1212,7 @@ mod tests {
     #[test]
     fn blocks_not_judged_only_set_the_count() {
         let t0 = Instant::now();
-        let mut e = DownlinkEstimate::new(EstimateConfig {
-            first_report_loss: false,
-            ..EstimateConfig::default()
-        });
+        let mut e = downlink();
         let settling = |seq, loss| LossReport {
             judged: false,
             ..block(VIDEO, seq, loss)
