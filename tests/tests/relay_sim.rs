@@ -391,9 +391,13 @@ fn a_stale_keyframe_start_does_not_complete_a_switch_up() {
         sim.relay_total(|s| s.keyframe_requests_sent) > asked,
         "bob is switching up"
     );
+    // A stale start as the first packet since he began to wait (the relay's cache
+    // knows alice's newest), and after a newer one.
+    let from = sim.member(a).addr;
+    assert!(matches!(sim.inject(from, &old), Handled::Forward(_)));
+    assert_eq!(copies_of(&sim, b, &old), 0, "a stale start, first");
     sim.send(a, full, Pt(96), &[2; 300]);
     let delta = sim.member(a).sent.last().unwrap().clone();
-    let from = sim.member(a).addr;
     assert!(matches!(sim.inject(from, &old), Handled::Forward(_)));
     assert_eq!(copies_of(&sim, b, &old), 0, "a stale start");
     assert_eq!(copies_of(&sim, b, &delta), 0);

@@ -136,7 +136,9 @@ impl Engine {
                     Some(Slot::Receivers) => st.receivers.push(addr),
                     Some(Slot::Pending) => {
                         if st.pending.is_empty() {
-                            st.pending_newest = None;
+                            // The newest so far, where the cache knows it: a stale
+                            // keyframe start as the next packet starts nothing either.
+                            st.pending_newest = st.retransmit.as_ref().and_then(|c| c.last_seq());
                         }
                         st.pending.push((addr, r));
                         // The keyframe moves them over without allocating.
@@ -214,7 +216,6 @@ impl Engine {
         let mut lists = lists.into_iter();
         for st in &mut s.streams {
             (st.receivers, st.pending) = lists.next().unwrap_or_default();
-            st.pending_newest = None;
             // The retransmission cache lives where the media arrives.
             let bytes = match (st.spec.kind, st.spec.layer) {
                 (MediaKind::Audio, _) => 0,
@@ -230,6 +231,7 @@ impl Engine {
                 (false, Some(_)) => st.retransmit = None,
                 _ => {}
             }
+            st.pending_newest = st.retransmit.as_ref().and_then(|c| c.last_seq());
         }
         self.check_unwatched(h);
     }

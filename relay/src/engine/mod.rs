@@ -1095,8 +1095,9 @@ struct Stream {
     /// Receivers switching up to this full layer: they join `receivers` at its next
     /// keyframe (kept beside `receivers`, whose capacity is reserved for them).
     pending: Vec<(SocketAddr, SessionHandle)>,
-    /// The newest sequence number that arrived while `pending` was not empty: a
-    /// keyframe's start older than it is no start for them.
+    /// While `pending` is not empty, the stream's newest sequence number (its cache's
+    /// last when the first was listed, then each packet's): a keyframe's start a little
+    /// behind it is no start for them (`rtp::newest`).
     pending_newest: Option<WireSeq>,
     /// What the stream carries, measured where its media arrives.
     meter: media::RateMeter,

@@ -273,6 +273,14 @@ impl RetransmitCache {
             + self.nack.allocated_bytes()
     }
 
+    /// The sequence number of the packet cached last (the newest unless packets came
+    /// out of order), if any is cached.
+    pub(crate) fn last_seq(&self) -> Option<WireSeq> {
+        let last = self.count.checked_sub(1)?;
+        let r = &self.recs[(self.head + last) & (self.recs.len() - 1)];
+        (r.len != 0).then_some(WireSeq(r.seq))
+    }
+
     fn find(&self, now: Instant, seq: WireSeq) -> Option<(usize, usize)> {
         let r = &self.recs[usize::from(self.by_seq[usize::from(seq.0 & self.mask)])];
         (r.len != 0 && r.seq == seq.0 && self.fresh(r, now))
@@ -442,6 +450,7 @@ mod tests {
     fn returns_the_original_bytes() {
         let t0 = Instant::now();
         let mut c = RetransmitCache::new(RetransmitConfig::default());
+        assert_eq!(c.last_seq(), None);
         for s in 0..100u16 {
             let p = packet(s, 0, 200 + usize::from(s));
             assert_eq!(
@@ -459,6 +468,7 @@ mod tests {
         assert_eq!(c.get(now, WireSeq(100)), None);
         assert_eq!(c.get(now, WireSeq(100 + 1024)), None, "same slot as 100");
         assert_eq!(c.cached_packets(), 100);
+        assert_eq!(c.last_seq(), Some(WireSeq(99)));
         check_invariants(&c);
     }
 
