@@ -66,14 +66,6 @@ const REPORT_GAP: Duration = Duration::from_millis(50);
 /// A rate not renewed for this long counts as 0 (the stream stopped or was paused).
 pub(super) const RATE_STALE: Duration = Duration::from_millis(1500);
 
-/// A rate as last measured or announced (`Stream::rate`), at `now`: 0 if stale.
-pub(super) fn rate_at(rate: Option<(u64, Instant)>, now: Instant) -> u64 {
-    match rate {
-        Some((bps, at)) if now.saturating_duration_since(at) < RATE_STALE => bps,
-        _ => 0,
-    }
-}
-
 /// Report blocks about a full layer count once the receiver has had it this long (two
 /// report intervals): the first blocks after a switch up count the packets sent while
 /// it was on the thumbnail as lost.
@@ -301,7 +293,10 @@ impl Engine {
 
     /// A stream's rate now: as last measured or announced, 0 if stale.
     fn rate_of(st: &Stream, now: Instant) -> u64 {
-        rate_at(st.rate, now)
+        match st.rate {
+            Some((bps, at)) if now.saturating_duration_since(at) < RATE_STALE => bps,
+            _ => 0,
+        }
     }
 
     // ----- stream rates --------------------------------------------------------------
@@ -1033,23 +1028,19 @@ impl Engine {
             media::ProbeOutcome::Short(_) => self.stats.probes_short += 1,
             media::ProbeOutcome::Unanswered => self.stats.probes_unanswered += 1,
         }
+        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
+            return;
+        };
+        let d = &mut local.downlink;
         let Some(ProbeFor {
             ssrc: probed,
             least,
             besides,
             awaited,
-        }) = self
-            .sessions
-            .get_mut(r)
-            .and_then(|s| s.local())
-            .and_then(|l| l.downlink.probe_for.take())
+        }) = d.probe_for.take()
         else {
             return;
         };
-        let Some(local) = self.sessions.get_mut(r).and_then(|s| s.local()) else {
-            return;
-        };
-        let d = &mut local.downlink;
         let measured = outcome;
         let short = matches!(outcome, media::ProbeOutcome::Short(_));
         let short_too =

@@ -832,7 +832,6 @@ mod tests {
         }
     }
 
-    /// A block about `ssrc` with highest sequence number `seq` and `loss` (in 1/256).
     /// An estimate set as the engine sets a receiver's downlink's.
     fn downlink() -> DownlinkEstimate {
         DownlinkEstimate::new(EstimateConfig {
@@ -841,6 +840,7 @@ mod tests {
         })
     }
 
+    /// A block about `ssrc` with highest sequence number `seq` and `loss` (in 1/256).
     fn block(ssrc: Ssrc, seq: u32, loss: u8) -> LossReport {
         LossReport {
             ssrc,

@@ -39,13 +39,14 @@
 //!   below where it was when the trial began while the receiver signals congestion
 //!   (not app-limited: a bound of what was sent that falls is no verdict), or if the
 //!   receiver is losing packets (`Judged::lossy`) — not because the estimate has not
-//!   yet caught up with the new rate; after that the normal rule applies. A trial that fails within its window
-//!   doubles the wait before the next one (4 s, then 8 s, … up to 32 s); one that
-//!   holds resets it. One that loss ends while it waits for its keyframe sent nothing
-//!   of its layer: the next waits the first wait (4 s), and the doubling goes on from
-//!   where it was — unless the trial before ended so too: then it waits as after a
-//!   failed trial, and the waits double from there (each trial asks the sender for a
-//!   keyframe, and loss that keeps coming back is the link's). `probe_backoff: None` turns trials off.
+//!   yet caught up with the new rate; after that the normal rule applies. A trial that
+//!   fails within its window doubles the wait before the next one (4 s, then 8 s, …
+//!   up to 32 s); one that holds resets it. One that loss ends while it waits for its
+//!   keyframe sent nothing of its layer: the next waits the first wait (4 s), and the
+//!   doubling goes on from where it was — unless the trial before ended so too: then
+//!   it waits as after a failed trial, and the waits double from there (each trial
+//!   asks the sender for a keyframe, and loss that keeps coming back is the link's).
+//!   `probe_backoff: None` turns trials off.
 //! - **Probe first** (`probe_first`). A trial blind would cost a receiver whose link
 //!   cannot carry the layer a keyframe's worth of queue, and with a small buffer its
 //!   audio. So a trial (a started subscription's too) first asks the engine for a
@@ -822,8 +823,8 @@ impl LayerChoice {
     /// is then found within that wait rather than the longest. Loss that ends a trial
     /// before its keyframe did not come from its layer (a member reconnecting after an
     /// outage may report loss for seconds): the first wait, unless the trial before
-    /// ended so too; then the wait doubles as after a failed trial, since each trial
-    /// asks the sender for a keyframe.
+    /// ended so too; then the wait of a failed trial, since each trial asks the sender
+    /// for a keyframe.
     fn fail(&mut self, now: Instant, failure: Failure) {
         self.state = State::Thumbnail;
         self.clamped = None;
